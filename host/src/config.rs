@@ -1,0 +1,648 @@
+//! The configuration file (`wasmpbx.toml`) and the embedded default.
+//!
+//! Parsing is strict: an unknown key or a bad value is an error naming the key
+//! (`sip.listen[0]: …`), never a silently ignored setting. Cross-field rules (unique
+//! extensions, known trunk names, …) are checked by [`Config::validate`].
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The embedded default configuration used by `wasmpbx run` without `--config`.
+pub const EMBEDDED_DEFAULT: &str = include_str!("default-config.toml");
+
+/// A configuration error: one line naming the file and key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: {0}", file = .1.display())]
+    Read(std::io::Error, PathBuf),
+    #[error("{file}: {message}", file = .file.display())]
+    Invalid { file: PathBuf, message: String },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub sip: SipConfig,
+    #[serde(default)]
+    pub media: MediaConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub scripts: ScriptsConfig,
+    #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub flip: FlipConfig,
+    #[serde(default)]
+    pub trunks: Vec<Trunk>,
+    #[serde(default)]
+    pub users: Vec<User>,
+    #[serde(default)]
+    pub locations: Vec<Location>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SipConfig {
+    /// Listeners as `transport:ip:port`.
+    pub listen: Vec<ListenAddr>,
+    /// The realm for digest authentication.
+    pub domain: String,
+    /// Numbers treated as emergency calls besides 112, 911, 999 and 000.
+    pub emergency_numbers: Vec<String>,
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        Self {
+            listen: vec![
+                ListenAddr {
+                    transport: Transport::Udp,
+                    addr: ([127, 0, 0, 1], 5060).into(),
+                },
+                ListenAddr {
+                    transport: Transport::Tcp,
+                    addr: ([127, 0, 0, 1], 5060).into(),
+                },
+            ],
+            domain: "wasmpbx.local".into(),
+            emergency_numbers: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaConfig {
+    /// The UDP port range for RTP and RTCP, `"LOW-HIGH"`.
+    pub rtp_ports: PortRange,
+    /// The address written into SDP.
+    pub public_ip: IpAddr,
+    /// The folder of WAV prompts that `play` actions name.
+    pub prompts: PathBuf,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            rtp_ports: PortRange {
+                low: 20000,
+                high: 30000,
+            },
+            public_ip: [127, 0, 0, 1].into(),
+            prompts: "prompts".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    /// Bearer token for `/api`; required when `listen` is not on loopback.
+    pub token: Option<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// WebSocket `Origin` allow-list; empty means same origin only.
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: ([127, 0, 0, 1], 8080).into(),
+            token: None,
+            tls_cert: None,
+            tls_key: None,
+            allowed_origins: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScriptsConfig {
+    /// The watched folder of `.wasm` components.
+    pub dir: PathBuf,
+    /// The script (file stem) that decides flips.
+    pub flip_policy: String,
+    /// How long one event may run before it is stopped, in milliseconds.
+    pub deadline_ms: u64,
+    /// The most linear memory one instance may use, in MiB.
+    pub memory_mib: u64,
+    /// Where compiled scripts are cached; default: `.wasmpbx-cache` beside the store.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for ScriptsConfig {
+    fn default() -> Self {
+        Self {
+            dir: "scripts".into(),
+            flip_policy: "flip-policy".into(),
+            deadline_ms: 20,
+            memory_mib: 32,
+            cache_dir: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// The SQLite database file.
+    pub path: PathBuf,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            path: "wasmpbx.db".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlipConfig {
+    pub pull_code: String,
+    pub push_code: String,
+    /// Whether emergency calls may be flipped at all (the policy must also allow it).
+    pub allow_emergency: bool,
+    /// A glob on device names (e.g. `"lobby-*"`) whose flips need the user's PIN.
+    pub pin_devices: Option<String>,
+    /// How long targets ring when the policy does not say, in milliseconds.
+    pub ring_timeout_ms: u32,
+}
+
+impl Default for FlipConfig {
+    fn default() -> Self {
+        Self {
+            pull_code: "*77".into(),
+            push_code: "*8".into(),
+            allow_emergency: false,
+            pin_devices: None,
+            ring_timeout_ms: 20_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Trunk {
+    pub name: String,
+    /// Where outbound calls go, e.g. `sip:127.0.0.1:5090`.
+    pub uri: String,
+    /// Addresses or CIDRs whose INVITEs are this trunk's calls.
+    #[serde(default)]
+    pub inbound: Vec<Cidr>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    pub id: String,
+    pub extension: String,
+    pub password: Option<String>,
+    /// MD5(user:realm:password), as an alternative to `password`.
+    pub ha1: Option<String>,
+    #[serde(default = "default_role")]
+    pub role: String,
+    /// The PIN a flip to a PIN-protected device asks for.
+    pub pin: Option<String>,
+}
+
+fn default_role() -> String {
+    "user".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Location {
+    pub name: String,
+    /// Calls to this number run this location's script.
+    pub flip_number: String,
+    /// The routing script (file stem in the scripts folder).
+    pub script: String,
+    /// Where calls go, listen-mode, when the script fails.
+    pub fallback_number: String,
+    /// The trunk for this location's outbound calls; default: the first trunk.
+    pub trunk: Option<String>,
+    /// Free-form settings handed to the script.
+    #[serde(default)]
+    pub vars: BTreeMap<String, String>,
+}
+
+/// SIP transports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        })
+    }
+}
+
+/// A SIP listener, written `udp:127.0.0.1:5060`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct ListenAddr {
+    pub transport: Transport,
+    pub addr: SocketAddr,
+}
+
+impl TryFrom<String> for ListenAddr {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let bad = || format!("{s:?} is not a listener: expected udp:IP:PORT or tcp:IP:PORT");
+        let (transport, addr) = s.split_once(':').ok_or_else(bad)?;
+        let transport = match transport {
+            "udp" => Transport::Udp,
+            "tcp" => Transport::Tcp,
+            _ => return Err(bad()),
+        };
+        let addr = addr.parse().map_err(|_| bad())?;
+        Ok(Self { transport, addr })
+    }
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.transport, self.addr)
+    }
+}
+
+/// An inclusive UDP port range, written `"20000-30000"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct PortRange {
+    pub low: u16,
+    pub high: u16,
+}
+
+impl TryFrom<String> for PortRange {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let bad = || format!("{s:?} is not a port range: expected LOW-HIGH, e.g. 20000-30000");
+        let (low, high) = s.split_once('-').ok_or_else(bad)?;
+        let (low, high): (u16, u16) = (
+            low.trim().parse().map_err(|_| bad())?,
+            high.trim().parse().map_err(|_| bad())?,
+        );
+        if low == 0 || low > high {
+            return Err(bad());
+        }
+        Ok(Self { low, high })
+    }
+}
+
+/// An address or network, written `127.0.0.2` or `10.0.0.0/8`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Cidr {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl TryFrom<String> for Cidr {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let bad = || format!("{s:?} is not an address or CIDR, e.g. 127.0.0.2 or 10.0.0.0/8");
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s.as_str(), None),
+        };
+        let addr: IpAddr = addr.parse().map_err(|_| bad())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p.parse().ok().filter(|p| *p <= max).ok_or_else(bad)?,
+            None => max,
+        };
+        Ok(Self { addr, prefix })
+    }
+}
+
+impl Config {
+    /// Read and validate a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| ConfigError::Read(e, path.to_owned()))?;
+        Self::parse(&text, path)
+    }
+
+    /// The embedded default configuration.
+    pub fn embedded_default() -> Self {
+        Self::parse(EMBEDDED_DEFAULT, Path::new("<embedded default>"))
+            .expect("the embedded default configuration is valid (tested)")
+    }
+
+    /// Parse and validate config text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &Path) -> Result<Self, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            file: origin.to_owned(),
+            message,
+        };
+        let deserializer =
+            toml::Deserializer::parse(text).map_err(|e| invalid(one_line_toml_error(text, &e)))?;
+        let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = one_line_toml_error(text, e.inner());
+            if path == "." {
+                invalid(inner)
+            } else {
+                invalid(format!("{path}: {inner}"))
+            }
+        })?;
+        config.validate().map_err(invalid)?;
+        Ok(config)
+    }
+
+    /// Cross-field rules; the error names the key at fault.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.sip.listen.is_empty() {
+            return Err("sip.listen: at least one listener is needed".into());
+        }
+        if self.sip.domain.trim().is_empty() {
+            return Err("sip.domain: must not be empty".into());
+        }
+        if self.scripts.deadline_ms == 0 || self.scripts.deadline_ms > 10_000 {
+            return Err(format!(
+                "scripts.deadline_ms: {} is out of range (1 to 10000)",
+                self.scripts.deadline_ms
+            ));
+        }
+        if self.scripts.memory_mib == 0 || self.scripts.memory_mib > 4096 {
+            return Err(format!(
+                "scripts.memory_mib: {} is out of range (1 to 4096)",
+                self.scripts.memory_mib
+            ));
+        }
+        for (key, code) in [
+            ("flip.pull_code", &self.flip.pull_code),
+            ("flip.push_code", &self.flip.push_code),
+        ] {
+            if code.is_empty() || !code.chars().all(is_dtmf) {
+                return Err(format!(
+                    "{key}: {code:?} must be DTMF keys (0-9, *, #, A-D)"
+                ));
+            }
+        }
+        if self.flip.pull_code == self.flip.push_code {
+            return Err("flip.push_code: must differ from flip.pull_code".into());
+        }
+        if self.http.token.is_none() && !self.http.listen.ip().is_loopback() {
+            return Err(format!(
+                "http.token: required when http.listen ({}) is not on loopback",
+                self.http.listen
+            ));
+        }
+        if self.http.tls_cert.is_some() != self.http.tls_key.is_some() {
+            return Err("http.tls_cert: tls_cert and tls_key go together".into());
+        }
+        let mut names = HashSet::new();
+        for (i, trunk) in self.trunks.iter().enumerate() {
+            if !names.insert(trunk.name.as_str()) {
+                return Err(format!("trunks[{i}].name: {:?} is used twice", trunk.name));
+            }
+            if !(trunk.uri.starts_with("sip:") || trunk.uri.starts_with("sips:")) {
+                return Err(format!(
+                    "trunks[{i}].uri: {:?} is not a sip: URI",
+                    trunk.uri
+                ));
+            }
+        }
+        let (mut ids, mut extensions) = (HashSet::new(), HashSet::new());
+        for (i, user) in self.users.iter().enumerate() {
+            if user.id.is_empty() || !ids.insert(user.id.as_str()) {
+                return Err(format!(
+                    "users[{i}].id: {:?} is empty or used twice",
+                    user.id
+                ));
+            }
+            if user.extension.is_empty() || !user.extension.chars().all(|c| c.is_ascii_digit()) {
+                return Err(format!(
+                    "users[{i}].extension: {:?} must be digits",
+                    user.extension
+                ));
+            }
+            if !extensions.insert(user.extension.as_str()) {
+                return Err(format!(
+                    "users[{i}].extension: {:?} is used twice",
+                    user.extension
+                ));
+            }
+            if user.password.is_none() == user.ha1.is_none() {
+                return Err(format!("users[{i}]: set exactly one of password and ha1"));
+            }
+            if let Some(pin) = &user.pin
+                && (pin.is_empty() || !pin.chars().all(|c| c.is_ascii_digit()))
+            {
+                return Err(format!("users[{i}].pin: must be digits"));
+            }
+        }
+        let (mut names, mut numbers) = (HashSet::new(), HashSet::new());
+        for (i, location) in self.locations.iter().enumerate() {
+            if location.name.is_empty() || !names.insert(location.name.as_str()) {
+                return Err(format!(
+                    "locations[{i}].name: {:?} is empty or used twice",
+                    location.name
+                ));
+            }
+            if location.flip_number.is_empty() || !numbers.insert(location.flip_number.as_str()) {
+                return Err(format!(
+                    "locations[{i}].flip_number: {:?} is empty or used twice",
+                    location.flip_number
+                ));
+            }
+            if location.fallback_number.trim().is_empty() {
+                return Err(format!("locations[{i}].fallback_number: must not be empty"));
+            }
+            if !is_script_name(&location.script) {
+                return Err(format!(
+                    "locations[{i}].script: {:?} is not a script name",
+                    location.script
+                ));
+            }
+            if let Some(trunk) = &location.trunk
+                && !self.trunks.iter().any(|t| &t.name == trunk)
+            {
+                return Err(format!("locations[{i}].trunk: no trunk is named {trunk:?}"));
+            }
+        }
+        if !is_script_name(&self.scripts.flip_policy) {
+            return Err(format!(
+                "scripts.flip_policy: {:?} is not a script name",
+                self.scripts.flip_policy
+            ));
+        }
+        Ok(())
+    }
+
+    /// The location whose flip number is `number`.
+    pub fn location_by_flip_number(&self, number: &str) -> Option<&Location> {
+        self.locations.iter().find(|l| l.flip_number == number)
+    }
+
+    pub fn location(&self, name: &str) -> Option<&Location> {
+        self.locations.iter().find(|l| l.name == name)
+    }
+
+    pub fn user(&self, id: &str) -> Option<&User> {
+        self.users.iter().find(|u| u.id == id)
+    }
+
+    pub fn user_by_extension(&self, extension: &str) -> Option<&User> {
+        self.users.iter().find(|u| u.extension == extension)
+    }
+
+    /// The folder compiled scripts are cached in.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.scripts.cache_dir.clone().unwrap_or_else(|| {
+            let parent = self.store.path.parent().unwrap_or(Path::new(""));
+            parent.join(".wasmpbx-cache")
+        })
+    }
+
+    /// A host setting exposed to scripts by its dotted key (`config.setting`).
+    pub fn script_setting(&self, key: &str) -> Option<String> {
+        match key {
+            "sip.domain" => Some(self.sip.domain.clone()),
+            "flip.pull_code" => Some(self.flip.pull_code.clone()),
+            "flip.push_code" => Some(self.flip.push_code.clone()),
+            "flip.allow_emergency" => Some(self.flip.allow_emergency.to_string()),
+            "flip.pin_devices" => self.flip.pin_devices.clone(),
+            "flip.ring_timeout_ms" => Some(self.flip.ring_timeout_ms.to_string()),
+            _ => None,
+        }
+    }
+}
+
+/// A script name is a file stem: letters, digits, `-` and `_`.
+pub fn is_script_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+fn is_dtmf(c: char) -> bool {
+    c.is_ascii_digit() || matches!(c, '*' | '#' | 'A'..='D')
+}
+
+/// toml's errors carry a multi-line snippet; keep the message and the line number.
+fn one_line_toml_error(text: &str, error: &toml::de::Error) -> String {
+    let message = error.message().trim().replace('\n', " ");
+    match error.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!("{message} (line {line})")
+        }
+        None => message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(text, Path::new("test.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn embedded_default_is_valid_and_matches_the_design() {
+        let config = Config::embedded_default();
+        assert_eq!(config.sip.listen.len(), 2);
+        assert_eq!(config.http.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(config.scripts.dir, Path::new("scripts"));
+        assert_eq!(config.store.path, Path::new("wasmpbx.db"));
+        assert_eq!(config.locations.len(), 1);
+        assert_eq!(config.trunks.len(), 1);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = parse("[sip]\nlisen = []\n").unwrap_err();
+        assert!(
+            err.contains("test.toml: sip: unknown field `lisen`"),
+            "{err}"
+        );
+        assert!(err.contains("line 2"), "{err}");
+        assert!(!err.contains('\n'), "{err}");
+    }
+
+    #[test]
+    fn bad_value_is_named_with_its_path() {
+        let err =
+            parse("[sip]\nlisten = [\"udp:127.0.0.1:5060\", \"sctp:1.2.3.4:5\"]\n").unwrap_err();
+        assert!(err.contains("sip.listen[1]"), "{err}");
+        assert!(err.contains("sctp:1.2.3.4:5"), "{err}");
+        let err = parse("[scripts]\ndeadline_ms = \"fast\"\n").unwrap_err();
+        assert!(err.contains("scripts.deadline_ms"), "{err}");
+        let err = parse("[media]\nrtp_ports = \"30000-20000\"\n").unwrap_err();
+        assert!(err.contains("media.rtp_ports"), "{err}");
+    }
+
+    #[test]
+    fn cross_field_rules_name_the_key() {
+        let user = |id: &str, ext: &str| {
+            format!("[[users]]\nid = \"{id}\"\nextension = \"{ext}\"\npassword = \"x\"\n")
+        };
+        let err = parse(&(user("a", "2001") + &user("b", "2001"))).unwrap_err();
+        assert!(err.contains("users[1].extension"), "{err}");
+        let err = parse("[http]\nlisten = \"0.0.0.0:8080\"\n").unwrap_err();
+        assert!(err.contains("http.token"), "{err}");
+        let err = parse(
+            "[[locations]]\nname = \"x\"\nflip_number = \"1\"\nscript = \"listen\"\nfallback_number = \"\"\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("locations[0].fallback_number"), "{err}");
+        let err = parse("[flip]\npull_code = \"*7x\"\n").unwrap_err();
+        assert!(err.contains("flip.pull_code"), "{err}");
+    }
+
+    #[test]
+    fn cidr_matching() {
+        let net = Cidr::try_from("10.1.0.0/16".to_string()).unwrap();
+        assert!(net.contains("10.1.200.3".parse().unwrap()));
+        assert!(!net.contains("10.2.0.1".parse().unwrap()));
+        let host = Cidr::try_from("127.0.0.2".to_string()).unwrap();
+        assert!(host.contains("127.0.0.2".parse().unwrap()));
+        assert!(!host.contains("127.0.0.1".parse().unwrap()));
+        let all = Cidr::try_from("0.0.0.0/0".to_string()).unwrap();
+        assert!(all.contains("8.8.8.8".parse().unwrap()));
+        assert!(Cidr::try_from("1.2.3.4/33".to_string()).is_err());
+    }
+}

@@ -1,0 +1,132 @@
+//! Call flip policy: the request the host puts to the flip-policy script and the
+//! decision it takes back, in the host's own types.
+
+use serde::Serialize;
+
+use crate::directory::DeviceInfo;
+
+/// The numbers that are always emergency calls, whatever the config adds.
+pub const EMERGENCY_NUMBERS: [&str; 4] = ["112", "911", "999", "000"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FlipKind {
+    Push,
+    Pull,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Trigger {
+    PullCode,
+    PushCode,
+    Refer,
+    Api,
+    Button,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Direction {
+    Inbound,
+    Outbound,
+    Internal,
+}
+
+/// Facts about the live call.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CallFacts {
+    pub call_id: String,
+    pub remote_party: String,
+    pub direction: Direction,
+    pub duration_ms: u64,
+    pub emergency: bool,
+    pub location: Option<String>,
+    pub current_device: String,
+}
+
+/// One flip request.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FlipRequest {
+    pub user_id: String,
+    pub requesting_device: String,
+    pub kind: FlipKind,
+    pub trigger: Trigger,
+    pub call: CallFacts,
+    pub candidates: Vec<DeviceInfo>,
+}
+
+/// Permission to flip to some devices.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Allow {
+    /// Device names; empty = all candidates.
+    pub targets: Vec<String>,
+    /// 0 = the host's default.
+    pub ring_timeout_ms: u32,
+}
+
+/// The policy's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "decision")]
+pub enum FlipDecision {
+    Allow(Allow),
+    Deny { reason: String },
+    RequirePin(Allow),
+}
+
+impl FlipDecision {
+    /// Check the decision's own fields; the message names the field at fault.
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            FlipDecision::Allow(allow) | FlipDecision::RequirePin(allow) => {
+                let t = allow.ring_timeout_ms;
+                if t != 0 && !(1_000..=120_000).contains(&t) {
+                    return Err(format!(
+                        "allow: ring-timeout-ms {t} is out of range (0, or 1000 to 120000)"
+                    ));
+                }
+                if allow.targets.iter().any(String::is_empty) {
+                    return Err("allow: a target device name is empty".into());
+                }
+                Ok(())
+            }
+            FlipDecision::Deny { .. } => Ok(()),
+        }
+    }
+}
+
+/// Whether `dialed` is an emergency number: the fixed list or one configured.
+pub fn is_emergency(dialed: &str, configured: &[String]) -> bool {
+    EMERGENCY_NUMBERS.contains(&dialed) || configured.iter().any(|n| n == dialed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emergency_numbers_fixed_and_configured() {
+        assert!(is_emergency("911", &[]));
+        assert!(is_emergency("000", &[]));
+        assert!(!is_emergency("9110", &[]));
+        assert!(is_emergency("1122", &["1122".to_string()]));
+    }
+
+    #[test]
+    fn decisions_with_nonsense_timeouts_are_refused() {
+        let allow = |t| {
+            FlipDecision::Allow(Allow {
+                targets: vec![],
+                ring_timeout_ms: t,
+            })
+        };
+        assert!(allow(0).validate().is_ok());
+        assert!(allow(20_000).validate().is_ok());
+        assert!(
+            allow(5)
+                .validate()
+                .unwrap_err()
+                .contains("ring-timeout-ms 5")
+        );
+    }
+}

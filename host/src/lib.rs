@@ -1,0 +1,27 @@
+//! # wasmpbx — the host
+//!
+//! A SIP/RTP/WebRTC host whose routing decisions are made by WebAssembly component
+//! scripts (see `wit/wasmpbx.wit`). This crate is the server binary `wasmpbx` and its
+//! library.
+//!
+//! ## Layout
+//! - [`config`]: the TOML configuration and the embedded default.
+//! - [`routing`]: events and actions between calls and routing scripts, in host types,
+//!   with their validation and the fallback. No I/O, no wasmtime.
+//! - [`flip`]: flip-policy requests and decisions, in host types.
+//! - [`script`]: the wasmtime runtime: loading, sandboxing, hot reload, host imports.
+//! - [`simulate`]: `wasmpbx script simulate`, one call's decisions offline.
+//! - [`store`]: persistent state behind narrow traits (SQLite, in-memory).
+//! - [`directory`]: users' registered devices as scripts see them.
+//! - [`clock`]: the one place time is read.
+//! - [`server`]: `wasmpbx run`: wires the pieces and runs until Ctrl-C.
+
+pub mod clock;
+pub mod config;
+pub mod directory;
+pub mod flip;
+pub mod routing;
+pub mod script;
+pub mod server;
+pub mod simulate;
+pub mod store;

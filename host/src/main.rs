@@ -1,0 +1,243 @@
+//! The `wasmpbx` command line. Errors end as one line on stderr and a non-zero exit.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use wasmpbx::config::Config;
+use wasmpbx::flip::FlipKind;
+use wasmpbx::script::{Limits, ScriptEngine, ScriptHost};
+use wasmpbx::simulate::{self, FlipScenario, Scenario};
+
+#[derive(Parser)]
+#[command(
+    name = "wasmpbx",
+    version,
+    about = "A WebAssembly-scriptable telephony platform"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (on the embedded default configuration without --config).
+    Run {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Check and try out scripts.
+    Script {
+        #[command(subcommand)]
+        command: ScriptCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ScriptCommand {
+    /// Validate a component against the WIT worlds and print what it exports.
+    Check {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run one call's routing decisions (or, with --flip, one flip decision) offline.
+    Simulate(SimulateArgs),
+}
+
+#[derive(clap::Args)]
+struct SimulateArgs {
+    file: PathBuf,
+    /// The caller's number or extension.
+    #[arg(long)]
+    from: Option<String>,
+    /// The dialled number: a location's flip number selects that location.
+    #[arg(long)]
+    to: Option<String>,
+    /// The time of the call (RFC 3339, e.g. 2026-11-23T09:30:00+11:00); default now.
+    #[arg(long)]
+    at: Option<String>,
+    /// Keys the caller presses; ',' separates the answers to successive gathers.
+    #[arg(long, default_value = "")]
+    digits: String,
+    /// Config file for locations, users and limits; default: the embedded default.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// A key-value entry of the location, e.g. --kv override=closed (repeatable).
+    #[arg(long, value_name = "KEY=VALUE")]
+    kv: Vec<String>,
+    /// Make the next forward fail with this SIP status (repeatable).
+    #[arg(long, value_name = "STATUS")]
+    fail_forward: Vec<u16>,
+    /// Print JSON instead of a transcript.
+    #[arg(long)]
+    json: bool,
+    /// Simulate a flip request instead of a call.
+    #[arg(long, value_enum)]
+    flip: Option<FlipArg>,
+    /// Flip: the user whose call it is.
+    #[arg(long)]
+    user: Option<String>,
+    /// Flip: the device asking (the new device for a pull, the current one for a push).
+    #[arg(long)]
+    device: Option<String>,
+    /// Flip: the device in the call (default: --device for a push, "desk" for a pull).
+    #[arg(long)]
+    current_device: Option<String>,
+    /// Flip: another registered device of the user (repeatable).
+    #[arg(long)]
+    other_device: Vec<String>,
+    /// Flip: the call is an emergency call.
+    #[arg(long)]
+    emergency: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FlipArg {
+    Push,
+    Pull,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let quiet = !matches!(cli.command, Command::Run { .. });
+    init_logging(quiet);
+    let result = match cli.command {
+        Command::Run { config } => run(config.as_deref()),
+        Command::Script {
+            command: ScriptCommand::Check { file, json },
+        } => check(&file, json),
+        Command::Script {
+            command: ScriptCommand::Simulate(args),
+        } => simulate(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(quiet: bool) {
+    let default = if quiet { "warn" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn run(config: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(wasmpbx::server::run(config))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check(file: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let config = Config::embedded_default();
+    let engine = ScriptEngine::new(Limits::default(), None)?;
+    let host = ScriptHost::new(engine, simulate::offline_services(&config));
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let name = file
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("script");
+    let script = host
+        .engine
+        .load(name, &bytes, &host.services)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    if json {
+        let out = serde_json::json!({
+            "file": file, "name": script.name, "hash": script.hash, "size": script.size,
+            "exports": script.exports.names(), "compile_ms": script.compile_time.as_secs_f64() * 1000.0,
+        });
+        println!("{out}");
+    } else {
+        println!("{}: ok", file.display());
+        println!("  name     {}", script.name);
+        println!("  hash     {}", script.hash);
+        println!("  size     {} bytes", script.size);
+        for export in script.exports.names() {
+            println!("  exports  wasmpbx:script/{export}@0.1.0");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
+    let config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::embedded_default(),
+    };
+    let at = match &args.at {
+        Some(at) => parse_instant(at)?,
+        None => wasmpbx::clock::Clock::now(&wasmpbx::clock::SystemClock),
+    };
+    if let Some(kind) = args.flip {
+        let user = args.user.context("--flip needs --user")?;
+        let device = args.device.context("--flip needs --device")?;
+        let kind = match kind {
+            FlipArg::Push => FlipKind::Push,
+            FlipArg::Pull => FlipKind::Pull,
+        };
+        let current_device = args.current_device.unwrap_or_else(|| match kind {
+            FlipKind::Push => device.clone(),
+            FlipKind::Pull => "desk".into(),
+        });
+        let scenario = FlipScenario {
+            user,
+            kind,
+            requesting_device: device,
+            current_device,
+            devices: args.other_device,
+            emergency: args.emergency,
+            at,
+        };
+        let result = simulate::simulate_flip(&args.file, &config, &scenario)?;
+        if args.json {
+            println!("{}", serde_json::to_string(&result)?);
+        } else {
+            print!("{}", result.render());
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (Some(from), Some(to)) = (args.from, args.to) else {
+        bail!("simulate needs --from and --to (or --flip for a flip decision)");
+    };
+    let kv = args
+        .kv
+        .iter()
+        .map(|entry| {
+            entry
+                .split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .with_context(|| format!("--kv {entry:?}: expected KEY=VALUE"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let scenario = Scenario {
+        from,
+        to,
+        at,
+        digits: args.digits,
+        fail_forwards: args.fail_forward,
+        kv,
+    };
+    let result = simulate::simulate_call(&args.file, &config, &scenario)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&result)?);
+    } else {
+        print!("{}", result.render());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// RFC 3339 with an offset (`2026-11-23T09:30:00+11:00` or `…Z`).
+fn parse_instant(text: &str) -> anyhow::Result<jiff::Timestamp> {
+    text.parse::<jiff::Timestamp>()
+        .map_err(|e| anyhow::anyhow!("--at {text:?}: not an RFC 3339 time with an offset: {e}"))
+}

@@ -1,0 +1,438 @@
+//! What the call engine and a routing script say to each other, in the host's own types.
+//!
+//! The script module converts between these and the WIT bindings, validating every
+//! action on the way in, so the call engine only ever sees actions that make sense.
+//! Call logic never touches wasmtime: tests route with a closure.
+
+use serde::Serialize;
+
+use crate::config::Location;
+
+/// The longest action list a script may return for one event.
+pub const MAX_ACTIONS: usize = 64;
+/// The most tags a call may carry.
+pub const MAX_TAGS: usize = 64;
+/// Ring timeout of the fallback forward.
+pub const FALLBACK_RING_TIMEOUT_MS: u32 = 60_000;
+
+/// Where a call came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum Origin {
+    Trunk { name: String },
+    Device { user_id: String, device: String },
+}
+
+/// What the script sees of a call.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CallInfo {
+    pub call_id: String,
+    pub location: Option<String>,
+    pub caller: String,
+    pub caller_name: Option<String>,
+    pub dialed: String,
+    pub origin: Origin,
+    pub started_at: jiff::Timestamp,
+    pub tags: Vec<(String, String)>,
+}
+
+impl CallInfo {
+    /// Apply a `set-tag`: replace the value of an existing tag, else append.
+    pub fn set_tag(&mut self, name: &str, value: &str) {
+        match self.tags.iter_mut().find(|(n, _)| n == name) {
+            Some((_, v)) => *v = value.to_owned(),
+            None => self.tags.push((name.to_owned(), value.to_owned())),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GatherEnd {
+    MaxDigits,
+    Terminator,
+    Timeout,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Disposition {
+    Answered,
+    Abandoned,
+    Failed,
+}
+
+/// Something that happened to a call.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "event")]
+pub enum Event {
+    Incoming,
+    DigitsGathered {
+        digits: String,
+        ended_by: GatherEnd,
+    },
+    ForwardFailed {
+        target: ForwardTarget,
+        status: u16,
+        reason: String,
+    },
+    CallEnded {
+        disposition: Disposition,
+        duration_ms: u64,
+    },
+}
+
+/// Where a forward goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind", content = "value")]
+pub enum ForwardTarget {
+    /// A number dialled through a trunk.
+    Number(String),
+    /// All registered devices of a user.
+    User(String),
+    /// The location's fallback number.
+    Fallback,
+}
+
+/// One validated action.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "action")]
+pub enum Action {
+    Forward {
+        target: ForwardTarget,
+        trunk: Option<String>,
+        ring_timeout_ms: u32,
+        caller_id: Option<String>,
+    },
+    Answer,
+    Play {
+        prompt: String,
+    },
+    Gather {
+        max_digits: u8,
+        timeout_ms: u32,
+        terminator: Option<char>,
+        prompt: Option<String>,
+    },
+    Recording {
+        on: bool,
+    },
+    SetTag {
+        name: String,
+        value: String,
+    },
+    Reject {
+        status: u16,
+        reason: Option<String>,
+    },
+    Hangup,
+}
+
+impl Action {
+    /// Whether the action ends the list: the host waits for its outcome.
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            Action::Forward { .. } | Action::Gather { .. } | Action::Reject { .. } | Action::Hangup
+        )
+    }
+
+    /// Check one action's own fields; the message names the field at fault.
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            Action::Forward {
+                target,
+                trunk,
+                ring_timeout_ms,
+                caller_id,
+            } => {
+                match target {
+                    ForwardTarget::Number(n) if !is_dialable(n) => {
+                        return Err(format!(
+                            "forward: number {n:?} is not dialable (digits, +, *, #; 1 to 64)"
+                        ));
+                    }
+                    ForwardTarget::User(u) if u.is_empty() || u.len() > 64 => {
+                        return Err(format!("forward: user id {u:?} is empty or too long"));
+                    }
+                    _ => {}
+                }
+                if !(1_000..=600_000).contains(ring_timeout_ms) {
+                    return Err(format!(
+                        "forward: ring-timeout-ms {ring_timeout_ms} is out of range (1000 to 600000)"
+                    ));
+                }
+                if trunk.as_ref().is_some_and(|t| t.is_empty()) {
+                    return Err("forward: trunk name is empty".into());
+                }
+                if let Some(id) = caller_id
+                    && !is_dialable(id)
+                {
+                    return Err(format!("forward: caller-id {id:?} is not a number"));
+                }
+            }
+            Action::Play { prompt } => check_prompt("play", prompt)?,
+            Action::Gather {
+                max_digits,
+                timeout_ms,
+                prompt,
+                ..
+            } => {
+                if !(1..=32).contains(max_digits) {
+                    return Err(format!(
+                        "gather: max-digits {max_digits} is out of range (1 to 32)"
+                    ));
+                }
+                if !(100..=60_000).contains(timeout_ms) {
+                    return Err(format!(
+                        "gather: timeout-ms {timeout_ms} is out of range (100 to 60000)"
+                    ));
+                }
+                if let Some(p) = prompt {
+                    check_prompt("gather", p)?;
+                }
+            }
+            Action::SetTag { name, value } => {
+                if name.is_empty() || name.len() > 64 || value.len() > 1024 {
+                    return Err(format!(
+                        "set-tag: name {name:?} must be 1 to 64 bytes and its value at most 1024"
+                    ));
+                }
+            }
+            Action::Reject { status, .. } => {
+                if !(400..=699).contains(status) {
+                    return Err(format!(
+                        "reject: status {status} is not a SIP failure status (400 to 699)"
+                    ));
+                }
+            }
+            Action::Answer | Action::Recording { .. } | Action::Hangup => {}
+        }
+        Ok(())
+    }
+}
+
+fn check_prompt(action: &str, prompt: &str) -> Result<(), String> {
+    let ok = !prompt.is_empty()
+        && prompt.len() <= 64
+        && prompt
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{action}: prompt name {prompt:?} is not a prompt name"
+        ))
+    }
+}
+
+/// A number a trunk can dial: digits with an optional leading `+`, or a feature code.
+pub fn is_dialable(number: &str) -> bool {
+    (1..=64).contains(&number.len())
+        && number
+            .chars()
+            .enumerate()
+            .all(|(i, c)| c.is_ascii_digit() || c == '*' || c == '#' || (c == '+' && i == 0))
+}
+
+/// Check a whole action list returned for `event`.
+pub fn validate_actions(event: &Event, actions: &[Action]) -> Result<(), String> {
+    if actions.len() > MAX_ACTIONS {
+        return Err(format!(
+            "returned {} actions (at most {MAX_ACTIONS})",
+            actions.len()
+        ));
+    }
+    if matches!(event, Event::CallEnded { .. }) {
+        // Only tags count after the end; anything else is ignored, not an error.
+        return Ok(());
+    }
+    if actions.is_empty() {
+        return Err("returned no action: every event but call-ended needs one".into());
+    }
+    for (i, action) in actions.iter().enumerate() {
+        action
+            .validate()
+            .map_err(|e| format!("action {}: {e}", i + 1))?;
+        if action.is_terminal() && i + 1 < actions.len() {
+            return Err(format!(
+                "action {}: nothing may follow a {} (it ends the list)",
+                i + 2,
+                action.name()
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl Action {
+    /// The WIT name of the action, for messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::Forward { .. } => "forward",
+            Action::Answer => "answer",
+            Action::Play { .. } => "play",
+            Action::Gather { .. } => "gather",
+            Action::Recording { .. } => "recording",
+            Action::SetTag { .. } => "set-tag",
+            Action::Reject { .. } => "reject",
+            Action::Hangup => "hangup",
+        }
+    }
+}
+
+/// The script version that made a decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ScriptRef {
+    pub name: String,
+    pub hash: String,
+}
+
+/// Why the host routed a call by itself instead of following its script.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Fallback {
+    /// A short machine-readable cause: `missing`, `no-export`, `deadline`, `memory`,
+    /// `trap`, `invalid-action`.
+    pub cause: &'static str,
+    /// One line for people.
+    pub message: String,
+}
+
+/// The outcome of routing one event.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Decision {
+    pub actions: Vec<Action>,
+    pub script: Option<ScriptRef>,
+    /// Set when the actions are the host's fallback, not the script's.
+    pub fallback: Option<Fallback>,
+}
+
+/// The host's fallback for a call whose script failed: a listen-mode forward to the
+/// location's `fallback_number`; without a location there is nowhere safe to send the
+/// call, so it is refused with 503.
+pub fn fallback_actions(location: Option<&Location>) -> Vec<Action> {
+    match location {
+        Some(location) => vec![
+            Action::SetTag {
+                name: "fallback".into(),
+                value: "true".into(),
+            },
+            Action::Forward {
+                target: ForwardTarget::Number(location.fallback_number.clone()),
+                trunk: location.trunk.clone(),
+                ring_timeout_ms: FALLBACK_RING_TIMEOUT_MS,
+                caller_id: None,
+            },
+        ],
+        None => vec![Action::Reject {
+            status: 503,
+            reason: Some("Routing Unavailable".into()),
+        }],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forward(number: &str) -> Action {
+        Action::Forward {
+            target: ForwardTarget::Number(number.into()),
+            trunk: None,
+            ring_timeout_ms: 30_000,
+            caller_id: None,
+        }
+    }
+
+    #[test]
+    fn nonsense_actions_are_refused_with_the_field_named() {
+        let err = validate_actions(&Event::Incoming, &[forward("")]).unwrap_err();
+        assert!(err.contains("forward: number \"\""), "{err}");
+        let gather = Action::Gather {
+            max_digits: 0,
+            timeout_ms: 5000,
+            terminator: None,
+            prompt: None,
+        };
+        let err = validate_actions(&Event::Incoming, &[gather]).unwrap_err();
+        assert!(err.contains("max-digits 0"), "{err}");
+        let err = validate_actions(&Event::Incoming, &[]).unwrap_err();
+        assert!(err.contains("no action"), "{err}");
+        let err =
+            validate_actions(&Event::Incoming, &[Action::Hangup, Action::Answer]).unwrap_err();
+        assert!(
+            err.contains("action 2: nothing may follow a hangup"),
+            "{err}"
+        );
+        let err = validate_actions(
+            &Event::Incoming,
+            &[Action::Reject {
+                status: 200,
+                reason: None,
+            }],
+        )
+        .unwrap_err();
+        assert!(err.contains("status 200"), "{err}");
+        let err = validate_actions(
+            &Event::Incoming,
+            &[Action::Play {
+                prompt: "../etc/passwd".into(),
+            }],
+        )
+        .unwrap_err();
+        assert!(err.contains("prompt name"), "{err}");
+    }
+
+    #[test]
+    fn sensible_lists_pass_and_call_ended_needs_nothing() {
+        let list = [
+            Action::Answer,
+            Action::Play {
+                prompt: "welcome".into(),
+            },
+            forward("+61290000050"),
+        ];
+        validate_actions(&Event::Incoming, &list).unwrap();
+        validate_actions(
+            &Event::CallEnded {
+                disposition: Disposition::Answered,
+                duration_ms: 1,
+            },
+            &[],
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn dialable_numbers() {
+        assert!(is_dialable("+61290000001"));
+        assert!(is_dialable("*77"));
+        assert!(!is_dialable("61+2"));
+        assert!(!is_dialable("sip:evil@example.com"));
+        assert!(!is_dialable(&"1".repeat(65)));
+    }
+
+    #[test]
+    fn tags_replace_by_name() {
+        let mut call = CallInfo {
+            call_id: "c".into(),
+            location: None,
+            caller: "1".into(),
+            caller_name: None,
+            dialed: "2".into(),
+            origin: Origin::Trunk {
+                name: "pstn".into(),
+            },
+            started_at: jiff::Timestamp::UNIX_EPOCH,
+            tags: vec![],
+        };
+        call.set_tag("a", "1");
+        call.set_tag("b", "2");
+        call.set_tag("a", "3");
+        assert_eq!(
+            call.tags,
+            vec![("a".into(), "3".into()), ("b".into(), "2".into())]
+        );
+    }
+}

@@ -1,0 +1,353 @@
+//! The wasmtime engine, the linker with every host import, and compilation of one
+//! script file into a [`LoadedScript`].
+//!
+//! Limits: every event runs in a fresh store under an epoch deadline (a background
+//! thread advances the epoch every millisecond) and a memory cap enforced twice, by the
+//! pooling allocator's slot size and by the store's resource limiter, which also
+//! records that the cap was the cause so the failure can say so.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{
+    Cache, CacheConfig, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig,
+};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::HostServices;
+use super::bindings::FullScript;
+use super::bindings::exports::wasmpbx::script::{flip_policy, router};
+use super::loaded::{Exports, LoadedScript};
+
+/// How often the epoch advances: the resolution of deadlines.
+const EPOCH_TICK: Duration = Duration::from_millis(1);
+/// How much of a script's stderr (panic messages, exceptions) is kept for the log.
+const STDERR_CAPTURE_BYTES: usize = 4096;
+
+/// Per-event limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// How long one event may run.
+    pub deadline: Duration,
+    /// The most linear memory one instance may have.
+    pub memory_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            deadline: Duration::from_millis(20),
+            memory_bytes: 32 << 20,
+        }
+    }
+}
+
+/// Why a file could not be loaded as a script.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read {path}: {message}")]
+    Read { path: String, message: String },
+    #[error("not a WebAssembly component: {0}")]
+    NotAComponent(String),
+    #[error("does not fit the host: {0}")]
+    Imports(String),
+    #[error("{0}")]
+    Exports(String),
+    #[error("failed to instantiate: {0}")]
+    Instantiate(String),
+}
+
+/// The state of one store: one event of one script.
+pub(crate) struct EventState {
+    pub(crate) host: EventHost,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    memory_cap: usize,
+    /// Set when the guest asked for more memory than the cap.
+    pub(crate) hit_memory_cap: bool,
+    pub(crate) stderr: MemoryOutputPipe,
+}
+
+/// What the host imports see of the current event.
+pub(crate) struct EventHost {
+    pub(crate) services: Arc<HostServices>,
+    pub(crate) script: Arc<str>,
+    /// The location whose vars and key-value scope the event sees.
+    pub(crate) location: Option<String>,
+    pub(crate) call_id: Option<String>,
+}
+
+impl WasiView for EventState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl wasmtime::ResourceLimiter for EventState {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_cap {
+            self.hit_memory_cap = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+/// The engine and linker shared by every script.
+pub struct ScriptEngine {
+    engine: Engine,
+    linker: Linker<EventState>,
+    limits: Limits,
+}
+
+impl ScriptEngine {
+    /// Build the engine. With a `cache_dir`, compiled code is cached there keyed by the
+    /// component's bytes and the engine's version and settings, so a restart (or the same
+    /// bytes dropped in again) does not recompile.
+    pub fn new(limits: Limits, cache_dir: Option<&Path>) -> anyhow::Result<Arc<Self>> {
+        let mut pooling = PoolingAllocationConfig::default();
+        pooling.max_memory_size(limits.memory_bytes);
+        let mut config = Config::new();
+        config
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+        if let Some(dir) = cache_dir {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                anyhow::anyhow!("cannot create the script cache {}: {e}", dir.display())
+            })?;
+            let mut cache_config = CacheConfig::new();
+            cache_config.with_directory(dir);
+            let cache =
+                Cache::new(cache_config).map_err(|e| anyhow::anyhow!("script cache: {e}"))?;
+            config.cache(Some(cache));
+        }
+        let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("wasmtime engine: {e}"))?;
+
+        let mut linker: Linker<EventState> = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| anyhow::anyhow!("linking WASI: {e}"))?;
+        FullScript::add_to_linker::<_, HasSelf<EventHost>>(&mut linker, |state| &mut state.host)
+            .map_err(|e| anyhow::anyhow!("linking host imports: {e}"))?;
+
+        spawn_epoch_ticker(&engine);
+        Ok(Arc::new(Self {
+            engine,
+            linker,
+            limits,
+        }))
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Compile and validate a script. Slow for large guests: call it off the async runtime.
+    pub fn load(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        services: &Arc<HostServices>,
+    ) -> Result<LoadedScript, LoadError> {
+        let started = crate::clock::monotonic_now();
+        let hash = content_hash(bytes);
+        if !wasmparser_is_component(bytes) {
+            return Err(LoadError::NotAComponent(describe_non_component(bytes)));
+        }
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| LoadError::NotAComponent(one_line(&e)))?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::Imports(one_line(&e)))?;
+
+        let router = router::GuestIndices::new(&pre).ok();
+        let flip_policy = flip_policy::GuestIndices::new(&pre).ok();
+        if router.is_none() && flip_policy.is_none() {
+            return Err(LoadError::Exports(missing_exports_message(
+                &component,
+                &self.engine,
+            )));
+        }
+        let script = LoadedScript {
+            name: name.to_owned(),
+            hash,
+            size: bytes.len(),
+            loaded_at: services.clock.now(),
+            compile_time: started.elapsed(),
+            exports: Exports {
+                router: router.is_some(),
+                flip_policy: flip_policy.is_some(),
+            },
+            pre,
+            router,
+            flip_policy,
+        };
+        // Instantiate once now: this type-checks the exports against the WIT and runs the
+        // component's start functions, so a broken script fails here, not on a live call.
+        self.check_instantiates(&script, services)?;
+        Ok(script)
+    }
+
+    fn check_instantiates(
+        &self,
+        script: &LoadedScript,
+        services: &Arc<HostServices>,
+    ) -> Result<(), LoadError> {
+        let mut store = self.new_store(services, &script.name, None, None);
+        let instance = script
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| LoadError::Instantiate(one_line(&e)))?;
+        if let Some(indices) = &script.router {
+            indices
+                .load(&mut store, &instance)
+                .map_err(|e| LoadError::Exports(format!("router: {}", one_line(&e))))?;
+        }
+        if let Some(indices) = &script.flip_policy {
+            indices
+                .load(&mut store, &instance)
+                .map_err(|e| LoadError::Exports(format!("flip-policy: {}", one_line(&e))))?;
+        }
+        Ok(())
+    }
+
+    /// A fresh store for one event, with its deadline armed.
+    pub(crate) fn new_store(
+        &self,
+        services: &Arc<HostServices>,
+        script: &str,
+        location: Option<String>,
+        call_id: Option<String>,
+    ) -> wasmtime::Store<EventState> {
+        let stderr = MemoryOutputPipe::new(STDERR_CAPTURE_BYTES);
+        // No filesystem, network or environment: scripts reach the world only through
+        // the wasmpbx imports. stderr is kept so a panic's message reaches the log.
+        let wasi = WasiCtx::builder()
+            .stderr(stderr.clone())
+            .stdout(stderr.clone())
+            .build();
+        let state = EventState {
+            host: EventHost {
+                services: services.clone(),
+                script: script.into(),
+                location,
+                call_id,
+            },
+            wasi,
+            table: ResourceTable::new(),
+            memory_cap: self.limits.memory_bytes,
+            hit_memory_cap: false,
+            stderr,
+        };
+        let mut store = wasmtime::Store::new(&self.engine, state);
+        store.limiter(|state| state);
+        let ticks = self
+            .limits
+            .deadline
+            .as_millis()
+            .div_ceil(EPOCH_TICK.as_millis()) as u64;
+        // One extra tick: the current tick may be about to end.
+        store.set_epoch_deadline(ticks + 1);
+        store
+    }
+}
+
+/// Advance the engine's epoch every tick for as long as the engine lives.
+fn spawn_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("wasmpbx-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })
+        .expect("spawning the epoch thread at start-up");
+}
+
+/// The hex SHA-256 of a script's bytes: its version identity.
+pub fn content_hash(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Component binaries have layer 1 in the preamble; core modules have layer 0.
+fn wasmparser_is_component(bytes: &[u8]) -> bool {
+    bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[6..8] == [1, 0]
+}
+
+fn describe_non_component(bytes: &[u8]) -> String {
+    if bytes.is_empty() {
+        "the file is empty".into()
+    } else if bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[6..8] == [0, 0] {
+        "this is a core WebAssembly module; build a component (e.g. cargo build --target wasm32-wasip2, or wasm-tools component new)".into()
+    } else if bytes.len() < 8 || bytes[..4] != *b"\0asm" {
+        "the file does not start with the WebAssembly magic bytes".into()
+    } else {
+        "unsupported WebAssembly binary version".into()
+    }
+}
+
+/// Explain why neither export was found, naming a version mismatch when that is it.
+fn missing_exports_message(component: &Component, engine: &Engine) -> String {
+    let exports: Vec<String> = component
+        .component_type()
+        .exports(engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
+    let ours = [
+        "wasmpbx:script/router@0.1.0",
+        "wasmpbx:script/flip-policy@0.1.0",
+    ];
+    if let Some(other) = exports.iter().find(|e| e.starts_with("wasmpbx:script/")) {
+        return format!(
+            "exports {other}, built for another version of the WIT package; this host speaks {}",
+            ours.join(" and ")
+        );
+    }
+    let listed = if exports.is_empty() {
+        "nothing".to_string()
+    } else {
+        exports.join(", ")
+    };
+    format!(
+        "exports neither {} (it exports {listed})",
+        ours.join(" nor ")
+    )
+}
+
+/// wasmtime errors chain causes over several lines; logs and API want one.
+pub(crate) fn one_line(error: &wasmtime::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        let text = text.lines().next().unwrap_or_default().trim().to_string();
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+    }
+    parts.join(": ")
+}

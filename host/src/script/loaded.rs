@@ -1,0 +1,219 @@
+//! One compiled script version and running one event on it in a fresh instance.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use wasmtime::component::InstancePre;
+
+use super::HostServices;
+use super::bindings::exports::wasmpbx::script::{flip_policy, router};
+use super::convert;
+use super::engine::{EventState, ScriptEngine, one_line};
+use crate::flip::{FlipDecision, FlipRequest};
+use crate::routing::{Action, CallInfo, Event};
+
+/// What a script exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Exports {
+    pub router: bool,
+    pub flip_policy: bool,
+}
+
+impl Exports {
+    pub fn names(&self) -> Vec<&'static str> {
+        let mut names = Vec::new();
+        if self.router {
+            names.push("router");
+        }
+        if self.flip_policy {
+            names.push("flip-policy");
+        }
+        names
+    }
+}
+
+/// A compiled, validated script version. Calls hold an `Arc` to the version they
+/// started with, so a reload never changes a call in flight.
+pub struct LoadedScript {
+    pub name: String,
+    /// Hex SHA-256 of the component's bytes.
+    pub hash: String,
+    pub size: usize,
+    pub loaded_at: jiff::Timestamp,
+    pub compile_time: Duration,
+    pub exports: Exports,
+    pub(crate) pre: InstancePre<EventState>,
+    pub(crate) router: Option<router::GuestIndices>,
+    pub(crate) flip_policy: Option<flip_policy::GuestIndices>,
+}
+
+impl std::fmt::Debug for LoadedScript {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedScript")
+            .field("name", &self.name)
+            .field("hash", &self.short_hash())
+            .field("exports", &self.exports)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why running a script failed. The caller turns it into a fallback.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScriptFailure {
+    #[error("script {0:?} is not loaded")]
+    Missing(String),
+    #[error("does not export {0}")]
+    NoExport(&'static str),
+    #[error("ran past its {0} ms deadline")]
+    Deadline(u128),
+    #[error("ran out of memory (cap {0} MiB)")]
+    Memory(usize),
+    #[error("trapped: {0}")]
+    Trap(String),
+    #[error("{0}")]
+    InvalidAction(String),
+}
+
+impl ScriptFailure {
+    /// A short machine-readable cause, for metrics and records.
+    pub fn cause(&self) -> &'static str {
+        match self {
+            ScriptFailure::Missing(_) => "missing",
+            ScriptFailure::NoExport(_) => "no-export",
+            ScriptFailure::Deadline(_) => "deadline",
+            ScriptFailure::Memory(_) => "memory",
+            ScriptFailure::Trap(_) => "trap",
+            ScriptFailure::InvalidAction(_) => "invalid-action",
+        }
+    }
+}
+
+/// Who and what an event concerns, for the host imports.
+#[derive(Debug, Clone, Default)]
+pub struct EventScope {
+    pub location: Option<String>,
+    pub call_id: Option<String>,
+}
+
+impl LoadedScript {
+    /// The first 12 hex digits of the hash, for logs.
+    pub fn short_hash(&self) -> &str {
+        &self.hash[..12]
+    }
+
+    /// Run one routing event in a fresh instance and validate what it returns.
+    pub fn route(
+        &self,
+        engine: &ScriptEngine,
+        services: &Arc<HostServices>,
+        call: &CallInfo,
+        event: &Event,
+    ) -> Result<Vec<Action>, ScriptFailure> {
+        let indices = self
+            .router
+            .as_ref()
+            .ok_or(ScriptFailure::NoExport("wasmpbx:script/router"))?;
+        let scope = EventScope {
+            location: call.location.clone(),
+            call_id: Some(call.call_id.clone()),
+        };
+        let guest_call = convert::call_to_guest(call);
+        let guest_event = convert::event_to_guest(event);
+        let actions = self.run(engine, services, scope, |store, instance| {
+            indices
+                .load(&mut *store, instance)?
+                .call_handle(&mut *store, &guest_call, &guest_event)
+        })?;
+        let actions = actions
+            .into_iter()
+            .enumerate()
+            .map(|(i, a)| {
+                convert::action_from_guest(a).map_err(|e| format!("action {}: {e}", i + 1))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ScriptFailure::InvalidAction)?;
+        crate::routing::validate_actions(event, &actions).map_err(ScriptFailure::InvalidAction)?;
+        Ok(actions)
+    }
+
+    /// Run one flip-policy request in a fresh instance.
+    pub fn decide_flip(
+        &self,
+        engine: &ScriptEngine,
+        services: &Arc<HostServices>,
+        request: &FlipRequest,
+    ) -> Result<FlipDecision, ScriptFailure> {
+        let indices = self
+            .flip_policy
+            .as_ref()
+            .ok_or(ScriptFailure::NoExport("wasmpbx:script/flip-policy"))?;
+        let scope = EventScope {
+            location: request.call.location.clone(),
+            call_id: Some(request.call.call_id.clone()),
+        };
+        let guest_request = convert::flip_request_to_guest(request);
+        let decision = self.run(engine, services, scope, |store, instance| {
+            indices
+                .load(&mut *store, instance)?
+                .call_decide(&mut *store, &guest_request)
+        })?;
+        let decision = convert::decision_from_guest(decision);
+        decision.validate().map_err(ScriptFailure::InvalidAction)?;
+        Ok(decision)
+    }
+
+    /// Instantiate afresh, run `call`, and classify any failure.
+    fn run<R>(
+        &self,
+        engine: &ScriptEngine,
+        services: &Arc<HostServices>,
+        scope: EventScope,
+        call: impl FnOnce(
+            &mut wasmtime::Store<EventState>,
+            &wasmtime::component::Instance,
+        ) -> wasmtime::Result<R>,
+    ) -> Result<R, ScriptFailure> {
+        let mut store = engine.new_store(services, &self.name, scope.location, scope.call_id);
+        let result = self
+            .pre
+            .instantiate(&mut store)
+            .and_then(|instance| call(&mut store, &instance));
+        result.map_err(|error| classify(&error, &store, engine))
+    }
+}
+
+fn classify(
+    error: &wasmtime::Error,
+    store: &wasmtime::Store<EventState>,
+    engine: &ScriptEngine,
+) -> ScriptFailure {
+    let limits = engine.limits();
+    if store.data().hit_memory_cap {
+        return ScriptFailure::Memory(limits.memory_bytes >> 20);
+    }
+    if let Some(wasmtime::Trap::Interrupt) = error.downcast_ref::<wasmtime::Trap>() {
+        return ScriptFailure::Deadline(limits.deadline.as_millis());
+    }
+    let mut message = one_line(error);
+    // A guest's own words (a Rust panic, a JS or Python exception) are on its stderr.
+    let stderr = store.data().stderr.contents();
+    let said = String::from_utf8_lossy(&stderr);
+    let said = said
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" | ");
+    if !said.is_empty() {
+        message = format!("{message} (script said: {})", truncate(&said, 300));
+    }
+    ScriptFailure::Trap(message)
+}
+
+fn truncate(text: &str, max: usize) -> &str {
+    match text.char_indices().nth(max) {
+        Some((i, _)) => &text[..i],
+        None => text,
+    }
+}

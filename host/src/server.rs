@@ -1,0 +1,167 @@
+//! `wasmpbx run`: wire configuration, store and script runtime together and serve until
+//! Ctrl-C. The SIP server, media and admin API join here as they are built.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use crate::clock::SystemClock;
+use crate::config::{Config, User};
+use crate::directory::MemoryDirectory;
+use crate::script::{HostServices, Limits, ScriptEngine, ScriptHost, watcher};
+use crate::store::{KvStore, SqliteStore};
+
+/// The key-value scope of the host's own settings (demo passwords).
+const HOST_SCOPE: &str = "_wasmpbx";
+
+/// Load the configuration: the file, or the embedded default with its demo users.
+pub fn load_config(
+    path: Option<&Path>,
+    store: &dyn KvStore,
+) -> anyhow::Result<(Config, Vec<(String, String)>)> {
+    match path {
+        Some(path) => Ok((Config::load(path)?, Vec::new())),
+        None => {
+            let mut config = Config::embedded_default();
+            let mut demo = Vec::new();
+            for (id, extension) in [("demo1", "2001"), ("demo2", "2002")] {
+                let key = format!("demo-password-{extension}");
+                let password = match store.get(HOST_SCOPE, &key)? {
+                    Some(p) => p,
+                    None => {
+                        let p = random_password()?;
+                        store.set(HOST_SCOPE, &key, &p)?;
+                        p
+                    }
+                };
+                demo.push((extension.to_owned(), password.clone()));
+                config.users.push(User {
+                    id: id.into(),
+                    extension: extension.into(),
+                    password: Some(password),
+                    ha1: None,
+                    role: "agent".into(),
+                    pin: None,
+                });
+            }
+            config
+                .validate()
+                .map_err(|e| anyhow::anyhow!("embedded default: {e}"))?;
+            Ok((config, demo))
+        }
+    }
+}
+
+/// 12 characters from an alphabet without look-alikes.
+fn random_password() -> anyhow::Result<String> {
+    const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
+    let mut bytes = [0u8; 12];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| anyhow::anyhow!("no randomness for the demo passwords: {e}"))?;
+    Ok(bytes
+        .iter()
+        .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
+        .collect())
+}
+
+/// Build the script runtime for a configuration and load the scripts folder.
+pub fn script_host(config: Arc<Config>, kv: Arc<dyn KvStore>) -> anyhow::Result<Arc<ScriptHost>> {
+    let limits = Limits {
+        deadline: Duration::from_millis(config.scripts.deadline_ms),
+        memory_bytes: (config.scripts.memory_mib as usize) << 20,
+    };
+    let engine = ScriptEngine::new(limits, Some(&config.cache_dir()))?;
+    let services = Arc::new(HostServices {
+        config: config.clone(),
+        kv,
+        devices: Arc::new(MemoryDirectory::new()),
+        clock: Arc::new(SystemClock),
+    });
+    let host = Arc::new(ScriptHost::new(engine, services));
+    let dir = &config.scripts.dir;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("scripts.dir: cannot create {}", dir.display()))?;
+    host.load_dir(dir)
+        .with_context(|| format!("scripts.dir: cannot read {}", dir.display()))?;
+    Ok(host)
+}
+
+/// Run the server until Ctrl-C.
+pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
+    let store_path = match config_path {
+        Some(path) => Config::load(path)?.store.path,
+        None => Config::embedded_default().store.path,
+    };
+    let store: Arc<SqliteStore> = Arc::new(
+        SqliteStore::open(&store_path)
+            .with_context(|| format!("store.path: {}", store_path.display()))?,
+    );
+    let (config, demo_users) = load_config(config_path, store.as_ref())?;
+    let config = Arc::new(config);
+    let host = tokio::task::spawn_blocking({
+        let config = config.clone();
+        let store = store.clone();
+        move || script_host(config, store)
+    })
+    .await??;
+
+    print_banner(&config, config_path, &demo_users, &host);
+
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let watcher = tokio::spawn(watcher::watch(
+        host.clone(),
+        config.scripts.dir.clone(),
+        None,
+        shutdown_rx,
+    ));
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
+    tracing::info!("shutting down");
+    let _ = shutdown_tx.send(true);
+    watcher.await??;
+    Ok(())
+}
+
+fn print_banner(
+    config: &Config,
+    path: Option<&Path>,
+    demo_users: &[(String, String)],
+    host: &ScriptHost,
+) {
+    let source = path
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "the embedded default".into());
+    println!("wasmpbx {} on {source}", env!("CARGO_PKG_VERSION"));
+    let scripts: Vec<String> = host
+        .registry
+        .status()
+        .into_iter()
+        .map(|s| match (&s.hash, &s.last_error) {
+            (Some(_), _) => format!("{} [{}]", s.name, s.exports.join(", ")),
+            (None, Some(e)) => format!("{} (rejected: {})", s.name, e.message),
+            (None, None) => s.name,
+        })
+        .collect();
+    println!(
+        "  scripts   {} (watched): {}",
+        config.scripts.dir.display(),
+        if scripts.is_empty() {
+            "none yet — run scripts/build.sh".into()
+        } else {
+            scripts.join("; ")
+        }
+    );
+    println!("  store     {}", config.store.path.display());
+    for location in &config.locations {
+        println!(
+            "  location  {} on flip number {} runs script {}",
+            location.name, location.flip_number, location.script
+        );
+    }
+    for (extension, password) in demo_users {
+        println!("  demo user extension {extension} password {password}");
+    }
+}

@@ -1,0 +1,58 @@
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use super::{KvStore, Result, check_entry};
+
+/// A store that lives in memory: for tests and `script simulate`.
+#[derive(Default)]
+pub struct MemoryStore {
+    kv: Mutex<BTreeMap<(String, String), String>>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn kv(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, String), String>> {
+        // A panic while holding the lock cannot leave the map half-updated.
+        self.kv
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl KvStore for MemoryStore {
+    fn get(&self, scope: &str, key: &str) -> Result<Option<String>> {
+        Ok(self.kv().get(&(scope.to_owned(), key.to_owned())).cloned())
+    }
+
+    fn set(&self, scope: &str, key: &str, value: &str) -> Result<()> {
+        check_entry(key, value)?;
+        self.kv()
+            .insert((scope.to_owned(), key.to_owned()), value.to_owned());
+        Ok(())
+    }
+
+    fn delete(&self, scope: &str, key: &str) -> Result<()> {
+        self.kv().remove(&(scope.to_owned(), key.to_owned()));
+        Ok(())
+    }
+
+    fn list(&self, scope: &str) -> Result<Vec<(String, String)>> {
+        Ok(self
+            .kv()
+            .iter()
+            .filter(|((s, _), _)| s == scope)
+            .map(|((_, k), v)| (k.clone(), v.clone()))
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn memory_store_keeps_the_kv_contract() {
+        super::super::contract::kv_store_contract(&super::MemoryStore::new());
+    }
+}

@@ -1,0 +1,88 @@
+//! Persistent state behind narrow traits, the way Kamailio separates `registrar` from
+//! `usrloc`: call logic sees only these traits. SQLite ([`SqliteStore`]) in production,
+//! [`MemoryStore`] in tests and `script simulate`; PostgreSQL can join later without
+//! touching call logic.
+
+mod memory;
+mod sqlite;
+
+pub use memory::MemoryStore;
+pub use sqlite::SqliteStore;
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("store: {0}")]
+    Invalid(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The largest key and value the key-value store takes.
+pub const MAX_KEY_BYTES: usize = 256;
+pub const MAX_VALUE_BYTES: usize = 4096;
+
+/// A small key-value store for admin toggles, in scopes (a location's name).
+pub trait KvStore: Send + Sync {
+    fn get(&self, scope: &str, key: &str) -> Result<Option<String>>;
+    fn set(&self, scope: &str, key: &str, value: &str) -> Result<()>;
+    fn delete(&self, scope: &str, key: &str) -> Result<()>;
+    /// Every entry of a scope, sorted by key.
+    fn list(&self, scope: &str) -> Result<Vec<(String, String)>>;
+}
+
+/// The size rules every implementation applies before writing.
+fn check_entry(key: &str, value: &str) -> Result<()> {
+    if key.is_empty() || key.len() > MAX_KEY_BYTES {
+        return Err(StoreError::Invalid(format!(
+            "key must be 1 to {MAX_KEY_BYTES} bytes"
+        )));
+    }
+    if value.len() > MAX_VALUE_BYTES {
+        return Err(StoreError::Invalid(format!(
+            "value must be at most {MAX_VALUE_BYTES} bytes"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod contract {
+    //! One set of checks every `KvStore` must pass.
+    use super::*;
+
+    pub(crate) fn kv_store_contract(store: &dyn KvStore) {
+        assert_eq!(store.get("sydney", "override").unwrap(), None);
+        store.set("sydney", "override", "closed").unwrap();
+        store.set("perth", "override", "open").unwrap();
+        assert_eq!(
+            store.get("sydney", "override").unwrap().as_deref(),
+            Some("closed")
+        );
+        store.set("sydney", "override", "open").unwrap();
+        assert_eq!(
+            store.get("sydney", "override").unwrap().as_deref(),
+            Some("open")
+        );
+        store.set("sydney", "a", "1").unwrap();
+        assert_eq!(
+            store.list("sydney").unwrap(),
+            vec![("a".into(), "1".into()), ("override".into(), "open".into())]
+        );
+        store.delete("sydney", "override").unwrap();
+        store.delete("sydney", "never-set").unwrap();
+        assert_eq!(store.get("sydney", "override").unwrap(), None);
+        assert_eq!(
+            store.get("perth", "override").unwrap().as_deref(),
+            Some("open")
+        );
+        assert!(store.set("sydney", "", "x").is_err());
+        assert!(
+            store
+                .set("sydney", "k", &"x".repeat(MAX_VALUE_BYTES + 1))
+                .is_err()
+        );
+    }
+}
