@@ -596,7 +596,7 @@ mod tests {
     fn unknown_key_is_named() {
         let err = parse("[sip]\nlisen = []\n").unwrap_err();
         assert!(
-            err.contains("test.toml: sip: unknown field `lisen`"),
+            err.contains("test.toml: sip.lisen: unknown field `lisen`"),
             "{err}"
         );
         assert!(err.contains("line 2"), "{err}");

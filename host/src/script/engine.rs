@@ -119,6 +119,7 @@ pub struct ScriptEngine {
     engine: Engine,
     linker: Linker<EventState>,
     limits: Limits,
+    cache: Option<Cache>,
 }
 
 impl ScriptEngine {
@@ -132,15 +133,17 @@ impl ScriptEngine {
         config
             .epoch_interruption(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+        let mut cache = None;
         if let Some(dir) = cache_dir {
             std::fs::create_dir_all(dir).map_err(|e| {
                 anyhow::anyhow!("cannot create the script cache {}: {e}", dir.display())
             })?;
             let mut cache_config = CacheConfig::new();
             cache_config.with_directory(dir);
-            let cache =
+            let shared =
                 Cache::new(cache_config).map_err(|e| anyhow::anyhow!("script cache: {e}"))?;
-            config.cache(Some(cache));
+            config.cache(Some(shared.clone()));
+            cache = Some(shared);
         }
         let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("wasmtime engine: {e}"))?;
 
@@ -155,11 +158,17 @@ impl ScriptEngine {
             engine,
             linker,
             limits,
+            cache,
         }))
     }
 
     pub fn limits(&self) -> Limits {
         self.limits
+    }
+
+    /// How many compilations the on-disk cache has saved so far.
+    pub fn cache_hits(&self) -> usize {
+        self.cache.as_ref().map_or(0, Cache::cache_hits)
     }
 
     /// Compile and validate a script. Slow for large guests: call it off the async runtime.

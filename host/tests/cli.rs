@@ -1,0 +1,245 @@
+//! The `wasmpbx` binary as users run it: exit codes, one-line errors, JSON output.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn wasmpbx(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_wasmpbx"))
+        .args(args)
+        .output()
+        .expect("run wasmpbx");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn script_check_prints_exports_or_one_clear_error() {
+    let (code, out, _) = wasmpbx(&["script", "check", test_components::FRONT_DOOR]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("exports  wasmpbx:script/router@0.1.0"),
+        "{out}"
+    );
+
+    let (code, out, _) = wasmpbx(&["script", "check", "--json", test_components::MISBEHAVE]);
+    assert_eq!(code, 0);
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        json["exports"],
+        serde_json::json!(["router", "flip-policy"])
+    );
+
+    for (path, expected) in [
+        (test_components::OTHER_WORLD, "exports neither"),
+        (
+            test_components::OLD_VERSION,
+            "wasmpbx:script/router@0.0.9, built for another version",
+        ),
+        ("/nonexistent/x.wasm", "cannot read /nonexistent/x.wasm"),
+    ] {
+        let (code, out, err) = wasmpbx(&["script", "check", path]);
+        assert_eq!(code, 1, "{path}");
+        assert!(out.is_empty());
+        assert!(err.contains(expected), "{path}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    }
+}
+
+#[test]
+fn simulate_follows_a_menu_choice_to_the_department() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("wasmpbx.toml");
+    std::fs::write(&config, common::CONFIG).unwrap();
+    let config = config.to_str().unwrap();
+    let simulate = |extra: &[&str]| {
+        let mut args = vec![
+            "script",
+            "simulate",
+            test_components::FRONT_DOOR,
+            "--from",
+            "+61400000001",
+            "--to",
+            "+61290000001",
+            "--config",
+            config,
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let (code, out, err) = wasmpbx(&args);
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()
+    };
+    let forwards = |sim: &serde_json::Value| -> Vec<String> {
+        sim["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["action"]["action"] == "forward")
+            .map(|s| {
+                s["action"]["target"]["value"]
+                    .as_str()
+                    .unwrap_or("fallback")
+                    .to_string()
+            })
+            .collect()
+    };
+    // Monday 10:00 in Sydney, caller presses 2: billing.
+    let sim = simulate(&["--at", "2026-11-23T10:00:00+11:00", "--digits", "2"]);
+    assert_eq!(sim["location"], "sydney");
+    assert_eq!(forwards(&sim), ["+61290000020"]);
+    // Nothing pressed twice: operator.
+    assert_eq!(
+        forwards(&simulate(&[
+            "--at",
+            "2026-11-23T10:00:00+11:00",
+            "--digits",
+            ","
+        ])),
+        ["+61290000030"]
+    );
+    // Billing busy: the fallback number.
+    assert_eq!(
+        forwards(&simulate(&[
+            "--at",
+            "2026-11-23T10:00:00+11:00",
+            "--digits",
+            "2",
+            "--fail-forward",
+            "486"
+        ])),
+        ["+61290000020", "fallback"]
+    );
+    // Night mode set by an admin: no menu, no forward.
+    let night = simulate(&[
+        "--at",
+        "2026-11-23T10:00:00+11:00",
+        "--kv",
+        "override=closed",
+    ]);
+    assert!(forwards(&night).is_empty());
+    assert!(night.to_string().contains("\"prompt\":\"closed\""));
+}
+
+#[test]
+fn simulate_a_flip_decision() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("wasmpbx.toml");
+    std::fs::write(&config, common::CONFIG).unwrap();
+    let (code, out, err) = wasmpbx(&[
+        "script",
+        "simulate",
+        test_components::FLIP_POLICY,
+        "--config",
+        config.to_str().unwrap(),
+        "--flip",
+        "push",
+        "--user",
+        "alice",
+        "--device",
+        "desk",
+        "--other-device",
+        "lobby-3",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("decision require-pin targets [\"lobby-3\"]"),
+        "{out}"
+    );
+}
+
+#[test]
+fn config_errors_name_the_key_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    for (text, expected) in [
+        (
+            "[sip]\nlisten = [\"udp:127.0.0.1:5060\"]\nrealm = \"x\"\n",
+            "sip.realm: unknown field `realm`",
+        ),
+        (
+            "[scripts]\ndeadline_ms = 0\n",
+            "scripts.deadline_ms: 0 is out of range",
+        ),
+        ("[media]\npublic_ip = \"not-an-ip\"\n", "media.public_ip"),
+        (
+            "[[users]]\nid = \"a\"\nextension = \"x1\"\npassword = \"p\"\n",
+            "users[0].extension",
+        ),
+    ] {
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, text).unwrap();
+        let (code, _, err) = wasmpbx(&[
+            "script",
+            "simulate",
+            test_components::LISTEN,
+            "--from",
+            "1",
+            "--to",
+            "2",
+            "--config",
+            path.to_str().unwrap(),
+        ]);
+        assert_ne!(code, 0);
+        assert!(err.contains(expected), "{text}: {err}");
+        assert!(err.contains("bad.toml"), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    }
+}
+
+#[test]
+fn run_loads_the_folder_and_reloads_a_dropped_script() {
+    let dir = tempfile::tempdir().unwrap();
+    let scripts = dir.path().join("scripts");
+    std::fs::create_dir(&scripts).unwrap();
+    std::fs::copy(test_components::LISTEN, scripts.join("listen.wasm")).unwrap();
+    let config = dir.path().join("wasmpbx.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[scripts]\ndir = {:?}\n[store]\npath = {:?}\n",
+            scripts.display().to_string(),
+            dir.path().join("test.db").display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wasmpbx"))
+        .args(["run", "--config", config.to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let banner: Vec<String> = stdout.lines().take(3).map(Result::unwrap).collect();
+    assert!(
+        banner.iter().any(|l| l.contains("listen [router]")),
+        "{banner:?}"
+    );
+
+    std::thread::sleep(Duration::from_millis(200));
+    std::fs::copy(test_components::FRONT_DOOR, scripts.join("front-door.wasm")).unwrap();
+    std::fs::write(scripts.join("broken.wasm"), b"nope").unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let (mut loaded, mut rejected) = (false, false);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !(loaded && rejected) && std::time::Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(500)) {
+            loaded |= line.contains("script front-door loaded");
+            rejected |= line.contains("rejected") && line.contains("broken.wasm");
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(loaded && rejected, "loaded {loaded} rejected {rejected}");
+}

@@ -1,0 +1,465 @@
+//! The script runtime against real guests: the default scripts' decisions, and every
+//! kind of misbehaviour ending in the location's fallback with the host unharmed.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{call, host_at, host_with, install};
+use wasmpbx::directory::{DeviceInfo, MemoryDirectory};
+use wasmpbx::flip::{Allow, CallFacts, Direction, FlipDecision, FlipKind, FlipRequest, Trigger};
+use wasmpbx::routing::{Action, Event, ForwardTarget, GatherEnd};
+use wasmpbx::script::LoadError;
+use wasmpbx::store::{KvStore, MemoryStore};
+
+/// Monday 2026-11-23 10:00 in Sydney (AEDT, +11).
+const MONDAY_10AM_SYDNEY: &str = "2026-11-22T23:00:00Z";
+
+fn forward_to(number: &str) -> impl Fn(&Action) -> bool + '_ {
+    move |a| matches!(a, Action::Forward { target: ForwardTarget::Number(n), .. } if n == number)
+}
+
+#[test]
+fn default_scripts_export_what_they_should() {
+    let host = host_at(MONDAY_10AM_SYDNEY);
+    for (name, path, router, flip) in [
+        ("listen", test_components::LISTEN, true, false),
+        ("front-door", test_components::FRONT_DOOR, true, false),
+        ("flip-policy", test_components::FLIP_POLICY, false, true),
+        ("misbehave", test_components::MISBEHAVE, true, true),
+    ] {
+        let script = host
+            .engine
+            .load(name, &test_components::bytes(path), &host.services)
+            .unwrap();
+        assert_eq!(
+            (script.exports.router, script.exports.flip_policy),
+            (router, flip),
+            "{name}"
+        );
+        assert_eq!(script.hash.len(), 64);
+    }
+}
+
+#[test]
+fn listen_forwards_to_the_return_number() {
+    let host = host_at(MONDAY_10AM_SYDNEY);
+    install(&host, "listen", test_components::LISTEN);
+    let location = host.services.config.location("sydney").cloned();
+    let (decision, pinned) = host.route(
+        "listen",
+        None,
+        location.as_ref(),
+        &call("+61290000001"),
+        &Event::Incoming,
+    );
+    assert!(decision.fallback.is_none());
+    assert!(
+        decision.actions.iter().any(forward_to("+61290000098")),
+        "{:?}",
+        decision.actions
+    );
+    assert!(pinned.is_some());
+    // A busy return number stays busy for the caller.
+    let failed = Event::ForwardFailed {
+        target: ForwardTarget::Number("+61290000098".into()),
+        status: 486,
+        reason: "Busy Here".into(),
+    };
+    let (decision, _) = host.route(
+        "listen",
+        pinned.as_ref(),
+        location.as_ref(),
+        &call("+61290000001"),
+        &failed,
+    );
+    assert_eq!(
+        decision.actions,
+        vec![Action::Reject {
+            status: 486,
+            reason: Some("Busy Here".into())
+        }]
+    );
+}
+
+#[test]
+fn front_door_menu_routes_each_digit_to_its_department() {
+    let host = host_at(MONDAY_10AM_SYDNEY);
+    install(&host, "front-door", test_components::FRONT_DOOR);
+    let location = host.services.config.location("sydney").cloned();
+    let mut the_call = call("+61290000001");
+    let (decision, pinned) = host.route(
+        "front-door",
+        None,
+        location.as_ref(),
+        &the_call,
+        &Event::Incoming,
+    );
+    assert!(
+        matches!(
+            decision.actions.last(),
+            Some(Action::Gather { max_digits: 1, .. })
+        ),
+        "{:?}",
+        decision.actions
+    );
+    for action in &decision.actions {
+        if let Action::SetTag { name, value } = action {
+            the_call.set_tag(name, value);
+        }
+    }
+    for (digit, number) in [
+        ("1", "+61290000010"),
+        ("2", "+61290000020"),
+        ("0", "+61290000030"),
+    ] {
+        let event = Event::DigitsGathered {
+            digits: digit.into(),
+            ended_by: GatherEnd::MaxDigits,
+        };
+        let (decision, _) = host.route(
+            "front-door",
+            pinned.as_ref(),
+            location.as_ref(),
+            &the_call,
+            &event,
+        );
+        assert!(
+            decision.actions.iter().any(forward_to(number)),
+            "{digit}: {:?}",
+            decision.actions
+        );
+    }
+}
+
+#[test]
+fn front_door_is_closed_out_of_hours_on_holidays_and_by_override() {
+    let location_call = call("+61290000001");
+    for (at, kv_override, open) in [
+        (MONDAY_10AM_SYDNEY, None, true),
+        ("2026-11-23T07:00:00Z", None, false), // Monday 18:00 local
+        ("2026-12-24T23:00:00Z", None, false), // Christmas 10:00 local
+        ("2026-12-24T23:00:00Z", Some("open"), true), // override beats the holiday
+        (MONDAY_10AM_SYDNEY, Some("closed"), false), // night mode
+        ("2026-04-05T22:30:00Z", None, false), // Mon after DST end: 08:30 AEST
+        ("2026-10-04T22:30:00Z", None, true),  // Mon after DST start: 09:30 AEDT
+    ] {
+        let kv = Arc::new(MemoryStore::new());
+        if let Some(value) = kv_override {
+            kv.set("sydney", "override", value).unwrap();
+        }
+        let host = host_with(at, kv, Arc::new(MemoryDirectory::new()));
+        install(&host, "front-door", test_components::FRONT_DOOR);
+        let location = host.services.config.location("sydney").cloned();
+        let (decision, _) = host.route(
+            "front-door",
+            None,
+            location.as_ref(),
+            &location_call,
+            &Event::Incoming,
+        );
+        let played_closed = decision.actions.contains(&Action::Play {
+            prompt: "closed".into(),
+        });
+        assert_eq!(
+            !played_closed, open,
+            "at {at} override {kv_override:?}: {:?}",
+            decision.actions
+        );
+        if !open {
+            assert_eq!(
+                decision.actions.last(),
+                Some(&Action::Hangup),
+                "no after_hours_number: hang up"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_misbehaviour_falls_back_and_the_host_keeps_serving() {
+    let host = host_at(MONDAY_10AM_SYDNEY);
+    install(&host, "misbehave", test_components::MISBEHAVE);
+    let location = host.services.config.location("sydney").cloned();
+    for (dialed, cause, detail) in [
+        ("trap", "trap", "told to trap"),
+        ("loop", "deadline", "20 ms deadline"),
+        ("alloc", "memory", "32 MiB"),
+        ("recurse", "trap", "stack"),
+        ("bad-forward", "invalid-action", "forward: number \"\""),
+        ("gather-zero", "invalid-action", "max-digits 0"),
+        (
+            "after-terminal",
+            "invalid-action",
+            "nothing may follow a hangup",
+        ),
+        ("nothing", "invalid-action", "no action"),
+    ] {
+        let started = std::time::Instant::now();
+        let (decision, _) = host.route(
+            "misbehave",
+            None,
+            location.as_ref(),
+            &call(dialed),
+            &Event::Incoming,
+        );
+        let elapsed = started.elapsed();
+        let fallback = decision
+            .fallback
+            .unwrap_or_else(|| panic!("{dialed}: no fallback"));
+        assert_eq!(fallback.cause, cause, "{dialed}: {}", fallback.message);
+        assert!(
+            fallback.message.contains(detail),
+            "{dialed}: {}",
+            fallback.message
+        );
+        assert!(
+            decision.actions.iter().any(forward_to("+61290000099")),
+            "{dialed}: {:?}",
+            decision.actions
+        );
+        assert!(
+            elapsed < std::time::Duration::from_secs(2),
+            "{dialed} took {elapsed:?}"
+        );
+        // The very next call on the same script is served normally.
+        let (good, _) = host.route(
+            "misbehave",
+            None,
+            location.as_ref(),
+            &call("+61290000001"),
+            &Event::Incoming,
+        );
+        assert!(
+            good.fallback.is_none(),
+            "after {dialed}: {:?}",
+            good.fallback
+        );
+    }
+    assert_eq!(host.metrics.fallbacks(), 8);
+}
+
+#[test]
+fn a_missing_script_or_export_falls_back() {
+    let host = host_at(MONDAY_10AM_SYDNEY);
+    install(&host, "flip-policy", test_components::FLIP_POLICY);
+    let location = host.services.config.location("sydney").cloned();
+    let (decision, _) = host.route(
+        "nowhere",
+        None,
+        location.as_ref(),
+        &call("+61290000001"),
+        &Event::Incoming,
+    );
+    assert_eq!(decision.fallback.as_ref().map(|f| f.cause), Some("missing"));
+    let (decision, _) = host.route(
+        "flip-policy",
+        None,
+        location.as_ref(),
+        &call("+61290000001"),
+        &Event::Incoming,
+    );
+    assert_eq!(
+        decision.fallback.as_ref().map(|f| f.cause),
+        Some("no-export")
+    );
+    // Without a location there is no fallback number: the call is refused, not dropped.
+    let (decision, _) = host.route("nowhere", None, None, &call("2002"), &Event::Incoming);
+    assert_eq!(
+        decision.actions,
+        vec![Action::Reject {
+            status: 503,
+            reason: Some("Routing Unavailable".into())
+        }]
+    );
+}
+
+#[test]
+fn bad_files_are_refused_with_a_clear_reason() {
+    let host = host_at(MONDAY_10AM_SYDNEY);
+    let load = |bytes: &[u8]| {
+        host.engine
+            .load("x", bytes, &host.services)
+            .map(|_| ())
+            .unwrap_err()
+    };
+    let component = test_components::bytes(test_components::LISTEN);
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("empty", Vec::new(), "empty"),
+        ("garbage", b"definitely not wasm".to_vec(), "magic bytes"),
+        (
+            "core module",
+            b"\0asm\x01\0\0\0".to_vec(),
+            "core WebAssembly module",
+        ),
+        (
+            "half-written",
+            component[..component.len() / 2].to_vec(),
+            "not a WebAssembly component",
+        ),
+        (
+            "other world",
+            test_components::bytes(test_components::OTHER_WORLD),
+            "exports neither wasmpbx:script/router@0.1.0",
+        ),
+        (
+            "old version",
+            test_components::bytes(test_components::OLD_VERSION),
+            "another version of the WIT package",
+        ),
+    ];
+    for (what, bytes, expected) in cases {
+        let error: LoadError = load(&bytes);
+        assert!(error.to_string().contains(expected), "{what}: {error}");
+    }
+}
+
+#[test]
+fn calls_keep_the_version_they_started_with() {
+    let host = host_at(MONDAY_10AM_SYDNEY);
+    install(&host, "router", test_components::LISTEN);
+    let location = host.services.config.location("sydney").cloned();
+    let (_, pinned) = host.route(
+        "router",
+        None,
+        location.as_ref(),
+        &call("+61290000001"),
+        &Event::Incoming,
+    );
+    let listen_hash = pinned.as_ref().unwrap().hash.clone();
+    install(&host, "router", test_components::FRONT_DOOR);
+    let failed = Event::ForwardFailed {
+        target: ForwardTarget::Number("+61290000098".into()),
+        status: 486,
+        reason: "Busy Here".into(),
+    };
+    let (decision, _) = host.route(
+        "router",
+        pinned.as_ref(),
+        location.as_ref(),
+        &call("+61290000001"),
+        &failed,
+    );
+    assert_eq!(
+        decision.script.unwrap().hash,
+        listen_hash,
+        "the in-flight call stays on listen"
+    );
+    assert!(matches!(
+        decision.actions[0],
+        Action::Reject { status: 486, .. }
+    ));
+    let (decision, _) = host.route(
+        "router",
+        None,
+        location.as_ref(),
+        &call("+61290000001"),
+        &Event::Incoming,
+    );
+    assert_ne!(
+        decision.script.unwrap().hash,
+        listen_hash,
+        "a new call gets front-door"
+    );
+}
+
+#[test]
+fn scripts_read_and_write_their_locations_key_value_store() {
+    let kv = Arc::new(MemoryStore::new());
+    let host = host_with(
+        MONDAY_10AM_SYDNEY,
+        kv.clone(),
+        Arc::new(MemoryDirectory::new()),
+    );
+    install(&host, "misbehave", test_components::MISBEHAVE);
+    let location = host.services.config.location("sydney").cloned();
+    for expected in ["1", "2"] {
+        let (decision, _) = host.route(
+            "misbehave",
+            None,
+            location.as_ref(),
+            &call("kv-write"),
+            &Event::Incoming,
+        );
+        assert_eq!(
+            decision.actions[0],
+            Action::SetTag {
+                name: "count".into(),
+                value: expected.into()
+            }
+        );
+    }
+    assert_eq!(kv.get("sydney", "count").unwrap().as_deref(), Some("2"));
+}
+
+fn flip_request(user: &str, emergency: bool, candidates: &[&str]) -> FlipRequest {
+    FlipRequest {
+        user_id: user.into(),
+        requesting_device: "desk".into(),
+        kind: FlipKind::Push,
+        trigger: Trigger::PushCode,
+        call: CallFacts {
+            call_id: "c1".into(),
+            remote_party: "+61400000001".into(),
+            direction: Direction::Inbound,
+            duration_ms: 30_000,
+            emergency,
+            location: Some("sydney".into()),
+            current_device: "desk".into(),
+        },
+        candidates: candidates
+            .iter()
+            .map(|n| DeviceInfo {
+                name: (*n).into(),
+                user_id: user.into(),
+                user_agent: None,
+                transport: "udp".into(),
+            })
+            .collect(),
+    }
+}
+
+#[test]
+fn flip_policy_decides_each_case() {
+    let host = host_at(MONDAY_10AM_SYDNEY);
+    install(&host, "flip-policy", test_components::FLIP_POLICY);
+    install(&host, "misbehave", test_components::MISBEHAVE);
+    let decide = |request: &FlipRequest| host.decide_flip("flip-policy", request);
+    assert_eq!(
+        decide(&flip_request("alice", false, &["mobile"])).unwrap(),
+        FlipDecision::Allow(Allow {
+            targets: vec!["mobile".into()],
+            ring_timeout_ms: 0
+        })
+    );
+    assert!(
+        matches!(decide(&flip_request("alice", true, &["mobile"])).unwrap(),
+        FlipDecision::Deny { reason } if reason.contains("emergency"))
+    );
+    assert!(
+        matches!(decide(&flip_request("kim", false, &["mobile"])).unwrap(),
+        FlipDecision::Deny { reason } if reason.contains("kiosk"))
+    );
+    assert_eq!(
+        decide(&flip_request("alice", false, &["lobby-1"])).unwrap(),
+        FlipDecision::RequirePin(Allow {
+            targets: vec!["lobby-1".into()],
+            ring_timeout_ms: 0
+        })
+    );
+    assert!(matches!(
+        decide(&flip_request("alice", false, &[])).unwrap(),
+        FlipDecision::Deny { .. }
+    ));
+    // A trapping policy is an error the caller turns into a denial.
+    let failure = host
+        .decide_flip("misbehave", &flip_request("trap", false, &["mobile"]))
+        .unwrap_err();
+    assert_eq!(failure.cause(), "trap");
+    assert_eq!(
+        host.decide_flip("nowhere", &flip_request("alice", false, &["m"]))
+            .unwrap_err()
+            .cause(),
+        "missing"
+    );
+}

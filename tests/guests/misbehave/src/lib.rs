@@ -1,0 +1,74 @@
+//! A script that misbehaves on demand. The dialled number (for routing) or the user id
+//! (for flip policy) picks the misbehaviour; anything else behaves like `listen`.
+
+use wasmpbx_guest::{Action, Call, Decision, FlipPolicy, FlipRequest, Gather, Router, host};
+
+struct Misbehave;
+
+impl Router for Misbehave {
+    fn incoming(call: &Call) -> Vec<Action> {
+        misbehave(&call.dialed);
+        match call.dialed.as_str() {
+            "bad-forward" => vec![Action::forward_to_number("", 30_000)],
+            "gather-zero" => vec![Action::Gather(Gather {
+                max_digits: 0,
+                timeout_ms: 5000,
+                terminator: None,
+                prompt: None,
+            })],
+            "after-terminal" => vec![Action::Hangup, Action::Answer],
+            "nothing" => vec![],
+            "kv-write" => {
+                let count = host::kv::get("count")
+                    .and_then(|c| c.parse::<u32>().ok())
+                    .unwrap_or(0)
+                    + 1;
+                host::kv::set("count", &count.to_string()).expect("kv.set");
+                vec![Action::tag("count", count.to_string()), Action::Hangup]
+            }
+            _ => vec![Action::forward_to_number(
+                host::var("return_number").unwrap_or_else(|| "100".into()),
+                30_000,
+            )],
+        }
+    }
+}
+
+impl FlipPolicy for Misbehave {
+    fn decide(request: &FlipRequest) -> Decision {
+        misbehave(&request.user_id);
+        Decision::allow(Vec::new())
+    }
+}
+
+/// Trap, loop, exhaust memory or overflow the stack when told to.
+fn misbehave(what: &str) {
+    match what {
+        "trap" => panic!("told to trap"),
+        "loop" => {
+            let mut i: u64 = 0;
+            loop {
+                i = std::hint::black_box(i.wrapping_add(1));
+            }
+        }
+        "alloc" => {
+            // Reserve without touching: the cap, not the time spent writing, must stop it.
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                let mut block = Vec::<u8>::with_capacity(4 << 20);
+                block.push(1);
+                hoard.push(std::hint::black_box(block));
+            }
+        }
+        "recurse" => {
+            fn deep(n: u64) -> u64 {
+                std::hint::black_box(deep(n + 1)) + 1
+            }
+            std::hint::black_box(deep(0));
+        }
+        _ => {}
+    }
+}
+
+wasmpbx_guest::export_router!(Misbehave);
+wasmpbx_guest::export_flip_policy!(Misbehave);

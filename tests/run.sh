@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Set up everything the tests need on a fresh machine, then run the whole test suite.
+# This is the README's test command and what CI runs (.ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! rustup target list --installed | grep -qx wasm32-wasip2; then
+    rustup target add wasm32-wasip2
+fi
+
+# Unit tests, scenario tests and the runtime's integration tests (the guests they need
+# are built by tests/components/build.rs).
+cargo test --locked
