@@ -24,4 +24,5 @@ pub mod routing;
 pub mod script;
 pub mod server;
 pub mod simulate;
+pub mod sip;
 pub mod store;

@@ -1,0 +1,329 @@
+//! SIP messages: parsing and printing over rsip, and the header lookups the rest of the
+//! host needs. rsip stays behind this module so it can be swapped.
+
+use std::fmt::Write as _;
+
+use rsip::prelude::*;
+pub use rsip::{Header, Headers, Method, Request, Response, SipMessage, StatusCode};
+
+/// The largest message the host accepts (the issue's 64 KiB rule).
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// Why bytes are not a SIP message the host can handle.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("message of {0} bytes is over the {MAX_MESSAGE_BYTES}-byte limit")]
+    TooLarge(usize),
+    #[error("malformed: {0}")]
+    Malformed(String),
+    #[error("missing or bad {0} header")]
+    MissingHeader(&'static str),
+    #[error("Content-Length {declared} but {actual} body bytes")]
+    BadContentLength { declared: usize, actual: usize },
+}
+
+/// Parse one datagram (or one framed stream message) into a SIP message and check the
+/// headers every message must have.
+pub fn parse(bytes: &[u8]) -> Result<SipMessage, ParseError> {
+    if bytes.len() > MAX_MESSAGE_BYTES {
+        return Err(ParseError::TooLarge(bytes.len()));
+    }
+    // rsip is not hardened against every input: a panic inside it must not take the
+    // host down, so it is caught and reported as malformed.
+    let parsed = std::panic::catch_unwind(|| SipMessage::try_from(bytes))
+        .map_err(|_| ParseError::Malformed("the parser gave up".into()))?;
+    let mut message = parsed.map_err(|e| ParseError::Malformed(first_line(&e.to_string())))?;
+    let declared = content_length(&message);
+    let actual = message.body().len();
+    match declared {
+        Some(declared) if declared > actual => {
+            return Err(ParseError::BadContentLength { declared, actual });
+        }
+        // Extra bytes after the declared body are discarded (RFC 3261 18.3).
+        Some(declared) => message.body_mut().truncate(declared),
+        None => {}
+    }
+    for (name, ok) in [
+        ("Via", message.via_header().is_ok_and(|v| v.typed().is_ok())),
+        (
+            "From",
+            message.from_header().is_ok_and(|h| h.typed().is_ok()),
+        ),
+        ("To", message.to_header().is_ok_and(|h| h.typed().is_ok())),
+        ("Call-ID", message.call_id_header().is_ok()),
+        ("CSeq", cseq(&message).is_some()),
+    ] {
+        if !ok {
+            return Err(ParseError::MissingHeader(name));
+        }
+    }
+    Ok(message)
+}
+
+fn first_line(text: &str) -> String {
+    text.lines()
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .take(200)
+        .collect()
+}
+
+fn content_length(message: &SipMessage) -> Option<usize> {
+    message.headers().iter().find_map(|h| match h {
+        Header::ContentLength(l) => l.value().trim().parse().ok(),
+        _ => None,
+    })
+}
+
+/// Print a message with a correct Content-Length (any Content-Length it carries is
+/// replaced).
+pub fn serialize(message: &SipMessage) -> Vec<u8> {
+    let mut out = String::with_capacity(512 + message.body().len());
+    match message {
+        SipMessage::Request(r) => {
+            let _ = write!(out, "{} {} SIP/2.0\r\n", r.method, r.uri);
+        }
+        SipMessage::Response(r) => {
+            let code = r.status_code.code();
+            let reason = match &r.status_code {
+                StatusCode::Other(_, reason) if reason != "Other" => reason.as_str(),
+                _ => reason_phrase(code),
+            };
+            let _ = write!(out, "SIP/2.0 {code} {reason}\r\n");
+        }
+    }
+    for header in message.headers().iter() {
+        if !matches!(header, Header::ContentLength(_)) {
+            let _ = write!(out, "{header}\r\n");
+        }
+    }
+    let _ = write!(out, "Content-Length: {}\r\n\r\n", message.body().len());
+    let mut bytes = out.into_bytes();
+    bytes.extend_from_slice(message.body());
+    bytes
+}
+
+/// The standard reason phrase of a status code.
+pub fn reason_phrase(code: u16) -> &'static str {
+    match code {
+        100 => "Trying",
+        180 => "Ringing",
+        181 => "Call Is Being Forwarded",
+        182 => "Queued",
+        183 => "Session Progress",
+        200 => "OK",
+        202 => "Accepted",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        407 => "Proxy Authentication Required",
+        408 => "Request Timeout",
+        415 => "Unsupported Media Type",
+        420 => "Bad Extension",
+        423 => "Interval Too Brief",
+        480 => "Temporarily Unavailable",
+        481 => "Call/Transaction Does Not Exist",
+        482 => "Loop Detected",
+        483 => "Too Many Hops",
+        484 => "Address Incomplete",
+        486 => "Busy Here",
+        487 => "Request Terminated",
+        488 => "Not Acceptable Here",
+        491 => "Request Pending",
+        500 => "Server Internal Error",
+        501 => "Not Implemented",
+        503 => "Service Unavailable",
+        504 => "Server Time-out",
+        600 => "Busy Everywhere",
+        603 => "Decline",
+        604 => "Does Not Exist Anywhere",
+        606 => "Not Acceptable",
+        _ => "Unknown",
+    }
+}
+
+/// The branch of the top Via.
+pub fn branch(message: &SipMessage) -> Option<String> {
+    let via = message.via_header().ok()?.typed().ok()?;
+    via.branch().map(|b| b.to_string())
+}
+
+/// The Call-ID.
+pub fn call_id(message: &SipMessage) -> Option<String> {
+    message
+        .call_id_header()
+        .ok()
+        .map(|c| c.value().trim().to_owned())
+}
+
+/// The CSeq number and method.
+pub fn cseq(message: &SipMessage) -> Option<(u32, Method)> {
+    let cseq = message.cseq_header().ok()?.typed().ok()?;
+    Some((cseq.seq, cseq.method))
+}
+
+pub fn from_tag(message: &SipMessage) -> Option<String> {
+    message
+        .from_header()
+        .ok()?
+        .tag()
+        .ok()?
+        .map(|t| t.to_string())
+}
+
+pub fn to_tag(message: &SipMessage) -> Option<String> {
+    message.to_header().ok()?.tag().ok()?.map(|t| t.to_string())
+}
+
+/// The user part of a header's URI (`From`/`To`), e.g. "2001" of `<sip:2001@pbx>`.
+pub fn from_user(message: &SipMessage) -> Option<String> {
+    message.from_header().ok()?.uri().ok()?.auth.map(|a| a.user)
+}
+
+pub fn to_user(message: &SipMessage) -> Option<String> {
+    message.to_header().ok()?.uri().ok()?.auth.map(|a| a.user)
+}
+
+/// The value of the first header with this name (case-insensitive), for headers rsip
+/// keeps untyped.
+pub fn header_value<'a>(message: &'a SipMessage, name: &str) -> Option<String> {
+    message.headers().iter().find_map(|h| {
+        let text = h.to_string();
+        let (n, v) = text.split_once(':')?;
+        n.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_owned())
+    })
+}
+
+/// A response to `request`, with its Via, From, To (with `to_tag` added if it has none),
+/// Call-ID and CSeq, and no body.
+pub fn response_to(request: &Request, code: u16, to_tag: Option<&str>) -> Response {
+    let mut headers = Headers::default();
+    for header in request.headers.iter() {
+        match header {
+            Header::Via(_) | Header::From(_) | Header::CallId(_) | Header::CSeq(_) => {
+                headers.push(header.clone())
+            }
+            Header::To(to) => {
+                let to = match (to.tag(), to_tag) {
+                    (Ok(None), Some(tag)) => {
+                        rsip::headers::To::new(format!("{};tag={tag}", to.value()))
+                    }
+                    _ => to.clone(),
+                };
+                headers.push(Header::To(to));
+            }
+            _ => {}
+        }
+    }
+    Response {
+        status_code: StatusCode::from(code),
+        version: rsip::Version::V2,
+        headers,
+        body: Vec::new(),
+    }
+}
+
+/// Give a response a reason phrase of its own (e.g. "404 No Live Call").
+pub fn with_reason(mut response: Response, reason: &str) -> Response {
+    response.status_code = StatusCode::Other(response.status_code.code(), reason.to_owned());
+    response
+}
+
+/// A random token for tags, branches and Call-IDs.
+pub fn random_token() -> String {
+    let mut bytes = [0u8; 12];
+    if getrandom::fill(&mut bytes).is_err() {
+        // No entropy is not a reason to drop a call: fall back to a counter and the time.
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        bytes[..8].copy_from_slice(&n.to_le_bytes());
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INVITE: &str = "INVITE sip:+61290000001@127.0.0.1:5060 SIP/2.0\r\n\
+Via: SIP/2.0/UDP 127.0.0.2:5070;branch=z9hG4bK-1;rport\r\n\
+From: \"Caller\" <sip:+61400000001@127.0.0.2>;tag=abc\r\n\
+To: <sip:+61290000001@127.0.0.1>\r\n\
+Call-ID: call-1@127.0.0.2\r\n\
+CSeq: 1 INVITE\r\n\
+Contact: <sip:caller@127.0.0.2:5070>\r\n\
+Max-Forwards: 70\r\n\
+Content-Type: application/sdp\r\n\
+Content-Length: 4\r\n\r\nv=0\n";
+
+    #[test]
+    fn parse_and_print_round_trip() {
+        let message = parse(INVITE.as_bytes()).unwrap();
+        assert_eq!(branch(&message).as_deref(), Some("z9hG4bK-1"));
+        assert_eq!(call_id(&message).as_deref(), Some("call-1@127.0.0.2"));
+        assert_eq!(cseq(&message), Some((1, Method::Invite)));
+        assert_eq!(from_tag(&message).as_deref(), Some("abc"));
+        assert_eq!(to_tag(&message), None);
+        assert_eq!(from_user(&message).as_deref(), Some("+61400000001"));
+        assert_eq!(to_user(&message).as_deref(), Some("+61290000001"));
+        assert_eq!(
+            header_value(&message, "max-forwards").as_deref(),
+            Some("70")
+        );
+        let printed = serialize(&message);
+        assert_eq!(parse(&printed).unwrap(), message);
+        assert!(
+            String::from_utf8(printed)
+                .unwrap()
+                .ends_with("Content-Length: 4\r\n\r\nv=0\n")
+        );
+    }
+
+    #[test]
+    fn responses_copy_the_dialog_headers_and_tag_the_to() {
+        let SipMessage::Request(request) = parse(INVITE.as_bytes()).unwrap() else {
+            panic!()
+        };
+        let response = response_to(&request, 486, Some("xyz"));
+        let message = SipMessage::Response(response);
+        let text = String::from_utf8(serialize(&message)).unwrap();
+        assert!(text.starts_with("SIP/2.0 486 Busy Here\r\n"), "{text}");
+        assert_eq!(to_tag(&message).as_deref(), Some("xyz"));
+        assert_eq!(branch(&message).as_deref(), Some("z9hG4bK-1"));
+        let custom = with_reason(response_to(&request, 404, None), "No Live Call");
+        let text = String::from_utf8(serialize(&SipMessage::Response(custom))).unwrap();
+        assert!(text.starts_with("SIP/2.0 404 No Live Call\r\n"), "{text}");
+    }
+
+    #[test]
+    fn hostile_input_is_an_error_not_a_panic() {
+        assert!(matches!(
+            parse(&vec![b'A'; MAX_MESSAGE_BYTES + 1]),
+            Err(ParseError::TooLarge(_))
+        ));
+        assert!(matches!(
+            parse(b"garbage\r\n\r\n"),
+            Err(ParseError::Malformed(_))
+        ));
+        assert!(parse(&INVITE.as_bytes()[..100]).is_err());
+        let no_call_id = INVITE.replace("Call-ID: call-1@127.0.0.2\r\n", "");
+        assert_eq!(
+            parse(no_call_id.as_bytes()),
+            Err(ParseError::MissingHeader("Call-ID"))
+        );
+        let long_body = INVITE.replace("Content-Length: 4", "Content-Length: 400");
+        assert!(matches!(
+            parse(long_body.as_bytes()),
+            Err(ParseError::BadContentLength { .. })
+        ));
+        for i in 0..INVITE.len() {
+            let _ = parse(&INVITE.as_bytes()[..i]);
+        }
+        let _ = parse(&[0xff, 0xfe, 0, 1, 2, 3]);
+    }
+}

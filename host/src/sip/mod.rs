@@ -1,0 +1,4 @@
+//! SIP: messages (over rsip) and the RFC 3261 transaction layer, both free of I/O.
+
+pub mod message;
+pub mod transaction;
