@@ -20,6 +20,7 @@ pub mod clock;
 pub mod config;
 pub mod directory;
 pub mod flip;
+pub mod registrar;
 pub mod routing;
 pub mod script;
 pub mod server;

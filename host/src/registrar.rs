@@ -1,0 +1,509 @@
+//! The registrar: REGISTER with digest authentication, bindings per user (each one a
+//! device), expiry, and a throttle on sources that keep failing. Sans-IO: wall time comes
+//! in as unix seconds, changes go out as [`BindingChange`]s for the store.
+//!
+//! An unknown user and a wrong password get the same answer (403), so extensions cannot
+//! be enumerated; the log tells them apart.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use rsip::prelude::*;
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::sip::digest::{AuthFailure, Credentials, DigestAuth, Secret};
+use crate::sip::message::{self, Header, Request, Response, SipMessage};
+use crate::sip::transaction::{Peer, Transport};
+
+/// Registrations last at most this long (and this long when the device does not say).
+pub const MAX_EXPIRES: u32 = 3600;
+/// Shorter registrations are refused with 423.
+pub const MIN_EXPIRES: u32 = 60;
+/// Failures from one address within [`THROTTLE_WINDOW_SECS`] that block it.
+pub const THROTTLE_FAILURES: usize = 10;
+pub const THROTTLE_WINDOW_SECS: i64 = 60;
+pub const THROTTLE_BLOCK_SECS: i64 = 300;
+
+/// One registered device of a user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Binding {
+    pub user_id: String,
+    /// Unique per user: from the User-Agent.
+    pub device: String,
+    /// The Contact URI the device registered.
+    pub contact: String,
+    /// `+sip.instance`, which identifies a device across contact changes.
+    pub instance: Option<String>,
+    pub user_agent: Option<String>,
+    #[serde(serialize_with = "serialize_transport")]
+    pub transport: Transport,
+    /// Where the REGISTER really came from: requests to the device go here (NAT).
+    pub source: SocketAddr,
+    /// Unix seconds.
+    pub expires_at: i64,
+    pub call_id: String,
+    pub cseq: u32,
+}
+
+fn serialize_transport<S: serde::Serializer>(t: &Transport, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(t.as_str())
+}
+
+impl Binding {
+    pub fn peer(&self) -> Peer {
+        Peer {
+            transport: self.transport,
+            addr: self.source,
+        }
+    }
+}
+
+/// A change for the store to persist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BindingChange {
+    Upsert(Binding),
+    Remove { user_id: String, contact: String },
+}
+
+#[derive(Default)]
+struct SourceRecord {
+    failures: VecDeque<i64>,
+    blocked_until: Option<i64>,
+}
+
+/// The outcome of one REGISTER.
+#[derive(Debug)]
+pub struct RegisterOutcome {
+    pub response: Response,
+    pub changes: Vec<BindingChange>,
+}
+
+pub struct Registrar {
+    config: Arc<Config>,
+    auth: DigestAuth,
+    bindings: HashMap<String, Vec<Binding>>,
+    sources: HashMap<IpAddr, SourceRecord>,
+}
+
+impl Registrar {
+    pub fn new(config: Arc<Config>, secret: [u8; 32]) -> Self {
+        let auth = DigestAuth::new(&config.sip.domain, secret);
+        Self {
+            config,
+            auth,
+            bindings: HashMap::new(),
+            sources: HashMap::new(),
+        }
+    }
+
+    /// Bindings restored from the store at start-up (expired ones are skipped).
+    pub fn restore(&mut self, now_secs: i64, bindings: Vec<Binding>) -> usize {
+        let mut restored = 0;
+        for binding in bindings {
+            if binding.expires_at > now_secs && self.config.user(&binding.user_id).is_some() {
+                self.bindings
+                    .entry(binding.user_id.clone())
+                    .or_default()
+                    .push(binding);
+                restored += 1;
+            }
+        }
+        restored
+    }
+
+    /// A user's live bindings.
+    pub fn bindings(&self, user_id: &str) -> &[Binding] {
+        self.bindings.get(user_id).map_or(&[], Vec::as_slice)
+    }
+
+    /// Every live binding, by user.
+    pub fn all(&self) -> impl Iterator<Item = &Binding> {
+        self.bindings.values().flatten()
+    }
+
+    pub fn count(&self) -> usize {
+        self.bindings.values().map(Vec::len).sum()
+    }
+
+    /// Drop expired bindings.
+    pub fn expire(&mut self, now_secs: i64) -> Vec<BindingChange> {
+        let mut changes = Vec::new();
+        for list in self.bindings.values_mut() {
+            list.retain(|b| {
+                let keep = b.expires_at > now_secs;
+                if !keep {
+                    tracing::info!(user = %b.user_id, device = %b.device, "registration expired");
+                    changes.push(BindingChange::Remove {
+                        user_id: b.user_id.clone(),
+                        contact: b.contact.clone(),
+                    });
+                }
+                keep
+            });
+        }
+        self.bindings.retain(|_, l| !l.is_empty());
+        changes
+    }
+
+    /// Whether `source` is blocked by the throttle.
+    pub fn is_throttled(&self, now_secs: i64, source: IpAddr) -> bool {
+        self.sources
+            .get(&source)
+            .and_then(|r| r.blocked_until)
+            .is_some_and(|until| until > now_secs)
+    }
+
+    /// Count a failed authentication from `source`; block it when it fails too often.
+    fn record_failure(&mut self, now_secs: i64, source: IpAddr) {
+        // Keep the table bounded: forget addresses with nothing recent.
+        if self.sources.len() > 10_000 {
+            self.sources.retain(|_, r| {
+                r.blocked_until.is_some_and(|u| u > now_secs)
+                    || r.failures
+                        .back()
+                        .is_some_and(|t| now_secs - t < THROTTLE_WINDOW_SECS)
+            });
+        }
+        let record = self.sources.entry(source).or_default();
+        record.failures.push_back(now_secs);
+        while record
+            .failures
+            .front()
+            .is_some_and(|t| now_secs - t >= THROTTLE_WINDOW_SECS)
+        {
+            record.failures.pop_front();
+        }
+        if record.failures.len() >= THROTTLE_FAILURES
+            && !record.blocked_until.is_some_and(|u| u > now_secs)
+        {
+            record.blocked_until = Some(now_secs + THROTTLE_BLOCK_SECS);
+            record.failures.clear();
+            tracing::warn!(%source, "{THROTTLE_FAILURES} failed authentications within {THROTTLE_WINDOW_SECS} s: blocking {source} for {THROTTLE_BLOCK_SECS} s");
+        }
+    }
+
+    /// Authenticate a request (REGISTER with WWW-Authenticate, anything else with
+    /// Proxy-Authenticate). `Ok` is the user id; `Err` is the response to send.
+    pub fn authenticate(
+        &mut self,
+        now_secs: i64,
+        random: u64,
+        request: &Request,
+        source: Peer,
+    ) -> Result<String, Response> {
+        let register = request.method == rsip::Method::Register;
+        let ip = source.addr.ip();
+        if self.is_throttled(now_secs, ip) {
+            tracing::debug!(%ip, "throttled source refused");
+            return Err(message::response_to(
+                request,
+                403,
+                Some(&message::random_token()),
+            ));
+        }
+        let (auth_header, challenge_header) = if register {
+            ("Authorization", "WWW-Authenticate")
+        } else {
+            ("Proxy-Authorization", "Proxy-Authenticate")
+        };
+        let message = SipMessage::Request(request.clone());
+        let challenge = |this: &Self, stale: bool| {
+            let nonce = this.auth.nonce(now_secs, random);
+            let mut response = message::response_to(
+                request,
+                if register { 401 } else { 407 },
+                Some(&message::random_token()),
+            );
+            for value in this.auth.challenges(&nonce, stale) {
+                response
+                    .headers
+                    .push(Header::Other(challenge_header.into(), value));
+            }
+            response
+        };
+        let Some(value) = message::header_value(&message, auth_header) else {
+            return Err(challenge(self, false));
+        };
+        let config = self.config.clone();
+        let result = Credentials::parse(&value).and_then(|credentials| {
+            let method = request.method.to_string();
+            self.auth
+                .verify(now_secs, &method, &credentials, |username| {
+                    let user = config.user_by_extension(username)?;
+                    match (&user.password, &user.ha1) {
+                        (Some(p), _) => Some(Secret::Password(p.clone())),
+                        (None, Some(h)) => Some(Secret::Md5Ha1(h.clone())),
+                        (None, None) => None,
+                    }
+                })
+        });
+        match result {
+            Ok(extension) => {
+                let user = self
+                    .config
+                    .user_by_extension(&extension)
+                    .map(|u| u.id.clone())
+                    .unwrap_or_default();
+                // A device may only register (or call as) its own extension.
+                let claimed = if register {
+                    message::to_user(&message)
+                } else {
+                    message::from_user(&message)
+                };
+                if claimed.as_deref() != Some(extension.as_str()) {
+                    tracing::warn!(%ip, extension, ?claimed, "authenticated as one extension, claiming another");
+                    self.record_failure(now_secs, ip);
+                    return Err(message::response_to(
+                        request,
+                        403,
+                        Some(&message::random_token()),
+                    ));
+                }
+                Ok(user)
+            }
+            Err(AuthFailure::Stale) => Err(challenge(self, true)),
+            Err(failure) => {
+                tracing::warn!(%ip, method = %request.method, "authentication failed: {failure}");
+                self.record_failure(now_secs, ip);
+                Err(message::response_to(
+                    request,
+                    403,
+                    Some(&message::random_token()),
+                ))
+            }
+        }
+    }
+
+    /// Handle one REGISTER.
+    pub fn handle_register(
+        &mut self,
+        now_secs: i64,
+        random: u64,
+        request: &Request,
+        source: Peer,
+    ) -> RegisterOutcome {
+        let user_id = match self.authenticate(now_secs, random, request, source) {
+            Ok(user_id) => user_id,
+            Err(response) => {
+                return RegisterOutcome {
+                    response,
+                    changes: Vec::new(),
+                };
+            }
+        };
+        let message = SipMessage::Request(request.clone());
+        let to_tag = message::random_token();
+        let default_expires = message::header_value(&message, "Expires")
+            .and_then(|e| e.parse::<u32>().ok())
+            .unwrap_or(MAX_EXPIRES);
+        let contacts: Vec<ContactSpec> = request
+            .headers
+            .iter()
+            .filter_map(|h| match h {
+                Header::Contact(c) => Some(c.value().to_owned()),
+                _ => None,
+            })
+            .flat_map(|v| parse_contacts(&v))
+            .collect();
+        let call_id = message::call_id(&message).unwrap_or_default();
+        let cseq = message::cseq(&message).map_or(0, |c| c.0);
+        let user_agent = message::header_value(&message, "User-Agent");
+        let mut changes = Vec::new();
+
+        if contacts.iter().any(|c| c.uri == "*") {
+            if contacts.len() != 1 || default_expires != 0 {
+                return RegisterOutcome {
+                    response: message::response_to(request, 400, Some(&to_tag)),
+                    changes,
+                };
+            }
+            for b in self.bindings.remove(&user_id).unwrap_or_default() {
+                changes.push(BindingChange::Remove {
+                    user_id: b.user_id,
+                    contact: b.contact,
+                });
+            }
+            tracing::info!(user = %user_id, "all registrations removed");
+        }
+        for spec in contacts.iter().filter(|c| c.uri != "*") {
+            let expires = spec.expires.unwrap_or(default_expires);
+            if expires > 0 && expires < MIN_EXPIRES {
+                let mut response = message::response_to(request, 423, Some(&to_tag));
+                response
+                    .headers
+                    .push(Header::Other("Min-Expires".into(), MIN_EXPIRES.to_string()));
+                return RegisterOutcome {
+                    response,
+                    changes: Vec::new(),
+                };
+            }
+            let list = self.bindings.entry(user_id.clone()).or_default();
+            let existing = list
+                .iter()
+                .position(|b| match (&spec.instance, &b.instance) {
+                    (Some(a), Some(b)) => a == b,
+                    _ => b.contact == spec.uri,
+                });
+            if expires == 0 {
+                if let Some(i) = existing {
+                    let b = list.remove(i);
+                    tracing::info!(user = %user_id, device = %b.device, "unregistered");
+                    changes.push(BindingChange::Remove {
+                        user_id: b.user_id,
+                        contact: b.contact,
+                    });
+                }
+                continue;
+            }
+            let expires = expires.min(MAX_EXPIRES);
+            if let Some(i) = existing
+                && list[i].call_id == call_id
+                && list[i].cseq > cseq
+            {
+                continue; // an older REGISTER arriving late
+            }
+            let device = match existing {
+                Some(i) => list[i].device.clone(),
+                None => unique_device_name(list, user_agent.as_deref()),
+            };
+            let binding = Binding {
+                user_id: user_id.clone(),
+                device,
+                contact: spec.uri.clone(),
+                instance: spec.instance.clone(),
+                user_agent: user_agent.clone(),
+                transport: source.transport,
+                source: source.addr,
+                expires_at: now_secs + i64::from(expires),
+                call_id: call_id.clone(),
+                cseq,
+            };
+            match existing {
+                Some(i) => {
+                    if list[i].contact != binding.contact {
+                        changes.push(BindingChange::Remove {
+                            user_id: user_id.clone(),
+                            contact: list[i].contact.clone(),
+                        });
+                    }
+                    list[i] = binding.clone();
+                }
+                None => {
+                    tracing::info!(user = %user_id, device = %binding.device, contact = %binding.contact, "registered");
+                    list.push(binding.clone());
+                }
+            }
+            changes.push(BindingChange::Upsert(binding));
+        }
+        self.bindings.retain(|_, l| !l.is_empty());
+
+        let mut response = message::response_to(request, 200, Some(&to_tag));
+        for b in self.bindings(&user_id) {
+            let left = (b.expires_at - now_secs).max(0);
+            response
+                .headers
+                .push(Header::Contact(rsip::headers::Contact::new(format!(
+                    "<{}>;expires={left}",
+                    b.contact
+                ))));
+        }
+        RegisterOutcome { response, changes }
+    }
+}
+
+/// A device name from its User-Agent ("Linphone/5.2 (belle-sip)" → "linphone-5.2"),
+/// made unique among the user's devices.
+fn unique_device_name(existing: &[Binding], user_agent: Option<&str>) -> String {
+    let base: String = user_agent
+        .and_then(|ua| ua.split_whitespace().next())
+        .unwrap_or("device")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .take(32)
+        .collect();
+    let base = if base.trim_matches('-').is_empty() {
+        "device".to_owned()
+    } else {
+        base.trim_matches('-').to_owned()
+    };
+    let taken = |name: &str| existing.iter().any(|b| b.device == name);
+    if !taken(&base) {
+        return base;
+    }
+    (2..)
+        .map(|n| format!("{base}-{n}"))
+        .find(|n| !taken(n))
+        .expect("some suffix is free")
+}
+
+struct ContactSpec {
+    uri: String,
+    expires: Option<u32>,
+    instance: Option<String>,
+}
+
+/// Contacts from one Contact header value: `*`, or comma-separated `<uri>;params`.
+fn parse_contacts(value: &str) -> Vec<ContactSpec> {
+    let mut out = Vec::new();
+    let mut depth = 0;
+    let mut start = 0;
+    let mut in_quotes = false;
+    let bytes = value.as_bytes();
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            b'"' => in_quotes = !in_quotes,
+            b'<' if !in_quotes => depth += 1,
+            b'>' if !in_quotes => depth -= 1,
+            b',' if depth == 0 && !in_quotes => {
+                out.extend(parse_contact(&value[start..i]));
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.extend(parse_contact(&value[start..]));
+    out
+}
+
+fn parse_contact(text: &str) -> Option<ContactSpec> {
+    let text = text.trim();
+    if text == "*" {
+        return Some(ContactSpec {
+            uri: "*".into(),
+            expires: None,
+            instance: None,
+        });
+    }
+    let (uri, params) = match (text.find('<'), text.find('>')) {
+        (Some(open), Some(close)) if open < close => (&text[open + 1..close], &text[close + 1..]),
+        _ => text.split_once(';').map_or((text, ""), |(u, p)| (u, p)),
+    };
+    if uri.is_empty() {
+        return None;
+    }
+    let mut spec = ContactSpec {
+        uri: uri.trim().to_owned(),
+        expires: None,
+        instance: None,
+    };
+    for param in params.split(';') {
+        let (name, value) = param.split_once('=').unwrap_or((param, ""));
+        match name.trim().to_ascii_lowercase().as_str() {
+            "expires" => spec.expires = value.trim().parse().ok(),
+            "+sip.instance" => spec.instance = Some(value.trim().trim_matches('"').to_owned()),
+            _ => {}
+        }
+    }
+    Some(spec)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,296 @@
+use std::path::Path;
+
+use super::*;
+use crate::sip::digest::{Algorithm, client_response};
+
+const NOW: i64 = 1_790_000_000;
+
+fn registrar() -> Registrar {
+    let config = Config::parse(
+        "[sip]\ndomain = \"pbx.test\"\n[[users]]\nid = \"alice\"\nextension = \"2001\"\npassword = \"s3cret\"\n",
+        Path::new("t.toml"),
+    )
+    .unwrap();
+    Registrar::new(Arc::new(config), [1; 32])
+}
+
+fn peer(port: u16) -> Peer {
+    Peer {
+        transport: Transport::Udp,
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+    }
+}
+
+fn register(user: &str, contact: &str, ua: &str, cseq: u32, auth: Option<String>) -> Request {
+    let mut text = format!(
+        "REGISTER sip:pbx.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-{cseq}\r\n\
+From: <sip:{user}@pbx.test>;tag=f\r\nTo: <sip:{user}@pbx.test>\r\nCall-ID: reg-{contact}\r\n\
+CSeq: {cseq} REGISTER\r\nContact: {contact}\r\nUser-Agent: {ua}\r\nExpires: 600\r\n"
+    );
+    if let Some(auth) = auth {
+        text.push_str(&format!("Authorization: {auth}\r\n"));
+    }
+    text.push_str("Content-Length: 0\r\n\r\n");
+    match message::parse(text.as_bytes()).unwrap() {
+        SipMessage::Request(r) => r,
+        _ => unreachable!(),
+    }
+}
+
+fn nonce_of(response: &Response) -> String {
+    let text =
+        String::from_utf8(message::serialize(&SipMessage::Response(response.clone()))).unwrap();
+    let start = text.find("nonce=\"").unwrap() + 7;
+    text[start..].split('"').next().unwrap().to_owned()
+}
+
+fn answer(user: &str, password: &str, nonce: &str, nc: u32) -> String {
+    let nc = format!("{nc:08x}");
+    let response = client_response(
+        Algorithm::Md5,
+        user,
+        "pbx.test",
+        password,
+        "REGISTER",
+        "sip:pbx.test",
+        nonce,
+        &nc,
+        "cn",
+    );
+    format!(
+        "Digest username=\"{user}\", realm=\"pbx.test\", nonce=\"{nonce}\", uri=\"sip:pbx.test\", response=\"{response}\", algorithm=MD5, qop=auth, nc={nc}, cnonce=\"cn\""
+    )
+}
+
+/// Challenge, then answer: the outcome of the answered REGISTER.
+fn login(
+    r: &mut Registrar,
+    user: &str,
+    password: &str,
+    contact: &str,
+    ua: &str,
+    port: u16,
+) -> RegisterOutcome {
+    let first = r.handle_register(
+        NOW,
+        u64::from(port),
+        &register(user, contact, ua, 1, None),
+        peer(port),
+    );
+    assert_eq!(first.response.status_code.code(), 401);
+    let nonce = nonce_of(&first.response);
+    r.handle_register(
+        NOW,
+        2,
+        &register(
+            user,
+            contact,
+            ua,
+            2,
+            Some(answer(user, password, &nonce, 1)),
+        ),
+        peer(port),
+    )
+}
+
+#[test]
+fn a_challenged_device_registers_and_is_named_by_its_user_agent() {
+    let mut r = registrar();
+    let outcome = login(
+        &mut r,
+        "2001",
+        "s3cret",
+        "<sip:2001@127.0.0.1:5070>",
+        "baresip v1.0",
+        5070,
+    );
+    assert_eq!(outcome.response.status_code.code(), 200);
+    assert_eq!(outcome.changes.len(), 1);
+    let second = login(
+        &mut r,
+        "2001",
+        "s3cret",
+        "<sip:2001@127.0.0.1:5072>",
+        "baresip v1.0",
+        5072,
+    );
+    assert_eq!(second.response.status_code.code(), 200);
+    let names: Vec<_> = r
+        .bindings("alice")
+        .iter()
+        .map(|b| b.device.as_str())
+        .collect();
+    assert_eq!(names, ["baresip", "baresip-2"]);
+    let text =
+        String::from_utf8(message::serialize(&SipMessage::Response(second.response))).unwrap();
+    assert_eq!(
+        text.matches("Contact: <sip:2001@127.0.0.1:").count(),
+        2,
+        "{text}"
+    );
+}
+
+#[test]
+fn unknown_users_and_wrong_passwords_get_the_same_answer() {
+    let mut r = registrar();
+    let wrong = login(
+        &mut r,
+        "2001",
+        "guess",
+        "<sip:2001@127.0.0.1:5070>",
+        "x",
+        5070,
+    );
+    let unknown = login(
+        &mut r,
+        "2999",
+        "guess",
+        "<sip:2999@127.0.0.1:5070>",
+        "x",
+        5071,
+    );
+    assert_eq!(wrong.response.status_code.code(), 403);
+    assert_eq!(unknown.response.status_code.code(), 403);
+    let shape = |resp: &Response| {
+        resp.headers
+            .iter()
+            .map(|h| h.to_string().split(':').next().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(shape(&wrong.response), shape(&unknown.response));
+    assert_eq!(r.count(), 0);
+}
+
+#[test]
+fn ten_failures_block_the_source_even_with_the_right_password() {
+    let mut r = registrar();
+    for _ in 0..THROTTLE_FAILURES {
+        assert_eq!(
+            login(
+                &mut r,
+                "2001",
+                "guess",
+                "<sip:2001@127.0.0.1:5070>",
+                "x",
+                5070
+            )
+            .response
+            .status_code
+            .code(),
+            403
+        );
+    }
+    assert!(r.is_throttled(NOW, "127.0.0.1".parse().unwrap()));
+    let blocked = r.handle_register(
+        NOW,
+        3,
+        &register("2001", "<sip:2001@127.0.0.1:5070>", "x", 1, None),
+        peer(5070),
+    );
+    assert_eq!(
+        blocked.response.status_code.code(),
+        403,
+        "not even a challenge"
+    );
+    assert!(!r.is_throttled(NOW + THROTTLE_BLOCK_SECS + 1, "127.0.0.1".parse().unwrap()));
+}
+
+#[test]
+fn unregister_star_brief_intervals_and_expiry() {
+    let mut r = registrar();
+    login(
+        &mut r,
+        "2001",
+        "s3cret",
+        "<sip:2001@127.0.0.1:5070>",
+        "a",
+        5070,
+    );
+    login(
+        &mut r,
+        "2001",
+        "s3cret",
+        "<sip:2001@127.0.0.1:5072>",
+        "b",
+        5072,
+    );
+    assert_eq!(r.count(), 2);
+    // Too brief.
+    let first = r.handle_register(
+        NOW,
+        1,
+        &register("2001", "<sip:2001@127.0.0.1:5070>;expires=5", "a", 3, None),
+        peer(5070),
+    );
+    let nonce = nonce_of(&first.response);
+    let brief = r.handle_register(
+        NOW,
+        2,
+        &register(
+            "2001",
+            "<sip:2001@127.0.0.1:5070>;expires=5",
+            "a",
+            4,
+            Some(answer("2001", "s3cret", &nonce, 1)),
+        ),
+        peer(5070),
+    );
+    assert_eq!(brief.response.status_code.code(), 423);
+    // One unregisters.
+    let bye = r.handle_register(
+        NOW,
+        2,
+        &register(
+            "2001",
+            "<sip:2001@127.0.0.1:5070>;expires=0",
+            "a",
+            5,
+            Some(answer("2001", "s3cret", &nonce, 2)),
+        ),
+        peer(5070),
+    );
+    assert_eq!(bye.response.status_code.code(), 200);
+    assert_eq!(r.count(), 1);
+    assert!(matches!(&bye.changes[..], [BindingChange::Remove { .. }]));
+    // The other expires.
+    assert_eq!(r.expire(NOW + 599).len(), 0);
+    assert_eq!(r.expire(NOW + 601).len(), 1);
+    assert_eq!(r.count(), 0);
+}
+
+#[test]
+fn restored_bindings_skip_the_expired_and_the_unknown() {
+    let mut r = registrar();
+    let outcome = login(
+        &mut r,
+        "2001",
+        "s3cret",
+        "<sip:2001@127.0.0.1:5070>",
+        "a",
+        5070,
+    );
+    let BindingChange::Upsert(binding) = outcome.changes[0].clone() else {
+        panic!()
+    };
+    let mut fresh = registrar();
+    let mut stranger = binding.clone();
+    stranger.user_id = "mallory".into();
+    let mut old = binding.clone();
+    old.contact = "sip:old@127.0.0.1".into();
+    old.expires_at = NOW - 1;
+    assert_eq!(fresh.restore(NOW, vec![binding, stranger, old]), 1);
+    assert_eq!(fresh.bindings("alice").len(), 1);
+}
+
+#[test]
+fn contact_lists_parse() {
+    let contacts = parse_contacts(
+        "<sip:a@h;transport=tcp>;expires=60;+sip.instance=\"<urn:uuid:1>\", sip:b@h;expires=0",
+    );
+    assert_eq!(contacts.len(), 2);
+    assert_eq!(contacts[0].uri, "sip:a@h;transport=tcp");
+    assert_eq!(contacts[0].expires, Some(60));
+    assert_eq!(contacts[0].instance.as_deref(), Some("<urn:uuid:1>"));
+    assert_eq!(contacts[1].uri, "sip:b@h");
+    assert_eq!(contacts[1].expires, Some(0));
+}
