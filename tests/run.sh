@@ -8,6 +8,16 @@ if ! rustup target list --installed | grep -qx wasm32-wasip2; then
     rustup target add wasm32-wasip2
 fi
 
+# Real SIP clients for the end-to-end tests, from Debian.
+packages=()
+command -v sipp >/dev/null || packages+=(sip-tester)
+if [ ${#packages[@]} -gt 0 ]; then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${packages[@]}"
+fi
+
 # Unit tests, scenario tests and the runtime's integration tests (the guests they need
 # are built by tests/components/build.rs).
 cargo test --locked

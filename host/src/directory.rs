@@ -45,6 +45,14 @@ impl MemoryDirectory {
     }
 }
 
+impl MemoryDirectory {
+    /// Replace every user's devices at once (the registrar's view after a change).
+    pub fn replace_all(&self, by_user: impl IntoIterator<Item = (String, Vec<DeviceInfo>)>) {
+        let mut map = self.by_user.write().unwrap_or_else(|p| p.into_inner());
+        *map = by_user.into_iter().collect();
+    }
+}
+
 impl DeviceDirectory for MemoryDirectory {
     fn devices(&self, user_id: &str) -> Vec<DeviceInfo> {
         let map = self.by_user.read().unwrap_or_else(|p| p.into_inner());

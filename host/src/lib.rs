@@ -14,12 +14,19 @@
 //! - [`store`]: persistent state behind narrow traits (SQLite, in-memory).
 //! - [`directory`]: users' registered devices as scripts see them.
 //! - [`clock`]: the one place time is read.
+//! - [`sip`]: SIP messages (over rsip), digest authentication and the RFC 3261
+//!   transaction layer, all sans-IO.
+//! - [`registrar`]: REGISTER, bindings (devices), throttling. Sans-IO.
+//! - [`pbx`]: the transaction user that ties SIP to the registrar (and calls). Sans-IO.
+//! - [`driver`]: UDP/TCP sockets, framing and timers around the `pbx` core.
 //! - [`server`]: `wasmpbx run`: wires the pieces and runs until Ctrl-C.
 
 pub mod clock;
 pub mod config;
 pub mod directory;
+pub mod driver;
 pub mod flip;
+pub mod pbx;
 pub mod registrar;
 pub mod routing;
 pub mod script;

@@ -7,11 +7,14 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
+use crate::clock::Clock;
 use crate::clock::SystemClock;
 use crate::config::{Config, User};
 use crate::directory::MemoryDirectory;
+use crate::driver;
+use crate::pbx::Pbx;
 use crate::script::{HostServices, Limits, ScriptEngine, ScriptHost, watcher};
-use crate::store::{KvStore, SqliteStore};
+use crate::store::{KvStore, RegistrationStore, SqliteStore};
 
 /// The key-value scope of the host's own settings (demo passwords).
 const HOST_SCOPE: &str = "_wasmpbx";
@@ -67,7 +70,11 @@ fn random_password() -> anyhow::Result<String> {
 }
 
 /// Build the script runtime for a configuration and load the scripts folder.
-pub fn script_host(config: Arc<Config>, kv: Arc<dyn KvStore>) -> anyhow::Result<Arc<ScriptHost>> {
+pub fn script_host(
+    config: Arc<Config>,
+    kv: Arc<dyn KvStore>,
+    devices: Arc<MemoryDirectory>,
+) -> anyhow::Result<Arc<ScriptHost>> {
     let limits = Limits {
         deadline: Duration::from_millis(config.scripts.deadline_ms),
         memory_bytes: (config.scripts.memory_mib as usize) << 20,
@@ -76,7 +83,7 @@ pub fn script_host(config: Arc<Config>, kv: Arc<dyn KvStore>) -> anyhow::Result<
     let services = Arc::new(HostServices {
         config: config.clone(),
         kv,
-        devices: Arc::new(MemoryDirectory::new()),
+        devices,
         clock: Arc::new(SystemClock),
     });
     let host = Arc::new(ScriptHost::new(engine, services));
@@ -100,29 +107,70 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     );
     let (config, demo_users) = load_config(config_path, store.as_ref())?;
     let config = Arc::new(config);
+    let directory = Arc::new(MemoryDirectory::new());
     let host = tokio::task::spawn_blocking({
-        let config = config.clone();
-        let store = store.clone();
-        move || script_host(config, store)
+        let (config, store, directory) = (config.clone(), store.clone(), directory.clone());
+        move || script_host(config, store, directory)
     })
     .await??;
 
-    print_banner(&config, config_path, &demo_users, &host);
+    let (udp, tcp, listeners) = driver::bind(&config).await?;
+    let mut pbx = Pbx::new(config.clone(), random_secret()?);
+    let restored = pbx
+        .registrar
+        .restore(SystemClock.now().as_second(), store.load_bindings()?);
+
+    print_banner(
+        &config,
+        config_path,
+        &demo_users,
+        &host,
+        &listeners,
+        restored,
+    );
 
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let watcher = tokio::spawn(watcher::watch(
         host.clone(),
         config.scripts.dir.clone(),
         None,
+        shutdown_rx.clone(),
+    ));
+    let sip = tokio::spawn(driver::run(
+        pbx,
+        udp,
+        tcp,
+        store.clone(),
+        directory,
         shutdown_rx,
     ));
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for Ctrl-C")?;
+    tokio::select! {
+        signal = tokio::signal::ctrl_c() => signal.context("waiting for Ctrl-C")?,
+        ended = terminate() => ended,
+    }
     tracing::info!("shutting down");
     let _ = shutdown_tx.send(true);
     watcher.await??;
+    sip.await??;
     Ok(())
+}
+
+/// SIGTERM (service managers, `kill`).
+async fn terminate() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut signal) => {
+            signal.recv().await;
+        }
+        Err(_) => std::future::pending().await,
+    }
+}
+
+/// A per-process secret for nonces.
+fn random_secret() -> anyhow::Result<[u8; 32]> {
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret)
+        .map_err(|e| anyhow::anyhow!("no randomness for the nonce secret: {e}"))?;
+    Ok(secret)
 }
 
 fn print_banner(
@@ -130,6 +178,8 @@ fn print_banner(
     path: Option<&Path>,
     demo_users: &[(String, String)],
     host: &ScriptHost,
+    listeners: &driver::Listeners,
+    restored: usize,
 ) {
     let source = path
         .map(|p| p.display().to_string())
@@ -154,7 +204,16 @@ fn print_banner(
             scripts.join("; ")
         }
     );
-    println!("  store     {}", config.store.path.display());
+    println!(
+        "  store     {} ({restored} registrations restored)",
+        config.store.path.display()
+    );
+    for addr in &listeners.udp {
+        println!("  SIP       udp:{addr}");
+    }
+    for addr in &listeners.tcp {
+        println!("  SIP       tcp:{addr}");
+    }
     for location in &config.locations {
         println!(
             "  location  {} on flip number {} runs script {}",

@@ -207,9 +207,11 @@ impl DigestAuth {
         format!("{stamp}.{mac}")
     }
 
-    /// The challenge header values, most preferred first: SHA-256, then MD5.
+    /// The challenge header values: MD5 first, then SHA-256. Many deployed clients (SIPp,
+    /// older desk phones) read only the first challenge and know only MD5; clients that
+    /// know SHA-256 may still answer the second.
     pub fn challenges(&self, nonce: &str, stale: bool) -> Vec<String> {
-        [Algorithm::Sha256, Algorithm::Md5]
+        [Algorithm::Md5, Algorithm::Sha256]
             .iter()
             .map(|a| {
                 let mut v = format!(

@@ -234,6 +234,98 @@ pub fn with_reason(mut response: Response, reason: &str) -> Response {
     response
 }
 
+/// RFC 3581 / RFC 3261 18.2.1: note on the top Via where a request really came from, so
+/// responses find their way back through NAT.
+pub fn stamp_received(request: &mut Request, source: std::net::SocketAddr) {
+    let Some(Header::Via(via)) = request
+        .headers
+        .iter_mut()
+        .find(|h| matches!(h, Header::Via(_)))
+    else {
+        return;
+    };
+    let mut value = via.value().to_owned();
+    let params_start = value.find(';').unwrap_or(value.len());
+    let mut params: Vec<String> = value[params_start..]
+        .split(';')
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let had_rport = params
+        .iter()
+        .any(|p| p.trim() == "rport" || p.trim().starts_with("rport="));
+    params.retain(|p| !p.trim().starts_with("rport") && !p.trim().starts_with("received="));
+    params.push(format!("received={}", source.ip()));
+    if had_rport {
+        params.push(format!("rport={}", source.port()));
+    }
+    value.truncate(params_start);
+    for p in params {
+        value.push(';');
+        value.push_str(&p);
+    }
+    *via = rsip::headers::Via::new(value);
+}
+
+/// A best-effort `400 Bad Request` for a request the parser rejected, built from its raw
+/// Via, From, To, Call-ID and CSeq lines; none if those cannot be found.
+pub fn bad_request_from_raw(bytes: &[u8], reason: &str) -> Option<Vec<u8>> {
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_MESSAGE_BYTES)]);
+    let mut lines = text.split("\r\n");
+    let first = lines.next()?;
+    if first.starts_with("SIP/") || first.split_whitespace().count() != 3 {
+        return None; // a response, or not even a request line
+    }
+    let wanted = ["via", "v", "from", "f", "to", "t", "call-id", "i", "cseq"];
+    let mut kept = Vec::new();
+    for line in lines.take_while(|l| !l.is_empty()) {
+        let name = line
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if wanted.contains(&name.as_str()) && line.len() < 1024 {
+            kept.push(line);
+        }
+    }
+    let has = |names: &[&str]| {
+        kept.iter().any(|l| {
+            names.contains(
+                &l.split(':')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+                    .as_str(),
+            )
+        })
+    };
+    if !(has(&["via", "v"])
+        && has(&["call-id", "i"])
+        && has(&["cseq"])
+        && has(&["from", "f"])
+        && has(&["to", "t"]))
+    {
+        return None;
+    }
+    let reason: String = reason
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(100)
+        .collect();
+    let mut out = format!("SIP/2.0 400 Bad Request\r\n");
+    for line in kept {
+        out.push_str(line);
+        out.push_str("\r\n");
+    }
+    out.push_str(&format!(
+        "Warning: 399 wasmpbx \"{}\"\r\nContent-Length: 0\r\n\r\n",
+        reason.replace('"', "'")
+    ));
+    Some(out.into_bytes())
+}
+
 /// A random token for tags, branches and Call-IDs.
 pub fn random_token() -> String {
     let mut bytes = [0u8; 12];
@@ -325,5 +417,37 @@ Content-Length: 4\r\n\r\nv=0\n";
             let _ = parse(&INVITE.as_bytes()[..i]);
         }
         let _ = parse(&[0xff, 0xfe, 0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn rport_and_received_are_stamped() {
+        let SipMessage::Request(mut request) = parse(INVITE.as_bytes()).unwrap() else {
+            panic!()
+        };
+        stamp_received(&mut request, "10.1.2.3:40000".parse().unwrap());
+        let message = SipMessage::Request(request);
+        let via = header_value(&message, "Via").unwrap();
+        assert_eq!(
+            via,
+            "SIP/2.0/UDP 127.0.0.2:5070;branch=z9hG4bK-1;received=10.1.2.3;rport=40000"
+        );
+        assert_eq!(branch(&message).as_deref(), Some("z9hG4bK-1"));
+    }
+
+    #[test]
+    fn a_rejected_request_still_gets_a_400_when_its_dialog_headers_are_there() {
+        let broken = INVITE.replace("CSeq: 1 INVITE", "CSeq: one INVITE");
+        assert!(parse(broken.as_bytes()).is_err());
+        let reply = String::from_utf8(
+            bad_request_from_raw(broken.as_bytes(), "missing or bad CSeq header").unwrap(),
+        )
+        .unwrap();
+        assert!(
+            reply.starts_with("SIP/2.0 400 Bad Request\r\nVia: SIP/2.0/UDP 127.0.0.2:5070"),
+            "{reply}"
+        );
+        assert!(reply.contains("Call-ID: call-1@127.0.0.2"));
+        assert!(bad_request_from_raw(b"garbage", "x").is_none());
+        assert!(bad_request_from_raw(b"SIP/2.0 200 OK\r\n\r\n", "x").is_none());
     }
 }

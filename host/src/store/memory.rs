@@ -1,12 +1,13 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use super::{KvStore, Result, check_entry};
+use super::{Binding, KvStore, RegistrationStore, Result, check_entry};
 
 /// A store that lives in memory: for tests and `script simulate`.
 #[derive(Default)]
 pub struct MemoryStore {
     kv: Mutex<BTreeMap<(String, String), String>>,
+    bindings: Mutex<BTreeMap<(String, String), Binding>>,
 }
 
 impl MemoryStore {
@@ -49,8 +50,40 @@ impl KvStore for MemoryStore {
     }
 }
 
+impl RegistrationStore for MemoryStore {
+    fn save_binding(&self, binding: &Binding) -> Result<()> {
+        let mut map = self.bindings.lock().unwrap_or_else(|p| p.into_inner());
+        map.insert(
+            (binding.user_id.clone(), binding.contact.clone()),
+            binding.clone(),
+        );
+        Ok(())
+    }
+
+    fn remove_binding(&self, user_id: &str, contact: &str) -> Result<()> {
+        let mut map = self.bindings.lock().unwrap_or_else(|p| p.into_inner());
+        map.remove(&(user_id.to_owned(), contact.to_owned()));
+        Ok(())
+    }
+
+    fn load_bindings(&self) -> Result<Vec<Binding>> {
+        Ok(self
+            .bindings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn memory_store_keeps_the_registration_contract() {
+        super::super::contract::registration_store_contract(&super::MemoryStore::new());
+    }
+
     #[test]
     fn memory_store_keeps_the_kv_contract() {
         super::super::contract::kv_store_contract(&super::MemoryStore::new());

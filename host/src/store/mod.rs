@@ -20,6 +20,8 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+use crate::registrar::Binding;
+
 /// The largest key and value the key-value store takes.
 pub const MAX_KEY_BYTES: usize = 256;
 pub const MAX_VALUE_BYTES: usize = 4096;
@@ -31,6 +33,14 @@ pub trait KvStore: Send + Sync {
     fn delete(&self, scope: &str, key: &str) -> Result<()>;
     /// Every entry of a scope, sorted by key.
     fn list(&self, scope: &str) -> Result<Vec<(String, String)>>;
+}
+
+/// Registrations, so they survive a restart.
+pub trait RegistrationStore: Send + Sync {
+    /// Insert or replace the binding of (user, contact).
+    fn save_binding(&self, binding: &Binding) -> Result<()>;
+    fn remove_binding(&self, user_id: &str, contact: &str) -> Result<()>;
+    fn load_bindings(&self) -> Result<Vec<Binding>>;
 }
 
 /// The size rules every implementation applies before writing.
@@ -84,5 +94,34 @@ pub(crate) mod contract {
                 .set("sydney", "k", &"x".repeat(MAX_VALUE_BYTES + 1))
                 .is_err()
         );
+    }
+
+    pub(crate) fn binding(user: &str, contact: &str) -> Binding {
+        Binding {
+            user_id: user.into(),
+            device: "baresip".into(),
+            contact: contact.into(),
+            instance: Some("<urn:uuid:1>".into()),
+            user_agent: Some("baresip v1.0".into()),
+            transport: crate::sip::transaction::Transport::Udp,
+            source: "127.0.0.1:5070".parse().unwrap(),
+            expires_at: 1_790_000_600,
+            call_id: "c".into(),
+            cseq: 2,
+        }
+    }
+
+    pub(crate) fn registration_store_contract(store: &dyn RegistrationStore) {
+        assert!(store.load_bindings().unwrap().is_empty());
+        store.save_binding(&binding("alice", "sip:a@1")).unwrap();
+        store.save_binding(&binding("alice", "sip:a@2")).unwrap();
+        let mut updated = binding("alice", "sip:a@1");
+        updated.cseq = 3;
+        store.save_binding(&updated).unwrap();
+        let mut all = store.load_bindings().unwrap();
+        all.sort_by(|a, b| a.contact.cmp(&b.contact));
+        assert_eq!(all, vec![updated, binding("alice", "sip:a@2")]);
+        store.remove_binding("alice", "sip:a@2").unwrap();
+        assert_eq!(store.load_bindings().unwrap().len(), 1);
     }
 }

@@ -3,7 +3,8 @@ use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{KvStore, Result, check_entry};
+use super::{Binding, KvStore, RegistrationStore, Result, StoreError, check_entry};
+use crate::sip::transaction::Transport;
 
 /// The production store: one SQLite file in WAL mode.
 ///
@@ -20,6 +21,19 @@ CREATE TABLE IF NOT EXISTS kv (
     value TEXT NOT NULL,
     updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
     PRIMARY KEY (scope, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS registrations (
+    user_id    TEXT NOT NULL,
+    contact    TEXT NOT NULL,
+    device     TEXT NOT NULL,
+    instance   TEXT,
+    user_agent TEXT,
+    transport  TEXT NOT NULL,
+    source     TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    call_id    TEXT NOT NULL,
+    cseq       INTEGER NOT NULL,
+    PRIMARY KEY (user_id, contact)
 ) WITHOUT ROWID;
 ";
 
@@ -81,8 +95,91 @@ impl KvStore for SqliteStore {
     }
 }
 
+impl RegistrationStore for SqliteStore {
+    fn save_binding(&self, b: &Binding) -> Result<()> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "INSERT OR REPLACE INTO registrations
+             (user_id, contact, device, instance, user_agent, transport, source, expires_at, call_id, cseq)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        )?;
+        stmt.execute(params![
+            b.user_id,
+            b.contact,
+            b.device,
+            b.instance,
+            b.user_agent,
+            b.transport.as_str(),
+            b.source.to_string(),
+            b.expires_at,
+            b.call_id,
+            b.cseq
+        ])?;
+        Ok(())
+    }
+
+    fn remove_binding(&self, user_id: &str, contact: &str) -> Result<()> {
+        let conn = self.conn();
+        conn.prepare_cached("DELETE FROM registrations WHERE user_id = ?1 AND contact = ?2")?
+            .execute(params![user_id, contact])?;
+        Ok(())
+    }
+
+    fn load_bindings(&self) -> Result<Vec<Binding>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT user_id, contact, device, instance, user_agent, transport, source, expires_at, call_id, cseq
+             FROM registrations",
+        )?;
+        let rows = stmt.query_map([], |row| {
+            Ok((
+                Binding {
+                    user_id: row.get(0)?,
+                    contact: row.get(1)?,
+                    device: row.get(2)?,
+                    instance: row.get(3)?,
+                    user_agent: row.get(4)?,
+                    transport: Transport::Udp,
+                    source: "0.0.0.0:0".parse().expect("literal"),
+                    expires_at: row.get(7)?,
+                    call_id: row.get(8)?,
+                    cseq: row.get(9)?,
+                },
+                row.get::<_, String>(5)?,
+                row.get::<_, String>(6)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (mut binding, transport, source) = row?;
+            binding.transport = match transport.as_str() {
+                "udp" => Transport::Udp,
+                "tcp" => Transport::Tcp,
+                "ws" => Transport::Ws,
+                other => {
+                    return Err(StoreError::Invalid(format!(
+                        "registration transport {other:?}"
+                    )));
+                }
+            };
+            binding.source = source
+                .parse()
+                .map_err(|_| StoreError::Invalid(format!("registration source {source:?}")))?;
+            out.push(binding);
+        }
+        Ok(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn sqlite_store_keeps_the_registration_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = super::SqliteStore::open(&dir.path().join("r.db")).unwrap();
+        super::super::contract::registration_store_contract(&store);
+    }
+
     use super::*;
 
     #[test]

@@ -1,6 +1,8 @@
 //! Shared set-up for the host's integration tests.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod server;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;

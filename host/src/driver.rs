@@ -1,0 +1,387 @@
+//! The I/O edge of SIP: UDP sockets, TCP listeners and connections, the clock and the
+//! timers, around the sans-IO [`Pbx`] core which one task owns.
+//!
+//! TCP framing: headers end at the first blank line; the body is Content-Length bytes.
+//! A message over 64 KiB, a missing or bad Content-Length, or garbage closes the
+//! connection (a stream cannot be re-synchronised).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::mpsc;
+
+use crate::clock::{Clock, SystemClock, monotonic_now};
+use crate::config::{Config, Transport as ConfigTransport};
+use crate::directory::{DeviceInfo, MemoryDirectory};
+use crate::pbx::{Ambient, Pbx, PbxOutput};
+use crate::registrar::BindingChange;
+use crate::sip::message::MAX_MESSAGE_BYTES;
+use crate::sip::transaction::{Peer, Transport};
+use crate::store::RegistrationStore;
+
+/// What the listeners and connections send the core task.
+enum Input {
+    Bytes {
+        bytes: Vec<u8>,
+        peer: Peer,
+    },
+    Connected {
+        peer: Peer,
+        writer: mpsc::Sender<Vec<u8>>,
+    },
+    Disconnected {
+        peer: Peer,
+    },
+}
+
+/// The bound SIP listeners (ports resolved when the config asked for port 0).
+#[derive(Debug, Clone)]
+pub struct Listeners {
+    pub udp: Vec<SocketAddr>,
+    pub tcp: Vec<SocketAddr>,
+}
+
+/// Bind every configured listener. A TCP listener on port 0 reuses the port its UDP
+/// sibling on the same address got, so one port serves both.
+pub async fn bind(
+    config: &Config,
+) -> anyhow::Result<(Vec<Arc<UdpSocket>>, Vec<TcpListener>, Listeners)> {
+    let mut udp = Vec::new();
+    let mut tcp = Vec::new();
+    let mut listeners = Listeners {
+        udp: Vec::new(),
+        tcp: Vec::new(),
+    };
+    for l in config
+        .sip
+        .listen
+        .iter()
+        .filter(|l| l.transport == ConfigTransport::Udp)
+    {
+        let socket = UdpSocket::bind(l.addr)
+            .await
+            .with_context(|| format!("sip.listen: cannot bind {l}"))?;
+        listeners.udp.push(socket.local_addr()?);
+        udp.push(Arc::new(socket));
+    }
+    for l in config
+        .sip
+        .listen
+        .iter()
+        .filter(|l| l.transport == ConfigTransport::Tcp)
+    {
+        let mut addr = l.addr;
+        if addr.port() == 0
+            && let Some(sibling) = listeners.udp.iter().find(|u| u.ip() == addr.ip())
+        {
+            addr.set_port(sibling.port());
+        }
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("sip.listen: cannot bind tcp:{addr}"))?;
+        listeners.tcp.push(listener.local_addr()?);
+        tcp.push(listener);
+    }
+    Ok((udp, tcp, listeners))
+}
+
+/// Run SIP until `shutdown` fires.
+pub async fn run(
+    mut pbx: Pbx,
+    udp: Vec<Arc<UdpSocket>>,
+    tcp: Vec<TcpListener>,
+    registrations: Arc<dyn RegistrationStore>,
+    directory: Arc<MemoryDirectory>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let (tx, mut rx) = mpsc::channel::<Input>(4096);
+    for socket in &udp {
+        tokio::spawn(udp_receiver(socket.clone(), tx.clone()));
+    }
+    for listener in tcp {
+        tokio::spawn(tcp_acceptor(listener, tx.clone()));
+    }
+    let clock = SystemClock;
+    let ambient = || Ambient {
+        now: monotonic_now(),
+        wall_secs: clock.now().as_second(),
+        random: random_u64(),
+    };
+    let mut connections: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>> = HashMap::new();
+    publish_directory(&pbx, &directory);
+
+    loop {
+        let deadline = pbx.poll_timeout();
+        let sleep = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            input = rx.recv() => match input {
+                Some(Input::Bytes { bytes, peer }) => pbx.handle_bytes(ambient(), &bytes, peer),
+                Some(Input::Connected { peer, writer }) => { connections.insert(peer.addr, writer); }
+                Some(Input::Disconnected { peer }) => { connections.remove(&peer.addr); }
+                None => return Ok(()),
+            },
+            _ = sleep => pbx.handle_timeout(ambient()),
+            _ = shutdown.changed() => return Ok(()),
+        }
+        while let Some(output) = pbx.poll_output() {
+            match output {
+                PbxOutput::Transmit { peer, bytes } => match peer.transport {
+                    Transport::Udp => {
+                        // UDP sends do not block for long; a failure is a lost datagram,
+                        // which the transaction layer's retransmissions cover.
+                        let family = |s: &&Arc<UdpSocket>| {
+                            s.local_addr()
+                                .is_ok_and(|a| a.is_ipv4() == peer.addr.is_ipv4())
+                        };
+                        if let Some(socket) = udp.iter().find(family)
+                            && let Err(e) = socket.send_to(&bytes, peer.addr).await
+                        {
+                            tracing::debug!(peer = %peer.addr, "udp send failed: {e}");
+                        }
+                    }
+                    Transport::Tcp | Transport::Ws => match connections.get(&peer.addr) {
+                        Some(writer) => {
+                            if writer.try_send(bytes).is_err() {
+                                tracing::warn!(peer = %peer.addr, "connection backlog full: dropping a message");
+                            }
+                        }
+                        None => tracing::debug!(peer = %peer.addr, "no connection to send on"),
+                    },
+                },
+                PbxOutput::Close { peer } => {
+                    connections.remove(&peer.addr);
+                }
+                PbxOutput::Bindings(changes) => {
+                    for change in &changes {
+                        let result = match change {
+                            BindingChange::Upsert(b) => registrations.save_binding(b),
+                            BindingChange::Remove { user_id, contact } => {
+                                registrations.remove_binding(user_id, contact)
+                            }
+                        };
+                        if let Err(e) = result {
+                            tracing::error!("persisting a registration: {e}");
+                        }
+                    }
+                    publish_directory(&pbx, &directory);
+                }
+            }
+        }
+    }
+}
+
+/// Refresh the scripts' view of registered devices.
+fn publish_directory(pbx: &Pbx, directory: &MemoryDirectory) {
+    let mut by_user: HashMap<String, Vec<DeviceInfo>> = HashMap::new();
+    for b in pbx.registrar.all() {
+        by_user
+            .entry(b.user_id.clone())
+            .or_default()
+            .push(DeviceInfo {
+                name: b.device.clone(),
+                user_id: b.user_id.clone(),
+                user_agent: b.user_agent.clone(),
+                transport: b.transport.as_str().into(),
+            });
+    }
+    directory.replace_all(by_user);
+}
+
+fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    let _ = getrandom::fill(&mut bytes);
+    u64::from_le_bytes(bytes)
+}
+
+async fn udp_receiver(socket: Arc<UdpSocket>, tx: mpsc::Sender<Input>) {
+    // One byte more than the limit, so an oversized datagram is seen as such.
+    let mut buf = vec![0u8; MAX_MESSAGE_BYTES + 1];
+    loop {
+        match socket.recv_from(&mut buf).await {
+            Ok((n, addr)) => {
+                let peer = Peer {
+                    transport: Transport::Udp,
+                    addr,
+                };
+                if tx
+                    .send(Input::Bytes {
+                        bytes: buf[..n].to_vec(),
+                        peer,
+                    })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            // ICMP port unreachable surfaces as an error on Linux: keep serving.
+            Err(e) => tracing::debug!("udp receive: {e}"),
+        }
+    }
+}
+
+async fn tcp_acceptor(listener: TcpListener, tx: mpsc::Sender<Input>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, addr)) => {
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(tcp_connection(stream, addr, tx.clone()));
+            }
+            Err(e) => {
+                tracing::warn!("tcp accept: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn tcp_connection(stream: TcpStream, addr: SocketAddr, tx: mpsc::Sender<Input>) {
+    let peer = Peer {
+        transport: Transport::Tcp,
+        addr,
+    };
+    let (mut reader, mut writer) = stream.into_split();
+    let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(256);
+    if tx
+        .send(Input::Connected {
+            peer,
+            writer: out_tx,
+        })
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let write_task = tokio::spawn(async move {
+        while let Some(bytes) = out_rx.recv().await {
+            if writer.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    let mut chunk = [0u8; 8192];
+    'read: loop {
+        let n = tokio::select! {
+            read = reader.read(&mut chunk) => match read { Ok(0) | Err(_) => break 'read, Ok(n) => n },
+            // The core closed this connection (garbage on it): stop reading.
+            _ = tokio::time::sleep(std::time::Duration::from_millis(200)), if write_task.is_finished() => break 'read,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        loop {
+            match frame(&buf) {
+                Frame::Incomplete => break,
+                Frame::Message(len) => {
+                    let bytes: Vec<u8> = buf.drain(..len).collect();
+                    if tx.send(Input::Bytes { bytes, peer }).await.is_err() {
+                        break 'read;
+                    }
+                }
+                Frame::KeepAlive(len) => {
+                    buf.drain(..len);
+                }
+                Frame::Invalid(why) => {
+                    tracing::debug!(%addr, "closing tcp connection: {why}");
+                    break 'read;
+                }
+            }
+        }
+    }
+    write_task.abort();
+    let _ = tx.send(Input::Disconnected { peer }).await;
+}
+
+/// What the start of a stream buffer holds.
+#[derive(Debug, PartialEq, Eq)]
+enum Frame {
+    /// Not a whole message yet.
+    Incomplete,
+    /// A whole message of this many bytes.
+    Message(usize),
+    /// CRLF keep-alives (RFC 5626) of this many bytes.
+    KeepAlive(usize),
+    Invalid(&'static str),
+}
+
+fn frame(buf: &[u8]) -> Frame {
+    let leading = buf
+        .iter()
+        .take_while(|b| **b == b'\r' || **b == b'\n')
+        .count();
+    if leading > 0 {
+        return Frame::KeepAlive(leading);
+    }
+    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return if buf.len() > MAX_MESSAGE_BYTES {
+            Frame::Invalid("headers over 64 KiB")
+        } else {
+            Frame::Incomplete
+        };
+    };
+    let head = &buf[..end];
+    let Ok(head) = std::str::from_utf8(head) else {
+        return Frame::Invalid("headers are not UTF-8");
+    };
+    let length = head.split("\r\n").skip(1).find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        let name = name.trim();
+        (name.eq_ignore_ascii_case("content-length") || name == "l")
+            .then(|| value.trim().parse::<usize>())
+    });
+    let length = match length {
+        Some(Ok(length)) => length,
+        Some(Err(_)) => return Frame::Invalid("bad Content-Length"),
+        None => return Frame::Invalid("no Content-Length on a stream"),
+    };
+    let total = end + 4 + length;
+    if total > MAX_MESSAGE_BYTES {
+        return Frame::Invalid("message over 64 KiB");
+    }
+    if buf.len() < total {
+        Frame::Incomplete
+    } else {
+        Frame::Message(total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_framing() {
+        let msg = b"OPTIONS sip:x SIP/2.0\r\nContent-Length: 3\r\n\r\nabc";
+        assert_eq!(frame(msg), Frame::Message(msg.len()));
+        assert_eq!(frame(&msg[..msg.len() - 1]), Frame::Incomplete);
+        assert_eq!(frame(b"\r\n\r\nOPTIONS"), Frame::KeepAlive(4));
+        assert_eq!(
+            frame(b"OPTIONS sip:x SIP/2.0\r\nl: 2\r\n\r\nab"),
+            Frame::Message(32)
+        );
+        assert!(matches!(
+            frame(b"OPTIONS sip:x SIP/2.0\r\n\r\n"),
+            Frame::Invalid(_)
+        ));
+        assert!(matches!(
+            frame(b"OPTIONS sip:x SIP/2.0\r\nContent-Length: x\r\n\r\n"),
+            Frame::Invalid(_)
+        ));
+        assert!(matches!(
+            frame(b"OPTIONS sip:x SIP/2.0\r\nContent-Length: 99999\r\n\r\n"),
+            Frame::Invalid(_)
+        ));
+        assert!(matches!(
+            frame(&vec![b'a'; MAX_MESSAGE_BYTES + 1]),
+            Frame::Invalid(_)
+        ));
+    }
+}

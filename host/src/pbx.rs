@@ -1,0 +1,194 @@
+//! The PBX core: the transaction user on top of the transaction layer. Sans-IO like the
+//! layer beneath it: bytes and time in, bytes and store changes out.
+//!
+//! Today it answers REGISTER (the registrar), OPTIONS (keep-alives and monitoring) and
+//! refuses what it does not handle yet; calls join here.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::registrar::{BindingChange, Registrar};
+use crate::sip::message::{self, Header, Method, ParseError, Request, SipMessage};
+use crate::sip::transaction::{Output, Peer, ServerTxnId, TransactionLayer, Transport};
+
+/// How often expired registrations are swept.
+const EXPIRY_SWEEP: Duration = Duration::from_secs(1);
+
+const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, REFER, NOTIFY";
+
+/// What the core asks of its driver.
+#[derive(Debug)]
+pub enum PbxOutput {
+    /// Send bytes to a peer.
+    Transmit { peer: Peer, bytes: Vec<u8> },
+    /// Registrations changed: persist them and refresh the device directory.
+    Bindings(Vec<BindingChange>),
+    /// A stream connection delivered something unusable: close it.
+    Close { peer: Peer },
+}
+
+/// Counters for `/metrics` and tests.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PbxCounters {
+    pub messages_in: u64,
+    pub malformed: u64,
+}
+
+pub struct Pbx {
+    layer: TransactionLayer,
+    pub registrar: Registrar,
+    outputs: VecDeque<PbxOutput>,
+    next_sweep: Option<Instant>,
+    pub counters: PbxCounters,
+}
+
+/// Wall-clock seconds and fresh randomness for one input (the core keeps no clock and
+/// no RNG of its own, so tests can pin both).
+#[derive(Debug, Clone, Copy)]
+pub struct Ambient {
+    pub now: Instant,
+    pub wall_secs: i64,
+    pub random: u64,
+}
+
+impl Pbx {
+    pub fn new(config: Arc<Config>, secret: [u8; 32]) -> Self {
+        Self {
+            layer: TransactionLayer::new(),
+            registrar: Registrar::new(config, secret),
+            outputs: VecDeque::new(),
+            next_sweep: None,
+            counters: PbxCounters::default(),
+        }
+    }
+
+    pub fn poll_output(&mut self) -> Option<PbxOutput> {
+        self.outputs.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match (self.layer.poll_timeout(), self.next_sweep) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Bytes arrived from `source` (one datagram, or one framed stream message).
+    pub fn handle_bytes(&mut self, ambient: Ambient, bytes: &[u8], source: Peer) {
+        self.counters.messages_in += 1;
+        self.next_sweep.get_or_insert(ambient.now + EXPIRY_SWEEP);
+        match message::parse(bytes) {
+            Ok(SipMessage::Request(mut request)) => {
+                if source.transport == Transport::Udp {
+                    message::stamp_received(&mut request, source.addr);
+                }
+                self.layer
+                    .handle_message(ambient.now, SipMessage::Request(request), source);
+            }
+            Ok(response) => self.layer.handle_message(ambient.now, response, source),
+            Err(error) => self.reject_malformed(bytes, &error, source),
+        }
+        self.pump(ambient);
+    }
+
+    fn reject_malformed(&mut self, bytes: &[u8], error: &ParseError, source: Peer) {
+        self.counters.malformed += 1;
+        tracing::debug!(peer = %source.addr, "malformed SIP message: {error}");
+        if source.transport.is_reliable() {
+            // A stream with garbage in it cannot be re-framed: close it.
+            self.outputs.push_back(PbxOutput::Close { peer: source });
+        } else if let Some(reply) = message::bad_request_from_raw(bytes, &error.to_string()) {
+            self.outputs.push_back(PbxOutput::Transmit {
+                peer: source,
+                bytes: reply,
+            });
+        }
+    }
+
+    pub fn handle_timeout(&mut self, ambient: Ambient) {
+        self.layer.handle_timeout(ambient.now);
+        if self.next_sweep.is_some_and(|at| at <= ambient.now) {
+            let changes = self.registrar.expire(ambient.wall_secs);
+            if !changes.is_empty() {
+                self.outputs.push_back(PbxOutput::Bindings(changes));
+            }
+            self.next_sweep = (self.registrar.count() > 0).then(|| ambient.now + EXPIRY_SWEEP);
+        }
+        self.pump(ambient);
+    }
+
+    /// Drain the transaction layer, acting on what it hands up.
+    fn pump(&mut self, ambient: Ambient) {
+        while let Some(output) = self.layer.poll_output() {
+            match output {
+                Output::Transmit { peer, bytes } => {
+                    self.outputs.push_back(PbxOutput::Transmit { peer, bytes })
+                }
+                Output::Request {
+                    txn,
+                    request,
+                    source,
+                } => self.handle_request(ambient, txn, request, source),
+                Output::Ack { .. }
+                | Output::Response { .. }
+                | Output::Timeout { .. }
+                | Output::AckTimeout { .. } => {}
+            }
+        }
+    }
+
+    fn handle_request(
+        &mut self,
+        ambient: Ambient,
+        txn: ServerTxnId,
+        request: Request,
+        source: Peer,
+    ) {
+        let tag = message::random_token();
+        let response = match request.method {
+            Method::Register => {
+                let outcome = self.registrar.handle_register(
+                    ambient.wall_secs,
+                    ambient.random,
+                    &request,
+                    source,
+                );
+                if !outcome.changes.is_empty() {
+                    self.next_sweep.get_or_insert(ambient.now + EXPIRY_SWEEP);
+                    self.outputs.push_back(PbxOutput::Bindings(outcome.changes));
+                }
+                outcome.response
+            }
+            Method::Options => {
+                let mut response = message::response_to(&request, 200, Some(&tag));
+                response
+                    .headers
+                    .push(Header::Other("Allow".into(), ALLOW.into()));
+                response
+                    .headers
+                    .push(Header::Other("Accept".into(), "application/sdp".into()));
+                response
+            }
+            Method::Bye | Method::Cancel | Method::Info | Method::Notify => {
+                message::response_to(&request, 481, Some(&tag))
+            }
+            Method::Invite | Method::Refer => {
+                // Calls are the next step; refuse cleanly until then.
+                message::with_reason(
+                    message::response_to(&request, 501, Some(&tag)),
+                    "Calls Not Served Yet",
+                )
+            }
+            _ => {
+                let mut response = message::response_to(&request, 405, Some(&tag));
+                response
+                    .headers
+                    .push(Header::Other("Allow".into(), ALLOW.into()));
+                response
+            }
+        };
+        self.layer.send_response(ambient.now, txn, response);
+    }
+}
