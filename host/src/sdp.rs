@@ -1,0 +1,183 @@
+//! Just enough SDP (RFC 4566) for an anchoring B2BUA: where a party wants its audio,
+//! and the same description rewritten to point at the host's relay, with the codecs cut
+//! down to what every leg can carry without transcoding (PCMU, PCMA, telephone-event).
+
+use std::net::{IpAddr, SocketAddr};
+
+/// What the host reads from a party's SDP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Media {
+    /// Where the party receives RTP (none if the stream is disabled: port 0).
+    pub rtp: Option<SocketAddr>,
+    /// The static or dynamic payload types offered on the audio line, in order.
+    pub payload_types: Vec<u8>,
+}
+
+/// Why an SDP body is unusable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SdpError {
+    #[error("no audio stream")]
+    NoAudio,
+    #[error("no connection address")]
+    NoConnection,
+    #[error("no codec the host can relay (PCMU or PCMA)")]
+    NoCommonCodec,
+    #[error("malformed: {0}")]
+    Malformed(String),
+}
+
+fn lines(sdp: &str) -> impl Iterator<Item = &str> {
+    sdp.split('\n').map(|l| l.trim_end_matches('\r')).filter(|l| !l.is_empty())
+}
+
+/// Read the audio stream of an SDP body.
+pub fn parse(sdp: &str) -> Result<Media, SdpError> {
+    let mut session_addr: Option<IpAddr> = None;
+    let mut media_addr: Option<IpAddr> = None;
+    let mut audio: Option<(u16, Vec<u8>)> = None;
+    let mut in_audio = false;
+    for line in lines(sdp) {
+        if let Some(rest) = line.strip_prefix("m=") {
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            in_audio = fields.first() == Some(&"audio") && audio.is_none();
+            if in_audio {
+                let port = fields.get(1).and_then(|p| p.split('/').next()?.parse().ok()).ok_or_else(|| SdpError::Malformed(line.into()))?;
+                let pts = fields.iter().skip(3).filter_map(|p| p.parse().ok()).collect();
+                audio = Some((port, pts));
+            }
+        } else if let Some(rest) = line.strip_prefix("c=") {
+            let addr = rest.split_whitespace().nth(2).and_then(|a| a.split('/').next()?.parse().ok());
+            if audio.is_none() {
+                session_addr = addr;
+            } else if in_audio {
+                media_addr = addr;
+            }
+        }
+    }
+    let (port, payload_types) = audio.ok_or(SdpError::NoAudio)?;
+    let ip = media_addr.or(session_addr).ok_or(SdpError::NoConnection)?;
+    let rtp = (port != 0).then_some(SocketAddr::new(ip, port));
+    Ok(Media { rtp, payload_types })
+}
+
+/// The payload types the host relays: PCMU (0), PCMA (8) and telephone-event (by name).
+fn keep_payload_types(sdp: &str) -> Vec<u8> {
+    let mut keep = Vec::new();
+    for line in lines(sdp) {
+        if let Some(rest) = line.strip_prefix("a=rtpmap:") {
+            let mut parts = rest.splitn(2, ' ');
+            let (Some(pt), Some(codec)) = (parts.next().and_then(|p| p.parse::<u8>().ok()), parts.next()) else { continue };
+            let codec = codec.to_ascii_lowercase();
+            if codec.starts_with("pcmu/8000") || codec.starts_with("pcma/8000") || codec.starts_with("telephone-event/8000") {
+                keep.push(pt);
+            }
+        }
+    }
+    keep
+}
+
+/// Rewrite a party's SDP for the other leg: the host's address and relay port, the
+/// session's own origin, and only the codecs the host can relay.
+pub fn rewrite(sdp: &str, address: IpAddr, port: u16, session_version: u64) -> Result<String, SdpError> {
+    let media = parse(sdp)?;
+    let mapped = keep_payload_types(sdp);
+    let kept: Vec<u8> =
+        media.payload_types.iter().copied().filter(|pt| *pt == 0 || *pt == 8 || mapped.contains(pt)).collect();
+    if !kept.iter().any(|pt| {
+        *pt == 0 || *pt == 8 || {
+            // A dynamic PCMU/PCMA mapping counts too (not telephone-event alone).
+            lines(sdp).any(|l| {
+                l.strip_prefix(&format!("a=rtpmap:{pt} ")).is_some_and(|c| !c.to_ascii_lowercase().starts_with("telephone-event"))
+            })
+        }
+    }) {
+        return Err(SdpError::NoCommonCodec);
+    }
+    let family = if address.is_ipv4() { "IP4" } else { "IP6" };
+    let mut out = String::new();
+    let mut in_audio = false;
+    let mut audio_seen = false;
+    for line in lines(sdp) {
+        let rewritten = if line.starts_with("o=") {
+            format!("o=wasmpbx {session_version} {session_version} IN {family} {address}")
+        } else if line.starts_with("c=") {
+            format!("c=IN {family} {address}")
+        } else if let Some(rest) = line.strip_prefix("m=") {
+            in_audio = rest.starts_with("audio") && !audio_seen;
+            if in_audio {
+                audio_seen = true;
+                let proto = rest.split_whitespace().nth(2).unwrap_or("RTP/AVP");
+                let pts: Vec<String> = kept.iter().map(u8::to_string).collect();
+                let port = if media.rtp.is_some() { port } else { 0 };
+                format!("m=audio {port} {proto} {}", pts.join(" "))
+            } else {
+                // Other streams (video) are declined: the host relays audio only.
+                let mut fields: Vec<&str> = rest.split_whitespace().collect();
+                if fields.len() > 1 {
+                    fields[1] = "0";
+                }
+                format!("m={}", fields.join(" "))
+            }
+        } else if let Some(rest) = line.strip_prefix("a=") {
+            let name = rest.split([':', ' ']).next().unwrap_or("");
+            let drop_attr = matches!(name, "rtcp" | "candidate" | "ice-ufrag" | "ice-pwd" | "ice-options" | "fingerprint" | "setup" | "end-of-candidates")
+                || (in_audio && matches!(name, "rtpmap" | "fmtp") && {
+                    let pt = rest.split(':').nth(1).and_then(|r| r.split(' ').next()).and_then(|p| p.parse::<u8>().ok());
+                    pt.is_some_and(|pt| !kept.contains(&pt))
+                });
+            if drop_attr {
+                continue;
+            }
+            line.to_owned()
+        } else {
+            line.to_owned()
+        };
+        out.push_str(&rewritten);
+        out.push_str("\r\n");
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OFFER: &str = "v=0\r\no=user1 53655765 2353687637 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.2\r\nt=0 0\r\n\
+m=audio 6000 RTP/AVP 9 0 8 101\r\na=rtpmap:9 G722/8000\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n\
+a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=rtcp:6001\r\na=sendrecv\r\n";
+
+    #[test]
+    fn reads_the_audio_address_and_codecs() {
+        let media = parse(OFFER).unwrap();
+        assert_eq!(media.rtp, Some("127.0.0.2:6000".parse().unwrap()));
+        assert_eq!(media.payload_types, [9, 0, 8, 101]);
+    }
+
+    #[test]
+    fn rewrites_address_port_and_codecs() {
+        let out = rewrite(OFFER, "127.0.0.1".parse().unwrap(), 20000, 7).unwrap();
+        assert!(out.contains("c=IN IP4 127.0.0.1\r\n"), "{out}");
+        assert!(out.contains("m=audio 20000 RTP/AVP 0 8 101\r\n"), "{out}");
+        assert!(out.contains("o=wasmpbx 7 7 IN IP4 127.0.0.1\r\n"));
+        assert!(!out.contains("G722") && !out.contains("a=rtcp:"), "{out}");
+        assert!(out.contains("a=fmtp:101 0-16") && out.contains("a=sendrecv"));
+        let media = parse(&out).unwrap();
+        assert_eq!(media.rtp, Some("127.0.0.1:20000".parse().unwrap()));
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_relay() {
+        let opus = "v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 5000 RTP/AVP 111\r\na=rtpmap:111 opus/48000/2\r\n";
+        assert_eq!(rewrite(opus, "127.0.0.1".parse().unwrap(), 1, 1), Err(SdpError::NoCommonCodec));
+        assert_eq!(parse("v=0\r\nc=IN IP4 1.2.3.4\r\n"), Err(SdpError::NoAudio));
+        assert_eq!(parse("v=0\r\nm=audio 5000 RTP/AVP 0\r\n"), Err(SdpError::NoConnection));
+        assert!(parse("v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio x RTP/AVP 0\r\n").is_err());
+    }
+
+    #[test]
+    fn a_held_stream_keeps_port_zero() {
+        let held = "v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 0 RTP/AVP 0\r\n";
+        assert_eq!(parse(held).unwrap().rtp, None);
+        assert!(rewrite(held, "127.0.0.1".parse().unwrap(), 20000, 1).unwrap().contains("m=audio 0 RTP/AVP 0"));
+    }
+}
