@@ -14,13 +14,17 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 
+use crate::call::SessionId;
 use crate::clock::{Clock, SystemClock, monotonic_now};
 use crate::config::{Config, Transport as ConfigTransport};
 use crate::directory::{DeviceInfo, MemoryDirectory};
 use crate::pbx::{Ambient, Pbx, PbxOutput};
 use crate::registrar::BindingChange;
+use crate::routing::{Decision, Event};
+use crate::script::{LoadedScript, ScriptHost};
 use crate::sip::message::MAX_MESSAGE_BYTES;
 use crate::sip::transaction::{Peer, Transport};
+use crate::store::CdrStore;
 use crate::store::RegistrationStore;
 
 /// What the listeners and connections send the core task.
@@ -28,6 +32,11 @@ enum Input {
     Bytes {
         bytes: Vec<u8>,
         peer: Peer,
+    },
+    Decision {
+        session: SessionId,
+        decision: Decision,
+        pinned: Option<Arc<LoadedScript>>,
     },
     Connected {
         peer: Peer,
@@ -95,7 +104,9 @@ pub async fn run(
     udp: Vec<Arc<UdpSocket>>,
     tcp: Vec<TcpListener>,
     registrations: Arc<dyn RegistrationStore>,
+    cdrs: Arc<dyn CdrStore>,
     directory: Arc<MemoryDirectory>,
+    scripts: Arc<ScriptHost>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let (tx, mut rx) = mpsc::channel::<Input>(4096);
@@ -125,6 +136,7 @@ pub async fn run(
         tokio::select! {
             input = rx.recv() => match input {
                 Some(Input::Bytes { bytes, peer }) => pbx.handle_bytes(ambient(), &bytes, peer),
+                Some(Input::Decision { session, decision, pinned }) => pbx.handle_decision(ambient(), session, decision, pinned),
                 Some(Input::Connected { peer, writer }) => { connections.insert(peer.addr, writer); }
                 Some(Input::Disconnected { peer }) => { connections.remove(&peer.addr); }
                 None => return Ok(()),
@@ -157,6 +169,36 @@ pub async fn run(
                         None => tracing::debug!(peer = %peer.addr, "no connection to send on"),
                     },
                 },
+                PbxOutput::Route {
+                    session,
+                    script,
+                    location,
+                    pinned,
+                    call,
+                    event,
+                } => {
+                    // Scripts run on the blocking pool: a slow one (up to its deadline)
+                    // never stalls SIP. The decision comes back as an input.
+                    let (scripts, tx) = (scripts.clone(), tx.clone());
+                    tokio::task::spawn_blocking(move || {
+                        let config = scripts.services.config.clone();
+                        let location = location.as_deref().and_then(|l| config.location(l));
+                        let (decision, loaded) =
+                            scripts.route(&script, pinned.as_ref(), location, &call, &event);
+                        if !matches!(event, Event::CallEnded { .. }) {
+                            let _ = tx.blocking_send(Input::Decision {
+                                session,
+                                decision,
+                                pinned: loaded,
+                            });
+                        }
+                    });
+                }
+                PbxOutput::Record(record) => {
+                    if let Err(e) = cdrs.save_cdr(&record) {
+                        tracing::error!(session = record.session, "writing the call record: {e}");
+                    }
+                }
                 PbxOutput::Close { peer } => {
                     connections.remove(&peer.addr);
                 }

@@ -1,15 +1,21 @@
 //! The PBX core: the transaction user on top of the transaction layer. Sans-IO like the
 //! layer beneath it: bytes and time in, bytes and store changes out.
 //!
-//! Today it answers REGISTER (the registrar), OPTIONS (keep-alives and monitoring) and
-//! refuses what it does not handle yet; calls join here.
+//! It answers REGISTER (the registrar) and OPTIONS (keep-alives and monitoring), and
+//! hands INVITEs and in-dialog requests to the calls ([`crate::call`]).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::net::SocketAddr;
+
+use crate::call::{CallRecord, Calls, Ctx, SessionId};
 use crate::config::Config;
 use crate::registrar::{BindingChange, Registrar};
+use crate::relay::MediaAllocator;
+use crate::routing::{CallInfo, Decision, Event};
+use crate::script::LoadedScript;
 use crate::sip::message::{self, Header, Method, ParseError, Request, SipMessage};
 use crate::sip::transaction::{Output, Peer, ServerTxnId, TransactionLayer, Transport};
 
@@ -27,6 +33,18 @@ pub enum PbxOutput {
     Bindings(Vec<BindingChange>),
     /// A stream connection delivered something unusable: close it.
     Close { peer: Peer },
+    /// Run the routing script on an event of a call; answer with `handle_decision`.
+    Route {
+        session: SessionId,
+        script: String,
+        location: Option<String>,
+        /// The version the call started with (none for its first event).
+        pinned: Option<Arc<LoadedScript>>,
+        call: CallInfo,
+        event: Event,
+    },
+    /// A call ended: its record for the store.
+    Record(CallRecord),
 }
 
 /// Counters for `/metrics` and tests.
@@ -39,6 +57,11 @@ pub struct PbxCounters {
 pub struct Pbx {
     layer: TransactionLayer,
     pub registrar: Registrar,
+    pub calls: Calls,
+    media: Box<dyn MediaAllocator>,
+    config: Arc<Config>,
+    /// The host's own SIP address, for Via and Contact.
+    local: SocketAddr,
     outputs: VecDeque<PbxOutput>,
     next_sweep: Option<Instant>,
     pub counters: PbxCounters,
@@ -54,10 +77,19 @@ pub struct Ambient {
 }
 
 impl Pbx {
-    pub fn new(config: Arc<Config>, secret: [u8; 32]) -> Self {
+    pub fn new(
+        config: Arc<Config>,
+        secret: [u8; 32],
+        media: Box<dyn MediaAllocator>,
+        local: SocketAddr,
+    ) -> Self {
         Self {
             layer: TransactionLayer::new(),
-            registrar: Registrar::new(config, secret),
+            registrar: Registrar::new(config.clone(), secret),
+            calls: Calls::default(),
+            media,
+            config,
+            local,
             outputs: VecDeque::new(),
             next_sweep: None,
             counters: PbxCounters::default(),
@@ -69,10 +101,39 @@ impl Pbx {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.layer.poll_timeout(), self.next_sweep) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.layer.poll_timeout(),
+            self.next_sweep,
+            self.calls.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn ctx(&mut self, ambient: Ambient) -> (&mut Calls, Ctx<'_>) {
+        let ctx = Ctx {
+            layer: &mut self.layer,
+            media: self.media.as_mut(),
+            outputs: &mut self.outputs,
+            config: &self.config,
+            local: self.local,
+            ambient,
+        };
+        (&mut self.calls, ctx)
+    }
+
+    /// The routing script's decision for an event of a call.
+    pub fn handle_decision(
+        &mut self,
+        ambient: Ambient,
+        session: SessionId,
+        decision: Decision,
+        pinned: Option<Arc<LoadedScript>>,
+    ) {
+        let (calls, mut ctx) = self.ctx(ambient);
+        calls.handle_decision(&mut ctx, session, decision, pinned);
+        self.pump(ambient);
     }
 
     /// Bytes arrived from `source` (one datagram, or one framed stream message).
@@ -109,6 +170,8 @@ impl Pbx {
 
     pub fn handle_timeout(&mut self, ambient: Ambient) {
         self.layer.handle_timeout(ambient.now);
+        let (calls, mut ctx) = self.ctx(ambient);
+        calls.handle_timeout(&mut ctx);
         if self.next_sweep.is_some_and(|at| at <= ambient.now) {
             let changes = self.registrar.expire(ambient.wall_secs);
             if !changes.is_empty() {
@@ -131,10 +194,19 @@ impl Pbx {
                     request,
                     source,
                 } => self.handle_request(ambient, txn, request, source),
-                Output::Ack { .. }
-                | Output::Response { .. }
-                | Output::Timeout { .. }
-                | Output::AckTimeout { .. } => {}
+                Output::Response { txn, response } => {
+                    let (calls, mut ctx) = self.ctx(ambient);
+                    calls.handle_response(&mut ctx, txn, response);
+                }
+                Output::Timeout { txn } => {
+                    let (calls, mut ctx) = self.ctx(ambient);
+                    calls.handle_txn_timeout(&mut ctx, txn);
+                }
+                Output::AckTimeout { call_id, .. } => {
+                    let (calls, mut ctx) = self.ctx(ambient);
+                    calls.handle_ack_timeout(&mut ctx, &call_id);
+                }
+                Output::Ack { .. } => {}
             }
         }
     }
@@ -171,15 +243,23 @@ impl Pbx {
                     .push(Header::Other("Accept".into(), "application/sdp".into()));
                 response
             }
-            Method::Bye | Method::Cancel | Method::Info | Method::Notify => {
-                message::response_to(&request, 481, Some(&tag))
+            Method::Invite if message::to_tag(&SipMessage::Request(request.clone())).is_none() => {
+                let (calls, mut ctx) = self.ctx(ambient);
+                return calls.handle_invite(&mut ctx, txn, request, source);
             }
-            Method::Invite | Method::Refer => {
-                // Calls are the next step; refuse cleanly until then.
-                message::with_reason(
-                    message::response_to(&request, 501, Some(&tag)),
-                    "Calls Not Served Yet",
-                )
+            Method::Cancel => {
+                let cancelled = self
+                    .layer
+                    .invite_for_cancel(&request)
+                    .is_some_and(|invite| {
+                        let (calls, mut ctx) = self.ctx(ambient);
+                        calls.handle_cancel(&mut ctx, invite)
+                    });
+                message::response_to(&request, if cancelled { 200 } else { 481 }, Some(&tag))
+            }
+            Method::Invite | Method::Bye | Method::Info | Method::Notify | Method::Update => {
+                let (calls, mut ctx) = self.ctx(ambient);
+                return calls.handle_in_dialog(&mut ctx, txn, request);
             }
             _ => {
                 let mut response = message::response_to(&request, 405, Some(&tag));

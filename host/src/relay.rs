@@ -75,7 +75,13 @@ pub struct RelayManager {
 impl RelayManager {
     pub fn new(bind_ip: IpAddr, range: PortRange) -> Self {
         let first = range.low + (range.low % 2);
-        Self { bind_ip, range, next: first, calls: HashMap::new(), counters: Arc::default() }
+        Self {
+            bind_ip,
+            range,
+            next: first,
+            calls: HashMap::new(),
+            counters: Arc::default(),
+        }
     }
 
     /// An even port whose odd neighbour is free too, bound for RTP and RTCP.
@@ -83,17 +89,30 @@ impl RelayManager {
         let span = u32::from(self.range.high - self.range.low) + 1;
         for _ in 0..span.div_ceil(2) {
             let port = self.next;
-            self.next = if port + 3 > self.range.high { self.range.low + (self.range.low % 2) } else { port + 2 };
-            let Ok(rtp) = std::net::UdpSocket::bind((self.bind_ip, port)) else { continue };
-            let Ok(rtcp) = std::net::UdpSocket::bind((self.bind_ip, port + 1)) else { continue };
+            self.next = if port + 3 > self.range.high {
+                self.range.low + (self.range.low % 2)
+            } else {
+                port + 2
+            };
+            let Ok(rtp) = std::net::UdpSocket::bind((self.bind_ip, port)) else {
+                continue;
+            };
+            let Ok(rtcp) = std::net::UdpSocket::bind((self.bind_ip, port + 1)) else {
+                continue;
+            };
             return Ok((rtp, rtcp, port));
         }
-        Err(format!("no free RTP port pair in {}-{}", self.range.low, self.range.high))
+        Err(format!(
+            "no free RTP port pair in {}-{}",
+            self.range.low, self.range.high
+        ))
     }
 
     /// Packets relayed for a call so far (A→B, B→A).
     pub fn packets(&self, session: u64) -> Option<(u64, u64)> {
-        self.calls.get(&session).map(|c| (c.packets[0].load(Relaxed), c.packets[1].load(Relaxed)))
+        self.calls
+            .get(&session)
+            .map(|c| (c.packets[0].load(Relaxed), c.packets[1].load(Relaxed)))
     }
 }
 
@@ -103,7 +122,9 @@ impl MediaAllocator for RelayManager {
         let (b_rtp, b_rtcp, b) = self.bind_pair()?;
         let to_tokio = |socket: std::net::UdpSocket| -> Result<Arc<UdpSocket>, String> {
             socket.set_nonblocking(true).map_err(|e| e.to_string())?;
-            UdpSocket::from_std(socket).map(Arc::new).map_err(|e| e.to_string())
+            UdpSocket::from_std(socket)
+                .map(Arc::new)
+                .map_err(|e| e.to_string())
         };
         let rtp = [to_tokio(a_rtp)?, to_tokio(b_rtp)?];
         let rtcp = [to_tokio(a_rtcp)?, to_tokio(b_rtcp)?];
@@ -123,7 +144,14 @@ impl MediaAllocator for RelayManager {
                 })));
             }
         }
-        self.calls.insert(session, Call { remotes, tasks, packets });
+        self.calls.insert(
+            session,
+            Call {
+                remotes,
+                tasks,
+                packets,
+            },
+        );
         self.counters.open_calls.fetch_add(1, Relaxed);
         Ok(MediaPorts { a, b })
     }
@@ -166,7 +194,9 @@ async fn forward(f: Forwarding) {
     let mut buf = vec![0u8; 2048];
     loop {
         // Errors here are ICMP reports of earlier sends: nothing to do but go on.
-        let Ok((n, source)) = f.inbound.recv_from(&mut buf).await else { continue };
+        let Ok((n, source)) = f.inbound.recv_from(&mut buf).await else {
+            continue;
+        };
         let destination = {
             let mut remotes = f.remotes.lock().unwrap_or_else(|p| p.into_inner());
             if f.is_rtcp {
@@ -178,7 +208,9 @@ async fn forward(f: Forwarding) {
                 remotes.rtp[to]
             }
         };
-        let Some(destination) = destination else { continue };
+        let Some(destination) = destination else {
+            continue;
+        };
         if f.outbound.send_to(&buf[..n], destination).await.is_ok() {
             if f.is_rtcp {
                 f.counters.rtcp_packets.fetch_add(1, Relaxed);
@@ -196,21 +228,40 @@ mod tests {
 
     #[tokio::test]
     async fn packets_cross_and_sides_latch_to_their_real_source() {
-        let mut relay = RelayManager::new("127.0.0.1".parse().unwrap(), PortRange { low: 42000, high: 42999 });
+        let mut relay = RelayManager::new(
+            "127.0.0.1".parse().unwrap(),
+            PortRange {
+                low: 42000,
+                high: 42999,
+            },
+        );
         let ports = relay.open(1).unwrap();
         let alice = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let bob = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         // Bob's SDP is right; Alice's SDP announced a wrong port (she is behind NAT).
         relay.set_remote(1, Side::B, bob.local_addr().unwrap());
         relay.set_remote(1, Side::A, "127.0.0.1:9".parse().unwrap());
-        alice.send_to(b"hello bob", ("127.0.0.1", ports.a)).await.unwrap();
+        alice
+            .send_to(b"hello bob", ("127.0.0.1", ports.a))
+            .await
+            .unwrap();
         let mut buf = [0u8; 64];
-        let (n, from) = tokio::time::timeout(std::time::Duration::from_secs(2), bob.recv_from(&mut buf)).await.unwrap().unwrap();
+        let (n, from) =
+            tokio::time::timeout(std::time::Duration::from_secs(2), bob.recv_from(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
         assert_eq!(&buf[..n], b"hello bob");
         assert_eq!(from.port(), ports.b, "bob hears the host's B port");
         // Bob answers; it reaches Alice where her packets came from, not where her SDP said.
-        bob.send_to(b"hi alice", ("127.0.0.1", ports.b)).await.unwrap();
-        let (n, from) = tokio::time::timeout(std::time::Duration::from_secs(2), alice.recv_from(&mut buf)).await.unwrap().unwrap();
+        bob.send_to(b"hi alice", ("127.0.0.1", ports.b))
+            .await
+            .unwrap();
+        let (n, from) =
+            tokio::time::timeout(std::time::Duration::from_secs(2), alice.recv_from(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
         assert_eq!(&buf[..n], b"hi alice");
         assert_eq!(from.port(), ports.a);
         assert_eq!(relay.packets(1), Some((1, 1)));

@@ -27,7 +27,9 @@ pub enum SdpError {
 }
 
 fn lines(sdp: &str) -> impl Iterator<Item = &str> {
-    sdp.split('\n').map(|l| l.trim_end_matches('\r')).filter(|l| !l.is_empty())
+    sdp.split('\n')
+        .map(|l| l.trim_end_matches('\r'))
+        .filter(|l| !l.is_empty())
 }
 
 /// Read the audio stream of an SDP body.
@@ -41,12 +43,22 @@ pub fn parse(sdp: &str) -> Result<Media, SdpError> {
             let fields: Vec<&str> = rest.split_whitespace().collect();
             in_audio = fields.first() == Some(&"audio") && audio.is_none();
             if in_audio {
-                let port = fields.get(1).and_then(|p| p.split('/').next()?.parse().ok()).ok_or_else(|| SdpError::Malformed(line.into()))?;
-                let pts = fields.iter().skip(3).filter_map(|p| p.parse().ok()).collect();
+                let port = fields
+                    .get(1)
+                    .and_then(|p| p.split('/').next()?.parse().ok())
+                    .ok_or_else(|| SdpError::Malformed(line.into()))?;
+                let pts = fields
+                    .iter()
+                    .skip(3)
+                    .filter_map(|p| p.parse().ok())
+                    .collect();
                 audio = Some((port, pts));
             }
         } else if let Some(rest) = line.strip_prefix("c=") {
-            let addr = rest.split_whitespace().nth(2).and_then(|a| a.split('/').next()?.parse().ok());
+            let addr = rest
+                .split_whitespace()
+                .nth(2)
+                .and_then(|a| a.split('/').next()?.parse().ok());
             if audio.is_none() {
                 session_addr = addr;
             } else if in_audio {
@@ -66,9 +78,17 @@ fn keep_payload_types(sdp: &str) -> Vec<u8> {
     for line in lines(sdp) {
         if let Some(rest) = line.strip_prefix("a=rtpmap:") {
             let mut parts = rest.splitn(2, ' ');
-            let (Some(pt), Some(codec)) = (parts.next().and_then(|p| p.parse::<u8>().ok()), parts.next()) else { continue };
+            let (Some(pt), Some(codec)) = (
+                parts.next().and_then(|p| p.parse::<u8>().ok()),
+                parts.next(),
+            ) else {
+                continue;
+            };
             let codec = codec.to_ascii_lowercase();
-            if codec.starts_with("pcmu/8000") || codec.starts_with("pcma/8000") || codec.starts_with("telephone-event/8000") {
+            if codec.starts_with("pcmu/8000")
+                || codec.starts_with("pcma/8000")
+                || codec.starts_with("telephone-event/8000")
+            {
                 keep.push(pt);
             }
         }
@@ -78,16 +98,26 @@ fn keep_payload_types(sdp: &str) -> Vec<u8> {
 
 /// Rewrite a party's SDP for the other leg: the host's address and relay port, the
 /// session's own origin, and only the codecs the host can relay.
-pub fn rewrite(sdp: &str, address: IpAddr, port: u16, session_version: u64) -> Result<String, SdpError> {
+pub fn rewrite(
+    sdp: &str,
+    address: IpAddr,
+    port: u16,
+    session_version: u64,
+) -> Result<String, SdpError> {
     let media = parse(sdp)?;
     let mapped = keep_payload_types(sdp);
-    let kept: Vec<u8> =
-        media.payload_types.iter().copied().filter(|pt| *pt == 0 || *pt == 8 || mapped.contains(pt)).collect();
+    let kept: Vec<u8> = media
+        .payload_types
+        .iter()
+        .copied()
+        .filter(|pt| *pt == 0 || *pt == 8 || mapped.contains(pt))
+        .collect();
     if !kept.iter().any(|pt| {
         *pt == 0 || *pt == 8 || {
             // A dynamic PCMU/PCMA mapping counts too (not telephone-event alone).
             lines(sdp).any(|l| {
-                l.strip_prefix(&format!("a=rtpmap:{pt} ")).is_some_and(|c| !c.to_ascii_lowercase().starts_with("telephone-event"))
+                l.strip_prefix(&format!("a=rtpmap:{pt} "))
+                    .is_some_and(|c| !c.to_ascii_lowercase().starts_with("telephone-event"))
             })
         }
     }) {
@@ -120,11 +150,24 @@ pub fn rewrite(sdp: &str, address: IpAddr, port: u16, session_version: u64) -> R
             }
         } else if let Some(rest) = line.strip_prefix("a=") {
             let name = rest.split([':', ' ']).next().unwrap_or("");
-            let drop_attr = matches!(name, "rtcp" | "candidate" | "ice-ufrag" | "ice-pwd" | "ice-options" | "fingerprint" | "setup" | "end-of-candidates")
-                || (in_audio && matches!(name, "rtpmap" | "fmtp") && {
-                    let pt = rest.split(':').nth(1).and_then(|r| r.split(' ').next()).and_then(|p| p.parse::<u8>().ok());
-                    pt.is_some_and(|pt| !kept.contains(&pt))
-                });
+            let drop_attr = matches!(
+                name,
+                "rtcp"
+                    | "candidate"
+                    | "ice-ufrag"
+                    | "ice-pwd"
+                    | "ice-options"
+                    | "fingerprint"
+                    | "setup"
+                    | "end-of-candidates"
+            ) || (in_audio && matches!(name, "rtpmap" | "fmtp") && {
+                let pt = rest
+                    .split(':')
+                    .nth(1)
+                    .and_then(|r| r.split(' ').next())
+                    .and_then(|p| p.parse::<u8>().ok());
+                pt.is_some_and(|pt| !kept.contains(&pt))
+            });
             if drop_attr {
                 continue;
             }
@@ -167,10 +210,17 @@ a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=rtcp:6001\r\na=sendrec
 
     #[test]
     fn refuses_what_it_cannot_relay() {
-        let opus = "v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 5000 RTP/AVP 111\r\na=rtpmap:111 opus/48000/2\r\n";
-        assert_eq!(rewrite(opus, "127.0.0.1".parse().unwrap(), 1, 1), Err(SdpError::NoCommonCodec));
+        let opus =
+            "v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 5000 RTP/AVP 111\r\na=rtpmap:111 opus/48000/2\r\n";
+        assert_eq!(
+            rewrite(opus, "127.0.0.1".parse().unwrap(), 1, 1),
+            Err(SdpError::NoCommonCodec)
+        );
         assert_eq!(parse("v=0\r\nc=IN IP4 1.2.3.4\r\n"), Err(SdpError::NoAudio));
-        assert_eq!(parse("v=0\r\nm=audio 5000 RTP/AVP 0\r\n"), Err(SdpError::NoConnection));
+        assert_eq!(
+            parse("v=0\r\nm=audio 5000 RTP/AVP 0\r\n"),
+            Err(SdpError::NoConnection)
+        );
         assert!(parse("v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio x RTP/AVP 0\r\n").is_err());
     }
 
@@ -178,6 +228,10 @@ a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=rtcp:6001\r\na=sendrec
     fn a_held_stream_keeps_port_zero() {
         let held = "v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 0 RTP/AVP 0\r\n";
         assert_eq!(parse(held).unwrap().rtp, None);
-        assert!(rewrite(held, "127.0.0.1".parse().unwrap(), 20000, 1).unwrap().contains("m=audio 0 RTP/AVP 0"));
+        assert!(
+            rewrite(held, "127.0.0.1".parse().unwrap(), 20000, 1)
+                .unwrap()
+                .contains("m=audio 0 RTP/AVP 0")
+        );
     }
 }

@@ -13,6 +13,7 @@ use crate::config::{Config, User};
 use crate::directory::MemoryDirectory;
 use crate::driver;
 use crate::pbx::Pbx;
+use crate::relay::RelayManager;
 use crate::script::{HostServices, Limits, ScriptEngine, ScriptHost, watcher};
 use crate::store::{KvStore, RegistrationStore, SqliteStore};
 
@@ -115,7 +116,12 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     .await??;
 
     let (udp, tcp, listeners) = driver::bind(&config).await?;
-    let mut pbx = Pbx::new(config.clone(), random_secret()?);
+    let local = *listeners
+        .udp
+        .first()
+        .context("sip.listen: a UDP listener is needed")?;
+    let media = RelayManager::new(config.media.public_ip, config.media.rtp_ports);
+    let mut pbx = Pbx::new(config.clone(), random_secret()?, Box::new(media), local);
     let restored = pbx
         .registrar
         .restore(SystemClock.now().as_second(), store.load_bindings()?);
@@ -141,7 +147,9 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         udp,
         tcp,
         store.clone(),
+        store.clone(),
         directory,
+        host.clone(),
         shutdown_rx,
     ));
     tokio::select! {

@@ -183,6 +183,17 @@ pub fn from_user(message: &SipMessage) -> Option<String> {
     message.from_header().ok()?.uri().ok()?.auth.map(|a| a.user)
 }
 
+/// The display name of the From header, if any.
+pub fn from_header_display_name(message: &SipMessage) -> Option<String> {
+    message
+        .from_header()
+        .ok()?
+        .display_name()
+        .ok()?
+        .map(|n| n.trim_matches('"').to_owned())
+        .filter(|n| !n.is_empty())
+}
+
 pub fn to_user(message: &SipMessage) -> Option<String> {
     message.to_header().ok()?.uri().ok()?.auth.map(|a| a.user)
 }

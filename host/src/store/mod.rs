@@ -20,6 +20,7 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+use crate::call::CallRecord;
 use crate::registrar::Binding;
 
 /// The largest key and value the key-value store takes.
@@ -41,6 +42,13 @@ pub trait RegistrationStore: Send + Sync {
     fn save_binding(&self, binding: &Binding) -> Result<()>;
     fn remove_binding(&self, user_id: &str, contact: &str) -> Result<()>;
     fn load_bindings(&self) -> Result<Vec<Binding>>;
+}
+
+/// Call records (CDRs).
+pub trait CdrStore: Send + Sync {
+    fn save_cdr(&self, record: &CallRecord) -> Result<()>;
+    /// The most recent records, newest first, as JSON.
+    fn recent_cdrs(&self, limit: usize) -> Result<Vec<serde_json::Value>>;
 }
 
 /// The size rules every implementation applies before writing.

@@ -3,7 +3,9 @@ use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Binding, KvStore, RegistrationStore, Result, StoreError, check_entry};
+use super::{
+    Binding, CallRecord, CdrStore, KvStore, RegistrationStore, Result, StoreError, check_entry,
+};
 use crate::sip::transaction::Transport;
 
 /// The production store: one SQLite file in WAL mode.
@@ -22,6 +24,12 @@ CREATE TABLE IF NOT EXISTS kv (
     updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
     PRIMARY KEY (scope, key)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS cdrs (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    session    INTEGER NOT NULL,
+    started_at TEXT NOT NULL,
+    record     TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS registrations (
     user_id    TEXT NOT NULL,
     contact    TEXT NOT NULL,
@@ -92,6 +100,31 @@ impl KvStore for SqliteStore {
             conn.prepare_cached("SELECT key, value FROM kv WHERE scope = ?1 ORDER BY key")?;
         let rows = stmt.query_map(params![scope], |row| Ok((row.get(0)?, row.get(1)?)))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}
+
+impl CdrStore for SqliteStore {
+    fn save_cdr(&self, record: &CallRecord) -> Result<()> {
+        let json = serde_json::to_string(record).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let conn = self.conn();
+        conn.prepare_cached("INSERT INTO cdrs (session, started_at, record) VALUES (?1, ?2, ?3)")?
+            .execute(params![
+                record.session as i64,
+                record.started_at.to_string(),
+                json
+            ])?;
+        Ok(())
+    }
+
+    fn recent_cdrs(&self, limit: usize) -> Result<Vec<serde_json::Value>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT record FROM cdrs ORDER BY id DESC LIMIT ?1")?;
+        let rows = stmt.query_map(params![limit as i64], |row| row.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(serde_json::from_str(&row?).map_err(|e| StoreError::Invalid(e.to_string()))?);
+        }
+        Ok(out)
     }
 }
 

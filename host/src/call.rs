@@ -1,0 +1,1060 @@
+//! Calls: a B2BUA session per call, sans-IO.
+//!
+//! Each session has an inbound leg A (the caller's dialog, the host as UAS) and, while
+//! forwarding, an outbound leg B (the host as UAC). Media is anchored: each leg's SDP
+//! points at the host's relay ports. The routing script is I/O: the session emits
+//! [`PbxOutput::Route`] and takes the decision back through [`Calls::handle_decision`].
+//!
+//! ```text
+//!  INVITE(A) ──▶ Routing ──decision: forward──▶ Forwarding ──B 2xx──▶ Connected ──BYE──▶ ended
+//!                   ▲                               │ B fails / ring timeout
+//!                   └──── forward-failed event ─────┘
+//! ```
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rsip::prelude::*;
+use serde::Serialize;
+
+use crate::config::{Config, Location};
+use crate::pbx::{Ambient, PbxOutput};
+use crate::relay::{MediaAllocator, MediaPorts, Side};
+use crate::routing::{
+    Action, CallInfo, Decision, Disposition, Event, ForwardTarget, Origin, fallback_actions,
+};
+use crate::script::LoadedScript;
+use crate::sdp;
+use crate::sip::message::{self, Header, Request, Response, SipMessage};
+use crate::sip::transaction::{ClientTxnId, Peer, ServerTxnId, TransactionLayer, Transport};
+
+pub type SessionId = u64;
+
+/// One session's record, written when it ends.
+#[derive(Debug, Clone, Serialize)]
+pub struct CallRecord {
+    pub session: SessionId,
+    pub location: Option<String>,
+    pub caller: String,
+    pub dialed: String,
+    pub script: Option<String>,
+    pub script_hash: Option<String>,
+    pub fallback: bool,
+    pub started_at: jiff::Timestamp,
+    pub answered_at: Option<jiff::Timestamp>,
+    pub ended_at: jiff::Timestamp,
+    pub disposition: Disposition,
+    /// Every number the call was forwarded to, in order, with the final status.
+    pub legs: Vec<(String, u16)>,
+    /// DTMF the caller sent (listen mode observes the business's own menu choices).
+    pub digits: String,
+    pub tags: Vec<(String, String)>,
+    pub end_reason: String,
+}
+
+/// The dialog state of one leg.
+#[derive(Debug, Clone)]
+struct Dialog {
+    call_id: String,
+    /// Our side's URI header value, tag included (From on B, To on A).
+    local: String,
+    /// The other side's header value, tag included once known.
+    remote: String,
+    /// Where in-dialog requests go (the other side's Contact).
+    target: String,
+    local_cseq: u32,
+    peer: Peer,
+}
+
+struct Outbound {
+    dialog: Dialog,
+    invite: Request,
+    txn: ClientTxnId,
+    target: ForwardTarget,
+    number: String,
+    answered: bool,
+    /// CANCEL sent (ring timeout or caller gave up): its final response is not news.
+    cancelled: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for the script.
+    Routing,
+    /// B is ringing.
+    Forwarding,
+    Connected,
+}
+
+struct Session {
+    call: CallInfo,
+    location: Option<Location>,
+    script: String,
+    pinned: Option<Arc<LoadedScript>>,
+    a_invite: Request,
+    a_txn: ServerTxnId,
+    a_dialog: Dialog,
+    a_sdp: String,
+    a_answered: bool,
+    b: Option<Outbound>,
+    ports: MediaPorts,
+    phase: Phase,
+    record: CallRecord,
+    /// Bumped whenever the ring timer is re-armed, so stale timers are ignored.
+    ring_generation: u64,
+    applying_fallback: bool,
+}
+
+/// What the calls need from the rest of the core for one input.
+pub struct Ctx<'a> {
+    pub layer: &'a mut TransactionLayer,
+    pub media: &'a mut dyn MediaAllocator,
+    pub outputs: &'a mut VecDeque<PbxOutput>,
+    pub config: &'a Config,
+    /// The host's SIP address (Via, Contact).
+    pub local: SocketAddr,
+    pub ambient: Ambient,
+}
+
+#[derive(Default)]
+pub struct Calls {
+    sessions: HashMap<SessionId, Session>,
+    by_call_id: HashMap<String, SessionId>,
+    by_a_txn: HashMap<ServerTxnId, SessionId>,
+    by_client_txn: HashMap<ClientTxnId, SessionId>,
+    ring_timers: BinaryHeap<Reverse<(Instant, SessionId, u64)>>,
+    next_id: SessionId,
+}
+
+fn request_from(text: String) -> Option<Request> {
+    match message::parse(text.as_bytes()) {
+        Ok(SipMessage::Request(r)) => Some(r),
+        _ => None,
+    }
+}
+
+/// The URI inside a name-addr (`"Bob" <sip:b@h>;tag=x` → `sip:b@h`).
+fn addr_spec(value: &str) -> String {
+    match (value.find('<'), value.find('>')) {
+        (Some(a), Some(b)) if a < b => value[a + 1..b].to_owned(),
+        _ => value.split(';').next().unwrap_or(value).trim().to_owned(),
+    }
+}
+
+fn with_tag(value: &str, tag: &str) -> String {
+    if value.contains(";tag=") {
+        value.to_owned()
+    } else {
+        format!("{value};tag={tag}")
+    }
+}
+
+impl Calls {
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.ring_timers.peek().map(|Reverse((at, _, _))| *at)
+    }
+
+    /// Whether `call_id` belongs to a session (in-dialog requests).
+    pub fn owns(&self, call_id: &str) -> bool {
+        self.by_call_id.contains_key(call_id)
+    }
+
+    /// A new INVITE (no To tag).
+    pub fn handle_invite(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        txn: ServerTxnId,
+        request: Request,
+        source: Peer,
+    ) {
+        let message = SipMessage::Request(request.clone());
+        let dialed = request
+            .uri
+            .auth
+            .as_ref()
+            .map(|a| a.user.clone())
+            .or_else(|| message::to_user(&message))
+            .unwrap_or_default();
+        let caller = message::from_user(&message).unwrap_or_default();
+        let reject = |ctx: &mut Ctx<'_>, code: u16, reason: Option<&str>| {
+            let mut response = message::response_to(&request, code, Some(&message::random_token()));
+            if let Some(reason) = reason {
+                response = message::with_reason(response, reason);
+            }
+            ctx.layer.send_response(ctx.ambient.now, txn, response);
+        };
+        let trunk = ctx
+            .config
+            .trunks
+            .iter()
+            .find(|t| t.inbound.iter().any(|c| c.contains(source.addr.ip())));
+        let location = ctx.config.location_by_flip_number(&dialed).cloned();
+        let (trunk, location) = match (trunk, location) {
+            (Some(t), Some(l)) => (t.name.clone(), l),
+            (None, Some(_)) => {
+                tracing::warn!(from = %source.addr, dialed, "INVITE to a flip number from outside the trunks refused");
+                return reject(ctx, 403, Some("Flip Numbers Take Trunk Calls Only"));
+            }
+            (Some(_), None) => return reject(ctx, 404, None),
+            (None, None) => return reject(ctx, 480, Some("Device Calls Not Served Yet")),
+        };
+        let body = String::from_utf8_lossy(&request.body).into_owned();
+        if let Err(e) = sdp::parse(&body) {
+            tracing::info!(dialed, "INVITE refused: SDP {e}");
+            return reject(ctx, 488, None);
+        }
+        self.next_id += 1;
+        let id = self.next_id;
+        let ports = match ctx.media.open(id) {
+            Ok(ports) => ports,
+            Err(e) => {
+                tracing::error!(session = id, "no media ports: {e}");
+                return reject(ctx, 503, None);
+            }
+        };
+        if let Ok(media) = sdp::parse(&body)
+            && let Some(rtp) = media.rtp
+        {
+            ctx.media.set_remote(id, Side::A, rtp);
+        }
+        let call_id = message::call_id(&message).unwrap_or_default();
+        let a_tag = message::random_token();
+        let to = message::header_value(&message, "To").unwrap_or_default();
+        let from = message::header_value(&message, "From").unwrap_or_default();
+        let contact = message::header_value(&message, "Contact")
+            .map(|c| addr_spec(&c))
+            .unwrap_or_else(|| addr_spec(&from));
+        let started_at = jiff::Timestamp::from_second(ctx.ambient.wall_secs)
+            .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+        let call = CallInfo {
+            call_id: format!("s{id}"),
+            location: Some(location.name.clone()),
+            caller: caller.clone(),
+            caller_name: message::from_header_display_name(&message),
+            dialed: dialed.clone(),
+            origin: Origin::Trunk { name: trunk },
+            started_at,
+            tags: Vec::new(),
+        };
+        tracing::info!(session = id, caller, dialed, location = %location.name, "incoming call");
+        let record = CallRecord {
+            session: id,
+            location: Some(location.name.clone()),
+            caller,
+            dialed,
+            script: Some(location.script.clone()),
+            script_hash: None,
+            fallback: false,
+            started_at,
+            answered_at: None,
+            ended_at: started_at,
+            disposition: Disposition::Failed,
+            legs: Vec::new(),
+            digits: String::new(),
+            tags: Vec::new(),
+            end_reason: String::new(),
+        };
+        let session = Session {
+            call: call.clone(),
+            script: location.script.clone(),
+            location: Some(location.clone()),
+            pinned: None,
+            a_invite: request,
+            a_txn: txn,
+            a_dialog: Dialog {
+                call_id: call_id.clone(),
+                local: with_tag(&to, &a_tag),
+                remote: from,
+                target: contact,
+                local_cseq: 0,
+                peer: source,
+            },
+            a_sdp: body,
+            a_answered: false,
+            b: None,
+            ports,
+            phase: Phase::Routing,
+            record,
+            ring_generation: 0,
+            applying_fallback: false,
+        };
+        self.sessions.insert(id, session);
+        self.by_call_id.insert(call_id, id);
+        self.by_a_txn.insert(txn, id);
+        ctx.outputs.push_back(PbxOutput::Route {
+            session: id,
+            script: location.script.clone(),
+            location: Some(location.name),
+            pinned: None,
+            call,
+            event: Event::Incoming,
+        });
+    }
+
+    /// The script's decision for one event of a session.
+    pub fn handle_decision(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        id: SessionId,
+        decision: Decision,
+        pinned: Option<Arc<LoadedScript>>,
+    ) {
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return;
+        }; // ended while the script ran
+        if session.pinned.is_none() {
+            session.pinned = pinned;
+            if let Some(script) = &decision.script {
+                session.record.script_hash = Some(script.hash.clone());
+            }
+        }
+        if let Some(fallback) = &decision.fallback {
+            session.record.fallback = true;
+            tracing::warn!(
+                session = id,
+                cause = fallback.cause,
+                "routing by fallback: {}",
+                fallback.message
+            );
+        }
+        self.apply(ctx, id, decision.actions);
+    }
+
+    fn apply(&mut self, ctx: &mut Ctx<'_>, id: SessionId, actions: Vec<Action>) {
+        for action in actions {
+            let Some(session) = self.sessions.get_mut(&id) else {
+                return;
+            };
+            match action {
+                Action::SetTag { name, value } => session.call.set_tag(&name, &value),
+                Action::Forward {
+                    target,
+                    trunk,
+                    ring_timeout_ms,
+                    caller_id,
+                } => {
+                    return self.forward(ctx, id, target, trunk, ring_timeout_ms, caller_id);
+                }
+                Action::Reject { status, reason } => {
+                    return self.end(
+                        ctx,
+                        id,
+                        Disposition::Failed,
+                        status,
+                        reason.as_deref().unwrap_or("rejected by script"),
+                    );
+                }
+                Action::Hangup => {
+                    return self.end(ctx, id, Disposition::Failed, 480, "hung up by script");
+                }
+                Action::Answer
+                | Action::Play { .. }
+                | Action::Gather { .. }
+                | Action::Recording { .. } => {
+                    // Active mode (the host as a media endpoint) is not built yet: a call
+                    // must still reach a human, so the location's fallback takes over.
+                    if session.applying_fallback {
+                        continue;
+                    }
+                    tracing::warn!(
+                        session = id,
+                        action = action.name(),
+                        "action not supported yet; falling back"
+                    );
+                    session.applying_fallback = true;
+                    session.record.fallback = true;
+                    let fallback = fallback_actions(session.location.as_ref());
+                    return self.apply(ctx, id, fallback);
+                }
+            }
+        }
+        // A list without a terminal action leaves nothing to wait for.
+        self.end(
+            ctx,
+            id,
+            Disposition::Failed,
+            480,
+            "script gave no terminal action",
+        );
+    }
+
+    fn forward(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        id: SessionId,
+        target: ForwardTarget,
+        trunk: Option<String>,
+        ring_timeout_ms: u32,
+        caller_id: Option<String>,
+    ) {
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        let number = match &target {
+            ForwardTarget::Number(n) => n.clone(),
+            ForwardTarget::Fallback => match &session.location {
+                Some(l) => l.fallback_number.clone(),
+                None => return self.end(ctx, id, Disposition::Failed, 503, "no fallback number"),
+            },
+            ForwardTarget::User(_) => {
+                let event = Event::ForwardFailed {
+                    target,
+                    status: 501,
+                    reason: "Forwarding to users is not served yet".into(),
+                };
+                return self.route(ctx, id, event);
+            }
+        };
+        let trunk_name = trunk.or_else(|| session.location.as_ref().and_then(|l| l.trunk.clone()));
+        let trunk = match &trunk_name {
+            Some(name) => ctx.config.trunks.iter().find(|t| &t.name == name),
+            None => ctx.config.trunks.first(),
+        };
+        let Some(trunk_addr) = trunk.and_then(|t| trunk_address(&t.uri)) else {
+            let event = Event::ForwardFailed {
+                target,
+                status: 503,
+                reason: "No Usable Trunk".into(),
+            };
+            return self.route(ctx, id, event);
+        };
+        let host = trunk_addr.to_string();
+        let local = ctx.local;
+        let b_sdp = match sdp::rewrite(
+            &session.a_sdp,
+            ctx.config.media.public_ip,
+            session.ports.b,
+            id,
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                return self.end(
+                    ctx,
+                    id,
+                    Disposition::Failed,
+                    488,
+                    &format!("caller SDP: {e}"),
+                );
+            }
+        };
+        let from_number = caller_id.unwrap_or_else(|| session.call.caller.clone());
+        let call_id = format!("{}@{}", message::random_token(), local.ip());
+        let from = format!(
+            "<sip:{from_number}@{}>;tag={}",
+            ctx.config.sip.domain,
+            message::random_token()
+        );
+        let to = format!("<sip:{number}@{host}>");
+        let max_forwards = message::header_value(
+            &SipMessage::Request(session.a_invite.clone()),
+            "Max-Forwards",
+        )
+        .and_then(|m| m.parse::<u32>().ok())
+        .unwrap_or(70)
+        .saturating_sub(1);
+        if max_forwards == 0 {
+            return self.end(ctx, id, Disposition::Failed, 483, "too many hops");
+        }
+        let text = format!(
+            "INVITE sip:{number}@{host} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{};rport\r\n\
+Max-Forwards: {max_forwards}\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\n\
+Contact: <sip:wasmpbx@{local}>\r\nAllow: INVITE, ACK, CANCEL, BYE, OPTIONS, INFO\r\n\
+Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{b_sdp}",
+            message::random_token(),
+            b_sdp.len()
+        );
+        let Some(invite) = request_from(text) else {
+            return self.end(
+                ctx,
+                id,
+                Disposition::Failed,
+                500,
+                "could not build the outbound INVITE",
+            );
+        };
+        let peer = Peer {
+            transport: Transport::Udp,
+            addr: trunk_addr,
+        };
+        let txn = ctx
+            .layer
+            .send_request(ctx.ambient.now, invite.clone(), peer);
+        tracing::info!(session = id, number, trunk = ?trunk_name, "forwarding");
+        session.record.legs.push((number.clone(), 0));
+        session.b = Some(Outbound {
+            dialog: Dialog {
+                call_id: call_id.clone(),
+                local: from,
+                remote: to,
+                target: format!("sip:{number}@{host}"),
+                local_cseq: 1,
+                peer,
+            },
+            invite,
+            txn,
+            target,
+            number,
+            answered: false,
+            cancelled: false,
+        });
+        session.phase = Phase::Forwarding;
+        session.ring_generation += 1;
+        let deadline = ctx.ambient.now + Duration::from_millis(u64::from(ring_timeout_ms));
+        self.ring_timers
+            .push(Reverse((deadline, id, session.ring_generation)));
+        self.by_call_id.insert(call_id, id);
+        self.by_client_txn.insert(txn, id);
+    }
+
+    /// Ask the script about an event of a live session.
+    fn route(&mut self, ctx: &mut Ctx<'_>, id: SessionId, event: Event) {
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        session.phase = Phase::Routing;
+        ctx.outputs.push_back(PbxOutput::Route {
+            session: id,
+            script: session.script.clone(),
+            location: session.location.as_ref().map(|l| l.name.clone()),
+            pinned: session.pinned.clone(),
+            call: session.call.clone(),
+            event,
+        });
+    }
+
+    /// A response to one of the host's requests.
+    pub fn handle_response(&mut self, ctx: &mut Ctx<'_>, txn: ClientTxnId, response: Response) {
+        let Some(&id) = self.by_client_txn.get(&txn) else {
+            return;
+        };
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        let code = response.status_code.code();
+        let Some(b) = session.b.as_mut().filter(|b| b.txn == txn) else {
+            // A response to a BYE or CANCEL: nothing more to do.
+            if code >= 200 {
+                self.by_client_txn.remove(&txn);
+            }
+            return;
+        };
+        let message = SipMessage::Response(response);
+        let body = String::from_utf8_lossy(message.body()).into_owned();
+        match code {
+            100 => {}
+            101..=199 => {
+                if let Some(tag) = message::to_tag(&message) {
+                    b.dialog.remote = with_tag(&b.dialog.remote, &tag);
+                }
+                if b.cancelled || session.a_answered {
+                    return;
+                }
+                // Ringing and early media pass through to the caller.
+                let forwarded = if code == 180 || code == 183 {
+                    code
+                } else {
+                    180
+                };
+                let mut reply = message::response_to(
+                    &session.a_invite,
+                    forwarded,
+                    Some(&tag_of(&session.a_dialog.local)),
+                );
+                reply
+                    .headers
+                    .push(Header::Contact(rsip::headers::Contact::new(format!(
+                        "<sip:wasmpbx@{}>",
+                        ctx.local
+                    ))));
+                if let Ok(media) = sdp::parse(&body) {
+                    if let Some(rtp) = media.rtp {
+                        ctx.media.set_remote(id, Side::B, rtp);
+                    }
+                    if let Ok(a_sdp) =
+                        sdp::rewrite(&body, ctx.config.media.public_ip, session.ports.a, id)
+                    {
+                        reply
+                            .headers
+                            .push(Header::ContentType(rsip::headers::ContentType::new(
+                                "application/sdp",
+                            )));
+                        reply.body = a_sdp.into_bytes();
+                    }
+                }
+                ctx.layer
+                    .send_response(ctx.ambient.now, session.a_txn, reply);
+            }
+            200..=299 => {
+                if let Some(tag) = message::to_tag(&message) {
+                    b.dialog.remote = with_tag(&b.dialog.remote, &tag);
+                }
+                if let Some(contact) = message::header_value(&message, "Contact") {
+                    b.dialog.target = addr_spec(&contact);
+                }
+                b.answered = true;
+                let ack = in_dialog_request(&b.dialog, "ACK", 1, ctx.local);
+                if let Some(ack) = ack {
+                    ctx.layer.send_ack(ctx.ambient.now, ack, b.dialog.peer);
+                }
+                if b.cancelled {
+                    // Answered as we gave up on it: hang it up again.
+                    return self.bye_b(ctx, id);
+                }
+                if let Ok(media) = sdp::parse(&body)
+                    && let Some(rtp) = media.rtp
+                {
+                    ctx.media.set_remote(id, Side::B, rtp);
+                }
+                let a_sdp = sdp::rewrite(&body, ctx.config.media.public_ip, session.ports.a, id)
+                    .unwrap_or_default();
+                let mut reply = message::response_to(
+                    &session.a_invite,
+                    200,
+                    Some(&tag_of(&session.a_dialog.local)),
+                );
+                reply
+                    .headers
+                    .push(Header::Contact(rsip::headers::Contact::new(format!(
+                        "<sip:wasmpbx@{}>",
+                        ctx.local
+                    ))));
+                reply
+                    .headers
+                    .push(Header::ContentType(rsip::headers::ContentType::new(
+                        "application/sdp",
+                    )));
+                reply.body = a_sdp.into_bytes();
+                ctx.layer
+                    .send_response(ctx.ambient.now, session.a_txn, reply);
+                session.a_answered = true;
+                session.phase = Phase::Connected;
+                session.ring_generation += 1; // the ring timer is moot
+                let now = jiff::Timestamp::from_second(ctx.ambient.wall_secs).ok();
+                session.record.answered_at = now;
+                if let Some(leg) = session.record.legs.last_mut() {
+                    leg.1 = code;
+                }
+                tracing::info!(session = id, number = %b.number, "answered");
+            }
+            _ => {
+                self.by_client_txn.remove(&txn);
+                let b = session.b.take().expect("checked above");
+                self.by_call_id.remove(&b.dialog.call_id);
+                if let Some(leg) = session.record.legs.last_mut() {
+                    leg.1 = code;
+                }
+                if b.cancelled {
+                    return; // the outcome was decided when it was cancelled
+                }
+                let reason = message::reason_phrase(code).to_owned();
+                tracing::info!(session = id, number = %b.number, code, "forward failed");
+                self.route(
+                    ctx,
+                    id,
+                    Event::ForwardFailed {
+                        target: b.target,
+                        status: code,
+                        reason,
+                    },
+                );
+            }
+        }
+    }
+
+    /// A client transaction got no answer at all.
+    pub fn handle_txn_timeout(&mut self, ctx: &mut Ctx<'_>, txn: ClientTxnId) {
+        let Some(id) = self.by_client_txn.remove(&txn) else {
+            return;
+        };
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        if session.b.as_ref().is_some_and(|b| b.txn == txn) {
+            let b = session.b.take().expect("checked");
+            self.by_call_id.remove(&b.dialog.call_id);
+            if let Some(leg) = session.record.legs.last_mut() {
+                leg.1 = 408;
+            }
+            if !b.cancelled {
+                self.route(
+                    ctx,
+                    id,
+                    Event::ForwardFailed {
+                        target: b.target,
+                        status: 408,
+                        reason: "Request Timeout".into(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Ring timeouts.
+    pub fn handle_timeout(&mut self, ctx: &mut Ctx<'_>) {
+        while let Some(Reverse((at, id, generation))) = self.ring_timers.peek().copied() {
+            if at > ctx.ambient.now {
+                break;
+            }
+            self.ring_timers.pop();
+            let Some(session) = self.sessions.get_mut(&id) else {
+                continue;
+            };
+            if session.ring_generation != generation || session.phase != Phase::Forwarding {
+                continue;
+            }
+            let Some(b) = session.b.as_mut().filter(|b| !b.answered && !b.cancelled) else {
+                continue;
+            };
+            b.cancelled = true;
+            let target = b.target.clone();
+            if let Some(cancel) = cancel_for(&b.invite) {
+                let txn = ctx
+                    .layer
+                    .send_request(ctx.ambient.now, cancel, b.dialog.peer);
+                self.by_client_txn.insert(txn, id);
+            }
+            tracing::info!(session = id, "ring timeout");
+            self.route(
+                ctx,
+                id,
+                Event::ForwardFailed {
+                    target,
+                    status: 408,
+                    reason: "Ring Timeout".into(),
+                },
+            );
+        }
+    }
+
+    /// CANCEL of a pending inbound INVITE.
+    pub fn handle_cancel(&mut self, ctx: &mut Ctx<'_>, invite_txn: ServerTxnId) -> bool {
+        let Some(&id) = self.by_a_txn.get(&invite_txn) else {
+            return false;
+        };
+        if self.sessions.get(&id).is_none_or(|s| s.a_answered) {
+            return false;
+        }
+        tracing::info!(session = id, "caller cancelled");
+        self.end(ctx, id, Disposition::Abandoned, 487, "caller cancelled");
+        true
+    }
+
+    /// An in-dialog request (BYE, INFO, re-INVITE) on a session's leg.
+    pub fn handle_in_dialog(&mut self, ctx: &mut Ctx<'_>, txn: ServerTxnId, request: Request) {
+        let message = SipMessage::Request(request.clone());
+        let call_id = message::call_id(&message).unwrap_or_default();
+        let Some(&id) = self.by_call_id.get(&call_id) else {
+            ctx.layer.send_response(
+                ctx.ambient.now,
+                txn,
+                message::response_to(&request, 481, None),
+            );
+            return;
+        };
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        let from_a = session.a_dialog.call_id == call_id;
+        let ok = message::response_to(&request, 200, None);
+        match request.method {
+            rsip::Method::Bye => {
+                ctx.layer.send_response(ctx.ambient.now, txn, ok);
+                let who = if from_a {
+                    "caller hung up"
+                } else {
+                    "callee hung up"
+                };
+                if from_a {
+                    if session.b.as_ref().is_some_and(|b| b.answered) {
+                        self.bye_b(ctx, id);
+                    } else if let Some(b) = session.b.as_mut() {
+                        b.cancelled = true;
+                        if let Some(cancel) = cancel_for(&b.invite) {
+                            let txn =
+                                ctx.layer
+                                    .send_request(ctx.ambient.now, cancel, b.dialog.peer);
+                            self.by_client_txn.insert(txn, id);
+                        }
+                    }
+                } else {
+                    self.bye_a(ctx, id);
+                }
+                self.finish(ctx, id, Disposition::Answered, who);
+            }
+            rsip::Method::Info => {
+                // DTMF by SIP INFO: observed (the caller's menu choices), not relayed.
+                if from_a && let Some(digit) = dtmf_from_info(&request.body) {
+                    session.record.digits.push(digit);
+                }
+                ctx.layer.send_response(ctx.ambient.now, txn, ok);
+            }
+            rsip::Method::Invite => {
+                // A re-INVITE (hold, resume, refresh): the relay stays as it is, so the
+                // host answers with the SDP it already gave this leg.
+                let port = if from_a {
+                    session.ports.a
+                } else {
+                    session.ports.b
+                };
+                let body = String::from_utf8_lossy(&request.body).into_owned();
+                let mut reply = ok;
+                if let Ok(sdp) = sdp::rewrite(&body, ctx.config.media.public_ip, port, id + 1) {
+                    reply
+                        .headers
+                        .push(Header::Contact(rsip::headers::Contact::new(format!(
+                            "<sip:wasmpbx@{}>",
+                            ctx.local
+                        ))));
+                    reply
+                        .headers
+                        .push(Header::ContentType(rsip::headers::ContentType::new(
+                            "application/sdp",
+                        )));
+                    reply.body = sdp.into_bytes();
+                }
+                ctx.layer.send_response(ctx.ambient.now, txn, reply);
+            }
+            _ => ctx.layer.send_response(ctx.ambient.now, txn, ok),
+        }
+    }
+
+    /// A 2xx the host sent was never acknowledged: end that call.
+    pub fn handle_ack_timeout(&mut self, ctx: &mut Ctx<'_>, call_id: &str) {
+        let Some(&id) = self.by_call_id.get(call_id) else {
+            return;
+        };
+        self.bye_b(ctx, id);
+        self.finish(ctx, id, Disposition::Failed, "no ACK from the caller");
+    }
+
+    fn bye_a(&mut self, ctx: &mut Ctx<'_>, id: SessionId) {
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        session.a_dialog.local_cseq += 1;
+        if let Some(bye) = in_dialog_request(
+            &session.a_dialog,
+            "BYE",
+            session.a_dialog.local_cseq,
+            ctx.local,
+        ) {
+            let txn = ctx
+                .layer
+                .send_request(ctx.ambient.now, bye, session.a_dialog.peer);
+            self.by_client_txn.insert(txn, id);
+        }
+    }
+
+    fn bye_b(&mut self, ctx: &mut Ctx<'_>, id: SessionId) {
+        let Some(b) = self.sessions.get_mut(&id).and_then(|s| s.b.as_mut()) else {
+            return;
+        };
+        b.dialog.local_cseq += 1;
+        if let Some(bye) = in_dialog_request(&b.dialog, "BYE", b.dialog.local_cseq, ctx.local) {
+            let txn = ctx.layer.send_request(ctx.ambient.now, bye, b.dialog.peer);
+            self.by_client_txn.insert(txn, id);
+        }
+    }
+
+    /// End a session from the host's side: a final response to the caller if it was
+    /// not answered, BYE if it was, and the outbound leg cancelled or hung up.
+    fn end(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        id: SessionId,
+        disposition: Disposition,
+        status: u16,
+        reason: &str,
+    ) {
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        if session.a_answered {
+            self.bye_a(ctx, id);
+        } else {
+            let mut reply = message::response_to(
+                &session.a_invite,
+                status,
+                Some(&tag_of(&session.a_dialog.local)),
+            );
+            if status == 487 || status >= 600 || status == 480 || status == 503 {
+                reply = message::with_reason(reply, message::reason_phrase(status));
+            }
+            ctx.layer
+                .send_response(ctx.ambient.now, session.a_txn, reply);
+        }
+        let session = self.sessions.get_mut(&id).expect("present");
+        match session.b.as_mut() {
+            Some(b) if b.answered => self.bye_b(ctx, id),
+            Some(b) if !b.cancelled => {
+                b.cancelled = true;
+                if let Some(cancel) = cancel_for(&b.invite) {
+                    let peer = b.dialog.peer;
+                    let txn = ctx.layer.send_request(ctx.ambient.now, cancel, peer);
+                    self.by_client_txn.insert(txn, id);
+                }
+            }
+            _ => {}
+        }
+        self.finish(ctx, id, disposition, reason);
+    }
+
+    /// Forget a session: release media, tell the script, write the record.
+    fn finish(&mut self, ctx: &mut Ctx<'_>, id: SessionId, disposition: Disposition, reason: &str) {
+        let Some(mut session) = self.sessions.remove(&id) else {
+            return;
+        };
+        ctx.media.close(id);
+        self.by_call_id.remove(&session.a_dialog.call_id);
+        if let Some(b) = &session.b {
+            self.by_call_id.remove(&b.dialog.call_id);
+        }
+        self.by_a_txn.remove(&session.a_txn);
+        let ended_at = jiff::Timestamp::from_second(ctx.ambient.wall_secs)
+            .unwrap_or(session.record.started_at);
+        let duration_ms =
+            (ended_at.as_second() - session.record.started_at.as_second()).max(0) as u64 * 1000;
+        session.record.ended_at = ended_at;
+        session.record.disposition = disposition;
+        session.record.end_reason = reason.to_owned();
+        session.record.tags = session.call.tags.clone();
+        tracing::info!(session = id, ?disposition, reason, "call ended");
+        ctx.outputs.push_back(PbxOutput::Route {
+            session: id,
+            script: session.script.clone(),
+            location: session.location.as_ref().map(|l| l.name.clone()),
+            pinned: session.pinned.clone(),
+            call: session.call.clone(),
+            event: Event::CallEnded {
+                disposition,
+                duration_ms,
+            },
+        });
+        ctx.outputs.push_back(PbxOutput::Record(session.record));
+    }
+}
+
+/// The tag inside a header value we built (`…;tag=x`).
+fn tag_of(value: &str) -> String {
+    value
+        .split(";tag=")
+        .nth(1)
+        .and_then(|t| t.split(';').next())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The socket address of a trunk URI like `sip:127.0.0.1:5090` (IP literals only).
+pub fn trunk_address(uri: &str) -> Option<SocketAddr> {
+    let rest = uri
+        .strip_prefix("sip:")
+        .or_else(|| uri.strip_prefix("sips:"))?;
+    let host = rest.rsplit('@').next()?.split(';').next()?;
+    host.parse().ok().or_else(|| {
+        host.parse::<std::net::IpAddr>()
+            .ok()
+            .map(|ip| SocketAddr::new(ip, 5060))
+    })
+}
+
+/// A request inside a dialog the host is part of (BYE, ACK for 2xx).
+fn in_dialog_request(
+    dialog: &Dialog,
+    method: &str,
+    cseq: u32,
+    local: SocketAddr,
+) -> Option<Request> {
+    let text = format!(
+        "{method} {} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{};rport\r\nMax-Forwards: 70\r\n\
+From: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n",
+        dialog.target,
+        message::random_token(),
+        dialog.local,
+        dialog.remote,
+        dialog.call_id
+    );
+    request_from(text)
+}
+
+/// CANCEL for an INVITE the host sent (RFC 3261 9.1): same URI, top Via, From, To,
+/// Call-ID and CSeq number.
+fn cancel_for(invite: &Request) -> Option<Request> {
+    let message = SipMessage::Request(invite.clone());
+    let (cseq, _) = message::cseq(&message)?;
+    let text = format!(
+        "CANCEL {} SIP/2.0\r\nVia: {}\r\nMax-Forwards: 70\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {cseq} CANCEL\r\nContent-Length: 0\r\n\r\n",
+        invite.uri,
+        message::header_value(&message, "Via")?,
+        message::header_value(&message, "From")?,
+        message::header_value(&message, "To")?,
+        message::call_id(&message)?,
+    );
+    request_from(text)
+}
+
+/// The digit of an `application/dtmf-relay` (`Signal=5`) or `application/dtmf` (`5`) body.
+fn dtmf_from_info(body: &[u8]) -> Option<char> {
+    let text = String::from_utf8_lossy(body);
+    let value = text
+        .lines()
+        .find_map(|l| {
+            l.split_once('=')
+                .filter(|(k, _)| k.trim().eq_ignore_ascii_case("signal"))
+                .map(|(_, v)| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| text.trim().to_owned());
+    let mut chars = value.chars();
+    match (chars.next(), chars.next()) {
+        (Some(c), None) if c.is_ascii_digit() || matches!(c, '*' | '#' | 'A'..='D' | 'a'..='d') => {
+            Some(c.to_ascii_uppercase())
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trunk_uris_resolve_to_addresses() {
+        assert_eq!(
+            trunk_address("sip:127.0.0.1:5090"),
+            Some("127.0.0.1:5090".parse().unwrap())
+        );
+        assert_eq!(
+            trunk_address("sip:gw@127.0.0.3"),
+            Some("127.0.0.3:5060".parse().unwrap())
+        );
+        assert_eq!(trunk_address("sip:carrier.example.com"), None);
+    }
+
+    #[test]
+    fn dtmf_info_bodies() {
+        assert_eq!(dtmf_from_info(b"Signal=5\r\nDuration=160\r\n"), Some('5'));
+        assert_eq!(dtmf_from_info(b"signal= #\r\n"), Some('#'));
+        assert_eq!(dtmf_from_info(b"7"), Some('7'));
+        assert_eq!(dtmf_from_info(b"Signal=55"), None);
+    }
+
+    #[test]
+    fn name_addr_parts() {
+        assert_eq!(
+            addr_spec("\"Bob\" <sip:b@h:5060;transport=udp>;tag=x"),
+            "sip:b@h:5060;transport=udp"
+        );
+        assert_eq!(with_tag("<sip:a@h>", "t1"), "<sip:a@h>;tag=t1");
+        assert_eq!(tag_of("<sip:a@h>;tag=t1"), "t1");
+    }
+}
