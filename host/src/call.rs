@@ -53,6 +53,9 @@ pub struct CallRecord {
     pub digits: String,
     pub tags: Vec<(String, String)>,
     pub end_reason: String,
+    /// RTP packets the host relayed caller → callee and back.
+    pub rtp_packets_in: u64,
+    pub rtp_packets_out: u64,
 }
 
 /// The dialog state of one leg.
@@ -264,6 +267,8 @@ impl Calls {
             digits: String::new(),
             tags: Vec::new(),
             end_reason: String::new(),
+            rtp_packets_in: 0,
+            rtp_packets_out: 0,
         };
         let session = Session {
             call: call.clone(),
@@ -915,7 +920,10 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{b_sdp}",
         let Some(mut session) = self.sessions.remove(&id) else {
             return;
         };
-        ctx.media.close(id);
+        (
+            session.record.rtp_packets_in,
+            session.record.rtp_packets_out,
+        ) = ctx.media.close(id);
         self.by_call_id.remove(&session.a_dialog.call_id);
         if let Some(b) = &session.b {
             self.by_call_id.remove(&b.dialog.call_id);

@@ -33,6 +33,25 @@ enum Command {
         #[command(subcommand)]
         command: ScriptCommand,
     },
+    /// Call records.
+    Cdr {
+        #[command(subcommand)]
+        command: CdrCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CdrCommand {
+    /// Recent sessions, newest first.
+    List {
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+        /// The config whose store to read; default: the embedded default's.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -112,6 +131,14 @@ fn main() -> ExitCode {
         Command::Script {
             command: ScriptCommand::Simulate(args),
         } => simulate(args),
+        Command::Cdr {
+            command:
+                CdrCommand::List {
+                    limit,
+                    json,
+                    config,
+                },
+        } => cdr_list(limit, json, config.as_deref()),
     };
     match result {
         Ok(code) => code,
@@ -233,6 +260,53 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string(&result)?);
     } else {
         print!("{}", result.render());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cdr_list(limit: usize, json: bool, config: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let config = match config {
+        Some(path) => Config::load(path)?,
+        None => Config::embedded_default(),
+    };
+    let path = &config.store.path;
+    if !path.exists() {
+        bail!(
+            "store.path: {} does not exist (has the server run?)",
+            path.display()
+        );
+    }
+    let store = wasmpbx::store::SqliteStore::open(path)
+        .with_context(|| format!("store.path: {}", path.display()))?;
+    let records = wasmpbx::store::CdrStore::recent_cdrs(&store, limit)?;
+    if json {
+        println!("{}", serde_json::Value::Array(records));
+        return Ok(ExitCode::SUCCESS);
+    }
+    for r in records {
+        let text = |key: &str| {
+            r[key]
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| r[key].to_string())
+        };
+        println!(
+            "{}  session {}  {} -> {}  {}  location {}  script {}{}  legs {}  digits {:?}",
+            text("started_at"),
+            r["session"],
+            text("caller"),
+            text("dialed"),
+            text("disposition"),
+            text("location"),
+            text("script"),
+            if r["fallback"] == true {
+                " (fallback)"
+            } else {
+                ""
+            },
+            r["legs"],
+            text("digits"),
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

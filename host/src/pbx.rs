@@ -248,14 +248,22 @@ impl Pbx {
                 return calls.handle_invite(&mut ctx, txn, request, source);
             }
             Method::Cancel => {
-                let cancelled = self
+                // 200 for the CANCEL first, then the 487 for the INVITE (RFC 3261 9.2).
+                let invite = self
                     .layer
                     .invite_for_cancel(&request)
-                    .is_some_and(|invite| {
-                        let (calls, mut ctx) = self.ctx(ambient);
-                        calls.handle_cancel(&mut ctx, invite)
-                    });
-                message::response_to(&request, if cancelled { 200 } else { 481 }, Some(&tag))
+                    .filter(|i| !self.layer.is_final_sent(*i));
+                let reply = message::response_to(
+                    &request,
+                    if invite.is_some() { 200 } else { 481 },
+                    Some(&tag),
+                );
+                self.layer.send_response(ambient.now, txn, reply);
+                if let Some(invite) = invite {
+                    let (calls, mut ctx) = self.ctx(ambient);
+                    calls.handle_cancel(&mut ctx, invite);
+                }
+                return;
             }
             Method::Invite | Method::Bye | Method::Info | Method::Notify | Method::Update => {
                 let (calls, mut ctx) = self.ctx(ambient);

@@ -37,7 +37,8 @@ pub trait MediaAllocator: Send {
     fn open(&mut self, session: u64) -> Result<MediaPorts, String>;
     /// The address a side's SDP announced (until its packets show the real one).
     fn set_remote(&mut self, session: u64, side: Side, rtp: SocketAddr);
-    fn close(&mut self, session: u64);
+    /// Release the call's ports; the packets it relayed (A→B, B→A).
+    fn close(&mut self, session: u64) -> (u64, u64);
 }
 
 /// Totals for `/metrics`.
@@ -167,13 +168,15 @@ impl MediaAllocator for RelayManager {
         }
     }
 
-    fn close(&mut self, session: u64) {
-        if let Some(call) = self.calls.remove(&session) {
-            for task in call.tasks {
-                task.abort();
-            }
-            self.counters.open_calls.fetch_sub(1, Relaxed);
+    fn close(&mut self, session: u64) -> (u64, u64) {
+        let Some(call) = self.calls.remove(&session) else {
+            return (0, 0);
+        };
+        for task in call.tasks {
+            task.abort();
         }
+        self.counters.open_calls.fetch_sub(1, Relaxed);
+        (call.packets[0].load(Relaxed), call.packets[1].load(Relaxed))
     }
 }
 
@@ -265,7 +268,7 @@ mod tests {
         assert_eq!(&buf[..n], b"hi alice");
         assert_eq!(from.port(), ports.a);
         assert_eq!(relay.packets(1), Some((1, 1)));
-        relay.close(1);
+        assert_eq!(relay.close(1), (1, 1));
         assert_eq!(relay.counters.open_calls.load(Relaxed), 0);
         // The ports are free again once the aborted tasks are dropped.
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;

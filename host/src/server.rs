@@ -181,6 +181,14 @@ fn random_secret() -> anyhow::Result<[u8; 32]> {
     Ok(secret)
 }
 
+/// Write a banner line; a closed stdout (a detached service) is not a reason to stop.
+macro_rules! say {
+    ($out:expr, $($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!($out, $($arg)*);
+    }};
+}
+
 fn print_banner(
     config: &Config,
     path: Option<&Path>,
@@ -189,10 +197,11 @@ fn print_banner(
     listeners: &driver::Listeners,
     restored: usize,
 ) {
+    let mut out = std::io::stdout().lock();
     let source = path
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "the embedded default".into());
-    println!("wasmpbx {} on {source}", env!("CARGO_PKG_VERSION"));
+    say!(out, "wasmpbx {} on {source}", env!("CARGO_PKG_VERSION"));
     let scripts: Vec<String> = host
         .registry
         .status()
@@ -203,7 +212,8 @@ fn print_banner(
             (None, None) => s.name,
         })
         .collect();
-    println!(
+    say!(
+        out,
         "  scripts   {} (watched): {}",
         config.scripts.dir.display(),
         if scripts.is_empty() {
@@ -212,23 +222,27 @@ fn print_banner(
             scripts.join("; ")
         }
     );
-    println!(
+    say!(
+        out,
         "  store     {} ({restored} registrations restored)",
         config.store.path.display()
     );
     for addr in &listeners.udp {
-        println!("  SIP       udp:{addr}");
+        say!(out, "  SIP       udp:{addr}");
     }
     for addr in &listeners.tcp {
-        println!("  SIP       tcp:{addr}");
+        say!(out, "  SIP       tcp:{addr}");
     }
     for location in &config.locations {
-        println!(
+        say!(
+            out,
             "  location  {} on flip number {} runs script {}",
-            location.name, location.flip_number, location.script
+            location.name,
+            location.flip_number,
+            location.script
         );
     }
     for (extension, password) in demo_users {
-        println!("  demo user extension {extension} password {password}");
+        say!(out, "  demo user extension {extension} password {password}");
     }
 }

@@ -201,7 +201,7 @@ fn run_loads_the_folder_and_reloads_a_dropped_script() {
     std::fs::write(
         &config,
         format!(
-            "[scripts]\ndir = {:?}\n[store]\npath = {:?}\n",
+            "[sip]\nlisten = [\"udp:127.0.0.1:0\", \"tcp:127.0.0.1:0\"]\n[scripts]\ndir = {:?}\n[store]\npath = {:?}\n",
             scripts.display().to_string(),
             dir.path().join("test.db").display().to_string()
         ),

@@ -36,6 +36,51 @@ impl Server {
         Self::start_in(dir, extra)
     }
 
+    /// Start with scripts (name, built guest path) in the scripts folder.
+    pub fn start_with_scripts(extra: &str, scripts: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("scripts")).unwrap();
+        for (name, path) in scripts {
+            std::fs::copy(
+                path,
+                dir.path().join("scripts").join(format!("{name}.wasm")),
+            )
+            .unwrap();
+        }
+        Self::start_in(dir, extra)
+    }
+
+    /// What the server logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// The call records, newest first, through `wasmpbx cdr list --json`.
+    pub fn cdrs(&self) -> Vec<serde_json::Value> {
+        let out = Command::new(env!("CARGO_BIN_EXE_wasmpbx"))
+            .args([
+                "cdr",
+                "list",
+                "--json",
+                "--limit",
+                "10000",
+                "--config",
+                self.config.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
     /// Start (or restart) in an existing folder: the store persists across.
     pub fn start_in(dir: tempfile::TempDir, extra: &str) -> Self {
         let config = dir.path().join("wasmpbx.toml");
@@ -53,13 +98,13 @@ impl Server {
             .args(["run", "--config", config.to_str().unwrap()])
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("server.log")).unwrap())
             .spawn()
             .expect("start wasmpbx");
-        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
         let mut banner = Vec::new();
         let (mut udp, mut tcp) = (None, None);
-        for line in stdout.lines() {
+        for line in stdout.by_ref() {
             let line = line.unwrap();
             if let Some(addr) = line.trim().strip_prefix("SIP       udp:") {
                 udp = addr.parse().ok();
@@ -72,6 +117,8 @@ impl Server {
                 break;
             }
         }
+        // Keep reading, so the server never writes into a closed pipe.
+        std::thread::spawn(move || stdout.for_each(drop));
         let (Some(udp), Some(tcp)) = (udp, tcp) else {
             panic!("no SIP listeners in the banner: {banner:?}")
         };
@@ -116,13 +163,25 @@ fn wait_timeout(child: &mut Child, limit: Duration) -> Option<std::process::Exit
     None
 }
 
-/// A free UDP port on `ip` (for SIPp's -p, which cannot take 0).
+/// A free UDP port pair (even port, odd neighbour) on `ip`, for SIPp's -p and -mp,
+/// which cannot take 0. Ports come from 10000-19999, below the kernel's ephemeral range,
+/// through a counter, so parallel tests in this process never pick the same one.
 pub fn free_port(ip: &str) -> u16 {
-    UdpSocket::bind((ip, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let _ = NEXT.compare_exchange(
+        0,
+        10_000 + (std::process::id() % 40) as u16 * 200,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    loop {
+        let port = NEXT.fetch_add(4, Ordering::SeqCst);
+        let port = 10_000 + (port - 10_000) % 9_996;
+        if UdpSocket::bind((ip, port)).is_ok() && UdpSocket::bind((ip, port + 2)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// The scenario folder.
@@ -130,6 +189,71 @@ pub fn scenario(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../tests/sipp")
         .join(name)
+}
+
+/// A SIPp UAS running a scenario on a fixed port, in the background.
+pub struct SippServer {
+    child: Child,
+    _work: tempfile::TempDir,
+    pub port: u16,
+}
+
+impl SippServer {
+    pub fn start(scenario_file: &str, extra: &[&str]) -> Self {
+        // free_port() can race with parallel tests: if SIPp exits at once (port taken),
+        // try other ports.
+        for _ in 0..5 {
+            let work = tempfile::tempdir().unwrap();
+            let port = free_port("127.0.0.1");
+            let media = free_port("127.0.0.1");
+            let mut child = Command::new("sipp")
+                .args([
+                    "-sf",
+                    &scenario(scenario_file).display().to_string(),
+                    "-i",
+                    "127.0.0.1",
+                    "-p",
+                    &port.to_string(),
+                ])
+                .args([
+                    "-mp",
+                    &media.to_string(),
+                    "-nostdin",
+                    "-timeout",
+                    "60",
+                    "-trace_err",
+                ])
+                .args(extra)
+                .current_dir(work.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("sipp is installed (tests/run.sh installs it: apt-get install sip-tester)");
+            std::thread::sleep(Duration::from_millis(300));
+            if matches!(child.try_wait(), Ok(None)) {
+                return SippServer {
+                    child,
+                    _work: work,
+                    port,
+                };
+            }
+        }
+        panic!("SIPp ({scenario_file}) would not start");
+    }
+
+    /// Wait for it to finish its -m calls; its exit code.
+    pub fn wait(mut self, limit: Duration) -> i32 {
+        let status = wait_timeout(&mut self.child, limit);
+        let _ = self.child.kill();
+        status.and_then(|s| s.code()).unwrap_or(-1)
+    }
+}
+
+impl Drop for SippServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Run SIPp to completion; its exit code (0 = every call succeeded).
@@ -145,8 +269,13 @@ pub fn sipp(server: SocketAddr, scenario_file: &str, csv: &str, extra: &[&str]) 
     let mut args = vec![
         "-sf".to_string(),
         scenario(scenario_file).display().to_string(),
-        "-inf".into(),
-        csv_path.display().to_string(),
+    ];
+    if !csv.is_empty() {
+        args.extend(["-inf".into(), csv_path.display().to_string()]);
+    }
+    args.extend([
+        "-mp".into(),
+        free_port(local_ip).to_string(),
         "-p".into(),
         port,
         "-nostdin".into(),
@@ -154,20 +283,37 @@ pub fn sipp(server: SocketAddr, scenario_file: &str, csv: &str, extra: &[&str]) 
         "30".into(),
         "-timeout_error".into(),
         "-trace_err".into(),
-    ];
+    ]);
     if !extra.contains(&"-i") {
         args.extend(["-i".into(), "127.0.0.1".into()]);
     }
     args.extend(extra.iter().map(|s| s.to_string()));
     args.push(server.to_string());
-    let status = Command::new("sipp")
-        .args(&args)
-        .current_dir(work.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("sipp is installed (tests/run.sh installs it: apt-get install sip-tester)");
-    let code = status.code().unwrap_or(-1);
+    let run = |args: &[String]| {
+        Command::new("sipp")
+            .args(args)
+            .current_dir(work.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("sipp is installed (tests/run.sh installs it: apt-get install sip-tester)")
+            .code()
+            .unwrap_or(-1)
+    };
+    let mut code = run(&args);
+    // 254: a port was taken between free_port() and SIPp's bind; pick others.
+    for _ in 0..3 {
+        if code != 254 {
+            break;
+        }
+        let (p, mp) = (
+            args.iter().position(|a| a == "-p").unwrap(),
+            args.iter().position(|a| a == "-mp").unwrap(),
+        );
+        args[p + 1] = free_port(local_ip).to_string();
+        args[mp + 1] = free_port(local_ip).to_string();
+        code = run(&args);
+    }
     if code != 0 {
         for entry in std::fs::read_dir(work.path()).unwrap().flatten() {
             if entry.file_name().to_string_lossy().ends_with("errors.log") {

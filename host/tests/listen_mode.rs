@@ -1,0 +1,154 @@
+//! PSTN forwarding in listen mode, end to end: SIPp as the trunk's caller (from
+//! 127.0.0.2, the trunk's address) and SIPp as the business's phone system behind the
+//! return number, wasmpbx with the real `listen` script in between.
+
+mod common;
+
+use std::time::Duration;
+
+use common::server::{Server, SippServer, sipp};
+
+const FLIP: &str = "+61290000001";
+
+/// A server whose trunk points at `return_port` and whose location runs `script`.
+fn server(return_port: u16, script: &str, path: &str) -> Server {
+    Server::start_with_scripts(
+        &format!(
+            r#"
+[media]
+rtp_ports = "20000-29999"
+
+[[trunks]]
+name = "pstn"
+uri = "sip:127.0.0.1:{return_port}"
+inbound = ["127.0.0.2"]
+
+[[locations]]
+name = "sydney"
+flip_number = "{FLIP}"
+script = "{script}"
+fallback_number = "+61290000099"
+
+[locations.vars]
+return_number = "+61290000098"
+
+[[locations]]
+name = "broken"
+flip_number = "trap"
+script = "misbehave"
+fallback_number = "+61290000099"
+"#
+        ),
+        &[(script, path), ("misbehave", test_components::MISBEHAVE)],
+    )
+}
+
+fn caller(server: &Server, scenario: &str, extra: &[&str]) -> i32 {
+    let mut args = vec!["-i", "127.0.0.2"];
+    args.extend_from_slice(extra);
+    sipp(server.udp, scenario, "", &args)
+}
+
+#[test]
+fn two_hundred_calls_at_fifty_per_second_with_media_both_ways() {
+    let ret = SippServer::start("return_number.xml", &["-rtp_echo", "-m", "200"]);
+    let server = server(ret.port, "listen", test_components::LISTEN);
+    assert_eq!(
+        caller(
+            &server,
+            "trunk_caller.xml",
+            &["-s", FLIP, "-m", "200", "-r", "50", "-l", "400"]
+        ),
+        0
+    );
+    assert_eq!(
+        ret.wait(Duration::from_secs(30)),
+        0,
+        "the return side saw every call"
+    );
+    let cdrs = server.cdrs();
+    assert_eq!(cdrs.len(), 200);
+    for cdr in &cdrs {
+        assert_eq!(cdr["disposition"], "answered", "{cdr}");
+        assert_eq!(cdr["location"], "sydney");
+        assert_eq!(cdr["legs"][0][0], "+61290000098");
+        assert_eq!(cdr["fallback"], false);
+        assert!(
+            cdr["rtp_packets_in"].as_u64().unwrap() > 50,
+            "caller → return side: {cdr}"
+        );
+        assert!(
+            cdr["rtp_packets_out"].as_u64().unwrap() > 50,
+            "return side → caller (echo): {cdr}"
+        );
+    }
+}
+
+#[test]
+fn a_cancel_before_answer_reaches_the_return_side() {
+    let ret = SippServer::start("return_rings.xml", &["-m", "1"]);
+    let server = server(ret.port, "listen", test_components::LISTEN);
+    assert_eq!(
+        caller(&server, "caller_cancels.xml", &["-s", FLIP, "-m", "1"]),
+        0
+    );
+    assert_eq!(ret.wait(Duration::from_secs(15)), 0);
+    assert_eq!(server.cdrs()[0]["disposition"], "abandoned");
+}
+
+#[test]
+fn a_hang_up_on_the_return_side_reaches_the_caller() {
+    let ret = SippServer::start("return_hangs_up.xml", &["-m", "1"]);
+    let server = server(ret.port, "listen", test_components::LISTEN);
+    assert_eq!(
+        caller(&server, "caller_waits_bye.xml", &["-s", FLIP, "-m", "1"]),
+        0
+    );
+    assert_eq!(ret.wait(Duration::from_secs(15)), 0);
+    assert_eq!(server.cdrs()[0]["end_reason"], "callee hung up");
+}
+
+#[test]
+fn a_busy_return_number_is_busy_for_the_caller() {
+    let ret = SippServer::start("return_busy.xml", &["-m", "1"]);
+    let server = server(ret.port, "listen", test_components::LISTEN);
+    assert_eq!(
+        caller(&server, "caller_busy.xml", &["-s", FLIP, "-m", "1"]),
+        0,
+        "{}",
+        server.log()
+    );
+    assert_eq!(ret.wait(Duration::from_secs(15)), 0);
+    let cdr = &server.cdrs()[0];
+    assert_eq!(cdr["disposition"], "failed");
+    assert_eq!(cdr["legs"][0][1], 486);
+}
+
+#[test]
+fn flip_numbers_refuse_callers_outside_the_trunks() {
+    let server = server(9, "listen", test_components::LISTEN);
+    assert_eq!(
+        sipp(
+            server.udp,
+            "caller_refused.xml",
+            "",
+            &["-s", FLIP, "-m", "1", "-i", "127.0.0.1"]
+        ),
+        0
+    );
+}
+
+#[test]
+fn a_trapping_script_falls_back_to_the_fallback_number() {
+    let ret = SippServer::start("return_number.xml", &["-m", "1"]);
+    let server = server(ret.port, "listen", test_components::LISTEN);
+    assert_eq!(
+        caller(&server, "trunk_caller.xml", &["-s", "trap", "-m", "1"]),
+        0
+    );
+    assert_eq!(ret.wait(Duration::from_secs(15)), 0);
+    let cdr = &server.cdrs()[0];
+    assert_eq!(cdr["fallback"], true);
+    assert_eq!(cdr["legs"][0][0], "+61290000099");
+    assert_eq!(cdr["disposition"], "answered");
+}
