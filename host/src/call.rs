@@ -155,7 +155,45 @@ fn with_tag(value: &str, tag: &str) -> String {
     }
 }
 
+/// What `GET /api/calls` shows of a live call.
+#[derive(Debug, Clone, Serialize)]
+pub struct CallSummary {
+    pub session: SessionId,
+    pub location: Option<String>,
+    pub caller: String,
+    pub dialed: String,
+    /// `routing`, `forwarding` or `connected`.
+    pub state: &'static str,
+    pub forwarded_to: Option<String>,
+    pub started_at: jiff::Timestamp,
+    pub answered_at: Option<jiff::Timestamp>,
+}
+
 impl Calls {
+    /// The live calls, oldest first.
+    pub fn summaries(&self) -> Vec<CallSummary> {
+        let mut out: Vec<CallSummary> = self
+            .sessions
+            .iter()
+            .map(|(id, s)| CallSummary {
+                session: *id,
+                location: s.call.location.clone(),
+                caller: s.call.caller.clone(),
+                dialed: s.call.dialed.clone(),
+                state: match s.phase {
+                    Phase::Routing => "routing",
+                    Phase::Forwarding => "forwarding",
+                    Phase::Connected => "connected",
+                },
+                forwarded_to: s.b.as_ref().map(|b| b.number.clone()),
+                started_at: s.record.started_at,
+                answered_at: s.record.answered_at,
+            })
+            .collect();
+        out.sort_by_key(|c| c.session);
+        out
+    }
+
     pub fn len(&self) -> usize {
         self.sessions.len()
     }

@@ -14,13 +14,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 
-use crate::call::SessionId;
+use crate::call::{CallSummary, SessionId};
 use crate::clock::{Clock, SystemClock, monotonic_now};
 use crate::config::{Config, Transport as ConfigTransport};
 use crate::directory::{DeviceInfo, MemoryDirectory};
 use crate::pbx::{Ambient, Pbx, PbxOutput};
+use crate::registrar::Binding;
 use crate::registrar::BindingChange;
-use crate::routing::{Decision, Event};
+use crate::routing::{Decision, Disposition, Event};
 use crate::script::{LoadedScript, ScriptHost};
 use crate::sip::message::MAX_MESSAGE_BYTES;
 use crate::sip::transaction::{Peer, Transport};
@@ -29,6 +30,7 @@ use crate::store::RegistrationStore;
 
 /// What the listeners and connections send the core task.
 enum Input {
+    Query(Query),
     Bytes {
         bytes: Vec<u8>,
         peer: Peer,
@@ -98,18 +100,82 @@ pub async fn bind(
     Ok((udp, tcp, listeners))
 }
 
+/// Finished calls by disposition, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct CallStats {
+    pub answered: std::sync::atomic::AtomicU64,
+    pub abandoned: std::sync::atomic::AtomicU64,
+    pub failed: std::sync::atomic::AtomicU64,
+}
+
+/// What the SIP core works with besides sockets.
+pub struct Wiring {
+    pub registrations: Arc<dyn RegistrationStore>,
+    pub cdrs: Arc<dyn CdrStore>,
+    pub directory: Arc<MemoryDirectory>,
+    pub scripts: Arc<ScriptHost>,
+    pub stats: Arc<CallStats>,
+}
+
+/// Asks the core task about its state (the admin API).
+#[derive(Clone)]
+pub struct CoreHandle {
+    tx: mpsc::Sender<Input>,
+}
+
+/// The receiving end of the core's inputs.
+pub struct Inbox {
+    tx: mpsc::Sender<Input>,
+    rx: mpsc::Receiver<Input>,
+}
+
+/// The core's input channel: a handle for queries, the inbox for [`run`].
+pub fn channel() -> (CoreHandle, Inbox) {
+    let (tx, rx) = mpsc::channel::<Input>(4096);
+    (CoreHandle { tx: tx.clone() }, Inbox { tx, rx })
+}
+
+impl CoreHandle {
+    /// The live registrations (None if the core has stopped).
+    pub async fn registrations(&self) -> Option<Vec<Binding>> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(Input::Query(Query::Registrations(reply)))
+            .await
+            .ok()?;
+        answer.await.ok()
+    }
+
+    /// The live calls.
+    pub async fn calls(&self) -> Option<Vec<CallSummary>> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.tx.send(Input::Query(Query::Calls(reply))).await.ok()?;
+        answer.await.ok()
+    }
+}
+
+enum Query {
+    Registrations(tokio::sync::oneshot::Sender<Vec<Binding>>),
+    Calls(tokio::sync::oneshot::Sender<Vec<CallSummary>>),
+}
+
 /// Run SIP until `shutdown` fires.
 pub async fn run(
     mut pbx: Pbx,
     udp: Vec<Arc<UdpSocket>>,
     tcp: Vec<TcpListener>,
-    registrations: Arc<dyn RegistrationStore>,
-    cdrs: Arc<dyn CdrStore>,
-    directory: Arc<MemoryDirectory>,
-    scripts: Arc<ScriptHost>,
+    wiring: Wiring,
+    inbox: Inbox,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let (tx, mut rx) = mpsc::channel::<Input>(4096);
+    let Wiring {
+        registrations,
+        cdrs,
+        directory,
+        scripts,
+        stats,
+    } = wiring;
+    let Inbox { tx, mut rx } = inbox;
     for socket in &udp {
         tokio::spawn(udp_receiver(socket.clone(), tx.clone()));
     }
@@ -139,6 +205,10 @@ pub async fn run(
                 Some(Input::Decision { session, decision, pinned }) => pbx.handle_decision(ambient(), session, decision, pinned),
                 Some(Input::Connected { peer, writer }) => { connections.insert(peer.addr, writer); }
                 Some(Input::Disconnected { peer }) => { connections.remove(&peer.addr); }
+                Some(Input::Query(query)) => match query {
+                    Query::Registrations(reply) => { let _ = reply.send(pbx.registrar.all().cloned().collect()); }
+                    Query::Calls(reply) => { let _ = reply.send(pbx.calls.summaries()); }
+                },
                 None => return Ok(()),
             },
             _ = sleep => pbx.handle_timeout(ambient()),
@@ -195,6 +265,12 @@ pub async fn run(
                     });
                 }
                 PbxOutput::Record(record) => {
+                    let counter = match record.disposition {
+                        Disposition::Answered => &stats.answered,
+                        Disposition::Abandoned => &stats.abandoned,
+                        Disposition::Failed => &stats.failed,
+                    };
+                    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     if let Err(e) = cdrs.save_cdr(&record) {
                         tracing::error!(session = record.session, "writing the call record: {e}");
                     }
@@ -405,9 +481,10 @@ mod tests {
         assert_eq!(frame(msg), Frame::Message(msg.len()));
         assert_eq!(frame(&msg[..msg.len() - 1]), Frame::Incomplete);
         assert_eq!(frame(b"\r\n\r\nOPTIONS"), Frame::KeepAlive(4));
+        let compact = b"OPTIONS sip:x SIP/2.0\r\nl: 2\r\n\r\nab";
         assert_eq!(
-            frame(b"OPTIONS sip:x SIP/2.0\r\nl: 2\r\n\r\nab"),
-            Frame::Message(32)
+            frame(compact),
+            Frame::Message(compact.len())
         );
         assert!(matches!(
             frame(b"OPTIONS sip:x SIP/2.0\r\n\r\n"),

@@ -21,6 +21,7 @@
 //! - [`driver`]: UDP/TCP sockets, framing and timers around the `pbx` core.
 //! - [`server`]: `wasmpbx run`: wires the pieces and runs until Ctrl-C.
 
+pub mod admin;
 pub mod call;
 pub mod clock;
 pub mod config;

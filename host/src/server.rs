@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
+use crate::admin::{self, Admin};
 use crate::clock::Clock;
 use crate::clock::SystemClock;
 use crate::config::{Config, User};
@@ -121,10 +122,15 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         .first()
         .context("sip.listen: a UDP listener is needed")?;
     let media = RelayManager::new(config.media.public_ip, config.media.rtp_ports);
+    let relay_counters = media.counters.clone();
     let mut pbx = Pbx::new(config.clone(), random_secret()?, Box::new(media), local);
     let restored = pbx
         .registrar
         .restore(SystemClock.now().as_second(), store.load_bindings()?);
+    let http = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| format!("http.listen: cannot bind {}", config.http.listen))?;
+    let http_addr = http.local_addr()?;
 
     print_banner(
         &config,
@@ -133,6 +139,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         &host,
         &listeners,
         restored,
+        http_addr,
     );
 
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
@@ -142,16 +149,34 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         None,
         shutdown_rx.clone(),
     ));
+    let (core, inbox) = driver::channel();
+    let stats = Arc::new(driver::CallStats::default());
+    let wiring = driver::Wiring {
+        registrations: store.clone(),
+        cdrs: store.clone(),
+        directory,
+        scripts: host.clone(),
+        stats: stats.clone(),
+    };
     let sip = tokio::spawn(driver::run(
         pbx,
         udp,
         tcp,
-        store.clone(),
-        store.clone(),
-        directory,
-        host.clone(),
-        shutdown_rx,
+        wiring,
+        inbox,
+        shutdown_rx.clone(),
     ));
+    let admin = Arc::new(Admin {
+        config: config.clone(),
+        core,
+        scripts: host.clone(),
+        cdrs: store.clone(),
+        kv: store.clone(),
+        relay: relay_counters,
+        calls: stats,
+        started: crate::clock::monotonic_now(),
+    });
+    let http = tokio::spawn(admin::serve(admin, http, shutdown_rx));
     tokio::select! {
         signal = tokio::signal::ctrl_c() => signal.context("waiting for Ctrl-C")?,
         ended = terminate() => ended,
@@ -160,6 +185,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     let _ = shutdown_tx.send(true);
     watcher.await??;
     sip.await??;
+    http.await?;
     Ok(())
 }
 
@@ -196,6 +222,7 @@ fn print_banner(
     host: &ScriptHost,
     listeners: &driver::Listeners,
     restored: usize,
+    http: std::net::SocketAddr,
 ) {
     let mut out = std::io::stdout().lock();
     let source = path
@@ -233,6 +260,10 @@ fn print_banner(
     for addr in &listeners.tcp {
         say!(out, "  SIP       tcp:{addr}");
     }
+    say!(
+        out,
+        "  HTTP      http://{http}/api/health  (admin API, /metrics)"
+    );
     for location in &config.locations {
         say!(
             out,

@@ -12,6 +12,7 @@ pub struct Server {
     pub dir: tempfile::TempDir,
     pub udp: SocketAddr,
     pub tcp: SocketAddr,
+    pub http: SocketAddr,
     pub banner: Vec<String>,
     pub config: PathBuf,
 }
@@ -88,7 +89,8 @@ impl Server {
             &config,
             format!(
                 "[sip]\nlisten = [\"udp:127.0.0.1:0\", \"tcp:127.0.0.1:0\"]\ndomain = \"pbx.test\"\n\
-                 [scripts]\ndir = {:?}\n[store]\npath = {:?}\n{USERS}\n{extra}",
+                 {}[scripts]\ndir = {:?}\n[store]\npath = {:?}\n{USERS}\n{extra}",
+                if extra.contains("[http]") { "" } else { "[http]\nlisten = \"127.0.0.1:0\"\n" },
                 dir.path().join("scripts").display().to_string(),
                 dir.path().join("wasmpbx.db").display().to_string(),
             ),
@@ -103,7 +105,7 @@ impl Server {
             .expect("start wasmpbx");
         let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
         let mut banner = Vec::new();
-        let (mut udp, mut tcp) = (None, None);
+        let (mut udp, mut tcp, mut http) = (None, None, None);
         for line in stdout.by_ref() {
             let line = line.unwrap();
             if let Some(addr) = line.trim().strip_prefix("SIP       udp:") {
@@ -112,21 +114,25 @@ impl Server {
             if let Some(addr) = line.trim().strip_prefix("SIP       tcp:") {
                 tcp = addr.parse().ok();
             }
+            if let Some(rest) = line.trim().strip_prefix("HTTP      http://") {
+                http = rest.split('/').next().and_then(|a| a.parse().ok());
+            }
             banner.push(line);
-            if udp.is_some() && tcp.is_some() {
+            if udp.is_some() && tcp.is_some() && http.is_some() {
                 break;
             }
         }
         // Keep reading, so the server never writes into a closed pipe.
         std::thread::spawn(move || stdout.for_each(drop));
-        let (Some(udp), Some(tcp)) = (udp, tcp) else {
-            panic!("no SIP listeners in the banner: {banner:?}")
+        let (Some(udp), Some(tcp), Some(http)) = (udp, tcp, http) else {
+            panic!("no SIP or HTTP listeners in the banner: {banner:?}")
         };
         Server {
             child,
             dir,
             udp,
             tcp,
+            http,
             banner,
             config,
         }
@@ -161,6 +167,37 @@ fn wait_timeout(child: &mut Child, limit: Duration) -> Option<std::process::Exit
         std::thread::sleep(Duration::from_millis(20));
     }
     None
+}
+
+/// One HTTP/1.1 request; the status code and body.
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(stream, "{method} {path} HTTP/1.1\r\nHost: test\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
 }
 
 /// A free UDP port pair (even port, odd neighbour) on `ip`, for SIPp's -p and -mp,

@@ -1,0 +1,266 @@
+//! The admin HTTP API (JSON) and `/metrics` (Prometheus text), on hyper.
+//!
+//! `/api/*` needs `Authorization: Bearer <http.token>` when a token is configured (the
+//! config refuses to bind off loopback without one). Live state (registrations, calls)
+//! is asked of the SIP core task; stored state comes from the store.
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::driver::{CallStats, CoreHandle};
+use crate::relay::RelayCounters;
+use crate::script::ScriptHost;
+use crate::store::{CdrStore, KvStore};
+
+/// Request bodies larger than this are refused.
+const MAX_BODY: usize = 16 * 1024;
+
+/// Everything the API reads.
+pub struct Admin {
+    pub config: Arc<Config>,
+    pub core: CoreHandle,
+    pub scripts: Arc<ScriptHost>,
+    pub cdrs: Arc<dyn CdrStore>,
+    pub kv: Arc<dyn KvStore>,
+    pub relay: Arc<RelayCounters>,
+    pub calls: Arc<CallStats>,
+    pub started: std::time::Instant,
+}
+
+/// Serve until `shutdown` fires.
+pub async fn serve(
+    admin: Arc<Admin>,
+    listener: TcpListener,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!("http accept: {e}");
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let admin = admin.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let admin = admin.clone();
+                async move { Ok::<_, Infallible>(handle(&admin, request, peer).await) }
+            });
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(%peer, "http connection: {e}");
+            }
+        });
+    }
+}
+
+fn json_response(status: StatusCode, value: serde_json::Value) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert("content-type", "application/json".parse().expect("literal"));
+    response
+}
+
+fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
+    json_response(status, json!({ "error": message }))
+}
+
+async fn handle(
+    admin: &Admin,
+    request: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Full<Bytes>> {
+    let path = request.uri().path().to_owned();
+    let query = request.uri().query().unwrap_or("").to_owned();
+    let method = request.method().clone();
+    if path == "/metrics" && method == Method::GET {
+        let mut response = Response::new(Full::new(Bytes::from(metrics(admin).await)));
+        response.headers_mut().insert(
+            "content-type",
+            "text/plain; version=0.0.4".parse().expect("literal"),
+        );
+        return response;
+    }
+    let Some(api) = path.strip_prefix("/api/") else {
+        return error(StatusCode::NOT_FOUND, "not found");
+    };
+    if let Some(token) = &admin.config.http.token {
+        let presented = request
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        if presented != Some(format!("Bearer {token}").as_str()) {
+            tracing::warn!(%peer, path, "admin API: missing or wrong bearer token");
+            return error(StatusCode::UNAUTHORIZED, "a bearer token is required");
+        }
+    }
+    let segments: Vec<&str> = api.split('/').collect();
+    match (&method, segments.as_slice()) {
+        (&Method::GET, ["health"]) => json_response(
+            StatusCode::OK,
+            json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION"), "uptime_s": admin.started.elapsed().as_secs() }),
+        ),
+        (&Method::GET, ["registrations"]) => match admin.core.registrations().await {
+            Some(bindings) => json_response(StatusCode::OK, json!(bindings)),
+            None => error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the SIP core is not running",
+            ),
+        },
+        (&Method::GET, ["calls"]) => match admin.core.calls().await {
+            Some(calls) => json_response(StatusCode::OK, json!(calls)),
+            None => error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the SIP core is not running",
+            ),
+        },
+        (&Method::GET, ["cdrs"]) => {
+            let limit = query
+                .split('&')
+                .find_map(|p| p.strip_prefix("limit="))
+                .map(|l| l.parse::<usize>())
+                .unwrap_or(Ok(50));
+            let Ok(limit) = limit else {
+                return error(StatusCode::BAD_REQUEST, "limit must be a number");
+            };
+            match admin.cdrs.recent_cdrs(limit.min(10_000)) {
+                Ok(records) => json_response(StatusCode::OK, json!(records)),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+            }
+        }
+        (&Method::GET, ["scripts"]) => {
+            json_response(StatusCode::OK, json!(admin.scripts.registry.status()))
+        }
+        (&Method::GET, ["kv", location]) => {
+            if admin.config.location(location).is_none() {
+                return error(StatusCode::NOT_FOUND, "no such location");
+            }
+            match admin.kv.list(location) {
+                Ok(entries) => json_response(
+                    StatusCode::OK,
+                    json!(
+                        entries
+                            .into_iter()
+                            .collect::<std::collections::BTreeMap<_, _>>()
+                    ),
+                ),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+            }
+        }
+        (&Method::PUT, ["kv", location, key]) | (&Method::DELETE, ["kv", location, key]) => {
+            if admin.config.location(location).is_none() {
+                return error(StatusCode::NOT_FOUND, "no such location");
+            }
+            let (location, key) = (location.to_string(), key.to_string());
+            let result = if method == Method::DELETE {
+                admin.kv.delete(&location, &key)
+            } else {
+                let body = match Limited::new(request.into_body(), MAX_BODY).collect().await {
+                    Ok(body) => body.to_bytes(),
+                    Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
+                };
+                let Some(value) = kv_value(&body) else {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "send the value as text or as {\"value\": \"...\"}",
+                    );
+                };
+                admin.kv.set(&location, &key, &value)
+            };
+            match result {
+                Ok(()) => {
+                    tracing::info!(location, key, %method, "admin changed a key-value entry");
+                    json_response(StatusCode::OK, json!({ "location": location, "key": key }))
+                }
+                Err(e) => error(StatusCode::BAD_REQUEST, &e.to_string()),
+            }
+        }
+        _ => error(StatusCode::NOT_FOUND, "not found"),
+    }
+}
+
+/// A kv value from a PUT body: `{"value": "closed"}` or the plain text `closed`.
+fn kv_value(body: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(body).ok()?.trim();
+    if text.starts_with('{') {
+        return serde_json::from_str::<serde_json::Value>(text)
+            .ok()?
+            .get("value")?
+            .as_str()
+            .map(str::to_owned);
+    }
+    Some(text.to_owned())
+}
+
+async fn metrics(admin: &Admin) -> String {
+    let mut out = String::new();
+    let registrations = admin.core.registrations().await.map_or(0, |r| r.len());
+    let active = admin.core.calls().await.map_or(0, |c| c.len());
+    let _ = writeln!(
+        out,
+        "# TYPE wasmpbx_registrations gauge\nwasmpbx_registrations {registrations}"
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE wasmpbx_active_calls gauge\nwasmpbx_active_calls {active}"
+    );
+    let _ = writeln!(
+        out,
+        "# HELP wasmpbx_calls_total Finished calls by disposition.\n# TYPE wasmpbx_calls_total counter"
+    );
+    for (name, counter) in [
+        ("answered", &admin.calls.answered),
+        ("abandoned", &admin.calls.abandoned),
+        ("failed", &admin.calls.failed),
+    ] {
+        let _ = writeln!(
+            out,
+            "wasmpbx_calls_total{{disposition=\"{name}\"}} {}",
+            counter.load(Relaxed)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# TYPE wasmpbx_rtp_packets_relayed_total counter\nwasmpbx_rtp_packets_relayed_total {}",
+        admin.relay.rtp_packets.load(Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE wasmpbx_rtcp_packets_relayed_total counter\nwasmpbx_rtcp_packets_relayed_total {}",
+        admin.relay.rtcp_packets.load(Relaxed)
+    );
+    admin.scripts.metrics.render_prometheus(&mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kv_bodies() {
+        assert_eq!(kv_value(b"closed").as_deref(), Some("closed"));
+        assert_eq!(kv_value(b"{\"value\": \"open\"}").as_deref(), Some("open"));
+        assert_eq!(kv_value(b"{\"nope\": 1}"), None);
+        assert_eq!(kv_value(&[0xff]), None);
+    }
+}
