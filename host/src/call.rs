@@ -22,6 +22,7 @@ use serde::Serialize;
 
 use crate::config::{Config, Location};
 use crate::pbx::{Ambient, PbxOutput};
+use crate::registrar::Registrar;
 use crate::relay::{MediaAllocator, MediaPorts, Side};
 use crate::routing::{
     Action, CallInfo, Decision, Disposition, Event, ForwardTarget, Origin, fallback_actions,
@@ -32,6 +33,9 @@ use crate::sip::message::{self, Header, Request, Response, SipMessage};
 use crate::sip::transaction::{ClientTxnId, Peer, ServerTxnId, TransactionLayer, Transport};
 
 pub type SessionId = u64;
+
+/// How long the devices of a called user ring.
+const DEVICE_RING_TIMEOUT_MS: u32 = 60_000;
 
 /// One session's record, written when it ends.
 #[derive(Debug, Clone, Serialize)]
@@ -102,7 +106,13 @@ struct Session {
     a_dialog: Dialog,
     a_sdp: String,
     a_answered: bool,
+    /// The outbound leg: the one ringing (trunk forwards) or the one that answered.
     b: Option<Outbound>,
+    /// Legs ringing in parallel for a forward to a user's devices; the first to answer
+    /// becomes `b` and the others are cancelled.
+    forks: Vec<Outbound>,
+    /// Whether the caller has been sent a ringing response (forks ring only once).
+    ringing_sent: bool,
     ports: MediaPorts,
     phase: Phase,
     record: CallRecord,
@@ -115,6 +125,7 @@ struct Session {
 pub struct Ctx<'a> {
     pub layer: &'a mut TransactionLayer,
     pub media: &'a mut dyn MediaAllocator,
+    pub registrar: &'a mut Registrar,
     pub outputs: &'a mut VecDeque<PbxOutput>,
     pub config: &'a Config,
     /// The host's SIP address (Via, Contact).
@@ -241,14 +252,37 @@ impl Calls {
             .iter()
             .find(|t| t.inbound.iter().any(|c| c.contains(source.addr.ip())));
         let location = ctx.config.location_by_flip_number(&dialed).cloned();
-        let (trunk, location) = match (trunk, location) {
-            (Some(t), Some(l)) => (t.name.clone(), l),
+        let (origin, location) = match (trunk, location) {
+            (Some(t), Some(l)) => (
+                Origin::Trunk {
+                    name: t.name.clone(),
+                },
+                Some(l),
+            ),
             (None, Some(_)) => {
                 tracing::warn!(from = %source.addr, dialed, "INVITE to a flip number from outside the trunks refused");
                 return reject(ctx, 403, Some("Flip Numbers Take Trunk Calls Only"));
             }
             (Some(_), None) => return reject(ctx, 404, None),
-            (None, None) => return reject(ctx, 480, Some("Device Calls Not Served Yet")),
+            (None, None) => {
+                // A device: it must be registered-grade authenticated (407 challenge).
+                let a = ctx.ambient;
+                match ctx
+                    .registrar
+                    .authenticate(a.wall_secs, a.random, &request, source)
+                {
+                    Ok(user_id) => {
+                        let device = ctx
+                            .registrar
+                            .bindings(&user_id)
+                            .iter()
+                            .find(|b| b.source == source.addr)
+                            .map_or_else(|| "unregistered".to_owned(), |b| b.device.clone());
+                        (Origin::Device { user_id, device }, None)
+                    }
+                    Err(response) => return ctx.layer.send_response(a.now, txn, response),
+                }
+            }
         };
         let body = String::from_utf8_lossy(&request.body).into_owned();
         if let Err(e) = sdp::parse(&body) {
@@ -278,23 +312,29 @@ impl Calls {
             .unwrap_or_else(|| addr_spec(&from));
         let started_at = jiff::Timestamp::from_second(ctx.ambient.wall_secs)
             .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+        let location_name = location.as_ref().map(|l| l.name.clone());
+        // Trunk calls run their location's script; device calls are routed by the host.
+        let script = location
+            .as_ref()
+            .map(|l| l.script.clone())
+            .unwrap_or_default();
         let call = CallInfo {
             call_id: format!("s{id}"),
-            location: Some(location.name.clone()),
+            location: location_name.clone(),
             caller: caller.clone(),
             caller_name: message::from_header_display_name(&message),
             dialed: dialed.clone(),
-            origin: Origin::Trunk { name: trunk },
+            origin: origin.clone(),
             started_at,
             tags: Vec::new(),
         };
-        tracing::info!(session = id, caller, dialed, location = %location.name, "incoming call");
+        tracing::info!(session = id, caller, dialed, location = ?location.as_ref().map(|l| &l.name), "incoming call");
         let record = CallRecord {
             session: id,
-            location: Some(location.name.clone()),
+            location: location_name.clone(),
             caller,
             dialed,
-            script: Some(location.script.clone()),
+            script: (!script.is_empty()).then(|| script.clone()),
             script_hash: None,
             fallback: false,
             started_at,
@@ -310,8 +350,8 @@ impl Calls {
         };
         let session = Session {
             call: call.clone(),
-            script: location.script.clone(),
-            location: Some(location.clone()),
+            script: script.clone(),
+            location: location.clone(),
             pinned: None,
             a_invite: request,
             a_txn: txn,
@@ -326,6 +366,8 @@ impl Calls {
             a_sdp: body,
             a_answered: false,
             b: None,
+            forks: Vec::new(),
+            ringing_sent: false,
             ports,
             phase: Phase::Routing,
             record,
@@ -335,14 +377,25 @@ impl Calls {
         self.sessions.insert(id, session);
         self.by_call_id.insert(call_id, id);
         self.by_a_txn.insert(txn, id);
-        ctx.outputs.push_back(PbxOutput::Route {
-            session: id,
-            script: location.script.clone(),
-            location: Some(location.name),
-            pinned: None,
-            call,
-            event: Event::Incoming,
-        });
+        match origin {
+            Origin::Trunk { .. } => ctx.outputs.push_back(PbxOutput::Route {
+                session: id,
+                script,
+                location: location_name,
+                pinned: None,
+                call,
+                event: Event::Incoming,
+            }),
+            Origin::Device { .. } => {
+                // Another user's extension rings all that user's devices; anything else
+                // goes out through the first trunk.
+                let target = match ctx.config.user_by_extension(&call.dialed) {
+                    Some(user) => ForwardTarget::User(user.id.clone()),
+                    None => ForwardTarget::Number(call.dialed.clone()),
+                };
+                self.forward(ctx, id, target, None, DEVICE_RING_TIMEOUT_MS, None);
+            }
+        }
     }
 
     /// The script's decision for one event of a session.
@@ -450,13 +503,9 @@ impl Calls {
                 Some(l) => l.fallback_number.clone(),
                 None => return self.end(ctx, id, Disposition::Failed, 503, "no fallback number"),
             },
-            ForwardTarget::User(_) => {
-                let event = Event::ForwardFailed {
-                    target,
-                    status: 501,
-                    reason: "Forwarding to users is not served yet".into(),
-                };
-                return self.route(ctx, id, event);
+            ForwardTarget::User(user_id) => {
+                let user_id = user_id.clone();
+                return self.fork_to_user(ctx, id, &user_id, ring_timeout_ms);
             }
         };
         let trunk_name = trunk.or_else(|| session.location.as_ref().and_then(|l| l.trunk.clone()));
@@ -560,11 +609,231 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{b_sdp}",
         self.by_client_txn.insert(txn, id);
     }
 
+    /// Ring every registered device of a user at once.
+    fn fork_to_user(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        id: SessionId,
+        user_id: &str,
+        ring_timeout_ms: u32,
+    ) {
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        let target = ForwardTarget::User(user_id.to_owned());
+        let bindings = ctx.registrar.bindings(user_id).to_vec();
+        let extension = ctx
+            .config
+            .user(user_id)
+            .map(|u| u.extension.clone())
+            .unwrap_or_default();
+        if bindings.is_empty() {
+            let event = Event::ForwardFailed {
+                target,
+                status: 480,
+                reason: "No Device Registered".into(),
+            };
+            return self.route(ctx, id, event);
+        }
+        let offer = match sdp::rewrite(
+            &session.a_sdp,
+            ctx.config.media.public_ip,
+            session.ports.b,
+            id,
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                return self.end(
+                    ctx,
+                    id,
+                    Disposition::Failed,
+                    488,
+                    &format!("caller SDP: {e}"),
+                );
+            }
+        };
+        let local = ctx.local;
+        let domain = &ctx.config.sip.domain;
+        let caller = session.call.caller.clone();
+        for binding in bindings {
+            let call_id = format!("{}@{}", message::random_token(), local.ip());
+            let from = format!("<sip:{caller}@{domain}>;tag={}", message::random_token());
+            let to = format!("<sip:{extension}@{domain}>");
+            let text = format!(
+                "INVITE {} SIP/2.0\r\nVia: SIP/2.0/{} {local};branch=z9hG4bK{};rport\r\n\
+Max-Forwards: 70\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\n\
+Contact: <sip:wasmpbx@{local}>\r\nAllow: INVITE, ACK, CANCEL, BYE, OPTIONS, INFO\r\n\
+Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{offer}",
+                binding.contact,
+                binding.transport.as_str().to_ascii_uppercase(),
+                message::random_token(),
+                offer.len()
+            );
+            let Some(invite) = request_from(text) else {
+                continue;
+            };
+            let peer = binding.peer();
+            let txn = ctx
+                .layer
+                .send_request(ctx.ambient.now, invite.clone(), peer);
+            tracing::info!(session = id, user = user_id, device = %binding.device, "ringing device");
+            session
+                .record
+                .legs
+                .push((format!("{user_id}/{}", binding.device), 0));
+            session.forks.push(Outbound {
+                dialog: Dialog {
+                    call_id: call_id.clone(),
+                    local: from,
+                    remote: to,
+                    target: binding.contact.clone(),
+                    local_cseq: 1,
+                    peer,
+                },
+                invite,
+                txn,
+                target: target.clone(),
+                number: format!("{user_id}/{}", binding.device),
+                answered: false,
+                cancelled: false,
+            });
+            self.by_call_id.insert(call_id, id);
+            self.by_client_txn.insert(txn, id);
+        }
+        session.phase = Phase::Forwarding;
+        session.ring_generation += 1;
+        let deadline = ctx.ambient.now + Duration::from_millis(u64::from(ring_timeout_ms));
+        self.ring_timers
+            .push(Reverse((deadline, id, session.ring_generation)));
+    }
+
+    /// CANCEL every fork still ringing.
+    fn cancel_forks(&mut self, ctx: &mut Ctx<'_>, id: SessionId) {
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        for fork in session.forks.iter_mut().filter(|f| !f.cancelled) {
+            fork.cancelled = true;
+            if let Some(cancel) = cancel_for(&fork.invite) {
+                let txn = ctx
+                    .layer
+                    .send_request(ctx.ambient.now, cancel, fork.dialog.peer);
+                self.by_client_txn.insert(txn, id);
+            }
+        }
+    }
+
+    /// A response on one of the forks: ringing goes to the caller once, the first
+    /// answer wins, and when every fork has failed the forward has failed.
+    /// Returns true when the response made a fork the answered leg `b`.
+    fn fork_response(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        id: SessionId,
+        txn: ClientTxnId,
+        response: &Response,
+    ) -> bool {
+        let code = response.status_code.code();
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return false;
+        };
+        let Some(i) = session.forks.iter().position(|f| f.txn == txn) else {
+            return false;
+        };
+        match code {
+            100 => false,
+            101..=199 => {
+                if !session.ringing_sent && !session.a_answered && !session.forks[i].cancelled {
+                    session.ringing_sent = true;
+                    let mut reply = message::response_to(
+                        &session.a_invite,
+                        180,
+                        Some(&tag_of(&session.a_dialog.local)),
+                    );
+                    reply
+                        .headers
+                        .push(Header::Contact(rsip::headers::Contact::new(format!(
+                            "<sip:wasmpbx@{}>",
+                            ctx.local
+                        ))));
+                    ctx.layer
+                        .send_response(ctx.ambient.now, session.a_txn, reply);
+                }
+                false
+            }
+            200..=299 => {
+                let mut fork = session.forks.remove(i);
+                if fork.cancelled || session.b.is_some() || session.a_answered {
+                    // Answered after another device won, or after the caller left:
+                    // acknowledge and hang up that device at once.
+                    let message = SipMessage::Response(response.clone());
+                    if let Some(tag) = message::to_tag(&message) {
+                        fork.dialog.remote = with_tag(&fork.dialog.remote, &tag);
+                    }
+                    if let Some(contact) = message::header_value(&message, "Contact") {
+                        fork.dialog.target = addr_spec(&contact);
+                    }
+                    if let Some(ack) = in_dialog_request(&fork.dialog, "ACK", 1, ctx.local) {
+                        ctx.layer.send_ack(ctx.ambient.now, ack, fork.dialog.peer);
+                    }
+                    if let Some(bye) = in_dialog_request(&fork.dialog, "BYE", 2, ctx.local) {
+                        let bye_txn =
+                            ctx.layer
+                                .send_request(ctx.ambient.now, bye, fork.dialog.peer);
+                        self.by_client_txn.insert(bye_txn, id);
+                    }
+                    self.by_call_id.remove(&fork.dialog.call_id);
+                    return false;
+                }
+                session.b = Some(fork);
+                self.cancel_forks(ctx, id);
+                true
+            }
+            _ => {
+                let fork = session.forks.remove(i);
+                self.by_client_txn.remove(&txn);
+                self.by_call_id.remove(&fork.dialog.call_id);
+                if let Some(leg) = session.record.legs.iter_mut().find(|l| l.0 == fork.number) {
+                    leg.1 = code;
+                }
+                let all_failed = session.b.is_none() && session.forks.iter().all(|f| f.cancelled);
+                if !fork.cancelled && all_failed && session.phase == Phase::Forwarding {
+                    // The most telling status of all the devices: busy if any was busy.
+                    let best = session
+                        .record
+                        .legs
+                        .iter()
+                        .map(|l| l.1)
+                        .find(|c| *c == 486)
+                        .unwrap_or(code);
+                    let target = fork.target;
+                    self.route(
+                        ctx,
+                        id,
+                        Event::ForwardFailed {
+                            target,
+                            status: best,
+                            reason: message::reason_phrase(best).into(),
+                        },
+                    );
+                }
+                false
+            }
+        }
+    }
+
     /// Ask the script about an event of a live session.
     fn route(&mut self, ctx: &mut Ctx<'_>, id: SessionId, event: Event) {
         let Some(session) = self.sessions.get_mut(&id) else {
             return;
         };
+        if session.script.is_empty() {
+            // A call between devices has no script: a failed forward is the call's end.
+            if let Event::ForwardFailed { status, .. } = event {
+                self.end(ctx, id, Disposition::Failed, status, "forward failed");
+            }
+            return;
+        }
         session.phase = Phase::Routing;
         ctx.outputs.push_back(PbxOutput::Route {
             session: id,
@@ -581,10 +850,24 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{b_sdp}",
         let Some(&id) = self.by_client_txn.get(&txn) else {
             return;
         };
+        let code = response.status_code.code();
+        let Some(session) = self.sessions.get_mut(&id) else {
+            // The call is over (a BYE's or CANCEL's answer, a late fork): forget the txn.
+            if code >= 200 {
+                self.by_client_txn.remove(&txn);
+            }
+            return;
+        };
+        let is_b = session.b.as_ref().is_some_and(|b| b.txn == txn);
+        if !is_b
+            && session.forks.iter().any(|f| f.txn == txn)
+            && !self.fork_response(ctx, id, txn, &response)
+        {
+            return;
+        }
         let Some(session) = self.sessions.get_mut(&id) else {
             return;
         };
-        let code = response.status_code.code();
         let Some(b) = session.b.as_mut().filter(|b| b.txn == txn) else {
             // A response to a BYE or CANCEL: nothing more to do.
             if code >= 200 {
@@ -717,12 +1000,20 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{b_sdp}",
 
     /// A client transaction got no answer at all.
     pub fn handle_txn_timeout(&mut self, ctx: &mut Ctx<'_>, txn: ClientTxnId) {
-        let Some(id) = self.by_client_txn.remove(&txn) else {
+        let Some(id) = self.by_client_txn.get(&txn).copied() else {
             return;
         };
         let Some(session) = self.sessions.get_mut(&id) else {
+            self.by_client_txn.remove(&txn);
             return;
         };
+        if session.forks.iter().any(|f| f.txn == txn) {
+            // A device that never answered at all: a failure like any other.
+            let timeout = message::response_to(&session.a_invite, 408, None);
+            self.fork_response(ctx, id, txn, &timeout);
+            return;
+        }
+        self.by_client_txn.remove(&txn);
         if session.b.as_ref().is_some_and(|b| b.txn == txn) {
             let b = session.b.take().expect("checked");
             self.by_call_id.remove(&b.dialog.call_id);
@@ -754,6 +1045,21 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{b_sdp}",
                 continue;
             };
             if session.ring_generation != generation || session.phase != Phase::Forwarding {
+                continue;
+            }
+            if !session.forks.is_empty() && session.b.is_none() {
+                let target = session.forks[0].target.clone();
+                tracing::info!(session = id, "ring timeout");
+                self.cancel_forks(ctx, id);
+                self.route(
+                    ctx,
+                    id,
+                    Event::ForwardFailed {
+                        target,
+                        status: 408,
+                        reason: "Ring Timeout".into(),
+                    },
+                );
                 continue;
             }
             let Some(b) = session.b.as_mut().filter(|b| !b.answered && !b.cancelled) else {
@@ -833,6 +1139,7 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{b_sdp}",
                 } else {
                     self.bye_a(ctx, id);
                 }
+                self.cancel_forks(ctx, id);
                 self.finish(ctx, id, Disposition::Answered, who);
             }
             rsip::Method::Info => {
@@ -926,17 +1233,15 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{b_sdp}",
         if session.a_answered {
             self.bye_a(ctx, id);
         } else {
-            let mut reply = message::response_to(
+            let reply = message::response_to(
                 &session.a_invite,
                 status,
                 Some(&tag_of(&session.a_dialog.local)),
             );
-            if status == 487 || status >= 600 || status == 480 || status == 503 {
-                reply = message::with_reason(reply, message::reason_phrase(status));
-            }
             ctx.layer
                 .send_response(ctx.ambient.now, session.a_txn, reply);
         }
+        self.cancel_forks(ctx, id);
         let session = self.sessions.get_mut(&id).expect("present");
         match session.b.as_mut() {
             Some(b) if b.answered => self.bye_b(ctx, id),
@@ -963,8 +1268,8 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{b_sdp}",
             session.record.rtp_packets_out,
         ) = ctx.media.close(id);
         self.by_call_id.remove(&session.a_dialog.call_id);
-        if let Some(b) = &session.b {
-            self.by_call_id.remove(&b.dialog.call_id);
+        for leg in session.b.iter().chain(&session.forks) {
+            self.by_call_id.remove(&leg.dialog.call_id);
         }
         self.by_a_txn.remove(&session.a_txn);
         let ended_at = jiff::Timestamp::from_second(ctx.ambient.wall_secs)

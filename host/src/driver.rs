@@ -482,10 +482,7 @@ mod tests {
         assert_eq!(frame(&msg[..msg.len() - 1]), Frame::Incomplete);
         assert_eq!(frame(b"\r\n\r\nOPTIONS"), Frame::KeepAlive(4));
         let compact = b"OPTIONS sip:x SIP/2.0\r\nl: 2\r\n\r\nab";
-        assert_eq!(
-            frame(compact),
-            Frame::Message(compact.len())
-        );
+        assert_eq!(frame(compact), Frame::Message(compact.len()));
         assert!(matches!(
             frame(b"OPTIONS sip:x SIP/2.0\r\n\r\n"),
             Frame::Invalid(_)

@@ -115,6 +115,7 @@ impl Pbx {
         let ctx = Ctx {
             layer: &mut self.layer,
             media: self.media.as_mut(),
+            registrar: &mut self.registrar,
             outputs: &mut self.outputs,
             config: &self.config,
             local: self.local,

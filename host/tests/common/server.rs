@@ -236,6 +236,41 @@ pub struct SippServer {
 }
 
 impl SippServer {
+    /// Start on a given port (a registered device listening where it registered from).
+    pub fn start_on(scenario_file: &str, port: u16, extra: &[&str]) -> Self {
+        let work = tempfile::tempdir().unwrap();
+        let media = free_port("127.0.0.1");
+        let child = Command::new("sipp")
+            .args([
+                "-sf",
+                &scenario(scenario_file).display().to_string(),
+                "-i",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
+            .args([
+                "-mp",
+                &media.to_string(),
+                "-nostdin",
+                "-timeout",
+                "60",
+                "-trace_err",
+            ])
+            .args(extra)
+            .current_dir(work.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sipp is installed (tests/run.sh installs it: apt-get install sip-tester)");
+        std::thread::sleep(Duration::from_millis(300));
+        SippServer {
+            child,
+            _work: work,
+            port,
+        }
+    }
+
     pub fn start(scenario_file: &str, extra: &[&str]) -> Self {
         // free_port() can race with parallel tests: if SIPp exits at once (port taken),
         // try other ports.
@@ -321,6 +356,23 @@ pub fn sipp(server: SocketAddr, scenario_file: &str, csv: &str, extra: &[&str]) 
         "-timeout_error".into(),
         "-trace_err".into(),
     ]);
+    if let Some(w) = extra.windows(2).find(|w| w[0] == "-p") {
+        let p = args.iter().position(|a| a == "-p").unwrap();
+        args[p + 1] = w[1].to_string();
+    }
+    let extra: Vec<&str> = {
+        let mut out = Vec::new();
+        let mut it = extra.iter();
+        while let Some(a) = it.next() {
+            if *a == "-p" {
+                it.next();
+            } else {
+                out.push(*a);
+            }
+        }
+        out
+    };
+    let extra = extra.as_slice();
     if !extra.contains(&"-i") {
         args.extend(["-i".into(), "127.0.0.1".into()]);
     }

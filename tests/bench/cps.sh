@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Calls per second through wasmpbx in listen mode, side by side with SIPp talking to
+# itself, on loopback. Prints a markdown table for BENCHMARKS.md.
+#
+#   tests/bench/cps.sh [RATES...]        (default: 300 600 900 1200)
+#
+# Each rate runs CALLS calls (default 10000) of HOLD_MS (default 2000) through
+#   SIPp uac (127.0.0.2, the trunk) → wasmpbx (listen script) → SIPp uas
+# and then SIPp uac → SIPp uas directly. A rate counts when no call failed.
+# Needs a release build (cargo build --release -p wasmpbx) and scripts/build.sh.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+calls=${CALLS:-10000}
+hold=${HOLD_MS:-2000}
+rates=("$@")
+[ ${#rates[@]} -gt 0 ] || rates=(300 600 900 1200)
+bin="$root/target/release/wasmpbx"
+[ -x "$bin" ] || { echo "build first: cargo build --release -p wasmpbx" >&2; exit 1; }
+work=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
+mkdir -p "$work/scripts"
+cp "$root/scripts/listen.wasm" "$work/scripts/" 2>/dev/null || cp "$root/target/guests/wasm32-wasip2/release/listen.wasm" "$work/scripts/"
+uas_port=15070
+cat > "$work/wasmpbx.toml" <<TOML
+[sip]
+listen = ["udp:127.0.0.1:15060"]
+[http]
+listen = "127.0.0.1:0"
+[media]
+rtp_ports = "20000-29999"
+[scripts]
+dir = "$work/scripts"
+[store]
+path = "$work/bench.db"
+[[trunks]]
+name = "pstn"
+uri = "sip:127.0.0.1:$uas_port"
+inbound = ["127.0.0.2"]
+[[locations]]
+name = "bench"
+flip_number = "15550100"
+script = "listen"
+fallback_number = "15550199"
+[locations.vars]
+return_number = "15550101"
+TOML
+RUST_LOG=warn "$bin" run --config "$work/wasmpbx.toml" > "$work/server.out" 2> "$work/server.err" &
+server=$!
+sleep 2
+ticks=$(getconf CLK_TCK)
+cpu_of() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+rss_of() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+
+run_sipp() { # target rate -> "successful failed seconds"
+    local target=$1 rate=$2
+    sipp -sn uas -i 127.0.0.1 -p $uas_port -nostdin -bg -trace_stat -stf "$work/uas.csv" > /dev/null 2>&1 || true
+    sleep 0.5
+    local start end
+    start=$(date +%s.%N)
+    sipp -sn uac -i 127.0.0.2 -p 15080 -s 15550100 "$target" -r "$rate" -m "$calls" -d "$hold" -l $((rate * 10)) \
+        -nostdin -timeout $((calls / rate + 60)) -trace_stat -stf "$work/uac.csv" > /dev/null 2>&1 || true
+    end=$(date +%s.%N)
+    pkill -f "sipp -sn uas -i 127.0.0.1 -p $uas_port" || true
+    sleep 0.5
+    local last; last=$(tail -n 1 "$work/uac.csv")
+    local header; header=$(head -n 1 "$work/uac.csv")
+    local ok_col fail_col
+    ok_col=$(echo "$header" | tr ';' '\n' | grep -n '^SuccessfulCall(C)$' | cut -d: -f1)
+    fail_col=$(echo "$header" | tr ';' '\n' | grep -n '^FailedCall(C)$' | cut -d: -f1)
+    echo "$(echo "$last" | cut -d';' -f"$ok_col") $(echo "$last" | cut -d';' -f"$fail_col") $(echo "$end - $start" | bc)"
+    rm -f "$work"/uac.csv "$work"/uas.csv
+}
+
+echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo
+echo "| rate (calls/s) | path | successful | failed | host CPU (% of one core) | host RSS after |"
+echo "|---|---|---|---|---|---|"
+for rate in "${rates[@]}"; do
+    cpu0=$(cpu_of $server)
+    read -r ok failed secs < <(run_sipp 127.0.0.1:15060 "$rate")
+    cpu1=$(cpu_of $server)
+    cpu=$(echo "scale=0; 100 * ($cpu1 - $cpu0) / $ticks / $secs" | bc)
+    echo "| $rate | SIPp → wasmpbx → SIPp | $ok | $failed | $cpu | $(( $(rss_of $server) / 1024 )) MiB |"
+    read -r ok failed secs < <(run_sipp 127.0.0.1:$uas_port "$rate")
+    echo "| $rate | SIPp → SIPp (direct) | $ok | $failed | – | – |"
+done
