@@ -176,7 +176,7 @@ impl Registrar {
             record.failures.pop_front();
         }
         if record.failures.len() >= THROTTLE_FAILURES
-            && !record.blocked_until.is_some_and(|u| u > now_secs)
+            && record.blocked_until.is_none_or(|u| u <= now_secs)
         {
             record.blocked_until = Some(now_secs + THROTTLE_BLOCK_SECS);
             record.failures.clear();

@@ -1,4 +1,6 @@
 //! The `wasmpbx` binary as users run it: exit codes, one-line errors, JSON output.
+// A test is an I/O edge: it waits on real time.
+#![allow(clippy::disallowed_methods)]
 
 mod common;
 

@@ -1,5 +1,7 @@
 //! Hot reload through the real watcher on a real folder: create, modify, rename into
 //! place, delete, half-written and broken files, unchanged bytes, and the on-disk cache.
+// Measuring and waiting happen on real time here.
+#![allow(clippy::disallowed_methods)]
 
 mod common;
 

@@ -298,8 +298,10 @@ impl DigestAuth {
     }
 }
 
-/// The answer a client computes (tests and the benchmark UA).
-pub fn client_response(
+/// The answer a client computes, for tests (the RFC's formula, argument by argument).
+#[cfg(test)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn client_response(
     algorithm: Algorithm,
     user: &str,
     realm: &str,
@@ -316,7 +318,8 @@ pub fn client_response(
 }
 
 /// MD5(user:realm:password), the `ha1` config form.
-pub fn md5_ha1(user: &str, realm: &str, password: &str) -> String {
+#[cfg(test)]
+pub(crate) fn md5_ha1(user: &str, realm: &str, password: &str) -> String {
     Algorithm::Md5.hash(&format!("{user}:{realm}:{password}"))
 }
 

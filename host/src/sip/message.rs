@@ -200,7 +200,7 @@ pub fn to_user(message: &SipMessage) -> Option<String> {
 
 /// The value of the first header with this name (case-insensitive), for headers rsip
 /// keeps untyped.
-pub fn header_value<'a>(message: &'a SipMessage, name: &str) -> Option<String> {
+pub fn header_value(message: &SipMessage, name: &str) -> Option<String> {
     message.headers().iter().find_map(|h| {
         let text = h.to_string();
         let (n, v) = text.split_once(':')?;
@@ -325,7 +325,7 @@ pub fn bad_request_from_raw(bytes: &[u8], reason: &str) -> Option<Vec<u8>> {
         .filter(|c| !c.is_control())
         .take(100)
         .collect();
-    let mut out = format!("SIP/2.0 400 Bad Request\r\n");
+    let mut out = String::from("SIP/2.0 400 Bad Request\r\n");
     for line in kept {
         out.push_str(line);
         out.push_str("\r\n");
