@@ -303,6 +303,9 @@ impl Calls {
         {
             ctx.media.set_remote(id, Side::A, rtp);
         }
+        if let Some(pt) = sdp::telephone_event_pt(&body) {
+            ctx.media.observe_dtmf(id, pt);
+        }
         let call_id = message::call_id(&message).unwrap_or_default();
         let a_tag = message::random_token();
         let to = message::header_value(&message, "To").unwrap_or_default();
@@ -1263,10 +1266,12 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{offer}",
         let Some(mut session) = self.sessions.remove(&id) else {
             return;
         };
+        let media = ctx.media.close(id);
         (
             session.record.rtp_packets_in,
             session.record.rtp_packets_out,
-        ) = ctx.media.close(id);
+        ) = media.packets;
+        session.record.digits.push_str(&media.digits);
         self.by_call_id.remove(&session.a_dialog.call_id);
         for leg in session.b.iter().chain(&session.forks) {
             self.by_call_id.remove(&leg.dialog.call_id);

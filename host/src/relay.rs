@@ -37,8 +37,53 @@ pub trait MediaAllocator: Send {
     fn open(&mut self, session: u64) -> Result<MediaPorts, String>;
     /// The address a side's SDP announced (until its packets show the real one).
     fn set_remote(&mut self, session: u64, side: Side, rtp: SocketAddr);
+    /// Watch the caller's (side A's) RTP for RFC 4733 telephone-events of this payload
+    /// type: the digits are reported when the call closes.
+    fn observe_dtmf(&mut self, session: u64, payload_type: u8);
     /// Release the call's ports; the packets it relayed (A→B, B→A).
-    fn close(&mut self, session: u64) -> (u64, u64);
+    fn close(&mut self, session: u64) -> MediaReport;
+}
+
+/// What a call's media did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MediaReport {
+    /// RTP packets relayed from A to B, and from B to A.
+    pub packets: (u64, u64),
+    /// The DTMF digits side A sent as RFC 4733 telephone-events.
+    pub digits: String,
+}
+
+/// RFC 4733 digits seen on one stream: each event counted once, however many packets
+/// (and redundant end packets) carry it.
+#[derive(Debug, Default)]
+struct DtmfWatch {
+    payload_type: Option<u8>,
+    /// The RTP timestamp and code of the last event seen: all packets of one event share
+    /// them.
+    last_event: Option<(u32, u8)>,
+    digits: String,
+}
+
+impl DtmfWatch {
+    fn inspect(&mut self, packet: &[u8]) {
+        let Some(pt) = self.payload_type else { return };
+        if packet.len() < 16 || packet[0] >> 6 != 2 || packet[1] & 0x7f != pt {
+            return;
+        }
+        let timestamp = u32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]]);
+        if self.last_event == Some((timestamp, packet[12])) || self.digits.len() >= 256 {
+            return;
+        }
+        self.last_event = Some((timestamp, packet[12]));
+        let digit = match packet[12] {
+            e @ 0..=9 => char::from(b'0' + e),
+            10 => '*',
+            11 => '#',
+            e @ 12..=15 => char::from(b'A' + e - 12),
+            _ => return,
+        };
+        self.digits.push(digit);
+    }
 }
 
 /// Totals for `/metrics`.
@@ -59,6 +104,7 @@ struct Remotes {
 
 struct Call {
     remotes: Arc<Mutex<Remotes>>,
+    dtmf: Arc<Mutex<DtmfWatch>>,
     tasks: Vec<JoinHandle<()>>,
     /// Packets this call relayed, per direction (A→B, B→A).
     packets: Arc<[AtomicU64; 2]>,
@@ -131,6 +177,7 @@ impl MediaAllocator for RelayManager {
         let rtcp = [to_tokio(a_rtcp)?, to_tokio(b_rtcp)?];
         let remotes = Arc::new(Mutex::new(Remotes::default()));
         let packets: Arc<[AtomicU64; 2]> = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+        let dtmf = Arc::new(Mutex::new(DtmfWatch::default()));
         let mut tasks = Vec::with_capacity(4);
         for from in [0, 1] {
             for (sockets, is_rtcp) in [(&rtp, false), (&rtcp, true)] {
@@ -140,6 +187,7 @@ impl MediaAllocator for RelayManager {
                     from,
                     is_rtcp,
                     remotes: remotes.clone(),
+                    dtmf: (from == 0 && !is_rtcp).then(|| dtmf.clone()),
                     packets: packets.clone(),
                     counters: self.counters.clone(),
                 })));
@@ -149,6 +197,7 @@ impl MediaAllocator for RelayManager {
             session,
             Call {
                 remotes,
+                dtmf,
                 tasks,
                 packets,
             },
@@ -168,15 +217,29 @@ impl MediaAllocator for RelayManager {
         }
     }
 
-    fn close(&mut self, session: u64) -> (u64, u64) {
+    fn observe_dtmf(&mut self, session: u64, payload_type: u8) {
+        if let Some(call) = self.calls.get(&session) {
+            call.dtmf
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .payload_type = Some(payload_type);
+        }
+    }
+
+    fn close(&mut self, session: u64) -> MediaReport {
         let Some(call) = self.calls.remove(&session) else {
-            return (0, 0);
+            return MediaReport::default();
         };
         for task in call.tasks {
             task.abort();
         }
         self.counters.open_calls.fetch_sub(1, Relaxed);
-        (call.packets[0].load(Relaxed), call.packets[1].load(Relaxed))
+        let digits =
+            std::mem::take(&mut call.dtmf.lock().unwrap_or_else(|p| p.into_inner()).digits);
+        MediaReport {
+            packets: (call.packets[0].load(Relaxed), call.packets[1].load(Relaxed)),
+            digits,
+        }
     }
 }
 
@@ -188,6 +251,8 @@ struct Forwarding {
     from: usize,
     is_rtcp: bool,
     remotes: Arc<Mutex<Remotes>>,
+    /// Set on the caller's RTP direction only.
+    dtmf: Option<Arc<Mutex<DtmfWatch>>>,
     packets: Arc<[AtomicU64; 2]>,
     counters: Arc<RelayCounters>,
 }
@@ -211,6 +276,11 @@ async fn forward(f: Forwarding) {
                 remotes.rtp[to]
             }
         };
+        if let Some(dtmf) = &f.dtmf {
+            dtmf.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .inspect(&buf[..n]);
+        }
         let Some(destination) = destination else {
             continue;
         };
@@ -228,6 +298,36 @@ async fn forward(f: Forwarding) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn event(timestamp: u32, event: u8, end: bool) -> Vec<u8> {
+        let mut p = vec![0x80, 101, 0, 1];
+        p.extend_from_slice(&timestamp.to_be_bytes());
+        p.extend_from_slice(&[0, 0, 0, 1, event, if end { 0x80 } else { 0 }, 0, 160]);
+        p
+    }
+
+    #[test]
+    fn telephone_events_are_counted_once_each() {
+        let mut watch = DtmfWatch {
+            payload_type: Some(101),
+            ..Default::default()
+        };
+        for packet in [
+            event(160, 1, false),
+            event(160, 1, false),
+            event(160, 1, true),
+            event(160, 1, true),
+            event(960, 11, false),
+            event(960, 11, true),
+        ] {
+            watch.inspect(&packet);
+        }
+        let mut audio = event(1760, 5, false);
+        audio[1] = 8; // PCMA, not an event
+        watch.inspect(&audio);
+        watch.inspect(&[0x80, 101]); // truncated
+        assert_eq!(watch.digits, "1#");
+    }
 
     #[tokio::test]
     async fn packets_cross_and_sides_latch_to_their_real_source() {
@@ -268,7 +368,7 @@ mod tests {
         assert_eq!(&buf[..n], b"hi alice");
         assert_eq!(from.port(), ports.a);
         assert_eq!(relay.packets(1), Some((1, 1)));
-        assert_eq!(relay.close(1), (1, 1));
+        assert_eq!(relay.close(1).packets, (1, 1));
         assert_eq!(relay.counters.open_calls.load(Relaxed), 0);
         // The ports are free again once the aborted tasks are dropped.
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;

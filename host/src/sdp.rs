@@ -72,6 +72,18 @@ pub fn parse(sdp: &str) -> Result<Media, SdpError> {
     Ok(Media { rtp, payload_types })
 }
 
+/// The payload type a party uses for RFC 4733 telephone-events, if it offers them.
+pub fn telephone_event_pt(sdp: &str) -> Option<u8> {
+    lines(sdp).find_map(|l| {
+        let rest = l.strip_prefix("a=rtpmap:")?;
+        let (pt, codec) = rest.split_once(' ')?;
+        codec
+            .to_ascii_lowercase()
+            .starts_with("telephone-event/")
+            .then(|| pt.parse().ok())?
+    })
+}
+
 /// The payload types the host relays: PCMU (0), PCMA (8) and telephone-event (by name).
 fn keep_payload_types(sdp: &str) -> Vec<u8> {
     let mut keep = Vec::new();
@@ -194,6 +206,8 @@ a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=rtcp:6001\r\na=sendrec
         let media = parse(OFFER).unwrap();
         assert_eq!(media.rtp, Some("127.0.0.2:6000".parse().unwrap()));
         assert_eq!(media.payload_types, [9, 0, 8, 101]);
+        assert_eq!(telephone_event_pt(OFFER), Some(101));
+        assert_eq!(telephone_event_pt("v=0\r\nm=audio 1 RTP/AVP 0\r\n"), None);
     }
 
     #[test]

@@ -152,3 +152,19 @@ fn a_trapping_script_falls_back_to_the_fallback_number() {
     assert_eq!(cdr["legs"][0][0], "+61290000099");
     assert_eq!(cdr["disposition"], "answered");
 }
+
+#[test]
+fn the_callers_menu_choices_are_observed() {
+    let ret = SippServer::start("return_number.xml", &["-m", "1"]);
+    let server = server(ret.port, "listen", test_components::LISTEN);
+    assert_eq!(
+        caller(&server, "trunk_caller_dtmf.xml", &["-s", FLIP, "-m", "1"]),
+        0
+    );
+    assert_eq!(ret.wait(Duration::from_secs(15)), 0);
+    assert_eq!(
+        server.cdrs()[0]["digits"],
+        "21",
+        "RFC 4733 digits, each counted once"
+    );
+}
