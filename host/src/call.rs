@@ -532,7 +532,7 @@ impl Calls {
             session.ports.b,
             id,
         ) {
-            Ok(s) => s,
+            Ok(offer) => offer,
             Err(e) => {
                 return self.end(
                     ctx,
@@ -561,15 +561,17 @@ impl Calls {
         if max_forwards == 0 {
             return self.end(ctx, id, Disposition::Failed, 483, "too many hops");
         }
-        let text = format!(
-            "INVITE sip:{number}@{host} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{};rport\r\n\
-Max-Forwards: {max_forwards}\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\n\
-Contact: <sip:wasmpbx@{local}>\r\nAllow: INVITE, ACK, CANCEL, BYE, OPTIONS, INFO\r\n\
-Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{b_sdp}",
-            message::random_token(),
-            b_sdp.len()
-        );
-        let Some(invite) = request_from(text) else {
+        let invite = initial_invite(&InviteParts {
+            uri: &format!("sip:{number}@{host}"),
+            transport: Transport::Udp,
+            local,
+            max_forwards,
+            from: &from,
+            to: &to,
+            call_id: &call_id,
+            offer: &b_sdp,
+        });
+        let Some(invite) = invite else {
             return self.end(
                 ctx,
                 id,
@@ -644,7 +646,7 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{b_sdp}",
             session.ports.b,
             id,
         ) {
-            Ok(s) => s,
+            Ok(offer) => offer,
             Err(e) => {
                 return self.end(
                     ctx,
@@ -662,17 +664,17 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{b_sdp}",
             let call_id = format!("{}@{}", message::random_token(), local.ip());
             let from = format!("<sip:{caller}@{domain}>;tag={}", message::random_token());
             let to = format!("<sip:{extension}@{domain}>");
-            let text = format!(
-                "INVITE {} SIP/2.0\r\nVia: SIP/2.0/{} {local};branch=z9hG4bK{};rport\r\n\
-Max-Forwards: 70\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\n\
-Contact: <sip:wasmpbx@{local}>\r\nAllow: INVITE, ACK, CANCEL, BYE, OPTIONS, INFO\r\n\
-Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{offer}",
-                binding.contact,
-                binding.transport.as_str().to_ascii_uppercase(),
-                message::random_token(),
-                offer.len()
-            );
-            let Some(invite) = request_from(text) else {
+            let invite = initial_invite(&InviteParts {
+                uri: &binding.contact,
+                transport: binding.transport,
+                local,
+                max_forwards: 70,
+                from: &from,
+                to: &to,
+                call_id: &call_id,
+                offer: &offer,
+            });
+            let Some(invite) = invite else {
                 continue;
             };
             let peer = binding.peer();
@@ -1322,6 +1324,40 @@ pub fn trunk_address(uri: &str) -> Option<SocketAddr> {
             .ok()
             .map(|ip| SocketAddr::new(ip, 5060))
     })
+}
+
+/// What differs between the INVITEs the host sends.
+struct InviteParts<'a> {
+    uri: &'a str,
+    transport: Transport,
+    local: SocketAddr,
+    max_forwards: u32,
+    from: &'a str,
+    to: &'a str,
+    call_id: &'a str,
+    offer: &'a str,
+}
+
+/// An outbound leg's INVITE, carrying the offer that points at the host's relay.
+fn initial_invite(p: &InviteParts<'_>) -> Option<Request> {
+    let text = format!(
+        "INVITE {} SIP/2.0\r\nVia: SIP/2.0/{} {};branch=z9hG4bK{};rport\r\nMax-Forwards: {}\r\n\
+From: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: 1 INVITE\r\nContact: <sip:wasmpbx@{}>\r\n\
+Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, INFO\r\nContent-Type: application/sdp\r\n\
+Content-Length: {}\r\n\r\n{}",
+        p.uri,
+        p.transport.as_str().to_ascii_uppercase(),
+        p.local,
+        message::random_token(),
+        p.max_forwards,
+        p.from,
+        p.to,
+        p.call_id,
+        p.local,
+        p.offer.len(),
+        p.offer
+    );
+    request_from(text)
 }
 
 /// A request inside a dialog the host is part of (BYE, ACK for 2xx).

@@ -236,22 +236,21 @@ pub struct SippServer {
 }
 
 impl SippServer {
-    /// Start on a given port (a registered device listening where it registered from).
-    pub fn start_on(scenario_file: &str, port: u16, extra: &[&str]) -> Self {
+    fn spawn(scenario_file: &str, port: u16, extra: &[&str]) -> (Child, tempfile::TempDir) {
         let work = tempfile::tempdir().unwrap();
-        let media = free_port("127.0.0.1");
+        let media = free_port("127.0.0.1").to_string();
         let child = Command::new("sipp")
             .args([
                 "-sf",
                 &scenario(scenario_file).display().to_string(),
                 "-i",
                 "127.0.0.1",
-                "-p",
-                &port.to_string(),
             ])
             .args([
+                "-p",
+                &port.to_string(),
                 "-mp",
-                &media.to_string(),
+                &media,
                 "-nostdin",
                 "-timeout",
                 "60",
@@ -264,6 +263,12 @@ impl SippServer {
             .spawn()
             .expect("sipp is installed (tests/run.sh installs it: apt-get install sip-tester)");
         std::thread::sleep(Duration::from_millis(300));
+        (child, work)
+    }
+
+    /// Start on a given port (a registered device listening where it registered from).
+    pub fn start_on(scenario_file: &str, port: u16, extra: &[&str]) -> Self {
+        let (child, work) = Self::spawn(scenario_file, port, extra);
         SippServer {
             child,
             _work: work,
@@ -275,33 +280,8 @@ impl SippServer {
         // free_port() can race with parallel tests: if SIPp exits at once (port taken),
         // try other ports.
         for _ in 0..5 {
-            let work = tempfile::tempdir().unwrap();
             let port = free_port("127.0.0.1");
-            let media = free_port("127.0.0.1");
-            let mut child = Command::new("sipp")
-                .args([
-                    "-sf",
-                    &scenario(scenario_file).display().to_string(),
-                    "-i",
-                    "127.0.0.1",
-                    "-p",
-                    &port.to_string(),
-                ])
-                .args([
-                    "-mp",
-                    &media.to_string(),
-                    "-nostdin",
-                    "-timeout",
-                    "60",
-                    "-trace_err",
-                ])
-                .args(extra)
-                .current_dir(work.path())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("sipp is installed (tests/run.sh installs it: apt-get install sip-tester)");
-            std::thread::sleep(Duration::from_millis(300));
+            let (mut child, work) = Self::spawn(scenario_file, port, extra);
             if matches!(child.try_wait(), Ok(None)) {
                 return SippServer {
                     child,
