@@ -11,6 +11,10 @@ fi
 # Real SIP clients for the end-to-end tests, from Debian.
 packages=()
 command -v sipp >/dev/null || packages+=(sip-tester)
+command -v baresip >/dev/null || packages+=(baresip baresip-core)
+command -v sox >/dev/null || packages+=(sox)
+command -v ip >/dev/null || packages+=(iproute2)
+command -v python3 >/dev/null || packages+=(python3)
 if [ ${#packages[@]} -gt 0 ]; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"

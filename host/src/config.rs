@@ -56,6 +56,10 @@ pub struct SipConfig {
     pub domain: String,
     /// Numbers treated as emergency calls besides 112, 911, 999 and 000.
     pub emergency_numbers: Vec<String>,
+    /// Digest challenges offered, in order: `"MD5"`, `"SHA-256"`. MD5 alone by default:
+    /// some deployed clients abort on a SHA-256 challenge (baresip 1.0) or read only the
+    /// first one (SIPp); offer SHA-256 where every device supports it (RFC 8760).
+    pub digest_algorithms: Vec<crate::sip::digest::Algorithm>,
 }
 
 impl Default for SipConfig {
@@ -73,6 +77,7 @@ impl Default for SipConfig {
             ],
             domain: "wasmpbx.local".into(),
             emergency_numbers: Vec::new(),
+            digest_algorithms: vec![crate::sip::digest::Algorithm::Md5],
         }
     }
 }
@@ -393,6 +398,9 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         if self.sip.listen.is_empty() {
             return Err("sip.listen: at least one listener is needed".into());
+        }
+        if self.sip.digest_algorithms.is_empty() {
+            return Err("sip.digest_algorithms: at least one algorithm is needed".into());
         }
         if self.sip.domain.trim().is_empty() {
             return Err("sip.domain: must not be empty".into());

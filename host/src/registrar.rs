@@ -216,7 +216,10 @@ impl Registrar {
                 if register { 401 } else { 407 },
                 Some(&message::random_token()),
             );
-            for value in this.auth.challenges(&nonce, stale) {
+            for value in this
+                .auth
+                .challenges(&this.config.sip.digest_algorithms, &nonce, stale)
+            {
                 response
                     .headers
                     .push(Header::Other(challenge_header.into(), value));

@@ -294,3 +294,41 @@ fn contact_lists_parse() {
     assert_eq!(contacts[1].uri, "sip:b@h");
     assert_eq!(contacts[1].expires, Some(0));
 }
+
+#[test]
+fn the_offered_digest_algorithms_follow_the_config() {
+    let text = |r: &Response| {
+        String::from_utf8(message::serialize(&SipMessage::Response(r.clone()))).unwrap()
+    };
+    let mut md5_only = registrar();
+    let first = md5_only.handle_register(
+        NOW,
+        1,
+        &register("2001", "<sip:2001@h>", "a", 1, None),
+        peer(5070),
+    );
+    assert_eq!(text(&first.response).matches("WWW-Authenticate").count(), 1);
+    let config = Config::parse(
+        "[sip]\ndomain = \"pbx.test\"\ndigest_algorithms = [\"SHA-256\", \"MD5\"]\n[[users]]\nid = \"alice\"\nextension = \"2001\"\npassword = \"s3cret\"\n",
+        Path::new("t.toml"),
+    )
+    .unwrap();
+    let mut both = Registrar::new(Arc::new(config), [1; 32]);
+    let first = both.handle_register(
+        NOW,
+        1,
+        &register("2001", "<sip:2001@h>", "a", 1, None),
+        peer(5070),
+    );
+    let challenge = text(&first.response);
+    let sha = challenge.find("algorithm=SHA-256").unwrap();
+    let md5 = challenge.find("algorithm=MD5").unwrap();
+    assert!(sha < md5, "offered in the configured order: {challenge}");
+    assert!(
+        Config::parse(
+            "[sip]\ndigest_algorithms = [\"SHA-512\"]\n",
+            Path::new("t.toml")
+        )
+        .is_err()
+    );
+}

@@ -15,9 +15,11 @@ use sha2::{Digest as _, Sha256};
 /// How long a nonce is good for.
 pub const NONCE_TTL_SECS: i64 = 300;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 pub enum Algorithm {
+    #[serde(rename = "MD5")]
     Md5,
+    #[serde(rename = "SHA-256")]
     Sha256,
 }
 
@@ -207,11 +209,11 @@ impl DigestAuth {
         format!("{stamp}.{mac}")
     }
 
-    /// The challenge header values: MD5 first, then SHA-256. Many deployed clients (SIPp,
-    /// older desk phones) read only the first challenge and know only MD5; clients that
-    /// know SHA-256 may still answer the second.
-    pub fn challenges(&self, nonce: &str, stale: bool) -> Vec<String> {
-        [Algorithm::Md5, Algorithm::Sha256]
+    /// The challenge header values, one per algorithm in the order given (the
+    /// `sip.digest_algorithms` setting). Answers with either algorithm are checked
+    /// whatever was offered.
+    pub fn challenges(&self, algorithms: &[Algorithm], nonce: &str, stale: bool) -> Vec<String> {
+        algorithms
             .iter()
             .map(|a| {
                 let mut v = format!(
