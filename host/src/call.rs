@@ -76,6 +76,17 @@ struct Dialog {
     peer: Peer,
 }
 
+/// A re-INVITE received on one leg and sent on the other, waiting for its answer.
+struct PendingReinvite {
+    /// The transaction to answer on the leg it came from.
+    server_txn: ServerTxnId,
+    request: Request,
+    from_a: bool,
+    /// The re-INVITE the host sent on the other leg.
+    client_txn: ClientTxnId,
+    cseq: u32,
+}
+
 struct Outbound {
     dialog: Dialog,
     invite: Request,
@@ -113,6 +124,8 @@ struct Session {
     forks: Vec<Outbound>,
     /// Whether the caller has been sent a ringing response (forks ring only once).
     ringing_sent: bool,
+    /// A re-INVITE (hold, resume) being passed from one leg to the other.
+    reinvite: Option<PendingReinvite>,
     ports: MediaPorts,
     phase: Phase,
     record: CallRecord,
@@ -371,6 +384,7 @@ impl Calls {
             b: None,
             forks: Vec::new(),
             ringing_sent: false,
+            reinvite: None,
             ports,
             phase: Phase::Routing,
             record,
@@ -873,6 +887,17 @@ impl Calls {
         let Some(session) = self.sessions.get_mut(&id) else {
             return;
         };
+        if session
+            .reinvite
+            .as_ref()
+            .is_some_and(|r| r.client_txn == txn)
+        {
+            if code >= 200 {
+                self.by_client_txn.remove(&txn);
+                self.reinvite_answered(ctx, id, response);
+            }
+            return;
+        }
         let Some(b) = session.b.as_mut().filter(|b| b.txn == txn) else {
             // A response to a BYE or CANCEL: nothing more to do.
             if code >= 200 {
@@ -1003,6 +1028,56 @@ impl Calls {
         }
     }
 
+    /// The other leg answered a re-INVITE the host passed on: acknowledge it and give its
+    /// answer (pointing at the host) to the leg that asked.
+    fn reinvite_answered(&mut self, ctx: &mut Ctx<'_>, id: SessionId, response: Response) {
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        let Some(pending) = session.reinvite.take() else {
+            return;
+        };
+        let code = response.status_code.code();
+        let body = String::from_utf8_lossy(&response.body).into_owned();
+        let mut reply = message::response_to(&pending.request, code, None);
+        if (200..300).contains(&code) {
+            let (other, other_side, asker_port) = if pending.from_a {
+                (
+                    &session.b.as_ref().expect("connected").dialog,
+                    Side::B,
+                    session.ports.a,
+                )
+            } else {
+                (&session.a_dialog, Side::A, session.ports.b)
+            };
+            if let Some(ack) = in_dialog_request(other, "ACK", pending.cseq, ctx.local) {
+                ctx.layer.send_ack(ctx.ambient.now, ack, other.peer);
+            }
+            if let Ok(media) = sdp::parse(&body)
+                && let Some(rtp) = media.rtp
+            {
+                ctx.media.set_remote(id, other_side, rtp);
+            }
+            if let Ok(answer) = sdp::rewrite(&body, ctx.config.media.public_ip, asker_port, id + 2)
+            {
+                reply
+                    .headers
+                    .push(Header::Contact(rsip::headers::Contact::new(format!(
+                        "<sip:wasmpbx@{}>",
+                        ctx.local
+                    ))));
+                reply
+                    .headers
+                    .push(Header::ContentType(rsip::headers::ContentType::new(
+                        "application/sdp",
+                    )));
+                reply.body = answer.into_bytes();
+            }
+        }
+        ctx.layer
+            .send_response(ctx.ambient.now, pending.server_txn, reply);
+    }
+
     /// A client transaction got no answer at all.
     pub fn handle_txn_timeout(&mut self, ctx: &mut Ctx<'_>, txn: ClientTxnId) {
         let Some(id) = self.by_client_txn.get(&txn).copied() else {
@@ -1012,6 +1087,11 @@ impl Calls {
             self.by_client_txn.remove(&txn);
             return;
         };
+        if let Some(pending) = session.reinvite.as_ref().filter(|r| r.client_txn == txn) {
+            self.by_client_txn.remove(&txn);
+            let timeout = message::response_to(&pending.request, 408, None);
+            return self.reinvite_answered(ctx, id, timeout);
+        }
         if session.forks.iter().any(|f| f.txn == txn) {
             // A device that never answered at all: a failure like any other.
             let timeout = message::response_to(&session.a_invite, 408, None);
@@ -1155,14 +1235,69 @@ impl Calls {
                 ctx.layer.send_response(ctx.ambient.now, txn, ok);
             }
             rsip::Method::Invite => {
-                // A re-INVITE (hold, resume, refresh): the relay stays as it is, so the
-                // host answers with the SDP it already gave this leg.
+                let body = String::from_utf8_lossy(&request.body).into_owned();
+                let other_connected =
+                    session.a_answered && session.b.as_ref().is_some_and(|b| b.answered);
+                if session.reinvite.is_some() {
+                    return ctx.layer.send_response(
+                        ctx.ambient.now,
+                        txn,
+                        message::response_to(&request, 491, None),
+                    );
+                }
+                if other_connected && !body.is_empty() {
+                    // Hold, resume, a new codec: pass the offer on to the other leg (with
+                    // the host's address in it) and answer with what comes back.
+                    let port = if from_a {
+                        session.ports.b
+                    } else {
+                        session.ports.a
+                    };
+                    let Ok(offer) = sdp::rewrite(&body, ctx.config.media.public_ip, port, id + 1)
+                    else {
+                        return ctx.layer.send_response(
+                            ctx.ambient.now,
+                            txn,
+                            message::response_to(&request, 488, None),
+                        );
+                    };
+                    let other = if from_a {
+                        &mut session.b.as_mut().expect("connected").dialog
+                    } else {
+                        &mut session.a_dialog
+                    };
+                    other.local_cseq += 1;
+                    let cseq = other.local_cseq.max(2);
+                    other.local_cseq = cseq;
+                    let Some(reinvite) =
+                        in_dialog_request_with_sdp(other, "INVITE", cseq, ctx.local, &offer)
+                    else {
+                        return ctx.layer.send_response(
+                            ctx.ambient.now,
+                            txn,
+                            message::response_to(&request, 500, None),
+                        );
+                    };
+                    let client_txn = ctx
+                        .layer
+                        .send_request(ctx.ambient.now, reinvite, other.peer);
+                    session.reinvite = Some(PendingReinvite {
+                        server_txn: txn,
+                        request,
+                        from_a,
+                        client_txn,
+                        cseq,
+                    });
+                    self.by_client_txn.insert(client_txn, id);
+                    return;
+                }
+                // Nothing to pass it to (or a session refresh without SDP): the relay
+                // stays as it is, so the host answers for itself.
                 let port = if from_a {
                     session.ports.a
                 } else {
                     session.ports.b
                 };
-                let body = String::from_utf8_lossy(&request.body).into_owned();
                 let mut reply = ok;
                 if let Ok(sdp) = sdp::rewrite(&body, ctx.config.media.public_ip, port, id + 1) {
                     reply
@@ -1367,14 +1502,31 @@ fn in_dialog_request(
     cseq: u32,
     local: SocketAddr,
 ) -> Option<Request> {
+    in_dialog_request_with_sdp(dialog, method, cseq, local, "")
+}
+
+/// An in-dialog request carrying an SDP body (a re-INVITE) when `sdp` is not empty.
+fn in_dialog_request_with_sdp(
+    dialog: &Dialog,
+    method: &str,
+    cseq: u32,
+    local: SocketAddr,
+    sdp: &str,
+) -> Option<Request> {
+    let body_headers = if sdp.is_empty() {
+        String::new()
+    } else {
+        format!("Contact: <sip:wasmpbx@{local}>\r\nContent-Type: application/sdp\r\n")
+    };
     let text = format!(
         "{method} {} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{};rport\r\nMax-Forwards: 70\r\n\
-From: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n",
+From: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\n{body_headers}Content-Length: {}\r\n\r\n{sdp}",
         dialog.target,
         message::random_token(),
         dialog.local,
         dialog.remote,
-        dialog.call_id
+        dialog.call_id,
+        sdp.len()
     );
     request_from(text)
 }

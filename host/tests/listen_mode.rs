@@ -168,3 +168,20 @@ fn the_callers_menu_choices_are_observed() {
         "RFC 4733 digits, each counted once"
     );
 }
+
+#[test]
+fn a_hold_re_invite_is_passed_to_the_other_side_and_answered() {
+    let ret = SippServer::start("return_holds.xml", &["-m", "1"]);
+    let server = server(ret.port, "listen", test_components::LISTEN);
+    assert_eq!(
+        caller(&server, "caller_holds.xml", &["-s", FLIP, "-m", "1"]),
+        0,
+        "{}",
+        server.log()
+    );
+    assert_eq!(
+        ret.wait(Duration::from_secs(15)),
+        0,
+        "the return side got the hold"
+    );
+}
