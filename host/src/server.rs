@@ -81,7 +81,10 @@ pub fn script_host(
         deadline: Duration::from_millis(config.scripts.deadline_ms),
         memory_bytes: (config.scripts.memory_mib as usize) << 20,
     };
-    let engine = ScriptEngine::new(limits, Some(&config.cache_dir()))?;
+    // wasmtime's cache wants an absolute folder; a relative one is relative to here.
+    let cache_dir = std::path::absolute(config.cache_dir())
+        .with_context(|| format!("scripts.cache_dir: {}", config.cache_dir().display()))?;
+    let engine = ScriptEngine::new(limits, Some(&cache_dir))?;
     let services = Arc::new(HostServices {
         config: config.clone(),
         kv,

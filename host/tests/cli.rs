@@ -203,7 +203,7 @@ fn run_loads_the_folder_and_reloads_a_dropped_script() {
     std::fs::write(
         &config,
         format!(
-            "[sip]\nlisten = [\"udp:127.0.0.1:0\", \"tcp:127.0.0.1:0\"]\n[scripts]\ndir = {:?}\n[store]\npath = {:?}\n",
+            "[sip]\nlisten = [\"udp:127.0.0.1:0\", \"tcp:127.0.0.1:0\"]\n[http]\nlisten = \"127.0.0.1:0\"\n[scripts]\ndir = {:?}\n[store]\npath = {:?}\n",
             scripts.display().to_string(),
             dir.path().join("test.db").display().to_string()
         ),
@@ -244,4 +244,49 @@ fn run_loads_the_folder_and_reloads_a_dropped_script() {
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(loaded && rejected, "loaded {loaded} rejected {rejected}");
+}
+
+#[test]
+fn run_without_a_config_serves_the_embedded_default() {
+    // The embedded default listens on the fixed ports 5060 and 8080 of 127.0.0.1.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("scripts")).unwrap();
+    std::fs::copy(
+        test_components::LISTEN,
+        dir.path().join("scripts/listen.wasm"),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wasmpbx"))
+        .arg("run")
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = Vec::new();
+    for line in BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+    {
+        let last = line.contains("demo user extension 2002");
+        lines.push(line);
+        if last {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let banner = lines.join("\n");
+    assert!(banner.contains("on the embedded default"), "{banner}");
+    assert!(banner.contains("SIP       udp:127.0.0.1:5060"), "{banner}");
+    assert!(
+        banner.contains("HTTP      http://127.0.0.1:8080"),
+        "{banner}"
+    );
+    assert!(
+        banner.contains("demo user extension 2001 password "),
+        "{banner}"
+    );
+    assert!(dir.path().join("wasmpbx.db").exists());
+    assert!(dir.path().join(".wasmpbx-cache").is_dir());
 }
