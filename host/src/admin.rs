@@ -215,6 +215,17 @@ async fn metrics(admin: &Admin) -> String {
     let mut out = String::new();
     let registrations = admin.core.registrations().await.map_or(0, |r| r.len());
     let active = admin.core.calls().await.map_or(0, |c| c.len());
+    let counters = admin.core.counters().await.unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "# TYPE wasmpbx_sip_messages_total counter\nwasmpbx_sip_messages_total {}",
+        counters.messages_in
+    );
+    let _ = writeln!(
+        out,
+        "# HELP wasmpbx_sip_malformed_total SIP messages refused as malformed.\n# TYPE wasmpbx_sip_malformed_total counter\nwasmpbx_sip_malformed_total {}",
+        counters.malformed
+    );
     let _ = writeln!(
         out,
         "# TYPE wasmpbx_registrations gauge\nwasmpbx_registrations {registrations}"

@@ -218,14 +218,6 @@ impl Calls {
         out
     }
 
-    pub fn len(&self) -> usize {
-        self.sessions.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.sessions.is_empty()
-    }
-
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.ring_timers.peek().map(|Reverse((at, _, _))| *at)
     }

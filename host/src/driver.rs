@@ -18,7 +18,7 @@ use crate::call::{CallSummary, SessionId};
 use crate::clock::{Clock, SystemClock, monotonic_now};
 use crate::config::{Config, Transport as ConfigTransport};
 use crate::directory::{DeviceInfo, MemoryDirectory};
-use crate::pbx::{Ambient, Pbx, PbxOutput};
+use crate::pbx::{Ambient, Pbx, PbxCounters, PbxOutput};
 use crate::registrar::Binding;
 use crate::registrar::BindingChange;
 use crate::routing::{Decision, Disposition, Event};
@@ -146,6 +146,16 @@ impl CoreHandle {
         answer.await.ok()
     }
 
+    /// The core's message counters.
+    pub async fn counters(&self) -> Option<PbxCounters> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(Input::Query(Query::Counters(reply)))
+            .await
+            .ok()?;
+        answer.await.ok()
+    }
+
     /// The live calls.
     pub async fn calls(&self) -> Option<Vec<CallSummary>> {
         let (reply, answer) = tokio::sync::oneshot::channel();
@@ -157,6 +167,7 @@ impl CoreHandle {
 enum Query {
     Registrations(tokio::sync::oneshot::Sender<Vec<Binding>>),
     Calls(tokio::sync::oneshot::Sender<Vec<CallSummary>>),
+    Counters(tokio::sync::oneshot::Sender<PbxCounters>),
 }
 
 /// Run SIP until `shutdown` fires.
@@ -208,6 +219,9 @@ pub async fn run(
                 Some(Input::Query(query)) => match query {
                     Query::Registrations(reply) => { let _ = reply.send(pbx.registrar.all().cloned().collect()); }
                     Query::Calls(reply) => { let _ = reply.send(pbx.calls.summaries()); }
+                    Query::Counters(reply) => {
+                        let _ = reply.send(pbx.counters);
+                    }
                 },
                 None => return Ok(()),
             },

@@ -154,13 +154,6 @@ impl RelayManager {
             self.range.low, self.range.high
         ))
     }
-
-    /// Packets relayed for a call so far (A→B, B→A).
-    pub fn packets(&self, session: u64) -> Option<(u64, u64)> {
-        self.calls
-            .get(&session)
-            .map(|c| (c.packets[0].load(Relaxed), c.packets[1].load(Relaxed)))
-    }
 }
 
 impl MediaAllocator for RelayManager {
@@ -367,7 +360,6 @@ mod tests {
                 .unwrap();
         assert_eq!(&buf[..n], b"hi alice");
         assert_eq!(from.port(), ports.a);
-        assert_eq!(relay.packets(1), Some((1, 1)));
         assert_eq!(relay.close(1).packets, (1, 1));
         assert_eq!(relay.counters.open_calls.load(Relaxed), 0);
         // The ports are free again once the aborted tasks are dropped.
