@@ -49,6 +49,9 @@ enum Input {
     },
 }
 
+/// The receive buffer asked for on SIP UDP sockets.
+const UDP_RECEIVE_BUFFER: usize = 8 << 20;
+
 /// The bound SIP listeners (ports resolved when the config asked for port 0).
 #[derive(Debug, Clone)]
 pub struct Listeners {
@@ -76,6 +79,11 @@ pub async fn bind(
         let socket = UdpSocket::bind(l.addr)
             .await
             .with_context(|| format!("sip.listen: cannot bind {l}"))?;
+        // Bursts of a thousand calls a second overflow the default receive buffer
+        // (~208 KiB) while the core task is busy; the kernel caps what it grants.
+        if let Err(e) = socket2::SockRef::from(&socket).set_recv_buffer_size(UDP_RECEIVE_BUFFER) {
+            tracing::warn!("sip.listen: cannot enlarge the receive buffer of {l}: {e}");
+        }
         listeners.udp.push(socket.local_addr()?);
         udp.push(Arc::new(socket));
     }

@@ -27,7 +27,7 @@ listen = ["udp:127.0.0.1:15060"]
 [http]
 listen = "127.0.0.1:0"
 [media]
-rtp_ports = "20000-29999"
+rtp_ports = "20000-59999"
 [scripts]
 dir = "$work/scripts"
 [store]
@@ -81,6 +81,10 @@ for rate in "${rates[@]}"; do
     cpu1=$(cpu_of $server)
     cpu=$(echo "scale=0; 100 * ($cpu1 - $cpu0) / $ticks / $secs" | bc)
     echo "| $rate | SIPp → wasmpbx → SIPp | $ok | $failed | $cpu | $(( $(rss_of $server) / 1024 )) MiB |"
+    if [ "$failed" != 0 ]; then
+        echo "host warnings (counts):" >&2
+        sed -E 's/^[^ ]+ +//; s/session=[0-9]+//; s/[0-9]+//g' "$work/server.err" | sort | uniq -c | sort -rn | head -5 >&2
+    fi
     read -r ok failed secs < <(run_sipp 127.0.0.1:$uas_port "$rate")
     echo "| $rate | SIPp → SIPp (direct) | $ok | $failed | – | – |"
 done
