@@ -1,0 +1,231 @@
+//! Forwarding to a user: every registered device rings at once; the first to answer
+//! becomes the outbound leg and the others are cancelled.
+
+use std::cmp::Reverse;
+use std::time::Duration;
+
+use rsip::prelude::*;
+
+use super::requests::{
+    Dialog, InviteParts, addr_spec, cancel_for, in_dialog_request, initial_invite, tag_of, with_tag,
+};
+use super::{Calls, Ctx, Outbound, Phase, SessionId};
+use crate::routing::{Disposition, Event, ForwardTarget};
+use crate::sdp;
+use crate::sip::message::{self, Header, Response, SipMessage};
+use crate::sip::transaction::ClientTxnId;
+
+impl Calls {
+    /// Ring every registered device of a user at once.
+    pub(super) fn fork_to_user(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        id: SessionId,
+        user_id: &str,
+        ring_timeout_ms: u32,
+    ) {
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        let target = ForwardTarget::User(user_id.to_owned());
+        let bindings = ctx.registrar.bindings(user_id).to_vec();
+        let extension = ctx
+            .config
+            .user(user_id)
+            .map(|u| u.extension.clone())
+            .unwrap_or_default();
+        if bindings.is_empty() {
+            let event = Event::ForwardFailed {
+                target,
+                status: 480,
+                reason: "No Device Registered".into(),
+            };
+            return self.route(ctx, id, event);
+        }
+        let offer = match sdp::rewrite(
+            &session.a_sdp,
+            ctx.config.media.public_ip,
+            session.ports.b,
+            id,
+        ) {
+            Ok(offer) => offer,
+            Err(e) => {
+                return self.end(
+                    ctx,
+                    id,
+                    Disposition::Failed,
+                    488,
+                    &format!("caller SDP: {e}"),
+                );
+            }
+        };
+        let local = ctx.local;
+        let domain = &ctx.config.sip.domain;
+        let caller = session.call.caller.clone();
+        for binding in bindings {
+            let call_id = format!("{}@{}", message::random_token(), local.ip());
+            let from = format!("<sip:{caller}@{domain}>;tag={}", message::random_token());
+            let to = format!("<sip:{extension}@{domain}>");
+            let invite = initial_invite(&InviteParts {
+                uri: &binding.contact,
+                transport: binding.transport,
+                local,
+                max_forwards: 70,
+                from: &from,
+                to: &to,
+                call_id: &call_id,
+                offer: &offer,
+            });
+            let Some(invite) = invite else {
+                continue;
+            };
+            let peer = binding.peer();
+            let txn = ctx
+                .layer
+                .send_request(ctx.ambient.now, invite.clone(), peer);
+            tracing::info!(session = id, user = user_id, device = %binding.device, "ringing device");
+            session
+                .record
+                .legs
+                .push((format!("{user_id}/{}", binding.device), 0));
+            session.forks.push(Outbound {
+                dialog: Dialog {
+                    call_id: call_id.clone(),
+                    local: from,
+                    remote: to,
+                    target: binding.contact.clone(),
+                    local_cseq: 1,
+                    peer,
+                },
+                invite,
+                txn,
+                target: target.clone(),
+                number: format!("{user_id}/{}", binding.device),
+                answered: false,
+                cancelled: false,
+            });
+            self.by_call_id.insert(call_id, id);
+            self.by_client_txn.insert(txn, id);
+        }
+        session.phase = Phase::Forwarding;
+        session.ring_generation += 1;
+        let deadline = ctx.ambient.now + Duration::from_millis(u64::from(ring_timeout_ms));
+        self.ring_timers
+            .push(Reverse((deadline, id, session.ring_generation)));
+    }
+
+    /// CANCEL every fork still ringing.
+    pub(super) fn cancel_forks(&mut self, ctx: &mut Ctx<'_>, id: SessionId) {
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        for fork in session.forks.iter_mut().filter(|f| !f.cancelled) {
+            fork.cancelled = true;
+            if let Some(cancel) = cancel_for(&fork.invite) {
+                let txn = ctx
+                    .layer
+                    .send_request(ctx.ambient.now, cancel, fork.dialog.peer);
+                self.by_client_txn.insert(txn, id);
+            }
+        }
+    }
+
+    /// A response on one of the forks: ringing goes to the caller once, the first
+    /// answer wins, and when every fork has failed the forward has failed.
+    /// Returns true when the response made a fork the answered leg `b`.
+    pub(super) fn fork_response(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        id: SessionId,
+        txn: ClientTxnId,
+        response: &Response,
+    ) -> bool {
+        let code = response.status_code.code();
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return false;
+        };
+        let Some(i) = session.forks.iter().position(|f| f.txn == txn) else {
+            return false;
+        };
+        match code {
+            100 => false,
+            101..=199 => {
+                if !session.ringing_sent && !session.a_answered && !session.forks[i].cancelled {
+                    session.ringing_sent = true;
+                    let mut reply = message::response_to(
+                        &session.a_invite,
+                        180,
+                        Some(&tag_of(&session.a_dialog.local)),
+                    );
+                    reply
+                        .headers
+                        .push(Header::Contact(rsip::headers::Contact::new(format!(
+                            "<sip:wasmpbx@{}>",
+                            ctx.local
+                        ))));
+                    ctx.layer
+                        .send_response(ctx.ambient.now, session.a_txn, reply);
+                }
+                false
+            }
+            200..=299 => {
+                let mut fork = session.forks.remove(i);
+                if fork.cancelled || session.b.is_some() || session.a_answered {
+                    // Answered after another device won, or after the caller left:
+                    // acknowledge and hang up that device at once.
+                    let message = SipMessage::Response(response.clone());
+                    if let Some(tag) = message::to_tag(&message) {
+                        fork.dialog.remote = with_tag(&fork.dialog.remote, &tag);
+                    }
+                    if let Some(contact) = message::header_value(&message, "Contact") {
+                        fork.dialog.target = addr_spec(&contact);
+                    }
+                    if let Some(ack) = in_dialog_request(&fork.dialog, "ACK", 1, ctx.local) {
+                        ctx.layer.send_ack(ctx.ambient.now, ack, fork.dialog.peer);
+                    }
+                    if let Some(bye) = in_dialog_request(&fork.dialog, "BYE", 2, ctx.local) {
+                        let bye_txn =
+                            ctx.layer
+                                .send_request(ctx.ambient.now, bye, fork.dialog.peer);
+                        self.by_client_txn.insert(bye_txn, id);
+                    }
+                    self.by_call_id.remove(&fork.dialog.call_id);
+                    return false;
+                }
+                session.b = Some(fork);
+                self.cancel_forks(ctx, id);
+                true
+            }
+            _ => {
+                let fork = session.forks.remove(i);
+                self.by_client_txn.remove(&txn);
+                self.by_call_id.remove(&fork.dialog.call_id);
+                if let Some(leg) = session.record.legs.iter_mut().find(|l| l.0 == fork.number) {
+                    leg.1 = code;
+                }
+                let all_failed = session.b.is_none() && session.forks.iter().all(|f| f.cancelled);
+                if !fork.cancelled && all_failed && session.phase == Phase::Forwarding {
+                    // The most telling status of all the devices: busy if any was busy.
+                    let best = session
+                        .record
+                        .legs
+                        .iter()
+                        .map(|l| l.1)
+                        .find(|c| *c == 486)
+                        .unwrap_or(code);
+                    let target = fork.target;
+                    self.route(
+                        ctx,
+                        id,
+                        Event::ForwardFailed {
+                            target,
+                            status: best,
+                            reason: message::reason_phrase(best).into(),
+                        },
+                    );
+                }
+                false
+            }
+        }
+    }
+}

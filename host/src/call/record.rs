@@ -1,0 +1,45 @@
+//! What the calls report: a record per finished call, a summary per live one.
+
+use serde::Serialize;
+
+use super::SessionId;
+use crate::routing::Disposition;
+
+/// One session's record, written when it ends.
+#[derive(Debug, Clone, Serialize)]
+pub struct CallRecord {
+    pub session: SessionId,
+    pub location: Option<String>,
+    pub caller: String,
+    pub dialed: String,
+    pub script: Option<String>,
+    pub script_hash: Option<String>,
+    pub fallback: bool,
+    pub started_at: jiff::Timestamp,
+    pub answered_at: Option<jiff::Timestamp>,
+    pub ended_at: jiff::Timestamp,
+    pub disposition: Disposition,
+    /// Every number the call was forwarded to, in order, with the final status.
+    pub legs: Vec<(String, u16)>,
+    /// DTMF the caller sent (listen mode observes the business's own menu choices).
+    pub digits: String,
+    pub tags: Vec<(String, String)>,
+    pub end_reason: String,
+    /// RTP packets the host relayed caller → callee and back.
+    pub rtp_packets_in: u64,
+    pub rtp_packets_out: u64,
+}
+
+/// What `GET /api/calls` shows of a live call.
+#[derive(Debug, Clone, Serialize)]
+pub struct CallSummary {
+    pub session: SessionId,
+    pub location: Option<String>,
+    pub caller: String,
+    pub dialed: String,
+    /// `routing`, `forwarding` or `connected`.
+    pub state: &'static str,
+    pub forwarded_to: Option<String>,
+    pub started_at: jiff::Timestamp,
+    pub answered_at: Option<jiff::Timestamp>,
+}

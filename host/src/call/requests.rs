@@ -1,0 +1,209 @@
+//! The SIP requests a B2BUA leg sends, and the header bits it reads, built as text and
+//! parsed back through the one message parser.
+
+use std::net::SocketAddr;
+
+use crate::sip::message::{self, Request, SipMessage};
+use crate::sip::transaction::{Peer, Transport};
+
+/// The dialog state of one leg.
+#[derive(Debug, Clone)]
+pub(super) struct Dialog {
+    pub(super) call_id: String,
+    /// Our side's URI header value, tag included (From on B, To on A).
+    pub(super) local: String,
+    /// The other side's header value, tag included once known.
+    pub(super) remote: String,
+    /// Where in-dialog requests go (the other side's Contact).
+    pub(super) target: String,
+    pub(super) local_cseq: u32,
+    pub(super) peer: Peer,
+}
+
+pub(super) fn request_from(text: String) -> Option<Request> {
+    match message::parse(text.as_bytes()) {
+        Ok(SipMessage::Request(r)) => Some(r),
+        _ => None,
+    }
+}
+
+/// The URI inside a name-addr (`"Bob" <sip:b@h>;tag=x` → `sip:b@h`).
+pub(super) fn addr_spec(value: &str) -> String {
+    match (value.find('<'), value.find('>')) {
+        (Some(a), Some(b)) if a < b => value[a + 1..b].to_owned(),
+        _ => value.split(';').next().unwrap_or(value).trim().to_owned(),
+    }
+}
+
+pub(super) fn with_tag(value: &str, tag: &str) -> String {
+    if value.contains(";tag=") {
+        value.to_owned()
+    } else {
+        format!("{value};tag={tag}")
+    }
+}
+
+/// The tag inside a header value we built (`…;tag=x`).
+pub(super) fn tag_of(value: &str) -> String {
+    value
+        .split(";tag=")
+        .nth(1)
+        .and_then(|t| t.split(';').next())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The socket address of a trunk URI like `sip:127.0.0.1:5090` (IP literals only).
+pub fn trunk_address(uri: &str) -> Option<SocketAddr> {
+    let rest = uri
+        .strip_prefix("sip:")
+        .or_else(|| uri.strip_prefix("sips:"))?;
+    let host = rest.rsplit('@').next()?.split(';').next()?;
+    host.parse().ok().or_else(|| {
+        host.parse::<std::net::IpAddr>()
+            .ok()
+            .map(|ip| SocketAddr::new(ip, 5060))
+    })
+}
+
+/// What differs between the INVITEs the host sends.
+pub(super) struct InviteParts<'a> {
+    pub(super) uri: &'a str,
+    pub(super) transport: Transport,
+    pub(super) local: SocketAddr,
+    pub(super) max_forwards: u32,
+    pub(super) from: &'a str,
+    pub(super) to: &'a str,
+    pub(super) call_id: &'a str,
+    pub(super) offer: &'a str,
+}
+
+/// An outbound leg's INVITE, carrying the offer that points at the host's relay.
+pub(super) fn initial_invite(p: &InviteParts<'_>) -> Option<Request> {
+    let text = format!(
+        "INVITE {} SIP/2.0\r\nVia: SIP/2.0/{} {};branch=z9hG4bK{};rport\r\nMax-Forwards: {}\r\n\
+From: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: 1 INVITE\r\nContact: <sip:wasmpbx@{}>\r\n\
+Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, INFO\r\nContent-Type: application/sdp\r\n\
+Content-Length: {}\r\n\r\n{}",
+        p.uri,
+        p.transport.as_str().to_ascii_uppercase(),
+        p.local,
+        message::random_token(),
+        p.max_forwards,
+        p.from,
+        p.to,
+        p.call_id,
+        p.local,
+        p.offer.len(),
+        p.offer
+    );
+    request_from(text)
+}
+
+/// A request inside a dialog the host is part of (BYE, ACK for 2xx).
+pub(super) fn in_dialog_request(
+    dialog: &Dialog,
+    method: &str,
+    cseq: u32,
+    local: SocketAddr,
+) -> Option<Request> {
+    in_dialog_request_with_sdp(dialog, method, cseq, local, "")
+}
+
+/// An in-dialog request carrying an SDP body (a re-INVITE) when `sdp` is not empty.
+pub(super) fn in_dialog_request_with_sdp(
+    dialog: &Dialog,
+    method: &str,
+    cseq: u32,
+    local: SocketAddr,
+    sdp: &str,
+) -> Option<Request> {
+    let body_headers = if sdp.is_empty() {
+        String::new()
+    } else {
+        format!("Contact: <sip:wasmpbx@{local}>\r\nContent-Type: application/sdp\r\n")
+    };
+    let text = format!(
+        "{method} {} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{};rport\r\nMax-Forwards: 70\r\n\
+From: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\n{body_headers}Content-Length: {}\r\n\r\n{sdp}",
+        dialog.target,
+        message::random_token(),
+        dialog.local,
+        dialog.remote,
+        dialog.call_id,
+        sdp.len()
+    );
+    request_from(text)
+}
+
+/// CANCEL for an INVITE the host sent (RFC 3261 9.1): same URI, top Via, From, To,
+/// Call-ID and CSeq number.
+pub(super) fn cancel_for(invite: &Request) -> Option<Request> {
+    let message = SipMessage::Request(invite.clone());
+    let (cseq, _) = message::cseq(&message)?;
+    let text = format!(
+        "CANCEL {} SIP/2.0\r\nVia: {}\r\nMax-Forwards: 70\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {cseq} CANCEL\r\nContent-Length: 0\r\n\r\n",
+        invite.uri,
+        message::header_value(&message, "Via")?,
+        message::header_value(&message, "From")?,
+        message::header_value(&message, "To")?,
+        message::call_id(&message)?,
+    );
+    request_from(text)
+}
+
+/// The digit of an `application/dtmf-relay` (`Signal=5`) or `application/dtmf` (`5`) body.
+pub(super) fn dtmf_from_info(body: &[u8]) -> Option<char> {
+    let text = String::from_utf8_lossy(body);
+    let value = text
+        .lines()
+        .find_map(|l| {
+            l.split_once('=')
+                .filter(|(k, _)| k.trim().eq_ignore_ascii_case("signal"))
+                .map(|(_, v)| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| text.trim().to_owned());
+    let mut chars = value.chars();
+    match (chars.next(), chars.next()) {
+        (Some(c), None) if c.is_ascii_digit() || matches!(c, '*' | '#' | 'A'..='D' | 'a'..='d') => {
+            Some(c.to_ascii_uppercase())
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trunk_uris_resolve_to_addresses() {
+        assert_eq!(
+            trunk_address("sip:127.0.0.1:5090"),
+            Some("127.0.0.1:5090".parse().unwrap())
+        );
+        assert_eq!(
+            trunk_address("sip:gw@127.0.0.3"),
+            Some("127.0.0.3:5060".parse().unwrap())
+        );
+        assert_eq!(trunk_address("sip:carrier.example.com"), None);
+    }
+
+    #[test]
+    fn dtmf_info_bodies() {
+        assert_eq!(dtmf_from_info(b"Signal=5\r\nDuration=160\r\n"), Some('5'));
+        assert_eq!(dtmf_from_info(b"signal= #\r\n"), Some('#'));
+        assert_eq!(dtmf_from_info(b"7"), Some('7'));
+        assert_eq!(dtmf_from_info(b"Signal=55"), None);
+    }
+
+    #[test]
+    fn name_addr_parts() {
+        assert_eq!(
+            addr_spec("\"Bob\" <sip:b@h:5060;transport=udp>;tag=x"),
+            "sip:b@h:5060;transport=udp"
+        );
+        assert_eq!(with_tag("<sip:a@h>", "t1"), "<sip:a@h>;tag=t1");
+        assert_eq!(tag_of("<sip:a@h>;tag=t1"), "t1");
+    }
+}
