@@ -220,6 +220,26 @@ pub struct User {
     pub role: String,
     /// The PIN a flip to a PIN-protected device asks for.
     pub pin: Option<String>,
+    /// Names for the user's devices: name → the device's `+sip.instance` or the start of
+    /// its User-Agent (e.g. `desk = "Yealink SIP-T46S"`). Unnamed devices are named by
+    /// their User-Agent.
+    #[serde(default)]
+    pub devices: BTreeMap<String, String>,
+}
+
+impl User {
+    /// The configured name of a registering device, if one matches it.
+    pub fn device_name(&self, instance: Option<&str>, user_agent: Option<&str>) -> Option<&str> {
+        let matches = |pattern: &str| {
+            let pattern = pattern.trim_matches(|c| c == '<' || c == '>');
+            instance.is_some_and(|i| i.trim_matches(|c| c == '<' || c == '>') == pattern)
+                || user_agent.is_some_and(|ua| ua.starts_with(pattern))
+        };
+        self.devices
+            .iter()
+            .find(|(_, pattern)| matches(pattern))
+            .map(|(name, _)| name.as_str())
+    }
 }
 
 fn default_role() -> String {
@@ -470,6 +490,17 @@ impl Config {
                     "users[{i}].extension: {:?} is used twice",
                     user.extension
                 ));
+            }
+            for (name, pattern) in &user.devices {
+                let good_name = !name.is_empty()
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+                if !good_name || pattern.trim().is_empty() {
+                    return Err(format!(
+                        "users[{i}].devices.{name}: names are letters, digits, - _ . and the match must not be empty"
+                    ));
+                }
             }
             if user.password.is_none() == user.ha1.is_none() {
                 return Err(format!("users[{i}]: set exactly one of password and ha1"));

@@ -369,7 +369,15 @@ impl Registrar {
             }
             let device = match existing {
                 Some(i) => list[i].device.clone(),
-                None => unique_device_name(list, user_agent.as_deref()),
+                None => {
+                    let configured = self.config.user(&user_id).and_then(|u| {
+                        u.device_name(spec.instance.as_deref(), user_agent.as_deref())
+                    });
+                    match configured {
+                        Some(name) if !list.iter().any(|b| b.device == name) => name.to_owned(),
+                        _ => unique_device_name(list, user_agent.as_deref()),
+                    }
+                }
             };
             let binding = Binding {
                 user_id: user_id.clone(),

@@ -49,6 +49,7 @@ pub fn load_config(
                     ha1: None,
                     role: "agent".into(),
                     pin: None,
+                    devices: Default::default(),
                 });
             }
             config

@@ -332,3 +332,51 @@ fn the_offered_digest_algorithms_follow_the_config() {
         .is_err()
     );
 }
+
+#[test]
+fn devices_take_their_configured_names() {
+    let config = Config::parse(
+        "[sip]\ndomain = \"pbx.test\"\n[[users]]\nid = \"alice\"\nextension = \"2001\"\npassword = \"s3cret\"\n\
+         [users.devices]\ndesk = \"Yealink SIP-T46S\"\nmobile = \"<urn:uuid:1>\"\n",
+        Path::new("t.toml"),
+    )
+    .unwrap();
+    let mut r = Registrar::new(Arc::new(config), [1; 32]);
+    login(
+        &mut r,
+        "2001",
+        "s3cret",
+        "<sip:2001@127.0.0.1:5070>",
+        "Yealink SIP-T46S 66.86.0.15",
+        5070,
+    );
+    login(
+        &mut r,
+        "2001",
+        "s3cret",
+        "<sip:2001@127.0.0.1:5072>;+sip.instance=\"<urn:uuid:1>\"",
+        "Linphone/5.2",
+        5072,
+    );
+    login(
+        &mut r,
+        "2001",
+        "s3cret",
+        "<sip:2001@127.0.0.1:5074>",
+        "Zoiper rv2.10",
+        5074,
+    );
+    let names: Vec<_> = r
+        .bindings("alice")
+        .iter()
+        .map(|b| b.device.as_str())
+        .collect();
+    assert_eq!(names, ["desk", "mobile", "zoiper"]);
+    let bad = "[[users]]\nid = \"a\"\nextension = \"1\"\npassword = \"p\"\n[users.devices]\n\"my desk\" = \"x\"\n";
+    assert!(
+        Config::parse(bad, Path::new("t.toml"))
+            .unwrap_err()
+            .to_string()
+            .contains("users[0].devices.my desk")
+    );
+}
