@@ -42,6 +42,11 @@ fn a_call_to_a_user_rings_all_their_devices_and_the_first_answer_wins() {
     assert_eq!(cdr["disposition"], "answered");
     assert_eq!(cdr["caller"], "2002");
     assert_eq!(cdr["legs"].as_array().unwrap().len(), 2, "{cdr}");
+    let (_, metrics) = common::server::http(server.http, "GET", "/metrics", None, "");
+    assert!(
+        metrics.contains("wasmpbx_script_fallbacks_total{cause=\"missing\"} 0"),
+        "device calls run no script: {metrics}"
+    );
 }
 
 #[test]

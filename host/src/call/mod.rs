@@ -1136,6 +1136,11 @@ impl Calls {
         session.record.end_reason = reason.to_owned();
         session.record.tags = session.call.tags.clone();
         tracing::info!(session = id, ?disposition, reason, "call ended");
+        if session.script.is_empty() {
+            // A call between devices: no script to tell.
+            ctx.outputs.push_back(PbxOutput::Record(session.record));
+            return;
+        }
         ctx.outputs.push_back(PbxOutput::Route {
             session: id,
             script: session.script.clone(),
