@@ -11,7 +11,6 @@ use super::requests::{
 };
 use super::{Calls, Ctx, Outbound, Phase, SessionId};
 use crate::routing::{Disposition, Event, ForwardTarget};
-use crate::sdp;
 use crate::sip::message::{self, Header, Response, SipMessage};
 use crate::sip::transaction::ClientTxnId;
 
@@ -42,12 +41,7 @@ impl Calls {
             };
             return self.route(ctx, id, event);
         }
-        let offer = match sdp::rewrite(
-            &session.a_sdp,
-            ctx.config.media.public_ip,
-            session.ports.b,
-            id,
-        ) {
+        let offer = match session.offer_for_b(ctx, id) {
             Ok(offer) => offer,
             Err(e) => {
                 return self.end(

@@ -38,7 +38,7 @@ mod requests;
 pub use record::{CallRecord, CallSummary};
 pub use requests::trunk_address;
 use requests::{
-    Dialog, InviteParts, addr_spec, cancel_for, dtmf_from_info, in_dialog_request,
+    Dialog, InviteParts, addr_spec, attach_sdp, cancel_for, dtmf_from_info, in_dialog_request,
     in_dialog_request_with_sdp, initial_invite, tag_of, with_tag,
 };
 
@@ -103,6 +103,13 @@ struct Session {
     /// Bumped whenever the ring timer is re-armed, so stale timers are ignored.
     ring_generation: u64,
     applying_fallback: bool,
+}
+
+impl Session {
+    /// The caller's offer for an outbound leg: pointing at the host's B-side port.
+    fn offer_for_b(&self, ctx: &Ctx<'_>, id: SessionId) -> Result<String, sdp::SdpError> {
+        sdp::rewrite(&self.a_sdp, ctx.config.media.public_ip, self.ports.b, id)
+    }
 }
 
 /// What the calls need from the rest of the core for one input.
@@ -466,12 +473,7 @@ impl Calls {
         };
         let host = trunk_addr.to_string();
         let local = ctx.local;
-        let b_sdp = match sdp::rewrite(
-            &session.a_sdp,
-            ctx.config.media.public_ip,
-            session.ports.b,
-            id,
-        ) {
+        let b_sdp = match session.offer_for_b(ctx, id) {
             Ok(offer) => offer,
             Err(e) => {
                 return self.end(
@@ -692,18 +694,7 @@ impl Calls {
                     200,
                     Some(&tag_of(&session.a_dialog.local)),
                 );
-                reply
-                    .headers
-                    .push(Header::Contact(rsip::headers::Contact::new(format!(
-                        "<sip:wasmpbx@{}>",
-                        ctx.local
-                    ))));
-                reply
-                    .headers
-                    .push(Header::ContentType(rsip::headers::ContentType::new(
-                        "application/sdp",
-                    )));
-                reply.body = a_sdp.into_bytes();
+                attach_sdp(&mut reply, ctx.local, a_sdp);
                 ctx.layer
                     .send_response(ctx.ambient.now, session.a_txn, reply);
                 session.a_answered = true;
@@ -773,18 +764,7 @@ impl Calls {
             }
             if let Ok(answer) = sdp::rewrite(&body, ctx.config.media.public_ip, asker_port, id + 2)
             {
-                reply
-                    .headers
-                    .push(Header::Contact(rsip::headers::Contact::new(format!(
-                        "<sip:wasmpbx@{}>",
-                        ctx.local
-                    ))));
-                reply
-                    .headers
-                    .push(Header::ContentType(rsip::headers::ContentType::new(
-                        "application/sdp",
-                    )));
-                reply.body = answer.into_bytes();
+                attach_sdp(&mut reply, ctx.local, answer);
             }
         }
         ctx.layer
@@ -1013,18 +993,7 @@ impl Calls {
                 };
                 let mut reply = ok;
                 if let Ok(sdp) = sdp::rewrite(&body, ctx.config.media.public_ip, port, id + 1) {
-                    reply
-                        .headers
-                        .push(Header::Contact(rsip::headers::Contact::new(format!(
-                            "<sip:wasmpbx@{}>",
-                            ctx.local
-                        ))));
-                    reply
-                        .headers
-                        .push(Header::ContentType(rsip::headers::ContentType::new(
-                            "application/sdp",
-                        )));
-                    reply.body = sdp.into_bytes();
+                    attach_sdp(&mut reply, ctx.local, sdp);
                 }
                 ctx.layer.send_response(ctx.ambient.now, txn, reply);
             }

@@ -3,7 +3,9 @@
 
 use std::net::SocketAddr;
 
-use crate::sip::message::{self, Request, SipMessage};
+use rsip::prelude::*;
+
+use crate::sip::message::{self, Header, Request, Response, SipMessage};
 use crate::sip::transaction::{Peer, Transport};
 
 /// The dialog state of one leg.
@@ -64,6 +66,21 @@ pub fn trunk_address(uri: &str) -> Option<SocketAddr> {
             .ok()
             .map(|ip| SocketAddr::new(ip, 5060))
     })
+}
+
+/// Give a response the host's Contact and an SDP body.
+pub(super) fn attach_sdp(reply: &mut Response, local: SocketAddr, sdp: String) {
+    reply
+        .headers
+        .push(Header::Contact(rsip::headers::Contact::new(format!(
+            "<sip:wasmpbx@{local}>"
+        ))));
+    reply
+        .headers
+        .push(Header::ContentType(rsip::headers::ContentType::new(
+            "application/sdp",
+        )));
+    reply.body = sdp.into_bytes();
 }
 
 /// What differs between the INVITEs the host sends.
