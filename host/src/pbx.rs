@@ -5,10 +5,9 @@
 //! hands INVITEs and in-dialog requests to the calls ([`crate::call`]).
 
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use std::net::SocketAddr;
 
 use crate::call::{CallRecord, Calls, Ctx, SessionId};
 use crate::config::Config;
@@ -22,7 +21,7 @@ use crate::sip::transaction::{Output, Peer, ServerTxnId, TransactionLayer, Trans
 /// How often expired registrations are swept.
 const EXPIRY_SWEEP: Duration = Duration::from_secs(1);
 
-const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, REFER, NOTIFY";
+const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, NOTIFY, UPDATE";
 
 /// What the core asks of its driver.
 #[derive(Debug)]
