@@ -17,7 +17,11 @@
 //! - [`sip`]: SIP messages (over rsip), digest authentication and the RFC 3261
 //!   transaction layer, all sans-IO.
 //! - [`registrar`]: REGISTER, bindings (devices), throttling. Sans-IO.
-//! - [`pbx`]: the transaction user that ties SIP to the registrar (and calls). Sans-IO.
+//! - [`pbx`]: the transaction user that ties SIP to the registrar and the calls. Sans-IO.
+//! - [`call`]: B2BUA sessions — legs, forking, re-INVITEs, records. Sans-IO.
+//! - [`sdp`]: reading and rewriting SDP for anchored media.
+//! - [`relay`]: the RTP/RTCP relay behind the `MediaAllocator` seam.
+//! - [`admin`]: the admin HTTP API and `/metrics`.
 //! - [`driver`]: UDP/TCP sockets, framing and timers around the `pbx` core.
 //! - [`server`]: `wasmpbx run`: wires the pieces and runs until Ctrl-C.
 
