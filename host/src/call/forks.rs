@@ -10,7 +10,7 @@ use super::requests::{
     Dialog, InviteParts, addr_spec, cancel_for, in_dialog_request, initial_invite, tag_of, with_tag,
 };
 use super::{Calls, Ctx, Outbound, Phase, SessionId};
-use crate::routing::{Disposition, Event, ForwardTarget};
+use crate::routing::{Event, ForwardTarget};
 use crate::sip::message::{self, Header, Response, SipMessage};
 use crate::sip::transaction::ClientTxnId;
 
@@ -41,18 +41,7 @@ impl Calls {
             };
             return self.route(ctx, id, event);
         }
-        let offer = match session.offer_for_b(ctx, id) {
-            Ok(offer) => offer,
-            Err(e) => {
-                return self.end(
-                    ctx,
-                    id,
-                    Disposition::Failed,
-                    488,
-                    &format!("caller SDP: {e}"),
-                );
-            }
-        };
+        let offer = session.b_offer.clone();
         let local = ctx.local;
         let domain = &ctx.config.sip.domain;
         let caller = session.call.caller.clone();

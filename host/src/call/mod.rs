@@ -86,7 +86,8 @@ struct Session {
     a_invite: Request,
     a_txn: ServerTxnId,
     a_dialog: Dialog,
-    a_sdp: String,
+    /// The offer for outbound legs: the caller's SDP pointing at the host's B port.
+    b_offer: String,
     a_answered: bool,
     /// The outbound leg: the one ringing (trunk forwards) or the one that answered.
     b: Option<Outbound>,
@@ -103,13 +104,6 @@ struct Session {
     /// Bumped whenever the ring timer is re-armed, so stale timers are ignored.
     ring_generation: u64,
     applying_fallback: bool,
-}
-
-impl Session {
-    /// The caller's offer for an outbound leg: pointing at the host's B-side port.
-    fn offer_for_b(&self, ctx: &Ctx<'_>, id: SessionId) -> Result<String, sdp::SdpError> {
-        sdp::rewrite(&self.a_sdp, ctx.config.media.public_ip, self.ports.b, id)
-    }
 }
 
 /// What the calls need from the rest of the core for one input.
@@ -231,10 +225,13 @@ impl Calls {
             }
         };
         let body = String::from_utf8_lossy(&request.body).into_owned();
-        if let Err(e) = sdp::parse(&body) {
-            tracing::info!(dialed, "INVITE refused: SDP {e}");
-            return reject(ctx, 488, None);
-        }
+        let a_media = match sdp::parse(&body) {
+            Ok(media) => media,
+            Err(e) => {
+                tracing::info!(dialed, "INVITE refused: SDP {e}");
+                return reject(ctx, 488, None);
+            }
+        };
         self.next_id += 1;
         let id = self.next_id;
         let ports = match ctx.media.open(id) {
@@ -244,9 +241,17 @@ impl Calls {
                 return reject(ctx, 503, None);
             }
         };
-        if let Ok(media) = sdp::parse(&body)
-            && let Some(rtp) = media.rtp
-        {
+        // The offer every outbound leg of this call gets: the caller's, pointing at the
+        // host's B-side port. Made once; refused here if nothing in it can be relayed.
+        let b_offer = match sdp::rewrite(&body, ctx.config.media.public_ip, ports.b, id) {
+            Ok(offer) => offer,
+            Err(e) => {
+                tracing::info!(dialed, "INVITE refused: SDP {e}");
+                ctx.media.close(id);
+                return reject(ctx, 488, None);
+            }
+        };
+        if let Some(rtp) = a_media.rtp {
             ctx.media.set_remote(id, Side::A, rtp);
         }
         if let Some(pt) = sdp::telephone_event_pt(&body) {
@@ -312,7 +317,7 @@ impl Calls {
                 local_cseq: 0,
                 peer: source,
             },
-            a_sdp: body,
+            b_offer,
             a_answered: false,
             b: None,
             forks: Vec::new(),
@@ -473,18 +478,7 @@ impl Calls {
         };
         let host = trunk_addr.to_string();
         let local = ctx.local;
-        let b_sdp = match session.offer_for_b(ctx, id) {
-            Ok(offer) => offer,
-            Err(e) => {
-                return self.end(
-                    ctx,
-                    id,
-                    Disposition::Failed,
-                    488,
-                    &format!("caller SDP: {e}"),
-                );
-            }
-        };
+        let b_sdp = session.b_offer.clone();
         let from_number = caller_id.unwrap_or_else(|| session.call.caller.clone());
         let call_id = format!("{}@{}", message::random_token(), local.ip());
         let from = format!(

@@ -47,6 +47,17 @@ fn transmits(outputs: &[Output]) -> Vec<String> {
         .collect()
 }
 
+/// The server transaction of the request handed up in `outputs`.
+fn request_txn(outputs: &[Output]) -> ServerTxnId {
+    outputs
+        .iter()
+        .find_map(|o| match o {
+            Output::Request { txn, .. } => Some(*txn),
+            _ => None,
+        })
+        .expect("a request was handed up")
+}
+
 /// Advance the clock timer by timer until `until`, collecting the times of transmits.
 fn run_until(
     layer: &mut TransactionLayer,
@@ -184,13 +195,7 @@ fn server_invite_sends_trying_absorbs_retransmissions_and_retransmits_failure_un
     );
     let outputs = drain(&mut layer);
     assert_eq!(transmits(&outputs), ["SIP/2.0 100 Trying"]);
-    let txn = outputs
-        .iter()
-        .find_map(|o| match o {
-            Output::Request { txn, .. } => Some(*txn),
-            _ => None,
-        })
-        .unwrap();
+    let txn = request_txn(&outputs);
     // The INVITE again: the 100 again, nothing new for the user.
     layer.handle_message(
         now,
@@ -230,13 +235,7 @@ fn server_2xx_is_retransmitted_until_acked_then_the_ack_goes_up() {
         SipMessage::Request(invite.clone()),
         peer(Transport::Udp),
     );
-    let txn = drain(&mut layer)
-        .iter()
-        .find_map(|o| match o {
-            Output::Request { txn, .. } => Some(*txn),
-            _ => None,
-        })
-        .unwrap();
+    let txn = request_txn(&drain(&mut layer));
     layer.send_response(now, txn, message::response_to(&invite, 200, Some("b1")));
     drain(&mut layer);
     let seen = run_until(&mut layer, now, Duration::from_millis(3600));
@@ -265,13 +264,7 @@ fn an_unacknowledged_2xx_is_reported() {
         SipMessage::Request(invite.clone()),
         peer(Transport::Udp),
     );
-    let txn = drain(&mut layer)
-        .iter()
-        .find_map(|o| match o {
-            Output::Request { txn, .. } => Some(*txn),
-            _ => None,
-        })
-        .unwrap();
+    let txn = request_txn(&drain(&mut layer));
     layer.send_response(now, txn, message::response_to(&invite, 200, Some("b1")));
     drain(&mut layer);
     let seen = run_until(&mut layer, now, Duration::from_secs(40));
@@ -292,13 +285,7 @@ fn server_non_invite_answers_retransmissions_from_its_cache() {
         SipMessage::Request(register.clone()),
         peer(Transport::Udp),
     );
-    let txn = drain(&mut layer)
-        .iter()
-        .find_map(|o| match o {
-            Output::Request { txn, .. } => Some(*txn),
-            _ => None,
-        })
-        .unwrap();
+    let txn = request_txn(&drain(&mut layer));
     layer.send_response(now, txn, message::response_to(&register, 401, Some("x")));
     assert_eq!(transmits(&drain(&mut layer)), ["SIP/2.0 401 Unauthorized"]);
     layer.handle_message(now, SipMessage::Request(register), peer(Transport::Udp));
