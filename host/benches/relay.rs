@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
 use wasmpbx::config::PortRange;
-use wasmpbx::relay::{MediaAllocator, RelayManager, Side};
+use wasmpbx::media::{MediaAllocator, RelayManager, Side};
 
 const PACKET: usize = 172;
 

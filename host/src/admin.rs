@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::driver::{CallStats, CoreHandle};
-use crate::relay::RelayCounters;
+use crate::media::RelayCounters;
 use crate::script::ScriptHost;
 use crate::store::{CdrStore, KvStore};
 

@@ -89,8 +89,10 @@ pub struct MediaConfig {
     pub rtp_ports: PortRange,
     /// The address written into SDP.
     pub public_ip: IpAddr,
-    /// The folder of WAV prompts that `play` actions name.
+    /// The folder of WAV prompts that `play` actions name (added to the built-in set).
     pub prompts: PathBuf,
+    /// Where call recordings are written.
+    pub recordings: PathBuf,
 }
 
 impl Default for MediaConfig {
@@ -102,6 +104,7 @@ impl Default for MediaConfig {
             },
             public_ip: [127, 0, 0, 1].into(),
             prompts: "prompts".into(),
+            recordings: "recordings".into(),
         }
     }
 }

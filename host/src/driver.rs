@@ -123,6 +123,8 @@ pub struct Wiring {
     pub directory: Arc<MemoryDirectory>,
     pub scripts: Arc<ScriptHost>,
     pub stats: Arc<CallStats>,
+    /// What the calls' media noticed (the caller's digits).
+    pub media_events: mpsc::Receiver<crate::media::MediaEvent>,
 }
 
 /// Asks the core task about its state (the admin API).
@@ -193,6 +195,7 @@ pub async fn run(
         directory,
         scripts,
         stats,
+        mut media_events,
     } = wiring;
     let Inbox { tx, mut rx } = inbox;
     for socket in &udp {
@@ -233,6 +236,7 @@ pub async fn run(
                 },
                 None => return Ok(()),
             },
+            Some(event) = media_events.recv() => pbx.handle_media_event(ambient(), event),
             _ = sleep => pbx.handle_timeout(ambient()),
             _ = shutdown.changed() => return Ok(()),
         }

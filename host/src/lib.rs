@@ -20,7 +20,8 @@
 //! - [`pbx`]: the transaction user that ties SIP to the registrar and the calls. Sans-IO.
 //! - [`call`]: B2BUA sessions — legs, forking, re-INVITEs, records. Sans-IO.
 //! - [`sdp`]: reading and rewriting SDP for anchored media.
-//! - [`relay`]: the RTP/RTCP relay behind the `MediaAllocator` seam.
+//! - [`media`]: RTP: the relay, the host's own stream to an answered caller (prompts,
+//!   ringback), DTMF, recording; behind the `MediaAllocator` seam.
 //! - [`admin`]: the admin HTTP API and `/metrics`.
 //! - [`driver`]: UDP/TCP sockets, framing and timers around the `pbx` core.
 //! - [`server`]: `wasmpbx run`: wires the pieces and runs until Ctrl-C.
@@ -32,9 +33,9 @@ pub mod config;
 pub mod directory;
 pub mod driver;
 pub mod flip;
+pub mod media;
 pub mod pbx;
 pub mod registrar;
-pub mod relay;
 pub mod routing;
 pub mod script;
 pub mod sdp;

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use crate::call::{CallRecord, Calls, Ctx, SessionId};
 use crate::config::Config;
+use crate::media::{MediaAllocator, MediaEvent, Prompts};
 use crate::registrar::{BindingChange, Registrar};
-use crate::relay::MediaAllocator;
 use crate::routing::{CallInfo, Decision, Event};
 use crate::script::LoadedScript;
 use crate::sip::message::{self, Header, Method, ParseError, Request, SipMessage};
@@ -58,6 +58,7 @@ pub struct Pbx {
     pub registrar: Registrar,
     pub calls: Calls,
     media: Box<dyn MediaAllocator>,
+    prompts: Arc<Prompts>,
     config: Arc<Config>,
     /// The host's own SIP address, for Via and Contact.
     local: SocketAddr,
@@ -87,12 +88,19 @@ impl Pbx {
             registrar: Registrar::new(config.clone(), secret),
             calls: Calls::default(),
             media,
+            prompts: Arc::new(Prompts::built_in()),
             config,
             local,
             outputs: VecDeque::new(),
             next_sweep: None,
             counters: PbxCounters::default(),
         }
+    }
+
+    /// The prompts `play` names (the built-in set until this is called).
+    pub fn with_prompts(mut self, prompts: Arc<Prompts>) -> Self {
+        self.prompts = prompts;
+        self
     }
 
     pub fn poll_output(&mut self) -> Option<PbxOutput> {
@@ -117,6 +125,7 @@ impl Pbx {
             registrar: &mut self.registrar,
             outputs: &mut self.outputs,
             config: &self.config,
+            prompts: &self.prompts,
             local: self.local,
             ambient,
         };
@@ -166,6 +175,14 @@ impl Pbx {
                 bytes: reply,
             });
         }
+    }
+
+    /// Something a call's media noticed (the caller's digits).
+    pub fn handle_media_event(&mut self, ambient: Ambient, event: MediaEvent) {
+        let MediaEvent::Digit { session, digit } = event;
+        let (calls, mut ctx) = self.ctx(ambient);
+        calls.handle_digit(&mut ctx, session, digit);
+        self.pump(ambient);
     }
 
     pub fn handle_timeout(&mut self, ambient: Ambient) {

@@ -84,6 +84,45 @@ pub fn telephone_event_pt(sdp: &str) -> Option<u8> {
     })
 }
 
+/// The G.711 codec the host uses with a party that offered `media`: its first choice of
+/// the static PCMU (0) and PCMA (8).
+pub fn first_g711(media: &Media) -> Option<crate::media::Codec> {
+    media
+        .payload_types
+        .iter()
+        .find_map(|&pt| crate::media::Codec::from_payload_type(pt))
+}
+
+/// The host's own description as a media endpoint: one audio stream at `address:port`
+/// in `codec`, with telephone-events on `event_pt` if the party uses them.
+pub fn endpoint(
+    address: IpAddr,
+    port: u16,
+    session_version: u64,
+    codec: crate::media::Codec,
+    event_pt: Option<u8>,
+) -> String {
+    let family = if address.is_ipv4() { "IP4" } else { "IP6" };
+    let pt = codec.payload_type();
+    let mut sdp = format!(
+        "v=0\r\no=wasmpbx {session_version} {session_version} IN {family} {address}\r\n\
+         s=wasmpbx\r\nc=IN {family} {address}\r\nt=0 0\r\n"
+    );
+    match event_pt {
+        Some(ev) => sdp.push_str(&format!(
+            "m=audio {port} RTP/AVP {pt} {ev}\r\na=rtpmap:{pt} {}/8000\r\n\
+             a=rtpmap:{ev} telephone-event/8000\r\na=fmtp:{ev} 0-16\r\n",
+            codec.name()
+        )),
+        None => sdp.push_str(&format!(
+            "m=audio {port} RTP/AVP {pt}\r\na=rtpmap:{pt} {}/8000\r\n",
+            codec.name()
+        )),
+    }
+    sdp.push_str("a=ptime:20\r\na=sendrecv\r\n");
+    sdp
+}
+
 /// The payload types the host relays: PCMU (0), PCMA (8) and telephone-event (by name).
 fn keep_payload_types(sdp: &str) -> Vec<u8> {
     let mut keep = Vec::new();
@@ -247,5 +286,21 @@ a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=rtcp:6001\r\na=sendrec
                 .unwrap()
                 .contains("m=audio 0 RTP/AVP 0")
         );
+    }
+
+    #[test]
+    fn the_endpoint_description_parses_back() {
+        let sdp = endpoint(
+            "127.0.0.1".parse().unwrap(),
+            20_000,
+            7,
+            crate::media::Codec::Pcma,
+            Some(101),
+        );
+        let media = parse(&sdp).unwrap();
+        assert_eq!(media.rtp, Some("127.0.0.1:20000".parse().unwrap()));
+        assert_eq!(media.payload_types, [8, 101]);
+        assert_eq!(telephone_event_pt(&sdp), Some(101));
+        assert_eq!(first_g711(&media), Some(crate::media::Codec::Pcma));
     }
 }

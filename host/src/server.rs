@@ -13,8 +13,11 @@ use crate::clock::SystemClock;
 use crate::config::{Config, User};
 use crate::directory::MemoryDirectory;
 use crate::driver;
+use crate::media::{Prompts, RelayManager};
 use crate::pbx::Pbx;
-use crate::relay::RelayManager;
+
+/// Caller digits waiting for the core; a flood beyond this is dropped (and counted).
+const MEDIA_EVENT_QUEUE: usize = 1024;
 use crate::script::{HostServices, Limits, ScriptEngine, ScriptHost, watcher};
 use crate::store::{KvStore, RegistrationStore, SqliteStore};
 
@@ -125,9 +128,17 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         .udp
         .first()
         .context("sip.listen: a UDP listener is needed")?;
-    let media = RelayManager::new(config.media.public_ip, config.media.rtp_ports);
+    let (media_events, media_inbox) = tokio::sync::mpsc::channel(MEDIA_EVENT_QUEUE);
+    let media =
+        RelayManager::new(config.media.public_ip, config.media.rtp_ports).with_events(media_events);
     let relay_counters = media.counters.clone();
-    let mut pbx = Pbx::new(config.clone(), random_secret()?, Box::new(media), local);
+    let (prompts, prompt_errors) = Prompts::load(&config.media.prompts);
+    for e in &prompt_errors {
+        tracing::error!("media.prompts: {e}");
+    }
+    let prompts = Arc::new(prompts);
+    let mut pbx = Pbx::new(config.clone(), random_secret()?, Box::new(media), local)
+        .with_prompts(prompts.clone());
     let restored = pbx
         .registrar
         .restore(SystemClock.now().as_second(), store.load_bindings()?);
@@ -136,15 +147,17 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         .with_context(|| format!("http.listen: cannot bind {}", config.http.listen))?;
     let http_addr = http.local_addr()?;
 
-    print_banner(
-        &config,
-        config_path,
-        &demo_users,
-        &host,
-        &listeners,
+    Banner {
+        config: &config,
+        path: config_path,
+        demo_users: &demo_users,
+        host: &host,
+        listeners: &listeners,
         restored,
-        http_addr,
-    );
+        http: http_addr,
+        prompts: &prompts,
+    }
+    .print();
 
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let watcher = tokio::spawn(watcher::watch(
@@ -161,6 +174,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         directory,
         scripts: host.clone(),
         stats: stats.clone(),
+        media_events: media_inbox,
     };
     let sip = tokio::spawn(driver::run(
         pbx,
@@ -219,65 +233,88 @@ macro_rules! say {
     }};
 }
 
-fn print_banner(
-    config: &Config,
-    path: Option<&Path>,
-    demo_users: &[(String, String)],
-    host: &ScriptHost,
-    listeners: &driver::Listeners,
+/// What `wasmpbx run` prints at start: where everything is and listens.
+struct Banner<'a> {
+    config: &'a Config,
+    path: Option<&'a Path>,
+    demo_users: &'a [(String, String)],
+    host: &'a ScriptHost,
+    listeners: &'a driver::Listeners,
     restored: usize,
     http: std::net::SocketAddr,
-) {
-    let mut out = std::io::stdout().lock();
-    let source = path
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|| "the embedded default".into());
-    say!(out, "wasmpbx {} on {source}", env!("CARGO_PKG_VERSION"));
-    let scripts: Vec<String> = host
-        .registry
-        .status()
-        .into_iter()
-        .map(|s| match (&s.hash, &s.last_error) {
-            (Some(_), _) => format!("{} [{}]", s.name, s.exports.join(", ")),
-            (None, Some(e)) => format!("{} (rejected: {})", s.name, e.message),
-            (None, None) => s.name,
-        })
-        .collect();
-    say!(
-        out,
-        "  scripts   {} (watched): {}",
-        config.scripts.dir.display(),
-        if scripts.is_empty() {
-            "none yet — run scripts/build.sh".into()
-        } else {
-            scripts.join("; ")
-        }
-    );
-    say!(
-        out,
-        "  store     {} ({restored} registrations restored)",
-        config.store.path.display()
-    );
-    for addr in &listeners.udp {
-        say!(out, "  SIP       udp:{addr}");
-    }
-    for addr in &listeners.tcp {
-        say!(out, "  SIP       tcp:{addr}");
-    }
-    say!(
-        out,
-        "  HTTP      http://{http}/api/health  (admin API, /metrics)"
-    );
-    for location in &config.locations {
+    prompts: &'a Prompts,
+}
+
+impl Banner<'_> {
+    fn print(&self) {
+        let Banner {
+            config,
+            path,
+            demo_users,
+            host,
+            listeners,
+            restored,
+            http,
+            prompts,
+        } = *self;
+        let mut out = std::io::stdout().lock();
+        let source = path
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "the embedded default".into());
+        say!(out, "wasmpbx {} on {source}", env!("CARGO_PKG_VERSION"));
+        let scripts: Vec<String> = host
+            .registry
+            .status()
+            .into_iter()
+            .map(|s| match (&s.hash, &s.last_error) {
+                (Some(_), _) => format!("{} [{}]", s.name, s.exports.join(", ")),
+                (None, Some(e)) => format!("{} (rejected: {})", s.name, e.message),
+                (None, None) => s.name,
+            })
+            .collect();
         say!(
             out,
-            "  location  {} on flip number {} runs script {}",
-            location.name,
-            location.flip_number,
-            location.script
+            "  scripts   {} (watched): {}",
+            config.scripts.dir.display(),
+            if scripts.is_empty() {
+                "none yet — run scripts/build.sh".into()
+            } else {
+                scripts.join("; ")
+            }
         );
-    }
-    for (extension, password) in demo_users {
-        say!(out, "  demo user extension {extension} password {password}");
+        say!(
+            out,
+            "  prompts   {} + built-in: {}; recordings to {}",
+            config.media.prompts.display(),
+            prompts.names().join(", "),
+            config.media.recordings.display()
+        );
+        say!(
+            out,
+            "  store     {} ({restored} registrations restored)",
+            config.store.path.display()
+        );
+        for addr in &listeners.udp {
+            say!(out, "  SIP       udp:{addr}");
+        }
+        for addr in &listeners.tcp {
+            say!(out, "  SIP       tcp:{addr}");
+        }
+        say!(
+            out,
+            "  HTTP      http://{http}/api/health  (admin API, /metrics)"
+        );
+        for location in &config.locations {
+            say!(
+                out,
+                "  location  {} on flip number {} runs script {}",
+                location.name,
+                location.flip_number,
+                location.script
+            );
+        }
+        for (extension, password) in demo_users {
+            say!(out, "  demo user extension {extension} password {password}");
+        }
     }
 }

@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 use rsip::prelude::*;
 
 use crate::config::{Config, Location};
+use crate::media::{MediaAllocator, MediaPorts, Playback, Prompts, Side};
 use crate::pbx::{Ambient, PbxOutput};
 use crate::registrar::Registrar;
-use crate::relay::{MediaAllocator, MediaPorts, Side};
 use crate::routing::{
     Action, CallInfo, Decision, Disposition, Event, ForwardTarget, Origin, fallback_actions,
 };
@@ -31,6 +31,7 @@ use crate::sdp;
 use crate::sip::message::{self, Header, Request, Response, SipMessage};
 use crate::sip::transaction::{ClientTxnId, Peer, ServerTxnId, TransactionLayer, Transport};
 
+mod engaged;
 mod forks;
 mod record;
 mod requests;
@@ -75,6 +76,8 @@ enum Phase {
     Routing,
     /// B is ringing.
     Forwarding,
+    /// The host answered and is playing or gathering.
+    Engaged,
     Connected,
 }
 
@@ -104,6 +107,12 @@ struct Session {
     /// Bumped whenever the ring timer is re-armed, so stale timers are ignored.
     ring_generation: u64,
     applying_fallback: bool,
+    /// Set once the host answered the caller itself (active mode).
+    endpoint: Option<engaged::Endpoint>,
+    /// A prompt's end or the caller's digits, in active mode.
+    waiting: engaged::Waiting,
+    /// Bumped whenever a media timer is armed, so stale ones are ignored.
+    media_generation: u64,
 }
 
 /// What the calls need from the rest of the core for one input.
@@ -113,6 +122,7 @@ pub struct Ctx<'a> {
     pub registrar: &'a mut Registrar,
     pub outputs: &'a mut VecDeque<PbxOutput>,
     pub config: &'a Config,
+    pub prompts: &'a Prompts,
     /// The host's SIP address (Via, Contact).
     pub local: SocketAddr,
     pub ambient: Ambient,
@@ -125,6 +135,8 @@ pub struct Calls {
     by_a_txn: HashMap<ServerTxnId, SessionId>,
     by_client_txn: HashMap<ClientTxnId, SessionId>,
     ring_timers: BinaryHeap<Reverse<(Instant, SessionId, u64)>>,
+    /// Prompt ends and gather timeouts (see `engaged`).
+    media_timers: BinaryHeap<Reverse<(Instant, SessionId, u64)>>,
     next_id: SessionId,
 }
 
@@ -142,6 +154,7 @@ impl Calls {
                 state: match s.phase {
                     Phase::Routing => "routing",
                     Phase::Forwarding => "forwarding",
+                    Phase::Engaged => "engaged",
                     Phase::Connected => "connected",
                 },
                 forwarded_to: s.b.as_ref().map(|b| b.number.clone()),
@@ -154,7 +167,9 @@ impl Calls {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.ring_timers.peek().map(|Reverse((at, _, _))| *at)
+        let ring = self.ring_timers.peek().map(|Reverse((at, _, _))| *at);
+        let media = self.media_timers.peek().map(|Reverse((at, _, _))| *at);
+        ring.into_iter().chain(media).min()
     }
 
     /// Whether `call_id` belongs to a session (in-dialog requests).
@@ -301,6 +316,7 @@ impl Calls {
             end_reason: String::new(),
             rtp_packets_in: 0,
             rtp_packets_out: 0,
+            recording: None,
         };
         let session = Session {
             call: call.clone(),
@@ -328,6 +344,9 @@ impl Calls {
             record,
             ring_generation: 0,
             applying_fallback: false,
+            endpoint: None,
+            waiting: engaged::Waiting::Nothing,
+            media_generation: 0,
         };
         self.sessions.insert(id, session);
         self.by_call_id.insert(call_id, id);
@@ -383,12 +402,16 @@ impl Calls {
     }
 
     fn apply(&mut self, ctx: &mut Ctx<'_>, id: SessionId, actions: Vec<Action>) {
-        for action in actions {
+        let mut actions = actions.into_iter();
+        while let Some(action) = actions.next() {
             let Some(session) = self.sessions.get_mut(&id) else {
                 return;
             };
-            match action {
-                Action::SetTag { name, value } => session.call.set_tag(&name, &value),
+            let outcome = match action {
+                Action::SetTag { name, value } => {
+                    session.call.set_tag(&name, &value);
+                    Ok(())
+                }
                 Action::Forward {
                     target,
                     trunk,
@@ -407,27 +430,43 @@ impl Calls {
                     );
                 }
                 Action::Hangup => {
-                    return self.end(ctx, id, Disposition::Failed, 480, "hung up by script");
+                    let disposition = if session.a_answered {
+                        Disposition::Answered
+                    } else {
+                        Disposition::Failed
+                    };
+                    return self.end(ctx, id, disposition, 480, "hung up by script");
                 }
-                Action::Answer
-                | Action::Play { .. }
-                | Action::Gather { .. }
-                | Action::Recording { .. } => {
-                    // Active mode (the host as a media endpoint) is not built yet: a call
-                    // must still reach a human, so the location's fallback takes over.
-                    if session.applying_fallback {
-                        continue;
+                Action::Answer => self.answer_caller(ctx, id),
+                Action::Recording { on } => {
+                    self.set_recording(ctx, id, on);
+                    Ok(())
+                }
+                Action::Play { prompt } => {
+                    match self.play_prompt(ctx, id, &prompt, actions.by_ref().collect()) {
+                        Ok(()) => return,
+                        Err(e) => Err(e),
                     }
-                    tracing::warn!(
-                        session = id,
-                        action = action.name(),
-                        "action not supported yet; falling back"
-                    );
-                    session.applying_fallback = true;
-                    session.record.fallback = true;
-                    let fallback = fallback_actions(session.location.as_ref());
-                    return self.apply(ctx, id, fallback);
                 }
+                Action::Gather {
+                    max_digits,
+                    timeout_ms,
+                    terminator,
+                    prompt,
+                } => match self.start_gather(
+                    ctx,
+                    id,
+                    max_digits,
+                    timeout_ms,
+                    terminator,
+                    prompt.as_deref(),
+                ) {
+                    Ok(()) => return,
+                    Err(e) => Err(e),
+                },
+            };
+            if let Err(e) = outcome {
+                return self.fall_back(ctx, id, &e);
             }
         }
         // A list without a terminal action leaves nothing to wait for.
@@ -438,6 +477,23 @@ impl Calls {
             480,
             "script gave no terminal action",
         );
+    }
+
+    /// An action the host could not carry out (an unknown prompt, say): the call must
+    /// still reach a human, so the location's fallback takes over.
+    fn fall_back(&mut self, ctx: &mut Ctx<'_>, id: SessionId, why: &str) {
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        if session.applying_fallback {
+            tracing::error!(session = id, "{why} (while falling back)");
+            return self.end(ctx, id, Disposition::Failed, 500, why);
+        }
+        tracing::warn!(session = id, "{why}; falling back");
+        session.applying_fallback = true;
+        session.record.fallback = true;
+        let fallback = fallback_actions(session.location.as_ref());
+        self.apply(ctx, id, fallback)
     }
 
     fn forward(
@@ -548,6 +604,7 @@ impl Calls {
             .push(Reverse((deadline, id, session.ring_generation)));
         self.by_call_id.insert(call_id, id);
         self.by_client_txn.insert(txn, id);
+        self.ringback(ctx, id);
     }
 
     /// Ask the script about an event of a live session.
@@ -563,6 +620,9 @@ impl Calls {
             return;
         }
         session.phase = Phase::Routing;
+        if session.a_answered && session.b.is_none() {
+            ctx.media.play(id, Playback::Silence); // no more ringback
+        }
         ctx.outputs.push_back(PbxOutput::Route {
             session: id,
             script: session.script.clone(),
@@ -622,7 +682,17 @@ impl Calls {
                 if let Some(tag) = message::to_tag(&message) {
                     b.dialog.remote = with_tag(&b.dialog.remote, &tag);
                 }
-                if b.cancelled || session.a_answered {
+                if b.cancelled {
+                    return;
+                }
+                if session.a_answered {
+                    // The caller hears the host's ringback, or the callee's early media
+                    // as soon as it comes.
+                    if let Ok(media) = sdp::parse(&body)
+                        && let Some(rtp) = media.rtp
+                    {
+                        ctx.media.set_remote(id, Side::B, rtp);
+                    }
                     return;
                 }
                 // Ringing and early media pass through to the caller.
@@ -681,21 +751,27 @@ impl Calls {
                 {
                     ctx.media.set_remote(id, Side::B, rtp);
                 }
-                let a_sdp = sdp::rewrite(&body, ctx.config.media.public_ip, session.ports.a, id)
-                    .unwrap_or_default();
-                let mut reply = message::response_to(
-                    &session.a_invite,
-                    200,
-                    Some(&tag_of(&session.a_dialog.local)),
-                );
-                attach_sdp(&mut reply, ctx.local, a_sdp);
-                ctx.layer
-                    .send_response(ctx.ambient.now, session.a_txn, reply);
-                session.a_answered = true;
+                if session.a_answered {
+                    // The host answered the caller earlier: connect the two streams.
+                    ctx.media.play(id, Playback::Silence);
+                } else {
+                    let a_sdp =
+                        sdp::rewrite(&body, ctx.config.media.public_ip, session.ports.a, id)
+                            .unwrap_or_default();
+                    let mut reply = message::response_to(
+                        &session.a_invite,
+                        200,
+                        Some(&tag_of(&session.a_dialog.local)),
+                    );
+                    attach_sdp(&mut reply, ctx.local, a_sdp);
+                    ctx.layer
+                        .send_response(ctx.ambient.now, session.a_txn, reply);
+                    session.a_answered = true;
+                    let now = jiff::Timestamp::from_second(ctx.ambient.wall_secs).ok();
+                    session.record.answered_at = now;
+                }
                 session.phase = Phase::Connected;
                 session.ring_generation += 1; // the ring timer is moot
-                let now = jiff::Timestamp::from_second(ctx.ambient.wall_secs).ok();
-                session.record.answered_at = now;
                 if let Some(leg) = session.record.legs.last_mut() {
                     leg.1 = code;
                 }
@@ -806,8 +882,9 @@ impl Calls {
         }
     }
 
-    /// Ring timeouts.
+    /// Ring timeouts, prompt ends, gather timeouts.
     pub fn handle_timeout(&mut self, ctx: &mut Ctx<'_>) {
+        self.handle_media_timers(ctx);
         while let Some(Reverse((at, id, generation))) = self.ring_timers.peek().copied() {
             if at > ctx.ambient.now {
                 break;
@@ -916,10 +993,14 @@ impl Calls {
             }
             rsip::Method::Info => {
                 // DTMF by SIP INFO: observed (the caller's menu choices), not relayed.
-                if from_a && let Some(digit) = dtmf_from_info(&request.body) {
+                let digit = dtmf_from_info(&request.body).filter(|_| from_a);
+                if let Some(digit) = digit {
                     session.record.digits.push(digit);
                 }
                 ctx.layer.send_response(ctx.ambient.now, txn, ok);
+                if let Some(digit) = digit {
+                    self.handle_digit(ctx, id, digit);
+                }
             }
             rsip::Method::Invite => {
                 let body = String::from_utf8_lossy(&request.body).into_owned();
@@ -986,7 +1067,18 @@ impl Calls {
                     session.ports.b
                 };
                 let mut reply = ok;
-                if let Ok(sdp) = sdp::rewrite(&body, ctx.config.media.public_ip, port, id + 1) {
+                let answer = match session.endpoint {
+                    // The host is the caller's endpoint: it answers with what it speaks.
+                    Some(e) if from_a && !body.is_empty() => Ok(sdp::endpoint(
+                        ctx.config.media.public_ip,
+                        port,
+                        id + 1,
+                        e.codec,
+                        e.event_pt,
+                    )),
+                    _ => sdp::rewrite(&body, ctx.config.media.public_ip, port, id + 1),
+                };
+                if let Ok(sdp) = answer {
                     attach_sdp(&mut reply, ctx.local, sdp);
                 }
                 ctx.layer.send_response(ctx.ambient.now, txn, reply);
@@ -1085,6 +1177,9 @@ impl Calls {
             session.record.rtp_packets_out,
         ) = media.packets;
         session.record.digits.push_str(&media.digits);
+        if let Some(path) = media.recording {
+            session.record.recording = Some(path.display().to_string());
+        }
         self.by_call_id.remove(&session.a_dialog.call_id);
         for leg in session.b.iter().chain(&session.forks) {
             self.by_call_id.remove(&leg.dialog.call_id);

@@ -28,6 +28,8 @@ pub struct CallRecord {
     /// RTP packets the host relayed caller → callee and back.
     pub rtp_packets_in: u64,
     pub rtp_packets_out: u64,
+    /// The session's recording (a stereo WAV: caller left, other side right), if any.
+    pub recording: Option<String>,
 }
 
 /// What `GET /api/calls` shows of a live call.
@@ -37,7 +39,8 @@ pub struct CallSummary {
     pub location: Option<String>,
     pub caller: String,
     pub dialed: String,
-    /// `routing`, `forwarding` or `connected`.
+    /// `routing`, `engaged` (the host answered: prompts, menu), `forwarding` or
+    /// `connected`.
     pub state: &'static str,
     pub forwarded_to: Option<String>,
     pub started_at: jiff::Timestamp,

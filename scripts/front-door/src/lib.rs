@@ -1,7 +1,9 @@
 //! `front-door` — active mode: time conditions, a welcome, a menu, and departments.
 //!
 //! Location vars: `timezone` (IANA), `hours`, `holidays`, `sales`, `billing`,
-//! `operator`, optional `after_hours_number`; key-value entry `override`
+//! `operator`, optional `after_hours_number`, `menu_timeout_ms` (how long the menu
+//! waits for a key, default 5000) and `record` (`true` records every call); key-value
+//! entry `override`
 //! (`open`/`closed`). Open: welcome, then the menu (1 sales, 2 billing, 0 operator);
 //! an invalid or missing choice repeats the menu once, then goes to the operator.
 //! Closed: the closed prompt, then `after_hours_number` or goodbye. A failed forward
@@ -42,6 +44,9 @@ impl Router for FrontDoor {
         };
         let state = schedule.state(&now, host::kv::get("override").as_deref());
         let mut actions = vec![Action::tag("hours", state.as_str())];
+        if host::var("record").as_deref() == Some("true") {
+            actions.push(Action::Recording(true));
+        }
         if state.is_open() {
             actions.extend([Action::Answer, Action::play("welcome"), menu()]);
         } else {
@@ -90,7 +95,10 @@ impl Router for FrontDoor {
 }
 
 fn menu() -> Action {
-    Action::gather(1, MENU_TIMEOUT_MS, Some("menu"))
+    let timeout = host::var("menu_timeout_ms")
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(MENU_TIMEOUT_MS);
+    Action::gather(1, timeout, Some("menu"))
 }
 
 /// Send the caller to a department's number, or the operator's if it has none.

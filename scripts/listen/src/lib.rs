@@ -1,5 +1,6 @@
 //! `listen` — listen mode: every call goes straight on to the location's
-//! `return_number`, while the host observes (CDR, digits, optional recording).
+//! `return_number`, while the host observes (CDR, digits). Location vars:
+//! `return_number`; optional `record` = `true` records every call.
 
 use wasmpbx_guest::{Action, Call, ForwardFailure, Router, host};
 
@@ -11,10 +12,14 @@ struct Listen;
 impl Router for Listen {
     fn incoming(_call: &Call) -> Vec<Action> {
         match host::non_empty_var("return_number") {
-            Some(number) => vec![
-                Action::tag("mode", "listen"),
-                Action::forward_to_number(number, RING_TIMEOUT_MS),
-            ],
+            Some(number) => {
+                let mut actions = vec![Action::tag("mode", "listen")];
+                if host::var("record").as_deref() == Some("true") {
+                    actions.push(Action::Recording(true));
+                }
+                actions.push(Action::forward_to_number(number, RING_TIMEOUT_MS));
+                actions
+            }
             None => {
                 // No action: the host falls back to the location's fallback number.
                 host::error("listen: the location has no return_number var");

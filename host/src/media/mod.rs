@@ -1,0 +1,92 @@
+//! Media: what the host does with RTP.
+//!
+//! Every call is anchored: the host owns an RTP/RTCP port pair per leg ([`relay`]). On a
+//! leg the host has not answered itself the packets pass through untouched (listen mode).
+//! Once the host answers the caller (active mode) it is that leg's media endpoint: it
+//! sends the caller its own stream ([`rtp::OutStream`]) — prompts, ringback, and later the
+//! other leg's packets renumbered into it — and hears the caller's DTMF as it happens.
+//! Recording taps both directions into a stereo WAV ([`recorder`]).
+//!
+//! The call engine is sans-IO and sees media only through [`MediaAllocator`].
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub mod g711;
+pub mod prompts;
+pub mod recorder;
+pub mod relay;
+pub mod rtp;
+
+pub use g711::Codec;
+pub use prompts::{Prompt, Prompts};
+pub use relay::{RelayCounters, RelayManager};
+
+use crate::call::SessionId;
+
+/// Which leg of a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// The leg the call came in on.
+    A,
+    /// The leg the host placed.
+    B,
+}
+
+/// The host's RTP ports for one call (RTCP is each plus one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MediaPorts {
+    pub a: u16,
+    pub b: u16,
+}
+
+/// What the host plays to a caller it answered.
+#[derive(Debug, Clone)]
+pub enum Playback {
+    /// Nothing of its own: the other leg's audio, if any, is relayed.
+    Silence,
+    /// A prompt from its start, once.
+    Once(Arc<Prompt>),
+    /// A prompt over and over (ringback) until the other leg's audio arrives.
+    Loop(Arc<Prompt>),
+}
+
+/// Something a call's media noticed, for the call engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaEvent {
+    /// The caller pressed a key (RFC 4733), on a leg the host answered.
+    Digit { session: SessionId, digit: char },
+}
+
+/// What the call engine needs of media.
+pub trait MediaAllocator: Send {
+    /// Bind a call's ports.
+    fn open(&mut self, session: SessionId) -> Result<MediaPorts, String>;
+    /// The address a side's SDP announced (until its packets show the real one).
+    fn set_remote(&mut self, session: SessionId, side: Side, rtp: SocketAddr);
+    /// Watch the caller's RTP for RFC 4733 telephone-events of this payload type.
+    fn observe_dtmf(&mut self, session: SessionId, payload_type: u8);
+    /// The host answered the caller in `codec`: from now on it sends side A its own
+    /// stream and reports the caller's digits as [`MediaEvent::Digit`].
+    fn answer(&mut self, session: SessionId, codec: Codec);
+    /// What to play to the caller now (replacing whatever was playing).
+    fn play(&mut self, session: SessionId, playback: Playback);
+    /// Start recording the call to `path`.
+    fn start_recording(&mut self, session: SessionId, path: &Path) -> Result<(), String>;
+    /// Stop recording; the finished file, if one was being written.
+    fn stop_recording(&mut self, session: SessionId) -> Option<PathBuf>;
+    /// Release the call's ports (finishing any recording).
+    fn close(&mut self, session: SessionId) -> MediaReport;
+}
+
+/// What a call's media did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MediaReport {
+    /// RTP packets from A (relayed or heard by the host), and sent to A.
+    pub packets: (u64, u64),
+    /// The DTMF digits side A sent as RFC 4733 telephone-events.
+    pub digits: String,
+    /// The recording finished at close, if one was running.
+    pub recording: Option<PathBuf>,
+}

@@ -1,0 +1,571 @@
+//! Anchored media, the I/O half: per call, an RTP/RTCP port pair per leg, the tasks that
+//! move packets between them, and (on a leg the host answered) the task that sends the
+//! host's own 20 ms frames.
+//!
+//! Symmetric RTP: each side's destination starts as the address its SDP announced and
+//! latches to wherever that side's packets really come from (NAT).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::recorder::{Channel, Recorder};
+use super::rtp::{self, DtmfWatch, FRAME, OutStream};
+use super::{Codec, MediaAllocator, MediaEvent, MediaPorts, MediaReport, Playback, Side};
+use crate::call::SessionId;
+use crate::clock::monotonic_now;
+use crate::config::PortRange;
+
+/// Totals for `/metrics`.
+#[derive(Debug, Default)]
+pub struct RelayCounters {
+    pub rtp_packets: AtomicU64,
+    pub rtcp_packets: AtomicU64,
+    pub open_calls: AtomicU64,
+    /// Caller digits not passed on because the core's queue was full (a DTMF flood).
+    pub digits_dropped: AtomicU64,
+}
+
+/// Where each side's packets go.
+#[derive(Debug, Default)]
+struct Remotes {
+    rtp: [Option<SocketAddr>; 2],
+    rtcp: [Option<SocketAddr>; 2],
+    latched: [bool; 2],
+}
+
+/// The host as side A's media endpoint.
+struct Endpoint {
+    codec: Codec,
+    out: OutStream,
+    playback: Playback,
+    /// The next frame of the playing prompt.
+    position: usize,
+}
+
+/// A call's media state, shared by its tasks.
+struct Shared {
+    remotes: Remotes,
+    dtmf: DtmfWatch,
+    endpoint: Option<Endpoint>,
+    recorder: Option<Recorder>,
+}
+
+fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+    shared.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+struct Call {
+    shared: Arc<Mutex<Shared>>,
+    tasks: Vec<JoinHandle<()>>,
+    /// Packets from A, and packets sent to A.
+    packets: Arc<[AtomicU64; 2]>,
+    a_rtp: Arc<UdpSocket>,
+}
+
+/// The real media: binds UDP ports and spawns tasks on the current runtime.
+pub struct RelayManager {
+    bind_ip: IpAddr,
+    range: PortRange,
+    next: u16,
+    calls: HashMap<SessionId, Call>,
+    events: Option<mpsc::Sender<MediaEvent>>,
+    pub counters: Arc<RelayCounters>,
+}
+
+impl RelayManager {
+    pub fn new(bind_ip: IpAddr, range: PortRange) -> Self {
+        let first = range.low + (range.low % 2);
+        Self {
+            bind_ip,
+            range,
+            next: first,
+            calls: HashMap::new(),
+            events: None,
+            counters: Arc::default(),
+        }
+    }
+
+    /// Where live events (the caller's digits) go.
+    pub fn with_events(mut self, events: mpsc::Sender<MediaEvent>) -> Self {
+        self.events = Some(events);
+        self
+    }
+
+    /// An even port whose odd neighbour is free too, bound for RTP and RTCP.
+    fn bind_pair(&mut self) -> Result<(std::net::UdpSocket, std::net::UdpSocket, u16), String> {
+        let span = u32::from(self.range.high - self.range.low) + 1;
+        for _ in 0..span.div_ceil(2) {
+            let port = self.next;
+            self.next = if port + 3 > self.range.high {
+                self.range.low + (self.range.low % 2)
+            } else {
+                port + 2
+            };
+            let Ok(rtp) = std::net::UdpSocket::bind((self.bind_ip, port)) else {
+                continue;
+            };
+            let Ok(rtcp) = std::net::UdpSocket::bind((self.bind_ip, port + 1)) else {
+                continue;
+            };
+            return Ok((rtp, rtcp, port));
+        }
+        Err(format!(
+            "no free RTP port pair in {}-{}",
+            self.range.low, self.range.high
+        ))
+    }
+}
+
+impl MediaAllocator for RelayManager {
+    fn open(&mut self, session: SessionId) -> Result<MediaPorts, String> {
+        let (a_rtp, a_rtcp, a) = self.bind_pair()?;
+        let (b_rtp, b_rtcp, b) = self.bind_pair()?;
+        let to_tokio = |socket: std::net::UdpSocket| -> Result<Arc<UdpSocket>, String> {
+            socket.set_nonblocking(true).map_err(|e| e.to_string())?;
+            UdpSocket::from_std(socket)
+                .map(Arc::new)
+                .map_err(|e| e.to_string())
+        };
+        let rtp = [to_tokio(a_rtp)?, to_tokio(b_rtp)?];
+        let rtcp = [to_tokio(a_rtcp)?, to_tokio(b_rtcp)?];
+        let shared = Arc::new(Mutex::new(Shared {
+            remotes: Remotes::default(),
+            dtmf: DtmfWatch::default(),
+            endpoint: None,
+            recorder: None,
+        }));
+        let packets: Arc<[AtomicU64; 2]> = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+        let mut tasks = Vec::with_capacity(5);
+        for from in [Side::A, Side::B] {
+            for (sockets, is_rtcp) in [(&rtp, false), (&rtcp, true)] {
+                let i = from as usize;
+                tasks.push(tokio::spawn(forward(Forwarding {
+                    session,
+                    inbound: sockets[i].clone(),
+                    outbound: sockets[1 - i].clone(),
+                    from,
+                    is_rtcp,
+                    shared: shared.clone(),
+                    packets: packets.clone(),
+                    counters: self.counters.clone(),
+                    events: self.events.clone(),
+                })));
+            }
+        }
+        self.calls.insert(
+            session,
+            Call {
+                shared,
+                tasks,
+                packets,
+                a_rtp: rtp[0].clone(),
+            },
+        );
+        self.counters.open_calls.fetch_add(1, Relaxed);
+        Ok(MediaPorts { a, b })
+    }
+
+    fn set_remote(&mut self, session: SessionId, side: Side, rtp: SocketAddr) {
+        if let Some(call) = self.calls.get(&session) {
+            let remotes = &mut lock(&call.shared).remotes;
+            let i = side as usize;
+            if !remotes.latched[i] {
+                remotes.rtp[i] = Some(rtp);
+                remotes.rtcp[i] = Some(SocketAddr::new(rtp.ip(), rtp.port().wrapping_add(1)));
+            }
+        }
+    }
+
+    fn observe_dtmf(&mut self, session: SessionId, payload_type: u8) {
+        if let Some(call) = self.calls.get(&session) {
+            lock(&call.shared).dtmf.payload_type = Some(payload_type);
+        }
+    }
+
+    fn answer(&mut self, session: SessionId, codec: Codec) {
+        let Some(call) = self.calls.get_mut(&session) else {
+            return;
+        };
+        let mut shared = lock(&call.shared);
+        if shared.endpoint.is_some() {
+            return;
+        }
+        let random = random_u64();
+        shared.endpoint = Some(Endpoint {
+            codec,
+            out: OutStream::new(random as u32, (random >> 32) as u16),
+            playback: Playback::Silence,
+            position: 0,
+        });
+        drop(shared);
+        call.tasks.push(tokio::spawn(send_host_frames(
+            call.a_rtp.clone(),
+            call.shared.clone(),
+            call.packets.clone(),
+            self.counters.clone(),
+        )));
+    }
+
+    fn play(&mut self, session: SessionId, playback: Playback) {
+        let Some(call) = self.calls.get(&session) else {
+            return;
+        };
+        if let Some(endpoint) = lock(&call.shared).endpoint.as_mut() {
+            endpoint.playback = playback;
+            endpoint.position = 0;
+            endpoint.out.pause();
+        }
+    }
+
+    fn start_recording(&mut self, session: SessionId, path: &Path) -> Result<(), String> {
+        let Some(call) = self.calls.get(&session) else {
+            return Err("no such call".into());
+        };
+        let mut shared = lock(&call.shared);
+        if shared.recorder.is_some() {
+            return Ok(());
+        }
+        let recorder = Recorder::create(path, monotonic_now())
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        shared.recorder = Some(recorder);
+        Ok(())
+    }
+
+    fn stop_recording(&mut self, session: SessionId) -> Option<PathBuf> {
+        let call = self.calls.get(&session)?;
+        let recorder = lock(&call.shared).recorder.take()?;
+        finish_recording(recorder)
+    }
+
+    fn close(&mut self, session: SessionId) -> MediaReport {
+        let Some(call) = self.calls.remove(&session) else {
+            return MediaReport::default();
+        };
+        for task in call.tasks {
+            task.abort();
+        }
+        self.counters.open_calls.fetch_sub(1, Relaxed);
+        let mut shared = lock(&call.shared);
+        let digits = std::mem::take(&mut shared.dtmf.digits);
+        let recording = shared.recorder.take().and_then(finish_recording);
+        MediaReport {
+            packets: (call.packets[0].load(Relaxed), call.packets[1].load(Relaxed)),
+            digits,
+            recording,
+        }
+    }
+}
+
+fn finish_recording(recorder: Recorder) -> Option<PathBuf> {
+    let path = recorder.path().to_owned();
+    match recorder.finish(monotonic_now()) {
+        Ok(path) => Some(path),
+        Err(e) => {
+            tracing::error!(path = %path.display(), "finishing the recording: {e}");
+            None
+        }
+    }
+}
+
+fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    // Without OS randomness the stream is still valid, only more guessable.
+    let _ = getrandom::fill(&mut bytes);
+    u64::from_le_bytes(bytes)
+}
+
+/// The samples of an audio packet, if it is G.711.
+fn decode_audio(packet: &[u8]) -> Option<Vec<i16>> {
+    let header = rtp::parse(packet)?;
+    let codec = Codec::from_payload_type(header.payload_type)?;
+    Some(
+        packet[header.payload_offset..]
+            .iter()
+            .map(|&b| codec.decode(b))
+            .collect(),
+    )
+}
+
+/// One direction of one call's RTP or RTCP.
+struct Forwarding {
+    session: SessionId,
+    inbound: Arc<UdpSocket>,
+    outbound: Arc<UdpSocket>,
+    from: Side,
+    is_rtcp: bool,
+    shared: Arc<Mutex<Shared>>,
+    packets: Arc<[AtomicU64; 2]>,
+    counters: Arc<RelayCounters>,
+    events: Option<mpsc::Sender<MediaEvent>>,
+}
+
+async fn forward(f: Forwarding) {
+    let (from, to) = match f.from {
+        Side::A => (0, 1),
+        Side::B => (1, 0),
+    };
+    let mut buf = vec![0u8; 2048];
+    loop {
+        // Errors here are ICMP reports of earlier sends: nothing to do but go on.
+        let Ok((n, source)) = f.inbound.recv_from(&mut buf).await else {
+            continue;
+        };
+        let packet = &buf[..n];
+        let now = monotonic_now();
+        let mut rewritten = None;
+        let destination = {
+            let mut shared = lock(&f.shared);
+            let shared = &mut *shared;
+            if f.is_rtcp {
+                shared.remotes.rtcp[from] = Some(source);
+                shared.remotes.rtcp[to]
+            } else {
+                shared.remotes.rtp[from] = Some(source);
+                shared.remotes.latched[from] = true;
+                match f.from {
+                    Side::A => {
+                        if let Some(digit) = shared.dtmf.inspect(packet)
+                            && shared.endpoint.is_some()
+                            && let Some(events) = &f.events
+                        {
+                            let event = MediaEvent::Digit {
+                                session: f.session,
+                                digit,
+                            };
+                            if events.try_send(event).is_err() {
+                                f.counters.digits_dropped.fetch_add(1, Relaxed);
+                            }
+                        }
+                        if let Some(recorder) = shared.recorder.as_mut()
+                            && let Some(samples) = decode_audio(packet)
+                        {
+                            recorder.put(Channel::Caller, now, &samples);
+                        }
+                        f.packets[0].fetch_add(1, Relaxed);
+                        shared.remotes.rtp[to]
+                    }
+                    Side::B => {
+                        if let Some(endpoint) = shared.endpoint.as_mut() {
+                            // The host speaks for A's stream: the other leg's audio joins
+                            // it unless a prompt is playing, and ends ringback (early
+                            // media).
+                            match endpoint.playback {
+                                Playback::Once(_) => None,
+                                Playback::Loop(_) | Playback::Silence => {
+                                    endpoint.playback = Playback::Silence;
+                                    rewritten = endpoint.out.relay(packet, now);
+                                    rewritten.as_ref().and(shared.remotes.rtp[to])
+                                }
+                            }
+                        } else {
+                            shared.remotes.rtp[to]
+                        }
+                    }
+                }
+            }
+        };
+        let Some(destination) = destination else {
+            continue;
+        };
+        let outgoing = rewritten.as_deref().unwrap_or(packet);
+        if f.outbound.send_to(outgoing, destination).await.is_ok() {
+            if f.is_rtcp {
+                f.counters.rtcp_packets.fetch_add(1, Relaxed);
+            } else {
+                f.counters.rtp_packets.fetch_add(1, Relaxed);
+                if f.from == Side::B {
+                    f.packets[1].fetch_add(1, Relaxed);
+                    if let Some(recorder) = lock(&f.shared).recorder.as_mut()
+                        && let Some(samples) = decode_audio(outgoing)
+                    {
+                        recorder.put(Channel::Other, now, &samples);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Side A's stream from the host: one frame every 20 ms while something is playing.
+async fn send_host_frames(
+    socket: Arc<UdpSocket>,
+    shared: Arc<Mutex<Shared>>,
+    packets: Arc<[AtomicU64; 2]>,
+    counters: Arc<RelayCounters>,
+) {
+    let mut ticker = tokio::time::interval(FRAME);
+    // A late tick sends its frame at once: the prompt keeps its length and the timestamps
+    // stay on the 20 ms grid.
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    loop {
+        ticker.tick().await;
+        let now: Instant = monotonic_now();
+        let outgoing = {
+            let mut shared = lock(&shared);
+            let shared = &mut *shared;
+            let Some(endpoint) = shared.endpoint.as_mut() else {
+                return;
+            };
+            let (prompt, looped) = match &endpoint.playback {
+                Playback::Silence => continue,
+                Playback::Once(p) => (p.clone(), false),
+                Playback::Loop(p) => (p.clone(), true),
+            };
+            let i = endpoint.position;
+            let packet = endpoint.out.host_frame(
+                endpoint.codec.payload_type(),
+                prompt.frame(endpoint.codec, i),
+                now,
+            );
+            endpoint.position = i + 1;
+            if endpoint.position == prompt.frames() {
+                if looped {
+                    endpoint.position = 0;
+                } else {
+                    endpoint.playback = Playback::Silence;
+                    endpoint.out.pause();
+                }
+            }
+            if let Some(recorder) = shared.recorder.as_mut() {
+                recorder.put(Channel::Other, now, prompt.frame_samples(i));
+            }
+            shared.remotes.rtp[0].map(|to| (packet, to))
+        };
+        let Some((packet, to)) = outgoing else {
+            continue;
+        };
+        if socket.send_to(&packet, to).await.is_ok() {
+            packets[1].fetch_add(1, Relaxed);
+            counters.rtp_packets.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::Prompt;
+    use std::time::Duration;
+
+    fn manager() -> (RelayManager, mpsc::Receiver<MediaEvent>) {
+        let (tx, rx) = mpsc::channel(16);
+        let relay = RelayManager::new(
+            "127.0.0.1".parse().unwrap(),
+            PortRange {
+                low: 42000,
+                high: 42999,
+            },
+        )
+        .with_events(tx);
+        (relay, rx)
+    }
+
+    async fn recv(socket: &UdpSocket) -> (Vec<u8>, SocketAddr) {
+        let mut buf = [0u8; 2048];
+        let (n, from) = tokio::time::timeout(Duration::from_secs(2), socket.recv_from(&mut buf))
+            .await
+            .expect("a packet within 2 s")
+            .unwrap();
+        (buf[..n].to_vec(), from)
+    }
+
+    #[tokio::test]
+    async fn packets_cross_and_sides_latch_to_their_real_source() {
+        let (mut relay, _) = manager();
+        let ports = relay.open(1).unwrap();
+        let alice = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let bob = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        // Bob's SDP is right; Alice's SDP announced a wrong port (she is behind NAT).
+        relay.set_remote(1, Side::B, bob.local_addr().unwrap());
+        relay.set_remote(1, Side::A, "127.0.0.1:9".parse().unwrap());
+        alice
+            .send_to(b"hello bob", ("127.0.0.1", ports.a))
+            .await
+            .unwrap();
+        let (data, from) = recv(&bob).await;
+        assert_eq!(data, b"hello bob");
+        assert_eq!(from.port(), ports.b, "bob hears the host's B port");
+        // Bob answers; it reaches Alice where her packets came from, not where her SDP said.
+        bob.send_to(b"hi alice", ("127.0.0.1", ports.b))
+            .await
+            .unwrap();
+        let (data, from) = recv(&alice).await;
+        assert_eq!(data, b"hi alice");
+        assert_eq!(from.port(), ports.a);
+        assert_eq!(relay.close(1).packets, (1, 1));
+        assert_eq!(relay.counters.open_calls.load(Relaxed), 0);
+        // The ports are free again once the aborted tasks are dropped.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(std::net::UdpSocket::bind(("127.0.0.1", ports.a)).is_ok());
+    }
+
+    #[tokio::test]
+    async fn an_answered_caller_hears_the_prompt_then_the_other_leg_in_one_stream() {
+        let (mut relay, mut events) = manager();
+        let ports = relay.open(2).unwrap();
+        let caller = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let callee = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        relay.set_remote(2, Side::A, caller.local_addr().unwrap());
+        relay.set_remote(2, Side::B, callee.local_addr().unwrap());
+        relay.observe_dtmf(2, 101);
+        relay.answer(2, Codec::Pcma);
+        let prompt = Arc::new(Prompt::from_samples("three-frames", vec![1000; 480]));
+        relay.play(2, Playback::Once(prompt));
+        let mut headers = Vec::new();
+        for _ in 0..3 {
+            let (packet, _) = recv(&caller).await;
+            assert_eq!(packet.len(), 12 + 160);
+            headers.push(rtp::parse(&packet).unwrap());
+        }
+        assert!(headers[0].marker && !headers[1].marker);
+        assert!(headers.iter().all(|h| h.payload_type == 8));
+        assert_eq!(headers[2].timestamp, headers[0].timestamp.wrapping_add(320));
+        // The prompt is over; the callee's audio is renumbered into the same stream.
+        let mut theirs = vec![0x80, 8, 0, 9, 0, 0, 0, 0, 0xca, 0xfe, 0, 1];
+        theirs.extend_from_slice(&[0xd5; 160]);
+        callee
+            .send_to(&theirs, ("127.0.0.1", ports.b))
+            .await
+            .unwrap();
+        let (packet, _) = recv(&caller).await;
+        let relayed = rtp::parse(&packet).unwrap();
+        assert_eq!(relayed.ssrc, headers[0].ssrc);
+        assert_eq!(relayed.sequence, headers[2].sequence.wrapping_add(1));
+        assert!(relayed.marker);
+        // The caller's digit is reported as it happens, once.
+        let mut digit = vec![0x80, 101, 0, 1, 0, 0, 1, 0, 0, 0, 0, 7, 2, 0, 0, 160];
+        caller
+            .send_to(&digit, ("127.0.0.1", ports.a))
+            .await
+            .unwrap();
+        digit[13] = 0x80; // end
+        caller
+            .send_to(&digit, ("127.0.0.1", ports.a))
+            .await
+            .unwrap();
+        let event = tokio::time::timeout(Duration::from_secs(2), events.recv())
+            .await
+            .unwrap();
+        assert_eq!(
+            event,
+            Some(MediaEvent::Digit {
+                session: 2,
+                digit: '2'
+            })
+        );
+        let report = relay.close(2);
+        assert_eq!(report.digits, "2");
+        assert!(
+            events.try_recv().is_err(),
+            "the end packet is the same event"
+        );
+    }
+}

@@ -1,0 +1,341 @@
+//! RTP (RFC 3550) as the host reads and writes it, sans-IO: header fields, the stream the
+//! host sends a party (one SSRC, continuous sequence numbers and timestamps whichever
+//! source feeds it), and RFC 4733 telephone-event detection.
+
+use std::time::{Duration, Instant};
+
+/// Samples per 20 ms frame at 8 kHz.
+pub const FRAME_SAMPLES: u32 = 160;
+pub const FRAME: Duration = Duration::from_millis(20);
+/// The fixed RTP header's length.
+const HEADER: usize = 12;
+
+/// The fields of an RTP packet the host needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub marker: bool,
+    pub payload_type: u8,
+    pub sequence: u16,
+    pub timestamp: u32,
+    pub ssrc: u32,
+    /// Where the payload starts (after CSRCs and any header extension).
+    pub payload_offset: usize,
+}
+
+/// Parse an RTP header; none if it isn't RTP version 2 or is truncated.
+pub fn parse(packet: &[u8]) -> Option<Header> {
+    if packet.len() < HEADER || packet[0] >> 6 != 2 {
+        return None;
+    }
+    let csrcs = usize::from(packet[0] & 0x0f);
+    let mut offset = HEADER + 4 * csrcs;
+    if packet[0] & 0x10 != 0 {
+        let words = packet.get(offset + 2..offset + 4)?;
+        offset += 4 + 4 * usize::from(u16::from_be_bytes([words[0], words[1]]));
+    }
+    let mut end = packet.len();
+    if packet[0] & 0x20 != 0 {
+        // Padding: the last byte counts the padding bytes.
+        end = end.checked_sub(usize::from(*packet.last()?))?;
+    }
+    if offset > end {
+        return None;
+    }
+    Some(Header {
+        marker: packet[1] & 0x80 != 0,
+        payload_type: packet[1] & 0x7f,
+        sequence: u16::from_be_bytes([packet[2], packet[3]]),
+        timestamp: u32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]]),
+        ssrc: u32::from_be_bytes([packet[8], packet[9], packet[10], packet[11]]),
+        payload_offset: offset,
+    })
+}
+
+/// The stream the host sends one party. The party sees a single source: its own SSRC,
+/// sequence numbers that count up by one, timestamps that follow the clock, and the
+/// marker bit at the start of each talk spurt, whether the packets are the host's own
+/// (prompts, ringback) or relayed from another leg (whose SSRC and numbering differ).
+#[derive(Debug)]
+pub struct OutStream {
+    ssrc: u32,
+    sequence: u16,
+    /// The timestamp and time of the last packet sent.
+    last: Option<(u32, Instant)>,
+    /// The relayed source being mapped: its SSRC and the offset added to its timestamps.
+    relayed: Option<(u32, u32)>,
+    /// Whether the next host packet starts a talk spurt (nothing was sent for a while, or
+    /// the previous packets came from another source).
+    spurt_start: bool,
+}
+
+impl OutStream {
+    pub fn new(ssrc: u32, first_sequence: u16) -> Self {
+        Self {
+            ssrc,
+            sequence: first_sequence,
+            last: None,
+            relayed: None,
+            spurt_start: true,
+        }
+    }
+
+    pub fn ssrc(&self) -> u32 {
+        self.ssrc
+    }
+
+    /// The timestamp for a new spurt at `now`: where the clock has got to since the last
+    /// packet, at least one frame on.
+    fn resume_timestamp(&self, now: Instant) -> u32 {
+        match self.last {
+            None => rand_free_start(self.ssrc),
+            Some((ts, at)) => {
+                let elapsed = now.saturating_duration_since(at);
+                let samples = (elapsed.as_micros() / 125) as u32; // 8 samples per ms
+                let frames = (samples / FRAME_SAMPLES).max(1);
+                ts.wrapping_add(frames * FRAME_SAMPLES)
+            }
+        }
+    }
+
+    /// A 20 ms frame the host generated (prompt, tone); `gap` says nothing was sent since
+    /// the previous host frame (the talk spurt starts again).
+    pub fn host_frame(&mut self, payload_type: u8, payload: &[u8], now: Instant) -> Vec<u8> {
+        let marker = self.spurt_start || self.relayed.is_some();
+        let timestamp = match (marker, self.last) {
+            (false, Some((ts, _))) => ts.wrapping_add(FRAME_SAMPLES),
+            _ => self.resume_timestamp(now),
+        };
+        self.relayed = None;
+        self.spurt_start = false;
+        self.emit(marker, payload_type, timestamp, payload, now)
+    }
+
+    /// The host stopped sending its own frames: the next one starts a new talk spurt.
+    pub fn pause(&mut self) {
+        self.spurt_start = true;
+    }
+
+    /// A packet from another leg, renumbered into this stream; none if it isn't RTP.
+    pub fn relay(&mut self, packet: &[u8], now: Instant) -> Option<Vec<u8>> {
+        let header = parse(packet)?;
+        let (offset, marker) = match self.relayed {
+            Some((ssrc, offset)) if ssrc == header.ssrc && !self.spurt_start => {
+                (offset, header.marker)
+            }
+            _ => {
+                // A new source: continue our timeline from where the clock is now.
+                let offset = self.resume_timestamp(now).wrapping_sub(header.timestamp);
+                self.relayed = Some((header.ssrc, offset));
+                (offset, true)
+            }
+        };
+        self.spurt_start = false;
+        let payload = &packet[header.payload_offset..packet.len() - padding(packet)];
+        Some(self.emit(
+            marker,
+            header.payload_type,
+            header.timestamp.wrapping_add(offset),
+            payload,
+            now,
+        ))
+    }
+
+    fn emit(
+        &mut self,
+        marker: bool,
+        payload_type: u8,
+        timestamp: u32,
+        payload: &[u8],
+        now: Instant,
+    ) -> Vec<u8> {
+        self.sequence = self.sequence.wrapping_add(1);
+        self.last = Some((timestamp, now));
+        let mut packet = Vec::with_capacity(HEADER + payload.len());
+        packet.push(0x80);
+        packet.push(payload_type & 0x7f | if marker { 0x80 } else { 0 });
+        packet.extend_from_slice(&self.sequence.to_be_bytes());
+        packet.extend_from_slice(&timestamp.to_be_bytes());
+        packet.extend_from_slice(&self.ssrc.to_be_bytes());
+        packet.extend_from_slice(payload);
+        packet
+    }
+}
+
+fn padding(packet: &[u8]) -> usize {
+    if packet[0] & 0x20 != 0 {
+        usize::from(*packet.last().unwrap_or(&0))
+    } else {
+        0
+    }
+}
+
+/// A first timestamp derived from the (random) SSRC: RFC 3550 wants it unpredictable.
+fn rand_free_start(ssrc: u32) -> u32 {
+    ssrc.rotate_left(13) & 0x7fff_ffff
+}
+
+/// A DTMF key from an RFC 4733 event code.
+pub fn event_digit(code: u8) -> Option<char> {
+    Some(match code {
+        e @ 0..=9 => char::from(b'0' + e),
+        10 => '*',
+        11 => '#',
+        e @ 12..=15 => char::from(b'A' + e - 12),
+        _ => return None,
+    })
+}
+
+/// RFC 4733 digits seen on one stream: each event once, however many packets (and
+/// redundant end packets) carry it.
+#[derive(Debug, Default)]
+pub struct DtmfWatch {
+    pub payload_type: Option<u8>,
+    /// The RTP timestamp and code of the last event seen: all packets of one event share
+    /// them.
+    last_event: Option<(u32, u8)>,
+    /// Every digit seen, for the call's record (bounded).
+    pub digits: String,
+}
+
+impl DtmfWatch {
+    /// The digit this packet starts, if it is the first packet of a new event.
+    pub fn inspect(&mut self, packet: &[u8]) -> Option<char> {
+        let pt = self.payload_type?;
+        let header = parse(packet)?;
+        if header.payload_type != pt {
+            return None;
+        }
+        let code = *packet.get(header.payload_offset)?;
+        if self.last_event == Some((header.timestamp, code)) {
+            return None;
+        }
+        self.last_event = Some((header.timestamp, code));
+        let digit = event_digit(code)?;
+        if self.digits.len() < 256 {
+            self.digits.push(digit);
+        }
+        Some(digit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn packet(pt: u8, seq: u16, ts: u32, ssrc: u32, marker: bool, payload: &[u8]) -> Vec<u8> {
+        let mut p = vec![0x80, pt | if marker { 0x80 } else { 0 }];
+        p.extend_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(&ts.to_be_bytes());
+        p.extend_from_slice(&ssrc.to_be_bytes());
+        p.extend_from_slice(payload);
+        p
+    }
+
+    fn event(timestamp: u32, code: u8, end: bool) -> Vec<u8> {
+        packet(
+            101,
+            1,
+            timestamp,
+            1,
+            false,
+            &[code, if end { 0x80 } else { 0 }, 0, 160],
+        )
+    }
+
+    #[test]
+    fn telephone_events_are_counted_once_each() {
+        let mut watch = DtmfWatch {
+            payload_type: Some(101),
+            ..Default::default()
+        };
+        let mut live = String::new();
+        for p in [
+            event(160, 1, false),
+            event(160, 1, false),
+            event(160, 1, true),
+            event(160, 1, true),
+            event(960, 11, false),
+            event(960, 11, true),
+            // The same key pressed again is a new event (new timestamp).
+            event(1760, 1, false),
+        ] {
+            live.extend(watch.inspect(&p));
+        }
+        let mut audio = event(2560, 5, false);
+        audio[1] = 8; // PCMA, not an event
+        assert_eq!(watch.inspect(&audio), None);
+        assert_eq!(watch.inspect(&[0x80, 101]), None); // truncated
+        assert_eq!(live, "1#1");
+        assert_eq!(watch.digits, "1#1");
+    }
+
+    #[test]
+    fn host_frames_are_contiguous_and_mark_each_spurt() {
+        let t0 = crate::clock::monotonic_now();
+        let mut out = OutStream::new(0x1234_5678, 100);
+        let frames: Vec<Header> = (0..3)
+            .map(|i| parse(&out.host_frame(0, &[0xff; 160], t0 + FRAME * i)).unwrap())
+            .collect();
+        assert!(frames[0].marker && !frames[1].marker && !frames[2].marker);
+        assert_eq!(frames[1].timestamp, frames[0].timestamp.wrapping_add(160));
+        assert_eq!(frames[2].sequence, 103);
+        // Jitter in the sender's timer does not leak into the timestamps.
+        let late =
+            parse(&out.host_frame(0, &[0xff; 160], t0 + FRAME * 3 + Duration::from_millis(7)))
+                .unwrap();
+        assert_eq!(late.timestamp, frames[2].timestamp.wrapping_add(160));
+        // After a second of silence the next spurt is marked and a second further on.
+        out.pause();
+        let after_a_second = t0 + FRAME * 3 + Duration::from_millis(1007);
+        let resumed = parse(&out.host_frame(0, &[0xff; 160], after_a_second)).unwrap();
+        assert!(resumed.marker);
+        assert_eq!(resumed.sequence, 105, "sequence numbers have no gap");
+        assert_eq!(resumed.timestamp.wrapping_sub(late.timestamp), 8000);
+    }
+
+    #[test]
+    fn relayed_packets_join_the_stream_seamlessly() {
+        let t0 = crate::clock::monotonic_now();
+        let mut out = OutStream::new(7, 0);
+        let prompt = parse(&out.host_frame(8, &[0xd5; 160], t0)).unwrap();
+        // The other leg answers with its own SSRC, sequence and timestamp base.
+        let first = out
+            .relay(&packet(8, 5000, 90_000, 99, false, &[1; 160]), t0 + FRAME)
+            .unwrap();
+        let second = out
+            .relay(
+                &packet(8, 5001, 90_160, 99, false, &[2; 160]),
+                t0 + FRAME * 2,
+            )
+            .unwrap();
+        let (h1, h2) = (parse(&first).unwrap(), parse(&second).unwrap());
+        assert_eq!((h1.ssrc, h2.ssrc), (7, 7), "one SSRC towards the party");
+        assert_eq!((h1.sequence, h2.sequence), (2, 3));
+        assert_eq!(h1.timestamp, prompt.timestamp.wrapping_add(160));
+        assert_eq!(h2.timestamp, h1.timestamp.wrapping_add(160));
+        assert!(h1.marker && !h2.marker, "the new source starts a spurt");
+        assert_eq!(&second[12..], &[2; 160]);
+        // Its own marker bits pass through; a packet that isn't RTP is dropped.
+        let m = out
+            .relay(
+                &packet(8, 5002, 90_320, 99, true, &[3; 160]),
+                t0 + FRAME * 3,
+            )
+            .unwrap();
+        assert!(parse(&m).unwrap().marker);
+        assert!(out.relay(&[1, 2, 3], t0).is_none());
+    }
+
+    #[test]
+    fn headers_with_csrcs_extensions_and_padding_parse() {
+        let mut p = packet(0, 1, 2, 3, false, &[]);
+        p[0] = 0x80 | 0x10 | 0x20 | 1; // extension, padding, one CSRC
+        p.extend_from_slice(&[0, 0, 0, 9]); // CSRC
+        p.extend_from_slice(&[0xbe, 0xde, 0, 1, 1, 2, 3, 4]); // extension of one word
+        p.extend_from_slice(&[0xaa; 4]); // payload
+        p.extend_from_slice(&[0, 0, 3]); // padding, count 3
+        let h = parse(&p).unwrap();
+        assert_eq!(h.payload_offset, 12 + 4 + 8);
+        assert!(parse(&[0x40; 12]).is_none(), "version 1");
+    }
+}
