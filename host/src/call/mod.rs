@@ -113,6 +113,8 @@ struct Session {
     waiting: engaged::Waiting,
     /// Bumped whenever a media timer is armed, so stale ones are ignored.
     media_generation: u64,
+    /// When the INVITE arrived, on the monotonic clock (durations to the millisecond).
+    arrived: Instant,
 }
 
 /// What the calls need from the rest of the core for one input.
@@ -317,6 +319,7 @@ impl Calls {
             rtp_packets_in: 0,
             rtp_packets_out: 0,
             recording: None,
+            duration_ms: 0,
         };
         let session = Session {
             call: call.clone(),
@@ -347,6 +350,7 @@ impl Calls {
             endpoint: None,
             waiting: engaged::Waiting::Nothing,
             media_generation: 0,
+            arrived: ctx.ambient.now,
         };
         self.sessions.insert(id, session);
         self.by_call_id.insert(call_id, id);
@@ -1187,8 +1191,12 @@ impl Calls {
         self.by_a_txn.remove(&session.a_txn);
         let ended_at = jiff::Timestamp::from_second(ctx.ambient.wall_secs)
             .unwrap_or(session.record.started_at);
-        let duration_ms =
-            (ended_at.as_second() - session.record.started_at.as_second()).max(0) as u64 * 1000;
+        let duration_ms = ctx
+            .ambient
+            .now
+            .saturating_duration_since(session.arrived)
+            .as_millis() as u64;
+        session.record.duration_ms = duration_ms;
         session.record.ended_at = ended_at;
         session.record.disposition = disposition;
         session.record.end_reason = reason.to_owned();

@@ -18,6 +18,8 @@ pub struct CallRecord {
     pub started_at: jiff::Timestamp,
     pub answered_at: Option<jiff::Timestamp>,
     pub ended_at: jiff::Timestamp,
+    /// From arrival to end, in milliseconds.
+    pub duration_ms: u64,
     pub disposition: Disposition,
     /// Every number the call was forwarded to, in order, with the final status.
     pub legs: Vec<(String, u16)>,

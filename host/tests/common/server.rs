@@ -231,7 +231,7 @@ pub fn scenario(name: &str) -> PathBuf {
 /// A SIPp UAS running a scenario on a fixed port, in the background.
 pub struct SippServer {
     child: Child,
-    _work: tempfile::TempDir,
+    work: tempfile::TempDir,
     pub port: u16,
 }
 
@@ -269,11 +269,7 @@ impl SippServer {
     /// Start on a given port (a registered device listening where it registered from).
     pub fn start_on(scenario_file: &str, port: u16, extra: &[&str]) -> Self {
         let (child, work) = Self::spawn(scenario_file, port, extra);
-        SippServer {
-            child,
-            _work: work,
-            port,
-        }
+        SippServer { child, work, port }
     }
 
     pub fn start(scenario_file: &str, extra: &[&str]) -> Self {
@@ -283,14 +279,34 @@ impl SippServer {
             let port = free_port("127.0.0.1");
             let (mut child, work) = Self::spawn(scenario_file, port, extra);
             if matches!(child.try_wait(), Ok(None)) {
-                return SippServer {
-                    child,
-                    _work: work,
-                    port,
-                };
+                return SippServer { child, work, port };
             }
         }
         panic!("SIPp ({scenario_file}) would not start");
+    }
+
+    /// Wait as [`Self::wait`]; its exit code and the SIP messages it exchanged (start it
+    /// with `-trace_msg`).
+    #[allow(dead_code)] // not every test binary uses it
+    pub fn wait_with_messages(mut self, limit: Duration) -> (i32, String) {
+        let status = wait_timeout(&mut self.child, limit);
+        let _ = self.child.kill();
+        let code = status.and_then(|s| s.code()).unwrap_or(-1);
+        (code, self.messages())
+    }
+
+    fn messages(&self) -> String {
+        let mut all = String::new();
+        for entry in std::fs::read_dir(self.work.path()).unwrap().flatten() {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .ends_with("_messages.log")
+            {
+                all.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+            }
+        }
+        all
     }
 
     /// Wait for it to finish its -m calls; its exit code.

@@ -17,6 +17,7 @@ impl Router for Misbehave {
                 prompt: None,
             })],
             "after-terminal" => vec![Action::Hangup, Action::Answer],
+            "missing-prompt" => vec![Action::play("no-such-prompt"), Action::Hangup],
             "nothing" => vec![],
             "kv-write" => {
                 let count = host::kv::get("count")

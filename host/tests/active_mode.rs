@@ -1,0 +1,347 @@
+//! PSTN forwarding in active mode, end to end: SIPp as the trunk's caller, SIPp UASes as
+//! the departments behind the return numbers, wasmpbx with the real `front-door` script
+//! answering, playing the built-in prompts, gathering the caller's key and forwarding.
+
+mod common;
+
+use std::net::UdpSocket;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::server::{Server, SippServer, http, sipp};
+
+const FLIP: &str = "+61290000001";
+const SALES: &str = "+61290000040";
+const BILLING: &str = "+61290000050";
+const OPERATOR: &str = "+61290000060";
+const FALLBACK: &str = "+61290000099";
+/// The built-in welcome prompt: 2218 ms, so 111 frames of 20 ms.
+const WELCOME_FRAMES: usize = 111;
+/// The built-in menu prompt: 5839 ms.
+const MENU_FRAMES: usize = 292;
+
+/// A server whose trunk leads to `department_port`, with `front-door` for the location.
+fn server(department_port: u16, vars: &str) -> Server {
+    Server::start_with_scripts(
+        &format!(
+            r#"
+[media]
+rtp_ports = "30000-39999"
+
+[[trunks]]
+name = "pstn"
+uri = "sip:127.0.0.1:{department_port}"
+inbound = ["127.0.0.2"]
+
+[[locations]]
+name = "sydney"
+flip_number = "{FLIP}"
+script = "front-door"
+fallback_number = "{FALLBACK}"
+
+[locations.vars]
+timezone = "Australia/Sydney"
+sales = "{SALES}"
+billing = "{BILLING}"
+operator = "{OPERATOR}"
+{vars}
+
+[[locations]]
+name = "broken"
+flip_number = "missing-prompt"
+script = "misbehave"
+fallback_number = "{FALLBACK}"
+"#
+        ),
+        &[
+            ("front-door", test_components::FRONT_DOOR),
+            ("misbehave", test_components::MISBEHAVE),
+        ],
+    )
+}
+
+/// A department: answers, echoes the caller's audio for `talk_ms`, hangs up.
+fn department(calls: usize, talk_ms: u32) -> SippServer {
+    SippServer::start(
+        "department.xml",
+        &[
+            "-m",
+            &calls.to_string(),
+            "-d",
+            &talk_ms.to_string(),
+            "-rtp_echo",
+            "-trace_msg",
+        ],
+    )
+}
+
+/// One RTP packet the probe received.
+#[derive(Debug, Clone, Copy)]
+struct Received {
+    at: Instant,
+    marker: bool,
+    payload_type: u8,
+    sequence: u16,
+    timestamp: u32,
+    ssrc: u32,
+    from: std::net::SocketAddr,
+}
+
+/// A UDP socket standing in for the caller's RTP port: it records what the host sends.
+struct Probe {
+    port: u16,
+    packets: mpsc::Receiver<Received>,
+}
+
+impl Probe {
+    fn start() -> Self {
+        // The caller (SIPp) runs on 127.0.0.2, the trunk's address, and so does its SDP.
+        let socket = UdpSocket::bind("127.0.0.2:0").unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let port = socket.local_addr().unwrap().port();
+        let (tx, packets) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            let deadline = Instant::now() + Duration::from_secs(40);
+            while Instant::now() < deadline {
+                let Ok((n, from)) = socket.recv_from(&mut buf) else {
+                    continue;
+                };
+                if n < 12 {
+                    continue;
+                }
+                let packet = Received {
+                    at: Instant::now(),
+                    marker: buf[1] & 0x80 != 0,
+                    payload_type: buf[1] & 0x7f,
+                    sequence: u16::from_be_bytes([buf[2], buf[3]]),
+                    timestamp: u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]),
+                    ssrc: u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]),
+                    from,
+                };
+                if tx.send(packet).is_err() {
+                    return;
+                }
+            }
+        });
+        Self { port, packets }
+    }
+
+    fn received(&self) -> Vec<Received> {
+        self.packets.try_iter().collect()
+    }
+}
+
+fn call(server: &Server, scenario: &str, probe: &Probe) -> i32 {
+    sipp(
+        server.udp,
+        scenario,
+        "",
+        &[
+            "-i",
+            "127.0.0.2",
+            "-s",
+            FLIP,
+            "-m",
+            "1",
+            "-key",
+            "probe_port",
+            &probe.port.to_string(),
+        ],
+    )
+}
+
+fn tag<'a>(cdr: &'a serde_json::Value, name: &str) -> Option<&'a str> {
+    cdr["tags"]
+        .as_array()?
+        .iter()
+        .find(|t| t[0] == name)
+        .and_then(|t| t[1].as_str())
+}
+
+/// The department's SIPp finished its call, which was an INVITE for `number`.
+fn assert_invited(department: SippServer, number: &str) {
+    let (code, messages) = department.wait_with_messages(Duration::from_secs(15));
+    assert_eq!(code, 0, "{messages}");
+    assert!(
+        messages.contains(&format!("INVITE sip:{number}@")),
+        "{messages}"
+    );
+}
+
+#[test]
+fn the_caller_hears_the_welcome_presses_2_and_reaches_billing_recorded() {
+    let billing = department(1, 3000);
+    let server = server(billing.port, "record = \"true\"");
+    let probe = Probe::start();
+    assert_eq!(
+        call(&server, "active_caller_rfc4733.xml", &probe),
+        0,
+        "{}",
+        server.log()
+    );
+    assert_invited(billing, BILLING);
+    let cdr = &server.cdrs()[0];
+    assert_eq!(tag(cdr, "department"), Some("billing"), "{cdr}");
+    assert_eq!(cdr["legs"][0][0], BILLING);
+    assert_eq!(cdr["disposition"], "answered");
+    assert_eq!(cdr["fallback"], false);
+    assert!(cdr["digits"].as_str().unwrap().contains('2'), "{cdr}");
+
+    // The welcome: one stream, PCMA (the caller's first choice), marked at its start and
+    // again where the menu starts; between the two marks, the prompt's length.
+    let packets = probe.received();
+    assert!(!packets.is_empty(), "the probe heard the host");
+    let host_port = packets[0].from;
+    let stream: Vec<Received> = packets
+        .into_iter()
+        .filter(|p| p.from == host_port)
+        .collect();
+    assert!(stream.iter().all(|p| p.payload_type == 8));
+    assert!(stream.iter().all(|p| p.ssrc == stream[0].ssrc));
+    let marks: Vec<usize> = (0..stream.len()).filter(|&i| stream[i].marker).collect();
+    assert_eq!(marks[0], 0);
+    let welcome = &stream[..marks[1]];
+    assert!(
+        welcome.len().abs_diff(WELCOME_FRAMES) <= 1,
+        "welcome: {} packets, prompt {WELCOME_FRAMES} frames",
+        welcome.len()
+    );
+    for pair in welcome.windows(2) {
+        assert_eq!(pair[1].sequence, pair[0].sequence.wrapping_add(1));
+        assert_eq!(pair[1].timestamp, pair[0].timestamp.wrapping_add(160));
+    }
+    let sent_over = welcome.last().unwrap().at - welcome[0].at;
+    assert!(
+        sent_over.abs_diff(Duration::from_millis(20 * (WELCOME_FRAMES as u64 - 1)))
+            < Duration::from_millis(100),
+        "the welcome went out in real time: {sent_over:?}"
+    );
+
+    // The recording: as long as the call, caller on the left, the host and the
+    // department on the right.
+    let path = cdr["recording"].as_str().expect("a recording reference");
+    let mut wav = hound::WavReader::open(path).unwrap();
+    assert_eq!(wav.spec().channels, 2);
+    let length_ms = u64::from(wav.duration()) / 8;
+    let call_ms = cdr["duration_ms"].as_u64().unwrap();
+    assert!(
+        length_ms.abs_diff(call_ms) <= 100,
+        "recording {length_ms} ms, call {call_ms} ms"
+    );
+    let samples: Vec<i16> = wav.samples::<i16>().map(Result::unwrap).collect();
+    let loudness = |channel: usize, from_ms: usize, to_ms: usize| -> f64 {
+        let frames = &samples[from_ms * 16..to_ms * 16];
+        let sum: f64 = frames
+            .iter()
+            .skip(channel)
+            .step_by(2)
+            .map(|&s| f64::from(s).powi(2))
+            .sum();
+        (sum / (frames.len() / 2) as f64).sqrt()
+    };
+    // 0.2-2 s: the welcome plays (right), the caller is silent (left).
+    assert!(
+        loudness(1, 200, 2000) > 500.0,
+        "the welcome is on the right"
+    );
+    assert!(
+        loudness(0, 200, 2000) < 50.0,
+        "the caller is quiet on the left"
+    );
+    // The caller talks (g711a.pcap) once connected to billing: the left channel.
+    let end = (length_ms as usize).min(call_ms as usize) - 100;
+    assert!(
+        loudness(0, end - 1500, end) > 500.0,
+        "the caller's voice is on the left"
+    );
+}
+
+#[test]
+fn night_mode_from_the_admin_api_closes_and_reopens_without_a_restart() {
+    let sales = department(1, 500);
+    let server = server(sales.port, "");
+    let probe = Probe::start();
+    let put = http(
+        server.http,
+        "PUT",
+        "/api/kv/sydney/override",
+        None,
+        "closed",
+    );
+    assert_eq!(put.0, 200, "{put:?}");
+    // Closed: the closed prompt, goodbye, and the host hangs up (no after-hours number).
+    assert_eq!(call(&server, "active_caller_silent.xml", &probe), 0);
+    let closed = &server.cdrs()[0];
+    assert_eq!(tag(closed, "hours"), Some("override-closed"), "{closed}");
+    assert_eq!(closed["legs"].as_array().unwrap().len(), 0);
+    assert_eq!(closed["end_reason"], "hung up by script");
+    let heard = probe.received().len();
+    assert!(
+        (230..=260).contains(&heard),
+        "closed (4.2 s) + goodbye (0.65 s): {heard} packets"
+    );
+
+    // Open again: the menu, 1 by SIP INFO, sales.
+    assert_eq!(
+        http(server.http, "DELETE", "/api/kv/sydney/override", None, "").0,
+        200
+    );
+    assert_eq!(call(&server, "active_caller_info.xml", &probe), 0);
+    assert_invited(sales, SALES);
+    let open = &server.cdrs()[0];
+    assert_eq!(tag(open, "hours"), Some("open"), "{open}");
+    assert_eq!(tag(open, "department"), Some("sales"));
+    assert_eq!(open["legs"][0][0], SALES);
+}
+
+#[test]
+fn a_caller_who_presses_nothing_hears_the_menu_twice_and_reaches_the_operator() {
+    let operator = department(1, 500);
+    let server = server(operator.port, "menu_timeout_ms = \"1000\"");
+    let probe = Probe::start();
+    assert_eq!(call(&server, "active_caller_silent.xml", &probe), 0);
+    assert_invited(operator, OPERATOR);
+    let cdr = &server.cdrs()[0];
+    assert_eq!(tag(cdr, "menu_repeated"), Some("true"), "{cdr}");
+    assert_eq!(tag(cdr, "department"), Some("operator"));
+    // Welcome, menu, menu again, transferring: a talk spurt each, each its prompt's length.
+    let packets = probe.received();
+    let marks: Vec<usize> = (0..packets.len()).filter(|&i| packets[i].marker).collect();
+    assert!(
+        marks.len() >= 4,
+        "{marks:?} in {} packets; {}",
+        packets.len(),
+        server.log()
+    );
+    let lengths: Vec<usize> = marks.windows(2).map(|m| m[1] - m[0]).take(3).collect();
+    assert_eq!(lengths[0], WELCOME_FRAMES, "{lengths:?}");
+    assert_eq!((lengths[1], lengths[2]), (MENU_FRAMES, MENU_FRAMES));
+}
+
+#[test]
+fn a_prompt_that_does_not_exist_falls_back_and_names_the_prompt() {
+    let fallback = department(1, 500);
+    let server = server(fallback.port, "");
+    assert_eq!(
+        sipp(
+            server.udp,
+            "caller_waits_bye.xml",
+            "",
+            &["-i", "127.0.0.2", "-s", "missing-prompt", "-m", "1"],
+        ),
+        0
+    );
+    assert_invited(fallback, FALLBACK);
+    let cdr = &server.cdrs()[0];
+    assert_eq!(cdr["fallback"], true);
+    assert!(
+        server
+            .log()
+            .contains(r#"play: no prompt named "no-such-prompt"; falling back"#),
+        "{}",
+        server.log()
+    );
+}
