@@ -189,11 +189,13 @@ impl Action {
     }
 
     /// Gather up to `max_digits` digits, waiting `timeout_ms` for each, while `prompt`
-    /// plays (interrupted by the first digit).
+    /// plays (interrupted by the first digit). For a terminator key or a different
+    /// inter-digit timeout, build the [`Gather`] record.
     pub fn gather(max_digits: u8, timeout_ms: u32, prompt: Option<&str>) -> Self {
         Action::Gather(Gather {
             max_digits,
             timeout_ms,
+            inter_digit_timeout_ms: None,
             terminator: None,
             prompt: prompt.map(Into::into),
         })

@@ -110,7 +110,10 @@ pub enum Action {
     },
     Gather {
         max_digits: u8,
+        /// For the first digit, from the end of the prompt.
         timeout_ms: u32,
+        /// For each further digit.
+        inter_digit_timeout_ms: u32,
         terminator: Option<char>,
         prompt: Option<String>,
     },
@@ -175,6 +178,7 @@ impl Action {
             Action::Gather {
                 max_digits,
                 timeout_ms,
+                inter_digit_timeout_ms,
                 prompt,
                 ..
             } => {
@@ -186,6 +190,11 @@ impl Action {
                 if !(100..=60_000).contains(timeout_ms) {
                     return Err(format!(
                         "gather: timeout-ms {timeout_ms} is out of range (100 to 60000)"
+                    ));
+                }
+                if !(100..=60_000).contains(inter_digit_timeout_ms) {
+                    return Err(format!(
+                        "gather: inter-digit-timeout-ms {inter_digit_timeout_ms} is out of range (100 to 60000)"
                     ));
                 }
                 if let Some(p) = prompt {
@@ -352,11 +361,21 @@ mod tests {
         let gather = Action::Gather {
             max_digits: 0,
             timeout_ms: 5000,
+            inter_digit_timeout_ms: 5000,
             terminator: None,
             prompt: None,
         };
         let err = validate_actions(&Event::Incoming, &[gather]).unwrap_err();
         assert!(err.contains("max-digits 0"), "{err}");
+        let gather = Action::Gather {
+            max_digits: 4,
+            timeout_ms: 5000,
+            inter_digit_timeout_ms: 10,
+            terminator: Some('#'),
+            prompt: None,
+        };
+        let err = validate_actions(&Event::Incoming, &[gather]).unwrap_err();
+        assert!(err.contains("inter-digit-timeout-ms 10"), "{err}");
         let err = validate_actions(&Event::Incoming, &[]).unwrap_err();
         assert!(err.contains("no action"), "{err}");
         let err =

@@ -425,10 +425,14 @@ fn describe_action(action: &Action) -> String {
         Action::Gather {
             max_digits,
             timeout_ms,
+            inter_digit_timeout_ms,
             terminator,
             prompt,
         } => {
             let mut line = format!("gather max {max_digits} timeout {timeout_ms} ms");
+            if inter_digit_timeout_ms != timeout_ms {
+                line.push_str(&format!(" then {inter_digit_timeout_ms} ms between digits"));
+            }
             if let Some(t) = terminator {
                 line.push_str(&format!(" until {t}"));
             }

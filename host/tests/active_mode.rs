@@ -1,6 +1,8 @@
 //! PSTN forwarding in active mode, end to end: SIPp as the trunk's caller, SIPp UASes as
 //! the departments behind the return numbers, wasmpbx with the real `front-door` script
 //! answering, playing the built-in prompts, gathering the caller's key and forwarding.
+// The RTP probe timestamps packets on real time.
+#![allow(clippy::disallowed_methods)]
 
 mod common;
 

@@ -1,7 +1,7 @@
-//! Real phones: three baresip instances (Alice's desk phone and mobile, Bob's phone)
-//! register and call through wasmpbx, with audio checked by each phone's tone. baresip
-//! takes its media address from the default route, so everything runs in a network
-//! namespace of its own whose only interface is loopback (root needed, as in CI).
+//! Real phones: baresip instances register and call through wasmpbx, with audio checked
+//! by what each phone recorded. baresip takes its media address from the default route,
+//! so each test runs in a network namespace of its own whose only interface is loopback
+//! (root needed, as in CI).
 
 use std::path::Path;
 use std::process::Command;
@@ -13,31 +13,57 @@ fn ip(args: &[&str]) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-#[test]
-fn baresip_phones_ring_answer_and_talk_through_the_host() {
-    let ns = format!("wasmpbx-test-{}", std::process::id());
+/// Run `tests/e2e/{script}` with `args` in a fresh namespace named after `name`; its
+/// report, after asserting it passed.
+fn run_in_namespace(name: &str, script: &str, args: &[&str]) -> String {
+    let ns = format!("wasmpbx-{name}-{}", std::process::id());
     assert!(
         ip(&["netns", "add", &ns]),
         "creating a network namespace needs root (CI runs as root)"
     );
     assert!(ip(&["-n", &ns, "link", "set", "lo", "up"]));
     assert!(ip(&["-n", &ns, "route", "add", "default", "dev", "lo"]));
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/e2e/baresip_call.py");
+    let e2e = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/e2e");
     let output = Command::new("ip")
         .args(["netns", "exec", &ns, "python3"])
-        .arg(&script)
-        .arg(env!("CARGO_BIN_EXE_wasmpbx"))
+        .arg(e2e.join(script))
+        .args(args)
         .output()
         .expect("python3 and baresip are installed (tests/run.sh installs them)");
     ip(&["netns", "del", &ns]);
-    let report = String::from_utf8_lossy(&output.stdout);
+    let report = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
         output.status.success(),
         "{report}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    report
+}
+
+#[test]
+fn baresip_phones_ring_answer_and_talk_through_the_host() {
+    let report = run_in_namespace(
+        "phones",
+        "baresip_call.py",
+        &[env!("CARGO_BIN_EXE_wasmpbx")],
+    );
     assert!(
         report.contains("the desk phone answered; the mobile stopped ringing"),
         "{report}"
     );
+}
+
+#[test]
+fn a_baresip_caller_hears_the_welcome_and_its_key_reaches_billing() {
+    let department = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/sipp/department.xml");
+    let report = run_in_namespace(
+        "menu",
+        "baresip_menu.py",
+        &[
+            env!("CARGO_BIN_EXE_wasmpbx"),
+            test_components::FRONT_DOOR,
+            department.to_str().unwrap(),
+        ],
+    );
+    assert!(report.contains("1 passed, 0 failed"), "{report}");
 }

@@ -30,7 +30,8 @@ TIMEOUT = 15
 class Phone:
     """One baresip instance, driven over ctrl_tcp (netstring JSON)."""
 
-    def __init__(self, work, name, extension, password, sip_port, ctrl_port, rtp, tone_hz):
+    def __init__(self, work, name, extension, password, sip_port, ctrl_port, rtp, tone_hz,
+                 listen_ip="127.0.0.1", account=None):
         self.name = name
         self.dir = os.path.join(work, name)
         self.recordings = os.path.join(self.dir, "recordings")
@@ -41,7 +42,7 @@ class Phone:
             f.write(f"""poll_method epoll
 call_local_timeout 120
 call_max_calls 4
-sip_listen 127.0.0.1:{sip_port}
+sip_listen {listen_ip}:{sip_port}
 audio_player aubridge,null
 audio_source aufile,{tone}
 audio_alert aubridge,null
@@ -60,7 +61,7 @@ ctrl_tcp_listen 127.0.0.1:{ctrl_port}
 dns_server 127.0.0.1:53
 """)
         with open(os.path.join(self.dir, "accounts"), "w") as f:
-            f.write(f"<sip:{extension}@127.0.0.1;transport=udp>;auth_pass={password};regint=300;"
+            f.write(account or f"<sip:{extension}@127.0.0.1;transport=udp>;auth_pass={password};regint=300;"
                     "audio_codecs=PCMU,PCMA;answermode=manual;ptime=20\n")
         self.log = open(os.path.join(self.dir, "baresip.log"), "w")
         self.proc = subprocess.Popen(["baresip", "-f", self.dir, "-t", "60"], stdout=self.log, stderr=subprocess.STDOUT)
@@ -121,20 +122,32 @@ def api(path):
         return json.loads(response.read())
 
 
-def received_tone(phone):
-    """(seconds of audio, dominant frequency) of what a phone received."""
+def received_audio(phone):
+    """(samples, rate) of what a phone received (its sndfile recording)."""
     files = [f for f in os.listdir(phone.recordings) if f.endswith("-dec.wav")]
     if not files:
-        return 0.0, 0.0
+        return [], 8000
     with wave.open(os.path.join(phone.recordings, files[0])) as w:
         frames = w.readframes(w.getnframes())
         rate = w.getframerate()
-    samples = [int.from_bytes(frames[i:i + 2], "little", signed=True) for i in range(0, len(frames) - 1, 2)]
+    return [int.from_bytes(frames[i:i + 2], "little", signed=True) for i in range(0, len(frames) - 1, 2)], rate
+
+
+def dominant_hz(samples, rate):
+    """The dominant frequency of a stretch of audio, by zero crossings."""
+    crossings = sum(1 for a, b in zip(samples, samples[1:]) if (a < 0) != (b < 0))
+    return crossings / 2 / (len(samples) / rate)
+
+
+def received_tone(phone):
+    """(seconds of audio, dominant frequency) of what a phone received."""
+    samples, rate = received_audio(phone)
+    if not samples:
+        return 0.0, 0.0
     loud = [s for s in samples if abs(s) > 1000]
     if len(loud) < rate // 2:
         return len(samples) / rate, 0.0
-    crossings = sum(1 for a, b in zip(samples, samples[1:]) if (a < 0) != (b < 0))
-    return len(samples) / rate, crossings / 2 / (len(samples) / rate)
+    return len(samples) / rate, dominant_hz(samples, rate)
 
 
 def main():

@@ -24,11 +24,18 @@ pub(super) enum Waiting {
     Digits(Gather),
 }
 
+/// What a `gather` action asks for.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct GatherSpec {
+    pub(super) max_digits: u8,
+    pub(super) first_timeout: Duration,
+    pub(super) inter_digit_timeout: Duration,
+    pub(super) terminator: Option<char>,
+}
+
 #[derive(Debug)]
 pub(super) struct Gather {
-    max_digits: usize,
-    timeout: Duration,
-    terminator: Option<char>,
+    spec: GatherSpec,
     digits: String,
     /// The gather's prompt is still playing (the first digit stops it).
     prompt_playing: bool,
@@ -110,9 +117,7 @@ impl Calls {
         &mut self,
         ctx: &mut Ctx<'_>,
         id: SessionId,
-        max_digits: u8,
-        timeout_ms: u32,
-        terminator: Option<char>,
+        spec: GatherSpec,
         prompt: Option<&str>,
     ) -> Result<(), String> {
         let prompt = match prompt {
@@ -127,9 +132,8 @@ impl Calls {
         let Some(session) = self.sessions.get_mut(&id) else {
             return Ok(());
         };
-        let timeout = Duration::from_millis(u64::from(timeout_ms));
         // The first-digit timeout starts when the prompt has played.
-        let mut deadline = ctx.ambient.now + timeout;
+        let mut deadline = ctx.ambient.now + spec.first_timeout;
         if let Some(prompt) = &prompt {
             deadline += prompt.duration();
         }
@@ -138,9 +142,7 @@ impl Calls {
             ctx.media.play(id, Playback::Once(prompt));
         }
         session.waiting = Waiting::Digits(Gather {
-            max_digits: usize::from(max_digits),
-            timeout,
-            terminator,
+            spec,
             digits: String::new(),
             prompt_playing,
         });
@@ -162,16 +164,17 @@ impl Calls {
             gather.prompt_playing = false;
             ctx.media.play(id, Playback::Silence);
         }
-        let ended = if gather.terminator == Some(digit) {
+        let ended = if gather.spec.terminator == Some(digit) {
             Some(GatherEnd::Terminator)
         } else {
             gather.digits.push(digit);
-            (gather.digits.len() >= gather.max_digits).then_some(GatherEnd::MaxDigits)
+            (gather.digits.len() >= usize::from(gather.spec.max_digits))
+                .then_some(GatherEnd::MaxDigits)
         };
         match ended {
             Some(ended_by) => self.end_gather(ctx, id, ended_by),
             None => {
-                let deadline = ctx.ambient.now + gather.timeout;
+                let deadline = ctx.ambient.now + gather.spec.inter_digit_timeout;
                 self.arm(id, deadline);
             }
         }
@@ -267,3 +270,6 @@ impl Calls {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

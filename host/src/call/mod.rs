@@ -455,14 +455,20 @@ impl Calls {
                 Action::Gather {
                     max_digits,
                     timeout_ms,
+                    inter_digit_timeout_ms,
                     terminator,
                     prompt,
                 } => match self.start_gather(
                     ctx,
                     id,
-                    max_digits,
-                    timeout_ms,
-                    terminator,
+                    engaged::GatherSpec {
+                        max_digits,
+                        first_timeout: Duration::from_millis(u64::from(timeout_ms)),
+                        inter_digit_timeout: Duration::from_millis(u64::from(
+                            inter_digit_timeout_ms,
+                        )),
+                        terminator,
+                    },
                     prompt.as_deref(),
                 ) {
                     Ok(()) => return,
@@ -623,10 +629,10 @@ impl Calls {
             }
             return;
         }
-        session.phase = Phase::Routing;
-        if session.a_answered && session.b.is_none() {
-            ctx.media.play(id, Playback::Silence); // no more ringback
+        if session.a_answered && session.phase == Phase::Forwarding {
+            ctx.media.play(id, Playback::Silence); // the forward failed: no more ringback
         }
+        session.phase = Phase::Routing;
         ctx.outputs.push_back(PbxOutput::Route {
             session: id,
             script: session.script.clone(),

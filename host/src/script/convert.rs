@@ -94,6 +94,7 @@ pub(crate) fn action_from_guest(action: wit::Action) -> Result<Action, String> {
         wit::Action::Gather(g) => Action::Gather {
             max_digits: g.max_digits,
             timeout_ms: g.timeout_ms,
+            inter_digit_timeout_ms: g.inter_digit_timeout_ms.unwrap_or(g.timeout_ms),
             terminator: match g.terminator.as_deref() {
                 None | Some("") => None,
                 Some(t) => {

@@ -13,6 +13,7 @@ impl Router for Misbehave {
             "gather-zero" => vec![Action::Gather(Gather {
                 max_digits: 0,
                 timeout_ms: 5000,
+                inter_digit_timeout_ms: None,
                 terminator: None,
                 prompt: None,
             })],
