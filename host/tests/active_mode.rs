@@ -17,6 +17,9 @@ const SALES: &str = "+61290000040";
 const BILLING: &str = "+61290000050";
 const OPERATOR: &str = "+61290000060";
 const FALLBACK: &str = "+61290000099";
+/// A second location, served by the same host with vars of its own.
+const MELBOURNE: &str = "+61390000001";
+const MELBOURNE_SALES: &str = "+61390000040";
 /// The built-in welcome prompt: 2218 ms, so 111 frames of 20 ms.
 const WELCOME_FRAMES: usize = 111;
 /// The built-in menu prompt: 5839 ms.
@@ -47,6 +50,18 @@ sales = "{SALES}"
 billing = "{BILLING}"
 operator = "{OPERATOR}"
 {vars}
+
+[[locations]]
+name = "melbourne"
+flip_number = "{MELBOURNE}"
+script = "front-door"
+fallback_number = "{FALLBACK}"
+
+[locations.vars]
+timezone = "Australia/Melbourne"
+sales = "{MELBOURNE_SALES}"
+billing = "{BILLING}"
+operator = "{OPERATOR}"
 
 [[locations]]
 name = "broken"
@@ -93,6 +108,8 @@ struct Received {
 struct Probe {
     port: u16,
     packets: mpsc::Receiver<Received>,
+    /// The same socket, for sending as the caller.
+    socket: UdpSocket,
 }
 
 impl Probe {
@@ -103,6 +120,7 @@ impl Probe {
             .set_read_timeout(Some(Duration::from_millis(200)))
             .unwrap();
         let port = socket.local_addr().unwrap().port();
+        let sender = socket.try_clone().unwrap();
         let (tx, packets) = mpsc::channel();
         std::thread::spawn(move || {
             let mut buf = [0u8; 2048];
@@ -128,7 +146,11 @@ impl Probe {
                 }
             }
         });
-        Self { port, packets }
+        Self {
+            port,
+            packets,
+            socket: sender,
+        }
     }
 
     fn received(&self) -> Vec<Received> {
@@ -136,7 +158,11 @@ impl Probe {
     }
 }
 
-fn call(server: &Server, scenario: &str, probe: &Probe) -> i32 {
+fn call(server: &Server, scenario: &str, probe_port: u16) -> i32 {
+    call_to(server, FLIP, scenario, probe_port)
+}
+
+fn call_to(server: &Server, flip_number: &str, scenario: &str, probe_port: u16) -> i32 {
     sipp(
         server.udp,
         scenario,
@@ -145,12 +171,12 @@ fn call(server: &Server, scenario: &str, probe: &Probe) -> i32 {
             "-i",
             "127.0.0.2",
             "-s",
-            FLIP,
+            flip_number,
             "-m",
             "1",
             "-key",
             "probe_port",
-            &probe.port.to_string(),
+            &probe_port.to_string(),
         ],
     )
 }
@@ -163,14 +189,16 @@ fn tag<'a>(cdr: &'a serde_json::Value, name: &str) -> Option<&'a str> {
         .and_then(|t| t[1].as_str())
 }
 
-/// The department's SIPp finished its call, which was an INVITE for `number`.
-fn assert_invited(department: SippServer, number: &str) {
+/// The department's SIPp finished its calls, INVITEs for `numbers`.
+fn assert_invited(department: SippServer, numbers: &[&str]) {
     let (code, messages) = department.wait_with_messages(Duration::from_secs(15));
     assert_eq!(code, 0, "{messages}");
-    assert!(
-        messages.contains(&format!("INVITE sip:{number}@")),
-        "{messages}"
-    );
+    for number in numbers {
+        assert!(
+            messages.contains(&format!("INVITE sip:{number}@")),
+            "{number}: {messages}"
+        );
+    }
 }
 
 #[test]
@@ -179,12 +207,12 @@ fn the_caller_hears_the_welcome_presses_2_and_reaches_billing_recorded() {
     let server = server(billing.port, "record = \"true\"");
     let probe = Probe::start();
     assert_eq!(
-        call(&server, "active_caller_rfc4733.xml", &probe),
+        call(&server, "active_caller_rfc4733.xml", probe.port),
         0,
         "{}",
         server.log()
     );
-    assert_invited(billing, BILLING);
+    assert_invited(billing, &[BILLING]);
     let cdr = &server.cdrs()[0];
     assert_eq!(tag(cdr, "department"), Some("billing"), "{cdr}");
     assert_eq!(cdr["legs"][0][0], BILLING);
@@ -262,8 +290,8 @@ fn the_caller_hears_the_welcome_presses_2_and_reaches_billing_recorded() {
 }
 
 #[test]
-fn night_mode_from_the_admin_api_closes_and_reopens_without_a_restart() {
-    let sales = department(1, 500);
+fn night_mode_from_the_admin_api_closes_one_location_and_reopens_it_without_a_restart() {
+    let sales = department(2, 500);
     let server = server(sales.port, "");
     let probe = Probe::start();
     let put = http(
@@ -275,7 +303,7 @@ fn night_mode_from_the_admin_api_closes_and_reopens_without_a_restart() {
     );
     assert_eq!(put.0, 200, "{put:?}");
     // Closed: the closed prompt, goodbye, and the host hangs up (no after-hours number).
-    assert_eq!(call(&server, "active_caller_silent.xml", &probe), 0);
+    assert_eq!(call(&server, "active_caller_silent.xml", probe.port), 0);
     let closed = &server.cdrs()[0];
     assert_eq!(tag(closed, "hours"), Some("override-closed"), "{closed}");
     assert_eq!(closed["legs"].as_array().unwrap().len(), 0);
@@ -286,14 +314,25 @@ fn night_mode_from_the_admin_api_closes_and_reopens_without_a_restart() {
         "closed (4.2 s) + goodbye (0.65 s): {heard} packets"
     );
 
-    // Open again: the menu, 1 by SIP INFO, sales.
+    // The other location is open all the while, with its own sales number.
+    assert_eq!(
+        call_to(&server, MELBOURNE, "active_caller_info.xml", probe.port),
+        0
+    );
+    let melbourne = &server.cdrs()[0];
+    assert_eq!(melbourne["location"], "melbourne");
+    assert_eq!(tag(melbourne, "hours"), Some("open"), "{melbourne}");
+    assert_eq!(melbourne["legs"][0][0], MELBOURNE_SALES);
+
+    // Sydney open again: the menu, 1 by SIP INFO, sales.
     assert_eq!(
         http(server.http, "DELETE", "/api/kv/sydney/override", None, "").0,
         200
     );
-    assert_eq!(call(&server, "active_caller_info.xml", &probe), 0);
-    assert_invited(sales, SALES);
+    assert_eq!(call(&server, "active_caller_info.xml", probe.port), 0);
+    assert_invited(sales, &[MELBOURNE_SALES, SALES]);
     let open = &server.cdrs()[0];
+    assert_eq!(open["location"], "sydney");
     assert_eq!(tag(open, "hours"), Some("open"), "{open}");
     assert_eq!(tag(open, "department"), Some("sales"));
     assert_eq!(open["legs"][0][0], SALES);
@@ -304,8 +343,8 @@ fn a_caller_who_presses_nothing_hears_the_menu_twice_and_reaches_the_operator() 
     let operator = department(1, 500);
     let server = server(operator.port, "menu_timeout_ms = \"1000\"");
     let probe = Probe::start();
-    assert_eq!(call(&server, "active_caller_silent.xml", &probe), 0);
-    assert_invited(operator, OPERATOR);
+    assert_eq!(call(&server, "active_caller_silent.xml", probe.port), 0);
+    assert_invited(operator, &[OPERATOR]);
     let cdr = &server.cdrs()[0];
     assert_eq!(tag(cdr, "menu_repeated"), Some("true"), "{cdr}");
     assert_eq!(tag(cdr, "department"), Some("operator"));
@@ -336,7 +375,7 @@ fn a_prompt_that_does_not_exist_falls_back_and_names_the_prompt() {
         ),
         0
     );
-    assert_invited(fallback, FALLBACK);
+    assert_invited(fallback, &[FALLBACK]);
     let cdr = &server.cdrs()[0];
     assert_eq!(cdr["fallback"], true);
     assert!(
@@ -345,5 +384,71 @@ fn a_prompt_that_does_not_exist_falls_back_and_names_the_prompt() {
             .contains(r#"play: no prompt named "no-such-prompt"; falling back"#),
         "{}",
         server.log()
+    );
+}
+
+/// How long the server takes to answer an OPTIONS.
+fn options_round_trip(server: &Server, n: usize) -> Duration {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let request = format!(
+        "OPTIONS sip:ping@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bK-ping{n};rport\r\n\
+From: <sip:ping@127.0.0.1>;tag=p\r\nTo: <sip:ping@127.0.0.1>\r\nCall-ID: ping-{n}\r\n\
+CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+        socket.local_addr().unwrap()
+    );
+    let sent = Instant::now();
+    socket.send_to(request.as_bytes(), server.udp).unwrap();
+    let mut buf = [0u8; 4096];
+    socket.recv_from(&mut buf).expect("an answer to OPTIONS");
+    sent.elapsed()
+}
+
+#[test]
+fn a_dtmf_flood_does_not_stall_the_host() {
+    let billing = department(1, 500);
+    let server = server(billing.port, "");
+    let probe = Probe::start();
+    let caller = std::thread::scope(|scope| {
+        let server = &server;
+        let probe_port = probe.port;
+        let caller = scope.spawn(move || call(server, "active_caller_silent.xml", probe_port));
+        // The host's first packet says where its caller-side port is.
+        let host = probe
+            .packets
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the welcome")
+            .from;
+        // Once the menu plays (after the 2.2 s welcome): two seconds of key 2 pressed
+        // 500 times a second (each a new event), with the host asked for OPTIONS all
+        // along.
+        std::thread::sleep(Duration::from_millis(2500));
+        let mut slowest = Duration::ZERO;
+        for i in 0..1000u32 {
+            let mut event = vec![0x80, 101];
+            event.extend_from_slice(&(i as u16).to_be_bytes());
+            event.extend_from_slice(&(i * 160).to_be_bytes());
+            event.extend_from_slice(&[0, 0, 0x0f, 0x1e, 2, 0x80, 0, 160]);
+            probe.socket.send_to(&event, host).unwrap();
+            if i % 50 == 0 {
+                slowest = slowest.max(options_round_trip(&server, i as usize));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert!(
+            slowest < Duration::from_millis(500),
+            "SIP kept being answered during the flood: slowest {slowest:?}"
+        );
+        caller.join().unwrap()
+    });
+    assert_eq!(caller, 0, "{}", server.log());
+    assert_invited(billing, &[BILLING]);
+    let cdr = &server.cdrs()[0];
+    assert_eq!(tag(cdr, "department"), Some("billing"), "{cdr}");
+    assert!(
+        cdr["digits"].as_str().unwrap().len() <= 256,
+        "the record stays bounded"
     );
 }
