@@ -259,6 +259,16 @@ async fn metrics(admin: &Admin) -> String {
         "# TYPE wasmpbx_rtcp_packets_relayed_total counter\nwasmpbx_rtcp_packets_relayed_total {}",
         admin.relay.rtcp_packets.load(Relaxed)
     );
+    let _ = writeln!(
+        out,
+        "# TYPE wasmpbx_rtp_packets_played_total counter\nwasmpbx_rtp_packets_played_total {}",
+        admin.relay.played_packets.load(Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE wasmpbx_dtmf_events_dropped_total counter\nwasmpbx_dtmf_events_dropped_total {}",
+        admin.relay.digits_dropped.load(Relaxed)
+    );
     admin.scripts.metrics.render_prometheus(&mut out);
     out
 }

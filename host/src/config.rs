@@ -630,7 +630,12 @@ mod tests {
         assert_eq!(config.http.listen, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(config.scripts.dir, Path::new("scripts"));
         assert_eq!(config.store.path, Path::new("wasmpbx.db"));
-        assert_eq!(config.locations.len(), 1);
+        let scripts: Vec<&str> = config.locations.iter().map(|l| l.script.as_str()).collect();
+        assert_eq!(
+            scripts,
+            ["listen", "front-door"],
+            "one location in each mode"
+        );
         assert_eq!(config.trunks.len(), 1);
     }
 

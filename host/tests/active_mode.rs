@@ -290,7 +290,7 @@ fn the_caller_hears_the_welcome_presses_2_and_reaches_billing_recorded() {
 }
 
 #[test]
-fn night_mode_from_the_admin_api_closes_one_location_and_reopens_it_without_a_restart() {
+fn night_mode_and_holidays_from_the_admin_api_close_one_location_and_reopen_it_live() {
     let sales = department(2, 500);
     let server = server(sales.port, "");
     let probe = Probe::start();
@@ -324,9 +324,29 @@ fn night_mode_from_the_admin_api_closes_one_location_and_reopens_it_without_a_re
     assert_eq!(tag(melbourne, "hours"), Some("open"), "{melbourne}");
     assert_eq!(melbourne["legs"][0][0], MELBOURNE_SALES);
 
-    // Sydney open again: the menu, 1 by SIP INFO, sales.
+    // Override cleared, but today (in Sydney) made a holiday, live: closed again.
     assert_eq!(
         http(server.http, "DELETE", "/api/kv/sydney/override", None, "").0,
+        200
+    );
+    let today = jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::get("Australia/Sydney").unwrap())
+        .date();
+    let put = http(
+        server.http,
+        "PUT",
+        "/api/kv/sydney/holidays",
+        None,
+        &today.to_string(),
+    );
+    assert_eq!(put.0, 200, "{put:?}");
+    assert_eq!(call(&server, "active_caller_silent.xml", probe.port), 0);
+    assert_eq!(tag(&server.cdrs()[0], "hours"), Some("holiday"));
+    probe.received();
+
+    // Sydney open again: the menu, 1 by SIP INFO, sales.
+    assert_eq!(
+        http(server.http, "DELETE", "/api/kv/sydney/holidays", None, "").0,
         200
     );
     assert_eq!(call(&server, "active_caller_info.xml", probe.port), 0);
@@ -433,7 +453,7 @@ fn a_dtmf_flood_does_not_stall_the_host() {
             event.extend_from_slice(&[0, 0, 0x0f, 0x1e, 2, 0x80, 0, 160]);
             probe.socket.send_to(&event, host).unwrap();
             if i % 50 == 0 {
-                slowest = slowest.max(options_round_trip(&server, i as usize));
+                slowest = slowest.max(options_round_trip(server, i as usize));
             }
             std::thread::sleep(Duration::from_millis(2));
         }

@@ -7,7 +7,7 @@
 # Each rate runs CALLS calls (default 10000) of HOLD_MS (default 2000) through
 #   SIPp uac (127.0.0.2, the trunk) → wasmpbx (listen script) → SIPp uas
 # and then SIPp uac → SIPp uas directly. A rate counts when no call failed.
-# Needs a release build (cargo build --release -p wasmpbx) and scripts/build.sh.
+# Needs a release build (cargo build --release -p wasmpbx); the scripts are built fresh.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 calls=${CALLS:-10000}
@@ -19,7 +19,7 @@ bin="$root/target/release/wasmpbx"
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
 mkdir -p "$work/scripts"
-cp "$root/scripts/listen.wasm" "$work/scripts/" 2>/dev/null || cp "$root/target/guests/wasm32-wasip2/release/listen.wasm" "$work/scripts/"
+"$root/scripts/build.sh" "$work/scripts" > /dev/null
 uas_port=15070
 cat > "$work/wasmpbx.toml" <<TOML
 [sip]

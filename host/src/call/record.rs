@@ -27,7 +27,8 @@ pub struct CallRecord {
     pub digits: String,
     pub tags: Vec<(String, String)>,
     pub end_reason: String,
-    /// RTP packets the host relayed caller → callee and back.
+    /// RTP packets from the caller (relayed or heard by the host), and to the caller
+    /// (relayed or the host's own prompts and tones).
     pub rtp_packets_in: u64,
     pub rtp_packets_out: u64,
     /// The session's recording (a stereo WAV: caller left, other side right), if any.

@@ -29,6 +29,8 @@ pub struct RelayCounters {
     pub rtp_packets: AtomicU64,
     pub rtcp_packets: AtomicU64,
     pub open_calls: AtomicU64,
+    /// Packets of the host's own (prompts, ringback).
+    pub played_packets: AtomicU64,
     /// Caller digits not passed on because the core's queue was full (a DTMF flood).
     pub digits_dropped: AtomicU64,
 }
@@ -444,7 +446,7 @@ async fn send_host_frames(
         };
         if socket.send_to(&packet, to).await.is_ok() {
             packets[1].fetch_add(1, Relaxed);
-            counters.rtp_packets.fetch_add(1, Relaxed);
+            counters.played_packets.fetch_add(1, Relaxed);
         }
     }
 }

@@ -1,13 +1,15 @@
 //! `front-door` — active mode: time conditions, a welcome, a menu, and departments.
 //!
-//! Location vars: `timezone` (IANA), `hours`, `holidays`, `sales`, `billing`,
-//! `operator`, optional `after_hours_number`, `menu_timeout_ms` (how long the menu
-//! waits for a key, default 5000) and `record` (`true` records every call); key-value
-//! entry `override`
-//! (`open`/`closed`). Open: welcome, then the menu (1 sales, 2 billing, 0 operator);
-//! an invalid or missing choice repeats the menu once, then goes to the operator.
-//! Closed: the closed prompt, then `after_hours_number` or goodbye. A failed forward
-//! goes to the location's fallback number.
+//! Location vars: `timezone` (IANA), `hours`, `holidays`, `sales`, `billing`, `operator`,
+//! optional `after_hours_number`, `menu_timeout_ms` (how long the menu waits for a key,
+//! default 5000) and `record` (`true` records every call). Key-value entries (set live
+//! through the admin API): `override` (`open`/`closed`), and `hours` / `holidays`, which
+//! win over the vars of the same name.
+//!
+//! Open: welcome, then the menu (1 sales, 2 billing, 0 operator); an invalid or missing
+//! choice repeats the menu once, then goes to the operator. Closed: the closed prompt,
+//! then `after_hours_number` or goodbye. A failed forward goes to the location's
+//! fallback number.
 
 use wasmpbx_guest::schedule::Schedule;
 use wasmpbx_guest::{
@@ -26,8 +28,8 @@ impl Router for FrontDoor {
     fn incoming(_call: &Call) -> Vec<Action> {
         let timezone = host::non_empty_var("timezone").unwrap_or_else(|| "UTC".into());
         let schedule = match Schedule::parse(
-            &host::var("hours").unwrap_or_default(),
-            &host::var("holidays").unwrap_or_default(),
+            &live_setting("hours").unwrap_or_default(),
+            &live_setting("holidays").unwrap_or_default(),
         ) {
             Ok(schedule) => schedule,
             Err(e) => {
@@ -92,6 +94,12 @@ impl Router for FrontDoor {
             Action::forward_to_fallback(RING_TIMEOUT_MS),
         ]
     }
+}
+
+/// `hours` and `holidays` from the key-value store if an admin set them there (they
+/// apply from the next call, no restart), else from the location's vars.
+fn live_setting(name: &str) -> Option<String> {
+    host::kv::get(name).or_else(|| host::var(name))
 }
 
 fn menu() -> Action {
