@@ -24,6 +24,8 @@ const MELBOURNE_SALES: &str = "+61390000040";
 const WELCOME_FRAMES: usize = 111;
 /// The built-in menu prompt: 5839 ms.
 const MENU_FRAMES: usize = 292;
+/// The built-in transferring prompt: 1949 ms.
+const TRANSFERRING_FRAMES: usize = 98;
 
 /// A server whose trunk leads to `department_port`, with `front-door` for the location.
 fn server(department_port: u16, vars: &str) -> Server {
@@ -368,18 +370,26 @@ fn a_caller_who_presses_nothing_hears_the_menu_twice_and_reaches_the_operator() 
     let cdr = &server.cdrs()[0];
     assert_eq!(tag(cdr, "menu_repeated"), Some("true"), "{cdr}");
     assert_eq!(tag(cdr, "department"), Some("operator"));
-    // Welcome, menu, menu again, transferring: a talk spurt each, each its prompt's length.
+    // Welcome, menu, menu again, transferring, then ringback while the operator rings
+    // (one second): a talk spurt each, each its prompt's length.
     let packets = probe.received();
     let marks: Vec<usize> = (0..packets.len()).filter(|&i| packets[i].marker).collect();
-    assert!(
-        marks.len() >= 4,
-        "{marks:?} in {} packets; {}",
-        packets.len(),
-        server.log()
+    assert_eq!(marks.len(), 5, "{marks:?} in {} packets", packets.len());
+    let lengths: Vec<usize> = marks.windows(2).map(|m| m[1] - m[0]).collect();
+    assert_eq!(
+        lengths,
+        [
+            WELCOME_FRAMES,
+            MENU_FRAMES,
+            MENU_FRAMES,
+            TRANSFERRING_FRAMES
+        ]
     );
-    let lengths: Vec<usize> = marks.windows(2).map(|m| m[1] - m[0]).take(3).collect();
-    assert_eq!(lengths[0], WELCOME_FRAMES, "{lengths:?}");
-    assert_eq!((lengths[1], lengths[2]), (MENU_FRAMES, MENU_FRAMES));
+    let ringback = packets.len() - marks[4];
+    assert!(
+        ringback.abs_diff(50) <= 5,
+        "a second of ringback: {ringback} packets"
+    );
 }
 
 #[test]
