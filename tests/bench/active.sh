@@ -14,48 +14,15 @@
 # Needs a release build (cargo build --release -p wasmpbx), sip-tester and tshark
 # (dumpcap); run as root for the capture. The scripts are built fresh (scripts/build.sh).
 set -euo pipefail
-root=$(cd "$(dirname "$0")/../.." && pwd)
+. "$(dirname "$0")/server.sh"
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(250 500 750)
-bin="$root/target/release/wasmpbx"
-[ -x "$bin" ] || { echo "build first: cargo build --release -p wasmpbx" >&2; exit 1; }
-work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
-mkdir -p "$work/scripts"
-"$root/scripts/build.sh" "$work/scripts" > /dev/null
-host_port=15060 uas_port=15070 caller_port=15080 media_port=16000
-cat > "$work/wasmpbx.toml" <<TOML
-[sip]
-listen = ["udp:127.0.0.1:$host_port"]
-[http]
-listen = "127.0.0.1:0"
-[media]
-rtp_ports = "20000-59999"
-[scripts]
-dir = "$work/scripts"
-[store]
-path = "$work/bench.db"
-[[trunks]]
-name = "pstn"
-uri = "sip:127.0.0.1:$uas_port"
-inbound = ["127.0.0.2"]
-[[locations]]
-name = "bench"
-flip_number = "15550100"
-script = "front-door"
-fallback_number = "15550199"
-[locations.vars]
-sales = "15550140"
+caller_port=15080 media_port=16000
+start_server front-door 'sales = "15550140"
 billing = "15550150"
-operator = "15550160"
-TOML
-RUST_LOG=warn "$bin" run --config "$work/wasmpbx.toml" > "$work/server.out" 2> "$work/server.err" &
-server=$!
-sleep 2
-ticks=$(getconf CLK_TCK)
-cpu_of() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+operator = "15550160"'
 
-echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), load $(cut -d' ' -f1-3 /proc/loadavg)"
+machine_line
 for target in "${targets[@]}"; do
     rate=$(( (target + 5) / 6 ))
     calls=$(( rate * 30 ))

@@ -9,47 +9,12 @@
 # and then SIPp uac → SIPp uas directly. A rate counts when no call failed.
 # Needs a release build (cargo build --release -p wasmpbx); the scripts are built fresh.
 set -euo pipefail
-root=$(cd "$(dirname "$0")/../.." && pwd)
+. "$(dirname "$0")/server.sh"
 calls=${CALLS:-10000}
 hold=${HOLD_MS:-2000}
 rates=("$@")
 [ ${#rates[@]} -gt 0 ] || rates=(300 600 900 1200)
-bin="$root/target/release/wasmpbx"
-[ -x "$bin" ] || { echo "build first: cargo build --release -p wasmpbx" >&2; exit 1; }
-work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
-mkdir -p "$work/scripts"
-"$root/scripts/build.sh" "$work/scripts" > /dev/null
-uas_port=15070
-cat > "$work/wasmpbx.toml" <<TOML
-[sip]
-listen = ["udp:127.0.0.1:15060"]
-[http]
-listen = "127.0.0.1:0"
-[media]
-rtp_ports = "20000-59999"
-[scripts]
-dir = "$work/scripts"
-[store]
-path = "$work/bench.db"
-[[trunks]]
-name = "pstn"
-uri = "sip:127.0.0.1:$uas_port"
-inbound = ["127.0.0.2"]
-[[locations]]
-name = "bench"
-flip_number = "15550100"
-script = "listen"
-fallback_number = "15550199"
-[locations.vars]
-return_number = "15550101"
-TOML
-RUST_LOG=warn "$bin" run --config "$work/wasmpbx.toml" > "$work/server.out" 2> "$work/server.err" &
-server=$!
-sleep 2
-ticks=$(getconf CLK_TCK)
-cpu_of() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-rss_of() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+start_server listen 'return_number = "15550101"'
 
 run_sipp() { # target rate -> "successful failed seconds"
     local target=$1 rate=$2
@@ -71,13 +36,13 @@ run_sipp() { # target rate -> "successful failed seconds"
     rm -f "$work"/uac.csv "$work"/uas.csv
 }
 
-echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), load $(cut -d' ' -f1-3 /proc/loadavg)"
+machine_line
 echo
 echo "| rate (calls/s) | path | successful | failed | host CPU (% of one core) | host RSS after |"
 echo "|---|---|---|---|---|---|"
 for rate in "${rates[@]}"; do
     cpu0=$(cpu_of $server)
-    read -r ok failed secs < <(run_sipp 127.0.0.1:15060 "$rate")
+    read -r ok failed secs < <(run_sipp 127.0.0.1:$host_port "$rate")
     cpu1=$(cpu_of $server)
     cpu=$(echo "scale=0; 100 * ($cpu1 - $cpu0) / $ticks / $secs" | bc)
     echo "| $rate | SIPp → wasmpbx → SIPp | $ok | $failed | $cpu | $(( $(rss_of $server) / 1024 )) MiB |"
