@@ -6,9 +6,11 @@
 //! [`PbxOutput::Route`] and takes the decision back through [`Calls::handle_decision`].
 //!
 //! ```text
-//!  INVITE(A) ──▶ Routing ──decision: forward──▶ Forwarding ──B 2xx──▶ Connected ──BYE──▶ ended
-//!                   ▲                               │ B fails / ring timeout
-//!                   └──── forward-failed event ─────┘
+//!  INVITE(A) ──▶ Routing ──decision: forward─────────▶ Forwarding ──B 2xx──▶ Connected ──BYE──▶ ended
+//!                 │  ▲                                   ▲      │ B fails / ring timeout:
+//!   answer, play, │  │ digits-gathered event             │      └ forward-failed event → Routing
+//!         gather  ▼  │                                   │
+//!                Engaged (the host answered A) ─forward──┘ (ringback until B answers; engaged.rs)
 //! ```
 
 use std::cmp::Reverse;

@@ -70,6 +70,8 @@ struct Call {
     /// Packets from A, and packets sent to A.
     packets: Arc<[AtomicU64; 2]>,
     a_rtp: Arc<UdpSocket>,
+    /// Wakes the host's sender when something is to be played (it sleeps in silence).
+    playing: Arc<tokio::sync::Notify>,
 }
 
 /// The real media: binds UDP ports and spawns tasks on the current runtime.
@@ -169,6 +171,7 @@ impl MediaAllocator for RelayManager {
                 tasks,
                 packets,
                 a_rtp: rtp[0].clone(),
+                playing: Arc::default(),
             },
         );
         self.counters.open_calls.fetch_add(1, Relaxed);
@@ -208,12 +211,13 @@ impl MediaAllocator for RelayManager {
             position: 0,
         });
         drop(shared);
-        call.tasks.push(tokio::spawn(send_host_frames(
-            call.a_rtp.clone(),
-            call.shared.clone(),
-            call.packets.clone(),
-            self.counters.clone(),
-        )));
+        call.tasks.push(tokio::spawn(send_host_frames(HostSender {
+            socket: call.a_rtp.clone(),
+            shared: call.shared.clone(),
+            playing: call.playing.clone(),
+            packets: call.packets.clone(),
+            counters: self.counters.clone(),
+        })));
     }
 
     fn play(&mut self, session: SessionId, playback: Playback) {
@@ -221,9 +225,13 @@ impl MediaAllocator for RelayManager {
             return;
         };
         if let Some(endpoint) = lock(&call.shared).endpoint.as_mut() {
+            let audible = !matches!(playback, Playback::Silence);
             endpoint.playback = playback;
             endpoint.position = 0;
             endpoint.out.pause();
+            if audible {
+                call.playing.notify_one();
+            }
         }
     }
 
@@ -396,13 +404,18 @@ async fn forward(f: Forwarding) {
     }
 }
 
-/// Side A's stream from the host: one frame every 20 ms while something is playing.
-async fn send_host_frames(
+/// What sends side A the host's own stream.
+struct HostSender {
     socket: Arc<UdpSocket>,
     shared: Arc<Mutex<Shared>>,
+    playing: Arc<tokio::sync::Notify>,
     packets: Arc<[AtomicU64; 2]>,
     counters: Arc<RelayCounters>,
-) {
+}
+
+/// Side A's stream from the host: one frame every 20 ms while something plays; asleep
+/// (no timer) while nothing does, as for the whole of a connected call.
+async fn send_host_frames(h: HostSender) {
     let mut ticker = tokio::time::interval(FRAME);
     // A late tick sends its frame at once: the prompt keeps its length and the timestamps
     // stay on the 20 ms grid.
@@ -411,42 +424,54 @@ async fn send_host_frames(
         ticker.tick().await;
         let now: Instant = monotonic_now();
         let outgoing = {
-            let mut shared = lock(&shared);
+            let mut shared = lock(&h.shared);
             let shared = &mut *shared;
             let Some(endpoint) = shared.endpoint.as_mut() else {
                 return;
             };
-            let (prompt, looped) = match &endpoint.playback {
-                Playback::Silence => continue,
-                Playback::Once(p) => (p.clone(), false),
-                Playback::Loop(p) => (p.clone(), true),
+            let playing = match &endpoint.playback {
+                Playback::Silence => None,
+                Playback::Once(p) => Some((p.clone(), false)),
+                Playback::Loop(p) => Some((p.clone(), true)),
             };
-            let i = endpoint.position;
-            let packet = endpoint.out.host_frame(
-                endpoint.codec.payload_type(),
-                prompt.frame(endpoint.codec, i),
-                now,
-            );
-            endpoint.position = i + 1;
-            if endpoint.position == prompt.frames() {
-                if looped {
-                    endpoint.position = 0;
-                } else {
-                    endpoint.playback = Playback::Silence;
-                    endpoint.out.pause();
+            match playing {
+                Some((prompt, looped)) => {
+                    let i = endpoint.position;
+                    let packet = endpoint.out.host_frame(
+                        endpoint.codec.payload_type(),
+                        prompt.frame(endpoint.codec, i),
+                        now,
+                    );
+                    endpoint.position = i + 1;
+                    if endpoint.position == prompt.frames() {
+                        if looped {
+                            endpoint.position = 0;
+                        } else {
+                            endpoint.playback = Playback::Silence;
+                            endpoint.out.pause();
+                        }
+                    }
+                    if let Some(recorder) = shared.recorder.as_mut() {
+                        recorder.put(Channel::Other, now, prompt.frame_samples(i));
+                    }
+                    Some(shared.remotes.rtp[0].map(|to| (packet, to)))
+                }
+                None => None,
+            }
+        };
+        match outgoing {
+            Some(Some((packet, to))) => {
+                if h.socket.send_to(&packet, to).await.is_ok() {
+                    h.packets[1].fetch_add(1, Relaxed);
+                    h.counters.played_packets.fetch_add(1, Relaxed);
                 }
             }
-            if let Some(recorder) = shared.recorder.as_mut() {
-                recorder.put(Channel::Other, now, prompt.frame_samples(i));
+            Some(None) => {} // nowhere to send yet
+            None => {
+                // Silence: sleep until `play` has something, then start a fresh grid.
+                h.playing.notified().await;
+                ticker.reset_immediately();
             }
-            shared.remotes.rtp[0].map(|to| (packet, to))
-        };
-        let Some((packet, to)) = outgoing else {
-            continue;
-        };
-        if socket.send_to(&packet, to).await.is_ok() {
-            packets[1].fetch_add(1, Relaxed);
-            counters.played_packets.fetch_add(1, Relaxed);
         }
     }
 }
