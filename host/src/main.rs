@@ -293,8 +293,19 @@ fn cdr_list(limit: usize, json: bool, config: Option<&Path>) -> anyhow::Result<E
                 .map(str::to_owned)
                 .unwrap_or_else(|| r[key].to_string())
         };
+        // The script's tags say what it chose (`department=billing`, `hours=open` …).
+        let tags: Vec<String> = r["tags"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| Some(format!("{}={}", t[0].as_str()?, t[1].as_str()?)))
+            .collect();
+        let recording = r["recording"]
+            .as_str()
+            .map(|path| format!("  recording {path}"))
+            .unwrap_or_default();
         println!(
-            "{}  session {}  {} -> {}  {}  location {}  script {}{}  legs {}  digits {:?}",
+            "{}  session {}  {} -> {}  {}  location {}  script {}{}  legs {}  digits {:?}  tags [{}]{}",
             text("started_at"),
             r["session"],
             text("caller"),
@@ -309,6 +320,8 @@ fn cdr_list(limit: usize, json: bool, config: Option<&Path>) -> anyhow::Result<E
             },
             r["legs"],
             text("digits"),
+            tags.join(" "),
+            recording,
         );
     }
     Ok(ExitCode::SUCCESS)

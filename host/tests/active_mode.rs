@@ -355,6 +355,11 @@ fn night_mode_and_holidays_from_the_admin_api_close_one_location_and_reopen_it_l
     assert_invited(sales, &[MELBOURNE_SALES, SALES]);
     let open = &server.cdrs()[0];
     assert_eq!(open["location"], "sydney");
+    let listed = server.cdr_list(&["--limit", "1"]);
+    assert!(
+        listed.contains("location sydney") && listed.contains("department=sales"),
+        "{listed}"
+    );
     assert_eq!(tag(open, "hours"), Some("open"), "{open}");
     assert_eq!(tag(open, "department"), Some("sales"));
     assert_eq!(open["legs"][0][0], SALES);

@@ -58,16 +58,18 @@ impl Server {
 
     /// The call records, newest first, through `wasmpbx cdr list --json`.
     pub fn cdrs(&self) -> Vec<serde_json::Value> {
+        serde_json::from_str::<serde_json::Value>(&self.cdr_list(&["--json", "--limit", "10000"]))
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    /// What `wasmpbx cdr list ARGS` prints for this server's store.
+    pub fn cdr_list(&self, args: &[&str]) -> String {
         let out = Command::new(env!("CARGO_BIN_EXE_wasmpbx"))
-            .args([
-                "cdr",
-                "list",
-                "--json",
-                "--limit",
-                "10000",
-                "--config",
-                self.config.to_str().unwrap(),
-            ])
+            .args(["cdr", "list", "--config", self.config.to_str().unwrap()])
+            .args(args)
             .output()
             .unwrap();
         assert!(
@@ -75,11 +77,7 @@ impl Server {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        serde_json::from_slice::<serde_json::Value>(&out.stdout)
-            .unwrap()
-            .as_array()
-            .unwrap()
-            .clone()
+        String::from_utf8(out.stdout).unwrap()
     }
 
     /// Start (or restart) in an existing folder: the store persists across.
@@ -287,7 +285,6 @@ impl SippServer {
 
     /// Wait as [`Self::wait`]; its exit code and the SIP messages it exchanged (start it
     /// with `-trace_msg`).
-    #[allow(dead_code)] // not every test binary uses it
     pub fn wait_with_messages(mut self, limit: Duration) -> (i32, String) {
         let status = wait_timeout(&mut self.child, limit);
         let _ = self.child.kill();
