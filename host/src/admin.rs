@@ -251,6 +251,20 @@ async fn metrics(admin: &Admin) -> String {
     }
     let _ = writeln!(
         out,
+        "# HELP wasmpbx_flips_total Call flips of finished calls by result.\n# TYPE wasmpbx_flips_total counter"
+    );
+    for (name, counter) in ["done", "denied", "no-answer", "cancelled"]
+        .iter()
+        .zip(&admin.calls.flips)
+    {
+        let _ = writeln!(
+            out,
+            "wasmpbx_flips_total{{result=\"{name}\"}} {}",
+            counter.load(Relaxed)
+        );
+    }
+    let _ = writeln!(
+        out,
         "# TYPE wasmpbx_rtp_packets_relayed_total counter\nwasmpbx_rtp_packets_relayed_total {}",
         admin.relay.rtp_packets.load(Relaxed)
     );

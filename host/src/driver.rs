@@ -40,6 +40,10 @@ enum Input {
         decision: Decision,
         pinned: Option<Arc<LoadedScript>>,
     },
+    FlipDecision {
+        flip: u64,
+        decision: Result<crate::flip::FlipDecision, String>,
+    },
     Connected {
         peer: Peer,
         writer: mpsc::Sender<Vec<u8>>,
@@ -108,12 +112,14 @@ pub async fn bind(
     Ok((udp, tcp, listeners))
 }
 
-/// Finished calls by disposition, for `/metrics`.
+/// Finished calls by disposition and their flips by result, for `/metrics`.
 #[derive(Debug, Default)]
 pub struct CallStats {
     pub answered: std::sync::atomic::AtomicU64,
     pub abandoned: std::sync::atomic::AtomicU64,
     pub failed: std::sync::atomic::AtomicU64,
+    /// Flips: done, denied, no answer, cancelled.
+    pub flips: [std::sync::atomic::AtomicU64; 4],
 }
 
 /// What the SIP core works with besides sockets.
@@ -225,6 +231,7 @@ pub async fn run(
             input = rx.recv() => match input {
                 Some(Input::Bytes { bytes, peer }) => pbx.handle_bytes(ambient(), &bytes, peer),
                 Some(Input::Decision { session, decision, pinned }) => pbx.handle_decision(ambient(), session, decision, pinned),
+                Some(Input::FlipDecision { flip, decision }) => pbx.handle_flip_decision(ambient(), flip, decision),
                 Some(Input::Connected { peer, writer }) => { connections.insert(peer.addr, writer); }
                 Some(Input::Disconnected { peer }) => { connections.remove(&peer.addr); }
                 Some(Input::Query(query)) => match query {
@@ -290,6 +297,19 @@ pub async fn run(
                         }
                     });
                 }
+                PbxOutput::DecideFlip {
+                    flip,
+                    policy,
+                    request,
+                } => {
+                    let (scripts, tx) = (scripts.clone(), tx.clone());
+                    tokio::task::spawn_blocking(move || {
+                        let decision = scripts
+                            .decide_flip(&policy, &request)
+                            .map_err(|failure| failure.to_string());
+                        let _ = tx.blocking_send(Input::FlipDecision { flip, decision });
+                    });
+                }
                 PbxOutput::Record(record) => {
                     let counter = match record.disposition {
                         Disposition::Answered => &stats.answered,
@@ -297,6 +317,15 @@ pub async fn run(
                         Disposition::Failed => &stats.failed,
                     };
                     counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    for flip in &record.flips {
+                        let i = match flip.result {
+                            crate::flip::FlipResult::Done => 0,
+                            crate::flip::FlipResult::Denied(_) => 1,
+                            crate::flip::FlipResult::NoAnswer => 2,
+                            crate::flip::FlipResult::Cancelled => 3,
+                        };
+                        stats.flips[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
                     if let Err(e) = cdrs.save_cdr(&record) {
                         tracing::error!(session = record.session, "writing the call record: {e}");
                     }

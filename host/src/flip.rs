@@ -95,6 +95,41 @@ impl FlipDecision {
     }
 }
 
+/// How a flip request ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "result", content = "reason")]
+pub enum FlipResult {
+    /// The call moved to the target device.
+    Done,
+    /// Refused by the host's rules or the policy script (the reason is logged and told
+    /// to the device).
+    Denied(String),
+    /// No target answered in time.
+    NoAnswer,
+    /// The call ended while the flip was pending.
+    Cancelled,
+}
+
+/// One flip request of a session, as its call record lists it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FlipEvent {
+    pub kind: FlipKind,
+    pub trigger: Trigger,
+    /// The device the call was on.
+    pub from_device: String,
+    /// The device(s) asked to take it.
+    pub targets: Vec<String>,
+    pub requested_at: jiff::Timestamp,
+    /// When the new device joined (a pull: when the host answered it).
+    pub answered_at: Option<jiff::Timestamp>,
+    /// When the old device was released.
+    pub completed_at: Option<jiff::Timestamp>,
+    #[serde(flatten)]
+    pub result: FlipResult,
+    /// The session's recording, which goes on across the flip.
+    pub recording: Option<String>,
+}
+
 /// Whether `dialed` is an emergency number: the fixed list or one configured.
 pub fn is_emergency(dialed: &str, configured: &[String]) -> bool {
     EMERGENCY_NUMBERS.contains(&dialed) || configured.iter().any(|n| n == dialed)

@@ -300,12 +300,39 @@ fn cdr_list(limit: usize, json: bool, config: Option<&Path>) -> anyhow::Result<E
             .flatten()
             .filter_map(|t| Some(format!("{}={}", t[0].as_str()?, t[1].as_str()?)))
             .collect();
+        let flips: Vec<String> = r["flips"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|f| {
+                let text = |key: &str| f[key].as_str().unwrap_or("").to_owned();
+                let targets: Vec<&str> = f["targets"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|t| t.as_str())
+                    .collect();
+                let mut line = format!(
+                    "\n    flip {} ({}) {} -> {} at {}: {}",
+                    text("kind"),
+                    text("trigger"),
+                    text("from_device"),
+                    targets.join(", "),
+                    text("requested_at"),
+                    text("result")
+                );
+                if let Some(reason) = f["reason"].as_str() {
+                    line.push_str(&format!(" ({reason})"));
+                }
+                line
+            })
+            .collect();
         let recording = r["recording"]
             .as_str()
             .map(|path| format!("  recording {path}"))
             .unwrap_or_default();
         println!(
-            "{}  session {}  {} -> {}  {}  location {}  script {}{}  legs {}  digits {:?}  tags [{}]{}",
+            "{}  session {}  {} -> {}  {}  location {}  script {}{}  legs {}  digits {:?}  tags [{}]{}{}",
             text("started_at"),
             r["session"],
             text("caller"),
@@ -322,6 +349,7 @@ fn cdr_list(limit: usize, json: bool, config: Option<&Path>) -> anyhow::Result<E
             text("digits"),
             tags.join(" "),
             recording,
+            flips.concat(),
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -44,6 +44,13 @@ pub enum PbxOutput {
     },
     /// A call ended: its record for the store.
     Record(CallRecord),
+    /// Ask the flip-policy script; answer with `handle_flip_decision`.
+    DecideFlip {
+        flip: u64,
+        /// The policy script's name (`scripts.flip_policy`).
+        policy: String,
+        request: crate::flip::FlipRequest,
+    },
 }
 
 /// Counters for `/metrics` and tests.
@@ -175,6 +182,18 @@ impl Pbx {
                 bytes: reply,
             });
         }
+    }
+
+    /// The flip policy's answer (an error when the script failed: the flip is denied).
+    pub fn handle_flip_decision(
+        &mut self,
+        ambient: Ambient,
+        flip: u64,
+        decision: Result<crate::flip::FlipDecision, String>,
+    ) {
+        let (calls, mut ctx) = self.ctx(ambient);
+        calls.flip_decided(&mut ctx, flip, decision);
+        self.pump(ambient);
     }
 
     /// Something a call's media noticed (the caller's digits).

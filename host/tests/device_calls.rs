@@ -29,7 +29,7 @@ fn a_call_to_a_user_rings_all_their_devices_and_the_first_answer_wins() {
             server.udp,
             "device_caller.xml",
             &credentials("2002", "b0b-secret"),
-            &["-s", "2001", "-m", "1"]
+            &["-s", "2001", "-m", "1", "-d", "1000"]
         ),
         0,
         "{}",
@@ -57,7 +57,7 @@ fn a_device_with_wrong_credentials_cannot_call() {
         server.udp,
         "device_caller.xml",
         &credentials("2002", "wrong"),
-        &["-s", "2001", "-m", "1"],
+        &["-s", "2001", "-m", "1", "-d", "1000"],
     );
     assert_ne!(code, 0);
     assert!(

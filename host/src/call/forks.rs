@@ -81,7 +81,7 @@ impl Calls {
                     peer,
                 },
                 invite,
-                txn,
+                txn: Some(txn),
                 target: target.clone(),
                 number: format!("{user_id}/{}", binding.device),
                 answered: false,
@@ -127,7 +127,7 @@ impl Calls {
         let Some(session) = self.sessions.get_mut(&id) else {
             return false;
         };
-        let Some(i) = session.forks.iter().position(|f| f.txn == txn) else {
+        let Some(i) = session.forks.iter().position(|f| f.txn == Some(txn)) else {
             return false;
         };
         match code {

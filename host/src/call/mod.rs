@@ -35,6 +35,7 @@ use crate::sip::transaction::{ClientTxnId, Peer, ServerTxnId, TransactionLayer, 
 
 mod engaged;
 mod forks;
+mod pull;
 mod record;
 mod requests;
 
@@ -61,10 +62,13 @@ struct PendingReinvite {
     cseq: u32,
 }
 
+/// A leg to one of the callee's devices (or a number through a trunk).
 struct Outbound {
     dialog: Dialog,
     invite: Request,
-    txn: ClientTxnId,
+    /// The INVITE transaction the host sent; none for a leg the device set up itself (a
+    /// device that pulled the call).
+    txn: Option<ClientTxnId>,
     target: ForwardTarget,
     number: String,
     answered: bool,
@@ -117,6 +121,11 @@ struct Session {
     media_generation: u64,
     /// When the INVITE arrived, on the monotonic clock (durations to the millisecond).
     arrived: Instant,
+    /// The G.711 codec the answering device chose: a device that takes the call over
+    /// must speak it too.
+    b_codec: Option<crate::media::Codec>,
+    /// A flip of this call is being decided (a second one is refused meanwhile).
+    flip_pending: bool,
 }
 
 /// What the calls need from the rest of the core for one input.
@@ -139,6 +148,9 @@ pub struct Calls {
     by_a_txn: HashMap<ServerTxnId, SessionId>,
     by_client_txn: HashMap<ClientTxnId, SessionId>,
     ring_timers: BinaryHeap<Reverse<(Instant, SessionId, u64)>>,
+    /// Pulls waiting for the flip policy (see `pull`).
+    pulls: HashMap<u64, pull::PendingPull>,
+    next_flip: u64,
     /// Prompt ends and gather timeouts (see `engaged`).
     media_timers: BinaryHeap<Reverse<(Instant, SessionId, u64)>>,
     next_id: SessionId,
@@ -243,6 +255,12 @@ impl Calls {
                 }
             }
         };
+        if let Origin::Device { user_id, device } = &origin
+            && dialed == ctx.config.flip.pull_code
+        {
+            let (user_id, device) = (user_id.clone(), device.clone());
+            return self.start_pull(ctx, txn, request, source, user_id, device);
+        }
         let body = String::from_utf8_lossy(&request.body).into_owned();
         let a_media = match sdp::parse(&body) {
             Ok(media) => media,
@@ -322,6 +340,7 @@ impl Calls {
             rtp_packets_out: 0,
             recording: None,
             duration_ms: 0,
+            flips: Vec::new(),
         };
         let session = Session {
             call: call.clone(),
@@ -353,6 +372,8 @@ impl Calls {
             waiting: engaged::Waiting::Nothing,
             media_generation: 0,
             arrived: ctx.ambient.now,
+            b_codec: None,
+            flip_pending: false,
         };
         self.sessions.insert(id, session);
         self.by_call_id.insert(call_id, id);
@@ -603,7 +624,7 @@ impl Calls {
                 peer,
             },
             invite,
-            txn,
+            txn: Some(txn),
             target,
             number,
             answered: false,
@@ -658,9 +679,9 @@ impl Calls {
             }
             return;
         };
-        let is_b = session.b.as_ref().is_some_and(|b| b.txn == txn);
+        let is_b = session.b.as_ref().is_some_and(|b| b.txn == Some(txn));
         if !is_b
-            && session.forks.iter().any(|f| f.txn == txn)
+            && session.forks.iter().any(|f| f.txn == Some(txn))
             && !self.fork_response(ctx, id, txn, &response)
         {
             return;
@@ -679,7 +700,7 @@ impl Calls {
             }
             return;
         }
-        let Some(b) = session.b.as_mut().filter(|b| b.txn == txn) else {
+        let Some(b) = session.b.as_mut().filter(|b| b.txn == Some(txn)) else {
             // A response to a BYE or CANCEL: nothing more to do.
             if code >= 200 {
                 self.by_client_txn.remove(&txn);
@@ -758,10 +779,11 @@ impl Calls {
                     // Answered as we gave up on it: hang it up again.
                     return self.bye_b(ctx, id);
                 }
-                if let Ok(media) = sdp::parse(&body)
-                    && let Some(rtp) = media.rtp
-                {
-                    ctx.media.set_remote(id, Side::B, rtp);
+                if let Ok(media) = sdp::parse(&body) {
+                    if let Some(rtp) = media.rtp {
+                        ctx.media.set_remote(id, Side::B, rtp);
+                    }
+                    session.b_codec = sdp::first_g711(&media);
                 }
                 if session.a_answered {
                     // The host answered the caller earlier: connect the two streams.
@@ -867,14 +889,14 @@ impl Calls {
             let timeout = message::response_to(&pending.request, 408, None);
             return self.reinvite_answered(ctx, id, timeout);
         }
-        if session.forks.iter().any(|f| f.txn == txn) {
+        if session.forks.iter().any(|f| f.txn == Some(txn)) {
             // A device that never answered at all: a failure like any other.
             let timeout = message::response_to(&session.a_invite, 408, None);
             self.fork_response(ctx, id, txn, &timeout);
             return;
         }
         self.by_client_txn.remove(&txn);
-        if session.b.as_ref().is_some_and(|b| b.txn == txn) {
+        if session.b.as_ref().is_some_and(|b| b.txn == Some(txn)) {
             let b = session.b.take().expect("checked");
             self.by_call_id.remove(&b.dialog.call_id);
             if let Some(leg) = session.record.legs.last_mut() {
@@ -1183,6 +1205,7 @@ impl Calls {
         let Some(mut session) = self.sessions.remove(&id) else {
             return;
         };
+        self.cancel_pulls(ctx, id, &mut session.record);
         let media = ctx.media.close(id);
         (
             session.record.rtp_packets_in,

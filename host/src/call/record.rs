@@ -33,6 +33,8 @@ pub struct CallRecord {
     pub rtp_packets_out: u64,
     /// The session's recording (a stereo WAV: caller left, other side right), if any.
     pub recording: Option<String>,
+    /// Every flip requested on the session, in order.
+    pub flips: Vec<crate::flip::FlipEvent>,
 }
 
 /// What `GET /api/calls` shows of a live call.

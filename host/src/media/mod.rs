@@ -65,6 +65,9 @@ pub trait MediaAllocator: Send {
     fn open(&mut self, session: SessionId) -> Result<MediaPorts, String>;
     /// The address a side's SDP announced (until its packets show the real one).
     fn set_remote(&mut self, session: SessionId, side: Side, rtp: SocketAddr);
+    /// Give a side new ports for a new device (a flip): the other side's stream goes on
+    /// unchanged, the old device's packets no longer arrive. The new RTP port.
+    fn replace_leg(&mut self, session: SessionId, side: Side) -> Result<u16, String>;
     /// Watch the caller's RTP for RFC 4733 telephone-events of this payload type.
     fn observe_dtmf(&mut self, session: SessionId, payload_type: u8);
     /// The host answered the caller in `codec`: from now on it sends side A its own

@@ -46,7 +46,6 @@ struct Remotes {
 /// The host as side A's media endpoint.
 struct Endpoint {
     codec: Codec,
-    out: OutStream,
     playback: Playback,
     /// The next frame of the playing prompt.
     position: usize,
@@ -55,6 +54,9 @@ struct Endpoint {
 /// A call's media state, shared by its tasks.
 struct Shared {
     remotes: Remotes,
+    /// Side A's stream: the other leg's packets (renumbered into one stream whichever
+    /// device sends them) and, on a leg the host answered, its own.
+    a_out: OutStream,
     dtmf: DtmfWatch,
     endpoint: Option<Endpoint>,
     recorder: Option<Recorder>,
@@ -65,11 +67,17 @@ fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
 }
 
 struct Call {
+    session: SessionId,
     shared: Arc<Mutex<Shared>>,
-    tasks: Vec<JoinHandle<()>>,
+    /// Per side: the RTP and RTCP sockets.
+    rtp: [Arc<UdpSocket>; 2],
+    rtcp: [Arc<UdpSocket>; 2],
+    /// The tasks moving packets between the sides.
+    forwarding: Vec<JoinHandle<()>>,
+    /// The task sending the host's own frames to A, once it answered.
+    host_sender: Option<JoinHandle<()>>,
     /// Packets from A, and packets sent to A.
     packets: Arc<[AtomicU64; 2]>,
-    a_rtp: Arc<UdpSocket>,
     /// Wakes the host's sender when something is to be played (it sleeps in silence).
     playing: Arc<tokio::sync::Notify>,
 }
@@ -128,54 +136,84 @@ impl RelayManager {
     }
 }
 
-impl MediaAllocator for RelayManager {
-    fn open(&mut self, session: SessionId) -> Result<MediaPorts, String> {
-        let (a_rtp, a_rtcp, a) = self.bind_pair()?;
-        let (b_rtp, b_rtcp, b) = self.bind_pair()?;
-        let to_tokio = |socket: std::net::UdpSocket| -> Result<Arc<UdpSocket>, String> {
-            socket.set_nonblocking(true).map_err(|e| e.to_string())?;
-            UdpSocket::from_std(socket)
-                .map(Arc::new)
-                .map_err(|e| e.to_string())
-        };
-        let rtp = [to_tokio(a_rtp)?, to_tokio(b_rtp)?];
-        let rtcp = [to_tokio(a_rtcp)?, to_tokio(b_rtcp)?];
-        let shared = Arc::new(Mutex::new(Shared {
-            remotes: Remotes::default(),
-            dtmf: DtmfWatch::default(),
-            endpoint: None,
-            recorder: None,
-        }));
-        let packets: Arc<[AtomicU64; 2]> = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
-        let mut tasks = Vec::with_capacity(5);
+impl RelayManager {
+    /// Start the tasks that move one call's packets between its sides.
+    fn spawn_forwarding(&self, call: &mut Call) {
+        for task in call.forwarding.drain(..) {
+            task.abort();
+        }
         for from in [Side::A, Side::B] {
-            for (sockets, is_rtcp) in [(&rtp, false), (&rtcp, true)] {
+            for (sockets, is_rtcp) in [(&call.rtp, false), (&call.rtcp, true)] {
                 let i = from as usize;
-                tasks.push(tokio::spawn(forward(Forwarding {
-                    session,
+                call.forwarding.push(tokio::spawn(forward(Forwarding {
+                    session: call.session,
                     inbound: sockets[i].clone(),
                     outbound: sockets[1 - i].clone(),
                     from,
                     is_rtcp,
-                    shared: shared.clone(),
-                    packets: packets.clone(),
+                    shared: call.shared.clone(),
+                    packets: call.packets.clone(),
                     counters: self.counters.clone(),
                     events: self.events.clone(),
                 })));
             }
         }
-        self.calls.insert(
+    }
+}
+
+fn to_tokio(socket: std::net::UdpSocket) -> Result<Arc<UdpSocket>, String> {
+    socket.set_nonblocking(true).map_err(|e| e.to_string())?;
+    UdpSocket::from_std(socket)
+        .map(Arc::new)
+        .map_err(|e| e.to_string())
+}
+
+impl MediaAllocator for RelayManager {
+    fn open(&mut self, session: SessionId) -> Result<MediaPorts, String> {
+        let (a_rtp, a_rtcp, a) = self.bind_pair()?;
+        let (b_rtp, b_rtcp, b) = self.bind_pair()?;
+        let mut call = Call {
             session,
-            Call {
-                shared,
-                tasks,
-                packets,
-                a_rtp: rtp[0].clone(),
-                playing: Arc::default(),
-            },
-        );
+            shared: Arc::new(Mutex::new(Shared {
+                remotes: Remotes::default(),
+                a_out: OutStream::adopting(),
+                dtmf: DtmfWatch::default(),
+                endpoint: None,
+                recorder: None,
+            })),
+            rtp: [to_tokio(a_rtp)?, to_tokio(b_rtp)?],
+            rtcp: [to_tokio(a_rtcp)?, to_tokio(b_rtcp)?],
+            forwarding: Vec::with_capacity(4),
+            host_sender: None,
+            packets: Arc::new([AtomicU64::new(0), AtomicU64::new(0)]),
+            playing: Arc::default(),
+        };
+        self.spawn_forwarding(&mut call);
+        self.calls.insert(session, call);
         self.counters.open_calls.fetch_add(1, Relaxed);
         Ok(MediaPorts { a, b })
+    }
+
+    fn replace_leg(&mut self, session: SessionId, side: Side) -> Result<u16, String> {
+        if !self.calls.contains_key(&session) {
+            return Err("no such call".into());
+        }
+        let (rtp, rtcp, port) = self.bind_pair()?;
+        let (rtp, rtcp) = (to_tokio(rtp)?, to_tokio(rtcp)?);
+        let mut call = self.calls.remove(&session).expect("checked");
+        let i = side as usize;
+        call.rtp[i] = rtp;
+        call.rtcp[i] = rtcp;
+        {
+            // The old device's address is forgotten: the new one's SDP and packets set it.
+            let remotes = &mut lock(&call.shared).remotes;
+            remotes.rtp[i] = None;
+            remotes.rtcp[i] = None;
+            remotes.latched[i] = false;
+        }
+        self.spawn_forwarding(&mut call);
+        self.calls.insert(session, call);
+        Ok(port)
     }
 
     fn set_remote(&mut self, session: SessionId, side: Side, rtp: SocketAddr) {
@@ -204,15 +242,15 @@ impl MediaAllocator for RelayManager {
             return;
         }
         let random = random_u64();
+        shared.a_out = OutStream::new(random as u32, (random >> 32) as u16);
         shared.endpoint = Some(Endpoint {
             codec,
-            out: OutStream::new(random as u32, (random >> 32) as u16),
             playback: Playback::Silence,
             position: 0,
         });
         drop(shared);
-        call.tasks.push(tokio::spawn(send_host_frames(HostSender {
-            socket: call.a_rtp.clone(),
+        call.host_sender = Some(tokio::spawn(send_host_frames(HostSender {
+            socket: call.rtp[0].clone(),
             shared: call.shared.clone(),
             playing: call.playing.clone(),
             packets: call.packets.clone(),
@@ -224,11 +262,13 @@ impl MediaAllocator for RelayManager {
         let Some(call) = self.calls.get(&session) else {
             return;
         };
-        if let Some(endpoint) = lock(&call.shared).endpoint.as_mut() {
+        let mut shared = lock(&call.shared);
+        let shared = &mut *shared;
+        if let Some(endpoint) = shared.endpoint.as_mut() {
             let audible = !matches!(playback, Playback::Silence);
             endpoint.playback = playback;
             endpoint.position = 0;
-            endpoint.out.pause();
+            shared.a_out.pause();
             if audible {
                 call.playing.notify_one();
             }
@@ -259,7 +299,7 @@ impl MediaAllocator for RelayManager {
         let Some(call) = self.calls.remove(&session) else {
             return MediaReport::default();
         };
-        for task in call.tasks {
+        for task in call.forwarding.into_iter().chain(call.host_sender) {
             task.abort();
         }
         self.counters.open_calls.fetch_sub(1, Relaxed);
@@ -363,20 +403,23 @@ async fn forward(f: Forwarding) {
                         shared.remotes.rtp[to]
                     }
                     Side::B => {
-                        if let Some(endpoint) = shared.endpoint.as_mut() {
-                            // The host speaks for A's stream: the other leg's audio joins
-                            // it unless a prompt is playing, and ends ringback (early
-                            // media).
-                            match endpoint.playback {
-                                Playback::Once(_) => None,
+                        // The other leg's audio joins A's stream unless a prompt of the
+                        // host's is playing; it ends ringback (early media).
+                        let prompt_playing = match shared.endpoint.as_mut() {
+                            Some(endpoint) => match endpoint.playback {
+                                Playback::Once(_) => true,
                                 Playback::Loop(_) | Playback::Silence => {
                                     endpoint.playback = Playback::Silence;
-                                    rewritten = endpoint.out.relay(packet, now);
-                                    rewritten.as_ref().and(shared.remotes.rtp[to])
+                                    false
                                 }
-                            }
+                            },
+                            None => false,
+                        };
+                        if prompt_playing {
+                            None
                         } else {
-                            shared.remotes.rtp[to]
+                            rewritten = shared.a_out.relay(packet, now);
+                            rewritten.as_ref().and(shared.remotes.rtp[to])
                         }
                     }
                 }
@@ -437,7 +480,7 @@ async fn send_host_frames(h: HostSender) {
             match playing {
                 Some((prompt, looped)) => {
                     let i = endpoint.position;
-                    let packet = endpoint.out.host_frame(
+                    let packet = shared.a_out.host_frame(
                         endpoint.codec.payload_type(),
                         prompt.frame(endpoint.codec, i),
                         now,
@@ -448,7 +491,7 @@ async fn send_host_frames(h: HostSender) {
                             endpoint.position = 0;
                         } else {
                             endpoint.playback = Playback::Silence;
-                            endpoint.out.pause();
+                            shared.a_out.pause();
                         }
                     }
                     if let Some(recorder) = shared.recorder.as_mut() {
@@ -513,6 +556,7 @@ mod tests {
         // Bob's SDP is right; Alice's SDP announced a wrong port (she is behind NAT).
         relay.set_remote(1, Side::B, bob.local_addr().unwrap());
         relay.set_remote(1, Side::A, "127.0.0.1:9".parse().unwrap());
+        // Anything on A's port goes to B as it is.
         alice
             .send_to(b"hello bob", ("127.0.0.1", ports.a))
             .await
@@ -520,12 +564,13 @@ mod tests {
         let (data, from) = recv(&bob).await;
         assert_eq!(data, b"hello bob");
         assert_eq!(from.port(), ports.b, "bob hears the host's B port");
-        // Bob answers; it reaches Alice where her packets came from, not where her SDP said.
-        bob.send_to(b"hi alice", ("127.0.0.1", ports.b))
-            .await
-            .unwrap();
+        // Bob answers (RTP: what reaches A is A's one stream, whose first source Bob is);
+        // it reaches Alice where her packets came from, not where her SDP said.
+        let mut rtp = vec![0x80, 0, 0, 1, 0, 0, 0, 160, 0, 0, 0, 9];
+        rtp.extend_from_slice(&[0xff; 160]);
+        bob.send_to(&rtp, ("127.0.0.1", ports.b)).await.unwrap();
         let (data, from) = recv(&alice).await;
-        assert_eq!(data, b"hi alice");
+        assert_eq!(data, rtp, "the first source passes unchanged");
         assert_eq!(from.port(), ports.a);
         assert_eq!(relay.close(1).packets, (1, 1));
         assert_eq!(relay.counters.open_calls.load(Relaxed), 0);
@@ -594,5 +639,52 @@ mod tests {
             events.try_recv().is_err(),
             "the end packet is the same event"
         );
+    }
+
+    fn rtp(seq: u16, ts: u32, ssrc: u32) -> Vec<u8> {
+        let mut p = vec![0x80, 0];
+        p.extend_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(&ts.to_be_bytes());
+        p.extend_from_slice(&ssrc.to_be_bytes());
+        p.extend_from_slice(&[0xff; 160]);
+        p
+    }
+
+    #[tokio::test]
+    async fn a_new_device_on_side_b_continues_the_stream_side_a_hears() {
+        let (mut relay, _) = manager();
+        let ports = relay.open(3).unwrap();
+        let far_end = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let desk = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mobile = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        relay.set_remote(3, Side::A, far_end.local_addr().unwrap());
+        relay.set_remote(3, Side::B, desk.local_addr().unwrap());
+        desk.send_to(&rtp(100, 8000, 1), ("127.0.0.1", ports.b))
+            .await
+            .unwrap();
+        let before = rtp::parse(&recv(&far_end).await.0).unwrap();
+        // The mobile takes over on new ports; the desk's port is gone.
+        let new_port = relay.replace_leg(3, Side::B).unwrap();
+        assert_ne!(new_port, ports.b);
+        relay.set_remote(3, Side::B, mobile.local_addr().unwrap());
+        mobile
+            .send_to(&rtp(5, 777_000, 2), ("127.0.0.1", new_port))
+            .await
+            .unwrap();
+        let after = rtp::parse(&recv(&far_end).await.0).unwrap();
+        assert_eq!(after.ssrc, before.ssrc, "one SSRC for the far end");
+        assert_eq!(after.sequence, before.sequence.wrapping_add(1));
+        assert!(after.timestamp.wrapping_sub(before.timestamp) >= 160);
+        // The far end's audio reaches the mobile, from the new port.
+        far_end
+            .send_to(b"for the mobile", ("127.0.0.1", ports.a))
+            .await
+            .unwrap();
+        let (data, from) = recv(&mobile).await;
+        assert_eq!(
+            (data.as_slice(), from.port()),
+            (&b"for the mobile"[..], new_port)
+        );
+        relay.close(3);
     }
 }

@@ -66,6 +66,8 @@ pub struct OutStream {
     /// Whether the next host packet starts a talk spurt (nothing was sent for a while, or
     /// the previous packets came from another source).
     spurt_start: bool,
+    /// Take the first relayed source's SSRC and numbering as this stream's own.
+    adopt_first: bool,
 }
 
 impl OutStream {
@@ -76,6 +78,17 @@ impl OutStream {
             last: None,
             relayed: None,
             spurt_start: true,
+            adopt_first: false,
+        }
+    }
+
+    /// A stream that takes over the first source it relays as it is (its SSRC, sequence
+    /// numbers and timestamps pass unchanged) and maps any later source onto it: the
+    /// party keeps hearing one stream when the other leg's device changes (a flip).
+    pub fn adopting() -> Self {
+        Self {
+            adopt_first: true,
+            ..Self::new(0, 0)
         }
     }
 
@@ -121,6 +134,13 @@ impl OutStream {
         let (offset, marker) = match self.relayed {
             Some((ssrc, offset)) if ssrc == header.ssrc && !self.spurt_start => {
                 (offset, header.marker)
+            }
+            None if self.adopt_first => {
+                self.adopt_first = false;
+                self.ssrc = header.ssrc;
+                self.sequence = header.sequence.wrapping_sub(1);
+                self.relayed = Some((header.ssrc, 0));
+                (0, header.marker)
             }
             _ => {
                 // A new source: continue our timeline from where the clock is now.
@@ -337,5 +357,33 @@ mod tests {
         let h = parse(&p).unwrap();
         assert_eq!(h.payload_offset, 12 + 4 + 8);
         assert!(parse(&[0x40; 12]).is_none(), "version 1");
+    }
+
+    #[test]
+    fn an_adopting_stream_passes_its_first_source_and_continues_it_for_the_next() {
+        let t0 = crate::clock::monotonic_now();
+        let mut out = OutStream::adopting();
+        let first = out
+            .relay(&packet(0, 700, 5_000, 42, true, &[1; 160]), t0)
+            .unwrap();
+        assert_eq!(
+            first,
+            packet(0, 700, 5_000, 42, true, &[1; 160]),
+            "unchanged"
+        );
+        out.relay(&packet(0, 701, 5_160, 42, false, &[1; 160]), t0 + FRAME)
+            .unwrap();
+        // The device changes (a flip) 100 ms later: same SSRC, next sequence number,
+        // timestamps on by the time that passed.
+        let switched = out
+            .relay(
+                &packet(0, 9, 123_456, 77, false, &[2; 160]),
+                t0 + FRAME + Duration::from_millis(100),
+            )
+            .unwrap();
+        let h = parse(&switched).unwrap();
+        assert_eq!((h.ssrc, h.sequence), (42, 702));
+        assert_eq!(h.timestamp, 5_160 + 800);
+        assert!(h.marker);
     }
 }

@@ -83,13 +83,21 @@ impl Server {
     /// Start (or restart) in an existing folder: the store persists across.
     pub fn start_in(dir: tempfile::TempDir, extra: &str) -> Self {
         let config = dir.path().join("wasmpbx.toml");
+        // The scripts folder is the test's; `extra` may add to its [scripts] table.
+        let scripts = format!(
+            "[scripts]\ndir = {:?}\n",
+            dir.path().join("scripts").display().to_string()
+        );
+        let (scripts_table, extra) = match extra.contains("[scripts]\n") {
+            true => (String::new(), extra.replace("[scripts]\n", &scripts)),
+            false => (scripts, extra.to_owned()),
+        };
         std::fs::write(
             &config,
             format!(
                 "[sip]\nlisten = [\"udp:127.0.0.1:0\", \"tcp:127.0.0.1:0\"]\ndomain = \"pbx.test\"\n\
-                 {}[scripts]\ndir = {:?}\n[store]\npath = {:?}\n{USERS}\n{extra}",
+                 {}{scripts_table}[store]\npath = {:?}\n{USERS}\n{extra}",
                 if extra.contains("[http]") { "" } else { "[http]\nlisten = \"127.0.0.1:0\"\n" },
-                dir.path().join("scripts").display().to_string(),
                 dir.path().join("wasmpbx.db").display().to_string(),
             ),
         )

@@ -37,6 +37,9 @@ impl MediaAllocator for FakeMedia {
         Ok(MediaPorts { a: 20000, b: 20002 })
     }
     fn set_remote(&mut self, _: u64, _: Side, _: SocketAddr) {}
+    fn replace_leg(&mut self, _: u64, _: Side) -> Result<u16, String> {
+        Ok(20004)
+    }
     fn observe_dtmf(&mut self, _: u64, _: u8) {}
     fn answer(&mut self, _: u64, codec: Codec) {
         self.0.lock().unwrap().push(Did::Answer(codec));

@@ -1,0 +1,343 @@
+//! Pull: a user's other device dials the pull code (`flip.pull_code`, `*77`) and takes
+//! over the user's live call. The far end's leg is untouched — same dialog, no
+//! re-INVITE — and its RTP stream goes on (the media keeps its SSRC and numbering); the
+//! new device gets fresh ports on the user's side and the old device a BYE.
+//!
+//! ```text
+//!  INVITE *77 (device C) ──▶ the user's connected call? host rules (emergency, one at a
+//!     time, another device) ──▶ PbxOutput::DecideFlip ──policy──▶ flip_decided
+//!       allow: replace B's ports, 200 to C, BYE to the old device · else: 4xx to C
+//! ```
+
+use std::time::Instant;
+
+use super::requests::{Dialog, addr_spec, attach_sdp, in_dialog_request, with_tag};
+use super::{Calls, Ctx, Outbound, Phase, SessionId};
+use crate::call::CallRecord;
+use crate::flip::{
+    CallFacts, Direction, FlipDecision, FlipEvent, FlipKind, FlipRequest, FlipResult, Trigger,
+    is_emergency,
+};
+use crate::media::Side;
+use crate::pbx::PbxOutput;
+use crate::routing::{ForwardTarget, Origin};
+use crate::sdp;
+use crate::sip::message::{self, Request, SipMessage};
+use crate::sip::transaction::{Peer, ServerTxnId};
+
+/// A pull waiting for the policy's decision.
+#[derive(Debug)]
+pub(super) struct PendingPull {
+    session: SessionId,
+    txn: ServerTxnId,
+    invite: Request,
+    source: Peer,
+    user_id: String,
+    device: String,
+    from_device: String,
+    requested: Instant,
+}
+
+impl Calls {
+    /// A device of `user_id` dialled the pull code.
+    pub(super) fn start_pull(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        txn: ServerTxnId,
+        invite: Request,
+        source: Peer,
+        user_id: String,
+        device: String,
+    ) {
+        let refuse = |ctx: &mut Ctx<'_>, code: u16, reason: &str| {
+            tracing::info!(user = user_id, device, "pull refused: {reason}");
+            let response = message::response_to(&invite, code, Some(&message::random_token()));
+            ctx.layer
+                .send_response(ctx.ambient.now, txn, message::with_reason(response, reason));
+        };
+        // The user's connected calls on one of the user's devices; the most recent wins.
+        let own = ForwardTarget::User(user_id.clone());
+        let live = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| {
+                s.phase == Phase::Connected && s.b.as_ref().is_some_and(|b| b.target == own)
+            })
+            .max_by_key(|(id, _)| **id);
+        let Some((&id, session)) = live else {
+            return refuse(ctx, 404, "No Live Call To Pull");
+        };
+        let b = session.b.as_ref().expect("filtered on b");
+        let from_device = device_of(&b.number).to_owned();
+        if session.flip_pending {
+            return refuse(ctx, 491, "A Flip Is Already In Progress");
+        }
+        if from_device == device {
+            return refuse(ctx, 486, "The Call Is Already On This Device");
+        }
+        let emergency = is_emergency(&session.call.dialed, &ctx.config.sip.emergency_numbers);
+        if emergency && !ctx.config.flip.allow_emergency {
+            tracing::warn!(
+                session = id,
+                user = user_id,
+                "pull of an emergency call refused"
+            );
+            return refuse(ctx, 403, "Emergency Calls Cannot Be Flipped");
+        }
+        let offered = sdp::parse(&String::from_utf8_lossy(&invite.body)).ok();
+        let speaks = |codec: crate::media::Codec| {
+            offered
+                .as_ref()
+                .is_some_and(|m| m.payload_types.contains(&codec.payload_type()))
+        };
+        if !session.b_codec.is_some_and(speaks) {
+            return refuse(ctx, 488, "The Call's Codec Is Not Offered");
+        }
+        let candidates = ctx
+            .registrar
+            .bindings(&user_id)
+            .iter()
+            .filter(|b| b.device == device)
+            .map(|b| crate::directory::DeviceInfo {
+                name: b.device.clone(),
+                user_id: user_id.clone(),
+                user_agent: b.user_agent.clone(),
+                transport: b.transport.as_str().to_owned(),
+            })
+            .collect();
+        let request = FlipRequest {
+            user_id: user_id.clone(),
+            requesting_device: device.clone(),
+            kind: FlipKind::Pull,
+            trigger: Trigger::PullCode,
+            call: CallFacts {
+                call_id: session.call.call_id.clone(),
+                remote_party: session.call.caller.clone(),
+                direction: match session.call.origin {
+                    Origin::Trunk { .. } => Direction::Inbound,
+                    Origin::Device { .. } => Direction::Internal,
+                },
+                duration_ms: ctx
+                    .ambient
+                    .now
+                    .saturating_duration_since(session.arrived)
+                    .as_millis() as u64,
+                emergency,
+                location: session.call.location.clone(),
+                current_device: from_device.clone(),
+            },
+            candidates,
+        };
+        let session = self.sessions.get_mut(&id).expect("found above");
+        session.flip_pending = true;
+        self.next_flip += 1;
+        let flip = self.next_flip;
+        tracing::info!(
+            session = id,
+            user = user_id,
+            from = from_device,
+            to = device,
+            "pull requested"
+        );
+        self.pulls.insert(
+            flip,
+            PendingPull {
+                session: id,
+                txn,
+                invite,
+                source,
+                user_id,
+                device,
+                from_device,
+                requested: ctx.ambient.now,
+            },
+        );
+        ctx.outputs.push_back(PbxOutput::DecideFlip {
+            flip,
+            policy: ctx.config.scripts.flip_policy.clone(),
+            request,
+        });
+    }
+
+    /// The flip policy's answer to a pull (an error: the script failed, which denies).
+    pub fn flip_decided(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        flip: u64,
+        decision: Result<FlipDecision, String>,
+    ) {
+        let Some(pull) = self.pulls.remove(&flip) else {
+            return;
+        };
+        let verdict = match decision {
+            Err(e) => Err(format!("the flip policy failed: {e}")),
+            Ok(FlipDecision::Deny { reason }) => Err(reason),
+            Ok(FlipDecision::RequirePin(_)) => {
+                Err("the policy wants a PIN, which pulls do not take yet".into())
+            }
+            Ok(FlipDecision::Allow(allow))
+                if !allow.targets.is_empty() && !allow.targets.contains(&pull.device) =>
+            {
+                Err(format!("the policy does not allow device {}", pull.device))
+            }
+            Ok(FlipDecision::Allow(_)) => Ok(()),
+        };
+        let Some(session) = self.sessions.get_mut(&pull.session) else {
+            return refuse_pull(ctx, &pull, 481, "The Call Has Ended");
+        };
+        session.flip_pending = false;
+        let mut event = FlipEvent {
+            kind: FlipKind::Pull,
+            trigger: Trigger::PullCode,
+            from_device: pull.from_device.clone(),
+            targets: vec![pull.device.clone()],
+            requested_at: wall_time(session, pull.requested),
+            answered_at: None,
+            completed_at: None,
+            result: FlipResult::Done,
+            recording: session.record.recording.clone(),
+        };
+        if let Err(reason) = verdict {
+            tracing::info!(
+                session = pull.session,
+                user = pull.user_id,
+                "pull denied: {reason}"
+            );
+            event.result = FlipResult::Denied(reason);
+            session.record.flips.push(event);
+            return refuse_pull(ctx, &pull, 403, "Flip Denied By Policy");
+        }
+        // The codec was checked at the request; the session cannot have changed it since.
+        let Some(codec) = session.b_codec else {
+            return refuse_pull(ctx, &pull, 488, "The Call's Codec Is Not Offered");
+        };
+        let port = match ctx.media.replace_leg(pull.session, Side::B) {
+            Ok(port) => port,
+            Err(e) => {
+                tracing::error!(session = pull.session, "pull: no media ports: {e}");
+                event.result = FlipResult::Denied(format!("no media ports: {e}"));
+                session.record.flips.push(event);
+                return refuse_pull(ctx, &pull, 503, "No Media Ports");
+            }
+        };
+        let body = String::from_utf8_lossy(&pull.invite.body).into_owned();
+        if let Some(rtp) = sdp::parse(&body).ok().and_then(|m| m.rtp) {
+            ctx.media.set_remote(pull.session, Side::B, rtp);
+        }
+        // The new device's own dialog, with the host as UAS.
+        let message = SipMessage::Request(pull.invite.clone());
+        let tag = message::random_token();
+        let to = message::header_value(&message, "To").unwrap_or_default();
+        let from = message::header_value(&message, "From").unwrap_or_default();
+        let call_id = message::call_id(&message).unwrap_or_default();
+        let contact = message::header_value(&message, "Contact")
+            .map(|c| addr_spec(&c))
+            .unwrap_or_else(|| addr_spec(&from));
+        let mut ok = message::response_to(&pull.invite, 200, Some(&tag));
+        let answer = sdp::endpoint(
+            ctx.config.media.public_ip,
+            port,
+            pull.session + 3,
+            codec,
+            sdp::telephone_event_pt(&body),
+        );
+        attach_sdp(&mut ok, ctx.local, answer);
+        ctx.layer.send_response(ctx.ambient.now, pull.txn, ok);
+        event.answered_at = Some(wall_time(session, ctx.ambient.now));
+        let new_leg = Outbound {
+            dialog: Dialog {
+                call_id: call_id.clone(),
+                local: with_tag(&to, &tag),
+                remote: from,
+                target: contact,
+                local_cseq: 0,
+                peer: pull.source,
+            },
+            invite: pull.invite.clone(),
+            txn: None,
+            target: ForwardTarget::User(pull.user_id.clone()),
+            number: format!("{}/{}", pull.user_id, pull.device),
+            answered: true,
+            cancelled: false,
+        };
+        let mut old = session.b.replace(new_leg).expect("a connected call has b");
+        session
+            .record
+            .legs
+            .push((format!("{}/{}", pull.user_id, pull.device), 200));
+        // Release the old device.
+        old.dialog.local_cseq += 1;
+        let bye = in_dialog_request(&old.dialog, "BYE", old.dialog.local_cseq, ctx.local);
+        event.completed_at = Some(wall_time(session, ctx.ambient.now));
+        session.record.flips.push(event);
+        tracing::info!(
+            session = pull.session,
+            user = pull.user_id,
+            from = pull.from_device,
+            to = pull.device,
+            "pulled"
+        );
+        self.by_call_id.remove(&old.dialog.call_id);
+        self.by_call_id.insert(call_id, pull.session);
+        if let Some(bye) = bye {
+            let txn = ctx
+                .layer
+                .send_request(ctx.ambient.now, bye, old.dialog.peer);
+            self.by_client_txn.insert(txn, pull.session);
+        }
+    }
+
+    /// A session ends with pulls pending: they are cancelled, and the devices told.
+    pub(super) fn cancel_pulls(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        id: SessionId,
+        record: &mut CallRecord,
+    ) {
+        let pending: Vec<u64> = self
+            .pulls
+            .iter()
+            .filter(|(_, p)| p.session == id)
+            .map(|(flip, _)| *flip)
+            .collect();
+        for flip in pending {
+            let pull = self.pulls.remove(&flip).expect("listed");
+            record.flips.push(FlipEvent {
+                kind: FlipKind::Pull,
+                trigger: Trigger::PullCode,
+                from_device: pull.from_device.clone(),
+                targets: vec![pull.device.clone()],
+                requested_at: record.started_at,
+                answered_at: None,
+                completed_at: None,
+                result: FlipResult::Cancelled,
+                recording: record.recording.clone(),
+            });
+            refuse_pull(ctx, &pull, 481, "The Call Has Ended");
+        }
+    }
+}
+
+fn refuse_pull(ctx: &mut Ctx<'_>, pull: &PendingPull, code: u16, reason: &str) {
+    let response = message::response_to(&pull.invite, code, Some(&message::random_token()));
+    ctx.layer.send_response(
+        ctx.ambient.now,
+        pull.txn,
+        message::with_reason(response, reason),
+    );
+}
+
+/// A device's name from a leg's `user/device` label.
+fn device_of(label: &str) -> &str {
+    label.split_once('/').map_or(label, |(_, device)| device)
+}
+
+/// The wall-clock time of `at` in a session, to the millisecond.
+fn wall_time(session: &super::Session, at: Instant) -> jiff::Timestamp {
+    let since = at.saturating_duration_since(session.arrived);
+    session
+        .record
+        .started_at
+        .checked_add(jiff::SignedDuration::try_from(since).unwrap_or_default())
+        .unwrap_or(session.record.started_at)
+}

@@ -1,0 +1,101 @@
+//! Call flip with SIPp devices: refusals by the host's rules and by the policy, and the
+//! call going on unharmed. (The pull that succeeds, with audio and a capture of the far
+//! end's stream, is in `baresip.rs`.)
+
+mod common;
+
+use std::time::Duration;
+
+use common::server::{Server, SippServer, credentials, free_port, sipp};
+
+const TRAP_USER: &str = r#"
+[scripts]
+flip_policy = "misbehave"
+
+[[users]]
+id = "trap"
+extension = "2009"
+password = "trap-secret"
+"#;
+
+/// Register a device of `extension` from a port of its own; the port.
+fn register(server: &Server, extension: &str, password: &str) -> u16 {
+    let port = free_port("127.0.0.1");
+    let code = sipp(
+        server.udp,
+        "register.xml",
+        &credentials(extension, password),
+        &["-m", "1", "-p", &port.to_string()],
+    );
+    assert_eq!(code, 0, "{}", server.log());
+    port
+}
+
+/// The device on `port` dials the pull code and is refused.
+fn pull_refused(server: &Server, extension: &str, password: &str, port: u16) {
+    let code = sipp(
+        server.udp,
+        "device_pull_refused.xml",
+        &credentials(extension, password),
+        &["-s", "*77", "-m", "1", "-p", &port.to_string()],
+    );
+    assert_eq!(code, 0, "{}", server.log());
+}
+
+#[test]
+fn a_pull_without_a_live_call_is_refused_and_logged() {
+    let server = Server::start("");
+    let port = register(&server, "2001", "s3cret");
+    pull_refused(&server, "2001", "s3cret", port);
+    assert!(
+        server.log().contains("pull refused: No Live Call To Pull"),
+        "{}",
+        server.log()
+    );
+    assert!(server.cdrs().is_empty(), "a refused pull is no call");
+}
+
+#[test]
+fn a_failing_policy_denies_the_pull_and_the_call_goes_on() {
+    // The misbehave guest traps for the user "trap": the flip is denied, not the call.
+    let server =
+        Server::start_with_scripts(TRAP_USER, &[("misbehave", test_components::MISBEHAVE)]);
+    let desk_port = register(&server, "2009", "trap-secret");
+    let desk = SippServer::start_on("device_answers.xml", desk_port, &["-m", "1"]);
+    let mobile_port = register(&server, "2009", "trap-secret");
+    std::thread::scope(|scope| {
+        let bob = scope.spawn(|| {
+            sipp(
+                server.udp,
+                "device_caller.xml",
+                &credentials("2002", "b0b-secret"),
+                &["-s", "2009", "-m", "1", "-d", "4000"],
+            )
+        });
+        std::thread::sleep(Duration::from_millis(1500));
+        pull_refused(&server, "2009", "trap-secret", mobile_port);
+        assert_eq!(bob.join().unwrap(), 0, "bob's call went on to its end");
+    });
+    assert_eq!(desk.wait(Duration::from_secs(15)), 0);
+    let cdr = &server.cdrs()[0];
+    assert_eq!(cdr["disposition"], "answered");
+    let flips = cdr["flips"].as_array().unwrap();
+    assert_eq!(flips.len(), 1, "{cdr}");
+    assert_eq!(flips[0]["kind"], "pull");
+    assert_eq!(flips[0]["result"], "denied");
+    assert!(
+        flips[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("the flip policy failed"),
+        "{cdr}"
+    );
+    assert!(server.log().contains("pull denied"), "{}", server.log());
+    let listed = server.cdr_list(&["--limit", "1"]);
+    assert!(listed.contains("flip pull (pull-code)"), "{listed}");
+    let (_, metrics) = common::server::http(server.http, "GET", "/metrics", None, "");
+    assert!(
+        metrics.contains("wasmpbx_flips_total{result=\"denied\"} 1"),
+        "{metrics}"
+    );
+}

@@ -1,0 +1,186 @@
+#!/usr/bin/env python3
+"""Call flip by pull, with real phones: Bob calls Alice, her desk phone answers, her
+mobile dials *77 and takes the call; Bob notices nothing.
+
+Three baresip phones (desk 440 Hz, mobile 700 Hz, Bob 1000 Hz) and wasmpbx with the real
+`flip-policy` script, in a network namespace of their own. A packet capture on the
+namespace's loopback (AF_PACKET) checks what went to Bob: no INVITE at all (no
+re-INVITE: his dialog is untouched) and one RTP stream — one SSRC, no sequence gap, no
+timestamp jump beyond the time that passed. Bob's recording has the desk's tone, then
+the mobile's.
+
+    python3 tests/e2e/baresip_pull.py /path/to/wasmpbx /path/to/flip-policy.wasm
+"""
+
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+from baresip_call import Phone, api, dominant_hz, received_audio
+
+BOB_SIP = 5074
+BOB_RTP = range(10200, 10241)
+
+
+class Capture(threading.Thread):
+    """UDP packets to Bob's SIP and RTP ports, as (time, dst port, payload)."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.ntohs(0x0003))
+        self.sock.bind(("lo", 0))
+        self.sock.settimeout(0.2)
+        self.packets = []
+        self.running = True
+
+    def run(self):
+        while self.running:
+            try:
+                frame, address = self.sock.recvfrom(65535)
+            except socket.timeout:
+                continue
+            if address[2] == socket.PACKET_OUTGOING:
+                continue  # loopback shows every packet twice
+            ip = frame[14:]
+            if len(ip) < 28 or ip[0] >> 4 != 4 or ip[9] != 17:
+                continue
+            ihl = (ip[0] & 0x0F) * 4
+            dport = struct.unpack(">H", ip[ihl + 2:ihl + 4])[0]
+            if dport == BOB_SIP or dport in BOB_RTP:
+                self.packets.append((time.time(), dport, ip[ihl + 8:]))
+
+    def stop(self):
+        self.running = False
+        self.join()
+
+
+def check_stream(packets):
+    """One SSRC, sequence numbers without a gap, timestamps that follow the clock."""
+    rtp = [(t, p) for t, port, p in packets
+           if port in BOB_RTP and len(p) >= 12 and p[0] >> 6 == 2 and not 200 <= p[1] <= 204]  # not RTCP
+    assert len(rtp) > 100, f"Bob received {len(rtp)} RTP packets"
+    ssrcs = {struct.unpack(">I", p[8:12])[0] for _, p in rtp}
+    assert len(ssrcs) == 1, f"Bob received {len(ssrcs)} streams: {ssrcs}"
+    worst_gap = 0.0
+    for (t0, a), (t1, b) in zip(rtp, rtp[1:]):
+        seq_a, seq_b = struct.unpack(">H", a[2:4])[0], struct.unpack(">H", b[2:4])[0]
+        assert (seq_b - seq_a) % 65536 == 1, f"sequence {seq_a} then {seq_b}"
+        ts_a, ts_b = struct.unpack(">I", a[4:8])[0], struct.unpack(">I", b[4:8])[0]
+        elapsed_samples = (t1 - t0) * 8000
+        jump = ((ts_b - ts_a) % 2**32) - elapsed_samples
+        assert abs(jump) < 8000 * 0.1, f"timestamp {ts_a} then {ts_b} over {t1 - t0:.3f} s"
+        worst_gap = max(worst_gap, t1 - t0)
+    return len(rtp), worst_gap
+
+
+def main():
+    binary, flip_policy = sys.argv[1:3]
+    work = tempfile.mkdtemp(prefix="wasmpbx-baresip-pull-")
+    os.makedirs(os.path.join(work, "scripts"))
+    shutil.copy(flip_policy, os.path.join(work, "scripts", "flip-policy.wasm"))
+    with open(os.path.join(work, "wasmpbx.toml"), "w") as f:
+        f.write(f"""[sip]
+listen = ["udp:127.0.0.1:5060"]
+domain = "127.0.0.1"
+[scripts]
+dir = "{work}/scripts"
+[store]
+path = "{work}/wasmpbx.db"
+[[users]]
+id = "alice"
+extension = "2001"
+password = "alice-secret"
+[[users]]
+id = "bob"
+extension = "2002"
+password = "bob-secret"
+""")
+    server_log = open(os.path.join(work, "server.log"), "w")
+    server = subprocess.Popen([binary, "run", "--config", os.path.join(work, "wasmpbx.toml")],
+                              stdout=server_log, stderr=subprocess.STDOUT,
+                              env=dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info")))
+    phones = []
+    capture = Capture()
+    capture.start()
+    try:
+        time.sleep(1)
+        desk = Phone(work, "alice-desk", "2001", "alice-secret", 5070, 4444, 10000, 440)
+        mobile = Phone(work, "alice-mobile", "2001", "alice-secret", 5072, 4446, 10100, 700)
+        bob = Phone(work, "bob", "2002", "bob-secret", BOB_SIP, 4448, 10200, 1000)
+        phones = [desk, mobile, bob]
+        deadline = time.time() + 15
+        while len(api("/api/registrations")) < 3:
+            if time.time() > deadline:
+                raise RuntimeError(f"registrations: {api('/api/registrations')}")
+            time.sleep(0.3)
+        # Both run baresip: the host names them by User-Agent, made unique.
+        names = {r["source"].rsplit(":", 1)[1]: r["device"] for r in api("/api/registrations")}
+        desk_name, mobile_name = names["5070"], names["5072"]
+        print(f"alice's devices: desk {desk_name!r}, mobile {mobile_name!r}")
+
+        bob.command("dial", "sip:2001@127.0.0.1")
+        desk.wait("CALL_INCOMING")
+        mobile.wait("CALL_INCOMING")
+        desk.command("accept")
+        bob.wait("CALL_ESTABLISHED")
+        mobile.wait("CALL_CLOSED")
+        print("bob is talking to alice's desk phone")
+        time.sleep(2)
+
+        mobile.command("dial", "sip:*77@127.0.0.1")
+        mobile.wait("CALL_ESTABLISHED")
+        desk.wait("CALL_CLOSED")
+        print("the mobile pulled the call; the desk phone was released")
+        time.sleep(3)
+        assert not bob.saw("CALL_CLOSED"), "bob's call must go on"
+        bob.command("hangup")
+        mobile.wait("CALL_CLOSED")
+        bob.wait("CALL_CLOSED")
+        time.sleep(0.5)
+        capture.stop()
+
+        invites = [p for _, port, p in capture.packets if port == BOB_SIP and p.startswith(b"INVITE ")]
+        assert not invites, "bob must get no (re-)INVITE"
+        count, worst_gap = check_stream(capture.packets)
+        print(f"bob received one RTP stream: {count} packets, no sequence gap, "
+              f"longest silence {worst_gap * 1000:.0f} ms")
+        samples, rate = received_audio(bob)
+        seconds = len(samples) / rate
+        early = dominant_hz(samples[int(0.5 * rate):int(1.5 * rate)], rate)
+        late = dominant_hz(samples[int((seconds - 2.0) * rate):int((seconds - 0.5) * rate)], rate)
+        print(f"bob heard {early:.0f} Hz (the desk's 440), then {late:.0f} Hz (the mobile's 700)")
+        assert 380 < early < 500 and 620 < late < 780, (early, late)
+
+        cdr = api("/api/cdrs?limit=1")[0]
+        flips = cdr["flips"]
+        assert len(flips) == 1 and flips[0]["result"] == "done", flips
+        assert flips[0]["from_device"] == desk_name and flips[0]["targets"] == [mobile_name], flips
+        assert cdr["disposition"] == "answered", cdr
+        print(f"the call record lists the flip: {flips[0]['kind']} {flips[0]['from_device']} -> {flips[0]['targets'][0]}")
+        print("1 passed, 0 failed")
+        return 0
+    except Exception as error:  # report everything the test saw, then fail
+        print(f"FAILED: {error}")
+        server_log.flush()
+        print(open(os.path.join(work, "server.log")).read()[-4000:])
+        for phone in phones:
+            print(f"--- {phone.name}")
+            print(open(os.path.join(phone.dir, "baresip.log")).read()[-2000:])
+        return 1
+    finally:
+        capture.running = False
+        for phone in phones:
+            phone.stop()
+        server.kill()
+        server.wait()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
