@@ -133,6 +133,39 @@ async fn handle(
                 "the SIP core is not running",
             ),
         },
+        (&Method::POST, ["calls", id, "flip"]) => {
+            let Ok(session) = id.parse() else {
+                return error(StatusCode::NOT_FOUND, "no such call");
+            };
+            let body = match Limited::new(request.into_body(), MAX_BODY).collect().await {
+                Ok(body) => body.to_bytes(),
+                Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
+            };
+            let Some(targets) = flip_targets(&body) else {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "send nothing, or {\"targets\": [\"device name\", ...]}",
+                );
+            };
+            match admin.core.flip(session, targets).await {
+                Some(Ok(())) => json_response(
+                    StatusCode::ACCEPTED,
+                    json!({ "session": session, "flip": "asking the policy, then ringing the user's other devices" }),
+                ),
+                Some(Err((code, reason))) => {
+                    let status = match code {
+                        404 => StatusCode::NOT_FOUND,
+                        403 => StatusCode::FORBIDDEN,
+                        _ => StatusCode::CONFLICT,
+                    };
+                    error(status, &reason)
+                }
+                None => error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the SIP core is not running",
+                ),
+            }
+        }
         (&Method::GET, ["cdrs"]) => {
             let limit = query
                 .split('&')
@@ -195,6 +228,23 @@ async fn handle(
             }
         }
         _ => error(StatusCode::NOT_FOUND, "not found"),
+    }
+}
+
+/// The devices a flip request names: an empty body (any), or `{"targets": [...]}`.
+fn flip_targets(body: &[u8]) -> Option<Vec<String>> {
+    let text = std::str::from_utf8(body).ok()?.trim();
+    if text.is_empty() {
+        return Some(Vec::new());
+    }
+    let value: serde_json::Value = serde_json::from_str(text).ok()?;
+    match value.get("targets") {
+        None => Some(Vec::new()),
+        Some(targets) => targets
+            .as_array()?
+            .iter()
+            .map(|t| t.as_str().map(str::to_owned))
+            .collect(),
     }
 }
 

@@ -173,6 +173,22 @@ impl CoreHandle {
     }
 
     /// The live calls.
+    /// Push a live call to the user's other devices (`POST /api/calls/{id}/flip`).
+    pub async fn flip(
+        &self,
+        session: SessionId,
+        targets: Vec<String>,
+    ) -> Option<Result<(), crate::call::Refusal>> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let query = Query::Flip {
+            session,
+            targets,
+            reply,
+        };
+        self.tx.send(Input::Query(query)).await.ok()?;
+        answer.await.ok()
+    }
+
     pub async fn calls(&self) -> Option<Vec<CallSummary>> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.tx.send(Input::Query(Query::Calls(reply))).await.ok()?;
@@ -184,6 +200,11 @@ enum Query {
     Registrations(tokio::sync::oneshot::Sender<Vec<Binding>>),
     Calls(tokio::sync::oneshot::Sender<Vec<CallSummary>>),
     Counters(tokio::sync::oneshot::Sender<PbxCounters>),
+    Flip {
+        session: SessionId,
+        targets: Vec<String>,
+        reply: tokio::sync::oneshot::Sender<Result<(), crate::call::Refusal>>,
+    },
 }
 
 /// Run SIP until `shutdown` fires.
@@ -239,6 +260,9 @@ pub async fn run(
                     Query::Calls(reply) => { let _ = reply.send(pbx.calls.summaries()); }
                     Query::Counters(reply) => {
                         let _ = reply.send(pbx.counters);
+                    }
+                    Query::Flip { session, targets, reply } => {
+                        let _ = reply.send(pbx.request_push(ambient(), session, targets));
                     }
                 },
                 None => return Ok(()),

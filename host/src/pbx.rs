@@ -21,7 +21,7 @@ use crate::sip::transaction::{Output, Peer, ServerTxnId, TransactionLayer, Trans
 /// How often expired registrations are swept.
 const EXPIRY_SWEEP: Duration = Duration::from_secs(1);
 
-const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, NOTIFY, UPDATE";
+const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, NOTIFY, UPDATE, REFER";
 
 /// What the core asks of its driver.
 #[derive(Debug)]
@@ -184,6 +184,19 @@ impl Pbx {
         }
     }
 
+    /// Push a live call to the user's other devices (the admin API).
+    pub fn request_push(
+        &mut self,
+        ambient: Ambient,
+        session: SessionId,
+        targets: Vec<String>,
+    ) -> Result<(), crate::call::Refusal> {
+        let (calls, mut ctx) = self.ctx(ambient);
+        let result = calls.start_push(&mut ctx, session, crate::flip::Trigger::Api, targets);
+        self.pump(ambient);
+        result
+    }
+
     /// The flip policy's answer (an error when the script failed: the flip is denied).
     pub fn handle_flip_decision(
         &mut self,
@@ -198,9 +211,16 @@ impl Pbx {
 
     /// Something a call's media noticed (the caller's digits).
     pub fn handle_media_event(&mut self, ambient: Ambient, event: MediaEvent) {
-        let MediaEvent::Digit { session, digit } = event;
+        let MediaEvent::Digit {
+            session,
+            side,
+            digit,
+        } = event;
         let (calls, mut ctx) = self.ctx(ambient);
-        calls.handle_digit(&mut ctx, session, digit);
+        match side {
+            crate::media::Side::A => calls.handle_digit(&mut ctx, session, digit),
+            crate::media::Side::B => calls.handle_device_key(&mut ctx, session, digit),
+        }
         self.pump(ambient);
     }
 
@@ -301,7 +321,12 @@ impl Pbx {
                 }
                 return;
             }
-            Method::Invite | Method::Bye | Method::Info | Method::Notify | Method::Update => {
+            Method::Invite
+            | Method::Bye
+            | Method::Info
+            | Method::Notify
+            | Method::Update
+            | Method::Refer => {
                 let (calls, mut ctx) = self.ctx(ambient);
                 return calls.handle_in_dialog(&mut ctx, txn, request);
             }

@@ -69,10 +69,10 @@ fn a_baresip_caller_hears_the_welcome_and_its_key_reaches_billing() {
 }
 
 #[test]
-fn a_baresip_mobile_pulls_the_call_from_the_desk_phone_and_the_far_end_notices_nothing() {
+fn a_call_flips_between_baresip_phones_four_ways_and_the_far_end_notices_nothing() {
     let report = run_in_namespace(
-        "pull",
-        "baresip_pull.py",
+        "flip",
+        "baresip_flip.py",
         &[env!("CARGO_BIN_EXE_wasmpbx"), test_components::FLIP_POLICY],
     );
     assert!(report.contains("1 passed, 0 failed"), "{report}");

@@ -10,6 +10,7 @@ use super::requests::{
     Dialog, InviteParts, addr_spec, cancel_for, in_dialog_request, initial_invite, tag_of, with_tag,
 };
 use super::{Calls, Ctx, Outbound, Phase, SessionId};
+use crate::registrar::Binding;
 use crate::routing::{Event, ForwardTarget};
 use crate::sip::message::{self, Header, Response, SipMessage};
 use crate::sip::transaction::ClientTxnId;
@@ -42,59 +43,77 @@ impl Calls {
             return self.route(ctx, id, event);
         }
         let offer = session.b_offer.clone();
-        let local = ctx.local;
-        let domain = &ctx.config.sip.domain;
         let caller = session.call.caller.clone();
         for binding in bindings {
-            let call_id = format!("{}@{}", message::random_token(), local.ip());
-            let from = format!("<sip:{caller}@{domain}>;tag={}", message::random_token());
-            let to = format!("<sip:{extension}@{domain}>");
-            let invite = initial_invite(&InviteParts {
-                uri: &binding.contact,
-                transport: binding.transport,
-                local,
-                max_forwards: 70,
-                from: &from,
-                to: &to,
-                call_id: &call_id,
-                offer: &offer,
-            });
-            let Some(invite) = invite else {
-                continue;
-            };
-            let peer = binding.peer();
-            let txn = ctx
-                .layer
-                .send_request(ctx.ambient.now, invite.clone(), peer);
-            tracing::info!(session = id, user = user_id, device = %binding.device, "ringing device");
-            session
-                .record
-                .legs
-                .push((format!("{user_id}/{}", binding.device), 0));
-            session.forks.push(Outbound {
-                dialog: Dialog {
-                    call_id: call_id.clone(),
-                    local: from,
-                    remote: to,
-                    target: binding.contact.clone(),
-                    local_cseq: 1,
-                    peer,
-                },
-                invite,
-                txn: Some(txn),
-                target: target.clone(),
-                number: format!("{user_id}/{}", binding.device),
-                answered: false,
-                cancelled: false,
-            });
-            self.by_call_id.insert(call_id, id);
-            self.by_client_txn.insert(txn, id);
+            if let Some(leg) =
+                self.ring_device(ctx, id, &binding, &caller, &extension, &offer, &target)
+            {
+                let session = self.sessions.get_mut(&id).expect("present");
+                session.record.legs.push((leg.number.clone(), 0));
+                session.forks.push(leg);
+            }
         }
+        let session = self.sessions.get_mut(&id).expect("present");
         session.phase = Phase::Forwarding;
         session.ring_generation += 1;
         let deadline = ctx.ambient.now + Duration::from_millis(u64::from(ring_timeout_ms));
         self.ring_timers
             .push(Reverse((deadline, id, session.ring_generation)));
+    }
+
+    /// Send one device of a user an INVITE with `offer`; the leg, ringing.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn ring_device(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        id: SessionId,
+        binding: &Binding,
+        from_number: &str,
+        extension: &str,
+        offer: &str,
+        target: &ForwardTarget,
+    ) -> Option<Outbound> {
+        let local = ctx.local;
+        let domain = &ctx.config.sip.domain;
+        let call_id = format!("{}@{}", message::random_token(), local.ip());
+        let from = format!(
+            "<sip:{from_number}@{domain}>;tag={}",
+            message::random_token()
+        );
+        let to = format!("<sip:{extension}@{domain}>");
+        let invite = initial_invite(&InviteParts {
+            uri: &binding.contact,
+            transport: binding.transport,
+            local,
+            max_forwards: 70,
+            from: &from,
+            to: &to,
+            call_id: &call_id,
+            offer,
+        })?;
+        let peer = binding.peer();
+        let txn = ctx
+            .layer
+            .send_request(ctx.ambient.now, invite.clone(), peer);
+        tracing::info!(session = id, user = %binding.user_id, device = %binding.device, "ringing device");
+        self.by_call_id.insert(call_id.clone(), id);
+        self.by_client_txn.insert(txn, id);
+        Some(Outbound {
+            dialog: Dialog {
+                call_id,
+                local: from,
+                remote: to,
+                target: binding.contact.clone(),
+                local_cseq: 1,
+                peer,
+            },
+            invite,
+            txn: Some(txn),
+            target: target.clone(),
+            number: format!("{}/{}", binding.user_id, binding.device),
+            answered: false,
+            cancelled: false,
+        })
     }
 
     /// CANCEL every fork still ringing.

@@ -36,9 +36,11 @@ use crate::sip::transaction::{ClientTxnId, Peer, ServerTxnId, TransactionLayer, 
 mod engaged;
 mod forks;
 mod pull;
+mod push;
 mod record;
 mod requests;
 
+pub use push::Refusal;
 pub use record::{CallRecord, CallSummary};
 pub use requests::trunk_address;
 use requests::{
@@ -126,6 +128,42 @@ struct Session {
     b_codec: Option<crate::media::Codec>,
     /// A flip of this call is being decided (a second one is refused meanwhile).
     flip_pending: bool,
+    /// A push whose targets are ringing.
+    ringing: Option<push::Ringing>,
+    /// The last keys the device in the call pressed (for the push code).
+    b_keys: String,
+}
+
+/// A flip waiting for the policy's decision.
+#[derive(Debug)]
+enum PendingFlip {
+    Pull(Box<pull::PendingPull>),
+    Push(push::PendingPush),
+}
+
+impl PendingFlip {
+    fn session(&self) -> SessionId {
+        match self {
+            PendingFlip::Pull(p) => p.session,
+            PendingFlip::Push(p) => p.session,
+        }
+    }
+}
+
+impl Calls {
+    /// The flip policy's answer (an error: the script failed, which denies the flip).
+    pub fn flip_decided(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        flip: u64,
+        decision: Result<crate::flip::FlipDecision, String>,
+    ) {
+        match self.flips.remove(&flip) {
+            Some(PendingFlip::Pull(pull)) => self.pull_decided(ctx, *pull, decision),
+            Some(PendingFlip::Push(push)) => self.push_decided(ctx, flip, push, decision),
+            None => {} // the call ended meanwhile
+        }
+    }
 }
 
 /// What the calls need from the rest of the core for one input.
@@ -148,9 +186,11 @@ pub struct Calls {
     by_a_txn: HashMap<ServerTxnId, SessionId>,
     by_client_txn: HashMap<ClientTxnId, SessionId>,
     ring_timers: BinaryHeap<Reverse<(Instant, SessionId, u64)>>,
-    /// Pulls waiting for the flip policy (see `pull`).
-    pulls: HashMap<u64, pull::PendingPull>,
+    /// Flips waiting for the flip policy (see `pull` and `push`).
+    flips: HashMap<u64, PendingFlip>,
     next_flip: u64,
+    /// Push targets' ring timeouts, by flip.
+    push_timers: BinaryHeap<Reverse<(Instant, SessionId, u64)>>,
     /// Prompt ends and gather timeouts (see `engaged`).
     media_timers: BinaryHeap<Reverse<(Instant, SessionId, u64)>>,
     next_id: SessionId,
@@ -183,9 +223,10 @@ impl Calls {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let ring = self.ring_timers.peek().map(|Reverse((at, _, _))| *at);
-        let media = self.media_timers.peek().map(|Reverse((at, _, _))| *at);
-        ring.into_iter().chain(media).min()
+        [&self.ring_timers, &self.media_timers, &self.push_timers]
+            .into_iter()
+            .filter_map(|timers| timers.peek().map(|Reverse((at, _, _))| *at))
+            .min()
     }
 
     /// Whether `call_id` belongs to a session (in-dialog requests).
@@ -292,7 +333,7 @@ impl Calls {
             ctx.media.set_remote(id, Side::A, rtp);
         }
         if let Some(pt) = sdp::telephone_event_pt(&body) {
-            ctx.media.observe_dtmf(id, pt);
+            ctx.media.watch_keys(id, Side::A, pt, None);
         }
         let call_id = message::call_id(&message).unwrap_or_default();
         let a_tag = message::random_token();
@@ -374,6 +415,8 @@ impl Calls {
             arrived: ctx.ambient.now,
             b_codec: None,
             flip_pending: false,
+            ringing: None,
+            b_keys: String::new(),
         };
         self.sessions.insert(id, session);
         self.by_call_id.insert(call_id, id);
@@ -672,6 +715,9 @@ impl Calls {
             return;
         };
         let code = response.status_code.code();
+        if self.is_push_leg(id, txn) {
+            return self.push_response(ctx, id, txn, &response);
+        }
         let Some(session) = self.sessions.get_mut(&id) else {
             // The call is over (a BYE's or CANCEL's answer, a late fork): forget the txn.
             if code >= 200 {
@@ -785,6 +831,13 @@ impl Calls {
                     }
                     session.b_codec = sdp::first_g711(&media);
                 }
+                // A user's device: its keys are watched for the push code.
+                if matches!(b.target, ForwardTarget::User(_))
+                    && let Some(pt) = sdp::telephone_event_pt(&body)
+                {
+                    ctx.media
+                        .watch_keys(id, Side::B, pt, Some(&ctx.config.flip.push_code));
+                }
                 if session.a_answered {
                     // The host answered the caller earlier: connect the two streams.
                     ctx.media.play(id, Playback::Silence);
@@ -895,6 +948,13 @@ impl Calls {
             self.fork_response(ctx, id, txn, &timeout);
             return;
         }
+        if self.is_push_leg(id, txn) {
+            let timeout = message::response_to(&self.sessions[&id].a_invite, 408, None);
+            return self.push_response(ctx, id, txn, &timeout);
+        }
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return;
+        };
         self.by_client_txn.remove(&txn);
         if session.b.as_ref().is_some_and(|b| b.txn == Some(txn)) {
             let b = session.b.take().expect("checked");
@@ -916,9 +976,10 @@ impl Calls {
         }
     }
 
-    /// Ring timeouts, prompt ends, gather timeouts.
+    /// Ring timeouts, prompt ends, gather timeouts, push targets' ring timeouts.
     pub fn handle_timeout(&mut self, ctx: &mut Ctx<'_>) {
         self.handle_media_timers(ctx);
+        self.handle_push_timers(ctx);
         while let Some(Reverse((at, id, generation))) = self.ring_timers.peek().copied() {
             if at > ctx.ambient.now {
                 break;
@@ -1002,6 +1063,12 @@ impl Calls {
         match request.method {
             rsip::Method::Bye => {
                 ctx.layer.send_response(ctx.ambient.now, txn, ok);
+                if !from_a && self.pusher_left(id) {
+                    return; // the call waits for a push target to answer
+                }
+                let Some(session) = self.sessions.get_mut(&id) else {
+                    return;
+                };
                 let who = if from_a {
                     "caller hung up"
                 } else {
@@ -1026,16 +1093,20 @@ impl Calls {
                 self.finish(ctx, id, Disposition::Answered, who);
             }
             rsip::Method::Info => {
-                // DTMF by SIP INFO: observed (the caller's menu choices), not relayed.
-                let digit = dtmf_from_info(&request.body).filter(|_| from_a);
-                if let Some(digit) = digit {
+                // DTMF by SIP INFO: observed (the caller's menu choices, the device's
+                // push code), not relayed.
+                let digit = dtmf_from_info(&request.body);
+                if let Some(digit) = digit.filter(|_| from_a) {
                     session.record.digits.push(digit);
                 }
                 ctx.layer.send_response(ctx.ambient.now, txn, ok);
-                if let Some(digit) = digit {
-                    self.handle_digit(ctx, id, digit);
+                match (digit, from_a) {
+                    (Some(digit), true) => self.handle_digit(ctx, id, digit),
+                    (Some(digit), false) => self.handle_device_key(ctx, id, digit),
+                    (None, _) => {}
                 }
             }
+            rsip::Method::Refer if !from_a => self.handle_refer(ctx, id, txn, request),
             rsip::Method::Invite => {
                 let body = String::from_utf8_lossy(&request.body).into_owned();
                 let other_connected =
@@ -1205,7 +1276,8 @@ impl Calls {
         let Some(mut session) = self.sessions.remove(&id) else {
             return;
         };
-        self.cancel_pulls(ctx, id, &mut session.record);
+        self.cancel_pending_flips(ctx, id, &mut session.record);
+        self.cancel_push(ctx, id, &mut session.record, session.ringing.take());
         let media = ctx.media.close(id);
         (
             session.record.rtp_packets_in,

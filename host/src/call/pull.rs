@@ -28,7 +28,7 @@ use crate::sip::transaction::{Peer, ServerTxnId};
 /// A pull waiting for the policy's decision.
 #[derive(Debug)]
 pub(super) struct PendingPull {
-    session: SessionId,
+    pub(super) session: SessionId,
     txn: ServerTxnId,
     invite: Request,
     source: Peer,
@@ -139,9 +139,9 @@ impl Calls {
             to = device,
             "pull requested"
         );
-        self.pulls.insert(
+        self.flips.insert(
             flip,
-            PendingPull {
+            super::PendingFlip::Pull(Box::new(PendingPull {
                 session: id,
                 txn,
                 invite,
@@ -150,7 +150,7 @@ impl Calls {
                 device,
                 from_device,
                 requested: ctx.ambient.now,
-            },
+            })),
         );
         ctx.outputs.push_back(PbxOutput::DecideFlip {
             flip,
@@ -160,15 +160,12 @@ impl Calls {
     }
 
     /// The flip policy's answer to a pull (an error: the script failed, which denies).
-    pub fn flip_decided(
+    pub(super) fn pull_decided(
         &mut self,
         ctx: &mut Ctx<'_>,
-        flip: u64,
+        pull: PendingPull,
         decision: Result<FlipDecision, String>,
     ) {
-        let Some(pull) = self.pulls.remove(&flip) else {
-            return;
-        };
         let verdict = match decision {
             Err(e) => Err(format!("the flip policy failed: {e}")),
             Ok(FlipDecision::Deny { reason }) => Err(reason),
@@ -224,6 +221,11 @@ impl Calls {
         if let Some(rtp) = sdp::parse(&body).ok().and_then(|m| m.rtp) {
             ctx.media.set_remote(pull.session, Side::B, rtp);
         }
+        if let Some(pt) = sdp::telephone_event_pt(&body) {
+            ctx.media
+                .watch_keys(pull.session, Side::B, pt, Some(&ctx.config.flip.push_code));
+        }
+        session.b_keys.clear();
         // The new device's own dialog, with the host as UAS.
         let message = SipMessage::Request(pull.invite.clone());
         let tag = message::random_token();
@@ -287,21 +289,28 @@ impl Calls {
         }
     }
 
-    /// A session ends with pulls pending: they are cancelled, and the devices told.
-    pub(super) fn cancel_pulls(
+    /// A session ends with flips waiting for the policy: they are cancelled, and
+    /// devices that pulled are told.
+    pub(super) fn cancel_pending_flips(
         &mut self,
         ctx: &mut Ctx<'_>,
         id: SessionId,
         record: &mut CallRecord,
     ) {
         let pending: Vec<u64> = self
-            .pulls
+            .flips
             .iter()
-            .filter(|(_, p)| p.session == id)
+            .filter(|(_, p)| p.session() == id)
             .map(|(flip, _)| *flip)
             .collect();
         for flip in pending {
-            let pull = self.pulls.remove(&flip).expect("listed");
+            let pull = match self.flips.remove(&flip).expect("listed") {
+                super::PendingFlip::Pull(pull) => *pull,
+                super::PendingFlip::Push(push) => {
+                    record.flips.push(push.cancelled(record));
+                    continue;
+                }
+            };
             record.flips.push(FlipEvent {
                 kind: FlipKind::Pull,
                 trigger: Trigger::PullCode,
@@ -328,12 +337,12 @@ fn refuse_pull(ctx: &mut Ctx<'_>, pull: &PendingPull, code: u16, reason: &str) {
 }
 
 /// A device's name from a leg's `user/device` label.
-fn device_of(label: &str) -> &str {
+pub(super) fn device_of(label: &str) -> &str {
     label.split_once('/').map_or(label, |(_, device)| device)
 }
 
 /// The wall-clock time of `at` in a session, to the millisecond.
-fn wall_time(session: &super::Session, at: Instant) -> jiff::Timestamp {
+pub(super) fn wall_time(session: &super::Session, at: Instant) -> jiff::Timestamp {
     let since = at.saturating_duration_since(session.arrived);
     session
         .record

@@ -153,6 +153,35 @@ From: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\n{body_headers}Cont
     request_from(text)
 }
 
+/// The NOTIFY that tells a device how the flip it asked for by REFER went (RFC 3515):
+/// `status` is the sipfrag's status line (`100 Trying`, `200 OK`, `480 …`).
+pub(super) fn refer_notify(
+    dialog: &Dialog,
+    cseq: u32,
+    local: SocketAddr,
+    status: &str,
+) -> Option<Request> {
+    let state = if status.starts_with('1') {
+        "active;expires=60"
+    } else {
+        "terminated;reason=noresource"
+    };
+    let body = format!("SIP/2.0 {status}\r\n");
+    let text = format!(
+        "NOTIFY {} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{};rport\r\nMax-Forwards: 70\r\n\
+From: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {cseq} NOTIFY\r\nContact: <sip:wasmpbx@{local}>\r\n\
+Event: refer\r\nSubscription-State: {state}\r\nContent-Type: message/sipfrag;version=2.0\r\n\
+Content-Length: {}\r\n\r\n{body}",
+        dialog.target,
+        message::random_token(),
+        dialog.local,
+        dialog.remote,
+        dialog.call_id,
+        body.len()
+    );
+    request_from(text)
+}
+
 /// CANCEL for an INVITE the host sent (RFC 3261 9.1): same URI, top Via, From, To,
 /// Call-ID and CSeq number.
 pub(super) fn cancel_for(invite: &Request) -> Option<Request> {

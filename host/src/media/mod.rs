@@ -55,8 +55,13 @@ pub enum Playback {
 /// Something a call's media noticed, for the call engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MediaEvent {
-    /// The caller pressed a key (RFC 4733), on a leg the host answered.
-    Digit { session: SessionId, digit: char },
+    /// A key pressed on a side (RFC 4733): the caller's on a leg the host answered, or
+    /// the callee's device's.
+    Digit {
+        session: SessionId,
+        side: Side,
+        digit: char,
+    },
 }
 
 /// What the call engine needs of media.
@@ -65,13 +70,31 @@ pub trait MediaAllocator: Send {
     fn open(&mut self, session: SessionId) -> Result<MediaPorts, String>;
     /// The address a side's SDP announced (until its packets show the real one).
     fn set_remote(&mut self, session: SessionId, side: Side, rtp: SocketAddr);
-    /// Give a side new ports for a new device (a flip): the other side's stream goes on
-    /// unchanged, the old device's packets no longer arrive. The new RTP port.
-    fn replace_leg(&mut self, session: SessionId, side: Side) -> Result<u16, String>;
-    /// Watch the caller's RTP for RFC 4733 telephone-events of this payload type.
-    fn observe_dtmf(&mut self, session: SessionId, payload_type: u8);
+    /// Bind ports for a device that may take over a side (a flip); the RTP port. They
+    /// are unused until [`Self::switch_leg`]; reserving again replaces them.
+    fn reserve_leg(&mut self, session: SessionId) -> Result<u16, String>;
+    /// Move a side onto the reserved ports: the other side's stream goes on unchanged,
+    /// the old device's packets no longer arrive.
+    fn switch_leg(&mut self, session: SessionId, side: Side) -> Result<(), String>;
+    /// Reserve and switch at once (a pull: the new device is already there).
+    fn replace_leg(&mut self, session: SessionId, side: Side) -> Result<u16, String> {
+        let port = self.reserve_leg(session)?;
+        self.switch_leg(session, side)?;
+        Ok(port)
+    }
+    /// Watch a side's RTP for RFC 4733 telephone-events of this payload type: each key
+    /// goes into the call's record (side A) and is reported as [`MediaEvent::Digit`]
+    /// (side A once the host answered it; side B always). On side B, the key sequence
+    /// `swallow` (the push code) is kept from the other side.
     /// The host answered the caller in `codec`: from now on it sends side A its own
     /// stream and reports the caller's digits as [`MediaEvent::Digit`].
+    fn watch_keys(
+        &mut self,
+        session: SessionId,
+        side: Side,
+        payload_type: u8,
+        swallow: Option<&str>,
+    );
     fn answer(&mut self, session: SessionId, codec: Codec);
     /// What to play to the caller now (replacing whatever was playing).
     fn play(&mut self, session: SessionId, playback: Playback);

@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::recorder::{Channel, Recorder};
-use super::rtp::{self, DtmfWatch, FRAME, OutStream};
+use super::rtp::{self, DtmfWatch, FRAME, KeyFilter, OutStream};
 use super::{Codec, MediaAllocator, MediaEvent, MediaPorts, MediaReport, Playback, Side};
 use crate::call::SessionId;
 use crate::clock::monotonic_now;
@@ -57,7 +57,10 @@ struct Shared {
     /// Side A's stream: the other leg's packets (renumbered into one stream whichever
     /// device sends them) and, on a leg the host answered, its own.
     a_out: OutStream,
-    dtmf: DtmfWatch,
+    /// The keys each side sends.
+    dtmf: [DtmfWatch; 2],
+    /// On side B: holds back the push code's events from side A.
+    b_keys_filter: Option<KeyFilter>,
     endpoint: Option<Endpoint>,
     recorder: Option<Recorder>,
 }
@@ -78,6 +81,8 @@ struct Call {
     host_sender: Option<JoinHandle<()>>,
     /// Packets from A, and packets sent to A.
     packets: Arc<[AtomicU64; 2]>,
+    /// Ports bound for a device that may take over a side.
+    reserved: Option<(Arc<UdpSocket>, Arc<UdpSocket>)>,
     /// Wakes the host's sender when something is to be played (it sleeps in silence).
     playing: Arc<tokio::sync::Notify>,
 }
@@ -177,7 +182,8 @@ impl MediaAllocator for RelayManager {
             shared: Arc::new(Mutex::new(Shared {
                 remotes: Remotes::default(),
                 a_out: OutStream::adopting(),
-                dtmf: DtmfWatch::default(),
+                dtmf: [DtmfWatch::default(), DtmfWatch::default()],
+                b_keys_filter: None,
                 endpoint: None,
                 recorder: None,
             })),
@@ -186,6 +192,7 @@ impl MediaAllocator for RelayManager {
             forwarding: Vec::with_capacity(4),
             host_sender: None,
             packets: Arc::new([AtomicU64::new(0), AtomicU64::new(0)]),
+            reserved: None,
             playing: Arc::default(),
         };
         self.spawn_forwarding(&mut call);
@@ -194,13 +201,24 @@ impl MediaAllocator for RelayManager {
         Ok(MediaPorts { a, b })
     }
 
-    fn replace_leg(&mut self, session: SessionId, side: Side) -> Result<u16, String> {
+    fn reserve_leg(&mut self, session: SessionId) -> Result<u16, String> {
         if !self.calls.contains_key(&session) {
             return Err("no such call".into());
         }
         let (rtp, rtcp, port) = self.bind_pair()?;
-        let (rtp, rtcp) = (to_tokio(rtp)?, to_tokio(rtcp)?);
-        let mut call = self.calls.remove(&session).expect("checked");
+        let reserved = (to_tokio(rtp)?, to_tokio(rtcp)?);
+        self.calls.get_mut(&session).expect("checked").reserved = Some(reserved);
+        Ok(port)
+    }
+
+    fn switch_leg(&mut self, session: SessionId, side: Side) -> Result<(), String> {
+        let Some(mut call) = self.calls.remove(&session) else {
+            return Err("no such call".into());
+        };
+        let Some((rtp, rtcp)) = call.reserved.take() else {
+            self.calls.insert(session, call);
+            return Err("no ports reserved".into());
+        };
         let i = side as usize;
         call.rtp[i] = rtp;
         call.rtcp[i] = rtcp;
@@ -213,7 +231,7 @@ impl MediaAllocator for RelayManager {
         }
         self.spawn_forwarding(&mut call);
         self.calls.insert(session, call);
-        Ok(port)
+        Ok(())
     }
 
     fn set_remote(&mut self, session: SessionId, side: Side, rtp: SocketAddr) {
@@ -227,9 +245,19 @@ impl MediaAllocator for RelayManager {
         }
     }
 
-    fn observe_dtmf(&mut self, session: SessionId, payload_type: u8) {
+    fn watch_keys(
+        &mut self,
+        session: SessionId,
+        side: Side,
+        payload_type: u8,
+        swallow: Option<&str>,
+    ) {
         if let Some(call) = self.calls.get(&session) {
-            lock(&call.shared).dtmf.payload_type = Some(payload_type);
+            let mut shared = lock(&call.shared);
+            shared.dtmf[side as usize] = DtmfWatch::new(payload_type);
+            if side == Side::B {
+                shared.b_keys_filter = swallow.map(|code| KeyFilter::new(payload_type, code));
+            }
         }
     }
 
@@ -304,7 +332,7 @@ impl MediaAllocator for RelayManager {
         }
         self.counters.open_calls.fetch_sub(1, Relaxed);
         let mut shared = lock(&call.shared);
-        let digits = std::mem::take(&mut shared.dtmf.digits);
+        let digits = std::mem::take(&mut shared.dtmf[0].digits);
         let recording = shared.recorder.take().and_then(finish_recording);
         MediaReport {
             packets: (call.packets[0].load(Relaxed), call.packets[1].load(Relaxed)),
@@ -357,6 +385,23 @@ struct Forwarding {
     events: Option<mpsc::Sender<MediaEvent>>,
 }
 
+impl Forwarding {
+    /// Tell the core about a key (a flood beyond its queue is dropped and counted).
+    fn report(&self, side: Side, digit: char) {
+        let Some(events) = &self.events else {
+            return;
+        };
+        let event = MediaEvent::Digit {
+            session: self.session,
+            side,
+            digit,
+        };
+        if events.try_send(event).is_err() {
+            self.counters.digits_dropped.fetch_add(1, Relaxed);
+        }
+    }
+}
+
 async fn forward(f: Forwarding) {
     let (from, to) = match f.from {
         Side::A => (0, 1),
@@ -370,7 +415,7 @@ async fn forward(f: Forwarding) {
         };
         let packet = &buf[..n];
         let now = monotonic_now();
-        let mut rewritten = None;
+        let mut rewritten = Vec::new();
         let destination = {
             let mut shared = lock(&f.shared);
             let shared = &mut *shared;
@@ -382,17 +427,10 @@ async fn forward(f: Forwarding) {
                 shared.remotes.latched[from] = true;
                 match f.from {
                     Side::A => {
-                        if let Some(digit) = shared.dtmf.inspect(packet)
+                        if let Some(digit) = shared.dtmf[0].inspect(packet)
                             && shared.endpoint.is_some()
-                            && let Some(events) = &f.events
                         {
-                            let event = MediaEvent::Digit {
-                                session: f.session,
-                                digit,
-                            };
-                            if events.try_send(event).is_err() {
-                                f.counters.digits_dropped.fetch_add(1, Relaxed);
-                            }
+                            f.report(Side::A, digit);
                         }
                         if let Some(recorder) = shared.recorder.as_mut()
                             && let Some(samples) = decode_audio(packet)
@@ -403,6 +441,9 @@ async fn forward(f: Forwarding) {
                         shared.remotes.rtp[to]
                     }
                     Side::B => {
+                        if let Some(digit) = shared.dtmf[1].inspect(packet) {
+                            f.report(Side::B, digit);
+                        }
                         // The other leg's audio joins A's stream unless a prompt of the
                         // host's is playing; it ends ringback (early media).
                         let prompt_playing = match shared.endpoint.as_mut() {
@@ -418,8 +459,15 @@ async fn forward(f: Forwarding) {
                         if prompt_playing {
                             None
                         } else {
-                            rewritten = shared.a_out.relay(packet, now);
-                            rewritten.as_ref().and(shared.remotes.rtp[to])
+                            let passed = match shared.b_keys_filter.as_mut() {
+                                Some(filter) => filter.process(packet, now),
+                                None => vec![packet.to_vec()],
+                            };
+                            rewritten = passed
+                                .iter()
+                                .filter_map(|p| shared.a_out.relay(p, now))
+                                .collect();
+                            shared.remotes.rtp[to]
                         }
                     }
                 }
@@ -428,13 +476,11 @@ async fn forward(f: Forwarding) {
         let Some(destination) = destination else {
             continue;
         };
-        let outgoing = rewritten.as_deref().unwrap_or(packet);
-        if f.outbound.send_to(outgoing, destination).await.is_ok() {
-            if f.is_rtcp {
-                f.counters.rtcp_packets.fetch_add(1, Relaxed);
-            } else {
-                f.counters.rtp_packets.fetch_add(1, Relaxed);
-                if f.from == Side::B {
+        if f.from == Side::B && !f.is_rtcp {
+            // Side A's stream: what the filter passed, renumbered.
+            for outgoing in &rewritten {
+                if f.outbound.send_to(outgoing, destination).await.is_ok() {
+                    f.counters.rtp_packets.fetch_add(1, Relaxed);
                     f.packets[1].fetch_add(1, Relaxed);
                     if let Some(recorder) = lock(&f.shared).recorder.as_mut()
                         && let Some(samples) = decode_audio(outgoing)
@@ -443,6 +489,13 @@ async fn forward(f: Forwarding) {
                     }
                 }
             }
+        } else if f.outbound.send_to(packet, destination).await.is_ok() {
+            let counter = if f.is_rtcp {
+                &f.counters.rtcp_packets
+            } else {
+                &f.counters.rtp_packets
+            };
+            counter.fetch_add(1, Relaxed);
         }
     }
 }
@@ -587,7 +640,7 @@ mod tests {
         let callee = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         relay.set_remote(2, Side::A, caller.local_addr().unwrap());
         relay.set_remote(2, Side::B, callee.local_addr().unwrap());
-        relay.observe_dtmf(2, 101);
+        relay.watch_keys(2, Side::A, 101, None);
         relay.answer(2, Codec::Pcma);
         let prompt = Arc::new(Prompt::from_samples("three-frames", vec![1000; 480]));
         relay.play(2, Playback::Once(prompt));
@@ -630,6 +683,7 @@ mod tests {
             event,
             Some(MediaEvent::Digit {
                 session: 2,
+                side: Side::A,
                 digit: '2'
             })
         );

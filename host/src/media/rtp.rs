@@ -218,6 +218,13 @@ pub struct DtmfWatch {
 }
 
 impl DtmfWatch {
+    pub fn new(payload_type: u8) -> Self {
+        Self {
+            payload_type: Some(payload_type),
+            ..Self::default()
+        }
+    }
+
     /// The digit this packet starts, if it is the first packet of a new event.
     pub fn inspect(&mut self, packet: &[u8]) -> Option<char> {
         let pt = self.payload_type?;
@@ -235,6 +242,108 @@ impl DtmfWatch {
             self.digits.push(digit);
         }
         Some(digit)
+    }
+}
+
+/// Keeps a key sequence (the push code, `*8`) sent as RFC 4733 events from reaching the
+/// other party: the events of a possible start of the code are held back; when the code
+/// completes they are dropped, when another key follows (or nothing for a while) they
+/// are let through late, in order.
+#[derive(Debug)]
+pub struct KeyFilter {
+    payload_type: u8,
+    code: Vec<char>,
+    /// How many keys of the code the held events make.
+    matched: usize,
+    held: Vec<Vec<u8>>,
+    held_since: Option<Instant>,
+    /// The event being received (timestamp, code) and whether its packets are held.
+    current: Option<(u32, u8, Disposition)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Disposition {
+    Pass,
+    Hold,
+    Drop,
+}
+
+/// How long held keys wait for the rest of the code.
+const KEY_HOLD: Duration = Duration::from_millis(1500);
+
+impl KeyFilter {
+    pub fn new(payload_type: u8, code: &str) -> Self {
+        Self {
+            payload_type,
+            code: code.chars().collect(),
+            matched: 0,
+            held: Vec::new(),
+            held_since: None,
+            current: None,
+        }
+    }
+
+    /// The packets to forward now for one that arrived (none, it, or held ones first).
+    pub fn process(&mut self, packet: &[u8], now: Instant) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        if self
+            .held_since
+            .is_some_and(|since| now.duration_since(since) > KEY_HOLD)
+        {
+            out.append(&mut self.release());
+        }
+        let event = parse(packet)
+            .filter(|h| h.payload_type == self.payload_type)
+            .and_then(|h| Some((h.timestamp, *packet.get(h.payload_offset)?)));
+        let Some((timestamp, code)) = event else {
+            out.push(packet.to_vec());
+            return out;
+        };
+        let disposition = match self.current {
+            Some((ts, c, d)) if ts == timestamp && c == code => d,
+            _ => {
+                let digit = event_digit(code);
+                let d = if digit == self.code.get(self.matched).copied() {
+                    self.matched += 1;
+                    if self.matched == self.code.len() {
+                        self.held.clear();
+                        self.held_since = None;
+                        self.matched = 0;
+                        Disposition::Drop
+                    } else {
+                        Disposition::Hold
+                    }
+                } else {
+                    out.append(&mut self.release());
+                    if digit.is_some() && digit == self.code.first().copied() {
+                        self.matched = 1;
+                        Disposition::Hold
+                    } else {
+                        Disposition::Pass
+                    }
+                };
+                self.current = Some((timestamp, code, d));
+                d
+            }
+        };
+        match disposition {
+            Disposition::Pass => out.push(packet.to_vec()),
+            Disposition::Hold => {
+                self.held_since.get_or_insert(now);
+                self.held.push(packet.to_vec());
+            }
+            Disposition::Drop => {}
+        }
+        out
+    }
+
+    fn release(&mut self) -> Vec<Vec<u8>> {
+        self.matched = 0;
+        self.held_since = None;
+        if let Some(current) = self.current.as_mut().filter(|c| c.2 == Disposition::Hold) {
+            current.2 = Disposition::Pass; // the rest of a released event goes through
+        }
+        std::mem::take(&mut self.held)
     }
 }
 
@@ -385,5 +494,35 @@ mod tests {
         assert_eq!((h.ssrc, h.sequence), (42, 702));
         assert_eq!(h.timestamp, 5_160 + 800);
         assert!(h.marker);
+    }
+
+    #[test]
+    fn the_push_code_is_kept_from_the_far_end_and_other_keys_are_not() {
+        let t0 = crate::clock::monotonic_now();
+        let mut filter = KeyFilter::new(101, "*8");
+        let audio = packet(0, 1, 0, 1, false, &[0; 160]);
+        let star = |ts| event(ts, 10, false);
+        let eight = |ts| event(ts, 8, false);
+        let five = |ts| event(ts, 5, false);
+        assert_eq!(filter.process(&audio, t0), vec![audio.clone()]);
+        // * then 8: nothing of either reaches the far end.
+        assert!(filter.process(&star(100), t0).is_empty());
+        assert!(filter.process(&star(100), t0).is_empty());
+        assert!(filter.process(&eight(900), t0).is_empty());
+        assert!(filter.process(&eight(900), t0).is_empty());
+        assert_eq!(filter.process(&audio, t0), vec![audio.clone()]);
+        // * then 5: the held * goes out (late, in order), then the 5.
+        assert!(filter.process(&star(2000), t0).is_empty());
+        let out = filter.process(&five(2800), t0);
+        assert_eq!(out, [star(2000), five(2800)]);
+        // A lone * is let through once the code cannot come any more.
+        assert!(filter.process(&star(4000), t0).is_empty());
+        let later = t0 + Duration::from_secs(2);
+        assert_eq!(filter.process(&audio, later), [star(4000), audio.clone()]);
+        assert_eq!(
+            filter.process(&star(4000), later),
+            [star(4000)],
+            "the rest of it too"
+        );
     }
 }

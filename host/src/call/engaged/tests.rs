@@ -37,10 +37,13 @@ impl MediaAllocator for FakeMedia {
         Ok(MediaPorts { a: 20000, b: 20002 })
     }
     fn set_remote(&mut self, _: u64, _: Side, _: SocketAddr) {}
-    fn replace_leg(&mut self, _: u64, _: Side) -> Result<u16, String> {
+    fn reserve_leg(&mut self, _: u64) -> Result<u16, String> {
         Ok(20004)
     }
-    fn observe_dtmf(&mut self, _: u64, _: u8) {}
+    fn switch_leg(&mut self, _: u64, _: Side) -> Result<(), String> {
+        Ok(())
+    }
+    fn watch_keys(&mut self, _: u64, _: Side, _: u8, _: Option<&str>) {}
     fn answer(&mut self, _: u64, codec: Codec) {
         self.0.lock().unwrap().push(Did::Answer(codec));
     }
@@ -176,8 +179,14 @@ CSeq: 2 INFO\r\nContent-Type: application/dtmf-relay\r\nContent-Length: {}\r\n\r
     }
 
     fn digit(&mut self, digit: char) {
-        self.pbx
-            .handle_media_event(self.ambient(), MediaEvent::Digit { session: 1, digit });
+        self.pbx.handle_media_event(
+            self.ambient(),
+            MediaEvent::Digit {
+                session: 1,
+                side: Side::A,
+                digit,
+            },
+        );
     }
 
     /// The outputs so far: the events the script is asked about, and the SIP sent.

@@ -1,15 +1,17 @@
 #!/usr/bin/env python3
-"""Call flip by pull, with real phones: Bob calls Alice, her desk phone answers, her
-mobile dials *77 and takes the call; Bob notices nothing.
+"""Call flip with real phones: Bob calls Alice, her desk phone answers, and the call
+moves between her desk phone and her mobile four times — pulled by the mobile (*77),
+pushed back by the push code (*8 as RFC 4733), pushed by the desk's transfer key (REFER
+to her own extension), pushed by the admin API — while Bob notices nothing.
 
 Three baresip phones (desk 440 Hz, mobile 700 Hz, Bob 1000 Hz) and wasmpbx with the real
 `flip-policy` script, in a network namespace of their own. A packet capture on the
 namespace's loopback (AF_PACKET) checks what went to Bob: no INVITE at all (no
 re-INVITE: his dialog is untouched) and one RTP stream — one SSRC, no sequence gap, no
-timestamp jump beyond the time that passed. Bob's recording has the desk's tone, then
-the mobile's.
+timestamp jump beyond the time that passed, across all four switches. Bob's recording
+has the desk's tone and the mobile's in turn, and the call record lists four flips.
 
-    python3 tests/e2e/baresip_pull.py /path/to/wasmpbx /path/to/flip-policy.wasm
+    python3 tests/e2e/baresip_flip.py /path/to/wasmpbx /path/to/flip-policy.wasm
 """
 
 import os
@@ -21,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 
 from baresip_call import Phone, api, dominant_hz, received_audio
 
@@ -76,6 +79,8 @@ def check_stream(packets):
         jump = ((ts_b - ts_a) % 2**32) - elapsed_samples
         assert abs(jump) < 8000 * 0.1, f"timestamp {ts_a} then {ts_b} over {t1 - t0:.3f} s"
         worst_gap = max(worst_gap, t1 - t0)
+    events = [p for _, p in rtp if p[1] & 0x7F == 101]
+    assert not events, f"the push code reached bob: {len(events)} telephone-event packets"
     return len(rtp), worst_gap
 
 
@@ -136,11 +141,40 @@ password = "bob-secret"
         mobile.command("dial", "sip:*77@127.0.0.1")
         mobile.wait("CALL_ESTABLISHED")
         desk.wait("CALL_CLOSED")
-        print("the mobile pulled the call; the desk phone was released")
+        print("1. the mobile pulled the call (*77); the desk phone was released")
+        time.sleep(2)
+
+        mobile.command("sndcode", "*8")
+        desk.wait("CALL_INCOMING")
+        desk.command("accept")
+        desk.wait("CALL_ESTABLISHED")
+        mobile.wait("CALL_CLOSED")
+        print("2. the mobile pushed it back with *8; the desk answered, the mobile was released")
+        time.sleep(2)
+
+        desk.command("transfer", "sip:2001@127.0.0.1")
+        mobile.wait("CALL_INCOMING")
+        mobile.command("accept")
+        mobile.wait("CALL_ESTABLISHED")
+        desk.wait("CALL_CLOSED")
+        print("3. the desk's transfer key to 2001 pushed it; the mobile answered, the desk was released")
+        time.sleep(2)
+
+        session = api("/api/calls")[0]["session"]
+        request = urllib.request.Request(f"http://127.0.0.1:8080/api/calls/{session}/flip", data=b"",
+                                         method="POST")
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert response.status == 202, response.status
+        desk.wait("CALL_INCOMING")
+        desk.command("accept")
+        desk.wait("CALL_ESTABLISHED")
+        mobile.wait("CALL_CLOSED")
+        print("4. the admin API pushed it; the desk answered, the mobile was released")
         time.sleep(3)
+
         assert not bob.saw("CALL_CLOSED"), "bob's call must go on"
         bob.command("hangup")
-        mobile.wait("CALL_CLOSED")
+        desk.wait("CALL_CLOSED")
         bob.wait("CALL_CLOSED")
         time.sleep(0.5)
         capture.stop()
@@ -148,21 +182,27 @@ password = "bob-secret"
         invites = [p for _, port, p in capture.packets if port == BOB_SIP and p.startswith(b"INVITE ")]
         assert not invites, "bob must get no (re-)INVITE"
         count, worst_gap = check_stream(capture.packets)
-        print(f"bob received one RTP stream: {count} packets, no sequence gap, "
-              f"longest silence {worst_gap * 1000:.0f} ms")
+        print(f"bob received one RTP stream: {count} packets, no sequence gap, no key of the "
+              f"push code, longest silence {worst_gap * 1000:.0f} ms")
         samples, rate = received_audio(bob)
         seconds = len(samples) / rate
         early = dominant_hz(samples[int(0.5 * rate):int(1.5 * rate)], rate)
         late = dominant_hz(samples[int((seconds - 2.0) * rate):int((seconds - 0.5) * rate)], rate)
-        print(f"bob heard {early:.0f} Hz (the desk's 440), then {late:.0f} Hz (the mobile's 700)")
-        assert 380 < early < 500 and 620 < late < 780, (early, late)
+        print(f"bob heard {early:.0f} Hz (the desk's 440) at the start and {late:.0f} Hz (the desk again) at the end")
+        assert 380 < early < 500 and 380 < late < 500, (early, late)
 
         cdr = api("/api/cdrs?limit=1")[0]
         flips = cdr["flips"]
-        assert len(flips) == 1 and flips[0]["result"] == "done", flips
-        assert flips[0]["from_device"] == desk_name and flips[0]["targets"] == [mobile_name], flips
+        seen = [(f["kind"], f["trigger"], f["from_device"], f["targets"], f["result"]) for f in flips]
+        expected = [
+            ("pull", "pull-code", desk_name, [mobile_name], "done"),
+            ("push", "push-code", mobile_name, [desk_name], "done"),
+            ("push", "refer", desk_name, [mobile_name], "done"),
+            ("push", "api", mobile_name, [desk_name], "done"),
+        ]
+        assert seen == expected, seen
         assert cdr["disposition"] == "answered", cdr
-        print(f"the call record lists the flip: {flips[0]['kind']} {flips[0]['from_device']} -> {flips[0]['targets'][0]}")
+        print("the call record lists the four flips")
         print("1 passed, 0 failed")
         return 0
     except Exception as error:  # report everything the test saw, then fail
