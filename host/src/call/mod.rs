@@ -34,11 +34,15 @@ use crate::sip::message::{self, Header, Request, Response, SipMessage};
 use crate::sip::transaction::{ClientTxnId, Peer, ServerTxnId, TransactionLayer, Transport};
 
 mod engaged;
+#[cfg(test)]
+mod flip_tests;
 mod forks;
 mod pull;
 mod push;
 mod record;
 mod requests;
+#[cfg(test)]
+mod testing;
 
 pub use push::Refusal;
 pub use record::{CallRecord, CallSummary};

@@ -1,70 +1,17 @@
 //! Active mode on the sans-IO core with a fake clock and fake media: a trunk INVITE, the
 //! script's decisions handed in by hand, time moved on by hand.
 
-use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::call::testing::{Did, FakeMedia};
 use crate::config::Config;
-use crate::media::{Codec, MediaAllocator, MediaEvent, MediaPorts, MediaReport, Playback, Side};
+use crate::media::{Codec, MediaEvent, Side};
 use crate::pbx::{Ambient, Pbx, PbxOutput};
 use crate::routing::{Action, Decision, Event, ForwardTarget, GatherEnd};
 use crate::sip::message::{self, SipMessage};
 use crate::sip::transaction::{Peer, Transport};
-
-/// What the core asked of the media, in order.
-#[derive(Debug, Clone, PartialEq)]
-enum Did {
-    Answer(Codec),
-    Play(String),
-    Ringback,
-    Silence,
-    Record,
-}
-
-#[derive(Clone, Default)]
-struct FakeMedia(Arc<Mutex<Vec<Did>>>);
-
-impl FakeMedia {
-    fn take(&self) -> Vec<Did> {
-        std::mem::take(&mut self.0.lock().unwrap())
-    }
-}
-
-impl MediaAllocator for FakeMedia {
-    fn open(&mut self, _: u64) -> Result<MediaPorts, String> {
-        Ok(MediaPorts { a: 20000, b: 20002 })
-    }
-    fn set_remote(&mut self, _: u64, _: Side, _: SocketAddr) {}
-    fn reserve_leg(&mut self, _: u64) -> Result<u16, String> {
-        Ok(20004)
-    }
-    fn switch_leg(&mut self, _: u64, _: Side) -> Result<(), String> {
-        Ok(())
-    }
-    fn watch_keys(&mut self, _: u64, _: Side, _: u8, _: Option<&str>) {}
-    fn answer(&mut self, _: u64, codec: Codec) {
-        self.0.lock().unwrap().push(Did::Answer(codec));
-    }
-    fn play(&mut self, _: u64, playback: Playback) {
-        self.0.lock().unwrap().push(match playback {
-            Playback::Silence => Did::Silence,
-            Playback::Once(p) => Did::Play(p.name.clone()),
-            Playback::Loop(_) => Did::Ringback,
-        });
-    }
-    fn start_recording(&mut self, _: u64, _: &Path) -> Result<(), String> {
-        self.0.lock().unwrap().push(Did::Record);
-        Ok(())
-    }
-    fn stop_recording(&mut self, _: u64) -> Option<std::path::PathBuf> {
-        None
-    }
-    fn close(&mut self, _: u64) -> MediaReport {
-        MediaReport::default()
-    }
-}
 
 const TRUNK: &str = "127.0.0.2:5060";
 

@@ -1,0 +1,64 @@
+//! Test doubles for the call engine: media that only writes down what it was asked.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use crate::media::{Codec, MediaAllocator, MediaPorts, MediaReport, Playback, Side};
+
+/// What the core asked of the media, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Did {
+    Answer(Codec),
+    Play(String),
+    Ringback,
+    Silence,
+    Record,
+    Reserve,
+    Switch(Side),
+}
+
+#[derive(Clone, Default)]
+pub(crate) struct FakeMedia(Arc<Mutex<Vec<Did>>>);
+
+impl FakeMedia {
+    pub(crate) fn take(&self) -> Vec<Did> {
+        std::mem::take(&mut self.0.lock().unwrap())
+    }
+}
+
+impl MediaAllocator for FakeMedia {
+    fn open(&mut self, _: u64) -> Result<MediaPorts, String> {
+        Ok(MediaPorts { a: 20000, b: 20002 })
+    }
+    fn set_remote(&mut self, _: u64, _: Side, _: SocketAddr) {}
+    fn reserve_leg(&mut self, _: u64) -> Result<u16, String> {
+        self.0.lock().unwrap().push(Did::Reserve);
+        Ok(20004)
+    }
+    fn switch_leg(&mut self, _: u64, side: Side) -> Result<(), String> {
+        self.0.lock().unwrap().push(Did::Switch(side));
+        Ok(())
+    }
+    fn watch_keys(&mut self, _: u64, _: Side, _: u8, _: Option<&str>) {}
+    fn answer(&mut self, _: u64, codec: Codec) {
+        self.0.lock().unwrap().push(Did::Answer(codec));
+    }
+    fn play(&mut self, _: u64, playback: Playback) {
+        self.0.lock().unwrap().push(match playback {
+            Playback::Silence => Did::Silence,
+            Playback::Once(p) => Did::Play(p.name.clone()),
+            Playback::Loop(_) => Did::Ringback,
+        });
+    }
+    fn start_recording(&mut self, _: u64, _: &Path) -> Result<(), String> {
+        self.0.lock().unwrap().push(Did::Record);
+        Ok(())
+    }
+    fn stop_recording(&mut self, _: u64) -> Option<std::path::PathBuf> {
+        None
+    }
+    fn close(&mut self, _: u64) -> MediaReport {
+        MediaReport::default()
+    }
+}
