@@ -427,10 +427,17 @@ fn the_old_device_hanging_up_while_targets_ring_leaves_the_call_to_them() {
     let mut w = World::connected();
     w.push().unwrap();
     w.decide(World::allow());
+    w.media.take();
     w.device_hangs_up(DESK);
     assert_eq!(w.count_to(FAR_END, "BYE "), 0, "the far end stays");
+    assert_eq!(
+        w.media.take(),
+        [Did::Answer(crate::media::Codec::Pcmu), Did::Ringback],
+        "the far end hears ringback while it waits"
+    );
     let to_mobile = w.last_to(MOBILE, "INVITE ");
     w.respond(MOBILE, &to_mobile, 200);
+    assert_eq!(w.media.take(), [Did::Switch(Side::B), Did::Silence]);
     assert_eq!(w.count_to(DESK, "BYE "), 0, "the desk is already gone");
     let record = w.far_end_hangs_up();
     assert_eq!(w.count_to(MOBILE, "BYE "), 1, "the mobile had the call");

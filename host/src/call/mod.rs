@@ -1067,7 +1067,7 @@ impl Calls {
         match request.method {
             rsip::Method::Bye => {
                 ctx.layer.send_response(ctx.ambient.now, txn, ok);
-                if !from_a && self.pusher_left(id) {
+                if !from_a && self.pusher_left(ctx, id) {
                     return; // the call waits for a push target to answer
                 }
                 let Some(session) = self.sessions.get_mut(&id) else {

@@ -21,7 +21,7 @@ use crate::flip::{
     CallFacts, Direction, FlipDecision, FlipEvent, FlipKind, FlipRequest, FlipResult, Trigger,
     is_emergency,
 };
-use crate::media::Side;
+use crate::media::{Playback, Side};
 use crate::pbx::PbxOutput;
 use crate::routing::{ForwardTarget, Origin};
 use crate::sdp;
@@ -344,6 +344,9 @@ impl Calls {
                 .watch_keys(id, Side::B, pt, Some(&ctx.config.flip.push_code));
         }
         let to_device = super::pull::device_of(&leg.number).to_owned();
+        if session.b.is_none() {
+            ctx.media.play(id, Playback::Silence); // the ringback the far end heard
+        }
         ringing.event.answered_at = Some(wall_time(session, ctx.ambient.now));
         session.record.legs.push((leg.number.clone(), 200));
         session.b_keys.clear();
@@ -431,8 +434,9 @@ impl Calls {
         }
     }
 
-    /// The old device hung up while the targets ring: the call waits for them.
-    pub(super) fn pusher_left(&mut self, id: SessionId) -> bool {
+    /// The old device hung up while the targets ring: the call waits for them, and the
+    /// far end hears ringback meanwhile.
+    pub(super) fn pusher_left(&mut self, ctx: &mut Ctx<'_>, id: SessionId) -> bool {
         let Some(session) = self.sessions.get_mut(&id) else {
             return false;
         };
@@ -445,6 +449,10 @@ impl Calls {
                 "the old device hung up; the targets still ring"
             );
             self.by_call_id.remove(&old.dialog.call_id);
+            if let Some(codec) = session.b_codec {
+                ctx.media.answer(id, codec);
+                ctx.media.play(id, Playback::Loop(ctx.prompts.ringback()));
+            }
         }
         true
     }

@@ -86,8 +86,9 @@ pub trait MediaAllocator: Send {
     /// goes into the call's record (side A) and is reported as [`MediaEvent::Digit`]
     /// (side A once the host answered it; side B always). On side B, the key sequence
     /// `swallow` (the push code) is kept from the other side.
-    /// The host answered the caller in `codec`: from now on it sends side A its own
-    /// stream and reports the caller's digits as [`MediaEvent::Digit`].
+    /// The host answered the caller in `codec` (or speaks to a connected far end while
+    /// its other side is away): from now on it can send side A its own frames — in A's
+    /// existing stream if there is one — and reports A's digits as [`MediaEvent::Digit`].
     fn watch_keys(
         &mut self,
         session: SessionId,

@@ -269,8 +269,12 @@ impl MediaAllocator for RelayManager {
         if shared.endpoint.is_some() {
             return;
         }
-        let random = random_u64();
-        shared.a_out = OutStream::new(random as u32, (random >> 32) as u16);
+        if shared.a_out.is_fresh() {
+            // A stream of the host's own; one that already carries the other leg's audio
+            // (a connected call) goes on with the host's frames in it.
+            let random = random_u64();
+            shared.a_out = OutStream::new(random as u32, (random >> 32) as u16);
+        }
         shared.endpoint = Some(Endpoint {
             codec,
             playback: Playback::Silence,
@@ -740,5 +744,31 @@ mod tests {
             (&b"for the mobile"[..], new_port)
         );
         relay.close(3);
+    }
+
+    #[tokio::test]
+    async fn ringback_to_a_connected_far_end_continues_its_stream() {
+        let (mut relay, _) = manager();
+        let ports = relay.open(4).unwrap();
+        let far_end = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let desk = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        relay.set_remote(4, Side::A, far_end.local_addr().unwrap());
+        relay.set_remote(4, Side::B, desk.local_addr().unwrap());
+        desk.send_to(&rtp(100, 8000, 1), ("127.0.0.1", ports.b))
+            .await
+            .unwrap();
+        let relayed = rtp::parse(&recv(&far_end).await.0).unwrap();
+        // The desk has gone; the host plays ringback in the same stream.
+        relay.answer(4, Codec::Pcmu);
+        relay.play(
+            4,
+            Playback::Loop(Arc::new(Prompt::from_samples("tone", vec![500; 160]))),
+        );
+        let (packet, _) = recv(&far_end).await;
+        let host = rtp::parse(&packet).unwrap();
+        assert_eq!(host.ssrc, relayed.ssrc, "one stream for the far end");
+        assert_eq!(host.sequence, relayed.sequence.wrapping_add(1));
+        assert!(host.marker);
+        relay.close(4);
     }
 }

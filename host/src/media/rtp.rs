@@ -96,6 +96,11 @@ impl OutStream {
         self.ssrc
     }
 
+    /// Whether nothing has been sent on the stream yet.
+    pub fn is_fresh(&self) -> bool {
+        self.last.is_none()
+    }
+
     /// The timestamp for a new spurt at `now`: where the clock has got to since the last
     /// packet, at least one frame on.
     fn resume_timestamp(&self, now: Instant) -> u32 {
