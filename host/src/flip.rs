@@ -130,6 +130,32 @@ pub struct FlipEvent {
     pub recording: Option<String>,
 }
 
+impl FlipEvent {
+    /// A request's entry; its outcome is `result` (answered and completed times are
+    /// filled in as they happen).
+    pub fn new(
+        kind: FlipKind,
+        trigger: Trigger,
+        from_device: &str,
+        targets: Vec<String>,
+        requested_at: jiff::Timestamp,
+        recording: Option<String>,
+        result: FlipResult,
+    ) -> Self {
+        Self {
+            kind,
+            trigger,
+            from_device: from_device.to_owned(),
+            targets,
+            requested_at,
+            answered_at: None,
+            completed_at: None,
+            result,
+            recording,
+        }
+    }
+}
+
 /// Whether `dialed` is an emergency number: the fixed list or one configured.
 pub fn is_emergency(dialed: &str, configured: &[String]) -> bool {
     EMERGENCY_NUMBERS.contains(&dialed) || configured.iter().any(|n| n == dialed)

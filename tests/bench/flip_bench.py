@@ -19,14 +19,13 @@ import json
 import os
 import shutil
 import struct
-import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "e2e"))
-from baresip_call import Phone, api  # noqa: E402
+from baresip_call import Phone, api, start_server, wait_registrations  # noqa: E402
 from baresip_flip import Capture, BOB_SIP  # noqa: E402
 
 DESK, MOBILE, HOST = 5070, 5072, 5060
@@ -75,8 +74,7 @@ def main():
     work = tempfile.mkdtemp(prefix="wasmpbx-flip-bench-")
     os.makedirs(os.path.join(work, "scripts"))
     shutil.copy(flip_policy, os.path.join(work, "scripts", "flip-policy.wasm"))
-    with open(os.path.join(work, "wasmpbx.toml"), "w") as f:
-        f.write(f"""[sip]
+    server = start_server(binary, work, f"""[sip]
 listen = ["udp:127.0.0.1:5060"]
 domain = "127.0.0.1"
 [scripts]
@@ -91,10 +89,7 @@ password = "alice-secret"
 id = "bob"
 extension = "2002"
 password = "bob-secret"
-""")
-    server = subprocess.Popen([binary, "run", "--config", os.path.join(work, "wasmpbx.toml")],
-                              stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "server.log"), "w"),
-                              env=dict(os.environ, RUST_LOG="warn"))
+""", log_level="warn")
     auto = "<sip:2001@127.0.0.1;transport=udp>;auth_pass=alice-secret;regint=300;audio_codecs=PCMU;answermode=auto;ptime=20\n"
     phones = []
     capture = SipLog()
@@ -104,8 +99,7 @@ password = "bob-secret"
         mobile = Phone(work, "mobile", "2001", "alice-secret", MOBILE, 4446, 10100, TONES[MOBILE], account=auto)
         bob = Phone(work, "bob", "2002", "bob-secret", BOB_SIP, 4448, 10200, 1000)
         phones = [desk, mobile, bob]
-        while len(api("/api/registrations")) < 3:
-            time.sleep(0.2)
+        wait_registrations(3)
         capture.start()
         bob.command("dial", "sip:2001@127.0.0.1")
         bob.wait("CALL_ESTABLISHED")

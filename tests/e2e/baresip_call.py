@@ -117,6 +117,34 @@ dns_server 127.0.0.1:53
         self.log.close()
 
 
+def start_server(binary, work, config, log_level="info"):
+    """`wasmpbx run` on `config` (TOML text) in `work`; the process. Its log is
+    `work/server.log`."""
+    path = os.path.join(work, "wasmpbx.toml")
+    with open(path, "w") as f:
+        f.write(config)
+    log = open(os.path.join(work, "server.log"), "w")
+    return subprocess.Popen([binary, "run", "--config", path], stdout=log, stderr=subprocess.STDOUT,
+                            env=dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", log_level)))
+
+
+def wait_registrations(count):
+    deadline = time.time() + TIMEOUT
+    while len(api("/api/registrations")) < count:
+        if time.time() > deadline:
+            raise RuntimeError(f"registrations: {api('/api/registrations')}")
+        time.sleep(0.3)
+
+
+def report_failure(error, work, phones):
+    """Everything a failed run saw: the error, the server's log, each phone's log."""
+    print(f"FAILED: {error}")
+    print(open(os.path.join(work, "server.log")).read()[-4000:])
+    for phone in phones:
+        print(f"--- {phone.name}")
+        print(open(os.path.join(phone.dir, "baresip.log")).read()[-2000:])
+
+
 def api(path):
     with urllib.request.urlopen(f"http://127.0.0.1:8080{path}", timeout=5) as response:
         return json.loads(response.read())
@@ -154,8 +182,7 @@ def main():
     binary = sys.argv[1]
     work = tempfile.mkdtemp(prefix="wasmpbx-baresip-")
     os.makedirs(os.path.join(work, "scripts"))
-    with open(os.path.join(work, "wasmpbx.toml"), "w") as f:
-        f.write(f"""[sip]
+    server = start_server(binary, work, f"""[sip]
 listen = ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"]
 domain = "127.0.0.1"
 [scripts]
@@ -171,9 +198,6 @@ id = "bob"
 extension = "2002"
 password = "bob-secret"
 """)
-    server_log = open(os.path.join(work, "server.log"), "w")
-    server = subprocess.Popen([binary, "run", "--config", os.path.join(work, "wasmpbx.toml")],
-                              stdout=server_log, stderr=subprocess.STDOUT, env=dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info")))
     phones = []
     try:
         time.sleep(1)
@@ -181,11 +205,7 @@ password = "bob-secret"
         mobile = Phone(work, "alice-mobile", "2001", "alice-secret", 5072, 4446, 10100, 700)
         bob = Phone(work, "bob", "2002", "bob-secret", 5074, 4448, 10200, 1000)
         phones = [desk, mobile, bob]
-        deadline = time.time() + TIMEOUT
-        while len(api("/api/registrations")) < 3:
-            if time.time() > deadline:
-                raise RuntimeError(f"registrations: {api('/api/registrations')}")
-            time.sleep(0.3)
+        wait_registrations(3)
         devices = sorted(r["device"] for r in api("/api/registrations") if r["user_id"] == "alice")
         print("alice's devices:", devices)
 
@@ -220,12 +240,7 @@ password = "bob-secret"
         print("1 passed, 0 failed")
         return 0
     except Exception as error:  # report everything the test saw, then fail
-        print(f"FAILED: {error}")
-        server_log.flush()
-        print(open(os.path.join(work, "server.log")).read()[-4000:])
-        for phone in phones:
-            print(f"--- {phone.name}")
-            print(open(os.path.join(phone.dir, "baresip.log")).read()[-2000:])
+        report_failure(error, work, phones)
         return 1
     finally:
         for phone in phones:

@@ -18,14 +18,14 @@ import os
 import shutil
 import socket
 import struct
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 import urllib.request
 
-from baresip_call import Phone, api, dominant_hz, received_audio
+from baresip_call import (Phone, api, dominant_hz, received_audio, report_failure, start_server,
+                          wait_registrations)
 
 BOB_SIP = 5074
 BOB_RTP = range(10200, 10241)
@@ -86,11 +86,10 @@ def check_stream(packets):
 
 def main():
     binary, flip_policy = sys.argv[1:3]
-    work = tempfile.mkdtemp(prefix="wasmpbx-baresip-pull-")
+    work = tempfile.mkdtemp(prefix="wasmpbx-baresip-flip-")
     os.makedirs(os.path.join(work, "scripts"))
     shutil.copy(flip_policy, os.path.join(work, "scripts", "flip-policy.wasm"))
-    with open(os.path.join(work, "wasmpbx.toml"), "w") as f:
-        f.write(f"""[sip]
+    server = start_server(binary, work, f"""[sip]
 listen = ["udp:127.0.0.1:5060"]
 domain = "127.0.0.1"
 [scripts]
@@ -106,10 +105,6 @@ id = "bob"
 extension = "2002"
 password = "bob-secret"
 """)
-    server_log = open(os.path.join(work, "server.log"), "w")
-    server = subprocess.Popen([binary, "run", "--config", os.path.join(work, "wasmpbx.toml")],
-                              stdout=server_log, stderr=subprocess.STDOUT,
-                              env=dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info")))
     phones = []
     capture = Capture()
     capture.start()
@@ -119,11 +114,7 @@ password = "bob-secret"
         mobile = Phone(work, "alice-mobile", "2001", "alice-secret", 5072, 4446, 10100, 700)
         bob = Phone(work, "bob", "2002", "bob-secret", BOB_SIP, 4448, 10200, 1000)
         phones = [desk, mobile, bob]
-        deadline = time.time() + 15
-        while len(api("/api/registrations")) < 3:
-            if time.time() > deadline:
-                raise RuntimeError(f"registrations: {api('/api/registrations')}")
-            time.sleep(0.3)
+        wait_registrations(3)
         # Both run baresip: the host names them by User-Agent, made unique.
         names = {r["source"].rsplit(":", 1)[1]: r["device"] for r in api("/api/registrations")}
         desk_name, mobile_name = names["5070"], names["5072"]
@@ -206,12 +197,7 @@ password = "bob-secret"
         print("1 passed, 0 failed")
         return 0
     except Exception as error:  # report everything the test saw, then fail
-        print(f"FAILED: {error}")
-        server_log.flush()
-        print(open(os.path.join(work, "server.log")).read()[-4000:])
-        for phone in phones:
-            print(f"--- {phone.name}")
-            print(open(os.path.join(phone.dir, "baresip.log")).read()[-2000:])
+        report_failure(error, work, phones)
         return 1
     finally:
         capture.running = False

@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 
-from baresip_call import Phone, api, dominant_hz, received_audio
+from baresip_call import Phone, api, dominant_hz, received_audio, report_failure, start_server
 
 FLIP = "+61290000001"
 BILLING = "+61290000050"
@@ -43,8 +43,7 @@ def main():
     work = tempfile.mkdtemp(prefix="wasmpbx-baresip-menu-")
     os.makedirs(os.path.join(work, "scripts"))
     shutil.copy(front_door, os.path.join(work, "scripts", "front-door.wasm"))
-    with open(os.path.join(work, "wasmpbx.toml"), "w") as f:
-        f.write(f"""[sip]
+    server = start_server(binary, work, f"""[sip]
 listen = ["udp:127.0.0.1:5060"]
 domain = "127.0.0.1"
 [scripts]
@@ -68,10 +67,6 @@ sales = "+61290000040"
 billing = "{BILLING}"
 operator = "+61290000060"
 """)
-    server_log = open(os.path.join(work, "server.log"), "w")
-    server = subprocess.Popen([binary, "run", "--config", os.path.join(work, "wasmpbx.toml")],
-                              stdout=server_log, stderr=subprocess.STDOUT,
-                              env=dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info")))
     sipp_dir = os.path.join(work, "billing")
     os.makedirs(sipp_dir)
     billing = subprocess.Popen(["sipp", "-sf", os.path.abspath(department_xml), "-i", "127.0.0.1", "-p", "5090",
@@ -115,12 +110,7 @@ operator = "+61290000060"
         print("1 passed, 0 failed")
         return 0
     except Exception as error:  # report everything the test saw, then fail
-        print(f"FAILED: {error}")
-        server_log.flush()
-        print(open(os.path.join(work, "server.log")).read()[-4000:])
-        if caller:
-            print("--- caller")
-            print(open(os.path.join(caller.dir, "baresip.log")).read()[-3000:])
+        report_failure(error, work, [caller] if caller else [])
         return 1
     finally:
         if caller:

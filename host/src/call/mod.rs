@@ -1280,7 +1280,7 @@ impl Calls {
         let Some(mut session) = self.sessions.remove(&id) else {
             return;
         };
-        self.cancel_pending_flips(ctx, id, &mut session.record);
+        self.cancel_pending_flips(ctx, id, &mut session);
         self.cancel_push(ctx, id, &mut session.record, session.ringing.take());
         let media = ctx.media.close(id);
         (

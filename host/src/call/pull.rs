@@ -13,7 +13,6 @@ use std::time::Instant;
 
 use super::requests::{Dialog, addr_spec, attach_sdp, in_dialog_request, with_tag};
 use super::{Calls, Ctx, Outbound, Phase, SessionId};
-use crate::call::CallRecord;
 use crate::flip::{
     CallFacts, Direction, FlipDecision, FlipEvent, FlipKind, FlipRequest, FlipResult, Trigger,
     is_emergency,
@@ -36,6 +35,21 @@ pub(super) struct PendingPull {
     device: String,
     from_device: String,
     requested: Instant,
+}
+
+impl PendingPull {
+    /// This request's entry in the call's record.
+    fn event(&self, session: &super::Session, result: FlipResult) -> FlipEvent {
+        FlipEvent::new(
+            FlipKind::Pull,
+            Trigger::PullCode,
+            &self.from_device,
+            vec![self.device.clone()],
+            wall_time(session, self.requested),
+            session.record.recording.clone(),
+            result,
+        )
+    }
 }
 
 impl Calls {
@@ -98,34 +112,14 @@ impl Calls {
             .bindings(&user_id)
             .iter()
             .filter(|b| b.device == device)
-            .map(|b| crate::directory::DeviceInfo {
-                name: b.device.clone(),
-                user_id: user_id.clone(),
-                user_agent: b.user_agent.clone(),
-                transport: b.transport.as_str().to_owned(),
-            })
+            .map(device_info)
             .collect();
         let request = FlipRequest {
             user_id: user_id.clone(),
             requesting_device: device.clone(),
             kind: FlipKind::Pull,
             trigger: Trigger::PullCode,
-            call: CallFacts {
-                call_id: session.call.call_id.clone(),
-                remote_party: session.call.caller.clone(),
-                direction: match session.call.origin {
-                    Origin::Trunk { .. } => Direction::Inbound,
-                    Origin::Device { .. } => Direction::Internal,
-                },
-                duration_ms: ctx
-                    .ambient
-                    .now
-                    .saturating_duration_since(session.arrived)
-                    .as_millis() as u64,
-                emergency,
-                location: session.call.location.clone(),
-                current_device: from_device.clone(),
-            },
+            call: call_facts(session, ctx.ambient.now, &from_device, emergency),
             candidates,
         };
         let session = self.sessions.get_mut(&id).expect("found above");
@@ -183,17 +177,7 @@ impl Calls {
             return refuse_pull(ctx, &pull, 481, "The Call Has Ended");
         };
         session.flip_pending = false;
-        let mut event = FlipEvent {
-            kind: FlipKind::Pull,
-            trigger: Trigger::PullCode,
-            from_device: pull.from_device.clone(),
-            targets: vec![pull.device.clone()],
-            requested_at: wall_time(session, pull.requested),
-            answered_at: None,
-            completed_at: None,
-            result: FlipResult::Done,
-            recording: session.record.recording.clone(),
-        };
+        let mut event = pull.event(session, FlipResult::Done);
         if let Err(reason) = verdict {
             tracing::info!(
                 session = pull.session,
@@ -295,7 +279,7 @@ impl Calls {
         &mut self,
         ctx: &mut Ctx<'_>,
         id: SessionId,
-        record: &mut CallRecord,
+        session: &mut super::Session,
     ) {
         let pending: Vec<u64> = self
             .flips
@@ -307,21 +291,13 @@ impl Calls {
             let pull = match self.flips.remove(&flip).expect("listed") {
                 super::PendingFlip::Pull(pull) => *pull,
                 super::PendingFlip::Push(push) => {
-                    record.flips.push(push.cancelled(record));
+                    let event = push.event(session, FlipResult::Cancelled);
+                    session.record.flips.push(event);
                     continue;
                 }
             };
-            record.flips.push(FlipEvent {
-                kind: FlipKind::Pull,
-                trigger: Trigger::PullCode,
-                from_device: pull.from_device.clone(),
-                targets: vec![pull.device.clone()],
-                requested_at: record.started_at,
-                answered_at: None,
-                completed_at: None,
-                result: FlipResult::Cancelled,
-                recording: record.recording.clone(),
-            });
+            let event = pull.event(session, FlipResult::Cancelled);
+            session.record.flips.push(event);
             refuse_pull(ctx, &pull, 481, "The Call Has Ended");
         }
     }
@@ -334,6 +310,37 @@ fn refuse_pull(ctx: &mut Ctx<'_>, pull: &PendingPull, code: u16, reason: &str) {
         pull.txn,
         message::with_reason(response, reason),
     );
+}
+
+/// What the policy is told of the call a flip would move.
+pub(super) fn call_facts(
+    session: &super::Session,
+    now: Instant,
+    current_device: &str,
+    emergency: bool,
+) -> CallFacts {
+    CallFacts {
+        call_id: session.call.call_id.clone(),
+        remote_party: session.call.caller.clone(),
+        direction: match session.call.origin {
+            Origin::Trunk { .. } => Direction::Inbound,
+            Origin::Device { .. } => Direction::Internal,
+        },
+        duration_ms: now.saturating_duration_since(session.arrived).as_millis() as u64,
+        emergency,
+        location: session.call.location.clone(),
+        current_device: current_device.to_owned(),
+    }
+}
+
+/// A registered device as the policy sees it.
+pub(super) fn device_info(binding: &crate::registrar::Binding) -> crate::directory::DeviceInfo {
+    crate::directory::DeviceInfo {
+        name: binding.device.clone(),
+        user_id: binding.user_id.clone(),
+        user_agent: binding.user_agent.clone(),
+        transport: binding.transport.as_str().to_owned(),
+    }
 }
 
 /// A device's name from a leg's `user/device` label.

@@ -18,12 +18,11 @@ use super::requests::{addr_spec, cancel_for, in_dialog_request, refer_notify, wi
 use super::{Calls, Ctx, Disposition, Outbound, Phase, SessionId};
 use crate::call::CallRecord;
 use crate::flip::{
-    CallFacts, Direction, FlipDecision, FlipEvent, FlipKind, FlipRequest, FlipResult, Trigger,
-    is_emergency,
+    FlipDecision, FlipEvent, FlipKind, FlipRequest, FlipResult, Trigger, is_emergency,
 };
 use crate::media::{Playback, Side};
 use crate::pbx::PbxOutput;
-use crate::routing::{ForwardTarget, Origin};
+use crate::routing::ForwardTarget;
 use crate::sdp;
 use crate::sip::message::{self, Request, Response, SipMessage};
 use crate::sip::transaction::{ClientTxnId, ServerTxnId};
@@ -41,19 +40,17 @@ pub(super) struct PendingPush {
 }
 
 impl PendingPush {
-    /// The record of a push that never got its decision (the call ended).
-    pub(super) fn cancelled(&self, record: &CallRecord) -> FlipEvent {
-        FlipEvent {
-            kind: FlipKind::Push,
-            trigger: self.trigger,
-            from_device: self.from_device.clone(),
-            targets: self.wanted.clone(),
-            requested_at: record.started_at,
-            answered_at: None,
-            completed_at: None,
-            result: FlipResult::Cancelled,
-            recording: record.recording.clone(),
-        }
+    /// This request's entry in the call's record (its targets are added as they ring).
+    pub(super) fn event(&self, session: &super::Session, result: FlipResult) -> FlipEvent {
+        FlipEvent::new(
+            FlipKind::Push,
+            self.trigger,
+            &self.from_device,
+            self.wanted.clone(),
+            wall_time(session, self.requested),
+            session.record.recording.clone(),
+            result,
+        )
     }
 }
 
@@ -111,12 +108,7 @@ impl Calls {
             .iter()
             .filter(|b| b.device != from_device)
             .filter(|b| wanted.is_empty() || wanted.contains(&b.device))
-            .map(|b| crate::directory::DeviceInfo {
-                name: b.device.clone(),
-                user_id: user_id.clone(),
-                user_agent: b.user_agent.clone(),
-                transport: b.transport.as_str().to_owned(),
-            })
+            .map(super::pull::device_info)
             .collect();
         if candidates.is_empty() {
             return refuse(404, "No Other Device To Flip To");
@@ -126,22 +118,7 @@ impl Calls {
             requesting_device: from_device.clone(),
             kind: FlipKind::Push,
             trigger,
-            call: CallFacts {
-                call_id: session.call.call_id.clone(),
-                remote_party: session.call.caller.clone(),
-                direction: match session.call.origin {
-                    Origin::Trunk { .. } => Direction::Inbound,
-                    Origin::Device { .. } => Direction::Internal,
-                },
-                duration_ms: ctx
-                    .ambient
-                    .now
-                    .saturating_duration_since(session.arrived)
-                    .as_millis() as u64,
-                emergency,
-                location: session.call.location.clone(),
-                current_device: from_device.clone(),
-            },
+            call: super::pull::call_facts(session, ctx.ambient.now, &from_device, emergency),
             candidates,
         };
         session.flip_pending = true;
@@ -186,17 +163,8 @@ impl Calls {
             return;
         };
         session.flip_pending = false;
-        let mut event = FlipEvent {
-            kind: FlipKind::Push,
-            trigger: push.trigger,
-            from_device: push.from_device.clone(),
-            targets: Vec::new(),
-            requested_at: wall_time(session, push.requested),
-            answered_at: None,
-            completed_at: None,
-            result: FlipResult::Done,
-            recording: session.record.recording.clone(),
-        };
+        let mut event = push.event(session, FlipResult::Done);
+        event.targets.clear(); // the devices actually rung are listed below
         let allow = match decision {
             Err(e) => Err(format!("the flip policy failed: {e}")),
             Ok(FlipDecision::Deny { reason }) => Err(reason),
