@@ -79,9 +79,13 @@ def check_stream(packets):
         jump = ((ts_b - ts_a) % 2**32) - elapsed_samples
         assert abs(jump) < 8000 * 0.1, f"timestamp {ts_a} then {ts_b} over {t1 - t0:.3f} s"
         worst_gap = max(worst_gap, t1 - t0)
+    # RTCP sender reports speak for the same stream, whichever phone sent them.
+    reports = [p for t, port, p in packets if port in BOB_RTP and len(p) >= 8 and p[1] == 200]
+    others = {struct.unpack(">I", p[4:8])[0] for p in reports} - ssrcs
+    assert not others, f"sender reports for other streams reached bob: {others}"
     events = [p for _, p in rtp if p[1] & 0x7F == 101]
     assert not events, f"the push code reached bob: {len(events)} telephone-event packets"
-    return len(rtp), worst_gap
+    return len(rtp), len(reports), worst_gap
 
 
 def main():
@@ -172,9 +176,9 @@ password = "bob-secret"
 
         invites = [p for _, port, p in capture.packets if port == BOB_SIP and p.startswith(b"INVITE ")]
         assert not invites, "bob must get no (re-)INVITE"
-        count, worst_gap = check_stream(capture.packets)
-        print(f"bob received one RTP stream: {count} packets, no sequence gap, no key of the "
-              f"push code, longest silence {worst_gap * 1000:.0f} ms")
+        count, reports, worst_gap = check_stream(capture.packets)
+        print(f"bob received one RTP stream: {count} packets ({reports} sender reports for it), "
+              f"no sequence gap, no key of the push code, longest silence {worst_gap * 1000:.0f} ms")
         samples, rate = received_audio(bob)
         seconds = len(samples) / rate
         early = dominant_hz(samples[int(0.5 * rate):int(1.5 * rate)], rate)

@@ -425,7 +425,13 @@ async fn forward(f: Forwarding) {
             let shared = &mut *shared;
             if f.is_rtcp {
                 shared.remotes.rtcp[from] = Some(source);
-                shared.remotes.rtcp[to]
+                if f.from == Side::B {
+                    // Reports for A's stream speak for it, whichever device sends them.
+                    rewritten.extend(shared.a_out.relay_rtcp(packet));
+                    rewritten.first().and(shared.remotes.rtcp[to])
+                } else {
+                    shared.remotes.rtcp[to]
+                }
             } else {
                 shared.remotes.rtp[from] = Some(source);
                 shared.remotes.latched[from] = true;
@@ -493,13 +499,13 @@ async fn forward(f: Forwarding) {
                     }
                 }
             }
+        } else if f.is_rtcp {
+            let outgoing = rewritten.first().map_or(packet, Vec::as_slice);
+            if f.outbound.send_to(outgoing, destination).await.is_ok() {
+                f.counters.rtcp_packets.fetch_add(1, Relaxed);
+            }
         } else if f.outbound.send_to(packet, destination).await.is_ok() {
-            let counter = if f.is_rtcp {
-                &f.counters.rtcp_packets
-            } else {
-                &f.counters.rtp_packets
-            };
-            counter.fetch_add(1, Relaxed);
+            f.counters.rtp_packets.fetch_add(1, Relaxed);
         }
     }
 }

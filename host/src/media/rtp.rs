@@ -165,6 +165,47 @@ impl OutStream {
         ))
     }
 
+    /// RTCP from the leg whose packets this stream carries, made to speak for this
+    /// stream: the sender's SSRC in each report becomes the stream's, and a sender
+    /// report's RTP timestamp is mapped like the packets'. A compound with a BYE is
+    /// dropped: one device leaving (a flip) must not end the stream the party hears.
+    /// None for anything that is not a well-formed RTCP compound.
+    pub fn relay_rtcp(&self, packet: &[u8]) -> Option<Vec<u8>> {
+        let mut out = packet.to_vec();
+        let mut at = 0;
+        while at + 8 <= out.len() {
+            if out[at] >> 6 != 2 {
+                return None;
+            }
+            let kind = out[at + 1];
+            let words = usize::from(u16::from_be_bytes([out[at + 2], out[at + 3]]));
+            let end = at + 4 * (words + 1);
+            if end > out.len() {
+                return None;
+            }
+            match kind {
+                203 => return None, // BYE
+                200..=202 => {
+                    out[at + 4..at + 8].copy_from_slice(&self.ssrc.to_be_bytes());
+                    if kind == 200 && end >= at + 20 {
+                        let offset = self.relayed.map_or(0, |(_, offset)| offset);
+                        let ts = u32::from_be_bytes([
+                            out[at + 16],
+                            out[at + 17],
+                            out[at + 18],
+                            out[at + 19],
+                        ]);
+                        out[at + 16..at + 20]
+                            .copy_from_slice(&ts.wrapping_add(offset).to_be_bytes());
+                    }
+                }
+                _ => {}
+            }
+            at = end;
+        }
+        (at == out.len()).then_some(out)
+    }
+
     fn emit(
         &mut self,
         marker: bool,
@@ -529,5 +570,36 @@ mod tests {
             [star(4000)],
             "the rest of it too"
         );
+    }
+
+    #[test]
+    fn rtcp_from_a_new_device_speaks_for_the_stream_and_byes_are_kept_back() {
+        let t0 = crate::clock::monotonic_now();
+        let mut out = OutStream::adopting();
+        out.relay(&packet(0, 1, 1_000, 42, false, &[0; 160]), t0)
+            .unwrap();
+        out.relay(&packet(0, 9, 50_000, 77, false, &[0; 160]), t0 + FRAME)
+            .unwrap(); // a flip: device 77 now feeds stream 42
+        // SR from device 77 (RTP timestamp 50 000) + SDES, as one compound.
+        let mut sr = vec![0x80, 200, 0, 6];
+        sr.extend_from_slice(&77u32.to_be_bytes());
+        sr.extend_from_slice(&[0; 8]); // NTP
+        sr.extend_from_slice(&50_000u32.to_be_bytes());
+        sr.extend_from_slice(&[0; 8]); // counts
+        let mut sdes = vec![0x81, 202, 0, 1];
+        sdes.extend_from_slice(&77u32.to_be_bytes());
+        let compound = [sr, sdes.clone()].concat();
+        let mapped = out.relay_rtcp(&compound).unwrap();
+        assert_eq!(&mapped[4..8], &42u32.to_be_bytes());
+        assert_eq!(
+            &mapped[16..20],
+            &1_160u32.to_be_bytes(),
+            "on the stream's timeline"
+        );
+        assert_eq!(&mapped[32..36], &42u32.to_be_bytes(), "the SDES chunk too");
+        let mut bye = vec![0x81, 203, 0, 1];
+        bye.extend_from_slice(&77u32.to_be_bytes());
+        assert!(out.relay_rtcp(&[sdes, bye].concat()).is_none());
+        assert!(out.relay_rtcp(&[0x80, 200, 0, 9]).is_none(), "truncated");
     }
 }
