@@ -474,6 +474,15 @@ fn nobody_answering_after_the_old_device_left_ends_the_call() {
 }
 
 #[test]
+fn a_pull_while_a_push_rings_is_refused() {
+    let mut w = World::connected();
+    w.push().unwrap();
+    w.decide(World::allow());
+    w.pull_from(TABLET);
+    assert_eq!(w.count_to(TABLET, "SIP/2.0 491"), 1);
+}
+
+#[test]
 fn one_flip_at_a_time_and_a_failing_policy_denies() {
     let mut w = World::connected();
     w.push().unwrap();

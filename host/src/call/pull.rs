@@ -83,7 +83,7 @@ impl Calls {
         };
         let b = session.b.as_ref().expect("filtered on b");
         let from_device = device_of(&b.number).to_owned();
-        if session.flip_pending {
+        if session.flip_pending || session.ringing.is_some() {
             return refuse(ctx, 491, "A Flip Is Already In Progress");
         }
         if from_device == device {
