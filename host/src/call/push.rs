@@ -191,6 +191,11 @@ impl Calls {
             .filter(|b| allow.targets.is_empty() || allow.targets.contains(&b.device))
             .cloned()
             .collect();
+        if targets.is_empty() {
+            event.result = FlipResult::Denied("the policy allowed none of the devices".into());
+            session.record.flips.push(event);
+            return self.notify_pusher(ctx, id, push.trigger, "603 Declined");
+        }
         let codec = session.b_codec;
         let port = codec.map(|_| ctx.media.reserve_leg(id));
         let (Some(codec), Some(Ok(port))) = (codec, port) else {
@@ -198,11 +203,6 @@ impl Calls {
             session.record.flips.push(event);
             return self.notify_pusher(ctx, id, push.trigger, "503 Service Unavailable");
         };
-        if targets.is_empty() {
-            event.result = FlipResult::Denied("the policy allowed none of the devices".into());
-            session.record.flips.push(event);
-            return self.notify_pusher(ctx, id, push.trigger, "603 Declined");
-        }
         let offer = sdp::endpoint(ctx.config.media.public_ip, port, id + 4, codec, Some(101));
         let caller = session.call.caller.clone();
         let extension = ctx
