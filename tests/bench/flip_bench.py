@@ -25,7 +25,7 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "e2e"))
-from baresip_call import Phone, api, start_server, wait_registrations  # noqa: E402
+from baresip_call import ALICE_AND_BOB, Phone, api, start_server, wait_registrations  # noqa: E402
 from baresip_flip import Capture, BOB_SIP  # noqa: E402
 
 DESK, MOBILE, HOST = 5070, 5072, 5060
@@ -72,24 +72,7 @@ class SipLog(Capture):
 def main():
     binary, flip_policy, mode, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     work = tempfile.mkdtemp(prefix="wasmpbx-flip-bench-")
-    os.makedirs(os.path.join(work, "scripts"))
-    shutil.copy(flip_policy, os.path.join(work, "scripts", "flip-policy.wasm"))
-    server = start_server(binary, work, f"""[sip]
-listen = ["udp:127.0.0.1:5060"]
-domain = "127.0.0.1"
-[scripts]
-dir = "{work}/scripts"
-[store]
-path = "{work}/wasmpbx.db"
-[[users]]
-id = "alice"
-extension = "2001"
-password = "alice-secret"
-[[users]]
-id = "bob"
-extension = "2002"
-password = "bob-secret"
-""", log_level="warn")
+    server = start_server(binary, work, ALICE_AND_BOB, scripts={"flip-policy": flip_policy}, log_level="warn")
     auto = "<sip:2001@127.0.0.1;transport=udp>;auth_pass=alice-secret;regint=300;audio_codecs=PCMU;answermode=auto;ptime=20\n"
     phones = []
     capture = SipLog()

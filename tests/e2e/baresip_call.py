@@ -117,12 +117,34 @@ dns_server 127.0.0.1:53
         self.log.close()
 
 
-def start_server(binary, work, config, log_level="info"):
-    """`wasmpbx run` on `config` (TOML text) in `work`; the process. Its log is
-    `work/server.log`."""
+ALICE_AND_BOB = """[[users]]
+id = "alice"
+extension = "2001"
+password = "alice-secret"
+[[users]]
+id = "bob"
+extension = "2002"
+password = "bob-secret"
+"""
+
+
+def start_server(binary, work, extra, scripts=None, log_level="info"):
+    """`wasmpbx run` in `work` on loopback's SIP and HTTP defaults, with `scripts`
+    ({name: built .wasm}) in its scripts folder and `extra` (TOML) after the common
+    sections; the process. Its log is `work/server.log`."""
+    os.makedirs(os.path.join(work, "scripts"), exist_ok=True)
+    for name, built in (scripts or {}).items():
+        shutil.copy(built, os.path.join(work, "scripts", f"{name}.wasm"))
     path = os.path.join(work, "wasmpbx.toml")
     with open(path, "w") as f:
-        f.write(config)
+        f.write(f"""[sip]
+listen = ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"]
+domain = "127.0.0.1"
+[scripts]
+dir = "{work}/scripts"
+[store]
+path = "{work}/wasmpbx.db"
+{extra}""")
     log = open(os.path.join(work, "server.log"), "w")
     return subprocess.Popen([binary, "run", "--config", path], stdout=log, stderr=subprocess.STDOUT,
                             env=dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", log_level)))
@@ -181,23 +203,7 @@ def received_tone(phone):
 def main():
     binary = sys.argv[1]
     work = tempfile.mkdtemp(prefix="wasmpbx-baresip-")
-    os.makedirs(os.path.join(work, "scripts"))
-    server = start_server(binary, work, f"""[sip]
-listen = ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"]
-domain = "127.0.0.1"
-[scripts]
-dir = "{work}/scripts"
-[store]
-path = "{work}/wasmpbx.db"
-[[users]]
-id = "alice"
-extension = "2001"
-password = "alice-secret"
-[[users]]
-id = "bob"
-extension = "2002"
-password = "bob-secret"
-""")
+    server = start_server(binary, work, ALICE_AND_BOB)
     phones = []
     try:
         time.sleep(1)

@@ -24,7 +24,7 @@ import threading
 import time
 import urllib.request
 
-from baresip_call import (Phone, api, dominant_hz, received_audio, report_failure, start_server,
+from baresip_call import (ALICE_AND_BOB, Phone, api, dominant_hz, received_audio, report_failure, start_server,
                           wait_registrations)
 
 BOB_SIP = 5074
@@ -91,24 +91,7 @@ def check_stream(packets):
 def main():
     binary, flip_policy = sys.argv[1:3]
     work = tempfile.mkdtemp(prefix="wasmpbx-baresip-flip-")
-    os.makedirs(os.path.join(work, "scripts"))
-    shutil.copy(flip_policy, os.path.join(work, "scripts", "flip-policy.wasm"))
-    server = start_server(binary, work, f"""[sip]
-listen = ["udp:127.0.0.1:5060"]
-domain = "127.0.0.1"
-[scripts]
-dir = "{work}/scripts"
-[store]
-path = "{work}/wasmpbx.db"
-[[users]]
-id = "alice"
-extension = "2001"
-password = "alice-secret"
-[[users]]
-id = "bob"
-extension = "2002"
-password = "bob-secret"
-""")
+    server = start_server(binary, work, ALICE_AND_BOB, scripts={"flip-policy": flip_policy})
     phones = []
     capture = Capture()
     capture.start()

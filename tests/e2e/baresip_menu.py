@@ -41,16 +41,7 @@ def speech_seconds(samples, rate, start_s, end_s):
 def main():
     binary, front_door, department_xml = sys.argv[1:4]
     work = tempfile.mkdtemp(prefix="wasmpbx-baresip-menu-")
-    os.makedirs(os.path.join(work, "scripts"))
-    shutil.copy(front_door, os.path.join(work, "scripts", "front-door.wasm"))
-    server = start_server(binary, work, f"""[sip]
-listen = ["udp:127.0.0.1:5060"]
-domain = "127.0.0.1"
-[scripts]
-dir = "{work}/scripts"
-[store]
-path = "{work}/wasmpbx.db"
-[media]
+    server = start_server(binary, work, scripts={"front-door": front_door}, extra=f"""[media]
 recordings = "{work}/recordings"
 [[trunks]]
 name = "pstn"

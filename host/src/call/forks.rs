@@ -4,15 +4,13 @@
 use std::cmp::Reverse;
 use std::time::Duration;
 
-use rsip::prelude::*;
-
 use super::requests::{
-    Dialog, InviteParts, addr_spec, cancel_for, in_dialog_request, initial_invite, tag_of, with_tag,
+    Dialog, InviteParts, addr_spec, caller_response, in_dialog_request, initial_invite, with_tag,
 };
 use super::{Calls, Ctx, Outbound, Phase, SessionId};
 use crate::registrar::Binding;
 use crate::routing::{Event, ForwardTarget};
-use crate::sip::message::{self, Header, Response, SipMessage};
+use crate::sip::message::{self, Response, SipMessage};
 use crate::sip::transaction::ClientTxnId;
 
 impl Calls {
@@ -121,14 +119,8 @@ impl Calls {
         let Some(session) = self.sessions.get_mut(&id) else {
             return;
         };
-        for fork in session.forks.iter_mut().filter(|f| !f.cancelled) {
-            fork.cancelled = true;
-            if let Some(cancel) = cancel_for(&fork.invite) {
-                let txn = ctx
-                    .layer
-                    .send_request(ctx.ambient.now, cancel, fork.dialog.peer);
-                self.by_client_txn.insert(txn, id);
-            }
+        for fork in &mut session.forks {
+            fork.cancel(ctx, id, &mut self.by_client_txn);
         }
     }
 
@@ -154,17 +146,8 @@ impl Calls {
             101..=199 => {
                 if !session.ringing_sent && !session.a_answered && !session.forks[i].cancelled {
                     session.ringing_sent = true;
-                    let mut reply = message::response_to(
-                        &session.a_invite,
-                        180,
-                        Some(&tag_of(&session.a_dialog.local)),
-                    );
-                    reply
-                        .headers
-                        .push(Header::Contact(rsip::headers::Contact::new(format!(
-                            "<sip:wasmpbx@{}>",
-                            ctx.local
-                        ))));
+                    let reply =
+                        caller_response(&session.a_invite, 180, &session.a_dialog.local, ctx.local);
                     ctx.layer
                         .send_response(ctx.ambient.now, session.a_txn, reply);
                 }

@@ -48,8 +48,8 @@ pub use push::Refusal;
 pub use record::{CallRecord, CallSummary};
 pub use requests::trunk_address;
 use requests::{
-    Dialog, InviteParts, addr_spec, attach_sdp, cancel_for, dtmf_from_info, in_dialog_request,
-    in_dialog_request_with_sdp, initial_invite, tag_of, with_tag,
+    Dialog, InviteParts, addr_spec, attach_sdp, caller_response, cancel_for, dtmf_from_info,
+    in_dialog_request, in_dialog_request_with_sdp, initial_invite, tag_of, with_tag,
 };
 
 pub type SessionId = u64;
@@ -80,6 +80,27 @@ struct Outbound {
     answered: bool,
     /// CANCEL sent (ring timeout or caller gave up): its final response is not news.
     cancelled: bool,
+}
+
+impl Outbound {
+    /// Stop this leg ringing: CANCEL its INVITE, once.
+    fn cancel(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        id: SessionId,
+        by_client_txn: &mut HashMap<ClientTxnId, SessionId>,
+    ) {
+        if self.cancelled {
+            return;
+        }
+        self.cancelled = true;
+        if let Some(cancel) = cancel_for(&self.invite) {
+            let txn = ctx
+                .layer
+                .send_request(ctx.ambient.now, cancel, self.dialog.peer);
+            by_client_txn.insert(txn, id);
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,6 +176,26 @@ impl PendingFlip {
 }
 
 impl Calls {
+    /// Put a flip request to the policy script; the call refuses another flip until the
+    /// answer comes back through [`Calls::flip_decided`].
+    fn ask_flip_policy(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        pending: PendingFlip,
+        request: crate::flip::FlipRequest,
+    ) {
+        if let Some(session) = self.sessions.get_mut(&pending.session()) {
+            session.flip_pending = true;
+        }
+        self.next_flip += 1;
+        self.flips.insert(self.next_flip, pending);
+        ctx.outputs.push_back(PbxOutput::DecideFlip {
+            flip: self.next_flip,
+            policy: ctx.config.scripts.flip_policy.clone(),
+            request,
+        });
+    }
+
     /// The flip policy's answer (an error: the script failed, which denies the flip).
     pub fn flip_decided(
         &mut self,
@@ -784,17 +825,12 @@ impl Calls {
                 } else {
                     180
                 };
-                let mut reply = message::response_to(
+                let mut reply = caller_response(
                     &session.a_invite,
                     forwarded,
-                    Some(&tag_of(&session.a_dialog.local)),
+                    &session.a_dialog.local,
+                    ctx.local,
                 );
-                reply
-                    .headers
-                    .push(Header::Contact(rsip::headers::Contact::new(format!(
-                        "<sip:wasmpbx@{}>",
-                        ctx.local
-                    ))));
                 if let Ok(media) = sdp::parse(&body) {
                     if let Some(rtp) = media.rtp {
                         ctx.media.set_remote(id, Side::B, rtp);
@@ -1013,14 +1049,8 @@ impl Calls {
             let Some(b) = session.b.as_mut().filter(|b| !b.answered && !b.cancelled) else {
                 continue;
             };
-            b.cancelled = true;
             let target = b.target.clone();
-            if let Some(cancel) = cancel_for(&b.invite) {
-                let txn = ctx
-                    .layer
-                    .send_request(ctx.ambient.now, cancel, b.dialog.peer);
-                self.by_client_txn.insert(txn, id);
-            }
+            b.cancel(ctx, id, &mut self.by_client_txn);
             tracing::info!(session = id, "ring timeout");
             self.route(
                 ctx,
@@ -1082,13 +1112,7 @@ impl Calls {
                     if session.b.as_ref().is_some_and(|b| b.answered) {
                         self.bye_b(ctx, id);
                     } else if let Some(b) = session.b.as_mut() {
-                        b.cancelled = true;
-                        if let Some(cancel) = cancel_for(&b.invite) {
-                            let txn =
-                                ctx.layer
-                                    .send_request(ctx.ambient.now, cancel, b.dialog.peer);
-                            self.by_client_txn.insert(txn, id);
-                        }
+                        b.cancel(ctx, id, &mut self.by_client_txn);
                     }
                 } else {
                     self.bye_a(ctx, id);
@@ -1262,15 +1286,8 @@ impl Calls {
         let session = self.sessions.get_mut(&id).expect("present");
         match session.b.as_mut() {
             Some(b) if b.answered => self.bye_b(ctx, id),
-            Some(b) if !b.cancelled => {
-                b.cancelled = true;
-                if let Some(cancel) = cancel_for(&b.invite) {
-                    let peer = b.dialog.peer;
-                    let txn = ctx.layer.send_request(ctx.ambient.now, cancel, peer);
-                    self.by_client_txn.insert(txn, id);
-                }
-            }
-            _ => {}
+            Some(b) => b.cancel(ctx, id, &mut self.by_client_txn),
+            None => {}
         }
         self.finish(ctx, id, disposition, reason);
     }

@@ -18,7 +18,6 @@ use crate::flip::{
     is_emergency,
 };
 use crate::media::Side;
-use crate::pbx::PbxOutput;
 use crate::routing::{ForwardTarget, Origin};
 use crate::sdp;
 use crate::sip::message::{self, Request, SipMessage};
@@ -122,10 +121,6 @@ impl Calls {
             call: call_facts(session, ctx.ambient.now, &from_device, emergency),
             candidates,
         };
-        let session = self.sessions.get_mut(&id).expect("found above");
-        session.flip_pending = true;
-        self.next_flip += 1;
-        let flip = self.next_flip;
         tracing::info!(
             session = id,
             user = user_id,
@@ -133,24 +128,17 @@ impl Calls {
             to = device,
             "pull requested"
         );
-        self.flips.insert(
-            flip,
-            super::PendingFlip::Pull(Box::new(PendingPull {
-                session: id,
-                txn,
-                invite,
-                source,
-                user_id,
-                device,
-                from_device,
-                requested: ctx.ambient.now,
-            })),
-        );
-        ctx.outputs.push_back(PbxOutput::DecideFlip {
-            flip,
-            policy: ctx.config.scripts.flip_policy.clone(),
-            request,
-        });
+        let pending = PendingPull {
+            session: id,
+            txn,
+            invite,
+            source,
+            user_id,
+            device,
+            from_device,
+            requested: ctx.ambient.now,
+        };
+        self.ask_flip_policy(ctx, super::PendingFlip::Pull(Box::new(pending)), request);
     }
 
     /// The flip policy's answer to a pull (an error: the script failed, which denies).

@@ -14,14 +14,13 @@ use std::cmp::Reverse;
 use std::time::{Duration, Instant};
 
 use super::pull::wall_time;
-use super::requests::{addr_spec, cancel_for, in_dialog_request, refer_notify, with_tag};
+use super::requests::{addr_spec, in_dialog_request, refer_notify, with_tag};
 use super::{Calls, Ctx, Disposition, Outbound, Phase, SessionId};
 use crate::call::CallRecord;
 use crate::flip::{
     FlipDecision, FlipEvent, FlipKind, FlipRequest, FlipResult, Trigger, is_emergency,
 };
 use crate::media::{Playback, Side};
-use crate::pbx::PbxOutput;
 use crate::routing::ForwardTarget;
 use crate::sdp;
 use crate::sip::message::{self, Request, Response, SipMessage};
@@ -121,9 +120,6 @@ impl Calls {
             call: super::pull::call_facts(session, ctx.ambient.now, &from_device, emergency),
             candidates,
         };
-        session.flip_pending = true;
-        self.next_flip += 1;
-        let flip = self.next_flip;
         tracing::info!(
             session = id,
             user = user_id,
@@ -131,22 +127,15 @@ impl Calls {
             ?trigger,
             "push requested"
         );
-        self.flips.insert(
-            flip,
-            super::PendingFlip::Push(PendingPush {
-                session: id,
-                trigger,
-                user_id,
-                from_device,
-                wanted,
-                requested: ctx.ambient.now,
-            }),
-        );
-        ctx.outputs.push_back(PbxOutput::DecideFlip {
-            flip,
-            policy: ctx.config.scripts.flip_policy.clone(),
-            request,
-        });
+        let pending = PendingPush {
+            session: id,
+            trigger,
+            user_id,
+            from_device,
+            wanted,
+            requested: ctx.ambient.now,
+        };
+        self.ask_flip_policy(ctx, super::PendingFlip::Push(pending), request);
         Ok(())
     }
 
@@ -353,7 +342,7 @@ impl Calls {
             self.by_call_id.remove(&old.dialog.call_id);
         }
         for other in &mut ringing.legs {
-            cancel_leg(ctx, other, id, &mut self.by_client_txn);
+            other.cancel(ctx, id, &mut self.by_client_txn);
         }
     }
 
@@ -366,7 +355,7 @@ impl Calls {
             return;
         };
         for leg in &mut ringing.legs {
-            cancel_leg(ctx, leg, id, &mut self.by_client_txn);
+            leg.cancel(ctx, id, &mut self.by_client_txn);
         }
         tracing::info!(session = id, "push: no device answered; the call stays");
         ringing.event.result = FlipResult::NoAnswer;
@@ -517,28 +506,10 @@ impl Calls {
             return;
         };
         for leg in &mut ringing.legs {
-            cancel_leg(ctx, leg, id, &mut self.by_client_txn);
+            leg.cancel(ctx, id, &mut self.by_client_txn);
             self.by_call_id.remove(&leg.dialog.call_id);
         }
         ringing.event.result = FlipResult::Cancelled;
         record.flips.push(ringing.event);
-    }
-}
-
-fn cancel_leg(
-    ctx: &mut Ctx<'_>,
-    leg: &mut Outbound,
-    id: SessionId,
-    by_client_txn: &mut std::collections::HashMap<ClientTxnId, SessionId>,
-) {
-    if leg.cancelled {
-        return;
-    }
-    leg.cancelled = true;
-    if let Some(cancel) = cancel_for(&leg.invite) {
-        let txn = ctx
-            .layer
-            .send_request(ctx.ambient.now, cancel, leg.dialog.peer);
-        by_client_txn.insert(txn, id);
     }
 }

@@ -153,6 +153,22 @@ From: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\n{body_headers}Cont
     request_from(text)
 }
 
+/// A response on the caller's dialog (its To tag is the host's) with the host's Contact.
+pub(super) fn caller_response(
+    invite: &Request,
+    code: u16,
+    a_local: &str,
+    local: SocketAddr,
+) -> Response {
+    let mut reply = message::response_to(invite, code, Some(&tag_of(a_local)));
+    reply
+        .headers
+        .push(Header::Contact(rsip::headers::Contact::new(format!(
+            "<sip:wasmpbx@{local}>"
+        ))));
+    reply
+}
+
 /// The NOTIFY that tells a device how the flip it asked for by REFER went (RFC 3515):
 /// `status` is the sipfrag's status line (`100 Trying`, `200 OK`, `480 …`).
 pub(super) fn refer_notify(

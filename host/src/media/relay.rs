@@ -469,14 +469,14 @@ async fn forward(f: Forwarding) {
                         if prompt_playing {
                             None
                         } else {
-                            let passed = match shared.b_keys_filter.as_mut() {
-                                Some(filter) => filter.process(packet, now),
-                                None => vec![packet.to_vec()],
+                            rewritten = match shared.b_keys_filter.as_mut() {
+                                Some(filter) if !filter.passes(packet) => filter
+                                    .process(packet, now)
+                                    .iter()
+                                    .filter_map(|p| shared.a_out.relay(p, now))
+                                    .collect(),
+                                _ => shared.a_out.relay(packet, now).into_iter().collect(),
                             };
-                            rewritten = passed
-                                .iter()
-                                .filter_map(|p| shared.a_out.relay(p, now))
-                                .collect();
                             shared.remotes.rtp[to]
                         }
                     }
