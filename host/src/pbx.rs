@@ -211,15 +211,21 @@ impl Pbx {
 
     /// Something a call's media noticed (the caller's digits).
     pub fn handle_media_event(&mut self, ambient: Ambient, event: MediaEvent) {
-        let MediaEvent::Digit {
-            session,
-            side,
-            digit,
-        } = event;
         let (calls, mut ctx) = self.ctx(ambient);
-        match side {
-            crate::media::Side::A => calls.handle_digit(&mut ctx, session, digit),
-            crate::media::Side::B => calls.handle_device_key(&mut ctx, session, digit),
+        match event {
+            MediaEvent::Digit {
+                session,
+                side: crate::media::Side::A,
+                digit,
+            } => calls.handle_digit(&mut ctx, session, digit),
+            MediaEvent::Digit {
+                session,
+                side: crate::media::Side::B,
+                digit,
+            } => calls.handle_device_key(&mut ctx, session, digit),
+            MediaEvent::ReservedDigit { session, digit } => {
+                calls.handle_pin_digit(&mut ctx, session, digit)
+            }
         }
         self.pump(ambient);
     }

@@ -77,3 +77,13 @@ fn a_call_flips_between_baresip_phones_four_ways_and_the_far_end_notices_nothing
     );
     assert!(report.contains("1 passed, 0 failed"), "{report}");
 }
+
+#[test]
+fn a_flip_that_needs_the_pin_waits_for_the_right_one_from_a_baresip_phone() {
+    let report = run_in_namespace(
+        "pin",
+        "baresip_pin.py",
+        &[env!("CARGO_BIN_EXE_wasmpbx"), test_components::FLIP_POLICY],
+    );
+    assert!(report.contains("1 passed, 0 failed"), "{report}");
+}

@@ -72,6 +72,7 @@ fallback_number = "999"
 id = "alice"
 extension = "2001"
 password = "s3cret"
+pin = "1234"
 "#,
             Path::new("t.toml"),
         )
@@ -231,23 +232,48 @@ CSeq: {cseq} {method}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
         )
     }
 
-    /// A device hangs up the dialog the host has with it (the host's last INVITE or 200
-    /// to it defines the dialog).
+    /// A device hangs up the dialog the host has with it (the host's last INVITE to it
+    /// defines the dialog).
     fn device_hangs_up(&mut self, device: &str) {
+        self.device_request(device, "BYE", 9, "");
+    }
+
+    /// An in-dialog request from a device in the dialog the host's last INVITE to it
+    /// made.
+    fn device_request(&mut self, device: &str, method: &str, cseq: u32, info: &str) {
         let invite = &self.invites[&addr(device)];
         let Ok(SipMessage::Request(invite)) = message::parse(invite.as_bytes()) else {
             panic!()
         };
         let m = SipMessage::Request(invite);
-        let bye = format!(
-            "BYE sip:wasmpbx@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {device};branch=z9hG4bK-bye-{}\r\n\
-From: {};tag=dev\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: 9 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+        let body = if info.is_empty() {
+            "Content-Length: 0\r\n\r\n".to_owned()
+        } else {
+            format!(
+                "Content-Type: application/dtmf-relay\r\nContent-Length: {}\r\n\r\n{info}",
+                info.len()
+            )
+        };
+        let request = format!(
+            "{method} sip:wasmpbx@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {device};branch=z9hG4bK-{method}-{cseq}-{}\r\n\
+From: {};tag=dev\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\nMax-Forwards: 70\r\n{body}",
             addr(device).port(),
             message::header_value(&m, "To").unwrap(),
             message::header_value(&m, "From").unwrap(),
             message::call_id(&m).unwrap()
         );
-        self.deliver(device, &bye);
+        self.deliver(device, &request);
+    }
+
+    /// Keys from the device on the reserved ports (RFC 4733, as the media reports them).
+    fn keys_on_reserved_ports(&mut self, keys: &str) {
+        for digit in keys.chars() {
+            self.pbx.handle_media_event(
+                self.ambient(),
+                crate::media::MediaEvent::ReservedDigit { session: 1, digit },
+            );
+        }
+        self.drain();
     }
 
     /// A device of Alice's dials the pull code, answering the digest challenge.
@@ -297,6 +323,13 @@ uri=\"sip:*77@pbx.test\", response=\"{response}\", algorithm=MD5, qop=auth, nc=0
 
     fn allow() -> Result<FlipDecision, String> {
         Ok(FlipDecision::Allow(Allow {
+            targets: Vec::new(),
+            ring_timeout_ms: 0,
+        }))
+    }
+
+    fn require_pin() -> Result<FlipDecision, String> {
+        Ok(FlipDecision::RequirePin(Allow {
             targets: Vec::new(),
             ring_timeout_ms: 0,
         }))
@@ -526,4 +559,123 @@ fn a_target_that_answers_and_hangs_up_at_once_ends_the_call_cleanly() {
     let record = w.records.pop().expect("the call ended");
     assert_eq!(record.flips[0].result, FlipResult::Done);
     assert_eq!(record.end_reason, "callee hung up");
+}
+
+#[test]
+fn a_pull_that_needs_the_pin_takes_the_call_only_after_it() {
+    let mut w = World::connected();
+    w.pull_from(MOBILE);
+    w.decide(World::require_pin());
+    let ok = w.last_to(MOBILE, "SIP/2.0 200");
+    assert!(ok.contains("m=audio 20004 RTP/AVP 0 101"), "{ok}");
+    assert_eq!(
+        w.media.take(),
+        [Did::Reserve, Did::PromptReserved("enter-pin".into())],
+        "the mobile hears the prompt on its own ports"
+    );
+    w.keys_on_reserved_ports("12");
+    assert_eq!(w.count_to(DESK, "BYE "), 0, "the desk keeps the call meanwhile");
+    w.keys_on_reserved_ports("34");
+    assert_eq!(w.media.take(), [Did::Switch(Side::B)]);
+    assert_eq!(w.count_to(DESK, "BYE "), 1, "released after the right PIN");
+    assert_eq!(w.count_to(FAR_END, "INVITE "), 0);
+    let record = w.far_end_hangs_up();
+    assert_eq!(w.count_to(MOBILE, "BYE "), 1, "the mobile had the call");
+    assert_eq!(record.flips[0].result, FlipResult::Done);
+    assert_eq!(record.flips[0].targets, ["mobile"]);
+}
+
+#[test]
+fn three_wrong_pins_deny_the_push_and_release_the_new_device() {
+    let mut w = World::connected();
+    w.push().unwrap();
+    w.decide(World::require_pin());
+    let to_mobile = w.last_to(MOBILE, "INVITE ");
+    w.respond(MOBILE, &to_mobile, 200);
+    assert_eq!(w.count_to(TABLET, "CANCEL "), 1, "one device enters the PIN");
+    assert_eq!(
+        w.media.take(),
+        [Did::Reserve, Did::PromptReserved("enter-pin".into())]
+    );
+    w.keys_on_reserved_ports("9999");
+    // The second try by SIP INFO, ended early by '#'.
+    w.device_request(MOBILE, "INFO", 2, "Signal=5\r\nDuration=160\r\n");
+    w.device_request(MOBILE, "INFO", 3, "Signal=#\r\nDuration=160\r\n");
+    assert_eq!(w.count_to(MOBILE, "BYE "), 0, "two tries so far");
+    w.advance(Duration::from_secs(16)); // the third try runs out
+    assert_eq!(w.count_to(MOBILE, "BYE "), 1, "the mobile is released");
+    assert_eq!(
+        w.media.take(),
+        [
+            Did::PromptReserved("enter-pin".into()),
+            Did::PromptReserved("enter-pin".into()),
+            Did::Release
+        ]
+    );
+    assert_eq!(w.count_to(DESK, "BYE "), 0, "the call stays on the desk");
+    let record = w.far_end_hangs_up();
+    assert_eq!(w.count_to(DESK, "BYE "), 1);
+    assert_eq!(
+        record.flips[0].result,
+        FlipResult::Denied("no PIN entered (3 tries)".into())
+    );
+}
+
+#[test]
+fn the_far_end_hanging_up_during_the_pin_releases_the_new_device() {
+    let mut w = World::connected();
+    w.pull_from(MOBILE);
+    w.decide(World::require_pin());
+    let record = w.far_end_hangs_up();
+    assert_eq!(w.count_to(DESK, "BYE "), 1);
+    assert_eq!(w.count_to(MOBILE, "BYE "), 1);
+    assert_eq!(record.flips[0].result, FlipResult::Cancelled);
+}
+
+#[test]
+fn the_new_device_hanging_up_during_the_pin_leaves_the_call_alone() {
+    let mut w = World::connected();
+    w.push().unwrap();
+    w.decide(World::require_pin());
+    let to_mobile = w.last_to(MOBILE, "INVITE ");
+    w.respond(MOBILE, &to_mobile, 200);
+    w.device_hangs_up(MOBILE);
+    assert_eq!(w.count_to(FAR_END, "BYE "), 0);
+    assert_eq!(w.count_to(DESK, "BYE "), 0);
+    // A new flip may start.
+    w.push().unwrap();
+    assert_eq!(w.flips.len(), 1);
+    w.decide(Ok(FlipDecision::Deny {
+        reason: "enough".into(),
+    }));
+    let record = w.far_end_hangs_up();
+    assert_eq!(record.flips[0].result, FlipResult::Cancelled);
+}
+
+#[test]
+fn the_old_device_leaving_during_the_pin_leaves_the_call_to_the_new_one() {
+    let mut w = World::connected();
+    w.pull_from(MOBILE);
+    w.decide(World::require_pin());
+    w.media.take();
+    w.device_hangs_up(DESK);
+    assert_eq!(w.count_to(FAR_END, "BYE "), 0, "the far end waits");
+    assert_eq!(
+        w.media.take(),
+        [Did::Answer(crate::media::Codec::Pcmu), Did::Ringback]
+    );
+    w.keys_on_reserved_ports("1234");
+    assert_eq!(w.media.take(), [Did::Switch(Side::B), Did::Silence]);
+    let record = w.far_end_hangs_up();
+    assert_eq!(w.count_to(MOBILE, "BYE "), 1);
+    assert_eq!(record.flips[0].result, FlipResult::Done);
+}
+
+#[test]
+fn a_pin_the_user_does_not_have_denies() {
+    let verdict = super::pin::verdict(World::require_pin(), None);
+    assert_eq!(
+        verdict.unwrap_err(),
+        "the policy wants a PIN and the user has none"
+    );
 }

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use rsip::prelude::*;
 
 use crate::config::{Config, Location};
+use crate::flip::FlipResult;
 use crate::media::{MediaAllocator, MediaPorts, Playback, Prompts, Side};
 use crate::pbx::{Ambient, PbxOutput};
 use crate::registrar::Registrar;
@@ -37,6 +38,7 @@ mod engaged;
 #[cfg(test)]
 mod flip_tests;
 mod forks;
+mod pin;
 mod pull;
 mod push;
 mod record;
@@ -101,6 +103,24 @@ impl Outbound {
             by_client_txn.insert(txn, id);
         }
     }
+
+    /// End this leg's (answered) dialog: BYE.
+    fn hang_up(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        id: SessionId,
+        by_client_txn: &mut HashMap<ClientTxnId, SessionId>,
+    ) {
+        self.dialog.local_cseq += 1;
+        if let Some(bye) =
+            in_dialog_request(&self.dialog, "BYE", self.dialog.local_cseq, ctx.local)
+        {
+            let txn = ctx
+                .layer
+                .send_request(ctx.ambient.now, bye, self.dialog.peer);
+            by_client_txn.insert(txn, id);
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,6 +175,8 @@ struct Session {
     flip_pending: bool,
     /// A push whose targets are ringing.
     ringing: Option<push::Ringing>,
+    /// A device that would take the call over, entering the PIN first.
+    pin: Option<pin::PinEntry>,
     /// The last keys the device in the call pressed (for the push code).
     b_keys: String,
 }
@@ -172,6 +194,14 @@ impl PendingFlip {
             PendingFlip::Pull(p) => p.session,
             PendingFlip::Push(p) => p.session,
         }
+    }
+}
+
+impl Session {
+    /// Whether a flip of this call is under way (being decided, ringing its targets or
+    /// waiting for a PIN): another one is refused meanwhile.
+    fn flipping(&self) -> bool {
+        self.flip_pending || self.ringing.is_some() || self.pin.is_some()
     }
 }
 
@@ -236,6 +266,8 @@ pub struct Calls {
     next_flip: u64,
     /// Push targets' ring timeouts, by flip.
     push_timers: BinaryHeap<Reverse<(Instant, SessionId, u64)>>,
+    /// When each PIN try runs out (with the try it belongs to).
+    pin_timers: BinaryHeap<Reverse<(Instant, SessionId, u64)>>,
     /// Prompt ends and gather timeouts (see `engaged`).
     media_timers: BinaryHeap<Reverse<(Instant, SessionId, u64)>>,
     next_id: SessionId,
@@ -268,7 +300,12 @@ impl Calls {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        [&self.ring_timers, &self.media_timers, &self.push_timers]
+        [
+            &self.ring_timers,
+            &self.media_timers,
+            &self.push_timers,
+            &self.pin_timers,
+        ]
             .into_iter()
             .filter_map(|timers| timers.peek().map(|Reverse((at, _, _))| *at))
             .min()
@@ -461,6 +498,7 @@ impl Calls {
             b_codec: None,
             flip_pending: false,
             ringing: None,
+            pin: None,
             b_keys: String::new(),
         };
         self.sessions.insert(id, session);
@@ -1020,6 +1058,7 @@ impl Calls {
     pub fn handle_timeout(&mut self, ctx: &mut Ctx<'_>) {
         self.handle_media_timers(ctx);
         self.handle_push_timers(ctx);
+        self.handle_pin_timers(ctx);
         while let Some(Reverse((at, id, generation))) = self.ring_timers.peek().copied() {
             if at > ctx.ambient.now {
                 break;
@@ -1092,6 +1131,9 @@ impl Calls {
         let Some(session) = self.sessions.get_mut(&id) else {
             return;
         };
+        if session.pin.as_ref().is_some_and(|p| p.is_leg(&call_id)) {
+            return self.pin_leg_request(ctx, id, txn, request);
+        }
         let from_a = session.a_dialog.call_id == call_id;
         let ok = message::response_to(&request, 200, None);
         match request.method {
@@ -1225,6 +1267,15 @@ impl Calls {
         let Some(&id) = self.by_call_id.get(call_id) else {
             return;
         };
+        let pin_leg = self
+            .sessions
+            .get(&id)
+            .and_then(|s| s.pin.as_ref())
+            .is_some_and(|p| p.is_leg(call_id));
+        if pin_leg {
+            // The device that pulled never confirmed: it is not taking the call.
+            return self.abandon_pin(ctx, id, FlipResult::Cancelled, true);
+        }
         self.bye_b(ctx, id);
         self.finish(ctx, id, Disposition::Failed, "no ACK from the caller");
     }
@@ -1299,6 +1350,7 @@ impl Calls {
         };
         self.cancel_pending_flips(ctx, id, &mut session);
         self.cancel_push(ctx, id, &mut session.record, session.ringing.take());
+        self.cancel_pin(ctx, id, &mut session);
         let media = ctx.media.close(id);
         (
             session.record.rtp_packets_in,

@@ -11,13 +11,12 @@
 
 use std::time::Instant;
 
-use super::requests::{Dialog, addr_spec, attach_sdp, in_dialog_request, with_tag};
+use super::requests::{Dialog, addr_spec, attach_sdp, with_tag};
 use super::{Calls, Ctx, Outbound, Phase, SessionId};
 use crate::flip::{
     CallFacts, Direction, FlipDecision, FlipEvent, FlipKind, FlipRequest, FlipResult, Trigger,
     is_emergency,
 };
-use crate::media::Side;
 use crate::routing::{ForwardTarget, Origin};
 use crate::sdp;
 use crate::sip::message::{self, Request, SipMessage};
@@ -82,7 +81,7 @@ impl Calls {
         };
         let b = session.b.as_ref().expect("filtered on b");
         let from_device = device_of(&b.number).to_owned();
-        if session.flip_pending || session.ringing.is_some() {
+        if session.flipping() {
             return refuse(ctx, 491, "A Flip Is Already In Progress");
         }
         if from_device == device {
@@ -148,39 +147,37 @@ impl Calls {
         pull: PendingPull,
         decision: Result<FlipDecision, String>,
     ) {
-        let verdict = match decision {
-            Err(e) => Err(format!("the flip policy failed: {e}")),
-            Ok(FlipDecision::Deny { reason }) => Err(reason),
-            Ok(FlipDecision::RequirePin(_)) => {
-                Err("the policy wants a PIN, which pulls do not take yet".into())
-            }
-            Ok(FlipDecision::Allow(allow))
-                if !allow.targets.is_empty() && !allow.targets.contains(&pull.device) =>
-            {
+        let users_pin = ctx.config.user(&pull.user_id).and_then(|u| u.pin.as_deref());
+        let verdict = super::pin::verdict(decision, users_pin).and_then(|(allow, pin)| {
+            if allow.targets.is_empty() || allow.targets.contains(&pull.device) {
+                Ok(pin)
+            } else {
                 Err(format!("the policy does not allow device {}", pull.device))
             }
-            Ok(FlipDecision::Allow(_)) => Ok(()),
-        };
+        });
         let Some(session) = self.sessions.get_mut(&pull.session) else {
             return refuse_pull(ctx, &pull, 481, "The Call Has Ended");
         };
         session.flip_pending = false;
         let mut event = pull.event(session, FlipResult::Done);
-        if let Err(reason) = verdict {
-            tracing::info!(
-                session = pull.session,
-                user = pull.user_id,
-                "pull denied: {reason}"
-            );
-            event.result = FlipResult::Denied(reason);
-            session.record.flips.push(event);
-            return refuse_pull(ctx, &pull, 403, "Flip Denied By Policy");
-        }
+        let pin = match verdict {
+            Ok(pin) => pin,
+            Err(reason) => {
+                tracing::info!(
+                    session = pull.session,
+                    user = pull.user_id,
+                    "pull denied: {reason}"
+                );
+                event.result = FlipResult::Denied(reason);
+                session.record.flips.push(event);
+                return refuse_pull(ctx, &pull, 403, "Flip Denied By Policy");
+            }
+        };
         // The codec was checked at the request; the session cannot have changed it since.
         let Some(codec) = session.b_codec else {
             return refuse_pull(ctx, &pull, 488, "The Call's Codec Is Not Offered");
         };
-        let port = match ctx.media.replace_leg(pull.session, Side::B) {
+        let port = match ctx.media.reserve_leg(pull.session) {
             Ok(port) => port,
             Err(e) => {
                 tracing::error!(session = pull.session, "pull: no media ports: {e}");
@@ -189,16 +186,8 @@ impl Calls {
                 return refuse_pull(ctx, &pull, 503, "No Media Ports");
             }
         };
-        let body = String::from_utf8_lossy(&pull.invite.body).into_owned();
-        if let Some(rtp) = sdp::parse(&body).ok().and_then(|m| m.rtp) {
-            ctx.media.set_remote(pull.session, Side::B, rtp);
-        }
-        if let Some(pt) = sdp::telephone_event_pt(&body) {
-            ctx.media
-                .watch_keys(pull.session, Side::B, pt, Some(&ctx.config.flip.push_code));
-        }
-        session.b_keys.clear();
         // The new device's own dialog, with the host as UAS.
+        let body = String::from_utf8_lossy(&pull.invite.body).into_owned();
         let message = SipMessage::Request(pull.invite.clone());
         let tag = message::random_token();
         let to = message::header_value(&message, "To").unwrap_or_default();
@@ -220,44 +209,31 @@ impl Calls {
         event.answered_at = Some(wall_time(session, ctx.ambient.now));
         let new_leg = Outbound {
             dialog: Dialog {
-                call_id: call_id.clone(),
+                call_id,
                 local: with_tag(&to, &tag),
                 remote: from,
                 target: contact,
                 local_cseq: 0,
                 peer: pull.source,
             },
-            invite: pull.invite.clone(),
+            invite: pull.invite,
             txn: None,
             target: ForwardTarget::User(pull.user_id.clone()),
             number: format!("{}/{}", pull.user_id, pull.device),
             answered: true,
             cancelled: false,
         };
-        let mut old = session.b.replace(new_leg).expect("a connected call has b");
-        session
-            .record
-            .legs
-            .push((format!("{}/{}", pull.user_id, pull.device), 200));
-        // Release the old device.
-        old.dialog.local_cseq += 1;
-        let bye = in_dialog_request(&old.dialog, "BYE", old.dialog.local_cseq, ctx.local);
-        event.completed_at = Some(wall_time(session, ctx.ambient.now));
-        session.record.flips.push(event);
-        tracing::info!(
-            session = pull.session,
-            user = pull.user_id,
-            from = pull.from_device,
-            to = pull.device,
-            "pulled"
-        );
-        self.by_call_id.remove(&old.dialog.call_id);
-        self.by_call_id.insert(call_id, pull.session);
-        if let Some(bye) = bye {
-            let txn = ctx
-                .layer
-                .send_request(ctx.ambient.now, bye, old.dialog.peer);
-            self.by_client_txn.insert(txn, pull.session);
+        match pin {
+            Some(pin) => self.ask_pin(
+                ctx,
+                pull.session,
+                new_leg,
+                body,
+                event,
+                Trigger::PullCode,
+                pin,
+            ),
+            None => self.take_over(ctx, pull.session, new_leg, &body, event, Trigger::PullCode),
         }
     }
 

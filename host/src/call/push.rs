@@ -59,6 +59,8 @@ pub(super) struct Ringing {
     trigger: Trigger,
     legs: Vec<Outbound>,
     event: FlipEvent,
+    /// The PIN the answering device must enter first, if the policy wants one.
+    pin: Option<String>,
 }
 
 /// Why a push cannot start: the status and reason for whoever asked.
@@ -86,7 +88,7 @@ impl Calls {
             }
             _ => return refuse(409, "Not A Connected Call On A User's Device"),
         };
-        if session.flip_pending || session.ringing.is_some() {
+        if session.flipping() {
             return refuse(491, "A Flip Is Already In Progress");
         }
         let emergency = is_emergency(&session.call.dialed, &ctx.config.sip.emergency_numbers);
@@ -154,16 +156,9 @@ impl Calls {
         session.flip_pending = false;
         let mut event = push.event(session, FlipResult::Done);
         event.targets.clear(); // the devices actually rung are listed below
-        let allow = match decision {
-            Err(e) => Err(format!("the flip policy failed: {e}")),
-            Ok(FlipDecision::Deny { reason }) => Err(reason),
-            Ok(FlipDecision::RequirePin(_)) => {
-                Err("the policy wants a PIN, which flips do not take yet".into())
-            }
-            Ok(FlipDecision::Allow(allow)) => Ok(allow),
-        };
-        let allow = match allow {
-            Ok(allow) => allow,
+        let users_pin = ctx.config.user(&push.user_id).and_then(|u| u.pin.as_deref());
+        let (allow, pin) = match super::pin::verdict(decision, users_pin) {
+            Ok(verdict) => verdict,
             Err(reason) => {
                 tracing::info!(session = id, user = push.user_id, "push denied: {reason}");
                 event.result = FlipResult::Denied(reason);
@@ -221,6 +216,7 @@ impl Calls {
             trigger: push.trigger,
             legs,
             event,
+            pin,
         });
     }
 
@@ -281,8 +277,8 @@ impl Calls {
         }
     }
 
-    /// A target answered: it takes the call, the old device is released, the other
-    /// targets stop ringing.
+    /// A target answered: the other targets stop ringing, and it takes the call (after
+    /// the PIN, if the policy wants one).
     fn push_answered(&mut self, ctx: &mut Ctx<'_>, id: SessionId, leg: Outbound, body: &str) {
         let Some(session) = self.sessions.get_mut(&id) else {
             return;
@@ -290,8 +286,36 @@ impl Calls {
         let Some(mut ringing) = session.ringing.take() else {
             return;
         };
+        ringing.event.answered_at = Some(wall_time(session, ctx.ambient.now));
+        for other in &mut ringing.legs {
+            other.cancel(ctx, id, &mut self.by_client_txn);
+        }
+        match ringing.pin {
+            Some(pin) => {
+                let body = body.to_owned();
+                self.ask_pin(ctx, id, leg, body, ringing.event, ringing.trigger, pin)
+            }
+            None => self.take_over(ctx, id, leg, body, ringing.event, ringing.trigger),
+        }
+    }
+
+    /// A new device takes the call (pull or push): the user's side of the media moves
+    /// onto its reserved ports, and the old device hears how it went (REFER) and is
+    /// released. `body` is the new device's SDP.
+    pub(super) fn take_over(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        id: SessionId,
+        leg: Outbound,
+        body: &str,
+        mut event: FlipEvent,
+        trigger: Trigger,
+    ) {
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return;
+        };
         if let Err(e) = ctx.media.switch_leg(id, Side::B) {
-            tracing::error!(session = id, "push: cannot switch the media: {e}");
+            tracing::error!(session = id, "flip: cannot switch the media: {e}");
         }
         if let Some(rtp) = sdp::parse(body).ok().and_then(|m| m.rtp) {
             ctx.media.set_remote(id, Side::B, rtp);
@@ -300,26 +324,26 @@ impl Calls {
             ctx.media
                 .watch_keys(id, Side::B, pt, Some(&ctx.config.flip.push_code));
         }
-        let to_device = super::pull::device_of(&leg.number).to_owned();
         if session.b.is_none() {
             ctx.media.play(id, Playback::Silence); // the ringback the far end heard
         }
-        ringing.event.answered_at = Some(wall_time(session, ctx.ambient.now));
+        let to_device = super::pull::device_of(&leg.number).to_owned();
         session.record.legs.push((leg.number.clone(), 200));
         session.b_keys.clear();
+        self.by_call_id.insert(leg.dialog.call_id.clone(), id);
         let old = session.b.replace(leg);
-        ringing.event.completed_at = Some(wall_time(session, ctx.ambient.now));
-        ringing.event.targets = vec![to_device.clone()];
+        event.completed_at = Some(wall_time(session, ctx.ambient.now));
+        event.targets = vec![to_device.clone()];
         tracing::info!(
             session = id,
-            from = ringing.event.from_device,
+            kind = ?event.kind,
+            from = event.from_device,
             to = to_device,
-            "pushed"
+            "flipped"
         );
-        session.record.flips.push(ringing.event);
-        // The old device hears how it went (REFER), then is released.
+        session.record.flips.push(event);
         if let Some(mut old) = old {
-            if ringing.trigger == Trigger::Refer {
+            if trigger == Trigger::Refer {
                 old.dialog.local_cseq += 1;
                 if let Some(notify) =
                     refer_notify(&old.dialog, old.dialog.local_cseq, ctx.local, "200 OK")
@@ -330,19 +354,8 @@ impl Calls {
                     self.by_client_txn.insert(txn, id);
                 }
             }
-            old.dialog.local_cseq += 1;
-            if let Some(bye) =
-                in_dialog_request(&old.dialog, "BYE", old.dialog.local_cseq, ctx.local)
-            {
-                let txn = ctx
-                    .layer
-                    .send_request(ctx.ambient.now, bye, old.dialog.peer);
-                self.by_client_txn.insert(txn, id);
-            }
+            old.hang_up(ctx, id, &mut self.by_client_txn);
             self.by_call_id.remove(&old.dialog.call_id);
-        }
-        for other in &mut ringing.legs {
-            other.cancel(ctx, id, &mut self.by_client_txn);
         }
     }
 
@@ -357,6 +370,7 @@ impl Calls {
         for leg in &mut ringing.legs {
             leg.cancel(ctx, id, &mut self.by_client_txn);
         }
+        ctx.media.release_reserved(id);
         tracing::info!(session = id, "push: no device answered; the call stays");
         ringing.event.result = FlipResult::NoAnswer;
         session.record.flips.push(ringing.event);
@@ -397,7 +411,7 @@ impl Calls {
         let Some(session) = self.sessions.get_mut(&id) else {
             return false;
         };
-        if session.ringing.is_none() {
+        if session.ringing.is_none() && session.pin.is_none() {
             return false;
         }
         if let Some(old) = session.b.take() {
@@ -478,7 +492,7 @@ impl Calls {
     }
 
     /// Tell the device that asked by REFER how its push ended (RFC 3515 NOTIFY).
-    fn notify_pusher(&mut self, ctx: &mut Ctx<'_>, id: SessionId, trigger: Trigger, status: &str) {
+    pub(super) fn notify_pusher(&mut self, ctx: &mut Ctx<'_>, id: SessionId, trigger: Trigger, status: &str) {
         if trigger != Trigger::Refer {
             return;
         }

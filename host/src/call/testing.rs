@@ -16,6 +16,9 @@ pub(crate) enum Did {
     Record,
     Reserve,
     Switch(Side),
+    Release,
+    /// A prompt to the device on the reserved ports.
+    PromptReserved(String),
 }
 
 #[derive(Clone, Default)]
@@ -39,6 +42,22 @@ impl MediaAllocator for FakeMedia {
     fn switch_leg(&mut self, _: u64, side: Side) -> Result<(), String> {
         self.0.lock().unwrap().push(Did::Switch(side));
         Ok(())
+    }
+    fn prompt_reserved(
+        &mut self,
+        _: u64,
+        _: SocketAddr,
+        _: Codec,
+        _: Option<u8>,
+        prompt: Arc<crate::media::Prompt>,
+    ) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(Did::PromptReserved(prompt.name.clone()));
+    }
+    fn release_reserved(&mut self, _: u64) {
+        self.0.lock().unwrap().push(Did::Release);
     }
     fn watch_keys(&mut self, _: u64, _: Side, _: u8, _: Option<&str>) {}
     fn answer(&mut self, _: u64, codec: Codec) {

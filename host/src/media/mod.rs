@@ -62,6 +62,9 @@ pub enum MediaEvent {
         side: Side,
         digit: char,
     },
+    /// A key pressed on the device on a call's reserved ports (a PIN being entered
+    /// before that device takes the call over).
+    ReservedDigit { session: SessionId, digit: char },
 }
 
 /// What the call engine needs of media.
@@ -73,6 +76,20 @@ pub trait MediaAllocator: Send {
     /// Bind ports for a device that may take over a side (a flip); the RTP port. They
     /// are unused until [`Self::switch_leg`]; reserving again replaces them.
     fn reserve_leg(&mut self, session: SessionId) -> Result<u16, String>;
+    /// Play `prompt` (once, from its start) to the device on the reserved ports — at
+    /// `remote` until its packets show where it really is — and report its RFC 4733 keys
+    /// (payload type `event_pt`) as [`MediaEvent::ReservedDigit`]. Until the ports are
+    /// switched to, nothing of the call reaches that device and nothing of it the call.
+    fn prompt_reserved(
+        &mut self,
+        session: SessionId,
+        remote: SocketAddr,
+        codec: Codec,
+        event_pt: Option<u8>,
+        prompt: Arc<Prompt>,
+    );
+    /// Let the reserved ports go (the device on them did not take the call).
+    fn release_reserved(&mut self, session: SessionId);
     /// Move a side onto the reserved ports: the other side's stream goes on unchanged,
     /// the old device's packets no longer arrive.
     fn switch_leg(&mut self, session: SessionId, side: Side) -> Result<(), String>;

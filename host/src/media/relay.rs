@@ -18,7 +18,9 @@ use tokio::task::JoinHandle;
 
 use super::recorder::{Channel, Recorder};
 use super::rtp::{self, DtmfWatch, FRAME, KeyFilter, OutStream};
-use super::{Codec, MediaAllocator, MediaEvent, MediaPorts, MediaReport, Playback, Side};
+use super::{
+    Codec, MediaAllocator, MediaEvent, MediaPorts, MediaReport, Playback, Prompt, Side,
+};
 use crate::call::SessionId;
 use crate::clock::monotonic_now;
 use crate::config::PortRange;
@@ -63,6 +65,10 @@ struct Shared {
     b_keys_filter: Option<KeyFilter>,
     endpoint: Option<Endpoint>,
     recorder: Option<Recorder>,
+    /// The RTP timestamp of the last key pressed by the device on the reserved ports (a
+    /// PIN): RFC 4733 repeats an event's end packets, and those still arriving once that
+    /// device has the call are not the call's.
+    stale_key: Option<u32>,
 }
 
 fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
@@ -82,9 +88,27 @@ struct Call {
     /// Packets from A, and packets sent to A.
     packets: Arc<[AtomicU64; 2]>,
     /// Ports bound for a device that may take over a side.
-    reserved: Option<(Arc<UdpSocket>, Arc<UdpSocket>)>,
+    reserved: Option<Reserved>,
     /// Wakes the host's sender when something is to be played (it sleeps in silence).
     playing: Arc<tokio::sync::Notify>,
+}
+
+/// Ports bound for a device that may take over a side, and what the host says to that
+/// device before it does (the PIN prompt).
+struct Reserved {
+    rtp: Arc<UdpSocket>,
+    rtcp: Arc<UdpSocket>,
+    /// The task prompting the device and listening for its keys, and where to send it
+    /// the next prompt.
+    prompter: Option<(JoinHandle<()>, mpsc::Sender<Arc<Prompt>>)>,
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        if let Some((task, _)) = self.prompter.take() {
+            task.abort();
+        }
+    }
 }
 
 /// The real media: binds UDP ports and spawns tasks on the current runtime.
@@ -186,6 +210,7 @@ impl MediaAllocator for RelayManager {
                 b_keys_filter: None,
                 endpoint: None,
                 recorder: None,
+                stale_key: None,
             })),
             rtp: [to_tokio(a_rtp)?, to_tokio(b_rtp)?],
             rtcp: [to_tokio(a_rtcp)?, to_tokio(b_rtcp)?],
@@ -206,7 +231,11 @@ impl MediaAllocator for RelayManager {
             return Err("no such call".into());
         }
         let (rtp, rtcp, port) = self.bind_pair()?;
-        let reserved = (to_tokio(rtp)?, to_tokio(rtcp)?);
+        let reserved = Reserved {
+            rtp: to_tokio(rtp)?,
+            rtcp: to_tokio(rtcp)?,
+            prompter: None,
+        };
         self.calls.get_mut(&session).expect("checked").reserved = Some(reserved);
         Ok(port)
     }
@@ -215,13 +244,14 @@ impl MediaAllocator for RelayManager {
         let Some(mut call) = self.calls.remove(&session) else {
             return Err("no such call".into());
         };
-        let Some((rtp, rtcp)) = call.reserved.take() else {
+        let Some(reserved) = call.reserved.take() else {
             self.calls.insert(session, call);
             return Err("no ports reserved".into());
         };
         let i = side as usize;
-        call.rtp[i] = rtp;
-        call.rtcp[i] = rtcp;
+        call.rtp[i] = reserved.rtp.clone();
+        call.rtcp[i] = reserved.rtcp.clone();
+        drop(reserved); // its prompter stops
         {
             // The old device's address is forgotten: the new one's SDP and packets set it.
             let remotes = &mut lock(&call.shared).remotes;
@@ -232,6 +262,47 @@ impl MediaAllocator for RelayManager {
         self.spawn_forwarding(&mut call);
         self.calls.insert(session, call);
         Ok(())
+    }
+
+    fn prompt_reserved(
+        &mut self,
+        session: SessionId,
+        remote: SocketAddr,
+        codec: Codec,
+        event_pt: Option<u8>,
+        prompt: Arc<Prompt>,
+    ) {
+        let Some(call) = self.calls.get_mut(&session) else {
+            return;
+        };
+        let Some(reserved) = call.reserved.as_mut() else {
+            return;
+        };
+        if let Some((_, next)) = &reserved.prompter {
+            // Full only if prompts are asked for faster than keys can be pressed.
+            let _ = next.try_send(prompt);
+            return;
+        }
+        let (next, prompts) = mpsc::channel(4);
+        let task = tokio::spawn(prompt_device(DevicePrompter {
+            session,
+            shared: call.shared.clone(),
+            socket: reserved.rtp.clone(),
+            remote,
+            codec,
+            keys: event_pt.map(DtmfWatch::new).unwrap_or_default(),
+            prompt,
+            prompts,
+            events: self.events.clone(),
+            counters: self.counters.clone(),
+        }));
+        reserved.prompter = Some((task, next));
+    }
+
+    fn release_reserved(&mut self, session: SessionId) {
+        if let Some(call) = self.calls.get_mut(&session) {
+            call.reserved = None;
+        }
     }
 
     fn set_remote(&mut self, session: SessionId, side: Side, rtp: SocketAddr) {
@@ -450,6 +521,7 @@ async fn forward(f: Forwarding) {
                         f.packets[0].fetch_add(1, Relaxed);
                         shared.remotes.rtp[to]
                     }
+                    Side::B if shared.stale_key.is_some() && is_stale_key(packet, shared) => None,
                     Side::B => {
                         if let Some(digit) = shared.dtmf[1].inspect(packet) {
                             f.report(Side::B, digit);
@@ -508,6 +580,14 @@ async fn forward(f: Forwarding) {
             f.counters.rtp_packets.fetch_add(1, Relaxed);
         }
     }
+}
+
+/// Whether `packet` is the rest of the last key pressed before the device had the call.
+fn is_stale_key(packet: &[u8], shared: &Shared) -> bool {
+    rtp::parse(packet).is_some_and(|h| {
+        Codec::from_payload_type(h.payload_type).is_none()
+            && Some(h.timestamp) == shared.stale_key
+    })
 }
 
 /// What sends side A the host's own stream.
@@ -576,6 +656,71 @@ async fn send_host_frames(h: HostSender) {
             None => {
                 // Silence: sleep until `play` has something, then start a fresh grid.
                 h.playing.notified().await;
+                ticker.reset_immediately();
+            }
+        }
+    }
+}
+
+/// What talks to a device on reserved ports before it takes a call over.
+struct DevicePrompter {
+    session: SessionId,
+    shared: Arc<Mutex<Shared>>,
+    socket: Arc<UdpSocket>,
+    remote: SocketAddr,
+    codec: Codec,
+    keys: DtmfWatch,
+    prompt: Arc<Prompt>,
+    /// Prompts to play next, each from its start.
+    prompts: mpsc::Receiver<Arc<Prompt>>,
+    events: Option<mpsc::Sender<MediaEvent>>,
+    counters: Arc<RelayCounters>,
+}
+
+/// Play prompts to the device (a stream of its own: the call's streams are untouched)
+/// and report the keys it presses; the device's other packets go nowhere.
+async fn prompt_device(mut p: DevicePrompter) {
+    let random = random_u64();
+    let mut stream = OutStream::new(random as u32, (random >> 32) as u16);
+    let mut position = 0;
+    let mut ticker = tokio::time::interval(FRAME);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut buf = vec![0u8; 2048];
+    loop {
+        tokio::select! {
+            _ = ticker.tick(), if position < p.prompt.frames() => {
+                let frame = p.prompt.frame(p.codec, position);
+                let packet = stream.host_frame(p.codec.payload_type(), frame, monotonic_now());
+                position += 1;
+                if position == p.prompt.frames() {
+                    stream.pause();
+                }
+                if p.socket.send_to(&packet, p.remote).await.is_ok() {
+                    p.counters.played_packets.fetch_add(1, Relaxed);
+                }
+            }
+            received = p.socket.recv_from(&mut buf) => {
+                let Ok((n, source)) = received else {
+                    continue; // an ICMP report of an earlier send
+                };
+                p.remote = source;
+                let Some(digit) = p.keys.inspect(&buf[..n]) else {
+                    continue;
+                };
+                lock(&p.shared).stale_key = rtp::parse(&buf[..n]).map(|h| h.timestamp);
+                if let Some(events) = &p.events {
+                    let event = MediaEvent::ReservedDigit { session: p.session, digit };
+                    if events.try_send(event).is_err() {
+                        p.counters.digits_dropped.fetch_add(1, Relaxed);
+                    }
+                }
+            }
+            next = p.prompts.recv() => {
+                let Some(prompt) = next else {
+                    return;
+                };
+                p.prompt = prompt;
+                position = 0;
                 ticker.reset_immediately();
             }
         }
@@ -776,5 +921,58 @@ mod tests {
         assert_eq!(host.sequence, relayed.sequence.wrapping_add(1));
         assert!(host.marker);
         relay.close(4);
+    }
+
+    #[tokio::test]
+    async fn a_device_on_reserved_ports_hears_a_prompt_and_its_keys_are_reported() {
+        let (mut relay, mut events) = manager();
+        let ports = relay.open(5).unwrap();
+        let far_end = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let desk = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let lobby = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        relay.set_remote(5, Side::A, far_end.local_addr().unwrap());
+        relay.set_remote(5, Side::B, desk.local_addr().unwrap());
+        let reserved = relay.reserve_leg(5).unwrap();
+        let prompt = Arc::new(Prompt::from_samples("enter-pin", vec![700; 320]));
+        relay.prompt_reserved(5, lobby.local_addr().unwrap(), Codec::Pcmu, Some(101), prompt);
+        let (packet, from) = recv(&lobby).await;
+        assert_eq!(from.port(), reserved);
+        let first = rtp::parse(&packet).unwrap();
+        assert!(first.marker && first.payload_type == 0);
+        let (packet, _) = recv(&lobby).await;
+        assert_eq!(
+            rtp::parse(&packet).unwrap().sequence,
+            first.sequence.wrapping_add(1)
+        );
+        // The device's key is reported; its audio goes nowhere.
+        let digit = [0x80, 101, 0, 1, 0, 0, 1, 0, 0, 0, 0, 7, 4, 0x80, 0, 160];
+        lobby.send_to(&digit, ("127.0.0.1", reserved)).await.unwrap();
+        let event = tokio::time::timeout(Duration::from_secs(2), events.recv())
+            .await
+            .unwrap();
+        assert_eq!(
+            event,
+            Some(MediaEvent::ReservedDigit {
+                session: 5,
+                digit: '4'
+            })
+        );
+        // Meanwhile the call goes on between the far end and the desk.
+        desk.send_to(&rtp(1, 160, 9), ("127.0.0.1", ports.b))
+            .await
+            .unwrap();
+        assert_eq!(rtp::parse(&recv(&far_end).await.0).unwrap().ssrc, 9);
+        // Once the device takes the call, its packets are the call's.
+        relay.switch_leg(5, Side::B).unwrap();
+        relay.set_remote(5, Side::B, lobby.local_addr().unwrap());
+        // ... except the repeated end of the last key it pressed before.
+        lobby.send_to(&digit, ("127.0.0.1", reserved)).await.unwrap();
+        lobby
+            .send_to(&rtp(50, 99_000, 4), ("127.0.0.1", reserved))
+            .await
+            .unwrap();
+        let relayed = rtp::parse(&recv(&far_end).await.0).unwrap();
+        assert_eq!((relayed.ssrc, relayed.sequence), (9, 2));
+        relay.close(5);
     }
 }
