@@ -574,7 +574,11 @@ fn a_pull_that_needs_the_pin_takes_the_call_only_after_it() {
         "the mobile hears the prompt on its own ports"
     );
     w.keys_on_reserved_ports("12");
-    assert_eq!(w.count_to(DESK, "BYE "), 0, "the desk keeps the call meanwhile");
+    assert_eq!(
+        w.count_to(DESK, "BYE "),
+        0,
+        "the desk keeps the call meanwhile"
+    );
     w.keys_on_reserved_ports("34");
     assert_eq!(w.media.take(), [Did::Switch(Side::B)]);
     assert_eq!(w.count_to(DESK, "BYE "), 1, "released after the right PIN");
@@ -592,7 +596,11 @@ fn three_wrong_pins_deny_the_push_and_release_the_new_device() {
     w.decide(World::require_pin());
     let to_mobile = w.last_to(MOBILE, "INVITE ");
     w.respond(MOBILE, &to_mobile, 200);
-    assert_eq!(w.count_to(TABLET, "CANCEL "), 1, "one device enters the PIN");
+    assert_eq!(
+        w.count_to(TABLET, "CANCEL "),
+        1,
+        "one device enters the PIN"
+    );
     assert_eq!(
         w.media.take(),
         [Did::Reserve, Did::PromptReserved("enter-pin".into())]

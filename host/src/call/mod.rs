@@ -112,8 +112,7 @@ impl Outbound {
         by_client_txn: &mut HashMap<ClientTxnId, SessionId>,
     ) {
         self.dialog.local_cseq += 1;
-        if let Some(bye) =
-            in_dialog_request(&self.dialog, "BYE", self.dialog.local_cseq, ctx.local)
+        if let Some(bye) = in_dialog_request(&self.dialog, "BYE", self.dialog.local_cseq, ctx.local)
         {
             let txn = ctx
                 .layer
@@ -306,9 +305,9 @@ impl Calls {
             &self.push_timers,
             &self.pin_timers,
         ]
-            .into_iter()
-            .filter_map(|timers| timers.peek().map(|Reverse((at, _, _))| *at))
-            .min()
+        .into_iter()
+        .filter_map(|timers| timers.peek().map(|Reverse((at, _, _))| *at))
+        .min()
     }
 
     /// Whether `call_id` belongs to a session (in-dialog requests).

@@ -108,14 +108,20 @@ impl Calls {
         };
         entry.attempt += 1;
         entry.entered.clear();
-        self.pin_timers
-            .push(Reverse((ctx.ambient.now + PIN_TRY_TIMEOUT, id, entry.attempt)));
+        self.pin_timers.push(Reverse((
+            ctx.ambient.now + PIN_TRY_TIMEOUT,
+            id,
+            entry.attempt,
+        )));
         let remote = sdp::parse(&entry.body).ok().and_then(|m| m.rtp);
         let (Some(remote), Some(codec), Some(prompt)) =
             (remote, session.b_codec, ctx.prompts.get(ENTER_PIN))
         else {
             // No way to ask: the try runs out and the flip is denied as for a silent one.
-            tracing::error!(session = id, "flip: cannot play {ENTER_PIN} to the new device");
+            tracing::error!(
+                session = id,
+                "flip: cannot play {ENTER_PIN} to the new device"
+            );
             return;
         };
         let event_pt = sdp::telephone_event_pt(&entry.body);

@@ -147,7 +147,10 @@ impl Calls {
         pull: PendingPull,
         decision: Result<FlipDecision, String>,
     ) {
-        let users_pin = ctx.config.user(&pull.user_id).and_then(|u| u.pin.as_deref());
+        let users_pin = ctx
+            .config
+            .user(&pull.user_id)
+            .and_then(|u| u.pin.as_deref());
         let verdict = super::pin::verdict(decision, users_pin).and_then(|(allow, pin)| {
             if allow.targets.is_empty() || allow.targets.contains(&pull.device) {
                 Ok(pin)

@@ -156,7 +156,10 @@ impl Calls {
         session.flip_pending = false;
         let mut event = push.event(session, FlipResult::Done);
         event.targets.clear(); // the devices actually rung are listed below
-        let users_pin = ctx.config.user(&push.user_id).and_then(|u| u.pin.as_deref());
+        let users_pin = ctx
+            .config
+            .user(&push.user_id)
+            .and_then(|u| u.pin.as_deref());
         let (allow, pin) = match super::pin::verdict(decision, users_pin) {
             Ok(verdict) => verdict,
             Err(reason) => {
@@ -492,7 +495,13 @@ impl Calls {
     }
 
     /// Tell the device that asked by REFER how its push ended (RFC 3515 NOTIFY).
-    pub(super) fn notify_pusher(&mut self, ctx: &mut Ctx<'_>, id: SessionId, trigger: Trigger, status: &str) {
+    pub(super) fn notify_pusher(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        id: SessionId,
+        trigger: Trigger,
+        status: &str,
+    ) {
         if trigger != Trigger::Refer {
             return;
         }

@@ -18,9 +18,7 @@ use tokio::task::JoinHandle;
 
 use super::recorder::{Channel, Recorder};
 use super::rtp::{self, DtmfWatch, FRAME, KeyFilter, OutStream};
-use super::{
-    Codec, MediaAllocator, MediaEvent, MediaPorts, MediaReport, Playback, Prompt, Side,
-};
+use super::{Codec, MediaAllocator, MediaEvent, MediaPorts, MediaReport, Playback, Prompt, Side};
 use crate::call::SessionId;
 use crate::clock::monotonic_now;
 use crate::config::PortRange;
@@ -585,8 +583,7 @@ async fn forward(f: Forwarding) {
 /// Whether `packet` is the rest of the last key pressed before the device had the call.
 fn is_stale_key(packet: &[u8], shared: &Shared) -> bool {
     rtp::parse(packet).is_some_and(|h| {
-        Codec::from_payload_type(h.payload_type).is_none()
-            && Some(h.timestamp) == shared.stale_key
+        Codec::from_payload_type(h.payload_type).is_none() && Some(h.timestamp) == shared.stale_key
     })
 }
 
@@ -934,7 +931,13 @@ mod tests {
         relay.set_remote(5, Side::B, desk.local_addr().unwrap());
         let reserved = relay.reserve_leg(5).unwrap();
         let prompt = Arc::new(Prompt::from_samples("enter-pin", vec![700; 320]));
-        relay.prompt_reserved(5, lobby.local_addr().unwrap(), Codec::Pcmu, Some(101), prompt);
+        relay.prompt_reserved(
+            5,
+            lobby.local_addr().unwrap(),
+            Codec::Pcmu,
+            Some(101),
+            prompt,
+        );
         let (packet, from) = recv(&lobby).await;
         assert_eq!(from.port(), reserved);
         let first = rtp::parse(&packet).unwrap();
@@ -946,7 +949,10 @@ mod tests {
         );
         // The device's key is reported; its audio goes nowhere.
         let digit = [0x80, 101, 0, 1, 0, 0, 1, 0, 0, 0, 0, 7, 4, 0x80, 0, 160];
-        lobby.send_to(&digit, ("127.0.0.1", reserved)).await.unwrap();
+        lobby
+            .send_to(&digit, ("127.0.0.1", reserved))
+            .await
+            .unwrap();
         let event = tokio::time::timeout(Duration::from_secs(2), events.recv())
             .await
             .unwrap();
@@ -966,7 +972,10 @@ mod tests {
         relay.switch_leg(5, Side::B).unwrap();
         relay.set_remote(5, Side::B, lobby.local_addr().unwrap());
         // ... except the repeated end of the last key it pressed before.
-        lobby.send_to(&digit, ("127.0.0.1", reserved)).await.unwrap();
+        lobby
+            .send_to(&digit, ("127.0.0.1", reserved))
+            .await
+            .unwrap();
         lobby
             .send_to(&rtp(50, 99_000, 4), ("127.0.0.1", reserved))
             .await
