@@ -192,7 +192,7 @@ impl Pbx {
         targets: Vec<String>,
     ) -> Result<(), crate::call::Refusal> {
         let (calls, mut ctx) = self.ctx(ambient);
-        let result = calls.start_push(&mut ctx, session, crate::flip::Trigger::Api, targets);
+        let result = calls.start_push(&mut ctx, session, None, crate::flip::Trigger::Api, targets);
         self.pump(ambient);
         result
     }
@@ -209,20 +209,15 @@ impl Pbx {
         self.pump(ambient);
     }
 
-    /// Something a call's media noticed (the caller's digits).
+    /// Something a call's media noticed (a key pressed).
     pub fn handle_media_event(&mut self, ambient: Ambient, event: MediaEvent) {
         let (calls, mut ctx) = self.ctx(ambient);
         match event {
             MediaEvent::Digit {
                 session,
-                side: crate::media::Side::A,
+                side,
                 digit,
-            } => calls.handle_digit(&mut ctx, session, digit),
-            MediaEvent::Digit {
-                session,
-                side: crate::media::Side::B,
-                digit,
-            } => calls.handle_device_key(&mut ctx, session, digit),
+            } => calls.handle_key(&mut ctx, session, side, digit),
             MediaEvent::ReservedDigit { session, digit } => {
                 calls.handle_pin_digit(&mut ctx, session, digit)
             }

@@ -37,6 +37,7 @@ fn run_in_namespace(name: &str, script: &str, args: &[&str]) -> String {
         "{report}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    println!("{report}");
     report
 }
 
@@ -84,6 +85,21 @@ fn a_flip_that_needs_the_pin_waits_for_the_right_one_from_a_baresip_phone() {
         "pin",
         "baresip_pin.py",
         &[env!("CARGO_BIN_EXE_wasmpbx"), test_components::FLIP_POLICY],
+    );
+    assert!(report.contains("1 passed, 0 failed"), "{report}");
+}
+
+#[test]
+fn calls_a_user_placed_flip_too_but_not_emergency_calls() {
+    let department = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/sipp/department.xml");
+    let report = run_in_namespace(
+        "placed",
+        "baresip_flip_placed.py",
+        &[
+            env!("CARGO_BIN_EXE_wasmpbx"),
+            test_components::FLIP_POLICY,
+            department.to_str().unwrap(),
+        ],
     );
     assert!(report.contains("1 passed, 0 failed"), "{report}");
 }

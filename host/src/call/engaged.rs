@@ -77,7 +77,7 @@ impl Calls {
         );
         ctx.layer
             .send_response(ctx.ambient.now, session.a_txn, reply);
-        ctx.media.answer(id, codec);
+        ctx.media.answer(id, crate::media::Side::A, codec);
         // Whoever the caller is sent to later must speak the codec the caller now has.
         session.b_offer = sdp::endpoint(ip, session.ports.b, id, codec, event_pt);
         session.endpoint = Some(Endpoint { codec, event_pt });

@@ -25,6 +25,8 @@ const FAR_END: &str = "127.0.0.2:5060";
 const DESK: &str = "127.0.0.1:6001";
 const MOBILE: &str = "127.0.0.1:6002";
 const TABLET: &str = "127.0.0.1:6003";
+/// The trunk's far end, for calls Alice places.
+const TRUNK: &str = "127.0.0.1:5090";
 const SDP: &str = "v=0\r\no=d 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
 m=audio 40000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n";
 
@@ -42,6 +44,8 @@ struct World {
     invites: std::collections::HashMap<SocketAddr, String>,
     /// Fresh randomness for every input (digest nonces differ per challenge).
     random: std::cell::Cell<u64>,
+    /// The From, To and Call-ID headers of the call the desk placed, if it did.
+    placed_dialog: String,
 }
 
 fn addr(s: &str) -> SocketAddr {
@@ -52,6 +56,67 @@ impl World {
     /// Alice's desk phone, mobile and tablet registered; a PSTN call forwarded to her;
     /// the desk answers.
     fn connected() -> Self {
+        let mut w = World::new();
+        let invite = format!(
+            "INVITE sip:100@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {FAR_END};branch=z9hG4bK-far\r\n\
+From: <sip:0400@127.0.0.2>;tag=far\r\nTo: <sip:100@127.0.0.1>\r\nCall-ID: far-call\r\n\
+CSeq: 1 INVITE\r\nContact: <sip:far@{FAR_END}>\r\nMax-Forwards: 70\r\n\
+Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
+            SDP.len()
+        );
+        w.deliver(FAR_END, &invite);
+        let decision = Decision {
+            actions: vec![Action::Forward {
+                target: ForwardTarget::User("alice".into()),
+                trunk: None,
+                ring_timeout_ms: 30_000,
+                caller_id: None,
+            }],
+            script: None,
+            fallback: None,
+        };
+        w.pbx.handle_decision(w.ambient(), 1, decision, None);
+        w.drain();
+        let desk_invite = w.last_to(DESK, "INVITE ");
+        w.respond(DESK, &desk_invite, 200);
+        for device in [MOBILE, TABLET] {
+            let cancel = w.last_to(device, "CANCEL ");
+            w.respond(device, &cancel, 200);
+            let invite = w.last_to(device, "INVITE ");
+            w.respond(device, &invite, 487);
+        }
+        let ok = w.last_to(FAR_END, "SIP/2.0 200");
+        let ok = message::parse(ok.as_bytes()).unwrap();
+        w.a_tag = message::to_tag(&ok).unwrap();
+        let ack = w.far_end_request("ACK", 1);
+        w.deliver(FAR_END, &ack);
+        w.sent.clear();
+        w.media.take();
+        w
+    }
+
+    /// Alice's desk phone calls `number` out through the trunk, whose far end answers.
+    fn placed(number: &str) -> Self {
+        let mut w = World::new();
+        w.device_invite(DESK, number);
+        let out = w.last_to(TRUNK, "INVITE ");
+        w.respond(TRUNK, &out, 200);
+        let ok = w.last_to(DESK, "SIP/2.0 200");
+        let m = message::parse(ok.as_bytes()).unwrap();
+        w.placed_dialog = format!(
+            "From: {}\r\nTo: {}\r\nCall-ID: {}\r\n",
+            message::header_value(&m, "From").unwrap(),
+            message::header_value(&m, "To").unwrap(),
+            message::call_id(&m).unwrap()
+        );
+        w.device_in_placed_dialog(DESK, "ACK", 2);
+        w.sent.clear();
+        w.media.take();
+        w
+    }
+
+    /// Alice's desk phone, mobile and tablet registered; no call yet.
+    fn new() -> Self {
         let config = Config::parse(
             r#"
 [sip]
@@ -100,7 +165,7 @@ pin = "1234"
             })
             .collect();
         pbx.registrar.restore(WALL, bindings);
-        let mut w = World {
+        World {
             pbx,
             media,
             now: crate::clock::monotonic_now(),
@@ -110,43 +175,18 @@ pin = "1234"
             a_tag: String::new(),
             invites: std::collections::HashMap::new(),
             random: std::cell::Cell::new(1),
-        };
-        let invite = format!(
-            "INVITE sip:100@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {FAR_END};branch=z9hG4bK-far\r\n\
-From: <sip:0400@127.0.0.2>;tag=far\r\nTo: <sip:100@127.0.0.1>\r\nCall-ID: far-call\r\n\
-CSeq: 1 INVITE\r\nContact: <sip:far@{FAR_END}>\r\nMax-Forwards: 70\r\n\
-Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
-            SDP.len()
-        );
-        w.deliver(FAR_END, &invite);
-        let decision = Decision {
-            actions: vec![Action::Forward {
-                target: ForwardTarget::User("alice".into()),
-                trunk: None,
-                ring_timeout_ms: 30_000,
-                caller_id: None,
-            }],
-            script: None,
-            fallback: None,
-        };
-        w.pbx.handle_decision(w.ambient(), 1, decision, None);
-        w.drain();
-        let desk_invite = w.last_to(DESK, "INVITE ");
-        w.respond(DESK, &desk_invite, 200);
-        for device in [MOBILE, TABLET] {
-            let cancel = w.last_to(device, "CANCEL ");
-            w.respond(device, &cancel, 200);
-            let invite = w.last_to(device, "INVITE ");
-            w.respond(device, &invite, 487);
+            placed_dialog: String::new(),
         }
-        let ok = w.last_to(FAR_END, "SIP/2.0 200");
-        let ok = message::parse(ok.as_bytes()).unwrap();
-        w.a_tag = message::to_tag(&ok).unwrap();
-        let ack = w.far_end_request("ACK", 1);
-        w.deliver(FAR_END, &ack);
-        w.sent.clear();
-        w.media.take();
-        w
+    }
+
+    /// A request from the desk in the dialog of the call it placed.
+    fn device_in_placed_dialog(&mut self, device: &str, method: &str, cseq: u32) {
+        let request = format!(
+            "{method} sip:wasmpbx@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {device};branch=z9hG4bK-{method}-{cseq}-placed\r\n\
+{}CSeq: {cseq} {method}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+            self.placed_dialog
+        );
+        self.deliver(device, &request);
     }
 
     fn ambient(&self) -> Ambient {
@@ -276,13 +316,18 @@ From: {};tag=dev\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\nMax-Forwar
         self.drain();
     }
 
-    /// A device of Alice's dials the pull code, answering the digest challenge.
+    /// A device of Alice's dials the pull code.
     fn pull_from(&mut self, device: &str) {
+        self.device_invite(device, "*77");
+    }
+
+    /// A device of Alice's dials `number`, answering the digest challenge.
+    fn device_invite(&mut self, device: &str, number: &str) {
         let tag = addr(device).port();
         let invite = |cseq: u32, auth: &str| {
             format!(
-                "INVITE sip:*77@pbx.test SIP/2.0\r\nVia: SIP/2.0/UDP {device};branch=z9hG4bK-pull-{tag}-{cseq}\r\n\
-From: <sip:2001@pbx.test>;tag=p{tag}\r\nTo: <sip:*77@pbx.test>\r\nCall-ID: pull-{tag}\r\n\
+                "INVITE sip:{number}@pbx.test SIP/2.0\r\nVia: SIP/2.0/UDP {device};branch=z9hG4bK-pull-{tag}-{cseq}\r\n\
+From: <sip:2001@pbx.test>;tag=p{tag}\r\nTo: <sip:{number}@pbx.test>\r\nCall-ID: pull-{tag}\r\n\
 CSeq: {cseq} INVITE\r\nContact: <sip:2001@{device}>\r\nMax-Forwards: 70\r\n{auth}\
 Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
                 SDP.len()
@@ -302,14 +347,14 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
             "pbx.test",
             "s3cret",
             "INVITE",
-            "sip:*77@pbx.test",
+            &format!("sip:{number}@pbx.test"),
             &nonce,
             "00000001",
             "cn",
         );
         let auth = format!(
             "Proxy-Authorization: Digest username=\"2001\", realm=\"pbx.test\", nonce=\"{nonce}\", \
-uri=\"sip:*77@pbx.test\", response=\"{response}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"cn\"\r\n"
+uri=\"sip:{number}@pbx.test\", response=\"{response}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"cn\"\r\n"
         );
         self.deliver(device, &invite(2, &auth));
     }
@@ -465,7 +510,10 @@ fn the_old_device_hanging_up_while_targets_ring_leaves_the_call_to_them() {
     assert_eq!(w.count_to(FAR_END, "BYE "), 0, "the far end stays");
     assert_eq!(
         w.media.take(),
-        [Did::Answer(crate::media::Codec::Pcmu), Did::Ringback],
+        [
+            Did::Answer(Side::A, crate::media::Codec::Pcmu),
+            Did::Ringback
+        ],
         "the far end hears ringback while it waits"
     );
     let to_mobile = w.last_to(MOBILE, "INVITE ");
@@ -670,7 +718,10 @@ fn the_old_device_leaving_during_the_pin_leaves_the_call_to_the_new_one() {
     assert_eq!(w.count_to(FAR_END, "BYE "), 0, "the far end waits");
     assert_eq!(
         w.media.take(),
-        [Did::Answer(crate::media::Codec::Pcmu), Did::Ringback]
+        [
+            Did::Answer(Side::A, crate::media::Codec::Pcmu),
+            Did::Ringback
+        ]
     );
     w.keys_on_reserved_ports("1234");
     assert_eq!(w.media.take(), [Did::Switch(Side::B), Did::Silence]);
@@ -686,4 +737,104 @@ fn a_pin_the_user_does_not_have_denies() {
         verdict.unwrap_err(),
         "the policy wants a PIN and the user has none"
     );
+}
+
+#[test]
+fn a_call_the_user_placed_is_pulled_and_pushed_without_touching_the_far_end() {
+    let mut w = World::placed("0299990000");
+    w.pull_from(MOBILE);
+    w.decide(World::allow());
+    assert_eq!(w.media.take(), [Did::Reserve, Did::Switch(Side::A)]);
+    assert!(w.last_to(MOBILE, "SIP/2.0 200").contains("m=audio 20004"));
+    assert_eq!(w.count_to(DESK, "BYE "), 1, "the desk is released");
+    // The mobile pushes it on with the push code; the tablet answers.
+    for digit in ['*', '8'] {
+        w.pbx.handle_media_event(
+            w.ambient(),
+            crate::media::MediaEvent::Digit {
+                session: 1,
+                side: Side::A,
+                digit,
+            },
+        );
+    }
+    w.drain();
+    w.decide(World::allow());
+    let to_tablet = w.last_to(TABLET, "INVITE ");
+    assert!(
+        to_tablet.contains("sip:0299990000@"),
+        "the tablet sees who: {to_tablet}"
+    );
+    assert_eq!(w.count_to(DESK, "INVITE "), 1, "the desk (gone) rings too");
+    w.respond(TABLET, &to_tablet, 200);
+    assert_eq!(w.media.take(), [Did::Reserve, Did::Switch(Side::A)]);
+    assert_eq!(w.count_to(MOBILE, "BYE "), 1, "the mobile is released");
+    assert_eq!(
+        w.count_to(TRUNK, "INVITE "),
+        0,
+        "no re-INVITE to the far end"
+    );
+    // The far end hangs up: the tablet has the call.
+    let trunk_invite = w.invites[&addr(TRUNK)].clone();
+    let Ok(SipMessage::Request(trunk_invite)) = message::parse(trunk_invite.as_bytes()) else {
+        panic!()
+    };
+    let m = SipMessage::Request(trunk_invite);
+    let bye = format!(
+        "BYE sip:wasmpbx@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {TRUNK};branch=z9hG4bK-trunk-bye\r\n\
+From: {};tag=dev\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: 5 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+        message::header_value(&m, "To").unwrap(),
+        message::header_value(&m, "From").unwrap(),
+        message::call_id(&m).unwrap()
+    );
+    w.deliver(TRUNK, &bye);
+    assert_eq!(w.count_to(TABLET, "BYE "), 1, "the tablet had the call");
+    let record = w.records.pop().expect("the call ended");
+    let flips: Vec<_> = record
+        .flips
+        .iter()
+        .map(|f| (f.from_device.as_str(), f.targets.clone(), f.result.clone()))
+        .collect();
+    assert_eq!(
+        flips,
+        [
+            ("desk", vec!["mobile".to_owned()], FlipResult::Done),
+            ("mobile", vec!["tablet".to_owned()], FlipResult::Done)
+        ]
+    );
+}
+
+#[test]
+fn an_emergency_call_the_user_placed_cannot_be_flipped() {
+    let mut w = World::placed("911");
+    w.pull_from(MOBILE);
+    assert!(
+        w.last_to(MOBILE, "SIP/2.0 403")
+            .contains("Emergency Calls Cannot Be Flipped")
+    );
+    assert!(w.flips.is_empty(), "the policy is not even asked");
+    assert_eq!(w.count_to(DESK, "BYE "), 0);
+}
+
+#[test]
+fn the_placing_device_hanging_up_while_targets_ring_leaves_the_call_to_them() {
+    let mut w = World::placed("0299990000");
+    w.pbx.request_push(w.ambient(), 1, Vec::new()).unwrap();
+    w.drain();
+    w.decide(World::allow());
+    w.media.take();
+    w.device_in_placed_dialog(DESK, "BYE", 3);
+    assert_eq!(w.count_to(TRUNK, "BYE "), 0, "the far end stays");
+    assert_eq!(
+        w.media.take(),
+        [
+            Did::Answer(Side::B, crate::media::Codec::Pcmu),
+            Did::Ringback
+        ],
+        "the far end (side B) hears ringback"
+    );
+    let to_mobile = w.last_to(MOBILE, "INVITE ");
+    w.respond(MOBILE, &to_mobile, 200);
+    assert_eq!(w.media.take(), [Did::Switch(Side::A), Did::Silence]);
+    assert_eq!(w.count_to(DESK, "BYE "), 0, "the desk is already gone");
 }

@@ -111,14 +111,29 @@ impl Outbound {
         id: SessionId,
         by_client_txn: &mut HashMap<ClientTxnId, SessionId>,
     ) {
-        self.dialog.local_cseq += 1;
-        if let Some(bye) = in_dialog_request(&self.dialog, "BYE", self.dialog.local_cseq, ctx.local)
-        {
-            let txn = ctx
-                .layer
-                .send_request(ctx.ambient.now, bye, self.dialog.peer);
-            by_client_txn.insert(txn, id);
-        }
+        send_in_dialog(ctx, &mut self.dialog, id, by_client_txn, None);
+    }
+}
+
+/// Send a request with no body of its own in `dialog` — BYE, or with `frag` a NOTIFY
+/// carrying that sipfrag status (RFC 3515) — whose responses belong to session `id`.
+fn send_in_dialog(
+    ctx: &mut Ctx<'_>,
+    dialog: &mut Dialog,
+    id: SessionId,
+    by_client_txn: &mut HashMap<ClientTxnId, SessionId>,
+    frag: Option<&str>,
+) {
+    dialog.local_cseq += 1;
+    let request = match frag {
+        None => in_dialog_request(dialog, "BYE", dialog.local_cseq, ctx.local),
+        Some(status) => requests::refer_notify(dialog, dialog.local_cseq, ctx.local, status),
+    };
+    if let Some(request) = request {
+        let txn = ctx
+            .layer
+            .send_request(ctx.ambient.now, request, dialog.peer);
+        by_client_txn.insert(txn, id);
     }
 }
 
@@ -176,8 +191,14 @@ struct Session {
     ringing: Option<push::Ringing>,
     /// A device that would take the call over, entering the PIN first.
     pin: Option<pin::PinEntry>,
-    /// The last keys the device in the call pressed (for the push code).
-    b_keys: String,
+    /// The user and device on side A, for a call a user's device placed; none for a
+    /// trunk call, and once that device hung up while a flip of its side was under way.
+    a_device: Option<(String, String)>,
+    /// Side A hung up while a flip of its side was under way: the call waits for the
+    /// new device.
+    a_gone: bool,
+    /// The last keys each side's device pressed (for the push code).
+    keys: [String; 2],
 }
 
 /// A flip waiting for the policy's decision.
@@ -201,6 +222,39 @@ impl Session {
     /// waiting for a PIN): another one is refused meanwhile.
     fn flipping(&self) -> bool {
         self.flip_pending || self.ringing.is_some() || self.pin.is_some()
+    }
+
+    /// The user and device on `side`, if a user's device is there and in the call: side
+    /// B for a call that rang the user's devices, side A for one a device placed.
+    fn device_on(&self, side: Side) -> Option<(String, String)> {
+        match side {
+            Side::A => self.a_device.clone(),
+            Side::B => match self.b.as_ref() {
+                Some(Outbound {
+                    target: ForwardTarget::User(user),
+                    number,
+                    answered: true,
+                    ..
+                }) => Some((user.clone(), pull::device_of(number).to_owned())),
+                _ => None,
+            },
+        }
+    }
+
+    /// The dialog with the party on `side`, if it is still in the call.
+    fn dialog_mut(&mut self, side: Side) -> Option<&mut Dialog> {
+        match side {
+            Side::A => (!self.a_gone).then_some(&mut self.a_dialog),
+            Side::B => self.b.as_mut().map(|b| &mut b.dialog),
+        }
+    }
+}
+
+/// The other side.
+fn other(side: Side) -> Side {
+    match side {
+        Side::A => Side::B,
+        Side::B => Side::A,
     }
 }
 
@@ -414,7 +468,10 @@ impl Calls {
             ctx.media.set_remote(id, Side::A, rtp);
         }
         if let Some(pt) = sdp::telephone_event_pt(&body) {
-            ctx.media.watch_keys(id, Side::A, pt, None);
+            // A user's device: its keys are watched for the push code too.
+            let push_code = matches!(origin, Origin::Device { .. })
+                .then_some(ctx.config.flip.push_code.as_str());
+            ctx.media.watch_keys(id, Side::A, pt, push_code);
         }
         let call_id = message::call_id(&message).unwrap_or_default();
         let a_tag = message::random_token();
@@ -498,7 +555,12 @@ impl Calls {
             flip_pending: false,
             ringing: None,
             pin: None,
-            b_keys: String::new(),
+            a_device: match &origin {
+                Origin::Device { user_id, device } => Some((user_id.clone(), device.clone())),
+                Origin::Trunk { .. } => None,
+            },
+            a_gone: false,
+            keys: Default::default(),
         };
         self.sessions.insert(id, session);
         self.by_call_id.insert(call_id, id);
@@ -1134,11 +1196,12 @@ impl Calls {
             return self.pin_leg_request(ctx, id, txn, request);
         }
         let from_a = session.a_dialog.call_id == call_id;
+        let side = if from_a { Side::A } else { Side::B };
         let ok = message::response_to(&request, 200, None);
         match request.method {
             rsip::Method::Bye => {
                 ctx.layer.send_response(ctx.ambient.now, txn, ok);
-                if !from_a && self.pusher_left(ctx, id) {
+                if self.device_left(ctx, id, side) {
                     return; // the call waits for a push target to answer
                 }
                 let Some(session) = self.sessions.get_mut(&id) else {
@@ -1169,13 +1232,11 @@ impl Calls {
                     session.record.digits.push(digit);
                 }
                 ctx.layer.send_response(ctx.ambient.now, txn, ok);
-                match (digit, from_a) {
-                    (Some(digit), true) => self.handle_digit(ctx, id, digit),
-                    (Some(digit), false) => self.handle_device_key(ctx, id, digit),
-                    (None, _) => {}
+                if let Some(digit) = digit {
+                    self.handle_key(ctx, id, side, digit);
                 }
             }
-            rsip::Method::Refer if !from_a => self.handle_refer(ctx, id, txn, request),
+            rsip::Method::Refer => self.handle_refer(ctx, id, side, txn, request),
             rsip::Method::Invite => {
                 let body = String::from_utf8_lossy(&request.body).into_owned();
                 let other_connected =
@@ -1280,31 +1341,22 @@ impl Calls {
     }
 
     fn bye_a(&mut self, ctx: &mut Ctx<'_>, id: SessionId) {
-        let Some(session) = self.sessions.get_mut(&id) else {
-            return;
-        };
-        session.a_dialog.local_cseq += 1;
-        if let Some(bye) = in_dialog_request(
-            &session.a_dialog,
-            "BYE",
-            session.a_dialog.local_cseq,
-            ctx.local,
-        ) {
-            let txn = ctx
-                .layer
-                .send_request(ctx.ambient.now, bye, session.a_dialog.peer);
-            self.by_client_txn.insert(txn, id);
+        if let Some(dialog) = self
+            .sessions
+            .get_mut(&id)
+            .and_then(|s| s.dialog_mut(Side::A))
+        {
+            send_in_dialog(ctx, dialog, id, &mut self.by_client_txn, None);
         }
     }
 
     fn bye_b(&mut self, ctx: &mut Ctx<'_>, id: SessionId) {
-        let Some(b) = self.sessions.get_mut(&id).and_then(|s| s.b.as_mut()) else {
-            return;
-        };
-        b.dialog.local_cseq += 1;
-        if let Some(bye) = in_dialog_request(&b.dialog, "BYE", b.dialog.local_cseq, ctx.local) {
-            let txn = ctx.layer.send_request(ctx.ambient.now, bye, b.dialog.peer);
-            self.by_client_txn.insert(txn, id);
+        if let Some(dialog) = self
+            .sessions
+            .get_mut(&id)
+            .and_then(|s| s.dialog_mut(Side::B))
+        {
+            send_in_dialog(ctx, dialog, id, &mut self.by_client_txn, None);
         }
     }
 

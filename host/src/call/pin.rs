@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use super::{Calls, Ctx, Disposition, Outbound, SessionId};
 use crate::flip::{Allow, FlipDecision, FlipEvent, FlipResult, Trigger};
+use crate::media::Side;
 use crate::sdp;
 use crate::sip::message::{self, Request};
 use crate::sip::transaction::ServerTxnId;
@@ -28,14 +29,20 @@ const PIN_TRY_TIMEOUT: Duration = Duration::from_secs(15);
 /// The prompt the new device hears.
 const ENTER_PIN: &str = "enter-pin";
 
+/// A new device ready to take a call over (its dialog answered, its ports reserved).
+pub(super) struct Takeover {
+    /// The side of the call it takes.
+    pub(super) side: Side,
+    pub(super) leg: Outbound,
+    /// The new device's SDP.
+    pub(super) body: String,
+    pub(super) event: FlipEvent,
+    pub(super) trigger: Trigger,
+}
+
 /// A flip waiting for the new device to enter the user's PIN.
 pub(super) struct PinEntry {
-    /// The new device's dialog (answered).
-    leg: Outbound,
-    /// The new device's SDP.
-    body: String,
-    event: FlipEvent,
-    trigger: Trigger,
+    flip: Takeover,
     pin: String,
     entered: String,
     failures: u8,
@@ -46,7 +53,12 @@ pub(super) struct PinEntry {
 impl PinEntry {
     /// Whether `call_id` is the new device's dialog.
     pub(super) fn is_leg(&self, call_id: &str) -> bool {
-        self.leg.dialog.call_id == call_id
+        self.flip.leg.dialog.call_id == call_id
+    }
+
+    /// The side of the call the flip moves.
+    pub(super) fn side(&self) -> Side {
+        self.flip.side
     }
 }
 
@@ -69,26 +81,19 @@ pub(super) fn verdict(
 
 impl Calls {
     /// The new device is connected to the host on the reserved ports: ask for the PIN.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn ask_pin(
         &mut self,
         ctx: &mut Ctx<'_>,
         id: SessionId,
-        leg: Outbound,
-        body: String,
-        event: FlipEvent,
-        trigger: Trigger,
+        flip: Takeover,
         pin: String,
     ) {
         let Some(session) = self.sessions.get_mut(&id) else {
             return;
         };
-        self.by_call_id.insert(leg.dialog.call_id.clone(), id);
+        self.by_call_id.insert(flip.leg.dialog.call_id.clone(), id);
         session.pin = Some(PinEntry {
-            leg,
-            body,
-            event,
-            trigger,
+            flip,
             pin,
             entered: String::new(),
             failures: 0,
@@ -113,7 +118,8 @@ impl Calls {
             id,
             entry.attempt,
         )));
-        let remote = sdp::parse(&entry.body).ok().and_then(|m| m.rtp);
+        let body = &entry.flip.body;
+        let remote = sdp::parse(body).ok().and_then(|m| m.rtp);
         let (Some(remote), Some(codec), Some(prompt)) =
             (remote, session.b_codec, ctx.prompts.get(ENTER_PIN))
         else {
@@ -124,7 +130,7 @@ impl Calls {
             );
             return;
         };
-        let event_pt = sdp::telephone_event_pt(&entry.body);
+        let event_pt = sdp::telephone_event_pt(body);
         ctx.media
             .prompt_reserved(id, remote, codec, event_pt, prompt);
     }
@@ -146,7 +152,7 @@ impl Calls {
         let session = self.sessions.get_mut(&id).expect("has the entry");
         let entry = session.pin.take().expect("checked");
         tracing::info!(session = id, "flip: right PIN");
-        self.take_over(ctx, id, entry.leg, &entry.body, entry.event, entry.trigger);
+        self.take_over(ctx, id, entry.flip);
     }
 
     /// A try failed: another, or after the last the flip is denied.
@@ -234,18 +240,25 @@ impl Calls {
         let Some(session) = self.sessions.get_mut(&id) else {
             return;
         };
-        let Some(mut entry) = session.pin.take() else {
+        let Some(entry) = session.pin.take() else {
             return;
         };
         ctx.media.release_reserved(id);
-        self.by_call_id.remove(&entry.leg.dialog.call_id);
+        let Takeover {
+            side,
+            mut leg,
+            mut event,
+            trigger,
+            ..
+        } = entry.flip;
+        self.by_call_id.remove(&leg.dialog.call_id);
         if bye {
-            entry.leg.hang_up(ctx, id, &mut self.by_client_txn);
+            leg.hang_up(ctx, id, &mut self.by_client_txn);
         }
-        entry.event.result = result;
-        entry.event.targets = vec![super::pull::device_of(&entry.leg.number).to_owned()];
-        session.record.flips.push(entry.event);
-        if session.b.is_none() {
+        event.result = result;
+        event.targets = vec![super::pull::device_of(&leg.number).to_owned()];
+        session.record.flips.push(event);
+        if session.device_on(side).is_none() {
             return self.end(
                 ctx,
                 id,
@@ -254,7 +267,7 @@ impl Calls {
                 "nobody took the flipped call",
             );
         }
-        self.notify_pusher(ctx, id, entry.trigger, "603 Declined");
+        self.notify_pusher(ctx, id, side, trigger, "603 Declined");
     }
 
     /// A session ends while a device enters the PIN: it is released.
@@ -264,12 +277,13 @@ impl Calls {
         id: SessionId,
         session: &mut super::Session,
     ) {
-        let Some(mut entry) = session.pin.take() else {
+        let Some(entry) = session.pin.take() else {
             return;
         };
-        self.by_call_id.remove(&entry.leg.dialog.call_id);
-        entry.leg.hang_up(ctx, id, &mut self.by_client_txn);
-        entry.event.result = FlipResult::Cancelled;
-        session.record.flips.push(entry.event);
+        let mut flip = entry.flip;
+        self.by_call_id.remove(&flip.leg.dialog.call_id);
+        flip.leg.hang_up(ctx, id, &mut self.by_client_txn);
+        flip.event.result = FlipResult::Cancelled;
+        session.record.flips.push(flip.event);
     }
 }

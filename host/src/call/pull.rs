@@ -11,12 +11,14 @@
 
 use std::time::Instant;
 
+use super::pin::Takeover;
 use super::requests::{Dialog, addr_spec, attach_sdp, with_tag};
 use super::{Calls, Ctx, Outbound, Phase, SessionId};
 use crate::flip::{
     CallFacts, Direction, FlipDecision, FlipEvent, FlipKind, FlipRequest, FlipResult, Trigger,
     is_emergency,
 };
+use crate::media::Side;
 use crate::routing::{ForwardTarget, Origin};
 use crate::sdp;
 use crate::sip::message::{self, Request, SipMessage};
@@ -26,6 +28,8 @@ use crate::sip::transaction::{Peer, ServerTxnId};
 #[derive(Debug)]
 pub(super) struct PendingPull {
     pub(super) session: SessionId,
+    /// The side of the call the user's device is on.
+    side: Side,
     txn: ServerTxnId,
     invite: Request,
     source: Peer,
@@ -67,20 +71,23 @@ impl Calls {
             ctx.layer
                 .send_response(ctx.ambient.now, txn, message::with_reason(response, reason));
         };
-        // The user's connected calls on one of the user's devices; the most recent wins.
-        let own = ForwardTarget::User(user_id.clone());
+        // The user's connected calls on one of the user's devices — calls that rang them
+        // (side B) or that one of them placed (side A); the most recent wins.
+        let users_side = |s: &super::Session| {
+            [Side::B, Side::A]
+                .into_iter()
+                .find(|&side| s.device_on(side).is_some_and(|(user, _)| user == user_id))
+        };
         let live = self
             .sessions
             .iter()
-            .filter(|(_, s)| {
-                s.phase == Phase::Connected && s.b.as_ref().is_some_and(|b| b.target == own)
-            })
-            .max_by_key(|(id, _)| **id);
-        let Some((&id, session)) = live else {
+            .filter(|(_, s)| s.phase == Phase::Connected)
+            .filter_map(|(&id, s)| Some((id, s, users_side(s)?)))
+            .max_by_key(|(id, _, _)| *id);
+        let Some((id, session, side)) = live else {
             return refuse(ctx, 404, "No Live Call To Pull");
         };
-        let b = session.b.as_ref().expect("filtered on b");
-        let from_device = device_of(&b.number).to_owned();
+        let (_, from_device) = session.device_on(side).expect("found on this side");
         if session.flipping() {
             return refuse(ctx, 491, "A Flip Is Already In Progress");
         }
@@ -129,6 +136,7 @@ impl Calls {
         );
         let pending = PendingPull {
             session: id,
+            side,
             txn,
             invite,
             source,
@@ -226,17 +234,16 @@ impl Calls {
             answered: true,
             cancelled: false,
         };
+        let flip = Takeover {
+            side: pull.side,
+            leg: new_leg,
+            body,
+            event,
+            trigger: Trigger::PullCode,
+        };
         match pin {
-            Some(pin) => self.ask_pin(
-                ctx,
-                pull.session,
-                new_leg,
-                body,
-                event,
-                Trigger::PullCode,
-                pin,
-            ),
-            None => self.take_over(ctx, pull.session, new_leg, &body, event, Trigger::PullCode),
+            Some(pin) => self.ask_pin(ctx, pull.session, flip, pin),
+            None => self.take_over(ctx, pull.session, flip),
         }
     }
 
@@ -289,9 +296,10 @@ pub(super) fn call_facts(
     CallFacts {
         call_id: session.call.call_id.clone(),
         remote_party: session.call.caller.clone(),
-        direction: match session.call.origin {
-            Origin::Trunk { .. } => Direction::Inbound,
-            Origin::Device { .. } => Direction::Internal,
+        direction: match (&session.call.origin, session.b.as_ref().map(|b| &b.target)) {
+            (Origin::Trunk { .. }, _) => Direction::Inbound,
+            (Origin::Device { .. }, Some(ForwardTarget::Number(_))) => Direction::Outbound,
+            (Origin::Device { .. }, _) => Direction::Internal,
         },
         duration_ms: now.saturating_duration_since(session.arrived).as_millis() as u64,
         emergency,
@@ -313,6 +321,11 @@ pub(super) fn device_info(binding: &crate::registrar::Binding) -> crate::directo
 /// A device's name from a leg's `user/device` label.
 pub(super) fn device_of(label: &str) -> &str {
     label.split_once('/').map_or(label, |(_, device)| device)
+}
+
+/// The user's id from a leg's `user/device` label.
+pub(super) fn user_of(label: &str) -> &str {
+    label.split_once('/').map_or(label, |(user, _)| user)
 }
 
 /// The wall-clock time of `at` in a session, to the millisecond.

@@ -13,9 +13,10 @@
 use std::cmp::Reverse;
 use std::time::{Duration, Instant};
 
+use super::pin::Takeover;
 use super::pull::wall_time;
-use super::requests::{addr_spec, in_dialog_request, refer_notify, with_tag};
-use super::{Calls, Ctx, Disposition, Outbound, Phase, SessionId};
+use super::requests::{addr_spec, in_dialog_request, with_tag};
+use super::{Calls, Ctx, Disposition, Outbound, Phase, SessionId, other, send_in_dialog};
 use crate::call::CallRecord;
 use crate::flip::{
     FlipDecision, FlipEvent, FlipKind, FlipRequest, FlipResult, Trigger, is_emergency,
@@ -30,6 +31,8 @@ use crate::sip::transaction::{ClientTxnId, ServerTxnId};
 #[derive(Debug)]
 pub(super) struct PendingPush {
     pub(super) session: SessionId,
+    /// The side of the call the user's device is on.
+    side: Side,
     trigger: Trigger,
     user_id: String,
     from_device: String,
@@ -56,6 +59,7 @@ impl PendingPush {
 /// A push whose targets are ringing.
 pub(super) struct Ringing {
     flip: u64,
+    pub(super) side: Side,
     trigger: Trigger,
     legs: Vec<Outbound>,
     event: FlipEvent,
@@ -67,11 +71,14 @@ pub(super) struct Ringing {
 pub type Refusal = (u16, String);
 
 impl Calls {
-    /// Ask to push session `id`'s call from the device it is on to the user's others.
+    /// Ask to push session `id`'s call from the device it is on to the user's others:
+    /// the device on `side`, or (none: the admin API) the one on side B if a user's
+    /// device is there, else side A's.
     pub fn start_push(
         &mut self,
         ctx: &mut Ctx<'_>,
         id: SessionId,
+        side: Option<Side>,
         trigger: Trigger,
         wanted: Vec<String>,
     ) -> Result<(), Refusal> {
@@ -82,10 +89,13 @@ impl Calls {
         let Some(session) = self.sessions.get_mut(&id) else {
             return refuse(404, "No Such Call");
         };
-        let (user_id, from_device) = match session.b.as_ref().map(|b| (&b.target, &b.number)) {
-            Some((ForwardTarget::User(user), number)) if session.phase == Phase::Connected => {
-                (user.clone(), super::pull::device_of(number).to_owned())
-            }
+        let side = side.unwrap_or(if session.device_on(Side::B).is_some() {
+            Side::B
+        } else {
+            Side::A
+        });
+        let (user_id, from_device) = match session.device_on(side) {
+            Some(device) if session.phase == Phase::Connected => device,
             _ => return refuse(409, "Not A Connected Call On A User's Device"),
         };
         if session.flipping() {
@@ -131,6 +141,7 @@ impl Calls {
         );
         let pending = PendingPush {
             session: id,
+            side,
             trigger,
             user_id,
             from_device,
@@ -166,7 +177,7 @@ impl Calls {
                 tracing::info!(session = id, user = push.user_id, "push denied: {reason}");
                 event.result = FlipResult::Denied(reason);
                 session.record.flips.push(event);
-                return self.notify_pusher(ctx, id, push.trigger, "603 Declined");
+                return self.notify_pusher(ctx, id, push.side, push.trigger, "603 Declined");
             }
         };
         let targets: Vec<_> = ctx
@@ -181,17 +192,21 @@ impl Calls {
         if targets.is_empty() {
             event.result = FlipResult::Denied("the policy allowed none of the devices".into());
             session.record.flips.push(event);
-            return self.notify_pusher(ctx, id, push.trigger, "603 Declined");
+            return self.notify_pusher(ctx, id, push.side, push.trigger, "603 Declined");
         }
         let codec = session.b_codec;
         let port = codec.map(|_| ctx.media.reserve_leg(id));
         let (Some(codec), Some(Ok(port))) = (codec, port) else {
             event.result = FlipResult::Denied("no media ports for the targets".into());
             session.record.flips.push(event);
-            return self.notify_pusher(ctx, id, push.trigger, "503 Service Unavailable");
+            return self.notify_pusher(ctx, id, push.side, push.trigger, "503 Service Unavailable");
         };
         let offer = sdp::endpoint(ctx.config.media.public_ip, port, id + 4, codec, Some(101));
-        let caller = session.call.caller.clone();
+        // The targets show who the user is talking to.
+        let other_party = match push.side {
+            Side::B => session.call.caller.clone(),
+            Side::A => session.call.dialed.clone(),
+        };
         let extension = ctx
             .config
             .user(&push.user_id)
@@ -201,7 +216,7 @@ impl Calls {
         let mut legs = Vec::new();
         for binding in &targets {
             if let Some(leg) =
-                self.ring_device(ctx, id, binding, &caller, &extension, &offer, &target)
+                self.ring_device(ctx, id, binding, &other_party, &extension, &offer, &target)
             {
                 event.targets.push(binding.device.clone());
                 legs.push(leg);
@@ -216,6 +231,7 @@ impl Calls {
         let session = self.sessions.get_mut(&id).expect("present");
         session.ringing = Some(Ringing {
             flip,
+            side: push.side,
             trigger: push.trigger,
             legs,
             event,
@@ -293,53 +309,65 @@ impl Calls {
         for other in &mut ringing.legs {
             other.cancel(ctx, id, &mut self.by_client_txn);
         }
+        let flip = Takeover {
+            side: ringing.side,
+            leg,
+            body: body.to_owned(),
+            event: ringing.event,
+            trigger: ringing.trigger,
+        };
         match ringing.pin {
-            Some(pin) => {
-                let body = body.to_owned();
-                self.ask_pin(ctx, id, leg, body, ringing.event, ringing.trigger, pin)
-            }
-            None => self.take_over(ctx, id, leg, body, ringing.event, ringing.trigger),
+            Some(pin) => self.ask_pin(ctx, id, flip, pin),
+            None => self.take_over(ctx, id, flip),
         }
     }
 
     /// A new device takes the call (pull or push): the user's side of the media moves
     /// onto its reserved ports, and the old device hears how it went (REFER) and is
-    /// released. `body` is the new device's SDP.
-    pub(super) fn take_over(
-        &mut self,
-        ctx: &mut Ctx<'_>,
-        id: SessionId,
-        leg: Outbound,
-        body: &str,
-        mut event: FlipEvent,
-        trigger: Trigger,
-    ) {
+    /// released.
+    pub(super) fn take_over(&mut self, ctx: &mut Ctx<'_>, id: SessionId, flip: Takeover) {
+        let Takeover {
+            side,
+            leg,
+            body,
+            mut event,
+            trigger,
+        } = flip;
         let Some(session) = self.sessions.get_mut(&id) else {
             return;
         };
-        if let Err(e) = ctx.media.switch_leg(id, Side::B) {
+        if let Err(e) = ctx.media.switch_leg(id, side) {
             tracing::error!(session = id, "flip: cannot switch the media: {e}");
         }
-        if let Some(rtp) = sdp::parse(body).ok().and_then(|m| m.rtp) {
-            ctx.media.set_remote(id, Side::B, rtp);
+        if let Some(rtp) = sdp::parse(&body).ok().and_then(|m| m.rtp) {
+            ctx.media.set_remote(id, side, rtp);
         }
-        if let Some(pt) = sdp::telephone_event_pt(body) {
+        if let Some(pt) = sdp::telephone_event_pt(&body) {
             ctx.media
-                .watch_keys(id, Side::B, pt, Some(&ctx.config.flip.push_code));
+                .watch_keys(id, side, pt, Some(&ctx.config.flip.push_code));
         }
-        if session.b.is_none() {
+        if session.device_on(side).is_none() {
             ctx.media.play(id, Playback::Silence); // the ringback the far end heard
         }
         let to_device = super::pull::device_of(&leg.number).to_owned();
         session.record.legs.push((leg.number.clone(), 200));
-        session.b_keys.clear();
+        session.keys[side as usize].clear();
         self.by_call_id.insert(leg.dialog.call_id.clone(), id);
-        let old = session.b.replace(leg);
+        let old = match side {
+            Side::B => session.b.replace(leg).map(|old| old.dialog),
+            Side::A => {
+                let user = super::pull::user_of(&leg.number).to_owned();
+                session.a_device = Some((user, to_device.clone()));
+                let old = std::mem::replace(&mut session.a_dialog, leg.dialog);
+                (!std::mem::take(&mut session.a_gone)).then_some(old)
+            }
+        };
         event.completed_at = Some(wall_time(session, ctx.ambient.now));
         event.targets = vec![to_device.clone()];
         tracing::info!(
             session = id,
             kind = ?event.kind,
+            ?side,
             from = event.from_device,
             to = to_device,
             "flipped"
@@ -347,18 +375,10 @@ impl Calls {
         session.record.flips.push(event);
         if let Some(mut old) = old {
             if trigger == Trigger::Refer {
-                old.dialog.local_cseq += 1;
-                if let Some(notify) =
-                    refer_notify(&old.dialog, old.dialog.local_cseq, ctx.local, "200 OK")
-                {
-                    let txn = ctx
-                        .layer
-                        .send_request(ctx.ambient.now, notify, old.dialog.peer);
-                    self.by_client_txn.insert(txn, id);
-                }
+                send_in_dialog(ctx, &mut old, id, &mut self.by_client_txn, Some("200 OK"));
             }
-            old.hang_up(ctx, id, &mut self.by_client_txn);
-            self.by_call_id.remove(&old.dialog.call_id);
+            send_in_dialog(ctx, &mut old, id, &mut self.by_client_txn, None);
+            self.by_call_id.remove(&old.call_id);
         }
     }
 
@@ -377,7 +397,7 @@ impl Calls {
         tracing::info!(session = id, "push: no device answered; the call stays");
         ringing.event.result = FlipResult::NoAnswer;
         session.record.flips.push(ringing.event);
-        if session.b.is_none() {
+        if session.device_on(ringing.side).is_none() {
             // The old device hung up while the targets rang: nobody is left.
             return self.end(
                 ctx,
@@ -387,7 +407,13 @@ impl Calls {
                 "nobody took the flipped call",
             );
         }
-        self.notify_pusher(ctx, id, ringing.trigger, "480 Temporarily Unavailable");
+        self.notify_pusher(
+            ctx,
+            id,
+            ringing.side,
+            ringing.trigger,
+            "480 Temporarily Unavailable",
+        );
     }
 
     /// Push ring timeouts.
@@ -408,42 +434,65 @@ impl Calls {
         }
     }
 
-    /// The old device hung up while the targets ring: the call waits for them, and the
-    /// far end hears ringback meanwhile.
-    pub(super) fn pusher_left(&mut self, ctx: &mut Ctx<'_>, id: SessionId) -> bool {
+    /// The device on `side` hung up. While a flip of that side is under way the call
+    /// waits for the new device, the far end hearing ringback meanwhile: true. Otherwise
+    /// the hang-up ends the call as usual: false.
+    pub(super) fn device_left(&mut self, ctx: &mut Ctx<'_>, id: SessionId, side: Side) -> bool {
         let Some(session) = self.sessions.get_mut(&id) else {
             return false;
         };
-        if session.ringing.is_none() && session.pin.is_none() {
+        let flip_side = session
+            .ringing
+            .as_ref()
+            .map(|r| r.side)
+            .or(session.pin.as_ref().map(|p| p.side()));
+        if flip_side != Some(side) || session.device_on(side).is_none() {
             return false;
         }
-        if let Some(old) = session.b.take() {
-            tracing::info!(
-                session = id,
-                "the old device hung up; the targets still ring"
-            );
-            self.by_call_id.remove(&old.dialog.call_id);
-            if let Some(codec) = session.b_codec {
-                ctx.media.answer(id, codec);
-                ctx.media.play(id, Playback::Loop(ctx.prompts.ringback()));
+        tracing::info!(
+            session = id,
+            ?side,
+            "the old device hung up; the new one is awaited"
+        );
+        match side {
+            Side::B => {
+                if let Some(old) = session.b.take() {
+                    self.by_call_id.remove(&old.dialog.call_id);
+                }
             }
+            Side::A => {
+                session.a_gone = true;
+                session.a_device = None;
+            }
+        }
+        if let Some(codec) = session.b_codec {
+            ctx.media.answer(id, other(side), codec);
+            ctx.media.play(id, Playback::Loop(ctx.prompts.ringback()));
         }
         true
     }
 
-    /// A key from the device in the call (RFC 4733 or SIP INFO): the push code pushes.
-    pub fn handle_device_key(&mut self, ctx: &mut Ctx<'_>, id: SessionId, digit: char) {
+    /// A key from `side` (RFC 4733 or SIP INFO): the push code from a user's device
+    /// there pushes; side A's keys are otherwise the caller's, for the host's menus.
+    pub fn handle_key(&mut self, ctx: &mut Ctx<'_>, id: SessionId, side: Side, digit: char) {
         let Some(session) = self.sessions.get_mut(&id) else {
             return;
         };
-        let code = &ctx.config.flip.push_code;
-        session.b_keys.push(digit);
-        if session.b_keys.len() > code.len() {
-            session.b_keys.remove(0);
+        if session.device_on(side).is_none() {
+            if side == Side::A {
+                self.handle_digit(ctx, id, digit);
+            }
+            return;
         }
-        if !code.is_empty() && session.b_keys == *code {
-            session.b_keys.clear();
-            let _ = self.start_push(ctx, id, Trigger::PushCode, Vec::new());
+        let code = &ctx.config.flip.push_code;
+        let keys = &mut session.keys[side as usize];
+        keys.push(digit);
+        if keys.len() > code.len() {
+            keys.remove(0);
+        }
+        if !code.is_empty() && *keys == *code {
+            keys.clear();
+            let _ = self.start_push(ctx, id, Some(side), Trigger::PushCode, Vec::new());
         }
     }
 
@@ -454,6 +503,7 @@ impl Calls {
         &mut self,
         ctx: &mut Ctx<'_>,
         id: SessionId,
+        side: Side,
         txn: ServerTxnId,
         request: Request,
     ) {
@@ -471,11 +521,8 @@ impl Calls {
         let own = self
             .sessions
             .get(&id)
-            .and_then(|s| s.b.as_ref())
-            .and_then(|b| match &b.target {
-                ForwardTarget::User(user) => ctx.config.user(user),
-                _ => None,
-            })
+            .and_then(|s| s.device_on(side))
+            .and_then(|(user, _)| ctx.config.user(&user))
             .is_some_and(|user| user.extension == refer_user || user.id == refer_user);
         if !own {
             tracing::info!(session = id, refer_to, "REFER to someone else refused");
@@ -488,32 +535,30 @@ impl Calls {
             txn,
             message::response_to(&request, 202, None),
         );
-        self.notify_pusher(ctx, id, Trigger::Refer, "100 Trying");
-        if let Err((code, reason)) = self.start_push(ctx, id, Trigger::Refer, Vec::new()) {
-            self.notify_pusher(ctx, id, Trigger::Refer, &format!("{code} {reason}"));
+        self.notify_pusher(ctx, id, side, Trigger::Refer, "100 Trying");
+        if let Err((code, reason)) =
+            self.start_push(ctx, id, Some(side), Trigger::Refer, Vec::new())
+        {
+            let status = format!("{code} {reason}");
+            self.notify_pusher(ctx, id, side, Trigger::Refer, &status);
         }
     }
 
-    /// Tell the device that asked by REFER how its push ended (RFC 3515 NOTIFY).
+    /// Tell the device on `side` that asked by REFER how its push ended (RFC 3515
+    /// NOTIFY).
     pub(super) fn notify_pusher(
         &mut self,
         ctx: &mut Ctx<'_>,
         id: SessionId,
+        side: Side,
         trigger: Trigger,
         status: &str,
     ) {
         if trigger != Trigger::Refer {
             return;
         }
-        let Some(b) = self.sessions.get_mut(&id).and_then(|s| s.b.as_mut()) else {
-            return;
-        };
-        b.dialog.local_cseq += 1;
-        if let Some(notify) = refer_notify(&b.dialog, b.dialog.local_cseq, ctx.local, status) {
-            let txn = ctx
-                .layer
-                .send_request(ctx.ambient.now, notify, b.dialog.peer);
-            self.by_client_txn.insert(txn, id);
+        if let Some(dialog) = self.sessions.get_mut(&id).and_then(|s| s.dialog_mut(side)) {
+            send_in_dialog(ctx, dialog, id, &mut self.by_client_txn, Some(status));
         }
     }
 

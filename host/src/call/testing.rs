@@ -9,7 +9,7 @@ use crate::media::{Codec, MediaAllocator, MediaPorts, MediaReport, Playback, Sid
 /// What the core asked of the media, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Did {
-    Answer(Codec),
+    Answer(Side, Codec),
     Play(String),
     Ringback,
     Silence,
@@ -60,8 +60,8 @@ impl MediaAllocator for FakeMedia {
         self.0.lock().unwrap().push(Did::Release);
     }
     fn watch_keys(&mut self, _: u64, _: Side, _: u8, _: Option<&str>) {}
-    fn answer(&mut self, _: u64, codec: Codec) {
-        self.0.lock().unwrap().push(Did::Answer(codec));
+    fn answer(&mut self, _: u64, side: Side, codec: Codec) {
+        self.0.lock().unwrap().push(Did::Answer(side, codec));
     }
     fn play(&mut self, _: u64, playback: Playback) {
         self.0.lock().unwrap().push(match playback {

@@ -100,12 +100,9 @@ pub trait MediaAllocator: Send {
         Ok(port)
     }
     /// Watch a side's RTP for RFC 4733 telephone-events of this payload type: each key
-    /// goes into the call's record (side A) and is reported as [`MediaEvent::Digit`]
-    /// (side A once the host answered it; side B always). On side B, the key sequence
-    /// `swallow` (the push code) is kept from the other side.
-    /// The host answered the caller in `codec` (or speaks to a connected far end while
-    /// its other side is away): from now on it can send side A its own frames — in A's
-    /// existing stream if there is one — and reports A's digits as [`MediaEvent::Digit`].
+    /// goes into the call's record (side A) and is reported as [`MediaEvent::Digit`] when
+    /// someone listens — the side has a user's device (`swallow`, the push code, is then
+    /// kept from the other side) or the host answered it.
     fn watch_keys(
         &mut self,
         session: SessionId,
@@ -113,7 +110,10 @@ pub trait MediaAllocator: Send {
         payload_type: u8,
         swallow: Option<&str>,
     );
-    fn answer(&mut self, session: SessionId, codec: Codec);
+    /// The host answers `side` in `codec` (the caller, or a connected far end while its
+    /// other side is away): from now on it can send that side its own frames — in the
+    /// stream it already hears, if any.
+    fn answer(&mut self, session: SessionId, side: Side, codec: Codec);
     /// What to play to the caller now (replacing whatever was playing).
     fn play(&mut self, session: SessionId, playback: Playback);
     /// Start recording the call to `path`.

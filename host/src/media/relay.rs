@@ -43,8 +43,10 @@ struct Remotes {
     latched: [bool; 2],
 }
 
-/// The host as side A's media endpoint.
+/// The host as one side's media endpoint: the caller it answered (side A), or a far end
+/// whose other side is away during a flip.
 struct Endpoint {
+    side: Side,
     codec: Codec,
     playback: Playback,
     /// The next frame of the playing prompt.
@@ -54,19 +56,22 @@ struct Endpoint {
 /// A call's media state, shared by its tasks.
 struct Shared {
     remotes: Remotes,
-    /// Side A's stream: the other leg's packets (renumbered into one stream whichever
-    /// device sends them) and, on a leg the host answered, its own.
-    a_out: OutStream,
+    /// The stream each side hears: the other side's packets, renumbered into one stream
+    /// whichever device sends them (a flip), and the host's own frames on a side it
+    /// answered.
+    out: [OutStream; 2],
     /// The keys each side sends.
     dtmf: [DtmfWatch; 2],
-    /// On side B: holds back the push code's events from side A.
-    b_keys_filter: Option<KeyFilter>,
+    /// On a side with a user's device: holds back the push code's events from the other.
+    keys_filter: [Option<KeyFilter>; 2],
     endpoint: Option<Endpoint>,
     recorder: Option<Recorder>,
     /// The RTP timestamp of the last key pressed by the device on the reserved ports (a
     /// PIN): RFC 4733 repeats an event's end packets, and those still arriving once that
     /// device has the call are not the call's.
     stale_key: Option<u32>,
+    /// The side last moved onto reserved ports.
+    switched: Option<Side>,
 }
 
 fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
@@ -203,12 +208,13 @@ impl MediaAllocator for RelayManager {
             session,
             shared: Arc::new(Mutex::new(Shared {
                 remotes: Remotes::default(),
-                a_out: OutStream::adopting(),
+                out: [OutStream::adopting(), OutStream::adopting()],
                 dtmf: [DtmfWatch::default(), DtmfWatch::default()],
-                b_keys_filter: None,
+                keys_filter: [None, None],
                 endpoint: None,
                 recorder: None,
                 stale_key: None,
+                switched: None,
             })),
             rtp: [to_tokio(a_rtp)?, to_tokio(b_rtp)?],
             rtcp: [to_tokio(a_rtcp)?, to_tokio(b_rtcp)?],
@@ -252,7 +258,9 @@ impl MediaAllocator for RelayManager {
         drop(reserved); // its prompter stops
         {
             // The old device's address is forgotten: the new one's SDP and packets set it.
-            let remotes = &mut lock(&call.shared).remotes;
+            let mut shared = lock(&call.shared);
+            shared.switched = Some(side);
+            let remotes = &mut shared.remotes;
             remotes.rtp[i] = None;
             remotes.rtcp[i] = None;
             remotes.latched[i] = false;
@@ -323,35 +331,39 @@ impl MediaAllocator for RelayManager {
     ) {
         if let Some(call) = self.calls.get(&session) {
             let mut shared = lock(&call.shared);
-            shared.dtmf[side as usize] = DtmfWatch::new(payload_type);
-            if side == Side::B {
-                shared.b_keys_filter = swallow.map(|code| KeyFilter::new(payload_type, code));
-            }
+            let i = side as usize;
+            shared.dtmf[i] = DtmfWatch::new(payload_type);
+            shared.keys_filter[i] = swallow.map(|code| KeyFilter::new(payload_type, code));
         }
     }
 
-    fn answer(&mut self, session: SessionId, codec: Codec) {
+    fn answer(&mut self, session: SessionId, side: Side, codec: Codec) {
         let Some(call) = self.calls.get_mut(&session) else {
             return;
         };
         let mut shared = lock(&call.shared);
-        if shared.endpoint.is_some() {
+        if shared.endpoint.as_ref().is_some_and(|e| e.side == side) {
             return;
         }
-        if shared.a_out.is_fresh() {
+        if let Some(sender) = call.host_sender.take() {
+            sender.abort();
+        }
+        let i = side as usize;
+        if shared.out[i].is_fresh() {
             // A stream of the host's own; one that already carries the other leg's audio
             // (a connected call) goes on with the host's frames in it.
             let random = random_u64();
-            shared.a_out = OutStream::new(random as u32, (random >> 32) as u16);
+            shared.out[i] = OutStream::new(random as u32, (random >> 32) as u16);
         }
         shared.endpoint = Some(Endpoint {
+            side,
             codec,
             playback: Playback::Silence,
             position: 0,
         });
         drop(shared);
         call.host_sender = Some(tokio::spawn(send_host_frames(HostSender {
-            socket: call.rtp[0].clone(),
+            socket: call.rtp[i].clone(),
             shared: call.shared.clone(),
             playing: call.playing.clone(),
             packets: call.packets.clone(),
@@ -369,7 +381,7 @@ impl MediaAllocator for RelayManager {
             let audible = !matches!(playback, Playback::Silence);
             endpoint.playback = playback;
             endpoint.position = 0;
-            shared.a_out.pause();
+            shared.out[endpoint.side as usize].pause();
             if audible {
                 call.playing.notify_one();
             }
@@ -473,13 +485,58 @@ impl Forwarding {
             self.counters.digits_dropped.fetch_add(1, Relaxed);
         }
     }
+
+    /// An RTP packet from this side: its key noticed, its audio recorded (the caller's),
+    /// and what of it goes on into the other side's stream.
+    fn rtp(&self, shared: &mut Shared, packet: &[u8], now: Instant) -> Vec<Vec<u8>> {
+        let from = self.from as usize;
+        let to = 1 - from;
+        if shared.switched == Some(self.from)
+            && shared.stale_key.is_some()
+            && is_stale_key(packet, shared)
+        {
+            return Vec::new();
+        }
+        if let Some(digit) = shared.dtmf[from].inspect(packet) {
+            // Keys matter from a user's device (the push code) and from a caller the host
+            // answered (menus).
+            let host_answered = shared
+                .endpoint
+                .as_ref()
+                .is_some_and(|e| e.side == self.from);
+            if shared.keys_filter[from].is_some() || host_answered {
+                self.report(self.from, digit);
+            }
+        }
+        if self.from == Side::A
+            && let Some(recorder) = shared.recorder.as_mut()
+            && let Some(samples) = decode_audio(packet)
+        {
+            recorder.put(Channel::Caller, now, &samples);
+        }
+        // The other side hears this side's audio unless a prompt of the host's is playing
+        // to it; the audio ends ringback (early media).
+        if let Some(endpoint) = shared.endpoint.as_mut().filter(|e| e.side as usize == to) {
+            match endpoint.playback {
+                Playback::Once(_) => return Vec::new(),
+                Playback::Loop(_) | Playback::Silence => endpoint.playback = Playback::Silence,
+            }
+        }
+        let stream = &mut shared.out[to];
+        match shared.keys_filter[from].as_mut() {
+            Some(filter) if !filter.passes(packet) => filter
+                .process(packet, now)
+                .iter()
+                .filter_map(|p| stream.relay(p, now))
+                .collect(),
+            _ => stream.relay(packet, now).into_iter().collect(),
+        }
+    }
 }
 
 async fn forward(f: Forwarding) {
-    let (from, to) = match f.from {
-        Side::A => (0, 1),
-        Side::B => (1, 0),
-    };
+    let from = f.from as usize;
+    let to = 1 - from;
     let mut buf = vec![0u8; 2048];
     loop {
         // Errors here are ICMP reports of earlier sends: nothing to do but go on.
@@ -488,94 +545,45 @@ async fn forward(f: Forwarding) {
         };
         let packet = &buf[..n];
         let now = monotonic_now();
-        let mut rewritten = Vec::new();
-        let destination = {
+        let (destination, outgoing) = {
             let mut shared = lock(&f.shared);
             let shared = &mut *shared;
             if f.is_rtcp {
                 shared.remotes.rtcp[from] = Some(source);
-                if f.from == Side::B {
-                    // Reports for A's stream speak for it, whichever device sends them.
-                    rewritten.extend(shared.a_out.relay_rtcp(packet));
-                    rewritten.first().and(shared.remotes.rtcp[to])
-                } else {
-                    shared.remotes.rtcp[to]
-                }
+                // Reports for the other side's stream speak for it, whichever device
+                // sends them.
+                let rewritten = shared.out[to].relay_rtcp(packet);
+                (shared.remotes.rtcp[to], rewritten.into_iter().collect())
             } else {
                 shared.remotes.rtp[from] = Some(source);
                 shared.remotes.latched[from] = true;
-                match f.from {
-                    Side::A => {
-                        if let Some(digit) = shared.dtmf[0].inspect(packet)
-                            && shared.endpoint.is_some()
-                        {
-                            f.report(Side::A, digit);
-                        }
-                        if let Some(recorder) = shared.recorder.as_mut()
-                            && let Some(samples) = decode_audio(packet)
-                        {
-                            recorder.put(Channel::Caller, now, &samples);
-                        }
-                        f.packets[0].fetch_add(1, Relaxed);
-                        shared.remotes.rtp[to]
-                    }
-                    Side::B if shared.stale_key.is_some() && is_stale_key(packet, shared) => None,
-                    Side::B => {
-                        if let Some(digit) = shared.dtmf[1].inspect(packet) {
-                            f.report(Side::B, digit);
-                        }
-                        // The other leg's audio joins A's stream unless a prompt of the
-                        // host's is playing; it ends ringback (early media).
-                        let prompt_playing = match shared.endpoint.as_mut() {
-                            Some(endpoint) => match endpoint.playback {
-                                Playback::Once(_) => true,
-                                Playback::Loop(_) | Playback::Silence => {
-                                    endpoint.playback = Playback::Silence;
-                                    false
-                                }
-                            },
-                            None => false,
-                        };
-                        if prompt_playing {
-                            None
-                        } else {
-                            rewritten = match shared.b_keys_filter.as_mut() {
-                                Some(filter) if !filter.passes(packet) => filter
-                                    .process(packet, now)
-                                    .iter()
-                                    .filter_map(|p| shared.a_out.relay(p, now))
-                                    .collect(),
-                                _ => shared.a_out.relay(packet, now).into_iter().collect(),
-                            };
-                            shared.remotes.rtp[to]
-                        }
-                    }
+                if f.from == Side::A {
+                    f.packets[0].fetch_add(1, Relaxed);
                 }
+                let outgoing = f.rtp(shared, packet, now);
+                (shared.remotes.rtp[to], outgoing)
             }
         };
         let Some(destination) = destination else {
             continue;
         };
-        if f.from == Side::B && !f.is_rtcp {
-            // Side A's stream: what the filter passed, renumbered.
-            for outgoing in &rewritten {
-                if f.outbound.send_to(outgoing, destination).await.is_ok() {
-                    f.counters.rtp_packets.fetch_add(1, Relaxed);
-                    f.packets[1].fetch_add(1, Relaxed);
-                    if let Some(recorder) = lock(&f.shared).recorder.as_mut()
-                        && let Some(samples) = decode_audio(outgoing)
-                    {
-                        recorder.put(Channel::Other, now, &samples);
-                    }
+        for packet in &outgoing {
+            if f.outbound.send_to(packet, destination).await.is_err() {
+                continue;
+            }
+            if f.is_rtcp {
+                f.counters.rtcp_packets.fetch_add(1, Relaxed);
+                continue;
+            }
+            f.counters.rtp_packets.fetch_add(1, Relaxed);
+            if to == 0 {
+                f.packets[1].fetch_add(1, Relaxed);
+                if let Some(recorder) = lock(&f.shared).recorder.as_mut()
+                    && let Some(samples) = decode_audio(packet)
+                {
+                    recorder.put(Channel::Other, now, &samples);
                 }
             }
-        } else if f.is_rtcp {
-            let outgoing = rewritten.first().map_or(packet, Vec::as_slice);
-            if f.outbound.send_to(outgoing, destination).await.is_ok() {
-                f.counters.rtcp_packets.fetch_add(1, Relaxed);
-            }
-        } else if f.outbound.send_to(packet, destination).await.is_ok() {
-            f.counters.rtp_packets.fetch_add(1, Relaxed);
         }
     }
 }
@@ -587,7 +595,7 @@ fn is_stale_key(packet: &[u8], shared: &Shared) -> bool {
     })
 }
 
-/// What sends side A the host's own stream.
+/// What sends a side the host's own stream.
 struct HostSender {
     socket: Arc<UdpSocket>,
     shared: Arc<Mutex<Shared>>,
@@ -596,7 +604,7 @@ struct HostSender {
     counters: Arc<RelayCounters>,
 }
 
-/// Side A's stream from the host: one frame every 20 ms while something plays; asleep
+/// A side's stream from the host: one frame every 20 ms while something plays; asleep
 /// (no timer) while nothing does, as for the whole of a connected call.
 async fn send_host_frames(h: HostSender) {
     let mut ticker = tokio::time::interval(FRAME);
@@ -612,6 +620,7 @@ async fn send_host_frames(h: HostSender) {
             let Some(endpoint) = shared.endpoint.as_mut() else {
                 return;
             };
+            let side = endpoint.side as usize;
             let playing = match &endpoint.playback {
                 Playback::Silence => None,
                 Playback::Once(p) => Some((p.clone(), false)),
@@ -620,7 +629,7 @@ async fn send_host_frames(h: HostSender) {
             match playing {
                 Some((prompt, looped)) => {
                     let i = endpoint.position;
-                    let packet = shared.a_out.host_frame(
+                    let packet = shared.out[side].host_frame(
                         endpoint.codec.payload_type(),
                         prompt.frame(endpoint.codec, i),
                         now,
@@ -631,13 +640,16 @@ async fn send_host_frames(h: HostSender) {
                             endpoint.position = 0;
                         } else {
                             endpoint.playback = Playback::Silence;
-                            shared.a_out.pause();
+                            shared.out[side].pause();
                         }
                     }
-                    if let Some(recorder) = shared.recorder.as_mut() {
+                    // The recording's other channel is what the caller (side A) hears.
+                    if side == 0
+                        && let Some(recorder) = shared.recorder.as_mut()
+                    {
                         recorder.put(Channel::Other, now, prompt.frame_samples(i));
                     }
-                    Some(shared.remotes.rtp[0].map(|to| (packet, to)))
+                    Some(shared.remotes.rtp[side].map(|to| (packet, to)))
                 }
                 None => None,
             }
@@ -761,23 +773,25 @@ mod tests {
         // Bob's SDP is right; Alice's SDP announced a wrong port (she is behind NAT).
         relay.set_remote(1, Side::B, bob.local_addr().unwrap());
         relay.set_remote(1, Side::A, "127.0.0.1:9".parse().unwrap());
-        // Anything on A's port goes to B as it is.
+        // What isn't RTP goes nowhere; RTP on A's port goes to B as it is (each side
+        // hears one stream, whose first source passes unchanged).
         alice
             .send_to(b"hello bob", ("127.0.0.1", ports.a))
             .await
             .unwrap();
+        let hello = rtp(7, 1600, 5);
+        alice.send_to(&hello, ("127.0.0.1", ports.a)).await.unwrap();
         let (data, from) = recv(&bob).await;
-        assert_eq!(data, b"hello bob");
+        assert_eq!(data, hello);
         assert_eq!(from.port(), ports.b, "bob hears the host's B port");
-        // Bob answers (RTP: what reaches A is A's one stream, whose first source Bob is);
-        // it reaches Alice where her packets came from, not where her SDP said.
-        let mut rtp = vec![0x80, 0, 0, 1, 0, 0, 0, 160, 0, 0, 0, 9];
-        rtp.extend_from_slice(&[0xff; 160]);
-        bob.send_to(&rtp, ("127.0.0.1", ports.b)).await.unwrap();
+        // Bob answers; it reaches Alice where her packets came from, not where her SDP
+        // said.
+        let answer = rtp(1, 160, 9);
+        bob.send_to(&answer, ("127.0.0.1", ports.b)).await.unwrap();
         let (data, from) = recv(&alice).await;
-        assert_eq!(data, rtp, "the first source passes unchanged");
+        assert_eq!(data, answer);
         assert_eq!(from.port(), ports.a);
-        assert_eq!(relay.close(1).packets, (1, 1));
+        assert_eq!(relay.close(1).packets, (2, 1));
         assert_eq!(relay.counters.open_calls.load(Relaxed), 0);
         // The ports are free again once the aborted tasks are dropped.
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -793,7 +807,7 @@ mod tests {
         relay.set_remote(2, Side::A, caller.local_addr().unwrap());
         relay.set_remote(2, Side::B, callee.local_addr().unwrap());
         relay.watch_keys(2, Side::A, 101, None);
-        relay.answer(2, Codec::Pcma);
+        relay.answer(2, Side::A, Codec::Pcma);
         let prompt = Arc::new(Prompt::from_samples("three-frames", vec![1000; 480]));
         relay.play(2, Playback::Once(prompt));
         let mut headers = Vec::new();
@@ -882,15 +896,13 @@ mod tests {
         assert_eq!(after.sequence, before.sequence.wrapping_add(1));
         assert!(after.timestamp.wrapping_sub(before.timestamp) >= 160);
         // The far end's audio reaches the mobile, from the new port.
+        let for_the_mobile = rtp(3, 480, 7);
         far_end
-            .send_to(b"for the mobile", ("127.0.0.1", ports.a))
+            .send_to(&for_the_mobile, ("127.0.0.1", ports.a))
             .await
             .unwrap();
         let (data, from) = recv(&mobile).await;
-        assert_eq!(
-            (data.as_slice(), from.port()),
-            (&b"for the mobile"[..], new_port)
-        );
+        assert_eq!((data, from.port()), (for_the_mobile, new_port));
         relay.close(3);
     }
 
@@ -907,7 +919,7 @@ mod tests {
             .unwrap();
         let relayed = rtp::parse(&recv(&far_end).await.0).unwrap();
         // The desk has gone; the host plays ringback in the same stream.
-        relay.answer(4, Codec::Pcmu);
+        relay.answer(4, Side::A, Codec::Pcmu);
         relay.play(
             4,
             Playback::Loop(Arc::new(Prompt::from_samples("tone", vec![500; 160]))),

@@ -240,7 +240,10 @@ fn the_host_answers_plays_the_welcome_then_the_menu_and_a_key_barges_in() {
     );
     assert_eq!(
         h.media.take(),
-        [Did::Answer(Codec::Pcmu), Did::Play("welcome".into())]
+        [
+            Did::Answer(Side::A, Codec::Pcmu),
+            Did::Play("welcome".into())
+        ]
     );
 
     let welcome = length_ms("welcome");
@@ -321,7 +324,10 @@ fn a_forward_after_the_menu_rings_back_and_connects_without_a_second_answer() {
         invite.contains("m=audio 20002 RTP/AVP 0 101"),
         "the department is offered the caller's codec only: {invite}"
     );
-    assert_eq!(h.media.take(), [Did::Answer(Codec::Pcmu), Did::Ringback]);
+    assert_eq!(
+        h.media.take(),
+        [Did::Answer(Side::A, Codec::Pcmu), Did::Ringback]
+    );
     let invite = invite.clone();
     h.department_answers(&invite);
     let (_, sent) = h.drain();

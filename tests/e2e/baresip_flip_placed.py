@@ -1,0 +1,124 @@
+#!/usr/bin/env python3
+"""Flipping calls a user placed, with real phones. Alice's desk phone dials 911 through
+the trunk (a SIPp UAS): her mobile's *77 is refused (403) — emergency calls stay put.
+Then her desk phone calls Bob; her mobile pulls the call (*77) and pushes it back with
+*8. Bob, the far end on the leg the host placed, notices nothing: no INVITE after his
+first, one RTP stream (one SSRC, no sequence gap, no timestamp jump beyond the time that
+passed, no key of the push code); he hears the desk (440 Hz), the mobile (700 Hz), the
+desk again.
+
+    python3 tests/e2e/baresip_flip_placed.py /path/to/wasmpbx /path/to/flip-policy.wasm tests/sipp/department.xml
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+from baresip_call import (ALICE_AND_BOB, Phone, api, dominant_hz, received_audio, report_failure, start_server,
+                          wait_registrations)
+from baresip_flip import BOB_SIP, Capture, check_stream
+
+CONFIG = ALICE_AND_BOB + """
+[[trunks]]
+name = "pstn"
+uri = "sip:127.0.0.1:5090"
+"""
+
+
+def main():
+    binary, flip_policy, department_xml = sys.argv[1:4]
+    work = tempfile.mkdtemp(prefix="wasmpbx-baresip-placed-")
+    server = start_server(binary, work, CONFIG, scripts={"flip-policy": flip_policy})
+    sipp_dir = os.path.join(work, "emergency")
+    os.makedirs(sipp_dir)
+    emergency = subprocess.Popen(["sipp", "-sf", os.path.abspath(department_xml), "-i", "127.0.0.1", "-p", "5090",
+                                  "-m", "1", "-d", "6000", "-timeout", "60", "-nostdin", "-trace_err"],
+                                 cwd=sipp_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    phones = []
+    capture = Capture()
+    try:
+        time.sleep(1)
+        desk = Phone(work, "alice-desk", "2001", "alice-secret", 5070, 4444, 10000, 440)
+        mobile = Phone(work, "alice-mobile", "2001", "alice-secret", 5072, 4446, 10100, 700)
+        bob = Phone(work, "bob", "2002", "bob-secret", BOB_SIP, 4448, 10200, 1000)
+        phones = [desk, mobile, bob]
+        wait_registrations(3)
+
+        desk.command("dial", "sip:911@127.0.0.1")
+        desk.wait("CALL_ESTABLISHED")
+        mobile.command("dial", "sip:*77@127.0.0.1")
+        closed = mobile.wait("CALL_CLOSED")
+        assert "403" in closed.get("param", ""), closed
+        assert not desk.saw("CALL_CLOSED"), "the emergency call goes on"
+        print(f"1. the mobile's *77 during the desk's 911 call was refused: {closed.get('param')}")
+        desk.wait("CALL_CLOSED", timeout=20)  # the emergency service hangs up
+        emergency.wait(timeout=10)
+
+        capture.start()
+        desk.command("dial", "sip:2002@127.0.0.1")
+        bob.wait("CALL_INCOMING")
+        bob.command("accept")
+        desk.wait("CALL_ESTABLISHED")
+        answered = time.time()
+        print("alice's desk phone is talking to bob")
+        time.sleep(2)
+
+        mobile.command("dial", "sip:*77@127.0.0.1")
+        mobile.wait("CALL_ESTABLISHED")
+        desk.wait("CALL_CLOSED")
+        pulled = time.time()
+        print("2. the mobile pulled the call alice placed (*77); the desk phone was released")
+        time.sleep(2.5)
+
+        mobile.command("sndcode", "*8")
+        desk.wait("CALL_INCOMING")
+        desk.command("accept")
+        desk.wait("CALL_ESTABLISHED")
+        mobile.wait("CALL_CLOSED")
+        print("3. the mobile pushed it back with *8; the desk answered, the mobile was released")
+        time.sleep(2)
+
+        assert not bob.saw("CALL_CLOSED"), "bob's call must go on"
+        bob.command("hangup")
+        desk.wait("CALL_CLOSED")
+        bob.wait("CALL_CLOSED")
+        time.sleep(0.5)
+        capture.stop()
+
+        invites = [p for _, port, p in capture.packets if port == BOB_SIP and p.startswith(b"INVITE ")]
+        assert len(invites) == 1, f"bob must get his first INVITE only, got {len(invites)}"
+        count, _, worst_gap = check_stream(capture.packets)
+        print(f"bob received one RTP stream: {count} packets, no sequence gap, no key, "
+              f"longest silence {worst_gap * 1000:.0f} ms")
+        samples, rate = received_audio(bob)
+        seconds = len(samples) / rate
+        middle = pulled - answered + 0.7
+        heard = [dominant_hz(samples[int(a * rate):int(b * rate)], rate)
+                 for a, b in [(0.3, 1.3), (middle, middle + 1.0), (seconds - 1.5, seconds - 0.3)]]
+        print("bob heard {:.0f} Hz (desk), {:.0f} Hz (mobile), {:.0f} Hz (desk)".format(*heard))
+        assert 380 < heard[0] < 500 and 620 < heard[1] < 780 and 380 < heard[2] < 500, heard
+
+        cdr = api("/api/cdrs?limit=1")[0]
+        seen = [(f["kind"], f["trigger"], f["result"]) for f in cdr["flips"]]
+        assert seen == [("pull", "pull-code", "done"), ("push", "push-code", "done")], seen
+        print("the call record lists both flips")
+        print("1 passed, 0 failed")
+        return 0
+    except Exception as error:  # report everything the test saw, then fail
+        report_failure(error, work, phones)
+        return 1
+    finally:
+        capture.running = False
+        emergency.kill()
+        for phone in phones:
+            phone.stop()
+        server.kill()
+        server.wait()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
