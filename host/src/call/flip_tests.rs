@@ -530,9 +530,19 @@ fn a_push_nobody_answers_leaves_the_call_where_it_was() {
     let mut w = World::connected();
     w.push().unwrap();
     w.decide(World::allow());
+    w.media.take();
     w.advance(Duration::from_secs(31)); // flip.ring_timeout_ms is 30 s by default
     assert_eq!(w.count_to(MOBILE, "CANCEL "), 1);
     assert_eq!(w.count_to(DESK, "BYE "), 0);
+    assert_eq!(
+        w.media.take(),
+        [
+            Did::Release,
+            Did::Answer(Side::B, crate::media::Codec::Pcmu),
+            Did::Play("no-answer".into())
+        ],
+        "the desk hears that nobody took it"
+    );
     let record = w.far_end_hangs_up();
     assert_eq!(w.count_to(DESK, "BYE "), 1, "the desk still had the call");
     assert_eq!(record.flips[0].result, FlipResult::NoAnswer);

@@ -407,13 +407,15 @@ impl Calls {
                 "nobody took the flipped call",
             );
         }
-        self.notify_pusher(
-            ctx,
-            id,
-            ringing.side,
-            ringing.trigger,
-            "480 Temporarily Unavailable",
-        );
+        // The device that pushed hears so: a NOTIFY if it asked by REFER, else beeps.
+        if ringing.trigger == Trigger::Refer {
+            let status = "480 Temporarily Unavailable";
+            self.notify_pusher(ctx, id, ringing.side, ringing.trigger, status);
+        } else if let Some(codec) = session.b_codec {
+            ctx.media.answer(id, ringing.side, codec);
+            ctx.media
+                .play(id, Playback::Once(ctx.prompts.no_answer_tone()));
+        }
     }
 
     /// Push ring timeouts.

@@ -81,19 +81,35 @@ impl Prompt {
 
     /// Ringback as callers in North America know it: 440 + 480 Hz, 2 s on, 4 s off.
     pub fn ringback() -> Self {
-        let on = 2 * SAMPLE_RATE as usize;
-        let samples = (0..6 * SAMPLE_RATE as usize)
+        Self::tone("ringback", (440.0, 480.0), 6000, |ms| ms < 2000)
+    }
+
+    /// Told to a device whose push nobody took: three short beeps of the busy tone's
+    /// 480 + 620 Hz, 150 ms on, 150 ms off.
+    pub fn no_answer_tone() -> Self {
+        Self::tone("no-answer", (480.0, 620.0), 900, |ms| ms % 300 < 150)
+    }
+
+    /// Two frequencies together, `length_ms` long, sounding while `on(ms)`.
+    fn tone(
+        name: &str,
+        (f1, f2): (f64, f64),
+        length_ms: usize,
+        on: impl Fn(usize) -> bool,
+    ) -> Self {
+        let per_ms = SAMPLE_RATE as usize / 1000;
+        let samples = (0..length_ms * per_ms)
             .map(|n| {
-                if n >= on {
+                if !on(n / per_ms) {
                     return 0;
                 }
                 let t = n as f64 / f64::from(SAMPLE_RATE);
-                let tone = (2.0 * std::f64::consts::PI * 440.0 * t).sin()
-                    + (2.0 * std::f64::consts::PI * 480.0 * t).sin();
+                let tone = (2.0 * std::f64::consts::PI * f1 * t).sin()
+                    + (2.0 * std::f64::consts::PI * f2 * t).sin();
                 (tone * 4000.0) as i16 // about -15 dBFS per tone
             })
             .collect();
-        Self::from_samples("ringback", samples)
+        Self::from_samples(name, samples)
     }
 }
 
@@ -225,6 +241,7 @@ fn decode_g711_wav(file: &str, bytes: &[u8]) -> Result<Option<Vec<i16>>, PromptE
 pub struct Prompts {
     by_name: HashMap<String, Arc<Prompt>>,
     ringback: Arc<Prompt>,
+    no_answer_tone: Arc<Prompt>,
 }
 
 impl Prompts {
@@ -233,6 +250,7 @@ impl Prompts {
         let mut prompts = Self {
             by_name: HashMap::new(),
             ringback: Arc::new(Prompt::ringback()),
+            no_answer_tone: Arc::new(Prompt::no_answer_tone()),
         };
         for (name, bytes) in BUILT_IN {
             let samples = decode_wav(name, bytes).expect("the built-in prompts are valid WAVs");
@@ -285,6 +303,11 @@ impl Prompts {
 
     pub fn ringback(&self) -> Arc<Prompt> {
         self.ringback.clone()
+    }
+
+    /// The beeps a device hears when nobody took its push.
+    pub fn no_answer_tone(&self) -> Arc<Prompt> {
+        self.no_answer_tone.clone()
     }
 
     /// The names, sorted.

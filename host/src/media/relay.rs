@@ -996,4 +996,33 @@ mod tests {
         assert_eq!((relayed.ssrc, relayed.sequence), (9, 2));
         relay.close(5);
     }
+
+    #[tokio::test]
+    async fn the_host_can_speak_to_side_b_in_the_stream_it_hears() {
+        let (mut relay, _) = manager();
+        let ports = relay.open(6).unwrap();
+        let caller = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let desk = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        relay.set_remote(6, Side::A, caller.local_addr().unwrap());
+        relay.set_remote(6, Side::B, desk.local_addr().unwrap());
+        caller
+            .send_to(&rtp(40, 3200, 11), ("127.0.0.1", ports.a))
+            .await
+            .unwrap();
+        let relayed = rtp::parse(&recv(&desk).await.0).unwrap();
+        relay.answer(6, Side::B, Codec::Pcmu);
+        relay.play(
+            6,
+            Playback::Once(Arc::new(Prompt::from_samples("beep", vec![500; 160]))),
+        );
+        let (packet, from) = recv(&desk).await;
+        let host = rtp::parse(&packet).unwrap();
+        assert_eq!(from.port(), ports.b);
+        assert_eq!(
+            (host.ssrc, host.sequence),
+            (11, relayed.sequence.wrapping_add(1))
+        );
+        assert!(host.marker);
+        relay.close(6);
+    }
 }
