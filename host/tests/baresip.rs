@@ -103,3 +103,13 @@ fn calls_a_user_placed_flip_too_but_not_emergency_calls() {
     );
     assert!(report.contains("1 passed, 0 failed"), "{report}");
 }
+
+#[test]
+fn flip_races_with_baresip_phones_end_cleanly() {
+    let report = run_in_namespace(
+        "races",
+        "baresip_flip_races.py",
+        &[env!("CARGO_BIN_EXE_wasmpbx"), test_components::MISBEHAVE],
+    );
+    assert!(report.contains("1 passed, 0 failed"), "{report}");
+}

@@ -128,10 +128,11 @@ password = "bob-secret"
 """
 
 
-def start_server(binary, work, extra, scripts=None, log_level="info"):
+def start_server(binary, work, extra, scripts=None, log_level="info", script_settings=""):
     """`wasmpbx run` in `work` on loopback's SIP and HTTP defaults, with `scripts`
-    ({name: built .wasm}) in its scripts folder and `extra` (TOML) after the common
-    sections; the process. Its log is `work/server.log`."""
+    ({name: built .wasm}) in its scripts folder, `script_settings` (TOML lines) in its
+    `[scripts]` table and `extra` (TOML) after the common sections; the process. Its log
+    is `work/server.log`."""
     os.makedirs(os.path.join(work, "scripts"), exist_ok=True)
     for name, built in (scripts or {}).items():
         shutil.copy(built, os.path.join(work, "scripts", f"{name}.wasm"))
@@ -142,6 +143,7 @@ listen = ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"]
 domain = "127.0.0.1"
 [scripts]
 dir = "{work}/scripts"
+{script_settings}
 [store]
 path = "{work}/wasmpbx.db"
 {extra}""")

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Flipping calls a user placed, with real phones. Alice's desk phone dials 911 through
 the trunk (a SIPp UAS): her mobile's *77 is refused (403) — emergency calls stay put.
-Then her desk phone calls Bob; her mobile pulls the call (*77) and pushes it back with
-*8. Bob, the far end on the leg the host placed, notices nothing: no INVITE after his
+Then her desk phone calls Bob; the desk phone's network goes silent (its process is
+stopped: no RTP, no SIP) and her mobile pulls the call (*77) all the same — the "bad
+Wi-Fi, take it on cellular" case; the mobile pushes it back with *8. Bob, the far end on the leg the host placed, notices nothing: no INVITE after his
 first, one RTP stream (one SSRC, no sequence gap, no timestamp jump beyond the time that
 passed, no key of the push code); he hears the desk (440 Hz), the mobile (700 Hz), the
 desk again.
@@ -12,6 +13,7 @@ desk again.
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -66,11 +68,14 @@ def main():
         print("alice's desk phone is talking to bob")
         time.sleep(2)
 
+        os.kill(desk.proc.pid, signal.SIGSTOP)
+        time.sleep(0.5)
         mobile.command("dial", "sip:*77@127.0.0.1")
         mobile.wait("CALL_ESTABLISHED")
-        desk.wait("CALL_CLOSED")
         pulled = time.time()
-        print("2. the mobile pulled the call alice placed (*77); the desk phone was released")
+        os.kill(desk.proc.pid, signal.SIGCONT)
+        desk.wait("CALL_CLOSED")  # the host's BYE, retransmitted until the desk is back
+        print("2. the desk went silent; the mobile pulled the call alice placed (*77); the desk was released")
         time.sleep(2.5)
 
         mobile.command("sndcode", "*8")
@@ -95,7 +100,7 @@ def main():
               f"longest silence {worst_gap * 1000:.0f} ms")
         samples, rate = received_audio(bob)
         seconds = len(samples) / rate
-        middle = pulled - answered + 0.7
+        middle = pulled - answered + 0.5
         heard = [dominant_hz(samples[int(a * rate):int(b * rate)], rate)
                  for a, b in [(0.3, 1.3), (middle, middle + 1.0), (seconds - 1.5, seconds - 0.3)]]
         print("bob heard {:.0f} Hz (desk), {:.0f} Hz (mobile), {:.0f} Hz (desk)".format(*heard))

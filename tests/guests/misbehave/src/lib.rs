@@ -43,7 +43,7 @@ impl FlipPolicy for Misbehave {
     }
 }
 
-/// Trap, loop, exhaust memory or overflow the stack when told to.
+/// Trap, loop, exhaust memory, overflow the stack or take its time when told to.
 fn misbehave(what: &str) {
     match what {
         "trap" => panic!("told to trap"),
@@ -61,6 +61,16 @@ fn misbehave(what: &str) {
                 block.push(1);
                 hoard.push(std::hint::black_box(block));
             }
+        }
+        "slow" => {
+            // Long enough for a second request to arrive meanwhile (a race test, which
+            // raises the deadline for it).
+            let start = host::now();
+            let since = |now: wasmpbx_guest::Instant| {
+                (now.seconds - start.seconds) * 1000
+                    + (i64::from(now.nanoseconds) - i64::from(start.nanoseconds)) / 1_000_000
+            };
+            while since(host::now()) < 100 {}
         }
         "recurse" => {
             fn deep(n: u64) -> u64 {
