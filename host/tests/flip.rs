@@ -56,6 +56,49 @@ fn a_pull_without_a_live_call_is_refused_and_logged() {
 }
 
 #[test]
+fn another_users_pull_cannot_take_a_live_call() {
+    const CAROL: &str = r#"
+[[users]]
+id = "carol"
+extension = "2003"
+password = "c4rol-secret"
+"#;
+    let server =
+        Server::start_with_scripts(CAROL, &[("flip-policy", test_components::FLIP_POLICY)]);
+    let desk_port = register(&server, "2001", "s3cret");
+    let desk = SippServer::start_on("device_answers.xml", desk_port, &["-m", "1"]);
+    let carol_port = register(&server, "2003", "c4rol-secret");
+    std::thread::scope(|scope| {
+        let bob = scope.spawn(|| {
+            sipp(
+                server.udp,
+                "device_caller.xml",
+                &credentials("2002", "b0b-secret"),
+                &["-s", "2001", "-m", "1", "-d", "3000"],
+            )
+        });
+        std::thread::sleep(Duration::from_millis(1500));
+        // Bob's call with Alice is live; Carol's *77 finds no call of hers.
+        pull_refused(&server, "2003", "c4rol-secret", carol_port);
+        assert_eq!(
+            bob.join().unwrap(),
+            0,
+            "bob's call with alice went on to its end"
+        );
+    });
+    assert_eq!(desk.wait(Duration::from_secs(15)), 0);
+    assert!(
+        server.log().contains("pull refused: No Live Call To Pull")
+            && server.log().contains("user=\"carol\""),
+        "{}",
+        server.log()
+    );
+    let cdr = &server.cdrs()[0];
+    assert_eq!(cdr["disposition"], "answered");
+    assert!(cdr["flips"].as_array().unwrap().is_empty(), "{cdr}");
+}
+
+#[test]
 fn a_failing_policy_denies_the_pull_and_the_call_goes_on() {
     // The misbehave guest traps for the user "trap": the flip is denied, not the call.
     let server =

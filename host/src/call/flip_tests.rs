@@ -848,3 +848,14 @@ fn the_placing_device_hanging_up_while_targets_ring_leaves_the_call_to_them() {
     assert_eq!(w.media.take(), [Did::Switch(Side::A), Did::Silence]);
     assert_eq!(w.count_to(DESK, "BYE "), 0, "the desk is already gone");
 }
+
+#[test]
+fn a_push_to_a_device_that_is_not_the_users_is_refused() {
+    let mut w = World::connected();
+    let refusal = w
+        .pbx
+        .request_push(w.ambient(), 1, vec!["bobs-phone".into()])
+        .unwrap_err();
+    assert_eq!(refusal, (403, "Not A Device Of This User".into()));
+    assert!(w.flips.is_empty(), "the policy is not asked");
+}

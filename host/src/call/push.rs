@@ -113,9 +113,18 @@ impl Calls {
         if session.b_codec.is_none() {
             return refuse(488, "The Call's Codec Is Unknown");
         }
-        let candidates: Vec<_> = ctx
-            .registrar
-            .bindings(&user_id)
+        let own = ctx.registrar.bindings(&user_id);
+        if let Some(stranger) = wanted.iter().find(|w| !own.iter().any(|b| b.device == **w)) {
+            // Only the user's own devices can take the user's call.
+            tracing::warn!(
+                session = id,
+                user = user_id,
+                device = stranger,
+                "push to a device that is not the user's refused"
+            );
+            return refuse(403, "Not A Device Of This User");
+        }
+        let candidates: Vec<_> = own
             .iter()
             .filter(|b| b.device != from_device)
             .filter(|b| wanted.is_empty() || wanted.contains(&b.device))
