@@ -92,11 +92,20 @@ impl Server {
             true => (String::new(), extra.replace("[scripts]\n", &scripts)),
             false => (scripts, extra.to_owned()),
         };
+        // Recordings go to the test's folder too (the default is relative to the cwd).
+        let media = format!(
+            "[media]\nrecordings = {:?}\n",
+            dir.path().join("recordings").display().to_string()
+        );
+        let (media_table, extra) = match extra.contains("[media]\n") {
+            true => (String::new(), extra.replace("[media]\n", &media)),
+            false => (media, extra),
+        };
         std::fs::write(
             &config,
             format!(
                 "[sip]\nlisten = [\"udp:127.0.0.1:0\", \"tcp:127.0.0.1:0\"]\ndomain = \"pbx.test\"\n\
-                 {}{scripts_table}[store]\npath = {:?}\n{USERS}\n{extra}",
+                 {}{scripts_table}{media_table}[store]\npath = {:?}\n{USERS}\n{extra}",
                 if extra.contains("[http]") { "" } else { "[http]\nlisten = \"127.0.0.1:0\"\n" },
                 dir.path().join("wasmpbx.db").display().to_string(),
             ),
