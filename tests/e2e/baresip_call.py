@@ -33,6 +33,7 @@ class Phone:
     def __init__(self, work, name, extension, password, sip_port, ctrl_port, rtp, tone_hz,
                  listen_ip="127.0.0.1", account=None):
         self.name = name
+        self.sip_port = sip_port
         self.dir = os.path.join(work, name)
         self.recordings = os.path.join(self.dir, "recordings")
         os.makedirs(self.recordings)
@@ -152,6 +153,43 @@ path = "{work}/wasmpbx.db"
                             env=dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", log_level)))
 
 
+def run(prefix, start, test):
+    """One end-to-end test in a fresh folder: `start(work)` starts the server (the
+    process), `test(work, phones)` runs the test, adding the phones it starts to
+    `phones`. Prints the verdict (and on failure everything the test saw), stops the
+    phones and the server; the exit status."""
+    work = tempfile.mkdtemp(prefix=prefix)
+    server = start(work)
+    phones = []
+    try:
+        time.sleep(1)
+        test(work, phones)
+        print("1 passed, 0 failed")
+        return 0
+    except Exception as error:  # report everything the test saw, then fail
+        report_failure(error, work, phones)
+        return 1
+    finally:
+        for phone in phones:
+            phone.stop()
+        server.kill()
+        server.wait()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def alice_and_bob(work, phones):
+    """Alice's desk phone (440 Hz) and mobile (700 Hz) and Bob's phone (1000 Hz),
+    registered: (desk, mobile, bob, {phone: the device name the host gave it})."""
+    desk = Phone(work, "alice-desk", "2001", "alice-secret", 5070, 4444, 10000, 440)
+    mobile = Phone(work, "alice-mobile", "2001", "alice-secret", 5072, 4446, 10100, 700)
+    bob = Phone(work, "bob", "2002", "bob-secret", 5074, 4448, 10200, 1000)
+    phones += [desk, mobile, bob]
+    wait_registrations(3)
+    # All run baresip: the host names them by User-Agent, made unique.
+    names = {r["source"].rsplit(":", 1)[1]: r["device"] for r in api("/api/registrations")}
+    return desk, mobile, bob, {phone: names[str(phone.sip_port)] for phone in (desk, mobile)}
+
+
 def wait_registrations(count):
     deadline = time.time() + TIMEOUT
     while len(api("/api/registrations")) < count:
@@ -204,58 +242,41 @@ def received_tone(phone):
 
 def main():
     binary = sys.argv[1]
-    work = tempfile.mkdtemp(prefix="wasmpbx-baresip-")
-    server = start_server(binary, work, ALICE_AND_BOB)
-    phones = []
-    try:
-        time.sleep(1)
-        desk = Phone(work, "alice-desk", "2001", "alice-secret", 5070, 4444, 10000, 440)
-        mobile = Phone(work, "alice-mobile", "2001", "alice-secret", 5072, 4446, 10100, 700)
-        bob = Phone(work, "bob", "2002", "bob-secret", 5074, 4448, 10200, 1000)
-        phones = [desk, mobile, bob]
-        wait_registrations(3)
-        devices = sorted(r["device"] for r in api("/api/registrations") if r["user_id"] == "alice")
-        print("alice's devices:", devices)
+    return run("wasmpbx-baresip-", lambda work: start_server(binary, work, ALICE_AND_BOB), call)
 
-        bob.command("dial", "sip:2001@127.0.0.1")
-        desk.wait("CALL_INCOMING")
-        mobile.wait("CALL_INCOMING")
-        print("both of alice's devices ring")
-        desk.command("accept")
-        bob.wait("CALL_ESTABLISHED")
-        desk.wait("CALL_ESTABLISHED")
-        mobile.wait("CALL_CLOSED")
-        print("the desk phone answered; the mobile stopped ringing")
-        calls = api("/api/calls")
-        assert len(calls) == 1 and calls[0]["state"] == "connected", calls
-        time.sleep(3)
-        bob.command("hangup")
-        desk.wait("CALL_CLOSED")
-        bob.wait("CALL_CLOSED")
-        time.sleep(0.5)
-        assert not mobile.saw("CALL_ESTABLISHED"), "the mobile must never have been connected"
 
-        bob_heard = received_tone(bob)
-        desk_heard = received_tone(desk)
-        print(f"bob heard {bob_heard[0]:.1f} s, dominant {bob_heard[1]:.0f} Hz (desk plays 440)")
-        print(f"desk heard {desk_heard[0]:.1f} s, dominant {desk_heard[1]:.0f} Hz (bob plays 1000)")
-        assert bob_heard[0] > 2 and 380 < bob_heard[1] < 500, f"bob should hear the desk's 440 Hz: {bob_heard}"
-        assert desk_heard[0] > 2 and 900 < desk_heard[1] < 1100, f"the desk should hear bob's 1000 Hz: {desk_heard}"
-        assert api("/api/calls") == [], "no call left behind"
-        cdr = api("/api/cdrs?limit=1")[0]
-        assert cdr["disposition"] == "answered" and cdr["caller"] == "2002", cdr
-        assert len(cdr["legs"]) == 2 and cdr["rtp_packets_in"] > 50 and cdr["rtp_packets_out"] > 50, cdr
-        print("1 passed, 0 failed")
-        return 0
-    except Exception as error:  # report everything the test saw, then fail
-        report_failure(error, work, phones)
-        return 1
-    finally:
-        for phone in phones:
-            phone.stop()
-        server.kill()
-        server.wait()
-        shutil.rmtree(work, ignore_errors=True)
+def call(work, phones):
+    desk, mobile, bob, names = alice_and_bob(work, phones)
+    print("alice's devices:", sorted(names.values()))
+
+    bob.command("dial", "sip:2001@127.0.0.1")
+    desk.wait("CALL_INCOMING")
+    mobile.wait("CALL_INCOMING")
+    print("both of alice's devices ring")
+    desk.command("accept")
+    bob.wait("CALL_ESTABLISHED")
+    desk.wait("CALL_ESTABLISHED")
+    mobile.wait("CALL_CLOSED")
+    print("the desk phone answered; the mobile stopped ringing")
+    calls = api("/api/calls")
+    assert len(calls) == 1 and calls[0]["state"] == "connected", calls
+    time.sleep(3)
+    bob.command("hangup")
+    desk.wait("CALL_CLOSED")
+    bob.wait("CALL_CLOSED")
+    time.sleep(0.5)
+    assert not mobile.saw("CALL_ESTABLISHED"), "the mobile must never have been connected"
+
+    bob_heard = received_tone(bob)
+    desk_heard = received_tone(desk)
+    print(f"bob heard {bob_heard[0]:.1f} s, dominant {bob_heard[1]:.0f} Hz (desk plays 440)")
+    print(f"desk heard {desk_heard[0]:.1f} s, dominant {desk_heard[1]:.0f} Hz (bob plays 1000)")
+    assert bob_heard[0] > 2 and 380 < bob_heard[1] < 500, f"bob should hear the desk's 440 Hz: {bob_heard}"
+    assert desk_heard[0] > 2 and 900 < desk_heard[1] < 1100, f"the desk should hear bob's 1000 Hz: {desk_heard}"
+    assert api("/api/calls") == [], "no call left behind"
+    cdr = api("/api/cdrs?limit=1")[0]
+    assert cdr["disposition"] == "answered" and cdr["caller"] == "2002", cdr
+    assert len(cdr["legs"]) == 2 and cdr["rtp_packets_in"] > 50 and cdr["rtp_packets_out"] > 50, cdr
 
 
 if __name__ == "__main__":

@@ -14,18 +14,14 @@ has the desk's tone and the mobile's in turn, and the call record lists four fli
     python3 tests/e2e/baresip_flip.py /path/to/wasmpbx /path/to/flip-policy.wasm
 """
 
-import os
-import shutil
 import socket
 import struct
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
 
-from baresip_call import (ALICE_AND_BOB, Phone, api, dominant_hz, received_audio, report_failure, start_server,
-                          wait_registrations)
+from baresip_call import ALICE_AND_BOB, alice_and_bob, api, dominant_hz, received_audio, run, start_server
 
 BOB_SIP = 5074
 BOB_RTP = range(10200, 10241)
@@ -90,109 +86,92 @@ def check_stream(packets):
 
 def main():
     binary, flip_policy = sys.argv[1:3]
-    work = tempfile.mkdtemp(prefix="wasmpbx-baresip-flip-")
-    server = start_server(binary, work, ALICE_AND_BOB, scripts={"flip-policy": flip_policy})
-    phones = []
+    return run("wasmpbx-baresip-flip-",
+               lambda work: start_server(binary, work, ALICE_AND_BOB, scripts={"flip-policy": flip_policy}),
+               four_flips)
+
+
+def four_flips(work, phones):
     capture = Capture()
     capture.start()
-    try:
-        time.sleep(1)
-        desk = Phone(work, "alice-desk", "2001", "alice-secret", 5070, 4444, 10000, 440)
-        mobile = Phone(work, "alice-mobile", "2001", "alice-secret", 5072, 4446, 10100, 700)
-        bob = Phone(work, "bob", "2002", "bob-secret", BOB_SIP, 4448, 10200, 1000)
-        phones = [desk, mobile, bob]
-        wait_registrations(3)
-        # Both run baresip: the host names them by User-Agent, made unique.
-        names = {r["source"].rsplit(":", 1)[1]: r["device"] for r in api("/api/registrations")}
-        desk_name, mobile_name = names["5070"], names["5072"]
-        print(f"alice's devices: desk {desk_name!r}, mobile {mobile_name!r}")
+    desk, mobile, bob, names = alice_and_bob(work, phones)
+    desk_name, mobile_name = names[desk], names[mobile]
+    print(f"alice's devices: desk {desk_name!r}, mobile {mobile_name!r}")
 
-        bob.command("dial", "sip:2001@127.0.0.1")
-        desk.wait("CALL_INCOMING")
-        mobile.wait("CALL_INCOMING")
-        desk.command("accept")
-        bob.wait("CALL_ESTABLISHED")
-        mobile.wait("CALL_CLOSED")
-        print("bob is talking to alice's desk phone")
-        time.sleep(2)
+    bob.command("dial", "sip:2001@127.0.0.1")
+    desk.wait("CALL_INCOMING")
+    mobile.wait("CALL_INCOMING")
+    desk.command("accept")
+    bob.wait("CALL_ESTABLISHED")
+    mobile.wait("CALL_CLOSED")
+    print("bob is talking to alice's desk phone")
+    time.sleep(2)
 
-        mobile.command("dial", "sip:*77@127.0.0.1")
-        mobile.wait("CALL_ESTABLISHED")
-        desk.wait("CALL_CLOSED")
-        print("1. the mobile pulled the call (*77); the desk phone was released")
-        time.sleep(2)
+    mobile.command("dial", "sip:*77@127.0.0.1")
+    mobile.wait("CALL_ESTABLISHED")
+    desk.wait("CALL_CLOSED")
+    print("1. the mobile pulled the call (*77); the desk phone was released")
+    time.sleep(2)
 
-        mobile.command("sndcode", "*8")
-        desk.wait("CALL_INCOMING")
-        desk.command("accept")
-        desk.wait("CALL_ESTABLISHED")
-        mobile.wait("CALL_CLOSED")
-        print("2. the mobile pushed it back with *8; the desk answered, the mobile was released")
-        time.sleep(2)
+    mobile.command("sndcode", "*8")
+    desk.wait("CALL_INCOMING")
+    desk.command("accept")
+    desk.wait("CALL_ESTABLISHED")
+    mobile.wait("CALL_CLOSED")
+    print("2. the mobile pushed it back with *8; the desk answered, the mobile was released")
+    time.sleep(2)
 
-        desk.command("transfer", "sip:2001@127.0.0.1")
-        mobile.wait("CALL_INCOMING")
-        mobile.command("accept")
-        mobile.wait("CALL_ESTABLISHED")
-        desk.wait("CALL_CLOSED")
-        print("3. the desk's transfer key to 2001 pushed it; the mobile answered, the desk was released")
-        time.sleep(2)
+    desk.command("transfer", "sip:2001@127.0.0.1")
+    mobile.wait("CALL_INCOMING")
+    mobile.command("accept")
+    mobile.wait("CALL_ESTABLISHED")
+    desk.wait("CALL_CLOSED")
+    print("3. the desk's transfer key to 2001 pushed it; the mobile answered, the desk was released")
+    time.sleep(2)
 
-        session = api("/api/calls")[0]["session"]
-        request = urllib.request.Request(f"http://127.0.0.1:8080/api/calls/{session}/flip", data=b"",
-                                         method="POST")
-        with urllib.request.urlopen(request, timeout=5) as response:
-            assert response.status == 202, response.status
-        desk.wait("CALL_INCOMING")
-        desk.command("accept")
-        desk.wait("CALL_ESTABLISHED")
-        mobile.wait("CALL_CLOSED")
-        print("4. the admin API pushed it; the desk answered, the mobile was released")
-        time.sleep(3)
+    session = api("/api/calls")[0]["session"]
+    request = urllib.request.Request(f"http://127.0.0.1:8080/api/calls/{session}/flip", data=b"",
+                                     method="POST")
+    with urllib.request.urlopen(request, timeout=5) as response:
+        assert response.status == 202, response.status
+    desk.wait("CALL_INCOMING")
+    desk.command("accept")
+    desk.wait("CALL_ESTABLISHED")
+    mobile.wait("CALL_CLOSED")
+    print("4. the admin API pushed it; the desk answered, the mobile was released")
+    time.sleep(3)
 
-        assert not bob.saw("CALL_CLOSED"), "bob's call must go on"
-        bob.command("hangup")
-        desk.wait("CALL_CLOSED")
-        bob.wait("CALL_CLOSED")
-        time.sleep(0.5)
-        capture.stop()
+    assert not bob.saw("CALL_CLOSED"), "bob's call must go on"
+    bob.command("hangup")
+    desk.wait("CALL_CLOSED")
+    bob.wait("CALL_CLOSED")
+    time.sleep(0.5)
+    capture.stop()
 
-        invites = [p for _, port, p in capture.packets if port == BOB_SIP and p.startswith(b"INVITE ")]
-        assert not invites, "bob must get no (re-)INVITE"
-        count, reports, worst_gap = check_stream(capture.packets)
-        print(f"bob received one RTP stream: {count} packets ({reports} sender reports for it), "
-              f"no sequence gap, no key of the push code, longest silence {worst_gap * 1000:.0f} ms")
-        samples, rate = received_audio(bob)
-        seconds = len(samples) / rate
-        early = dominant_hz(samples[int(0.5 * rate):int(1.5 * rate)], rate)
-        late = dominant_hz(samples[int((seconds - 2.0) * rate):int((seconds - 0.5) * rate)], rate)
-        print(f"bob heard {early:.0f} Hz (the desk's 440) at the start and {late:.0f} Hz (the desk again) at the end")
-        assert 380 < early < 500 and 380 < late < 500, (early, late)
+    invites = [p for _, port, p in capture.packets if port == BOB_SIP and p.startswith(b"INVITE ")]
+    assert not invites, "bob must get no (re-)INVITE"
+    count, reports, worst_gap = check_stream(capture.packets)
+    print(f"bob received one RTP stream: {count} packets ({reports} sender reports for it), "
+          f"no sequence gap, no key of the push code, longest silence {worst_gap * 1000:.0f} ms")
+    samples, rate = received_audio(bob)
+    seconds = len(samples) / rate
+    early = dominant_hz(samples[int(0.5 * rate):int(1.5 * rate)], rate)
+    late = dominant_hz(samples[int((seconds - 2.0) * rate):int((seconds - 0.5) * rate)], rate)
+    print(f"bob heard {early:.0f} Hz (the desk's 440) at the start and {late:.0f} Hz (the desk again) at the end")
+    assert 380 < early < 500 and 380 < late < 500, (early, late)
 
-        cdr = api("/api/cdrs?limit=1")[0]
-        flips = cdr["flips"]
-        seen = [(f["kind"], f["trigger"], f["from_device"], f["targets"], f["result"]) for f in flips]
-        expected = [
-            ("pull", "pull-code", desk_name, [mobile_name], "done"),
-            ("push", "push-code", mobile_name, [desk_name], "done"),
-            ("push", "refer", desk_name, [mobile_name], "done"),
-            ("push", "api", mobile_name, [desk_name], "done"),
-        ]
-        assert seen == expected, seen
-        assert cdr["disposition"] == "answered", cdr
-        print("the call record lists the four flips")
-        print("1 passed, 0 failed")
-        return 0
-    except Exception as error:  # report everything the test saw, then fail
-        report_failure(error, work, phones)
-        return 1
-    finally:
-        capture.running = False
-        for phone in phones:
-            phone.stop()
-        server.kill()
-        server.wait()
-        shutil.rmtree(work, ignore_errors=True)
+    cdr = api("/api/cdrs?limit=1")[0]
+    flips = cdr["flips"]
+    seen = [(f["kind"], f["trigger"], f["from_device"], f["targets"], f["result"]) for f in flips]
+    expected = [
+        ("pull", "pull-code", desk_name, [mobile_name], "done"),
+        ("push", "push-code", mobile_name, [desk_name], "done"),
+        ("push", "refer", desk_name, [mobile_name], "done"),
+        ("push", "api", mobile_name, [desk_name], "done"),
+    ]
+    assert seen == expected, seen
+    assert cdr["disposition"] == "answered", cdr
+    print("the call record lists the four flips")
 
 
 if __name__ == "__main__":

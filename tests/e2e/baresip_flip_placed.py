@@ -12,15 +12,12 @@ desk again.
 """
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 
-from baresip_call import (ALICE_AND_BOB, Phone, api, dominant_hz, received_audio, report_failure, start_server,
-                          wait_registrations)
+from baresip_call import ALICE_AND_BOB, alice_and_bob, api, dominant_hz, received_audio, run, start_server
 from baresip_flip import BOB_SIP, Capture, check_stream
 
 CONFIG = ALICE_AND_BOB + """
@@ -32,22 +29,20 @@ uri = "sip:127.0.0.1:5090"
 
 def main():
     binary, flip_policy, department_xml = sys.argv[1:4]
-    work = tempfile.mkdtemp(prefix="wasmpbx-baresip-placed-")
-    server = start_server(binary, work, CONFIG, scripts={"flip-policy": flip_policy})
+    return run("wasmpbx-baresip-placed-",
+               lambda work: start_server(binary, work, CONFIG, scripts={"flip-policy": flip_policy}),
+               lambda work, phones: flips_of_placed_calls(work, phones, department_xml))
+
+
+def flips_of_placed_calls(work, phones, department_xml):
     sipp_dir = os.path.join(work, "emergency")
     os.makedirs(sipp_dir)
     emergency = subprocess.Popen(["sipp", "-sf", os.path.abspath(department_xml), "-i", "127.0.0.1", "-p", "5090",
                                   "-m", "1", "-d", "6000", "-timeout", "60", "-nostdin", "-trace_err"],
                                  cwd=sipp_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    phones = []
-    capture = Capture()
     try:
-        time.sleep(1)
-        desk = Phone(work, "alice-desk", "2001", "alice-secret", 5070, 4444, 10000, 440)
-        mobile = Phone(work, "alice-mobile", "2001", "alice-secret", 5072, 4446, 10100, 700)
-        bob = Phone(work, "bob", "2002", "bob-secret", BOB_SIP, 4448, 10200, 1000)
-        phones = [desk, mobile, bob]
-        wait_registrations(3)
+        desk, mobile, bob, _ = alice_and_bob(work, phones)
+        capture = Capture()
 
         desk.command("dial", "sip:911@127.0.0.1")
         desk.wait("CALL_ESTABLISHED")
@@ -110,19 +105,8 @@ def main():
         seen = [(f["kind"], f["trigger"], f["result"]) for f in cdr["flips"]]
         assert seen == [("pull", "pull-code", "done"), ("push", "push-code", "done")], seen
         print("the call record lists both flips")
-        print("1 passed, 0 failed")
-        return 0
-    except Exception as error:  # report everything the test saw, then fail
-        report_failure(error, work, phones)
-        return 1
     finally:
-        capture.running = False
         emergency.kill()
-        for phone in phones:
-            phone.stop()
-        server.kill()
-        server.wait()
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

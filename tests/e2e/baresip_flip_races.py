@@ -12,12 +12,10 @@ Bob's capture shows one RTP stream throughout; the call record lists the flips.
     python3 tests/e2e/baresip_flip_races.py /path/to/wasmpbx /path/to/misbehave.wasm
 """
 
-import shutil
 import sys
-import tempfile
 import time
 
-from baresip_call import (ALICE_AND_BOB, Phone, api, dominant_hz, received_audio, report_failure, start_server,
+from baresip_call import (ALICE_AND_BOB, Phone, alice_and_bob, api, dominant_hz, received_audio, run, start_server,
                           wait_registrations)
 from baresip_flip import BOB_SIP, Capture, check_stream
 
@@ -39,103 +37,89 @@ def first_event(phones, types, timeout=15):
 
 def main():
     binary, misbehave = sys.argv[1:3]
-    work = tempfile.mkdtemp(prefix="wasmpbx-baresip-races-")
-    server = start_server(binary, work, CONFIG, scripts={"flip-policy": misbehave},
-                          script_settings="deadline_ms = 500")
-    phones = []
+    return run("wasmpbx-baresip-races-",
+               lambda work: start_server(binary, work, CONFIG, scripts={"flip-policy": misbehave},
+                                         script_settings="deadline_ms = 500"),
+               races)
+
+
+def races(work, phones):
     capture = Capture()
     capture.start()
-    try:
-        time.sleep(1)
-        desk = Phone(work, "alice-desk", "2001", "alice-secret", 5070, 4444, 10000, 440)
-        mobile = Phone(work, "alice-mobile", "2001", "alice-secret", 5072, 4446, 10100, 700)
-        tablet = Phone(work, "alice-tablet", "2001", "alice-secret", 5076, 4450, 10300, 560)
-        bob = Phone(work, "bob", "2002", "bob-secret", BOB_SIP, 4448, 10200, 1000)
-        phones = [desk, mobile, tablet, bob]
-        wait_registrations(4)
-        names = {r["source"].rsplit(":", 1)[1]: r["device"] for r in api("/api/registrations")}
-        name = {desk: names["5070"], mobile: names["5072"], tablet: names["5076"]}
+    desk, mobile, bob, name = alice_and_bob(work, phones)
+    tablet = Phone(work, "alice-tablet", "2001", "alice-secret", 5076, 4450, 10300, 560)
+    phones.append(tablet)
+    wait_registrations(4)
+    name[tablet] = next(r["device"] for r in api("/api/registrations") if r["source"].endswith(":5076"))
 
-        bob.command("dial", "sip:2001@127.0.0.1")
-        for phone in (desk, mobile, tablet):
-            phone.wait("CALL_INCOMING")
-        desk.command("accept")
-        bob.wait("CALL_ESTABLISHED")
-        mobile.wait("CALL_CLOSED")
-        tablet.wait("CALL_CLOSED")
-        print("bob is talking to alice's desk phone")
-        time.sleep(1.5)
+    bob.command("dial", "sip:2001@127.0.0.1")
+    for phone in (desk, mobile, tablet):
+        phone.wait("CALL_INCOMING")
+    desk.command("accept")
+    bob.wait("CALL_ESTABLISHED")
+    mobile.wait("CALL_CLOSED")
+    tablet.wait("CALL_CLOSED")
+    print("bob is talking to alice's desk phone")
+    time.sleep(1.5)
 
-        mobile.command("dial", "sip:*77@127.0.0.1")
-        tablet.command("dial", "sip:*77@127.0.0.1")
-        winner, _ = first_event([mobile, tablet], ["CALL_ESTABLISHED"])
-        loser = tablet if winner is mobile else mobile
-        refused = loser.wait("CALL_CLOSED")
-        assert "491" in refused.get("param", ""), refused
-        assert not loser.saw("CALL_ESTABLISHED")
-        desk.wait("CALL_CLOSED")
-        print(f"1. two pulls at once: {winner.name} took the call, {loser.name} got {refused.get('param')}")
-        time.sleep(1.5)
+    mobile.command("dial", "sip:*77@127.0.0.1")
+    tablet.command("dial", "sip:*77@127.0.0.1")
+    winner, _ = first_event([mobile, tablet], ["CALL_ESTABLISHED"])
+    loser = tablet if winner is mobile else mobile
+    refused = loser.wait("CALL_CLOSED")
+    assert "491" in refused.get("param", ""), refused
+    assert not loser.saw("CALL_ESTABLISHED")
+    desk.wait("CALL_CLOSED")
+    print(f"1. two pulls at once: {winner.name} took the call, {loser.name} got {refused.get('param')}")
+    time.sleep(1.5)
 
-        winner.command("sndcode", "*8")
-        desk.wait("CALL_INCOMING")
-        loser.wait("CALL_INCOMING")
-        winner.command("hangup")
-        winner.wait("CALL_CLOSED")
-        time.sleep(1.5)
-        assert not bob.saw("CALL_CLOSED"), "bob waits for a device to answer"
-        desk.command("accept")
-        desk.wait("CALL_ESTABLISHED")
-        loser.wait("CALL_CLOSED")
-        print(f"2. {winner.name} pushed and hung up while the others rang; bob waited; the desk answered")
-        time.sleep(2)
+    winner.command("sndcode", "*8")
+    desk.wait("CALL_INCOMING")
+    loser.wait("CALL_INCOMING")
+    winner.command("hangup")
+    winner.wait("CALL_CLOSED")
+    time.sleep(1.5)
+    assert not bob.saw("CALL_CLOSED"), "bob waits for a device to answer"
+    desk.command("accept")
+    desk.wait("CALL_ESTABLISHED")
+    loser.wait("CALL_CLOSED")
+    print(f"2. {winner.name} pushed and hung up while the others rang; bob waited; the desk answered")
+    time.sleep(2)
 
-        desk.command("sndcode", "*8")
-        winner.wait("CALL_INCOMING")
-        loser.wait("CALL_INCOMING")
-        bob.command("hangup")
-        winner.wait("CALL_CLOSED")
-        loser.wait("CALL_CLOSED")
-        desk.wait("CALL_CLOSED")
-        bob.wait("CALL_CLOSED")
-        print("3. bob hung up while the desk's push rang the others: they stopped, the desk was released")
-        time.sleep(0.5)
-        capture.stop()
-        assert not api("/api/calls"), "no call left behind"
+    desk.command("sndcode", "*8")
+    winner.wait("CALL_INCOMING")
+    loser.wait("CALL_INCOMING")
+    bob.command("hangup")
+    winner.wait("CALL_CLOSED")
+    loser.wait("CALL_CLOSED")
+    desk.wait("CALL_CLOSED")
+    bob.wait("CALL_CLOSED")
+    print("3. bob hung up while the desk's push rang the others: they stopped, the desk was released")
+    time.sleep(0.5)
+    capture.stop()
+    assert not api("/api/calls"), "no call left behind"
 
-        invites = [p for _, port, p in capture.packets if port == BOB_SIP and p.startswith(b"INVITE ")]
-        assert not invites, "bob must get no (re-)INVITE"
-        count, _, worst_gap = check_stream(capture.packets)
-        print(f"bob received one RTP stream: {count} packets, no sequence gap, "
-              f"longest silence {worst_gap * 1000:.0f} ms")
-        samples, rate = received_audio(bob)
-        seconds = len(samples) / rate
-        early = dominant_hz(samples[int(0.3 * rate):int(1.3 * rate)], rate)
-        late = dominant_hz(samples[int((seconds - 1.5) * rate):int((seconds - 0.3) * rate)], rate)
-        print(f"bob heard {early:.0f} Hz at the start and {late:.0f} Hz at the end (the desk's 440)")
-        assert 380 < early < 500 and 380 < late < 500, (early, late)
+    invites = [p for _, port, p in capture.packets if port == BOB_SIP and p.startswith(b"INVITE ")]
+    assert not invites, "bob must get no (re-)INVITE"
+    count, _, worst_gap = check_stream(capture.packets)
+    print(f"bob received one RTP stream: {count} packets, no sequence gap, "
+          f"longest silence {worst_gap * 1000:.0f} ms")
+    samples, rate = received_audio(bob)
+    seconds = len(samples) / rate
+    early = dominant_hz(samples[int(0.3 * rate):int(1.3 * rate)], rate)
+    late = dominant_hz(samples[int((seconds - 1.5) * rate):int((seconds - 0.3) * rate)], rate)
+    print(f"bob heard {early:.0f} Hz at the start and {late:.0f} Hz at the end (the desk's 440)")
+    assert 380 < early < 500 and 380 < late < 500, (early, late)
 
-        flips = api("/api/cdrs?limit=1")[0]["flips"]
-        seen = [(f["kind"], f["from_device"], sorted(f["targets"]), f["result"]) for f in flips]
-        expected = [
-            ("pull", name[desk], [name[winner]], "done"),
-            ("push", name[winner], [name[desk]], "done"),
-            ("push", name[desk], sorted([name[winner], name[loser]]), "cancelled"),
-        ]
-        assert seen == expected, seen
-        print("the call record lists the pull, the push and the cancelled push")
-        print("1 passed, 0 failed")
-        return 0
-    except Exception as error:  # report everything the test saw, then fail
-        report_failure(error, work, phones)
-        return 1
-    finally:
-        capture.running = False
-        for phone in phones:
-            phone.stop()
-        server.kill()
-        server.wait()
-        shutil.rmtree(work, ignore_errors=True)
+    flips = api("/api/cdrs?limit=1")[0]["flips"]
+    seen = [(f["kind"], f["from_device"], sorted(f["targets"]), f["result"]) for f in flips]
+    expected = [
+        ("pull", name[desk], [name[winner]], "done"),
+        ("push", name[winner], [name[desk]], "done"),
+        ("push", name[desk], sorted([name[winner], name[loser]]), "cancelled"),
+    ]
+    assert seen == expected, seen
+    print("the call record lists the pull, the push and the cancelled push")
 
 
 if __name__ == "__main__":

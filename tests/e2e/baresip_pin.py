@@ -10,13 +10,10 @@ stream, no key of anyone's PIN; he hears the desk, then the mobile.
     python3 tests/e2e/baresip_pin.py /path/to/wasmpbx /path/to/flip-policy.wasm
 """
 
-import shutil
 import sys
-import tempfile
 import time
 
-from baresip_call import (ALICE_AND_BOB, Phone, api, dominant_hz, received_audio, report_failure, start_server,
-                          wait_registrations)
+from baresip_call import ALICE_AND_BOB, alice_and_bob, api, dominant_hz, received_audio, run, start_server
 from baresip_flip import BOB_SIP, Capture, check_stream
 
 CONFIG = ALICE_AND_BOB.replace('password = "alice-secret"', 'password = "alice-secret"\npin = "1234"') + """
@@ -27,97 +24,81 @@ pin_devices = "*"
 
 def main():
     binary, flip_policy = sys.argv[1:3]
-    work = tempfile.mkdtemp(prefix="wasmpbx-baresip-pin-")
-    server = start_server(binary, work, CONFIG, scripts={"flip-policy": flip_policy})
-    phones = []
+    return run("wasmpbx-baresip-pin-",
+               lambda work: start_server(binary, work, CONFIG, scripts={"flip-policy": flip_policy}),
+               flips_with_pin)
+
+
+def flips_with_pin(work, phones):
     capture = Capture()
     capture.start()
-    try:
-        time.sleep(1)
-        desk = Phone(work, "alice-desk", "2001", "alice-secret", 5070, 4444, 10000, 440)
-        mobile = Phone(work, "alice-mobile", "2001", "alice-secret", 5072, 4446, 10100, 700)
-        bob = Phone(work, "bob", "2002", "bob-secret", BOB_SIP, 4448, 10200, 1000)
-        phones = [desk, mobile, bob]
-        wait_registrations(3)
-        names = {r["source"].rsplit(":", 1)[1]: r["device"] for r in api("/api/registrations")}
-        desk_name, mobile_name = names["5070"], names["5072"]
+    desk, mobile, bob, names = alice_and_bob(work, phones)
+    desk_name, mobile_name = names[desk], names[mobile]
 
-        bob.command("dial", "sip:2001@127.0.0.1")
-        desk.wait("CALL_INCOMING")
-        mobile.wait("CALL_INCOMING")
-        desk.command("accept")
-        bob.wait("CALL_ESTABLISHED")
-        mobile.wait("CALL_CLOSED")
-        print("bob is talking to alice's desk phone")
+    bob.command("dial", "sip:2001@127.0.0.1")
+    desk.wait("CALL_INCOMING")
+    mobile.wait("CALL_INCOMING")
+    desk.command("accept")
+    bob.wait("CALL_ESTABLISHED")
+    mobile.wait("CALL_CLOSED")
+    print("bob is talking to alice's desk phone")
+    time.sleep(1.5)
+
+    mobile.command("dial", "sip:*77@127.0.0.1")
+    mobile.wait("CALL_ESTABLISHED")
+    time.sleep(2.5)  # the enter-PIN prompt
+    assert not desk.saw("CALL_CLOSED"), "the desk keeps the call until the PIN is right"
+    mobile.command("sndcode", "1234")
+    desk.wait("CALL_CLOSED")
+    print("1. the mobile pulled the call with *77 and PIN 1234; the desk was released")
+    time.sleep(2)
+
+    mobile.command("sndcode", "*8")
+    desk.wait("CALL_INCOMING")
+    desk.command("accept")
+    desk.wait("CALL_ESTABLISHED")
+    for _ in range(3):
         time.sleep(1.5)
+        desk.command("sndcode", "9999")
+    desk.wait("CALL_CLOSED")
+    assert not mobile.saw("CALL_CLOSED"), "a wrong PIN leaves the call on the mobile"
+    print("2. the mobile pushed with *8; the desk keyed a wrong PIN three times and was released")
+    time.sleep(2)
 
-        mobile.command("dial", "sip:*77@127.0.0.1")
-        mobile.wait("CALL_ESTABLISHED")
-        time.sleep(2.5)  # the enter-PIN prompt
-        assert not desk.saw("CALL_CLOSED"), "the desk keeps the call until the PIN is right"
-        mobile.command("sndcode", "1234")
-        desk.wait("CALL_CLOSED")
-        print("1. the mobile pulled the call with *77 and PIN 1234; the desk was released")
-        time.sleep(2)
+    assert not bob.saw("CALL_CLOSED"), "bob's call must go on"
+    bob.command("hangup")
+    mobile.wait("CALL_CLOSED")
+    bob.wait("CALL_CLOSED")
+    time.sleep(0.5)
+    capture.stop()
 
-        mobile.command("sndcode", "*8")
-        desk.wait("CALL_INCOMING")
-        desk.command("accept")
-        desk.wait("CALL_ESTABLISHED")
-        for _ in range(3):
-            time.sleep(1.5)
-            desk.command("sndcode", "9999")
-        desk.wait("CALL_CLOSED")
-        assert not mobile.saw("CALL_CLOSED"), "a wrong PIN leaves the call on the mobile"
-        print("2. the mobile pushed with *8; the desk keyed a wrong PIN three times and was released")
-        time.sleep(2)
+    invites = [p for _, port, p in capture.packets if port == BOB_SIP and p.startswith(b"INVITE ")]
+    assert not invites, "bob must get no (re-)INVITE"
+    count, _, worst_gap = check_stream(capture.packets)
+    print(f"bob received one RTP stream: {count} packets, no sequence gap, no key, "
+          f"longest silence {worst_gap * 1000:.0f} ms")
+    samples, rate = received_audio(bob)
+    seconds = len(samples) / rate
+    early = dominant_hz(samples[int(0.3 * rate):int(1.3 * rate)], rate)
+    late = dominant_hz(samples[int((seconds - 1.5) * rate):int((seconds - 0.3) * rate)], rate)
+    print(f"bob heard {early:.0f} Hz (the desk's 440), then {late:.0f} Hz (the mobile's 700)")
+    assert 380 < early < 500 and 620 < late < 780, (early, late)
+    heard, rate = received_audio(mobile)
+    prompt = heard[int(0.2 * rate):int(1.8 * rate)]
+    loud = sum(1 for s in prompt if abs(s) > 1000)
+    assert loud > rate // 10, f"the mobile heard no prompt before the PIN ({loud} loud samples)"
+    assert not 900 < dominant_hz(prompt, rate) < 1100, "bob's tone before the PIN"
+    print(f"the mobile heard the prompt first ({loud} loud samples), not bob")
 
-        assert not bob.saw("CALL_CLOSED"), "bob's call must go on"
-        bob.command("hangup")
-        mobile.wait("CALL_CLOSED")
-        bob.wait("CALL_CLOSED")
-        time.sleep(0.5)
-        capture.stop()
-
-        invites = [p for _, port, p in capture.packets if port == BOB_SIP and p.startswith(b"INVITE ")]
-        assert not invites, "bob must get no (re-)INVITE"
-        count, _, worst_gap = check_stream(capture.packets)
-        print(f"bob received one RTP stream: {count} packets, no sequence gap, no key, "
-              f"longest silence {worst_gap * 1000:.0f} ms")
-        samples, rate = received_audio(bob)
-        seconds = len(samples) / rate
-        early = dominant_hz(samples[int(0.3 * rate):int(1.3 * rate)], rate)
-        late = dominant_hz(samples[int((seconds - 1.5) * rate):int((seconds - 0.3) * rate)], rate)
-        print(f"bob heard {early:.0f} Hz (the desk's 440), then {late:.0f} Hz (the mobile's 700)")
-        assert 380 < early < 500 and 620 < late < 780, (early, late)
-        heard, rate = received_audio(mobile)
-        prompt = heard[int(0.2 * rate):int(1.8 * rate)]
-        loud = sum(1 for s in prompt if abs(s) > 1000)
-        assert loud > rate // 10, f"the mobile heard no prompt before the PIN ({loud} loud samples)"
-        assert not 900 < dominant_hz(prompt, rate) < 1100, "bob's tone before the PIN"
-        print(f"the mobile heard the prompt first ({loud} loud samples), not bob")
-
-        flips = api("/api/cdrs?limit=1")[0]["flips"]
-        seen = [(f["kind"], f["trigger"], f["from_device"], f["targets"], f["result"], f.get("reason"))
-                for f in flips]
-        expected = [
-            ("pull", "pull-code", desk_name, [mobile_name], "done", None),
-            ("push", "push-code", mobile_name, [desk_name], "denied", "wrong PIN (3 tries)"),
-        ]
-        assert seen == expected, seen
-        print("the call record lists the PIN flip and the denied one")
-        print("1 passed, 0 failed")
-        return 0
-    except Exception as error:  # report everything the test saw, then fail
-        report_failure(error, work, phones)
-        return 1
-    finally:
-        capture.running = False
-        for phone in phones:
-            phone.stop()
-        server.kill()
-        server.wait()
-        shutil.rmtree(work, ignore_errors=True)
+    flips = api("/api/cdrs?limit=1")[0]["flips"]
+    seen = [(f["kind"], f["trigger"], f["from_device"], f["targets"], f["result"], f.get("reason"))
+            for f in flips]
+    expected = [
+        ("pull", "pull-code", desk_name, [mobile_name], "done", None),
+        ("push", "push-code", mobile_name, [desk_name], "denied", "wrong PIN (3 tries)"),
+    ]
+    assert seen == expected, seen
+    print("the call record lists the PIN flip and the denied one")
 
 
 if __name__ == "__main__":
