@@ -248,11 +248,7 @@ impl Calls {
 
     /// Prompts that have played, gathers that timed out.
     pub(super) fn handle_media_timers(&mut self, ctx: &mut Ctx<'_>) {
-        while let Some(Reverse((at, id, generation))) = self.media_timers.peek().copied() {
-            if at > ctx.ambient.now {
-                break;
-            }
-            self.media_timers.pop();
+        while let Some((id, generation)) = super::pop_due(&mut self.media_timers, ctx.ambient.now) {
             let Some(session) = self.sessions.get_mut(&id) else {
                 continue;
             };

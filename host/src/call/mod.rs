@@ -250,6 +250,19 @@ impl Session {
     }
 }
 
+/// Timers of one kind: when, for which session, and a number that tells the current
+/// timer from stale ones (a generation, a flip, a try).
+type Timers = BinaryHeap<Reverse<(Instant, SessionId, u64)>>;
+
+/// The next timer due at `now`, taken off the heap.
+fn pop_due(timers: &mut Timers, now: Instant) -> Option<(SessionId, u64)> {
+    let Reverse((at, _, _)) = timers.peek()?;
+    if *at > now {
+        return None;
+    }
+    timers.pop().map(|Reverse((_, id, n))| (id, n))
+}
+
 /// The other side.
 fn other(side: Side) -> Side {
     match side {
@@ -313,16 +326,16 @@ pub struct Calls {
     by_call_id: HashMap<String, SessionId>,
     by_a_txn: HashMap<ServerTxnId, SessionId>,
     by_client_txn: HashMap<ClientTxnId, SessionId>,
-    ring_timers: BinaryHeap<Reverse<(Instant, SessionId, u64)>>,
+    ring_timers: Timers,
     /// Flips waiting for the flip policy (see `pull` and `push`).
     flips: HashMap<u64, PendingFlip>,
     next_flip: u64,
     /// Push targets' ring timeouts, by flip.
-    push_timers: BinaryHeap<Reverse<(Instant, SessionId, u64)>>,
+    push_timers: Timers,
     /// When each PIN try runs out (with the try it belongs to).
-    pin_timers: BinaryHeap<Reverse<(Instant, SessionId, u64)>>,
+    pin_timers: Timers,
     /// Prompt ends and gather timeouts (see `engaged`).
-    media_timers: BinaryHeap<Reverse<(Instant, SessionId, u64)>>,
+    media_timers: Timers,
     next_id: SessionId,
 }
 
@@ -1120,11 +1133,7 @@ impl Calls {
         self.handle_media_timers(ctx);
         self.handle_push_timers(ctx);
         self.handle_pin_timers(ctx);
-        while let Some(Reverse((at, id, generation))) = self.ring_timers.peek().copied() {
-            if at > ctx.ambient.now {
-                break;
-            }
-            self.ring_timers.pop();
+        while let Some((id, generation)) = pop_due(&mut self.ring_timers, ctx.ambient.now) {
             let Some(session) = self.sessions.get_mut(&id) else {
                 continue;
             };

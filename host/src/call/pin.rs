@@ -179,11 +179,7 @@ impl Calls {
 
     /// The PIN timeouts: a try without a (complete) PIN fails.
     pub(super) fn handle_pin_timers(&mut self, ctx: &mut Ctx<'_>) {
-        while let Some(Reverse((at, id, attempt))) = self.pin_timers.peek().copied() {
-            if at > ctx.ambient.now {
-                break;
-            }
-            self.pin_timers.pop();
+        while let Some((id, attempt)) = super::pop_due(&mut self.pin_timers, ctx.ambient.now) {
             let current = self
                 .sessions
                 .get(&id)

@@ -429,11 +429,7 @@ impl Calls {
 
     /// Push ring timeouts.
     pub(super) fn handle_push_timers(&mut self, ctx: &mut Ctx<'_>) {
-        while let Some(Reverse((at, id, flip))) = self.push_timers.peek().copied() {
-            if at > ctx.ambient.now {
-                break;
-            }
-            self.push_timers.pop();
+        while let Some((id, flip)) = super::pop_due(&mut self.push_timers, ctx.ambient.now) {
             let current = self
                 .sessions
                 .get(&id)
