@@ -42,6 +42,28 @@ fn pull_refused(server: &Server, extension: &str, password: &str, port: u16) {
     assert_eq!(code, 0, "{}", server.log());
 }
 
+/// Bob calls `callee` (`user`, `password`), whose desk (SIPp) answers; meanwhile a device
+/// of `puller` dials the pull code and is refused; Bob's call goes on to its end.
+fn pull_refused_during_a_call(server: &Server, callee: (&str, &str), puller: (&str, &str)) {
+    let desk_port = register(server, callee.0, callee.1);
+    let desk = SippServer::start_on("device_answers.xml", desk_port, &["-m", "1"]);
+    let puller_port = register(server, puller.0, puller.1);
+    std::thread::scope(|scope| {
+        let bob = scope.spawn(|| {
+            sipp(
+                server.udp,
+                "device_caller.xml",
+                &credentials("2002", "b0b-secret"),
+                &["-s", callee.0, "-m", "1", "-d", "3000"],
+            )
+        });
+        std::thread::sleep(Duration::from_millis(1500));
+        pull_refused(server, puller.0, puller.1, puller_port);
+        assert_eq!(bob.join().unwrap(), 0, "bob's call went on to its end");
+    });
+    assert_eq!(desk.wait(Duration::from_secs(15)), 0);
+}
+
 #[test]
 fn a_pull_without_a_live_call_is_refused_and_logged() {
     let server = Server::start("");
@@ -65,28 +87,8 @@ password = "c4rol-secret"
 "#;
     let server =
         Server::start_with_scripts(CAROL, &[("flip-policy", test_components::FLIP_POLICY)]);
-    let desk_port = register(&server, "2001", "s3cret");
-    let desk = SippServer::start_on("device_answers.xml", desk_port, &["-m", "1"]);
-    let carol_port = register(&server, "2003", "c4rol-secret");
-    std::thread::scope(|scope| {
-        let bob = scope.spawn(|| {
-            sipp(
-                server.udp,
-                "device_caller.xml",
-                &credentials("2002", "b0b-secret"),
-                &["-s", "2001", "-m", "1", "-d", "3000"],
-            )
-        });
-        std::thread::sleep(Duration::from_millis(1500));
-        // Bob's call with Alice is live; Carol's *77 finds no call of hers.
-        pull_refused(&server, "2003", "c4rol-secret", carol_port);
-        assert_eq!(
-            bob.join().unwrap(),
-            0,
-            "bob's call with alice went on to its end"
-        );
-    });
-    assert_eq!(desk.wait(Duration::from_secs(15)), 0);
+    // Bob's call with Alice is live; Carol's *77 finds no call of hers.
+    pull_refused_during_a_call(&server, ("2001", "s3cret"), ("2003", "c4rol-secret"));
     assert!(
         server.log().contains("pull refused: No Live Call To Pull")
             && server.log().contains("user=\"carol\""),
@@ -103,23 +105,7 @@ fn a_failing_policy_denies_the_pull_and_the_call_goes_on() {
     // The misbehave guest traps for the user "trap": the flip is denied, not the call.
     let server =
         Server::start_with_scripts(TRAP_USER, &[("misbehave", test_components::MISBEHAVE)]);
-    let desk_port = register(&server, "2009", "trap-secret");
-    let desk = SippServer::start_on("device_answers.xml", desk_port, &["-m", "1"]);
-    let mobile_port = register(&server, "2009", "trap-secret");
-    std::thread::scope(|scope| {
-        let bob = scope.spawn(|| {
-            sipp(
-                server.udp,
-                "device_caller.xml",
-                &credentials("2002", "b0b-secret"),
-                &["-s", "2009", "-m", "1", "-d", "4000"],
-            )
-        });
-        std::thread::sleep(Duration::from_millis(1500));
-        pull_refused(&server, "2009", "trap-secret", mobile_port);
-        assert_eq!(bob.join().unwrap(), 0, "bob's call went on to its end");
-    });
-    assert_eq!(desk.wait(Duration::from_secs(15)), 0);
+    pull_refused_during_a_call(&server, ("2009", "trap-secret"), ("2009", "trap-secret"));
     let cdr = &server.cdrs()[0];
     assert_eq!(cdr["disposition"], "answered");
     let flips = cdr["flips"].as_array().unwrap();
