@@ -84,6 +84,27 @@ def check_stream(packets):
     return len(rtp), len(reports), worst_gap
 
 
+def bob_noticed_nothing(capture, bob, invites=0):
+    """Once Bob's call is over: he got `invites` INVITEs (1 if he was called) — no
+    re-INVITE — and one RTP stream (see `check_stream`). What he heard: (samples, rate)."""
+    capture.stop()
+    got = [p for _, port, p in capture.packets if port == BOB_SIP and p.startswith(b"INVITE ")]
+    assert len(got) == invites, f"bob got {len(got)} INVITEs, {invites} expected: no re-INVITE"
+    count, reports, worst_gap = check_stream(capture.packets)
+    print(f"bob received one RTP stream: {count} packets ({reports} sender reports for it), "
+          f"no sequence gap, no key of the push code, longest silence {worst_gap * 1000:.0f} ms")
+    return received_audio(bob)
+
+
+def tone_between(audio, start, end):
+    """The dominant frequency of `audio` (samples, rate) from `start` to `end` seconds;
+    negative times count from its end."""
+    samples, rate = audio
+    seconds = len(samples) / rate
+    start, end = (t + seconds if t < 0 else t for t in (start, end))
+    return dominant_hz(samples[int(start * rate):int(end * rate)], rate)
+
+
 def main():
     binary, flip_policy = sys.argv[1:3]
     return run("wasmpbx-baresip-flip-",
@@ -146,17 +167,8 @@ def four_flips(work, phones):
     desk.wait("CALL_CLOSED")
     bob.wait("CALL_CLOSED")
     time.sleep(0.5)
-    capture.stop()
-
-    invites = [p for _, port, p in capture.packets if port == BOB_SIP and p.startswith(b"INVITE ")]
-    assert not invites, "bob must get no (re-)INVITE"
-    count, reports, worst_gap = check_stream(capture.packets)
-    print(f"bob received one RTP stream: {count} packets ({reports} sender reports for it), "
-          f"no sequence gap, no key of the push code, longest silence {worst_gap * 1000:.0f} ms")
-    samples, rate = received_audio(bob)
-    seconds = len(samples) / rate
-    early = dominant_hz(samples[int(0.5 * rate):int(1.5 * rate)], rate)
-    late = dominant_hz(samples[int((seconds - 2.0) * rate):int((seconds - 0.5) * rate)], rate)
+    audio = bob_noticed_nothing(capture, bob)
+    early, late = tone_between(audio, 0.5, 1.5), tone_between(audio, -2.0, -0.5)
     print(f"bob heard {early:.0f} Hz (the desk's 440) at the start and {late:.0f} Hz (the desk again) at the end")
     assert 380 < early < 500 and 380 < late < 500, (early, late)
 
