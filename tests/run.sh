@@ -15,12 +15,18 @@ command -v baresip >/dev/null || packages+=(baresip baresip-core)
 command -v sox >/dev/null || packages+=(sox)
 command -v ip >/dev/null || packages+=(iproute2)
 command -v python3 >/dev/null || packages+=(python3)
+# A real browser for the WebSocket/WebRTC tests, driven from Node.
+command -v chromium >/dev/null || packages+=(chromium fonts-liberation)
+command -v npm >/dev/null || packages+=(nodejs npm)
 if [ ${#packages[@]} -gt 0 ]; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${packages[@]}"
 fi
+
+# The browser tests' packages (playwright-core, JsSIP, esbuild), exactly as locked.
+(cd tests/browser && npm ci --no-audit --no-fund --prefer-offline > /dev/null)
 
 # Unit tests, scenario tests and the runtime's integration tests (the guests they need
 # are built by tests/components/build.rs).

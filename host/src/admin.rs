@@ -63,6 +63,7 @@ pub async fn serve(
             });
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades()
                 .await
             {
                 tracing::debug!(%peer, "http connection: {e}");
@@ -92,6 +93,10 @@ async fn handle(
     let path = request.uri().path().to_owned();
     let query = request.uri().query().unwrap_or("").to_owned();
     let method = request.method().clone();
+    if path == "/ws" {
+        // SIP over WebSocket: authenticated by SIP digest, not by the admin token.
+        return crate::ws::upgrade(&admin.config.http, admin.core.clone(), request, peer);
+    }
     if path == "/metrics" && method == Method::GET {
         let mut response = Response::new(Full::new(Bytes::from(metrics(admin).await)));
         response.headers_mut().insert(

@@ -254,7 +254,10 @@ pub async fn run(
                 Some(Input::Decision { session, decision, pinned }) => pbx.handle_decision(ambient(), session, decision, pinned),
                 Some(Input::FlipDecision { flip, decision }) => pbx.handle_flip_decision(ambient(), flip, decision),
                 Some(Input::Connected { peer, writer }) => { connections.insert(peer.addr, writer); }
-                Some(Input::Disconnected { peer }) => { connections.remove(&peer.addr); }
+                Some(Input::Disconnected { peer }) => {
+                    connections.remove(&peer.addr);
+                    pbx.connection_closed(peer);
+                }
                 Some(Input::Query(query)) => match query {
                     Query::Registrations(reply) => { let _ = reply.send(pbx.registrar.all().cloned().collect()); }
                     Query::Calls(reply) => { let _ = reply.send(pbx.calls.summaries()); }
@@ -495,6 +498,65 @@ async fn tcp_connection(stream: TcpStream, addr: SocketAddr, tx: mpsc::Sender<In
     }
     write_task.abort();
     let _ = tx.send(Input::Disconnected { peer }).await;
+}
+
+impl CoreHandle {
+    /// Serve one SIP-over-WebSocket connection (RFC 7118) until it closes: each text or
+    /// binary frame is one SIP message; what the core sends the peer goes out as a text
+    /// frame. An oversized or broken frame ends the connection.
+    pub async fn serve_ws<S>(&self, addr: SocketAddr, stream: tokio_tungstenite::WebSocketStream<S>)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        use futures_util::{SinkExt as _, StreamExt as _};
+        use tokio_tungstenite::tungstenite::Message;
+        let peer = Peer {
+            transport: Transport::Ws,
+            addr,
+        };
+        let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(256);
+        let connected = Input::Connected {
+            peer,
+            writer: out_tx,
+        };
+        if self.tx.send(connected).await.is_err() {
+            return;
+        }
+        let (mut sink, mut frames) = stream.split();
+        loop {
+            tokio::select! {
+                frame = frames.next() => match frame {
+                    Some(Ok(Message::Text(text))) => {
+                        let bytes = text.as_bytes().to_vec();
+                        if self.tx.send(Input::Bytes { bytes, peer }).await.is_err() {
+                            break;
+                        }
+                    }
+                    Some(Ok(Message::Binary(bytes))) => {
+                        let bytes = bytes.to_vec();
+                        if self.tx.send(Input::Bytes { bytes, peer }).await.is_err() {
+                            break;
+                        }
+                    }
+                    Some(Ok(Message::Close(_))) | None => break,
+                    Some(Ok(_)) => {} // ping, pong: answered by the WebSocket layer
+                    Some(Err(e)) => {
+                        tracing::info!(%addr, "websocket: {e}; closing");
+                        break;
+                    }
+                },
+                outgoing = out_rx.recv() => {
+                    let Some(bytes) = outgoing else { break };
+                    let text = String::from_utf8_lossy(&bytes).into_owned();
+                    if sink.send(Message::text(text)).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = sink.close().await;
+        let _ = self.tx.send(Input::Disconnected { peer }).await;
+    }
 }
 
 /// What the start of a stream buffer holds.

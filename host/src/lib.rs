@@ -43,3 +43,4 @@ pub mod server;
 pub mod simulate;
 pub mod sip;
 pub mod store;
+pub mod ws;

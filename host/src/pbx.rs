@@ -152,6 +152,18 @@ impl Pbx {
         self.pump(ambient);
     }
 
+    /// A connection closed. A WebSocket's devices can be reached over nothing else
+    /// (RFC 7118): their registrations end with it.
+    pub fn connection_closed(&mut self, peer: Peer) {
+        if peer.transport != Transport::Ws {
+            return;
+        }
+        let changes = self.registrar.drop_connection(peer.addr);
+        if !changes.is_empty() {
+            self.outputs.push_back(PbxOutput::Bindings(changes));
+        }
+    }
+
     /// Bytes arrived from `source` (one datagram, or one framed stream message).
     pub fn handle_bytes(&mut self, ambient: Ambient, bytes: &[u8], source: Peer) {
         self.counters.messages_in += 1;
@@ -172,11 +184,19 @@ impl Pbx {
 
     fn reject_malformed(&mut self, bytes: &[u8], error: &ParseError, source: Peer) {
         self.counters.malformed += 1;
-        tracing::debug!(peer = %source.addr, "malformed SIP message: {error}");
-        if source.transport.is_reliable() {
+        if source.transport == Transport::Tcp {
             // A stream with garbage in it cannot be re-framed: close it.
+            tracing::debug!(peer = %source.addr, "malformed SIP message: {error}; closing");
             self.outputs.push_back(PbxOutput::Close { peer: source });
-        } else if let Some(reply) = message::bad_request_from_raw(bytes, &error.to_string()) {
+            return;
+        }
+        // A datagram or a WebSocket frame stands alone: answer it if it can be, go on.
+        if source.transport == Transport::Ws {
+            tracing::info!(peer = %source.addr, "websocket: not a SIP message: {error}");
+        } else {
+            tracing::debug!(peer = %source.addr, "malformed SIP message: {error}");
+        }
+        if let Some(reply) = message::bad_request_from_raw(bytes, &error.to_string()) {
             self.outputs.push_back(PbxOutput::Transmit {
                 peer: source,
                 bytes: reply,

@@ -147,6 +147,26 @@ impl Registrar {
         changes
     }
 
+    /// Drop the bindings registered over a WebSocket connection from `source` that closed.
+    pub fn drop_connection(&mut self, source: SocketAddr) -> Vec<BindingChange> {
+        let mut changes = Vec::new();
+        for list in self.bindings.values_mut() {
+            list.retain(|b| {
+                let keep = !(b.transport == Transport::Ws && b.source == source);
+                if !keep {
+                    tracing::info!(user = %b.user_id, device = %b.device, "unregistered: its websocket closed");
+                    changes.push(BindingChange::Remove {
+                        user_id: b.user_id.clone(),
+                        contact: b.contact.clone(),
+                    });
+                }
+                keep
+            });
+        }
+        self.bindings.retain(|_, l| !l.is_empty());
+        changes
+    }
+
     /// Whether `source` is blocked by the throttle.
     pub fn is_throttled(&self, now_secs: i64, source: IpAddr) -> bool {
         self.sources

@@ -1,0 +1,138 @@
+//! SIP over WebSocket on `/ws`: a real browser (headless Chromium running JsSIP, through
+//! `tests/browser/ws_register.mjs`) registers and is unregistered when its socket drops;
+//! and bad input — a wrong Origin, no `sip` subprotocol, frames that are not SIP, an
+//! oversized frame — gets a clear refusal while the next client is served.
+
+mod common;
+
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::server::Server;
+use tungstenite::client::IntoClientRequest as _;
+use tungstenite::{Message, WebSocket};
+
+type Socket = WebSocket<TcpStream>;
+
+/// Open `/ws` with these extra request headers; the socket, or the refusal's status.
+fn open(server: &Server, headers: &[(&'static str, &str)]) -> Result<Socket, u16> {
+    let mut request = format!("ws://{}/ws", server.http)
+        .into_client_request()
+        .unwrap();
+    for (name, value) in headers {
+        request.headers_mut().insert(*name, value.parse().unwrap());
+    }
+    let stream = TcpStream::connect(server.http).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    match tungstenite::client(request, stream) {
+        Ok((socket, _)) => Ok(socket),
+        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(response))) => {
+            Err(response.status().as_u16())
+        }
+        Err(e) => panic!("handshake: {e}"),
+    }
+}
+
+fn sip(server: &Server) -> Socket {
+    open(server, &[("Sec-WebSocket-Protocol", "sip")]).expect("the upgrade")
+}
+
+/// An OPTIONS over the socket; the response's first line.
+fn options(socket: &mut Socket, n: u32) -> String {
+    let request = format!(
+        "OPTIONS sip:pbx.test SIP/2.0\r\nVia: SIP/2.0/WS client.invalid;branch=z9hG4bK-ws-{n}\r\n\
+From: <sip:probe@pbx.test>;tag=ws{n}\r\nTo: <sip:pbx.test>\r\nCall-ID: ws-options-{n}\r\n\
+CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    );
+    socket.send(Message::text(request)).unwrap();
+    loop {
+        match socket.read().expect("a response") {
+            Message::Text(text) => return text.lines().next().unwrap_or_default().to_owned(),
+            _ => continue,
+        }
+    }
+}
+
+#[test]
+fn a_browser_registers_over_websocket_and_its_registration_ends_with_the_socket() {
+    let server = Server::start("");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/browser/ws_register.mjs");
+    let output = Command::new("node")
+        .arg(&script)
+        .args([
+            &server.http.port().to_string(),
+            "pbx.test",
+            "2001",
+            "s3cret",
+        ])
+        .output()
+        .expect("node, with tests/browser's packages installed (tests/run.sh does it)");
+    let report = String::from_utf8_lossy(&output.stdout);
+    println!("{report}");
+    assert!(
+        report.contains("1 passed, 0 failed"),
+        "{report}\n{}\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        server.log()
+    );
+    assert!(
+        server.log().contains("unregistered: its websocket closed"),
+        "{}",
+        server.log()
+    );
+}
+
+#[test]
+fn upgrades_that_are_not_for_sip_or_from_another_origin_are_refused() {
+    let server = Server::start("");
+    let evil = [
+        ("Sec-WebSocket-Protocol", "sip"),
+        ("Origin", "https://evil.example"),
+    ];
+    assert_eq!(open(&server, &evil).err(), Some(403));
+    assert!(
+        server.log().contains("origin not allowed"),
+        "{}",
+        server.log()
+    );
+    assert_eq!(open(&server, &[]).err(), Some(400), "no sip subprotocol");
+    let own = format!("http://{}", server.http);
+    let page = [("Sec-WebSocket-Protocol", "sip"), ("Origin", own.as_str())];
+    let mut socket = open(&server, &page).expect("the page's own origin");
+    assert_eq!(options(&mut socket, 1), "SIP/2.0 200 OK");
+}
+
+#[test]
+fn frames_that_are_not_sip_are_dropped_and_an_oversized_one_closes_only_its_socket() {
+    let server = Server::start("");
+    let mut socket = sip(&server);
+    socket
+        .send(Message::text("hello, this is not SIP"))
+        .unwrap();
+    socket.send(Message::binary(vec![0xff; 300])).unwrap();
+    assert_eq!(
+        options(&mut socket, 2),
+        "SIP/2.0 200 OK",
+        "the socket serves on"
+    );
+    let huge = format!(
+        "OPTIONS sip:pbx.test SIP/2.0\r\nX-Pad: {}\r\n\r\n",
+        "a".repeat(70_000)
+    );
+    let _ = socket.send(Message::text(huge));
+    let closed = (0..50).any(|_| match socket.read() {
+        Ok(Message::Close(_)) | Err(_) => true,
+        Ok(_) => false,
+    });
+    assert!(closed, "an oversized frame closes the socket");
+    let mut next = sip(&server);
+    assert_eq!(
+        options(&mut next, 3),
+        "SIP/2.0 200 OK",
+        "the next client is served"
+    );
+}
