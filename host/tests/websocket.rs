@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::server::Server;
+use common::server::{Server, SippServer};
 use tungstenite::client::IntoClientRequest as _;
 use tungstenite::{Message, WebSocket};
 
@@ -83,6 +83,41 @@ fn a_browser_registers_over_websocket_and_its_registration_ends_with_the_socket(
         server.log().contains("unregistered: its websocket closed"),
         "{}",
         server.log()
+    );
+}
+
+#[test]
+fn a_browser_calls_out_through_the_trunk_with_webrtc_audio_both_ways() {
+    // The trunk's far end answers and echoes what it hears.
+    let far_end = SippServer::start("department.xml", &["-m", "1", "-d", "8000", "-rtp_echo"]);
+    let server = Server::start(&format!(
+        "[[trunks]]\nname = \"pstn\"\nuri = \"sip:127.0.0.1:{}\"\n",
+        far_end.port
+    ));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/browser/webrtc_call.mjs");
+    let output = Command::new("node")
+        .arg(&script)
+        .args([
+            &server.http.port().to_string(),
+            "pbx.test",
+            "2001",
+            "s3cret",
+            "5551234",
+        ])
+        .output()
+        .expect("node, with tests/browser's packages installed (tests/run.sh does it)");
+    let report = String::from_utf8_lossy(&output.stdout);
+    println!("{report}");
+    assert!(
+        report.contains("1 passed, 0 failed"),
+        "{report}\n{}\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        server.log()
+    );
+    let cdr = &server.cdrs()[0];
+    assert!(
+        cdr["rtp_packets_in"].as_u64() > Some(50) && cdr["rtp_packets_out"].as_u64() > Some(50),
+        "the host relayed the browser's audio both ways: {cdr}"
     );
 }
 

@@ -6,32 +6,10 @@
 //
 //   node tests/browser/ws_register.mjs HTTP_PORT SIP_DOMAIN EXTENSION PASSWORD
 
-import { build } from 'esbuild';
-import { chromium } from 'playwright-core';
-import { fileURLToPath } from 'node:url';
+import { jssipBundle, launch } from './lib.mjs';
 
 const [httpPort, domain, extension, password] = process.argv.slice(2);
 const base = `http://127.0.0.1:${httpPort}`;
-
-/** Chromium as this machine runs it (see ../shared/CLIENTS.md). */
-async function launch() {
-  return chromium.launch({
-    executablePath: '/usr/bin/chromium',
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
-}
-
-/** JsSIP as one script for a page, exposing `JsSIP`. */
-async function jssipBundle() {
-  const entry = fileURLToPath(new URL('node_modules/jssip/lib/JsSIP.js', import.meta.url));
-  const result = await build({
-    entryPoints: [entry], bundle: true, format: 'iife', globalName: 'JsSIP', write: false,
-    platform: 'browser', logLevel: 'error',
-  });
-  return result.outputFiles[0].text;
-}
 
 async function registrations() {
   const response = await fetch(`${base}/api/registrations`);

@@ -158,6 +158,9 @@ struct Session {
     a_dialog: Dialog,
     /// The offer for outbound legs: the caller's SDP pointing at the host's B port.
     b_offer: String,
+    /// A browser caller's SDP answer (its WebRTC, answered by a bridge): what side A is
+    /// told instead of the host's plain RTP address.
+    a_answer: Option<String>,
     a_answered: bool,
     /// The outbound leg: the one ringing (trunk forwards) or the one that answered.
     b: Option<Outbound>,
@@ -450,14 +453,12 @@ impl Calls {
             let (user_id, device) = (user_id.clone(), device.clone());
             return self.start_pull(ctx, txn, request, source, user_id, device);
         }
-        let body = String::from_utf8_lossy(&request.body).into_owned();
-        let a_media = match sdp::parse(&body) {
-            Ok(media) => media,
-            Err(e) => {
-                tracing::info!(dialed, "INVITE refused: SDP {e}");
-                return reject(ctx, 488, None);
-            }
-        };
+        let mut body = String::from_utf8_lossy(&request.body).into_owned();
+        let webrtc = crate::media::webrtc::is_webrtc(&body);
+        if !webrtc && let Err(e) = sdp::parse(&body) {
+            tracing::info!(dialed, "INVITE refused: SDP {e}");
+            return reject(ctx, 488, None);
+        }
         self.next_id += 1;
         let id = self.next_id;
         let ports = match ctx.media.open(id) {
@@ -467,6 +468,26 @@ impl Calls {
                 return reject(ctx, 503, None);
             }
         };
+        // A browser: its WebRTC is answered by a bridge, and the call sees it as a plain
+        // RTP phone at the bridge.
+        let mut a_answer = None;
+        if webrtc {
+            match ctx
+                .media
+                .bridge_webrtc(id, Side::A, &body, ctx.config.media.public_ip)
+            {
+                Ok(bridged) => {
+                    body = bridged.plain_offer;
+                    a_answer = Some(bridged.answer);
+                }
+                Err(e) => {
+                    tracing::info!(session = id, dialed, "INVITE refused: {e}");
+                    ctx.media.close(id);
+                    return reject(ctx, 488, None);
+                }
+            }
+        }
+        let a_rtp = sdp::parse(&body).ok().and_then(|m| m.rtp);
         // The offer every outbound leg of this call gets: the caller's, pointing at the
         // host's B-side port. Made once; refused here if nothing in it can be relayed.
         let b_offer = match sdp::rewrite(&body, ctx.config.media.public_ip, ports.b, id) {
@@ -477,7 +498,7 @@ impl Calls {
                 return reject(ctx, 488, None);
             }
         };
-        if let Some(rtp) = a_media.rtp {
+        if let Some(rtp) = a_rtp {
             ctx.media.set_remote(id, Side::A, rtp);
         }
         if let Some(pt) = sdp::telephone_event_pt(&body) {
@@ -550,6 +571,7 @@ impl Calls {
                 peer: source,
             },
             b_offer,
+            a_answer,
             a_answered: false,
             b: None,
             forks: Vec::new(),
@@ -950,6 +972,7 @@ impl Calls {
                     if let Ok(a_sdp) =
                         sdp::rewrite(&body, ctx.config.media.public_ip, session.ports.a, id)
                     {
+                        let a_sdp = session.a_answer.clone().unwrap_or(a_sdp);
                         reply
                             .headers
                             .push(Header::ContentType(rsip::headers::ContentType::new(
@@ -997,6 +1020,7 @@ impl Calls {
                     let a_sdp =
                         sdp::rewrite(&body, ctx.config.media.public_ip, session.ports.a, id)
                             .unwrap_or_default();
+                    let a_sdp = session.a_answer.clone().unwrap_or(a_sdp);
                     let mut reply = message::response_to(
                         &session.a_invite,
                         200,

@@ -56,6 +56,15 @@ impl MediaAllocator for FakeMedia {
             .unwrap()
             .push(Did::PromptReserved(prompt.name.clone()));
     }
+    fn bridge_webrtc(
+        &mut self,
+        _: u64,
+        _: Side,
+        _: &str,
+        _: std::net::IpAddr,
+    ) -> Result<crate::media::WebRtcAnswer, String> {
+        Err("no WebRTC in the sans-IO tests".into())
+    }
     fn release_reserved(&mut self, _: u64) {
         self.0.lock().unwrap().push(Did::Release);
     }

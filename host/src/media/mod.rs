@@ -18,6 +18,7 @@ pub mod prompts;
 pub mod recorder;
 pub mod relay;
 pub mod rtp;
+pub mod webrtc;
 
 pub use g711::Codec;
 pub use prompts::{Prompt, Prompts};
@@ -88,6 +89,16 @@ pub trait MediaAllocator: Send {
         event_pt: Option<u8>,
         prompt: Arc<Prompt>,
     );
+    /// A browser on `side`: terminate its WebRTC (`offer`, answered with the host's
+    /// candidate at `public_ip`) and bridge its audio to the side's port as plain RTP.
+    /// The browser's SDP answer and, for the call, the browser as a plain RTP offer.
+    fn bridge_webrtc(
+        &mut self,
+        session: SessionId,
+        side: Side,
+        offer: &str,
+        public_ip: std::net::IpAddr,
+    ) -> Result<WebRtcAnswer, String>;
     /// Let the reserved ports go (the device on them did not take the call).
     fn release_reserved(&mut self, session: SessionId);
     /// Move a side onto the reserved ports: the other side's stream goes on unchanged,
@@ -122,6 +133,15 @@ pub trait MediaAllocator: Send {
     fn stop_recording(&mut self, session: SessionId) -> Option<PathBuf>;
     /// Release the call's ports (finishing any recording).
     fn close(&mut self, session: SessionId) -> MediaReport;
+}
+
+/// A browser's offer, answered by a bridge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebRtcAnswer {
+    /// The SDP answer for the browser.
+    pub answer: String,
+    /// The browser as the call sees it: a plain RTP offer at the bridge.
+    pub plain_offer: String,
 }
 
 /// What a call's media did.

@@ -94,6 +94,8 @@ struct Call {
     reserved: Option<Reserved>,
     /// Wakes the host's sender when something is to be played (it sleeps in silence).
     playing: Arc<tokio::sync::Notify>,
+    /// Browsers' media, bridged to plain RTP (stopped with the call).
+    bridges: Vec<super::webrtc::Bridge>,
 }
 
 /// Ports bound for a device that may take over a side, and what the host says to that
@@ -223,6 +225,7 @@ impl MediaAllocator for RelayManager {
             packets: Arc::new([AtomicU64::new(0), AtomicU64::new(0)]),
             reserved: None,
             playing: Arc::default(),
+            bridges: Vec::new(),
         };
         self.spawn_forwarding(&mut call);
         self.calls.insert(session, call);
@@ -303,6 +306,30 @@ impl MediaAllocator for RelayManager {
             counters: self.counters.clone(),
         }));
         reserved.prompter = Some((task, next));
+    }
+
+    fn bridge_webrtc(
+        &mut self,
+        session: SessionId,
+        side: Side,
+        offer: &str,
+        public_ip: IpAddr,
+    ) -> Result<super::WebRtcAnswer, String> {
+        let Some(call) = self.calls.get_mut(&session) else {
+            return Err("no such call".into());
+        };
+        let relay_port = call.rtp[side as usize]
+            .local_addr()
+            .map_err(|e| e.to_string())?
+            .port();
+        let relay = SocketAddr::new(self.bind_ip, relay_port);
+        let bridge = super::webrtc::Bridge::accept(offer, self.bind_ip, public_ip, relay)?;
+        let answer = super::WebRtcAnswer {
+            answer: bridge.answer.clone(),
+            plain_offer: bridge.plain_offer.clone(),
+        };
+        call.bridges.push(bridge);
+        Ok(answer)
     }
 
     fn release_reserved(&mut self, session: SessionId) {

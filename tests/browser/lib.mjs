@@ -1,0 +1,31 @@
+// What the browser tests share: Debian's Chromium as this machine runs it, and JsSIP
+// as one script for a page.
+
+import { build } from 'esbuild';
+import { chromium } from 'playwright-core';
+import { fileURLToPath } from 'node:url';
+
+/** Chromium as this machine runs it (see ../shared/CLIENTS.md). */
+export async function launch() {
+  return chromium.launch({
+    executablePath: '/usr/bin/chromium',
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      // A fake microphone (a beep), no permission prompt, and WebRTC over loopback with
+      // plain 127.0.0.1 candidates.
+      '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
+      '--autoplay-policy=no-user-gesture-required', '--allow-loopback-in-peer-connection',
+      '--disable-features=WebRtcHideLocalIpsWithMdns'],
+  });
+}
+
+/** JsSIP as one script for a page, exposing `JsSIP`. */
+export async function jssipBundle() {
+  const entry = fileURLToPath(new URL('node_modules/jssip/lib/JsSIP.js', import.meta.url));
+  const result = await build({
+    entryPoints: [entry], bundle: true, format: 'iife', globalName: 'JsSIP', write: false,
+    platform: 'browser', logLevel: 'error',
+  });
+  return result.outputFiles[0].text;
+}
