@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::server::{Server, SippServer};
+use common::server::{Server, SippServer, credentials, free_port, sipp};
 use tungstenite::client::IntoClientRequest as _;
 use tungstenite::{Message, WebSocket};
 
@@ -60,18 +60,30 @@ CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
 #[test]
 fn a_browser_registers_over_websocket_and_its_registration_ends_with_the_socket() {
     let server = Server::start("");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/browser/ws_register.mjs");
+    let http = server.http.port().to_string();
+    browser(
+        "ws_register.mjs",
+        &[&http, "pbx.test", "2001", "s3cret"],
+        &server,
+    );
+    assert!(
+        server.log().contains("unregistered: its websocket closed"),
+        "{}",
+        server.log()
+    );
+}
+
+/// `node tests/browser/{script} {args}`; its report, after asserting it passed.
+fn browser(script: &str, args: &[&str], server: &Server) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/browser")
+        .join(script);
     let output = Command::new("node")
         .arg(&script)
-        .args([
-            &server.http.port().to_string(),
-            "pbx.test",
-            "2001",
-            "s3cret",
-        ])
+        .args(args)
         .output()
         .expect("node, with tests/browser's packages installed (tests/run.sh does it)");
-    let report = String::from_utf8_lossy(&output.stdout);
+    let report = String::from_utf8_lossy(&output.stdout).into_owned();
     println!("{report}");
     assert!(
         report.contains("1 passed, 0 failed"),
@@ -79,10 +91,56 @@ fn a_browser_registers_over_websocket_and_its_registration_ends_with_the_socket(
         String::from_utf8_lossy(&output.stderr),
         server.log()
     );
-    assert!(
-        server.log().contains("unregistered: its websocket closed"),
-        "{}",
-        server.log()
+    report
+}
+
+#[test]
+fn a_browser_takes_over_a_call_from_a_desk_phone_and_the_far_end_notices_nothing() {
+    let server = Server::start_with_scripts("", &[("flip-policy", test_components::FLIP_POLICY)]);
+    let desk_port = free_port("127.0.0.1");
+    let registered = sipp(
+        server.udp,
+        "register.xml",
+        &credentials("2001", "s3cret"),
+        &["-m", "1", "-p", &desk_port.to_string()],
+    );
+    assert_eq!(registered, 0, "{}", server.log());
+    let desk = SippServer::start_on("device_answers.xml", desk_port, &["-m", "1"]);
+    std::thread::scope(|scope| {
+        // Bob echoes what he hears; any INVITE after his own would fail his scenario.
+        let bob = scope.spawn(|| {
+            sipp(
+                server.udp,
+                "device_caller.xml",
+                &credentials("2002", "b0b-secret"),
+                &["-s", "2001", "-m", "1", "-d", "12000", "-rtp_echo"],
+            )
+        });
+        std::thread::sleep(Duration::from_millis(1500));
+        let http = server.http.port().to_string();
+        let report = browser(
+            "webrtc_call.mjs",
+            &[&http, "pbx.test", "2001", "s3cret", "*77"],
+            &server,
+        );
+        assert!(report.contains("\"endedBy\":\"remote\""), "{report}");
+        assert_eq!(
+            bob.join().unwrap(),
+            0,
+            "bob's dialog went on untouched to his BYE"
+        );
+    });
+    assert_eq!(
+        desk.wait(Duration::from_secs(15)),
+        0,
+        "the desk was released"
+    );
+    let cdr = &server.cdrs()[0];
+    let flips = cdr["flips"].as_array().unwrap();
+    assert_eq!(flips.len(), 1, "{cdr}");
+    assert_eq!(
+        (flips[0]["kind"].as_str(), flips[0]["result"].as_str()),
+        (Some("pull"), Some("done"))
     );
 }
 
@@ -94,25 +152,11 @@ fn a_browser_calls_out_through_the_trunk_with_webrtc_audio_both_ways() {
         "[[trunks]]\nname = \"pstn\"\nuri = \"sip:127.0.0.1:{}\"\n",
         far_end.port
     ));
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/browser/webrtc_call.mjs");
-    let output = Command::new("node")
-        .arg(&script)
-        .args([
-            &server.http.port().to_string(),
-            "pbx.test",
-            "2001",
-            "s3cret",
-            "5551234",
-        ])
-        .output()
-        .expect("node, with tests/browser's packages installed (tests/run.sh does it)");
-    let report = String::from_utf8_lossy(&output.stdout);
-    println!("{report}");
-    assert!(
-        report.contains("1 passed, 0 failed"),
-        "{report}\n{}\n{}",
-        String::from_utf8_lossy(&output.stderr),
-        server.log()
+    let http = server.http.port().to_string();
+    browser(
+        "webrtc_call.mjs",
+        &[&http, "pbx.test", "2001", "s3cret", "5551234"],
+        &server,
     );
     let cdr = &server.cdrs()[0];
     assert!(

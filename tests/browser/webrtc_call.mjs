@@ -1,7 +1,8 @@
 // A browser calls through the host with WebRTC: Chromium (fake microphone) runs JsSIP in
-// a page of the host's origin, registers over /ws and calls NUMBER, which the host sends
-// out through its trunk (a SIPp UAS echoing the audio back). The browser's peer
+// a page of the host's origin, registers over /ws and calls NUMBER. The browser's peer
 // connection must reach `connected`, send and receive audio (getStats), in PCMU or PCMA.
+// With NUMBER `*77` it takes over the user's live call from another device (a pull),
+// and keeps it until the far end hangs up.
 //
 //   node tests/browser/webrtc_call.mjs HTTP_PORT SIP_DOMAIN EXTENSION PASSWORD NUMBER
 
@@ -11,12 +12,12 @@ const [httpPort, domain, extension, password, number] = process.argv.slice(2);
 const base = `http://127.0.0.1:${httpPort}`;
 
 /** In the page: register, call, let it run, read the peer connection's statistics. */
-function call({ wsUrl, uri, secret, target }) {
+function call({ wsUrl, uri, secret, target, untilEnded }) {
   return new Promise((resolve) => {
     const ua = new JsSIP.UA({
       sockets: [new JsSIP.WebSocketInterface(wsUrl)], uri, password: secret, register: true,
     });
-    setTimeout(() => resolve({ error: 'timeout' }), 25000);
+    setTimeout(() => resolve({ error: 'timeout' }), 40000);
     ua.on('registrationFailed', (e) => resolve({ error: `registration: ${e.cause}` }));
     ua.on('registered', () => {
       const session = ua.call(target, {
@@ -33,8 +34,13 @@ function call({ wsUrl, uri, secret, target }) {
             if (report.type === 'outbound-rtp' && report.kind === 'audio') stats.sent = report.packetsSent;
             if (report.type === 'codec') stats.codecs.push(report.mimeType);
           });
-          session.terminate();
-          setTimeout(() => { ua.stop(); resolve(stats); }, 500);
+          const finish = () => setTimeout(() => { ua.stop(); resolve(stats); }, 500);
+          if (untilEnded) {
+            session.on('ended', (e) => { stats.endedBy = e.originator; finish(); });
+          } else {
+            session.terminate();
+            finish();
+          }
         }, 3000);
       });
     });
@@ -51,7 +57,7 @@ async function main() {
     await page.addScriptTag({ content: bundle });
     const stats = await page.evaluate(call, {
       wsUrl: `ws://127.0.0.1:${httpPort}/ws`, uri: `sip:${extension}@${domain}`, secret: password,
-      target: `sip:${number}@${domain}`,
+      target: `sip:${number}@${domain}`, untilEnded: number === '*77',
     });
     console.log(`the browser's call: ${JSON.stringify(stats)}`);
     if (stats.error) throw new Error(stats.error);

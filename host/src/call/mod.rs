@@ -474,7 +474,7 @@ impl Calls {
         if webrtc {
             match ctx
                 .media
-                .bridge_webrtc(id, Side::A, &body, ctx.config.media.public_ip)
+                .bridge_webrtc(id, Some(Side::A), &body, ctx.config.media.public_ip)
             {
                 Ok(bridged) => {
                     body = bridged.plain_offer;

@@ -103,12 +103,14 @@ impl Calls {
             );
             return refuse(ctx, 403, "Emergency Calls Cannot Be Flipped");
         }
-        let offered = sdp::parse(&String::from_utf8_lossy(&invite.body)).ok();
-        let speaks = |codec: crate::media::Codec| {
-            offered
-                .as_ref()
-                .is_some_and(|m| m.payload_types.contains(&codec.payload_type()))
+        let body = String::from_utf8_lossy(&invite.body);
+        let offered: Vec<u8> = match crate::media::webrtc::is_webrtc(&body) {
+            true => crate::media::webrtc::audio_payload_types(&body),
+            false => sdp::parse(&body)
+                .map(|m| m.payload_types)
+                .unwrap_or_default(),
         };
+        let speaks = |codec: crate::media::Codec| offered.contains(&codec.payload_type());
         if !session.b_codec.is_some_and(speaks) {
             return refuse(ctx, 488, "The Call's Codec Is Not Offered");
         }
@@ -198,7 +200,28 @@ impl Calls {
             }
         };
         // The new device's own dialog, with the host as UAS.
-        let body = String::from_utf8_lossy(&pull.invite.body).into_owned();
+        let mut body = String::from_utf8_lossy(&pull.invite.body).into_owned();
+        // A browser: a bridge answers its WebRTC on the reserved ports, and the call sees
+        // it as a plain RTP phone there.
+        let mut browser_answer = None;
+        if crate::media::webrtc::is_webrtc(&body) {
+            let public_ip = ctx.config.media.public_ip;
+            match ctx
+                .media
+                .bridge_webrtc(pull.session, None, &body, public_ip)
+            {
+                Ok(bridged) => {
+                    body = bridged.plain_offer;
+                    browser_answer = Some(bridged.answer);
+                }
+                Err(e) => {
+                    ctx.media.release_reserved(pull.session);
+                    event.result = FlipResult::Denied(format!("WebRTC: {e}"));
+                    session.record.flips.push(event);
+                    return refuse_pull(ctx, &pull, 488, "Not Acceptable Here");
+                }
+            }
+        }
         let message = SipMessage::Request(pull.invite.clone());
         let tag = message::random_token();
         let to = message::header_value(&message, "To").unwrap_or_default();
@@ -215,7 +238,7 @@ impl Calls {
             codec,
             sdp::telephone_event_pt(&body),
         );
-        attach_sdp(&mut ok, ctx.local, answer);
+        attach_sdp(&mut ok, ctx.local, browser_answer.unwrap_or(answer));
         ctx.layer.send_response(ctx.ambient.now, pull.txn, ok);
         event.answered_at = Some(wall_time(session, ctx.ambient.now));
         let new_leg = Outbound {

@@ -59,7 +59,7 @@ impl MediaAllocator for FakeMedia {
     fn bridge_webrtc(
         &mut self,
         _: u64,
-        _: Side,
+        _: Option<Side>,
         _: &str,
         _: std::net::IpAddr,
     ) -> Result<crate::media::WebRtcAnswer, String> {

@@ -89,13 +89,14 @@ pub trait MediaAllocator: Send {
         event_pt: Option<u8>,
         prompt: Arc<Prompt>,
     );
-    /// A browser on `side`: terminate its WebRTC (`offer`, answered with the host's
-    /// candidate at `public_ip`) and bridge its audio to the side's port as plain RTP.
-    /// The browser's SDP answer and, for the call, the browser as a plain RTP offer.
+    /// A browser on `side` (none: on the reserved ports, a browser taking the call
+    /// over): terminate its WebRTC (`offer`, answered with the host's candidate at
+    /// `public_ip`) and bridge its audio to that port as plain RTP. The browser's SDP
+    /// answer and, for the call, the browser as a plain RTP offer.
     fn bridge_webrtc(
         &mut self,
         session: SessionId,
-        side: Side,
+        side: Option<Side>,
         offer: &str,
         public_ip: std::net::IpAddr,
     ) -> Result<WebRtcAnswer, String>;

@@ -311,17 +311,21 @@ impl MediaAllocator for RelayManager {
     fn bridge_webrtc(
         &mut self,
         session: SessionId,
-        side: Side,
+        side: Option<Side>,
         offer: &str,
         public_ip: IpAddr,
     ) -> Result<super::WebRtcAnswer, String> {
         let Some(call) = self.calls.get_mut(&session) else {
             return Err("no such call".into());
         };
-        let relay_port = call.rtp[side as usize]
-            .local_addr()
-            .map_err(|e| e.to_string())?
-            .port();
+        let socket = match side {
+            Some(side) => &call.rtp[side as usize],
+            None => match &call.reserved {
+                Some(reserved) => &reserved.rtp,
+                None => return Err("no ports reserved".into()),
+            },
+        };
+        let relay_port = socket.local_addr().map_err(|e| e.to_string())?.port();
         let relay = SocketAddr::new(self.bind_ip, relay_port);
         let bridge = super::webrtc::Bridge::accept(offer, self.bind_ip, public_ip, relay)?;
         let answer = super::WebRtcAnswer {

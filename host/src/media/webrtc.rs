@@ -7,9 +7,9 @@
 //!  browser ──ICE/DTLS-SRTP──▶ [bridge task: str0m Rtc] ──plain RTP──▶ relay side ──▶ …
 //! ```
 
+use crate::clock::monotonic_now;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
 
 use str0m::change::SdpOffer;
 use str0m::media::{MediaTime, Mid};
@@ -60,7 +60,7 @@ impl Bridge {
             .clear_codecs()
             .enable_pcmu(true, false)
             .enable_pcma(true, false)
-            .build(Instant::now());
+            .build(monotonic_now());
         let candidate = Candidate::host(SocketAddr::new(public_ip, browser_local.port()), "udp")
             .map_err(|e| format!("ICE candidate: {e}"))?;
         rtc.add_local_candidate(candidate);
@@ -100,7 +100,7 @@ fn to_tokio(socket: std::net::UdpSocket) -> Result<UdpSocket, String> {
 }
 
 /// The static G.711 payload types an SDP's audio line carries.
-fn audio_payload_types(sdp: &str) -> Vec<u8> {
+pub fn audio_payload_types(sdp: &str) -> Vec<u8> {
     sdp.lines()
         .find_map(|l| l.strip_prefix("m=audio "))
         .map(|m| {
@@ -194,7 +194,7 @@ async fn run(mut b: BridgeTask) {
                 Ok(Output::Event(Event::MediaAdded(added))) => mid = Some(added.mid),
                 Ok(Output::Event(Event::MediaData(data))) => {
                     let timestamp = data.time.rebase(str0m::media::Frequency::EIGHT_KHZ).numer();
-                    let packet = stream.packet(*data.pt as u8, timestamp as u32, &data.data);
+                    let packet = stream.packet(*data.pt, timestamp as u32, &data.data);
                     let _ = b.plain.send_to(&packet, b.relay).await;
                 }
                 Ok(Output::Event(Event::IceConnectionStateChange(state))) => {
@@ -210,12 +210,12 @@ async fn run(mut b: BridgeTask) {
                 }
             }
         };
-        let wait = timeout.saturating_duration_since(Instant::now());
+        let wait = timeout.saturating_duration_since(monotonic_now());
         let input = tokio::select! {
             received = b.browser.recv_from(&mut from_browser) => {
                 let Ok((n, source)) = received else { continue };
                 let Ok(contents) = from_browser[..n].try_into() else { continue };
-                Input::Receive(Instant::now(), Receive {
+                Input::Receive(monotonic_now(), Receive {
                     proto: Protocol::Udp,
                     source,
                     destination: b.browser_local,
@@ -232,12 +232,12 @@ async fn run(mut b: BridgeTask) {
                 );
                 let Some(writer) = b.rtc.writer(mid) else { continue };
                 let payload = packet[header.payload_offset..].to_vec();
-                if let Err(e) = writer.write(header.payload_type.into(), Instant::now(), time, payload) {
+                if let Err(e) = writer.write(header.payload_type.into(), monotonic_now(), time, payload) {
                     tracing::debug!("webrtc: not sent to the browser: {e}");
                 }
                 continue;
             }
-            _ = tokio::time::sleep(wait) => Input::Timeout(Instant::now()),
+            _ = tokio::time::sleep(wait) => Input::Timeout(monotonic_now()),
         };
         if let Err(e) = b.rtc.handle_input(input) {
             tracing::debug!("webrtc: {e}");
