@@ -145,6 +145,95 @@ fn a_browser_takes_over_a_call_from_a_desk_phone_and_the_far_end_notices_nothing
 }
 
 #[test]
+fn a_push_rings_the_browser_which_answers_with_webrtc() {
+    use std::io::{BufRead as _, BufReader};
+    let server = Server::start_with_scripts("", &[("flip-policy", test_components::FLIP_POLICY)]);
+    let desk_port = free_port("127.0.0.1");
+    let registered = sipp(
+        server.udp,
+        "register.xml",
+        &credentials("2001", "s3cret"),
+        &["-m", "1", "-p", &desk_port.to_string()],
+    );
+    assert_eq!(registered, 0, "{}", server.log());
+    let desk = SippServer::start_on("device_answers.xml", desk_port, &["-m", "1"]);
+    std::thread::scope(|scope| {
+        let bob = scope.spawn(|| {
+            sipp(
+                server.udp,
+                "device_caller.xml",
+                &credentials("2002", "b0b-secret"),
+                &["-s", "2001", "-m", "1", "-d", "12000", "-rtp_echo"],
+            )
+        });
+        std::thread::sleep(Duration::from_millis(1500));
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/browser/webrtc_answer.mjs");
+        let http = server.http.port().to_string();
+        let mut node = Command::new("node")
+            .arg(&script)
+            .args([&http, "pbx.test", "2001", "s3cret"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("node");
+        let mut lines = BufReader::new(node.stdout.take().unwrap()).lines();
+        let mut report = String::new();
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            report.push_str(&line);
+            report.push('\n');
+            if line == "registered" {
+                break;
+            }
+        }
+        assert!(report.contains("registered"), "{report}");
+        // The admin API pushes the desk's call to the browser.
+        let (_, calls) = common::server::http(server.http, "GET", "/api/calls", None, "");
+        let session = calls
+            .split("\"session\":")
+            .nth(1)
+            .and_then(|r| r.split([',', '}']).next())
+            .unwrap();
+        let (status, body) = common::server::http(
+            server.http,
+            "POST",
+            &format!("/api/calls/{session}/flip"),
+            None,
+            "{\"targets\": [\"jssip\"]}",
+        );
+        assert_eq!(status, 202, "{body}");
+        for line in lines {
+            report.push_str(&line.unwrap());
+            report.push('\n');
+        }
+        let _ = node.wait();
+        println!("{report}");
+        assert!(
+            report.contains("1 passed, 0 failed"),
+            "{report}\n{}",
+            server.log()
+        );
+        assert_eq!(
+            bob.join().unwrap(),
+            0,
+            "bob's dialog went on untouched to his BYE"
+        );
+    });
+    assert_eq!(
+        desk.wait(Duration::from_secs(15)),
+        0,
+        "the desk was released"
+    );
+    let cdr = &server.cdrs()[0];
+    let flips = cdr["flips"].as_array().unwrap();
+    assert_eq!(
+        (flips[0]["kind"].as_str(), flips[0]["result"].as_str()),
+        (Some("push"), Some("done")),
+        "{cdr}"
+    );
+}
+
+#[test]
 fn a_browser_calls_out_through_the_trunk_with_webrtc_audio_both_ways() {
     // The trunk's far end answers and echoes what it hears.
     let far_end = SippServer::start("department.xml", &["-m", "1", "-d", "8000", "-rtp_echo"]);

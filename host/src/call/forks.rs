@@ -8,10 +8,11 @@ use super::requests::{
     Dialog, InviteParts, addr_spec, caller_response, in_dialog_request, initial_invite, with_tag,
 };
 use super::{Calls, Ctx, Outbound, Phase, SessionId};
+use crate::media::Side;
 use crate::registrar::Binding;
 use crate::routing::{Event, ForwardTarget};
 use crate::sip::message::{self, Response, SipMessage};
-use crate::sip::transaction::ClientTxnId;
+use crate::sip::transaction::{ClientTxnId, Transport};
 
 impl Calls {
     /// Ring every registered device of a user at once.
@@ -43,9 +44,16 @@ impl Calls {
         let offer = session.b_offer.clone();
         let caller = session.call.caller.clone();
         for binding in bindings {
-            if let Some(leg) =
-                self.ring_device(ctx, id, &binding, &caller, &extension, &offer, &target)
-            {
+            if let Some(leg) = self.ring_device(
+                ctx,
+                id,
+                &binding,
+                &caller,
+                &extension,
+                &offer,
+                &target,
+                Some(Side::B),
+            ) {
                 let session = self.sessions.get_mut(&id).expect("present");
                 session.record.legs.push((leg.number.clone(), 0));
                 session.forks.push(leg);
@@ -59,7 +67,9 @@ impl Calls {
             .push(Reverse((deadline, id, session.ring_generation)));
     }
 
-    /// Send one device of a user an INVITE with `offer`; the leg, ringing.
+    /// Send one device of a user an INVITE with `offer`, for media on `side` (none: the
+    /// reserved ports); the leg, ringing. A browser (over WebSocket) is offered WebRTC by
+    /// a media bridge instead.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn ring_device(
         &mut self,
@@ -70,7 +80,25 @@ impl Calls {
         extension: &str,
         offer: &str,
         target: &ForwardTarget,
+        side: Option<Side>,
     ) -> Option<Outbound> {
+        let mut bridge = None;
+        let webrtc_offer;
+        let offer = if binding.transport == Transport::Ws {
+            match ctx.media.offer_webrtc(id, side, ctx.config.media.public_ip) {
+                Ok((n, sdp)) => {
+                    bridge = Some(n);
+                    webrtc_offer = sdp;
+                    webrtc_offer.as_str()
+                }
+                Err(e) => {
+                    tracing::warn!(session = id, device = %binding.device, "not ringing a browser: {e}");
+                    return None;
+                }
+            }
+        } else {
+            offer
+        };
         let local = ctx.local;
         let domain = &ctx.config.sip.domain;
         let call_id = format!("{}@{}", message::random_token(), local.ip());
@@ -111,6 +139,7 @@ impl Calls {
             number: format!("{}/{}", binding.user_id, binding.device),
             answered: false,
             cancelled: false,
+            bridge,
         })
     }
 

@@ -82,6 +82,24 @@ struct Outbound {
     answered: bool,
     /// CANCEL sent (ring timeout or caller gave up): its final response is not news.
     cancelled: bool,
+    /// A browser's leg: the media bridge that made its WebRTC offer.
+    bridge: Option<usize>,
+}
+
+impl Outbound {
+    /// A device's answer, as the call sees it: a browser's WebRTC answer completes its
+    /// bridge and becomes the bridge's plain RTP.
+    fn answer_sdp(&self, ctx: &mut Ctx<'_>, id: SessionId, body: String) -> String {
+        let Some(bridge) = self.bridge else {
+            return body;
+        };
+        ctx.media
+            .answer_webrtc(id, bridge, &body)
+            .unwrap_or_else(|e| {
+                tracing::warn!(session = id, "{e}");
+                String::new()
+            })
+    }
 }
 
 impl Outbound {
@@ -851,6 +869,7 @@ impl Calls {
             number,
             answered: false,
             cancelled: false,
+            bridge: None,
         });
         session.phase = Phase::Forwarding;
         session.ring_generation += 1;
@@ -933,7 +952,10 @@ impl Calls {
             return;
         };
         let message = SipMessage::Response(response);
-        let body = String::from_utf8_lossy(message.body()).into_owned();
+        let mut body = String::from_utf8_lossy(message.body()).into_owned();
+        if (200..300).contains(&code) {
+            body = b.answer_sdp(ctx, id, body);
+        }
         match code {
             100 => {}
             101..=199 => {

@@ -256,6 +256,7 @@ impl Calls {
             number: format!("{}/{}", pull.user_id, pull.device),
             answered: true,
             cancelled: false,
+            bridge: None,
         };
         let flip = Takeover {
             side: pull.side,

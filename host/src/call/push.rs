@@ -224,9 +224,16 @@ impl Calls {
         let target = ForwardTarget::User(push.user_id.clone());
         let mut legs = Vec::new();
         for binding in &targets {
-            if let Some(leg) =
-                self.ring_device(ctx, id, binding, &other_party, &extension, &offer, &target)
-            {
+            if let Some(leg) = self.ring_device(
+                ctx,
+                id,
+                binding,
+                &other_party,
+                &extension,
+                &offer,
+                &target,
+                None,
+            ) {
                 event.targets.push(binding.device.clone());
                 legs.push(leg);
             }
@@ -292,6 +299,7 @@ impl Calls {
                 }
                 self.by_client_txn.remove(&txn);
                 let body = String::from_utf8_lossy(message.body()).into_owned();
+                let body = leg.answer_sdp(ctx, id, body);
                 self.push_answered(ctx, id, leg, &body);
             }
             _ => {

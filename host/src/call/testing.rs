@@ -65,6 +65,17 @@ impl MediaAllocator for FakeMedia {
     ) -> Result<crate::media::WebRtcAnswer, String> {
         Err("no WebRTC in the sans-IO tests".into())
     }
+    fn offer_webrtc(
+        &mut self,
+        _: u64,
+        _: Option<Side>,
+        _: std::net::IpAddr,
+    ) -> Result<(usize, String), String> {
+        Err("no WebRTC in the sans-IO tests".into())
+    }
+    fn answer_webrtc(&mut self, _: u64, _: usize, _: &str) -> Result<String, String> {
+        Err("no WebRTC in the sans-IO tests".into())
+    }
     fn release_reserved(&mut self, _: u64) {
         self.0.lock().unwrap().push(Did::Release);
     }

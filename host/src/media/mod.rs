@@ -100,6 +100,21 @@ pub trait MediaAllocator: Send {
         offer: &str,
         public_ip: std::net::IpAddr,
     ) -> Result<WebRtcAnswer, String>;
+    /// Offer WebRTC to a browser the host calls, for `side` (none: the reserved ports):
+    /// the bridge's number and the SDP offer.
+    fn offer_webrtc(
+        &mut self,
+        session: SessionId,
+        side: Option<Side>,
+        public_ip: std::net::IpAddr,
+    ) -> Result<(usize, String), String>;
+    /// The browser answered bridge `bridge`'s offer: the browser as a plain RTP answer.
+    fn answer_webrtc(
+        &mut self,
+        session: SessionId,
+        bridge: usize,
+        answer: &str,
+    ) -> Result<String, String>;
     /// Let the reserved ports go (the device on them did not take the call).
     fn release_reserved(&mut self, session: SessionId);
     /// Move a side onto the reserved ports: the other side's stream goes on unchanged,

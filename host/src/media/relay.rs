@@ -171,6 +171,17 @@ impl RelayManager {
 }
 
 impl RelayManager {
+    /// Where a leg's packets reach the host: `side`'s RTP port, or (none) the reserved one.
+    fn leg_address(&self, session: SessionId, side: Option<Side>) -> Result<SocketAddr, String> {
+        let call = self.calls.get(&session).ok_or("no such call")?;
+        let socket = match side {
+            Some(side) => &call.rtp[side as usize],
+            None => &call.reserved.as_ref().ok_or("no ports reserved")?.rtp,
+        };
+        let port = socket.local_addr().map_err(|e| e.to_string())?.port();
+        Ok(SocketAddr::new(self.bind_ip, port))
+    }
+
     /// Start the tasks that move one call's packets between its sides.
     fn spawn_forwarding(&self, call: &mut Call) {
         for task in call.forwarding.drain(..) {
@@ -315,25 +326,44 @@ impl MediaAllocator for RelayManager {
         offer: &str,
         public_ip: IpAddr,
     ) -> Result<super::WebRtcAnswer, String> {
-        let Some(call) = self.calls.get_mut(&session) else {
-            return Err("no such call".into());
-        };
-        let socket = match side {
-            Some(side) => &call.rtp[side as usize],
-            None => match &call.reserved {
-                Some(reserved) => &reserved.rtp,
-                None => return Err("no ports reserved".into()),
-            },
-        };
-        let relay_port = socket.local_addr().map_err(|e| e.to_string())?.port();
-        let relay = SocketAddr::new(self.bind_ip, relay_port);
-        let bridge = super::webrtc::Bridge::accept(offer, self.bind_ip, public_ip, relay)?;
-        let answer = super::WebRtcAnswer {
-            answer: bridge.answer.clone(),
-            plain_offer: bridge.plain_offer.clone(),
-        };
-        call.bridges.push(bridge);
-        Ok(answer)
+        let relay = self.leg_address(session, side)?;
+        let (bridge, answer, plain_offer) =
+            super::webrtc::Bridge::accept(offer, self.bind_ip, public_ip, relay)?;
+        self.calls
+            .get_mut(&session)
+            .expect("found")
+            .bridges
+            .push(bridge);
+        Ok(super::WebRtcAnswer {
+            answer,
+            plain_offer,
+        })
+    }
+
+    fn offer_webrtc(
+        &mut self,
+        session: SessionId,
+        side: Option<Side>,
+        public_ip: IpAddr,
+    ) -> Result<(usize, String), String> {
+        let relay = self.leg_address(session, side)?;
+        let (bridge, offer) = super::webrtc::Bridge::offer(self.bind_ip, public_ip, relay)?;
+        let bridges = &mut self.calls.get_mut(&session).expect("found").bridges;
+        bridges.push(bridge);
+        Ok((bridges.len() - 1, offer))
+    }
+
+    fn answer_webrtc(
+        &mut self,
+        session: SessionId,
+        bridge: usize,
+        answer: &str,
+    ) -> Result<String, String> {
+        self.calls
+            .get_mut(&session)
+            .and_then(|c| c.bridges.get_mut(bridge))
+            .ok_or("no such bridge")?
+            .complete(answer)
     }
 
     fn release_reserved(&mut self, session: SessionId) {

@@ -9,13 +9,13 @@
 
 use crate::clock::monotonic_now;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 
-use str0m::change::SdpOffer;
-use str0m::media::{MediaTime, Mid};
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::media::{Direction, MediaKind, MediaTime, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::rtp;
@@ -26,14 +26,65 @@ pub fn is_webrtc(sdp: &str) -> bool {
     sdp.contains("UDP/TLS/RTP/SAVPF")
 }
 
-/// A browser's media, bridged: what to answer the browser, what the relay sees of it,
-/// and the task doing the work (stopped when this is dropped).
+/// A browser's media, bridged: the task doing the work (stopped when this is dropped)
+/// and where the relay finds it.
 pub struct Bridge {
-    /// The SDP answer for the browser (ICE credentials, DTLS fingerprint, candidate).
-    pub answer: String,
-    /// The browser as a plain RTP phone: an SDP offer at the bridge's plain socket.
-    pub plain_offer: String,
+    plain: SocketAddr,
+    /// Where the browser's answer goes, when the host made the offer.
+    answers: Option<mpsc::Sender<SdpAnswer>>,
     task: JoinHandle<()>,
+}
+
+/// The sockets and engine of a bridge not yet running.
+struct Parts {
+    rtc: Rtc,
+    browser: std::net::UdpSocket,
+    browser_local: SocketAddr,
+    plain: std::net::UdpSocket,
+    plain_local: SocketAddr,
+}
+
+impl Parts {
+    fn new(bind_ip: IpAddr, public_ip: IpAddr) -> Result<Self, String> {
+        let browser = bind(bind_ip)?;
+        let plain = bind(bind_ip)?;
+        let browser_local = browser.local_addr().map_err(|e| e.to_string())?;
+        let plain_local = plain.local_addr().map_err(|e| e.to_string())?;
+        let mut rtc = Rtc::builder()
+            .set_ice_lite(true)
+            .clear_codecs()
+            .enable_pcmu(true, false)
+            .enable_pcma(true, false)
+            .build(monotonic_now());
+        let candidate = Candidate::host(SocketAddr::new(public_ip, browser_local.port()), "udp")
+            .map_err(|e| format!("ICE candidate: {e}"))?;
+        rtc.add_local_candidate(candidate);
+        Ok(Self {
+            rtc,
+            browser,
+            browser_local,
+            plain,
+            plain_local,
+        })
+    }
+
+    /// Start the bridge: the browser's audio goes to the relay at `relay`.
+    fn spawn(
+        self,
+        relay: SocketAddr,
+        mid: Option<Mid>,
+        pending: Option<(SdpPendingOffer, mpsc::Receiver<SdpAnswer>)>,
+    ) -> Result<JoinHandle<()>, String> {
+        Ok(tokio::spawn(run(BridgeTask {
+            rtc: self.rtc,
+            browser: to_tokio(self.browser)?,
+            browser_local: self.browser_local,
+            plain: to_tokio(self.plain)?,
+            relay,
+            mid,
+            pending,
+        })))
+    }
 }
 
 impl Drop for Bridge {
@@ -45,48 +96,64 @@ impl Drop for Bridge {
 impl Bridge {
     /// Answer a browser's offer. The bridge listens for the browser on `bind_ip`
     /// (announced as `public_ip`) and sends the browser's audio to the relay at `relay`.
+    /// The bridge, the SDP answer for the browser, and the browser as a plain RTP offer.
     pub fn accept(
         offer: &str,
         bind_ip: IpAddr,
         public_ip: IpAddr,
         relay: SocketAddr,
-    ) -> Result<Self, String> {
-        let browser = bind(bind_ip)?;
-        let plain = bind(bind_ip)?;
-        let browser_local = browser.local_addr().map_err(|e| e.to_string())?;
-        let plain_port = plain.local_addr().map_err(|e| e.to_string())?.port();
-        let mut rtc = Rtc::builder()
-            .set_ice_lite(true)
-            .clear_codecs()
-            .enable_pcmu(true, false)
-            .enable_pcma(true, false)
-            .build(monotonic_now());
-        let candidate = Candidate::host(SocketAddr::new(public_ip, browser_local.port()), "udp")
-            .map_err(|e| format!("ICE candidate: {e}"))?;
-        rtc.add_local_candidate(candidate);
+    ) -> Result<(Self, String, String), String> {
+        let mut parts = Parts::new(bind_ip, public_ip)?;
         let offer = SdpOffer::from_sdp_string(offer).map_err(|e| format!("WebRTC offer: {e}"))?;
-        let answer = rtc
+        let answer = parts
+            .rtc
             .sdp_api()
             .accept_offer(offer)
             .map_err(|e| format!("WebRTC offer: {e}"))?
             .to_sdp_string();
-        let payload_types = audio_payload_types(&answer);
-        if payload_types.is_empty() {
-            return Err("the browser offered neither PCMU nor PCMA".into());
-        }
-        let plain_offer = plain_sdp(bind_ip, plain_port, &payload_types);
-        let task = tokio::spawn(run(BridgeTask {
-            rtc,
-            browser: Arc::new(to_tokio(browser)?),
-            browser_local,
-            plain: to_tokio(plain)?,
-            relay,
-        }));
-        Ok(Self {
-            answer,
-            plain_offer,
+        let plain = parts.plain_local;
+        let plain_offer = plain_sdp(plain, &audio_payload_types(&answer))?;
+        let task = parts.spawn(relay, None, None)?;
+        let bridge = Self {
+            plain,
+            answers: None,
             task,
-        })
+        };
+        Ok((bridge, answer, plain_offer))
+    }
+
+    /// Make an offer to a browser (the host calls it); its answer goes to
+    /// [`Bridge::complete`]. The bridge and the SDP offer.
+    pub fn offer(
+        bind_ip: IpAddr,
+        public_ip: IpAddr,
+        relay: SocketAddr,
+    ) -> Result<(Self, String), String> {
+        let mut parts = Parts::new(bind_ip, public_ip)?;
+        let mut change = parts.rtc.sdp_api();
+        // str0m tells of media the remote side adds; this one the host adds itself.
+        let mid = change.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
+        let (offer, pending) = change.apply().ok_or("WebRTC: nothing to offer")?;
+        let (answers, answer_rx) = mpsc::channel(1);
+        let plain = parts.plain_local;
+        let task = parts.spawn(relay, Some(mid), Some((pending, answer_rx)))?;
+        let bridge = Self {
+            plain,
+            answers: Some(answers),
+            task,
+        };
+        Ok((bridge, offer.to_sdp_string()))
+    }
+
+    /// The browser answered the bridge's offer: the browser as a plain RTP answer.
+    pub fn complete(&mut self, answer: &str) -> Result<String, String> {
+        let parsed =
+            SdpAnswer::from_sdp_string(answer).map_err(|e| format!("WebRTC answer: {e}"))?;
+        let answers = self.answers.take().ok_or("WebRTC: answered twice")?;
+        answers
+            .try_send(parsed)
+            .map_err(|_| "WebRTC: the bridge has stopped".to_owned())?;
+        plain_sdp(self.plain, &audio_payload_types(answer))
     }
 }
 
@@ -113,7 +180,11 @@ pub fn audio_payload_types(sdp: &str) -> Vec<u8> {
         .unwrap_or_default()
 }
 
-fn plain_sdp(ip: IpAddr, port: u16, payload_types: &[u8]) -> String {
+fn plain_sdp(at: SocketAddr, payload_types: &[u8]) -> Result<String, String> {
+    if payload_types.is_empty() {
+        return Err("the browser takes neither PCMU nor PCMA".into());
+    }
+    let (ip, port) = (at.ip(), at.port());
     let family = if ip.is_ipv4() { "IP4" } else { "IP6" };
     let list: Vec<String> = payload_types.iter().map(u8::to_string).collect();
     let mut sdp = format!(
@@ -124,15 +195,19 @@ fn plain_sdp(ip: IpAddr, port: u16, payload_types: &[u8]) -> String {
         let name = if *pt == 0 { "PCMU" } else { "PCMA" };
         sdp.push_str(&format!("a=rtpmap:{pt} {name}/8000\r\n"));
     }
-    sdp
+    Ok(sdp)
 }
 
 struct BridgeTask {
     rtc: Rtc,
-    browser: Arc<UdpSocket>,
+    browser: UdpSocket,
     browser_local: SocketAddr,
     plain: UdpSocket,
     relay: SocketAddr,
+    /// The audio media, once known.
+    mid: Option<Mid>,
+    /// The host's offer, until the browser's answer arrives on the channel.
+    pending: Option<(SdpPendingOffer, mpsc::Receiver<SdpAnswer>)>,
 }
 
 /// The RTP the relay gets: one stream of the bridge's own, numbered as it goes.
@@ -175,7 +250,7 @@ impl Unwrap {
 }
 
 async fn run(mut b: BridgeTask) {
-    let mut mid: Option<Mid> = None;
+    let mut mid = b.mid;
     let mut stream = PlainStream {
         ssrc: rand_u32(),
         sequence: rand_u32() as u16,
@@ -237,11 +312,31 @@ async fn run(mut b: BridgeTask) {
                 }
                 continue;
             }
+            answer = next_answer(&mut b.pending) => {
+                let (Some(answer), Some((pending, _))) = (answer, b.pending.take()) else {
+                    return; // the offer was dropped unanswered
+                };
+                if let Err(e) = b.rtc.sdp_api().accept_answer(pending, answer) {
+                    tracing::info!("webrtc: the browser's answer: {e}");
+                    return;
+                }
+                continue;
+            }
             _ = tokio::time::sleep(wait) => Input::Timeout(monotonic_now()),
         };
         if let Err(e) = b.rtc.handle_input(input) {
             tracing::debug!("webrtc: {e}");
         }
+    }
+}
+
+/// The browser's answer to a pending offer; never, when there is none.
+async fn next_answer(
+    pending: &mut Option<(SdpPendingOffer, mpsc::Receiver<SdpAnswer>)>,
+) -> Option<SdpAnswer> {
+    match pending {
+        Some((_, answers)) => answers.recv().await,
+        None => std::future::pending().await,
     }
 }
 
