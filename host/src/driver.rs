@@ -256,7 +256,7 @@ pub async fn run(
                 Some(Input::Connected { peer, writer }) => { connections.insert(peer.addr, writer); }
                 Some(Input::Disconnected { peer }) => {
                     connections.remove(&peer.addr);
-                    pbx.connection_closed(peer);
+                    pbx.connection_closed(ambient(), peer);
                 }
                 Some(Input::Query(query)) => match query {
                     Query::Registrations(reply) => { let _ = reply.send(pbx.registrar.all().cloned().collect()); }

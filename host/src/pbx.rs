@@ -153,8 +153,8 @@ impl Pbx {
     }
 
     /// A connection closed. A WebSocket's devices can be reached over nothing else
-    /// (RFC 7118): their registrations end with it.
-    pub fn connection_closed(&mut self, peer: Peer) {
+    /// (RFC 7118): their registrations end with it, and their calls.
+    pub fn connection_closed(&mut self, ambient: Ambient, peer: Peer) {
         if peer.transport != Transport::Ws {
             return;
         }
@@ -162,6 +162,9 @@ impl Pbx {
         if !changes.is_empty() {
             self.outputs.push_back(PbxOutput::Bindings(changes));
         }
+        let (calls, mut ctx) = self.ctx(ambient);
+        calls.connection_closed(&mut ctx, peer);
+        self.pump(ambient);
     }
 
     /// Bytes arrived from `source` (one datagram, or one framed stream message).

@@ -255,6 +255,29 @@ fn a_browser_calls_out_through_the_trunk_with_webrtc_audio_both_ways() {
 }
 
 #[test]
+fn a_browser_that_vanishes_mid_call_is_hung_up_for() {
+    // The trunk's far end would talk for a minute; the host must end the call first.
+    let far_end = SippServer::start("department.xml", &["-m", "1", "-d", "60000"]);
+    let server = Server::start(&format!(
+        "[[trunks]]\nname = \"pstn\"\nuri = \"sip:127.0.0.1:{}\"\n",
+        far_end.port
+    ));
+    let http = server.http.port().to_string();
+    browser(
+        "webrtc_vanish.mjs",
+        &[&http, "pbx.test", "2001", "s3cret", "5551234"],
+        &server,
+    );
+    assert!(
+        server
+            .log()
+            .contains("the device's connection closed: it hung up"),
+        "{}",
+        server.log()
+    );
+}
+
+#[test]
 fn upgrades_that_are_not_for_sip_or_from_another_origin_are_refused() {
     let server = Server::start("");
     let evil = [

@@ -1256,28 +1256,11 @@ impl Calls {
         match request.method {
             rsip::Method::Bye => {
                 ctx.layer.send_response(ctx.ambient.now, txn, ok);
-                if self.device_left(ctx, id, side) {
-                    return; // the call waits for a push target to answer
-                }
-                let Some(session) = self.sessions.get_mut(&id) else {
-                    return;
+                let who = match side {
+                    Side::A => "caller hung up",
+                    Side::B => "callee hung up",
                 };
-                let who = if from_a {
-                    "caller hung up"
-                } else {
-                    "callee hung up"
-                };
-                if from_a {
-                    if session.b.as_ref().is_some_and(|b| b.answered) {
-                        self.bye_b(ctx, id);
-                    } else if let Some(b) = session.b.as_mut() {
-                        b.cancel(ctx, id, &mut self.by_client_txn);
-                    }
-                } else {
-                    self.bye_a(ctx, id);
-                }
-                self.cancel_forks(ctx, id);
-                self.finish(ctx, id, Disposition::Answered, who);
+                self.hung_up(ctx, id, side, who);
             }
             rsip::Method::Info => {
                 // DTMF by SIP INFO: observed (the caller's menu choices, the device's
@@ -1374,6 +1357,60 @@ impl Calls {
                 ctx.layer.send_response(ctx.ambient.now, txn, reply);
             }
             _ => ctx.layer.send_response(ctx.ambient.now, txn, ok),
+        }
+    }
+
+    /// The party on `side` left (BYE, or its connection closed): the call ends, unless
+    /// a flip of that side is under way and waits for the new device.
+    fn hung_up(&mut self, ctx: &mut Ctx<'_>, id: SessionId, side: Side, who: &str) {
+        if self.device_left(ctx, id, side) {
+            return; // the call waits for the device taking it over
+        }
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        match side {
+            Side::A if session.b.as_ref().is_some_and(|b| b.answered) => self.bye_b(ctx, id),
+            Side::A => {
+                if let Some(b) = session.b.as_mut() {
+                    b.cancel(ctx, id, &mut self.by_client_txn);
+                }
+            }
+            Side::B => self.bye_a(ctx, id),
+        }
+        self.cancel_forks(ctx, id);
+        self.finish(ctx, id, Disposition::Answered, who);
+    }
+
+    /// A device's connection closed (a browser's WebSocket): nothing can reach it any
+    /// more (RFC 7118), so its calls end as if it had hung up — or, still ringing, as if
+    /// its caller had cancelled.
+    pub fn connection_closed(&mut self, ctx: &mut Ctx<'_>, peer: Peer) {
+        let gone: Vec<(SessionId, Side, bool)> = self
+            .sessions
+            .iter()
+            .filter_map(|(&id, s)| {
+                let connected = s.phase == Phase::Connected;
+                let b_peer = s.b.as_ref().filter(|b| b.answered).map(|b| b.dialog.peer);
+                if !s.a_gone && s.a_dialog.peer == peer {
+                    Some((id, Side::A, connected))
+                } else {
+                    (connected && b_peer == Some(peer)).then_some((id, Side::B, true))
+                }
+            })
+            .collect();
+        for (id, side, connected) in gone {
+            tracing::info!(
+                session = id,
+                ?side,
+                "the device's connection closed: it hung up"
+            );
+            if connected {
+                self.hung_up(ctx, id, side, "the device's connection closed");
+            } else {
+                let why = "the caller's connection closed";
+                self.end(ctx, id, Disposition::Abandoned, 487, why);
+            }
         }
     }
 

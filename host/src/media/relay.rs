@@ -327,8 +327,11 @@ impl MediaAllocator for RelayManager {
         public_ip: IpAddr,
     ) -> Result<super::WebRtcAnswer, String> {
         let relay = self.leg_address(session, side)?;
+        // The browser's port is one of the media range's (its RTCP twin is not needed:
+        // WebRTC multiplexes RTCP).
+        let (browser, _, _) = self.bind_pair()?;
         let (bridge, answer, plain_offer) =
-            super::webrtc::Bridge::accept(offer, self.bind_ip, public_ip, relay)?;
+            super::webrtc::Bridge::accept(offer, browser, public_ip, relay)?;
         self.calls
             .get_mut(&session)
             .expect("found")
@@ -347,7 +350,8 @@ impl MediaAllocator for RelayManager {
         public_ip: IpAddr,
     ) -> Result<(usize, String), String> {
         let relay = self.leg_address(session, side)?;
-        let (bridge, offer) = super::webrtc::Bridge::offer(self.bind_ip, public_ip, relay)?;
+        let (browser, _, _) = self.bind_pair()?;
+        let (bridge, offer) = super::webrtc::Bridge::offer(browser, public_ip, relay)?;
         let bridges = &mut self.calls.get_mut(&session).expect("found").bridges;
         bridges.push(bridge);
         Ok((bridges.len() - 1, offer))

@@ -7,7 +7,6 @@
 //!  browser ──ICE/DTLS-SRTP──▶ [bridge task: str0m Rtc] ──plain RTP──▶ relay side ──▶ …
 //! ```
 
-use crate::clock::monotonic_now;
 use std::net::{IpAddr, SocketAddr};
 
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
@@ -19,6 +18,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::rtp;
+use crate::clock::monotonic_now;
 
 /// Whether an SDP body is a WebRTC offer (ICE and DTLS-SRTP), which only a bridge can
 /// take.
@@ -45,10 +45,11 @@ struct Parts {
 }
 
 impl Parts {
-    fn new(bind_ip: IpAddr, public_ip: IpAddr) -> Result<Self, String> {
-        let browser = bind(bind_ip)?;
-        let plain = bind(bind_ip)?;
+    /// `browser` is the port the browser is told of (the host's media range); the plain
+    /// side only talks to the relay, on an ephemeral port.
+    fn new(browser: std::net::UdpSocket, public_ip: IpAddr) -> Result<Self, String> {
         let browser_local = browser.local_addr().map_err(|e| e.to_string())?;
+        let plain = bind(browser_local.ip())?;
         let plain_local = plain.local_addr().map_err(|e| e.to_string())?;
         let mut rtc = Rtc::builder()
             .set_ice_lite(true)
@@ -94,16 +95,16 @@ impl Drop for Bridge {
 }
 
 impl Bridge {
-    /// Answer a browser's offer. The bridge listens for the browser on `bind_ip`
-    /// (announced as `public_ip`) and sends the browser's audio to the relay at `relay`.
+    /// Answer a browser's offer. The bridge listens for the browser on `browser`
+    /// (announced at `public_ip`) and sends the browser's audio to the relay at `relay`.
     /// The bridge, the SDP answer for the browser, and the browser as a plain RTP offer.
     pub fn accept(
         offer: &str,
-        bind_ip: IpAddr,
+        browser: std::net::UdpSocket,
         public_ip: IpAddr,
         relay: SocketAddr,
     ) -> Result<(Self, String, String), String> {
-        let mut parts = Parts::new(bind_ip, public_ip)?;
+        let mut parts = Parts::new(browser, public_ip)?;
         let offer = SdpOffer::from_sdp_string(offer).map_err(|e| format!("WebRTC offer: {e}"))?;
         let answer = parts
             .rtc
@@ -125,11 +126,11 @@ impl Bridge {
     /// Make an offer to a browser (the host calls it); its answer goes to
     /// [`Bridge::complete`]. The bridge and the SDP offer.
     pub fn offer(
-        bind_ip: IpAddr,
+        browser: std::net::UdpSocket,
         public_ip: IpAddr,
         relay: SocketAddr,
     ) -> Result<(Self, String), String> {
-        let mut parts = Parts::new(bind_ip, public_ip)?;
+        let mut parts = Parts::new(browser, public_ip)?;
         let mut change = parts.rtc.sdp_api();
         // str0m tells of media the remote side adds; this one the host adds itself.
         let mid = change.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
