@@ -11,6 +11,8 @@
 // Measuring happens on real time here.
 #![allow(clippy::disallowed_methods)]
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,25 +22,6 @@ use wasmpbx::config::PortRange;
 use wasmpbx::media::{MediaAllocator, RelayManager, Side};
 
 const PACKET: usize = 172;
-
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = fields
-        .get(11)
-        .and_then(|u| u.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        + fields
-            .get(12)
-            .and_then(|s| s.parse::<f64>().ok())
-            .unwrap_or(0.0);
-    ticks / 100.0
-}
 
 /// One direction of one call: send every 20 ms for `seconds`, stamping the send time.
 async fn stream(from: Arc<UdpSocket>, to: SocketAddr, start: Instant, seconds: u64) -> u64 {
@@ -109,7 +92,7 @@ async fn run(calls: usize, seconds: u64, relay: Option<&mut RelayManager>) -> Ou
         }
     }
     let start = Instant::now();
-    let cpu_before = cpu_seconds();
+    let cpu_before = common::cpu_seconds();
     let mut sinks = Vec::new();
     let mut senders = Vec::new();
     for ((a, b), (a_to, b_to)) in pairs.iter().zip(&targets) {
@@ -126,7 +109,7 @@ async fn run(calls: usize, seconds: u64, relay: Option<&mut RelayManager>) -> Ou
     for s in sinks {
         latencies.extend(s.await.unwrap());
     }
-    let cpu = cpu_seconds() - cpu_before;
+    let cpu = common::cpu_seconds() - cpu_before;
     latencies.sort_unstable();
     let pick = |p: f64| {
         latencies
@@ -160,16 +143,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!(
-        "Machine: {} cores, load average {}",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        loadavg
-            .split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
+    common::print_machine();
     println!("{calls} calls, G.711 both ways (50 packets/s per direction), {seconds} s\n");
     let direct = runtime.block_on(run(calls, seconds, None));
     let mut relay = RelayManager::new(

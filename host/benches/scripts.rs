@@ -10,6 +10,8 @@
 // Measuring and waiting happen on real time here.
 #![allow(clippy::disallowed_methods)]
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -277,16 +279,7 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
-    let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!(
-        "Machine: {} cores, load average {}",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        loadavg
-            .split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
+    common::print_machine();
     println!();
     println!("| decision (fresh instance) | p50 | p90 | p99 | max | decisions/s (1 thread) |");
     println!("|---|---|---|---|---|---|");

@@ -13,6 +13,8 @@
 // Measuring happens on real time here.
 #![allow(clippy::disallowed_methods)]
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,23 +28,6 @@ use wasmpbx::config::PortRange;
 use wasmpbx::media::{MediaAllocator, RelayManager, Side};
 
 const FRAME: usize = 160;
-
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / 100.0
-}
 
 fn stamp(start: Instant) -> [u8; 8] {
     (start.elapsed().as_nanos() as u64).to_le_bytes()
@@ -193,16 +178,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!(
-        "Machine: {} cores, load average {}",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        loadavg
-            .split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
+    common::print_machine();
     println!(
         "{calls} calls, WebRTC (str0m peer) on side A, plain RTP on side B, PCMU both ways, {seconds} s\n"
     );
@@ -217,7 +193,7 @@ fn main() {
         let start = Instant::now();
         let connected_by = start + Duration::from_secs(3); // time to connect them all
         let until = connected_by + Duration::from_secs(seconds);
-        let cpu_before = cpu_seconds();
+        let cpu_before = common::cpu_seconds();
         let mut peers = Vec::new();
         let mut far_ends = Vec::new();
         for i in 0..calls as u64 {
@@ -268,7 +244,7 @@ fn main() {
             far_sent += sent;
             to_far.extend(latencies);
         }
-        let cpu = cpu_seconds() - cpu_before;
+        let cpu = common::cpu_seconds() - cpu_before;
         let elapsed = start.elapsed().as_secs_f64();
         for list in [&mut to_far, &mut to_peer, &mut setups] {
             list.sort_unstable();

@@ -29,3 +29,24 @@ export async function jssipBundle() {
   });
   return result.outputFiles[0].text;
 }
+
+/**
+ * Run one browser test: `test(browser, bundle)` with Chromium launched and JsSIP
+ * bundled; prints the verdict ("1 passed, 0 failed", or FAILED and why) and exits 1 on
+ * failure.
+ */
+export async function runTest(test) {
+  try {
+    const bundle = await jssipBundle();
+    const browser = await launch();
+    try {
+      await test(browser, bundle);
+    } finally {
+      await browser.close();
+    }
+    console.log('1 passed, 0 failed');
+  } catch (error) {
+    console.log(`FAILED: ${error.stack || error}`);
+    process.exit(1);
+  }
+}

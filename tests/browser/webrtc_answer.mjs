@@ -5,7 +5,7 @@
 //
 //   node tests/browser/webrtc_answer.mjs HTTP_PORT SIP_DOMAIN EXTENSION PASSWORD
 
-import { jssipBundle, launch } from './lib.mjs';
+import { runTest } from './lib.mjs';
 
 const [httpPort, domain, extension, password] = process.argv.slice(2);
 const base = `http://127.0.0.1:${httpPort}`;
@@ -40,29 +40,17 @@ function answer({ wsUrl, uri, secret }) {
   });
 }
 
-async function main() {
-  const bundle = await jssipBundle();
-  const browser = await launch();
-  try {
-    const page = await browser.newPage();
-    await page.exposeFunction('registered', () => console.log('registered'));
-    await page.goto(`${base}/api/health`);
-    await page.addScriptTag({ content: bundle });
-    const stats = await page.evaluate(answer, {
-      wsUrl: `ws://127.0.0.1:${httpPort}/ws`, uri: `sip:${extension}@${domain}`, secret: password,
-    });
-    console.log(`the browser's call: ${JSON.stringify(stats)}`);
-    if (stats.error) throw new Error(stats.error);
-    if (stats.connectionState !== 'connected') throw new Error(`peer connection ${stats.connectionState}`);
-    if (!(stats.sent > 50 && stats.received > 50)) throw new Error('too few audio packets');
-    if (stats.endedBy !== 'remote') throw new Error('the call should end from the far end');
-    console.log('1 passed, 0 failed');
-  } finally {
-    await browser.close();
-  }
-}
-
-main().catch((error) => {
-  console.log(`FAILED: ${error.stack || error}`);
-  process.exit(1);
+runTest(async (browser, bundle) => {
+  const page = await browser.newPage();
+  await page.exposeFunction('registered', () => console.log('registered'));
+  await page.goto(`${base}/api/health`);
+  await page.addScriptTag({ content: bundle });
+  const stats = await page.evaluate(answer, {
+    wsUrl: `ws://127.0.0.1:${httpPort}/ws`, uri: `sip:${extension}@${domain}`, secret: password,
+  });
+  console.log(`the browser's call: ${JSON.stringify(stats)}`);
+  if (stats.error) throw new Error(stats.error);
+  if (stats.connectionState !== 'connected') throw new Error(`peer connection ${stats.connectionState}`);
+  if (!(stats.sent > 50 && stats.received > 50)) throw new Error('too few audio packets');
+  if (stats.endedBy !== 'remote') throw new Error('the call should end from the far end');
 });

@@ -6,7 +6,7 @@
 //
 //   node tests/browser/webrtc_call.mjs HTTP_PORT SIP_DOMAIN EXTENSION PASSWORD NUMBER
 
-import { jssipBundle, launch } from './lib.mjs';
+import { runTest } from './lib.mjs';
 
 const [httpPort, domain, extension, password, number] = process.argv.slice(2);
 const base = `http://127.0.0.1:${httpPort}`;
@@ -48,29 +48,17 @@ function call({ wsUrl, uri, secret, target, untilEnded }) {
   });
 }
 
-async function main() {
-  const bundle = await jssipBundle();
-  const browser = await launch();
-  try {
-    const page = await browser.newPage();
-    await page.goto(`${base}/api/health`);
-    await page.addScriptTag({ content: bundle });
-    const stats = await page.evaluate(call, {
-      wsUrl: `ws://127.0.0.1:${httpPort}/ws`, uri: `sip:${extension}@${domain}`, secret: password,
-      target: `sip:${number}@${domain}`, untilEnded: number === '*77',
-    });
-    console.log(`the browser's call: ${JSON.stringify(stats)}`);
-    if (stats.error) throw new Error(stats.error);
-    if (stats.connectionState !== 'connected') throw new Error(`peer connection ${stats.connectionState}`);
-    if (!(stats.sent > 50 && stats.received > 50)) throw new Error('too few audio packets');
-    if (!stats.codecs.some((c) => c === 'audio/PCMU' || c === 'audio/PCMA')) throw new Error('not G.711');
-    console.log('1 passed, 0 failed');
-  } finally {
-    await browser.close();
-  }
-}
-
-main().catch((error) => {
-  console.log(`FAILED: ${error.stack || error}`);
-  process.exit(1);
+runTest(async (browser, bundle) => {
+  const page = await browser.newPage();
+  await page.goto(`${base}/api/health`);
+  await page.addScriptTag({ content: bundle });
+  const stats = await page.evaluate(call, {
+    wsUrl: `ws://127.0.0.1:${httpPort}/ws`, uri: `sip:${extension}@${domain}`, secret: password,
+    target: `sip:${number}@${domain}`, untilEnded: number === '*77',
+  });
+  console.log(`the browser's call: ${JSON.stringify(stats)}`);
+  if (stats.error) throw new Error(stats.error);
+  if (stats.connectionState !== 'connected') throw new Error(`peer connection ${stats.connectionState}`);
+  if (!(stats.sent > 50 && stats.received > 50)) throw new Error('too few audio packets');
+  if (!stats.codecs.some((c) => c === 'audio/PCMU' || c === 'audio/PCMA')) throw new Error('not G.711');
 });

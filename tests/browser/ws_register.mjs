@@ -6,7 +6,7 @@
 //
 //   node tests/browser/ws_register.mjs HTTP_PORT SIP_DOMAIN EXTENSION PASSWORD
 
-import { jssipBundle, launch } from './lib.mjs';
+import { runTest } from './lib.mjs';
 
 const [httpPort, domain, extension, password] = process.argv.slice(2);
 const base = `http://127.0.0.1:${httpPort}`;
@@ -31,44 +31,32 @@ function register({ wsUrl, uri, secret }) {
   });
 }
 
-async function main() {
-  const bundle = await jssipBundle();
-  const browser = await launch();
-  try {
-    const args = { wsUrl: `ws://127.0.0.1:${httpPort}/ws`, uri: `sip:${extension}@${domain}` };
-    const page = await browser.newPage();
-    await page.goto(`${base}/api/health`);
-    await page.addScriptTag({ content: bundle });
-    const outcome = await page.evaluate(register, { ...args, secret: password });
-    if (outcome !== 'registered') throw new Error(`registration: ${outcome}`);
-    const listed = (await registrations()).filter((r) => r.transport === 'ws');
-    if (listed.length !== 1) throw new Error(`registrations: ${JSON.stringify(listed)}`);
-    console.log(`the browser registered over /ws as device ${JSON.stringify(listed[0].device)}`);
+runTest(async (browser, bundle) => {
+  const args = { wsUrl: `ws://127.0.0.1:${httpPort}/ws`, uri: `sip:${extension}@${domain}` };
+  const page = await browser.newPage();
+  await page.goto(`${base}/api/health`);
+  await page.addScriptTag({ content: bundle });
+  const outcome = await page.evaluate(register, { ...args, secret: password });
+  if (outcome !== 'registered') throw new Error(`registration: ${outcome}`);
+  const listed = (await registrations()).filter((r) => r.transport === 'ws');
+  if (listed.length !== 1) throw new Error(`registrations: ${JSON.stringify(listed)}`);
+  console.log(`the browser registered over /ws as device ${JSON.stringify(listed[0].device)}`);
 
-    const intruder = await browser.newPage();
-    await intruder.goto(`${base}/api/health`);
-    await intruder.addScriptTag({ content: bundle });
-    const refused = await intruder.evaluate(register, { ...args, secret: 'wrong' });
-    if (!refused.startsWith('failed')) throw new Error(`a wrong password: ${refused}`);
-    console.log(`a wrong password was refused (${refused})`);
-    await intruder.close();
+  const intruder = await browser.newPage();
+  await intruder.goto(`${base}/api/health`);
+  await intruder.addScriptTag({ content: bundle });
+  const refused = await intruder.evaluate(register, { ...args, secret: 'wrong' });
+  if (!refused.startsWith('failed')) throw new Error(`a wrong password: ${refused}`);
+  console.log(`a wrong password was refused (${refused})`);
+  await intruder.close();
 
-    await page.close(); // the socket drops; no un-REGISTER is sent
-    const deadline = Date.now() + 5000;
-    let left = await registrations();
-    while (left.some((r) => r.transport === 'ws') && Date.now() < deadline) {
-      await new Promise((r) => setTimeout(r, 100));
-      left = await registrations();
-    }
-    if (left.some((r) => r.transport === 'ws')) throw new Error(`still registered: ${JSON.stringify(left)}`);
-    console.log('closing the page ended its registration');
-    console.log('1 passed, 0 failed');
-  } finally {
-    await browser.close();
+  await page.close(); // the socket drops; no un-REGISTER is sent
+  const deadline = Date.now() + 5000;
+  let left = await registrations();
+  while (left.some((r) => r.transport === 'ws') && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 100));
+    left = await registrations();
   }
-}
-
-main().catch((error) => {
-  console.log(`FAILED: ${error.stack || error}`);
-  process.exit(1);
+  if (left.some((r) => r.transport === 'ws')) throw new Error(`still registered: ${JSON.stringify(left)}`);
+  console.log('closing the page ended its registration');
 });
