@@ -38,10 +38,36 @@ pub struct Admin {
     pub started: std::time::Instant,
 }
 
-/// Serve until `shutdown` fires.
+/// The TLS settings for HTTPS/WSS, from `http.tls_cert` and `http.tls_key` (PEM files:
+/// the certificate chain, and its private key).
+pub fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    use anyhow::Context as _;
+    use tokio_rustls::rustls::pki_types::pem::PemObject as _;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .with_context(|| format!("http.tls_cert: {}", cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("http.tls_key: {}", key.display()))?;
+    // The provider named, not the process default: nothing can make it ambiguous.
+    let provider = tokio_rustls::rustls::crypto::aws_lc_rs::default_provider();
+    let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(Arc::new(provider))
+        .with_safe_default_protocol_versions()
+        .context("TLS")?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .context("http.tls_cert: the certificate and the key do not go together")?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Serve until `shutdown` fires; over TLS (HTTPS, WSS) when `tls` is given.
 pub async fn serve(
     admin: Arc<Admin>,
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     loop {
@@ -56,16 +82,32 @@ pub async fn serve(
             _ = shutdown.changed() => return,
         };
         let admin = admin.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
                 let admin = admin.clone();
                 async move { Ok::<_, Infallible>(handle(&admin, request, peer).await) }
             });
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades()
-                .await
-            {
+            let http = hyper::server::conn::http1::Builder::new();
+            let served = match tls {
+                None => {
+                    http.serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades()
+                        .await
+                }
+                Some(tls) => match tls.accept(stream).await {
+                    Ok(stream) => {
+                        http.serve_connection(TokioIo::new(stream), service)
+                            .with_upgrades()
+                            .await
+                    }
+                    Err(e) => {
+                        tracing::debug!(%peer, "https: TLS handshake: {e}");
+                        return;
+                    }
+                },
+            };
+            if let Err(e) = served {
                 tracing::debug!(%peer, "http connection: {e}");
             }
         });

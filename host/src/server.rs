@@ -142,6 +142,10 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     let restored = pbx
         .registrar
         .restore(SystemClock.now().as_second(), store.load_bindings()?);
+    let tls = match (&config.http.tls_cert, &config.http.tls_key) {
+        (Some(cert), Some(key)) => Some(admin::tls_acceptor(cert, key)?),
+        _ => None,
+    };
     let http = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("http.listen: cannot bind {}", config.http.listen))?;
@@ -194,7 +198,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         calls: stats,
         started: crate::clock::monotonic_now(),
     });
-    let http = tokio::spawn(admin::serve(admin, http, shutdown_rx));
+    let http = tokio::spawn(admin::serve(admin, http, tls, shutdown_rx));
     tokio::select! {
         signal = tokio::signal::ctrl_c() => signal.context("waiting for Ctrl-C")?,
         ended = terminate() => ended,
@@ -300,9 +304,14 @@ impl Banner<'_> {
         for addr in &listeners.tcp {
             say!(out, "  SIP       tcp:{addr}");
         }
+        let scheme = if self.config.http.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         say!(
             out,
-            "  HTTP      http://{http}/api/health  (admin API, /metrics)"
+            "  HTTP      {scheme}://{http}/api/health  (admin API, /metrics, SIP over WebSocket at /ws)"
         );
         for location in &config.locations {
             say!(

@@ -290,3 +290,28 @@ fn run_without_a_config_serves_the_embedded_default() {
     assert!(dir.path().join("wasmpbx.db").exists());
     assert!(dir.path().join(".wasmpbx-cache").is_dir());
 }
+
+#[test]
+fn run_refuses_a_certificate_it_cannot_read_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tls.toml");
+    let missing = dir.path().join("missing.pem");
+    std::fs::write(
+        &path,
+        format!(
+            "[sip]\nlisten = [\"udp:127.0.0.1:0\"]\n[http]\nlisten = \"127.0.0.1:0\"\n\
+             tls_cert = {missing:?}\ntls_key = {missing:?}\n[scripts]\ndir = {:?}\n\
+             [store]\npath = {:?}\n",
+            dir.path().join("scripts"),
+            dir.path().join("db"),
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = wasmpbx(&["run", "--config", path.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("http.tls_cert") && err.contains("missing.pem"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+}

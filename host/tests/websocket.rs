@@ -278,6 +278,38 @@ fn a_browser_that_vanishes_mid_call_is_hung_up_for() {
 }
 
 #[test]
+fn a_browser_registers_over_wss_when_the_host_has_a_certificate() {
+    let certs = tempfile::tempdir().unwrap();
+    let issued = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    let (cert, key) = (certs.path().join("cert.pem"), certs.path().join("key.pem"));
+    std::fs::write(&cert, issued.cert.pem()).unwrap();
+    std::fs::write(&key, issued.signing_key.serialize_pem()).unwrap();
+    let server = Server::start(&format!(
+        "[http]\nlisten = \"127.0.0.1:0\"\ntls_cert = {:?}\ntls_key = {:?}\n",
+        cert.display().to_string(),
+        key.display().to_string()
+    ));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/browser/ws_register.mjs");
+    let http = server.http.port().to_string();
+    let output = Command::new("node")
+        .arg(&script)
+        .args([&http, "pbx.test", "2001", "s3cret", "tls"])
+        .env("NODE_TLS_REJECT_UNAUTHORIZED", "0") // the test's own certificate
+        .output()
+        .expect("node");
+    let report = String::from_utf8_lossy(&output.stdout);
+    println!("{report}");
+    assert!(
+        report.contains("1 passed, 0 failed"),
+        "{report}\n{}",
+        server.log()
+    );
+    // Plain HTTP on the TLS port is not served.
+    let (status, _) = common::server::http(server.http, "GET", "/api/health", None, "");
+    assert_ne!(status, 200);
+}
+
+#[test]
 fn upgrades_that_are_not_for_sip_or_from_another_origin_are_refused() {
     let server = Server::start("");
     let evil = [

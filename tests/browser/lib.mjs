@@ -16,7 +16,9 @@ export async function launch() {
       // plain 127.0.0.1 candidates.
       '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
       '--autoplay-policy=no-user-gesture-required', '--allow-loopback-in-peer-connection',
-      '--disable-features=WebRtcHideLocalIpsWithMdns'],
+      '--disable-features=WebRtcHideLocalIpsWithMdns',
+      // The TLS test's certificate is self-signed.
+      '--ignore-certificate-errors'],
   });
 }
 

@@ -4,12 +4,15 @@
 // refused, and closing the page — its socket dropping without an un-REGISTER — ends the
 // registration.
 //
-//   node tests/browser/ws_register.mjs HTTP_PORT SIP_DOMAIN EXTENSION PASSWORD
+//   node tests/browser/ws_register.mjs HTTP_PORT SIP_DOMAIN EXTENSION PASSWORD [tls]
+//
+// With `tls` the page is served over HTTPS and the socket is WSS.
 
 import { runTest } from './lib.mjs';
 
-const [httpPort, domain, extension, password] = process.argv.slice(2);
-const base = `http://127.0.0.1:${httpPort}`;
+const [httpPort, domain, extension, password, tls] = process.argv.slice(2);
+const secure = tls === 'tls' ? 's' : '';
+const base = `http${secure}://127.0.0.1:${httpPort}`;
 
 async function registrations() {
   const response = await fetch(`${base}/api/registrations`);
@@ -32,7 +35,7 @@ function register({ wsUrl, uri, secret }) {
 }
 
 runTest(async (browser, bundle) => {
-  const args = { wsUrl: `ws://127.0.0.1:${httpPort}/ws`, uri: `sip:${extension}@${domain}` };
+  const args = { wsUrl: `ws${secure}://127.0.0.1:${httpPort}/ws`, uri: `sip:${extension}@${domain}` };
   const page = await browser.newPage();
   await page.goto(`${base}/api/health`);
   await page.addScriptTag({ content: bundle });

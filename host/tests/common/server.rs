@@ -129,7 +129,11 @@ impl Server {
             if let Some(addr) = line.trim().strip_prefix("SIP       tcp:") {
                 tcp = addr.parse().ok();
             }
-            if let Some(rest) = line.trim().strip_prefix("HTTP      http://") {
+            if let Some(rest) = line
+                .trim()
+                .strip_prefix("HTTP      http://")
+                .or_else(|| line.trim().strip_prefix("HTTP      https://"))
+            {
                 http = rest.split('/').next().and_then(|a| a.parse().ok());
             }
             banner.push(line);
