@@ -114,6 +114,35 @@ pub async fn serve(
     }
 }
 
+/// The browser phone: a page and its scripts, embedded (JsSIP built from the locked
+/// npm packages by `tests/browser/build-phone.mjs`), and the SIP domain it signs in to.
+fn phone(admin: &Admin, path: &str) -> Response<Full<Bytes>> {
+    let (body, content_type): (Bytes, &str) = match path {
+        "/phone" | "/phone/" => (
+            Bytes::from_static(include_bytes!("../phone/index.html")),
+            "text/html; charset=utf-8",
+        ),
+        "/phone/phone.js" => (
+            Bytes::from_static(include_bytes!("../phone/phone.js")),
+            "text/javascript",
+        ),
+        "/phone/jssip.js" => (
+            Bytes::from_static(include_bytes!("../phone/jssip.js")),
+            "text/javascript",
+        ),
+        "/phone/config" => {
+            let domain = &admin.config.sip.domain;
+            return json_response(StatusCode::OK, json!({ "domain": domain }));
+        }
+        _ => return error(StatusCode::NOT_FOUND, "not found"),
+    };
+    let mut response = Response::new(Full::new(body));
+    response
+        .headers_mut()
+        .insert("content-type", content_type.parse().expect("literal"));
+    response
+}
+
 fn json_response(status: StatusCode, value: serde_json::Value) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
     *response.status_mut() = status;
@@ -138,6 +167,9 @@ async fn handle(
     if path == "/ws" {
         // SIP over WebSocket: authenticated by SIP digest, not by the admin token.
         return crate::ws::upgrade(&admin.config.http, admin.core.clone(), request, peer);
+    }
+    if (path == "/phone" || path.starts_with("/phone/")) && method == Method::GET {
+        return phone(admin, &path);
     }
     if path == "/metrics" && method == Method::GET {
         let mut response = Response::new(Full::new(Bytes::from(metrics(admin).await)));

@@ -310,6 +310,118 @@ fn a_browser_registers_over_wss_when_the_host_has_a_certificate() {
 }
 
 #[test]
+fn the_browser_phone_takes_a_call_over_and_flips_it_back() {
+    use std::io::{BufRead as _, BufReader, Write as _};
+    let server = Server::start_with_scripts("", &[("flip-policy", test_components::FLIP_POLICY)]);
+    let desk_port = free_port("127.0.0.1");
+    let registered = sipp(
+        server.udp,
+        "register.xml",
+        &credentials("2001", "s3cret"),
+        &["-m", "1", "-p", &desk_port.to_string()],
+    );
+    assert_eq!(registered, 0, "{}", server.log());
+    let desk = SippServer::start_on("device_answers.xml", desk_port, &["-m", "1"]);
+    std::thread::scope(|scope| {
+        let bob = scope.spawn(|| {
+            sipp(
+                server.udp,
+                "device_caller.xml",
+                &credentials("2002", "b0b-secret"),
+                &["-s", "2001", "-m", "1", "-d", "15000", "-rtp_echo"],
+            )
+        });
+        std::thread::sleep(Duration::from_millis(1500));
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/browser/phone_ui.mjs");
+        let mut node = Command::new("node")
+            .arg(&script)
+            .args([&server.http.port().to_string(), "2001", "s3cret"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("node");
+        let mut lines = BufReader::new(node.stdout.take().unwrap()).lines();
+        let mut report = String::new();
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            report.push_str(&line);
+            report.push('\n');
+            if line == "took over" || line.starts_with("FAILED") {
+                break;
+            }
+        }
+        assert!(report.contains("took over"), "{report}\n{}", server.log());
+        assert_eq!(
+            desk.wait(Duration::from_secs(10)),
+            0,
+            "the desk was released"
+        );
+        // The desk answers again when the phone's Flip rings it.
+        let desk = SippServer::start_on("device_answers.xml", desk_port, &["-m", "1"]);
+        let mut stdin = node.stdin.take().unwrap();
+        writeln!(stdin, "flip").unwrap();
+        drop(stdin);
+        for line in lines {
+            report.push_str(&line.unwrap());
+            report.push('\n');
+        }
+        let _ = node.wait();
+        println!("{report}");
+        assert!(
+            report.contains("1 passed, 0 failed"),
+            "{report}\n{}",
+            server.log()
+        );
+        assert_eq!(
+            bob.join().unwrap(),
+            0,
+            "bob's dialog went on untouched to his BYE"
+        );
+        assert_eq!(
+            desk.wait(Duration::from_secs(15)),
+            0,
+            "the desk had the call back"
+        );
+    });
+    let flips = server.cdrs()[0]["flips"].clone();
+    let seen: Vec<_> = flips
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["kind"].as_str(),
+                f["trigger"].as_str(),
+                f["result"].as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (Some("pull"), Some("pull-code"), Some("done")),
+            (Some("push"), Some("push-code"), Some("done"))
+        ],
+        "{flips}"
+    );
+}
+
+#[test]
+fn the_embedded_phone_bundle_is_what_the_lockfile_builds() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/browser/build-phone.mjs");
+    let output = Command::new("node")
+        .arg(&script)
+        .arg("--check")
+        .output()
+        .expect("node");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+}
+
+#[test]
 fn upgrades_that_are_not_for_sip_or_from_another_origin_are_refused() {
     let server = Server::start("");
     let evil = [
