@@ -100,9 +100,7 @@ impl Outbound {
                 String::new()
             })
     }
-}
 
-impl Outbound {
     /// Stop this leg ringing: CANCEL its INVITE, once.
     fn cancel(
         &mut self,
