@@ -129,38 +129,31 @@ impl Registrar {
 
     /// Drop expired bindings.
     pub fn expire(&mut self, now_secs: i64) -> Vec<BindingChange> {
-        let mut changes = Vec::new();
-        for list in self.bindings.values_mut() {
-            list.retain(|b| {
-                let keep = b.expires_at > now_secs;
-                if !keep {
-                    tracing::info!(user = %b.user_id, device = %b.device, "registration expired");
-                    changes.push(BindingChange::Remove {
-                        user_id: b.user_id.clone(),
-                        contact: b.contact.clone(),
-                    });
-                }
-                keep
-            });
-        }
-        self.bindings.retain(|_, l| !l.is_empty());
-        changes
+        self.remove_where(|b| b.expires_at <= now_secs, "registration expired")
     }
 
     /// Drop the bindings registered over a WebSocket connection from `source` that closed.
     pub fn drop_connection(&mut self, source: SocketAddr) -> Vec<BindingChange> {
+        self.remove_where(
+            |b| b.transport == Transport::Ws && b.source == source,
+            "unregistered: its websocket closed",
+        )
+    }
+
+    /// Drop the bindings `gone` picks, logging `why` for each; the changes to persist.
+    fn remove_where(&mut self, gone: impl Fn(&Binding) -> bool, why: &str) -> Vec<BindingChange> {
         let mut changes = Vec::new();
         for list in self.bindings.values_mut() {
             list.retain(|b| {
-                let keep = !(b.transport == Transport::Ws && b.source == source);
-                if !keep {
-                    tracing::info!(user = %b.user_id, device = %b.device, "unregistered: its websocket closed");
-                    changes.push(BindingChange::Remove {
-                        user_id: b.user_id.clone(),
-                        contact: b.contact.clone(),
-                    });
+                if !gone(b) {
+                    return true;
                 }
-                keep
+                tracing::info!(user = %b.user_id, device = %b.device, "{why}");
+                changes.push(BindingChange::Remove {
+                    user_id: b.user_id.clone(),
+                    contact: b.contact.clone(),
+                });
+                false
             });
         }
         self.bindings.retain(|_, l| !l.is_empty());
