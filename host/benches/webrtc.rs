@@ -63,7 +63,10 @@ async fn peer(
         latencies: Vec::new(),
         gaps: 0,
     };
+    // Audio starts when the peer connects: the ticks missed before then are skipped,
+    // not sent in a burst.
     let mut tick = tokio::time::interval(Duration::from_millis(20));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut buf = vec![0u8; 2048];
     let mut media_time = 0u64;
     loop {
@@ -136,12 +139,13 @@ async fn far_end(
             latencies
         })
     };
-    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    // Every 20 ms from `from` (an interval made earlier would first catch up on the
+    // ticks it missed, in one burst).
+    let mut tick = tokio::time::interval_at(from.into(), Duration::from_millis(20));
     let mut packet = vec![0u8; 12 + FRAME];
     packet[..2].copy_from_slice(&[0x80, 0]);
     packet[8..12].copy_from_slice(&0x5eed_u32.to_be_bytes());
     let mut sent = 0u64;
-    tokio::time::sleep_until(from.into()).await;
     while Instant::now() < until {
         tick.tick().await;
         sent += 1;

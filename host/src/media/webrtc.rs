@@ -250,6 +250,9 @@ impl Unwrap {
     }
 }
 
+/// How many already-due timeouts one turn of a bridge handles before it yields.
+const MAX_DUE_TIMEOUTS_PER_TURN: u32 = 4;
+
 async fn run(mut b: BridgeTask) {
     let mut mid = b.mid;
     let mut stream = PlainStream {
@@ -260,10 +263,24 @@ async fn run(mut b: BridgeTask) {
     let mut from_browser = vec![0u8; 2048];
     let mut from_relay = vec![0u8; 2048];
     loop {
-        // Drain everything the engine has to say before the next input.
+        // Drain everything the engine has to say before the next input. A timeout that
+        // is already due is handled here and now: new media asks for one (str0m queues
+        // a written frame until its next timeout), and a zero-length sleep would wait
+        // for the runtime's timer turn, which under load comes late.
+        let mut due_handled = 0;
         let timeout = loop {
             match b.rtc.poll_output() {
-                Ok(Output::Timeout(at)) => break at,
+                Ok(Output::Timeout(at)) => {
+                    let now = monotonic_now();
+                    // Bounded, so an engine that keeps asking cannot spin the task.
+                    if at > now || due_handled == MAX_DUE_TIMEOUTS_PER_TURN {
+                        break at;
+                    }
+                    due_handled += 1;
+                    if let Err(e) = b.rtc.handle_input(Input::Timeout(now)) {
+                        tracing::debug!("webrtc: {e}");
+                    }
+                }
                 Ok(Output::Transmit(t)) => {
                     let _ = b.browser.send_to(&t.contents, t.destination).await;
                 }
