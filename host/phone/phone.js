@@ -1,11 +1,39 @@
 // The browser phone: JsSIP over the host's /ws (WSS when the page is HTTPS), one call
 // at a time. Flip sends the push code (*8) as SIP INFO; Take over dials the pull code.
+// The list of the user's live calls, on any of their devices, comes from
+// POST /phone/calls with the same extension and password, every few seconds.
 (function () {
   const $ = (id) => document.getElementById(id);
   const status = (text) => { $('status').textContent = text; };
   let ua = null;
   let session = null;
   let domain = location.hostname;
+  let listing = null;
+
+  async function refreshCalls(credentials) {
+    let calls;
+    try {
+      const response = await fetch('/phone/calls', {
+        method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(credentials),
+      });
+      if (!response.ok) return;
+      calls = await response.json();
+    } catch (_) { return; } // the host is away: keep what is shown
+    const list = $('calls');
+    list.replaceChildren(...calls.map((call) => {
+      const item = document.createElement('li');
+      const since = call.answered_at ? new Date(call.answered_at).toLocaleTimeString() : '';
+      item.textContent = `${call.with} (${call.direction}) on ${call.device}${since ? `, since ${since}` : ''}`;
+      return item;
+    }));
+    $('no-calls').hidden = calls.length > 0;
+  }
+
+  function listCalls(credentials) {
+    clearInterval(listing);
+    refreshCalls(credentials);
+    listing = setInterval(() => refreshCalls(credentials), 2000);
+  }
 
   function inCall(active) {
     for (const id of ['hangup', 'mute', 'flip']) $(id).disabled = !active;
@@ -52,8 +80,9 @@
       password: $('password').value,
       register: true,
     });
-    ua.on('registered', () => { status('registered'); $('phone').hidden = false; });
-    ua.on('unregistered', () => status('signed out'));
+    const credentials = { extension: $('extension').value, password: $('password').value };
+    ua.on('registered', () => { status('registered'); $('phone').hidden = false; listCalls(credentials); });
+    ua.on('unregistered', () => { status('signed out'); clearInterval(listing); });
     ua.on('registrationFailed', (e) => status(`sign-in failed: ${e.cause}`));
     ua.on('newRTCSession', ({ session: s, originator }) => {
       if (originator !== 'remote') return;

@@ -20,6 +20,7 @@ use tokio::net::TcpListener;
 use crate::config::Config;
 use crate::driver::{CallStats, CoreHandle};
 use crate::media::RelayCounters;
+use crate::registrar::PasswordRefusal;
 use crate::script::ScriptHost;
 use crate::store::{CdrStore, KvStore};
 
@@ -143,6 +144,49 @@ fn phone(admin: &Admin, path: &str) -> Response<Full<Bytes>> {
     response
 }
 
+/// `POST /phone/calls` with `{"extension", "password"}`: the signed-in user's live calls
+/// for the browser phone's call list. The password is the SIP one (the page has it
+/// already); wrong ones count towards the registrar's throttle.
+async fn phone_calls(
+    admin: &Admin,
+    request: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Full<Bytes>> {
+    #[derive(serde::Deserialize)]
+    struct SignIn {
+        extension: String,
+        password: String,
+    }
+    let body = match Limited::new(request.into_body(), MAX_BODY).collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
+    };
+    let Ok(sign_in) = serde_json::from_slice::<SignIn>(&body) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "expected {\"extension\": …, \"password\": …}",
+        );
+    };
+    let asked = admin
+        .core
+        .user_calls(sign_in.extension, sign_in.password, peer.ip())
+        .await;
+    match asked {
+        Some(Ok(calls)) => json_response(StatusCode::OK, json!(calls)),
+        Some(Err(refusal)) => {
+            let status = match refusal {
+                PasswordRefusal::Wrong => StatusCode::FORBIDDEN,
+                PasswordRefusal::Throttled => StatusCode::TOO_MANY_REQUESTS,
+            };
+            error(status, &refusal.to_string())
+        }
+        None => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the SIP core is not running",
+        ),
+    }
+}
+
 fn json_response(status: StatusCode, value: serde_json::Value) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
     *response.status_mut() = status;
@@ -167,6 +211,9 @@ async fn handle(
     if path == "/ws" {
         // SIP over WebSocket: authenticated by SIP digest, not by the admin token.
         return crate::ws::upgrade(&admin.config.http, admin.core.clone(), request, peer);
+    }
+    if path == "/phone/calls" && method == Method::POST {
+        return phone_calls(admin, request, peer).await;
     }
     if (path == "/phone" || path.starts_with("/phone/")) && method == Method::GET {
         return phone(admin, &path);

@@ -14,13 +14,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 
-use crate::call::{CallSummary, SessionId};
+use crate::call::{CallSummary, SessionId, UserCall};
 use crate::clock::{Clock, SystemClock, monotonic_now};
 use crate::config::{Config, Transport as ConfigTransport};
 use crate::directory::{DeviceInfo, MemoryDirectory};
 use crate::pbx::{Ambient, Pbx, PbxCounters, PbxOutput};
-use crate::registrar::Binding;
-use crate::registrar::BindingChange;
+use crate::registrar::{Binding, BindingChange, PasswordRefusal};
 use crate::routing::{Decision, Disposition, Event};
 use crate::script::{LoadedScript, ScriptHost};
 use crate::sip::message::MAX_MESSAGE_BYTES;
@@ -172,7 +171,6 @@ impl CoreHandle {
         answer.await.ok()
     }
 
-    /// The live calls.
     /// Push a live call to the user's other devices (`POST /api/calls/{id}/flip`).
     pub async fn flip(
         &self,
@@ -189,9 +187,29 @@ impl CoreHandle {
         answer.await.ok()
     }
 
+    /// The live calls.
     pub async fn calls(&self) -> Option<Vec<CallSummary>> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.tx.send(Input::Query(Query::Calls(reply))).await.ok()?;
+        answer.await.ok()
+    }
+
+    /// The live calls of the user whose extension and password these are (the browser
+    /// phone's call list), asked from `source`.
+    pub async fn user_calls(
+        &self,
+        extension: String,
+        password: String,
+        source: std::net::IpAddr,
+    ) -> Option<Result<Vec<UserCall>, PasswordRefusal>> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let query = Query::UserCalls {
+            extension,
+            password,
+            source,
+            reply,
+        };
+        self.tx.send(Input::Query(query)).await.ok()?;
         answer.await.ok()
     }
 }
@@ -199,6 +217,12 @@ impl CoreHandle {
 enum Query {
     Registrations(tokio::sync::oneshot::Sender<Vec<Binding>>),
     Calls(tokio::sync::oneshot::Sender<Vec<CallSummary>>),
+    UserCalls {
+        extension: String,
+        password: String,
+        source: std::net::IpAddr,
+        reply: tokio::sync::oneshot::Sender<Result<Vec<UserCall>, PasswordRefusal>>,
+    },
     Counters(tokio::sync::oneshot::Sender<PbxCounters>),
     Flip {
         session: SessionId,
@@ -261,6 +285,9 @@ pub async fn run(
                 Some(Input::Query(query)) => match query {
                     Query::Registrations(reply) => { let _ = reply.send(pbx.registrar.all().cloned().collect()); }
                     Query::Calls(reply) => { let _ = reply.send(pbx.calls.summaries()); }
+                    Query::UserCalls { extension, password, source, reply } => {
+                        let _ = reply.send(pbx.user_calls(ambient(), &extension, &password, source));
+                    }
                     Query::Counters(reply) => {
                         let _ = reply.send(pbx.counters);
                     }

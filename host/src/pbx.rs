@@ -154,6 +154,20 @@ impl Pbx {
 
     /// A connection closed. A WebSocket's devices can be reached over nothing else
     /// (RFC 7118): their registrations end with it, and their calls.
+    /// The live calls of the user whose extension and password these are.
+    pub fn user_calls(
+        &mut self,
+        ambient: Ambient,
+        extension: &str,
+        password: &str,
+        source: std::net::IpAddr,
+    ) -> Result<Vec<crate::call::UserCall>, crate::registrar::PasswordRefusal> {
+        let user = self
+            .registrar
+            .check_password(ambient.wall_secs, source, extension, password)?;
+        Ok(self.calls.user_calls(&user))
+    }
+
     pub fn connection_closed(&mut self, ambient: Ambient, peer: Peer) {
         if peer.transport != Transport::Ws {
             return;

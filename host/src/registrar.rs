@@ -61,6 +61,25 @@ impl Binding {
 }
 
 /// A change for the store to persist.
+/// Why a password given in the clear was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PasswordRefusal {
+    #[error("wrong extension or password")]
+    Wrong,
+    #[error("too many failed sign-ins from this address; try again later")]
+    Throttled,
+}
+
+/// An extension's secret, as the config gives it.
+fn secret_of(config: &Config, extension: &str) -> Option<Secret> {
+    let user = config.user_by_extension(extension)?;
+    match (&user.password, &user.ha1) {
+        (Some(p), _) => Some(Secret::Password(p.clone())),
+        (None, Some(h)) => Some(Secret::Md5Ha1(h.clone())),
+        (None, None) => None,
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BindingChange {
     Upsert(Binding),
@@ -197,6 +216,33 @@ impl Registrar {
         }
     }
 
+    /// Check an extension's password given in the clear (the browser phone asking for
+    /// its user's live calls over HTTP(S)): the user id, or why not. Failures count
+    /// towards the same throttle as SIP's, so a guesser is blocked alike.
+    pub fn check_password(
+        &mut self,
+        now_secs: i64,
+        source: IpAddr,
+        extension: &str,
+        password: &str,
+    ) -> Result<String, PasswordRefusal> {
+        if self.is_throttled(now_secs, source) {
+            return Err(PasswordRefusal::Throttled);
+        }
+        let user = self.config.user_by_extension(extension);
+        let matches = user
+            .zip(secret_of(&self.config, extension))
+            .is_some_and(|(_, secret)| self.auth.password_matches(extension, password, &secret));
+        match user {
+            Some(user) if matches => Ok(user.id.clone()),
+            _ => {
+                tracing::warn!(%source, extension, "phone sign-in: wrong extension or password");
+                self.record_failure(now_secs, source);
+                Err(PasswordRefusal::Wrong)
+            }
+        }
+    }
+
     /// Authenticate a request (REGISTER with WWW-Authenticate, anything else with
     /// Proxy-Authenticate). `Ok` is the user id; `Err` is the response to send.
     pub fn authenticate(
@@ -247,12 +293,7 @@ impl Registrar {
             let method = request.method.to_string();
             self.auth
                 .verify(now_secs, &method, &credentials, |username| {
-                    let user = config.user_by_extension(username)?;
-                    match (&user.password, &user.ha1) {
-                        (Some(p), _) => Some(Secret::Password(p.clone())),
-                        (None, Some(h)) => Some(Secret::Md5Ha1(h.clone())),
-                        (None, None) => None,
-                    }
+                    secret_of(&config, username)
                 })
         });
         match result {

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::server::{Server, SippServer, credentials, free_port, sipp};
+use common::server::{Server, SippServer, credentials, free_port, http, sipp};
 use tungstenite::client::IntoClientRequest as _;
 use tungstenite::{Message, WebSocket};
 
@@ -320,7 +320,7 @@ fn the_browser_phone_takes_a_call_over_and_flips_it_back() {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/browser/phone_ui.mjs");
         let mut node = Command::new("node")
             .arg(&script)
-            .args([&server.http.port().to_string(), "2001", "s3cret"])
+            .args([&server.http.port().to_string(), "2001", "s3cret", "2002"])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .spawn()
@@ -454,5 +454,28 @@ fn frames_that_are_not_sip_are_dropped_and_an_oversized_one_closes_only_its_sock
         options(&mut next, 3),
         "SIP/2.0 200 OK",
         "the next client is served"
+    );
+}
+
+#[test]
+fn the_phone_call_list_wants_the_users_password_and_throttles_guessers() {
+    let server = Server::start("");
+    let ask = |body: &str| http(server.http, "POST", "/phone/calls", None, body);
+    let (status, body) = ask(r#"{"extension":"2001","password":"s3cret"}"#);
+    assert_eq!((status, body.as_str()), (200, "[]"));
+    assert_eq!(ask(r#"{"extension":"2001"}"#).0, 400);
+    assert_eq!(ask("not json").0, 400);
+    let (status, body) = ask(r#"{"extension":"2001","password":"guess"}"#);
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("wrong extension or password"), "{body}");
+    for _ in 0..9 {
+        ask(r#"{"extension":"2999","password":"guess"}"#);
+    }
+    let (status, body) = ask(r#"{"extension":"2001","password":"s3cret"}"#);
+    assert_eq!(status, 429, "{body}");
+    assert!(
+        server
+            .log()
+            .contains("phone sign-in: wrong extension or password")
     );
 }

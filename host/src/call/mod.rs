@@ -47,7 +47,7 @@ mod requests;
 mod testing;
 
 pub use push::Refusal;
-pub use record::{CallRecord, CallSummary};
+pub use record::{CallRecord, CallSummary, UserCall};
 pub use requests::trunk_address;
 use requests::{
     Dialog, InviteParts, addr_spec, attach_sdp, caller_response, cancel_for, dtmf_from_info,
@@ -260,6 +260,15 @@ impl Session {
         }
     }
 
+    /// The side `user_id`'s device is on, if one of the user's devices has this call:
+    /// side B for a call that rang them, side A for one they placed.
+    fn users_side(&self, user_id: &str) -> Option<Side> {
+        [Side::B, Side::A].into_iter().find(|&side| {
+            self.device_on(side)
+                .is_some_and(|(user, _)| user == user_id)
+        })
+    }
+
     /// The dialog with the party on `side`, if it is still in the call.
     fn dialog_mut(&mut self, side: Side) -> Option<&mut Dialog> {
         match side {
@@ -378,6 +387,32 @@ impl Calls {
                 forwarded_to: s.b.as_ref().map(|b| b.number.clone()),
                 started_at: s.record.started_at,
                 answered_at: s.record.answered_at,
+            })
+            .collect();
+        out.sort_by_key(|c| c.session);
+        out
+    }
+
+    /// The connected calls one of `user_id`'s devices has, oldest first.
+    pub fn user_calls(&self, user_id: &str) -> Vec<UserCall> {
+        let mut out: Vec<UserCall> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.phase == Phase::Connected)
+            .filter_map(|(&session, s)| {
+                let side = s.users_side(user_id)?;
+                let (_, device) = s.device_on(side)?;
+                let (with, direction) = match side {
+                    Side::B => (s.call.caller.clone(), "incoming"),
+                    Side::A => (s.call.dialed.clone(), "outgoing"),
+                };
+                Some(UserCall {
+                    session,
+                    with,
+                    direction,
+                    device,
+                    answered_at: s.record.answered_at,
+                })
             })
             .collect();
         out.sort_by_key(|c| c.session);

@@ -73,16 +73,11 @@ impl Calls {
         };
         // The user's connected calls on one of the user's devices — calls that rang them
         // (side B) or that one of them placed (side A); the most recent wins.
-        let users_side = |s: &super::Session| {
-            [Side::B, Side::A]
-                .into_iter()
-                .find(|&side| s.device_on(side).is_some_and(|(user, _)| user == user_id))
-        };
         let live = self
             .sessions
             .iter()
             .filter(|(_, s)| s.phase == Phase::Connected)
-            .filter_map(|(&id, s)| Some((id, s, users_side(s)?)))
+            .filter_map(|(&id, s)| Some((id, s, s.users_side(&user_id)?)))
             .max_by_key(|(id, _, _)| *id);
         let Some((id, session, side)) = live else {
             return refuse(ctx, 404, "No Live Call To Pull");

@@ -37,6 +37,19 @@ pub struct CallRecord {
     pub flips: Vec<crate::flip::FlipEvent>,
 }
 
+/// What the browser phone shows of one of its user's live calls.
+#[derive(Debug, Clone, Serialize)]
+pub struct UserCall {
+    pub session: SessionId,
+    /// The other party: the caller, or the number the user dialed.
+    pub with: String,
+    /// `incoming` (it rang the user) or `outgoing` (one of the user's devices placed it).
+    pub direction: &'static str,
+    /// The user's device that has the call.
+    pub device: String,
+    pub answered_at: Option<jiff::Timestamp>,
+}
+
 /// What `GET /api/calls` shows of a live call.
 #[derive(Debug, Clone, Serialize)]
 pub struct CallSummary {

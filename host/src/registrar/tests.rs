@@ -380,3 +380,54 @@ fn devices_take_their_configured_names() {
             .contains("users[0].devices.my desk")
     );
 }
+
+#[test]
+fn a_password_in_the_clear_is_checked_and_wrong_ones_feed_the_throttle() {
+    let mut r = registrar();
+    let ip: IpAddr = "127.0.0.1".parse().unwrap();
+    assert_eq!(
+        r.check_password(NOW, ip, "2001", "s3cret"),
+        Ok("alice".into())
+    );
+    assert_eq!(
+        r.check_password(NOW, ip, "2001", "guess"),
+        Err(PasswordRefusal::Wrong)
+    );
+    assert_eq!(
+        r.check_password(NOW, ip, "2999", "s3cret"),
+        Err(PasswordRefusal::Wrong),
+        "an unknown extension gets the same answer"
+    );
+    for _ in 2..THROTTLE_FAILURES {
+        let _ = r.check_password(NOW, ip, "2001", "guess");
+    }
+    assert_eq!(
+        r.check_password(NOW, ip, "2001", "s3cret"),
+        Err(PasswordRefusal::Throttled),
+        "blocked, even with the right password"
+    );
+    let other: IpAddr = "127.0.0.2".parse().unwrap();
+    assert_eq!(
+        r.check_password(NOW, other, "2001", "s3cret"),
+        Ok("alice".into())
+    );
+}
+
+#[test]
+fn a_password_checks_against_a_configured_ha1() {
+    let config = Config::parse(&format!(
+        "[sip]\ndomain = \"pbx.test\"\n[[users]]\nid = \"alice\"\nextension = \"2001\"\nha1 = \"{}\"\n",
+        crate::sip::digest::md5_ha1("2001", "pbx.test", "s3cret")
+    ), Path::new("t.toml"))
+    .unwrap();
+    let mut r = Registrar::new(Arc::new(config), [7; 32]);
+    let ip: IpAddr = "127.0.0.1".parse().unwrap();
+    assert_eq!(
+        r.check_password(NOW, ip, "2001", "s3cret"),
+        Ok("alice".into())
+    );
+    assert_eq!(
+        r.check_password(NOW, ip, "2001", "S3cret"),
+        Err(PasswordRefusal::Wrong)
+    );
+}

@@ -187,6 +187,16 @@ pub struct DigestAuth {
 }
 
 impl DigestAuth {
+    /// Whether `password`, given in the clear, is `username`'s `secret` (compared as
+    /// MD5 HA1 digests, the form both kinds of secret share).
+    pub fn password_matches(&self, username: &str, password: &str, secret: &Secret) -> bool {
+        let given = md5_ha1(username, &self.realm, password);
+        match secret {
+            Secret::Password(p) => given == md5_ha1(username, &self.realm, p),
+            Secret::Md5Ha1(h) => given.eq_ignore_ascii_case(h),
+        }
+    }
+
     pub fn new(realm: &str, secret: [u8; 32]) -> Self {
         Self {
             realm: realm.to_owned(),
@@ -320,7 +330,6 @@ pub(crate) fn client_response(
 }
 
 /// MD5(user:realm:password), the `ha1` config form.
-#[cfg(test)]
 pub(crate) fn md5_ha1(user: &str, realm: &str, password: &str) -> String {
     Algorithm::Md5.hash(&format!("{user}:{realm}:{password}"))
 }
