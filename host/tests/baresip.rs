@@ -113,3 +113,13 @@ fn flip_races_with_baresip_phones_end_cleanly() {
     );
     assert!(report.contains("1 passed, 0 failed"), "{report}");
 }
+
+#[test]
+fn a_call_flips_between_a_baresip_desk_phone_and_the_browser_phone() {
+    let report = run_in_namespace(
+        "browser",
+        "baresip_browser_flip.py",
+        &[env!("CARGO_BIN_EXE_wasmpbx"), test_components::FLIP_POLICY],
+    );
+    assert!(report.contains("1 passed, 0 failed"), "{report}");
+}

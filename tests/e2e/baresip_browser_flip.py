@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""A call flips between a baresip desk phone and the browser phone, and back.
+
+Bob (baresip, 1000 Hz) calls Alice; her desk phone (baresip, 440 Hz) answers. Alice signs
+in to the browser phone at /phone (headless Chromium driven by playwright-core, its
+fake microphone beeping) and presses Take over: the browser has the call over WebRTC,
+the desk phone gets BYE. She presses Flip: the desk phone rings, answers, and has the
+call back; the browser is released. Bob notices nothing: a packet capture on the
+namespace's loopback sees no INVITE reach him after his own call's, and one RTP stream
+(one SSRC, no sequence gap, no timestamp jump beyond the time that passed) across both
+switches; he hears the desk at the start and at the end, and the browser's beeps while
+it has the call. The call record lists the pull and the push.
+
+Run inside a network namespace (host/tests/baresip.rs does that):
+
+    python3 tests/e2e/baresip_browser_flip.py /path/to/wasmpbx /path/to/flip-policy.wasm
+"""
+
+import os
+import subprocess
+import sys
+import threading
+import time
+
+from baresip_call import ALICE_AND_BOB, Phone, api, run, start_server, wait_registrations
+from baresip_flip import BOB_SIP, Capture, bob_noticed_nothing, tone_between
+
+PHONE_UI = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "browser", "phone_ui.mjs")
+
+
+class BrowserPhone:
+    """tests/browser/phone_ui.mjs signed in as Alice: its output lines as they come."""
+
+    def __init__(self):
+        self.proc = subprocess.Popen(["node", PHONE_UI, "8080", "2001", "alice-secret", "2002"],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.lines = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_for(self, text, timeout=40):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if text in self.lines:
+                return
+            if any(line.startswith("FAILED") for line in self.lines) or self.proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        raise RuntimeError(f"the browser phone never printed {text!r}: {self.lines}")
+
+    def flip(self):
+        self.proc.stdin.write("flip\n")
+        self.proc.stdin.close()
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.reader.join(timeout=5)
+
+
+def browser_audio(capture, start, end):
+    """The PCMU samples Bob got between `start` and `end` (wall time): how many, and how
+    many of them loud."""
+    samples = [ulaw(b) for t, port, p in capture.packets if start <= t < end and port != BOB_SIP and len(p) > 12
+               and p[1] & 0x7F == 0 for b in p[12:]]
+    return len(samples), sum(1 for s in samples if abs(s) > 1000)
+
+
+def ulaw(byte):
+    """One G.711 µ-law byte as a 16-bit linear sample."""
+    byte = ~byte & 0xFF
+    magnitude = ((((byte & 0x0F) << 3) + 0x84) << ((byte & 0x70) >> 4)) - 0x84
+    return -magnitude if byte & 0x80 else magnitude
+
+
+def main():
+    binary, flip_policy = sys.argv[1:3]
+    return run("wasmpbx-baresip-browser-",
+               lambda work: start_server(binary, work, ALICE_AND_BOB, scripts={"flip-policy": flip_policy}),
+               desk_to_browser_and_back)
+
+
+def desk_to_browser_and_back(work, phones):
+    capture = Capture()
+    capture.start()
+    desk = Phone(work, "alice-desk", "2001", "alice-secret", 5070, 4444, 10000, 440)
+    bob = Phone(work, "bob", "2002", "bob-secret", 5074, 4448, 10200, 1000)
+    phones += [desk, bob]
+    wait_registrations(2)
+
+    bob.command("dial", "sip:2001@127.0.0.1")
+    desk.wait("CALL_INCOMING")
+    desk.command("accept")
+    bob.wait("CALL_ESTABLISHED")
+    print("bob is talking to alice's desk phone")
+    time.sleep(2)
+
+    browser = BrowserPhone()
+    try:
+        browser.wait_for("took over")
+        desk.wait("CALL_CLOSED")
+        listed = [line for line in browser.lines if line.startswith("call list:")]
+        print(f"1. the browser phone pressed Take over; the desk phone got BYE ({'; '.join(listed)})")
+        on_browser = api("/api/calls")[0]
+        assert on_browser["state"] == "connected", on_browser
+        took_over = time.time()
+        time.sleep(3)
+
+        flipped = time.time()
+        browser.flip()
+        desk.wait("CALL_INCOMING")
+        desk.command("accept")
+        desk.wait("CALL_ESTABLISHED")
+        browser.wait_for("flipped back")
+        browser.wait_for("1 passed, 0 failed")
+        print("2. the browser phone pressed Flip; the desk phone rang, answered, and has the call back")
+    finally:
+        browser.stop()
+        print("\n".join(f"   browser: {line}" for line in browser.lines))
+    time.sleep(2)
+
+    assert not bob.saw("CALL_CLOSED"), "bob's call must go on"
+    bob.command("hangup")
+    desk.wait("CALL_CLOSED")
+    bob.wait("CALL_CLOSED")
+    time.sleep(0.5)
+    audio = bob_noticed_nothing(capture, bob)
+    early, late = tone_between(audio, 0.5, 1.5), tone_between(audio, -1.5, -0.3)
+    print(f"bob heard {early:.0f} Hz (the desk's 440) at the start and {late:.0f} Hz (the desk again) at the end")
+    assert 380 < early < 500 and 380 < late < 500, (early, late)
+
+    cdr = api("/api/cdrs?limit=1")[0]
+    seen = [(f["kind"], f["trigger"], f["result"]) for f in cdr["flips"]]
+    assert seen == [("pull", "pull-code", "done"), ("push", "push-code", "done")], cdr["flips"]
+    print("the call record lists the pull and the push")
+    samples, loud = browser_audio(capture, took_over + 0.5, flipped)
+    print(f"while the browser had the call bob got {samples} samples, {loud} of them loud: "
+          "the beeps of Chromium's fake microphone, not the desk's steady tone")
+    assert 800 < loud < samples // 2, (samples, loud)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
