@@ -459,6 +459,11 @@ async fn metrics(admin: &Admin) -> String {
         "# TYPE wasmpbx_dtmf_events_dropped_total counter\nwasmpbx_dtmf_events_dropped_total {}",
         admin.relay.digits_dropped.load(Relaxed)
     );
+    let _ = writeln!(
+        out,
+        "# TYPE wasmpbx_webrtc_bridges gauge\nwasmpbx_webrtc_bridges {}",
+        admin.relay.webrtc_bridges.load(Relaxed)
+    );
     admin.scripts.metrics.render_prometheus(&mut out);
     out
 }

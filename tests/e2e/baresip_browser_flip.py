@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 
 from baresip_call import ALICE_AND_BOB, Phone, api, run, start_server, wait_registrations
 from baresip_flip import BOB_SIP, Capture, bob_noticed_nothing, tone_between
@@ -119,6 +120,10 @@ def desk_to_browser_and_back(work, phones):
         browser.wait_for("flipped back")
         browser.wait_for("1 passed, 0 failed")
         print("2. the browser phone pressed Flip; the desk phone rang, answered, and has the call back")
+        with urllib.request.urlopen("http://127.0.0.1:8080/metrics", timeout=5) as response:
+            metrics = response.read().decode()
+        assert "\nwasmpbx_webrtc_bridges 0\n" in metrics, "the browser's bridge stopped with its leg"
+        print("   the browser's WebRTC bridge stopped once the desk had the call")
     finally:
         browser.stop()
         print("\n".join(f"   browser: {line}" for line in browser.lines))

@@ -33,6 +33,8 @@ pub struct RelayCounters {
     pub played_packets: AtomicU64,
     /// Caller digits not passed on because the core's queue was full (a DTMF flood).
     pub digits_dropped: AtomicU64,
+    /// Browsers' WebRTC bridges running now.
+    pub webrtc_bridges: AtomicU64,
 }
 
 /// Where each side's packets go.
@@ -94,8 +96,43 @@ struct Call {
     reserved: Option<Reserved>,
     /// Wakes the host's sender when something is to be played (it sleeps in silence).
     playing: Arc<tokio::sync::Notify>,
-    /// Browsers' media, bridged to plain RTP (stopped with the call).
-    bridges: Vec<super::webrtc::Bridge>,
+    /// Browsers' media, bridged to plain RTP, by the number the call engine knows them
+    /// by. A bridge stops when the leg socket it feeds is gone (its browser was flipped
+    /// away from, or did not take a flip) or with the call.
+    bridges: HashMap<usize, super::webrtc::Bridge>,
+    next_bridge: usize,
+}
+
+impl Call {
+    fn add_bridge(&mut self, bridge: super::webrtc::Bridge, counters: &RelayCounters) -> usize {
+        let n = self.next_bridge;
+        self.next_bridge += 1;
+        self.bridges.insert(n, bridge);
+        counters.webrtc_bridges.fetch_add(1, Relaxed);
+        n
+    }
+
+    /// Stop the bridges whose leg socket is no longer one of the call's.
+    fn prune_bridges(&mut self, counters: &RelayCounters) {
+        let sockets: Vec<SocketAddr> = self
+            .rtp
+            .iter()
+            .chain(self.reserved.as_ref().map(|r| &r.rtp))
+            .filter_map(|s| s.local_addr().ok())
+            .collect();
+        let before = self.bridges.len();
+        self.bridges
+            .retain(|_, b| sockets.iter().any(|s| s.port() == b.relay().port()));
+        let stopped = before - self.bridges.len();
+        if stopped > 0 {
+            counters.webrtc_bridges.fetch_sub(stopped as u64, Relaxed);
+            tracing::debug!(
+                session = self.session,
+                stopped,
+                "webrtc bridges of departed browsers stopped"
+            );
+        }
+    }
 }
 
 /// Ports bound for a device that may take over a side, and what the host says to that
@@ -236,7 +273,8 @@ impl MediaAllocator for RelayManager {
             packets: Arc::new([AtomicU64::new(0), AtomicU64::new(0)]),
             reserved: None,
             playing: Arc::default(),
-            bridges: Vec::new(),
+            bridges: HashMap::new(),
+            next_bridge: 0,
         };
         self.spawn_forwarding(&mut call);
         self.calls.insert(session, call);
@@ -270,6 +308,7 @@ impl MediaAllocator for RelayManager {
         call.rtp[i] = reserved.rtp.clone();
         call.rtcp[i] = reserved.rtcp.clone();
         drop(reserved); // its prompter stops
+        call.prune_bridges(&self.counters);
         {
             // The old device's address is forgotten: the new one's SDP and packets set it.
             let mut shared = lock(&call.shared);
@@ -332,11 +371,8 @@ impl MediaAllocator for RelayManager {
         let (browser, _, _) = self.bind_pair()?;
         let (bridge, answer, plain_offer) =
             super::webrtc::Bridge::accept(offer, browser, public_ip, relay)?;
-        self.calls
-            .get_mut(&session)
-            .expect("found")
-            .bridges
-            .push(bridge);
+        let call = self.calls.get_mut(&session).expect("found");
+        call.add_bridge(bridge, &self.counters);
         Ok(super::WebRtcAnswer {
             answer,
             plain_offer,
@@ -352,9 +388,8 @@ impl MediaAllocator for RelayManager {
         let relay = self.leg_address(session, side)?;
         let (browser, _, _) = self.bind_pair()?;
         let (bridge, offer) = super::webrtc::Bridge::offer(browser, public_ip, relay)?;
-        let bridges = &mut self.calls.get_mut(&session).expect("found").bridges;
-        bridges.push(bridge);
-        Ok((bridges.len() - 1, offer))
+        let call = self.calls.get_mut(&session).expect("found");
+        Ok((call.add_bridge(bridge, &self.counters), offer))
     }
 
     fn answer_webrtc(
@@ -365,7 +400,7 @@ impl MediaAllocator for RelayManager {
     ) -> Result<String, String> {
         self.calls
             .get_mut(&session)
-            .and_then(|c| c.bridges.get_mut(bridge))
+            .and_then(|c| c.bridges.get_mut(&bridge))
             .ok_or("no such bridge")?
             .complete(answer)
     }
@@ -373,6 +408,7 @@ impl MediaAllocator for RelayManager {
     fn release_reserved(&mut self, session: SessionId) {
         if let Some(call) = self.calls.get_mut(&session) {
             call.reserved = None;
+            call.prune_bridges(&self.counters);
         }
     }
 
@@ -481,6 +517,8 @@ impl MediaAllocator for RelayManager {
             task.abort();
         }
         self.counters.open_calls.fetch_sub(1, Relaxed);
+        let bridges = call.bridges.len() as u64;
+        self.counters.webrtc_bridges.fetch_sub(bridges, Relaxed);
         let mut shared = lock(&call.shared);
         let digits = std::mem::take(&mut shared.dtmf[0].digits);
         let recording = shared.recorder.take().and_then(finish_recording);
@@ -827,6 +865,57 @@ mod tests {
             .expect("a packet within 2 s")
             .unwrap();
         (buf[..n].to_vec(), from)
+    }
+
+    /// A browser's SDP offer (str0m standing in for the browser).
+    fn browser_offer() -> String {
+        use str0m::media::{Direction, MediaKind};
+        let mut rtc = str0m::Rtc::builder()
+            .clear_codecs()
+            .enable_pcmu(true, false)
+            .build(monotonic_now());
+        let candidate = str0m::Candidate::host("127.0.0.1:9".parse().unwrap(), "udp").unwrap();
+        rtc.add_local_candidate(candidate);
+        let mut change = rtc.sdp_api();
+        change.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
+        change.apply().unwrap().0.to_sdp_string()
+    }
+
+    #[tokio::test]
+    async fn a_browsers_bridge_stops_when_its_leg_is_flipped_away_or_not_taken() {
+        let (mut relay, _) = manager();
+        relay.open(7).unwrap();
+        let ip = "127.0.0.1".parse().unwrap();
+        let bridges = |relay: &RelayManager| relay.counters.webrtc_bridges.load(Relaxed);
+        relay
+            .bridge_webrtc(7, Some(Side::A), &browser_offer(), ip)
+            .unwrap();
+        assert_eq!(bridges(&relay), 1, "a browser placed the call");
+        // A push rings the user's other browser, which does not answer.
+        relay.reserve_leg(7).unwrap();
+        relay.offer_webrtc(7, None, ip).unwrap();
+        assert_eq!(bridges(&relay), 2);
+        relay.release_reserved(7);
+        assert_eq!(
+            bridges(&relay),
+            1,
+            "the unanswered browser's bridge stopped"
+        );
+        // A desk phone pulls the call: the browser's leg is replaced.
+        relay.reserve_leg(7).unwrap();
+        relay.switch_leg(7, Side::A).unwrap();
+        assert_eq!(
+            bridges(&relay),
+            0,
+            "the flipped-away browser's bridge stopped"
+        );
+        // Another browser pulls it, and the call ends.
+        relay.reserve_leg(7).unwrap();
+        relay.bridge_webrtc(7, None, &browser_offer(), ip).unwrap();
+        relay.switch_leg(7, Side::A).unwrap();
+        assert_eq!(bridges(&relay), 1);
+        relay.close(7);
+        assert_eq!(bridges(&relay), 0);
     }
 
     #[tokio::test]

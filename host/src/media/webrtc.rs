@@ -30,6 +30,8 @@ pub fn is_webrtc(sdp: &str) -> bool {
 /// and where the relay finds it.
 pub struct Bridge {
     plain: SocketAddr,
+    /// The relay socket the browser's audio goes to.
+    relay: SocketAddr,
     /// Where the browser's answer goes, when the host made the offer.
     answers: Option<mpsc::Sender<SdpAnswer>>,
     task: JoinHandle<()>,
@@ -117,6 +119,7 @@ impl Bridge {
         let task = parts.spawn(relay, None, None)?;
         let bridge = Self {
             plain,
+            relay,
             answers: None,
             task,
         };
@@ -140,10 +143,16 @@ impl Bridge {
         let task = parts.spawn(relay, Some(mid), Some((pending, answer_rx)))?;
         let bridge = Self {
             plain,
+            relay,
             answers: Some(answers),
             task,
         };
         Ok((bridge, offer.to_sdp_string()))
+    }
+
+    /// The relay socket the browser's audio goes to.
+    pub fn relay(&self) -> SocketAddr {
+        self.relay
     }
 
     /// The browser answered the bridge's offer: the browser as a plain RTP answer.
