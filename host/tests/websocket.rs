@@ -228,7 +228,7 @@ fn a_push_rings_the_browser_which_answers_with_webrtc() {
 }
 
 #[test]
-fn a_browser_calls_out_through_the_trunk_with_webrtc_audio_both_ways() {
+fn a_browser_calls_out_through_the_trunk_with_webrtc_audio_both_ways_and_its_keys_as_rfc_4733() {
     // The trunk's far end answers and echoes what it hears.
     let far_end = SippServer::start("department.xml", &["-m", "1", "-d", "8000", "-rtp_echo"]);
     let server = Server::start(&format!(
@@ -238,13 +238,17 @@ fn a_browser_calls_out_through_the_trunk_with_webrtc_audio_both_ways() {
     let http = server.http.port().to_string();
     browser(
         "webrtc_call.mjs",
-        &[&http, "pbx.test", "2001", "s3cret", "5551234"],
+        &[&http, "pbx.test", "2001", "s3cret", "5551234", "12#"],
         &server,
     );
     let cdr = &server.cdrs()[0];
     assert!(
         cdr["rtp_packets_in"].as_u64() > Some(50) && cdr["rtp_packets_out"].as_u64() > Some(50),
         "the host relayed the browser's audio both ways: {cdr}"
+    );
+    assert_eq!(
+        cdr["digits"], "12#",
+        "the browser's telephone-events reached the relay"
     );
 }
 

@@ -2,17 +2,18 @@
 // a page of the host's origin, registers over /ws and calls NUMBER. The browser's peer
 // connection must reach `connected`, send and receive audio (getStats), in PCMU or PCMA.
 // With NUMBER `*77` it takes over the user's live call from another device (a pull),
-// and keeps it until the far end hangs up.
+// and keeps it until the far end hangs up. With KEYS it presses them during the call as
+// RFC 4733 telephone-events (the browser's RTCDTMFSender), as a browser phone would.
 //
-//   node tests/browser/webrtc_call.mjs HTTP_PORT SIP_DOMAIN EXTENSION PASSWORD NUMBER
+//   node tests/browser/webrtc_call.mjs HTTP_PORT SIP_DOMAIN EXTENSION PASSWORD NUMBER [KEYS]
 
 import { runTest } from './lib.mjs';
 
-const [httpPort, domain, extension, password, number] = process.argv.slice(2);
+const [httpPort, domain, extension, password, number, keys] = process.argv.slice(2);
 const base = `http://127.0.0.1:${httpPort}`;
 
 /** In the page: register, call, let it run, read the peer connection's statistics. */
-function call({ wsUrl, uri, secret, target, untilEnded }) {
+function call({ wsUrl, uri, secret, target, untilEnded, keys }) {
   return new Promise((resolve) => {
     const ua = new JsSIP.UA({
       sockets: [new JsSIP.WebSocketInterface(wsUrl)], uri, password: secret, register: true,
@@ -26,6 +27,7 @@ function call({ wsUrl, uri, secret, target, untilEnded }) {
       });
       session.on('failed', (e) => resolve({ error: `call failed: ${e.cause}` }));
       session.on('confirmed', () => {
+        if (keys) setTimeout(() => session.sendDTMF(keys, { transportType: 'RFC2833' }), 500);
         setTimeout(async () => {
           const pc = session.connection;
           const stats = { connectionState: pc.connectionState, codecs: [] };
@@ -54,7 +56,7 @@ runTest(async (browser, bundle) => {
   await page.addScriptTag({ content: bundle });
   const stats = await page.evaluate(call, {
     wsUrl: `ws://127.0.0.1:${httpPort}/ws`, uri: `sip:${extension}@${domain}`, secret: password,
-    target: `sip:${number}@${domain}`, untilEnded: number === '*77',
+    target: `sip:${number}@${domain}`, untilEnded: number === '*77', keys,
   });
   console.log(`the browser's call: ${JSON.stringify(stats)}`);
   if (stats.error) throw new Error(stats.error);

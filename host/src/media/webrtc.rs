@@ -1,7 +1,10 @@
 //! WebRTC legs (browsers). str0m terminates ICE (lite: the host only answers checks),
 //! DTLS-SRTP and RTCP with the browser, and bridges its G.711 audio to plain RTP on a
 //! socket of the host's own, which the call's relay treats like any phone's. Nothing is
-//! transcoded: browsers are offered PCMU and PCMA only.
+//! transcoded: browsers are offered PCMU and PCMA only, with RFC 4733 telephone-events
+//! for the keys a browser sends (its RTCDTMFSender); on the plain side events always
+//! travel as payload type [`PLAIN_EVENT_PT`]. Events towards a browser are not passed
+//! on (str0m sends whole events, not the relay's packets; a browser plays no keys).
 //!
 //! ```text
 //!  browser ──ICE/DTLS-SRTP──▶ [bridge task: str0m Rtc] ──plain RTP──▶ relay side ──▶ …
@@ -10,7 +13,8 @@
 use std::net::{IpAddr, SocketAddr};
 
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
-use str0m::media::{Direction, MediaKind, MediaTime, Mid};
+use str0m::format::{Codec, FormatParams};
+use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tokio::net::UdpSocket;
@@ -19,6 +23,9 @@ use tokio::task::JoinHandle;
 
 use super::rtp;
 use crate::clock::monotonic_now;
+
+/// The payload type of telephone-events on the plain side, whatever the browser uses.
+pub const PLAIN_EVENT_PT: u8 = 101;
 
 /// Whether an SDP body is a WebRTC offer (ICE and DTLS-SRTP), which only a bridge can
 /// take.
@@ -53,12 +60,20 @@ impl Parts {
         let browser_local = browser.local_addr().map_err(|e| e.to_string())?;
         let plain = bind(browser_local.ip())?;
         let plain_local = plain.local_addr().map_err(|e| e.to_string())?;
-        let mut rtc = Rtc::builder()
+        let mut config = Rtc::builder()
             .set_ice_lite(true)
             .clear_codecs()
             .enable_pcmu(true, false)
-            .enable_pcma(true, false)
-            .build(monotonic_now());
+            .enable_pcma(true, false);
+        config.codec_config().add_config(
+            PLAIN_EVENT_PT.into(),
+            None,
+            Codec::Tele,
+            Frequency::EIGHT_KHZ,
+            None,
+            FormatParams::parse_line("0-16"),
+        );
+        let mut rtc = config.build(monotonic_now());
         let candidate = Candidate::host(SocketAddr::new(public_ip, browser_local.port()), "udp")
             .map_err(|e| format!("ICE candidate: {e}"))?;
         rtc.add_local_candidate(candidate);
@@ -115,7 +130,7 @@ impl Bridge {
             .map_err(|e| format!("WebRTC offer: {e}"))?
             .to_sdp_string();
         let plain = parts.plain_local;
-        let plain_offer = plain_sdp(plain, &audio_payload_types(&answer))?;
+        let plain_offer = plain_sdp(plain, &audio_payload_types(&answer), has_events(&answer))?;
         let task = parts.spawn(relay, None, None)?;
         let bridge = Self {
             plain,
@@ -163,7 +178,7 @@ impl Bridge {
         answers
             .try_send(parsed)
             .map_err(|_| "WebRTC: the bridge has stopped".to_owned())?;
-        plain_sdp(self.plain, &audio_payload_types(answer))
+        plain_sdp(self.plain, &audio_payload_types(answer), has_events(answer))
     }
 }
 
@@ -190,13 +205,23 @@ pub fn audio_payload_types(sdp: &str) -> Vec<u8> {
         .unwrap_or_default()
 }
 
-fn plain_sdp(at: SocketAddr, payload_types: &[u8]) -> Result<String, String> {
+/// Whether a negotiated SDP carries 8 kHz telephone-events.
+fn has_events(sdp: &str) -> bool {
+    sdp.lines().any(|l| {
+        l.starts_with("a=rtpmap:") && l.to_ascii_lowercase().contains(" telephone-event/8000")
+    })
+}
+
+fn plain_sdp(at: SocketAddr, payload_types: &[u8], events: bool) -> Result<String, String> {
     if payload_types.is_empty() {
         return Err("the browser takes neither PCMU nor PCMA".into());
     }
     let (ip, port) = (at.ip(), at.port());
     let family = if ip.is_ipv4() { "IP4" } else { "IP6" };
-    let list: Vec<String> = payload_types.iter().map(u8::to_string).collect();
+    let mut list: Vec<String> = payload_types.iter().map(u8::to_string).collect();
+    if events {
+        list.push(PLAIN_EVENT_PT.to_string());
+    }
     let mut sdp = format!(
         "v=0\r\no=- 1 1 IN {family} {ip}\r\ns=-\r\nc=IN {family} {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP {}\r\n",
         list.join(" ")
@@ -204,6 +229,11 @@ fn plain_sdp(at: SocketAddr, payload_types: &[u8]) -> Result<String, String> {
     for pt in payload_types {
         let name = if *pt == 0 { "PCMU" } else { "PCMA" };
         sdp.push_str(&format!("a=rtpmap:{pt} {name}/8000\r\n"));
+    }
+    if events {
+        sdp.push_str(&format!(
+            "a=rtpmap:{PLAIN_EVENT_PT} telephone-event/8000\r\na=fmtp:{PLAIN_EVENT_PT} 0-16\r\n"
+        ));
     }
     Ok(sdp)
 }
@@ -227,10 +257,17 @@ struct PlainStream {
 }
 
 impl PlainStream {
-    fn packet(&mut self, payload_type: u8, timestamp: u32, payload: &[u8]) -> Vec<u8> {
+    /// `marker` starts a talkspurt (the first packet of a telephone-event).
+    fn packet(
+        &mut self,
+        payload_type: u8,
+        marker: bool,
+        timestamp: u32,
+        payload: &[u8],
+    ) -> Vec<u8> {
         self.sequence = self.sequence.wrapping_add(1);
         let mut packet = Vec::with_capacity(12 + payload.len());
-        packet.extend_from_slice(&[0x80, payload_type & 0x7f]);
+        packet.extend_from_slice(&[0x80, (u8::from(marker) << 7) | (payload_type & 0x7f)]);
         packet.extend_from_slice(&self.sequence.to_be_bytes());
         packet.extend_from_slice(&timestamp.to_be_bytes());
         packet.extend_from_slice(&self.ssrc.to_be_bytes());
@@ -269,6 +306,7 @@ async fn run(mut b: BridgeTask) {
         sequence: rand_u32() as u16,
     };
     let mut unwrap = Unwrap::default();
+    let mut last_event = None;
     let mut from_browser = vec![0u8; 2048];
     let mut from_relay = vec![0u8; 2048];
     loop {
@@ -295,8 +333,17 @@ async fn run(mut b: BridgeTask) {
                 }
                 Ok(Output::Event(Event::MediaAdded(added))) => mid = Some(added.mid),
                 Ok(Output::Event(Event::MediaData(data))) => {
-                    let timestamp = data.time.rebase(str0m::media::Frequency::EIGHT_KHZ).numer();
-                    let packet = stream.packet(*data.pt, timestamp as u32, &data.data);
+                    let timestamp = data.time.rebase(Frequency::EIGHT_KHZ).numer() as u32;
+                    // All packets of one telephone-event share its timestamp.
+                    let (pt, marker) = match data.params.spec().codec {
+                        Codec::Tele => {
+                            let first = last_event != Some(timestamp);
+                            last_event = Some(timestamp);
+                            (PLAIN_EVENT_PT, first)
+                        }
+                        _ => (*data.pt, false),
+                    };
+                    let packet = stream.packet(pt, marker, timestamp, &data.data);
                     let _ = b.plain.send_to(&packet, b.relay).await;
                 }
                 Ok(Output::Event(Event::IceConnectionStateChange(state))) => {
@@ -328,9 +375,12 @@ async fn run(mut b: BridgeTask) {
                 let Ok((n, _)) = received else { continue };
                 let packet = &from_relay[..n];
                 let (Some(mid), Some(header)) = (mid, rtp::parse(packet)) else { continue };
+                if !matches!(header.payload_type, 0 | 8) {
+                    continue; // telephone-events (see the module's notes)
+                }
                 let time = MediaTime::new(
                     unwrap.extend(header.timestamp),
-                    str0m::media::Frequency::EIGHT_KHZ,
+                    Frequency::EIGHT_KHZ,
                 );
                 let Some(writer) = b.rtc.writer(mid) else { continue };
                 let payload = packet[header.payload_offset..].to_vec();
