@@ -2,8 +2,8 @@
 //! A — a str0m `Rtc` with full ICE, standing in for a browser — answered by the host's
 //! bridge (`RelayManager::bridge_webrtc`), and a plain RTP far end on side B; both send
 //! PCMU (50 packets/s, 160 bytes, the send time stamped in the payload) for SECONDS.
-//! Reports set-up time (offer to the peer's ICE+DTLS `Connected`), loss and one-way
-//! latency each way, and CPU.
+//! Reports set-up time (offer to the peer's ICE+DTLS `Connected`, and to the far end's
+//! first audio packet from the peer), loss and one-way latency each way, and CPU.
 //!
 //!     cargo bench -p wasmpbx --bench webrtc            (CALLS=200 SECONDS=10 by default)
 //!
@@ -116,27 +116,29 @@ async fn peer(
 }
 
 /// The plain far end: PCMU to the relay every 20 ms from `from` (once the legs are up);
-/// what it hears, timed.
+/// what it hears, timed, and when the first of it came.
 async fn far_end(
     socket: Arc<UdpSocket>,
     to: SocketAddr,
     start: Instant,
     from: Instant,
     until: Instant,
-) -> (u64, Vec<u32>) {
+) -> (u64, Vec<u32>, Option<Instant>) {
     let receiver = {
         let socket = socket.clone();
         tokio::spawn(async move {
             let mut buf = [0u8; 2048];
             let mut latencies = Vec::new();
+            let mut first = None;
             while let Ok(Ok((n, _))) =
                 tokio::time::timeout(Duration::from_secs(2), socket.recv_from(&mut buf)).await
             {
                 if n >= 20 {
+                    first.get_or_insert_with(Instant::now);
                     latencies.extend(latency_us(&buf[12..n], start));
                 }
             }
-            latencies
+            (latencies, first)
         })
     };
     // Every 20 ms from `from` (an interval made earlier would first catch up on the
@@ -156,7 +158,8 @@ async fn far_end(
             sent -= 1;
         }
     }
-    (sent, receiver.await.unwrap())
+    let (latencies, first) = receiver.await.unwrap();
+    (sent, latencies, first)
 }
 
 fn percentile(sorted: &[u32], p: f64) -> u32 {
@@ -230,11 +233,12 @@ fn main() {
             rtc.sdp_api().accept_answer(pending, answer).unwrap();
             peers.push(tokio::spawn(peer(rtc, socket, mid, offered, start, until)));
             let to = SocketAddr::from(([127, 0, 0, 1], ports.b));
-            far_ends.push(tokio::spawn(far_end(far, to, start, connected_by, until)));
+            far_ends.push((offered, tokio::spawn(far_end(far, to, start, connected_by, until))));
         }
         let (mut to_far, mut to_peer) = (Vec::new(), Vec::new());
         let (mut peer_sent, mut far_sent) = (0, 0);
         let mut setups = Vec::new();
+        let mut first_audio = Vec::new();
         let mut gaps = 0;
         for p in peers {
             let o = p.await.unwrap();
@@ -244,13 +248,15 @@ fn main() {
             setups.extend(o.setup.map(|d| d.as_micros() as u32));
         }
         for f in far_ends {
-            let (sent, latencies) = f.await.unwrap();
+            let (offered, far_end) = f;
+            let (sent, latencies, first) = far_end.await.unwrap();
+            first_audio.extend(first.map(|t| (t - offered).as_micros() as u32));
             far_sent += sent;
             to_far.extend(latencies);
         }
         let cpu = common::cpu_seconds() - cpu_before;
         let elapsed = start.elapsed().as_secs_f64();
-        for list in [&mut to_far, &mut to_peer, &mut setups] {
+        for list in [&mut to_far, &mut to_peer, &mut setups, &mut first_audio] {
             list.sort_unstable();
         }
         println!("| direction | packets sent | received | loss | latency p50 | p90 | p99 |");
@@ -274,6 +280,12 @@ fn main() {
             setups.len(),
             f64::from(percentile(&setups, 0.5)) / 1000.0,
             f64::from(percentile(&setups, 0.99)) / 1000.0
+        );
+        println!(
+            "offer to the far end's first audio packet from the peer: p50 {:.1} ms, p99 {:.1} ms ({} legs)",
+            f64::from(percentile(&first_audio, 0.5)) / 1000.0,
+            f64::from(percentile(&first_audio, 0.99)) / 1000.0,
+            first_audio.len()
         );
         println!(
             "CPU {cpu:.2} s over {elapsed:.1} s = {:.2} cores for {calls} legs, peers included ({:.1} ms of CPU per leg-second)",
