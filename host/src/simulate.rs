@@ -106,7 +106,9 @@ fn runtime(
         deadline: std::time::Duration::from_millis(config.scripts.deadline_ms),
         memory_bytes: (config.scripts.memory_mib as usize) << 20,
     };
-    let engine = ScriptEngine::new(limits, None)?;
+    // The config's compilation cache, as `run` uses it: a big guest (JavaScript,
+    // Python) compiles once, not at every simulation.
+    let engine = ScriptEngine::new(limits, Some(&config.cache_dir()))?;
     let services = Arc::new(HostServices {
         config: Arc::new(config.clone()),
         kv,
