@@ -28,6 +28,10 @@ fi
 # The browser tests' packages (playwright-core, JsSIP, esbuild), exactly as locked.
 (cd tests/browser && npm ci --no-audit --no-fund --prefer-offline > /dev/null)
 
+# The example scripts in other languages, each built with its own toolchain, for the
+# behaviour table (host/tests/languages.rs) and the hot-reload test.
+examples/javascript/build.sh target/examples/javascript
+
 # Unit tests, scenario tests and the runtime's integration tests (the guests they need
 # are built by tests/components/build.rs).
 cargo test --locked

@@ -108,7 +108,9 @@ fn runtime(
     };
     // The config's compilation cache, as `run` uses it: a big guest (JavaScript,
     // Python) compiles once, not at every simulation.
-    let engine = ScriptEngine::new(limits, Some(&config.cache_dir()))?;
+    let cache_dir = std::path::absolute(config.cache_dir())
+        .with_context(|| format!("scripts.cache_dir: {}", config.cache_dir().display()))?;
+    let engine = ScriptEngine::new(limits, Some(&cache_dir))?;
     let services = Arc::new(HostServices {
         config: Arc::new(config.clone()),
         kv,

@@ -487,3 +487,84 @@ fn a_dtmf_flood_does_not_stall_the_host() {
         "the record stays bounded"
     );
 }
+
+/// The `front-door` script's serving hash and compile time, from `/api/scripts`.
+fn serving_front_door(server: &Server) -> (Option<String>, Option<f64>) {
+    let (_, body) = http(server.http, "GET", "/api/scripts", None, "");
+    let scripts: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let front_door = scripts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "front-door")
+        .cloned()
+        .unwrap_or_default();
+    (
+        front_door["hash"].as_str().map(str::to_owned),
+        front_door["compile_ms"].as_f64(),
+    )
+}
+
+#[test]
+fn the_rust_front_door_is_replaced_by_the_javascript_one_in_a_running_server() {
+    let javascript = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/examples/javascript/front-door.wasm");
+    assert!(
+        javascript.is_file(),
+        "{} is missing: examples/javascript/build.sh target/examples/javascript builds it \
+         (tests/run.sh does)",
+        javascript.display()
+    );
+    let billing = department(2, 1000);
+    let server = server(billing.port, "");
+    let (rust_hash, _) = serving_front_door(&server);
+    let probe = Probe::start();
+    assert_eq!(
+        call(&server, "active_caller_rfc4733.xml", probe.port),
+        0,
+        "{}",
+        server.log()
+    );
+
+    // An admin drops the JavaScript front-door in by rename.
+    let scripts = server.dir.path().join("scripts");
+    std::fs::copy(&javascript, scripts.join(".front-door.wasm.tmp")).unwrap();
+    std::fs::rename(
+        scripts.join(".front-door.wasm.tmp"),
+        scripts.join("front-door.wasm"),
+    )
+    .unwrap();
+    // It carries a JavaScript engine: the first compile takes seconds.
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let (javascript_hash, compile_ms) = loop {
+        let (hash, compile_ms) = serving_front_door(&server);
+        if hash.is_some() && hash != rust_hash {
+            break (hash, compile_ms);
+        }
+        assert!(Instant::now() < deadline, "never loaded: {}", server.log());
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    println!("the JavaScript front-door compiled in {compile_ms:?} ms");
+
+    let probe = Probe::start();
+    assert_eq!(
+        call(&server, "active_caller_rfc4733.xml", probe.port),
+        0,
+        "{}",
+        server.log()
+    );
+    assert_invited(billing, &[BILLING, BILLING]);
+    let cdrs = server.cdrs();
+    let mut hashes: Vec<Option<String>> = cdrs
+        .iter()
+        .map(|c| c["script_hash"].as_str().map(str::to_owned))
+        .collect();
+    hashes.sort();
+    let mut expected = vec![rust_hash, javascript_hash];
+    expected.sort();
+    assert_eq!(hashes, expected, "one call on each version");
+    for cdr in &cdrs {
+        assert_eq!(tag(cdr, "department"), Some("billing"), "{cdr}");
+        assert_eq!(cdr["fallback"], false, "{cdr}");
+    }
+}
