@@ -15,6 +15,7 @@ command -v baresip >/dev/null || packages+=(baresip baresip-core)
 command -v sox >/dev/null || packages+=(sox)
 command -v ip >/dev/null || packages+=(iproute2)
 command -v python3 >/dev/null || packages+=(python3)
+python3 -c 'import ensurepip' 2>/dev/null || packages+=(python3-venv)
 # A real browser for the WebSocket/WebRTC tests, driven from Node.
 command -v chromium >/dev/null || packages+=(chromium fonts-liberation)
 command -v npm >/dev/null || packages+=(nodejs npm)
@@ -31,6 +32,7 @@ fi
 # The example scripts in other languages, each built with its own toolchain, for the
 # behaviour table (host/tests/languages.rs) and the hot-reload test.
 examples/javascript/build.sh target/examples/javascript
+examples/python/build.sh target/examples/python
 
 # Unit tests, scenario tests and the runtime's integration tests (the guests they need
 # are built by tests/components/build.rs).
