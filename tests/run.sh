@@ -16,6 +16,9 @@ command -v sox >/dev/null || packages+=(sox)
 command -v ip >/dev/null || packages+=(iproute2)
 command -v python3 >/dev/null || packages+=(python3)
 python3 -c 'import ensurepip' 2>/dev/null || packages+=(python3-venv)
+# The C example scripts' compiler and libc for wasm32-wasi.
+command -v clang-14 >/dev/null || packages+=(clang-14 lld-14)
+[ -f /usr/lib/wasm32-wasi/libc.a ] || packages+=(wasi-libc libclang-rt-14-dev-wasm32)
 # A real browser for the WebSocket/WebRTC tests, driven from Node.
 command -v chromium >/dev/null || packages+=(chromium fonts-liberation)
 command -v npm >/dev/null || packages+=(nodejs npm)
@@ -33,6 +36,7 @@ fi
 # behaviour table (host/tests/languages.rs) and the hot-reload test.
 examples/javascript/build.sh target/examples/javascript
 examples/python/build.sh target/examples/python
+examples/c/build.sh target/examples/c
 
 # Unit tests, scenario tests and the runtime's integration tests (the guests they need
 # are built by tests/components/build.rs).

@@ -1,6 +1,6 @@
 //! One behaviour, every language: each case of `tests/languages/cases.txt` runs through
 //! `wasmpbx script simulate` with the Rust `front-door` and `flip-policy` and with the
-//! examples in other languages (JavaScript and Python so far), which must give the same actions
+//! examples in other languages (JavaScript, Python and C), which must give the same actions
 //! (router) or decision (flip policy). The examples are built by `examples/<language>/build.sh` into
 //! `target/examples/<language>/` — `tests/run.sh` does that before `cargo test`.
 
@@ -157,6 +157,11 @@ fn javascript_scripts_behave_like_the_rust_ones() {
 #[test]
 fn python_scripts_behave_like_the_rust_ones() {
     behaves_like_rust("python");
+}
+
+#[test]
+fn c_scripts_behave_like_the_rust_ones() {
+    behaves_like_rust("c");
 }
 
 #[test]
