@@ -7,7 +7,10 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 out=$(mkdir -p "${1:-$here/build}" && cd "${1:-$here/build}" && pwd)
 cd "$here"
-[ -x node_modules/.bin/componentize-js ] || npm ci --no-audit --no-fund --prefer-offline > /dev/null
+# `npm install` with the lockfile installs exactly the locked versions. (`npm ci` refuses
+# this lockfile: the registry mirror lists no other platforms' optional binaries, so the
+# lock has no entries for them.)
+[ -x node_modules/.bin/componentize-js ] || npm install --no-audit --no-fund --prefer-offline > /dev/null
 for script in front-door:routing-script flip-policy:flip-policy-script; do
     name=${script%%:*}
     world=${script#*:}
