@@ -125,7 +125,9 @@ pub struct ScriptEngine {
 impl ScriptEngine {
     /// Build the engine. With a `cache_dir`, compiled code is cached there keyed by the
     /// component's bytes and the engine's version and settings, so a restart (or the same
-    /// bytes dropped in again) does not recompile.
+    /// bytes dropped in again) does not recompile; and each compiled function is cached
+    /// too (`functions/`), so a changed script recompiles only the functions that
+    /// changed.
     pub fn new(limits: Limits, cache_dir: Option<&Path>) -> anyhow::Result<Arc<Self>> {
         let mut pooling = PoolingAllocationConfig::default();
         pooling.max_memory_size(limits.memory_bytes);
@@ -144,6 +146,11 @@ impl ScriptEngine {
                 Cache::new(cache_config).map_err(|e| anyhow::anyhow!("script cache: {e}"))?;
             config.cache(Some(shared.clone()));
             cache = Some(shared);
+            let functions = super::incremental::FunctionCache::new(dir.join("functions"))
+                .map_err(|e| anyhow::anyhow!("script cache {}: {e}", dir.display()))?;
+            config
+                .enable_incremental_compilation(Arc::new(functions))
+                .map_err(|e| anyhow::anyhow!("script cache: {e}"))?;
         }
         let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("wasmtime engine: {e}"))?;
 

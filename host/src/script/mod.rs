@@ -21,6 +21,7 @@ mod bindings;
 mod convert;
 pub mod engine;
 mod imports;
+mod incremental;
 pub mod loaded;
 pub mod metrics;
 pub mod registry;
