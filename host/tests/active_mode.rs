@@ -567,4 +567,9 @@ fn the_rust_front_door_is_replaced_by_the_javascript_one_in_a_running_server() {
         assert_eq!(tag(cdr, "department"), Some("billing"), "{cdr}");
         assert_eq!(cdr["fallback"], false, "{cdr}");
     }
+    // What one instance of the JavaScript engine costs, as /api/scripts reports it.
+    let (_, body) = http(server.http, "GET", "/api/scripts", None, "");
+    let scripts: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let memory = scripts[0]["peak_instance_memory"].as_u64().unwrap_or(0);
+    assert!(memory > 1 << 20, "{body}");
 }

@@ -69,6 +69,8 @@ pub(crate) struct EventState {
     memory_cap: usize,
     /// Set when the guest asked for more memory than the cap.
     pub(crate) hit_memory_cap: bool,
+    /// The linear memory the instance has, in bytes (its largest memory's size).
+    pub(crate) memory_bytes: usize,
     pub(crate) stderr: MemoryOutputPipe,
 }
 
@@ -101,6 +103,7 @@ impl wasmtime::ResourceLimiter for EventState {
             self.hit_memory_cap = true;
             return Ok(false);
         }
+        self.memory_bytes = self.memory_bytes.max(desired);
         Ok(true)
     }
 
@@ -218,6 +221,7 @@ impl ScriptEngine {
             pre,
             router,
             flip_policy,
+            peak_memory: Default::default(),
         };
         // Instantiate once now: this type-checks the exports against the WIT and runs the
         // component's start functions, so a broken script fails here, not on a live call.
@@ -274,6 +278,7 @@ impl ScriptEngine {
             table: ResourceTable::new(),
             memory_cap: self.limits.memory_bytes,
             hit_memory_cap: false,
+            memory_bytes: 0,
             stderr,
         };
         let mut store = wasmtime::Store::new(&self.engine, state);

@@ -46,6 +46,16 @@ pub struct LoadedScript {
     pub(crate) pre: InstancePre<EventState>,
     pub(crate) router: Option<router::GuestIndices>,
     pub(crate) flip_policy: Option<flip_policy::GuestIndices>,
+    /// The most linear memory one instance of this version has had, in bytes.
+    pub(crate) peak_memory: std::sync::atomic::AtomicUsize,
+}
+
+impl LoadedScript {
+    /// The most linear memory one instance of this version has had so far, in bytes
+    /// (what each concurrent event costs).
+    pub fn peak_memory_bytes(&self) -> usize {
+        self.peak_memory.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 impl std::fmt::Debug for LoadedScript {
@@ -179,6 +189,10 @@ impl LoadedScript {
             .pre
             .instantiate(&mut store)
             .and_then(|instance| call(&mut store, &instance));
+        self.peak_memory.fetch_max(
+            store.data().memory_bytes,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         result.map_err(|error| classify(&error, &store, engine))
     }
 }

@@ -18,6 +18,8 @@ pub struct ScriptStatus {
     pub exports: Vec<&'static str>,
     pub size: Option<usize>,
     pub compile_ms: Option<f64>,
+    /// The most linear memory one instance of the serving version has had, in bytes.
+    pub peak_instance_memory: Option<usize>,
     /// The last file version that failed to load, and why. It is cleared by the next
     /// successful load.
     pub last_error: Option<LastError>,
@@ -98,6 +100,7 @@ impl Registry {
                         .unwrap_or_default(),
                     size: script.map(|s| s.size),
                     compile_ms: script.map(|s| s.compile_time.as_secs_f64() * 1000.0),
+                    peak_instance_memory: script.map(|s| s.peak_memory_bytes()),
                     last_error: errors.get(name).cloned(),
                 }
             })
