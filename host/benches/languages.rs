@@ -118,10 +118,11 @@ fn main() {
         load(Some(cache.path()), &path);
         let cold = load(Some(cache.path()), &path);
         let changed = path.with_file_name("front-door-changed.wasm");
-        let reload = changed
-            .is_file()
-            .then(|| ms(load(Some(cache.path()), &changed)))
-            .unwrap_or_else(|| "–".into());
+        let reload = if changed.is_file() {
+            ms(load(Some(cache.path()), &changed))
+        } else {
+            "–".into()
+        };
 
         let host = host(Some(cache.path()));
         let script = host
