@@ -14,80 +14,22 @@
 
 mod common;
 
+use common::{incoming_call, ms, percentile, script_host, us};
+
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wasmpbx::clock::SystemClock;
-use wasmpbx::config::Config;
-use wasmpbx::directory::MemoryDirectory;
-use wasmpbx::routing::{CallInfo, Event, Origin};
-use wasmpbx::script::{HostServices, Limits, ScriptEngine, ScriptHost};
-use wasmpbx::store::MemoryStore;
-
-const CONFIG: &str = r#"
-[[locations]]
-name = "sydney"
-flip_number = "+61290000001"
-script = "front-door"
-fallback_number = "+61290000099"
-[locations.vars]
-timezone = "Australia/Sydney"
-hours = "Mon-Fri 09:00-17:00, Sat 10:00-13:00"
-holidays = "2026-12-25, 2027-01-01"
-sales = "+61290000010"
-billing = "+61290000020"
-operator = "+61290000030"
-"#;
-
-fn host(cache: Option<&Path>) -> ScriptHost {
-    let config = Config::parse(CONFIG, Path::new("bench.toml")).unwrap();
-    let engine = ScriptEngine::new(Limits::default(), cache).unwrap();
-    let services = Arc::new(HostServices {
-        config: Arc::new(config),
-        kv: Arc::new(MemoryStore::new()),
-        devices: Arc::new(MemoryDirectory::new()),
-        clock: Arc::new(SystemClock),
-    });
-    ScriptHost::new(engine, services)
-}
-
-fn call() -> CallInfo {
-    CallInfo {
-        call_id: "bench".into(),
-        location: Some("sydney".into()),
-        caller: "+61400000001".into(),
-        caller_name: None,
-        dialed: "+61290000001".into(),
-        origin: Origin::Trunk {
-            name: "pstn".into(),
-        },
-        started_at: jiff::Timestamp::UNIX_EPOCH,
-        tags: Vec::new(),
-    }
-}
+use wasmpbx::routing::Event;
 
 /// Load `path` into a fresh engine; the time it took.
 fn load(cache: Option<&Path>, path: &Path) -> Duration {
-    let host = host(cache);
+    let host = script_host(cache);
     let bytes = std::fs::read(path).unwrap();
     let started = Instant::now();
     host.engine
         .load("front-door", &bytes, &host.services)
         .unwrap();
     started.elapsed()
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1e3)
-}
-
-fn us(d: Duration) -> String {
-    format!("{:.0} µs", d.as_secs_f64() * 1e6)
 }
 
 fn main() {
@@ -124,14 +66,14 @@ fn main() {
             "–".into()
         };
 
-        let host = host(Some(cache.path()));
+        let host = script_host(Some(cache.path()));
         let script = host
             .engine
             .load("front-door", &std::fs::read(&path).unwrap(), &host.services)
             .unwrap();
         host.registry.install(script);
         let location = host.services.config.location("sydney").cloned();
-        let call = call();
+        let call = incoming_call();
         let route = || {
             host.route(
                 "front-door",

@@ -12,73 +12,15 @@
 
 mod common;
 
+use common::{incoming_call, ms, percentile, script_host, us};
+
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use wasmpbx::clock::SystemClock;
-use wasmpbx::config::Config;
-use wasmpbx::directory::MemoryDirectory;
-use wasmpbx::routing::{CallInfo, Event, Origin};
+use wasmpbx::routing::Event;
 use wasmpbx::script::watcher::{self, LoadOutcome};
-use wasmpbx::script::{HostServices, Limits, ScriptEngine, ScriptHost};
-use wasmpbx::store::MemoryStore;
-
-const CONFIG: &str = r#"
-[[locations]]
-name = "sydney"
-flip_number = "+61290000001"
-script = "router"
-fallback_number = "+61290000099"
-[locations.vars]
-timezone = "Australia/Sydney"
-return_number = "+61290000098"
-hours = "Mon-Fri 09:00-17:00, Sat 10:00-13:00"
-holidays = "2026-12-25, 2027-01-01"
-sales = "+61290000010"
-billing = "+61290000020"
-operator = "+61290000030"
-"#;
-
-fn host(cache: Option<&Path>) -> ScriptHost {
-    let config = Config::parse(CONFIG, Path::new("bench.toml")).unwrap();
-    let engine = ScriptEngine::new(Limits::default(), cache).unwrap();
-    let services = Arc::new(HostServices {
-        config: Arc::new(config),
-        kv: Arc::new(MemoryStore::new()),
-        devices: Arc::new(MemoryDirectory::new()),
-        clock: Arc::new(SystemClock),
-    });
-    ScriptHost::new(engine, services)
-}
-
-fn call() -> CallInfo {
-    CallInfo {
-        call_id: "bench".into(),
-        location: Some("sydney".into()),
-        caller: "+61400000001".into(),
-        caller_name: None,
-        dialed: "+61290000001".into(),
-        origin: Origin::Trunk {
-            name: "pstn".into(),
-        },
-        started_at: jiff::Timestamp::UNIX_EPOCH,
-        tags: Vec::new(),
-    }
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn us(d: Duration) -> String {
-    format!("{:.1} µs", d.as_secs_f64() * 1e6)
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1e3)
-}
 
 /// The component with a custom section appended: same behaviour, new bytes, so the
 /// host (and the disk cache) must compile it afresh.
@@ -95,14 +37,14 @@ fn unique_bytes(component: &[u8], n: u32) -> Vec<u8> {
 }
 
 fn decision_latency(name: &str, path: &str) {
-    let host = host(None);
+    let host = script_host(None);
     let script = host
         .engine
         .load("router", &std::fs::read(path).unwrap(), &host.services)
         .unwrap();
     host.registry.install(script);
     let location = host.services.config.location("sydney").cloned();
-    let call = call();
+    let call = incoming_call();
     let route = || {
         host.route("router", None, location.as_ref(), &call, &Event::Incoming)
             .0
@@ -143,7 +85,7 @@ fn cold_start() {
     let cache = tempfile::tempdir().unwrap();
     let time = |cache: Option<&Path>| {
         let t = Instant::now();
-        let host = host(cache);
+        let host = script_host(cache);
         host.load_dir(dir.path()).unwrap();
         assert_eq!(
             host.registry
@@ -180,7 +122,7 @@ fn reloads() {
     let listen = std::fs::read(test_components::LISTEN).unwrap();
     let front_door = std::fs::read(test_components::FRONT_DOOR).unwrap();
     std::fs::write(&path, &listen).unwrap();
-    let host = Arc::new(host(Some(cache.path())));
+    let host = Arc::new(script_host(Some(cache.path())));
     host.load_dir(dir.path()).unwrap();
     let (tx, mut outcomes) = tokio::sync::mpsc::unbounded_channel();
     let (_shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
@@ -204,7 +146,7 @@ fn reloads() {
         );
         std::thread::spawn(move || {
             let location = host.services.config.location("sydney").cloned();
-            let call = call();
+            let call = incoming_call();
             while !stop.load(Relaxed) {
                 let (decision, _) =
                     host.route("router", None, location.as_ref(), &call, &Event::Incoming);
@@ -224,8 +166,13 @@ fn reloads() {
         std::fs::rename(&temp, &path).unwrap();
         let location = host.services.config.location("sydney").cloned();
         loop {
-            let (decision, _) =
-                host.route("router", None, location.as_ref(), &call(), &Event::Incoming);
+            let (decision, _) = host.route(
+                "router",
+                None,
+                location.as_ref(),
+                &incoming_call(),
+                &Event::Incoming,
+            );
             if decision.script.as_ref().is_some_and(|s| s.hash == expected) {
                 let elapsed = t.elapsed();
                 while let Ok(outcome) = outcomes.try_recv() {
