@@ -8,9 +8,14 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+/// Run the binary with `args` in a folder of its own: `script simulate` keeps its
+/// compilation cache beside the store, which the embedded config puts in the working
+/// folder.
 fn wasmpbx(args: &[&str]) -> (i32, String, String) {
+    let dir = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_wasmpbx"))
         .args(args)
+        .current_dir(dir.path())
         .output()
         .expect("run wasmpbx");
     (
