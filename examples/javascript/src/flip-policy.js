@@ -10,14 +10,30 @@
 import { setting } from 'wasmpbx:script/config@0.1.0';
 import { findUser } from 'wasmpbx:script/directory@0.1.0';
 
-/** Shell-style `*` and `?` on a device name, whole-name, case-sensitive. */
+/**
+ * Shell-style `*` (any run) and `?` (one character) on a whole device name,
+ * case-sensitive: the guest SDK's iterative matcher, which backtracks only to the last
+ * `*` (no regex blow-up on patterns with many stars).
+ */
 function matches(pattern, name) {
-  const escaped = [...pattern].map((c) => {
-    if (c === '*') return '.*';
-    if (c === '?') return '.';
-    return c.replace(/[\\^$.|+()[\]{}]/g, '\\$&');
-  });
-  return new RegExp(`^${escaped.join('')}$`, 'su').test(name);
+  const [p, n] = [[...pattern], [...name]];
+  let [pi, ni] = [0, 0];
+  let star; // [pattern index of the last `*`, name index it is matched up to]
+  while (ni < n.length) {
+    if (pi < p.length && (p[pi] === '?' || p[pi] === n[ni])) {
+      pi += 1;
+      ni += 1;
+    } else if (pi < p.length && p[pi] === '*') {
+      star = [pi, ni];
+      pi += 1;
+    } else if (star) {
+      star[1] += 1;
+      [pi, ni] = [star[0] + 1, star[1]];
+    } else {
+      return false;
+    }
+  }
+  return p.slice(pi).every((c) => c === '*');
 }
 
 const matchesAny = (patterns, name) => patterns.split(',').map((p) => p.trim())

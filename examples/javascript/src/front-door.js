@@ -19,7 +19,7 @@ import { openState, parseSchedule } from './schedule.js';
 const RING_TIMEOUT_MS = 30000;
 const MENU_TIMEOUT_MS = 5000;
 /** Menu key → department (a location var, and the `department` tag's value). */
-const MENU = { 1: 'sales', 2: 'billing', 0: 'operator' };
+const MENU = new Map([['1', 'sales'], ['2', 'billing'], ['0', 'operator']]);
 
 const tag = (name, value) => ({ tag: 'set-tag', val: [name, value] });
 const play = (prompt) => ({ tag: 'play', val: { prompt } });
@@ -43,8 +43,11 @@ const liveSetting = (name) => get(name) ?? locationVar(name);
 const callTag = (call, name) => call.tags.find(([n]) => n === name)?.[1];
 
 function menu() {
-  const configured = Number.parseInt(locationVar('menu_timeout_ms')?.trim() ?? '', 10);
-  const timeoutMs = Number.isInteger(configured) && configured >= 0 ? configured : MENU_TIMEOUT_MS;
+  // A u32 as Rust parses it (digits, an optional `+`); anything else means the default.
+  const configured = locationVar('menu_timeout_ms')?.trim() ?? '';
+  const timeoutMs = /^\+?[0-9]+$/.test(configured) && Number(configured) <= 0xffffffff
+    ? Number(configured)
+    : MENU_TIMEOUT_MS;
   return {
     tag: 'gather',
     val: { maxDigits: 1, timeoutMs, interDigitTimeoutMs: undefined, terminator: undefined, prompt: 'menu' },
@@ -65,7 +68,7 @@ function incoming() {
     local = toLocal(now(), timezone);
   } catch (e) {
     // A result's error arrives as an exception whose payload is the host's message.
-    write('error', `front-door: timezone var: ${e.payload ?? e.message}`);
+    write('error', `front-door: timezone var: ${e.payload}`);
     return [];
   }
   const state = openState(schedule, local, get('override'));
@@ -86,7 +89,8 @@ function incoming() {
 }
 
 function digitsGathered(call, gathered) {
-  if (Object.hasOwn(MENU, gathered.digits)) return transfer(MENU[gathered.digits]);
+  const department = MENU.get(gathered.digits);
+  if (department !== undefined) return transfer(department);
   if (callTag(call, 'menu_repeated') === undefined) {
     const actions = [tag('menu_repeated', 'true')];
     if (gathered.digits !== '') actions.push(play('invalid-choice'));

@@ -49,12 +49,11 @@ function parseWindow(entry) {
   if (space < 0) throw bad('expected DAYS HH:MM-HH:MM');
   const days = parseDays(entry.slice(0, space).trim());
   if (!days) throw bad('days must be like Mon, Mon-Fri or Daily');
-  const times = entry.slice(space + 1).trim();
-  const dash = times.indexOf('-');
-  if (dash < 0) throw bad('expected HH:MM-HH:MM');
-  const open = parseMinutes(times.slice(0, dash));
+  const [openText, closeText] = splitOnce(entry.slice(space + 1).trim(), '-');
+  if (openText === undefined) throw bad('expected HH:MM-HH:MM');
+  const open = parseMinutes(openText);
   if (open === undefined || open >= 1440) throw bad('bad opening time');
-  const close = parseMinutes(times.slice(dash + 1));
+  const close = parseMinutes(closeText);
   if (close === undefined || close === 0) throw bad('bad closing time');
   if (open === close) throw bad('opening and closing times are equal');
   return { days, open, close };
@@ -66,10 +65,8 @@ function parseDays(spec) {
     const i = DAY_NAMES.indexOf(name.toLowerCase());
     return i < 0 ? undefined : i;
   };
-  const dash = spec.indexOf('-');
-  const [first, last] = dash < 0
-    ? [day(spec), day(spec)]
-    : [day(spec.slice(0, dash)), day(spec.slice(dash + 1))];
+  const range = splitOnce(spec, '-');
+  const [first, last] = range.length ? range.map(day) : [day(spec), day(spec)];
   if (first === undefined || last === undefined) return undefined;
   const days = Array(7).fill(false);
   for (let d = first; ; d = (d + 1) % 7) {
@@ -80,18 +77,29 @@ function parseDays(spec) {
 
 /** `HH:MM` to minutes after midnight (24:00 allowed); undefined if malformed. */
 function parseMinutes(text) {
-  const match = /^(\d\d):(\d\d)$/.exec(text.trim());
-  if (!match) return undefined;
-  const [h, m] = [Number(match[1]), Number(match[2])];
-  if (m >= 60 || h > 24 || (h === 24 && m !== 0)) return undefined;
-  return h * 60 + m;
+  const [h, m] = splitOnce(text.trim(), ':');
+  if (h?.length !== 2 || m.length !== 2) return undefined;
+  const [hours, minutes] = [number(h), number(m)];
+  if (!(minutes < 60 && (hours < 24 || (hours === 24 && minutes === 0)))) return undefined;
+  return hours * 60 + minutes;
 }
 
 function parseDate(text) {
-  const match = /^(\d{4})-(\d\d)-(\d\d)$/.exec(text);
-  const [y, m, d] = match ? match.slice(1).map(Number) : [];
-  if (!match || m < 1 || m > 12 || d < 1 || d > 31) {
+  const parts = text.split('-');
+  const [y, m, d] = parts.length === 3 && parts.map((p) => p.length).join() === '4,2,2'
+    ? parts.map(number)
+    : [];
+  if (!(y >= 0 && m >= 1 && m <= 12 && d >= 1 && d <= 31)) {
     throw new Error(`holiday ${JSON.stringify(text)}: expected YYYY-MM-DD`);
   }
   return [y, m, d];
 }
+
+/** Split at the first `separator`, like Rust's `split_once`: [before, after], or []. */
+function splitOnce(text, separator) {
+  const at = text.indexOf(separator);
+  return at < 0 ? [] : [text.slice(0, at), text.slice(at + separator.length)];
+}
+
+/** ASCII digits with an optional `+`, as Rust's integer parsing takes them; else NaN. */
+const number = (text) => (/^\+?[0-9]+$/.test(text) ? Number(text) : Number.NaN);
