@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
+use wasmpbx::call::SessionId;
 use wasmpbx::config::PortRange;
 use wasmpbx::media::{MediaAllocator, RelayManager, Side};
 
@@ -76,9 +77,10 @@ async fn run(calls: usize, seconds: u64, relay: Option<&mut RelayManager>) -> Ou
     match relay {
         Some(relay) => {
             for (i, (a, b)) in pairs.iter().enumerate() {
-                let ports = relay.open(i as u64).unwrap();
-                relay.set_remote(i as u64, Side::A, a.local_addr().unwrap());
-                relay.set_remote(i as u64, Side::B, b.local_addr().unwrap());
+                let id = SessionId::new(0, (i as u128).to_le_bytes()[..10].try_into().unwrap());
+                let ports = relay.open(id).unwrap();
+                relay.set_remote(id, Side::A, a.local_addr().unwrap());
+                relay.set_remote(id, Side::B, b.local_addr().unwrap());
                 targets.push((
                     SocketAddr::from(([127, 0, 0, 1], ports.a)),
                     SocketAddr::from(([127, 0, 0, 1], ports.b)),

@@ -24,6 +24,7 @@ use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 use tokio::net::UdpSocket;
+use wasmpbx::call::SessionId;
 use wasmpbx::config::PortRange;
 use wasmpbx::media::{MediaAllocator, RelayManager, Side};
 
@@ -204,9 +205,10 @@ fn main() {
         let mut peers = Vec::new();
         let mut far_ends = Vec::new();
         for i in 0..calls as u64 {
-            let ports = relay.open(i).unwrap();
+            let id = SessionId::new(0, (i as u128).to_le_bytes()[..10].try_into().unwrap());
+            let ports = relay.open(id).unwrap();
             let far = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
-            relay.set_remote(i, Side::B, far.local_addr().unwrap());
+            relay.set_remote(id, Side::B, far.local_addr().unwrap());
             let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
             let offered = Instant::now();
             let mut rtc = Rtc::builder()
@@ -218,7 +220,7 @@ fn main() {
             let mid = change.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
             let (offer, pending) = change.apply().unwrap();
             let bridged = relay
-                .bridge_webrtc(i, Some(Side::A), &offer.to_sdp_string(), "127.0.0.1".parse().unwrap())
+                .bridge_webrtc(id, Some(Side::A), &offer.to_sdp_string(), "127.0.0.1".parse().unwrap())
                 .unwrap();
             // The call engine would take the bridge's address from its plain offer.
             let plain_port: u16 = bridged
@@ -228,7 +230,7 @@ fn main() {
                 .and_then(|m| m.split_whitespace().next())
                 .and_then(|p| p.parse().ok())
                 .unwrap();
-            relay.set_remote(i, Side::A, SocketAddr::from(([127, 0, 0, 1], plain_port)));
+            relay.set_remote(id, Side::A, SocketAddr::from(([127, 0, 0, 1], plain_port)));
             let answer = SdpAnswer::from_sdp_string(&bridged.answer).unwrap();
             rtc.sdp_api().accept_answer(pending, answer).unwrap();
             peers.push(tokio::spawn(peer(rtc, socket, mid, offered, start, until)));

@@ -20,7 +20,7 @@ use crate::config::{Config, Transport as ConfigTransport};
 use crate::directory::{DeviceInfo, MemoryDirectory};
 use crate::pbx::{Ambient, Pbx, PbxCounters, PbxOutput};
 use crate::registrar::{Binding, BindingChange, PasswordRefusal};
-use crate::routing::{Decision, Disposition, Event};
+use crate::routing::{Decision, Disposition};
 use crate::script::{LoadedScript, ScriptHost};
 use crate::sip::message::MAX_MESSAGE_BYTES;
 use crate::sip::transaction::{Peer, Transport};
@@ -258,8 +258,8 @@ pub async fn run(
     let clock = SystemClock;
     let ambient = || Ambient {
         now: monotonic_now(),
-        wall_secs: clock.now().as_second(),
-        random: random_u64(),
+        wall_ms: clock.now().as_millisecond(),
+        random: crate::os_random::random_u64(),
     };
     let mut connections: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>> = HashMap::new();
     publish_directory(&pbx, &directory);
@@ -299,7 +299,16 @@ pub async fn run(
             },
             Some(event) = media_events.recv() => pbx.handle_media_event(ambient(), event),
             _ = sleep => pbx.handle_timeout(ambient()),
-            _ = shutdown.changed() => return Ok(()),
+            _ = shutdown.changed() => {
+                // Calls that ended while their script's last answer was on its way are
+                // written as they are.
+                for record in pbx.calls.take_ending() {
+                    if let Err(e) = cdrs.save_cdr(&record) {
+                        tracing::error!(session = %record.session.short(), "writing the call record: {e}");
+                    }
+                }
+                return Ok(());
+            }
         }
         while let Some(output) = pbx.poll_output() {
             match output {
@@ -342,13 +351,13 @@ pub async fn run(
                         let location = location.as_deref().and_then(|l| config.location(l));
                         let (decision, loaded) =
                             scripts.route(&script, pinned.as_ref(), location, &call, &event);
-                        if !matches!(event, Event::CallEnded { .. }) {
-                            let _ = tx.blocking_send(Input::Decision {
-                                session,
-                                decision,
-                                pinned: loaded,
-                            });
-                        }
+                        // Every decision comes back, `call-ended`'s too: its tags
+                        // complete the call's record.
+                        let _ = tx.blocking_send(Input::Decision {
+                            session,
+                            decision,
+                            pinned: loaded,
+                        });
                     });
                 }
                 PbxOutput::DecideFlip {
@@ -381,7 +390,7 @@ pub async fn run(
                         stats.flips[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
                     if let Err(e) = cdrs.save_cdr(&record) {
-                        tracing::error!(session = record.session, "writing the call record: {e}");
+                        tracing::error!(session = %record.session.short(), "writing the call record: {e}");
                     }
                 }
                 PbxOutput::Close { peer } => {
@@ -421,12 +430,6 @@ fn publish_directory(pbx: &Pbx, directory: &MemoryDirectory) {
             });
     }
     directory.replace_all(by_user);
-}
-
-fn random_u64() -> u64 {
-    let mut bytes = [0u8; 8];
-    let _ = getrandom::fill(&mut bytes);
-    u64::from_le_bytes(bytes)
 }
 
 async fn udp_receiver(socket: Arc<UdpSocket>, tx: mpsc::Sender<Input>) {

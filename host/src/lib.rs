@@ -14,6 +14,8 @@
 //! - [`store`]: persistent state behind narrow traits (SQLite, in-memory).
 //! - [`directory`]: users' registered devices as scripts see them.
 //! - [`clock`]: the one place time is read.
+//! - [`entropy`]: the core's randomness, seeded by the driver for every input;
+//!   [`os_random`]: the operating system's, for the edges.
 //! - [`sip`]: SIP messages (over rsip), digest authentication and the RFC 3261
 //!   transaction layer, all sans-IO.
 //! - [`registrar`]: REGISTER, bindings (devices), throttling. Sans-IO.
@@ -32,8 +34,10 @@ pub mod clock;
 pub mod config;
 pub mod directory;
 pub mod driver;
+pub mod entropy;
 pub mod flip;
 pub mod media;
+pub mod os_random;
 pub mod pbx;
 pub mod registrar;
 pub mod routing;

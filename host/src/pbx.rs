@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::call::{CallRecord, Calls, Ctx, SessionId};
 use crate::config::Config;
+use crate::entropy::Entropy;
 use crate::media::{MediaAllocator, MediaEvent, Prompts};
 use crate::registrar::{BindingChange, Registrar};
 use crate::routing::{CallInfo, Decision, Event};
@@ -20,8 +21,6 @@ use crate::sip::transaction::{Output, Peer, ServerTxnId, TransactionLayer, Trans
 
 /// How often expired registrations are swept.
 const EXPIRY_SWEEP: Duration = Duration::from_secs(1);
-
-const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, NOTIFY, UPDATE, REFER";
 
 /// What the core asks of its driver.
 #[derive(Debug)]
@@ -79,8 +78,16 @@ pub struct Pbx {
 #[derive(Debug, Clone, Copy)]
 pub struct Ambient {
     pub now: Instant,
-    pub wall_secs: i64,
+    /// Unix time in milliseconds.
+    pub wall_ms: i64,
     pub random: u64,
+}
+
+impl Ambient {
+    /// Unix time in seconds.
+    pub fn wall_secs(&self) -> i64 {
+        self.wall_ms.div_euclid(1000)
+    }
 }
 
 impl Pbx {
@@ -135,6 +142,7 @@ impl Pbx {
             prompts: &self.prompts,
             local: self.local,
             ambient,
+            entropy: Entropy::new(ambient.random),
         };
         (&mut self.calls, ctx)
     }
@@ -162,9 +170,9 @@ impl Pbx {
         password: &str,
         source: std::net::IpAddr,
     ) -> Result<Vec<crate::call::UserCall>, crate::registrar::PasswordRefusal> {
-        let user = self
-            .registrar
-            .check_password(ambient.wall_secs, source, extension, password)?;
+        let user =
+            self.registrar
+                .check_password(ambient.wall_secs(), source, extension, password)?;
         Ok(self.calls.user_calls(&user))
     }
 
@@ -267,7 +275,7 @@ impl Pbx {
         let (calls, mut ctx) = self.ctx(ambient);
         calls.handle_timeout(&mut ctx);
         if self.next_sweep.is_some_and(|at| at <= ambient.now) {
-            let changes = self.registrar.expire(ambient.wall_secs);
+            let changes = self.registrar.expire(ambient.wall_secs());
             if !changes.is_empty() {
                 self.outputs.push_back(PbxOutput::Bindings(changes));
             }
@@ -312,12 +320,13 @@ impl Pbx {
         request: Request,
         source: Peer,
     ) {
-        let tag = message::random_token();
+        let mut entropy = Entropy::new(ambient.random);
+        let tag = entropy.token();
         let response = match request.method {
             Method::Register => {
                 let outcome = self.registrar.handle_register(
-                    ambient.wall_secs,
-                    ambient.random,
+                    ambient.wall_secs(),
+                    &mut entropy,
                     &request,
                     source,
                 );
@@ -331,7 +340,7 @@ impl Pbx {
                 let mut response = message::response_to(&request, 200, Some(&tag));
                 response
                     .headers
-                    .push(Header::Other("Allow".into(), ALLOW.into()));
+                    .push(Header::Other("Allow".into(), message::ALLOW.into()));
                 response
                     .headers
                     .push(Header::Other("Accept".into(), "application/sdp".into()));
@@ -372,7 +381,7 @@ impl Pbx {
                 let mut response = message::response_to(&request, 405, Some(&tag));
                 response
                     .headers
-                    .push(Header::Other("Allow".into(), ALLOW.into()));
+                    .push(Header::Other("Allow".into(), message::ALLOW.into()));
                 response
             }
         };

@@ -13,6 +13,7 @@ use rsip::prelude::*;
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::entropy::Entropy;
 use crate::sip::digest::{AuthFailure, Credentials, DigestAuth, Secret};
 use crate::sip::message::{self, Header, Request, Response, SipMessage};
 use crate::sip::transaction::{Peer, Transport};
@@ -248,7 +249,7 @@ impl Registrar {
     pub fn authenticate(
         &mut self,
         now_secs: i64,
-        random: u64,
+        entropy: &mut Entropy,
         request: &Request,
         source: Peer,
     ) -> Result<String, Response> {
@@ -256,11 +257,7 @@ impl Registrar {
         let ip = source.addr.ip();
         if self.is_throttled(now_secs, ip) {
             tracing::debug!(%ip, "throttled source refused");
-            return Err(message::response_to(
-                request,
-                403,
-                Some(&message::random_token()),
-            ));
+            return Err(message::response_to(request, 403, Some(&entropy.token())));
         }
         let (auth_header, challenge_header) = if register {
             ("Authorization", "WWW-Authenticate")
@@ -268,12 +265,12 @@ impl Registrar {
             ("Proxy-Authorization", "Proxy-Authenticate")
         };
         let message = SipMessage::Request(request.clone());
-        let challenge = |this: &Self, stale: bool| {
-            let nonce = this.auth.nonce(now_secs, random);
+        let challenge = |this: &Self, entropy: &mut Entropy, stale: bool| {
+            let nonce = this.auth.nonce(now_secs, entropy.next_u64());
             let mut response = message::response_to(
                 request,
                 if register { 401 } else { 407 },
-                Some(&message::random_token()),
+                Some(&entropy.token()),
             );
             for value in this
                 .auth
@@ -286,7 +283,7 @@ impl Registrar {
             response
         };
         let Some(value) = message::header_value(&message, auth_header) else {
-            return Err(challenge(self, false));
+            return Err(challenge(self, entropy, false));
         };
         let config = self.config.clone();
         let result = Credentials::parse(&value).and_then(|credentials| {
@@ -312,23 +309,15 @@ impl Registrar {
                 if claimed.as_deref() != Some(extension.as_str()) {
                     tracing::warn!(%ip, extension, ?claimed, "authenticated as one extension, claiming another");
                     self.record_failure(now_secs, ip);
-                    return Err(message::response_to(
-                        request,
-                        403,
-                        Some(&message::random_token()),
-                    ));
+                    return Err(message::response_to(request, 403, Some(&entropy.token())));
                 }
                 Ok(user)
             }
-            Err(AuthFailure::Stale) => Err(challenge(self, true)),
+            Err(AuthFailure::Stale) => Err(challenge(self, entropy, true)),
             Err(failure) => {
                 tracing::warn!(%ip, method = %request.method, "authentication failed: {failure}");
                 self.record_failure(now_secs, ip);
-                Err(message::response_to(
-                    request,
-                    403,
-                    Some(&message::random_token()),
-                ))
+                Err(message::response_to(request, 403, Some(&entropy.token())))
             }
         }
     }
@@ -337,11 +326,11 @@ impl Registrar {
     pub fn handle_register(
         &mut self,
         now_secs: i64,
-        random: u64,
+        entropy: &mut Entropy,
         request: &Request,
         source: Peer,
     ) -> RegisterOutcome {
-        let user_id = match self.authenticate(now_secs, random, request, source) {
+        let user_id = match self.authenticate(now_secs, entropy, request, source) {
             Ok(user_id) => user_id,
             Err(response) => {
                 return RegisterOutcome {
@@ -351,7 +340,7 @@ impl Registrar {
             }
         };
         let message = SipMessage::Request(request.clone());
-        let to_tag = message::random_token();
+        let to_tag = entropy.token();
         let default_expires = message::header_value(&message, "Expires")
             .and_then(|e| e.parse::<u32>().ok())
             .unwrap_or(MAX_EXPIRES);

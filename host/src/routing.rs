@@ -37,12 +37,17 @@ pub struct CallInfo {
 }
 
 impl CallInfo {
-    /// Apply a `set-tag`: replace the value of an existing tag, else append.
+    /// Apply a `set-tag`.
     pub fn set_tag(&mut self, name: &str, value: &str) {
-        match self.tags.iter_mut().find(|(n, _)| n == name) {
-            Some((_, v)) => *v = value.to_owned(),
-            None => self.tags.push((name.to_owned(), value.to_owned())),
-        }
+        set_tag(&mut self.tags, name, value);
+    }
+}
+
+/// A `set-tag` on a call's tags: replace the value of an existing tag, else append.
+pub fn set_tag(tags: &mut Vec<(String, String)>, name: &str, value: &str) {
+    match tags.iter_mut().find(|(n, _)| n == name) {
+        Some((_, v)) => *v = value.to_owned(),
+        None => tags.push((name.to_owned(), value.to_owned())),
     }
 }
 

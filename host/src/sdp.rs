@@ -32,6 +32,69 @@ fn lines(sdp: &str) -> impl Iterator<Item = &str> {
         .filter(|l| !l.is_empty())
 }
 
+/// The host's `o=` line towards one party, kept by the dialog (RFC 3264 §8): the
+/// session id stays for the dialog's life, and the version goes up by one with every
+/// description that differs from the last one sent — so a resume after a hold is news
+/// to a strict phone, and a repeated description is recognised as unchanged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    session_id: u64,
+    version: u64,
+    /// The last description sent, without its `o=` line.
+    last: Option<String>,
+}
+
+impl Origin {
+    /// A new SDP session; `session_id` comes from the core's randomness.
+    pub fn new(session_id: u64) -> Self {
+        // Kept to 63 bits: some stacks read the id as a signed 64-bit number.
+        Self {
+            session_id: session_id >> 1,
+            version: 0,
+            last: None,
+        }
+    }
+
+    /// `sdp` with this session's `o=` line: the same version as the last description if
+    /// nothing else changed, the next one if something did. The line keeps the address
+    /// `sdp` had in it (one is added after `v=` if it had none).
+    pub fn stamp(&mut self, sdp: &str) -> String {
+        let body: String = lines(sdp)
+            .filter(|l| !l.starts_with("o="))
+            .flat_map(|l| [l, "\r\n"])
+            .collect();
+        if self.last.as_deref() != Some(body.as_str()) {
+            self.version += 1;
+            self.last = Some(body);
+        }
+        let (id, version) = (self.session_id, self.version);
+        let address = lines(sdp)
+            .find_map(|l| l.strip_prefix("o="))
+            .map(|o| o.split_whitespace().skip(3).collect::<Vec<_>>().join(" "))
+            .filter(|a| !a.is_empty())
+            .unwrap_or_else(|| "IN IP4 0.0.0.0".to_owned());
+        let origin = format!("o=wasmpbx {id} {version} {address}\r\n");
+        let mut out = String::with_capacity(sdp.len() + 16);
+        let mut placed = false;
+        for line in lines(sdp) {
+            if line.starts_with("o=") {
+                if !placed {
+                    out.push_str(&origin);
+                    placed = true;
+                }
+                continue;
+            }
+            out.push_str(line);
+            out.push_str("\r\n");
+            if line.starts_with("v=") && !placed && !sdp.contains("\no=") {
+                out.push_str(&origin);
+                placed = true;
+            }
+        }
+        out
+    }
+}
+
 /// Read the audio stream of an SDP body.
 pub fn parse(sdp: &str) -> Result<Media, SdpError> {
     let mut session_addr: Option<IpAddr> = None;
@@ -98,14 +161,13 @@ pub fn first_g711(media: &Media) -> Option<crate::media::Codec> {
 pub fn endpoint(
     address: IpAddr,
     port: u16,
-    session_version: u64,
     codec: crate::media::Codec,
     event_pt: Option<u8>,
 ) -> String {
     let family = if address.is_ipv4() { "IP4" } else { "IP6" };
     let pt = codec.payload_type();
     let mut sdp = format!(
-        "v=0\r\no=wasmpbx {session_version} {session_version} IN {family} {address}\r\n\
+        "v=0\r\no=wasmpbx 0 0 IN {family} {address}\r\n\
          s=wasmpbx\r\nc=IN {family} {address}\r\nt=0 0\r\n"
     );
     match event_pt {
@@ -148,13 +210,9 @@ fn keep_payload_types(sdp: &str) -> Vec<u8> {
 }
 
 /// Rewrite a party's SDP for the other leg: the host's address and relay port, the
-/// session's own origin, and only the codecs the host can relay.
-pub fn rewrite(
-    sdp: &str,
-    address: IpAddr,
-    port: u16,
-    session_version: u64,
-) -> Result<String, SdpError> {
+/// host's origin (numbered by the dialog's [`Origin`] when sent), and only the codecs
+/// the host can relay.
+pub fn rewrite(sdp: &str, address: IpAddr, port: u16) -> Result<String, SdpError> {
     let media = parse(sdp)?;
     let mapped = keep_payload_types(sdp);
     let kept: Vec<u8> = media
@@ -180,7 +238,7 @@ pub fn rewrite(
     let mut audio_seen = false;
     for line in lines(sdp) {
         let rewritten = if line.starts_with("o=") {
-            format!("o=wasmpbx {session_version} {session_version} IN {family} {address}")
+            format!("o=wasmpbx 0 0 IN {family} {address}")
         } else if line.starts_with("c=") {
             format!("c=IN {family} {address}")
         } else if let Some(rest) = line.strip_prefix("m=") {
@@ -251,10 +309,10 @@ a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=rtcp:6001\r\na=sendrec
 
     #[test]
     fn rewrites_address_port_and_codecs() {
-        let out = rewrite(OFFER, "127.0.0.1".parse().unwrap(), 20000, 7).unwrap();
+        let out = rewrite(OFFER, "127.0.0.1".parse().unwrap(), 20000).unwrap();
         assert!(out.contains("c=IN IP4 127.0.0.1\r\n"), "{out}");
         assert!(out.contains("m=audio 20000 RTP/AVP 0 8 101\r\n"), "{out}");
-        assert!(out.contains("o=wasmpbx 7 7 IN IP4 127.0.0.1\r\n"));
+        assert!(out.contains("o=wasmpbx 0 0 IN IP4 127.0.0.1\r\n"));
         assert!(!out.contains("G722") && !out.contains("a=rtcp:"), "{out}");
         assert!(out.contains("a=fmtp:101 0-16") && out.contains("a=sendrecv"));
         let media = parse(&out).unwrap();
@@ -266,7 +324,7 @@ a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=rtcp:6001\r\na=sendrec
         let opus =
             "v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 5000 RTP/AVP 111\r\na=rtpmap:111 opus/48000/2\r\n";
         assert_eq!(
-            rewrite(opus, "127.0.0.1".parse().unwrap(), 1, 1),
+            rewrite(opus, "127.0.0.1".parse().unwrap(), 1),
             Err(SdpError::NoCommonCodec)
         );
         assert_eq!(parse("v=0\r\nc=IN IP4 1.2.3.4\r\n"), Err(SdpError::NoAudio));
@@ -282,7 +340,7 @@ a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=rtcp:6001\r\na=sendrec
         let held = "v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 0 RTP/AVP 0\r\n";
         assert_eq!(parse(held).unwrap().rtp, None);
         assert!(
-            rewrite(held, "127.0.0.1".parse().unwrap(), 20000, 1)
+            rewrite(held, "127.0.0.1".parse().unwrap(), 20000)
                 .unwrap()
                 .contains("m=audio 0 RTP/AVP 0")
         );
@@ -293,7 +351,6 @@ a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=rtcp:6001\r\na=sendrec
         let sdp = endpoint(
             "127.0.0.1".parse().unwrap(),
             20_000,
-            7,
             crate::media::Codec::Pcma,
             Some(101),
         );
@@ -302,5 +359,38 @@ a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=rtcp:6001\r\na=sendrec
         assert_eq!(media.payload_types, [8, 101]);
         assert_eq!(telephone_event_pt(&sdp), Some(101));
         assert_eq!(first_g711(&media), Some(crate::media::Codec::Pcma));
+    }
+
+    #[test]
+    fn the_origin_keeps_its_id_and_counts_changes() {
+        let ip = "127.0.0.1".parse().unwrap();
+        let mut origin = Origin::new(0xabc0);
+        let first = origin.stamp(&rewrite(OFFER, ip, 20000).unwrap());
+        assert!(
+            first.starts_with("v=0\r\no=wasmpbx 21984 1 IN IP4 127.0.0.1\r\n"),
+            "{first}"
+        );
+        // The same description again (a session refresh): the same version.
+        let again = origin.stamp(&rewrite(OFFER, ip, 20000).unwrap());
+        assert_eq!(again, first);
+        // Hold, then resume: each a new version of the same session.
+        let hold = OFFER.replace("a=sendrecv", "a=sendonly");
+        let held = origin.stamp(&rewrite(&hold, ip, 20000).unwrap());
+        assert!(
+            held.contains("o=wasmpbx 21984 2 IN IP4 127.0.0.1\r\n"),
+            "{held}"
+        );
+        let resumed = origin.stamp(&rewrite(OFFER, ip, 20000).unwrap());
+        assert!(
+            resumed.contains("o=wasmpbx 21984 3 IN IP4 127.0.0.1\r\n"),
+            "{resumed}"
+        );
+        assert_eq!(resumed.matches("o=").count(), 1);
+        // A description without an origin gets one after `v=`.
+        let bare = Origin::new(2).stamp("v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 0 RTP/AVP 0\r\n");
+        assert!(
+            bare.starts_with("v=0\r\no=wasmpbx 1 1 IN IP4 0.0.0.0\r\nc="),
+            "{bare}"
+        );
     }
 }

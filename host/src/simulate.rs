@@ -228,7 +228,8 @@ pub fn simulate_call(
                         next = Some(Event::ForwardFailed {
                             target,
                             status,
-                            reason: reason_phrase(status).into(),
+                            // The table the live host uses, so scripts see the same reasons.
+                            reason: crate::sip::message::reason_phrase(status).into(),
                         });
                     }
                     None => {
@@ -284,19 +285,6 @@ fn gathered(typed: String, max_digits: u8, terminator: Option<char>) -> Event {
     Event::DigitsGathered {
         digits,
         ended_by: GatherEnd::Timeout,
-    }
-}
-
-fn reason_phrase(status: u16) -> &'static str {
-    match status {
-        408 => "Request Timeout",
-        480 => "Temporarily Unavailable",
-        486 => "Busy Here",
-        487 => "Request Terminated",
-        503 => "Service Unavailable",
-        600 => "Busy Everywhere",
-        603 => "Decline",
-        _ => "Failed",
     }
 }
 

@@ -122,6 +122,19 @@ fn simulate_follows_a_menu_choice_to_the_department() {
         ])),
         ["+61290000020", "fallback"]
     );
+    // A failed forward's reason is the one the live host gives the script.
+    let not_found = simulate(&[
+        "--at",
+        "2026-11-23T10:00:00+11:00",
+        "--digits",
+        "2",
+        "--fail-forward",
+        "404",
+    ]);
+    assert!(
+        not_found.to_string().contains("\"reason\":\"Not Found\""),
+        "{not_found}"
+    );
     // Night mode set by an admin: no menu, no forward.
     let night = simulate(&[
         "--at",

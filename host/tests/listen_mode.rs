@@ -13,8 +13,15 @@ const FLIP: &str = "+61290000001";
 /// A server whose trunk points at `return_port` and whose location runs `script`.
 fn server(return_port: u16, script: &str, path: &str) -> Server {
     Server::start_with_scripts(
-        &format!(
-            r#"
+        &config(return_port, script),
+        &[(script, path), ("misbehave", test_components::MISBEHAVE)],
+    )
+}
+
+/// The trunk, the locations and the media ports of [`server`].
+fn config(return_port: u16, script: &str) -> String {
+    format!(
+        r#"
 [media]
 rtp_ports = "20000-29999"
 
@@ -38,8 +45,6 @@ flip_number = "trap"
 script = "misbehave"
 fallback_number = "+61290000099"
 "#
-        ),
-        &[(script, path), ("misbehave", test_components::MISBEHAVE)],
     )
 }
 
@@ -81,6 +86,33 @@ fn two_hundred_calls_at_fifty_per_second_with_media_both_ways() {
             cdr["rtp_packets_out"].as_u64().unwrap() > 50,
             "return side → caller (echo): {cdr}"
         );
+    }
+}
+
+#[test]
+fn call_ids_never_repeat_across_restarts_and_records_name_both_legs_call_ids() {
+    let ret = SippServer::start("return_number.xml", &["-m", "2"]);
+    let mut server = server(ret.port, "listen", test_components::LISTEN);
+    for restart in [false, true] {
+        if restart {
+            let dir = server.stop();
+            server = Server::start_in(dir, &config(ret.port, "listen"));
+        }
+        assert_eq!(
+            caller(&server, "trunk_caller.xml", &["-s", FLIP, "-m", "1"]),
+            0
+        );
+    }
+    assert_eq!(ret.wait(Duration::from_secs(15)), 0);
+    let cdrs = server.cdrs();
+    assert_eq!(cdrs.len(), 2, "{cdrs:?}");
+    let (newer, older) = (&cdrs[0], &cdrs[1]);
+    assert_ne!(newer["session"], older["session"], "{cdrs:?}");
+    assert!(newer["session"].as_str().unwrap() > older["session"].as_str().unwrap());
+    for cdr in &cdrs {
+        let ids = cdr["call_ids"].as_array().unwrap();
+        assert_eq!(ids.len(), 2, "the caller's and the return side's: {cdr}");
+        assert_ne!(ids[0], ids[1]);
     }
 }
 

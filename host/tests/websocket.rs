@@ -183,11 +183,8 @@ fn a_push_rings_the_browser_which_answers_with_webrtc() {
         assert!(report.contains("registered"), "{report}");
         // The admin API pushes the desk's call to the browser.
         let (_, calls) = common::server::http(server.http, "GET", "/api/calls", None, "");
-        let session = calls
-            .split("\"session\":")
-            .nth(1)
-            .and_then(|r| r.split([',', '}']).next())
-            .unwrap();
+        let calls: serde_json::Value = serde_json::from_str(&calls).unwrap();
+        let session = calls[0]["session"].as_str().expect("a call id").to_owned();
         let (status, body) = common::server::http(
             server.http,
             "POST",

@@ -70,21 +70,18 @@ impl Calls {
             200,
             Some(&tag_of(&session.a_dialog.local)),
         );
-        attach_sdp(
-            &mut reply,
-            ctx.local,
-            sdp::endpoint(ip, session.ports.a, id, codec, event_pt),
-        );
+        let answer = sdp::endpoint(ip, session.ports.a, codec, event_pt);
+        attach_sdp(&mut reply, ctx.local, session.a_dialog.sdp.stamp(&answer));
         ctx.layer
             .send_response(ctx.ambient.now, session.a_txn, reply);
         ctx.media.answer(id, crate::media::Side::A, codec);
         // Whoever the caller is sent to later must speak the codec the caller now has.
-        session.b_offer = sdp::endpoint(ip, session.ports.b, id, codec, event_pt);
+        session.b_offer = sdp::endpoint(ip, session.ports.b, codec, event_pt);
         session.endpoint = Some(Endpoint { codec, event_pt });
         session.a_answered = true;
         session.phase = Phase::Engaged;
-        session.record.answered_at = jiff::Timestamp::from_second(ctx.ambient.wall_secs).ok();
-        tracing::info!(session = id, codec = codec.name(), "answered by the host");
+        session.record.answered_at = jiff::Timestamp::from_second(ctx.ambient.wall_secs()).ok();
+        tracing::info!(session = %id.short(), codec = codec.name(), "answered by the host");
         Ok(())
     }
 
@@ -188,7 +185,7 @@ impl Calls {
             return;
         };
         session.media_generation += 1;
-        tracing::info!(session = id, digits = gather.digits, ?ended_by, "gathered");
+        tracing::info!(session = %id.short(), digits = gather.digits, ?ended_by, "gathered");
         self.route(
             ctx,
             id,
@@ -211,7 +208,7 @@ impl Calls {
         if session.record.recording.is_some() {
             return;
         }
-        let started = jiff::Timestamp::from_second(ctx.ambient.wall_secs)
+        let started = jiff::Timestamp::from_second(ctx.ambient.wall_secs())
             .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
             .strftime("%Y%m%dT%H%M%SZ");
         let location = session.call.location.as_deref().unwrap_or("device");
@@ -222,11 +219,11 @@ impl Calls {
             .join(format!("{started}-{location}-s{id}.wav"));
         match ctx.media.start_recording(id, &path) {
             Ok(()) => {
-                tracing::info!(session = id, path = %path.display(), "recording");
+                tracing::info!(session = %id.short(), path = %path.display(), "recording");
                 session.record.recording = Some(path.display().to_string());
             }
             // The call goes on unrecorded rather than not at all.
-            Err(e) => tracing::error!(session = id, "cannot record: {e}"),
+            Err(e) => tracing::error!(session = %id.short(), "cannot record: {e}"),
         }
     }
 

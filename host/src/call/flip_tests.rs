@@ -46,6 +46,8 @@ struct World {
     random: std::cell::Cell<u64>,
     /// The From, To and Call-ID headers of the call the desk placed, if it did.
     placed_dialog: String,
+    /// The host's 200 to the far end's INVITE.
+    far_answer: String,
 }
 
 fn addr(s: &str) -> SocketAddr {
@@ -75,7 +77,8 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
             script: None,
             fallback: None,
         };
-        w.pbx.handle_decision(w.ambient(), 1, decision, None);
+        let id = w.session();
+        w.pbx.handle_decision(w.ambient(), id, decision, None);
         w.drain();
         let desk_invite = w.last_to(DESK, "INVITE ");
         w.respond(DESK, &desk_invite, 200);
@@ -86,6 +89,7 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
             w.respond(device, &invite, 487);
         }
         let ok = w.last_to(FAR_END, "SIP/2.0 200");
+        w.far_answer = ok.clone();
         let ok = message::parse(ok.as_bytes()).unwrap();
         w.a_tag = message::to_tag(&ok).unwrap();
         let ack = w.far_end_request("ACK", 1);
@@ -176,6 +180,7 @@ pin = "1234"
             invites: std::collections::HashMap::new(),
             random: std::cell::Cell::new(1),
             placed_dialog: String::new(),
+            far_answer: String::new(),
         }
     }
 
@@ -189,10 +194,15 @@ pin = "1234"
         self.deliver(device, &request);
     }
 
+    /// The id of the (one) live call.
+    fn session(&self) -> crate::call::SessionId {
+        self.pbx.calls.summaries()[0].session
+    }
+
     fn ambient(&self) -> Ambient {
         Ambient {
             now: self.now,
-            wall_secs: WALL,
+            wall_ms: WALL * 1000,
             random: {
                 self.random.set(self.random.get() + 1);
                 self.random.get()
@@ -221,6 +231,20 @@ pin = "1234"
                 }
                 PbxOutput::DecideFlip { flip, .. } => self.flips.push(flip),
                 PbxOutput::Record(record) => self.records.push(record),
+                // The script has nothing to add when a call ends: its record follows.
+                PbxOutput::Route {
+                    session,
+                    event: crate::routing::Event::CallEnded { .. },
+                    ..
+                } => {
+                    let nothing = Decision {
+                        actions: Vec::new(),
+                        script: None,
+                        fallback: None,
+                    };
+                    self.pbx
+                        .handle_decision(self.ambient(), session, nothing, None);
+                }
                 _ => {}
             }
         }
@@ -310,7 +334,10 @@ From: {};tag=dev\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\nMax-Forwar
         for digit in keys.chars() {
             self.pbx.handle_media_event(
                 self.ambient(),
-                crate::media::MediaEvent::ReservedDigit { session: 1, digit },
+                crate::media::MediaEvent::ReservedDigit {
+                    session: self.session(),
+                    digit,
+                },
             );
         }
         self.drain();
@@ -381,7 +408,8 @@ uri=\"sip:{number}@pbx.test\", response=\"{response}\", algorithm=MD5, qop=auth,
     }
 
     fn push(&mut self) -> Result<(), (u16, String)> {
-        let result = self.pbx.request_push(self.ambient(), 1, Vec::new());
+        let id = self.session();
+        let result = self.pbx.request_push(self.ambient(), id, Vec::new());
         self.drain();
         result
     }
@@ -391,6 +419,43 @@ uri=\"sip:{number}@pbx.test\", response=\"{response}\", algorithm=MD5, qop=auth,
         let bye = self.far_end_request("BYE", 2);
         self.deliver(FAR_END, &bye);
         self.records.pop().expect("the call ended")
+    }
+}
+
+/// The `o=` line's session id and version in an SDP body.
+fn origin_of(message: &str) -> (String, u64) {
+    let line = message
+        .lines()
+        .find(|l| l.starts_with("o="))
+        .unwrap_or_else(|| panic!("no o= line in {message}"));
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    (fields[1].to_owned(), fields[2].parse().unwrap())
+}
+
+#[test]
+fn hold_and_resume_are_new_versions_of_the_same_sdp_session() {
+    let mut w = World::connected();
+    let (desk_session, first) = origin_of(&w.invites[&addr(DESK)]);
+    assert_eq!(first, 1);
+    let (far_session, _) = origin_of(&w.far_answer);
+    for (cseq, direction, version) in [(2, "sendonly", 2), (3, "sendrecv", 3)] {
+        let sdp = SDP.replace("a=rtpmap:101", &format!("a={direction}\r\na=rtpmap:101"));
+        let reinvite = format!(
+            "INVITE sip:wasmpbx@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {FAR_END};branch=z9hG4bK-far-re-{cseq}\r\n\
+From: <sip:0400@127.0.0.2>;tag=far\r\nTo: <sip:100@127.0.0.1>;tag={}\r\nCall-ID: far-call\r\n\
+CSeq: {cseq} INVITE\r\nContact: <sip:far@{FAR_END}>\r\nMax-Forwards: 70\r\n\
+Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            w.a_tag,
+            sdp.len()
+        );
+        w.deliver(FAR_END, &reinvite);
+        let to_desk = w.last_to(DESK, "INVITE ");
+        assert!(to_desk.contains(&format!("a={direction}")), "{to_desk}");
+        assert_eq!(origin_of(&to_desk), (desk_session.clone(), version));
+        w.respond(DESK, &to_desk, 200);
+        // The desk's answer does not change: the far end sees the same version again.
+        let answer = w.last_to(FAR_END, "SIP/2.0 200");
+        assert_eq!(origin_of(&answer), (far_session.clone(), 1));
     }
 }
 
@@ -595,7 +660,7 @@ fn the_push_code_from_the_device_in_the_call_pushes() {
         w.pbx.handle_media_event(
             w.ambient(),
             crate::media::MediaEvent::Digit {
-                session: 1,
+                session: w.session(),
                 side: Side::B,
                 digit,
             },
@@ -762,7 +827,7 @@ fn a_call_the_user_placed_is_pulled_and_pushed_without_touching_the_far_end() {
         w.pbx.handle_media_event(
             w.ambient(),
             crate::media::MediaEvent::Digit {
-                session: 1,
+                session: w.session(),
                 side: Side::A,
                 digit,
             },
@@ -829,7 +894,8 @@ fn an_emergency_call_the_user_placed_cannot_be_flipped() {
 #[test]
 fn the_placing_device_hanging_up_while_targets_ring_leaves_the_call_to_them() {
     let mut w = World::placed("0299990000");
-    w.pbx.request_push(w.ambient(), 1, Vec::new()).unwrap();
+    let id = w.session();
+    w.pbx.request_push(w.ambient(), id, Vec::new()).unwrap();
     w.drain();
     w.decide(World::allow());
     w.media.take();
@@ -854,7 +920,7 @@ fn a_push_to_a_device_that_is_not_the_users_is_refused() {
     let mut w = World::connected();
     let refusal = w
         .pbx
-        .request_push(w.ambient(), 1, vec!["bobs-phone".into()])
+        .request_push(w.ambient(), w.session(), vec!["bobs-phone".into()])
         .unwrap_err();
     assert_eq!(refusal, (403, "Not A Device Of This User".into()));
     assert!(w.flips.is_empty(), "the policy is not asked");

@@ -11,6 +11,7 @@ use super::{Calls, Ctx, Outbound, Phase, SessionId};
 use crate::media::Side;
 use crate::registrar::Binding;
 use crate::routing::{Event, ForwardTarget};
+use crate::sdp;
 use crate::sip::message::{self, Response, SipMessage};
 use crate::sip::transaction::{ClientTxnId, Transport};
 
@@ -83,29 +84,27 @@ impl Calls {
         side: Option<Side>,
     ) -> Option<Outbound> {
         let mut bridge = None;
-        let webrtc_offer;
+        let mut origin = sdp::Origin::new(ctx.entropy.next_u64());
         let offer = if binding.transport == Transport::Ws {
+            // A browser gets the bridge's WebRTC offer as the bridge wrote it.
             match ctx.media.offer_webrtc(id, side, ctx.config.media.public_ip) {
                 Ok((n, sdp)) => {
                     bridge = Some(n);
-                    webrtc_offer = sdp;
-                    webrtc_offer.as_str()
+                    sdp
                 }
                 Err(e) => {
-                    tracing::warn!(session = id, device = %binding.device, "not ringing a browser: {e}");
+                    tracing::warn!(session = %id.short(), device = %binding.device, "not ringing a browser: {e}");
                     return None;
                 }
             }
         } else {
-            offer
+            origin.stamp(offer)
         };
         let local = ctx.local;
-        let domain = &ctx.config.sip.domain;
-        let call_id = format!("{}@{}", message::random_token(), local.ip());
-        let from = format!(
-            "<sip:{from_number}@{domain}>;tag={}",
-            message::random_token()
-        );
+        let config = ctx.config;
+        let domain = &config.sip.domain;
+        let call_id = format!("{}@{}", ctx.token(), local.ip());
+        let from = format!("<sip:{from_number}@{domain}>;tag={}", ctx.token());
         let to = format!("<sip:{extension}@{domain}>");
         let invite = initial_invite(&InviteParts {
             uri: &binding.contact,
@@ -115,15 +114,19 @@ impl Calls {
             from: &from,
             to: &to,
             call_id: &call_id,
-            offer,
+            offer: &offer,
+            branch: &ctx.token(),
         })?;
         let peer = binding.peer();
         let txn = ctx
             .layer
             .send_request(ctx.ambient.now, invite.clone(), peer);
-        tracing::info!(session = id, user = %binding.user_id, device = %binding.device, "ringing device");
+        tracing::info!(session = %id.short(), user = %binding.user_id, device = %binding.device, "ringing device");
         self.by_call_id.insert(call_id.clone(), id);
         self.by_client_txn.insert(txn, id);
+        if let Some(session) = self.sessions.get_mut(&id) {
+            session.record.call_ids.push(call_id.clone());
+        }
         Some(Outbound {
             dialog: Dialog {
                 call_id,
@@ -132,6 +135,7 @@ impl Calls {
                 target: binding.contact.clone(),
                 local_cseq: 1,
                 peer,
+                sdp: origin,
             },
             invite,
             txn: Some(txn),
@@ -194,10 +198,14 @@ impl Calls {
                     if let Some(contact) = message::header_value(&message, "Contact") {
                         fork.dialog.target = addr_spec(&contact);
                     }
-                    if let Some(ack) = in_dialog_request(&fork.dialog, "ACK", 1, ctx.local) {
+                    if let Some(ack) =
+                        in_dialog_request(&fork.dialog, "ACK", 1, ctx.local, &ctx.token())
+                    {
                         ctx.layer.send_ack(ctx.ambient.now, ack, fork.dialog.peer);
                     }
-                    if let Some(bye) = in_dialog_request(&fork.dialog, "BYE", 2, ctx.local) {
+                    if let Some(bye) =
+                        in_dialog_request(&fork.dialog, "BYE", 2, ctx.local, &ctx.token())
+                    {
                         let bye_txn =
                             ctx.layer
                                 .send_request(ctx.ambient.now, bye, fork.dialog.peer);

@@ -38,6 +38,7 @@ mod engaged;
 #[cfg(test)]
 mod flip_tests;
 mod forks;
+mod id;
 mod pin;
 mod pull;
 mod push;
@@ -54,7 +55,7 @@ use requests::{
     in_dialog_request, in_dialog_request_with_sdp, initial_invite, tag_of, with_tag,
 };
 
-pub type SessionId = u64;
+pub use id::SessionId;
 
 /// How long the devices of a called user ring.
 const DEVICE_RING_TIMEOUT_MS: u32 = 60_000;
@@ -96,7 +97,7 @@ impl Outbound {
         ctx.media
             .answer_webrtc(id, bridge, &body)
             .unwrap_or_else(|e| {
-                tracing::warn!(session = id, "{e}");
+                tracing::warn!(session = %id.short(), "{e}");
                 String::new()
             })
     }
@@ -142,8 +143,10 @@ fn send_in_dialog(
 ) {
     dialog.local_cseq += 1;
     let request = match frag {
-        None => in_dialog_request(dialog, "BYE", dialog.local_cseq, ctx.local),
-        Some(status) => requests::refer_notify(dialog, dialog.local_cseq, ctx.local, status),
+        None => in_dialog_request(dialog, "BYE", dialog.local_cseq, ctx.local, &ctx.token()),
+        Some(status) => {
+            requests::refer_notify(dialog, dialog.local_cseq, ctx.local, &ctx.token(), status)
+        }
     };
     if let Some(request) = request {
         let txn = ctx
@@ -346,6 +349,15 @@ pub struct Ctx<'a> {
     /// The host's SIP address (Via, Contact).
     pub local: SocketAddr,
     pub ambient: Ambient,
+    /// This input's randomness (tags, branches, Call-IDs, SDP session ids).
+    pub entropy: crate::entropy::Entropy,
+}
+
+impl Ctx<'_> {
+    /// A fresh token for a tag, a branch or a Call-ID.
+    pub fn token(&mut self) -> String {
+        self.entropy.token()
+    }
 }
 
 #[derive(Default)]
@@ -364,7 +376,9 @@ pub struct Calls {
     pin_timers: Timers,
     /// Prompt ends and gather timeouts (see `engaged`).
     media_timers: Timers,
-    next_id: SessionId,
+    /// Records of ended calls waiting for the script's `call-ended` decision, whose
+    /// `set-tag`s they take before they are written.
+    ending: HashMap<SessionId, CallRecord>,
 }
 
 impl Calls {
@@ -391,6 +405,12 @@ impl Calls {
             .collect();
         out.sort_by_key(|c| c.session);
         out
+    }
+
+    /// The records of ended calls still waiting for the script's `call-ended` answer
+    /// (at shutdown: they are written without its tags).
+    pub fn take_ending(&mut self) -> Vec<CallRecord> {
+        self.ending.drain().map(|(_, record)| record).collect()
     }
 
     /// The connected calls one of `user_id`'s devices has, oldest first.
@@ -431,11 +451,6 @@ impl Calls {
         .min()
     }
 
-    /// Whether `call_id` belongs to a session (in-dialog requests).
-    pub fn owns(&self, call_id: &str) -> bool {
-        self.by_call_id.contains_key(call_id)
-    }
-
     /// A new INVITE (no To tag).
     pub fn handle_invite(
         &mut self,
@@ -454,7 +469,7 @@ impl Calls {
             .unwrap_or_default();
         let caller = message::from_user(&message).unwrap_or_default();
         let reject = |ctx: &mut Ctx<'_>, code: u16, reason: Option<&str>| {
-            let mut response = message::response_to(&request, code, Some(&message::random_token()));
+            let mut response = message::response_to(&request, code, Some(&ctx.token()));
             if let Some(reason) = reason {
                 response = message::with_reason(response, reason);
             }
@@ -483,7 +498,7 @@ impl Calls {
                 let a = ctx.ambient;
                 match ctx
                     .registrar
-                    .authenticate(a.wall_secs, a.random, &request, source)
+                    .authenticate(a.wall_secs(), &mut ctx.entropy, &request, source)
                 {
                     Ok(user_id) => {
                         let device = ctx
@@ -510,12 +525,18 @@ impl Calls {
             tracing::info!(dialed, "INVITE refused: SDP {e}");
             return reject(ctx, 488, None);
         }
-        self.next_id += 1;
-        let id = self.next_id;
+        let id = {
+            let random = ctx.entropy.next_u64().to_le_bytes();
+            let more = ctx.entropy.next_u64().to_le_bytes();
+            let mut bytes = [0; 10];
+            bytes[..8].copy_from_slice(&random);
+            bytes[8..].copy_from_slice(&more[..2]);
+            SessionId::new(u64::try_from(ctx.ambient.wall_ms).unwrap_or(0), bytes)
+        };
         let ports = match ctx.media.open(id) {
             Ok(ports) => ports,
             Err(e) => {
-                tracing::error!(session = id, "no media ports: {e}");
+                tracing::error!(session = %id.short(), "no media ports: {e}");
                 return reject(ctx, 503, None);
             }
         };
@@ -532,7 +553,7 @@ impl Calls {
                     a_answer = Some(bridged.answer);
                 }
                 Err(e) => {
-                    tracing::info!(session = id, dialed, "INVITE refused: {e}");
+                    tracing::info!(session = %id.short(), dialed, "INVITE refused: {e}");
                     ctx.media.close(id);
                     return reject(ctx, 488, None);
                 }
@@ -541,7 +562,7 @@ impl Calls {
         let a_rtp = sdp::parse(&body).ok().and_then(|m| m.rtp);
         // The offer every outbound leg of this call gets: the caller's, pointing at the
         // host's B-side port. Made once; refused here if nothing in it can be relayed.
-        let b_offer = match sdp::rewrite(&body, ctx.config.media.public_ip, ports.b, id) {
+        let b_offer = match sdp::rewrite(&body, ctx.config.media.public_ip, ports.b) {
             Ok(offer) => offer,
             Err(e) => {
                 tracing::info!(dialed, "INVITE refused: SDP {e}");
@@ -559,13 +580,13 @@ impl Calls {
             ctx.media.watch_keys(id, Side::A, pt, push_code);
         }
         let call_id = message::call_id(&message).unwrap_or_default();
-        let a_tag = message::random_token();
+        let a_tag = ctx.token();
         let to = message::header_value(&message, "To").unwrap_or_default();
         let from = message::header_value(&message, "From").unwrap_or_default();
         let contact = message::header_value(&message, "Contact")
             .map(|c| addr_spec(&c))
             .unwrap_or_else(|| addr_spec(&from));
-        let started_at = jiff::Timestamp::from_second(ctx.ambient.wall_secs)
+        let started_at = jiff::Timestamp::from_second(ctx.ambient.wall_secs())
             .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
         let location_name = location.as_ref().map(|l| l.name.clone());
         // Trunk calls run their location's script; device calls are routed by the host.
@@ -574,7 +595,7 @@ impl Calls {
             .map(|l| l.script.clone())
             .unwrap_or_default();
         let call = CallInfo {
-            call_id: format!("s{id}"),
+            call_id: id.to_string(),
             location: location_name.clone(),
             caller: caller.clone(),
             caller_name: message::from_header_display_name(&message),
@@ -583,7 +604,7 @@ impl Calls {
             started_at,
             tags: Vec::new(),
         };
-        tracing::info!(session = id, caller, dialed, location = ?location.as_ref().map(|l| &l.name), "incoming call");
+        tracing::info!(session = %id.short(), caller, dialed, location = ?location.as_ref().map(|l| &l.name), "incoming call");
         let record = CallRecord {
             session: id,
             location: location_name.clone(),
@@ -605,6 +626,7 @@ impl Calls {
             recording: None,
             duration_ms: 0,
             flips: Vec::new(),
+            call_ids: vec![call_id.clone()],
         };
         let session = Session {
             call: call.clone(),
@@ -620,6 +642,7 @@ impl Calls {
                 target: contact,
                 local_cseq: 0,
                 peer: source,
+                sdp: sdp::Origin::new(ctx.entropy.next_u64()),
             },
             b_offer,
             a_answer,
@@ -681,8 +704,11 @@ impl Calls {
         pinned: Option<Arc<LoadedScript>>,
     ) {
         let Some(session) = self.sessions.get_mut(&id) else {
-            return;
-        }; // ended while the script ran
+            if let Some(record) = self.ending.remove(&id) {
+                Self::call_ended_decided(ctx, record, decision);
+            }
+            return; // ended while the script ran
+        };
         if session.pinned.is_none() {
             session.pinned = pinned;
             if let Some(script) = &decision.script {
@@ -692,13 +718,29 @@ impl Calls {
         if let Some(fallback) = &decision.fallback {
             session.record.fallback = true;
             tracing::warn!(
-                session = id,
+                session = %id.short(),
                 cause = fallback.cause,
                 "routing by fallback: {}",
                 fallback.message
             );
         }
         self.apply(ctx, id, decision.actions);
+    }
+
+    /// The script's answer to `call-ended`: its tags complete the record, which is then
+    /// written; any other action is moot for a call that is over.
+    fn call_ended_decided(ctx: &mut Ctx<'_>, mut record: CallRecord, decision: Decision) {
+        for action in decision.actions {
+            match action {
+                Action::SetTag { name, value } => {
+                    crate::routing::set_tag(&mut record.tags, &name, &value)
+                }
+                other => {
+                    tracing::debug!(session = %record.session.short(), ?other, "ignored at call-ended")
+                }
+            }
+        }
+        ctx.outputs.push_back(PbxOutput::Record(record));
     }
 
     fn apply(&mut self, ctx: &mut Ctx<'_>, id: SessionId, actions: Vec<Action>) {
@@ -792,10 +834,10 @@ impl Calls {
             return;
         };
         if session.applying_fallback {
-            tracing::error!(session = id, "{why} (while falling back)");
+            tracing::error!(session = %id.short(), "{why} (while falling back)");
             return self.end(ctx, id, Disposition::Failed, 500, why);
         }
-        tracing::warn!(session = id, "{why}; falling back");
+        tracing::warn!(session = %id.short(), "{why}; falling back");
         session.applying_fallback = true;
         session.record.fallback = true;
         let fallback = fallback_actions(session.location.as_ref());
@@ -840,13 +882,14 @@ impl Calls {
         };
         let host = trunk_addr.to_string();
         let local = ctx.local;
-        let b_sdp = session.b_offer.clone();
+        let mut origin = sdp::Origin::new(ctx.entropy.next_u64());
+        let offer = origin.stamp(&session.b_offer);
         let from_number = caller_id.unwrap_or_else(|| session.call.caller.clone());
-        let call_id = format!("{}@{}", message::random_token(), local.ip());
+        let call_id = format!("{}@{}", ctx.token(), local.ip());
         let from = format!(
             "<sip:{from_number}@{}>;tag={}",
             ctx.config.sip.domain,
-            message::random_token()
+            ctx.token()
         );
         let to = format!("<sip:{number}@{host}>");
         let max_forwards = message::header_value(
@@ -867,7 +910,8 @@ impl Calls {
             from: &from,
             to: &to,
             call_id: &call_id,
-            offer: &b_sdp,
+            offer: &offer,
+            branch: &ctx.token(),
         });
         let Some(invite) = invite else {
             return self.end(
@@ -885,8 +929,9 @@ impl Calls {
         let txn = ctx
             .layer
             .send_request(ctx.ambient.now, invite.clone(), peer);
-        tracing::info!(session = id, number, trunk = ?trunk_name, "forwarding");
+        tracing::info!(session = %id.short(), number, trunk = ?trunk_name, "forwarding");
         session.record.legs.push((number.clone(), 0));
+        session.record.call_ids.push(call_id.clone());
         session.b = Some(Outbound {
             dialog: Dialog {
                 call_id: call_id.clone(),
@@ -895,6 +940,7 @@ impl Calls {
                 target: format!("sip:{number}@{host}"),
                 local_cseq: 1,
                 peer,
+                sdp: origin,
             },
             invite,
             txn: Some(txn),
@@ -1025,9 +1071,12 @@ impl Calls {
                         ctx.media.set_remote(id, Side::B, rtp);
                     }
                     if let Ok(a_sdp) =
-                        sdp::rewrite(&body, ctx.config.media.public_ip, session.ports.a, id)
+                        sdp::rewrite(&body, ctx.config.media.public_ip, session.ports.a)
                     {
-                        let a_sdp = session.a_answer.clone().unwrap_or(a_sdp);
+                        let a_sdp = match &session.a_answer {
+                            Some(browser) => browser.clone(),
+                            None => session.a_dialog.sdp.stamp(&a_sdp),
+                        };
                         reply
                             .headers
                             .push(Header::ContentType(rsip::headers::ContentType::new(
@@ -1047,7 +1096,7 @@ impl Calls {
                     b.dialog.target = addr_spec(&contact);
                 }
                 b.answered = true;
-                let ack = in_dialog_request(&b.dialog, "ACK", 1, ctx.local);
+                let ack = in_dialog_request(&b.dialog, "ACK", 1, ctx.local, &ctx.token());
                 if let Some(ack) = ack {
                     ctx.layer.send_ack(ctx.ambient.now, ack, b.dialog.peer);
                 }
@@ -1072,10 +1121,12 @@ impl Calls {
                     // The host answered the caller earlier: connect the two streams.
                     ctx.media.play(id, Playback::Silence);
                 } else {
-                    let a_sdp =
-                        sdp::rewrite(&body, ctx.config.media.public_ip, session.ports.a, id)
-                            .unwrap_or_default();
-                    let a_sdp = session.a_answer.clone().unwrap_or(a_sdp);
+                    let a_sdp = match &session.a_answer {
+                        Some(browser) => browser.clone(),
+                        None => sdp::rewrite(&body, ctx.config.media.public_ip, session.ports.a)
+                            .map(|a_sdp| session.a_dialog.sdp.stamp(&a_sdp))
+                            .unwrap_or_default(),
+                    };
                     let mut reply = message::response_to(
                         &session.a_invite,
                         200,
@@ -1085,7 +1136,7 @@ impl Calls {
                     ctx.layer
                         .send_response(ctx.ambient.now, session.a_txn, reply);
                     session.a_answered = true;
-                    let now = jiff::Timestamp::from_second(ctx.ambient.wall_secs).ok();
+                    let now = jiff::Timestamp::from_second(ctx.ambient.wall_secs()).ok();
                     session.record.answered_at = now;
                 }
                 session.phase = Phase::Connected;
@@ -1093,7 +1144,7 @@ impl Calls {
                 if let Some(leg) = session.record.legs.last_mut() {
                     leg.1 = code;
                 }
-                tracing::info!(session = id, number = %b.number, "answered");
+                tracing::info!(session = %id.short(), number = %b.number, "answered");
             }
             _ => {
                 self.by_client_txn.remove(&txn);
@@ -1106,7 +1157,7 @@ impl Calls {
                     return; // the outcome was decided when it was cancelled
                 }
                 let reason = message::reason_phrase(code).to_owned();
-                tracing::info!(session = id, number = %b.number, code, "forward failed");
+                tracing::info!(session = %id.short(), number = %b.number, code, "forward failed");
                 self.route(
                     ctx,
                     id,
@@ -1133,26 +1184,27 @@ impl Calls {
         let body = String::from_utf8_lossy(&response.body).into_owned();
         let mut reply = message::response_to(&pending.request, code, None);
         if (200..300).contains(&code) {
-            let (other, other_side, asker_port) = if pending.from_a {
-                (
-                    &session.b.as_ref().expect("connected").dialog,
-                    Side::B,
-                    session.ports.a,
-                )
+            let (asker, asker_port) = if pending.from_a {
+                (Side::A, session.ports.a)
             } else {
-                (&session.a_dialog, Side::A, session.ports.b)
+                (Side::B, session.ports.b)
             };
-            if let Some(ack) = in_dialog_request(other, "ACK", pending.cseq, ctx.local) {
-                ctx.layer.send_ack(ctx.ambient.now, ack, other.peer);
+            let answered_by = other(asker);
+            if let Some(dialog) = session.dialog_mut(answered_by)
+                && let Some(ack) =
+                    in_dialog_request(dialog, "ACK", pending.cseq, ctx.local, &ctx.token())
+            {
+                ctx.layer.send_ack(ctx.ambient.now, ack, dialog.peer);
             }
             if let Ok(media) = sdp::parse(&body)
                 && let Some(rtp) = media.rtp
             {
-                ctx.media.set_remote(id, other_side, rtp);
+                ctx.media.set_remote(id, answered_by, rtp);
             }
-            if let Ok(answer) = sdp::rewrite(&body, ctx.config.media.public_ip, asker_port, id + 2)
+            if let Ok(answer) = sdp::rewrite(&body, ctx.config.media.public_ip, asker_port)
+                && let Some(dialog) = session.dialog_mut(asker)
             {
-                attach_sdp(&mut reply, ctx.local, answer);
+                attach_sdp(&mut reply, ctx.local, dialog.sdp.stamp(&answer));
             }
         }
         ctx.layer
@@ -1221,7 +1273,7 @@ impl Calls {
             }
             if !session.forks.is_empty() && session.b.is_none() {
                 let target = session.forks[0].target.clone();
-                tracing::info!(session = id, "ring timeout");
+                tracing::info!(session = %id.short(), "ring timeout");
                 self.cancel_forks(ctx, id);
                 self.route(
                     ctx,
@@ -1239,7 +1291,7 @@ impl Calls {
             };
             let target = b.target.clone();
             b.cancel(ctx, id, &mut self.by_client_txn);
-            tracing::info!(session = id, "ring timeout");
+            tracing::info!(session = %id.short(), "ring timeout");
             self.route(
                 ctx,
                 id,
@@ -1260,7 +1312,7 @@ impl Calls {
         if self.sessions.get(&id).is_none_or(|s| s.a_answered) {
             return false;
         }
-        tracing::info!(session = id, "caller cancelled");
+        tracing::info!(session = %id.short(), "caller cancelled");
         self.end(ctx, id, Disposition::Abandoned, 487, "caller cancelled");
         true
     }
@@ -1327,25 +1379,25 @@ impl Calls {
                     } else {
                         session.ports.a
                     };
-                    let Ok(offer) = sdp::rewrite(&body, ctx.config.media.public_ip, port, id + 1)
-                    else {
+                    let public_ip = ctx.config.media.public_ip;
+                    let (Ok(offer), Some(other)) = (
+                        sdp::rewrite(&body, public_ip, port),
+                        session.dialog_mut(other(side)),
+                    ) else {
                         return ctx.layer.send_response(
                             ctx.ambient.now,
                             txn,
                             message::response_to(&request, 488, None),
                         );
                     };
-                    let other = if from_a {
-                        &mut session.b.as_mut().expect("connected").dialog
-                    } else {
-                        &mut session.a_dialog
-                    };
                     other.local_cseq += 1;
                     let cseq = other.local_cseq.max(2);
                     other.local_cseq = cseq;
-                    let Some(reinvite) =
-                        in_dialog_request_with_sdp(other, "INVITE", cseq, ctx.local, &offer)
-                    else {
+                    let offer = other.sdp.stamp(&offer);
+                    let branch = ctx.token();
+                    let Some(reinvite) = in_dialog_request_with_sdp(
+                        other, "INVITE", cseq, ctx.local, &branch, &offer,
+                    ) else {
                         return ctx.layer.send_response(
                             ctx.ambient.now,
                             txn,
@@ -1378,14 +1430,15 @@ impl Calls {
                     Some(e) if from_a && !body.is_empty() => Ok(sdp::endpoint(
                         ctx.config.media.public_ip,
                         port,
-                        id + 1,
                         e.codec,
                         e.event_pt,
                     )),
-                    _ => sdp::rewrite(&body, ctx.config.media.public_ip, port, id + 1),
+                    _ => sdp::rewrite(&body, ctx.config.media.public_ip, port),
                 };
-                if let Ok(sdp) = answer {
-                    attach_sdp(&mut reply, ctx.local, sdp);
+                if let Ok(answer) = answer
+                    && let Some(dialog) = session.dialog_mut(side)
+                {
+                    attach_sdp(&mut reply, ctx.local, dialog.sdp.stamp(&answer));
                 }
                 ctx.layer.send_response(ctx.ambient.now, txn, reply);
             }
@@ -1434,7 +1487,7 @@ impl Calls {
             .collect();
         for (id, side, connected) in gone {
             tracing::info!(
-                session = id,
+                session = %id.short(),
                 ?side,
                 "the device's connection closed: it hung up"
             );
@@ -1541,7 +1594,7 @@ impl Calls {
             self.by_call_id.remove(&leg.dialog.call_id);
         }
         self.by_a_txn.remove(&session.a_txn);
-        let ended_at = jiff::Timestamp::from_second(ctx.ambient.wall_secs)
+        let ended_at = jiff::Timestamp::from_second(ctx.ambient.wall_secs())
             .unwrap_or(session.record.started_at);
         let duration_ms = ctx
             .ambient
@@ -1553,12 +1606,13 @@ impl Calls {
         session.record.disposition = disposition;
         session.record.end_reason = reason.to_owned();
         session.record.tags = session.call.tags.clone();
-        tracing::info!(session = id, ?disposition, reason, "call ended");
+        tracing::info!(session = %id.short(), ?disposition, reason, "call ended");
         if session.script.is_empty() {
             // A call between devices: no script to tell.
             ctx.outputs.push_back(PbxOutput::Record(session.record));
             return;
         }
+        // The record is written when the script's answer brings its last tags.
         ctx.outputs.push_back(PbxOutput::Route {
             session: id,
             script: session.script.clone(),
@@ -1570,6 +1624,6 @@ impl Calls {
                 duration_ms,
             },
         });
-        ctx.outputs.push_back(PbxOutput::Record(session.record));
+        self.ending.insert(id, session.record);
     }
 }

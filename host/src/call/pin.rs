@@ -99,7 +99,7 @@ impl Calls {
             failures: 0,
             attempt: 0,
         });
-        tracing::info!(session = id, "flip: asking the new device for the PIN");
+        tracing::info!(session = %id.short(), "flip: asking the new device for the PIN");
         self.prompt_for_pin(ctx, id);
     }
 
@@ -125,7 +125,7 @@ impl Calls {
         else {
             // No way to ask: the try runs out and the flip is denied as for a silent one.
             tracing::error!(
-                session = id,
+                session = %id.short(),
                 "flip: cannot play {ENTER_PIN} to the new device"
             );
             return;
@@ -151,7 +151,7 @@ impl Calls {
         }
         let session = self.sessions.get_mut(&id).expect("has the entry");
         let entry = session.pin.take().expect("checked");
-        tracing::info!(session = id, "flip: right PIN");
+        tracing::info!(session = %id.short(), "flip: right PIN");
         self.take_over(ctx, id, entry.flip);
     }
 
@@ -165,10 +165,10 @@ impl Calls {
         };
         entry.failures += 1;
         if entry.failures < PIN_TRIES {
-            tracing::info!(session = id, try = entry.failures, "flip: {why}; asking again");
+            tracing::info!(session = %id.short(), try = entry.failures, "flip: {why}; asking again");
             return self.prompt_for_pin(ctx, id);
         }
-        tracing::warn!(session = id, "flip denied: {why}, {PIN_TRIES} tries");
+        tracing::warn!(session = %id.short(), "flip denied: {why}, {PIN_TRIES} tries");
         self.abandon_pin(
             ctx,
             id,
@@ -212,7 +212,7 @@ impl Calls {
         );
         match request.method {
             rsip::Method::Bye => {
-                tracing::info!(session = id, "flip: the new device hung up during the PIN");
+                tracing::info!(session = %id.short(), "flip: the new device hung up during the PIN");
                 self.abandon_pin(ctx, id, FlipResult::Cancelled, false);
             }
             rsip::Method::Info => {

@@ -67,7 +67,7 @@ impl Calls {
     ) {
         let refuse = |ctx: &mut Ctx<'_>, code: u16, reason: &str| {
             tracing::info!(user = user_id, device, "pull refused: {reason}");
-            let response = message::response_to(&invite, code, Some(&message::random_token()));
+            let response = message::response_to(&invite, code, Some(&ctx.token()));
             ctx.layer
                 .send_response(ctx.ambient.now, txn, message::with_reason(response, reason));
         };
@@ -92,7 +92,7 @@ impl Calls {
         let emergency = is_emergency(&session.call.dialed, &ctx.config.sip.emergency_numbers);
         if emergency && !ctx.config.flip.allow_emergency {
             tracing::warn!(
-                session = id,
+                session = %id.short(),
                 user = user_id,
                 "pull of an emergency call refused"
             );
@@ -125,7 +125,7 @@ impl Calls {
             candidates,
         };
         tracing::info!(
-            session = id,
+            session = %id.short(),
             user = user_id,
             from = from_device,
             to = device,
@@ -172,7 +172,7 @@ impl Calls {
             Ok(pin) => pin,
             Err(reason) => {
                 tracing::info!(
-                    session = pull.session,
+                    session = %pull.session.short(),
                     user = pull.user_id,
                     "pull denied: {reason}"
                 );
@@ -188,7 +188,7 @@ impl Calls {
         let port = match ctx.media.reserve_leg(pull.session) {
             Ok(port) => port,
             Err(e) => {
-                tracing::error!(session = pull.session, "pull: no media ports: {e}");
+                tracing::error!(session = %pull.session.short(), "pull: no media ports: {e}");
                 event.result = FlipResult::Denied(format!("no media ports: {e}"));
                 session.record.flips.push(event);
                 return refuse_pull(ctx, &pull, 503, "No Media Ports");
@@ -218,7 +218,7 @@ impl Calls {
             }
         }
         let message = SipMessage::Request(pull.invite.clone());
-        let tag = message::random_token();
+        let tag = ctx.token();
         let to = message::header_value(&message, "To").unwrap_or_default();
         let from = message::header_value(&message, "From").unwrap_or_default();
         let call_id = message::call_id(&message).unwrap_or_default();
@@ -226,16 +226,16 @@ impl Calls {
             .map(|c| addr_spec(&c))
             .unwrap_or_else(|| addr_spec(&from));
         let mut ok = message::response_to(&pull.invite, 200, Some(&tag));
-        let answer = sdp::endpoint(
-            ctx.config.media.public_ip,
-            port,
-            pull.session + 3,
-            codec,
-            sdp::telephone_event_pt(&body),
-        );
-        attach_sdp(&mut ok, ctx.local, browser_answer.unwrap_or(answer));
+        let mut origin = sdp::Origin::new(ctx.entropy.next_u64());
+        let answer = browser_answer.unwrap_or_else(|| {
+            let public_ip = ctx.config.media.public_ip;
+            let event_pt = sdp::telephone_event_pt(&body);
+            origin.stamp(&sdp::endpoint(public_ip, port, codec, event_pt))
+        });
+        attach_sdp(&mut ok, ctx.local, answer);
         ctx.layer.send_response(ctx.ambient.now, pull.txn, ok);
         event.answered_at = Some(wall_time(session, ctx.ambient.now));
+        session.record.call_ids.push(call_id.clone());
         let new_leg = Outbound {
             dialog: Dialog {
                 call_id,
@@ -244,6 +244,7 @@ impl Calls {
                 target: contact,
                 local_cseq: 0,
                 peer: pull.source,
+                sdp: origin,
             },
             invite: pull.invite,
             txn: None,
@@ -297,7 +298,7 @@ impl Calls {
 }
 
 fn refuse_pull(ctx: &mut Ctx<'_>, pull: &PendingPull, code: u16, reason: &str) {
-    let response = message::response_to(&pull.invite, code, Some(&message::random_token()));
+    let response = message::response_to(&pull.invite, code, Some(&ctx.token()));
     ctx.layer.send_response(
         ctx.ambient.now,
         pull.txn,

@@ -83,7 +83,7 @@ impl Calls {
         wanted: Vec<String>,
     ) -> Result<(), Refusal> {
         let refuse = |code: u16, reason: &str| {
-            tracing::info!(session = id, ?trigger, "push refused: {reason}");
+            tracing::info!(session = %id.short(), ?trigger, "push refused: {reason}");
             Err((code, reason.to_owned()))
         };
         let Some(session) = self.sessions.get_mut(&id) else {
@@ -104,7 +104,7 @@ impl Calls {
         let emergency = is_emergency(&session.call.dialed, &ctx.config.sip.emergency_numbers);
         if emergency && !ctx.config.flip.allow_emergency {
             tracing::warn!(
-                session = id,
+                session = %id.short(),
                 user = user_id,
                 "push of an emergency call refused"
             );
@@ -117,7 +117,7 @@ impl Calls {
         if let Some(stranger) = wanted.iter().find(|w| !own.iter().any(|b| b.device == **w)) {
             // Only the user's own devices can take the user's call.
             tracing::warn!(
-                session = id,
+                session = %id.short(),
                 user = user_id,
                 device = stranger,
                 "push to a device that is not the user's refused"
@@ -142,7 +142,7 @@ impl Calls {
             candidates,
         };
         tracing::info!(
-            session = id,
+            session = %id.short(),
             user = user_id,
             from = from_device,
             ?trigger,
@@ -183,7 +183,7 @@ impl Calls {
         let (allow, pin) = match super::pin::verdict(decision, users_pin) {
             Ok(verdict) => verdict,
             Err(reason) => {
-                tracing::info!(session = id, user = push.user_id, "push denied: {reason}");
+                tracing::info!(session = %id.short(), user = push.user_id, "push denied: {reason}");
                 event.result = FlipResult::Denied(reason);
                 session.record.flips.push(event);
                 return self.notify_pusher(ctx, id, push.side, push.trigger, "603 Declined");
@@ -210,7 +210,7 @@ impl Calls {
             session.record.flips.push(event);
             return self.notify_pusher(ctx, id, push.side, push.trigger, "503 Service Unavailable");
         };
-        let offer = sdp::endpoint(ctx.config.media.public_ip, port, id + 4, codec, Some(101));
+        let offer = sdp::endpoint(ctx.config.media.public_ip, port, codec, Some(101));
         // The targets show who the user is talking to.
         let other_party = match push.side {
             Side::B => session.call.caller.clone(),
@@ -294,7 +294,8 @@ impl Calls {
                     leg.dialog.target = addr_spec(&contact);
                 }
                 leg.answered = true;
-                if let Some(ack) = in_dialog_request(&leg.dialog, "ACK", 1, ctx.local) {
+                if let Some(ack) = in_dialog_request(&leg.dialog, "ACK", 1, ctx.local, &ctx.token())
+                {
                     ctx.layer.send_ack(ctx.ambient.now, ack, leg.dialog.peer);
                 }
                 self.by_client_txn.remove(&txn);
@@ -354,7 +355,7 @@ impl Calls {
             return;
         };
         if let Err(e) = ctx.media.switch_leg(id, side) {
-            tracing::error!(session = id, "flip: cannot switch the media: {e}");
+            tracing::error!(session = %id.short(), "flip: cannot switch the media: {e}");
         }
         if let Some(rtp) = sdp::parse(&body).ok().and_then(|m| m.rtp) {
             ctx.media.set_remote(id, side, rtp);
@@ -382,7 +383,7 @@ impl Calls {
         event.completed_at = Some(wall_time(session, ctx.ambient.now));
         event.targets = vec![to_device.clone()];
         tracing::info!(
-            session = id,
+            session = %id.short(),
             kind = ?event.kind,
             ?side,
             from = event.from_device,
@@ -411,7 +412,7 @@ impl Calls {
             leg.cancel(ctx, id, &mut self.by_client_txn);
         }
         ctx.media.release_reserved(id);
-        tracing::info!(session = id, "push: no device answered; the call stays");
+        tracing::info!(session = %id.short(), "push: no device answered; the call stays");
         ringing.event.result = FlipResult::NoAnswer;
         session.record.flips.push(ringing.event);
         if session.device_on(ringing.side).is_none() {
@@ -465,7 +466,7 @@ impl Calls {
             return false;
         }
         tracing::info!(
-            session = id,
+            session = %id.short(),
             ?side,
             "the old device hung up; the new one is awaited"
         );
@@ -540,7 +541,7 @@ impl Calls {
             .and_then(|(user, _)| ctx.config.user(&user))
             .is_some_and(|user| user.extension == refer_user || user.id == refer_user);
         if !own {
-            tracing::info!(session = id, refer_to, "REFER to someone else refused");
+            tracing::info!(session = %id.short(), refer_to, "REFER to someone else refused");
             let reply = message::response_to(&request, 603, None);
             let reply = message::with_reason(reply, "Only Flips To Your Own Extension");
             return ctx.layer.send_response(ctx.ambient.now, txn, reply);

@@ -35,6 +35,10 @@ pub struct CallRecord {
     pub recording: Option<String>,
     /// Every flip requested on the session, in order.
     pub flips: Vec<crate::flip::FlipEvent>,
+    /// The SIP Call-IDs of the session's dialogs: the caller's leg first, then every
+    /// leg the host set up or a device brought in (forwards, forks, flips), in order —
+    /// what to look for in a capture or a carrier's logs.
+    pub call_ids: Vec<String>,
 }
 
 /// What the browser phone shows of one of its user's live calls.

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use rsip::prelude::*;
 
+use crate::sdp;
 use crate::sip::message::{self, Header, Request, Response, SipMessage};
 use crate::sip::transaction::{Peer, Transport};
 
@@ -20,6 +21,9 @@ pub(super) struct Dialog {
     pub(super) target: String,
     pub(super) local_cseq: u32,
     pub(super) peer: Peer,
+    /// The host's SDP session towards this party: every description sent in this
+    /// dialog is stamped by it.
+    pub(super) sdp: sdp::Origin,
 }
 
 pub(super) fn request_from(text: String) -> Option<Request> {
@@ -93,6 +97,8 @@ pub(super) struct InviteParts<'a> {
     pub(super) to: &'a str,
     pub(super) call_id: &'a str,
     pub(super) offer: &'a str,
+    /// The Via branch of this INVITE's transaction.
+    pub(super) branch: &'a str,
 }
 
 /// An outbound leg's INVITE, carrying the offer that points at the host's relay.
@@ -100,17 +106,18 @@ pub(super) fn initial_invite(p: &InviteParts<'_>) -> Option<Request> {
     let text = format!(
         "INVITE {} SIP/2.0\r\nVia: SIP/2.0/{} {};branch=z9hG4bK{};rport\r\nMax-Forwards: {}\r\n\
 From: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: 1 INVITE\r\nContact: <sip:wasmpbx@{}>\r\n\
-Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, INFO\r\nContent-Type: application/sdp\r\n\
+Allow: {}\r\nContent-Type: application/sdp\r\n\
 Content-Length: {}\r\n\r\n{}",
         p.uri,
         p.transport.as_str().to_ascii_uppercase(),
         p.local,
-        message::random_token(),
+        p.branch,
         p.max_forwards,
         p.from,
         p.to,
         p.call_id,
         p.local,
+        message::ALLOW,
         p.offer.len(),
         p.offer
     );
@@ -123,8 +130,9 @@ pub(super) fn in_dialog_request(
     method: &str,
     cseq: u32,
     local: SocketAddr,
+    branch: &str,
 ) -> Option<Request> {
-    in_dialog_request_with_sdp(dialog, method, cseq, local, "")
+    in_dialog_request_with_sdp(dialog, method, cseq, local, branch, "")
 }
 
 /// An in-dialog request carrying an SDP body (a re-INVITE) when `sdp` is not empty.
@@ -133,6 +141,7 @@ pub(super) fn in_dialog_request_with_sdp(
     method: &str,
     cseq: u32,
     local: SocketAddr,
+    branch: &str,
     sdp: &str,
 ) -> Option<Request> {
     let body_headers = if sdp.is_empty() {
@@ -144,7 +153,7 @@ pub(super) fn in_dialog_request_with_sdp(
         "{method} {} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{};rport\r\nMax-Forwards: 70\r\n\
 From: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\n{body_headers}Content-Length: {}\r\n\r\n{sdp}",
         dialog.target,
-        message::random_token(),
+        branch,
         dialog.local,
         dialog.remote,
         dialog.call_id,
@@ -175,6 +184,7 @@ pub(super) fn refer_notify(
     dialog: &Dialog,
     cseq: u32,
     local: SocketAddr,
+    branch: &str,
     status: &str,
 ) -> Option<Request> {
     let state = if status.starts_with('1') {
@@ -189,7 +199,7 @@ From: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {cseq} NOTIFY\r\nContact: <sip:wasmpb
 Event: refer\r\nSubscription-State: {state}\r\nContent-Type: message/sipfrag;version=2.0\r\n\
 Content-Length: {}\r\n\r\n{body}",
         dialog.target,
-        message::random_token(),
+        branch,
         dialog.local,
         dialog.remote,
         dialog.call_id,
@@ -249,6 +259,29 @@ mod tests {
             Some("127.0.0.3:5060".parse().unwrap())
         );
         assert_eq!(trunk_address("sip:carrier.example.com"), None);
+    }
+
+    #[test]
+    fn outbound_invites_allow_what_responses_allow() {
+        let invite = initial_invite(&InviteParts {
+            uri: "sip:100@127.0.0.1:5090",
+            transport: Transport::Udp,
+            local: "127.0.0.1:5060".parse().unwrap(),
+            max_forwards: 69,
+            from: "<sip:0400@pbx>;tag=t",
+            to: "<sip:100@127.0.0.1:5090>",
+            call_id: "c1",
+            offer: "v=0\r\n",
+            branch: "z9hG4bKtest",
+        })
+        .unwrap();
+        let text = String::from_utf8(invite.to_string().into_bytes()).unwrap();
+        assert!(
+            text.contains(&format!("Allow: {}\r\n", message::ALLOW)),
+            "{text}"
+        );
+        // The host takes REFER (the transfer key's push) in the dialogs it sets up.
+        assert!(message::ALLOW.contains("REFER"));
     }
 
     #[test]

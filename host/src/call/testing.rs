@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use crate::call::SessionId;
 use crate::media::{Codec, MediaAllocator, MediaPorts, MediaReport, Playback, Side};
 
 /// What the core asked of the media, in order.
@@ -31,21 +32,21 @@ impl FakeMedia {
 }
 
 impl MediaAllocator for FakeMedia {
-    fn open(&mut self, _: u64) -> Result<MediaPorts, String> {
+    fn open(&mut self, _: SessionId) -> Result<MediaPorts, String> {
         Ok(MediaPorts { a: 20000, b: 20002 })
     }
-    fn set_remote(&mut self, _: u64, _: Side, _: SocketAddr) {}
-    fn reserve_leg(&mut self, _: u64) -> Result<u16, String> {
+    fn set_remote(&mut self, _: SessionId, _: Side, _: SocketAddr) {}
+    fn reserve_leg(&mut self, _: SessionId) -> Result<u16, String> {
         self.0.lock().unwrap().push(Did::Reserve);
         Ok(20004)
     }
-    fn switch_leg(&mut self, _: u64, side: Side) -> Result<(), String> {
+    fn switch_leg(&mut self, _: SessionId, side: Side) -> Result<(), String> {
         self.0.lock().unwrap().push(Did::Switch(side));
         Ok(())
     }
     fn prompt_reserved(
         &mut self,
-        _: u64,
+        _: SessionId,
         _: SocketAddr,
         _: Codec,
         _: Option<u8>,
@@ -58,7 +59,7 @@ impl MediaAllocator for FakeMedia {
     }
     fn bridge_webrtc(
         &mut self,
-        _: u64,
+        _: SessionId,
         _: Option<Side>,
         _: &str,
         _: std::net::IpAddr,
@@ -67,37 +68,37 @@ impl MediaAllocator for FakeMedia {
     }
     fn offer_webrtc(
         &mut self,
-        _: u64,
+        _: SessionId,
         _: Option<Side>,
         _: std::net::IpAddr,
     ) -> Result<(usize, String), String> {
         Err("no WebRTC in the sans-IO tests".into())
     }
-    fn answer_webrtc(&mut self, _: u64, _: usize, _: &str) -> Result<String, String> {
+    fn answer_webrtc(&mut self, _: SessionId, _: usize, _: &str) -> Result<String, String> {
         Err("no WebRTC in the sans-IO tests".into())
     }
-    fn release_reserved(&mut self, _: u64) {
+    fn release_reserved(&mut self, _: SessionId) {
         self.0.lock().unwrap().push(Did::Release);
     }
-    fn watch_keys(&mut self, _: u64, _: Side, _: u8, _: Option<&str>) {}
-    fn answer(&mut self, _: u64, side: Side, codec: Codec) {
+    fn watch_keys(&mut self, _: SessionId, _: Side, _: u8, _: Option<&str>) {}
+    fn answer(&mut self, _: SessionId, side: Side, codec: Codec) {
         self.0.lock().unwrap().push(Did::Answer(side, codec));
     }
-    fn play(&mut self, _: u64, playback: Playback) {
+    fn play(&mut self, _: SessionId, playback: Playback) {
         self.0.lock().unwrap().push(match playback {
             Playback::Silence => Did::Silence,
             Playback::Once(p) => Did::Play(p.name.clone()),
             Playback::Loop(_) => Did::Ringback,
         });
     }
-    fn start_recording(&mut self, _: u64, _: &Path) -> Result<(), String> {
+    fn start_recording(&mut self, _: SessionId, _: &Path) -> Result<(), String> {
         self.0.lock().unwrap().push(Did::Record);
         Ok(())
     }
-    fn stop_recording(&mut self, _: u64) -> Option<std::path::PathBuf> {
+    fn stop_recording(&mut self, _: SessionId) -> Option<std::path::PathBuf> {
         None
     }
-    fn close(&mut self, _: u64) -> MediaReport {
+    fn close(&mut self, _: SessionId) -> MediaReport {
         MediaReport::default()
     }
 }

@@ -120,12 +120,6 @@ pub trait MediaAllocator: Send {
     /// Move a side onto the reserved ports: the other side's stream goes on unchanged,
     /// the old device's packets no longer arrive.
     fn switch_leg(&mut self, session: SessionId, side: Side) -> Result<(), String>;
-    /// Reserve and switch at once (a pull: the new device is already there).
-    fn replace_leg(&mut self, session: SessionId, side: Side) -> Result<u16, String> {
-        let port = self.reserve_leg(session)?;
-        self.switch_leg(session, side)?;
-        Ok(port)
-    }
     /// Watch a side's RTP for RFC 4733 telephone-events of this payload type: each key
     /// goes into the call's record (side A) and is reported as [`MediaEvent::Digit`] when
     /// someone listens — the side has a user's device (`swallow`, the push code, is then

@@ -127,7 +127,7 @@ impl Call {
         if stopped > 0 {
             counters.webrtc_bridges.fetch_sub(stopped as u64, Relaxed);
             tracing::debug!(
-                session = self.session,
+                session = %self.session.short(),
                 stopped,
                 "webrtc bridges of departed browsers stopped"
             );
@@ -453,7 +453,7 @@ impl MediaAllocator for RelayManager {
         if shared.out[i].is_fresh() {
             // A stream of the host's own; one that already carries the other leg's audio
             // (a connected call) goes on with the host's frames in it.
-            let random = random_u64();
+            let random = crate::os_random::random_u64();
             shared.out[i] = OutStream::new(random as u32, (random >> 32) as u16);
         }
         shared.endpoint = Some(Endpoint {
@@ -539,13 +539,6 @@ fn finish_recording(recorder: Recorder) -> Option<PathBuf> {
             None
         }
     }
-}
-
-fn random_u64() -> u64 {
-    let mut bytes = [0u8; 8];
-    // Without OS randomness the stream is still valid, only more guessable.
-    let _ = getrandom::fill(&mut bytes);
-    u64::from_le_bytes(bytes)
 }
 
 /// The samples of an audio packet, if it is G.711.
@@ -792,7 +785,7 @@ struct DevicePrompter {
 /// Play prompts to the device (a stream of its own: the call's streams are untouched)
 /// and report the keys it presses; the device's other packets go nowhere.
 async fn prompt_device(mut p: DevicePrompter) {
-    let random = random_u64();
+    let random = crate::os_random::random_u64();
     let mut stream = OutStream::new(random as u32, (random >> 32) as u16);
     let mut position = 0;
     let mut ticker = tokio::time::interval(FRAME);
@@ -845,6 +838,11 @@ mod tests {
     use crate::media::Prompt;
     use std::time::Duration;
 
+    /// A call id for the tests, told apart by `n`.
+    fn id(n: u8) -> SessionId {
+        SessionId::new(0, [n; 10])
+    }
+
     fn manager() -> (RelayManager, mpsc::Receiver<MediaEvent>) {
         let (tx, rx) = mpsc::channel(16);
         let relay = RelayManager::new(
@@ -884,49 +882,51 @@ mod tests {
     #[tokio::test]
     async fn a_browsers_bridge_stops_when_its_leg_is_flipped_away_or_not_taken() {
         let (mut relay, _) = manager();
-        relay.open(7).unwrap();
+        relay.open(id(7)).unwrap();
         let ip = "127.0.0.1".parse().unwrap();
         let bridges = |relay: &RelayManager| relay.counters.webrtc_bridges.load(Relaxed);
         relay
-            .bridge_webrtc(7, Some(Side::A), &browser_offer(), ip)
+            .bridge_webrtc(id(7), Some(Side::A), &browser_offer(), ip)
             .unwrap();
         assert_eq!(bridges(&relay), 1, "a browser placed the call");
         // A push rings the user's other browser, which does not answer.
-        relay.reserve_leg(7).unwrap();
-        relay.offer_webrtc(7, None, ip).unwrap();
+        relay.reserve_leg(id(7)).unwrap();
+        relay.offer_webrtc(id(7), None, ip).unwrap();
         assert_eq!(bridges(&relay), 2);
-        relay.release_reserved(7);
+        relay.release_reserved(id(7));
         assert_eq!(
             bridges(&relay),
             1,
             "the unanswered browser's bridge stopped"
         );
         // A desk phone pulls the call: the browser's leg is replaced.
-        relay.reserve_leg(7).unwrap();
-        relay.switch_leg(7, Side::A).unwrap();
+        relay.reserve_leg(id(7)).unwrap();
+        relay.switch_leg(id(7), Side::A).unwrap();
         assert_eq!(
             bridges(&relay),
             0,
             "the flipped-away browser's bridge stopped"
         );
         // Another browser pulls it, and the call ends.
-        relay.reserve_leg(7).unwrap();
-        relay.bridge_webrtc(7, None, &browser_offer(), ip).unwrap();
-        relay.switch_leg(7, Side::A).unwrap();
+        relay.reserve_leg(id(7)).unwrap();
+        relay
+            .bridge_webrtc(id(7), None, &browser_offer(), ip)
+            .unwrap();
+        relay.switch_leg(id(7), Side::A).unwrap();
         assert_eq!(bridges(&relay), 1);
-        relay.close(7);
+        relay.close(id(7));
         assert_eq!(bridges(&relay), 0);
     }
 
     #[tokio::test]
     async fn packets_cross_and_sides_latch_to_their_real_source() {
         let (mut relay, _) = manager();
-        let ports = relay.open(1).unwrap();
+        let ports = relay.open(id(1)).unwrap();
         let alice = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let bob = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         // Bob's SDP is right; Alice's SDP announced a wrong port (she is behind NAT).
-        relay.set_remote(1, Side::B, bob.local_addr().unwrap());
-        relay.set_remote(1, Side::A, "127.0.0.1:9".parse().unwrap());
+        relay.set_remote(id(1), Side::B, bob.local_addr().unwrap());
+        relay.set_remote(id(1), Side::A, "127.0.0.1:9".parse().unwrap());
         // What isn't RTP goes nowhere; RTP on A's port goes to B as it is (each side
         // hears one stream, whose first source passes unchanged).
         alice
@@ -945,7 +945,7 @@ mod tests {
         let (data, from) = recv(&alice).await;
         assert_eq!(data, answer);
         assert_eq!(from.port(), ports.a);
-        assert_eq!(relay.close(1).packets, (2, 1));
+        assert_eq!(relay.close(id(1)).packets, (2, 1));
         assert_eq!(relay.counters.open_calls.load(Relaxed), 0);
         // The ports are free again once the aborted tasks are dropped.
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -955,15 +955,15 @@ mod tests {
     #[tokio::test]
     async fn an_answered_caller_hears_the_prompt_then_the_other_leg_in_one_stream() {
         let (mut relay, mut events) = manager();
-        let ports = relay.open(2).unwrap();
+        let ports = relay.open(id(2)).unwrap();
         let caller = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let callee = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        relay.set_remote(2, Side::A, caller.local_addr().unwrap());
-        relay.set_remote(2, Side::B, callee.local_addr().unwrap());
-        relay.watch_keys(2, Side::A, 101, None);
-        relay.answer(2, Side::A, Codec::Pcma);
+        relay.set_remote(id(2), Side::A, caller.local_addr().unwrap());
+        relay.set_remote(id(2), Side::B, callee.local_addr().unwrap());
+        relay.watch_keys(id(2), Side::A, 101, None);
+        relay.answer(id(2), Side::A, Codec::Pcma);
         let prompt = Arc::new(Prompt::from_samples("three-frames", vec![1000; 480]));
-        relay.play(2, Playback::Once(prompt));
+        relay.play(id(2), Playback::Once(prompt));
         let mut headers = Vec::new();
         for _ in 0..3 {
             let (packet, _) = recv(&caller).await;
@@ -1002,12 +1002,12 @@ mod tests {
         assert_eq!(
             event,
             Some(MediaEvent::Digit {
-                session: 2,
+                session: id(2),
                 side: Side::A,
                 digit: '2'
             })
         );
-        let report = relay.close(2);
+        let report = relay.close(id(2));
         assert_eq!(report.digits, "2");
         assert!(
             events.try_recv().is_err(),
@@ -1027,20 +1027,21 @@ mod tests {
     #[tokio::test]
     async fn a_new_device_on_side_b_continues_the_stream_side_a_hears() {
         let (mut relay, _) = manager();
-        let ports = relay.open(3).unwrap();
+        let ports = relay.open(id(3)).unwrap();
         let far_end = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let desk = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let mobile = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        relay.set_remote(3, Side::A, far_end.local_addr().unwrap());
-        relay.set_remote(3, Side::B, desk.local_addr().unwrap());
+        relay.set_remote(id(3), Side::A, far_end.local_addr().unwrap());
+        relay.set_remote(id(3), Side::B, desk.local_addr().unwrap());
         desk.send_to(&rtp(100, 8000, 1), ("127.0.0.1", ports.b))
             .await
             .unwrap();
         let before = rtp::parse(&recv(&far_end).await.0).unwrap();
         // The mobile takes over on new ports; the desk's port is gone.
-        let new_port = relay.replace_leg(3, Side::B).unwrap();
+        let new_port = relay.reserve_leg(id(3)).unwrap();
+        relay.switch_leg(id(3), Side::B).unwrap();
         assert_ne!(new_port, ports.b);
-        relay.set_remote(3, Side::B, mobile.local_addr().unwrap());
+        relay.set_remote(id(3), Side::B, mobile.local_addr().unwrap());
         mobile
             .send_to(&rtp(5, 777_000, 2), ("127.0.0.1", new_port))
             .await
@@ -1057,25 +1058,25 @@ mod tests {
             .unwrap();
         let (data, from) = recv(&mobile).await;
         assert_eq!((data, from.port()), (for_the_mobile, new_port));
-        relay.close(3);
+        relay.close(id(3));
     }
 
     #[tokio::test]
     async fn ringback_to_a_connected_far_end_continues_its_stream() {
         let (mut relay, _) = manager();
-        let ports = relay.open(4).unwrap();
+        let ports = relay.open(id(4)).unwrap();
         let far_end = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let desk = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        relay.set_remote(4, Side::A, far_end.local_addr().unwrap());
-        relay.set_remote(4, Side::B, desk.local_addr().unwrap());
+        relay.set_remote(id(4), Side::A, far_end.local_addr().unwrap());
+        relay.set_remote(id(4), Side::B, desk.local_addr().unwrap());
         desk.send_to(&rtp(100, 8000, 1), ("127.0.0.1", ports.b))
             .await
             .unwrap();
         let relayed = rtp::parse(&recv(&far_end).await.0).unwrap();
         // The desk has gone; the host plays ringback in the same stream.
-        relay.answer(4, Side::A, Codec::Pcmu);
+        relay.answer(id(4), Side::A, Codec::Pcmu);
         relay.play(
-            4,
+            id(4),
             Playback::Loop(Arc::new(Prompt::from_samples("tone", vec![500; 160]))),
         );
         let (packet, _) = recv(&far_end).await;
@@ -1083,22 +1084,22 @@ mod tests {
         assert_eq!(host.ssrc, relayed.ssrc, "one stream for the far end");
         assert_eq!(host.sequence, relayed.sequence.wrapping_add(1));
         assert!(host.marker);
-        relay.close(4);
+        relay.close(id(4));
     }
 
     #[tokio::test]
     async fn a_device_on_reserved_ports_hears_a_prompt_and_its_keys_are_reported() {
         let (mut relay, mut events) = manager();
-        let ports = relay.open(5).unwrap();
+        let ports = relay.open(id(5)).unwrap();
         let far_end = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let desk = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let lobby = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        relay.set_remote(5, Side::A, far_end.local_addr().unwrap());
-        relay.set_remote(5, Side::B, desk.local_addr().unwrap());
-        let reserved = relay.reserve_leg(5).unwrap();
+        relay.set_remote(id(5), Side::A, far_end.local_addr().unwrap());
+        relay.set_remote(id(5), Side::B, desk.local_addr().unwrap());
+        let reserved = relay.reserve_leg(id(5)).unwrap();
         let prompt = Arc::new(Prompt::from_samples("enter-pin", vec![700; 320]));
         relay.prompt_reserved(
-            5,
+            id(5),
             lobby.local_addr().unwrap(),
             Codec::Pcmu,
             Some(101),
@@ -1125,7 +1126,7 @@ mod tests {
         assert_eq!(
             event,
             Some(MediaEvent::ReservedDigit {
-                session: 5,
+                session: id(5),
                 digit: '4'
             })
         );
@@ -1135,8 +1136,8 @@ mod tests {
             .unwrap();
         assert_eq!(rtp::parse(&recv(&far_end).await.0).unwrap().ssrc, 9);
         // Once the device takes the call, its packets are the call's.
-        relay.switch_leg(5, Side::B).unwrap();
-        relay.set_remote(5, Side::B, lobby.local_addr().unwrap());
+        relay.switch_leg(id(5), Side::B).unwrap();
+        relay.set_remote(id(5), Side::B, lobby.local_addr().unwrap());
         // ... except the repeated end of the last key it pressed before.
         lobby
             .send_to(&digit, ("127.0.0.1", reserved))
@@ -1148,25 +1149,25 @@ mod tests {
             .unwrap();
         let relayed = rtp::parse(&recv(&far_end).await.0).unwrap();
         assert_eq!((relayed.ssrc, relayed.sequence), (9, 2));
-        relay.close(5);
+        relay.close(id(5));
     }
 
     #[tokio::test]
     async fn the_host_can_speak_to_side_b_in_the_stream_it_hears() {
         let (mut relay, _) = manager();
-        let ports = relay.open(6).unwrap();
+        let ports = relay.open(id(6)).unwrap();
         let caller = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let desk = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        relay.set_remote(6, Side::A, caller.local_addr().unwrap());
-        relay.set_remote(6, Side::B, desk.local_addr().unwrap());
+        relay.set_remote(id(6), Side::A, caller.local_addr().unwrap());
+        relay.set_remote(id(6), Side::B, desk.local_addr().unwrap());
         caller
             .send_to(&rtp(40, 3200, 11), ("127.0.0.1", ports.a))
             .await
             .unwrap();
         let relayed = rtp::parse(&recv(&desk).await.0).unwrap();
-        relay.answer(6, Side::B, Codec::Pcmu);
+        relay.answer(id(6), Side::B, Codec::Pcmu);
         relay.play(
-            6,
+            id(6),
             Playback::Once(Arc::new(Prompt::from_samples("beep", vec![500; 160]))),
         );
         let (packet, from) = recv(&desk).await;
@@ -1177,6 +1178,6 @@ mod tests {
             (11, relayed.sequence.wrapping_add(1))
         );
         assert!(host.marker);
-        relay.close(6);
+        relay.close(id(6));
     }
 }

@@ -302,8 +302,8 @@ const MAX_DUE_TIMEOUTS_PER_TURN: u32 = 4;
 async fn run(mut b: BridgeTask) {
     let mut mid = b.mid;
     let mut stream = PlainStream {
-        ssrc: rand_u32(),
-        sequence: rand_u32() as u16,
+        ssrc: crate::os_random::random_u64() as u32,
+        sequence: crate::os_random::random_u64() as u16,
     };
     let mut unwrap = Unwrap::default();
     let mut last_event = None;
@@ -415,10 +415,4 @@ async fn next_answer(
         Some((_, answers)) => answers.recv().await,
         None => std::future::pending().await,
     }
-}
-
-fn rand_u32() -> u32 {
-    let mut bytes = [0u8; 4];
-    let _ = getrandom::fill(&mut bytes);
-    u32::from_le_bytes(bytes)
 }

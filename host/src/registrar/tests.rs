@@ -1,6 +1,7 @@
 use std::path::Path;
 
 use super::*;
+use crate::entropy::Entropy;
 use crate::sip::digest::{Algorithm, client_response};
 
 const NOW: i64 = 1_790_000_000;
@@ -73,7 +74,7 @@ fn login(
 ) -> RegisterOutcome {
     let first = r.handle_register(
         NOW,
-        u64::from(port),
+        &mut Entropy::new(u64::from(port)),
         &register(user, contact, ua, 1, None),
         peer(port),
     );
@@ -81,7 +82,7 @@ fn login(
     let nonce = nonce_of(&first.response);
     r.handle_register(
         NOW,
-        2,
+        &mut Entropy::new(2),
         &register(
             user,
             contact,
@@ -183,7 +184,7 @@ fn ten_failures_block_the_source_even_with_the_right_password() {
     assert!(r.is_throttled(NOW, "127.0.0.1".parse().unwrap()));
     let blocked = r.handle_register(
         NOW,
-        3,
+        &mut Entropy::new(3),
         &register("2001", "<sip:2001@127.0.0.1:5070>", "x", 1, None),
         peer(5070),
     );
@@ -218,14 +219,14 @@ fn unregister_star_brief_intervals_and_expiry() {
     // Too brief.
     let first = r.handle_register(
         NOW,
-        1,
+        &mut Entropy::new(1),
         &register("2001", "<sip:2001@127.0.0.1:5070>;expires=5", "a", 3, None),
         peer(5070),
     );
     let nonce = nonce_of(&first.response);
     let brief = r.handle_register(
         NOW,
-        2,
+        &mut Entropy::new(2),
         &register(
             "2001",
             "<sip:2001@127.0.0.1:5070>;expires=5",
@@ -239,7 +240,7 @@ fn unregister_star_brief_intervals_and_expiry() {
     // One unregisters.
     let bye = r.handle_register(
         NOW,
-        2,
+        &mut Entropy::new(2),
         &register(
             "2001",
             "<sip:2001@127.0.0.1:5070>;expires=0",
@@ -303,7 +304,7 @@ fn the_offered_digest_algorithms_follow_the_config() {
     let mut md5_only = registrar();
     let first = md5_only.handle_register(
         NOW,
-        1,
+        &mut Entropy::new(1),
         &register("2001", "<sip:2001@h>", "a", 1, None),
         peer(5070),
     );
@@ -316,7 +317,7 @@ fn the_offered_digest_algorithms_follow_the_config() {
     let mut both = Registrar::new(Arc::new(config), [1; 32]);
     let first = both.handle_register(
         NOW,
-        1,
+        &mut Entropy::new(1),
         &register("2001", "<sip:2001@h>", "a", 1, None),
         peer(5070),
     );

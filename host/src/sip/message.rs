@@ -9,6 +9,10 @@ pub use rsip::{Header, Headers, Method, Request, Response, SipMessage, StatusCod
 /// The largest message the host accepts (the issue's 64 KiB rule).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
+/// The methods the host takes, in every Allow header it sends (responses to OPTIONS
+/// and 405, and its own INVITEs).
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, NOTIFY, UPDATE, REFER";
+
 /// Why bytes are not a SIP message the host can handle.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
@@ -335,18 +339,6 @@ pub fn bad_request_from_raw(bytes: &[u8], reason: &str) -> Option<Vec<u8>> {
         reason.replace('"', "'")
     ));
     Some(out.into_bytes())
-}
-
-/// A random token for tags, branches and Call-IDs.
-pub fn random_token() -> String {
-    let mut bytes = [0u8; 12];
-    if getrandom::fill(&mut bytes).is_err() {
-        // No entropy is not a reason to drop a call: fall back to a counter and the time.
-        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        bytes[..8].copy_from_slice(&n.to_le_bytes());
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ CREATE TABLE IF NOT EXISTS kv (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS cdrs (
     id         INTEGER PRIMARY KEY AUTOINCREMENT,
-    session    INTEGER NOT NULL,
+    session    TEXT NOT NULL,
     started_at TEXT NOT NULL,
     record     TEXT NOT NULL
 );
@@ -109,7 +109,7 @@ impl CdrStore for SqliteStore {
         let conn = self.conn();
         conn.prepare_cached("INSERT INTO cdrs (session, started_at, record) VALUES (?1, ?2, ?3)")?
             .execute(params![
-                record.session as i64,
+                record.session.to_string(),
                 record.started_at.to_string(),
                 json
             ])?;

@@ -22,6 +22,10 @@ struct Harness {
     now: Instant,
     /// The To tag the host gave the caller's dialog.
     a_tag: String,
+    /// Fresh randomness for every input (each outbound leg its own Call-ID).
+    random: std::cell::Cell<u64>,
+    /// The call's id, once it has one.
+    id: Option<crate::call::SessionId>,
 }
 
 impl Harness {
@@ -56,14 +60,26 @@ fallback_number = "999"
             t0,
             now: t0,
             a_tag: String::new(),
+            random: std::cell::Cell::new(1),
+            id: None,
         }
+    }
+
+    /// The id of the call (kept once read, for the decisions after it ended).
+    fn session(&mut self) -> crate::call::SessionId {
+        *self
+            .id
+            .get_or_insert_with(|| self.pbx.calls.summaries()[0].session)
     }
 
     fn ambient(&self) -> Ambient {
         Ambient {
             now: self.now,
-            wall_secs: 1_790_000_000,
-            random: 1,
+            wall_ms: 1_790_000_000_000,
+            random: {
+                self.random.set(self.random.get() + 1);
+                self.random.get()
+            },
         }
     }
 
@@ -122,14 +138,16 @@ CSeq: 2 INFO\r\nContent-Type: application/dtmf-relay\r\nContent-Length: {}\r\n\r
             script: None,
             fallback: None,
         };
-        self.pbx.handle_decision(self.ambient(), 1, decision, None);
+        let id = self.session();
+        self.pbx.handle_decision(self.ambient(), id, decision, None);
     }
 
     fn digit(&mut self, digit: char) {
+        let session = self.session();
         self.pbx.handle_media_event(
             self.ambient(),
             MediaEvent::Digit {
-                session: 1,
+                session,
                 side: Side::A,
                 digit,
             },
@@ -164,13 +182,7 @@ CSeq: 2 INFO\r\nContent-Type: application/dtmf-relay\r\nContent-Length: {}\r\n\r
             panic!("not an INVITE: {invite}");
         };
         let mut ok = message::response_to(&request, 200, Some("dept"));
-        let sdp = crate::sdp::endpoint(
-            "127.0.0.1".parse().unwrap(),
-            41000,
-            1,
-            Codec::Pcmu,
-            Some(101),
-        );
+        let sdp = crate::sdp::endpoint("127.0.0.1".parse().unwrap(), 41000, Codec::Pcmu, Some(101));
         crate::call::requests::attach_sdp(&mut ok, "127.0.0.1:5090".parse().unwrap(), sdp);
         let bytes = message::serialize(&SipMessage::Response(ok));
         let peer = Peer {
@@ -359,4 +371,55 @@ fn an_unknown_prompt_sends_the_call_to_the_fallback_number() {
         "not answered"
     );
     assert_eq!(h.media.take(), [Did::Record]);
+}
+
+#[test]
+fn tags_set_at_call_ended_are_in_the_record() {
+    let mut h = Harness::new();
+    h.invite();
+    h.drain();
+    h.decide(vec![
+        Action::SetTag {
+            name: "reason".into(),
+            value: "sales".into(),
+        },
+        Action::Reject {
+            status: 486,
+            reason: None,
+        },
+    ]);
+    let mut asked = false;
+    while let Some(output) = h.pbx.poll_output() {
+        match output {
+            PbxOutput::Route { event, .. } => asked |= matches!(event, Event::CallEnded { .. }),
+            PbxOutput::Record(_) => panic!("the record waits for the call-ended decision"),
+            _ => {}
+        }
+    }
+    assert!(asked, "the script is told the call ended");
+    h.decide(vec![
+        Action::SetTag {
+            name: "reason".into(),
+            value: "billing".into(),
+        },
+        Action::SetTag {
+            name: "survey".into(),
+            value: "yes".into(),
+        },
+        Action::Hangup,
+    ]);
+    let records: Vec<_> = std::iter::from_fn(|| h.pbx.poll_output())
+        .filter_map(|o| match o {
+            PbxOutput::Record(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(records.len(), 1);
+    assert_eq!(
+        records[0].tags,
+        [
+            ("reason".to_owned(), "billing".to_owned()),
+            ("survey".to_owned(), "yes".to_owned())
+        ]
+    );
 }
