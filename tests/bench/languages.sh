@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The front-door in Rust, C, JavaScript and Python side by side (host/benches/languages.rs),
+# The front-door in Rust, C, JavaScript and Python side by side (host/server/benches/languages.rs),
 # including the reload of a one-line change: each example is built, and the JavaScript and
 # Python ones again with one line of the source changed, as front-door-changed.wasm.
 #

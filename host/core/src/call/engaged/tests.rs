@@ -1,0 +1,425 @@
+//! Active mode on the sans-IO core with a fake clock and fake media: a trunk INVITE, the
+//! script's decisions handed in by hand, time moved on by hand.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::call::testing::{Did, FakeMedia};
+use crate::config::Config;
+use crate::media::{Codec, MediaEvent, Side};
+use crate::pbx::{Ambient, Pbx, PbxOutput};
+use crate::routing::{Action, Decision, Event, ForwardTarget, GatherEnd};
+use crate::sip::message::{self, SipMessage};
+use crate::sip::transaction::{Peer, Transport};
+
+const TRUNK: &str = "127.0.0.2:5060";
+
+struct Harness {
+    pbx: Pbx,
+    media: FakeMedia,
+    t0: Instant,
+    now: Instant,
+    /// The To tag the host gave the caller's dialog.
+    a_tag: String,
+    /// Fresh randomness for every input (each outbound leg its own Call-ID).
+    random: std::cell::Cell<u64>,
+    /// The call's id, once it has one.
+    id: Option<crate::call::SessionId>,
+}
+
+impl Harness {
+    fn new() -> Self {
+        let config = Config::parse(
+            r#"
+[[trunks]]
+name = "pstn"
+uri = "sip:127.0.0.1:5090"
+inbound = ["127.0.0.2"]
+
+[[locations]]
+name = "sydney"
+flip_number = "100"
+script = "front-door"
+fallback_number = "999"
+"#,
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        let media = FakeMedia::default();
+        let t0 = wasmpbx_types::clock::monotonic_now();
+        let pbx = Pbx::new(
+            Arc::new(config),
+            [7; 32],
+            Box::new(media.clone()),
+            "127.0.0.1:5060".parse().unwrap(),
+        );
+        Self {
+            pbx,
+            media,
+            t0,
+            now: t0,
+            a_tag: String::new(),
+            random: std::cell::Cell::new(1),
+            id: None,
+        }
+    }
+
+    /// The id of the call (kept once read, for the decisions after it ended).
+    fn session(&mut self) -> crate::call::SessionId {
+        *self
+            .id
+            .get_or_insert_with(|| self.pbx.calls.summaries()[0].session)
+    }
+
+    fn ambient(&self) -> Ambient {
+        Ambient {
+            now: self.now,
+            wall_ms: 1_790_000_000_000,
+            random: {
+                self.random.set(self.random.get() + 1);
+                self.random.get()
+            },
+        }
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.now += by;
+        self.pbx.handle_timeout(self.ambient());
+    }
+
+    /// Move the clock to `at` after the start, firing timers on the way.
+    fn at(&mut self, ms: u64) {
+        let target = self.t0 + Duration::from_millis(ms);
+        while let Some(next) = self.pbx.poll_timeout().filter(|t| *t <= target) {
+            self.now = next.max(self.now);
+            self.pbx.handle_timeout(self.ambient());
+        }
+        self.now = target;
+    }
+
+    fn invite(&mut self) {
+        let sdp = "v=0\r\no=c 1 1 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.2\r\nt=0 0\r\n\
+m=audio 40000 RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n\
+a=rtpmap:101 telephone-event/8000\r\n";
+        let text = format!(
+            "INVITE sip:100@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {TRUNK};branch=z9hG4bK-1\r\n\
+From: <sip:0400@127.0.0.2>;tag=c\r\nTo: <sip:100@127.0.0.1>\r\nCall-ID: call-1\r\n\
+CSeq: 1 INVITE\r\nContact: <sip:c@{TRUNK}>\r\nMax-Forwards: 70\r\n\
+Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            sdp.len()
+        );
+        self.bytes(&text);
+    }
+
+    fn info(&mut self, digit: char) {
+        let body = format!("Signal={digit}\r\nDuration=160\r\n");
+        let to_tag = self.a_tag.clone();
+        let text = format!(
+            "INFO sip:wasmpbx@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {TRUNK};branch=z9hG4bK-i{digit}\r\n\
+From: <sip:0400@127.0.0.2>;tag=c\r\nTo: <sip:100@127.0.0.1>;tag={to_tag}\r\nCall-ID: call-1\r\n\
+CSeq: 2 INFO\r\nContent-Type: application/dtmf-relay\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        self.bytes(&text);
+    }
+
+    fn bytes(&mut self, text: &str) {
+        let peer = Peer {
+            transport: Transport::Udp,
+            addr: TRUNK.parse().unwrap(),
+        };
+        self.pbx.handle_bytes(self.ambient(), text.as_bytes(), peer);
+    }
+
+    fn decide(&mut self, actions: Vec<Action>) {
+        let decision = Decision {
+            actions,
+            script: None,
+            fallback: None,
+        };
+        let id = self.session();
+        self.pbx.handle_decision(self.ambient(), id, decision, None);
+    }
+
+    fn digit(&mut self, digit: char) {
+        let session = self.session();
+        self.pbx.handle_media_event(
+            self.ambient(),
+            MediaEvent::Digit {
+                session,
+                side: Side::A,
+                digit,
+            },
+        );
+    }
+
+    /// The outputs so far: the events the script is asked about, and the SIP sent.
+    fn drain(&mut self) -> (Vec<Event>, Vec<String>) {
+        let (mut events, mut sent) = (Vec::new(), Vec::new());
+        while let Some(output) = self.pbx.poll_output() {
+            match output {
+                PbxOutput::Route { event, .. } => events.push(event),
+                PbxOutput::Transmit { bytes, .. } => {
+                    let text = String::from_utf8_lossy(&bytes).into_owned();
+                    if text.starts_with("SIP/2.0 200")
+                        && text.contains("CSeq: 1 INVITE")
+                        && let Ok(message) = message::parse(&bytes)
+                    {
+                        self.a_tag = message::to_tag(&message).unwrap_or_default();
+                    }
+                    sent.push(text);
+                }
+                _ => {}
+            }
+        }
+        (events, sent)
+    }
+
+    /// The department answers the host's INVITE (the last request sent) with `sdp`.
+    fn department_answers(&mut self, invite: &str) {
+        let Ok(SipMessage::Request(request)) = message::parse(invite.as_bytes()) else {
+            panic!("not an INVITE: {invite}");
+        };
+        let mut ok = message::response_to(&request, 200, Some("dept"));
+        let sdp = crate::sdp::endpoint("127.0.0.1".parse().unwrap(), 41000, Codec::Pcmu, Some(101));
+        crate::call::requests::attach_sdp(&mut ok, "127.0.0.1:5090".parse().unwrap(), sdp);
+        let bytes = message::serialize(&SipMessage::Response(ok));
+        let peer = Peer {
+            transport: Transport::Udp,
+            addr: "127.0.0.1:5090".parse().unwrap(),
+        };
+        self.pbx.handle_bytes(self.ambient(), &bytes, peer);
+    }
+}
+
+fn gather(
+    max_digits: u8,
+    timeout_ms: u32,
+    inter_digit_ms: u32,
+    terminator: Option<char>,
+) -> Action {
+    Action::Gather {
+        max_digits,
+        timeout_ms,
+        inter_digit_timeout_ms: inter_digit_ms,
+        terminator,
+        prompt: Some("menu".into()),
+    }
+}
+
+fn play(prompt: &str) -> Action {
+    Action::Play {
+        prompt: prompt.into(),
+    }
+}
+
+fn gathered(digits: &str, ended_by: GatherEnd) -> Event {
+    Event::DigitsGathered {
+        digits: digits.into(),
+        ended_by,
+    }
+}
+
+/// The built-in prompts' lengths, in ms (whole 20 ms frames).
+fn length_ms(prompt: &str) -> u64 {
+    crate::media::Prompts::built_in()
+        .get(prompt)
+        .unwrap()
+        .duration()
+        .as_millis() as u64
+}
+
+#[test]
+fn the_host_answers_plays_the_welcome_then_the_menu_and_a_key_barges_in() {
+    let mut h = Harness::new();
+    h.invite();
+    assert_eq!(h.drain().0, [Event::Incoming]);
+    h.decide(vec![
+        Action::Answer,
+        play("welcome"),
+        gather(1, 5000, 5000, None),
+    ]);
+    let (events, sent) = h.drain();
+    assert!(events.is_empty());
+    let ok = sent
+        .iter()
+        .find(|m| m.starts_with("SIP/2.0 200"))
+        .expect("a 200 to the caller");
+    assert!(
+        ok.contains("m=audio 20000 RTP/AVP 0 101"),
+        "the caller's first codec: {ok}"
+    );
+    assert_eq!(
+        h.media.take(),
+        [
+            Did::Answer(Side::A, Codec::Pcmu),
+            Did::Play("welcome".into())
+        ]
+    );
+
+    let welcome = length_ms("welcome");
+    h.at(welcome - 1);
+    assert!(h.media.take().is_empty(), "the welcome plays to its end");
+    h.at(welcome);
+    assert_eq!(h.media.take(), [Did::Play("menu".into())]);
+    h.at(welcome + 1500);
+    h.digit('2');
+    assert_eq!(
+        h.media.take(),
+        [Did::Silence],
+        "the menu stops at the first key"
+    );
+    assert_eq!(h.drain().0, [gathered("2", GatherEnd::MaxDigits)]);
+}
+
+#[test]
+fn the_first_digit_waits_for_the_prompt_then_each_next_one_its_own_timeout() {
+    let mut h = Harness::new();
+    h.invite();
+    h.drain();
+    h.decide(vec![gather(4, 3000, 1000, Some('#'))]);
+    h.drain();
+    let menu = length_ms("menu");
+    h.at(menu + 2999);
+    assert!(
+        h.drain().0.is_empty(),
+        "the first-digit timeout runs from the prompt's end"
+    );
+    h.digit('1');
+    h.at(menu + 3500);
+    h.info('2'); // SIP INFO counts the same as RFC 4733
+    h.at(menu + 4499);
+    assert!(h.drain().0.is_empty());
+    h.at(menu + 4500);
+    assert_eq!(h.drain().0, [gathered("12", GatherEnd::Timeout)]);
+}
+
+#[test]
+fn the_terminator_ends_a_gather_without_being_a_digit() {
+    let mut h = Harness::new();
+    h.invite();
+    h.drain();
+    h.decide(vec![gather(4, 3000, 1000, Some('#'))]);
+    for key in ['4', '2', '#'] {
+        h.advance(Duration::from_millis(300));
+        h.digit(key);
+    }
+    assert_eq!(h.drain().0, [gathered("42", GatherEnd::Terminator)]);
+    h.digit('9');
+    assert!(
+        h.drain().0.is_empty(),
+        "a key outside a gather is only recorded"
+    );
+}
+
+#[test]
+fn a_forward_after_the_menu_rings_back_and_connects_without_a_second_answer() {
+    let mut h = Harness::new();
+    h.invite();
+    h.drain();
+    h.decide(vec![
+        Action::Answer,
+        Action::Forward {
+            target: ForwardTarget::Number("200".into()),
+            trunk: None,
+            ring_timeout_ms: 30_000,
+            caller_id: None,
+        },
+    ]);
+    let (_, sent) = h.drain();
+    let invite = sent
+        .iter()
+        .find(|m| m.starts_with("INVITE sip:200@"))
+        .expect("an INVITE out");
+    assert!(
+        invite.contains("m=audio 20002 RTP/AVP 0 101"),
+        "the department is offered the caller's codec only: {invite}"
+    );
+    assert_eq!(
+        h.media.take(),
+        [Did::Answer(Side::A, Codec::Pcmu), Did::Ringback]
+    );
+    let invite = invite.clone();
+    h.department_answers(&invite);
+    let (_, sent) = h.drain();
+    assert!(sent.iter().any(|m| m.starts_with("ACK sip:")), "{sent:?}");
+    assert!(
+        !sent.iter().any(|m| m.starts_with("SIP/2.0 200")),
+        "the caller was answered once already"
+    );
+    assert_eq!(
+        h.media.take(),
+        [Did::Silence],
+        "ringback gives way to the department"
+    );
+}
+
+#[test]
+fn an_unknown_prompt_sends_the_call_to_the_fallback_number() {
+    let mut h = Harness::new();
+    h.invite();
+    h.drain();
+    h.decide(vec![Action::Recording { on: true }, play("no-such-prompt")]);
+    let (_, sent) = h.drain();
+    assert!(
+        sent.iter().any(|m| m.starts_with("INVITE sip:999@")),
+        "{sent:?}"
+    );
+    assert!(
+        !sent.iter().any(|m| m.starts_with("SIP/2.0 200")),
+        "not answered"
+    );
+    assert_eq!(h.media.take(), [Did::Record]);
+}
+
+#[test]
+fn tags_set_at_call_ended_are_in_the_record() {
+    let mut h = Harness::new();
+    h.invite();
+    h.drain();
+    h.decide(vec![
+        Action::SetTag {
+            name: "reason".into(),
+            value: "sales".into(),
+        },
+        Action::Reject {
+            status: 486,
+            reason: None,
+        },
+    ]);
+    let mut asked = false;
+    while let Some(output) = h.pbx.poll_output() {
+        match output {
+            PbxOutput::Route { event, .. } => asked |= matches!(event, Event::CallEnded { .. }),
+            PbxOutput::Record(_) => panic!("the record waits for the call-ended decision"),
+            _ => {}
+        }
+    }
+    assert!(asked, "the script is told the call ended");
+    h.decide(vec![
+        Action::SetTag {
+            name: "reason".into(),
+            value: "billing".into(),
+        },
+        Action::SetTag {
+            name: "survey".into(),
+            value: "yes".into(),
+        },
+        Action::Hangup,
+    ]);
+    let records: Vec<_> = std::iter::from_fn(|| h.pbx.poll_output())
+        .filter_map(|o| match o {
+            PbxOutput::Record(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(records.len(), 1);
+    assert_eq!(
+        records[0].tags,
+        [
+            ("reason".to_owned(), "billing".to_owned()),
+            ("survey".to_owned(), "yes".to_owned())
+        ]
+    );
+}

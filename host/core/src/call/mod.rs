@@ -1,0 +1,1626 @@
+//! Calls: a B2BUA session per call, sans-IO.
+//!
+//! Each session has an inbound leg A (the caller's dialog, the host as UAS) and, while
+//! forwarding, an outbound leg B (the host as UAC). Media is anchored: each leg's SDP
+//! points at the host's relay ports. The routing script is I/O: the session emits
+//! [`PbxOutput::Route`] and takes the decision back through [`Calls::handle_decision`].
+//!
+//! ```text
+//!  INVITE(A) ──▶ Routing ──decision: forward─────────▶ Forwarding ──B 2xx──▶ Connected ──BYE──▶ ended
+//!                 │  ▲                                   ▲      │ B fails / ring timeout:
+//!   answer, play, │  │ digits-gathered event             │      └ forward-failed event → Routing
+//!         gather  ▼  │                                   │
+//!                Engaged (the host answered A) ─forward──┘ (ringback until B answers; engaged.rs)
+//! ```
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rsip::prelude::*;
+
+use crate::config::{Config, Location};
+use crate::flip::FlipResult;
+use crate::media::{MediaAllocator, MediaPorts, Playback, Prompts, Side};
+use crate::pbx::{Ambient, PbxOutput};
+use crate::registrar::Registrar;
+use crate::routing::{
+    Action, CallInfo, Decision, Disposition, Event, ForwardTarget, Origin, fallback_actions,
+};
+use crate::sdp;
+use crate::sip::message::{self, Header, Request, Response, SipMessage};
+use crate::sip::transaction::{ClientTxnId, Peer, ServerTxnId, TransactionLayer, Transport};
+use wasmpbx_types::script::ScriptVersion;
+
+mod engaged;
+#[cfg(test)]
+mod flip_tests;
+mod forks;
+mod pin;
+mod pull;
+mod push;
+mod requests;
+#[cfg(test)]
+mod testing;
+
+pub use push::Refusal;
+pub use requests::trunk_address;
+use requests::{
+    Dialog, InviteParts, addr_spec, attach_sdp, caller_response, cancel_for, dtmf_from_info,
+    in_dialog_request, in_dialog_request_with_sdp, initial_invite, tag_of, with_tag,
+};
+pub use wasmpbx_types::record::{CallRecord, CallSummary, UserCall};
+
+pub use wasmpbx_types::ids::SessionId;
+
+/// How long the devices of a called user ring.
+const DEVICE_RING_TIMEOUT_MS: u32 = 60_000;
+
+/// A re-INVITE received on one leg and sent on the other, waiting for its answer.
+struct PendingReinvite {
+    /// The transaction to answer on the leg it came from.
+    server_txn: ServerTxnId,
+    request: Request,
+    from_a: bool,
+    /// The re-INVITE the host sent on the other leg.
+    client_txn: ClientTxnId,
+    cseq: u32,
+}
+
+/// A leg to one of the callee's devices (or a number through a trunk).
+struct Outbound {
+    dialog: Dialog,
+    invite: Request,
+    /// The INVITE transaction the host sent; none for a leg the device set up itself (a
+    /// device that pulled the call).
+    txn: Option<ClientTxnId>,
+    target: ForwardTarget,
+    number: String,
+    answered: bool,
+    /// CANCEL sent (ring timeout or caller gave up): its final response is not news.
+    cancelled: bool,
+    /// A browser's leg: the media bridge that made its WebRTC offer.
+    bridge: Option<usize>,
+}
+
+impl Outbound {
+    /// A device's answer, as the call sees it: a browser's WebRTC answer completes its
+    /// bridge and becomes the bridge's plain RTP.
+    fn answer_sdp(&self, ctx: &mut Ctx<'_>, id: SessionId, body: String) -> String {
+        let Some(bridge) = self.bridge else {
+            return body;
+        };
+        ctx.media
+            .answer_webrtc(id, bridge, &body)
+            .unwrap_or_else(|e| {
+                tracing::warn!(session = %id.short(), "{e}");
+                String::new()
+            })
+    }
+
+    /// Stop this leg ringing: CANCEL its INVITE, once.
+    fn cancel(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        id: SessionId,
+        by_client_txn: &mut HashMap<ClientTxnId, SessionId>,
+    ) {
+        if self.cancelled {
+            return;
+        }
+        self.cancelled = true;
+        if let Some(cancel) = cancel_for(&self.invite) {
+            let txn = ctx
+                .layer
+                .send_request(ctx.ambient.now, cancel, self.dialog.peer);
+            by_client_txn.insert(txn, id);
+        }
+    }
+
+    /// End this leg's (answered) dialog: BYE.
+    fn hang_up(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        id: SessionId,
+        by_client_txn: &mut HashMap<ClientTxnId, SessionId>,
+    ) {
+        send_in_dialog(ctx, &mut self.dialog, id, by_client_txn, None);
+    }
+}
+
+/// Send a request with no body of its own in `dialog` — BYE, or with `frag` a NOTIFY
+/// carrying that sipfrag status (RFC 3515) — whose responses belong to session `id`.
+fn send_in_dialog(
+    ctx: &mut Ctx<'_>,
+    dialog: &mut Dialog,
+    id: SessionId,
+    by_client_txn: &mut HashMap<ClientTxnId, SessionId>,
+    frag: Option<&str>,
+) {
+    dialog.local_cseq += 1;
+    let request = match frag {
+        None => in_dialog_request(dialog, "BYE", dialog.local_cseq, ctx.local, &ctx.token()),
+        Some(status) => {
+            requests::refer_notify(dialog, dialog.local_cseq, ctx.local, &ctx.token(), status)
+        }
+    };
+    if let Some(request) = request {
+        let txn = ctx
+            .layer
+            .send_request(ctx.ambient.now, request, dialog.peer);
+        by_client_txn.insert(txn, id);
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for the script.
+    Routing,
+    /// B is ringing.
+    Forwarding,
+    /// The host answered and is playing or gathering.
+    Engaged,
+    Connected,
+}
+
+struct Session {
+    call: CallInfo,
+    location: Option<Location>,
+    script: String,
+    pinned: Option<ScriptVersion>,
+    a_invite: Request,
+    a_txn: ServerTxnId,
+    a_dialog: Dialog,
+    /// The offer for outbound legs: the caller's SDP pointing at the host's B port.
+    b_offer: String,
+    /// A browser caller's SDP answer (its WebRTC, answered by a bridge): what side A is
+    /// told instead of the host's plain RTP address.
+    a_answer: Option<String>,
+    a_answered: bool,
+    /// The outbound leg: the one ringing (trunk forwards) or the one that answered.
+    b: Option<Outbound>,
+    /// Legs ringing in parallel for a forward to a user's devices; the first to answer
+    /// becomes `b` and the others are cancelled.
+    forks: Vec<Outbound>,
+    /// Whether the caller has been sent a ringing response (forks ring only once).
+    ringing_sent: bool,
+    /// A re-INVITE (hold, resume) being passed from one leg to the other.
+    reinvite: Option<PendingReinvite>,
+    ports: MediaPorts,
+    phase: Phase,
+    record: CallRecord,
+    /// Bumped whenever the ring timer is re-armed, so stale timers are ignored.
+    ring_generation: u64,
+    applying_fallback: bool,
+    /// Set once the host answered the caller itself (active mode).
+    endpoint: Option<engaged::Endpoint>,
+    /// A prompt's end or the caller's digits, in active mode.
+    waiting: engaged::Waiting,
+    /// Bumped whenever a media timer is armed, so stale ones are ignored.
+    media_generation: u64,
+    /// When the INVITE arrived, on the monotonic clock (durations to the millisecond).
+    arrived: Instant,
+    /// The G.711 codec the answering device chose: a device that takes the call over
+    /// must speak it too.
+    b_codec: Option<crate::media::Codec>,
+    /// A flip of this call is being decided (a second one is refused meanwhile).
+    flip_pending: bool,
+    /// A push whose targets are ringing.
+    ringing: Option<push::Ringing>,
+    /// A device that would take the call over, entering the PIN first.
+    pin: Option<pin::PinEntry>,
+    /// The user and device on side A, for a call a user's device placed; none for a
+    /// trunk call, and once that device hung up while a flip of its side was under way.
+    a_device: Option<(String, String)>,
+    /// Side A hung up while a flip of its side was under way: the call waits for the
+    /// new device.
+    a_gone: bool,
+    /// The last keys each side's device pressed (for the push code).
+    keys: [String; 2],
+}
+
+/// A flip waiting for the policy's decision.
+#[derive(Debug)]
+enum PendingFlip {
+    Pull(Box<pull::PendingPull>),
+    Push(push::PendingPush),
+}
+
+impl PendingFlip {
+    fn session(&self) -> SessionId {
+        match self {
+            PendingFlip::Pull(p) => p.session,
+            PendingFlip::Push(p) => p.session,
+        }
+    }
+}
+
+impl Session {
+    /// Whether a flip of this call is under way (being decided, ringing its targets or
+    /// waiting for a PIN): another one is refused meanwhile.
+    fn flipping(&self) -> bool {
+        self.flip_pending || self.ringing.is_some() || self.pin.is_some()
+    }
+
+    /// The user and device on `side`, if a user's device is there and in the call: side
+    /// B for a call that rang the user's devices, side A for one a device placed.
+    fn device_on(&self, side: Side) -> Option<(String, String)> {
+        match side {
+            Side::A => self.a_device.clone(),
+            Side::B => match self.b.as_ref() {
+                Some(Outbound {
+                    target: ForwardTarget::User(user),
+                    number,
+                    answered: true,
+                    ..
+                }) => Some((user.clone(), pull::device_of(number).to_owned())),
+                _ => None,
+            },
+        }
+    }
+
+    /// The side `user_id`'s device is on, if one of the user's devices has this call:
+    /// side B for a call that rang them, side A for one they placed.
+    fn users_side(&self, user_id: &str) -> Option<Side> {
+        [Side::B, Side::A].into_iter().find(|&side| {
+            self.device_on(side)
+                .is_some_and(|(user, _)| user == user_id)
+        })
+    }
+
+    /// The dialog with the party on `side`, if it is still in the call.
+    fn dialog_mut(&mut self, side: Side) -> Option<&mut Dialog> {
+        match side {
+            Side::A => (!self.a_gone).then_some(&mut self.a_dialog),
+            Side::B => self.b.as_mut().map(|b| &mut b.dialog),
+        }
+    }
+}
+
+/// Timers of one kind: when, for which session, and a number that tells the current
+/// timer from stale ones (a generation, a flip, a try).
+type Timers = BinaryHeap<Reverse<(Instant, SessionId, u64)>>;
+
+/// The next timer due at `now`, taken off the heap.
+fn pop_due(timers: &mut Timers, now: Instant) -> Option<(SessionId, u64)> {
+    let Reverse((at, _, _)) = timers.peek()?;
+    if *at > now {
+        return None;
+    }
+    timers.pop().map(|Reverse((_, id, n))| (id, n))
+}
+
+/// The other side.
+fn other(side: Side) -> Side {
+    match side {
+        Side::A => Side::B,
+        Side::B => Side::A,
+    }
+}
+
+impl Calls {
+    /// Put a flip request to the policy script; the call refuses another flip until the
+    /// answer comes back through [`Calls::flip_decided`].
+    fn ask_flip_policy(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        pending: PendingFlip,
+        request: crate::flip::FlipRequest,
+    ) {
+        if let Some(session) = self.sessions.get_mut(&pending.session()) {
+            session.flip_pending = true;
+        }
+        self.next_flip += 1;
+        self.flips.insert(self.next_flip, pending);
+        ctx.outputs.push_back(PbxOutput::DecideFlip {
+            flip: self.next_flip,
+            policy: ctx.config.scripts.flip_policy.clone(),
+            request,
+        });
+    }
+
+    /// The flip policy's answer (an error: the script failed, which denies the flip).
+    pub fn flip_decided(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        flip: u64,
+        decision: Result<crate::flip::FlipDecision, String>,
+    ) {
+        match self.flips.remove(&flip) {
+            Some(PendingFlip::Pull(pull)) => self.pull_decided(ctx, *pull, decision),
+            Some(PendingFlip::Push(push)) => self.push_decided(ctx, flip, push, decision),
+            None => {} // the call ended meanwhile
+        }
+    }
+}
+
+/// What the calls need from the rest of the core for one input.
+pub struct Ctx<'a> {
+    pub layer: &'a mut TransactionLayer,
+    pub media: &'a mut dyn MediaAllocator,
+    pub registrar: &'a mut Registrar,
+    pub outputs: &'a mut VecDeque<PbxOutput>,
+    pub config: &'a Config,
+    pub prompts: &'a Prompts,
+    /// The host's SIP address (Via, Contact).
+    pub local: SocketAddr,
+    pub ambient: Ambient,
+    /// This input's randomness (tags, branches, Call-IDs, SDP session ids).
+    pub entropy: crate::entropy::Entropy,
+}
+
+impl Ctx<'_> {
+    /// A fresh token for a tag, a branch or a Call-ID.
+    pub fn token(&mut self) -> String {
+        self.entropy.token()
+    }
+}
+
+#[derive(Default)]
+pub struct Calls {
+    sessions: HashMap<SessionId, Session>,
+    by_call_id: HashMap<String, SessionId>,
+    by_a_txn: HashMap<ServerTxnId, SessionId>,
+    by_client_txn: HashMap<ClientTxnId, SessionId>,
+    ring_timers: Timers,
+    /// Flips waiting for the flip policy (see `pull` and `push`).
+    flips: HashMap<u64, PendingFlip>,
+    next_flip: u64,
+    /// Push targets' ring timeouts, by flip.
+    push_timers: Timers,
+    /// When each PIN try runs out (with the try it belongs to).
+    pin_timers: Timers,
+    /// Prompt ends and gather timeouts (see `engaged`).
+    media_timers: Timers,
+    /// Records of ended calls waiting for the script's `call-ended` decision, whose
+    /// `set-tag`s they take before they are written.
+    ending: HashMap<SessionId, CallRecord>,
+}
+
+impl Calls {
+    /// The live calls, oldest first.
+    pub fn summaries(&self) -> Vec<CallSummary> {
+        let mut out: Vec<CallSummary> = self
+            .sessions
+            .iter()
+            .map(|(id, s)| CallSummary {
+                session: *id,
+                location: s.call.location.clone(),
+                caller: s.call.caller.clone(),
+                dialed: s.call.dialed.clone(),
+                state: match s.phase {
+                    Phase::Routing => "routing",
+                    Phase::Forwarding => "forwarding",
+                    Phase::Engaged => "engaged",
+                    Phase::Connected => "connected",
+                },
+                forwarded_to: s.b.as_ref().map(|b| b.number.clone()),
+                started_at: s.record.started_at,
+                answered_at: s.record.answered_at,
+            })
+            .collect();
+        out.sort_by_key(|c| c.session);
+        out
+    }
+
+    /// The records of ended calls still waiting for the script's `call-ended` answer
+    /// (at shutdown: they are written without its tags).
+    pub fn take_ending(&mut self) -> Vec<CallRecord> {
+        self.ending.drain().map(|(_, record)| record).collect()
+    }
+
+    /// The connected calls one of `user_id`'s devices has, oldest first.
+    pub fn user_calls(&self, user_id: &str) -> Vec<UserCall> {
+        let mut out: Vec<UserCall> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.phase == Phase::Connected)
+            .filter_map(|(&session, s)| {
+                let side = s.users_side(user_id)?;
+                let (_, device) = s.device_on(side)?;
+                let (with, direction) = match side {
+                    Side::B => (s.call.caller.clone(), "incoming"),
+                    Side::A => (s.call.dialed.clone(), "outgoing"),
+                };
+                Some(UserCall {
+                    session,
+                    with,
+                    direction,
+                    device,
+                    answered_at: s.record.answered_at,
+                })
+            })
+            .collect();
+        out.sort_by_key(|c| c.session);
+        out
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [
+            &self.ring_timers,
+            &self.media_timers,
+            &self.push_timers,
+            &self.pin_timers,
+        ]
+        .into_iter()
+        .filter_map(|timers| timers.peek().map(|Reverse((at, _, _))| *at))
+        .min()
+    }
+
+    /// A new INVITE (no To tag).
+    pub fn handle_invite(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        txn: ServerTxnId,
+        request: Request,
+        source: Peer,
+    ) {
+        let message = SipMessage::Request(request.clone());
+        let dialed = request
+            .uri
+            .auth
+            .as_ref()
+            .map(|a| a.user.clone())
+            .or_else(|| message::to_user(&message))
+            .unwrap_or_default();
+        let caller = message::from_user(&message).unwrap_or_default();
+        let reject = |ctx: &mut Ctx<'_>, code: u16, reason: Option<&str>| {
+            let mut response = message::response_to(&request, code, Some(&ctx.token()));
+            if let Some(reason) = reason {
+                response = message::with_reason(response, reason);
+            }
+            ctx.layer.send_response(ctx.ambient.now, txn, response);
+        };
+        let trunk = ctx
+            .config
+            .trunks
+            .iter()
+            .find(|t| t.inbound.iter().any(|c| c.contains(source.addr.ip())));
+        let location = ctx.config.location_by_flip_number(&dialed).cloned();
+        let (origin, location) = match (trunk, location) {
+            (Some(t), Some(l)) => (
+                Origin::Trunk {
+                    name: t.name.clone(),
+                },
+                Some(l),
+            ),
+            (None, Some(_)) => {
+                tracing::warn!(from = %source.addr, dialed, "INVITE to a flip number from outside the trunks refused");
+                return reject(ctx, 403, Some("Flip Numbers Take Trunk Calls Only"));
+            }
+            (Some(_), None) => return reject(ctx, 404, None),
+            (None, None) => {
+                // A device: it must be registered-grade authenticated (407 challenge).
+                let a = ctx.ambient;
+                match ctx
+                    .registrar
+                    .authenticate(a.wall_secs(), &mut ctx.entropy, &request, source)
+                {
+                    Ok(user_id) => {
+                        let device = ctx
+                            .registrar
+                            .bindings(&user_id)
+                            .iter()
+                            .find(|b| b.source == source.addr)
+                            .map_or_else(|| "unregistered".to_owned(), |b| b.device.clone());
+                        (Origin::Device { user_id, device }, None)
+                    }
+                    Err(response) => return ctx.layer.send_response(a.now, txn, response),
+                }
+            }
+        };
+        if let Origin::Device { user_id, device } = &origin
+            && dialed == ctx.config.flip.pull_code
+        {
+            let (user_id, device) = (user_id.clone(), device.clone());
+            return self.start_pull(ctx, txn, request, source, user_id, device);
+        }
+        let mut body = String::from_utf8_lossy(&request.body).into_owned();
+        let webrtc = crate::sdp::is_webrtc(&body);
+        if !webrtc && let Err(e) = sdp::parse(&body) {
+            tracing::info!(dialed, "INVITE refused: SDP {e}");
+            return reject(ctx, 488, None);
+        }
+        let id = {
+            let random = ctx.entropy.next_u64().to_le_bytes();
+            let more = ctx.entropy.next_u64().to_le_bytes();
+            let mut bytes = [0; 10];
+            bytes[..8].copy_from_slice(&random);
+            bytes[8..].copy_from_slice(&more[..2]);
+            SessionId::new(u64::try_from(ctx.ambient.wall_ms).unwrap_or(0), bytes)
+        };
+        let ports = match ctx.media.open(id) {
+            Ok(ports) => ports,
+            Err(e) => {
+                tracing::error!(session = %id.short(), "no media ports: {e}");
+                return reject(ctx, 503, None);
+            }
+        };
+        // A browser: its WebRTC is answered by a bridge, and the call sees it as a plain
+        // RTP phone at the bridge.
+        let mut a_answer = None;
+        if webrtc {
+            match ctx
+                .media
+                .bridge_webrtc(id, Some(Side::A), &body, ctx.config.media.public_ip)
+            {
+                Ok(bridged) => {
+                    body = bridged.plain_offer;
+                    a_answer = Some(bridged.answer);
+                }
+                Err(e) => {
+                    tracing::info!(session = %id.short(), dialed, "INVITE refused: {e}");
+                    ctx.media.close(id);
+                    return reject(ctx, 488, None);
+                }
+            }
+        }
+        let a_rtp = sdp::parse(&body).ok().and_then(|m| m.rtp);
+        // The offer every outbound leg of this call gets: the caller's, pointing at the
+        // host's B-side port. Made once; refused here if nothing in it can be relayed.
+        let b_offer = match sdp::rewrite(&body, ctx.config.media.public_ip, ports.b) {
+            Ok(offer) => offer,
+            Err(e) => {
+                tracing::info!(dialed, "INVITE refused: SDP {e}");
+                ctx.media.close(id);
+                return reject(ctx, 488, None);
+            }
+        };
+        if let Some(rtp) = a_rtp {
+            ctx.media.set_remote(id, Side::A, rtp);
+        }
+        if let Some(pt) = sdp::telephone_event_pt(&body) {
+            // A user's device: its keys are watched for the push code too.
+            let push_code = matches!(origin, Origin::Device { .. })
+                .then_some(ctx.config.flip.push_code.as_str());
+            ctx.media.watch_keys(id, Side::A, pt, push_code);
+        }
+        let call_id = message::call_id(&message).unwrap_or_default();
+        let a_tag = ctx.token();
+        let to = message::header_value(&message, "To").unwrap_or_default();
+        let from = message::header_value(&message, "From").unwrap_or_default();
+        let contact = message::header_value(&message, "Contact")
+            .map(|c| addr_spec(&c))
+            .unwrap_or_else(|| addr_spec(&from));
+        let started_at = jiff::Timestamp::from_second(ctx.ambient.wall_secs())
+            .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+        let location_name = location.as_ref().map(|l| l.name.clone());
+        // Trunk calls run their location's script; device calls are routed by the host.
+        let script = location
+            .as_ref()
+            .map(|l| l.script.clone())
+            .unwrap_or_default();
+        let call = CallInfo {
+            call_id: id.to_string(),
+            location: location_name.clone(),
+            caller: caller.clone(),
+            caller_name: message::from_header_display_name(&message),
+            dialed: dialed.clone(),
+            origin: origin.clone(),
+            started_at,
+            tags: Vec::new(),
+        };
+        tracing::info!(session = %id.short(), caller, dialed, location = ?location.as_ref().map(|l| &l.name), "incoming call");
+        let record = CallRecord {
+            session: id,
+            location: location_name.clone(),
+            caller,
+            dialed,
+            script: (!script.is_empty()).then(|| script.clone()),
+            script_hash: None,
+            fallback: false,
+            started_at,
+            answered_at: None,
+            ended_at: started_at,
+            disposition: Disposition::Failed,
+            legs: Vec::new(),
+            digits: String::new(),
+            tags: Vec::new(),
+            end_reason: String::new(),
+            rtp_packets_in: 0,
+            rtp_packets_out: 0,
+            recording: None,
+            duration_ms: 0,
+            flips: Vec::new(),
+            call_ids: vec![call_id.clone()],
+        };
+        let session = Session {
+            call: call.clone(),
+            script: script.clone(),
+            location: location.clone(),
+            pinned: None,
+            a_invite: request,
+            a_txn: txn,
+            a_dialog: Dialog {
+                call_id: call_id.clone(),
+                local: with_tag(&to, &a_tag),
+                remote: from,
+                target: contact,
+                local_cseq: 0,
+                peer: source,
+                sdp: sdp::Origin::new(ctx.entropy.next_u64()),
+            },
+            b_offer,
+            a_answer,
+            a_answered: false,
+            b: None,
+            forks: Vec::new(),
+            ringing_sent: false,
+            reinvite: None,
+            ports,
+            phase: Phase::Routing,
+            record,
+            ring_generation: 0,
+            applying_fallback: false,
+            endpoint: None,
+            waiting: engaged::Waiting::Nothing,
+            media_generation: 0,
+            arrived: ctx.ambient.now,
+            b_codec: None,
+            flip_pending: false,
+            ringing: None,
+            pin: None,
+            a_device: match &origin {
+                Origin::Device { user_id, device } => Some((user_id.clone(), device.clone())),
+                Origin::Trunk { .. } => None,
+            },
+            a_gone: false,
+            keys: Default::default(),
+        };
+        self.sessions.insert(id, session);
+        self.by_call_id.insert(call_id, id);
+        self.by_a_txn.insert(txn, id);
+        match origin {
+            Origin::Trunk { .. } => ctx.outputs.push_back(PbxOutput::Route {
+                session: id,
+                script,
+                location: location_name,
+                pinned: None,
+                call,
+                event: Event::Incoming,
+            }),
+            Origin::Device { .. } => {
+                // Another user's extension rings all that user's devices; anything else
+                // goes out through the first trunk.
+                let target = match ctx.config.user_by_extension(&call.dialed) {
+                    Some(user) => ForwardTarget::User(user.id.clone()),
+                    None => ForwardTarget::Number(call.dialed.clone()),
+                };
+                self.forward(ctx, id, target, None, DEVICE_RING_TIMEOUT_MS, None);
+            }
+        }
+    }
+
+    /// The script's decision for one event of a session.
+    pub fn handle_decision(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        id: SessionId,
+        decision: Decision,
+        pinned: Option<ScriptVersion>,
+    ) {
+        let Some(session) = self.sessions.get_mut(&id) else {
+            if let Some(record) = self.ending.remove(&id) {
+                Self::call_ended_decided(ctx, record, decision);
+            }
+            return; // ended while the script ran
+        };
+        if session.pinned.is_none() {
+            session.pinned = pinned;
+            if let Some(script) = &decision.script {
+                session.record.script_hash = Some(script.hash.clone());
+            }
+        }
+        if let Some(fallback) = &decision.fallback {
+            session.record.fallback = true;
+            tracing::warn!(
+                session = %id.short(),
+                cause = fallback.cause,
+                "routing by fallback: {}",
+                fallback.message
+            );
+        }
+        self.apply(ctx, id, decision.actions);
+    }
+
+    /// The script's answer to `call-ended`: its tags complete the record, which is then
+    /// written; any other action is moot for a call that is over.
+    fn call_ended_decided(ctx: &mut Ctx<'_>, mut record: CallRecord, decision: Decision) {
+        for action in decision.actions {
+            match action {
+                Action::SetTag { name, value } => {
+                    crate::routing::set_tag(&mut record.tags, &name, &value)
+                }
+                other => {
+                    tracing::debug!(session = %record.session.short(), ?other, "ignored at call-ended")
+                }
+            }
+        }
+        ctx.outputs.push_back(PbxOutput::Record(record));
+    }
+
+    fn apply(&mut self, ctx: &mut Ctx<'_>, id: SessionId, actions: Vec<Action>) {
+        let mut actions = actions.into_iter();
+        while let Some(action) = actions.next() {
+            let Some(session) = self.sessions.get_mut(&id) else {
+                return;
+            };
+            let outcome = match action {
+                Action::SetTag { name, value } => {
+                    session.call.set_tag(&name, &value);
+                    Ok(())
+                }
+                Action::Forward {
+                    target,
+                    trunk,
+                    ring_timeout_ms,
+                    caller_id,
+                } => {
+                    return self.forward(ctx, id, target, trunk, ring_timeout_ms, caller_id);
+                }
+                Action::Reject { status, reason } => {
+                    return self.end(
+                        ctx,
+                        id,
+                        Disposition::Failed,
+                        status,
+                        reason.as_deref().unwrap_or("rejected by script"),
+                    );
+                }
+                Action::Hangup => {
+                    let disposition = if session.a_answered {
+                        Disposition::Answered
+                    } else {
+                        Disposition::Failed
+                    };
+                    return self.end(ctx, id, disposition, 480, "hung up by script");
+                }
+                Action::Answer => self.answer_caller(ctx, id),
+                Action::Recording { on } => {
+                    self.set_recording(ctx, id, on);
+                    Ok(())
+                }
+                Action::Play { prompt } => {
+                    match self.play_prompt(ctx, id, &prompt, actions.by_ref().collect()) {
+                        Ok(()) => return,
+                        Err(e) => Err(e),
+                    }
+                }
+                Action::Gather {
+                    max_digits,
+                    timeout_ms,
+                    inter_digit_timeout_ms,
+                    terminator,
+                    prompt,
+                } => match self.start_gather(
+                    ctx,
+                    id,
+                    engaged::GatherSpec {
+                        max_digits,
+                        first_timeout: Duration::from_millis(u64::from(timeout_ms)),
+                        inter_digit_timeout: Duration::from_millis(u64::from(
+                            inter_digit_timeout_ms,
+                        )),
+                        terminator,
+                    },
+                    prompt.as_deref(),
+                ) {
+                    Ok(()) => return,
+                    Err(e) => Err(e),
+                },
+            };
+            if let Err(e) = outcome {
+                return self.fall_back(ctx, id, &e);
+            }
+        }
+        // A list without a terminal action leaves nothing to wait for.
+        self.end(
+            ctx,
+            id,
+            Disposition::Failed,
+            480,
+            "script gave no terminal action",
+        );
+    }
+
+    /// An action the host could not carry out (an unknown prompt, say): the call must
+    /// still reach a human, so the location's fallback takes over.
+    fn fall_back(&mut self, ctx: &mut Ctx<'_>, id: SessionId, why: &str) {
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        if session.applying_fallback {
+            tracing::error!(session = %id.short(), "{why} (while falling back)");
+            return self.end(ctx, id, Disposition::Failed, 500, why);
+        }
+        tracing::warn!(session = %id.short(), "{why}; falling back");
+        session.applying_fallback = true;
+        session.record.fallback = true;
+        let fallback = fallback_actions(session.location.as_ref());
+        self.apply(ctx, id, fallback)
+    }
+
+    fn forward(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        id: SessionId,
+        target: ForwardTarget,
+        trunk: Option<String>,
+        ring_timeout_ms: u32,
+        caller_id: Option<String>,
+    ) {
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        let number = match &target {
+            ForwardTarget::Number(n) => n.clone(),
+            ForwardTarget::Fallback => match &session.location {
+                Some(l) => l.fallback_number.clone(),
+                None => return self.end(ctx, id, Disposition::Failed, 503, "no fallback number"),
+            },
+            ForwardTarget::User(user_id) => {
+                let user_id = user_id.clone();
+                return self.fork_to_user(ctx, id, &user_id, ring_timeout_ms);
+            }
+        };
+        let trunk_name = trunk.or_else(|| session.location.as_ref().and_then(|l| l.trunk.clone()));
+        let trunk = match &trunk_name {
+            Some(name) => ctx.config.trunks.iter().find(|t| &t.name == name),
+            None => ctx.config.trunks.first(),
+        };
+        let Some(trunk_addr) = trunk.and_then(|t| trunk_address(&t.uri)) else {
+            let event = Event::ForwardFailed {
+                target,
+                status: 503,
+                reason: "No Usable Trunk".into(),
+            };
+            return self.route(ctx, id, event);
+        };
+        let host = trunk_addr.to_string();
+        let local = ctx.local;
+        let mut origin = sdp::Origin::new(ctx.entropy.next_u64());
+        let offer = origin.stamp(&session.b_offer);
+        let from_number = caller_id.unwrap_or_else(|| session.call.caller.clone());
+        let call_id = format!("{}@{}", ctx.token(), local.ip());
+        let from = format!(
+            "<sip:{from_number}@{}>;tag={}",
+            ctx.config.sip.domain,
+            ctx.token()
+        );
+        let to = format!("<sip:{number}@{host}>");
+        let max_forwards = message::header_value(
+            &SipMessage::Request(session.a_invite.clone()),
+            "Max-Forwards",
+        )
+        .and_then(|m| m.parse::<u32>().ok())
+        .unwrap_or(70)
+        .saturating_sub(1);
+        if max_forwards == 0 {
+            return self.end(ctx, id, Disposition::Failed, 483, "too many hops");
+        }
+        let invite = initial_invite(&InviteParts {
+            uri: &format!("sip:{number}@{host}"),
+            transport: Transport::Udp,
+            local,
+            max_forwards,
+            from: &from,
+            to: &to,
+            call_id: &call_id,
+            offer: &offer,
+            branch: &ctx.token(),
+        });
+        let Some(invite) = invite else {
+            return self.end(
+                ctx,
+                id,
+                Disposition::Failed,
+                500,
+                "could not build the outbound INVITE",
+            );
+        };
+        let peer = Peer {
+            transport: Transport::Udp,
+            addr: trunk_addr,
+        };
+        let txn = ctx
+            .layer
+            .send_request(ctx.ambient.now, invite.clone(), peer);
+        tracing::info!(session = %id.short(), number, trunk = ?trunk_name, "forwarding");
+        session.record.legs.push((number.clone(), 0));
+        session.record.call_ids.push(call_id.clone());
+        session.b = Some(Outbound {
+            dialog: Dialog {
+                call_id: call_id.clone(),
+                local: from,
+                remote: to,
+                target: format!("sip:{number}@{host}"),
+                local_cseq: 1,
+                peer,
+                sdp: origin,
+            },
+            invite,
+            txn: Some(txn),
+            target,
+            number,
+            answered: false,
+            cancelled: false,
+            bridge: None,
+        });
+        session.phase = Phase::Forwarding;
+        session.ring_generation += 1;
+        let deadline = ctx.ambient.now + Duration::from_millis(u64::from(ring_timeout_ms));
+        self.ring_timers
+            .push(Reverse((deadline, id, session.ring_generation)));
+        self.by_call_id.insert(call_id, id);
+        self.by_client_txn.insert(txn, id);
+        self.ringback(ctx, id);
+    }
+
+    /// Ask the script about an event of a live session.
+    fn route(&mut self, ctx: &mut Ctx<'_>, id: SessionId, event: Event) {
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        if session.script.is_empty() {
+            // A call between devices has no script: a failed forward is the call's end.
+            if let Event::ForwardFailed { status, .. } = event {
+                self.end(ctx, id, Disposition::Failed, status, "forward failed");
+            }
+            return;
+        }
+        if session.a_answered && session.phase == Phase::Forwarding {
+            ctx.media.play(id, Playback::Silence); // the forward failed: no more ringback
+        }
+        session.phase = Phase::Routing;
+        ctx.outputs.push_back(PbxOutput::Route {
+            session: id,
+            script: session.script.clone(),
+            location: session.location.as_ref().map(|l| l.name.clone()),
+            pinned: session.pinned.clone(),
+            call: session.call.clone(),
+            event,
+        });
+    }
+
+    /// A response to one of the host's requests.
+    pub fn handle_response(&mut self, ctx: &mut Ctx<'_>, txn: ClientTxnId, response: Response) {
+        let Some(&id) = self.by_client_txn.get(&txn) else {
+            return;
+        };
+        let code = response.status_code.code();
+        if self.is_push_leg(id, txn) {
+            return self.push_response(ctx, id, txn, &response);
+        }
+        let Some(session) = self.sessions.get_mut(&id) else {
+            // The call is over (a BYE's or CANCEL's answer, a late fork): forget the txn.
+            if code >= 200 {
+                self.by_client_txn.remove(&txn);
+            }
+            return;
+        };
+        let is_b = session.b.as_ref().is_some_and(|b| b.txn == Some(txn));
+        if !is_b
+            && session.forks.iter().any(|f| f.txn == Some(txn))
+            && !self.fork_response(ctx, id, txn, &response)
+        {
+            return;
+        }
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        if session
+            .reinvite
+            .as_ref()
+            .is_some_and(|r| r.client_txn == txn)
+        {
+            if code >= 200 {
+                self.by_client_txn.remove(&txn);
+                self.reinvite_answered(ctx, id, response);
+            }
+            return;
+        }
+        let Some(b) = session.b.as_mut().filter(|b| b.txn == Some(txn)) else {
+            // A response to a BYE or CANCEL: nothing more to do.
+            if code >= 200 {
+                self.by_client_txn.remove(&txn);
+            }
+            return;
+        };
+        let message = SipMessage::Response(response);
+        let mut body = String::from_utf8_lossy(message.body()).into_owned();
+        if (200..300).contains(&code) {
+            body = b.answer_sdp(ctx, id, body);
+        }
+        match code {
+            100 => {}
+            101..=199 => {
+                if let Some(tag) = message::to_tag(&message) {
+                    b.dialog.remote = with_tag(&b.dialog.remote, &tag);
+                }
+                if b.cancelled {
+                    return;
+                }
+                if session.a_answered {
+                    // The caller hears the host's ringback, or the callee's early media
+                    // as soon as it comes.
+                    if let Ok(media) = sdp::parse(&body)
+                        && let Some(rtp) = media.rtp
+                    {
+                        ctx.media.set_remote(id, Side::B, rtp);
+                    }
+                    return;
+                }
+                // Ringing and early media pass through to the caller.
+                let forwarded = if code == 180 || code == 183 {
+                    code
+                } else {
+                    180
+                };
+                let mut reply = caller_response(
+                    &session.a_invite,
+                    forwarded,
+                    &session.a_dialog.local,
+                    ctx.local,
+                );
+                if let Ok(media) = sdp::parse(&body) {
+                    if let Some(rtp) = media.rtp {
+                        ctx.media.set_remote(id, Side::B, rtp);
+                    }
+                    if let Ok(a_sdp) =
+                        sdp::rewrite(&body, ctx.config.media.public_ip, session.ports.a)
+                    {
+                        let a_sdp = match &session.a_answer {
+                            Some(browser) => browser.clone(),
+                            None => session.a_dialog.sdp.stamp(&a_sdp),
+                        };
+                        reply
+                            .headers
+                            .push(Header::ContentType(rsip::headers::ContentType::new(
+                                "application/sdp",
+                            )));
+                        reply.body = a_sdp.into_bytes();
+                    }
+                }
+                ctx.layer
+                    .send_response(ctx.ambient.now, session.a_txn, reply);
+            }
+            200..=299 => {
+                if let Some(tag) = message::to_tag(&message) {
+                    b.dialog.remote = with_tag(&b.dialog.remote, &tag);
+                }
+                if let Some(contact) = message::header_value(&message, "Contact") {
+                    b.dialog.target = addr_spec(&contact);
+                }
+                b.answered = true;
+                let ack = in_dialog_request(&b.dialog, "ACK", 1, ctx.local, &ctx.token());
+                if let Some(ack) = ack {
+                    ctx.layer.send_ack(ctx.ambient.now, ack, b.dialog.peer);
+                }
+                if b.cancelled {
+                    // Answered as we gave up on it: hang it up again.
+                    return self.bye_b(ctx, id);
+                }
+                if let Ok(media) = sdp::parse(&body) {
+                    if let Some(rtp) = media.rtp {
+                        ctx.media.set_remote(id, Side::B, rtp);
+                    }
+                    session.b_codec = sdp::first_g711(&media);
+                }
+                // A user's device: its keys are watched for the push code.
+                if matches!(b.target, ForwardTarget::User(_))
+                    && let Some(pt) = sdp::telephone_event_pt(&body)
+                {
+                    ctx.media
+                        .watch_keys(id, Side::B, pt, Some(&ctx.config.flip.push_code));
+                }
+                if session.a_answered {
+                    // The host answered the caller earlier: connect the two streams.
+                    ctx.media.play(id, Playback::Silence);
+                } else {
+                    let a_sdp = match &session.a_answer {
+                        Some(browser) => browser.clone(),
+                        None => sdp::rewrite(&body, ctx.config.media.public_ip, session.ports.a)
+                            .map(|a_sdp| session.a_dialog.sdp.stamp(&a_sdp))
+                            .unwrap_or_default(),
+                    };
+                    let mut reply = message::response_to(
+                        &session.a_invite,
+                        200,
+                        Some(&tag_of(&session.a_dialog.local)),
+                    );
+                    attach_sdp(&mut reply, ctx.local, a_sdp);
+                    ctx.layer
+                        .send_response(ctx.ambient.now, session.a_txn, reply);
+                    session.a_answered = true;
+                    let now = jiff::Timestamp::from_second(ctx.ambient.wall_secs()).ok();
+                    session.record.answered_at = now;
+                }
+                session.phase = Phase::Connected;
+                session.ring_generation += 1; // the ring timer is moot
+                if let Some(leg) = session.record.legs.last_mut() {
+                    leg.1 = code;
+                }
+                tracing::info!(session = %id.short(), number = %b.number, "answered");
+            }
+            _ => {
+                self.by_client_txn.remove(&txn);
+                let b = session.b.take().expect("checked above");
+                self.by_call_id.remove(&b.dialog.call_id);
+                if let Some(leg) = session.record.legs.last_mut() {
+                    leg.1 = code;
+                }
+                if b.cancelled {
+                    return; // the outcome was decided when it was cancelled
+                }
+                let reason = message::reason_phrase(code).to_owned();
+                tracing::info!(session = %id.short(), number = %b.number, code, "forward failed");
+                self.route(
+                    ctx,
+                    id,
+                    Event::ForwardFailed {
+                        target: b.target,
+                        status: code,
+                        reason,
+                    },
+                );
+            }
+        }
+    }
+
+    /// The other leg answered a re-INVITE the host passed on: acknowledge it and give its
+    /// answer (pointing at the host) to the leg that asked.
+    fn reinvite_answered(&mut self, ctx: &mut Ctx<'_>, id: SessionId, response: Response) {
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        let Some(pending) = session.reinvite.take() else {
+            return;
+        };
+        let code = response.status_code.code();
+        let body = String::from_utf8_lossy(&response.body).into_owned();
+        let mut reply = message::response_to(&pending.request, code, None);
+        if (200..300).contains(&code) {
+            let (asker, asker_port) = if pending.from_a {
+                (Side::A, session.ports.a)
+            } else {
+                (Side::B, session.ports.b)
+            };
+            let answered_by = other(asker);
+            if let Some(dialog) = session.dialog_mut(answered_by)
+                && let Some(ack) =
+                    in_dialog_request(dialog, "ACK", pending.cseq, ctx.local, &ctx.token())
+            {
+                ctx.layer.send_ack(ctx.ambient.now, ack, dialog.peer);
+            }
+            if let Ok(media) = sdp::parse(&body)
+                && let Some(rtp) = media.rtp
+            {
+                ctx.media.set_remote(id, answered_by, rtp);
+            }
+            if let Ok(answer) = sdp::rewrite(&body, ctx.config.media.public_ip, asker_port)
+                && let Some(dialog) = session.dialog_mut(asker)
+            {
+                attach_sdp(&mut reply, ctx.local, dialog.sdp.stamp(&answer));
+            }
+        }
+        ctx.layer
+            .send_response(ctx.ambient.now, pending.server_txn, reply);
+    }
+
+    /// A client transaction got no answer at all.
+    pub fn handle_txn_timeout(&mut self, ctx: &mut Ctx<'_>, txn: ClientTxnId) {
+        let Some(id) = self.by_client_txn.get(&txn).copied() else {
+            return;
+        };
+        let Some(session) = self.sessions.get_mut(&id) else {
+            self.by_client_txn.remove(&txn);
+            return;
+        };
+        if let Some(pending) = session.reinvite.as_ref().filter(|r| r.client_txn == txn) {
+            self.by_client_txn.remove(&txn);
+            let timeout = message::response_to(&pending.request, 408, None);
+            return self.reinvite_answered(ctx, id, timeout);
+        }
+        if session.forks.iter().any(|f| f.txn == Some(txn)) {
+            // A device that never answered at all: a failure like any other.
+            let timeout = message::response_to(&session.a_invite, 408, None);
+            self.fork_response(ctx, id, txn, &timeout);
+            return;
+        }
+        if self.is_push_leg(id, txn) {
+            let timeout = message::response_to(&self.sessions[&id].a_invite, 408, None);
+            return self.push_response(ctx, id, txn, &timeout);
+        }
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        self.by_client_txn.remove(&txn);
+        if session.b.as_ref().is_some_and(|b| b.txn == Some(txn)) {
+            let b = session.b.take().expect("checked");
+            self.by_call_id.remove(&b.dialog.call_id);
+            if let Some(leg) = session.record.legs.last_mut() {
+                leg.1 = 408;
+            }
+            if !b.cancelled {
+                self.route(
+                    ctx,
+                    id,
+                    Event::ForwardFailed {
+                        target: b.target,
+                        status: 408,
+                        reason: "Request Timeout".into(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Ring timeouts, prompt ends, gather timeouts, push targets' ring timeouts.
+    pub fn handle_timeout(&mut self, ctx: &mut Ctx<'_>) {
+        self.handle_media_timers(ctx);
+        self.handle_push_timers(ctx);
+        self.handle_pin_timers(ctx);
+        while let Some((id, generation)) = pop_due(&mut self.ring_timers, ctx.ambient.now) {
+            let Some(session) = self.sessions.get_mut(&id) else {
+                continue;
+            };
+            if session.ring_generation != generation || session.phase != Phase::Forwarding {
+                continue;
+            }
+            if !session.forks.is_empty() && session.b.is_none() {
+                let target = session.forks[0].target.clone();
+                tracing::info!(session = %id.short(), "ring timeout");
+                self.cancel_forks(ctx, id);
+                self.route(
+                    ctx,
+                    id,
+                    Event::ForwardFailed {
+                        target,
+                        status: 408,
+                        reason: "Ring Timeout".into(),
+                    },
+                );
+                continue;
+            }
+            let Some(b) = session.b.as_mut().filter(|b| !b.answered && !b.cancelled) else {
+                continue;
+            };
+            let target = b.target.clone();
+            b.cancel(ctx, id, &mut self.by_client_txn);
+            tracing::info!(session = %id.short(), "ring timeout");
+            self.route(
+                ctx,
+                id,
+                Event::ForwardFailed {
+                    target,
+                    status: 408,
+                    reason: "Ring Timeout".into(),
+                },
+            );
+        }
+    }
+
+    /// CANCEL of a pending inbound INVITE.
+    pub fn handle_cancel(&mut self, ctx: &mut Ctx<'_>, invite_txn: ServerTxnId) -> bool {
+        let Some(&id) = self.by_a_txn.get(&invite_txn) else {
+            return false;
+        };
+        if self.sessions.get(&id).is_none_or(|s| s.a_answered) {
+            return false;
+        }
+        tracing::info!(session = %id.short(), "caller cancelled");
+        self.end(ctx, id, Disposition::Abandoned, 487, "caller cancelled");
+        true
+    }
+
+    /// An in-dialog request (BYE, INFO, re-INVITE) on a session's leg.
+    pub fn handle_in_dialog(&mut self, ctx: &mut Ctx<'_>, txn: ServerTxnId, request: Request) {
+        let message = SipMessage::Request(request.clone());
+        let call_id = message::call_id(&message).unwrap_or_default();
+        let Some(&id) = self.by_call_id.get(&call_id) else {
+            ctx.layer.send_response(
+                ctx.ambient.now,
+                txn,
+                message::response_to(&request, 481, None),
+            );
+            return;
+        };
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        if session.pin.as_ref().is_some_and(|p| p.is_leg(&call_id)) {
+            return self.pin_leg_request(ctx, id, txn, request);
+        }
+        let from_a = session.a_dialog.call_id == call_id;
+        let side = if from_a { Side::A } else { Side::B };
+        let ok = message::response_to(&request, 200, None);
+        match request.method {
+            rsip::Method::Bye => {
+                ctx.layer.send_response(ctx.ambient.now, txn, ok);
+                let who = match side {
+                    Side::A => "caller hung up",
+                    Side::B => "callee hung up",
+                };
+                self.hung_up(ctx, id, side, who);
+            }
+            rsip::Method::Info => {
+                // DTMF by SIP INFO: observed (the caller's menu choices, the device's
+                // push code), not relayed.
+                let digit = dtmf_from_info(&request.body);
+                if let Some(digit) = digit.filter(|_| from_a) {
+                    session.record.digits.push(digit);
+                }
+                ctx.layer.send_response(ctx.ambient.now, txn, ok);
+                if let Some(digit) = digit {
+                    self.handle_key(ctx, id, side, digit);
+                }
+            }
+            rsip::Method::Refer => self.handle_refer(ctx, id, side, txn, request),
+            rsip::Method::Invite => {
+                let body = String::from_utf8_lossy(&request.body).into_owned();
+                let other_connected =
+                    session.a_answered && session.b.as_ref().is_some_and(|b| b.answered);
+                if session.reinvite.is_some() {
+                    return ctx.layer.send_response(
+                        ctx.ambient.now,
+                        txn,
+                        message::response_to(&request, 491, None),
+                    );
+                }
+                if other_connected && !body.is_empty() {
+                    // Hold, resume, a new codec: pass the offer on to the other leg (with
+                    // the host's address in it) and answer with what comes back.
+                    let port = if from_a {
+                        session.ports.b
+                    } else {
+                        session.ports.a
+                    };
+                    let public_ip = ctx.config.media.public_ip;
+                    let (Ok(offer), Some(other)) = (
+                        sdp::rewrite(&body, public_ip, port),
+                        session.dialog_mut(other(side)),
+                    ) else {
+                        return ctx.layer.send_response(
+                            ctx.ambient.now,
+                            txn,
+                            message::response_to(&request, 488, None),
+                        );
+                    };
+                    other.local_cseq += 1;
+                    let cseq = other.local_cseq.max(2);
+                    other.local_cseq = cseq;
+                    let offer = other.sdp.stamp(&offer);
+                    let branch = ctx.token();
+                    let Some(reinvite) = in_dialog_request_with_sdp(
+                        other, "INVITE", cseq, ctx.local, &branch, &offer,
+                    ) else {
+                        return ctx.layer.send_response(
+                            ctx.ambient.now,
+                            txn,
+                            message::response_to(&request, 500, None),
+                        );
+                    };
+                    let client_txn = ctx
+                        .layer
+                        .send_request(ctx.ambient.now, reinvite, other.peer);
+                    session.reinvite = Some(PendingReinvite {
+                        server_txn: txn,
+                        request,
+                        from_a,
+                        client_txn,
+                        cseq,
+                    });
+                    self.by_client_txn.insert(client_txn, id);
+                    return;
+                }
+                // Nothing to pass it to (or a session refresh without SDP): the relay
+                // stays as it is, so the host answers for itself.
+                let port = if from_a {
+                    session.ports.a
+                } else {
+                    session.ports.b
+                };
+                let mut reply = ok;
+                let answer = match session.endpoint {
+                    // The host is the caller's endpoint: it answers with what it speaks.
+                    Some(e) if from_a && !body.is_empty() => Ok(sdp::endpoint(
+                        ctx.config.media.public_ip,
+                        port,
+                        e.codec,
+                        e.event_pt,
+                    )),
+                    _ => sdp::rewrite(&body, ctx.config.media.public_ip, port),
+                };
+                if let Ok(answer) = answer
+                    && let Some(dialog) = session.dialog_mut(side)
+                {
+                    attach_sdp(&mut reply, ctx.local, dialog.sdp.stamp(&answer));
+                }
+                ctx.layer.send_response(ctx.ambient.now, txn, reply);
+            }
+            _ => ctx.layer.send_response(ctx.ambient.now, txn, ok),
+        }
+    }
+
+    /// The party on `side` left (BYE, or its connection closed): the call ends, unless
+    /// a flip of that side is under way and waits for the new device.
+    fn hung_up(&mut self, ctx: &mut Ctx<'_>, id: SessionId, side: Side, who: &str) {
+        if self.device_left(ctx, id, side) {
+            return; // the call waits for the device taking it over
+        }
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        match side {
+            Side::A if session.b.as_ref().is_some_and(|b| b.answered) => self.bye_b(ctx, id),
+            Side::A => {
+                if let Some(b) = session.b.as_mut() {
+                    b.cancel(ctx, id, &mut self.by_client_txn);
+                }
+            }
+            Side::B => self.bye_a(ctx, id),
+        }
+        self.cancel_forks(ctx, id);
+        self.finish(ctx, id, Disposition::Answered, who);
+    }
+
+    /// A device's connection closed (a browser's WebSocket): nothing can reach it any
+    /// more (RFC 7118), so its calls end as if it had hung up — or, still ringing, as if
+    /// its caller had cancelled.
+    pub fn connection_closed(&mut self, ctx: &mut Ctx<'_>, peer: Peer) {
+        let gone: Vec<(SessionId, Side, bool)> = self
+            .sessions
+            .iter()
+            .filter_map(|(&id, s)| {
+                let connected = s.phase == Phase::Connected;
+                let b_peer = s.b.as_ref().filter(|b| b.answered).map(|b| b.dialog.peer);
+                if !s.a_gone && s.a_dialog.peer == peer {
+                    Some((id, Side::A, connected))
+                } else {
+                    (connected && b_peer == Some(peer)).then_some((id, Side::B, true))
+                }
+            })
+            .collect();
+        for (id, side, connected) in gone {
+            tracing::info!(
+                session = %id.short(),
+                ?side,
+                "the device's connection closed: it hung up"
+            );
+            if connected {
+                self.hung_up(ctx, id, side, "the device's connection closed");
+            } else {
+                let why = "the caller's connection closed";
+                self.end(ctx, id, Disposition::Abandoned, 487, why);
+            }
+        }
+    }
+
+    /// A 2xx the host sent was never acknowledged: end that call.
+    pub fn handle_ack_timeout(&mut self, ctx: &mut Ctx<'_>, call_id: &str) {
+        let Some(&id) = self.by_call_id.get(call_id) else {
+            return;
+        };
+        let pin_leg = self
+            .sessions
+            .get(&id)
+            .and_then(|s| s.pin.as_ref())
+            .is_some_and(|p| p.is_leg(call_id));
+        if pin_leg {
+            // The device that pulled never confirmed: it is not taking the call.
+            return self.abandon_pin(ctx, id, FlipResult::Cancelled, true);
+        }
+        self.bye_b(ctx, id);
+        self.finish(ctx, id, Disposition::Failed, "no ACK from the caller");
+    }
+
+    fn bye_a(&mut self, ctx: &mut Ctx<'_>, id: SessionId) {
+        if let Some(dialog) = self
+            .sessions
+            .get_mut(&id)
+            .and_then(|s| s.dialog_mut(Side::A))
+        {
+            send_in_dialog(ctx, dialog, id, &mut self.by_client_txn, None);
+        }
+    }
+
+    fn bye_b(&mut self, ctx: &mut Ctx<'_>, id: SessionId) {
+        if let Some(dialog) = self
+            .sessions
+            .get_mut(&id)
+            .and_then(|s| s.dialog_mut(Side::B))
+        {
+            send_in_dialog(ctx, dialog, id, &mut self.by_client_txn, None);
+        }
+    }
+
+    /// End a session from the host's side: a final response to the caller if it was
+    /// not answered, BYE if it was, and the outbound leg cancelled or hung up.
+    fn end(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        id: SessionId,
+        disposition: Disposition,
+        status: u16,
+        reason: &str,
+    ) {
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        if session.a_answered {
+            self.bye_a(ctx, id);
+        } else {
+            let reply = message::response_to(
+                &session.a_invite,
+                status,
+                Some(&tag_of(&session.a_dialog.local)),
+            );
+            ctx.layer
+                .send_response(ctx.ambient.now, session.a_txn, reply);
+        }
+        self.cancel_forks(ctx, id);
+        let session = self.sessions.get_mut(&id).expect("present");
+        match session.b.as_mut() {
+            Some(b) if b.answered => self.bye_b(ctx, id),
+            Some(b) => b.cancel(ctx, id, &mut self.by_client_txn),
+            None => {}
+        }
+        self.finish(ctx, id, disposition, reason);
+    }
+
+    /// Forget a session: release media, tell the script, write the record.
+    fn finish(&mut self, ctx: &mut Ctx<'_>, id: SessionId, disposition: Disposition, reason: &str) {
+        let Some(mut session) = self.sessions.remove(&id) else {
+            return;
+        };
+        self.cancel_pending_flips(ctx, id, &mut session);
+        self.cancel_push(ctx, id, &mut session.record, session.ringing.take());
+        self.cancel_pin(ctx, id, &mut session);
+        let media = ctx.media.close(id);
+        (
+            session.record.rtp_packets_in,
+            session.record.rtp_packets_out,
+        ) = media.packets;
+        session.record.digits.push_str(&media.digits);
+        if let Some(path) = media.recording {
+            session.record.recording = Some(path.display().to_string());
+        }
+        self.by_call_id.remove(&session.a_dialog.call_id);
+        for leg in session.b.iter().chain(&session.forks) {
+            self.by_call_id.remove(&leg.dialog.call_id);
+        }
+        self.by_a_txn.remove(&session.a_txn);
+        let ended_at = jiff::Timestamp::from_second(ctx.ambient.wall_secs())
+            .unwrap_or(session.record.started_at);
+        let duration_ms = ctx
+            .ambient
+            .now
+            .saturating_duration_since(session.arrived)
+            .as_millis() as u64;
+        session.record.duration_ms = duration_ms;
+        session.record.ended_at = ended_at;
+        session.record.disposition = disposition;
+        session.record.end_reason = reason.to_owned();
+        session.record.tags = session.call.tags.clone();
+        tracing::info!(session = %id.short(), ?disposition, reason, "call ended");
+        if session.script.is_empty() {
+            // A call between devices: no script to tell.
+            ctx.outputs.push_back(PbxOutput::Record(session.record));
+            return;
+        }
+        // The record is written when the script's answer brings its last tags.
+        ctx.outputs.push_back(PbxOutput::Route {
+            session: id,
+            script: session.script.clone(),
+            location: session.location.as_ref().map(|l| l.name.clone()),
+            pinned: session.pinned.clone(),
+            call: session.call.clone(),
+            event: Event::CallEnded {
+                disposition,
+                duration_ms,
+            },
+        });
+        self.ending.insert(id, session.record);
+    }
+}

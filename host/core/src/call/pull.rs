@@ -1,0 +1,359 @@
+//! Pull: a user's other device dials the pull code (`flip.pull_code`, `*77`) and takes
+//! over the user's live call. The far end's leg is untouched — same dialog, no
+//! re-INVITE — and its RTP stream goes on (the media keeps its SSRC and numbering); the
+//! new device gets fresh ports on the user's side and the old device a BYE.
+//!
+//! ```text
+//!  INVITE *77 (device C) ──▶ the user's connected call? host rules (emergency, one at a
+//!     time, another device) ──▶ PbxOutput::DecideFlip ──policy──▶ flip_decided
+//!       allow: replace B's ports, 200 to C, BYE to the old device · else: 4xx to C
+//! ```
+
+use std::time::Instant;
+
+use super::pin::Takeover;
+use super::requests::{Dialog, addr_spec, attach_sdp, with_tag};
+use super::{Calls, Ctx, Outbound, Phase, SessionId};
+use crate::flip::{
+    CallFacts, Direction, FlipDecision, FlipEvent, FlipKind, FlipRequest, FlipResult, Trigger,
+    is_emergency,
+};
+use crate::media::Side;
+use crate::routing::{ForwardTarget, Origin};
+use crate::sdp;
+use crate::sip::message::{self, Request, SipMessage};
+use crate::sip::transaction::{Peer, ServerTxnId};
+
+/// A pull waiting for the policy's decision.
+#[derive(Debug)]
+pub(super) struct PendingPull {
+    pub(super) session: SessionId,
+    /// The side of the call the user's device is on.
+    side: Side,
+    txn: ServerTxnId,
+    invite: Request,
+    source: Peer,
+    user_id: String,
+    device: String,
+    from_device: String,
+    requested: Instant,
+}
+
+impl PendingPull {
+    /// This request's entry in the call's record.
+    fn event(&self, session: &super::Session, result: FlipResult) -> FlipEvent {
+        FlipEvent::new(
+            FlipKind::Pull,
+            Trigger::PullCode,
+            &self.from_device,
+            vec![self.device.clone()],
+            wall_time(session, self.requested),
+            session.record.recording.clone(),
+            result,
+        )
+    }
+}
+
+impl Calls {
+    /// A device of `user_id` dialled the pull code.
+    pub(super) fn start_pull(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        txn: ServerTxnId,
+        invite: Request,
+        source: Peer,
+        user_id: String,
+        device: String,
+    ) {
+        let refuse = |ctx: &mut Ctx<'_>, code: u16, reason: &str| {
+            tracing::info!(user = user_id, device, "pull refused: {reason}");
+            let response = message::response_to(&invite, code, Some(&ctx.token()));
+            ctx.layer
+                .send_response(ctx.ambient.now, txn, message::with_reason(response, reason));
+        };
+        // The user's connected calls on one of the user's devices — calls that rang them
+        // (side B) or that one of them placed (side A); the most recent wins.
+        let live = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.phase == Phase::Connected)
+            .filter_map(|(&id, s)| Some((id, s, s.users_side(&user_id)?)))
+            .max_by_key(|(id, _, _)| *id);
+        let Some((id, session, side)) = live else {
+            return refuse(ctx, 404, "No Live Call To Pull");
+        };
+        let (_, from_device) = session.device_on(side).expect("found on this side");
+        if session.flipping() {
+            return refuse(ctx, 491, "A Flip Is Already In Progress");
+        }
+        if from_device == device {
+            return refuse(ctx, 486, "The Call Is Already On This Device");
+        }
+        let emergency = is_emergency(&session.call.dialed, &ctx.config.sip.emergency_numbers);
+        if emergency && !ctx.config.flip.allow_emergency {
+            tracing::warn!(
+                session = %id.short(),
+                user = user_id,
+                "pull of an emergency call refused"
+            );
+            return refuse(ctx, 403, "Emergency Calls Cannot Be Flipped");
+        }
+        let body = String::from_utf8_lossy(&invite.body);
+        let offered: Vec<u8> = match crate::sdp::is_webrtc(&body) {
+            true => crate::sdp::audio_payload_types(&body),
+            false => sdp::parse(&body)
+                .map(|m| m.payload_types)
+                .unwrap_or_default(),
+        };
+        let speaks = |codec: crate::media::Codec| offered.contains(&codec.payload_type());
+        if !session.b_codec.is_some_and(speaks) {
+            return refuse(ctx, 488, "The Call's Codec Is Not Offered");
+        }
+        let candidates = ctx
+            .registrar
+            .bindings(&user_id)
+            .iter()
+            .filter(|b| b.device == device)
+            .map(device_info)
+            .collect();
+        let request = FlipRequest {
+            user_id: user_id.clone(),
+            requesting_device: device.clone(),
+            kind: FlipKind::Pull,
+            trigger: Trigger::PullCode,
+            call: call_facts(session, ctx.ambient.now, &from_device, emergency),
+            candidates,
+        };
+        tracing::info!(
+            session = %id.short(),
+            user = user_id,
+            from = from_device,
+            to = device,
+            "pull requested"
+        );
+        let pending = PendingPull {
+            session: id,
+            side,
+            txn,
+            invite,
+            source,
+            user_id,
+            device,
+            from_device,
+            requested: ctx.ambient.now,
+        };
+        self.ask_flip_policy(ctx, super::PendingFlip::Pull(Box::new(pending)), request);
+    }
+
+    /// The flip policy's answer to a pull (an error: the script failed, which denies).
+    pub(super) fn pull_decided(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        pull: PendingPull,
+        decision: Result<FlipDecision, String>,
+    ) {
+        let users_pin = ctx
+            .config
+            .user(&pull.user_id)
+            .and_then(|u| u.pin.as_deref());
+        let verdict = super::pin::verdict(decision, users_pin).and_then(|(allow, pin)| {
+            if allow.targets.is_empty() || allow.targets.contains(&pull.device) {
+                Ok(pin)
+            } else {
+                Err(format!("the policy does not allow device {}", pull.device))
+            }
+        });
+        let Some(session) = self.sessions.get_mut(&pull.session) else {
+            return refuse_pull(ctx, &pull, 481, "The Call Has Ended");
+        };
+        session.flip_pending = false;
+        let mut event = pull.event(session, FlipResult::Done);
+        let pin = match verdict {
+            Ok(pin) => pin,
+            Err(reason) => {
+                tracing::info!(
+                    session = %pull.session.short(),
+                    user = pull.user_id,
+                    "pull denied: {reason}"
+                );
+                event.result = FlipResult::Denied(reason);
+                session.record.flips.push(event);
+                return refuse_pull(ctx, &pull, 403, "Flip Denied By Policy");
+            }
+        };
+        // The codec was checked at the request; the session cannot have changed it since.
+        let Some(codec) = session.b_codec else {
+            return refuse_pull(ctx, &pull, 488, "The Call's Codec Is Not Offered");
+        };
+        let port = match ctx.media.reserve_leg(pull.session) {
+            Ok(port) => port,
+            Err(e) => {
+                tracing::error!(session = %pull.session.short(), "pull: no media ports: {e}");
+                event.result = FlipResult::Denied(format!("no media ports: {e}"));
+                session.record.flips.push(event);
+                return refuse_pull(ctx, &pull, 503, "No Media Ports");
+            }
+        };
+        // The new device's own dialog, with the host as UAS.
+        let mut body = String::from_utf8_lossy(&pull.invite.body).into_owned();
+        // A browser: a bridge answers its WebRTC on the reserved ports, and the call sees
+        // it as a plain RTP phone there.
+        let mut browser_answer = None;
+        if crate::sdp::is_webrtc(&body) {
+            let public_ip = ctx.config.media.public_ip;
+            match ctx
+                .media
+                .bridge_webrtc(pull.session, None, &body, public_ip)
+            {
+                Ok(bridged) => {
+                    body = bridged.plain_offer;
+                    browser_answer = Some(bridged.answer);
+                }
+                Err(e) => {
+                    ctx.media.release_reserved(pull.session);
+                    event.result = FlipResult::Denied(format!("WebRTC: {e}"));
+                    session.record.flips.push(event);
+                    return refuse_pull(ctx, &pull, 488, "Not Acceptable Here");
+                }
+            }
+        }
+        let message = SipMessage::Request(pull.invite.clone());
+        let tag = ctx.token();
+        let to = message::header_value(&message, "To").unwrap_or_default();
+        let from = message::header_value(&message, "From").unwrap_or_default();
+        let call_id = message::call_id(&message).unwrap_or_default();
+        let contact = message::header_value(&message, "Contact")
+            .map(|c| addr_spec(&c))
+            .unwrap_or_else(|| addr_spec(&from));
+        let mut ok = message::response_to(&pull.invite, 200, Some(&tag));
+        let mut origin = sdp::Origin::new(ctx.entropy.next_u64());
+        let answer = browser_answer.unwrap_or_else(|| {
+            let public_ip = ctx.config.media.public_ip;
+            let event_pt = sdp::telephone_event_pt(&body);
+            origin.stamp(&sdp::endpoint(public_ip, port, codec, event_pt))
+        });
+        attach_sdp(&mut ok, ctx.local, answer);
+        ctx.layer.send_response(ctx.ambient.now, pull.txn, ok);
+        event.answered_at = Some(wall_time(session, ctx.ambient.now));
+        session.record.call_ids.push(call_id.clone());
+        let new_leg = Outbound {
+            dialog: Dialog {
+                call_id,
+                local: with_tag(&to, &tag),
+                remote: from,
+                target: contact,
+                local_cseq: 0,
+                peer: pull.source,
+                sdp: origin,
+            },
+            invite: pull.invite,
+            txn: None,
+            target: ForwardTarget::User(pull.user_id.clone()),
+            number: format!("{}/{}", pull.user_id, pull.device),
+            answered: true,
+            cancelled: false,
+            bridge: None,
+        };
+        let flip = Takeover {
+            side: pull.side,
+            leg: new_leg,
+            body,
+            event,
+            trigger: Trigger::PullCode,
+        };
+        match pin {
+            Some(pin) => self.ask_pin(ctx, pull.session, flip, pin),
+            None => self.take_over(ctx, pull.session, flip),
+        }
+    }
+
+    /// A session ends with flips waiting for the policy: they are cancelled, and
+    /// devices that pulled are told.
+    pub(super) fn cancel_pending_flips(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        id: SessionId,
+        session: &mut super::Session,
+    ) {
+        let pending: Vec<u64> = self
+            .flips
+            .iter()
+            .filter(|(_, p)| p.session() == id)
+            .map(|(flip, _)| *flip)
+            .collect();
+        for flip in pending {
+            let pull = match self.flips.remove(&flip).expect("listed") {
+                super::PendingFlip::Pull(pull) => *pull,
+                super::PendingFlip::Push(push) => {
+                    let event = push.event(session, FlipResult::Cancelled);
+                    session.record.flips.push(event);
+                    continue;
+                }
+            };
+            let event = pull.event(session, FlipResult::Cancelled);
+            session.record.flips.push(event);
+            refuse_pull(ctx, &pull, 481, "The Call Has Ended");
+        }
+    }
+}
+
+fn refuse_pull(ctx: &mut Ctx<'_>, pull: &PendingPull, code: u16, reason: &str) {
+    let response = message::response_to(&pull.invite, code, Some(&ctx.token()));
+    ctx.layer.send_response(
+        ctx.ambient.now,
+        pull.txn,
+        message::with_reason(response, reason),
+    );
+}
+
+/// What the policy is told of the call a flip would move.
+pub(super) fn call_facts(
+    session: &super::Session,
+    now: Instant,
+    current_device: &str,
+    emergency: bool,
+) -> CallFacts {
+    CallFacts {
+        call_id: session.call.call_id.clone(),
+        remote_party: session.call.caller.clone(),
+        direction: match (&session.call.origin, session.b.as_ref().map(|b| &b.target)) {
+            (Origin::Trunk { .. }, _) => Direction::Inbound,
+            (Origin::Device { .. }, Some(ForwardTarget::Number(_))) => Direction::Outbound,
+            (Origin::Device { .. }, _) => Direction::Internal,
+        },
+        duration_ms: now.saturating_duration_since(session.arrived).as_millis() as u64,
+        emergency,
+        location: session.call.location.clone(),
+        current_device: current_device.to_owned(),
+    }
+}
+
+/// A registered device as the policy sees it.
+pub(super) fn device_info(binding: &crate::registrar::Binding) -> crate::directory::DeviceInfo {
+    crate::directory::DeviceInfo {
+        name: binding.device.clone(),
+        user_id: binding.user_id.clone(),
+        user_agent: binding.user_agent.clone(),
+        transport: binding.transport.as_str().to_owned(),
+    }
+}
+
+/// A device's name from a leg's `user/device` label.
+pub(super) fn device_of(label: &str) -> &str {
+    label.split_once('/').map_or(label, |(_, device)| device)
+}
+
+/// The user's id from a leg's `user/device` label.
+pub(super) fn user_of(label: &str) -> &str {
+    label.split_once('/').map_or(label, |(user, _)| user)
+}
+
+/// The wall-clock time of `at` in a session, to the millisecond.
+pub(super) fn wall_time(session: &super::Session, at: Instant) -> jiff::Timestamp {
+    let since = at.saturating_duration_since(session.arrived);
+    session
+        .record
+        .started_at
+        .checked_add(jiff::SignedDuration::try_from(since).unwrap_or_default())
+        .unwrap_or(session.record.started_at)
+}

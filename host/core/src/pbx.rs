@@ -1,0 +1,375 @@
+//! The PBX core: the transaction user on top of the transaction layer. Sans-IO like the
+//! layer beneath it: bytes and time in, bytes and store changes out.
+//!
+//! It answers REGISTER (the registrar) and OPTIONS (keep-alives and monitoring), and
+//! hands INVITEs and in-dialog requests to the calls ([`crate::call`]).
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::call::{CallRecord, Calls, Ctx, SessionId};
+pub use wasmpbx_types::ambient::Ambient;
+
+use crate::config::Config;
+use crate::entropy::Entropy;
+use crate::media::{MediaAllocator, MediaEvent, Prompts};
+use crate::registrar::{BindingChange, Registrar};
+use crate::routing::{CallInfo, Decision, Event};
+use crate::sip::message::{self, Header, Method, ParseError, Request, SipMessage};
+use crate::sip::transaction::{Output, Peer, ServerTxnId, TransactionLayer, Transport};
+use wasmpbx_types::script::ScriptVersion;
+
+/// How often expired registrations are swept.
+const EXPIRY_SWEEP: Duration = Duration::from_secs(1);
+
+/// What the core asks of its driver.
+#[derive(Debug)]
+pub enum PbxOutput {
+    /// Send bytes to a peer.
+    Transmit { peer: Peer, bytes: Vec<u8> },
+    /// Registrations changed: persist them and refresh the device directory.
+    Bindings(Vec<BindingChange>),
+    /// A stream connection delivered something unusable: close it.
+    Close { peer: Peer },
+    /// Run the routing script on an event of a call; answer with `handle_decision`.
+    Route {
+        session: SessionId,
+        script: String,
+        location: Option<String>,
+        /// The version the call started with (none for its first event).
+        pinned: Option<ScriptVersion>,
+        call: CallInfo,
+        event: Event,
+    },
+    /// A call ended: its record for the store.
+    Record(CallRecord),
+    /// Ask the flip-policy script; answer with `handle_flip_decision`.
+    DecideFlip {
+        flip: u64,
+        /// The policy script's name (`scripts.flip_policy`).
+        policy: String,
+        request: crate::flip::FlipRequest,
+    },
+}
+
+/// Counters for `/metrics` and tests.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PbxCounters {
+    pub messages_in: u64,
+    pub malformed: u64,
+}
+
+pub struct Pbx {
+    layer: TransactionLayer,
+    pub registrar: Registrar,
+    pub calls: Calls,
+    media: Box<dyn MediaAllocator>,
+    prompts: Arc<Prompts>,
+    config: Arc<Config>,
+    /// The host's own SIP address, for Via and Contact.
+    local: SocketAddr,
+    outputs: VecDeque<PbxOutput>,
+    next_sweep: Option<Instant>,
+    pub counters: PbxCounters,
+}
+
+impl Pbx {
+    pub fn new(
+        config: Arc<Config>,
+        secret: [u8; 32],
+        media: Box<dyn MediaAllocator>,
+        local: SocketAddr,
+    ) -> Self {
+        Self {
+            layer: TransactionLayer::new(),
+            registrar: Registrar::new(config.clone(), secret),
+            calls: Calls::default(),
+            media,
+            prompts: Arc::new(Prompts::built_in()),
+            config,
+            local,
+            outputs: VecDeque::new(),
+            next_sweep: None,
+            counters: PbxCounters::default(),
+        }
+    }
+
+    /// The prompts `play` names (the built-in set until this is called).
+    pub fn with_prompts(mut self, prompts: Arc<Prompts>) -> Self {
+        self.prompts = prompts;
+        self
+    }
+
+    pub fn poll_output(&mut self) -> Option<PbxOutput> {
+        self.outputs.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [
+            self.layer.poll_timeout(),
+            self.next_sweep,
+            self.calls.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn ctx(&mut self, ambient: Ambient) -> (&mut Calls, Ctx<'_>) {
+        let ctx = Ctx {
+            layer: &mut self.layer,
+            media: self.media.as_mut(),
+            registrar: &mut self.registrar,
+            outputs: &mut self.outputs,
+            config: &self.config,
+            prompts: &self.prompts,
+            local: self.local,
+            ambient,
+            entropy: Entropy::new(ambient.random),
+        };
+        (&mut self.calls, ctx)
+    }
+
+    /// The routing script's decision for an event of a call.
+    pub fn handle_decision(
+        &mut self,
+        ambient: Ambient,
+        session: SessionId,
+        decision: Decision,
+        pinned: Option<ScriptVersion>,
+    ) {
+        let (calls, mut ctx) = self.ctx(ambient);
+        calls.handle_decision(&mut ctx, session, decision, pinned);
+        self.pump(ambient);
+    }
+
+    /// A connection closed. A WebSocket's devices can be reached over nothing else
+    /// (RFC 7118): their registrations end with it, and their calls.
+    /// The live calls of the user whose extension and password these are.
+    pub fn user_calls(
+        &mut self,
+        ambient: Ambient,
+        extension: &str,
+        password: &str,
+        source: std::net::IpAddr,
+    ) -> Result<Vec<crate::call::UserCall>, crate::registrar::PasswordRefusal> {
+        let user =
+            self.registrar
+                .check_password(ambient.wall_secs(), source, extension, password)?;
+        Ok(self.calls.user_calls(&user))
+    }
+
+    pub fn connection_closed(&mut self, ambient: Ambient, peer: Peer) {
+        if peer.transport != Transport::Ws {
+            return;
+        }
+        let changes = self.registrar.drop_connection(peer.addr);
+        if !changes.is_empty() {
+            self.outputs.push_back(PbxOutput::Bindings(changes));
+        }
+        let (calls, mut ctx) = self.ctx(ambient);
+        calls.connection_closed(&mut ctx, peer);
+        self.pump(ambient);
+    }
+
+    /// Bytes arrived from `source` (one datagram, or one framed stream message).
+    pub fn handle_bytes(&mut self, ambient: Ambient, bytes: &[u8], source: Peer) {
+        self.counters.messages_in += 1;
+        self.next_sweep.get_or_insert(ambient.now + EXPIRY_SWEEP);
+        match message::parse(bytes) {
+            Ok(SipMessage::Request(mut request)) => {
+                if source.transport == Transport::Udp {
+                    message::stamp_received(&mut request, source.addr);
+                }
+                self.layer
+                    .handle_message(ambient.now, SipMessage::Request(request), source);
+            }
+            Ok(response) => self.layer.handle_message(ambient.now, response, source),
+            Err(error) => self.reject_malformed(bytes, &error, source),
+        }
+        self.pump(ambient);
+    }
+
+    fn reject_malformed(&mut self, bytes: &[u8], error: &ParseError, source: Peer) {
+        self.counters.malformed += 1;
+        if source.transport == Transport::Tcp {
+            // A stream with garbage in it cannot be re-framed: close it.
+            tracing::debug!(peer = %source.addr, "malformed SIP message: {error}; closing");
+            self.outputs.push_back(PbxOutput::Close { peer: source });
+            return;
+        }
+        // A datagram or a WebSocket frame stands alone: answer it if it can be, go on.
+        if source.transport == Transport::Ws {
+            tracing::info!(peer = %source.addr, "websocket: not a SIP message: {error}");
+        } else {
+            tracing::debug!(peer = %source.addr, "malformed SIP message: {error}");
+        }
+        if let Some(reply) = message::bad_request_from_raw(bytes, &error.to_string()) {
+            self.outputs.push_back(PbxOutput::Transmit {
+                peer: source,
+                bytes: reply,
+            });
+        }
+    }
+
+    /// Push a live call to the user's other devices (the admin API).
+    pub fn request_push(
+        &mut self,
+        ambient: Ambient,
+        session: SessionId,
+        targets: Vec<String>,
+    ) -> Result<(), crate::call::Refusal> {
+        let (calls, mut ctx) = self.ctx(ambient);
+        let result = calls.start_push(&mut ctx, session, None, crate::flip::Trigger::Api, targets);
+        self.pump(ambient);
+        result
+    }
+
+    /// The flip policy's answer (an error when the script failed: the flip is denied).
+    pub fn handle_flip_decision(
+        &mut self,
+        ambient: Ambient,
+        flip: u64,
+        decision: Result<crate::flip::FlipDecision, String>,
+    ) {
+        let (calls, mut ctx) = self.ctx(ambient);
+        calls.flip_decided(&mut ctx, flip, decision);
+        self.pump(ambient);
+    }
+
+    /// Something a call's media noticed (a key pressed).
+    pub fn handle_media_event(&mut self, ambient: Ambient, event: MediaEvent) {
+        let (calls, mut ctx) = self.ctx(ambient);
+        match event {
+            MediaEvent::Digit {
+                session,
+                side,
+                digit,
+            } => calls.handle_key(&mut ctx, session, side, digit),
+            MediaEvent::ReservedDigit { session, digit } => {
+                calls.handle_pin_digit(&mut ctx, session, digit)
+            }
+        }
+        self.pump(ambient);
+    }
+
+    pub fn handle_timeout(&mut self, ambient: Ambient) {
+        self.layer.handle_timeout(ambient.now);
+        let (calls, mut ctx) = self.ctx(ambient);
+        calls.handle_timeout(&mut ctx);
+        if self.next_sweep.is_some_and(|at| at <= ambient.now) {
+            let changes = self.registrar.expire(ambient.wall_secs());
+            if !changes.is_empty() {
+                self.outputs.push_back(PbxOutput::Bindings(changes));
+            }
+            self.next_sweep = (self.registrar.count() > 0).then(|| ambient.now + EXPIRY_SWEEP);
+        }
+        self.pump(ambient);
+    }
+
+    /// Drain the transaction layer, acting on what it hands up.
+    fn pump(&mut self, ambient: Ambient) {
+        while let Some(output) = self.layer.poll_output() {
+            match output {
+                Output::Transmit { peer, bytes } => {
+                    self.outputs.push_back(PbxOutput::Transmit { peer, bytes })
+                }
+                Output::Request {
+                    txn,
+                    request,
+                    source,
+                } => self.handle_request(ambient, txn, request, source),
+                Output::Response { txn, response } => {
+                    let (calls, mut ctx) = self.ctx(ambient);
+                    calls.handle_response(&mut ctx, txn, response);
+                }
+                Output::Timeout { txn } => {
+                    let (calls, mut ctx) = self.ctx(ambient);
+                    calls.handle_txn_timeout(&mut ctx, txn);
+                }
+                Output::AckTimeout { call_id, .. } => {
+                    let (calls, mut ctx) = self.ctx(ambient);
+                    calls.handle_ack_timeout(&mut ctx, &call_id);
+                }
+                Output::Ack { .. } => {}
+            }
+        }
+    }
+
+    fn handle_request(
+        &mut self,
+        ambient: Ambient,
+        txn: ServerTxnId,
+        request: Request,
+        source: Peer,
+    ) {
+        let mut entropy = Entropy::new(ambient.random);
+        let tag = entropy.token();
+        let response = match request.method {
+            Method::Register => {
+                let outcome = self.registrar.handle_register(
+                    ambient.wall_secs(),
+                    &mut entropy,
+                    &request,
+                    source,
+                );
+                if !outcome.changes.is_empty() {
+                    self.next_sweep.get_or_insert(ambient.now + EXPIRY_SWEEP);
+                    self.outputs.push_back(PbxOutput::Bindings(outcome.changes));
+                }
+                outcome.response
+            }
+            Method::Options => {
+                let mut response = message::response_to(&request, 200, Some(&tag));
+                response
+                    .headers
+                    .push(Header::Other("Allow".into(), message::ALLOW.into()));
+                response
+                    .headers
+                    .push(Header::Other("Accept".into(), "application/sdp".into()));
+                response
+            }
+            Method::Invite if message::to_tag(&SipMessage::Request(request.clone())).is_none() => {
+                let (calls, mut ctx) = self.ctx(ambient);
+                return calls.handle_invite(&mut ctx, txn, request, source);
+            }
+            Method::Cancel => {
+                // 200 for the CANCEL first, then the 487 for the INVITE (RFC 3261 9.2).
+                let invite = self
+                    .layer
+                    .invite_for_cancel(&request)
+                    .filter(|i| !self.layer.is_final_sent(*i));
+                let reply = message::response_to(
+                    &request,
+                    if invite.is_some() { 200 } else { 481 },
+                    Some(&tag),
+                );
+                self.layer.send_response(ambient.now, txn, reply);
+                if let Some(invite) = invite {
+                    let (calls, mut ctx) = self.ctx(ambient);
+                    calls.handle_cancel(&mut ctx, invite);
+                }
+                return;
+            }
+            Method::Invite
+            | Method::Bye
+            | Method::Info
+            | Method::Notify
+            | Method::Update
+            | Method::Refer => {
+                let (calls, mut ctx) = self.ctx(ambient);
+                return calls.handle_in_dialog(&mut ctx, txn, request);
+            }
+            _ => {
+                let mut response = message::response_to(&request, 405, Some(&tag));
+                response
+                    .headers
+                    .push(Header::Other("Allow".into(), message::ALLOW.into()));
+                response
+            }
+        };
+        self.layer.send_response(ambient.now, txn, response);
+    }
+}

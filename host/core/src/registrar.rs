@@ -1,0 +1,523 @@
+//! The registrar: REGISTER with digest authentication, bindings per user (each one a
+//! device), expiry, and a throttle on sources that keep failing. Sans-IO: wall time comes
+//! in as unix seconds, changes go out as [`BindingChange`]s for the store.
+//!
+//! An unknown user and a wrong password get the same answer (403), so extensions cannot
+//! be enumerated; the log tells them apart.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use rsip::prelude::*;
+
+pub use wasmpbx_types::registration::{Binding, BindingChange};
+
+use crate::config::Config;
+use crate::entropy::Entropy;
+use crate::sip::digest::{AuthFailure, Credentials, DigestAuth, Secret};
+use crate::sip::message::{self, Header, Request, Response, SipMessage};
+use crate::sip::transaction::{Peer, Transport};
+
+/// Registrations last at most this long (and this long when the device does not say).
+pub const MAX_EXPIRES: u32 = 3600;
+/// Shorter registrations are refused with 423.
+pub const MIN_EXPIRES: u32 = 60;
+/// Failures from one address within [`THROTTLE_WINDOW_SECS`] that block it.
+pub const THROTTLE_FAILURES: usize = 10;
+pub const THROTTLE_WINDOW_SECS: i64 = 60;
+pub const THROTTLE_BLOCK_SECS: i64 = 300;
+
+/// Why a password given in the clear was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PasswordRefusal {
+    #[error("wrong extension or password")]
+    Wrong,
+    #[error("too many failed sign-ins from this address; try again later")]
+    Throttled,
+}
+
+/// An extension's secret, as the config gives it.
+fn secret_of(config: &Config, extension: &str) -> Option<Secret> {
+    let user = config.user_by_extension(extension)?;
+    match (&user.password, &user.ha1) {
+        (Some(p), _) => Some(Secret::Password(p.clone())),
+        (None, Some(h)) => Some(Secret::Md5Ha1(h.clone())),
+        (None, None) => None,
+    }
+}
+
+#[derive(Default)]
+struct SourceRecord {
+    failures: VecDeque<i64>,
+    blocked_until: Option<i64>,
+}
+
+/// The outcome of one REGISTER.
+#[derive(Debug)]
+pub struct RegisterOutcome {
+    pub response: Response,
+    pub changes: Vec<BindingChange>,
+}
+
+pub struct Registrar {
+    config: Arc<Config>,
+    auth: DigestAuth,
+    bindings: HashMap<String, Vec<Binding>>,
+    sources: HashMap<IpAddr, SourceRecord>,
+}
+
+impl Registrar {
+    pub fn new(config: Arc<Config>, secret: [u8; 32]) -> Self {
+        let auth = DigestAuth::new(&config.sip.domain, secret);
+        Self {
+            config,
+            auth,
+            bindings: HashMap::new(),
+            sources: HashMap::new(),
+        }
+    }
+
+    /// Bindings restored from the store at start-up (expired ones are skipped).
+    pub fn restore(&mut self, now_secs: i64, bindings: Vec<Binding>) -> usize {
+        let mut restored = 0;
+        for binding in bindings {
+            if binding.expires_at > now_secs && self.config.user(&binding.user_id).is_some() {
+                self.bindings
+                    .entry(binding.user_id.clone())
+                    .or_default()
+                    .push(binding);
+                restored += 1;
+            }
+        }
+        restored
+    }
+
+    /// A user's live bindings.
+    pub fn bindings(&self, user_id: &str) -> &[Binding] {
+        self.bindings.get(user_id).map_or(&[], Vec::as_slice)
+    }
+
+    /// Every live binding, by user.
+    pub fn all(&self) -> impl Iterator<Item = &Binding> {
+        self.bindings.values().flatten()
+    }
+
+    pub fn count(&self) -> usize {
+        self.bindings.values().map(Vec::len).sum()
+    }
+
+    /// Drop expired bindings.
+    pub fn expire(&mut self, now_secs: i64) -> Vec<BindingChange> {
+        self.remove_where(|b| b.expires_at <= now_secs, "registration expired")
+    }
+
+    /// Drop the bindings registered over a WebSocket connection from `source` that closed.
+    pub fn drop_connection(&mut self, source: SocketAddr) -> Vec<BindingChange> {
+        self.remove_where(
+            |b| b.transport == Transport::Ws && b.source == source,
+            "unregistered: its websocket closed",
+        )
+    }
+
+    /// Drop the bindings `gone` picks, logging `why` for each; the changes to persist.
+    fn remove_where(&mut self, gone: impl Fn(&Binding) -> bool, why: &str) -> Vec<BindingChange> {
+        let mut changes = Vec::new();
+        for list in self.bindings.values_mut() {
+            list.retain(|b| {
+                if !gone(b) {
+                    return true;
+                }
+                tracing::info!(user = %b.user_id, device = %b.device, "{why}");
+                changes.push(BindingChange::Remove {
+                    user_id: b.user_id.clone(),
+                    contact: b.contact.clone(),
+                });
+                false
+            });
+        }
+        self.bindings.retain(|_, l| !l.is_empty());
+        changes
+    }
+
+    /// Whether `source` is blocked by the throttle.
+    pub fn is_throttled(&self, now_secs: i64, source: IpAddr) -> bool {
+        self.sources
+            .get(&source)
+            .and_then(|r| r.blocked_until)
+            .is_some_and(|until| until > now_secs)
+    }
+
+    /// Count a failed authentication from `source`; block it when it fails too often.
+    fn record_failure(&mut self, now_secs: i64, source: IpAddr) {
+        // Keep the table bounded: forget addresses with nothing recent.
+        if self.sources.len() > 10_000 {
+            self.sources.retain(|_, r| {
+                r.blocked_until.is_some_and(|u| u > now_secs)
+                    || r.failures
+                        .back()
+                        .is_some_and(|t| now_secs - t < THROTTLE_WINDOW_SECS)
+            });
+        }
+        let record = self.sources.entry(source).or_default();
+        record.failures.push_back(now_secs);
+        while record
+            .failures
+            .front()
+            .is_some_and(|t| now_secs - t >= THROTTLE_WINDOW_SECS)
+        {
+            record.failures.pop_front();
+        }
+        if record.failures.len() >= THROTTLE_FAILURES
+            && record.blocked_until.is_none_or(|u| u <= now_secs)
+        {
+            record.blocked_until = Some(now_secs + THROTTLE_BLOCK_SECS);
+            record.failures.clear();
+            tracing::warn!(%source, "{THROTTLE_FAILURES} failed authentications within {THROTTLE_WINDOW_SECS} s: blocking {source} for {THROTTLE_BLOCK_SECS} s");
+        }
+    }
+
+    /// Check an extension's password given in the clear (the browser phone asking for
+    /// its user's live calls over HTTP(S)): the user id, or why not. Failures count
+    /// towards the same throttle as SIP's, so a guesser is blocked alike.
+    pub fn check_password(
+        &mut self,
+        now_secs: i64,
+        source: IpAddr,
+        extension: &str,
+        password: &str,
+    ) -> Result<String, PasswordRefusal> {
+        if self.is_throttled(now_secs, source) {
+            return Err(PasswordRefusal::Throttled);
+        }
+        let user = self.config.user_by_extension(extension);
+        let matches = user
+            .zip(secret_of(&self.config, extension))
+            .is_some_and(|(_, secret)| self.auth.password_matches(extension, password, &secret));
+        match user {
+            Some(user) if matches => Ok(user.id.clone()),
+            _ => {
+                tracing::warn!(%source, extension, "phone sign-in: wrong extension or password");
+                self.record_failure(now_secs, source);
+                Err(PasswordRefusal::Wrong)
+            }
+        }
+    }
+
+    /// Authenticate a request (REGISTER with WWW-Authenticate, anything else with
+    /// Proxy-Authenticate). `Ok` is the user id; `Err` is the response to send.
+    pub fn authenticate(
+        &mut self,
+        now_secs: i64,
+        entropy: &mut Entropy,
+        request: &Request,
+        source: Peer,
+    ) -> Result<String, Response> {
+        let register = request.method == rsip::Method::Register;
+        let ip = source.addr.ip();
+        if self.is_throttled(now_secs, ip) {
+            tracing::debug!(%ip, "throttled source refused");
+            return Err(message::response_to(request, 403, Some(&entropy.token())));
+        }
+        let (auth_header, challenge_header) = if register {
+            ("Authorization", "WWW-Authenticate")
+        } else {
+            ("Proxy-Authorization", "Proxy-Authenticate")
+        };
+        let message = SipMessage::Request(request.clone());
+        let challenge = |this: &Self, entropy: &mut Entropy, stale: bool| {
+            let nonce = this.auth.nonce(now_secs, entropy.next_u64());
+            let mut response = message::response_to(
+                request,
+                if register { 401 } else { 407 },
+                Some(&entropy.token()),
+            );
+            for value in this
+                .auth
+                .challenges(&this.config.sip.digest_algorithms, &nonce, stale)
+            {
+                response
+                    .headers
+                    .push(Header::Other(challenge_header.into(), value));
+            }
+            response
+        };
+        let Some(value) = message::header_value(&message, auth_header) else {
+            return Err(challenge(self, entropy, false));
+        };
+        let config = self.config.clone();
+        let result = Credentials::parse(&value).and_then(|credentials| {
+            let method = request.method.to_string();
+            self.auth
+                .verify(now_secs, &method, &credentials, |username| {
+                    secret_of(&config, username)
+                })
+        });
+        match result {
+            Ok(extension) => {
+                let user = self
+                    .config
+                    .user_by_extension(&extension)
+                    .map(|u| u.id.clone())
+                    .unwrap_or_default();
+                // A device may only register (or call as) its own extension.
+                let claimed = if register {
+                    message::to_user(&message)
+                } else {
+                    message::from_user(&message)
+                };
+                if claimed.as_deref() != Some(extension.as_str()) {
+                    tracing::warn!(%ip, extension, ?claimed, "authenticated as one extension, claiming another");
+                    self.record_failure(now_secs, ip);
+                    return Err(message::response_to(request, 403, Some(&entropy.token())));
+                }
+                Ok(user)
+            }
+            Err(AuthFailure::Stale) => Err(challenge(self, entropy, true)),
+            Err(failure) => {
+                tracing::warn!(%ip, method = %request.method, "authentication failed: {failure}");
+                self.record_failure(now_secs, ip);
+                Err(message::response_to(request, 403, Some(&entropy.token())))
+            }
+        }
+    }
+
+    /// Handle one REGISTER.
+    pub fn handle_register(
+        &mut self,
+        now_secs: i64,
+        entropy: &mut Entropy,
+        request: &Request,
+        source: Peer,
+    ) -> RegisterOutcome {
+        let user_id = match self.authenticate(now_secs, entropy, request, source) {
+            Ok(user_id) => user_id,
+            Err(response) => {
+                return RegisterOutcome {
+                    response,
+                    changes: Vec::new(),
+                };
+            }
+        };
+        let message = SipMessage::Request(request.clone());
+        let to_tag = entropy.token();
+        let default_expires = message::header_value(&message, "Expires")
+            .and_then(|e| e.parse::<u32>().ok())
+            .unwrap_or(MAX_EXPIRES);
+        let contacts: Vec<ContactSpec> = request
+            .headers
+            .iter()
+            .filter_map(|h| match h {
+                Header::Contact(c) => Some(c.value().to_owned()),
+                _ => None,
+            })
+            .flat_map(|v| parse_contacts(&v))
+            .collect();
+        let call_id = message::call_id(&message).unwrap_or_default();
+        let cseq = message::cseq(&message).map_or(0, |c| c.0);
+        let user_agent = message::header_value(&message, "User-Agent");
+        let mut changes = Vec::new();
+
+        if contacts.iter().any(|c| c.uri == "*") {
+            if contacts.len() != 1 || default_expires != 0 {
+                return RegisterOutcome {
+                    response: message::response_to(request, 400, Some(&to_tag)),
+                    changes,
+                };
+            }
+            for b in self.bindings.remove(&user_id).unwrap_or_default() {
+                changes.push(BindingChange::Remove {
+                    user_id: b.user_id,
+                    contact: b.contact,
+                });
+            }
+            tracing::info!(user = %user_id, "all registrations removed");
+        }
+        for spec in contacts.iter().filter(|c| c.uri != "*") {
+            let expires = spec.expires.unwrap_or(default_expires);
+            if expires > 0 && expires < MIN_EXPIRES {
+                let mut response = message::response_to(request, 423, Some(&to_tag));
+                response
+                    .headers
+                    .push(Header::Other("Min-Expires".into(), MIN_EXPIRES.to_string()));
+                return RegisterOutcome {
+                    response,
+                    changes: Vec::new(),
+                };
+            }
+            let list = self.bindings.entry(user_id.clone()).or_default();
+            let existing = list
+                .iter()
+                .position(|b| match (&spec.instance, &b.instance) {
+                    (Some(a), Some(b)) => a == b,
+                    _ => b.contact == spec.uri,
+                });
+            if expires == 0 {
+                if let Some(i) = existing {
+                    let b = list.remove(i);
+                    tracing::info!(user = %user_id, device = %b.device, "unregistered");
+                    changes.push(BindingChange::Remove {
+                        user_id: b.user_id,
+                        contact: b.contact,
+                    });
+                }
+                continue;
+            }
+            let expires = expires.min(MAX_EXPIRES);
+            if let Some(i) = existing
+                && list[i].call_id == call_id
+                && list[i].cseq > cseq
+            {
+                continue; // an older REGISTER arriving late
+            }
+            let device = match existing {
+                Some(i) => list[i].device.clone(),
+                None => {
+                    let configured = self.config.user(&user_id).and_then(|u| {
+                        u.device_name(spec.instance.as_deref(), user_agent.as_deref())
+                    });
+                    match configured {
+                        Some(name) if !list.iter().any(|b| b.device == name) => name.to_owned(),
+                        _ => unique_device_name(list, user_agent.as_deref()),
+                    }
+                }
+            };
+            let binding = Binding {
+                user_id: user_id.clone(),
+                device,
+                contact: spec.uri.clone(),
+                instance: spec.instance.clone(),
+                user_agent: user_agent.clone(),
+                transport: source.transport,
+                source: source.addr,
+                expires_at: now_secs + i64::from(expires),
+                call_id: call_id.clone(),
+                cseq,
+            };
+            match existing {
+                Some(i) => {
+                    if list[i].contact != binding.contact {
+                        changes.push(BindingChange::Remove {
+                            user_id: user_id.clone(),
+                            contact: list[i].contact.clone(),
+                        });
+                    }
+                    list[i] = binding.clone();
+                }
+                None => {
+                    tracing::info!(user = %user_id, device = %binding.device, contact = %binding.contact, "registered");
+                    list.push(binding.clone());
+                }
+            }
+            changes.push(BindingChange::Upsert(binding));
+        }
+        self.bindings.retain(|_, l| !l.is_empty());
+
+        let mut response = message::response_to(request, 200, Some(&to_tag));
+        for b in self.bindings(&user_id) {
+            let left = (b.expires_at - now_secs).max(0);
+            response
+                .headers
+                .push(Header::Contact(rsip::headers::Contact::new(format!(
+                    "<{}>;expires={left}",
+                    b.contact
+                ))));
+        }
+        RegisterOutcome { response, changes }
+    }
+}
+
+/// A device name from its User-Agent ("Linphone/5.2 (belle-sip)" → "linphone-5.2"),
+/// made unique among the user's devices.
+fn unique_device_name(existing: &[Binding], user_agent: Option<&str>) -> String {
+    let base: String = user_agent
+        .and_then(|ua| ua.split_whitespace().next())
+        .unwrap_or("device")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .take(32)
+        .collect();
+    let base = if base.trim_matches('-').is_empty() {
+        "device".to_owned()
+    } else {
+        base.trim_matches('-').to_owned()
+    };
+    let taken = |name: &str| existing.iter().any(|b| b.device == name);
+    if !taken(&base) {
+        return base;
+    }
+    (2..)
+        .map(|n| format!("{base}-{n}"))
+        .find(|n| !taken(n))
+        .expect("some suffix is free")
+}
+
+struct ContactSpec {
+    uri: String,
+    expires: Option<u32>,
+    instance: Option<String>,
+}
+
+/// Contacts from one Contact header value: `*`, or comma-separated `<uri>;params`.
+fn parse_contacts(value: &str) -> Vec<ContactSpec> {
+    let mut out = Vec::new();
+    let mut depth = 0;
+    let mut start = 0;
+    let mut in_quotes = false;
+    let bytes = value.as_bytes();
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            b'"' => in_quotes = !in_quotes,
+            b'<' if !in_quotes => depth += 1,
+            b'>' if !in_quotes => depth -= 1,
+            b',' if depth == 0 && !in_quotes => {
+                out.extend(parse_contact(&value[start..i]));
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.extend(parse_contact(&value[start..]));
+    out
+}
+
+fn parse_contact(text: &str) -> Option<ContactSpec> {
+    let text = text.trim();
+    if text == "*" {
+        return Some(ContactSpec {
+            uri: "*".into(),
+            expires: None,
+            instance: None,
+        });
+    }
+    let (uri, params) = match (text.find('<'), text.find('>')) {
+        (Some(open), Some(close)) if open < close => (&text[open + 1..close], &text[close + 1..]),
+        _ => text.split_once(';').map_or((text, ""), |(u, p)| (u, p)),
+    };
+    if uri.is_empty() {
+        return None;
+    }
+    let mut spec = ContactSpec {
+        uri: uri.trim().to_owned(),
+        expires: None,
+        instance: None,
+    };
+    for param in params.split(';') {
+        let (name, value) = param.split_once('=').unwrap_or((param, ""));
+        match name.trim().to_ascii_lowercase().as_str() {
+            "expires" => spec.expires = value.trim().parse().ok(),
+            "+sip.instance" => spec.instance = Some(value.trim().trim_matches('"').to_owned()),
+            _ => {}
+        }
+    }
+    Some(spec)
+}
+
+#[cfg(test)]
+mod tests;

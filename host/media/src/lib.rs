@@ -1,0 +1,24 @@
+//! # wasmpbx-media — what the host does with RTP
+//!
+//! The media edge: it implements the call engine's seam
+//! ([`MediaAllocator`](wasmpbx_types::media::MediaAllocator), re-exported here with the
+//! rest of `wasmpbx_types::media`) with sockets and tasks.
+//!
+//! Every call is anchored: the host owns an RTP/RTCP port pair per leg ([`relay`]). On a
+//! leg the host has not answered itself the packets pass through untouched (listen mode).
+//! Once the host answers the caller (active mode) it is that leg's media endpoint: it
+//! sends the caller its own stream ([`rtp::OutStream`]) — prompts, ringback, and later the
+//! other leg's packets renumbered into it — and hears the caller's DTMF as it happens.
+//! Recording taps both directions into a stereo WAV ([`recorder`]). A browser's leg is
+//! bridged from WebRTC to plain RTP ([`webrtc`]).
+
+pub mod os_random;
+pub mod recorder;
+pub mod relay;
+pub mod rtp;
+pub mod webrtc;
+
+pub use relay::{RelayCounters, RelayManager};
+pub use wasmpbx_types::media::*;
+
+use wasmpbx_types::{clock, config};

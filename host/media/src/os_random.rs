@@ -1,0 +1,11 @@
+//! Randomness from the operating system, for the edges: the driver's seed for each
+//! input of the core, the media's SSRCs, sequence numbers and port choices. The sans-IO
+//! core never calls it; it draws from the seed its driver hands it ([`wasmpbx_types::entropy`]).
+
+/// 64 random bits. Without OS randomness the result is still usable (zero bits), only
+/// guessable, which is no reason to drop a call.
+pub fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    let _ = getrandom::fill(&mut bytes);
+    u64::from_le_bytes(bytes)
+}

@@ -1,0 +1,1183 @@
+//! Anchored media, the I/O half: per call, an RTP/RTCP port pair per leg, the tasks that
+//! move packets between them, and (on a leg the host answered) the task that sends the
+//! host's own 20 ms frames.
+//!
+//! Symmetric RTP: each side's destination starts as the address its SDP announced and
+//! latches to wherever that side's packets really come from (NAT).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::recorder::{Channel, Recorder};
+use super::rtp::{self, DtmfWatch, FRAME, KeyFilter, OutStream};
+use super::{Codec, MediaAllocator, MediaEvent, MediaPorts, MediaReport, Playback, Prompt, Side};
+use crate::clock::monotonic_now;
+use crate::config::PortRange;
+use wasmpbx_types::ids::SessionId;
+
+/// Totals for `/metrics`.
+#[derive(Debug, Default)]
+pub struct RelayCounters {
+    pub rtp_packets: AtomicU64,
+    pub rtcp_packets: AtomicU64,
+    pub open_calls: AtomicU64,
+    /// Packets of the host's own (prompts, ringback).
+    pub played_packets: AtomicU64,
+    /// Caller digits not passed on because the core's queue was full (a DTMF flood).
+    pub digits_dropped: AtomicU64,
+    /// Browsers' WebRTC bridges running now.
+    pub webrtc_bridges: AtomicU64,
+}
+
+/// Where each side's packets go.
+#[derive(Debug, Default)]
+struct Remotes {
+    rtp: [Option<SocketAddr>; 2],
+    rtcp: [Option<SocketAddr>; 2],
+    latched: [bool; 2],
+}
+
+/// The host as one side's media endpoint: the caller it answered (side A), or a far end
+/// whose other side is away during a flip.
+struct Endpoint {
+    side: Side,
+    codec: Codec,
+    playback: Playback,
+    /// The next frame of the playing prompt.
+    position: usize,
+}
+
+/// A call's media state, shared by its tasks.
+struct Shared {
+    remotes: Remotes,
+    /// The stream each side hears: the other side's packets, renumbered into one stream
+    /// whichever device sends them (a flip), and the host's own frames on a side it
+    /// answered.
+    out: [OutStream; 2],
+    /// The keys each side sends.
+    dtmf: [DtmfWatch; 2],
+    /// On a side with a user's device: holds back the push code's events from the other.
+    keys_filter: [Option<KeyFilter>; 2],
+    endpoint: Option<Endpoint>,
+    recorder: Option<Recorder>,
+    /// The RTP timestamp of the last key pressed by the device on the reserved ports (a
+    /// PIN): RFC 4733 repeats an event's end packets, and those still arriving once that
+    /// device has the call are not the call's.
+    stale_key: Option<u32>,
+    /// The side last moved onto reserved ports.
+    switched: Option<Side>,
+}
+
+fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+    shared.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+struct Call {
+    session: SessionId,
+    shared: Arc<Mutex<Shared>>,
+    /// Per side: the RTP and RTCP sockets.
+    rtp: [Arc<UdpSocket>; 2],
+    rtcp: [Arc<UdpSocket>; 2],
+    /// The tasks moving packets between the sides.
+    forwarding: Vec<JoinHandle<()>>,
+    /// The task sending the host's own frames to A, once it answered.
+    host_sender: Option<JoinHandle<()>>,
+    /// Packets from A, and packets sent to A.
+    packets: Arc<[AtomicU64; 2]>,
+    /// Ports bound for a device that may take over a side.
+    reserved: Option<Reserved>,
+    /// Wakes the host's sender when something is to be played (it sleeps in silence).
+    playing: Arc<tokio::sync::Notify>,
+    /// Browsers' media, bridged to plain RTP, by the number the call engine knows them
+    /// by. A bridge stops when the leg socket it feeds is gone (its browser was flipped
+    /// away from, or did not take a flip) or with the call.
+    bridges: HashMap<usize, super::webrtc::Bridge>,
+    next_bridge: usize,
+}
+
+impl Call {
+    fn add_bridge(&mut self, bridge: super::webrtc::Bridge, counters: &RelayCounters) -> usize {
+        let n = self.next_bridge;
+        self.next_bridge += 1;
+        self.bridges.insert(n, bridge);
+        counters.webrtc_bridges.fetch_add(1, Relaxed);
+        n
+    }
+
+    /// Stop the bridges whose leg socket is no longer one of the call's.
+    fn prune_bridges(&mut self, counters: &RelayCounters) {
+        let sockets: Vec<SocketAddr> = self
+            .rtp
+            .iter()
+            .chain(self.reserved.as_ref().map(|r| &r.rtp))
+            .filter_map(|s| s.local_addr().ok())
+            .collect();
+        let before = self.bridges.len();
+        self.bridges
+            .retain(|_, b| sockets.iter().any(|s| s.port() == b.relay().port()));
+        let stopped = before - self.bridges.len();
+        if stopped > 0 {
+            counters.webrtc_bridges.fetch_sub(stopped as u64, Relaxed);
+            tracing::debug!(
+                session = %self.session.short(),
+                stopped,
+                "webrtc bridges of departed browsers stopped"
+            );
+        }
+    }
+}
+
+/// Ports bound for a device that may take over a side, and what the host says to that
+/// device before it does (the PIN prompt).
+struct Reserved {
+    rtp: Arc<UdpSocket>,
+    rtcp: Arc<UdpSocket>,
+    /// The task prompting the device and listening for its keys, and where to send it
+    /// the next prompt.
+    prompter: Option<(JoinHandle<()>, mpsc::Sender<Arc<Prompt>>)>,
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        if let Some((task, _)) = self.prompter.take() {
+            task.abort();
+        }
+    }
+}
+
+/// The real media: binds UDP ports and spawns tasks on the current runtime.
+pub struct RelayManager {
+    bind_ip: IpAddr,
+    range: PortRange,
+    next: u16,
+    calls: HashMap<SessionId, Call>,
+    events: Option<mpsc::Sender<MediaEvent>>,
+    pub counters: Arc<RelayCounters>,
+}
+
+impl RelayManager {
+    pub fn new(bind_ip: IpAddr, range: PortRange) -> Self {
+        let first = range.low + (range.low % 2);
+        Self {
+            bind_ip,
+            range,
+            next: first,
+            calls: HashMap::new(),
+            events: None,
+            counters: Arc::default(),
+        }
+    }
+
+    /// Where live events (the caller's digits) go.
+    pub fn with_events(mut self, events: mpsc::Sender<MediaEvent>) -> Self {
+        self.events = Some(events);
+        self
+    }
+
+    /// An even port whose odd neighbour is free too, bound for RTP and RTCP.
+    fn bind_pair(&mut self) -> Result<(std::net::UdpSocket, std::net::UdpSocket, u16), String> {
+        let span = u32::from(self.range.high - self.range.low) + 1;
+        for _ in 0..span.div_ceil(2) {
+            let port = self.next;
+            self.next = if port + 3 > self.range.high {
+                self.range.low + (self.range.low % 2)
+            } else {
+                port + 2
+            };
+            let Ok(rtp) = std::net::UdpSocket::bind((self.bind_ip, port)) else {
+                continue;
+            };
+            let Ok(rtcp) = std::net::UdpSocket::bind((self.bind_ip, port + 1)) else {
+                continue;
+            };
+            return Ok((rtp, rtcp, port));
+        }
+        Err(format!(
+            "no free RTP port pair in {}-{}",
+            self.range.low, self.range.high
+        ))
+    }
+}
+
+impl RelayManager {
+    /// Where a leg's packets reach the host: `side`'s RTP port, or (none) the reserved one.
+    fn leg_address(&self, session: SessionId, side: Option<Side>) -> Result<SocketAddr, String> {
+        let call = self.calls.get(&session).ok_or("no such call")?;
+        let socket = match side {
+            Some(side) => &call.rtp[side as usize],
+            None => &call.reserved.as_ref().ok_or("no ports reserved")?.rtp,
+        };
+        let port = socket.local_addr().map_err(|e| e.to_string())?.port();
+        Ok(SocketAddr::new(self.bind_ip, port))
+    }
+
+    /// Start the tasks that move one call's packets between its sides.
+    fn spawn_forwarding(&self, call: &mut Call) {
+        for task in call.forwarding.drain(..) {
+            task.abort();
+        }
+        for from in [Side::A, Side::B] {
+            for (sockets, is_rtcp) in [(&call.rtp, false), (&call.rtcp, true)] {
+                let i = from as usize;
+                call.forwarding.push(tokio::spawn(forward(Forwarding {
+                    session: call.session,
+                    inbound: sockets[i].clone(),
+                    outbound: sockets[1 - i].clone(),
+                    from,
+                    is_rtcp,
+                    shared: call.shared.clone(),
+                    packets: call.packets.clone(),
+                    counters: self.counters.clone(),
+                    events: self.events.clone(),
+                })));
+            }
+        }
+    }
+}
+
+fn to_tokio(socket: std::net::UdpSocket) -> Result<Arc<UdpSocket>, String> {
+    socket.set_nonblocking(true).map_err(|e| e.to_string())?;
+    UdpSocket::from_std(socket)
+        .map(Arc::new)
+        .map_err(|e| e.to_string())
+}
+
+impl MediaAllocator for RelayManager {
+    fn open(&mut self, session: SessionId) -> Result<MediaPorts, String> {
+        let (a_rtp, a_rtcp, a) = self.bind_pair()?;
+        let (b_rtp, b_rtcp, b) = self.bind_pair()?;
+        let mut call = Call {
+            session,
+            shared: Arc::new(Mutex::new(Shared {
+                remotes: Remotes::default(),
+                out: [OutStream::adopting(), OutStream::adopting()],
+                dtmf: [DtmfWatch::default(), DtmfWatch::default()],
+                keys_filter: [None, None],
+                endpoint: None,
+                recorder: None,
+                stale_key: None,
+                switched: None,
+            })),
+            rtp: [to_tokio(a_rtp)?, to_tokio(b_rtp)?],
+            rtcp: [to_tokio(a_rtcp)?, to_tokio(b_rtcp)?],
+            forwarding: Vec::with_capacity(4),
+            host_sender: None,
+            packets: Arc::new([AtomicU64::new(0), AtomicU64::new(0)]),
+            reserved: None,
+            playing: Arc::default(),
+            bridges: HashMap::new(),
+            next_bridge: 0,
+        };
+        self.spawn_forwarding(&mut call);
+        self.calls.insert(session, call);
+        self.counters.open_calls.fetch_add(1, Relaxed);
+        Ok(MediaPorts { a, b })
+    }
+
+    fn reserve_leg(&mut self, session: SessionId) -> Result<u16, String> {
+        if !self.calls.contains_key(&session) {
+            return Err("no such call".into());
+        }
+        let (rtp, rtcp, port) = self.bind_pair()?;
+        let reserved = Reserved {
+            rtp: to_tokio(rtp)?,
+            rtcp: to_tokio(rtcp)?,
+            prompter: None,
+        };
+        self.calls.get_mut(&session).expect("checked").reserved = Some(reserved);
+        Ok(port)
+    }
+
+    fn switch_leg(&mut self, session: SessionId, side: Side) -> Result<(), String> {
+        let Some(mut call) = self.calls.remove(&session) else {
+            return Err("no such call".into());
+        };
+        let Some(reserved) = call.reserved.take() else {
+            self.calls.insert(session, call);
+            return Err("no ports reserved".into());
+        };
+        let i = side as usize;
+        call.rtp[i] = reserved.rtp.clone();
+        call.rtcp[i] = reserved.rtcp.clone();
+        drop(reserved); // its prompter stops
+        call.prune_bridges(&self.counters);
+        {
+            // The old device's address is forgotten: the new one's SDP and packets set it.
+            let mut shared = lock(&call.shared);
+            shared.switched = Some(side);
+            let remotes = &mut shared.remotes;
+            remotes.rtp[i] = None;
+            remotes.rtcp[i] = None;
+            remotes.latched[i] = false;
+        }
+        self.spawn_forwarding(&mut call);
+        self.calls.insert(session, call);
+        Ok(())
+    }
+
+    fn prompt_reserved(
+        &mut self,
+        session: SessionId,
+        remote: SocketAddr,
+        codec: Codec,
+        event_pt: Option<u8>,
+        prompt: Arc<Prompt>,
+    ) {
+        let Some(call) = self.calls.get_mut(&session) else {
+            return;
+        };
+        let Some(reserved) = call.reserved.as_mut() else {
+            return;
+        };
+        if let Some((_, next)) = &reserved.prompter {
+            // Full only if prompts are asked for faster than keys can be pressed.
+            let _ = next.try_send(prompt);
+            return;
+        }
+        let (next, prompts) = mpsc::channel(4);
+        let task = tokio::spawn(prompt_device(DevicePrompter {
+            session,
+            shared: call.shared.clone(),
+            socket: reserved.rtp.clone(),
+            remote,
+            codec,
+            keys: event_pt.map(DtmfWatch::new).unwrap_or_default(),
+            prompt,
+            prompts,
+            events: self.events.clone(),
+            counters: self.counters.clone(),
+        }));
+        reserved.prompter = Some((task, next));
+    }
+
+    fn bridge_webrtc(
+        &mut self,
+        session: SessionId,
+        side: Option<Side>,
+        offer: &str,
+        public_ip: IpAddr,
+    ) -> Result<super::WebRtcAnswer, String> {
+        let relay = self.leg_address(session, side)?;
+        // The browser's port is one of the media range's (its RTCP twin is not needed:
+        // WebRTC multiplexes RTCP).
+        let (browser, _, _) = self.bind_pair()?;
+        let (bridge, answer, plain_offer) =
+            super::webrtc::Bridge::accept(offer, browser, public_ip, relay)?;
+        let call = self.calls.get_mut(&session).expect("found");
+        call.add_bridge(bridge, &self.counters);
+        Ok(super::WebRtcAnswer {
+            answer,
+            plain_offer,
+        })
+    }
+
+    fn offer_webrtc(
+        &mut self,
+        session: SessionId,
+        side: Option<Side>,
+        public_ip: IpAddr,
+    ) -> Result<(usize, String), String> {
+        let relay = self.leg_address(session, side)?;
+        let (browser, _, _) = self.bind_pair()?;
+        let (bridge, offer) = super::webrtc::Bridge::offer(browser, public_ip, relay)?;
+        let call = self.calls.get_mut(&session).expect("found");
+        Ok((call.add_bridge(bridge, &self.counters), offer))
+    }
+
+    fn answer_webrtc(
+        &mut self,
+        session: SessionId,
+        bridge: usize,
+        answer: &str,
+    ) -> Result<String, String> {
+        self.calls
+            .get_mut(&session)
+            .and_then(|c| c.bridges.get_mut(&bridge))
+            .ok_or("no such bridge")?
+            .complete(answer)
+    }
+
+    fn release_reserved(&mut self, session: SessionId) {
+        if let Some(call) = self.calls.get_mut(&session) {
+            call.reserved = None;
+            call.prune_bridges(&self.counters);
+        }
+    }
+
+    fn set_remote(&mut self, session: SessionId, side: Side, rtp: SocketAddr) {
+        if let Some(call) = self.calls.get(&session) {
+            let remotes = &mut lock(&call.shared).remotes;
+            let i = side as usize;
+            if !remotes.latched[i] {
+                remotes.rtp[i] = Some(rtp);
+                remotes.rtcp[i] = Some(SocketAddr::new(rtp.ip(), rtp.port().wrapping_add(1)));
+            }
+        }
+    }
+
+    fn watch_keys(
+        &mut self,
+        session: SessionId,
+        side: Side,
+        payload_type: u8,
+        swallow: Option<&str>,
+    ) {
+        if let Some(call) = self.calls.get(&session) {
+            let mut shared = lock(&call.shared);
+            let i = side as usize;
+            shared.dtmf[i] = DtmfWatch::new(payload_type);
+            shared.keys_filter[i] = swallow.map(|code| KeyFilter::new(payload_type, code));
+        }
+    }
+
+    fn answer(&mut self, session: SessionId, side: Side, codec: Codec) {
+        let Some(call) = self.calls.get_mut(&session) else {
+            return;
+        };
+        let mut shared = lock(&call.shared);
+        if shared.endpoint.as_ref().is_some_and(|e| e.side == side) {
+            return;
+        }
+        if let Some(sender) = call.host_sender.take() {
+            sender.abort();
+        }
+        let i = side as usize;
+        if shared.out[i].is_fresh() {
+            // A stream of the host's own; one that already carries the other leg's audio
+            // (a connected call) goes on with the host's frames in it.
+            let random = crate::os_random::random_u64();
+            shared.out[i] = OutStream::new(random as u32, (random >> 32) as u16);
+        }
+        shared.endpoint = Some(Endpoint {
+            side,
+            codec,
+            playback: Playback::Silence,
+            position: 0,
+        });
+        drop(shared);
+        call.host_sender = Some(tokio::spawn(send_host_frames(HostSender {
+            socket: call.rtp[i].clone(),
+            shared: call.shared.clone(),
+            playing: call.playing.clone(),
+            packets: call.packets.clone(),
+            counters: self.counters.clone(),
+        })));
+    }
+
+    fn play(&mut self, session: SessionId, playback: Playback) {
+        let Some(call) = self.calls.get(&session) else {
+            return;
+        };
+        let mut shared = lock(&call.shared);
+        let shared = &mut *shared;
+        if let Some(endpoint) = shared.endpoint.as_mut() {
+            let audible = !matches!(playback, Playback::Silence);
+            endpoint.playback = playback;
+            endpoint.position = 0;
+            shared.out[endpoint.side as usize].pause();
+            if audible {
+                call.playing.notify_one();
+            }
+        }
+    }
+
+    fn start_recording(&mut self, session: SessionId, path: &Path) -> Result<(), String> {
+        let Some(call) = self.calls.get(&session) else {
+            return Err("no such call".into());
+        };
+        let mut shared = lock(&call.shared);
+        if shared.recorder.is_some() {
+            return Ok(());
+        }
+        let recorder = Recorder::create(path, monotonic_now())
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        shared.recorder = Some(recorder);
+        Ok(())
+    }
+
+    fn stop_recording(&mut self, session: SessionId) -> Option<PathBuf> {
+        let call = self.calls.get(&session)?;
+        let recorder = lock(&call.shared).recorder.take()?;
+        finish_recording(recorder)
+    }
+
+    fn close(&mut self, session: SessionId) -> MediaReport {
+        let Some(call) = self.calls.remove(&session) else {
+            return MediaReport::default();
+        };
+        for task in call.forwarding.into_iter().chain(call.host_sender) {
+            task.abort();
+        }
+        self.counters.open_calls.fetch_sub(1, Relaxed);
+        let bridges = call.bridges.len() as u64;
+        self.counters.webrtc_bridges.fetch_sub(bridges, Relaxed);
+        let mut shared = lock(&call.shared);
+        let digits = std::mem::take(&mut shared.dtmf[0].digits);
+        let recording = shared.recorder.take().and_then(finish_recording);
+        MediaReport {
+            packets: (call.packets[0].load(Relaxed), call.packets[1].load(Relaxed)),
+            digits,
+            recording,
+        }
+    }
+}
+
+fn finish_recording(recorder: Recorder) -> Option<PathBuf> {
+    let path = recorder.path().to_owned();
+    match recorder.finish(monotonic_now()) {
+        Ok(path) => Some(path),
+        Err(e) => {
+            tracing::error!(path = %path.display(), "finishing the recording: {e}");
+            None
+        }
+    }
+}
+
+/// The samples of an audio packet, if it is G.711.
+fn decode_audio(packet: &[u8]) -> Option<Vec<i16>> {
+    let header = rtp::parse(packet)?;
+    let codec = Codec::from_payload_type(header.payload_type)?;
+    Some(
+        packet[header.payload_offset..]
+            .iter()
+            .map(|&b| super::g711::decode(codec, b))
+            .collect(),
+    )
+}
+
+/// One direction of one call's RTP or RTCP.
+struct Forwarding {
+    session: SessionId,
+    inbound: Arc<UdpSocket>,
+    outbound: Arc<UdpSocket>,
+    from: Side,
+    is_rtcp: bool,
+    shared: Arc<Mutex<Shared>>,
+    packets: Arc<[AtomicU64; 2]>,
+    counters: Arc<RelayCounters>,
+    events: Option<mpsc::Sender<MediaEvent>>,
+}
+
+impl Forwarding {
+    /// Tell the core about a key (a flood beyond its queue is dropped and counted).
+    fn report(&self, side: Side, digit: char) {
+        let Some(events) = &self.events else {
+            return;
+        };
+        let event = MediaEvent::Digit {
+            session: self.session,
+            side,
+            digit,
+        };
+        if events.try_send(event).is_err() {
+            self.counters.digits_dropped.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// An RTP packet from this side: its key noticed, its audio recorded (the caller's),
+    /// and what of it goes on into the other side's stream.
+    fn rtp(&self, shared: &mut Shared, packet: &[u8], now: Instant) -> Vec<Vec<u8>> {
+        let from = self.from as usize;
+        let to = 1 - from;
+        if shared.switched == Some(self.from)
+            && shared.stale_key.is_some()
+            && is_stale_key(packet, shared)
+        {
+            return Vec::new();
+        }
+        if let Some(digit) = shared.dtmf[from].inspect(packet) {
+            // Keys matter from a user's device (the push code) and from a caller the host
+            // answered (menus).
+            let host_answered = shared
+                .endpoint
+                .as_ref()
+                .is_some_and(|e| e.side == self.from);
+            if shared.keys_filter[from].is_some() || host_answered {
+                self.report(self.from, digit);
+            }
+        }
+        if self.from == Side::A
+            && let Some(recorder) = shared.recorder.as_mut()
+            && let Some(samples) = decode_audio(packet)
+        {
+            recorder.put(Channel::Caller, now, &samples);
+        }
+        // The other side hears this side's audio unless a prompt of the host's is playing
+        // to it; the audio ends ringback (early media).
+        if let Some(endpoint) = shared.endpoint.as_mut().filter(|e| e.side as usize == to) {
+            match endpoint.playback {
+                Playback::Once(_) => return Vec::new(),
+                Playback::Loop(_) | Playback::Silence => endpoint.playback = Playback::Silence,
+            }
+        }
+        let stream = &mut shared.out[to];
+        match shared.keys_filter[from].as_mut() {
+            Some(filter) if !filter.passes(packet) => filter
+                .process(packet, now)
+                .iter()
+                .filter_map(|p| stream.relay(p, now))
+                .collect(),
+            _ => stream.relay(packet, now).into_iter().collect(),
+        }
+    }
+}
+
+async fn forward(f: Forwarding) {
+    let from = f.from as usize;
+    let to = 1 - from;
+    let mut buf = vec![0u8; 2048];
+    loop {
+        // Errors here are ICMP reports of earlier sends: nothing to do but go on.
+        let Ok((n, source)) = f.inbound.recv_from(&mut buf).await else {
+            continue;
+        };
+        let packet = &buf[..n];
+        let now = monotonic_now();
+        let (destination, outgoing) = {
+            let mut shared = lock(&f.shared);
+            let shared = &mut *shared;
+            if f.is_rtcp {
+                shared.remotes.rtcp[from] = Some(source);
+                // Reports for the other side's stream speak for it, whichever device
+                // sends them.
+                let rewritten = shared.out[to].relay_rtcp(packet);
+                (shared.remotes.rtcp[to], rewritten.into_iter().collect())
+            } else {
+                shared.remotes.rtp[from] = Some(source);
+                shared.remotes.latched[from] = true;
+                if f.from == Side::A {
+                    f.packets[0].fetch_add(1, Relaxed);
+                }
+                let outgoing = f.rtp(shared, packet, now);
+                (shared.remotes.rtp[to], outgoing)
+            }
+        };
+        let Some(destination) = destination else {
+            continue;
+        };
+        for packet in &outgoing {
+            if f.outbound.send_to(packet, destination).await.is_err() {
+                continue;
+            }
+            if f.is_rtcp {
+                f.counters.rtcp_packets.fetch_add(1, Relaxed);
+                continue;
+            }
+            f.counters.rtp_packets.fetch_add(1, Relaxed);
+            if to == 0 {
+                f.packets[1].fetch_add(1, Relaxed);
+                if let Some(recorder) = lock(&f.shared).recorder.as_mut()
+                    && let Some(samples) = decode_audio(packet)
+                {
+                    recorder.put(Channel::Other, now, &samples);
+                }
+            }
+        }
+    }
+}
+
+/// Whether `packet` is the rest of the last key pressed before the device had the call.
+fn is_stale_key(packet: &[u8], shared: &Shared) -> bool {
+    rtp::parse(packet).is_some_and(|h| {
+        Codec::from_payload_type(h.payload_type).is_none() && Some(h.timestamp) == shared.stale_key
+    })
+}
+
+/// What sends a side the host's own stream.
+struct HostSender {
+    socket: Arc<UdpSocket>,
+    shared: Arc<Mutex<Shared>>,
+    playing: Arc<tokio::sync::Notify>,
+    packets: Arc<[AtomicU64; 2]>,
+    counters: Arc<RelayCounters>,
+}
+
+/// A side's stream from the host: one frame every 20 ms while something plays; asleep
+/// (no timer) while nothing does, as for the whole of a connected call.
+async fn send_host_frames(h: HostSender) {
+    let mut ticker = tokio::time::interval(FRAME);
+    // A late tick sends its frame at once: the prompt keeps its length and the timestamps
+    // stay on the 20 ms grid.
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    loop {
+        ticker.tick().await;
+        let now: Instant = monotonic_now();
+        let outgoing = {
+            let mut shared = lock(&h.shared);
+            let shared = &mut *shared;
+            let Some(endpoint) = shared.endpoint.as_mut() else {
+                return;
+            };
+            let side = endpoint.side as usize;
+            let playing = match &endpoint.playback {
+                Playback::Silence => None,
+                Playback::Once(p) => Some((p.clone(), false)),
+                Playback::Loop(p) => Some((p.clone(), true)),
+            };
+            match playing {
+                Some((prompt, looped)) => {
+                    let i = endpoint.position;
+                    let packet = shared.out[side].host_frame(
+                        endpoint.codec.payload_type(),
+                        prompt.frame(endpoint.codec, i),
+                        now,
+                    );
+                    endpoint.position = i + 1;
+                    if endpoint.position == prompt.frames() {
+                        if looped {
+                            endpoint.position = 0;
+                        } else {
+                            endpoint.playback = Playback::Silence;
+                            shared.out[side].pause();
+                        }
+                    }
+                    // The recording's other channel is what the caller (side A) hears.
+                    if side == 0
+                        && let Some(recorder) = shared.recorder.as_mut()
+                    {
+                        recorder.put(Channel::Other, now, prompt.frame_samples(i));
+                    }
+                    Some(shared.remotes.rtp[side].map(|to| (packet, to)))
+                }
+                None => None,
+            }
+        };
+        match outgoing {
+            Some(Some((packet, to))) => {
+                if h.socket.send_to(&packet, to).await.is_ok() {
+                    h.packets[1].fetch_add(1, Relaxed);
+                    h.counters.played_packets.fetch_add(1, Relaxed);
+                }
+            }
+            Some(None) => {} // nowhere to send yet
+            None => {
+                // Silence: sleep until `play` has something, then start a fresh grid.
+                h.playing.notified().await;
+                ticker.reset_immediately();
+            }
+        }
+    }
+}
+
+/// What talks to a device on reserved ports before it takes a call over.
+struct DevicePrompter {
+    session: SessionId,
+    shared: Arc<Mutex<Shared>>,
+    socket: Arc<UdpSocket>,
+    remote: SocketAddr,
+    codec: Codec,
+    keys: DtmfWatch,
+    prompt: Arc<Prompt>,
+    /// Prompts to play next, each from its start.
+    prompts: mpsc::Receiver<Arc<Prompt>>,
+    events: Option<mpsc::Sender<MediaEvent>>,
+    counters: Arc<RelayCounters>,
+}
+
+/// Play prompts to the device (a stream of its own: the call's streams are untouched)
+/// and report the keys it presses; the device's other packets go nowhere.
+async fn prompt_device(mut p: DevicePrompter) {
+    let random = crate::os_random::random_u64();
+    let mut stream = OutStream::new(random as u32, (random >> 32) as u16);
+    let mut position = 0;
+    let mut ticker = tokio::time::interval(FRAME);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut buf = vec![0u8; 2048];
+    loop {
+        tokio::select! {
+            _ = ticker.tick(), if position < p.prompt.frames() => {
+                let frame = p.prompt.frame(p.codec, position);
+                let packet = stream.host_frame(p.codec.payload_type(), frame, monotonic_now());
+                position += 1;
+                if position == p.prompt.frames() {
+                    stream.pause();
+                }
+                if p.socket.send_to(&packet, p.remote).await.is_ok() {
+                    p.counters.played_packets.fetch_add(1, Relaxed);
+                }
+            }
+            received = p.socket.recv_from(&mut buf) => {
+                let Ok((n, source)) = received else {
+                    continue; // an ICMP report of an earlier send
+                };
+                p.remote = source;
+                let Some(digit) = p.keys.inspect(&buf[..n]) else {
+                    continue;
+                };
+                lock(&p.shared).stale_key = rtp::parse(&buf[..n]).map(|h| h.timestamp);
+                if let Some(events) = &p.events {
+                    let event = MediaEvent::ReservedDigit { session: p.session, digit };
+                    if events.try_send(event).is_err() {
+                        p.counters.digits_dropped.fetch_add(1, Relaxed);
+                    }
+                }
+            }
+            next = p.prompts.recv() => {
+                let Some(prompt) = next else {
+                    return;
+                };
+                p.prompt = prompt;
+                position = 0;
+                ticker.reset_immediately();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Prompt;
+    use std::time::Duration;
+
+    /// A call id for the tests, told apart by `n`.
+    fn id(n: u8) -> SessionId {
+        SessionId::new(0, [n; 10])
+    }
+
+    fn manager() -> (RelayManager, mpsc::Receiver<MediaEvent>) {
+        let (tx, rx) = mpsc::channel(16);
+        let relay = RelayManager::new(
+            "127.0.0.1".parse().unwrap(),
+            PortRange {
+                low: 42000,
+                high: 42999,
+            },
+        )
+        .with_events(tx);
+        (relay, rx)
+    }
+
+    async fn recv(socket: &UdpSocket) -> (Vec<u8>, SocketAddr) {
+        let mut buf = [0u8; 2048];
+        let (n, from) = tokio::time::timeout(Duration::from_secs(2), socket.recv_from(&mut buf))
+            .await
+            .expect("a packet within 2 s")
+            .unwrap();
+        (buf[..n].to_vec(), from)
+    }
+
+    /// A browser's SDP offer (str0m standing in for the browser).
+    fn browser_offer() -> String {
+        use str0m::media::{Direction, MediaKind};
+        let mut rtc = str0m::Rtc::builder()
+            .clear_codecs()
+            .enable_pcmu(true, false)
+            .build(monotonic_now());
+        let candidate = str0m::Candidate::host("127.0.0.1:9".parse().unwrap(), "udp").unwrap();
+        rtc.add_local_candidate(candidate);
+        let mut change = rtc.sdp_api();
+        change.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
+        change.apply().unwrap().0.to_sdp_string()
+    }
+
+    #[tokio::test]
+    async fn a_browsers_bridge_stops_when_its_leg_is_flipped_away_or_not_taken() {
+        let (mut relay, _) = manager();
+        relay.open(id(7)).unwrap();
+        let ip = "127.0.0.1".parse().unwrap();
+        let bridges = |relay: &RelayManager| relay.counters.webrtc_bridges.load(Relaxed);
+        relay
+            .bridge_webrtc(id(7), Some(Side::A), &browser_offer(), ip)
+            .unwrap();
+        assert_eq!(bridges(&relay), 1, "a browser placed the call");
+        // A push rings the user's other browser, which does not answer.
+        relay.reserve_leg(id(7)).unwrap();
+        relay.offer_webrtc(id(7), None, ip).unwrap();
+        assert_eq!(bridges(&relay), 2);
+        relay.release_reserved(id(7));
+        assert_eq!(
+            bridges(&relay),
+            1,
+            "the unanswered browser's bridge stopped"
+        );
+        // A desk phone pulls the call: the browser's leg is replaced.
+        relay.reserve_leg(id(7)).unwrap();
+        relay.switch_leg(id(7), Side::A).unwrap();
+        assert_eq!(
+            bridges(&relay),
+            0,
+            "the flipped-away browser's bridge stopped"
+        );
+        // Another browser pulls it, and the call ends.
+        relay.reserve_leg(id(7)).unwrap();
+        relay
+            .bridge_webrtc(id(7), None, &browser_offer(), ip)
+            .unwrap();
+        relay.switch_leg(id(7), Side::A).unwrap();
+        assert_eq!(bridges(&relay), 1);
+        relay.close(id(7));
+        assert_eq!(bridges(&relay), 0);
+    }
+
+    #[tokio::test]
+    async fn packets_cross_and_sides_latch_to_their_real_source() {
+        let (mut relay, _) = manager();
+        let ports = relay.open(id(1)).unwrap();
+        let alice = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let bob = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        // Bob's SDP is right; Alice's SDP announced a wrong port (she is behind NAT).
+        relay.set_remote(id(1), Side::B, bob.local_addr().unwrap());
+        relay.set_remote(id(1), Side::A, "127.0.0.1:9".parse().unwrap());
+        // What isn't RTP goes nowhere; RTP on A's port goes to B as it is (each side
+        // hears one stream, whose first source passes unchanged).
+        alice
+            .send_to(b"hello bob", ("127.0.0.1", ports.a))
+            .await
+            .unwrap();
+        let hello = rtp(7, 1600, 5);
+        alice.send_to(&hello, ("127.0.0.1", ports.a)).await.unwrap();
+        let (data, from) = recv(&bob).await;
+        assert_eq!(data, hello);
+        assert_eq!(from.port(), ports.b, "bob hears the host's B port");
+        // Bob answers; it reaches Alice where her packets came from, not where her SDP
+        // said.
+        let answer = rtp(1, 160, 9);
+        bob.send_to(&answer, ("127.0.0.1", ports.b)).await.unwrap();
+        let (data, from) = recv(&alice).await;
+        assert_eq!(data, answer);
+        assert_eq!(from.port(), ports.a);
+        assert_eq!(relay.close(id(1)).packets, (2, 1));
+        assert_eq!(relay.counters.open_calls.load(Relaxed), 0);
+        // The ports are free again once the aborted tasks are dropped.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(std::net::UdpSocket::bind(("127.0.0.1", ports.a)).is_ok());
+    }
+
+    #[tokio::test]
+    async fn an_answered_caller_hears_the_prompt_then_the_other_leg_in_one_stream() {
+        let (mut relay, mut events) = manager();
+        let ports = relay.open(id(2)).unwrap();
+        let caller = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let callee = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        relay.set_remote(id(2), Side::A, caller.local_addr().unwrap());
+        relay.set_remote(id(2), Side::B, callee.local_addr().unwrap());
+        relay.watch_keys(id(2), Side::A, 101, None);
+        relay.answer(id(2), Side::A, Codec::Pcma);
+        let prompt = Arc::new(Prompt::from_samples("three-frames", vec![1000; 480]));
+        relay.play(id(2), Playback::Once(prompt));
+        let mut headers = Vec::new();
+        for _ in 0..3 {
+            let (packet, _) = recv(&caller).await;
+            assert_eq!(packet.len(), 12 + 160);
+            headers.push(rtp::parse(&packet).unwrap());
+        }
+        assert!(headers[0].marker && !headers[1].marker);
+        assert!(headers.iter().all(|h| h.payload_type == 8));
+        assert_eq!(headers[2].timestamp, headers[0].timestamp.wrapping_add(320));
+        // The prompt is over; the callee's audio is renumbered into the same stream.
+        let mut theirs = vec![0x80, 8, 0, 9, 0, 0, 0, 0, 0xca, 0xfe, 0, 1];
+        theirs.extend_from_slice(&[0xd5; 160]);
+        callee
+            .send_to(&theirs, ("127.0.0.1", ports.b))
+            .await
+            .unwrap();
+        let (packet, _) = recv(&caller).await;
+        let relayed = rtp::parse(&packet).unwrap();
+        assert_eq!(relayed.ssrc, headers[0].ssrc);
+        assert_eq!(relayed.sequence, headers[2].sequence.wrapping_add(1));
+        assert!(relayed.marker);
+        // The caller's digit is reported as it happens, once.
+        let mut digit = vec![0x80, 101, 0, 1, 0, 0, 1, 0, 0, 0, 0, 7, 2, 0, 0, 160];
+        caller
+            .send_to(&digit, ("127.0.0.1", ports.a))
+            .await
+            .unwrap();
+        digit[13] = 0x80; // end
+        caller
+            .send_to(&digit, ("127.0.0.1", ports.a))
+            .await
+            .unwrap();
+        let event = tokio::time::timeout(Duration::from_secs(2), events.recv())
+            .await
+            .unwrap();
+        assert_eq!(
+            event,
+            Some(MediaEvent::Digit {
+                session: id(2),
+                side: Side::A,
+                digit: '2'
+            })
+        );
+        let report = relay.close(id(2));
+        assert_eq!(report.digits, "2");
+        assert!(
+            events.try_recv().is_err(),
+            "the end packet is the same event"
+        );
+    }
+
+    fn rtp(seq: u16, ts: u32, ssrc: u32) -> Vec<u8> {
+        let mut p = vec![0x80, 0];
+        p.extend_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(&ts.to_be_bytes());
+        p.extend_from_slice(&ssrc.to_be_bytes());
+        p.extend_from_slice(&[0xff; 160]);
+        p
+    }
+
+    #[tokio::test]
+    async fn a_new_device_on_side_b_continues_the_stream_side_a_hears() {
+        let (mut relay, _) = manager();
+        let ports = relay.open(id(3)).unwrap();
+        let far_end = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let desk = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mobile = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        relay.set_remote(id(3), Side::A, far_end.local_addr().unwrap());
+        relay.set_remote(id(3), Side::B, desk.local_addr().unwrap());
+        desk.send_to(&rtp(100, 8000, 1), ("127.0.0.1", ports.b))
+            .await
+            .unwrap();
+        let before = rtp::parse(&recv(&far_end).await.0).unwrap();
+        // The mobile takes over on new ports; the desk's port is gone.
+        let new_port = relay.reserve_leg(id(3)).unwrap();
+        relay.switch_leg(id(3), Side::B).unwrap();
+        assert_ne!(new_port, ports.b);
+        relay.set_remote(id(3), Side::B, mobile.local_addr().unwrap());
+        mobile
+            .send_to(&rtp(5, 777_000, 2), ("127.0.0.1", new_port))
+            .await
+            .unwrap();
+        let after = rtp::parse(&recv(&far_end).await.0).unwrap();
+        assert_eq!(after.ssrc, before.ssrc, "one SSRC for the far end");
+        assert_eq!(after.sequence, before.sequence.wrapping_add(1));
+        assert!(after.timestamp.wrapping_sub(before.timestamp) >= 160);
+        // The far end's audio reaches the mobile, from the new port.
+        let for_the_mobile = rtp(3, 480, 7);
+        far_end
+            .send_to(&for_the_mobile, ("127.0.0.1", ports.a))
+            .await
+            .unwrap();
+        let (data, from) = recv(&mobile).await;
+        assert_eq!((data, from.port()), (for_the_mobile, new_port));
+        relay.close(id(3));
+    }
+
+    #[tokio::test]
+    async fn ringback_to_a_connected_far_end_continues_its_stream() {
+        let (mut relay, _) = manager();
+        let ports = relay.open(id(4)).unwrap();
+        let far_end = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let desk = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        relay.set_remote(id(4), Side::A, far_end.local_addr().unwrap());
+        relay.set_remote(id(4), Side::B, desk.local_addr().unwrap());
+        desk.send_to(&rtp(100, 8000, 1), ("127.0.0.1", ports.b))
+            .await
+            .unwrap();
+        let relayed = rtp::parse(&recv(&far_end).await.0).unwrap();
+        // The desk has gone; the host plays ringback in the same stream.
+        relay.answer(id(4), Side::A, Codec::Pcmu);
+        relay.play(
+            id(4),
+            Playback::Loop(Arc::new(Prompt::from_samples("tone", vec![500; 160]))),
+        );
+        let (packet, _) = recv(&far_end).await;
+        let host = rtp::parse(&packet).unwrap();
+        assert_eq!(host.ssrc, relayed.ssrc, "one stream for the far end");
+        assert_eq!(host.sequence, relayed.sequence.wrapping_add(1));
+        assert!(host.marker);
+        relay.close(id(4));
+    }
+
+    #[tokio::test]
+    async fn a_device_on_reserved_ports_hears_a_prompt_and_its_keys_are_reported() {
+        let (mut relay, mut events) = manager();
+        let ports = relay.open(id(5)).unwrap();
+        let far_end = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let desk = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let lobby = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        relay.set_remote(id(5), Side::A, far_end.local_addr().unwrap());
+        relay.set_remote(id(5), Side::B, desk.local_addr().unwrap());
+        let reserved = relay.reserve_leg(id(5)).unwrap();
+        let prompt = Arc::new(Prompt::from_samples("enter-pin", vec![700; 320]));
+        relay.prompt_reserved(
+            id(5),
+            lobby.local_addr().unwrap(),
+            Codec::Pcmu,
+            Some(101),
+            prompt,
+        );
+        let (packet, from) = recv(&lobby).await;
+        assert_eq!(from.port(), reserved);
+        let first = rtp::parse(&packet).unwrap();
+        assert!(first.marker && first.payload_type == 0);
+        let (packet, _) = recv(&lobby).await;
+        assert_eq!(
+            rtp::parse(&packet).unwrap().sequence,
+            first.sequence.wrapping_add(1)
+        );
+        // The device's key is reported; its audio goes nowhere.
+        let digit = [0x80, 101, 0, 1, 0, 0, 1, 0, 0, 0, 0, 7, 4, 0x80, 0, 160];
+        lobby
+            .send_to(&digit, ("127.0.0.1", reserved))
+            .await
+            .unwrap();
+        let event = tokio::time::timeout(Duration::from_secs(2), events.recv())
+            .await
+            .unwrap();
+        assert_eq!(
+            event,
+            Some(MediaEvent::ReservedDigit {
+                session: id(5),
+                digit: '4'
+            })
+        );
+        // Meanwhile the call goes on between the far end and the desk.
+        desk.send_to(&rtp(1, 160, 9), ("127.0.0.1", ports.b))
+            .await
+            .unwrap();
+        assert_eq!(rtp::parse(&recv(&far_end).await.0).unwrap().ssrc, 9);
+        // Once the device takes the call, its packets are the call's.
+        relay.switch_leg(id(5), Side::B).unwrap();
+        relay.set_remote(id(5), Side::B, lobby.local_addr().unwrap());
+        // ... except the repeated end of the last key it pressed before.
+        lobby
+            .send_to(&digit, ("127.0.0.1", reserved))
+            .await
+            .unwrap();
+        lobby
+            .send_to(&rtp(50, 99_000, 4), ("127.0.0.1", reserved))
+            .await
+            .unwrap();
+        let relayed = rtp::parse(&recv(&far_end).await.0).unwrap();
+        assert_eq!((relayed.ssrc, relayed.sequence), (9, 2));
+        relay.close(id(5));
+    }
+
+    #[tokio::test]
+    async fn the_host_can_speak_to_side_b_in_the_stream_it_hears() {
+        let (mut relay, _) = manager();
+        let ports = relay.open(id(6)).unwrap();
+        let caller = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let desk = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        relay.set_remote(id(6), Side::A, caller.local_addr().unwrap());
+        relay.set_remote(id(6), Side::B, desk.local_addr().unwrap());
+        caller
+            .send_to(&rtp(40, 3200, 11), ("127.0.0.1", ports.a))
+            .await
+            .unwrap();
+        let relayed = rtp::parse(&recv(&desk).await.0).unwrap();
+        relay.answer(id(6), Side::B, Codec::Pcmu);
+        relay.play(
+            id(6),
+            Playback::Once(Arc::new(Prompt::from_samples("beep", vec![500; 160]))),
+        );
+        let (packet, from) = recv(&desk).await;
+        let host = rtp::parse(&packet).unwrap();
+        assert_eq!(from.port(), ports.b);
+        assert_eq!(
+            (host.ssrc, host.sequence),
+            (11, relayed.sequence.wrapping_add(1))
+        );
+        assert!(host.marker);
+        relay.close(id(6));
+    }
+}

@@ -1,0 +1,28 @@
+use crate::bindings::wasmpbx::script::config::Host;
+use crate::engine::EventHost;
+
+impl Host for EventHost {
+    fn location_var(&mut self, name: String) -> Option<String> {
+        let location = self.services.config.location(self.location.as_deref()?)?;
+        location.vars.get(&name).cloned()
+    }
+
+    fn location_vars(&mut self) -> Vec<(String, String)> {
+        let Some(location) = self
+            .location
+            .as_deref()
+            .and_then(|l| self.services.config.location(l))
+        else {
+            return Vec::new();
+        };
+        location
+            .vars
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    fn setting(&mut self, key: String) -> Option<String> {
+        self.services.config.script_setting(&key)
+    }
+}

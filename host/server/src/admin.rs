@@ -1,0 +1,482 @@
+//! The admin HTTP API (JSON) and `/metrics` (Prometheus text), on hyper.
+//!
+//! `/api/*` needs `Authorization: Bearer <http.token>` when a token is configured (the
+//! config refuses to bind off loopback without one). Live state (registrations, calls)
+//! is asked of the SIP core task; stored state comes from the store.
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::driver::{CallStats, CoreHandle};
+use crate::media::RelayCounters;
+use crate::registrar::PasswordRefusal;
+use crate::script::ScriptHost;
+use crate::store::{CdrStore, KvStore};
+
+/// Request bodies larger than this are refused.
+const MAX_BODY: usize = 16 * 1024;
+
+/// Everything the API reads.
+pub struct Admin {
+    pub config: Arc<Config>,
+    pub core: CoreHandle,
+    pub scripts: Arc<ScriptHost>,
+    pub cdrs: Arc<dyn CdrStore>,
+    pub kv: Arc<dyn KvStore>,
+    pub relay: Arc<RelayCounters>,
+    pub calls: Arc<CallStats>,
+    pub started: std::time::Instant,
+}
+
+/// The TLS settings for HTTPS/WSS, from `http.tls_cert` and `http.tls_key` (PEM files:
+/// the certificate chain, and its private key).
+pub fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    use anyhow::Context as _;
+    use tokio_rustls::rustls::pki_types::pem::PemObject as _;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .with_context(|| format!("http.tls_cert: {}", cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("http.tls_key: {}", key.display()))?;
+    // The provider named, not the process default: nothing can make it ambiguous.
+    let provider = tokio_rustls::rustls::crypto::aws_lc_rs::default_provider();
+    let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(Arc::new(provider))
+        .with_safe_default_protocol_versions()
+        .context("TLS")?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .context("http.tls_cert: the certificate and the key do not go together")?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Serve until `shutdown` fires; over TLS (HTTPS, WSS) when `tls` is given.
+pub async fn serve(
+    admin: Arc<Admin>,
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!("http accept: {e}");
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let admin = admin.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let admin = admin.clone();
+                async move { Ok::<_, Infallible>(handle(&admin, request, peer).await) }
+            });
+            let http = hyper::server::conn::http1::Builder::new();
+            let served = match tls {
+                None => {
+                    http.serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades()
+                        .await
+                }
+                Some(tls) => match tls.accept(stream).await {
+                    Ok(stream) => {
+                        http.serve_connection(TokioIo::new(stream), service)
+                            .with_upgrades()
+                            .await
+                    }
+                    Err(e) => {
+                        tracing::debug!(%peer, "https: TLS handshake: {e}");
+                        return;
+                    }
+                },
+            };
+            if let Err(e) = served {
+                tracing::debug!(%peer, "http connection: {e}");
+            }
+        });
+    }
+}
+
+/// The browser phone: a page and its scripts, embedded (JsSIP built from the locked
+/// npm packages by `tests/browser/build-phone.mjs`), and the SIP domain it signs in to.
+fn phone(admin: &Admin, path: &str) -> Response<Full<Bytes>> {
+    let (body, content_type): (Bytes, &str) = match path {
+        "/phone" | "/phone/" => (
+            Bytes::from_static(include_bytes!("../../phone/index.html")),
+            "text/html; charset=utf-8",
+        ),
+        "/phone/phone.js" => (
+            Bytes::from_static(include_bytes!("../../phone/phone.js")),
+            "text/javascript",
+        ),
+        "/phone/jssip.js" => (
+            Bytes::from_static(include_bytes!("../../phone/jssip.js")),
+            "text/javascript",
+        ),
+        "/phone/config" => {
+            let domain = &admin.config.sip.domain;
+            return json_response(StatusCode::OK, json!({ "domain": domain }));
+        }
+        _ => return error(StatusCode::NOT_FOUND, "not found"),
+    };
+    let mut response = Response::new(Full::new(body));
+    response
+        .headers_mut()
+        .insert("content-type", content_type.parse().expect("literal"));
+    response
+}
+
+/// `POST /phone/calls` with `{"extension", "password"}`: the signed-in user's live calls
+/// for the browser phone's call list. The password is the SIP one (the page has it
+/// already); wrong ones count towards the registrar's throttle.
+async fn phone_calls(
+    admin: &Admin,
+    request: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Full<Bytes>> {
+    #[derive(serde::Deserialize)]
+    struct SignIn {
+        extension: String,
+        password: String,
+    }
+    let body = match Limited::new(request.into_body(), MAX_BODY).collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
+    };
+    let Ok(sign_in) = serde_json::from_slice::<SignIn>(&body) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "expected {\"extension\": …, \"password\": …}",
+        );
+    };
+    let asked = admin
+        .core
+        .user_calls(sign_in.extension, sign_in.password, peer.ip())
+        .await;
+    match asked {
+        Some(Ok(calls)) => json_response(StatusCode::OK, json!(calls)),
+        Some(Err(refusal)) => {
+            let status = match refusal {
+                PasswordRefusal::Wrong => StatusCode::FORBIDDEN,
+                PasswordRefusal::Throttled => StatusCode::TOO_MANY_REQUESTS,
+            };
+            error(status, &refusal.to_string())
+        }
+        None => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the SIP core is not running",
+        ),
+    }
+}
+
+fn json_response(status: StatusCode, value: serde_json::Value) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert("content-type", "application/json".parse().expect("literal"));
+    response
+}
+
+fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
+    json_response(status, json!({ "error": message }))
+}
+
+async fn handle(
+    admin: &Admin,
+    request: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Full<Bytes>> {
+    let path = request.uri().path().to_owned();
+    let query = request.uri().query().unwrap_or("").to_owned();
+    let method = request.method().clone();
+    if path == "/ws" {
+        // SIP over WebSocket: authenticated by SIP digest, not by the admin token.
+        return crate::ws::upgrade(&admin.config.http, admin.core.clone(), request, peer);
+    }
+    if path == "/phone/calls" && method == Method::POST {
+        return phone_calls(admin, request, peer).await;
+    }
+    if (path == "/phone" || path.starts_with("/phone/")) && method == Method::GET {
+        return phone(admin, &path);
+    }
+    if path == "/metrics" && method == Method::GET {
+        let mut response = Response::new(Full::new(Bytes::from(metrics(admin).await)));
+        response.headers_mut().insert(
+            "content-type",
+            "text/plain; version=0.0.4".parse().expect("literal"),
+        );
+        return response;
+    }
+    let Some(api) = path.strip_prefix("/api/") else {
+        return error(StatusCode::NOT_FOUND, "not found");
+    };
+    if let Some(token) = &admin.config.http.token {
+        let presented = request
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        if presented != Some(format!("Bearer {token}").as_str()) {
+            tracing::warn!(%peer, path, "admin API: missing or wrong bearer token");
+            return error(StatusCode::UNAUTHORIZED, "a bearer token is required");
+        }
+    }
+    let segments: Vec<&str> = api.split('/').collect();
+    match (&method, segments.as_slice()) {
+        (&Method::GET, ["health"]) => json_response(
+            StatusCode::OK,
+            json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION"), "uptime_s": admin.started.elapsed().as_secs() }),
+        ),
+        (&Method::GET, ["registrations"]) => match admin.core.registrations().await {
+            Some(bindings) => json_response(StatusCode::OK, json!(bindings)),
+            None => error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the SIP core is not running",
+            ),
+        },
+        (&Method::GET, ["calls"]) => match admin.core.calls().await {
+            Some(calls) => json_response(StatusCode::OK, json!(calls)),
+            None => error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the SIP core is not running",
+            ),
+        },
+        (&Method::POST, ["calls", id, "flip"]) => {
+            let Ok(session) = id.parse() else {
+                return error(StatusCode::NOT_FOUND, "no such call");
+            };
+            let body = match Limited::new(request.into_body(), MAX_BODY).collect().await {
+                Ok(body) => body.to_bytes(),
+                Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
+            };
+            let Some(targets) = flip_targets(&body) else {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "send nothing, or {\"targets\": [\"device name\", ...]}",
+                );
+            };
+            match admin.core.flip(session, targets).await {
+                Some(Ok(())) => json_response(
+                    StatusCode::ACCEPTED,
+                    json!({ "session": session, "flip": "asking the policy, then ringing the user's other devices" }),
+                ),
+                Some(Err((code, reason))) => {
+                    let status = match code {
+                        404 => StatusCode::NOT_FOUND,
+                        403 => StatusCode::FORBIDDEN,
+                        _ => StatusCode::CONFLICT,
+                    };
+                    error(status, &reason)
+                }
+                None => error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the SIP core is not running",
+                ),
+            }
+        }
+        (&Method::GET, ["cdrs"]) => {
+            let limit = query
+                .split('&')
+                .find_map(|p| p.strip_prefix("limit="))
+                .map(|l| l.parse::<usize>())
+                .unwrap_or(Ok(50));
+            let Ok(limit) = limit else {
+                return error(StatusCode::BAD_REQUEST, "limit must be a number");
+            };
+            match admin.cdrs.recent_cdrs(limit.min(10_000)) {
+                Ok(records) => json_response(StatusCode::OK, json!(records)),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+            }
+        }
+        (&Method::GET, ["scripts"]) => {
+            json_response(StatusCode::OK, json!(admin.scripts.registry.status()))
+        }
+        (&Method::GET, ["kv", location]) => {
+            if admin.config.location(location).is_none() {
+                return error(StatusCode::NOT_FOUND, "no such location");
+            }
+            match admin.kv.list(location) {
+                Ok(entries) => json_response(
+                    StatusCode::OK,
+                    json!(
+                        entries
+                            .into_iter()
+                            .collect::<std::collections::BTreeMap<_, _>>()
+                    ),
+                ),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+            }
+        }
+        (&Method::PUT, ["kv", location, key]) | (&Method::DELETE, ["kv", location, key]) => {
+            if admin.config.location(location).is_none() {
+                return error(StatusCode::NOT_FOUND, "no such location");
+            }
+            let (location, key) = (location.to_string(), key.to_string());
+            let result = if method == Method::DELETE {
+                admin.kv.delete(&location, &key)
+            } else {
+                let body = match Limited::new(request.into_body(), MAX_BODY).collect().await {
+                    Ok(body) => body.to_bytes(),
+                    Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
+                };
+                let Some(value) = kv_value(&body) else {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "send the value as text or as {\"value\": \"...\"}",
+                    );
+                };
+                admin.kv.set(&location, &key, &value)
+            };
+            match result {
+                Ok(()) => {
+                    tracing::info!(location, key, %method, "admin changed a key-value entry");
+                    json_response(StatusCode::OK, json!({ "location": location, "key": key }))
+                }
+                Err(e) => error(StatusCode::BAD_REQUEST, &e.to_string()),
+            }
+        }
+        _ => error(StatusCode::NOT_FOUND, "not found"),
+    }
+}
+
+/// The devices a flip request names: an empty body (any), or `{"targets": [...]}`.
+fn flip_targets(body: &[u8]) -> Option<Vec<String>> {
+    let text = std::str::from_utf8(body).ok()?.trim();
+    if text.is_empty() {
+        return Some(Vec::new());
+    }
+    let value: serde_json::Value = serde_json::from_str(text).ok()?;
+    match value.get("targets") {
+        None => Some(Vec::new()),
+        Some(targets) => targets
+            .as_array()?
+            .iter()
+            .map(|t| t.as_str().map(str::to_owned))
+            .collect(),
+    }
+}
+
+/// A kv value from a PUT body: `{"value": "closed"}` or the plain text `closed`.
+fn kv_value(body: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(body).ok()?.trim();
+    if text.starts_with('{') {
+        return serde_json::from_str::<serde_json::Value>(text)
+            .ok()?
+            .get("value")?
+            .as_str()
+            .map(str::to_owned);
+    }
+    Some(text.to_owned())
+}
+
+async fn metrics(admin: &Admin) -> String {
+    let mut out = String::new();
+    let registrations = admin.core.registrations().await.map_or(0, |r| r.len());
+    let active = admin.core.calls().await.map_or(0, |c| c.len());
+    let counters = admin.core.counters().await.unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "# TYPE wasmpbx_sip_messages_total counter\nwasmpbx_sip_messages_total {}",
+        counters.messages_in
+    );
+    let _ = writeln!(
+        out,
+        "# HELP wasmpbx_sip_malformed_total SIP messages refused as malformed.\n# TYPE wasmpbx_sip_malformed_total counter\nwasmpbx_sip_malformed_total {}",
+        counters.malformed
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE wasmpbx_registrations gauge\nwasmpbx_registrations {registrations}"
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE wasmpbx_active_calls gauge\nwasmpbx_active_calls {active}"
+    );
+    let _ = writeln!(
+        out,
+        "# HELP wasmpbx_calls_total Finished calls by disposition.\n# TYPE wasmpbx_calls_total counter"
+    );
+    for (name, counter) in [
+        ("answered", &admin.calls.answered),
+        ("abandoned", &admin.calls.abandoned),
+        ("failed", &admin.calls.failed),
+    ] {
+        let _ = writeln!(
+            out,
+            "wasmpbx_calls_total{{disposition=\"{name}\"}} {}",
+            counter.load(Relaxed)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP wasmpbx_flips_total Call flips of finished calls by result.\n# TYPE wasmpbx_flips_total counter"
+    );
+    for (name, counter) in ["done", "denied", "no-answer", "cancelled"]
+        .iter()
+        .zip(&admin.calls.flips)
+    {
+        let _ = writeln!(
+            out,
+            "wasmpbx_flips_total{{result=\"{name}\"}} {}",
+            counter.load(Relaxed)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# TYPE wasmpbx_rtp_packets_relayed_total counter\nwasmpbx_rtp_packets_relayed_total {}",
+        admin.relay.rtp_packets.load(Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE wasmpbx_rtcp_packets_relayed_total counter\nwasmpbx_rtcp_packets_relayed_total {}",
+        admin.relay.rtcp_packets.load(Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE wasmpbx_rtp_packets_played_total counter\nwasmpbx_rtp_packets_played_total {}",
+        admin.relay.played_packets.load(Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE wasmpbx_dtmf_events_dropped_total counter\nwasmpbx_dtmf_events_dropped_total {}",
+        admin.relay.digits_dropped.load(Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE wasmpbx_webrtc_bridges gauge\nwasmpbx_webrtc_bridges {}",
+        admin.relay.webrtc_bridges.load(Relaxed)
+    );
+    admin.scripts.metrics.render_prometheus(&mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kv_bodies() {
+        assert_eq!(kv_value(b"closed").as_deref(), Some("closed"));
+        assert_eq!(kv_value(b"{\"value\": \"open\"}").as_deref(), Some("open"));
+        assert_eq!(kv_value(b"{\"nope\": 1}"), None);
+        assert_eq!(kv_value(&[0xff]), None);
+    }
+}

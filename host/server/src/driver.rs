@@ -1,0 +1,678 @@
+//! The I/O edge of SIP: UDP sockets, TCP listeners and connections, the clock and the
+//! timers, around the sans-IO [`Pbx`] core which one task owns.
+//!
+//! TCP framing: headers end at the first blank line; the body is Content-Length bytes.
+//! A message over 64 KiB, a missing or bad Content-Length, or garbage closes the
+//! connection (a stream cannot be re-synchronised).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::mpsc;
+
+use crate::call::{CallSummary, SessionId, UserCall};
+use crate::clock::{Clock, SystemClock, monotonic_now};
+use crate::config::{Config, Transport as ConfigTransport};
+use crate::directory::{DeviceInfo, MemoryDirectory};
+use crate::pbx::{Ambient, Pbx, PbxCounters, PbxOutput};
+use crate::registrar::{Binding, BindingChange, PasswordRefusal};
+use crate::routing::{Decision, Disposition};
+use crate::script::{LoadedScript, ScriptHost};
+use crate::sip::message::MAX_MESSAGE_BYTES;
+use crate::sip::transaction::{Peer, Transport};
+use crate::store::CdrStore;
+use crate::store::RegistrationStore;
+use wasmpbx_types::script::ScriptVersion;
+
+/// What the listeners and connections send the core task.
+enum Input {
+    Query(Query),
+    Bytes {
+        bytes: Vec<u8>,
+        peer: Peer,
+    },
+    Decision {
+        session: SessionId,
+        decision: Decision,
+        pinned: Option<ScriptVersion>,
+    },
+    FlipDecision {
+        flip: u64,
+        decision: Result<crate::flip::FlipDecision, String>,
+    },
+    Connected {
+        peer: Peer,
+        writer: mpsc::Sender<Vec<u8>>,
+    },
+    Disconnected {
+        peer: Peer,
+    },
+}
+
+/// The receive buffer asked for on SIP UDP sockets.
+const UDP_RECEIVE_BUFFER: usize = 8 << 20;
+
+/// The bound SIP listeners (ports resolved when the config asked for port 0).
+#[derive(Debug, Clone)]
+pub struct Listeners {
+    pub udp: Vec<SocketAddr>,
+    pub tcp: Vec<SocketAddr>,
+}
+
+/// Bind every configured listener. A TCP listener on port 0 reuses the port its UDP
+/// sibling on the same address got, so one port serves both.
+pub async fn bind(
+    config: &Config,
+) -> anyhow::Result<(Vec<Arc<UdpSocket>>, Vec<TcpListener>, Listeners)> {
+    let mut udp = Vec::new();
+    let mut tcp = Vec::new();
+    let mut listeners = Listeners {
+        udp: Vec::new(),
+        tcp: Vec::new(),
+    };
+    for l in config
+        .sip
+        .listen
+        .iter()
+        .filter(|l| l.transport == ConfigTransport::Udp)
+    {
+        let socket = UdpSocket::bind(l.addr)
+            .await
+            .with_context(|| format!("sip.listen: cannot bind {l}"))?;
+        // Bursts of a thousand calls a second overflow the default receive buffer
+        // (~208 KiB) while the core task is busy; the kernel caps what it grants.
+        if let Err(e) = socket2::SockRef::from(&socket).set_recv_buffer_size(UDP_RECEIVE_BUFFER) {
+            tracing::warn!("sip.listen: cannot enlarge the receive buffer of {l}: {e}");
+        }
+        listeners.udp.push(socket.local_addr()?);
+        udp.push(Arc::new(socket));
+    }
+    for l in config
+        .sip
+        .listen
+        .iter()
+        .filter(|l| l.transport == ConfigTransport::Tcp)
+    {
+        let mut addr = l.addr;
+        if addr.port() == 0
+            && let Some(sibling) = listeners.udp.iter().find(|u| u.ip() == addr.ip())
+        {
+            addr.set_port(sibling.port());
+        }
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("sip.listen: cannot bind tcp:{addr}"))?;
+        listeners.tcp.push(listener.local_addr()?);
+        tcp.push(listener);
+    }
+    Ok((udp, tcp, listeners))
+}
+
+/// Finished calls by disposition and their flips by result, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct CallStats {
+    pub answered: std::sync::atomic::AtomicU64,
+    pub abandoned: std::sync::atomic::AtomicU64,
+    pub failed: std::sync::atomic::AtomicU64,
+    /// Flips: done, denied, no answer, cancelled.
+    pub flips: [std::sync::atomic::AtomicU64; 4],
+}
+
+/// What the SIP core works with besides sockets.
+pub struct Wiring {
+    pub registrations: Arc<dyn RegistrationStore>,
+    pub cdrs: Arc<dyn CdrStore>,
+    pub directory: Arc<MemoryDirectory>,
+    pub scripts: Arc<ScriptHost>,
+    pub stats: Arc<CallStats>,
+    /// What the calls' media noticed (the caller's digits).
+    pub media_events: mpsc::Receiver<crate::media::MediaEvent>,
+}
+
+/// Asks the core task about its state (the admin API).
+#[derive(Clone)]
+pub struct CoreHandle {
+    tx: mpsc::Sender<Input>,
+}
+
+/// The receiving end of the core's inputs.
+pub struct Inbox {
+    tx: mpsc::Sender<Input>,
+    rx: mpsc::Receiver<Input>,
+}
+
+/// The core's input channel: a handle for queries, the inbox for [`run`].
+pub fn channel() -> (CoreHandle, Inbox) {
+    let (tx, rx) = mpsc::channel::<Input>(4096);
+    (CoreHandle { tx: tx.clone() }, Inbox { tx, rx })
+}
+
+impl CoreHandle {
+    /// The live registrations (None if the core has stopped).
+    pub async fn registrations(&self) -> Option<Vec<Binding>> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(Input::Query(Query::Registrations(reply)))
+            .await
+            .ok()?;
+        answer.await.ok()
+    }
+
+    /// The core's message counters.
+    pub async fn counters(&self) -> Option<PbxCounters> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(Input::Query(Query::Counters(reply)))
+            .await
+            .ok()?;
+        answer.await.ok()
+    }
+
+    /// Push a live call to the user's other devices (`POST /api/calls/{id}/flip`).
+    pub async fn flip(
+        &self,
+        session: SessionId,
+        targets: Vec<String>,
+    ) -> Option<Result<(), crate::call::Refusal>> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let query = Query::Flip {
+            session,
+            targets,
+            reply,
+        };
+        self.tx.send(Input::Query(query)).await.ok()?;
+        answer.await.ok()
+    }
+
+    /// The live calls.
+    pub async fn calls(&self) -> Option<Vec<CallSummary>> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.tx.send(Input::Query(Query::Calls(reply))).await.ok()?;
+        answer.await.ok()
+    }
+
+    /// The live calls of the user whose extension and password these are (the browser
+    /// phone's call list), asked from `source`.
+    pub async fn user_calls(
+        &self,
+        extension: String,
+        password: String,
+        source: std::net::IpAddr,
+    ) -> Option<Result<Vec<UserCall>, PasswordRefusal>> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let query = Query::UserCalls {
+            extension,
+            password,
+            source,
+            reply,
+        };
+        self.tx.send(Input::Query(query)).await.ok()?;
+        answer.await.ok()
+    }
+}
+
+enum Query {
+    Registrations(tokio::sync::oneshot::Sender<Vec<Binding>>),
+    Calls(tokio::sync::oneshot::Sender<Vec<CallSummary>>),
+    UserCalls {
+        extension: String,
+        password: String,
+        source: std::net::IpAddr,
+        reply: tokio::sync::oneshot::Sender<Result<Vec<UserCall>, PasswordRefusal>>,
+    },
+    Counters(tokio::sync::oneshot::Sender<PbxCounters>),
+    Flip {
+        session: SessionId,
+        targets: Vec<String>,
+        reply: tokio::sync::oneshot::Sender<Result<(), crate::call::Refusal>>,
+    },
+}
+
+/// Run SIP until `shutdown` fires.
+pub async fn run(
+    mut pbx: Pbx,
+    udp: Vec<Arc<UdpSocket>>,
+    tcp: Vec<TcpListener>,
+    wiring: Wiring,
+    inbox: Inbox,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let Wiring {
+        registrations,
+        cdrs,
+        directory,
+        scripts,
+        stats,
+        mut media_events,
+    } = wiring;
+    let Inbox { tx, mut rx } = inbox;
+    for socket in &udp {
+        tokio::spawn(udp_receiver(socket.clone(), tx.clone()));
+    }
+    for listener in tcp {
+        tokio::spawn(tcp_acceptor(listener, tx.clone()));
+    }
+    let clock = SystemClock;
+    let ambient = || Ambient {
+        now: monotonic_now(),
+        wall_ms: clock.now().as_millisecond(),
+        random: wasmpbx_media::os_random::random_u64(),
+    };
+    let mut connections: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>> = HashMap::new();
+    publish_directory(&pbx, &directory);
+
+    loop {
+        let deadline = pbx.poll_timeout();
+        let sleep = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            input = rx.recv() => match input {
+                Some(Input::Bytes { bytes, peer }) => pbx.handle_bytes(ambient(), &bytes, peer),
+                Some(Input::Decision { session, decision, pinned }) => pbx.handle_decision(ambient(), session, decision, pinned),
+                Some(Input::FlipDecision { flip, decision }) => pbx.handle_flip_decision(ambient(), flip, decision),
+                Some(Input::Connected { peer, writer }) => { connections.insert(peer.addr, writer); }
+                Some(Input::Disconnected { peer }) => {
+                    connections.remove(&peer.addr);
+                    pbx.connection_closed(ambient(), peer);
+                }
+                Some(Input::Query(query)) => match query {
+                    Query::Registrations(reply) => { let _ = reply.send(pbx.registrar.all().cloned().collect()); }
+                    Query::Calls(reply) => { let _ = reply.send(pbx.calls.summaries()); }
+                    Query::UserCalls { extension, password, source, reply } => {
+                        let _ = reply.send(pbx.user_calls(ambient(), &extension, &password, source));
+                    }
+                    Query::Counters(reply) => {
+                        let _ = reply.send(pbx.counters);
+                    }
+                    Query::Flip { session, targets, reply } => {
+                        let _ = reply.send(pbx.request_push(ambient(), session, targets));
+                    }
+                },
+                None => return Ok(()),
+            },
+            Some(event) = media_events.recv() => pbx.handle_media_event(ambient(), event),
+            _ = sleep => pbx.handle_timeout(ambient()),
+            _ = shutdown.changed() => {
+                // Calls that ended while their script's last answer was on its way are
+                // written as they are.
+                for record in pbx.calls.take_ending() {
+                    if let Err(e) = cdrs.save_cdr(&record) {
+                        tracing::error!(session = %record.session.short(), "writing the call record: {e}");
+                    }
+                }
+                return Ok(());
+            }
+        }
+        while let Some(output) = pbx.poll_output() {
+            match output {
+                PbxOutput::Transmit { peer, bytes } => match peer.transport {
+                    Transport::Udp => {
+                        // UDP sends do not block for long; a failure is a lost datagram,
+                        // which the transaction layer's retransmissions cover.
+                        let family = |s: &&Arc<UdpSocket>| {
+                            s.local_addr()
+                                .is_ok_and(|a| a.is_ipv4() == peer.addr.is_ipv4())
+                        };
+                        if let Some(socket) = udp.iter().find(family)
+                            && let Err(e) = socket.send_to(&bytes, peer.addr).await
+                        {
+                            tracing::debug!(peer = %peer.addr, "udp send failed: {e}");
+                        }
+                    }
+                    Transport::Tcp | Transport::Ws => match connections.get(&peer.addr) {
+                        Some(writer) => {
+                            if writer.try_send(bytes).is_err() {
+                                tracing::warn!(peer = %peer.addr, "connection backlog full: dropping a message");
+                            }
+                        }
+                        None => tracing::debug!(peer = %peer.addr, "no connection to send on"),
+                    },
+                },
+                PbxOutput::Route {
+                    session,
+                    script,
+                    location,
+                    pinned,
+                    call,
+                    event,
+                } => {
+                    // Scripts run on the blocking pool: a slow one (up to its deadline)
+                    // never stalls SIP. The decision comes back as an input.
+                    let (scripts, tx) = (scripts.clone(), tx.clone());
+                    tokio::task::spawn_blocking(move || {
+                        let config = scripts.services.config.clone();
+                        let location = location.as_deref().and_then(|l| config.location(l));
+                        // The call engine holds the version opaquely; only the runtime
+                        // looks inside.
+                        let pinned = pinned.and_then(|v| v.get::<LoadedScript>());
+                        let (decision, loaded) =
+                            scripts.route(&script, pinned.as_ref(), location, &call, &event);
+                        // Every decision comes back, `call-ended`'s too: its tags
+                        // complete the call's record.
+                        let _ = tx.blocking_send(Input::Decision {
+                            session,
+                            decision,
+                            pinned: loaded.map(ScriptVersion::new),
+                        });
+                    });
+                }
+                PbxOutput::DecideFlip {
+                    flip,
+                    policy,
+                    request,
+                } => {
+                    let (scripts, tx) = (scripts.clone(), tx.clone());
+                    tokio::task::spawn_blocking(move || {
+                        let decision = scripts
+                            .decide_flip(&policy, &request)
+                            .map_err(|failure| failure.to_string());
+                        let _ = tx.blocking_send(Input::FlipDecision { flip, decision });
+                    });
+                }
+                PbxOutput::Record(record) => {
+                    let counter = match record.disposition {
+                        Disposition::Answered => &stats.answered,
+                        Disposition::Abandoned => &stats.abandoned,
+                        Disposition::Failed => &stats.failed,
+                    };
+                    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    for flip in &record.flips {
+                        let i = match flip.result {
+                            crate::flip::FlipResult::Done => 0,
+                            crate::flip::FlipResult::Denied(_) => 1,
+                            crate::flip::FlipResult::NoAnswer => 2,
+                            crate::flip::FlipResult::Cancelled => 3,
+                        };
+                        stats.flips[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    if let Err(e) = cdrs.save_cdr(&record) {
+                        tracing::error!(session = %record.session.short(), "writing the call record: {e}");
+                    }
+                }
+                PbxOutput::Close { peer } => {
+                    connections.remove(&peer.addr);
+                }
+                PbxOutput::Bindings(changes) => {
+                    for change in &changes {
+                        let result = match change {
+                            BindingChange::Upsert(b) => registrations.save_binding(b),
+                            BindingChange::Remove { user_id, contact } => {
+                                registrations.remove_binding(user_id, contact)
+                            }
+                        };
+                        if let Err(e) = result {
+                            tracing::error!("persisting a registration: {e}");
+                        }
+                    }
+                    publish_directory(&pbx, &directory);
+                }
+            }
+        }
+    }
+}
+
+/// Refresh the scripts' view of registered devices.
+fn publish_directory(pbx: &Pbx, directory: &MemoryDirectory) {
+    let mut by_user: HashMap<String, Vec<DeviceInfo>> = HashMap::new();
+    for b in pbx.registrar.all() {
+        by_user
+            .entry(b.user_id.clone())
+            .or_default()
+            .push(DeviceInfo {
+                name: b.device.clone(),
+                user_id: b.user_id.clone(),
+                user_agent: b.user_agent.clone(),
+                transport: b.transport.as_str().into(),
+            });
+    }
+    directory.replace_all(by_user);
+}
+
+async fn udp_receiver(socket: Arc<UdpSocket>, tx: mpsc::Sender<Input>) {
+    // One byte more than the limit, so an oversized datagram is seen as such.
+    let mut buf = vec![0u8; MAX_MESSAGE_BYTES + 1];
+    loop {
+        match socket.recv_from(&mut buf).await {
+            Ok((n, addr)) => {
+                let peer = Peer {
+                    transport: Transport::Udp,
+                    addr,
+                };
+                if tx
+                    .send(Input::Bytes {
+                        bytes: buf[..n].to_vec(),
+                        peer,
+                    })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            // ICMP port unreachable surfaces as an error on Linux: keep serving.
+            Err(e) => tracing::debug!("udp receive: {e}"),
+        }
+    }
+}
+
+async fn tcp_acceptor(listener: TcpListener, tx: mpsc::Sender<Input>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, addr)) => {
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(tcp_connection(stream, addr, tx.clone()));
+            }
+            Err(e) => {
+                tracing::warn!("tcp accept: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn tcp_connection(stream: TcpStream, addr: SocketAddr, tx: mpsc::Sender<Input>) {
+    let peer = Peer {
+        transport: Transport::Tcp,
+        addr,
+    };
+    let (mut reader, mut writer) = stream.into_split();
+    let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(256);
+    if tx
+        .send(Input::Connected {
+            peer,
+            writer: out_tx,
+        })
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let write_task = tokio::spawn(async move {
+        while let Some(bytes) = out_rx.recv().await {
+            if writer.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    let mut chunk = [0u8; 8192];
+    'read: loop {
+        let n = tokio::select! {
+            read = reader.read(&mut chunk) => match read { Ok(0) | Err(_) => break 'read, Ok(n) => n },
+            // The core closed this connection (garbage on it): stop reading.
+            _ = tokio::time::sleep(std::time::Duration::from_millis(200)), if write_task.is_finished() => break 'read,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        loop {
+            match frame(&buf) {
+                Frame::Incomplete => break,
+                Frame::Message(len) => {
+                    let bytes: Vec<u8> = buf.drain(..len).collect();
+                    if tx.send(Input::Bytes { bytes, peer }).await.is_err() {
+                        break 'read;
+                    }
+                }
+                Frame::KeepAlive(len) => {
+                    buf.drain(..len);
+                }
+                Frame::Invalid(why) => {
+                    tracing::debug!(%addr, "closing tcp connection: {why}");
+                    break 'read;
+                }
+            }
+        }
+    }
+    write_task.abort();
+    let _ = tx.send(Input::Disconnected { peer }).await;
+}
+
+impl CoreHandle {
+    /// Serve one SIP-over-WebSocket connection (RFC 7118) until it closes: each text or
+    /// binary frame is one SIP message; what the core sends the peer goes out as a text
+    /// frame. An oversized or broken frame ends the connection.
+    pub async fn serve_ws<S>(&self, addr: SocketAddr, stream: tokio_tungstenite::WebSocketStream<S>)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        use futures_util::{SinkExt as _, StreamExt as _};
+        use tokio_tungstenite::tungstenite::Message;
+        let peer = Peer {
+            transport: Transport::Ws,
+            addr,
+        };
+        let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(256);
+        let connected = Input::Connected {
+            peer,
+            writer: out_tx,
+        };
+        if self.tx.send(connected).await.is_err() {
+            return;
+        }
+        let (mut sink, mut frames) = stream.split();
+        loop {
+            tokio::select! {
+                frame = frames.next() => match frame {
+                    Some(Ok(Message::Text(text))) => {
+                        let bytes = text.as_bytes().to_vec();
+                        if self.tx.send(Input::Bytes { bytes, peer }).await.is_err() {
+                            break;
+                        }
+                    }
+                    Some(Ok(Message::Binary(bytes))) => {
+                        let bytes = bytes.to_vec();
+                        if self.tx.send(Input::Bytes { bytes, peer }).await.is_err() {
+                            break;
+                        }
+                    }
+                    Some(Ok(Message::Close(_))) | None => break,
+                    Some(Ok(_)) => {} // ping, pong: answered by the WebSocket layer
+                    Some(Err(e)) => {
+                        tracing::info!(%addr, "websocket: {e}; closing");
+                        break;
+                    }
+                },
+                outgoing = out_rx.recv() => {
+                    let Some(bytes) = outgoing else { break };
+                    let text = String::from_utf8_lossy(&bytes).into_owned();
+                    if sink.send(Message::text(text)).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = sink.close().await;
+        let _ = self.tx.send(Input::Disconnected { peer }).await;
+    }
+}
+
+/// What the start of a stream buffer holds.
+#[derive(Debug, PartialEq, Eq)]
+enum Frame {
+    /// Not a whole message yet.
+    Incomplete,
+    /// A whole message of this many bytes.
+    Message(usize),
+    /// CRLF keep-alives (RFC 5626) of this many bytes.
+    KeepAlive(usize),
+    Invalid(&'static str),
+}
+
+fn frame(buf: &[u8]) -> Frame {
+    let leading = buf
+        .iter()
+        .take_while(|b| **b == b'\r' || **b == b'\n')
+        .count();
+    if leading > 0 {
+        return Frame::KeepAlive(leading);
+    }
+    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return if buf.len() > MAX_MESSAGE_BYTES {
+            Frame::Invalid("headers over 64 KiB")
+        } else {
+            Frame::Incomplete
+        };
+    };
+    let head = &buf[..end];
+    let Ok(head) = std::str::from_utf8(head) else {
+        return Frame::Invalid("headers are not UTF-8");
+    };
+    let length = head.split("\r\n").skip(1).find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        let name = name.trim();
+        (name.eq_ignore_ascii_case("content-length") || name == "l")
+            .then(|| value.trim().parse::<usize>())
+    });
+    let length = match length {
+        Some(Ok(length)) => length,
+        Some(Err(_)) => return Frame::Invalid("bad Content-Length"),
+        None => return Frame::Invalid("no Content-Length on a stream"),
+    };
+    let total = end + 4 + length;
+    if total > MAX_MESSAGE_BYTES {
+        return Frame::Invalid("message over 64 KiB");
+    }
+    if buf.len() < total {
+        Frame::Incomplete
+    } else {
+        Frame::Message(total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_framing() {
+        let msg = b"OPTIONS sip:x SIP/2.0\r\nContent-Length: 3\r\n\r\nabc";
+        assert_eq!(frame(msg), Frame::Message(msg.len()));
+        assert_eq!(frame(&msg[..msg.len() - 1]), Frame::Incomplete);
+        assert_eq!(frame(b"\r\n\r\nOPTIONS"), Frame::KeepAlive(4));
+        let compact = b"OPTIONS sip:x SIP/2.0\r\nl: 2\r\n\r\nab";
+        assert_eq!(frame(compact), Frame::Message(compact.len()));
+        assert!(matches!(
+            frame(b"OPTIONS sip:x SIP/2.0\r\n\r\n"),
+            Frame::Invalid(_)
+        ));
+        assert!(matches!(
+            frame(b"OPTIONS sip:x SIP/2.0\r\nContent-Length: x\r\n\r\n"),
+            Frame::Invalid(_)
+        ));
+        assert!(matches!(
+            frame(b"OPTIONS sip:x SIP/2.0\r\nContent-Length: 99999\r\n\r\n"),
+            Frame::Invalid(_)
+        ));
+        assert!(matches!(
+            frame(&vec![b'a'; MAX_MESSAGE_BYTES + 1]),
+            Frame::Invalid(_)
+        ));
+    }
+}

@@ -1,0 +1,41 @@
+//! # wasmpbx — the server
+//!
+//! A SIP/RTP/WebRTC host whose routing decisions are made by WebAssembly component
+//! scripts (see `wit/wasmpbx.wit`). This crate is the server binary `wasmpbx` — the
+//! edge where sockets, tasks, HTTP and the store meet the sans-IO call engine — and a
+//! library for its tests and benches. The host's layers are crates of their own (see
+//! `host/ARCHITECTURE.md`):
+//!
+//! - `wasmpbx-sip` ([`sip`], [`sdp`]): SIP messages, digest, transactions, SDP. Sans-IO.
+//! - `wasmpbx-types` ([`config`], [`routing`], [`flip`], [`directory`], [`clock`],
+//!   [`entropy`], [`store`]'s traits): what the layers say to each other.
+//! - `wasmpbx-core` ([`registrar`], [`pbx`], [`call`]): the call engine. Sans-IO.
+//! - `wasmpbx-media` ([`media`]): the RTP relay, prompts, DTMF, recording, WebRTC.
+//! - `wasmpbx-script` ([`script`], [`simulate`]): the wasmtime runtime, hot reload.
+//! - `wasmpbx-store` ([`store::SqliteStore`]): SQLite.
+//!
+//! This crate's own modules:
+//! - [`driver`]: UDP/TCP sockets, framing and timers around the `pbx` core.
+//! - [`admin`]: the admin HTTP API, `/metrics` and the browser phone.
+//! - [`ws`]: SIP over WebSocket.
+//! - [`server`]: `wasmpbx run`: wires the pieces and runs until Ctrl-C.
+
+pub mod admin;
+pub mod driver;
+pub mod server;
+pub mod ws;
+
+// The host's crates, under the paths the binary, the tests and the benches use.
+pub use wasmpbx_core::{call, pbx, registrar};
+pub use wasmpbx_media as media;
+pub use wasmpbx_script as script;
+pub use wasmpbx_script::simulate;
+pub use wasmpbx_sip as sip;
+pub use wasmpbx_sip::sdp;
+pub use wasmpbx_types::{clock, config, directory, entropy, flip, routing};
+
+/// Persistent state: the traits and the in-memory store, and SQLite.
+pub mod store {
+    pub use wasmpbx_store::SqliteStore;
+    pub use wasmpbx_types::store::*;
+}

@@ -1,0 +1,475 @@
+//! Digest authentication (RFC 3261 §22, RFC 8760): MD5 and SHA-256, `qop=auth`.
+//!
+//! Nonces are stateless and self-checking: `<unix seconds>.<random>.<mac>` where the MAC
+//! (SHA-256 over a per-process secret) proves the host issued it. A nonce expires after
+//! [`NONCE_TTL_SECS`] (the client gets `stale=true` and retries without bothering the
+//! user); a nonce-count must grow for each nonce, so a captured request cannot be
+//! replayed.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use md5::Md5;
+use sha2::{Digest as _, Sha256};
+
+/// How long a nonce is good for.
+pub const NONCE_TTL_SECS: i64 = 300;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+pub enum Algorithm {
+    #[serde(rename = "MD5")]
+    Md5,
+    #[serde(rename = "SHA-256")]
+    Sha256,
+}
+
+impl Algorithm {
+    fn name(self) -> &'static str {
+        match self {
+            Algorithm::Md5 => "MD5",
+            Algorithm::Sha256 => "SHA-256",
+        }
+    }
+
+    fn hash(self, text: &str) -> String {
+        match self {
+            Algorithm::Md5 => hex(&Md5::digest(text.as_bytes())),
+            Algorithm::Sha256 => hex(&Sha256::digest(text.as_bytes())),
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+/// What the host knows of a user's secret.
+#[derive(Debug, Clone)]
+pub enum Secret {
+    Password(String),
+    /// MD5(user:realm:password): only MD5 answers can be checked.
+    Md5Ha1(String),
+}
+
+/// Why a request's credentials were not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthFailure {
+    #[error("no credentials")]
+    Missing,
+    #[error("malformed credentials: {0}")]
+    Malformed(String),
+    #[error("unknown user {0:?}")]
+    UnknownUser(String),
+    #[error("wrong password for {0:?}")]
+    WrongPassword(String),
+    #[error("nonce expired")]
+    Stale,
+    #[error("nonce not issued by this host")]
+    ForeignNonce,
+    #[error("nonce count replayed")]
+    Replay,
+}
+
+/// Parsed `Digest` credentials.
+#[derive(Debug, Clone, Default)]
+pub struct Credentials {
+    pub username: String,
+    pub realm: String,
+    pub nonce: String,
+    pub uri: String,
+    pub response: String,
+    pub algorithm: Option<String>,
+    pub qop: Option<String>,
+    pub nc: Option<String>,
+    pub cnonce: Option<String>,
+}
+
+impl Credentials {
+    /// Parse the value of an Authorization / Proxy-Authorization header.
+    pub fn parse(value: &str) -> Result<Self, AuthFailure> {
+        let rest = value.trim();
+        let rest = rest
+            .strip_prefix("Digest")
+            .or_else(|| rest.strip_prefix("digest"))
+            .ok_or_else(|| AuthFailure::Malformed("not a Digest scheme".into()))?;
+        let mut creds = Credentials::default();
+        for (key, val) in params(rest) {
+            match key.to_ascii_lowercase().as_str() {
+                "username" => creds.username = val,
+                "realm" => creds.realm = val,
+                "nonce" => creds.nonce = val,
+                "uri" => creds.uri = val,
+                "response" => creds.response = val.to_ascii_lowercase(),
+                "algorithm" => creds.algorithm = Some(val),
+                "qop" => creds.qop = Some(val),
+                "nc" => creds.nc = Some(val),
+                "cnonce" => creds.cnonce = Some(val),
+                _ => {}
+            }
+        }
+        if creds.username.is_empty()
+            || creds.nonce.is_empty()
+            || creds.response.is_empty()
+            || creds.uri.is_empty()
+        {
+            return Err(AuthFailure::Malformed(
+                "username, nonce, uri and response are required".into(),
+            ));
+        }
+        Ok(creds)
+    }
+
+    fn algorithm(&self) -> Result<Algorithm, AuthFailure> {
+        match self
+            .algorithm
+            .as_deref()
+            .map(str::to_ascii_uppercase)
+            .as_deref()
+        {
+            None | Some("MD5") => Ok(Algorithm::Md5),
+            Some("SHA-256") => Ok(Algorithm::Sha256),
+            Some(other) => Err(AuthFailure::Malformed(format!(
+                "unsupported algorithm {other}"
+            ))),
+        }
+    }
+}
+
+/// `key=value` and `key="quoted, value"` pairs separated by commas.
+fn params(text: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut chars = text.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace() || *c == ',') {
+            chars.next();
+        }
+        let key: String = chars
+            .by_ref()
+            .take_while(|c| *c != '=')
+            .collect::<String>()
+            .trim()
+            .to_owned();
+        if key.is_empty() {
+            return out;
+        }
+        let mut value = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => value.extend(chars.next()),
+                    '"' => break,
+                    c => value.push(c),
+                }
+            }
+        } else {
+            value = chars
+                .by_ref()
+                .take_while(|c| *c != ',')
+                .collect::<String>()
+                .trim()
+                .to_owned();
+        }
+        out.push((key, value));
+    }
+}
+
+/// Issues challenges and checks answers for one realm.
+pub struct DigestAuth {
+    realm: String,
+    secret: [u8; 32],
+    /// The highest nonce-count seen per nonce (pruned when nonces expire).
+    seen: HashMap<String, (i64, u32)>,
+}
+
+impl DigestAuth {
+    /// Whether `password`, given in the clear, is `username`'s `secret` (compared as
+    /// MD5 HA1 digests, the form both kinds of secret share).
+    pub fn password_matches(&self, username: &str, password: &str, secret: &Secret) -> bool {
+        let given = md5_ha1(username, &self.realm, password);
+        match secret {
+            Secret::Password(p) => given == md5_ha1(username, &self.realm, p),
+            Secret::Md5Ha1(h) => given.eq_ignore_ascii_case(h),
+        }
+    }
+
+    pub fn new(realm: &str, secret: [u8; 32]) -> Self {
+        Self {
+            realm: realm.to_owned(),
+            secret,
+            seen: HashMap::new(),
+        }
+    }
+
+    fn mac(&self, stamp: &str) -> String {
+        let mut hasher = Sha256::new();
+        hasher.update(self.secret);
+        hasher.update(stamp.as_bytes());
+        hex(&hasher.finalize()[..12])
+    }
+
+    /// A fresh nonce.
+    pub fn nonce(&self, now_secs: i64, random: u64) -> String {
+        let stamp = format!("{now_secs:x}.{random:016x}");
+        let mac = self.mac(&stamp);
+        format!("{stamp}.{mac}")
+    }
+
+    /// The challenge header values, one per algorithm in the order given (the
+    /// `sip.digest_algorithms` setting). Answers with either algorithm are checked
+    /// whatever was offered.
+    pub fn challenges(&self, algorithms: &[Algorithm], nonce: &str, stale: bool) -> Vec<String> {
+        algorithms
+            .iter()
+            .map(|a| {
+                let mut v = format!(
+                    "Digest realm=\"{}\", nonce=\"{nonce}\", algorithm={}, qop=\"auth\"",
+                    self.realm,
+                    a.name()
+                );
+                if stale {
+                    v.push_str(", stale=true");
+                }
+                v
+            })
+            .collect()
+    }
+
+    /// Check `credentials` for a request with `method`; the user's secret comes from
+    /// `secret_of(username)`. Returns the username on success.
+    pub fn verify(
+        &mut self,
+        now_secs: i64,
+        method: &str,
+        credentials: &Credentials,
+        secret_of: impl Fn(&str) -> Option<Secret>,
+    ) -> Result<String, AuthFailure> {
+        let issued = self.check_nonce(now_secs, &credentials.nonce)?;
+        let algorithm = credentials.algorithm()?;
+        let username = credentials.username.clone();
+        let Some(secret) = secret_of(&username) else {
+            return Err(AuthFailure::UnknownUser(username));
+        };
+        let ha1 = match (&secret, algorithm) {
+            (Secret::Password(p), a) => a.hash(&format!("{username}:{}:{p}", self.realm)),
+            (Secret::Md5Ha1(h), Algorithm::Md5) => h.to_ascii_lowercase(),
+            (Secret::Md5Ha1(_), Algorithm::Sha256) => {
+                return Err(AuthFailure::WrongPassword(username));
+            }
+        };
+        let ha2 = algorithm.hash(&format!("{method}:{}", credentials.uri));
+        let expected = match (&credentials.qop, &credentials.nc, &credentials.cnonce) {
+            (Some(qop), Some(nc), Some(cnonce)) if qop.eq_ignore_ascii_case("auth") => algorithm
+                .hash(&format!(
+                    "{ha1}:{}:{nc}:{cnonce}:auth:{ha2}",
+                    credentials.nonce
+                )),
+            (None, _, _) => algorithm.hash(&format!("{ha1}:{}:{ha2}", credentials.nonce)),
+            _ => return Err(AuthFailure::Malformed("qop needs nc and cnonce".into())),
+        };
+        if expected != credentials.response {
+            return Err(AuthFailure::WrongPassword(username));
+        }
+        // A correct answer: the nonce-count must move forward (no replays).
+        let nc = match &credentials.nc {
+            Some(nc) => {
+                u32::from_str_radix(nc, 16).map_err(|_| AuthFailure::Malformed("bad nc".into()))?
+            }
+            None => 0,
+        };
+        self.seen
+            .retain(|_, (issued, _)| now_secs - *issued <= NONCE_TTL_SECS);
+        match self.seen.get_mut(&credentials.nonce) {
+            Some((_, last)) if nc <= *last => return Err(AuthFailure::Replay),
+            Some((_, last)) => *last = nc,
+            None => {
+                self.seen.insert(credentials.nonce.clone(), (issued, nc));
+            }
+        }
+        Ok(username)
+    }
+
+    /// The nonce's issue time, if this host issued it and it has not expired.
+    fn check_nonce(&self, now_secs: i64, nonce: &str) -> Result<i64, AuthFailure> {
+        let (stamp, mac) = nonce.rsplit_once('.').ok_or(AuthFailure::ForeignNonce)?;
+        if self.mac(stamp) != mac {
+            return Err(AuthFailure::ForeignNonce);
+        }
+        let issued = stamp
+            .split_once('.')
+            .and_then(|(t, _)| i64::from_str_radix(t, 16).ok())
+            .ok_or(AuthFailure::ForeignNonce)?;
+        if now_secs - issued > NONCE_TTL_SECS || issued > now_secs + 5 {
+            return Err(AuthFailure::Stale);
+        }
+        Ok(issued)
+    }
+}
+
+/// The answer a client computes with qop=auth (the RFC's formula, argument by
+/// argument): what tests and a client of the host's challenges send.
+#[allow(clippy::too_many_arguments)]
+pub fn client_response(
+    algorithm: Algorithm,
+    user: &str,
+    realm: &str,
+    password: &str,
+    method: &str,
+    uri: &str,
+    nonce: &str,
+    nc: &str,
+    cnonce: &str,
+) -> String {
+    let ha1 = algorithm.hash(&format!("{user}:{realm}:{password}"));
+    let ha2 = algorithm.hash(&format!("{method}:{uri}"));
+    algorithm.hash(&format!("{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}"))
+}
+
+/// MD5(user:realm:password), the `ha1` config form.
+pub fn md5_ha1(user: &str, realm: &str, password: &str) -> String {
+    Algorithm::Md5.hash(&format!("{user}:{realm}:{password}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_790_000_000;
+
+    fn auth() -> DigestAuth {
+        DigestAuth::new("pbx.test", [7; 32])
+    }
+
+    fn answer(algorithm: Algorithm, password: &str, nonce: &str, nc: &str) -> Credentials {
+        let response = client_response(
+            algorithm,
+            "2001",
+            "pbx.test",
+            password,
+            "REGISTER",
+            "sip:pbx.test",
+            nonce,
+            nc,
+            "c0ffee",
+        );
+        let header = format!(
+            "Digest username=\"2001\", realm=\"pbx.test\", nonce=\"{nonce}\", uri=\"sip:pbx.test\", response=\"{response}\", algorithm={}, qop=auth, nc={nc}, cnonce=\"c0ffee\"",
+            algorithm.name()
+        );
+        Credentials::parse(&header).unwrap()
+    }
+
+    fn secrets(user: &str) -> Option<Secret> {
+        (user == "2001").then(|| Secret::Password("s3cret".into()))
+    }
+
+    #[test]
+    fn md5_and_sha256_answers_are_accepted() {
+        let mut auth = auth();
+        for algorithm in [Algorithm::Md5, Algorithm::Sha256] {
+            let nonce = auth.nonce(NOW, 42 + algorithm as u64);
+            let creds = answer(algorithm, "s3cret", &nonce, "00000001");
+            assert_eq!(
+                auth.verify(NOW + 1, "REGISTER", &creds, secrets),
+                Ok("2001".into())
+            );
+        }
+    }
+
+    #[test]
+    fn md5_ha1_from_config_works_for_md5_only() {
+        let mut auth = auth();
+        let ha1 = md5_ha1("2001", "pbx.test", "s3cret");
+        let by_ha1 = |u: &str| (u == "2001").then(|| Secret::Md5Ha1(ha1.clone()));
+        let nonce = auth.nonce(NOW, 1);
+        assert!(
+            auth.verify(
+                NOW,
+                "REGISTER",
+                &answer(Algorithm::Md5, "s3cret", &nonce, "00000001"),
+                by_ha1
+            )
+            .is_ok()
+        );
+        let nonce = auth.nonce(NOW, 2);
+        assert!(
+            auth.verify(
+                NOW,
+                "REGISTER",
+                &answer(Algorithm::Sha256, "s3cret", &nonce, "00000001"),
+                by_ha1
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn wrong_passwords_unknown_users_replays_and_old_nonces_fail() {
+        let mut auth = auth();
+        let nonce = auth.nonce(NOW, 9);
+        assert_eq!(
+            auth.verify(
+                NOW,
+                "REGISTER",
+                &answer(Algorithm::Md5, "guess", &nonce, "00000001"),
+                secrets
+            ),
+            Err(AuthFailure::WrongPassword("2001".into()))
+        );
+        assert_eq!(
+            auth.verify(
+                NOW,
+                "REGISTER",
+                &answer(Algorithm::Md5, "s3cret", &nonce, "00000001"),
+                |_| None
+            ),
+            Err(AuthFailure::UnknownUser("2001".into()))
+        );
+        let good = answer(Algorithm::Md5, "s3cret", &nonce, "00000001");
+        assert!(auth.verify(NOW, "REGISTER", &good, secrets).is_ok());
+        assert_eq!(
+            auth.verify(NOW, "REGISTER", &good, secrets),
+            Err(AuthFailure::Replay)
+        );
+        let next = answer(Algorithm::Md5, "s3cret", &nonce, "00000002");
+        assert!(auth.verify(NOW, "REGISTER", &next, secrets).is_ok());
+        assert_eq!(
+            auth.verify(
+                NOW + NONCE_TTL_SECS + 1,
+                "REGISTER",
+                &answer(Algorithm::Md5, "s3cret", &nonce, "00000003"),
+                secrets
+            ),
+            Err(AuthFailure::Stale)
+        );
+        let forged = format!("{}0", &nonce[..nonce.len() - 1]);
+        assert_eq!(
+            auth.verify(
+                NOW,
+                "REGISTER",
+                &answer(Algorithm::Md5, "s3cret", &forged, "00000001"),
+                secrets
+            ),
+            Err(AuthFailure::ForeignNonce)
+        );
+    }
+
+    #[test]
+    fn credentials_parse_quoted_and_bare_values() {
+        let c = Credentials::parse(
+            "Digest username=\"a,b\", realm=r, nonce=\"n\", uri=\"sip:x\", response=\"ABC\"",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.username.as_str(), c.realm.as_str(), c.response.as_str()),
+            ("a,b", "r", "abc")
+        );
+        assert!(Credentials::parse("Basic dXNlcjpwYXNz").is_err());
+        assert!(Credentials::parse("Digest realm=r").is_err());
+        assert!(Credentials::parse("Digest ").is_err());
+    }
+}

@@ -1,0 +1,13 @@
+//! # wasmpbx-sip — SIP and SDP, free of I/O
+//!
+//! - [`message`]: parsing and printing over rsip (kept behind this module so it can be
+//!   swapped), the header lookups the host needs, the one Allow list.
+//! - [`digest`]: RFC 8760 digest authentication (MD5, SHA-256) with self-checking nonces.
+//! - [`transaction`]: the RFC 3261 §17 transaction layer, timers A–K on a caller's clock.
+//! - [`sdp`]: reading and rewriting SDP for anchored media, the host's SDP origin per
+//!   dialog, the G.711 codecs.
+
+pub mod digest;
+pub mod message;
+pub mod sdp;
+pub mod transaction;

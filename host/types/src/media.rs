@@ -1,0 +1,160 @@
+//! The seam between the call engine and media: what the engine may ask of a call's media
+//! ([`MediaAllocator`]), what media tells it back ([`MediaEvent`]), and the audio both
+//! speak of — G.711 ([`g711`]) and the prompts ([`prompts`]). The `wasmpbx-media` crate
+//! implements the seam with sockets; the engine's tests with a fake.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub mod g711;
+pub mod prompts;
+
+pub use g711::Codec;
+pub use prompts::{Prompt, Prompts};
+
+use crate::ids::SessionId;
+
+/// Samples per 20 ms frame at 8 kHz.
+pub const FRAME_SAMPLES: u32 = 160;
+/// One frame of audio: 20 ms.
+pub const FRAME: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Which leg of a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// The leg the call came in on.
+    A,
+    /// The leg the host placed.
+    B,
+}
+
+/// The host's RTP ports for one call (RTCP is each plus one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MediaPorts {
+    pub a: u16,
+    pub b: u16,
+}
+
+/// What the host plays to a caller it answered.
+#[derive(Debug, Clone)]
+pub enum Playback {
+    /// Nothing of its own: the other leg's audio, if any, is relayed.
+    Silence,
+    /// A prompt from its start, once.
+    Once(Arc<Prompt>),
+    /// A prompt over and over (ringback) until the other leg's audio arrives.
+    Loop(Arc<Prompt>),
+}
+
+/// Something a call's media noticed, for the call engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaEvent {
+    /// A key pressed on a side (RFC 4733): the caller's on a leg the host answered, or
+    /// the callee's device's.
+    Digit {
+        session: SessionId,
+        side: Side,
+        digit: char,
+    },
+    /// A key pressed on the device on a call's reserved ports (a PIN being entered
+    /// before that device takes the call over).
+    ReservedDigit { session: SessionId, digit: char },
+}
+
+/// What the call engine needs of media.
+pub trait MediaAllocator: Send {
+    /// Bind a call's ports.
+    fn open(&mut self, session: SessionId) -> Result<MediaPorts, String>;
+    /// The address a side's SDP announced (until its packets show the real one).
+    fn set_remote(&mut self, session: SessionId, side: Side, rtp: SocketAddr);
+    /// Bind ports for a device that may take over a side (a flip); the RTP port. They
+    /// are unused until [`Self::switch_leg`]; reserving again replaces them.
+    fn reserve_leg(&mut self, session: SessionId) -> Result<u16, String>;
+    /// Play `prompt` (once, from its start) to the device on the reserved ports — at
+    /// `remote` until its packets show where it really is — and report its RFC 4733 keys
+    /// (payload type `event_pt`) as [`MediaEvent::ReservedDigit`]. Until the ports are
+    /// switched to, nothing of the call reaches that device and nothing of it the call.
+    fn prompt_reserved(
+        &mut self,
+        session: SessionId,
+        remote: SocketAddr,
+        codec: Codec,
+        event_pt: Option<u8>,
+        prompt: Arc<Prompt>,
+    );
+    /// A browser on `side` (none: on the reserved ports, a browser taking the call
+    /// over): terminate its WebRTC (`offer`, answered with the host's candidate at
+    /// `public_ip`) and bridge its audio to that port as plain RTP. The browser's SDP
+    /// answer and, for the call, the browser as a plain RTP offer.
+    fn bridge_webrtc(
+        &mut self,
+        session: SessionId,
+        side: Option<Side>,
+        offer: &str,
+        public_ip: std::net::IpAddr,
+    ) -> Result<WebRtcAnswer, String>;
+    /// Offer WebRTC to a browser the host calls, for `side` (none: the reserved ports):
+    /// the bridge's number and the SDP offer.
+    fn offer_webrtc(
+        &mut self,
+        session: SessionId,
+        side: Option<Side>,
+        public_ip: std::net::IpAddr,
+    ) -> Result<(usize, String), String>;
+    /// The browser answered bridge `bridge`'s offer: the browser as a plain RTP answer.
+    fn answer_webrtc(
+        &mut self,
+        session: SessionId,
+        bridge: usize,
+        answer: &str,
+    ) -> Result<String, String>;
+    /// Let the reserved ports go (the device on them did not take the call).
+    fn release_reserved(&mut self, session: SessionId);
+    /// Move a side onto the reserved ports: the other side's stream goes on unchanged,
+    /// the old device's packets no longer arrive.
+    fn switch_leg(&mut self, session: SessionId, side: Side) -> Result<(), String>;
+    /// Watch a side's RTP for RFC 4733 telephone-events of this payload type: each key
+    /// goes into the call's record (side A) and is reported as [`MediaEvent::Digit`] when
+    /// someone listens — the side has a user's device (`swallow`, the push code, is then
+    /// kept from the other side) or the host answered it.
+    fn watch_keys(
+        &mut self,
+        session: SessionId,
+        side: Side,
+        payload_type: u8,
+        swallow: Option<&str>,
+    );
+    /// The host answers `side` in `codec` (the caller, or a connected far end while its
+    /// other side is away): from now on it can send that side its own frames — in the
+    /// stream it already hears, if any.
+    fn answer(&mut self, session: SessionId, side: Side, codec: Codec);
+    /// What to play to the caller now (replacing whatever was playing).
+    fn play(&mut self, session: SessionId, playback: Playback);
+    /// Start recording the call to `path`.
+    fn start_recording(&mut self, session: SessionId, path: &Path) -> Result<(), String>;
+    /// Stop recording; the finished file, if one was being written.
+    fn stop_recording(&mut self, session: SessionId) -> Option<PathBuf>;
+    /// Release the call's ports (finishing any recording).
+    fn close(&mut self, session: SessionId) -> MediaReport;
+}
+
+/// A browser's offer, answered by a bridge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebRtcAnswer {
+    /// The SDP answer for the browser.
+    pub answer: String,
+    /// The browser as the call sees it: a plain RTP offer at the bridge.
+    pub plain_offer: String,
+}
+
+/// What a call's media did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MediaReport {
+    /// RTP packets from A (relayed or heard by the host), and sent to A.
+    pub packets: (u64, u64),
+    /// The DTMF digits side A sent as RFC 4733 telephone-events.
+    pub digits: String,
+    /// The recording finished at close, if one was running.
+    pub recording: Option<PathBuf>,
+}
