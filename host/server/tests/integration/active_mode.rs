@@ -4,13 +4,11 @@
 // The RTP probe timestamps packets on real time.
 #![allow(clippy::disallowed_methods)]
 
-mod common;
-
 use std::net::UdpSocket;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::server::{Server, SippServer, http, sipp};
+use crate::common::server::{Server, SippServer, http, sipp};
 
 const FLIP: &str = "+61290000001";
 const SALES: &str = "+61290000040";

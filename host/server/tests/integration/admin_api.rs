@@ -1,8 +1,6 @@
 //! The admin API and /metrics on a running server.
 
-mod common;
-
-use common::server::{Server, credentials, http, sipp};
+use crate::common::server::{Server, credentials, http, sipp};
 
 #[test]
 fn health_registrations_scripts_and_metrics() {

@@ -1,11 +1,9 @@
 //! The registrar and SIP transport against SIPp and raw sockets on loopback.
 
-mod common;
-
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
-use common::server::{Server, credentials, sipp};
+use crate::common::server::{Server, credentials, sipp};
 
 /// Send one datagram, return the status line and header names of the answer (if any).
 fn ask(server: SocketAddr, bytes: &[u8]) -> Option<String> {
@@ -203,7 +201,7 @@ fn malformed_and_hostile_input_gets_400_or_silence_and_the_host_serves_on() {
             "after {what} the host stopped answering"
         );
     }
-    let (_, metrics) = common::server::http(server.http, "GET", "/metrics", None, "");
+    let (_, metrics) = crate::common::server::http(server.http, "GET", "/metrics", None, "");
     let malformed: u64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("wasmpbx_sip_malformed_total "))

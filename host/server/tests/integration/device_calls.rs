@@ -1,11 +1,9 @@
 //! Calls between registered devices: a device calls another user's extension, all of
 //! that user's devices ring, the first to answer wins and the others are cancelled.
 
-mod common;
-
 use std::time::Duration;
 
-use common::server::{Server, SippServer, credentials, sipp};
+use crate::common::server::{Server, SippServer, credentials, sipp};
 
 #[test]
 fn a_call_to_a_user_rings_all_their_devices_and_the_first_answer_wins() {
@@ -13,7 +11,7 @@ fn a_call_to_a_user_rings_all_their_devices_and_the_first_answer_wins() {
     // Alice's two devices: SIPp UASes, registered from the ports they then listen on.
     let mut devices = Vec::new();
     for scenario in ["device_answers.xml", "return_rings.xml"] {
-        let port = common::server::free_port("127.0.0.1");
+        let port = crate::common::server::free_port("127.0.0.1");
         let register = sipp(
             server.udp,
             "register.xml",
@@ -42,7 +40,7 @@ fn a_call_to_a_user_rings_all_their_devices_and_the_first_answer_wins() {
     assert_eq!(cdr["disposition"], "answered");
     assert_eq!(cdr["caller"], "2002");
     assert_eq!(cdr["legs"].as_array().unwrap().len(), 2, "{cdr}");
-    let (_, metrics) = common::server::http(server.http, "GET", "/metrics", None, "");
+    let (_, metrics) = crate::common::server::http(server.http, "GET", "/metrics", None, "");
     assert!(
         metrics.contains("wasmpbx_script_fallbacks_total{cause=\"missing\"} 0"),
         "device calls run no script: {metrics}"

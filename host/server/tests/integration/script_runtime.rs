@@ -3,11 +3,9 @@
 // Measuring and waiting happen on real time here.
 #![allow(clippy::disallowed_methods)]
 
-mod common;
-
 use std::sync::Arc;
 
-use common::{call, host_at, host_with, install};
+use crate::common::{call, host_at, host_with, install};
 use wasmpbx::directory::{DeviceInfo, MemoryDirectory};
 use wasmpbx::flip::{Allow, CallFacts, Direction, FlipDecision, FlipKind, FlipRequest, Trigger};
 use wasmpbx::routing::{Action, Event, ForwardTarget, GatherEnd};

@@ -2,11 +2,9 @@
 //! 127.0.0.2, the trunk's address) and SIPp as the business's phone system behind the
 //! return number, wasmpbx with the real `listen` script in between.
 
-mod common;
-
 use std::time::Duration;
 
-use common::server::{Server, SippServer, sipp};
+use crate::common::server::{Server, SippServer, sipp};
 
 const FLIP: &str = "+61290000001";
 

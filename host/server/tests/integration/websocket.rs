@@ -3,14 +3,12 @@
 //! and bad input — a wrong Origin, no `sip` subprotocol, frames that are not SIP, an
 //! oversized frame — gets a clear refusal while the next client is served.
 
-mod common;
-
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::server::{Server, SippServer, credentials, free_port, http, sipp};
+use crate::common::server::{Server, SippServer, credentials, free_port, http, sipp};
 use tungstenite::client::IntoClientRequest as _;
 use tungstenite::{Message, WebSocket};
 
@@ -182,10 +180,10 @@ fn a_push_rings_the_browser_which_answers_with_webrtc() {
         }
         assert!(report.contains("registered"), "{report}");
         // The admin API pushes the desk's call to the browser.
-        let (_, calls) = common::server::http(server.http, "GET", "/api/calls", None, "");
+        let (_, calls) = crate::common::server::http(server.http, "GET", "/api/calls", None, "");
         let calls: serde_json::Value = serde_json::from_str(&calls).unwrap();
         let session = calls[0]["session"].as_str().expect("a call id").to_owned();
-        let (status, body) = common::server::http(
+        let (status, body) = crate::common::server::http(
             server.http,
             "POST",
             &format!("/api/calls/{session}/flip"),

@@ -3,8 +3,6 @@
 // Measuring and waiting happen on real time here.
 #![allow(clippy::disallowed_methods)]
 
-mod common;
-
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +20,7 @@ struct Watched {
 }
 
 fn start(dir: &Path) -> Watched {
-    let host = Arc::new(common::host_at("2026-11-22T23:00:00Z"));
+    let host = Arc::new(crate::common::host_at("2026-11-22T23:00:00Z"));
     host.load_dir(dir).unwrap();
     let (tx, outcomes) = mpsc::unbounded_channel();
     let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
@@ -211,8 +209,9 @@ fn the_disk_cache_saves_recompiling_on_restart() {
     let cache = tempfile::tempdir().unwrap();
     let bytes = test_components::bytes(test_components::FRONT_DOOR);
     let load = || {
-        let engine = ScriptEngine::new(common::limits(), Some(cache.path())).unwrap();
-        let services: Arc<HostServices> = wasmpbx::simulate::offline_services(&common::config());
+        let engine = ScriptEngine::new(crate::common::limits(), Some(cache.path())).unwrap();
+        let services: Arc<HostServices> =
+            wasmpbx::simulate::offline_services(&crate::common::config());
         let host = ScriptHost::new(engine, services);
         let script = host
             .engine

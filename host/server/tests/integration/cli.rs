@@ -2,8 +2,6 @@
 // A test is an I/O edge: it waits on real time.
 #![allow(clippy::disallowed_methods)]
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -62,7 +60,7 @@ fn script_check_prints_exports_or_one_clear_error() {
 fn simulate_follows_a_menu_choice_to_the_department() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("wasmpbx.toml");
-    std::fs::write(&config, common::CONFIG).unwrap();
+    std::fs::write(&config, crate::common::CONFIG).unwrap();
     let config = config.to_str().unwrap();
     let simulate = |extra: &[&str]| {
         let mut args = vec![
@@ -150,7 +148,7 @@ fn simulate_follows_a_menu_choice_to_the_department() {
 fn simulate_a_flip_decision() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("wasmpbx.toml");
-    std::fs::write(&config, common::CONFIG).unwrap();
+    std::fs::write(&config, crate::common::CONFIG).unwrap();
     let (code, out, err) = wasmpbx(&[
         "script",
         "simulate",

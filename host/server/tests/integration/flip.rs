@@ -2,11 +2,9 @@
 //! call going on unharmed. (The pull that succeeds, with audio and a capture of the far
 //! end's stream, is in `baresip.rs`.)
 
-mod common;
-
 use std::time::Duration;
 
-use common::server::{Server, SippServer, credentials, free_port, sipp};
+use crate::common::server::{Server, SippServer, credentials, free_port, sipp};
 
 const TRAP_USER: &str = r#"
 [scripts]
@@ -122,7 +120,7 @@ fn a_failing_policy_denies_the_pull_and_the_call_goes_on() {
     assert!(server.log().contains("pull denied"), "{}", server.log());
     let listed = server.cdr_list(&["--limit", "1"]);
     assert!(listed.contains("flip pull (pull-code)"), "{listed}");
-    let (_, metrics) = common::server::http(server.http, "GET", "/metrics", None, "");
+    let (_, metrics) = crate::common::server::http(server.http, "GET", "/metrics", None, "");
     assert!(
         metrics.contains("wasmpbx_flips_total{result=\"denied\"} 1"),
         "{metrics}"

@@ -1,0 +1,19 @@
+//! The server's integration tests, in one test binary (one link of the whole host):
+//! real `wasmpbx run` processes on loopback driven by SIPp, baresip and headless
+//! Chromium, and the script runtime through its public API. `tests/README.md` says how
+//! each tier runs.
+
+mod common;
+
+mod active_mode;
+mod admin_api;
+mod baresip;
+mod cli;
+mod device_calls;
+mod flip;
+mod hot_reload;
+mod languages;
+mod listen_mode;
+mod script_runtime;
+mod sip_registrar;
+mod websocket;
