@@ -427,6 +427,11 @@ async fn metrics(admin: &Admin) -> String {
     }
     let _ = writeln!(
         out,
+        "# HELP wasmpbx_store_writes_dropped_total Records and registration changes dropped because the store fell too far behind.\n# TYPE wasmpbx_store_writes_dropped_total counter\nwasmpbx_store_writes_dropped_total {}",
+        admin.calls.store_writes_dropped.load(Relaxed)
+    );
+    let _ = writeln!(
+        out,
         "# HELP wasmpbx_flips_total Call flips of finished calls by result.\n# TYPE wasmpbx_flips_total counter"
     );
     for (name, counter) in ["done", "denied", "no-answer", "cancelled"]

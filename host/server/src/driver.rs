@@ -19,13 +19,12 @@ use crate::clock::{Clock, SystemClock, monotonic_now};
 use crate::config::{Config, Transport as ConfigTransport};
 use crate::directory::{DeviceInfo, MemoryDirectory};
 use crate::pbx::{Ambient, Pbx, PbxCounters, PbxOutput};
-use crate::registrar::{Binding, BindingChange, PasswordRefusal};
+use crate::registrar::{Binding, PasswordRefusal};
 use crate::routing::{Decision, Disposition};
 use crate::script::{LoadedScript, ScriptHost};
 use crate::sip::message::MAX_MESSAGE_BYTES;
 use crate::sip::transaction::{Peer, Transport};
-use crate::store::CdrStore;
-use crate::store::RegistrationStore;
+use crate::writer::{StoreWriter, Write};
 use wasmpbx_types::script::ScriptVersion;
 
 /// What the listeners and connections send the core task.
@@ -120,12 +119,14 @@ pub struct CallStats {
     pub failed: std::sync::atomic::AtomicU64,
     /// Flips: done, denied, no answer, cancelled.
     pub flips: [std::sync::atomic::AtomicU64; 4],
+    /// Store writes dropped because the store fell too far behind.
+    pub store_writes_dropped: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// What the SIP core works with besides sockets.
 pub struct Wiring {
-    pub registrations: Arc<dyn RegistrationStore>,
-    pub cdrs: Arc<dyn CdrStore>,
+    /// Where records and registration changes go (written off this task).
+    pub store: StoreWriter,
     pub directory: Arc<MemoryDirectory>,
     pub scripts: Arc<ScriptHost>,
     pub stats: Arc<CallStats>,
@@ -242,8 +243,7 @@ pub async fn run(
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let Wiring {
-        registrations,
-        cdrs,
+        store,
         directory,
         scripts,
         stats,
@@ -304,9 +304,7 @@ pub async fn run(
                 // Calls that ended while their script's last answer was on its way are
                 // written as they are.
                 for record in pbx.calls.take_ending() {
-                    if let Err(e) = cdrs.save_cdr(&record) {
-                        tracing::error!(session = %record.session.short(), "writing the call record: {e}");
-                    }
+                    store.write(Write::Record(Box::new(record)));
                 }
                 return Ok(());
             }
@@ -393,24 +391,14 @@ pub async fn run(
                         };
                         stats.flips[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
-                    if let Err(e) = cdrs.save_cdr(&record) {
-                        tracing::error!(session = %record.session.short(), "writing the call record: {e}");
-                    }
+                    store.write(Write::Record(Box::new(record)));
                 }
                 PbxOutput::Close { peer } => {
                     connections.remove(&peer.addr);
                 }
                 PbxOutput::Bindings(changes) => {
-                    for change in &changes {
-                        let result = match change {
-                            BindingChange::Upsert(b) => registrations.save_binding(b),
-                            BindingChange::Remove { user_id, contact } => {
-                                registrations.remove_binding(user_id, contact)
-                            }
-                        };
-                        if let Err(e) = result {
-                            tracing::error!("persisting a registration: {e}");
-                        }
+                    for change in changes {
+                        store.write(Write::Binding(change));
                     }
                     publish_directory(&pbx, &directory);
                 }

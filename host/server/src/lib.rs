@@ -18,11 +18,13 @@
 //! - [`driver`]: UDP/TCP sockets, framing and timers around the `pbx` core.
 //! - [`admin`]: the admin HTTP API, `/metrics` and the browser phone.
 //! - [`ws`]: SIP over WebSocket.
+//! - [`writer`]: store writes off the SIP task, through a bounded queue.
 //! - [`server`]: `wasmpbx run`: wires the pieces and runs until Ctrl-C.
 
 pub mod admin;
 pub mod driver;
 pub mod server;
+pub mod writer;
 pub mod ws;
 
 // The host's crates, under the paths the binary, the tests and the benches use.

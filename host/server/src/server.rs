@@ -15,6 +15,7 @@ use crate::directory::MemoryDirectory;
 use crate::driver;
 use crate::media::{Prompts, RelayManager};
 use crate::pbx::Pbx;
+use crate::writer::{self, StoreWriter};
 
 /// Caller digits waiting for the core; a flood beyond this is dropped (and counted).
 const MEDIA_EVENT_QUEUE: usize = 1024;
@@ -172,9 +173,15 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     ));
     let (core, inbox) = driver::channel();
     let stats = Arc::new(driver::CallStats::default());
+    let (writer, writer_thread) = StoreWriter::start(
+        store.clone(),
+        store.clone(),
+        writer::QUEUE,
+        stats.store_writes_dropped.clone(),
+    )
+    .context("starting the store writer")?;
     let wiring = driver::Wiring {
-        registrations: store.clone(),
-        cdrs: store.clone(),
+        store: writer,
         directory,
         scripts: host.clone(),
         stats: stats.clone(),
@@ -208,6 +215,10 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     watcher.await??;
     sip.await??;
     http.await?;
+    // The driver has ended: the writer writes what is queued, then stops.
+    tokio::task::spawn_blocking(move || writer_thread.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("the store writer panicked"))?;
     Ok(())
 }
 

@@ -238,6 +238,13 @@ impl RegistrationStore for SqliteStore {
 #[cfg(test)]
 mod tests {
     #[test]
+    fn sqlite_store_keeps_the_cdr_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = super::SqliteStore::open(&dir.path().join("c.db")).unwrap();
+        wasmpbx_types::store::contract::cdr_store_contract(&store);
+    }
+
+    #[test]
     fn sqlite_store_keeps_the_registration_contract() {
         let dir = tempfile::tempdir().unwrap();
         let store = super::SqliteStore::open(&dir.path().join("r.db")).unwrap();

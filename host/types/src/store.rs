@@ -118,6 +118,47 @@ pub mod contract {
         }
     }
 
+    /// A call record as a backend would get it.
+    pub fn record(session: u8, caller: &str) -> CallRecord {
+        let at = jiff::Timestamp::from_second(1_790_000_000).unwrap_or_default();
+        CallRecord {
+            session: crate::ids::SessionId::new(1_790_000_000_000, [session; 10]),
+            location: Some("sydney".into()),
+            caller: caller.into(),
+            dialed: "+61290000001".into(),
+            script: Some("listen".into()),
+            script_hash: None,
+            fallback: false,
+            started_at: at,
+            answered_at: Some(at),
+            ended_at: at,
+            duration_ms: 1_000,
+            disposition: crate::routing::Disposition::Answered,
+            legs: vec![("+61290000099".into(), 200)],
+            digits: "2".into(),
+            tags: vec![("reason".into(), "billing".into())],
+            end_reason: "caller hung up".into(),
+            rtp_packets_in: 50,
+            rtp_packets_out: 50,
+            recording: None,
+            flips: Vec::new(),
+            call_ids: vec!["a@1".into(), "b@1".into()],
+        }
+    }
+
+    pub fn cdr_store_contract(store: &dyn CdrStore) {
+        assert!(store.recent_cdrs(10).unwrap().is_empty());
+        store.save_cdr(&record(1, "0400")).unwrap();
+        store.save_cdr(&record(2, "0411")).unwrap();
+        let recent = store.recent_cdrs(10).unwrap();
+        assert_eq!(recent.len(), 2);
+        assert_eq!(recent[0]["caller"], "0411", "newest first");
+        assert_eq!(recent[0]["session"], record(2, "0411").session.to_string());
+        assert_eq!(recent[1]["tags"][0][1], "billing");
+        assert_eq!(recent[1]["call_ids"][1], "b@1");
+        assert_eq!(store.recent_cdrs(1).unwrap().len(), 1);
+    }
+
     pub fn registration_store_contract(store: &dyn RegistrationStore) {
         assert!(store.load_bindings().unwrap().is_empty());
         store.save_binding(&binding("alice", "sip:a@1")).unwrap();

@@ -1,13 +1,17 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use super::{Binding, KvStore, RegistrationStore, Result, check_entry};
+use super::{
+    Binding, CallRecord, CdrStore, KvStore, RegistrationStore, Result, StoreError, check_entry,
+};
 
 /// A store that lives in memory: for tests and `script simulate`.
 #[derive(Default)]
 pub struct MemoryStore {
     kv: Mutex<BTreeMap<(String, String), String>>,
     bindings: Mutex<BTreeMap<(String, String), Binding>>,
+    /// Call records as JSON, oldest first.
+    cdrs: Mutex<Vec<serde_json::Value>>,
 }
 
 impl MemoryStore {
@@ -77,6 +81,22 @@ impl RegistrationStore for MemoryStore {
     }
 }
 
+impl CdrStore for MemoryStore {
+    fn save_cdr(&self, record: &CallRecord) -> Result<()> {
+        let json = serde_json::to_value(record).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        self.cdrs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(json);
+        Ok(())
+    }
+
+    fn recent_cdrs(&self, limit: usize) -> Result<Vec<serde_json::Value>> {
+        let cdrs = self.cdrs.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(cdrs.iter().rev().take(limit).cloned().collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -87,5 +107,10 @@ mod tests {
     #[test]
     fn memory_store_keeps_the_kv_contract() {
         super::super::contract::kv_store_contract(&super::MemoryStore::new());
+    }
+
+    #[test]
+    fn memory_store_keeps_the_cdr_contract() {
+        super::super::contract::cdr_store_contract(&super::MemoryStore::new());
     }
 }
