@@ -1,7 +1,7 @@
 //! # wasmpbx-media — what the host does with RTP
 //!
 //! The media edge: it implements the call engine's seam
-//! ([`MediaAllocator`](wasmpbx_types::media::MediaAllocator), re-exported here with the
+//! ([`MediaAllocator`], re-exported here with the
 //! rest of `wasmpbx_types::media`) with sockets and tasks.
 //!
 //! Every call is anchored: the host owns an RTP/RTCP port pair per leg ([`relay`]). On a
@@ -9,10 +9,13 @@
 //! Once the host answers the caller (active mode) it is that leg's media endpoint: it
 //! sends the caller its own stream ([`rtp::OutStream`]) — prompts, ringback, and later the
 //! other leg's packets renumbered into it — and hears the caller's DTMF as it happens.
-//! Recording taps both directions into a stereo WAV ([`recorder`]). A browser's leg is
+//! Recording taps both directions into a stereo WAV ([`recorder`]). What happens to each
+//! packet is decided by a call's `packets` state, free of sockets and unit-tested;
+//! `relay` owns the ports and the tasks. A browser's leg is
 //! bridged from WebRTC to plain RTP ([`webrtc`]).
 
 pub mod os_random;
+mod packets;
 pub mod recorder;
 pub mod relay;
 pub mod rtp;

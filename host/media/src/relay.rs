@@ -1,6 +1,7 @@
 //! Anchored media, the I/O half: per call, an RTP/RTCP port pair per leg, the tasks that
 //! move packets between them, and (on a leg the host answered) the task that sends the
-//! host's own 20 ms frames.
+//! host's own 20 ms frames. What each packet does is decided by the call's
+//! `CallPackets` (`packets.rs`, free of sockets); these tasks receive, ask and send.
 //!
 //! Symmetric RTP: each side's destination starts as the address its SDP announced and
 //! latches to wherever that side's packets really come from (NAT).
@@ -16,7 +17,8 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::recorder::{Channel, Recorder};
+use super::packets::{CallPackets, Endpoint, HostFrame};
+use super::recorder::Recorder;
 use super::rtp::{self, DtmfWatch, FRAME, KeyFilter, OutStream};
 use super::{Codec, MediaAllocator, MediaEvent, MediaPorts, MediaReport, Playback, Prompt, Side};
 use crate::clock::monotonic_now;
@@ -37,52 +39,13 @@ pub struct RelayCounters {
     pub webrtc_bridges: AtomicU64,
 }
 
-/// Where each side's packets go.
-#[derive(Debug, Default)]
-struct Remotes {
-    rtp: [Option<SocketAddr>; 2],
-    rtcp: [Option<SocketAddr>; 2],
-    latched: [bool; 2],
-}
-
-/// The host as one side's media endpoint: the caller it answered (side A), or a far end
-/// whose other side is away during a flip.
-struct Endpoint {
-    side: Side,
-    codec: Codec,
-    playback: Playback,
-    /// The next frame of the playing prompt.
-    position: usize,
-}
-
-/// A call's media state, shared by its tasks.
-struct Shared {
-    remotes: Remotes,
-    /// The stream each side hears: the other side's packets, renumbered into one stream
-    /// whichever device sends them (a flip), and the host's own frames on a side it
-    /// answered.
-    out: [OutStream; 2],
-    /// The keys each side sends.
-    dtmf: [DtmfWatch; 2],
-    /// On a side with a user's device: holds back the push code's events from the other.
-    keys_filter: [Option<KeyFilter>; 2],
-    endpoint: Option<Endpoint>,
-    recorder: Option<Recorder>,
-    /// The RTP timestamp of the last key pressed by the device on the reserved ports (a
-    /// PIN): RFC 4733 repeats an event's end packets, and those still arriving once that
-    /// device has the call are not the call's.
-    stale_key: Option<u32>,
-    /// The side last moved onto reserved ports.
-    switched: Option<Side>,
-}
-
-fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+fn lock(shared: &Mutex<CallPackets>) -> MutexGuard<'_, CallPackets> {
     shared.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 struct Call {
     session: SessionId,
-    shared: Arc<Mutex<Shared>>,
+    shared: Arc<Mutex<CallPackets>>,
     /// Per side: the RTP and RTCP sockets.
     rtp: [Arc<UdpSocket>; 2],
     rtcp: [Arc<UdpSocket>; 2],
@@ -256,16 +219,7 @@ impl MediaAllocator for RelayManager {
         let (b_rtp, b_rtcp, b) = self.bind_pair()?;
         let mut call = Call {
             session,
-            shared: Arc::new(Mutex::new(Shared {
-                remotes: Remotes::default(),
-                out: [OutStream::adopting(), OutStream::adopting()],
-                dtmf: [DtmfWatch::default(), DtmfWatch::default()],
-                keys_filter: [None, None],
-                endpoint: None,
-                recorder: None,
-                stale_key: None,
-                switched: None,
-            })),
+            shared: Arc::new(Mutex::new(CallPackets::new())),
             rtp: [to_tokio(a_rtp)?, to_tokio(b_rtp)?],
             rtcp: [to_tokio(a_rtcp)?, to_tokio(b_rtcp)?],
             forwarding: Vec::with_capacity(4),
@@ -541,18 +495,6 @@ fn finish_recording(recorder: Recorder) -> Option<PathBuf> {
     }
 }
 
-/// The samples of an audio packet, if it is G.711.
-fn decode_audio(packet: &[u8]) -> Option<Vec<i16>> {
-    let header = rtp::parse(packet)?;
-    let codec = Codec::from_payload_type(header.payload_type)?;
-    Some(
-        packet[header.payload_offset..]
-            .iter()
-            .map(|&b| super::g711::decode(codec, b))
-            .collect(),
-    )
-}
-
 /// One direction of one call's RTP or RTCP.
 struct Forwarding {
     session: SessionId,
@@ -560,7 +502,7 @@ struct Forwarding {
     outbound: Arc<UdpSocket>,
     from: Side,
     is_rtcp: bool,
-    shared: Arc<Mutex<Shared>>,
+    shared: Arc<Mutex<CallPackets>>,
     packets: Arc<[AtomicU64; 2]>,
     counters: Arc<RelayCounters>,
     events: Option<mpsc::Sender<MediaEvent>>,
@@ -581,58 +523,9 @@ impl Forwarding {
             self.counters.digits_dropped.fetch_add(1, Relaxed);
         }
     }
-
-    /// An RTP packet from this side: its key noticed, its audio recorded (the caller's),
-    /// and what of it goes on into the other side's stream.
-    fn rtp(&self, shared: &mut Shared, packet: &[u8], now: Instant) -> Vec<Vec<u8>> {
-        let from = self.from as usize;
-        let to = 1 - from;
-        if shared.switched == Some(self.from)
-            && shared.stale_key.is_some()
-            && is_stale_key(packet, shared)
-        {
-            return Vec::new();
-        }
-        if let Some(digit) = shared.dtmf[from].inspect(packet) {
-            // Keys matter from a user's device (the push code) and from a caller the host
-            // answered (menus).
-            let host_answered = shared
-                .endpoint
-                .as_ref()
-                .is_some_and(|e| e.side == self.from);
-            if shared.keys_filter[from].is_some() || host_answered {
-                self.report(self.from, digit);
-            }
-        }
-        if self.from == Side::A
-            && let Some(recorder) = shared.recorder.as_mut()
-            && let Some(samples) = decode_audio(packet)
-        {
-            recorder.put(Channel::Caller, now, &samples);
-        }
-        // The other side hears this side's audio unless a prompt of the host's is playing
-        // to it; the audio ends ringback (early media).
-        if let Some(endpoint) = shared.endpoint.as_mut().filter(|e| e.side as usize == to) {
-            match endpoint.playback {
-                Playback::Once(_) => return Vec::new(),
-                Playback::Loop(_) | Playback::Silence => endpoint.playback = Playback::Silence,
-            }
-        }
-        let stream = &mut shared.out[to];
-        match shared.keys_filter[from].as_mut() {
-            Some(filter) if !filter.passes(packet) => filter
-                .process(packet, now)
-                .iter()
-                .filter_map(|p| stream.relay(p, now))
-                .collect(),
-            _ => stream.relay(packet, now).into_iter().collect(),
-        }
-    }
 }
 
 async fn forward(f: Forwarding) {
-    let from = f.from as usize;
-    let to = 1 - from;
     let mut buf = vec![0u8; 2048];
     loop {
         // Errors here are ICMP reports of earlier sends: nothing to do but go on.
@@ -641,29 +534,24 @@ async fn forward(f: Forwarding) {
         };
         let packet = &buf[..n];
         let now = monotonic_now();
-        let (destination, outgoing) = {
-            let mut shared = lock(&f.shared);
-            let shared = &mut *shared;
+        let relay = {
+            let mut call = lock(&f.shared);
             if f.is_rtcp {
-                shared.remotes.rtcp[from] = Some(source);
-                // Reports for the other side's stream speak for it, whichever device
-                // sends them.
-                let rewritten = shared.out[to].relay_rtcp(packet);
-                (shared.remotes.rtcp[to], rewritten.into_iter().collect())
+                call.rtcp_in(f.from, source, packet)
             } else {
-                shared.remotes.rtp[from] = Some(source);
-                shared.remotes.latched[from] = true;
                 if f.from == Side::A {
                     f.packets[0].fetch_add(1, Relaxed);
                 }
-                let outgoing = f.rtp(shared, packet, now);
-                (shared.remotes.rtp[to], outgoing)
+                call.rtp_in(f.from, source, packet, now)
             }
         };
-        let Some(destination) = destination else {
+        if let Some(digit) = relay.digit {
+            f.report(f.from, digit);
+        }
+        let Some(destination) = relay.to else {
             continue;
         };
-        for packet in &outgoing {
+        for packet in &relay.packets {
             if f.outbound.send_to(packet, destination).await.is_err() {
                 continue;
             }
@@ -672,29 +560,18 @@ async fn forward(f: Forwarding) {
                 continue;
             }
             f.counters.rtp_packets.fetch_add(1, Relaxed);
-            if to == 0 {
+            if f.from == Side::B {
                 f.packets[1].fetch_add(1, Relaxed);
-                if let Some(recorder) = lock(&f.shared).recorder.as_mut()
-                    && let Some(samples) = decode_audio(packet)
-                {
-                    recorder.put(Channel::Other, now, &samples);
-                }
+                lock(&f.shared).heard_by_a(packet, now);
             }
         }
     }
 }
 
-/// Whether `packet` is the rest of the last key pressed before the device had the call.
-fn is_stale_key(packet: &[u8], shared: &Shared) -> bool {
-    rtp::parse(packet).is_some_and(|h| {
-        Codec::from_payload_type(h.payload_type).is_none() && Some(h.timestamp) == shared.stale_key
-    })
-}
-
 /// What sends a side the host's own stream.
 struct HostSender {
     socket: Arc<UdpSocket>,
-    shared: Arc<Mutex<Shared>>,
+    shared: Arc<Mutex<CallPackets>>,
     playing: Arc<tokio::sync::Notify>,
     packets: Arc<[AtomicU64; 2]>,
     counters: Arc<RelayCounters>,
@@ -710,55 +587,20 @@ async fn send_host_frames(h: HostSender) {
     loop {
         ticker.tick().await;
         let now: Instant = monotonic_now();
-        let outgoing = {
-            let mut shared = lock(&h.shared);
-            let shared = &mut *shared;
-            let Some(endpoint) = shared.endpoint.as_mut() else {
-                return;
-            };
-            let side = endpoint.side as usize;
-            let playing = match &endpoint.playback {
-                Playback::Silence => None,
-                Playback::Once(p) => Some((p.clone(), false)),
-                Playback::Loop(p) => Some((p.clone(), true)),
-            };
-            match playing {
-                Some((prompt, looped)) => {
-                    let i = endpoint.position;
-                    let packet = shared.out[side].host_frame(
-                        endpoint.codec.payload_type(),
-                        prompt.frame(endpoint.codec, i),
-                        now,
-                    );
-                    endpoint.position = i + 1;
-                    if endpoint.position == prompt.frames() {
-                        if looped {
-                            endpoint.position = 0;
-                        } else {
-                            endpoint.playback = Playback::Silence;
-                            shared.out[side].pause();
-                        }
-                    }
-                    // The recording's other channel is what the caller (side A) hears.
-                    if side == 0
-                        && let Some(recorder) = shared.recorder.as_mut()
-                    {
-                        recorder.put(Channel::Other, now, prompt.frame_samples(i));
-                    }
-                    Some(shared.remotes.rtp[side].map(|to| (packet, to)))
-                }
-                None => None,
-            }
-        };
+        let outgoing = lock(&h.shared).host_frame(now);
         match outgoing {
-            Some(Some((packet, to))) => {
+            HostFrame::Stopped => return,
+            HostFrame::Frame {
+                packet,
+                to: Some(to),
+            } => {
                 if h.socket.send_to(&packet, to).await.is_ok() {
                     h.packets[1].fetch_add(1, Relaxed);
                     h.counters.played_packets.fetch_add(1, Relaxed);
                 }
             }
-            Some(None) => {} // nowhere to send yet
-            None => {
+            HostFrame::Frame { to: None, .. } => {} // nowhere to send yet
+            HostFrame::Silent => {
                 // Silence: sleep until `play` has something, then start a fresh grid.
                 h.playing.notified().await;
                 ticker.reset_immediately();
@@ -770,7 +612,7 @@ async fn send_host_frames(h: HostSender) {
 /// What talks to a device on reserved ports before it takes a call over.
 struct DevicePrompter {
     session: SessionId,
-    shared: Arc<Mutex<Shared>>,
+    shared: Arc<Mutex<CallPackets>>,
     socket: Arc<UdpSocket>,
     remote: SocketAddr,
     codec: Codec,

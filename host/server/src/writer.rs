@@ -105,7 +105,10 @@ mod tests {
         writer.write(Write::Binding(BindingChange::Upsert(binding.clone())));
         drop(writer);
         thread.join().unwrap();
-        assert_eq!(store.load_bindings().unwrap(), std::slice::from_ref(&binding));
+        assert_eq!(
+            store.load_bindings().unwrap(),
+            std::slice::from_ref(&binding)
+        );
 
         // A store that never answers: the queue fills and writes are dropped, counted.
         let (tx, rx) = sync_channel(2);

@@ -1,0 +1,418 @@
+//! A call's media state and what it does with each packet, free of sockets and tasks:
+//! the relay's tasks ([`super::relay`]) hand it what arrives and send what it returns, so
+//! every per-packet decision — latching, renumbering, keys, the push code held back,
+//! prompts over the other side's audio, recording — is tested here with made-up packets
+//! and a fake clock.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use super::recorder::{Channel, Recorder};
+use super::rtp::{self, DtmfWatch, KeyFilter, OutStream};
+use super::{Codec, Playback, Side};
+
+/// Where each side's packets go.
+#[derive(Debug, Default)]
+pub(crate) struct Remotes {
+    pub(crate) rtp: [Option<SocketAddr>; 2],
+    pub(crate) rtcp: [Option<SocketAddr>; 2],
+    pub(crate) latched: [bool; 2],
+}
+
+/// The host as one side's media endpoint: the caller it answered (side A), or a far end
+/// whose other side is away during a flip.
+pub(crate) struct Endpoint {
+    pub(crate) side: Side,
+    pub(crate) codec: Codec,
+    pub(crate) playback: Playback,
+    /// The next frame of the playing prompt.
+    pub(crate) position: usize,
+}
+
+/// A call's media state, shared by its tasks.
+pub(crate) struct CallPackets {
+    pub(crate) remotes: Remotes,
+    /// The stream each side hears: the other side's packets, renumbered into one stream
+    /// whichever device sends them (a flip), and the host's own frames on a side it
+    /// answered.
+    pub(crate) out: [OutStream; 2],
+    /// The keys each side sends.
+    pub(crate) dtmf: [DtmfWatch; 2],
+    /// On a side with a user's device: holds back the push code's events from the other.
+    pub(crate) keys_filter: [Option<KeyFilter>; 2],
+    pub(crate) endpoint: Option<Endpoint>,
+    pub(crate) recorder: Option<Recorder>,
+    /// The RTP timestamp of the last key pressed by the device on the reserved ports (a
+    /// PIN): RFC 4733 repeats an event's end packets, and those still arriving once that
+    /// device has the call are not the call's.
+    pub(crate) stale_key: Option<u32>,
+    /// The side last moved onto reserved ports.
+    pub(crate) switched: Option<Side>,
+}
+
+/// What to do with a packet that arrived: send `packets` to `to` (none: no address known
+/// yet), and tell the call engine about `digit`.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct Relay {
+    pub(crate) to: Option<SocketAddr>,
+    pub(crate) packets: Vec<Vec<u8>>,
+    pub(crate) digit: Option<char>,
+}
+
+/// The host's next 20 ms towards the side it answered.
+#[derive(Debug, PartialEq)]
+pub(crate) enum HostFrame {
+    /// The host is no side's endpoint (any more): its sender stops.
+    Stopped,
+    /// Nothing plays: the sender sleeps until something does.
+    Silent,
+    /// A frame of the playing prompt, for `to` (none: no address known yet).
+    Frame {
+        packet: Vec<u8>,
+        to: Option<SocketAddr>,
+    },
+}
+
+impl CallPackets {
+    pub(crate) fn new() -> Self {
+        Self {
+            remotes: Remotes::default(),
+            out: [OutStream::adopting(), OutStream::adopting()],
+            dtmf: [DtmfWatch::default(), DtmfWatch::default()],
+            keys_filter: [None, None],
+            endpoint: None,
+            recorder: None,
+            stale_key: None,
+            switched: None,
+        }
+    }
+
+    /// An RTP packet from `from`, sent from `source`: that side latches there; its key is
+    /// noticed, its audio recorded (the caller's), and what of it the other side hears
+    /// goes on in that side's stream.
+    pub(crate) fn rtp_in(
+        &mut self,
+        from: Side,
+        source: SocketAddr,
+        packet: &[u8],
+        now: Instant,
+    ) -> Relay {
+        let (i, to) = (from as usize, 1 - from as usize);
+        self.remotes.rtp[i] = Some(source);
+        self.remotes.latched[i] = true;
+        let mut relay = Relay {
+            to: self.remotes.rtp[to],
+            ..Relay::default()
+        };
+        if self.switched == Some(from) && self.stale_key.is_some() && self.is_stale_key(packet) {
+            return relay;
+        }
+        if let Some(digit) = self.dtmf[i].inspect(packet) {
+            // Keys matter from a user's device (the push code) and from a caller the host
+            // answered (menus).
+            let host_answered = self.endpoint.as_ref().is_some_and(|e| e.side == from);
+            if self.keys_filter[i].is_some() || host_answered {
+                relay.digit = Some(digit);
+            }
+        }
+        if from == Side::A
+            && let Some(recorder) = self.recorder.as_mut()
+            && let Some(samples) = decode_audio(packet)
+        {
+            recorder.put(Channel::Caller, now, &samples);
+        }
+        // The other side hears this side's audio unless a prompt of the host's is playing
+        // to it; the audio ends ringback (early media).
+        if let Some(endpoint) = self.endpoint.as_mut().filter(|e| e.side as usize == to) {
+            match endpoint.playback {
+                Playback::Once(_) => return relay,
+                Playback::Loop(_) | Playback::Silence => endpoint.playback = Playback::Silence,
+            }
+        }
+        let stream = &mut self.out[to];
+        relay.packets = match self.keys_filter[i].as_mut() {
+            Some(filter) if !filter.passes(packet) => filter
+                .process(packet, now)
+                .iter()
+                .filter_map(|p| stream.relay(p, now))
+                .collect(),
+            _ => stream.relay(packet, now).into_iter().collect(),
+        };
+        relay
+    }
+
+    /// An RTCP packet from `from`: it speaks for the other side's stream, whichever
+    /// device sends it.
+    pub(crate) fn rtcp_in(&mut self, from: Side, source: SocketAddr, packet: &[u8]) -> Relay {
+        let (i, to) = (from as usize, 1 - from as usize);
+        self.remotes.rtcp[i] = Some(source);
+        Relay {
+            to: self.remotes.rtcp[to],
+            packets: self.out[to].relay_rtcp(packet).into_iter().collect(),
+            digit: None,
+        }
+    }
+
+    /// A packet the caller (side A) was sent: the recording's other channel.
+    pub(crate) fn heard_by_a(&mut self, packet: &[u8], now: Instant) {
+        if let Some(recorder) = self.recorder.as_mut()
+            && let Some(samples) = decode_audio(packet)
+        {
+            recorder.put(Channel::Other, now, &samples);
+        }
+    }
+
+    /// The host's frame for this 20 ms tick, on the side it answered.
+    pub(crate) fn host_frame(&mut self, now: Instant) -> HostFrame {
+        let Some(endpoint) = self.endpoint.as_mut() else {
+            return HostFrame::Stopped;
+        };
+        let side = endpoint.side as usize;
+        let (prompt, looped) = match &endpoint.playback {
+            Playback::Silence => return HostFrame::Silent,
+            Playback::Once(p) => (p.clone(), false),
+            Playback::Loop(p) => (p.clone(), true),
+        };
+        let i = endpoint.position;
+        let packet = self.out[side].host_frame(
+            endpoint.codec.payload_type(),
+            prompt.frame(endpoint.codec, i),
+            now,
+        );
+        endpoint.position = i + 1;
+        if endpoint.position == prompt.frames() {
+            if looped {
+                endpoint.position = 0;
+            } else {
+                endpoint.playback = Playback::Silence;
+                self.out[side].pause();
+            }
+        }
+        // The recording's other channel is what the caller (side A) hears.
+        if side == 0
+            && let Some(recorder) = self.recorder.as_mut()
+        {
+            recorder.put(Channel::Other, now, prompt.frame_samples(i));
+        }
+        HostFrame::Frame {
+            packet,
+            to: self.remotes.rtp[side],
+        }
+    }
+
+    /// Whether `packet` is the rest of the last key pressed before the device had the
+    /// call.
+    fn is_stale_key(&self, packet: &[u8]) -> bool {
+        rtp::parse(packet).is_some_and(|h| {
+            Codec::from_payload_type(h.payload_type).is_none()
+                && Some(h.timestamp) == self.stale_key
+        })
+    }
+}
+
+/// The samples of an audio packet, if it is G.711.
+fn decode_audio(packet: &[u8]) -> Option<Vec<i16>> {
+    let header = rtp::parse(packet)?;
+    let codec = Codec::from_payload_type(header.payload_type)?;
+    Some(
+        packet[header.payload_offset..]
+            .iter()
+            .map(|&b| super::g711::decode(codec, b))
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::Prompt;
+
+    const FAR: &str = "127.0.0.2:4000";
+    const DESK: &str = "127.0.0.3:6000";
+    const MOBILE: &str = "127.0.0.4:6000";
+
+    fn at(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn packet(pt: u8, seq: u16, ts: u32, ssrc: u32, payload: &[u8]) -> Vec<u8> {
+        let mut p = vec![0x80, pt];
+        p.extend_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(&ts.to_be_bytes());
+        p.extend_from_slice(&ssrc.to_be_bytes());
+        p.extend_from_slice(payload);
+        p
+    }
+
+    fn audio(seq: u16, ssrc: u32) -> Vec<u8> {
+        packet(0, seq, u32::from(seq) * 160, ssrc, &[0xff; 160])
+    }
+
+    /// An RFC 4733 event packet (payload type 101) for `code` (10 = `*`).
+    fn key(ts: u32, code: u8, end: bool) -> Vec<u8> {
+        packet(101, 1, ts, 9, &[code, if end { 0x80 } else { 0 }, 0, 160])
+    }
+
+    fn header(p: &[u8]) -> rtp::Header {
+        rtp::parse(p).unwrap()
+    }
+
+    /// A call whose far end (A) and desk (B) have both sent a packet.
+    fn latched(t0: Instant) -> CallPackets {
+        let mut call = CallPackets::new();
+        call.rtp_in(Side::A, at(FAR), &audio(1, 11), t0);
+        call.rtp_in(Side::B, at(DESK), &audio(1, 22), t0);
+        call
+    }
+
+    #[test]
+    fn packets_cross_to_where_the_other_side_really_is() {
+        let t0 = crate::clock::monotonic_now();
+        let mut call = CallPackets::new();
+        // Nobody known yet: nowhere to send.
+        assert_eq!(call.rtp_in(Side::A, at(FAR), &audio(1, 11), t0).to, None);
+        let from_desk = call.rtp_in(Side::B, at(DESK), &audio(1, 22), t0);
+        assert_eq!(from_desk.to, Some(at(FAR)), "A latched to its source");
+        let from_far = call.rtp_in(Side::A, at(FAR), &audio(2, 11), t0);
+        assert_eq!(from_far.to, Some(at(DESK)));
+        assert_eq!(from_far.packets.len(), 1);
+        assert!(call.remotes.latched.iter().all(|&l| l));
+    }
+
+    #[test]
+    fn a_new_device_continues_the_stream_the_far_end_hears() {
+        let t0 = crate::clock::monotonic_now();
+        let mut call = latched(t0);
+        let before = header(&call.rtp_in(Side::B, at(DESK), &audio(2, 22), t0).packets[0]);
+        // The mobile takes side B over with a stream of its own.
+        call.switched = Some(Side::B);
+        let t1 = t0 + Duration::from_millis(20);
+        let after = call.rtp_in(Side::B, at(MOBILE), &audio(700, 77), t1);
+        let after = header(&after.packets[0]);
+        assert_eq!(after.ssrc, before.ssrc, "one SSRC for the far end");
+        assert_eq!(after.sequence, before.sequence.wrapping_add(1));
+        assert_eq!(after.timestamp.wrapping_sub(before.timestamp), 160);
+        assert_eq!(call.remotes.rtp[1], Some(at(MOBILE)));
+    }
+
+    #[test]
+    fn keys_are_reported_from_a_users_device_and_the_push_code_is_held_back() {
+        let t0 = crate::clock::monotonic_now();
+        let mut call = latched(t0);
+        // Nobody listens for the far end's keys: relayed, not reported.
+        call.dtmf[0] = DtmfWatch::new(101);
+        let far_key = call.rtp_in(Side::A, at(FAR), &key(800, 5, false), t0);
+        assert_eq!((far_key.digit, far_key.packets.len()), (None, 1));
+        // The desk's keys are watched for the push code: reported, and held back.
+        call.dtmf[1] = DtmfWatch::new(101);
+        call.keys_filter[1] = Some(KeyFilter::new(101, "*8"));
+        let star = call.rtp_in(Side::B, at(DESK), &key(1600, 10, false), t0);
+        assert_eq!(star.digit, Some('*'));
+        assert!(
+            star.packets.is_empty(),
+            "a possible start of the code waits"
+        );
+        let eight = call.rtp_in(Side::B, at(DESK), &key(2400, 8, false), t0);
+        assert_eq!(eight.digit, Some('8'));
+        assert!(
+            eight.packets.is_empty(),
+            "the code never reaches the far end"
+        );
+        let talk = call.rtp_in(Side::B, at(DESK), &audio(3, 22), t0);
+        assert_eq!(talk.packets.len(), 1, "audio goes on");
+    }
+
+    #[test]
+    fn a_prompt_to_a_side_silences_the_other_and_early_media_ends_ringback() {
+        let t0 = crate::clock::monotonic_now();
+        let mut call = latched(t0);
+        let prompt = Arc::new(Prompt::from_samples("welcome", vec![100; 320]));
+        call.endpoint = Some(Endpoint {
+            side: Side::A,
+            codec: Codec::Pcmu,
+            playback: Playback::Once(prompt.clone()),
+            position: 0,
+        });
+        let during = call.rtp_in(Side::B, at(DESK), &audio(2, 22), t0);
+        assert!(
+            during.packets.is_empty(),
+            "the caller hears the prompt only"
+        );
+        call.endpoint.as_mut().unwrap().playback = Playback::Loop(prompt);
+        let early_media = call.rtp_in(Side::B, at(DESK), &audio(3, 22), t0);
+        assert_eq!(early_media.packets.len(), 1);
+        assert!(matches!(
+            call.endpoint.as_ref().unwrap().playback,
+            Playback::Silence
+        ));
+        // Keys from the side the host answered are the menu's.
+        call.dtmf[0] = DtmfWatch::new(101);
+        let menu = call.rtp_in(Side::A, at(FAR), &key(3200, 2, false), t0);
+        assert_eq!(menu.digit, Some('2'));
+    }
+
+    #[test]
+    fn the_host_plays_a_prompt_frame_by_frame_then_falls_silent() {
+        let t0 = crate::clock::monotonic_now();
+        let mut call = CallPackets::new();
+        assert_eq!(call.host_frame(t0), HostFrame::Stopped);
+        call.remotes.rtp[0] = Some(at(FAR));
+        call.out[0] = OutStream::new(1234, 100);
+        let prompt = Arc::new(Prompt::from_samples("beep", vec![500; 320]));
+        call.endpoint = Some(Endpoint {
+            side: Side::A,
+            codec: Codec::Pcma,
+            playback: Playback::Silence,
+            position: 0,
+        });
+        assert_eq!(call.host_frame(t0), HostFrame::Silent);
+        call.endpoint.as_mut().unwrap().playback = Playback::Once(prompt);
+        let mut sequences = Vec::new();
+        for n in 0..2u32 {
+            let now = t0 + Duration::from_millis(20 * u64::from(n));
+            match call.host_frame(now) {
+                HostFrame::Frame { packet, to } => {
+                    assert_eq!(to, Some(at(FAR)));
+                    let h = header(&packet);
+                    assert_eq!((h.ssrc, h.payload_type), (1234, 8));
+                    sequences.push(h.sequence);
+                }
+                other => panic!("frame {n}: {other:?}"),
+            }
+        }
+        assert_eq!(sequences, [101, 102], "numbered on from the stream's start");
+        assert_eq!(
+            call.host_frame(t0 + Duration::from_millis(40)),
+            HostFrame::Silent
+        );
+    }
+
+    #[test]
+    fn a_pins_last_key_still_arriving_after_the_switch_is_dropped() {
+        let t0 = crate::clock::monotonic_now();
+        let mut call = latched(t0);
+        call.switched = Some(Side::B);
+        call.stale_key = Some(4000);
+        let stale = call.rtp_in(Side::B, at(MOBILE), &key(4000, 11, true), t0);
+        assert!(stale.packets.is_empty() && stale.digit.is_none());
+        let next = call.rtp_in(Side::B, at(MOBILE), &audio(9, 77), t0);
+        assert_eq!(next.packets.len(), 1);
+    }
+
+    #[test]
+    fn rtcp_goes_to_the_other_sides_rtcp_address() {
+        let t0 = crate::clock::monotonic_now();
+        let mut call = latched(t0);
+        call.remotes.rtcp[0] = Some(at("127.0.0.2:4001"));
+        // A receiver report (PT 201) with the desk's SSRC.
+        let mut rr = vec![0x81, 201, 0, 7];
+        rr.extend_from_slice(&22u32.to_be_bytes());
+        rr.extend_from_slice(&[0; 24]);
+        let relay = call.rtcp_in(Side::B, at("127.0.0.3:6001"), &rr);
+        assert_eq!(relay.to, Some(at("127.0.0.2:4001")));
+        assert_eq!(call.remotes.rtcp[1], Some(at("127.0.0.3:6001")));
+    }
+}
