@@ -33,7 +33,7 @@ fi
 (cd tests/browser && npm ci --no-audit --no-fund --prefer-offline > /dev/null)
 
 # The example scripts in other languages, each built with its own toolchain, for the
-# behaviour table (host/server/tests/languages.rs) and the hot-reload test.
+# behaviour table (host/server/tests/integration/languages.rs) and the hot-reload test.
 examples/javascript/build.sh target/examples/javascript
 examples/python/build.sh target/examples/python
 examples/c/build.sh target/examples/c

@@ -6,7 +6,8 @@
 # Also cpu_of PID (CPU ticks used), rss_of PID (KiB), $ticks, and machine_line.
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-bin="$root/target/release/wasmpbx"
+# WASMPBX_BIN: another build to measure (e.g. an older commit's, side by side).
+bin="${WASMPBX_BIN:-$root/target/release/wasmpbx}"
 host_port=15060
 uas_port=15070
 ticks=$(getconf CLK_TCK)
