@@ -15,14 +15,17 @@ use anyhow::Context as _;
 use serde::Serialize;
 
 use crate::clock::FixedClock;
-use crate::config::Config;
+use crate::config::{Config, Location};
 use crate::directory::{DeviceInfo, MemoryDirectory};
 use crate::flip::{CallFacts, Direction, FlipDecision, FlipKind, FlipRequest, Trigger};
 use crate::routing::{
     Action, CallInfo, Decision, Disposition, Event, Fallback, GatherEnd, Origin, ScriptRef,
+    fallback_actions,
 };
 use crate::store::{KvStore, MemoryStore};
 use crate::{HostServices, Limits, ScriptEngine, ScriptHost};
+use wasmpbx_types::actions::{self, ActionHost, Forward, Gather};
+use wasmpbx_types::media::Prompts;
 
 /// The most events one simulated call may take (a script looping on gathers).
 const MAX_EVENTS: usize = 32;
@@ -181,23 +184,32 @@ pub fn simulate_call(
         tags: Vec::new(),
     };
 
-    let mut digits = scenario
-        .digits
-        .split(',')
-        .map(str::to_owned)
-        .collect::<Vec<_>>()
-        .into_iter();
-    let mut fail_forwards = scenario.fail_forwards.iter().copied();
-    let mut steps = Vec::new();
+    let prompts = Prompts::load(&config.media.prompts).0;
+    let mut sim = Simulated {
+        call: &mut call,
+        location: location.as_ref(),
+        prompts: &prompts,
+        steps: Vec::new(),
+        digits: scenario
+            .digits
+            .split(',')
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+            .into_iter(),
+        fail_forwards: scenario.fail_forwards.clone().into_iter(),
+        next: None,
+        answered: false,
+        over: false,
+        falling_back: false,
+        disposition: Disposition::Failed,
+    };
     let mut pinned = None;
     let mut event = Event::Incoming;
-    let mut disposition = Disposition::Failed;
     let mut script_ref = None;
     for _ in 0..MAX_EVENTS {
-        let (decision, loaded) =
-            host.route(&name, pinned.as_ref(), location.as_ref(), &call, &event);
+        let (decision, loaded) = host.route(&name, pinned.as_ref(), sim.location, sim.call, &event);
         pinned = pinned.or(loaded);
-        steps.push(Step::Event(event.clone()));
+        sim.steps.push(Step::Event(event.clone()));
         let Decision {
             actions,
             script,
@@ -205,47 +217,15 @@ pub fn simulate_call(
         } = decision;
         script_ref = script_ref.or(script);
         if let Some(fallback) = fallback {
-            steps.push(Step::Fallback(fallback));
+            sim.steps.push(Step::Fallback(fallback));
         }
-        let mut next = None;
-        for action in actions {
-            steps.push(Step::Action(action.clone()));
-            match action {
-                Action::SetTag { name, value } => call.set_tag(&name, &value),
-                Action::Gather {
-                    max_digits,
-                    terminator,
-                    ..
-                } => {
-                    next = Some(gathered(
-                        digits.next().unwrap_or_default(),
-                        max_digits,
-                        terminator,
-                    ));
-                }
-                Action::Forward { target, .. } => match fail_forwards.next() {
-                    Some(status) => {
-                        next = Some(Event::ForwardFailed {
-                            target,
-                            status,
-                            // The table the live host uses, so scripts see the same reasons.
-                            reason: crate::sip::message::reason_phrase(status).into(),
-                        });
-                    }
-                    None => {
-                        disposition = Disposition::Answered;
-                        steps.push(Step::Note("the forward connects".into()));
-                    }
-                },
-                Action::Answer | Action::Play { .. } | Action::Recording { .. } => {}
-                Action::Reject { .. } | Action::Hangup => {}
-            }
-        }
-        match next {
-            Some(e) => event = e,
-            None => break,
+        actions::run(&mut sim, actions);
+        match sim.next.take() {
+            Some(next) if !sim.over => event = next,
+            _ => break,
         }
     }
+    let (disposition, mut steps) = (sim.disposition, sim.steps);
     let ended = Event::CallEnded {
         disposition,
         duration_ms: 0,
@@ -262,6 +242,123 @@ pub fn simulate_call(
         location: call.location,
         steps,
     })
+}
+
+/// A simulated call carrying out its script's actions, through the same interpreter as
+/// a live one: prompts are checked against the config's set and play at once, a gather
+/// takes the next of `--digits`, a forward fails with the next of `--fail-forward` or
+/// connects.
+struct Simulated<'a> {
+    call: &'a mut CallInfo,
+    location: Option<&'a Location>,
+    prompts: &'a Prompts,
+    steps: Vec<Step>,
+    digits: std::vec::IntoIter<String>,
+    fail_forwards: std::vec::IntoIter<u16>,
+    /// The script's next event, when the actions led to one.
+    next: Option<Event>,
+    answered: bool,
+    over: bool,
+    falling_back: bool,
+    disposition: Disposition,
+}
+
+impl Simulated<'_> {
+    fn prompt(&self, verb: &str, name: &str) -> Result<(), String> {
+        match self.prompts.get(name) {
+            Some(_) => Ok(()),
+            None => Err(format!("{verb}: no prompt named {name:?}")),
+        }
+    }
+
+    fn end(&mut self, disposition: Disposition, how: String) {
+        self.disposition = disposition;
+        self.over = true;
+        self.steps.push(Step::Note(how));
+    }
+}
+
+impl ActionHost for Simulated<'_> {
+    fn will_run(&mut self, action: &Action) {
+        self.steps.push(Step::Action(action.clone()));
+    }
+
+    fn is_over(&self) -> bool {
+        self.over
+    }
+
+    fn set_tag(&mut self, name: &str, value: &str) {
+        self.call.set_tag(name, value);
+    }
+
+    fn answer(&mut self) -> Result<(), String> {
+        self.answered = true;
+        Ok(())
+    }
+
+    fn recording(&mut self, _on: bool) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn play(&mut self, prompt: &str, rest: Vec<Action>) -> Result<(), String> {
+        self.prompt("play", prompt)?;
+        self.answered = true;
+        actions::run(self, rest);
+        Ok(())
+    }
+
+    fn gather(&mut self, gather: Gather) -> Result<(), String> {
+        if let Some(prompt) = &gather.prompt {
+            self.prompt("gather", prompt)?;
+        }
+        self.answered = true;
+        let typed = self.digits.next().unwrap_or_default();
+        self.next = Some(gathered(typed, gather.max_digits, gather.terminator));
+        Ok(())
+    }
+
+    fn forward(&mut self, forward: Forward) {
+        match self.fail_forwards.next() {
+            Some(status) => {
+                self.next = Some(Event::ForwardFailed {
+                    target: forward.target,
+                    status,
+                    // The table the live host uses, so scripts see the same reasons.
+                    reason: crate::sip::message::reason_phrase(status).into(),
+                });
+            }
+            None => self.end(Disposition::Answered, "the forward connects".into()),
+        }
+    }
+
+    fn reject(&mut self, status: u16, _reason: Option<String>) {
+        self.end(
+            Disposition::Failed,
+            format!("the call is rejected with {status}"),
+        );
+    }
+
+    fn hangup(&mut self) {
+        let disposition = match self.answered {
+            true => Disposition::Answered,
+            false => Disposition::Failed,
+        };
+        self.end(disposition, "the script hangs up".into());
+    }
+
+    fn nothing_to_wait_for(&mut self) {
+        let why = "the call ends: the script gave no terminal action".to_owned();
+        self.end(Disposition::Failed, why);
+    }
+
+    fn failed(&mut self, why: String) {
+        if self.falling_back {
+            return self.end(Disposition::Failed, format!("{why} (while falling back)"));
+        }
+        self.falling_back = true;
+        self.steps.push(Step::Note(format!("{why}; falling back")));
+        actions::run(self, fallback_actions(self.location));
+    }
 }
 
 /// What a gather would collect from `typed` (the caller's keys for this gather).

@@ -6,7 +6,8 @@
 //!
 //! - [`config`]: the TOML configuration, its validation and the embedded default.
 //! - [`routing`] and [`flip`]: events, actions and decisions between calls and scripts,
-//!   with their validation and the fallback.
+//!   with their validation and the fallback; [`actions`]: the one interpreter of an
+//!   action list, for live calls and simulations alike.
 //! - [`ids`], [`record`]: a call's id, record and summaries.
 //! - [`registration`], [`directory`]: registered devices, as the registrar keeps them and
 //!   as scripts see them.
@@ -18,6 +19,7 @@
 //! - [`ambient`], [`entropy`], [`clock`]: time and randomness, handed to the cores with
 //!   every input; [`clock`] is the one place the system clock is read.
 
+pub mod actions;
 pub mod ambient;
 pub mod clock;
 pub mod config;

@@ -31,6 +31,7 @@ use crate::routing::{
 use crate::sdp;
 use crate::sip::message::{self, Header, Request, Response, SipMessage};
 use crate::sip::transaction::{ClientTxnId, Peer, ServerTxnId, TransactionLayer, Transport};
+use wasmpbx_types::actions::{ActionHost, Forward, Gather};
 use wasmpbx_types::script::ScriptVersion;
 
 mod engaged;
@@ -740,87 +741,15 @@ impl Calls {
         ctx.outputs.push_back(PbxOutput::Record(record));
     }
 
+    /// Carry out a script's actions (the one interpreter: `wasmpbx_types::actions`).
     fn apply(&mut self, ctx: &mut Ctx<'_>, id: SessionId, actions: Vec<Action>) {
-        let mut actions = actions.into_iter();
-        while let Some(action) = actions.next() {
-            let Some(session) = self.sessions.get_mut(&id) else {
-                return;
-            };
-            let outcome = match action {
-                Action::SetTag { name, value } => {
-                    session.call.set_tag(&name, &value);
-                    Ok(())
-                }
-                Action::Forward {
-                    target,
-                    trunk,
-                    ring_timeout_ms,
-                    caller_id,
-                } => {
-                    return self.forward(ctx, id, target, trunk, ring_timeout_ms, caller_id);
-                }
-                Action::Reject { status, reason } => {
-                    return self.end(
-                        ctx,
-                        id,
-                        Disposition::Failed,
-                        status,
-                        reason.as_deref().unwrap_or("rejected by script"),
-                    );
-                }
-                Action::Hangup => {
-                    let disposition = if session.a_answered {
-                        Disposition::Answered
-                    } else {
-                        Disposition::Failed
-                    };
-                    return self.end(ctx, id, disposition, 480, "hung up by script");
-                }
-                Action::Answer => self.answer_caller(ctx, id),
-                Action::Recording { on } => {
-                    self.set_recording(ctx, id, on);
-                    Ok(())
-                }
-                Action::Play { prompt } => {
-                    match self.play_prompt(ctx, id, &prompt, actions.by_ref().collect()) {
-                        Ok(()) => return,
-                        Err(e) => Err(e),
-                    }
-                }
-                Action::Gather {
-                    max_digits,
-                    timeout_ms,
-                    inter_digit_timeout_ms,
-                    terminator,
-                    prompt,
-                } => match self.start_gather(
-                    ctx,
-                    id,
-                    engaged::GatherSpec {
-                        max_digits,
-                        first_timeout: Duration::from_millis(u64::from(timeout_ms)),
-                        inter_digit_timeout: Duration::from_millis(u64::from(
-                            inter_digit_timeout_ms,
-                        )),
-                        terminator,
-                    },
-                    prompt.as_deref(),
-                ) {
-                    Ok(()) => return,
-                    Err(e) => Err(e),
-                },
-            };
-            if let Err(e) = outcome {
-                return self.fall_back(ctx, id, &e);
-            }
-        }
-        // A list without a terminal action leaves nothing to wait for.
-        self.end(
-            ctx,
-            id,
-            Disposition::Failed,
-            480,
-            "script gave no terminal action",
+        wasmpbx_types::actions::run(
+            &mut LiveActions {
+                calls: self,
+                ctx,
+                id,
+            },
+            actions,
         );
     }
 
@@ -1622,5 +1551,90 @@ impl Calls {
             },
         });
         self.ending.insert(id, session.record);
+    }
+}
+
+/// A live call carrying out its script's actions.
+struct LiveActions<'c, 'x, 'a> {
+    calls: &'c mut Calls,
+    ctx: &'x mut Ctx<'a>,
+    id: SessionId,
+}
+
+impl ActionHost for LiveActions<'_, '_, '_> {
+    fn is_over(&self) -> bool {
+        !self.calls.sessions.contains_key(&self.id)
+    }
+
+    fn set_tag(&mut self, name: &str, value: &str) {
+        if let Some(session) = self.calls.sessions.get_mut(&self.id) {
+            session.call.set_tag(name, value);
+        }
+    }
+
+    fn answer(&mut self) -> Result<(), String> {
+        self.calls.answer_caller(self.ctx, self.id)
+    }
+
+    fn recording(&mut self, on: bool) -> Result<(), String> {
+        self.calls.set_recording(self.ctx, self.id, on);
+        Ok(())
+    }
+
+    fn play(&mut self, prompt: &str, rest: Vec<Action>) -> Result<(), String> {
+        self.calls.play_prompt(self.ctx, self.id, prompt, rest)
+    }
+
+    fn gather(&mut self, gather: Gather) -> Result<(), String> {
+        let spec = engaged::GatherSpec {
+            max_digits: gather.max_digits,
+            first_timeout: Duration::from_millis(u64::from(gather.timeout_ms)),
+            inter_digit_timeout: Duration::from_millis(u64::from(gather.inter_digit_timeout_ms)),
+            terminator: gather.terminator,
+        };
+        self.calls
+            .start_gather(self.ctx, self.id, spec, gather.prompt.as_deref())
+    }
+
+    fn forward(&mut self, f: Forward) {
+        let (target, trunk) = (f.target, f.trunk);
+        self.calls.forward(
+            self.ctx,
+            self.id,
+            target,
+            trunk,
+            f.ring_timeout_ms,
+            f.caller_id,
+        );
+    }
+
+    fn reject(&mut self, status: u16, reason: Option<String>) {
+        let why = reason.as_deref().unwrap_or("rejected by script");
+        self.calls
+            .end(self.ctx, self.id, Disposition::Failed, status, why);
+    }
+
+    fn hangup(&mut self) {
+        let answered = self
+            .calls
+            .sessions
+            .get(&self.id)
+            .is_some_and(|s| s.a_answered);
+        let disposition = match answered {
+            true => Disposition::Answered,
+            false => Disposition::Failed,
+        };
+        self.calls
+            .end(self.ctx, self.id, disposition, 480, "hung up by script");
+    }
+
+    fn nothing_to_wait_for(&mut self) {
+        let why = "script gave no terminal action";
+        self.calls
+            .end(self.ctx, self.id, Disposition::Failed, 480, why);
+    }
+
+    fn failed(&mut self, why: String) {
+        self.calls.fall_back(self.ctx, self.id, &why);
     }
 }
