@@ -6,7 +6,7 @@
 #   tests/bench/flip_load.sh [RATES...]     (default: 25 50 100 200; needs a release build)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
-bin="$root/target/release/wasmpbx"
+bin="${WASMPBX_BIN:-$root/target/release/wasmpbx}"  # WASMPBX_BIN: another build to measure
 [ -x "$bin" ] || { echo "build first: cargo build --release -p wasmpbx" >&2; exit 1; }
 rates=("$@")
 [ ${#rates[@]} -gt 0 ] || rates=(25 50 100 200)

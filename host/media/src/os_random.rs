@@ -4,6 +4,7 @@
 
 /// 64 random bits. Without OS randomness the result is still usable (zero bits), only
 /// guessable, which is no reason to drop a call.
+#[allow(clippy::disallowed_methods)] // the one place the media reads OS randomness
 pub fn random_u64() -> u64 {
     let mut bytes = [0u8; 8];
     let _ = getrandom::fill(&mut bytes);

@@ -398,7 +398,7 @@ pub async fn run(
                 }
                 PbxOutput::Bindings(changes) => {
                     for change in changes {
-                        store.write(Write::Binding(change));
+                        store.write(Write::Binding(Box::new(change)));
                     }
                     publish_directory(&pbx, &directory);
                 }

@@ -65,6 +65,7 @@ pub fn load_config(
 }
 
 /// 12 characters from an alphabet without look-alikes.
+#[allow(clippy::disallowed_methods)] // a secret comes from the OS, at the edge
 fn random_password() -> anyhow::Result<String> {
     const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
     let mut bytes = [0u8; 12];
@@ -233,6 +234,7 @@ async fn terminate() {
 }
 
 /// A per-process secret for nonces.
+#[allow(clippy::disallowed_methods)] // a secret comes from the OS, at the edge
 fn random_secret() -> anyhow::Result<[u8; 32]> {
     let mut secret = [0u8; 32];
     getrandom::fill(&mut secret)

@@ -16,11 +16,12 @@ use crate::store::{CdrStore, RegistrationStore};
 /// How many writes may wait: minutes of records at the rates the host handles.
 pub const QUEUE: usize = 65_536;
 
-/// One write for the store.
+/// One write for the store. Boxed: the queue's slots are allocated up front, so each is
+/// a pointer wide (65,536 inline bindings would hold 16 MiB for nothing).
 #[derive(Debug)]
 pub enum Write {
     Record(Box<CallRecord>),
-    Binding(BindingChange),
+    Binding(Box<BindingChange>),
 }
 
 /// The SIP task's end of the queue.
@@ -71,7 +72,7 @@ fn write_all(rx: &Receiver<Write>, registrations: &dyn RegistrationStore, cdrs: 
                 }
             }
             Write::Binding(change) => {
-                let result = match &change {
+                let result = match change.as_ref() {
                     BindingChange::Upsert(b) => registrations.save_binding(b),
                     BindingChange::Remove { user_id, contact } => {
                         registrations.remove_binding(user_id, contact)
@@ -87,6 +88,11 @@ fn write_all(rx: &Receiver<Write>, registrations: &dyn RegistrationStore, cdrs: 
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_queue_slot_is_small() {
+        assert!(std::mem::size_of::<super::Write>() <= 16);
+    }
+
     use super::*;
     use crate::store::MemoryStore;
 
@@ -97,12 +103,16 @@ mod tests {
         let binding = wasmpbx_types::store::contract::binding("alice", "sip:a@1");
         let (writer, thread) =
             StoreWriter::start(store.clone(), store.clone(), 4, dropped.clone()).unwrap();
-        writer.write(Write::Binding(BindingChange::Upsert(binding.clone())));
-        writer.write(Write::Binding(BindingChange::Remove {
+        writer.write(Write::Binding(Box::new(BindingChange::Upsert(
+            binding.clone(),
+        ))));
+        writer.write(Write::Binding(Box::new(BindingChange::Remove {
             user_id: "alice".into(),
             contact: "sip:a@1".into(),
-        }));
-        writer.write(Write::Binding(BindingChange::Upsert(binding.clone())));
+        })));
+        writer.write(Write::Binding(Box::new(BindingChange::Upsert(
+            binding.clone(),
+        ))));
         drop(writer);
         thread.join().unwrap();
         assert_eq!(
@@ -117,7 +127,9 @@ mod tests {
             dropped: dropped.clone(),
         };
         for _ in 0..5 {
-            stuck.write(Write::Binding(BindingChange::Upsert(binding.clone())));
+            stuck.write(Write::Binding(Box::new(BindingChange::Upsert(
+                binding.clone(),
+            ))));
         }
         assert_eq!(dropped.load(Relaxed), 3);
         drop(rx);

@@ -54,13 +54,15 @@ impl Calls {
                 &offer,
                 &target,
                 Some(Side::B),
-            ) {
-                let session = self.sessions.get_mut(&id).expect("present");
+            ) && let Some(session) = self.sessions.get_mut(&id)
+            {
                 session.record.legs.push((leg.number.clone(), 0));
                 session.forks.push(leg);
             }
         }
-        let session = self.sessions.get_mut(&id).expect("present");
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return;
+        };
         session.phase = Phase::Forwarding;
         session.ring_generation += 1;
         let deadline = ctx.ambient.now + Duration::from_millis(u64::from(ring_timeout_ms));

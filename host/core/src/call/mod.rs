@@ -1074,7 +1074,9 @@ impl Calls {
             }
             _ => {
                 self.by_client_txn.remove(&txn);
-                let b = session.b.take().expect("checked above");
+                let Some(b) = session.b.take() else {
+                    return;
+                };
                 self.by_call_id.remove(&b.dialog.call_id);
                 if let Some(leg) = session.record.legs.last_mut() {
                     leg.1 = code;
@@ -1165,8 +1167,9 @@ impl Calls {
             return;
         };
         self.by_client_txn.remove(&txn);
-        if session.b.as_ref().is_some_and(|b| b.txn == Some(txn)) {
-            let b = session.b.take().expect("checked");
+        if session.b.as_ref().is_some_and(|b| b.txn == Some(txn))
+            && let Some(b) = session.b.take()
+        {
             self.by_call_id.remove(&b.dialog.call_id);
             if let Some(leg) = session.record.legs.last_mut() {
                 leg.1 = 408;
@@ -1489,7 +1492,9 @@ impl Calls {
                 .send_response(ctx.ambient.now, session.a_txn, reply);
         }
         self.cancel_forks(ctx, id);
-        let session = self.sessions.get_mut(&id).expect("present");
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return;
+        };
         match session.b.as_mut() {
             Some(b) if b.answered => self.bye_b(ctx, id),
             Some(b) => b.cancel(ctx, id, &mut self.by_client_txn),

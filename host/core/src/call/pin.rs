@@ -149,8 +149,9 @@ impl Calls {
         if entry.entered != entry.pin {
             return self.pin_failed(ctx, id, "wrong PIN");
         }
-        let session = self.sessions.get_mut(&id).expect("has the entry");
-        let entry = session.pin.take().expect("checked");
+        let Some(entry) = self.sessions.get_mut(&id).and_then(|s| s.pin.take()) else {
+            return;
+        };
         tracing::info!(session = %id.short(), "flip: right PIN");
         self.take_over(ctx, id, entry.flip);
     }

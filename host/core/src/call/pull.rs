@@ -82,7 +82,9 @@ impl Calls {
         let Some((id, session, side)) = live else {
             return refuse(ctx, 404, "No Live Call To Pull");
         };
-        let (_, from_device) = session.device_on(side).expect("found on this side");
+        let Some((_, from_device)) = session.device_on(side) else {
+            return refuse(ctx, 404, "No Live Call To Pull");
+        };
         if session.flipping() {
             return refuse(ctx, 491, "A Flip Is Already In Progress");
         }
@@ -282,7 +284,10 @@ impl Calls {
             .map(|(flip, _)| *flip)
             .collect();
         for flip in pending {
-            let pull = match self.flips.remove(&flip).expect("listed") {
+            let Some(pending) = self.flips.remove(&flip) else {
+                continue;
+            };
+            let pull = match pending {
                 super::PendingFlip::Pull(pull) => *pull,
                 super::PendingFlip::Push(push) => {
                     let event = push.event(session, FlipResult::Cancelled);

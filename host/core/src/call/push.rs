@@ -244,7 +244,9 @@ impl Calls {
         };
         let deadline = ctx.ambient.now + Duration::from_millis(u64::from(ring_timeout_ms));
         self.push_timers.push(Reverse((deadline, id, flip)));
-        let session = self.sessions.get_mut(&id).expect("present");
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return;
+        };
         session.ringing = Some(Ringing {
             flip,
             side: push.side,
