@@ -44,6 +44,8 @@ mod push;
 mod requests;
 #[cfg(test)]
 mod testing;
+#[cfg(test)]
+mod world;
 
 pub use push::Refusal;
 pub use requests::trunk_address;

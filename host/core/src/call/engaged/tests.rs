@@ -1,101 +1,60 @@
-//! Active mode on the sans-IO core with a fake clock and fake media: a trunk INVITE, the
-//! script's decisions handed in by hand, time moved on by hand.
+//! Active mode on the sans-IO core, in the world the flip tests share (`call/world.rs`):
+//! a trunk INVITE, the script's decisions handed in by hand, time moved on by hand.
 
-use std::path::Path;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::call::testing::{Did, FakeMedia};
-use crate::config::Config;
+use super::super::world::{FAR_END, TRUNK, World};
+use crate::call::SessionId;
+use crate::call::testing::Did;
 use crate::media::{Codec, MediaEvent, Side};
-use crate::pbx::{Ambient, Pbx, PbxOutput};
-use crate::routing::{Action, Decision, Event, ForwardTarget, GatherEnd};
+use crate::pbx::PbxOutput;
+use crate::routing::{Action, Event, ForwardTarget, GatherEnd};
 use crate::sip::message::{self, SipMessage};
 use crate::sip::transaction::{Peer, Transport};
 
-const TRUNK: &str = "127.0.0.2:5060";
-
+/// Active mode's view of the shared world: a trunk call to the flip number, its routing
+/// decisions handed in by hand, and what the host sent and asked since the last look.
 struct Harness {
-    pbx: Pbx,
-    media: FakeMedia,
-    t0: Instant,
-    now: Instant,
+    w: World,
+    /// How much of the world's sent log has been looked at.
+    seen: usize,
     /// The To tag the host gave the caller's dialog.
     a_tag: String,
-    /// Fresh randomness for every input (each outbound leg its own Call-ID).
-    random: std::cell::Cell<u64>,
     /// The call's id, once it has one.
-    id: Option<crate::call::SessionId>,
+    id: Option<SessionId>,
 }
 
 impl Harness {
     fn new() -> Self {
-        let config = Config::parse(
-            r#"
-[[trunks]]
-name = "pstn"
-uri = "sip:127.0.0.1:5090"
-inbound = ["127.0.0.2"]
-
-[[locations]]
-name = "sydney"
-flip_number = "100"
-script = "front-door"
-fallback_number = "999"
-"#,
-            Path::new("t.toml"),
-        )
-        .unwrap();
-        let media = FakeMedia::default();
-        let t0 = wasmpbx_types::clock::monotonic_now();
-        let pbx = Pbx::new(
-            Arc::new(config),
-            [7; 32],
-            Box::new(media.clone()),
-            "127.0.0.1:5060".parse().unwrap(),
-        );
+        let mut w = World::new();
+        // The tests answer `call-ended` themselves.
+        w.answer_call_ended = false;
         Self {
-            pbx,
-            media,
-            t0,
-            now: t0,
+            w,
+            seen: 0,
             a_tag: String::new(),
-            random: std::cell::Cell::new(1),
             id: None,
         }
     }
 
     /// The id of the call (kept once read, for the decisions after it ended).
-    fn session(&mut self) -> crate::call::SessionId {
-        *self
-            .id
-            .get_or_insert_with(|| self.pbx.calls.summaries()[0].session)
-    }
-
-    fn ambient(&self) -> Ambient {
-        Ambient {
-            now: self.now,
-            wall_ms: 1_790_000_000_000,
-            random: {
-                self.random.set(self.random.get() + 1);
-                self.random.get()
-            },
-        }
+    fn session(&mut self) -> SessionId {
+        *self.id.get_or_insert_with(|| self.w.session())
     }
 
     fn advance(&mut self, by: Duration) {
-        self.now += by;
-        self.pbx.handle_timeout(self.ambient());
+        self.w.now += by;
+        self.w.pbx.handle_timeout(self.w.ambient());
     }
 
     /// Move the clock to `at` after the start, firing timers on the way.
     fn at(&mut self, ms: u64) {
-        let target = self.t0 + Duration::from_millis(ms);
-        while let Some(next) = self.pbx.poll_timeout().filter(|t| *t <= target) {
-            self.now = next.max(self.now);
-            self.pbx.handle_timeout(self.ambient());
+        let target = self.w.t0 + Duration::from_millis(ms);
+        while let Some(next) = self.w.pbx.poll_timeout().filter(|t| *t <= target) {
+            self.w.now = next.max(self.w.now);
+            self.w.pbx.handle_timeout(self.w.ambient());
         }
-        self.now = target;
+        self.w.now = target;
     }
 
     fn invite(&mut self) {
@@ -103,9 +62,9 @@ fallback_number = "999"
 m=audio 40000 RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n\
 a=rtpmap:101 telephone-event/8000\r\n";
         let text = format!(
-            "INVITE sip:100@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {TRUNK};branch=z9hG4bK-1\r\n\
+            "INVITE sip:100@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {FAR_END};branch=z9hG4bK-1\r\n\
 From: <sip:0400@127.0.0.2>;tag=c\r\nTo: <sip:100@127.0.0.1>\r\nCall-ID: call-1\r\n\
-CSeq: 1 INVITE\r\nContact: <sip:c@{TRUNK}>\r\nMax-Forwards: 70\r\n\
+CSeq: 1 INVITE\r\nContact: <sip:c@{FAR_END}>\r\nMax-Forwards: 70\r\n\
 Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
             sdp.len()
         );
@@ -116,7 +75,7 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
         let body = format!("Signal={digit}\r\nDuration=160\r\n");
         let to_tag = self.a_tag.clone();
         let text = format!(
-            "INFO sip:wasmpbx@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {TRUNK};branch=z9hG4bK-i{digit}\r\n\
+            "INFO sip:wasmpbx@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {FAR_END};branch=z9hG4bK-i{digit}\r\n\
 From: <sip:0400@127.0.0.2>;tag=c\r\nTo: <sip:100@127.0.0.1>;tag={to_tag}\r\nCall-ID: call-1\r\n\
 CSeq: 2 INFO\r\nContent-Type: application/dtmf-relay\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
@@ -124,28 +83,26 @@ CSeq: 2 INFO\r\nContent-Type: application/dtmf-relay\r\nContent-Length: {}\r\n\r
         self.bytes(&text);
     }
 
+    /// Bytes from the trunk's far end (not drained: [`Harness::drain`] looks).
     fn bytes(&mut self, text: &str) {
         let peer = Peer {
             transport: Transport::Udp,
-            addr: TRUNK.parse().unwrap(),
+            addr: FAR_END.parse().unwrap(),
         };
-        self.pbx.handle_bytes(self.ambient(), text.as_bytes(), peer);
+        self.w
+            .pbx
+            .handle_bytes(self.w.ambient(), text.as_bytes(), peer);
     }
 
     fn decide(&mut self, actions: Vec<Action>) {
-        let decision = Decision {
-            actions,
-            script: None,
-            fallback: None,
-        };
         let id = self.session();
-        self.pbx.handle_decision(self.ambient(), id, decision, None);
+        self.w.route(id, actions);
     }
 
     fn digit(&mut self, digit: char) {
         let session = self.session();
-        self.pbx.handle_media_event(
-            self.ambient(),
+        self.w.pbx.handle_media_event(
+            self.w.ambient(),
             MediaEvent::Digit {
                 session,
                 side: Side::A,
@@ -154,23 +111,22 @@ CSeq: 2 INFO\r\nContent-Type: application/dtmf-relay\r\nContent-Length: {}\r\n\r
         );
     }
 
-    /// The outputs so far: the events the script is asked about, and the SIP sent.
+    /// What happened since the last look: the events the script was asked about, and
+    /// the SIP the host sent.
     fn drain(&mut self) -> (Vec<Event>, Vec<String>) {
-        let (mut events, mut sent) = (Vec::new(), Vec::new());
-        while let Some(output) = self.pbx.poll_output() {
-            match output {
-                PbxOutput::Route { event, .. } => events.push(event),
-                PbxOutput::Transmit { bytes, .. } => {
-                    let text = String::from_utf8_lossy(&bytes).into_owned();
-                    if text.starts_with("SIP/2.0 200")
-                        && text.contains("CSeq: 1 INVITE")
-                        && let Ok(message) = message::parse(&bytes)
-                    {
-                        self.a_tag = message::to_tag(&message).unwrap_or_default();
-                    }
-                    sent.push(text);
-                }
-                _ => {}
+        self.w.drain();
+        let events = std::mem::take(&mut self.w.routed);
+        let sent: Vec<String> = self.w.sent[self.seen..]
+            .iter()
+            .map(|(_, text)| text.clone())
+            .collect();
+        self.seen = self.w.sent.len();
+        for text in &sent {
+            if text.starts_with("SIP/2.0 200")
+                && text.contains("CSeq: 1 INVITE")
+                && let Ok(message) = message::parse(text.as_bytes())
+            {
+                self.a_tag = message::to_tag(&message).unwrap_or_default();
             }
         }
         (events, sent)
@@ -183,13 +139,13 @@ CSeq: 2 INFO\r\nContent-Type: application/dtmf-relay\r\nContent-Length: {}\r\n\r
         };
         let mut ok = message::response_to(&request, 200, Some("dept"));
         let sdp = crate::sdp::endpoint("127.0.0.1".parse().unwrap(), 41000, Codec::Pcmu, Some(101));
-        crate::call::requests::attach_sdp(&mut ok, "127.0.0.1:5090".parse().unwrap(), sdp);
+        crate::call::requests::attach_sdp(&mut ok, TRUNK.parse().unwrap(), sdp);
         let bytes = message::serialize(&SipMessage::Response(ok));
         let peer = Peer {
             transport: Transport::Udp,
-            addr: "127.0.0.1:5090".parse().unwrap(),
+            addr: TRUNK.parse().unwrap(),
         };
-        self.pbx.handle_bytes(self.ambient(), &bytes, peer);
+        self.w.pbx.handle_bytes(self.w.ambient(), &bytes, peer);
     }
 }
 
@@ -251,7 +207,7 @@ fn the_host_answers_plays_the_welcome_then_the_menu_and_a_key_barges_in() {
         "the caller's first codec: {ok}"
     );
     assert_eq!(
-        h.media.take(),
+        h.w.media.take(),
         [
             Did::Answer(Side::A, Codec::Pcmu),
             Did::Play("welcome".into())
@@ -260,13 +216,13 @@ fn the_host_answers_plays_the_welcome_then_the_menu_and_a_key_barges_in() {
 
     let welcome = length_ms("welcome");
     h.at(welcome - 1);
-    assert!(h.media.take().is_empty(), "the welcome plays to its end");
+    assert!(h.w.media.take().is_empty(), "the welcome plays to its end");
     h.at(welcome);
-    assert_eq!(h.media.take(), [Did::Play("menu".into())]);
+    assert_eq!(h.w.media.take(), [Did::Play("menu".into())]);
     h.at(welcome + 1500);
     h.digit('2');
     assert_eq!(
-        h.media.take(),
+        h.w.media.take(),
         [Did::Silence],
         "the menu stops at the first key"
     );
@@ -337,7 +293,7 @@ fn a_forward_after_the_menu_rings_back_and_connects_without_a_second_answer() {
         "the department is offered the caller's codec only: {invite}"
     );
     assert_eq!(
-        h.media.take(),
+        h.w.media.take(),
         [Did::Answer(Side::A, Codec::Pcmu), Did::Ringback]
     );
     let invite = invite.clone();
@@ -349,7 +305,7 @@ fn a_forward_after_the_menu_rings_back_and_connects_without_a_second_answer() {
         "the caller was answered once already"
     );
     assert_eq!(
-        h.media.take(),
+        h.w.media.take(),
         [Did::Silence],
         "ringback gives way to the department"
     );
@@ -370,7 +326,7 @@ fn an_unknown_prompt_sends_the_call_to_the_fallback_number() {
         !sent.iter().any(|m| m.starts_with("SIP/2.0 200")),
         "not answered"
     );
-    assert_eq!(h.media.take(), [Did::Record]);
+    assert_eq!(h.w.media.take(), [Did::Record]);
 }
 
 #[test]
@@ -389,7 +345,7 @@ fn tags_set_at_call_ended_are_in_the_record() {
         },
     ]);
     let mut asked = false;
-    while let Some(output) = h.pbx.poll_output() {
+    while let Some(output) = h.w.pbx.poll_output() {
         match output {
             PbxOutput::Route { event, .. } => asked |= matches!(event, Event::CallEnded { .. }),
             PbxOutput::Record(_) => panic!("the record waits for the call-ended decision"),
@@ -408,7 +364,7 @@ fn tags_set_at_call_ended_are_in_the_record() {
         },
         Action::Hangup,
     ]);
-    let records: Vec<_> = std::iter::from_fn(|| h.pbx.poll_output())
+    let records: Vec<_> = std::iter::from_fn(|| h.w.pbx.poll_output())
         .filter_map(|o| match o {
             PbxOutput::Record(r) => Some(r),
             _ => None,

@@ -1,0 +1,433 @@
+//! The one fake-clock world for the call engine's tests (flip, active mode): a `Pbx` on
+//! fake media, Alice's desk phone, mobile and tablet registered, a trunk whose far end
+//! calls the flip number `100`, the scripts' decisions handed in by hand, and time moved
+//! on by hand. Devices are SIP messages written here.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::call::CallRecord;
+use crate::call::testing::FakeMedia;
+use crate::config::Config;
+use crate::flip::{Allow, FlipDecision};
+use crate::pbx::{Ambient, Pbx, PbxOutput};
+use crate::registrar::Binding;
+use crate::routing::{Action, Decision, Event, ForwardTarget};
+use crate::sip::digest::{Algorithm, client_response};
+use crate::sip::message::{self, SipMessage};
+use crate::sip::transaction::{Peer, Transport};
+
+pub(super) const WALL: i64 = 1_790_000_000;
+pub(super) const FAR_END: &str = "127.0.0.2:5060";
+pub(super) const DESK: &str = "127.0.0.1:6001";
+pub(super) const MOBILE: &str = "127.0.0.1:6002";
+pub(super) const TABLET: &str = "127.0.0.1:6003";
+/// The trunk's far end, for calls Alice places.
+pub(super) const TRUNK: &str = "127.0.0.1:5090";
+pub(super) const SDP: &str = "v=0\r\no=d 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+m=audio 40000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n";
+
+pub(super) struct World {
+    pub(super) pbx: Pbx,
+    pub(super) media: FakeMedia,
+    /// When the world began, on the fake clock.
+    pub(super) t0: Instant,
+    pub(super) now: Instant,
+    /// The events the calls put to their scripts, in order.
+    pub(super) routed: Vec<Event>,
+    /// Whether the world answers `call-ended` itself (with no actions), so records follow.
+    pub(super) answer_call_ended: bool,
+    /// Everything the host sent, with where to: (destination, text).
+    pub(super) sent: Vec<(SocketAddr, String)>,
+    pub(super) flips: Vec<u64>,
+    pub(super) records: Vec<CallRecord>,
+    /// The far end's dialog: the To tag the host gave it.
+    pub(super) a_tag: String,
+    /// The last INVITE the host sent each device (its dialog with it).
+    pub(super) invites: std::collections::HashMap<SocketAddr, String>,
+    /// Fresh randomness for every input (digest nonces differ per challenge).
+    pub(super) random: std::cell::Cell<u64>,
+    /// The From, To and Call-ID headers of the call the desk placed, if it did.
+    pub(super) placed_dialog: String,
+    /// The host's 200 to the far end's INVITE.
+    pub(super) far_answer: String,
+}
+
+pub(super) fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+impl World {
+    /// Alice's desk phone, mobile and tablet registered; a PSTN call forwarded to her;
+    /// the desk answers.
+    pub(super) fn connected() -> Self {
+        let mut w = World::new();
+        let invite = format!(
+            "INVITE sip:100@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {FAR_END};branch=z9hG4bK-far\r\n\
+From: <sip:0400@127.0.0.2>;tag=far\r\nTo: <sip:100@127.0.0.1>\r\nCall-ID: far-call\r\n\
+CSeq: 1 INVITE\r\nContact: <sip:far@{FAR_END}>\r\nMax-Forwards: 70\r\n\
+Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
+            SDP.len()
+        );
+        w.deliver(FAR_END, &invite);
+        let id = w.session();
+        let to_alice = Action::Forward {
+            target: ForwardTarget::User("alice".into()),
+            trunk: None,
+            ring_timeout_ms: 30_000,
+            caller_id: None,
+        };
+        w.route(id, vec![to_alice]);
+        w.drain();
+        let desk_invite = w.last_to(DESK, "INVITE ");
+        w.respond(DESK, &desk_invite, 200);
+        for device in [MOBILE, TABLET] {
+            let cancel = w.last_to(device, "CANCEL ");
+            w.respond(device, &cancel, 200);
+            let invite = w.last_to(device, "INVITE ");
+            w.respond(device, &invite, 487);
+        }
+        let ok = w.last_to(FAR_END, "SIP/2.0 200");
+        w.far_answer = ok.clone();
+        let ok = message::parse(ok.as_bytes()).unwrap();
+        w.a_tag = message::to_tag(&ok).unwrap();
+        let ack = w.far_end_request("ACK", 1);
+        w.deliver(FAR_END, &ack);
+        w.sent.clear();
+        w.media.take();
+        w
+    }
+
+    /// Alice's desk phone calls `number` out through the trunk, whose far end answers.
+    pub(super) fn placed(number: &str) -> Self {
+        let mut w = World::new();
+        w.device_invite(DESK, number);
+        let out = w.last_to(TRUNK, "INVITE ");
+        w.respond(TRUNK, &out, 200);
+        let ok = w.last_to(DESK, "SIP/2.0 200");
+        let m = message::parse(ok.as_bytes()).unwrap();
+        w.placed_dialog = format!(
+            "From: {}\r\nTo: {}\r\nCall-ID: {}\r\n",
+            message::header_value(&m, "From").unwrap(),
+            message::header_value(&m, "To").unwrap(),
+            message::call_id(&m).unwrap()
+        );
+        w.device_in_placed_dialog(DESK, "ACK", 2);
+        w.sent.clear();
+        w.media.take();
+        w
+    }
+
+    /// Alice's desk phone, mobile and tablet registered; no call yet.
+    pub(super) fn new() -> Self {
+        let config = Config::parse(
+            r#"
+[sip]
+domain = "pbx.test"
+
+[[trunks]]
+name = "pstn"
+uri = "sip:127.0.0.1:5090"
+inbound = ["127.0.0.2"]
+
+[[locations]]
+name = "sydney"
+flip_number = "100"
+script = "x"
+fallback_number = "999"
+
+[[users]]
+id = "alice"
+extension = "2001"
+password = "s3cret"
+pin = "1234"
+"#,
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        let media = FakeMedia::default();
+        let mut pbx = Pbx::new(
+            Arc::new(config),
+            [7; 32],
+            Box::new(media.clone()),
+            addr("127.0.0.1:5060"),
+        );
+        let bindings = [("desk", DESK), ("mobile", MOBILE), ("tablet", TABLET)]
+            .into_iter()
+            .map(|(device, source)| Binding {
+                user_id: "alice".into(),
+                device: device.into(),
+                contact: format!("sip:2001@{source}"),
+                instance: None,
+                user_agent: Some(device.into()),
+                transport: Transport::Udp,
+                source: addr(source),
+                expires_at: WALL + 3600,
+                call_id: format!("reg-{device}"),
+                cseq: 1,
+            })
+            .collect();
+        pbx.registrar.restore(WALL, bindings);
+        let t0 = wasmpbx_types::clock::monotonic_now();
+        World {
+            pbx,
+            media,
+            t0,
+            now: t0,
+            routed: Vec::new(),
+            answer_call_ended: true,
+            sent: Vec::new(),
+            flips: Vec::new(),
+            records: Vec::new(),
+            a_tag: String::new(),
+            invites: std::collections::HashMap::new(),
+            random: std::cell::Cell::new(1),
+            placed_dialog: String::new(),
+            far_answer: String::new(),
+        }
+    }
+
+    /// A request from the desk in the dialog of the call it placed.
+    pub(super) fn device_in_placed_dialog(&mut self, device: &str, method: &str, cseq: u32) {
+        let request = format!(
+            "{method} sip:wasmpbx@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {device};branch=z9hG4bK-{method}-{cseq}-placed\r\n\
+{}CSeq: {cseq} {method}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+            self.placed_dialog
+        );
+        self.deliver(device, &request);
+    }
+
+    /// The id of the (one) live call.
+    pub(super) fn session(&self) -> crate::call::SessionId {
+        self.pbx.calls.summaries()[0].session
+    }
+
+    /// The script's decision for an event of call `session`: these actions.
+    pub(super) fn route(&mut self, session: crate::call::SessionId, actions: Vec<Action>) {
+        let decision = Decision {
+            actions,
+            script: None,
+            fallback: None,
+        };
+        self.pbx
+            .handle_decision(self.ambient(), session, decision, None);
+    }
+
+    pub(super) fn ambient(&self) -> Ambient {
+        Ambient {
+            now: self.now,
+            wall_ms: WALL * 1000,
+            random: {
+                self.random.set(self.random.get() + 1);
+                self.random.get()
+            },
+        }
+    }
+
+    pub(super) fn deliver(&mut self, from: &str, text: &str) {
+        let peer = Peer {
+            transport: Transport::Udp,
+            addr: addr(from),
+        };
+        self.pbx.handle_bytes(self.ambient(), text.as_bytes(), peer);
+        self.drain();
+    }
+
+    pub(super) fn drain(&mut self) {
+        while let Some(output) = self.pbx.poll_output() {
+            match output {
+                PbxOutput::Transmit { peer, bytes } => {
+                    let text = String::from_utf8_lossy(&bytes).into_owned();
+                    if text.starts_with("INVITE ") {
+                        self.invites.insert(peer.addr, text.clone());
+                    }
+                    self.sent.push((peer.addr, text));
+                }
+                PbxOutput::DecideFlip { flip, .. } => self.flips.push(flip),
+                PbxOutput::Record(record) => self.records.push(record),
+                PbxOutput::Route { session, event, .. } => {
+                    let ended = matches!(event, Event::CallEnded { .. });
+                    self.routed.push(event);
+                    if ended && self.answer_call_ended {
+                        // The script has nothing to add when a call ends: its record follows.
+                        self.route(session, Vec::new());
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    pub(super) fn advance(&mut self, by: Duration) {
+        self.now += by;
+        self.pbx.handle_timeout(self.ambient());
+        self.drain();
+    }
+
+    /// The last message the host sent `to` that starts with `start`.
+    pub(super) fn last_to(&self, to: &str, start: &str) -> String {
+        self.sent
+            .iter()
+            .rev()
+            .find(|(a, m)| *a == addr(to) && m.starts_with(start))
+            .map(|(_, m)| m.clone())
+            .unwrap_or_else(|| panic!("nothing starting {start:?} sent to {to}: {:#?}", self.sent))
+    }
+
+    pub(super) fn count_to(&self, to: &str, start: &str) -> usize {
+        self.sent
+            .iter()
+            .filter(|(a, m)| *a == addr(to) && m.starts_with(start))
+            .count()
+    }
+
+    /// `device` answers a request the host sent it (with SDP for a 2xx to an INVITE).
+    pub(super) fn respond(&mut self, device: &str, request: &str, code: u16) {
+        let Ok(SipMessage::Request(request)) = message::parse(request.as_bytes()) else {
+            panic!("not a request: {request}");
+        };
+        let mut response = message::response_to(&request, code, Some("dev"));
+        if code == 200 && request.method == rsip::Method::Invite {
+            super::requests::attach_sdp(&mut response, addr(device), SDP.to_owned());
+        }
+        let bytes = message::serialize(&SipMessage::Response(response));
+        self.deliver(device, &String::from_utf8(bytes).unwrap());
+    }
+
+    /// An in-dialog request from the far end.
+    pub(super) fn far_end_request(&self, method: &str, cseq: u32) -> String {
+        format!(
+            "{method} sip:wasmpbx@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {FAR_END};branch=z9hG4bK-far-{method}-{cseq}\r\n\
+From: <sip:0400@127.0.0.2>;tag=far\r\nTo: <sip:100@127.0.0.1>;tag={}\r\nCall-ID: far-call\r\n\
+CSeq: {cseq} {method}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+            self.a_tag
+        )
+    }
+
+    /// A device hangs up the dialog the host has with it (the host's last INVITE to it
+    /// defines the dialog).
+    pub(super) fn device_hangs_up(&mut self, device: &str) {
+        self.device_request(device, "BYE", 9, "");
+    }
+
+    /// An in-dialog request from a device in the dialog the host's last INVITE to it
+    /// made.
+    pub(super) fn device_request(&mut self, device: &str, method: &str, cseq: u32, info: &str) {
+        let invite = &self.invites[&addr(device)];
+        let Ok(SipMessage::Request(invite)) = message::parse(invite.as_bytes()) else {
+            panic!()
+        };
+        let m = SipMessage::Request(invite);
+        let body = if info.is_empty() {
+            "Content-Length: 0\r\n\r\n".to_owned()
+        } else {
+            format!(
+                "Content-Type: application/dtmf-relay\r\nContent-Length: {}\r\n\r\n{info}",
+                info.len()
+            )
+        };
+        let request = format!(
+            "{method} sip:wasmpbx@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {device};branch=z9hG4bK-{method}-{cseq}-{}\r\n\
+From: {};tag=dev\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\nMax-Forwards: 70\r\n{body}",
+            addr(device).port(),
+            message::header_value(&m, "To").unwrap(),
+            message::header_value(&m, "From").unwrap(),
+            message::call_id(&m).unwrap()
+        );
+        self.deliver(device, &request);
+    }
+
+    /// Keys from the device on the reserved ports (RFC 4733, as the media reports them).
+    pub(super) fn keys_on_reserved_ports(&mut self, keys: &str) {
+        for digit in keys.chars() {
+            self.pbx.handle_media_event(
+                self.ambient(),
+                crate::media::MediaEvent::ReservedDigit {
+                    session: self.session(),
+                    digit,
+                },
+            );
+        }
+        self.drain();
+    }
+
+    /// A device of Alice's dials the pull code.
+    pub(super) fn pull_from(&mut self, device: &str) {
+        self.device_invite(device, "*77");
+    }
+
+    /// A device of Alice's dials `number`, answering the digest challenge.
+    pub(super) fn device_invite(&mut self, device: &str, number: &str) {
+        let tag = addr(device).port();
+        let invite = |cseq: u32, auth: &str| {
+            format!(
+                "INVITE sip:{number}@pbx.test SIP/2.0\r\nVia: SIP/2.0/UDP {device};branch=z9hG4bK-pull-{tag}-{cseq}\r\n\
+From: <sip:2001@pbx.test>;tag=p{tag}\r\nTo: <sip:{number}@pbx.test>\r\nCall-ID: pull-{tag}\r\n\
+CSeq: {cseq} INVITE\r\nContact: <sip:2001@{device}>\r\nMax-Forwards: 70\r\n{auth}\
+Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
+                SDP.len()
+            )
+        };
+        self.deliver(device, &invite(1, ""));
+        let challenge = self.last_to(device, "SIP/2.0 407");
+        let nonce = challenge
+            .split("nonce=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap()
+            .to_owned();
+        let response = client_response(
+            Algorithm::Md5,
+            "2001",
+            "pbx.test",
+            "s3cret",
+            "INVITE",
+            &format!("sip:{number}@pbx.test"),
+            &nonce,
+            "00000001",
+            "cn",
+        );
+        let auth = format!(
+            "Proxy-Authorization: Digest username=\"2001\", realm=\"pbx.test\", nonce=\"{nonce}\", \
+uri=\"sip:{number}@pbx.test\", response=\"{response}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"cn\"\r\n"
+        );
+        self.deliver(device, &invite(2, &auth));
+    }
+
+    pub(super) fn decide(&mut self, decision: Result<FlipDecision, String>) {
+        let flip = self.flips.pop().expect("a flip waiting for the policy");
+        self.pbx
+            .handle_flip_decision(self.ambient(), flip, decision);
+        self.drain();
+    }
+
+    pub(super) fn allow() -> Result<FlipDecision, String> {
+        Ok(FlipDecision::Allow(Allow {
+            targets: Vec::new(),
+            ring_timeout_ms: 0,
+        }))
+    }
+
+    pub(super) fn require_pin() -> Result<FlipDecision, String> {
+        Ok(FlipDecision::RequirePin(Allow {
+            targets: Vec::new(),
+            ring_timeout_ms: 0,
+        }))
+    }
+
+    pub(super) fn push(&mut self) -> Result<(), (u16, String)> {
+        let id = self.session();
+        let result = self.pbx.request_push(self.ambient(), id, Vec::new());
+        self.drain();
+        result
+    }
+
+    /// The far end hangs up; the call's record.
+    pub(super) fn far_end_hangs_up(&mut self) -> CallRecord {
+        let bye = self.far_end_request("BYE", 2);
+        self.deliver(FAR_END, &bye);
+        self.records.pop().expect("the call ended")
+    }
+}
