@@ -6,7 +6,7 @@
 use std::cmp::Reverse;
 use std::time::{Duration, Instant};
 
-use super::{Calls, Ctx, Phase, SessionId};
+use super::{Calls, Ctx, Phase, SessionId, TimerKind};
 use crate::call::requests::{attach_sdp, tag_of};
 use crate::media::{Codec, Playback};
 use crate::routing::{Action, Event, GatherEnd};
@@ -238,27 +238,26 @@ impl Calls {
     fn arm(&mut self, id: SessionId, at: Instant) {
         if let Some(session) = self.sessions.get_mut(&id) {
             session.media_generation += 1;
-            self.media_timers
-                .push(Reverse((at, id, session.media_generation)));
+            let generation = session.media_generation;
+            self.timers
+                .push(Reverse((at, TimerKind::Media, id, generation)));
         }
     }
 
-    /// Prompts that have played, gathers that timed out.
-    pub(super) fn handle_media_timers(&mut self, ctx: &mut Ctx<'_>) {
-        while let Some((id, generation)) = super::pop_due(&mut self.media_timers, ctx.ambient.now) {
-            let Some(session) = self.sessions.get_mut(&id) else {
-                continue;
-            };
-            if session.media_generation != generation {
-                continue;
-            }
-            match std::mem::take(&mut session.waiting) {
-                Waiting::Nothing => {}
-                Waiting::PromptEnd { rest } => self.apply(ctx, id, rest),
-                waiting @ Waiting::Digits(_) => {
-                    session.waiting = waiting;
-                    self.end_gather(ctx, id, GatherEnd::Timeout);
-                }
+    /// A prompt has played, or a gather timed out.
+    pub(super) fn media_timer(&mut self, ctx: &mut Ctx<'_>, id: SessionId, generation: u64) {
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        if session.media_generation != generation {
+            return;
+        }
+        match std::mem::take(&mut session.waiting) {
+            Waiting::Nothing => {}
+            Waiting::PromptEnd { rest } => self.apply(ctx, id, rest),
+            waiting @ Waiting::Digits(_) => {
+                session.waiting = waiting;
+                self.end_gather(ctx, id, GatherEnd::Timeout);
             }
         }
     }

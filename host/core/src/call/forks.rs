@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::requests::{
     Dialog, InviteParts, addr_spec, caller_response, in_dialog_request, initial_invite, with_tag,
 };
-use super::{Calls, Ctx, Outbound, Phase, SessionId};
+use super::{Calls, Ctx, Outbound, Phase, SessionId, TimerKind};
 use crate::media::Side;
 use crate::registrar::Binding;
 use crate::routing::{Event, ForwardTarget};
@@ -66,8 +66,12 @@ impl Calls {
         session.phase = Phase::Forwarding;
         session.ring_generation += 1;
         let deadline = ctx.ambient.now + Duration::from_millis(u64::from(ring_timeout_ms));
-        self.ring_timers
-            .push(Reverse((deadline, id, session.ring_generation)));
+        self.timers.push(Reverse((
+            deadline,
+            TimerKind::Ring,
+            id,
+            session.ring_generation,
+        )));
     }
 
     /// Send one device of a user an INVITE with `offer`, for media on `side` (none: the

@@ -281,17 +281,31 @@ impl Session {
     }
 }
 
-/// Timers of one kind: when, for which session, and a number that tells the current
-/// timer from stale ones (a generation, a flip, a try).
-type Timers = BinaryHeap<Reverse<(Instant, SessionId, u64)>>;
+/// What a call's timer is for. Timers due at the same instant fire in this order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerKind {
+    /// A prompt has played, or a gather timed out (`engaged`).
+    Media,
+    /// A push's targets rang too long (`push`).
+    Push,
+    /// A PIN try ran out (`pin`).
+    Pin,
+    /// A forward rang too long.
+    Ring,
+}
+
+/// The calls' timers, one heap: when, what for, for which session, and a number that
+/// tells the current timer from stale ones (a generation, a flip, a try). Stale timers
+/// are not removed; they are recognised when they fire.
+type Timers = BinaryHeap<Reverse<(Instant, TimerKind, SessionId, u64)>>;
 
 /// The next timer due at `now`, taken off the heap.
-fn pop_due(timers: &mut Timers, now: Instant) -> Option<(SessionId, u64)> {
-    let Reverse((at, _, _)) = timers.peek()?;
+fn pop_due(timers: &mut Timers, now: Instant) -> Option<(TimerKind, SessionId, u64)> {
+    let Reverse((at, ..)) = timers.peek()?;
     if *at > now {
         return None;
     }
-    timers.pop().map(|Reverse((_, id, n))| (id, n))
+    timers.pop().map(|Reverse((_, kind, id, n))| (kind, id, n))
 }
 
 /// The other side.
@@ -366,16 +380,10 @@ pub struct Calls {
     by_call_id: HashMap<String, SessionId>,
     by_a_txn: HashMap<ServerTxnId, SessionId>,
     by_client_txn: HashMap<ClientTxnId, SessionId>,
-    ring_timers: Timers,
+    timers: Timers,
     /// Flips waiting for the flip policy (see `pull` and `push`).
     flips: HashMap<u64, PendingFlip>,
     next_flip: u64,
-    /// Push targets' ring timeouts, by flip.
-    push_timers: Timers,
-    /// When each PIN try runs out (with the try it belongs to).
-    pin_timers: Timers,
-    /// Prompt ends and gather timeouts (see `engaged`).
-    media_timers: Timers,
     /// Records of ended calls waiting for the script's `call-ended` decision, whose
     /// `set-tag`s they take before they are written.
     ending: HashMap<SessionId, CallRecord>,
@@ -440,15 +448,7 @@ impl Calls {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        [
-            &self.ring_timers,
-            &self.media_timers,
-            &self.push_timers,
-            &self.pin_timers,
-        ]
-        .into_iter()
-        .filter_map(|timers| timers.peek().map(|Reverse((at, _, _))| *at))
-        .min()
+        self.timers.peek().map(|Reverse((at, ..))| *at)
     }
 
     /// A new INVITE (no To tag).
@@ -881,8 +881,12 @@ impl Calls {
         session.phase = Phase::Forwarding;
         session.ring_generation += 1;
         let deadline = ctx.ambient.now + Duration::from_millis(u64::from(ring_timeout_ms));
-        self.ring_timers
-            .push(Reverse((deadline, id, session.ring_generation)));
+        self.timers.push(Reverse((
+            deadline,
+            TimerKind::Ring,
+            id,
+            session.ring_generation,
+        )));
         self.by_call_id.insert(call_id, id);
         self.by_client_txn.insert(txn, id);
         self.ringback(ctx, id);
@@ -1190,49 +1194,45 @@ impl Calls {
         }
     }
 
-    /// Ring timeouts, prompt ends, gather timeouts, push targets' ring timeouts.
+    /// The timers due: ring timeouts, prompt ends, gather timeouts, push targets' ring
+    /// timeouts, PIN tries, in the order they fell due.
     pub fn handle_timeout(&mut self, ctx: &mut Ctx<'_>) {
-        self.handle_media_timers(ctx);
-        self.handle_push_timers(ctx);
-        self.handle_pin_timers(ctx);
-        while let Some((id, generation)) = pop_due(&mut self.ring_timers, ctx.ambient.now) {
-            let Some(session) = self.sessions.get_mut(&id) else {
-                continue;
-            };
-            if session.ring_generation != generation || session.phase != Phase::Forwarding {
-                continue;
+        while let Some((kind, id, n)) = pop_due(&mut self.timers, ctx.ambient.now) {
+            match kind {
+                TimerKind::Media => self.media_timer(ctx, id, n),
+                TimerKind::Push => self.push_timer(ctx, id, n),
+                TimerKind::Pin => self.pin_timer(ctx, id, n),
+                TimerKind::Ring => self.ring_timer(ctx, id, n),
             }
-            if !session.forks.is_empty() && session.b.is_none() {
-                let target = session.forks[0].target.clone();
-                tracing::info!(session = %id.short(), "ring timeout");
-                self.cancel_forks(ctx, id);
-                self.route(
-                    ctx,
-                    id,
-                    Event::ForwardFailed {
-                        target,
-                        status: 408,
-                        reason: "Ring Timeout".into(),
-                    },
-                );
-                continue;
-            }
-            let Some(b) = session.b.as_mut().filter(|b| !b.answered && !b.cancelled) else {
-                continue;
-            };
-            let target = b.target.clone();
-            b.cancel(ctx, id, &mut self.by_client_txn);
-            tracing::info!(session = %id.short(), "ring timeout");
-            self.route(
-                ctx,
-                id,
-                Event::ForwardFailed {
-                    target,
-                    status: 408,
-                    reason: "Ring Timeout".into(),
-                },
-            );
         }
+    }
+
+    /// A forward rang for its whole ring timeout: the script is told it failed.
+    fn ring_timer(&mut self, ctx: &mut Ctx<'_>, id: SessionId, generation: u64) {
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        if session.ring_generation != generation || session.phase != Phase::Forwarding {
+            return;
+        }
+        let target = if !session.forks.is_empty() && session.b.is_none() {
+            let target = session.forks[0].target.clone();
+            self.cancel_forks(ctx, id);
+            target
+        } else {
+            let Some(b) = session.b.as_mut().filter(|b| !b.answered && !b.cancelled) else {
+                return;
+            };
+            b.cancel(ctx, id, &mut self.by_client_txn);
+            b.target.clone()
+        };
+        tracing::info!(session = %id.short(), "ring timeout");
+        let event = Event::ForwardFailed {
+            target,
+            status: 408,
+            reason: "Ring Timeout".into(),
+        };
+        self.route(ctx, id, event);
     }
 
     /// CANCEL of a pending inbound INVITE.

@@ -113,11 +113,9 @@ impl Calls {
         };
         entry.attempt += 1;
         entry.entered.clear();
-        self.pin_timers.push(Reverse((
-            ctx.ambient.now + PIN_TRY_TIMEOUT,
-            id,
-            entry.attempt,
-        )));
+        let deadline = ctx.ambient.now + PIN_TRY_TIMEOUT;
+        let timer = (deadline, super::TimerKind::Pin, id, entry.attempt);
+        self.timers.push(Reverse(timer));
         let body = &entry.flip.body;
         let remote = sdp::parse(body).ok().and_then(|m| m.rtp);
         let (Some(remote), Some(codec), Some(prompt)) =
@@ -178,17 +176,15 @@ impl Calls {
         );
     }
 
-    /// The PIN timeouts: a try without a (complete) PIN fails.
-    pub(super) fn handle_pin_timers(&mut self, ctx: &mut Ctx<'_>) {
-        while let Some((id, attempt)) = super::pop_due(&mut self.pin_timers, ctx.ambient.now) {
-            let current = self
-                .sessions
-                .get(&id)
-                .and_then(|s| s.pin.as_ref())
-                .is_some_and(|entry| entry.attempt == attempt);
-            if current {
-                self.pin_failed(ctx, id, "no PIN entered");
-            }
+    /// A PIN try ran out: a try without a (complete) PIN fails.
+    pub(super) fn pin_timer(&mut self, ctx: &mut Ctx<'_>, id: SessionId, attempt: u64) {
+        let current = self
+            .sessions
+            .get(&id)
+            .and_then(|s| s.pin.as_ref())
+            .is_some_and(|entry| entry.attempt == attempt);
+        if current {
+            self.pin_failed(ctx, id, "no PIN entered");
         }
     }
 

@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use super::pin::Takeover;
 use super::pull::wall_time;
 use super::requests::{addr_spec, in_dialog_request, with_tag};
-use super::{Calls, Ctx, Disposition, Outbound, Phase, SessionId, other, send_in_dialog};
+use super::{
+    Calls, Ctx, Disposition, Outbound, Phase, SessionId, TimerKind, other, send_in_dialog,
+};
 use crate::call::CallRecord;
 use crate::flip::{
     FlipDecision, FlipEvent, FlipKind, FlipRequest, FlipResult, Trigger, is_emergency,
@@ -243,7 +245,8 @@ impl Calls {
             t => t,
         };
         let deadline = ctx.ambient.now + Duration::from_millis(u64::from(ring_timeout_ms));
-        self.push_timers.push(Reverse((deadline, id, flip)));
+        self.timers
+            .push(Reverse((deadline, TimerKind::Push, id, flip)));
         let Some(session) = self.sessions.get_mut(&id) else {
             return;
         };
@@ -438,17 +441,15 @@ impl Calls {
         }
     }
 
-    /// Push ring timeouts.
-    pub(super) fn handle_push_timers(&mut self, ctx: &mut Ctx<'_>) {
-        while let Some((id, flip)) = super::pop_due(&mut self.push_timers, ctx.ambient.now) {
-            let current = self
-                .sessions
-                .get(&id)
-                .and_then(|s| s.ringing.as_ref())
-                .is_some_and(|r| r.flip == flip);
-            if current {
-                self.push_failed(ctx, id);
-            }
+    /// A push's targets rang for the whole ring timeout.
+    pub(super) fn push_timer(&mut self, ctx: &mut Ctx<'_>, id: SessionId, flip: u64) {
+        let current = self
+            .sessions
+            .get(&id)
+            .and_then(|s| s.ringing.as_ref())
+            .is_some_and(|r| r.flip == flip);
+        if current {
+            self.push_failed(ctx, id);
         }
     }
 
