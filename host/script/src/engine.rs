@@ -25,6 +25,12 @@ use super::loaded::{Exports, LoadedScript};
 
 /// How often the epoch advances: the resolution of deadlines.
 const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// The deadline of the instantiation that checks a script as it loads. It is off every
+/// call's path, so it is generous: a big guest (a JavaScript or Python engine) on a busy
+/// machine must not be refused for taking longer than an event may, while a start
+/// function that never ends is still stopped.
+const LOAD_DEADLINE: Duration = Duration::from_secs(2);
 /// How much of a script's stderr (panic messages, exceptions) is kept for the log.
 const STDERR_CAPTURE_BYTES: usize = 4096;
 
@@ -235,6 +241,7 @@ impl ScriptEngine {
         services: &Arc<HostServices>,
     ) -> Result<(), LoadError> {
         let mut store = self.new_store(services, &script.name, None, None);
+        store.set_epoch_deadline(ticks(LOAD_DEADLINE.max(self.limits.deadline)));
         let instance = script
             .pre
             .instantiate(&mut store)
@@ -283,15 +290,14 @@ impl ScriptEngine {
         };
         let mut store = wasmtime::Store::new(&self.engine, state);
         store.limiter(|state| state);
-        let ticks = self
-            .limits
-            .deadline
-            .as_millis()
-            .div_ceil(EPOCH_TICK.as_millis()) as u64;
-        // One extra tick: the current tick may be about to end.
-        store.set_epoch_deadline(ticks + 1);
+        store.set_epoch_deadline(ticks(self.limits.deadline));
         store
     }
+}
+
+/// Epoch ticks for a deadline, with one extra: the current tick may be about to end.
+fn ticks(deadline: Duration) -> u64 {
+    deadline.as_millis().div_ceil(EPOCH_TICK.as_millis()) as u64 + 1
 }
 
 /// Advance the engine's epoch every tick for as long as the engine lives.

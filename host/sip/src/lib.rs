@@ -4,9 +4,12 @@
 //!   swapped), the header lookups the host needs, the one Allow list.
 //! - [`digest`]: RFC 8760 digest authentication (MD5, SHA-256) with self-checking nonces.
 //! - [`transaction`]: the RFC 3261 §17 transaction layer, timers A–K on a caller's clock.
+//! - [`dialog`]: a dialog's state (tags, target, route set, CSeq, SDP origin) and the
+//!   requests sent in it, through its route set.
 //! - [`sdp`]: reading and rewriting SDP for anchored media, the host's SDP origin per
 //!   dialog, the G.711 codecs.
 
+pub mod dialog;
 pub mod digest;
 pub mod message;
 pub mod sdp;

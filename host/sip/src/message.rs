@@ -214,12 +214,31 @@ pub fn header_value(message: &SipMessage, name: &str) -> Option<String> {
     })
 }
 
+/// The values of every header with this name (case-insensitive), in order.
+pub fn header_values(message: &SipMessage, name: &str) -> Vec<String> {
+    message
+        .headers()
+        .iter()
+        .filter_map(|h| {
+            let text = h.to_string();
+            let (n, v) = text.split_once(':')?;
+            n.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_owned())
+        })
+        .collect()
+}
+
 /// A response to `request`, with its Via, From, To (with `to_tag` added if it has none),
-/// Call-ID and CSeq, and no body.
+/// Call-ID and CSeq, and no body. A provisional or 2xx response to an INVITE carries the
+/// request's Record-Route too: it may set up a dialog, whose route set the caller
+/// learns from it (RFC 3261 §12.1.1).
 pub fn response_to(request: &Request, code: u16, to_tag: Option<&str>) -> Response {
     let mut headers = Headers::default();
+    let sets_up_dialog = request.method == Method::Invite && (101..300).contains(&code);
     for header in request.headers.iter() {
         match header {
+            Header::RecordRoute(_) if sets_up_dialog => headers.push(header.clone()),
             Header::Via(_) | Header::From(_) | Header::CallId(_) | Header::CSeq(_) => {
                 headers.push(header.clone())
             }

@@ -22,6 +22,44 @@ fn origin_of(message: &str) -> (String, u64) {
 }
 
 #[test]
+fn dialogs_behind_record_routing_proxies_send_their_requests_through_them() {
+    let carrier = "Record-Route: <sip:127.0.0.9;lr>\r\nRecord-Route: <sip:127.0.0.8;lr>\r\n";
+    let edge = "Record-Route: <sip:127.0.0.7;lr>, <sip:127.0.0.6;lr>\r\n";
+    let mut w = World::connected_through(carrier, edge);
+    // The far end learns the route set from the host's 200 (RFC 3261 §12.1.1).
+    let rr: Vec<&str> = w
+        .far_answer
+        .lines()
+        .filter(|l| l.starts_with("Record-Route"))
+        .collect();
+    assert_eq!(rr.len(), 2, "{}", w.far_answer);
+    // The desk hangs up: the BYE to the far end goes through its proxies in order, the
+    // Request-URI its Contact.
+    w.device_hangs_up(DESK);
+    let bye = w.last_to(FAR_END, "BYE ");
+    assert!(
+        bye.starts_with("BYE sip:far@127.0.0.2:5060 SIP/2.0\r\n"),
+        "{bye}"
+    );
+    let routes: Vec<&str> = bye.lines().filter(|l| l.starts_with("Route:")).collect();
+    assert_eq!(
+        routes,
+        ["Route: <sip:127.0.0.9;lr>", "Route: <sip:127.0.0.8;lr>"]
+    );
+
+    // The far end hangs up instead: the BYE to the desk takes the desk's proxies in
+    // reverse of its 200's Record-Route.
+    let mut w = World::connected_through(carrier, edge);
+    w.far_end_hangs_up();
+    let bye = w.last_to(DESK, "BYE ");
+    let routes: Vec<&str> = bye.lines().filter(|l| l.starts_with("Route:")).collect();
+    assert_eq!(
+        routes,
+        ["Route: <sip:127.0.0.6;lr>", "Route: <sip:127.0.0.7;lr>"]
+    );
+}
+
+#[test]
 fn hold_and_resume_are_new_versions_of_the_same_sdp_session() {
     let mut w = World::connected();
     let (desk_session, first) = origin_of(&w.invites[&addr(DESK)]);

@@ -5,7 +5,8 @@ use std::cmp::Reverse;
 use std::time::Duration;
 
 use super::requests::{
-    Dialog, InviteParts, addr_spec, caller_response, in_dialog_request, initial_invite, with_tag,
+    Dialog, InviteParts, Via, addr_spec, caller_response, initial_invite, route_set_of_response,
+    with_tag,
 };
 use super::{Calls, Ctx, Outbound, Phase, SessionId, TimerKind};
 use crate::media::Side;
@@ -139,6 +140,7 @@ impl Calls {
                 local: from,
                 remote: to,
                 target: binding.contact.clone(),
+                route_set: Vec::new(),
                 local_cseq: 1,
                 peer,
                 sdp: origin,
@@ -204,14 +206,25 @@ impl Calls {
                     if let Some(contact) = message::header_value(&message, "Contact") {
                         fork.dialog.target = addr_spec(&contact);
                     }
-                    if let Some(ack) =
-                        in_dialog_request(&fork.dialog, "ACK", 1, ctx.local, &ctx.token())
-                    {
+                    fork.dialog.route_set = route_set_of_response(&message);
+                    if let Some(ack) = fork.dialog.request(
+                        "ACK",
+                        1,
+                        &Via {
+                            local: ctx.local,
+                            branch: &ctx.token(),
+                        },
+                    ) {
                         ctx.layer.send_ack(ctx.ambient.now, ack, fork.dialog.peer);
                     }
-                    if let Some(bye) =
-                        in_dialog_request(&fork.dialog, "BYE", 2, ctx.local, &ctx.token())
-                    {
+                    if let Some(bye) = fork.dialog.request(
+                        "BYE",
+                        2,
+                        &Via {
+                            local: ctx.local,
+                            branch: &ctx.token(),
+                        },
+                    ) {
                         let bye_txn =
                             ctx.layer
                                 .send_request(ctx.ambient.now, bye, fork.dialog.peer);

@@ -50,8 +50,8 @@ mod world;
 pub use push::Refusal;
 pub use requests::trunk_address;
 use requests::{
-    Dialog, InviteParts, addr_spec, attach_sdp, caller_response, cancel_for, dtmf_from_info,
-    in_dialog_request, in_dialog_request_with_sdp, initial_invite, tag_of, with_tag,
+    Dialog, InviteParts, Via, addr_spec, attach_sdp, caller_response, cancel_for, dtmf_from_info,
+    initial_invite, route_set_of_request, route_set_of_response, tag_of, with_tag,
 };
 pub use wasmpbx_types::record::{CallRecord, CallSummary, UserCall};
 
@@ -143,9 +143,20 @@ fn send_in_dialog(
 ) {
     dialog.local_cseq += 1;
     let request = match frag {
-        None => in_dialog_request(dialog, "BYE", dialog.local_cseq, ctx.local, &ctx.token()),
+        None => dialog.request(
+            "BYE",
+            dialog.local_cseq,
+            &Via {
+                local: ctx.local,
+                branch: &ctx.token(),
+            },
+        ),
         Some(status) => {
-            requests::refer_notify(dialog, dialog.local_cseq, ctx.local, &ctx.token(), status)
+            let via = Via {
+                local: ctx.local,
+                branch: &ctx.token(),
+            };
+            requests::refer_notify(dialog, dialog.local_cseq, &via, status)
         }
     };
     if let Some(request) = request {
@@ -640,6 +651,7 @@ impl Calls {
                 local: with_tag(&to, &a_tag),
                 remote: from,
                 target: contact,
+                route_set: route_set_of_request(&message),
                 local_cseq: 0,
                 peer: source,
                 sdp: sdp::Origin::new(ctx.entropy.next_u64()),
@@ -866,6 +878,7 @@ impl Calls {
                 local: from,
                 remote: to,
                 target: format!("sip:{number}@{host}"),
+                route_set: Vec::new(),
                 local_cseq: 1,
                 peer,
                 sdp: origin,
@@ -1027,8 +1040,16 @@ impl Calls {
                 if let Some(contact) = message::header_value(&message, "Contact") {
                     b.dialog.target = addr_spec(&contact);
                 }
+                b.dialog.route_set = route_set_of_response(&message);
                 b.answered = true;
-                let ack = in_dialog_request(&b.dialog, "ACK", 1, ctx.local, &ctx.token());
+                let ack = b.dialog.request(
+                    "ACK",
+                    1,
+                    &Via {
+                        local: ctx.local,
+                        branch: &ctx.token(),
+                    },
+                );
                 if let Some(ack) = ack {
                     ctx.layer.send_ack(ctx.ambient.now, ack, b.dialog.peer);
                 }
@@ -1125,8 +1146,14 @@ impl Calls {
             };
             let answered_by = other(asker);
             if let Some(dialog) = session.dialog_mut(answered_by)
-                && let Some(ack) =
-                    in_dialog_request(dialog, "ACK", pending.cseq, ctx.local, &ctx.token())
+                && let Some(ack) = dialog.request(
+                    "ACK",
+                    pending.cseq,
+                    &Via {
+                        local: ctx.local,
+                        branch: &ctx.token(),
+                    },
+                )
             {
                 ctx.layer.send_ack(ctx.ambient.now, ack, dialog.peer);
             }
@@ -1325,10 +1352,15 @@ impl Calls {
                     let cseq = other.local_cseq.max(2);
                     other.local_cseq = cseq;
                     let offer = other.sdp.stamp(&offer);
-                    let branch = ctx.token();
-                    let Some(reinvite) = in_dialog_request_with_sdp(
-                        other, "INVITE", cseq, ctx.local, &branch, &offer,
-                    ) else {
+                    let via = Via {
+                        local: ctx.local,
+                        branch: &ctx.token(),
+                    };
+                    let contact = format!("Contact: <sip:wasmpbx@{}>", ctx.local);
+                    let sdp = Some(("application/sdp", offer.as_str()));
+                    let Some(reinvite) =
+                        other.request_with_body("INVITE", cseq, &via, &[contact], sdp)
+                    else {
                         return ctx.layer.send_response(
                             ctx.ambient.now,
                             txn,

@@ -12,7 +12,7 @@
 use std::time::Instant;
 
 use super::pin::Takeover;
-use super::requests::{Dialog, addr_spec, attach_sdp, with_tag};
+use super::requests::{Dialog, addr_spec, attach_sdp, route_set_of_request, with_tag};
 use super::{Calls, Ctx, Outbound, Phase, SessionId};
 use crate::flip::{
     CallFacts, Direction, FlipDecision, FlipEvent, FlipKind, FlipRequest, FlipResult, Trigger,
@@ -244,6 +244,7 @@ impl Calls {
                 local: with_tag(&to, &tag),
                 remote: from,
                 target: contact,
+                route_set: route_set_of_request(&message),
                 local_cseq: 0,
                 peer: pull.source,
                 sdp: origin,

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use super::pin::Takeover;
 use super::pull::wall_time;
-use super::requests::{addr_spec, in_dialog_request, with_tag};
+use super::requests::{Via, addr_spec, route_set_of_response, with_tag};
 use super::{
     Calls, Ctx, Disposition, Outbound, Phase, SessionId, TimerKind, other, send_in_dialog,
 };
@@ -298,9 +298,16 @@ impl Calls {
                 if let Some(contact) = message::header_value(&message, "Contact") {
                     leg.dialog.target = addr_spec(&contact);
                 }
+                leg.dialog.route_set = route_set_of_response(&message);
                 leg.answered = true;
-                if let Some(ack) = in_dialog_request(&leg.dialog, "ACK", 1, ctx.local, &ctx.token())
-                {
+                if let Some(ack) = leg.dialog.request(
+                    "ACK",
+                    1,
+                    &Via {
+                        local: ctx.local,
+                        branch: &ctx.token(),
+                    },
+                ) {
                     ctx.layer.send_ack(ctx.ambient.now, ack, leg.dialog.peer);
                 }
                 self.by_client_txn.remove(&txn);

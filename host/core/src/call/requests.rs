@@ -5,58 +5,17 @@ use std::net::SocketAddr;
 
 use rsip::prelude::*;
 
-use crate::sdp;
+pub(super) use crate::sip::dialog::{
+    Dialog, Via, addr_spec, route_set_of_request, route_set_of_response, tag_of, with_tag,
+};
 use crate::sip::message::{self, Header, Request, Response, SipMessage};
-use crate::sip::transaction::{Peer, Transport};
-
-/// The dialog state of one leg.
-#[derive(Debug, Clone)]
-pub(super) struct Dialog {
-    pub(super) call_id: String,
-    /// Our side's URI header value, tag included (From on B, To on A).
-    pub(super) local: String,
-    /// The other side's header value, tag included once known.
-    pub(super) remote: String,
-    /// Where in-dialog requests go (the other side's Contact).
-    pub(super) target: String,
-    pub(super) local_cseq: u32,
-    pub(super) peer: Peer,
-    /// The host's SDP session towards this party: every description sent in this
-    /// dialog is stamped by it.
-    pub(super) sdp: sdp::Origin,
-}
+use crate::sip::transaction::Transport;
 
 pub(super) fn request_from(text: String) -> Option<Request> {
     match message::parse(text.as_bytes()) {
         Ok(SipMessage::Request(r)) => Some(r),
         _ => None,
     }
-}
-
-/// The URI inside a name-addr (`"Bob" <sip:b@h>;tag=x` → `sip:b@h`).
-pub(super) fn addr_spec(value: &str) -> String {
-    match (value.find('<'), value.find('>')) {
-        (Some(a), Some(b)) if a < b => value[a + 1..b].to_owned(),
-        _ => value.split(';').next().unwrap_or(value).trim().to_owned(),
-    }
-}
-
-pub(super) fn with_tag(value: &str, tag: &str) -> String {
-    if value.contains(";tag=") {
-        value.to_owned()
-    } else {
-        format!("{value};tag={tag}")
-    }
-}
-
-/// The tag inside a header value we built (`…;tag=x`).
-pub(super) fn tag_of(value: &str) -> String {
-    value
-        .split(";tag=")
-        .nth(1)
-        .and_then(|t| t.split(';').next())
-        .unwrap_or_default()
-        .to_owned()
 }
 
 /// The socket address of a trunk URI like `sip:127.0.0.1:5090` (IP literals only).
@@ -124,44 +83,6 @@ Content-Length: {}\r\n\r\n{}",
     request_from(text)
 }
 
-/// A request inside a dialog the host is part of (BYE, ACK for 2xx).
-pub(super) fn in_dialog_request(
-    dialog: &Dialog,
-    method: &str,
-    cseq: u32,
-    local: SocketAddr,
-    branch: &str,
-) -> Option<Request> {
-    in_dialog_request_with_sdp(dialog, method, cseq, local, branch, "")
-}
-
-/// An in-dialog request carrying an SDP body (a re-INVITE) when `sdp` is not empty.
-pub(super) fn in_dialog_request_with_sdp(
-    dialog: &Dialog,
-    method: &str,
-    cseq: u32,
-    local: SocketAddr,
-    branch: &str,
-    sdp: &str,
-) -> Option<Request> {
-    let body_headers = if sdp.is_empty() {
-        String::new()
-    } else {
-        format!("Contact: <sip:wasmpbx@{local}>\r\nContent-Type: application/sdp\r\n")
-    };
-    let text = format!(
-        "{method} {} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{};rport\r\nMax-Forwards: 70\r\n\
-From: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\n{body_headers}Content-Length: {}\r\n\r\n{sdp}",
-        dialog.target,
-        branch,
-        dialog.local,
-        dialog.remote,
-        dialog.call_id,
-        sdp.len()
-    );
-    request_from(text)
-}
-
 /// A response on the caller's dialog (its To tag is the host's) with the host's Contact.
 pub(super) fn caller_response(
     invite: &Request,
@@ -183,8 +104,7 @@ pub(super) fn caller_response(
 pub(super) fn refer_notify(
     dialog: &Dialog,
     cseq: u32,
-    local: SocketAddr,
-    branch: &str,
+    via: &Via<'_>,
     status: &str,
 ) -> Option<Request> {
     let state = if status.starts_with('1') {
@@ -192,20 +112,14 @@ pub(super) fn refer_notify(
     } else {
         "terminated;reason=noresource"
     };
+    let headers = [
+        format!("Contact: <sip:wasmpbx@{}>", via.local),
+        "Event: refer".to_owned(),
+        format!("Subscription-State: {state}"),
+    ];
     let body = format!("SIP/2.0 {status}\r\n");
-    let text = format!(
-        "NOTIFY {} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{};rport\r\nMax-Forwards: 70\r\n\
-From: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {cseq} NOTIFY\r\nContact: <sip:wasmpbx@{local}>\r\n\
-Event: refer\r\nSubscription-State: {state}\r\nContent-Type: message/sipfrag;version=2.0\r\n\
-Content-Length: {}\r\n\r\n{body}",
-        dialog.target,
-        branch,
-        dialog.local,
-        dialog.remote,
-        dialog.call_id,
-        body.len()
-    );
-    request_from(text)
+    let sipfrag = Some(("message/sipfrag;version=2.0", body.as_str()));
+    dialog.request_with_body("NOTIFY", cseq, via, &headers, sipfrag)
 }
 
 /// CANCEL for an INVITE the host sent (RFC 3261 9.1): same URI, top Via, From, To,
@@ -290,15 +204,5 @@ mod tests {
         assert_eq!(dtmf_from_info(b"signal= #\r\n"), Some('#'));
         assert_eq!(dtmf_from_info(b"7"), Some('7'));
         assert_eq!(dtmf_from_info(b"Signal=55"), None);
-    }
-
-    #[test]
-    fn name_addr_parts() {
-        assert_eq!(
-            addr_spec("\"Bob\" <sip:b@h:5060;transport=udp>;tag=x"),
-            "sip:b@h:5060;transport=udp"
-        );
-        assert_eq!(with_tag("<sip:a@h>", "t1"), "<sip:a@h>;tag=t1");
-        assert_eq!(tag_of("<sip:a@h>;tag=t1"), "t1");
     }
 }

@@ -63,9 +63,15 @@ impl World {
     /// Alice's desk phone, mobile and tablet registered; a PSTN call forwarded to her;
     /// the desk answers.
     pub(super) fn connected() -> Self {
+        Self::connected_through("", "")
+    }
+
+    /// [`World::connected`] with `far_headers` in the far end's INVITE and `desk_headers`
+    /// in the desk's 200 (each whole lines, CRLF included): proxies that record-route.
+    pub(super) fn connected_through(far_headers: &str, desk_headers: &str) -> Self {
         let mut w = World::new();
         let invite = format!(
-            "INVITE sip:100@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {FAR_END};branch=z9hG4bK-far\r\n\
+            "INVITE sip:100@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {FAR_END};branch=z9hG4bK-far\r\n{far_headers}\
 From: <sip:0400@127.0.0.2>;tag=far\r\nTo: <sip:100@127.0.0.1>\r\nCall-ID: far-call\r\n\
 CSeq: 1 INVITE\r\nContact: <sip:far@{FAR_END}>\r\nMax-Forwards: 70\r\n\
 Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
@@ -82,7 +88,7 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
         w.route(id, vec![to_alice]);
         w.drain();
         let desk_invite = w.last_to(DESK, "INVITE ");
-        w.respond(DESK, &desk_invite, 200);
+        w.respond_with(DESK, &desk_invite, 200, desk_headers);
         for device in [MOBILE, TABLET] {
             let cancel = w.last_to(device, "CANCEL ");
             w.respond(device, &cancel, 200);
@@ -285,6 +291,11 @@ pin = "1234"
 
     /// `device` answers a request the host sent it (with SDP for a 2xx to an INVITE).
     pub(super) fn respond(&mut self, device: &str, request: &str, code: u16) {
+        self.respond_with(device, request, code, "");
+    }
+
+    /// [`World::respond`] with `headers` (whole lines) after the status line.
+    pub(super) fn respond_with(&mut self, device: &str, request: &str, code: u16, headers: &str) {
         let Ok(SipMessage::Request(request)) = message::parse(request.as_bytes()) else {
             panic!("not a request: {request}");
         };
@@ -292,8 +303,9 @@ pin = "1234"
         if code == 200 && request.method == rsip::Method::Invite {
             super::requests::attach_sdp(&mut response, addr(device), SDP.to_owned());
         }
-        let bytes = message::serialize(&SipMessage::Response(response));
-        self.deliver(device, &String::from_utf8(bytes).unwrap());
+        let text = String::from_utf8(message::serialize(&SipMessage::Response(response))).unwrap();
+        let (status, rest) = text.split_once("\r\n").unwrap();
+        self.deliver(device, &format!("{status}\r\n{headers}{rest}"));
     }
 
     /// An in-dialog request from the far end.

@@ -61,7 +61,9 @@ fn words(line: &str) -> Vec<String> {
 }
 
 /// The table's config with a compilation cache of this run's own, so a big guest
-/// compiles once for all the cases.
+/// compiles once for all the cases, and a generous deadline: the table compares
+/// decisions, not speed, and a busy machine (other tests beside it) must not turn a slow
+/// Python decision into a fallback.
 fn config(dir: &Path) -> PathBuf {
     let table = std::fs::read_to_string(repo().join("tests/languages/config.toml")).unwrap();
     let path = dir.join("config.toml");
@@ -70,7 +72,7 @@ fn config(dir: &Path) -> PathBuf {
     std::fs::write(
         &path,
         format!(
-            "{table}\n[scripts]\ncache_dir = \"{}\"\n[store]\npath = \"{}\"\n",
+            "{table}\n[scripts]\ncache_dir = \"{}\"\ndeadline_ms = 1000\n[store]\npath = \"{}\"\n",
             cache.display(),
             store.display()
         ),
