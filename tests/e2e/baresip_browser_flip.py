@@ -11,7 +11,7 @@ namespace's loopback sees no INVITE reach him after his own call's, and one RTP 
 switches; he hears the desk at the start and at the end, and the browser's beeps while
 it has the call. The call record lists the pull and the push.
 
-Run inside a network namespace (host/server/tests/baresip.rs does that):
+Run inside a network namespace (host/server/tests/integration/baresip.rs does that):
 
     python3 tests/e2e/baresip_browser_flip.py /path/to/wasmpbx /path/to/flip-policy.wasm
 """

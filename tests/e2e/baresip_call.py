@@ -8,7 +8,7 @@ its own tone (desk 440 Hz, mobile 700 Hz, Bob 1000 Hz), so the recordings show w
 heard whom.
 
 Run inside a namespace whose only interface is lo with a default route on it (baresip
-takes its media address from the default route): host/server/tests/baresip.rs does that.
+takes its media address from the default route): host/server/tests/integration/baresip.rs does that.
 
     python3 tests/e2e/baresip_call.py /path/to/wasmpbx
 """

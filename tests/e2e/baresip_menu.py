@@ -8,7 +8,7 @@ the welcome, presses 2 during the menu (RFC 4733 from baresip's keypad), hears
 "transferring", and is connected to billing, where it hears its own 440 Hz tone echoed.
 
 Run inside a network namespace whose only interface is lo with a default route on it
-(baresip takes its media address from the default route): host/server/tests/baresip.rs does that.
+(baresip takes its media address from the default route): host/server/tests/integration/baresip.rs does that.
 
     python3 tests/e2e/baresip_menu.py /path/to/wasmpbx /path/to/front-door.wasm tests/sipp/department.xml
 """

@@ -72,6 +72,8 @@ pub struct Pbx {
     local: SocketAddr,
     outputs: VecDeque<PbxOutput>,
     next_sweep: Option<Instant>,
+    /// The core's randomness: one generator, each input's seed mixed in as it comes.
+    entropy: Entropy,
     pub counters: PbxCounters,
 }
 
@@ -92,6 +94,7 @@ impl Pbx {
             local,
             outputs: VecDeque::new(),
             next_sweep: None,
+            entropy: Entropy::new(0),
             counters: PbxCounters::default(),
         }
     }
@@ -118,6 +121,9 @@ impl Pbx {
     }
 
     fn ctx(&mut self, ambient: Ambient) -> (&mut Calls, Ctx<'_>) {
+        // Several contexts may serve one input (a timer tick ending two transactions):
+        // mixing again moves the generator on, so their tokens still differ.
+        self.entropy.mix(ambient.random);
         let ctx = Ctx {
             layer: &mut self.layer,
             media: self.media.as_mut(),
@@ -127,9 +133,21 @@ impl Pbx {
             prompts: &self.prompts,
             local: self.local,
             ambient,
-            entropy: Entropy::new(ambient.random),
+            entropy: &mut self.entropy,
         };
         (&mut self.calls, ctx)
+    }
+
+    /// The script's answer to a call's `call-ended` event: its tags complete the record.
+    pub fn handle_call_ended_decision(
+        &mut self,
+        ambient: Ambient,
+        session: SessionId,
+        decision: Decision,
+    ) {
+        let (calls, mut ctx) = self.ctx(ambient);
+        calls.call_ended_decided(&mut ctx, session, decision);
+        self.pump(ambient);
     }
 
     /// The routing script's decision for an event of a call.
@@ -305,13 +323,13 @@ impl Pbx {
         request: Request,
         source: Peer,
     ) {
-        let mut entropy = Entropy::new(ambient.random);
-        let tag = entropy.token();
+        self.entropy.mix(ambient.random);
+        let tag = self.entropy.token();
         let response = match request.method {
             Method::Register => {
                 let outcome = self.registrar.handle_register(
                     ambient.wall_secs(),
-                    &mut entropy,
+                    &mut self.entropy,
                     &request,
                     source,
                 );

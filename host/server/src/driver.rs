@@ -20,7 +20,7 @@ use crate::config::{Config, Transport as ConfigTransport};
 use crate::directory::{DeviceInfo, MemoryDirectory};
 use crate::pbx::{Ambient, Pbx, PbxCounters, PbxOutput};
 use crate::registrar::{Binding, PasswordRefusal};
-use crate::routing::{Decision, Disposition};
+use crate::routing::{Decision, Disposition, Event};
 use crate::script::{LoadedScript, ScriptHost};
 use crate::sip::message::MAX_MESSAGE_BYTES;
 use crate::sip::transaction::{Peer, Transport};
@@ -38,6 +38,11 @@ enum Input {
         session: SessionId,
         decision: Decision,
         pinned: Option<ScriptVersion>,
+    },
+    /// The script's answer to a call's `call-ended` (its record waits for the tags).
+    CallEndedDecision {
+        session: SessionId,
+        decision: Decision,
     },
     FlipDecision {
         flip: u64,
@@ -277,6 +282,7 @@ pub async fn run(
             input = rx.recv() => match input {
                 Some(Input::Bytes { bytes, peer }) => pbx.handle_bytes(ambient(), &bytes, peer),
                 Some(Input::Decision { session, decision, pinned }) => pbx.handle_decision(ambient(), session, decision, pinned),
+                Some(Input::CallEndedDecision { session, decision }) => pbx.handle_call_ended_decision(ambient(), session, decision),
                 Some(Input::FlipDecision { flip, decision }) => pbx.handle_flip_decision(ambient(), flip, decision),
                 Some(Input::Connected { peer, writer }) => { connections.insert(peer.addr, writer); }
                 Some(Input::Disconnected { peer }) => {
@@ -355,11 +361,17 @@ pub async fn run(
                             scripts.route(&script, pinned.as_ref(), location, &call, &event);
                         // Every decision comes back, `call-ended`'s too: its tags
                         // complete the call's record.
-                        let _ = tx.blocking_send(Input::Decision {
-                            session,
-                            decision,
-                            pinned: loaded.map(ScriptVersion::new),
-                        });
+                        let input = match event {
+                            Event::CallEnded { .. } => {
+                                Input::CallEndedDecision { session, decision }
+                            }
+                            _ => Input::Decision {
+                                session,
+                                decision,
+                                pinned: loaded.map(ScriptVersion::new),
+                            },
+                        };
+                        let _ = tx.blocking_send(input);
                     });
                 }
                 PbxOutput::DecideFlip {

@@ -213,13 +213,15 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     }
     tracing::info!("shutting down");
     let _ = shutdown_tx.send(true);
-    watcher.await??;
-    sip.await??;
-    http.await?;
-    // The driver has ended: the writer writes what is queued, then stops.
+    let (watched, sip, http) = (watcher.await, sip.await, http.await);
+    // The driver has ended: the writer writes what is queued, then stops — before any
+    // error below is reported.
     tokio::task::spawn_blocking(move || writer_thread.join())
         .await?
         .map_err(|_| anyhow::anyhow!("the store writer panicked"))?;
+    watched??;
+    sip??;
+    http?;
     Ok(())
 }
 

@@ -10,8 +10,9 @@ pub use rsip::{Header, Headers, Method, Request, Response, SipMessage, StatusCod
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
 /// The methods the host takes, in every Allow header it sends (responses to OPTIONS
-/// and 405, and its own INVITEs).
-pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, NOTIFY, UPDATE, REFER";
+/// and 405, and its own INVITEs). Not UPDATE: the host answers one (a session refresh)
+/// but does not pass an offer in it on, so it must not invite one.
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, NOTIFY, REFER";
 
 /// Why bytes are not a SIP message the host can handle.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

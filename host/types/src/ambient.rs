@@ -2,8 +2,9 @@
 
 use std::time::Instant;
 
-/// Wall-clock seconds and fresh randomness for one input (the core keeps no clock and
-/// no RNG of its own, so tests can pin both).
+/// The time (monotonic, and the wall clock in milliseconds) and a fresh random seed for
+/// one input: the core keeps no clock and draws no randomness from the OS, so tests can
+/// pin both.
 #[derive(Debug, Clone, Copy)]
 pub struct Ambient {
     pub now: Instant,

@@ -1,7 +1,9 @@
 //! Randomness for the sans-IO core. The driver draws a fresh seed from the OS for every
-//! input ([`crate::ambient::Ambient::random`]); the core stretches it with SplitMix64 into
-//! as many values as that input needs (tags, branches, Call-IDs, SDP session ids,
-//! nonces), so the core never reads the OS itself and a test can pin every token.
+//! input ([`crate::ambient::Ambient::random`]); the core mixes it into one SplitMix64
+//! generator it keeps for its life and draws as many values as the input needs (tags,
+//! branches, Call-IDs, SDP session ids, nonces). The core never reads the OS itself, a
+//! test can pin every token, and the values never repeat within a process — not even
+//! if the OS gave no randomness at all (the seeds are then all zero).
 
 /// The values one input may draw.
 #[derive(Debug, Clone)]
@@ -12,6 +14,12 @@ pub struct Entropy {
 impl Entropy {
     pub fn new(seed: u64) -> Self {
         Self { state: seed }
+    }
+
+    /// Mix in the next input's seed; the sequence goes on from where it was.
+    pub fn mix(&mut self, seed: u64) {
+        self.state ^= seed.rotate_left(29);
+        self.next_u64();
     }
 
     /// The next 64 bits (SplitMix64: every seed gives a full-period, well-mixed sequence).
@@ -43,5 +51,15 @@ mod tests {
         assert!(first.chars().all(|c| c.is_ascii_hexdigit()));
         assert_eq!(Entropy::new(7).token(), first);
         assert_ne!(Entropy::new(8).token(), first);
+    }
+
+    #[test]
+    fn mixing_the_same_seed_again_never_repeats_a_token() {
+        let mut e = Entropy::new(0);
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..1000 {
+            e.mix(0); // no randomness from the OS: the same seed every input
+            assert!(seen.insert(e.token()));
+        }
     }
 }

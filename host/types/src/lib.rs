@@ -1,8 +1,10 @@
 //! # wasmpbx-types — what the layers of the host say to each other
 //!
-//! Plain data and the narrow traits between the layers, with no I/O of their own:
-//! the call engine (`wasmpbx-core`), media (`wasmpbx-media`), the script runtime
-//! (`wasmpbx-script`), the store (`wasmpbx-store`) and the server all speak these.
+//! Plain data and the narrow traits between the layers — no sockets, no tasks; the only
+//! I/O here is reading the config file and the prompt folder when asked, and the one
+//! system clock ([`clock`]). The call engine (`wasmpbx-core`), media (`wasmpbx-media`),
+//! the script runtime (`wasmpbx-script`), the store (`wasmpbx-store`) and the server all
+//! speak these.
 //!
 //! - [`config`]: the TOML configuration, its validation and the embedded default.
 //! - [`routing`] and [`flip`]: events, actions and decisions between calls and scripts,

@@ -374,8 +374,9 @@ pub struct Ctx<'a> {
     /// The host's SIP address (Via, Contact).
     pub local: SocketAddr,
     pub ambient: Ambient,
-    /// This input's randomness (tags, branches, Call-IDs, SDP session ids).
-    pub entropy: crate::entropy::Entropy,
+    /// The core's randomness (tags, branches, Call-IDs, SDP session ids), this input's
+    /// seed mixed in.
+    pub entropy: &'a mut crate::entropy::Entropy,
 }
 
 impl Ctx<'_> {
@@ -509,7 +510,7 @@ impl Calls {
                 let a = ctx.ambient;
                 match ctx
                     .registrar
-                    .authenticate(a.wall_secs(), &mut ctx.entropy, &request, source)
+                    .authenticate(a.wall_secs(), ctx.entropy, &request, source)
                 {
                     Ok(user_id) => {
                         let device = ctx
@@ -716,9 +717,6 @@ impl Calls {
         pinned: Option<ScriptVersion>,
     ) {
         let Some(session) = self.sessions.get_mut(&id) else {
-            if let Some(record) = self.ending.remove(&id) {
-                Self::call_ended_decided(ctx, record, decision);
-            }
             return; // ended while the script ran
         };
         if session.pinned.is_none() {
@@ -741,7 +739,10 @@ impl Calls {
 
     /// The script's answer to `call-ended`: its tags complete the record, which is then
     /// written; any other action is moot for a call that is over.
-    fn call_ended_decided(ctx: &mut Ctx<'_>, mut record: CallRecord, decision: Decision) {
+    pub fn call_ended_decided(&mut self, ctx: &mut Ctx<'_>, id: SessionId, decision: Decision) {
+        let Some(mut record) = self.ending.remove(&id) else {
+            return;
+        };
         for action in decision.actions {
             match action {
                 Action::SetTag { name, value } => {

@@ -221,6 +221,17 @@ pin = "1234"
             .handle_decision(self.ambient(), session, decision, None);
     }
 
+    /// The script's answer to call `session`'s `call-ended`: these actions.
+    pub(super) fn call_ended(&mut self, session: crate::call::SessionId, actions: Vec<Action>) {
+        let decision = Decision {
+            actions,
+            script: None,
+            fallback: None,
+        };
+        self.pbx
+            .handle_call_ended_decision(self.ambient(), session, decision);
+    }
+
     pub(super) fn ambient(&self) -> Ambient {
         Ambient {
             now: self.now,
@@ -258,7 +269,7 @@ pin = "1234"
                     self.routed.push(event);
                     if ended && self.answer_call_ended {
                         // The script has nothing to add when a call ends: its record follows.
-                        self.route(session, Vec::new());
+                        self.call_ended(session, Vec::new());
                     }
                 }
                 _ => {}

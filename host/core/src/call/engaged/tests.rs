@@ -353,17 +353,30 @@ fn tags_set_at_call_ended_are_in_the_record() {
         }
     }
     assert!(asked, "the script is told the call ended");
-    h.decide(vec![
-        Action::SetTag {
-            name: "reason".into(),
-            value: "billing".into(),
-        },
-        Action::SetTag {
-            name: "survey".into(),
-            value: "yes".into(),
-        },
-        Action::Hangup,
-    ]);
+    // An earlier event's decision, late: the call is over, and it is not call-ended's.
+    h.decide(vec![Action::SetTag {
+        name: "stale".into(),
+        value: "yes".into(),
+    }]);
+    assert!(
+        std::iter::from_fn(|| h.w.pbx.poll_output()).all(|o| !matches!(o, PbxOutput::Record(_))),
+        "a late decision does not write the record"
+    );
+    let id = h.session();
+    h.w.call_ended(
+        id,
+        vec![
+            Action::SetTag {
+                name: "reason".into(),
+                value: "billing".into(),
+            },
+            Action::SetTag {
+                name: "survey".into(),
+                value: "yes".into(),
+            },
+            Action::Hangup,
+        ],
+    );
     let records: Vec<_> = std::iter::from_fn(|| h.w.pbx.poll_output())
         .filter_map(|o| match o {
             PbxOutput::Record(r) => Some(r),
