@@ -27,12 +27,17 @@ use crate::store::{CdrStore, KvStore};
 /// Request bodies larger than this are refused.
 const MAX_BODY: usize = 16 * 1024;
 
+/// How long a read of the records waits for the store writer to catch up.
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Everything the API reads.
 pub struct Admin {
     pub config: Arc<Config>,
     pub core: CoreHandle,
     pub scripts: Arc<ScriptHost>,
     pub cdrs: Arc<dyn CdrStore>,
+    /// How far the store writer has come (records are written off the SIP task).
+    pub store_progress: Arc<crate::writer::Progress>,
     pub kv: Arc<dyn KvStore>,
     pub relay: Arc<RelayCounters>,
     pub calls: Arc<CallStats>,
@@ -301,6 +306,10 @@ async fn handle(
             let Ok(limit) = limit else {
                 return error(StatusCode::BAD_REQUEST, "limit must be a number");
             };
+            // The records of calls that have ended are queued for the store: wait for
+            // them (briefly), so a call gone from /api/calls is here.
+            let progress = admin.store_progress.clone();
+            let _ = tokio::task::spawn_blocking(move || progress.settle(SETTLE)).await;
             match admin.cdrs.recent_cdrs(limit.min(10_000)) {
                 Ok(records) => json_response(StatusCode::OK, json!(records)),
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),

@@ -306,14 +306,7 @@ pub async fn run(
             },
             Some(event) = media_events.recv() => pbx.handle_media_event(ambient(), event),
             _ = sleep => pbx.handle_timeout(ambient()),
-            _ = shutdown.changed() => {
-                // Calls that ended while their script's last answer was on its way are
-                // written as they are.
-                for record in pbx.calls.take_ending() {
-                    store.write(Write::Record(Box::new(record)));
-                }
-                return Ok(());
-            }
+            _ = shutdown.changed() => return Ok(()),
         }
         while let Some(output) = pbx.poll_output() {
             match output {

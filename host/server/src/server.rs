@@ -181,6 +181,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         stats.store_writes_dropped.clone(),
     )
     .context("starting the store writer")?;
+    let store_progress = writer.progress();
     let wiring = driver::Wiring {
         store: writer,
         directory,
@@ -201,6 +202,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         core,
         scripts: host.clone(),
         cdrs: store.clone(),
+        store_progress,
         kv: store.clone(),
         relay: relay_counters,
         calls: stats,

@@ -2,12 +2,16 @@
 //! here and a thread of their own writes them, in order, so a slow store (a busy disk, a
 //! remote database) never stalls signalling. The queue is bounded: if the store falls
 //! that far behind, a write is dropped, logged and counted (`/metrics`) rather than
-//! holding up calls. At shutdown the thread writes what is queued, then ends.
+//! holding up calls. At shutdown the thread writes what is queued, then ends. Readers
+//! that must see what was queued before them (the admin API's records: a call gone from
+//! `/api/calls` is in `/api/cdrs`) wait on [`Progress::settle`].
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Condvar, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use crate::call::CallRecord;
 use crate::registrar::BindingChange;
@@ -28,6 +32,35 @@ pub enum Write {
 pub struct StoreWriter {
     tx: SyncSender<Write>,
     dropped: Arc<AtomicU64>,
+    progress: Arc<Progress>,
+}
+
+/// How far the writer has come: writes queued, and writes done (written or failed).
+#[derive(Debug, Default)]
+pub struct Progress {
+    queued: AtomicU64,
+    done: Mutex<u64>,
+    moved: Condvar,
+}
+
+impl Progress {
+    /// Wait (at most `limit`) until every write queued before this call is done; false
+    /// if the limit came first.
+    pub fn settle(&self, limit: Duration) -> bool {
+        let target = self.queued.load(Relaxed);
+        let done = self.done.lock().unwrap_or_else(|p| p.into_inner());
+        let (done, timeout) = self
+            .moved
+            .wait_timeout_while(done, limit, |done| *done < target)
+            .unwrap_or_else(|p| p.into_inner());
+        drop(done);
+        !timeout.timed_out()
+    }
+
+    fn one_done(&self) {
+        *self.done.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.moved.notify_all();
+    }
 }
 
 impl StoreWriter {
@@ -40,21 +73,41 @@ impl StoreWriter {
         dropped: Arc<AtomicU64>,
     ) -> std::io::Result<(Self, JoinHandle<()>)> {
         let (tx, rx) = sync_channel(capacity);
+        let progress = Arc::new(Progress::default());
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || write_all(&rx, registrations.as_ref(), cdrs.as_ref()))?;
-        Ok((Self { tx, dropped }, thread))
+            .spawn({
+                let progress = progress.clone();
+                move || write_all(&rx, registrations.as_ref(), cdrs.as_ref(), &progress)
+            })?;
+        Ok((
+            Self {
+                tx,
+                dropped,
+                progress,
+            },
+            thread,
+        ))
+    }
+
+    /// The writer's progress, for readers that must see what was queued before them.
+    pub fn progress(&self) -> Arc<Progress> {
+        self.progress.clone()
     }
 
     /// Queue a write; never waits.
     pub fn write(&self, write: Write) {
+        // Counted before it is sent, so the writer can never be ahead of the count.
+        self.progress.queued.fetch_add(1, Relaxed);
         match self.tx.try_send(write) {
             Ok(()) => {}
             Err(TrySendError::Full(write)) => {
+                self.progress.one_done();
                 self.dropped.fetch_add(1, Relaxed);
                 tracing::error!(?write, "the store is {QUEUE} writes behind: write dropped");
             }
             Err(TrySendError::Disconnected(_)) => {
+                self.progress.one_done();
                 self.dropped.fetch_add(1, Relaxed);
                 tracing::error!("the store writer has stopped: write dropped");
             }
@@ -62,7 +115,12 @@ impl StoreWriter {
     }
 }
 
-fn write_all(rx: &Receiver<Write>, registrations: &dyn RegistrationStore, cdrs: &dyn CdrStore) {
+fn write_all(
+    rx: &Receiver<Write>,
+    registrations: &dyn RegistrationStore,
+    cdrs: &dyn CdrStore,
+    progress: &Progress,
+) {
     for write in rx {
         match write {
             Write::Record(record) => {
@@ -83,6 +141,7 @@ fn write_all(rx: &Receiver<Write>, registrations: &dyn RegistrationStore, cdrs: 
                 }
             }
         }
+        progress.one_done();
     }
 }
 
@@ -125,6 +184,7 @@ mod tests {
         let stuck = StoreWriter {
             tx,
             dropped: dropped.clone(),
+            progress: Arc::default(),
         };
         for _ in 0..5 {
             stuck.write(Write::Binding(Box::new(BindingChange::Upsert(

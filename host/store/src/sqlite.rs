@@ -35,6 +35,7 @@ CREATE TABLE IF NOT EXISTS cdrs (
     started_at TEXT NOT NULL,
     record     TEXT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS cdrs_session ON cdrs (session);
 CREATE TABLE IF NOT EXISTS registrations (
     user_id    TEXT NOT NULL,
     contact    TEXT NOT NULL,
@@ -124,14 +125,21 @@ impl CdrStore for SqliteStore {
     fn save_cdr(&self, record: &CallRecord) -> Result<()> {
         let json = serde_json::to_string(record).map_err(|e| StoreError::Invalid(e.to_string()))?;
         let conn = self.conn();
-        conn.prepare_cached("INSERT INTO cdrs (session, started_at, record) VALUES (?1, ?2, ?3)")
+        let session = record.session.to_string();
+        // The same session again (its call-ended tags) replaces the record in place.
+        let updated = conn
+            .prepare_cached("UPDATE cdrs SET record = ?2 WHERE session = ?1")
             .map_err(db)?
-            .execute(params![
-                record.session.to_string(),
-                record.started_at.to_string(),
-                json
-            ])
+            .execute(params![session, json])
             .map_err(db)?;
+        if updated == 0 {
+            conn.prepare_cached(
+                "INSERT INTO cdrs (session, started_at, record) VALUES (?1, ?2, ?3)",
+            )
+            .map_err(db)?
+            .execute(params![session, record.started_at.to_string(), json])
+            .map_err(db)?;
+        }
         Ok(())
     }
 

@@ -46,6 +46,9 @@ pub trait RegistrationStore: Send + Sync {
 
 /// Call records (CDRs).
 pub trait CdrStore: Send + Sync {
+    /// Write a call's record; a record of the same session replaces the earlier one
+    /// (a call's record is written when it ends and again when its script's `call-ended`
+    /// answer adds tags).
     fn save_cdr(&self, record: &CallRecord) -> Result<()>;
     /// The most recent records, newest first, as JSON.
     fn recent_cdrs(&self, limit: usize) -> Result<Vec<serde_json::Value>>;
@@ -157,6 +160,14 @@ pub mod contract {
         assert_eq!(recent[1]["tags"][0][1], "billing");
         assert_eq!(recent[1]["call_ids"][1], "b@1");
         assert_eq!(store.recent_cdrs(1).unwrap().len(), 1);
+        // The same session again (its call-ended tags): replaced, not added.
+        let mut tagged = record(1, "0400");
+        tagged.tags.push(("survey".into(), "yes".into()));
+        store.save_cdr(&tagged).unwrap();
+        let recent = store.recent_cdrs(10).unwrap();
+        assert_eq!(recent.len(), 2);
+        let first = recent.iter().find(|r| r["caller"] == "0400").unwrap();
+        assert_eq!(first["tags"][1][0], "survey");
     }
 
     pub fn registration_store_contract(store: &dyn RegistrationStore) {

@@ -396,8 +396,8 @@ pub struct Calls {
     /// Flips waiting for the flip policy (see `pull` and `push`).
     flips: HashMap<u64, PendingFlip>,
     next_flip: u64,
-    /// Records of ended calls waiting for the script's `call-ended` decision, whose
-    /// `set-tag`s they take before they are written.
+    /// Records of ended calls (already written) whose script's `call-ended` answer may
+    /// still add tags: then they are written again.
     ending: HashMap<SessionId, CallRecord>,
 }
 
@@ -425,12 +425,6 @@ impl Calls {
             .collect();
         out.sort_by_key(|c| c.session);
         out
-    }
-
-    /// The records of ended calls still waiting for the script's `call-ended` answer
-    /// (at shutdown: they are written without its tags).
-    pub fn take_ending(&mut self) -> Vec<CallRecord> {
-        self.ending.drain().map(|(_, record)| record).collect()
     }
 
     /// The connected calls one of `user_id`'s devices has, oldest first.
@@ -738,11 +732,12 @@ impl Calls {
     }
 
     /// The script's answer to `call-ended`: its tags complete the record, which is then
-    /// written; any other action is moot for a call that is over.
+    /// written again; any other action is moot for a call that is over.
     pub fn call_ended_decided(&mut self, ctx: &mut Ctx<'_>, id: SessionId, decision: Decision) {
         let Some(mut record) = self.ending.remove(&id) else {
             return;
         };
+        let tags = record.tags.clone();
         for action in decision.actions {
             match action {
                 Action::SetTag { name, value } => {
@@ -753,7 +748,9 @@ impl Calls {
                 }
             }
         }
-        ctx.outputs.push_back(PbxOutput::Record(record));
+        if record.tags != tags {
+            ctx.outputs.push_back(PbxOutput::Record(record));
+        }
     }
 
     /// Carry out a script's actions (the one interpreter: `wasmpbx_types::actions`).
@@ -1578,7 +1575,10 @@ impl Calls {
             ctx.outputs.push_back(PbxOutput::Record(session.record));
             return;
         }
-        // The record is written when the script's answer brings its last tags.
+        // The record is written now, and again if the script's answer to call-ended
+        // brings tags.
+        ctx.outputs
+            .push_back(PbxOutput::Record(session.record.clone()));
         ctx.outputs.push_back(PbxOutput::Route {
             session: id,
             script: session.script.clone(),

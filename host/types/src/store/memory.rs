@@ -84,10 +84,12 @@ impl RegistrationStore for MemoryStore {
 impl CdrStore for MemoryStore {
     fn save_cdr(&self, record: &CallRecord) -> Result<()> {
         let json = serde_json::to_value(record).map_err(|e| StoreError::Invalid(e.to_string()))?;
-        self.cdrs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(json);
+        let mut cdrs = self.cdrs.lock().unwrap_or_else(|p| p.into_inner());
+        let session = json["session"].clone();
+        match cdrs.iter_mut().find(|r| r["session"] == session) {
+            Some(earlier) => *earlier = json,
+            None => cdrs.push(json),
+        }
         Ok(())
     }
 

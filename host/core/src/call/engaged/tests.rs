@@ -344,15 +344,18 @@ fn tags_set_at_call_ended_are_in_the_record() {
             reason: None,
         },
     ]);
-    let mut asked = false;
+    let (mut asked, mut written) = (false, Vec::new());
     while let Some(output) = h.w.pbx.poll_output() {
         match output {
             PbxOutput::Route { event, .. } => asked |= matches!(event, Event::CallEnded { .. }),
-            PbxOutput::Record(_) => panic!("the record waits for the call-ended decision"),
+            PbxOutput::Record(record) => written.push(record),
             _ => {}
         }
     }
     assert!(asked, "the script is told the call ended");
+    // The record is written at once, with the tags set so far.
+    assert_eq!(written.len(), 1);
+    assert_eq!(written[0].tags, [("reason".to_owned(), "sales".to_owned())]);
     // An earlier event's decision, late: the call is over, and it is not call-ended's.
     h.decide(vec![Action::SetTag {
         name: "stale".into(),
@@ -383,7 +386,8 @@ fn tags_set_at_call_ended_are_in_the_record() {
             _ => None,
         })
         .collect();
-    assert_eq!(records.len(), 1);
+    assert_eq!(records.len(), 1, "written again with call-ended's tags");
+    assert_eq!(records[0].session, written[0].session);
     assert_eq!(
         records[0].tags,
         [
