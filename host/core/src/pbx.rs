@@ -9,9 +9,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::call::{CallRecord, Calls, Ctx, SessionId};
 pub use wasmpbx_types::ambient::Ambient;
 
+use crate::call::{CallRecord, Calls, Ctx, SessionId};
 use crate::config::Config;
 use crate::entropy::Entropy;
 use crate::media::{MediaAllocator, MediaEvent, Prompts};
@@ -33,7 +33,8 @@ pub enum PbxOutput {
     Bindings(Vec<BindingChange>),
     /// A stream connection delivered something unusable: close it.
     Close { peer: Peer },
-    /// Run the routing script on an event of a call; answer with `handle_decision`.
+    /// Run the routing script on an event of a call; answer with `handle_decision`
+    /// (`handle_call_ended_decision` for `call-ended`).
     Route {
         session: SessionId,
         script: String,
@@ -43,7 +44,8 @@ pub enum PbxOutput {
         call: CallInfo,
         event: Event,
     },
-    /// A call ended: its record for the store.
+    /// A call ended: its record for the store (written again, replacing it, when the
+    /// script's `call-ended` answer adds tags).
     Record(CallRecord),
     /// Ask the flip-policy script; answer with `handle_flip_decision`.
     DecideFlip {
