@@ -44,9 +44,11 @@ pub enum PbxOutput {
         call: CallInfo,
         event: Event,
     },
-    /// A call ended: its record for the store (written again, replacing it, when the
-    /// script's `call-ended` answer adds tags).
+    /// A call ended: its record for the store.
     Record(CallRecord),
+    /// An ended call's record again, with the tags its script's `call-ended` answer
+    /// added: it replaces the first in the store, and is not a call more to count.
+    RecordRewritten(CallRecord),
     /// Ask the flip-policy script; answer with `handle_flip_decision`.
     DecideFlip {
         flip: u64,

@@ -39,7 +39,7 @@ enum Input {
         decision: Decision,
         pinned: Option<ScriptVersion>,
     },
-    /// The script's answer to a call's `call-ended` (its record waits for the tags).
+    /// The script's answer to a call's `call-ended` (its tags rewrite the record).
     CallEndedDecision {
         session: SessionId,
         decision: Decision,
@@ -396,6 +396,9 @@ pub async fn run(
                         };
                         stats.flips[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
+                    store.write(Write::Record(Box::new(record)));
+                }
+                PbxOutput::RecordRewritten(record) => {
                     store.write(Write::Record(Box::new(record)));
                 }
                 PbxOutput::Close { peer } => {

@@ -749,7 +749,7 @@ impl Calls {
             }
         }
         if record.tags != tags {
-            ctx.outputs.push_back(PbxOutput::Record(record));
+            ctx.outputs.push_back(PbxOutput::RecordRewritten(record));
         }
     }
 

@@ -263,7 +263,9 @@ pin = "1234"
                     self.sent.push((peer.addr, text));
                 }
                 PbxOutput::DecideFlip { flip, .. } => self.flips.push(flip),
-                PbxOutput::Record(record) => self.records.push(record),
+                PbxOutput::Record(record) | PbxOutput::RecordRewritten(record) => {
+                    self.records.push(record)
+                }
                 PbxOutput::Route { session, event, .. } => {
                     let ended = matches!(event, Event::CallEnded { .. });
                     self.routed.push(event);

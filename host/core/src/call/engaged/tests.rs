@@ -362,7 +362,8 @@ fn tags_set_at_call_ended_are_in_the_record() {
         value: "yes".into(),
     }]);
     assert!(
-        std::iter::from_fn(|| h.w.pbx.poll_output()).all(|o| !matches!(o, PbxOutput::Record(_))),
+        std::iter::from_fn(|| h.w.pbx.poll_output())
+            .all(|o| !matches!(o, PbxOutput::Record(_) | PbxOutput::RecordRewritten(_))),
         "a late decision does not write the record"
     );
     let id = h.session();
@@ -382,7 +383,8 @@ fn tags_set_at_call_ended_are_in_the_record() {
     );
     let records: Vec<_> = std::iter::from_fn(|| h.w.pbx.poll_output())
         .filter_map(|o| match o {
-            PbxOutput::Record(r) => Some(r),
+            PbxOutput::RecordRewritten(r) => Some(r),
+            PbxOutput::Record(_) => panic!("a call ends once"),
             _ => None,
         })
         .collect();
