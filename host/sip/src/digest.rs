@@ -329,6 +329,114 @@ pub fn client_response(
     algorithm.hash(&format!("{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}"))
 }
 
+/// A server's challenge (`WWW-Authenticate` in a 401, `Proxy-Authenticate` in a 407),
+/// as the host answers it when it is the client (towards a carrier).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Challenge {
+    pub realm: String,
+    pub nonce: String,
+    pub opaque: Option<String>,
+    pub algorithm: Algorithm,
+    /// The server asked for `qop=auth` (else the RFC 2069 form is answered).
+    pub qop_auth: bool,
+    /// The previous answer was right but its nonce had expired: answer again.
+    pub stale: bool,
+}
+
+/// Why a challenge cannot be answered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChallengeError {
+    #[error("malformed challenge: {0}")]
+    Malformed(&'static str),
+    #[error("challenge with an unsupported algorithm {0:?}")]
+    UnsupportedAlgorithm(String),
+    #[error("challenge with an unsupported qop {0:?}")]
+    UnsupportedQop(String),
+}
+
+impl Challenge {
+    /// Parse a `WWW-Authenticate` / `Proxy-Authenticate` value.
+    pub fn parse(value: &str) -> Result<Self, ChallengeError> {
+        let rest = value.trim();
+        let scheme_len = rest.find(char::is_whitespace).unwrap_or(rest.len());
+        if !rest[..scheme_len].eq_ignore_ascii_case("digest") {
+            return Err(ChallengeError::Malformed("not a Digest challenge"));
+        }
+        let (mut realm, mut nonce, mut opaque) = (None, None, None);
+        let (mut algorithm, mut qop, mut stale) = (Algorithm::Md5, None, false);
+        for (key, val) in params(&rest[scheme_len..]) {
+            match key.to_ascii_lowercase().as_str() {
+                "realm" => realm = Some(val),
+                "nonce" => nonce = Some(val),
+                "opaque" => opaque = Some(val),
+                "stale" => stale = val.eq_ignore_ascii_case("true"),
+                "qop" => qop = Some(val),
+                "algorithm" => {
+                    algorithm = match val.to_ascii_uppercase().as_str() {
+                        "MD5" => Algorithm::Md5,
+                        "SHA-256" => Algorithm::Sha256,
+                        _ => return Err(ChallengeError::UnsupportedAlgorithm(val)),
+                    }
+                }
+                _ => {}
+            }
+        }
+        let qop_auth = match qop {
+            None => false,
+            Some(qop)
+                if qop
+                    .split(',')
+                    .any(|q| q.trim().eq_ignore_ascii_case("auth")) =>
+            {
+                true
+            }
+            Some(qop) => return Err(ChallengeError::UnsupportedQop(qop)),
+        };
+        Ok(Self {
+            realm: realm.ok_or(ChallengeError::Malformed("no realm"))?,
+            nonce: nonce.ok_or(ChallengeError::Malformed("no nonce"))?,
+            opaque,
+            algorithm,
+            qop_auth,
+            stale,
+        })
+    }
+
+    /// The `Authorization` / `Proxy-Authorization` value answering this challenge for
+    /// `method uri`; `nc` counts the answers given with this nonce, from 1.
+    pub fn answer(
+        &self,
+        user: &str,
+        password: &str,
+        method: &str,
+        uri: &str,
+        cnonce: &str,
+        nc: u32,
+    ) -> String {
+        let algorithm = self.algorithm;
+        let ha1 = algorithm.hash(&format!("{user}:{}:{password}", self.realm));
+        let ha2 = algorithm.hash(&format!("{method}:{uri}"));
+        let mut value = format!(
+            "Digest username=\"{user}\", realm=\"{}\", nonce=\"{}\", uri=\"{uri}\", algorithm={}",
+            self.realm,
+            self.nonce,
+            algorithm.name()
+        );
+        let response = if self.qop_auth {
+            let nc = format!("{nc:08x}");
+            let _ = write!(value, ", qop=auth, nc={nc}, cnonce=\"{cnonce}\"");
+            algorithm.hash(&format!("{ha1}:{}:{nc}:{cnonce}:auth:{ha2}", self.nonce))
+        } else {
+            algorithm.hash(&format!("{ha1}:{}:{ha2}", self.nonce))
+        };
+        let _ = write!(value, ", response=\"{response}\"");
+        if let Some(opaque) = &self.opaque {
+            let _ = write!(value, ", opaque=\"{opaque}\"");
+        }
+        value
+    }
+}
+
 /// MD5(user:realm:password), the `ha1` config form.
 pub fn md5_ha1(user: &str, realm: &str, password: &str) -> String {
     Algorithm::Md5.hash(&format!("{user}:{realm}:{password}"))
@@ -339,6 +447,74 @@ mod tests {
     use super::*;
 
     const NOW: i64 = 1_790_000_000;
+
+    #[test]
+    fn the_hosts_own_challenges_are_answered_as_it_checks_them() {
+        let mut auth = auth();
+        for (random, algorithm) in [(1, Algorithm::Md5), (2, Algorithm::Sha256)] {
+            let nonce = auth.nonce(NOW, random);
+            let challenge = &auth.challenges(&[algorithm], &nonce, false)[0];
+            let parsed = Challenge::parse(challenge).unwrap();
+            assert_eq!(parsed.algorithm, algorithm);
+            assert!(parsed.qop_auth);
+            let answer = parsed.answer(
+                "alice",
+                "secret",
+                "INVITE",
+                "sip:2002@pbx.test",
+                "c0ffee",
+                1,
+            );
+            let credentials = Credentials::parse(&answer).unwrap();
+            assert_eq!(credentials.nc.as_deref(), Some("00000001"));
+            let verified = auth.verify(NOW, "INVITE", &credentials, |_| {
+                Some(Secret::Password("secret".into()))
+            });
+            assert_eq!(verified, Ok("alice".into()));
+        }
+    }
+
+    #[test]
+    fn challenges_without_qop_get_the_rfc_2069_answer() {
+        // RFC 2617 §3.5's example values without qop; the response as computed by
+        // Python's hashlib: md5(md5(user:realm:pw):nonce:md5(method:uri)).
+        let challenge = Challenge::parse(
+            "Digest realm=\"testrealm@host.com\", nonce=\"dcd98b7102dd2f0e8b11d0f600bfb0c093\", opaque=\"5ccc069c403ebaf9f0171e9517f40e41\"",
+        )
+        .unwrap();
+        assert!(!challenge.qop_auth);
+        let answer = challenge.answer("Mufasa", "Circle Of Life", "GET", "/dir/index.html", "x", 1);
+        assert!(
+            answer.contains("response=\"670fd8c2df070c60b045671b8b24ff02\""),
+            "{answer}"
+        );
+        assert!(answer.contains("opaque=\"5ccc069c403ebaf9f0171e9517f40e41\""));
+        assert!(!answer.contains("qop"));
+    }
+
+    #[test]
+    fn unanswerable_challenges_say_why() {
+        assert_eq!(
+            Challenge::parse("Digest realm=\"r\", nonce=\"n\", algorithm=SHA-512-256"),
+            Err(ChallengeError::UnsupportedAlgorithm("SHA-512-256".into()))
+        );
+        assert_eq!(
+            Challenge::parse("Digest realm=\"r\", nonce=\"n\", qop=\"auth-int\""),
+            Err(ChallengeError::UnsupportedQop("auth-int".into()))
+        );
+        assert!(matches!(
+            Challenge::parse("Basic realm=\"r\""),
+            Err(ChallengeError::Malformed(_))
+        ));
+        assert!(matches!(
+            Challenge::parse("Digest nonce=\"n\""),
+            Err(ChallengeError::Malformed(_))
+        ));
+        let stale =
+            Challenge::parse("digest realm=\"r\", nonce=\"n\", stale=TRUE, qop=\"auth,auth-int\"")
+                .unwrap();
+        assert!(stale.stale && stale.qop_auth);
+    }
 
     fn auth() -> DigestAuth {
         DigestAuth::new("pbx.test", [7; 32])

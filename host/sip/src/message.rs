@@ -234,6 +234,56 @@ pub fn header_values(message: &SipMessage, name: &str) -> Vec<String> {
 /// Call-ID and CSeq, and no body. A provisional or 2xx response to an INVITE carries the
 /// request's Record-Route too: it may set up a dialog, whose route set the caller
 /// learns from it (RFC 3261 §12.1.1).
+/// The same request sent again as a new transaction (RFC 3261 §8.1.3.5 and §22.2): a new
+/// Via branch, CSeq `cseq`, and an authorization header (`Authorization` for a 401's
+/// challenge, `Proxy-Authorization` for a 407's) in place of any earlier one.
+pub fn resend(
+    request: &Request,
+    cseq: u32,
+    branch: &str,
+    authorization: Option<(&str, &str)>,
+) -> Option<Request> {
+    let text = String::from_utf8(serialize(&SipMessage::Request(request.clone()))).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let method = request.method.to_string();
+    let mut out = String::with_capacity(text.len() + 256);
+    let mut first_via = true;
+    for line in head.split("\r\n") {
+        let name = line.split(':').next().unwrap_or_default().trim();
+        if name.eq_ignore_ascii_case("Authorization")
+            || name.eq_ignore_ascii_case("Proxy-Authorization")
+        {
+            continue;
+        }
+        if name.eq_ignore_ascii_case("CSeq") {
+            out.push_str(&format!("CSeq: {cseq} {method}\r\n"));
+            continue;
+        }
+        if first_via && (name.eq_ignore_ascii_case("Via") || name == "v") {
+            first_via = false;
+            let start = line.find(";branch=")? + ";branch=".len();
+            let end = line[start..].find(';').map_or(line.len(), |e| start + e);
+            out.push_str(&format!(
+                "{}z9hG4bK{branch}{}\r\n",
+                &line[..start],
+                &line[end..]
+            ));
+            continue;
+        }
+        out.push_str(line);
+        out.push_str("\r\n");
+    }
+    if let Some((name, value)) = authorization {
+        out.push_str(&format!("{name}: {value}\r\n"));
+    }
+    out.push_str("\r\n");
+    out.push_str(body);
+    match parse(out.as_bytes()) {
+        Ok(SipMessage::Request(request)) => Some(request),
+        _ => None,
+    }
+}
+
 pub fn response_to(request: &Request, code: u16, to_tag: Option<&str>) -> Response {
     let mut headers = Headers::default();
     let sets_up_dialog = request.method == Method::Invite && (101..300).contains(&code);
@@ -364,6 +414,35 @@ pub fn bad_request_from_raw(bytes: &[u8], reason: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_resent_request_is_a_new_transaction_with_its_authorization() {
+        let raw = "INVITE sip:+61290000099@carrier.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKold;rport\r\n\
+Max-Forwards: 70\r\nFrom: <sip:+61400000001@carrier.test>;tag=a\r\nTo: <sip:+61290000099@carrier.test>\r\n\
+Call-ID: c1\r\nCSeq: 1 INVITE\r\nProxy-Authorization: Digest old\r\nContent-Type: application/sdp\r\nContent-Length: 4\r\n\r\nv=0\n";
+        let Ok(SipMessage::Request(invite)) = parse(raw.as_bytes()) else {
+            panic!("parses")
+        };
+        let again = resend(
+            &invite,
+            2,
+            "new",
+            Some(("Proxy-Authorization", "Digest new")),
+        )
+        .unwrap();
+        let again = SipMessage::Request(again);
+        assert_eq!(branch(&again).as_deref(), Some("z9hG4bKnew"));
+        assert_eq!(cseq(&again).map(|(n, _)| n), Some(2));
+        assert_eq!(
+            header_values(&again, "Proxy-Authorization"),
+            vec!["Digest new".to_owned()]
+        );
+        assert_eq!(call_id(&again).as_deref(), Some("c1"));
+        assert_eq!(from_tag(&again).as_deref(), Some("a"));
+        assert_eq!(again.body(), b"v=0\n");
+        let plain = SipMessage::Request(resend(&invite, 3, "x", None).unwrap());
+        assert!(header_value(&plain, "Proxy-Authorization").is_none());
+    }
 
     const INVITE: &str = "INVITE sip:+61290000001@127.0.0.1:5060 SIP/2.0\r\n\
 Via: SIP/2.0/UDP 127.0.0.2:5070;branch=z9hG4bK-1;rport\r\n\

@@ -488,6 +488,15 @@ impl TransactionLayer {
         transmit(&mut self.outputs, peer, bytes);
     }
 
+    /// Give up on a client transaction that has had no response at all (its target
+    /// seems gone): stop retransmitting, and report nothing more of it. Used to move on to
+    /// the next of a trunk's targets before Timer B.
+    pub fn abandon(&mut self, txn: ClientTxnId) {
+        if let Some(key) = self.client_keys.get(&txn).cloned() {
+            self.remove_client(&key);
+        }
+    }
+
     /// Send bytes outside any transaction (stateless responses).
     pub fn send_stateless(&mut self, peer: Peer, message: &SipMessage) {
         transmit(&mut self.outputs, peer, message::serialize(message));
