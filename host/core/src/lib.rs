@@ -9,10 +9,13 @@
 //! - [`registrar`]: REGISTER, digest authentication, bindings (devices), throttling.
 //! - [`call`]: B2BUA sessions — legs, forking, re-INVITEs, active mode, records, and call
 //!   flip (pull, push, PIN).
+//! - [`trunks`]: carrier trunks — targets and their health, failover order, registration
+//!   with the carrier, OPTIONS health checks, answering a carrier's digest challenge.
 
 pub mod call;
 pub mod pbx;
 pub mod registrar;
+pub mod trunks;
 
 // The layers below, under the names the modules use.
 use wasmpbx_sip as sip;

@@ -19,6 +19,7 @@ use crate::registrar::{BindingChange, Registrar};
 use crate::routing::{CallInfo, Decision, Event};
 use crate::sip::message::{self, Header, Method, ParseError, Request, SipMessage};
 use crate::sip::transaction::{Output, Peer, ServerTxnId, TransactionLayer, Transport};
+use crate::trunks::{ResolvedTarget, TrunkStatus, Trunks};
 use wasmpbx_types::script::ScriptVersion;
 
 /// How often expired registrations are swept.
@@ -69,6 +70,7 @@ pub struct Pbx {
     layer: TransactionLayer,
     pub registrar: Registrar,
     pub calls: Calls,
+    trunks: Trunks,
     media: Box<dyn MediaAllocator>,
     prompts: Arc<Prompts>,
     config: Arc<Config>,
@@ -92,6 +94,7 @@ impl Pbx {
             layer: TransactionLayer::new(),
             registrar: Registrar::new(config.clone(), secret),
             calls: Calls::default(),
+            trunks: Trunks::new(&config),
             media,
             prompts: Arc::new(Prompts::built_in()),
             config,
@@ -118,6 +121,7 @@ impl Pbx {
             self.layer.poll_timeout(),
             self.next_sweep,
             self.calls.poll_timeout(),
+            self.trunks.poll_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -132,6 +136,7 @@ impl Pbx {
             layer: &mut self.layer,
             media: self.media.as_mut(),
             registrar: &mut self.registrar,
+            trunks: &mut self.trunks,
             outputs: &mut self.outputs,
             config: &self.config,
             prompts: &self.prompts,
@@ -140,6 +145,37 @@ impl Pbx {
             entropy: &mut self.entropy,
         };
         (&mut self.calls, ctx)
+    }
+
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+
+    /// Start registering with carriers and checking their health.
+    pub fn start_trunks(&mut self, ambient: Ambient) {
+        self.trunks.start(ambient.now);
+        self.handle_timeout(ambient);
+    }
+
+    /// The resolver's answer for a trunk's host name.
+    pub fn trunk_resolved(
+        &mut self,
+        ambient: Ambient,
+        trunk: &str,
+        answer: Result<Vec<ResolvedTarget>, String>,
+    ) {
+        self.trunks.resolved(ambient.now, trunk, answer);
+        self.handle_timeout(ambient);
+    }
+
+    /// The addresses a trunk's `inbound` host names resolved to.
+    pub fn trunk_inbound_resolved(&mut self, trunk: &str, addresses: Vec<std::net::IpAddr>) {
+        self.trunks.inbound_resolved(trunk, addresses);
+    }
+
+    /// Each trunk's targets, their health and its registration (`/api/trunks`).
+    pub fn trunk_status(&self, now: Instant) -> Vec<TrunkStatus> {
+        self.trunks.status(now)
     }
 
     /// The script's answer to a call's `call-ended` event: its tags complete the record.
@@ -279,6 +315,9 @@ impl Pbx {
 
     pub fn handle_timeout(&mut self, ambient: Ambient) {
         self.layer.handle_timeout(ambient.now);
+        self.entropy.mix(ambient.random);
+        self.trunks
+            .handle_timeout(ambient.now, &mut self.layer, self.local, &mut self.entropy);
         let (calls, mut ctx) = self.ctx(ambient);
         calls.handle_timeout(&mut ctx);
         if self.next_sweep.is_some_and(|at| at <= ambient.now) {
@@ -303,9 +342,28 @@ impl Pbx {
                     request,
                     source,
                 } => self.handle_request(ambient, txn, request, source),
+                Output::Response { txn, response } if self.trunks.owns(txn) => {
+                    let passed_on = self.trunks.handle_response(
+                        ambient.now,
+                        &mut self.layer,
+                        &mut self.entropy,
+                        txn,
+                        response,
+                    );
+                    if let Some((txn, response)) = passed_on {
+                        let (calls, mut ctx) = self.ctx(ambient);
+                        calls.handle_response(&mut ctx, txn, response);
+                    }
+                }
                 Output::Response { txn, response } => {
                     let (calls, mut ctx) = self.ctx(ambient);
                     calls.handle_response(&mut ctx, txn, response);
+                }
+                Output::Timeout { txn } if self.trunks.owns(txn) => {
+                    if let Some(txn) = self.trunks.handle_txn_timeout(ambient.now, txn) {
+                        let (calls, mut ctx) = self.ctx(ambient);
+                        calls.handle_txn_timeout(&mut ctx, txn);
+                    }
                 }
                 Output::Timeout { txn } => {
                     let (calls, mut ctx) = self.ctx(ambient);

@@ -257,6 +257,13 @@ async fn handle(
                 "the SIP core is not running",
             ),
         },
+        (&Method::GET, ["trunks"]) => match admin.core.trunks().await {
+            Some(trunks) => json_response(StatusCode::OK, json!(trunks)),
+            None => error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the SIP core is not running",
+            ),
+        },
         (&Method::GET, ["calls"]) => match admin.core.calls().await {
             Some(calls) => json_response(StatusCode::OK, json!(calls)),
             None => error(
@@ -396,11 +403,48 @@ fn kv_value(body: &[u8]) -> Option<String> {
     Some(text.to_owned())
 }
 
+/// Per trunk: its registration, and each target's health.
+fn trunk_metrics(out: &mut String, trunks: &[crate::trunks::TrunkStatus]) {
+    use crate::trunks::{Health, RegistrationState};
+    let _ = writeln!(
+        out,
+        "# HELP wasmpbx_trunk_registered 1 while the trunk's registration with the carrier holds.\n# TYPE wasmpbx_trunk_registered gauge"
+    );
+    for trunk in trunks {
+        if let Some(registration) = &trunk.registration {
+            let registered = u8::from(registration.state == RegistrationState::Registered);
+            let _ = writeln!(
+                out,
+                "wasmpbx_trunk_registered{{trunk=\"{}\"}} {registered}",
+                trunk.name
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP wasmpbx_trunk_target_up 1 while a trunk target answers (calls, health checks).\n# TYPE wasmpbx_trunk_target_up gauge"
+    );
+    for trunk in trunks {
+        for target in &trunk.targets {
+            let up = u8::from(target.state != Health::Down);
+            let _ = writeln!(
+                out,
+                "wasmpbx_trunk_target_up{{trunk=\"{}\",target=\"{}\"}} {up}",
+                trunk.name, target.address
+            );
+        }
+    }
+}
+
 async fn metrics(admin: &Admin) -> String {
     let mut out = String::new();
     let registrations = admin.core.registrations().await.map_or(0, |r| r.len());
     let active = admin.core.calls().await.map_or(0, |c| c.len());
     let counters = admin.core.counters().await.unwrap_or_default();
+    let trunks = admin.core.trunks().await.unwrap_or_default();
+    if !trunks.is_empty() {
+        trunk_metrics(&mut out, &trunks);
+    }
     let _ = writeln!(
         out,
         "# TYPE wasmpbx_sip_messages_total counter\nwasmpbx_sip_messages_total {}",

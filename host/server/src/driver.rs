@@ -24,6 +24,7 @@ use crate::routing::{Decision, Disposition, Event};
 use crate::script::{LoadedScript, ScriptHost};
 use crate::sip::message::MAX_MESSAGE_BYTES;
 use crate::sip::transaction::{Peer, Transport};
+use crate::trunks::{ResolvedTarget, TrunkStatus};
 use crate::writer::{StoreWriter, Write};
 use wasmpbx_types::script::ScriptVersion;
 
@@ -54,6 +55,16 @@ enum Input {
     },
     Disconnected {
         peer: Peer,
+    },
+    /// A trunk's host name resolved (or failed to).
+    TrunkResolved {
+        trunk: String,
+        answer: Result<Vec<ResolvedTarget>, String>,
+    },
+    /// A trunk's `inbound` host names resolved.
+    TrunkInbound {
+        trunk: String,
+        addresses: Vec<std::net::IpAddr>,
     },
 }
 
@@ -194,6 +205,16 @@ impl CoreHandle {
         answer.await.ok()
     }
 
+    /// Each trunk's targets, health and registration.
+    pub async fn trunks(&self) -> Option<Vec<TrunkStatus>> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(Input::Query(Query::Trunks(reply)))
+            .await
+            .ok()?;
+        answer.await.ok()
+    }
+
     /// The live calls.
     pub async fn calls(&self) -> Option<Vec<CallSummary>> {
         let (reply, answer) = tokio::sync::oneshot::channel();
@@ -231,6 +252,7 @@ enum Query {
         reply: tokio::sync::oneshot::Sender<Result<Vec<UserCall>, PasswordRefusal>>,
     },
     Counters(tokio::sync::oneshot::Sender<PbxCounters>),
+    Trunks(tokio::sync::oneshot::Sender<Vec<TrunkStatus>>),
     Flip {
         session: SessionId,
         targets: Vec<String>,
@@ -269,6 +291,8 @@ pub async fn run(
     };
     let mut connections: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>> = HashMap::new();
     publish_directory(&pbx, &directory);
+    spawn_trunk_resolvers(&pbx.config().clone(), &tx)?;
+    pbx.start_trunks(ambient());
 
     loop {
         let deadline = pbx.poll_timeout();
@@ -289,6 +313,8 @@ pub async fn run(
                     connections.remove(&peer.addr);
                     pbx.connection_closed(ambient(), peer);
                 }
+                Some(Input::TrunkResolved { trunk, answer }) => pbx.trunk_resolved(ambient(), &trunk, answer),
+                Some(Input::TrunkInbound { trunk, addresses }) => pbx.trunk_inbound_resolved(&trunk, addresses),
                 Some(Input::Query(query)) => match query {
                     Query::Registrations(reply) => { let _ = reply.send(pbx.registrar.all().cloned().collect()); }
                     Query::Calls(reply) => { let _ = reply.send(pbx.calls.summaries()); }
@@ -298,6 +324,7 @@ pub async fn run(
                     Query::Counters(reply) => {
                         let _ = reply.send(pbx.counters);
                     }
+                    Query::Trunks(reply) => { let _ = reply.send(pbx.trunk_status(monotonic_now())); }
                     Query::Flip { session, targets, reply } => {
                         let _ = reply.send(pbx.request_push(ambient(), session, targets));
                     }
@@ -430,6 +457,86 @@ fn publish_directory(pbx: &Pbx, directory: &MemoryDirectory) {
             });
     }
     directory.replace_all(by_user);
+}
+
+/// One task per trunk host name (and per `inbound` name), resolving it again when its
+/// answer's TTL runs out and handing the answers to the core.
+fn spawn_trunk_resolvers(config: &Config, tx: &mpsc::Sender<Input>) -> anyhow::Result<()> {
+    use wasmpbx_types::trunk::{Destination, InboundSource};
+    let names = config.trunks.iter().any(|t| {
+        matches!(t.destination(), Some(Destination::Name { .. }))
+            || t.inbound
+                .iter()
+                .any(|s| matches!(s, InboundSource::Name(_)))
+    });
+    if !names {
+        return Ok(());
+    }
+    let resolver = Arc::new(crate::dns::Resolver::new(&config.sip.dns_servers)?);
+    for trunk in &config.trunks {
+        if let Some(Destination::Name { host, port }) = trunk.destination() {
+            let (resolver, tx, name, transport) = (
+                resolver.clone(),
+                tx.clone(),
+                trunk.name.clone(),
+                trunk.transport,
+            );
+            tokio::spawn(async move {
+                loop {
+                    let answer = resolver.trunk_targets(&host, port, transport).await;
+                    let wait = answer
+                        .as_ref()
+                        .map_or(crate::dns::RETRY_AFTER_FAILURE, |a| a.valid_for);
+                    let answer = answer.map(|a| a.value);
+                    let input = Input::TrunkResolved {
+                        trunk: name.clone(),
+                        answer,
+                    };
+                    if tx.send(input).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(wait).await;
+                }
+            });
+        }
+        let inbound: Vec<String> = trunk
+            .inbound
+            .iter()
+            .filter_map(|s| match s {
+                InboundSource::Name(name) => Some(name.clone()),
+                InboundSource::Net(_) => None,
+            })
+            .collect();
+        if !inbound.is_empty() {
+            let (resolver, tx, name) = (resolver.clone(), tx.clone(), trunk.name.clone());
+            tokio::spawn(async move {
+                loop {
+                    let mut addresses = Vec::new();
+                    let mut wait = crate::dns::RETRY_AFTER_FAILURE;
+                    for host in &inbound {
+                        match resolver.ips(host).await {
+                            Ok(answer) => {
+                                wait = wait.max(answer.valid_for);
+                                addresses.extend(answer.value);
+                            }
+                            Err(e) => {
+                                tracing::warn!(trunk = %name, "inbound host does not resolve: {e}")
+                            }
+                        }
+                    }
+                    let input = Input::TrunkInbound {
+                        trunk: name.clone(),
+                        addresses,
+                    };
+                    if tx.send(input).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(wait).await;
+                }
+            });
+        }
+    }
+    Ok(())
 }
 
 async fn udp_receiver(socket: Arc<UdpSocket>, tx: mpsc::Sender<Input>) {

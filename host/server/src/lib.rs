@@ -22,13 +22,14 @@
 //! - [`server`]: `wasmpbx run`: wires the pieces and runs until Ctrl-C.
 
 pub mod admin;
+pub mod dns;
 pub mod driver;
 pub mod server;
 pub mod writer;
 pub mod ws;
 
 // The host's crates, under the paths the binary, the tests and the benches use.
-pub use wasmpbx_core::{call, pbx, registrar};
+pub use wasmpbx_core::{call, pbx, registrar, trunks};
 pub use wasmpbx_media as media;
 pub use wasmpbx_script as script;
 pub use wasmpbx_script::simulate;

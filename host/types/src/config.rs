@@ -60,6 +60,26 @@ pub struct SipConfig {
     /// some deployed clients abort on a SHA-256 challenge (baresip 1.0) or read only the
     /// first one (SIPp); offer SHA-256 where every device supports it (RFC 8760).
     pub digest_algorithms: Vec<crate::sip::digest::Algorithm>,
+    /// Name servers for trunk host names (`"IP"` or `"IP:PORT"`); empty: the system's
+    /// resolver configuration (`/etc/resolv.conf`).
+    pub dns_servers: Vec<DnsServer>,
+}
+
+/// A name server, written `192.0.2.53` or `127.0.0.1:5353`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct DnsServer(pub SocketAddr);
+
+impl TryFrom<String> for DnsServer {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse::<SocketAddr>()
+            .or_else(|_| s.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+            .map(DnsServer)
+            .map_err(|_| {
+                format!("{s:?} is not a name server address, e.g. 192.0.2.53 or 127.0.0.1:5353")
+            })
+    }
 }
 
 impl Default for SipConfig {
@@ -78,6 +98,7 @@ impl Default for SipConfig {
             domain: "wasmpbx.local".into(),
             emergency_numbers: Vec::new(),
             digest_algorithms: vec![crate::sip::digest::Algorithm::Md5],
+            dns_servers: Vec::new(),
         }
     }
 }
@@ -200,16 +221,7 @@ impl Default for FlipConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Trunk {
-    pub name: String,
-    /// Where outbound calls go, e.g. `sip:127.0.0.1:5090`.
-    pub uri: String,
-    /// Addresses or CIDRs whose INVITEs are this trunk's calls.
-    #[serde(default)]
-    pub inbound: Vec<Cidr>,
-}
+pub use crate::trunk::Trunk;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -467,12 +479,9 @@ impl Config {
             if !names.insert(trunk.name.as_str()) {
                 return Err(format!("trunks[{i}].name: {:?} is used twice", trunk.name));
             }
-            if !(trunk.uri.starts_with("sip:") || trunk.uri.starts_with("sips:")) {
-                return Err(format!(
-                    "trunks[{i}].uri: {:?} is not a sip: URI",
-                    trunk.uri
-                ));
-            }
+            trunk
+                .validate()
+                .map_err(|message| format!("trunks[{i}].{message}"))?;
         }
         let (mut ids, mut extensions) = (HashSet::new(), HashSet::new());
         for (i, user) in self.users.iter().enumerate() {

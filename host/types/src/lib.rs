@@ -17,6 +17,7 @@
 //!   and prompts.
 //! - [`store`]: the store traits, their errors, an in-memory store and the contract every
 //!   backend must pass.
+//! - [`trunk`]: a carrier trunk's settings, its destination and number formats.
 //! - [`script`]: the opaque handle of a script version a call is pinned to.
 //! - [`ambient`], [`entropy`], [`clock`]: time and randomness, handed to the cores with
 //!   every input; [`clock`] is the one place the system clock is read.
@@ -35,5 +36,6 @@ pub mod registration;
 pub mod routing;
 pub mod script;
 pub mod store;
+pub mod trunk;
 
 use wasmpbx_sip as sip;

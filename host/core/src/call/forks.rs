@@ -123,6 +123,7 @@ impl Calls {
             call_id: &call_id,
             offer: &offer,
             branch: &ctx.token(),
+            extra: &[],
         })?;
         let peer = binding.peer();
         let txn = ctx
@@ -152,6 +153,7 @@ impl Calls {
             answered: false,
             cancelled: false,
             bridge,
+            trunk: None,
         })
     }
 

@@ -42,13 +42,17 @@ mod pin;
 mod pull;
 mod push;
 mod requests;
+mod trunk_legs;
+
+use trunk_legs::{Retry, TrunkLeg};
 #[cfg(test)]
 mod testing;
+#[cfg(test)]
+mod trunk_tests;
 #[cfg(test)]
 mod world;
 
 pub use push::Refusal;
-pub use requests::trunk_address;
 use requests::{
     Dialog, InviteParts, Via, addr_spec, attach_sdp, caller_response, cancel_for, dtmf_from_info,
     initial_invite, route_set_of_request, route_set_of_response, tag_of, with_tag,
@@ -85,6 +89,8 @@ struct Outbound {
     cancelled: bool,
     /// A browser's leg: the media bridge that made its WebRTC offer.
     bridge: Option<usize>,
+    /// A leg through a carrier trunk: its failover and authentication.
+    trunk: Option<TrunkLeg>,
 }
 
 impl Outbound {
@@ -160,9 +166,7 @@ fn send_in_dialog(
         }
     };
     if let Some(request) = request {
-        let txn = ctx
-            .layer
-            .send_request(ctx.ambient.now, request, dialog.peer);
+        let txn = ctx.send_in_dialog(request, dialog.peer);
         by_client_txn.insert(txn, id);
     }
 }
@@ -303,6 +307,8 @@ enum TimerKind {
     Pin,
     /// A forward rang too long.
     Ring,
+    /// A trunk target had its share of Timer B without a word: try the next.
+    TrunkTarget,
 }
 
 /// The calls' timers, one heap: when, what for, for which session, and a number that
@@ -368,6 +374,7 @@ pub struct Ctx<'a> {
     pub layer: &'a mut TransactionLayer,
     pub media: &'a mut dyn MediaAllocator,
     pub registrar: &'a mut Registrar,
+    pub trunks: &'a mut crate::trunks::Trunks,
     pub outputs: &'a mut VecDeque<PbxOutput>,
     pub config: &'a Config,
     pub prompts: &'a Prompts,
@@ -383,6 +390,16 @@ impl Ctx<'_> {
     /// A fresh token for a tag, a branch or a Call-ID.
     pub fn token(&mut self) -> String {
         self.entropy.token()
+    }
+
+    /// Send a request in a dialog (not ACK); towards a trunk with credentials, a
+    /// challenge to it is answered before the call hears of it.
+    fn send_in_dialog(&mut self, request: Request, peer: Peer) -> ClientTxnId {
+        let txn = self
+            .layer
+            .send_request(self.ambient.now, request.clone(), peer);
+        self.trunks.track_in_dialog(txn, &request, peer);
+        txn
     }
 }
 
@@ -466,11 +483,15 @@ impl Calls {
         source: Peer,
     ) {
         let message = SipMessage::Request(request.clone());
-        let dialed = request
-            .uri
-            .auth
+        let uri_user = request.uri.auth.as_ref().map(|a| a.user.clone());
+        let trunk = ctx.trunks.trunk_of_source(source.addr.ip()).cloned();
+        // A call on the trunk's registration is addressed to the Contact we registered;
+        // the number dialled is in To.
+        let on_registration = trunk
             .as_ref()
-            .map(|a| a.user.clone())
+            .is_some_and(|t| uri_user.is_some() && uri_user.as_deref() == t.contact_user());
+        let dialed = uri_user
+            .filter(|_| !on_registration)
             .or_else(|| message::to_user(&message))
             .unwrap_or_default();
         let caller = message::from_user(&message).unwrap_or_default();
@@ -481,12 +502,16 @@ impl Calls {
             }
             ctx.layer.send_response(ctx.ambient.now, txn, response);
         };
-        let trunk = ctx
+        // Carriers write numbers their own way (`61290000001`, `0290000001`): a flip
+        // number matches in any of them.
+        let location = ctx
             .config
-            .trunks
-            .iter()
-            .find(|t| t.inbound.iter().any(|c| c.contains(source.addr.ip())));
-        let location = ctx.config.location_by_flip_number(&dialed).cloned();
+            .location_by_flip_number(&dialed)
+            .or_else(|| {
+                let e164 = trunk.as_ref()?.plus_e164(&dialed);
+                ctx.config.location_by_flip_number(&e164)
+            })
+            .cloned();
         let (origin, location) = match (trunk, location) {
             (Some(t), Some(l)) => (
                 Origin::Trunk {
@@ -807,10 +832,15 @@ impl Calls {
         };
         let trunk_name = trunk.or_else(|| session.location.as_ref().and_then(|l| l.trunk.clone()));
         let trunk = match &trunk_name {
-            Some(name) => ctx.config.trunks.iter().find(|t| &t.name == name),
-            None => ctx.config.trunks.first(),
+            Some(name) => ctx.trunks.config(name).cloned(),
+            None => ctx.config.trunks.first().cloned(),
         };
-        let Some(trunk_addr) = trunk.and_then(|t| trunk_address(&t.uri)) else {
+        let mut targets = match &trunk {
+            Some(t) => ctx.trunks.candidates(&t.name, ctx.ambient.now),
+            None => Vec::new(),
+        };
+        let (Some(trunk), false) = (trunk, targets.is_empty()) else {
+            tracing::warn!(session = %id.short(), trunk = ?trunk_name, "no trunk to forward through (none configured, or its host has not resolved)");
             let event = Event::ForwardFailed {
                 target,
                 status: 503,
@@ -818,18 +848,31 @@ impl Calls {
             };
             return self.route(ctx, id, event);
         };
-        let host = trunk_addr.to_string();
+        let first = targets.remove(0);
+        let host = trunk.request_host();
         let local = ctx.local;
         let mut origin = sdp::Origin::new(ctx.entropy.next_u64());
         let offer = origin.stamp(&session.b_offer);
-        let from_number = caller_id.unwrap_or_else(|| session.call.caller.clone());
+        // Caller id: the script's choice or the original caller, in the trunk's format;
+        // with a fixed `from_user`, the caller goes in P-Asserted-Identity instead.
+        let caller = trunk.format_number(&caller_id.unwrap_or_else(|| session.call.caller.clone()));
+        let domain = trunk.from_domain(&ctx.config.sip.domain);
+        let mut extra = Vec::new();
+        if trunk.send_pai || trunk.from_user.is_some() {
+            extra.push(format!("P-Asserted-Identity: <sip:{caller}@{domain}>"));
+        }
+        if trunk.diversion && matches!(session.call.origin, Origin::Trunk { .. }) {
+            // The number the caller dialled, which forwarded the call here (RFC 5806).
+            let flip_number = trunk.format_number(&session.call.dialed);
+            extra.push(format!(
+                "Diversion: <sip:{flip_number}@{domain}>;reason=unconditional"
+            ));
+        }
+        let from_user = trunk.from_user.clone().unwrap_or(caller);
+        let dialled = trunk.format_number(&number);
         let call_id = format!("{}@{}", ctx.token(), local.ip());
-        let from = format!(
-            "<sip:{from_number}@{}>;tag={}",
-            ctx.config.sip.domain,
-            ctx.token()
-        );
-        let to = format!("<sip:{number}@{host}>");
+        let from = format!("<sip:{from_user}@{domain}>;tag={}", ctx.token());
+        let to = format!("<sip:{dialled}@{host}>");
         let max_forwards = message::header_value(
             &SipMessage::Request(session.a_invite.clone()),
             "Max-Forwards",
@@ -841,7 +884,7 @@ impl Calls {
             return self.end(ctx, id, Disposition::Failed, 483, "too many hops");
         }
         let invite = initial_invite(&InviteParts {
-            uri: &format!("sip:{number}@{host}"),
+            uri: &format!("sip:{dialled}@{host}"),
             transport: Transport::Udp,
             local,
             max_forwards,
@@ -850,6 +893,7 @@ impl Calls {
             call_id: &call_id,
             offer: &offer,
             branch: &ctx.token(),
+            extra: &extra,
         });
         let Some(invite) = invite else {
             return self.end(
@@ -862,20 +906,37 @@ impl Calls {
         };
         let peer = Peer {
             transport: Transport::Udp,
-            addr: trunk_addr,
+            addr: first,
         };
         let txn = ctx
             .layer
             .send_request(ctx.ambient.now, invite.clone(), peer);
-        tracing::info!(session = %id.short(), number, trunk = ?trunk_name, "forwarding");
+        tracing::info!(session = %id.short(), number, trunk = %trunk.name, target = %first, "forwarding");
         session.record.legs.push((number.clone(), 0));
         session.record.call_ids.push(call_id.clone());
+        let share = crate::trunks::target_share(targets.len() + 1);
+        let trunk_leg = TrunkLeg {
+            name: trunk.name.clone(),
+            remaining: targets,
+            share,
+            answered_nonce: None,
+            attempt: 0,
+            heard: false,
+        };
+        if !trunk_leg.remaining.is_empty() {
+            self.timers.push(Reverse((
+                ctx.ambient.now + share,
+                TimerKind::TrunkTarget,
+                id,
+                0,
+            )));
+        }
         session.b = Some(Outbound {
             dialog: Dialog {
                 call_id: call_id.clone(),
                 local: from,
                 remote: to,
-                target: format!("sip:{number}@{host}"),
+                target: format!("sip:{dialled}@{host}"),
                 route_set: Vec::new(),
                 local_cseq: 1,
                 peer,
@@ -888,6 +949,7 @@ impl Calls {
             answered: false,
             cancelled: false,
             bridge: None,
+            trunk: Some(trunk_leg),
         });
         session.phase = Phase::Forwarding;
         session.ring_generation += 1;
@@ -951,6 +1013,12 @@ impl Calls {
             && !self.fork_response(ctx, id, txn, &response)
         {
             return;
+        }
+        if is_b {
+            self.trunk_leg_heard(ctx, id, txn);
+            if code >= 300 && self.retry_trunk_leg(ctx, id, txn, Retry::Response(&response)) {
+                return;
+            }
         }
         let Some(session) = self.sessions.get_mut(&id) else {
             return;
@@ -1042,7 +1110,7 @@ impl Calls {
                 b.answered = true;
                 let ack = b.dialog.request(
                     "ACK",
-                    1,
+                    b.dialog.local_cseq,
                     &Via {
                         local: ctx.local,
                         branch: &ctx.token(),
@@ -1143,10 +1211,16 @@ impl Calls {
                 (Side::B, session.ports.b)
             };
             let answered_by = other(asker);
+            // A re-INVITE sent again with credentials has a higher CSeq than it had.
+            let cseq = message::cseq(&SipMessage::Response(response.clone()))
+                .map_or(pending.cseq, |(n, _)| n);
+            if let Some(dialog) = session.dialog_mut(answered_by) {
+                dialog.local_cseq = dialog.local_cseq.max(cseq);
+            }
             if let Some(dialog) = session.dialog_mut(answered_by)
                 && let Some(ack) = dialog.request(
                     "ACK",
-                    pending.cseq,
+                    cseq,
                     &Via {
                         local: ctx.local,
                         branch: &ctx.token(),
@@ -1194,6 +1268,9 @@ impl Calls {
             let timeout = message::response_to(&self.sessions[&id].a_invite, 408, None);
             return self.push_response(ctx, id, txn, &timeout);
         }
+        if self.retry_trunk_leg(ctx, id, txn, Retry::Timeout) {
+            return;
+        }
         let Some(session) = self.sessions.get_mut(&id) else {
             return;
         };
@@ -1228,6 +1305,7 @@ impl Calls {
                 TimerKind::Push => self.push_timer(ctx, id, n),
                 TimerKind::Pin => self.pin_timer(ctx, id, n),
                 TimerKind::Ring => self.ring_timer(ctx, id, n),
+                TimerKind::TrunkTarget => self.trunk_target_timer(ctx, id, n),
             }
         }
     }
@@ -1365,9 +1443,7 @@ impl Calls {
                             message::response_to(&request, 500, None),
                         );
                     };
-                    let client_txn = ctx
-                        .layer
-                        .send_request(ctx.ambient.now, reinvite, other.peer);
+                    let client_txn = ctx.send_in_dialog(reinvite, other.peer);
                     session.reinvite = Some(PendingReinvite {
                         server_txn: txn,
                         request,

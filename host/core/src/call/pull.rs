@@ -256,6 +256,7 @@ impl Calls {
             answered: true,
             cancelled: false,
             bridge: None,
+            trunk: None,
         };
         let flip = Takeover {
             side: pull.side,

@@ -18,19 +18,6 @@ pub(super) fn request_from(text: String) -> Option<Request> {
     }
 }
 
-/// The socket address of a trunk URI like `sip:127.0.0.1:5090` (IP literals only).
-pub fn trunk_address(uri: &str) -> Option<SocketAddr> {
-    let rest = uri
-        .strip_prefix("sip:")
-        .or_else(|| uri.strip_prefix("sips:"))?;
-    let host = rest.rsplit('@').next()?.split(';').next()?;
-    host.parse().ok().or_else(|| {
-        host.parse::<std::net::IpAddr>()
-            .ok()
-            .map(|ip| SocketAddr::new(ip, 5060))
-    })
-}
-
 /// Give a response the host's Contact and an SDP body.
 pub(super) fn attach_sdp(reply: &mut Response, local: SocketAddr, sdp: String) {
     reply
@@ -58,6 +45,8 @@ pub(super) struct InviteParts<'a> {
     pub(super) offer: &'a str,
     /// The Via branch of this INVITE's transaction.
     pub(super) branch: &'a str,
+    /// More headers (`Name: value`, no CRLF): P-Asserted-Identity, Diversion.
+    pub(super) extra: &'a [String],
 }
 
 /// An outbound leg's INVITE, carrying the offer that points at the host's relay.
@@ -65,7 +54,7 @@ pub(super) fn initial_invite(p: &InviteParts<'_>) -> Option<Request> {
     let text = format!(
         "INVITE {} SIP/2.0\r\nVia: SIP/2.0/{} {};branch=z9hG4bK{};rport\r\nMax-Forwards: {}\r\n\
 From: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: 1 INVITE\r\nContact: <sip:wasmpbx@{}>\r\n\
-Allow: {}\r\nContent-Type: application/sdp\r\n\
+Allow: {}\r\n{}Content-Type: application/sdp\r\n\
 Content-Length: {}\r\n\r\n{}",
         p.uri,
         p.transport.as_str().to_ascii_uppercase(),
@@ -77,6 +66,10 @@ Content-Length: {}\r\n\r\n{}",
         p.call_id,
         p.local,
         message::ALLOW,
+        p.extra
+            .iter()
+            .map(|h| format!("{h}\r\n"))
+            .collect::<String>(),
         p.offer.len(),
         p.offer
     );
@@ -163,19 +156,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn trunk_uris_resolve_to_addresses() {
-        assert_eq!(
-            trunk_address("sip:127.0.0.1:5090"),
-            Some("127.0.0.1:5090".parse().unwrap())
-        );
-        assert_eq!(
-            trunk_address("sip:gw@127.0.0.3"),
-            Some("127.0.0.3:5060".parse().unwrap())
-        );
-        assert_eq!(trunk_address("sip:carrier.example.com"), None);
-    }
-
-    #[test]
     fn outbound_invites_allow_what_responses_allow() {
         let invite = initial_invite(&InviteParts {
             uri: "sip:100@127.0.0.1:5090",
@@ -187,6 +167,7 @@ mod tests {
             call_id: "c1",
             offer: "v=0\r\n",
             branch: "z9hG4bKtest",
+            extra: &["Diversion: <sip:+61290000001@pbx>;reason=unconditional".into()],
         })
         .unwrap();
         let text = String::from_utf8(invite.to_string().into_bytes()).unwrap();
@@ -194,6 +175,7 @@ mod tests {
             text.contains(&format!("Allow: {}\r\n", message::ALLOW)),
             "{text}"
         );
+        assert!(text.contains("\r\nDiversion: <sip:+61290000001@pbx>;reason=unconditional\r\n"));
         // The host takes REFER (the transfer key's push) in the dialogs it sets up.
         assert!(message::ALLOW.contains("REFER"));
     }

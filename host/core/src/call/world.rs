@@ -26,6 +26,28 @@ pub(super) const MOBILE: &str = "127.0.0.1:6002";
 pub(super) const TABLET: &str = "127.0.0.1:6003";
 /// The trunk's far end, for calls Alice places.
 pub(super) const TRUNK: &str = "127.0.0.1:5090";
+/// The world's configuration: a trunk, a location on flip number 100, Alice.
+pub(super) const CONFIG: &str = r#"
+[sip]
+domain = "pbx.test"
+
+[[trunks]]
+name = "pstn"
+uri = "sip:127.0.0.1:5090"
+inbound = ["127.0.0.2"]
+
+[[locations]]
+name = "sydney"
+flip_number = "100"
+script = "x"
+fallback_number = "999"
+
+[[users]]
+id = "alice"
+extension = "2001"
+password = "s3cret"
+pin = "1234"
+"#;
 pub(super) const SDP: &str = "v=0\r\no=d 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
 m=audio 40000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n";
 
@@ -128,31 +150,12 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
 
     /// Alice's desk phone, mobile and tablet registered; no call yet.
     pub(super) fn new() -> Self {
-        let config = Config::parse(
-            r#"
-[sip]
-domain = "pbx.test"
+        Self::with_config(CONFIG)
+    }
 
-[[trunks]]
-name = "pstn"
-uri = "sip:127.0.0.1:5090"
-inbound = ["127.0.0.2"]
-
-[[locations]]
-name = "sydney"
-flip_number = "100"
-script = "x"
-fallback_number = "999"
-
-[[users]]
-id = "alice"
-extension = "2001"
-password = "s3cret"
-pin = "1234"
-"#,
-            Path::new("t.toml"),
-        )
-        .unwrap();
+    /// [`World::new`] with another configuration (which must have user `alice`).
+    pub(super) fn with_config(config: &str) -> Self {
+        let config = Config::parse(config, Path::new("t.toml")).unwrap();
         let media = FakeMedia::default();
         let mut pbx = Pbx::new(
             Arc::new(config),

@@ -1,0 +1,287 @@
+//! The registration with a carrier and the health checks, on a fake clock, with the
+//! carrier's answers written by hand.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::sip::transaction::Output;
+
+const EDGE: &str = "127.0.0.5:5060";
+const LOCAL: &str = "127.0.0.1:5060";
+
+struct Carrier {
+    trunks: Trunks,
+    layer: TransactionLayer,
+    entropy: Entropy,
+    now: Instant,
+    /// Requests the trunks sent (retransmissions left out), oldest first.
+    sent: Vec<Request>,
+}
+
+impl Carrier {
+    fn new(extra: &str) -> Self {
+        let text = format!(
+            "[[trunks]]\nname = \"carrier\"\nhost = \"carrier.test\"\nusername = \"acct1\"\npassword = \"secret\"\n{extra}"
+        );
+        let config = Config::parse(&text, Path::new("t.toml")).unwrap();
+        let now = wasmpbx_types::clock::monotonic_now();
+        let mut trunks = Trunks::new(&config);
+        trunks.start(now);
+        let target = ResolvedTarget {
+            addr: EDGE.parse().unwrap(),
+            priority: 0,
+            weight: 0,
+        };
+        trunks.resolved(now, "carrier", Ok(vec![target]));
+        let mut carrier = Self {
+            trunks,
+            layer: TransactionLayer::new(),
+            entropy: Entropy::new(1),
+            now,
+            sent: Vec::new(),
+        };
+        carrier.tick();
+        carrier
+    }
+
+    fn tick(&mut self) {
+        self.layer.handle_timeout(self.now);
+        self.trunks.handle_timeout(
+            self.now,
+            &mut self.layer,
+            LOCAL.parse().unwrap(),
+            &mut self.entropy,
+        );
+        self.pump();
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.now += by;
+        self.tick();
+    }
+
+    fn pump(&mut self) {
+        while let Some(output) = self.layer.poll_output() {
+            match output {
+                Output::Transmit { bytes, .. } => {
+                    let Ok(SipMessage::Request(request)) = message::parse(&bytes) else {
+                        continue;
+                    };
+                    let branch = |r: &Request| message::branch(&SipMessage::Request(r.clone()));
+                    if !self.sent.iter().any(|s| branch(s) == branch(&request)) {
+                        self.sent.push(request);
+                    }
+                }
+                Output::Response { txn, response } => {
+                    let passed_on = self.trunks.handle_response(
+                        self.now,
+                        &mut self.layer,
+                        &mut self.entropy,
+                        txn,
+                        response,
+                    );
+                    assert!(passed_on.is_none(), "the trunks' own requests stay theirs");
+                }
+                Output::Timeout { txn } => {
+                    assert!(self.trunks.handle_txn_timeout(self.now, txn).is_none());
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn last(&self, method: &str) -> Request {
+        self.sent
+            .iter()
+            .rev()
+            .find(|r| r.method.to_string() == method)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {method} sent"))
+    }
+
+    fn count(&self, method: &str) -> usize {
+        self.sent
+            .iter()
+            .filter(|r| r.method.to_string() == method)
+            .count()
+    }
+
+    fn answer(&mut self, request: &Request, code: u16, headers: &str) {
+        let response = message::response_to(request, code, Some("edge"));
+        let text = String::from_utf8(message::serialize(&SipMessage::Response(response))).unwrap();
+        let (status, rest) = text.split_once("\r\n").unwrap();
+        let bytes = format!("{status}\r\n{headers}{rest}");
+        let source = Peer {
+            transport: Transport::Udp,
+            addr: EDGE.parse().unwrap(),
+        };
+        let message = message::parse(bytes.as_bytes()).unwrap();
+        self.layer.handle_message(self.now, message, source);
+        self.pump();
+    }
+
+    fn registration(&self) -> RegistrationStatus {
+        self.trunks.status(self.now)[0]
+            .registration
+            .clone()
+            .unwrap()
+    }
+}
+
+const CHALLENGE: &str =
+    "WWW-Authenticate: Digest realm=\"carrier.test\", nonce=\"abc\", qop=\"auth\"\r\n";
+
+#[test]
+fn registers_answering_the_challenge_and_refreshes_before_expiry() {
+    let mut c = Carrier::new("register = true\nregister_expires = 600");
+    let first = c.last("REGISTER");
+    assert_eq!(first.uri.to_string(), "sip:carrier.test");
+    assert_eq!(c.registration().state, RegistrationState::Registering);
+    c.answer(&first, 401, CHALLENGE);
+    let second = c.last("REGISTER");
+    let m = SipMessage::Request(second.clone());
+    assert_eq!(message::cseq(&m).map(|(n, _)| n), Some(2));
+    assert!(
+        message::header_value(&m, "Authorization")
+            .unwrap()
+            .contains("username=\"acct1\"")
+    );
+    c.answer(
+        &second,
+        200,
+        "Contact: <sip:acct1@127.0.0.1:5060>;expires=120\r\n",
+    );
+    let status = c.registration();
+    assert_eq!(status.state, RegistrationState::Registered);
+    assert_eq!(status.expires_in_s, Some(120));
+    // Refreshed at half the granted time (a minute before the end would be later).
+    c.advance(Duration::from_secs(59));
+    assert_eq!(c.count("REGISTER"), 2);
+    c.advance(Duration::from_secs(1));
+    assert_eq!(c.count("REGISTER"), 3);
+    let refresh = SipMessage::Request(c.last("REGISTER"));
+    assert_eq!(
+        message::call_id(&refresh),
+        message::call_id(&m),
+        "one Call-ID per registration"
+    );
+    assert_eq!(message::cseq(&refresh).map(|(n, _)| n), Some(3));
+}
+
+#[test]
+fn wrong_credentials_fail_once_and_back_off_with_a_cap() {
+    let mut c = Carrier::new("register = true");
+    let first = c.last("REGISTER");
+    c.answer(&first, 401, CHALLENGE);
+    let second = c.last("REGISTER");
+    c.answer(&second, 401, CHALLENGE);
+    assert_eq!(
+        c.count("REGISTER"),
+        2,
+        "a loop of challenges is not followed"
+    );
+    let status = c.registration();
+    assert_eq!(status.state, RegistrationState::Failing);
+    assert!(
+        status
+            .last_reason
+            .unwrap()
+            .contains("refused the credentials")
+    );
+    assert_eq!(status.next_try_in_s, Some(5));
+    let mut waits = Vec::new();
+    for _ in 0..8 {
+        let wait = c.registration().next_try_in_s.unwrap();
+        waits.push(wait);
+        c.advance(Duration::from_secs(wait));
+        let request = c.last("REGISTER");
+        c.answer(&request, 403, "");
+    }
+    assert_eq!(waits, [5, 10, 20, 40, 80, 160, 300, 300]);
+}
+
+#[test]
+fn a_5xx_to_register_is_a_failure_with_its_reason() {
+    let mut c = Carrier::new("register = true");
+    let first = c.last("REGISTER");
+    c.answer(&first, 503, "");
+    let status = c.registration();
+    assert_eq!(status.state, RegistrationState::Failing);
+    assert_eq!(
+        status.last_reason.as_deref(),
+        Some("503 Service Unavailable")
+    );
+}
+
+#[test]
+fn an_unknown_algorithm_is_refused_with_a_reason() {
+    let mut c = Carrier::new("register = true");
+    let first = c.last("REGISTER");
+    c.answer(
+        &first,
+        401,
+        "WWW-Authenticate: Digest realm=\"carrier.test\", nonce=\"abc\", algorithm=SHA-512-256\r\n",
+    );
+    assert_eq!(c.count("REGISTER"), 1);
+    let reason = c.registration().last_reason.unwrap();
+    assert!(reason.contains("unsupported algorithm"), "{reason}");
+}
+
+#[test]
+fn options_take_a_silent_target_out_and_an_answer_puts_it_back() {
+    let mut c = Carrier::new("options_interval = 30");
+    assert_eq!(c.count("OPTIONS"), 1);
+    c.advance(Duration::from_secs(32));
+    let status = &c.trunks.status(c.now)[0].targets[0];
+    assert_eq!(status.state, Health::Down);
+    assert_eq!(status.last_failure.as_deref(), Some("no answer to OPTIONS"));
+    c.advance(Duration::from_secs(30));
+    let probe = c.last("OPTIONS");
+    c.answer(&probe, 200, "");
+    let status = &c.trunks.status(c.now)[0].targets[0];
+    assert_eq!(status.state, Health::Up);
+    assert!(status.in_rotation);
+}
+
+#[test]
+fn calls_take_turns_among_equal_priorities_and_failed_targets_come_last() {
+    let config = Config::parse(
+        "[[trunks]]\nname = \"c\"\nhost = \"carrier.test\"\n",
+        Path::new("t.toml"),
+    )
+    .unwrap();
+    let now = wasmpbx_types::clock::monotonic_now();
+    let mut trunks = Trunks::new(&config);
+    let target = |a: &str, priority| ResolvedTarget {
+        addr: a.parse().unwrap(),
+        priority,
+        weight: 0,
+    };
+    let (a, b, backup) = ("127.0.0.5:5060", "127.0.0.6:5060", "127.0.0.7:5060");
+    trunks.resolved(
+        now,
+        "c",
+        Ok(vec![target(a, 10), target(b, 10), target(backup, 20)]),
+    );
+    let first: Vec<SocketAddr> = trunks.candidates("c", now);
+    let second = trunks.candidates("c", now);
+    assert_ne!(first[0], second[0], "equal priorities take turns");
+    assert_eq!(first[2], backup.parse().unwrap());
+    trunks.target_failed("c", a.parse().unwrap(), "503", now);
+    for _ in 0..2 {
+        let order = trunks.candidates("c", now);
+        assert_eq!(order[0], b.parse().unwrap());
+        assert_eq!(order[2], a.parse().unwrap(), "held out, tried last");
+    }
+    // After the hold, it is back in rotation.
+    let later = now + FAILED_TARGET_HOLD;
+    assert!(trunks.candidates("c", later)[..2].contains(&a.parse().unwrap()));
+    // A resolver failure keeps the last good targets.
+    trunks.resolved(later, "c", Err("SERVFAIL".into()));
+    assert_eq!(trunks.candidates("c", later).len(), 3);
+    assert_eq!(
+        trunks.status(later)[0].resolve_error.as_deref(),
+        Some("SERVFAIL")
+    );
+}
