@@ -8,6 +8,7 @@ mod common;
 mod active_mode;
 mod admin_api;
 mod baresip;
+mod carrier;
 mod cli;
 mod device_calls;
 mod flip;

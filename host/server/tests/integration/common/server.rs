@@ -101,10 +101,21 @@ impl Server {
             true => (String::new(), extra.replace("[media]\n", &media)),
             false => (media, extra),
         };
+        // `extra`'s [sip] keys join the fixture's [sip] table.
+        let (sip_keys, extra) = match extra.split_once("[sip]\n") {
+            Some((before, after)) => {
+                let end = after.find("\n[").map_or(after.len(), |e| e + 1);
+                (
+                    after[..end].to_owned(),
+                    format!("{before}{}", &after[end..]),
+                )
+            }
+            None => (String::new(), extra),
+        };
         std::fs::write(
             &config,
             format!(
-                "[sip]\nlisten = [\"udp:127.0.0.1:0\", \"tcp:127.0.0.1:0\"]\ndomain = \"pbx.test\"\n\
+                "[sip]\nlisten = [\"udp:127.0.0.1:0\", \"tcp:127.0.0.1:0\"]\ndomain = \"pbx.test\"\n{sip_keys}\
                  {}{scripts_table}{media_table}[store]\npath = {:?}\n{USERS}\n{extra}",
                 if extra.contains("[http]") { "" } else { "[http]\nlisten = \"127.0.0.1:0\"\n" },
                 dir.path().join("wasmpbx.db").display().to_string(),

@@ -1,0 +1,344 @@
+//! Carrier trunks against a carrier nobody here wrote: Kamailio as an ITSP edge (digest
+//! auth on INVITE and REGISTER, a registrar for our registration, Record-Route), dnsmasq
+//! serving its SRV and A records, SIPp as the PSTN on both sides (tests/carrier/).
+
+use std::time::Duration;
+
+use wasmpbx::clock::monotonic_now;
+
+use crate::common::carrier::{Dns, DnsRecord, Kamailio};
+use crate::common::server::{Server, SippServer, free_port, http, sipp};
+
+const FLIP: &str = "+61290000001";
+/// Where "the PSTN" calls from: the carrier sends what comes from here to our
+/// registration, and takes everything else as the PBX's outbound calls.
+const PSTN_IP: &str = "127.0.0.9";
+const REALM: &str = "carrier.test";
+
+/// A server with the `listen` script on the flip number, forwarding to the return number
+/// through `trunk` (the `[[trunks]]` table's keys after its name).
+fn server(trunk: &str, sip_extra: &str) -> Server {
+    let config = format!(
+        r#"
+[sip]
+{sip_extra}
+
+[[trunks]]
+name = "carrier"
+{trunk}
+
+[[locations]]
+name = "sydney"
+flip_number = "{FLIP}"
+script = "listen"
+fallback_number = "+61290000099"
+
+[locations.vars]
+return_number = "+61290000098"
+"#
+    );
+    Server::start_with_scripts(&config, &[("listen", test_components::LISTEN)])
+}
+
+fn trunks(server: &Server) -> serde_json::Value {
+    let (status, body) = http(server.http, "GET", "/api/trunks", None, "");
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// Poll `/api/trunks` until `check` holds (at most `limit`).
+fn wait_for(
+    server: &Server,
+    limit: Duration,
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = monotonic_now() + limit;
+    loop {
+        let now = trunks(server);
+        if check(&now) || monotonic_now() > deadline {
+            return now;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn registration_state(trunks: &serde_json::Value) -> String {
+    trunks[0]["registration"]["state"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The PSTN's call into the carrier, for the flip number: 0 when it completed.
+fn pstn_calls(carrier: &Kamailio, scenario: &str) -> i32 {
+    sipp(
+        carrier.addr(),
+        scenario,
+        "",
+        &["-i", PSTN_IP, "-s", FLIP, "-m", "1"],
+    )
+}
+
+/// INVITEs the carrier took from the PBX (its log names each request's source).
+fn invites_from_pbx(carrier: &Kamailio) -> usize {
+    carrier
+        .log()
+        .lines()
+        .filter(|l| l.contains("<- INVITE") && l.contains("from 127.0.0.1:"))
+        .count()
+}
+
+#[test]
+fn a_call_arrives_on_our_registration_and_goes_out_authenticated_with_diversion_and_pai() {
+    let pstn = SippServer::start("pstn_uas_diversion.xml", &["-m", "1", "-trace_msg"]);
+    let pstn_addr = format!("127.0.0.1:{}", pstn.port).parse().unwrap();
+    let edge = Kamailio::start(
+        "127.0.0.2",
+        0,
+        "edge",
+        "acct1",
+        "secret",
+        REALM,
+        pstn_addr,
+        PSTN_IP,
+    );
+    let server = server(
+        &format!(
+            r#"host = "{}"
+username = "acct1"
+password = "secret"
+register = true
+register_expires = 300
+send_pai = true
+diversion = true
+number_format = "+e164""#,
+            edge.addr()
+        ),
+        "",
+    );
+    let now = wait_for(&server, Duration::from_secs(10), |t| {
+        registration_state(t) == "registered"
+    });
+    assert_eq!(
+        registration_state(&now),
+        "registered",
+        "{now}\n{}",
+        edge.log()
+    );
+    assert_eq!(
+        now[0]["registration"]["registered_with"],
+        edge.addr().to_string()
+    );
+
+    // The PSTN calls the flip number at the carrier, which sends it to our registration;
+    // the listen script forwards it to the return number back through the carrier.
+    assert_eq!(
+        pstn_calls(&edge, "carrier_caller.xml"),
+        0,
+        "{}",
+        server.log()
+    );
+    let (code, messages) = pstn.wait_with_messages(Duration::from_secs(30));
+    assert_eq!(code, 0, "the PSTN saw Diversion and PAI: {messages}");
+    assert!(
+        messages.contains("Diversion: <sip:+61290000001@pbx.test>;reason=unconditional"),
+        "{messages}"
+    );
+    assert!(
+        messages.contains("P-Asserted-Identity: <sip:+61400000001@pbx.test>"),
+        "{messages}"
+    );
+    // One challenge, one answer.
+    assert_eq!(invites_from_pbx(&edge), 2, "{}", edge.log());
+    let log = server.log();
+    assert!(!log.contains("secret"), "the password is never logged");
+    let cdrs = server.cdrs();
+    assert_eq!(cdrs.len(), 1);
+    assert_eq!(cdrs[0]["disposition"], "answered", "{}", cdrs[0]);
+    assert_eq!(cdrs[0]["location"], "sydney");
+    assert_eq!(cdrs[0]["legs"][0][0], "+61290000098");
+}
+
+#[test]
+fn wrong_credentials_show_in_the_api_fail_the_call_once_and_back_off() {
+    let pstn = SippServer::start("pstn_uas_diversion.xml", &["-m", "1"]);
+    let pstn_addr = format!("127.0.0.1:{}", pstn.port).parse().unwrap();
+    let edge = Kamailio::start(
+        "127.0.0.2",
+        0,
+        "edge",
+        "acct1",
+        "secret",
+        REALM,
+        pstn_addr,
+        PSTN_IP,
+    );
+    let caller_ip = "127.0.0.8";
+    let server = server(
+        &format!(
+            r#"host = "{}"
+username = "acct1"
+password = "wrong"
+register = true
+inbound = ["{caller_ip}"]"#,
+            edge.addr()
+        ),
+        "",
+    );
+    let now = wait_for(&server, Duration::from_secs(10), |t| {
+        registration_state(t) == "failing"
+    });
+    assert_eq!(registration_state(&now), "failing", "{now}");
+    let reason = now[0]["registration"]["last_reason"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(reason.starts_with("403"), "{reason}");
+    // A call the script forwards through the carrier: challenged, answered once, refused.
+    let refused = sipp(
+        server.udp,
+        "caller_refused.xml",
+        "",
+        &["-i", caller_ip, "-s", FLIP, "-m", "1"],
+    );
+    assert_eq!(refused, 0, "the caller heard 403 at once: {}", server.log());
+    assert_eq!(invites_from_pbx(&edge), 2, "{}", edge.log());
+    let cdrs = server.cdrs();
+    assert_eq!(cdrs[0]["legs"][0][1], 403, "{}", cdrs[0]);
+    // No retry storm: the registration backs off (5 s, then 10 s).
+    std::thread::sleep(Duration::from_secs(6));
+    let registers = edge
+        .log()
+        .lines()
+        .filter(|l| l.contains("<- REGISTER"))
+        .count();
+    assert!(
+        (2..=4).contains(&registers),
+        "{registers} REGISTERs in 6 s:\n{}",
+        edge.log()
+    );
+    let metrics = http(server.http, "GET", "/metrics", None, "").1;
+    assert!(
+        metrics.contains("wasmpbx_trunk_registered{trunk=\"carrier\"} 0"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn srv_targets_fail_over_when_one_dies_and_options_bring_it_back() {
+    let pstn = SippServer::start("pstn_uas_diversion.xml", &["-m", "3"]);
+    let pstn_addr = format!("127.0.0.1:{}", pstn.port).parse().unwrap();
+    let (port_a, port_b) = (free_port("127.0.0.2"), free_port("127.0.0.3"));
+    let mut edge_a = Kamailio::start(
+        "127.0.0.2",
+        port_a,
+        "edge-a",
+        "acct1",
+        "secret",
+        REALM,
+        pstn_addr,
+        PSTN_IP,
+    );
+    let edge_b = Kamailio::start(
+        "127.0.0.3",
+        port_b,
+        "edge-b",
+        "acct1",
+        "secret",
+        REALM,
+        pstn_addr,
+        PSTN_IP,
+    );
+    let dns = Dns::start(&[
+        DnsRecord::srv("_sip._udp.carrier.test", "a.carrier.test", port_a, 10, 50),
+        DnsRecord::srv("_sip._udp.carrier.test", "b.carrier.test", port_b, 20, 50),
+        DnsRecord::a("a.carrier.test", "127.0.0.2"),
+        DnsRecord::a("b.carrier.test", "127.0.0.3"),
+    ]);
+    let caller_ip = "127.0.0.8";
+    let server = server(
+        &format!(
+            r#"host = "carrier.test"
+username = "acct1"
+password = "secret"
+options_interval = 1
+send_pai = true
+diversion = true
+inbound = ["{caller_ip}"]"#
+        ),
+        &format!("dns_servers = [\"{}\"]", dns.addr()),
+    );
+    let now = wait_for(&server, Duration::from_secs(10), |t| {
+        t[0]["targets"]
+            .as_array()
+            .is_some_and(|a| a.len() == 2 && a.iter().all(|x| x["state"] == "up"))
+    });
+    let targets = &now[0]["targets"];
+    assert_eq!(
+        targets[0]["address"],
+        edge_a.addr().to_string(),
+        "SRV priority first: {now}"
+    );
+    assert_eq!(targets[1]["address"], edge_b.addr().to_string());
+    assert!(
+        targets
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["state"] == "up"),
+        "{now}"
+    );
+    let call = || {
+        sipp(
+            server.udp,
+            "carrier_caller.xml",
+            "",
+            &["-i", caller_ip, "-s", FLIP, "-m", "1"],
+        )
+    };
+
+    assert_eq!(call(), 0, "{}", server.log());
+    assert_eq!(
+        invites_from_pbx(&edge_a),
+        2,
+        "the first call takes the first target"
+    );
+
+    edge_a.kill();
+    let died = monotonic_now();
+    assert_eq!(call(), 0, "the call fails over: {}", server.log());
+    let failover = died.elapsed();
+    println!(
+        "failover: {:.1} s from the target's death to the call completed on the next",
+        failover.as_secs_f64()
+    );
+    // Its share of Timer B (32 s over two targets), the call's own second, and slack.
+    assert!(failover < Duration::from_secs(16 + 1 + 4), "{failover:?}");
+    let now = trunks(&server);
+    assert_eq!(now[0]["targets"][0]["state"], "down", "{now}");
+    assert_eq!(now[0]["targets"][0]["in_rotation"], false, "{now}");
+    let started = monotonic_now();
+    assert_eq!(call(), 0, "the next call goes straight to the live target");
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(invites_from_pbx(&edge_b), 4, "{}", edge_b.log());
+
+    edge_a.restart();
+    let now = wait_for(&server, Duration::from_secs(10), |t| {
+        t[0]["targets"][0]["state"] == "up"
+    });
+    assert_eq!(
+        now[0]["targets"][0]["state"], "up",
+        "OPTIONS found it again: {now}"
+    );
+    assert_eq!(pstn.wait(Duration::from_secs(10)), 0);
+    let log = server.log();
+    assert!(
+        log.contains("failing over"),
+        "each failover is logged: {log}"
+    );
+    assert!(log.contains("trunk target up again"), "{log}");
+}
