@@ -173,6 +173,13 @@ impl Pbx {
         self.trunks.inbound_resolved(trunk, addresses);
     }
 
+    /// The driver could not reach `peer` (a TCP connect failed): what was waiting on it
+    /// fails now, as a timeout would (a call through a trunk moves to its next target).
+    pub fn transport_failed(&mut self, ambient: Ambient, peer: Peer) {
+        self.layer.transport_failed(peer);
+        self.pump(ambient);
+    }
+
     /// Each trunk's targets, their health and its registration (`/api/trunks`).
     pub fn trunk_status(&self, now: Instant) -> Vec<TrunkStatus> {
         self.trunks.status(now)

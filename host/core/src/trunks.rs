@@ -17,7 +17,7 @@ use crate::entropy::Entropy;
 use crate::sip::digest::Challenge;
 use crate::sip::message::{self, Request, Response, SipMessage};
 use crate::sip::transaction::{ClientTxnId, Peer, T1, TransactionLayer, Transport};
-use wasmpbx_types::trunk::{Destination, InboundSource, Trunk};
+use wasmpbx_types::trunk::{Destination, InboundSource, Trunk, TrunkTransport};
 
 /// How long a target that failed a call stays out of rotation unless a health check
 /// finds it answering again.
@@ -501,14 +501,16 @@ impl Trunks {
     ) {
         let trunk = &mut self.trunks[i];
         let host = trunk.config.request_host();
+        let transport = transport(&trunk.config);
         for target in &mut trunk.targets {
             if target.probing || target.next_probe.is_none_or(|at| at > now) {
                 continue;
             }
             let text = format!(
-                "OPTIONS sip:{host} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{};rport\r\n\
+                "OPTIONS sip:{host} SIP/2.0\r\nVia: SIP/2.0/{} {local};branch=z9hG4bK{};rport\r\n\
 Max-Forwards: 70\r\nFrom: <sip:wasmpbx@{}>;tag={}\r\nTo: <sip:{host}>\r\nCall-ID: {}\r\n\
 CSeq: 1 OPTIONS\r\nAccept: application/sdp\r\nContent-Length: 0\r\n\r\n",
+                transport.as_str().to_ascii_uppercase(),
                 entropy.token(),
                 self.domain,
                 entropy.token(),
@@ -518,7 +520,7 @@ CSeq: 1 OPTIONS\r\nAccept: application/sdp\r\nContent-Length: 0\r\n\r\n",
                 continue;
             };
             let peer = Peer {
-                transport: Transport::Udp,
+                transport,
                 addr: target.resolved.addr,
             };
             let txn = layer.send_request(now, options, peer);
@@ -570,11 +572,14 @@ CSeq: 1 OPTIONS\r\nAccept: application/sdp\r\nContent-Length: 0\r\n\r\n",
         let domain = config.from_domain(&self.domain);
         let user = config.username.as_deref().unwrap_or_default();
         let contact_user = config.contact_user().unwrap_or(user);
+        let transport = transport(config);
+        let params = contact_params(transport);
         let text = format!(
-            "REGISTER sip:{host} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{};rport\r\n\
+            "REGISTER sip:{host} SIP/2.0\r\nVia: SIP/2.0/{} {local};branch=z9hG4bK{};rport\r\n\
 Max-Forwards: 70\r\nFrom: <sip:{user}@{domain}>;tag={}\r\nTo: <sip:{user}@{domain}>\r\n\
-Call-ID: {}\r\nCSeq: {} REGISTER\r\nContact: <sip:{contact_user}@{local}>\r\nExpires: {}\r\n\
-Allow: {}\r\nContent-Length: 0\r\n\r\n",
+Call-ID: {}\r\nCSeq: {} REGISTER\r\nContact: <sip:{contact_user}@{local}{params}>\r\n\
+Expires: {}\r\nAllow: {}\r\nContent-Length: 0\r\n\r\n",
+            transport.as_str().to_ascii_uppercase(),
             entropy.token(),
             registration.from_tag,
             registration.call_id,
@@ -594,7 +599,7 @@ Allow: {}\r\nContent-Length: 0\r\n\r\n",
         }
         registration.next_at = None;
         let peer = Peer {
-            transport: Transport::Udp,
+            transport,
             addr: target,
         };
         let txn = layer.send_request(now, request.clone(), peer);
@@ -763,7 +768,7 @@ Allow: {}\r\nContent-Length: 0\r\n\r\n",
                             return;
                         };
                         let peer = Peer {
-                            transport: Transport::Udp,
+                            transport: transport(&trunk.config),
                             addr: target,
                         };
                         let txn = layer.send_request(now, request.clone(), peer);
@@ -907,6 +912,22 @@ fn granted_expires(response: &Response, request: &Request) -> Option<u32> {
         });
     from_contact
         .or_else(|| message::header_value(&message, "Expires").and_then(|v| v.trim().parse().ok()))
+}
+
+/// The transport a trunk's requests go over (TLS is refused by the config's validation).
+pub fn transport(trunk: &Trunk) -> Transport {
+    match trunk.transport {
+        TrunkTransport::Tcp | TrunkTransport::Tls => Transport::Tcp,
+        TrunkTransport::Udp => Transport::Udp,
+    }
+}
+
+/// `;transport=tcp` for a Contact reached over TCP (RFC 3261 §19.1.1), nothing for UDP.
+pub fn contact_params(transport: Transport) -> &'static str {
+    match transport {
+        Transport::Tcp => ";transport=tcp",
+        Transport::Udp | Transport::Ws => "",
+    }
 }
 
 /// How long one target of `count` gets before the next is tried: Timer B shared out.

@@ -56,6 +56,10 @@ enum Input {
     Disconnected {
         peer: Peer,
     },
+    /// A connection the core asked for (towards a TCP trunk) could not be made.
+    DialFailed {
+        peer: Peer,
+    },
     /// A trunk's host name resolved (or failed to).
     TrunkResolved {
         trunk: String,
@@ -290,6 +294,8 @@ pub async fn run(
         random: wasmpbx_media::os_random::random_u64(),
     };
     let mut connections: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>> = HashMap::new();
+    // Messages for TCP peers being connected to, sent once the connection is up.
+    let mut dialing: HashMap<SocketAddr, Vec<Vec<u8>>> = HashMap::new();
     publish_directory(&pbx, &directory);
     spawn_trunk_resolvers(&pbx.config().clone(), &tx)?;
     pbx.start_trunks(ambient());
@@ -308,7 +314,16 @@ pub async fn run(
                 Some(Input::Decision { session, decision, pinned }) => pbx.handle_decision(ambient(), session, decision, pinned),
                 Some(Input::CallEndedDecision { session, decision }) => pbx.handle_call_ended_decision(ambient(), session, decision),
                 Some(Input::FlipDecision { flip, decision }) => pbx.handle_flip_decision(ambient(), flip, decision),
-                Some(Input::Connected { peer, writer }) => { connections.insert(peer.addr, writer); }
+                Some(Input::Connected { peer, writer }) => {
+                    for bytes in dialing.remove(&peer.addr).unwrap_or_default() {
+                        let _ = writer.try_send(bytes);
+                    }
+                    connections.insert(peer.addr, writer);
+                }
+                Some(Input::DialFailed { peer }) => {
+                    dialing.remove(&peer.addr);
+                    pbx.transport_failed(ambient(), peer);
+                }
                 Some(Input::Disconnected { peer }) => {
                     connections.remove(&peer.addr);
                     pbx.connection_closed(ambient(), peer);
@@ -356,6 +371,14 @@ pub async fn run(
                             if writer.try_send(bytes).is_err() {
                                 tracing::warn!(peer = %peer.addr, "connection backlog full: dropping a message");
                             }
+                        }
+                        // A request towards a TCP trunk: connect first (RFC 3261 §18.1.1).
+                        None if peer.transport == Transport::Tcp => {
+                            let queue = dialing.entry(peer.addr).or_default();
+                            if queue.is_empty() {
+                                tokio::spawn(dial_tcp(peer.addr, tx.clone()));
+                            }
+                            queue.push(bytes);
                         }
                         None => tracing::debug!(peer = %peer.addr, "no connection to send on"),
                     },
@@ -579,6 +602,27 @@ async fn tcp_acceptor(listener: TcpListener, tx: mpsc::Sender<Input>) {
             }
         }
     }
+}
+
+/// How long a TCP connect to a trunk may take.
+const DIAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Connect to a TCP peer and serve the connection like an accepted one.
+async fn dial_tcp(addr: SocketAddr, tx: mpsc::Sender<Input>) {
+    let failure = match tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(addr)).await {
+        Ok(Ok(stream)) => {
+            let _ = stream.set_nodelay(true);
+            return tcp_connection(stream, addr, tx).await;
+        }
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("no connection within {DIAL_TIMEOUT:?}"),
+    };
+    tracing::warn!(peer = %addr, "tcp connect failed: {failure}");
+    let peer = Peer {
+        transport: Transport::Tcp,
+        addr,
+    };
+    let _ = tx.send(Input::DialFailed { peer }).await;
 }
 
 async fn tcp_connection(stream: TcpStream, addr: SocketAddr, tx: mpsc::Sender<Input>) {

@@ -32,6 +32,29 @@ pub struct Dialog {
 }
 
 impl Dialog {
+    /// Where RFC 3261 §8.1.2 and §12.2.1.1 send the dialog's requests: the first Route
+    /// when the route set is loose-routing (`;lr`), else the remote target — when that
+    /// URI's host is an address (a name would need resolving; the caller keeps `peer`).
+    pub fn next_hop(&self) -> Option<std::net::SocketAddr> {
+        let uri = match self.route_set.first() {
+            Some(route) if route.contains(";lr") => addr_spec(route),
+            Some(_) => return None, // strict routing: not followed
+            None => self.target.clone(),
+        };
+        let rest = uri
+            .strip_prefix("sip:")
+            .or_else(|| uri.strip_prefix("sips:"))?;
+        let hostport = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+        let hostport = hostport.split([';', '?']).next()?;
+        hostport.parse().ok().or_else(|| {
+            hostport
+                .trim_matches(['[', ']'])
+                .parse::<std::net::IpAddr>()
+                .ok()
+                .map(|ip| std::net::SocketAddr::new(ip, 5060))
+        })
+    }
+
     /// A request in this dialog with no body of its own (BYE, ACK for a 2xx).
     pub fn request(&self, method: &str, cseq: u32, local: &Via<'_>) -> Option<Request> {
         self.request_with_body(method, cseq, local, &[], None)
@@ -158,6 +181,30 @@ pub fn tag_of(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_next_hop_is_the_first_loose_route_or_else_the_remote_target() {
+        let mut dialog = Dialog {
+            call_id: "c".into(),
+            local: "<sip:a@h>;tag=1".into(),
+            remote: "<sip:b@h>;tag=2".into(),
+            target: "sip:pstn@127.0.0.1:5070;transport=udp".into(),
+            route_set: Vec::new(),
+            local_cseq: 1,
+            peer: crate::transaction::Peer {
+                transport: crate::transaction::Transport::Udp,
+                addr: "127.0.0.2:5060".parse().unwrap(),
+            },
+            sdp: crate::sdp::Origin::new(1),
+        };
+        assert_eq!(dialog.next_hop(), Some("127.0.0.1:5070".parse().unwrap()));
+        dialog.route_set = vec!["<sip:127.0.0.3;lr>".into(), "<sip:127.0.0.4;lr>".into()];
+        assert_eq!(dialog.next_hop(), Some("127.0.0.3:5060".parse().unwrap()));
+        dialog.route_set = vec!["<sip:edge.carrier.example;lr>".into()];
+        assert_eq!(dialog.next_hop(), None, "a name is not resolved here");
+        dialog.route_set = vec!["<sip:127.0.0.3>".into()];
+        assert_eq!(dialog.next_hop(), None, "strict routing is not followed");
+    }
     use crate::transaction::Transport;
 
     fn parse(text: &str) -> SipMessage {

@@ -497,6 +497,22 @@ impl TransactionLayer {
         }
     }
 
+    /// The transport could not reach `peer` (a TCP connection refused): each client
+    /// transaction towards it that is still waiting ends as if timed out (RFC 3261
+    /// §17.1.4), so its user moves on at once.
+    pub fn transport_failed(&mut self, peer: Peer) {
+        let failed: Vec<(ClientKey, ClientTxnId)> = self
+            .clients
+            .iter()
+            .filter(|(_, t)| t.peer == peer && t.timeout_at.is_some())
+            .map(|(key, t)| (key.clone(), t.id))
+            .collect();
+        for (key, id) in failed {
+            self.remove_client(&key);
+            self.outputs.push_back(Output::Timeout { txn: id });
+        }
+    }
+
     /// Send bytes outside any transaction (stateless responses).
     pub fn send_stateless(&mut self, peer: Peer, message: &SipMessage) {
         transmit(&mut self.outputs, peer, message::serialize(message));

@@ -628,6 +628,22 @@ fn one_line_toml_error(text: &str, error: &toml::de::Error) -> String {
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_example_config_with_every_key_is_valid() {
+        let example = include_str!("../../../examples/wasmpbx.toml");
+        Config::parse(example, Path::new("examples/wasmpbx.toml")).unwrap();
+        // Its commented carrier trunk too, once uncommented.
+        let carrier: String = example
+            .lines()
+            .skip_while(|l| !l.starts_with("# [[trunks]]"))
+            .take_while(|l| l.starts_with('#'))
+            .map(|l| format!("{}\n", l.trim_start_matches("# ")))
+            .collect();
+        assert!(carrier.contains("host = "), "{carrier}");
+        let with_carrier = format!("{carrier}\n{example}");
+        Config::parse(&with_carrier, Path::new("examples/wasmpbx.toml")).unwrap();
+    }
+
     fn parse(text: &str) -> Result<Config, String> {
         Config::parse(text, Path::new("test.toml")).map_err(|e| e.to_string())
     }

@@ -269,11 +269,10 @@ impl Trunk {
                 }
             }
         }
-        if self.transport != TrunkTransport::Udp {
-            return Err(format!(
-                "transport: {:?} trunks are not supported yet; use \"udp\"",
-                self.transport
-            ));
+        if self.transport == TrunkTransport::Tls {
+            return Err(
+                "transport: \"tls\" trunks are not supported yet; use \"udp\" or \"tcp\"".into(),
+            );
         }
         if self.username.is_some() != self.password.is_some() {
             return Err("password: username and password go together".into());

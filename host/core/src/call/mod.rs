@@ -30,7 +30,7 @@ use crate::routing::{
 };
 use crate::sdp;
 use crate::sip::message::{self, Header, Request, Response, SipMessage};
-use crate::sip::transaction::{ClientTxnId, Peer, ServerTxnId, TransactionLayer, Transport};
+use crate::sip::transaction::{ClientTxnId, Peer, ServerTxnId, TransactionLayer};
 use wasmpbx_types::actions::{ActionHost, Forward, Gather};
 use wasmpbx_types::script::ScriptVersion;
 
@@ -883,9 +883,10 @@ impl Calls {
         if max_forwards == 0 {
             return self.end(ctx, id, Disposition::Failed, 483, "too many hops");
         }
+        let transport = crate::trunks::transport(&trunk);
         let invite = initial_invite(&InviteParts {
             uri: &format!("sip:{dialled}@{host}"),
-            transport: Transport::Udp,
+            transport,
             local,
             max_forwards,
             from: &from,
@@ -905,7 +906,7 @@ impl Calls {
             );
         };
         let peer = Peer {
-            transport: Transport::Udp,
+            transport,
             addr: first,
         };
         let txn = ctx
@@ -1107,6 +1108,14 @@ impl Calls {
                     b.dialog.target = addr_spec(&contact);
                 }
                 b.dialog.route_set = route_set_of_response(&message);
+                // Through a trunk, the dialog's requests go where RFC 3261 says (the
+                // carrier's record-routing edge, or the far end's Contact); a device's
+                // stay on the address it registered from (it may be behind NAT).
+                if b.trunk.is_some()
+                    && let Some(next_hop) = b.dialog.next_hop()
+                {
+                    b.dialog.peer.addr = next_hop;
+                }
                 b.answered = true;
                 let ack = b.dialog.request(
                     "ACK",

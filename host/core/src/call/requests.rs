@@ -53,7 +53,7 @@ pub(super) struct InviteParts<'a> {
 pub(super) fn initial_invite(p: &InviteParts<'_>) -> Option<Request> {
     let text = format!(
         "INVITE {} SIP/2.0\r\nVia: SIP/2.0/{} {};branch=z9hG4bK{};rport\r\nMax-Forwards: {}\r\n\
-From: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: 1 INVITE\r\nContact: <sip:wasmpbx@{}>\r\n\
+From: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: 1 INVITE\r\nContact: <sip:wasmpbx@{}{}>\r\n\
 Allow: {}\r\n{}Content-Type: application/sdp\r\n\
 Content-Length: {}\r\n\r\n{}",
         p.uri,
@@ -65,6 +65,7 @@ Content-Length: {}\r\n\r\n{}",
         p.to,
         p.call_id,
         p.local,
+        crate::trunks::contact_params(p.transport),
         message::ALLOW,
         p.extra
             .iter()

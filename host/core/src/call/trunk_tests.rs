@@ -252,3 +252,31 @@ fn a_challenged_bye_to_the_carrier_is_sent_again_with_credentials() {
     );
     assert!(w.pbx.calls.summaries().is_empty());
 }
+
+#[test]
+fn without_record_route_the_dialog_goes_to_the_far_ends_contact() {
+    let mut w = forwarding();
+    let invite = w.last_to(EDGE_A, "INVITE ");
+    w.respond_with(
+        EDGE_A,
+        &invite,
+        200,
+        "Contact: <sip:pstn@127.0.0.7:5070>\r\n",
+    );
+    assert_eq!(w.count_to("127.0.0.7:5070", "ACK "), 1, "{:#?}", w.sent);
+    assert_eq!(w.count_to(EDGE_A, "ACK "), 0);
+}
+
+#[test]
+fn a_record_routing_carrier_keeps_the_dialog() {
+    let mut w = forwarding();
+    let invite = w.last_to(EDGE_A, "INVITE ");
+    let headers = "Record-Route: <sip:127.0.0.5;lr>\r\nContact: <sip:pstn@127.0.0.7:5070>\r\n";
+    w.respond_with(EDGE_A, &invite, 200, headers);
+    let ack = w.last_to(EDGE_A, "ACK ");
+    assert!(
+        ack.starts_with("ACK sip:pstn@127.0.0.7:5070 SIP/2.0"),
+        "{ack}"
+    );
+    assert!(ack.contains("Route: <sip:127.0.0.5;lr>"), "{ack}");
+}

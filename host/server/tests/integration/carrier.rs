@@ -13,15 +13,18 @@ const FLIP: &str = "+61290000001";
 /// Where "the PSTN" calls from: the carrier sends what comes from here to our
 /// registration, and takes everything else as the PBX's outbound calls.
 const PSTN_IP: &str = "127.0.0.9";
+/// Where a caller straight to wasmpbx calls from: the trunk's `inbound` address.
+const CALLER_IP: &str = "127.0.0.8";
 const REALM: &str = "carrier.test";
 
 /// A server with the `listen` script on the flip number, forwarding to the return number
-/// through `trunk` (the `[[trunks]]` table's keys after its name).
-fn server(trunk: &str, sip_extra: &str) -> Server {
+/// through `trunk` (the `[[trunks]]` table's keys after its name); `sip` are more keys of
+/// its `[sip]` table.
+fn server(trunk: &str, sip: &str) -> Server {
     let config = format!(
         r#"
 [sip]
-{sip_extra}
+{sip}
 
 [[trunks]]
 name = "carrier"
@@ -79,6 +82,17 @@ fn pstn_calls(carrier: &Kamailio, scenario: &str) -> i32 {
     )
 }
 
+/// A call from the trunk's `inbound` address straight to wasmpbx, for the flip number;
+/// SIPp's exit code.
+fn direct_call(server: &Server, scenario: &str) -> i32 {
+    sipp(
+        server.udp,
+        scenario,
+        "",
+        &["-i", CALLER_IP, "-s", FLIP, "-m", "1"],
+    )
+}
+
 /// INVITEs the carrier took from the PBX (its log names each request's source).
 fn invites_from_pbx(carrier: &Kamailio) -> usize {
     carrier
@@ -90,6 +104,19 @@ fn invites_from_pbx(carrier: &Kamailio) -> usize {
 
 #[test]
 fn a_call_arrives_on_our_registration_and_goes_out_authenticated_with_diversion_and_pai() {
+    registered_call_out_and_back("udp");
+}
+
+#[test]
+fn over_tcp_the_registration_and_both_calls_use_connections() {
+    let server = registered_call_out_and_back("tcp");
+    let log = server.log();
+    assert!(!log.contains("tcp connect failed"), "{log}");
+}
+
+/// Register with the carrier over `transport`; a PSTN call comes in on the registration
+/// and the `listen` script forwards it back out through the carrier.
+fn registered_call_out_and_back(transport: &str) -> Server {
     let pstn = SippServer::start("pstn_uas_diversion.xml", &["-m", "1", "-trace_msg"]);
     let pstn_addr = format!("127.0.0.1:{}", pstn.port).parse().unwrap();
     let edge = Kamailio::start(
@@ -105,6 +132,7 @@ fn a_call_arrives_on_our_registration_and_goes_out_authenticated_with_diversion_
     let server = server(
         &format!(
             r#"host = "{}"
+transport = "{transport}"
 username = "acct1"
 password = "secret"
 register = true
@@ -157,6 +185,17 @@ number_format = "+e164""#,
     assert_eq!(cdrs[0]["disposition"], "answered", "{}", cdrs[0]);
     assert_eq!(cdrs[0]["location"], "sydney");
     assert_eq!(cdrs[0]["legs"][0][0], "+61290000098");
+    let carrier_log = edge.log();
+    let registered = carrier_log
+        .lines()
+        .find(|l| l.contains(&format!("registered <sip:acct1@{}", server.udp)))
+        .unwrap_or_else(|| panic!("no registration in {carrier_log}"));
+    assert_eq!(
+        registered.contains(";transport=tcp>"),
+        transport == "tcp",
+        "{registered}"
+    );
+    server
 }
 
 #[test]
@@ -173,14 +212,13 @@ fn wrong_credentials_show_in_the_api_fail_the_call_once_and_back_off() {
         pstn_addr,
         PSTN_IP,
     );
-    let caller_ip = "127.0.0.8";
     let server = server(
         &format!(
             r#"host = "{}"
 username = "acct1"
 password = "wrong"
 register = true
-inbound = ["{caller_ip}"]"#,
+inbound = ["{CALLER_IP}"]"#,
             edge.addr()
         ),
         "",
@@ -195,12 +233,7 @@ inbound = ["{caller_ip}"]"#,
         .to_owned();
     assert!(reason.starts_with("403"), "{reason}");
     // A call the script forwards through the carrier: challenged, answered once, refused.
-    let refused = sipp(
-        server.udp,
-        "caller_refused.xml",
-        "",
-        &["-i", caller_ip, "-s", FLIP, "-m", "1"],
-    );
+    let refused = direct_call(&server, "caller_refused.xml");
     assert_eq!(refused, 0, "the caller heard 403 at once: {}", server.log());
     assert_eq!(invites_from_pbx(&edge), 2, "{}", edge.log());
     let cdrs = server.cdrs();
@@ -225,7 +258,7 @@ inbound = ["{caller_ip}"]"#,
 }
 
 #[test]
-fn srv_targets_fail_over_when_one_dies_and_options_bring_it_back() {
+fn naptr_and_srv_targets_fail_over_when_one_dies_and_options_bring_it_back() {
     let pstn = SippServer::start("pstn_uas_diversion.xml", &["-m", "3"]);
     let pstn_addr = format!("127.0.0.1:{}", pstn.port).parse().unwrap();
     let (port_a, port_b) = (free_port("127.0.0.2"), free_port("127.0.0.3"));
@@ -249,13 +282,33 @@ fn srv_targets_fail_over_when_one_dies_and_options_bring_it_back() {
         pstn_addr,
         PSTN_IP,
     );
+    // NAPTR names the SRV records (no SRV sits at the default `_sip._udp.carrier.test`,
+    // so only a client that reads the NAPTR finds the edges).
     let dns = Dns::start(&[
-        DnsRecord::srv("_sip._udp.carrier.test", "a.carrier.test", port_a, 10, 50),
-        DnsRecord::srv("_sip._udp.carrier.test", "b.carrier.test", port_b, 20, 50),
+        DnsRecord::naptr(
+            "carrier.test",
+            10,
+            10,
+            "SIP+D2U",
+            "_sip._udp.edges.carrier.test",
+        ),
+        DnsRecord::srv(
+            "_sip._udp.edges.carrier.test",
+            "a.carrier.test",
+            port_a,
+            10,
+            50,
+        ),
+        DnsRecord::srv(
+            "_sip._udp.edges.carrier.test",
+            "b.carrier.test",
+            port_b,
+            20,
+            50,
+        ),
         DnsRecord::a("a.carrier.test", "127.0.0.2"),
         DnsRecord::a("b.carrier.test", "127.0.0.3"),
     ]);
-    let caller_ip = "127.0.0.8";
     let server = server(
         &format!(
             r#"host = "carrier.test"
@@ -264,7 +317,7 @@ password = "secret"
 options_interval = 1
 send_pai = true
 diversion = true
-inbound = ["{caller_ip}"]"#
+inbound = ["{CALLER_IP}"]"#
         ),
         &format!("dns_servers = [\"{}\"]", dns.addr()),
     );
@@ -288,14 +341,7 @@ inbound = ["{caller_ip}"]"#
             .all(|t| t["state"] == "up"),
         "{now}"
     );
-    let call = || {
-        sipp(
-            server.udp,
-            "carrier_caller.xml",
-            "",
-            &["-i", caller_ip, "-s", FLIP, "-m", "1"],
-        )
-    };
+    let call = || direct_call(&server, "carrier_caller.xml");
 
     assert_eq!(call(), 0, "{}", server.log());
     assert_eq!(
@@ -319,17 +365,21 @@ inbound = ["{caller_ip}"]"#
     assert_eq!(now[0]["targets"][0]["in_rotation"], false, "{now}");
     let started = monotonic_now();
     assert_eq!(call(), 0, "the next call goes straight to the live target");
-    assert!(
-        started.elapsed() < Duration::from_secs(6),
-        "{:?}",
-        started.elapsed()
-    );
+    let next_call = started.elapsed();
+    println!("the next call: {:.1} s", next_call.as_secs_f64());
+    assert!(next_call < Duration::from_secs(6), "{next_call:?}");
     assert_eq!(invites_from_pbx(&edge_b), 4, "{}", edge_b.log());
 
     edge_a.restart();
+    let restarted = monotonic_now();
     let now = wait_for(&server, Duration::from_secs(10), |t| {
         t[0]["targets"][0]["state"] == "up"
     });
+    let back = restarted.elapsed();
+    println!(
+        "back in rotation {:.1} s after its restart",
+        back.as_secs_f64()
+    );
     assert_eq!(
         now[0]["targets"][0]["state"], "up",
         "OPTIONS found it again: {now}"
@@ -341,4 +391,60 @@ inbound = ["{caller_ip}"]"#
         "each failover is logged: {log}"
     );
     assert!(log.contains("trunk target up again"), "{log}");
+}
+
+#[test]
+fn a_tcp_trunk_that_refuses_connections_fails_the_forward_at_once() {
+    // Nothing listens there.
+    let closed = format!("127.0.0.2:{}", free_port("127.0.0.2"));
+    let server = server(
+        &format!(
+            r#"host = "{closed}"
+transport = "tcp"
+inbound = ["{CALLER_IP}"]"#
+        ),
+        "",
+    );
+    let started = monotonic_now();
+    let code = direct_call(&server, "caller_fails.xml");
+    assert_eq!(code, 0, "the caller hears 408: {}", server.log());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "not Timer B: {:?}",
+        started.elapsed()
+    );
+    let log = server.log();
+    assert!(log.contains("tcp connect failed"), "{log}");
+    let now = trunks(&server);
+    assert_eq!(now[0]["targets"][0]["state"], "down", "{now}");
+    assert_eq!(server.cdrs()[0]["legs"][0][1], 408);
+}
+
+#[test]
+fn a_host_that_does_not_resolve_shows_in_the_api_and_the_forward_fails() {
+    let dns = Dns::start(&[DnsRecord::a("edge.carrier.test", "127.0.0.2")]);
+    let server = server(
+        &format!(
+            r#"host = "nowhere.carrier.test"
+inbound = ["{CALLER_IP}"]"#
+        ),
+        &format!("dns_servers = [\"{}\"]", dns.addr()),
+    );
+    let now = wait_for(&server, Duration::from_secs(10), |t| {
+        t[0]["resolve_error"].is_string()
+    });
+    let error = now[0]["resolve_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(error.contains("nowhere.carrier.test"), "{now}");
+    let code = direct_call(&server, "caller_fails.xml");
+    assert_eq!(code, 0, "the caller hears 503: {}", server.log());
+    assert_eq!(
+        server.cdrs()[0]["legs"].as_array().map(Vec::len),
+        Some(0),
+        "no leg was tried"
+    );
+    let log = server.log();
+    assert!(log.contains("trunk host does not resolve"), "{log}");
 }

@@ -293,3 +293,41 @@ fn server_non_invite_answers_retransmissions_from_its_cache() {
     run_until(&mut layer, now, Duration::from_secs(33));
     assert!(layer.is_empty());
 }
+
+#[test]
+fn a_transport_failure_ends_the_waiting_transactions_towards_that_peer_only() {
+    let now = Instant::now();
+    let mut layer = TransactionLayer::new();
+    let to_failed = layer.send_request(now, request("INVITE", "z9hG4bKf1"), peer(Transport::Tcp));
+    let other = Peer {
+        transport: Transport::Tcp,
+        addr: "127.0.0.1:5071".parse().unwrap(),
+    };
+    layer.send_request(now, request("OPTIONS", "z9hG4bKf2"), other);
+    drain(&mut layer);
+    layer.transport_failed(peer(Transport::Tcp));
+    let outputs = drain(&mut layer);
+    assert!(matches!(outputs[..], [Output::Timeout { txn }] if txn == to_failed));
+    // Nothing more of it: no second timeout at Timer B.
+    layer.handle_timeout(now + 64 * T1);
+    let later = drain(&mut layer);
+    assert_eq!(
+        later.len(),
+        1,
+        "only the other peer's OPTIONS times out: {later:?}"
+    );
+}
+
+#[test]
+fn an_abandoned_transaction_says_nothing_more() {
+    let now = Instant::now();
+    let mut layer = TransactionLayer::new();
+    let txn = layer.send_request(now, request("INVITE", "z9hG4bKab"), peer(Transport::Udp));
+    drain(&mut layer);
+    layer.abandon(txn);
+    layer.handle_timeout(now + 64 * T1);
+    assert!(
+        drain(&mut layer).is_empty(),
+        "no retransmission, no timeout"
+    );
+}

@@ -65,7 +65,7 @@ impl Kamailio {
                 .expect("Kamailio's listen address is ip:port");
             let dir = tempfile::tempdir().expect("a folder for Kamailio");
             let cfg_text = [
-                ("@LISTEN@", format!("udp:{addr}")),
+                ("@ADDR@", addr.to_string()),
                 ("@ALIAS@", CARRIER_DOMAIN.to_owned()),
                 ("@USER@", user.to_owned()),
                 ("@PASSWORD@", password.to_owned()),
