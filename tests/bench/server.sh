@@ -1,8 +1,11 @@
 # Sourced by the benchmark scripts: a release wasmpbx on loopback with one location.
 #
-#   start_server SCRIPT VARS    sets $work (a temp folder, removed at exit unless KEEP
+#   start_server SCRIPT VARS [TRUNK]
+#                               sets $work (a temp folder, removed at exit unless KEEP
 #                               is set), $server (the pid), $host_port and $uas_port
 #                               (where the location's trunk, a SIPp UAS, listens).
+#                               TRUNK: the [[trunks]] keys after its name, instead of
+#                               uri = the UAS.
 # Also cpu_of PID (CPU ticks used), rss_of PID (KiB), $ticks, and machine_line.
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -12,7 +15,7 @@ host_port=15060
 uas_port=15070
 ticks=$(getconf CLK_TCK)
 
-start_server() { # script, location vars (TOML lines)
+start_server() { # script, location vars (TOML lines), trunk keys (TOML lines)
     [ -x "$bin" ] || { echo "build first: cargo build --release -p wasmpbx" >&2; exit 1; }
     work=$(mktemp -d)
     trap 'kill $(jobs -p) 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
@@ -31,7 +34,7 @@ dir = "$work/scripts"
 path = "$work/bench.db"
 [[trunks]]
 name = "pstn"
-uri = "sip:127.0.0.1:$uas_port"
+${3:-uri = "sip:127.0.0.1:$uas_port"}
 inbound = ["127.0.0.2"]
 [[locations]]
 name = "bench"
