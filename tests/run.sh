@@ -22,7 +22,7 @@ command -v clang-14 >/dev/null || packages+=(clang-14 lld-14)
 # A real browser for the WebSocket/WebRTC tests, driven from Node.
 command -v chromium >/dev/null || packages+=(chromium fonts-liberation)
 # A carrier for the trunk tests: Kamailio as an ITSP edge, dnsmasq for its SRV records.
-command -v kamailio >/dev/null || packages+=(kamailio)
+[ -x /usr/sbin/kamailio ] || packages+=(kamailio)
 [ -x /usr/sbin/dnsmasq ] || packages+=(dnsmasq-base)
 command -v npm >/dev/null || packages+=(nodejs npm)
 if [ ${#packages[@]} -gt 0 ]; then

@@ -30,7 +30,7 @@ start_carrier() { # extra kamailio args; sets $carrier (the pid)
         -e "s/^debug=2/debug=1/; s/^children=1/children=2/" \
         "$root/tests/carrier/kamailio.cfg" > "$dir/kamailio.cfg"
     # In a process group of its own (with its workers), to be measured and stopped as one.
-    setsid kamailio -f "$dir/kamailio.cfg" -DD -E -n 1 -m 512 -M 16 -Y "$dir" -P "$dir/pid" -w "$dir" "$@" \
+    setsid /usr/sbin/kamailio -f "$dir/kamailio.cfg" -DD -E -n 1 -m 512 -M 16 -Y "$dir" -P "$dir/pid" -w "$dir" "$@" \
         >> "$dir/log" 2>&1 &
     carrier=$!
     sleep 1

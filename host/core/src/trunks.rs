@@ -87,8 +87,6 @@ struct TrunkState {
     targets: Vec<Target>,
     /// Why the last resolution failed.
     resolve_error: Option<String>,
-    /// Turns among targets of the same priority, to spread calls.
-    rotation: usize,
     registration: Option<Registration>,
     /// Addresses of `inbound` host names, as resolved.
     inbound_addresses: Vec<IpAddr>,
@@ -271,7 +269,6 @@ impl Trunks {
                     config: trunk.clone(),
                     targets,
                     resolve_error: None,
-                    rotation: 0,
                     inbound_addresses: Vec::new(),
                 }
             })
@@ -395,27 +392,38 @@ impl Trunks {
             .map(|t| &t.config)
     }
 
-    /// The targets to try for a call, in order: those in rotation by priority (turns
-    /// taken among equal priorities), then those held out, as a last resort.
-    pub fn candidates(&mut self, name: &str, now: Instant) -> Vec<SocketAddr> {
+    /// The targets to try for a call, in order: those in rotation by priority, each
+    /// priority's in a weighted random order (RFC 2782: a target of weight 90 goes first
+    /// nine times as often as one of weight 10; equal weights spread calls evenly), then
+    /// those held out, as a last resort.
+    pub fn candidates(&self, name: &str, now: Instant, entropy: &mut Entropy) -> Vec<SocketAddr> {
         let Some(i) = self.index(name) else {
             return Vec::new();
         };
-        let trunk = &mut self.trunks[i];
-        trunk.rotation = trunk.rotation.wrapping_add(1);
-        let rotation = trunk.rotation;
+        let trunk = &self.trunks[i];
         let (mut usable, held): (Vec<&Target>, Vec<&Target>) =
             trunk.targets.iter().partition(|t| t.in_rotation(now));
         usable.sort_by_key(|t| t.resolved.priority);
         let mut ordered = Vec::with_capacity(trunk.targets.len());
         for group in usable.chunk_by(|a, b| a.resolved.priority == b.resolved.priority) {
-            let turn = rotation % group.len();
-            ordered.extend(
-                group[turn..]
+            let mut left: Vec<&Target> = group.to_vec();
+            while !left.is_empty() {
+                // Weight + 1: a weight-0 target is still tried first now and then.
+                let weight = |t: &Target| u64::from(t.resolved.weight) + 1;
+                let total: u64 = left.iter().map(|t| weight(t)).sum();
+                let mut pick = entropy.next_u64() % total;
+                let chosen = left
                     .iter()
-                    .chain(&group[..turn])
-                    .map(|t| t.resolved.addr),
-            );
+                    .position(|t| match pick.checked_sub(weight(t)) {
+                        Some(rest) => {
+                            pick = rest;
+                            false
+                        }
+                        None => true,
+                    })
+                    .unwrap_or(0);
+                ordered.push(left.remove(chosen).resolved.addr);
+            }
         }
         ordered.extend(held.iter().map(|t| t.resolved.addr));
         ordered
@@ -544,7 +552,7 @@ CSeq: 1 OPTIONS\r\nAccept: application/sdp\r\nContent-Length: 0\r\n\r\n",
         entropy: &mut Entropy,
     ) {
         let Some(target) = self
-            .candidates(&self.trunks[i].config.name.clone(), now)
+            .candidates(&self.trunks[i].config.name, now, entropy)
             .first()
             .copied()
         else {

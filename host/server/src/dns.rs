@@ -72,7 +72,8 @@ impl Resolver {
                     .iter()
                     .map(|r| (r.priority(), r.weight(), r.port(), r.target().to_utf8()))
                     .collect();
-                order_by_priority_and_weight(&mut records);
+                // Priority order; the core draws the weighted order per call.
+                records.sort_by_key(|r| r.0);
                 let mut targets = Vec::new();
                 let mut valid_for = ttl(valid_until);
                 let mut failures = Vec::new();
@@ -167,55 +168,4 @@ fn ttl(valid_until: Instant) -> Duration {
     valid_until
         .saturating_duration_since(crate::clock::monotonic_now())
         .clamp(MIN_TTL, MAX_TTL)
-}
-
-/// RFC 2782: lowest priority first; within a priority, a weighted random order (a
-/// target of weight 0 rarely first).
-fn order_by_priority_and_weight(records: &mut [(u16, u16, u16, String)]) {
-    records.sort_by_key(|r| r.0);
-    for group in records.chunk_by_mut(|a, b| a.0 == b.0) {
-        let mut start = 0;
-        while start + 1 < group.len() {
-            let total: u64 = group[start..].iter().map(|r| u64::from(r.1) + 1).sum();
-            let mut pick = wasmpbx_media::os_random::random_u64() % total;
-            let chosen = group[start..]
-                .iter()
-                .position(|r| {
-                    let w = u64::from(r.1) + 1;
-                    if pick < w {
-                        true
-                    } else {
-                        pick -= w;
-                        false
-                    }
-                })
-                .unwrap_or(0);
-            group.swap(start, start + chosen);
-            start += 1;
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn srv_records_go_by_priority_then_weight() {
-        let mut heavy_first = 0;
-        for _ in 0..400 {
-            let mut records = vec![
-                (20, 0, 5060, "backup".to_owned()),
-                (10, 10, 5060, "light".to_owned()),
-                (10, 90, 5060, "heavy".to_owned()),
-            ];
-            order_by_priority_and_weight(&mut records);
-            assert_eq!(records[2].3, "backup");
-            if records[0].3 == "heavy" {
-                heavy_first += 1;
-            }
-        }
-        // 91 of 102 weight: about 357 of 400; far from both 200 (no weighting) and 400.
-        assert!((300..=395).contains(&heavy_first), "{heavy_first}");
-    }
 }

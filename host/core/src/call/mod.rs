@@ -836,7 +836,7 @@ impl Calls {
             None => ctx.config.trunks.first().cloned(),
         };
         let mut targets = match &trunk {
-            Some(t) => ctx.trunks.candidates(&t.name, ctx.ambient.now),
+            Some(t) => ctx.trunks.candidates(&t.name, ctx.ambient.now, ctx.entropy),
             None => Vec::new(),
         };
         let (Some(trunk), false) = (trunk, targets.is_empty()) else {

@@ -245,7 +245,7 @@ fn options_take_a_silent_target_out_and_an_answer_puts_it_back() {
 }
 
 #[test]
-fn calls_take_turns_among_equal_priorities_and_failed_targets_come_last() {
+fn calls_spread_by_weight_within_a_priority_and_failed_targets_come_last() {
     let config = Config::parse(
         "[[trunks]]\nname = \"c\"\nhost = \"carrier.test\"\n",
         Path::new("t.toml"),
@@ -253,35 +253,108 @@ fn calls_take_turns_among_equal_priorities_and_failed_targets_come_last() {
     .unwrap();
     let now = wasmpbx_types::clock::monotonic_now();
     let mut trunks = Trunks::new(&config);
-    let target = |a: &str, priority| ResolvedTarget {
+    let mut entropy = Entropy::new(7);
+    let target = |a: &str, priority, weight| ResolvedTarget {
         addr: a.parse().unwrap(),
         priority,
-        weight: 0,
+        weight,
     };
-    let (a, b, backup) = ("127.0.0.5:5060", "127.0.0.6:5060", "127.0.0.7:5060");
-    trunks.resolved(
-        now,
-        "c",
-        Ok(vec![target(a, 10), target(b, 10), target(backup, 20)]),
-    );
-    let first: Vec<SocketAddr> = trunks.candidates("c", now);
-    let second = trunks.candidates("c", now);
-    assert_ne!(first[0], second[0], "equal priorities take turns");
-    assert_eq!(first[2], backup.parse().unwrap());
-    trunks.target_failed("c", a.parse().unwrap(), "503", now);
-    for _ in 0..2 {
-        let order = trunks.candidates("c", now);
-        assert_eq!(order[0], b.parse().unwrap());
-        assert_eq!(order[2], a.parse().unwrap(), "held out, tried last");
+    let (heavy, light, backup) = ("127.0.0.5:5060", "127.0.0.6:5060", "127.0.0.7:5060");
+    let targets = vec![
+        target(light, 10, 10),
+        target(heavy, 10, 90),
+        target(backup, 20, 0),
+    ];
+    trunks.resolved(now, "c", Ok(targets));
+    let mut heavy_first = 0;
+    for _ in 0..1000 {
+        let order = trunks.candidates("c", now, &mut entropy);
+        assert_eq!(order.len(), 3);
+        assert_eq!(
+            order[2],
+            backup.parse().unwrap(),
+            "a lower priority only after"
+        );
+        if order[0] == heavy.parse().unwrap() {
+            heavy_first += 1;
+        }
+    }
+    // 91 of 102 (weights + 1): about 892 of 1000.
+    assert!((850..=935).contains(&heavy_first), "{heavy_first}");
+    trunks.target_failed("c", heavy.parse().unwrap(), "503", now);
+    for _ in 0..20 {
+        let order = trunks.candidates("c", now, &mut entropy);
+        assert_eq!(order[0], light.parse().unwrap());
+        assert_eq!(order[2], heavy.parse().unwrap(), "held out, tried last");
     }
     // After the hold, it is back in rotation.
     let later = now + FAILED_TARGET_HOLD;
-    assert!(trunks.candidates("c", later)[..2].contains(&a.parse().unwrap()));
+    let order = trunks.candidates("c", later, &mut entropy);
+    assert!(order[..2].contains(&heavy.parse().unwrap()));
     // A resolver failure keeps the last good targets.
     trunks.resolved(later, "c", Err("SERVFAIL".into()));
-    assert_eq!(trunks.candidates("c", later).len(), 3);
+    assert_eq!(trunks.candidates("c", later, &mut entropy).len(), 3);
     assert_eq!(
         trunks.status(later)[0].resolve_error.as_deref(),
         Some("SERVFAIL")
     );
+}
+
+#[test]
+fn inbound_names_and_a_registering_trunks_targets_identify_its_calls() {
+    let config = Config::parse(
+        "[[trunks]]\nname = \"named\"\nhost = \"a.example\"\ninbound = [\"edge.example\", \"10.0.0.0/8\"]\n\
+         [[trunks]]\nname = \"registered\"\nhost = \"b.example\"\nusername = \"u\"\npassword = \"p\"\nregister = true\n\
+         [[trunks]]\nname = \"plain\"\nhost = \"c.example\"\n",
+        Path::new("t.toml"),
+    )
+    .unwrap();
+    let now = wasmpbx_types::clock::monotonic_now();
+    let mut trunks = Trunks::new(&config);
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    let target = |a: &str| ResolvedTarget {
+        addr: a.parse().unwrap(),
+        priority: 0,
+        weight: 0,
+    };
+    trunks.resolved(now, "registered", Ok(vec![target("192.0.2.20:5060")]));
+    trunks.resolved(now, "plain", Ok(vec![target("192.0.2.30:5060")]));
+    assert_eq!(
+        trunks
+            .trunk_of_source(ip("10.1.2.3"))
+            .map(|t| t.name.as_str()),
+        Some("named")
+    );
+    assert!(
+        trunks.trunk_of_source(ip("192.0.2.10")).is_none(),
+        "not resolved yet"
+    );
+    trunks.inbound_resolved("named", vec![ip("192.0.2.10")]);
+    assert_eq!(
+        trunks
+            .trunk_of_source(ip("192.0.2.10"))
+            .map(|t| t.name.as_str()),
+        Some("named")
+    );
+    assert_eq!(
+        trunks
+            .trunk_of_source(ip("192.0.2.20"))
+            .map(|t| t.name.as_str()),
+        Some("registered"),
+        "a carrier calls our registration from its edge"
+    );
+    assert!(
+        trunks.trunk_of_source(ip("192.0.2.30")).is_none(),
+        "a trunk that does not register takes calls only from its inbound list"
+    );
+}
+
+#[test]
+fn a_challenge_for_another_realm_is_not_answered() {
+    let mut c = Carrier::new("register = true\nrealm = \"sip.carrier.example\"");
+    let first = c.last("REGISTER");
+    c.answer(&first, 401, CHALLENGE);
+    assert_eq!(c.count("REGISTER"), 1);
+    let reason = c.registration().last_reason.unwrap();
+    assert!(reason.contains("realm \"carrier.test\""), "{reason}");
 }

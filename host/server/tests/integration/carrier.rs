@@ -437,7 +437,11 @@ inbound = ["{CALLER_IP}"]"#
         .as_str()
         .unwrap_or_default()
         .to_owned();
-    assert!(error.contains("nowhere.carrier.test"), "{now}");
+    assert!(
+        error.contains("nowhere.carrier.test"),
+        "{now}\n{}",
+        dns.log()
+    );
     let code = direct_call(&server, "caller_fails.xml");
     assert_eq!(code, 0, "the caller hears 503: {}", server.log());
     assert_eq!(

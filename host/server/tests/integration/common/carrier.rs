@@ -18,6 +18,16 @@ pub const CARRIER_DOMAIN: &str = "carrier.test";
 /// How long a Kamailio or dnsmasq gets to answer its first request.
 const START_LIMIT: Duration = Duration::from_secs(5);
 
+/// A daemon from Debian, which installs it in /usr/sbin (not on every user's PATH).
+fn sbin(name: &str) -> PathBuf {
+    let installed = Path::new("/usr/sbin").join(name);
+    if installed.exists() {
+        installed
+    } else {
+        PathBuf::from(name)
+    }
+}
+
 /// The Kamailio config template.
 pub fn template() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/carrier/kamailio.cfg")
@@ -100,35 +110,11 @@ impl Kamailio {
         self.addr
     }
 
-    /// Its instance name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// What it logged so far, across restarts.
     pub fn log(&self) -> String {
         std::fs::read(self.dir.path().join("kamailio.log"))
             .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
             .unwrap_or_default()
-    }
-
-    /// Wait (at most `limit`) until the log holds `needle`, e.g. `"registered "`.
-    pub fn wait_for_log(&self, needle: &str, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
-        loop {
-            if self.log().contains(needle) {
-                return true;
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Whether it runs (it may have been killed).
-    pub fn is_running(&self) -> bool {
-        self.child.is_some()
     }
 
     /// Kill it with SIGKILL, like a crash: Kamailio and every process it forked, so the
@@ -152,12 +138,6 @@ impl Kamailio {
         }
     }
 
-    /// One out-of-dialog OPTIONS to the carrier from 127.0.0.1: the reply's status code,
-    /// or None without a reply within `limit` (or when nothing listens).
-    pub fn options(&self, limit: Duration) -> Option<u16> {
-        options(self.addr, limit)
-    }
-
     /// Start the process; Ok once it answers OPTIONS with 200, else why not (with its log).
     fn spawn(&mut self) -> Result<(), String> {
         let dir = self.dir.path();
@@ -166,7 +146,7 @@ impl Kamailio {
             .append(true)
             .open(dir.join("kamailio.log"))
             .expect("open kamailio.log");
-        let mut child = Command::new("kamailio")
+        let mut child = Command::new(sbin("kamailio"))
             .arg("-f")
             .arg(&self.cfg)
             // -DD: no daemon, the creator stays our child; -E: log to stderr.
@@ -388,7 +368,7 @@ impl Dns {
         for _ in 0..5 {
             let port = free_port("127.0.0.1");
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            let mut child = Command::new("dnsmasq")
+            let mut child = Command::new(sbin("dnsmasq"))
                 .args([
                     // Foreground, log to stderr, no pid file, no change of user.
                     "--no-daemon",
