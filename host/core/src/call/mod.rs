@@ -1186,15 +1186,21 @@ impl Calls {
                 if b.cancelled {
                     return; // the outcome was decided when it was cancelled
                 }
-                let reason = message::reason_phrase(code).to_owned();
                 tracing::info!(session = %id.short(), number = %b.number, code, "forward failed");
+                // A carrier's challenge the trunk could not answer is the host's problem,
+                // not something the caller could authenticate: the script (and a caller
+                // it rejects) sees the trunk unavailable. The record keeps the real code.
+                let (status, reason) = match code {
+                    401 | 407 if b.trunk.is_some() => (503, "Trunk Authentication Failed"),
+                    _ => (code, message::reason_phrase(code)),
+                };
                 self.route(
                     ctx,
                     id,
                     Event::ForwardFailed {
                         target: b.target,
-                        status: code,
-                        reason,
+                        status,
+                        reason: reason.to_owned(),
                     },
                 );
             }

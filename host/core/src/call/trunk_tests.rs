@@ -157,9 +157,10 @@ fn a_second_challenge_means_wrong_credentials_and_the_forward_fails() {
         0,
         "wrong credentials are not a dead target"
     );
+    // Not a 407 for the caller to answer: the trunk is unavailable.
     assert!(matches!(
         w.routed.last(),
-        Some(Event::ForwardFailed { status: 407, .. })
+        Some(Event::ForwardFailed { status: 503, reason, .. }) if reason == "Trunk Authentication Failed"
     ));
 }
 
