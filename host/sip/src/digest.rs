@@ -9,8 +9,10 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
+use hmac::{Hmac, Mac as _};
 use md5::Md5;
 use sha2::{Digest as _, Sha256};
+use subtle::ConstantTimeEq as _;
 
 /// How long a nonce is good for.
 pub const NONCE_TTL_SECS: i64 = 300;
@@ -191,10 +193,11 @@ impl DigestAuth {
     /// MD5 HA1 digests, the form both kinds of secret share).
     pub fn password_matches(&self, username: &str, password: &str, secret: &Secret) -> bool {
         let given = md5_ha1(username, &self.realm, password);
-        match secret {
-            Secret::Password(p) => given == md5_ha1(username, &self.realm, p),
-            Secret::Md5Ha1(h) => given.eq_ignore_ascii_case(h),
-        }
+        let known = match secret {
+            Secret::Password(p) => md5_ha1(username, &self.realm, p),
+            Secret::Md5Ha1(h) => h.to_ascii_lowercase(),
+        };
+        same_secret(&given, &known)
     }
 
     pub fn new(realm: &str, secret: [u8; 32]) -> Self {
@@ -205,11 +208,12 @@ impl DigestAuth {
         }
     }
 
+    /// HMAC-SHA-256 of a nonce's stamp under the host's secret (96 bits of it).
     fn mac(&self, stamp: &str) -> String {
-        let mut hasher = Sha256::new();
-        hasher.update(self.secret);
-        hasher.update(stamp.as_bytes());
-        hex(&hasher.finalize()[..12])
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(&self.secret).expect("HMAC takes a key of any length");
+        mac.update(stamp.as_bytes());
+        hex(&mac.finalize().into_bytes()[..12])
     }
 
     /// A fresh nonce.
@@ -271,7 +275,7 @@ impl DigestAuth {
             (None, _, _) => algorithm.hash(&format!("{ha1}:{}:{ha2}", credentials.nonce)),
             _ => return Err(AuthFailure::Malformed("qop needs nc and cnonce".into())),
         };
-        if expected != credentials.response {
+        if !same_secret(&expected, &credentials.response) {
             return Err(AuthFailure::WrongPassword(username));
         }
         // A correct answer: the nonce-count must move forward (no replays).
@@ -296,7 +300,7 @@ impl DigestAuth {
     /// The nonce's issue time, if this host issued it and it has not expired.
     fn check_nonce(&self, now_secs: i64, nonce: &str) -> Result<i64, AuthFailure> {
         let (stamp, mac) = nonce.rsplit_once('.').ok_or(AuthFailure::ForeignNonce)?;
-        if self.mac(stamp) != mac {
+        if !same_secret(&self.mac(stamp), mac) {
             return Err(AuthFailure::ForeignNonce);
         }
         let issued = stamp
@@ -327,6 +331,12 @@ pub fn client_response(
     let ha1 = algorithm.hash(&format!("{user}:{realm}:{password}"));
     let ha2 = algorithm.hash(&format!("{method}:{uri}"));
     algorithm.hash(&format!("{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}"))
+}
+
+/// Whether two secrets (digests, MACs, tokens) are equal, in time that does not depend on
+/// where they differ.
+pub fn same_secret(a: &str, b: &str) -> bool {
+    a.as_bytes().ct_eq(b.as_bytes()).into()
 }
 
 /// A server's challenge (`WWW-Authenticate` in a 401, `Proxy-Authenticate` in a 407),
@@ -514,6 +524,28 @@ mod tests {
             Challenge::parse("digest realm=\"r\", nonce=\"n\", stale=TRUE, qop=\"auth,auth-int\"")
                 .unwrap();
         assert!(stale.stale && stale.qop_auth);
+    }
+
+    #[test]
+    fn secrets_compare_whole() {
+        assert!(same_secret("6f8a", "6f8a"));
+        assert!(!same_secret("6f8a", "6f8b"));
+        assert!(!same_secret("6f8a", "6f8"), "a prefix is not the secret");
+        assert!(!same_secret("", "x"));
+    }
+
+    #[test]
+    fn a_nonce_with_its_mac_changed_is_foreign() {
+        let auth = auth();
+        let nonce = auth.nonce(NOW, 9);
+        assert!(auth.check_nonce(NOW, &nonce).is_ok());
+        let mut forged = nonce.clone();
+        let last = forged.pop().unwrap();
+        forged.push(if last == '0' { '1' } else { '0' });
+        assert_eq!(
+            auth.check_nonce(NOW, &forged),
+            Err(AuthFailure::ForeignNonce)
+        );
     }
 
     fn auth() -> DigestAuth {
