@@ -80,6 +80,8 @@ pub struct Pbx {
     next_sweep: Option<Instant>,
     /// The core's randomness: one generator, each input's seed mixed in as it comes.
     entropy: Entropy,
+    /// Draining (SIGTERM): new calls are refused, with this Retry-After (seconds).
+    draining: Option<u32>,
     pub counters: PbxCounters,
 }
 
@@ -102,6 +104,7 @@ impl Pbx {
             outputs: VecDeque::new(),
             next_sweep: None,
             entropy: Entropy::new(0),
+            draining: None,
             counters: PbxCounters::default(),
         }
     }
@@ -143,12 +146,31 @@ impl Pbx {
             local: self.local,
             ambient,
             entropy: &mut self.entropy,
+            draining: self.draining,
         };
         (&mut self.calls, ctx)
     }
 
     pub fn config(&self) -> &Arc<Config> {
         &self.config
+    }
+
+    /// Stop taking new calls (they, and OPTIONS, get 503 with `Retry-After:
+    /// retry_after_s`); registrations, live calls and their flips go on.
+    pub fn start_draining(&mut self, retry_after_s: u32) {
+        self.draining = Some(retry_after_s);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.is_some()
+    }
+
+    /// Hang up every live call (BYE to both sides, CANCEL what rings) and write their
+    /// records: the end of a drain.
+    pub fn hang_up_all(&mut self, ambient: Ambient) {
+        let (calls, mut ctx) = self.ctx(ambient);
+        calls.hang_up_all(&mut ctx);
+        self.pump(ambient);
     }
 
     /// Start registering with carriers and checking their health.
@@ -407,6 +429,10 @@ impl Pbx {
                     self.outputs.push_back(PbxOutput::Bindings(outcome.changes));
                 }
                 outcome.response
+            }
+            Method::Options if let Some(retry_after) = self.draining => {
+                // A load balancer probing with OPTIONS moves traffic away.
+                message::retry_after(message::response_to(&request, 503, Some(&tag)), retry_after)
             }
             Method::Options => {
                 let mut response = message::response_to(&request, 200, Some(&tag));

@@ -223,6 +223,17 @@ async fn handle(
     if (path == "/phone" || path.starts_with("/phone/")) && method == Method::GET {
         return phone(admin, &path);
     }
+    if path == "/healthz" && method == Method::GET {
+        // For service managers and load balancers: no token, no detail.
+        let (status, body) = match admin.core.health().await {
+            Some(health) if !health.draining => (StatusCode::OK, "ok\n"),
+            Some(_) => (StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
+            None => (StatusCode::SERVICE_UNAVAILABLE, "stopping\n"),
+        };
+        let mut response = Response::new(Full::new(Bytes::from(body)));
+        *response.status_mut() = status;
+        return response;
+    }
     if path == "/metrics" && method == Method::GET {
         let mut response = Response::new(Full::new(Bytes::from(metrics(admin).await)));
         response.headers_mut().insert(
@@ -239,17 +250,25 @@ async fn handle(
             .headers()
             .get("authorization")
             .and_then(|v| v.to_str().ok());
-        if presented != Some(format!("Bearer {token}").as_str()) {
+        let expected = format!("Bearer {token}");
+        if !presented.is_some_and(|p| crate::sip::digest::same_secret(p, &expected)) {
             tracing::warn!(%peer, path, "admin API: missing or wrong bearer token");
             return error(StatusCode::UNAUTHORIZED, "a bearer token is required");
         }
     }
     let segments: Vec<&str> = api.split('/').collect();
     match (&method, segments.as_slice()) {
-        (&Method::GET, ["health"]) => json_response(
-            StatusCode::OK,
-            json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION"), "uptime_s": admin.started.elapsed().as_secs() }),
-        ),
+        (&Method::GET, ["health"]) => {
+            let (status, live_calls) = match admin.core.health().await {
+                Some(health) if health.draining => ("draining", Some(health.live_calls)),
+                Some(health) => ("ok", Some(health.live_calls)),
+                None => ("stopping", None),
+            };
+            json_response(
+                StatusCode::OK,
+                json!({ "status": status, "live_calls": live_calls, "version": env!("CARGO_PKG_VERSION"), "uptime_s": admin.started.elapsed().as_secs() }),
+            )
+        }
         (&Method::GET, ["registrations"]) => match admin.core.registrations().await {
             Some(bindings) => json_response(StatusCode::OK, json!(bindings)),
             None => error(

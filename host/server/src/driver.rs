@@ -209,6 +209,16 @@ impl CoreHandle {
         answer.await.ok()
     }
 
+    /// Whether the core drains, and how many calls are live (None once it has stopped).
+    pub async fn health(&self) -> Option<Health> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(Input::Query(Query::Health(reply)))
+            .await
+            .ok()?;
+        answer.await.ok()
+    }
+
     /// Each trunk's targets, health and registration.
     pub async fn trunks(&self) -> Option<Vec<TrunkStatus>> {
         let (reply, answer) = tokio::sync::oneshot::channel();
@@ -257,6 +267,7 @@ enum Query {
     },
     Counters(tokio::sync::oneshot::Sender<PbxCounters>),
     Trunks(tokio::sync::oneshot::Sender<Vec<TrunkStatus>>),
+    Health(tokio::sync::oneshot::Sender<Health>),
     Flip {
         session: SessionId,
         targets: Vec<String>,
@@ -264,14 +275,32 @@ enum Query {
     },
 }
 
-/// Run SIP until `shutdown` fires.
+/// The SIP core's state for `/api/health` and `/healthz`.
+#[derive(Debug, Clone, Copy)]
+pub struct Health {
+    pub draining: bool,
+    pub live_calls: usize,
+}
+
+/// What the service's signals asked of the SIP core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Stop {
+    Running,
+    /// SIGTERM: take no new calls; stop when the last live call ends, or at the drain
+    /// timeout (then hang up what is left).
+    Drain,
+    /// A second signal: hang up what is left now.
+    Now,
+}
+
+/// Run SIP until `stop` says so and the drain is over.
 pub async fn run(
     mut pbx: Pbx,
     udp: Vec<Arc<UdpSocket>>,
     tcp: Vec<TcpListener>,
     wiring: Wiring,
     inbox: Inbox,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    mut stop: tokio::sync::watch::Receiver<Stop>,
 ) -> anyhow::Result<()> {
     let Wiring {
         store,
@@ -299,9 +328,19 @@ pub async fn run(
     publish_directory(&pbx, &directory);
     spawn_trunk_resolvers(&pbx.config().clone(), &tx)?;
     pbx.start_trunks(ambient());
+    let drain_timeout = std::time::Duration::from_secs(pbx.config().server.drain_timeout_s.into());
+    // Set while draining: when what is left is hung up.
+    let mut drain_until: Option<std::time::Instant> = None;
 
     loop {
         let deadline = pbx.poll_timeout();
+        let drain_over = async {
+            match drain_until {
+                Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+                None => std::future::pending().await,
+            }
+        };
+        let mut finish = false;
         let sleep = async {
             match deadline {
                 Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
@@ -340,6 +379,9 @@ pub async fn run(
                         let _ = reply.send(pbx.counters);
                     }
                     Query::Trunks(reply) => { let _ = reply.send(pbx.trunk_status(monotonic_now())); }
+                    Query::Health(reply) => {
+                        let _ = reply.send(Health { draining: pbx.is_draining(), live_calls: pbx.calls.count() });
+                    }
                     Query::Flip { session, targets, reply } => {
                         let _ = reply.send(pbx.request_push(ambient(), session, targets));
                     }
@@ -348,7 +390,24 @@ pub async fn run(
             },
             Some(event) = media_events.recv() => pbx.handle_media_event(ambient(), event),
             _ = sleep => pbx.handle_timeout(ambient()),
-            _ = shutdown.changed() => return Ok(()),
+            changed = stop.changed() => {
+                let asked = if changed.is_ok() { *stop.borrow() } else { Stop::Now };
+                if asked == Stop::Drain && drain_until.is_none() {
+                    let live = pbx.calls.count();
+                    tracing::info!(live_calls = live, timeout_s = drain_timeout.as_secs(), "draining: new calls get 503");
+                    pbx.start_draining(u32::try_from(drain_timeout.as_secs()).unwrap_or(u32::MAX).max(1));
+                    drain_until = Some(monotonic_now() + drain_timeout);
+                } else if asked == Stop::Now {
+                    tracing::info!(live_calls = pbx.calls.count(), "second signal: hanging up what is left");
+                    pbx.hang_up_all(ambient());
+                    finish = true;
+                }
+            }
+            _ = drain_over => {
+                tracing::info!(live_calls = pbx.calls.count(), "drain timeout: hanging up what is left");
+                pbx.hang_up_all(ambient());
+                finish = true;
+            }
         }
         while let Some(output) = pbx.poll_output() {
             match output {
@@ -461,6 +520,15 @@ pub async fn run(
                     publish_directory(&pbx, &directory);
                 }
             }
+        }
+        // The drain is over when the last call has ended (its BYEs and record are out).
+        if finish || (drain_until.is_some() && pbx.calls.count() == 0) {
+            if finish {
+                // The BYEs just queued for TCP and WebSocket peers: let their writers send.
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            tracing::info!("SIP stopped");
+            return Ok(());
         }
     }
 }

@@ -189,14 +189,8 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         stats: stats.clone(),
         media_events: media_inbox,
     };
-    let sip = tokio::spawn(driver::run(
-        pbx,
-        udp,
-        tcp,
-        wiring,
-        inbox,
-        shutdown_rx.clone(),
-    ));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(driver::Stop::Running);
+    let mut sip = tokio::spawn(driver::run(pbx, udp, tcp, wiring, inbox, stop_rx));
     let admin = Arc::new(Admin {
         config: config.clone(),
         core,
@@ -209,13 +203,27 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         started: crate::clock::monotonic_now(),
     });
     let http = tokio::spawn(admin::serve(admin, http, tls, shutdown_rx));
-    tokio::select! {
-        signal = tokio::signal::ctrl_c() => signal.context("waiting for Ctrl-C")?,
-        ended = terminate() => ended,
-    }
+    // The first signal drains: no new calls, the live ones run on (up to
+    // server.drain_timeout_s); a second one hangs them up at once. The HTTP API stays up
+    // meanwhile (`/api/health` says draining).
+    let sip = tokio::select! {
+        ended = &mut sip => ended,
+        signal = stop_signal() => {
+            signal?;
+            let _ = stop_tx.send(driver::Stop::Drain);
+            tokio::select! {
+                ended = &mut sip => ended,
+                signal = stop_signal() => {
+                    signal?;
+                    let _ = stop_tx.send(driver::Stop::Now);
+                    sip.await
+                }
+            }
+        }
+    };
     tracing::info!("shutting down");
     let _ = shutdown_tx.send(true);
-    let (watched, sip, http) = (watcher.await, sip.await, http.await);
+    let (watched, http) = (watcher.await, http.await);
     // The driver has ended: the writer writes what is queued, then stops — before any
     // error below is reported.
     tokio::task::spawn_blocking(move || writer_thread.join())
@@ -227,7 +235,15 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// SIGTERM (service managers, `kill`).
+/// SIGINT (Ctrl-C) or SIGTERM (service managers, `kill`).
+async fn stop_signal() -> anyhow::Result<()> {
+    tokio::select! {
+        signal = tokio::signal::ctrl_c() => signal.context("waiting for Ctrl-C"),
+        () = terminate() => Ok(()),
+    }
+}
+
+/// SIGTERM.
 async fn terminate() {
     match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(mut signal) => {

@@ -319,6 +319,14 @@ pub fn with_reason(mut response: Response, reason: &str) -> Response {
     response
 }
 
+/// A response with `Retry-After: secs` (RFC 3261 §20.33): a 503 while the host drains.
+pub fn retry_after(mut response: Response, secs: u32) -> Response {
+    response
+        .headers
+        .push(Header::Other("Retry-After".into(), secs.to_string()));
+    response
+}
+
 /// RFC 3581 / RFC 3261 18.2.1: note on the top Via where a request really came from, so
 /// responses find their way back through NAT.
 pub fn stamp_received(request: &mut Request, source: std::net::SocketAddr) {

@@ -28,6 +28,8 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
     pub sip: SipConfig,
     #[serde(default)]
     pub media: MediaConfig,
@@ -45,6 +47,21 @@ pub struct Config {
     pub users: Vec<User>,
     #[serde(default)]
     pub locations: Vec<Location>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// On SIGTERM, how long live calls may run on before they are hung up.
+    pub drain_timeout_s: u32,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            drain_timeout_s: 60,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -431,6 +448,12 @@ impl Config {
 
     /// Cross-field rules; the error names the key at fault.
     pub fn validate(&self) -> Result<(), String> {
+        if self.server.drain_timeout_s > 86_400 {
+            return Err(format!(
+                "server.drain_timeout_s: {} is out of range (0 to 86400)",
+                self.server.drain_timeout_s
+            ));
+        }
         if self.sip.listen.is_empty() {
             return Err("sip.listen: at least one listener is needed".into());
         }

@@ -46,6 +46,8 @@ mod trunk_legs;
 
 use trunk_legs::{Retry, TrunkLeg};
 #[cfg(test)]
+mod drain_tests;
+#[cfg(test)]
 mod testing;
 #[cfg(test)]
 mod trunk_tests;
@@ -384,6 +386,8 @@ pub struct Ctx<'a> {
     /// The core's randomness (tags, branches, Call-IDs, SDP session ids), this input's
     /// seed mixed in.
     pub entropy: &'a mut crate::entropy::Entropy,
+    /// Draining: new calls are refused with 503 and this Retry-After (seconds).
+    pub draining: Option<u32>,
 }
 
 impl Ctx<'_> {
@@ -549,6 +553,13 @@ impl Calls {
         {
             let (user_id, device) = (user_id.clone(), device.clone());
             return self.start_pull(ctx, txn, request, source, user_id, device);
+        }
+        // Draining: a flip of a live call (the pull above) goes on, a new call does not.
+        if let Some(retry_after) = ctx.draining {
+            tracing::info!(dialed, "INVITE refused: draining");
+            let refusal = message::response_to(&request, 503, Some(&ctx.token()));
+            let refusal = message::retry_after(refusal, retry_after);
+            return ctx.layer.send_response(ctx.ambient.now, txn, refusal);
         }
         let mut body = String::from_utf8_lossy(&request.body).into_owned();
         let webrtc = crate::sdp::is_webrtc(&body);
@@ -1624,6 +1635,28 @@ impl Calls {
             None => {}
         }
         self.finish(ctx, id, disposition, reason);
+    }
+
+    /// End every live call: BYE what was answered, CANCEL what rings, refuse what waits.
+    pub fn hang_up_all(&mut self, ctx: &mut Ctx<'_>) {
+        let live: Vec<(SessionId, bool)> = self
+            .sessions
+            .iter()
+            .map(|(id, s)| (*id, s.a_answered))
+            .collect();
+        for (id, answered) in live {
+            let disposition = if answered {
+                Disposition::Answered
+            } else {
+                Disposition::Failed
+            };
+            self.end(ctx, id, disposition, 503, "server shutting down");
+        }
+    }
+
+    /// How many calls are live.
+    pub fn count(&self) -> usize {
+        self.sessions.len()
     }
 
     /// Forget a session: release media, tell the script, write the record.

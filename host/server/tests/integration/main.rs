@@ -11,6 +11,7 @@ mod baresip;
 mod carrier;
 mod cli;
 mod device_calls;
+mod drain;
 mod flip;
 mod hot_reload;
 mod languages;

@@ -168,6 +168,23 @@ impl Server {
         }
     }
 
+    /// Send SIGTERM and go on: the server drains.
+    pub fn terminate(&self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+    }
+
+    /// Wait (at most `limit`) for the server to exit by itself: its exit code (None if it
+    /// had to be killed) and its folder.
+    pub fn exited(mut self, limit: Duration) -> (Option<i32>, tempfile::TempDir) {
+        let code = wait_timeout(&mut self.child, limit).and_then(|s| s.code());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let dir = tempfile::tempdir().unwrap();
+        (code, std::mem::replace(&mut self.dir, dir))
+    }
+
     /// Stop with SIGTERM (a clean shutdown) and hand back the folder.
     pub fn stop(mut self) -> tempfile::TempDir {
         let _ = Command::new("kill")
