@@ -283,7 +283,7 @@ pub struct Health {
 }
 
 /// What the service's signals asked of the SIP core.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stop {
     Running,
     /// SIGTERM: take no new calls; stop when the last live call ends, or at the drain

@@ -114,10 +114,12 @@ fn over_tcp_the_registration_and_both_calls_use_connections() {
     assert!(!log.contains("tcp connect failed"), "{log}");
 }
 
-/// Register with the carrier over `transport`; a PSTN call comes in on the registration
-/// and the `listen` script forwards it back out through the carrier.
-fn registered_call_out_and_back(transport: &str) -> Server {
-    let pstn = SippServer::start("pstn_uas_diversion.xml", &["-m", "1", "-trace_msg"]);
+/// The PSTN (a SIPp UAS taking one call, with `extra` arguments) behind one carrier edge
+/// on 127.0.0.2 that knows account `acct1` / `secret`.
+fn pstn_behind_one_edge(extra: &[&str]) -> (SippServer, Kamailio) {
+    let mut args = vec!["-m", "1"];
+    args.extend_from_slice(extra);
+    let pstn = SippServer::start("pstn_uas_diversion.xml", &args);
     let pstn_addr = format!("127.0.0.1:{}", pstn.port).parse().unwrap();
     let edge = Kamailio::start(
         "127.0.0.2",
@@ -129,6 +131,13 @@ fn registered_call_out_and_back(transport: &str) -> Server {
         pstn_addr,
         PSTN_IP,
     );
+    (pstn, edge)
+}
+
+/// Register with the carrier over `transport`; a PSTN call comes in on the registration
+/// and the `listen` script forwards it back out through the carrier.
+fn registered_call_out_and_back(transport: &str) -> Server {
+    let (pstn, edge) = pstn_behind_one_edge(&["-trace_msg"]);
     let server = server(
         &format!(
             r#"host = "{}"
@@ -200,18 +209,7 @@ number_format = "+e164""#,
 
 #[test]
 fn wrong_credentials_show_in_the_api_fail_the_call_once_and_back_off() {
-    let pstn = SippServer::start("pstn_uas_diversion.xml", &["-m", "1"]);
-    let pstn_addr = format!("127.0.0.1:{}", pstn.port).parse().unwrap();
-    let edge = Kamailio::start(
-        "127.0.0.2",
-        0,
-        "edge",
-        "acct1",
-        "secret",
-        REALM,
-        pstn_addr,
-        PSTN_IP,
-    );
+    let (_pstn, edge) = pstn_behind_one_edge(&[]);
     let server = server(
         &format!(
             r#"host = "{}"
