@@ -6,7 +6,8 @@
 #
 # Each rate runs CALLS calls (default 10000) of HOLD_MS (default 2000) through
 #   SIPp uac (127.0.0.2, the trunk) → wasmpbx (listen script) → SIPp uas
-# and then SIPp uac → SIPp uas directly. A rate counts when no call failed.
+# and then SIPp uac → SIPp uas directly. A rate is clean when no call failed and neither
+# SIPp retransmitted (a retransmission means a message waited too long somewhere).
 # Needs a release build (cargo build --release -p wasmpbx); the scripts are built fresh.
 set -euo pipefail
 . "$(dirname "$0")/server.sh"
@@ -16,40 +17,43 @@ rates=("$@")
 [ ${#rates[@]} -gt 0 ] || rates=(300 600 900 1200)
 start_server listen 'return_number = "15550101"'
 
-run_sipp() { # target rate -> "successful failed seconds"
+column() { # csv header-name -> the last line's value of that column
+    local col
+    col=$(head -n 1 "$1" | tr ';' '\n' | grep -n "^$2\$" | cut -d: -f1)
+    tail -n 1 "$1" | cut -d';' -f"$col"
+}
+
+run_sipp() { # target rate -> "successful failed seconds retransmissions(uac+uas)"
     local target=$1 rate=$2
-    sipp -sn uas -i 127.0.0.1 -p $uas_port -nostdin -bg -trace_stat -stf "$work/uas.csv" > /dev/null 2>&1 || true
+    sipp -sn uas -i 127.0.0.1 -p $uas_port -nostdin -bg -trace_stat -fd 1 -stf "$work/uas.csv" > /dev/null 2>&1 || true
     sleep 0.5
     local start end
     start=$(date +%s.%N)
     sipp -sn uac -i 127.0.0.2 -p 15080 -s 15550100 "$target" -r "$rate" -m "$calls" -d "$hold" -l $((rate * 10)) \
         -nostdin -timeout $((calls / rate + 60)) -trace_stat -stf "$work/uac.csv" > /dev/null 2>&1 || true
     end=$(date +%s.%N)
+    sleep 1.5 # the UAS writes its counts each second (-fd 1)
     pkill -f "sipp -sn uas -i 127.0.0.1 -p $uas_port" || true
     sleep 0.5
-    local last; last=$(tail -n 1 "$work/uac.csv")
-    local header; header=$(head -n 1 "$work/uac.csv")
-    local ok_col fail_col
-    ok_col=$(echo "$header" | tr ';' '\n' | grep -n '^SuccessfulCall(C)$' | cut -d: -f1)
-    fail_col=$(echo "$header" | tr ';' '\n' | grep -n '^FailedCall(C)$' | cut -d: -f1)
-    echo "$(echo "$last" | cut -d';' -f"$ok_col") $(echo "$last" | cut -d';' -f"$fail_col") $(echo "$end - $start" | bc)"
+    local retrans=$(( $(column "$work/uac.csv" 'Retransmissions(C)') + $(column "$work/uas.csv" 'Retransmissions(C)') ))
+    echo "$(column "$work/uac.csv" 'SuccessfulCall(C)') $(column "$work/uac.csv" 'FailedCall(C)') $(echo "$end - $start" | bc) $retrans"
     rm -f "$work"/uac.csv "$work"/uas.csv
 }
 
 machine_line
 echo
-echo "| rate (calls/s) | path | successful | failed | host CPU (% of one core) | host RSS after |"
-echo "|---|---|---|---|---|---|"
+echo "| rate (calls/s) | path | successful | failed | retransmissions | host CPU (% of one core) | host RSS after |"
+echo "|---|---|---|---|---|---|---|"
 for rate in "${rates[@]}"; do
     cpu0=$(cpu_of $server)
-    read -r ok failed secs < <(run_sipp 127.0.0.1:$host_port "$rate")
+    read -r ok failed secs retrans < <(run_sipp 127.0.0.1:$host_port "$rate")
     cpu1=$(cpu_of $server)
     cpu=$(echo "scale=0; 100 * ($cpu1 - $cpu0) / $ticks / $secs" | bc)
-    echo "| $rate | SIPp → wasmpbx → SIPp | $ok | $failed | $cpu | $(( $(rss_of $server) / 1024 )) MiB |"
+    echo "| $rate | SIPp → wasmpbx → SIPp | $ok | $failed | $retrans | $cpu | $(( $(rss_of $server) / 1024 )) MiB |"
     if [ "$failed" != 0 ]; then
         echo "host warnings (counts):" >&2
         sed -E 's/^[^ ]+ +//; s/session=[0-9]+//; s/[0-9]+//g' "$work/server.err" | sort | uniq -c | sort -rn | head -5 >&2
     fi
-    read -r ok failed secs < <(run_sipp 127.0.0.1:$uas_port "$rate")
-    echo "| $rate | SIPp → SIPp (direct) | $ok | $failed | – | – |"
+    read -r ok failed secs retrans < <(run_sipp 127.0.0.1:$uas_port "$rate")
+    echo "| $rate | SIPp → SIPp (direct) | $ok | $failed | $retrans | – | – |"
 done

@@ -20,6 +20,8 @@ start_server() { # script, location vars (TOML lines), trunk keys (TOML lines)
     work=$(mktemp -d)
     trap 'kill $(jobs -p) 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
     mkdir -p "$work/scripts"
+    # Quotes inside a ${…:-…} default are lost in a here-document: build the line first.
+    local trunk=${3:-"uri = \"sip:127.0.0.1:$uas_port\""}
     "$root/scripts/build.sh" "$work/scripts" > /dev/null
     cat > "$work/wasmpbx.toml" <<TOML
 [sip]
@@ -34,7 +36,7 @@ dir = "$work/scripts"
 path = "$work/bench.db"
 [[trunks]]
 name = "pstn"
-${3:-uri = "sip:127.0.0.1:$uas_port"}
+$trunk
 inbound = ["127.0.0.2"]
 [[locations]]
 name = "bench"

@@ -47,6 +47,9 @@ pub enum PbxOutput {
     },
     /// A call ended: its record for the store.
     Record(CallRecord),
+    /// An answered call's record as it stands (at the answer, after each flip), state
+    /// `live`: written so that a crash cannot lose the call; the ended record replaces it.
+    RecordLive(CallRecord),
     /// An ended call's record again, with the tags its script's `call-ended` answer
     /// added: it replaces the first in the store, and is not a call more to count.
     RecordRewritten(CallRecord),

@@ -334,8 +334,7 @@ async fn handle(
             };
             // The records of calls that have ended are queued for the store: wait for
             // them (briefly), so a call gone from /api/calls is here.
-            let progress = admin.store_progress.clone();
-            let _ = tokio::task::spawn_blocking(move || progress.settle(SETTLE)).await;
+            admin.store_progress.settle(SETTLE).await;
             match admin.cdrs.recent_cdrs(limit.min(10_000)) {
                 Ok(records) => json_response(StatusCode::OK, json!(records)),
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
@@ -501,6 +500,11 @@ async fn metrics(admin: &Admin) -> String {
         out,
         "# HELP wasmpbx_store_writes_dropped_total Records and registration changes dropped because the store fell too far behind.\n# TYPE wasmpbx_store_writes_dropped_total counter\nwasmpbx_store_writes_dropped_total {}",
         admin.calls.store_writes_dropped.load(Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP wasmpbx_records_late_total Call records not yet written when their calls' messages went out (the store was over 100 ms behind).\n# TYPE wasmpbx_records_late_total counter\nwasmpbx_records_late_total {}",
+        admin.calls.records_late.load(Relaxed)
     );
     let _ = writeln!(
         out,

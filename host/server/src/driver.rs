@@ -25,7 +25,7 @@ use crate::script::{LoadedScript, ScriptHost};
 use crate::sip::message::MAX_MESSAGE_BYTES;
 use crate::sip::transaction::{Peer, Transport};
 use crate::trunks::{ResolvedTarget, TrunkStatus};
-use crate::writer::{StoreWriter, Write};
+use crate::writer::{Progress, StoreWriter, Write};
 use wasmpbx_types::script::ScriptVersion;
 
 /// What the listeners and connections send the core task.
@@ -141,6 +141,20 @@ pub struct CallStats {
     pub flips: [std::sync::atomic::AtomicU64; 4],
     /// Store writes dropped because the store fell too far behind.
     pub store_writes_dropped: Arc<std::sync::atomic::AtomicU64>,
+    /// Messages sent before the call record they follow was written (the store was
+    /// more than [`RECORD_WAIT`] behind).
+    pub records_late: std::sync::atomic::AtomicU64,
+}
+
+/// How long a message waits for the call record it follows (the answer's 200 for the
+/// record of an answered call, the BYE's 200 for an ended one) before it goes anyway: a
+/// sick disk delays calls' messages by this much, and stops no call.
+pub const RECORD_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// A step's network output, sent once its call records are written.
+enum Io {
+    Send { peer: Peer, bytes: Vec<u8> },
+    Close { peer: Peer },
 }
 
 /// What the SIP core works with besides sockets.
@@ -322,9 +336,16 @@ pub async fn run(
         wall_ms: clock.now().as_millisecond(),
         random: wasmpbx_media::os_random::random_u64(),
     };
-    let mut connections: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>> = HashMap::new();
-    // Messages for TCP peers being connected to, sent once the connection is up.
-    let mut dialing: HashMap<SocketAddr, Vec<Vec<u8>>> = HashMap::new();
+    let mut network = Network {
+        udp,
+        connections: HashMap::new(),
+        dialing: HashMap::new(),
+        tx: tx.clone(),
+    };
+    // One step's messages, then the messages waiting for call records to be written.
+    let mut step: Vec<Io> = Vec::new();
+    let mut held = Held::new(store.progress());
+    let mut written = store.progress().watch();
     publish_directory(&pbx, &directory);
     spawn_trunk_resolvers(&pbx.config().clone(), &tx)?;
     pbx.start_trunks(ambient());
@@ -333,7 +354,7 @@ pub async fn run(
     let mut drain_until: Option<std::time::Instant> = None;
 
     loop {
-        let deadline = pbx.poll_timeout();
+        let deadline = pbx.poll_timeout().into_iter().chain(held.deadline()).min();
         let drain_over = async {
             match drain_until {
                 Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
@@ -353,18 +374,13 @@ pub async fn run(
                 Some(Input::Decision { session, decision, pinned }) => pbx.handle_decision(ambient(), session, decision, pinned),
                 Some(Input::CallEndedDecision { session, decision }) => pbx.handle_call_ended_decision(ambient(), session, decision),
                 Some(Input::FlipDecision { flip, decision }) => pbx.handle_flip_decision(ambient(), flip, decision),
-                Some(Input::Connected { peer, writer }) => {
-                    for bytes in dialing.remove(&peer.addr).unwrap_or_default() {
-                        let _ = writer.try_send(bytes);
-                    }
-                    connections.insert(peer.addr, writer);
-                }
+                Some(Input::Connected { peer, writer }) => network.connected(peer, writer),
                 Some(Input::DialFailed { peer }) => {
-                    dialing.remove(&peer.addr);
+                    network.dialing.remove(&peer.addr);
                     pbx.transport_failed(ambient(), peer);
                 }
                 Some(Input::Disconnected { peer }) => {
-                    connections.remove(&peer.addr);
+                    network.connections.remove(&peer.addr);
                     pbx.connection_closed(ambient(), peer);
                 }
                 Some(Input::TrunkResolved { trunk, answer }) => pbx.trunk_resolved(ambient(), &trunk, answer),
@@ -389,6 +405,8 @@ pub async fn run(
                 None => return Ok(()),
             },
             Some(event) = media_events.recv() => pbx.handle_media_event(ambient(), event),
+            // The store wrote something: held messages may go (below).
+            Ok(()) = written.changed(), if !held.is_empty() => {}
             _ = sleep => pbx.handle_timeout(ambient()),
             changed = stop.changed() => {
                 let asked = if changed.is_ok() { *stop.borrow() } else { Stop::Now };
@@ -409,39 +427,15 @@ pub async fn run(
                 finish = true;
             }
         }
+        // Call records go to the store before the messages they describe leave, so a
+        // call its far end saw answered (or ended) is on disk even if the host dies the
+        // next instant: the step's messages are held until the writer has them (at most
+        // RECORD_WAIT), while the task goes on with the next input.
+        let mut record_ticket = None;
         while let Some(output) = pbx.poll_output() {
             match output {
-                PbxOutput::Transmit { peer, bytes } => match peer.transport {
-                    Transport::Udp => {
-                        // UDP sends do not block for long; a failure is a lost datagram,
-                        // which the transaction layer's retransmissions cover.
-                        let family = |s: &&Arc<UdpSocket>| {
-                            s.local_addr()
-                                .is_ok_and(|a| a.is_ipv4() == peer.addr.is_ipv4())
-                        };
-                        if let Some(socket) = udp.iter().find(family)
-                            && let Err(e) = socket.send_to(&bytes, peer.addr).await
-                        {
-                            tracing::debug!(peer = %peer.addr, "udp send failed: {e}");
-                        }
-                    }
-                    Transport::Tcp | Transport::Ws => match connections.get(&peer.addr) {
-                        Some(writer) => {
-                            if writer.try_send(bytes).is_err() {
-                                tracing::warn!(peer = %peer.addr, "connection backlog full: dropping a message");
-                            }
-                        }
-                        // A request towards a TCP trunk: connect first (RFC 3261 §18.1.1).
-                        None if peer.transport == Transport::Tcp => {
-                            let queue = dialing.entry(peer.addr).or_default();
-                            if queue.is_empty() {
-                                tokio::spawn(dial_tcp(peer.addr, tx.clone()));
-                            }
-                            queue.push(bytes);
-                        }
-                        None => tracing::debug!(peer = %peer.addr, "no connection to send on"),
-                    },
-                },
+                PbxOutput::Transmit { peer, bytes } => step.push(Io::Send { peer, bytes }),
+                PbxOutput::Close { peer } => step.push(Io::Close { peer }),
                 PbxOutput::Route {
                     session,
                     script,
@@ -505,13 +499,14 @@ pub async fn run(
                         };
                         stats.flips[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
-                    store.write(Write::Record(Box::new(record)));
+                    record_ticket = Some(store.write(Write::Record(Box::new(record))));
                 }
+                PbxOutput::RecordLive(record) => {
+                    record_ticket = Some(store.write(Write::Record(Box::new(record))));
+                }
+                // Tags from the script, after the call: nothing waits on them.
                 PbxOutput::RecordRewritten(record) => {
                     store.write(Write::Record(Box::new(record)));
-                }
-                PbxOutput::Close { peer } => {
-                    connections.remove(&peer.addr);
                 }
                 PbxOutput::Bindings(changes) => {
                     for change in changes {
@@ -521,8 +516,11 @@ pub async fn run(
                 }
             }
         }
+        held.push(record_ticket, step.drain(..), monotonic_now());
+        held.release(&mut network, monotonic_now(), &stats).await;
         // The drain is over when the last call has ended (its BYEs and record are out).
         if finish || (drain_until.is_some() && pbx.calls.count() == 0) {
+            held.flush(&mut network, &stats).await;
             if finish {
                 // The BYEs just queued for TCP and WebSocket peers: let their writers send.
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -530,6 +528,148 @@ pub async fn run(
             tracing::info!("SIP stopped");
             return Ok(());
         }
+    }
+}
+
+/// Where the core's messages go: the UDP sockets, the TCP and WebSocket connections, and
+/// connections being made towards TCP trunks.
+struct Network {
+    udp: Vec<Arc<UdpSocket>>,
+    connections: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
+    /// Messages for TCP peers being connected to, sent once the connection is up.
+    dialing: HashMap<SocketAddr, Vec<Vec<u8>>>,
+    tx: mpsc::Sender<Input>,
+}
+
+impl Network {
+    fn connected(&mut self, peer: Peer, writer: mpsc::Sender<Vec<u8>>) {
+        for bytes in self.dialing.remove(&peer.addr).unwrap_or_default() {
+            let _ = writer.try_send(bytes);
+        }
+        self.connections.insert(peer.addr, writer);
+    }
+
+    async fn perform(&mut self, io: Io) {
+        let (peer, bytes) = match io {
+            Io::Send { peer, bytes } => (peer, bytes),
+            Io::Close { peer } => {
+                self.connections.remove(&peer.addr);
+                return;
+            }
+        };
+        match peer.transport {
+            Transport::Udp => {
+                // UDP sends do not block for long; a failure is a lost datagram, which
+                // the transaction layer's retransmissions cover.
+                let family = |s: &&Arc<UdpSocket>| {
+                    s.local_addr()
+                        .is_ok_and(|a| a.is_ipv4() == peer.addr.is_ipv4())
+                };
+                if let Some(socket) = self.udp.iter().find(family)
+                    && let Err(e) = socket.send_to(&bytes, peer.addr).await
+                {
+                    tracing::debug!(peer = %peer.addr, "udp send failed: {e}");
+                }
+            }
+            Transport::Tcp | Transport::Ws => match self.connections.get(&peer.addr) {
+                Some(writer) => {
+                    if writer.try_send(bytes).is_err() {
+                        tracing::warn!(peer = %peer.addr, "connection backlog full: dropping a message");
+                    }
+                }
+                // A request towards a TCP trunk: connect first (RFC 3261 §18.1.1).
+                None if peer.transport == Transport::Tcp => {
+                    let queue = self.dialing.entry(peer.addr).or_default();
+                    if queue.is_empty() {
+                        tokio::spawn(dial_tcp(peer.addr, self.tx.clone()));
+                    }
+                    queue.push(bytes);
+                }
+                None => tracing::debug!(peer = %peer.addr, "no connection to send on"),
+            },
+        }
+    }
+}
+
+/// The core's messages on their way out, in the order it made them. A step that wrote a
+/// call record holds its messages until the writer has done that write (its ticket from
+/// [`StoreWriter::write`]), or for [`RECORD_WAIT`] at most; a step behind a held one
+/// waits behind it, so nothing overtakes. The SIP task never waits: it goes on with the
+/// next input, and sends when the writer moves.
+struct Held {
+    queue: std::collections::VecDeque<HeldIo>,
+    progress: Arc<Progress>,
+}
+
+struct HeldIo {
+    ticket: u64,
+    since: std::time::Instant,
+    io: Io,
+}
+
+impl Held {
+    fn new(progress: Arc<Progress>) -> Self {
+        Self {
+            queue: std::collections::VecDeque::new(),
+            progress,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// When the oldest message stops waiting for its record.
+    fn deadline(&self) -> Option<std::time::Instant> {
+        self.queue.front().map(|h| h.since + RECORD_WAIT)
+    }
+
+    /// A step's messages, and the ticket of the last record it wrote, if any.
+    fn push(
+        &mut self,
+        ticket: Option<u64>,
+        ios: impl Iterator<Item = Io>,
+        now: std::time::Instant,
+    ) {
+        // Ticket 0 is always reached: nothing to wait for but what is ahead.
+        let ticket = ticket
+            .or_else(|| self.queue.back().map(|h| h.ticket))
+            .unwrap_or(0);
+        self.queue.extend(ios.map(|io| HeldIo {
+            ticket,
+            since: now,
+            io,
+        }));
+    }
+
+    /// Send what may go: its record written, or waited for long enough.
+    async fn release(&mut self, network: &mut Network, now: std::time::Instant, stats: &CallStats) {
+        while let Some(front) = self.queue.front() {
+            if !self.progress.reached(front.ticket) {
+                if now < front.since + RECORD_WAIT {
+                    break;
+                }
+                stats
+                    .records_late
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(
+                    "the store is over {} ms behind: a message goes before the call record it follows",
+                    RECORD_WAIT.as_millis()
+                );
+            }
+            if let Some(held) = self.queue.pop_front() {
+                network.perform(held.io).await;
+            }
+        }
+    }
+
+    /// At the end: wait for the writer (at most RECORD_WAIT), then send everything.
+    async fn flush(&mut self, network: &mut Network, stats: &CallStats) {
+        if let Some(last) = self.queue.back() {
+            self.progress.reach(last.ticket, RECORD_WAIT).await;
+        }
+        let now = monotonic_now() + RECORD_WAIT;
+        self.release(network, now, stats).await;
     }
 }
 
@@ -889,5 +1029,60 @@ mod tests {
             frame(&vec![b'a'; MAX_MESSAGE_BYTES + 1]),
             Frame::Invalid(_)
         ));
+    }
+
+    /// Messages wait for their step's record, later steps wait behind them, and a
+    /// store that does not answer holds nothing longer than RECORD_WAIT.
+    #[tokio::test]
+    async fn held_messages_go_in_order_once_their_record_is_written() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let phone = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let peer = Peer {
+            addr: phone.local_addr().unwrap(),
+            transport: Transport::Udp,
+        };
+        let (tx, _rx) = mpsc::channel(1);
+        let mut network = Network {
+            udp: vec![Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap())],
+            connections: HashMap::new(),
+            dialing: HashMap::new(),
+            tx,
+        };
+        let send = |text: &str| Io::Send {
+            peer,
+            bytes: text.as_bytes().to_vec(),
+        };
+        let stats = CallStats::default();
+        let progress = Arc::new(Progress::default());
+        let mut held = Held::new(progress.clone());
+        let start = monotonic_now();
+        // Tickets count writes from 1; none is done yet.
+        held.push(Some(1), [send("200 answer")].into_iter(), start);
+        held.push(None, [send("BYE behind")].into_iter(), start);
+        held.release(&mut network, start, &stats).await;
+        assert_eq!(
+            held.queue.len(),
+            2,
+            "nothing goes before the record is written"
+        );
+        progress.one_done();
+        held.release(&mut network, start, &stats).await;
+        assert!(held.is_empty());
+        let mut buf = [0u8; 64];
+        for expected in ["200 answer", "BYE behind"] {
+            let (n, _) = phone.recv_from(&mut buf).await.unwrap();
+            assert_eq!(&buf[..n], expected.as_bytes());
+        }
+        assert_eq!(stats.records_late.load(Relaxed), 0);
+
+        // A record that is never written: the message goes at RECORD_WAIT, counted.
+        held.push(Some(2), [send("late")].into_iter(), start);
+        held.release(&mut network, start + RECORD_WAIT / 2, &stats)
+            .await;
+        assert_eq!(held.deadline(), Some(start + RECORD_WAIT));
+        held.release(&mut network, start + RECORD_WAIT, &stats)
+            .await;
+        assert!(held.is_empty());
+        assert_eq!(stats.records_late.load(Relaxed), 1);
     }
 }

@@ -327,17 +327,23 @@ fn cdr_list(limit: usize, json: bool, config: Option<&Path>) -> anyhow::Result<E
                 line
             })
             .collect();
+        // A call still going on, or one a crash interrupted, says so.
+        let state = match r["state"].as_str() {
+            Some("ended") | None => String::new(),
+            Some(state) => format!(" ({state})"),
+        };
         let recording = r["recording"]
             .as_str()
             .map(|path| format!("  recording {path}"))
             .unwrap_or_default();
         println!(
-            "{}  session {}  {} -> {}  {}  location {}  script {}{}  legs {}  digits {:?}  tags [{}]{}{}",
+            "{}  session {}  {} -> {}  {}{}  location {}  script {}{}  legs {}  digits {:?}  tags [{}]{}{}",
             text("started_at"),
             r["session"],
             text("caller"),
             text("dialed"),
             text("disposition"),
+            state,
             text("location"),
             text("script"),
             if r["fallback"] == true {

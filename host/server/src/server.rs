@@ -20,7 +20,7 @@ use crate::writer::{self, StoreWriter};
 /// Caller digits waiting for the core; a flood beyond this is dropped (and counted).
 const MEDIA_EVENT_QUEUE: usize = 1024;
 use crate::script::{HostServices, Limits, ScriptEngine, ScriptHost, watcher};
-use crate::store::{KvStore, RegistrationStore, SqliteStore};
+use crate::store::{CdrStore, KvStore, RegistrationStore, SqliteStore};
 
 /// The key-value scope of the host's own settings (demo passwords).
 const HOST_SCOPE: &str = "_wasmpbx";
@@ -116,6 +116,15 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         SqliteStore::open(&store_path)
             .with_context(|| format!("store.path: {}", store_path.display()))?,
     );
+    // Calls the last run never ended (it crashed or was killed) get their records closed.
+    match store.close_interrupted() {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(
+            calls = n,
+            "the last run stopped during calls: their records are marked interrupted"
+        ),
+        Err(e) => tracing::error!("closing the records of interrupted calls: {e}"),
+    }
     let (config, demo_users) = load_config(config_path, store.as_ref())?;
     let config = Arc::new(config);
     let directory = Arc::new(MemoryDirectory::new());

@@ -1,24 +1,32 @@
 //! Store writes off the SIP task. The core's call records and registration changes queue
 //! here and a thread of their own writes them, in order, so a slow store (a busy disk, a
-//! remote database) never stalls signalling. The queue is bounded: if the store falls
-//! that far behind, a write is dropped, logged and counted (`/metrics`) rather than
-//! holding up calls. At shutdown the thread writes what is queued, then ends. Readers
-//! that must see what was queued before them (the admin API's records: a call gone from
-//! `/api/calls` is in `/api/cdrs`) wait on [`Progress::settle`].
+//! remote database) never stalls signalling for long. The queue is bounded: if the store
+//! falls that far behind, a write is dropped, logged and counted (`/metrics`) rather than
+//! holding up calls. At shutdown the thread writes what is queued, then ends. Whoever
+//! must see a write done waits on [`Progress`]: the driver, before it sends what a call
+//! record describes (see `driver`); the admin API's records (a call gone from
+//! `/api/calls` is in `/api/cdrs`). Every few seconds the thread also notes that the host
+//! is alive: the end time a crash gives the calls it interrupts.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
-use std::sync::{Condvar, Mutex};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
 
 use crate::call::CallRecord;
+use crate::clock::{Clock, SystemClock, monotonic_now};
 use crate::registrar::BindingChange;
 use crate::store::{CdrStore, RegistrationStore};
 
 /// How many writes may wait: minutes of records at the rates the host handles.
 pub const QUEUE: usize = 65_536;
+
+/// How often the writer notes the host is alive: a crash's interrupted calls end, in
+/// their records, at most this long before the crash.
+pub const ALIVE_EVERY: Duration = Duration::from_secs(5);
 
 /// One write for the store. Boxed: the queue's slots are allocated up front, so each is
 /// a pointer wide (65,536 inline bindings would hold 16 MiB for nothing).
@@ -36,30 +44,53 @@ pub struct StoreWriter {
 }
 
 /// How far the writer has come: writes queued, and writes done (written or failed).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Progress {
     queued: AtomicU64,
-    done: Mutex<u64>,
-    moved: Condvar,
+    done: watch::Sender<u64>,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Self {
+            queued: AtomicU64::new(0),
+            done: watch::Sender::new(0),
+        }
+    }
 }
 
 impl Progress {
     /// Wait (at most `limit`) until every write queued before this call is done; false
     /// if the limit came first.
-    pub fn settle(&self, limit: Duration) -> bool {
-        let target = self.queued.load(Relaxed);
-        let done = self.done.lock().unwrap_or_else(|p| p.into_inner());
-        let (done, timeout) = self
-            .moved
-            .wait_timeout_while(done, limit, |done| *done < target)
-            .unwrap_or_else(|p| p.into_inner());
-        drop(done);
-        !timeout.timed_out()
+    pub async fn settle(&self, limit: Duration) -> bool {
+        self.reach(self.queued.load(Relaxed), limit).await
     }
 
-    fn one_done(&self) {
-        *self.done.lock().unwrap_or_else(|p| p.into_inner()) += 1;
-        self.moved.notify_all();
+    /// Wait (at most `limit`) until the write numbered `ticket` (what
+    /// [`StoreWriter::write`] returned) and those before it are done.
+    pub async fn reach(&self, ticket: u64, limit: Duration) -> bool {
+        let mut done = self.done.subscribe();
+        let reached = tokio::time::timeout(limit, done.wait_for(|done| *done >= ticket)).await;
+        matches!(reached, Ok(Ok(_)))
+    }
+
+    /// Told each time a write is done.
+    pub fn watch(&self) -> watch::Receiver<u64> {
+        self.done.subscribe()
+    }
+
+    /// Whether the write numbered `ticket` is done.
+    pub fn reached(&self, ticket: u64) -> bool {
+        *self.done.borrow() >= ticket
+    }
+
+    /// A write is done (or dropped): the writer's, and tests'.
+    pub(crate) fn one_done(&self) {
+        self.done_with(1);
+    }
+
+    fn done_with(&self, count: u64) {
+        self.done.send_modify(|done| *done += count);
     }
 }
 
@@ -95,10 +126,10 @@ impl StoreWriter {
         self.progress.clone()
     }
 
-    /// Queue a write; never waits.
-    pub fn write(&self, write: Write) {
+    /// Queue a write; never waits. Its ticket, to wait for it with [`Progress::reach`].
+    pub fn write(&self, write: Write) -> u64 {
         // Counted before it is sent, so the writer can never be ahead of the count.
-        self.progress.queued.fetch_add(1, Relaxed);
+        let ticket = self.progress.queued.fetch_add(1, Relaxed) + 1;
         match self.tx.try_send(write) {
             Ok(()) => {}
             Err(TrySendError::Full(write)) => {
@@ -112,6 +143,7 @@ impl StoreWriter {
                 tracing::error!("the store writer has stopped: write dropped");
             }
         }
+        ticket
     }
 }
 
@@ -121,27 +153,66 @@ fn write_all(
     cdrs: &dyn CdrStore,
     progress: &Progress,
 ) {
-    for write in rx {
-        match write {
-            Write::Record(record) => {
-                if let Err(e) = cdrs.save_cdr(&record) {
-                    let session = record.session.short();
-                    tracing::error!(session = %session, "writing the call record: {e}");
-                }
+    let mut alive_noted: Option<Instant> = None;
+    loop {
+        if alive_noted.is_none_or(|at| at.elapsed() >= ALIVE_EVERY) {
+            let now = SystemClock.now();
+            let now = jiff::Timestamp::from_second(now.as_second()).unwrap_or(now);
+            if let Err(e) = cdrs.mark_alive(now) {
+                tracing::error!("noting the host alive in the store: {e}");
             }
-            Write::Binding(change) => {
-                let result = match change.as_ref() {
-                    BindingChange::Upsert(b) => registrations.save_binding(b),
-                    BindingChange::Remove { user_id, contact } => {
-                        registrations.remove_binding(user_id, contact)
-                    }
-                };
-                if let Err(e) = result {
-                    tracing::error!("persisting a registration: {e}");
+            alive_noted = Some(monotonic_now());
+        }
+        let first = match rx.recv_timeout(ALIVE_EVERY) {
+            Ok(write) => write,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        // What queued meanwhile goes with it: consecutive records in one transaction.
+        let batch = std::iter::once(first).chain(rx.try_iter().take(BATCH - 1));
+        let mut records: Vec<CallRecord> = Vec::new();
+        let mut count = 0;
+        for write in batch {
+            count += 1;
+            match write {
+                Write::Record(record) => records.push(*record),
+                Write::Binding(change) => {
+                    save_records(cdrs, &mut records);
+                    save_binding(registrations, &change);
                 }
             }
         }
-        progress.one_done();
+        save_records(cdrs, &mut records);
+        progress.done_with(count);
+    }
+}
+
+/// The most writes the writer takes at once.
+const BATCH: usize = 512;
+
+fn save_records(cdrs: &dyn CdrStore, records: &mut Vec<CallRecord>) {
+    if records.is_empty() {
+        return;
+    }
+    if let Err(e) = cdrs.save_cdrs(records) {
+        let sessions: Vec<String> = records
+            .iter()
+            .map(|r| r.session.short().to_string())
+            .collect();
+        tracing::error!(sessions = ?sessions, "writing call records: {e}");
+    }
+    records.clear();
+}
+
+fn save_binding(registrations: &dyn RegistrationStore, change: &BindingChange) {
+    let result = match change {
+        BindingChange::Upsert(b) => registrations.save_binding(b),
+        BindingChange::Remove { user_id, contact } => {
+            registrations.remove_binding(user_id, contact)
+        }
+    };
+    if let Err(e) = result {
+        tracing::error!("persisting a registration: {e}");
     }
 }
 
@@ -193,5 +264,33 @@ mod tests {
         }
         assert_eq!(dropped.load(Relaxed), 3);
         drop(rx);
+    }
+
+    #[tokio::test]
+    async fn a_write_can_be_waited_for_and_the_host_is_noted_alive_at_once() {
+        let store = Arc::new(MemoryStore::new());
+        let (writer, thread) =
+            StoreWriter::start(store.clone(), store.clone(), 4, Arc::default()).unwrap();
+        let mut live = wasmpbx_types::store::contract::record(1, "0400");
+        live.state = crate::call::RecordState::Live;
+        let ticket = writer.write(Write::Record(Box::new(live)));
+        let progress = writer.progress();
+        assert!(progress.reach(ticket, Duration::from_secs(5)).await);
+        assert!(progress.reached(ticket));
+        assert!(!progress.reached(ticket + 1), "not a write ahead");
+        drop(writer);
+        tokio::task::spawn_blocking(move || thread.join().unwrap())
+            .await
+            .unwrap();
+        // The writer noted the host alive when it started (now, later than the record's
+        // update in 2026-09): the interrupted call ends then.
+        assert_eq!(store.close_interrupted().unwrap(), 1);
+        let record = &store.recent_cdrs(1).unwrap()[0];
+        assert_eq!(record["state"], "interrupted");
+        let ended: jiff::Timestamp = record["ended_at"].as_str().unwrap().parse().unwrap();
+        assert!(
+            SystemClock.now().as_second() - ended.as_second() < 60,
+            "{ended}"
+        );
     }
 }

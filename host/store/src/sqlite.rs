@@ -33,9 +33,14 @@ CREATE TABLE IF NOT EXISTS cdrs (
     id         INTEGER PRIMARY KEY AUTOINCREMENT,
     session    TEXT NOT NULL,
     started_at TEXT NOT NULL,
-    record     TEXT NOT NULL
+    record     TEXT NOT NULL,
+    state      TEXT NOT NULL DEFAULT 'ended'
 );
 CREATE INDEX IF NOT EXISTS cdrs_session ON cdrs (session);
+CREATE TABLE IF NOT EXISTS alive (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    at TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS registrations (
     user_id    TEXT NOT NULL,
     contact    TEXT NOT NULL,
@@ -62,6 +67,7 @@ impl SqliteStore {
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(db)?;
         conn.execute_batch(SCHEMA).map_err(db)?;
+        add_record_state(&conn).map_err(db)?;
         Ok(Self {
             conn: Mutex::new(conn),
         })
@@ -73,6 +79,43 @@ impl SqliteStore {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// Insert a record, or replace the one of its session (`conn` may be a transaction).
+fn save_cdr(conn: &Connection, record: &CallRecord) -> Result<()> {
+    let json = serde_json::to_string(record).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    let session = record.session.to_string();
+    let state = record.state.as_str();
+    // The same session again (the call's next update, its end, its call-ended tags)
+    // replaces the record in place.
+    let updated = conn
+        .prepare_cached("UPDATE cdrs SET record = ?2, state = ?3 WHERE session = ?1")
+        .map_err(db)?
+        .execute(params![session, json, state])
+        .map_err(db)?;
+    if updated == 0 {
+        conn.prepare_cached(
+            "INSERT INTO cdrs (session, started_at, record, state) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .map_err(db)?
+        .execute(params![session, record.started_at.to_string(), json, state])
+        .map_err(db)?;
+    }
+    Ok(())
+}
+
+/// Databases from before records had a state (every record then was of an ended call)
+/// get the column; the index finds the live ones at start.
+fn add_record_state(conn: &Connection) -> rusqlite::Result<()> {
+    let has_state: bool = conn.query_row(
+        "SELECT COUNT(*) > 0 FROM pragma_table_info('cdrs') WHERE name = 'state'",
+        [],
+        |row| row.get(0),
+    )?;
+    if !has_state {
+        conn.execute_batch("ALTER TABLE cdrs ADD COLUMN state TEXT NOT NULL DEFAULT 'ended'")?;
+    }
+    conn.execute_batch("CREATE INDEX IF NOT EXISTS cdrs_live ON cdrs (state) WHERE state = 'live'")
 }
 
 impl KvStore for SqliteStore {
@@ -123,24 +166,57 @@ impl KvStore for SqliteStore {
 
 impl CdrStore for SqliteStore {
     fn save_cdr(&self, record: &CallRecord) -> Result<()> {
-        let json = serde_json::to_string(record).map_err(|e| StoreError::Invalid(e.to_string()))?;
-        let conn = self.conn();
-        let session = record.session.to_string();
-        // The same session again (its call-ended tags) replaces the record in place.
-        let updated = conn
-            .prepare_cached("UPDATE cdrs SET record = ?2 WHERE session = ?1")
+        save_cdr(&self.conn(), record)
+    }
+
+    fn save_cdrs(&self, records: &[CallRecord]) -> Result<()> {
+        // One transaction: one WAL append for the batch, not one per record.
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(db)?;
+        for record in records {
+            save_cdr(&tx, record)?;
+        }
+        tx.commit().map_err(db)
+    }
+
+    fn mark_alive(&self, at: jiff::Timestamp) -> Result<()> {
+        self.conn()
+            .prepare_cached("INSERT OR REPLACE INTO alive (id, at) VALUES (1, ?1)")
             .map_err(db)?
-            .execute(params![session, json])
+            .execute(params![at.to_string()])
             .map_err(db)?;
-        if updated == 0 {
-            conn.prepare_cached(
-                "INSERT INTO cdrs (session, started_at, record) VALUES (?1, ?2, ?3)",
+        Ok(())
+    }
+
+    fn close_interrupted(&self) -> Result<usize> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(db)?;
+        let alive_at: Option<String> = tx
+            .query_row("SELECT at FROM alive WHERE id = 1", [], |row| row.get(0))
+            .optional()
+            .map_err(db)?;
+        let alive_at = alive_at.and_then(|at| at.parse().ok());
+        let live: Vec<(i64, String)> = {
+            let mut stmt = tx
+                .prepare("SELECT id, record FROM cdrs WHERE state = 'live'")
+                .map_err(db)?;
+            let rows = stmt
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+                .map_err(db)?;
+            rows.collect::<rusqlite::Result<_>>().map_err(db)?
+        };
+        for (id, json) in &live {
+            let mut record: serde_json::Value =
+                serde_json::from_str(json).map_err(|e| StoreError::Invalid(e.to_string()))?;
+            wasmpbx_types::store::interrupt(&mut record, alive_at);
+            tx.execute(
+                "UPDATE cdrs SET record = ?2, state = 'interrupted' WHERE id = ?1",
+                params![id, record.to_string()],
             )
-            .map_err(db)?
-            .execute(params![session, record.started_at.to_string(), json])
             .map_err(db)?;
         }
-        Ok(())
+        tx.commit().map_err(db)?;
+        Ok(live.len())
     }
 
     fn recent_cdrs(&self, limit: usize) -> Result<Vec<serde_json::Value>> {
@@ -250,6 +326,34 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = super::SqliteStore::open(&dir.path().join("c.db")).unwrap();
         wasmpbx_types::store::contract::cdr_store_contract(&store);
+    }
+
+    #[test]
+    fn sqlite_store_closes_interrupted_calls() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = super::SqliteStore::open(&dir.path().join("i.db")).unwrap();
+        wasmpbx_types::store::contract::interrupted_cdr_contract(&store);
+    }
+
+    #[test]
+    fn a_database_from_before_record_states_gets_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let old = rusqlite::Connection::open(&path).unwrap();
+        old.execute_batch(
+            "CREATE TABLE cdrs (id INTEGER PRIMARY KEY AUTOINCREMENT, session TEXT NOT NULL,
+             started_at TEXT NOT NULL, record TEXT NOT NULL);
+             INSERT INTO cdrs (session, started_at, record) VALUES ('s', 't', '{}');",
+        )
+        .unwrap();
+        drop(old);
+        let store = super::SqliteStore::open(&path).unwrap();
+        assert_eq!(
+            store.close_interrupted().unwrap(),
+            0,
+            "old records had ended"
+        );
+        assert_eq!(store.recent_cdrs(5).unwrap().len(), 1);
     }
 
     #[test]

@@ -5,9 +5,11 @@ use serde::Serialize;
 use crate::ids::SessionId;
 use crate::routing::Disposition;
 
-/// One session's record, written when it ends.
+/// One session's record: written when the call is answered, again as it changes (each
+/// flip), and when it ends; a call that never got an answer is written when it ends.
 #[derive(Debug, Clone, Serialize)]
 pub struct CallRecord {
+    pub state: RecordState,
     pub session: SessionId,
     pub location: Option<String>,
     pub caller: String,
@@ -17,8 +19,11 @@ pub struct CallRecord {
     pub fallback: bool,
     pub started_at: jiff::Timestamp,
     pub answered_at: Option<jiff::Timestamp>,
-    pub ended_at: jiff::Timestamp,
-    /// From arrival to end, in milliseconds.
+    /// None while the call is live.
+    pub ended_at: Option<jiff::Timestamp>,
+    /// When this version of the record was written.
+    pub updated_at: jiff::Timestamp,
+    /// From arrival to end, in milliseconds (0 while live).
     pub duration_ms: u64,
     pub disposition: Disposition,
     /// Every number the call was forwarded to, in order, with the final status.
@@ -39,6 +44,28 @@ pub struct CallRecord {
     /// leg the host set up or a device brought in (forwards, forks, flips), in order —
     /// what to look for in a capture or a carrier's logs.
     pub call_ids: Vec<String>,
+}
+
+/// Where a record stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordState {
+    /// The call goes on: the record as it stood at its last update.
+    Live,
+    Ended,
+    /// The host stopped (a crash, `kill -9`, power) while the call was live: found at
+    /// the next start, ended at the last sign of life the store had.
+    Interrupted,
+}
+
+impl RecordState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordState::Live => "live",
+            RecordState::Ended => "ended",
+            RecordState::Interrupted => "interrupted",
+        }
+    }
 }
 
 /// What the browser phone shows of one of its user's live calls.

@@ -47,11 +47,47 @@ pub trait RegistrationStore: Send + Sync {
 /// Call records (CDRs).
 pub trait CdrStore: Send + Sync {
     /// Write a call's record; a record of the same session replaces the earlier one
-    /// (a call's record is written when it ends and again when its script's `call-ended`
-    /// answer adds tags).
+    /// (a call's record is written when it is answered, as it changes, when it ends, and
+    /// again when its script's `call-ended` answer adds tags).
     fn save_cdr(&self, record: &CallRecord) -> Result<()>;
+    /// Write several records, in order; a backend makes it one transaction (the writer
+    /// hands over what queued while it wrote the last batch).
+    fn save_cdrs(&self, records: &[CallRecord]) -> Result<()> {
+        records.iter().try_for_each(|r| self.save_cdr(r))
+    }
     /// The most recent records, newest first, as JSON.
     fn recent_cdrs(&self, limit: usize) -> Result<Vec<serde_json::Value>>;
+    /// Note that the host is alive at `at` (the writer does so every few seconds): the
+    /// end time given to calls a crash interrupts.
+    fn mark_alive(&self, at: jiff::Timestamp) -> Result<()>;
+    /// At start: every record still `live` belongs to a call the last run never ended
+    /// (it crashed or was killed). Mark each `interrupted`, ended at its last update or
+    /// the last sign of life, whichever is later; how many there were.
+    fn close_interrupted(&self) -> Result<usize>;
+}
+
+/// What [`CdrStore::close_interrupted`] does to one live record (as JSON), for every
+/// backend: state `interrupted`, `ended_at` the later of its last update and the host's
+/// last sign of life, the duration to match.
+pub fn interrupt(record: &mut serde_json::Value, alive_at: Option<jiff::Timestamp>) {
+    let stamp = |field: &str| {
+        record[field]
+            .as_str()
+            .and_then(|s| s.parse::<jiff::Timestamp>().ok())
+    };
+    let started = stamp("started_at");
+    let ended = [stamp("updated_at"), alive_at, started]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or_default();
+    let duration_ms = started.map_or(0, |s| {
+        u64::try_from(ended.as_millisecond() - s.as_millisecond()).unwrap_or(0)
+    });
+    record["state"] = crate::record::RecordState::Interrupted.as_str().into();
+    record["ended_at"] = ended.to_string().into();
+    record["duration_ms"] = duration_ms.into();
+    record["end_reason"] = "interrupted: the host stopped during the call".into();
 }
 
 /// The size rules every implementation applies before writing.
@@ -132,9 +168,11 @@ pub mod contract {
             script: Some("listen".into()),
             script_hash: None,
             fallback: false,
+            state: crate::record::RecordState::Ended,
             started_at: at,
             answered_at: Some(at),
-            ended_at: at,
+            ended_at: Some(at),
+            updated_at: at,
             duration_ms: 1_000,
             disposition: crate::routing::Disposition::Answered,
             legs: vec![("+61290000099".into(), 200)],
@@ -168,6 +206,49 @@ pub mod contract {
         assert_eq!(recent.len(), 2);
         let first = recent.iter().find(|r| r["caller"] == "0400").unwrap();
         assert_eq!(first["tags"][1][0], "survey");
+        assert_eq!(store.close_interrupted().unwrap(), 0, "nothing was live");
+        // A batch: in order, the later version of a session winning.
+        let mut third = record(3, "0422");
+        let batch = vec![third.clone(), {
+            third.digits = "9".into();
+            third
+        }];
+        store.save_cdrs(&batch).unwrap();
+        let recent = store.recent_cdrs(10).unwrap();
+        assert_eq!(recent.len(), 3);
+        assert_eq!(recent[0]["digits"], "9");
+    }
+
+    /// Calls live when the host died: marked interrupted at the next start, ended at
+    /// the later of their last update and the last sign of life.
+    pub fn interrupted_cdr_contract(store: &dyn CdrStore) {
+        let second = |s| jiff::Timestamp::from_second(s).unwrap_or_default();
+        let live = |session, updated| {
+            let mut r = record(session, "0400");
+            r.state = crate::record::RecordState::Live;
+            r.ended_at = None;
+            r.duration_ms = 0;
+            r.updated_at = second(updated);
+            r
+        };
+        store.save_cdr(&record(1, "0411")).unwrap();
+        store.mark_alive(second(1_790_000_030)).unwrap();
+        store.save_cdr(&live(2, 1_790_000_010)).unwrap();
+        store.save_cdr(&live(3, 1_790_000_050)).unwrap();
+        assert_eq!(store.close_interrupted().unwrap(), 2);
+        let recent = store.recent_cdrs(10).unwrap();
+        let by_session = |s| {
+            let id = record(s, "").session.to_string();
+            recent.iter().find(|r| r["session"] == id).unwrap().clone()
+        };
+        let (ended, heartbeat, updated) = (by_session(1), by_session(2), by_session(3));
+        assert_eq!(ended["state"], "ended", "an ended call is left alone");
+        assert_eq!(heartbeat["state"], "interrupted");
+        assert_eq!(heartbeat["ended_at"], second(1_790_000_030).to_string());
+        assert_eq!(heartbeat["duration_ms"], 30_000);
+        assert_eq!(updated["ended_at"], second(1_790_000_050).to_string());
+        assert_eq!(updated["answered_at"], second(1_790_000_000).to_string());
+        assert_eq!(store.close_interrupted().unwrap(), 0, "once only");
     }
 
     pub fn registration_store_contract(store: &dyn RegistrationStore) {

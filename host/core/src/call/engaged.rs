@@ -81,6 +81,7 @@ impl Calls {
         session.a_answered = true;
         session.phase = Phase::Engaged;
         session.record.answered_at = jiff::Timestamp::from_second(ctx.ambient.wall_secs()).ok();
+        super::write_live_record(ctx, &mut session.record);
         tracing::info!(session = %id.short(), codec = codec.name(), "answered by the host");
         Ok(())
     }

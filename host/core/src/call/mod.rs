@@ -48,6 +48,8 @@ use trunk_legs::{Retry, TrunkLeg};
 #[cfg(test)]
 mod drain_tests;
 #[cfg(test)]
+mod record_tests;
+#[cfg(test)]
 mod testing;
 #[cfg(test)]
 mod trunk_tests;
@@ -59,7 +61,7 @@ use requests::{
     Dialog, InviteParts, Via, addr_spec, attach_sdp, caller_response, cancel_for, dtmf_from_info,
     initial_invite, route_set_of_request, route_set_of_response, tag_of, with_tag,
 };
-pub use wasmpbx_types::record::{CallRecord, CallSummary, UserCall};
+pub use wasmpbx_types::record::{CallRecord, CallSummary, RecordState, UserCall};
 
 pub use wasmpbx_types::ids::SessionId;
 
@@ -657,7 +659,9 @@ impl Calls {
             fallback: false,
             started_at,
             answered_at: None,
-            ended_at: started_at,
+            state: RecordState::Live,
+            ended_at: None,
+            updated_at: started_at,
             disposition: Disposition::Failed,
             legs: Vec::new(),
             digits: String::new(),
@@ -1183,6 +1187,7 @@ impl Calls {
                 if let Some(leg) = session.record.legs.last_mut() {
                     leg.1 = code;
                 }
+                write_live_record(ctx, &mut session.record);
                 tracing::info!(session = %id.short(), number = %b.number, "answered");
             }
             _ => {
@@ -1689,7 +1694,9 @@ impl Calls {
             .saturating_duration_since(session.arrived)
             .as_millis() as u64;
         session.record.duration_ms = duration_ms;
-        session.record.ended_at = ended_at;
+        session.record.state = RecordState::Ended;
+        session.record.ended_at = Some(ended_at);
+        session.record.updated_at = ended_at;
         session.record.disposition = disposition;
         session.record.end_reason = reason.to_owned();
         session.record.tags = session.call.tags.clone();
@@ -1801,4 +1808,22 @@ impl ActionHost for LiveActions<'_, '_, '_> {
     fn failed(&mut self, why: String) {
         self.calls.fall_back(self.ctx, self.id, &why);
     }
+}
+
+/// Write an answered call's record as it stands (state `live`), so that a crash cannot
+/// lose the call: the next start marks it interrupted.
+fn write_live_record(ctx: &mut Ctx<'_>, record: &mut CallRecord) {
+    if record.answered_at.is_none() {
+        return;
+    }
+    record.disposition = Disposition::Answered;
+    record.updated_at =
+        jiff::Timestamp::from_second(ctx.ambient.wall_secs()).unwrap_or(record.updated_at);
+    ctx.outputs.push_back(PbxOutput::RecordLive(record.clone()));
+}
+
+/// A flip request's outcome joins the call's record, which is written again.
+fn note_flip(ctx: &mut Ctx<'_>, record: &mut CallRecord, event: crate::flip::FlipEvent) {
+    record.flips.push(event);
+    write_live_record(ctx, record);
 }

@@ -250,7 +250,7 @@ impl Calls {
         }
         event.result = result;
         event.targets = vec![super::pull::device_of(&leg.number).to_owned()];
-        session.record.flips.push(event);
+        super::note_flip(ctx, &mut session.record, event);
         if session.device_on(side).is_none() {
             return self.end(
                 ctx,

@@ -179,7 +179,7 @@ impl Calls {
                     "pull denied: {reason}"
                 );
                 event.result = FlipResult::Denied(reason);
-                session.record.flips.push(event);
+                super::note_flip(ctx, &mut session.record, event);
                 return refuse_pull(ctx, &pull, 403, "Flip Denied By Policy");
             }
         };
@@ -192,7 +192,7 @@ impl Calls {
             Err(e) => {
                 tracing::error!(session = %pull.session.short(), "pull: no media ports: {e}");
                 event.result = FlipResult::Denied(format!("no media ports: {e}"));
-                session.record.flips.push(event);
+                super::note_flip(ctx, &mut session.record, event);
                 return refuse_pull(ctx, &pull, 503, "No Media Ports");
             }
         };
@@ -214,7 +214,7 @@ impl Calls {
                 Err(e) => {
                     ctx.media.release_reserved(pull.session);
                     event.result = FlipResult::Denied(format!("WebRTC: {e}"));
-                    session.record.flips.push(event);
+                    super::note_flip(ctx, &mut session.record, event);
                     return refuse_pull(ctx, &pull, 488, "Not Acceptable Here");
                 }
             }

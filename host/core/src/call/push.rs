@@ -187,7 +187,7 @@ impl Calls {
             Err(reason) => {
                 tracing::info!(session = %id.short(), user = push.user_id, "push denied: {reason}");
                 event.result = FlipResult::Denied(reason);
-                session.record.flips.push(event);
+                super::note_flip(ctx, &mut session.record, event);
                 return self.notify_pusher(ctx, id, push.side, push.trigger, "603 Declined");
             }
         };
@@ -202,14 +202,14 @@ impl Calls {
             .collect();
         if targets.is_empty() {
             event.result = FlipResult::Denied("the policy allowed none of the devices".into());
-            session.record.flips.push(event);
+            super::note_flip(ctx, &mut session.record, event);
             return self.notify_pusher(ctx, id, push.side, push.trigger, "603 Declined");
         }
         let codec = session.b_codec;
         let port = codec.map(|_| ctx.media.reserve_leg(id));
         let (Some(codec), Some(Ok(port))) = (codec, port) else {
             event.result = FlipResult::Denied("no media ports for the targets".into());
-            session.record.flips.push(event);
+            super::note_flip(ctx, &mut session.record, event);
             return self.notify_pusher(ctx, id, push.side, push.trigger, "503 Service Unavailable");
         };
         let offer = sdp::endpoint(ctx.config.media.public_ip, port, codec, Some(101));
@@ -402,7 +402,7 @@ impl Calls {
             to = to_device,
             "flipped"
         );
-        session.record.flips.push(event);
+        super::note_flip(ctx, &mut session.record, event);
         if let Some(mut old) = old {
             if trigger == Trigger::Refer {
                 send_in_dialog(ctx, &mut old, id, &mut self.by_client_txn, Some("200 OK"));
@@ -426,7 +426,7 @@ impl Calls {
         ctx.media.release_reserved(id);
         tracing::info!(session = %id.short(), "push: no device answered; the call stays");
         ringing.event.result = FlipResult::NoAnswer;
-        session.record.flips.push(ringing.event);
+        super::note_flip(ctx, &mut session.record, ringing.event);
         if session.device_on(ringing.side).is_none() {
             // The old device hung up while the targets rang: nobody is left.
             return self.end(

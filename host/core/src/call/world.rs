@@ -65,6 +65,8 @@ pub(super) struct World {
     pub(super) sent: Vec<(SocketAddr, String)>,
     pub(super) flips: Vec<u64>,
     pub(super) records: Vec<CallRecord>,
+    /// Answered calls' records as they went (state `live`).
+    pub(super) live_records: Vec<CallRecord>,
     /// The far end's dialog: the To tag the host gave it.
     pub(super) a_tag: String,
     /// The last INVITE the host sent each device (its dialog with it).
@@ -190,6 +192,7 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
             sent: Vec::new(),
             flips: Vec::new(),
             records: Vec::new(),
+            live_records: Vec::new(),
             a_tag: String::new(),
             invites: std::collections::HashMap::new(),
             random: std::cell::Cell::new(1),
@@ -269,6 +272,7 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
                 PbxOutput::Record(record) | PbxOutput::RecordRewritten(record) => {
                     self.records.push(record)
                 }
+                PbxOutput::RecordLive(record) => self.live_records.push(record),
                 PbxOutput::Route { session, event, .. } => {
                     let ended = matches!(event, Event::CallEnded { .. });
                     self.routed.push(event);

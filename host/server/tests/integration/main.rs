@@ -10,6 +10,7 @@ mod admin_api;
 mod baresip;
 mod carrier;
 mod cli;
+mod crash;
 mod device_calls;
 mod drain;
 mod flip;

@@ -12,6 +12,7 @@ pub struct MemoryStore {
     bindings: Mutex<BTreeMap<(String, String), Binding>>,
     /// Call records as JSON, oldest first.
     cdrs: Mutex<Vec<serde_json::Value>>,
+    alive_at: Mutex<Option<jiff::Timestamp>>,
 }
 
 impl MemoryStore {
@@ -97,6 +98,18 @@ impl CdrStore for MemoryStore {
         let cdrs = self.cdrs.lock().unwrap_or_else(|p| p.into_inner());
         Ok(cdrs.iter().rev().take(limit).cloned().collect())
     }
+
+    fn mark_alive(&self, at: jiff::Timestamp) -> Result<()> {
+        *self.alive_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(at);
+        Ok(())
+    }
+
+    fn close_interrupted(&self) -> Result<usize> {
+        let alive_at = *self.alive_at.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cdrs = self.cdrs.lock().unwrap_or_else(|p| p.into_inner());
+        let live = cdrs.iter_mut().filter(|r| r["state"] == "live");
+        Ok(live.map(|r| super::interrupt(r, alive_at)).count())
+    }
 }
 
 #[cfg(test)]
@@ -114,5 +127,6 @@ mod tests {
     #[test]
     fn memory_store_keeps_the_cdr_contract() {
         super::super::contract::cdr_store_contract(&super::MemoryStore::new());
+        super::super::contract::interrupted_cdr_contract(&super::MemoryStore::new());
     }
 }

@@ -185,6 +185,14 @@ impl Server {
         (code, std::mem::replace(&mut self.dir, dir))
     }
 
+    /// Kill with SIGKILL — a crash: nothing of the server runs after it — and hand back
+    /// the folder.
+    pub fn crash(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
+    }
+
     /// Stop with SIGTERM (a clean shutdown) and hand back the folder.
     pub fn stop(mut self) -> tempfile::TempDir {
         let _ = Command::new("kill")

@@ -1,0 +1,59 @@
+//! A call's record as it goes: written `live` when the call is answered and after each
+//! flip, so that a crash cannot lose an answered call, then `ended` in place.
+
+use super::world::{FAR_END, MOBILE, SDP, World};
+use crate::call::RecordState;
+use crate::flip::FlipResult;
+use crate::routing::Action;
+use crate::routing::Disposition;
+
+#[test]
+fn an_answered_call_is_written_live_at_the_answer_and_after_each_flip() {
+    let mut w = World::connected();
+    let answered = w
+        .live_records
+        .first()
+        .expect("written at the answer")
+        .clone();
+    assert_eq!(answered.state, RecordState::Live);
+    assert_eq!(answered.disposition, Disposition::Answered);
+    assert!(answered.answered_at.is_some());
+    assert_eq!(answered.ended_at, None);
+    assert_eq!(answered.legs.last().map(|l| l.1), Some(200));
+    assert_eq!(w.live_records.len(), 1, "once, not per message");
+
+    w.pull_from(MOBILE);
+    w.decide(World::allow());
+    let flipped = w.live_records.last().expect("written after the flip");
+    assert_eq!(w.live_records.len(), 2);
+    assert_eq!(flipped.session, answered.session);
+    assert_eq!(flipped.flips.len(), 1);
+    assert_eq!(flipped.flips[0].result, FlipResult::Done);
+
+    let ended = w.far_end_hangs_up();
+    assert_eq!(ended.session, answered.session, "the same record, replaced");
+    assert_eq!(ended.state, RecordState::Ended);
+    assert!(ended.ended_at.is_some());
+    assert_eq!(ended.updated_at, ended.ended_at.unwrap());
+    assert_eq!(w.live_records.len(), 2, "nothing live after the end");
+}
+
+#[test]
+fn a_call_never_answered_is_written_once_when_it_ends() {
+    let mut w = World::new();
+    let invite = format!(
+        "INVITE sip:100@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {FAR_END};branch=z9hG4bK-x\r\n\
+From: <sip:0400@127.0.0.2>;tag=x\r\nTo: <sip:100@127.0.0.1>\r\nCall-ID: unanswered\r\n\
+CSeq: 1 INVITE\r\nContact: <sip:far@{FAR_END}>\r\nMax-Forwards: 70\r\n\
+Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
+        SDP.len()
+    );
+    w.deliver(FAR_END, &invite);
+    let id = w.session();
+    w.route(id, vec![Action::Hangup]);
+    w.drain();
+    assert!(w.live_records.is_empty(), "{:?}", w.live_records);
+    let record = w.records.last().expect("written when it ended");
+    assert_eq!(record.state, RecordState::Ended);
+    assert_eq!(record.answered_at, None);
+}
