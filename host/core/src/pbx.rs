@@ -158,6 +158,18 @@ impl Pbx {
         &self.config
     }
 
+    /// Run on a re-read config (its restart-only keys already the running ones, see
+    /// `config::reload`): new calls, registrations and flips follow it; live calls keep
+    /// what they started with.
+    pub fn reconfigure(&mut self, ambient: Ambient, config: Arc<Config>) {
+        let changes = self.registrar.reconfigure(config.clone());
+        if !changes.is_empty() {
+            self.outputs.push_back(PbxOutput::Bindings(changes));
+        }
+        self.trunks.reconfigure(&config, ambient.now);
+        self.config = config;
+    }
+
     /// Stop taking new calls (they, and OPTIONS, get 503 with `Retry-After:
     /// retry_after_s`); registrations, live calls and their flips go on.
     pub fn start_draining(&mut self, retry_after_s: u32) {

@@ -78,6 +78,17 @@ impl Registrar {
         }
     }
 
+    /// A re-read config: users removed from it lose their registrations (the changes to
+    /// persist); a changed password applies from the next REGISTER.
+    pub fn reconfigure(&mut self, config: Arc<Config>) -> Vec<BindingChange> {
+        self.config = config;
+        let config = self.config.clone();
+        self.remove_where(
+            |b| config.user(&b.user_id).is_none(),
+            "unregistered: the user is no longer configured",
+        )
+    }
+
     /// Bindings restored from the store at start-up (expired ones are skipped).
     pub fn restore(&mut self, now_secs: i64, bindings: Vec<Binding>) -> usize {
         let mut restored = 0;

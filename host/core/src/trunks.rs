@@ -92,6 +92,50 @@ struct TrunkState {
     inbound_addresses: Vec<IpAddr>,
 }
 
+impl TrunkState {
+    fn new(trunk: &Trunk) -> Self {
+        let targets = match trunk.destination() {
+            Some(Destination::Address(addr)) => vec![Target::new(
+                ResolvedTarget {
+                    addr,
+                    priority: 0,
+                    weight: 0,
+                },
+                trunk.options_interval,
+                None,
+            )],
+            _ => Vec::new(),
+        };
+        TrunkState {
+            registration: trunk.register.then(|| Registration {
+                state: RegistrationState::Waiting,
+                call_id: String::new(),
+                from_tag: String::new(),
+                cseq: 0,
+                next_at: None,
+                expires_at: None,
+                failures: 0,
+                last_reason: None,
+                target: None,
+                answered_nonce: None,
+            }),
+            config: trunk.clone(),
+            targets,
+            resolve_error: None,
+            inbound_addresses: Vec::new(),
+        }
+    }
+
+    fn start(&mut self, now: Instant) {
+        if let Some(registration) = &mut self.registration {
+            registration.next_at = Some(now);
+        }
+        for target in &mut self.targets {
+            target.next_probe = (self.config.options_interval > 0).then_some(now);
+        }
+    }
+}
+
 enum TrunkTxn {
     Register {
         trunk: usize,
@@ -237,44 +281,8 @@ pub fn answer_challenge(
 impl Trunks {
     /// The configured trunks, idle until [`Trunks::start`].
     pub fn new(config: &Config) -> Self {
-        let trunks = config
-            .trunks
-            .iter()
-            .map(|trunk| {
-                let targets = match trunk.destination() {
-                    Some(Destination::Address(addr)) => vec![Target::new(
-                        ResolvedTarget {
-                            addr,
-                            priority: 0,
-                            weight: 0,
-                        },
-                        trunk.options_interval,
-                        None,
-                    )],
-                    _ => Vec::new(),
-                };
-                TrunkState {
-                    registration: trunk.register.then(|| Registration {
-                        state: RegistrationState::Waiting,
-                        call_id: String::new(),
-                        from_tag: String::new(),
-                        cseq: 0,
-                        next_at: None,
-                        expires_at: None,
-                        failures: 0,
-                        last_reason: None,
-                        target: None,
-                        answered_nonce: None,
-                    }),
-                    config: trunk.clone(),
-                    targets,
-                    resolve_error: None,
-                    inbound_addresses: Vec::new(),
-                }
-            })
-            .collect();
         Self {
-            trunks,
+            trunks: config.trunks.iter().map(TrunkState::new).collect(),
             txns: HashMap::new(),
             domain: config.sip.domain.clone(),
         }
@@ -283,13 +291,55 @@ impl Trunks {
     /// Begin registering and health-checking (the server has its sockets).
     pub fn start(&mut self, now: Instant) {
         for trunk in &mut self.trunks {
-            if let Some(registration) = &mut trunk.registration {
-                registration.next_at = Some(now);
-            }
-            for target in &mut trunk.targets {
-                target.next_probe = (trunk.config.options_interval > 0).then_some(now);
-            }
+            trunk.start(now);
         }
+    }
+
+    /// A re-read config's trunks: an unchanged trunk keeps its state (targets and their
+    /// health, registration); a new or changed one starts afresh (a changed trunk
+    /// registers again); a removed one is forgotten (its registration left to expire at
+    /// the carrier). Live calls keep the trunk they started with. Requests of calls in
+    /// dialog through a trunk still configured stay tracked.
+    pub fn reconfigure(&mut self, config: &Config, now: Instant) {
+        let mut old: Vec<Option<TrunkState>> = std::mem::take(&mut self.trunks)
+            .into_iter()
+            .map(Some)
+            .collect();
+        let mut kept = HashMap::new(); // old index → new index, state carried over
+        let mut by_name = HashMap::new(); // old index → new index, same name
+        for (i, trunk) in config.trunks.iter().enumerate() {
+            let same_name = old
+                .iter()
+                .position(|t| t.as_ref().is_some_and(|t| t.config.name == trunk.name));
+            let mut fresh = TrunkState::new(trunk);
+            if let Some(j) = same_name {
+                by_name.insert(j, i);
+                if old[j].as_ref().is_some_and(|t| &t.config == trunk) {
+                    kept.insert(j, i);
+                    self.trunks.extend(old[j].take());
+                    continue;
+                }
+                // Still the same host: its resolved targets serve until the resolver
+                // answers again.
+                if let Some(before) = old[j].take() {
+                    if before.config.destination() == trunk.destination() {
+                        fresh.targets = before.targets;
+                        fresh.resolve_error = before.resolve_error;
+                    }
+                    if before.config.inbound == trunk.inbound {
+                        fresh.inbound_addresses = before.inbound_addresses;
+                    }
+                }
+            }
+            fresh.start(now);
+            self.trunks.push(fresh);
+        }
+        self.txns.retain(|_, txn| match txn {
+            TrunkTxn::Register { trunk, .. } | TrunkTxn::Options { trunk, .. } => {
+                kept.get(trunk).map(|i| *trunk = *i).is_some()
+            }
+            TrunkTxn::InDialog { trunk, .. } => by_name.get(trunk).map(|i| *trunk = *i).is_some(),
+        });
     }
 
     fn index(&self, name: &str) -> Option<usize> {

@@ -52,7 +52,8 @@ use crate::store::KvStore;
 
 /// What the host imports read: configuration, stores and the clock.
 pub struct HostServices {
-    pub config: Arc<Config>,
+    /// The running configuration, replaced whole when the file is re-read.
+    pub config: arc_swap::ArcSwap<Config>,
     pub kv: Arc<dyn KvStore>,
     pub devices: Arc<dyn DeviceDirectory>,
     pub clock: Arc<dyn Clock>,

@@ -90,7 +90,7 @@ pub struct FlipSimulation {
 /// store and no registered devices.
 pub fn offline_services(config: &Config) -> Arc<HostServices> {
     Arc::new(HostServices {
-        config: Arc::new(config.clone()),
+        config: arc_swap::ArcSwap::from_pointee(config.clone()),
         kv: Arc::new(MemoryStore::new()),
         devices: Arc::new(MemoryDirectory::new()),
         clock: Arc::new(crate::clock::SystemClock),
@@ -115,7 +115,7 @@ fn runtime(
         .with_context(|| format!("scripts.cache_dir: {}", config.cache_dir().display()))?;
     let engine = ScriptEngine::new(limits, Some(&cache_dir))?;
     let services = Arc::new(HostServices {
-        config: Arc::new(config.clone()),
+        config: arc_swap::ArcSwap::from_pointee(config.clone()),
         kv,
         devices,
         clock: Arc::new(FixedClock(at)),

@@ -72,7 +72,7 @@ fn main() {
             .load("front-door", &std::fs::read(&path).unwrap(), &host.services)
             .unwrap();
         host.registry.install(script);
-        let location = host.services.config.location("sydney").cloned();
+        let location = host.services.config.load().location("sydney").cloned();
         let call = incoming_call();
         let route = || {
             host.route(

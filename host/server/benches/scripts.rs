@@ -43,7 +43,7 @@ fn decision_latency(name: &str, path: &str) {
         .load("router", &std::fs::read(path).unwrap(), &host.services)
         .unwrap();
     host.registry.install(script);
-    let location = host.services.config.location("sydney").cloned();
+    let location = host.services.config.load().location("sydney").cloned();
     let call = incoming_call();
     let route = || {
         host.route("router", None, location.as_ref(), &call, &Event::Incoming)
@@ -145,7 +145,7 @@ fn reloads() {
             fallbacks.clone(),
         );
         std::thread::spawn(move || {
-            let location = host.services.config.location("sydney").cloned();
+            let location = host.services.config.load().location("sydney").cloned();
             let call = incoming_call();
             while !stop.load(Relaxed) {
                 let (decision, _) =
@@ -164,7 +164,7 @@ fn reloads() {
         std::fs::write(&temp, bytes).unwrap();
         let t = Instant::now();
         std::fs::rename(&temp, &path).unwrap();
-        let location = host.services.config.location("sydney").cloned();
+        let location = host.services.config.load().location("sydney").cloned();
         loop {
             let (decision, _) = host.route(
                 "router",

@@ -32,7 +32,6 @@ const SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Everything the API reads.
 pub struct Admin {
-    pub config: Arc<Config>,
     pub core: CoreHandle,
     pub scripts: Arc<ScriptHost>,
     pub cdrs: Arc<dyn CdrStore>,
@@ -42,6 +41,13 @@ pub struct Admin {
     pub relay: Arc<RelayCounters>,
     pub calls: Arc<CallStats>,
     pub started: std::time::Instant,
+}
+
+impl Admin {
+    /// The running configuration (the script host holds it; a reload replaces it).
+    fn config(&self) -> Arc<Config> {
+        self.scripts.services.config.load_full()
+    }
 }
 
 /// The TLS settings for HTTPS/WSS, from `http.tls_cert` and `http.tls_key` (PEM files:
@@ -137,7 +143,7 @@ fn phone(admin: &Admin, path: &str) -> Response<Full<Bytes>> {
             "text/javascript",
         ),
         "/phone/config" => {
-            let domain = &admin.config.sip.domain;
+            let domain = &admin.config().sip.domain;
             return json_response(StatusCode::OK, json!({ "domain": domain }));
         }
         _ => return error(StatusCode::NOT_FOUND, "not found"),
@@ -215,7 +221,7 @@ async fn handle(
     let method = request.method().clone();
     if path == "/ws" {
         // SIP over WebSocket: authenticated by SIP digest, not by the admin token.
-        return crate::ws::upgrade(&admin.config.http, admin.core.clone(), request, peer);
+        return crate::ws::upgrade(&admin.config().http, admin.core.clone(), request, peer);
     }
     if path == "/phone/calls" && method == Method::POST {
         return phone_calls(admin, request, peer).await;
@@ -245,7 +251,7 @@ async fn handle(
     let Some(api) = path.strip_prefix("/api/") else {
         return error(StatusCode::NOT_FOUND, "not found");
     };
-    if let Some(token) = &admin.config.http.token {
+    if let Some(token) = &admin.config().http.token {
         let presented = request
             .headers()
             .get("authorization")
@@ -344,7 +350,7 @@ async fn handle(
             json_response(StatusCode::OK, json!(admin.scripts.registry.status()))
         }
         (&Method::GET, ["kv", location]) => {
-            if admin.config.location(location).is_none() {
+            if admin.config().location(location).is_none() {
                 return error(StatusCode::NOT_FOUND, "no such location");
             }
             match admin.kv.list(location) {
@@ -360,7 +366,7 @@ async fn handle(
             }
         }
         (&Method::PUT, ["kv", location, key]) | (&Method::DELETE, ["kv", location, key]) => {
-            if admin.config.location(location).is_none() {
+            if admin.config().location(location).is_none() {
                 return error(StatusCode::NOT_FOUND, "no such location");
             }
             let (location, key) = (location.to_string(), key.to_string());

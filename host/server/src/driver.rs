@@ -65,6 +65,8 @@ enum Input {
         trunk: String,
         answer: Result<Vec<ResolvedTarget>, String>,
     },
+    /// The config file was re-read (restart-only keys already the running ones).
+    Reconfigure(Arc<Config>),
     /// A trunk's `inbound` host names resolved.
     TrunkInbound {
         trunk: String,
@@ -223,6 +225,11 @@ impl CoreHandle {
         answer.await.ok()
     }
 
+    /// Run on a re-read config from now on; false if the core has stopped.
+    pub async fn reconfigure(&self, config: Arc<Config>) -> bool {
+        self.tx.send(Input::Reconfigure(config)).await.is_ok()
+    }
+
     /// Whether the core drains, and how many calls are live (None once it has stopped).
     pub async fn health(&self) -> Option<Health> {
         let (reply, answer) = tokio::sync::oneshot::channel();
@@ -347,9 +354,8 @@ pub async fn run(
     let mut held = Held::new(store.progress());
     let mut written = store.progress().watch();
     publish_directory(&pbx, &directory);
-    spawn_trunk_resolvers(&pbx.config().clone(), &tx)?;
+    let mut resolvers = spawn_trunk_resolvers(&pbx.config().clone(), &tx)?;
     pbx.start_trunks(ambient());
-    let drain_timeout = std::time::Duration::from_secs(pbx.config().server.drain_timeout_s.into());
     // Set while draining: when what is left is hung up.
     let mut drain_until: Option<std::time::Instant> = None;
 
@@ -384,6 +390,18 @@ pub async fn run(
                     pbx.connection_closed(ambient(), peer);
                 }
                 Some(Input::TrunkResolved { trunk, answer }) => pbx.trunk_resolved(ambient(), &trunk, answer),
+                Some(Input::Reconfigure(config)) => {
+                    // Trunk names are looked up again: added or changed trunks need it.
+                    for resolver in resolvers.drain(..) {
+                        resolver.abort();
+                    }
+                    match spawn_trunk_resolvers(&config, &tx) {
+                        Ok(spawned) => resolvers = spawned,
+                        Err(e) => tracing::error!("trunk resolvers after the reload: {e}"),
+                    }
+                    pbx.reconfigure(ambient(), config);
+                    publish_directory(&pbx, &directory);
+                }
                 Some(Input::TrunkInbound { trunk, addresses }) => pbx.trunk_inbound_resolved(&trunk, addresses),
                 Some(Input::Query(query)) => match query {
                     Query::Registrations(reply) => { let _ = reply.send(pbx.registrar.all().cloned().collect()); }
@@ -411,6 +429,7 @@ pub async fn run(
             changed = stop.changed() => {
                 let asked = if changed.is_ok() { *stop.borrow() } else { Stop::Now };
                 if asked == Stop::Drain && drain_until.is_none() {
+                    let drain_timeout = std::time::Duration::from_secs(pbx.config().server.drain_timeout_s.into());
                     let live = pbx.calls.count();
                     tracing::info!(live_calls = live, timeout_s = drain_timeout.as_secs(), "draining: new calls get 503");
                     pbx.start_draining(u32::try_from(drain_timeout.as_secs()).unwrap_or(u32::MAX).max(1));
@@ -448,7 +467,7 @@ pub async fn run(
                     // never stalls SIP. The decision comes back as an input.
                     let (scripts, tx) = (scripts.clone(), tx.clone());
                     tokio::task::spawn_blocking(move || {
-                        let config = scripts.services.config.clone();
+                        let config = scripts.services.config.load_full();
                         let location = location.as_deref().and_then(|l| config.location(l));
                         // The call engine holds the version opaquely; only the runtime
                         // looks inside.
@@ -692,8 +711,12 @@ fn publish_directory(pbx: &Pbx, directory: &MemoryDirectory) {
 
 /// One task per trunk host name (and per `inbound` name), resolving it again when its
 /// answer's TTL runs out and handing the answers to the core.
-fn spawn_trunk_resolvers(config: &Config, tx: &mpsc::Sender<Input>) -> anyhow::Result<()> {
+fn spawn_trunk_resolvers(
+    config: &Config,
+    tx: &mpsc::Sender<Input>,
+) -> anyhow::Result<Vec<tokio::task::AbortHandle>> {
     use wasmpbx_types::trunk::{Destination, InboundSource};
+    let mut tasks = Vec::new();
     let names = config.trunks.iter().any(|t| {
         matches!(t.destination(), Some(Destination::Name { .. }))
             || t.inbound
@@ -701,7 +724,7 @@ fn spawn_trunk_resolvers(config: &Config, tx: &mpsc::Sender<Input>) -> anyhow::R
                 .any(|s| matches!(s, InboundSource::Name(_)))
     });
     if !names {
-        return Ok(());
+        return Ok(tasks);
     }
     let resolver = Arc::new(crate::dns::Resolver::new(&config.sip.dns_servers)?);
     for trunk in &config.trunks {
@@ -712,7 +735,7 @@ fn spawn_trunk_resolvers(config: &Config, tx: &mpsc::Sender<Input>) -> anyhow::R
                 trunk.name.clone(),
                 trunk.transport,
             );
-            tokio::spawn(async move {
+            let task = tokio::spawn(async move {
                 loop {
                     let answer = resolver.trunk_targets(&host, port, transport).await;
                     let wait = answer
@@ -729,6 +752,7 @@ fn spawn_trunk_resolvers(config: &Config, tx: &mpsc::Sender<Input>) -> anyhow::R
                     tokio::time::sleep(wait).await;
                 }
             });
+            tasks.push(task.abort_handle());
         }
         let inbound: Vec<String> = trunk
             .inbound
@@ -740,7 +764,7 @@ fn spawn_trunk_resolvers(config: &Config, tx: &mpsc::Sender<Input>) -> anyhow::R
             .collect();
         if !inbound.is_empty() {
             let (resolver, tx, name) = (resolver.clone(), tx.clone(), trunk.name.clone());
-            tokio::spawn(async move {
+            let task = tokio::spawn(async move {
                 loop {
                     let mut addresses = Vec::new();
                     let mut wait = crate::dns::RETRY_AFTER_FAILURE;
@@ -765,9 +789,10 @@ fn spawn_trunk_resolvers(config: &Config, tx: &mpsc::Sender<Input>) -> anyhow::R
                     tokio::time::sleep(wait).await;
                 }
             });
+            tasks.push(task.abort_handle());
         }
     }
-    Ok(())
+    Ok(tasks)
 }
 
 async fn udp_receiver(socket: Arc<UdpSocket>, tx: mpsc::Sender<Input>) {

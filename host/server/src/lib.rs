@@ -19,11 +19,13 @@
 //! - [`admin`]: the admin HTTP API, `/metrics` and the browser phone.
 //! - [`ws`]: SIP over WebSocket.
 //! - [`writer`]: store writes off the SIP task, through a bounded queue.
+//! - [`reload`]: live config reload on SIGHUP or a change of the file.
 //! - [`server`]: `wasmpbx run`: wires the pieces and runs until Ctrl-C.
 
 pub mod admin;
 pub mod dns;
 pub mod driver;
+pub mod reload;
 pub mod server;
 pub mod writer;
 pub mod ws;

@@ -92,7 +92,7 @@ pub fn script_host(
         .with_context(|| format!("scripts.cache_dir: {}", config.cache_dir().display()))?;
     let engine = ScriptEngine::new(limits, Some(&cache_dir))?;
     let services = Arc::new(HostServices {
-        config: config.clone(),
+        config: arc_swap::ArcSwap::new(config.clone()),
         kv,
         devices,
         clock: Arc::new(SystemClock),
@@ -200,8 +200,13 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(driver::Stop::Running);
     let mut sip = tokio::spawn(driver::run(pbx, udp, tcp, wiring, inbox, stop_rx));
+    let reloader = tokio::spawn(crate::reload::watch(
+        config_path.map(Path::to_path_buf),
+        host.clone(),
+        core.clone(),
+        shutdown_rx.clone(),
+    ));
     let admin = Arc::new(Admin {
-        config: config.clone(),
         core,
         scripts: host.clone(),
         cdrs: store.clone(),
@@ -232,13 +237,14 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     };
     tracing::info!("shutting down");
     let _ = shutdown_tx.send(true);
-    let (watched, http) = (watcher.await, http.await);
+    let (watched, http, reloaded) = (watcher.await, http.await, reloader.await);
     // The driver has ended: the writer writes what is queued, then stops — before any
     // error below is reported.
     tokio::task::spawn_blocking(move || writer_thread.join())
         .await?
         .map_err(|_| anyhow::anyhow!("the store writer panicked"))?;
     watched??;
+    reloaded??;
     sip??;
     http?;
     Ok(())

@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+mod reload;
+pub use reload::{Changes, reload};
+
 /// The embedded default configuration used by `wasmpbx run` without `--config`.
 pub const EMBEDDED_DEFAULT: &str = include_str!("default-config.toml");
 
@@ -24,7 +27,7 @@ pub enum ConfigError {
 }
 
 /// The whole configuration.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
@@ -49,7 +52,7 @@ pub struct Config {
     pub locations: Vec<Location>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// On SIGTERM, how long live calls may run on before they are hung up.
@@ -64,7 +67,7 @@ impl Default for ServerConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SipConfig {
     /// Listeners as `transport:ip:port`.
@@ -120,7 +123,7 @@ impl Default for SipConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MediaConfig {
     /// The UDP port range for RTP and RTCP, `"LOW-HIGH"`.
@@ -147,7 +150,7 @@ impl Default for MediaConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
@@ -171,7 +174,7 @@ impl Default for HttpConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ScriptsConfig {
     /// The watched folder of `.wasm` components.
@@ -198,7 +201,7 @@ impl Default for ScriptsConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
     /// The SQLite database file.
@@ -213,7 +216,7 @@ impl Default for StoreConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FlipConfig {
     pub pull_code: String,
@@ -240,7 +243,7 @@ impl Default for FlipConfig {
 
 pub use crate::trunk::Trunk;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct User {
     pub id: String,
@@ -278,7 +281,7 @@ fn default_role() -> String {
     "user".into()
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Location {
     pub name: String,

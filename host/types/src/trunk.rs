@@ -14,7 +14,7 @@ use crate::config::Cidr;
 /// The port SIP uses when a URI or host names none (RFC 3261 §19.1.2).
 pub const SIP_PORT: u16 = 5060;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Trunk {
     pub name: String,

@@ -50,6 +50,8 @@ mod drain_tests;
 #[cfg(test)]
 mod record_tests;
 #[cfg(test)]
+mod reload_tests;
+#[cfg(test)]
 mod testing;
 #[cfg(test)]
 mod trunk_tests;

@@ -358,3 +358,52 @@ fn a_challenge_for_another_realm_is_not_answered() {
     let reason = c.registration().last_reason.unwrap();
     assert!(reason.contains("realm \"carrier.test\""), "{reason}");
 }
+
+#[test]
+fn a_reload_keeps_an_unchanged_trunk_registered_and_starts_a_new_or_changed_one() {
+    let mut c = Carrier::new("register = true\nregister_expires = 600");
+    let first = c.last("REGISTER");
+    c.answer(&first, 401, CHALLENGE);
+    let second = c.last("REGISTER");
+    c.answer(
+        &second,
+        200,
+        "Contact: <sip:acct1@127.0.0.1:5060>;expires=600\r\n",
+    );
+    assert_eq!(c.registration().state, RegistrationState::Registered);
+    let text = |extra: &str| {
+        format!(
+            "[[trunks]]\nname = \"carrier\"\nhost = \"carrier.test\"\nusername = \"acct1\"\n\
+password = \"secret\"\nregister = true\nregister_expires = 600\n{extra}"
+        )
+    };
+    let parse = |t: &str| Config::parse(t, Path::new("t.toml")).unwrap();
+
+    // The same trunk and a new one at an address: the first stays registered, no
+    // REGISTER again; the second is probed.
+    let with_backup = parse(&text(
+        "[[trunks]]\nname = \"backup\"\nuri = \"sip:127.0.0.6:5060\"\noptions_interval = 30\n",
+    ));
+    c.trunks.reconfigure(&with_backup, c.now);
+    c.tick();
+    assert_eq!(c.count("REGISTER"), 2, "no new registration");
+    let status = c.trunks.status(c.now);
+    assert_eq!(
+        status[0].registration.as_ref().unwrap().state,
+        RegistrationState::Registered
+    );
+    assert_eq!(status[1].name, "backup");
+    assert_eq!(c.count("OPTIONS"), 1, "the new trunk is probed at once");
+
+    // A changed password: the trunk registers again with it.
+    let changed = parse(&text("").replace("\"secret\"", "\"rotated\""));
+    c.trunks.reconfigure(&changed, c.now);
+    c.tick();
+    assert_eq!(c.trunks.status(c.now).len(), 1, "backup removed");
+    let again = c.last("REGISTER");
+    assert_eq!(c.count("REGISTER"), 3, "registering again");
+    assert!(
+        message::header_value(&SipMessage::Request(again), "Authorization").is_none(),
+        "a fresh registration starts unauthenticated"
+    );
+}

@@ -3,16 +3,14 @@ use crate::engine::EventHost;
 
 impl Host for EventHost {
     fn location_var(&mut self, name: String) -> Option<String> {
-        let location = self.services.config.location(self.location.as_deref()?)?;
+        let config = self.services.config.load();
+        let location = config.location(self.location.as_deref()?)?;
         location.vars.get(&name).cloned()
     }
 
     fn location_vars(&mut self) -> Vec<(String, String)> {
-        let Some(location) = self
-            .location
-            .as_deref()
-            .and_then(|l| self.services.config.location(l))
-        else {
+        let config = self.services.config.load();
+        let Some(location) = self.location.as_deref().and_then(|l| config.location(l)) else {
             return Vec::new();
         };
         location
@@ -23,6 +21,6 @@ impl Host for EventHost {
     }
 
     fn setting(&mut self, key: String) -> Option<String> {
-        self.services.config.script_setting(&key)
+        self.services.config.load().script_setting(&key)
     }
 }

@@ -13,12 +13,13 @@ fn user_to_guest(user: &crate::config::User) -> User {
 
 impl Host for EventHost {
     fn find_user(&mut self, id: String) -> Option<User> {
-        self.services.config.user(&id).map(user_to_guest)
+        self.services.config.load().user(&id).map(user_to_guest)
     }
 
     fn find_user_by_extension(&mut self, extension: String) -> Option<User> {
         self.services
             .config
+            .load()
             .user_by_extension(&extension)
             .map(user_to_guest)
     }

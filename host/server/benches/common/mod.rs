@@ -68,7 +68,7 @@ pub(crate) fn script_host(cache: Option<&Path>) -> ScriptHost {
     let config = Config::parse(CONFIG, Path::new("bench.toml")).unwrap();
     let engine = ScriptEngine::new(Limits::default(), cache).unwrap();
     let services = Arc::new(HostServices {
-        config: Arc::new(config),
+        config: arc_swap::ArcSwap::from_pointee(config),
         kv: Arc::new(MemoryStore::new()),
         devices: Arc::new(MemoryDirectory::new()),
         clock: Arc::new(SystemClock),

@@ -45,7 +45,7 @@ fn default_scripts_export_what_they_should() {
 fn listen_forwards_to_the_return_number() {
     let host = host_at(MONDAY_10AM_SYDNEY);
     install(&host, "listen", test_components::LISTEN);
-    let location = host.services.config.location("sydney").cloned();
+    let location = host.services.config.load().location("sydney").cloned();
     let (decision, pinned) = host.route(
         "listen",
         None,
@@ -86,7 +86,7 @@ fn listen_forwards_to_the_return_number() {
 fn front_door_menu_routes_each_digit_to_its_department() {
     let host = host_at(MONDAY_10AM_SYDNEY);
     install(&host, "front-door", test_components::FRONT_DOOR);
-    let location = host.services.config.location("sydney").cloned();
+    let location = host.services.config.load().location("sydney").cloned();
     let mut the_call = call("+61290000001");
     let (decision, pinned) = host.route(
         "front-door",
@@ -150,7 +150,7 @@ fn front_door_is_closed_out_of_hours_on_holidays_and_by_override() {
         }
         let host = host_with(at, kv, Arc::new(MemoryDirectory::new()));
         install(&host, "front-door", test_components::FRONT_DOOR);
-        let location = host.services.config.location("sydney").cloned();
+        let location = host.services.config.load().location("sydney").cloned();
         let (decision, _) = host.route(
             "front-door",
             None,
@@ -180,7 +180,7 @@ fn front_door_is_closed_out_of_hours_on_holidays_and_by_override() {
 fn every_misbehaviour_falls_back_and_the_host_keeps_serving() {
     let host = host_at(MONDAY_10AM_SYDNEY);
     install(&host, "misbehave", test_components::MISBEHAVE);
-    let location = host.services.config.location("sydney").cloned();
+    let location = host.services.config.load().location("sydney").cloned();
     for (dialed, cause, detail) in [
         ("trap", "trap", "told to trap"),
         ("loop", "deadline", "20 ms deadline"),
@@ -243,7 +243,7 @@ fn every_misbehaviour_falls_back_and_the_host_keeps_serving() {
 fn a_missing_script_or_export_falls_back() {
     let host = host_at(MONDAY_10AM_SYDNEY);
     install(&host, "flip-policy", test_components::FLIP_POLICY);
-    let location = host.services.config.location("sydney").cloned();
+    let location = host.services.config.load().location("sydney").cloned();
     let (decision, _) = host.route(
         "nowhere",
         None,
@@ -318,7 +318,7 @@ fn bad_files_are_refused_with_a_clear_reason() {
 fn calls_keep_the_version_they_started_with() {
     let host = host_at(MONDAY_10AM_SYDNEY);
     install(&host, "router", test_components::LISTEN);
-    let location = host.services.config.location("sydney").cloned();
+    let location = host.services.config.load().location("sydney").cloned();
     let (_, pinned) = host.route(
         "router",
         None,
@@ -372,7 +372,7 @@ fn scripts_read_and_write_their_locations_key_value_store() {
         Arc::new(MemoryDirectory::new()),
     );
     install(&host, "misbehave", test_components::MISBEHAVE);
-    let location = host.services.config.location("sydney").cloned();
+    let location = host.services.config.load().location("sydney").cloned();
     for expected in ["1", "2"] {
         let (decision, _) = host.route(
             "misbehave",

@@ -78,7 +78,7 @@ pub fn host_at(at: &str) -> ScriptHost {
 pub fn host_with(at: &str, kv: Arc<MemoryStore>, devices: Arc<MemoryDirectory>) -> ScriptHost {
     let engine = ScriptEngine::new(limits(), None).expect("engine");
     let services = Arc::new(HostServices {
-        config: Arc::new(config()),
+        config: arc_swap::ArcSwap::from_pointee(config()),
         kv,
         devices,
         clock: Arc::new(FixedClock(at.parse().unwrap())),

@@ -168,6 +168,11 @@ impl Server {
         }
     }
 
+    /// The server's process id (to signal it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Send SIGTERM and go on: the server drains.
     pub fn terminate(&self) {
         let _ = Command::new("kill")

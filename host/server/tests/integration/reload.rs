@@ -1,0 +1,151 @@
+//! Live config reload under load: SIPp callers run through the `listen` script while the
+//! config file is rewritten to add a user and a location; no call drops, the new user
+//! registers, the new flip number routes. A broken file is refused with its one-line
+//! error and the running config stays; a restart-only key says so; SIGHUP re-reads.
+
+use std::time::Duration;
+
+use crate::common::server::{Server, SippServer, credentials, sipp};
+
+const FLIP: &str = "+61290000001";
+const NEW_FLIP: &str = "+61390000001";
+
+fn config(return_port: u16) -> String {
+    format!(
+        r#"
+[[trunks]]
+name = "pstn"
+uri = "sip:127.0.0.1:{return_port}"
+inbound = ["127.0.0.2"]
+
+[[locations]]
+name = "sydney"
+flip_number = "{FLIP}"
+script = "listen"
+fallback_number = "+61290000099"
+
+[locations.vars]
+return_number = "+61290000098"
+"#
+    )
+}
+
+const CAROL_AND_MELBOURNE: &str = r#"
+[[users]]
+id = "carol"
+extension = "2003"
+password = "c4rol-secret"
+
+[[locations]]
+name = "melbourne"
+flip_number = "+61390000001"
+script = "listen"
+fallback_number = "+61390000099"
+
+[locations.vars]
+return_number = "+61390000098"
+"#;
+
+/// Replace the config file the way editors do: write a new file, rename it over.
+fn rewrite(server: &Server, text: &str) {
+    let temporary = server.config.with_extension("toml.new");
+    std::fs::write(&temporary, text).unwrap();
+    std::fs::rename(&temporary, &server.config).unwrap();
+}
+
+/// Wait (at most 10 s) until the server's log has `line` `times` times.
+fn logged(server: &Server, line: &str, times: usize) -> String {
+    for _ in 0..200 {
+        let log = server.log();
+        if log.matches(line).count() >= times {
+            return log;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("never logged {line:?} ×{times}: {}", server.log())
+}
+
+fn call(server: &Server, flip: &str) -> i32 {
+    sipp(
+        server.udp,
+        "caller_logs.xml",
+        "",
+        &["-i", "127.0.0.2", "-s", flip, "-m", "1"],
+    )
+}
+
+#[test]
+fn a_user_and_a_location_added_under_load_work_at_once_and_no_call_drops() {
+    let ret = SippServer::start("return_number.xml", &["-m", "100000"]);
+    let server =
+        Server::start_with_scripts(&config(ret.port), &[("listen", test_components::LISTEN)]);
+    let original = std::fs::read_to_string(&server.config).unwrap();
+    assert_ne!(call(&server, NEW_FLIP), 0, "no such flip number yet");
+
+    // 10 calls a second for 6 s, each held 2 s, through the reloads below.
+    let udp = server.udp;
+    let load = std::thread::spawn(move || {
+        sipp(
+            udp,
+            "caller_logs.xml",
+            "",
+            &["-i", "127.0.0.2", "-s", FLIP, "-m", "60", "-r", "10"],
+        )
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    rewrite(&server, &format!("{original}{CAROL_AND_MELBOURNE}"));
+    logged(
+        &server,
+        "config reloaded (the file changed): users: added carol; locations: added melbourne",
+        1,
+    );
+    assert_eq!(
+        sipp(
+            server.udp,
+            "register.xml",
+            &credentials("2003", "c4rol-secret"),
+            &["-m", "1"]
+        ),
+        0,
+        "the new user registers"
+    );
+    assert_eq!(call(&server, NEW_FLIP), 0, "the new flip number routes");
+
+    // A broken file: refused with its line, the running config stays.
+    rewrite(
+        &server,
+        &format!("{original}{CAROL_AND_MELBOURNE}\n[[users]]\nid = \"dave\"\n"),
+    );
+    let log = logged(&server, "config reload refused (the file changed)", 1);
+    assert!(log.contains("users[3]: missing field `extension`"), "{log}");
+    assert!(!log.contains("c4rol-secret"), "no password in the log");
+    assert_eq!(call(&server, NEW_FLIP), 0, "the running config stays");
+
+    // A key bound at start: said, and kept.
+    let moved = original
+        .replacen("[store]\n", "[store]\n# moved\n", 1)
+        .replace("wasmpbx.db", "elsewhere.db");
+    rewrite(&server, &format!("{moved}{CAROL_AND_MELBOURNE}"));
+    logged(
+        &server,
+        "store changed; it takes effect at the next restart",
+        1,
+    );
+
+    // SIGHUP re-reads (and does not end the process, SIGHUP's default).
+    let _ = std::process::Command::new("kill")
+        .args(["-HUP", &server.pid().to_string()])
+        .status();
+    logged(&server, "config re-read (SIGHUP)", 1);
+    assert_eq!(
+        sipp(
+            server.udp,
+            "register.xml",
+            &credentials("2003", "c4rol-secret"),
+            &["-m", "1"]
+        ),
+        0
+    );
+
+    assert_eq!(load.join().unwrap(), 0, "no call dropped: {}", server.log());
+}
