@@ -1,9 +1,9 @@
 //! The I/O edge of SIP: UDP sockets, TCP listeners and connections, the clock and the
 //! timers, around the sans-IO [`Pbx`] core which one task owns.
 //!
-//! TCP framing: headers end at the first blank line; the body is Content-Length bytes.
-//! A message over 64 KiB, a missing or bad Content-Length, or garbage closes the
-//! connection (a stream cannot be re-synchronised).
+//! TCP framing is `sip::stream`'s: a message over 64 KiB, a missing or bad
+//! Content-Length, or garbage closes the connection (a stream cannot be
+//! re-synchronised).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -23,6 +23,7 @@ use crate::registrar::{Binding, PasswordRefusal};
 use crate::routing::{Decision, Disposition, Event};
 use crate::script::{LoadedScript, ScriptHost};
 use crate::sip::message::MAX_MESSAGE_BYTES;
+use crate::sip::stream::{self, Frame};
 use crate::sip::transaction::{Peer, Transport};
 use crate::trunks::{ResolvedTarget, TrunkStatus};
 use crate::writer::{Progress, StoreWriter, Write};
@@ -892,7 +893,7 @@ async fn tcp_connection(stream: TcpStream, addr: SocketAddr, tx: mpsc::Sender<In
         };
         buf.extend_from_slice(&chunk[..n]);
         loop {
-            match frame(&buf) {
+            match stream::frame(&buf) {
                 Frame::Incomplete => break,
                 Frame::Message(len) => {
                     let bytes: Vec<u8> = buf.drain(..len).collect();
@@ -973,88 +974,9 @@ impl CoreHandle {
     }
 }
 
-/// What the start of a stream buffer holds.
-#[derive(Debug, PartialEq, Eq)]
-enum Frame {
-    /// Not a whole message yet.
-    Incomplete,
-    /// A whole message of this many bytes.
-    Message(usize),
-    /// CRLF keep-alives (RFC 5626) of this many bytes.
-    KeepAlive(usize),
-    Invalid(&'static str),
-}
-
-fn frame(buf: &[u8]) -> Frame {
-    let leading = buf
-        .iter()
-        .take_while(|b| **b == b'\r' || **b == b'\n')
-        .count();
-    if leading > 0 {
-        return Frame::KeepAlive(leading);
-    }
-    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return if buf.len() > MAX_MESSAGE_BYTES {
-            Frame::Invalid("headers over 64 KiB")
-        } else {
-            Frame::Incomplete
-        };
-    };
-    let head = &buf[..end];
-    let Ok(head) = std::str::from_utf8(head) else {
-        return Frame::Invalid("headers are not UTF-8");
-    };
-    let length = head.split("\r\n").skip(1).find_map(|line| {
-        let (name, value) = line.split_once(':')?;
-        let name = name.trim();
-        (name.eq_ignore_ascii_case("content-length") || name == "l")
-            .then(|| value.trim().parse::<usize>())
-    });
-    let length = match length {
-        Some(Ok(length)) => length,
-        Some(Err(_)) => return Frame::Invalid("bad Content-Length"),
-        None => return Frame::Invalid("no Content-Length on a stream"),
-    };
-    let total = end + 4 + length;
-    if total > MAX_MESSAGE_BYTES {
-        return Frame::Invalid("message over 64 KiB");
-    }
-    if buf.len() < total {
-        Frame::Incomplete
-    } else {
-        Frame::Message(total)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn stream_framing() {
-        let msg = b"OPTIONS sip:x SIP/2.0\r\nContent-Length: 3\r\n\r\nabc";
-        assert_eq!(frame(msg), Frame::Message(msg.len()));
-        assert_eq!(frame(&msg[..msg.len() - 1]), Frame::Incomplete);
-        assert_eq!(frame(b"\r\n\r\nOPTIONS"), Frame::KeepAlive(4));
-        let compact = b"OPTIONS sip:x SIP/2.0\r\nl: 2\r\n\r\nab";
-        assert_eq!(frame(compact), Frame::Message(compact.len()));
-        assert!(matches!(
-            frame(b"OPTIONS sip:x SIP/2.0\r\n\r\n"),
-            Frame::Invalid(_)
-        ));
-        assert!(matches!(
-            frame(b"OPTIONS sip:x SIP/2.0\r\nContent-Length: x\r\n\r\n"),
-            Frame::Invalid(_)
-        ));
-        assert!(matches!(
-            frame(b"OPTIONS sip:x SIP/2.0\r\nContent-Length: 99999\r\n\r\n"),
-            Frame::Invalid(_)
-        ));
-        assert!(matches!(
-            frame(&vec![b'a'; MAX_MESSAGE_BYTES + 1]),
-            Frame::Invalid(_)
-        ));
-    }
 
     /// Messages wait for their step's record, later steps wait behind them, and a
     /// store that does not answer holds nothing longer than RECORD_WAIT.

@@ -8,9 +8,11 @@
 //!   requests sent in it, through its route set.
 //! - [`sdp`]: reading and rewriting SDP for anchored media, the host's SDP origin per
 //!   dialog, the G.711 codecs.
+//! - [`stream`]: where a message ends on a TCP stream.
 
 pub mod dialog;
 pub mod digest;
 pub mod message;
 pub mod sdp;
+pub mod stream;
 pub mod transaction;

@@ -7,84 +7,13 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::common::callers::{Callers, FLIP, listen_location};
 use crate::common::server::{Server, SippServer, credentials, http, sipp};
-
-const FLIP: &str = "+61290000001";
-
-fn config(return_port: u16) -> String {
-    format!(
-        r#"
-[[trunks]]
-name = "pstn"
-uri = "sip:127.0.0.1:{return_port}"
-inbound = ["127.0.0.2"]
-
-[[locations]]
-name = "sydney"
-flip_number = "{FLIP}"
-script = "listen"
-fallback_number = "+61290000099"
-
-[locations.vars]
-return_number = "+61290000098"
-"#
-    )
-}
-
-/// `calls` callers at `rate` a second, each holding 2 s, in a thread; their log file
-/// (`answered CALL-ID` / `ended CALL-ID` lines) is at `log`. Against a dead server,
-/// a call gives up after 3 s.
-fn callers(
-    server: &Server,
-    calls: u32,
-    rate: u32,
-    log: std::path::PathBuf,
-) -> std::thread::JoinHandle<i32> {
-    let udp = server.udp;
-    std::thread::spawn(move || {
-        let (calls, rate) = (calls.to_string(), rate.to_string());
-        let log = log.display().to_string();
-        sipp(
-            udp,
-            "caller_logs.xml",
-            "",
-            &[
-                "-i",
-                "127.0.0.2",
-                "-s",
-                FLIP,
-                "-m",
-                &calls,
-                "-r",
-                &rate,
-                "-recv_timeout",
-                "3000",
-                "-trace_logs",
-                "-log_file",
-                &log,
-            ],
-        )
-    })
-}
-
-/// What the callers saw of each call: Call-ID → ended (else only answered).
-fn seen(log: &std::path::Path) -> HashMap<String, bool> {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let mut calls = HashMap::new();
-    for line in text.lines() {
-        if let Some(id) = line.trim().strip_prefix("answered ") {
-            calls.entry(id.to_owned()).or_insert(false);
-        } else if let Some(id) = line.trim().strip_prefix("ended ") {
-            calls.insert(id.to_owned(), true);
-        }
-    }
-    calls
-}
 
 #[test]
 fn kill_9_mid_load_leaves_a_record_of_every_answered_call() {
     let ret = SippServer::start("return_number.xml", &["-m", "100000"]);
-    let config = config(ret.port);
+    let config = listen_location(ret.port);
     let server = Server::start_with_scripts(&config, &[("listen", test_components::LISTEN)]);
     for (extension, password, from) in [
         ("2001", "s3cret", "127.0.0.5"),
@@ -98,15 +27,12 @@ fn kill_9_mid_load_leaves_a_record_of_every_answered_call() {
         );
         assert_eq!(registered, 0, "{extension} registers");
     }
-    let work = tempfile::tempdir().unwrap();
-    let log = work.path().join("calls.log");
     // 40 calls a second for 5 s, each held 2 s: about 80 live when the kill comes at 3 s.
-    let load = callers(&server, 200, 40, log.clone());
+    let load = Callers::start(&server, FLIP, 200, 40, 2000);
     std::thread::sleep(Duration::from_secs(3));
     let dir = server.crash();
     // The callers give up on the calls the dead server cannot end.
-    load.join().unwrap();
-    let calls = seen(&log);
+    let calls = load.finish().1.answered;
     let answered_before = calls.len();
     assert!(
         answered_before >= 60,
@@ -164,7 +90,7 @@ fn kill_9_mid_load_leaves_a_record_of_every_answered_call() {
     );
 
     // The next calls work.
-    let next = work.path().join("next.log");
-    assert_eq!(callers(&server, 5, 10, next.clone()).join().unwrap(), 0);
-    assert_eq!(seen(&next).values().filter(|ended| **ended).count(), 5);
+    let (code, next) = Callers::start(&server, FLIP, 5, 10, 500).finish();
+    assert_eq!(code, 0);
+    assert_eq!(next.answered.values().filter(|ended| **ended).count(), 5);
 }

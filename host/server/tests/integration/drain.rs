@@ -3,32 +3,16 @@
 //! their end (or the drain timeout hangs them up with BYE to both sides), every call has
 //! its record, and the server exits 0.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::common::callers::{Callers, FLIP, listen_location};
 use crate::common::server::{Server, SippServer, http, sipp};
-
-const FLIP: &str = "+61290000001";
 
 fn config(return_port: u16, drain_timeout_s: u32) -> String {
     format!(
-        r#"
-[server]
-drain_timeout_s = {drain_timeout_s}
-
-[[trunks]]
-name = "pstn"
-uri = "sip:127.0.0.1:{return_port}"
-inbound = ["127.0.0.2"]
-
-[[locations]]
-name = "sydney"
-flip_number = "{FLIP}"
-script = "listen"
-fallback_number = "+61290000099"
-
-[locations.vars]
-return_number = "+61290000098"
-"#
+        "[server]\ndrain_timeout_s = {drain_timeout_s}\n{}",
+        listen_location(return_port)
     )
 }
 
@@ -109,6 +93,51 @@ fn sigterm_refuses_new_calls_lets_live_ones_end_and_exits_0() {
             .iter()
             .all(|r| r["end_reason"] != "server shutting down")
     );
+}
+
+#[test]
+fn sigterm_under_steady_load_refuses_every_new_call_and_cuts_none() {
+    let ret = SippServer::start("return_number.xml", &["-m", "100000"]);
+    let config = config(ret.port, 30);
+    let server = start(&config);
+    // 20 calls a second for 5 s, each held 4 s; SIGTERM at 3 s, so new calls keep
+    // arriving for 2 s into the drain, which ends when the last answered call does.
+    let load = Callers::start(&server, FLIP, 100, 20, 4000);
+    std::thread::sleep(Duration::from_secs(3));
+    server.terminate();
+    let (code, seen) = load.finish();
+    let log = server.log();
+    assert_eq!(code, 0, "every call answered and ended, or refused: {log}");
+    assert!(
+        seen.answered.len() >= 40,
+        "{} answered",
+        seen.answered.len()
+    );
+    assert!(seen.refused.len() >= 20, "{} refused", seen.refused.len());
+    assert!(
+        seen.answered.values().all(|ended| *ended),
+        "no call was cut"
+    );
+    let (exit, dir) = server.exited(Duration::from_secs(15));
+    assert_eq!(exit, Some(0), "{log}");
+    let records = records_after(dir, &config);
+    let by_call_id: HashMap<&str, &serde_json::Value> = records
+        .iter()
+        .filter_map(|r| Some((r["call_ids"][0].as_str()?, r)))
+        .collect();
+    for call_id in seen.answered.keys() {
+        let record = by_call_id[call_id.as_str()];
+        assert_eq!(record["state"], "ended", "{record}");
+        assert_eq!(record["end_reason"], "caller hung up", "{record}");
+    }
+    for call_id in &seen.refused {
+        assert!(
+            by_call_id
+                .get(call_id.as_str())
+                .is_none_or(|r| r["disposition"] != "answered"),
+            "a refused call was never answered"
+        );
+    }
 }
 
 #[test]

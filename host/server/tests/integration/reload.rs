@@ -5,30 +5,10 @@
 
 use std::time::Duration;
 
+use crate::common::callers::{Callers, FLIP, listen_location};
 use crate::common::server::{Server, SippServer, credentials, sipp};
 
-const FLIP: &str = "+61290000001";
 const NEW_FLIP: &str = "+61390000001";
-
-fn config(return_port: u16) -> String {
-    format!(
-        r#"
-[[trunks]]
-name = "pstn"
-uri = "sip:127.0.0.1:{return_port}"
-inbound = ["127.0.0.2"]
-
-[[locations]]
-name = "sydney"
-flip_number = "{FLIP}"
-script = "listen"
-fallback_number = "+61290000099"
-
-[locations.vars]
-return_number = "+61290000098"
-"#
-    )
-}
 
 const CAROL_AND_MELBOURNE: &str = r#"
 [[users]]
@@ -65,33 +45,23 @@ fn logged(server: &Server, line: &str, times: usize) -> String {
     panic!("never logged {line:?} ×{times}: {}", server.log())
 }
 
+/// One call to `flip`, held a moment: SIPp's exit code.
 fn call(server: &Server, flip: &str) -> i32 {
-    sipp(
-        server.udp,
-        "caller_logs.xml",
-        "",
-        &["-i", "127.0.0.2", "-s", flip, "-m", "1"],
-    )
+    Callers::start(server, flip, 1, 1, 100).finish().0
 }
 
 #[test]
 fn a_user_and_a_location_added_under_load_work_at_once_and_no_call_drops() {
     let ret = SippServer::start("return_number.xml", &["-m", "100000"]);
-    let server =
-        Server::start_with_scripts(&config(ret.port), &[("listen", test_components::LISTEN)]);
+    let server = Server::start_with_scripts(
+        &listen_location(ret.port),
+        &[("listen", test_components::LISTEN)],
+    );
     let original = std::fs::read_to_string(&server.config).unwrap();
     assert_ne!(call(&server, NEW_FLIP), 0, "no such flip number yet");
 
     // 10 calls a second for 6 s, each held 2 s, through the reloads below.
-    let udp = server.udp;
-    let load = std::thread::spawn(move || {
-        sipp(
-            udp,
-            "caller_logs.xml",
-            "",
-            &["-i", "127.0.0.2", "-s", FLIP, "-m", "60", "-r", "10"],
-        )
-    });
+    let load = Callers::start(&server, FLIP, 60, 10, 2000);
     std::thread::sleep(Duration::from_secs(1));
     rewrite(&server, &format!("{original}{CAROL_AND_MELBOURNE}"));
     logged(
@@ -147,5 +117,7 @@ fn a_user_and_a_location_added_under_load_work_at_once_and_no_call_drops() {
         0
     );
 
-    assert_eq!(load.join().unwrap(), 0, "no call dropped: {}", server.log());
+    let (code, seen) = load.finish();
+    assert_eq!(code, 0, "no call dropped: {}", server.log());
+    assert_eq!(seen.answered.values().filter(|ended| **ended).count(), 60);
 }
