@@ -44,3 +44,6 @@ examples/c/build.sh target/examples/c
 # Unit tests, scenario tests and the runtime's integration tests (the guests they need
 # are built by tests/components/build.rs).
 cargo test --locked
+
+# Every fuzz target for a few seconds from its seed corpus (fuzz/README.md).
+tests/fuzz.sh

@@ -115,7 +115,10 @@ fn add_record_state(conn: &Connection) -> rusqlite::Result<()> {
     if !has_state {
         conn.execute_batch("ALTER TABLE cdrs ADD COLUMN state TEXT NOT NULL DEFAULT 'ended'")?;
     }
-    conn.execute_batch("CREATE INDEX IF NOT EXISTS cdrs_live ON cdrs (state) WHERE state = 'live'")
+    conn.execute_batch(
+        "CREATE INDEX IF NOT EXISTS cdrs_live ON cdrs (state) WHERE state = 'live';
+         CREATE INDEX IF NOT EXISTS cdrs_started ON cdrs (started_at);",
+    )
 }
 
 impl KvStore for SqliteStore {
@@ -222,7 +225,7 @@ impl CdrStore for SqliteStore {
     fn recent_cdrs(&self, limit: usize) -> Result<Vec<serde_json::Value>> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare_cached("SELECT record FROM cdrs ORDER BY id DESC LIMIT ?1")
+            .prepare_cached("SELECT record FROM cdrs ORDER BY started_at DESC, id DESC LIMIT ?1")
             .map_err(db)?;
         let rows = stmt
             .query_map(params![limit as i64], |row| row.get::<_, String>(0))

@@ -55,7 +55,7 @@ pub trait CdrStore: Send + Sync {
     fn save_cdrs(&self, records: &[CallRecord]) -> Result<()> {
         records.iter().try_for_each(|r| self.save_cdr(r))
     }
-    /// The most recent records, newest first, as JSON.
+    /// The most recent records, the last call to start first, as JSON.
     fn recent_cdrs(&self, limit: usize) -> Result<Vec<serde_json::Value>>;
     /// Note that the host is alive at `at` (the writer does so every few seconds): the
     /// end time given to calls a crash interrupts.
@@ -217,6 +217,13 @@ pub mod contract {
         let recent = store.recent_cdrs(10).unwrap();
         assert_eq!(recent.len(), 3);
         assert_eq!(recent[0]["digits"], "9");
+        // Newest by start, whenever written: a call that started earlier but was
+        // written last (a long call ending now) comes after one that started later.
+        let mut early = record(4, "0433");
+        early.started_at = jiff::Timestamp::from_second(1_780_000_000).unwrap_or_default();
+        store.save_cdr(&early).unwrap();
+        let recent = store.recent_cdrs(10).unwrap();
+        assert_eq!(recent[3]["caller"], "0433");
     }
 
     /// Calls live when the host died: marked interrupted at the next start, ended at

@@ -96,7 +96,10 @@ impl CdrStore for MemoryStore {
 
     fn recent_cdrs(&self, limit: usize) -> Result<Vec<serde_json::Value>> {
         let cdrs = self.cdrs.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(cdrs.iter().rev().take(limit).cloned().collect())
+        let mut newest_first: Vec<&serde_json::Value> = cdrs.iter().rev().collect();
+        // Stable: records that started in the same second stay newest-written first.
+        newest_first.sort_by(|a, b| b["started_at"].as_str().cmp(&a["started_at"].as_str()));
+        Ok(newest_first.into_iter().take(limit).cloned().collect())
     }
 
     fn mark_alive(&self, at: jiff::Timestamp) -> Result<()> {
