@@ -619,6 +619,8 @@ impl Network {
 struct Held {
     queue: std::collections::VecDeque<HeldIo>,
     progress: Arc<Progress>,
+    /// The last message went before its record was written.
+    late: bool,
 }
 
 struct HeldIo {
@@ -632,6 +634,7 @@ impl Held {
         Self {
             queue: std::collections::VecDeque::new(),
             progress,
+            late: false,
         }
     }
 
@@ -665,18 +668,25 @@ impl Held {
     /// Send what may go: its record written, or waited for long enough.
     async fn release(&mut self, network: &mut Network, now: std::time::Instant, stats: &CallStats) {
         while let Some(front) = self.queue.front() {
-            if !self.progress.reached(front.ticket) {
-                if now < front.since + RECORD_WAIT {
-                    break;
-                }
+            let written = self.progress.reached(front.ticket);
+            if !written && now < front.since + RECORD_WAIT {
+                break;
+            }
+            // Said once when the store falls behind, and once when it has caught up.
+            if !written {
                 stats
                     .records_late
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tracing::warn!(
-                    "the store is over {} ms behind: a message goes before the call record it follows",
-                    RECORD_WAIT.as_millis()
-                );
+                if !self.late {
+                    tracing::warn!(
+                        "the store is over {} ms behind: messages go before the call records they follow",
+                        RECORD_WAIT.as_millis()
+                    );
+                }
+            } else if self.late {
+                tracing::info!("the store has caught up with the calls");
             }
+            self.late = !written;
             if let Some(held) = self.queue.pop_front() {
                 network.perform(held.io).await;
             }
