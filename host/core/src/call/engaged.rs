@@ -81,6 +81,8 @@ impl Calls {
         session.a_answered = true;
         session.phase = Phase::Engaged;
         session.record.answered_at = jiff::Timestamp::from_second(ctx.ambient.wall_secs()).ok();
+        // The script's tags so far (set before the answer) go in with it.
+        session.record.tags.clone_from(&session.call.tags);
         super::write_live_record(ctx, &mut session.record);
         tracing::info!(session = %id.short(), codec = codec.name(), "answered by the host");
         Ok(())

@@ -1189,6 +1189,8 @@ impl Calls {
                 if let Some(leg) = session.record.legs.last_mut() {
                     leg.1 = code;
                 }
+                // The script's tags so far (set before the answer) go in with it.
+                session.record.tags.clone_from(&session.call.tags);
                 write_live_record(ctx, &mut session.record);
                 tracing::info!(session = %id.short(), number = %b.number, "answered");
             }

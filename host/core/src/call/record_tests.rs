@@ -1,10 +1,10 @@
 //! A call's record as it goes: written `live` when the call is answered and after each
 //! flip, so that a crash cannot lose an answered call, then `ended` in place.
 
-use super::world::{FAR_END, MOBILE, SDP, World};
+use super::world::{DESK, FAR_END, MOBILE, SDP, World};
 use crate::call::RecordState;
 use crate::flip::FlipResult;
-use crate::routing::Action;
+use crate::routing::{Action, ForwardTarget};
 use crate::routing::Disposition;
 
 #[test]
@@ -56,4 +56,36 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
     let record = w.records.last().expect("written when it ended");
     assert_eq!(record.state, RecordState::Ended);
     assert_eq!(record.answered_at, None);
+}
+
+#[test]
+fn the_live_record_has_the_tags_the_script_set_before_the_answer() {
+    let mut w = World::new();
+    let invite = format!(
+        "INVITE sip:100@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {FAR_END};branch=z9hG4bK-t\r\n\
+From: <sip:0400@127.0.0.2>;tag=t\r\nTo: <sip:100@127.0.0.1>\r\nCall-ID: tagged\r\n\
+CSeq: 1 INVITE\r\nContact: <sip:far@{FAR_END}>\r\nMax-Forwards: 70\r\n\
+Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
+        SDP.len()
+    );
+    w.deliver(FAR_END, &invite);
+    let id = w.session();
+    let actions = vec![
+        Action::SetTag {
+            name: "department".into(),
+            value: "sales".into(),
+        },
+        Action::Forward {
+            target: ForwardTarget::User("alice".into()),
+            trunk: None,
+            ring_timeout_ms: 30_000,
+            caller_id: None,
+        },
+    ];
+    w.route(id, actions);
+    w.drain();
+    let desk_invite = w.last_to(DESK, "INVITE ");
+    w.respond(DESK, &desk_invite, 200);
+    let live = w.live_records.last().expect("written at the answer");
+    assert_eq!(live.tags, [("department".to_owned(), "sales".to_owned())]);
 }
