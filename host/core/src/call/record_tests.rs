@@ -4,8 +4,8 @@
 use super::world::{DESK, FAR_END, MOBILE, SDP, World};
 use crate::call::RecordState;
 use crate::flip::FlipResult;
-use crate::routing::{Action, ForwardTarget};
 use crate::routing::Disposition;
+use crate::routing::{Action, ForwardTarget};
 
 #[test]
 fn an_answered_call_is_written_live_at_the_answer_and_after_each_flip() {
