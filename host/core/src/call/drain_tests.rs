@@ -1,25 +1,14 @@
 //! Draining on the fake clock: new calls and OPTIONS refused with 503 and Retry-After,
 //! live calls and their flips going on, and the end of the drain hanging up the rest.
 
-use super::world::{DESK, FAR_END, MOBILE, SDP, World};
+use super::world::{DESK, FAR_END, MOBILE, World};
 use crate::routing::Disposition;
-
-fn new_call_from_the_trunk(w: &mut World) {
-    let invite = format!(
-        "INVITE sip:100@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {FAR_END};branch=z9hG4bK-new\r\n\
-From: <sip:0401@127.0.0.2>;tag=new\r\nTo: <sip:100@127.0.0.1>\r\nCall-ID: new-call\r\n\
-CSeq: 1 INVITE\r\nContact: <sip:far@{FAR_END}>\r\nMax-Forwards: 70\r\n\
-Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
-        SDP.len()
-    );
-    w.deliver(FAR_END, &invite);
-}
 
 #[test]
 fn draining_refuses_new_calls_and_options_but_not_the_live_call_or_its_pull() {
     let mut w = World::connected();
     w.pbx.start_draining(60);
-    new_call_from_the_trunk(&mut w);
+    w.far_end_calls("0401", "100", "new-call");
     let refusal = w.last_to(FAR_END, "SIP/2.0 503");
     assert!(refusal.contains("Call-ID: new-call"), "{refusal}");
     assert!(refusal.contains("Retry-After: 60\r\n"), "{refusal}");

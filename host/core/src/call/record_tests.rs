@@ -1,7 +1,7 @@
 //! A call's record as it goes: written `live` when the call is answered and after each
 //! flip, so that a crash cannot lose an answered call, then `ended` in place.
 
-use super::world::{DESK, FAR_END, MOBILE, SDP, World};
+use super::world::{DESK, MOBILE, World};
 use crate::call::RecordState;
 use crate::flip::FlipResult;
 use crate::routing::Disposition;
@@ -41,14 +41,7 @@ fn an_answered_call_is_written_live_at_the_answer_and_after_each_flip() {
 #[test]
 fn a_call_never_answered_is_written_once_when_it_ends() {
     let mut w = World::new();
-    let invite = format!(
-        "INVITE sip:100@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {FAR_END};branch=z9hG4bK-x\r\n\
-From: <sip:0400@127.0.0.2>;tag=x\r\nTo: <sip:100@127.0.0.1>\r\nCall-ID: unanswered\r\n\
-CSeq: 1 INVITE\r\nContact: <sip:far@{FAR_END}>\r\nMax-Forwards: 70\r\n\
-Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
-        SDP.len()
-    );
-    w.deliver(FAR_END, &invite);
+    w.far_end_calls("0400", "100", "unanswered");
     let id = w.session();
     w.route(id, vec![Action::Hangup]);
     w.drain();
@@ -61,14 +54,7 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
 #[test]
 fn the_live_record_has_the_tags_the_script_set_before_the_answer() {
     let mut w = World::new();
-    let invite = format!(
-        "INVITE sip:100@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {FAR_END};branch=z9hG4bK-t\r\n\
-From: <sip:0400@127.0.0.2>;tag=t\r\nTo: <sip:100@127.0.0.1>\r\nCall-ID: tagged\r\n\
-CSeq: 1 INVITE\r\nContact: <sip:far@{FAR_END}>\r\nMax-Forwards: 70\r\n\
-Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
-        SDP.len()
-    );
-    w.deliver(FAR_END, &invite);
+    w.far_end_calls("0400", "100", "tagged");
     let id = w.session();
     let actions = vec![
         Action::SetTag {

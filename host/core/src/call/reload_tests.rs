@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::world::{CONFIG, DESK, FAR_END, SDP, WALL, World, addr};
+use super::world::{CONFIG, DESK, WALL, World, addr};
 use crate::config::Config;
 use crate::pbx::PbxOutput;
 use crate::registrar::{Binding, BindingChange};
@@ -55,14 +55,7 @@ fn a_reload_routes_the_new_location_drops_a_removed_user_and_leaves_the_live_cal
     );
 
     // The new flip number routes to its location.
-    let invite = format!(
-        "INVITE sip:200@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {FAR_END};branch=z9hG4bK-mel\r\n\
-From: <sip:0401@127.0.0.2>;tag=mel\r\nTo: <sip:200@127.0.0.1>\r\nCall-ID: mel-call\r\n\
-CSeq: 1 INVITE\r\nContact: <sip:far@{FAR_END}>\r\nMax-Forwards: 70\r\n\
-Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
-        SDP.len()
-    );
-    w.deliver(FAR_END, &invite);
+    w.far_end_calls("0401", "200", "mel-call");
     let calls = w.pbx.calls.summaries();
     assert_eq!(calls.len(), 2, "the live call and the new one");
     assert!(

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::world::{FAR_END, SDP, World, addr};
+use super::world::{FAR_END, World, addr};
 use crate::routing::{Action, Event, ForwardTarget};
 use crate::sip::message;
 use crate::trunks::{Health, ResolvedTarget};
@@ -52,14 +52,7 @@ fn forwarding() -> World {
         .to_vec();
     w.pbx.trunk_resolved(w.ambient(), "carrier", Ok(targets));
     w.drain();
-    let invite = format!(
-        "INVITE sip:61290000001@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {FAR_END};branch=z9hG4bK-far\r\n\
-From: <sip:0400000001@127.0.0.2>;tag=far\r\nTo: <sip:61290000001@127.0.0.1>\r\nCall-ID: far-call\r\n\
-CSeq: 1 INVITE\r\nContact: <sip:far@{FAR_END}>\r\nMax-Forwards: 70\r\n\
-Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
-        SDP.len()
-    );
-    w.deliver(FAR_END, &invite);
+    w.far_end_calls("0400000001", "61290000001", "far-call");
     let forward = Action::Forward {
         target: ForwardTarget::Number("0290000099".into()),
         trunk: None,

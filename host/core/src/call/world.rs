@@ -211,6 +211,19 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
         self.deliver(device, &request);
     }
 
+    /// A new call from the far end (the trunk, 127.0.0.2): `caller` dials `number`, its
+    /// dialog named `call_id` (also its tags and branch).
+    pub(super) fn far_end_calls(&mut self, caller: &str, number: &str, call_id: &str) {
+        let invite = format!(
+            "INVITE sip:{number}@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {FAR_END};branch=z9hG4bK-{call_id}\r\n\
+From: <sip:{caller}@127.0.0.2>;tag={call_id}\r\nTo: <sip:{number}@127.0.0.1>\r\nCall-ID: {call_id}\r\n\
+CSeq: 1 INVITE\r\nContact: <sip:far@{FAR_END}>\r\nMax-Forwards: 70\r\n\
+Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
+            SDP.len()
+        );
+        self.deliver(FAR_END, &invite);
+    }
+
     /// The id of the (one) live call.
     pub(super) fn session(&self) -> crate::call::SessionId {
         self.pbx.calls.summaries()[0].session

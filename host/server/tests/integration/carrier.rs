@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use wasmpbx::clock::monotonic_now;
 
+use crate::common::callers::{FLIP, sydney};
 use crate::common::carrier::{Dns, DnsRecord, Kamailio};
 use crate::common::server::{Server, SippServer, free_port, http, sipp};
 
-const FLIP: &str = "+61290000001";
 /// Where "the PSTN" calls from: the carrier sends what comes from here to our
 /// registration, and takes everything else as the PBX's outbound calls.
 const PSTN_IP: &str = "127.0.0.9";
@@ -29,16 +29,8 @@ fn server(trunk: &str, sip: &str) -> Server {
 [[trunks]]
 name = "carrier"
 {trunk}
-
-[[locations]]
-name = "sydney"
-flip_number = "{FLIP}"
-script = "listen"
-fallback_number = "+61290000099"
-
-[locations.vars]
-return_number = "+61290000098"
-"#
+{sydney}"#,
+        sydney = sydney("listen")
     );
     Server::start_with_scripts(&config, &[("listen", test_components::LISTEN)])
 }

@@ -4,9 +4,8 @@
 
 use std::time::Duration;
 
+use crate::common::callers::{FLIP, return_trunk, sydney};
 use crate::common::server::{Server, SippServer, sipp};
-
-const FLIP: &str = "+61290000001";
 
 /// A server whose trunk points at `return_port` and whose location runs `script`.
 fn server(return_port: u16, script: &str, path: &str) -> Server {
@@ -19,24 +18,10 @@ fn server(return_port: u16, script: &str, path: &str) -> Server {
 /// The trunk, the locations and the media ports of [`server`].
 fn config(return_port: u16, script: &str) -> String {
     format!(
+        "[media]\nrtp_ports = \"20000-29999\"\n{}{}{}",
+        return_trunk(return_port),
+        sydney(script),
         r#"
-[media]
-rtp_ports = "20000-29999"
-
-[[trunks]]
-name = "pstn"
-uri = "sip:127.0.0.1:{return_port}"
-inbound = ["127.0.0.2"]
-
-[[locations]]
-name = "sydney"
-flip_number = "{FLIP}"
-script = "{script}"
-fallback_number = "+61290000099"
-
-[locations.vars]
-return_number = "+61290000098"
-
 [[locations]]
 name = "broken"
 flip_number = "trap"

@@ -45,6 +45,12 @@ fn logged(server: &Server, line: &str, times: usize) -> String {
     panic!("never logged {line:?} ×{times}: {}", server.log())
 }
 
+/// The user the reload adds registers: SIPp's exit code.
+fn carol_registers(server: &Server) -> i32 {
+    let carol = credentials("2003", "c4rol-secret");
+    sipp(server.udp, "register.xml", &carol, &["-m", "1"])
+}
+
 /// One call to `flip`, held a moment: SIPp's exit code.
 fn call(server: &Server, flip: &str) -> i32 {
     Callers::start(server, flip, 1, 1, 100).finish().0
@@ -69,16 +75,7 @@ fn a_user_and_a_location_added_under_load_work_at_once_and_no_call_drops() {
         "config reloaded (the file changed): users: added carol; locations: added melbourne",
         1,
     );
-    assert_eq!(
-        sipp(
-            server.udp,
-            "register.xml",
-            &credentials("2003", "c4rol-secret"),
-            &["-m", "1"]
-        ),
-        0,
-        "the new user registers"
-    );
+    assert_eq!(carol_registers(&server), 0, "the new user registers");
     assert_eq!(call(&server, NEW_FLIP), 0, "the new flip number routes");
 
     // A broken file: refused with its line, the running config stays.
@@ -107,15 +104,7 @@ fn a_user_and_a_location_added_under_load_work_at_once_and_no_call_drops() {
         .args(["-HUP", &server.pid().to_string()])
         .status();
     logged(&server, "config re-read (SIGHUP)", 1);
-    assert_eq!(
-        sipp(
-            server.udp,
-            "register.xml",
-            &credentials("2003", "c4rol-secret"),
-            &["-m", "1"]
-        ),
-        0
-    );
+    assert_eq!(carol_registers(&server), 0);
 
     let (code, seen) = load.finish();
     assert_eq!(code, 0, "no call dropped: {}", server.log());

@@ -12,17 +12,29 @@ pub const FLIP: &str = "+61290000001";
 /// A trunk to a SIPp return side on `return_port` (calls from 127.0.0.2 are its) and a
 /// location running the `listen` script, which forwards every call there.
 pub fn listen_location(return_port: u16) -> String {
+    format!("{}{}", return_trunk(return_port), sydney("listen"))
+}
+
+/// The `pstn` trunk to a SIPp return side on `return_port`; calls from 127.0.0.2 are its.
+pub fn return_trunk(return_port: u16) -> String {
     format!(
         r#"
 [[trunks]]
 name = "pstn"
 uri = "sip:127.0.0.1:{return_port}"
 inbound = ["127.0.0.2"]
+"#
+    )
+}
 
+/// The `sydney` location on [`FLIP`], running `script`, its return number +61290000098.
+pub fn sydney(script: &str) -> String {
+    format!(
+        r#"
 [[locations]]
 name = "sydney"
 flip_number = "{FLIP}"
-script = "listen"
+script = "{script}"
 fallback_number = "+61290000099"
 
 [locations.vars]
