@@ -75,3 +75,41 @@ fn the_live_record_has_the_tags_the_script_set_before_the_answer() {
     let live = w.live_records.last().expect("written at the answer");
     assert_eq!(live.tags, [("department".to_owned(), "sales".to_owned())]);
 }
+
+/// A long soak grew the host by ~50 bytes a call: nothing of an ended call may stay in
+/// the calls' tables once its last transaction is done.
+#[test]
+fn an_ended_call_leaves_nothing_behind() {
+    for (far_end_hangs_up, pulled) in [(true, false), (false, false), (true, true)] {
+        let mut w = World::connected();
+        let device = if pulled {
+            w.pull_from(MOBILE);
+            w.decide(World::allow());
+            let released = w.last_to(DESK, "BYE ");
+            w.respond(DESK, &released, 200);
+            MOBILE
+        } else {
+            DESK
+        };
+        if far_end_hangs_up {
+            w.far_end_hangs_up();
+            let bye = w.last_to(device, "BYE ");
+            w.respond(device, &bye, 200);
+        } else {
+            w.device_hangs_up(device);
+            let bye = w.last_to(super::world::FAR_END, "BYE ");
+            w.respond(super::world::FAR_END, &bye, 200);
+        }
+        let left: Vec<_> = w
+            .pbx
+            .calls
+            .table_sizes()
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        assert!(
+            left.is_empty(),
+            "far end hung up: {far_end_hangs_up}, pulled: {pulled}: {left:?}"
+        );
+    }
+}
