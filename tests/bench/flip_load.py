@@ -308,7 +308,16 @@ path = "{work}/bench.db"
             driver.flipping.pop(user, None)
             driver.failed.append(f"{kind} u{i}: {error}")
 
+    async def keep_registered():
+        # Registrations last an hour (Expires: 3600): renew them for longer runs.
+        while running:
+            await asyncio.sleep(1800)
+            if running:
+                await asyncio.gather(*(p.register() for ps in phones.values() for p in ps),
+                                     *(f.register() for f in far_ends))
+
     rtp_task = asyncio.create_task(send_rtp())
+    renew_task = asyncio.create_task(keep_registered())
     cpu_before = cpu_ticks(server.pid)
     started = time.perf_counter()
     asked, tasks, turn = 0, [], 0
@@ -329,6 +338,7 @@ path = "{work}/bench.db"
     rss = int(re.search(r"VmRSS:\s+(\d+)", open(f"/proc/{server.pid}/status").read()).group(1)) // 1024
     running = False
     await rtp_task
+    renew_task.cancel()
 
     # Every far end hangs up; every done flip must be in the records.
     for far in far_ends:

@@ -18,7 +18,7 @@ calls=${CALLS:-20}
 out=${OUT:-$root/docs/soak}
 mkdir -p "$out"
 work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; pkill -f "sipp -sn uas -i 127.0.0.1 -p 15070" || true' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; pkill -f "sipp -sn uas -i 127.0.0.1 -p 15070" || true' EXIT
 mkdir -p "$work/scripts"
 "$root/scripts/build.sh" "$work/scripts" > /dev/null
 

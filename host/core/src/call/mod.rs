@@ -31,9 +31,11 @@ use crate::routing::{
 use crate::sdp;
 use crate::sip::message::{self, Header, Request, Response, SipMessage};
 use crate::sip::transaction::{ClientTxnId, Peer, ServerTxnId, TransactionLayer};
+use client_txns::ClientTxns;
 use wasmpbx_types::actions::{ActionHost, Forward, Gather};
 use wasmpbx_types::script::ScriptVersion;
 
+mod client_txns;
 mod engaged;
 #[cfg(test)]
 mod flip_tests;
@@ -115,12 +117,7 @@ impl Outbound {
     }
 
     /// Stop this leg ringing: CANCEL its INVITE, once.
-    fn cancel(
-        &mut self,
-        ctx: &mut Ctx<'_>,
-        id: SessionId,
-        by_client_txn: &mut HashMap<ClientTxnId, SessionId>,
-    ) {
+    fn cancel(&mut self, ctx: &mut Ctx<'_>, id: SessionId, by_client_txn: &mut ClientTxns) {
         if self.cancelled {
             return;
         }
@@ -134,12 +131,7 @@ impl Outbound {
     }
 
     /// End this leg's (answered) dialog: BYE.
-    fn hang_up(
-        &mut self,
-        ctx: &mut Ctx<'_>,
-        id: SessionId,
-        by_client_txn: &mut HashMap<ClientTxnId, SessionId>,
-    ) {
+    fn hang_up(&mut self, ctx: &mut Ctx<'_>, id: SessionId, by_client_txn: &mut ClientTxns) {
         send_in_dialog(ctx, &mut self.dialog, id, by_client_txn, None);
     }
 }
@@ -150,7 +142,7 @@ fn send_in_dialog(
     ctx: &mut Ctx<'_>,
     dialog: &mut Dialog,
     id: SessionId,
-    by_client_txn: &mut HashMap<ClientTxnId, SessionId>,
+    by_client_txn: &mut ClientTxns,
     frag: Option<&str>,
 ) {
     dialog.local_cseq += 1;
@@ -416,7 +408,7 @@ pub struct Calls {
     sessions: HashMap<SessionId, Session>,
     by_call_id: HashMap<String, SessionId>,
     by_a_txn: HashMap<ServerTxnId, SessionId>,
-    by_client_txn: HashMap<ClientTxnId, SessionId>,
+    by_client_txn: ClientTxns,
     timers: Timers,
     /// Flips waiting for the flip policy (see `pull` and `push`).
     flips: HashMap<u64, PendingFlip>,
@@ -1703,11 +1695,8 @@ impl Calls {
         for leg in session.b.iter().chain(&session.forks) {
             self.by_call_id.remove(&leg.dialog.call_id);
         }
-        // The session's client transactions go with it: answered legs' INVITEs (kept
-        // while the call lasts, their 2xx may come again and be ACKed again), legs a flip
-        // replaced, BYEs still out (their answers are of no use now). One pass over the
-        // live calls' transactions; a soak found these left behind at ~50 bytes a call.
-        self.by_client_txn.retain(|_, session| *session != id);
+        // A soak found these left behind at ~50 bytes a call.
+        self.by_client_txn.end_session(id);
         self.by_a_txn.remove(&session.a_txn);
         let ended_at = jiff::Timestamp::from_second(ctx.ambient.wall_secs())
             .unwrap_or(session.record.started_at);

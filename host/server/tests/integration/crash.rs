@@ -4,10 +4,9 @@
 //! before the kill has a record — `ended` if its caller saw the BYE's 200, else
 //! `ended` or `interrupted` — the registrations are back and the next calls work.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::common::callers::{Callers, FLIP, listen_location};
+use crate::common::callers::{Callers, FLIP, listen_location, records_by_call_id};
 use crate::common::server::{Server, SippServer, credentials, http, sipp};
 
 #[test]
@@ -50,10 +49,7 @@ fn kill_9_mid_load_leaves_a_record_of_every_answered_call() {
         "{log_text}"
     );
     let records = server.cdrs();
-    let by_call_id: HashMap<&str, &serde_json::Value> = records
-        .iter()
-        .filter_map(|r| Some((r["call_ids"][0].as_str()?, r)))
-        .collect();
+    let by_call_id = records_by_call_id(&records);
     let mut interrupted = 0;
     for (call_id, ended) in &calls {
         let record = by_call_id

@@ -3,10 +3,9 @@
 //! their end (or the drain timeout hangs them up with BYE to both sides), every call has
 //! its record, and the server exits 0.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::common::callers::{Callers, FLIP, listen_location};
+use crate::common::callers::{Callers, FLIP, listen_location, records_by_call_id};
 use crate::common::server::{Server, SippServer, http, sipp};
 
 fn config(return_port: u16, drain_timeout_s: u32) -> String {
@@ -121,10 +120,7 @@ fn sigterm_under_steady_load_refuses_every_new_call_and_cuts_none() {
     let (exit, dir) = server.exited(Duration::from_secs(15));
     assert_eq!(exit, Some(0), "{log}");
     let records = records_after(dir, &config);
-    let by_call_id: HashMap<&str, &serde_json::Value> = records
-        .iter()
-        .filter_map(|r| Some((r["call_ids"][0].as_str()?, r)))
-        .collect();
+    let by_call_id = records_by_call_id(&records);
     for call_id in seen.answered.keys() {
         let record = by_call_id[call_id.as_str()];
         assert_eq!(record["state"], "ended", "{record}");

@@ -108,3 +108,11 @@ impl Callers {
         (code, seen)
     }
 }
+
+/// Call records keyed by the caller's Call-ID (the first leg's).
+pub fn records_by_call_id(records: &[serde_json::Value]) -> HashMap<&str, &serde_json::Value> {
+    records
+        .iter()
+        .filter_map(|r| Some((r["call_ids"][0].as_str()?, r)))
+        .collect()
+}
