@@ -6,6 +6,8 @@
 #                               (where the location's trunk, a SIPp UAS, listens).
 #                               TRUNK: the [[trunks]] keys after its name, instead of
 #                               uri = the UAS.
+#                               With STREAM_URL set, a second location on 15550102
+#                               streams every call's audio there.
 # Also cpu_of PID (CPU ticks used), rss_of PID (KiB), $ticks, and machine_line.
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -46,6 +48,19 @@ fallback_number = "15550199"
 [locations.vars]
 $2
 TOML
+    if [ -n "${STREAM_URL:-}" ]; then
+        # The same location again on 15550102, streaming every call's audio.
+        cat >> "$work/wasmpbx.toml" <<TOML
+[[locations]]
+name = "bench-streamed"
+flip_number = "15550102"
+script = "$1"
+fallback_number = "15550199"
+stream_url = "$STREAM_URL"
+[locations.vars]
+$2
+TOML
+    fi
     RUST_LOG=warn "$bin" run --config "$work/wasmpbx.toml" > "$work/server.out" 2> "$work/server.err" &
     server=$!
     sleep 2

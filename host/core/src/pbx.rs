@@ -329,6 +329,21 @@ impl Pbx {
         result
     }
 
+    /// An outside system's event for a live call (see `Calls::note_event`).
+    pub fn call_event(
+        &mut self,
+        ambient: Ambient,
+        session: SessionId,
+        name: String,
+        value: String,
+        confidence: Option<f64>,
+    ) -> Result<(), crate::call::Refusal> {
+        let (calls, mut ctx) = self.ctx(ambient);
+        let result = calls.note_event(&mut ctx, session, name, value, confidence);
+        self.pump(ambient);
+        result
+    }
+
     /// The flip policy's answer (an error when the script failed: the flip is denied).
     pub fn handle_flip_decision(
         &mut self,

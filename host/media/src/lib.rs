@@ -19,6 +19,7 @@ mod packets;
 pub mod recorder;
 pub mod relay;
 pub mod rtp;
+mod stream;
 pub mod webrtc;
 
 pub use relay::{RelayCounters, RelayManager};

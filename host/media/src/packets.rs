@@ -9,7 +9,8 @@ use std::time::Instant;
 
 use super::recorder::{Channel, Recorder};
 use super::rtp::{self, DtmfWatch, KeyFilter, OutStream};
-use super::{Codec, Playback, Side};
+use super::stream::Tap;
+use super::{Codec, Playback, Side, Track};
 
 /// Where each side's packets go.
 #[derive(Debug, Default)]
@@ -42,6 +43,8 @@ pub(crate) struct CallPackets {
     pub(crate) keys_filter: [Option<KeyFilter>; 2],
     pub(crate) endpoint: Option<Endpoint>,
     pub(crate) recorder: Option<Recorder>,
+    /// The call's media streams (to speech and AI engines).
+    pub(crate) taps: Vec<Tap>,
     /// The RTP timestamp of the last key pressed by the device on the reserved ports (a
     /// PIN): RFC 4733 repeats an event's end packets, and those still arriving once that
     /// device has the call are not the call's.
@@ -82,6 +85,7 @@ impl CallPackets {
             keys_filter: [None, None],
             endpoint: None,
             recorder: None,
+            taps: Vec::new(),
             stale_key: None,
             switched: None,
         }
@@ -121,6 +125,9 @@ impl CallPackets {
         {
             recorder.put(Channel::Caller, now, &samples);
         }
+        if from == Side::A {
+            self.tap(Track::Inbound, packet, now);
+        }
         // The other side hears this side's audio unless a prompt of the host's is playing
         // to it; the audio ends ringback (early media).
         if let Some(endpoint) = self.endpoint.as_mut().filter(|e| e.side as usize == to) {
@@ -153,12 +160,29 @@ impl CallPackets {
         }
     }
 
-    /// A packet the caller (side A) was sent: the recording's other channel.
+    /// A packet the caller (side A) was sent: the recording's other channel, the
+    /// streams' outbound track.
     pub(crate) fn heard_by_a(&mut self, packet: &[u8], now: Instant) {
         if let Some(recorder) = self.recorder.as_mut()
             && let Some(samples) = decode_audio(packet)
         {
             recorder.put(Channel::Other, now, &samples);
+        }
+        self.tap(Track::Outbound, packet, now);
+    }
+
+    /// Hand a G.711 packet's audio to the streams carrying `track`.
+    fn tap(&self, track: Track, packet: &[u8], now: Instant) {
+        if self.taps.is_empty() {
+            return;
+        }
+        let Some(header) = rtp::parse(packet) else {
+            return;
+        };
+        if let Some(codec) = Codec::from_payload_type(header.payload_type) {
+            for tap in &self.taps {
+                tap.offer(track, now, codec, &packet[header.payload_offset..]);
+            }
         }
     }
 
@@ -188,11 +212,20 @@ impl CallPackets {
                 self.out[side].pause();
             }
         }
-        // The recording's other channel is what the caller (side A) hears.
-        if side == 0
-            && let Some(recorder) = self.recorder.as_mut()
-        {
-            recorder.put(Channel::Other, now, prompt.frame_samples(i));
+        // The recording's other channel, and the streams' outbound track, are what the
+        // caller (side A) hears.
+        if side == 0 {
+            if let Some(recorder) = self.recorder.as_mut() {
+                recorder.put(Channel::Other, now, prompt.frame_samples(i));
+            }
+            for tap in &self.taps {
+                tap.offer(
+                    Track::Outbound,
+                    now,
+                    endpoint.codec,
+                    prompt.frame(endpoint.codec, i),
+                );
+            }
         }
         HostFrame::Frame {
             packet,

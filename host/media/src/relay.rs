@@ -20,7 +20,10 @@ use tokio::task::JoinHandle;
 use super::packets::{CallPackets, Endpoint, HostFrame};
 use super::recorder::Recorder;
 use super::rtp::{self, DtmfWatch, FRAME, KeyFilter, OutStream};
-use super::{Codec, MediaAllocator, MediaEvent, MediaPorts, MediaReport, Playback, Prompt, Side};
+use super::{
+    Codec, MediaAllocator, MediaEvent, MediaPorts, MediaReport, Playback, Prompt, Side,
+    StreamRequest, redacted_url,
+};
 use crate::clock::monotonic_now;
 use crate::config::PortRange;
 use wasmpbx_types::ids::SessionId;
@@ -37,6 +40,14 @@ pub struct RelayCounters {
     pub digits_dropped: AtomicU64,
     /// Browsers' WebRTC bridges running now.
     pub webrtc_bridges: AtomicU64,
+    /// Media streams to engines running now.
+    pub streams_active: AtomicU64,
+    /// Audio frames sent to engines, and lost on the way (a full queue, a connection
+    /// down or stalled).
+    pub stream_frames_sent: AtomicU64,
+    pub stream_frames_dropped: AtomicU64,
+    /// Stream connections that failed or were lost.
+    pub stream_failures: AtomicU64,
 }
 
 fn lock(shared: &Mutex<CallPackets>) -> MutexGuard<'_, CallPackets> {
@@ -463,6 +474,20 @@ impl MediaAllocator for RelayManager {
         finish_recording(recorder)
     }
 
+    fn start_stream(&mut self, session: SessionId, request: StreamRequest) {
+        let Some(call) = self.calls.get(&session) else {
+            return;
+        };
+        let stream_sid = format!(
+            "MZ{:016x}{:016x}",
+            crate::os_random::random_u64(),
+            crate::os_random::random_u64()
+        );
+        tracing::info!(session = %session.short(), url = %redacted_url(&request.url), stream = %stream_sid, "media stream starts");
+        let tap = super::stream::start(session, request, stream_sid, self.counters.clone());
+        lock(&call.shared).taps.push(tap);
+    }
+
     fn close(&mut self, session: SessionId) -> MediaReport {
         let Some(call) = self.calls.remove(&session) else {
             return MediaReport::default();
@@ -476,10 +501,13 @@ impl MediaAllocator for RelayManager {
         let mut shared = lock(&call.shared);
         let digits = std::mem::take(&mut shared.dtmf[0].digits);
         let recording = shared.recorder.take().and_then(finish_recording);
+        // Dropping the taps ends their streams (each sends its `stop`).
+        let streams = shared.taps.drain(..).map(|tap| tap.report()).collect();
         MediaReport {
             packets: (call.packets[0].load(Relaxed), call.packets[1].load(Relaxed)),
             digits,
             recording,
+            streams,
         }
     }
 }
@@ -1021,5 +1049,125 @@ mod tests {
         );
         assert!(host.marker);
         relay.close(id(6));
+    }
+
+    /// An RTP packet of G.711 μ-law whose every payload byte is `byte`.
+    fn rtp_saying(seq: u16, byte: u8) -> Vec<u8> {
+        let mut p = rtp(seq, u32::from(seq) * 160, 40 + u32::from(byte));
+        let end = p.len();
+        p[12..end].fill(byte);
+        p
+    }
+
+    async fn next(messages: &mut mpsc::UnboundedReceiver<serde_json::Value>) -> serde_json::Value {
+        tokio::time::timeout(Duration::from_secs(5), messages.recv())
+            .await
+            .expect("the engine got a message")
+            .expect("the engine is listening")
+    }
+
+    fn payload(media: &serde_json::Value) -> Vec<u8> {
+        use base64::Engine as _;
+        let text = media["media"]["payload"].as_str().unwrap();
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_calls_stream_goes_on_through_a_flip_and_ends_with_the_call() {
+        use futures_util::StreamExt;
+        // The engine: the first connection's messages, in order.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}/engine", listener.local_addr().unwrap());
+        let (kept, mut messages) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+            while let Some(Ok(message)) = ws.next().await {
+                if let tokio_tungstenite::tungstenite::Message::Text(text) = message {
+                    let _ = kept
+                        .send(serde_json::from_str::<serde_json::Value>(text.as_str()).unwrap());
+                }
+            }
+        });
+        let (mut relay, _) = manager();
+        let ports = relay.open(id(9)).unwrap();
+        let far_end = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let desk = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mobile = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        relay.set_remote(id(9), Side::A, far_end.local_addr().unwrap());
+        relay.set_remote(id(9), Side::B, desk.local_addr().unwrap());
+        relay.start_stream(
+            id(9),
+            StreamRequest {
+                url: url.clone(),
+                tracks: super::super::Tracks::Both,
+                call_sid: "call-9".into(),
+                parameters: vec![("location".into(), "sydney".into())],
+            },
+        );
+        assert_eq!(next(&mut messages).await["event"], "connected");
+        let start = next(&mut messages).await;
+        assert_eq!(start["start"]["callSid"], "call-9", "{start}");
+        assert_eq!(start["start"]["customParameters"]["location"], "sydney");
+
+        // The caller (side A) speaks: inbound; the desk answers: outbound.
+        far_end
+            .send_to(&rtp_saying(1, 0x11), ("127.0.0.1", ports.a))
+            .await
+            .unwrap();
+        recv(&desk).await;
+        let said = next(&mut messages).await;
+        assert_eq!(
+            (said["media"]["track"].as_str(), payload(&said)),
+            (Some("inbound"), vec![0x11; 160])
+        );
+        desk.send_to(&rtp_saying(1, 0x22), ("127.0.0.1", ports.b))
+            .await
+            .unwrap();
+        recv(&far_end).await;
+        let heard = next(&mut messages).await;
+        assert_eq!(
+            (heard["media"]["track"].as_str(), payload(&heard)),
+            (Some("outbound"), vec![0x22; 160])
+        );
+
+        // The mobile takes side B over: the same stream, its outbound track goes on.
+        let new_port = relay.reserve_leg(id(9)).unwrap();
+        relay.switch_leg(id(9), Side::B).unwrap();
+        relay.set_remote(id(9), Side::B, mobile.local_addr().unwrap());
+        mobile
+            .send_to(&rtp_saying(2, 0x33), ("127.0.0.1", new_port))
+            .await
+            .unwrap();
+        recv(&far_end).await;
+        let heard = next(&mut messages).await;
+        assert_eq!(heard["media"]["track"], "outbound");
+        assert_eq!(heard["media"]["chunk"], "2", "the track goes on: {heard}");
+        assert_eq!(payload(&heard), vec![0x33; 160]);
+        far_end
+            .send_to(&rtp_saying(2, 0x44), ("127.0.0.1", ports.a))
+            .await
+            .unwrap();
+        recv(&mobile).await;
+        let said = next(&mut messages).await;
+        assert_eq!(
+            (said["media"]["chunk"].as_str(), payload(&said)),
+            (Some("2"), vec![0x44; 160])
+        );
+
+        // The call ends: the record's count, and `stop`.
+        let report = relay.close(id(9));
+        assert_eq!(report.streams.len(), 1);
+        assert_eq!(
+            (report.streams[0].frames, report.streams[0].dropped),
+            (4, 0)
+        );
+        assert_eq!(report.streams[0].url, url);
+        let stop = next(&mut messages).await;
+        assert_eq!(stop["event"], "stop", "{stop}");
+        assert_eq!(stop["stop"]["callSid"], "call-9");
+        assert_eq!(relay.counters.stream_frames_sent.load(Relaxed), 4);
     }
 }

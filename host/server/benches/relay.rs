@@ -1,12 +1,15 @@
 //! RTP relay cost: CALLS concurrent calls streaming G.711 both ways (50 packets/s per
 //! direction, 172-byte packets) through `RelayManager`, against the same streams sent
-//! socket to socket directly, in one run. Reports the host CPU per relayed packet (so
-//! packets/s per core) and the latency the relay adds (p50/p99).
+//! socket to socket directly, and through the relay again with every call's audio also
+//! streamed (both tracks) to a WebSocket engine — all in one run. Reports the host CPU
+//! per relayed packet (so packets/s per core), the latency the relay adds (p50/p99) and
+//! the streams' frame latency, RTP packet sent → `media` message at the engine.
 //!
 //!     cargo bench -p wasmpbx --bench relay            (CALLS=200 SECONDS=10 by default)
 //!
 //! Senders and receivers run in this process too; their cost is measured by the direct
-//! run and subtracted.
+//! run and subtracted. The engine runs in a child process (this binary again), so its
+//! cost is not counted as the host's.
 
 // Measuring happens on real time here.
 #![allow(clippy::disallowed_methods)]
@@ -20,9 +23,18 @@ use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use wasmpbx::call::SessionId;
 use wasmpbx::config::PortRange;
-use wasmpbx::media::{MediaAllocator, RelayManager, Side};
+use wasmpbx::media::{MediaAllocator, RelayManager, Side, StreamRequest, Tracks};
 
 const PACKET: usize = 172;
+/// Set in the child process that plays the engine.
+const ENGINE: &str = "WASMPBX_BENCH_ENGINE";
+
+/// Nanoseconds since the epoch: a clock this process and the engine's share.
+fn wall_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
 
 /// One direction of one call: send every 20 ms for `seconds`, stamping the send time.
 async fn stream(from: Arc<UdpSocket>, to: SocketAddr, start: Instant, seconds: u64) -> u64 {
@@ -34,6 +46,8 @@ async fn stream(from: Arc<UdpSocket>, to: SocketAddr, start: Instant, seconds: u
         tick.tick().await;
         let stamp = start.elapsed().as_nanos() as u64;
         packet[12..20].copy_from_slice(&stamp.to_le_bytes());
+        // For the engine, in the payload it receives (μ-law passes through unchanged).
+        packet[20..28].copy_from_slice(&wall_nanos().to_le_bytes());
         if from.send_to(&packet, to).await.is_ok() {
             sent += 1;
         }
@@ -65,7 +79,13 @@ struct Outcome {
     p99: u32,
 }
 
-async fn run(calls: usize, seconds: u64, relay: Option<&mut RelayManager>) -> Outcome {
+/// The relay, and the engine to stream every call to, if any.
+struct Through<'a> {
+    relay: &'a mut RelayManager,
+    engine: Option<&'a str>,
+}
+
+async fn run(calls: usize, seconds: u64, through: Option<Through<'_>>) -> Outcome {
     let mut pairs = Vec::new();
     for _ in 0..calls {
         let a = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
@@ -74,13 +94,25 @@ async fn run(calls: usize, seconds: u64, relay: Option<&mut RelayManager>) -> Ou
     }
     // Where each side sends: the relay's ports, or straight to the other side.
     let mut targets = Vec::new();
-    match relay {
-        Some(relay) => {
+    match through {
+        Some(Through { relay, engine }) => {
             for (i, (a, b)) in pairs.iter().enumerate() {
-                let id = SessionId::new(0, (i as u128).to_le_bytes()[..10].try_into().unwrap());
+                let id = SessionId::new(
+                    wall_nanos() / 1_000_000,
+                    (i as u128).to_le_bytes()[..10].try_into().unwrap(),
+                );
                 let ports = relay.open(id).unwrap();
                 relay.set_remote(id, Side::A, a.local_addr().unwrap());
                 relay.set_remote(id, Side::B, b.local_addr().unwrap());
+                if let Some(url) = engine {
+                    let request = StreamRequest {
+                        url: url.to_owned(),
+                        tracks: Tracks::Both,
+                        call_sid: id.to_string(),
+                        parameters: Vec::new(),
+                    };
+                    relay.start_stream(id, request);
+                }
                 targets.push((
                     SocketAddr::from(([127, 0, 0, 1], ports.a)),
                     SocketAddr::from(([127, 0, 0, 1], ports.b)),
@@ -128,8 +160,104 @@ async fn run(calls: usize, seconds: u64, relay: Option<&mut RelayManager>) -> Ou
     }
 }
 
+/// The engine (in the child process): print the port, take streams until stdin
+/// closes, then print how many `media` frames came and their latency (µs) p50 and p99.
+async fn engine() {
+    use futures_util::StreamExt;
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    println!("{}", listener.local_addr().unwrap().port());
+    let latencies = Arc::new(std::sync::Mutex::new(Vec::<u32>::new()));
+    let kept = latencies.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let kept = kept.clone();
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+                    return;
+                };
+                while let Some(Ok(message)) = ws.next().await {
+                    let Ok(text) = message.into_text() else {
+                        continue;
+                    };
+                    let Ok(value) = serde_json::from_str::<serde_json::Value>(&text) else {
+                        continue;
+                    };
+                    let Some(payload) = value["media"]["payload"].as_str() else {
+                        continue;
+                    };
+                    use base64::Engine as _;
+                    let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(payload)
+                    else {
+                        continue;
+                    };
+                    if bytes.len() >= 16 {
+                        let sent = u64::from_le_bytes(bytes[8..16].try_into().unwrap());
+                        let micros = wall_nanos().saturating_sub(sent) / 1000;
+                        kept.lock().unwrap().push(micros as u32);
+                    }
+                }
+            });
+        }
+    });
+    let mut rest = Vec::new();
+    let _ = tokio::io::stdin().read_to_end(&mut rest).await;
+    let mut all = latencies.lock().unwrap().clone();
+    all.sort_unstable();
+    let pick = |p: f64| {
+        all.get(((all.len() as f64 - 1.0) * p) as usize)
+            .copied()
+            .unwrap_or(0)
+    };
+    println!("{} {} {}", all.len(), pick(0.5), pick(0.99));
+}
+
+/// Start the engine child: it, and its URL.
+fn start_engine() -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .arg("--bench")
+        .env(ENGINE, "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (child, format!("ws://127.0.0.1:{}/bench", line.trim()))
+}
+
+/// Close the engine's stdin and read its count and latencies.
+fn finish_engine(mut child: std::process::Child) -> (u64, u32, u32) {
+    use std::io::Read;
+    drop(child.stdin.take());
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    child.wait().unwrap();
+    let fields: Vec<u64> = out
+        .split_whitespace()
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    (fields[0], fields[1] as u32, fields[2] as u32)
+}
+
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    if std::env::var_os(ENGINE).is_some() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(engine());
         return;
     }
     let calls: usize = std::env::var("CALLS")
@@ -155,12 +283,26 @@ fn main() {
             high: 49999,
         },
     );
-    let relayed = runtime.block_on(run(calls, seconds, Some(&mut relay)));
+    let through = Through {
+        relay: &mut relay,
+        engine: None,
+    };
+    let relayed = runtime.block_on(run(calls, seconds, Some(through)));
+    let (child, url) = start_engine();
+    let through = Through {
+        relay: &mut relay,
+        engine: Some(&url),
+    };
+    let streamed = runtime.block_on(run(calls, seconds, Some(through)));
+    // The last frames on their way.
+    std::thread::sleep(Duration::from_secs(1));
+    let (frames, frame_p50, frame_p99) = finish_engine(child);
     println!("| path | packets sent | received | loss | CPU (s) | latency p50 | latency p99 |");
     println!("|---|---|---|---|---|---|---|");
     for (name, o) in [
         ("direct (socket to socket)", &direct),
         ("through the relay", &relayed),
+        ("through the relay, every call streamed", &streamed),
     ] {
         println!(
             "| {name} | {} | {} | {:.3} % | {:.2} | {} µs | {} µs |",
@@ -188,5 +330,14 @@ fn main() {
         },
         relayed.p50.saturating_sub(direct.p50),
         relayed.p99.saturating_sub(direct.p99)
+    );
+    let stream_cpu = (streamed.cpu - direct.cpu).max(0.0);
+    println!(
+        "With every call streamed (both tracks): {:.1} µs of host CPU per relayed packet; \
+         the engine got {frames} frames of {} packets sent ({:.2} % lost), \
+         frame latency (RTP sent → media message read) p50 {frame_p50} µs, p99 {frame_p99} µs.",
+        stream_cpu / streamed.received.max(1) as f64 * 1e6,
+        streamed.packets,
+        100.0 * (streamed.packets as f64 - frames as f64) / streamed.packets as f64,
     );
 }

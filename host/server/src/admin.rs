@@ -329,6 +329,62 @@ async fn handle(
                 ),
             }
         }
+        (&Method::POST, ["calls", id, "events"]) => {
+            let Ok(session) = id.parse() else {
+                return error(StatusCode::NOT_FOUND, "no such live call");
+            };
+            let body = match Limited::new(request.into_body(), MAX_BODY).collect().await {
+                Ok(body) => body.to_bytes(),
+                Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
+            };
+            let event = match call_event(&body) {
+                Ok(event) => event,
+                Err(why) => return error(StatusCode::BAD_REQUEST, &why),
+            };
+            let name = event.name.clone();
+            match admin.core.call_event(session, event).await {
+                Some(Ok(())) => json_response(
+                    StatusCode::ACCEPTED,
+                    json!({ "session": session, "event": name }),
+                ),
+                Some(Err((code, reason))) => {
+                    let status = match code {
+                        429 => StatusCode::TOO_MANY_REQUESTS,
+                        _ => StatusCode::NOT_FOUND,
+                    };
+                    error(status, &reason)
+                }
+                None => error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the SIP core is not running",
+                ),
+            }
+        }
+        (&Method::GET, ["intents", location]) => {
+            if admin.config().location(location).is_none() {
+                return error(StatusCode::NOT_FOUND, "no such location");
+            }
+            let now = crate::clock::Clock::now(&crate::clock::SystemClock);
+            let since = match query_value(&query, "since") {
+                None => now - jiff::SignedDuration::from_hours(24),
+                Some(text) => match text.parse::<jiff::Timestamp>() {
+                    Ok(since) => since,
+                    Err(_) => {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            "since: an RFC 3339 time, e.g. 2026-12-05T00:00:00Z",
+                        );
+                    }
+                },
+            };
+            admin.store_progress.settle(SETTLE).await;
+            match admin.cdrs.intents(Some(location), since) {
+                Ok(counts) => {
+                    json_response(StatusCode::OK, intents_summary(location, since, &counts))
+                }
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+            }
+        }
         (&Method::GET, ["cdrs"]) => {
             let limit = query
                 .split('&')
@@ -395,6 +451,63 @@ async fn handle(
         }
         _ => error(StatusCode::NOT_FOUND, "not found"),
     }
+}
+
+/// An event for a call: `{"name": "intent", "value": "billing", "confidence": 0.92}`
+/// (`confidence` optional), or why not.
+fn call_event(body: &[u8]) -> Result<crate::driver::CallEventRequest, String> {
+    let shape = "send {\"name\": \"intent\", \"value\": \"billing\", \"confidence\": 0.9}";
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|_| shape.to_owned())?;
+    let (Some(name), Some(text)) = (value["name"].as_str(), value["value"].as_str()) else {
+        return Err(shape.into());
+    };
+    let confidence = match &value["confidence"] {
+        serde_json::Value::Null => None,
+        c => Some(c.as_f64().ok_or("confidence: a number from 0 to 1")?),
+    };
+    wasmpbx_types::record::CallEvent::check(name, text, confidence)?;
+    Ok(crate::driver::CallEventRequest {
+        name: name.to_owned(),
+        value: text.to_owned(),
+        confidence,
+    })
+}
+
+/// A query parameter's value, percent-decoded.
+fn query_value(query: &str, name: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let value = pair.strip_prefix(name)?.strip_prefix('=')?;
+        let value = value.replace('+', " ");
+        Some(
+            percent_encoding::percent_decode_str(&value)
+                .decode_utf8_lossy()
+                .into_owned(),
+        )
+    })
+}
+
+/// `GET /api/intents/{location}`: the counts by intent over the whole period, and by
+/// hour.
+fn intents_summary(
+    location: &str,
+    since: jiff::Timestamp,
+    counts: &[wasmpbx_types::record::IntentCount],
+) -> serde_json::Value {
+    let mut by_intent = std::collections::BTreeMap::<&str, u64>::new();
+    let mut by_hour =
+        std::collections::BTreeMap::<&str, std::collections::BTreeMap<&str, u64>>::new();
+    for count in counts {
+        *by_intent.entry(&count.intent).or_default() += count.calls;
+        by_hour
+            .entry(&count.hour)
+            .or_default()
+            .insert(&count.intent, count.calls);
+    }
+    let by_hour: Vec<_> = by_hour
+        .into_iter()
+        .map(|(hour, intents)| json!({ "hour": hour, "intents": intents }))
+        .collect();
+    json!({ "location": location, "since": since, "by_intent": by_intent, "by_hour": by_hour })
 }
 
 /// The devices a flip request names: an empty body (any), or `{"targets": [...]}`.
@@ -551,6 +664,39 @@ async fn metrics(admin: &Admin) -> String {
         "# TYPE wasmpbx_webrtc_bridges gauge\nwasmpbx_webrtc_bridges {}",
         admin.relay.webrtc_bridges.load(Relaxed)
     );
+    let relay = &admin.relay;
+    for (name, kind, help, value) in [
+        (
+            "wasmpbx_media_streams",
+            "gauge",
+            "Media streams to engines running now.",
+            &relay.streams_active,
+        ),
+        (
+            "wasmpbx_media_stream_frames_sent_total",
+            "counter",
+            "Audio frames sent to engines.",
+            &relay.stream_frames_sent,
+        ),
+        (
+            "wasmpbx_media_stream_frames_dropped_total",
+            "counter",
+            "Audio frames lost: an engine too slow, or its connection down.",
+            &relay.stream_frames_dropped,
+        ),
+        (
+            "wasmpbx_media_stream_failures_total",
+            "counter",
+            "Stream connections that failed or were lost.",
+            &relay.stream_failures,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
+            value.load(Relaxed)
+        );
+    }
     admin.scripts.metrics.render_prometheus(&mut out);
     out
 }

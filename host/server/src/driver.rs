@@ -226,6 +226,24 @@ impl CoreHandle {
         answer.await.ok()
     }
 
+    /// An outside system's event for a live call (`POST /api/calls/{id}/events`).
+    pub async fn call_event(
+        &self,
+        session: SessionId,
+        event: CallEventRequest,
+    ) -> Option<Result<(), crate::call::Refusal>> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(Input::Query(Query::Event {
+                session,
+                event,
+                reply,
+            }))
+            .await
+            .ok()?;
+        answer.await.ok()
+    }
+
     /// Run on a re-read config from now on; false if the core has stopped.
     pub async fn reconfigure(&self, config: Arc<Config>) -> bool {
         self.tx.send(Input::Reconfigure(config)).await.is_ok()
@@ -295,6 +313,19 @@ enum Query {
         targets: Vec<String>,
         reply: tokio::sync::oneshot::Sender<Result<(), crate::call::Refusal>>,
     },
+    Event {
+        session: SessionId,
+        event: CallEventRequest,
+        reply: tokio::sync::oneshot::Sender<Result<(), crate::call::Refusal>>,
+    },
+}
+
+/// An event for a call, as the admin API took it (already checked).
+#[derive(Debug)]
+pub struct CallEventRequest {
+    pub name: String,
+    pub value: String,
+    pub confidence: Option<f64>,
 }
 
 /// The SIP core's state for `/api/health` and `/healthz`.
@@ -419,6 +450,10 @@ pub async fn run(
                     }
                     Query::Flip { session, targets, reply } => {
                         let _ = reply.send(pbx.request_push(ambient(), session, targets));
+                    }
+                    Query::Event { session, event, reply } => {
+                        let CallEventRequest { name, value, confidence } = event;
+                        let _ = reply.send(pbx.call_event(ambient(), session, name, value, confidence));
                     }
                 },
                 None => return Ok(()),

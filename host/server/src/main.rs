@@ -50,6 +50,14 @@ enum CdrCommand {
         limit: usize,
         #[arg(long)]
         json: bool,
+        /// Instead of records: why callers called — calls by location, hour and the
+        /// intents engines posted for them.
+        #[arg(long)]
+        intents: bool,
+        /// With --intents: calls that started since this time (RFC 3339); default: the
+        /// last 24 hours.
+        #[arg(long, requires = "intents", value_parser = parse_since)]
+        since: Option<jiff::Timestamp>,
         /// The config whose store to read; default: the embedded default's.
         #[arg(long)]
         config: Option<PathBuf>,
@@ -139,9 +147,14 @@ fn main() -> ExitCode {
                 CdrCommand::List {
                     limit,
                     json,
+                    intents,
+                    since,
                     config,
                 },
-        } => cdr_list(limit, json, config.as_deref()),
+        } => match intents {
+            true => intents_list(since, json, config.as_deref()),
+            false => cdr_list(limit, json, config.as_deref()),
+        },
     };
     match result {
         Ok(code) => code,
@@ -267,7 +280,8 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn cdr_list(limit: usize, json: bool, config: Option<&Path>) -> anyhow::Result<ExitCode> {
+/// The store of the config at `config` (default: the embedded default's).
+fn open_store(config: Option<&Path>) -> anyhow::Result<wasmpbx::store::SqliteStore> {
     let config = match config {
         Some(path) => Config::load(path)?,
         None => Config::embedded_default(),
@@ -279,8 +293,46 @@ fn cdr_list(limit: usize, json: bool, config: Option<&Path>) -> anyhow::Result<E
             path.display()
         );
     }
-    let store = wasmpbx::store::SqliteStore::open(path)
-        .with_context(|| format!("store.path: {}", path.display()))?;
+    wasmpbx::store::SqliteStore::open(path)
+        .with_context(|| format!("store.path: {}", path.display()))
+}
+
+fn parse_since(text: &str) -> Result<jiff::Timestamp, String> {
+    text.parse()
+        .map_err(|e| format!("not an RFC 3339 time with an offset: {e}"))
+}
+
+fn intents_list(
+    since: Option<jiff::Timestamp>,
+    json: bool,
+    config: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    let store = open_store(config)?;
+    let now = wasmpbx::clock::Clock::now(&wasmpbx::clock::SystemClock);
+    let since = since.unwrap_or(now - jiff::SignedDuration::from_hours(24));
+    let counts = wasmpbx::store::CdrStore::intents(&store, None, since)?;
+    if json {
+        println!("{}", serde_json::to_value(&counts)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if counts.is_empty() {
+        println!("no intents on calls since {since}");
+    }
+    for count in counts {
+        println!(
+            "{}  {}  {}  {} call{}",
+            count.hour,
+            count.location,
+            count.intent,
+            count.calls,
+            if count.calls == 1 { "" } else { "s" }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cdr_list(limit: usize, json: bool, config: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let store = open_store(config)?;
     let records = wasmpbx::store::CdrStore::recent_cdrs(&store, limit)?;
     if json {
         println!("{}", serde_json::Value::Array(records));
@@ -336,8 +388,21 @@ fn cdr_list(limit: usize, json: bool, config: Option<&Path>) -> anyhow::Result<E
             .as_str()
             .map(|path| format!("  recording {path}"))
             .unwrap_or_default();
+        let streams: String = r["streams"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| {
+                format!(
+                    "  stream {} ({} frames, {} dropped)",
+                    s["url"].as_str().unwrap_or(""),
+                    s["frames"],
+                    s["dropped"]
+                )
+            })
+            .collect();
         println!(
-            "{}  session {}  {} -> {}  {}{}  location {}  script {}{}  legs {}  digits {:?}  tags [{}]{}{}",
+            "{}  session {}  {} -> {}  {}{}  location {}  script {}{}  legs {}  digits {:?}  tags [{}]{}{}{}",
             text("started_at"),
             r["session"],
             text("caller"),
@@ -355,6 +420,7 @@ fn cdr_list(limit: usize, json: bool, config: Option<&Path>) -> anyhow::Result<E
             text("digits"),
             tags.join(" "),
             recording,
+            streams,
             flips.concat(),
         );
     }

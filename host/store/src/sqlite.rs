@@ -4,7 +4,7 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use wasmpbx_sip::transaction::Transport;
-use wasmpbx_types::record::CallRecord;
+use wasmpbx_types::record::{CallRecord, IntentCount};
 use wasmpbx_types::registration::Binding;
 use wasmpbx_types::store::{CdrStore, KvStore, RegistrationStore, Result, StoreError, check_entry};
 
@@ -222,6 +222,41 @@ impl CdrStore for SqliteStore {
         Ok(live.len())
     }
 
+    fn intents(&self, location: Option<&str>, since: jiff::Timestamp) -> Result<Vec<IntentCount>> {
+        // Whole seconds, as start times are written, so the text comparison holds.
+        let since = jiff::Timestamp::from_second(since.as_second())
+            .unwrap_or(since)
+            .to_string();
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT json_extract(c.record, '$.location') AS place,
+                        substr(c.started_at, 1, 13) || ':00:00Z' AS hour,
+                        json_extract(e.value, '$.value') AS intent,
+                        COUNT(DISTINCT c.id)
+                 FROM cdrs AS c, json_each(c.record, '$.events') AS e
+                 WHERE c.started_at >= ?1
+                   AND json_extract(e.value, '$.name') = 'intent'
+                   AND json_extract(c.record, '$.location') IS NOT NULL
+                   AND (?2 IS NULL OR json_extract(c.record, '$.location') = ?2)
+                   AND json_type(e.value, '$.value') = 'text'
+                 GROUP BY hour, place, intent
+                 ORDER BY hour, place, intent",
+            )
+            .map_err(db)?;
+        let rows = stmt
+            .query_map(params![since, location], |row| {
+                Ok(IntentCount {
+                    location: row.get(0)?,
+                    hour: row.get(1)?,
+                    intent: row.get(2)?,
+                    calls: row.get::<_, i64>(3)?.try_into().unwrap_or(0),
+                })
+            })
+            .map_err(db)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db)
+    }
+
     fn recent_cdrs(&self, limit: usize) -> Result<Vec<serde_json::Value>> {
         let conn = self.conn();
         let mut stmt = conn
@@ -329,6 +364,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = super::SqliteStore::open(&dir.path().join("c.db")).unwrap();
         wasmpbx_types::store::contract::cdr_store_contract(&store);
+    }
+
+    #[test]
+    fn sqlite_store_counts_intents() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = super::SqliteStore::open(&dir.path().join("n.db")).unwrap();
+        wasmpbx_types::store::contract::intents_contract(&store);
     }
 
     #[test]

@@ -293,6 +293,9 @@ pub struct Location {
     pub fallback_number: String,
     /// The trunk for this location's outbound calls; default: the first trunk.
     pub trunk: Option<String>,
+    /// Stream every call's audio (both tracks) to this WebSocket, in the Twilio Media
+    /// Streams format.
+    pub stream_url: Option<String>,
     /// Free-form settings handed to the script.
     #[serde(default)]
     pub vars: BTreeMap<String, String>,
@@ -576,6 +579,10 @@ impl Config {
                 && !self.trunks.iter().any(|t| &t.name == trunk)
             {
                 return Err(format!("locations[{i}].trunk: no trunk is named {trunk:?}"));
+            }
+            if let Some(url) = &location.stream_url {
+                crate::media::StreamRequest::check_url(url)
+                    .map_err(|e| format!("locations[{i}].stream_url: {e}"))?;
             }
         }
         if !is_script_name(&self.scripts.flip_policy) {

@@ -62,6 +62,98 @@ pub enum MediaEvent {
     ReservedDigit { session: SessionId, digit: char },
 }
 
+/// Which of a call's audio a media stream carries, by the Twilio Media Streams track
+/// names: `inbound` is the caller (side A), `outbound` what the caller hears.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tracks {
+    Inbound,
+    Outbound,
+    Both,
+}
+
+impl Tracks {
+    pub fn carries(self, track: Track) -> bool {
+        matches!(
+            (self, track),
+            (Tracks::Both, _)
+                | (Tracks::Inbound, Track::Inbound)
+                | (Tracks::Outbound, Track::Outbound)
+        )
+    }
+
+    /// The names `start.tracks` lists.
+    pub fn names(self) -> &'static [&'static str] {
+        match self {
+            Tracks::Inbound => &["inbound"],
+            Tracks::Outbound => &["outbound"],
+            Tracks::Both => &["inbound", "outbound"],
+        }
+    }
+}
+
+/// One track of a call's audio.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Track {
+    /// What the caller (side A) says.
+    Inbound,
+    /// What the caller hears: the other side, and the host's prompts.
+    Outbound,
+}
+
+impl Track {
+    pub fn name(self) -> &'static str {
+        match self {
+            Track::Inbound => "inbound",
+            Track::Outbound => "outbound",
+        }
+    }
+}
+
+/// Stream a call's audio to a WebSocket in the Twilio Media Streams format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamRequest {
+    /// `ws://` or `wss://`.
+    pub url: String,
+    pub tracks: Tracks,
+    /// `start.callSid`: the session id, as the admin API names the call.
+    pub call_sid: String,
+    /// `start.customParameters`: the location, caller and dialled numbers, and any the
+    /// script gave.
+    pub parameters: Vec<(String, String)>,
+}
+
+impl StreamRequest {
+    /// Why `url` cannot be a stream's: it must be `ws://` or `wss://` with a host.
+    pub fn check_url(url: &str) -> Result<(), String> {
+        let rest = url
+            .strip_prefix("wss://")
+            .or_else(|| url.strip_prefix("ws://"))
+            .ok_or_else(|| format!("{:?} is not a ws:// or wss:// URL", redacted_url(url)))?;
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        let host = authority.rsplit('@').next().unwrap_or_default();
+        if host.is_empty() || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(format!("{:?} has no host or has spaces", redacted_url(url)));
+        }
+        Ok(())
+    }
+}
+
+/// `url` as logs and records may show it: without user info, query or fragment, where
+/// engines put their tokens.
+pub fn redacted_url(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let end = rest.find(['?', '#']).unwrap_or(rest.len());
+    let rest = &rest[..end];
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let host = authority.rsplit('@').next().unwrap_or_default();
+    if scheme.is_empty() {
+        format!("{host}{path}")
+    } else {
+        format!("{scheme}://{host}{path}")
+    }
+}
+
 /// What the call engine needs of media.
 pub trait MediaAllocator: Send {
     /// Bind a call's ports.
@@ -135,7 +227,10 @@ pub trait MediaAllocator: Send {
     fn start_recording(&mut self, session: SessionId, path: &Path) -> Result<(), String>;
     /// Stop recording; the finished file, if one was being written.
     fn stop_recording(&mut self, session: SessionId) -> Option<PathBuf>;
-    /// Release the call's ports (finishing any recording).
+    /// Stream the call's audio (from now until it ends) to a WebSocket. Never at the
+    /// call's expense: a stream that cannot keep up or connect loses frames, not audio.
+    fn start_stream(&mut self, session: SessionId, request: StreamRequest);
+    /// Release the call's ports (finishing any recording, ending any stream).
     fn close(&mut self, session: SessionId) -> MediaReport;
 }
 
@@ -157,4 +252,33 @@ pub struct MediaReport {
     pub digits: String,
     /// The recording finished at close, if one was running.
     pub recording: Option<PathBuf>,
+    /// The call's media streams.
+    pub streams: Vec<crate::record::StreamRecord>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_urls_are_checked_and_shown_without_their_secrets() {
+        assert!(StreamRequest::check_url("wss://engine.example/stream?token=x").is_ok());
+        assert!(StreamRequest::check_url("ws://127.0.0.1:9000").is_ok());
+        for bad in [
+            "http://engine.example/",
+            "wss://",
+            "wss:///path",
+            "ws://a b/",
+            "engine",
+        ] {
+            assert!(StreamRequest::check_url(bad).is_err(), "{bad}");
+        }
+        let err = StreamRequest::check_url("https://user:secret@e.example/?token=t").unwrap_err();
+        assert!(!err.contains("secret") && !err.contains("token"), "{err}");
+        assert_eq!(
+            redacted_url("wss://user:pw@engine.example:443/ai/stream?token=abc#x"),
+            "wss://engine.example:443/ai/stream"
+        );
+        assert_eq!(redacted_url("ws://127.0.0.1:9000"), "ws://127.0.0.1:9000");
+    }
 }

@@ -44,6 +44,79 @@ pub struct CallRecord {
     /// leg the host set up or a device brought in (forwards, forks, flips), in order —
     /// what to look for in a capture or a carrier's logs.
     pub call_ids: Vec<String>,
+    /// The call's audio streams to speech and AI engines.
+    pub streams: Vec<StreamRecord>,
+    /// What outside systems said of the call while it was live (an engine's intent),
+    /// in order; each also set the tag of its name.
+    pub events: Vec<CallEvent>,
+}
+
+/// Something an outside system said of a live call: `POST /api/calls/{id}/events` with
+/// `{"name": "intent", "value": "billing", "confidence": 0.92}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CallEvent {
+    pub at: jiff::Timestamp,
+    pub name: String,
+    pub value: String,
+    pub confidence: Option<f64>,
+}
+
+/// The longest event name and value, in bytes.
+pub const MAX_EVENT_NAME: usize = 64;
+pub const MAX_EVENT_VALUE: usize = 256;
+/// The most events one call's record keeps (an engine posting in a loop cannot grow it
+/// without end).
+pub const MAX_EVENTS_PER_CALL: usize = 100;
+
+impl CallEvent {
+    /// What an event must be: a name of letters, digits, `-`, `_` or `.`; a value of at
+    /// most [`MAX_EVENT_VALUE`] bytes without control characters; a confidence, if any,
+    /// from 0 to 1.
+    pub fn check(name: &str, value: &str, confidence: Option<f64>) -> Result<(), String> {
+        if name.is_empty()
+            || name.len() > MAX_EVENT_NAME
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return Err(format!(
+                "name: 1 to {MAX_EVENT_NAME} letters, digits, '-', '_' or '.'"
+            ));
+        }
+        if value.len() > MAX_EVENT_VALUE || value.chars().any(char::is_control) {
+            return Err(format!(
+                "value: at most {MAX_EVENT_VALUE} bytes, no control characters"
+            ));
+        }
+        if confidence.is_some_and(|c| !(0.0..=1.0).contains(&c)) {
+            return Err("confidence: from 0 to 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// How many calls of a location that started in one hour (UTC) had an intent: the
+/// value of their `intent` events (a call with several counts once for each).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IntentCount {
+    pub location: String,
+    /// The hour's start, e.g. `2026-12-05T09:00:00Z`.
+    pub hour: String,
+    pub intent: String,
+    pub calls: u64,
+}
+
+/// A media stream of a call, as its record keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StreamRecord {
+    /// The engine's URL without its query or user info (they may hold a token).
+    pub url: String,
+    pub tracks: crate::media::Tracks,
+    /// Audio frames (20 ms of one track) handed to the stream.
+    pub frames: u64,
+    /// Frames lost: the stream's queue was full (the engine too slow) or its
+    /// connection was down.
+    pub dropped: u64,
 }
 
 /// Where a record stands.
@@ -94,4 +167,30 @@ pub struct CallSummary {
     pub forwarded_to: Option<String>,
     pub started_at: jiff::Timestamp,
     pub answered_at: Option<jiff::Timestamp>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CallEvent;
+
+    #[test]
+    fn events_are_checked() {
+        assert!(CallEvent::check("intent", "billing", Some(0.92)).is_ok());
+        assert!(CallEvent::check("sentiment.score", "", None).is_ok());
+        for (name, value, confidence) in [
+            ("", "x", None),
+            ("in tent", "x", None),
+            ("intent", "bad\nline", None),
+            ("intent", "x", Some(1.5)),
+            ("intent", "x", Some(-0.1)),
+            ("intent", "x", Some(f64::NAN)),
+        ] {
+            assert!(
+                CallEvent::check(name, value, confidence).is_err(),
+                "{name:?} {value:?}"
+            );
+        }
+        assert!(CallEvent::check(&"n".repeat(65), "x", None).is_err());
+        assert!(CallEvent::check("intent", &"v".repeat(257), None).is_err());
+    }
 }

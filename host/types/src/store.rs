@@ -20,7 +20,7 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-use crate::record::CallRecord;
+use crate::record::{CallRecord, IntentCount};
 use crate::registration::Binding;
 
 /// The largest key and value the key-value store takes.
@@ -64,6 +64,65 @@ pub trait CdrStore: Send + Sync {
     /// (it crashed or was killed). Mark each `interrupted`, ended at its last update or
     /// the last sign of life, whichever is later; how many there were.
     fn close_interrupted(&self) -> Result<usize>;
+    /// Why callers called: for the calls that started at `since` or later (of
+    /// `location`, or of every location), how many had each `intent` event value, by
+    /// location and the hour they started; oldest hour first, then by location, then
+    /// by intent.
+    fn intents(&self, location: Option<&str>, since: jiff::Timestamp) -> Result<Vec<IntentCount>>;
+}
+
+/// [`CdrStore::intents`] over records as JSON, for backends that cannot ask their
+/// database: the calls' `(location, hour, intent)`s, each once per call.
+pub fn count_intents<'a>(
+    records: impl Iterator<Item = &'a serde_json::Value>,
+    location: Option<&str>,
+    since: jiff::Timestamp,
+) -> Vec<IntentCount> {
+    let mut counts: std::collections::BTreeMap<(String, String, String), u64> =
+        std::collections::BTreeMap::new();
+    for record in records {
+        let Some(started) = record["started_at"]
+            .as_str()
+            .and_then(|s| s.parse::<jiff::Timestamp>().ok())
+        else {
+            continue;
+        };
+        let Some(at) = record["location"].as_str() else {
+            continue;
+        };
+        if started < since || location.is_some_and(|l| l != at) {
+            continue;
+        }
+        let hour = hour_of(started);
+        let mut seen = std::collections::BTreeSet::new();
+        for event in record["events"].as_array().into_iter().flatten() {
+            if event["name"] == "intent"
+                && let Some(value) = event["value"].as_str()
+                && seen.insert(value)
+            {
+                *counts
+                    .entry((hour.clone(), at.to_owned(), value.to_owned()))
+                    .or_default() += 1;
+            }
+        }
+    }
+    counts
+        .into_iter()
+        .map(|((hour, location, intent), calls)| IntentCount {
+            location,
+            hour,
+            intent,
+            calls,
+        })
+        .collect()
+}
+
+/// The start of the hour `at` is in, as [`IntentCount::hour`] names it.
+pub fn hour_of(at: jiff::Timestamp) -> String {
+    let second = at.as_second();
+    jiff::Timestamp::from_second(second - second.rem_euclid(3600))
+        .unwrap_or(at)
+        .to_string()
 }
 
 /// What [`CdrStore::close_interrupted`] does to one live record (as JSON), for every
@@ -184,6 +243,8 @@ pub mod contract {
             recording: None,
             flips: Vec::new(),
             call_ids: vec!["a@1".into(), "b@1".into()],
+            streams: Vec::new(),
+            events: Vec::new(),
         }
     }
 
@@ -224,6 +285,70 @@ pub mod contract {
         store.save_cdr(&early).unwrap();
         let recent = store.recent_cdrs(10).unwrap();
         assert_eq!(recent[3]["caller"], "0433");
+    }
+
+    /// The intents of calls, counted once per call, by location and hour of start.
+    pub fn intents_contract(store: &dyn CdrStore) {
+        let second = |s| jiff::Timestamp::from_second(s).unwrap_or_default();
+        let event = |value: &str| crate::record::CallEvent {
+            at: second(1_790_000_100),
+            name: "intent".into(),
+            value: value.into(),
+            confidence: Some(0.9),
+        };
+        let call = |session, started, location: &str, intents: &[&str]| {
+            let mut r = record(session, "0400");
+            r.started_at = second(started);
+            r.location = Some(location.into());
+            r.events = intents.iter().map(|i| event(i)).collect();
+            r.events.push(crate::record::CallEvent {
+                name: "sentiment".into(),
+                ..event("calm")
+            });
+            r
+        };
+        // 1_789_999_200 is 2026-09-21T22:00:00Z, an hour's start.
+        store
+            .save_cdr(&call(1, 1_789_999_300, "sydney", &["billing", "billing"]))
+            .unwrap();
+        store
+            .save_cdr(&call(2, 1_790_000_000, "sydney", &["billing", "sales"]))
+            .unwrap();
+        store
+            .save_cdr(&call(3, 1_790_003_000, "sydney", &["sales"]))
+            .unwrap();
+        store
+            .save_cdr(&call(4, 1_790_000_000, "perth", &["billing"]))
+            .unwrap();
+        store
+            .save_cdr(&call(5, 1_780_000_000, "sydney", &["billing"]))
+            .unwrap();
+        let count = |location, hour: i64, intent: &str, calls| IntentCount {
+            location: String::from(location),
+            hour: second(hour).to_string(),
+            intent: intent.into(),
+            calls,
+        };
+        assert_eq!(
+            store
+                .intents(Some("sydney"), second(1_789_999_000))
+                .unwrap(),
+            vec![
+                count("sydney", 1_789_999_200, "billing", 2),
+                count("sydney", 1_789_999_200, "sales", 1),
+                count("sydney", 1_790_002_800, "sales", 1),
+            ]
+        );
+        assert_eq!(
+            store.intents(None, second(1_790_000_000)).unwrap(),
+            vec![
+                count("perth", 1_789_999_200, "billing", 1),
+                count("sydney", 1_789_999_200, "billing", 1),
+                count("sydney", 1_789_999_200, "sales", 1),
+                count("sydney", 1_790_002_800, "sales", 1),
+            ]
+        );
+        assert!(store.intents(Some("darwin"), second(0)).unwrap().is_empty());
     }
 
     /// Calls live when the host died: marked interrupted at the next start, ended at

@@ -22,7 +22,7 @@ use rsip::prelude::*;
 
 use crate::config::{Config, Location};
 use crate::flip::FlipResult;
-use crate::media::{MediaAllocator, MediaPorts, Playback, Prompts, Side};
+use crate::media::{MediaAllocator, MediaPorts, Playback, Prompts, Side, StreamRequest, Tracks};
 use crate::pbx::{Ambient, PbxOutput};
 use crate::registrar::Registrar;
 use crate::routing::{
@@ -54,6 +54,8 @@ mod record_tests;
 #[cfg(test)]
 mod reload_tests;
 #[cfg(test)]
+mod stream_tests;
+#[cfg(test)]
 mod testing;
 #[cfg(test)]
 mod trunk_tests;
@@ -65,6 +67,7 @@ use requests::{
     Dialog, InviteParts, Via, addr_spec, attach_sdp, caller_response, cancel_for, dtmf_from_info,
     initial_invite, route_set_of_request, route_set_of_response, tag_of, with_tag,
 };
+use wasmpbx_types::record::{CallEvent, MAX_EVENTS_PER_CALL};
 pub use wasmpbx_types::record::{CallRecord, CallSummary, RecordState, UserCall};
 
 pub use wasmpbx_types::ids::SessionId;
@@ -133,6 +136,24 @@ impl Outbound {
     /// End this leg's (answered) dialog: BYE.
     fn hang_up(&mut self, ctx: &mut Ctx<'_>, id: SessionId, by_client_txn: &mut ClientTxns) {
         send_in_dialog(ctx, &mut self.dialog, id, by_client_txn, None);
+    }
+}
+
+/// A stream of both tracks of a call's audio: `start.customParameters` names the
+/// location, caller and dialled number.
+fn stream_request(url: String, call: &CallInfo) -> StreamRequest {
+    let mut parameters = vec![
+        ("caller".to_owned(), call.caller.clone()),
+        ("dialed".to_owned(), call.dialed.clone()),
+    ];
+    if let Some(location) = &call.location {
+        parameters.insert(0, ("location".to_owned(), location.clone()));
+    }
+    StreamRequest {
+        url,
+        tracks: Tracks::Both,
+        call_sid: call.call_id.clone(),
+        parameters,
     }
 }
 
@@ -681,6 +702,8 @@ impl Calls {
             duration_ms: 0,
             flips: Vec::new(),
             call_ids: vec![call_id.clone()],
+            streams: Vec::new(),
+            events: Vec::new(),
         };
         let session = Session {
             call: call.clone(),
@@ -726,6 +749,11 @@ impl Calls {
             a_gone: false,
             keys: Default::default(),
         };
+        // A location may stream every call's audio to an engine (listen-mode analysis
+        // needs no script for it).
+        if let Some(url) = location.as_ref().and_then(|l| l.stream_url.clone()) {
+            ctx.media.start_stream(id, stream_request(url, &call));
+        }
         self.sessions.insert(id, session);
         self.by_call_id.insert(call_id, id);
         self.by_a_txn.insert(txn, id);
@@ -777,6 +805,40 @@ impl Calls {
             );
         }
         self.apply(ctx, id, decision.actions);
+    }
+
+    /// An outside system's word on a live call (`POST /api/calls/{id}/events`, an
+    /// engine's intent): it joins the record (written again if the call was answered)
+    /// and sets the tag of its name, which the script sees with the call's next event.
+    pub fn note_event(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        id: SessionId,
+        name: String,
+        value: String,
+        confidence: Option<f64>,
+    ) -> Result<(), Refusal> {
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return Err((404, "no such live call".into()));
+        };
+        if session.record.events.len() >= MAX_EVENTS_PER_CALL {
+            return Err((
+                429,
+                format!("a call keeps at most {MAX_EVENTS_PER_CALL} events"),
+            ));
+        }
+        tracing::info!(session = %id.short(), name, value, ?confidence, "external event");
+        session.call.set_tag(&name, &value);
+        session.record.tags.clone_from(&session.call.tags);
+        session.record.events.push(CallEvent {
+            at: jiff::Timestamp::from_second(ctx.ambient.wall_secs())
+                .unwrap_or(session.record.started_at),
+            name,
+            value,
+            confidence,
+        });
+        write_live_record(ctx, &mut session.record);
+        Ok(())
     }
 
     /// The script's answer to `call-ended`: its tags complete the record, which is then
@@ -1691,6 +1753,7 @@ impl Calls {
         if let Some(path) = media.recording {
             session.record.recording = Some(path.display().to_string());
         }
+        session.record.streams = media.streams;
         self.by_call_id.remove(&session.a_dialog.call_id);
         for leg in session.b.iter().chain(&session.forks) {
             self.by_call_id.remove(&leg.dialog.call_id);

@@ -113,3 +113,56 @@ fn an_ended_call_leaves_nothing_behind() {
         );
     }
 }
+
+#[test]
+fn an_external_event_joins_the_record_and_sets_its_tag() {
+    let mut w = World::connected();
+    let id = w.session();
+    let live_before = w.live_records.len();
+    let ambient = w.ambient();
+    w.pbx
+        .call_event(ambient, id, "intent".into(), "billing".into(), Some(0.92))
+        .unwrap();
+    w.drain();
+    let live = w
+        .live_records
+        .last()
+        .expect("written again: the call is answered");
+    assert_eq!(w.live_records.len(), live_before + 1);
+    assert_eq!(live.events.len(), 1);
+    assert_eq!(live.events[0].name, "intent");
+    assert_eq!(live.events[0].value, "billing");
+    assert_eq!(live.events[0].confidence, Some(0.92));
+    assert!(
+        live.tags.contains(&("intent".into(), "billing".into())),
+        "{:?}",
+        live.tags
+    );
+
+    for n in 1..wasmpbx_types::record::MAX_EVENTS_PER_CALL {
+        let ambient = w.ambient();
+        w.pbx
+            .call_event(ambient, id, "sentiment".into(), n.to_string(), None)
+            .unwrap();
+    }
+    let ambient = w.ambient();
+    let refused = w
+        .pbx
+        .call_event(ambient, id, "sentiment".into(), "more".into(), None)
+        .unwrap_err();
+    assert_eq!(refused.0, 429, "an engine posting in a loop is capped");
+    w.drain();
+    let ended = w.far_end_hangs_up();
+    assert_eq!(
+        ended.events.len(),
+        wasmpbx_types::record::MAX_EVENTS_PER_CALL,
+        "kept to the end"
+    );
+    assert!(ended.tags.contains(&("intent".into(), "billing".into())));
+    let ambient = w.ambient();
+    let refused = w
+        .pbx
+        .call_event(ambient, id, "intent".into(), "sales".into(), None)
+        .unwrap_err();
+    assert_eq!(refused.0, 404, "the call is over");
+}

@@ -20,6 +20,7 @@ pub(crate) enum Did {
     Release,
     /// A prompt to the device on the reserved ports.
     PromptReserved(String),
+    Stream(crate::media::StreamRequest),
 }
 
 #[derive(Clone, Default)]
@@ -97,6 +98,9 @@ impl MediaAllocator for FakeMedia {
     }
     fn stop_recording(&mut self, _: SessionId) -> Option<std::path::PathBuf> {
         None
+    }
+    fn start_stream(&mut self, _: SessionId, request: crate::media::StreamRequest) {
+        self.0.lock().unwrap().push(Did::Stream(request));
     }
     fn close(&mut self, _: SessionId) -> MediaReport {
         MediaReport::default()

@@ -17,6 +17,7 @@ mod flip;
 mod hot_reload;
 mod languages;
 mod listen_mode;
+mod media_streams;
 mod reload;
 mod script_runtime;
 mod sip_registrar;

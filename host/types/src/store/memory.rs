@@ -113,6 +113,15 @@ impl CdrStore for MemoryStore {
         let live = cdrs.iter_mut().filter(|r| r["state"] == "live");
         Ok(live.map(|r| super::interrupt(r, alive_at)).count())
     }
+
+    fn intents(
+        &self,
+        location: Option<&str>,
+        since: jiff::Timestamp,
+    ) -> Result<Vec<crate::record::IntentCount>> {
+        let cdrs = self.cdrs.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(super::count_intents(cdrs.iter(), location, since))
+    }
 }
 
 #[cfg(test)]
@@ -131,5 +140,6 @@ mod tests {
     fn memory_store_keeps_the_cdr_contract() {
         super::super::contract::cdr_store_contract(&super::MemoryStore::new());
         super::super::contract::interrupted_cdr_contract(&super::MemoryStore::new());
+        super::super::contract::intents_contract(&super::MemoryStore::new());
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod callers;
 pub mod carrier;
+pub mod engine;
 pub mod server;
 
 use std::path::Path;

@@ -39,6 +39,11 @@ impl Server {
 
     /// Start with scripts (name, built guest path) in the scripts folder.
     pub fn start_with_scripts(extra: &str, scripts: &[(&str, &str)]) -> Self {
+        Self::start_with_env(extra, scripts, &[])
+    }
+
+    /// [`Self::start_with_scripts`], the server's process given `env` too.
+    pub fn start_with_env(extra: &str, scripts: &[(&str, &str)], env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("scripts")).unwrap();
         for (name, path) in scripts {
@@ -48,7 +53,7 @@ impl Server {
             )
             .unwrap();
         }
-        Self::start_in(dir, extra)
+        Self::launch(dir, extra, env)
     }
 
     /// What the server logged so far.
@@ -82,6 +87,10 @@ impl Server {
 
     /// Start (or restart) in an existing folder: the store persists across.
     pub fn start_in(dir: tempfile::TempDir, extra: &str) -> Self {
+        Self::launch(dir, extra, &[])
+    }
+
+    fn launch(dir: tempfile::TempDir, extra: &str, env: &[(&str, &str)]) -> Self {
         let config = dir.path().join("wasmpbx.toml");
         // The scripts folder is the test's; `extra` may add to its [scripts] table.
         let scripts = format!(
@@ -125,6 +134,7 @@ impl Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_wasmpbx"))
             .args(["run", "--config", config.to_str().unwrap()])
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(dir.path().join("server.log")).unwrap())
             .spawn()

@@ -1,0 +1,48 @@
+//! A location's `stream_url`: every call to it streams its audio from the start.
+
+use super::testing::Did;
+use super::world::{CONFIG, World};
+use crate::media::{StreamRequest, Tracks};
+
+#[test]
+fn a_call_to_a_location_with_a_stream_url_streams_both_tracks_from_the_start() {
+    let config = CONFIG.replace(
+        "fallback_number = \"999\"",
+        "fallback_number = \"999\"\nstream_url = \"wss://engine.test/stream?token=t\"",
+    );
+    let mut w = World::with_config(&config);
+    w.far_end_calls("0400", "100", "streamed");
+    let id = w.session();
+    let streams: Vec<StreamRequest> = w
+        .media
+        .take()
+        .into_iter()
+        .filter_map(|did| match did {
+            Did::Stream(request) => Some(request),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        streams,
+        [StreamRequest {
+            url: "wss://engine.test/stream?token=t".into(),
+            tracks: Tracks::Both,
+            call_sid: id.to_string(),
+            parameters: vec![
+                ("location".into(), "sydney".into()),
+                ("caller".into(), "0400".into()),
+                ("dialed".into(), "100".into()),
+            ],
+        }]
+    );
+}
+
+#[test]
+fn a_location_without_a_stream_url_streams_nothing() {
+    let mut w = World::new();
+    w.far_end_calls("0400", "100", "quiet");
+    assert!(
+        !w.media.take().iter().any(|d| matches!(d, Did::Stream(_))),
+        "no stream"
+    );
+}
