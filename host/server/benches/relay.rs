@@ -209,7 +209,15 @@ async fn engine() {
             .copied()
             .unwrap_or(0)
     };
-    println!("{} {} {}", all.len(), pick(0.5), pick(0.99));
+    // Whoever started the engine may have stopped listening (cps.sh exits): no matter.
+    use std::io::Write as _;
+    let _ = writeln!(
+        std::io::stdout(),
+        "{} {} {}",
+        all.len(),
+        pick(0.5),
+        pick(0.99)
+    );
 }
 
 /// Start the engine child: it, and its URL.
