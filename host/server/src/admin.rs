@@ -378,11 +378,17 @@ async fn handle(
                 },
             };
             admin.store_progress.settle(SETTLE).await;
-            match admin.cdrs.intents(Some(location), since) {
+            // A day of records can be many: counted off the async threads.
+            let (cdrs, place) = (admin.cdrs.clone(), location.to_string());
+            let counted = tokio::task::spawn_blocking(move || cdrs.intents(Some(&place), since))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|counted| counted.map_err(|e| e.to_string()));
+            match counted {
                 Ok(counts) => {
                     json_response(StatusCode::OK, intents_summary(location, since, &counts))
                 }
-                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e),
             }
         }
         (&Method::GET, ["cdrs"]) => {
