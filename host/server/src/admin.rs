@@ -670,6 +670,26 @@ async fn metrics(admin: &Admin) -> String {
         "# TYPE wasmpbx_webrtc_bridges gauge\nwasmpbx_webrtc_bridges {}",
         admin.relay.webrtc_bridges.load(Relaxed)
     );
+    let _ = writeln!(
+        out,
+        "# HELP wasmpbx_sip_timers_late_total SIP timers that fired late, by how late (seconds): a busy or stalled loop, which every message waits for too.\n# TYPE wasmpbx_sip_timers_late_total counter"
+    );
+    for (bound, count) in crate::driver::TIMER_LATE
+        .iter()
+        .zip(&admin.calls.timers_late)
+    {
+        let _ = writeln!(
+            out,
+            "wasmpbx_sip_timers_late_total{{over=\"{}\"}} {}",
+            bound.as_secs_f64(),
+            count.load(Relaxed)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP wasmpbx_sip_timer_lag_max_seconds The latest a SIP timer has fired since start.\n# TYPE wasmpbx_sip_timer_lag_max_seconds gauge\nwasmpbx_sip_timer_lag_max_seconds {}",
+        admin.calls.timer_lag_max_us.load(Relaxed) as f64 / 1e6
+    );
     let relay = &admin.relay;
     for (name, kind, help, value) in [
         (

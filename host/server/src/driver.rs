@@ -147,6 +147,46 @@ pub struct CallStats {
     /// Messages sent before the call record they follow was written (the store was
     /// more than [`RECORD_WAIT`] behind).
     pub records_late: std::sync::atomic::AtomicU64,
+    /// The SIP loop's timers that fired over 10 ms, 100 ms and 1 s late ([`TIMER_LATE`]):
+    /// a busy or stalled loop, which every message waits for too.
+    pub timers_late: [std::sync::atomic::AtomicU64; 3],
+    /// The latest a timer has fired since start, in microseconds.
+    pub timer_lag_max_us: std::sync::atomic::AtomicU64,
+}
+
+/// How late a SIP timer fired, counted in [`CallStats::timers_late`].
+pub const TIMER_LATE: [std::time::Duration; 3] = [
+    std::time::Duration::from_millis(10),
+    std::time::Duration::from_millis(100),
+    std::time::Duration::from_secs(1),
+];
+
+/// A timer fired `lag` after it was due: count it, and say so when it is over a second
+/// (once a minute at most: a loop that late means the machine or the host is overloaded).
+fn note_timer_lag(
+    stats: &CallStats,
+    lag: std::time::Duration,
+    now: std::time::Instant,
+    said: &mut Option<std::time::Instant>,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    for (bound, count) in TIMER_LATE.iter().zip(&stats.timers_late) {
+        if lag > *bound {
+            count.fetch_add(1, Relaxed);
+        }
+    }
+    let micros = u64::try_from(lag.as_micros()).unwrap_or(u64::MAX);
+    stats.timer_lag_max_us.fetch_max(micros, Relaxed);
+    let quiet = said
+        .is_some_and(|at| now.saturating_duration_since(at) < std::time::Duration::from_secs(60));
+    if lag > TIMER_LATE[2] && !quiet {
+        tracing::warn!(
+            lag_ms = lag.as_millis() as u64,
+            "the SIP loop ran its timers {} ms late: every message waited about as long (the machine or the host is overloaded)",
+            lag.as_millis()
+        );
+        *said = Some(now);
+    }
 }
 
 /// How long a message waits for the call record it follows (the answer's 200 for the
@@ -390,6 +430,8 @@ pub async fn run(
     pbx.start_trunks(ambient());
     // Set while draining: when what is left is hung up.
     let mut drain_until: Option<std::time::Instant> = None;
+    // When the loop last said it ran late.
+    let mut lag_said: Option<std::time::Instant> = None;
 
     loop {
         let deadline = pbx.poll_timeout().into_iter().chain(held.deadline()).min();
@@ -461,7 +503,13 @@ pub async fn run(
             Some(event) = media_events.recv() => pbx.handle_media_event(ambient(), event),
             // The store wrote something: held messages may go (below).
             Ok(()) = written.changed(), if !held.is_empty() => {}
-            _ = sleep => pbx.handle_timeout(ambient()),
+            _ = sleep => {
+                if let Some(due) = deadline {
+                    let now = monotonic_now();
+                    note_timer_lag(&stats, now.saturating_duration_since(due), now, &mut lag_said);
+                }
+                pbx.handle_timeout(ambient());
+            }
             changed = stop.changed() => {
                 let asked = if changed.is_ok() { *stop.borrow() } else { Stop::Now };
                 if asked == Stop::Drain && drain_until.is_none() {
@@ -1029,6 +1077,21 @@ impl CoreHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timers_are_counted_by_how_late_they_fired() {
+        use std::sync::atomic::Ordering::Relaxed;
+        use std::time::Duration;
+        let stats = CallStats::default();
+        let (now, mut said) = (monotonic_now(), None);
+        for ms in [2, 50, 50, 1500] {
+            note_timer_lag(&stats, Duration::from_millis(ms), now, &mut said);
+        }
+        let late: Vec<u64> = stats.timers_late.iter().map(|c| c.load(Relaxed)).collect();
+        assert_eq!(late, [3, 1, 1], "over 10 ms, 100 ms, 1 s");
+        assert_eq!(stats.timer_lag_max_us.load(Relaxed), 1_500_000);
+        assert_eq!(said, Some(now), "over a second is said");
+    }
 
     /// Messages wait for their step's record, later steps wait behind them, and a
     /// store that does not answer holds nothing longer than RECORD_WAIT.
