@@ -13,6 +13,8 @@ packages=()
 command -v sipp >/dev/null || packages+=(sip-tester)
 command -v baresip >/dev/null || packages+=(baresip baresip-core)
 command -v sox >/dev/null || packages+=(sox)
+# Text-to-speech for `say` (the host runs espeak-ng; the tests check what it said).
+command -v espeak-ng >/dev/null || packages+=(espeak-ng)
 command -v ip >/dev/null || packages+=(iproute2)
 command -v python3 >/dev/null || packages+=(python3)
 python3 -c 'import ensurepip' 2>/dev/null || packages+=(python3-venv)

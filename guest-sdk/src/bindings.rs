@@ -23,11 +23,11 @@ pub mod routing {
         export_macro_name: "__export_routing_script",
         default_bindings_module: "::wasmpbx_guest::__bindings::routing",
         with: {
-            "wasmpbx:script/log@0.1.0": crate::__bindings::host::wasmpbx::script::log,
-            "wasmpbx:script/clock@0.1.0": crate::__bindings::host::wasmpbx::script::clock,
-            "wasmpbx:script/config@0.1.0": crate::__bindings::host::wasmpbx::script::config,
-            "wasmpbx:script/directory@0.1.0": crate::__bindings::host::wasmpbx::script::directory,
-            "wasmpbx:script/kv@0.1.0": crate::__bindings::host::wasmpbx::script::kv,
+            "wasmpbx:script/log@0.2.0": crate::__bindings::host::wasmpbx::script::log,
+            "wasmpbx:script/clock@0.2.0": crate::__bindings::host::wasmpbx::script::clock,
+            "wasmpbx:script/config@0.2.0": crate::__bindings::host::wasmpbx::script::config,
+            "wasmpbx:script/directory@0.2.0": crate::__bindings::host::wasmpbx::script::directory,
+            "wasmpbx:script/kv@0.2.0": crate::__bindings::host::wasmpbx::script::kv,
         },
     });
 }
@@ -40,11 +40,11 @@ pub mod flip {
         export_macro_name: "__export_flip_policy_script",
         default_bindings_module: "::wasmpbx_guest::__bindings::flip",
         with: {
-            "wasmpbx:script/log@0.1.0": crate::__bindings::host::wasmpbx::script::log,
-            "wasmpbx:script/clock@0.1.0": crate::__bindings::host::wasmpbx::script::clock,
-            "wasmpbx:script/config@0.1.0": crate::__bindings::host::wasmpbx::script::config,
-            "wasmpbx:script/directory@0.1.0": crate::__bindings::host::wasmpbx::script::directory,
-            "wasmpbx:script/kv@0.1.0": crate::__bindings::host::wasmpbx::script::kv,
+            "wasmpbx:script/log@0.2.0": crate::__bindings::host::wasmpbx::script::log,
+            "wasmpbx:script/clock@0.2.0": crate::__bindings::host::wasmpbx::script::clock,
+            "wasmpbx:script/config@0.2.0": crate::__bindings::host::wasmpbx::script::config,
+            "wasmpbx:script/directory@0.2.0": crate::__bindings::host::wasmpbx::script::directory,
+            "wasmpbx:script/kv@0.2.0": crate::__bindings::host::wasmpbx::script::kv,
         },
     });
 }

@@ -50,8 +50,9 @@ pub use __bindings::host::wasmpbx::script::clock::{Instant, LocalTime, Weekday};
 pub use __bindings::host::wasmpbx::script::directory::{Device, User};
 pub use flip_wit::{Allow, CallFacts, Decision, Direction, FlipKind, FlipRequest, Trigger};
 pub use router_wit::{
-    Action, CallContext as Call, CallEnded, DeviceOrigin, Disposition, Event, Forward,
-    ForwardFailure, ForwardTarget, Gather, GatherEnd, Gathered, Origin, Play, Reject,
+    Action, CallContext as Call, CallEnded, DeviceOrigin, Disposition, Event, ExternalEvent,
+    Forward, ForwardFailure, ForwardTarget, Gather, GatherEnd, Gathered, MediaStream, Origin, Play,
+    Reject, Say, StreamTracks,
 };
 
 /// A routing script: what to do at each event of a call. Only `incoming` is required;
@@ -75,6 +76,12 @@ pub trait Router {
     fn call_ended(_call: &Call, _ended: &CallEnded) -> Vec<Action> {
         Vec::new()
     }
+
+    /// An outside system's word on the call, e.g. an engine's `intent` (already a tag on
+    /// the call). The default does nothing: the call goes on as it was.
+    fn external(_call: &Call, _event: &ExternalEvent) -> Vec<Action> {
+        Vec::new()
+    }
 }
 
 /// A flip policy: may this flip happen, to which devices?
@@ -89,6 +96,7 @@ pub fn __dispatch_router<R: Router>(call: Call, event: Event) -> Vec<Action> {
         Event::DigitsGathered(gathered) => R::digits_gathered(&call, &gathered),
         Event::ForwardFailed(failure) => R::forward_failed(&call, &failure),
         Event::CallEnded(ended) => R::call_ended(&call, &ended),
+        Event::External(event) => R::external(&call, &event),
     }
 }
 
@@ -188,9 +196,17 @@ impl Action {
         })
     }
 
+    /// Speak `text` with the host's default voice.
+    pub fn say(text: impl Into<String>) -> Self {
+        Action::Say(Say {
+            text: text.into(),
+            voice: None,
+        })
+    }
+
     /// Gather up to `max_digits` digits, waiting `timeout_ms` for each, while `prompt`
-    /// plays (interrupted by the first digit). For a terminator key or a different
-    /// inter-digit timeout, build the [`Gather`] record.
+    /// plays (interrupted by the first digit). For spoken text, a terminator key or a
+    /// different inter-digit timeout, build the [`Gather`] record.
     pub fn gather(max_digits: u8, timeout_ms: u32, prompt: Option<&str>) -> Self {
         Action::Gather(Gather {
             max_digits,
@@ -198,6 +214,16 @@ impl Action {
             inter_digit_timeout_ms: None,
             terminator: None,
             prompt: prompt.map(Into::into),
+            say: None,
+        })
+    }
+
+    /// Stream both tracks of the call's audio to a speech or AI engine's WebSocket.
+    pub fn stream_to(url: impl Into<String>) -> Self {
+        Action::MediaStream(MediaStream {
+            url: url.into(),
+            tracks: StreamTracks::Both,
+            parameters: Vec::new(),
         })
     }
 

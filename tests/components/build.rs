@@ -6,13 +6,15 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// (package, constant name).
-const GUESTS: [(&str, &str); 6] = [
+const GUESTS: [(&str, &str); 8] = [
     ("listen", "LISTEN"),
     ("front-door", "FRONT_DOOR"),
     ("flip-policy", "FLIP_POLICY"),
     ("misbehave", "MISBEHAVE"),
     ("other-world", "OTHER_WORLD"),
     ("old-version", "OLD_VERSION"),
+    ("built-for-0-1", "BUILT_FOR_0_1"),
+    ("speaker", "SPEAKER"),
 ];
 
 fn main() {
@@ -30,6 +32,7 @@ fn main() {
         "scripts/front-door",
         "scripts/flip-policy",
         "tests/guests",
+        "host/script/wit",
         "Cargo.lock",
     ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());

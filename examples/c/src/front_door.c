@@ -269,7 +269,7 @@ void exports_wasmpbx_script_router_handle(exports_wasmpbx_script_router_call_con
         case EXPORTS_WASMPBX_SCRIPT_ROUTER_EVENT_FORWARD_FAILED:
             forward_failed(&list, call, &event->val.forward_failed);
             break;
-        default:  // call-ended: nothing to do
+        default:  // call-ended, external: nothing to do
             break;
     }
     ret->ptr = list.items;

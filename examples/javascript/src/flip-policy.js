@@ -7,8 +7,8 @@
 // - If a target device's name matches the `[flip] pin_devices` globs (shared desk
 //   phones, e.g. "lobby-*") and the user has a PIN, the PIN is required.
 
-import { setting } from 'wasmpbx:script/config@0.1.0';
-import { findUser } from 'wasmpbx:script/directory@0.1.0';
+import { setting } from 'wasmpbx:script/config@0.2.0';
+import { findUser } from 'wasmpbx:script/directory@0.2.0';
 
 /**
  * Shell-style `*` (any run) and `?` (one character) on a whole device name,

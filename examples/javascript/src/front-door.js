@@ -10,10 +10,10 @@
 // choice repeats the menu once, then goes to the operator. Closed: the closed prompt,
 // then after_hours_number or goodbye. A failed forward goes to the fallback number.
 
-import { write } from 'wasmpbx:script/log@0.1.0';
-import { now, toLocal } from 'wasmpbx:script/clock@0.1.0';
-import { locationVar } from 'wasmpbx:script/config@0.1.0';
-import { get } from 'wasmpbx:script/kv@0.1.0';
+import { write } from 'wasmpbx:script/log@0.2.0';
+import { now, toLocal } from 'wasmpbx:script/clock@0.2.0';
+import { locationVar } from 'wasmpbx:script/config@0.2.0';
+import { get } from 'wasmpbx:script/kv@0.2.0';
 import { openState, parseSchedule } from './schedule.js';
 
 const RING_TIMEOUT_MS = 30000;
@@ -129,7 +129,7 @@ export const router = {
       case 'incoming': return incoming();
       case 'digits-gathered': return digitsGathered(call, event.val);
       case 'forward-failed': return forwardFailed(call, event.val);
-      default: return []; // call-ended: nothing to do
+      default: return []; // call-ended, external: nothing to do
     }
   },
 };

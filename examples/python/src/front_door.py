@@ -61,7 +61,7 @@ def menu() -> r.Action:
         timeout_ms = MENU_TIMEOUT_MS
     if not 0 <= timeout_ms < 2**32:
         timeout_ms = MENU_TIMEOUT_MS
-    return r.Action_Gather(r.Gather(1, timeout_ms, None, None, "menu"))
+    return r.Action_Gather(r.Gather(1, timeout_ms, None, None, "menu", None))
 
 
 def incoming() -> List[r.Action]:
@@ -126,4 +126,4 @@ class Router(wit_world.exports.Router):
             return digits_gathered(call, event.value)
         if isinstance(event, r.Event_ForwardFailed):
             return forward_failed(call, event.value)
-        return []  # call-ended: nothing to do
+        return []  # call-ended, external: nothing to do

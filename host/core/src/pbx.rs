@@ -234,6 +234,18 @@ impl Pbx {
         self.pump(ambient);
     }
 
+    /// The routing script's answer to an external event of a call.
+    pub fn handle_external_decision(
+        &mut self,
+        ambient: Ambient,
+        session: SessionId,
+        decision: Decision,
+    ) {
+        let (calls, mut ctx) = self.ctx(ambient);
+        calls.external_decided(&mut ctx, session, decision);
+        self.pump(ambient);
+    }
+
     /// The routing script's decision for an event of a call.
     pub fn handle_decision(
         &mut self,

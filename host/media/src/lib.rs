@@ -12,13 +12,15 @@
 //! Recording taps both directions into a stereo WAV ([`recorder`]). What happens to each
 //! packet is decided by a call's `packets` state, free of sockets and unit-tested;
 //! `relay` owns the ports and the tasks. A browser's leg is
-//! bridged from WebRTC to plain RTP ([`webrtc`]).
+//! bridged from WebRTC to plain RTP ([`webrtc`]). Text for `say` becomes speech in
+//! [`speech`] (espeak-ng, cached).
 
 pub mod os_random;
 mod packets;
 pub mod recorder;
 pub mod relay;
 pub mod rtp;
+pub mod speech;
 mod stream;
 pub mod webrtc;
 

@@ -1,13 +1,16 @@
 //! Between the host's own types and the WIT bindings. Guest values are untrusted: a
 //! value that cannot be represented in the host's types is an error naming the field.
 
-use super::bindings::exports::wasmpbx::script::flip_policy as wit_flip;
-use super::bindings::exports::wasmpbx::script::router as wit;
-use super::bindings::wasmpbx::script::clock::Instant;
-use super::bindings::wasmpbx::script::directory::Device;
+use super::bindings::v0_2::exports::wasmpbx::script::flip_policy as wit_flip;
+use super::bindings::v0_2::exports::wasmpbx::script::router as wit;
+use super::bindings::v0_2::wasmpbx::script::clock::Instant;
+use super::bindings::v0_2::wasmpbx::script::directory::Device;
 use crate::directory::DeviceInfo;
 use crate::flip::{Allow, Direction, FlipDecision, FlipKind, FlipRequest, Trigger};
-use crate::routing::{Action, CallInfo, Disposition, Event, ForwardTarget, GatherEnd, Origin};
+use crate::media::Tracks;
+use crate::routing::{
+    Action, CallInfo, Disposition, Event, ForwardTarget, GatherEnd, Origin, Speech,
+};
 
 pub(crate) fn instant(at: jiff::Timestamp) -> Instant {
     Instant {
@@ -74,7 +77,20 @@ pub(crate) fn event_to_guest(event: &Event) -> wit::Event {
             },
             duration_ms: *duration_ms,
         }),
+        Event::External {
+            name,
+            value,
+            confidence,
+        } => wit::Event::External(wit::ExternalEvent {
+            name: name.clone(),
+            value: value.clone(),
+            confidence: *confidence,
+        }),
     }
+}
+
+fn speech(say: wit::Say) -> Speech {
+    Speech::new(say.text, say.voice)
 }
 
 pub(crate) fn action_from_guest(action: wit::Action) -> Result<Action, String> {
@@ -91,6 +107,16 @@ pub(crate) fn action_from_guest(action: wit::Action) -> Result<Action, String> {
         },
         wit::Action::Answer => Action::Answer,
         wit::Action::Play(p) => Action::Play { prompt: p.prompt },
+        wit::Action::Say(say) => Action::Say(speech(say)),
+        wit::Action::MediaStream(m) => Action::MediaStream {
+            url: m.url,
+            tracks: match m.tracks {
+                wit::StreamTracks::Inbound => Tracks::Inbound,
+                wit::StreamTracks::Outbound => Tracks::Outbound,
+                wit::StreamTracks::Both => Tracks::Both,
+            },
+            parameters: m.parameters,
+        },
         wit::Action::Gather(g) => Action::Gather {
             max_digits: g.max_digits,
             timeout_ms: g.timeout_ms,
@@ -110,6 +136,7 @@ pub(crate) fn action_from_guest(action: wit::Action) -> Result<Action, String> {
                 }
             },
             prompt: g.prompt,
+            say: g.say.map(speech),
         },
         wit::Action::Recording(on) => Action::Recording { on },
         wit::Action::SetTag((name, value)) => Action::SetTag { name, value },

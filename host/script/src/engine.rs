@@ -19,9 +19,8 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::HostServices;
-use super::bindings::FullScript;
-use super::bindings::exports::wasmpbx::script::{flip_policy, router};
-use super::loaded::{Exports, LoadedScript};
+use super::bindings::{v0_1, v0_2};
+use super::loaded::{Exports, FlipPolicyExport, LoadedScript, RouterExport};
 
 /// How often the epoch advances: the resolution of deadlines.
 const EPOCH_TICK: Duration = Duration::from_millis(1);
@@ -166,8 +165,14 @@ impl ScriptEngine {
         let mut linker: Linker<EventState> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| anyhow::anyhow!("linking WASI: {e}"))?;
-        FullScript::add_to_linker::<_, HasSelf<EventHost>>(&mut linker, |state| &mut state.host)
-            .map_err(|e| anyhow::anyhow!("linking host imports: {e}"))?;
+        v0_2::FullScript::add_to_linker::<_, HasSelf<EventHost>>(&mut linker, |state| {
+            &mut state.host
+        })
+        .map_err(|e| anyhow::anyhow!("linking host imports: {e}"))?;
+        v0_1::FullScript::add_to_linker::<_, HasSelf<EventHost>>(&mut linker, |state| {
+            &mut state.host
+        })
+        .map_err(|e| anyhow::anyhow!("linking the 0.1.0 host imports: {e}"))?;
 
         spawn_epoch_ticker(&engine);
         Ok(Arc::new(Self {
@@ -206,8 +211,27 @@ impl ScriptEngine {
             .instantiate_pre(&component)
             .map_err(|e| LoadError::Imports(one_line(&e)))?;
 
-        let router = router::GuestIndices::new(&pre).ok();
-        let flip_policy = flip_policy::GuestIndices::new(&pre).ok();
+        use v0_1::exports::wasmpbx::script as old;
+        use v0_2::exports::wasmpbx::script as current;
+        let (router, flip_policy, wit_version) = match (
+            current::router::GuestIndices::new(&pre).ok(),
+            current::flip_policy::GuestIndices::new(&pre).ok(),
+        ) {
+            (None, None) => (
+                old::router::GuestIndices::new(&pre)
+                    .ok()
+                    .map(RouterExport::V0_1),
+                old::flip_policy::GuestIndices::new(&pre)
+                    .ok()
+                    .map(FlipPolicyExport::V0_1),
+                "0.1.0",
+            ),
+            (router, flip_policy) => (
+                router.map(RouterExport::V0_2),
+                flip_policy.map(FlipPolicyExport::V0_2),
+                "0.2.0",
+            ),
+        };
         if router.is_none() && flip_policy.is_none() {
             return Err(LoadError::Exports(missing_exports_message(
                 &component,
@@ -224,6 +248,7 @@ impl ScriptEngine {
                 router: router.is_some(),
                 flip_policy: flip_policy.is_some(),
             },
+            wit_version,
             pre,
             router,
             flip_policy,
@@ -246,16 +271,18 @@ impl ScriptEngine {
             .pre
             .instantiate(&mut store)
             .map_err(|e| LoadError::Instantiate(one_line(&e)))?;
-        if let Some(indices) = &script.router {
-            indices
-                .load(&mut store, &instance)
-                .map_err(|e| LoadError::Exports(format!("router: {}", one_line(&e))))?;
-        }
-        if let Some(indices) = &script.flip_policy {
-            indices
-                .load(&mut store, &instance)
-                .map_err(|e| LoadError::Exports(format!("flip-policy: {}", one_line(&e))))?;
-        }
+        let router = match &script.router {
+            Some(RouterExport::V0_2(indices)) => indices.load(&mut store, &instance).map(drop),
+            Some(RouterExport::V0_1(indices)) => indices.load(&mut store, &instance).map(drop),
+            None => Ok(()),
+        };
+        router.map_err(|e| LoadError::Exports(format!("router: {}", one_line(&e))))?;
+        let flip_policy = match &script.flip_policy {
+            Some(FlipPolicyExport::V0_2(indices)) => indices.load(&mut store, &instance).map(drop),
+            Some(FlipPolicyExport::V0_1(indices)) => indices.load(&mut store, &instance).map(drop),
+            None => Ok(()),
+        };
+        flip_policy.map_err(|e| LoadError::Exports(format!("flip-policy: {}", one_line(&e))))?;
         Ok(())
     }
 
@@ -346,8 +373,8 @@ fn missing_exports_message(component: &Component, engine: &Engine) -> String {
         .map(|(name, _)| name.to_string())
         .collect();
     let ours = [
-        "wasmpbx:script/router@0.1.0",
-        "wasmpbx:script/flip-policy@0.1.0",
+        "wasmpbx:script/router@0.2.0 (or @0.1.0)",
+        "wasmpbx:script/flip-policy@0.2.0 (or @0.1.0)",
     ];
     if let Some(other) = exports.iter().find(|e| e.starts_with("wasmpbx:script/")) {
         return format!(

@@ -16,7 +16,7 @@
 //! - `imports`: the host side of the WIT imports (log, clock, config, directory, kv).
 //! - [`registry`]: the live versions by name and the last error of each file.
 //! - [`watcher`]: hot reload of the scripts folder.
-//! - `convert`: host types ⇄ WIT bindings.
+//! - `convert`: host types ⇄ WIT bindings; `v0_1`: components built for WIT 0.1.0.
 //! - [`simulate`]: one call's decisions (or one flip's) offline, through the same runtime.
 
 #[allow(unsafe_code, unreachable_pub, missing_docs)]
@@ -29,6 +29,7 @@ pub mod loaded;
 pub mod metrics;
 pub mod registry;
 pub mod simulate;
+mod v0_1;
 pub mod watcher;
 
 use std::path::Path;
@@ -41,7 +42,7 @@ pub use registry::{Registry, ScriptStatus};
 
 // The layers below, under the names the modules use.
 use wasmpbx_sip as sip;
-use wasmpbx_types::{clock, config, directory, flip, routing, store};
+use wasmpbx_types::{clock, config, directory, flip, media, routing, store};
 
 use crate::clock::Clock;
 use crate::config::{Config, Location};
@@ -110,16 +111,19 @@ impl ScriptHost {
             }
             Err(failure) => {
                 self.metrics.record_fallback(failure.cause());
+                // The end of a call and an external event have nothing to fall back
+                // from: the call is over, or goes on as it was.
+                let actions = match event {
+                    Event::CallEnded { .. } | Event::External { .. } => Vec::new(),
+                    _ => fallback_actions(location),
+                };
                 tracing::warn!(
                     script,
                     call = %call.call_id,
                     cause = failure.cause(),
-                    "script {script} failed: {failure}; falling back"
+                    "script {script} failed: {failure}{}",
+                    if actions.is_empty() { "" } else { "; falling back" }
                 );
-                let actions = match event {
-                    Event::CallEnded { .. } => Vec::new(),
-                    _ => fallback_actions(location),
-                };
                 let fallback = Fallback {
                     cause: failure.cause(),
                     message: failure.to_string(),

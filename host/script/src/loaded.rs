@@ -7,9 +7,10 @@ use serde::Serialize;
 use wasmtime::component::InstancePre;
 
 use super::HostServices;
-use super::bindings::exports::wasmpbx::script::{flip_policy, router};
-use super::convert;
+use super::bindings::v0_1::exports::wasmpbx::script as v0_1_exports;
+use super::bindings::v0_2::exports::wasmpbx::script as v0_2_exports;
 use super::engine::{EventState, ScriptEngine, one_line};
+use super::{convert, v0_1};
 use crate::flip::{FlipDecision, FlipRequest};
 use crate::routing::{Action, CallInfo, Event};
 
@@ -33,6 +34,18 @@ impl Exports {
     }
 }
 
+/// The router a component exports, by the WIT version it was built for.
+pub(crate) enum RouterExport {
+    V0_2(v0_2_exports::router::GuestIndices),
+    V0_1(v0_1_exports::router::GuestIndices),
+}
+
+/// The flip policy a component exports, by the WIT version it was built for.
+pub(crate) enum FlipPolicyExport {
+    V0_2(v0_2_exports::flip_policy::GuestIndices),
+    V0_1(v0_1_exports::flip_policy::GuestIndices),
+}
+
 /// A compiled, validated script version. Calls hold an `Arc` to the version they
 /// started with, so a reload never changes a call in flight.
 pub struct LoadedScript {
@@ -43,9 +56,11 @@ pub struct LoadedScript {
     pub loaded_at: jiff::Timestamp,
     pub compile_time: Duration,
     pub exports: Exports,
+    /// The version of the WIT package the component was built for, e.g. "0.2.0".
+    pub wit_version: &'static str,
     pub(crate) pre: InstancePre<EventState>,
-    pub(crate) router: Option<router::GuestIndices>,
-    pub(crate) flip_policy: Option<flip_policy::GuestIndices>,
+    pub(crate) router: Option<RouterExport>,
+    pub(crate) flip_policy: Option<FlipPolicyExport>,
     /// The most linear memory one instance of this version has had, in bytes.
     pub(crate) peak_memory: std::sync::atomic::AtomicUsize,
 }
@@ -130,11 +145,33 @@ impl LoadedScript {
         };
         let guest_call = convert::call_to_guest(call);
         let guest_event = convert::event_to_guest(event);
-        let actions = self.run(engine, services, scope, |store, instance| {
-            indices
-                .load(&mut *store, instance)?
-                .call_handle(&mut *store, &guest_call, &guest_event)
-        })?;
+        let actions = match indices {
+            RouterExport::V0_2(indices) => {
+                self.run(engine, services, scope, |store, instance| {
+                    indices.load(&mut *store, instance)?.call_handle(
+                        &mut *store,
+                        &guest_call,
+                        &guest_event,
+                    )
+                })?
+            }
+            RouterExport::V0_1(indices) => {
+                let Some(old_event) = v0_1::event_down(guest_event) else {
+                    return Ok(Vec::new()); // an event 0.1.0 does not know
+                };
+                let old_call = v0_1::call_down(guest_call);
+                self.run(engine, services, scope, |store, instance| {
+                    indices.load(&mut *store, instance)?.call_handle(
+                        &mut *store,
+                        &old_call,
+                        &old_event,
+                    )
+                })?
+                .into_iter()
+                .map(v0_1::action_up)
+                .collect()
+            }
+        };
         let actions = actions
             .into_iter()
             .enumerate()
@@ -163,11 +200,23 @@ impl LoadedScript {
             call_id: Some(request.call.call_id.clone()),
         };
         let guest_request = convert::flip_request_to_guest(request);
-        let decision = self.run(engine, services, scope, |store, instance| {
-            indices
-                .load(&mut *store, instance)?
-                .call_decide(&mut *store, &guest_request)
-        })?;
+        let decision = match indices {
+            FlipPolicyExport::V0_2(indices) => {
+                self.run(engine, services, scope, |store, instance| {
+                    indices
+                        .load(&mut *store, instance)?
+                        .call_decide(&mut *store, &guest_request)
+                })?
+            }
+            FlipPolicyExport::V0_1(indices) => {
+                let old_request = v0_1::flip_request_down(guest_request);
+                v0_1::decision_up(self.run(engine, services, scope, |store, instance| {
+                    indices
+                        .load(&mut *store, instance)?
+                        .call_decide(&mut *store, &old_request)
+                })?)
+            }
+        };
         let decision = convert::decision_from_guest(decision);
         decision.validate().map_err(ScriptFailure::InvalidAction)?;
         Ok(decision)

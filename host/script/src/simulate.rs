@@ -6,7 +6,10 @@
 //! the next digits from `--digits` (`,` separates the answers to successive gathers; no
 //! digits left means a timeout with none), a `forward` connects unless `--fail-forward`
 //! gives it a failure status, `reject` and `hangup` end the call. Then `call-ended` is
-//! sent, as on a live call.
+//! sent, as on a live call. Each `--event name=value` (an engine's intent) arrives when
+//! the call next waits for the caller (a prompt, speech or gather) and is handled as the
+//! live host does: a list that steers the call takes it over, anything else applies
+//! beside what was under way, which then goes on.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -19,12 +22,12 @@ use crate::config::{Config, Location};
 use crate::directory::{DeviceInfo, MemoryDirectory};
 use crate::flip::{CallFacts, Direction, FlipDecision, FlipKind, FlipRequest, Trigger};
 use crate::routing::{
-    Action, CallInfo, Decision, Disposition, Event, Fallback, GatherEnd, Origin, ScriptRef,
+    Action, CallInfo, Decision, Disposition, Event, Fallback, GatherEnd, Origin, ScriptRef, Speech,
     fallback_actions,
 };
 use crate::store::{KvStore, MemoryStore};
 use crate::{HostServices, Limits, ScriptEngine, ScriptHost};
-use wasmpbx_types::actions::{self, ActionHost, Forward, Gather};
+use wasmpbx_types::actions::{self, ActionHost, Forward, Gather, MediaStream};
 use wasmpbx_types::media::Prompts;
 
 /// The most events one simulated call may take (a script looping on gathers).
@@ -42,6 +45,8 @@ pub struct Scenario {
     pub fail_forwards: Vec<u16>,
     /// Key-value entries of the location, as set by an admin.
     pub kv: Vec<(String, String)>,
+    /// External events (name, value), delivered one at each wait for the caller.
+    pub events: Vec<(String, String)>,
 }
 
 /// A flip request to simulate.
@@ -197,6 +202,8 @@ pub fn simulate_call(
             .collect::<Vec<_>>()
             .into_iter(),
         fail_forwards: scenario.fail_forwards.clone().into_iter(),
+        external: scenario.events.clone().into_iter(),
+        interrupted: None,
         next: None,
         answered: false,
         over: false,
@@ -216,10 +223,20 @@ pub fn simulate_call(
             fallback,
         } = decision;
         script_ref = script_ref.or(script);
+        let interrupted = sim.interrupted.take();
         if let Some(fallback) = fallback {
             sim.steps.push(Step::Fallback(fallback));
+            if let Some(waiting) = interrupted {
+                // A script that fails on an external event leaves the call as it was.
+                sim.resume(waiting);
+            } else {
+                actions::run(&mut sim, actions);
+            }
+        } else if let Some(waiting) = interrupted {
+            sim.external_decided(actions, waiting);
+        } else {
+            actions::run(&mut sim, actions);
         }
-        actions::run(&mut sim, actions);
         match sim.next.take() {
             Some(next) if !sim.over => event = next,
             _ => break,
@@ -255,6 +272,9 @@ struct Simulated<'a> {
     steps: Vec<Step>,
     digits: std::vec::IntoIter<String>,
     fail_forwards: std::vec::IntoIter<u16>,
+    external: std::vec::IntoIter<(String, String)>,
+    /// What the call was waiting on when an external event arrived.
+    interrupted: Option<Waiting>,
     /// The script's next event, when the actions led to one.
     next: Option<Event>,
     answered: bool,
@@ -263,7 +283,59 @@ struct Simulated<'a> {
     disposition: Disposition,
 }
 
+/// What a simulated call waits on.
+enum Waiting {
+    /// A prompt or speech to end; then these actions.
+    Rest(Vec<Action>),
+    Gather(Gather),
+}
+
 impl Simulated<'_> {
+    /// The call waits for the caller: the next external event, if any, arrives now.
+    fn wait(&mut self, waiting: Waiting) {
+        match self.external.next() {
+            Some((name, value)) => {
+                self.call.set_tag(&name, &value);
+                self.interrupted = Some(waiting);
+                self.next = Some(Event::External {
+                    name,
+                    value,
+                    confidence: None,
+                });
+            }
+            None => self.resume(waiting),
+        }
+    }
+
+    fn resume(&mut self, waiting: Waiting) {
+        match waiting {
+            Waiting::Rest(rest) => actions::run(self, rest),
+            Waiting::Gather(gather) => {
+                let typed = self.digits.next().unwrap_or_default();
+                self.next = Some(gathered(typed, gather.max_digits, gather.terminator));
+            }
+        }
+    }
+
+    /// The script's answer to an external event that arrived while the call waited.
+    fn external_decided(&mut self, actions: Vec<Action>, waiting: Waiting) {
+        if actions.iter().any(Action::takes_over) {
+            return actions::run(self, actions);
+        }
+        for action in actions {
+            self.will_run(&action);
+            match action {
+                Action::SetTag { name, value } => self.call.set_tag(&name, &value),
+                Action::Recording { .. } | Action::MediaStream { .. } => {}
+                other => self.steps.push(Step::Note(format!(
+                    "{} ignored: only set-tag, recording and media-stream apply beside what is under way",
+                    other.name()
+                ))),
+            }
+        }
+        self.resume(waiting);
+    }
+
     fn prompt(&self, verb: &str, name: &str) -> Result<(), String> {
         match self.prompts.get(name) {
             Some(_) => Ok(()),
@@ -303,7 +375,18 @@ impl ActionHost for Simulated<'_> {
     fn play(&mut self, prompt: &str, rest: Vec<Action>) -> Result<(), String> {
         self.prompt("play", prompt)?;
         self.answered = true;
-        actions::run(self, rest);
+        self.wait(Waiting::Rest(rest));
+        Ok(())
+    }
+
+    /// Speech is not rendered offline: what matters here is what the script does next.
+    fn say(&mut self, _speech: Speech, rest: Vec<Action>) -> Result<(), String> {
+        self.answered = true;
+        self.wait(Waiting::Rest(rest));
+        Ok(())
+    }
+
+    fn media_stream(&mut self, _stream: MediaStream) -> Result<(), String> {
         Ok(())
     }
 
@@ -312,8 +395,7 @@ impl ActionHost for Simulated<'_> {
             self.prompt("gather", prompt)?;
         }
         self.answered = true;
-        let typed = self.digits.next().unwrap_or_default();
-        self.next = Some(gathered(typed, gather.max_digits, gather.terminator));
+        self.wait(Waiting::Gather(gather));
         Ok(())
     }
 
@@ -483,6 +565,14 @@ fn describe_event(event: &Event) -> String {
         }
         Event::ForwardFailed { status, reason, .. } => format!("forward-failed {status} {reason}"),
         Event::CallEnded { disposition, .. } => format!("call-ended ({disposition:?})"),
+        Event::External {
+            name,
+            value,
+            confidence,
+        } => match confidence {
+            Some(c) => format!("external {name}={value} (confidence {c})"),
+            None => format!("external {name}={value}"),
+        },
     }
 }
 
@@ -511,12 +601,28 @@ fn describe_action(action: &Action) -> String {
         }
         Action::Answer => "answer".into(),
         Action::Play { prompt } => format!("play {prompt}"),
+        Action::Say(speech) => describe_speech("say", speech),
+        Action::MediaStream {
+            url,
+            tracks,
+            parameters,
+        } => {
+            let mut line = format!(
+                "media-stream {} tracks {tracks:?}",
+                crate::media::redacted_url(url)
+            );
+            for (name, value) in parameters {
+                line.push_str(&format!(" {name}={value}"));
+            }
+            line
+        }
         Action::Gather {
             max_digits,
             timeout_ms,
             inter_digit_timeout_ms,
             terminator,
             prompt,
+            say,
         } => {
             let mut line = format!("gather max {max_digits} timeout {timeout_ms} ms");
             if inter_digit_timeout_ms != timeout_ms {
@@ -528,6 +634,10 @@ fn describe_action(action: &Action) -> String {
             if let Some(p) = prompt {
                 line.push_str(&format!(" prompt {p}"));
             }
+            if let Some(speech) = say {
+                line.push(' ');
+                line.push_str(&describe_speech("saying", speech));
+            }
             line
         }
         Action::Recording { on } => format!("recording {}", if *on { "on" } else { "off" }),
@@ -536,6 +646,13 @@ fn describe_action(action: &Action) -> String {
             format!("reject {status} {}", reason.as_deref().unwrap_or(""))
         }
         Action::Hangup => "hangup".into(),
+    }
+}
+
+fn describe_speech(verb: &str, speech: &Speech) -> String {
+    match &speech.voice {
+        Some(voice) => format!("{verb} {:?} voice {voice}", speech.text),
+        None => format!("{verb} {:?}", speech.text),
     }
 }
 

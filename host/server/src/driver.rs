@@ -46,6 +46,11 @@ enum Input {
         session: SessionId,
         decision: Decision,
     },
+    /// The script's answer to an external event (an engine's intent).
+    ExternalDecision {
+        session: SessionId,
+        decision: Decision,
+    },
     FlipDecision {
         flip: u64,
         decision: Result<crate::flip::FlipDecision, String>,
@@ -206,6 +211,8 @@ pub struct Wiring {
     pub store: StoreWriter,
     pub directory: Arc<MemoryDirectory>,
     pub scripts: Arc<ScriptHost>,
+    /// Text-to-speech for `say`.
+    pub speaker: Arc<wasmpbx_media::speech::Speaker>,
     pub stats: Arc<CallStats>,
     /// What the calls' media noticed (the caller's digits).
     pub media_events: mpsc::Receiver<crate::media::MediaEvent>,
@@ -399,6 +406,7 @@ pub async fn run(
         store,
         directory,
         scripts,
+        speaker,
         stats,
         mut media_events,
     } = wiring;
@@ -453,6 +461,7 @@ pub async fn run(
                 Some(Input::Bytes { bytes, peer }) => pbx.handle_bytes(ambient(), &bytes, peer),
                 Some(Input::Decision { session, decision, pinned }) => pbx.handle_decision(ambient(), session, decision, pinned),
                 Some(Input::CallEndedDecision { session, decision }) => pbx.handle_call_ended_decision(ambient(), session, decision),
+                Some(Input::ExternalDecision { session, decision }) => pbx.handle_external_decision(ambient(), session, decision),
                 Some(Input::FlipDecision { flip, decision }) => pbx.handle_flip_decision(ambient(), flip, decision),
                 Some(Input::Connected { peer, writer }) => network.connected(peer, writer),
                 Some(Input::DialFailed { peer }) => {
@@ -549,21 +558,28 @@ pub async fn run(
                 } => {
                     // Scripts run on the blocking pool: a slow one (up to its deadline)
                     // never stalls SIP. The decision comes back as an input.
-                    let (scripts, tx) = (scripts.clone(), tx.clone());
+                    let (scripts, speaker, tx) = (scripts.clone(), speaker.clone(), tx.clone());
                     tokio::task::spawn_blocking(move || {
                         let config = scripts.services.config.load_full();
                         let location = location.as_deref().and_then(|l| config.location(l));
                         // The call engine holds the version opaquely; only the runtime
                         // looks inside.
                         let pinned = pinned.and_then(|v| v.get::<LoadedScript>());
-                        let (decision, loaded) =
+                        let (mut decision, loaded) =
                             scripts.route(&script, pinned.as_ref(), location, &call, &event);
+                        // Speech is rendered here, off the call engine's task.
+                        speaker.render_actions(
+                            &mut decision.actions,
+                            &config.media.say_voice,
+                            &session.short().to_string(),
+                        );
                         // Every decision comes back, `call-ended`'s too: its tags
                         // complete the call's record.
                         let input = match event {
                             Event::CallEnded { .. } => {
                                 Input::CallEndedDecision { session, decision }
                             }
+                            Event::External { .. } => Input::ExternalDecision { session, decision },
                             _ => Input::Decision {
                                 session,
                                 decision,

@@ -101,6 +101,10 @@ struct SimulateArgs {
     /// Make the next forward fail with this SIP status (repeatable).
     #[arg(long, value_name = "STATUS")]
     fail_forward: Vec<u16>,
+    /// An engine's event, e.g. --event intent=billing, delivered while the call next
+    /// waits for the caller (a prompt, speech or gather) (repeatable).
+    #[arg(long, value_name = "NAME=VALUE")]
+    event: Vec<String>,
     /// Print JSON instead of a transcript.
     #[arg(long)]
     json: bool,
@@ -198,7 +202,7 @@ fn check(file: &Path, json: bool) -> anyhow::Result<ExitCode> {
     if json {
         let out = serde_json::json!({
             "file": file, "name": script.name, "hash": script.hash, "size": script.size,
-            "exports": script.exports.names(), "compile_ms": script.compile_time.as_secs_f64() * 1000.0,
+            "exports": script.exports.names(), "wit": script.wit_version, "compile_ms": script.compile_time.as_secs_f64() * 1000.0,
         });
         println!("{out}");
     } else {
@@ -207,7 +211,7 @@ fn check(file: &Path, json: bool) -> anyhow::Result<ExitCode> {
         println!("  hash     {}", script.hash);
         println!("  size     {} bytes", script.size);
         for export in script.exports.names() {
-            println!("  exports  wasmpbx:script/{export}@0.1.0");
+            println!("  exports  wasmpbx:script/{export}@{}", script.wit_version);
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -253,16 +257,20 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     let (Some(from), Some(to)) = (args.from, args.to) else {
         bail!("simulate needs --from and --to (or --flip for a flip decision)");
     };
-    let kv = args
-        .kv
-        .iter()
-        .map(|entry| {
-            entry
-                .split_once('=')
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .with_context(|| format!("--kv {entry:?}: expected KEY=VALUE"))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let pairs = |flag: &str, entries: &[String]| {
+        entries
+            .iter()
+            .map(|entry| {
+                entry
+                    .split_once('=')
+                    .filter(|(k, _)| !k.is_empty())
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .with_context(|| format!("--{flag} {entry:?}: expected NAME=VALUE"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()
+    };
+    let kv = pairs("kv", &args.kv)?;
+    let events = pairs("event", &args.event)?;
     let scenario = Scenario {
         from,
         to,
@@ -270,6 +278,7 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         digits: args.digits,
         fail_forwards: args.fail_forward,
         kv,
+        events,
     };
     let result = simulate::simulate_call(&args.file, &config, &scenario)?;
     if args.json {

@@ -195,6 +195,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         store: writer,
         directory,
         scripts: host.clone(),
+        speaker: Arc::new(wasmpbx_media::speech::Speaker::new()),
         stats: stats.clone(),
         media_events: media_inbox,
     };

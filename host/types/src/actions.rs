@@ -4,7 +4,8 @@
 //! list, and what happens when an action cannot be carried out are decided here, once.
 //!
 //! - Actions run in order. `set-tag`, `answer` and `recording` run and the list goes on.
-//! - `play` suspends the list: the rest runs when the prompt has played.
+//! - `play` and `say` suspend the list: the rest runs when the prompt has played.
+//! - `media-stream` starts a stream and the list goes on.
 //! - `gather` suspends it too: its outcome is the script's next event.
 //! - `forward`, `reject` and `hangup` end it.
 //! - An action the host cannot carry out (an unknown prompt, say) hands the call to
@@ -12,7 +13,8 @@
 //! - A list that ends without suspending or ending leaves nothing to wait for:
 //!   [`ActionHost::nothing_to_wait_for`] ends the call.
 
-use crate::routing::{Action, ForwardTarget};
+use crate::media::Tracks;
+use crate::routing::{Action, ForwardTarget, Speech};
 
 /// A `forward` action's fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +35,16 @@ pub struct Gather {
     pub inter_digit_timeout_ms: u32,
     pub terminator: Option<char>,
     pub prompt: Option<String>,
+    /// Spoken instead of a prompt.
+    pub say: Option<Speech>,
+}
+
+/// A `media-stream` action's fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaStream {
+    pub url: String,
+    pub tracks: Tracks,
+    pub parameters: Vec<(String, String)>,
 }
 
 /// What carries actions out: a live call, or a simulated one.
@@ -46,6 +58,9 @@ pub trait ActionHost {
     fn recording(&mut self, on: bool) -> Result<(), String>;
     /// Play `prompt`; `rest` runs (through [`run`]) once it has played.
     fn play(&mut self, prompt: &str, rest: Vec<Action>) -> Result<(), String>;
+    /// Speak `speech`; `rest` runs (through [`run`]) once it has been said.
+    fn say(&mut self, speech: Speech, rest: Vec<Action>) -> Result<(), String>;
+    fn media_stream(&mut self, stream: MediaStream) -> Result<(), String>;
     /// Collect digits; the outcome is the script's next event.
     fn gather(&mut self, gather: Gather) -> Result<(), String>;
     fn forward(&mut self, forward: Forward);
@@ -77,12 +92,27 @@ pub fn run(host: &mut impl ActionHost, actions: Vec<Action>) {
                     .play(&prompt, actions.collect())
                     .unwrap_or_else(|why| host.failed(why));
             }
+            Action::Say(speech) => {
+                return host
+                    .say(speech, actions.collect())
+                    .unwrap_or_else(|why| host.failed(why));
+            }
+            Action::MediaStream {
+                url,
+                tracks,
+                parameters,
+            } => host.media_stream(MediaStream {
+                url,
+                tracks,
+                parameters,
+            }),
             Action::Gather {
                 max_digits,
                 timeout_ms,
                 inter_digit_timeout_ms,
                 terminator,
                 prompt,
+                say,
             } => {
                 let gather = Gather {
                     max_digits,
@@ -90,6 +120,7 @@ pub fn run(host: &mut impl ActionHost, actions: Vec<Action>) {
                     inter_digit_timeout_ms,
                     terminator,
                     prompt,
+                    say,
                 };
                 return host.gather(gather).unwrap_or_else(|why| host.failed(why));
             }
@@ -153,6 +184,15 @@ mod tests {
                 .push(format!("play {prompt}, then {} more", rest.len()));
             Ok(())
         }
+        fn say(&mut self, speech: Speech, rest: Vec<Action>) -> Result<(), String> {
+            self.did
+                .push(format!("say {:?}, then {} more", speech.text, rest.len()));
+            Ok(())
+        }
+        fn media_stream(&mut self, stream: MediaStream) -> Result<(), String> {
+            self.did.push(format!("stream to {}", stream.url));
+            Ok(())
+        }
         fn gather(&mut self, gather: Gather) -> Result<(), String> {
             self.did.push(format!("gather {}", gather.max_digits));
             Ok(())
@@ -204,6 +244,25 @@ mod tests {
         };
         run(&mut log, vec![Action::Recording { on: true }, forward]);
         assert_eq!(log.did, ["recording true", "forward Fallback"]);
+    }
+
+    #[test]
+    fn say_suspends_like_play_and_a_stream_goes_on() {
+        let mut log = Log::default();
+        let stream = Action::MediaStream {
+            url: "wss://engine.example/s".into(),
+            tracks: Tracks::Both,
+            parameters: Vec::new(),
+        };
+        let say = Action::Say(Speech::new("Hello", None));
+        run(&mut log, vec![stream, say, tag(), Action::Hangup]);
+        assert_eq!(
+            log.did,
+            [
+                "stream to wss://engine.example/s",
+                "say \"Hello\", then 2 more"
+            ]
+        );
     }
 
     #[test]

@@ -134,6 +134,8 @@ pub struct MediaConfig {
     pub prompts: PathBuf,
     /// Where call recordings are written.
     pub recordings: PathBuf,
+    /// The espeak-ng voice `say` speaks with when it names none.
+    pub say_voice: String,
 }
 
 impl Default for MediaConfig {
@@ -146,6 +148,7 @@ impl Default for MediaConfig {
             public_ip: [127, 0, 0, 1].into(),
             prompts: "prompts".into(),
             recordings: "recordings".into(),
+            say_voice: "en-us".into(),
         }
     }
 }
@@ -462,6 +465,12 @@ impl Config {
         }
         if self.sip.listen.is_empty() {
             return Err("sip.listen: at least one listener is needed".into());
+        }
+        if !crate::routing::is_voice_name(&self.media.say_voice) {
+            return Err(format!(
+                "media.say_voice: {:?} is not a voice name (e.g. \"en-us\")",
+                self.media.say_voice
+            ));
         }
         if self.sip.digest_algorithms.is_empty() {
             return Err("sip.digest_algorithms: at least one algorithm is needed".into());

@@ -4,9 +4,12 @@
 //! action on the way in, so the call engine only ever sees actions that make sense.
 //! Call logic never touches wasmtime: tests route with a closure.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
 use crate::config::Location;
+use crate::media::{Prompt, StreamRequest, Tracks};
 
 /// The longest action list a script may return for one event.
 pub const MAX_ACTIONS: usize = 64;
@@ -14,6 +17,12 @@ pub const MAX_ACTIONS: usize = 64;
 pub const MAX_TAGS: usize = 64;
 /// Ring timeout of the fallback forward.
 pub const FALLBACK_RING_TIMEOUT_MS: u32 = 60_000;
+/// The longest text `say` speaks; longer text is cut at a word.
+pub const MAX_SAY_CHARS: usize = 1000;
+/// The most media streams one call may have.
+pub const MAX_STREAMS_PER_CALL: usize = 4;
+/// The most custom parameters a `media-stream` action may give.
+pub const MAX_STREAM_PARAMETERS: usize = 16;
 
 /// Where a call came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -85,6 +94,12 @@ pub enum Event {
         disposition: Disposition,
         duration_ms: u64,
     },
+    /// An outside system's word on the call (an engine's intent).
+    External {
+        name: String,
+        value: String,
+        confidence: Option<f64>,
+    },
 }
 
 /// Where a forward goes.
@@ -97,6 +112,73 @@ pub enum ForwardTarget {
     User(String),
     /// The location's fallback number.
     Fallback,
+}
+
+/// Text to speak, and its audio once the host has rendered it (before the action
+/// reaches a call: rendering is never done on the call engine's task).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Speech {
+    pub text: String,
+    pub voice: Option<String>,
+    #[serde(skip)]
+    pub audio: Rendered,
+}
+
+impl Speech {
+    pub fn new(text: impl Into<String>, voice: Option<String>) -> Self {
+        Self {
+            text: text.into(),
+            voice,
+            audio: Rendered::default(),
+        }
+    }
+
+    fn validate(&self, action: &str) -> Result<(), String> {
+        if self.text.trim().is_empty() {
+            return Err(format!("{action}: the text to say is empty"));
+        }
+        if let Some(voice) = &self.voice
+            && !is_voice_name(voice)
+        {
+            return Err(format!("{action}: voice {voice:?} is not a voice name"));
+        }
+        Ok(())
+    }
+}
+
+/// A text-to-speech voice's name, e.g. "en-us" or "en+f3": never an option of the
+/// engine's command line.
+pub fn is_voice_name(voice: &str) -> bool {
+    (1..=64).contains(&voice.len())
+        && voice.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && voice
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '+'))
+}
+
+/// Rendered speech: 8 kHz audio ready to play, or none yet (or it could not be made).
+#[derive(Clone, Default)]
+pub struct Rendered(pub Option<Arc<Prompt>>);
+
+impl PartialEq for Rendered {
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.0, &other.0) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Rendered {}
+
+impl std::fmt::Debug for Rendered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(audio) => write!(f, "Rendered({:?})", audio.duration()),
+            None => f.write_str("Rendered(none)"),
+        }
+    }
 }
 
 /// One validated action.
@@ -113,6 +195,7 @@ pub enum Action {
     Play {
         prompt: String,
     },
+    Say(Speech),
     Gather {
         max_digits: u8,
         /// For the first digit, from the end of the prompt.
@@ -121,9 +204,18 @@ pub enum Action {
         inter_digit_timeout_ms: u32,
         terminator: Option<char>,
         prompt: Option<String>,
+        /// Spoken instead of a prompt.
+        say: Option<Speech>,
     },
     Recording {
         on: bool,
+    },
+    MediaStream {
+        /// Shown without the tokens URLs carry.
+        #[serde(serialize_with = "serialize_redacted_url")]
+        url: String,
+        tracks: Tracks,
+        parameters: Vec<(String, String)>,
     },
     SetTag {
         name: String,
@@ -142,6 +234,20 @@ impl Action {
         matches!(
             self,
             Action::Forward { .. } | Action::Gather { .. } | Action::Reject { .. } | Action::Hangup
+        )
+    }
+
+    /// Whether the action steers the call — what the caller hears or where the call
+    /// goes — rather than only noting or observing it (`set-tag`, `answer`,
+    /// `recording`, `media-stream`). An external event's list takes over a call that
+    /// is playing or gathering only when it steers.
+    pub fn takes_over(&self) -> bool {
+        !matches!(
+            self,
+            Action::SetTag { .. }
+                | Action::Answer
+                | Action::Recording { .. }
+                | Action::MediaStream { .. }
         )
     }
 
@@ -180,11 +286,32 @@ impl Action {
                 }
             }
             Action::Play { prompt } => check_prompt("play", prompt)?,
+            Action::Say(speech) => speech.validate("say")?,
+            Action::MediaStream {
+                url, parameters, ..
+            } => {
+                StreamRequest::check_url(url).map_err(|e| format!("media-stream: {e}"))?;
+                if parameters.len() > MAX_STREAM_PARAMETERS {
+                    return Err(format!(
+                        "media-stream: {} parameters (at most {MAX_STREAM_PARAMETERS})",
+                        parameters.len()
+                    ));
+                }
+                if let Some((name, _)) = parameters
+                    .iter()
+                    .find(|(n, v)| n.is_empty() || n.len() > 64 || v.len() > 256)
+                {
+                    return Err(format!(
+                        "media-stream: parameter {name:?} must be named in 1 to 64 bytes, its value at most 256"
+                    ));
+                }
+            }
             Action::Gather {
                 max_digits,
                 timeout_ms,
                 inter_digit_timeout_ms,
                 prompt,
+                say,
                 ..
             } => {
                 if !(1..=32).contains(max_digits) {
@@ -205,6 +332,12 @@ impl Action {
                 if let Some(p) = prompt {
                     check_prompt("gather", p)?;
                 }
+                if let Some(speech) = say {
+                    if prompt.is_some() {
+                        return Err("gather: give a prompt or text to say, not both".into());
+                    }
+                    speech.validate("gather")?;
+                }
             }
             Action::SetTag { name, value } => {
                 if name.is_empty() || name.len() > 64 || value.len() > 1024 {
@@ -224,6 +357,10 @@ impl Action {
         }
         Ok(())
     }
+}
+
+fn serialize_redacted_url<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&crate::media::redacted_url(url))
 }
 
 fn check_prompt(action: &str, prompt: &str) -> Result<(), String> {
@@ -262,8 +399,8 @@ pub fn validate_actions(event: &Event, actions: &[Action]) -> Result<(), String>
         // Only tags count after the end; anything else is ignored, not an error.
         return Ok(());
     }
-    if actions.is_empty() {
-        return Err("returned no action: every event but call-ended needs one".into());
+    if actions.is_empty() && !matches!(event, Event::External { .. }) {
+        return Err("returned no action: every event but call-ended and external needs one".into());
     }
     for (i, action) in actions.iter().enumerate() {
         action
@@ -287,8 +424,10 @@ impl Action {
             Action::Forward { .. } => "forward",
             Action::Answer => "answer",
             Action::Play { .. } => "play",
+            Action::Say(_) => "say",
             Action::Gather { .. } => "gather",
             Action::Recording { .. } => "recording",
+            Action::MediaStream { .. } => "media-stream",
             Action::SetTag { .. } => "set-tag",
             Action::Reject { .. } => "reject",
             Action::Hangup => "hangup",
@@ -369,6 +508,7 @@ mod tests {
             inter_digit_timeout_ms: 5000,
             terminator: None,
             prompt: None,
+            say: None,
         };
         let err = validate_actions(&Event::Incoming, &[gather]).unwrap_err();
         assert!(err.contains("max-digits 0"), "{err}");
@@ -378,6 +518,7 @@ mod tests {
             inter_digit_timeout_ms: 10,
             terminator: Some('#'),
             prompt: None,
+            say: None,
         };
         let err = validate_actions(&Event::Incoming, &[gather]).unwrap_err();
         assert!(err.contains("inter-digit-timeout-ms 10"), "{err}");

@@ -9,11 +9,14 @@
 //! Open: welcome, then the menu (1 sales, 2 billing, 0 operator); an invalid or missing
 //! choice repeats the menu once, then goes to the operator. Closed: the closed prompt,
 //! then `after_hours_number` or goodbye. A failed forward goes to the location's
-//! fallback number.
+//! fallback number. An engine's `intent` naming a department (`sales`, `billing`,
+//! `operator`) that has a number sends the caller there during the welcome or the menu,
+//! without a key; any other intent changes nothing and the menu goes on.
 
 use wasmpbx_guest::schedule::Schedule;
 use wasmpbx_guest::{
-    Action, Call, CallContextExt, ForwardFailure, ForwardTarget, Gathered, Router, host,
+    Action, Call, CallContextExt, ExternalEvent, ForwardFailure, ForwardTarget, Gathered, Router,
+    host,
 };
 
 const RING_TIMEOUT_MS: u32 = 30_000;
@@ -77,6 +80,28 @@ impl Router for FrontDoor {
             return actions;
         }
         transfer("operator")
+    }
+
+    fn external(call: &Call, event: &ExternalEvent) -> Vec<Action> {
+        // Only while open and before the caller has been sent anywhere.
+        if event.name != "intent"
+            || call.tag("hours") != Some("open")
+            || call.tag("department").is_some()
+        {
+            return Vec::new();
+        }
+        let Some((_, department)) = MENU.iter().find(|(_, d)| *d == event.value) else {
+            return Vec::new();
+        };
+        match host::non_empty_var(department) {
+            Some(number) => vec![
+                Action::tag("department", *department),
+                Action::tag("routed_by", "intent"),
+                Action::play("transferring"),
+                Action::forward_to_number(number, RING_TIMEOUT_MS),
+            ],
+            None => Vec::new(),
+        }
     }
 
     fn forward_failed(call: &Call, failure: &ForwardFailure) -> Vec<Action> {

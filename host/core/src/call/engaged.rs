@@ -4,12 +4,13 @@
 //! a gather's timeouts) on the core's clock.
 
 use std::cmp::Reverse;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{Calls, Ctx, Phase, SessionId, TimerKind};
 use crate::call::requests::{attach_sdp, tag_of};
-use crate::media::{Codec, Playback};
-use crate::routing::{Action, Event, GatherEnd};
+use crate::media::{Codec, Playback, Prompt};
+use crate::routing::{Action, Event, GatherEnd, Speech};
 use crate::sdp;
 use crate::sip::message;
 
@@ -100,6 +101,31 @@ impl Calls {
             .prompts
             .get(name)
             .ok_or_else(|| format!("play: no prompt named {name:?}"))?;
+        self.play_audio(ctx, id, prompt, rest)
+    }
+
+    /// Speak rendered text, like a prompt (`say`).
+    pub(super) fn say(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        id: SessionId,
+        speech: Speech,
+        rest: Vec<Action>,
+    ) -> Result<(), String> {
+        let audio = speech
+            .audio
+            .0
+            .ok_or("say: the text could not be turned into speech")?;
+        self.play_audio(ctx, id, audio, rest)
+    }
+
+    fn play_audio(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        id: SessionId,
+        prompt: Arc<Prompt>,
+        rest: Vec<Action>,
+    ) -> Result<(), String> {
         self.answer_caller(ctx, id)?;
         let Some(session) = self.sessions.get_mut(&id) else {
             return Ok(());
@@ -119,14 +145,21 @@ impl Calls {
         id: SessionId,
         spec: GatherSpec,
         prompt: Option<&str>,
+        say: Option<Speech>,
     ) -> Result<(), String> {
-        let prompt = match prompt {
-            Some(name) => Some(
+        let prompt = match (prompt, say) {
+            (Some(name), _) => Some(
                 ctx.prompts
                     .get(name)
                     .ok_or_else(|| format!("gather: no prompt named {name:?}"))?,
             ),
-            None => None,
+            (None, Some(speech)) => Some(
+                speech
+                    .audio
+                    .0
+                    .ok_or("gather: the text could not be turned into speech")?,
+            ),
+            (None, None) => None,
         };
         self.answer_caller(ctx, id)?;
         let Some(session) = self.sessions.get_mut(&id) else {
@@ -197,6 +230,17 @@ impl Calls {
                 ended_by,
             },
         );
+    }
+
+    /// Drop what an engaged session waits for (the prompt playing and the actions after
+    /// it, or a gather): an external event's actions take the call over.
+    pub(super) fn interrupt(&mut self, ctx: &mut Ctx<'_>, id: SessionId) {
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        session.waiting = Waiting::Nothing;
+        session.media_generation += 1; // its timer is moot
+        ctx.media.play(id, Playback::Silence);
     }
 
     /// Start or stop recording the session.

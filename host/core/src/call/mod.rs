@@ -26,13 +26,14 @@ use crate::media::{MediaAllocator, MediaPorts, Playback, Prompts, Side, StreamRe
 use crate::pbx::{Ambient, PbxOutput};
 use crate::registrar::Registrar;
 use crate::routing::{
-    Action, CallInfo, Decision, Disposition, Event, ForwardTarget, Origin, fallback_actions,
+    Action, CallInfo, Decision, Disposition, Event, ForwardTarget, MAX_STREAMS_PER_CALL, Origin,
+    Speech, fallback_actions,
 };
 use crate::sdp;
 use crate::sip::message::{self, Header, Request, Response, SipMessage};
 use crate::sip::transaction::{ClientTxnId, Peer, ServerTxnId, TransactionLayer};
 use client_txns::ClientTxns;
-use wasmpbx_types::actions::{ActionHost, Forward, Gather};
+use wasmpbx_types::actions::{ActionHost, Forward, Gather, MediaStream};
 use wasmpbx_types::script::ScriptVersion;
 
 mod client_txns;
@@ -139,9 +140,9 @@ impl Outbound {
     }
 }
 
-/// A stream of both tracks of a call's audio: `start.customParameters` names the
-/// location, caller and dialled number.
-fn stream_request(url: String, call: &CallInfo) -> StreamRequest {
+/// A stream of a call's audio: `start.customParameters` names the location, caller and
+/// dialled number, then the script's parameters.
+fn stream_request(stream: MediaStream, call: &CallInfo) -> StreamRequest {
     let mut parameters = vec![
         ("caller".to_owned(), call.caller.clone()),
         ("dialed".to_owned(), call.dialed.clone()),
@@ -149,9 +150,10 @@ fn stream_request(url: String, call: &CallInfo) -> StreamRequest {
     if let Some(location) = &call.location {
         parameters.insert(0, ("location".to_owned(), location.clone()));
     }
+    parameters.extend(stream.parameters);
     StreamRequest {
-        url,
-        tracks: Tracks::Both,
+        url: stream.url,
+        tracks: stream.tracks,
         call_sid: call.call_id.clone(),
         parameters,
     }
@@ -255,6 +257,11 @@ struct Session {
     a_gone: bool,
     /// The last keys each side's device pressed (for the push code).
     keys: [String; 2],
+    /// Media streams started (the location's and the script's).
+    streams: usize,
+    /// External events that arrived while the script's answer to another event was
+    /// awaited: each goes to the script once that answer has been applied.
+    held_events: VecDeque<Event>,
 }
 
 /// A flip waiting for the policy's decision.
@@ -705,7 +712,7 @@ impl Calls {
             streams: Vec::new(),
             events: Vec::new(),
         };
-        let session = Session {
+        let mut session = Session {
             call: call.clone(),
             script: script.clone(),
             location: location.clone(),
@@ -748,11 +755,19 @@ impl Calls {
             },
             a_gone: false,
             keys: Default::default(),
+            streams: 0,
+            held_events: VecDeque::new(),
         };
         // A location may stream every call's audio to an engine (listen-mode analysis
         // needs no script for it).
         if let Some(url) = location.as_ref().and_then(|l| l.stream_url.clone()) {
-            ctx.media.start_stream(id, stream_request(url, &call));
+            let stream = MediaStream {
+                url,
+                tracks: Tracks::Both,
+                parameters: Vec::new(),
+            };
+            ctx.media.start_stream(id, stream_request(stream, &call));
+            session.streams += 1;
         }
         self.sessions.insert(id, session);
         self.by_call_id.insert(call_id, id);
@@ -805,11 +820,18 @@ impl Calls {
             );
         }
         self.apply(ctx, id, decision.actions);
+        if let Some(session) = self.sessions.get_mut(&id)
+            && session.phase != Phase::Routing
+        {
+            for event in std::mem::take(&mut session.held_events) {
+                route_external(ctx, id, session, event);
+            }
+        }
     }
 
     /// An outside system's word on a live call (`POST /api/calls/{id}/events`, an
-    /// engine's intent): it joins the record (written again if the call was answered)
-    /// and sets the tag of its name, which the script sees with the call's next event.
+    /// engine's intent): it joins the record (written again if the call was answered),
+    /// sets the tag of its name, and goes to the call's script as an `external` event.
     pub fn note_event(
         &mut self,
         ctx: &mut Ctx<'_>,
@@ -830,6 +852,11 @@ impl Calls {
         tracing::info!(session = %id.short(), name, value, ?confidence, "external event");
         session.call.set_tag(&name, &value);
         session.record.tags.clone_from(&session.call.tags);
+        let event = Event::External {
+            name: name.clone(),
+            value: value.clone(),
+            confidence,
+        };
         session.record.events.push(CallEvent {
             at: jiff::Timestamp::from_second(ctx.ambient.wall_secs())
                 .unwrap_or(session.record.started_at),
@@ -838,7 +865,88 @@ impl Calls {
             confidence,
         });
         write_live_record(ctx, &mut session.record);
+        if session.script.is_empty() {
+            return Ok(());
+        }
+        if session.phase == Phase::Routing {
+            // The script's answer to another event is on its way: this one follows it,
+            // so that it meets the call as that answer leaves it.
+            session.held_events.push_back(event);
+        } else {
+            route_external(ctx, id, session, event);
+        }
         Ok(())
+    }
+
+    /// The script's answer to an external event. The call has gone on meanwhile: a list
+    /// that steers it takes over a call the host is playing or gathering for; otherwise
+    /// only the actions beside the call's course (tags, recording, streams) apply. A
+    /// script that failed on the event leaves the call as it was.
+    pub fn external_decided(&mut self, ctx: &mut Ctx<'_>, id: SessionId, decision: Decision) {
+        let Some(session) = self.sessions.get(&id) else {
+            return; // ended meanwhile
+        };
+        if let Some(fallback) = &decision.fallback {
+            tracing::warn!(
+                session = %id.short(),
+                cause = fallback.cause,
+                "the script failed on an external event; the call goes on as it was: {}",
+                fallback.message
+            );
+            return;
+        }
+        let engaged = session.phase == Phase::Engaged;
+        if engaged && decision.actions.iter().any(Action::takes_over) {
+            tracing::info!(session = %id.short(), "an external event takes the call over");
+            self.interrupt(ctx, id);
+            return self.apply(ctx, id, decision.actions);
+        }
+        for action in decision.actions {
+            match action {
+                Action::SetTag { name, value } => {
+                    if let Some(session) = self.sessions.get_mut(&id) {
+                        session.call.set_tag(&name, &value);
+                        session.record.tags.clone_from(&session.call.tags);
+                        write_live_record(ctx, &mut session.record);
+                    }
+                }
+                Action::Recording { on } => self.set_recording(ctx, id, on),
+                Action::MediaStream {
+                    url,
+                    tracks,
+                    parameters,
+                } => {
+                    let stream = MediaStream {
+                        url,
+                        tracks,
+                        parameters,
+                    };
+                    self.media_stream(ctx, id, stream);
+                }
+                other => tracing::info!(
+                    session = %id.short(),
+                    action = other.name(),
+                    "ignored: an external event's action cannot steer a call that is not playing or gathering"
+                ),
+            }
+        }
+    }
+
+    /// Start a script's media stream (at most [`MAX_STREAMS_PER_CALL`] a call).
+    fn media_stream(&mut self, ctx: &mut Ctx<'_>, id: SessionId, stream: MediaStream) {
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        if session.streams >= MAX_STREAMS_PER_CALL {
+            tracing::warn!(
+                session = %id.short(),
+                "media-stream ignored: a call has at most {MAX_STREAMS_PER_CALL} streams"
+            );
+            return;
+        }
+        session.streams += 1;
+        ctx.media
+            .start_stream(id, stream_request(stream, &session.call));
     }
 
     /// The script's answer to `call-ended`: its tags complete the record, which is then
@@ -1831,6 +1939,15 @@ impl ActionHost for LiveActions<'_, '_, '_> {
         self.calls.play_prompt(self.ctx, self.id, prompt, rest)
     }
 
+    fn say(&mut self, speech: Speech, rest: Vec<Action>) -> Result<(), String> {
+        self.calls.say(self.ctx, self.id, speech, rest)
+    }
+
+    fn media_stream(&mut self, stream: MediaStream) -> Result<(), String> {
+        self.calls.media_stream(self.ctx, self.id, stream);
+        Ok(())
+    }
+
     fn gather(&mut self, gather: Gather) -> Result<(), String> {
         let spec = engaged::GatherSpec {
             max_digits: gather.max_digits,
@@ -1838,8 +1955,13 @@ impl ActionHost for LiveActions<'_, '_, '_> {
             inter_digit_timeout: Duration::from_millis(u64::from(gather.inter_digit_timeout_ms)),
             terminator: gather.terminator,
         };
-        self.calls
-            .start_gather(self.ctx, self.id, spec, gather.prompt.as_deref())
+        self.calls.start_gather(
+            self.ctx,
+            self.id,
+            spec,
+            gather.prompt.as_deref(),
+            gather.say,
+        )
     }
 
     fn forward(&mut self, f: Forward) {
@@ -1883,6 +2005,19 @@ impl ActionHost for LiveActions<'_, '_, '_> {
     fn failed(&mut self, why: String) {
         self.calls.fall_back(self.ctx, self.id, &why);
     }
+}
+
+/// Ask a call's script about an external event. Off the call's path: the call goes on
+/// as it is while the script thinks.
+fn route_external(ctx: &mut Ctx<'_>, id: SessionId, session: &Session, event: Event) {
+    ctx.outputs.push_back(PbxOutput::Route {
+        session: id,
+        script: session.script.clone(),
+        location: session.location.as_ref().map(|l| l.name.clone()),
+        pinned: session.pinned.clone(),
+        call: session.call.clone(),
+        event,
+    });
 }
 
 /// Write an answered call's record as it stands (state `live`), so that a crash cannot

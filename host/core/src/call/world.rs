@@ -240,6 +240,21 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
             .handle_decision(self.ambient(), session, decision, None);
     }
 
+    /// The script's answer to an external event of call `session`: these actions.
+    pub(super) fn external_decided(
+        &mut self,
+        session: crate::call::SessionId,
+        actions: Vec<Action>,
+    ) {
+        let decision = Decision {
+            actions,
+            script: None,
+            fallback: None,
+        };
+        self.pbx
+            .handle_external_decision(self.ambient(), session, decision);
+    }
+
     /// The script's answer to call `session`'s `call-ended`: these actions.
     pub(super) fn call_ended(&mut self, session: crate::call::SessionId, actions: Vec<Action>) {
         let decision = Decision {

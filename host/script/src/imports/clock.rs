@@ -1,6 +1,6 @@
 use jiff::tz::TimeZone;
 
-use crate::bindings::wasmpbx::script::clock::{Host, Instant, LocalTime, Weekday};
+use crate::bindings::v0_2::wasmpbx::script::clock::{Host, Instant, LocalTime, Weekday};
 use crate::convert;
 use crate::engine::EventHost;
 

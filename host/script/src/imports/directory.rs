@@ -1,4 +1,4 @@
-use crate::bindings::wasmpbx::script::directory::{Device, Host, User};
+use crate::bindings::v0_2::wasmpbx::script::directory::{Device, Host, User};
 use crate::convert;
 use crate::engine::EventHost;
 

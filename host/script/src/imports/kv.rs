@@ -1,4 +1,4 @@
-use crate::bindings::wasmpbx::script::kv::Host;
+use crate::bindings::v0_2::wasmpbx::script::kv::Host;
 use crate::engine::EventHost;
 
 impl Host for EventHost {

@@ -1,4 +1,4 @@
-use crate::bindings::wasmpbx::script::log::{Host, Level};
+use crate::bindings::v0_2::wasmpbx::script::log::{Host, Level};
 use crate::engine::EventHost;
 
 /// Longest log line a script may write; the rest is cut.

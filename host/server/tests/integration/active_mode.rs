@@ -8,6 +8,7 @@ use std::net::UdpSocket;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use crate::common::engine::{Behaviour, Engine};
 use crate::common::server::{Server, SippServer, http, sipp};
 
 const FLIP: &str = "+61290000001";
@@ -93,7 +94,7 @@ fn department(calls: usize, talk_ms: u32) -> SippServer {
 }
 
 /// One RTP packet the probe received.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Received {
     at: Instant,
     marker: bool,
@@ -102,6 +103,7 @@ struct Received {
     timestamp: u32,
     ssrc: u32,
     from: std::net::SocketAddr,
+    payload: Vec<u8>,
 }
 
 /// A UDP socket standing in for the caller's RTP port: it records what the host sends.
@@ -140,6 +142,7 @@ impl Probe {
                     timestamp: u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]),
                     ssrc: u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]),
                     from,
+                    payload: buf[12..n].to_vec(),
                 };
                 if tx.send(packet).is_err() {
                     return;
@@ -570,4 +573,168 @@ fn the_rust_front_door_is_replaced_by_the_javascript_one_in_a_running_server() {
     let scripts: serde_json::Value = serde_json::from_str(&body).unwrap();
     let memory = scripts[0]["peak_instance_memory"].as_u64().unwrap_or(0);
     assert!(memory > 1 << 20, "{body}");
+}
+
+/// A location on [`FLIP`] whose calls stream to `engine_url`, running `script` with
+/// `vars`, its trunk leading to `department_port`.
+fn streamed_location(department_port: u16, engine_url: &str, script: &str, vars: &str) -> String {
+    format!(
+        r#"
+[media]
+rtp_ports = "30000-39999"
+
+[[trunks]]
+name = "pstn"
+uri = "sip:127.0.0.1:{department_port}"
+inbound = ["127.0.0.2"]
+
+[[locations]]
+name = "sydney"
+flip_number = "{FLIP}"
+script = "{script}"
+fallback_number = "{FALLBACK}"
+stream_url = "{engine_url}"
+
+[locations.vars]
+timezone = "Australia/Sydney"
+sales = "{SALES}"
+billing = "{BILLING}"
+operator = "{OPERATOR}"
+{vars}
+"#
+    )
+}
+
+fn outbound_frames(messages: &[serde_json::Value]) -> usize {
+    messages
+        .iter()
+        .filter(|m| m["event"] == "media" && m["media"]["track"] == "outbound")
+        .count()
+}
+
+#[test]
+fn an_engine_that_hears_the_welcome_sends_the_caller_to_billing_without_a_key() {
+    let billing = department(1, 500);
+    let engine = Engine::start(Behaviour::Listen);
+    let server = Server::start_with_scripts(
+        &streamed_location(billing.port, &engine.url, "front-door", ""),
+        &[("front-door", test_components::FRONT_DOOR)],
+    );
+    let probe = Probe::start();
+    std::thread::scope(|scope| {
+        let caller = scope.spawn(|| call(&server, "active_caller_silent.xml", probe.port));
+        // Half a second into the welcome (what the caller hears), the engine says why
+        // the caller calls.
+        let heard = engine
+            .wait_for(Duration::from_secs(10), |m| outbound_frames(m) >= 25)
+            .unwrap_or_else(|| panic!("the engine heard no welcome: {}", server.log()));
+        let call_id = heard[1]["start"]["callSid"].as_str().unwrap().to_owned();
+        let (status, body) = http(
+            server.http,
+            "POST",
+            &format!("/api/calls/{call_id}/events"),
+            None,
+            r#"{"name": "intent", "value": "billing", "confidence": 0.88}"#,
+        );
+        assert_eq!(status, 202, "{body}");
+        assert_eq!(caller.join().unwrap(), 0, "{}", server.log());
+    });
+    assert_invited(billing, &[BILLING]);
+    let cdr = &server.cdrs()[0];
+    assert_eq!(tag(cdr, "department"), Some("billing"), "{cdr}");
+    assert_eq!(tag(cdr, "routed_by"), Some("intent"), "{cdr}");
+    assert_eq!(tag(cdr, "intent"), Some("billing"), "{cdr}");
+    assert_eq!(cdr["events"][0]["value"], "billing", "{cdr}");
+    assert_eq!(cdr["digits"], "", "no key was pressed: {cdr}");
+    // The welcome was cut short, and "transferring" played whole, in one stream.
+    let packets = probe.received();
+    let marks: Vec<usize> = (0..packets.len()).filter(|&i| packets[i].marker).collect();
+    assert!(marks.len() >= 2, "{marks:?}");
+    let welcome = marks[1] - marks[0];
+    assert!(
+        (20..WELCOME_FRAMES - 20).contains(&welcome),
+        "the welcome stopped early: {welcome} of {WELCOME_FRAMES} frames"
+    );
+    assert!(packets.iter().all(|p| p.ssrc == packets[0].ssrc));
+}
+
+/// How many 20 ms frames espeak-ng's rendering of `text` makes at 8 kHz.
+fn spoken_frames(text: &str) -> usize {
+    use std::io::Write;
+    let mut child = std::process::Command::new("espeak-ng")
+        .args(["-v", "en-us", "--stdout"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("espeak-ng (tests/run.sh installs it)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let wav = child.wait_with_output().unwrap().stdout;
+    let samples_22k = (wav.len() - 44) / 2;
+    (samples_22k * 8000 / 22050).div_ceil(160)
+}
+
+fn alaw_rms(payload: &[u8]) -> f64 {
+    let sum: f64 = payload
+        .iter()
+        .map(|&b| f64::from(wasmpbx::media::g711::alaw_decode(b)).powi(2))
+        .sum();
+    (sum / payload.len().max(1) as f64).sqrt()
+}
+
+#[test]
+fn say_speaks_its_text_to_the_caller_and_a_scripts_stream_carries_its_parameters() {
+    const GREETING: &str = "Thank you for calling. This message is spoken by the host, from text.";
+    let engine = Engine::start(Behaviour::Listen);
+    let vars = format!("greeting = \"{GREETING}\"\nengine_url = \"{}\"", engine.url);
+    // The location's own stream goes nowhere that answers; the script's to the engine.
+    let server = Server::start_with_scripts(
+        &streamed_location(9, "ws://127.0.0.1:1/location", "speaker", &vars),
+        &[("speaker", test_components::SPEAKER)],
+    );
+    let probe = Probe::start();
+    // The script answers, says the greeting and hangs up: the caller gets the BYE.
+    assert_eq!(
+        call(&server, "active_caller_silent.xml", probe.port),
+        0,
+        "{}",
+        server.log()
+    );
+    let packets = probe.received();
+    assert!(packets.iter().all(|p| p.payload_type == 8), "PCMA");
+    let expected = spoken_frames(GREETING);
+    assert!(
+        packets.len().abs_diff(expected) <= 3,
+        "{} packets for {expected} frames of speech",
+        packets.len()
+    );
+    // Speech, not silence or a tone: most 20 ms frames carry energy, some pause.
+    let loud = packets
+        .iter()
+        .filter(|p| alaw_rms(&p.payload) > 300.0)
+        .count();
+    let quiet = packets
+        .iter()
+        .filter(|p| alaw_rms(&p.payload) < 100.0)
+        .count();
+    assert!(loud * 2 > packets.len(), "{loud} loud of {}", packets.len());
+    assert!(quiet > 0, "no pause between words");
+
+    let messages = engine
+        .wait_for(Duration::from_secs(10), |m| {
+            m.last().is_some_and(|m| m["event"] == "stop")
+        })
+        .unwrap_or_else(|| panic!("no stream from the script: {}", server.log()));
+    let start = &messages[1]["start"];
+    assert_eq!(start["tracks"], serde_json::json!(["inbound"]), "{start}");
+    assert_eq!(start["customParameters"]["purpose"], "say-test", "{start}");
+    assert_eq!(start["customParameters"]["location"], "sydney", "{start}");
+    let cdr = &server.cdrs()[0];
+    let streams = cdr["streams"].as_array().unwrap();
+    assert_eq!(streams.len(), 2, "the location's and the script's: {cdr}");
+    assert!(streams.iter().any(|s| s["tracks"] == "inbound"), "{cdr}");
 }

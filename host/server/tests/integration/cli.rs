@@ -28,7 +28,7 @@ fn script_check_prints_exports_or_one_clear_error() {
     let (code, out, _) = wasmpbx(&["script", "check", test_components::FRONT_DOOR]);
     assert_eq!(code, 0);
     assert!(
-        out.contains("exports  wasmpbx:script/router@0.1.0"),
+        out.contains("exports  wasmpbx:script/router@0.2.0"),
         "{out}"
     );
 
@@ -142,6 +142,48 @@ fn simulate_follows_a_menu_choice_to_the_department() {
     ]);
     assert!(forwards(&night).is_empty());
     assert!(night.to_string().contains("\"prompt\":\"closed\""));
+    // An engine's intent during the welcome: billing, without a key.
+    let heard = simulate(&[
+        "--at",
+        "2026-11-23T10:00:00+11:00",
+        "--event",
+        "intent=billing",
+    ]);
+    assert_eq!(forwards(&heard), ["+61290000020"], "{heard}");
+    assert!(
+        heard.to_string().contains("\"event\":\"external\""),
+        "{heard}"
+    );
+    // An intent with no department goes nowhere: the menu goes on and takes the key.
+    assert_eq!(
+        forwards(&simulate(&[
+            "--at",
+            "2026-11-23T10:00:00+11:00",
+            "--event",
+            "intent=refund",
+            "--digits",
+            "1"
+        ])),
+        ["+61290000010"]
+    );
+    let (code, _, err) = wasmpbx(&[
+        "script",
+        "simulate",
+        test_components::FRONT_DOOR,
+        "--from",
+        "+61400000001",
+        "--to",
+        "+61290000001",
+        "--config",
+        config,
+        "--event",
+        "intent",
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("--event \"intent\": expected NAME=VALUE"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -133,6 +133,117 @@ fn front_door_menu_routes_each_digit_to_its_department() {
 }
 
 #[test]
+fn front_door_sends_an_intent_to_its_department_and_ignores_the_rest() {
+    let host = host_at(MONDAY_10AM_SYDNEY);
+    install(&host, "front-door", test_components::FRONT_DOOR);
+    let location = host.services.config.load().location("sydney").cloned();
+    let intent = |value: &str| Event::External {
+        name: "intent".into(),
+        value: value.into(),
+        confidence: Some(0.9),
+    };
+    let mut open_call = call("+61290000001");
+    open_call.set_tag("hours", "open");
+    let route = |the_call, event: &Event| {
+        host.route("front-door", None, location.as_ref(), the_call, event)
+            .0
+    };
+    let decision = route(&open_call, &intent("billing"));
+    assert!(decision.fallback.is_none(), "{:?}", decision.fallback);
+    assert!(
+        decision.actions.iter().any(forward_to("+61290000020")),
+        "{:?}",
+        decision.actions
+    );
+    // No department of that name, a name that is not an intent, a call already sent
+    // somewhere, or a closed location: nothing changes (an empty list is valid here).
+    for (the_call, event) in [
+        (&open_call, intent("refund")),
+        (&open_call, intent("timezone")),
+        (
+            &open_call,
+            Event::External {
+                name: "sentiment".into(),
+                value: "billing".into(),
+                confidence: None,
+            },
+        ),
+    ] {
+        let decision = route(the_call, &event);
+        assert!(
+            decision.fallback.is_none(),
+            "{event:?}: {:?}",
+            decision.fallback
+        );
+        assert_eq!(decision.actions, vec![], "{event:?}");
+    }
+    let mut sent = open_call.clone();
+    sent.set_tag("department", "sales");
+    assert_eq!(route(&sent, &intent("billing")).actions, vec![]);
+    let mut closed = call("+61290000001");
+    closed.set_tag("hours", "closed");
+    assert_eq!(route(&closed, &intent("billing")).actions, vec![]);
+}
+
+#[test]
+fn a_script_built_for_wit_0_1_0_still_routes_and_decides() {
+    let host = host_at(MONDAY_10AM_SYDNEY);
+    let script = host
+        .engine
+        .load(
+            "old",
+            &test_components::bytes(test_components::BUILT_FOR_0_1),
+            &host.services,
+        )
+        .unwrap();
+    assert_eq!(script.wit_version, "0.1.0");
+    assert!(script.exports.router && script.exports.flip_policy);
+    install(&host, "old", test_components::BUILT_FOR_0_1);
+    let location = host.services.config.load().location("sydney").cloned();
+    let (decision, pinned) = host.route(
+        "old",
+        None,
+        location.as_ref(),
+        &call("+61290000001"),
+        &Event::Incoming,
+    );
+    assert!(decision.fallback.is_none(), "{:?}", decision.fallback);
+    assert!(
+        decision.actions.iter().any(forward_to("+61290000098")),
+        "{:?}",
+        decision.actions
+    );
+    // Its imports work: the clock through a timezone (10:00 in Sydney).
+    assert!(
+        decision.actions.contains(&Action::SetTag {
+            name: "sydney_hour".into(),
+            value: "10".into()
+        }),
+        "{:?}",
+        decision.actions
+    );
+    // An event 0.1.0 does not know is answered for it with nothing to do.
+    let external = Event::External {
+        name: "intent".into(),
+        value: "billing".into(),
+        confidence: None,
+    };
+    let (decision, _) = host.route(
+        "old",
+        pinned.as_ref(),
+        location.as_ref(),
+        &call("+61290000001"),
+        &external,
+    );
+    assert!(decision.fallback.is_none(), "{:?}", decision.fallback);
+    assert!(decision.actions.is_empty());
+    assert!(matches!(
+        host.decide_flip("old", &flip_request("alice", false, &["mobile"])),
+        Ok(FlipDecision::Allow(_))
+    ));
+}
+
+#[test]
 fn front_door_is_closed_out_of_hours_on_holidays_and_by_override() {
     let location_call = call("+61290000001");
     for (at, kv_override, open) in [
@@ -188,6 +299,8 @@ fn every_misbehaviour_falls_back_and_the_host_keeps_serving() {
         ("recurse", "trap", "stack"),
         ("bad-forward", "invalid-action", "forward: number \"\""),
         ("gather-zero", "invalid-action", "max-digits 0"),
+        ("bad-voice", "invalid-action", "not a voice name"),
+        ("bad-stream", "invalid-action", "not a ws:// or wss:// URL"),
         (
             "after-terminal",
             "invalid-action",
@@ -236,7 +349,7 @@ fn every_misbehaviour_falls_back_and_the_host_keeps_serving() {
             good.fallback
         );
     }
-    assert_eq!(host.metrics.fallbacks(), 8);
+    assert_eq!(host.metrics.fallbacks(), 10);
 }
 
 #[test]
@@ -300,7 +413,7 @@ fn bad_files_are_refused_with_a_clear_reason() {
         (
             "other world",
             test_components::bytes(test_components::OTHER_WORLD),
-            "exports neither wasmpbx:script/router@0.1.0",
+            "exports neither wasmpbx:script/router@0.2.0",
         ),
         (
             "old version",

@@ -1,7 +1,7 @@
 //! A script that misbehaves on demand. The dialled number (for routing) or the user id
 //! (for flip policy) picks the misbehaviour; anything else behaves like `listen`.
 
-use wasmpbx_guest::{Action, Call, Decision, FlipPolicy, FlipRequest, Gather, Router, host};
+use wasmpbx_guest::{Action, Call, Decision, FlipPolicy, FlipRequest, Gather, Router, Say, host};
 
 struct Misbehave;
 
@@ -16,7 +16,13 @@ impl Router for Misbehave {
                 inter_digit_timeout_ms: None,
                 terminator: None,
                 prompt: None,
+                say: None,
             })],
+            "bad-voice" => vec![Action::Say(Say {
+                text: "hello".into(),
+                voice: Some("--path=/etc".into()),
+            })],
+            "bad-stream" => vec![Action::stream_to("http://engine.example/"), Action::Hangup],
             "after-terminal" => vec![Action::Hangup, Action::Answer],
             "missing-prompt" => vec![Action::play("no-such-prompt"), Action::Hangup],
             "nothing" => vec![],

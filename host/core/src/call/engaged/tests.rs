@@ -8,7 +8,7 @@ use crate::call::SessionId;
 use crate::call::testing::Did;
 use crate::media::{Codec, MediaEvent, Side};
 use crate::pbx::PbxOutput;
-use crate::routing::{Action, Event, ForwardTarget, GatherEnd};
+use crate::routing::{Action, Event, ForwardTarget, GatherEnd, Rendered, Speech};
 use crate::sip::message::{self, SipMessage};
 use crate::sip::transaction::{Peer, Transport};
 
@@ -161,6 +161,7 @@ fn gather(
         inter_digit_timeout_ms: inter_digit_ms,
         terminator,
         prompt: Some("menu".into()),
+        say: None,
     }
 }
 
@@ -396,5 +397,196 @@ fn tags_set_at_call_ended_are_in_the_record() {
             ("reason".to_owned(), "billing".to_owned()),
             ("survey".to_owned(), "yes".to_owned())
         ]
+    );
+}
+
+impl Harness {
+    /// An engine's intent for the call, as `POST /api/calls/{id}/events` delivers it.
+    fn intent(&mut self, value: &str) {
+        let id = self.session();
+        self.w
+            .pbx
+            .call_event(
+                self.w.ambient(),
+                id,
+                "intent".into(),
+                value.into(),
+                Some(0.9),
+            )
+            .unwrap();
+    }
+
+    fn external_decided(&mut self, actions: Vec<Action>) {
+        let id = self.session();
+        self.w.external_decided(id, actions);
+    }
+}
+
+fn intent(value: &str) -> Event {
+    Event::External {
+        name: "intent".into(),
+        value: value.into(),
+        confidence: Some(0.9),
+    }
+}
+
+fn to_billing() -> Vec<Action> {
+    vec![
+        Action::SetTag {
+            name: "department".into(),
+            value: "billing".into(),
+        },
+        Action::Forward {
+            target: ForwardTarget::Number("+61290000020".into()),
+            trunk: None,
+            ring_timeout_ms: 30_000,
+            caller_id: None,
+        },
+    ]
+}
+
+#[test]
+fn an_intent_during_the_welcome_takes_the_call_to_its_department() {
+    let mut h = Harness::new();
+    h.invite();
+    h.drain();
+    h.decide(vec![
+        Action::Answer,
+        play("welcome"),
+        gather(1, 5000, 5000, None),
+    ]);
+    h.drain();
+    h.w.media.take();
+    h.at(500);
+    h.intent("billing");
+    let (events, _) = h.drain();
+    assert_eq!(events, [intent("billing")], "the script hears the intent");
+    h.external_decided(to_billing());
+    let (events, sent) = h.drain();
+    assert!(events.is_empty());
+    assert!(
+        sent.iter()
+            .any(|m| m.starts_with("INVITE sip:+61290000020@")),
+        "{sent:?}"
+    );
+    assert_eq!(
+        h.w.media.take(),
+        [Did::Silence, Did::Ringback],
+        "the welcome stops, ringback plays"
+    );
+    // The welcome's end and the menu it would have led to are moot now.
+    h.at(length_ms("welcome") + 6000);
+    assert!(h.drain().0.is_empty(), "no menu, no gather timeout");
+}
+
+#[test]
+fn an_intent_that_only_tags_leaves_the_menu_going() {
+    let mut h = Harness::new();
+    h.invite();
+    h.drain();
+    h.decide(vec![Action::Answer, gather(1, 5000, 5000, None)]);
+    h.drain();
+    h.w.media.take();
+    h.at(300);
+    h.intent("refund");
+    h.drain();
+    h.external_decided(vec![Action::SetTag {
+        name: "heard".into(),
+        value: "refund".into(),
+    }]);
+    assert!(h.w.media.take().is_empty(), "the menu goes on playing");
+    h.digit('1');
+    assert_eq!(h.drain().0, [gathered("1", GatherEnd::MaxDigits)]);
+    // An empty answer changes nothing either.
+    h.decide(vec![gather(1, 5000, 5000, None)]);
+    h.intent("nothing");
+    h.drain();
+    h.external_decided(Vec::new());
+    h.digit('2');
+    assert_eq!(h.drain().0, [gathered("2", GatherEnd::MaxDigits)]);
+}
+
+#[test]
+fn an_intent_cannot_steer_a_connected_call_but_its_tags_apply() {
+    let mut h = Harness::new();
+    h.invite();
+    h.drain();
+    h.decide(to_billing());
+    let (_, sent) = h.drain();
+    let invite = sent
+        .iter()
+        .find(|m| m.starts_with("INVITE "))
+        .expect("the forward")
+        .clone();
+    h.department_answers(&invite);
+    h.drain();
+    h.intent("sales");
+    h.drain();
+    let before = h.w.sent.len();
+    let mut actions = vec![Action::SetTag {
+        name: "second_intent".into(),
+        value: "sales".into(),
+    }];
+    actions.extend(to_billing());
+    h.external_decided(actions);
+    h.drain();
+    assert_eq!(h.w.sent.len(), before, "no new INVITE, nothing sent");
+    let tags = &h.w.live_records.last().expect("the record, rewritten").tags;
+    assert!(
+        tags.contains(&("second_intent".into(), "sales".into())),
+        "{tags:?}"
+    );
+}
+
+#[test]
+fn say_plays_rendered_speech_and_unrendered_speech_falls_back() {
+    let mut h = Harness::new();
+    h.invite();
+    h.drain();
+    let audio = std::sync::Arc::new(crate::media::Prompt::from_samples("say", vec![0; 8000]));
+    let mut speech = Speech::new("Hello", None);
+    speech.audio = Rendered(Some(audio));
+    h.decide(vec![Action::Say(speech), Action::Hangup]);
+    h.drain();
+    assert_eq!(
+        h.w.media.take(),
+        [Did::Answer(Side::A, Codec::Pcmu), Did::Play("say".into())]
+    );
+    h.at(999);
+    assert!(h.drain().1.iter().all(|m| !m.starts_with("BYE")));
+    h.at(1000);
+    assert!(
+        h.drain().1.iter().any(|m| m.starts_with("BYE")),
+        "the hangup after one second of speech"
+    );
+
+    let mut h = Harness::new();
+    h.invite();
+    h.drain();
+    h.decide(vec![Action::Say(Speech::new("Hello", None))]);
+    let (_, sent) = h.drain();
+    assert!(
+        sent.iter().any(|m| m.starts_with("INVITE sip:999@")),
+        "speech that could not be rendered goes to the fallback: {sent:?}"
+    );
+}
+
+#[test]
+fn an_intent_while_the_script_thinks_waits_for_its_answer() {
+    let mut h = Harness::new();
+    h.invite();
+    assert_eq!(h.drain().0, [Event::Incoming]);
+    // The intent arrives before the script has answered the incoming call.
+    h.intent("billing");
+    assert!(h.drain().0.is_empty(), "held until the answer is applied");
+    h.decide(vec![Action::Answer, play("welcome")]);
+    assert_eq!(h.drain().0, [intent("billing")], "then delivered");
+    h.w.media.take();
+    h.external_decided(to_billing());
+    let (_, sent) = h.drain();
+    assert!(
+        sent.iter()
+            .any(|m| m.starts_with("INVITE sip:+61290000020@")),
+        "{sent:?}"
     );
 }
