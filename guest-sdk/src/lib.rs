@@ -50,9 +50,9 @@ pub use __bindings::host::wasmpbx::script::clock::{Instant, LocalTime, Weekday};
 pub use __bindings::host::wasmpbx::script::directory::{Device, User};
 pub use flip_wit::{Allow, CallFacts, Decision, Direction, FlipKind, FlipRequest, Trigger};
 pub use router_wit::{
-    Action, CallContext as Call, CallEnded, DeviceOrigin, Disposition, Event, ExternalEvent,
-    Forward, ForwardFailure, ForwardTarget, Gather, GatherEnd, Gathered, MediaStream, Origin, Play,
-    Reject, Say, StreamTracks,
+    Action, CallContext as Call, CallEnded, DeviceOrigin, Disposition, EngineAudio, Event,
+    ExternalEvent, Forward, ForwardFailure, ForwardTarget, Gather, GatherEnd, Gathered,
+    MediaStream, Origin, Play, Reject, Say, StreamTracks,
 };
 
 /// A routing script: what to do at each event of a call. Only `incoming` is required;
@@ -218,12 +218,14 @@ impl Action {
         })
     }
 
-    /// Stream both tracks of the call's audio to a speech or AI engine's WebSocket.
+    /// Stream both tracks of the call's audio to a speech or AI engine's WebSocket (one
+    /// way: what the engine sends back is not played).
     pub fn stream_to(url: impl Into<String>) -> Self {
         Action::MediaStream(MediaStream {
             url: url.into(),
             tracks: StreamTracks::Both,
             parameters: Vec::new(),
+            engine_audio: EngineAudio::Ignore,
         })
     }
 

@@ -17,6 +17,7 @@
 
 pub mod os_random;
 mod packets;
+mod playout;
 pub mod recorder;
 pub mod relay;
 pub mod rtp;

@@ -5,12 +5,18 @@
 //! and a fake clock.
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use super::playout::{self, Playout};
 use super::recorder::{Channel, Recorder};
 use super::rtp::{self, DtmfWatch, KeyFilter, OutStream};
 use super::stream::Tap;
-use super::{Codec, Playback, Side, Track};
+use super::{Codec, EngineAudio, FRAME_SAMPLES, Playback, Side, Track, g711};
+
+/// While the other side's audio reached the caller this recently, an engine's audio
+/// rides on it rather than on frames of the host's own.
+const OTHER_SIDE_TALKING: Duration = Duration::from_millis(100);
 
 /// Where each side's packets go.
 #[derive(Debug, Default)]
@@ -51,6 +57,37 @@ pub(crate) struct CallPackets {
     pub(crate) stale_key: Option<u32>,
     /// The side last moved onto reserved ports.
     pub(crate) switched: Option<Side>,
+    /// A bidirectional stream's engine, speaking to the caller.
+    pub(crate) engine: Option<EngineFeed>,
+    /// When the other side's audio last went to the caller.
+    pub(crate) b_to_a_at: Option<Instant>,
+}
+
+/// What an engine says to the caller, and how it meets what the caller hears.
+pub(crate) struct EngineFeed {
+    pub(crate) mode: EngineAudio,
+    pub(crate) playout: Arc<Mutex<Playout>>,
+}
+
+impl EngineFeed {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Playout> {
+        // A playout is left whole by every method: a panic elsewhere cannot break it.
+        self.playout.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The engine's audio over (or instead of) `heard`, a G.711 payload in `codec`;
+    /// none if the engine has nothing to say.
+    fn over(&self, codec: Codec, heard: Option<&[u8]>, len: usize) -> Option<Vec<u8>> {
+        let engine = self.lock().take(codec, len)?;
+        Some(match (self.mode, heard) {
+            (EngineAudio::Mix, Some(heard)) => {
+                let mut mixed = heard.to_vec();
+                playout::mix(codec, &mut mixed, &engine);
+                mixed
+            }
+            _ => engine,
+        })
+    }
 }
 
 /// What to do with a packet that arrived: send `packets` to `to` (none: no address known
@@ -88,6 +125,8 @@ impl CallPackets {
             taps: Vec::new(),
             stale_key: None,
             switched: None,
+            engine: None,
+            b_to_a_at: None,
         }
     }
 
@@ -136,6 +175,18 @@ impl CallPackets {
                 Playback::Loop(_) | Playback::Silence => endpoint.playback = Playback::Silence,
             }
         }
+        // The caller hears the engine in the other side's audio.
+        let spoken;
+        let packet = match self.engine_over_packet(from, packet) {
+            Some(with_engine) => {
+                spoken = with_engine;
+                &spoken[..]
+            }
+            None => packet,
+        };
+        if from == Side::B {
+            self.b_to_a_at = Some(now);
+        }
         let stream = &mut self.out[to];
         relay.packets = match self.keys_filter[i].as_mut() {
             Some(filter) if !filter.passes(packet) => filter
@@ -146,6 +197,20 @@ impl CallPackets {
             _ => stream.relay(packet, now).into_iter().collect(),
         };
         relay
+    }
+
+    /// A copy of `packet`, the other side's audio on its way to the caller, with the
+    /// engine's audio in it; none if there is no engine, nothing queued, or the packet
+    /// is not G.711.
+    fn engine_over_packet(&self, from: Side, packet: &[u8]) -> Option<Vec<u8>> {
+        let engine = self.engine.as_ref().filter(|_| from == Side::B)?;
+        let header = rtp::parse(packet)?;
+        let codec = Codec::from_payload_type(header.payload_type)?;
+        let payload = &packet[header.payload_offset..];
+        let spoken = engine.over(codec, Some(payload), payload.len())?;
+        let mut out = packet[..header.payload_offset].to_vec();
+        out.extend_from_slice(&spoken);
+        Some(out)
     }
 
     /// An RTCP packet from `from`: it speaks for the other side's stream, whichever
@@ -186,45 +251,58 @@ impl CallPackets {
         }
     }
 
-    /// The host's frame for this 20 ms tick, on the side it answered.
+    /// The host's frame for this 20 ms tick, on the side it answered: the prompt playing,
+    /// and on the caller's side an engine's audio (unless the other side's audio carries
+    /// it).
     pub(crate) fn host_frame(&mut self, now: Instant) -> HostFrame {
         let Some(endpoint) = self.endpoint.as_mut() else {
             return HostFrame::Stopped;
         };
         let side = endpoint.side as usize;
-        let (prompt, looped) = match &endpoint.playback {
-            Playback::Silence => return HostFrame::Silent,
-            Playback::Once(p) => (p.clone(), false),
-            Playback::Loop(p) => (p.clone(), true),
+        let codec = endpoint.codec;
+        let prompt = match &endpoint.playback {
+            Playback::Silence => None,
+            Playback::Once(p) => Some((p.clone(), false)),
+            Playback::Loop(p) => Some((p.clone(), true)),
         };
-        let i = endpoint.position;
-        let packet = self.out[side].host_frame(
-            endpoint.codec.payload_type(),
-            prompt.frame(endpoint.codec, i),
-            now,
-        );
-        endpoint.position = i + 1;
-        if endpoint.position == prompt.frames() {
-            if looped {
-                endpoint.position = 0;
-            } else {
-                endpoint.playback = Playback::Silence;
-                self.out[side].pause();
+        let mut payload = None;
+        if let Some((prompt, looped)) = prompt {
+            let i = endpoint.position;
+            payload = Some(prompt.frame(codec, i).to_vec());
+            endpoint.position = i + 1;
+            if endpoint.position == prompt.frames() {
+                if looped {
+                    endpoint.position = 0;
+                } else {
+                    endpoint.playback = Playback::Silence;
+                }
             }
         }
+        let other_side_talking = self
+            .b_to_a_at
+            .is_some_and(|at| now.saturating_duration_since(at) < OTHER_SIDE_TALKING);
+        if side == 0
+            && !other_side_talking
+            && let Some(engine) = &self.engine
+            && let Some(spoken) = engine.over(codec, payload.as_deref(), FRAME_SAMPLES as usize)
+        {
+            payload = Some(spoken);
+        }
+        let Some(payload) = payload else {
+            // Nothing to send: the next frame starts a new talk spurt.
+            self.out[side].pause();
+            return HostFrame::Silent;
+        };
+        let packet = self.out[side].host_frame(codec.payload_type(), &payload, now);
         // The recording's other channel, and the streams' outbound track, are what the
         // caller (side A) hears.
         if side == 0 {
             if let Some(recorder) = self.recorder.as_mut() {
-                recorder.put(Channel::Other, now, prompt.frame_samples(i));
+                let samples: Vec<i16> = payload.iter().map(|&b| g711::decode(codec, b)).collect();
+                recorder.put(Channel::Other, now, &samples);
             }
             for tap in &self.taps {
-                tap.offer(
-                    Track::Outbound,
-                    now,
-                    endpoint.codec,
-                    prompt.frame(endpoint.codec, i),
-                );
+                tap.offer(Track::Outbound, now, codec, &payload);
             }
         }
         HostFrame::Frame {
@@ -447,5 +525,67 @@ mod tests {
         let relay = call.rtcp_in(Side::B, at("127.0.0.3:6001"), &rr);
         assert_eq!(relay.to, Some(at("127.0.0.2:4001")));
         assert_eq!(call.remotes.rtcp[1], Some(at("127.0.0.3:6001")));
+    }
+
+    fn engine(call: &mut CallPackets, mode: EngineAudio, level: i16, bytes: usize) {
+        let (marks_out, _) = tokio::sync::mpsc::channel(4);
+        let mut playout = Playout::new(marks_out);
+        playout.push_audio(&vec![g711::ulaw_encode(level); bytes]);
+        call.engine = Some(EngineFeed {
+            mode,
+            playout: Arc::new(Mutex::new(playout)),
+        });
+    }
+
+    fn level(packet: &[u8]) -> i16 {
+        let header = header(packet);
+        let codec = Codec::from_payload_type(header.payload_type).unwrap();
+        g711::decode(codec, packet[header.payload_offset])
+    }
+
+    #[test]
+    fn an_engine_rides_on_the_other_sides_audio_to_the_caller_mixed_or_instead() {
+        let t0 = crate::clock::monotonic_now();
+        let mut call = latched(t0);
+        engine(&mut call, EngineAudio::Mix, 2000, 160);
+        let desk = packet(8, 2, 320, 22, &[g711::encode(Codec::Pcma, 1000); 160]);
+        let heard = call.rtp_in(Side::B, at(DESK), &desk, t0);
+        let sum = level(&heard.packets[0]);
+        assert!((2900..3100).contains(&sum), "mixed: {sum}");
+        // The caller's own audio to the desk is untouched; the engine has no more.
+        let said = call.rtp_in(Side::A, at(FAR), &audio(2, 11), t0);
+        assert_eq!(said.packets[0][12..], [0xff; 160]);
+        let next = packet(8, 3, 480, 22, &[g711::encode(Codec::Pcma, 1000); 160]);
+        let plain = level(&call.rtp_in(Side::B, at(DESK), &next, t0).packets[0]);
+        assert!((900..1100).contains(&plain), "{plain}");
+
+        engine(&mut call, EngineAudio::Replace, 2000, 160);
+        let next = packet(8, 4, 640, 22, &[g711::encode(Codec::Pcma, 1000); 160]);
+        let instead = level(&call.rtp_in(Side::B, at(DESK), &next, t0).packets[0]);
+        assert!((1900..2100).contains(&instead), "replaced: {instead}");
+    }
+
+    #[test]
+    fn the_host_speaks_the_engine_in_its_own_frames_unless_the_other_side_is_talking() {
+        let t0 = crate::clock::monotonic_now();
+        let mut call = latched(t0);
+        call.endpoint = Some(Endpoint {
+            side: Side::A,
+            codec: Codec::Pcmu,
+            playback: Playback::Silence,
+            position: 0,
+        });
+        engine(&mut call, EngineAudio::Replace, 3000, 320);
+        // The desk spoke just now (latched at t0): its packets carry the engine.
+        assert_eq!(call.host_frame(t0), HostFrame::Silent);
+        // A quiet desk: the host's own frames do, then fall silent.
+        let later = t0 + Duration::from_millis(200);
+        for _ in 0..2 {
+            let HostFrame::Frame { packet, .. } = call.host_frame(later) else {
+                panic!("a frame of the engine's");
+            };
+            assert!((2900..3100).contains(&level(&packet)));
+        }
+        assert_eq!(call.host_frame(later), HostFrame::Silent);
     }
 }

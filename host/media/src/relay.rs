@@ -17,12 +17,14 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::packets::{CallPackets, Endpoint, HostFrame};
+use super::packets::{CallPackets, Endpoint, EngineFeed, HostFrame};
+use super::playout::Playout;
 use super::recorder::Recorder;
 use super::rtp::{self, DtmfWatch, FRAME, KeyFilter, OutStream};
+use super::stream::EngineLink;
 use super::{
-    Codec, MediaAllocator, MediaEvent, MediaPorts, MediaReport, Playback, Prompt, Side,
-    StreamRequest, redacted_url,
+    Codec, EngineAudio, MediaAllocator, MediaEvent, MediaPorts, MediaReport, Playback, Prompt,
+    Side, StreamRequest, redacted_url,
 };
 use crate::clock::monotonic_now;
 use crate::config::PortRange;
@@ -49,6 +51,9 @@ pub struct RelayCounters {
     /// Stream connections that failed or were lost.
     pub stream_failures: AtomicU64,
 }
+
+/// Played marks a bidirectional stream holds for its engine before it loses them.
+const MARKS_WAITING: usize = 64;
 
 fn lock(shared: &Mutex<CallPackets>) -> MutexGuard<'_, CallPackets> {
     shared.lock().unwrap_or_else(|p| p.into_inner())
@@ -483,9 +488,26 @@ impl MediaAllocator for RelayManager {
             crate::os_random::random_u64(),
             crate::os_random::random_u64()
         );
-        tracing::info!(session = %session.short(), url = %redacted_url(&request.url), stream = %stream_sid, "media stream starts");
-        let tap = super::stream::start(session, request, stream_sid, self.counters.clone());
-        lock(&call.shared).taps.push(tap);
+        tracing::info!(session = %session.short(), url = %redacted_url(&request.url), stream = %stream_sid, engine_audio = ?request.engine_audio, "media stream starts");
+        let mut shared = lock(&call.shared);
+        let engine = (request.engine_audio != EngineAudio::Ignore).then(|| {
+            let (marks_out, marks) = mpsc::channel(MARKS_WAITING);
+            let playout = Arc::new(Mutex::new(Playout::new(marks_out)));
+            if shared.engine.is_some() {
+                tracing::info!(session = %session.short(), "a newer bidirectional stream speaks to the caller");
+            }
+            shared.engine = Some(EngineFeed {
+                mode: request.engine_audio,
+                playout: playout.clone(),
+            });
+            EngineLink {
+                playout,
+                marks,
+                playing: call.playing.clone(),
+            }
+        });
+        let tap = super::stream::start(session, request, stream_sid, self.counters.clone(), engine);
+        shared.taps.push(tap);
     }
 
     fn close(&mut self, session: SessionId) -> MediaReport {
@@ -707,6 +729,7 @@ mod tests {
     use super::*;
     use crate::Prompt;
     use std::time::Duration;
+    use wasmpbx_types::media::g711;
 
     /// A call id for the tests, told apart by `n`.
     fn id(n: u8) -> SessionId {
@@ -1103,6 +1126,7 @@ mod tests {
             StreamRequest {
                 url: url.clone(),
                 tracks: super::super::Tracks::Both,
+                engine_audio: EngineAudio::Ignore,
                 call_sid: "call-9".into(),
                 parameters: vec![("location".into(), "sydney".into())],
             },
@@ -1169,5 +1193,76 @@ mod tests {
         assert_eq!(stop["event"], "stop", "{stop}");
         assert_eq!(stop["stop"]["callSid"], "call-9");
         assert_eq!(relay.counters.stream_frames_sent.load(Relaxed), 4);
+    }
+
+    #[tokio::test]
+    async fn an_engine_speaks_to_the_caller_and_hears_its_marks_back() {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message;
+        // The engine: once started, it says 0x5a for 100 ms, marks it, then listens.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}/engine", listener.local_addr().unwrap());
+        let (kept, mut messages) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            use base64::Engine as _;
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+            while let Some(Ok(message)) = ws.next().await {
+                let Message::Text(text) = message else {
+                    continue;
+                };
+                let message = serde_json::from_str::<serde_json::Value>(text.as_str()).unwrap();
+                if message["event"] == "start" {
+                    let audio = base64::engine::general_purpose::STANDARD.encode([0x5a; 800]);
+                    let replies = [
+                        "not json".to_string(),
+                        serde_json::json!({"event": "media", "media": {"payload": audio}})
+                            .to_string(),
+                        serde_json::json!({"event": "mark", "mark": {"name": "said"}}).to_string(),
+                    ];
+                    for reply in replies {
+                        ws.send(Message::text(reply)).await.unwrap();
+                    }
+                }
+                let _ = kept.send(message);
+            }
+        });
+        let (mut relay, _) = manager();
+        relay.open(id(10)).unwrap();
+        let far_end = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        relay.set_remote(id(10), Side::A, far_end.local_addr().unwrap());
+        // The host answered the caller and plays nothing: the engine is all it hears.
+        relay.answer(id(10), Side::A, Codec::Pcma);
+        relay.start_stream(
+            id(10),
+            StreamRequest {
+                url,
+                tracks: super::super::Tracks::Inbound,
+                engine_audio: EngineAudio::Replace,
+                call_sid: "call-10".into(),
+                parameters: Vec::new(),
+            },
+        );
+        let expected = g711::encode(Codec::Pcma, g711::ulaw_decode(0x5a));
+        for i in 0..5 {
+            let (packet, _) = recv(&far_end).await;
+            let header = rtp::parse(&packet).unwrap();
+            assert_eq!(header.payload_type, 8, "in the caller's codec");
+            assert_eq!(header.marker, i == 0, "one talk spurt");
+            assert_eq!(packet[header.payload_offset..], [expected; 160]);
+        }
+        assert_eq!(next(&mut messages).await["event"], "connected");
+        assert_eq!(next(&mut messages).await["event"], "start");
+        let mark = next(&mut messages).await;
+        assert_eq!(mark["event"], "mark", "{mark}");
+        assert_eq!(mark["mark"]["name"], "said");
+        // Then silence: nothing more is sent.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), far_end.recv_from(&mut [0; 64]))
+                .await
+                .is_err()
+        );
+        let report = relay.close(id(10));
+        assert_eq!(report.streams[0].played, 5);
     }
 }

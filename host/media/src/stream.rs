@@ -6,6 +6,10 @@
 //! connects, frames the audio as JSON (`connected`, `start`, `media`, `stop`) and sends
 //! it; while the connection is down it drops what arrives (counted), logs once, and
 //! tries again with backoff for as long as the call lasts. Nothing here can delay a call.
+//!
+//! A bidirectional stream also listens: the engine's `media` goes into the call's
+//! [`Playout`] (and wakes the host's sender), its `mark`s come back when played, `clear`
+//! drops what is queued. A connection lost drops its queued audio too.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -22,6 +26,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use wasmpbx_types::ids::SessionId;
 use wasmpbx_types::record::StreamRecord;
 
+use super::playout::Playout;
 use super::relay::RelayCounters;
 use super::{Codec, StreamRequest, Track, Tracks, g711, redacted_url};
 use crate::clock::monotonic_now;
@@ -64,6 +69,21 @@ pub(crate) struct Tap {
     queue: mpsc::Sender<Frame>,
     counts: Arc<Counts>,
     counters: Arc<RelayCounters>,
+    playout: Option<Arc<Mutex<Playout>>>,
+}
+
+/// A bidirectional stream's way back to the call: where the engine's audio goes, the
+/// marks played, and the call's host sender to wake.
+pub(crate) struct EngineLink {
+    pub(crate) playout: Arc<Mutex<Playout>>,
+    pub(crate) marks: mpsc::Receiver<String>,
+    pub(crate) playing: Arc<tokio::sync::Notify>,
+}
+
+impl EngineLink {
+    fn playout(&self) -> std::sync::MutexGuard<'_, Playout> {
+        self.playout.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl Tap {
@@ -98,17 +118,22 @@ impl Tap {
             tracks: self.tracks,
             frames: self.counts.frames.load(Relaxed),
             dropped: self.counts.dropped.load(Relaxed),
+            played: self.playout.as_ref().map_or(0, |p| {
+                p.lock().unwrap_or_else(|e| e.into_inner()).frames_played
+            }),
         }
     }
 }
 
 /// Start streaming: the tap for the call's packet state; the task runs on the current
-/// runtime until the tap is dropped (the call ended) and its `stop` is sent.
+/// runtime until the tap is dropped (the call ended) and its `stop` is sent. With an
+/// `engine` link the stream is bidirectional.
 pub(crate) fn start(
     session: SessionId,
     request: StreamRequest,
     stream_sid: String,
     counters: Arc<RelayCounters>,
+    engine: Option<EngineLink>,
 ) -> Tap {
     let (queue, frames) = mpsc::channel(QUEUE);
     let counts = Arc::new(Counts::default());
@@ -119,6 +144,7 @@ pub(crate) fn start(
         queue,
         counts: counts.clone(),
         counters: counters.clone(),
+        playout: engine.as_ref().map(|e| e.playout.clone()),
     };
     counters.streams_active.fetch_add(1, Relaxed);
     let task = Stream {
@@ -132,6 +158,8 @@ pub(crate) fn start(
         started: monotonic_now(),
         sequence: 0,
         chunks: [0, 0],
+        engine,
+        engine_said: EngineSaid::default(),
     };
     tokio::spawn(task.run());
     tap
@@ -151,6 +179,15 @@ struct Stream {
     /// `sequenceNumber` of the last message sent; per track, `chunk` of the last frame.
     sequence: u64,
     chunks: [u64; 2],
+    engine: Option<EngineLink>,
+    engine_said: EngineSaid,
+}
+
+/// What the engine sent that could not be used, logged once per stream.
+#[derive(Default)]
+struct EngineSaid {
+    garbage: u64,
+    over_limit: u64,
 }
 
 /// Why a connection ended.
@@ -178,7 +215,12 @@ impl Stream {
                     }
                     down = false;
                     retry = FIRST_RETRY;
-                    match self.serve(socket).await {
+                    let ended = self.serve(socket).await;
+                    if let Some(engine) = &self.engine {
+                        // What that engine queued is not for the next connection.
+                        engine.playout().clear();
+                    }
+                    match ended {
                         Ended::Call => break,
                         Ended::Lost(why) => why,
                     }
@@ -253,6 +295,12 @@ impl Stream {
                     }
                     self.counters.stream_frames_sent.fetch_add(1, Relaxed);
                 }
+                Some(name) = next_mark(&mut self.engine) => {
+                    let mark = self.mark_message(&name);
+                    if let Err(why) = send(&mut sink, mark.to_string()).await {
+                        return Ended::Lost(why);
+                    }
+                }
                 message = incoming.next() => match message {
                     None => return Ended::Lost("the engine closed the connection".into()),
                     Some(Err(e)) => return Ended::Lost(format!("from the engine: {e}")),
@@ -267,20 +315,57 @@ impl Stream {
         }
     }
 
-    /// A message from the engine. This host streams one way: an engine's `media`,
-    /// `mark` and `clear` are noted, not played.
-    fn heard_from_engine(&self, text: &str) {
-        let event = serde_json::from_str::<serde_json::Value>(text)
-            .ok()
-            .and_then(|v| v.get("event")?.as_str().map(str::to_owned));
+    /// A message from the engine: on a bidirectional stream its `media` is queued for
+    /// the caller, its `mark` waits for that audio, `clear` drops it; anything else, and
+    /// everything on a one-way stream, is ignored (what could not be used is logged once).
+    fn heard_from_engine(&mut self, text: &str) {
+        let message = serde_json::from_str::<serde_json::Value>(text).ok();
+        let event = message.as_ref().and_then(|m| m.get("event")?.as_str());
+        let Some(engine) = &self.engine else {
+            tracing::debug!(session = %self.session.short(), ?event, "media stream: the engine sent something (not played: the stream is one-way)");
+            return;
+        };
+        let message = message.as_ref();
         match event {
-            Some(event) => {
-                tracing::debug!(session = %self.session.short(), event, "media stream: the engine sent an event (not played: streams are one-way)")
+            Some("media") => {
+                let audio = message
+                    .and_then(|m| m.get("media")?.get("payload")?.as_str())
+                    .and_then(|p| base64::engine::general_purpose::STANDARD.decode(p).ok());
+                let Some(audio) = audio else {
+                    return self.engine_garbage("a media message without base64 audio");
+                };
+                if !engine.playout().push_audio(&audio) {
+                    self.engine_said.over_limit += 1;
+                    if self.engine_said.over_limit == 1 {
+                        tracing::warn!(session = %self.session.short(), url = %self.shown, "media stream: the engine sent more than 60 s of audio ahead; the rest is dropped");
+                    }
+                    return;
+                }
+                engine.playing.notify_one();
             }
-            None => {
-                tracing::debug!(session = %self.session.short(), bytes = text.len(), "media stream: the engine sent something that is not the format; ignored")
-            }
+            Some("mark") => match message.and_then(|m| m.get("mark")?.get("name")?.as_str()) {
+                Some(name) => engine.playout().push_mark(name.to_owned()),
+                None => self.engine_garbage("a mark without a name"),
+            },
+            Some("clear") => engine.playout().clear(),
+            _ => self.engine_garbage("a message that is not media, mark or clear"),
         }
+    }
+
+    fn engine_garbage(&mut self, what: &str) {
+        self.engine_said.garbage += 1;
+        if self.engine_said.garbage == 1 {
+            tracing::warn!(session = %self.session.short(), url = %self.shown, "media stream: the engine sent {what}; ignored (and so are any more)");
+        }
+    }
+
+    fn mark_message(&mut self, name: &str) -> serde_json::Value {
+        serde_json::json!({
+            "event": "mark",
+            "sequenceNumber": self.next_sequence(),
+            "streamSid": self.stream_sid,
+            "mark": {"name": name},
+        })
     }
 
     fn next_sequence(&mut self) -> String {
@@ -339,6 +424,14 @@ impl Stream {
             "streamSid": self.stream_sid,
             "stop": {"accountSid": "", "callSid": self.request.call_sid},
         })
+    }
+}
+
+/// The next mark played, on a bidirectional stream; never, on a one-way one.
+async fn next_mark(engine: &mut Option<EngineLink>) -> Option<String> {
+    match engine {
+        Some(engine) => engine.marks.recv().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -477,6 +570,7 @@ mod tests {
             queue,
             counts: Arc::default(),
             counters: Arc::default(),
+            playout: None,
         };
         (tap, frames)
     }
@@ -503,6 +597,7 @@ mod tests {
                 tracks: Tracks::Inbound,
                 frames: 3,
                 dropped: 1,
+                played: 0,
             }
         );
     }

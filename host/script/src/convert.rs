@@ -7,7 +7,7 @@ use super::bindings::v0_2::wasmpbx::script::clock::Instant;
 use super::bindings::v0_2::wasmpbx::script::directory::Device;
 use crate::directory::DeviceInfo;
 use crate::flip::{Allow, Direction, FlipDecision, FlipKind, FlipRequest, Trigger};
-use crate::media::Tracks;
+use crate::media::{EngineAudio, Tracks};
 use crate::routing::{
     Action, CallInfo, Disposition, Event, ForwardTarget, GatherEnd, Origin, Speech,
 };
@@ -116,6 +116,11 @@ pub(crate) fn action_from_guest(action: wit::Action) -> Result<Action, String> {
                 wit::StreamTracks::Both => Tracks::Both,
             },
             parameters: m.parameters,
+            engine_audio: match m.engine_audio {
+                wit::EngineAudio::Ignore => EngineAudio::Ignore,
+                wit::EngineAudio::Mix => EngineAudio::Mix,
+                wit::EngineAudio::Replace => EngineAudio::Replace,
+            },
         },
         wit::Action::Gather(g) => Action::Gather {
             max_digits: g.max_digits,

@@ -606,9 +606,10 @@ fn describe_action(action: &Action) -> String {
             url,
             tracks,
             parameters,
+            engine_audio,
         } => {
             let mut line = format!(
-                "media-stream {} tracks {tracks:?}",
+                "media-stream {} tracks {tracks:?} engine audio {engine_audio:?}",
                 crate::media::redacted_url(url)
             );
             for (name, value) in parameters {

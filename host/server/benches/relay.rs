@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use wasmpbx::call::SessionId;
 use wasmpbx::config::PortRange;
-use wasmpbx::media::{MediaAllocator, RelayManager, Side, StreamRequest, Tracks};
+use wasmpbx::media::{EngineAudio, MediaAllocator, RelayManager, Side, StreamRequest, Tracks};
 
 const PACKET: usize = 172;
 /// Set in the child process that plays the engine.
@@ -108,6 +108,7 @@ async fn run(calls: usize, seconds: u64, through: Option<Through<'_>>) -> Outcom
                     let request = StreamRequest {
                         url: url.to_owned(),
                         tracks: Tracks::Both,
+                        engine_audio: EngineAudio::Ignore,
                         call_sid: id.to_string(),
                         parameters: Vec::new(),
                     };

@@ -13,7 +13,7 @@
 //! - A list that ends without suspending or ending leaves nothing to wait for:
 //!   [`ActionHost::nothing_to_wait_for`] ends the call.
 
-use crate::media::Tracks;
+use crate::media::{EngineAudio, Tracks};
 use crate::routing::{Action, ForwardTarget, Speech};
 
 /// A `forward` action's fields.
@@ -45,6 +45,7 @@ pub struct MediaStream {
     pub url: String,
     pub tracks: Tracks,
     pub parameters: Vec<(String, String)>,
+    pub engine_audio: EngineAudio,
 }
 
 /// What carries actions out: a live call, or a simulated one.
@@ -101,10 +102,12 @@ pub fn run(host: &mut impl ActionHost, actions: Vec<Action>) {
                 url,
                 tracks,
                 parameters,
+                engine_audio,
             } => host.media_stream(MediaStream {
                 url,
                 tracks,
                 parameters,
+                engine_audio,
             }),
             Action::Gather {
                 max_digits,
@@ -253,6 +256,7 @@ mod tests {
             url: "wss://engine.example/s".into(),
             tracks: Tracks::Both,
             parameters: Vec::new(),
+            engine_audio: EngineAudio::Ignore,
         };
         let say = Action::Say(Speech::new("Hello", None));
         run(&mut log, vec![stream, say, tag(), Action::Hangup]);

@@ -110,12 +110,26 @@ impl Track {
     }
 }
 
+/// What the audio an engine sends back on a stream does to what the caller hears.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineAudio {
+    /// Not played: a one-way stream.
+    Ignore,
+    /// Played over what the caller hears.
+    Mix,
+    /// Played instead of what the caller hears, while it lasts.
+    Replace,
+}
+
 /// Stream a call's audio to a WebSocket in the Twilio Media Streams format.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamRequest {
     /// `ws://` or `wss://`.
     pub url: String,
     pub tracks: Tracks,
+    /// Bidirectional when not `Ignore`: the engine's `media` is played to the caller.
+    pub engine_audio: EngineAudio,
     /// `start.callSid`: the session id, as the admin API names the call.
     pub call_sid: String,
     /// `start.customParameters`: the location, caller and dialled numbers, and any the

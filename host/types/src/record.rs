@@ -117,6 +117,8 @@ pub struct StreamRecord {
     /// Frames lost: the stream's queue was full (the engine too slow) or its
     /// connection was down.
     pub dropped: u64,
+    /// Bidirectional streams: 20 ms frames of the engine's audio played to the caller.
+    pub played: u64,
 }
 
 /// Where a record stands.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::config::Location;
-use crate::media::{Prompt, StreamRequest, Tracks};
+use crate::media::{EngineAudio, Prompt, StreamRequest, Tracks};
 
 /// The longest action list a script may return for one event.
 pub const MAX_ACTIONS: usize = 64;
@@ -216,6 +216,7 @@ pub enum Action {
         url: String,
         tracks: Tracks,
         parameters: Vec<(String, String)>,
+        engine_audio: EngineAudio,
     },
     SetTag {
         name: String,

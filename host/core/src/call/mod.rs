@@ -22,7 +22,9 @@ use rsip::prelude::*;
 
 use crate::config::{Config, Location};
 use crate::flip::FlipResult;
-use crate::media::{MediaAllocator, MediaPorts, Playback, Prompts, Side, StreamRequest, Tracks};
+use crate::media::{
+    EngineAudio, MediaAllocator, MediaPorts, Playback, Prompts, Side, StreamRequest, Tracks,
+};
 use crate::pbx::{Ambient, PbxOutput};
 use crate::registrar::Registrar;
 use crate::routing::{
@@ -154,6 +156,7 @@ fn stream_request(stream: MediaStream, call: &CallInfo) -> StreamRequest {
     StreamRequest {
         url: stream.url,
         tracks: stream.tracks,
+        engine_audio: stream.engine_audio,
         call_sid: call.call_id.clone(),
         parameters,
     }
@@ -765,6 +768,7 @@ impl Calls {
                 url,
                 tracks: Tracks::Both,
                 parameters: Vec::new(),
+                engine_audio: EngineAudio::Ignore,
             };
             ctx.media.start_stream(id, stream_request(stream, &call));
             session.streams += 1;
@@ -915,11 +919,13 @@ impl Calls {
                     url,
                     tracks,
                     parameters,
+                    engine_audio,
                 } => {
                     let stream = MediaStream {
                         url,
                         tracks,
                         parameters,
+                        engine_audio,
                     };
                     self.media_stream(ctx, id, stream);
                 }

@@ -2,7 +2,7 @@
 
 use super::testing::Did;
 use super::world::{CONFIG, World};
-use crate::media::{StreamRequest, Tracks};
+use crate::media::{EngineAudio, StreamRequest, Tracks};
 use crate::routing::Action;
 
 #[test]
@@ -28,6 +28,7 @@ fn a_call_to_a_location_with_a_stream_url_streams_both_tracks_from_the_start() {
         [StreamRequest {
             url: "wss://engine.test/stream?token=t".into(),
             tracks: Tracks::Both,
+            engine_audio: EngineAudio::Ignore,
             call_sid: id.to_string(),
             parameters: vec![
                 ("location".into(), "sydney".into()),
@@ -62,6 +63,7 @@ fn a_scripts_streams_carry_its_tracks_and_parameters_up_to_four_a_call() {
         url: format!("ws://engine.test/{n}"),
         tracks: Tracks::Inbound,
         parameters: vec![("lang".into(), "en".into())],
+        engine_audio: EngineAudio::Replace,
     };
     let mut actions: Vec<Action> = (1..=4).map(stream).collect();
     actions.push(Action::Hangup);
@@ -79,6 +81,7 @@ fn a_scripts_streams_carry_its_tracks_and_parameters_up_to_four_a_call() {
     assert_eq!(streams.len(), 3, "{streams:?}");
     assert_eq!(streams[0].url, "ws://engine.test/1");
     assert_eq!(streams[0].tracks, Tracks::Inbound);
+    assert_eq!(streams[0].engine_audio, EngineAudio::Replace);
     assert_eq!(
         streams[0].parameters.last(),
         Some(&("lang".to_string(), "en".to_string())),

@@ -8,7 +8,7 @@ use std::net::UdpSocket;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::common::engine::{Behaviour, Engine};
+use crate::common::engine::{Behaviour, Engine, SPOKEN_HZ, tone_share};
 use crate::common::server::{Server, SippServer, http, sipp};
 
 const FLIP: &str = "+61290000001";
@@ -737,4 +737,58 @@ fn say_speaks_its_text_to_the_caller_and_a_scripts_stream_carries_its_parameters
     let streams = cdr["streams"].as_array().unwrap();
     assert_eq!(streams.len(), 2, "the location's and the script's: {cdr}");
     assert!(streams.iter().any(|s| s["tracks"] == "inbound"), "{cdr}");
+}
+
+#[test]
+fn a_bidirectional_engine_is_heard_by_the_caller_and_its_mark_comes_back() {
+    let engine = Engine::start(Behaviour::Speak);
+    let vars = format!(
+        "greeting = \"Hello.\"\nengine_url = \"{}\"\nengine_audio = \"replace\"",
+        engine.url
+    );
+    let server = Server::start_with_scripts(
+        &streamed_location(9, "ws://127.0.0.1:1/location", "speaker", &vars),
+        &[("speaker", test_components::SPEAKER)],
+    );
+    let probe = Probe::start();
+    assert_eq!(
+        call(&server, "active_caller_silent.xml", probe.port),
+        0,
+        "{}",
+        server.log()
+    );
+    // The caller heard the engine's second of 1 kHz (in the host's one stream), in
+    // place of the greeting it started over.
+    let packets = probe.received();
+    let toned = packets
+        .iter()
+        .filter(|p| {
+            let samples: Vec<i16> = p
+                .payload
+                .iter()
+                .map(|&b| wasmpbx::media::g711::alaw_decode(b))
+                .collect();
+            tone_share(&samples, SPOKEN_HZ) > 0.8
+        })
+        .count();
+    assert!((48..=50).contains(&toned), "{toned} frames of the tone");
+    assert!(packets.iter().all(|p| p.ssrc == packets[0].ssrc));
+    let messages = engine
+        .wait_for(Duration::from_secs(10), |m| {
+            m.last().is_some_and(|m| m["event"] == "stop")
+        })
+        .unwrap_or_else(|| panic!("no stop: {}", server.log()));
+    let mark = messages
+        .iter()
+        .find(|m| m["event"] == "mark")
+        .unwrap_or_else(|| panic!("no mark back: {messages:?}"));
+    assert_eq!(mark["mark"]["name"], "tone-end");
+    let cdr = &server.cdrs()[0];
+    let played: Vec<u64> = cdr["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["played"].as_u64().unwrap())
+        .collect();
+    assert!(played.contains(&50), "{cdr}");
 }

@@ -19,7 +19,13 @@ pub enum Behaviour {
     /// Complete the WebSocket handshake, then read nothing more (a hung engine): its
     /// socket's receive buffer is tiny, so the host's writes stall within a second.
     Stall,
+    /// Keep everything, and answer `start` with a second of 1 kHz (μ-law, in ten
+    /// `media` messages) and a `mark` named "tone-end" (a bidirectional engine).
+    Speak,
 }
+
+/// The tone a [`Behaviour::Speak`] engine sends.
+pub const SPOKEN_HZ: f64 = 1000.0;
 
 pub struct Engine {
     pub url: String,
@@ -139,11 +145,33 @@ fn serve<S: std::io::Read + std::io::Write>(stream: S, behaviour: Behaviour, kep
     }
     while let Ok(message) = ws.read() {
         if let tungstenite::Message::Text(text) = message {
-            let value = serde_json::from_str(text.as_str())
+            let value: serde_json::Value = serde_json::from_str(text.as_str())
                 .unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+            if behaviour == Behaviour::Speak && value["event"] == "start" {
+                speak(&mut ws);
+            }
             kept.lock().unwrap()[index].push(value);
         }
     }
+}
+
+/// A second of [`SPOKEN_HZ`] as ten `media` messages, then a mark.
+fn speak<S: std::io::Read + std::io::Write>(ws: &mut tungstenite::WebSocket<S>) {
+    let tone: Vec<u8> = (0..8000)
+        .map(|n| {
+            let t = f64::from(n) / 8000.0;
+            ulaw_encode((8000.0 * (2.0 * std::f64::consts::PI * SPOKEN_HZ * t).sin()) as i16)
+        })
+        .collect();
+    for chunk in tone.chunks(800) {
+        let payload = base64::engine::general_purpose::STANDARD.encode(chunk);
+        let media = serde_json::json!({"event": "media", "media": {"payload": payload}});
+        ws.send(tungstenite::Message::text(media.to_string()))
+            .unwrap();
+    }
+    let mark = serde_json::json!({"event": "mark", "mark": {"name": "tone-end"}});
+    ws.send(tungstenite::Message::text(mark.to_string()))
+        .unwrap();
 }
 
 /// The samples of one track's `media` messages, decoded from base64 μ-law.
