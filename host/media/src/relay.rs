@@ -1196,10 +1196,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_engine_speaks_to_the_caller_and_hears_its_marks_back() {
+    async fn an_engine_speaks_to_the_caller_hears_its_marks_back_and_loses_only_its_connection_to_an_oversized_message()
+     {
         use futures_util::{SinkExt, StreamExt};
         use tokio_tungstenite::tungstenite::Message;
-        // The engine: once started, it says 0x5a for 100 ms, marks it, then listens.
+        // The engine: once started, it sends garbage, says 0x5a for 100 ms and marks it;
+        // once the mark comes back, a message far too big.
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("ws://{}/engine", listener.local_addr().unwrap());
         let (kept, mut messages) = mpsc::unbounded_channel();
@@ -1223,6 +1225,10 @@ mod tests {
                     for reply in replies {
                         ws.send(Message::text(reply)).await.unwrap();
                     }
+                }
+                if message["event"] == "mark" {
+                    // Then a message past the host's limit: the host drops the connection.
+                    let _ = ws.send(Message::text("x".repeat(100_000))).await;
                 }
                 let _ = kept.send(message);
             }
@@ -1262,6 +1268,14 @@ mod tests {
                 .await
                 .is_err()
         );
+        // The oversized message costs the connection (counted, retried), not the call.
+        for _ in 0..100 {
+            if relay.counters.stream_failures.load(Relaxed) > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(relay.counters.stream_failures.load(Relaxed), 1);
         let report = relay.close(id(10));
         assert_eq!(report.streams[0].played, 5);
     }

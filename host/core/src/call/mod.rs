@@ -828,7 +828,7 @@ impl Calls {
             && session.phase != Phase::Routing
         {
             for event in std::mem::take(&mut session.held_events) {
-                route_external(ctx, id, session, event);
+                ask_script(ctx, id, session, event);
             }
         }
     }
@@ -877,7 +877,7 @@ impl Calls {
             // so that it meets the call as that answer leaves it.
             session.held_events.push_back(event);
         } else {
-            route_external(ctx, id, session, event);
+            ask_script(ctx, id, session, event);
         }
         Ok(())
     }
@@ -1181,14 +1181,7 @@ impl Calls {
             ctx.media.play(id, Playback::Silence); // the forward failed: no more ringback
         }
         session.phase = Phase::Routing;
-        ctx.outputs.push_back(PbxOutput::Route {
-            session: id,
-            script: session.script.clone(),
-            location: session.location.as_ref().map(|l| l.name.clone()),
-            pinned: session.pinned.clone(),
-            call: session.call.clone(),
-            event,
-        });
+        ask_script(ctx, id, session, event);
     }
 
     /// A response to one of the host's requests.
@@ -2013,9 +2006,9 @@ impl ActionHost for LiveActions<'_, '_, '_> {
     }
 }
 
-/// Ask a call's script about an external event. Off the call's path: the call goes on
-/// as it is while the script thinks.
-fn route_external(ctx: &mut Ctx<'_>, id: SessionId, session: &Session, event: Event) {
+/// Ask a call's script about an event of the call (it runs off the call's path; its
+/// answer comes back as an input).
+fn ask_script(ctx: &mut Ctx<'_>, id: SessionId, session: &Session, event: Event) {
     ctx.outputs.push_back(PbxOutput::Route {
         session: id,
         script: session.script.clone(),

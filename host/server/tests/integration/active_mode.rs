@@ -658,6 +658,25 @@ fn an_engine_that_hears_the_welcome_sends_the_caller_to_billing_without_a_key() 
     assert!(packets.iter().all(|p| p.ssrc == packets[0].ssrc));
 }
 
+/// One call from a silent SIPp caller to the `speaker` guest with `vars`, the location's
+/// own stream going nowhere that answers: the server, and what the caller's RTP probe
+/// received.
+fn speaker_call(vars: &str) -> (Server, Vec<Received>) {
+    let server = Server::start_with_scripts(
+        &streamed_location(9, "ws://127.0.0.1:1/location", "speaker", vars),
+        &[("speaker", test_components::SPEAKER)],
+    );
+    let probe = Probe::start();
+    assert_eq!(
+        call(&server, "active_caller_silent.xml", probe.port),
+        0,
+        "{}",
+        server.log()
+    );
+    let packets = probe.received();
+    (server, packets)
+}
+
 /// How many 20 ms frames espeak-ng's rendering of `text` makes at 8 kHz.
 fn spoken_frames(text: &str) -> usize {
     use std::io::Write;
@@ -691,20 +710,8 @@ fn say_speaks_its_text_to_the_caller_and_a_scripts_stream_carries_its_parameters
     const GREETING: &str = "Thank you for calling. This message is spoken by the host, from text.";
     let engine = Engine::start(Behaviour::Listen);
     let vars = format!("greeting = \"{GREETING}\"\nengine_url = \"{}\"", engine.url);
-    // The location's own stream goes nowhere that answers; the script's to the engine.
-    let server = Server::start_with_scripts(
-        &streamed_location(9, "ws://127.0.0.1:1/location", "speaker", &vars),
-        &[("speaker", test_components::SPEAKER)],
-    );
-    let probe = Probe::start();
     // The script answers, says the greeting and hangs up: the caller gets the BYE.
-    assert_eq!(
-        call(&server, "active_caller_silent.xml", probe.port),
-        0,
-        "{}",
-        server.log()
-    );
-    let packets = probe.received();
+    let (server, packets) = speaker_call(&vars);
     assert!(packets.iter().all(|p| p.payload_type == 8), "PCMA");
     let expected = spoken_frames(GREETING);
     assert!(
@@ -746,20 +753,9 @@ fn a_bidirectional_engine_is_heard_by_the_caller_and_its_mark_comes_back() {
         "greeting = \"Hello.\"\nengine_url = \"{}\"\nengine_audio = \"replace\"",
         engine.url
     );
-    let server = Server::start_with_scripts(
-        &streamed_location(9, "ws://127.0.0.1:1/location", "speaker", &vars),
-        &[("speaker", test_components::SPEAKER)],
-    );
-    let probe = Probe::start();
-    assert_eq!(
-        call(&server, "active_caller_silent.xml", probe.port),
-        0,
-        "{}",
-        server.log()
-    );
+    let (server, packets) = speaker_call(&vars);
     // The caller heard the engine's second of 1 kHz (in the host's one stream), in
     // place of the greeting it started over.
-    let packets = probe.received();
     let toned = packets
         .iter()
         .filter(|p| {
