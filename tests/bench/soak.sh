@@ -4,7 +4,8 @@
 # SIPp return side, while tests/bench/flip_load.py keeps CALLS (default 20) calls with
 # RTP both ways on the same server and flips one every 2 s (pulls and pushes). Every
 # minute: the host's RSS, open fds, threads, live calls, the SQLite file and its WAL,
-# and both SIPps' counts, into OUT/soak.csv; at the end OUT/soak.png (matplotlib, in a
+# both SIPps' counts, and the host's late SIP timers (over 100 ms, and the latest one: a
+# stalled host shows there, a stalled machine too, a slow SIPp does not) into OUT/soak.csv; at the end OUT/soak.png (matplotlib, in a
 # venv of its own) and the flip driver's summary.
 #
 #   tests/bench/soak.sh            (needs a release build; OUT default docs/soak)
@@ -62,12 +63,15 @@ column() { # csv header-name -> the last line's value of that column (0 before t
     col=$(head -n 1 "$1" | tr ';' '\n' | grep -n "^$2\$" | cut -d: -f1)
     tail -n 1 "$1" | cut -d';' -f"$col"
 }
-echo "minute,rss_kib,fds,threads,live_calls,db_bytes,wal_bytes,calls_ok,calls_failed,retransmissions" > "$out/soak.csv"
+metric() { # name (with labels) -> its value in the host's /metrics (0 if absent)
+    curl -sf http://127.0.0.1:18080/metrics | awk -v m="$1" '$1 == m {print $2; found=1} END {if (!found) print 0}'
+}
+echo "minute,rss_kib,fds,threads,live_calls,db_bytes,wal_bytes,calls_ok,calls_failed,retransmissions,timers_late_100ms,timer_lag_max_s" > "$out/soak.csv"
 minute=0
 while kill -0 "$callers" 2>/dev/null && kill -0 "$pid" 2>/dev/null && [ "$minute" -le $((minutes + 2)) ]; do
     live=$(curl -sf http://127.0.0.1:18080/api/health | python3 -c 'import json,sys; print(json.load(sys.stdin)["live_calls"])' || echo -1)
     retrans=$(( $(column "$work/uac.csv" 'Retransmissions(C)') + $(column "$work/uas.csv" 'Retransmissions(C)') ))
-    echo "$minute,$(awk '/VmRSS/ {print $2}' "/proc/$pid/status"),$(ls "/proc/$pid/fd" | wc -l),$(awk '/Threads/ {print $2}' "/proc/$pid/status"),$live,$(stat -c %s "$db"),$(stat -c %s "$db-wal" 2>/dev/null || echo 0),$(column "$work/uac.csv" 'SuccessfulCall(C)'),$(column "$work/uac.csv" 'FailedCall(C)'),$retrans" \
+    echo "$minute,$(awk '/VmRSS/ {print $2}' "/proc/$pid/status"),$(ls "/proc/$pid/fd" | wc -l),$(awk '/Threads/ {print $2}' "/proc/$pid/status"),$live,$(stat -c %s "$db"),$(stat -c %s "$db-wal" 2>/dev/null || echo 0),$(column "$work/uac.csv" 'SuccessfulCall(C)'),$(column "$work/uac.csv" 'FailedCall(C)'),$retrans,$(metric 'wasmpbx_sip_timers_late_total{over="0.1"}'),$(metric wasmpbx_sip_timer_lag_max_seconds)" \
         >> "$out/soak.csv"
     minute=$((minute + 1))
     sleep 60
