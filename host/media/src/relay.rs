@@ -1089,6 +1089,22 @@ mod tests {
             .expect("the engine is listening")
     }
 
+    /// `from` says `byte` (packet `seq`) to the relay's `port` and `to` hears it: what the
+    /// engine got of it.
+    async fn said_through(
+        from: &UdpSocket,
+        port: u16,
+        to: &UdpSocket,
+        (seq, byte): (u16, u8),
+        messages: &mut mpsc::UnboundedReceiver<serde_json::Value>,
+    ) -> serde_json::Value {
+        from.send_to(&rtp_saying(seq, byte), ("127.0.0.1", port))
+            .await
+            .unwrap();
+        recv(to).await;
+        next(messages).await
+    }
+
     fn payload(media: &serde_json::Value) -> Vec<u8> {
         use base64::Engine as _;
         let text = media["media"]["payload"].as_str().unwrap();
@@ -1137,21 +1153,12 @@ mod tests {
         assert_eq!(start["start"]["customParameters"]["location"], "sydney");
 
         // The caller (side A) speaks: inbound; the desk answers: outbound.
-        far_end
-            .send_to(&rtp_saying(1, 0x11), ("127.0.0.1", ports.a))
-            .await
-            .unwrap();
-        recv(&desk).await;
-        let said = next(&mut messages).await;
+        let said = said_through(&far_end, ports.a, &desk, (1, 0x11), &mut messages).await;
         assert_eq!(
             (said["media"]["track"].as_str(), payload(&said)),
             (Some("inbound"), vec![0x11; 160])
         );
-        desk.send_to(&rtp_saying(1, 0x22), ("127.0.0.1", ports.b))
-            .await
-            .unwrap();
-        recv(&far_end).await;
-        let heard = next(&mut messages).await;
+        let heard = said_through(&desk, ports.b, &far_end, (1, 0x22), &mut messages).await;
         assert_eq!(
             (heard["media"]["track"].as_str(), payload(&heard)),
             (Some("outbound"), vec![0x22; 160])
@@ -1161,21 +1168,11 @@ mod tests {
         let new_port = relay.reserve_leg(id(9)).unwrap();
         relay.switch_leg(id(9), Side::B).unwrap();
         relay.set_remote(id(9), Side::B, mobile.local_addr().unwrap());
-        mobile
-            .send_to(&rtp_saying(2, 0x33), ("127.0.0.1", new_port))
-            .await
-            .unwrap();
-        recv(&far_end).await;
-        let heard = next(&mut messages).await;
+        let heard = said_through(&mobile, new_port, &far_end, (2, 0x33), &mut messages).await;
         assert_eq!(heard["media"]["track"], "outbound");
         assert_eq!(heard["media"]["chunk"], "2", "the track goes on: {heard}");
         assert_eq!(payload(&heard), vec![0x33; 160]);
-        far_end
-            .send_to(&rtp_saying(2, 0x44), ("127.0.0.1", ports.a))
-            .await
-            .unwrap();
-        recv(&mobile).await;
-        let said = next(&mut messages).await;
+        let said = said_through(&far_end, ports.a, &mobile, (2, 0x44), &mut messages).await;
         assert_eq!(
             (said["media"]["chunk"].as_str(), payload(&said)),
             (Some("2"), vec![0x44; 160])

@@ -9,7 +9,7 @@ use crate::directory::DeviceInfo;
 use crate::flip::{Allow, Direction, FlipDecision, FlipKind, FlipRequest, Trigger};
 use crate::media::{EngineAudio, Tracks};
 use crate::routing::{
-    Action, CallInfo, Disposition, Event, ForwardTarget, GatherEnd, Origin, Speech,
+    Action, CallInfo, Disposition, Event, ForwardTarget, GatherEnd, MediaStream, Origin, Speech,
 };
 
 pub(crate) fn instant(at: jiff::Timestamp) -> Instant {
@@ -108,7 +108,7 @@ pub(crate) fn action_from_guest(action: wit::Action) -> Result<Action, String> {
         wit::Action::Answer => Action::Answer,
         wit::Action::Play(p) => Action::Play { prompt: p.prompt },
         wit::Action::Say(say) => Action::Say(speech(say)),
-        wit::Action::MediaStream(m) => Action::MediaStream {
+        wit::Action::MediaStream(m) => Action::MediaStream(MediaStream {
             url: m.url,
             tracks: match m.tracks {
                 wit::StreamTracks::Inbound => Tracks::Inbound,
@@ -121,7 +121,7 @@ pub(crate) fn action_from_guest(action: wit::Action) -> Result<Action, String> {
                 wit::EngineAudio::Mix => EngineAudio::Mix,
                 wit::EngineAudio::Replace => EngineAudio::Replace,
             },
-        },
+        }),
         wit::Action::Gather(g) => Action::Gather {
             max_digits: g.max_digits,
             timeout_ms: g.timeout_ms,

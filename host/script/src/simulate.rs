@@ -326,7 +326,7 @@ impl Simulated<'_> {
             self.will_run(&action);
             match action {
                 Action::SetTag { name, value } => self.call.set_tag(&name, &value),
-                Action::Recording { .. } | Action::MediaStream { .. } => {}
+                Action::Recording { .. } | Action::MediaStream(_) => {}
                 other => self.steps.push(Step::Note(format!(
                     "{} ignored: only set-tag, recording and media-stream apply beside what is under way",
                     other.name()
@@ -602,12 +602,12 @@ fn describe_action(action: &Action) -> String {
         Action::Answer => "answer".into(),
         Action::Play { prompt } => format!("play {prompt}"),
         Action::Say(speech) => describe_speech("say", speech),
-        Action::MediaStream {
+        Action::MediaStream(MediaStream {
             url,
             tracks,
             parameters,
             engine_audio,
-        } => {
+        }) => {
             let mut line = format!(
                 "media-stream {} tracks {tracks:?} engine audio {engine_audio:?}",
                 crate::media::redacted_url(url)

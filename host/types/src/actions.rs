@@ -13,7 +13,6 @@
 //! - A list that ends without suspending or ending leaves nothing to wait for:
 //!   [`ActionHost::nothing_to_wait_for`] ends the call.
 
-use crate::media::{EngineAudio, Tracks};
 use crate::routing::{Action, ForwardTarget, Speech};
 
 /// A `forward` action's fields.
@@ -39,14 +38,7 @@ pub struct Gather {
     pub say: Option<Speech>,
 }
 
-/// A `media-stream` action's fields.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MediaStream {
-    pub url: String,
-    pub tracks: Tracks,
-    pub parameters: Vec<(String, String)>,
-    pub engine_audio: EngineAudio,
-}
+pub use crate::routing::MediaStream;
 
 /// What carries actions out: a live call, or a simulated one.
 pub trait ActionHost {
@@ -98,17 +90,7 @@ pub fn run(host: &mut impl ActionHost, actions: Vec<Action>) {
                     .say(speech, actions.collect())
                     .unwrap_or_else(|why| host.failed(why));
             }
-            Action::MediaStream {
-                url,
-                tracks,
-                parameters,
-                engine_audio,
-            } => host.media_stream(MediaStream {
-                url,
-                tracks,
-                parameters,
-                engine_audio,
-            }),
+            Action::MediaStream(stream) => host.media_stream(stream),
             Action::Gather {
                 max_digits,
                 timeout_ms,
@@ -155,6 +137,7 @@ pub fn run(host: &mut impl ActionHost, actions: Vec<Action>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::media::{EngineAudio, Tracks};
 
     /// Writes down what it was asked; `answer` fails when told to.
     #[derive(Default)]
@@ -252,12 +235,12 @@ mod tests {
     #[test]
     fn say_suspends_like_play_and_a_stream_goes_on() {
         let mut log = Log::default();
-        let stream = Action::MediaStream {
+        let stream = Action::MediaStream(MediaStream {
             url: "wss://engine.example/s".into(),
             tracks: Tracks::Both,
             parameters: Vec::new(),
             engine_audio: EngineAudio::Ignore,
-        };
+        });
         let say = Action::Say(Speech::new("Hello", None));
         run(&mut log, vec![stream, say, tag(), Action::Hangup]);
         assert_eq!(

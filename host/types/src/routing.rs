@@ -181,6 +181,17 @@ impl std::fmt::Debug for Rendered {
     }
 }
 
+/// A `media-stream` action: the call's audio to an engine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MediaStream {
+    /// Shown without the tokens URLs carry.
+    #[serde(serialize_with = "serialize_redacted_url")]
+    pub url: String,
+    pub tracks: Tracks,
+    pub parameters: Vec<(String, String)>,
+    pub engine_audio: EngineAudio,
+}
+
 /// One validated action.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "action")]
@@ -210,14 +221,7 @@ pub enum Action {
     Recording {
         on: bool,
     },
-    MediaStream {
-        /// Shown without the tokens URLs carry.
-        #[serde(serialize_with = "serialize_redacted_url")]
-        url: String,
-        tracks: Tracks,
-        parameters: Vec<(String, String)>,
-        engine_audio: EngineAudio,
-    },
+    MediaStream(MediaStream),
     SetTag {
         name: String,
         value: String,
@@ -248,7 +252,7 @@ impl Action {
             Action::SetTag { .. }
                 | Action::Answer
                 | Action::Recording { .. }
-                | Action::MediaStream { .. }
+                | Action::MediaStream(_)
         )
     }
 
@@ -288,9 +292,9 @@ impl Action {
             }
             Action::Play { prompt } => check_prompt("play", prompt)?,
             Action::Say(speech) => speech.validate("say")?,
-            Action::MediaStream {
+            Action::MediaStream(MediaStream {
                 url, parameters, ..
-            } => {
+            }) => {
                 StreamRequest::check_url(url).map_err(|e| format!("media-stream: {e}"))?;
                 if parameters.len() > MAX_STREAM_PARAMETERS {
                     return Err(format!(
@@ -428,7 +432,7 @@ impl Action {
             Action::Say(_) => "say",
             Action::Gather { .. } => "gather",
             Action::Recording { .. } => "recording",
-            Action::MediaStream { .. } => "media-stream",
+            Action::MediaStream(_) => "media-stream",
             Action::SetTag { .. } => "set-tag",
             Action::Reject { .. } => "reject",
             Action::Hangup => "hangup",

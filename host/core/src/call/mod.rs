@@ -915,20 +915,7 @@ impl Calls {
                     }
                 }
                 Action::Recording { on } => self.set_recording(ctx, id, on),
-                Action::MediaStream {
-                    url,
-                    tracks,
-                    parameters,
-                    engine_audio,
-                } => {
-                    let stream = MediaStream {
-                        url,
-                        tracks,
-                        parameters,
-                        engine_audio,
-                    };
-                    self.media_stream(ctx, id, stream);
-                }
+                Action::MediaStream(stream) => self.media_stream(ctx, id, stream),
                 other => tracing::info!(
                     session = %id.short(),
                     action = other.name(),

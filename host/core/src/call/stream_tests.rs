@@ -3,7 +3,19 @@
 use super::testing::Did;
 use super::world::{CONFIG, World};
 use crate::media::{EngineAudio, StreamRequest, Tracks};
-use crate::routing::Action;
+use crate::routing::{Action, MediaStream};
+
+/// The streams the media side was asked to start since last asked.
+fn streams_started(w: &mut World) -> Vec<StreamRequest> {
+    w.media
+        .take()
+        .into_iter()
+        .filter_map(|did| match did {
+            Did::Stream(request) => Some(request),
+            _ => None,
+        })
+        .collect()
+}
 
 #[test]
 fn a_call_to_a_location_with_a_stream_url_streams_both_tracks_from_the_start() {
@@ -14,15 +26,7 @@ fn a_call_to_a_location_with_a_stream_url_streams_both_tracks_from_the_start() {
     let mut w = World::with_config(&config);
     w.far_end_calls("0400", "100", "streamed");
     let id = w.session();
-    let streams: Vec<StreamRequest> = w
-        .media
-        .take()
-        .into_iter()
-        .filter_map(|did| match did {
-            Did::Stream(request) => Some(request),
-            _ => None,
-        })
-        .collect();
+    let streams = streams_started(&mut w);
     assert_eq!(
         streams,
         [StreamRequest {
@@ -59,24 +63,18 @@ fn a_scripts_streams_carry_its_tracks_and_parameters_up_to_four_a_call() {
     w.far_end_calls("0400", "100", "scripted");
     let id = w.session();
     w.media.take();
-    let stream = |n: usize| Action::MediaStream {
-        url: format!("ws://engine.test/{n}"),
-        tracks: Tracks::Inbound,
-        parameters: vec![("lang".into(), "en".into())],
-        engine_audio: EngineAudio::Replace,
+    let stream = |n: usize| {
+        Action::MediaStream(MediaStream {
+            url: format!("ws://engine.test/{n}"),
+            tracks: Tracks::Inbound,
+            parameters: vec![("lang".into(), "en".into())],
+            engine_audio: EngineAudio::Replace,
+        })
     };
     let mut actions: Vec<Action> = (1..=4).map(stream).collect();
     actions.push(Action::Hangup);
     w.route(id, actions);
-    let streams: Vec<StreamRequest> = w
-        .media
-        .take()
-        .into_iter()
-        .filter_map(|did| match did {
-            Did::Stream(request) => Some(request),
-            _ => None,
-        })
-        .collect();
+    let streams = streams_started(&mut w);
     // The location's stream and three of the script's: four in all.
     assert_eq!(streams.len(), 3, "{streams:?}");
     assert_eq!(streams[0].url, "ws://engine.test/1");

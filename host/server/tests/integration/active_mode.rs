@@ -30,28 +30,7 @@ const TRANSFERRING_FRAMES: usize = 98;
 fn server(department_port: u16, vars: &str) -> Server {
     Server::start_with_scripts(
         &format!(
-            r#"
-[media]
-rtp_ports = "30000-39999"
-
-[[trunks]]
-name = "pstn"
-uri = "sip:127.0.0.1:{department_port}"
-inbound = ["127.0.0.2"]
-
-[[locations]]
-name = "sydney"
-flip_number = "{FLIP}"
-script = "front-door"
-fallback_number = "{FALLBACK}"
-
-[locations.vars]
-timezone = "Australia/Sydney"
-sales = "{SALES}"
-billing = "{BILLING}"
-operator = "{OPERATOR}"
-{vars}
-
+            r#"{sydney}
 [[locations]]
 name = "melbourne"
 flip_number = "{MELBOURNE}"
@@ -69,7 +48,8 @@ name = "broken"
 flip_number = "missing-prompt"
 script = "misbehave"
 fallback_number = "{FALLBACK}"
-"#
+"#,
+            sydney = sydney_location(department_port, "front-door", "", vars)
         ),
         &[
             ("front-door", test_components::FRONT_DOOR),
@@ -577,7 +557,9 @@ fn the_rust_front_door_is_replaced_by_the_javascript_one_in_a_running_server() {
 
 /// A location on [`FLIP`] whose calls stream to `engine_url`, running `script` with
 /// `vars`, its trunk leading to `department_port`.
-fn streamed_location(department_port: u16, engine_url: &str, script: &str, vars: &str) -> String {
+/// The departments' trunk and the Sydney location running `script`, with `location`
+/// (more keys of its table) and `vars` (more of its vars).
+fn sydney_location(department_port: u16, script: &str, location: &str, vars: &str) -> String {
     format!(
         r#"
 [media]
@@ -593,7 +575,7 @@ name = "sydney"
 flip_number = "{FLIP}"
 script = "{script}"
 fallback_number = "{FALLBACK}"
-stream_url = "{engine_url}"
+{location}
 
 [locations.vars]
 timezone = "Australia/Sydney"
@@ -602,6 +584,16 @@ billing = "{BILLING}"
 operator = "{OPERATOR}"
 {vars}
 "#
+    )
+}
+
+/// [`sydney_location`] streaming every call to `engine_url`.
+fn streamed_location(department_port: u16, engine_url: &str, script: &str, vars: &str) -> String {
+    sydney_location(
+        department_port,
+        script,
+        &format!("stream_url = \"{engine_url}\""),
+        vars,
     )
 }
 
