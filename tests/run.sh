@@ -25,6 +25,9 @@ command -v clang-14 >/dev/null || packages+=(clang-14 lld-14)
 command -v chromium >/dev/null || packages+=(chromium fonts-liberation)
 # A carrier for the trunk tests: Kamailio as an ITSP edge, dnsmasq for its SRV records.
 [ -x /usr/sbin/kamailio ] || packages+=(kamailio)
+# Its TLS module (a TLS carrier), and OpenSSL's client (a TLS client the host must refuse).
+compgen -G "/usr/lib/*/kamailio/modules/tls.so" >/dev/null || packages+=(kamailio-tls-modules)
+command -v openssl >/dev/null || packages+=(openssl)
 [ -x /usr/sbin/dnsmasq ] || packages+=(dnsmasq-base)
 command -v npm >/dev/null || packages+=(nodejs npm)
 if [ ${#packages[@]} -gt 0 ]; then

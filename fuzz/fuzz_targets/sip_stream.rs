@@ -1,4 +1,4 @@
-//! Bytes on a SIP TCP connection: framed as the reader frames them, each whole message
+//! Bytes on a SIP TCP or TLS connection: framed as the reader frames them, each whole message
 //! parsed; the stream ends at the first invalid frame.
 #![no_main]
 
@@ -11,7 +11,7 @@ fuzz_target!(|data: &[u8]| {
     loop {
         match frame(rest) {
             Frame::Incomplete | Frame::Invalid(_) => return,
-            Frame::KeepAlive(len) => {
+            Frame::Ping(len) | Frame::KeepAlive(len) => {
                 assert!(len > 0 && len <= rest.len());
                 rest = &rest[len..];
             }

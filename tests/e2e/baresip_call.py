@@ -17,9 +17,11 @@ import json
 import os
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 import wave
@@ -31,7 +33,7 @@ class Phone:
     """One baresip instance, driven over ctrl_tcp (netstring JSON)."""
 
     def __init__(self, work, name, extension, password, sip_port, ctrl_port, rtp, tone_hz,
-                 listen_ip="127.0.0.1", account=None):
+                 listen_ip="127.0.0.1", account=None, config_extra=""):
         self.name = name
         self.sip_port = sip_port
         self.dir = os.path.join(work, name)
@@ -60,7 +62,7 @@ module_app menu.so
 module_app ctrl_tcp.so
 ctrl_tcp_listen 127.0.0.1:{ctrl_port}
 dns_server 127.0.0.1:53
-""")
+{config_extra}""")
         with open(os.path.join(self.dir, "accounts"), "w") as f:
             f.write(account or f"<sip:{extension}@127.0.0.1;transport=udp>;auth_pass={password};regint=300;"
                     "audio_codecs=PCMU,PCMA;answermode=manual;ptime=20\n")
@@ -118,6 +120,46 @@ dns_server 127.0.0.1:53
         self.log.close()
 
 
+class LoopbackCapture(threading.Thread):
+    """Every IPv4 UDP and TCP packet with data on lo (once), offered to
+    `keep(proto, sport, dport, payload)` (proto 17 for UDP, 6 for TCP); what that returns,
+    unless None, goes into `packets` as (time, *returned)."""
+
+    def __init__(self, keep):
+        super().__init__(daemon=True)
+        self.keep = keep
+        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.ntohs(0x0003))
+        self.sock.bind(("lo", 0))
+        self.sock.settimeout(0.2)
+        self.packets = []
+        self.running = True
+
+    def run(self):
+        while self.running:
+            try:
+                frame, address = self.sock.recvfrom(65535)
+            except socket.timeout:
+                continue
+            if address[2] == socket.PACKET_OUTGOING:
+                continue  # loopback shows every packet twice
+            ip = frame[14:]
+            if len(ip) < 28 or ip[0] >> 4 != 4 or ip[9] not in (6, 17):
+                continue
+            ihl = (ip[0] & 0x0F) * 4
+            sport, dport = struct.unpack(">HH", ip[ihl:ihl + 4])
+            header = (ip[ihl + 12] >> 4) * 4 if ip[9] == 6 else 8
+            payload = ip[ihl + header:struct.unpack(">H", ip[2:4])[0]]
+            if not payload:
+                continue
+            kept = self.keep(ip[9], sport, dport, payload)
+            if kept is not None:
+                self.packets.append((time.time(), *kept))
+
+    def stop(self):
+        self.running = False
+        self.join()
+
+
 ALICE_AND_BOB = """[[users]]
 id = "alice"
 extension = "2001"
@@ -129,18 +171,19 @@ password = "bob-secret"
 """
 
 
-def start_server(binary, work, extra, scripts=None, log_level="info", script_settings=""):
+def start_server(binary, work, extra, scripts=None, log_level="info", script_settings="",
+                 sip_settings='listen = ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"]'):
     """`wasmpbx run` in `work` on loopback's SIP and HTTP defaults, with `scripts`
-    ({name: built .wasm}) in its scripts folder, `script_settings` (TOML lines) in its
-    `[scripts]` table and `extra` (TOML) after the common sections; the process. Its log
-    is `work/server.log`."""
+    ({name: built .wasm}) in its scripts folder, `sip_settings` and `script_settings`
+    (TOML lines) in its `[sip]` and `[scripts]` tables and `extra` (TOML) after the
+    common sections; the process. Its log is `work/server.log`."""
     os.makedirs(os.path.join(work, "scripts"), exist_ok=True)
     for name, built in (scripts or {}).items():
         shutil.copy(built, os.path.join(work, "scripts", f"{name}.wasm"))
     path = os.path.join(work, "wasmpbx.toml")
     with open(path, "w") as f:
         f.write(f"""[sip]
-listen = ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"]
+{sip_settings}
 domain = "127.0.0.1"
 [scripts]
 dir = "{work}/scripts"

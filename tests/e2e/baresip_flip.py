@@ -14,49 +14,24 @@ has the desk's tone and the mobile's in turn, and the call record lists four fli
     python3 tests/e2e/baresip_flip.py /path/to/wasmpbx /path/to/flip-policy.wasm
 """
 
-import socket
 import struct
 import sys
-import threading
 import time
 import urllib.request
 
-from baresip_call import ALICE_AND_BOB, alice_and_bob, api, dominant_hz, received_audio, run, start_server
+from baresip_call import (ALICE_AND_BOB, LoopbackCapture, alice_and_bob, api, dominant_hz, received_audio, run,
+                          start_server)
 
 BOB_SIP = 5074
 BOB_RTP = range(10200, 10241)
 
 
-class Capture(threading.Thread):
+class Capture(LoopbackCapture):
     """UDP packets to Bob's SIP and RTP ports, as (time, dst port, payload)."""
 
     def __init__(self):
-        super().__init__(daemon=True)
-        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.ntohs(0x0003))
-        self.sock.bind(("lo", 0))
-        self.sock.settimeout(0.2)
-        self.packets = []
-        self.running = True
-
-    def run(self):
-        while self.running:
-            try:
-                frame, address = self.sock.recvfrom(65535)
-            except socket.timeout:
-                continue
-            if address[2] == socket.PACKET_OUTGOING:
-                continue  # loopback shows every packet twice
-            ip = frame[14:]
-            if len(ip) < 28 or ip[0] >> 4 != 4 or ip[9] != 17:
-                continue
-            ihl = (ip[0] & 0x0F) * 4
-            dport = struct.unpack(">H", ip[ihl + 2:ihl + 4])[0]
-            if dport == BOB_SIP or dport in BOB_RTP:
-                self.packets.append((time.time(), dport, ip[ihl + 8:]))
-
-    def stop(self):
-        self.running = False
-        self.join()
+        super().__init__(lambda proto, _sport, dport, payload: (dport, payload)
+                         if proto == 17 and (dport == BOB_SIP or dport in BOB_RTP) else None)
 
 
 def check_stream(packets):

@@ -5,7 +5,6 @@
 //! hands INVITEs and in-dialog requests to the calls ([`crate::call`]).
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,6 +16,7 @@ use crate::entropy::Entropy;
 use crate::media::{MediaAllocator, MediaEvent, Prompts};
 use crate::registrar::{BindingChange, Registrar};
 use crate::routing::{CallInfo, Decision, Event};
+use crate::sip::local::LocalAddrs;
 use crate::sip::message::{self, Header, Method, ParseError, Request, SipMessage};
 use crate::sip::transaction::{Output, Peer, ServerTxnId, TransactionLayer, Transport};
 use crate::trunks::{ResolvedTarget, TrunkStatus, Trunks};
@@ -77,8 +77,8 @@ pub struct Pbx {
     media: Box<dyn MediaAllocator>,
     prompts: Arc<Prompts>,
     config: Arc<Config>,
-    /// The host's own SIP address, for Via and Contact.
-    local: SocketAddr,
+    /// The host's own SIP addresses, for Via and Contact.
+    local: LocalAddrs,
     outputs: VecDeque<PbxOutput>,
     next_sweep: Option<Instant>,
     /// The core's randomness: one generator, each input's seed mixed in as it comes.
@@ -93,7 +93,7 @@ impl Pbx {
         config: Arc<Config>,
         secret: [u8; 32],
         media: Box<dyn MediaAllocator>,
-        local: SocketAddr,
+        local: LocalAddrs,
     ) -> Self {
         Self {
             layer: TransactionLayer::new(),
@@ -308,7 +308,7 @@ impl Pbx {
 
     fn reject_malformed(&mut self, bytes: &[u8], error: &ParseError, source: Peer) {
         self.counters.malformed += 1;
-        if source.transport == Transport::Tcp {
+        if matches!(source.transport, Transport::Tcp | Transport::Tls) {
             // A stream with garbage in it cannot be re-framed: close it.
             tracing::debug!(peer = %source.addr, "malformed SIP message: {error}; closing");
             self.outputs.push_back(PbxOutput::Close { peer: source });

@@ -15,6 +15,7 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::entropy::Entropy;
 use crate::sip::digest::Challenge;
+use crate::sip::local::LocalAddrs;
 use crate::sip::message::{self, Request, Response, SipMessage};
 use crate::sip::transaction::{ClientTxnId, Peer, T1, TransactionLayer, Transport};
 use wasmpbx_types::trunk::{Destination, InboundSource, Trunk, TrunkTransport};
@@ -535,7 +536,7 @@ impl Trunks {
         &mut self,
         now: Instant,
         layer: &mut TransactionLayer,
-        local: SocketAddr,
+        local: LocalAddrs,
         entropy: &mut Entropy,
     ) {
         for i in 0..self.trunks.len() {
@@ -554,18 +555,19 @@ impl Trunks {
         i: usize,
         now: Instant,
         layer: &mut TransactionLayer,
-        local: SocketAddr,
+        local: LocalAddrs,
         entropy: &mut Entropy,
     ) {
         let trunk = &mut self.trunks[i];
         let host = trunk.config.request_host();
         let transport = transport(&trunk.config);
+        let via = local.for_transport(transport);
         for target in &mut trunk.targets {
             if target.probing || target.next_probe.is_none_or(|at| at > now) {
                 continue;
             }
             let text = format!(
-                "OPTIONS sip:{host} SIP/2.0\r\nVia: SIP/2.0/{} {local};branch=z9hG4bK{};rport\r\n\
+                "OPTIONS sip:{host} SIP/2.0\r\nVia: SIP/2.0/{} {via};branch=z9hG4bK{};rport\r\n\
 Max-Forwards: 70\r\nFrom: <sip:wasmpbx@{}>;tag={}\r\nTo: <sip:{host}>\r\nCall-ID: {}\r\n\
 CSeq: 1 OPTIONS\r\nAccept: application/sdp\r\nContent-Length: 0\r\n\r\n",
                 transport.as_str().to_ascii_uppercase(),
@@ -598,7 +600,7 @@ CSeq: 1 OPTIONS\r\nAccept: application/sdp\r\nContent-Length: 0\r\n\r\n",
         i: usize,
         now: Instant,
         layer: &mut TransactionLayer,
-        local: SocketAddr,
+        local: LocalAddrs,
         entropy: &mut Entropy,
     ) {
         let Some(target) = self
@@ -620,7 +622,7 @@ CSeq: 1 OPTIONS\r\nAccept: application/sdp\r\nContent-Length: 0\r\n\r\n",
         };
         if registration.call_id.is_empty() || registration.target != Some(target) {
             // A new registration (RFC 3261 §10.2: one Call-ID per registrar binding).
-            registration.call_id = format!("{}@{}", entropy.token(), local.ip());
+            registration.call_id = format!("{}@{}", entropy.token(), local.udp.ip());
             registration.from_tag = entropy.token();
         }
         registration.cseq += 1;
@@ -631,11 +633,12 @@ CSeq: 1 OPTIONS\r\nAccept: application/sdp\r\nContent-Length: 0\r\n\r\n",
         let user = config.username.as_deref().unwrap_or_default();
         let contact_user = config.contact_user().unwrap_or(user);
         let transport = transport(config);
-        let params = contact_params(transport);
+        let via = local.for_transport(transport);
+        let contact = local.contact(contact_user, transport);
         let text = format!(
-            "REGISTER sip:{host} SIP/2.0\r\nVia: SIP/2.0/{} {local};branch=z9hG4bK{};rport\r\n\
+            "REGISTER sip:{host} SIP/2.0\r\nVia: SIP/2.0/{} {via};branch=z9hG4bK{};rport\r\n\
 Max-Forwards: 70\r\nFrom: <sip:{user}@{domain}>;tag={}\r\nTo: <sip:{user}@{domain}>\r\n\
-Call-ID: {}\r\nCSeq: {} REGISTER\r\nContact: <sip:{contact_user}@{local}{params}>\r\n\
+Call-ID: {}\r\nCSeq: {} REGISTER\r\nContact: <{contact}>\r\n\
 Expires: {}\r\nAllow: {}\r\nContent-Length: 0\r\n\r\n",
             transport.as_str().to_ascii_uppercase(),
             entropy.token(),
@@ -972,19 +975,12 @@ fn granted_expires(response: &Response, request: &Request) -> Option<u32> {
         .or_else(|| message::header_value(&message, "Expires").and_then(|v| v.trim().parse().ok()))
 }
 
-/// The transport a trunk's requests go over (TLS is refused by the config's validation).
+/// The transport a trunk's requests go over.
 pub fn transport(trunk: &Trunk) -> Transport {
     match trunk.transport {
-        TrunkTransport::Tcp | TrunkTransport::Tls => Transport::Tcp,
         TrunkTransport::Udp => Transport::Udp,
-    }
-}
-
-/// `;transport=tcp` for a Contact reached over TCP (RFC 3261 §19.1.1), nothing for UDP.
-pub fn contact_params(transport: Transport) -> &'static str {
-    match transport {
-        Transport::Tcp => ";transport=tcp",
-        Transport::Udp | Transport::Ws => "",
+        TrunkTransport::Tcp => Transport::Tcp,
+        TrunkTransport::Tls => Transport::Tls,
     }
 }
 

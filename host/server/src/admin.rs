@@ -50,31 +50,6 @@ impl Admin {
     }
 }
 
-/// The TLS settings for HTTPS/WSS, from `http.tls_cert` and `http.tls_key` (PEM files:
-/// the certificate chain, and its private key).
-pub fn tls_acceptor(
-    cert: &std::path::Path,
-    key: &std::path::Path,
-) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
-    use anyhow::Context as _;
-    use tokio_rustls::rustls::pki_types::pem::PemObject as _;
-    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let chain = CertificateDer::pem_file_iter(cert)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .with_context(|| format!("http.tls_cert: {}", cert.display()))?;
-    let key = PrivateKeyDer::from_pem_file(key)
-        .with_context(|| format!("http.tls_key: {}", key.display()))?;
-    // The provider named, not the process default: nothing can make it ambiguous.
-    let provider = tokio_rustls::rustls::crypto::aws_lc_rs::default_provider();
-    let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(Arc::new(provider))
-        .with_safe_default_protocol_versions()
-        .context("TLS")?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .context("http.tls_cert: the certificate and the key do not go together")?;
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
-}
-
 /// Serve until `shutdown` fires; over TLS (HTTPS, WSS) when `tls` is given.
 pub async fn serve(
     admin: Arc<Admin>,
@@ -630,6 +605,11 @@ async fn metrics(admin: &Admin) -> String {
         out,
         "# HELP wasmpbx_records_late_total Call records not yet written when their calls' messages went out (the store was over 100 ms behind).\n# TYPE wasmpbx_records_late_total counter\nwasmpbx_records_late_total {}",
         admin.calls.records_late.load(Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP wasmpbx_sip_tls_handshakes_failed_total Connections to a SIP tls: listener whose handshake failed.\n# TYPE wasmpbx_sip_tls_handshakes_failed_total counter\nwasmpbx_sip_tls_handshakes_failed_total {}",
+        admin.calls.tls_handshakes_failed.load(Relaxed)
     );
     let _ = writeln!(
         out,

@@ -13,7 +13,7 @@ use hickory_resolver::proto::xfer::Protocol;
 
 use crate::config::DnsServer;
 use wasmpbx_core::trunks::ResolvedTarget;
-use wasmpbx_types::trunk::{SIP_PORT, TrunkTransport};
+use wasmpbx_types::trunk::TrunkTransport;
 
 /// Answers are looked up again at least this often…
 const MAX_TTL: Duration = Duration::from_secs(3600);
@@ -97,7 +97,9 @@ impl Resolver {
                     valid_for,
                 })
             }
-            Err(e) if e.is_no_records_found() => self.addresses(host, SIP_PORT, 0, 0).await,
+            Err(e) if e.is_no_records_found() => {
+                self.addresses(host, transport.default_port(), 0, 0).await
+            }
             Err(e) => Err(format!("{srv_name} SRV: {e}")),
         }
     }

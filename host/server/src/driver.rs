@@ -1,18 +1,19 @@
-//! The I/O edge of SIP: UDP sockets, TCP listeners and connections, the clock and the
-//! timers, around the sans-IO [`Pbx`] core which one task owns.
+//! The I/O edge of SIP: UDP sockets, TCP and TLS listeners and connections, the clock and
+//! the timers, around the sans-IO [`Pbx`] core which one task owns.
 //!
-//! TCP framing is `sip::stream`'s: a message over 64 KiB, a missing or bad
+//! Stream framing (TCP, TLS) is `sip::stream`'s: a message over 64 KiB, a missing or bad
 //! Content-Length, or garbage closes the connection (a stream cannot be
-//! re-synchronised).
+//! re-synchronised). A CRLFCRLF keep-alive is answered with CRLF (RFC 5626 §3.5.1).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
 
 use crate::call::{CallSummary, SessionId, UserCall};
 use crate::clock::{Clock, SystemClock, monotonic_now};
@@ -22,9 +23,11 @@ use crate::pbx::{Ambient, Pbx, PbxCounters, PbxOutput};
 use crate::registrar::{Binding, PasswordRefusal};
 use crate::routing::{Decision, Disposition, Event};
 use crate::script::{LoadedScript, ScriptHost};
+use crate::sip::local::LocalAddrs;
 use crate::sip::message::MAX_MESSAGE_BYTES;
 use crate::sip::stream::{self, Frame};
 use crate::sip::transaction::{Peer, Transport};
+use crate::tls::TrunkTls;
 use crate::trunks::{ResolvedTarget, TrunkStatus};
 use crate::writer::{Progress, StoreWriter, Write};
 use wasmpbx_types::script::ScriptVersion;
@@ -62,7 +65,7 @@ enum Input {
     Disconnected {
         peer: Peer,
     },
-    /// A connection the core asked for (towards a TCP trunk) could not be made.
+    /// A connection the core asked for (towards a TCP or TLS trunk) could not be made.
     DialFailed {
         peer: Peer,
     },
@@ -88,18 +91,44 @@ const UDP_RECEIVE_BUFFER: usize = 8 << 20;
 pub struct Listeners {
     pub udp: Vec<SocketAddr>,
     pub tcp: Vec<SocketAddr>,
+    pub tls: Vec<SocketAddr>,
+}
+
+impl Listeners {
+    /// The host's own address per transport (the first listener of each), for Via and
+    /// Contact; a listener on every interface (`0.0.0.0`, `::`) is named by `public_ip`,
+    /// the address peers reach the host on. `None` without a UDP listener.
+    pub fn locals(&self, public_ip: std::net::IpAddr) -> Option<LocalAddrs> {
+        let reachable = |addr: &SocketAddr| match addr.ip().is_unspecified() {
+            true => SocketAddr::new(public_ip, addr.port()),
+            false => *addr,
+        };
+        Some(LocalAddrs {
+            udp: reachable(self.udp.first()?),
+            tcp: self.tcp.first().map(reachable),
+            tls: self.tls.first().map(reachable),
+        })
+    }
+}
+
+/// The bound SIP sockets.
+pub struct Sockets {
+    pub udp: Vec<Arc<UdpSocket>>,
+    pub tcp: Vec<TcpListener>,
+    /// TLS listeners: plain TCP until each connection's handshake.
+    pub tls: Vec<TcpListener>,
 }
 
 /// Bind every configured listener. A TCP listener on port 0 reuses the port its UDP
 /// sibling on the same address got, so one port serves both.
-pub async fn bind(
-    config: &Config,
-) -> anyhow::Result<(Vec<Arc<UdpSocket>>, Vec<TcpListener>, Listeners)> {
+pub async fn bind(config: &Config) -> anyhow::Result<(Sockets, Listeners)> {
     let mut udp = Vec::new();
     let mut tcp = Vec::new();
+    let mut tls = Vec::new();
     let mut listeners = Listeners {
         udp: Vec::new(),
         tcp: Vec::new(),
+        tls: Vec::new(),
     };
     for l in config
         .sip
@@ -136,7 +165,19 @@ pub async fn bind(
         listeners.tcp.push(listener.local_addr()?);
         tcp.push(listener);
     }
-    Ok((udp, tcp, listeners))
+    for l in config
+        .sip
+        .listen
+        .iter()
+        .filter(|l| l.transport == ConfigTransport::Tls)
+    {
+        let listener = TcpListener::bind(l.addr)
+            .await
+            .with_context(|| format!("sip.listen: cannot bind {l}"))?;
+        listeners.tls.push(listener.local_addr()?);
+        tls.push(listener);
+    }
+    Ok((Sockets { udp, tcp, tls }, listeners))
 }
 
 /// Finished calls by disposition and their flips by result, for `/metrics`.
@@ -157,6 +198,9 @@ pub struct CallStats {
     pub timers_late: [std::sync::atomic::AtomicU64; 3],
     /// The latest a timer has fired since start, in microseconds.
     pub timer_lag_max_us: std::sync::atomic::AtomicU64,
+    /// Connections to a `tls:` listener whose handshake failed (no shared cipher, not
+    /// TLS at all, no answer in time).
+    pub tls_handshakes_failed: std::sync::atomic::AtomicU64,
 }
 
 /// How late a SIP timer fired, counted in [`CallStats::timers_late`].
@@ -393,11 +437,11 @@ pub enum Stop {
     Now,
 }
 
-/// Run SIP until `stop` says so and the drain is over.
+/// Run SIP until `stop` says so and the drain is over; `tls` serves the TLS listeners.
 pub async fn run(
     mut pbx: Pbx,
-    udp: Vec<Arc<UdpSocket>>,
-    tcp: Vec<TcpListener>,
+    sockets: Sockets,
+    tls: Option<TlsAcceptor>,
     wiring: Wiring,
     inbox: Inbox,
     mut stop: tokio::sync::watch::Receiver<Stop>,
@@ -411,11 +455,26 @@ pub async fn run(
         mut media_events,
     } = wiring;
     let Inbox { tx, mut rx } = inbox;
+    let Sockets {
+        udp,
+        tcp,
+        tls: tls_listeners,
+    } = sockets;
     for socket in &udp {
         tokio::spawn(udp_receiver(socket.clone(), tx.clone()));
     }
     for listener in tcp {
         tokio::spawn(tcp_acceptor(listener, tx.clone()));
+    }
+    if let Some(acceptor) = &tls {
+        for listener in tls_listeners {
+            tokio::spawn(tls_acceptor(
+                listener,
+                acceptor.clone(),
+                tx.clone(),
+                stats.clone(),
+            ));
+        }
     }
     let clock = SystemClock;
     let ambient = || Ambient {
@@ -427,6 +486,7 @@ pub async fn run(
         udp,
         connections: HashMap::new(),
         dialing: HashMap::new(),
+        tls_trunks: TlsTrunks::new(pbx.config()),
         tx: tx.clone(),
     };
     // One step's messages, then the messages waiting for call records to be written.
@@ -472,7 +532,12 @@ pub async fn run(
                     network.connections.remove(&peer.addr);
                     pbx.connection_closed(ambient(), peer);
                 }
-                Some(Input::TrunkResolved { trunk, answer }) => pbx.trunk_resolved(ambient(), &trunk, answer),
+                Some(Input::TrunkResolved { trunk, answer }) => {
+                    if let Ok(targets) = &answer {
+                        network.tls_trunks.resolved(&trunk, targets);
+                    }
+                    pbx.trunk_resolved(ambient(), &trunk, answer);
+                }
                 Some(Input::Reconfigure(config)) => {
                     // Trunk names are looked up again: added or changed trunks need it.
                     for resolver in resolvers.drain(..) {
@@ -482,6 +547,7 @@ pub async fn run(
                         Ok(spawned) => resolvers = spawned,
                         Err(e) => tracing::error!("trunk resolvers after the reload: {e}"),
                     }
+                    network.tls_trunks = TlsTrunks::new(&config);
                     pbx.reconfigure(ambient(), config);
                     publish_directory(&pbx, &directory);
                 }
@@ -657,17 +723,74 @@ pub async fn run(
     }
 }
 
-/// Where the core's messages go: the UDP sockets, the TCP and WebSocket connections, and
-/// connections being made towards TCP trunks.
+/// Where the core's messages go: the UDP sockets, the TCP, TLS and WebSocket connections,
+/// and connections being made towards TCP and TLS trunks.
 struct Network {
     udp: Vec<Arc<UdpSocket>>,
     connections: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
-    /// Messages for TCP peers being connected to, sent once the connection is up.
+    /// Messages for peers being connected to, sent once the connection is up.
     dialing: HashMap<SocketAddr, Vec<Vec<u8>>>,
+    tls_trunks: TlsTrunks,
     tx: mpsc::Sender<Input>,
 }
 
+/// What connections towards TLS trunks need: each TLS trunk's client settings, and which
+/// trunk each of their resolved targets belongs to (its certificate is checked against
+/// that trunk's host).
+struct TlsTrunks {
+    by_trunk: HashMap<String, TrunkTls>,
+    targets: HashMap<SocketAddr, String>,
+}
+
+impl TlsTrunks {
+    fn new(config: &Config) -> Self {
+        use wasmpbx_types::trunk::{Destination, TrunkTransport};
+        let mut by_trunk = HashMap::new();
+        let mut targets = HashMap::new();
+        for trunk in config
+            .trunks
+            .iter()
+            .filter(|t| t.transport == TrunkTransport::Tls)
+        {
+            match TrunkTls::for_trunk(trunk) {
+                Ok(tls) => {
+                    by_trunk.insert(trunk.name.clone(), tls);
+                }
+                // Checked at start; after a reload, the trunk's calls fail over.
+                Err(e) => tracing::error!("{e:#}: its TLS connections cannot be made"),
+            }
+            if let Some(Destination::Address(addr)) = trunk.destination() {
+                targets.insert(addr, trunk.name.clone());
+            }
+        }
+        Self { by_trunk, targets }
+    }
+
+    fn resolved(&mut self, trunk: &str, resolved: &[ResolvedTarget]) {
+        if self.by_trunk.contains_key(trunk) {
+            for target in resolved {
+                self.targets.insert(target.addr, trunk.to_owned());
+            }
+        }
+    }
+
+    /// The client settings for a connection to `addr`, if it is a TLS trunk's target.
+    fn for_target(&self, addr: SocketAddr) -> Option<TrunkTls> {
+        self.by_trunk.get(self.targets.get(&addr)?).cloned()
+    }
+}
+
 impl Network {
+    /// Queue `bytes` for `peer` and connect to it (over TLS with `tls`) unless already
+    /// connecting.
+    fn dial(&mut self, peer: Peer, bytes: Vec<u8>, tls: Option<TrunkTls>) {
+        let queue = self.dialing.entry(peer.addr).or_default();
+        if queue.is_empty() {
+            tokio::spawn(dial(peer, tls, self.tx.clone()));
+        }
+        queue.push(bytes);
+    }
+
     fn connected(&mut self, peer: Peer, writer: mpsc::Sender<Vec<u8>>) {
         for bytes in self.dialing.remove(&peer.addr).unwrap_or_default() {
             let _ = writer.try_send(bytes);
@@ -697,22 +820,31 @@ impl Network {
                     tracing::debug!(peer = %peer.addr, "udp send failed: {e}");
                 }
             }
-            Transport::Tcp | Transport::Ws => match self.connections.get(&peer.addr) {
-                Some(writer) => {
-                    if writer.try_send(bytes).is_err() {
-                        tracing::warn!(peer = %peer.addr, "connection backlog full: dropping a message");
+            Transport::Tcp | Transport::Tls | Transport::Ws => {
+                match self.connections.get(&peer.addr) {
+                    Some(writer) => {
+                        if writer.try_send(bytes).is_err() {
+                            tracing::warn!(peer = %peer.addr, "connection backlog full: dropping a message");
+                        }
                     }
-                }
-                // A request towards a TCP trunk: connect first (RFC 3261 §18.1.1).
-                None if peer.transport == Transport::Tcp => {
-                    let queue = self.dialing.entry(peer.addr).or_default();
-                    if queue.is_empty() {
-                        tokio::spawn(dial_tcp(peer.addr, self.tx.clone()));
+                    // A request towards a trunk: connect first (RFC 3261 §18.1.1).
+                    None if peer.transport == Transport::Tcp => self.dial(peer, bytes, None),
+                    None if peer.transport == Transport::Tls => {
+                        match self.tls_trunks.for_target(peer.addr) {
+                            Some(tls) => self.dial(peer, bytes, Some(tls)),
+                            // A device's connection that closed: it must connect again.
+                            None => {
+                                tracing::info!(peer = %peer.addr, "no TLS connection to send on");
+                                let tx = self.tx.clone();
+                                tokio::spawn(
+                                    async move { tx.send(Input::DialFailed { peer }).await },
+                                );
+                            }
+                        }
                     }
-                    queue.push(bytes);
+                    None => tracing::debug!(peer = %peer.addr, "no connection to send on"),
                 }
-                None => tracing::debug!(peer = %peer.addr, "no connection to send on"),
-            },
+            }
         }
     }
 }
@@ -944,7 +1076,11 @@ async fn tcp_acceptor(listener: TcpListener, tx: mpsc::Sender<Input>) {
         match listener.accept().await {
             Ok((stream, addr)) => {
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(tcp_connection(stream, addr, tx.clone()));
+                let peer = Peer {
+                    transport: Transport::Tcp,
+                    addr,
+                };
+                tokio::spawn(serve_stream(stream, peer, tx.clone()));
             }
             Err(e) => {
                 tracing::warn!("tcp accept: {e}");
@@ -954,34 +1090,101 @@ async fn tcp_acceptor(listener: TcpListener, tx: mpsc::Sender<Input>) {
     }
 }
 
-/// How long a TCP connect to a trunk may take.
+/// How long a connect (and TLS handshake) to a trunk may take.
 const DIAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Connect to a TCP peer and serve the connection like an accepted one.
-async fn dial_tcp(addr: SocketAddr, tx: mpsc::Sender<Input>) {
-    let failure = match tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(addr)).await {
-        Ok(Ok(stream)) => {
-            let _ = stream.set_nodelay(true);
-            return tcp_connection(stream, addr, tx).await;
+/// How long a client of a `tls:` listener has to finish its handshake.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn tls_acceptor(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    tx: mpsc::Sender<Input>,
+    stats: Arc<CallStats>,
+) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, addr)) => {
+                let _ = stream.set_nodelay(true);
+                let (acceptor, tx, stats) = (acceptor.clone(), tx.clone(), stats.clone());
+                tokio::spawn(async move {
+                    let failure = match tokio::time::timeout(
+                        HANDSHAKE_TIMEOUT,
+                        acceptor.accept(stream),
+                    )
+                    .await
+                    {
+                        Ok(Ok(stream)) => {
+                            let peer = Peer {
+                                transport: Transport::Tls,
+                                addr,
+                            };
+                            return serve_stream(stream, peer, tx).await;
+                        }
+                        Ok(Err(e)) => e.to_string(),
+                        Err(_) => format!("no handshake within {HANDSHAKE_TIMEOUT:?}"),
+                    };
+                    stats
+                        .tls_handshakes_failed
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::info!(peer = %addr, "sip tls: handshake failed: {failure}");
+                });
+            }
+            Err(e) => {
+                tracing::warn!("tls accept: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
         }
-        Ok(Err(e)) => e.to_string(),
+    }
+}
+
+/// Connect to a trunk's target (over TLS with `tls`, its certificate checked) and serve
+/// the connection like an accepted one; a failure fails what waited for it.
+async fn dial(peer: Peer, tls: Option<TrunkTls>, tx: mpsc::Sender<Input>) {
+    let connect = async {
+        let stream = TcpStream::connect(peer.addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        let _ = stream.set_nodelay(true);
+        match tls {
+            None => Ok(Either::Tcp(stream)),
+            Some(TrunkTls {
+                connector,
+                server_name,
+            }) => connector
+                .connect(server_name, stream)
+                .await
+                .map(|s| Either::Tls(Box::new(s)))
+                .map_err(|e| format!("handshake: {e}")),
+        }
+    };
+    let failure = match tokio::time::timeout(DIAL_TIMEOUT, connect).await {
+        Ok(Ok(Either::Tcp(stream))) => return serve_stream(stream, peer, tx).await,
+        Ok(Ok(Either::Tls(stream))) => return serve_stream(*stream, peer, tx).await,
+        Ok(Err(e)) => e,
         Err(_) => format!("no connection within {DIAL_TIMEOUT:?}"),
     };
-    tracing::warn!(peer = %addr, "tcp connect failed: {failure}");
-    let peer = Peer {
-        transport: Transport::Tcp,
-        addr,
-    };
+    let transport = peer.transport.as_str();
+    tracing::warn!(peer = %peer.addr, "{transport} connect failed: {failure}");
     let _ = tx.send(Input::DialFailed { peer }).await;
 }
 
-async fn tcp_connection(stream: TcpStream, addr: SocketAddr, tx: mpsc::Sender<Input>) {
-    let peer = Peer {
-        transport: Transport::Tcp,
-        addr,
-    };
-    let (mut reader, mut writer) = stream.into_split();
+/// A connection made towards a trunk.
+enum Either {
+    Tcp(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+/// Serve one SIP stream connection (TCP, or TLS after its handshake) until it closes:
+/// framed messages to the core, the core's messages out, keep-alive pings answered.
+async fn serve_stream<S>(stream: S, peer: Peer, tx: mpsc::Sender<Input>)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (mut reader, mut writer) = tokio::io::split(stream);
     let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(256);
+    // Weak, so that the core dropping the connection's writer still ends it.
+    let pong = out_tx.downgrade();
     if tx
         .send(Input::Connected {
             peer,
@@ -998,7 +1201,9 @@ async fn tcp_connection(stream: TcpStream, addr: SocketAddr, tx: mpsc::Sender<In
                 break;
             }
         }
+        let _ = writer.shutdown().await;
     });
+    let addr = peer.addr;
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let mut chunk = [0u8; 8192];
     'read: loop {
@@ -1017,11 +1222,17 @@ async fn tcp_connection(stream: TcpStream, addr: SocketAddr, tx: mpsc::Sender<In
                         break 'read;
                     }
                 }
+                Frame::Ping(len) => {
+                    buf.drain(..len);
+                    if let Some(pong) = pong.upgrade() {
+                        let _ = pong.try_send(b"\r\n".to_vec());
+                    }
+                }
                 Frame::KeepAlive(len) => {
                     buf.drain(..len);
                 }
                 Frame::Invalid(why) => {
-                    tracing::debug!(%addr, "closing tcp connection: {why}");
+                    tracing::debug!(%addr, "closing {} connection: {why}", peer.transport.as_str());
                     break 'read;
                 }
             }
@@ -1095,6 +1306,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn listeners_on_every_interface_are_named_by_the_public_address() {
+        let listeners = Listeners {
+            udp: vec!["0.0.0.0:5060".parse().unwrap()],
+            tcp: vec!["127.0.0.1:5060".parse().unwrap()],
+            tls: vec!["0.0.0.0:5061".parse().unwrap()],
+        };
+        let locals = listeners.locals("203.0.113.5".parse().unwrap()).unwrap();
+        assert_eq!(locals.udp, "203.0.113.5:5060".parse().unwrap());
+        assert_eq!(locals.tcp, Some("127.0.0.1:5060".parse().unwrap()));
+        assert_eq!(locals.tls, Some("203.0.113.5:5061".parse().unwrap()));
+    }
+
+    #[test]
     fn timers_are_counted_by_how_late_they_fired() {
         use std::sync::atomic::Ordering::Relaxed;
         use std::time::Duration;
@@ -1124,6 +1348,7 @@ mod tests {
             udp: vec![Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap())],
             connections: HashMap::new(),
             dialing: HashMap::new(),
+            tls_trunks: TlsTrunks::new(&Config::embedded_default()),
             tx,
         };
         let send = |text: &str| Io::Send {

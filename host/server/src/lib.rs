@@ -15,7 +15,9 @@
 //! - `wasmpbx-store` ([`store::SqliteStore`]): SQLite.
 //!
 //! This crate's own modules:
-//! - [`driver`]: UDP/TCP sockets, framing and timers around the `pbx` core.
+//! - [`driver`]: UDP/TCP/TLS sockets, framing and timers around the `pbx` core.
+//! - [`tls`]: certificates for `tls:` listeners and HTTPS (reloaded when their files
+//!   change) and the client side towards TLS trunks.
 //! - [`admin`]: the admin HTTP API, `/metrics` and the browser phone.
 //! - [`ws`]: SIP over WebSocket.
 //! - [`writer`]: store writes off the SIP task, through a bounded queue.
@@ -27,6 +29,7 @@ pub mod dns;
 pub mod driver;
 pub mod reload;
 pub mod server;
+pub mod tls;
 pub mod writer;
 pub mod ws;
 

@@ -1,7 +1,7 @@
 //! `wasmpbx run`: wire configuration, store and script runtime together and serve until
 //! Ctrl-C. The SIP server, media and admin API join here as they are built.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +15,7 @@ use crate::directory::MemoryDirectory;
 use crate::driver;
 use crate::media::{Prompts, RelayManager};
 use crate::pbx::Pbx;
+use crate::tls::{ReloadingCert, TrunkTls};
 use crate::writer::{self, StoreWriter};
 
 /// Caller digits waiting for the core; a flood beyond this is dropped (and counted).
@@ -134,11 +135,24 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     })
     .await??;
 
-    let (udp, tcp, listeners) = driver::bind(&config).await?;
-    let local = *listeners
-        .udp
-        .first()
+    let (sockets, listeners) = driver::bind(&config).await?;
+    let local = listeners
+        .locals(config.media.public_ip)
         .context("sip.listen: a UDP listener is needed")?;
+    // Certificates: read now (an error stops the start), again whenever their files change.
+    let certificate = |cert: &Option<PathBuf>, key: &Option<PathBuf>, keys| match (cert, key) {
+        (Some(cert), Some(key)) => ReloadingCert::load(cert, key, keys).map(Some),
+        _ => Ok(None),
+    };
+    let sip_cert = certificate(&config.sip.tls_cert, &config.sip.tls_key, "sip.tls_cert")?;
+    let http_cert = certificate(&config.http.tls_cert, &config.http.tls_key, "http.tls_cert")?;
+    for trunk in config
+        .trunks
+        .iter()
+        .filter(|t| t.transport == wasmpbx_types::trunk::TrunkTransport::Tls)
+    {
+        TrunkTls::for_trunk(trunk)?;
+    }
     let (media_events, media_inbox) = tokio::sync::mpsc::channel(MEDIA_EVENT_QUEUE);
     let media =
         RelayManager::new(config.media.public_ip, config.media.rtp_ports).with_events(media_events);
@@ -153,10 +167,11 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     let restored = pbx
         .registrar
         .restore(SystemClock.now().as_second(), store.load_bindings()?);
-    let tls = match (&config.http.tls_cert, &config.http.tls_key) {
-        (Some(cert), Some(key)) => Some(admin::tls_acceptor(cert, key)?),
-        _ => None,
-    };
+    let tls = http_cert
+        .as_ref()
+        .map(ReloadingCert::acceptor)
+        .transpose()?;
+    let sip_tls = sip_cert.as_ref().map(ReloadingCert::acceptor).transpose()?;
     let http = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("http.listen: cannot bind {}", config.http.listen))?;
@@ -181,6 +196,9 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         None,
         shutdown_rx.clone(),
     ));
+    for cert in sip_cert.into_iter().chain(http_cert) {
+        tokio::spawn(cert.watch(shutdown_rx.clone()));
+    }
     let (core, inbox) = driver::channel();
     let stats = Arc::new(driver::CallStats::default());
     let (writer, writer_thread) = StoreWriter::start(
@@ -200,7 +218,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         media_events: media_inbox,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(driver::Stop::Running);
-    let mut sip = tokio::spawn(driver::run(pbx, udp, tcp, wiring, inbox, stop_rx));
+    let mut sip = tokio::spawn(driver::run(pbx, sockets, sip_tls, wiring, inbox, stop_rx));
     let reloader = tokio::spawn(crate::reload::watch(
         config_path.map(Path::to_path_buf),
         host.clone(),
@@ -352,6 +370,9 @@ impl Banner<'_> {
         }
         for addr in &listeners.tcp {
             say!(out, "  SIP       tcp:{addr}");
+        }
+        for addr in &listeners.tls {
+            say!(out, "  SIP       tls:{addr}");
         }
         let scheme = if self.config.http.tls_cert.is_some() {
             "https"

@@ -41,9 +41,11 @@ impl Dialog {
             Some(_) => return None, // strict routing: not followed
             None => self.target.clone(),
         };
-        let rest = uri
-            .strip_prefix("sip:")
-            .or_else(|| uri.strip_prefix("sips:"))?;
+        let (rest, tls) = match uri.strip_prefix("sips:") {
+            Some(rest) => (rest, true),
+            None => (uri.strip_prefix("sip:")?, false),
+        };
+        let tls = tls || rest.to_ascii_lowercase().contains(";transport=tls");
         let hostport = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
         let hostport = hostport.split([';', '?']).next()?;
         hostport.parse().ok().or_else(|| {
@@ -51,7 +53,7 @@ impl Dialog {
                 .trim_matches(['[', ']'])
                 .parse::<std::net::IpAddr>()
                 .ok()
-                .map(|ip| std::net::SocketAddr::new(ip, 5060))
+                .map(|ip| std::net::SocketAddr::new(ip, if tls { 5061 } else { 5060 }))
         })
     }
 
@@ -74,7 +76,7 @@ impl Dialog {
             "{method} {} SIP/2.0\r\nVia: SIP/2.0/{} {};branch=z9hG4bK{};rport\r\nMax-Forwards: 70\r\n",
             self.target,
             self.peer.transport.as_str().to_ascii_uppercase(),
-            via.local,
+            via.local.for_transport(self.peer.transport),
             via.branch
         );
         for route in &self.route_set {
@@ -102,10 +104,11 @@ impl Dialog {
     }
 }
 
-/// Who sends a request: the host's address for Via and the branch of its transaction.
+/// Who sends a request: the host's addresses for Via (the one of the dialog's transport)
+/// and the branch of its transaction.
 #[derive(Debug, Clone, Copy)]
 pub struct Via<'a> {
-    pub local: std::net::SocketAddr,
+    pub local: crate::local::LocalAddrs,
     pub branch: &'a str,
 }
 
@@ -200,6 +203,11 @@ mod tests {
         assert_eq!(dialog.next_hop(), Some("127.0.0.1:5070".parse().unwrap()));
         dialog.route_set = vec!["<sip:127.0.0.3;lr>".into(), "<sip:127.0.0.4;lr>".into()];
         assert_eq!(dialog.next_hop(), Some("127.0.0.3:5060".parse().unwrap()));
+        // A TLS hop without a port is on SIP's TLS port.
+        dialog.route_set = vec!["<sip:127.0.0.3;transport=tls;lr>".into()];
+        assert_eq!(dialog.next_hop(), Some("127.0.0.3:5061".parse().unwrap()));
+        dialog.route_set = vec!["<sips:127.0.0.3;lr>".into()];
+        assert_eq!(dialog.next_hop(), Some("127.0.0.3:5061".parse().unwrap()));
         dialog.route_set = vec!["<sip:edge.carrier.example;lr>".into()];
         assert_eq!(dialog.next_hop(), None, "a name is not resolved here");
         dialog.route_set = vec!["<sip:127.0.0.3>".into()];
@@ -255,7 +263,7 @@ Call-ID: c1\r\nCSeq: 1 INVITE\r\nContact: <sip:a@10.0.0.20>\r\nContent-Length: 0
             sdp: sdp::Origin::new(1),
         };
         let via = Via {
-            local: "10.0.0.11:5060".parse().unwrap(),
+            local: crate::local::LocalAddrs::udp("10.0.0.11:5060".parse().unwrap()),
             branch: "b1",
         };
         let bye = dialog.request("BYE", 2, &via).unwrap();

@@ -8,10 +8,12 @@
 //!   requests sent in it, through its route set.
 //! - [`sdp`]: reading and rewriting SDP for anchored media, the host's SDP origin per
 //!   dialog, the G.711 codecs.
-//! - [`stream`]: where a message ends on a TCP stream.
+//! - [`stream`]: where a message ends on a TCP or TLS stream.
+//! - [`local`]: the host's own address per transport, for Via and Contact.
 
 pub mod dialog;
 pub mod digest;
+pub mod local;
 pub mod message;
 pub mod sdp;
 pub mod stream;

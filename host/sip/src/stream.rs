@@ -1,6 +1,7 @@
-//! SIP over a stream (TCP): where one message ends. Headers end at the first blank line;
-//! the body is Content-Length bytes (RFC 3261 §18.3: mandatory on streams). Leading
-//! CRLFs are keep-alives (RFC 5626). A message over 64 KiB, a missing or bad
+//! SIP over a stream (TCP, TLS): where one message ends. Headers end at the first blank
+//! line; the body is Content-Length bytes (RFC 3261 §18.3: mandatory on streams). A
+//! leading CRLFCRLF is a keep-alive ping to answer with CRLF, other leading CRLFs (a pong)
+//! are skipped (RFC 5626 §3.5.1). A message over 64 KiB, a missing or bad
 //! Content-Length, or headers that are not UTF-8 make the stream unusable: it cannot be
 //! re-synchronised.
 
@@ -13,12 +14,22 @@ pub enum Frame {
     Incomplete,
     /// A whole message of this many bytes.
     Message(usize),
-    /// CRLF keep-alives (RFC 5626) of this many bytes.
+    /// A keep-alive ping (CRLFCRLF, RFC 5626) of this many bytes: answer CRLF.
+    Ping(usize),
+    /// Line ends between messages (a pong) of this many bytes: skip them.
     KeepAlive(usize),
     Invalid(&'static str),
 }
 
 pub fn frame(buf: &[u8]) -> Frame {
+    const PING: &[u8] = b"\r\n\r\n";
+    if buf.starts_with(PING) {
+        return Frame::Ping(PING.len());
+    }
+    // Possibly the first half of a ping: wait for the rest.
+    if !buf.is_empty() && PING.starts_with(buf) {
+        return Frame::Incomplete;
+    }
     let leading = buf
         .iter()
         .take_while(|b| **b == b'\r' || **b == b'\n')
@@ -69,7 +80,10 @@ mod tests {
         let msg = b"OPTIONS sip:x SIP/2.0\r\nContent-Length: 3\r\n\r\nabc";
         assert_eq!(frame(msg), Frame::Message(msg.len()));
         assert_eq!(frame(&msg[..msg.len() - 1]), Frame::Incomplete);
-        assert_eq!(frame(b"\r\n\r\nOPTIONS"), Frame::KeepAlive(4));
+        assert_eq!(frame(b"\r\n\r\nOPTIONS"), Frame::Ping(4));
+        assert_eq!(frame(b"\r\n"), Frame::Incomplete);
+        assert_eq!(frame(b"\r\nOPTIONS"), Frame::KeepAlive(2));
+        assert_eq!(frame(b"\n\nOPTIONS"), Frame::KeepAlive(2));
         let compact = b"OPTIONS sip:x SIP/2.0\r\nl: 2\r\n\r\nab";
         assert_eq!(frame(compact), Frame::Message(compact.len()));
         assert!(matches!(

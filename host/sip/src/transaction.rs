@@ -32,6 +32,8 @@ pub const T4: Duration = Duration::from_secs(5);
 pub enum Transport {
     Udp,
     Tcp,
+    /// SIP over TLS (RFC 3261 §26): a TCP stream, encrypted.
+    Tls,
     Ws,
 }
 
@@ -44,6 +46,7 @@ impl Transport {
         match self {
             Transport::Udp => "udp",
             Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
             Transport::Ws => "ws",
         }
     }

@@ -341,6 +341,7 @@ impl RegistrationStore for SqliteStore {
             binding.transport = match transport.as_str() {
                 "udp" => Transport::Udp,
                 "tcp" => Transport::Tcp,
+                "tls" => Transport::Tls,
                 "ws" => Transport::Ws,
                 other => {
                     return Err(StoreError::Invalid(format!(

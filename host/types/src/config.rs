@@ -83,6 +83,10 @@ pub struct SipConfig {
     /// Name servers for trunk host names (`"IP"` or `"IP:PORT"`); empty: the system's
     /// resolver configuration (`/etc/resolv.conf`).
     pub dns_servers: Vec<DnsServer>,
+    /// The certificate chain (PEM) `tls:` listeners present; read again when it changes.
+    pub tls_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub tls_key: Option<PathBuf>,
 }
 
 /// A name server, written `192.0.2.53` or `127.0.0.1:5353`.
@@ -119,6 +123,8 @@ impl Default for SipConfig {
             emergency_numbers: Vec::new(),
             digest_algorithms: vec![crate::sip::digest::Algorithm::Md5],
             dns_servers: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -310,6 +316,7 @@ pub struct Location {
 pub enum Transport {
     Udp,
     Tcp,
+    Tls,
 }
 
 impl fmt::Display for Transport {
@@ -317,6 +324,7 @@ impl fmt::Display for Transport {
         f.write_str(match self {
             Transport::Udp => "udp",
             Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
         })
     }
 }
@@ -332,11 +340,13 @@ pub struct ListenAddr {
 impl TryFrom<String> for ListenAddr {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
-        let bad = || format!("{s:?} is not a listener: expected udp:IP:PORT or tcp:IP:PORT");
+        let bad =
+            || format!("{s:?} is not a listener: expected udp:IP:PORT, tcp:IP:PORT or tls:IP:PORT");
         let (transport, addr) = s.split_once(':').ok_or_else(bad)?;
         let transport = match transport {
             "udp" => Transport::Udp,
             "tcp" => Transport::Tcp,
+            "tls" => Transport::Tls,
             _ => return Err(bad()),
         };
         let addr = addr.parse().map_err(|_| bad())?;
@@ -511,6 +521,20 @@ impl Config {
         }
         if self.http.tls_cert.is_some() != self.http.tls_key.is_some() {
             return Err("http.tls_cert: tls_cert and tls_key go together".into());
+        }
+        if self.sip.tls_cert.is_some() != self.sip.tls_key.is_some() {
+            return Err("sip.tls_cert: tls_cert and tls_key go together".into());
+        }
+        if let Some(tls) = self
+            .sip
+            .listen
+            .iter()
+            .find(|l| l.transport == Transport::Tls)
+            && self.sip.tls_cert.is_none()
+        {
+            return Err(format!(
+                "sip.tls_cert: the listener {tls} needs a certificate (sip.tls_cert and sip.tls_key)"
+            ));
         }
         let mut names = HashSet::new();
         for (i, trunk) in self.trunks.iter().enumerate() {
@@ -745,6 +769,20 @@ mod tests {
         assert!(err.contains("locations[0].fallback_number"), "{err}");
         let err = parse("[flip]\npull_code = \"*7x\"\n").unwrap_err();
         assert!(err.contains("flip.pull_code"), "{err}");
+        // A tls: listener needs a certificate, and a certificate its key.
+        let tls = "[sip]\nlisten = [\"udp:127.0.0.1:5060\", \"tls:127.0.0.1:5061\"]\n";
+        let err = parse(tls).unwrap_err();
+        assert!(
+            err.contains("sip.tls_cert: the listener tls:127.0.0.1:5061"),
+            "{err}"
+        );
+        let err = parse(&format!("{tls}tls_cert = \"c.pem\"\n")).unwrap_err();
+        assert!(
+            err.contains("sip.tls_cert: tls_cert and tls_key go together"),
+            "{err}"
+        );
+        let config = parse(&format!("{tls}tls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n")).unwrap();
+        assert_eq!(config.sip.listen[1].transport, Transport::Tls);
     }
 
     #[test]

@@ -11,8 +11,9 @@ use serde::Deserialize;
 
 use crate::config::Cidr;
 
-/// The port SIP uses when a URI or host names none (RFC 3261 §19.1.2).
+/// The ports SIP uses when a URI or host names none (RFC 3261 §19.1.2).
 pub const SIP_PORT: u16 = 5060;
+pub const SIPS_PORT: u16 = 5061;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -60,6 +61,9 @@ pub struct Trunk {
     /// trunk's resolved targets (e.g. on its registration) are the trunk's too.
     #[serde(default)]
     pub inbound: Vec<InboundSource>,
+    /// With `transport = "tls"`: the CA certificates (PEM) the carrier's certificate must
+    /// chain to; the system's trust store when not given.
+    pub tls_ca: Option<std::path::PathBuf>,
 }
 
 fn default_register_expires() -> u32 {
@@ -107,6 +111,14 @@ impl TrunkTransport {
             TrunkTransport::Udp => "SIP+D2U",
             TrunkTransport::Tcp => "SIP+D2T",
             TrunkTransport::Tls => "SIPS+D2T",
+        }
+    }
+
+    /// The port a host without one is reached on.
+    pub fn default_port(self) -> u16 {
+        match self {
+            TrunkTransport::Udp | TrunkTransport::Tcp => SIP_PORT,
+            TrunkTransport::Tls => SIPS_PORT,
         }
     }
 }
@@ -170,7 +182,16 @@ impl Trunk {
             (None, Some(uri)) => uri_hostport(uri)?,
             (None, None) => return None,
         };
-        parse_hostport(&hostport)
+        parse_hostport(&hostport, self.transport.default_port())
+    }
+
+    /// The name a TLS trunk's certificate must carry: its host as configured (a name, or
+    /// an IP address), never what an SRV record pointed to (RFC 5922 §4).
+    pub fn tls_server_name(&self) -> Option<String> {
+        match self.destination()? {
+            Destination::Address(addr) => Some(addr.ip().to_string()),
+            Destination::Name { host, .. } => Some(host),
+        }
     }
 
     /// The host part of the Request-URI and To of requests to the trunk: the name (and
@@ -269,10 +290,8 @@ impl Trunk {
                 }
             }
         }
-        if self.transport == TrunkTransport::Tls {
-            return Err(
-                "transport: \"tls\" trunks are not supported yet; use \"udp\" or \"tcp\"".into(),
-            );
+        if self.tls_ca.is_some() && self.transport != TrunkTransport::Tls {
+            return Err("tls_ca: only a transport = \"tls\" trunk uses a CA".into());
         }
         if self.username.is_some() != self.password.is_some() {
             return Err("password: username and password go together".into());
@@ -318,13 +337,14 @@ fn uri_hostport(uri: &str) -> Option<String> {
     Some(rest[..end].to_owned())
 }
 
-/// `name`, `name:port`, `1.2.3.4[:port]`, `[::1][:port]`.
-fn parse_hostport(text: &str) -> Option<Destination> {
+/// `name`, `name:port`, `1.2.3.4[:port]`, `[::1][:port]`; an address without a port gets
+/// `default_port`.
+fn parse_hostport(text: &str, default_port: u16) -> Option<Destination> {
     if let Ok(addr) = text.parse::<SocketAddr>() {
         return Some(Destination::Address(addr));
     }
     if let Ok(ip) = text.trim_matches(['[', ']']).parse::<IpAddr>() {
-        return Some(Destination::Address(SocketAddr::new(ip, SIP_PORT)));
+        return Some(Destination::Address(SocketAddr::new(ip, default_port)));
     }
     let (host, port) = match text.rsplit_once(':') {
         Some((host, port)) => (host, Some(port.parse::<u16>().ok().filter(|p| *p > 0)?)),
@@ -388,6 +408,18 @@ mod tests {
         );
         assert_eq!(trunk("host = \"bad host\"").destination(), None);
         assert_eq!(trunk("host = \"a.example:99999\"").destination(), None);
+        // TLS: port 5061 when none is given; the certificate names the host as written.
+        let tls = trunk("host = \"127.0.0.3\"\ntransport = \"tls\"");
+        assert_eq!(
+            tls.destination(),
+            Some(Destination::Address("127.0.0.3:5061".parse().unwrap()))
+        );
+        assert_eq!(tls.tls_server_name().as_deref(), Some("127.0.0.3"));
+        let named = trunk("host = \"Sip.Carrier.Example\"\ntransport = \"tls\"");
+        assert_eq!(
+            named.tls_server_name().as_deref(),
+            Some("sip.carrier.example")
+        );
     }
 
     #[test]
@@ -397,7 +429,7 @@ mod tests {
         assert!(err("host = \"a.example\"\nuri = \"sip:1.2.3.4\"").starts_with("uri:"));
         assert!(err("host = \"a.example\"\nusername = \"u\"").starts_with("password:"));
         assert!(err("host = \"a.example\"\nregister = true").starts_with("register:"));
-        assert!(err("host = \"a.example\"\ntransport = \"tls\"").starts_with("transport:"));
+        assert!(err("host = \"a.example\"\ntls_ca = \"ca.pem\"").starts_with("tls_ca:"));
         assert!(
             err("host = \"a.example\"\nnumber_format = \"national\"").starts_with("number_format:")
         );

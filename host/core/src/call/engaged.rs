@@ -72,7 +72,8 @@ impl Calls {
             Some(&tag_of(&session.a_dialog.local)),
         );
         let answer = sdp::endpoint(ip, session.ports.a, codec, event_pt);
-        attach_sdp(&mut reply, ctx.local, session.a_dialog.sdp.stamp(&answer));
+        let contact = ctx.contact(session.a_dialog.peer.transport);
+        attach_sdp(&mut reply, contact, session.a_dialog.sdp.stamp(&answer));
         ctx.layer
             .send_response(ctx.ambient.now, session.a_txn, reply);
         ctx.media.answer(id, crate::media::Side::A, codec);

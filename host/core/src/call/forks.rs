@@ -110,7 +110,7 @@ impl Calls {
         let local = ctx.local;
         let config = ctx.config;
         let domain = &config.sip.domain;
-        let call_id = format!("{}@{}", ctx.token(), local.ip());
+        let call_id = format!("{}@{}", ctx.token(), local.udp.ip());
         let from = format!("<sip:{from_number}@{domain}>;tag={}", ctx.token());
         let to = format!("<sip:{extension}@{domain}>");
         let invite = initial_invite(&InviteParts {
@@ -189,8 +189,12 @@ impl Calls {
             101..=199 => {
                 if !session.ringing_sent && !session.a_answered && !session.forks[i].cancelled {
                     session.ringing_sent = true;
-                    let reply =
-                        caller_response(&session.a_invite, 180, &session.a_dialog.local, ctx.local);
+                    let reply = caller_response(
+                        &session.a_invite,
+                        180,
+                        &session.a_dialog.local,
+                        ctx.contact(session.a_dialog.peer.transport),
+                    );
                     ctx.layer
                         .send_response(ctx.ambient.now, session.a_txn, reply);
                 }

@@ -15,7 +15,6 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use rsip::prelude::*;
@@ -32,6 +31,7 @@ use crate::routing::{
     Speech, fallback_actions,
 };
 use crate::sdp;
+use crate::sip::local::LocalAddrs;
 use crate::sip::message::{self, Header, Request, Response, SipMessage};
 use crate::sip::transaction::{ClientTxnId, Peer, ServerTxnId, TransactionLayer};
 use client_txns::ClientTxns;
@@ -60,6 +60,8 @@ mod reload_tests;
 mod stream_tests;
 #[cfg(test)]
 mod testing;
+#[cfg(test)]
+mod transport_tests;
 #[cfg(test)]
 mod trunk_tests;
 #[cfg(test)]
@@ -407,8 +409,8 @@ pub struct Ctx<'a> {
     pub outputs: &'a mut VecDeque<PbxOutput>,
     pub config: &'a Config,
     pub prompts: &'a Prompts,
-    /// The host's SIP address (Via, Contact).
-    pub local: SocketAddr,
+    /// The host's SIP addresses (Via, Contact), one per transport.
+    pub local: LocalAddrs,
     pub ambient: Ambient,
     /// The core's randomness (tags, branches, Call-IDs, SDP session ids), this input's
     /// seed mixed in.
@@ -421,6 +423,11 @@ impl Ctx<'_> {
     /// A fresh token for a tag, a branch or a Call-ID.
     pub fn token(&mut self) -> String {
         self.entropy.token()
+    }
+
+    /// The host's Contact header value towards a peer reached over `transport`.
+    fn contact(&self, transport: crate::sip::transaction::Transport) -> String {
+        requests::host_contact(&self.local, transport)
     }
 
     /// Send a request in a dialog (not ACK); towards a trunk with credentials, a
@@ -1056,7 +1063,7 @@ impl Calls {
         }
         let from_user = trunk.from_user.clone().unwrap_or(caller);
         let dialled = trunk.format_number(&number);
-        let call_id = format!("{}@{}", ctx.token(), local.ip());
+        let call_id = format!("{}@{}", ctx.token(), local.udp.ip());
         let from = format!("<sip:{from_user}@{domain}>;tag={}", ctx.token());
         let to = format!("<sip:{dialled}@{host}>");
         let max_forwards = message::header_value(
@@ -1255,7 +1262,7 @@ impl Calls {
                     &session.a_invite,
                     forwarded,
                     &session.a_dialog.local,
-                    ctx.local,
+                    ctx.contact(session.a_dialog.peer.transport),
                 );
                 if let Ok(media) = sdp::parse(&body) {
                     if let Some(rtp) = media.rtp {
@@ -1339,7 +1346,11 @@ impl Calls {
                         200,
                         Some(&tag_of(&session.a_dialog.local)),
                     );
-                    attach_sdp(&mut reply, ctx.local, a_sdp);
+                    attach_sdp(
+                        &mut reply,
+                        ctx.contact(session.a_dialog.peer.transport),
+                        a_sdp,
+                    );
                     ctx.layer
                         .send_response(ctx.ambient.now, session.a_txn, reply);
                     session.a_answered = true;
@@ -1434,7 +1445,11 @@ impl Calls {
             if let Ok(answer) = sdp::rewrite(&body, ctx.config.media.public_ip, asker_port)
                 && let Some(dialog) = session.dialog_mut(asker)
             {
-                attach_sdp(&mut reply, ctx.local, dialog.sdp.stamp(&answer));
+                attach_sdp(
+                    &mut reply,
+                    ctx.contact(dialog.peer.transport),
+                    dialog.sdp.stamp(&answer),
+                );
             }
         }
         ctx.layer
@@ -1629,7 +1644,7 @@ impl Calls {
                         local: ctx.local,
                         branch: &ctx.token(),
                     };
-                    let contact = format!("Contact: <sip:wasmpbx@{}>", ctx.local);
+                    let contact = format!("Contact: {}", ctx.contact(other.peer.transport));
                     let sdp = Some(("application/sdp", offer.as_str()));
                     let Some(reinvite) =
                         other.request_with_body("INVITE", cseq, &via, &[contact], sdp)
@@ -1672,7 +1687,11 @@ impl Calls {
                 if let Ok(answer) = answer
                     && let Some(dialog) = session.dialog_mut(side)
                 {
-                    attach_sdp(&mut reply, ctx.local, dialog.sdp.stamp(&answer));
+                    attach_sdp(
+                        &mut reply,
+                        ctx.contact(dialog.peer.transport),
+                        dialog.sdp.stamp(&answer),
+                    );
                 }
                 ctx.layer.send_response(ctx.ambient.now, txn, reply);
             }

@@ -234,7 +234,7 @@ impl Calls {
             let event_pt = sdp::telephone_event_pt(&body);
             origin.stamp(&sdp::endpoint(public_ip, port, codec, event_pt))
         });
-        attach_sdp(&mut ok, ctx.local, answer);
+        attach_sdp(&mut ok, ctx.contact(pull.source.transport), answer);
         ctx.layer.send_response(ctx.ambient.now, pull.txn, ok);
         event.answered_at = Some(wall_time(session, ctx.ambient.now));
         session.record.call_ids.push(call_id.clone());

@@ -1,13 +1,12 @@
 //! The SIP requests a B2BUA leg sends, and the header bits it reads, built as text and
 //! parsed back through the one message parser.
 
-use std::net::SocketAddr;
-
 use rsip::prelude::*;
 
 pub(super) use crate::sip::dialog::{
     Dialog, Via, addr_spec, route_set_of_request, route_set_of_response, tag_of, with_tag,
 };
+use crate::sip::local::LocalAddrs;
 use crate::sip::message::{self, Header, Request, Response, SipMessage};
 use crate::sip::transaction::Transport;
 
@@ -18,13 +17,16 @@ pub(super) fn request_from(text: String) -> Option<Request> {
     }
 }
 
-/// Give a response the host's Contact and an SDP body.
-pub(super) fn attach_sdp(reply: &mut Response, local: SocketAddr, sdp: String) {
+/// The host's Contact header value towards a peer reached over `transport`.
+pub(super) fn host_contact(local: &LocalAddrs, transport: Transport) -> String {
+    format!("<{}>", local.contact("wasmpbx", transport))
+}
+
+/// Give a response the host's Contact (`contact`, from [`host_contact`]) and an SDP body.
+pub(super) fn attach_sdp(reply: &mut Response, contact: String, sdp: String) {
     reply
         .headers
-        .push(Header::Contact(rsip::headers::Contact::new(format!(
-            "<sip:wasmpbx@{local}>"
-        ))));
+        .push(Header::Contact(rsip::headers::Contact::new(contact)));
     reply
         .headers
         .push(Header::ContentType(rsip::headers::ContentType::new(
@@ -37,7 +39,7 @@ pub(super) fn attach_sdp(reply: &mut Response, local: SocketAddr, sdp: String) {
 pub(super) struct InviteParts<'a> {
     pub(super) uri: &'a str,
     pub(super) transport: Transport,
-    pub(super) local: SocketAddr,
+    pub(super) local: LocalAddrs,
     pub(super) max_forwards: u32,
     pub(super) from: &'a str,
     pub(super) to: &'a str,
@@ -53,19 +55,18 @@ pub(super) struct InviteParts<'a> {
 pub(super) fn initial_invite(p: &InviteParts<'_>) -> Option<Request> {
     let text = format!(
         "INVITE {} SIP/2.0\r\nVia: SIP/2.0/{} {};branch=z9hG4bK{};rport\r\nMax-Forwards: {}\r\n\
-From: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: 1 INVITE\r\nContact: <sip:wasmpbx@{}{}>\r\n\
+From: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: 1 INVITE\r\nContact: {}\r\n\
 Allow: {}\r\n{}Content-Type: application/sdp\r\n\
 Content-Length: {}\r\n\r\n{}",
         p.uri,
         p.transport.as_str().to_ascii_uppercase(),
-        p.local,
+        p.local.for_transport(p.transport),
         p.branch,
         p.max_forwards,
         p.from,
         p.to,
         p.call_id,
-        p.local,
-        crate::trunks::contact_params(p.transport),
+        host_contact(&p.local, p.transport),
         message::ALLOW,
         p.extra
             .iter()
@@ -77,19 +78,18 @@ Content-Length: {}\r\n\r\n{}",
     request_from(text)
 }
 
-/// A response on the caller's dialog (its To tag is the host's) with the host's Contact.
+/// A response on the caller's dialog (its To tag is the host's) with the host's Contact
+/// (from [`host_contact`]).
 pub(super) fn caller_response(
     invite: &Request,
     code: u16,
     a_local: &str,
-    local: SocketAddr,
+    contact: String,
 ) -> Response {
     let mut reply = message::response_to(invite, code, Some(&tag_of(a_local)));
     reply
         .headers
-        .push(Header::Contact(rsip::headers::Contact::new(format!(
-            "<sip:wasmpbx@{local}>"
-        ))));
+        .push(Header::Contact(rsip::headers::Contact::new(contact)));
     reply
 }
 
@@ -107,7 +107,10 @@ pub(super) fn refer_notify(
         "terminated;reason=noresource"
     };
     let headers = [
-        format!("Contact: <sip:wasmpbx@{}>", via.local),
+        format!(
+            "Contact: {}",
+            host_contact(&via.local, dialog.peer.transport)
+        ),
         "Event: refer".to_owned(),
         format!("Subscription-State: {state}"),
     ];
@@ -161,7 +164,7 @@ mod tests {
         let invite = initial_invite(&InviteParts {
             uri: "sip:100@127.0.0.1:5090",
             transport: Transport::Udp,
-            local: "127.0.0.1:5060".parse().unwrap(),
+            local: LocalAddrs::udp("127.0.0.1:5060".parse().unwrap()),
             max_forwards: 69,
             from: "<sip:0400@pbx>;tag=t",
             to: "<sip:100@127.0.0.1:5090>",

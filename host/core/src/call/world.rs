@@ -16,6 +16,7 @@ use crate::pbx::{Ambient, Pbx, PbxOutput};
 use crate::registrar::Binding;
 use crate::routing::{Action, Decision, Event, ForwardTarget};
 use crate::sip::digest::{Algorithm, client_response};
+use crate::sip::local::LocalAddrs;
 use crate::sip::message::{self, SipMessage};
 use crate::sip::transaction::{Peer, Transport};
 
@@ -26,6 +27,18 @@ pub(super) const MOBILE: &str = "127.0.0.1:6002";
 pub(super) const TABLET: &str = "127.0.0.1:6003";
 /// The trunk's far end, for calls Alice places.
 pub(super) const TRUNK: &str = "127.0.0.1:5090";
+/// The host's listeners: UDP and TCP on 5060, TLS on 5061.
+const LOCALS: LocalAddrs = LocalAddrs {
+    udp: SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 5060),
+    tcp: Some(SocketAddr::new(
+        std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        5060,
+    )),
+    tls: Some(SocketAddr::new(
+        std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        5061,
+    )),
+};
 /// The world's configuration: a trunk, a location on flip number 100, Alice.
 pub(super) const CONFIG: &str = r#"
 [sip]
@@ -77,10 +90,22 @@ pub(super) struct World {
     pub(super) placed_dialog: String,
     /// The host's 200 to the far end's INVITE.
     pub(super) far_answer: String,
+    /// Peers whose messages arrive over TLS (the rest: UDP).
+    pub(super) over_tls: Vec<SocketAddr>,
 }
 
 pub(super) fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
+}
+
+/// The script's forward to all of Alice's devices.
+pub(super) fn to_alice() -> Action {
+    Action::Forward {
+        target: ForwardTarget::User("alice".into()),
+        trunk: None,
+        ring_timeout_ms: 30_000,
+        caller_id: None,
+    }
 }
 
 impl World {
@@ -103,13 +128,7 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
         );
         w.deliver(FAR_END, &invite);
         let id = w.session();
-        let to_alice = Action::Forward {
-            target: ForwardTarget::User("alice".into()),
-            trunk: None,
-            ring_timeout_ms: 30_000,
-            caller_id: None,
-        };
-        w.route(id, vec![to_alice]);
+        w.route(id, vec![to_alice()]);
         w.drain();
         let desk_invite = w.last_to(DESK, "INVITE ");
         w.respond_with(DESK, &desk_invite, 200, desk_headers);
@@ -159,12 +178,7 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
     pub(super) fn with_config(config: &str) -> Self {
         let config = Config::parse(config, Path::new("t.toml")).unwrap();
         let media = FakeMedia::default();
-        let mut pbx = Pbx::new(
-            Arc::new(config),
-            [7; 32],
-            Box::new(media.clone()),
-            addr("127.0.0.1:5060"),
-        );
+        let mut pbx = Pbx::new(Arc::new(config), [7; 32], Box::new(media.clone()), LOCALS);
         let bindings = [("desk", DESK), ("mobile", MOBILE), ("tablet", TABLET)]
             .into_iter()
             .map(|(device, source)| Binding {
@@ -198,6 +212,7 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
             random: std::cell::Cell::new(1),
             placed_dialog: String::new(),
             far_answer: String::new(),
+            over_tls: Vec::new(),
         }
     }
 
@@ -278,10 +293,13 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
     }
 
     pub(super) fn deliver(&mut self, from: &str, text: &str) {
-        let peer = Peer {
-            transport: Transport::Udp,
-            addr: addr(from),
+        let addr = addr(from);
+        let transport = if self.over_tls.contains(&addr) {
+            Transport::Tls
+        } else {
+            Transport::Udp
         };
+        let peer = Peer { transport, addr };
         self.pbx.handle_bytes(self.ambient(), text.as_bytes(), peer);
         self.drain();
     }
@@ -349,7 +367,8 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
         };
         let mut response = message::response_to(&request, code, Some("dev"));
         if code == 200 && request.method == rsip::Method::Invite {
-            super::requests::attach_sdp(&mut response, addr(device), SDP.to_owned());
+            let contact = format!("<sip:wasmpbx@{}>", addr(device));
+            super::requests::attach_sdp(&mut response, contact, SDP.to_owned());
         }
         let text = String::from_utf8(message::serialize(&SipMessage::Response(response))).unwrap();
         let (status, rest) = text.split_once("\r\n").unwrap();

@@ -50,7 +50,7 @@ impl Carrier {
         self.trunks.handle_timeout(
             self.now,
             &mut self.layer,
-            LOCAL.parse().unwrap(),
+            crate::sip::local::LocalAddrs::udp(LOCAL.parse().unwrap()),
             &mut self.entropy,
         );
         self.pump();

@@ -123,3 +123,22 @@ fn a_call_flips_between_a_baresip_desk_phone_and_the_browser_phone() {
     );
     assert!(report.contains("1 passed, 0 failed"), "{report}");
 }
+
+#[test]
+fn a_baresip_phone_on_tls_calls_and_is_called_with_nothing_readable_on_the_wire() {
+    let certs = tempfile::tempdir().unwrap();
+    let ca = crate::common::tls::TestCa::new("wasmpbx test CA");
+    let (cert, key) = ca.issue(&["127.0.0.1"], certs.path(), "sip");
+    let ca = ca.write(certs.path(), "ca.pem");
+    let report = run_in_namespace(
+        "tls",
+        "baresip_tls.py",
+        &[
+            env!("CARGO_BIN_EXE_wasmpbx"),
+            cert.to_str().unwrap(),
+            key.to_str().unwrap(),
+            ca.to_str().unwrap(),
+        ],
+    );
+    assert!(report.contains("1 passed, 0 failed"), "{report}");
+}

@@ -2,13 +2,15 @@
 //! auth on INVITE and REGISTER, a registrar for our registration, Record-Route), dnsmasq
 //! serving its SRV and A records, SIPp as the PSTN on both sides (tests/carrier/).
 
+use std::path::Path;
 use std::time::Duration;
 
 use wasmpbx::clock::monotonic_now;
 
 use crate::common::callers::{FLIP, sydney};
-use crate::common::carrier::{Dns, DnsRecord, Kamailio};
+use crate::common::carrier::{Dns, DnsRecord, Kamailio, KamailioTls};
 use crate::common::server::{Server, SippServer, free_port, http, sipp};
+use crate::common::tls::TestCa;
 
 /// Where "the PSTN" calls from: the carrier sends what comes from here to our
 /// registration, and takes everything else as the PBX's outbound calls.
@@ -96,24 +98,110 @@ fn invites_from_pbx(carrier: &Kamailio) -> usize {
 
 #[test]
 fn a_call_arrives_on_our_registration_and_goes_out_authenticated_with_diversion_and_pai() {
-    registered_call_out_and_back("udp");
+    let (pstn, edge) = pstn_behind_one_edge(&["-trace_msg"], None);
+    registered_call_out_and_back(pstn, &edge, Link::plain("udp", &edge));
 }
 
 #[test]
 fn over_tcp_the_registration_and_both_calls_use_connections() {
-    let server = registered_call_out_and_back("tcp");
+    let (pstn, edge) = pstn_behind_one_edge(&["-trace_msg"], None);
+    let server = registered_call_out_and_back(pstn, &edge, Link::plain("tcp", &edge));
     let log = server.log();
-    assert!(!log.contains("tcp connect failed"), "{log}");
+    assert!(!log.contains("connect failed"), "{log}");
+}
+
+#[test]
+fn over_tls_the_carrier_certificate_is_checked_and_both_calls_use_tls() {
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, pstn, edge) = pstn_behind_a_tls_edge(certs.path(), &["-trace_msg"]);
+    // Our own listener, for the carrier's calls to our registration.
+    let (our_cert, our_key) = ca.issue(&["127.0.0.1"], certs.path(), "pbx");
+    let link = Link {
+        transport: "tls",
+        edge: edge.tls_addr(),
+        trunk: format!("tls_ca = {:?}", ca.write(certs.path(), "ca.pem")),
+        sip: format!(
+            "listen = [\"udp:127.0.0.1:0\", \"tcp:127.0.0.1:0\", \"tls:127.0.0.1:0\"]\n\
+             tls_cert = {our_cert:?}\ntls_key = {our_key:?}"
+        ),
+    };
+    let server = registered_call_out_and_back(pstn, &edge, link);
+    let log = server.log();
+    assert!(!log.contains("connect failed"), "{log}");
+    // Kamailio saw everything of ours arrive over TLS (the fixture's readiness probe
+    // comes from 127.0.0.1 too, over UDP).
+    let carrier_log = edge.log();
+    let from_us: Vec<&str> = carrier_log
+        .lines()
+        .filter(|l| l.contains("<- ") && l.contains("from 127.0.0.1:"))
+        .filter(|l| !l.contains("(call-id probe-"))
+        .collect();
+    assert!(from_us.len() >= 4, "{carrier_log}");
+    assert!(
+        from_us.iter().all(|l| l.ends_with("over tls")),
+        "{carrier_log}"
+    );
+}
+
+#[test]
+fn a_tls_carrier_whose_certificate_does_not_check_out_is_refused_in_one_line() {
+    let certs = tempfile::tempdir().unwrap();
+    let (_ca, _pstn, edge) = pstn_behind_a_tls_edge(certs.path(), &[]);
+    // We trust another CA: the carrier's certificate does not chain to it.
+    let stranger = TestCa::new("some other CA");
+    let server = server(
+        &format!(
+            r#"host = "{}"
+transport = "tls"
+tls_ca = {:?}
+username = "acct1"
+password = "secret"
+register = true
+inbound = ["{CALLER_IP}"]"#,
+            edge.tls_addr(),
+            stranger.write(certs.path(), "stranger.pem")
+        ),
+        "",
+    );
+    let now = wait_for(&server, Duration::from_secs(10), |t| {
+        registration_state(t) == "failing"
+    });
+    assert_eq!(
+        registration_state(&now),
+        "failing",
+        "{now}
+{}",
+        server.log()
+    );
+    // A call the script forwards through the carrier fails at once, never hangs.
+    let started = monotonic_now();
+    assert_eq!(
+        direct_call(&server, "caller_fails.xml"),
+        0,
+        "{}",
+        server.log()
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let log = server.log();
+    let refused: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("connect failed") && l.contains("certificate"))
+        .collect();
+    assert!(!refused.is_empty(), "{log}");
+    assert!(
+        !edge.log().contains("<- INVITE"),
+        "nothing reached the carrier in the clear"
+    );
 }
 
 /// The PSTN (a SIPp UAS taking one call, with `extra` arguments) behind one carrier edge
-/// on 127.0.0.2 that knows account `acct1` / `secret`.
-fn pstn_behind_one_edge(extra: &[&str]) -> (SippServer, Kamailio) {
+/// on 127.0.0.2 that knows account `acct1` / `secret` (on TLS too, with `tls`).
+fn pstn_behind_one_edge(extra: &[&str], tls: Option<KamailioTls<'_>>) -> (SippServer, Kamailio) {
     let mut args = vec!["-m", "1"];
     args.extend_from_slice(extra);
     let pstn = SippServer::start("pstn_uas_diversion.xml", &args);
     let pstn_addr = format!("127.0.0.1:{}", pstn.port).parse().unwrap();
-    let edge = Kamailio::start(
+    let edge = Kamailio::start_with_tls(
         "127.0.0.2",
         0,
         "edge",
@@ -122,17 +210,56 @@ fn pstn_behind_one_edge(extra: &[&str]) -> (SippServer, Kamailio) {
         REALM,
         pstn_addr,
         PSTN_IP,
+        tls,
     );
     (pstn, edge)
 }
 
-/// Register with the carrier over `transport`; a PSTN call comes in on the registration
+/// [`pstn_behind_one_edge`] with the edge on TLS too, its certificate (for 127.0.0.2)
+/// from a test CA it returns; the files in `certs`.
+fn pstn_behind_a_tls_edge(certs: &Path, extra: &[&str]) -> (TestCa, SippServer, Kamailio) {
+    let ca = TestCa::new("carrier test CA");
+    let (cert, key) = ca.issue(&["127.0.0.2"], certs, "edge");
+    let tls = KamailioTls {
+        cert: &cert,
+        key: &key,
+    };
+    let (pstn, edge) = pstn_behind_one_edge(extra, Some(tls));
+    (ca, pstn, edge)
+}
+
+/// How the PBX reaches the carrier's edge: the transport, the edge's address on it, and
+/// more keys for the trunk and the `[sip]` table.
+struct Link {
+    transport: &'static str,
+    edge: std::net::SocketAddr,
+    trunk: String,
+    sip: String,
+}
+
+impl Link {
+    fn plain(transport: &'static str, edge: &Kamailio) -> Self {
+        Link {
+            transport,
+            edge: edge.addr(),
+            trunk: String::new(),
+            sip: String::new(),
+        }
+    }
+}
+
+/// Register with the carrier over `link`; a PSTN call comes in on the registration
 /// and the `listen` script forwards it back out through the carrier.
-fn registered_call_out_and_back(transport: &str) -> Server {
-    let (pstn, edge) = pstn_behind_one_edge(&["-trace_msg"]);
+fn registered_call_out_and_back(pstn: SippServer, edge: &Kamailio, link: Link) -> Server {
+    let Link {
+        transport,
+        edge: edge_addr,
+        trunk,
+        sip,
+    } = link;
     let server = server(
         &format!(
-            r#"host = "{}"
+            r#"host = "{edge_addr}"
 transport = "{transport}"
 username = "acct1"
 password = "secret"
@@ -140,10 +267,10 @@ register = true
 register_expires = 300
 send_pai = true
 diversion = true
-number_format = "+e164""#,
-            edge.addr()
+number_format = "+e164"
+{trunk}"#
         ),
-        "",
+        &sip,
     );
     let now = wait_for(&server, Duration::from_secs(10), |t| {
         registration_state(t) == "registered"
@@ -156,13 +283,13 @@ number_format = "+e164""#,
     );
     assert_eq!(
         now[0]["registration"]["registered_with"],
-        edge.addr().to_string()
+        edge_addr.to_string()
     );
 
     // The PSTN calls the flip number at the carrier, which sends it to our registration;
     // the listen script forwards it to the return number back through the carrier.
     assert_eq!(
-        pstn_calls(&edge, "carrier_caller.xml"),
+        pstn_calls(edge, "carrier_caller.xml"),
         0,
         "{}",
         server.log()
@@ -178,7 +305,7 @@ number_format = "+e164""#,
         "{messages}"
     );
     // One challenge, one answer.
-    assert_eq!(invites_from_pbx(&edge), 2, "{}", edge.log());
+    assert_eq!(invites_from_pbx(edge), 2, "{}", edge.log());
     let log = server.log();
     assert!(!log.contains("secret"), "the password is never logged");
     let cdrs = server.cdrs();
@@ -187,21 +314,23 @@ number_format = "+e164""#,
     assert_eq!(cdrs[0]["location"], "sydney");
     assert_eq!(cdrs[0]["legs"][0][0], "+61290000098");
     let carrier_log = edge.log();
-    let registered = carrier_log
-        .lines()
-        .find(|l| l.contains(&format!("registered <sip:acct1@{}", server.udp)))
-        .unwrap_or_else(|| panic!("no registration in {carrier_log}"));
-    assert_eq!(
-        registered.contains(";transport=tcp>"),
-        transport == "tcp",
-        "{registered}"
+    let contact = match transport {
+        "udp" => format!("<sip:acct1@{}>", server.udp),
+        "tcp" => format!("<sip:acct1@{};transport=tcp>", server.tcp),
+        _ => format!("<sip:acct1@{};transport={transport}>", server.tls()),
+    };
+    assert!(
+        carrier_log
+            .lines()
+            .any(|l| l.contains(&format!("registered {contact}"))),
+        "no registration of {contact} in {carrier_log}"
     );
     server
 }
 
 #[test]
 fn wrong_credentials_show_in_the_api_fail_the_call_once_and_back_off() {
-    let (_pstn, edge) = pstn_behind_one_edge(&[]);
+    let (_pstn, edge) = pstn_behind_one_edge(&[], None);
     let server = server(
         &format!(
             r#"host = "{}"

@@ -342,26 +342,60 @@ fn run_without_a_config_serves_the_embedded_default() {
 }
 
 #[test]
-fn run_refuses_a_certificate_it_cannot_read_in_one_line() {
+fn run_refuses_certificates_it_cannot_use_in_one_line() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("tls.toml");
     let missing = dir.path().join("missing.pem");
-    std::fs::write(
-        &path,
-        format!(
-            "[sip]\nlisten = [\"udp:127.0.0.1:0\"]\n[http]\nlisten = \"127.0.0.1:0\"\n\
-             tls_cert = {missing:?}\ntls_key = {missing:?}\n[scripts]\ndir = {:?}\n\
-             [store]\npath = {:?}\n",
-            dir.path().join("scripts"),
-            dir.path().join("db"),
+    // A certificate with another certificate's key.
+    let ca = crate::common::tls::TestCa::new("cli test CA");
+    let (cert, _) = ca.issue(&["127.0.0.1"], dir.path(), "one");
+    let (_, other_key) = ca.issue(&["127.0.0.1"], dir.path(), "two");
+    for (sections, expected) in [
+        (
+            format!(
+                "[http]\nlisten = \"127.0.0.1:0\"\ntls_cert = {missing:?}\ntls_key = {missing:?}\n"
+            ),
+            vec!["http.tls_cert", "missing.pem"],
         ),
-    )
-    .unwrap();
-    let (code, _, err) = wasmpbx(&["run", "--config", path.to_str().unwrap()]);
-    assert_ne!(code, 0);
-    assert!(
-        err.contains("http.tls_cert") && err.contains("missing.pem"),
-        "{err}"
-    );
-    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+        (
+            format!(
+                "[sip]\nlisten = [\"udp:127.0.0.1:0\", \"tls:127.0.0.1:0\"]\ntls_cert = {cert:?}\ntls_key = {other_key:?}\n"
+            ),
+            vec!["sip.tls_cert", "do not go together"],
+        ),
+        (
+            "[sip]\nlisten = [\"udp:127.0.0.1:0\", \"tls:127.0.0.1:0\"]\n".to_owned(),
+            vec!["sip.tls_cert", "needs a certificate"],
+        ),
+        (
+            format!(
+                "[[trunks]]\nname = \"carrier\"\nhost = \"127.0.0.1\"\ntransport = \"tls\"\ntls_ca = {missing:?}\n"
+            ),
+            vec!["carrier", "tls_ca", "missing.pem"],
+        ),
+    ] {
+        let sip = match sections.contains("[sip]") {
+            true => String::new(),
+            false => "[sip]\nlisten = [\"udp:127.0.0.1:0\"]\n".into(),
+        };
+        let http = match sections.contains("[http]") {
+            true => String::new(),
+            false => "[http]\nlisten = \"127.0.0.1:0\"\n".into(),
+        };
+        let path = dir.path().join("tls.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "{sip}{http}[scripts]\ndir = {:?}\n[store]\npath = {:?}\n{sections}",
+                dir.path().join("scripts"),
+                dir.path().join("db"),
+            ),
+        )
+        .unwrap();
+        let (code, _, err) = wasmpbx(&["run", "--config", path.to_str().unwrap()]);
+        assert_ne!(code, 0);
+        for part in expected {
+            assert!(err.contains(part), "{sections}: {err}");
+        }
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    }
 }

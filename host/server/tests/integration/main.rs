@@ -21,4 +21,5 @@ mod media_streams;
 mod reload;
 mod script_runtime;
 mod sip_registrar;
+mod sip_tls;
 mod websocket;

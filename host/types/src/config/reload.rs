@@ -30,6 +30,16 @@ const RESTART_ONLY: &[RestartOnly] = &[
         keep: |c, old| c.sip.dns_servers = old.sip.dns_servers.clone(),
     },
     RestartOnly {
+        key: "sip.tls_cert",
+        read: |c| format!("{:?}", c.sip.tls_cert),
+        keep: |c, old| c.sip.tls_cert = old.sip.tls_cert.clone(),
+    },
+    RestartOnly {
+        key: "sip.tls_key",
+        read: |c| format!("{:?}", c.sip.tls_key),
+        keep: |c, old| c.sip.tls_key = old.sip.tls_key.clone(),
+    },
+    RestartOnly {
         key: "http.listen",
         read: |c| c.http.listen.to_string(),
         keep: |c, old| c.http.listen = old.http.listen,

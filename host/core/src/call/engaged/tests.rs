@@ -139,7 +139,7 @@ CSeq: 2 INFO\r\nContent-Type: application/dtmf-relay\r\nContent-Length: {}\r\n\r
         };
         let mut ok = message::response_to(&request, 200, Some("dept"));
         let sdp = crate::sdp::endpoint("127.0.0.1".parse().unwrap(), 41000, Codec::Pcmu, Some(101));
-        crate::call::requests::attach_sdp(&mut ok, TRUNK.parse().unwrap(), sdp);
+        crate::call::requests::attach_sdp(&mut ok, format!("<sip:wasmpbx@{TRUNK}>"), sdp);
         let bytes = message::serialize(&SipMessage::Response(ok));
         let peer = Peer {
             transport: Transport::Udp,

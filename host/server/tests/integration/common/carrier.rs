@@ -39,7 +39,15 @@ pub struct Kamailio {
     dir: tempfile::TempDir,
     cfg: PathBuf,
     addr: SocketAddr,
+    /// Where it listens for SIP over TLS, when it does.
+    tls: Option<SocketAddr>,
     name: String,
+}
+
+/// The certificate and key (PEM files) a Kamailio carrier presents on TLS.
+pub struct KamailioTls<'a> {
+    pub cert: &'a Path,
+    pub key: &'a Path,
 }
 
 impl Kamailio {
@@ -59,6 +67,25 @@ impl Kamailio {
         pstn: SocketAddr,
         pstn_ip: &str,
     ) -> Self {
+        Self::start_with_tls(
+            listen_ip, port, name, user, password, realm, pstn, pstn_ip, None,
+        )
+    }
+
+    /// [`Kamailio::start`], listening for SIP over TLS too (on a free port of
+    /// `listen_ip`) with `tls`'s certificate when given.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_with_tls(
+        listen_ip: &str,
+        port: u16,
+        name: &str,
+        user: &str,
+        password: &str,
+        realm: &str,
+        pstn: SocketAddr,
+        pstn_ip: &str,
+        tls: Option<KamailioTls<'_>>,
+    ) -> Self {
         let template = std::fs::read_to_string(template())
             .unwrap_or_else(|e| panic!("read {}: {e}", template().display()));
         // free_port() can race with other processes: with port 0, try a few.
@@ -74,6 +101,26 @@ impl Kamailio {
                 .parse()
                 .expect("Kamailio's listen address is ip:port");
             let dir = tempfile::tempdir().expect("a folder for Kamailio");
+            let tls_addr: Option<SocketAddr> = tls.as_ref().map(|_| {
+                format!("{listen_ip}:{}", free_port(listen_ip))
+                    .parse()
+                    .expect("ip:port")
+            });
+            let tls_cfg = dir.path().join("tls.cfg");
+            if let Some(tls) = &tls {
+                std::fs::write(
+                    &tls_cfg,
+                    format!(
+                        "[server:default]\nmethod = TLSv1.2+\nverify_certificate = no\n\
+                         require_certificate = no\nprivate_key = {}\ncertificate = {}\n\n\
+                         [client:default]\nmethod = TLSv1.2+\nverify_certificate = no\n\
+                         require_certificate = no\n",
+                        tls.key.display(),
+                        tls.cert.display()
+                    ),
+                )
+                .expect("write tls.cfg");
+            }
             let cfg_text = [
                 ("@ADDR@", addr.to_string()),
                 ("@ALIAS@", CARRIER_DOMAIN.to_owned()),
@@ -83,6 +130,11 @@ impl Kamailio {
                 ("@PSTN@", format!("sip:{pstn}")),
                 ("@PSTN_IP@", pstn_ip.to_owned()),
                 ("@NAME@", name.to_owned()),
+                (
+                    "@TLS_ADDR@",
+                    tls_addr.map(|a| a.to_string()).unwrap_or_default(),
+                ),
+                ("@TLS_CFG@", tls_cfg.display().to_string()),
             ]
             .iter()
             .fold(template.clone(), |text, (key, value)| {
@@ -95,6 +147,7 @@ impl Kamailio {
                 dir,
                 cfg,
                 addr,
+                tls: tls_addr,
                 name: name.to_owned(),
             };
             match kamailio.spawn() {
@@ -108,6 +161,11 @@ impl Kamailio {
     /// Where it listens (UDP).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where it listens for SIP over TLS.
+    pub fn tls_addr(&self) -> SocketAddr {
+        self.tls.expect("a carrier started with TLS")
     }
 
     /// What it logged so far, across restarts.
@@ -151,6 +209,7 @@ impl Kamailio {
             .arg(&self.cfg)
             // -DD: no daemon, the creator stays our child; -E: log to stderr.
             .args(["-DD", "-E", "-n", "1", "-m", "32", "-M", "8"])
+            .args(self.tls.map(|_| ["-A", "WITH_TLS"]).into_iter().flatten())
             .arg("-Y")
             .arg(dir)
             .arg("-P")

@@ -6,6 +6,7 @@ pub mod callers;
 pub mod carrier;
 pub mod engine;
 pub mod server;
+pub mod tls;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -121,12 +121,21 @@ impl Server {
             }
             None => (String::new(), extra),
         };
+        // `extra` may name the listeners itself (a `tls:` one, say).
+        let listen = match sip_keys.contains("listen =") {
+            true => "",
+            false => "listen = [\"udp:127.0.0.1:0\", \"tcp:127.0.0.1:0\"]\n",
+        };
         std::fs::write(
             &config,
             format!(
-                "[sip]\nlisten = [\"udp:127.0.0.1:0\", \"tcp:127.0.0.1:0\"]\ndomain = \"pbx.test\"\n{sip_keys}\
+                "[sip]\n{listen}domain = \"pbx.test\"\n{sip_keys}\
                  {}{scripts_table}{media_table}[store]\npath = {:?}\n{USERS}\n{extra}",
-                if extra.contains("[http]") { "" } else { "[http]\nlisten = \"127.0.0.1:0\"\n" },
+                if extra.contains("[http]") {
+                    ""
+                } else {
+                    "[http]\nlisten = \"127.0.0.1:0\"\n"
+                },
                 dir.path().join("wasmpbx.db").display().to_string(),
             ),
         )
@@ -176,6 +185,14 @@ impl Server {
             banner,
             config,
         }
+    }
+
+    /// The `tls:` listener's address (when the config has one).
+    pub fn tls(&self) -> SocketAddr {
+        self.banner
+            .iter()
+            .find_map(|l| l.trim().strip_prefix("SIP       tls:")?.parse().ok())
+            .unwrap_or_else(|| panic!("no tls: listener in the banner: {:?}", self.banner))
     }
 
     /// The server's process id (to signal it).
