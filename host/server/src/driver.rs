@@ -20,7 +20,7 @@ use crate::clock::{Clock, SystemClock, monotonic_now};
 use crate::config::{Config, Transport as ConfigTransport};
 use crate::directory::{DeviceInfo, MemoryDirectory};
 use crate::pbx::{Ambient, Pbx, PbxCounters, PbxOutput};
-use crate::registrar::{Binding, PasswordRefusal};
+use crate::registrar::{Binding, BindingChange, PasswordRefusal};
 use crate::routing::{Decision, Disposition, Event};
 use crate::script::{LoadedScript, ScriptHost};
 use crate::sip::local::LocalAddrs;
@@ -694,10 +694,22 @@ pub async fn run(
                     store.write(Write::Record(Box::new(record)));
                 }
                 PbxOutput::Bindings(changes) => {
+                    let mut users: Vec<String> = Vec::new();
                     for change in changes {
+                        let user_id = match &change {
+                            BindingChange::Upsert(binding) => &binding.user_id,
+                            BindingChange::Remove { user_id, .. } => user_id,
+                        };
+                        if !users.contains(user_id) {
+                            users.push(user_id.clone());
+                        }
                         store.write(Write::Binding(Box::new(change)));
                     }
-                    publish_directory(&pbx, &directory);
+                    // Only the users whose bindings changed: a pass over every binding
+                    // at each registration made registering N phones cost N².
+                    for user_id in users {
+                        directory.replace_user(&user_id, devices_of(&pbx, &user_id));
+                    }
                 }
             }
         }
@@ -948,14 +960,27 @@ fn publish_directory(pbx: &Pbx, directory: &MemoryDirectory) {
         by_user
             .entry(b.user_id.clone())
             .or_default()
-            .push(DeviceInfo {
-                name: b.device.clone(),
-                user_id: b.user_id.clone(),
-                user_agent: b.user_agent.clone(),
-                transport: b.transport.as_str().into(),
-            });
+            .push(device_info(b));
     }
     directory.replace_all(by_user);
+}
+
+/// A user's registered devices, as scripts see them.
+fn devices_of(pbx: &Pbx, user_id: &str) -> Vec<DeviceInfo> {
+    pbx.registrar
+        .bindings(user_id)
+        .iter()
+        .map(device_info)
+        .collect()
+}
+
+fn device_info(b: &Binding) -> DeviceInfo {
+    DeviceInfo {
+        name: b.device.clone(),
+        user_id: b.user_id.clone(),
+        user_agent: b.user_agent.clone(),
+        transport: b.transport.as_str().into(),
+    }
 }
 
 /// One task per trunk host name (and per `inbound` name), resolving it again when its

@@ -15,7 +15,7 @@ pub struct DeviceInfo {
     pub name: String,
     pub user_id: String,
     pub user_agent: Option<String>,
-    /// "udp", "tcp" or "ws".
+    /// "udp", "tcp", "tls" or "ws".
     pub transport: String,
 }
 
@@ -51,11 +51,49 @@ impl MemoryDirectory {
         let mut map = self.by_user.write().unwrap_or_else(|p| p.into_inner());
         *map = by_user.into_iter().collect();
     }
+
+    /// Replace one user's devices (none: the user leaves the directory).
+    pub fn replace_user(&self, user_id: &str, devices: Vec<DeviceInfo>) {
+        let mut map = self.by_user.write().unwrap_or_else(|p| p.into_inner());
+        if devices.is_empty() {
+            map.remove(user_id);
+        } else {
+            map.insert(user_id.to_owned(), devices);
+        }
+    }
 }
 
 impl DeviceDirectory for MemoryDirectory {
     fn devices(&self, user_id: &str) -> Vec<DeviceInfo> {
         let map = self.by_user.read().unwrap_or_else(|p| p.into_inner());
         map.get(user_id).cloned().unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn device(user_id: &str, name: &str) -> DeviceInfo {
+        DeviceInfo {
+            name: name.into(),
+            user_id: user_id.into(),
+            user_agent: None,
+            transport: "tls".into(),
+        }
+    }
+
+    #[test]
+    fn one_users_devices_are_replaced_and_the_others_kept() {
+        let directory = MemoryDirectory::new();
+        directory.replace_all([
+            ("alice".to_owned(), vec![device("alice", "desk")]),
+            ("bob".to_owned(), vec![device("bob", "desk")]),
+        ]);
+        directory.replace_user("alice", vec![device("alice", "mobile")]);
+        assert_eq!(directory.devices("alice"), [device("alice", "mobile")]);
+        assert_eq!(directory.devices("bob"), [device("bob", "desk")]);
+        directory.replace_user("bob", Vec::new());
+        assert!(directory.devices("bob").is_empty());
     }
 }
