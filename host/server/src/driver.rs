@@ -119,9 +119,47 @@ pub struct Sockets {
     pub tls: Vec<TcpListener>,
 }
 
+/// How often [`bind`] draws new ports when a TCP listener on port 0 finds its UDP
+/// sibling's port taken.
+const BIND_ATTEMPTS: usize = 10;
+
 /// Bind every configured listener. A TCP listener on port 0 reuses the port its UDP
-/// sibling on the same address got, so one port serves both.
+/// sibling on the same address got, so one port serves both; when that port is taken
+/// for TCP (another program's connection), all are bound again on new ports.
 pub async fn bind(config: &Config) -> anyhow::Result<(Sockets, Listeners)> {
+    let mut attempt = 1;
+    loop {
+        match try_bind(config).await {
+            Err(BindError::SiblingTaken(why)) if attempt < BIND_ATTEMPTS => {
+                tracing::debug!("sip.listen: {why}; binding again on new ports");
+                attempt += 1;
+            }
+            Err(BindError::SiblingTaken(why)) => return Err(why),
+            Err(BindError::Other(why)) => return Err(why),
+            Ok(bound) => return Ok(bound),
+        }
+    }
+}
+
+enum BindError {
+    /// A TCP listener on port 0 could not have its UDP sibling's port.
+    SiblingTaken(anyhow::Error),
+    Other(anyhow::Error),
+}
+
+impl From<anyhow::Error> for BindError {
+    fn from(e: anyhow::Error) -> Self {
+        BindError::Other(e)
+    }
+}
+
+impl From<std::io::Error> for BindError {
+    fn from(e: std::io::Error) -> Self {
+        BindError::Other(e.into())
+    }
+}
+
+async fn try_bind(config: &Config) -> Result<(Sockets, Listeners), BindError> {
     let mut udp = Vec::new();
     let mut tcp = Vec::new();
     let mut tls = Vec::new();
@@ -154,14 +192,24 @@ pub async fn bind(config: &Config) -> anyhow::Result<(Sockets, Listeners)> {
         .filter(|l| l.transport == ConfigTransport::Tcp)
     {
         let mut addr = l.addr;
+        let mut sibling_port = false;
         if addr.port() == 0
             && let Some(sibling) = listeners.udp.iter().find(|u| u.ip() == addr.ip())
         {
             addr.set_port(sibling.port());
+            sibling_port = true;
         }
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("sip.listen: cannot bind tcp:{addr}"))?;
+        let listener = match TcpListener::bind(addr).await {
+            Ok(listener) => listener,
+            Err(e) => {
+                let why =
+                    anyhow::Error::new(e).context(format!("sip.listen: cannot bind tcp:{addr}"));
+                return Err(match sibling_port {
+                    true => BindError::SiblingTaken(why),
+                    false => BindError::Other(why),
+                });
+            }
+        };
         listeners.tcp.push(listener.local_addr()?);
         tcp.push(listener);
     }

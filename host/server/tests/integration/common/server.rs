@@ -174,7 +174,8 @@ impl Server {
         // Keep reading, so the server never writes into a closed pipe.
         std::thread::spawn(move || stdout.for_each(drop));
         let (Some(udp), Some(tcp), Some(http)) = (udp, tcp, http) else {
-            panic!("no SIP or HTTP listeners in the banner: {banner:?}")
+            let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default();
+            panic!("no SIP or HTTP listeners in the banner: {banner:?}\nserver log:\n{log}")
         };
         Server {
             child,
