@@ -22,6 +22,7 @@ pub mod recorder;
 pub mod relay;
 pub mod rtp;
 pub mod speech;
+mod srtp;
 mod stream;
 pub mod webrtc;
 

@@ -10,3 +10,10 @@ pub fn random_u64() -> u64 {
     let _ = getrandom::fill(&mut bytes);
     u64::from_le_bytes(bytes)
 }
+
+/// `bytes` filled for a secret (an SRTP key). Unlike [`random_u64`] it fails without OS
+/// randomness: a guessable key is worse than no encrypted call.
+#[allow(clippy::disallowed_methods)] // the one place the media reads OS randomness
+pub fn secret(bytes: &mut [u8]) -> Result<(), String> {
+    getrandom::fill(bytes).map_err(|e| format!("no randomness for a secret: {e}"))
+}

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use super::playout::{self, Playout};
 use super::recorder::{Channel, Recorder};
 use super::rtp::{self, DtmfWatch, KeyFilter, OutStream};
+use super::srtp::{LegSrtp, Refused};
 use super::stream::Tap;
 use super::{Codec, EngineAudio, FRAME_SAMPLES, Playback, Side, Track, g711};
 
@@ -61,6 +62,11 @@ pub(crate) struct CallPackets {
     pub(crate) engine: Option<EngineFeed>,
     /// When the other side's audio last went to the caller.
     pub(crate) b_to_a_at: Option<Instant>,
+    /// Each side's SRTP, if its leg is encrypted: what arrives is decrypted before
+    /// anything else looks at it, what leaves is encrypted last.
+    pub(crate) srtp: [Option<LegSrtp>; 2],
+    /// The SRTP of the device on the reserved ports, which goes with them to a side.
+    pub(crate) reserved_srtp: Option<LegSrtp>,
 }
 
 /// What an engine says to the caller, and how it meets what the caller hears.
@@ -91,12 +97,35 @@ impl EngineFeed {
 }
 
 /// What to do with a packet that arrived: send `packets` to `to` (none: no address known
-/// yet), and tell the call engine about `digit`.
+/// yet), and tell the call engine about `digit`. `rejected`: it came on an encrypted leg
+/// and failed authentication (or was a replay): dropped, for `/metrics` to count.
 #[derive(Debug, Default, PartialEq)]
 pub(crate) struct Relay {
     pub(crate) to: Option<SocketAddr>,
     pub(crate) packets: Vec<Vec<u8>>,
     pub(crate) digit: Option<char>,
+    pub(crate) rejected: bool,
+}
+
+/// `packet` as it arrived on a leg with `srtp`: decrypted, or why it is dropped.
+fn arrived(
+    srtp: Option<&mut LegSrtp>,
+    packet: &[u8],
+    rtcp: bool,
+) -> Result<Option<Vec<u8>>, Refused> {
+    match srtp {
+        None => Ok(None),
+        Some(leg) if rtcp => leg.decrypt_rtcp(packet).map(Some),
+        Some(leg) => leg.decrypt_rtp(packet).map(Some),
+    }
+}
+
+/// A relay of nothing: `refused` says whether to count it.
+fn dropped(refused: Refused) -> Relay {
+    Relay {
+        rejected: refused == Refused::Rejected,
+        ..Relay::default()
+    }
 }
 
 /// The host's next 20 ms towards the side it answered.
@@ -127,13 +156,45 @@ impl CallPackets {
             switched: None,
             engine: None,
             b_to_a_at: None,
+            srtp: [None, None],
+            reserved_srtp: None,
         }
     }
 
-    /// An RTP packet from `from`, sent from `source`: that side latches there; its key is
-    /// noticed, its audio recorded (the caller's), and what of it the other side hears
-    /// goes on in that side's stream.
+    /// An RTP packet from `from`, sent from `source`: decrypted if that side's leg is
+    /// encrypted (and dropped if it fails), that side latches there; its key is noticed,
+    /// its audio recorded (the caller's), and what of it the other side hears goes on in
+    /// that side's stream — encrypted if that side's leg is.
     pub(crate) fn rtp_in(
+        &mut self,
+        from: Side,
+        source: SocketAddr,
+        packet: &[u8],
+        now: Instant,
+    ) -> Relay {
+        let (i, to) = (from as usize, 1 - from as usize);
+        let decrypted = match arrived(self.srtp[i].as_mut(), packet, false) {
+            Ok(decrypted) => decrypted,
+            Err(refused) => return dropped(refused),
+        };
+        let packet = decrypted.as_deref().unwrap_or(packet);
+        let mut relay = self.plain_rtp_in(from, source, packet, now);
+        if from == Side::B && relay.to.is_some() {
+            for packet in &relay.packets {
+                self.heard_by_a(packet, now);
+            }
+        }
+        if let Some(leg) = self.srtp[to].as_mut() {
+            relay.packets = relay
+                .packets
+                .iter()
+                .filter_map(|p| leg.encrypt_rtp(p))
+                .collect();
+        }
+        relay
+    }
+
+    fn plain_rtp_in(
         &mut self,
         from: Side,
         source: SocketAddr,
@@ -214,20 +275,29 @@ impl CallPackets {
     }
 
     /// An RTCP packet from `from`: it speaks for the other side's stream, whichever
-    /// device sends it.
+    /// device sends it. Decrypted and encrypted per leg like RTP.
     pub(crate) fn rtcp_in(&mut self, from: Side, source: SocketAddr, packet: &[u8]) -> Relay {
         let (i, to) = (from as usize, 1 - from as usize);
+        let decrypted = match arrived(self.srtp[i].as_mut(), packet, true) {
+            Ok(decrypted) => decrypted,
+            Err(refused) => return dropped(refused),
+        };
+        let packet = decrypted.as_deref().unwrap_or(packet);
         self.remotes.rtcp[i] = Some(source);
+        let mut relayed = self.out[to].relay_rtcp(packet);
+        if let (Some(leg), Some(report)) = (self.srtp[to].as_mut(), relayed.as_ref()) {
+            relayed = leg.encrypt_rtcp(report);
+        }
         Relay {
             to: self.remotes.rtcp[to],
-            packets: self.out[to].relay_rtcp(packet).into_iter().collect(),
-            digit: None,
+            packets: relayed.into_iter().collect(),
+            ..Relay::default()
         }
     }
 
     /// A packet the caller (side A) was sent: the recording's other channel, the
     /// streams' outbound track.
-    pub(crate) fn heard_by_a(&mut self, packet: &[u8], now: Instant) {
+    fn heard_by_a(&mut self, packet: &[u8], now: Instant) {
         if let Some(recorder) = self.recorder.as_mut()
             && let Some(samples) = decode_audio(packet)
         {
@@ -293,7 +363,7 @@ impl CallPackets {
             self.out[side].pause();
             return HostFrame::Silent;
         };
-        let packet = self.out[side].host_frame(codec.payload_type(), &payload, now);
+        let mut packet = self.out[side].host_frame(codec.payload_type(), &payload, now);
         // The recording's other channel, and the streams' outbound track, are what the
         // caller (side A) hears.
         if side == 0 {
@@ -305,10 +375,34 @@ impl CallPackets {
                 tap.offer(Track::Outbound, now, codec, &payload);
             }
         }
+        if let Some(leg) = self.srtp[side].as_mut() {
+            match leg.encrypt_rtp(&packet) {
+                Some(encrypted) => packet = encrypted,
+                None => return HostFrame::Silent,
+            }
+        }
         HostFrame::Frame {
             packet,
             to: self.remotes.rtp[side],
         }
+    }
+
+    /// A packet of the host's for the device on the reserved ports, encrypted if its leg
+    /// is; none if it cannot be.
+    pub(crate) fn encrypt_for_reserved(&mut self, packet: Vec<u8>) -> Option<Vec<u8>> {
+        match self.reserved_srtp.as_mut() {
+            Some(leg) => leg.encrypt_rtp(&packet),
+            None => Some(packet),
+        }
+    }
+
+    /// A packet from the device on the reserved ports, decrypted if its leg is encrypted
+    /// (none: it was not).
+    pub(crate) fn decrypt_from_reserved(
+        &mut self,
+        packet: &[u8],
+    ) -> Result<Option<Vec<u8>>, Refused> {
+        arrived(self.reserved_srtp.as_mut(), packet, false)
     }
 
     /// Whether `packet` is the rest of the last key pressed before the device had the
@@ -407,6 +501,79 @@ mod tests {
         assert_eq!(after.sequence, before.sequence.wrapping_add(1));
         assert_eq!(after.timestamp.wrapping_sub(before.timestamp), 160);
         assert_eq!(call.remotes.rtp[1], Some(at(MOBILE)));
+    }
+
+    /// A leg's two ends: the host's SRTP and the party's, each knowing the other's key.
+    fn srtp_leg() -> (LegSrtp, LegSrtp) {
+        use wasmpbx_sip::sdp::SrtpSuite::AesCm128HmacSha1_80 as SUITE;
+        let mut host = LegSrtp::random(SUITE).unwrap();
+        let mut party = LegSrtp::random(SUITE).unwrap();
+        host.set_remote(&party.host_key().clone()).unwrap();
+        party.set_remote(&host.host_key().clone()).unwrap();
+        (host, party)
+    }
+
+    #[test]
+    fn each_leg_is_decrypted_and_encrypted_with_its_own_keys_across_a_flip() {
+        let t0 = crate::clock::monotonic_now();
+        let mut call = CallPackets::new();
+        let (host_far, mut far) = srtp_leg();
+        call.srtp[0] = Some(host_far);
+        // The far end (SRTP) and the desk (plain) latch.
+        let sent = far.encrypt_rtp(&audio(1, 11)).unwrap();
+        call.rtp_in(Side::A, at(FAR), &sent, t0);
+        let to_far = call.rtp_in(Side::B, at(DESK), &audio(1, 22), t0);
+        let heard = far
+            .decrypt_rtp(&to_far.packets[0])
+            .expect("encrypted for the far end");
+        assert_eq!(heard[12..], [0xff; 160], "the desk's audio, untouched");
+        let first = header(&heard);
+        // The far end's audio reaches the desk in the clear.
+        let sent = far.encrypt_rtp(&audio(2, 11)).unwrap();
+        let to_desk = call.rtp_in(Side::A, at(FAR), &sent, t0);
+        assert_eq!(to_desk.packets[0][12..], [0xff; 160]);
+        // A forged packet, or a replay, is dropped before anything looks at it.
+        let mut forged = far.encrypt_rtp(&audio(3, 11)).unwrap();
+        forged[20] ^= 0x40;
+        let dropped = call.rtp_in(Side::A, at("127.0.0.9:9"), &forged, t0);
+        assert!(dropped.rejected && dropped.packets.is_empty());
+        assert!(
+            call.rtp_in(Side::A, at(FAR), &sent, t0).rejected,
+            "a replay"
+        );
+        assert_eq!(
+            call.remotes.rtp[0],
+            Some(at(FAR)),
+            "no latching to a forger"
+        );
+        // The mobile takes side B over with SRTP keys of its own.
+        let (host_mobile, mut mobile) = srtp_leg();
+        call.srtp[1] = Some(host_mobile);
+        call.switched = Some(Side::B);
+        call.dtmf[1] = DtmfWatch::new(101);
+        call.keys_filter[1] = Some(KeyFilter::new(101, "*8"));
+        let star = mobile.encrypt_rtp(&key(1600, 10, false)).unwrap();
+        assert_eq!(call.rtp_in(Side::B, at(MOBILE), &star, t0).digit, Some('*'));
+        let t1 = t0 + Duration::from_millis(20);
+        let from_mobile = call.rtp_in(
+            Side::B,
+            at(MOBILE),
+            &mobile.encrypt_rtp(&audio(700, 77)).unwrap(),
+            t1,
+        );
+        // The far end decrypts it with the context it had: one stream, continuous.
+        let heard = far
+            .decrypt_rtp(&from_mobile.packets[0])
+            .expect("the far end's keys are unchanged");
+        assert_eq!(header(&heard).ssrc, first.ssrc);
+        assert_eq!(header(&heard).sequence, first.sequence.wrapping_add(1));
+        // What the far end sends reaches the mobile encrypted with the mobile's keys.
+        let sent = far.encrypt_rtp(&audio(4, 11)).unwrap();
+        let to_mobile = call.rtp_in(Side::A, at(FAR), &sent, t1);
+        assert_eq!(
+            mobile.decrypt_rtp(&to_mobile.packets[0]).unwrap()[12..],
+            [0xff; 160]
+        );
     }
 
     #[test]

@@ -21,6 +21,7 @@ use super::packets::{CallPackets, Endpoint, EngineFeed, HostFrame};
 use super::playout::Playout;
 use super::recorder::Recorder;
 use super::rtp::{self, DtmfWatch, FRAME, KeyFilter, OutStream};
+use super::srtp::{LegSrtp, Refused};
 use super::stream::EngineLink;
 use super::{
     Codec, EngineAudio, MediaAllocator, MediaEvent, MediaPorts, MediaReport, Playback, Prompt,
@@ -28,6 +29,7 @@ use super::{
 };
 use crate::clock::monotonic_now;
 use crate::config::PortRange;
+use wasmpbx_sip::sdp::{SdesKey, SrtpSuite};
 use wasmpbx_types::ids::SessionId;
 
 /// Totals for `/metrics`.
@@ -50,6 +52,9 @@ pub struct RelayCounters {
     pub stream_frames_dropped: AtomicU64,
     /// Stream connections that failed or were lost.
     pub stream_failures: AtomicU64,
+    /// SRTP and SRTCP packets dropped on encrypted legs: failed authentication, or
+    /// replays.
+    pub srtp_rejected: AtomicU64,
 }
 
 /// Played marks a bidirectional stream holds for its engine before it loses them.
@@ -262,7 +267,9 @@ impl MediaAllocator for RelayManager {
             rtcp: to_tokio(rtcp)?,
             prompter: None,
         };
-        self.calls.get_mut(&session).expect("checked").reserved = Some(reserved);
+        let call = self.calls.get_mut(&session).expect("checked");
+        call.reserved = Some(reserved);
+        lock(&call.shared).reserved_srtp = None;
         Ok(port)
     }
 
@@ -283,6 +290,8 @@ impl MediaAllocator for RelayManager {
             // The old device's address is forgotten: the new one's SDP and packets set it.
             let mut shared = lock(&call.shared);
             shared.switched = Some(side);
+            // The new device's keys come with it; the other side's stay as they were.
+            shared.srtp[i] = shared.reserved_srtp.take();
             let remotes = &mut shared.remotes;
             remotes.rtp[i] = None;
             remotes.rtcp[i] = None;
@@ -378,8 +387,35 @@ impl MediaAllocator for RelayManager {
     fn release_reserved(&mut self, session: SessionId) {
         if let Some(call) = self.calls.get_mut(&session) {
             call.reserved = None;
+            lock(&call.shared).reserved_srtp = None;
             call.prune_bridges(&self.counters);
         }
+    }
+
+    fn secure_leg(
+        &mut self,
+        session: SessionId,
+        side: Option<Side>,
+        suite: SrtpSuite,
+        remote: Option<&SdesKey>,
+    ) -> Result<SdesKey, String> {
+        let call = self.calls.get(&session).ok_or("no such call")?;
+        if side.is_none() && call.reserved.is_none() {
+            return Err("no ports reserved".into());
+        }
+        let mut shared = lock(&call.shared);
+        let leg = match side {
+            Some(side) => &mut shared.srtp[side as usize],
+            None => &mut shared.reserved_srtp,
+        };
+        if leg.as_ref().is_none_or(|l| l.suite() != suite) {
+            *leg = Some(LegSrtp::random(suite)?);
+        }
+        let leg = leg.as_mut().expect("just made");
+        if let Some(remote) = remote {
+            leg.set_remote(remote)?;
+        }
+        Ok(leg.host_key().clone())
     }
 
     fn set_remote(&mut self, session: SessionId, side: Side, rtp: SocketAddr) {
@@ -595,6 +631,9 @@ async fn forward(f: Forwarding) {
                 call.rtp_in(f.from, source, packet, now)
             }
         };
+        if relay.rejected {
+            f.counters.srtp_rejected.fetch_add(1, Relaxed);
+        }
         if let Some(digit) = relay.digit {
             f.report(f.from, digit);
         }
@@ -612,7 +651,6 @@ async fn forward(f: Forwarding) {
             f.counters.rtp_packets.fetch_add(1, Relaxed);
             if f.from == Side::B {
                 f.packets[1].fetch_add(1, Relaxed);
-                lock(&f.shared).heard_by_a(packet, now);
             }
         }
     }
@@ -692,6 +730,9 @@ async fn prompt_device(mut p: DevicePrompter) {
                 if position == p.prompt.frames() {
                     stream.pause();
                 }
+                let Some(packet) = lock(&p.shared).encrypt_for_reserved(packet) else {
+                    continue;
+                };
                 if p.socket.send_to(&packet, p.remote).await.is_ok() {
                     p.counters.played_packets.fetch_add(1, Relaxed);
                 }
@@ -700,11 +741,21 @@ async fn prompt_device(mut p: DevicePrompter) {
                 let Ok((n, source)) = received else {
                     continue; // an ICMP report of an earlier send
                 };
+                let packet = match lock(&p.shared).decrypt_from_reserved(&buf[..n]) {
+                    Ok(packet) => packet,
+                    Err(refused) => {
+                        if refused == Refused::Rejected {
+                            p.counters.srtp_rejected.fetch_add(1, Relaxed);
+                        }
+                        continue;
+                    }
+                };
+                let packet = packet.as_deref().unwrap_or(&buf[..n]);
                 p.remote = source;
-                let Some(digit) = p.keys.inspect(&buf[..n]) else {
+                let Some(digit) = p.keys.inspect(packet) else {
                     continue;
                 };
-                lock(&p.shared).stale_key = rtp::parse(&buf[..n]).map(|h| h.timestamp);
+                lock(&p.shared).stale_key = rtp::parse(packet).map(|h| h.timestamp);
                 if let Some(events) = &p.events {
                     let event = MediaEvent::ReservedDigit { session: p.session, digit };
                     if events.try_send(event).is_err() {

@@ -652,6 +652,11 @@ async fn metrics(admin: &Admin) -> String {
     );
     let _ = writeln!(
         out,
+        "# HELP wasmpbx_srtp_packets_rejected_total SRTP and SRTCP packets dropped on encrypted legs: failed authentication, or replays.\n# TYPE wasmpbx_srtp_packets_rejected_total counter\nwasmpbx_srtp_packets_rejected_total {}",
+        admin.relay.srtp_rejected.load(Relaxed)
+    );
+    let _ = writeln!(
+        out,
         "# HELP wasmpbx_sip_timers_late_total SIP timers that fired late, by how late (seconds): a busy or stalled loop, which every message waits for too.\n# TYPE wasmpbx_sip_timers_late_total counter"
     );
     for (bound, count) in crate::driver::TIMER_LATE

@@ -1,8 +1,14 @@
 //! Just enough SDP (RFC 4566) for an anchoring B2BUA: where a party wants its audio,
 //! and the same description rewritten to point at the host's relay, with the codecs cut
 //! down to what every leg can carry without transcoding (PCMU, PCMA, telephone-event).
+//! Each leg's SRTP keys are its own ([`crypto`]): a party's `a=crypto` lines are read
+//! here and never passed on; the host's own line goes in with its [`Origin`].
 
 use std::net::{IpAddr, SocketAddr};
+
+pub mod crypto;
+
+pub use crypto::{Crypto, CryptoError, KEY_AND_SALT, SdesKey, SrtpSuite};
 
 /// An 8 kHz G.711 codec and its static RTP payload type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -42,6 +48,10 @@ pub struct Media {
     pub rtp: Option<SocketAddr>,
     /// The static or dynamic payload types offered on the audio line, in order.
     pub payload_types: Vec<u8>,
+    /// The audio line's profile is `RTP/SAVP`: SRTP or nothing.
+    pub savp: bool,
+    /// The audio stream's SDES keys of suites the host speaks, in the party's order.
+    pub crypto: Vec<Crypto>,
 }
 
 /// Why an SDP body is unusable.
@@ -55,6 +65,8 @@ pub enum SdpError {
     NoCommonCodec,
     #[error("malformed: {0}")]
     Malformed(String),
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
 }
 
 fn lines(sdp: &str) -> impl Iterator<Item = &str> {
@@ -66,13 +78,24 @@ fn lines(sdp: &str) -> impl Iterator<Item = &str> {
 /// The host's `o=` line towards one party, kept by the dialog (RFC 3264 §8): the
 /// session id stays for the dialog's life, and the version goes up by one with every
 /// description that differs from the last one sent — so a resume after a hold is news
-/// to a strict phone, and a repeated description is recognised as unchanged.
+/// to a strict phone, and a repeated description is recognised as unchanged. It also
+/// holds the leg's SRTP: what the host's descriptions to that party say of its key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Origin {
     session_id: u64,
     version: u64,
     /// The last description sent, without its `o=` line.
     last: Option<String>,
+    security: Option<Security>,
+}
+
+/// The host's SDES-SRTP towards one party: its `a=crypto` line, and whether the audio
+/// line says `RTP/SAVP` (an answer keeps the offer's profile: some phones offer SRTP
+/// as `RTP/AVP` with keys, meaning "if you can").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Security {
+    pub crypto: Crypto,
+    pub savp: bool,
 }
 
 impl Origin {
@@ -83,13 +106,25 @@ impl Origin {
             session_id: session_id >> 1,
             version: 0,
             last: None,
+            security: None,
         }
     }
 
-    /// `sdp` with this session's `o=` line: the same version as the last description if
-    /// nothing else changed, the next one if something did. The line keeps the address
-    /// `sdp` had in it (one is added after `v=` if it had none).
+    /// From now on the host's descriptions to this party carry `security` (none: plain
+    /// RTP).
+    pub fn secure(&mut self, security: Option<Security>) {
+        self.security = security;
+    }
+
+    pub fn security(&self) -> Option<&Security> {
+        self.security.as_ref()
+    }
+
+    /// `sdp` with this session's `o=` line and the leg's SRTP: the same version as the
+    /// last description if nothing else changed, the next one if something did. The line
+    /// keeps the address `sdp` had in it (one is added after `v=` if it had none).
     pub fn stamp(&mut self, sdp: &str) -> String {
+        let sdp = &with_security(sdp, self.security.as_ref());
         let body: String = lines(sdp)
             .filter(|l| !l.starts_with("o="))
             .flat_map(|l| [l, "\r\n"])
@@ -126,12 +161,50 @@ impl Origin {
     }
 }
 
+/// `sdp` with the audio line's profile and keys as `security` says: `RTP/SAVP` or
+/// `RTP/AVP` and the host's `a=crypto` line, or plain `RTP/AVP` without keys. Other
+/// profiles (a browser's) and other streams are left alone.
+fn with_security(sdp: &str, security: Option<&Security>) -> String {
+    let mut out = String::with_capacity(sdp.len() + 80);
+    let mut audio_seen = false;
+    for line in lines(sdp) {
+        if line.starts_with("a=crypto:") {
+            continue;
+        }
+        let mut fields: Vec<&str> = line.split(' ').collect();
+        let plain_audio = !audio_seen
+            && fields[0] == "m=audio"
+            && fields
+                .get(2)
+                .is_some_and(|p| *p == "RTP/AVP" || *p == "RTP/SAVP");
+        if !plain_audio {
+            out.push_str(line);
+            out.push_str("\r\n");
+            continue;
+        }
+        audio_seen = true;
+        fields[2] = match security {
+            Some(s) if s.savp => "RTP/SAVP",
+            _ => "RTP/AVP",
+        };
+        out.push_str(&fields.join(" "));
+        out.push_str("\r\n");
+        if let Some(security) = security {
+            out.push_str(&security.crypto.line());
+            out.push_str("\r\n");
+        }
+    }
+    out
+}
+
 /// Read the audio stream of an SDP body.
 pub fn parse(sdp: &str) -> Result<Media, SdpError> {
     let mut session_addr: Option<IpAddr> = None;
     let mut media_addr: Option<IpAddr> = None;
     let mut audio: Option<(u16, Vec<u8>)> = None;
     let mut in_audio = false;
+    let mut savp = false;
+    let mut crypto = Vec::new();
     for line in lines(sdp) {
         if let Some(rest) = line.strip_prefix("m=") {
             let fields: Vec<&str> = rest.split_whitespace().collect();
@@ -147,6 +220,11 @@ pub fn parse(sdp: &str) -> Result<Media, SdpError> {
                     .filter_map(|p| p.parse().ok())
                     .collect();
                 audio = Some((port, pts));
+                savp = fields.get(2) == Some(&"RTP/SAVP");
+            }
+        } else if let Some(value) = line.strip_prefix("a=crypto:") {
+            if in_audio && let Some(line) = Crypto::parse(value)? {
+                crypto.push(line);
             }
         } else if let Some(rest) = line.strip_prefix("c=") {
             let addr = rest
@@ -163,7 +241,12 @@ pub fn parse(sdp: &str) -> Result<Media, SdpError> {
     let (port, payload_types) = audio.ok_or(SdpError::NoAudio)?;
     let ip = media_addr.or(session_addr).ok_or(SdpError::NoConnection)?;
     let rtp = (port != 0).then_some(SocketAddr::new(ip, port));
-    Ok(Media { rtp, payload_types })
+    Ok(Media {
+        rtp,
+        payload_types,
+        savp,
+        crypto,
+    })
 }
 
 /// The payload type a party uses for RFC 4733 telephone-events, if it offers them.
@@ -295,6 +378,7 @@ pub fn rewrite(sdp: &str, address: IpAddr, port: u16) -> Result<String, SdpError
                     | "fingerprint"
                     | "setup"
                     | "end-of-candidates"
+                    | "crypto"
             ) || (in_audio && matches!(name, "rtpmap" | "fmtp") && {
                 let pt = rest
                     .split(':')
@@ -432,6 +516,76 @@ a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=rtcp:6001\r\na=sendrec
         assert!(
             bare.starts_with("v=0\r\no=wasmpbx 1 1 IN IP4 0.0.0.0\r\nc="),
             "{bare}"
+        );
+    }
+
+    const SRTP_OFFER: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.2\r\nt=0 0\r\n\
+m=audio 6000 RTP/SAVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n\
+a=crypto:1 AEAD_AES_256_GCM inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBRPS1uQCVeeCFCanVm\r\n\
+a=crypto:2 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR\r\n\
+a=crypto:3 AES_CM_128_HMAC_SHA1_32 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR|2^31\r\n\
+a=sendrecv\r\n";
+
+    #[test]
+    fn reads_the_keys_an_srtp_offer_carries() {
+        let media = parse(SRTP_OFFER).unwrap();
+        assert!(media.savp);
+        let tags: Vec<u32> = media.crypto.iter().map(|c| c.tag).collect();
+        assert_eq!(tags, [2, 3], "suites the host speaks, in the offer's order");
+        assert!(!parse(OFFER).unwrap().savp && parse(OFFER).unwrap().crypto.is_empty());
+        let bad = SRTP_OFFER.replace(
+            "inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR\r\n",
+            "inline:short\r\n",
+        );
+        assert_eq!(parse(&bad), Err(SdpError::Crypto(CryptoError::BadKey(2))));
+    }
+
+    #[test]
+    fn a_party_keys_never_reach_the_other_leg_and_the_origin_puts_the_host_in() {
+        let ip = "127.0.0.1".parse().unwrap();
+        let rewritten = rewrite(SRTP_OFFER, ip, 20000).unwrap();
+        assert!(!rewritten.contains("a=crypto"), "{rewritten}");
+        // Plain towards a party without SRTP.
+        let plain = Origin::new(4).stamp(&rewritten);
+        assert!(
+            plain.contains("m=audio 20000 RTP/AVP 0 101\r\n") && !plain.contains("crypto"),
+            "{plain}"
+        );
+        // The host's own key towards a party with SRTP, just after the audio line.
+        let mut origin = Origin::new(4);
+        let crypto = Crypto {
+            tag: 7,
+            suite: SrtpSuite::AesCm128HmacSha1_80,
+            key: SdesKey([9; KEY_AND_SALT]),
+        };
+        origin.secure(Some(Security {
+            crypto: crypto.clone(),
+            savp: true,
+        }));
+        let secured = origin.stamp(&endpoint(ip, 20000, Codec::Pcmu, Some(101)));
+        assert!(
+            secured.contains(&format!(
+                "m=audio 20000 RTP/SAVP 0 101\r\n{}\r\n",
+                crypto.line()
+            )),
+            "{secured}"
+        );
+        let media = parse(&secured).unwrap();
+        assert!(media.savp);
+        assert_eq!(media.crypto, std::slice::from_ref(&crypto));
+        // Keys in an RTP/AVP answer to an RTP/AVP offer that carried keys.
+        origin.secure(Some(Security {
+            crypto,
+            savp: false,
+        }));
+        let best_effort = origin.stamp(&rewritten);
+        assert!(
+            best_effort.contains("m=audio 20000 RTP/AVP 0 101\r\na=crypto:7 "),
+            "{best_effort}"
+        );
+        assert!(
+            best_effort.contains("o=wasmpbx 2 2 "),
+            "a new key is a new version: {best_effort}"
         );
     }
 }

@@ -142,6 +142,24 @@ pub struct MediaConfig {
     pub recordings: PathBuf,
     /// The espeak-ng voice `say` speaks with when it names none.
     pub say_voice: String,
+    /// SDES-SRTP on phones' legs (trunks have their own `srtp`).
+    pub srtp: SrtpPolicy,
+}
+
+/// Whether a leg's media is encrypted with SDES-SRTP (RFC 4568). Each leg's keys are
+/// its own: the relay decrypts and re-encrypts between an SRTP leg and a plain one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SrtpPolicy {
+    /// Plain RTP only: an `RTP/SAVP` offer is refused (488), keys in an `RTP/AVP`
+    /// offer are ignored.
+    Off,
+    /// SRTP when the other party offers it; the host offers SRTP to parties it reaches
+    /// over TLS (where the keys cannot be read on the way) and plain RTP to others.
+    #[default]
+    Optional,
+    /// SRTP only: the host offers `RTP/SAVP` with keys and refuses plain offers (488).
+    Required,
 }
 
 impl Default for MediaConfig {
@@ -155,6 +173,7 @@ impl Default for MediaConfig {
             prompts: "prompts".into(),
             recordings: "recordings".into(),
             say_voice: "en-us".into(),
+            srtp: SrtpPolicy::default(),
         }
     }
 }

@@ -14,6 +14,7 @@ pub use g711::Codec;
 pub use prompts::{Prompt, Prompts};
 
 use crate::ids::SessionId;
+use crate::sip::sdp::{SdesKey, SrtpSuite};
 
 /// Samples per 20 ms frame at 8 kHz.
 pub const FRAME_SAMPLES: u32 = 160;
@@ -215,6 +216,18 @@ pub trait MediaAllocator: Send {
         bridge: usize,
         answer: &str,
     ) -> Result<String, String>;
+    /// Encrypt a leg (`side`; none: the reserved ports) with SDES-SRTP in `suite`. The
+    /// host's key for the leg is returned for its SDP: made on the first ask (or when the
+    /// suite changes) and the same after; everything the host sends the leg is
+    /// encrypted with it. What arrives is decrypted with `remote`, the party's key, once
+    /// given; packets that fail authentication are dropped and counted.
+    fn secure_leg(
+        &mut self,
+        session: SessionId,
+        side: Option<Side>,
+        suite: SrtpSuite,
+        remote: Option<&SdesKey>,
+    ) -> Result<SdesKey, String>;
     /// Let the reserved ports go (the device on them did not take the call).
     fn release_reserved(&mut self, session: SessionId);
     /// Move a side onto the reserved ports: the other side's stream goes on unchanged,

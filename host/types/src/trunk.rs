@@ -64,6 +64,8 @@ pub struct Trunk {
     /// With `transport = "tls"`: the CA certificates (PEM) the carrier's certificate must
     /// chain to; the system's trust store when not given.
     pub tls_ca: Option<std::path::PathBuf>,
+    /// SDES-SRTP towards the carrier (default: `[media] srtp`).
+    pub srtp: Option<crate::config::SrtpPolicy>,
 }
 
 fn default_register_expires() -> u32 {

@@ -8,7 +8,7 @@ use super::requests::{
     Dialog, InviteParts, Via, addr_spec, caller_response, initial_invite, route_set_of_response,
     with_tag,
 };
-use super::{Calls, Ctx, Outbound, Phase, SessionId, TimerKind};
+use super::{Calls, Ctx, Outbound, Phase, SessionId, TimerKind, srtp};
 use crate::media::Side;
 use crate::registrar::Binding;
 use crate::routing::{Event, ForwardTarget};
@@ -105,6 +105,11 @@ impl Calls {
                 }
             }
         } else {
+            let secure = srtp::offers_srtp(ctx.config.media.srtp, binding.transport);
+            if let Err(e) = srtp::offer(ctx.media, id, side, &mut origin, secure) {
+                tracing::error!(session = %id.short(), device = %binding.device, "not ringing: SRTP: {e}");
+                return None;
+            }
             origin.stamp(offer)
         };
         let local = ctx.local;

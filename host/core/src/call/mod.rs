@@ -47,6 +47,7 @@ mod pin;
 mod pull;
 mod push;
 mod requests;
+mod srtp;
 mod trunk_legs;
 
 use trunk_legs::{Retry, TrunkLeg};
@@ -56,6 +57,8 @@ mod drain_tests;
 mod record_tests;
 #[cfg(test)]
 mod reload_tests;
+#[cfg(test)]
+mod srtp_tests;
 #[cfg(test)]
 mod stream_tests;
 #[cfg(test)]
@@ -611,10 +614,30 @@ impl Calls {
         }
         let mut body = String::from_utf8_lossy(&request.body).into_owned();
         let webrtc = crate::sdp::is_webrtc(&body);
-        if !webrtc && let Err(e) = sdp::parse(&body) {
-            tracing::info!(dialed, "INVITE refused: SDP {e}");
-            return reject(ctx, 488, None);
-        }
+        // A browser's leg is plain RTP between its bridge and the relay.
+        let a_srtp = match webrtc {
+            true => srtp::Offered::Plain,
+            false => {
+                let offer = match sdp::parse(&body) {
+                    Ok(offer) => offer,
+                    Err(e) => {
+                        tracing::info!(dialed, "INVITE refused: SDP {e}");
+                        return reject(ctx, 488, None);
+                    }
+                };
+                let trunk = match &origin {
+                    Origin::Trunk { name } => ctx.trunks.config(name),
+                    Origin::Device { .. } => None,
+                };
+                match srtp::answer(srtp::policy(ctx.config, trunk), &offer) {
+                    Ok(offered) => offered,
+                    Err(reason) => {
+                        tracing::info!(dialed, "INVITE refused: {reason}");
+                        return reject(ctx, 488, None);
+                    }
+                }
+            }
+        };
         let id = {
             let random = ctx.entropy.next_u64().to_le_bytes();
             let more = ctx.entropy.next_u64().to_le_bytes();
@@ -768,6 +791,18 @@ impl Calls {
             streams: 0,
             held_events: VecDeque::new(),
         };
+        if let Err(e) = srtp::accept(
+            ctx.media,
+            id,
+            Some(Side::A),
+            &mut session.a_dialog.sdp,
+            a_srtp,
+        ) {
+            tracing::error!(session = %id.short(), "INVITE refused: SRTP: {e}");
+            ctx.media.close(id);
+            let refusal = message::response_to(&session.a_invite, 500, Some(&ctx.token()));
+            return ctx.layer.send_response(ctx.ambient.now, txn, refusal);
+        }
         // A location may stream every call's audio to an engine (listen-mode analysis
         // needs no script for it).
         if let Some(url) = location.as_ref().and_then(|l| l.stream_url.clone()) {
@@ -1045,6 +1080,12 @@ impl Calls {
         let host = trunk.request_host();
         let local = ctx.local;
         let mut origin = sdp::Origin::new(ctx.entropy.next_u64());
+        let transport = crate::trunks::transport(&trunk);
+        let secure = srtp::offers_srtp(srtp::policy(ctx.config, Some(&trunk)), transport);
+        if let Err(e) = srtp::offer(ctx.media, id, Some(Side::B), &mut origin, secure) {
+            tracing::error!(session = %id.short(), "SRTP towards the trunk: {e}");
+            return self.end(ctx, id, Disposition::Failed, 500, "no SRTP key");
+        }
         let offer = origin.stamp(&session.b_offer);
         // Caller id: the script's choice or the original caller, in the trunk's format;
         // with a fixed `from_user`, the caller goes in P-Asserted-Identity instead.
@@ -1076,7 +1117,6 @@ impl Calls {
         if max_forwards == 0 {
             return self.end(ctx, id, Disposition::Failed, 483, "too many hops");
         }
-        let transport = crate::trunks::transport(&trunk);
         let invite = initial_invite(&InviteParts {
             uri: &format!("sip:{dialled}@{host}"),
             transport,
@@ -1232,6 +1272,11 @@ impl Calls {
         let mut body = String::from_utf8_lossy(message.body()).into_owned();
         if (200..300).contains(&code) {
             body = b.answer_sdp(ctx, id, body);
+        }
+        if let Ok(answer) = sdp::parse(&body)
+            && let Err(e) = srtp::answered(ctx.media, id, Some(Side::B), &b.dialog.sdp, &answer)
+        {
+            tracing::warn!(session = %id.short(), status = code, "the callee's media stays undecryptable: {e}");
         }
         match code {
             100 => {}
@@ -1437,10 +1482,16 @@ impl Calls {
             {
                 ctx.layer.send_ack(ctx.ambient.now, ack, dialog.peer);
             }
-            if let Ok(media) = sdp::parse(&body)
-                && let Some(rtp) = media.rtp
-            {
-                ctx.media.set_remote(id, answered_by, rtp);
+            if let Ok(media) = sdp::parse(&body) {
+                if let Some(rtp) = media.rtp {
+                    ctx.media.set_remote(id, answered_by, rtp);
+                }
+                if let Some(dialog) = session.dialog_mut(answered_by)
+                    && let Err(e) =
+                        srtp::answered(ctx.media, id, Some(answered_by), &dialog.sdp, &media)
+                {
+                    tracing::warn!(session = %id.short(), "re-INVITE answer: {e}");
+                }
             }
             if let Ok(answer) = sdp::rewrite(&body, ctx.config.media.public_ip, asker_port)
                 && let Some(dialog) = session.dialog_mut(asker)
@@ -1615,6 +1666,19 @@ impl Calls {
                         ctx.ambient.now,
                         txn,
                         message::response_to(&request, 491, None),
+                    );
+                }
+                // The party's keys may change with a new offer; SRTP may not be dropped.
+                if let Ok(offer) = sdp::parse(&body)
+                    && let Some(dialog) = session.dialog_mut(side)
+                    && let Err(reason) =
+                        srtp::reoffered(ctx.media, id, side, &mut dialog.sdp, &offer)
+                {
+                    tracing::info!(session = %id.short(), "re-INVITE refused: {reason}");
+                    return ctx.layer.send_response(
+                        ctx.ambient.now,
+                        txn,
+                        message::response_to(&request, 488, None),
                     );
                 }
                 if other_connected && !body.is_empty() {

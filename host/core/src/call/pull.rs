@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use super::pin::Takeover;
 use super::requests::{Dialog, addr_spec, attach_sdp, route_set_of_request, with_tag};
-use super::{Calls, Ctx, Outbound, Phase, SessionId};
+use super::{Calls, Ctx, Outbound, Phase, SessionId, srtp};
 use crate::flip::{
     CallFacts, Direction, FlipDecision, FlipEvent, FlipKind, FlipRequest, FlipResult, Trigger,
     is_emergency,
@@ -107,6 +107,10 @@ impl Calls {
                 .map(|m| m.payload_types)
                 .unwrap_or_default(),
         };
+        if let Err(reason) = new_device_srtp(ctx, &body) {
+            tracing::info!(session = %id.short(), user = user_id, "pull refused: {reason}");
+            return refuse(ctx, 488, "Not Acceptable Here");
+        }
         let speaks = |codec: crate::media::Codec| offered.contains(&codec.payload_type());
         if !session.b_codec.is_some_and(speaks) {
             return refuse(ctx, 488, "The Call's Codec Is Not Offered");
@@ -229,6 +233,15 @@ impl Calls {
             .unwrap_or_else(|| addr_spec(&from));
         let mut ok = message::response_to(&pull.invite, 200, Some(&tag));
         let mut origin = sdp::Origin::new(ctx.entropy.next_u64());
+        // Checked at the request: the offer has not changed since.
+        let offered = new_device_srtp(ctx, &body).unwrap_or(srtp::Offered::Plain);
+        if let Err(e) = srtp::accept(ctx.media, pull.session, None, &mut origin, offered) {
+            tracing::error!(session = %pull.session.short(), "pull: SRTP: {e}");
+            ctx.media.release_reserved(pull.session);
+            event.result = FlipResult::Denied(format!("SRTP: {e}"));
+            super::note_flip(ctx, &mut session.record, event);
+            return refuse_pull(ctx, &pull, 500, "No SRTP Key");
+        }
         let answer = browser_answer.unwrap_or_else(|| {
             let public_ip = ctx.config.media.public_ip;
             let event_pt = sdp::telephone_event_pt(&body);
@@ -363,4 +376,14 @@ pub(super) fn wall_time(session: &super::Session, at: Instant) -> jiff::Timestam
         .started_at
         .checked_add(jiff::SignedDuration::try_from(since).unwrap_or_default())
         .unwrap_or(session.record.started_at)
+}
+
+/// How the host answers the SRTP of a device's offer to take a call (its pulling INVITE,
+/// or a browser's bridge, which is plain).
+fn new_device_srtp(ctx: &Ctx<'_>, body: &str) -> Result<srtp::Offered, &'static str> {
+    if crate::sdp::is_webrtc(body) {
+        return Ok(srtp::Offered::Plain);
+    }
+    let offer = sdp::parse(body).map_err(|_| "the offer's SDP is unusable")?;
+    srtp::answer(ctx.config.media.srtp, &offer)
 }

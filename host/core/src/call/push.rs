@@ -17,7 +17,7 @@ use super::pin::Takeover;
 use super::pull::wall_time;
 use super::requests::{Via, addr_spec, route_set_of_response, with_tag};
 use super::{
-    Calls, Ctx, Disposition, Outbound, Phase, SessionId, TimerKind, other, send_in_dialog,
+    Calls, Ctx, Disposition, Outbound, Phase, SessionId, TimerKind, other, send_in_dialog, srtp,
 };
 use crate::call::CallRecord;
 use crate::flip::{
@@ -313,6 +313,11 @@ impl Calls {
                 self.by_client_txn.remove(&txn);
                 let body = String::from_utf8_lossy(message.body()).into_owned();
                 let body = leg.answer_sdp(ctx, id, body);
+                if let Ok(answer) = sdp::parse(&body)
+                    && let Err(e) = srtp::answered(ctx.media, id, None, &leg.dialog.sdp, &answer)
+                {
+                    tracing::warn!(session = %id.short(), "push: the new device's media stays undecryptable: {e}");
+                }
                 self.push_answered(ctx, id, leg, &body);
             }
             _ => {

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::call::SessionId;
 use crate::media::{Codec, MediaAllocator, MediaPorts, MediaReport, Playback, Side};
+use crate::sdp::{SdesKey, SrtpSuite};
 
 /// What the core asked of the media, in order.
 #[derive(Debug, Clone, PartialEq)]
@@ -20,7 +21,14 @@ pub(crate) enum Did {
     Release,
     /// A prompt to the device on the reserved ports.
     PromptReserved(String),
+    /// A leg encrypted (none: the reserved ports), and whether the party's key came.
+    Secure(Option<Side>, bool),
     Stream(crate::media::StreamRequest),
+}
+
+/// The key the fake media gives the host on a leg: one byte repeated, by leg.
+pub(crate) fn host_key(side: Option<Side>) -> SdesKey {
+    SdesKey([side.map_or(0xEE, |s| s as u8 + 0xA0); 30])
 }
 
 #[derive(Clone, Default)]
@@ -77,6 +85,19 @@ impl MediaAllocator for FakeMedia {
     }
     fn answer_webrtc(&mut self, _: SessionId, _: usize, _: &str) -> Result<String, String> {
         Err("no WebRTC in the sans-IO tests".into())
+    }
+    fn secure_leg(
+        &mut self,
+        _: SessionId,
+        side: Option<Side>,
+        _: SrtpSuite,
+        remote: Option<&SdesKey>,
+    ) -> Result<SdesKey, String> {
+        self.0
+            .lock()
+            .unwrap()
+            .push(Did::Secure(side, remote.is_some()));
+        Ok(host_key(side))
     }
     fn release_reserved(&mut self, _: SessionId) {
         self.0.lock().unwrap().push(Did::Release);

@@ -92,6 +92,8 @@ pub(super) struct World {
     pub(super) far_answer: String,
     /// Peers whose messages arrive over TLS (the rest: UDP).
     pub(super) over_tls: Vec<SocketAddr>,
+    /// The SDP the far end offers and devices offer and answer with.
+    pub(super) sdp: String,
 }
 
 pub(super) fn addr(s: &str) -> SocketAddr {
@@ -213,6 +215,7 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
             placed_dialog: String::new(),
             far_answer: String::new(),
             over_tls: Vec::new(),
+            sdp: SDP.to_owned(),
         }
     }
 
@@ -233,8 +236,9 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
             "INVITE sip:{number}@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {FAR_END};branch=z9hG4bK-{call_id}\r\n\
 From: <sip:{caller}@127.0.0.2>;tag={call_id}\r\nTo: <sip:{number}@127.0.0.1>\r\nCall-ID: {call_id}\r\n\
 CSeq: 1 INVITE\r\nContact: <sip:far@{FAR_END}>\r\nMax-Forwards: 70\r\n\
-Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
-            SDP.len()
+Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{}",
+            self.sdp.len(),
+            self.sdp
         );
         self.deliver(FAR_END, &invite);
     }
@@ -368,7 +372,7 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
         let mut response = message::response_to(&request, code, Some("dev"));
         if code == 200 && request.method == rsip::Method::Invite {
             let contact = format!("<sip:wasmpbx@{}>", addr(device));
-            super::requests::attach_sdp(&mut response, contact, SDP.to_owned());
+            super::requests::attach_sdp(&mut response, contact, self.sdp.clone());
         }
         let text = String::from_utf8(message::serialize(&SipMessage::Response(response))).unwrap();
         let (status, rest) = text.split_once("\r\n").unwrap();
@@ -440,13 +444,14 @@ From: {};tag=dev\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\nMax-Forwar
     /// A device of Alice's dials `number`, answering the digest challenge.
     pub(super) fn device_invite(&mut self, device: &str, number: &str) {
         let tag = addr(device).port();
+        let sdp = self.sdp.clone();
         let invite = |cseq: u32, auth: &str| {
             format!(
                 "INVITE sip:{number}@pbx.test SIP/2.0\r\nVia: SIP/2.0/UDP {device};branch=z9hG4bK-pull-{tag}-{cseq}\r\n\
 From: <sip:2001@pbx.test>;tag=p{tag}\r\nTo: <sip:{number}@pbx.test>\r\nCall-ID: pull-{tag}\r\n\
 CSeq: {cseq} INVITE\r\nContact: <sip:2001@{device}>\r\nMax-Forwards: 70\r\n{auth}\
-Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
-                SDP.len()
+Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+                sdp.len()
             )
         };
         self.deliver(device, &invite(1, ""));

@@ -22,4 +22,5 @@ mod reload;
 mod script_runtime;
 mod sip_registrar;
 mod sip_tls;
+mod srtp;
 mod websocket;
