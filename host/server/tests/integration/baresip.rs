@@ -142,3 +142,23 @@ fn a_baresip_phone_on_tls_calls_and_is_called_with_nothing_readable_on_the_wire(
     );
     assert!(report.contains("1 passed, 0 failed"), "{report}");
 }
+
+#[test]
+fn baresip_phones_on_srtp_talk_to_plain_and_srtp_phones_and_flip_with_one_stream() {
+    let certs = tempfile::tempdir().unwrap();
+    let ca = crate::common::tls::TestCa::new("wasmpbx test CA");
+    let (cert, key) = ca.issue(&["127.0.0.1"], certs.path(), "sip");
+    let ca = ca.write(certs.path(), "ca.pem");
+    let report = run_in_namespace(
+        "srtp",
+        "baresip_srtp.py",
+        &[
+            env!("CARGO_BIN_EXE_wasmpbx"),
+            cert.to_str().unwrap(),
+            key.to_str().unwrap(),
+            ca.to_str().unwrap(),
+            test_components::FLIP_POLICY,
+        ],
+    );
+    assert!(report.contains("1 passed, 0 failed"), "{report}");
+}
