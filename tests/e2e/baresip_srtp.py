@@ -2,10 +2,10 @@
 """SDES-SRTP with real phones: baresip's own SRTP (libre) on every encrypted leg.
 
 Alice's desk (440 Hz) and mobile (700 Hz) and Carol's phone (550 Hz) register over TLS
-with `mediaenc=srtp-mand` (they take and offer nothing but RTP/SAVP); Bob's phone
-(1000 Hz) registers over UDP with plain RTP. The host runs `[media] srtp = "optional"`:
-it offers SRTP to phones it reaches over TLS and answers whatever each phone offers, so
-every leg has its own keys and the relay decrypts and re-encrypts between them.
+with `mediaenc=srtp-mand` (they take and offer nothing but RTP/SAVP), so their users
+say `srtp = "required"`; Bob's phone (1000 Hz) registers over UDP with plain RTP, under
+the default `[media] srtp = "optional"`. Every leg has its own keys, and the relay
+decrypts and re-encrypts between them.
 
 1. Carol (SRTP) calls Alice: the desk (SRTP) answers; they hear each other. The mobile
    dials *77 and takes the call over (SRTP, keys of its own); Carol now hears the
@@ -33,6 +33,7 @@ USERS = """[[users]]
 id = "alice"
 extension = "2001"
 password = "alice-secret"
+srtp = "required"
 [[users]]
 id = "bob"
 extension = "2002"
@@ -41,8 +42,7 @@ password = "bob-secret"
 id = "carol"
 extension = "2003"
 password = "carol-secret"
-[media]
-srtp = "optional"
+srtp = "required"
 """
 
 DESK_RTP, MOBILE_RTP, BOB_RTP, CAROL_RTP = 10000, 10100, 10200, 10300

@@ -15,7 +15,7 @@ use crate::directory::MemoryDirectory;
 use crate::driver;
 use crate::media::{Prompts, RelayManager};
 use crate::pbx::Pbx;
-use crate::tls::{ReloadingCert, TrunkTls};
+use crate::tls::{ReloadingCert, TlsTrunks};
 use crate::writer::{self, StoreWriter};
 
 /// Caller digits waiting for the core; a flood beyond this is dropped (and counted).
@@ -55,6 +55,7 @@ pub fn load_config(
                     role: "agent".into(),
                     pin: None,
                     devices: Default::default(),
+                    srtp: None,
                 });
             }
             config
@@ -146,13 +147,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     };
     let sip_cert = certificate(&config.sip.tls_cert, &config.sip.tls_key, "sip.tls_cert")?;
     let http_cert = certificate(&config.http.tls_cert, &config.http.tls_key, "http.tls_cert")?;
-    for trunk in config
-        .trunks
-        .iter()
-        .filter(|t| t.transport == wasmpbx_types::trunk::TrunkTransport::Tls)
-    {
-        TrunkTls::for_trunk(trunk)?;
-    }
+    let tls_trunks = TlsTrunks::new(&config)?;
     let (media_events, media_inbox) = tokio::sync::mpsc::channel(MEDIA_EVENT_QUEUE);
     let media =
         RelayManager::new(config.media.public_ip, config.media.rtp_ports).with_events(media_events);
@@ -216,6 +211,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         speaker: Arc::new(wasmpbx_media::speech::Speaker::new()),
         stats: stats.clone(),
         media_events: media_inbox,
+        tls_trunks,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(driver::Stop::Running);
     let mut sip = tokio::spawn(driver::run(pbx, sockets, sip_tls, wiring, inbox, stop_rx));

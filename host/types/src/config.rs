@@ -154,8 +154,8 @@ pub enum SrtpPolicy {
     /// Plain RTP only: an `RTP/SAVP` offer is refused (488), keys in an `RTP/AVP`
     /// offer are ignored.
     Off,
-    /// SRTP when the other party offers it; the host offers SRTP to parties it reaches
-    /// over TLS (where the keys cannot be read on the way) and plain RTP to others.
+    /// SRTP when the other party offers it; the host's own offers are plain RTP (a phone
+    /// that takes nothing but SRTP needs `required`: set it on its user).
     #[default]
     Optional,
     /// SRTP only: the host offers `RTP/SAVP` with keys and refuses plain offers (488).
@@ -288,6 +288,9 @@ pub struct User {
     /// their User-Agent.
     #[serde(default)]
     pub devices: BTreeMap<String, String>,
+    /// SDES-SRTP on this user's phones' legs (default: `[media] srtp`): `required` for a
+    /// user whose phones are set to "SRTP mandatory", so the host offers them SRTP.
+    pub srtp: Option<SrtpPolicy>,
 }
 
 impl User {

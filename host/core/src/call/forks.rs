@@ -105,7 +105,7 @@ impl Calls {
                 }
             }
         } else {
-            let secure = srtp::offers_srtp(ctx.config.media.srtp, binding.transport);
+            let secure = srtp::offers_srtp(srtp::device_policy(ctx.config, &binding.user_id));
             if let Err(e) = srtp::offer(ctx.media, id, side, &mut origin, secure) {
                 tracing::error!(session = %id.short(), device = %binding.device, "not ringing: SRTP: {e}");
                 return None;

@@ -625,11 +625,13 @@ impl Calls {
                         return reject(ctx, 488, None);
                     }
                 };
-                let trunk = match &origin {
-                    Origin::Trunk { name } => ctx.trunks.config(name),
-                    Origin::Device { .. } => None,
+                let policy = match &origin {
+                    Origin::Trunk { name } => {
+                        srtp::trunk_policy(ctx.config, ctx.trunks.config(name))
+                    }
+                    Origin::Device { user_id, .. } => srtp::device_policy(ctx.config, user_id),
                 };
-                match srtp::answer(srtp::policy(ctx.config, trunk), &offer) {
+                match srtp::answer(policy, &offer) {
                     Ok(offered) => offered,
                     Err(reason) => {
                         tracing::info!(dialed, "INVITE refused: {reason}");
@@ -1080,8 +1082,7 @@ impl Calls {
         let host = trunk.request_host();
         let local = ctx.local;
         let mut origin = sdp::Origin::new(ctx.entropy.next_u64());
-        let transport = crate::trunks::transport(&trunk);
-        let secure = srtp::offers_srtp(srtp::policy(ctx.config, Some(&trunk)), transport);
+        let secure = srtp::offers_srtp(srtp::trunk_policy(ctx.config, Some(&trunk)));
         if let Err(e) = srtp::offer(ctx.media, id, Some(Side::B), &mut origin, secure) {
             tracing::error!(session = %id.short(), "SRTP towards the trunk: {e}");
             return self.end(ctx, id, Disposition::Failed, 500, "no SRTP key");
@@ -1117,6 +1118,7 @@ impl Calls {
         if max_forwards == 0 {
             return self.end(ctx, id, Disposition::Failed, 483, "too many hops");
         }
+        let transport = crate::trunks::transport(&trunk);
         let invite = initial_invite(&InviteParts {
             uri: &format!("sip:{dialled}@{host}"),
             transport,

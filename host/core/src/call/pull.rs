@@ -107,7 +107,7 @@ impl Calls {
                 .map(|m| m.payload_types)
                 .unwrap_or_default(),
         };
-        if let Err(reason) = new_device_srtp(ctx, &body) {
+        if let Err(reason) = new_device_srtp(ctx, &user_id, &body) {
             tracing::info!(session = %id.short(), user = user_id, "pull refused: {reason}");
             return refuse(ctx, 488, "Not Acceptable Here");
         }
@@ -234,7 +234,7 @@ impl Calls {
         let mut ok = message::response_to(&pull.invite, 200, Some(&tag));
         let mut origin = sdp::Origin::new(ctx.entropy.next_u64());
         // Checked at the request: the offer has not changed since.
-        let offered = new_device_srtp(ctx, &body).unwrap_or(srtp::Offered::Plain);
+        let offered = new_device_srtp(ctx, &pull.user_id, &body).unwrap_or(srtp::Offered::Plain);
         if let Err(e) = srtp::accept(ctx.media, pull.session, None, &mut origin, offered) {
             tracing::error!(session = %pull.session.short(), "pull: SRTP: {e}");
             ctx.media.release_reserved(pull.session);
@@ -378,12 +378,16 @@ pub(super) fn wall_time(session: &super::Session, at: Instant) -> jiff::Timestam
         .unwrap_or(session.record.started_at)
 }
 
-/// How the host answers the SRTP of a device's offer to take a call (its pulling INVITE,
-/// or a browser's bridge, which is plain).
-fn new_device_srtp(ctx: &Ctx<'_>, body: &str) -> Result<srtp::Offered, &'static str> {
+/// How the host answers the SRTP of a device of `user_id`'s offering to take a call (its
+/// pulling INVITE, or a browser's bridge, which is plain).
+fn new_device_srtp(
+    ctx: &Ctx<'_>,
+    user_id: &str,
+    body: &str,
+) -> Result<srtp::Offered, &'static str> {
     if crate::sdp::is_webrtc(body) {
         return Ok(srtp::Offered::Plain);
     }
     let offer = sdp::parse(body).map_err(|_| "the offer's SDP is unusable")?;
-    srtp::answer(ctx.config.media.srtp, &offer)
+    srtp::answer(srtp::device_policy(ctx.config, user_id), &offer)
 }

@@ -1,13 +1,12 @@
 //! SDES-SRTP per leg: whether the host encrypts a leg's media, decided from the leg's
-//! policy (`[media] srtp` for phones, a trunk's `srtp` for its carrier), the party's SDP
-//! and the signalling's transport. Each leg's keys are its own (the relay decrypts and
+//! policy (a user's `srtp` or `[media] srtp` for phones, a trunk's `srtp` for its
+//! carrier) and the party's SDP. Each leg's keys are its own (the relay decrypts and
 //! re-encrypts between legs); a leg's key goes in the host's SDP through its dialog's
 //! [`sdp::Origin`], and into the relay through [`MediaAllocator::secure_leg`].
 
-use crate::config::SrtpPolicy;
+use crate::config::{Config, SrtpPolicy};
 use crate::media::{MediaAllocator, Side};
 use crate::sdp::{self, Crypto, Media, Security, SrtpSuite};
-use crate::sip::transaction::Transport;
 use wasmpbx_types::ids::SessionId;
 use wasmpbx_types::trunk::Trunk;
 
@@ -15,19 +14,25 @@ use wasmpbx_types::trunk::Trunk;
 const OFFERED_SUITE: SrtpSuite = SrtpSuite::AesCm128HmacSha1_80;
 const OFFERED_TAG: u32 = 1;
 
-/// The policy of a leg: a trunk's own (if it has one), else the phones'.
-pub(crate) fn policy(config: &crate::config::Config, trunk: Option<&Trunk>) -> SrtpPolicy {
+/// The policy of a leg to or from one of `user_id`'s phones: the user's own, else the
+/// phones' (`[media] srtp`).
+pub(crate) fn device_policy(config: &Config, user_id: &str) -> SrtpPolicy {
+    config
+        .user(user_id)
+        .and_then(|u| u.srtp)
+        .unwrap_or(config.media.srtp)
+}
+
+/// The policy of a trunk's leg: its own, else the phones'.
+pub(crate) fn trunk_policy(config: &Config, trunk: Option<&Trunk>) -> SrtpPolicy {
     trunk.and_then(|t| t.srtp).unwrap_or(config.media.srtp)
 }
 
-/// Whether the host offers SRTP on a leg it places: always when required, and when
-/// optional to a party reached over TLS (keys in SDP are only secret when the SIP is).
-pub(crate) fn offers_srtp(policy: SrtpPolicy, transport: Transport) -> bool {
-    match policy {
-        SrtpPolicy::Off => false,
-        SrtpPolicy::Optional => transport == Transport::Tls,
-        SrtpPolicy::Required => true,
-    }
+/// Whether the host offers SRTP on a leg it places: only when the leg requires it (an
+/// `RTP/SAVP` offer is refused by a phone without SRTP, and a best-effort `RTP/AVP` offer
+/// with keys by one that insists on SRTP — neither guess is safe to make for a leg).
+pub(crate) fn offers_srtp(policy: SrtpPolicy) -> bool {
+    policy == SrtpPolicy::Required
 }
 
 /// What the host makes of a party's offer on a leg.
@@ -200,11 +205,8 @@ mod tests {
     }
 
     #[test]
-    fn the_host_offers_srtp_when_required_or_over_tls() {
-        use SrtpPolicy::*;
-        assert!(offers_srtp(Required, Transport::Udp));
-        assert!(offers_srtp(Optional, Transport::Tls));
-        assert!(!offers_srtp(Optional, Transport::Udp) && !offers_srtp(Optional, Transport::Tcp));
-        assert!(!offers_srtp(Off, Transport::Tls));
+    fn the_host_offers_srtp_only_where_it_is_required() {
+        assert!(offers_srtp(SrtpPolicy::Required));
+        assert!(!offers_srtp(SrtpPolicy::Optional) && !offers_srtp(SrtpPolicy::Off));
     }
 }

@@ -94,6 +94,29 @@ fn required_offers_srtp_to_phones_and_takes_their_answer_key() {
 }
 
 #[test]
+fn a_user_that_requires_srtp_gets_it_offered_and_others_keep_plain_offers() {
+    // Optional (the default) never guesses: a TLS phone without SRTP must still ring.
+    let mut w = World::new();
+    w.far_end_calls("0400", "100", "plain-tls");
+    let id = w.session();
+    w.route(id, vec![to_alice()]);
+    w.drain();
+    assert!(!media_of(&w.last_to(DESK, "INVITE ")).savp);
+    // Alice's phones are set to SRTP only: her user says so.
+    let config = CONFIG.replace("pin = \"1234\"", "pin = \"1234\"\nsrtp = \"required\"");
+    let mut w = World::with_config(&config);
+    w.far_end_calls("0400", "100", "to-alice");
+    let id = w.session();
+    w.route(id, vec![to_alice()]);
+    w.drain();
+    assert!(media_of(&w.last_to(DESK, "INVITE ")).savp);
+    // And a plain pull from one of them is refused.
+    w.respond(DESK, &w.last_to(DESK, "INVITE "), 200);
+    w.pull_from(MOBILE);
+    assert_eq!(w.count_to(MOBILE, "SIP/2.0 488"), 1);
+}
+
+#[test]
 fn what_a_policy_cannot_take_is_refused_with_488() {
     // Plain RTP to a leg that requires SRTP.
     let mut w = with_policy("required");
