@@ -25,8 +25,8 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "e2e"))
-from baresip_call import ALICE_AND_BOB, Phone, api, start_server, wait_registrations  # noqa: E402
-from baresip_flip import Capture, BOB_SIP  # noqa: E402
+from baresip_call import ALICE_AND_BOB, LoopbackCapture, Phone, api, start_server, wait_registrations  # noqa: E402
+from baresip_flip import BOB_SIP  # noqa: E402
 
 DESK, MOBILE, HOST = 5070, 5072, 5060
 TONES = {DESK: 440, MOBILE: 700}
@@ -48,25 +48,13 @@ def percentile(values, p):
     return values[min(len(values) - 1, int(p / 100 * len(values)))] if values else float("nan")
 
 
-class SipLog(Capture):
-    """All UDP on loopback to or from the host's SIP port, plus Bob's RTP."""
+class SipLog(LoopbackCapture):
+    """All UDP on loopback to or from the host's SIP port, plus Bob's RTP, as
+    (time, source port, destination port, payload)."""
 
-    def run(self):
-        import socket
-        while self.running:
-            try:
-                frame, address = self.sock.recvfrom(65535)
-            except socket.timeout:
-                continue
-            if address[2] == socket.PACKET_OUTGOING:
-                continue
-            ip = frame[14:]
-            if len(ip) < 28 or ip[0] >> 4 != 4 or ip[9] != 17:
-                continue
-            ihl = (ip[0] & 0x0F) * 4
-            sport, dport = struct.unpack(">HH", ip[ihl:ihl + 4])
-            if HOST in (sport, dport) or 10200 <= dport <= 10240:
-                self.packets.append((time.time(), sport, dport, ip[ihl + 8:]))
+    def __init__(self):
+        super().__init__(lambda proto, sport, dport, payload: (sport, dport, payload)
+                         if proto == 17 and (HOST in (sport, dport) or 10200 <= dport <= 10240) else None)
 
 
 def main():

@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::rustls;
-use wasmpbx::sip::digest::{Algorithm, client_response};
+use wasmpbx::sip::digest::Challenge;
 
 const HANDSHAKES: usize = 2_000;
 const REALM: &str = "pbx.test";
@@ -108,18 +108,16 @@ fn main() {
     let idle = Process(pid).sample();
 
     // Handshakes alone: connect, handshake, close.
-    let cpu = Process(pid).cpu_seconds();
-    let started = Instant::now();
-    let latencies = runtime.block_on(in_parallel(HANDSHAKES, concurrency, |_| {
-        let connector = connector.clone();
-        async move {
-            let t = Instant::now();
-            connect(&connector, tls).await;
-            t.elapsed()
-        }
-    }));
-    let elapsed = started.elapsed();
-    let host_cpu = Process(pid).cpu_seconds() - cpu;
+    let (latencies, elapsed, host_cpu) = measured(pid, || {
+        runtime.block_on(in_parallel(HANDSHAKES, concurrency, |_| {
+            let connector = connector.clone();
+            async move {
+                let t = Instant::now();
+                connect(&connector, tls).await;
+                t.elapsed()
+            }
+        }))
+    });
     println!(
         "TLS handshakes: {HANDSHAKES} in {:.2} s = {:.0}/s; handshake p50 {:.2} ms p99 {:.2} ms; host CPU {:.3} ms each",
         elapsed.as_secs_f64(),
@@ -130,19 +128,17 @@ fn main() {
     );
 
     // Registrations: a connection each, kept open.
-    let cpu = Process(pid).cpu_seconds();
-    let started = Instant::now();
-    let phones = runtime.block_on(in_parallel(devices, concurrency, |i| {
-        let connector = connector.clone();
-        async move {
-            let t = Instant::now();
-            let mut phone = connect(&connector, tls).await;
-            let ok = register(&mut phone, 100_000 + i).await;
-            (phone, ok, t.elapsed())
-        }
-    }));
-    let elapsed = started.elapsed();
-    let host_cpu = Process(pid).cpu_seconds() - cpu;
+    let (phones, elapsed, host_cpu) = measured(pid, || {
+        runtime.block_on(in_parallel(devices, concurrency, |i| {
+            let connector = connector.clone();
+            async move {
+                let t = Instant::now();
+                let mut phone = connect(&connector, tls).await;
+                let ok = register(&mut phone, 100_000 + i).await;
+                (phone, ok, t.elapsed())
+            }
+        }))
+    });
     let registered = phones.iter().filter(|(_, ok, _)| *ok).count();
     let latencies: Vec<Duration> = phones.iter().map(|(_, _, t)| *t).collect();
     println!(
@@ -169,6 +165,14 @@ fn main() {
     let _ = server.kill();
     let _ = server.wait();
     assert_eq!(registered, devices, "every phone registered");
+}
+
+/// Run a phase of the bench: its result, how long it took and the host's CPU seconds.
+fn measured<T>(pid: u32, phase: impl FnOnce() -> T) -> (T, Duration, f64) {
+    let cpu = Process(pid).cpu_seconds();
+    let started = Instant::now();
+    let result = phase();
+    (result, started.elapsed(), Process(pid).cpu_seconds() - cpu)
 }
 
 /// `count` tasks made by `task(i)`, at most `concurrency` at a time; their results in order.
@@ -216,29 +220,22 @@ Expires: 3600\r\nUser-Agent: tls-bench\r\n{auth}Content-Length: 0\r\n\r\n"
     };
     phone.write_all(request(1, "").as_bytes()).await.unwrap();
     let challenge = response(phone).await;
-    let Some(nonce) = challenge
-        .split("nonce=\"")
-        .nth(1)
-        .and_then(|r| r.split('"').next())
+    let Some(Ok(challenge)) = challenge
+        .lines()
+        .find_map(|l| l.strip_prefix("WWW-Authenticate: "))
+        .map(Challenge::parse)
     else {
         return false;
     };
-    let user = extension.to_string();
-    let answer = client_response(
-        Algorithm::Md5,
-        &user,
-        REALM,
+    let answer = challenge.answer(
+        &extension.to_string(),
         PASSWORD,
         "REGISTER",
         &uri,
-        nonce,
-        "00000001",
         "benchcn",
+        1,
     );
-    let auth = format!(
-        "Authorization: Digest username=\"{user}\", realm=\"{REALM}\", nonce=\"{nonce}\", uri=\"{uri}\", \
-response=\"{answer}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"benchcn\"\r\n"
-    );
+    let auth = format!("Authorization: {answer}\r\n");
     phone.write_all(request(2, &auth).as_bytes()).await.unwrap();
     response(phone).await.starts_with("SIP/2.0 200")
 }

@@ -27,7 +27,7 @@ use crate::sip::local::LocalAddrs;
 use crate::sip::message::MAX_MESSAGE_BYTES;
 use crate::sip::stream::{self, Frame};
 use crate::sip::transaction::{Peer, Transport};
-use crate::tls::TrunkTls;
+use crate::tls::{TlsTrunks, TrunkTls};
 use crate::trunks::{ResolvedTarget, TrunkStatus};
 use crate::writer::{Progress, StoreWriter, Write};
 use wasmpbx_types::script::ScriptVersion;
@@ -308,6 +308,8 @@ pub struct Wiring {
     pub stats: Arc<CallStats>,
     /// What the calls' media noticed (the caller's digits).
     pub media_events: mpsc::Receiver<crate::media::MediaEvent>,
+    /// The TLS trunks' client settings, checked at start.
+    pub tls_trunks: TlsTrunks,
 }
 
 /// Asks the core task about its state (the admin API).
@@ -501,6 +503,7 @@ pub async fn run(
         speaker,
         stats,
         mut media_events,
+        tls_trunks,
     } = wiring;
     let Inbox { tx, mut rx } = inbox;
     let Sockets {
@@ -534,7 +537,7 @@ pub async fn run(
         udp,
         connections: HashMap::new(),
         dialing: HashMap::new(),
-        tls_trunks: TlsTrunks::new(pbx.config()),
+        tls_trunks,
         tx: tx.clone(),
     };
     // One step's messages, then the messages waiting for call records to be written.
@@ -582,7 +585,7 @@ pub async fn run(
                 }
                 Some(Input::TrunkResolved { trunk, answer }) => {
                     if let Ok(targets) = &answer {
-                        network.tls_trunks.resolved(&trunk, targets);
+                        network.tls_trunks.resolved(&trunk, targets.iter().map(|t| t.addr));
                     }
                     pbx.trunk_resolved(ambient(), &trunk, answer);
                 }
@@ -595,7 +598,7 @@ pub async fn run(
                         Ok(spawned) => resolvers = spawned,
                         Err(e) => tracing::error!("trunk resolvers after the reload: {e}"),
                     }
-                    network.tls_trunks = TlsTrunks::new(&config);
+                    network.tls_trunks = TlsTrunks::reloaded(&config);
                     pbx.reconfigure(ambient(), config);
                     publish_directory(&pbx, &directory);
                 }
@@ -792,52 +795,6 @@ struct Network {
     dialing: HashMap<SocketAddr, Vec<Vec<u8>>>,
     tls_trunks: TlsTrunks,
     tx: mpsc::Sender<Input>,
-}
-
-/// What connections towards TLS trunks need: each TLS trunk's client settings, and which
-/// trunk each of their resolved targets belongs to (its certificate is checked against
-/// that trunk's host).
-struct TlsTrunks {
-    by_trunk: HashMap<String, TrunkTls>,
-    targets: HashMap<SocketAddr, String>,
-}
-
-impl TlsTrunks {
-    fn new(config: &Config) -> Self {
-        use wasmpbx_types::trunk::{Destination, TrunkTransport};
-        let mut by_trunk = HashMap::new();
-        let mut targets = HashMap::new();
-        for trunk in config
-            .trunks
-            .iter()
-            .filter(|t| t.transport == TrunkTransport::Tls)
-        {
-            match TrunkTls::for_trunk(trunk) {
-                Ok(tls) => {
-                    by_trunk.insert(trunk.name.clone(), tls);
-                }
-                // Checked at start; after a reload, the trunk's calls fail over.
-                Err(e) => tracing::error!("{e:#}: its TLS connections cannot be made"),
-            }
-            if let Some(Destination::Address(addr)) = trunk.destination() {
-                targets.insert(addr, trunk.name.clone());
-            }
-        }
-        Self { by_trunk, targets }
-    }
-
-    fn resolved(&mut self, trunk: &str, resolved: &[ResolvedTarget]) {
-        if self.by_trunk.contains_key(trunk) {
-            for target in resolved {
-                self.targets.insert(target.addr, trunk.to_owned());
-            }
-        }
-    }
-
-    /// The client settings for a connection to `addr`, if it is a TLS trunk's target.
-    fn for_target(&self, addr: SocketAddr) -> Option<TrunkTls> {
-        self.by_trunk.get(self.targets.get(&addr)?).cloned()
-    }
 }
 
 impl Network {
@@ -1421,7 +1378,7 @@ mod tests {
             udp: vec![Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap())],
             connections: HashMap::new(),
             dialing: HashMap::new(),
-            tls_trunks: TlsTrunks::new(&Config::embedded_default()),
+            tls_trunks: TlsTrunks::reloaded(&Config::embedded_default()),
             tx,
         };
         let send = |text: &str| Io::Send {

@@ -19,7 +19,11 @@ use tokio_rustls::rustls::sign::CertifiedKey;
 use tokio_rustls::rustls::{ClientConfig, RootCertStore, ServerConfig};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use wasmpbx_types::trunk::Trunk;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use wasmpbx_types::config::Config;
+use wasmpbx_types::trunk::{Destination, Trunk, TrunkTransport};
 
 /// How often the certificate files are looked at.
 const CERT_POLL: Duration = Duration::from_secs(1);
@@ -172,5 +176,74 @@ impl TrunkTls {
             connector: TlsConnector::from(Arc::new(config)),
             server_name,
         })
+    }
+}
+
+/// What connections towards TLS trunks need: each TLS trunk's client settings, and which
+/// trunk each of their resolved targets belongs to (its certificate is checked against
+/// that trunk's host).
+pub struct TlsTrunks {
+    by_trunk: HashMap<String, TrunkTls>,
+    targets: HashMap<SocketAddr, String>,
+}
+
+impl TlsTrunks {
+    /// The settings of every TLS trunk in `config`; one that cannot be made stops the
+    /// start.
+    pub fn new(config: &Config) -> anyhow::Result<Self> {
+        let (trunks, errors) = Self::build(config);
+        match errors.into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(trunks),
+        }
+    }
+
+    /// After a reload: what can be made (each trunk's `tls_ca` read again); a trunk
+    /// whose settings cannot be made is logged, and its calls fail over.
+    pub fn reloaded(config: &Config) -> Self {
+        let (trunks, errors) = Self::build(config);
+        for e in errors {
+            tracing::error!("{e:#}: its TLS connections cannot be made");
+        }
+        trunks
+    }
+
+    /// The settings of the TLS trunks that can be made, and why the others cannot.
+    fn build(config: &Config) -> (Self, Vec<anyhow::Error>) {
+        let mut trunks = Self {
+            by_trunk: HashMap::new(),
+            targets: HashMap::new(),
+        };
+        let mut errors = Vec::new();
+        for trunk in config
+            .trunks
+            .iter()
+            .filter(|t| t.transport == TrunkTransport::Tls)
+        {
+            match TrunkTls::for_trunk(trunk) {
+                Ok(tls) => {
+                    trunks.by_trunk.insert(trunk.name.clone(), tls);
+                }
+                Err(e) => errors.push(e),
+            }
+            if let Some(Destination::Address(addr)) = trunk.destination() {
+                trunks.targets.insert(addr, trunk.name.clone());
+            }
+        }
+        (trunks, errors)
+    }
+
+    /// A TLS trunk's host resolved to these addresses.
+    pub fn resolved(&mut self, trunk: &str, addresses: impl IntoIterator<Item = SocketAddr>) {
+        if self.by_trunk.contains_key(trunk) {
+            for addr in addresses {
+                self.targets.insert(addr, trunk.to_owned());
+            }
+        }
+    }
+
+    /// The client settings for a connection to `addr`, if it is a TLS trunk's target.
+    pub fn for_target(&self, addr: SocketAddr) -> Option<TrunkTls> {
+        self.by_trunk.get(self.targets.get(&addr)?).cloned()
     }
 }

@@ -15,7 +15,7 @@ use crate::flip::{Allow, FlipDecision};
 use crate::pbx::{Ambient, Pbx, PbxOutput};
 use crate::registrar::Binding;
 use crate::routing::{Action, Decision, Event, ForwardTarget};
-use crate::sip::digest::{Algorithm, client_response};
+use crate::sip::digest::Challenge;
 use crate::sip::local::LocalAddrs;
 use crate::sip::message::{self, SipMessage};
 use crate::sip::transaction::{Peer, Transport};
@@ -456,27 +456,19 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
         };
         self.deliver(device, &invite(1, ""));
         let challenge = self.last_to(device, "SIP/2.0 407");
-        let nonce = challenge
-            .split("nonce=\"")
-            .nth(1)
-            .and_then(|r| r.split('"').next())
-            .unwrap()
-            .to_owned();
-        let response = client_response(
-            Algorithm::Md5,
+        let value = challenge
+            .lines()
+            .find_map(|l| l.strip_prefix("Proxy-Authenticate: "))
+            .expect("a challenge");
+        let answer = Challenge::parse(value).unwrap().answer(
             "2001",
-            "pbx.test",
             "s3cret",
             "INVITE",
             &format!("sip:{number}@pbx.test"),
-            &nonce,
-            "00000001",
             "cn",
+            1,
         );
-        let auth = format!(
-            "Proxy-Authorization: Digest username=\"2001\", realm=\"pbx.test\", nonce=\"{nonce}\", \
-uri=\"sip:{number}@pbx.test\", response=\"{response}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"cn\"\r\n"
-        );
+        let auth = format!("Proxy-Authorization: {answer}\r\n");
         self.deliver(device, &invite(2, &auth));
     }
 

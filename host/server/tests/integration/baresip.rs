@@ -126,17 +126,15 @@ fn a_call_flips_between_a_baresip_desk_phone_and_the_browser_phone() {
 
 #[test]
 fn a_baresip_phone_on_tls_calls_and_is_called_with_nothing_readable_on_the_wire() {
-    let certs = tempfile::tempdir().unwrap();
-    let ca = crate::common::tls::TestCa::new("wasmpbx test CA");
-    let (cert, key) = ca.issue(&["127.0.0.1"], certs.path(), "sip");
-    let ca = ca.write(certs.path(), "ca.pem");
+    let certs = crate::common::tls::Certs::new();
+    let ca = certs.ca_file();
     let report = run_in_namespace(
         "tls",
         "baresip_tls.py",
         &[
             env!("CARGO_BIN_EXE_wasmpbx"),
-            cert.to_str().unwrap(),
-            key.to_str().unwrap(),
+            certs.cert.to_str().unwrap(),
+            certs.key.to_str().unwrap(),
             ca.to_str().unwrap(),
         ],
     );
@@ -145,17 +143,15 @@ fn a_baresip_phone_on_tls_calls_and_is_called_with_nothing_readable_on_the_wire(
 
 #[test]
 fn baresip_phones_on_srtp_talk_to_plain_and_srtp_phones_and_flip_with_one_stream() {
-    let certs = tempfile::tempdir().unwrap();
-    let ca = crate::common::tls::TestCa::new("wasmpbx test CA");
-    let (cert, key) = ca.issue(&["127.0.0.1"], certs.path(), "sip");
-    let ca = ca.write(certs.path(), "ca.pem");
+    let certs = crate::common::tls::Certs::new();
+    let ca = certs.ca_file();
     let report = run_in_namespace(
         "srtp",
         "baresip_srtp.py",
         &[
             env!("CARGO_BIN_EXE_wasmpbx"),
-            cert.to_str().unwrap(),
-            key.to_str().unwrap(),
+            certs.cert.to_str().unwrap(),
+            certs.key.to_str().unwrap(),
             ca.to_str().unwrap(),
             test_components::FLIP_POLICY,
         ],

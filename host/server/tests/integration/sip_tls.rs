@@ -5,23 +5,25 @@
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use wasmpbx::clock::monotonic_now;
 
 use crate::common::server::{Server, http};
-use crate::common::tls::{TestCa, TlsClient};
+use crate::common::tls::{Certs, TestCa, TlsClient};
 
-/// A server with a `tls:` listener presenting `cert` (and UDP, TCP as usual).
-fn tls_server(cert: &Path, key: &Path) -> Server {
-    Server::start(&format!(
+/// A server with a `tls:` listener presenting a test CA's certificate (and UDP, TCP as
+/// usual).
+fn tls_server() -> (Certs, Server) {
+    let certs = Certs::new();
+    let server = Server::start(&format!(
         "[sip]\nlisten = [\"udp:127.0.0.1:0\", \"tcp:127.0.0.1:0\", \"tls:127.0.0.1:0\"]\n\
          tls_cert = {:?}\ntls_key = {:?}\n",
-        cert.display().to_string(),
-        key.display().to_string()
-    ))
+        certs.cert.display().to_string(),
+        certs.key.display().to_string()
+    ));
+    (certs, server)
 }
 
 fn options(client: &TlsClient, cseq: u32) -> String {
@@ -36,10 +38,8 @@ Call-ID: tls-options-{}\r\nCSeq: {cseq} OPTIONS\r\nContent-Length: 0\r\n\r\n",
 
 #[test]
 fn a_phone_registers_over_tls_and_its_keepalives_are_answered() {
-    let certs = tempfile::tempdir().unwrap();
-    let ca = TestCa::new("wasmpbx test CA");
-    let (cert, key) = ca.issue(&["127.0.0.1"], certs.path(), "sip");
-    let server = tls_server(&cert, &key);
+    let (certs, server) = tls_server();
+    let ca = &certs.ca;
 
     let mut phone = TlsClient::connect(server.tls(), &ca.pem(), "127.0.0.1").unwrap();
     let ok = phone.register("2001", "s3cret", "pbx.test");
@@ -65,15 +65,13 @@ fn a_phone_registers_over_tls_and_its_keepalives_are_answered() {
 
 #[test]
 fn a_new_certificate_is_presented_without_a_restart_and_live_connections_stay() {
-    let certs = tempfile::tempdir().unwrap();
-    let ca = TestCa::new("wasmpbx test CA");
-    let (cert, key) = ca.issue(&["127.0.0.1"], certs.path(), "sip");
-    let server = tls_server(&cert, &key);
+    let (certs, server) = tls_server();
+    let ca = &certs.ca;
     let mut live = TlsClient::connect(server.tls(), &ca.pem(), "127.0.0.1").unwrap();
     let first = live.server_certificate();
 
     // Half a file (a copy still being written): refused, the old certificate stays.
-    std::fs::write(&cert, "-----BEGIN CERTIFICATE-----\nMIIB\n").unwrap();
+    std::fs::write(&certs.cert, "-----BEGIN CERTIFICATE-----\nMIIB\n").unwrap();
     let deadline = monotonic_now() + Duration::from_secs(10);
     while !server.log().contains("keeping the current certificate") {
         assert!(monotonic_now() < deadline, "{}", server.log());
@@ -83,9 +81,9 @@ fn a_new_certificate_is_presented_without_a_restart_and_live_connections_stay() 
     assert_eq!(meanwhile.server_certificate(), first);
 
     // The renewed certificate, moved into place: new connections get it.
-    let (renewed, renewed_key) = ca.issue(&["127.0.0.1"], certs.path(), "renewed");
-    std::fs::rename(&renewed_key, &key).unwrap();
-    std::fs::rename(&renewed, &cert).unwrap();
+    let (renewed, renewed_key) = ca.issue(&["127.0.0.1"], certs.dir.path(), "renewed");
+    std::fs::rename(&renewed_key, &certs.key).unwrap();
+    std::fs::rename(&renewed, &certs.cert).unwrap();
     let deadline = monotonic_now() + Duration::from_secs(10);
     loop {
         let client = TlsClient::connect(server.tls(), &ca.pem(), "127.0.0.1").unwrap();
@@ -112,10 +110,8 @@ fn a_new_certificate_is_presented_without_a_restart_and_live_connections_stay() 
 
 #[test]
 fn plain_sip_and_a_client_without_a_common_cipher_are_refused_and_counted() {
-    let certs = tempfile::tempdir().unwrap();
-    let ca = TestCa::new("wasmpbx test CA");
-    let (cert, key) = ca.issue(&["127.0.0.1"], certs.path(), "sip");
-    let server = tls_server(&cert, &key);
+    let (certs, server) = tls_server();
+    let ca = &certs.ca;
 
     // Plain SIP on the TLS port: no SIP answer, the connection closed.
     let mut plain = TcpStream::connect(server.tls()).unwrap();
@@ -136,7 +132,7 @@ Content-Length: 0\r\n\r\n",
     let openssl = Command::new("openssl")
         .args(["s_client", "-connect", &server.tls().to_string()])
         .args(["-tls1_2", "-cipher", "AES128-SHA", "-CAfile"])
-        .arg(ca.write(certs.path(), "ca.pem"))
+        .arg(certs.ca_file())
         .stdin(std::process::Stdio::null())
         .output()
         .expect("openssl is installed");

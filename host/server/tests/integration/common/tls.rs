@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio_rustls::rustls;
-use wasmpbx::sip::digest::{Algorithm, client_response};
 
 /// A certificate authority that exists for one test.
 pub struct TestCa {
@@ -57,6 +56,28 @@ impl TestCa {
         std::fs::write(&cert_path, cert.pem()).unwrap();
         std::fs::write(&key_path, key.serialize_pem()).unwrap();
         (cert_path, key_path)
+    }
+}
+
+/// A test CA and a certificate for 127.0.0.1 it issued, in a folder of their own.
+pub struct Certs {
+    pub dir: tempfile::TempDir,
+    pub ca: TestCa,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl Certs {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = TestCa::new("wasmpbx test CA");
+        let (cert, key) = ca.issue(&["127.0.0.1"], dir.path(), "sip");
+        Certs { dir, ca, cert, key }
+    }
+
+    /// The CA's certificate as a PEM file, for clients that read one.
+    pub fn ca_file(&self) -> PathBuf {
+        self.ca.write(self.dir.path(), "ca.pem")
     }
 }
 
@@ -193,29 +214,30 @@ Contact: <sip:{extension}@{local};transport=tls>\r\nExpires: 600\r\nUser-Agent: 
             .read_message(Duration::from_secs(5))
             .expect("an answer to REGISTER");
         assert!(challenge.starts_with("SIP/2.0 401"), "{challenge}");
-        let nonce = challenge
-            .split("nonce=\"")
-            .nth(1)
-            .and_then(|r| r.split('"').next())
-            .unwrap()
-            .to_owned();
-        let response = client_response(
-            Algorithm::Md5,
-            extension,
-            realm,
-            password,
-            "REGISTER",
-            &uri,
-            &nonce,
-            "00000001",
-            "tlscn",
-        );
         let auth = format!(
-            "Authorization: Digest username=\"{extension}\", realm=\"{realm}\", nonce=\"{nonce}\", \
-uri=\"{uri}\", response=\"{response}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"tlscn\"\r\n"
+            "Authorization: {}\r\n",
+            answer_challenge(&challenge, "WWW-Authenticate", extension, password, &uri)
         );
         self.send(request(2, &auth).as_bytes());
         self.read_message(Duration::from_secs(5))
             .expect("an answer to the authenticated REGISTER")
     }
+}
+
+/// The answer to the digest challenge in `response` (its `header`), for a REGISTER to
+/// `uri`: as a phone would compute it, by the host's own client code.
+pub fn answer_challenge(
+    response: &str,
+    header: &str,
+    user: &str,
+    password: &str,
+    uri: &str,
+) -> String {
+    let value = response
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{header}: ")))
+        .unwrap_or_else(|| panic!("no {header} in {response}"));
+    wasmpbx::sip::digest::Challenge::parse(value)
+        .unwrap()
+        .answer(user, password, "REGISTER", uri, "tlscn", 1)
 }
