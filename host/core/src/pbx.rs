@@ -67,7 +67,12 @@ pub enum PbxOutput {
 pub struct PbxCounters {
     pub messages_in: u64,
     pub malformed: u64,
+    /// New calls refused with 503 because the core was overloaded.
+    pub refused_overloaded: u64,
 }
+
+/// What a caller refused for overload is told to wait, in seconds (RFC 3261 §21.5.4).
+const OVERLOAD_RETRY_AFTER_S: u32 = 1;
 
 pub struct Pbx {
     layer: TransactionLayer,
@@ -85,6 +90,8 @@ pub struct Pbx {
     entropy: Entropy,
     /// Draining (SIGTERM): new calls are refused, with this Retry-After (seconds).
     draining: Option<u32>,
+    /// Overloaded: this share of new calls (0 to 1) is refused at once with 503.
+    refused_share: f64,
     pub counters: PbxCounters,
 }
 
@@ -108,6 +115,7 @@ impl Pbx {
             next_sweep: None,
             entropy: Entropy::new(0),
             draining: None,
+            refused_share: 0.0,
             counters: PbxCounters::default(),
         }
     }
@@ -178,6 +186,27 @@ impl Pbx {
 
     pub fn is_draining(&self) -> bool {
         self.draining.is_some()
+    }
+
+    /// Overload control: refuse this share (0 to 1) of new INVITEs at once with 503 and
+    /// Retry-After, before anything else is done for them; live calls, their in-dialog
+    /// requests and registrations go on.
+    pub fn set_refused_share(&mut self, share: f64) {
+        self.refused_share = share.clamp(0.0, 1.0);
+    }
+
+    pub fn refused_share(&self) -> f64 {
+        self.refused_share
+    }
+
+    /// Whether to refuse this new call for overload (drawn at random: the share refused
+    /// is spread over callers, not the next N).
+    fn refuse_for_overload(&mut self) -> bool {
+        if self.refused_share <= 0.0 {
+            return false;
+        }
+        let draw = (self.entropy.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        draw < self.refused_share
     }
 
     /// Hang up every live call (BYE to both sides, CANCEL what rings) and write their
@@ -458,6 +487,9 @@ impl Pbx {
     ) {
         self.entropy.mix(ambient.random);
         let tag = self.entropy.token();
+        // An INVITE without a To tag starts a call (or a flip); one with it is in a dialog.
+        let initial = request.method == Method::Invite
+            && message::to_tag(&SipMessage::Request(request.clone())).is_none();
         let response = match request.method {
             Method::Register => {
                 let outcome = self.registrar.handle_register(
@@ -486,7 +518,15 @@ impl Pbx {
                     .push(Header::Other("Accept".into(), "application/sdp".into()));
                 response
             }
-            Method::Invite if message::to_tag(&SipMessage::Request(request.clone())).is_none() => {
+            Method::Invite if initial && self.refuse_for_overload() => {
+                self.counters.refused_overloaded += 1;
+                tracing::debug!(from = %source.addr, "INVITE refused: overloaded");
+                message::retry_after(
+                    message::response_to(&request, 503, Some(&tag)),
+                    OVERLOAD_RETRY_AFTER_S,
+                )
+            }
+            Method::Invite if initial => {
                 let (calls, mut ctx) = self.ctx(ambient);
                 return calls.handle_invite(&mut ctx, txn, request, source);
             }

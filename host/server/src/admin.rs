@@ -575,6 +575,16 @@ async fn metrics(admin: &Admin) -> String {
     );
     let _ = writeln!(
         out,
+        "# HELP wasmpbx_calls_refused_overload_total New calls refused at once with 503 because SIP messages waited too long for the core.\n# TYPE wasmpbx_calls_refused_overload_total counter\nwasmpbx_calls_refused_overload_total {}",
+        counters.refused_overloaded
+    );
+    let _ = writeln!(
+        out,
+        "# HELP wasmpbx_sip_queue_wait_seconds How long SIP messages wait for the core, smoothed: the overload signal (new calls are refused from 0.02 s, all of them at 0.12 s).\n# TYPE wasmpbx_sip_queue_wait_seconds gauge\nwasmpbx_sip_queue_wait_seconds {}",
+        admin.calls.sip_wait_us.load(Relaxed) as f64 / 1e6
+    );
+    let _ = writeln!(
+        out,
         "# TYPE wasmpbx_registrations gauge\nwasmpbx_registrations {registrations}"
     );
     let _ = writeln!(

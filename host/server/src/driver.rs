@@ -38,6 +38,9 @@ enum Input {
     Bytes {
         bytes: Vec<u8>,
         peer: Peer,
+        /// When it was read off the socket: how long it then waited for the core is
+        /// the overload signal.
+        received: std::time::Instant,
     },
     Decision {
         session: SessionId,
@@ -249,6 +252,21 @@ pub struct CallStats {
     /// Connections to a `tls:` listener whose handshake failed (no shared cipher, not
     /// TLS at all, no answer in time).
     pub tls_handshakes_failed: std::sync::atomic::AtomicU64,
+    /// How long SIP messages wait for the core, smoothed (microseconds): the overload
+    /// signal ([`crate::overload::Admission`]).
+    pub sip_wait_us: std::sync::atomic::AtomicU64,
+}
+
+/// Say when the core starts refusing new calls for overload, and when it stops.
+fn note_overload(refused: f64, wait: std::time::Duration) {
+    if refused > 0.0 {
+        tracing::warn!(
+            wait_ms = wait.as_millis() as u64,
+            "overloaded: refusing part of the new calls with 503"
+        );
+    } else {
+        tracing::info!("no longer overloaded: taking every new call");
+    }
 }
 
 /// How late a SIP timer fired, counted in [`CallStats::timers_late`].
@@ -551,6 +569,7 @@ pub async fn run(
     let mut drain_until: Option<std::time::Instant> = None;
     // When the loop last said it ran late.
     let mut lag_said: Option<std::time::Instant> = None;
+    let mut admission = crate::overload::Admission::default();
 
     loop {
         let deadline = pbx.poll_timeout().into_iter().chain(held.deadline()).min();
@@ -569,7 +588,18 @@ pub async fn run(
         };
         tokio::select! {
             input = rx.recv() => match input {
-                Some(Input::Bytes { bytes, peer }) => pbx.handle_bytes(ambient(), &bytes, peer),
+                Some(Input::Bytes { bytes, peer, received }) => {
+                    let now = ambient();
+                    let refused = admission.observe(now.now.saturating_duration_since(received));
+                    if (refused > 0.0) != (pbx.refused_share() > 0.0) {
+                        note_overload(refused, admission.wait());
+                    }
+                    pbx.set_refused_share(refused);
+                    stats
+                        .sip_wait_us
+                        .store(admission.wait().as_micros() as u64, std::sync::atomic::Ordering::Relaxed);
+                    pbx.handle_bytes(now, &bytes, peer);
+                }
                 Some(Input::Decision { session, decision, pinned }) => pbx.handle_decision(ambient(), session, decision, pinned),
                 Some(Input::CallEndedDecision { session, decision }) => pbx.handle_call_ended_decision(ambient(), session, decision),
                 Some(Input::ExternalDecision { session, decision }) => pbx.handle_external_decision(ambient(), session, decision),
@@ -1088,6 +1118,7 @@ async fn udp_receiver(socket: Arc<UdpSocket>, tx: mpsc::Sender<Input>) {
                     .send(Input::Bytes {
                         bytes: buf[..n].to_vec(),
                         peer,
+                        received: monotonic_now(),
                     })
                     .await
                     .is_err()
@@ -1248,7 +1279,15 @@ where
                 Frame::Incomplete => break,
                 Frame::Message(len) => {
                     let bytes: Vec<u8> = buf.drain(..len).collect();
-                    if tx.send(Input::Bytes { bytes, peer }).await.is_err() {
+                    if tx
+                        .send(Input::Bytes {
+                            bytes,
+                            peer,
+                            received: monotonic_now(),
+                        })
+                        .await
+                        .is_err()
+                    {
                         break 'read;
                     }
                 }
@@ -1300,13 +1339,13 @@ impl CoreHandle {
                 frame = frames.next() => match frame {
                     Some(Ok(Message::Text(text))) => {
                         let bytes = text.as_bytes().to_vec();
-                        if self.tx.send(Input::Bytes { bytes, peer }).await.is_err() {
+                        if self.tx.send(Input::Bytes { bytes, peer, received: monotonic_now() }).await.is_err() {
                             break;
                         }
                     }
                     Some(Ok(Message::Binary(bytes))) => {
                         let bytes = bytes.to_vec();
-                        if self.tx.send(Input::Bytes { bytes, peer }).await.is_err() {
+                        if self.tx.send(Input::Bytes { bytes, peer, received: monotonic_now() }).await.is_err() {
                             break;
                         }
                     }

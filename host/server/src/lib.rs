@@ -16,6 +16,7 @@
 //!
 //! This crate's own modules:
 //! - [`driver`]: UDP/TCP/TLS sockets, framing and timers around the `pbx` core.
+//! - [`overload`]: how much of the new calls to refuse, from how long messages wait.
 //! - [`tls`]: certificates for `tls:` listeners and HTTPS (reloaded when their files
 //!   change) and the client side towards TLS trunks.
 //! - [`admin`]: the admin HTTP API, `/metrics` and the browser phone.
@@ -27,6 +28,7 @@
 pub mod admin;
 pub mod dns;
 pub mod driver;
+pub mod overload;
 pub mod reload;
 pub mod server;
 pub mod tls;

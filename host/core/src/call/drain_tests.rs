@@ -38,3 +38,35 @@ fn the_end_of_a_drain_hangs_up_both_sides_and_writes_the_record() {
     assert_eq!(record.disposition, Disposition::Answered);
     assert_eq!(record.end_reason, "server shutting down");
 }
+
+#[test]
+fn overload_refuses_new_calls_at_once_and_live_calls_go_on() {
+    let mut w = World::connected();
+    w.pbx.set_refused_share(1.0);
+    w.far_end_calls("0401", "100", "while-overloaded");
+    let refusal = w.last_to(FAR_END, "SIP/2.0 503");
+    assert!(refusal.contains("Call-ID: while-overloaded"), "{refusal}");
+    assert!(refusal.contains("Retry-After: 1\r\n"), "{refusal}");
+    assert_eq!(w.pbx.counters.refused_overloaded, 1);
+    assert!(
+        w.routed.len() == 1,
+        "no script was asked about the refused call"
+    );
+    // Its retransmission is the same transaction's: the same 503, not a second refusal.
+    w.far_end_calls("0401", "100", "while-overloaded");
+    assert_eq!(w.count_to(FAR_END, "SIP/2.0 503"), 2);
+    assert_eq!(w.pbx.counters.refused_overloaded, 1);
+    // The live call ends normally.
+    let record = w.far_end_hangs_up();
+    assert_eq!(record.disposition, Disposition::Answered);
+    // Half: some calls are taken, some refused; none once the wait is short again.
+    w.pbx.set_refused_share(0.5);
+    for n in 0..40 {
+        w.far_end_calls("0402", "100", &format!("half-{n}"));
+    }
+    let refused = w.pbx.counters.refused_overloaded - 1;
+    assert!((5..35).contains(&refused), "{refused} of 40 refused");
+    w.pbx.set_refused_share(0.0);
+    w.far_end_calls("0403", "100", "calm-again");
+    assert_eq!(w.pbx.counters.refused_overloaded - 1, refused);
+}
