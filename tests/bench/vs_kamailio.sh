@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# wasmpbx side by side with Kamailio, in one run, at rising rates: the same SIPp harness
+#   SIPp uac (127.0.0.2) → X → SIPp uas
+# where X is wasmpbx in listen mode (a B2BUA: two transactions a call each way, a WASM
+# decision, anchored media ports, a call record) or Kamailio from Debian as a stateful
+# proxy (tests/bench/kamailio/proxy.cfg: tm, record-routing; two worker processes for the
+# two cores). Each rate runs CALLS calls (default 10000) of HOLD_MS (default 1000). A
+# rate is clean when no call failed and neither SIPp retransmitted anything. Reports
+# successful, failed, retransmissions, call set-up p50/p99 (INVITE → 200, SIPp's
+# response times, 1 ms resolution), server CPU per call and RSS. Markdown for
+# BENCHMARKS.md.
+#
+#   tests/bench/vs_kamailio.sh [RATES...]        (default: 1000 1500 2000 2500)
+#
+# Needs a release build (cargo build --release -p wasmpbx) and kamailio.
+set -euo pipefail
+. "$(dirname "$0")/server.sh"
+calls=${CALLS:-10000}
+hold=${HOLD_MS:-1000}
+rates=("$@")
+[ ${#rates[@]} -gt 0 ] || rates=(1000 1500 2000 2500)
+proxy_port=15095
+start_server listen 'return_number = "15550101"'
+
+dir="$work/kamailio"
+mkdir -p "$dir"
+sed -e "s/@ADDR@/127.0.0.1:$proxy_port/; s/@NEXT@/127.0.0.1:$uas_port/" \
+    "$root/tests/bench/kamailio/proxy.cfg" > "$dir/kamailio.cfg"
+# In a process group of its own (with its workers), to be measured as one. 512 MB of
+# shared memory: transactions are kept a few seconds after they end.
+setsid /usr/sbin/kamailio -f "$dir/kamailio.cfg" -DD -E -m 512 -M 16 -Y "$dir" -P "$dir/pid" -w "$dir" \
+    >> "$dir/log" 2>&1 &
+kamailio=$!
+trap 'kill -- -$kamailio 2>/dev/null; kill $server $(jobs -p) 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
+sleep 1
+
+column() { # csv header-name -> the last line's value of that column
+    local col
+    col=$(head -n 1 "$1" | tr ';' '\n' | grep -n "^$2\$" | cut -d: -f1)
+    tail -n 1 "$1" | cut -d';' -f"$col"
+}
+
+group_cpu() { # CPU ticks of a process group
+    pgrep -g "$1" | xargs -I{} awk '{print $14 + $15}' /proc/{}/stat | paste -sd+ | bc
+}
+
+group_rss() { # KiB resident of a process group (shared memory counted once per process)
+    pgrep -g "$1" | xargs -I{} awk '/VmRSS/ {print $2}' /proc/{}/status | paste -sd+ | bc
+}
+
+run_sipp() { # target rate -> "successful failed retransmissions setup_p50 setup_p99"
+    local target=$1 rate=$2
+    sipp -sn uas -i 127.0.0.1 -p $uas_port -nostdin -bg -trace_stat -fd 1 -stf "$work/uas.csv" > /dev/null 2>&1 || true
+    sleep 0.5
+    (cd "$work" && sipp -sn uac -i 127.0.0.2 -p 15080 -s 15550100 "$target" -r "$rate" -m "$calls" -d "$hold" \
+        -l $((rate * 10)) -nostdin -timeout $((calls / rate + 60)) -trace_stat -stf "$work/uac.csv" \
+        -trace_rtt -rtt_freq 1 > /dev/null 2>&1 || true)
+    sleep 1.5 # the UAS writes its counts each second (-fd 1)
+    pkill -f "sipp -sn uas -i 127.0.0.1 -p $uas_port" || true
+    sleep 0.5
+    local retrans=$(( $(column "$work/uac.csv" 'Retransmissions(C)') + $(column "$work/uas.csv" 'Retransmissions(C)') ))
+    local setup
+    setup=$(tail -q -n +2 "$work"/uac_*_rtt.csv | cut -d';' -f2 | sort -n |
+        awk '{v[NR] = $1} END {if (NR) printf "%d %d", v[int(NR * 0.5) + 1], v[int(NR * 0.99) + 1]; else print "- -"}')
+    echo "$(column "$work/uac.csv" 'SuccessfulCall(C)') $(column "$work/uac.csv" 'FailedCall(C)') $retrans $setup"
+    rm -f "$work"/uac.csv "$work"/uas.csv "$work"/uac_*_rtt.csv
+}
+
+machine_line
+echo "$(kamailio -v 2>/dev/null | head -n 1)"
+echo
+echo "| rate (calls/s) | server | successful | failed | retransmissions | set-up p50 / p99 | server CPU per call | server RSS after |"
+echo "|---|---|---|---|---|---|---|---|"
+for rate in "${rates[@]}"; do
+    for target in wasmpbx kamailio; do
+        if [ $target = wasmpbx ]; then
+            cpu0=$(cpu_of $server)
+            read -r ok failed retrans p50 p99 < <(run_sipp 127.0.0.1:$host_port "$rate")
+            cpu1=$(cpu_of $server)
+            rss=$(rss_of $server)
+        else
+            cpu0=$(group_cpu $kamailio)
+            read -r ok failed retrans p50 p99 < <(run_sipp 127.0.0.1:$proxy_port "$rate")
+            cpu1=$(group_cpu $kamailio)
+            rss=$(group_rss $kamailio)
+        fi
+        per_call=$(echo "scale=3; 1000 * ($cpu1 - $cpu0) / $ticks / $calls" | bc)
+        echo "| $rate | $target | $ok | $failed | $retrans | $p50 / $p99 ms | $per_call ms | $((rss / 1024)) MiB |"
+        sleep 3 # the last calls' records and transactions settle
+    done
+done
