@@ -503,14 +503,8 @@ mod tests {
         assert_eq!(call.remotes.rtp[1], Some(at(MOBILE)));
     }
 
-    /// A leg's two ends: the host's SRTP and the party's, each knowing the other's key.
     fn srtp_leg() -> (LegSrtp, LegSrtp) {
-        use wasmpbx_sip::sdp::SrtpSuite::AesCm128HmacSha1_80 as SUITE;
-        let mut host = LegSrtp::random(SUITE).unwrap();
-        let mut party = LegSrtp::random(SUITE).unwrap();
-        host.set_remote(&party.host_key().clone()).unwrap();
-        party.set_remote(&host.host_key().clone()).unwrap();
-        (host, party)
+        crate::srtp::pair(wasmpbx_sip::sdp::SrtpSuite::AesCm128HmacSha1_80)
     }
 
     #[test]

@@ -111,6 +111,17 @@ impl LegSrtp {
     }
 }
 
+/// Two ends of one leg, for tests: the host's SRTP and the party's, each with the
+/// other's key.
+#[cfg(test)]
+pub(crate) fn pair(suite: SrtpSuite) -> (LegSrtp, LegSrtp) {
+    let mut host = LegSrtp::random(suite).unwrap();
+    let mut party = LegSrtp::random(suite).unwrap();
+    host.set_remote(&party.host_key().clone()).unwrap();
+    party.set_remote(&host.host_key().clone()).unwrap();
+    (host, party)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,15 +131,6 @@ mod tests {
         p[2..4].copy_from_slice(&sequence.to_be_bytes());
         p.extend_from_slice(payload);
         p
-    }
-
-    /// Two ends of one leg: the host's context and the party's, each with the other's key.
-    fn pair(suite: SrtpSuite) -> (LegSrtp, LegSrtp) {
-        let mut host = LegSrtp::random(suite).unwrap();
-        let mut party = LegSrtp::random(suite).unwrap();
-        host.set_remote(&party.host_key().clone()).unwrap();
-        party.set_remote(&host.host_key().clone()).unwrap();
-        (host, party)
     }
 
     #[test]

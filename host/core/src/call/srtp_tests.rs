@@ -26,6 +26,15 @@ fn host_line(tag: u32, side: Option<Side>) -> String {
     .line()
 }
 
+/// The far end calls Alice's flip number, the script forwards it to Alice: her phones
+/// ring.
+fn rings_alice(w: &mut World, call_id: &str) {
+    w.far_end_calls("0400", "100", call_id);
+    let id = w.session();
+    w.route(id, vec![to_alice()]);
+    w.drain();
+}
+
 fn with_policy(policy: &str) -> World {
     World::with_config(&format!("{CONFIG}\n[media]\nsrtp = \"{policy}\"\n"))
 }
@@ -40,10 +49,7 @@ fn media_of(message: &str) -> sdp::Media {
 fn an_srtp_caller_gets_the_host_key_and_a_plain_phone_a_plain_offer() {
     let mut w = World::new();
     w.sdp = srtp_sdp();
-    w.far_end_calls("0400", "100", "srtp-1");
-    let id = w.session();
-    w.route(id, vec![to_alice()]);
-    w.drain();
+    rings_alice(&mut w, "srtp-1");
     let invite = w.last_to(DESK, "INVITE ");
     assert!(
         invite.contains("m=audio 20002 RTP/AVP 0 101") && !invite.contains("crypto"),
@@ -66,10 +72,7 @@ fn an_srtp_caller_gets_the_host_key_and_a_plain_phone_a_plain_offer() {
 fn required_offers_srtp_to_phones_and_takes_their_answer_key() {
     let mut w = with_policy("required");
     w.sdp = srtp_sdp();
-    w.far_end_calls("0400", "100", "srtp-2");
-    let id = w.session();
-    w.route(id, vec![to_alice()]);
-    w.drain();
+    rings_alice(&mut w, "srtp-2");
     let invite = w.last_to(DESK, "INVITE ");
     let offer = media_of(&invite);
     assert!(offer.savp, "{invite}");
@@ -97,18 +100,12 @@ fn required_offers_srtp_to_phones_and_takes_their_answer_key() {
 fn a_user_that_requires_srtp_gets_it_offered_and_others_keep_plain_offers() {
     // Optional (the default) never guesses: a TLS phone without SRTP must still ring.
     let mut w = World::new();
-    w.far_end_calls("0400", "100", "plain-tls");
-    let id = w.session();
-    w.route(id, vec![to_alice()]);
-    w.drain();
+    rings_alice(&mut w, "plain-tls");
     assert!(!media_of(&w.last_to(DESK, "INVITE ")).savp);
     // Alice's phones are set to SRTP only: her user says so.
     let config = CONFIG.replace("pin = \"1234\"", "pin = \"1234\"\nsrtp = \"required\"");
     let mut w = World::with_config(&config);
-    w.far_end_calls("0400", "100", "to-alice");
-    let id = w.session();
-    w.route(id, vec![to_alice()]);
-    w.drain();
+    rings_alice(&mut w, "to-alice");
     assert!(media_of(&w.last_to(DESK, "INVITE ")).savp);
     // And a plain pull from one of them is refused.
     w.respond(DESK, &w.last_to(DESK, "INVITE "), 200);
@@ -184,10 +181,7 @@ fn a_pulling_device_gets_keys_of_its_own_and_the_far_end_keeps_its_leg() {
 fn a_pushed_device_is_offered_srtp_when_required_and_its_key_taken() {
     let mut w = with_policy("required");
     w.sdp = srtp_sdp();
-    w.far_end_calls("0400", "100", "srtp-push");
-    let id = w.session();
-    w.route(id, vec![to_alice()]);
-    w.drain();
+    rings_alice(&mut w, "srtp-push");
     let invite = w.last_to(DESK, "INVITE ");
     w.respond(DESK, &invite, 200);
     w.media.take();
@@ -205,10 +199,7 @@ fn a_pushed_device_is_offered_srtp_when_required_and_its_key_taken() {
 fn a_reinvite_may_change_the_key_but_not_drop_srtp() {
     let mut w = World::new();
     w.sdp = srtp_sdp();
-    w.far_end_calls("0400", "100", "far-call");
-    let id = w.session();
-    w.route(id, vec![to_alice()]);
-    w.drain();
+    rings_alice(&mut w, "far-call");
     let invite = w.last_to(DESK, "INVITE ");
     w.sdp = SDP.to_owned();
     w.respond(DESK, &invite, 200);

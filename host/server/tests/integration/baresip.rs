@@ -124,37 +124,29 @@ fn a_call_flips_between_a_baresip_desk_phone_and_the_browser_phone() {
     assert!(report.contains("1 passed, 0 failed"), "{report}");
 }
 
-#[test]
-fn a_baresip_phone_on_tls_calls_and_is_called_with_nothing_readable_on_the_wire() {
+/// Run an end-to-end script that serves SIP over TLS: its arguments are the binary, a
+/// certificate for 127.0.0.1 with its key and the CA that issued it, then `more`.
+fn run_with_certificates(name: &str, script: &str, more: &[&str]) -> String {
     let certs = crate::common::tls::Certs::new();
     let ca = certs.ca_file();
-    let report = run_in_namespace(
-        "tls",
-        "baresip_tls.py",
-        &[
-            env!("CARGO_BIN_EXE_wasmpbx"),
-            certs.cert.to_str().unwrap(),
-            certs.key.to_str().unwrap(),
-            ca.to_str().unwrap(),
-        ],
-    );
+    let mut args = vec![
+        env!("CARGO_BIN_EXE_wasmpbx"),
+        certs.cert.to_str().unwrap(),
+        certs.key.to_str().unwrap(),
+        ca.to_str().unwrap(),
+    ];
+    args.extend_from_slice(more);
+    run_in_namespace(name, script, &args)
+}
+
+#[test]
+fn a_baresip_phone_on_tls_calls_and_is_called_with_nothing_readable_on_the_wire() {
+    let report = run_with_certificates("tls", "baresip_tls.py", &[]);
     assert!(report.contains("1 passed, 0 failed"), "{report}");
 }
 
 #[test]
 fn baresip_phones_on_srtp_talk_to_plain_and_srtp_phones_and_flip_with_one_stream() {
-    let certs = crate::common::tls::Certs::new();
-    let ca = certs.ca_file();
-    let report = run_in_namespace(
-        "srtp",
-        "baresip_srtp.py",
-        &[
-            env!("CARGO_BIN_EXE_wasmpbx"),
-            certs.cert.to_str().unwrap(),
-            certs.key.to_str().unwrap(),
-            ca.to_str().unwrap(),
-            test_components::FLIP_POLICY,
-        ],
-    );
+    let report = run_with_certificates("srtp", "baresip_srtp.py", &[test_components::FLIP_POLICY]);
     assert!(report.contains("1 passed, 0 failed"), "{report}");
 }
