@@ -418,6 +418,16 @@ impl MediaAllocator for RelayManager {
         Ok(leg.host_key().clone())
     }
 
+    fn plain_leg(&mut self, session: SessionId, side: Option<Side>) {
+        if let Some(call) = self.calls.get(&session) {
+            let mut shared = lock(&call.shared);
+            match side {
+                Some(side) => shared.srtp[side as usize] = None,
+                None => shared.reserved_srtp = None,
+            }
+        }
+    }
+
     fn set_remote(&mut self, session: SessionId, side: Side, rtp: SocketAddr) {
         if let Some(call) = self.calls.get(&session) {
             let remotes = &mut lock(&call.shared).remotes;

@@ -228,6 +228,10 @@ pub trait MediaAllocator: Send {
         suite: SrtpSuite,
         remote: Option<&SdesKey>,
     ) -> Result<SdesKey, String>;
+    /// The leg (`side`; none: the reserved ports) is plain RTP: nothing sent there is
+    /// encrypted, nothing arriving decrypted (a leg placed again without SRTP after an
+    /// attempt with it).
+    fn plain_leg(&mut self, session: SessionId, side: Option<Side>);
     /// Let the reserved ports go (the device on them did not take the call).
     fn release_reserved(&mut self, session: SessionId);
     /// Move a side onto the reserved ports: the other side's stream goes on unchanged,

@@ -72,6 +72,7 @@ pub(crate) fn accept(
     offered: Offered,
 ) -> Result<(), String> {
     let Offered::Secure { remote, savp } = offered else {
+        media.plain_leg(session, side);
         origin.secure(None);
         return Ok(());
     };
@@ -97,6 +98,9 @@ pub(crate) fn offer(
     secure: bool,
 ) -> Result<(), String> {
     if !secure {
+        // The leg may have been offered SRTP before (a fork to a phone that requires it,
+        // then a trunk without): nothing of that may stay.
+        media.plain_leg(session, side);
         origin.secure(None);
         return Ok(());
     }

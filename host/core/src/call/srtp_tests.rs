@@ -3,8 +3,9 @@
 //! gives the new device keys of its own while the far end's leg is left alone.
 
 use super::testing::{Did, host_key};
-use super::world::{CONFIG, DESK, FAR_END, MOBILE, SDP, World, to_alice};
+use super::world::{CONFIG, DESK, FAR_END, MOBILE, SDP, TABLET, TRUNK, World, to_alice};
 use crate::media::Side;
+use crate::routing::{Action, ForwardTarget};
 use crate::sdp::{self, Crypto, SdesKey, SrtpSuite};
 
 /// The far end's (or a device's) key in the SDP below.
@@ -153,6 +154,33 @@ fn a_trunk_policy_overrides_the_phones_one() {
         media_of(&w.last_to(DESK, "INVITE ")).savp,
         "phones still get SRTP"
     );
+}
+
+#[test]
+fn a_leg_placed_again_without_srtp_is_plain_again() {
+    // Alice's phones require SRTP, the trunk does not.
+    let config = CONFIG.replace("pin = \"1234\"", "pin = \"1234\"\nsrtp = \"required\"");
+    let mut w = World::with_config(&config);
+    rings_alice(&mut w, "then-the-trunk");
+    for device in [DESK, MOBILE, TABLET] {
+        let invite = w.last_to(device, "INVITE ");
+        w.respond(device, &invite, 486);
+    }
+    assert!(w.media.take().contains(&Did::Secure(Some(Side::B), false)));
+    // Nobody took it: the script forwards it out through the trunk, offered plain.
+    let id = w.session();
+    w.route(
+        id,
+        vec![Action::Forward {
+            target: ForwardTarget::Number("0290000099".into()),
+            trunk: None,
+            ring_timeout_ms: 30_000,
+            caller_id: None,
+        }],
+    );
+    w.drain();
+    assert!(!media_of(&w.last_to(TRUNK, "INVITE ")).savp);
+    assert_eq!(w.media.take(), [Did::Plain(Some(Side::B))]);
 }
 
 #[test]

@@ -23,6 +23,8 @@ pub(crate) enum Did {
     PromptReserved(String),
     /// A leg encrypted (none: the reserved ports), and whether the party's key came.
     Secure(Option<Side>, bool),
+    /// An encrypted leg made plain again.
+    Plain(Option<Side>),
     Stream(crate::media::StreamRequest),
 }
 
@@ -31,8 +33,10 @@ pub(crate) fn host_key(side: Option<Side>) -> SdesKey {
     SdesKey([side.map_or(0xEE, |s| s as u8 + 0xA0); 30])
 }
 
+/// The fake media: what it was asked, and which legs are encrypted (so that a leg made
+/// plain again is written down, and one that always was is not).
 #[derive(Clone, Default)]
-pub(crate) struct FakeMedia(Arc<Mutex<Vec<Did>>>);
+pub(crate) struct FakeMedia(Arc<Mutex<Vec<Did>>>, Arc<Mutex<Vec<Option<Side>>>>);
 
 impl FakeMedia {
     pub(crate) fn take(&self) -> Vec<Did> {
@@ -47,9 +51,18 @@ impl MediaAllocator for FakeMedia {
     fn set_remote(&mut self, _: SessionId, _: Side, _: SocketAddr) {}
     fn reserve_leg(&mut self, _: SessionId) -> Result<u16, String> {
         self.0.lock().unwrap().push(Did::Reserve);
+        self.1.lock().unwrap().retain(|s| s.is_some());
         Ok(20004)
     }
     fn switch_leg(&mut self, _: SessionId, side: Side) -> Result<(), String> {
+        // The reserved ports' encryption goes with them to the side.
+        let mut secured = self.1.lock().unwrap();
+        let reserved = secured.contains(&None);
+        secured.retain(|s| s.is_some() && *s != Some(side));
+        if reserved {
+            secured.push(Some(side));
+        }
+        drop(secured);
         self.0.lock().unwrap().push(Did::Switch(side));
         Ok(())
     }
@@ -97,7 +110,18 @@ impl MediaAllocator for FakeMedia {
             .lock()
             .unwrap()
             .push(Did::Secure(side, remote.is_some()));
+        let mut secured = self.1.lock().unwrap();
+        if !secured.contains(&side) {
+            secured.push(side);
+        }
         Ok(host_key(side))
+    }
+    fn plain_leg(&mut self, _: SessionId, side: Option<Side>) {
+        let mut secured = self.1.lock().unwrap();
+        if let Some(i) = secured.iter().position(|s| *s == side) {
+            secured.remove(i);
+            self.0.lock().unwrap().push(Did::Plain(side));
+        }
     }
     fn release_reserved(&mut self, _: SessionId) {
         self.0.lock().unwrap().push(Did::Release);
