@@ -409,6 +409,7 @@ impl Pbx {
             MediaEvent::ReservedDigit { session, digit } => {
                 calls.handle_pin_digit(&mut ctx, session, digit)
             }
+            MediaEvent::Heard { session, .. } => calls.release_old_device(&mut ctx, session),
         }
         self.pump(ambient);
     }

@@ -67,6 +67,18 @@ pub(crate) struct CallPackets {
     pub(crate) srtp: [Option<LegSrtp>; 2],
     /// The SRTP of the device on the reserved ports, which goes with them to a side.
     pub(crate) reserved_srtp: Option<LegSrtp>,
+    /// The device a side was just switched away from, still heard until the new one
+    /// is (make before break: a browser's first packet comes only after ICE and DTLS).
+    pub(crate) retiring: Option<Retiring>,
+}
+
+/// A device whose side has moved to another device that has not sent anything yet.
+pub(crate) struct Retiring {
+    pub(crate) side: Side,
+    /// Its leg's SRTP, if it was encrypted.
+    pub(crate) srtp: Option<LegSrtp>,
+    /// Until when it is heard at most (the new device may never send).
+    pub(crate) until: Instant,
 }
 
 /// What an engine says to the caller, and how it meets what the caller hears.
@@ -97,13 +109,15 @@ impl EngineFeed {
 }
 
 /// What to do with a packet that arrived: send `packets` to `to` (none: no address known
-/// yet), and tell the call engine about `digit`. `rejected`: it came on an encrypted leg
-/// and failed authentication (or was a replay): dropped, for `/metrics` to count.
+/// yet), and tell the call engine about `digit`, and that the device a side was switched
+/// to is `heard` (its first packet). `rejected`: it came on an encrypted leg and failed
+/// authentication (or was a replay): dropped, for `/metrics` to count.
 #[derive(Debug, Default, PartialEq)]
 pub(crate) struct Relay {
     pub(crate) to: Option<SocketAddr>,
     pub(crate) packets: Vec<Vec<u8>>,
     pub(crate) digit: Option<char>,
+    pub(crate) heard: bool,
     pub(crate) rejected: bool,
 }
 
@@ -158,6 +172,7 @@ impl CallPackets {
             b_to_a_at: None,
             srtp: [None, None],
             reserved_srtp: None,
+            retiring: None,
         }
     }
 
@@ -178,7 +193,13 @@ impl CallPackets {
             Err(refused) => return dropped(refused),
         };
         let packet = decrypted.as_deref().unwrap_or(packet);
+        // The new device is heard: the one it replaced no longer is.
+        let heard = self.retiring.as_ref().is_some_and(|r| r.side == from);
+        if heard {
+            self.retiring = None;
+        }
         let mut relay = self.plain_rtp_in(from, source, packet, now);
+        relay.heard = heard;
         if from == Side::B && relay.to.is_some() {
             for packet in &relay.packets {
                 self.heard_by_a(packet, now);
@@ -192,6 +213,38 @@ impl CallPackets {
                 .collect();
         }
         relay
+    }
+
+    /// An RTP packet from the device a side was switched away from: while the new
+    /// device has sent nothing (and not after [`Retiring::until`]) its audio goes on to
+    /// the other side in the same stream; it is never latched to, and its keys are not
+    /// listened to. `None` once it is no longer heard: its task ends.
+    pub(crate) fn retiring_rtp_in(&mut self, packet: &[u8], now: Instant) -> Option<Relay> {
+        let retiring = self.retiring.as_mut()?;
+        if now >= retiring.until {
+            self.retiring = None;
+            return None;
+        }
+        let (from, to) = (retiring.side, 1 - retiring.side as usize);
+        let decrypted = match arrived(retiring.srtp.as_mut(), packet, false) {
+            Ok(decrypted) => decrypted,
+            Err(refused) => return Some(dropped(refused)),
+        };
+        let packet = decrypted.as_deref().unwrap_or(packet);
+        let mut packets: Vec<Vec<u8>> = self.out[to].relay(packet, now).into_iter().collect();
+        if from == Side::B {
+            for packet in &packets {
+                self.heard_by_a(packet, now);
+            }
+        }
+        if let Some(leg) = self.srtp[to].as_mut() {
+            packets = packets.iter().filter_map(|p| leg.encrypt_rtp(p)).collect();
+        }
+        Some(Relay {
+            to: self.remotes.rtp[to],
+            packets,
+            ..Relay::default()
+        })
     }
 
     fn plain_rtp_in(
@@ -501,6 +554,62 @@ mod tests {
         assert_eq!(after.sequence, before.sequence.wrapping_add(1));
         assert_eq!(after.timestamp.wrapping_sub(before.timestamp), 160);
         assert_eq!(call.remotes.rtp[1], Some(at(MOBILE)));
+    }
+
+    #[test]
+    fn the_device_switched_away_from_is_heard_until_the_new_one_is() {
+        let t0 = crate::clock::monotonic_now();
+        let mut call = latched(t0);
+        let before = header(&call.rtp_in(Side::B, at(DESK), &audio(2, 22), t0).packets[0]);
+        // The mobile takes side B over; it has not sent anything yet.
+        call.switched = Some(Side::B);
+        call.remotes.rtp[1] = None;
+        call.retiring = Some(Retiring {
+            side: Side::B,
+            srtp: None,
+            until: t0 + Duration::from_secs(1),
+        });
+        let t1 = t0 + Duration::from_millis(20);
+        let desk = call
+            .retiring_rtp_in(&audio(3, 22), t1)
+            .expect("still heard");
+        assert_eq!(desk.to, Some(at(FAR)));
+        let desk = header(&desk.packets[0]);
+        assert_eq!(
+            (desk.ssrc, desk.sequence),
+            (before.ssrc, before.sequence.wrapping_add(1))
+        );
+        assert_eq!(call.remotes.rtp[1], None, "never latched to");
+        // The mobile's first packet: it is heard, goes on in the same stream, and the
+        // desk stops.
+        let t2 = t1 + Duration::from_millis(20);
+        let mobile = call.rtp_in(Side::B, at(MOBILE), &audio(900, 77), t2);
+        assert!(mobile.heard);
+        let mobile = header(&mobile.packets[0]);
+        assert_eq!(
+            (mobile.ssrc, mobile.sequence),
+            (before.ssrc, before.sequence.wrapping_add(2))
+        );
+        assert!(call.retiring_rtp_in(&audio(4, 22), t2).is_none());
+        assert!(
+            !call.rtp_in(Side::B, at(MOBILE), &audio(901, 77), t2).heard,
+            "once"
+        );
+        // A new device that never sends: the old one is heard for a second at most.
+        call.retiring = Some(Retiring {
+            side: Side::B,
+            srtp: None,
+            until: t2 + Duration::from_secs(1),
+        });
+        assert!(
+            call.retiring_rtp_in(&audio(5, 22), t2 + Duration::from_millis(999))
+                .is_some()
+        );
+        assert!(
+            call.retiring_rtp_in(&audio(6, 22), t2 + Duration::from_secs(1))
+                .is_none()
+        );
+        assert!(call.retiring.is_none());
     }
 
     fn srtp_leg() -> (LegSrtp, LegSrtp) {

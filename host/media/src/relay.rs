@@ -17,7 +17,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::packets::{CallPackets, Endpoint, EngineFeed, HostFrame};
+use super::packets::{CallPackets, Endpoint, EngineFeed, HostFrame, Retiring};
 use super::playout::Playout;
 use super::recorder::Recorder;
 use super::rtp::{self, DtmfWatch, FRAME, KeyFilter, OutStream};
@@ -56,6 +56,10 @@ pub struct RelayCounters {
     /// replays.
     pub srtp_rejected: AtomicU64,
 }
+
+/// How long at most a device switched away from is still heard while the new one has
+/// sent nothing (make before break; a browser takes ~60–80 ms for ICE and DTLS).
+const RETIRING_AT_MOST: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Played marks a bidirectional stream holds for its engine before it loses them.
 const MARKS_WAITING: usize = 64;
@@ -282,7 +286,7 @@ impl MediaAllocator for RelayManager {
             return Err("no ports reserved".into());
         };
         let i = side as usize;
-        call.rtp[i] = reserved.rtp.clone();
+        let old_rtp = std::mem::replace(&mut call.rtp[i], reserved.rtp.clone());
         call.rtcp[i] = reserved.rtcp.clone();
         drop(reserved); // its prompter stops
         call.prune_bridges(&self.counters);
@@ -291,13 +295,25 @@ impl MediaAllocator for RelayManager {
             let mut shared = lock(&call.shared);
             shared.switched = Some(side);
             // The new device's keys come with it; the other side's stay as they were.
-            shared.srtp[i] = shared.reserved_srtp.take();
+            let new_srtp = shared.reserved_srtp.take();
+            let old_srtp = std::mem::replace(&mut shared.srtp[i], new_srtp);
+            shared.retiring = Some(Retiring {
+                side,
+                srtp: old_srtp,
+                until: monotonic_now() + RETIRING_AT_MOST,
+            });
             let remotes = &mut shared.remotes;
             remotes.rtp[i] = None;
             remotes.rtcp[i] = None;
             remotes.latched[i] = false;
         }
         self.spawn_forwarding(&mut call);
+        call.forwarding.push(tokio::spawn(retire(Retire {
+            inbound: old_rtp,
+            outbound: call.rtp[1 - i].clone(),
+            shared: call.shared.clone(),
+            counters: self.counters.clone(),
+        })));
         self.calls.insert(session, call);
         Ok(())
     }
@@ -607,17 +623,21 @@ struct Forwarding {
 impl Forwarding {
     /// Tell the core about a key (a flood beyond its queue is dropped and counted).
     fn report(&self, side: Side, digit: char) {
-        let Some(events) = &self.events else {
-            return;
-        };
         let event = MediaEvent::Digit {
             session: self.session,
             side,
             digit,
         };
-        if events.try_send(event).is_err() {
+        if !self.send_event(event) {
             self.counters.digits_dropped.fetch_add(1, Relaxed);
         }
+    }
+
+    /// Tell the core; false if its queue is full.
+    fn send_event(&self, event: MediaEvent) -> bool {
+        self.events
+            .as_ref()
+            .is_none_or(|events| events.try_send(event).is_ok())
     }
 }
 
@@ -647,6 +667,12 @@ async fn forward(f: Forwarding) {
         if let Some(digit) = relay.digit {
             f.report(f.from, digit);
         }
+        if relay.heard {
+            f.send_event(MediaEvent::Heard {
+                session: f.session,
+                side: f.from,
+            });
+        }
         let Some(destination) = relay.to else {
             continue;
         };
@@ -661,6 +687,43 @@ async fn forward(f: Forwarding) {
             f.counters.rtp_packets.fetch_add(1, Relaxed);
             if f.from == Side::B {
                 f.packets[1].fetch_add(1, Relaxed);
+            }
+        }
+    }
+}
+
+/// The device a side was switched away from, heard until the new device is.
+struct Retire {
+    inbound: Arc<UdpSocket>,
+    outbound: Arc<UdpSocket>,
+    shared: Arc<Mutex<CallPackets>>,
+    counters: Arc<RelayCounters>,
+}
+
+/// Relay the old device's RTP (to the other side, in its stream) until the new device
+/// is heard, or [`RETIRING_AT_MOST`] has passed; then let its socket go.
+async fn retire(r: Retire) {
+    let mut buf = vec![0u8; 2048];
+    loop {
+        let received = tokio::time::timeout(RETIRING_AT_MOST, r.inbound.recv_from(&mut buf));
+        let Ok(received) = received.await else {
+            return; // it went quiet
+        };
+        let Ok((n, _)) = received else {
+            continue; // an ICMP report of an earlier send
+        };
+        let Some(relay) = lock(&r.shared).retiring_rtp_in(&buf[..n], monotonic_now()) else {
+            return;
+        };
+        if relay.rejected {
+            r.counters.srtp_rejected.fetch_add(1, Relaxed);
+        }
+        let Some(to) = relay.to else {
+            continue;
+        };
+        for packet in &relay.packets {
+            if r.outbound.send_to(packet, to).await.is_ok() {
+                r.counters.rtp_packets.fetch_add(1, Relaxed);
             }
         }
     }

@@ -61,6 +61,9 @@ pub enum MediaEvent {
     /// A key pressed on the device on a call's reserved ports (a PIN being entered
     /// before that device takes the call over).
     ReservedDigit { session: SessionId, digit: char },
+    /// The device a side was switched to ([`MediaAllocator::switch_leg`]) sent its first
+    /// packet: the device it replaced, heard until now, may go.
+    Heard { session: SessionId, side: Side },
 }
 
 /// Which of a call's audio a media stream carries, by the Twilio Media Streams track
@@ -234,8 +237,10 @@ pub trait MediaAllocator: Send {
     fn plain_leg(&mut self, session: SessionId, side: Option<Side>);
     /// Let the reserved ports go (the device on them did not take the call).
     fn release_reserved(&mut self, session: SessionId);
-    /// Move a side onto the reserved ports: the other side's stream goes on unchanged,
-    /// the old device's packets no longer arrive.
+    /// Move a side onto the reserved ports: the other side's stream goes on unchanged.
+    /// Make before break: the old device's audio still reaches the other side (in the
+    /// same stream) until the new device's first packet — reported as
+    /// [`MediaEvent::Heard`] — or for a second at most.
     fn switch_leg(&mut self, session: SessionId, side: Side) -> Result<(), String>;
     /// Watch a side's RTP for RFC 4733 telephone-events of this payload type: each key
     /// goes into the call's record (side A) and is reported as [`MediaEvent::Digit`] when

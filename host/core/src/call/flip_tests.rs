@@ -552,3 +552,62 @@ fn a_push_to_a_device_that_is_not_the_users_is_refused() {
     assert_eq!(refusal, (403, "Not A Device Of This User".into()));
     assert!(w.flips.is_empty(), "the policy is not asked");
 }
+
+#[test]
+fn a_browser_taking_the_call_releases_the_old_device_once_it_is_heard() {
+    let mut w = World::connected();
+    let id = w.session();
+    w.over_ws.push(addr(MOBILE)); // the "mobile" is a browser here
+    w.pull_from(MOBILE);
+    w.decide(World::allow());
+    assert_eq!(w.count_to(MOBILE, "SIP/2.0 200"), 1);
+    assert_eq!(
+        w.count_to(DESK, "BYE "),
+        0,
+        "the desk stays until the browser is heard (the far end hears it meanwhile)"
+    );
+    // The desk hanging up meanwhile does not end the call.
+    w.device_hangs_up(DESK);
+    assert_eq!(w.pbx.calls.count(), 1);
+    assert_eq!(w.count_to(FAR_END, "BYE "), 0);
+    // The browser is heard: nothing left to release (the desk already went).
+    w.pbx.handle_media_event(
+        w.ambient(),
+        crate::media::MediaEvent::Heard {
+            session: id,
+            side: Side::B,
+        },
+    );
+    w.drain();
+    assert_eq!(w.count_to(DESK, "BYE "), 0);
+}
+
+#[test]
+fn an_old_device_is_let_go_when_the_browser_is_heard_or_after_a_second() {
+    for heard in [true, false] {
+        let mut w = World::connected();
+        let id = w.session();
+        w.over_ws.push(addr(MOBILE));
+        w.pull_from(MOBILE);
+        w.decide(World::allow());
+        assert_eq!(w.count_to(DESK, "BYE "), 0);
+        if heard {
+            w.pbx.handle_media_event(
+                w.ambient(),
+                crate::media::MediaEvent::Heard {
+                    session: id,
+                    side: Side::B,
+                },
+            );
+            w.drain();
+        } else {
+            w.advance(Duration::from_millis(999));
+            assert_eq!(w.count_to(DESK, "BYE "), 0);
+            w.advance(Duration::from_millis(1));
+        }
+        assert_eq!(w.count_to(DESK, "BYE "), 1, "heard: {heard}");
+        // The call goes on with the browser; the far end's BYE reaches it.
+        w.far_end_hangs_up();
+        assert_eq!(w.count_to(MOBILE, "BYE "), 1);
+    }
+}

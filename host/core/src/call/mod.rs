@@ -270,6 +270,9 @@ struct Session {
     /// External events that arrived while the script's answer to another event was
     /// awaited: each goes to the script once that answer has been applied.
     held_events: VecDeque<Event>,
+    /// The device a flip just moved the call away from, let go once the new device is
+    /// heard (a browser's audio starts only after ICE and DTLS).
+    releasing: Option<push::Release>,
 }
 
 /// A flip waiting for the policy's decision.
@@ -341,6 +344,8 @@ enum TimerKind {
     Pin,
     /// A forward rang too long.
     Ring,
+    /// The device a flip left has waited long enough for the new one to be heard.
+    Release,
     /// A trunk target had its share of Timer B without a word: try the next.
     TrunkTarget,
 }
@@ -792,6 +797,7 @@ impl Calls {
             keys: Default::default(),
             streams: 0,
             held_events: VecDeque::new(),
+            releasing: None,
         };
         if let Err(e) = srtp::accept(
             ctx.media,
@@ -1570,6 +1576,7 @@ impl Calls {
                 TimerKind::Push => self.push_timer(ctx, id, n),
                 TimerKind::Pin => self.pin_timer(ctx, id, n),
                 TimerKind::Ring => self.ring_timer(ctx, id, n),
+                TimerKind::Release => self.release_old_device(ctx, id),
                 TimerKind::TrunkTarget => self.trunk_target_timer(ctx, id, n),
             }
         }
@@ -1633,6 +1640,24 @@ impl Calls {
         };
         if session.pin.as_ref().is_some_and(|p| p.is_leg(&call_id)) {
             return self.pin_leg_request(ctx, id, txn, request);
+        }
+        if session
+            .releasing
+            .as_ref()
+            .is_some_and(|r| r.dialog.call_id == call_id)
+        {
+            // The device the call just left, about to be let go: whatever it says is
+            // answered; if it hangs up itself, there is nothing left to do for it.
+            ctx.layer.send_response(
+                ctx.ambient.now,
+                txn,
+                message::response_to(&request, 200, None),
+            );
+            if request.method == rsip::Method::Bye {
+                session.releasing = None;
+                self.by_call_id.remove(&call_id);
+            }
+            return;
         }
         let from_a = session.a_dialog.call_id == call_id;
         let side = if from_a { Side::A } else { Side::B };
@@ -1923,6 +1948,9 @@ impl Calls {
         self.cancel_pending_flips(ctx, id, &mut session);
         self.cancel_push(ctx, id, &mut session.record, session.ringing.take());
         self.cancel_pin(ctx, id, &mut session);
+        if let Some(release) = session.releasing.take() {
+            self.release(ctx, id, release);
+        }
         let media = ctx.media.close(id);
         (
             session.record.rtp_packets_in,

@@ -27,7 +27,7 @@ use crate::media::{Playback, Side};
 use crate::routing::ForwardTarget;
 use crate::sdp;
 use crate::sip::message::{self, Request, Response, SipMessage};
-use crate::sip::transaction::{ClientTxnId, ServerTxnId};
+use crate::sip::transaction::{ClientTxnId, ServerTxnId, Transport};
 
 /// A push waiting for the policy.
 #[derive(Debug)]
@@ -71,6 +71,16 @@ pub(super) struct Ringing {
 
 /// Why a push cannot start: the status and reason for whoever asked.
 pub type Refusal = (u16, String);
+
+/// How long the device a flip left waits, at most, for the new one to be heard.
+const RELEASE_AT_MOST: Duration = Duration::from_secs(1);
+
+/// The device a flip moved the call away from, still to be let go.
+pub(super) struct Release {
+    pub(super) dialog: super::requests::Dialog,
+    /// It asked for the flip by REFER: it hears how it went (NOTIFY) first.
+    refer: bool,
+}
 
 impl Calls {
     /// Ask to push session `id`'s call from the device it is on to the user's others:
@@ -368,6 +378,7 @@ impl Calls {
             mut event,
             trigger,
         } = flip;
+        let to_browser = leg.dialog.peer.transport == Transport::Ws;
         let Some(session) = self.sessions.get_mut(&id) else {
             return;
         };
@@ -408,13 +419,43 @@ impl Calls {
             "flipped"
         );
         super::note_flip(ctx, &mut session.record, event);
-        if let Some(mut old) = old {
-            if trigger == Trigger::Refer {
-                send_in_dialog(ctx, &mut old, id, &mut self.by_client_txn, Some("200 OK"));
-            }
-            send_in_dialog(ctx, &mut old, id, &mut self.by_client_txn, None);
-            self.by_call_id.remove(&old.call_id);
+        let Some(dialog) = old else {
+            return;
+        };
+        let release = Release {
+            dialog,
+            refer: trigger == Trigger::Refer,
+        };
+        if !to_browser {
+            // A phone sends its audio as soon as it answers: the old one goes now.
+            return self.release(ctx, id, release);
         }
+        // A browser's first packet comes after ICE and DTLS (~60–80 ms); the relay keeps
+        // the old device heard until then, so the old device goes when the relay says
+        // the browser is heard (`MediaEvent::Heard`), or after a second.
+        if let Some(earlier) = session.releasing.replace(release) {
+            self.release(ctx, id, earlier);
+        }
+        let deadline = ctx.ambient.now + RELEASE_AT_MOST;
+        self.timers
+            .push(Reverse((deadline, TimerKind::Release, id, 0)));
+    }
+
+    /// The device a flip left is let go now, if it still waits: NOTIFY of how its
+    /// transfer went (REFER), and BYE.
+    pub fn release_old_device(&mut self, ctx: &mut Ctx<'_>, id: SessionId) {
+        if let Some(release) = self.sessions.get_mut(&id).and_then(|s| s.releasing.take()) {
+            self.release(ctx, id, release);
+        }
+    }
+
+    pub(super) fn release(&mut self, ctx: &mut Ctx<'_>, id: SessionId, mut release: Release) {
+        let old = &mut release.dialog;
+        if release.refer {
+            send_in_dialog(ctx, old, id, &mut self.by_client_txn, Some("200 OK"));
+        }
+        send_in_dialog(ctx, old, id, &mut self.by_client_txn, None);
+        self.by_call_id.remove(&old.call_id);
     }
 
     /// No target took the call: it stays where it was (or ends, if the old device left).

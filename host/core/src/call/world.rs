@@ -90,8 +90,10 @@ pub(super) struct World {
     pub(super) placed_dialog: String,
     /// The host's 200 to the far end's INVITE.
     pub(super) far_answer: String,
-    /// Peers whose messages arrive over TLS (the rest: UDP).
+    /// Peers whose messages arrive over TLS, and over WebSocket (browsers); the rest
+    /// over UDP.
     pub(super) over_tls: Vec<SocketAddr>,
+    pub(super) over_ws: Vec<SocketAddr>,
     /// The SDP the far end offers and devices offer and answer with.
     pub(super) sdp: String,
 }
@@ -215,6 +217,7 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
             placed_dialog: String::new(),
             far_answer: String::new(),
             over_tls: Vec::new(),
+            over_ws: Vec::new(),
             sdp: SDP.to_owned(),
         }
     }
@@ -300,6 +303,8 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{}",
         let addr = addr(from);
         let transport = if self.over_tls.contains(&addr) {
             Transport::Tls
+        } else if self.over_ws.contains(&addr) {
+            Transport::Ws
         } else {
             Transport::Udp
         };
