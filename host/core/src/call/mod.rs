@@ -1576,7 +1576,7 @@ impl Calls {
                 TimerKind::Push => self.push_timer(ctx, id, n),
                 TimerKind::Pin => self.pin_timer(ctx, id, n),
                 TimerKind::Ring => self.ring_timer(ctx, id, n),
-                TimerKind::Release => self.release_old_device(ctx, id),
+                TimerKind::Release => self.release_timer(ctx, id, n),
                 TimerKind::TrunkTarget => self.trunk_target_timer(ctx, id, n),
             }
         }

@@ -433,12 +433,16 @@ impl Calls {
         // A browser's first packet comes after ICE and DTLS (~60–80 ms); the relay keeps
         // the old device heard until then, so the old device goes when the relay says
         // the browser is heard (`MediaEvent::Heard`), or after a second.
-        if let Some(earlier) = session.releasing.replace(release) {
-            self.release(ctx, id, earlier);
-        }
+        let earlier = session.releasing.replace(release);
+        // The timer names the flip (the record's count of them): a later flip's
+        // releasing device is not let go by an earlier flip's timer.
+        let flip = session.record.flips.len() as u64;
         let deadline = ctx.ambient.now + RELEASE_AT_MOST;
         self.timers
-            .push(Reverse((deadline, TimerKind::Release, id, 0)));
+            .push(Reverse((deadline, TimerKind::Release, id, flip)));
+        if let Some(earlier) = earlier {
+            self.release(ctx, id, earlier);
+        }
     }
 
     /// The device a flip left is let go now, if it still waits: NOTIFY of how its
@@ -446,6 +450,17 @@ impl Calls {
     pub fn release_old_device(&mut self, ctx: &mut Ctx<'_>, id: SessionId) {
         if let Some(release) = self.sessions.get_mut(&id).and_then(|s| s.releasing.take()) {
             self.release(ctx, id, release);
+        }
+    }
+
+    /// The `Release` timer of flip number `flip` ran out.
+    pub(super) fn release_timer(&mut self, ctx: &mut Ctx<'_>, id: SessionId, flip: u64) {
+        let current = self
+            .sessions
+            .get(&id)
+            .is_some_and(|s| s.record.flips.len() as u64 == flip);
+        if current {
+            self.release_old_device(ctx, id);
         }
     }
 
