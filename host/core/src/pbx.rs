@@ -195,10 +195,6 @@ impl Pbx {
         self.refused_share = share.clamp(0.0, 1.0);
     }
 
-    pub fn refused_share(&self) -> f64 {
-        self.refused_share
-    }
-
     /// Whether to refuse this new call for overload (drawn at random: the share refused
     /// is spread over callers, not the next N).
     fn refuse_for_overload(&mut self) -> bool {

@@ -257,15 +257,16 @@ pub struct CallStats {
     pub sip_wait_us: std::sync::atomic::AtomicU64,
 }
 
-/// Say when the core starts refusing new calls for overload, and when it stops.
-fn note_overload(refused: f64, wait: std::time::Duration) {
-    if refused > 0.0 {
-        tracing::warn!(
+/// Say when an overload begins (new calls refused) and when it ends.
+fn note_overload(episode: crate::overload::Episode, wait: std::time::Duration) {
+    match episode {
+        crate::overload::Episode::Began => tracing::warn!(
             wait_ms = wait.as_millis() as u64,
             "overloaded: refusing part of the new calls with 503"
-        );
-    } else {
-        tracing::info!("no longer overloaded: taking every new call");
+        ),
+        crate::overload::Episode::Ended => {
+            tracing::info!("no longer overloaded: taking every new call")
+        }
     }
 }
 
@@ -590,9 +591,9 @@ pub async fn run(
             input = rx.recv() => match input {
                 Some(Input::Bytes { bytes, peer, received }) => {
                     let now = ambient();
-                    let refused = admission.observe(now.now.saturating_duration_since(received));
-                    if (refused > 0.0) != (pbx.refused_share() > 0.0) {
-                        note_overload(refused, admission.wait());
+                    let (refused, episode) = admission.observe(now.now.saturating_duration_since(received));
+                    if let Some(episode) = episode {
+                        note_overload(episode, admission.wait());
                     }
                     pbx.set_refused_share(refused);
                     stats
