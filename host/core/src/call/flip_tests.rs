@@ -571,14 +571,7 @@ fn a_browser_taking_the_call_releases_the_old_device_once_it_is_heard() {
     assert_eq!(w.pbx.calls.count(), 1);
     assert_eq!(w.count_to(FAR_END, "BYE "), 0);
     // The browser is heard: nothing left to release (the desk already went).
-    w.pbx.handle_media_event(
-        w.ambient(),
-        crate::media::MediaEvent::Heard {
-            session: id,
-            side: Side::B,
-        },
-    );
-    w.drain();
+    browser_heard(&mut w, id);
     assert_eq!(w.count_to(DESK, "BYE "), 0);
 }
 
@@ -592,14 +585,7 @@ fn an_old_device_is_let_go_when_the_browser_is_heard_or_after_a_second() {
         w.decide(World::allow());
         assert_eq!(w.count_to(DESK, "BYE "), 0);
         if heard {
-            w.pbx.handle_media_event(
-                w.ambient(),
-                crate::media::MediaEvent::Heard {
-                    session: id,
-                    side: Side::B,
-                },
-            );
-            w.drain();
+            browser_heard(&mut w, id);
         } else {
             w.advance(Duration::from_millis(999));
             assert_eq!(w.count_to(DESK, "BYE "), 0);
@@ -610,4 +596,14 @@ fn an_old_device_is_let_go_when_the_browser_is_heard_or_after_a_second() {
         w.far_end_hangs_up();
         assert_eq!(w.count_to(MOBILE, "BYE "), 1);
     }
+}
+
+/// The relay reports the browser now on side B heard (its first packet).
+fn browser_heard(w: &mut World, id: crate::call::SessionId) {
+    let heard = crate::media::MediaEvent::Heard {
+        session: id,
+        side: Side::B,
+    };
+    w.pbx.handle_media_event(w.ambient(), heard);
+    w.drain();
 }
