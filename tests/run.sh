@@ -16,6 +16,8 @@ command -v sox >/dev/null || packages+=(sox)
 # Text-to-speech for `say` (the host runs espeak-ng; the tests check what it said).
 command -v espeak-ng >/dev/null || packages+=(espeak-ng)
 command -v ip >/dev/null || packages+=(iproute2)
+# The deployment files' checks (examples/deploy/wasmpbx.service).
+command -v systemd-analyze >/dev/null || packages+=(systemd)
 command -v python3 >/dev/null || packages+=(python3)
 python3 -c 'import ensurepip' 2>/dev/null || packages+=(python3-venv)
 # The C example scripts' compiler and libc for wasm32-wasi.

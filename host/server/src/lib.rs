@@ -15,6 +15,7 @@
 //! - `wasmpbx-store` ([`store::SqliteStore`]): SQLite.
 //!
 //! This crate's own modules:
+//! - [`default_scripts`]: the default scripts the binary carries, written on first run.
 //! - [`driver`]: UDP/TCP/TLS sockets, framing and timers around the `pbx` core.
 //! - [`overload`]: how much of the new calls to refuse, from how long messages wait.
 //! - [`tls`]: certificates for `tls:` listeners and HTTPS (reloaded when their files
@@ -23,14 +24,17 @@
 //! - [`ws`]: SIP over WebSocket.
 //! - [`writer`]: store writes off the SIP task, through a bounded queue.
 //! - [`reload`]: live config reload on SIGHUP or a change of the file.
+//! - [`setup`]: `wasmpbx init` and `wasmpbx config check`.
 //! - [`server`]: `wasmpbx run`: wires the pieces and runs until Ctrl-C.
 
 pub mod admin;
+pub mod default_scripts;
 pub mod dns;
 pub mod driver;
 pub mod overload;
 pub mod reload;
 pub mod server;
+pub mod setup;
 pub mod tls;
 pub mod writer;
 pub mod ws;

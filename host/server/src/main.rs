@@ -35,6 +35,30 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Write a config that works on the LAN (detected address, generated admin token and
+    /// demo passwords) and say what to do next.
+    Init {
+        /// The folder for the config; its paths (scripts, store, recordings) point here too.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// The address to listen on and put in SDP; default: this machine's primary one.
+        #[arg(long)]
+        address: Option<std::net::IpAddr>,
+        /// The SIP port (UDP and TCP).
+        #[arg(long, default_value_t = 5060)]
+        sip_port: u16,
+        /// The HTTP port (admin API, /metrics, /phone, /ws).
+        #[arg(long, default_value_t = 8080)]
+        http_port: u16,
+        /// Replace an existing wasmpbx.toml.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Check a config file.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// Check and try out scripts.
     Script {
         #[command(subcommand)]
@@ -45,6 +69,13 @@ enum Command {
         #[command(subcommand)]
         command: CdrCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Read FILE as `run` would (certificates too) and print what it sets up, or the
+    /// one-line error `run` would stop with.
+    Check { file: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -145,6 +176,25 @@ fn main() -> ExitCode {
     init_logging(quiet);
     let result = match cli.command {
         Command::Run { config } => run(config.as_deref()),
+        Command::Init {
+            dir,
+            address,
+            sip_port,
+            http_port,
+            force,
+        } => init(wasmpbx::setup::InitOptions {
+            dir,
+            address,
+            sip_port,
+            http_port,
+            force,
+        }),
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => wasmpbx::setup::check(&file).map(|summary| {
+            print!("{summary}");
+            ExitCode::SUCCESS
+        }),
         Command::Script {
             command: ScriptCommand::Check { file, json },
         } => check(&file, json),
@@ -188,6 +238,12 @@ fn init_logging(quiet: bool) {
 fn run(config: Option<&Path>) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(wasmpbx::server::run(config))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn init(options: wasmpbx::setup::InitOptions) -> anyhow::Result<ExitCode> {
+    let written = wasmpbx::setup::init(&options)?;
+    print!("{}", written.next_steps());
     Ok(ExitCode::SUCCESS)
 }
 

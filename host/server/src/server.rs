@@ -41,7 +41,7 @@ pub fn load_config(
                 let password = match store.get(HOST_SCOPE, &key)? {
                     Some(p) => p,
                     None => {
-                        let p = random_password()?;
+                        let p = random_text(12)?;
                         store.set(HOST_SCOPE, &key, &p)?;
                         p
                     }
@@ -66,13 +66,13 @@ pub fn load_config(
     }
 }
 
-/// 12 characters from an alphabet without look-alikes.
+/// `len` random characters from an alphabet without look-alikes: passwords and tokens a
+/// person may have to type.
 #[allow(clippy::disallowed_methods)] // a secret comes from the OS, at the edge
-fn random_password() -> anyhow::Result<String> {
+pub(crate) fn random_text(len: usize) -> anyhow::Result<String> {
     const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
-    let mut bytes = [0u8; 12];
-    getrandom::fill(&mut bytes)
-        .map_err(|e| anyhow::anyhow!("no randomness for the demo passwords: {e}"))?;
+    let mut bytes = vec![0u8; len];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness for a secret: {e}"))?;
     Ok(bytes
         .iter()
         .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
@@ -129,6 +129,29 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     }
     let (config, demo_users) = load_config(config_path, store.as_ref())?;
     let config = Arc::new(config);
+    // Certificates: read before anything is written (an error stops the start), and again
+    // whenever their files change.
+    let certificate = |cert: &Option<PathBuf>, key: &Option<PathBuf>, keys| match (cert, key) {
+        (Some(cert), Some(key)) => ReloadingCert::load(cert, key, keys).map(Some),
+        _ => Ok(None),
+    };
+    let sip_cert = certificate(&config.sip.tls_cert, &config.sip.tls_key, "sip.tls_cert")?;
+    let http_cert = certificate(&config.http.tls_cert, &config.http.tls_key, "http.tls_cert")?;
+    let tls_trunks = TlsTrunks::new(&config)?;
+    let installed =
+        crate::default_scripts::install_if_missing(&config.scripts.dir).with_context(|| {
+            format!(
+                "scripts.dir: cannot create {}",
+                config.scripts.dir.display()
+            )
+        })?;
+    if !installed.is_empty() {
+        tracing::info!(
+            "first run: wrote the default scripts ({}) into {}",
+            installed.join(", "),
+            config.scripts.dir.display()
+        );
+    }
     let directory = Arc::new(MemoryDirectory::new());
     let host = tokio::task::spawn_blocking({
         let (config, store, directory) = (config.clone(), store.clone(), directory.clone());
@@ -140,14 +163,6 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     let local = listeners
         .locals(config.media.public_ip)
         .context("sip.listen: a UDP listener is needed")?;
-    // Certificates: read now (an error stops the start), again whenever their files change.
-    let certificate = |cert: &Option<PathBuf>, key: &Option<PathBuf>, keys| match (cert, key) {
-        (Some(cert), Some(key)) => ReloadingCert::load(cert, key, keys).map(Some),
-        _ => Ok(None),
-    };
-    let sip_cert = certificate(&config.sip.tls_cert, &config.sip.tls_key, "sip.tls_cert")?;
-    let http_cert = certificate(&config.http.tls_cert, &config.http.tls_key, "http.tls_cert")?;
-    let tls_trunks = TlsTrunks::new(&config)?;
     let (media_events, media_inbox) = tokio::sync::mpsc::channel(MEDIA_EVENT_QUEUE);
     let media =
         RelayManager::new(config.media.public_ip, config.media.rtp_ports).with_events(media_events);
@@ -344,7 +359,7 @@ impl Banner<'_> {
             "  scripts   {} (watched): {}",
             config.scripts.dir.display(),
             if scripts.is_empty() {
-                "none yet — run scripts/build.sh".into()
+                "none yet — drop .wasm components here".into()
             } else {
                 scripts.join("; ")
             }

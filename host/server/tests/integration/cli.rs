@@ -240,6 +240,13 @@ fn config_errors_name_the_key_in_one_line() {
         assert!(err.contains(expected), "{text}: {err}");
         assert!(err.contains("bad.toml"), "{err}");
         assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+        let (code, out, checked) = wasmpbx(&["config", "check", path.to_str().unwrap()]);
+        assert_ne!(code, 0);
+        assert_eq!(
+            (out.as_str(), checked),
+            ("", err),
+            "config check says what run would"
+        );
     }
 }
 
@@ -397,5 +404,8 @@ fn run_refuses_certificates_it_cannot_use_in_one_line() {
             assert!(err.contains(part), "{sections}: {err}");
         }
         assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+        let (code, _, checked) = wasmpbx(&["config", "check", path.to_str().unwrap()]);
+        assert_ne!(code, 0);
+        assert_eq!(checked, err, "config check says what run would");
     }
 }

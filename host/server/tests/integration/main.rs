@@ -15,6 +15,7 @@ mod device_calls;
 mod drain;
 mod flip;
 mod hot_reload;
+mod install;
 mod languages;
 mod listen_mode;
 mod media_streams;

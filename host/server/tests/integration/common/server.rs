@@ -92,6 +92,9 @@ impl Server {
 
     fn launch(dir: tempfile::TempDir, extra: &str, env: &[(&str, &str)]) -> Self {
         let config = dir.path().join("wasmpbx.toml");
+        // An existing folder, even empty, is the test's: the server writes its default
+        // scripts only into a missing one.
+        std::fs::create_dir_all(dir.path().join("scripts")).unwrap();
         // The scripts folder is the test's; `extra` may add to its [scripts] table.
         let scripts = format!(
             "[scripts]\ndir = {:?}\n",
@@ -140,7 +143,17 @@ impl Server {
             ),
         )
         .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wasmpbx"))
+        Self::run(env!("CARGO_BIN_EXE_wasmpbx"), dir, config, env)
+    }
+
+    /// `binary run --config CONFIG`, logging into `dir`, once it says where it listens.
+    pub fn run(
+        binary: impl AsRef<std::ffi::OsStr>,
+        dir: tempfile::TempDir,
+        config: PathBuf,
+        env: &[(&str, &str)],
+    ) -> Self {
+        let mut child = Command::new(binary)
             .args(["run", "--config", config.to_str().unwrap()])
             .env("RUST_LOG", "info")
             .envs(env.iter().copied())
