@@ -69,6 +69,10 @@ pub struct PbxCounters {
     pub malformed: u64,
     /// New calls refused with 503 because the core was overloaded.
     pub refused_overloaded: u64,
+    /// Failed digest authentications and phone sign-ins ([`Registrar::auth_failed`]).
+    pub auth_failed: u64,
+    /// Requests refused from sources blocked for failing too often.
+    pub auth_throttled: u64,
 }
 
 /// What a caller refused for overload is told to wait, in seconds (RFC 3261 §21.5.4).
@@ -92,10 +96,19 @@ pub struct Pbx {
     draining: Option<u32>,
     /// Overloaded: this share of new calls (0 to 1) is refused at once with 503.
     refused_share: f64,
-    pub counters: PbxCounters,
+    counters: PbxCounters,
 }
 
 impl Pbx {
+    /// The counters for `/metrics`, the registrar's included.
+    pub fn counters(&self) -> PbxCounters {
+        PbxCounters {
+            auth_failed: self.registrar.auth_failed,
+            auth_throttled: self.registrar.auth_throttled,
+            ..self.counters
+        }
+    }
+
     pub fn new(
         config: Arc<Config>,
         secret: [u8; 32],

@@ -65,6 +65,10 @@ pub struct Registrar {
     auth: DigestAuth,
     bindings: HashMap<String, Vec<Binding>>,
     sources: HashMap<IpAddr, SourceRecord>,
+    /// Failed authentications (wrong password, unknown user, another's extension) and
+    /// requests refused from a blocked source, since start.
+    pub auth_failed: u64,
+    pub auth_throttled: u64,
 }
 
 impl Registrar {
@@ -75,6 +79,8 @@ impl Registrar {
             auth,
             bindings: HashMap::new(),
             sources: HashMap::new(),
+            auth_failed: 0,
+            auth_throttled: 0,
         }
     }
 
@@ -161,6 +167,7 @@ impl Registrar {
 
     /// Count a failed authentication from `source`; block it when it fails too often.
     fn record_failure(&mut self, now_secs: i64, source: IpAddr) {
+        self.auth_failed += 1;
         // Keep the table bounded: forget addresses with nothing recent.
         if self.sources.len() > 10_000 {
             self.sources.retain(|_, r| {
@@ -199,6 +206,7 @@ impl Registrar {
         password: &str,
     ) -> Result<String, PasswordRefusal> {
         if self.is_throttled(now_secs, source) {
+            self.auth_throttled += 1;
             return Err(PasswordRefusal::Throttled);
         }
         let user = self.config.user_by_extension(extension);
@@ -227,6 +235,7 @@ impl Registrar {
         let register = request.method == rsip::Method::Register;
         let ip = source.addr.ip();
         if self.is_throttled(now_secs, ip) {
+            self.auth_throttled += 1;
             tracing::debug!(%ip, "throttled source refused");
             return Err(message::response_to(request, 403, Some(&entropy.token())));
         }

@@ -229,7 +229,7 @@ impl ScriptEngine {
             (router, flip_policy) => (
                 router.map(RouterExport::V0_2),
                 flip_policy.map(FlipPolicyExport::V0_2),
-                "0.2.0",
+                crate::WIT_VERSION,
             ),
         };
         if router.is_none() && flip_policy.is_none() {

@@ -36,8 +36,19 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use engine::{Limits, LoadError, ScriptEngine};
+
+/// How log lines name a call: the host's lines write a session's short id
+/// (`SessionId::short`), the last 12 characters of the call id scripts see.
+fn session_field(call_id: &str) -> &str {
+    let cut = call_id.len().saturating_sub(12);
+    call_id.get(cut..).unwrap_or(call_id)
+}
+
+/// The version of the `wasmpbx:script` WIT package this host implements (it also loads
+/// scripts built for 0.1.0).
+pub const WIT_VERSION: &str = "0.2.0";
 pub use loaded::{EventScope, Exports, LoadedScript, ScriptFailure};
-pub use metrics::ScriptMetrics;
+pub use metrics::{MetricsSnapshot, ScriptMetrics, VersionSnapshot};
 pub use registry::{Registry, ScriptStatus};
 
 // The layers below, under the names the modules use.
@@ -91,6 +102,7 @@ impl ScriptHost {
         event: &Event,
     ) -> (Decision, Option<Arc<LoadedScript>>) {
         let loaded = pinned.cloned().or_else(|| self.registry.get(script));
+        let version = loaded.as_ref().map_or("", |s| s.hash.as_str());
         let started = crate::clock::monotonic_now();
         let result = match &loaded {
             Some(s) => s.route(&self.engine, &self.services, call, event),
@@ -102,7 +114,8 @@ impl ScriptHost {
         });
         let decision = match result {
             Ok(actions) => {
-                self.metrics.record_decision(started.elapsed());
+                self.metrics
+                    .record_decision(script, version, started.elapsed());
                 Decision {
                     actions,
                     script: script_ref,
@@ -110,7 +123,8 @@ impl ScriptHost {
                 }
             }
             Err(failure) => {
-                self.metrics.record_fallback(failure.cause());
+                self.metrics
+                    .record_fallback(script, version, failure.cause());
                 // The end of a call and an external event have nothing to fall back
                 // from: the call is over, or goes on as it was.
                 let actions = match event {
@@ -119,10 +133,14 @@ impl ScriptHost {
                 };
                 tracing::warn!(
                     script,
-                    call = %call.call_id,
+                    session = session_field(&call.call_id),
                     cause = failure.cause(),
                     "script {script} failed: {failure}{}",
-                    if actions.is_empty() { "" } else { "; falling back" }
+                    if actions.is_empty() {
+                        ""
+                    } else {
+                        "; falling back"
+                    }
                 );
                 let fallback = Fallback {
                     cause: failure.cause(),
@@ -145,13 +163,21 @@ impl ScriptHost {
         name: &str,
         request: &FlipRequest,
     ) -> Result<FlipDecision, ScriptFailure> {
-        let result = match self.registry.get(name) {
+        let loaded = self.registry.get(name);
+        let version = loaded.as_ref().map_or("", |s| s.hash.as_str());
+        let started = crate::clock::monotonic_now();
+        let result = match &loaded {
             Some(s) => s.decide_flip(&self.engine, &self.services, request),
             None => Err(ScriptFailure::Missing(name.to_owned())),
         };
+        match &result {
+            Ok(_) => self
+                .metrics
+                .record_decision(name, version, started.elapsed()),
+            Err(failure) => self.metrics.record_fallback(name, version, failure.cause()),
+        }
         if let Err(failure) = &result {
-            self.metrics.record_fallback(failure.cause());
-            tracing::warn!(script = %name, call = %request.call.call_id, cause = failure.cause(),
+            tracing::warn!(script = %name, session = session_field(&request.call.call_id), cause = failure.cause(),
                 "flip policy {name} failed: {failure}; denying the flip");
         }
         result

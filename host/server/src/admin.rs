@@ -5,7 +5,6 @@
 //! is asked of the SIP core task; stored state comes from the store.
 
 use std::convert::Infallible;
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -41,6 +40,8 @@ pub struct Admin {
     pub relay: Arc<RelayCounters>,
     pub calls: Arc<CallStats>,
     pub started: std::time::Instant,
+    /// API requests refused for a missing or wrong bearer token.
+    pub api_auth_failed: std::sync::atomic::AtomicU64,
 }
 
 impl Admin {
@@ -216,10 +217,11 @@ async fn handle(
         return response;
     }
     if path == "/metrics" && method == Method::GET {
-        let mut response = Response::new(Full::new(Bytes::from(metrics(admin).await)));
+        let text = crate::metrics::Snapshot::take(admin).await.render();
+        let mut response = Response::new(Full::new(Bytes::from(text)));
         response.headers_mut().insert(
             "content-type",
-            "text/plain; version=0.0.4".parse().expect("literal"),
+            crate::metrics::CONTENT_TYPE.parse().expect("literal"),
         );
         return response;
     }
@@ -233,6 +235,7 @@ async fn handle(
             .and_then(|v| v.to_str().ok());
         let expected = format!("Bearer {token}");
         if !presented.is_some_and(|p| crate::sip::digest::same_secret(p, &expected)) {
+            admin.api_auth_failed.fetch_add(1, Relaxed);
             tracing::warn!(%peer, path, "admin API: missing or wrong bearer token");
             return error(StatusCode::UNAUTHORIZED, "a bearer token is required");
         }
@@ -522,206 +525,6 @@ fn kv_value(body: &[u8]) -> Option<String> {
 }
 
 /// Per trunk: its registration, and each target's health.
-fn trunk_metrics(out: &mut String, trunks: &[crate::trunks::TrunkStatus]) {
-    use crate::trunks::{Health, RegistrationState};
-    let _ = writeln!(
-        out,
-        "# HELP wasmpbx_trunk_registered 1 while the trunk's registration with the carrier holds.\n# TYPE wasmpbx_trunk_registered gauge"
-    );
-    for trunk in trunks {
-        if let Some(registration) = &trunk.registration {
-            let registered = u8::from(registration.state == RegistrationState::Registered);
-            let _ = writeln!(
-                out,
-                "wasmpbx_trunk_registered{{trunk=\"{}\"}} {registered}",
-                trunk.name
-            );
-        }
-    }
-    let _ = writeln!(
-        out,
-        "# HELP wasmpbx_trunk_target_up 1 while a trunk target answers (calls, health checks).\n# TYPE wasmpbx_trunk_target_up gauge"
-    );
-    for trunk in trunks {
-        for target in &trunk.targets {
-            let up = u8::from(target.state != Health::Down);
-            let _ = writeln!(
-                out,
-                "wasmpbx_trunk_target_up{{trunk=\"{}\",target=\"{}\"}} {up}",
-                trunk.name, target.address
-            );
-        }
-    }
-}
-
-async fn metrics(admin: &Admin) -> String {
-    let mut out = String::new();
-    let registrations = admin.core.registrations().await.map_or(0, |r| r.len());
-    let active = admin.core.calls().await.map_or(0, |c| c.len());
-    let counters = admin.core.counters().await.unwrap_or_default();
-    let trunks = admin.core.trunks().await.unwrap_or_default();
-    if !trunks.is_empty() {
-        trunk_metrics(&mut out, &trunks);
-    }
-    let _ = writeln!(
-        out,
-        "# TYPE wasmpbx_sip_messages_total counter\nwasmpbx_sip_messages_total {}",
-        counters.messages_in
-    );
-    let _ = writeln!(
-        out,
-        "# HELP wasmpbx_sip_malformed_total SIP messages refused as malformed.\n# TYPE wasmpbx_sip_malformed_total counter\nwasmpbx_sip_malformed_total {}",
-        counters.malformed
-    );
-    let _ = writeln!(
-        out,
-        "# HELP wasmpbx_calls_refused_overload_total New calls refused at once with 503 because SIP messages waited too long for the core.\n# TYPE wasmpbx_calls_refused_overload_total counter\nwasmpbx_calls_refused_overload_total {}",
-        counters.refused_overloaded
-    );
-    let _ = writeln!(
-        out,
-        "# HELP wasmpbx_sip_queue_wait_seconds How long SIP messages wait for the core, smoothed: the overload signal (new calls are refused from 0.02 s, all of them at 0.12 s).\n# TYPE wasmpbx_sip_queue_wait_seconds gauge\nwasmpbx_sip_queue_wait_seconds {}",
-        admin.calls.sip_wait_us.load(Relaxed) as f64 / 1e6
-    );
-    let _ = writeln!(
-        out,
-        "# TYPE wasmpbx_registrations gauge\nwasmpbx_registrations {registrations}"
-    );
-    let _ = writeln!(
-        out,
-        "# TYPE wasmpbx_active_calls gauge\nwasmpbx_active_calls {active}"
-    );
-    let _ = writeln!(
-        out,
-        "# HELP wasmpbx_calls_total Finished calls by disposition.\n# TYPE wasmpbx_calls_total counter"
-    );
-    for (name, counter) in [
-        ("answered", &admin.calls.answered),
-        ("abandoned", &admin.calls.abandoned),
-        ("failed", &admin.calls.failed),
-    ] {
-        let _ = writeln!(
-            out,
-            "wasmpbx_calls_total{{disposition=\"{name}\"}} {}",
-            counter.load(Relaxed)
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP wasmpbx_store_writes_dropped_total Records and registration changes dropped because the store fell too far behind.\n# TYPE wasmpbx_store_writes_dropped_total counter\nwasmpbx_store_writes_dropped_total {}",
-        admin.calls.store_writes_dropped.load(Relaxed)
-    );
-    let _ = writeln!(
-        out,
-        "# HELP wasmpbx_records_late_total Call records not yet written when their calls' messages went out (the store was over 100 ms behind).\n# TYPE wasmpbx_records_late_total counter\nwasmpbx_records_late_total {}",
-        admin.calls.records_late.load(Relaxed)
-    );
-    let _ = writeln!(
-        out,
-        "# HELP wasmpbx_sip_tls_handshakes_failed_total Connections to a SIP tls: listener whose handshake failed.\n# TYPE wasmpbx_sip_tls_handshakes_failed_total counter\nwasmpbx_sip_tls_handshakes_failed_total {}",
-        admin.calls.tls_handshakes_failed.load(Relaxed)
-    );
-    let _ = writeln!(
-        out,
-        "# HELP wasmpbx_flips_total Call flips of finished calls by result.\n# TYPE wasmpbx_flips_total counter"
-    );
-    for (name, counter) in ["done", "denied", "no-answer", "cancelled"]
-        .iter()
-        .zip(&admin.calls.flips)
-    {
-        let _ = writeln!(
-            out,
-            "wasmpbx_flips_total{{result=\"{name}\"}} {}",
-            counter.load(Relaxed)
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# TYPE wasmpbx_rtp_packets_relayed_total counter\nwasmpbx_rtp_packets_relayed_total {}",
-        admin.relay.rtp_packets.load(Relaxed)
-    );
-    let _ = writeln!(
-        out,
-        "# TYPE wasmpbx_rtcp_packets_relayed_total counter\nwasmpbx_rtcp_packets_relayed_total {}",
-        admin.relay.rtcp_packets.load(Relaxed)
-    );
-    let _ = writeln!(
-        out,
-        "# TYPE wasmpbx_rtp_packets_played_total counter\nwasmpbx_rtp_packets_played_total {}",
-        admin.relay.played_packets.load(Relaxed)
-    );
-    let _ = writeln!(
-        out,
-        "# TYPE wasmpbx_dtmf_events_dropped_total counter\nwasmpbx_dtmf_events_dropped_total {}",
-        admin.relay.digits_dropped.load(Relaxed)
-    );
-    let _ = writeln!(
-        out,
-        "# TYPE wasmpbx_webrtc_bridges gauge\nwasmpbx_webrtc_bridges {}",
-        admin.relay.webrtc_bridges.load(Relaxed)
-    );
-    let _ = writeln!(
-        out,
-        "# HELP wasmpbx_srtp_packets_rejected_total SRTP and SRTCP packets dropped on encrypted legs: failed authentication, or replays.\n# TYPE wasmpbx_srtp_packets_rejected_total counter\nwasmpbx_srtp_packets_rejected_total {}",
-        admin.relay.srtp_rejected.load(Relaxed)
-    );
-    let _ = writeln!(
-        out,
-        "# HELP wasmpbx_sip_timers_late_total SIP timers that fired late, by how late (seconds): a busy or stalled loop, which every message waits for too.\n# TYPE wasmpbx_sip_timers_late_total counter"
-    );
-    for (bound, count) in crate::driver::TIMER_LATE
-        .iter()
-        .zip(&admin.calls.timers_late)
-    {
-        let _ = writeln!(
-            out,
-            "wasmpbx_sip_timers_late_total{{over=\"{}\"}} {}",
-            bound.as_secs_f64(),
-            count.load(Relaxed)
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP wasmpbx_sip_timer_lag_max_seconds The latest a SIP timer has fired since start.\n# TYPE wasmpbx_sip_timer_lag_max_seconds gauge\nwasmpbx_sip_timer_lag_max_seconds {}",
-        admin.calls.timer_lag_max_us.load(Relaxed) as f64 / 1e6
-    );
-    let relay = &admin.relay;
-    for (name, kind, help, value) in [
-        (
-            "wasmpbx_media_streams",
-            "gauge",
-            "Media streams to engines running now.",
-            &relay.streams_active,
-        ),
-        (
-            "wasmpbx_media_stream_frames_sent_total",
-            "counter",
-            "Audio frames sent to engines.",
-            &relay.stream_frames_sent,
-        ),
-        (
-            "wasmpbx_media_stream_frames_dropped_total",
-            "counter",
-            "Audio frames lost: an engine too slow, or its connection down.",
-            &relay.stream_frames_dropped,
-        ),
-        (
-            "wasmpbx_media_stream_failures_total",
-            "counter",
-            "Stream connections that failed or were lost.",
-            &relay.stream_failures,
-        ),
-    ] {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
-            value.load(Relaxed)
-        );
-    }
-    admin.scripts.metrics.render_prometheus(&mut out);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -255,6 +255,47 @@ pub struct CallStats {
     /// How long SIP messages wait for the core, smoothed (microseconds): the overload
     /// signal ([`crate::overload::Admission`]).
     pub sip_wait_us: std::sync::atomic::AtomicU64,
+    /// Finished calls to a location's flip number: location → counts per disposition
+    /// ([`crate::metrics::DISPOSITIONS`]). Bounded by the locations configured.
+    by_location: std::sync::Mutex<std::collections::BTreeMap<String, [u64; 3]>>,
+}
+
+impl CallStats {
+    /// Count a finished call.
+    fn record(&self, record: &wasmpbx_types::record::CallRecord) {
+        let (counter, index) = match record.disposition {
+            Disposition::Answered => (&self.answered, 0),
+            Disposition::Abandoned => (&self.abandoned, 1),
+            Disposition::Failed => (&self.failed, 2),
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Some(location) = &record.location {
+            let mut by_location = self.by_location.lock().unwrap_or_else(|p| p.into_inner());
+            match by_location.get_mut(location) {
+                Some(counts) => counts[index] += 1,
+                None => {
+                    let mut counts = [0; 3];
+                    counts[index] = 1;
+                    by_location.insert(location.clone(), counts);
+                }
+            }
+        }
+        for flip in &record.flips {
+            let i = match flip.result {
+                crate::flip::FlipResult::Done => 0,
+                crate::flip::FlipResult::Denied(_) => 1,
+                crate::flip::FlipResult::NoAnswer => 2,
+                crate::flip::FlipResult::Cancelled => 3,
+            };
+            self.flips[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Finished calls per location and disposition, by location name.
+    pub fn by_location(&self) -> Vec<(String, [u64; 3])> {
+        let by_location = self.by_location.lock().unwrap_or_else(|p| p.into_inner());
+        by_location.iter().map(|(l, c)| (l.clone(), *c)).collect()
+    }
 }
 
 /// Say when an overload begins (new calls refused) and when it ends.
@@ -641,7 +682,7 @@ pub async fn run(
                         let _ = reply.send(pbx.user_calls(ambient(), &extension, &password, source));
                     }
                     Query::Counters(reply) => {
-                        let _ = reply.send(pbx.counters);
+                        let _ = reply.send(pbx.counters());
                     }
                     Query::Trunks(reply) => { let _ = reply.send(pbx.trunk_status(monotonic_now())); }
                     Query::Health(reply) => {
@@ -751,21 +792,7 @@ pub async fn run(
                     });
                 }
                 PbxOutput::Record(record) => {
-                    let counter = match record.disposition {
-                        Disposition::Answered => &stats.answered,
-                        Disposition::Abandoned => &stats.abandoned,
-                        Disposition::Failed => &stats.failed,
-                    };
-                    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    for flip in &record.flips {
-                        let i = match flip.result {
-                            crate::flip::FlipResult::Done => 0,
-                            crate::flip::FlipResult::Denied(_) => 1,
-                            crate::flip::FlipResult::NoAnswer => 2,
-                            crate::flip::FlipResult::Cancelled => 3,
-                        };
-                        stats.flips[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    }
+                    stats.record(&record);
                     record_ticket = Some(store.write(Write::Record(Box::new(record))));
                 }
                 PbxOutput::RecordLive(record) => {

@@ -17,6 +17,7 @@
 //! This crate's own modules:
 //! - [`default_scripts`]: the default scripts the binary carries, written on first run.
 //! - [`driver`]: UDP/TCP/TLS sockets, framing and timers around the `pbx` core.
+//! - [`metrics`]: `/metrics`, a snapshot of every counter encoded by prometheus-client.
 //! - [`overload`]: how much of the new calls to refuse, from how long messages wait.
 //! - [`tls`]: certificates for `tls:` listeners and HTTPS (reloaded when their files
 //!   change) and the client side towards TLS trunks.
@@ -31,6 +32,7 @@ pub mod admin;
 pub mod default_scripts;
 pub mod dns;
 pub mod driver;
+pub mod metrics;
 pub mod overload;
 pub mod reload;
 pub mod server;

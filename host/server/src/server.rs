@@ -245,6 +245,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         relay: relay_counters,
         calls: stats,
         started: crate::clock::monotonic_now(),
+        api_auth_failed: Default::default(),
     });
     let http = tokio::spawn(admin::serve(admin, http, tls, shutdown_rx));
     // The first signal drains: no new calls, the live ones run on (up to

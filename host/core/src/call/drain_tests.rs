@@ -47,7 +47,7 @@ fn overload_refuses_new_calls_at_once_and_live_calls_go_on() {
     let refusal = w.last_to(FAR_END, "SIP/2.0 503");
     assert!(refusal.contains("Call-ID: while-overloaded"), "{refusal}");
     assert!(refusal.contains("Retry-After: 1\r\n"), "{refusal}");
-    assert_eq!(w.pbx.counters.refused_overloaded, 1);
+    assert_eq!(w.pbx.counters().refused_overloaded, 1);
     assert!(
         w.routed.len() == 1,
         "no script was asked about the refused call"
@@ -55,7 +55,7 @@ fn overload_refuses_new_calls_at_once_and_live_calls_go_on() {
     // Its retransmission is the same transaction's: the same 503, not a second refusal.
     w.far_end_calls("0401", "100", "while-overloaded");
     assert_eq!(w.count_to(FAR_END, "SIP/2.0 503"), 2);
-    assert_eq!(w.pbx.counters.refused_overloaded, 1);
+    assert_eq!(w.pbx.counters().refused_overloaded, 1);
     // The live call ends normally.
     let record = w.far_end_hangs_up();
     assert_eq!(record.disposition, Disposition::Answered);
@@ -64,9 +64,9 @@ fn overload_refuses_new_calls_at_once_and_live_calls_go_on() {
     for n in 0..40 {
         w.far_end_calls("0402", "100", &format!("half-{n}"));
     }
-    let refused = w.pbx.counters.refused_overloaded - 1;
+    let refused = w.pbx.counters().refused_overloaded - 1;
     assert!((5..35).contains(&refused), "{refused} of 40 refused");
     w.pbx.set_refused_share(0.0);
     w.far_end_calls("0403", "100", "calm-again");
-    assert_eq!(w.pbx.counters.refused_overloaded - 1, refused);
+    assert_eq!(w.pbx.counters().refused_overloaded - 1, refused);
 }

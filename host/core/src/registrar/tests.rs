@@ -407,6 +407,11 @@ fn a_password_in_the_clear_is_checked_and_wrong_ones_feed_the_throttle() {
         Err(PasswordRefusal::Throttled),
         "blocked, even with the right password"
     );
+    assert_eq!(
+        (r.auth_failed, r.auth_throttled),
+        (THROTTLE_FAILURES as u64, 1),
+        "counted for /metrics"
+    );
     let other: IpAddr = "127.0.0.2".parse().unwrap();
     assert_eq!(
         r.check_password(NOW, other, "2001", "s3cret"),

@@ -10,13 +10,17 @@ impl Host for EventHost {
             Some((cut, _)) => &message[..cut],
             None => message.as_str(),
         };
-        let (script, call) = (&*self.script, self.call_id.as_deref().unwrap_or("-"));
+        // The same `session` field as the host's lines about the call.
+        let (script, session) = (
+            &*self.script,
+            self.call_id.as_deref().map_or("-", crate::session_field),
+        );
         match level {
-            Level::Trace => tracing::trace!(script, call, "{message}"),
-            Level::Debug => tracing::debug!(script, call, "{message}"),
-            Level::Info => tracing::info!(script, call, "{message}"),
-            Level::Warn => tracing::warn!(script, call, "{message}"),
-            Level::Error => tracing::error!(script, call, "{message}"),
+            Level::Trace => tracing::trace!(script, session, "{message}"),
+            Level::Debug => tracing::debug!(script, session, "{message}"),
+            Level::Info => tracing::info!(script, session, "{message}"),
+            Level::Warn => tracing::warn!(script, session, "{message}"),
+            Level::Error => tracing::error!(script, session, "{message}"),
         }
     }
 }

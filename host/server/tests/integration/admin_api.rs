@@ -39,7 +39,43 @@ fn health_registrations_scripts_and_metrics() {
     assert_eq!(status, 200);
     assert!(metrics.contains("wasmpbx_registrations 1\n"), "{metrics}");
     assert!(metrics.contains("wasmpbx_active_calls 0\n"));
-    assert!(metrics.contains("wasmpbx_script_fallbacks_total{cause=\"trap\"} 0"));
+    assert!(
+        metrics.contains("wasmpbx_build_info{version=\"0.1.0\",wit=\"0.2.0\"} 1\n"),
+        "{metrics}"
+    );
+    every_family_is_described(&metrics);
+}
+
+/// Prometheus text: every sample belongs to a family announced with HELP and TYPE.
+fn every_family_is_described(metrics: &str) {
+    let mut described = Vec::new();
+    let mut helped = Vec::new();
+    for line in metrics.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').unwrap();
+            assert!(!help.trim().is_empty(), "{name} has an empty HELP");
+            helped.push(name.to_owned());
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let name = rest.split(' ').next().unwrap();
+            assert!(
+                helped.iter().any(|h| h == name),
+                "{name}: TYPE without HELP"
+            );
+            described.push(name.to_owned());
+        } else {
+            let sample = line.split(['{', ' ']).next().unwrap();
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| sample.strip_suffix(suffix))
+                .filter(|f| described.iter().any(|d| d == f))
+                .unwrap_or(sample);
+            assert!(
+                described.iter().any(|d| d == family),
+                "{sample} has no HELP/TYPE"
+            );
+        }
+    }
+    assert!(described.len() >= 30, "{described:?}");
 }
 
 #[test]
@@ -115,5 +151,76 @@ fn the_token_guards_the_api_but_not_metrics() {
         http(server.http, "GET", "/api/health", Some("sesame"), "").0,
         200
     );
-    assert_eq!(http(server.http, "GET", "/metrics", None, "").0, 200);
+    let (status, metrics) = http(server.http, "GET", "/metrics", None, "");
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("wasmpbx_auth_failures_total{kind=\"api-token\"} 2\n"),
+        "refusals are counted: {metrics}"
+    );
+}
+
+/// The `wasmpbx_…` names in `text`.
+fn metric_names(text: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("wasmpbx_") {
+        let name: String = rest[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        rest = &rest[at + name.len()..];
+        names.push(name);
+    }
+    names
+}
+
+#[test]
+fn the_dashboard_and_alert_rules_use_only_metrics_the_server_exposes() {
+    let server = Server::start_with_scripts("", &[("listen", test_components::LISTEN)]);
+    let (_, metrics) = http(server.http, "GET", "/metrics", None, "");
+    // Every name a query may use: the families, and a histogram's series.
+    let mut exposed = Vec::new();
+    for line in metrics.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            exposed.push(name.to_owned());
+            if kind == "histogram" {
+                for suffix in ["_bucket", "_sum", "_count"] {
+                    exposed.push(format!("{name}{suffix}"));
+                }
+            }
+        }
+    }
+    let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/deploy");
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(deploy.join("grafana/wasmpbx.json")).unwrap(),
+    )
+    .expect("the dashboard is JSON");
+    let panels = dashboard["panels"].as_array().unwrap();
+    let mut queries = Vec::new();
+    for panel in panels {
+        for target in panel["targets"].as_array().unwrap() {
+            queries.push(target["expr"].as_str().unwrap().to_owned());
+        }
+    }
+    assert!(panels.len() >= 10 && queries.len() >= panels.len());
+    let alerts = std::fs::read_to_string(deploy.join("prometheus/alerts.yml")).unwrap();
+    assert_eq!(
+        alerts.matches("- alert: ").count(),
+        alerts.matches("expr: ").count(),
+        "every rule has an expression"
+    );
+    for (file, text) in [
+        ("grafana/wasmpbx.json", queries.join("\n")),
+        ("prometheus/alerts.yml", alerts),
+    ] {
+        let used = metric_names(&text);
+        assert!(used.len() >= 5, "{file}");
+        for name in used {
+            assert!(
+                exposed.contains(&name),
+                "{file} uses {name}, which /metrics lacks"
+            );
+        }
+    }
 }

@@ -63,7 +63,7 @@ fn a_copied_binary_inits_runs_and_routes_a_call_through_its_embedded_listen_scri
     table["trunks"][0]["uri"] = format!("sip:127.0.0.1:{}", ret.port).into();
     std::fs::write(&config, table.to_string()).unwrap();
 
-    let server = Server::run(&binary, dir, config, &[]);
+    let server = Server::run(&binary, dir, config, &[], &[]);
     let scripts = server.dir.path().join("scripts");
     for name in ["listen", "front-door", "flip-policy"] {
         assert!(scripts.join(format!("{name}.wasm")).exists(), "{name}");
@@ -115,7 +115,7 @@ fn a_scripts_folder_that_exists_is_never_written_to() {
     let scripts = dir.path().join("scripts");
     std::fs::create_dir(&scripts).unwrap();
     let config = dir.path().join("wasmpbx.toml");
-    let server = Server::run(&binary, dir, config, &[]);
+    let server = Server::run(&binary, dir, config, &[], &[]);
     assert!(
         server.banner.join("\n").contains("none yet"),
         "{:?}",

@@ -70,6 +70,42 @@ fn two_hundred_calls_at_fifty_per_second_with_media_both_ways() {
             "return side → caller (echo): {cdr}"
         );
     }
+    // /metrics counts by location, and by script and the version that decided.
+    let (_, metrics) = crate::common::server::http(server.http, "GET", "/metrics", None, "");
+    let (_, scripts) = crate::common::server::http(server.http, "GET", "/api/scripts", None, "");
+    let scripts: serde_json::Value = serde_json::from_str(&scripts).unwrap();
+    let listen = scripts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "listen")
+        .unwrap();
+    let hash = listen["hash"].as_str().unwrap();
+    let value = |series: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{series} in {metrics}"))
+    };
+    assert_eq!(
+        value("wasmpbx_location_calls_total{location=\"sydney\",disposition=\"answered\"}"),
+        200
+    );
+    let version = format!("script=\"listen\",version=\"{hash}\"");
+    // An incoming event and a call-ended event per call, at least.
+    assert!(value(&format!("wasmpbx_script_decisions_total{{{version}}}")) >= 200);
+    assert_eq!(
+        value(&format!(
+            "wasmpbx_script_decision_seconds_count{{{version}}}"
+        )),
+        value(&format!("wasmpbx_script_decisions_total{{{version}}}"))
+    );
+    assert_eq!(
+        value(&format!(
+            "wasmpbx_script_fallbacks_total{{{version},cause=\"trap\"}}"
+        )),
+        0
+    );
 }
 
 #[test]
@@ -154,9 +190,14 @@ fn flip_numbers_refuse_callers_outside_the_trunks() {
 }
 
 #[test]
-fn a_trapping_script_falls_back_to_the_fallback_number() {
+fn a_trapping_script_falls_back_to_the_fallback_number_and_json_logs_follow_the_call() {
     let ret = SippServer::start("return_number.xml", &["-m", "1"]);
-    let server = server(ret.port, "listen", test_components::LISTEN);
+    let server = Server::start_with(
+        &config(ret.port, "listen"),
+        &[("misbehave", test_components::MISBEHAVE)],
+        &[],
+        &["--log-format", "json"],
+    );
     assert_eq!(
         caller(&server, "trunk_caller.xml", &["-s", "trap", "-m", "1"]),
         0
@@ -166,6 +207,37 @@ fn a_trapping_script_falls_back_to_the_fallback_number() {
     assert_eq!(cdr["fallback"], true);
     assert_eq!(cdr["legs"][0][0], "+61290000099");
     assert_eq!(cdr["disposition"], "answered");
+
+    // One JSON object per line; the script runtime's line about the trap and the call
+    // engine's lines name the call by the same session.
+    let lines: Vec<serde_json::Value> = server
+        .log()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    for line in &lines {
+        assert!(
+            line["timestamp"].is_string() && line["level"].is_string(),
+            "{line}"
+        );
+        assert!(line["message"].is_string(), "{line}");
+    }
+    let trapped = lines
+        .iter()
+        .find(|l| l["script"] == "misbehave" && l["cause"] == "trap")
+        .expect("the script's failure is logged");
+    let session = trapped["session"].as_str().unwrap();
+    assert_eq!(session.len(), 12, "{trapped}");
+    assert!(
+        cdr["session"].as_str().unwrap().ends_with(session),
+        "the record's id ends with the logged one: {cdr}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["session"] == session && l["script"].is_null()),
+        "the call engine's lines carry the same session: {lines:#?}"
+    );
 }
 
 #[test]

@@ -104,6 +104,13 @@ fn repeated_failures_throttle_the_source() {
         ),
         0
     );
+    // An admin sees the attack in /metrics.
+    let (_, metrics) = crate::common::server::http(server.http, "GET", "/metrics", None, "");
+    assert!(
+        metrics.contains("wasmpbx_auth_failures_total{kind=\"sip\"} 10\n")
+            && metrics.contains("wasmpbx_auth_failures_total{kind=\"sip-blocked\"} 1\n"),
+        "{metrics}"
+    );
 }
 
 #[test]

@@ -44,6 +44,17 @@ impl Server {
 
     /// [`Self::start_with_scripts`], the server's process given `env` too.
     pub fn start_with_env(extra: &str, scripts: &[(&str, &str)], env: &[(&str, &str)]) -> Self {
+        Self::start_with(extra, scripts, env, &[])
+    }
+
+    /// [`Self::start_with_env`], with the binary's global `options` (e.g.
+    /// `--log-format json`) too.
+    pub fn start_with(
+        extra: &str,
+        scripts: &[(&str, &str)],
+        env: &[(&str, &str)],
+        options: &[&str],
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("scripts")).unwrap();
         for (name, path) in scripts {
@@ -53,7 +64,7 @@ impl Server {
             )
             .unwrap();
         }
-        Self::launch(dir, extra, env)
+        Self::launch(dir, extra, env, options)
     }
 
     /// What the server logged so far.
@@ -87,10 +98,10 @@ impl Server {
 
     /// Start (or restart) in an existing folder: the store persists across.
     pub fn start_in(dir: tempfile::TempDir, extra: &str) -> Self {
-        Self::launch(dir, extra, &[])
+        Self::launch(dir, extra, &[], &[])
     }
 
-    fn launch(dir: tempfile::TempDir, extra: &str, env: &[(&str, &str)]) -> Self {
+    fn launch(dir: tempfile::TempDir, extra: &str, env: &[(&str, &str)], options: &[&str]) -> Self {
         let config = dir.path().join("wasmpbx.toml");
         // An existing folder, even empty, is the test's: the server writes its default
         // scripts only into a missing one.
@@ -143,17 +154,20 @@ impl Server {
             ),
         )
         .unwrap();
-        Self::run(env!("CARGO_BIN_EXE_wasmpbx"), dir, config, env)
+        Self::run(env!("CARGO_BIN_EXE_wasmpbx"), dir, config, env, options)
     }
 
-    /// `binary run --config CONFIG`, logging into `dir`, once it says where it listens.
+    /// `binary OPTIONS run --config CONFIG`, logging into `dir`, once it says where it
+    /// listens.
     pub fn run(
         binary: impl AsRef<std::ffi::OsStr>,
         dir: tempfile::TempDir,
         config: PathBuf,
         env: &[(&str, &str)],
+        options: &[&str],
     ) -> Self {
         let mut child = Command::new(binary)
+            .args(options)
             .args(["run", "--config", config.to_str().unwrap()])
             .env("RUST_LOG", "info")
             .envs(env.iter().copied())
