@@ -224,3 +224,110 @@ fn the_dashboard_and_alert_rules_use_only_metrics_the_server_exposes() {
         }
     }
 }
+
+#[test]
+fn the_router_answers_wrong_methods_unknown_paths_and_bad_input_in_json() {
+    let server = Server::start(
+        "[[locations]]\nname = \"New York\"\nflip_number = \"1\"\nscript = \"listen\"\nfallback_number = \"2\"\n",
+    );
+    let error = |(status, body): (u16, String)| -> (u16, String) {
+        let json: serde_json::Value =
+            serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+        (status, json["error"].as_str().unwrap().to_owned())
+    };
+    let (status, message) = error(http(server.http, "POST", "/api/health", None, ""));
+    assert_eq!(
+        (status, message.as_str()),
+        (405, "this path does not take that method")
+    );
+    let (status, _) = error(http(server.http, "GET", "/api/nothing-here", None, ""));
+    assert_eq!(status, 404);
+    let (status, message) = error(http(server.http, "GET", "/api/cdrs?limit=lots", None, ""));
+    assert!(status == 400 && message.contains("limit"), "{message}");
+    let big = "x".repeat(20 * 1024);
+    let (status, _) = error(http(
+        server.http,
+        "PUT",
+        "/api/kv/New%20York/note",
+        None,
+        &big,
+    ));
+    assert_eq!(status, 413);
+    // Path segments are percent-decoded: a location with a space is reachable.
+    assert_eq!(
+        http(
+            server.http,
+            "PUT",
+            "/api/kv/New%20York/override",
+            None,
+            "closed"
+        )
+        .0,
+        200
+    );
+    let (status, body) = http(server.http, "GET", "/api/kv/New%20York", None, "");
+    assert_eq!((status, body.as_str()), (200, "{\"override\":\"closed\"}"));
+    let (status, message) = error(http(server.http, "GET", "/api/kv/Boston", None, ""));
+    assert_eq!(
+        (status, message.as_str()),
+        (404, "no such location: Boston")
+    );
+}
+
+#[test]
+fn the_openapi_document_matches_the_served_routes() {
+    let server = Server::start(
+        "[http]\nlisten = \"127.0.0.1:0\"\ntoken = \"sesame\"\n[[locations]]\nname = \"main\"\nflip_number = \"1\"\nscript = \"listen\"\nfallback_number = \"2\"\n",
+    );
+    let (status, body) = http(server.http, "GET", "/api/openapi.json", Some("sesame"), "");
+    assert_eq!(status, 200);
+    let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    assert!(doc["components"]["securitySchemes"]["token"].is_object());
+    let paths = doc["paths"].as_object().unwrap();
+    // Every documented operation is served: the router's own 404 and 405 never answer
+    // it (a handler's "no such call" may), and it wants the token.
+    let mut operations = Vec::new();
+    for (path, item) in paths {
+        for method in item.as_object().unwrap().keys() {
+            let concrete = path
+                .replace("{id}", "0190f0e0-0000-7000-8000-000000000000")
+                .replace("{location}", "main")
+                .replace("{key}", "note");
+            let method = method.to_uppercase();
+            assert_eq!(
+                http(server.http, &method, &concrete, None, "").0,
+                401,
+                "{method} {path} wants the token"
+            );
+            let (status, body) = http(server.http, &method, &concrete, Some("sesame"), "x");
+            assert!(
+                !body.contains("no such path") && !body.contains("does not take that method"),
+                "{method} {path} is documented but not served: {status} {body}"
+            );
+            operations.push(format!("{method} {path}"));
+        }
+    }
+    // And every route the API serves is documented.
+    for served in [
+        "GET /api/health",
+        "GET /api/registrations",
+        "GET /api/trunks",
+        "GET /api/calls",
+        "POST /api/calls/{id}/flip",
+        "POST /api/calls/{id}/events",
+        "GET /api/intents/{location}",
+        "GET /api/cdrs",
+        "GET /api/scripts",
+        "GET /api/kv/{location}",
+        "PUT /api/kv/{location}/{key}",
+        "DELETE /api/kv/{location}/{key}",
+        "GET /api/openapi.json",
+    ] {
+        assert!(
+            operations.iter().any(|o| o == served),
+            "{served} is not documented"
+        );
+    }
+    assert_eq!(operations.len(), 13, "{operations:?}");
+}

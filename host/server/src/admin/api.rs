@@ -1,0 +1,473 @@
+//! The JSON API under `/api`. Each handler's `#[utoipa::path]` is its entry in the
+//! OpenAPI document (`GET /api/openapi.json`): routes and document come from the same
+//! list ([`routes`]), so they cannot drift apart.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use utoipa::{OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{Admin, ApiError, SETTLE};
+use crate::call::SessionId;
+
+type ApiResult<T> = Result<T, ApiError>;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "wasmpbx admin API",
+        description = "Live state, call records, scripts and admin toggles of a wasmpbx \
+                       node. Every error is `{\"error\": \"…\"}`.",
+    ),
+    modifiers(&BearerToken),
+    security(("token" = [])),
+    components(schemas(ErrorBody))
+)]
+struct ApiDoc;
+
+/// `Authorization: Bearer <http.token>`, when the server has one.
+struct BearerToken;
+
+impl utoipa::Modify for BearerToken {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "token",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// Every error.
+#[derive(Serialize, ToSchema)]
+struct ErrorBody {
+    error: String,
+}
+
+/// The API's routes with their documentation.
+pub(super) fn routes() -> OpenApiRouter<Arc<Admin>> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health))
+        .routes(routes!(registrations))
+        .routes(routes!(trunks))
+        .routes(routes!(calls))
+        .routes(routes!(flip))
+        .routes(routes!(call_event))
+        .routes(routes!(intents))
+        .routes(routes!(cdrs))
+        .routes(routes!(scripts))
+        .routes(routes!(kv_list))
+        .routes(routes!(kv_set, kv_delete))
+        .routes(routes!(openapi_json))
+}
+
+/// The OpenAPI 3 document of the API.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes().split_for_parts().1
+}
+
+#[utoipa::path(get, path = "/api/openapi.json", tag = "meta",
+    responses((status = 200, description = "This document (OpenAPI 3)", body = Object)))]
+async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(openapi())
+}
+
+#[derive(Serialize, ToSchema)]
+struct Health {
+    /// `ok`, `draining` (SIGTERM: new calls get 503) or `stopping`.
+    status: &'static str,
+    live_calls: Option<usize>,
+    version: &'static str,
+    uptime_s: u64,
+}
+
+#[utoipa::path(get, path = "/api/health", tag = "live",
+    responses((status = 200, body = Health)))]
+async fn health(State(admin): State<Arc<Admin>>) -> Json<Health> {
+    let (status, live_calls) = match admin.core.health().await {
+        Some(health) if health.draining => ("draining", Some(health.live_calls)),
+        Some(health) => ("ok", Some(health.live_calls)),
+        None => ("stopping", None),
+    };
+    Json(Health {
+        status,
+        live_calls,
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_s: admin.started.elapsed().as_secs(),
+    })
+}
+
+#[utoipa::path(get, path = "/api/registrations", tag = "live",
+    responses((status = 200, description = "Registered devices: user, device name, \
+        contact, transport, source, expiry", body = [Object]),
+        (status = 503, body = ErrorBody)))]
+async fn registrations(State(admin): State<Arc<Admin>>) -> ApiResult<Json<Value>> {
+    let bindings = admin
+        .core
+        .registrations()
+        .await
+        .ok_or_else(ApiError::core_stopped)?;
+    Ok(Json(json!(bindings)))
+}
+
+#[utoipa::path(get, path = "/api/trunks", tag = "live",
+    responses((status = 200, description = "Each trunk's targets and their health, and its \
+        registration with the carrier", body = [Object]),
+        (status = 503, body = ErrorBody)))]
+async fn trunks(State(admin): State<Arc<Admin>>) -> ApiResult<Json<Value>> {
+    let trunks = admin
+        .core
+        .trunks()
+        .await
+        .ok_or_else(ApiError::core_stopped)?;
+    Ok(Json(json!(trunks)))
+}
+
+#[utoipa::path(get, path = "/api/calls", tag = "live",
+    responses((status = 200, description = "Live calls (`session`: the call's UUID; \
+        `state`: routing, engaged, forwarding, connected)", body = [Object]),
+        (status = 503, body = ErrorBody)))]
+async fn calls(State(admin): State<Arc<Admin>>) -> ApiResult<Json<Value>> {
+    let calls = admin
+        .core
+        .calls()
+        .await
+        .ok_or_else(ApiError::core_stopped)?;
+    Ok(Json(json!(calls)))
+}
+
+/// A live call's id from the path.
+fn session(path: Result<Path<String>, PathRejection>) -> ApiResult<SessionId> {
+    let Path(id) = path?;
+    id.parse()
+        .map_err(|_| ApiError::not_found("no such call (a call's id is its UUID)"))
+}
+
+/// The devices to ring; none named: all of the user's other devices.
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code)] // documents the body flip_targets reads
+struct FlipBody {
+    targets: Option<Vec<String>>,
+}
+
+#[utoipa::path(post, path = "/api/calls/{id}/flip", tag = "live",
+    params(("id" = String, Path, description = "The call's session id (UUID)")),
+    request_body(content = Option<FlipBody>, description = "Optional: the devices to ring"),
+    responses(
+        (status = 202, description = "The flip-policy script is asked, then the devices ring", body = Object),
+        (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn flip(
+    State(admin): State<Arc<Admin>>,
+    path: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let session = session(path)?;
+    let targets = flip_targets(&body?).ok_or_else(|| {
+        ApiError::bad_request("send nothing, or {\"targets\": [\"device name\", ...]}")
+    })?;
+    match admin.core.flip(session, targets).await {
+        Some(Ok(())) => Ok((
+            StatusCode::ACCEPTED,
+            Json(
+                json!({ "session": session, "flip": "asking the policy, then ringing the user's other devices" }),
+            ),
+        )),
+        Some(Err((code, reason))) => Err(ApiError::new(
+            match code {
+                404 => StatusCode::NOT_FOUND,
+                403 => StatusCode::FORBIDDEN,
+                _ => StatusCode::CONFLICT,
+            },
+            reason,
+        )),
+        None => Err(ApiError::core_stopped()),
+    }
+}
+
+/// An engine's word on a live call.
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code)] // documents the body call_event reads
+struct EventBody {
+    /// e.g. `intent`
+    name: String,
+    /// e.g. `billing`
+    value: String,
+    /// 0 to 1
+    confidence: Option<f64>,
+}
+
+#[utoipa::path(post, path = "/api/calls/{id}/events", tag = "live",
+    params(("id" = String, Path, description = "The call's session id (UUID)")),
+    request_body = EventBody,
+    responses(
+        (status = 202, description = "Delivered to the call's script and kept in its record", body = Object),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 429, body = ErrorBody)))]
+async fn call_event(
+    State(admin): State<Arc<Admin>>,
+    path: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let session = session(path)?;
+    let event = parse_call_event(&body?).map_err(ApiError::bad_request)?;
+    let name = event.name.clone();
+    match admin.core.call_event(session, event).await {
+        Some(Ok(())) => Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({ "session": session, "event": name })),
+        )),
+        Some(Err((code, reason))) => Err(ApiError::new(
+            match code {
+                429 => StatusCode::TOO_MANY_REQUESTS,
+                _ => StatusCode::NOT_FOUND,
+            },
+            reason,
+        )),
+        None => Err(ApiError::core_stopped()),
+    }
+}
+
+/// An event for a call: `{"name": "intent", "value": "billing", "confidence": 0.92}`
+/// (`confidence` optional), or why not.
+fn parse_call_event(body: &[u8]) -> Result<crate::driver::CallEventRequest, String> {
+    let shape = "send {\"name\": \"intent\", \"value\": \"billing\", \"confidence\": 0.9}";
+    let value: Value = serde_json::from_slice(body).map_err(|_| shape.to_owned())?;
+    let (Some(name), Some(text)) = (value["name"].as_str(), value["value"].as_str()) else {
+        return Err(shape.into());
+    };
+    let confidence = match &value["confidence"] {
+        Value::Null => None,
+        c => Some(c.as_f64().ok_or("confidence: a number from 0 to 1")?),
+    };
+    wasmpbx_types::record::CallEvent::check(name, text, confidence)?;
+    Ok(crate::driver::CallEventRequest {
+        name: name.to_owned(),
+        value: text.to_owned(),
+        confidence,
+    })
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct IntentsQuery {
+    /// Calls that started at or after this time (RFC 3339); default: the last 24 hours.
+    since: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/intents/{location}", tag = "records",
+    params(("location" = String, Path), IntentsQuery),
+    responses(
+        (status = 200, description = "Calls by intent, in total and by hour", body = Object),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn intents(
+    State(admin): State<Arc<Admin>>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<IntentsQuery>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let (Path(location), Query(query)) = (path?, query?);
+    known_location(&admin, &location)?;
+    let now = crate::clock::Clock::now(&crate::clock::SystemClock);
+    let since = match query.since {
+        None => now - jiff::SignedDuration::from_hours(24),
+        Some(text) => text.parse::<jiff::Timestamp>().map_err(|_| {
+            ApiError::bad_request("since: an RFC 3339 time, e.g. 2026-12-05T00:00:00Z")
+        })?,
+    };
+    admin.store_progress.settle(SETTLE).await;
+    // A day of records can be many: counted off the async threads.
+    let (cdrs, place) = (admin.cdrs.clone(), location.clone());
+    let counts = tokio::task::spawn_blocking(move || cdrs.intents(Some(&place), since))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    Ok(Json(intents_summary(&location, since, &counts)))
+}
+
+/// `GET /api/intents/{location}`: the counts by intent over the whole period, and by
+/// hour.
+fn intents_summary(
+    location: &str,
+    since: jiff::Timestamp,
+    counts: &[wasmpbx_types::record::IntentCount],
+) -> Value {
+    let mut by_intent = BTreeMap::<&str, u64>::new();
+    let mut by_hour = BTreeMap::<&str, BTreeMap<&str, u64>>::new();
+    for count in counts {
+        *by_intent.entry(&count.intent).or_default() += count.calls;
+        by_hour
+            .entry(&count.hour)
+            .or_default()
+            .insert(&count.intent, count.calls);
+    }
+    let by_hour: Vec<_> = by_hour
+        .into_iter()
+        .map(|(hour, intents)| json!({ "hour": hour, "intents": intents }))
+        .collect();
+    json!({ "location": location, "since": since, "by_intent": by_intent, "by_hour": by_hour })
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct CdrsQuery {
+    /// How many records (default 50, at most 10 000).
+    limit: Option<usize>,
+}
+
+#[utoipa::path(get, path = "/api/cdrs", tag = "records",
+    params(CdrsQuery),
+    responses(
+        (status = 200, description = "Call records, the last call to start first (live ones \
+            too, `state` live)", body = [Object]),
+        (status = 400, body = ErrorBody)))]
+async fn cdrs(
+    State(admin): State<Arc<Admin>>,
+    query: Result<Query<CdrsQuery>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let Query(query) = query?;
+    // The records of calls that have ended are queued for the store: wait for them
+    // (briefly), so a call gone from /api/calls is here.
+    admin.store_progress.settle(SETTLE).await;
+    let limit = query.limit.unwrap_or(50).min(10_000);
+    let records = admin.cdrs.recent_cdrs(limit).map_err(ApiError::internal)?;
+    Ok(Json(json!(records)))
+}
+
+#[utoipa::path(get, path = "/api/scripts", tag = "scripts",
+    responses((status = 200, description = "Scripts: hash, loaded at, exports, size, compile \
+        time, last error", body = [Object])))]
+async fn scripts(State(admin): State<Arc<Admin>>) -> Json<Value> {
+    Json(json!(admin.scripts.registry.status()))
+}
+
+fn known_location(admin: &Admin, location: &str) -> ApiResult<()> {
+    match admin.config().location(location) {
+        Some(_) => Ok(()),
+        None => Err(ApiError::not_found(format!("no such location: {location}"))),
+    }
+}
+
+#[utoipa::path(get, path = "/api/kv/{location}", tag = "toggles",
+    params(("location" = String, Path)),
+    responses(
+        (status = 200, description = "The location's key-value entries", body = BTreeMap<String, String>),
+        (status = 404, body = ErrorBody)))]
+async fn kv_list(
+    State(admin): State<Arc<Admin>>,
+    path: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<BTreeMap<String, String>>> {
+    let Path(location) = path?;
+    known_location(&admin, &location)?;
+    let entries = admin.kv.list(&location).map_err(ApiError::internal)?;
+    Ok(Json(entries.into_iter().collect()))
+}
+
+#[utoipa::path(put, path = "/api/kv/{location}/{key}", tag = "toggles",
+    params(("location" = String, Path), ("key" = String, Path)),
+    request_body(content = String, description = "The value, as text or `{\"value\": \"…\"}`"),
+    responses(
+        (status = 200, body = Object),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn kv_set(
+    State(admin): State<Arc<Admin>>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<Value>> {
+    let Path((location, key)) = path?;
+    known_location(&admin, &location)?;
+    let value = kv_value(&body?).ok_or_else(|| {
+        ApiError::bad_request("send the value as text or as {\"value\": \"...\"}")
+    })?;
+    admin
+        .kv
+        .set(&location, &key, &value)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    tracing::info!(location, key, "admin set a key-value entry");
+    Ok(Json(json!({ "location": location, "key": key })))
+}
+
+#[utoipa::path(delete, path = "/api/kv/{location}/{key}", tag = "toggles",
+    params(("location" = String, Path), ("key" = String, Path)),
+    responses((status = 200, body = Object), (status = 404, body = ErrorBody)))]
+async fn kv_delete(
+    State(admin): State<Arc<Admin>>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> ApiResult<Json<Value>> {
+    let Path((location, key)) = path?;
+    known_location(&admin, &location)?;
+    admin
+        .kv
+        .delete(&location, &key)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    tracing::info!(location, key, "admin deleted a key-value entry");
+    Ok(Json(json!({ "location": location, "key": key })))
+}
+
+/// The devices a flip request names: an empty body (any), or `{"targets": [...]}`.
+fn flip_targets(body: &[u8]) -> Option<Vec<String>> {
+    let text = std::str::from_utf8(body).ok()?.trim();
+    if text.is_empty() {
+        return Some(Vec::new());
+    }
+    let value: Value = serde_json::from_str(text).ok()?;
+    match value.get("targets") {
+        None => Some(Vec::new()),
+        Some(targets) => targets
+            .as_array()?
+            .iter()
+            .map(|t| t.as_str().map(str::to_owned))
+            .collect(),
+    }
+}
+
+/// A kv value from a PUT body: `{"value": "closed"}` or the plain text `closed`.
+fn kv_value(body: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(body).ok()?.trim();
+    if text.starts_with('{') {
+        return serde_json::from_str::<Value>(text)
+            .ok()?
+            .get("value")?
+            .as_str()
+            .map(str::to_owned);
+    }
+    Some(text.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kv_bodies() {
+        assert_eq!(kv_value(b"closed").as_deref(), Some("closed"));
+        assert_eq!(kv_value(b"{\"value\": \"open\"}").as_deref(), Some("open"));
+        assert_eq!(kv_value(b"{\"nope\": 1}"), None);
+        assert_eq!(kv_value(&[0xff]), None);
+    }
+
+    #[test]
+    fn the_document_lists_every_route_with_its_methods() {
+        let doc = serde_json::to_value(openapi()).unwrap();
+        let paths = doc["paths"].as_object().unwrap();
+        for (path, method) in [
+            ("/api/health", "get"),
+            ("/api/calls/{id}/flip", "post"),
+            ("/api/kv/{location}/{key}", "put"),
+            ("/api/kv/{location}/{key}", "delete"),
+            ("/api/openapi.json", "get"),
+        ] {
+            assert!(paths[path][method].is_object(), "{method} {path}");
+        }
+        assert_eq!(doc["openapi"].as_str().map(|v| &v[..2]), Some("3."));
+    }
+}

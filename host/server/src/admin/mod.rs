@@ -1,0 +1,259 @@
+//! The HTTP side: the admin API (JSON under `/api`, on an axum router whose routes and
+//! OpenAPI document come from the same handlers), `/metrics`, `/healthz`, the browser
+//! phone and SIP over WebSocket (`/ws`).
+//!
+//! `/api/*` needs `Authorization: Bearer <http.token>` when a token is configured (the
+//! config refuses to bind off loopback without one). Live state (registrations, calls)
+//! is asked of the SIP core task; stored state comes from the store. Every error is
+//! JSON, `{"error": "…"}`: an unknown path 404, a known path with another method 405
+//! (with `Allow`), a bad parameter or body 400, a body over 16 KiB 413.
+
+mod api;
+mod phone;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tower::ServiceExt as _;
+
+use crate::config::Config;
+use crate::driver::{CallStats, CoreHandle};
+use crate::media::RelayCounters;
+use crate::script::ScriptHost;
+use crate::store::{CdrStore, KvStore};
+
+pub use api::openapi;
+
+/// Request bodies larger than this are refused (413).
+const MAX_BODY: usize = 16 * 1024;
+
+/// How long a read of the records waits for the store writer to catch up.
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Everything the API reads.
+pub struct Admin {
+    pub core: CoreHandle,
+    pub scripts: Arc<ScriptHost>,
+    pub cdrs: Arc<dyn CdrStore>,
+    /// How far the store writer has come (records are written off the SIP task).
+    pub store_progress: Arc<crate::writer::Progress>,
+    pub kv: Arc<dyn KvStore>,
+    pub relay: Arc<RelayCounters>,
+    pub calls: Arc<CallStats>,
+    pub started: std::time::Instant,
+    /// API requests refused for a missing or wrong bearer token.
+    pub api_auth_failed: std::sync::atomic::AtomicU64,
+}
+
+impl Admin {
+    /// The running configuration (the script host holds it; a reload replaces it).
+    fn config(&self) -> Arc<Config> {
+        self.scripts.services.config.load_full()
+    }
+}
+
+/// The address a request came from (set on each request by [`serve`]).
+#[derive(Clone, Copy)]
+struct Peer(SocketAddr);
+
+/// An error answer: its status and `{"error": message}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+
+    fn internal(error: impl std::fmt::Display) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, error.to_string())
+    }
+
+    /// The core task answers `None` only while it stops.
+    fn core_stopped() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the SIP core is not running",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+/// Extractors' refusals (a bad path segment or query, a body too large) as JSON errors.
+macro_rules! rejections {
+    ($($rejection:ty),*) => {$(
+        impl From<$rejection> for ApiError {
+            fn from(rejection: $rejection) -> Self {
+                Self::new(rejection.status(), rejection.body_text())
+            }
+        }
+    )*};
+}
+rejections!(
+    axum::extract::rejection::PathRejection,
+    axum::extract::rejection::QueryRejection,
+    axum::extract::rejection::BytesRejection
+);
+
+/// The routes. `/ws` is not among them: [`serve`] hands it to [`crate::ws`] with the
+/// connection's own request, which the upgrade needs.
+fn router(admin: Arc<Admin>) -> Router {
+    let (api, _) = api::routes().split_for_parts();
+    let api = api
+        .route_layer(axum::middleware::from_fn_with_state(
+            admin.clone(),
+            require_token,
+        ))
+        .method_not_allowed_fallback(method_not_allowed);
+    Router::new()
+        .route("/healthz", axum::routing::get(healthz))
+        .route("/metrics", axum::routing::get(metrics))
+        .merge(phone::routes())
+        .merge(api)
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(admin)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such path")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "this path does not take that method",
+    )
+}
+
+/// `/api` wants the bearer token when one is configured.
+async fn require_token(State(admin): State<Arc<Admin>>, request: Request, next: Next) -> Response {
+    if let Some(token) = &admin.config().http.token {
+        let presented = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let expected = format!("Bearer {token}");
+        if !presented.is_some_and(|p| crate::sip::digest::same_secret(p, &expected)) {
+            admin.api_auth_failed.fetch_add(1, Relaxed);
+            let peer = request.extensions().get::<Peer>().map(|p| p.0);
+            tracing::warn!(
+                ?peer,
+                path = request.uri().path(),
+                "admin API: missing or wrong bearer token"
+            );
+            return ApiError::new(StatusCode::UNAUTHORIZED, "a bearer token is required")
+                .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// For service managers and load balancers: no token, no detail.
+async fn healthz(State(admin): State<Arc<Admin>>) -> (StatusCode, &'static str) {
+    match admin.core.health().await {
+        Some(health) if !health.draining => (StatusCode::OK, "ok\n"),
+        Some(_) => (StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "stopping\n"),
+    }
+}
+
+async fn metrics(State(admin): State<Arc<Admin>>) -> impl IntoResponse {
+    let text = crate::metrics::Snapshot::take(&admin).await.render();
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text)
+}
+
+/// Serve until `shutdown` fires; over TLS (HTTPS, WSS) when `tls` is given.
+pub async fn serve(
+    admin: Arc<Admin>,
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let router = router(admin.clone());
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!("http accept: {e}");
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let (admin, router, tls) = (admin.clone(), router.clone(), tls.clone());
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |mut request: hyper::Request<_>| {
+                let (admin, router) = (admin.clone(), router.clone());
+                async move {
+                    if request.uri().path() == "/ws" {
+                        // SIP over WebSocket: authenticated by SIP digest, not the token.
+                        let upgraded = crate::ws::upgrade(
+                            &admin.config().http,
+                            admin.core.clone(),
+                            request,
+                            peer,
+                        );
+                        return Ok::<_, Infallible>(upgraded.map(Body::new));
+                    }
+                    request.extensions_mut().insert(Peer(peer));
+                    router.oneshot(request.map(Body::new)).await
+                }
+            });
+            let http = hyper::server::conn::http1::Builder::new();
+            let served = match tls {
+                None => {
+                    http.serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades()
+                        .await
+                }
+                Some(tls) => match tls.accept(stream).await {
+                    Ok(stream) => {
+                        http.serve_connection(TokioIo::new(stream), service)
+                            .with_upgrades()
+                            .await
+                    }
+                    Err(e) => {
+                        tracing::debug!(%peer, "https: TLS handshake: {e}");
+                        return;
+                    }
+                },
+            };
+            if let Err(e) = served {
+                tracing::debug!(%peer, "http connection: {e}");
+            }
+        });
+    }
+}
