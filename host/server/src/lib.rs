@@ -24,6 +24,7 @@
 //! - [`admin`]: the admin HTTP API, `/metrics` and the browser phone.
 //! - [`ws`]: SIP over WebSocket.
 //! - [`writer`]: store writes off the SIP task, through a bounded queue.
+//! - [`records`]: how `cdr list` prints call records (a table, CSV).
 //! - [`reload`]: live config reload on SIGHUP or a change of the file.
 //! - [`setup`]: `wasmpbx init` and `wasmpbx config check`.
 //! - [`server`]: `wasmpbx run`: wires the pieces and runs until Ctrl-C.
@@ -34,6 +35,7 @@ pub mod dns;
 pub mod driver;
 pub mod metrics;
 pub mod overload;
+pub mod records;
 pub mod reload;
 pub mod server;
 pub mod setup;

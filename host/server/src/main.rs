@@ -42,6 +42,7 @@ enum LogFormat {
 enum Command {
     /// Run the server (on the embedded default configuration without --config).
     Run {
+        /// The config file (TOML); without it, the embedded default on loopback.
         #[arg(long)]
         config: Option<PathBuf>,
     },
@@ -85,29 +86,59 @@ enum Command {
 enum ConfigCommand {
     /// Read FILE as `run` would (certificates too) and print what it sets up, or the
     /// one-line error `run` would stop with.
-    Check { file: PathBuf },
+    Check {
+        /// The config file (TOML).
+        file: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
 enum CdrCommand {
-    /// Recent sessions, newest first.
-    List {
-        #[arg(long, default_value_t = 20)]
-        limit: usize,
-        #[arg(long)]
-        json: bool,
-        /// Instead of records: why callers called — calls by location, hour and the
-        /// intents engines posted for them.
-        #[arg(long)]
-        intents: bool,
-        /// With --intents: calls that started since this time (RFC 3339); default: the
-        /// last 24 hours.
-        #[arg(long, requires = "intents", value_parser = parse_since)]
-        since: Option<jiff::Timestamp>,
-        /// The config whose store to read; default: the embedded default's.
-        #[arg(long)]
-        config: Option<PathBuf>,
-    },
+    /// Recent calls, newest first: an aligned table (each call's flips under it), JSON or
+    /// CSV, filtered like `GET /api/cdrs`.
+    List(CdrListArgs),
+}
+
+#[derive(clap::Args)]
+struct CdrListArgs {
+    /// How many records.
+    #[arg(long, default_value_t = 20)]
+    limit: usize,
+    /// Print the records as JSON (as the API gives them).
+    #[arg(long, conflicts_with = "csv")]
+    json: bool,
+    /// Print CSV, a header first.
+    #[arg(long)]
+    csv: bool,
+    /// Instead of records: why callers called — calls by location, hour and the
+    /// intents engines posted for them.
+    #[arg(long, conflicts_with = "csv")]
+    intents: bool,
+    /// Calls that started at or after this time (RFC 3339); with --intents, default:
+    /// the last 24 hours.
+    #[arg(long, value_parser = parse_since)]
+    since: Option<jiff::Timestamp>,
+    /// Calls that started before this time (RFC 3339).
+    #[arg(long, value_parser = parse_since)]
+    until: Option<jiff::Timestamp>,
+    /// Calls to this location's flip number.
+    #[arg(long)]
+    location: Option<String>,
+    /// Calls from this number or extension (exactly).
+    #[arg(long)]
+    caller: Option<String>,
+    /// Calls that ended so.
+    #[arg(long, value_parser = ["answered", "abandoned", "failed"])]
+    disposition: Option<String>,
+    /// Only calls with a flip (--flipped), or without (--flipped false).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    flipped: Option<bool>,
+    /// The next page: the records after this session (the last one listed before).
+    #[arg(long)]
+    after: Option<String>,
+    /// The config whose store to read; default: the embedded default's.
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 #[allow(clippy::large_enum_variant)]
@@ -115,7 +146,9 @@ enum CdrCommand {
 enum ScriptCommand {
     /// Validate a component against the WIT worlds and print what it exports.
     Check {
+        /// The component (.wasm).
         file: PathBuf,
+        /// Print JSON (name, hash, size, exports, WIT version, compile time).
         #[arg(long)]
         json: bool,
     },
@@ -125,6 +158,7 @@ enum ScriptCommand {
 
 #[derive(clap::Args)]
 struct SimulateArgs {
+    /// The component (.wasm).
     file: PathBuf,
     /// The caller's number or extension.
     #[arg(long)]
@@ -212,17 +246,10 @@ fn main() -> ExitCode {
             command: ScriptCommand::Simulate(args),
         } => simulate(args),
         Command::Cdr {
-            command:
-                CdrCommand::List {
-                    limit,
-                    json,
-                    intents,
-                    since,
-                    config,
-                },
-        } => match intents {
-            true => intents_list(since, json, config.as_deref()),
-            false => cdr_list(limit, json, config.as_deref()),
+            command: CdrCommand::List(args),
+        } => match args.intents {
+            true => intents_list(args.since, args.json, args.config.as_deref()),
+            false => cdr_list(args),
         },
     };
     match result {
@@ -415,98 +442,30 @@ fn intents_list(
     Ok(ExitCode::SUCCESS)
 }
 
-fn cdr_list(limit: usize, json: bool, config: Option<&Path>) -> anyhow::Result<ExitCode> {
-    let store = open_store(config)?;
-    let records = wasmpbx::store::CdrStore::recent_cdrs(&store, limit)?;
-    if json {
-        println!("{}", serde_json::Value::Array(records));
-        return Ok(ExitCode::SUCCESS);
+fn cdr_list(args: CdrListArgs) -> anyhow::Result<ExitCode> {
+    let store = open_store(args.config.as_deref())?;
+    let query = wasmpbx::store::CdrQuery {
+        limit: args.limit,
+        since: args.since,
+        until: args.until,
+        location: args.location,
+        caller: args.caller,
+        disposition: args.disposition,
+        flipped: args.flipped,
+        after: args.after,
+    };
+    if let Some(after) = &query.after
+        && wasmpbx::store::CdrStore::cdr(&store, after)?.is_none()
+    {
+        bail!("--after {after}: no such record");
     }
-    for r in records {
-        let text = |key: &str| {
-            r[key]
-                .as_str()
-                .map(str::to_owned)
-                .unwrap_or_else(|| r[key].to_string())
-        };
-        // The script's tags say what it chose (`department=billing`, `hours=open` …).
-        let tags: Vec<String> = r["tags"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|t| Some(format!("{}={}", t[0].as_str()?, t[1].as_str()?)))
-            .collect();
-        let flips: Vec<String> = r["flips"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|f| {
-                let text = |key: &str| f[key].as_str().unwrap_or("").to_owned();
-                let targets: Vec<&str> = f["targets"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|t| t.as_str())
-                    .collect();
-                let mut line = format!(
-                    "\n    flip {} ({}) {} -> {} at {}: {}",
-                    text("kind"),
-                    text("trigger"),
-                    text("from_device"),
-                    targets.join(", "),
-                    text("requested_at"),
-                    text("result")
-                );
-                if let Some(reason) = f["reason"].as_str() {
-                    line.push_str(&format!(" ({reason})"));
-                }
-                line
-            })
-            .collect();
-        // A call still going on, or one a crash interrupted, says so.
-        let state = match r["state"].as_str() {
-            Some("ended") | None => String::new(),
-            Some(state) => format!(" ({state})"),
-        };
-        let recording = r["recording"]
-            .as_str()
-            .map(|path| format!("  recording {path}"))
-            .unwrap_or_default();
-        let streams: String = r["streams"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|s| {
-                format!(
-                    "  stream {} ({} frames, {} dropped)",
-                    s["url"].as_str().unwrap_or(""),
-                    s["frames"],
-                    s["dropped"]
-                )
-            })
-            .collect();
-        println!(
-            "{}  session {}  {} -> {}  {}{}  location {}  script {}{}  legs {}  digits {:?}  tags [{}]{}{}{}",
-            text("started_at"),
-            r["session"],
-            text("caller"),
-            text("dialed"),
-            text("disposition"),
-            state,
-            text("location"),
-            text("script"),
-            if r["fallback"] == true {
-                " (fallback)"
-            } else {
-                ""
-            },
-            r["legs"],
-            text("digits"),
-            tags.join(" "),
-            recording,
-            streams,
-            flips.concat(),
-        );
+    let records = wasmpbx::store::CdrStore::cdrs(&store, &query)?;
+    if args.json {
+        println!("{}", serde_json::Value::Array(records));
+    } else if args.csv {
+        print!("{}", wasmpbx::records::csv(&records));
+    } else {
+        print!("{}", wasmpbx::records::table(&records));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -6,7 +6,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 use wasmpbx_sip::transaction::Transport;
 use wasmpbx_types::record::{CallRecord, IntentCount};
 use wasmpbx_types::registration::Binding;
-use wasmpbx_types::store::{CdrStore, KvStore, RegistrationStore, Result, StoreError, check_entry};
+use wasmpbx_types::store::{
+    CdrQuery, CdrStore, KvStore, RegistrationStore, Result, StoreError, check_entry,
+};
 
 /// SQLite's error, as the store's backend-neutral one.
 fn db(e: rusqlite::Error) -> StoreError {
@@ -82,6 +84,10 @@ impl SqliteStore {
 }
 
 /// Insert a record, or replace the one of its session (`conn` may be a transaction).
+fn parse_record(text: &str) -> Result<serde_json::Value> {
+    serde_json::from_str(text).map_err(|e| StoreError::Invalid(e.to_string()))
+}
+
 fn save_cdr(conn: &Connection, record: &CallRecord) -> Result<()> {
     let json = serde_json::to_string(record).map_err(|e| StoreError::Invalid(e.to_string()))?;
     let session = record.session.to_string();
@@ -257,22 +263,51 @@ impl CdrStore for SqliteStore {
         rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db)
     }
 
-    fn recent_cdrs(&self, limit: usize) -> Result<Vec<serde_json::Value>> {
+    fn cdrs(&self, query: &CdrQuery) -> Result<Vec<serde_json::Value>> {
         let conn = self.conn();
+        // One statement for every combination: an absent filter is NULL and passes.
         let mut stmt = conn
-            .prepare_cached("SELECT record FROM cdrs ORDER BY started_at DESC, id DESC LIMIT ?1")
+            .prepare_cached(
+                "SELECT record FROM cdrs
+                 WHERE (?1 IS NULL OR started_at >= ?1)
+                   AND (?2 IS NULL OR started_at < ?2)
+                   AND (?3 IS NULL OR json_extract(record, '$.location') = ?3)
+                   AND (?4 IS NULL OR json_extract(record, '$.caller') = ?4)
+                   AND (?5 IS NULL OR json_extract(record, '$.disposition') = ?5)
+                   AND (?6 IS NULL OR (json_array_length(record, '$.flips') > 0) = ?6)
+                   AND (?7 IS NULL OR (started_at, id) <
+                        (SELECT started_at, id FROM cdrs WHERE session = ?7))
+                 ORDER BY started_at DESC, id DESC LIMIT ?8",
+            )
             .map_err(db)?;
         let rows = stmt
-            .query_map(params![limit as i64], |row| row.get::<_, String>(0))
+            .query_map(
+                params![
+                    query.since.map(CdrQuery::time_text),
+                    query.until.map(CdrQuery::time_text),
+                    query.location,
+                    query.caller,
+                    query.disposition,
+                    query.flipped,
+                    query.after,
+                    query.limit.min(i64::MAX as usize) as i64,
+                ],
+                |row| row.get::<_, String>(0),
+            )
             .map_err(db)?;
-        let mut out = Vec::new();
-        for row in rows {
-            out.push(
-                serde_json::from_str(&row.map_err(db)?)
-                    .map_err(|e| StoreError::Invalid(e.to_string()))?,
-            );
-        }
-        Ok(out)
+        rows.map(|row| parse_record(&row.map_err(db)?)).collect()
+    }
+
+    fn cdr(&self, session: &str) -> Result<Option<serde_json::Value>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT record FROM cdrs WHERE session = ?1")
+            .map_err(db)?;
+        let record: Option<String> = stmt
+            .query_row(params![session], |row| row.get(0))
+            .optional()
+            .map_err(db)?;
+        record.as_deref().map(parse_record).transpose()
     }
 }
 
@@ -365,6 +400,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = super::SqliteStore::open(&dir.path().join("c.db")).unwrap();
         wasmpbx_types::store::contract::cdr_store_contract(&store);
+    }
+
+    #[test]
+    fn sqlite_store_filters_and_pages_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = super::SqliteStore::open(&dir.path().join("q.db")).unwrap();
+        wasmpbx_types::store::contract::cdr_query_contract(&store);
     }
 
     #[test]

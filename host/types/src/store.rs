@@ -55,8 +55,17 @@ pub trait CdrStore: Send + Sync {
     fn save_cdrs(&self, records: &[CallRecord]) -> Result<()> {
         records.iter().try_for_each(|r| self.save_cdr(r))
     }
+    /// The records `query` asks for, the last call to start first, as JSON.
+    fn cdrs(&self, query: &CdrQuery) -> Result<Vec<serde_json::Value>>;
     /// The most recent records, the last call to start first, as JSON.
-    fn recent_cdrs(&self, limit: usize) -> Result<Vec<serde_json::Value>>;
+    fn recent_cdrs(&self, limit: usize) -> Result<Vec<serde_json::Value>> {
+        self.cdrs(&CdrQuery {
+            limit,
+            ..CdrQuery::default()
+        })
+    }
+    /// One call's record, by its session id.
+    fn cdr(&self, session: &str) -> Result<Option<serde_json::Value>>;
     /// Note that the host is alive at `at` (the writer does so every few seconds): the
     /// end time given to calls a crash interrupts.
     fn mark_alive(&self, at: jiff::Timestamp) -> Result<()>;
@@ -69,6 +78,62 @@ pub trait CdrStore: Send + Sync {
     /// location and the hour they started; oldest hour first, then by location, then
     /// by intent.
     fn intents(&self, location: Option<&str>, since: jiff::Timestamp) -> Result<Vec<IntentCount>>;
+}
+
+/// Which records [`CdrStore::cdrs`] returns: each field set narrows the list; `after`
+/// pages through it. Times are compared to the second (start times are written so).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CdrQuery {
+    /// At most this many.
+    pub limit: usize,
+    /// Calls that started at or after this time…
+    pub since: Option<jiff::Timestamp>,
+    /// …and before this one.
+    pub until: Option<jiff::Timestamp>,
+    pub location: Option<String>,
+    /// The caller's number or extension, exactly.
+    pub caller: Option<String>,
+    /// `answered`, `abandoned` or `failed`.
+    pub disposition: Option<String>,
+    /// Calls with at least one flip (true) or none (false).
+    pub flipped: Option<bool>,
+    /// The records after this session's in the list: the next page, given the last
+    /// record of the previous one.
+    pub after: Option<String>,
+}
+
+impl CdrQuery {
+    /// A start time as the stores compare it: RFC 3339 text, whole seconds.
+    pub fn time_text(at: jiff::Timestamp) -> String {
+        jiff::Timestamp::from_second(at.as_second())
+            .unwrap_or(at)
+            .to_string()
+    }
+
+    /// Whether `record` passes the filters (not `limit` or `after`), for backends that
+    /// cannot ask their database.
+    pub fn matches(&self, record: &serde_json::Value) -> bool {
+        let text = |key: &str| record[key].as_str().unwrap_or_default();
+        let started = text("started_at");
+        self.since
+            .is_none_or(|since| started >= Self::time_text(since).as_str())
+            && self
+                .until
+                .is_none_or(|until| started < Self::time_text(until).as_str())
+            && self
+                .location
+                .as_deref()
+                .is_none_or(|l| text("location") == l)
+            && self.caller.as_deref().is_none_or(|c| text("caller") == c)
+            && self
+                .disposition
+                .as_deref()
+                .is_none_or(|d| text("disposition") == d)
+            && self.flipped.is_none_or(|flipped| {
+                let flips = record["flips"].as_array().map_or(0, Vec::len);
+                (flips > 0) == flipped
+            })
+    }
 }
 
 /// [`CdrStore::intents`] over records as JSON, for backends that cannot ask their
@@ -285,6 +350,118 @@ pub mod contract {
         store.save_cdr(&early).unwrap();
         let recent = store.recent_cdrs(10).unwrap();
         assert_eq!(recent[3]["caller"], "0433");
+    }
+
+    /// Filters, the cursor, and one record by id.
+    pub fn cdr_query_contract(store: &dyn CdrStore) {
+        use crate::flip::{FlipEvent, FlipKind, FlipResult, Trigger};
+        use crate::routing::Disposition;
+        let minute = |m: i64| jiff::Timestamp::from_second(1_790_000_000 + 60 * m).unwrap();
+        // Six calls a minute apart: sydney and melbourne alternately; the third failed;
+        // the fourth was flipped.
+        for n in 0..6u8 {
+            let mut r = record(n + 1, &format!("04{n}"));
+            r.started_at = minute(i64::from(n));
+            r.location = Some(if n % 2 == 0 { "sydney" } else { "melbourne" }.into());
+            if n == 2 {
+                r.disposition = Disposition::Failed;
+            }
+            if n == 3 {
+                r.flips.push(FlipEvent::new(
+                    FlipKind::Pull,
+                    Trigger::PullCode,
+                    "desk",
+                    vec!["mobile".into()],
+                    minute(3),
+                    None,
+                    FlipResult::Done,
+                ));
+            }
+            store.save_cdr(&r).unwrap();
+        }
+        let callers = |query: CdrQuery| -> Vec<String> {
+            let query = CdrQuery {
+                limit: 100,
+                ..query
+            };
+            let records = store.cdrs(&query).unwrap();
+            records
+                .iter()
+                .map(|r| r["caller"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        assert_eq!(
+            callers(CdrQuery::default()),
+            ["045", "044", "043", "042", "041", "040"]
+        );
+        let melbourne = Some("melbourne".to_owned());
+        assert_eq!(
+            callers(CdrQuery {
+                location: melbourne.clone(),
+                ..Default::default()
+            }),
+            ["045", "043", "041"]
+        );
+        assert_eq!(
+            callers(CdrQuery {
+                since: Some(minute(2)),
+                until: Some(minute(4)),
+                ..Default::default()
+            }),
+            ["043", "042"]
+        );
+        assert_eq!(
+            callers(CdrQuery {
+                disposition: Some("failed".into()),
+                ..Default::default()
+            }),
+            ["042"]
+        );
+        assert_eq!(
+            callers(CdrQuery {
+                flipped: Some(true),
+                ..Default::default()
+            }),
+            ["043"]
+        );
+        assert_eq!(
+            callers(CdrQuery {
+                flipped: Some(false),
+                ..Default::default()
+            })
+            .len(),
+            5
+        );
+        assert_eq!(
+            callers(CdrQuery {
+                caller: Some("041".into()),
+                ..Default::default()
+            }),
+            ["041"]
+        );
+        // Pages of two through melbourne's calls, each after the last of the one before.
+        let page = |after: Option<String>| -> Vec<serde_json::Value> {
+            let query = CdrQuery {
+                limit: 2,
+                location: melbourne.clone(),
+                after,
+                ..Default::default()
+            };
+            store.cdrs(&query).unwrap()
+        };
+        let first = page(None);
+        assert_eq!(first.len(), 2);
+        let second = page(first[1]["session"].as_str().map(str::to_owned));
+        assert_eq!(second.len(), 1);
+        assert_eq!(second[0]["caller"], "041");
+        assert!(page(second[0]["session"].as_str().map(str::to_owned)).is_empty());
+        // One by its id; an unknown id is none.
+        let id = first[0]["session"].as_str().unwrap();
+        assert_eq!(store.cdr(id).unwrap().unwrap()["caller"], "045");
+        assert_eq!(
+            store.cdr("0190f0e0-0000-7000-8000-000000000000").unwrap(),
+            None
+        );
     }
 
     /// The intents of calls, counted once per call, by location and hour of start.

@@ -65,6 +65,7 @@ pub(super) fn routes() -> OpenApiRouter<Arc<Admin>> {
         .routes(routes!(call_event))
         .routes(routes!(intents))
         .routes(routes!(cdrs))
+        .routes(routes!(cdr))
         .routes(routes!(scripts))
         .routes(routes!(kv_list))
         .routes(routes!(kv_set, kv_delete))
@@ -322,25 +323,88 @@ fn intents_summary(
 struct CdrsQuery {
     /// How many records (default 50, at most 10 000).
     limit: Option<usize>,
+    /// Calls that started at or after this time (RFC 3339).
+    since: Option<String>,
+    /// Calls that started before this time (RFC 3339).
+    until: Option<String>,
+    location: Option<String>,
+    /// The caller's number or extension, exactly.
+    caller: Option<String>,
+    /// `answered`, `abandoned` or `failed`.
+    disposition: Option<String>,
+    /// Calls with a flip (`true`) or without (`false`).
+    flipped: Option<bool>,
+    /// The next page: the records after this session (the last one of the page before).
+    after: Option<String>,
+}
+
+fn time_param(name: &str, text: Option<String>) -> ApiResult<Option<jiff::Timestamp>> {
+    text.map(|t| {
+        t.parse().map_err(|_| {
+            ApiError::bad_request(format!(
+                "{name}: an RFC 3339 time, e.g. 2026-12-05T00:00:00Z"
+            ))
+        })
+    })
+    .transpose()
 }
 
 #[utoipa::path(get, path = "/api/cdrs", tag = "records",
     params(CdrsQuery),
     responses(
         (status = 200, description = "Call records, the last call to start first (live ones \
-            too, `state` live)", body = [Object]),
+            too, `state` live). For the next page, pass the last record's `session` as `after`.",
+            body = [Object]),
         (status = 400, body = ErrorBody)))]
 async fn cdrs(
     State(admin): State<Arc<Admin>>,
     query: Result<Query<CdrsQuery>, QueryRejection>,
 ) -> ApiResult<Json<Value>> {
     let Query(query) = query?;
+    if let Some(d) = &query.disposition
+        && !crate::metrics::DISPOSITIONS.contains(&d.as_str())
+    {
+        return Err(ApiError::bad_request(
+            "disposition: answered, abandoned or failed",
+        ));
+    }
+    let query = crate::store::CdrQuery {
+        limit: query.limit.unwrap_or(50).min(10_000),
+        since: time_param("since", query.since)?,
+        until: time_param("until", query.until)?,
+        location: query.location,
+        caller: query.caller,
+        disposition: query.disposition,
+        flipped: query.flipped,
+        after: query.after,
+    };
     // The records of calls that have ended are queued for the store: wait for them
     // (briefly), so a call gone from /api/calls is here.
     admin.store_progress.settle(SETTLE).await;
-    let limit = query.limit.unwrap_or(50).min(10_000);
-    let records = admin.cdrs.recent_cdrs(limit).map_err(ApiError::internal)?;
-    Ok(Json(json!(records)))
+    if let Some(after) = &query.after
+        && admin.cdrs.cdr(after).map_err(ApiError::internal)?.is_none()
+    {
+        return Err(ApiError::bad_request(format!("after: no record {after}")));
+    }
+    let records = admin.cdrs.cdrs(&query).map_err(ApiError::internal)?;
+    Ok(Json(Value::Array(records)))
+}
+
+#[utoipa::path(get, path = "/api/cdrs/{id}", tag = "records",
+    params(("id" = String, Path, description = "The call's session id (UUID)")),
+    responses(
+        (status = 200, description = "The call's record", body = Object),
+        (status = 404, body = ErrorBody)))]
+async fn cdr(
+    State(admin): State<Arc<Admin>>,
+    path: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<Value>> {
+    let Path(id) = path?;
+    admin.store_progress.settle(SETTLE).await;
+    match admin.cdrs.cdr(&id).map_err(ApiError::internal)? {
+        Some(record) => Ok(Json(record)),
+        None => Err(ApiError::not_found(format!("no record {id}"))),
+    }
 }
 
 #[utoipa::path(get, path = "/api/scripts", tag = "scripts",

@@ -318,6 +318,7 @@ fn the_openapi_document_matches_the_served_routes() {
         "POST /api/calls/{id}/events",
         "GET /api/intents/{location}",
         "GET /api/cdrs",
+        "GET /api/cdrs/{id}",
         "GET /api/scripts",
         "GET /api/kv/{location}",
         "PUT /api/kv/{location}/{key}",
@@ -329,5 +330,5 @@ fn the_openapi_document_matches_the_served_routes() {
             "{served} is not documented"
         );
     }
-    assert_eq!(operations.len(), 13, "{operations:?}");
+    assert_eq!(operations.len(), 14, "{operations:?}");
 }

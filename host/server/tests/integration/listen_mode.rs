@@ -272,3 +272,86 @@ fn a_hold_re_invite_is_passed_to_the_other_side_and_answered() {
         "the return side got the hold"
     );
 }
+
+#[test]
+fn records_are_filtered_paged_and_fetched_by_id_through_the_api_and_the_cli() {
+    let ret = SippServer::start("return_number.xml", &["-m", "4"]);
+    let server = server(ret.port, "listen", test_components::LISTEN);
+    // Three calls to sydney, one to the trapping location (answered by the fallback).
+    assert_eq!(
+        caller(
+            &server,
+            "trunk_caller.xml",
+            &["-s", FLIP, "-m", "3", "-r", "10"]
+        ),
+        0
+    );
+    assert_eq!(
+        caller(&server, "trunk_caller.xml", &["-s", "trap", "-m", "1"]),
+        0
+    );
+    assert_eq!(ret.wait(Duration::from_secs(30)), 0);
+    let get = |path: &str| -> (u16, serde_json::Value) {
+        let (status, body) = crate::common::server::http(server.http, "GET", path, None, "");
+        (
+            status,
+            serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}")),
+        )
+    };
+    let (_, all) = get("/api/cdrs");
+    assert_eq!(all.as_array().unwrap().len(), 4);
+    let (_, sydney) = get("/api/cdrs?location=sydney&disposition=answered&flipped=false");
+    assert_eq!(sydney.as_array().unwrap().len(), 3);
+    assert_eq!(get("/api/cdrs?location=broken").1[0]["fallback"], true);
+    assert_eq!(get("/api/cdrs?flipped=true").1, serde_json::json!([]));
+    assert_eq!(
+        get("/api/cdrs?since=2099-01-01T00:00:00Z").1,
+        serde_json::json!([])
+    );
+    // Pages of two, each after the last record of the one before.
+    let (_, first) = get("/api/cdrs?limit=2");
+    let last = first[1]["session"].as_str().unwrap();
+    let (_, second) = get(&format!("/api/cdrs?limit=2&after={last}"));
+    let sessions = |page: &serde_json::Value| -> Vec<String> {
+        page.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["session"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let mut paged = sessions(&first);
+    paged.extend(sessions(&second));
+    assert_eq!(
+        paged,
+        sessions(&all),
+        "two pages are the whole list, in order"
+    );
+    // One by id; an unknown id, a bad filter and an unknown cursor are told apart.
+    let (status, one) = get(&format!("/api/cdrs/{last}"));
+    assert_eq!((status, one["session"].as_str()), (200, Some(last)));
+    let unknown = "0190f0e0-0000-7000-8000-000000000000";
+    assert_eq!(get(&format!("/api/cdrs/{unknown}")).0, 404);
+    assert_eq!(get("/api/cdrs?disposition=great").0, 400);
+    assert_eq!(get("/api/cdrs?since=yesterday").0, 400);
+    assert_eq!(get(&format!("/api/cdrs?after={unknown}")).0, 400);
+
+    // The CLI takes the same filters: a table, CSV, JSON.
+    let table = server.cdr_list(&["--location", "sydney"]);
+    assert_eq!(
+        table.lines().count(),
+        4,
+        "a header and three calls: {table}"
+    );
+    assert!(table.starts_with("TIME "), "{table}");
+    let csv = server.cdr_list(&["--csv", "--location", "broken"]);
+    let rows: Vec<&str> = csv.lines().collect();
+    assert_eq!(rows.len(), 2, "{csv}");
+    assert!(
+        rows[1].contains(",broken,") && rows[1].contains(",true,"),
+        "{csv}"
+    );
+    let page: serde_json::Value =
+        serde_json::from_str(&server.cdr_list(&["--json", "--limit", "2", "--after", last]))
+            .unwrap();
+    assert_eq!(sessions(&page), sessions(&second));
+}

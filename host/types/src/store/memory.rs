@@ -94,12 +94,29 @@ impl CdrStore for MemoryStore {
         Ok(())
     }
 
-    fn recent_cdrs(&self, limit: usize) -> Result<Vec<serde_json::Value>> {
+    fn cdrs(&self, query: &super::CdrQuery) -> Result<Vec<serde_json::Value>> {
         let cdrs = self.cdrs.lock().unwrap_or_else(|p| p.into_inner());
         let mut newest_first: Vec<&serde_json::Value> = cdrs.iter().rev().collect();
         // Stable: records that started in the same second stay newest-written first.
         newest_first.sort_by(|a, b| b["started_at"].as_str().cmp(&a["started_at"].as_str()));
-        Ok(newest_first.into_iter().take(limit).cloned().collect())
+        let start = match &query.after {
+            None => 0,
+            Some(after) => match newest_first.iter().position(|r| r["session"] == **after) {
+                Some(at) => at + 1,
+                None => newest_first.len(),
+            },
+        };
+        Ok(newest_first[start..]
+            .iter()
+            .filter(|r| query.matches(r))
+            .take(query.limit)
+            .map(|r| (*r).clone())
+            .collect())
+    }
+
+    fn cdr(&self, session: &str) -> Result<Option<serde_json::Value>> {
+        let cdrs = self.cdrs.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(cdrs.iter().find(|r| r["session"] == session).cloned())
     }
 
     fn mark_alive(&self, at: jiff::Timestamp) -> Result<()> {
@@ -141,5 +158,6 @@ mod tests {
         super::super::contract::cdr_store_contract(&super::MemoryStore::new());
         super::super::contract::interrupted_cdr_contract(&super::MemoryStore::new());
         super::super::contract::intents_contract(&super::MemoryStore::new());
+        super::super::contract::cdr_query_contract(&super::MemoryStore::new());
     }
 }
