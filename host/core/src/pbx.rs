@@ -45,6 +45,9 @@ pub enum PbxOutput {
         call: CallInfo,
         event: Event,
     },
+    /// A call arrived (from a trunk or a device) and has a session: for the event
+    /// stream.
+    CallStarted { session: SessionId, call: CallInfo },
     /// A call ended: its record for the store.
     Record(CallRecord),
     /// An answered call's record as it stands (at the answer, after each flip), state

@@ -370,6 +370,8 @@ pub struct Wiring {
     pub media_events: mpsc::Receiver<crate::media::MediaEvent>,
     /// The TLS trunks' client settings, checked at start.
     pub tls_trunks: TlsTrunks,
+    /// The event stream (`/api/events`).
+    pub events: Arc<crate::events::Events>,
 }
 
 /// Asks the core task about its state (the admin API).
@@ -564,7 +566,14 @@ pub async fn run(
         stats,
         mut media_events,
         tls_trunks,
+        events,
     } = wiring;
+    let mut tracker = crate::events::Tracker::default();
+    tracker.restored(
+        pbx.registrar
+            .all()
+            .map(|b| (b.user_id.clone(), b.contact.clone())),
+    );
     let Inbox { tx, mut rx } = inbox;
     let Sockets {
         udp,
@@ -747,7 +756,8 @@ pub async fn run(
                 } => {
                     // Scripts run on the blocking pool: a slow one (up to its deadline)
                     // never stalls SIP. The decision comes back as an input.
-                    let (scripts, speaker, tx) = (scripts.clone(), speaker.clone(), tx.clone());
+                    let (scripts, speaker, tx, events) =
+                        (scripts.clone(), speaker.clone(), tx.clone(), events.clone());
                     tokio::task::spawn_blocking(move || {
                         let config = scripts.services.config.load_full();
                         let location = location.as_deref().and_then(|l| config.location(l));
@@ -756,6 +766,13 @@ pub async fn run(
                         let pinned = pinned.and_then(|v| v.get::<LoadedScript>());
                         let (mut decision, loaded) =
                             scripts.route(&script, pinned.as_ref(), location, &call, &event);
+                        if let Some(fallback) = &decision.fallback {
+                            events.publish(|| crate::events::What::Fallback {
+                                session: session.to_string(),
+                                script: script.clone(),
+                                cause: fallback.cause,
+                            });
+                        }
                         // Speech is rendered here, off the call engine's task.
                         speaker.render_actions(
                             &mut decision.actions,
@@ -783,6 +800,7 @@ pub async fn run(
                     policy,
                     request,
                 } => {
+                    tracker.flip_requested(&events, &request);
                     let (scripts, tx) = (scripts.clone(), tx.clone());
                     tokio::task::spawn_blocking(move || {
                         let decision = scripts
@@ -791,11 +809,16 @@ pub async fn run(
                         let _ = tx.blocking_send(Input::FlipDecision { flip, decision });
                     });
                 }
+                PbxOutput::CallStarted { session, call } => {
+                    tracker.call_started(&events, session, &call);
+                }
                 PbxOutput::Record(record) => {
                     stats.record(&record);
+                    tracker.ended_record(&events, &record);
                     record_ticket = Some(store.write(Write::Record(Box::new(record))));
                 }
                 PbxOutput::RecordLive(record) => {
+                    tracker.live_record(&events, &record);
                     record_ticket = Some(store.write(Write::Record(Box::new(record))));
                 }
                 // Tags from the script, after the call: nothing waits on them.
@@ -812,6 +835,7 @@ pub async fn run(
                         if !users.contains(user_id) {
                             users.push(user_id.clone());
                         }
+                        tracker.bindings(&events, &change);
                         store.write(Write::Binding(Box::new(change)));
                     }
                     // Only the users whose bindings changed: a pass over every binding

@@ -17,6 +17,7 @@
 //! This crate's own modules:
 //! - [`default_scripts`]: the default scripts the binary carries, written on first run.
 //! - [`driver`]: UDP/TCP/TLS sockets, framing and timers around the `pbx` core.
+//! - [`events`]: the event stream (`/api/events`): calls, flips, registrations, scripts.
 //! - [`metrics`]: `/metrics`, a snapshot of every counter encoded by prometheus-client.
 //! - [`overload`]: how much of the new calls to refuse, from how long messages wait.
 //! - [`tls`]: certificates for `tls:` listeners and HTTPS (reloaded when their files
@@ -33,6 +34,7 @@ pub mod admin;
 pub mod default_scripts;
 pub mod dns;
 pub mod driver;
+pub mod events;
 pub mod metrics;
 pub mod overload;
 pub mod records;
@@ -50,7 +52,7 @@ pub use wasmpbx_script as script;
 pub use wasmpbx_script::simulate;
 pub use wasmpbx_sip as sip;
 pub use wasmpbx_sip::sdp;
-pub use wasmpbx_types::{clock, config, directory, entropy, flip, routing};
+pub use wasmpbx_types::{clock, config, directory, entropy, flip, record, registration, routing};
 
 /// Persistent state: the traits and the in-memory store, and SQLite.
 pub mod store {

@@ -200,12 +200,22 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     .print();
 
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let events = Arc::new(crate::events::Events::default());
+    let (outcomes, mut outcome_rx) = tokio::sync::mpsc::unbounded_channel();
     let watcher = tokio::spawn(watcher::watch(
         host.clone(),
         config.scripts.dir.clone(),
-        None,
+        Some(outcomes),
         shutdown_rx.clone(),
     ));
+    tokio::spawn({
+        let events = events.clone();
+        async move {
+            while let Some(outcome) = outcome_rx.recv().await {
+                crate::events::script_outcome(&events, outcome);
+            }
+        }
+    });
     for cert in sip_cert.into_iter().chain(http_cert) {
         tokio::spawn(cert.watch(shutdown_rx.clone()));
     }
@@ -227,6 +237,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         stats: stats.clone(),
         media_events: media_inbox,
         tls_trunks,
+        events: events.clone(),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(driver::Stop::Running);
     let mut sip = tokio::spawn(driver::run(pbx, sockets, sip_tls, wiring, inbox, stop_rx));
@@ -246,6 +257,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         calls: stats,
         started: crate::clock::monotonic_now(),
         api_auth_failed: Default::default(),
+        events,
     });
     let http = tokio::spawn(admin::serve(admin, http, tls, shutdown_rx));
     // The first signal drains: no new calls, the live ones run on (up to

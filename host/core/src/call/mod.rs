@@ -826,6 +826,10 @@ impl Calls {
         self.sessions.insert(id, session);
         self.by_call_id.insert(call_id, id);
         self.by_a_txn.insert(txn, id);
+        ctx.outputs.push_back(PbxOutput::CallStarted {
+            session: id,
+            call: call.clone(),
+        });
         match origin {
             Origin::Trunk { .. } => ctx.outputs.push_back(PbxOutput::Route {
                 session: id,

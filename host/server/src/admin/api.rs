@@ -69,6 +69,7 @@ pub(super) fn routes() -> OpenApiRouter<Arc<Admin>> {
         .routes(routes!(scripts))
         .routes(routes!(kv_list))
         .routes(routes!(kv_set, kv_delete))
+        .routes(routes!(events))
         .routes(routes!(openapi_json))
 }
 
@@ -81,6 +82,64 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     responses((status = 200, description = "This document (OpenAPI 3)", body = Object)))]
 async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
     Json(openapi())
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct EventsQuery {
+    /// Only these event types, comma-separated (e.g. `call.ended,flip.ended`);
+    /// default: all.
+    types: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/events", tag = "live",
+    params(EventsQuery),
+    responses((status = 200, description = "Server-Sent Events, from the moment of \
+        connecting: `call.started`, `call.answered`, `call.ended`, `flip.requested`, \
+        `flip.ended` (result done, denied, no-answer, cancelled), `registration.up`, \
+        `registration.down`, `script.loaded`, `script.failed`, `script.removed`, \
+        `script.fallback`. Each has `event:` its type, `id:` its number and `data:` JSON \
+        (`id`, `at`, `type` and its fields). A client too slow to keep up gets an `events.lost` \
+        event saying how many it missed.", content_type = "text/event-stream")))]
+async fn events(
+    State(admin): State<Arc<Admin>>,
+    query: Result<Query<EventsQuery>, QueryRejection>,
+) -> ApiResult<impl axum::response::IntoResponse> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use tokio::sync::broadcast::error::RecvError;
+    let Query(query) = query?;
+    let wanted: Option<Vec<String>> = query
+        .types
+        .map(|types| types.split(',').map(|t| t.trim().to_owned()).collect());
+    let receiver = admin.events.subscribe();
+    let stream = futures_util::stream::unfold((receiver, wanted), |(mut receiver, wanted)| async {
+        loop {
+            let event = match receiver.recv().await {
+                Ok(event) => event,
+                Err(RecvError::Lagged(missed)) => {
+                    let lost = Event::default()
+                        .event("events.lost")
+                        .data(json!({ "missed": missed }).to_string());
+                    return Some((Ok::<_, std::convert::Infallible>(lost), (receiver, wanted)));
+                }
+                Err(RecvError::Closed) => return None,
+            };
+            let name = event.what.name();
+            if wanted
+                .as_ref()
+                .is_some_and(|w| !w.iter().any(|t| t == name))
+            {
+                continue;
+            }
+            let data = serde_json::to_string(&*event).unwrap_or_default();
+            let sse = Event::default()
+                .event(name)
+                .id(event.id.to_string())
+                .data(data);
+            return Some((Ok(sse), (receiver, wanted)));
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
 #[derive(Serialize, ToSchema)]

@@ -54,6 +54,8 @@ pub struct Admin {
     pub started: std::time::Instant,
     /// API requests refused for a missing or wrong bearer token.
     pub api_auth_failed: std::sync::atomic::AtomicU64,
+    /// The event stream, for `/api/events`.
+    pub events: Arc<crate::events::Events>,
 }
 
 impl Admin {

@@ -103,8 +103,29 @@ fn a_failing_policy_denies_the_pull_and_the_call_goes_on() {
     // The misbehave guest traps for the user "trap": the flip is denied, not the call.
     let server =
         Server::start_with_scripts(TRAP_USER, &[("misbehave", test_components::MISBEHAVE)]);
+    let events = crate::common::server::EventStream::connect(
+        server.http,
+        None,
+        "?types=flip.requested,flip.ended",
+    );
     pull_refused_during_a_call(&server, ("2009", "trap-secret"), ("2009", "trap-secret"));
+    // The event stream told it as it happened: the request, then the denial.
+    let flip = events.until(Duration::from_secs(10), |e| e["type"] == "flip.ended");
+    assert_eq!(flip.len(), 2, "{flip:#?}");
+    assert_eq!(
+        (flip[0]["type"].as_str(), flip[0]["kind"].as_str()),
+        (Some("flip.requested"), Some("pull"))
+    );
+    assert_eq!(flip[0]["user"], "trap");
+    assert_eq!(flip[1]["result"], "denied");
+    assert!(
+        flip[1]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("the flip policy failed")
+    );
     let cdr = &server.cdrs()[0];
+    assert_eq!(flip[1]["session"], cdr["session"]);
     assert_eq!(cdr["disposition"], "answered");
     let flips = cdr["flips"].as_array().unwrap();
     assert_eq!(flips.len(), 1, "{cdr}");

@@ -355,3 +355,97 @@ fn records_are_filtered_paged_and_fetched_by_id_through_the_api_and_the_cli() {
             .unwrap();
     assert_eq!(sessions(&page), sessions(&second));
 }
+
+#[test]
+fn the_event_stream_tells_a_subscriber_about_calls_registrations_scripts_and_fallbacks_in_order() {
+    use crate::common::server::{EventStream, credentials};
+    let ret = SippServer::start("return_number.xml", &["-m", "2"]);
+    let server = server(ret.port, "listen", test_components::LISTEN);
+    let stream = EventStream::connect(server.http, None, "");
+    let only_ended = EventStream::connect(server.http, None, "?types=call.ended");
+
+    assert_eq!(
+        caller(&server, "trunk_caller.xml", &["-s", FLIP, "-m", "1"]),
+        0
+    );
+    let call = stream.until(Duration::from_secs(10), |e| e["event"] == "call.ended");
+    let names: Vec<&str> = call.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        ["call.started", "call.answered", "call.ended"],
+        "{call:#?}"
+    );
+    let session = call[0]["session"].as_str().unwrap();
+    assert!(call.iter().all(|e| e["session"] == session), "{call:#?}");
+    assert_eq!(call[0]["dialed"], FLIP);
+    assert_eq!(call[0]["location"], "sydney");
+    assert_eq!(call[2]["disposition"], "answered");
+    let ids: Vec<u64> = call.iter().map(|e| e["id"].as_u64().unwrap()).collect();
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "numbered in order: {ids:?}"
+    );
+    assert_eq!(server.cdrs()[0]["session"], session, "the record's session");
+
+    // A script that traps: the fallback is an event of the call.
+    assert_eq!(
+        caller(&server, "trunk_caller.xml", &["-s", "trap", "-m", "1"]),
+        0
+    );
+    let trapped = stream.until(Duration::from_secs(10), |e| e["event"] == "call.ended");
+    let fallback = trapped
+        .iter()
+        .find(|e| e["type"] == "script.fallback")
+        .unwrap_or_else(|| panic!("{trapped:#?}"));
+    assert_eq!(
+        (fallback["script"].as_str(), fallback["cause"].as_str()),
+        (Some("misbehave"), Some("trap"))
+    );
+
+    // A phone registers (once: its refresh says nothing new) and unregisters.
+    let port = crate::common::server::free_port("127.0.0.1").to_string();
+    let register = |scenario: &str| {
+        sipp(
+            server.udp,
+            scenario,
+            &credentials("2001", "s3cret"),
+            &["-m", "1", "-p", &port],
+        )
+    };
+    assert_eq!(register("register.xml"), 0);
+    assert_eq!(register("register.xml"), 0);
+    assert_eq!(register("unregister.xml"), 0);
+    let registered = stream.until(Duration::from_secs(10), |e| {
+        e["event"] == "registration.down"
+    });
+    let names: Vec<&str> = registered
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["registration.up", "registration.down"],
+        "{registered:#?}"
+    );
+    assert_eq!(registered[0]["user"], "alice");
+
+    // A script dropped into the folder, and a broken one.
+    let scripts = server.dir.path().join("scripts");
+    std::fs::copy(test_components::FRONT_DOOR, scripts.join("front-door.wasm")).unwrap();
+    let loaded = stream.until(Duration::from_secs(20), |e| e["event"] == "script.loaded");
+    assert_eq!(loaded.last().unwrap()["script"], "front-door");
+    std::fs::write(scripts.join("broken.wasm"), b"not a component").unwrap();
+    let failed = stream.until(Duration::from_secs(20), |e| e["event"] == "script.failed");
+    assert!(
+        failed.last().unwrap()["error"]
+            .as_str()
+            .unwrap()
+            .contains("not"),
+        "{failed:#?}"
+    );
+
+    // The filtered subscriber saw only the two ends.
+    let ended = only_ended.until(Duration::from_secs(5), |e| e["session"] != session);
+    assert_eq!(ended.len(), 2, "{ended:#?}");
+    assert!(ended.iter().all(|e| e["type"] == "call.ended"));
+}

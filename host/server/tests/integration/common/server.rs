@@ -530,3 +530,68 @@ pub fn sipp(server: SocketAddr, scenario_file: &str, csv: &str, extra: &[&str]) 
 pub fn credentials(extension: &str, password: &str) -> String {
     format!("SEQUENTIAL\n{extension};[authentication username={extension} password={password}]\n")
 }
+
+/// A client of `GET /api/events` (Server-Sent Events), reading on a thread of its own.
+pub struct EventStream {
+    events: std::sync::mpsc::Receiver<serde_json::Value>,
+}
+
+impl EventStream {
+    /// Subscribe (with `query`, e.g. `?types=call.ended`); returns once the server has
+    /// answered, so every event from then on is delivered.
+    pub fn connect(addr: SocketAddr, token: Option<&str>, query: &str) -> Self {
+        use std::io::Write;
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        let auth = token
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        write!(
+            stream,
+            "GET /api/events{query} HTTP/1.1\r\nHost: test\r\n{auth}Accept: text/event-stream\r\n\r\n"
+        )
+        .unwrap();
+        let mut reader = BufReader::new(stream);
+        let mut status = String::new();
+        reader.read_line(&mut status).unwrap();
+        assert!(status.contains(" 200 "), "{status}");
+        let (tx, events) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // Headers, then events: `event:`, `id:`, `data:` lines, a blank line after
+            // each (chunked framing lines are skipped: they parse as neither).
+            let mut name = String::new();
+            for line in reader.lines().map_while(Result::ok) {
+                if let Some(value) = line.strip_prefix("event: ") {
+                    name = value.to_owned();
+                } else if let Some(data) = line.strip_prefix("data: ") {
+                    let mut event: serde_json::Value = serde_json::from_str(data).unwrap();
+                    event["event"] = name.clone().into();
+                    if tx.send(event).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Self { events }
+    }
+
+    /// The events received until one matches `last` (included), at most `limit` later.
+    pub fn until(
+        &self,
+        limit: Duration,
+        last: impl Fn(&serde_json::Value) -> bool,
+    ) -> Vec<serde_json::Value> {
+        let deadline = std::time::Instant::now() + limit;
+        let mut seen = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            let Ok(event) = self.events.recv_timeout(left) else {
+                break;
+            };
+            let done = last(&event);
+            seen.push(event);
+            if done {
+                return seen;
+            }
+        }
+        panic!("no matching event within {limit:?}; got {seen:#?}")
+    }
+}
