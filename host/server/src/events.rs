@@ -367,6 +367,69 @@ mod tests {
     }
 
     #[test]
+    fn every_event_type_is_one_webhooks_may_name() {
+        let s = String::new;
+        let every = [
+            What::CallStarted {
+                session: s(),
+                caller: s(),
+                dialed: s(),
+                location: None,
+            },
+            What::CallAnswered { session: s() },
+            What::CallEnded {
+                session: s(),
+                disposition: crate::routing::Disposition::Answered,
+                duration_ms: 0,
+                end_reason: s(),
+            },
+            What::FlipRequested {
+                session: s(),
+                user: s(),
+                device: s(),
+                kind: FlipKind::Pull,
+            },
+            What::FlipEnded {
+                session: s(),
+                kind: FlipKind::Push,
+                from_device: s(),
+                targets: Vec::new(),
+                result: FlipResult::Done,
+            },
+            What::RegistrationUp {
+                user: s(),
+                device: s(),
+                contact: s(),
+                transport: "udp",
+            },
+            What::RegistrationDown {
+                user: s(),
+                contact: s(),
+            },
+            What::ScriptLoaded {
+                script: s(),
+                version: s(),
+            },
+            What::ScriptFailed {
+                script: s(),
+                error: s(),
+            },
+            What::ScriptRemoved { script: s() },
+            What::Fallback {
+                session: s(),
+                script: s(),
+                cause: "trap",
+            },
+        ];
+        let names: Vec<&str> = every.iter().map(What::name).collect();
+        assert_eq!(names, crate::config::EVENT_TYPES);
+        for what in every {
+            let json = serde_json::to_value(&what).unwrap();
+            assert_eq!(json["type"], what.name(), "the JSON type is the name");
+        }
+    }
+
+    #[test]
     fn nothing_is_made_without_a_subscriber() {
         let events = Events::default();
         events.publish(|| unreachable!("no subscriber: the event is never built"));

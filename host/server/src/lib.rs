@@ -24,6 +24,7 @@
 //!   change) and the client side towards TLS trunks.
 //! - [`admin`]: the admin HTTP API, `/metrics` and the browser phone.
 //! - [`ws`]: SIP over WebSocket.
+//! - [`webhooks`]: events POSTed to `[[webhooks]]`, signed, retried with backoff.
 //! - [`writer`]: store writes off the SIP task, through a bounded queue.
 //! - [`records`]: how `cdr list` prints call records (a table, CSV).
 //! - [`reload`]: live config reload on SIGHUP or a change of the file.
@@ -42,6 +43,7 @@ pub mod reload;
 pub mod server;
 pub mod setup;
 pub mod tls;
+pub mod webhooks;
 pub mod writer;
 pub mod ws;
 

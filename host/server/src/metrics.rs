@@ -54,6 +54,8 @@ pub struct Snapshot {
     /// Per script in the folder: the version serving calls, and whether the latest
     /// file dropped for it failed to load.
     pub script_versions: Vec<(String, Option<String>, bool)>,
+    /// Per webhook: its origin, and events delivered, given up, retried, lost.
+    pub webhooks: Vec<(String, [u64; 4])>,
 }
 
 /// The relay's counters.
@@ -114,6 +116,14 @@ impl Snapshot {
                 .status()
                 .into_iter()
                 .map(|s| (s.name, s.hash, s.last_error.is_some()))
+                .collect(),
+            webhooks: admin
+                .webhooks
+                .iter()
+                .map(|w| {
+                    let counts = [&w.delivered, &w.failed, &w.retried, &w.lost];
+                    (w.target.clone(), counts.map(|c| c.load(Relaxed)))
+                })
                 .collect(),
         }
     }
@@ -197,7 +207,8 @@ impl Collector for Snapshot {
         self.calls(out)?;
         self.trunks(out)?;
         self.media(out)?;
-        self.scripts(out)
+        self.scripts(out)?;
+        self.webhooks(out)
     }
 }
 
@@ -410,6 +421,38 @@ impl Snapshot {
             "wasmpbx_media_streams",
             "Media streams to engines running now.",
             relay.streams_active as i64,
+        )
+    }
+
+    fn webhooks(&self, out: &mut DescriptorEncoder) -> fmt::Result {
+        let series = |index: usize| {
+            self.webhooks
+                .iter()
+                .map(move |(target, counts)| ([("webhook", target.as_str())], counts[index]))
+        };
+        counters(
+            out,
+            "wasmpbx_webhook_delivered",
+            "Events a webhook's endpoint accepted (2xx).",
+            series(0),
+        )?;
+        counters(
+            out,
+            "wasmpbx_webhook_failed",
+            "Events given up: refused, or still failing after the retries.",
+            series(1),
+        )?;
+        counters(
+            out,
+            "wasmpbx_webhook_retries",
+            "Attempts that failed and were tried again.",
+            series(2),
+        )?;
+        counters(
+            out,
+            "wasmpbx_webhook_events_lost",
+            "Events a webhook missed because it fell too far behind the event stream.",
+            series(3),
         )
     }
 

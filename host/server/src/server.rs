@@ -201,6 +201,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
 
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let events = Arc::new(crate::events::Events::default());
+    let webhooks = crate::webhooks::start(&config.webhooks, &events)?;
     let (outcomes, mut outcome_rx) = tokio::sync::mpsc::unbounded_channel();
     let watcher = tokio::spawn(watcher::watch(
         host.clone(),
@@ -258,6 +259,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         started: crate::clock::monotonic_now(),
         api_auth_failed: Default::default(),
         events,
+        webhooks,
     });
     let http = tokio::spawn(admin::serve(admin, http, tls, shutdown_rx));
     // The first signal drains: no new calls, the live ones run on (up to

@@ -179,6 +179,18 @@ impl TrunkTls {
     }
 }
 
+/// A TLS client for HTTPS endpoints (webhooks): the system trust store.
+pub fn web_client_connector() -> anyhow::Result<TlsConnector> {
+    let mut roots = RootCertStore::empty();
+    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .context("TLS")?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(TlsConnector::from(Arc::new(config)))
+}
+
 /// What connections towards TLS trunks need: each TLS trunk's client settings, and which
 /// trunk each of their resolved targets belongs to (its certificate is checked against
 /// that trunk's host).

@@ -50,6 +50,79 @@ pub struct Config {
     pub users: Vec<User>,
     #[serde(default)]
     pub locations: Vec<Location>,
+    #[serde(default)]
+    pub webhooks: Vec<Webhook>,
+}
+
+/// The event types of the event stream (`GET /api/events`), which webhooks subscribe to.
+pub const EVENT_TYPES: [&str; 11] = [
+    "call.started",
+    "call.answered",
+    "call.ended",
+    "flip.requested",
+    "flip.ended",
+    "registration.up",
+    "registration.down",
+    "script.loaded",
+    "script.failed",
+    "script.removed",
+    "script.fallback",
+];
+
+/// Events POSTed to an HTTP(S) endpoint as they happen.
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Webhook {
+    /// `http://` or `https://`.
+    pub url: String,
+    /// Event types ([`EVENT_TYPES`]); empty: all.
+    #[serde(default)]
+    pub events: Vec<String>,
+    /// Signs each delivery (HMAC-SHA256), so the receiver knows it came from here.
+    pub secret: Option<String>,
+}
+
+impl fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Webhook")
+            .field("url", &self.url)
+            .field("events", &self.events)
+            .field("secret", &self.secret.as_ref().map(|_| "…"))
+            .finish()
+    }
+}
+
+impl Webhook {
+    /// Whether the webhook wants events of `kind`.
+    pub fn wants(&self, kind: &str) -> bool {
+        self.events.is_empty() || self.events.iter().any(|e| e == kind)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let rest = self
+            .url
+            .strip_prefix("https://")
+            .or_else(|| self.url.strip_prefix("http://"))
+            .ok_or_else(|| format!("url: {:?} is not an http:// or https:// URL", self.url))?;
+        let host = rest.split(['/', '?']).next().unwrap_or("");
+        if host.is_empty() || host.contains(char::is_whitespace) {
+            return Err(format!("url: {:?} has no host", self.url));
+        }
+        if let Some(unknown) = self
+            .events
+            .iter()
+            .find(|e| !EVENT_TYPES.contains(&e.as_str()))
+        {
+            return Err(format!(
+                "events: {unknown:?} is not an event type (one of {})",
+                EVENT_TYPES.join(", ")
+            ));
+        }
+        if self.secret.as_deref().is_some_and(str::is_empty) {
+            return Err("secret: must not be empty".into());
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -646,6 +719,11 @@ impl Config {
                 self.scripts.flip_policy
             ));
         }
+        for (i, webhook) in self.webhooks.iter().enumerate() {
+            webhook
+                .check()
+                .map_err(|message| format!("webhooks[{i}].{message}"))?;
+        }
         Ok(())
     }
 
@@ -805,6 +883,38 @@ mod tests {
         );
         let config = parse(&format!("{tls}tls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n")).unwrap();
         assert_eq!(config.sip.listen[1].transport, Transport::Tls);
+    }
+
+    #[test]
+    fn webhooks_name_what_is_wrong_and_hide_their_secret() {
+        let hook = |body: &str| parse(&format!("[[webhooks]]\n{body}"));
+        let ok = hook("url = \"https://hooks.example/wasmpbx?k=1\"\nevents = [\"call.ended\"]\nsecret = \"s3\"\n").unwrap();
+        assert!(ok.webhooks[0].wants("call.ended") && !ok.webhooks[0].wants("call.started"));
+        assert!(
+            !format!("{:?}", ok.webhooks[0]).contains("s3"),
+            "Debug hides the secret"
+        );
+        for (body, expected) in [
+            (
+                "url = \"ftp://x\"\n",
+                "webhooks[0].url: \"ftp://x\" is not an http",
+            ),
+            (
+                "url = \"http:///path\"\n",
+                "webhooks[0].url: \"http:///path\" has no host",
+            ),
+            (
+                "url = \"http://x\"\nevents = [\"call.ringing\"]\n",
+                "webhooks[0].events: \"call.ringing\"",
+            ),
+            (
+                "url = \"http://x\"\nsecret = \"\"\n",
+                "webhooks[0].secret: must not be empty",
+            ),
+        ] {
+            let err = hook(body).unwrap_err();
+            assert!(err.contains(expected), "{body}: {err}");
+        }
     }
 
     #[test]

@@ -56,6 +56,8 @@ pub struct Admin {
     pub api_auth_failed: std::sync::atomic::AtomicU64,
     /// The event stream, for `/api/events`.
     pub events: Arc<crate::events::Events>,
+    /// Each webhook's deliveries, for `/metrics`.
+    pub webhooks: Vec<Arc<crate::webhooks::WebhookStats>>,
 }
 
 impl Admin {

@@ -24,4 +24,5 @@ mod script_runtime;
 mod sip_registrar;
 mod sip_tls;
 mod srtp;
+mod webhooks;
 mod websocket;

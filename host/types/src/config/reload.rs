@@ -1,7 +1,8 @@
 //! What a re-read config file changes. Users, devices, locations, trunks, flip settings,
 //! HTTP origins and token, emergency numbers, digest algorithms and the drain timeout
 //! take effect at once; the keys below are bound at start (sockets, the database, the
-//! media ports, the compiled scripts) and keep their running values until a restart.
+//! media ports, the compiled scripts, the webhooks' tasks) and keep their running values
+//! until a restart.
 
 use super::Config;
 
@@ -68,6 +69,19 @@ const RESTART_ONLY: &[RestartOnly] = &[
         key: "store",
         read: |c| format!("{:?}", c.store),
         keep: |c, old| c.store = old.store.clone(),
+    },
+    RestartOnly {
+        key: "webhooks",
+        // Compared with their secrets (Debug hides them); never logged.
+        read: |c| {
+            let hooks: Vec<_> = c
+                .webhooks
+                .iter()
+                .map(|w| (&w.url, &w.events, &w.secret))
+                .collect();
+            format!("{hooks:?}")
+        },
+        keep: |c, old| c.webhooks = old.webhooks.clone(),
     },
 ];
 
