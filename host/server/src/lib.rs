@@ -27,6 +27,7 @@
 //! - [`webhooks`]: events POSTed to `[[webhooks]]`, signed, retried with backoff.
 //! - [`writer`]: store writes off the SIP task, through a bounded queue.
 //! - [`records`]: how `cdr list` prints call records (a table, CSV).
+//! - [`recordings`]: serving call recordings, and deleting old ones.
 //! - [`reload`]: live config reload on SIGHUP or a change of the file.
 //! - [`setup`]: `wasmpbx init` and `wasmpbx config check`.
 //! - [`server`]: `wasmpbx run`: wires the pieces and runs until Ctrl-C.
@@ -38,6 +39,7 @@ pub mod driver;
 pub mod events;
 pub mod metrics;
 pub mod overload;
+pub mod recordings;
 pub mod records;
 pub mod reload;
 pub mod server;

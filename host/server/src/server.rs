@@ -200,6 +200,12 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     .print();
 
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    if config.media.recordings_retention_days > 0 {
+        tokio::spawn(crate::recordings::keep_for(
+            config.media.recordings.clone(),
+            config.media.recordings_retention_days,
+        ));
+    }
     let events = Arc::new(crate::events::Events::default());
     let webhooks = crate::webhooks::start(&config.webhooks, &events)?;
     let (outcomes, mut outcome_rx) = tokio::sync::mpsc::unbounded_channel();

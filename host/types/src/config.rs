@@ -213,6 +213,8 @@ pub struct MediaConfig {
     pub prompts: PathBuf,
     /// Where call recordings are written.
     pub recordings: PathBuf,
+    /// Recordings older than this many days are deleted (checked hourly); 0 keeps them.
+    pub recordings_retention_days: u32,
     /// The espeak-ng voice `say` speaks with when it names none.
     pub say_voice: String,
     /// SDES-SRTP on phones' legs (trunks have their own `srtp`).
@@ -245,6 +247,7 @@ impl Default for MediaConfig {
             public_ip: [127, 0, 0, 1].into(),
             prompts: "prompts".into(),
             recordings: "recordings".into(),
+            recordings_retention_days: 0,
             say_voice: "en-us".into(),
             srtp: SrtpPolicy::default(),
         }

@@ -66,6 +66,7 @@ pub(super) fn routes() -> OpenApiRouter<Arc<Admin>> {
         .routes(routes!(intents))
         .routes(routes!(cdrs))
         .routes(routes!(cdr))
+        .routes(routes!(recording))
         .routes(routes!(scripts))
         .routes(routes!(kv_list))
         .routes(routes!(kv_set, kv_delete))
@@ -464,6 +465,45 @@ async fn cdr(
         Some(record) => Ok(Json(record)),
         None => Err(ApiError::not_found(format!("no record {id}"))),
     }
+}
+
+#[utoipa::path(get, path = "/api/recordings/{id}", tag = "records",
+    params(("id" = String, Path, description = "The call's session id (UUID)")),
+    responses(
+        (status = 200, description = "The call's recording (stereo WAV: the caller left, the \
+            other side right)", content_type = "audio/wav"),
+        (status = 206, description = "The part a `Range` header asked for"),
+        (status = 404, body = ErrorBody)))]
+async fn recording(
+    State(admin): State<Arc<Admin>>,
+    path: Result<Path<String>, PathRejection>,
+    request: axum::extract::Request,
+) -> ApiResult<axum::response::Response> {
+    use tower::ServiceExt as _;
+    let Path(id) = path?;
+    admin.store_progress.settle(SETTLE).await;
+    let record = admin
+        .cdrs
+        .cdr(&id)
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::not_found(format!("no record {id}")))?;
+    if record["recording"].is_null() {
+        return Err(ApiError::not_found(format!("call {id} was not recorded")));
+    }
+    let file =
+        crate::recordings::file_of(&record, &admin.config().media.recordings).ok_or_else(|| {
+            ApiError::not_found(format!(
+                "the recording of call {id} is gone (media.recordings_retention_days?)"
+            ))
+        })?;
+    let served = tower_http::services::ServeFile::new_with_mime(
+        file,
+        &"audio/wav".parse().expect("a MIME type"),
+    )
+    .oneshot(request)
+    .await
+    .map_err(ApiError::internal)?;
+    Ok(served.map(axum::body::Body::new))
 }
 
 #[utoipa::path(get, path = "/api/scripts", tag = "scripts",

@@ -236,6 +236,7 @@ fn the_caller_hears_the_welcome_presses_2_and_reaches_billing_recorded() {
     // The recording: as long as the call, caller on the left, the host and the
     // department on the right.
     let path = cdr["recording"].as_str().expect("a recording reference");
+    recording_is_served(&server, cdr, &std::fs::read(path).unwrap());
     let mut wav = hound::WavReader::open(path).unwrap();
     assert_eq!(wav.spec().channels, 2);
     let length_ms = u64::from(wav.duration()) / 8;
@@ -779,4 +780,42 @@ fn a_bidirectional_engine_is_heard_by_the_caller_and_its_mark_comes_back() {
         .map(|s| s["played"].as_u64().unwrap())
         .collect();
     assert!(played.contains(&50), "{cdr}");
+}
+
+/// `GET /api/recordings/{id}`: the whole file, or the part a `Range` asks for; an
+/// unknown call is 404.
+fn recording_is_served(server: &Server, cdr: &serde_json::Value, file: &[u8]) {
+    use std::io::{Read, Write};
+    let get = |path: &str, range: Option<&str>| -> Vec<u8> {
+        let mut stream = std::net::TcpStream::connect(server.http).unwrap();
+        let range = range.map(|r| format!("Range: {r}\r\n")).unwrap_or_default();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: t\r\n{range}Connection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).unwrap();
+        response
+    };
+    let split = |response: &[u8]| -> (String, Vec<u8>) {
+        let end = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        (
+            String::from_utf8_lossy(&response[..end]).to_lowercase(),
+            response[end + 4..].to_vec(),
+        )
+    };
+    let path = format!("/api/recordings/{}", cdr["session"].as_str().unwrap());
+    let (head, body) = split(&get(&path, None));
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("content-type: audio/wav"), "{head}");
+    assert_eq!(body, file, "the recording, whole");
+    let (head, body) = split(&get(&path, Some("bytes=0-3")));
+    assert!(head.starts_with("http/1.1 206"), "{head}");
+    assert_eq!(body, b"RIFF");
+    let (head, _) = split(&get(
+        "/api/recordings/0190f0e0-0000-7000-8000-000000000000",
+        None,
+    ));
+    assert!(head.starts_with("http/1.1 404"), "{head}");
 }

@@ -324,6 +324,7 @@ fn the_openapi_document_matches_the_served_routes() {
         "GET /api/intents/{location}",
         "GET /api/cdrs",
         "GET /api/cdrs/{id}",
+        "GET /api/recordings/{id}",
         "GET /api/scripts",
         "GET /api/kv/{location}",
         "PUT /api/kv/{location}/{key}",
@@ -336,5 +337,5 @@ fn the_openapi_document_matches_the_served_routes() {
             "{served} is not documented"
         );
     }
-    assert_eq!(operations.len(), 15, "{operations:?}");
+    assert_eq!(operations.len(), 16, "{operations:?}");
 }
