@@ -68,6 +68,7 @@ pub(super) fn routes() -> OpenApiRouter<Arc<Admin>> {
         .routes(routes!(cdr))
         .routes(routes!(recording))
         .routes(routes!(scripts))
+        .routes(routes!(locations))
         .routes(routes!(kv_list))
         .routes(routes!(kv_set, kv_delete))
         .routes(routes!(events))
@@ -508,9 +509,59 @@ async fn recording(
 
 #[utoipa::path(get, path = "/api/scripts", tag = "scripts",
     responses((status = 200, description = "Scripts: hash, loaded at, exports, size, compile \
-        time, last error", body = [Object])))]
+        time, last error, and the serving version's decisions and fallbacks since start",
+        body = [Object])))]
 async fn scripts(State(admin): State<Arc<Admin>>) -> Json<Value> {
-    Json(json!(admin.scripts.registry.status()))
+    let counted = admin.scripts.metrics.snapshot();
+    let scripts: Vec<Value> = admin
+        .scripts
+        .registry
+        .status()
+        .into_iter()
+        .map(|status| {
+            let serving = counted
+                .versions
+                .iter()
+                .find(|v| v.script == status.name && Some(&v.version) == status.hash.as_ref());
+            let mut entry = json!(status);
+            entry["decisions"] = json!(serving.map_or(0, |v| v.decisions));
+            entry["fallbacks"] = json!(serving.map_or(0, |v| v.fallbacks.iter().sum::<u64>()));
+            entry
+        })
+        .collect();
+    Json(Value::Array(scripts))
+}
+
+#[derive(Serialize, ToSchema)]
+struct LocationView {
+    name: String,
+    flip_number: String,
+    script: String,
+    fallback_number: String,
+    /// The `override` key-value entry: `closed` (night mode), `open`, or none (the
+    /// hours decide).
+    #[serde(rename = "override")]
+    override_value: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/locations", tag = "toggles",
+    responses((status = 200, body = [LocationView])))]
+async fn locations(State(admin): State<Arc<Admin>>) -> ApiResult<Json<Vec<LocationView>>> {
+    let config = admin.config();
+    let mut views = Vec::new();
+    for location in &config.locations {
+        views.push(LocationView {
+            name: location.name.clone(),
+            flip_number: location.flip_number.clone(),
+            script: location.script.clone(),
+            fallback_number: location.fallback_number.clone(),
+            override_value: admin
+                .kv
+                .get(&location.name, "override")
+                .map_err(ApiError::internal)?,
+        });
+    }
+    Ok(Json(views))
 }
 
 fn known_location(admin: &Admin, location: &str) -> ApiResult<()> {

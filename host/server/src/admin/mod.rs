@@ -1,6 +1,6 @@
 //! The HTTP side: the admin API (JSON under `/api`, on an axum router whose routes and
-//! OpenAPI document come from the same handlers), `/metrics`, `/healthz`, the browser
-//! phone and SIP over WebSocket (`/ws`).
+//! OpenAPI document come from the same handlers), `/metrics`, `/healthz`, the admin
+//! console (`/admin`), the browser phone and SIP over WebSocket (`/ws`).
 //!
 //! `/api/*` needs `Authorization: Bearer <http.token>` when a token is configured (the
 //! config refuses to bind off loopback without one). Live state (registrations, calls)
@@ -139,15 +139,37 @@ fn router(admin: Arc<Admin>) -> Router {
             require_token,
         ))
         .method_not_allowed_fallback(method_not_allowed);
+    // The admin console: a page and its script; it signs in with the token and reads
+    // the API like any client.
+    let console = || {
+        embedded(
+            include_bytes!("../../../admin/index.html"),
+            "text/html; charset=utf-8",
+        )
+    };
     Router::new()
         .route("/healthz", axum::routing::get(healthz))
         .route("/metrics", axum::routing::get(metrics))
+        .route("/admin", console())
+        .route("/admin/", console())
+        .route(
+            "/admin/admin.js",
+            embedded(include_bytes!("../../../admin/admin.js"), "text/javascript"),
+        )
         .merge(phone::routes())
         .merge(api)
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(admin)
+}
+
+/// `GET` of a file embedded in the binary.
+fn embedded(
+    body: &'static [u8],
+    content_type: &'static str,
+) -> axum::routing::MethodRouter<Arc<Admin>> {
+    axum::routing::get(move || async move { ([(header::CONTENT_TYPE, content_type)], body) })
 }
 
 async fn not_found() -> ApiError {

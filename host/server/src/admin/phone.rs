@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
@@ -17,9 +17,7 @@ use super::{Admin, ApiError, Peer};
 use crate::registrar::PasswordRefusal;
 
 pub(super) fn routes() -> Router<Arc<Admin>> {
-    let file = |body: &'static [u8], content_type: &'static str| {
-        get(move || async move { ([(header::CONTENT_TYPE, content_type)], body) })
-    };
+    let file = super::embedded;
     let page = || {
         file(
             include_bytes!("../../../phone/index.html"),

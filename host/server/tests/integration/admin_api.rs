@@ -326,6 +326,7 @@ fn the_openapi_document_matches_the_served_routes() {
         "GET /api/cdrs/{id}",
         "GET /api/recordings/{id}",
         "GET /api/scripts",
+        "GET /api/locations",
         "GET /api/kv/{location}",
         "PUT /api/kv/{location}/{key}",
         "DELETE /api/kv/{location}/{key}",
@@ -337,5 +338,5 @@ fn the_openapi_document_matches_the_served_routes() {
             "{served} is not documented"
         );
     }
-    assert_eq!(operations.len(), 16, "{operations:?}");
+    assert_eq!(operations.len(), 17, "{operations:?}");
 }

@@ -7,6 +7,7 @@ mod common;
 
 mod active_mode;
 mod admin_api;
+mod admin_console;
 mod baresip;
 mod carrier;
 mod cli;
