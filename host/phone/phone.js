@@ -1,7 +1,9 @@
 // The browser phone: JsSIP over the host's /ws (WSS when the page is HTTPS), one call
 // at a time. Flip sends the push code (*8) as SIP INFO; Take over dials the pull code.
-// The list of the user's live calls, on any of their devices, comes from
-// POST /phone/calls with the same extension and password, every few seconds.
+// An incoming call rings (a ringtone, and a desktop notification when allowed); a call
+// shows how long it has lasted. The list of the user's live calls, on any of their
+// devices, comes from GET /phone/calls every few seconds, with the session token that
+// signing in (POST /phone/session) gave: the password is sent once.
 (function () {
   const $ = (id) => document.getElementById(id);
   const status = (text) => { $('status').textContent = text; };
@@ -9,13 +11,64 @@
   let session = null;
   let domain = location.hostname;
   let listing = null;
+  let token = null;
 
-  async function refreshCalls(credentials) {
+  // The ringtone: 440 + 480 Hz, two seconds on and four off, made here (no file).
+  let audio = null;
+  let ringing = null;
+  let notice = null;
+  function ring(from) {
+    document.body.dataset.ringing = 'true';
+    if (audio) {
+      const burst = () => {
+        const gain = audio.createGain();
+        gain.gain.value = 0.1;
+        gain.connect(audio.destination);
+        for (const hz of [440, 480]) {
+          const tone = audio.createOscillator();
+          tone.frequency.value = hz;
+          tone.connect(gain);
+          tone.start();
+          tone.stop(audio.currentTime + 2);
+        }
+      };
+      burst();
+      ringing = setInterval(burst, 6000);
+    }
+    if (window.Notification && Notification.permission === 'granted') {
+      notice = new Notification('Incoming call', { body: `from ${from}`, tag: 'wasmpbx-call' });
+      notice.onclick = () => window.focus();
+    }
+  }
+  function stopRinging() {
+    delete document.body.dataset.ringing;
+    clearInterval(ringing);
+    ringing = null;
+    if (notice) { notice.close(); notice = null; }
+  }
+
+  // How long the call has lasted, m:ss.
+  let timing = null;
+  function startTimer() {
+    if (timing) return;
+    const since = Date.now();
+    const show = () => {
+      const s = Math.floor((Date.now() - since) / 1000);
+      $('timer').textContent = `${Math.floor(s / 60)}:${String(s % 60).padStart(2, '0')}`;
+    };
+    show();
+    timing = setInterval(show, 1000);
+  }
+  function stopTimer() {
+    clearInterval(timing);
+    timing = null;
+    $('timer').textContent = '';
+  }
+
+  async function refreshCalls() {
     let calls;
     try {
-      const response = await fetch('/phone/calls', {
-        method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(credentials),
-      });
+      const response = await fetch('/phone/calls', { headers: { Authorization: `Bearer ${token}` } });
       if (!response.ok) return;
       calls = await response.json();
     } catch (_) { return; } // the host is away: keep what is shown
@@ -29,10 +82,17 @@
     $('no-calls').hidden = calls.length > 0;
   }
 
-  function listCalls(credentials) {
+  async function listCalls(credentials) {
     clearInterval(listing);
-    refreshCalls(credentials);
-    listing = setInterval(() => refreshCalls(credentials), 2000);
+    try {
+      const response = await fetch('/phone/session', {
+        method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(credentials),
+      });
+      if (!response.ok) return;
+      token = (await response.json()).token;
+    } catch (_) { return; }
+    refreshCalls();
+    listing = setInterval(refreshCalls, 2000);
   }
 
   function inCall(active) {
@@ -46,10 +106,12 @@
     s.on('peerconnection', ({ peerconnection }) => {
       peerconnection.addEventListener('track', (e) => { $('remote').srcObject = e.streams[0]; });
     });
-    s.on('accepted', () => { status('in call'); inCall(true); });
-    s.on('confirmed', () => { status('in call'); inCall(true); });
+    s.on('accepted', () => { stopRinging(); status('in call'); inCall(true); startTimer(); });
+    s.on('confirmed', () => { stopRinging(); status('in call'); inCall(true); startTimer(); });
     const over = (text) => () => {
       session = null;
+      stopRinging();
+      stopTimer();
       status(text);
       inCall(false);
       $('answer').hidden = true;
@@ -69,6 +131,10 @@
 
   $('signin').addEventListener('submit', async (event) => {
     event.preventDefault();
+    // Sound and notifications need the person's say-so: this click is it.
+    const Audio = window.AudioContext || window.webkitAudioContext;
+    if (!audio && Audio) audio = new Audio();
+    if (window.Notification && Notification.permission === 'default') Notification.requestPermission();
     try {
       domain = (await (await fetch('/phone/config')).json()).domain || domain;
     } catch (_) { /* the page's host is the domain */ }
@@ -81,14 +147,22 @@
       register: true,
     });
     const credentials = { extension: $('extension').value, password: $('password').value };
-    ua.on('registered', () => { status('registered'); $('phone').hidden = false; listCalls(credentials); });
+    ua.on('registered', () => {
+      status('registered');
+      $('phone').hidden = false;
+      $('signin').hidden = true;
+      $('signout').hidden = false;
+      if (!token) listCalls(credentials);
+    });
     ua.on('unregistered', () => { status('signed out'); clearInterval(listing); });
     ua.on('registrationFailed', (e) => status(`sign-in failed: ${e.cause}`));
     ua.on('newRTCSession', ({ session: s, originator }) => {
       if (originator !== 'remote') return;
       if (session) { s.terminate({ status_code: 486 }); return; }
       track(s);
+      const from = s.remote_identity.display_name || s.remote_identity.uri.user;
       status(`ringing: ${s.remote_identity.uri.user}`);
+      ring(from);
       $('answer').hidden = false;
       $('decline').hidden = false;
     });
@@ -96,12 +170,30 @@
     ua.start();
   });
 
+  $('signout').addEventListener('click', async () => {
+    if (session) session.terminate();
+    clearInterval(listing);
+    if (token) {
+      const ending = token;
+      token = null;
+      await fetch('/phone/session', { method: 'DELETE', headers: { Authorization: `Bearer ${ending}` } })
+        .catch(() => {});
+    }
+    if (ua) { ua.stop(); ua = null; }
+    $('calls').replaceChildren();
+    $('phone').hidden = true;
+    $('signout').hidden = true;
+    $('signin').hidden = false;
+    $('password').value = '';
+    status('signed out');
+  });
   $('call').addEventListener('click', () => dial($('number').value));
   $('takeover').addEventListener('click', () => dial('*77'));
   $('answer').addEventListener('click', () => {
     if (!session) return;
     $('answer').hidden = true;
     $('decline').hidden = true;
+    stopRinging();
     session.answer(media);
   });
   $('decline').addEventListener('click', () => session && session.terminate({ status_code: 603 }));

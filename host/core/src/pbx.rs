@@ -303,17 +303,22 @@ impl Pbx {
     /// A connection closed. A WebSocket's devices can be reached over nothing else
     /// (RFC 7118): their registrations end with it, and their calls.
     /// The live calls of the user whose extension and password these are.
-    pub fn user_calls(
+    /// A user signing in with their extension and SIP password (the browser phone):
+    /// their id, or why not (failures feed the registrar's throttle).
+    pub fn sign_in(
         &mut self,
         ambient: Ambient,
         extension: &str,
         password: &str,
         source: std::net::IpAddr,
-    ) -> Result<Vec<crate::call::UserCall>, crate::registrar::PasswordRefusal> {
-        let user =
-            self.registrar
-                .check_password(ambient.wall_secs(), source, extension, password)?;
-        Ok(self.calls.user_calls(&user))
+    ) -> Result<String, crate::registrar::PasswordRefusal> {
+        self.registrar
+            .check_password(ambient.wall_secs(), source, extension, password)
+    }
+
+    /// A user's live calls, on any of their devices.
+    pub fn user_calls(&self, user_id: &str) -> Vec<crate::call::UserCall> {
+        self.calls.user_calls(user_id)
     }
 
     pub fn connection_closed(&mut self, ambient: Ambient, peer: Peer) {

@@ -481,14 +481,16 @@ impl CoreHandle {
 
     /// The live calls of the user whose extension and password these are (the browser
     /// phone's call list), asked from `source`.
-    pub async fn user_calls(
+    /// Check a user's extension and password (failures count towards the throttle):
+    /// the user's id, or why not.
+    pub async fn sign_in(
         &self,
         extension: String,
         password: String,
         source: std::net::IpAddr,
-    ) -> Option<Result<Vec<UserCall>, PasswordRefusal>> {
+    ) -> Option<Result<String, PasswordRefusal>> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let query = Query::UserCalls {
+        let query = Query::SignIn {
             extension,
             password,
             source,
@@ -497,16 +499,28 @@ impl CoreHandle {
         self.tx.send(Input::Query(query)).await.ok()?;
         answer.await.ok()
     }
+
+    /// A user's live calls, on any of their devices.
+    pub async fn user_calls(&self, user_id: String) -> Option<Vec<UserCall>> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let query = Query::UserCalls { user_id, reply };
+        self.tx.send(Input::Query(query)).await.ok()?;
+        answer.await.ok()
+    }
 }
 
 enum Query {
     Registrations(tokio::sync::oneshot::Sender<Vec<Binding>>),
     Calls(tokio::sync::oneshot::Sender<Vec<CallSummary>>),
-    UserCalls {
+    SignIn {
         extension: String,
         password: String,
         source: std::net::IpAddr,
-        reply: tokio::sync::oneshot::Sender<Result<Vec<UserCall>, PasswordRefusal>>,
+        reply: tokio::sync::oneshot::Sender<Result<String, PasswordRefusal>>,
+    },
+    UserCalls {
+        user_id: String,
+        reply: tokio::sync::oneshot::Sender<Vec<UserCall>>,
     },
     Counters(tokio::sync::oneshot::Sender<PbxCounters>),
     Trunks(tokio::sync::oneshot::Sender<Vec<TrunkStatus>>),
@@ -687,8 +701,11 @@ pub async fn run(
                 Some(Input::Query(query)) => match query {
                     Query::Registrations(reply) => { let _ = reply.send(pbx.registrar.all().cloned().collect()); }
                     Query::Calls(reply) => { let _ = reply.send(pbx.calls.summaries()); }
-                    Query::UserCalls { extension, password, source, reply } => {
-                        let _ = reply.send(pbx.user_calls(ambient(), &extension, &password, source));
+                    Query::SignIn { extension, password, source, reply } => {
+                        let _ = reply.send(pbx.sign_in(ambient(), &extension, &password, source));
+                    }
+                    Query::UserCalls { user_id, reply } => {
+                        let _ = reply.send(pbx.user_calls(&user_id));
                     }
                     Query::Counters(reply) => {
                         let _ = reply.send(pbx.counters());

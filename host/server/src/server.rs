@@ -266,6 +266,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         api_auth_failed: Default::default(),
         events,
         webhooks,
+        phones: Default::default(),
     });
     let http = tokio::spawn(admin::serve(admin, http, tls, shutdown_rx));
     // The first signal drains: no new calls, the live ones run on (up to

@@ -58,6 +58,8 @@ pub struct Admin {
     pub events: Arc<crate::events::Events>,
     /// Each webhook's deliveries, for `/metrics`.
     pub webhooks: Vec<Arc<crate::webhooks::WebhookStats>>,
+    /// The browser phones signed in.
+    pub phones: phone::PhoneSessions,
 }
 
 impl Admin {

@@ -153,6 +153,55 @@ fn a_browser_takes_over_a_call_from_a_desk_phone_and_the_far_end_notices_nothing
 }
 
 #[test]
+fn the_browser_phone_rings_shows_the_call_length_and_signs_out() {
+    use std::io::{BufRead as _, BufReader};
+    let server = Server::start("");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/browser/phone_rings.mjs");
+    let mut node = Command::new("node")
+        .arg(&script)
+        .args([&server.http.port().to_string(), "2001", "s3cret"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("node");
+    let mut lines = BufReader::new(node.stdout.take().unwrap()).lines();
+    let mut report = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        report.push_str(&line);
+        report.push('\n');
+        if line == "registered" || line.starts_with("FAILED") {
+            break;
+        }
+    }
+    assert!(report.contains("registered"), "{report}");
+    // Bob calls Alice, whose only device is the page, and talks for four seconds.
+    let bob = sipp(
+        server.udp,
+        "device_caller.xml",
+        &credentials("2002", "b0b-secret"),
+        &["-s", "2001", "-m", "1", "-d", "4000", "-rtp_echo"],
+    );
+    for line in lines {
+        report.push_str(&line.unwrap());
+        report.push('\n');
+    }
+    let _ = node.wait();
+    println!("{report}");
+    assert!(
+        report.contains("1 passed, 0 failed"),
+        "{report}\n{}",
+        server.log()
+    );
+    assert!(report.contains("ringing: 2002"), "{report}");
+    assert!(
+        report.contains("notified: Incoming call: from "),
+        "{report}"
+    );
+    assert_eq!(bob, 0, "bob's call was answered and ended by his BYE");
+    assert_eq!(server.cdrs()[0]["disposition"], "answered");
+}
+
+#[test]
 fn a_push_rings_the_browser_which_answers_with_webrtc() {
     use std::io::{BufRead as _, BufReader};
     let (server, _, desk) = alice_with_a_desk_phone();
@@ -457,20 +506,41 @@ fn frames_that_are_not_sip_are_dropped_and_an_oversized_one_closes_only_its_sock
 }
 
 #[test]
-fn the_phone_call_list_wants_the_users_password_and_throttles_guessers() {
+fn the_phone_signs_in_with_the_users_password_lists_calls_by_token_and_throttles_guessers() {
     let server = Server::start("");
-    let ask = |body: &str| http(server.http, "POST", "/phone/calls", None, body);
-    let (status, body) = ask(r#"{"extension":"2001","password":"s3cret"}"#);
+    let sign_in = |body: &str| http(server.http, "POST", "/phone/session", None, body);
+    let (status, body) = sign_in(r#"{"extension":"2001","password":"s3cret"}"#);
+    assert_eq!(status, 200, "{body}");
+    let session: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let token = session["token"].as_str().unwrap().to_owned();
+    assert_eq!(session["user"], "alice");
+    // The call list wants the session's token, not the password.
+    let (status, body) = http(server.http, "GET", "/phone/calls", Some(&token), "");
     assert_eq!((status, body.as_str()), (200, "[]"));
-    assert_eq!(ask(r#"{"extension":"2001"}"#).0, 400);
-    assert_eq!(ask("not json").0, 400);
-    let (status, body) = ask(r#"{"extension":"2001","password":"guess"}"#);
+    assert_eq!(http(server.http, "GET", "/phone/calls", None, "").0, 401);
+    assert_eq!(
+        http(server.http, "GET", "/phone/calls", Some("guess"), "").0,
+        401
+    );
+    // Signing out ends the session.
+    assert_eq!(
+        http(server.http, "DELETE", "/phone/session", Some(&token), "").0,
+        204
+    );
+    assert_eq!(
+        http(server.http, "GET", "/phone/calls", Some(&token), "").0,
+        401
+    );
+
+    assert_eq!(sign_in(r#"{"extension":"2001"}"#).0, 400);
+    assert_eq!(sign_in("not json").0, 400);
+    let (status, body) = sign_in(r#"{"extension":"2001","password":"guess"}"#);
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("wrong extension or password"), "{body}");
     for _ in 0..9 {
-        ask(r#"{"extension":"2999","password":"guess"}"#);
+        sign_in(r#"{"extension":"2999","password":"guess"}"#);
     }
-    let (status, body) = ask(r#"{"extension":"2001","password":"s3cret"}"#);
+    let (status, body) = sign_in(r#"{"extension":"2001","password":"s3cret"}"#);
     assert_eq!(status, 429, "{body}");
     assert!(
         server
