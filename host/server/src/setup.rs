@@ -125,7 +125,9 @@ impl Initialized {
         let _ = write!(
             out,
             "\n                    and call one extension from the other.\n\
-             3. Admin API:       http://{host}:{http_port}/api/health \
+             3. Watch it:        http://{host}:{http_port}/admin (sign in with the \
+             token {token})\n   \
+             Admin API:       http://{host}:{http_port}/api/health \
              (Authorization: Bearer {token})\n   \
              Browser phone:   http://{host}:{http_port}/phone (browsers need HTTPS off \
              localhost: set [http] tls_cert and tls_key)\n\
