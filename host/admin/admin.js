@@ -70,12 +70,12 @@ async function flip(session) {
   }
 }
 
-async function nightMode(location, on) {
+async function nightMode(location, on, ttl) {
   const path = `/api/kv/${encodeURIComponent(location)}/override`;
   try {
-    if (on) await api('PUT', path, 'closed');
+    if (on) await api('PUT', path, JSON.stringify(ttl ? { value: 'closed', ttl_s: ttl } : { value: 'closed' }));
     else await api('DELETE', path);
-    say(`${location}: night mode ${on ? 'on (closed)' : 'off (the hours decide)'}`);
+    say(`${location}: night mode ${on ? `on (closed${ttl ? ` for ${ttl / 3600} h` : ''})` : 'off (the hours decide)'}`);
     await refresh();
   } catch (e) {
     say(`${location}: ${e.message}`, true);
@@ -134,11 +134,19 @@ function render(state) {
     cell(row, l.script);
     const closed = l.override === 'closed';
     cell(row, l.override || '—', closed ? 'bad' : '').className += ' override';
+    cell(row, l.override_expires_at ? `until ${clock(l.override_expires_at)}` : '').className = 'expiry';
+    const actions = cell(row, '');
     const button = document.createElement('button');
     button.className = 'night';
     button.textContent = closed ? 'Night mode off' : 'Night mode on';
-    button.onclick = () => nightMode(l.name, !closed);
-    cell(row, '').append(button);
+    const lasting = document.createElement('select');
+    lasting.className = 'night-for';
+    for (const [label, seconds] of [['until turned off', 0], ['for 1 hour', 3600], ['for 12 hours', 43200]]) {
+      lasting.append(new Option(label, String(seconds)));
+    }
+    button.onclick = () => nightMode(l.name, !closed, Number(lasting.value));
+    actions.append(button);
+    if (!closed) actions.append(' ', lasting);
   });
 
   fill('scripts', scripts, (row, s) => {

@@ -1,7 +1,8 @@
 // The admin console at /admin, used as an admin would: a wrong token is refused, the
 // right one signs in; the console lists the user's two devices and the live call; Flip
-// on the call pushes it to the user's other device; night mode goes on for a location
-// and the console shows it. Prints each step; the host's state is checked by the caller.
+// on the call pushes it to the user's other device; night mode goes on for an hour for a
+// location and the console shows until when. Prints each step; the host's state is
+// checked by the caller.
 //
 //   node tests/browser/admin_console.mjs HTTP_PORT TOKEN LOCATION
 
@@ -43,9 +44,10 @@ runTest(async (browser) => {
   console.log(`flip: ${said}`);
 
   const row = `#locations tbody tr[data-location="${location}"]`;
+  await page.selectOption(`${row} select.night-for`, '3600');
   await page.click(`${row} button.night`);
-  await page.waitForFunction((r) => document.querySelector(`${r} td.override`).textContent === 'closed',
-    row, { timeout: 5000 });
+  await page.waitForFunction((r) => document.querySelector(`${r} td.override`).textContent === 'closed'
+    && document.querySelector(`${r} td.expiry`).textContent.startsWith('until '), row, { timeout: 5000 });
   console.log(`night mode: ${await page.textContent(row)}`);
 
   await page.click('#signout');

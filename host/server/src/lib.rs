@@ -19,6 +19,7 @@
 //! - [`driver`]: UDP/TCP/TLS sockets, framing and timers around the `pbx` core.
 //! - [`events`]: the event stream (`/api/events`): calls, flips, registrations, scripts.
 //! - [`metrics`]: `/metrics`, a snapshot of every counter encoded by prometheus-client.
+//! - [`overrides`]: admin toggles that expire on their own.
 //! - [`overload`]: how much of the new calls to refuse, from how long messages wait.
 //! - [`tls`]: certificates for `tls:` listeners and HTTPS (reloaded when their files
 //!   change) and the client side towards TLS trunks.
@@ -39,6 +40,7 @@ pub mod driver;
 pub mod events;
 pub mod metrics;
 pub mod overload;
+pub mod overrides;
 pub mod recordings;
 pub mod records;
 pub mod reload;

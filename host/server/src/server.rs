@@ -200,6 +200,10 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     .print();
 
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(crate::overrides::expire(
+        store.clone(),
+        Arc::new(SystemClock),
+    ));
     if config.media.recordings_retention_days > 0 {
         tokio::spawn(crate::recordings::keep_for(
             config.media.recordings.clone(),

@@ -7,7 +7,8 @@ use wasmpbx_sip::transaction::Transport;
 use wasmpbx_types::record::{CallRecord, IntentCount};
 use wasmpbx_types::registration::Binding;
 use wasmpbx_types::store::{
-    CdrQuery, CdrStore, KvStore, RegistrationStore, Result, StoreError, check_entry,
+    AuditEntry, CdrQuery, CdrStore, Expired, KvStore, RegistrationStore, Result, StoreError,
+    check_entry,
 };
 
 /// SQLite's error, as the store's backend-neutral one.
@@ -39,6 +40,10 @@ CREATE TABLE IF NOT EXISTS cdrs (
     state      TEXT NOT NULL DEFAULT 'ended'
 );
 CREATE INDEX IF NOT EXISTS cdrs_session ON cdrs (session);
+CREATE TABLE IF NOT EXISTS audit (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    entry      TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS alive (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     at TEXT NOT NULL
@@ -70,6 +75,7 @@ impl SqliteStore {
             .map_err(db)?;
         conn.execute_batch(SCHEMA).map_err(db)?;
         add_record_state(&conn).map_err(db)?;
+        add_kv_expiry(&conn).map_err(db)?;
         Ok(Self {
             conn: Mutex::new(conn),
         })
@@ -110,6 +116,22 @@ fn save_cdr(conn: &Connection, record: &CallRecord) -> Result<()> {
     Ok(())
 }
 
+/// Databases from before entries could expire get the column, and an index that finds
+/// the ones due.
+fn add_kv_expiry(conn: &Connection) -> rusqlite::Result<()> {
+    let has_expiry: bool = conn.query_row(
+        "SELECT COUNT(*) > 0 FROM pragma_table_info('kv') WHERE name = 'expires_at'",
+        [],
+        |row| row.get(0),
+    )?;
+    if !has_expiry {
+        conn.execute_batch("ALTER TABLE kv ADD COLUMN expires_at INTEGER")?;
+    }
+    conn.execute_batch(
+        "CREATE INDEX IF NOT EXISTS kv_expiry ON kv (expires_at) WHERE expires_at IS NOT NULL;",
+    )
+}
+
 /// Databases from before records had a state (every record then was of an ended call)
 /// get the column; the index finds the live ones at start.
 fn add_record_state(conn: &Connection) -> rusqlite::Result<()> {
@@ -138,17 +160,26 @@ impl KvStore for SqliteStore {
             .map_err(db)
     }
 
-    fn set(&self, scope: &str, key: &str, value: &str) -> Result<()> {
+    fn set_until(
+        &self,
+        scope: &str,
+        key: &str,
+        value: &str,
+        expires_at: Option<jiff::Timestamp>,
+    ) -> Result<()> {
         check_entry(key, value)?;
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached(
-                "INSERT INTO kv (scope, key, value) VALUES (?1, ?2, ?3)
+                "INSERT INTO kv (scope, key, value, expires_at) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value,
+             expires_at = excluded.expires_at,
              updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
             )
             .map_err(db)?;
-        stmt.execute(params![scope, key, value]).map_err(db)?;
+        let expires_at = expires_at.map(|at| at.as_millisecond());
+        stmt.execute(params![scope, key, value, expires_at])
+            .map_err(db)?;
         Ok(())
     }
 
@@ -170,6 +201,68 @@ impl KvStore for SqliteStore {
             .query_map(params![scope], |row| Ok((row.get(0)?, row.get(1)?)))
             .map_err(db)?;
         rows.collect::<rusqlite::Result<_>>().map_err(db)
+    }
+
+    fn expires_at(&self, scope: &str, key: &str) -> Result<Option<jiff::Timestamp>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT expires_at FROM kv WHERE scope = ?1 AND key = ?2")
+            .map_err(db)?;
+        let ms: Option<Option<i64>> = stmt
+            .query_row(params![scope, key], |row| row.get(0))
+            .optional()
+            .map_err(db)?;
+        Ok(ms
+            .flatten()
+            .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok()))
+    }
+
+    fn expire(&self, now: jiff::Timestamp) -> Result<Vec<Expired>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at <= ?1
+                 RETURNING scope, key, value",
+            )
+            .map_err(db)?;
+        let rows = stmt
+            .query_map(params![now.as_millisecond()], |row| {
+                Ok(Expired {
+                    scope: row.get(0)?,
+                    key: row.get(1)?,
+                    value: row.get(2)?,
+                })
+            })
+            .map_err(db)?;
+        let mut expired: Vec<Expired> = rows.collect::<rusqlite::Result<_>>().map_err(db)?;
+        expired.sort_by(|a, b| (&a.scope, &a.key).cmp(&(&b.scope, &b.key)));
+        Ok(expired)
+    }
+
+    fn audit(&self, entry: &AuditEntry) -> Result<()> {
+        let json = serde_json::to_string(entry).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        self.conn()
+            .prepare_cached("INSERT INTO audit (entry) VALUES (?1)")
+            .map_err(db)?
+            .execute(params![json])
+            .map_err(db)?;
+        Ok(())
+    }
+
+    fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT entry FROM audit ORDER BY id DESC LIMIT ?1")
+            .map_err(db)?;
+        let rows = stmt
+            .query_map(params![limit.min(i64::MAX as usize) as i64], |row| {
+                row.get::<_, String>(0)
+            })
+            .map_err(db)?;
+        rows.map(|row| {
+            serde_json::from_str(&row.map_err(db)?).map_err(|e| StoreError::Invalid(e.to_string()))
+        })
+        .collect()
     }
 }
 

@@ -30,10 +30,55 @@ pub const MAX_VALUE_BYTES: usize = 4096;
 /// A small key-value store for admin toggles, in scopes (a location's name).
 pub trait KvStore: Send + Sync {
     fn get(&self, scope: &str, key: &str) -> Result<Option<String>>;
-    fn set(&self, scope: &str, key: &str, value: &str) -> Result<()>;
+    /// Set an entry that lasts until changed or deleted (an earlier expiry is cleared).
+    fn set(&self, scope: &str, key: &str, value: &str) -> Result<()> {
+        self.set_until(scope, key, value, None)
+    }
+    /// Set an entry that [`KvStore::expire`] removes once `expires_at` has passed
+    /// (none: it lasts).
+    fn set_until(
+        &self,
+        scope: &str,
+        key: &str,
+        value: &str,
+        expires_at: Option<jiff::Timestamp>,
+    ) -> Result<()>;
     fn delete(&self, scope: &str, key: &str) -> Result<()>;
     /// Every entry of a scope, sorted by key.
     fn list(&self, scope: &str) -> Result<Vec<(String, String)>>;
+    /// When an entry expires, if it does.
+    fn expires_at(&self, scope: &str, key: &str) -> Result<Option<jiff::Timestamp>>;
+    /// Remove the entries whose expiry is at or before `now`; each one removed.
+    fn expire(&self, now: jiff::Timestamp) -> Result<Vec<Expired>>;
+    /// Note a change an admin made (or an expiry) in the audit log.
+    fn audit(&self, entry: &AuditEntry) -> Result<()>;
+    /// The audit log, newest first.
+    fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>>;
+}
+
+/// An entry [`KvStore::expire`] removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expired {
+    pub scope: String,
+    pub key: String,
+    pub value: String,
+}
+
+/// One change to the key-value store: who made it, what was there, what is now.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AuditEntry {
+    pub at: jiff::Timestamp,
+    /// Who changed it (the API and the peer's address), or `expiry`.
+    pub who: String,
+    /// `set`, `delete` or `expired`.
+    pub action: String,
+    pub scope: String,
+    pub key: String,
+    /// The value before, if there was one.
+    pub old: Option<String>,
+    /// The value after (none when deleted or expired).
+    pub value: Option<String>,
+    pub expires_at: Option<jiff::Timestamp>,
 }
 
 /// Registrations, so they survive a restart.
@@ -264,6 +309,63 @@ pub mod contract {
                 .set("sydney", "k", &"x".repeat(MAX_VALUE_BYTES + 1))
                 .is_err()
         );
+        expiring_contract(store);
+        audit_contract(store);
+    }
+
+    /// Entries with an expiry go when `expire` is told their time has come.
+    fn expiring_contract(store: &dyn KvStore) {
+        let at = |s: i64| jiff::Timestamp::from_second(1_790_000_000 + s).unwrap();
+        store
+            .set_until("hobart", "override", "closed", Some(at(60)))
+            .unwrap();
+        store
+            .set_until("hobart", "note", "meeting", Some(at(120)))
+            .unwrap();
+        store.set("hobart", "hours", "Mon-Fri 09:00-17:00").unwrap();
+        assert_eq!(
+            store.expires_at("hobart", "override").unwrap(),
+            Some(at(60))
+        );
+        assert_eq!(store.expires_at("hobart", "hours").unwrap(), None);
+        assert!(store.expire(at(59)).unwrap().is_empty());
+        let gone = store.expire(at(60)).unwrap();
+        assert_eq!(
+            gone,
+            [Expired {
+                scope: "hobart".into(),
+                key: "override".into(),
+                value: "closed".into()
+            }]
+        );
+        assert_eq!(store.get("hobart", "override").unwrap(), None);
+        assert_eq!(
+            store.get("hobart", "note").unwrap().as_deref(),
+            Some("meeting")
+        );
+        // Set again without an expiry: it lasts.
+        store.set("hobart", "note", "kept").unwrap();
+        assert!(store.expire(at(1000)).unwrap().is_empty());
+        assert_eq!(store.expires_at("hobart", "note").unwrap(), None);
+    }
+
+    fn audit_contract(store: &dyn KvStore) {
+        let entry = |n: i64, action: &str| AuditEntry {
+            at: jiff::Timestamp::from_second(1_790_000_000 + n).unwrap(),
+            who: "api 127.0.0.1".into(),
+            action: action.into(),
+            scope: "sydney".into(),
+            key: "override".into(),
+            old: None,
+            value: Some("closed".into()),
+            expires_at: None,
+        };
+        assert!(store.audit_log(10).unwrap().is_empty());
+        store.audit(&entry(1, "set")).unwrap();
+        store.audit(&entry(2, "expired")).unwrap();
+        let log = store.audit_log(10).unwrap();
+        assert_eq!(log, [entry(2, "expired"), entry(1, "set")], "newest first");
+        assert_eq!(store.audit_log(1).unwrap().len(), 1);
     }
 
     pub fn binding(user: &str, contact: &str) -> Binding {

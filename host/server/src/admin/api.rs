@@ -5,18 +5,18 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::{OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{Admin, ApiError, SETTLE};
+use super::{Admin, ApiError, Peer, SETTLE};
 use crate::call::SessionId;
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -71,6 +71,7 @@ pub(super) fn routes() -> OpenApiRouter<Arc<Admin>> {
         .routes(routes!(locations))
         .routes(routes!(kv_list))
         .routes(routes!(kv_set, kv_delete))
+        .routes(routes!(audit_log))
         .routes(routes!(events))
         .routes(routes!(openapi_json))
 }
@@ -542,6 +543,8 @@ struct LocationView {
     /// hours decide).
     #[serde(rename = "override")]
     override_value: Option<String>,
+    /// When the override goes on its own, if it does.
+    override_expires_at: Option<String>,
 }
 
 #[utoipa::path(get, path = "/api/locations", tag = "toggles",
@@ -559,6 +562,11 @@ async fn locations(State(admin): State<Arc<Admin>>) -> ApiResult<Json<Vec<Locati
                 .kv
                 .get(&location.name, "override")
                 .map_err(ApiError::internal)?,
+            override_expires_at: admin
+                .kv
+                .expires_at(&location.name, "override")
+                .map_err(ApiError::internal)?
+                .map(|at| at.to_string()),
         });
     }
     Ok(Json(views))
@@ -586,28 +594,109 @@ async fn kv_list(
     Ok(Json(entries.into_iter().collect()))
 }
 
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct ExpiryQuery {
+    /// The entry goes on its own after this many seconds (1 to 31 536 000).
+    ttl_s: Option<u64>,
+    /// The entry goes on its own at this time (RFC 3339, in the future).
+    expires_at: Option<String>,
+}
+
+/// What a PUT sets: the value and when it expires, from the body (text, or `{"value",
+/// "ttl_s", "expires_at"}`) and the query.
+fn kv_put(
+    body: &[u8],
+    query: ExpiryQuery,
+    now: jiff::Timestamp,
+) -> ApiResult<(String, Option<jiff::Timestamp>)> {
+    let shape = "send the value as text or as {\"value\": \"...\", \"ttl_s\": 3600}";
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ApiError::bad_request(shape))?
+        .trim();
+    let (value, ttl_s, expires_at) = if text.starts_with('{') {
+        let json: Value = serde_json::from_str(text).map_err(|_| ApiError::bad_request(shape))?;
+        let value = json["value"]
+            .as_str()
+            .ok_or_else(|| ApiError::bad_request(shape))?;
+        let ttl = match &json["ttl_s"] {
+            Value::Null => query.ttl_s,
+            t => Some(
+                t.as_u64()
+                    .ok_or_else(|| ApiError::bad_request("ttl_s: whole seconds"))?,
+            ),
+        };
+        let at = json["expires_at"]
+            .as_str()
+            .map(str::to_owned)
+            .or(query.expires_at);
+        (value.to_owned(), ttl, at)
+    } else {
+        (text.to_owned(), query.ttl_s, query.expires_at)
+    };
+    const YEAR_S: u64 = 365 * 86_400;
+    let expires_at = match (ttl_s, expires_at) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request("give ttl_s or expires_at, not both"));
+        }
+        (Some(ttl), None) if (1..=YEAR_S).contains(&ttl) => {
+            Some(now + jiff::SignedDuration::from_secs(ttl as i64))
+        }
+        (Some(_), None) => return Err(ApiError::bad_request("ttl_s: 1 to 31536000 seconds")),
+        (None, Some(at)) => {
+            let at: jiff::Timestamp = at.parse().map_err(|_| {
+                ApiError::bad_request(
+                    "expires_at: an RFC 3339 time, e.g. 2026-12-06T14:00:00+11:00",
+                )
+            })?;
+            if at <= now {
+                return Err(ApiError::bad_request("expires_at: must be in the future"));
+            }
+            Some(at)
+        }
+        (None, None) => None,
+    };
+    Ok((value, expires_at))
+}
+
 #[utoipa::path(put, path = "/api/kv/{location}/{key}", tag = "toggles",
-    params(("location" = String, Path), ("key" = String, Path)),
-    request_body(content = String, description = "The value, as text or `{\"value\": \"…\"}`"),
+    params(("location" = String, Path), ("key" = String, Path), ExpiryQuery),
+    request_body(content = String, description = "The value, as text or `{\"value\": \"…\", \
+        \"ttl_s\": 3600}` (or `\"expires_at\"`): e.g. `closed` for an hour"),
     responses(
         (status = 200, body = Object),
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn kv_set(
     State(admin): State<Arc<Admin>>,
+    Extension(Peer(peer)): Extension<Peer>,
     path: Result<Path<(String, String)>, PathRejection>,
+    query: Result<Query<ExpiryQuery>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<Value>> {
-    let Path((location, key)) = path?;
+    let (Path((location, key)), Query(query)) = (path?, query?);
     known_location(&admin, &location)?;
-    let value = kv_value(&body?).ok_or_else(|| {
-        ApiError::bad_request("send the value as text or as {\"value\": \"...\"}")
-    })?;
+    let now = crate::clock::Clock::now(&crate::clock::SystemClock);
+    let (value, expires_at) = kv_put(&body?, query, now)?;
+    let old = admin.kv.get(&location, &key).map_err(ApiError::internal)?;
     admin
         .kv
-        .set(&location, &key, &value)
+        .set_until(&location, &key, &value, expires_at)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    tracing::info!(location, key, "admin set a key-value entry");
-    Ok(Json(json!({ "location": location, "key": key })))
+    audit(
+        &admin,
+        peer,
+        now,
+        "set",
+        &location,
+        &key,
+        old,
+        Some(value),
+        expires_at,
+    )?;
+    tracing::info!(location, key, ?expires_at, "admin set a key-value entry");
+    Ok(Json(
+        json!({ "location": location, "key": key, "expires_at": expires_at }),
+    ))
 }
 
 #[utoipa::path(delete, path = "/api/kv/{location}/{key}", tag = "toggles",
@@ -615,16 +704,72 @@ async fn kv_set(
     responses((status = 200, body = Object), (status = 404, body = ErrorBody)))]
 async fn kv_delete(
     State(admin): State<Arc<Admin>>,
+    Extension(Peer(peer)): Extension<Peer>,
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> ApiResult<Json<Value>> {
     let Path((location, key)) = path?;
     known_location(&admin, &location)?;
+    let old = admin.kv.get(&location, &key).map_err(ApiError::internal)?;
     admin
         .kv
         .delete(&location, &key)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if old.is_some() {
+        let now = crate::clock::Clock::now(&crate::clock::SystemClock);
+        audit(
+            &admin, peer, now, "delete", &location, &key, old, None, None,
+        )?;
+    }
     tracing::info!(location, key, "admin deleted a key-value entry");
     Ok(Json(json!({ "location": location, "key": key })))
+}
+
+/// Note an admin's change in the audit log.
+#[allow(clippy::too_many_arguments)]
+fn audit(
+    admin: &Admin,
+    peer: std::net::SocketAddr,
+    at: jiff::Timestamp,
+    action: &str,
+    location: &str,
+    key: &str,
+    old: Option<String>,
+    value: Option<String>,
+    expires_at: Option<jiff::Timestamp>,
+) -> ApiResult<()> {
+    let entry = crate::store::AuditEntry {
+        at,
+        who: format!("api {}", peer.ip()),
+        action: action.into(),
+        scope: location.into(),
+        key: key.into(),
+        old,
+        value,
+        expires_at,
+    };
+    admin.kv.audit(&entry).map_err(ApiError::internal)
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct AuditQuery {
+    /// How many entries (default 100, at most 10 000).
+    limit: Option<usize>,
+}
+
+#[utoipa::path(get, path = "/api/audit", tag = "toggles",
+    params(AuditQuery),
+    responses((status = 200, description = "Changes to the key-value entries, newest \
+        first: when, who (`api <address>` or `expiry`), set / delete / expired, the \
+        location and key, the old and new value, the expiry", body = [Object])))]
+async fn audit_log(
+    State(admin): State<Arc<Admin>>,
+    query: Result<Query<AuditQuery>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let Query(query) = query?;
+    let limit = query.limit.unwrap_or(100).min(10_000);
+    let log = admin.kv.audit_log(limit).map_err(ApiError::internal)?;
+    Ok(Json(json!(log)))
 }
 
 /// The devices a flip request names: an empty body (any), or `{"targets": [...]}`.
@@ -644,29 +789,69 @@ fn flip_targets(body: &[u8]) -> Option<Vec<String>> {
     }
 }
 
-/// A kv value from a PUT body: `{"value": "closed"}` or the plain text `closed`.
-fn kv_value(body: &[u8]) -> Option<String> {
-    let text = std::str::from_utf8(body).ok()?.trim();
-    if text.starts_with('{') {
-        return serde_json::from_str::<Value>(text)
-            .ok()?
-            .get("value")?
-            .as_str()
-            .map(str::to_owned);
-    }
-    Some(text.to_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn kv_bodies() {
-        assert_eq!(kv_value(b"closed").as_deref(), Some("closed"));
-        assert_eq!(kv_value(b"{\"value\": \"open\"}").as_deref(), Some("open"));
-        assert_eq!(kv_value(b"{\"nope\": 1}"), None);
-        assert_eq!(kv_value(&[0xff]), None);
+    fn kv_bodies_and_expiries() {
+        let now = jiff::Timestamp::from_second(1_790_000_000).unwrap();
+        let none = || ExpiryQuery {
+            ttl_s: None,
+            expires_at: None,
+        };
+        let put = |body: &[u8], query| kv_put(body, query, now).map_err(|e| e.message);
+        assert_eq!(put(b"closed", none()), Ok(("closed".into(), None)));
+        assert_eq!(
+            put(b"{\"value\": \"open\"}", none()),
+            Ok(("open".into(), None))
+        );
+        let hour = now + jiff::SignedDuration::from_hours(1);
+        assert_eq!(
+            put(b"{\"value\": \"closed\", \"ttl_s\": 3600}", none()),
+            Ok(("closed".into(), Some(hour)))
+        );
+        let by_query = ExpiryQuery {
+            ttl_s: Some(3600),
+            expires_at: None,
+        };
+        assert_eq!(put(b"closed", by_query), Ok(("closed".into(), Some(hour))));
+        let at = ExpiryQuery {
+            ttl_s: None,
+            expires_at: Some(hour.to_string()),
+        };
+        assert_eq!(put(b"closed", at), Ok(("closed".into(), Some(hour))));
+        for (body, query, why) in [
+            (&b"{\"nope\": 1}"[..], none(), "send the value"),
+            (&[0xff][..], none(), "send the value"),
+            (
+                b"closed",
+                ExpiryQuery {
+                    ttl_s: Some(0),
+                    expires_at: None,
+                },
+                "ttl_s",
+            ),
+            (
+                b"closed",
+                ExpiryQuery {
+                    ttl_s: None,
+                    expires_at: Some("2000-01-01T00:00:00Z".into()),
+                },
+                "future",
+            ),
+            (
+                b"closed",
+                ExpiryQuery {
+                    ttl_s: Some(5),
+                    expires_at: Some(hour.to_string()),
+                },
+                "not both",
+            ),
+        ] {
+            let err = put(body, query).unwrap_err();
+            assert!(err.contains(why), "{err}");
+        }
     }
 
     #[test]

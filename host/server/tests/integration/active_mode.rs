@@ -274,6 +274,62 @@ fn the_caller_hears_the_welcome_presses_2_and_reaches_billing_recorded() {
 }
 
 #[test]
+fn an_override_with_a_two_second_expiry_opens_the_location_again_on_its_own() {
+    let sales = department(1, 500);
+    let server = server(sales.port, "");
+    let probe = Probe::start();
+    let put = http(
+        server.http,
+        "PUT",
+        "/api/kv/sydney/override",
+        None,
+        "{\"value\": \"closed\", \"ttl_s\": 2}",
+    );
+    assert_eq!(put.0, 200, "{put:?}");
+    let set_at = Instant::now();
+    let (_, locations) = http(server.http, "GET", "/api/locations", None, "");
+    let locations: serde_json::Value = serde_json::from_str(&locations).unwrap();
+    let sydney = locations
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == "sydney")
+        .unwrap();
+    assert_eq!(sydney["override"], "closed");
+    assert!(sydney["override_expires_at"].is_string(), "{sydney}");
+    // It goes on its own, two seconds on (the sweep looks four times a second).
+    while http(server.http, "GET", "/api/kv/sydney", None, "").1 != "{}" {
+        assert!(
+            set_at.elapsed() < Duration::from_secs(4),
+            "the override did not go"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let gone_after = set_at.elapsed();
+    assert!(gone_after >= Duration::from_millis(1900), "{gone_after:?}");
+    // The script sees it at once: the menu, 1 by SIP INFO, sales.
+    assert_eq!(call(&server, "active_caller_info.xml", probe.port), 0);
+    assert_eq!(tag(&server.cdrs()[0], "hours"), Some("open"));
+    assert_invited(sales, &[SALES]);
+    // The audit log has both: who set it, and its expiry.
+    let (_, audit) = http(server.http, "GET", "/api/audit", None, "");
+    let audit: serde_json::Value = serde_json::from_str(&audit).unwrap();
+    let actions: Vec<(&str, &str)> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["action"].as_str().unwrap(), e["who"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        actions,
+        [("expired", "expiry"), ("set", "api 127.0.0.1")],
+        "{audit}"
+    );
+    assert_eq!(audit[1]["value"], "closed");
+    assert!(audit[1]["expires_at"].is_string(), "{audit}");
+}
+
+#[test]
 fn night_mode_and_holidays_from_the_admin_api_close_one_location_and_reopen_it_live() {
     let sales = department(2, 500);
     let server = server(sales.port, "");

@@ -330,6 +330,7 @@ fn the_openapi_document_matches_the_served_routes() {
         "GET /api/kv/{location}",
         "PUT /api/kv/{location}/{key}",
         "DELETE /api/kv/{location}/{key}",
+        "GET /api/audit",
         "GET /api/openapi.json",
         "GET /api/events",
     ] {
@@ -338,5 +339,5 @@ fn the_openapi_document_matches_the_served_routes() {
             "{served} is not documented"
         );
     }
-    assert_eq!(operations.len(), 17, "{operations:?}");
+    assert_eq!(operations.len(), 18, "{operations:?}");
 }

@@ -32,13 +32,14 @@ fn the_console_flips_a_live_call_and_turns_night_mode_on() {
     let desk = SippServer::start_on("device_answers.xml", desk_port, &["-m", "1"]);
 
     std::thread::scope(|scope| {
-        // Bob calls Alice; her desk answers.
+        // Bob calls Alice; her desk answers. He talks long enough for a browser started
+        // on a busy machine to see the call.
         let bob = scope.spawn(|| {
             sipp(
                 server.udp,
                 "device_caller.xml",
                 &credentials("2002", "b0b-secret"),
-                &["-s", "2001", "-m", "1", "-d", "8000", "-rtp_echo"],
+                &["-s", "2001", "-m", "1", "-d", "15000", "-rtp_echo"],
             )
         });
         std::thread::sleep(Duration::from_millis(1500));
@@ -90,4 +91,19 @@ fn the_console_flips_a_live_call_and_turns_night_mode_on() {
     let (_, kv) =
         crate::common::server::http(server.http, "GET", "/api/kv/New%20York", Some("sesame"), "");
     assert_eq!(kv, "{\"override\":\"closed\"}");
+    // For the hour the console asked, by the audit log.
+    let (_, audit) =
+        crate::common::server::http(server.http, "GET", "/api/audit", Some("sesame"), "");
+    let audit: serde_json::Value = serde_json::from_str(&audit).unwrap();
+    assert_eq!(audit[0]["action"], "set");
+    let (set, expires) = (
+        audit[0]["at"].as_str().unwrap(),
+        audit[0]["expires_at"].as_str().unwrap(),
+    );
+    let (set, expires): (jiff::Timestamp, jiff::Timestamp) =
+        (set.parse().unwrap(), expires.parse().unwrap());
+    assert_eq!(
+        expires.duration_since(set),
+        jiff::SignedDuration::from_hours(1)
+    );
 }

@@ -2,13 +2,19 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use super::{
-    Binding, CallRecord, CdrStore, KvStore, RegistrationStore, Result, StoreError, check_entry,
+    AuditEntry, Binding, CallRecord, CdrStore, Expired, KvStore, RegistrationStore, Result,
+    StoreError, check_entry,
 };
+
+/// Key-value entries: (scope, key) → (value, expiry).
+type Entries = BTreeMap<(String, String), (String, Option<jiff::Timestamp>)>;
 
 /// A store that lives in memory: for tests and `script simulate`.
 #[derive(Default)]
 pub struct MemoryStore {
-    kv: Mutex<BTreeMap<(String, String), String>>,
+    kv: Mutex<Entries>,
+    /// Newest last.
+    audit: Mutex<Vec<AuditEntry>>,
     bindings: Mutex<BTreeMap<(String, String), Binding>>,
     /// Call records as JSON, oldest first.
     cdrs: Mutex<Vec<serde_json::Value>>,
@@ -20,7 +26,7 @@ impl MemoryStore {
         Self::default()
     }
 
-    fn kv(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, String), String>> {
+    fn kv(&self) -> std::sync::MutexGuard<'_, Entries> {
         // A panic while holding the lock cannot leave the map half-updated.
         self.kv
             .lock()
@@ -30,13 +36,24 @@ impl MemoryStore {
 
 impl KvStore for MemoryStore {
     fn get(&self, scope: &str, key: &str) -> Result<Option<String>> {
-        Ok(self.kv().get(&(scope.to_owned(), key.to_owned())).cloned())
+        let kv = self.kv();
+        Ok(kv
+            .get(&(scope.to_owned(), key.to_owned()))
+            .map(|(v, _)| v.clone()))
     }
 
-    fn set(&self, scope: &str, key: &str, value: &str) -> Result<()> {
+    fn set_until(
+        &self,
+        scope: &str,
+        key: &str,
+        value: &str,
+        expires_at: Option<jiff::Timestamp>,
+    ) -> Result<()> {
         check_entry(key, value)?;
-        self.kv()
-            .insert((scope.to_owned(), key.to_owned()), value.to_owned());
+        self.kv().insert(
+            (scope.to_owned(), key.to_owned()),
+            (value.to_owned(), expires_at),
+        );
         Ok(())
     }
 
@@ -50,8 +67,42 @@ impl KvStore for MemoryStore {
             .kv()
             .iter()
             .filter(|((s, _), _)| s == scope)
-            .map(|((_, k), v)| (k.clone(), v.clone()))
+            .map(|((_, k), (v, _))| (k.clone(), v.clone()))
             .collect())
+    }
+
+    fn expires_at(&self, scope: &str, key: &str) -> Result<Option<jiff::Timestamp>> {
+        let kv = self.kv();
+        Ok(kv
+            .get(&(scope.to_owned(), key.to_owned()))
+            .and_then(|(_, e)| *e))
+    }
+
+    fn expire(&self, now: jiff::Timestamp) -> Result<Vec<Expired>> {
+        let mut kv = self.kv();
+        let due: Vec<(String, String)> = kv
+            .iter()
+            .filter(|(_, (_, expiry))| expiry.is_some_and(|e| e <= now))
+            .map(|(k, _)| k.clone())
+            .collect();
+        Ok(due
+            .into_iter()
+            .filter_map(|(scope, key)| {
+                let (value, _) = kv.remove(&(scope.clone(), key.clone()))?;
+                Some(Expired { scope, key, value })
+            })
+            .collect())
+    }
+
+    fn audit(&self, entry: &AuditEntry) -> Result<()> {
+        let mut audit = self.audit.lock().unwrap_or_else(|p| p.into_inner());
+        audit.push(entry.clone());
+        Ok(())
+    }
+
+    fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>> {
+        let audit = self.audit.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(audit.iter().rev().take(limit).cloned().collect())
     }
 }
 
