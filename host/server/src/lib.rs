@@ -16,6 +16,7 @@
 //!
 //! This crate's own modules:
 //! - [`default_scripts`]: the default scripts the binary carries, written on first run.
+//! - [`deploy`]: `script deploy`: check, copy into the watched folder, wait for the load.
 //! - [`driver`]: UDP/TCP/TLS sockets, framing and timers around the `pbx` core.
 //! - [`events`]: the event stream (`/api/events`): calls, flips, registrations, scripts.
 //! - [`metrics`]: `/metrics`, a snapshot of every counter encoded by prometheus-client.
@@ -35,6 +36,7 @@
 
 pub mod admin;
 pub mod default_scripts;
+pub mod deploy;
 pub mod dns;
 pub mod driver;
 pub mod events;

@@ -154,6 +154,25 @@ enum ScriptCommand {
     },
     /// Run one call's routing decisions (or, with --flip, one flip decision) offline.
     Simulate(SimulateArgs),
+    /// Check a component, put it into the watched folder whole, and wait for the running
+    /// server to load it; exits non-zero with the load error.
+    Deploy {
+        /// The component (.wasm).
+        file: PathBuf,
+        /// The watched folder; default: the config's scripts.dir.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The name to serve it by; default: the file's stem.
+        #[arg(long)]
+        name: Option<String>,
+        /// The running server's config (its scripts folder, HTTP address and token);
+        /// default: the embedded default.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// How long to wait for the server's load result, in seconds.
+        #[arg(long, default_value_t = 30)]
+        wait: u64,
+    },
 }
 
 #[derive(clap::Args)]
@@ -245,6 +264,24 @@ fn main() -> ExitCode {
         Command::Script {
             command: ScriptCommand::Simulate(args),
         } => simulate(args),
+        Command::Script {
+            command:
+                ScriptCommand::Deploy {
+                    file,
+                    dir,
+                    name,
+                    config,
+                    wait,
+                },
+        } => deploy(
+            wasmpbx::deploy::DeployOptions {
+                file,
+                dir,
+                name,
+                wait: std::time::Duration::from_secs(wait),
+            },
+            config.as_deref(),
+        ),
         Command::Cdr {
             command: CdrCommand::List(args),
         } => match args.intents {
@@ -279,6 +316,28 @@ fn init_logging(quiet: bool, format: LogFormat) {
 fn run(config: Option<&Path>) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(wasmpbx::server::run(config))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn deploy(
+    options: wasmpbx::deploy::DeployOptions,
+    config: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    let config = match config {
+        Some(path) => Config::load(path)?,
+        None => Config::embedded_default(),
+    };
+    match wasmpbx::deploy::deploy(&options, &config)? {
+        wasmpbx::deploy::Deployed::Loaded { name, hash } => {
+            println!(
+                "{name}: loaded by the server (version {})",
+                &hash[..12.min(hash.len())]
+            );
+        }
+        wasmpbx::deploy::Deployed::Unconfirmed { name, path, why } => {
+            println!("{name}: put into {} (not confirmed: {why})", path.display());
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

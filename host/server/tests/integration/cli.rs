@@ -409,3 +409,74 @@ fn run_refuses_certificates_it_cannot_use_in_one_line() {
         assert_eq!(checked, err, "config check says what run would");
     }
 }
+
+#[test]
+fn script_deploy_waits_for_the_running_servers_load_and_refuses_a_broken_file() {
+    let server = crate::common::server::Server::start(
+        "[http]\nlisten = \"127.0.0.1:0\"\ntoken = \"sesame\"\n",
+    );
+    // The server's config as an admin's deploy reads it: its scripts folder, and where
+    // its admin API answers (the fixture's port 0 was chosen at start).
+    let text = std::fs::read_to_string(&server.config).unwrap().replace(
+        "listen = \"127.0.0.1:0\"\ntoken",
+        &format!("listen = \"{}\"\ntoken", server.http),
+    );
+    let config = server.dir.path().join("deploy.toml");
+    std::fs::write(&config, text).unwrap();
+    let config = config.to_str().unwrap();
+
+    // (Cargo names the built file front_door.wasm: the script is served by --name.)
+    let (code, out, err) = wasmpbx(&[
+        "script",
+        "deploy",
+        test_components::FRONT_DOOR,
+        "--name",
+        "front-door",
+        "--config",
+        config,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.starts_with("front-door: loaded by the server (version "),
+        "{out}"
+    );
+    let (_, scripts) =
+        crate::common::server::http(server.http, "GET", "/api/scripts", Some("sesame"), "");
+    assert!(scripts.contains("\"name\":\"front-door\""), "{scripts}");
+    // Under another name, too.
+    let (code, out, _) = wasmpbx(&[
+        "script",
+        "deploy",
+        test_components::LISTEN,
+        "--name",
+        "night",
+        "--config",
+        config,
+    ]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("night: loaded by the server"), "{out}");
+
+    // A file that is not a component: refused here, never copied.
+    let broken = server.dir.path().join("broken.wasm");
+    std::fs::write(&broken, b"\0asm\x01\0\0\0").unwrap();
+    let (code, _, err) = wasmpbx(&[
+        "script",
+        "deploy",
+        broken.to_str().unwrap(),
+        "--config",
+        config,
+    ]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("broken.wasm") && err.contains("component"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(!server.dir.path().join("scripts/broken.wasm").exists());
+    assert!(
+        std::fs::read_dir(server.dir.path().join("scripts"))
+            .unwrap()
+            .all(|e| !e.unwrap().file_name().to_string_lossy().starts_with('.')),
+        "no partial file left"
+    );
+}
