@@ -4,10 +4,9 @@
 // A test is an I/O edge: it waits on real time.
 #![allow(clippy::disallowed_methods)]
 
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
+use crate::common::browser;
 use crate::common::server::{Server, SippServer, credentials, free_port, sipp};
 
 #[test]
@@ -45,20 +44,10 @@ fn the_console_flips_a_live_call_and_turns_night_mode_on() {
         std::thread::sleep(Duration::from_millis(1500));
         register(mobile_port);
         let mobile = SippServer::start_on("device_answers.xml", mobile_port, &["-m", "1"]);
-        let script =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/browser/admin_console.mjs");
-        let output = Command::new("node")
-            .arg(&script)
-            .args([&server.http.port().to_string(), "sesame", "New York"])
-            .output()
-            .expect("node, with tests/browser's packages installed (tests/run.sh does it)");
-        let report = String::from_utf8_lossy(&output.stdout);
-        println!("{report}");
-        assert!(
-            report.contains("1 passed, 0 failed"),
-            "{report}\n{}\n{}",
-            String::from_utf8_lossy(&output.stderr),
-            server.log()
+        let report = browser::run(
+            "admin_console.mjs",
+            &[&server.http.port().to_string(), "sesame", "New York"],
+            &server,
         );
         assert!(report.contains("live call: "), "{report}");
         assert!(

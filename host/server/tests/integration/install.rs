@@ -33,13 +33,12 @@ fn copied_binary() -> (tempfile::TempDir, PathBuf) {
     (dir, binary)
 }
 
-#[test]
-fn a_copied_binary_inits_runs_and_routes_a_call_through_its_embedded_listen_script() {
-    let (dir, binary) = copied_binary();
-    // Loopback and ephemeral ports for the test; an admin takes the detected address.
+/// `init` in `dir`, on loopback and ephemeral ports (an admin takes the detected address
+/// and the default ports); what it printed.
+fn init_on_loopback(dir: &Path, binary: &Path) -> String {
     let (code, out, err) = run_in(
-        dir.path(),
-        &binary,
+        dir,
+        binary,
         &[
             "init",
             "--address",
@@ -51,6 +50,13 @@ fn a_copied_binary_inits_runs_and_routes_a_call_through_its_embedded_listen_scri
         ],
     );
     assert_eq!(code, 0, "{err}");
+    out
+}
+
+#[test]
+fn a_copied_binary_inits_runs_and_routes_a_call_through_its_embedded_listen_script() {
+    let (dir, binary) = copied_binary();
+    let out = init_on_loopback(dir.path(), &binary);
     assert!(out.contains("wrote ") && out.contains("Next:"), "{out}");
     let config = dir.path().join("wasmpbx.toml");
     let (code, out, err) = run_in(dir.path(), &binary, &["config", "check", "wasmpbx.toml"]);
@@ -98,20 +104,7 @@ fn a_copied_binary_inits_runs_and_routes_a_call_through_its_embedded_listen_scri
 #[test]
 fn a_scripts_folder_that_exists_is_never_written_to() {
     let (dir, binary) = copied_binary();
-    let (code, _, err) = run_in(
-        dir.path(),
-        &binary,
-        &[
-            "init",
-            "--address",
-            "127.0.0.1",
-            "--sip-port",
-            "0",
-            "--http-port",
-            "0",
-        ],
-    );
-    assert_eq!(code, 0, "{err}");
+    init_on_loopback(dir.path(), &binary);
     let scripts = dir.path().join("scripts");
     std::fs::create_dir(&scripts).unwrap();
     let config = dir.path().join("wasmpbx.toml");

@@ -86,6 +86,25 @@ fn receiver(statuses: Vec<u16>) -> (u16, mpsc::Receiver<Delivery>) {
     (port, rx)
 }
 
+/// A server forwarding trunk calls to a SIPp return side on `return_port` (`listen`),
+/// with one webhook (`webhook`: its TOML keys).
+fn listen_with_webhook(return_port: u16, webhook: &str) -> Server {
+    Server::start_with_scripts(
+        &format!("{}\n[[webhooks]]\n{webhook}", listen_location(return_port)),
+        &[("listen", test_components::LISTEN)],
+    )
+}
+
+/// A call from the trunk to the `listen` location, `calls` times at 10 a second.
+fn call_listen(server: &Server, calls: &str) -> i32 {
+    sipp(
+        server.udp,
+        "trunk_caller.xml",
+        "",
+        &["-i", "127.0.0.2", "-s", FLIP, "-m", calls, "-r", "10"],
+    )
+}
+
 fn next(rx: &mpsc::Receiver<Delivery>, limit: Duration) -> Delivery {
     rx.recv_timeout(limit)
         .unwrap_or_else(|_| panic!("no delivery within {limit:?}"))
@@ -96,22 +115,13 @@ fn a_webhook_gets_signed_events_it_wants_in_order_and_a_refused_one_again() {
     // The first delivery is refused with a 500: it comes again about a second later.
     let (port, deliveries) = receiver(vec![500]);
     let ret = SippServer::start("return_number.xml", &["-m", "1"]);
-    let server = Server::start_with_scripts(
+    let server = listen_with_webhook(
+        ret.port,
         &format!(
-            "{}\n[[webhooks]]\nurl = \"http://127.0.0.1:{port}/hooks/wasmpbx?from=test\"\nevents = [\"call.started\", \"call.ended\"]\nsecret = \"hook-s3cret\"\n",
-            listen_location(ret.port)
+            "url = \"http://127.0.0.1:{port}/hooks/wasmpbx?from=test\"\nevents = [\"call.started\", \"call.ended\"]\nsecret = \"hook-s3cret\"\n"
         ),
-        &[("listen", test_components::LISTEN)],
     );
-    assert_eq!(
-        sipp(
-            server.udp,
-            "trunk_caller.xml",
-            "",
-            &["-i", "127.0.0.2", "-s", FLIP, "-m", "1"]
-        ),
-        0
-    );
+    assert_eq!(call_listen(&server, "1"), 0);
     assert_eq!(ret.wait(Duration::from_secs(15)), 0);
 
     let refused = next(&deliveries, Duration::from_secs(10));
@@ -177,23 +187,8 @@ fn a_webhook_that_never_answers_delays_no_call() {
         drop(held);
     });
     let ret = SippServer::start("return_number.xml", &["-m", "20"]);
-    let server = Server::start_with_scripts(
-        &format!(
-            "{}\n[[webhooks]]\nurl = \"http://127.0.0.1:{port}/\"\n",
-            listen_location(ret.port)
-        ),
-        &[("listen", test_components::LISTEN)],
-    );
-    assert_eq!(
-        sipp(
-            server.udp,
-            "trunk_caller.xml",
-            "",
-            &["-i", "127.0.0.2", "-s", FLIP, "-m", "20", "-r", "10"]
-        ),
-        0,
-        "every call completed"
-    );
+    let server = listen_with_webhook(ret.port, &format!("url = \"http://127.0.0.1:{port}/\"\n"));
+    assert_eq!(call_listen(&server, "20"), 0, "every call completed");
     assert_eq!(ret.wait(Duration::from_secs(30)), 0);
     assert_eq!(server.cdrs().len(), 20);
 }

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use crate::common::browser;
 use crate::common::server::{Server, SippServer, credentials, free_port, http, sipp};
 use tungstenite::client::IntoClientRequest as _;
 use tungstenite::{Message, WebSocket};
@@ -59,7 +60,7 @@ CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
 fn a_browser_registers_over_websocket_and_its_registration_ends_with_the_socket() {
     let server = Server::start("");
     let http = server.http.port().to_string();
-    browser(
+    browser::run(
         "ws_register.mjs",
         &[&http, "pbx.test", "2001", "s3cret"],
         &server,
@@ -69,27 +70,6 @@ fn a_browser_registers_over_websocket_and_its_registration_ends_with_the_socket(
         "{}",
         server.log()
     );
-}
-
-/// `node tests/browser/{script} {args}`; its report, after asserting it passed.
-fn browser(script: &str, args: &[&str], server: &Server) -> String {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/browser")
-        .join(script);
-    let output = Command::new("node")
-        .arg(&script)
-        .args(args)
-        .output()
-        .expect("node, with tests/browser's packages installed (tests/run.sh does it)");
-    let report = String::from_utf8_lossy(&output.stdout).into_owned();
-    println!("{report}");
-    assert!(
-        report.contains("1 passed, 0 failed"),
-        "{report}\n{}\n{}",
-        String::from_utf8_lossy(&output.stderr),
-        server.log()
-    );
-    report
 }
 
 /// A server with the real flip policy, and Alice's desk phone (SIPp, answering one
@@ -126,7 +106,7 @@ fn a_browser_takes_over_a_call_from_a_desk_phone_and_the_far_end_notices_nothing
         let bob = scope.spawn(|| bob_calls_alice(&server, "12000"));
         std::thread::sleep(Duration::from_millis(1500));
         let http = server.http.port().to_string();
-        let report = browser(
+        let report = browser::run(
             "webrtc_call.mjs",
             &[&http, "pbx.test", "2001", "s3cret", "*77"],
             &server,
@@ -154,26 +134,10 @@ fn a_browser_takes_over_a_call_from_a_desk_phone_and_the_far_end_notices_nothing
 
 #[test]
 fn the_browser_phone_rings_shows_the_call_length_and_signs_out() {
-    use std::io::{BufRead as _, BufReader};
     let server = Server::start("");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/browser/phone_rings.mjs");
-    let mut node = Command::new("node")
-        .arg(&script)
-        .args([&server.http.port().to_string(), "2001", "s3cret"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("node");
-    let mut lines = BufReader::new(node.stdout.take().unwrap()).lines();
-    let mut report = String::new();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        report.push_str(&line);
-        report.push('\n');
-        if line == "registered" || line.starts_with("FAILED") {
-            break;
-        }
-    }
-    assert!(report.contains("registered"), "{report}");
+    let http = server.http.port().to_string();
+    let mut page = browser::Running::start("phone_rings.mjs", &[&http, "2001", "s3cret"]);
+    page.until("registered", &server);
     // Bob calls Alice, whose only device is the page, and talks for four seconds.
     let bob = sipp(
         server.udp,
@@ -181,17 +145,7 @@ fn the_browser_phone_rings_shows_the_call_length_and_signs_out() {
         &credentials("2002", "b0b-secret"),
         &["-s", "2001", "-m", "1", "-d", "4000", "-rtp_echo"],
     );
-    for line in lines {
-        report.push_str(&line.unwrap());
-        report.push('\n');
-    }
-    let _ = node.wait();
-    println!("{report}");
-    assert!(
-        report.contains("1 passed, 0 failed"),
-        "{report}\n{}",
-        server.log()
-    );
+    let report = page.finish(&server);
     assert!(report.contains("ringing: 2002"), "{report}");
     assert!(
         report.contains("notified: Incoming call: from "),
@@ -203,31 +157,14 @@ fn the_browser_phone_rings_shows_the_call_length_and_signs_out() {
 
 #[test]
 fn a_push_rings_the_browser_which_answers_with_webrtc() {
-    use std::io::{BufRead as _, BufReader};
     let (server, _, desk) = alice_with_a_desk_phone();
     std::thread::scope(|scope| {
         let bob = scope.spawn(|| bob_calls_alice(&server, "12000"));
         std::thread::sleep(Duration::from_millis(1500));
-        let script =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/browser/webrtc_answer.mjs");
         let http = server.http.port().to_string();
-        let mut node = Command::new("node")
-            .arg(&script)
-            .args([&http, "pbx.test", "2001", "s3cret"])
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("node");
-        let mut lines = BufReader::new(node.stdout.take().unwrap()).lines();
-        let mut report = String::new();
-        for line in lines.by_ref() {
-            let line = line.unwrap();
-            report.push_str(&line);
-            report.push('\n');
-            if line == "registered" {
-                break;
-            }
-        }
-        assert!(report.contains("registered"), "{report}");
+        let mut page =
+            browser::Running::start("webrtc_answer.mjs", &[&http, "pbx.test", "2001", "s3cret"]);
+        page.until("registered", &server);
         // The admin API pushes the desk's call to the browser.
         let (_, calls) = crate::common::server::http(server.http, "GET", "/api/calls", None, "");
         let calls: serde_json::Value = serde_json::from_str(&calls).unwrap();
@@ -240,17 +177,7 @@ fn a_push_rings_the_browser_which_answers_with_webrtc() {
             "{\"targets\": [\"jssip\"]}",
         );
         assert_eq!(status, 202, "{body}");
-        for line in lines {
-            report.push_str(&line.unwrap());
-            report.push('\n');
-        }
-        let _ = node.wait();
-        println!("{report}");
-        assert!(
-            report.contains("1 passed, 0 failed"),
-            "{report}\n{}",
-            server.log()
-        );
+        page.finish(&server);
         assert_eq!(
             bob.join().unwrap(),
             0,
@@ -280,7 +207,7 @@ fn a_browser_calls_out_through_the_trunk_with_webrtc_audio_both_ways_and_its_key
         far_end.port
     ));
     let http = server.http.port().to_string();
-    browser(
+    browser::run(
         "webrtc_call.mjs",
         &[&http, "pbx.test", "2001", "s3cret", "5551234", "12#"],
         &server,
@@ -305,7 +232,7 @@ fn a_browser_that_vanishes_mid_call_is_hung_up_for() {
         far_end.port
     ));
     let http = server.http.port().to_string();
-    browser(
+    browser::run(
         "webrtc_vanish.mjs",
         &[&http, "pbx.test", "2001", "s3cret", "5551234"],
         &server,
@@ -360,30 +287,13 @@ fn a_browser_registers_over_wss_when_the_host_has_a_certificate() {
 
 #[test]
 fn the_browser_phone_takes_a_call_over_and_flips_it_back() {
-    use std::io::{BufRead as _, BufReader, Write as _};
     let (server, desk_port, desk) = alice_with_a_desk_phone();
     std::thread::scope(|scope| {
         let bob = scope.spawn(|| bob_calls_alice(&server, "15000"));
         std::thread::sleep(Duration::from_millis(1500));
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/browser/phone_ui.mjs");
-        let mut node = Command::new("node")
-            .arg(&script)
-            .args([&server.http.port().to_string(), "2001", "s3cret", "2002"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("node");
-        let mut lines = BufReader::new(node.stdout.take().unwrap()).lines();
-        let mut report = String::new();
-        for line in lines.by_ref() {
-            let line = line.unwrap();
-            report.push_str(&line);
-            report.push('\n');
-            if line == "took over" || line.starts_with("FAILED") {
-                break;
-            }
-        }
-        assert!(report.contains("took over"), "{report}\n{}", server.log());
+        let http = server.http.port().to_string();
+        let mut page = browser::Running::start("phone_ui.mjs", &[&http, "2001", "s3cret", "2002"]);
+        page.until("took over", &server);
         assert_eq!(
             desk.wait(Duration::from_secs(10)),
             0,
@@ -391,20 +301,8 @@ fn the_browser_phone_takes_a_call_over_and_flips_it_back() {
         );
         // The desk answers again when the phone's Flip rings it.
         let desk = SippServer::start_on("device_answers.xml", desk_port, &["-m", "1"]);
-        let mut stdin = node.stdin.take().unwrap();
-        writeln!(stdin, "flip").unwrap();
-        drop(stdin);
-        for line in lines {
-            report.push_str(&line.unwrap());
-            report.push('\n');
-        }
-        let _ = node.wait();
-        println!("{report}");
-        assert!(
-            report.contains("1 passed, 0 failed"),
-            "{report}\n{}",
-            server.log()
-        );
+        page.say("flip");
+        page.finish(&server);
         assert_eq!(
             bob.join().unwrap(),
             0,

@@ -2,6 +2,7 @@
 // Test harnesses are an I/O edge: they wait on real time.
 #![allow(dead_code, unreachable_pub, clippy::disallowed_methods)]
 
+pub mod browser;
 pub mod callers;
 pub mod carrier;
 pub mod engine;
