@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use hmac::{Hmac, Mac};
-use http_body_util::Full;
+use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Bytes;
 use hyper::{Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
@@ -38,6 +38,8 @@ const BACKOFF: [Duration; 5] = [
 ];
 /// One attempt, connecting included.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The most of an endpoint's answer read to keep its connection for the next delivery.
+const ANSWER_READ: usize = 64 * 1024;
 
 /// A webhook's counts, for `/metrics`.
 #[derive(Debug, Default)]
@@ -149,11 +151,15 @@ async fn attempt(
     event: &HostEvent,
     body: &Bytes,
 ) -> anyhow::Result<StatusCode> {
-    let mut sender = match connection.take() {
-        Some(sender) if !sender.is_closed() => sender,
-        _ => connect(target).await?,
+    // The connection the last delivery used, if it is still good; else a new one.
+    let reused = match connection.take() {
+        Some(mut sender) if !sender.is_closed() => sender.ready().await.ok().map(|()| sender),
+        _ => None,
     };
-    sender.ready().await?;
+    let mut sender = match reused {
+        Some(sender) => sender,
+        None => connect(target).await?,
+    };
     let path = target
         .uri
         .path_and_query()
@@ -181,10 +187,17 @@ async fn attempt(
     let response = sender
         .send_request(request.body(Full::new(body.clone()))?)
         .await?;
-    // The connection may serve the next delivery (the body is not read: it is small or
-    // the receiver's business; hyper drops it).
-    *connection = Some(sender);
-    Ok(response.status())
+    let status = response.status();
+    // The answer's body is read (and dropped) so the connection can serve the next
+    // delivery; one too long to bother with closes it instead.
+    if Limited::new(response.into_body(), ANSWER_READ)
+        .collect()
+        .await
+        .is_ok()
+    {
+        *connection = Some(sender);
+    }
+    Ok(status)
 }
 
 fn worth_retrying(status: StatusCode) -> bool {

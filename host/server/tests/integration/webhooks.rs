@@ -75,7 +75,8 @@ fn receiver(statuses: Vec<u16>) -> (u16, mpsc::Receiver<Delivery>) {
                         body: String::from_utf8(body).unwrap(),
                         at: Instant::now(),
                     });
-                    let reply = format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n");
+                    // A body, as real endpoints answer.
+                    let reply = format!("HTTP/1.1 {status} X\r\nContent-Length: 2\r\n\r\nok");
                     if writer.write_all(reply.as_bytes()).is_err() {
                         return;
                     }
