@@ -155,28 +155,35 @@ fn config_text(
 
 [sip]
 listen = ["udp:{sip}", "tcp:{sip}"]
-domain = {domain}                 # the digest realm phones see
+# The digest realm phones see.
+domain = {domain}
 
 [media]
-public_ip = {public_ip}           # written into SDP: phones send their audio here
+# Written into SDP: phones send their audio here.
+public_ip = {public_ip}
 rtp_ports = "20000-30000"
 recordings = {recordings}
 prompts = {prompts}
 
 [http]
-listen = "{http}"                 # admin API, /metrics, /phone, SIP over WebSocket at /ws
-token = "{token}"                 # Authorization: Bearer … for /api
+# The admin API, /metrics, the console at /admin, /phone, SIP over WebSocket at /ws.
+listen = "{http}"
+# Authorization: Bearer … for /api, and the console's sign-in.
+token = "{token}"
 
 [scripts]
-dir = {scripts}                   # watched; the default scripts are written here on first run
+# Watched: drop .wasm components in. The default scripts are written here on first run.
+dir = {scripts}
 flip_policy = "flip-policy"
 
 [store]
 path = {store}
 
 [flip]
-pull_code = "*77"                 # dial from another device to take a call over
-push_code = "*8"                  # dial during a call to send it to your other devices
+# Dial from another of your devices to take a call over; dial during a call to send it
+# to your other devices.
+pull_code = "*77"
+push_code = "*8"
 
 # Your carrier: calls to the flip numbers come from it, return numbers are dialled through
 # it. Replace this one, e.g. host = "sip.carrier.example", username, password,
@@ -194,7 +201,8 @@ inbound = ["127.0.0.2"]
 name = "main"
 flip_number = "+15550100"
 script = "listen"
-fallback_number = "+15550199"     # where calls go when the script fails
+# Where calls go when the script fails.
+fallback_number = "+15550199"
 
 [locations.vars]
 return_number = "+15550199"
