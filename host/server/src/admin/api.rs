@@ -77,7 +77,7 @@ pub(super) fn routes() -> OpenApiRouter<Arc<Admin>> {
 }
 
 /// The OpenAPI 3 document of the API.
-pub fn openapi() -> utoipa::openapi::OpenApi {
+fn openapi() -> utoipa::openapi::OpenApi {
     routes().split_for_parts().1
 }
 

@@ -33,8 +33,6 @@ use crate::media::RelayCounters;
 use crate::script::ScriptHost;
 use crate::store::{CdrStore, KvStore};
 
-pub use api::openapi;
-
 /// Request bodies larger than this are refused (413).
 const MAX_BODY: usize = 16 * 1024;
 
