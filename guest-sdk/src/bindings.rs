@@ -9,7 +9,7 @@
 pub mod host {
     wit_bindgen::generate!({
         world: "host",
-        path: "../wit",
+        path: "wit",
         pub_export_macro: true,
         generate_all,
     });
@@ -18,7 +18,7 @@ pub mod host {
 pub mod routing {
     wit_bindgen::generate!({
         world: "routing-script",
-        path: "../wit",
+        path: "wit",
         pub_export_macro: true,
         export_macro_name: "__export_routing_script",
         default_bindings_module: "::wasmpbx_guest::__bindings::routing",
@@ -35,7 +35,7 @@ pub mod routing {
 pub mod flip {
     wit_bindgen::generate!({
         world: "flip-policy-script",
-        path: "../wit",
+        path: "wit",
         pub_export_macro: true,
         export_macro_name: "__export_flip_policy_script",
         default_bindings_module: "::wasmpbx_guest::__bindings::flip",

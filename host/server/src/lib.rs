@@ -31,6 +31,7 @@
 //! - [`records`]: how `cdr list` prints call records (a table, CSV).
 //! - [`recordings`]: serving call recordings, and deleting old ones.
 //! - [`reload`]: live config reload on SIGHUP or a change of the file.
+//! - [`scaffold`]: `script new`: a script project from the embedded templates.
 //! - [`setup`]: `wasmpbx init` and `wasmpbx config check`.
 //! - [`server`]: `wasmpbx run`: wires the pieces and runs until Ctrl-C.
 
@@ -46,6 +47,7 @@ pub mod overrides;
 pub mod recordings;
 pub mod records;
 pub mod reload;
+pub mod scaffold;
 pub mod server;
 pub mod setup;
 pub mod tls;

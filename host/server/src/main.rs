@@ -154,6 +154,26 @@ enum ScriptCommand {
     },
     /// Run one call's routing decisions (or, with --flip, one flip decision) offline.
     Simulate(SimulateArgs),
+    /// Write a minimal script project that builds on its own (a router forwarding to the
+    /// location's return_number, or a flip policy), with its build recipe.
+    New {
+        /// The script's name (a letter, then letters, digits, '-' and '_'); the build
+        /// writes NAME.wasm.
+        name: String,
+        /// The language.
+        #[arg(long, value_enum)]
+        lang: LangArg,
+        /// What it exports.
+        #[arg(long, value_enum, default_value_t = WorldArg::Router)]
+        world: WorldArg,
+        /// The project folder (created; must be empty if it exists); default: ./NAME.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Rust: the wasmpbx-guest SDK of a wasmpbx checkout (its guest-sdk folder);
+        /// default: this build's checkout if it is still there, else the published crate.
+        #[arg(long)]
+        sdk_path: Option<PathBuf>,
+    },
     /// Check a component, put it into the watched folder whole, and wait for the running
     /// server to load it; exits non-zero with the load error.
     Deploy {
@@ -173,6 +193,22 @@ enum ScriptCommand {
         #[arg(long, default_value_t = 30)]
         wait: u64,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LangArg {
+    Rust,
+    #[value(alias = "javascript")]
+    Js,
+    #[value(alias = "py")]
+    Python,
+    C,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum WorldArg {
+    Router,
+    FlipPolicy,
 }
 
 #[derive(clap::Args)]
@@ -266,6 +302,16 @@ fn main() -> ExitCode {
         } => simulate(args),
         Command::Script {
             command:
+                ScriptCommand::New {
+                    name,
+                    lang,
+                    world,
+                    dir,
+                    sdk_path,
+                },
+        } => new_script(name, lang, world, dir, sdk_path),
+        Command::Script {
+            command:
                 ScriptCommand::Deploy {
                     file,
                     dir,
@@ -316,6 +362,56 @@ fn init_logging(quiet: bool, format: LogFormat) {
 fn run(config: Option<&Path>) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(wasmpbx::server::run(config))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn new_script(
+    name: String,
+    lang: LangArg,
+    world: WorldArg,
+    dir: Option<PathBuf>,
+    sdk_path: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    use wasmpbx::scaffold::{Language, NewScript, Sdk, World, create};
+    let language = match lang {
+        LangArg::Rust => Language::Rust,
+        LangArg::Js => Language::JavaScript,
+        LangArg::Python => Language::Python,
+        LangArg::C => Language::C,
+    };
+    let world = match world {
+        WorldArg::Router => World::Router,
+        WorldArg::FlipPolicy => World::FlipPolicy,
+    };
+    let sdk = match sdk_path {
+        Some(path) => Sdk::Path(
+            std::path::absolute(&path)
+                .with_context(|| format!("cannot resolve {}", path.display()))?,
+        ),
+        None => Sdk::default_for_this_build(),
+    };
+    let request = NewScript {
+        name,
+        language,
+        world,
+        dir,
+        sdk: sdk.clone(),
+    };
+    let dir = create(&request)?;
+    println!("created {} ({language:?}, {world:?})", dir.display());
+    if language == Language::Rust {
+        match sdk {
+            Sdk::Path(path) => println!("the SDK: {}", path.display()),
+            Sdk::Version(version) => println!(
+                "the SDK: wasmpbx-guest {version} from crates.io (--sdk-path for a checkout's guest-sdk)"
+            ),
+        }
+    }
+    let wasm = format!("{}.wasm", request.name);
+    println!("next:");
+    println!("  cd {} && ./build.sh", dir.display());
+    println!("  wasmpbx script check {wasm}");
+    println!("  wasmpbx script deploy {wasm} --config YOUR_CONFIG");
     Ok(ExitCode::SUCCESS)
 }
 
