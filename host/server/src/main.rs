@@ -80,6 +80,31 @@ enum Command {
         #[command(subcommand)]
         command: CdrCommand,
     },
+    /// The audit log of admin toggles (key-value changes and expiries).
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Recent changes, newest first: who, what, the value before and after, the expiry;
+    /// an aligned table, JSON (as `GET /api/audit` gives it) or CSV.
+    List {
+        /// How many entries.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Print JSON.
+        #[arg(long, conflicts_with = "csv")]
+        json: bool,
+        /// Print CSV, a header first.
+        #[arg(long)]
+        csv: bool,
+        /// The config whose store to read; default: the embedded default's.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -334,6 +359,15 @@ fn main() -> ExitCode {
             true => intents_list(args.since, args.json, args.config.as_deref()),
             false => cdr_list(args),
         },
+        Command::Audit {
+            command:
+                AuditCommand::List {
+                    limit,
+                    json,
+                    csv,
+                    config,
+                },
+        } => audit_list(limit, json, csv, config.as_deref()),
     };
     match result {
         Ok(code) => code,
@@ -621,6 +655,24 @@ fn cdr_list(args: CdrListArgs) -> anyhow::Result<ExitCode> {
         print!("{}", wasmpbx::records::csv(&records));
     } else {
         print!("{}", wasmpbx::records::table(&records));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn audit_list(
+    limit: usize,
+    json: bool,
+    csv: bool,
+    config: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    let store = open_store(config)?;
+    let entries = wasmpbx::store::KvStore::audit_log(&store, limit)?;
+    if json {
+        println!("{}", serde_json::to_string(&entries)?);
+    } else if csv {
+        print!("{}", wasmpbx::records::audit_csv(&entries));
+    } else {
+        print!("{}", wasmpbx::records::audit_table(&entries));
     }
     Ok(ExitCode::SUCCESS)
 }

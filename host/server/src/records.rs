@@ -1,7 +1,10 @@
 //! How `wasmpbx cdr list` prints call records (the JSON the store and the API give): an
-//! aligned table, each call's flips on the lines under it, or CSV.
+//! aligned table, each call's flips on the lines under it, or CSV; and how `wasmpbx audit
+//! list` prints the audit log the same ways.
 
 use serde_json::Value;
+
+use crate::store::AuditEntry;
 
 /// The table's columns.
 const HEADER: [&str; 9] = [
@@ -110,42 +113,28 @@ fn flip_lines(record: &Value) -> Vec<String> {
 
 /// The records as an aligned table, newest first as given.
 pub fn table(records: &[Value]) -> String {
-    let rows: Vec<[String; 9]> = records.iter().map(cells).collect();
-    let mut widths = HEADER.map(|h| h.chars().count());
-    for row in &rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let line = |cells: &[String]| {
-        let padded: Vec<String> = cells
-            .iter()
-            .zip(widths)
-            .map(|(cell, width)| format!("{cell:<width$}"))
-            .collect();
-        padded.join("  ").trim_end().to_owned() + "\n"
-    };
-    let mut out = line(&HEADER.map(str::to_owned));
-    for (record, row) in records.iter().zip(&rows) {
-        out.push_str(&line(row));
-        for flip in flip_lines(record) {
-            out.push_str(&flip);
-            out.push('\n');
-        }
-    }
-    out
+    let rows: Vec<Vec<String>> = records.iter().map(|r| cells(r).to_vec()).collect();
+    let under: Vec<Vec<String>> = records.iter().map(flip_lines).collect();
+    aligned(&HEADER, &rows, &under)
 }
 
 /// The records as CSV (RFC 4180), a header first; durations in seconds.
 pub fn csv(records: &[Value]) -> String {
-    let quote = |cell: &str| match cell.contains([',', '"', '\n', '\r']) {
-        true => format!("\"{}\"", cell.replace('"', "\"\"")),
-        false => cell.to_owned(),
-    };
-    let mut out = String::from(
-        "started_at,session,caller,dialed,location,duration_s,disposition,state,flips,script,fallback,tags\r\n",
-    );
-    for record in records {
+    let header = [
+        "started_at",
+        "session",
+        "caller",
+        "dialed",
+        "location",
+        "duration_s",
+        "disposition",
+        "state",
+        "flips",
+        "script",
+        "fallback",
+        "tags",
+    ];
+    let rows = records.iter().map(|record| {
         let text = |key: &str| record[key].as_str().unwrap_or("").to_owned();
         let tags: Vec<String> = record["tags"]
             .as_array()
@@ -153,7 +142,7 @@ pub fn csv(records: &[Value]) -> String {
             .flatten()
             .filter_map(|t| Some(format!("{}={}", t[0].as_str()?, t[1].as_str()?)))
             .collect();
-        let row = [
+        vec![
             text("started_at"),
             text("session"),
             text("caller"),
@@ -166,7 +155,100 @@ pub fn csv(records: &[Value]) -> String {
             text("script"),
             (record["fallback"] == true).to_string(),
             tags.join(" "),
-        ];
+        ]
+    });
+    csv_of(&header, rows)
+}
+
+/// The audit log's columns.
+const AUDIT_HEADER: [&str; 7] = [
+    "TIME", "WHO", "ACTION", "LOCATION", "KEY", "CHANGE", "EXPIRES",
+];
+
+/// One audit entry's cells: the change as `old → new` (`–` for none).
+fn audit_cells(entry: &AuditEntry) -> Vec<String> {
+    let value = |v: &Option<String>| v.as_deref().map_or("–".to_owned(), |v| format!("{v:?}"));
+    vec![
+        entry.at.to_string(),
+        entry.who.clone(),
+        entry.action.clone(),
+        entry.scope.clone(),
+        entry.key.clone(),
+        format!("{} → {}", value(&entry.old), value(&entry.value)),
+        entry.expires_at.map_or(String::new(), |at| at.to_string()),
+    ]
+}
+
+/// The audit log (newest first, as the store gives it) as an aligned table.
+pub fn audit_table(entries: &[AuditEntry]) -> String {
+    let rows: Vec<Vec<String>> = entries.iter().map(audit_cells).collect();
+    aligned(&AUDIT_HEADER, &rows, &vec![Vec::new(); rows.len()])
+}
+
+/// The audit log as CSV, a header first; an absent value is an empty cell.
+pub fn audit_csv(entries: &[AuditEntry]) -> String {
+    let header = [
+        "at",
+        "who",
+        "action",
+        "location",
+        "key",
+        "old",
+        "value",
+        "expires_at",
+    ];
+    let rows = entries.iter().map(|e| {
+        vec![
+            e.at.to_string(),
+            e.who.clone(),
+            e.action.clone(),
+            e.scope.clone(),
+            e.key.clone(),
+            e.old.clone().unwrap_or_default(),
+            e.value.clone().unwrap_or_default(),
+            e.expires_at.map_or(String::new(), |at| at.to_string()),
+        ]
+    });
+    csv_of(&header, rows)
+}
+
+/// Rows under a header, each column as wide as its widest cell; `under[i]` are lines
+/// printed as they are below row `i`.
+fn aligned(header: &[&str], rows: &[Vec<String>], under: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &[String]| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(cell, &width)| format!("{cell:<width$}"))
+            .collect();
+        padded.join("  ").trim_end().to_owned() + "\n"
+    };
+    let header: Vec<String> = header.iter().map(|h| (*h).to_owned()).collect();
+    let mut out = line(&header);
+    for (row, lines) in rows.iter().zip(under) {
+        out.push_str(&line(row));
+        for extra in lines {
+            out.push_str(extra);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// RFC 4180 CSV: a header, then the rows, CRLF line ends, quoted where needed.
+fn csv_of(header: &[&str], rows: impl Iterator<Item = Vec<String>>) -> String {
+    let quote = |cell: &str| match cell.contains([',', '"', '\n', '\r']) {
+        true => format!("\"{}\"", cell.replace('"', "\"\"")),
+        false => cell.to_owned(),
+    };
+    let mut out = header.join(",") + "\r\n";
+    for row in rows {
         let row: Vec<String> = row.iter().map(|c| quote(c)).collect();
         out.push_str(&row.join(","));
         out.push_str("\r\n");
@@ -222,6 +304,51 @@ mod tests {
         assert!(
             rows[1].contains(",\"\"\"Bob\"\", the caller\",+61290000001,sydney,3723,answered,"),
             "{text}"
+        );
+    }
+    #[test]
+    fn the_audit_log_prints_as_a_table_and_as_csv() {
+        let at = |s: i64| jiff::Timestamp::from_second(1_796_000_000 + s).unwrap();
+        let entries = [
+            AuditEntry {
+                at: at(60),
+                who: "expiry".into(),
+                action: "expired".into(),
+                scope: "New York".into(),
+                key: "override".into(),
+                old: Some("closed".into()),
+                value: None,
+                expires_at: None,
+            },
+            AuditEntry {
+                at: at(0),
+                who: "api 127.0.0.1".into(),
+                action: "set".into(),
+                scope: "New York".into(),
+                key: "override".into(),
+                old: None,
+                value: Some("closed, \"staff meeting\"".into()),
+                expires_at: Some(at(60)),
+            },
+        ];
+        let table = audit_table(&entries);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 3, "{table}");
+        // Columns line up: WHO starts where each row's who starts.
+        let who = lines[0].find("WHO").unwrap();
+        assert_eq!(lines[1].find("expiry"), Some(who), "{table}");
+        assert_eq!(lines[2].find("api 127.0.0.1"), Some(who), "{table}");
+        assert!(lines[1].contains("\"closed\" → –"), "{table}");
+        assert!(lines[2].ends_with(&at(60).to_string()), "{table}");
+
+        let csv = audit_csv(&entries);
+        assert_eq!(
+            csv.split("\r\n").nth(2).unwrap(),
+            format!(
+                "{},api 127.0.0.1,set,New York,override,,\"closed, \"\"staff meeting\"\"\",{}",
+                at(0),
+                at(60)
+            )
         );
     }
 }

@@ -327,6 +327,31 @@ fn an_override_with_a_two_second_expiry_opens_the_location_again_on_its_own() {
     );
     assert_eq!(audit[1]["value"], "closed");
     assert!(audit[1]["expires_at"].is_string(), "{audit}");
+    // `wasmpbx audit list` reads the same log from the store, as a table and as CSV.
+    let table = server.list("audit", &[]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 3, "{table}");
+    assert!(
+        lines[0].starts_with("TIME") && lines[0].contains("EXPIRES"),
+        "{table}"
+    );
+    assert!(
+        lines[1].contains("expiry") && lines[1].contains("\"closed\" → –"),
+        "{table}"
+    );
+    assert!(
+        lines[2].contains("api 127.0.0.1") && lines[2].contains("– → \"closed\""),
+        "{table}"
+    );
+    let csv = server.list("audit", &["--csv", "--limit", "1"]);
+    assert!(
+        csv.starts_with("at,who,action,location,key,old,value,expires_at\r\n"),
+        "{csv}"
+    );
+    assert!(
+        csv.contains(",expiry,expired,sydney,override,closed,,"),
+        "{csv}"
+    );
 }
 
 #[test]

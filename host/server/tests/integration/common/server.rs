@@ -83,8 +83,13 @@ impl Server {
 
     /// What `wasmpbx cdr list ARGS` prints for this server's store.
     pub fn cdr_list(&self, args: &[&str]) -> String {
+        self.list("cdr", args)
+    }
+
+    /// What `wasmpbx WHAT list ARGS` (`cdr`, `audit`) prints for this server's store.
+    pub fn list(&self, what: &str, args: &[&str]) -> String {
         let out = Command::new(env!("CARGO_BIN_EXE_wasmpbx"))
-            .args(["cdr", "list", "--config", self.config.to_str().unwrap()])
+            .args([what, "list", "--config", self.config.to_str().unwrap()])
             .args(args)
             .output()
             .unwrap();
