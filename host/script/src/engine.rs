@@ -86,6 +86,47 @@ pub(crate) struct EventHost {
     /// The location whose vars and key-value scope the event sees.
     pub(crate) location: Option<String>,
     pub(crate) call_id: Option<String>,
+    /// What the event sees of the world and what it read of it.
+    pub(crate) world: EventWorld,
+}
+
+/// What one event sees of the world: one clock reading for the whole event, and the
+/// key-value entries it read. A live event fills `kv` as it reads; a shadow run of
+/// another script on the same event starts from that (the same readings, the same
+/// entries) and applies no write.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventWorld {
+    /// What `clock.now` answers; none: the host clock's reading at the first call.
+    pub now: Option<jiff::Timestamp>,
+    /// Key-value entries as the store had them when first read, in order: (key, value
+    /// or none if unset).
+    pub kv: Vec<(String, Option<String>)>,
+    /// What the event wrote (or deleted: none), which its later reads see.
+    pub written: Vec<(String, Option<String>)>,
+    /// A shadow run: `kv.set` and `kv.delete` succeed without writing, and log lines are
+    /// written at debug level.
+    pub shadow: bool,
+}
+
+impl EventWorld {
+    /// The world of a live event at `now`.
+    pub fn live(now: jiff::Timestamp) -> Self {
+        Self {
+            now: Some(now),
+            ..Self::default()
+        }
+    }
+
+    /// The same readings, for a shadow script: the clock and the entries as the live
+    /// event found them, not its writes.
+    pub fn shadow_of(&self) -> Self {
+        Self {
+            now: self.now,
+            kv: self.kv.clone(),
+            written: Vec::new(),
+            shadow: true,
+        }
+    }
 }
 
 impl WasiView for EventState {
@@ -265,7 +306,7 @@ impl ScriptEngine {
         script: &LoadedScript,
         services: &Arc<HostServices>,
     ) -> Result<(), LoadError> {
-        let mut store = self.new_store(services, &script.name, None, None);
+        let mut store = self.new_store(services, &script.name, None, None, EventWorld::default());
         store.set_epoch_deadline(ticks(LOAD_DEADLINE.max(self.limits.deadline)));
         let instance = script
             .pre
@@ -293,6 +334,7 @@ impl ScriptEngine {
         script: &str,
         location: Option<String>,
         call_id: Option<String>,
+        world: EventWorld,
     ) -> wasmtime::Store<EventState> {
         let stderr = MemoryOutputPipe::new(STDERR_CAPTURE_BYTES);
         // No filesystem, network or environment: scripts reach the world only through
@@ -307,6 +349,7 @@ impl ScriptEngine {
                 script: script.into(),
                 location,
                 call_id,
+                world,
             },
             wasi,
             table: ResourceTable::new(),

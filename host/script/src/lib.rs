@@ -35,7 +35,7 @@ pub mod watcher;
 use std::path::Path;
 use std::sync::Arc;
 
-pub use engine::{Limits, LoadError, ScriptEngine};
+pub use engine::{EventWorld, Limits, LoadError, ScriptEngine};
 
 /// How log lines name a call: the host's lines write a session's short id
 /// (`SessionId::short`), the last 12 characters of the call id scripts see.
@@ -101,11 +101,26 @@ impl ScriptHost {
         call: &CallInfo,
         event: &Event,
     ) -> (Decision, Option<Arc<LoadedScript>>) {
+        let mut world = EventWorld::live(self.services.clock.now());
+        self.route_in(&mut world, script, pinned, location, call, event)
+    }
+
+    /// [`Self::route`] in `world`, which is left holding what the event read (for a
+    /// shadow script to see the same).
+    pub fn route_in(
+        &self,
+        world: &mut EventWorld,
+        script: &str,
+        pinned: Option<&Arc<LoadedScript>>,
+        location: Option<&Location>,
+        call: &CallInfo,
+        event: &Event,
+    ) -> (Decision, Option<Arc<LoadedScript>>) {
         let loaded = pinned.cloned().or_else(|| self.registry.get(script));
         let version = loaded.as_ref().map_or("", |s| s.hash.as_str());
         let started = crate::clock::monotonic_now();
         let result = match &loaded {
-            Some(s) => s.route(&self.engine, &self.services, call, event),
+            Some(s) => s.route(&self.engine, &self.services, call, event, world),
             None => Err(ScriptFailure::Missing(script.to_owned())),
         };
         let script_ref = loaded.as_ref().map(|s| ScriptRef {
@@ -154,6 +169,34 @@ impl ScriptHost {
             }
         };
         (decision, loaded)
+    }
+
+    /// Run the script `name` on an event another script served, in that event's `world`
+    /// (its clock reading, the entries it read), applying nothing: no key-value write
+    /// lands and nothing is counted in the script metrics. The version run, and its
+    /// actions or why it failed.
+    pub fn shadow(
+        &self,
+        name: &str,
+        call: &CallInfo,
+        event: &Event,
+        world: &EventWorld,
+    ) -> (
+        Option<Arc<LoadedScript>>,
+        Result<Vec<crate::routing::Action>, ScriptFailure>,
+    ) {
+        let loaded = self.registry.get(name);
+        let result = match &loaded {
+            Some(s) => s.route(
+                &self.engine,
+                &self.services,
+                call,
+                event,
+                &mut world.shadow_of(),
+            ),
+            None => Err(ScriptFailure::Missing(name.to_owned())),
+        };
+        (loaded, result)
     }
 
     /// Ask the flip-policy script `name` (`scripts.flip_policy`). A failure is returned

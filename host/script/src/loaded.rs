@@ -9,7 +9,7 @@ use wasmtime::component::InstancePre;
 use super::HostServices;
 use super::bindings::v0_1::exports::wasmpbx::script as v0_1_exports;
 use super::bindings::v0_2::exports::wasmpbx::script as v0_2_exports;
-use super::engine::{EventState, ScriptEngine, one_line};
+use super::engine::{EventState, EventWorld, ScriptEngine, one_line};
 use super::{convert, v0_1};
 use crate::flip::{FlipDecision, FlipRequest};
 use crate::routing::{Action, CallInfo, Event};
@@ -127,13 +127,16 @@ impl LoadedScript {
         &self.hash[..12]
     }
 
-    /// Run one routing event in a fresh instance and validate what it returns.
+    /// Run one routing event in a fresh instance and validate what it returns. The
+    /// event sees `world` (its clock reading, entries read before) and leaves in it what
+    /// it read.
     pub fn route(
         &self,
         engine: &ScriptEngine,
         services: &Arc<HostServices>,
         call: &CallInfo,
         event: &Event,
+        world: &mut EventWorld,
     ) -> Result<Vec<Action>, ScriptFailure> {
         let indices = self
             .router
@@ -147,7 +150,7 @@ impl LoadedScript {
         let guest_event = convert::event_to_guest(event);
         let actions = match indices {
             RouterExport::V0_2(indices) => {
-                self.run(engine, services, scope, |store, instance| {
+                self.run(engine, services, scope, world, |store, instance| {
                     indices.load(&mut *store, instance)?.call_handle(
                         &mut *store,
                         &guest_call,
@@ -160,7 +163,7 @@ impl LoadedScript {
                     return Ok(Vec::new()); // an event 0.1.0 does not know
                 };
                 let old_call = v0_1::call_down(guest_call);
-                self.run(engine, services, scope, |store, instance| {
+                self.run(engine, services, scope, world, |store, instance| {
                     indices.load(&mut *store, instance)?.call_handle(
                         &mut *store,
                         &old_call,
@@ -200,9 +203,10 @@ impl LoadedScript {
             call_id: Some(request.call.call_id.clone()),
         };
         let guest_request = convert::flip_request_to_guest(request);
+        let world = &mut EventWorld::default();
         let decision = match indices {
             FlipPolicyExport::V0_2(indices) => {
-                self.run(engine, services, scope, |store, instance| {
+                self.run(engine, services, scope, world, |store, instance| {
                     indices
                         .load(&mut *store, instance)?
                         .call_decide(&mut *store, &guest_request)
@@ -210,7 +214,7 @@ impl LoadedScript {
             }
             FlipPolicyExport::V0_1(indices) => {
                 let old_request = v0_1::flip_request_down(guest_request);
-                v0_1::decision_up(self.run(engine, services, scope, |store, instance| {
+                v0_1::decision_up(self.run(engine, services, scope, world, |store, instance| {
                     indices
                         .load(&mut *store, instance)?
                         .call_decide(&mut *store, &old_request)
@@ -228,16 +232,24 @@ impl LoadedScript {
         engine: &ScriptEngine,
         services: &Arc<HostServices>,
         scope: EventScope,
+        world: &mut EventWorld,
         call: impl FnOnce(
             &mut wasmtime::Store<EventState>,
             &wasmtime::component::Instance,
         ) -> wasmtime::Result<R>,
     ) -> Result<R, ScriptFailure> {
-        let mut store = engine.new_store(services, &self.name, scope.location, scope.call_id);
+        let mut store = engine.new_store(
+            services,
+            &self.name,
+            scope.location,
+            scope.call_id,
+            std::mem::take(world),
+        );
         let result = self
             .pre
             .instantiate(&mut store)
             .and_then(|instance| call(&mut store, &instance));
+        *world = std::mem::take(&mut store.data_mut().host.world);
         self.peak_memory.fetch_max(
             store.data().memory_bytes,
             std::sync::atomic::Ordering::Relaxed,

@@ -557,7 +557,7 @@ impl Simulation {
     }
 }
 
-fn describe_event(event: &Event) -> String {
+pub fn describe_event(event: &Event) -> String {
     match event {
         Event::Incoming => "incoming".into(),
         Event::DigitsGathered { digits, ended_by } => {
@@ -576,7 +576,7 @@ fn describe_event(event: &Event) -> String {
     }
 }
 
-fn describe_action(action: &Action) -> String {
+pub fn describe_action(action: &Action) -> String {
     use crate::routing::ForwardTarget;
     match action {
         Action::Forward {

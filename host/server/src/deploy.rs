@@ -4,7 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
@@ -50,7 +50,8 @@ pub fn deploy(options: &DeployOptions, config: &Config) -> anyhow::Result<Deploy
             .context("the file has no name to serve it by: pass --name")?
             .to_owned(),
     };
-    if !crate::script::watcher::is_script_path(Path::new(&format!("{name}.wasm"))) {
+    // The name alone: a path in it ("../x") would put the file outside the folder.
+    if !crate::config::is_script_name(&name) {
         bail!("{name:?} is not a script name (letters, digits, '-' and '_')");
     }
     // The same checks the server makes, with its limits, before anything is copied.

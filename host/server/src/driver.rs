@@ -22,7 +22,7 @@ use crate::directory::{DeviceInfo, MemoryDirectory};
 use crate::pbx::{Ambient, Pbx, PbxCounters, PbxOutput};
 use crate::registrar::{Binding, BindingChange, PasswordRefusal};
 use crate::routing::{Decision, Disposition, Event};
-use crate::script::{LoadedScript, ScriptHost};
+use crate::script::{EventWorld, LoadedScript, ScriptHost};
 use crate::sip::local::LocalAddrs;
 use crate::sip::message::MAX_MESSAGE_BYTES;
 use crate::sip::stream::{self, Frame};
@@ -372,6 +372,8 @@ pub struct Wiring {
     pub tls_trunks: TlsTrunks,
     /// The event stream (`/api/events`).
     pub events: Arc<crate::events::Events>,
+    /// Shadow scripts: each served event of a location with one is queued for it.
+    pub shadows: crate::shadow::Shadows,
 }
 
 /// Asks the core task about its state (the admin API).
@@ -581,6 +583,7 @@ pub async fn run(
         mut media_events,
         tls_trunks,
         events,
+        shadows,
     } = wiring;
     let mut tracker = crate::events::Tracker::default();
     tracker.restored(
@@ -773,16 +776,42 @@ pub async fn run(
                 } => {
                     // Scripts run on the blocking pool: a slow one (up to its deadline)
                     // never stalls SIP. The decision comes back as an input.
-                    let (scripts, speaker, tx, events) =
-                        (scripts.clone(), speaker.clone(), tx.clone(), events.clone());
+                    let (scripts, speaker, tx, events, shadows) = (
+                        scripts.clone(),
+                        speaker.clone(),
+                        tx.clone(),
+                        events.clone(),
+                        shadows.clone(),
+                    );
                     tokio::task::spawn_blocking(move || {
                         let config = scripts.services.config.load_full();
                         let location = location.as_deref().and_then(|l| config.location(l));
                         // The call engine holds the version opaquely; only the runtime
                         // looks inside.
                         let pinned = pinned.and_then(|v| v.get::<LoadedScript>());
-                        let (mut decision, loaded) =
-                            scripts.route(&script, pinned.as_ref(), location, &call, &event);
+                        let mut world = EventWorld::live(scripts.services.clock.now());
+                        let (mut decision, loaded) = scripts.route_in(
+                            &mut world,
+                            &script,
+                            pinned.as_ref(),
+                            location,
+                            &call,
+                            &event,
+                        );
+                        // The location's shadow script gets the same event, off this path.
+                        if let Some((location, shadow)) =
+                            location.and_then(|l| Some((l, shadows.choices.of(l)?)))
+                        {
+                            shadows.submit(crate::shadow::Job {
+                                location: location.name.clone(),
+                                shadow,
+                                session: session.to_string(),
+                                call: call.clone(),
+                                event: event.clone(),
+                                served: decision.clone(),
+                                world,
+                            });
+                        }
                         if let Some(fallback) = &decision.fallback {
                             events.publish(|| crate::events::What::Fallback {
                                 session: session.to_string(),

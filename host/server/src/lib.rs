@@ -32,6 +32,7 @@
 //! - [`recordings`]: serving call recordings, and deleting old ones.
 //! - [`reload`]: live config reload on SIGHUP or a change of the file.
 //! - [`scaffold`]: `script new`: a script project from the embedded templates.
+//! - [`shadow`]: shadow scripts: run beside a location's script, compared, reported.
 //! - [`setup`]: `wasmpbx init` and `wasmpbx config check`.
 //! - [`server`]: `wasmpbx run`: wires the pieces and runs until Ctrl-C.
 
@@ -50,6 +51,7 @@ pub mod reload;
 pub mod scaffold;
 pub mod server;
 pub mod setup;
+pub mod shadow;
 pub mod tls;
 pub mod webhooks;
 pub mod writer;

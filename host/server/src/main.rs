@@ -80,10 +80,35 @@ enum Command {
         #[command(subcommand)]
         command: CdrCommand,
     },
+    /// What a location's shadow script would have done, compared with its script.
+    Shadow {
+        #[command(subcommand)]
+        command: ShadowCommand,
+    },
     /// The audit log of admin toggles (key-value changes and expiries).
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ShadowCommand {
+    /// Events compared, agreements, divergences grouped by (serving → shadow actions)
+    /// with example calls, shadow faults, and the counts by hour; per pair of script
+    /// versions, the newest first.
+    Report {
+        /// The location.
+        location: String,
+        /// Only events at or after this time (RFC 3339).
+        #[arg(long, value_parser = parse_since)]
+        since: Option<jiff::Timestamp>,
+        /// Print JSON (as `GET /api/shadow/{location}` gives the pairs).
+        #[arg(long)]
+        json: bool,
+        /// The config whose store to read; default: the embedded default's.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
 }
 
@@ -359,6 +384,15 @@ fn main() -> ExitCode {
             true => intents_list(args.since, args.json, args.config.as_deref()),
             false => cdr_list(args),
         },
+        Command::Shadow {
+            command:
+                ShadowCommand::Report {
+                    location,
+                    since,
+                    json,
+                    config,
+                },
+        } => shadow_report(&location, since, json, config.as_deref()),
         Command::Audit {
             command:
                 AuditCommand::List {
@@ -655,6 +689,23 @@ fn cdr_list(args: CdrListArgs) -> anyhow::Result<ExitCode> {
         print!("{}", wasmpbx::records::csv(&records));
     } else {
         print!("{}", wasmpbx::records::table(&records));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn shadow_report(
+    location: &str,
+    since: Option<jiff::Timestamp>,
+    json: bool,
+    config: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    let store = open_store(config)?;
+    let results = wasmpbx::store::ShadowStore::shadow_results(&store, location, since)?;
+    let pairs = wasmpbx::shadow::report(&results);
+    if json {
+        println!("{}", serde_json::to_string(&pairs)?);
+    } else {
+        print!("{}", wasmpbx::shadow::text(location, &pairs));
     }
     Ok(ExitCode::SUCCESS)
 }

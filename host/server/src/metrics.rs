@@ -56,6 +56,8 @@ pub struct Snapshot {
     pub script_versions: Vec<(String, Option<String>, bool)>,
     /// Per webhook: its origin, and events delivered, given up, retried, lost.
     pub webhooks: Vec<(String, [u64; 4])>,
+    /// Shadow runs: agreed, diverged, faults; events dropped (queue full); results unsaved.
+    pub shadow: [u64; 5],
 }
 
 /// The relay's counters.
@@ -125,6 +127,10 @@ impl Snapshot {
                     (w.target.clone(), counts.map(|c| c.load(Relaxed)))
                 })
                 .collect(),
+            shadow: {
+                let c = &admin.shadows.counters;
+                [&c.agreed, &c.diverged, &c.faults, &c.dropped, &c.unsaved].map(|c| c.load(Relaxed))
+            },
         }
     }
 
@@ -208,6 +214,7 @@ impl Collector for Snapshot {
         self.trunks(out)?;
         self.media(out)?;
         self.scripts(out)?;
+        self.shadow(out)?;
         self.webhooks(out)
     }
 }
@@ -421,6 +428,33 @@ impl Snapshot {
             "wasmpbx_media_streams",
             "Media streams to engines running now.",
             relay.streams_active as i64,
+        )
+    }
+
+    fn shadow(&self, out: &mut DescriptorEncoder) -> fmt::Result {
+        let [agreed, diverged, faults, dropped, unsaved] = self.shadow;
+        counters(
+            out,
+            "wasmpbx_shadow_events",
+            "Events a location's shadow script also decided: agreed with the serving \
+             script, diverged, or the shadow failed.",
+            [
+                ([("result", "agreed")], agreed),
+                ([("result", "diverged")], diverged),
+                ([("result", "fault")], faults),
+            ],
+        )?;
+        counter(
+            out,
+            "wasmpbx_shadow_dropped",
+            "Served events not compared: the shadow queue was full.",
+            dropped,
+        )?;
+        counter(
+            out,
+            "wasmpbx_shadow_unsaved",
+            "Shadow results the store refused.",
+            unsaved,
         )
     }
 

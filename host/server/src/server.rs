@@ -240,6 +240,11 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     )
     .context("starting the store writer")?;
     let store_progress = writer.progress();
+    let shadow_choices = Arc::new(
+        crate::shadow::Choices::load(store.clone()).context("reading the shadow choices")?,
+    );
+    let shadows = crate::shadow::Shadows::start(host.clone(), store.clone(), shadow_choices)
+        .context("starting the shadow thread")?;
     let wiring = driver::Wiring {
         store: writer,
         directory,
@@ -249,6 +254,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         media_events: media_inbox,
         tls_trunks,
         events: events.clone(),
+        shadows: shadows.clone(),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(driver::Stop::Running);
     let mut sip = tokio::spawn(driver::run(pbx, sockets, sip_tls, wiring, inbox, stop_rx));
@@ -271,6 +277,8 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         events,
         webhooks,
         phones: Default::default(),
+        shadows,
+        shadow_results: store.clone(),
     });
     let http = tokio::spawn(admin::serve(admin, http, tls, shutdown_rx));
     // The first signal drains: no new calls, the live ones run on (up to

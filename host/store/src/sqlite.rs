@@ -7,8 +7,8 @@ use wasmpbx_sip::transaction::Transport;
 use wasmpbx_types::record::{CallRecord, IntentCount};
 use wasmpbx_types::registration::Binding;
 use wasmpbx_types::store::{
-    AuditEntry, CdrQuery, CdrStore, Expired, KvStore, RegistrationStore, Result, StoreError,
-    check_entry,
+    AuditEntry, CdrQuery, CdrStore, Expired, KvStore, RegistrationStore, Result, ShadowResult,
+    ShadowStore, StoreError, check_entry,
 };
 
 /// SQLite's error, as the store's backend-neutral one.
@@ -44,6 +44,13 @@ CREATE TABLE IF NOT EXISTS audit (
     id         INTEGER PRIMARY KEY AUTOINCREMENT,
     entry      TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS shadow (
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    location TEXT NOT NULL,
+    at       INTEGER NOT NULL,
+    result   TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS shadow_location ON shadow (location, at);
 CREATE TABLE IF NOT EXISTS alive (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     at TEXT NOT NULL
@@ -486,8 +493,56 @@ impl RegistrationStore for SqliteStore {
     }
 }
 
+impl ShadowStore for SqliteStore {
+    fn save_shadow(&self, results: &[ShadowResult]) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(db)?;
+        {
+            let mut insert = tx
+                .prepare_cached("INSERT INTO shadow (location, at, result) VALUES (?1, ?2, ?3)")
+                .map_err(db)?;
+            for result in results {
+                let json = serde_json::to_string(result)
+                    .map_err(|e| StoreError::Invalid(e.to_string()))?;
+                insert
+                    .execute(params![result.location, result.at.as_millisecond(), json])
+                    .map_err(db)?;
+            }
+        }
+        tx.commit().map_err(db)
+    }
+
+    fn shadow_results(
+        &self,
+        location: &str,
+        since: Option<jiff::Timestamp>,
+    ) -> Result<Vec<ShadowResult>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT result FROM shadow WHERE location = ?1 AND at >= ?2 ORDER BY at, id",
+            )
+            .map_err(db)?;
+        let since = since.map_or(i64::MIN, |at| at.as_millisecond());
+        let rows = stmt
+            .query_map(params![location, since], |row| row.get::<_, String>(0))
+            .map_err(db)?;
+        rows.map(|row| {
+            serde_json::from_str(&row.map_err(db)?).map_err(|e| StoreError::Invalid(e.to_string()))
+        })
+        .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn sqlite_store_keeps_the_shadow_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = super::SqliteStore::open(&dir.path().join("s.db")).unwrap();
+        wasmpbx_types::store::contract::shadow_store_contract(&store);
+    }
+
     #[test]
     fn sqlite_store_keeps_the_cdr_contract() {
         let dir = tempfile::tempdir().unwrap();

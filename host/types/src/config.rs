@@ -396,6 +396,11 @@ pub struct Location {
     pub flip_number: String,
     /// The routing script (file stem in the scripts folder).
     pub script: String,
+    /// A script run beside `script` on every event of this location's calls, on the
+    /// same inputs, its actions never applied: what it would have done, compared with
+    /// what `script` did (`GET /api/shadow/{location}`). `PUT
+    /// /api/locations/{name}/shadow` overrides it at run time.
+    pub shadow: Option<String>,
     /// Where calls go, listen-mode, when the script fails.
     pub fallback_number: String,
     /// The trunk for this location's outbound calls; default: the first trunk.
@@ -691,6 +696,13 @@ impl Config {
                     location.name
                 ));
             }
+            // `@…` key-value scopes are the host's own (the API's shadow choices).
+            if location.name.starts_with('@') {
+                return Err(format!(
+                    "locations[{i}].name: {:?} must not start with '@'",
+                    location.name
+                ));
+            }
             if location.flip_number.is_empty() || !numbers.insert(location.flip_number.as_str()) {
                 return Err(format!(
                     "locations[{i}].flip_number: {:?} is empty or used twice",
@@ -704,6 +716,11 @@ impl Config {
                 return Err(format!(
                     "locations[{i}].script: {:?} is not a script name",
                     location.script
+                ));
+            }
+            if let Some(shadow) = location.shadow.as_deref().filter(|s| !is_script_name(s)) {
+                return Err(format!(
+                    "locations[{i}].shadow: {shadow:?} is not a script name"
                 ));
             }
             if let Some(trunk) = &location.trunk
@@ -931,5 +948,26 @@ mod tests {
         let all = Cidr::try_from("0.0.0.0/0".to_string()).unwrap();
         assert!(all.contains("8.8.8.8".parse().unwrap()));
         assert!(Cidr::try_from("1.2.3.4/33".to_string()).is_err());
+    }
+    #[test]
+    fn a_shadow_is_a_script_name_and_location_names_leave_at_to_the_host() {
+        let location = |extra: &str| {
+            parse(&format!(
+                "[[locations]]\nname = \"x\"\nflip_number = \"1\"\nscript = \"listen\"\nfallback_number = \"2\"\n{extra}"
+            ))
+        };
+        assert_eq!(
+            location("shadow = \"front-door\"\n").unwrap().locations[0]
+                .shadow
+                .as_deref(),
+            Some("front-door")
+        );
+        let err = location("shadow = \"../x\"\n").unwrap_err();
+        assert!(
+            err.contains("locations[0].shadow: \"../x\" is not a script name"),
+            "{err}"
+        );
+        let err = parse("[[locations]]\nname = \"@shadow\"\nflip_number = \"1\"\nscript = \"listen\"\nfallback_number = \"2\"\n").unwrap_err();
+        assert!(err.contains("must not start with '@'"), "{err}");
     }
 }

@@ -81,6 +81,44 @@ pub struct AuditEntry {
     pub expires_at: Option<jiff::Timestamp>,
 }
 
+/// One event a shadow script also decided (`[[locations]] shadow`): what the serving
+/// script did and what the shadow would have done, never applied.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ShadowResult {
+    /// The event's clock reading (what both scripts saw).
+    pub at: jiff::Timestamp,
+    pub location: String,
+    /// The call's session id (its record's).
+    pub session: String,
+    /// The event, as `script simulate` writes it (`incoming`, `call-ended (Answered)` …).
+    pub event: String,
+    pub serving_script: String,
+    pub serving_hash: String,
+    pub shadow_script: String,
+    /// Empty when the shadow script was not loaded.
+    pub shadow_hash: String,
+    /// The serving script's actions, one line (or its fallback).
+    pub serving: String,
+    /// The shadow's actions, one line; none when it failed.
+    pub shadow: Option<String>,
+    /// Why the shadow failed (`trap: …`, `ran past its 20 ms deadline` …).
+    pub fault: Option<String>,
+    /// The two scripts gave the same actions.
+    pub agreed: bool,
+}
+
+/// Shadow results, for the shadow report.
+pub trait ShadowStore: Send + Sync {
+    /// Write results, in order (a backend makes it one transaction).
+    fn save_shadow(&self, results: &[ShadowResult]) -> Result<()>;
+    /// A location's results at or after `since`, oldest first.
+    fn shadow_results(
+        &self,
+        location: &str,
+        since: Option<jiff::Timestamp>,
+    ) -> Result<Vec<ShadowResult>>;
+}
+
 /// Registrations, so they survive a restart.
 pub trait RegistrationStore: Send + Sync {
     /// Insert or replace the binding of (user, contact).
@@ -277,6 +315,39 @@ pub fn check_entry(key: &str, value: &str) -> Result<()> {
 pub mod contract {
     //! The checks every backend must pass, for its tests to call.
     use super::*;
+
+    pub fn shadow_store_contract(store: &dyn ShadowStore) {
+        let at = |s: i64| jiff::Timestamp::from_second(1_796_000_000 + s).unwrap();
+        let result = |location: &str, s: i64, agreed: bool| ShadowResult {
+            at: at(s),
+            location: location.into(),
+            session: format!("session-{s}"),
+            event: "incoming".into(),
+            serving_script: "listen".into(),
+            serving_hash: "aa".into(),
+            shadow_script: "front-door".into(),
+            shadow_hash: "bb".into(),
+            serving: "forward number +61290000098 ring 120000 ms".into(),
+            shadow: agreed.then(|| "forward number +61290000098 ring 120000 ms".into()),
+            fault: (!agreed).then(|| "trapped: told to trap".into()),
+            agreed,
+        };
+        assert_eq!(store.shadow_results("sydney", None).unwrap(), []);
+        store
+            .save_shadow(&[result("sydney", 1, true), result("perth", 2, true)])
+            .unwrap();
+        store.save_shadow(&[result("sydney", 3, false)]).unwrap();
+        assert_eq!(
+            store.shadow_results("sydney", None).unwrap(),
+            [result("sydney", 1, true), result("sydney", 3, false)],
+            "a location's, oldest first, whole"
+        );
+        assert_eq!(
+            store.shadow_results("sydney", Some(at(2))).unwrap(),
+            [result("sydney", 3, false)]
+        );
+        assert_eq!(store.shadow_results("nowhere", None).unwrap(), []);
+    }
 
     pub fn kv_store_contract(store: &dyn KvStore) {
         assert_eq!(store.get("sydney", "override").unwrap(), None);

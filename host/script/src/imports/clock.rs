@@ -5,8 +5,13 @@ use crate::convert;
 use crate::engine::EventHost;
 
 impl Host for EventHost {
+    /// One reading for the whole event (a shadow run gets the live event's).
     fn now(&mut self) -> Instant {
-        convert::instant(self.services.clock.now())
+        let now = *self
+            .world
+            .now
+            .get_or_insert_with(|| self.services.clock.now());
+        convert::instant(now)
     }
 
     fn to_local(&mut self, at: Instant, timezone: String) -> Result<LocalTime, String> {

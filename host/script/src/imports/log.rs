@@ -15,6 +15,10 @@ impl Host for EventHost {
             &*self.script,
             self.call_id.as_deref().map_or("-", crate::session_field),
         );
+        // A shadow script's lines are about calls it does not serve: debug only.
+        if self.world.shadow {
+            return tracing::debug!(script, session, shadow = true, "{message}");
+        }
         match level {
             Level::Trace => tracing::trace!(script, session, "{message}"),
             Level::Debug => tracing::debug!(script, session, "{message}"),

@@ -69,6 +69,8 @@ pub(super) fn routes() -> OpenApiRouter<Arc<Admin>> {
         .routes(routes!(recording))
         .routes(routes!(scripts))
         .routes(routes!(locations))
+        .routes(routes!(shadow_set, shadow_reset))
+        .routes(routes!(shadow_report))
         .routes(routes!(kv_list))
         .routes(routes!(kv_set, kv_delete))
         .routes(routes!(audit_log))
@@ -84,7 +86,9 @@ fn openapi() -> utoipa::openapi::OpenApi {
 #[utoipa::path(get, path = "/api/openapi.json", tag = "meta",
     responses((status = 200, description = "This document (OpenAPI 3)", body = Object)))]
 async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
-    Json(openapi())
+    // Built once: it is the same document for the life of the process.
+    static DOCUMENT: std::sync::OnceLock<utoipa::openapi::OpenApi> = std::sync::OnceLock::new();
+    Json(DOCUMENT.get_or_init(openapi).clone())
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -545,6 +549,8 @@ struct LocationView {
     override_value: Option<String>,
     /// When the override goes on its own, if it does.
     override_expires_at: Option<String>,
+    /// The shadow script run beside `script` (`GET /api/shadow/{name}`), if any.
+    shadow: Option<String>,
 }
 
 #[utoipa::path(get, path = "/api/locations", tag = "toggles",
@@ -567,9 +573,159 @@ async fn locations(State(admin): State<Arc<Admin>>) -> ApiResult<Json<Vec<Locati
                 .expires_at(&location.name, "override")
                 .map_err(ApiError::internal)?
                 .map(|at| at.to_string()),
+            shadow: admin.shadows.choices.of(location),
         });
     }
     Ok(Json(views))
+}
+
+#[derive(Deserialize, ToSchema)]
+struct ShadowBody {
+    /// The script to run as the location's shadow; null: none (whatever the config says).
+    script: Option<String>,
+}
+
+#[utoipa::path(put, path = "/api/locations/{name}/shadow", tag = "shadow",
+    params(("name" = String, Path)),
+    request_body(content = ShadowBody, description = "`{\"script\": \"front-door\"}`, or \
+        `{\"script\": null}` for no shadow"),
+    responses(
+        (status = 200, body = Object),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn shadow_set(
+    State(admin): State<Arc<Admin>>,
+    Extension(Peer(peer)): Extension<Peer>,
+    path: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<Value>> {
+    let Path(location) = path?;
+    known_location(&admin, &location)?;
+    let body: ShadowBody = serde_json::from_slice(&body?).map_err(|_| {
+        ApiError::bad_request("the body is {\"script\": NAME} or {\"script\": null}")
+    })?;
+    let choice = match body.script {
+        Some(script) if crate::config::is_script_name(&script) => {
+            crate::shadow::Choice::Script(script)
+        }
+        Some(script) => {
+            return Err(ApiError::bad_request(format!(
+                "{script:?} is not a script name (letters, digits, '-' and '_')"
+            )));
+        }
+        None => crate::shadow::Choice::Off,
+    };
+    change_shadow(&admin, peer, &location, choice)
+}
+
+#[utoipa::path(delete, path = "/api/locations/{name}/shadow", tag = "shadow",
+    params(("name" = String, Path)),
+    responses((status = 200, description = "The API's choice is gone: the config's \
+        `shadow` applies again", body = Object), (status = 404, body = ErrorBody)))]
+async fn shadow_reset(
+    State(admin): State<Arc<Admin>>,
+    Extension(Peer(peer)): Extension<Peer>,
+    path: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<Value>> {
+    let Path(location) = path?;
+    known_location(&admin, &location)?;
+    change_shadow(&admin, peer, &location, crate::shadow::Choice::Reset)
+}
+
+/// Make the choice, note it in the audit log (key `shadow`), and say what applies now.
+fn change_shadow(
+    admin: &Admin,
+    peer: std::net::SocketAddr,
+    location: &str,
+    choice: crate::shadow::Choice,
+) -> ApiResult<Json<Value>> {
+    let config = admin.config();
+    let of = |admin: &Admin| {
+        config
+            .location(location)
+            .and_then(|l| admin.shadows.choices.of(l))
+    };
+    let old = of(admin);
+    let action = match choice {
+        crate::shadow::Choice::Reset => "reset",
+        _ => "set",
+    };
+    admin
+        .shadows
+        .choices
+        .choose(location, choice)
+        .map_err(ApiError::internal)?;
+    let now = crate::clock::Clock::now(&crate::clock::SystemClock);
+    let shadow = of(admin);
+    audit(
+        admin,
+        peer,
+        now,
+        action,
+        location,
+        "shadow",
+        old,
+        shadow.clone(),
+        None,
+    )?;
+    tracing::info!(
+        location,
+        shadow = shadow.as_deref().unwrap_or("none"),
+        "admin set a location's shadow script"
+    );
+    Ok(Json(json!({ "location": location, "shadow": shadow })))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct ShadowQuery {
+    /// Only events at or after this time (RFC 3339).
+    since: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/shadow/{location}", tag = "shadow",
+    params(("location" = String, Path), ShadowQuery),
+    responses(
+        (status = 200, description = "The shadow report: the location's serving and shadow \
+            scripts now, events dropped because the shadow queue was full (since start), and \
+            per (serving version, shadow version), newest first: events compared, agreed, \
+            diverged and faulted (the shadow failed); divergences grouped by (serving actions → shadow \
+            actions), most frequent first, and faults by message, each with example sessions \
+            (`GET /api/cdrs/{id}`); the counts by hour (UTC)", body = Object),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn shadow_report(
+    State(admin): State<Arc<Admin>>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<ShadowQuery>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let (Path(location), Query(query)) = (path?, query?);
+    let config = admin.config();
+    let Some(place) = config.location(&location) else {
+        return Err(ApiError::not_found(format!("no such location: {location}")));
+    };
+    let since = query
+        .since
+        .map(|s| s.parse::<jiff::Timestamp>())
+        .transpose()
+        .map_err(|_| ApiError::bad_request("since: an RFC 3339 time"))?;
+    let results = {
+        let (store, location) = (admin.shadow_results.clone(), location.clone());
+        tokio::task::spawn_blocking(move || store.shadow_results(&location, since))
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(ApiError::internal)?
+    };
+    let dropped = admin
+        .shadows
+        .counters
+        .dropped
+        .load(std::sync::atomic::Ordering::Relaxed);
+    Ok(Json(json!({
+        "location": location,
+        "script": place.script,
+        "shadow": admin.shadows.choices.of(place),
+        "dropped": dropped,
+        "pairs": crate::shadow::report(&results),
+    })))
 }
 
 fn known_location(admin: &Admin, location: &str) -> ApiResult<()> {

@@ -293,6 +293,7 @@ fn the_openapi_document_matches_the_served_routes() {
             let concrete = path
                 .replace("{id}", "0190f0e0-0000-7000-8000-000000000000")
                 .replace("{location}", "main")
+                .replace("{name}", "main")
                 .replace("{key}", "note");
             let method = method.to_uppercase();
             assert_eq!(
@@ -327,6 +328,9 @@ fn the_openapi_document_matches_the_served_routes() {
         "GET /api/recordings/{id}",
         "GET /api/scripts",
         "GET /api/locations",
+        "PUT /api/locations/{name}/shadow",
+        "DELETE /api/locations/{name}/shadow",
+        "GET /api/shadow/{location}",
         "GET /api/kv/{location}",
         "PUT /api/kv/{location}/{key}",
         "DELETE /api/kv/{location}/{key}",
@@ -339,5 +343,5 @@ fn the_openapi_document_matches_the_served_routes() {
             "{served} is not documented"
         );
     }
-    assert_eq!(operations.len(), 18, "{operations:?}");
+    assert_eq!(operations.len(), 21, "{operations:?}");
 }

@@ -479,4 +479,17 @@ fn script_deploy_waits_for_the_running_servers_load_and_refuses_a_broken_file() 
             .all(|e| !e.unwrap().file_name().to_string_lossy().starts_with('.')),
         "no partial file left"
     );
+    // A name with a path in it would land outside the folder: refused.
+    let (code, _, err) = wasmpbx(&[
+        "script",
+        "deploy",
+        test_components::LISTEN,
+        "--name",
+        "../escaped",
+        "--config",
+        config,
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("\"../escaped\" is not a script name"), "{err}");
+    assert!(!server.dir.path().join("escaped.wasm").exists());
 }

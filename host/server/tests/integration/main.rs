@@ -23,6 +23,7 @@ mod media_streams;
 mod reload;
 mod scaffold;
 mod script_runtime;
+mod shadow;
 mod sip_registrar;
 mod sip_tls;
 mod srtp;

@@ -9,7 +9,7 @@ use crate::common::{call, host_at, host_with, install};
 use wasmpbx::directory::{DeviceInfo, MemoryDirectory};
 use wasmpbx::flip::{Allow, CallFacts, Direction, FlipDecision, FlipKind, FlipRequest, Trigger};
 use wasmpbx::routing::{Action, Event, ForwardTarget, GatherEnd};
-use wasmpbx::script::LoadError;
+use wasmpbx::script::{EventWorld, LoadError};
 use wasmpbx::store::{KvStore, MemoryStore};
 
 /// Monday 2026-11-23 10:00 in Sydney (AEDT, +11).
@@ -503,6 +503,74 @@ fn scripts_read_and_write_their_locations_key_value_store() {
         );
     }
     assert_eq!(kv.get("sydney", "count").unwrap().as_deref(), Some("2"));
+}
+
+#[test]
+fn a_shadow_run_sees_the_live_events_clock_and_entries_and_writes_nothing() {
+    let kv = Arc::new(MemoryStore::new());
+    let host = host_with(
+        MONDAY_10AM_SYDNEY,
+        kv.clone(),
+        Arc::new(MemoryDirectory::new()),
+    );
+    install(&host, "misbehave", test_components::MISBEHAVE);
+    install(&host, "front-door", test_components::FRONT_DOOR);
+    let location = host.services.config.load().location("sydney").cloned();
+    let count_tag = |actions: &[Action]| {
+        actions.iter().find_map(|a| match a {
+            Action::SetTag { name, value } if name == "count" => Some(value.clone()),
+            _ => None,
+        })
+    };
+
+    // The live event reads `count` (unset) and writes 1.
+    let monday: jiff::Timestamp = MONDAY_10AM_SYDNEY.parse().unwrap();
+    let mut world = EventWorld::live(monday);
+    let (decision, _) = host.route_in(
+        &mut world,
+        "misbehave",
+        None,
+        location.as_ref(),
+        &call("kv-write"),
+        &Event::Incoming,
+    );
+    assert_eq!(count_tag(&decision.actions).as_deref(), Some("1"));
+    assert_eq!(world.kv, [("count".to_owned(), None)], "what it found");
+    assert_eq!(kv.get("sydney", "count").unwrap().as_deref(), Some("1"));
+    // A shadow of the same event finds what the live one found, and writes nothing.
+    for _ in 0..2 {
+        let (version, shadow) =
+            host.shadow("misbehave", &call("kv-write"), &Event::Incoming, &world);
+        assert_eq!(count_tag(&shadow.unwrap()).as_deref(), Some("1"));
+        assert_eq!(version.unwrap().name, "misbehave");
+    }
+    assert_eq!(kv.get("sydney", "count").unwrap().as_deref(), Some("1"));
+
+    // front-door in the world of an event that read `override = closed` on a Sunday:
+    // closed, though the store has no override and the host's clock says Monday 10:00.
+    let hours_tag = |world: &EventWorld| {
+        let (_, actions) =
+            host.shadow("front-door", &call("+61290000001"), &Event::Incoming, world);
+        actions.unwrap().into_iter().find_map(|a| match a {
+            Action::SetTag { name, value } if name == "hours" => Some(value),
+            _ => None,
+        })
+    };
+    assert_eq!(
+        hours_tag(&EventWorld::live(monday)).as_deref(),
+        Some("open")
+    );
+    let closed = EventWorld {
+        kv: vec![("override".into(), Some("closed".into()))],
+        ..EventWorld::live(monday)
+    };
+    assert_eq!(hours_tag(&closed).as_deref(), Some("override-closed"));
+    let sunday = EventWorld::live("2026-11-21T23:00:00Z".parse().unwrap());
+    assert_eq!(hours_tag(&sunday).as_deref(), Some("closed"));
+    // A shadow that is not loaded is a failure to report, not a panic.
+    let (version, missing) = host.shadow("nowhere", &call("x"), &Event::Incoming, &sunday);
+    assert!(version.is_none());
+    assert_eq!(missing.unwrap_err().cause(), "missing");
 }
 
 fn flip_request(user: &str, emergency: bool, candidates: &[&str]) -> FlipRequest {

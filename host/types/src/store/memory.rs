@@ -3,7 +3,7 @@ use std::sync::Mutex;
 
 use super::{
     AuditEntry, Binding, CallRecord, CdrStore, Expired, KvStore, RegistrationStore, Result,
-    StoreError, check_entry,
+    ShadowResult, ShadowStore, StoreError, check_entry,
 };
 
 /// Key-value entries: (scope, key) → (value, expiry).
@@ -19,6 +19,8 @@ pub struct MemoryStore {
     /// Call records as JSON, oldest first.
     cdrs: Mutex<Vec<serde_json::Value>>,
     alive_at: Mutex<Option<jiff::Timestamp>>,
+    /// Oldest first.
+    shadow: Mutex<Vec<ShadowResult>>,
 }
 
 impl MemoryStore {
@@ -192,6 +194,27 @@ impl CdrStore for MemoryStore {
     }
 }
 
+impl ShadowStore for MemoryStore {
+    fn save_shadow(&self, results: &[ShadowResult]) -> Result<()> {
+        let mut shadow = self.shadow.lock().unwrap_or_else(|p| p.into_inner());
+        shadow.extend_from_slice(results);
+        Ok(())
+    }
+
+    fn shadow_results(
+        &self,
+        location: &str,
+        since: Option<jiff::Timestamp>,
+    ) -> Result<Vec<ShadowResult>> {
+        let shadow = self.shadow.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(shadow
+            .iter()
+            .filter(|r| r.location == location && since.is_none_or(|since| r.at >= since))
+            .cloned()
+            .collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -210,5 +233,6 @@ mod tests {
         super::super::contract::interrupted_cdr_contract(&super::MemoryStore::new());
         super::super::contract::intents_contract(&super::MemoryStore::new());
         super::super::contract::cdr_query_contract(&super::MemoryStore::new());
+        super::super::contract::shadow_store_contract(&super::MemoryStore::new());
     }
 }

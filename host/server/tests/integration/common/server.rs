@@ -88,9 +88,14 @@ impl Server {
 
     /// What `wasmpbx WHAT list ARGS` (`cdr`, `audit`) prints for this server's store.
     pub fn list(&self, what: &str, args: &[&str]) -> String {
+        self.cli(&[&[what, "list"], args].concat())
+    }
+
+    /// What `wasmpbx ARGS --config CONFIG` prints (it must succeed).
+    pub fn cli(&self, args: &[&str]) -> String {
         let out = Command::new(env!("CARGO_BIN_EXE_wasmpbx"))
-            .args([what, "list", "--config", self.config.to_str().unwrap()])
             .args(args)
+            .args(["--config", self.config.to_str().unwrap()])
             .output()
             .unwrap();
         assert!(
