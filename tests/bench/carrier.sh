@@ -45,12 +45,7 @@ carrier_cpu() { # CPU ticks of Kamailio and its workers
     pgrep -g "$carrier" | xargs -I{} awk '{print $14 + $15}' /proc/{}/stat | paste -sd+ | bc
 }
 
-column() { # csv header name -> value of the last row
-    local col; col=$(head -n 1 "$1" | tr ';' '\n' | grep -n "^$2\$" | cut -d: -f1)
-    tail -n 1 "$1" | cut -d';' -f"$col"
-}
-
-run_sipp() { # rate -> "successful failed retransmissions seconds" (both SIPps' retransmissions)
+carrier_sipp() { # rate -> "successful failed retransmissions seconds" (both SIPps' retransmissions)
     local rate=$1
     # The PSTN: answers what the carrier relays, keeping it in the path (Record-Route),
     # and refuses a call without Diversion or P-Asserted-Identity.
@@ -87,7 +82,7 @@ for rate in "${rates[@]}"; do
     for mode in challenge open; do
         if [ $mode = open ]; then start_carrier -A OPEN_TRUNK; else start_carrier; fi
         cpu0=$(cpu_of $server); k0=$(carrier_cpu)
-        read -r ok failed retrans secs < <(run_sipp "$rate")
+        read -r ok failed retrans secs < <(carrier_sipp "$rate")
         cpu1=$(cpu_of $server); k1=$(carrier_cpu)
         cpu=$(echo "scale=0; 100 * ($cpu1 - $cpu0) / $ticks / $secs" | bc)
         kcpu=$(echo "scale=0; 100 * ($k1 - $k0) / $ticks / $secs" | bc)

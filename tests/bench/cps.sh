@@ -29,13 +29,7 @@ for m in map(json.loads, sys.stdin):
 fi
 start_server listen 'return_number = "15550101"'
 
-column() { # csv header-name -> the last line's value of that column
-    local col
-    col=$(head -n 1 "$1" | tr ';' '\n' | grep -n "^$2\$" | cut -d: -f1)
-    tail -n 1 "$1" | cut -d';' -f"$col"
-}
-
-run_sipp() { # target rate [number] -> "successful failed seconds retransmissions(uac+uas)"
+timed_sipp() { # target rate [number] -> "successful failed seconds retransmissions(uac+uas)"
     local target=$1 rate=$2 number=${3:-15550100}
     sipp -sn uas -i 127.0.0.1 -p $uas_port -nostdin -bg -trace_stat -fd 1 -stf "$work/uas.csv" > /dev/null 2>&1 || true
     sleep 0.5
@@ -58,7 +52,7 @@ echo "| rate (calls/s) | path | successful | failed | retransmissions | host CPU
 echo "|---|---|---|---|---|---|---|"
 for rate in "${rates[@]}"; do
     cpu0=$(cpu_of $server)
-    read -r ok failed secs retrans < <(run_sipp 127.0.0.1:$host_port "$rate")
+    read -r ok failed secs retrans < <(timed_sipp 127.0.0.1:$host_port "$rate")
     cpu1=$(cpu_of $server)
     cpu=$(echo "scale=0; 100 * ($cpu1 - $cpu0) / $ticks / $secs" | bc)
     echo "| $rate | SIPp → wasmpbx → SIPp | $ok | $failed | $retrans | $cpu | $(( $(rss_of $server) / 1024 )) MiB |"
@@ -68,11 +62,11 @@ for rate in "${rates[@]}"; do
     fi
     if [ -n "${STREAMS:-}" ]; then
         cpu0=$(cpu_of $server)
-        read -r ok failed secs retrans < <(run_sipp 127.0.0.1:$host_port "$rate" 15550102)
+        read -r ok failed secs retrans < <(timed_sipp 127.0.0.1:$host_port "$rate" 15550102)
         cpu1=$(cpu_of $server)
         cpu=$(echo "scale=0; 100 * ($cpu1 - $cpu0) / $ticks / $secs" | bc)
         echo "| $rate | SIPp → wasmpbx → SIPp, every call streamed | $ok | $failed | $retrans | $cpu | $(( $(rss_of $server) / 1024 )) MiB |"
     fi
-    read -r ok failed secs retrans < <(run_sipp 127.0.0.1:$uas_port "$rate")
+    read -r ok failed secs retrans < <(timed_sipp 127.0.0.1:$uas_port "$rate")
     echo "| $rate | SIPp → SIPp (direct) | $ok | $failed | $retrans | – | – |"
 done

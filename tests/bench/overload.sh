@@ -17,12 +17,6 @@ rates=("$@")
 [ ${#rates[@]} -gt 0 ] || rates=(1500 2250 3000 4000)
 start_server listen 'return_number = "15550101"'
 
-column() { # csv header-name -> the last line's value of that column
-    local col
-    col=$(head -n 1 "$1" | tr ';' '\n' | grep -n "^$2\$" | cut -d: -f1)
-    tail -n 1 "$1" | cut -d';' -f"$col"
-}
-
 machine_line
 echo
 echo "| offered (calls/s) | answered and ended | refused (503) | failed | retransmissions | host CPU (% of one core) | refused by the host (/metrics) |"

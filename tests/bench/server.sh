@@ -7,8 +7,11 @@
 #                               TRUNK: the [[trunks]] keys after its name, instead of
 #                               uri = the UAS.
 #                               With STREAM_URL set, a second location on 15550102
-#                               streams every call's audio there.
-# Also cpu_of PID (CPU ticks used), rss_of PID (KiB), $ticks, and machine_line.
+#                               streams every call's audio there; with SHADOW set, a
+#                               location on 15550103 runs SHADOW as its shadow script.
+#                               $http: the admin API's address (http://IP:PORT).
+# Also cpu_of PID (CPU ticks used), rss_of PID (KiB), $ticks, machine_line, and
+# run_sipp (SIPp calls through a target with their set-up times).
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # WASMPBX_BIN: another build to measure (e.g. an older commit's, side by side).
@@ -61,9 +64,23 @@ stream_url = "$STREAM_URL"
 $2
 TOML
     fi
+    if [ -n "${SHADOW:-}" ]; then
+        # The same location again on 15550103, with a shadow script.
+        cat >> "$work/wasmpbx.toml" <<TOML
+[[locations]]
+name = "bench-shadowed"
+flip_number = "15550103"
+script = "$1"
+shadow = "$SHADOW"
+fallback_number = "15550199"
+[locations.vars]
+$2
+TOML
+    fi
     RUST_LOG=warn "$bin" run --config "$work/wasmpbx.toml" > "$work/server.out" 2> "$work/server.err" &
     server=$!
     sleep 2
+    http=$(grep -o 'http://[0-9.]*:[0-9]*' "$work/server.out" | head -n 1)
 }
 
 cpu_of() { awk '{print $14 + $15}' "/proc/$1/stat"; }
@@ -71,4 +88,31 @@ rss_of() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
 machine_line() {
     echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), load $(cut -d' ' -f1-3 /proc/loadavg)"
+}
+
+column() { # csv header-name -> the last line's value of that column
+    local col
+    col=$(head -n 1 "$1" | tr ';' '\n' | grep -n "^$2\$" | cut -d: -f1)
+    tail -n 1 "$1" | cut -d';' -f"$col"
+}
+
+# CALLS calls of HOLD_MS from SIPp's uac (127.0.0.2, the trunk) to NUMBER at TARGET,
+# answered by a SIPp uas on $uas_port. Prints "successful failed retransmissions
+# setup_p50 setup_p99" (retransmissions: both SIPps'; set-up: INVITE → 200 in ms).
+run_sipp() { # target rate [number]
+    local target=$1 rate=$2 number=${3:-15550100}
+    sipp -sn uas -i 127.0.0.1 -p $uas_port -nostdin -bg -trace_stat -fd 1 -stf "$work/uas.csv" > /dev/null 2>&1 || true
+    sleep 0.5
+    (cd "$work" && sipp -sn uac -i 127.0.0.2 -p 15080 -s "$number" "$target" -r "$rate" -m "$calls" -d "$hold" \
+        -l $((rate * 10)) -nostdin -timeout $((calls / rate + 60)) -trace_stat -stf "$work/uac.csv" \
+        -trace_rtt -rtt_freq 1 > /dev/null 2>&1 || true)
+    sleep 1.5 # the UAS writes its counts each second (-fd 1)
+    pkill -f "sipp -sn uas -i 127.0.0.1 -p $uas_port" || true
+    sleep 0.5
+    local retrans=$(( $(column "$work/uac.csv" 'Retransmissions(C)') + $(column "$work/uas.csv" 'Retransmissions(C)') ))
+    local setup
+    setup=$(tail -q -n +2 "$work"/uac_*_rtt.csv | cut -d';' -f2 | sort -n |
+        awk '{v[NR] = $1} END {if (NR) printf "%d %d", v[int(NR * 0.5) + 1], v[int(NR * 0.99) + 1]; else print "- -"}')
+    echo "$(column "$work/uac.csv" 'SuccessfulCall(C)') $(column "$work/uac.csv" 'FailedCall(C)') $retrans $setup"
+    rm -f "$work"/uac.csv "$work"/uas.csv "$work"/uac_*_rtt.csv
 }

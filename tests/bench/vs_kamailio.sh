@@ -34,36 +34,12 @@ kamailio=$!
 trap 'kill -- -$kamailio 2>/dev/null; kill $server $(jobs -p) 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
 sleep 1
 
-column() { # csv header-name -> the last line's value of that column
-    local col
-    col=$(head -n 1 "$1" | tr ';' '\n' | grep -n "^$2\$" | cut -d: -f1)
-    tail -n 1 "$1" | cut -d';' -f"$col"
-}
-
 group_cpu() { # CPU ticks of a process group
     pgrep -g "$1" | xargs -I{} awk '{print $14 + $15}' /proc/{}/stat | paste -sd+ | bc
 }
 
 group_rss() { # KiB resident of a process group (shared memory counted once per process)
     pgrep -g "$1" | xargs -I{} awk '/VmRSS/ {print $2}' /proc/{}/status | paste -sd+ | bc
-}
-
-run_sipp() { # target rate -> "successful failed retransmissions setup_p50 setup_p99"
-    local target=$1 rate=$2
-    sipp -sn uas -i 127.0.0.1 -p $uas_port -nostdin -bg -trace_stat -fd 1 -stf "$work/uas.csv" > /dev/null 2>&1 || true
-    sleep 0.5
-    (cd "$work" && sipp -sn uac -i 127.0.0.2 -p 15080 -s 15550100 "$target" -r "$rate" -m "$calls" -d "$hold" \
-        -l $((rate * 10)) -nostdin -timeout $((calls / rate + 60)) -trace_stat -stf "$work/uac.csv" \
-        -trace_rtt -rtt_freq 1 > /dev/null 2>&1 || true)
-    sleep 1.5 # the UAS writes its counts each second (-fd 1)
-    pkill -f "sipp -sn uas -i 127.0.0.1 -p $uas_port" || true
-    sleep 0.5
-    local retrans=$(( $(column "$work/uac.csv" 'Retransmissions(C)') + $(column "$work/uas.csv" 'Retransmissions(C)') ))
-    local setup
-    setup=$(tail -q -n +2 "$work"/uac_*_rtt.csv | cut -d';' -f2 | sort -n |
-        awk '{v[NR] = $1} END {if (NR) printf "%d %d", v[int(NR * 0.5) + 1], v[int(NR * 0.99) + 1]; else print "- -"}')
-    echo "$(column "$work/uac.csv" 'SuccessfulCall(C)') $(column "$work/uac.csv" 'FailedCall(C)') $retrans $setup"
-    rm -f "$work"/uac.csv "$work"/uas.csv "$work"/uac_*_rtt.csv
 }
 
 machine_line

@@ -431,10 +431,14 @@ impl Banner<'_> {
         for location in &config.locations {
             say!(
                 out,
-                "  location  {} on flip number {} runs script {}",
+                "  location  {} on flip number {} runs script {}{}",
                 location.name,
                 location.flip_number,
-                location.script
+                location.script,
+                location
+                    .shadow
+                    .as_ref()
+                    .map_or(String::new(), |shadow| format!(" (shadow {shadow})"))
             );
         }
         for (extension, password) in demo_users {

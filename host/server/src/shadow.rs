@@ -405,6 +405,11 @@ fn hour_of(at: jiff::Timestamp) -> String {
         .map_or_else(|_| at.to_string(), |hour| hour.to_string())
 }
 
+/// A time to the second, for people.
+fn to_second(at: jiff::Timestamp) -> jiff::Timestamp {
+    at.round(jiff::Unit::Second).unwrap_or(at)
+}
+
 /// The report as text, for `wasmpbx shadow report`.
 pub fn text(location: &str, pairs: &[Pair]) -> String {
     let mut out = String::new();
@@ -430,8 +435,8 @@ pub fn text(location: &str, pairs: &[Pair]) -> String {
                 "" => "not loaded".to_owned(),
                 hash => short(hash),
             },
-            pair.first,
-            pair.last
+            to_second(pair.first),
+            to_second(pair.last)
         ));
         out.push_str(&format!(
             "  compared {}  agreed {} ({:.1} %)  diverged {} ({:.1} %)  shadow faults {}\n",
