@@ -4,7 +4,7 @@
 # through a location whose shadow is SHADOW (default front-door), on one server, in one
 # run. Reports successful, failed, retransmissions, set-up p50/p99, the serving script's
 # decision p99 (from /metrics: the histogram bucket it falls in), host CPU per call, and
-# what the shadow thread did (compared, dropped for a full queue). Markdown for
+# what the decision journal's thread did (compared, dropped for a full queue). Markdown for
 # BENCHMARKS.md.
 #
 #   tests/bench/shadow.sh [RATES...]        (default: 500 1000 1500)
@@ -32,7 +32,7 @@ def read(path):
         m = re.match(r'wasmpbx_script_decision_seconds_bucket\{script="listen",version="[^"]*",le="([^"]+)"\} (\d+)', line)
         if m:
             buckets[m[1]] = buckets.get(m[1], 0) + int(m[2])
-        m = re.match(r'(wasmpbx_shadow_events_total\{result="\w+"\}|wasmpbx_shadow_dropped_total) (\d+)', line)
+        m = re.match(r'(wasmpbx_shadow_events_total\{result="\w+"\}|wasmpbx_decisions_dropped_total) (\d+)', line)
         if m:
             shadow[m[1]] = int(m[2])
     return buckets, shadow
@@ -43,7 +43,7 @@ p99 = next((le for le, n in delta if n >= 0.99 * total), float("inf")) if total 
 grew = lambda key: s1.get(key, 0) - s0.get(key, 0)
 compared = sum(grew(k) for k in s1 if k.startswith("wasmpbx_shadow_events_total"))
 p99 = "–" if p99 is None else ("> 50 ms" if p99 == float("inf") else f"≤ {p99 * 1e6:.0f} µs")
-print(p99.replace(" ", "\u00a0"), compared, grew("wasmpbx_shadow_dropped_total"))
+print(p99.replace(" ", "\u00a0"), compared, grew("wasmpbx_decisions_dropped_total"))
 PY
 }
 

@@ -94,7 +94,7 @@ pub(crate) struct EventHost {
 /// key-value entries it read. A live event fills `kv` as it reads; a shadow run of
 /// another script on the same event starts from that (the same readings, the same
 /// entries) and applies no write.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EventWorld {
     /// What `clock.now` answers; none: the host clock's reading at the first call.
     pub now: Option<jiff::Timestamp>,
@@ -102,10 +102,25 @@ pub struct EventWorld {
     /// or none if unset).
     pub kv: Vec<(String, Option<String>)>,
     /// What the event wrote (or deleted: none), which its later reads see.
+    #[serde(skip)]
     pub written: Vec<(String, Option<String>)>,
-    /// A shadow run: `kv.set` and `kv.delete` succeed without writing, and log lines are
-    /// written at debug level.
+    /// The config and directory imports' answers (location vars, settings, users,
+    /// devices), as the event asked them: a shadow run or a replay gets the same.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub answers: Vec<Answer>,
+    /// A shadow run or a replay: `kv.set` and `kv.delete` succeed without writing, and
+    /// log lines are written at debug level.
+    #[serde(skip)]
     pub shadow: bool,
+}
+
+/// One answer of an import: which (`location-var`, `find-user` …), asked with what, and
+/// what it answered.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Answer {
+    pub import: String,
+    pub arg: String,
+    pub value: serde_json::Value,
 }
 
 impl EventWorld {
@@ -117,13 +132,14 @@ impl EventWorld {
         }
     }
 
-    /// The same readings, for a shadow script: the clock and the entries as the live
-    /// event found them, not its writes.
+    /// The same readings, for a shadow script or a replay: the clock, the entries as
+    /// the live event found them (not its writes), the imports' answers.
     pub fn shadow_of(&self) -> Self {
         Self {
             now: self.now,
             kv: self.kv.clone(),
             written: Vec::new(),
+            answers: self.answers.clone(),
             shadow: true,
         }
     }
@@ -283,6 +299,7 @@ impl ScriptEngine {
             name: name.to_owned(),
             hash,
             size: bytes.len(),
+            bytes: bytes.into(),
             loaded_at: services.clock.now(),
             compile_time: started.elapsed(),
             exports: Exports {

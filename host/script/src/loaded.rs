@@ -53,6 +53,9 @@ pub struct LoadedScript {
     /// Hex SHA-256 of the component's bytes.
     pub hash: String,
     pub size: usize,
+    /// The component itself: kept so the decisions it makes can be replayed on it later
+    /// (the store keeps each version once).
+    pub bytes: Arc<[u8]>,
     pub loaded_at: jiff::Timestamp,
     pub compile_time: Duration,
     pub exports: Exports,

@@ -372,8 +372,8 @@ pub struct Wiring {
     pub tls_trunks: TlsTrunks,
     /// The event stream (`/api/events`).
     pub events: Arc<crate::events::Events>,
-    /// Shadow scripts: each served event of a location with one is queued for it.
-    pub shadows: crate::shadow::Shadows,
+    /// The decision journal: served events are recorded and shadowed there.
+    pub journal: crate::decisions::Journal,
 }
 
 /// Asks the core task about its state (the admin API).
@@ -583,7 +583,7 @@ pub async fn run(
         mut media_events,
         tls_trunks,
         events,
-        shadows,
+        journal,
     } = wiring;
     let mut tracker = crate::events::Tracker::default();
     tracker.restored(
@@ -776,12 +776,12 @@ pub async fn run(
                 } => {
                     // Scripts run on the blocking pool: a slow one (up to its deadline)
                     // never stalls SIP. The decision comes back as an input.
-                    let (scripts, speaker, tx, events, shadows) = (
+                    let (scripts, speaker, tx, events, journal) = (
                         scripts.clone(),
                         speaker.clone(),
                         tx.clone(),
                         events.clone(),
-                        shadows.clone(),
+                        journal.clone(),
                     );
                     tokio::task::spawn_blocking(move || {
                         let config = scripts.services.config.load_full();
@@ -798,18 +798,22 @@ pub async fn run(
                             &call,
                             &event,
                         );
-                        // The location's shadow script gets the same event, off this path.
-                        if let Some((location, shadow)) =
-                            location.and_then(|l| Some((l, shadows.choices.of(l)?)))
-                        {
-                            shadows.submit(crate::shadow::Job {
-                                location: location.name.clone(),
+                        // To the journal, off this path: recorded with what the script
+                        // saw, and given to the location's shadow script.
+                        let shadow = location.and_then(|l| journal.choices.of(l));
+                        let record = loaded.clone().filter(|_| config.scripts.record_decisions);
+                        if shadow.is_some() || record.is_some() {
+                            journal.submit(crate::decisions::Job {
+                                served: crate::decisions::Served {
+                                    location: location.map(|l| l.name.clone()),
+                                    session: session.to_string(),
+                                    call: call.clone(),
+                                    event: event.clone(),
+                                    decision: decision.clone(),
+                                    world,
+                                },
+                                record,
                                 shadow,
-                                session: session.to_string(),
-                                call: call.clone(),
-                                event: event.clone(),
-                                served: decision.clone(),
-                                world,
                             });
                         }
                         if let Some(fallback) = &decision.fallback {

@@ -16,6 +16,7 @@
 //!
 //! This crate's own modules:
 //! - [`default_scripts`]: the default scripts the binary carries, written on first run.
+//! - [`decisions`]: the decision journal: decisions recorded for replay, and shadowed.
 //! - [`deploy`]: `script deploy`: check, copy into the watched folder, wait for the load.
 //! - [`driver`]: UDP/TCP/TLS sockets, framing and timers around the `pbx` core.
 //! - [`events`]: the event stream (`/api/events`): calls, flips, registrations, scripts.
@@ -30,6 +31,7 @@
 //! - [`writer`]: store writes off the SIP task, through a bounded queue.
 //! - [`records`]: how `cdr list` prints call records (a table, CSV).
 //! - [`recordings`]: serving call recordings, and deleting old ones.
+//! - [`replay`]: `script replay`: recorded decisions run again, offline.
 //! - [`reload`]: live config reload on SIGHUP or a change of the file.
 //! - [`scaffold`]: `script new`: a script project from the embedded templates.
 //! - [`shadow`]: shadow scripts: run beside a location's script, compared, reported.
@@ -37,6 +39,7 @@
 //! - [`server`]: `wasmpbx run`: wires the pieces and runs until Ctrl-C.
 
 pub mod admin;
+pub mod decisions;
 pub mod default_scripts;
 pub mod deploy;
 pub mod dns;
@@ -48,6 +51,7 @@ pub mod overrides;
 pub mod recordings;
 pub mod records;
 pub mod reload;
+pub mod replay;
 pub mod scaffold;
 pub mod server;
 pub mod setup;

@@ -224,6 +224,10 @@ enum ScriptCommand {
         #[arg(long)]
         sdk_path: Option<PathBuf>,
     },
+    /// Run recorded calls' decisions again, offline, in the world each script saw: on the
+    /// versions that decided (they must come out the same), or on another script (what
+    /// would have changed).
+    Replay(ReplayArgs),
     /// Check a component, put it into the watched folder whole, and wait for the running
     /// server to load it; exits non-zero with the load error.
     Deploy {
@@ -243,6 +247,32 @@ enum ScriptCommand {
         #[arg(long, default_value_t = 30)]
         wait: u64,
     },
+}
+
+#[derive(clap::Args)]
+struct ReplayArgs {
+    /// One call: its session id (as `cdr list` and the API name it).
+    #[arg(long, conflicts_with_all = ["since", "location"])]
+    cdr: Option<String>,
+    /// Calls with decisions at or after this time (RFC 3339).
+    #[arg(long, value_parser = parse_since)]
+    since: Option<jiff::Timestamp>,
+    /// Calls of this location.
+    #[arg(long)]
+    location: Option<String>,
+    /// At most this many calls (the oldest first).
+    #[arg(long, default_value_t = 1000)]
+    limit: usize,
+    /// Run this component instead of the versions that decided.
+    #[arg(long)]
+    script: Option<PathBuf>,
+    /// Print JSON: the summary and every call step by step.
+    #[arg(long)]
+    json: bool,
+    /// The config whose store (and limits, vars and users) to use; default: the
+    /// embedded default's.
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -350,6 +380,9 @@ fn main() -> ExitCode {
         Command::Script {
             command: ScriptCommand::Simulate(args),
         } => simulate(args),
+        Command::Script {
+            command: ScriptCommand::Replay(args),
+        } => replay(args),
         Command::Script {
             command:
                 ScriptCommand::New {
@@ -689,6 +722,36 @@ fn cdr_list(args: CdrListArgs) -> anyhow::Result<ExitCode> {
         print!("{}", wasmpbx::records::csv(&records));
     } else {
         print!("{}", wasmpbx::records::table(&records));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
+    let config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::embedded_default(),
+    };
+    let store = std::sync::Arc::new(open_store(args.config.as_deref())?);
+    let options = wasmpbx::replay::ReplayOptions {
+        cdr: args.cdr,
+        since: args.since,
+        location: args.location,
+        limit: args.limit,
+        script: args.script,
+    };
+    let replay = wasmpbx::replay::replay(&options, &config, store)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&replay)?);
+    } else {
+        print!("{}", wasmpbx::replay::text(&replay));
+    }
+    // On the versions that decided, a difference means the recording missed something.
+    if options.script.is_none() && replay.changed > 0 {
+        eprintln!(
+            "error: {} of {} decisions did not come out the same on the version that made them",
+            replay.changed, replay.decisions
+        );
+        return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
 }

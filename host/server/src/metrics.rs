@@ -56,8 +56,11 @@ pub struct Snapshot {
     pub script_versions: Vec<(String, Option<String>, bool)>,
     /// Per webhook: its origin, and events delivered, given up, retried, lost.
     pub webhooks: Vec<(String, [u64; 4])>,
-    /// Shadow runs: agreed, diverged, faults; events dropped (queue full); results unsaved.
-    pub shadow: [u64; 5],
+    /// Shadow runs: agreed, diverged, faults.
+    pub shadow: [u64; 3],
+    /// The decision journal: decisions recorded, events dropped (queue full), writes
+    /// the store refused.
+    pub journal: [u64; 3],
 }
 
 /// The relay's counters.
@@ -128,8 +131,12 @@ impl Snapshot {
                 })
                 .collect(),
             shadow: {
-                let c = &admin.shadows.counters;
-                [&c.agreed, &c.diverged, &c.faults, &c.dropped, &c.unsaved].map(|c| c.load(Relaxed))
+                let c = &admin.journal.counters.shadow;
+                [&c.agreed, &c.diverged, &c.faults].map(|c| c.load(Relaxed))
+            },
+            journal: {
+                let c = &admin.journal.counters;
+                [&c.recorded, &c.dropped, &c.unsaved].map(|c| c.load(Relaxed))
             },
         }
     }
@@ -432,7 +439,7 @@ impl Snapshot {
     }
 
     fn shadow(&self, out: &mut DescriptorEncoder) -> fmt::Result {
-        let [agreed, diverged, faults, dropped, unsaved] = self.shadow;
+        let [agreed, diverged, faults] = self.shadow;
         counters(
             out,
             "wasmpbx_shadow_events",
@@ -444,16 +451,23 @@ impl Snapshot {
                 ([("result", "fault")], faults),
             ],
         )?;
+        let [recorded, dropped, unsaved] = self.journal;
         counter(
             out,
-            "wasmpbx_shadow_dropped",
-            "Served events not compared: the shadow queue was full.",
+            "wasmpbx_decisions_recorded",
+            "Routing decisions recorded with what their script saw, for replay.",
+            recorded,
+        )?;
+        counter(
+            out,
+            "wasmpbx_decisions_dropped",
+            "Decisions neither recorded nor shadowed: the journal's queue was full.",
             dropped,
         )?;
         counter(
             out,
-            "wasmpbx_shadow_unsaved",
-            "Shadow results the store refused.",
+            "wasmpbx_decisions_unsaved",
+            "Recorded decisions and shadow results the store refused.",
             unsaved,
         )
     }

@@ -243,8 +243,8 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     let shadow_choices = Arc::new(
         crate::shadow::Choices::load(store.clone()).context("reading the shadow choices")?,
     );
-    let shadows = crate::shadow::Shadows::start(host.clone(), store.clone(), shadow_choices)
-        .context("starting the shadow thread")?;
+    let journal = crate::decisions::Journal::start(host.clone(), store.clone(), shadow_choices)
+        .context("starting the decision journal")?;
     let wiring = driver::Wiring {
         store: writer,
         directory,
@@ -254,7 +254,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         media_events: media_inbox,
         tls_trunks,
         events: events.clone(),
-        shadows: shadows.clone(),
+        journal: journal.clone(),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(driver::Stop::Running);
     let mut sip = tokio::spawn(driver::run(pbx, sockets, sip_tls, wiring, inbox, stop_rx));
@@ -277,7 +277,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         events,
         webhooks,
         phones: Default::default(),
-        shadows,
+        journal,
         shadow_results: store.clone(),
     });
     let http = tokio::spawn(admin::serve(admin, http, tls, shutdown_rx));

@@ -5,26 +5,23 @@
 //! comparisons are stored, and summarised by `GET /api/shadow/{location}` and
 //! `wasmpbx shadow report LOCATION`.
 //!
-//! Off the call's path: the driver hands each served event to a bounded queue
-//! ([`QUEUE`]) and goes on; one thread of its own runs the shadows, one at a time, under
+//! Off the call's path: the driver hands each served event to the decision journal's
+//! queue (`decisions`) and goes on; its thread runs the shadows, one at a time, under
 //! the engine's deadline and memory cap, and writes what they did. A full queue drops
-//! the event and counts it; a shadow that traps or loops costs only this thread's time.
+//! the event and counts it; a shadow that traps or loops costs only that thread's time.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 
 use serde::Serialize;
 
 use crate::config::Location;
-use crate::routing::{Action, CallInfo, Decision, Event};
-use crate::script::{EventWorld, ScriptHost};
+use crate::decisions::Served;
+use crate::routing::{Action, Decision};
+use crate::script::ScriptHost;
 use crate::simulate::{describe_action, describe_event};
-use crate::store::{KvStore, ShadowResult, ShadowStore};
-
-/// How many served events may wait for their shadow run.
-pub const QUEUE: usize = 4096;
+use crate::store::{KvStore, ShadowResult};
 
 /// The key-value scope where the API's choices are kept (no location has this name:
 /// location names cannot start with `@`).
@@ -90,95 +87,17 @@ pub enum Choice {
     Reset,
 }
 
-/// What the shadow thread has done, for `/metrics`.
-#[derive(Debug, Default)]
-pub struct Counters {
-    pub compared: AtomicU64,
-    pub agreed: AtomicU64,
-    pub diverged: AtomicU64,
-    pub faults: AtomicU64,
-    /// Served events not compared: the queue was full.
-    pub dropped: AtomicU64,
-    /// Results the store refused.
-    pub unsaved: AtomicU64,
-}
-
-/// One served event to run a shadow on.
-pub struct Job {
-    pub location: String,
-    pub shadow: String,
-    pub session: String,
-    pub call: CallInfo,
-    pub event: Event,
-    pub served: Decision,
-    pub world: EventWorld,
-}
-
-/// The driver's end of the shadow queue.
-#[derive(Clone)]
-pub struct Shadows {
-    pub choices: Arc<Choices>,
-    pub counters: Arc<Counters>,
-    tx: SyncSender<Job>,
-}
-
-impl Shadows {
-    /// Start the shadow thread.
-    pub fn start(
-        scripts: Arc<ScriptHost>,
-        store: Arc<dyn ShadowStore>,
-        choices: Arc<Choices>,
-    ) -> std::io::Result<Self> {
-        let (tx, rx) = sync_channel(QUEUE);
-        let counters = Arc::new(Counters::default());
-        std::thread::Builder::new().name("shadow".into()).spawn({
-            let counters = counters.clone();
-            move || run(&rx, &scripts, store.as_ref(), &counters)
-        })?;
-        Ok(Self {
-            choices,
-            counters,
-            tx,
-        })
-    }
-
-    /// Queue a served event for its shadow; never waits.
-    pub fn submit(&self, job: Job) {
-        match self.tx.try_send(job) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                self.counters.dropped.fetch_add(1, Relaxed);
-            }
-            // The thread is gone only at shutdown.
-            Err(TrySendError::Disconnected(_)) => {}
-        }
-    }
-}
-
-/// The shadow thread: run each job, and write what queued meanwhile in one go.
-fn run(rx: &Receiver<Job>, scripts: &ScriptHost, store: &dyn ShadowStore, counters: &Counters) {
-    while let Ok(job) = rx.recv() {
-        let mut results = vec![compare(scripts, job, counters)];
-        // What waited while that ran: up to a batch, then write.
-        while results.len() < 256
-            && let Ok(job) = rx.try_recv()
-        {
-            results.push(compare(scripts, job, counters));
-        }
-        if let Err(e) = store.save_shadow(&results) {
-            counters.unsaved.fetch_add(results.len() as u64, Relaxed);
-            tracing::warn!("saving {} shadow results: {e}", results.len());
-        }
-    }
-}
-
-/// Run the shadow on the job's event and compare.
-fn compare(scripts: &ScriptHost, job: Job, counters: &Counters) -> ShadowResult {
-    let (version, outcome) = scripts.shadow(&job.shadow, &job.call, &job.event, &job.world);
-    let served = served_line(&job.served);
-    let (shadow, fault, agreed) = match outcome {
+/// Run `shadow` on a served event, in that event's world, and compare.
+pub fn compare(
+    scripts: &ScriptHost,
+    shadow: String,
+    served: &Served,
+    counters: &Counters,
+) -> ShadowResult {
+    let (version, outcome) = scripts.shadow(&shadow, &served.call, &served.event, &served.world);
+    let (shadow_line, fault, agreed) = match outcome {
         Ok(actions) => {
-            let agreed = job.served.fallback.is_none() && actions == job.served.actions;
+            let agreed = served.decision.fallback.is_none() && actions == served.decision.actions;
             (Some(actions_line(&actions)), None, agreed)
         }
         Err(failure) => (None, Some(failure.to_string()), false),
@@ -189,25 +108,34 @@ fn compare(scripts: &ScriptHost, job: Job, counters: &Counters) -> ShadowResult 
         (None, true) => counters.agreed.fetch_add(1, Relaxed),
         (None, false) => counters.diverged.fetch_add(1, Relaxed),
     };
-    let serving = job.served.script.as_ref();
+    let serving = served.decision.script.as_ref();
     ShadowResult {
-        at: job.world.now.unwrap_or_default(),
-        location: job.location,
-        session: job.session,
-        event: describe_event(&job.event),
+        at: served.world.now.unwrap_or_default(),
+        location: served.location.clone().unwrap_or_default(),
+        session: served.session.clone(),
+        event: describe_event(&served.event),
         serving_script: serving.map_or(String::new(), |s| s.name.clone()),
         serving_hash: serving.map_or(String::new(), |s| s.hash.clone()),
-        shadow_script: job.shadow,
+        shadow_script: shadow,
         shadow_hash: version.map_or(String::new(), |v| v.hash.clone()),
-        serving: served,
-        shadow,
+        serving: served_line(&served.decision),
+        shadow: shadow_line,
         fault,
         agreed,
     }
 }
 
+/// What the shadow runs have done, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub compared: AtomicU64,
+    pub agreed: AtomicU64,
+    pub diverged: AtomicU64,
+    pub faults: AtomicU64,
+}
+
 /// A list of actions on one line, as `script simulate` writes each.
-fn actions_line(actions: &[Action]) -> String {
+pub fn actions_line(actions: &[Action]) -> String {
     match actions {
         [] => "(no action)".into(),
         _ => actions

@@ -7,8 +7,8 @@ use wasmpbx_sip::transaction::Transport;
 use wasmpbx_types::record::{CallRecord, IntentCount};
 use wasmpbx_types::registration::Binding;
 use wasmpbx_types::store::{
-    AuditEntry, CdrQuery, CdrStore, Expired, KvStore, RegistrationStore, Result, ShadowResult,
-    ShadowStore, StoreError, check_entry,
+    AuditEntry, CdrQuery, CdrStore, DecisionRecord, DecisionStore, Expired, KvStore,
+    RegistrationStore, Result, ShadowResult, ShadowStore, StoreError, check_entry,
 };
 
 /// SQLite's error, as the store's backend-neutral one.
@@ -51,6 +51,20 @@ CREATE TABLE IF NOT EXISTS shadow (
     result   TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS shadow_location ON shadow (location, at);
+CREATE TABLE IF NOT EXISTS decisions (
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    session  TEXT NOT NULL,
+    location TEXT,
+    at       INTEGER NOT NULL,
+    decision TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS decisions_session ON decisions (session);
+CREATE INDEX IF NOT EXISTS decisions_at ON decisions (at);
+CREATE TABLE IF NOT EXISTS scripts (
+    hash  TEXT PRIMARY KEY,
+    name  TEXT NOT NULL,
+    bytes BLOB NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS alive (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     at TEXT NOT NULL
@@ -534,8 +548,98 @@ impl ShadowStore for SqliteStore {
     }
 }
 
+impl DecisionStore for SqliteStore {
+    fn save_decisions(&self, decisions: &[DecisionRecord]) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(db)?;
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO decisions (session, location, at, decision) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(db)?;
+            for decision in decisions {
+                let json = serde_json::to_string(decision)
+                    .map_err(|e| StoreError::Invalid(e.to_string()))?;
+                insert
+                    .execute(params![
+                        decision.session,
+                        decision.location,
+                        decision.at.as_millisecond(),
+                        json
+                    ])
+                    .map_err(db)?;
+            }
+        }
+        tx.commit().map_err(db)
+    }
+
+    fn decisions(&self, session: &str) -> Result<Vec<DecisionRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT decision FROM decisions WHERE session = ?1 ORDER BY id")
+            .map_err(db)?;
+        let rows = stmt
+            .query_map(params![session], |row| row.get::<_, String>(0))
+            .map_err(db)?;
+        rows.map(|row| {
+            serde_json::from_str(&row.map_err(db)?).map_err(|e| StoreError::Invalid(e.to_string()))
+        })
+        .collect()
+    }
+
+    fn decision_sessions(
+        &self,
+        location: Option<&str>,
+        since: Option<jiff::Timestamp>,
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT session FROM decisions
+                 WHERE (?1 IS NULL OR location = ?1) AND at >= ?2
+                 GROUP BY session ORDER BY MIN(id) LIMIT ?3",
+            )
+            .map_err(db)?;
+        let since = since.map_or(i64::MIN, |at| at.as_millisecond());
+        let limit = limit.min(i64::MAX as usize) as i64;
+        let rows = stmt
+            .query_map(params![location, since, limit], |row| {
+                row.get::<_, String>(0)
+            })
+            .map_err(db)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(db)
+    }
+
+    fn save_script(&self, hash: &str, name: &str, bytes: &[u8]) -> Result<()> {
+        self.conn()
+            .prepare_cached("INSERT OR IGNORE INTO scripts (hash, name, bytes) VALUES (?1, ?2, ?3)")
+            .map_err(db)?
+            .execute(params![hash, name, bytes])
+            .map_err(db)?;
+        Ok(())
+    }
+
+    fn script(&self, hash: &str) -> Result<Option<Vec<u8>>> {
+        self.conn()
+            .prepare_cached("SELECT bytes FROM scripts WHERE hash = ?1")
+            .map_err(db)?
+            .query_row(params![hash], |row| row.get(0))
+            .optional()
+            .map_err(db)
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn sqlite_store_keeps_the_decision_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = super::SqliteStore::open(&dir.path().join("d.db")).unwrap();
+        wasmpbx_types::store::contract::decision_store_contract(&store);
+    }
+
     #[test]
     fn sqlite_store_keeps_the_shadow_contract() {
         let dir = tempfile::tempdir().unwrap();

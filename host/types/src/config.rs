@@ -291,6 +291,10 @@ pub struct ScriptsConfig {
     pub memory_mib: u64,
     /// Where compiled scripts are cached; default: `.wasmpbx-cache` beside the store.
     pub cache_dir: Option<PathBuf>,
+    /// Keep every routing decision with what its script saw (clock, key-value reads,
+    /// vars, users, devices) and each script version's bytes, for `wasmpbx script
+    /// replay`.
+    pub record_decisions: bool,
 }
 
 impl Default for ScriptsConfig {
@@ -301,6 +305,7 @@ impl Default for ScriptsConfig {
             deadline_ms: 20,
             memory_mib: 32,
             cache_dir: None,
+            record_decisions: true,
         }
     }
 }

@@ -9,7 +9,7 @@ use std::sync::RwLock;
 use serde::Serialize;
 
 /// One registered device of a user.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct DeviceInfo {
     /// Unique per user: the configured name, else the User-Agent.
     pub name: String,

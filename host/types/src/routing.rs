@@ -25,7 +25,7 @@ pub const MAX_STREAMS_PER_CALL: usize = 4;
 pub const MAX_STREAM_PARAMETERS: usize = 16;
 
 /// Where a call came from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "kind")]
 pub enum Origin {
     Trunk { name: String },
@@ -33,7 +33,7 @@ pub enum Origin {
 }
 
 /// What the script sees of a call.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct CallInfo {
     pub call_id: String,
     pub location: Option<String>,
@@ -60,7 +60,7 @@ pub fn set_tag(tags: &mut Vec<(String, String)>, name: &str, value: &str) {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum GatherEnd {
     MaxDigits,
@@ -68,7 +68,7 @@ pub enum GatherEnd {
     Timeout,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Disposition {
     Answered,
@@ -77,7 +77,7 @@ pub enum Disposition {
 }
 
 /// Something that happened to a call.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "event")]
 pub enum Event {
     Incoming,
@@ -103,7 +103,7 @@ pub enum Event {
 }
 
 /// Where a forward goes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "kind", content = "value")]
 pub enum ForwardTarget {
     /// A number dialled through a trunk.

@@ -119,6 +119,52 @@ pub trait ShadowStore: Send + Sync {
     ) -> Result<Vec<ShadowResult>>;
 }
 
+/// One routing decision of a call with everything its script saw, to run it again
+/// (`wasmpbx script replay`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DecisionRecord {
+    /// The call's session id (its record's).
+    pub session: String,
+    /// The event's clock reading.
+    pub at: jiff::Timestamp,
+    pub location: Option<String>,
+    pub script: String,
+    /// The version that decided (its content hash; the store keeps its bytes).
+    pub hash: String,
+    /// The call as the script saw it (tags as they were then).
+    pub call: crate::routing::CallInfo,
+    pub event: crate::routing::Event,
+    /// What the script saw of the world: the clock, the key-value entries it read, the
+    /// imports' answers (the script runtime's `EventWorld`).
+    pub world: serde_json::Value,
+    /// The actions the host followed, as JSON: the script's, or the fallback's.
+    pub actions: serde_json::Value,
+    /// The same on one line, as `script simulate` writes actions.
+    pub summary: String,
+    /// Why the script failed (`trap`, `deadline` …), if it did.
+    pub fallback: Option<String>,
+}
+
+/// Recorded decisions, and the script versions that made them.
+pub trait DecisionStore: Send + Sync {
+    /// Write decisions, in order (a backend makes it one transaction).
+    fn save_decisions(&self, decisions: &[DecisionRecord]) -> Result<()>;
+    /// One call's decisions, in the order they were made.
+    fn decisions(&self, session: &str) -> Result<Vec<DecisionRecord>>;
+    /// The sessions with decisions at or after `since` (of `location`), oldest first, at
+    /// most `limit`.
+    fn decision_sessions(
+        &self,
+        location: Option<&str>,
+        since: Option<jiff::Timestamp>,
+        limit: usize,
+    ) -> Result<Vec<String>>;
+    /// Keep a script version's bytes (once per hash).
+    fn save_script(&self, hash: &str, name: &str, bytes: &[u8]) -> Result<()>;
+    /// A kept script version's bytes.
+    fn script(&self, hash: &str) -> Result<Option<Vec<u8>>>;
+}
+
 /// Registrations, so they survive a restart.
 pub trait RegistrationStore: Send + Sync {
     /// Insert or replace the binding of (user, contact).
@@ -347,6 +393,59 @@ pub mod contract {
             [result("sydney", 3, false)]
         );
         assert_eq!(store.shadow_results("nowhere", None).unwrap(), []);
+    }
+
+    pub fn decision_store_contract(store: &dyn DecisionStore) {
+        let at = |s: i64| jiff::Timestamp::from_second(1_796_000_000 + s).unwrap();
+        let decision = |session: &str, location: &str, s: i64| DecisionRecord {
+            session: session.into(),
+            at: at(s),
+            location: Some(location.into()),
+            script: "listen".into(),
+            hash: "aa".into(),
+            call: crate::routing::CallInfo {
+                call_id: session.into(),
+                location: Some(location.into()),
+                caller: "+61400000001".into(),
+                caller_name: None,
+                dialed: "+61290000001".into(),
+                origin: crate::routing::Origin::Trunk {
+                    name: "pstn".into(),
+                },
+                started_at: at(s),
+                tags: vec![("mode".into(), "listen".into())],
+            },
+            event: crate::routing::Event::Incoming,
+            world: serde_json::json!({ "now": at(s), "kv": [["override", null]] }),
+            actions: serde_json::json!([{ "action": "hangup" }]),
+            summary: "hangup".into(),
+            fallback: (s == 2).then(|| "trap".into()),
+        };
+        assert_eq!(store.decisions("a").unwrap(), []);
+        store
+            .save_decisions(&[decision("a", "sydney", 1), decision("b", "perth", 2)])
+            .unwrap();
+        store.save_decisions(&[decision("a", "sydney", 3)]).unwrap();
+        assert_eq!(
+            store.decisions("a").unwrap(),
+            [decision("a", "sydney", 1), decision("a", "sydney", 3)],
+            "in order, whole"
+        );
+        assert_eq!(store.decision_sessions(None, None, 10).unwrap(), ["a", "b"]);
+        assert_eq!(
+            store.decision_sessions(Some("perth"), None, 10).unwrap(),
+            ["b"]
+        );
+        assert_eq!(
+            store.decision_sessions(None, Some(at(2)), 10).unwrap(),
+            ["b", "a"],
+            "by their first decision at or after since"
+        );
+        assert_eq!(store.decision_sessions(None, None, 1).unwrap(), ["a"]);
+        assert_eq!(store.script("aa").unwrap(), None);
+        store.save_script("aa", "listen", b"\0asm").unwrap();
+        store.save_script("aa", "listen", b"\0asm").unwrap();
+        assert_eq!(store.script("aa").unwrap().as_deref(), Some(&b"\0asm"[..]));
     }
 
     pub fn kv_store_contract(store: &dyn KvStore) {

@@ -573,7 +573,7 @@ async fn locations(State(admin): State<Arc<Admin>>) -> ApiResult<Json<Vec<Locati
                 .expires_at(&location.name, "override")
                 .map_err(ApiError::internal)?
                 .map(|at| at.to_string()),
-            shadow: admin.shadows.choices.of(location),
+            shadow: admin.journal.choices.of(location),
         });
     }
     Ok(Json(views))
@@ -642,7 +642,7 @@ fn change_shadow(
     let of = |admin: &Admin| {
         config
             .location(location)
-            .and_then(|l| admin.shadows.choices.of(l))
+            .and_then(|l| admin.journal.choices.of(l))
     };
     let old = of(admin);
     let action = match choice {
@@ -650,7 +650,7 @@ fn change_shadow(
         _ => "set",
     };
     admin
-        .shadows
+        .journal
         .choices
         .choose(location, choice)
         .map_err(ApiError::internal)?;
@@ -715,14 +715,14 @@ async fn shadow_report(
             .map_err(ApiError::internal)?
     };
     let dropped = admin
-        .shadows
+        .journal
         .counters
         .dropped
         .load(std::sync::atomic::Ordering::Relaxed);
     Ok(Json(json!({
         "location": location,
         "script": place.script,
-        "shadow": admin.shadows.choices.of(place),
+        "shadow": admin.journal.choices.of(place),
         "dropped": dropped,
         "pairs": crate::shadow::report(&results),
     })))

@@ -58,8 +58,8 @@ pub struct Admin {
     pub webhooks: Vec<Arc<crate::webhooks::WebhookStats>>,
     /// The browser phones signed in.
     pub phones: phone::PhoneSessions,
-    /// Which locations run a shadow script, and the shadow thread's counters.
-    pub shadows: crate::shadow::Shadows,
+    /// Which locations run a shadow script, and the decision journal's counters.
+    pub journal: crate::decisions::Journal,
     /// The shadow results, for the report.
     pub shadow_results: Arc<dyn crate::store::ShadowStore>,
 }

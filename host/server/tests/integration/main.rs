@@ -21,6 +21,7 @@ mod languages;
 mod listen_mode;
 mod media_streams;
 mod reload;
+mod replay;
 mod scaffold;
 mod script_runtime;
 mod shadow;

@@ -3,7 +3,7 @@
 //! shadow; the report (`GET /api/shadow/{location}`, `wasmpbx shadow report`) counts
 //! what the shadow would have done differently; a shadow that loops or traps costs the
 //! calls nothing.
-// Waiting for the shadow thread happens on real time.
+// Waiting for the decision journal's thread happens on real time.
 #![allow(clippy::disallowed_methods)]
 
 use std::time::{Duration, Instant};
@@ -72,7 +72,7 @@ fn calls(server: &Server, dialed: &str, calls: u32) -> i32 {
     )
 }
 
-/// The report of `location` once `compared` events are in it (the shadow thread writes
+/// The report of `location` once `compared` events are in it (the decision journal's thread writes
 /// after the calls), as the API gives it.
 fn report(server: &Server, location: &str, compared: u64) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -247,7 +247,7 @@ fn a_shadow_that_loops_or_traps_never_touches_a_real_call() {
     const N: u64 = 50;
     let ret = SippServer::start("return_number.xml", &["-m", "100"]);
     let server = server(ret.port);
-    // Each looping shadow run burns its whole deadline on the shadow thread.
+    // Each looping shadow run burns its whole deadline on the decision journal's thread.
     assert_eq!(calls(&server, "loop", N as u32), 0, "every call completes");
     assert_eq!(calls(&server, "trap", N as u32), 0, "every call completes");
     assert_eq!(ret.wait(Duration::from_secs(30)), 0);

@@ -2,8 +2,8 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use super::{
-    AuditEntry, Binding, CallRecord, CdrStore, Expired, KvStore, RegistrationStore, Result,
-    ShadowResult, ShadowStore, StoreError, check_entry,
+    AuditEntry, Binding, CallRecord, CdrStore, DecisionRecord, DecisionStore, Expired, KvStore,
+    RegistrationStore, Result, ShadowResult, ShadowStore, StoreError, check_entry,
 };
 
 /// Key-value entries: (scope, key) → (value, expiry).
@@ -21,6 +21,9 @@ pub struct MemoryStore {
     alive_at: Mutex<Option<jiff::Timestamp>>,
     /// Oldest first.
     shadow: Mutex<Vec<ShadowResult>>,
+    /// In the order made.
+    decisions: Mutex<Vec<DecisionRecord>>,
+    scripts: Mutex<BTreeMap<String, Vec<u8>>>,
 }
 
 impl MemoryStore {
@@ -215,6 +218,56 @@ impl ShadowStore for MemoryStore {
     }
 }
 
+impl DecisionStore for MemoryStore {
+    fn save_decisions(&self, decisions: &[DecisionRecord]) -> Result<()> {
+        let mut all = self.decisions.lock().unwrap_or_else(|p| p.into_inner());
+        all.extend_from_slice(decisions);
+        Ok(())
+    }
+
+    fn decisions(&self, session: &str) -> Result<Vec<DecisionRecord>> {
+        let all = self.decisions.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(all
+            .iter()
+            .filter(|d| d.session == session)
+            .cloned()
+            .collect())
+    }
+
+    fn decision_sessions(
+        &self,
+        location: Option<&str>,
+        since: Option<jiff::Timestamp>,
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        let all = self.decisions.lock().unwrap_or_else(|p| p.into_inner());
+        let mut sessions: Vec<String> = Vec::new();
+        for d in all.iter().filter(|d| {
+            location.is_none_or(|l| d.location.as_deref() == Some(l))
+                && since.is_none_or(|since| d.at >= since)
+        }) {
+            if !sessions.contains(&d.session) {
+                sessions.push(d.session.clone());
+            }
+        }
+        sessions.truncate(limit);
+        Ok(sessions)
+    }
+
+    fn save_script(&self, hash: &str, _name: &str, bytes: &[u8]) -> Result<()> {
+        let mut scripts = self.scripts.lock().unwrap_or_else(|p| p.into_inner());
+        scripts
+            .entry(hash.to_owned())
+            .or_insert_with(|| bytes.to_vec());
+        Ok(())
+    }
+
+    fn script(&self, hash: &str) -> Result<Option<Vec<u8>>> {
+        let scripts = self.scripts.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(scripts.get(hash).cloned())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -234,5 +287,6 @@ mod tests {
         super::super::contract::intents_contract(&super::MemoryStore::new());
         super::super::contract::cdr_query_contract(&super::MemoryStore::new());
         super::super::contract::shadow_store_contract(&super::MemoryStore::new());
+        super::super::contract::decision_store_contract(&super::MemoryStore::new());
     }
 }
