@@ -10,6 +10,7 @@
 #                               streams every call's audio there; with SHADOW set, a
 #                               location on 15550103 runs SHADOW as its shadow script.
 #                               $http: the admin API's address (http://IP:PORT).
+#                               RECORD_DECISIONS=false: [scripts] record_decisions off.
 # Also cpu_of PID (CPU ticks used), rss_of PID (KiB), $ticks, machine_line, and
 # run_sipp (SIPp calls through a target with their set-up times).
 
@@ -37,6 +38,7 @@ listen = "127.0.0.1:0"
 rtp_ports = "20000-59999"
 [scripts]
 dir = "$work/scripts"
+record_decisions = ${RECORD_DECISIONS:-true}
 [store]
 path = "$work/bench.db"
 [[trunks]]

@@ -59,6 +59,9 @@ pub fn is_script_path(path: &Path) -> bool {
             .is_some_and(is_script_name)
 }
 
+/// The size from which a load is announced before it starts.
+const BIG_COMPONENT: usize = 2 << 20;
+
 /// Settle one path: load it, skip it, or take its script out of service.
 pub fn load_file(host: &ScriptHost, path: &Path) -> LoadOutcome {
     if !is_script_path(path) {
@@ -91,6 +94,16 @@ pub fn load_file(host: &ScriptHost, path: &Path) -> LoadOutcome {
     if host.registry.get(&name).is_some_and(|s| s.hash == hash) {
         tracing::debug!(script = %name, "{} unchanged", path.display());
         return LoadOutcome::Unchanged { name };
+    }
+    // A component with a language's runtime inside (JavaScript, Python: 10–20 MB) takes
+    // seconds to compile the first time: say so before, not only after.
+    if bytes.len() >= BIG_COMPONENT {
+        tracing::info!(
+            script = %name,
+            size_mb = bytes.len() as f64 / (1 << 20) as f64,
+            "compiling {name} ({:.1} MB): a component this big takes seconds the first time",
+            bytes.len() as f64 / (1 << 20) as f64
+        );
     }
     match host.engine.load(&name, &bytes, &host.services) {
         Ok(script) => {

@@ -193,3 +193,34 @@ fn save(
         tracing::warn!("saving {} shadow results: {e}", shadows.len());
     }
 }
+
+/// How often old decisions and shadow results are looked for.
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Delete decisions and shadow results older than `days`, hourly, for ever.
+pub async fn keep_for(store: Arc<dyn JournalStore>, days: u32) {
+    let mut every = tokio::time::interval(PRUNE_EVERY);
+    loop {
+        every.tick().await;
+        let store = store.clone();
+        let before = crate::clock::Clock::now(&crate::clock::SystemClock)
+            - jiff::SignedDuration::from_hours(24 * i64::from(days));
+        let pruned = tokio::task::spawn_blocking(move || {
+            Ok::<_, crate::store::StoreError>((
+                store.forget_decisions(before)?,
+                store.forget_shadow(before)?,
+            ))
+        })
+        .await;
+        match pruned {
+            Ok(Ok((0, 0))) => {}
+            Ok(Ok((decisions, shadow))) => tracing::info!(
+                decisions,
+                shadow,
+                "deleted decisions and shadow results older than {days} days (scripts.journal_retention_days)"
+            ),
+            Ok(Err(e)) => tracing::warn!("scripts.journal_retention_days: cannot prune: {e}"),
+            Err(e) => tracing::warn!("scripts.journal_retention_days: pruning stopped: {e}"),
+        }
+    }
+}

@@ -546,7 +546,8 @@ fn init(options: wasmpbx::setup::InitOptions) -> anyhow::Result<ExitCode> {
 
 fn check(file: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let config = Config::embedded_default();
-    let engine = ScriptEngine::new(Limits::default(), None)?;
+    // The user's cache, so checking a big guest again (JavaScript, Python) is quick.
+    let engine = ScriptEngine::new(Limits::default(), user_cache_dir().as_deref())?;
     let host = ScriptHost::new(engine, simulate::offline_services(&config));
     let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
     let name = file
@@ -573,6 +574,15 @@ fn check(file: &Path, json: bool) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `$XDG_CACHE_HOME/wasmpbx`, else `~/.cache/wasmpbx`; none without either.
+fn user_cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))?;
+    Some(base.join("wasmpbx"))
 }
 
 fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {

@@ -300,8 +300,9 @@ pub fn text(replay: &Replay) -> String {
         }
     }
     out.push_str(&format!(
-        "{} calls, {} decisions replayed with the {} script in {:.2} s ({:.0} calls/s): {} the same, {} changed\n",
+        "{} call{}, {} decisions replayed with the {} script in {:.2} s ({:.0} calls/s): {} the same, {} changed\n",
         replay.calls,
+        if replay.calls == 1 { "" } else { "s" },
         replay.decisions,
         replay.script,
         replay.seconds,

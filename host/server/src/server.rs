@@ -245,6 +245,12 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     );
     let journal = crate::decisions::Journal::start(host.clone(), store.clone(), shadow_choices)
         .context("starting the decision journal")?;
+    if config.scripts.journal_retention_days > 0 {
+        tokio::spawn(crate::decisions::keep_for(
+            store.clone(),
+            config.scripts.journal_retention_days,
+        ));
+    }
     let wiring = driver::Wiring {
         store: writer,
         directory,

@@ -546,6 +546,15 @@ impl ShadowStore for SqliteStore {
         })
         .collect()
     }
+
+    fn forget_shadow(&self, before: jiff::Timestamp) -> Result<usize> {
+        self.conn()
+            .execute(
+                "DELETE FROM shadow WHERE at < ?1",
+                params![before.as_millisecond()],
+            )
+            .map_err(db)
+    }
 }
 
 impl DecisionStore for SqliteStore {
@@ -627,6 +636,15 @@ impl DecisionStore for SqliteStore {
             .map_err(db)?
             .query_row(params![hash], |row| row.get(0))
             .optional()
+            .map_err(db)
+    }
+
+    fn forget_decisions(&self, before: jiff::Timestamp) -> Result<usize> {
+        self.conn()
+            .execute(
+                "DELETE FROM decisions WHERE at < ?1",
+                params![before.as_millisecond()],
+            )
             .map_err(db)
     }
 }

@@ -295,6 +295,9 @@ pub struct ScriptsConfig {
     /// vars, users, devices) and each script version's bytes, for `wasmpbx script
     /// replay`.
     pub record_decisions: bool,
+    /// Recorded decisions and shadow results older than this many days are deleted
+    /// (hourly); 0 keeps them.
+    pub journal_retention_days: u32,
 }
 
 impl Default for ScriptsConfig {
@@ -306,6 +309,7 @@ impl Default for ScriptsConfig {
             memory_mib: 32,
             cache_dir: None,
             record_decisions: true,
+            journal_retention_days: 14,
         }
     }
 }

@@ -117,6 +117,8 @@ pub trait ShadowStore: Send + Sync {
         location: &str,
         since: Option<jiff::Timestamp>,
     ) -> Result<Vec<ShadowResult>>;
+    /// Delete the results from before `before`; how many.
+    fn forget_shadow(&self, before: jiff::Timestamp) -> Result<usize>;
 }
 
 /// One routing decision of a call with everything its script saw, to run it again
@@ -163,6 +165,8 @@ pub trait DecisionStore: Send + Sync {
     fn save_script(&self, hash: &str, name: &str, bytes: &[u8]) -> Result<()>;
     /// A kept script version's bytes.
     fn script(&self, hash: &str) -> Result<Option<Vec<u8>>>;
+    /// Delete the decisions made before `before`; how many.
+    fn forget_decisions(&self, before: jiff::Timestamp) -> Result<usize>;
 }
 
 /// Registrations, so they survive a restart.
@@ -393,6 +397,11 @@ pub mod contract {
             [result("sydney", 3, false)]
         );
         assert_eq!(store.shadow_results("nowhere", None).unwrap(), []);
+        assert_eq!(store.forget_shadow(at(2)).unwrap(), 1);
+        assert_eq!(
+            store.shadow_results("sydney", None).unwrap(),
+            [result("sydney", 3, false)]
+        );
     }
 
     pub fn decision_store_contract(store: &dyn DecisionStore) {
@@ -446,6 +455,9 @@ pub mod contract {
         store.save_script("aa", "listen", b"\0asm").unwrap();
         store.save_script("aa", "listen", b"\0asm").unwrap();
         assert_eq!(store.script("aa").unwrap().as_deref(), Some(&b"\0asm"[..]));
+        assert_eq!(store.forget_decisions(at(3)).unwrap(), 2);
+        assert_eq!(store.decisions("a").unwrap(), [decision("a", "sydney", 3)]);
+        assert_eq!(store.decision_sessions(None, None, 10).unwrap(), ["a"]);
     }
 
     pub fn kv_store_contract(store: &dyn KvStore) {

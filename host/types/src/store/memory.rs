@@ -216,6 +216,13 @@ impl ShadowStore for MemoryStore {
             .cloned()
             .collect())
     }
+
+    fn forget_shadow(&self, before: jiff::Timestamp) -> Result<usize> {
+        let mut shadow = self.shadow.lock().unwrap_or_else(|p| p.into_inner());
+        let count = shadow.len();
+        shadow.retain(|r| r.at >= before);
+        Ok(count - shadow.len())
+    }
 }
 
 impl DecisionStore for MemoryStore {
@@ -265,6 +272,13 @@ impl DecisionStore for MemoryStore {
     fn script(&self, hash: &str) -> Result<Option<Vec<u8>>> {
         let scripts = self.scripts.lock().unwrap_or_else(|p| p.into_inner());
         Ok(scripts.get(hash).cloned())
+    }
+
+    fn forget_decisions(&self, before: jiff::Timestamp) -> Result<usize> {
+        let mut all = self.decisions.lock().unwrap_or_else(|p| p.into_inner());
+        let count = all.len();
+        all.retain(|d| d.at >= before);
+        Ok(count - all.len())
     }
 }
 
