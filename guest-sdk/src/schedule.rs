@@ -10,7 +10,17 @@
 //!   (`Mon-Fri`, `Fri-Mon` wraps), or `Daily`. `24:00` closes at midnight; a window whose
 //!   close is before its open runs past midnight (`Fri 22:00-02:00` is open until 02:00
 //!   on Saturday). Empty = always open.
-//! - holidays: `"2026-12-25, 2027-01-01"` — closed the whole local day.
+//! - holidays: a comma-separated list of rules, each closing whole local days:
+//!   - a date: `2026-12-25`;
+//!   - a date every year: `Dec 25`; with `observed` the nearest weekday closes too when
+//!     it falls on a weekend (Saturday → Friday, Sunday → Monday, the US federal rule);
+//!     with `substitute` the next weekday that is not already a holiday does (Saturday
+//!     or Sunday → Monday, and Tuesday when Monday is taken: Christmas and Boxing Day in
+//!     Britain and Australia);
+//!   - a weekday of a month: `2nd Mon Jun`, `last Mon May` (`1st` … `5th`, `last`);
+//!   - Easter-relative: `Easter`, `Easter+1`, `Easter-2`, and by name `Good Friday`
+//!     (Easter−2), `Easter Monday` (Easter+1) — Western (Gregorian) Easter;
+//!   - a national preset, written as the same rules ([`PRESETS`]): `@AU`, `@GB`, `@US`.
 //! - override (key-value entry `override`): `open` or `closed` beats hours and
 //!   holidays; anything else (or absent) follows them.
 
@@ -34,8 +44,61 @@ struct Window {
 pub struct Schedule {
     /// Empty = always open.
     windows: Vec<Window>,
-    /// (year, month, day).
-    holidays: Vec<(i16, u8, u8)>,
+    holidays: Vec<Holiday>,
+}
+
+/// National holidays as rules of the holidays format: `@AU`, `@GB` (England and Wales),
+/// `@US` (federal). Regional days (a state's own) are left to the location's list.
+pub const PRESETS: [(&str, &str); 3] = [
+    (
+        "AU",
+        "Jan 1 substitute, Jan 26 substitute, Good Friday, Easter Monday, Apr 25, \
+         2nd Mon Jun, Dec 25 substitute, Dec 26 substitute",
+    ),
+    (
+        "GB",
+        "Jan 1 substitute, Good Friday, Easter Monday, 1st Mon May, last Mon May, \
+         last Mon Aug, Dec 25 substitute, Dec 26 substitute",
+    ),
+    (
+        "US",
+        "Jan 1 observed, 3rd Mon Jan, 3rd Mon Feb, last Mon May, Jun 19 observed, \
+         Jul 4 observed, 1st Mon Sep, 2nd Mon Oct, Nov 11 observed, 4th Thu Nov, \
+         Dec 25 observed",
+    ),
+];
+
+const MONTH_NAMES: [&str; 12] = [
+    "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+];
+
+/// One holiday rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Holiday {
+    Date(i16, u8, u8),
+    Yearly {
+        month: u8,
+        day: u8,
+        observed: Observed,
+    },
+    /// The `nth` (1 to 5, or -1 for the last) `weekday` (Monday 0) of `month`.
+    NthWeekday {
+        nth: i8,
+        weekday: u8,
+        month: u8,
+    },
+    /// Days after (or before) Easter Sunday.
+    Easter(i16),
+}
+
+/// What a yearly holiday on a weekend also closes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Observed {
+    No,
+    /// Saturday → the Friday before, Sunday → the Monday after.
+    Nearest,
+    /// The next weekday that is not already a holiday.
+    Substitute,
 }
 
 /// Whether a location is open now, and why.
@@ -80,18 +143,55 @@ impl Schedule {
             .filter(|e| !e.is_empty())
             .map(parse_window)
             .collect::<Result<_, _>>()?;
-        let holidays = holidays
-            .split(',')
-            .map(str::trim)
-            .filter(|e| !e.is_empty())
-            .map(parse_date)
-            .collect::<Result<_, _>>()?;
-        Ok(Self { windows, holidays })
+        let mut rules = Vec::new();
+        for entry in holidays.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            parse_holiday(entry, &mut rules)?;
+        }
+        Ok(Self {
+            windows,
+            holidays: rules,
+        })
     }
 
-    /// Whether `at` falls on a listed holiday.
+    /// Whether `at` falls on a holiday (or a day a weekend holiday is observed on).
     pub fn is_holiday(&self, at: &LocalTime) -> bool {
-        self.holidays.contains(&(at.year, at.month, at.day))
+        let today = day_number(i64::from(at.year), at.month, at.day);
+        // A holiday of next year may be observed this year (1 January on a Saturday is
+        // observed on Friday 31 December).
+        [at.year, at.year + 1]
+            .iter()
+            .any(|&year| self.holidays_of(i64::from(year)).contains(&today))
+    }
+
+    /// Every day (as a day number) the rules close in `year`, observed days included.
+    fn holidays_of(&self, year: i64) -> Vec<i64> {
+        let mut days: Vec<i64> = self
+            .holidays
+            .iter()
+            .filter_map(|rule| rule.day_in(year))
+            .collect();
+        for rule in &self.holidays {
+            let Holiday::Yearly { observed, .. } = rule else {
+                continue;
+            };
+            let Some(day) = rule.day_in(year) else {
+                continue;
+            };
+            let weekend = |d: i64| weekday_of(d) >= 5;
+            match (observed, weekday_of(day)) {
+                (Observed::Nearest, 5) => days.push(day - 1),
+                (Observed::Nearest, 6) => days.push(day + 1),
+                (Observed::Substitute, 5 | 6) => {
+                    let mut substitute = day + 1;
+                    while weekend(substitute) || days.contains(&substitute) {
+                        substitute += 1;
+                    }
+                    days.push(substitute);
+                }
+                _ => {}
+            }
+        }
+        days
     }
 
     /// Whether `at` is within the weekly hours (holidays not considered).
@@ -129,6 +229,164 @@ impl Schedule {
             OpenState::Closed
         }
     }
+}
+
+impl Holiday {
+    /// The day (a day number) this rule falls on in `year`, if it does.
+    fn day_in(&self, year: i64) -> Option<i64> {
+        match *self {
+            Holiday::Date(y, m, d) => {
+                (i64::from(y) == year && d <= month_length(year, m)).then(|| day_number(year, m, d))
+            }
+            Holiday::Yearly { month, day, .. } => {
+                (day <= month_length(year, month)).then(|| day_number(year, month, day))
+            }
+            Holiday::NthWeekday {
+                nth,
+                weekday,
+                month,
+            } => {
+                let first = day_number(year, month, 1);
+                let last = first + i64::from(month_length(year, month)) - 1;
+                let day = if nth > 0 {
+                    let first_match =
+                        first + (i64::from(weekday) - weekday_of(first)).rem_euclid(7);
+                    first_match + 7 * (i64::from(nth) - 1)
+                } else {
+                    last - (weekday_of(last) - i64::from(weekday)).rem_euclid(7)
+                };
+                (day <= last).then_some(day)
+            }
+            Holiday::Easter(offset) => Some(easter(year) + i64::from(offset)),
+        }
+    }
+}
+
+/// Days since 1970-01-01 of a (proleptic Gregorian) date.
+fn day_number(year: i64, month: u8, day: u8) -> i64 {
+    let (month, day) = (i64::from(month), i64::from(day));
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let day_of_year = (153 * (month + if month > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+/// Monday 0 … Sunday 6 (1970-01-01 was a Thursday).
+fn weekday_of(day: i64) -> i64 {
+    (day + 3).rem_euclid(7)
+}
+
+fn month_length(year: i64, month: u8) -> u8 {
+    match month {
+        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Easter Sunday of `year` (Gregorian; the anonymous algorithm of Meeus, Jones and
+/// Butcher), as a day number.
+fn easter(year: i64) -> i64 {
+    let (a, b, c) = (year % 19, year / 100, year % 100);
+    let (d, e) = (b / 4, b % 4);
+    let g = (b - (b + 8) / 25 + 1) / 3;
+    let h = (19 * a + b - d - g + 15) % 30;
+    let (i, k) = (c / 4, c % 4);
+    let l = (32 + 2 * e + 2 * i - h - k) % 7;
+    let m = (a + 11 * h + 22 * l) / 451;
+    let month = (h + l - 7 * m + 114) / 31;
+    let day = (h + l - 7 * m + 114) % 31 + 1;
+    day_number(year, month as u8, day as u8)
+}
+
+/// Parse one entry of the holidays list into rules (a preset gives several).
+fn parse_holiday(entry: &str, rules: &mut Vec<Holiday>) -> Result<(), String> {
+    let bad = || {
+        format!(
+            "holiday {entry:?}: expected YYYY-MM-DD, Dec 25 [observed|substitute], \
+             2nd Mon Jun, last Mon May, Easter+1, Good Friday, Easter Monday or @AU/@GB/@US"
+        )
+    };
+    let words: Vec<String> = entry
+        .split_whitespace()
+        .map(str::to_ascii_lowercase)
+        .collect();
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    let month = |name: &str| {
+        MONTH_NAMES
+            .iter()
+            .position(|m| *m == name)
+            .map(|i| i as u8 + 1)
+    };
+    let rule = match words.as_slice() {
+        [preset] if preset.starts_with('@') => {
+            let (_, list) = PRESETS
+                .iter()
+                .find(|(name, _)| name.eq_ignore_ascii_case(&preset[1..]))
+                .ok_or_else(bad)?;
+            for entry in list.split(',').map(str::trim) {
+                parse_holiday(entry, rules)?;
+            }
+            return Ok(());
+        }
+        ["good", "friday"] => Holiday::Easter(-2),
+        ["easter", "monday"] => Holiday::Easter(1),
+        [easter] if easter.starts_with("easter") => match &easter[6..] {
+            "" => Holiday::Easter(0),
+            offset => Holiday::Easter(
+                offset
+                    .parse::<i16>()
+                    .ok()
+                    .filter(|o| offset.starts_with(['+', '-']) && o.abs() <= 100)
+                    .ok_or_else(bad)?,
+            ),
+        },
+        [date] => {
+            let (y, m, d) = parse_date(date).map_err(|_| bad())?;
+            Holiday::Date(y, m, d)
+        }
+        [name, day, rest @ ..] if month(name).is_some() && rest.len() <= 1 => {
+            let month = month(name).ok_or_else(bad)?;
+            let day: u8 = Some(day)
+                .filter(|d| d.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|d| d.parse().ok())
+                .filter(|d| *d >= 1 && *d <= month_length(2000, month))
+                .ok_or_else(bad)?;
+            let observed = match rest {
+                [] => Observed::No,
+                ["observed"] => Observed::Nearest,
+                ["substitute"] => Observed::Substitute,
+                _ => return Err(bad()),
+            };
+            Holiday::Yearly {
+                month,
+                day,
+                observed,
+            }
+        }
+        [nth, weekday, name] => Holiday::NthWeekday {
+            nth: match *nth {
+                "1st" => 1,
+                "2nd" => 2,
+                "3rd" => 3,
+                "4th" => 4,
+                "5th" => 5,
+                "last" => -1,
+                _ => return Err(bad()),
+            },
+            weekday: DAY_NAMES
+                .iter()
+                .position(|d| d == weekday)
+                .ok_or_else(bad)? as u8,
+            month: month(name).ok_or_else(bad)?,
+        },
+        _ => return Err(bad()),
+    };
+    rules.push(rule);
+    Ok(())
 }
 
 fn weekday_index(day: Weekday) -> usize {
@@ -409,5 +667,153 @@ mod tests {
                 .unwrap_err()
                 .contains("25/12/2026")
         );
+    }
+    /// A local time at noon on (year, month, day), its weekday computed.
+    fn on(year: i16, month: u8, day: u8) -> LocalTime {
+        let weekday = [
+            Weekday::Monday,
+            Weekday::Tuesday,
+            Weekday::Wednesday,
+            Weekday::Thursday,
+            Weekday::Friday,
+            Weekday::Saturday,
+            Weekday::Sunday,
+        ][weekday_of(day_number(i64::from(year), month, day)) as usize];
+        LocalTime {
+            year,
+            month,
+            day,
+            hour: 12,
+            minute: 0,
+            second: 0,
+            weekday,
+            utc_offset_seconds: 0,
+        }
+    }
+
+    fn closed_on(holidays: &str, days: &[(i16, u8, u8)], open_on: &[(i16, u8, u8)]) {
+        let schedule = Schedule::parse("", holidays).unwrap();
+        for &(y, m, d) in days {
+            assert!(
+                schedule.is_holiday(&on(y, m, d)),
+                "{holidays}: {y}-{m}-{d} closed"
+            );
+        }
+        for &(y, m, d) in open_on {
+            assert!(
+                !schedule.is_holiday(&on(y, m, d)),
+                "{holidays}: {y}-{m}-{d} open"
+            );
+        }
+    }
+
+    #[test]
+    fn easter_is_right_across_centuries() {
+        for (year, month, day) in [
+            (2024, 3, 31),
+            (2025, 4, 20),
+            (2026, 4, 5),
+            (2027, 3, 28),
+            (2038, 4, 25),
+            (2285, 3, 22),
+            (1961, 4, 2),
+        ] {
+            assert_eq!(easter(year), day_number(year, month, day), "{year}");
+        }
+        assert_eq!(
+            weekday_of(day_number(2026, 12, 6)),
+            6,
+            "2026-12-06 is a Sunday"
+        );
+    }
+
+    #[test]
+    fn australian_holidays_with_substitute_days() {
+        closed_on(
+            "@AU",
+            &[
+                (2026, 1, 1),
+                (2026, 1, 26),
+                (2026, 4, 3),   // Good Friday
+                (2026, 4, 6),   // Easter Monday
+                (2026, 4, 25),  // Anzac Day, a Saturday: the day itself only
+                (2026, 6, 8),   // King's Birthday, 2nd Monday of June
+                (2026, 12, 25), // Friday
+                (2026, 12, 26), // Saturday…
+                (2026, 12, 28), // …observed on Monday
+            ],
+            &[(2026, 4, 27), (2026, 12, 29), (2026, 6, 1), (2026, 4, 7)],
+        );
+    }
+
+    #[test]
+    fn british_christmas_on_a_weekend_moves_to_monday_and_tuesday() {
+        closed_on(
+            "@GB",
+            &[
+                (2027, 12, 25),
+                (2027, 12, 26),
+                (2027, 12, 27),
+                (2027, 12, 28),
+                (2027, 5, 3),  // early May
+                (2027, 5, 31), // spring, the last Monday of May
+                (2027, 8, 30), // summer, the last Monday of August
+                (2027, 3, 26), // Good Friday
+            ],
+            &[(2027, 12, 29), (2027, 5, 24), (2027, 8, 23)],
+        );
+        // Christmas on a Sunday: Boxing Day keeps Monday, Christmas moves to Tuesday.
+        closed_on("@GB", &[(2022, 12, 26), (2022, 12, 27)], &[(2022, 12, 28)]);
+    }
+
+    #[test]
+    fn american_holidays_observed_on_the_nearest_weekday() {
+        closed_on(
+            "@US",
+            &[
+                (2026, 7, 3),   // 4 July is a Saturday: observed Friday
+                (2026, 11, 26), // Thanksgiving, the 4th Thursday
+                (2026, 1, 19),  // 3rd Monday of January
+                (2027, 6, 18),  // Juneteenth on a Saturday
+                (2027, 12, 31), // 1 January 2028 is a Saturday: observed the Friday before
+                (2027, 5, 31),  // Memorial Day
+            ],
+            &[(2026, 7, 6), (2026, 11, 27), (2027, 12, 30)],
+        );
+    }
+
+    #[test]
+    fn rules_that_do_not_fall_in_a_year_close_nothing() {
+        // February 2026 has four Mondays; 29 February only leap years.
+        closed_on("5th Mon Feb", &[], &[(2026, 2, 23), (2026, 3, 2)]);
+        closed_on("Feb 29", &[(2028, 2, 29)], &[(2026, 3, 1), (2027, 3, 1)]);
+        closed_on(
+            "last Fri Jan, Easter-47",
+            &[(2026, 1, 30), (2026, 2, 17)],
+            &[],
+        );
+        closed_on(
+            "Dec 24, 2026-12-31",
+            &[(2030, 12, 24), (2026, 12, 31)],
+            &[(2027, 12, 31)],
+        );
+    }
+
+    #[test]
+    fn bad_holiday_rules_name_the_entry() {
+        for bad in [
+            "3rd Funday Jun",
+            "Dec 32",
+            "Feb 30",
+            "@XX",
+            "Easter+x",
+            "Dec 25 maybe",
+            "6th Mon Jun",
+            "Easter+500",
+            "Dec +5",
+        ] {
+            let error = Schedule::parse("", &format!("2026-12-25, {bad}")).unwrap_err();
+            assert!(error.contains(&format!("{bad:?}")), "{bad}: {error}");
+        }
     }
 }
