@@ -483,19 +483,22 @@ fn parse_date(text: &str) -> Result<(i16, u8, u8), String> {
 mod tests {
     use super::*;
 
+    /// Monday first, as `weekday_of` counts.
+    const WEEKDAYS: [Weekday; 7] = [
+        Weekday::Monday,
+        Weekday::Tuesday,
+        Weekday::Wednesday,
+        Weekday::Thursday,
+        Weekday::Friday,
+        Weekday::Saturday,
+        Weekday::Sunday,
+    ];
+
     /// The host's conversion (UTC → zone) done here with jiff, as the host does it.
     fn local(utc: &str, tz: &str) -> LocalTime {
         let ts: jiff::Timestamp = utc.parse().unwrap();
         let z = ts.to_zoned(jiff::tz::TimeZone::get(tz).unwrap());
-        let weekday = [
-            Weekday::Monday,
-            Weekday::Tuesday,
-            Weekday::Wednesday,
-            Weekday::Thursday,
-            Weekday::Friday,
-            Weekday::Saturday,
-            Weekday::Sunday,
-        ][z.weekday().to_monday_zero_offset() as usize];
+        let weekday = WEEKDAYS[z.weekday().to_monday_zero_offset() as usize];
         LocalTime {
             year: z.year(),
             month: z.month() as u8,
@@ -668,17 +671,10 @@ mod tests {
                 .contains("25/12/2026")
         );
     }
+
     /// A local time at noon on (year, month, day), its weekday computed.
     fn on(year: i16, month: u8, day: u8) -> LocalTime {
-        let weekday = [
-            Weekday::Monday,
-            Weekday::Tuesday,
-            Weekday::Wednesday,
-            Weekday::Thursday,
-            Weekday::Friday,
-            Weekday::Saturday,
-            Weekday::Sunday,
-        ][weekday_of(day_number(i64::from(year), month, day)) as usize];
+        let weekday = WEEKDAYS[weekday_of(day_number(i64::from(year), month, day)) as usize];
         LocalTime {
             year,
             month,

@@ -45,44 +45,29 @@ path = "$work/bench.db"
 name = "pstn"
 $trunk
 inbound = ["127.0.0.2"]
-[[locations]]
-name = "bench"
-flip_number = "15550100"
-script = "$1"
-fallback_number = "15550199"
-[locations.vars]
-$2
 TOML
-    if [ -n "${STREAM_URL:-}" ]; then
-        # The same location again on 15550102, streaming every call's audio.
-        cat >> "$work/wasmpbx.toml" <<TOML
-[[locations]]
-name = "bench-streamed"
-flip_number = "15550102"
-script = "$1"
-fallback_number = "15550199"
-stream_url = "$STREAM_URL"
-[locations.vars]
-$2
-TOML
-    fi
-    if [ -n "${SHADOW:-}" ]; then
-        # The same location again on 15550103, with a shadow script.
-        cat >> "$work/wasmpbx.toml" <<TOML
-[[locations]]
-name = "bench-shadowed"
-flip_number = "15550103"
-script = "$1"
-shadow = "$SHADOW"
-fallback_number = "15550199"
-[locations.vars]
-$2
-TOML
-    fi
+    location bench 15550100 "$1" "" "$2"
+    # The same location again on 15550102, streaming every call's audio.
+    [ -z "${STREAM_URL:-}" ] || location bench-streamed 15550102 "$1" "stream_url = \"$STREAM_URL\"" "$2"
+    # The same location again on 15550103, with a shadow script.
+    [ -z "${SHADOW:-}" ] || location bench-shadowed 15550103 "$1" "shadow = \"$SHADOW\"" "$2"
     RUST_LOG=warn "$bin" run --config "$work/wasmpbx.toml" > "$work/server.out" 2> "$work/server.err" &
     server=$!
     sleep 2
     http=$(grep -o 'http://[0-9.]*:[0-9]*' "$work/server.out" | head -n 1)
+}
+
+location() { # name, flip number, script, an extra key (TOML line), vars (TOML lines)
+    cat >> "$work/wasmpbx.toml" <<TOML
+[[locations]]
+name = "$1"
+flip_number = "$2"
+script = "$3"
+fallback_number = "15550199"
+$4
+[locations.vars]
+$5
+TOML
 }
 
 cpu_of() { awk '{print $14 + $15}' "/proc/$1/stat"; }
