@@ -90,14 +90,21 @@ pub(crate) struct EventHost {
     pub(crate) world: EventWorld,
 }
 
-/// What one event sees of the world: one clock reading for the whole event, and the
-/// key-value entries it read. A live event fills `kv` as it reads; a shadow run of
-/// another script on the same event starts from that (the same readings, the same
-/// entries) and applies no write.
+/// What one event sees of the world: the clock readings it takes, the key-value entries
+/// it reads and the other imports' answers. A live event fills it as it asks; a shadow
+/// run of another script on the same event, or a replay, starts from that (the same
+/// readings, the same entries and answers) and applies no write.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EventWorld {
-    /// What `clock.now` answers; none: the host clock's reading at the first call.
+    /// When the event happened (the clock as it started); none: not known.
     pub now: Option<jiff::Timestamp>,
+    /// What `clock.now` answered, in order (at most [`READINGS_KEPT`]). A shadow run or a
+    /// replay is given them again, then the last one again (or `now`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub readings: Vec<jiff::Timestamp>,
+    /// How many readings a shadow run or a replay has been given.
+    #[serde(skip)]
+    pub(crate) readings_given: usize,
     /// Key-value entries as the store had them when first read, in order: (key, value
     /// or none if unset).
     pub kv: Vec<(String, Option<String>)>,
@@ -113,6 +120,10 @@ pub struct EventWorld {
     #[serde(skip)]
     pub shadow: bool,
 }
+
+/// Clock readings kept per event: a script that polls the clock (a busy wait) must not
+/// grow the record without bound.
+pub const READINGS_KEPT: usize = 64;
 
 /// One answer of an import: which (`location-var`, `find-user` …), asked with what, and
 /// what it answered.
@@ -137,6 +148,8 @@ impl EventWorld {
     pub fn shadow_of(&self) -> Self {
         Self {
             now: self.now,
+            readings: self.readings.clone(),
+            readings_given: 0,
             kv: self.kv.clone(),
             written: Vec::new(),
             answers: self.answers.clone(),

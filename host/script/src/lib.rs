@@ -172,7 +172,7 @@ impl ScriptHost {
     }
 
     /// Run the script `name` on an event another script served, in that event's `world`
-    /// (its clock reading, the entries it read), applying nothing: no key-value write
+    /// (its clock readings, the entries it read), applying nothing: no key-value write
     /// lands and nothing is counted in the script metrics. The version run, and its
     /// actions or why it failed.
     pub fn shadow(

@@ -131,7 +131,7 @@ impl LoadedScript {
     }
 
     /// Run one routing event in a fresh instance and validate what it returns. The
-    /// event sees `world` (its clock reading, entries read before) and leaves in it what
+    /// event sees `world` (its clock readings, entries read before) and leaves in it what
     /// it read.
     pub fn route(
         &self,

@@ -1,6 +1,6 @@
 //! Shadow evaluation: a location may name a second script (`[[locations]] shadow`, or
 //! `PUT /api/locations/{name}/shadow`) that runs on every event of its calls, on the
-//! same inputs as the serving script (the event's clock reading and the key-value
+//! same inputs as the serving script (the clock readings it took and the key-value
 //! entries it read; the same directory), and whose actions are never applied. The
 //! comparisons are stored, and summarised by `GET /api/shadow/{location}` and
 //! `wasmpbx shadow report LOCATION`.

@@ -5,13 +5,26 @@ use crate::convert;
 use crate::engine::EventHost;
 
 impl Host for EventHost {
-    /// One reading for the whole event (a shadow run gets the live event's).
+    /// The host clock, noted in the event's world; a shadow run or a replay gets the live
+    /// event's readings in order, then its last one (or the event's time) again.
     fn now(&mut self) -> Instant {
-        let now = *self
-            .world
-            .now
-            .get_or_insert_with(|| self.services.clock.now());
-        convert::instant(now)
+        let world = &mut self.world;
+        let at = if world.shadow {
+            let recorded = world.readings.get(world.readings_given);
+            world.readings_given += 1;
+            recorded
+                .or(world.readings.last())
+                .copied()
+                .or(world.now)
+                .unwrap_or_else(|| self.services.clock.now())
+        } else {
+            let at = self.services.clock.now();
+            if world.readings.len() < crate::engine::READINGS_KEPT {
+                world.readings.push(at);
+            }
+            at
+        };
+        convert::instant(at)
     }
 
     fn to_local(&mut self, at: Instant, timezone: String) -> Result<LocalTime, String> {

@@ -560,13 +560,25 @@ fn a_shadow_run_sees_the_live_events_clock_and_entries_and_writes_nothing() {
         hours_tag(&EventWorld::live(monday)).as_deref(),
         Some("open")
     );
-    let closed = EventWorld {
-        kv: vec![("override".into(), Some("closed".into()))],
-        ..EventWorld::live(monday)
-    };
+    let mut closed = EventWorld::live(monday);
+    closed.kv = vec![("override".into(), Some("closed".into()))];
     assert_eq!(hours_tag(&closed).as_deref(), Some("override-closed"));
     let sunday = EventWorld::live("2026-11-21T23:00:00Z".parse().unwrap());
     assert_eq!(hours_tag(&sunday).as_deref(), Some("closed"));
+    // A live event notes each clock reading; a shadow gets those, not the event's start.
+    let mut live = EventWorld::live(monday);
+    host.route_in(
+        &mut live,
+        "front-door",
+        None,
+        location.as_ref(),
+        &call("+61290000001"),
+        &Event::Incoming,
+    );
+    assert_eq!(live.readings.len(), 1, "front-door reads the clock once");
+    let mut read_on_sunday = EventWorld::live(monday);
+    read_on_sunday.readings = sunday.now.into_iter().collect();
+    assert_eq!(hours_tag(&read_on_sunday).as_deref(), Some("closed"));
     // A shadow that is not loaded is a failure to report, not a panic.
     let (version, missing) = host.shadow("nowhere", &call("x"), &Event::Incoming, &sunday);
     assert!(version.is_none());
