@@ -102,14 +102,8 @@ pub fn compare(
         }
         Err(failure) => (None, Some(failure.to_string()), false),
     };
-    counters.compared.fetch_add(1, Relaxed);
-    match (&fault, agreed) {
-        (Some(_), _) => counters.faults.fetch_add(1, Relaxed),
-        (None, true) => counters.agreed.fetch_add(1, Relaxed),
-        (None, false) => counters.diverged.fetch_add(1, Relaxed),
-    };
     let serving = served.decision.script.as_ref();
-    ShadowResult {
+    let result = ShadowResult {
         at: served.world.now.unwrap_or_default(),
         location: served.location.clone().unwrap_or_default(),
         session: served.session.clone(),
@@ -122,6 +116,32 @@ pub fn compare(
         shadow: shadow_line,
         fault,
         agreed,
+    };
+    counters.compared.fetch_add(1, Relaxed);
+    match Outcome::of(&result) {
+        Outcome::Faulted => &counters.faults,
+        Outcome::Agreed => &counters.agreed,
+        Outcome::Diverged => &counters.diverged,
+    }
+    .fetch_add(1, Relaxed);
+    result
+}
+
+/// How a comparison came out.
+enum Outcome {
+    Agreed,
+    Diverged,
+    /// The shadow failed.
+    Faulted,
+}
+
+impl Outcome {
+    fn of(result: &ShadowResult) -> Self {
+        match (&result.fault, result.agreed) {
+            (Some(_), _) => Outcome::Faulted,
+            (None, true) => Outcome::Agreed,
+            (None, false) => Outcome::Diverged,
+        }
     }
 }
 
@@ -178,10 +198,10 @@ pub struct Counts {
 impl Counts {
     fn add(&mut self, result: &ShadowResult) {
         self.compared += 1;
-        match (&result.fault, result.agreed) {
-            (Some(_), _) => self.faulted += 1,
-            (None, true) => self.agreed += 1,
-            (None, false) => self.diverged += 1,
+        match Outcome::of(result) {
+            Outcome::Faulted => self.faulted += 1,
+            Outcome::Agreed => self.agreed += 1,
+            Outcome::Diverged => self.diverged += 1,
         }
     }
 }

@@ -686,7 +686,7 @@ struct ShadowQuery {
     params(("location" = String, Path), ShadowQuery),
     responses(
         (status = 200, description = "The shadow report: the location's serving and shadow \
-            scripts now, events dropped because the shadow queue was full (since start), and \
+            scripts now, events dropped because the decision journal's queue was full (since start), and \
             per (serving version, shadow version), newest first: events compared, agreed, \
             diverged and faulted (the shadow failed); divergences grouped by (serving actions → shadow \
             actions), most frequent first, and faults by message, each with example sessions \

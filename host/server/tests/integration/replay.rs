@@ -9,7 +9,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::common::callers::{FLIP, return_trunk, sydney};
+use crate::common::callers::{FLIP, listen_location, return_trunk, trunk_calls};
 use crate::common::server::{Server, SippServer, http, sipp};
 
 /// `wasmpbx script replay ARGS --config CONFIG`: (exit code, stdout, stderr).
@@ -79,30 +79,10 @@ fn a_hundred_recorded_calls_replay_the_same_and_another_script_lists_its_changes
     const N: usize = 100;
     let ret = SippServer::start("return_number.xml", &["-m", "100"]);
     let server = Server::start_with_scripts(
-        &format!("{}{}", return_trunk(ret.port), sydney("listen")),
+        &listen_location(ret.port),
         &[("listen", test_components::LISTEN)],
     );
-    let calls = N.to_string();
-    assert_eq!(
-        sipp(
-            server.udp,
-            "trunk_caller.xml",
-            "",
-            &[
-                "-i",
-                "127.0.0.2",
-                "-s",
-                FLIP,
-                "-m",
-                &calls,
-                "-r",
-                "50",
-                "-l",
-                "100"
-            ],
-        ),
-        0
-    );
+    assert_eq!(trunk_calls(&server, FLIP, N as u32), 0);
     assert_eq!(ret.wait(Duration::from_secs(30)), 0);
     // Two decisions a call: incoming and call-ended.
     recorded(&server, 2 * N as u64);

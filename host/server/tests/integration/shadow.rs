@@ -8,8 +8,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::common::callers::{FLIP, return_trunk, sydney};
-use crate::common::server::{Server, SippServer, http, sipp};
+use crate::common::callers::{FLIP, return_trunk, sydney, trunk_calls};
+use crate::common::server::{Server, SippServer, http};
 
 /// Sydney in listen mode (its shadow set by the API); `looping` and `trapping`, listen
 /// mode too, shadowed by a script that loops past its deadline or traps on their calls
@@ -49,28 +49,6 @@ fallback_number = "+61290000099"
 [locations.vars]
 return_number = "+61290000098"
 "#;
-
-/// `calls` SIPp calls to `dialed` at 50 a second; SIPp's exit code.
-fn calls(server: &Server, dialed: &str, calls: u32) -> i32 {
-    let calls = calls.to_string();
-    sipp(
-        server.udp,
-        "trunk_caller.xml",
-        "",
-        &[
-            "-i",
-            "127.0.0.2",
-            "-s",
-            dialed,
-            "-m",
-            &calls,
-            "-r",
-            "50",
-            "-l",
-            "200",
-        ],
-    )
-}
 
 /// The report of `location` once `compared` events are in it (the decision journal's thread writes
 /// after the calls), as the API gives it.
@@ -157,7 +135,11 @@ fn a_listen_location_shadowed_by_front_door_counts_what_would_have_changed() {
         "{locations}"
     );
 
-    assert_eq!(calls(&server, FLIP, N as u32), 0, "every call completes");
+    assert_eq!(
+        trunk_calls(&server, FLIP, N as u32),
+        0,
+        "every call completes"
+    );
     assert_eq!(ret.wait(Duration::from_secs(30)), 0);
     all_went_to_the_return_number(&server, "sydney", N as usize);
 
@@ -248,8 +230,16 @@ fn a_shadow_that_loops_or_traps_never_touches_a_real_call() {
     let ret = SippServer::start("return_number.xml", &["-m", "100"]);
     let server = server(ret.port);
     // Each looping shadow run burns its whole deadline on the decision journal's thread.
-    assert_eq!(calls(&server, "loop", N as u32), 0, "every call completes");
-    assert_eq!(calls(&server, "trap", N as u32), 0, "every call completes");
+    assert_eq!(
+        trunk_calls(&server, "loop", N as u32),
+        0,
+        "every call completes"
+    );
+    assert_eq!(
+        trunk_calls(&server, "trap", N as u32),
+        0,
+        "every call completes"
+    );
     assert_eq!(ret.wait(Duration::from_secs(30)), 0);
     all_went_to_the_return_number(&server, "looping", N as usize);
     all_went_to_the_return_number(&server, "trapping", N as usize);

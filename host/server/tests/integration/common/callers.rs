@@ -15,6 +15,29 @@ pub fn listen_location(return_port: u16) -> String {
     format!("{}{}", return_trunk(return_port), sydney("listen"))
 }
 
+/// `calls` SIPp calls from the trunk (`tests/sipp/trunk_caller.xml`) to `dialed`, 50 a
+/// second; SIPp's exit code.
+pub fn trunk_calls(server: &Server, dialed: &str, calls: u32) -> i32 {
+    let calls = calls.to_string();
+    sipp(
+        server.udp,
+        "trunk_caller.xml",
+        "",
+        &[
+            "-i",
+            "127.0.0.2",
+            "-s",
+            dialed,
+            "-m",
+            &calls,
+            "-r",
+            "50",
+            "-l",
+            "200",
+        ],
+    )
+}
+
 /// The `pstn` trunk to a SIPp return side on `return_port`; calls from 127.0.0.2 are its.
 pub fn return_trunk(return_port: u16) -> String {
     format!(
