@@ -32,6 +32,8 @@ compgen -G "/usr/lib/*/kamailio/modules/tls.so" >/dev/null || packages+=(kamaili
 command -v openssl >/dev/null || packages+=(openssl)
 [ -x /usr/sbin/dnsmasq ] || packages+=(dnsmasq-base)
 command -v npm >/dev/null || packages+=(nodejs npm)
+# The PostgreSQL store's tests run a throw-away cluster of Debian's PostgreSQL.
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || packages+=(postgresql)
 if [ ${#packages[@]} -gt 0 ]; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"

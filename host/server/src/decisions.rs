@@ -17,7 +17,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use crate::routing::{CallInfo, Decision, Event};
 use crate::script::{EventWorld, LoadedScript, ScriptHost};
 use crate::shadow::{Choices, compare};
-use crate::store::{DecisionRecord, DecisionStore, ShadowResult, ShadowStore};
+use crate::store::{DecisionRecord, ShadowResult, Store};
 
 /// How many served events may wait.
 pub const QUEUE: usize = 4096;
@@ -56,10 +56,6 @@ pub struct Counters {
     pub unsaved: AtomicU64,
 }
 
-/// Where the journal writes.
-pub trait JournalStore: DecisionStore + ShadowStore {}
-impl<T: DecisionStore + ShadowStore> JournalStore for T {}
-
 /// The driver's end of the journal.
 #[derive(Clone)]
 pub struct Journal {
@@ -73,7 +69,7 @@ impl Journal {
     /// Start the journal's thread.
     pub fn start(
         scripts: Arc<ScriptHost>,
-        store: Arc<dyn JournalStore>,
+        store: Arc<dyn Store>,
         choices: Arc<Choices>,
     ) -> std::io::Result<Self> {
         let (tx, rx) = sync_channel(QUEUE);
@@ -105,7 +101,7 @@ impl Journal {
 }
 
 /// The thread: take each job, and write what queued while it worked in one go.
-fn run(rx: &Receiver<Job>, scripts: &ScriptHost, store: &dyn JournalStore, counters: &Counters) {
+fn run(rx: &Receiver<Job>, scripts: &ScriptHost, store: &dyn Store, counters: &Counters) {
     let mut kept_scripts: HashSet<String> = HashSet::new();
     while let Ok(job) = rx.recv() {
         let (mut decisions, mut shadows) = (Vec::new(), Vec::new());
@@ -132,7 +128,7 @@ fn run(rx: &Receiver<Job>, scripts: &ScriptHost, store: &dyn JournalStore, count
 fn handle(
     job: Job,
     scripts: &ScriptHost,
-    store: &dyn JournalStore,
+    store: &dyn Store,
     counters: &Counters,
     kept_scripts: &mut HashSet<String>,
     decisions: &mut Vec<DecisionRecord>,
@@ -172,7 +168,7 @@ fn handle(
 }
 
 fn save(
-    store: &dyn JournalStore,
+    store: &dyn Store,
     counters: &Counters,
     decisions: &[DecisionRecord],
     shadows: &[ShadowResult],
@@ -198,7 +194,7 @@ fn save(
 const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Delete decisions and shadow results older than `days`, hourly, for ever.
-pub async fn keep_for(store: Arc<dyn JournalStore>, days: u32) {
+pub async fn keep_for(store: Arc<dyn Store>, days: u32) {
     let mut every = tokio::time::interval(PRUNE_EVERY);
     loop {
         every.tick().await;

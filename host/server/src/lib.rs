@@ -12,7 +12,7 @@
 //! - `wasmpbx-core` ([`registrar`], [`pbx`], [`call`]): the call engine. Sans-IO.
 //! - `wasmpbx-media` ([`media`]): the RTP relay, prompts, DTMF, recording, WebRTC.
 //! - `wasmpbx-script` ([`script`], [`simulate`]): the wasmtime runtime, hot reload.
-//! - `wasmpbx-store` ([`store::SqliteStore`]): SQLite.
+//! - `wasmpbx-store` ([`store::SqliteStore`], [`store::PostgresStore`]): SQLite, PostgreSQL.
 //!
 //! This crate's own modules:
 //! - [`default_scripts`]: the default scripts the binary carries, written on first run.
@@ -72,6 +72,6 @@ pub use wasmpbx_types::{clock, config, directory, entropy, flip, record, registr
 
 /// Persistent state: the traits and the in-memory store, and SQLite.
 pub mod store {
-    pub use wasmpbx_store::SqliteStore;
+    pub use wasmpbx_store::{PostgresStore, SqliteStore, open};
     pub use wasmpbx_types::store::*;
 }

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -658,20 +659,19 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The store of the config at `config` (default: the embedded default's).
-fn open_store(config: Option<&Path>) -> anyhow::Result<wasmpbx::store::SqliteStore> {
+fn open_store(config: Option<&Path>) -> anyhow::Result<Arc<dyn wasmpbx::store::Store>> {
     let config = match config {
         Some(path) => Config::load(path)?,
         None => Config::embedded_default(),
     };
     let path = &config.store.path;
-    if !path.exists() {
+    if config.store.url.is_none() && !path.exists() {
         bail!(
             "store.path: {} does not exist (has the server run?)",
             path.display()
         );
     }
-    wasmpbx::store::SqliteStore::open(path)
-        .with_context(|| format!("store.path: {}", path.display()))
+    wasmpbx::store::open(&config).map_err(|e| anyhow::anyhow!(e))
 }
 
 fn parse_since(text: &str) -> Result<jiff::Timestamp, String> {
@@ -687,7 +687,7 @@ fn intents_list(
     let store = open_store(config)?;
     let now = wasmpbx::clock::Clock::now(&wasmpbx::clock::SystemClock);
     let since = since.unwrap_or(now - jiff::SignedDuration::from_hours(24));
-    let counts = wasmpbx::store::CdrStore::intents(&store, None, since)?;
+    let counts = wasmpbx::store::CdrStore::intents(store.as_ref(), None, since)?;
     if json {
         println!("{}", serde_json::to_value(&counts)?);
         return Ok(ExitCode::SUCCESS);
@@ -721,11 +721,11 @@ fn cdr_list(args: CdrListArgs) -> anyhow::Result<ExitCode> {
         after: args.after,
     };
     if let Some(after) = &query.after
-        && wasmpbx::store::CdrStore::cdr(&store, after)?.is_none()
+        && wasmpbx::store::CdrStore::cdr(store.as_ref(), after)?.is_none()
     {
         bail!("--after {after}: no such record");
     }
-    let records = wasmpbx::store::CdrStore::cdrs(&store, &query)?;
+    let records = wasmpbx::store::CdrStore::cdrs(store.as_ref(), &query)?;
     if args.json {
         println!("{}", serde_json::Value::Array(records));
     } else if args.csv {
@@ -741,7 +741,7 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         Some(path) => Config::load(path)?,
         None => Config::embedded_default(),
     };
-    let store = std::sync::Arc::new(open_store(args.config.as_deref())?);
+    let store = open_store(args.config.as_deref())?;
     let options = wasmpbx::replay::ReplayOptions {
         cdr: args.cdr,
         since: args.since,
@@ -773,7 +773,7 @@ fn shadow_report(
     config: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
     let store = open_store(config)?;
-    let results = wasmpbx::store::ShadowStore::shadow_results(&store, location, since)?;
+    let results = wasmpbx::store::ShadowStore::shadow_results(store.as_ref(), location, since)?;
     let pairs = wasmpbx::shadow::report(&results);
     if json {
         println!("{}", serde_json::to_string(&pairs)?);
@@ -790,7 +790,7 @@ fn audit_list(
     config: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
     let store = open_store(config)?;
-    let entries = wasmpbx::store::KvStore::audit_log(&store, limit)?;
+    let entries = wasmpbx::store::KvStore::audit_log(store.as_ref(), limit)?;
     if json {
         println!("{}", serde_json::to_string(&entries)?);
     } else if csv {

@@ -19,7 +19,7 @@ use crate::directory::MemoryDirectory;
 use crate::script::{EventWorld, HostServices, Limits, LoadedScript, ScriptEngine};
 use crate::shadow::actions_line;
 use crate::simulate::describe_event;
-use crate::store::{DecisionRecord, DecisionStore, KvStore};
+use crate::store::{DecisionRecord, Store};
 
 /// What to replay.
 pub struct ReplayOptions {
@@ -83,7 +83,7 @@ pub struct Replay {
 pub fn replay(
     options: &ReplayOptions,
     config: &Config,
-    store: Arc<dyn ReplayStore>,
+    store: Arc<dyn Store>,
 ) -> anyhow::Result<Replay> {
     let started = crate::clock::monotonic_now();
     let sessions = match &options.cdr {
@@ -103,7 +103,7 @@ pub fn replay(
     let engine = ScriptEngine::new(limits, cache.as_deref())?;
     let services = Arc::new(HostServices {
         config: arc_swap::ArcSwap::from_pointee(config.clone()),
-        kv: store.clone().kv(),
+        kv: store.clone(),
         devices: Arc::new(MemoryDirectory::new()),
         clock: Arc::new(SystemClock),
     });
@@ -207,7 +207,7 @@ fn version(
     decision: &DecisionRecord,
     engine: &ScriptEngine,
     services: &Arc<HostServices>,
-    store: &dyn ReplayStore,
+    store: &dyn Store,
     versions: &mut HashMap<String, Arc<LoadedScript>>,
 ) -> anyhow::Result<Arc<LoadedScript>> {
     if let Some(script) = versions.get(hash) {
@@ -268,18 +268,6 @@ fn run(
         replayed,
         same,
     })
-}
-
-/// Where replay reads: decisions, script versions, and the key-value entries a
-/// replacement script may read that the recording lacks.
-pub trait ReplayStore: DecisionStore + KvStore {
-    fn kv(self: Arc<Self>) -> Arc<dyn KvStore>;
-}
-
-impl<T: DecisionStore + KvStore + 'static> ReplayStore for T {
-    fn kv(self: Arc<Self>) -> Arc<dyn KvStore> {
-        self
-    }
 }
 
 /// The replay as text: one call step by step, or many summarised.

@@ -21,7 +21,7 @@ use crate::writer::{self, StoreWriter};
 /// Caller digits waiting for the core; a flood beyond this is dropped (and counted).
 const MEDIA_EVENT_QUEUE: usize = 1024;
 use crate::script::{HostServices, Limits, ScriptEngine, ScriptHost, watcher};
-use crate::store::{CdrStore, KvStore, RegistrationStore, SqliteStore};
+use crate::store::KvStore;
 
 /// The key-value scope of the host's own settings (demo passwords).
 const HOST_SCOPE: &str = "_wasmpbx";
@@ -110,14 +110,14 @@ pub fn script_host(
 
 /// Run the server until Ctrl-C.
 pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
-    let store_path = match config_path {
-        Some(path) => Config::load(path)?.store.path,
-        None => Config::embedded_default().store.path,
+    let store_config = match config_path {
+        Some(path) => Config::load(path)?,
+        None => Config::embedded_default(),
     };
-    let store: Arc<SqliteStore> = Arc::new(
-        SqliteStore::open(&store_path)
-            .with_context(|| format!("store.path: {}", store_path.display()))?,
-    );
+    // Connecting to PostgreSQL blocks (and may wait for its connect timeout).
+    let store = tokio::task::spawn_blocking(move || wasmpbx_store::open(&store_config))
+        .await?
+        .map_err(|e| anyhow::anyhow!(e))?;
     // Calls the last run never ended (it crashed or was killed) get their records closed.
     match store.close_interrupted() {
         Ok(0) => {}

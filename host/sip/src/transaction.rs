@@ -50,6 +50,13 @@ impl Transport {
             Transport::Ws => "ws",
         }
     }
+
+    /// The transport [`Transport::as_str`] names.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::Udp, Self::Tcp, Self::Tls, Self::Ws]
+            .into_iter()
+            .find(|t| t.as_str() == name)
+    }
 }
 
 /// A peer: where a message came from or goes to. For stream transports the address

@@ -487,17 +487,9 @@ impl RegistrationStore for SqliteStore {
         let mut out = Vec::new();
         for row in rows {
             let (mut binding, transport, source) = row.map_err(db)?;
-            binding.transport = match transport.as_str() {
-                "udp" => Transport::Udp,
-                "tcp" => Transport::Tcp,
-                "tls" => Transport::Tls,
-                "ws" => Transport::Ws,
-                other => {
-                    return Err(StoreError::Invalid(format!(
-                        "registration transport {other:?}"
-                    )));
-                }
-            };
+            binding.transport = Transport::from_name(&transport).ok_or_else(|| {
+                StoreError::Invalid(format!("registration transport {transport:?}"))
+            })?;
             binding.source = source
                 .parse()
                 .map_err(|_| StoreError::Invalid(format!("registration source {source:?}")))?;

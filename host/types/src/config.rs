@@ -43,6 +43,8 @@ pub struct Config {
     #[serde(default)]
     pub store: StoreConfig,
     #[serde(default)]
+    pub cluster: ClusterConfig,
+    #[serde(default)]
     pub flip: FlipConfig,
     #[serde(default)]
     pub trunks: Vec<Trunk>,
@@ -317,16 +319,29 @@ impl Default for ScriptsConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
-    /// The SQLite database file.
+    /// The SQLite database file (the embedded default).
     pub path: PathBuf,
+    /// A PostgreSQL database instead (`postgres://user:password@host/db`), which several
+    /// nodes share. It may hold a password: never log it.
+    pub url: Option<String>,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             path: "wasmpbx.db".into(),
+            url: None,
         }
     }
+}
+
+/// This node among several sharing one PostgreSQL store.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// The node's name, unique among the nodes: its call records, registrations and
+    /// signs of life are kept under it.
+    pub node: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -577,6 +592,37 @@ impl Config {
         Ok(config)
     }
 
+    /// The store's keys: a PostgreSQL URL (never repeated: it may hold a password), and
+    /// the node name several nodes sharing it need.
+    fn check_store(&self) -> Result<(), String> {
+        let node = self.cluster.node.as_deref();
+        if let Some(node) = node
+            && (node.is_empty()
+                || node.len() > 64
+                || !node
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+        {
+            return Err(format!(
+                "cluster.node: {node:?} must be 1 to 64 letters, digits, '-' or '_'"
+            ));
+        }
+        let Some(url) = &self.store.url else {
+            return Ok(());
+        };
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err("store.url: must be a postgres:// URL".into());
+        }
+        if node.is_none() {
+            return Err(
+                "cluster.node: required with store.url (the nodes sharing the database need \
+                 distinct names)"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
     /// Cross-field rules; the error names the key at fault.
     pub fn validate(&self) -> Result<(), String> {
         if self.server.drain_timeout_s > 86_400 {
@@ -588,6 +634,7 @@ impl Config {
         if self.sip.listen.is_empty() {
             return Err("sip.listen: at least one listener is needed".into());
         }
+        self.check_store()?;
         if !crate::routing::is_voice_name(&self.media.say_voice) {
             return Err(format!(
                 "media.say_voice: {:?} is not a voice name (e.g. \"en-us\")",

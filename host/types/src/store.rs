@@ -177,6 +177,11 @@ pub trait RegistrationStore: Send + Sync {
     fn load_bindings(&self) -> Result<Vec<Binding>>;
 }
 
+/// Everything the server keeps, from one backend (SQLite, PostgreSQL, or memory).
+pub trait Store: KvStore + CdrStore + RegistrationStore + ShadowStore + DecisionStore {}
+
+impl<T: KvStore + CdrStore + RegistrationStore + ShadowStore + DecisionStore> Store for T {}
+
 /// Call records (CDRs).
 pub trait CdrStore: Send + Sync {
     /// Write a call's record; a record of the same session replaces the earlier one

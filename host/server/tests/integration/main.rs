@@ -24,6 +24,7 @@ mod reload;
 mod replay;
 mod scaffold;
 mod script_runtime;
+mod several_nodes;
 mod shadow;
 mod sip_registrar;
 mod sip_tls;

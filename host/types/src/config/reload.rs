@@ -71,6 +71,11 @@ const RESTART_ONLY: &[RestartOnly] = &[
         keep: |c, old| c.store = old.store.clone(),
     },
     RestartOnly {
+        key: "cluster",
+        read: |c| format!("{:?}", c.cluster),
+        keep: |c, old| c.cluster = old.cluster.clone(),
+    },
+    RestartOnly {
         key: "webhooks",
         // Compared with their secrets (Debug hides them); never logged.
         read: |c| {

@@ -134,6 +134,16 @@ impl Server {
             true => (String::new(), extra.replace("[media]\n", &media)),
             false => (media, extra),
         };
+        // The store is in the test's folder; `extra` may add to the [store] table (a
+        // PostgreSQL `url`).
+        let store = format!(
+            "[store]\npath = {:?}\n",
+            dir.path().join("wasmpbx.db").display().to_string()
+        );
+        let (store_table, extra) = match extra.contains("[store]\n") {
+            true => (String::new(), extra.replace("[store]\n", &store)),
+            false => (store, extra),
+        };
         // `extra`'s [sip] keys join the fixture's [sip] table.
         let (sip_keys, extra) = match extra.split_once("[sip]\n") {
             Some((before, after)) => {
@@ -154,13 +164,12 @@ impl Server {
             &config,
             format!(
                 "[sip]\n{listen}domain = \"pbx.test\"\n{sip_keys}\
-                 {}{scripts_table}{media_table}[store]\npath = {:?}\n{USERS}\n{extra}",
+                 {}{scripts_table}{media_table}{store_table}{USERS}\n{extra}",
                 if extra.contains("[http]") {
                     ""
                 } else {
                     "[http]\nlisten = \"127.0.0.1:0\"\n"
                 },
-                dir.path().join("wasmpbx.db").display().to_string(),
             ),
         )
         .unwrap();

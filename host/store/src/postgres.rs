@@ -1,0 +1,960 @@
+//! The PostgreSQL store: one database that several nodes share.
+//!
+//! The store's traits are synchronous and are called from any thread, tokio's included,
+//! while the `postgres` client blocks on a runtime of its own (which must not nest in
+//! another). So a few worker threads each own a connection and take jobs from one queue;
+//! a caller hands its job over and waits for the answer. A worker whose connection broke
+//! opens a new one for its next job.
+//!
+//! Shared by every node: the key-value store and its audit log (an override set on any
+//! node applies on all), shadow results, decisions and script versions. Kept per node
+//! (the `node` column): call records' liveness, registrations and signs of life — a node
+//! that restarts closes only its own interrupted calls and restores only its own phones.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use postgres::types::ToSql;
+use postgres::{Client, NoTls, Row, Statement};
+
+use wasmpbx_sip::transaction::Transport;
+use wasmpbx_types::record::{CallRecord, IntentCount};
+use wasmpbx_types::registration::Binding;
+use wasmpbx_types::store::{
+    AuditEntry, CdrQuery, CdrStore, DecisionRecord, DecisionStore, Expired, KvStore,
+    RegistrationStore, Result, ShadowResult, ShadowStore, StoreError, check_entry, hour_of,
+};
+
+/// Connections (and worker threads) per node: the call-record writer, the decision
+/// journal, scripts' key-value reads and the admin API each get one without waiting.
+const CONNECTIONS: usize = 4;
+
+/// How long connecting may take when the URL does not say (`connect_timeout`).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The schema, one migration per version, applied in order at start and recorded in
+/// `schema_migrations`. Never edit a released one: add the next.
+const MIGRATIONS: &[(i32, &str)] = &[(
+    1,
+    "CREATE TABLE kv (
+        scope      TEXT NOT NULL,
+        key        TEXT NOT NULL,
+        value      TEXT NOT NULL,
+        expires_at BIGINT,
+        updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        PRIMARY KEY (scope, key)
+    );
+    CREATE INDEX kv_expiry ON kv (expires_at) WHERE expires_at IS NOT NULL;
+    CREATE TABLE audit (
+        id    BIGSERIAL PRIMARY KEY,
+        entry TEXT NOT NULL
+    );
+    CREATE TABLE cdrs (
+        id          BIGSERIAL PRIMARY KEY,
+        session     TEXT NOT NULL UNIQUE,
+        node        TEXT NOT NULL,
+        started_ms  BIGINT NOT NULL,
+        state       TEXT NOT NULL,
+        location    TEXT,
+        caller      TEXT NOT NULL,
+        disposition TEXT NOT NULL,
+        flips       INTEGER NOT NULL,
+        intents     TEXT[] NOT NULL,
+        record      TEXT NOT NULL
+    );
+    CREATE INDEX cdrs_started ON cdrs (started_ms, id);
+    CREATE INDEX cdrs_live ON cdrs (node) WHERE state = 'live';
+    CREATE TABLE alive (
+        node TEXT PRIMARY KEY,
+        at   TEXT NOT NULL
+    );
+    CREATE TABLE registrations (
+        node       TEXT NOT NULL,
+        user_id    TEXT NOT NULL,
+        contact    TEXT NOT NULL,
+        device     TEXT NOT NULL,
+        instance   TEXT,
+        user_agent TEXT,
+        transport  TEXT NOT NULL,
+        source     TEXT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        call_id    TEXT NOT NULL,
+        cseq       BIGINT NOT NULL,
+        PRIMARY KEY (node, user_id, contact)
+    );
+    CREATE TABLE shadow (
+        id       BIGSERIAL PRIMARY KEY,
+        location TEXT NOT NULL,
+        at       BIGINT NOT NULL,
+        result   TEXT NOT NULL
+    );
+    CREATE INDEX shadow_location ON shadow (location, at);
+    CREATE TABLE decisions (
+        id       BIGSERIAL PRIMARY KEY,
+        session  TEXT NOT NULL,
+        location TEXT,
+        at       BIGINT NOT NULL,
+        decision TEXT NOT NULL
+    );
+    CREATE INDEX decisions_session ON decisions (session);
+    CREATE INDEX decisions_at ON decisions (at);
+    CREATE TABLE scripts (
+        hash  TEXT PRIMARY KEY,
+        name  TEXT NOT NULL,
+        bytes BYTEA NOT NULL
+    );",
+)];
+
+/// Taken while migrating, so nodes starting together migrate one after the other.
+const MIGRATION_LOCK: i64 = 0x0077_6173_6d70_6278; // "wasmpbx" in ASCII
+
+fn pg(e: postgres::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn invalid(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Invalid(e.to_string())
+}
+
+fn stopped() -> StoreError {
+    StoreError::Backend("the PostgreSQL workers have stopped".into())
+}
+
+/// A count or limit as PostgreSQL's BIGINT.
+fn bigint(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// One worker's connection, opened when first needed and again after it broke, with
+/// the statements it has prepared.
+struct Session {
+    config: postgres::Config,
+    client: Option<Client>,
+    statements: HashMap<&'static str, Statement>,
+}
+
+impl Session {
+    fn client(&mut self) -> Result<&mut Client> {
+        if self.client.as_ref().is_none_or(Client::is_closed) {
+            self.statements.clear();
+            self.client = None;
+            self.client = Some(self.config.connect(NoTls).map_err(pg)?);
+        }
+        self.client.as_mut().ok_or_else(stopped)
+    }
+
+    /// `sql` prepared on this connection (once).
+    fn statement(&mut self, sql: &'static str) -> Result<Statement> {
+        if let Some(statement) = self.statements.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = self.client()?.prepare(sql).map_err(pg)?;
+        self.statements.insert(sql, statement.clone());
+        Ok(statement)
+    }
+
+    fn query(&mut self, sql: &'static str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
+        let statement = self.statement(sql)?;
+        self.client()?.query(&statement, params).map_err(pg)
+    }
+
+    fn execute(&mut self, sql: &'static str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
+        let statement = self.statement(sql)?;
+        self.client()?.execute(&statement, params).map_err(pg)
+    }
+
+    /// Run `sql` once for each parameter list, in one transaction.
+    fn execute_all(
+        &mut self,
+        sql: &'static str,
+        rows: &[Vec<Box<dyn ToSql + Sync + Send>>],
+    ) -> Result<()> {
+        let statement = self.statement(sql)?;
+        let mut tx = self.client()?.transaction().map_err(pg)?;
+        for row in rows {
+            let params: Vec<&(dyn ToSql + Sync)> = row
+                .iter()
+                .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+                .collect();
+            tx.execute(&statement, &params).map_err(pg)?;
+        }
+        tx.commit().map_err(pg)
+    }
+}
+
+type Job = Box<dyn FnOnce(&mut Session) + Send>;
+
+/// The store on a PostgreSQL database, as node `node`.
+pub struct PostgresStore {
+    jobs: mpsc::Sender<Job>,
+    node: Arc<str>,
+}
+
+impl PostgresStore {
+    /// Connect to the database at `url` as node `node`, bringing its schema up to date.
+    /// Errors never repeat the URL (it may hold a password).
+    pub fn connect(url: &str, node: &str) -> Result<Self> {
+        let mut config: postgres::Config = url
+            .parse()
+            .map_err(|e| StoreError::Backend(format!("store.url is not a PostgreSQL URL: {e}")))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name(&format!("wasmpbx {node}"));
+        }
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let queue = Arc::new(Mutex::new(queue));
+        for n in 0..CONNECTIONS {
+            let (queue, config) = (queue.clone(), config.clone());
+            std::thread::Builder::new()
+                .name(format!("store-pg-{n}"))
+                .spawn(move || work(&queue, config))
+                .map_err(|e| StoreError::Backend(format!("starting a store worker: {e}")))?;
+        }
+        let store = Self {
+            jobs,
+            node: node.into(),
+        };
+        store.run(|session| migrate(session.client()?))?;
+        Ok(store)
+    }
+
+    /// Run `job` on a worker's connection and wait for its answer.
+    fn run<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&mut Session) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (reply, answer) = mpsc::sync_channel(1);
+        self.jobs
+            .send(Box::new(move |session| {
+                let _ = reply.send(job(session));
+            }))
+            .map_err(|_| stopped())?;
+        answer.recv().map_err(|_| stopped())?
+    }
+}
+
+/// A worker: take jobs until the store is dropped.
+fn work(queue: &Mutex<mpsc::Receiver<Job>>, config: postgres::Config) {
+    let mut session = Session {
+        config,
+        client: None,
+        statements: HashMap::new(),
+    };
+    loop {
+        // The lock is held only while waiting for the next job, never while running it.
+        let job = match queue.lock() {
+            Ok(queue) => queue.recv(),
+            Err(poisoned) => poisoned.into_inner().recv(),
+        };
+        match job {
+            Ok(job) => job(&mut session),
+            Err(_) => return,
+        }
+    }
+}
+
+/// Apply the migrations the database lacks, under a lock other nodes wait on.
+fn migrate(client: &mut Client) -> Result<()> {
+    let mut tx = client.transaction().map_err(pg)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .map_err(pg)?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version    INTEGER PRIMARY KEY,
+            applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        )",
+    )
+    .map_err(pg)?;
+    let applied: i32 = tx
+        .query_one(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            &[],
+        )
+        .map_err(pg)?
+        .get(0);
+    let known = MIGRATIONS.last().map_or(0, |(version, _)| *version);
+    if applied > known {
+        return Err(StoreError::Backend(format!(
+            "the database's schema is version {applied}, newer than this wasmpbx knows \
+             ({known}): upgrade wasmpbx"
+        )));
+    }
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > applied) {
+        tx.batch_execute(sql).map_err(pg)?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version) VALUES ($1)",
+            &[version],
+        )
+        .map_err(pg)?;
+    }
+    tx.commit().map_err(pg)
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(invalid)
+}
+
+fn millis(at: jiff::Timestamp) -> i64 {
+    at.as_millisecond()
+}
+
+/// A query's time bound, to the second as [`CdrQuery`] compares.
+fn whole_second_ms(at: jiff::Timestamp) -> i64 {
+    at.as_second().saturating_mul(1000)
+}
+
+impl KvStore for PostgresStore {
+    fn get(&self, scope: &str, key: &str) -> Result<Option<String>> {
+        let (scope, key) = (scope.to_owned(), key.to_owned());
+        self.run(move |s| {
+            let rows = s.query(
+                "SELECT value FROM kv WHERE scope = $1 AND key = $2",
+                &[&scope, &key],
+            )?;
+            Ok(rows.first().map(|row| row.get(0)))
+        })
+    }
+
+    fn set_until(
+        &self,
+        scope: &str,
+        key: &str,
+        value: &str,
+        expires_at: Option<jiff::Timestamp>,
+    ) -> Result<()> {
+        check_entry(key, value)?;
+        let (scope, key, value) = (scope.to_owned(), key.to_owned(), value.to_owned());
+        let expires_at = expires_at.map(millis);
+        self.run(move |s| {
+            s.execute(
+                "INSERT INTO kv (scope, key, value, expires_at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value,
+                 expires_at = excluded.expires_at, updated_at = now()",
+                &[&scope, &key, &value, &expires_at],
+            )
+            .map(drop)
+        })
+    }
+
+    fn delete(&self, scope: &str, key: &str) -> Result<()> {
+        let (scope, key) = (scope.to_owned(), key.to_owned());
+        self.run(move |s| {
+            s.execute(
+                "DELETE FROM kv WHERE scope = $1 AND key = $2",
+                &[&scope, &key],
+            )
+            .map(drop)
+        })
+    }
+
+    fn list(&self, scope: &str) -> Result<Vec<(String, String)>> {
+        let scope = scope.to_owned();
+        self.run(move |s| {
+            let rows = s.query(
+                "SELECT key, value FROM kv WHERE scope = $1 ORDER BY key COLLATE \"C\"",
+                &[&scope],
+            )?;
+            Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+        })
+    }
+
+    fn expires_at(&self, scope: &str, key: &str) -> Result<Option<jiff::Timestamp>> {
+        let (scope, key) = (scope.to_owned(), key.to_owned());
+        self.run(move |s| {
+            let rows = s.query(
+                "SELECT expires_at FROM kv WHERE scope = $1 AND key = $2",
+                &[&scope, &key],
+            )?;
+            Ok(rows
+                .first()
+                .and_then(|row| row.get::<_, Option<i64>>(0))
+                .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok()))
+        })
+    }
+
+    fn expire(&self, now: jiff::Timestamp) -> Result<Vec<Expired>> {
+        // Each node's sweeper runs this; the DELETE hands every due entry to one of them.
+        self.run(move |s| {
+            let rows = s.query(
+                "DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at <= $1
+                 RETURNING scope, key, value",
+                &[&millis(now)],
+            )?;
+            let mut expired: Vec<Expired> = rows
+                .iter()
+                .map(|row| Expired {
+                    scope: row.get(0),
+                    key: row.get(1),
+                    value: row.get(2),
+                })
+                .collect();
+            expired.sort_by(|a, b| (&a.scope, &a.key).cmp(&(&b.scope, &b.key)));
+            Ok(expired)
+        })
+    }
+
+    fn audit(&self, entry: &AuditEntry) -> Result<()> {
+        let json = serde_json::to_string(entry).map_err(invalid)?;
+        self.run(move |s| {
+            s.execute("INSERT INTO audit (entry) VALUES ($1)", &[&json])
+                .map(drop)
+        })
+    }
+
+    fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>> {
+        let limit = bigint(limit);
+        self.run(move |s| {
+            let rows = s.query(
+                "SELECT entry FROM audit ORDER BY id DESC LIMIT $1",
+                &[&limit],
+            )?;
+            rows.iter().map(|row| parse_json(row.get(0))).collect()
+        })
+    }
+}
+
+/// A call record as the `cdrs` table's row: the columns queries filter on, and the
+/// record's JSON.
+struct CdrRow {
+    session: String,
+    started_ms: i64,
+    state: String,
+    location: Option<String>,
+    caller: String,
+    disposition: String,
+    flips: i32,
+    /// Each intent the call had, once.
+    intents: Vec<String>,
+    record: String,
+}
+
+impl CdrRow {
+    fn of(record: &CallRecord) -> Result<Self> {
+        let json = serde_json::to_value(record).map_err(invalid)?;
+        let text = |key: &str| json[key].as_str().unwrap_or_default().to_owned();
+        let mut intents: Vec<String> = Vec::new();
+        for event in &record.events {
+            if event.name == "intent" && !intents.contains(&event.value) {
+                intents.push(event.value.clone());
+            }
+        }
+        Ok(Self {
+            session: record.session.to_string(),
+            started_ms: millis(record.started_at),
+            state: record.state.as_str().to_owned(),
+            location: record.location.clone(),
+            caller: record.caller.clone(),
+            disposition: text("disposition"),
+            flips: i32::try_from(record.flips.len()).unwrap_or(i32::MAX),
+            intents,
+            record: json.to_string(),
+        })
+    }
+}
+
+/// Insert a record, or replace the one of its session (its start stays as first written).
+const SAVE_CDR: &str = "INSERT INTO cdrs
+    (session, node, started_ms, state, location, caller, disposition, flips, intents, record)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+    ON CONFLICT (session) DO UPDATE SET state = excluded.state,
+    location = excluded.location, caller = excluded.caller,
+    disposition = excluded.disposition, flips = excluded.flips,
+    intents = excluded.intents, record = excluded.record";
+
+/// A stored record as JSON, with the node that wrote it.
+fn record_of(row: &Row) -> Result<serde_json::Value> {
+    let mut record: serde_json::Value = parse_json(row.get("record"))?;
+    record["node"] = row.get::<_, String>("node").into();
+    Ok(record)
+}
+
+impl CdrStore for PostgresStore {
+    fn save_cdr(&self, record: &CallRecord) -> Result<()> {
+        self.save_cdrs(std::slice::from_ref(record))
+    }
+
+    fn save_cdrs(&self, records: &[CallRecord]) -> Result<()> {
+        let rows = records
+            .iter()
+            .map(|record| {
+                let r = CdrRow::of(record)?;
+                let params: Vec<Box<dyn ToSql + Sync + Send>> = vec![
+                    Box::new(r.session),
+                    Box::new(self.node.to_string()),
+                    Box::new(r.started_ms),
+                    Box::new(r.state),
+                    Box::new(r.location),
+                    Box::new(r.caller),
+                    Box::new(r.disposition),
+                    Box::new(r.flips),
+                    Box::new(r.intents),
+                    Box::new(r.record),
+                ];
+                Ok(params)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.run(move |s| s.execute_all(SAVE_CDR, &rows))
+    }
+
+    fn cdrs(&self, query: &CdrQuery) -> Result<Vec<serde_json::Value>> {
+        let since = query.since.map(whole_second_ms);
+        let until = query.until.map(whole_second_ms);
+        let (location, caller, disposition, flipped, after) = (
+            query.location.clone(),
+            query.caller.clone(),
+            query.disposition.clone(),
+            query.flipped,
+            query.after.clone(),
+        );
+        let limit = bigint(query.limit);
+        self.run(move |s| {
+            // One statement for every combination: an absent filter is NULL and passes.
+            let rows = s.query(
+                "SELECT node, record FROM cdrs
+                 WHERE ($1::BIGINT IS NULL OR started_ms >= $1)
+                   AND ($2::BIGINT IS NULL OR started_ms < $2)
+                   AND ($3::TEXT IS NULL OR location = $3)
+                   AND ($4::TEXT IS NULL OR caller = $4)
+                   AND ($5::TEXT IS NULL OR disposition = $5)
+                   AND ($6::BOOLEAN IS NULL OR (flips > 0) = $6)
+                   AND ($7::TEXT IS NULL OR (started_ms, id) <
+                        (SELECT started_ms, id FROM cdrs WHERE session = $7))
+                 ORDER BY started_ms DESC, id DESC LIMIT $8",
+                &[
+                    &since,
+                    &until,
+                    &location,
+                    &caller,
+                    &disposition,
+                    &flipped,
+                    &after,
+                    &limit,
+                ],
+            )?;
+            rows.iter().map(record_of).collect()
+        })
+    }
+
+    fn cdr(&self, session: &str) -> Result<Option<serde_json::Value>> {
+        let session = session.to_owned();
+        self.run(move |s| {
+            let rows = s.query(
+                "SELECT node, record FROM cdrs WHERE session = $1",
+                &[&session],
+            )?;
+            rows.first().map(record_of).transpose()
+        })
+    }
+
+    fn mark_alive(&self, at: jiff::Timestamp) -> Result<()> {
+        let (node, at) = (self.node.to_string(), at.to_string());
+        self.run(move |s| {
+            s.execute(
+                "INSERT INTO alive (node, at) VALUES ($1, $2)
+                 ON CONFLICT (node) DO UPDATE SET at = excluded.at",
+                &[&node, &at],
+            )
+            .map(drop)
+        })
+    }
+
+    fn close_interrupted(&self) -> Result<usize> {
+        // This node's live calls only: the other nodes' are theirs, and live.
+        let node = self.node.to_string();
+        self.run(move |s| {
+            let client = s.client()?;
+            let mut tx = client.transaction().map_err(pg)?;
+            let alive_at = tx
+                .query_opt("SELECT at FROM alive WHERE node = $1", &[&node])
+                .map_err(pg)?
+                .and_then(|row| row.get::<_, String>(0).parse().ok());
+            let live = tx
+                .query(
+                    "SELECT id, record FROM cdrs WHERE node = $1 AND state = 'live'
+                     FOR UPDATE",
+                    &[&node],
+                )
+                .map_err(pg)?;
+            for row in &live {
+                let id: i64 = row.get(0);
+                let mut record: serde_json::Value = parse_json(row.get(1))?;
+                wasmpbx_types::store::interrupt(&mut record, alive_at);
+                tx.execute(
+                    "UPDATE cdrs SET record = $2, state = 'interrupted' WHERE id = $1",
+                    &[&id, &record.to_string()],
+                )
+                .map_err(pg)?;
+            }
+            tx.commit().map_err(pg)?;
+            Ok(live.len())
+        })
+    }
+
+    fn intents(&self, location: Option<&str>, since: jiff::Timestamp) -> Result<Vec<IntentCount>> {
+        let location = location.map(str::to_owned);
+        let since = whole_second_ms(since);
+        self.run(move |s| {
+            let rows = s.query(
+                "SELECT (started_ms / 3600000) * 3600 AS hour, location, intent,
+                        COUNT(*) AS calls
+                 FROM cdrs, unnest(intents) AS intent
+                 WHERE started_ms >= $1 AND location IS NOT NULL
+                   AND ($2::TEXT IS NULL OR location = $2)
+                 GROUP BY hour, location, intent
+                 ORDER BY hour, location COLLATE \"C\", intent COLLATE \"C\"",
+                &[&since, &location],
+            )?;
+            rows.iter()
+                .map(|row| {
+                    let hour = jiff::Timestamp::from_second(row.get(0)).map_err(invalid)?;
+                    Ok(IntentCount {
+                        hour: hour_of(hour),
+                        location: row.get(1),
+                        intent: row.get(2),
+                        calls: row.get::<_, i64>(3).try_into().unwrap_or(0),
+                    })
+                })
+                .collect()
+        })
+    }
+}
+
+impl RegistrationStore for PostgresStore {
+    fn save_binding(&self, b: &Binding) -> Result<()> {
+        let node = self.node.to_string();
+        let b = b.clone();
+        self.run(move |s| {
+            s.execute(
+                "INSERT INTO registrations (node, user_id, contact, device, instance,
+                 user_agent, transport, source, expires_at, call_id, cseq)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                 ON CONFLICT (node, user_id, contact) DO UPDATE SET device = excluded.device,
+                 instance = excluded.instance, user_agent = excluded.user_agent,
+                 transport = excluded.transport, source = excluded.source,
+                 expires_at = excluded.expires_at, call_id = excluded.call_id,
+                 cseq = excluded.cseq",
+                &[
+                    &node,
+                    &b.user_id,
+                    &b.contact,
+                    &b.device,
+                    &b.instance,
+                    &b.user_agent,
+                    &b.transport.as_str(),
+                    &b.source.to_string(),
+                    &b.expires_at,
+                    &b.call_id,
+                    &i64::from(b.cseq),
+                ],
+            )
+            .map(drop)
+        })
+    }
+
+    fn remove_binding(&self, user_id: &str, contact: &str) -> Result<()> {
+        let (node, user_id, contact) = (
+            self.node.to_string(),
+            user_id.to_owned(),
+            contact.to_owned(),
+        );
+        self.run(move |s| {
+            s.execute(
+                "DELETE FROM registrations WHERE node = $1 AND user_id = $2 AND contact = $3",
+                &[&node, &user_id, &contact],
+            )
+            .map(drop)
+        })
+    }
+
+    fn load_bindings(&self) -> Result<Vec<Binding>> {
+        let node = self.node.to_string();
+        self.run(move |s| {
+            let rows = s.query(
+                "SELECT user_id, contact, device, instance, user_agent, transport, source,
+                        expires_at, call_id, cseq
+                 FROM registrations WHERE node = $1",
+                &[&node],
+            )?;
+            rows.iter().map(binding_of).collect()
+        })
+    }
+}
+
+fn binding_of(row: &Row) -> Result<Binding> {
+    let transport: String = row.get(5);
+    let source: String = row.get(6);
+    Ok(Binding {
+        user_id: row.get(0),
+        contact: row.get(1),
+        device: row.get(2),
+        instance: row.get(3),
+        user_agent: row.get(4),
+        transport: Transport::from_name(&transport)
+            .ok_or_else(|| invalid(format!("registration transport {transport:?}")))?,
+        source: source
+            .parse()
+            .map_err(|_| invalid(format!("registration source {source:?}")))?,
+        expires_at: row.get(7),
+        call_id: row.get(8),
+        cseq: u32::try_from(row.get::<_, i64>(9)).map_err(invalid)?,
+    })
+}
+
+impl ShadowStore for PostgresStore {
+    fn save_shadow(&self, results: &[ShadowResult]) -> Result<()> {
+        let rows = results
+            .iter()
+            .map(|result| {
+                let params: Vec<Box<dyn ToSql + Sync + Send>> = vec![
+                    Box::new(result.location.clone()),
+                    Box::new(millis(result.at)),
+                    Box::new(serde_json::to_string(result).map_err(invalid)?),
+                ];
+                Ok(params)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.run(move |s| {
+            s.execute_all(
+                "INSERT INTO shadow (location, at, result) VALUES ($1, $2, $3)",
+                &rows,
+            )
+        })
+    }
+
+    fn shadow_results(
+        &self,
+        location: &str,
+        since: Option<jiff::Timestamp>,
+    ) -> Result<Vec<ShadowResult>> {
+        let location = location.to_owned();
+        let since = since.map_or(i64::MIN, millis);
+        self.run(move |s| {
+            let rows = s.query(
+                "SELECT result FROM shadow WHERE location = $1 AND at >= $2 ORDER BY at, id",
+                &[&location, &since],
+            )?;
+            rows.iter().map(|row| parse_json(row.get(0))).collect()
+        })
+    }
+
+    fn forget_shadow(&self, before: jiff::Timestamp) -> Result<usize> {
+        self.run(move |s| {
+            let n = s.execute("DELETE FROM shadow WHERE at < $1", &[&millis(before)])?;
+            Ok(usize::try_from(n).unwrap_or(usize::MAX))
+        })
+    }
+}
+
+impl DecisionStore for PostgresStore {
+    fn save_decisions(&self, decisions: &[DecisionRecord]) -> Result<()> {
+        let rows = decisions
+            .iter()
+            .map(|decision| {
+                let params: Vec<Box<dyn ToSql + Sync + Send>> = vec![
+                    Box::new(decision.session.clone()),
+                    Box::new(decision.location.clone()),
+                    Box::new(millis(decision.at)),
+                    Box::new(serde_json::to_string(decision).map_err(invalid)?),
+                ];
+                Ok(params)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.run(move |s| {
+            s.execute_all(
+                "INSERT INTO decisions (session, location, at, decision) VALUES ($1, $2, $3, $4)",
+                &rows,
+            )
+        })
+    }
+
+    fn decisions(&self, session: &str) -> Result<Vec<DecisionRecord>> {
+        let session = session.to_owned();
+        self.run(move |s| {
+            let rows = s.query(
+                "SELECT decision FROM decisions WHERE session = $1 ORDER BY id",
+                &[&session],
+            )?;
+            rows.iter().map(|row| parse_json(row.get(0))).collect()
+        })
+    }
+
+    fn decision_sessions(
+        &self,
+        location: Option<&str>,
+        since: Option<jiff::Timestamp>,
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        let location = location.map(str::to_owned);
+        let since = since.map_or(i64::MIN, millis);
+        let limit = bigint(limit);
+        self.run(move |s| {
+            let rows = s.query(
+                "SELECT session FROM decisions
+                 WHERE ($1::TEXT IS NULL OR location = $1) AND at >= $2
+                 GROUP BY session ORDER BY MIN(id) LIMIT $3",
+                &[&location, &since, &limit],
+            )?;
+            Ok(rows.iter().map(|row| row.get(0)).collect())
+        })
+    }
+
+    fn save_script(&self, hash: &str, name: &str, bytes: &[u8]) -> Result<()> {
+        let (hash, name, bytes) = (hash.to_owned(), name.to_owned(), bytes.to_vec());
+        self.run(move |s| {
+            s.execute(
+                "INSERT INTO scripts (hash, name, bytes) VALUES ($1, $2, $3)
+                 ON CONFLICT (hash) DO NOTHING",
+                &[&hash, &name, &bytes],
+            )
+            .map(drop)
+        })
+    }
+
+    fn script(&self, hash: &str) -> Result<Option<Vec<u8>>> {
+        let hash = hash.to_owned();
+        self.run(move |s| {
+            let rows = s.query("SELECT bytes FROM scripts WHERE hash = $1", &[&hash])?;
+            Ok(rows.first().map(|row| row.get(0)))
+        })
+    }
+
+    fn forget_decisions(&self, before: jiff::Timestamp) -> Result<usize> {
+        self.run(move |s| {
+            let n = s.execute("DELETE FROM decisions WHERE at < $1", &[&millis(before)])?;
+            Ok(usize::try_from(n).unwrap_or(usize::MAX))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::throwaway::ThrowawayPostgres;
+    use wasmpbx_types::store::contract;
+
+    fn cluster() -> ThrowawayPostgres {
+        ThrowawayPostgres::start().unwrap_or_else(|e| panic!("starting PostgreSQL: {e}"))
+    }
+
+    /// Every contract the SQLite and memory stores keep, each on a database of its own.
+    #[test]
+    fn postgres_store_keeps_every_store_contract() {
+        let pg = cluster();
+        let fresh = |name: &str| PostgresStore::connect(&pg.database(name).unwrap(), "a").unwrap();
+        contract::kv_store_contract(&fresh("kv"));
+        contract::cdr_store_contract(&fresh("cdr"));
+        contract::cdr_query_contract(&fresh("query"));
+        contract::intents_contract(&fresh("intents"));
+        contract::interrupted_cdr_contract(&fresh("interrupted"));
+        contract::registration_store_contract(&fresh("registrations"));
+        contract::shadow_store_contract(&fresh("shadow"));
+        contract::decision_store_contract(&fresh("decisions"));
+    }
+
+    /// Two nodes on one database: the key-value store and the records are shared; each
+    /// node's live calls, registrations and signs of life are its own.
+    #[test]
+    fn nodes_share_the_database_but_not_their_calls() {
+        let pg = cluster();
+        let url = pg.database("shared").unwrap();
+        let (a, b) = (
+            PostgresStore::connect(&url, "a").unwrap(),
+            PostgresStore::connect(&url, "b").unwrap(),
+        );
+        a.set("sydney", "override", "closed").unwrap();
+        assert_eq!(
+            b.get("sydney", "override").unwrap().as_deref(),
+            Some("closed"),
+            "an override set on one node applies on the other"
+        );
+        let mut live = contract::record(1, "0400");
+        live.state = wasmpbx_types::record::RecordState::Live;
+        live.ended_at = None;
+        a.save_cdr(&live).unwrap();
+        b.save_cdr(&contract::record(2, "0411")).unwrap();
+        let all = b.recent_cdrs(10).unwrap();
+        assert_eq!(all.len(), 2, "both nodes' records in one table");
+        assert_eq!(all[0]["node"], "b");
+        assert_eq!(all[1]["node"], "a");
+        assert_eq!(
+            b.close_interrupted().unwrap(),
+            0,
+            "b restarting leaves a's live call alone"
+        );
+        assert_eq!(a.close_interrupted().unwrap(), 1);
+        a.save_binding(&contract::binding("alice", "sip:a@1"))
+            .unwrap();
+        assert!(b.load_bindings().unwrap().is_empty(), "a's phones are a's");
+        assert_eq!(a.load_bindings().unwrap().len(), 1);
+    }
+
+    /// Migrations run once, and a database from a newer wasmpbx is refused rather than
+    /// misread.
+    #[test]
+    fn the_schema_is_migrated_once_and_a_newer_one_refused() {
+        let pg = cluster();
+        let url = pg.database("schema").unwrap();
+        let store = PostgresStore::connect(&url, "a").unwrap();
+        store.set("sydney", "override", "closed").unwrap();
+        drop(store);
+        let again = PostgresStore::connect(&url, "a").unwrap();
+        assert_eq!(
+            again.get("sydney", "override").unwrap().as_deref(),
+            Some("closed"),
+            "reopening keeps the data"
+        );
+        let mut client = postgres::Client::connect(&url, NoTls).unwrap();
+        client
+            .execute("INSERT INTO schema_migrations (version) VALUES (999)", &[])
+            .unwrap();
+        let refused = PostgresStore::connect(&url, "a").err().unwrap().to_string();
+        assert!(refused.contains("newer than this wasmpbx"), "{refused}");
+    }
+
+    /// A database that is not there: one clear error, at once, without the URL's password.
+    #[test]
+    fn an_unreachable_database_is_one_clear_error() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("postgres://wasmpbx:s3cret@127.0.0.1:{port}/none");
+        let error = PostgresStore::connect(&url, "a").err().unwrap().to_string();
+        assert!(error.contains("error connecting"), "{error}");
+        assert!(!error.contains("s3cret"), "{error}");
+        let garbage = PostgresStore::connect("postgres://[::1", "a")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(garbage.contains("not a PostgreSQL URL"), "{garbage}");
+    }
+
+    /// A connection the server closed (a database restart) is opened again for the next
+    /// job: one failure at most, then service.
+    #[test]
+    fn a_broken_connection_is_reopened() {
+        let pg = cluster();
+        let url = pg.database("reopen").unwrap();
+        let store = PostgresStore::connect(&url, "a").unwrap();
+        store.set("s", "k", "v").unwrap();
+        let mut admin = postgres::Client::connect(&pg.url("postgres"), NoTls).unwrap();
+        admin
+            .execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE datname = 'reopen' AND pid <> pg_backend_pid()",
+                &[],
+            )
+            .unwrap();
+        let mut answers = Vec::new();
+        for _ in 0..2 * CONNECTIONS {
+            answers.push(store.get("s", "k").ok().flatten());
+        }
+        let served = answers.iter().filter(|a| a.as_deref() == Some("v")).count();
+        assert!(served >= CONNECTIONS, "{answers:?}");
+        assert_eq!(answers.last().unwrap().as_deref(), Some("v"));
+    }
+}
