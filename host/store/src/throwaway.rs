@@ -144,15 +144,21 @@ impl ThrowawayPostgres {
     pub fn port(&self) -> u16 {
         self.port
     }
-}
 
-impl Drop for ThrowawayPostgres {
-    fn drop(&mut self) {
+    /// Stop the cluster at once (a crash, as far as clients can tell); dropping it does
+    /// too.
+    pub fn stop(&self) {
         let _ = as_postgres(&self.bin.join("pg_ctl"))
             .args(["stop", "-m", "immediate", "-D"])
             .arg(&self.data)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
+    }
+}
+
+impl Drop for ThrowawayPostgres {
+    fn drop(&mut self) {
+        self.stop();
     }
 }

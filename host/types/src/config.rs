@@ -316,7 +316,7 @@ impl Default for ScriptsConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
     /// The SQLite database file (the embedded default).
@@ -332,6 +332,16 @@ impl Default for StoreConfig {
             path: "wasmpbx.db".into(),
             url: None,
         }
+    }
+}
+
+impl fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The URL may hold a password: only whether there is one.
+        f.debug_struct("StoreConfig")
+            .field("path", &self.path)
+            .field("url", &self.url.as_ref().map(|_| "…"))
+            .finish()
     }
 }
 
@@ -959,6 +969,28 @@ mod tests {
         );
         let config = parse(&format!("{tls}tls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n")).unwrap();
         assert_eq!(config.sip.listen[1].transport, Transport::Tls);
+    }
+
+    #[test]
+    fn a_postgresql_store_needs_a_node_name_and_hides_its_password() {
+        let url = "[store]\nurl = \"postgres://wasmpbx:s3cret@db/wasmpbx\"\n";
+        let err = parse(url).unwrap_err();
+        assert!(
+            err.contains("cluster.node: required with store.url"),
+            "{err}"
+        );
+        let config = parse(&format!("{url}[cluster]\nnode = \"a\"\n")).unwrap();
+        assert_eq!(config.cluster.node.as_deref(), Some("a"));
+        assert!(!format!("{config:?}").contains("s3cret"), "Debug hides it");
+        let err =
+            parse("[store]\nurl = \"mysql://s3cret@db\"\n[cluster]\nnode = \"a\"\n").unwrap_err();
+        assert!(
+            err.contains("store.url: must be a postgres:// URL"),
+            "{err}"
+        );
+        assert!(!err.contains("s3cret"), "{err}");
+        let err = parse("[cluster]\nnode = \"a b\"\n").unwrap_err();
+        assert!(err.contains("cluster.node"), "{err}");
     }
 
     #[test]

@@ -364,6 +364,12 @@ pub fn check_entry(key: &str, value: &str) -> Result<()> {
             "value must be at most {MAX_VALUE_BYTES} bytes"
         )));
     }
+    // Text, as every backend keeps it (PostgreSQL's text cannot hold NUL).
+    if key.contains('\0') || value.contains('\0') {
+        return Err(StoreError::Invalid(
+            "key and value must not contain NUL".into(),
+        ));
+    }
     Ok(())
 }
 
@@ -491,6 +497,7 @@ pub mod contract {
             Some("open")
         );
         assert!(store.set("sydney", "", "x").is_err());
+        assert!(store.set("sydney", "k", "a\0b").is_err());
         assert!(
             store
                 .set("sydney", "k", &"x".repeat(MAX_VALUE_BYTES + 1))

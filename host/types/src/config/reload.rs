@@ -67,7 +67,8 @@ const RESTART_ONLY: &[RestartOnly] = &[
     },
     RestartOnly {
         key: "store",
-        read: |c| format!("{:?}", c.store),
+        // Not Debug, which hides the URL's password: a new password needs a restart too.
+        read: |c| format!("{:?} {:?}", c.store.path, c.store.url),
         keep: |c, old| c.store = old.store.clone(),
     },
     RestartOnly {

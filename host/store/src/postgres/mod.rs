@@ -11,9 +11,14 @@
 //! (the `node` column): call records' liveness, registrations and signs of life — a node
 //! that restarts closes only its own interrupted calls and restores only its own phones.
 
+mod mirror;
+mod schema;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
+
+use mirror::KvMirror;
 
 use postgres::types::ToSql;
 use postgres::{Client, NoTls, Row, Statement};
@@ -32,82 +37,6 @@ const CONNECTIONS: usize = 4;
 
 /// How long connecting may take when the URL does not say (`connect_timeout`).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The schema, one migration per version, applied in order at start and recorded in
-/// `schema_migrations`. Never edit a released one: add the next.
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    "CREATE TABLE kv (
-        scope      TEXT NOT NULL,
-        key        TEXT NOT NULL,
-        value      TEXT NOT NULL,
-        expires_at BIGINT,
-        updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
-        PRIMARY KEY (scope, key)
-    );
-    CREATE INDEX kv_expiry ON kv (expires_at) WHERE expires_at IS NOT NULL;
-    CREATE TABLE audit (
-        id    BIGSERIAL PRIMARY KEY,
-        entry TEXT NOT NULL
-    );
-    CREATE TABLE cdrs (
-        id          BIGSERIAL PRIMARY KEY,
-        session     TEXT NOT NULL UNIQUE,
-        node        TEXT NOT NULL,
-        started_ms  BIGINT NOT NULL,
-        state       TEXT NOT NULL,
-        location    TEXT,
-        caller      TEXT NOT NULL,
-        disposition TEXT NOT NULL,
-        flips       INTEGER NOT NULL,
-        intents     TEXT[] NOT NULL,
-        record      TEXT NOT NULL
-    );
-    CREATE INDEX cdrs_started ON cdrs (started_ms, id);
-    CREATE INDEX cdrs_live ON cdrs (node) WHERE state = 'live';
-    CREATE TABLE alive (
-        node TEXT PRIMARY KEY,
-        at   TEXT NOT NULL
-    );
-    CREATE TABLE registrations (
-        node       TEXT NOT NULL,
-        user_id    TEXT NOT NULL,
-        contact    TEXT NOT NULL,
-        device     TEXT NOT NULL,
-        instance   TEXT,
-        user_agent TEXT,
-        transport  TEXT NOT NULL,
-        source     TEXT NOT NULL,
-        expires_at BIGINT NOT NULL,
-        call_id    TEXT NOT NULL,
-        cseq       BIGINT NOT NULL,
-        PRIMARY KEY (node, user_id, contact)
-    );
-    CREATE TABLE shadow (
-        id       BIGSERIAL PRIMARY KEY,
-        location TEXT NOT NULL,
-        at       BIGINT NOT NULL,
-        result   TEXT NOT NULL
-    );
-    CREATE INDEX shadow_location ON shadow (location, at);
-    CREATE TABLE decisions (
-        id       BIGSERIAL PRIMARY KEY,
-        session  TEXT NOT NULL,
-        location TEXT,
-        at       BIGINT NOT NULL,
-        decision TEXT NOT NULL
-    );
-    CREATE INDEX decisions_session ON decisions (session);
-    CREATE INDEX decisions_at ON decisions (at);
-    CREATE TABLE scripts (
-        hash  TEXT PRIMARY KEY,
-        name  TEXT NOT NULL,
-        bytes BYTEA NOT NULL
-    );",
-)];
-
-/// Taken while migrating, so nodes starting together migrate one after the other.
-const MIGRATION_LOCK: i64 = 0x0077_6173_6d70_6278; // "wasmpbx" in ASCII
 
 fn pg(e: postgres::Error) -> StoreError {
     StoreError::Backend(e.to_string())
@@ -163,24 +92,6 @@ impl Session {
         let statement = self.statement(sql)?;
         self.client()?.execute(&statement, params).map_err(pg)
     }
-
-    /// Run `sql` once for each parameter list, in one transaction.
-    fn execute_all(
-        &mut self,
-        sql: &'static str,
-        rows: &[Vec<Box<dyn ToSql + Sync + Send>>],
-    ) -> Result<()> {
-        let statement = self.statement(sql)?;
-        let mut tx = self.client()?.transaction().map_err(pg)?;
-        for row in rows {
-            let params: Vec<&(dyn ToSql + Sync)> = row
-                .iter()
-                .map(|p| p.as_ref() as &(dyn ToSql + Sync))
-                .collect();
-            tx.execute(&statement, &params).map_err(pg)?;
-        }
-        tx.commit().map_err(pg)
-    }
 }
 
 type Job = Box<dyn FnOnce(&mut Session) + Send>;
@@ -189,6 +100,14 @@ type Job = Box<dyn FnOnce(&mut Session) + Send>;
 pub struct PostgresStore {
     jobs: mpsc::Sender<Job>,
     node: Arc<str>,
+    kv: Arc<KvMirror>,
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        // The workers stop when `jobs` goes; the listener when told.
+        self.kv.stop();
+    }
 }
 
 impl PostgresStore {
@@ -216,8 +135,19 @@ impl PostgresStore {
         let store = Self {
             jobs,
             node: node.into(),
+            kv: Arc::default(),
         };
-        store.run(|session| migrate(session.client()?))?;
+        store.run(|session| schema::migrate(session.client()?))?;
+        let kv = store.kv.clone();
+        std::thread::Builder::new()
+            .name("store-pg-kv".into())
+            .spawn(move || mirror::follow(config, kv))
+            .map_err(|e| StoreError::Backend(format!("starting the key-value mirror: {e}")))?;
+        if !store.kv.wait_until_following(CONNECT_TIMEOUT) {
+            return Err(StoreError::Backend(
+                "the key-value mirror could not load the entries".into(),
+            ));
+        }
         Ok(store)
     }
 
@@ -256,45 +186,14 @@ fn work(queue: &Mutex<mpsc::Receiver<Job>>, config: postgres::Config) {
     }
 }
 
-/// Apply the migrations the database lacks, under a lock other nodes wait on.
-fn migrate(client: &mut Client) -> Result<()> {
-    let mut tx = client.transaction().map_err(pg)?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
-        .map_err(pg)?;
-    tx.batch_execute(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (
-            version    INTEGER PRIMARY KEY,
-            applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
-        )",
-    )
-    .map_err(pg)?;
-    let applied: i32 = tx
-        .query_one(
-            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
-            &[],
-        )
-        .map_err(pg)?
-        .get(0);
-    let known = MIGRATIONS.last().map_or(0, |(version, _)| *version);
-    if applied > known {
-        return Err(StoreError::Backend(format!(
-            "the database's schema is version {applied}, newer than this wasmpbx knows \
-             ({known}): upgrade wasmpbx"
-        )));
-    }
-    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > applied) {
-        tx.batch_execute(sql).map_err(pg)?;
-        tx.execute(
-            "INSERT INTO schema_migrations (version) VALUES ($1)",
-            &[version],
-        )
-        .map_err(pg)?;
-    }
-    tx.commit().map_err(pg)
-}
-
 fn parse_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
     serde_json::from_str(text).map_err(invalid)
+}
+
+/// `text` without NUL, which PostgreSQL's text cannot hold: for the columns a record is
+/// looked up by (the record's JSON escapes NUL and keeps it).
+fn column(text: &str) -> String {
+    text.replace('\0', "")
 }
 
 fn millis(at: jiff::Timestamp) -> i64 {
@@ -307,15 +206,9 @@ fn whole_second_ms(at: jiff::Timestamp) -> i64 {
 }
 
 impl KvStore for PostgresStore {
+    /// From the mirror: no round trip, and an answer while the database is away.
     fn get(&self, scope: &str, key: &str) -> Result<Option<String>> {
-        let (scope, key) = (scope.to_owned(), key.to_owned());
-        self.run(move |s| {
-            let rows = s.query(
-                "SELECT value FROM kv WHERE scope = $1 AND key = $2",
-                &[&scope, &key],
-            )?;
-            Ok(rows.first().map(|row| row.get(0)))
-        })
+        Ok(self.kv.get(scope, key))
     }
 
     fn set_until(
@@ -328,37 +221,35 @@ impl KvStore for PostgresStore {
         check_entry(key, value)?;
         let (scope, key, value) = (scope.to_owned(), key.to_owned(), value.to_owned());
         let expires_at = expires_at.map(millis);
-        self.run(move |s| {
-            s.execute(
+        let txid = self.run(move |s| {
+            let rows = s.query(
                 "INSERT INTO kv (scope, key, value, expires_at) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value,
-                 expires_at = excluded.expires_at, updated_at = now()",
+                 expires_at = excluded.expires_at, updated_at = now()
+                 RETURNING txid_current()",
                 &[&scope, &key, &value, &expires_at],
-            )
-            .map(drop)
-        })
+            )?;
+            Ok(rows.first().map(|row| row.get::<_, i64>(0)))
+        })?;
+        txid.into_iter().for_each(|txid| self.kv.wait_for(txid));
+        Ok(())
     }
 
     fn delete(&self, scope: &str, key: &str) -> Result<()> {
         let (scope, key) = (scope.to_owned(), key.to_owned());
-        self.run(move |s| {
-            s.execute(
-                "DELETE FROM kv WHERE scope = $1 AND key = $2",
+        let txid = self.run(move |s| {
+            let rows = s.query(
+                "DELETE FROM kv WHERE scope = $1 AND key = $2 RETURNING txid_current()",
                 &[&scope, &key],
-            )
-            .map(drop)
-        })
+            )?;
+            Ok(rows.first().map(|row| row.get::<_, i64>(0)))
+        })?;
+        txid.into_iter().for_each(|txid| self.kv.wait_for(txid));
+        Ok(())
     }
 
     fn list(&self, scope: &str) -> Result<Vec<(String, String)>> {
-        let scope = scope.to_owned();
-        self.run(move |s| {
-            let rows = s.query(
-                "SELECT key, value FROM kv WHERE scope = $1 ORDER BY key COLLATE \"C\"",
-                &[&scope],
-            )?;
-            Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
-        })
+        Ok(self.kv.list(scope))
     }
 
     fn expires_at(&self, scope: &str, key: &str) -> Result<Option<jiff::Timestamp>> {
@@ -377,13 +268,13 @@ impl KvStore for PostgresStore {
 
     fn expire(&self, now: jiff::Timestamp) -> Result<Vec<Expired>> {
         // Each node's sweeper runs this; the DELETE hands every due entry to one of them.
-        self.run(move |s| {
+        let (mut expired, txid) = self.run(move |s| {
             let rows = s.query(
                 "DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at <= $1
-                 RETURNING scope, key, value",
+                 RETURNING scope, key, value, txid_current()",
                 &[&millis(now)],
             )?;
-            let mut expired: Vec<Expired> = rows
+            let expired: Vec<Expired> = rows
                 .iter()
                 .map(|row| Expired {
                     scope: row.get(0),
@@ -391,9 +282,11 @@ impl KvStore for PostgresStore {
                     value: row.get(2),
                 })
                 .collect();
-            expired.sort_by(|a, b| (&a.scope, &a.key).cmp(&(&b.scope, &b.key)));
-            Ok(expired)
-        })
+            Ok((expired, rows.first().map(|row| row.get::<_, i64>(3))))
+        })?;
+        txid.into_iter().for_each(|txid| self.kv.wait_for(txid));
+        expired.sort_by(|a, b| (&a.scope, &a.key).cmp(&(&b.scope, &b.key)));
+        Ok(expired)
     }
 
     fn audit(&self, entry: &AuditEntry) -> Result<()> {
@@ -437,16 +330,17 @@ impl CdrRow {
         let text = |key: &str| json[key].as_str().unwrap_or_default().to_owned();
         let mut intents: Vec<String> = Vec::new();
         for event in &record.events {
-            if event.name == "intent" && !intents.contains(&event.value) {
-                intents.push(event.value.clone());
+            let intent = column(&event.value);
+            if event.name == "intent" && !intents.contains(&intent) {
+                intents.push(intent);
             }
         }
         Ok(Self {
             session: record.session.to_string(),
             started_ms: millis(record.started_at),
             state: record.state.as_str().to_owned(),
-            location: record.location.clone(),
-            caller: record.caller.clone(),
+            location: record.location.as_deref().map(column),
+            caller: column(&record.caller),
             disposition: text("disposition"),
             flips: i32::try_from(record.flips.len()).unwrap_or(i32::MAX),
             intents,
@@ -455,14 +349,78 @@ impl CdrRow {
     }
 }
 
-/// Insert a record, or replace the one of its session (its start stays as first written).
-const SAVE_CDR: &str = "INSERT INTO cdrs
+/// Insert records, or replace those of their sessions (a start stays as first
+/// written): a batch is one statement, its columns as arrays.
+const SAVE_CDRS: &str = "INSERT INTO cdrs
     (session, node, started_ms, state, location, caller, disposition, flips, intents, record)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+    SELECT session, $1, started_ms, state, location, caller, disposition, flips,
+           ARRAY(SELECT jsonb_array_elements_text(intents::jsonb)), record
+    FROM unnest($2::TEXT[], $3::BIGINT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::TEXT[],
+                $8::INTEGER[], $9::TEXT[], $10::TEXT[]) WITH ORDINALITY
+         AS batch(session, started_ms, state, location, caller, disposition, flips,
+                  intents, record, n)
+    ORDER BY n
     ON CONFLICT (session) DO UPDATE SET state = excluded.state,
     location = excluded.location, caller = excluded.caller,
     disposition = excluded.disposition, flips = excluded.flips,
     intents = excluded.intents, record = excluded.record";
+
+/// A batch of records as [`SAVE_CDRS`]'s columns.
+#[derive(Default)]
+struct CdrColumns {
+    session: Vec<String>,
+    started_ms: Vec<i64>,
+    state: Vec<String>,
+    location: Vec<Option<String>>,
+    caller: Vec<String>,
+    disposition: Vec<String>,
+    flips: Vec<i32>,
+    /// Each row's intents as a JSON array (arrays of arrays must be rectangular).
+    intents: Vec<String>,
+    record: Vec<String>,
+}
+
+impl CdrColumns {
+    /// `records`, the last version of each session only: one statement may not update
+    /// a row twice, and the last is what a batch in order would leave.
+    fn of(records: &[CallRecord]) -> Result<Self> {
+        let mut columns = Self::default();
+        let mut seen = std::collections::HashSet::new();
+        for record in records.iter().rev() {
+            if seen.insert(record.session) {
+                columns.push(CdrRow::of(record)?)?;
+            }
+        }
+        columns.reverse();
+        Ok(columns)
+    }
+
+    fn push(&mut self, row: CdrRow) -> Result<()> {
+        self.intents
+            .push(serde_json::to_string(&row.intents).map_err(invalid)?);
+        self.session.push(row.session);
+        self.started_ms.push(row.started_ms);
+        self.state.push(row.state);
+        self.location.push(row.location);
+        self.caller.push(row.caller);
+        self.disposition.push(row.disposition);
+        self.flips.push(row.flips);
+        self.record.push(row.record);
+        Ok(())
+    }
+
+    fn reverse(&mut self) {
+        self.session.reverse();
+        self.started_ms.reverse();
+        self.state.reverse();
+        self.location.reverse();
+        self.caller.reverse();
+        self.disposition.reverse();
+        self.flips.reverse();
+        self.intents.reverse();
+        self.record.reverse();
+    }
+}
 
 /// A stored record as JSON, with the node that wrote it.
 fn record_of(row: &Row) -> Result<serde_json::Value> {
@@ -477,26 +435,27 @@ impl CdrStore for PostgresStore {
     }
 
     fn save_cdrs(&self, records: &[CallRecord]) -> Result<()> {
-        let rows = records
-            .iter()
-            .map(|record| {
-                let r = CdrRow::of(record)?;
-                let params: Vec<Box<dyn ToSql + Sync + Send>> = vec![
-                    Box::new(r.session),
-                    Box::new(self.node.to_string()),
-                    Box::new(r.started_ms),
-                    Box::new(r.state),
-                    Box::new(r.location),
-                    Box::new(r.caller),
-                    Box::new(r.disposition),
-                    Box::new(r.flips),
-                    Box::new(r.intents),
-                    Box::new(r.record),
-                ];
-                Ok(params)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        self.run(move |s| s.execute_all(SAVE_CDR, &rows))
+        let columns = CdrColumns::of(records)?;
+        let node = self.node.to_string();
+        self.run(move |s| {
+            let c = &columns;
+            s.execute(
+                SAVE_CDRS,
+                &[
+                    &node,
+                    &c.session,
+                    &c.started_ms,
+                    &c.state,
+                    &c.location,
+                    &c.caller,
+                    &c.disposition,
+                    &c.flips,
+                    &c.intents,
+                    &c.record,
+                ],
+            )
+            .map(drop)
+        })
     }
 
     fn cdrs(&self, query: &CdrQuery) -> Result<Vec<serde_json::Value>> {
@@ -625,7 +584,20 @@ impl CdrStore for PostgresStore {
 impl RegistrationStore for PostgresStore {
     fn save_binding(&self, b: &Binding) -> Result<()> {
         let node = self.node.to_string();
-        let b = b.clone();
+        let mut b = b.clone();
+        // What a phone sent may hold NUL, which PostgreSQL's text cannot.
+        for text in [
+            &mut b.user_id,
+            &mut b.contact,
+            &mut b.device,
+            &mut b.call_id,
+        ]
+        .into_iter()
+        .chain(b.instance.as_mut())
+        .chain(b.user_agent.as_mut())
+        {
+            *text = column(text);
+        }
         self.run(move |s| {
             s.execute(
                 "INSERT INTO registrations (node, user_id, contact, device, instance,
@@ -655,11 +627,7 @@ impl RegistrationStore for PostgresStore {
     }
 
     fn remove_binding(&self, user_id: &str, contact: &str) -> Result<()> {
-        let (node, user_id, contact) = (
-            self.node.to_string(),
-            user_id.to_owned(),
-            contact.to_owned(),
-        );
+        let (node, user_id, contact) = (self.node.to_string(), column(user_id), column(contact));
         self.run(move |s| {
             s.execute(
                 "DELETE FROM registrations WHERE node = $1 AND user_id = $2 AND contact = $3",
@@ -705,22 +673,22 @@ fn binding_of(row: &Row) -> Result<Binding> {
 
 impl ShadowStore for PostgresStore {
     fn save_shadow(&self, results: &[ShadowResult]) -> Result<()> {
-        let rows = results
+        let location: Vec<String> = results.iter().map(|r| r.location.clone()).collect();
+        let at: Vec<i64> = results.iter().map(|r| millis(r.at)).collect();
+        let json = results
             .iter()
-            .map(|result| {
-                let params: Vec<Box<dyn ToSql + Sync + Send>> = vec![
-                    Box::new(result.location.clone()),
-                    Box::new(millis(result.at)),
-                    Box::new(serde_json::to_string(result).map_err(invalid)?),
-                ];
-                Ok(params)
-            })
+            .map(|r| serde_json::to_string(r).map_err(invalid))
             .collect::<Result<Vec<_>>>()?;
         self.run(move |s| {
-            s.execute_all(
-                "INSERT INTO shadow (location, at, result) VALUES ($1, $2, $3)",
-                &rows,
+            s.execute(
+                "INSERT INTO shadow (location, at, result)
+                 SELECT location, at, result
+                 FROM unnest($1::TEXT[], $2::BIGINT[], $3::TEXT[]) WITH ORDINALITY
+                      AS batch(location, at, result, n)
+                 ORDER BY n",
+                &[&location, &at, &json],
             )
+            .map(drop)
         })
     }
 
@@ -750,23 +718,23 @@ impl ShadowStore for PostgresStore {
 
 impl DecisionStore for PostgresStore {
     fn save_decisions(&self, decisions: &[DecisionRecord]) -> Result<()> {
-        let rows = decisions
+        let session: Vec<String> = decisions.iter().map(|d| d.session.clone()).collect();
+        let location: Vec<Option<String>> = decisions.iter().map(|d| d.location.clone()).collect();
+        let at: Vec<i64> = decisions.iter().map(|d| millis(d.at)).collect();
+        let json = decisions
             .iter()
-            .map(|decision| {
-                let params: Vec<Box<dyn ToSql + Sync + Send>> = vec![
-                    Box::new(decision.session.clone()),
-                    Box::new(decision.location.clone()),
-                    Box::new(millis(decision.at)),
-                    Box::new(serde_json::to_string(decision).map_err(invalid)?),
-                ];
-                Ok(params)
-            })
+            .map(|d| serde_json::to_string(d).map_err(invalid))
             .collect::<Result<Vec<_>>>()?;
         self.run(move |s| {
-            s.execute_all(
-                "INSERT INTO decisions (session, location, at, decision) VALUES ($1, $2, $3, $4)",
-                &rows,
+            s.execute(
+                "INSERT INTO decisions (session, location, at, decision)
+                 SELECT session, location, at, decision
+                 FROM unnest($1::TEXT[], $2::TEXT[], $3::BIGINT[], $4::TEXT[]) WITH ORDINALITY
+                      AS batch(session, location, at, decision, n)
+                 ORDER BY n",
+                &[&session, &location, &at, &json],
             )
+            .map(drop)
         })
     }
 
@@ -835,6 +803,17 @@ mod tests {
     use crate::throwaway::ThrowawayPostgres;
     use wasmpbx_types::store::contract;
 
+    /// Whether `done` comes true within two seconds (a change reaching another node's
+    /// mirror takes a notification's trip).
+    fn soon(done: impl Fn() -> bool) -> bool {
+        (0..200).any(|_| {
+            done() || {
+                std::thread::sleep(Duration::from_millis(10));
+                false
+            }
+        })
+    }
+
     fn cluster() -> ThrowawayPostgres {
         ThrowawayPostgres::start().unwrap_or_else(|e| panic!("starting PostgreSQL: {e}"))
     }
@@ -866,10 +845,16 @@ mod tests {
         );
         a.set("sydney", "override", "closed").unwrap();
         assert_eq!(
-            b.get("sydney", "override").unwrap().as_deref(),
+            a.get("sydney", "override").unwrap().as_deref(),
             Some("closed"),
+            "a node reads back what it wrote, at once"
+        );
+        assert!(
+            soon(|| b.get("sydney", "override").unwrap().as_deref() == Some("closed")),
             "an override set on one node applies on the other"
         );
+        b.delete("sydney", "override").unwrap();
+        assert!(soon(|| a.get("sydney", "override").unwrap().is_none()));
         let mut live = contract::record(1, "0400");
         live.state = wasmpbx_types::record::RecordState::Live;
         live.ended_at = None;
@@ -889,6 +874,81 @@ mod tests {
             .unwrap();
         assert!(b.load_bindings().unwrap().is_empty(), "a's phones are a's");
         assert_eq!(a.load_bindings().unwrap().len(), 1);
+    }
+
+    /// The key-value mirror: a value too long for a notification still arrives; with the
+    /// database gone the entries are still read (as they were), writes fail with one
+    /// error; once it is back the mirror loads what changed meanwhile.
+    #[test]
+    fn the_key_value_mirror_follows_and_outlives_the_database() {
+        let pg = cluster();
+        let url = pg.database("mirror").unwrap();
+        let (a, b) = (
+            PostgresStore::connect(&url, "a").unwrap(),
+            PostgresStore::connect(&url, "b").unwrap(),
+        );
+        // Quotes and control characters: the JSON escapes make the notification longer
+        // than 8000 bytes.
+        let long = "\"\u{1}".repeat(2000);
+        a.set("sydney", "notes", &long).unwrap();
+        assert!(soon(
+            || b.get("sydney", "notes").unwrap().as_deref() == Some(long.as_str())
+        ));
+        assert_eq!(b.list("sydney").unwrap(), [("notes".into(), long.clone())]);
+
+        // b loses every connection (a database restart, a network cut): a changes an
+        // entry meanwhile; b's mirror catches up when its listener is back.
+        let mut admin = postgres::Client::connect(&pg.url("postgres"), NoTls).unwrap();
+        admin
+            .execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE application_name = 'wasmpbx b'",
+                &[],
+            )
+            .unwrap();
+        a.set("sydney", "override", "closed").unwrap();
+        assert!(soon(
+            || b.get("sydney", "override").unwrap().as_deref() == Some("closed")
+        ));
+
+        // The database stops: reads go on from the mirror, a write is one clear error.
+        drop(admin);
+        pg.stop();
+        assert_eq!(
+            b.get("sydney", "override").unwrap().as_deref(),
+            Some("closed")
+        );
+        let error = b.set("sydney", "override", "open").unwrap_err().to_string();
+        assert!(
+            error.contains("error connecting") || error.contains("closed"),
+            "{error}"
+        );
+    }
+
+    /// What came from the network may hold NUL, which PostgreSQL's text cannot: the
+    /// record keeps it (its JSON escapes it), the columns do without.
+    #[test]
+    fn text_with_nul_is_stored() {
+        let pg = cluster();
+        let store = PostgresStore::connect(&pg.database("nul").unwrap(), "a").unwrap();
+        let mut record = contract::record(1, "04\0x");
+        record.events.push(wasmpbx_types::record::CallEvent {
+            at: record.started_at,
+            name: "intent".into(),
+            value: "bill\0ing".into(),
+            confidence: None,
+        });
+        store.save_cdr(&record).unwrap();
+        assert_eq!(store.recent_cdrs(1).unwrap()[0]["caller"], "04\0x");
+        let intents = store.intents(None, jiff::Timestamp::UNIX_EPOCH).unwrap();
+        assert_eq!(intents[0].intent, "billing");
+        let mut binding = contract::binding("alice", "sip:a@1");
+        binding.user_agent = Some("baresip\0".into());
+        store.save_binding(&binding).unwrap();
+        assert_eq!(
+            store.load_bindings().unwrap()[0].user_agent.as_deref(),
+            Some("baresip")
+        );
     }
 
     /// Migrations run once, and a database from a newer wasmpbx is refused rather than
