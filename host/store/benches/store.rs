@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use wasmpbx_store::throwaway::ThrowawayPostgres;
 use wasmpbx_store::{PostgresStore, SqliteStore};
 use wasmpbx_types::ids::SessionId;
-use wasmpbx_types::store::{CdrStore, KvStore, Store, contract};
+use wasmpbx_types::store::{Store, contract};
 
 const RECORDS: usize = 20_000;
 /// As the store writer hands them over under load.
