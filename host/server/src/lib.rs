@@ -16,6 +16,7 @@
 //!
 //! This crate's own modules:
 //! - [`default_scripts`]: the default scripts the binary carries, written on first run.
+//! - [`cluster`]: the nodes sharing a store: heartbeats, `/api/cluster`.
 //! - [`decisions`]: the decision journal: decisions recorded for replay, and shadowed.
 //! - [`deploy`]: `script deploy`: check, copy into the watched folder, wait for the load.
 //! - [`driver`]: UDP/TCP/TLS sockets, framing and timers around the `pbx` core.
@@ -39,6 +40,7 @@
 //! - [`server`]: `wasmpbx run`: wires the pieces and runs until Ctrl-C.
 
 pub mod admin;
+pub mod cluster;
 pub mod decisions;
 pub mod default_scripts;
 pub mod deploy;

@@ -285,7 +285,15 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         phones: Default::default(),
         journal,
         shadow_results: store.clone(),
+        cluster: store.clone(),
     });
+    tokio::spawn(crate::cluster::heartbeat(
+        store.clone(),
+        config.cluster.name().to_owned(),
+        admin.core.clone(),
+        host.clone(),
+        Arc::new(SystemClock),
+    ));
     let http = tokio::spawn(admin::serve(admin, http, tls, shutdown_rx));
     // The first signal drains: no new calls, the live ones run on (up to
     // server.drain_timeout_s); a second one hangs them up at once. The HTTP API stays up

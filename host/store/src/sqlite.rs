@@ -7,8 +7,8 @@ use wasmpbx_sip::transaction::Transport;
 use wasmpbx_types::record::{CallRecord, IntentCount};
 use wasmpbx_types::registration::Binding;
 use wasmpbx_types::store::{
-    AuditEntry, CdrQuery, CdrStore, DecisionRecord, DecisionStore, Expired, KvStore,
-    RegistrationStore, Result, ShadowResult, ShadowStore, StoreError, check_entry,
+    AuditEntry, CdrQuery, CdrStore, ClusterStore, DecisionRecord, DecisionStore, Expired, KvStore,
+    NodeStatus, RegistrationStore, Result, ShadowResult, ShadowStore, StoreError, check_entry,
 };
 
 /// SQLite's error, as the store's backend-neutral one.
@@ -64,6 +64,10 @@ CREATE TABLE IF NOT EXISTS scripts (
     hash  TEXT PRIMARY KEY,
     name  TEXT NOT NULL,
     bytes BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS nodes (
+    node   TEXT PRIMARY KEY,
+    status TEXT NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS alive (
     id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -641,8 +645,41 @@ impl DecisionStore for SqliteStore {
     }
 }
 
+impl ClusterStore for SqliteStore {
+    fn heartbeat(&self, status: &NodeStatus) -> Result<()> {
+        let json = serde_json::to_string(status).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        self.conn()
+            .prepare_cached("INSERT OR REPLACE INTO nodes (node, status) VALUES (?1, ?2)")
+            .map_err(db)?
+            .execute(params![status.node, json])
+            .map_err(db)?;
+        Ok(())
+    }
+
+    fn nodes(&self) -> Result<Vec<NodeStatus>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT status FROM nodes ORDER BY node")
+            .map_err(db)?;
+        let rows = stmt
+            .query_map([], |row| row.get::<_, String>(0))
+            .map_err(db)?;
+        rows.map(|row| {
+            serde_json::from_str(&row.map_err(db)?).map_err(|e| StoreError::Invalid(e.to_string()))
+        })
+        .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn sqlite_store_keeps_the_cluster_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = super::SqliteStore::open(&dir.path().join("n.db")).unwrap();
+        wasmpbx_types::store::contract::cluster_store_contract(&store);
+    }
+
     #[test]
     fn sqlite_store_keeps_the_decision_contract() {
         let dir = tempfile::tempdir().unwrap();

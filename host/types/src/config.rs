@@ -354,6 +354,13 @@ pub struct ClusterConfig {
     pub node: Option<String>,
 }
 
+impl ClusterConfig {
+    /// This node's name: `node`, or `local` for a node on its own.
+    pub fn name(&self) -> &str {
+        self.node.as_deref().unwrap_or("local")
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FlipConfig {

@@ -177,10 +177,37 @@ pub trait RegistrationStore: Send + Sync {
     fn load_bindings(&self) -> Result<Vec<Binding>>;
 }
 
-/// Everything the server keeps, from one backend (SQLite, PostgreSQL, or memory).
-pub trait Store: KvStore + CdrStore + RegistrationStore + ShadowStore + DecisionStore {}
+/// One node as it last said it was (`GET /api/cluster`): every node sharing the store
+/// writes its own every few seconds.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NodeStatus {
+    pub node: String,
+    pub alive_at: jiff::Timestamp,
+    /// Draining: new calls refused, live ones finishing.
+    pub draining: bool,
+    pub live_calls: usize,
+    /// The script versions it serves: name → content hash.
+    pub scripts: std::collections::BTreeMap<String, String>,
+}
 
-impl<T: KvStore + CdrStore + RegistrationStore + ShadowStore + DecisionStore> Store for T {}
+/// The nodes sharing the store.
+pub trait ClusterStore: Send + Sync {
+    /// Write this node's status (replacing the last).
+    fn heartbeat(&self, status: &NodeStatus) -> Result<()>;
+    /// Every node's last status, by name.
+    fn nodes(&self) -> Result<Vec<NodeStatus>>;
+}
+
+/// Everything the server keeps, from one backend (SQLite, PostgreSQL, or memory).
+pub trait Store:
+    KvStore + CdrStore + RegistrationStore + ShadowStore + DecisionStore + ClusterStore
+{
+}
+
+impl<T> Store for T where
+    T: KvStore + CdrStore + RegistrationStore + ShadowStore + DecisionStore + ClusterStore
+{
+}
 
 /// Call records (CDRs).
 pub trait CdrStore: Send + Sync {
@@ -854,6 +881,25 @@ pub mod contract {
         assert_eq!(updated["ended_at"], second(1_790_000_050).to_string());
         assert_eq!(updated["answered_at"], second(1_790_000_000).to_string());
         assert_eq!(store.close_interrupted().unwrap(), 0, "once only");
+    }
+
+    pub fn cluster_store_contract(store: &dyn ClusterStore) {
+        let status = |node: &str, s: i64, hash: &str| NodeStatus {
+            node: node.into(),
+            alive_at: jiff::Timestamp::from_second(1_796_000_000 + s).unwrap(),
+            draining: false,
+            live_calls: 3,
+            scripts: [("listen".to_owned(), hash.to_owned())].into(),
+        };
+        assert_eq!(store.nodes().unwrap(), []);
+        store.heartbeat(&status("b", 1, "aa")).unwrap();
+        store.heartbeat(&status("a", 1, "aa")).unwrap();
+        store.heartbeat(&status("b", 2, "bb")).unwrap();
+        assert_eq!(
+            store.nodes().unwrap(),
+            [status("a", 1, "aa"), status("b", 2, "bb")],
+            "by name, each node's last"
+        );
     }
 
     pub fn registration_store_contract(store: &dyn RegistrationStore) {

@@ -68,6 +68,7 @@ pub(super) fn routes() -> OpenApiRouter<Arc<Admin>> {
         .routes(routes!(cdr))
         .routes(routes!(recording))
         .routes(routes!(scripts))
+        .routes(routes!(cluster))
         .routes(routes!(locations))
         .routes(routes!(shadow_set, shadow_reset))
         .routes(routes!(shadow_report))
@@ -535,6 +536,21 @@ async fn scripts(State(admin): State<Arc<Admin>>) -> Json<Value> {
         })
         .collect();
     Json(Value::Array(scripts))
+}
+
+#[utoipa::path(get, path = "/api/cluster", tag = "scripts",
+    responses((status = 200, description = "The nodes sharing the store: each one's last \
+        status (up, draining, live calls, the script versions it serves), and the scripts \
+        the nodes that are up do not all serve the same", body = crate::cluster::ClusterView),
+        (status = 500, body = ErrorBody)))]
+async fn cluster(State(admin): State<Arc<Admin>>) -> ApiResult<Json<crate::cluster::ClusterView>> {
+    let nodes = admin.cluster.nodes().map_err(ApiError::internal)?;
+    let now = crate::clock::Clock::now(admin.scripts.services.clock.as_ref());
+    Ok(Json(crate::cluster::view(
+        admin.config().cluster.name(),
+        nodes,
+        now,
+    )))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -1020,6 +1036,7 @@ mod tests {
             ("/api/kv/{location}/{key}", "put"),
             ("/api/kv/{location}/{key}", "delete"),
             ("/api/openapi.json", "get"),
+            ("/api/cluster", "get"),
         ] {
             assert!(paths[path][method].is_object(), "{method} {path}");
         }

@@ -62,6 +62,8 @@ pub struct Admin {
     pub journal: crate::decisions::Journal,
     /// The shadow results, for the report.
     pub shadow_results: Arc<dyn crate::store::ShadowStore>,
+    /// The nodes sharing the store, for `/api/cluster`.
+    pub cluster: Arc<dyn crate::store::ClusterStore>,
 }
 
 impl Admin {

@@ -1,8 +1,8 @@
 //! Several nodes on one PostgreSQL store (`[store] url`, `[cluster] node`): a throw-away
 //! PostgreSQL from Debian, two `wasmpbx run` processes on it, SIPp calls into each. One
 //! table holds both nodes' call records, an override set through one node's API closes
-//! the location on the other, and a node restarting closes only its own interrupted
-//! calls.
+//! the location on the other, `/api/cluster` on either shows both and which scripts
+//! differ, and a node restarting closes only its own interrupted calls.
 
 use std::time::Duration;
 
@@ -44,6 +44,18 @@ fn node(name: &str, url: &str, return_port: u16) -> Server {
     )
 }
 
+/// What `until` gives within 15 s (heartbeats come every 2 s), else a panic.
+fn poll<T>(until: impl Fn() -> Option<T>) -> T {
+    (0..150)
+        .find_map(|_| {
+            until().or_else(|| {
+                std::thread::sleep(Duration::from_millis(100));
+                None
+            })
+        })
+        .expect("in time")
+}
+
 fn start_postgres() -> (ThrowawayPostgres, String) {
     let pg = ThrowawayPostgres::start().unwrap_or_else(|e| panic!("starting PostgreSQL: {e}"));
     let url = pg.database("wasmpbx").unwrap();
@@ -77,15 +89,10 @@ fn two_nodes_share_one_table_of_records_and_one_override() {
     let put = http(a.http, "PUT", "/api/kv/perth/override", None, "closed");
     assert_eq!(put.0, 200, "{put:?}");
     // Node b's mirror hears of it from PostgreSQL (a notification's trip).
-    let seen = (0..100).find_map(|_| {
+    poll(|| {
         let (_, seen) = http(b.http, "GET", "/api/kv/perth", None, "");
-        if seen.contains("closed") {
-            return Some(seen);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-        None
+        seen.contains("closed").then_some(())
     });
-    assert!(seen.is_some(), "node b's API sees the override");
     let code = sipp(
         b.udp,
         "caller_waits_bye.xml",
@@ -104,6 +111,40 @@ fn two_nodes_share_one_table_of_records_and_one_override() {
             .any(|t| t[0] == "hours" && t[1] == "override-closed"),
         "{perth}"
     );
+    // Either node shows both, serving the same scripts…
+    let cluster = |server: &Server| -> serde_json::Value {
+        let (status, body) = http(server.http, "GET", "/api/cluster", None, "");
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    };
+    let seen = poll(|| {
+        let view = cluster(&a);
+        (view["nodes"].as_array().unwrap().len() == 2).then_some(view)
+    });
+    assert_eq!(seen["node"], "a");
+    assert!(
+        seen["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["up"] == true),
+        "{seen}"
+    );
+    assert_eq!(seen["scripts_agree"], true, "{seen}");
+    // …until one node's folder gets a script the other's lacks.
+    std::fs::copy(
+        test_components::FRONT_DOOR,
+        b.dir.path().join("scripts").join("hours.wasm"),
+    )
+    .unwrap();
+    let differ = poll(|| {
+        let view = cluster(&a);
+        (view["scripts_agree"] == false).then_some(view)
+    });
+    let mismatch = &differ["mismatches"][0];
+    assert_eq!(mismatch["script"], "hours", "{differ}");
+    assert_eq!(mismatch["versions"]["missing"], serde_json::json!(["a"]));
+
     // The audit log is shared too: node b lists the change made through node a.
     let audit = b.list("audit", &["--json"]);
     assert!(

@@ -27,8 +27,9 @@ use wasmpbx_sip::transaction::Transport;
 use wasmpbx_types::record::{CallRecord, IntentCount};
 use wasmpbx_types::registration::Binding;
 use wasmpbx_types::store::{
-    AuditEntry, CdrQuery, CdrStore, DecisionRecord, DecisionStore, Expired, KvStore,
-    RegistrationStore, Result, ShadowResult, ShadowStore, StoreError, check_entry, hour_of,
+    AuditEntry, CdrQuery, CdrStore, ClusterStore, DecisionRecord, DecisionStore, Expired, KvStore,
+    NodeStatus, RegistrationStore, Result, ShadowResult, ShadowStore, StoreError, check_entry,
+    hour_of,
 };
 
 /// Connections (and worker threads) per node: the call-record writer, the decision
@@ -797,6 +798,28 @@ impl DecisionStore for PostgresStore {
     }
 }
 
+impl ClusterStore for PostgresStore {
+    fn heartbeat(&self, status: &NodeStatus) -> Result<()> {
+        let node = status.node.clone();
+        let json = serde_json::to_string(status).map_err(invalid)?;
+        self.run(move |s| {
+            s.execute(
+                "INSERT INTO nodes (node, status) VALUES ($1, $2)
+                 ON CONFLICT (node) DO UPDATE SET status = excluded.status",
+                &[&node, &json],
+            )
+            .map(drop)
+        })
+    }
+
+    fn nodes(&self) -> Result<Vec<NodeStatus>> {
+        self.run(|s| {
+            let rows = s.query("SELECT status FROM nodes ORDER BY node COLLATE \"C\"", &[])?;
+            rows.iter().map(|row| parse_json(row.get(0))).collect()
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -831,6 +854,7 @@ mod tests {
         contract::registration_store_contract(&fresh("registrations"));
         contract::shadow_store_contract(&fresh("shadow"));
         contract::decision_store_contract(&fresh("decisions"));
+        contract::cluster_store_contract(&fresh("nodes"));
     }
 
     /// Two nodes on one database: the key-value store and the records are shared; each
@@ -951,8 +975,8 @@ mod tests {
         );
     }
 
-    /// Migrations run once, and a database from a newer wasmpbx is refused rather than
-    /// misread.
+    /// Migrations run once, the missing ones on an older database, and a database from a
+    /// newer wasmpbx is refused rather than misread.
     #[test]
     fn the_schema_is_migrated_once_and_a_newer_one_refused() {
         let pg = cluster();
@@ -966,7 +990,15 @@ mod tests {
             Some("closed"),
             "reopening keeps the data"
         );
+        // A database from the version before `nodes` gets it, and keeps its data.
         let mut client = postgres::Client::connect(&url, NoTls).unwrap();
+        client
+            .batch_execute("DROP TABLE nodes; DELETE FROM schema_migrations WHERE version = 2")
+            .unwrap();
+        drop(again);
+        let upgraded = PostgresStore::connect(&url, "a").unwrap();
+        assert_eq!(upgraded.nodes().unwrap(), []);
+        assert!(upgraded.get("sydney", "override").unwrap().is_some());
         client
             .execute("INSERT INTO schema_migrations (version) VALUES (999)", &[])
             .unwrap();

@@ -8,9 +8,10 @@ use wasmpbx_types::store::{Result, StoreError};
 
 /// The schema, one migration per version, applied in order at start and recorded in
 /// `schema_migrations`. Never edit a released one: add the next.
-pub(super) const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    "CREATE TABLE kv (
+pub(super) const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        "CREATE TABLE kv (
         scope      TEXT NOT NULL,
         key        TEXT NOT NULL,
         value      TEXT NOT NULL,
@@ -97,7 +98,15 @@ pub(super) const MIGRATIONS: &[(i32, &str)] = &[(
         name  TEXT NOT NULL,
         bytes BYTEA NOT NULL
     );",
-)];
+    ),
+    (
+        2,
+        "CREATE TABLE nodes (
+        node   TEXT PRIMARY KEY,
+        status TEXT NOT NULL
+    );",
+    ),
+];
 
 /// Taken while migrating, so nodes starting together migrate one after the other.
 const MIGRATION_LOCK: i64 = 0x0077_6173_6d70_6278; // "wasmpbx" in ASCII

@@ -2,8 +2,9 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use super::{
-    AuditEntry, Binding, CallRecord, CdrStore, DecisionRecord, DecisionStore, Expired, KvStore,
-    RegistrationStore, Result, ShadowResult, ShadowStore, StoreError, check_entry,
+    AuditEntry, Binding, CallRecord, CdrStore, ClusterStore, DecisionRecord, DecisionStore,
+    Expired, KvStore, NodeStatus, RegistrationStore, Result, ShadowResult, ShadowStore, StoreError,
+    check_entry,
 };
 
 /// Key-value entries: (scope, key) → (value, expiry).
@@ -24,6 +25,7 @@ pub struct MemoryStore {
     /// In the order made.
     decisions: Mutex<Vec<DecisionRecord>>,
     scripts: Mutex<BTreeMap<String, Vec<u8>>>,
+    nodes: Mutex<BTreeMap<String, NodeStatus>>,
 }
 
 impl MemoryStore {
@@ -282,6 +284,26 @@ impl DecisionStore for MemoryStore {
     }
 }
 
+impl ClusterStore for MemoryStore {
+    fn heartbeat(&self, status: &NodeStatus) -> Result<()> {
+        self.nodes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(status.node.clone(), status.clone());
+        Ok(())
+    }
+
+    fn nodes(&self) -> Result<Vec<NodeStatus>> {
+        Ok(self
+            .nodes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -302,5 +324,6 @@ mod tests {
         super::super::contract::cdr_query_contract(&super::MemoryStore::new());
         super::super::contract::shadow_store_contract(&super::MemoryStore::new());
         super::super::contract::decision_store_contract(&super::MemoryStore::new());
+        super::super::contract::cluster_store_contract(&super::MemoryStore::new());
     }
 }
