@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use wasmpbx_store::throwaway::ThrowawayPostgres;
 
-use crate::common::callers::{Callers, FLIP, listen_location, trunk_calls};
+use crate::common::callers::{Callers, FLIP, listen_location, sydney, trunk_calls};
+use crate::common::carrier::Kamailio;
 use crate::common::server::{Server, SippServer, http, sipp};
 
 const PERTH: &str = "+61890000001";
@@ -199,4 +200,126 @@ fn a_node_killed_mid_call_closes_only_its_own_calls_when_it_starts_again() {
     to_a.finish();
     assert_eq!(to_b.finish().0, 0, "b's call went on to its end");
     assert_eq!(states(&b)[1], ("b".into(), "ended".into()));
+}
+
+/// The edge as shipped (`examples/deploy/kamailio/kamailio.cfg`) on 127.0.0.1, the
+/// carrier (SIPp) calling from 127.0.0.2, and `nodes` behind it.
+fn edge(nodes: &[&Server]) -> (Kamailio, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("dispatcher.list");
+    let lines: String = nodes.iter().map(|n| format!("1 sip:{}\n", n.udp)).collect();
+    std::fs::write(&list, lines).unwrap();
+    let cfg = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/deploy/kamailio/kamailio.cfg");
+    let edge = Kamailio::with_config(
+        "edge",
+        &cfg,
+        "127.0.0.1",
+        &[
+            "CARRIER=\"127.0.0.2\"".into(),
+            format!("DISPATCHER_LIST=\"{}\"", list.display()),
+            "PROBE_EVERY=1".into(),
+        ],
+    );
+    (edge, dir)
+}
+
+/// A node on `ip` behind the edge (on 127.0.0.1): the carrier's calls come from there.
+fn node_behind_edge(name: &str, url: &str, ip: &str, return_port: u16) -> Server {
+    Server::start_with_scripts(
+        &format!(
+            r#"[sip]
+listen = ["udp:{ip}:0", "tcp:{ip}:0"]
+[store]
+url = "{url}"
+[cluster]
+node = "{name}"
+[[trunks]]
+name = "pstn"
+uri = "sip:127.0.0.1:{return_port}"
+inbound = ["127.0.0.1"]
+{sydney}"#,
+            sydney = sydney("listen"),
+        ),
+        &[("listen", test_components::LISTEN)],
+    )
+}
+
+/// Calls from the carrier through the edge; SIPp's exit code.
+fn through(edge: &Kamailio, calls: u32) -> i32 {
+    sipp(
+        edge.addr(),
+        "trunk_caller.xml",
+        "",
+        &[
+            "-i",
+            "127.0.0.2",
+            "-s",
+            FLIP,
+            "-m",
+            &calls.to_string(),
+            "-r",
+            "50",
+        ],
+    )
+}
+
+fn count_by_node(records: &[serde_json::Value]) -> (usize, usize) {
+    let of = |node: &str| records.iter().filter(|r| r["node"] == node).count();
+    (of("a"), of("b"))
+}
+
+#[test]
+fn the_edge_spreads_carrier_calls_over_the_nodes_and_skips_a_draining_one() {
+    let (_pg, url) = start_postgres();
+    let ret = SippServer::start("return_number.xml", &["-m", "34"]);
+    let a = node_behind_edge("a", &url, "127.0.0.11", ret.port);
+    let b = node_behind_edge("b", &url, "127.0.0.12", ret.port);
+    let (edge, _list) = edge(&[&a, &b]);
+
+    // Round robin: both nodes take calls, one table has them all.
+    assert_eq!(through(&edge, 20), 0);
+    let spread = count_by_node(&a.cdrs());
+    assert_eq!(spread.0 + spread.1, 20, "{spread:?}");
+    assert!(
+        spread.0 >= 5 && spread.1 >= 5,
+        "both nodes took calls: {spread:?}"
+    );
+
+    // Four calls held 8 s, then node a drains (SIGTERM): it answers the edge's probes
+    // and INVITEs with 503, so the next ten calls all go to b; a's held calls go on to
+    // their end.
+    let held = Callers::start_to(edge.addr(), FLIP, 4, 20, 8_000);
+    poll(|| {
+        let live = b.cdrs().iter().filter(|r| r["state"] == "live").count();
+        (live == 4).then_some(())
+    });
+    let on_a = count_by_node(&b.cdrs()).0;
+    a.terminate();
+    // At once: a call the edge still sends to a meets its 503 and goes on to b.
+    assert_eq!(through(&edge, 4), 0, "no call failed as a began to drain");
+    // Two probes later the edge has marked a down: no call even tries it.
+    std::thread::sleep(Duration::from_millis(2500));
+    let failovers = |edge: &Kamailio| edge.log().matches("node refused or silent").count();
+    let before = failovers(&edge);
+    assert_eq!(through(&edge, 6), 0, "no call failed");
+    assert_eq!(
+        failovers(&edge),
+        before,
+        "the probes had taken a out: {}",
+        edge.log()
+    );
+    let after = count_by_node(&b.cdrs());
+    assert_eq!(after.0, on_a, "a took no new call while draining");
+    assert_eq!(after.0 + after.1, 34);
+    let (code, seen) = held.finish();
+    assert_eq!(code, 0, "the held calls ended normally: {seen:?}");
+    assert!(seen.answered.values().all(|ended| *ended), "{seen:?}");
+    let (exit, _) = a.exited(Duration::from_secs(10));
+    assert_eq!(exit, Some(0), "a exits once its calls have ended");
+    let records = b.cdrs();
+    assert!(
+        records.iter().all(|r| r["state"] == "ended"),
+        "no call was cut: {records:?}"
+    );
 }

@@ -2,6 +2,7 @@
 //! address to the `listen` script's flip number, each call writing down what it saw.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::thread::JoinHandle;
 
 use super::server::{Server, sipp};
@@ -86,9 +87,14 @@ impl Callers {
     /// `calls` calls to `flip` at `rate` a second, each held `hold_ms`; a call gets no
     /// answer for 3 s gives up (against a dead server).
     pub fn start(server: &Server, flip: &str, calls: u32, rate: u32, hold_ms: u32) -> Self {
+        Self::start_to(server.udp, flip, calls, rate, hold_ms)
+    }
+
+    /// [`Callers::start`], to `udp` (an edge in front of servers, say).
+    pub fn start_to(udp: SocketAddr, flip: &str, calls: u32, rate: u32, hold_ms: u32) -> Self {
         let work = tempfile::tempdir().unwrap();
         let log = work.path().join("calls.log").display().to_string();
-        let (udp, flip) = (server.udp, flip.to_owned());
+        let flip = flip.to_owned();
         let thread = std::thread::spawn(move || {
             let (calls, rate, hold) = (calls.to_string(), rate.to_string(), hold_ms.to_string());
             let args = [

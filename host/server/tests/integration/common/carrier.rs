@@ -42,6 +42,10 @@ pub struct Kamailio {
     /// Where it listens for SIP over TLS, when it does.
     tls: Option<SocketAddr>,
     name: String,
+    /// Preprocessor defines (`-A`), and whether to name the listener (`-l`): for a
+    /// config used as shipped.
+    defines: Vec<String>,
+    listen_arg: bool,
 }
 
 /// The certificate and key (PEM files) a Kamailio carrier presents on TLS.
@@ -149,6 +153,37 @@ impl Kamailio {
                 addr,
                 tls: tls_addr,
                 name: name.to_owned(),
+                defines: tls_addr
+                    .map(|_| "WITH_TLS".to_owned())
+                    .into_iter()
+                    .collect(),
+                listen_arg: false,
+            };
+            match kamailio.spawn() {
+                Ok(()) => return kamailio,
+                Err(e) => failure = e,
+            }
+        }
+        panic!("{failure}");
+    }
+
+    /// Kamailio with the config at `cfg` as it is (e.g. one the project ships), listening
+    /// on UDP `listen_ip` (a free port) and given `defines` (`-A NAME=VALUE`).
+    pub fn with_config(name: &str, cfg: &Path, listen_ip: &str, defines: &[String]) -> Self {
+        let mut failure = String::new();
+        for _ in 0..5 {
+            let addr: SocketAddr = format!("{listen_ip}:{}", free_port(listen_ip))
+                .parse()
+                .expect("Kamailio's listen address is ip:port");
+            let mut kamailio = Kamailio {
+                child: None,
+                dir: tempfile::tempdir().expect("a folder for Kamailio"),
+                cfg: cfg.to_owned(),
+                addr,
+                tls: None,
+                name: name.to_owned(),
+                defines: defines.to_vec(),
+                listen_arg: true,
             };
             match kamailio.spawn() {
                 Ok(()) => return kamailio,
@@ -209,7 +244,13 @@ impl Kamailio {
             .arg(&self.cfg)
             // -DD: no daemon, the creator stays our child; -E: log to stderr.
             .args(["-DD", "-E", "-n", "1", "-m", "32", "-M", "8"])
-            .args(self.tls.map(|_| ["-A", "WITH_TLS"]).into_iter().flatten())
+            .args(self.defines.iter().flat_map(|define| ["-A", define]))
+            .args(
+                self.listen_arg
+                    .then(|| ["-l".to_owned(), format!("udp:{}", self.addr)])
+                    .into_iter()
+                    .flatten(),
+            )
             .arg("-Y")
             .arg(dir)
             .arg("-P")
