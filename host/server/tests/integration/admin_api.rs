@@ -327,6 +327,7 @@ fn the_openapi_document_matches_the_served_routes() {
         "GET /api/cdrs/{id}",
         "GET /api/recordings/{id}",
         "GET /api/scripts",
+        "GET /api/cluster",
         "GET /api/locations",
         "PUT /api/locations/{name}/shadow",
         "DELETE /api/locations/{name}/shadow",
