@@ -5,8 +5,8 @@
 # Kamailio from Debian, 2 workers), against node a alone, driven directly — in one run,
 # at each rate. Every call is a listen-mode call of HOLD_MS (default 1000) from SIPp's uac
 # (127.0.0.2, the carrier) to a SIPp uas (the return number). Reports successful, failed,
-# retransmissions, set-up p50/p99, and the CPU per call of everything on the path (nodes
-# and edge). Markdown for BENCHMARKS.md.
+# retransmissions, set-up p50/p99, and the CPU per call of the nodes, the edge and
+# PostgreSQL. Markdown for BENCHMARKS.md.
 #
 #   tests/bench/cluster.sh [RATES...]        (default: 500 1000 1500)
 #
@@ -91,24 +91,29 @@ kamailio=$!
 sleep 3
 
 group_cpu() { pgrep -g "$1" | xargs -I{} awk '{print $14 + $15}' /proc/{}/stat | paste -sd+ | bc; }
-path_cpu() { # nodes a and b, and the edge: CPU ticks so far
-    echo "$(cpu_of $node_a) + $(cpu_of $node_b) + $(group_cpu $kamailio)" | bc
+postmaster=$(head -n 1 "$work/pg/data/postmaster.pid")
+pg_cpu() { # the postmaster and its backends
+    { echo "$postmaster"; pgrep -P "$postmaster"; } | xargs -I{} awk '{print $14 + $15}' /proc/{}/stat | paste -sd+ | bc
+}
+# CPU ticks so far of the nodes, the edge and PostgreSQL.
+cpu_now() { echo "$(( $(cpu_of $node_a) + $(cpu_of $node_b) )) $(group_cpu $kamailio) $(pg_cpu)"; }
+per_call() { # ticks before, after -> ms per call
+    echo "scale=3; 1000 * ($2 - $1) / $ticks / $calls" | bc
 }
 
 machine_line
 echo "$(kamailio -v 2>/dev/null | head -n 1); $("$pg/postgres" --version)"
 echo
-echo "| rate (calls/s) | path | successful | failed | retransmissions | set-up p50 / p99 | CPU per call (nodes + edge) |"
+echo "| rate (calls/s) | path | successful | failed | retransmissions | set-up p50 / p99 | CPU per call: nodes · edge · PostgreSQL |"
 echo "|---|---|---|---|---|---|---|"
 for rate in "${rates[@]}"; do
     for path in "node a alone" "edge + 2 nodes"; do
         target=127.0.0.11:$host_port
         [ "$path" = "node a alone" ] || target=127.0.0.1:$edge_port
-        cpu0=$(path_cpu)
+        read -r nodes0 edge0 pg0 < <(cpu_now)
         read -r ok failed retrans p50 p99 < <(run_sipp "$target" "$rate")
-        cpu1=$(path_cpu)
-        per_call=$(echo "scale=3; 1000 * ($cpu1 - $cpu0) / $ticks / $calls" | bc)
-        echo "| $rate | $path | $ok | $failed | $retrans | $p50 / $p99 ms | $per_call ms |"
+        read -r nodes1 edge1 pg1 < <(cpu_now)
+        echo "| $rate | $path | $ok | $failed | $retrans | $p50 / $p99 ms | $(per_call "$nodes0" "$nodes1") · $(per_call "$edge0" "$edge1") · $(per_call "$pg0" "$pg1") ms |"
         sleep 3 # the last calls' records settle
     done
 done
