@@ -86,7 +86,8 @@ column() { # csv header-name -> the last line's value of that column
 # CALLS calls of HOLD_MS from SIPp's uac (127.0.0.2, the trunk; UAC: a scenario file
 # instead of the built-in one) to NUMBER at TARGET,
 # answered by a SIPp uas on $uas_port. Prints "successful failed retransmissions
-# setup_p50 setup_p99" (retransmissions: both SIPps'; set-up: INVITE → 200 in ms).
+# setup_p50 setup_p99" (retransmissions: both SIPps'; set-up: INVITE → 200 in ms). A
+# call that waits 30 s for an answer has failed (past saturation some never get one).
 run_sipp() { # target rate [number]
     local target=$1 rate=$2 number=${3:-15550100}
     local scenario=(-sn uac)
@@ -94,7 +95,8 @@ run_sipp() { # target rate [number]
     sipp -sn uas -i 127.0.0.1 -p $uas_port -nostdin -bg -trace_stat -fd 1 -stf "$work/uas.csv" > /dev/null 2>&1 || true
     sleep 0.5
     (cd "$work" && sipp "${scenario[@]}" -i 127.0.0.2 -p 15080 -s "$number" "$target" -r "$rate" -m "$calls" -d "$hold" \
-        -l $((rate * 10)) -nostdin -timeout $((calls / rate + 60)) -trace_stat -stf "$work/uac.csv" \
+        -l $((rate * 10)) -nostdin -timeout $((calls / rate + 60)) -recv_timeout 30000 \
+        -trace_stat -stf "$work/uac.csv" \
         -trace_rtt -rtt_freq 1 > /dev/null 2>&1 || true)
     sleep 1.5 # the UAS writes its counts each second (-fd 1)
     pkill -f "sipp -sn uas -i 127.0.0.1 -p $uas_port" || true
