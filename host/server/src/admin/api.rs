@@ -405,6 +405,13 @@ struct CdrsQuery {
     after: Option<String>,
 }
 
+/// A handler's call to the store. It may wait on a database (PostgreSQL: a round trip,
+/// or its connect timeout while the database is away), so the runtime hands this
+/// worker's other tasks — the SIP core's among them — to another worker meanwhile.
+fn blocking<T>(call: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(call)
+}
+
 fn time_param(name: &str, text: Option<String>) -> ApiResult<Option<jiff::Timestamp>> {
     text.map(|t| {
         t.parse().map_err(|_| {
@@ -449,11 +456,13 @@ async fn cdrs(
     // (briefly), so a call gone from /api/calls is here.
     admin.store_progress.settle(SETTLE).await;
     if let Some(after) = &query.after
-        && admin.cdrs.cdr(after).map_err(ApiError::internal)?.is_none()
+        && blocking(|| admin.cdrs.cdr(after))
+            .map_err(ApiError::internal)?
+            .is_none()
     {
         return Err(ApiError::bad_request(format!("after: no record {after}")));
     }
-    let records = admin.cdrs.cdrs(&query).map_err(ApiError::internal)?;
+    let records = blocking(|| admin.cdrs.cdrs(&query)).map_err(ApiError::internal)?;
     Ok(Json(Value::Array(records)))
 }
 
@@ -468,7 +477,7 @@ async fn cdr(
 ) -> ApiResult<Json<Value>> {
     let Path(id) = path?;
     admin.store_progress.settle(SETTLE).await;
-    match admin.cdrs.cdr(&id).map_err(ApiError::internal)? {
+    match blocking(|| admin.cdrs.cdr(&id)).map_err(ApiError::internal)? {
         Some(record) => Ok(Json(record)),
         None => Err(ApiError::not_found(format!("no record {id}"))),
     }
@@ -544,7 +553,7 @@ async fn scripts(State(admin): State<Arc<Admin>>) -> Json<Value> {
         the nodes that are up do not all serve the same", body = crate::cluster::ClusterView),
         (status = 500, body = ErrorBody)))]
 async fn cluster(State(admin): State<Arc<Admin>>) -> ApiResult<Json<crate::cluster::ClusterView>> {
-    let nodes = admin.cluster.nodes().map_err(ApiError::internal)?;
+    let nodes = blocking(|| admin.cluster.nodes()).map_err(ApiError::internal)?;
     let now = crate::clock::Clock::now(admin.scripts.services.clock.as_ref());
     Ok(Json(crate::cluster::view(
         admin.config().cluster.name(),
@@ -580,13 +589,9 @@ async fn locations(State(admin): State<Arc<Admin>>) -> ApiResult<Json<Vec<Locati
             flip_number: location.flip_number.clone(),
             script: location.script.clone(),
             fallback_number: location.fallback_number.clone(),
-            override_value: admin
-                .kv
-                .get(&location.name, "override")
+            override_value: blocking(|| admin.kv.get(&location.name, "override"))
                 .map_err(ApiError::internal)?,
-            override_expires_at: admin
-                .kv
-                .expires_at(&location.name, "override")
+            override_expires_at: blocking(|| admin.kv.expires_at(&location.name, "override"))
                 .map_err(ApiError::internal)?
                 .map(|at| at.to_string()),
             shadow: admin.journal.choices.of(location),
@@ -665,11 +670,7 @@ fn change_shadow(
         crate::shadow::Choice::Reset => "reset",
         _ => "set",
     };
-    admin
-        .journal
-        .choices
-        .choose(location, choice)
-        .map_err(ApiError::internal)?;
+    blocking(|| admin.journal.choices.choose(location, choice)).map_err(ApiError::internal)?;
     let now = crate::clock::Clock::now(&crate::clock::SystemClock);
     let shadow = of(admin);
     audit(
@@ -762,7 +763,7 @@ async fn kv_list(
 ) -> ApiResult<Json<BTreeMap<String, String>>> {
     let Path(location) = path?;
     known_location(&admin, &location)?;
-    let entries = admin.kv.list(&location).map_err(ApiError::internal)?;
+    let entries = blocking(|| admin.kv.list(&location)).map_err(ApiError::internal)?;
     Ok(Json(entries.into_iter().collect()))
 }
 
@@ -849,10 +850,8 @@ async fn kv_set(
     known_location(&admin, &location)?;
     let now = crate::clock::Clock::now(&crate::clock::SystemClock);
     let (value, expires_at) = kv_put(&body?, query, now)?;
-    let old = admin.kv.get(&location, &key).map_err(ApiError::internal)?;
-    admin
-        .kv
-        .set_until(&location, &key, &value, expires_at)
+    let old = blocking(|| admin.kv.get(&location, &key)).map_err(ApiError::internal)?;
+    blocking(|| admin.kv.set_until(&location, &key, &value, expires_at))
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     audit(
         &admin,
@@ -881,10 +880,8 @@ async fn kv_delete(
 ) -> ApiResult<Json<Value>> {
     let Path((location, key)) = path?;
     known_location(&admin, &location)?;
-    let old = admin.kv.get(&location, &key).map_err(ApiError::internal)?;
-    admin
-        .kv
-        .delete(&location, &key)
+    let old = blocking(|| admin.kv.get(&location, &key)).map_err(ApiError::internal)?;
+    blocking(|| admin.kv.delete(&location, &key))
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     if old.is_some() {
         let now = crate::clock::Clock::now(&crate::clock::SystemClock);
@@ -919,7 +916,7 @@ fn audit(
         value,
         expires_at,
     };
-    admin.kv.audit(&entry).map_err(ApiError::internal)
+    blocking(|| admin.kv.audit(&entry)).map_err(ApiError::internal)
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -940,7 +937,7 @@ async fn audit_log(
 ) -> ApiResult<Json<Value>> {
     let Query(query) = query?;
     let limit = query.limit.unwrap_or(100).min(10_000);
-    let log = admin.kv.audit_log(limit).map_err(ApiError::internal)?;
+    let log = blocking(|| admin.kv.audit_log(limit)).map_err(ApiError::internal)?;
     Ok(Json(json!(log)))
 }
 

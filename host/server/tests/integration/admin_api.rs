@@ -344,5 +344,5 @@ fn the_openapi_document_matches_the_served_routes() {
             "{served} is not documented"
         );
     }
-    assert_eq!(operations.len(), 21, "{operations:?}");
+    assert_eq!(operations.len(), 22, "{operations:?}");
 }
