@@ -100,6 +100,8 @@ pub struct Pbx {
     /// Overloaded: this share of new calls (0 to 1) is refused at once with 503.
     refused_share: f64,
     counters: PbxCounters,
+    /// The other nodes' calls (`[cluster]`), for pulls that land here.
+    owners: Arc<dyn crate::flip::CallOwners>,
 }
 
 impl Pbx {
@@ -133,6 +135,7 @@ impl Pbx {
             draining: None,
             refused_share: 0.0,
             counters: PbxCounters::default(),
+            owners: Arc::new(crate::flip::NoOtherNodes),
         }
     }
 
@@ -140,6 +143,11 @@ impl Pbx {
     pub fn with_prompts(mut self, prompts: Arc<Prompts>) -> Self {
         self.prompts = prompts;
         self
+    }
+
+    /// Where the other nodes sharing the store hold their users' calls.
+    pub fn set_owners(&mut self, owners: Arc<dyn crate::flip::CallOwners>) {
+        self.owners = owners;
     }
 
     pub fn poll_output(&mut self) -> Option<PbxOutput> {
@@ -174,6 +182,7 @@ impl Pbx {
             ambient,
             entropy: &mut self.entropy,
             draining: self.draining,
+            owners: self.owners.as_ref(),
         };
         (&mut self.calls, ctx)
     }

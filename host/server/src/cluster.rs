@@ -3,6 +3,11 @@
 //! shows them all, and which scripts differ between the nodes that are up. Scripts are
 //! per-node watched folders (kept the same by a shared volume or a sync): a node whose
 //! folder missed an update shows here.
+//!
+//! A node's status also names the users with a connected call there; every node reads
+//! the others' statuses after writing its own and keeps who holds whose call
+//! ([`CallOwners`]), so a pull that lands on the wrong node is redirected to the right
+//! one.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,6 +17,7 @@ use serde::Serialize;
 
 use crate::clock::Clock;
 use crate::driver::CoreHandle;
+use crate::flip::CallOwners;
 use crate::script::ScriptHost;
 use crate::store::{ClusterStore, NodeStatus};
 
@@ -21,10 +27,44 @@ pub const HEARTBEAT: Duration = Duration::from_secs(2);
 /// A node whose last status is older than this is down (it missed five heartbeats).
 pub const DOWN_AFTER: Duration = Duration::from_secs(10);
 
-/// Write this node's status every [`HEARTBEAT`], for ever.
+/// This node in the cluster: its name and where the others reach it.
+pub struct ThisNode {
+    pub name: String,
+    /// `sip:host:port` (`[cluster] advertise`, or the first UDP listener).
+    pub sip: String,
+}
+
+/// Which other node holds which user's connected call, as their last statuses say.
+#[derive(Default)]
+pub struct Owners {
+    /// User id → the SIP URI of the node holding the call.
+    by_user: arc_swap::ArcSwap<BTreeMap<String, String>>,
+}
+
+impl CallOwners for Owners {
+    fn owner_of(&self, user_id: &str) -> Option<String> {
+        self.by_user.load().get(user_id).cloned()
+    }
+}
+
+impl Owners {
+    /// Learn from `nodes`' statuses at `now`: the calls of the other nodes that are up.
+    pub fn learn(&self, this: &str, nodes: &[NodeStatus], now: jiff::Timestamp) {
+        let by_user = nodes
+            .iter()
+            .filter(|n| n.node != this && is_up(n, now))
+            .filter_map(|n| Some((n.sip.clone()?, &n.users_in_calls)))
+            .flat_map(|(sip, users)| users.iter().map(move |u| (u.clone(), sip.clone())))
+            .collect();
+        self.by_user.store(Arc::new(by_user));
+    }
+}
+
+/// Write this node's status every [`HEARTBEAT`], and learn the others', for ever.
 pub async fn heartbeat(
     store: Arc<dyn ClusterStore>,
-    node: String,
+    this: ThisNode,
+    owners: Arc<Owners>,
     core: CoreHandle,
     scripts: Arc<ScriptHost>,
     clock: Arc<dyn Clock>,
@@ -38,23 +78,39 @@ pub async fn heartbeat(
         let Some(health) = core.health().await else {
             return;
         };
+        let now = clock.now();
         let status = NodeStatus {
-            node: node.clone(),
-            alive_at: clock.now(),
+            node: this.name.clone(),
+            alive_at: now,
             draining: health.draining,
             live_calls: health.live_calls,
             scripts: serving(&scripts),
+            sip: Some(this.sip.clone()),
+            users_in_calls: health.users_in_calls,
         };
         let store = store.clone();
-        match tokio::task::spawn_blocking(move || store.heartbeat(&status)).await {
-            Ok(Ok(())) => failing = false,
+        let exchanged = tokio::task::spawn_blocking(move || {
+            store.heartbeat(&status)?;
+            store.nodes()
+        })
+        .await;
+        match exchanged {
+            Ok(Ok(nodes)) => {
+                owners.learn(&this.name, &nodes, now);
+                failing = false;
+            }
             Ok(Err(e)) if !failing => {
-                tracing::warn!("writing this node's status to the store: {e}");
+                tracing::warn!("exchanging node statuses through the store: {e}");
                 failing = true;
             }
             _ => {}
         }
     }
+}
+
+fn is_up(status: &NodeStatus, now: jiff::Timestamp) -> bool {
+    let down_after = jiff::SignedDuration::try_from(DOWN_AFTER).unwrap_or_default();
+    now.duration_since(status.alive_at) <= down_after
 }
 
 /// The script versions serving calls: name → content hash.
@@ -79,6 +135,10 @@ pub struct NodeView {
     pub live_calls: usize,
     /// Script name → the content hash it serves.
     pub scripts: BTreeMap<String, String>,
+    /// Where the others reach it.
+    pub sip: Option<String>,
+    /// The users with a connected call there.
+    pub users_in_calls: Vec<String>,
 }
 
 /// A script the nodes that are up do not all serve the same.
@@ -102,16 +162,17 @@ pub struct ClusterView {
 
 /// What `nodes` say, seen by `node` at `now`.
 pub fn view(node: &str, nodes: Vec<NodeStatus>, now: jiff::Timestamp) -> ClusterView {
-    let down_after = jiff::SignedDuration::try_from(DOWN_AFTER).unwrap_or_default();
     let nodes: Vec<NodeView> = nodes
         .into_iter()
         .map(|status| NodeView {
-            up: now.duration_since(status.alive_at) <= down_after,
+            up: is_up(&status, now),
             alive_at: status.alive_at.to_string(),
             node: status.node,
             draining: status.draining,
             live_calls: status.live_calls,
             scripts: status.scripts,
+            sip: status.sip,
+            users_in_calls: status.users_in_calls,
         })
         .collect();
     let up: Vec<&NodeView> = nodes.iter().filter(|n| n.up).collect();
@@ -156,7 +217,26 @@ mod tests {
                 .iter()
                 .map(|(n, h)| (n.to_string(), h.to_string()))
                 .collect(),
+            sip: Some(format!("sip:{node}.example:5060")),
+            users_in_calls: vec![format!("user-of-{node}")],
         }
+    }
+
+    #[test]
+    fn owners_are_the_other_nodes_that_are_up() {
+        let owners = Owners::default();
+        let nodes = [
+            status("a", 1, &[]),
+            status("b", 2, &[]),
+            status("c", 60, &[]),
+        ];
+        owners.learn("a", &nodes, now());
+        assert_eq!(owners.owner_of("user-of-a"), None, "this node's own");
+        assert_eq!(
+            owners.owner_of("user-of-b").as_deref(),
+            Some("sip:b.example:5060")
+        );
+        assert_eq!(owners.owner_of("user-of-c"), None, "c is down");
     }
 
     fn now() -> jiff::Timestamp {

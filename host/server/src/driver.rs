@@ -547,11 +547,13 @@ pub struct CallEventRequest {
     pub confidence: Option<f64>,
 }
 
-/// The SIP core's state for `/api/health` and `/healthz`.
-#[derive(Debug, Clone, Copy)]
+/// The SIP core's state for `/api/health`, `/healthz` and the node's status.
+#[derive(Debug, Clone)]
 pub struct Health {
     pub draining: bool,
     pub live_calls: usize,
+    /// The users with a device on a connected call here.
+    pub users_in_calls: Vec<String>,
 }
 
 /// What the service's signals asked of the SIP core.
@@ -715,7 +717,11 @@ pub async fn run(
                     }
                     Query::Trunks(reply) => { let _ = reply.send(pbx.trunk_status(monotonic_now())); }
                     Query::Health(reply) => {
-                        let _ = reply.send(Health { draining: pbx.is_draining(), live_calls: pbx.calls.count() });
+                        let _ = reply.send(Health {
+                            draining: pbx.is_draining(),
+                            live_calls: pbx.calls.count(),
+                            users_in_calls: pbx.calls.users_in_calls(),
+                        });
                     }
                     Query::Flip { session, targets, reply } => {
                         let _ = reply.send(pbx.request_push(ambient(), session, targets));

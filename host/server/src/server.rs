@@ -174,6 +174,17 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     let prompts = Arc::new(prompts);
     let mut pbx = Pbx::new(config.clone(), random_secret()?, Box::new(media), local)
         .with_prompts(prompts.clone());
+    // The other nodes' calls, learnt from their statuses, for pulls that land here.
+    let owners = Arc::new(crate::cluster::Owners::default());
+    pbx.set_owners(owners.clone());
+    let this_node = crate::cluster::ThisNode {
+        name: config.cluster.name().to_owned(),
+        sip: config
+            .cluster
+            .advertise
+            .clone()
+            .unwrap_or_else(|| format!("sip:{}", local.udp)),
+    };
     let restored = pbx
         .registrar
         .restore(SystemClock.now().as_second(), store.load_bindings()?);
@@ -289,7 +300,8 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     });
     tokio::spawn(crate::cluster::heartbeat(
         store.clone(),
-        config.cluster.name().to_owned(),
+        this_node,
+        owners,
         admin.core.clone(),
         host.clone(),
         Arc::new(SystemClock),

@@ -352,6 +352,9 @@ pub struct ClusterConfig {
     /// The node's name, unique among the nodes: its call records, registrations and
     /// signs of life are kept under it.
     pub node: Option<String>,
+    /// Where the other nodes (and the edge) reach this one: `sip:10.0.0.11:5060`. Default:
+    /// its first UDP listener.
+    pub advertise: Option<String>,
 }
 
 impl ClusterConfig {
@@ -622,6 +625,13 @@ impl Config {
         {
             return Err(format!(
                 "cluster.node: {node:?} must be 1 to 64 letters, digits, '-' or '_'"
+            ));
+        }
+        if let Some(advertise) = &self.cluster.advertise
+            && !(advertise.starts_with("sip:") && advertise.len() > 4 && !advertise.contains('@'))
+        {
+            return Err(format!(
+                "cluster.advertise: {advertise:?} is not a SIP URI of a host (sip:10.0.0.11:5060)"
             ));
         }
         let Some(url) = &self.store.url else {
@@ -998,6 +1008,10 @@ mod tests {
         assert!(!err.contains("s3cret"), "{err}");
         let err = parse("[cluster]\nnode = \"a b\"\n").unwrap_err();
         assert!(err.contains("cluster.node"), "{err}");
+        let err = parse("[cluster]\nadvertise = \"10.0.0.11\"\n").unwrap_err();
+        assert!(err.contains("cluster.advertise"), "{err}");
+        let ok = parse("[cluster]\nadvertise = \"sip:10.0.0.11:5060\"\n").unwrap();
+        assert_eq!(ok.cluster.advertise.as_deref(), Some("sip:10.0.0.11:5060"));
     }
 
     #[test]

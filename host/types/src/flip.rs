@@ -157,6 +157,23 @@ impl FlipEvent {
 }
 
 /// Whether `dialed` is an emergency number: the fixed list or one configured.
+/// Which node holds a user's live call when another node sharing the store does
+/// (`[cluster]`): a pull that lands on this node is redirected there.
+pub trait CallOwners: Send + Sync {
+    /// The SIP URI (`sip:10.0.0.11:5060`) of the node holding `user_id`'s connected call,
+    /// if another node does.
+    fn owner_of(&self, user_id: &str) -> Option<String>;
+}
+
+/// A node on its own: no other node holds a call.
+pub struct NoOtherNodes;
+
+impl CallOwners for NoOtherNodes {
+    fn owner_of(&self, _user_id: &str) -> Option<String> {
+        None
+    }
+}
+
 pub fn is_emergency(dialed: &str, configured: &[String]) -> bool {
     EMERGENCY_NUMBERS.contains(&dialed) || configured.iter().any(|n| n == dialed)
 }

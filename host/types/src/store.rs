@@ -188,6 +188,13 @@ pub struct NodeStatus {
     pub live_calls: usize,
     /// The script versions it serves: name → content hash.
     pub scripts: std::collections::BTreeMap<String, String>,
+    /// Where other nodes send what is its (`[cluster] advertise`): `sip:host:port`.
+    #[serde(default)]
+    pub sip: Option<String>,
+    /// The users with a device on a connected call here: a pull of theirs that lands on
+    /// another node is redirected here.
+    #[serde(default)]
+    pub users_in_calls: Vec<String>,
 }
 
 /// The nodes sharing the store.
@@ -890,6 +897,8 @@ pub mod contract {
             draining: false,
             live_calls: 3,
             scripts: [("listen".to_owned(), hash.to_owned())].into(),
+            sip: Some(format!("sip:10.0.0.1{s}:5060")),
+            users_in_calls: vec!["alice".into()],
         };
         assert_eq!(store.nodes().unwrap(), []);
         store.heartbeat(&status("b", 1, "aa")).unwrap();

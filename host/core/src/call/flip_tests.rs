@@ -115,6 +115,38 @@ fn a_pull_takes_the_call_without_touching_the_far_end() {
     assert_eq!(record.flips[0].targets, ["mobile"]);
 }
 
+/// Another node sharing the store holds alice's call.
+struct AliceOnNodeA;
+
+impl crate::flip::CallOwners for AliceOnNodeA {
+    fn owner_of(&self, user_id: &str) -> Option<String> {
+        (user_id == "alice").then(|| "sip:10.0.0.11:5060".into())
+    }
+}
+
+#[test]
+fn a_pull_for_a_call_another_node_holds_is_redirected_there() {
+    let mut w = World::new();
+    w.pbx.set_owners(std::sync::Arc::new(AliceOnNodeA));
+    w.pull_from(MOBILE);
+    let moved = w.last_to(MOBILE, "SIP/2.0 302");
+    assert!(
+        moved.contains("Contact: <sip:*77@10.0.0.11:5060>"),
+        "the pull code at the node holding the call: {moved}"
+    );
+    // With no call anywhere, the pull is refused here as before.
+    let mut alone = World::new();
+    alone.pull_from(MOBILE);
+    assert_eq!(alone.count_to(MOBILE, "SIP/2.0 404"), 1);
+}
+
+#[test]
+fn a_connected_call_names_its_users() {
+    let w = World::connected();
+    assert_eq!(w.pbx.calls.users_in_calls(), ["alice"]);
+    assert!(World::new().pbx.calls.users_in_calls().is_empty());
+}
+
 #[test]
 fn of_two_pulls_at_once_exactly_one_wins() {
     let mut w = World::connected();

@@ -425,6 +425,8 @@ pub struct Ctx<'a> {
     pub entropy: &'a mut crate::entropy::Entropy,
     /// Draining: new calls are refused with 503 and this Retry-After (seconds).
     pub draining: Option<u32>,
+    /// The other nodes' calls, for a pull that lands here.
+    pub owners: &'a dyn crate::flip::CallOwners,
 }
 
 impl Ctx<'_> {
@@ -1942,6 +1944,20 @@ impl Calls {
     /// How many calls are live.
     pub fn count(&self) -> usize {
         self.sessions.len()
+    }
+
+    /// The users with a device on a connected call, each once, sorted: whom this node
+    /// holds calls for (other nodes redirect these users' pulls here).
+    pub fn users_in_calls(&self) -> Vec<String> {
+        let users: std::collections::BTreeSet<String> = self
+            .sessions
+            .values()
+            .filter(|s| s.phase == Phase::Connected)
+            .flat_map(|s| [Side::A, Side::B].map(|side| s.device_on(side)))
+            .flatten()
+            .map(|(user, _)| user)
+            .collect();
+        users.into_iter().collect()
     }
 
     /// Forget a session: release media, tell the script, write the record.

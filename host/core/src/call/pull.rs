@@ -80,6 +80,11 @@ impl Calls {
             .filter_map(|(&id, s)| Some((id, s, s.users_side(&user_id)?)))
             .max_by_key(|(id, _, _)| *id);
         let Some((id, session, side)) = live else {
+            // Another node sharing the store holds the user's call: the device is sent
+            // there (RFC 3261 §21.3.3), its pull dialled again.
+            if let Some(owner) = ctx.owners.owner_of(&user_id) {
+                return redirect(ctx, txn, &invite, &user_id, &device, &owner);
+            }
             return refuse(ctx, 404, "No Live Call To Pull");
         };
         let Some((_, from_device)) = session.device_on(side) else {
@@ -359,6 +364,32 @@ pub(super) fn device_info(binding: &crate::registrar::Binding) -> crate::directo
 }
 
 /// A device's name from a leg's `user/device` label.
+/// Answer a pull with `302 Moved Temporarily` to the node at `owner` (`sip:host:port`):
+/// the Contact is the pull code at that node.
+fn redirect(
+    ctx: &mut Ctx<'_>,
+    txn: ServerTxnId,
+    invite: &Request,
+    user_id: &str,
+    device: &str,
+    owner: &str,
+) {
+    let code = &ctx.config.flip.pull_code;
+    let at = owner.strip_prefix("sip:").unwrap_or(owner);
+    tracing::info!(
+        user = user_id,
+        device,
+        owner,
+        "pull redirected: another node holds the user's call"
+    );
+    let mut response = message::response_to(invite, 302, Some(&ctx.token()));
+    response.headers.push(rsip::Header::Other(
+        "Contact".into(),
+        format!("<sip:{code}@{at}>"),
+    ));
+    ctx.layer.send_response(ctx.ambient.now, txn, response);
+}
+
 pub(super) fn device_of(label: &str) -> &str {
     label.split_once('/').map_or(label, |(_, device)| device)
 }

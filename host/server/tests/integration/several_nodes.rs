@@ -10,7 +10,7 @@ use wasmpbx_store::throwaway::ThrowawayPostgres;
 
 use crate::common::callers::{Callers, FLIP, listen_location, sydney, trunk_calls};
 use crate::common::carrier::Kamailio;
-use crate::common::server::{Server, SippServer, http, sipp};
+use crate::common::server::{Server, SippServer, credentials, free_port, http, sipp};
 
 const PERTH: &str = "+61890000001";
 
@@ -322,4 +322,87 @@ fn the_edge_spreads_carrier_calls_over_the_nodes_and_skips_a_draining_one() {
         records.iter().all(|r| r["state"] == "ended"),
         "no call was cut: {records:?}"
     );
+}
+
+/// Register a device of `extension` with `server` from a port of its own; the port.
+fn register(server: &Server, extension: &str, password: &str) -> u16 {
+    let port = free_port("127.0.0.1");
+    let code = sipp(
+        server.udp,
+        "register.xml",
+        &credentials(extension, password),
+        &["-m", "1", "-p", &port.to_string()],
+    );
+    assert_eq!(code, 0, "{}", server.log());
+    port
+}
+
+#[test]
+fn a_pull_that_lands_on_another_node_is_redirected_to_the_node_holding_the_call() {
+    let (_pg, url) = start_postgres();
+    let ret = SippServer::start("return_number.xml", &["-m", "1"]);
+    let (a, b) = (node("a", &url, ret.port), node("b", &url, ret.port));
+    // Alice's desk is registered with node a, her mobile with node b.
+    let desk = SippServer::start_on(
+        "device_answers.xml",
+        register(&a, "2001", "s3cret"),
+        &["-m", "1"],
+    );
+    let mobile_port = register(&b, "2001", "s3cret");
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("mobile.log");
+    std::thread::scope(|scope| {
+        // Bob calls alice on node a; her desk answers; the call lasts 8 s.
+        let bob = scope.spawn(|| {
+            sipp(
+                a.udp,
+                "device_caller.xml",
+                &credentials("2002", "b0b-secret"),
+                &["-s", "2001", "-m", "1", "-d", "8000"],
+            )
+        });
+        // Node a's status says alice is in a call there.
+        let a_sip = poll(|| {
+            let (_, body) = http(b.http, "GET", "/api/cluster", None, "");
+            let view: serde_json::Value = serde_json::from_str(&body).ok()?;
+            let on_a = view["nodes"]
+                .as_array()?
+                .iter()
+                .find(|n| n["node"] == "a")?;
+            let users = on_a["users_in_calls"].as_array()?;
+            users
+                .iter()
+                .any(|u| u == "alice")
+                .then(|| on_a["sip"].as_str().unwrap().to_owned())
+        });
+        assert_eq!(a_sip, format!("sip:{}", a.udp));
+        // Node b reads the statuses at its own heartbeat, every 2 s.
+        std::thread::sleep(Duration::from_millis(2500));
+        // The mobile dials the pull code on node b: sent to node a.
+        let code = sipp(
+            b.udp,
+            "device_pull_redirected.xml",
+            &credentials("2001", "s3cret"),
+            &[
+                "-s",
+                "*77",
+                "-m",
+                "1",
+                "-p",
+                &mobile_port.to_string(),
+                "-trace_logs",
+                "-log_file",
+                log.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(code, 0, "{}", b.log());
+        let said = std::fs::read_to_string(&log).unwrap();
+        assert!(
+            said.contains(&format!("redirected to <sip:*77@{}>", a.udp)),
+            "{said}"
+        );
+        assert!(b.log().contains("pull redirected"), "{}", b.log());
+        assert_eq!(bob.join().unwrap(), 0, "bob's call went on to its end");
+    });
+    assert_eq!(desk.wait(Duration::from_secs(15)), 0);
 }

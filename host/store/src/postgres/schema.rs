@@ -116,6 +116,9 @@ pub(super) fn migrate(client: &mut Client) -> Result<()> {
     let mut tx = client.transaction().map_err(pg)?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .map_err(pg)?;
+    // "already exists, skipping" is no news at every start after the first.
+    tx.batch_execute("SET LOCAL client_min_messages = warning")
+        .map_err(pg)?;
     tx.batch_execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations (
             version    INTEGER PRIMARY KEY,
