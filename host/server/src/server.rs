@@ -297,6 +297,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         journal,
         shadow_results: store.clone(),
         cluster: store.clone(),
+        owners: owners.clone(),
     });
     tokio::spawn(crate::cluster::heartbeat(
         store.clone(),

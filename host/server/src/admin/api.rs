@@ -555,11 +555,10 @@ async fn scripts(State(admin): State<Arc<Admin>>) -> Json<Value> {
 async fn cluster(State(admin): State<Arc<Admin>>) -> ApiResult<Json<crate::cluster::ClusterView>> {
     let nodes = blocking(|| admin.cluster.nodes()).map_err(ApiError::internal)?;
     let now = crate::clock::Clock::now(admin.scripts.services.clock.as_ref());
-    Ok(Json(crate::cluster::view(
-        admin.config().cluster.name(),
-        nodes,
-        now,
-    )))
+    let config = admin.config();
+    let this = config.cluster.name();
+    admin.owners.learn(this, &nodes, now);
+    Ok(Json(crate::cluster::view(this, nodes, now)))
 }
 
 #[derive(Serialize, ToSchema)]

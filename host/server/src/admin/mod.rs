@@ -64,6 +64,9 @@ pub struct Admin {
     pub shadow_results: Arc<dyn crate::store::ShadowStore>,
     /// The nodes sharing the store, for `/api/cluster`.
     pub cluster: Arc<dyn crate::store::ClusterStore>,
+    /// Who holds whose call among the other nodes: what `/api/cluster` reads, the node
+    /// learns too, so it acts on what the API shows.
+    pub owners: Arc<crate::cluster::Owners>,
 }
 
 impl Admin {
