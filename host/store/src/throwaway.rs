@@ -10,6 +10,8 @@ pub struct ThrowawayPostgres {
     bin: PathBuf,
     data: PathBuf,
     port: u16,
+    /// Running as root: PostgreSQL's programs run as the `postgres` user.
+    root: bool,
     _dir: tempfile::TempDir,
 }
 
@@ -37,9 +39,9 @@ fn is_root() -> bool {
         .is_ok_and(|out| out.stdout.trim_ascii() == b"0")
 }
 
-/// `program` run as whoever may run PostgreSQL.
-fn as_postgres(program: &Path) -> Command {
-    if is_root() {
+/// `program` run as whoever may run PostgreSQL (`root`: we are root).
+fn as_postgres(program: &Path, root: bool) -> Command {
+    if root {
         let mut command = Command::new("runuser");
         command.args(["-u", "postgres", "--"]).arg(program);
         command
@@ -74,11 +76,12 @@ impl ThrowawayPostgres {
     /// on loopback.
     pub fn start() -> Result<Self, String> {
         let bin = bin_dir()?;
+        let root = is_root();
         let dir = tempfile::Builder::new()
             .prefix("wasmpbx-pg")
             .tempdir()
             .map_err(|e| e.to_string())?;
-        if is_root() {
+        if root {
             run(
                 Command::new("chown").arg("postgres:").arg(dir.path()),
                 "chown",
@@ -86,7 +89,7 @@ impl ThrowawayPostgres {
         }
         let data = dir.path().join("data");
         run(
-            as_postgres(&bin.join("initdb"))
+            as_postgres(&bin.join("initdb"), root)
                 .args(["-A", "trust", "-U", "wasmpbx", "-E", "UTF8", "--locale=C"])
                 .arg("--no-sync")
                 .arg("-D")
@@ -103,7 +106,7 @@ impl ThrowawayPostgres {
                 dir.path().display()
             );
             match run(
-                as_postgres(&bin.join("pg_ctl"))
+                as_postgres(&bin.join("pg_ctl"), root)
                     .args(["start", "-w", "-t", "30", "-D"])
                     .arg(&data)
                     .arg("-l")
@@ -116,6 +119,7 @@ impl ThrowawayPostgres {
                         bin,
                         data,
                         port,
+                        root,
                         _dir: dir,
                     });
                 }
@@ -141,14 +145,10 @@ impl ThrowawayPostgres {
         format!("postgres://wasmpbx@127.0.0.1:{}/{name}", self.port)
     }
 
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
     /// Stop the cluster at once (a crash, as far as clients can tell); dropping it does
     /// too.
     pub fn stop(&self) {
-        let _ = as_postgres(&self.bin.join("pg_ctl"))
+        let _ = as_postgres(&self.bin.join("pg_ctl"), self.root)
             .args(["stop", "-m", "immediate", "-D"])
             .arg(&self.data)
             .stdout(Stdio::null())

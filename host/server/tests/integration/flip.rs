@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::common::server::{Server, SippServer, credentials, free_port, sipp};
+use crate::common::server::{Server, SippServer, credentials, register_device, sipp};
 
 const TRAP_USER: &str = r#"
 [scripts]
@@ -15,19 +15,6 @@ id = "trap"
 extension = "2009"
 password = "trap-secret"
 "#;
-
-/// Register a device of `extension` from a port of its own; the port.
-fn register(server: &Server, extension: &str, password: &str) -> u16 {
-    let port = free_port("127.0.0.1");
-    let code = sipp(
-        server.udp,
-        "register.xml",
-        &credentials(extension, password),
-        &["-m", "1", "-p", &port.to_string()],
-    );
-    assert_eq!(code, 0, "{}", server.log());
-    port
-}
 
 /// The device on `port` dials the pull code and is refused.
 fn pull_refused(server: &Server, extension: &str, password: &str, port: u16) {
@@ -43,9 +30,9 @@ fn pull_refused(server: &Server, extension: &str, password: &str, port: u16) {
 /// Bob calls `callee` (`user`, `password`), whose desk (SIPp) answers; meanwhile a device
 /// of `puller` dials the pull code and is refused; Bob's call goes on to its end.
 fn pull_refused_during_a_call(server: &Server, callee: (&str, &str), puller: (&str, &str)) {
-    let desk_port = register(server, callee.0, callee.1);
+    let desk_port = register_device(server, callee.0, callee.1);
     let desk = SippServer::start_on("device_answers.xml", desk_port, &["-m", "1"]);
-    let puller_port = register(server, puller.0, puller.1);
+    let puller_port = register_device(server, puller.0, puller.1);
     std::thread::scope(|scope| {
         let bob = scope.spawn(|| {
             sipp(
@@ -65,7 +52,7 @@ fn pull_refused_during_a_call(server: &Server, callee: (&str, &str), puller: (&s
 #[test]
 fn a_pull_without_a_live_call_is_refused_and_logged() {
     let server = Server::start("");
-    let port = register(&server, "2001", "s3cret");
+    let port = register_device(&server, "2001", "s3cret");
     pull_refused(&server, "2001", "s3cret", port);
     assert!(
         server.log().contains("pull refused: No Live Call To Pull"),

@@ -10,7 +10,7 @@ use wasmpbx_store::throwaway::ThrowawayPostgres;
 
 use crate::common::callers::{Callers, FLIP, listen_location, sydney, trunk_calls};
 use crate::common::carrier::Kamailio;
-use crate::common::server::{Server, SippServer, credentials, free_port, http, sipp};
+use crate::common::server::{Server, SippServer, credentials, http, register_device, sipp};
 
 const PERTH: &str = "+61890000001";
 
@@ -324,19 +324,6 @@ fn the_edge_spreads_carrier_calls_over_the_nodes_and_skips_a_draining_one() {
     );
 }
 
-/// Register a device of `extension` with `server` from a port of its own; the port.
-fn register(server: &Server, extension: &str, password: &str) -> u16 {
-    let port = free_port("127.0.0.1");
-    let code = sipp(
-        server.udp,
-        "register.xml",
-        &credentials(extension, password),
-        &["-m", "1", "-p", &port.to_string()],
-    );
-    assert_eq!(code, 0, "{}", server.log());
-    port
-}
-
 #[test]
 fn a_pull_that_lands_on_another_node_is_redirected_to_the_node_holding_the_call() {
     let (_pg, url) = start_postgres();
@@ -345,10 +332,10 @@ fn a_pull_that_lands_on_another_node_is_redirected_to_the_node_holding_the_call(
     // Alice's desk is registered with node a, her mobile with node b.
     let desk = SippServer::start_on(
         "device_answers.xml",
-        register(&a, "2001", "s3cret"),
+        register_device(&a, "2001", "s3cret"),
         &["-m", "1"],
     );
-    let mobile_port = register(&b, "2001", "s3cret");
+    let mobile_port = register_device(&b, "2001", "s3cret");
     let logs = tempfile::tempdir().unwrap();
     let log = logs.path().join("mobile.log");
     std::thread::scope(|scope| {

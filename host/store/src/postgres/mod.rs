@@ -385,14 +385,17 @@ impl CdrColumns {
     /// `records`, the last version of each session only: one statement may not update
     /// a row twice, and the last is what a batch in order would leave.
     fn of(records: &[CallRecord]) -> Result<Self> {
-        let mut columns = Self::default();
         let mut seen = std::collections::HashSet::new();
-        for record in records.iter().rev() {
-            if seen.insert(record.session) {
-                columns.push(CdrRow::of(record)?)?;
-            }
+        let mut last: Vec<&CallRecord> = records
+            .iter()
+            .rev()
+            .filter(|record| seen.insert(record.session))
+            .collect();
+        last.reverse();
+        let mut columns = Self::default();
+        for record in last {
+            columns.push(CdrRow::of(record)?)?;
         }
-        columns.reverse();
         Ok(columns)
     }
 
@@ -408,18 +411,6 @@ impl CdrColumns {
         self.flips.push(row.flips);
         self.record.push(row.record);
         Ok(())
-    }
-
-    fn reverse(&mut self) {
-        self.session.reverse();
-        self.started_ms.reverse();
-        self.state.reverse();
-        self.location.reverse();
-        self.caller.reverse();
-        self.disposition.reverse();
-        self.flips.reverse();
-        self.intents.reverse();
-        self.record.reverse();
     }
 }
 

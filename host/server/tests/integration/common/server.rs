@@ -546,6 +546,20 @@ pub fn sipp(server: SocketAddr, scenario_file: &str, csv: &str, extra: &[&str]) 
 }
 
 /// The csv line SIPp's [authentication] keyword needs.
+/// Register a device of `extension` with `server` (SIPp, `register.xml`) from a port of
+/// its own; the port, for a SIPp device to answer on.
+pub fn register_device(server: &Server, extension: &str, password: &str) -> u16 {
+    let port = free_port("127.0.0.1");
+    let code = sipp(
+        server.udp,
+        "register.xml",
+        &credentials(extension, password),
+        &["-m", "1", "-p", &port.to_string()],
+    );
+    assert_eq!(code, 0, "{}", server.log());
+    port
+}
+
 pub fn credentials(extension: &str, password: &str) -> String {
     format!("SEQUENTIAL\n{extension};[authentication username={extension} password={password}]\n")
 }
