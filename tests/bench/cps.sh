@@ -58,7 +58,7 @@ for rate in "${rates[@]}"; do
     echo "| $rate | SIPp → wasmpbx → SIPp | $ok | $failed | $retrans | $cpu | $(( $(rss_of $server) / 1024 )) MiB |"
     if [ "$failed" != 0 ]; then
         echo "host warnings (counts):" >&2
-        sed -E 's/^[^ ]+ +//; s/session=[0-9]+//; s/[0-9]+//g' "$work/server.err" | sort | uniq -c | sort -rn | head -5 >&2
+        sed -E 's/^[^ ]+ +//; s/session=[0-9a-f]+//; s/[0-9]+//g' "$work/server.err" | sort | uniq -c | sort -rn | head -5 >&2
     fi
     if [ -n "${STREAMS:-}" ]; then
         cpu0=$(cpu_of $server)

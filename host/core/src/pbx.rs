@@ -44,6 +44,8 @@ pub enum PbxOutput {
         pinned: Option<ScriptVersion>,
         call: CallInfo,
         event: Event,
+        /// The call's span, for the script's lines.
+        span: tracing::Span,
     },
     /// A call arrived (from a trunk or a device) and has a session: for the event
     /// stream.
@@ -62,6 +64,8 @@ pub enum PbxOutput {
         /// The policy script's name (`scripts.flip_policy`).
         policy: String,
         request: crate::flip::FlipRequest,
+        /// The call's span, for the policy's lines.
+        span: tracing::Span,
     },
 }
 

@@ -114,11 +114,7 @@ impl Call {
         let stopped = before - self.bridges.len();
         if stopped > 0 {
             counters.webrtc_bridges.fetch_sub(stopped as u64, Relaxed);
-            tracing::debug!(
-                session = %self.session.short(),
-                stopped,
-                "webrtc bridges of departed browsers stopped"
-            );
+            tracing::debug!(stopped, "webrtc bridges of departed browsers stopped");
         }
     }
 }
@@ -550,13 +546,13 @@ impl MediaAllocator for RelayManager {
             crate::os_random::random_u64(),
             crate::os_random::random_u64()
         );
-        tracing::info!(session = %session.short(), url = %redacted_url(&request.url), stream = %stream_sid, engine_audio = ?request.engine_audio, "media stream starts");
+        tracing::info!(url = %redacted_url(&request.url), stream = %stream_sid, engine_audio = ?request.engine_audio, "media stream starts");
         let mut shared = lock(&call.shared);
         let engine = (request.engine_audio != EngineAudio::Ignore).then(|| {
             let (marks_out, marks) = mpsc::channel(MARKS_WAITING);
             let playout = Arc::new(Mutex::new(Playout::new(marks_out)));
             if shared.engine.is_some() {
-                tracing::info!(session = %session.short(), "a newer bidirectional stream speaks to the caller");
+                tracing::info!("a newer bidirectional stream speaks to the caller");
             }
             shared.engine = Some(EngineFeed {
                 mode: request.engine_audio,
@@ -568,7 +564,7 @@ impl MediaAllocator for RelayManager {
                 playing: call.playing.clone(),
             }
         });
-        let tap = super::stream::start(session, request, stream_sid, self.counters.clone(), engine);
+        let tap = super::stream::start(request, stream_sid, self.counters.clone(), engine);
         shared.taps.push(tap);
     }
 

@@ -102,7 +102,7 @@ impl Speaker {
     /// not rendered yet. One that cannot be rendered stays without audio: the call engine
     /// then treats it as an action it cannot carry out. `default_voice` speaks when a
     /// `say` names none (`[media] say_voice`).
-    pub fn render_actions(&self, actions: &mut [Action], default_voice: &str, session: &str) {
+    pub fn render_actions(&self, actions: &mut [Action], default_voice: &str) {
         for action in actions {
             let speech = match action {
                 Action::Say(speech) => speech,
@@ -114,25 +114,19 @@ impl Speaker {
             if speech.audio.0.is_some() {
                 continue;
             }
-            match self.render(speech, default_voice, session) {
+            match self.render(speech, default_voice) {
                 Ok(audio) => speech.audio.0 = Some(audio),
-                Err(e) => tracing::error!(session, "say: {e}"),
+                Err(e) => tracing::error!("say: {e}"),
             }
         }
     }
 
     /// The audio of `speech`: from the cache, or rendered now. Text past
     /// [`MAX_SAY_CHARS`] is cut at a word; an unknown voice falls back to the default.
-    pub fn render(
-        &self,
-        speech: &Speech,
-        default_voice: &str,
-        session: &str,
-    ) -> Result<Arc<Prompt>, SpeechError> {
+    pub fn render(&self, speech: &Speech, default_voice: &str) -> Result<Arc<Prompt>, SpeechError> {
         let text = cut(&speech.text);
         if text.len() < speech.text.len() {
             tracing::warn!(
-                session,
                 chars = speech.text.chars().count(),
                 "say: text longer than {MAX_SAY_CHARS} characters is cut"
             );
@@ -141,7 +135,6 @@ impl Speaker {
         match self.cached_or_rendered(voice, text) {
             Err(SpeechError::UnknownVoice(voice)) if voice != default_voice => {
                 tracing::warn!(
-                    session,
                     voice,
                     default = default_voice,
                     "say: unknown voice; speaking with the default"
@@ -312,7 +305,7 @@ mod tests {
     fn a_missing_engine_is_a_clear_error() {
         let speaker = Speaker::with_command("/nonexistent/espeak-ng");
         let err = speaker
-            .render(&Speech::new("Hello", None), "en-us", "s1")
+            .render(&Speech::new("Hello", None), "en-us")
             .unwrap_err();
         assert!(err.to_string().contains("install espeak-ng"), "{err}");
     }
@@ -322,9 +315,7 @@ mod tests {
     fn speaks_caches_and_falls_back_from_an_unknown_voice() {
         let speaker = Speaker::new();
         let hello = Speech::new("Hello, you have reached billing.", None);
-        let first = speaker
-            .render(&hello, "en-us", "s1")
-            .expect("espeak-ng renders");
+        let first = speaker.render(&hello, "en-us").expect("espeak-ng renders");
         assert!(
             first.duration() > Duration::from_millis(800),
             "{:?}",
@@ -335,13 +326,13 @@ mod tests {
             .filter(|s| s.unsigned_abs() > 1000)
             .count();
         assert!(loud > 1000, "{loud} loud samples");
-        let again = speaker.render(&hello, "en-us", "s1").unwrap();
+        let again = speaker.render(&hello, "en-us").unwrap();
         assert!(
             Arc::ptr_eq(&first, &again),
             "the second rendering comes from the cache"
         );
         let odd = Speech::new("Hello, you have reached billing.", Some("xx-nope".into()));
-        let fallback = speaker.render(&odd, "en-us", "s1").unwrap();
+        let fallback = speaker.render(&odd, "en-us").unwrap();
         assert!(
             Arc::ptr_eq(&first, &fallback),
             "an unknown voice speaks with the default"

@@ -23,7 +23,7 @@ use tokio::net::TcpSocket;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use wasmpbx_types::ids::SessionId;
+use tracing::Instrument as _;
 use wasmpbx_types::record::StreamRecord;
 
 use super::playout::Playout;
@@ -129,7 +129,6 @@ impl Tap {
 /// runtime until the tap is dropped (the call ended) and its `stop` is sent. With an
 /// `engine` link the stream is bidirectional.
 pub(crate) fn start(
-    session: SessionId,
     request: StreamRequest,
     stream_sid: String,
     counters: Arc<RelayCounters>,
@@ -148,7 +147,6 @@ pub(crate) fn start(
     };
     counters.streams_active.fetch_add(1, Relaxed);
     let task = Stream {
-        session,
         shown: url,
         request,
         stream_sid,
@@ -161,13 +159,14 @@ pub(crate) fn start(
         engine,
         engine_said: EngineSaid::default(),
     };
-    tokio::spawn(task.run());
+    // In the call's span (current: the call engine starts streams), so its lines name
+    // the call.
+    tokio::spawn(task.run().in_current_span());
     tap
 }
 
 /// A stream's task.
 struct Stream {
-    session: SessionId,
     /// The URL as logs show it.
     shown: String,
     request: StreamRequest,
@@ -206,31 +205,30 @@ impl Stream {
         let mut retry = FIRST_RETRY;
         let mut down = false;
         loop {
-            let failure = match tokio::time::timeout(CONNECT_TIMEOUT, connect(&self.request.url))
-                .await
-            {
-                Ok(Ok(socket)) => {
-                    if down {
-                        tracing::info!(session = %self.session.short(), url = %self.shown, "media stream connected again");
+            let failure =
+                match tokio::time::timeout(CONNECT_TIMEOUT, connect(&self.request.url)).await {
+                    Ok(Ok(socket)) => {
+                        if down {
+                            tracing::info!(url = %self.shown, "media stream connected again");
+                        }
+                        down = false;
+                        retry = FIRST_RETRY;
+                        let ended = self.serve(socket).await;
+                        if let Some(engine) = &self.engine {
+                            // What that engine queued is not for the next connection.
+                            engine.playout().clear();
+                        }
+                        match ended {
+                            Ended::Call => break,
+                            Ended::Lost(why) => why,
+                        }
                     }
-                    down = false;
-                    retry = FIRST_RETRY;
-                    let ended = self.serve(socket).await;
-                    if let Some(engine) = &self.engine {
-                        // What that engine queued is not for the next connection.
-                        engine.playout().clear();
-                    }
-                    match ended {
-                        Ended::Call => break,
-                        Ended::Lost(why) => why,
-                    }
-                }
-                Ok(Err(why)) => why,
-                Err(_) => format!("no connection within {} s", CONNECT_TIMEOUT.as_secs()),
-            };
+                    Ok(Err(why)) => why,
+                    Err(_) => format!("no connection within {} s", CONNECT_TIMEOUT.as_secs()),
+                };
             self.counters.stream_failures.fetch_add(1, Relaxed);
             if !down {
-                say_failure(&self.shown, self.session, &failure);
+                say_failure(&self.shown, &failure);
                 down = true;
             }
             // Down: what arrives is dropped until it is time to try again.
@@ -254,7 +252,6 @@ impl Stream {
         }
         self.counters.streams_active.fetch_sub(1, Relaxed);
         tracing::debug!(
-            session = %self.session.short(),
             url = %self.shown,
             frames = self.counts.frames.load(Relaxed),
             dropped = self.counts.dropped.load(Relaxed),
@@ -322,7 +319,10 @@ impl Stream {
         let message = serde_json::from_str::<serde_json::Value>(text).ok();
         let event = message.as_ref().and_then(|m| m.get("event")?.as_str());
         let Some(engine) = &self.engine else {
-            tracing::debug!(session = %self.session.short(), ?event, "media stream: the engine sent something (not played: the stream is one-way)");
+            tracing::debug!(
+                ?event,
+                "media stream: the engine sent something (not played: the stream is one-way)"
+            );
             return;
         };
         let message = message.as_ref();
@@ -337,7 +337,7 @@ impl Stream {
                 if !engine.playout().push_audio(&audio) {
                     self.engine_said.over_limit += 1;
                     if self.engine_said.over_limit == 1 {
-                        tracing::warn!(session = %self.session.short(), url = %self.shown, "media stream: the engine sent more than 60 s of audio ahead; the rest is dropped");
+                        tracing::warn!(url = %self.shown, "media stream: the engine sent more than 60 s of audio ahead; the rest is dropped");
                     }
                     return;
                 }
@@ -355,7 +355,7 @@ impl Stream {
     fn engine_garbage(&mut self, what: &str) {
         self.engine_said.garbage += 1;
         if self.engine_said.garbage == 1 {
-            tracing::warn!(session = %self.session.short(), url = %self.shown, "media stream: the engine sent {what}; ignored (and so are any more)");
+            tracing::warn!(url = %self.shown, "media stream: the engine sent {what}; ignored (and so are any more)");
         }
     }
 
@@ -438,7 +438,7 @@ async fn next_mark(engine: &mut Option<EngineLink>) -> Option<String> {
 /// Log a stream's failure: once per outage of a stream, and at most once a minute per
 /// engine (a dead engine under load would otherwise log a line for every call); the
 /// line says how many more there were.
-fn say_failure(url: &str, session: SessionId, failure: &str) {
+fn say_failure(url: &str, failure: &str) {
     static LAST: LazyLock<Mutex<HashMap<String, (Instant, u64)>>> = LazyLock::new(Mutex::default);
     let now = monotonic_now();
     let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
@@ -458,7 +458,6 @@ fn say_failure(url: &str, session: SessionId, failure: &str) {
     };
     drop(last);
     tracing::warn!(
-        session = %session.short(),
         url,
         "media stream: {failure}; its frames are dropped until it connects again (the call goes on){}",
         match unsaid {

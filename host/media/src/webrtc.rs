@@ -20,6 +20,7 @@ use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tracing::Instrument as _;
 
 use super::rtp;
 use crate::clock::monotonic_now;
@@ -88,7 +89,7 @@ impl Parts {
         mid: Option<Mid>,
         pending: Option<(SdpPendingOffer, mpsc::Receiver<SdpAnswer>)>,
     ) -> Result<JoinHandle<()>, String> {
-        Ok(tokio::spawn(run(BridgeTask {
+        let task = run(BridgeTask {
             rtc: self.rtc,
             browser: to_tokio(self.browser)?,
             browser_local: self.browser_local,
@@ -96,7 +97,10 @@ impl Parts {
             relay,
             mid,
             pending,
-        })))
+        });
+        // In the call's span (current: the call engine asks for the bridge), so the
+        // browser's ICE and DTLS lines name the call.
+        Ok(tokio::spawn(task.in_current_span()))
     }
 }
 

@@ -85,7 +85,6 @@ pub(crate) struct EventHost {
     pub(crate) script: Arc<str>,
     /// The location whose vars and key-value scope the event sees.
     pub(crate) location: Option<String>,
-    pub(crate) call_id: Option<String>,
     /// What the event sees of the world and what it read of it.
     pub(crate) world: EventWorld,
 }
@@ -336,7 +335,7 @@ impl ScriptEngine {
         script: &LoadedScript,
         services: &Arc<HostServices>,
     ) -> Result<(), LoadError> {
-        let mut store = self.new_store(services, &script.name, None, None, EventWorld::default());
+        let mut store = self.new_store(services, &script.name, None, EventWorld::default());
         store.set_epoch_deadline(ticks(LOAD_DEADLINE.max(self.limits.deadline)));
         let instance = script
             .pre
@@ -363,7 +362,6 @@ impl ScriptEngine {
         services: &Arc<HostServices>,
         script: &str,
         location: Option<String>,
-        call_id: Option<String>,
         world: EventWorld,
     ) -> wasmtime::Store<EventState> {
         let stderr = MemoryOutputPipe::new(STDERR_CAPTURE_BYTES);
@@ -378,7 +376,6 @@ impl ScriptEngine {
                 services: services.clone(),
                 script: script.into(),
                 location,
-                call_id,
                 world,
             },
             wasi,

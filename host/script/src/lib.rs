@@ -37,17 +37,10 @@ use std::sync::Arc;
 
 pub use engine::{EventWorld, Limits, LoadError, ScriptEngine};
 
-/// How log lines name a call: the host's lines write a session's short id
-/// (`SessionId::short`), the last 12 characters of the call id scripts see.
-fn session_field(call_id: &str) -> &str {
-    let cut = call_id.len().saturating_sub(12);
-    call_id.get(cut..).unwrap_or(call_id)
-}
-
 /// The version of the `wasmpbx:script` WIT package this host implements (it also loads
 /// scripts built for 0.1.0).
 pub const WIT_VERSION: &str = "0.2.0";
-pub use loaded::{EventScope, Exports, LoadedScript, ScriptFailure};
+pub use loaded::{Exports, LoadedScript, ScriptFailure};
 pub use metrics::{MetricsSnapshot, ScriptMetrics, VersionSnapshot};
 pub use registry::{Registry, ScriptStatus};
 
@@ -148,7 +141,6 @@ impl ScriptHost {
                 };
                 tracing::warn!(
                     script,
-                    session = session_field(&call.call_id),
                     cause = failure.cause(),
                     "script {script} failed: {failure}{}",
                     if actions.is_empty() {
@@ -220,7 +212,7 @@ impl ScriptHost {
             Err(failure) => self.metrics.record_fallback(name, version, failure.cause()),
         }
         if let Err(failure) = &result {
-            tracing::warn!(script = %name, session = session_field(&request.call.call_id), cause = failure.cause(),
+            tracing::warn!(script = %name, cause = failure.cause(),
                 "flip policy {name} failed: {failure}; denying the flip");
         }
         result

@@ -117,13 +117,6 @@ impl ScriptFailure {
     }
 }
 
-/// Who and what an event concerns, for the host imports.
-#[derive(Debug, Clone, Default)]
-pub struct EventScope {
-    pub location: Option<String>,
-    pub call_id: Option<String>,
-}
-
 impl LoadedScript {
     /// The first 12 hex digits of the hash, for logs.
     pub fn short_hash(&self) -> &str {
@@ -145,15 +138,12 @@ impl LoadedScript {
             .router
             .as_ref()
             .ok_or(ScriptFailure::NoExport("wasmpbx:script/router"))?;
-        let scope = EventScope {
-            location: call.location.clone(),
-            call_id: Some(call.call_id.clone()),
-        };
+        let location = call.location.clone();
         let guest_call = convert::call_to_guest(call);
         let guest_event = convert::event_to_guest(event);
         let actions = match indices {
             RouterExport::V0_2(indices) => {
-                self.run(engine, services, scope, world, |store, instance| {
+                self.run(engine, services, location, world, |store, instance| {
                     indices.load(&mut *store, instance)?.call_handle(
                         &mut *store,
                         &guest_call,
@@ -166,7 +156,7 @@ impl LoadedScript {
                     return Ok(Vec::new()); // an event 0.1.0 does not know
                 };
                 let old_call = v0_1::call_down(guest_call);
-                self.run(engine, services, scope, world, |store, instance| {
+                self.run(engine, services, location, world, |store, instance| {
                     indices.load(&mut *store, instance)?.call_handle(
                         &mut *store,
                         &old_call,
@@ -201,15 +191,12 @@ impl LoadedScript {
             .flip_policy
             .as_ref()
             .ok_or(ScriptFailure::NoExport("wasmpbx:script/flip-policy"))?;
-        let scope = EventScope {
-            location: request.call.location.clone(),
-            call_id: Some(request.call.call_id.clone()),
-        };
+        let location = request.call.location.clone();
         let guest_request = convert::flip_request_to_guest(request);
         let world = &mut EventWorld::default();
         let decision = match indices {
             FlipPolicyExport::V0_2(indices) => {
-                self.run(engine, services, scope, world, |store, instance| {
+                self.run(engine, services, location, world, |store, instance| {
                     indices
                         .load(&mut *store, instance)?
                         .call_decide(&mut *store, &guest_request)
@@ -217,11 +204,17 @@ impl LoadedScript {
             }
             FlipPolicyExport::V0_1(indices) => {
                 let old_request = v0_1::flip_request_down(guest_request);
-                v0_1::decision_up(self.run(engine, services, scope, world, |store, instance| {
-                    indices
-                        .load(&mut *store, instance)?
-                        .call_decide(&mut *store, &old_request)
-                })?)
+                v0_1::decision_up(self.run(
+                    engine,
+                    services,
+                    location,
+                    world,
+                    |store, instance| {
+                        indices
+                            .load(&mut *store, instance)?
+                            .call_decide(&mut *store, &old_request)
+                    },
+                )?)
             }
         };
         let decision = convert::decision_from_guest(decision);
@@ -234,20 +227,15 @@ impl LoadedScript {
         &self,
         engine: &ScriptEngine,
         services: &Arc<HostServices>,
-        scope: EventScope,
+        // The location whose vars and key-value scope the event sees.
+        location: Option<String>,
         world: &mut EventWorld,
         call: impl FnOnce(
             &mut wasmtime::Store<EventState>,
             &wasmtime::component::Instance,
         ) -> wasmtime::Result<R>,
     ) -> Result<R, ScriptFailure> {
-        let mut store = engine.new_store(
-            services,
-            &self.name,
-            scope.location,
-            scope.call_id,
-            std::mem::take(world),
-        );
+        let mut store = engine.new_store(services, &self.name, location, std::mem::take(world));
         let result = self
             .pre
             .instantiate(&mut store)

@@ -26,7 +26,7 @@ available person will help you.";
 fn render(speaker: &Speaker, text: &str) -> (Duration, Duration) {
     let t = Instant::now();
     let audio = speaker
-        .render(&Speech::new(text, None), "en-us", "bench")
+        .render(&Speech::new(text, None), "en-us")
         .expect("espeak-ng renders");
     (t.elapsed(), audio.duration())
 }

@@ -42,6 +42,8 @@ pub struct Job {
     pub record: Option<Arc<LoadedScript>>,
     /// The location's shadow script, to run.
     pub shadow: Option<String>,
+    /// The call's span, for the shadow script's lines.
+    pub span: tracing::Span,
 }
 
 /// The journal's counters, for `/metrics`.
@@ -135,6 +137,7 @@ fn handle(
     shadows: &mut Vec<ShadowResult>,
 ) {
     if let Some(shadow) = job.shadow {
+        let _span = job.span.entered();
         shadows.push(compare(scripts, shadow, &job.served, &counters.shadow));
     }
     let Some(version) = job.record else {

@@ -779,6 +779,7 @@ pub async fn run(
                     pinned,
                     call,
                     event,
+                    span,
                 } => {
                     // Scripts run on the blocking pool: a slow one (up to its deadline)
                     // never stalls SIP. The decision comes back as an input.
@@ -790,6 +791,7 @@ pub async fn run(
                         journal.clone(),
                     );
                     tokio::task::spawn_blocking(move || {
+                        let _span = span.entered();
                         let config = scripts.services.config.load_full();
                         let location = location.as_deref().and_then(|l| config.location(l));
                         // The call engine holds the version opaquely; only the runtime
@@ -820,6 +822,7 @@ pub async fn run(
                                 },
                                 record,
                                 shadow,
+                                span: tracing::Span::current(),
                             });
                         }
                         if let Some(fallback) = &decision.fallback {
@@ -830,11 +833,7 @@ pub async fn run(
                             });
                         }
                         // Speech is rendered here, off the call engine's task.
-                        speaker.render_actions(
-                            &mut decision.actions,
-                            &config.media.say_voice,
-                            &session.short().to_string(),
-                        );
+                        speaker.render_actions(&mut decision.actions, &config.media.say_voice);
                         // Every decision comes back, `call-ended`'s too: its tags
                         // complete the call's record.
                         let input = match event {
@@ -855,10 +854,12 @@ pub async fn run(
                     flip,
                     policy,
                     request,
+                    span,
                 } => {
                     tracker.flip_requested(&events, &request);
                     let (scripts, tx) = (scripts.clone(), tx.clone());
                     tokio::task::spawn_blocking(move || {
+                        let _span = span.entered();
                         let decision = scripts
                             .decide_flip(&policy, &request)
                             .map_err(|failure| failure.to_string());

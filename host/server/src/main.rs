@@ -24,7 +24,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 )]
 struct Cli {
     /// How log lines (on stderr) are written: text for people, JSON (one object per
-    /// line, fields at the top level) for log collectors.
+    /// line, fields at the top level, a call's lines with `"span": {"name": "call",
+    /// "session": …}`) for log collectors.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
     #[command(subcommand)]
@@ -457,7 +458,14 @@ fn init_logging(quiet: bool, format: LogFormat) {
         LogFormat::Text => logs
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .init(),
-        LogFormat::Json => logs.json().flatten_event(true).init(),
+        // A call's lines carry its span as `"span": {"name": "call", "session": …}`; calls
+        // do not nest, so the list of spans adds nothing.
+        LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
     }
 }
 

@@ -86,7 +86,7 @@ impl Calls {
         // The script's tags so far (set before the answer) go in with it.
         session.record.tags.clone_from(&session.call.tags);
         super::write_live_record(ctx, &mut session.record);
-        tracing::info!(session = %id.short(), codec = codec.name(), "answered by the host");
+        tracing::info!(codec = codec.name(), "answered by the host");
         Ok(())
     }
 
@@ -222,7 +222,7 @@ impl Calls {
             return;
         };
         session.media_generation += 1;
-        tracing::info!(session = %id.short(), digits = gather.digits, ?ended_by, "gathered");
+        tracing::info!(digits = gather.digits, ?ended_by, "gathered");
         self.route(
             ctx,
             id,
@@ -267,11 +267,11 @@ impl Calls {
             .join(format!("{started}-{location}-s{id}.wav"));
         match ctx.media.start_recording(id, &path) {
             Ok(()) => {
-                tracing::info!(session = %id.short(), path = %path.display(), "recording");
+                tracing::info!(path = %path.display(), "recording");
                 session.record.recording = Some(path.display().to_string());
             }
             // The call goes on unrecorded rather than not at all.
-            Err(e) => tracing::error!(session = %id.short(), "cannot record: {e}"),
+            Err(e) => tracing::error!("cannot record: {e}"),
         }
     }
 

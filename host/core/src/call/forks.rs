@@ -100,14 +100,14 @@ impl Calls {
                     sdp
                 }
                 Err(e) => {
-                    tracing::warn!(session = %id.short(), device = %binding.device, "not ringing a browser: {e}");
+                    tracing::warn!(device = %binding.device, "not ringing a browser: {e}");
                     return None;
                 }
             }
         } else {
             let secure = srtp::offers_srtp(srtp::device_policy(ctx.config, &binding.user_id));
             if let Err(e) = srtp::offer(ctx.media, id, side, &mut origin, secure) {
-                tracing::error!(session = %id.short(), device = %binding.device, "not ringing: SRTP: {e}");
+                tracing::error!(device = %binding.device, "not ringing: SRTP: {e}");
                 return None;
             }
             origin.stamp(offer)
@@ -134,7 +134,7 @@ impl Calls {
         let txn = ctx
             .layer
             .send_request(ctx.ambient.now, invite.clone(), peer);
-        tracing::info!(session = %id.short(), user = %binding.user_id, device = %binding.device, "ringing device");
+        tracing::info!(user = %binding.user_id, device = %binding.device, "ringing device");
         self.by_call_id.insert(call_id.clone(), id);
         self.by_client_txn.insert(txn, id);
         if let Some(session) = self.sessions.get_mut(&id) {

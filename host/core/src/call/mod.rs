@@ -58,6 +58,8 @@ mod record_tests;
 #[cfg(test)]
 mod reload_tests;
 #[cfg(test)]
+mod span_tests;
+#[cfg(test)]
 mod srtp_tests;
 #[cfg(test)]
 mod stream_tests;
@@ -122,7 +124,7 @@ impl Outbound {
         ctx.media
             .answer_webrtc(id, bridge, &body)
             .unwrap_or_else(|e| {
-                tracing::warn!(session = %id.short(), "{e}");
+                tracing::warn!("{e}");
                 String::new()
             })
     }
@@ -273,6 +275,10 @@ struct Session {
     /// The device a flip just moved the call away from, let go once the new device is
     /// heard (a browser's audio starts only after ICE and DTLS).
     releasing: Option<push::Release>,
+    /// The call's `call{session}` span: entered by every input about the call, carried
+    /// to its script runs, and current when its media tasks are spawned, so each line
+    /// logged about the call names it once, in the same way.
+    span: tracing::Span,
 }
 
 /// A flip waiting for the policy's decision.
@@ -381,8 +387,10 @@ impl Calls {
         pending: PendingFlip,
         request: crate::flip::FlipRequest,
     ) {
+        let mut span = tracing::Span::none();
         if let Some(session) = self.sessions.get_mut(&pending.session()) {
             session.flip_pending = true;
+            span = session.span.clone();
         }
         self.next_flip += 1;
         self.flips.insert(self.next_flip, pending);
@@ -390,6 +398,7 @@ impl Calls {
             flip: self.next_flip,
             policy: ctx.config.scripts.flip_policy.clone(),
             request,
+            span,
         });
     }
 
@@ -400,6 +409,7 @@ impl Calls {
         flip: u64,
         decision: Result<crate::flip::FlipDecision, String>,
     ) {
+        let _span = (self.flips.get(&flip)).and_then(|p| self.enter(p.session()));
         match self.flips.remove(&flip) {
             Some(PendingFlip::Pull(pull)) => self.pull_decided(ctx, *pull, decision),
             Some(PendingFlip::Push(push)) => self.push_decided(ctx, flip, push, decision),
@@ -462,11 +472,16 @@ pub struct Calls {
     flips: HashMap<u64, PendingFlip>,
     next_flip: u64,
     /// Records of ended calls (already written) whose script's `call-ended` answer may
-    /// still add tags: then they are written again.
-    ending: HashMap<SessionId, CallRecord>,
+    /// still add tags: then they are written again. With the call's span.
+    ending: HashMap<SessionId, (CallRecord, tracing::Span)>,
 }
 
 impl Calls {
+    /// Enter a live call's span until the guard drops (none for a call that is over).
+    fn enter(&self, id: SessionId) -> Option<tracing::span::EnteredSpan> {
+        self.sessions.get(&id).map(|s| s.span.clone().entered())
+    }
+
     /// How many entries each of the calls' tables holds: all empty once every call has
     /// ended and its last transaction is done (the tests check nothing is left behind).
     #[cfg(test)]
@@ -655,10 +670,12 @@ impl Calls {
             bytes[8..].copy_from_slice(&more[..2]);
             SessionId::new(u64::try_from(ctx.ambient.wall_ms).unwrap_or(0), bytes)
         };
+        let span = tracing::info_span!("call", session = %id.short());
+        let _entered = span.clone().entered();
         let ports = match ctx.media.open(id) {
             Ok(ports) => ports,
             Err(e) => {
-                tracing::error!(session = %id.short(), "no media ports: {e}");
+                tracing::error!("no media ports: {e}");
                 return reject(ctx, 503, None);
             }
         };
@@ -675,7 +692,7 @@ impl Calls {
                     a_answer = Some(bridged.answer);
                 }
                 Err(e) => {
-                    tracing::info!(session = %id.short(), dialed, "INVITE refused: {e}");
+                    tracing::info!(dialed, "INVITE refused: {e}");
                     ctx.media.close(id);
                     return reject(ctx, 488, None);
                 }
@@ -726,7 +743,7 @@ impl Calls {
             started_at,
             tags: Vec::new(),
         };
-        tracing::info!(session = %id.short(), caller, dialed, location = ?location.as_ref().map(|l| &l.name), "incoming call");
+        tracing::info!(caller, dialed, location = ?location.as_ref().map(|l| &l.name), "incoming call");
         let record = CallRecord {
             session: id,
             location: location_name.clone(),
@@ -800,6 +817,7 @@ impl Calls {
             streams: 0,
             held_events: VecDeque::new(),
             releasing: None,
+            span,
         };
         if let Err(e) = srtp::accept(
             ctx.media,
@@ -808,7 +826,7 @@ impl Calls {
             &mut session.a_dialog.sdp,
             a_srtp,
         ) {
-            tracing::error!(session = %id.short(), "INVITE refused: SRTP: {e}");
+            tracing::error!("INVITE refused: SRTP: {e}");
             ctx.media.close(id);
             let refusal = message::response_to(&session.a_invite, 500, Some(&ctx.token()));
             return ctx.layer.send_response(ctx.ambient.now, txn, refusal);
@@ -833,14 +851,7 @@ impl Calls {
             call: call.clone(),
         });
         match origin {
-            Origin::Trunk { .. } => ctx.outputs.push_back(PbxOutput::Route {
-                session: id,
-                script,
-                location: location_name,
-                pinned: None,
-                call,
-                event: Event::Incoming,
-            }),
+            Origin::Trunk { .. } => ask_script(ctx, id, &self.sessions[&id], Event::Incoming),
             Origin::Device { .. } => {
                 // Another user's extension rings all that user's devices; anything else
                 // goes out through the first trunk.
@@ -861,6 +872,7 @@ impl Calls {
         decision: Decision,
         pinned: Option<ScriptVersion>,
     ) {
+        let _span = self.enter(id);
         let Some(session) = self.sessions.get_mut(&id) else {
             return; // ended while the script ran
         };
@@ -873,7 +885,6 @@ impl Calls {
         if let Some(fallback) = &decision.fallback {
             session.record.fallback = true;
             tracing::warn!(
-                session = %id.short(),
                 cause = fallback.cause,
                 "routing by fallback: {}",
                 fallback.message
@@ -900,6 +911,7 @@ impl Calls {
         value: String,
         confidence: Option<f64>,
     ) -> Result<(), Refusal> {
+        let _span = self.enter(id);
         let Some(session) = self.sessions.get_mut(&id) else {
             return Err((404, "no such live call".into()));
         };
@@ -909,7 +921,7 @@ impl Calls {
                 format!("a call keeps at most {MAX_EVENTS_PER_CALL} events"),
             ));
         }
-        tracing::info!(session = %id.short(), name, value, ?confidence, "external event");
+        tracing::info!(name, value, ?confidence, "external event");
         session.call.set_tag(&name, &value);
         session.record.tags.clone_from(&session.call.tags);
         let event = Event::External {
@@ -943,12 +955,12 @@ impl Calls {
     /// only the actions beside the call's course (tags, recording, streams) apply. A
     /// script that failed on the event leaves the call as it was.
     pub fn external_decided(&mut self, ctx: &mut Ctx<'_>, id: SessionId, decision: Decision) {
+        let _span = self.enter(id);
         let Some(session) = self.sessions.get(&id) else {
             return; // ended meanwhile
         };
         if let Some(fallback) = &decision.fallback {
             tracing::warn!(
-                session = %id.short(),
                 cause = fallback.cause,
                 "the script failed on an external event; the call goes on as it was: {}",
                 fallback.message
@@ -957,7 +969,7 @@ impl Calls {
         }
         let engaged = session.phase == Phase::Engaged;
         if engaged && decision.actions.iter().any(Action::takes_over) {
-            tracing::info!(session = %id.short(), "an external event takes the call over");
+            tracing::info!("an external event takes the call over");
             self.interrupt(ctx, id);
             return self.apply(ctx, id, decision.actions);
         }
@@ -973,7 +985,6 @@ impl Calls {
                 Action::Recording { on } => self.set_recording(ctx, id, on),
                 Action::MediaStream(stream) => self.media_stream(ctx, id, stream),
                 other => tracing::info!(
-                    session = %id.short(),
                     action = other.name(),
                     "ignored: an external event's action cannot steer a call that is not playing or gathering"
                 ),
@@ -988,7 +999,6 @@ impl Calls {
         };
         if session.streams >= MAX_STREAMS_PER_CALL {
             tracing::warn!(
-                session = %id.short(),
                 "media-stream ignored: a call has at most {MAX_STREAMS_PER_CALL} streams"
             );
             return;
@@ -1001,9 +1011,10 @@ impl Calls {
     /// The script's answer to `call-ended`: its tags complete the record, which is then
     /// written again; any other action is moot for a call that is over.
     pub fn call_ended_decided(&mut self, ctx: &mut Ctx<'_>, id: SessionId, decision: Decision) {
-        let Some(mut record) = self.ending.remove(&id) else {
+        let Some((mut record, span)) = self.ending.remove(&id) else {
             return;
         };
+        let _span = span.entered();
         let tags = record.tags.clone();
         for action in decision.actions {
             match action {
@@ -1011,7 +1022,7 @@ impl Calls {
                     crate::routing::set_tag(&mut record.tags, &name, &value)
                 }
                 other => {
-                    tracing::debug!(session = %record.session.short(), ?other, "ignored at call-ended")
+                    tracing::debug!(?other, "ignored at call-ended")
                 }
             }
         }
@@ -1039,10 +1050,10 @@ impl Calls {
             return;
         };
         if session.applying_fallback {
-            tracing::error!(session = %id.short(), "{why} (while falling back)");
+            tracing::error!("{why} (while falling back)");
             return self.end(ctx, id, Disposition::Failed, 500, why);
         }
-        tracing::warn!(session = %id.short(), "{why}; falling back");
+        tracing::warn!("{why}; falling back");
         session.applying_fallback = true;
         session.record.fallback = true;
         let fallback = fallback_actions(session.location.as_ref());
@@ -1082,7 +1093,7 @@ impl Calls {
             None => Vec::new(),
         };
         let (Some(trunk), false) = (trunk, targets.is_empty()) else {
-            tracing::warn!(session = %id.short(), trunk = ?trunk_name, "no trunk to forward through (none configured, or its host has not resolved)");
+            tracing::warn!(trunk = ?trunk_name, "no trunk to forward through (none configured, or its host has not resolved)");
             let event = Event::ForwardFailed {
                 target,
                 status: 503,
@@ -1096,7 +1107,7 @@ impl Calls {
         let mut origin = sdp::Origin::new(ctx.entropy.next_u64());
         let secure = srtp::offers_srtp(srtp::trunk_policy(ctx.config, Some(&trunk)));
         if let Err(e) = srtp::offer(ctx.media, id, Some(Side::B), &mut origin, secure) {
-            tracing::error!(session = %id.short(), "SRTP towards the trunk: {e}");
+            tracing::error!("SRTP towards the trunk: {e}");
             return self.end(ctx, id, Disposition::Failed, 500, "no SRTP key");
         }
         let offer = origin.stamp(&session.b_offer);
@@ -1159,7 +1170,7 @@ impl Calls {
         let txn = ctx
             .layer
             .send_request(ctx.ambient.now, invite.clone(), peer);
-        tracing::info!(session = %id.short(), number, trunk = %trunk.name, target = %first, "forwarding");
+        tracing::info!(number, trunk = %trunk.name, target = %first, "forwarding");
         session.record.legs.push((number.clone(), 0));
         session.record.call_ids.push(call_id.clone());
         let share = crate::trunks::target_share(targets.len() + 1);
@@ -1237,6 +1248,7 @@ impl Calls {
         let Some(&id) = self.by_client_txn.get(&txn) else {
             return;
         };
+        let _span = self.enter(id);
         let code = response.status_code.code();
         if self.is_push_leg(id, txn) {
             return self.push_response(ctx, id, txn, &response);
@@ -1290,7 +1302,7 @@ impl Calls {
         if let Ok(answer) = sdp::parse(&body)
             && let Err(e) = srtp::answered(ctx.media, id, Some(Side::B), &b.dialog.sdp, &answer)
         {
-            tracing::warn!(session = %id.short(), status = code, "the callee's media stays undecryptable: {e}");
+            tracing::warn!(status = code, "the callee's media stays undecryptable: {e}");
         }
         match code {
             100 => {}
@@ -1424,7 +1436,7 @@ impl Calls {
                 // The script's tags so far (set before the answer) go in with it.
                 session.record.tags.clone_from(&session.call.tags);
                 write_live_record(ctx, &mut session.record);
-                tracing::info!(session = %id.short(), number = %b.number, "answered");
+                tracing::info!(number = %b.number, "answered");
             }
             _ => {
                 self.by_client_txn.remove(&txn);
@@ -1438,7 +1450,7 @@ impl Calls {
                 if b.cancelled {
                     return; // the outcome was decided when it was cancelled
                 }
-                tracing::info!(session = %id.short(), number = %b.number, code, "forward failed");
+                tracing::info!(number = %b.number, code, "forward failed");
                 // A carrier's challenge the trunk could not answer is the host's problem,
                 // not something the caller could authenticate: the script (and a caller
                 // it rejects) sees the trunk unavailable. The record keeps the real code.
@@ -1504,7 +1516,7 @@ impl Calls {
                     && let Err(e) =
                         srtp::answered(ctx.media, id, Some(answered_by), &dialog.sdp, &media)
                 {
-                    tracing::warn!(session = %id.short(), "re-INVITE answer: {e}");
+                    tracing::warn!("re-INVITE answer: {e}");
                 }
             }
             if let Ok(answer) = sdp::rewrite(&body, ctx.config.media.public_ip, asker_port)
@@ -1526,6 +1538,7 @@ impl Calls {
         let Some(id) = self.by_client_txn.get(&txn).copied() else {
             return;
         };
+        let _span = self.enter(id);
         let Some(session) = self.sessions.get_mut(&id) else {
             self.by_client_txn.remove(&txn);
             return;
@@ -1577,6 +1590,7 @@ impl Calls {
     /// timeouts, PIN tries, in the order they fell due.
     pub fn handle_timeout(&mut self, ctx: &mut Ctx<'_>) {
         while let Some((kind, id, n)) = pop_due(&mut self.timers, ctx.ambient.now) {
+            let _span = self.enter(id);
             match kind {
                 TimerKind::Media => self.media_timer(ctx, id, n),
                 TimerKind::Push => self.push_timer(ctx, id, n),
@@ -1607,7 +1621,7 @@ impl Calls {
             b.cancel(ctx, id, &mut self.by_client_txn);
             b.target.clone()
         };
-        tracing::info!(session = %id.short(), "ring timeout");
+        tracing::info!("ring timeout");
         let event = Event::ForwardFailed {
             target,
             status: 408,
@@ -1621,10 +1635,11 @@ impl Calls {
         let Some(&id) = self.by_a_txn.get(&invite_txn) else {
             return false;
         };
+        let _span = self.enter(id);
         if self.sessions.get(&id).is_none_or(|s| s.a_answered) {
             return false;
         }
-        tracing::info!(session = %id.short(), "caller cancelled");
+        tracing::info!("caller cancelled");
         self.end(ctx, id, Disposition::Abandoned, 487, "caller cancelled");
         true
     }
@@ -1641,6 +1656,7 @@ impl Calls {
             );
             return;
         };
+        let _span = self.enter(id);
         let Some(session) = self.sessions.get_mut(&id) else {
             return;
         };
@@ -1707,7 +1723,7 @@ impl Calls {
                     && let Err(reason) =
                         srtp::reoffered(ctx.media, id, side, &mut dialog.sdp, &offer)
                 {
-                    tracing::info!(session = %id.short(), "re-INVITE refused: {reason}");
+                    tracing::info!("re-INVITE refused: {reason}");
                     return ctx.layer.send_response(
                         ctx.ambient.now,
                         txn,
@@ -1836,11 +1852,8 @@ impl Calls {
             })
             .collect();
         for (id, side, connected) in gone {
-            tracing::info!(
-                session = %id.short(),
-                ?side,
-                "the device's connection closed: it hung up"
-            );
+            let _span = self.enter(id);
+            tracing::info!(?side, "the device's connection closed: it hung up");
             if connected {
                 self.hung_up(ctx, id, side, "the device's connection closed");
             } else {
@@ -1855,6 +1868,7 @@ impl Calls {
         let Some(&id) = self.by_call_id.get(call_id) else {
             return;
         };
+        let _span = self.enter(id);
         let pin_leg = self
             .sessions
             .get(&id)
@@ -1932,6 +1946,7 @@ impl Calls {
             .map(|(id, s)| (*id, s.a_answered))
             .collect();
         for (id, answered) in live {
+            let _span = self.enter(id);
             let disposition = if answered {
                 Disposition::Answered
             } else {
@@ -2002,7 +2017,7 @@ impl Calls {
         session.record.disposition = disposition;
         session.record.end_reason = reason.to_owned();
         session.record.tags = session.call.tags.clone();
-        tracing::info!(session = %id.short(), ?disposition, reason, "call ended");
+        tracing::info!(?disposition, reason, "call ended");
         if session.script.is_empty() {
             // A call between devices: no script to tell.
             ctx.outputs.push_back(PbxOutput::Record(session.record));
@@ -2012,18 +2027,12 @@ impl Calls {
         // brings tags.
         ctx.outputs
             .push_back(PbxOutput::Record(session.record.clone()));
-        ctx.outputs.push_back(PbxOutput::Route {
-            session: id,
-            script: session.script.clone(),
-            location: session.location.as_ref().map(|l| l.name.clone()),
-            pinned: session.pinned.clone(),
-            call: session.call.clone(),
-            event: Event::CallEnded {
-                disposition,
-                duration_ms,
-            },
-        });
-        self.ending.insert(id, session.record);
+        let ended = Event::CallEnded {
+            disposition,
+            duration_ms,
+        };
+        ask_script(ctx, id, &session, ended);
+        self.ending.insert(id, (session.record, session.span));
     }
 }
 
@@ -2136,6 +2145,7 @@ fn ask_script(ctx: &mut Ctx<'_>, id: SessionId, session: &Session, event: Event)
         pinned: session.pinned.clone(),
         call: session.call.clone(),
         event,
+        span: session.span.clone(),
     });
 }
 

@@ -99,7 +99,7 @@ impl Calls {
             failures: 0,
             attempt: 0,
         });
-        tracing::info!(session = %id.short(), "flip: asking the new device for the PIN");
+        tracing::info!("flip: asking the new device for the PIN");
         self.prompt_for_pin(ctx, id);
     }
 
@@ -122,10 +122,7 @@ impl Calls {
             (remote, session.b_codec, ctx.prompts.get(ENTER_PIN))
         else {
             // No way to ask: the try runs out and the flip is denied as for a silent one.
-            tracing::error!(
-                session = %id.short(),
-                "flip: cannot play {ENTER_PIN} to the new device"
-            );
+            tracing::error!("flip: cannot play {ENTER_PIN} to the new device");
             return;
         };
         let event_pt = sdp::telephone_event_pt(body);
@@ -135,6 +132,7 @@ impl Calls {
 
     /// A key from the device entering the PIN.
     pub fn handle_pin_digit(&mut self, ctx: &mut Ctx<'_>, id: SessionId, digit: char) {
+        let _span = self.enter(id);
         let Some(entry) = self.sessions.get_mut(&id).and_then(|s| s.pin.as_mut()) else {
             return;
         };
@@ -150,7 +148,7 @@ impl Calls {
         let Some(entry) = self.sessions.get_mut(&id).and_then(|s| s.pin.take()) else {
             return;
         };
-        tracing::info!(session = %id.short(), "flip: right PIN");
+        tracing::info!("flip: right PIN");
         self.take_over(ctx, id, entry.flip);
     }
 
@@ -164,10 +162,10 @@ impl Calls {
         };
         entry.failures += 1;
         if entry.failures < PIN_TRIES {
-            tracing::info!(session = %id.short(), try = entry.failures, "flip: {why}; asking again");
+            tracing::info!(try = entry.failures, "flip: {why}; asking again");
             return self.prompt_for_pin(ctx, id);
         }
-        tracing::warn!(session = %id.short(), "flip denied: {why}, {PIN_TRIES} tries");
+        tracing::warn!("flip denied: {why}, {PIN_TRIES} tries");
         self.abandon_pin(
             ctx,
             id,
@@ -209,7 +207,7 @@ impl Calls {
         );
         match request.method {
             rsip::Method::Bye => {
-                tracing::info!(session = %id.short(), "flip: the new device hung up during the PIN");
+                tracing::info!("flip: the new device hung up during the PIN");
                 self.abandon_pin(ctx, id, FlipResult::Cancelled, false);
             }
             rsip::Method::Info => {

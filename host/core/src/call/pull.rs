@@ -87,6 +87,7 @@ impl Calls {
             }
             return refuse(ctx, 404, "No Live Call To Pull");
         };
+        let _span = session.span.clone().entered();
         let Some((_, from_device)) = session.device_on(side) else {
             return refuse(ctx, 404, "No Live Call To Pull");
         };
@@ -98,11 +99,7 @@ impl Calls {
         }
         let emergency = is_emergency(&session.call.dialed, &ctx.config.sip.emergency_numbers);
         if emergency && !ctx.config.flip.allow_emergency {
-            tracing::warn!(
-                session = %id.short(),
-                user = user_id,
-                "pull of an emergency call refused"
-            );
+            tracing::warn!(user = user_id, "pull of an emergency call refused");
             return refuse(ctx, 403, "Emergency Calls Cannot Be Flipped");
         }
         let body = String::from_utf8_lossy(&invite.body);
@@ -113,7 +110,7 @@ impl Calls {
                 .unwrap_or_default(),
         };
         if let Err(reason) = new_device_srtp(ctx, &user_id, &body) {
-            tracing::info!(session = %id.short(), user = user_id, "pull refused: {reason}");
+            tracing::info!(user = user_id, "pull refused: {reason}");
             return refuse(ctx, 488, "Not Acceptable Here");
         }
         let speaks = |codec: crate::media::Codec| offered.contains(&codec.payload_type());
@@ -136,7 +133,6 @@ impl Calls {
             candidates,
         };
         tracing::info!(
-            session = %id.short(),
             user = user_id,
             from = from_device,
             to = device,
@@ -182,11 +178,7 @@ impl Calls {
         let pin = match verdict {
             Ok(pin) => pin,
             Err(reason) => {
-                tracing::info!(
-                    session = %pull.session.short(),
-                    user = pull.user_id,
-                    "pull denied: {reason}"
-                );
+                tracing::info!(user = pull.user_id, "pull denied: {reason}");
                 event.result = FlipResult::Denied(reason);
                 super::note_flip(ctx, &mut session.record, event);
                 return refuse_pull(ctx, &pull, 403, "Flip Denied By Policy");
@@ -199,7 +191,7 @@ impl Calls {
         let port = match ctx.media.reserve_leg(pull.session) {
             Ok(port) => port,
             Err(e) => {
-                tracing::error!(session = %pull.session.short(), "pull: no media ports: {e}");
+                tracing::error!("pull: no media ports: {e}");
                 event.result = FlipResult::Denied(format!("no media ports: {e}"));
                 super::note_flip(ctx, &mut session.record, event);
                 return refuse_pull(ctx, &pull, 503, "No Media Ports");
@@ -241,7 +233,7 @@ impl Calls {
         // Checked at the request: the offer has not changed since.
         let offered = new_device_srtp(ctx, &pull.user_id, &body).unwrap_or(srtp::Offered::Plain);
         if let Err(e) = srtp::accept(ctx.media, pull.session, None, &mut origin, offered) {
-            tracing::error!(session = %pull.session.short(), "pull: SRTP: {e}");
+            tracing::error!("pull: SRTP: {e}");
             ctx.media.release_reserved(pull.session);
             event.result = FlipResult::Denied(format!("SRTP: {e}"));
             super::note_flip(ctx, &mut session.record, event);

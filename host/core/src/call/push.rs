@@ -94,8 +94,9 @@ impl Calls {
         trigger: Trigger,
         wanted: Vec<String>,
     ) -> Result<(), Refusal> {
+        let _span = self.enter(id);
         let refuse = |code: u16, reason: &str| {
-            tracing::info!(session = %id.short(), ?trigger, "push refused: {reason}");
+            tracing::info!(?trigger, "push refused: {reason}");
             Err((code, reason.to_owned()))
         };
         let Some(session) = self.sessions.get_mut(&id) else {
@@ -115,11 +116,7 @@ impl Calls {
         }
         let emergency = is_emergency(&session.call.dialed, &ctx.config.sip.emergency_numbers);
         if emergency && !ctx.config.flip.allow_emergency {
-            tracing::warn!(
-                session = %id.short(),
-                user = user_id,
-                "push of an emergency call refused"
-            );
+            tracing::warn!(user = user_id, "push of an emergency call refused");
             return refuse(403, "Emergency Calls Cannot Be Flipped");
         }
         if session.b_codec.is_none() {
@@ -129,7 +126,6 @@ impl Calls {
         if let Some(stranger) = wanted.iter().find(|w| !own.iter().any(|b| b.device == **w)) {
             // Only the user's own devices can take the user's call.
             tracing::warn!(
-                session = %id.short(),
                 user = user_id,
                 device = stranger,
                 "push to a device that is not the user's refused"
@@ -154,7 +150,6 @@ impl Calls {
             candidates,
         };
         tracing::info!(
-            session = %id.short(),
             user = user_id,
             from = from_device,
             ?trigger,
@@ -195,7 +190,7 @@ impl Calls {
         let (allow, pin) = match super::pin::verdict(decision, users_pin) {
             Ok(verdict) => verdict,
             Err(reason) => {
-                tracing::info!(session = %id.short(), user = push.user_id, "push denied: {reason}");
+                tracing::info!(user = push.user_id, "push denied: {reason}");
                 event.result = FlipResult::Denied(reason);
                 super::note_flip(ctx, &mut session.record, event);
                 return self.notify_pusher(ctx, id, push.side, push.trigger, "603 Declined");
@@ -326,7 +321,7 @@ impl Calls {
                 if let Ok(answer) = sdp::parse(&body)
                     && let Err(e) = srtp::answered(ctx.media, id, None, &leg.dialog.sdp, &answer)
                 {
-                    tracing::warn!(session = %id.short(), "push: the new device's media stays undecryptable: {e}");
+                    tracing::warn!("push: the new device's media stays undecryptable: {e}");
                 }
                 self.push_answered(ctx, id, leg, &body);
             }
@@ -383,7 +378,7 @@ impl Calls {
             return;
         };
         if let Err(e) = ctx.media.switch_leg(id, side) {
-            tracing::error!(session = %id.short(), "flip: cannot switch the media: {e}");
+            tracing::error!("flip: cannot switch the media: {e}");
         }
         if let Some(rtp) = sdp::parse(&body).ok().and_then(|m| m.rtp) {
             ctx.media.set_remote(id, side, rtp);
@@ -411,7 +406,6 @@ impl Calls {
         event.completed_at = Some(wall_time(session, ctx.ambient.now));
         event.targets = vec![to_device.clone()];
         tracing::info!(
-            session = %id.short(),
             kind = ?event.kind,
             ?side,
             from = event.from_device,
@@ -448,6 +442,7 @@ impl Calls {
     /// The device a flip left is let go now, if it still waits: NOTIFY of how its
     /// transfer went (REFER), and BYE.
     pub fn release_old_device(&mut self, ctx: &mut Ctx<'_>, id: SessionId) {
+        let _span = self.enter(id);
         if let Some(release) = self.sessions.get_mut(&id).and_then(|s| s.releasing.take()) {
             self.release(ctx, id, release);
         }
@@ -485,7 +480,7 @@ impl Calls {
             leg.cancel(ctx, id, &mut self.by_client_txn);
         }
         ctx.media.release_reserved(id);
-        tracing::info!(session = %id.short(), "push: no device answered; the call stays");
+        tracing::info!("push: no device answered; the call stays");
         ringing.event.result = FlipResult::NoAnswer;
         super::note_flip(ctx, &mut session.record, ringing.event);
         if session.device_on(ringing.side).is_none() {
@@ -536,11 +531,7 @@ impl Calls {
         if flip_side != Some(side) || session.device_on(side).is_none() {
             return false;
         }
-        tracing::info!(
-            session = %id.short(),
-            ?side,
-            "the old device hung up; the new one is awaited"
-        );
+        tracing::info!(?side, "the old device hung up; the new one is awaited");
         match side {
             Side::B => {
                 if let Some(old) = session.b.take() {
@@ -562,6 +553,7 @@ impl Calls {
     /// A key from `side` (RFC 4733 or SIP INFO): the push code from a user's device
     /// there pushes; side A's keys are otherwise the caller's, for the host's menus.
     pub fn handle_key(&mut self, ctx: &mut Ctx<'_>, id: SessionId, side: Side, digit: char) {
+        let _span = self.enter(id);
         let Some(session) = self.sessions.get_mut(&id) else {
             return;
         };
@@ -612,7 +604,7 @@ impl Calls {
             .and_then(|(user, _)| ctx.config.user(&user))
             .is_some_and(|user| user.extension == refer_user || user.id == refer_user);
         if !own {
-            tracing::info!(session = %id.short(), refer_to, "REFER to someone else refused");
+            tracing::info!(refer_to, "REFER to someone else refused");
             let reply = message::response_to(&request, 603, None);
             let reply = message::with_reason(reply, "Only Flips To Your Own Extension");
             return ctx.layer.send_response(ctx.ambient.now, txn, reply);

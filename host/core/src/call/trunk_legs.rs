@@ -85,7 +85,7 @@ impl Calls {
                         request
                     }
                     Err(error) => {
-                        tracing::warn!(session = %id.short(), trunk = %leg.name, %target, "outbound call not authorised: {error}");
+                        tracing::warn!(trunk = %leg.name, %target, "outbound call not authorised: {error}");
                         return false;
                     }
                 }
@@ -96,7 +96,7 @@ impl Calls {
                     return false;
                 }
                 let next = leg.remaining.remove(0);
-                tracing::warn!(session = %id.short(), trunk = %leg.name, from = %target, to = %next, "{failure}: failing over");
+                tracing::warn!(trunk = %leg.name, from = %target, to = %next, "{failure}: failing over");
                 let cseq = b.dialog.local_cseq + 1;
                 let Some(request) = message::resend(&b.invite, cseq, &ctx.token(), None) else {
                     return false;

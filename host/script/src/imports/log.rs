@@ -10,21 +10,18 @@ impl Host for EventHost {
             Some((cut, _)) => &message[..cut],
             None => message.as_str(),
         };
-        // The same `session` field as the host's lines about the call.
-        let (script, session) = (
-            &*self.script,
-            self.call_id.as_deref().map_or("-", crate::session_field),
-        );
+        // The call is named by the span the host runs the event in (`call{session}`).
+        let script = &*self.script;
         // A shadow script's lines are about calls it does not serve: debug only.
         if self.world.shadow {
-            return tracing::debug!(script, session, shadow = true, "{message}");
+            return tracing::debug!(script, shadow = true, "{message}");
         }
         match level {
-            Level::Trace => tracing::trace!(script, session, "{message}"),
-            Level::Debug => tracing::debug!(script, session, "{message}"),
-            Level::Info => tracing::info!(script, session, "{message}"),
-            Level::Warn => tracing::warn!(script, session, "{message}"),
-            Level::Error => tracing::error!(script, session, "{message}"),
+            Level::Trace => tracing::trace!(script, "{message}"),
+            Level::Debug => tracing::debug!(script, "{message}"),
+            Level::Info => tracing::info!(script, "{message}"),
+            Level::Warn => tracing::warn!(script, "{message}"),
+            Level::Error => tracing::error!(script, "{message}"),
         }
     }
 }

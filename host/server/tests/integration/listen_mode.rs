@@ -208,8 +208,9 @@ fn a_trapping_script_falls_back_to_the_fallback_number_and_json_logs_follow_the_
     assert_eq!(cdr["legs"][0][0], "+61290000099");
     assert_eq!(cdr["disposition"], "answered");
 
-    // One JSON object per line; the script runtime's line about the trap and the call
-    // engine's lines name the call by the same session.
+    // One JSON object per line; every line about the call — the call engine's, the
+    // script's own and the runtime's about the trap — is in the call's span, which names
+    // the session as the record does.
     let lines: Vec<serde_json::Value> = server
         .log()
         .lines()
@@ -222,22 +223,39 @@ fn a_trapping_script_falls_back_to_the_fallback_number_and_json_logs_follow_the_
         );
         assert!(line["message"].is_string(), "{line}");
     }
+    let in_call = |line: &&serde_json::Value| line["span"]["name"] == "call";
     let trapped = lines
         .iter()
         .find(|l| l["script"] == "misbehave" && l["cause"] == "trap")
         .expect("the script's failure is logged");
-    let session = trapped["session"].as_str().unwrap();
+    assert!(in_call(&trapped), "{trapped}");
+    let session = trapped["span"]["session"].as_str().unwrap();
     assert_eq!(session.len(), 12, "{trapped}");
     assert!(
         cdr["session"].as_str().unwrap().ends_with(session),
         "the record's id ends with the logged one: {cdr}"
     );
-    assert!(
-        lines
-            .iter()
-            .any(|l| l["session"] == session && l["script"].is_null()),
-        "the call engine's lines carry the same session: {lines:#?}"
-    );
+    let said = lines
+        .iter()
+        .find(|l| l["message"] == "about to trap")
+        .expect("the script's own line");
+    assert_eq!(said["script"], "misbehave", "{said}");
+    assert_eq!(said["span"]["session"], session, "{said}");
+    let about_the_call: Vec<&str> = lines
+        .iter()
+        .filter(in_call)
+        .map(|l| {
+            assert_eq!(l["span"]["session"], session, "{l}");
+            assert!(l.get("session").is_none(), "the span names it once: {l}");
+            l["message"].as_str().unwrap()
+        })
+        .collect();
+    for message in ["incoming call", "forwarding", "answered", "call ended"] {
+        assert!(
+            about_the_call.contains(&message),
+            "{message:?} in the call's span: {about_the_call:#?}"
+        );
+    }
 }
 
 #[test]

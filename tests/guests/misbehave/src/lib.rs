@@ -52,7 +52,10 @@ impl FlipPolicy for Misbehave {
 /// Trap, loop, exhaust memory, overflow the stack or take its time when told to.
 fn misbehave(what: &str) {
     match what {
-        "trap" => panic!("told to trap"),
+        "trap" => {
+            host::warn("about to trap");
+            panic!("told to trap")
+        }
         "loop" => {
             let mut i: u64 = 0;
             loop {
