@@ -16,6 +16,7 @@
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # WASMPBX_BIN: another build to measure (e.g. an older commit's, side by side).
+# RUST_LOG: the server's log filter (default warn: only what goes wrong).
 bin="${WASMPBX_BIN:-$root/target/release/wasmpbx}"
 host_port=15060
 uas_port=15070
@@ -51,7 +52,7 @@ TOML
     [ -z "${STREAM_URL:-}" ] || location bench-streamed 15550102 "$1" "stream_url = \"$STREAM_URL\"" "$2"
     # The same location again on 15550103, with a shadow script.
     [ -z "${SHADOW:-}" ] || location bench-shadowed 15550103 "$1" "shadow = \"$SHADOW\"" "$2"
-    RUST_LOG=warn "$bin" run --config "$work/wasmpbx.toml" > "$work/server.out" 2> "$work/server.err" &
+    RUST_LOG="${RUST_LOG:-warn}" "$bin" run --config "$work/wasmpbx.toml" > "$work/server.out" 2> "$work/server.err" &
     server=$!
     sleep 2
     http=$(grep -o 'http://[0-9.]*:[0-9]*' "$work/server.out" | head -n 1)
