@@ -4,13 +4,16 @@
 //! the location on the other, `/api/cluster` on either shows both and which scripts
 //! differ, and a node restarting closes only its own interrupted calls.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use wasmpbx_store::throwaway::ThrowawayPostgres;
 
 use crate::common::callers::{Callers, FLIP, listen_location, sydney, trunk_calls};
 use crate::common::carrier::Kamailio;
-use crate::common::server::{Server, SippServer, credentials, http, register_device, sipp};
+use crate::common::server::{
+    Server, SippServer, credentials, free_port, http, register_device, sipp,
+};
 
 const PERTH: &str = "+61890000001";
 
@@ -202,30 +205,37 @@ fn a_node_killed_mid_call_closes_only_its_own_calls_when_it_starts_again() {
     assert_eq!(states(&b)[1], ("b".into(), "ended".into()));
 }
 
-/// The edge as shipped (`examples/deploy/kamailio/kamailio.cfg`) on 127.0.0.1, the
-/// carrier (SIPp) calling from 127.0.0.2, and `nodes` behind it.
-fn edge(nodes: &[&Server]) -> (Kamailio, tempfile::TempDir) {
+/// Where the edge will listen: chosen first, so the nodes can be told before it starts.
+fn edge_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port("127.0.0.1")))
+}
+
+/// The edge as shipped (`examples/deploy/kamailio/kamailio.cfg`) on `at`, the carrier
+/// (SIPp) calling from 127.0.0.2 and taking the nodes' calls out at `carrier_out`, and
+/// `nodes` behind it.
+fn edge(
+    at: SocketAddr,
+    nodes: &[&Server],
+    carrier_out: Option<SocketAddr>,
+) -> (Kamailio, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let list = dir.path().join("dispatcher.list");
     let lines: String = nodes.iter().map(|n| format!("1 sip:{}\n", n.udp)).collect();
     std::fs::write(&list, lines).unwrap();
     let cfg = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../examples/deploy/kamailio/kamailio.cfg");
-    let edge = Kamailio::with_config(
-        "edge",
-        &cfg,
-        "127.0.0.1",
-        &[
-            "CARRIER=\"127.0.0.2\"".into(),
-            format!("DISPATCHER_LIST=\"{}\"", list.display()),
-            "PROBE_EVERY=1".into(),
-        ],
-    );
-    (edge, dir)
+    let mut defines = vec![
+        "CARRIER=\"127.0.0.2\"".to_owned(),
+        format!("DISPATCHER_LIST=\"{}\"", list.display()),
+        "PROBE_EVERY=1".into(),
+    ];
+    defines.extend(carrier_out.map(|out| format!("CARRIER_OUT=\"sip:{out}\"")));
+    (Kamailio::with_config_at("edge", &cfg, at, &defines), dir)
 }
 
-/// A node on `ip` behind the edge (on 127.0.0.1): the carrier's calls come from there.
-fn node_behind_edge(name: &str, url: &str, ip: &str, return_port: u16) -> Server {
+/// A node on `ip` behind the edge (on 127.0.0.1): the carrier's calls come from there;
+/// its calls out go to `trunk` (the return number's SIPp, or the edge).
+fn node_behind_edge(name: &str, url: &str, ip: &str, trunk: SocketAddr) -> Server {
     Server::start_with_scripts(
         &format!(
             r#"[sip]
@@ -236,7 +246,7 @@ url = "{url}"
 node = "{name}"
 [[trunks]]
 name = "pstn"
-uri = "sip:127.0.0.1:{return_port}"
+uri = "sip:{trunk}"
 inbound = ["127.0.0.1"]
 {sydney}"#,
             sydney = sydney("listen"),
@@ -273,9 +283,10 @@ fn count_by_node(records: &[serde_json::Value]) -> (usize, usize) {
 fn the_edge_spreads_carrier_calls_over_the_nodes_and_skips_a_draining_one() {
     let (_pg, url) = start_postgres();
     let ret = SippServer::start("return_number.xml", &["-m", "34"]);
-    let a = node_behind_edge("a", &url, "127.0.0.11", ret.port);
-    let b = node_behind_edge("b", &url, "127.0.0.12", ret.port);
-    let (edge, _list) = edge(&[&a, &b]);
+    let to_ret = SocketAddr::from(([127, 0, 0, 1], ret.port));
+    let a = node_behind_edge("a", &url, "127.0.0.11", to_ret);
+    let b = node_behind_edge("b", &url, "127.0.0.12", to_ret);
+    let (edge, _list) = edge(edge_addr(), &[&a, &b], None);
 
     // Round robin: both nodes take calls, one table has them all.
     assert_eq!(through(&edge, 20), 0);
@@ -322,6 +333,79 @@ fn the_edge_spreads_carrier_calls_over_the_nodes_and_skips_a_draining_one() {
         records.iter().all(|r| r["state"] == "ended"),
         "no call was cut: {records:?}"
     );
+}
+
+#[test]
+fn the_nodes_calls_out_go_through_the_edge_to_the_carrier() {
+    let (_pg, url) = start_postgres();
+    // The carrier takes calls on 127.0.0.2, where its own calls to the nodes come from.
+    let carrier = SippServer::start(
+        "return_number.xml",
+        &["-i", "127.0.0.2", "-m", "2", "-trace_msg"],
+    );
+    let carrier_addr = SocketAddr::from(([127, 0, 0, 2], carrier.port));
+    let at = edge_addr();
+    let a = node_behind_edge("a", &url, "127.0.0.11", at);
+    let b = node_behind_edge("b", &url, "127.0.0.12", at);
+    let (edge, _list) = edge(at, &[&a, &b], Some(carrier_addr));
+
+    // Bob's phone (on 127.0.0.5: the edge's address is the trunk's to the nodes), on
+    // each node in turn, dials a number: the node forwards it through its trunk, the
+    // edge, which takes it on to the carrier.
+    for node in [&a, &b] {
+        let code = sipp(
+            node.udp,
+            "device_caller.xml",
+            &credentials("2002", "b0b-secret"),
+            &["-i", "127.0.0.5", "-s", "0299990000", "-m", "1", "-d", "500"],
+        );
+        assert_eq!(code, 0, "{}\n{}", node.log(), edge.log());
+    }
+    let (code, messages) = carrier.wait_with_messages(Duration::from_secs(15));
+    assert_eq!(code, 0, "{messages}");
+    // What the carrier saw: INVITEs to its own address, from the edge, which stays on
+    // the route (its ACK and BYE come through the edge too).
+    let received: Vec<&str> = messages
+        .split("message received")
+        .skip(1)
+        .map(|m| m.lines().find(|l| l.contains(" sip:")).unwrap_or_default())
+        .collect();
+    let invite = format!("INVITE sip:0299990000@{carrier_addr} SIP/2.0");
+    assert_eq!(
+        received.iter().filter(|l| l.trim() == invite).count(),
+        2,
+        "{received:#?}"
+    );
+    assert!(
+        messages.contains(&format!("Record-Route: <sip:{at};lr;")),
+        "{messages}"
+    );
+    let via_edge = format!("Via: SIP/2.0/UDP {at};branch=");
+    assert_eq!(
+        messages.matches(&via_edge).count(),
+        // INVITE, ACK and BYE of each call arrive from the edge; the carrier's answers
+        // repeat the INVITE's and the BYE's Via.
+        2 * 3 + 2 * 2 + 2,
+        "{messages}"
+    );
+    for node in ["127.0.0.11", "127.0.0.12"] {
+        assert!(
+            edge.log()
+                .contains(&format!("out from node {node} to 0299990000")),
+            "{}",
+            edge.log()
+        );
+    }
+    // Both nodes' records of their calls out, in the one table.
+    let records = poll(|| {
+        let records = a.cdrs();
+        (records.len() == 2 && records.iter().all(|r| r["state"] == "ended")).then_some(records)
+    });
+    assert_eq!(count_by_node(&records), (1, 1));
+    for record in &records {
+        assert_eq!(record["disposition"], "answered", "{record}");
+        assert_eq!(record["legs"][0][0], "0299990000", "{record}");
+    }
 }
 
 #[test]

@@ -175,22 +175,36 @@ impl Kamailio {
             let addr: SocketAddr = format!("{listen_ip}:{}", free_port(listen_ip))
                 .parse()
                 .expect("Kamailio's listen address is ip:port");
-            let mut kamailio = Kamailio {
-                child: None,
-                dir: tempfile::tempdir().expect("a folder for Kamailio"),
-                cfg: cfg.to_owned(),
-                addr,
-                tls: None,
-                name: name.to_owned(),
-                defines: defines.to_vec(),
-                listen_arg: true,
-            };
-            match kamailio.spawn() {
-                Ok(()) => return kamailio,
+            match Self::spawned_at(name, cfg, addr, defines) {
+                Ok(kamailio) => return kamailio,
                 Err(e) => failure = e,
             }
         }
         panic!("{failure}");
+    }
+
+    /// As [`Self::with_config`], on `addr` (chosen before others are told of it).
+    pub fn with_config_at(name: &str, cfg: &Path, addr: SocketAddr, defines: &[String]) -> Self {
+        Self::spawned_at(name, cfg, addr, defines).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn spawned_at(
+        name: &str,
+        cfg: &Path,
+        addr: SocketAddr,
+        defines: &[String],
+    ) -> Result<Self, String> {
+        let mut kamailio = Kamailio {
+            child: None,
+            dir: tempfile::tempdir().expect("a folder for Kamailio"),
+            cfg: cfg.to_owned(),
+            addr,
+            tls: None,
+            name: name.to_owned(),
+            defines: defines.to_vec(),
+            listen_arg: true,
+        };
+        kamailio.spawn().map(|()| kamailio)
     }
 
     /// Where it listens (UDP).
