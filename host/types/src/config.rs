@@ -162,6 +162,10 @@ pub struct SipConfig {
     pub tls_cert: Option<PathBuf>,
     /// Its private key (PEM).
     pub tls_key: Option<PathBuf>,
+    /// Every this many seconds a connected call asks each party, by an OPTIONS in its
+    /// dialog, whether the call is still there; `481` or no answer at all ends the call
+    /// as if that party had hung up (a BYE that never arrived). 0: never asks.
+    pub dialog_keepalive_s: u32,
 }
 
 /// A name server, written `192.0.2.53` or `127.0.0.1:5353`.
@@ -200,6 +204,7 @@ impl Default for SipConfig {
             dns_servers: Vec::new(),
             tls_cert: None,
             tls_key: None,
+            dialog_keepalive_s: 120,
         }
     }
 }

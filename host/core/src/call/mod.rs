@@ -43,6 +43,7 @@ mod engaged;
 #[cfg(test)]
 mod flip_tests;
 mod forks;
+mod keepalive;
 mod pin;
 mod pull;
 mod push;
@@ -53,6 +54,8 @@ mod trunk_legs;
 use trunk_legs::{Retry, TrunkLeg};
 #[cfg(test)]
 mod drain_tests;
+#[cfg(test)]
+mod keepalive_tests;
 #[cfg(test)]
 mod record_tests;
 #[cfg(test)]
@@ -275,6 +278,8 @@ struct Session {
     /// The device a flip just moved the call away from, let go once the new device is
     /// heard (a browser's audio starts only after ICE and DTLS).
     releasing: Option<push::Release>,
+    /// Keep-alive OPTIONS out to the parties, waiting for their answers.
+    probes: Vec<keepalive::Probe>,
     /// The call's `call{session}` span: entered by every input about the call, carried
     /// to its script runs, and current when its media tasks are spawned, so each line
     /// logged about the call names it once, in the same way.
@@ -354,6 +359,8 @@ enum TimerKind {
     Release,
     /// A trunk target had its share of Timer B without a word: try the next.
     TrunkTarget,
+    /// Time to ask the parties whether the call is still there (`keepalive`).
+    Keepalive,
 }
 
 /// The calls' timers, one heap: when, what for, for which session, and a number that
@@ -817,6 +824,7 @@ impl Calls {
             streams: 0,
             held_events: VecDeque::new(),
             releasing: None,
+            probes: Vec::new(),
             span,
         };
         if let Err(e) = srtp::accept(
@@ -844,6 +852,7 @@ impl Calls {
             session.streams += 1;
         }
         self.sessions.insert(id, session);
+        self.arm_keepalive(ctx, id);
         self.by_call_id.insert(call_id, id);
         self.by_a_txn.insert(txn, id);
         ctx.outputs.push_back(PbxOutput::CallStarted {
@@ -1250,6 +1259,9 @@ impl Calls {
         };
         let _span = self.enter(id);
         let code = response.status_code.code();
+        if self.keepalive_answered(ctx, id, txn, code) {
+            return;
+        }
         if self.is_push_leg(id, txn) {
             return self.push_response(ctx, id, txn, &response);
         }
@@ -1539,6 +1551,9 @@ impl Calls {
             return;
         };
         let _span = self.enter(id);
+        if self.keepalive_answered(ctx, id, txn, 408) {
+            return;
+        }
         let Some(session) = self.sessions.get_mut(&id) else {
             self.by_client_txn.remove(&txn);
             return;
@@ -1598,6 +1613,7 @@ impl Calls {
                 TimerKind::Ring => self.ring_timer(ctx, id, n),
                 TimerKind::Release => self.release_timer(ctx, id, n),
                 TimerKind::TrunkTarget => self.trunk_target_timer(ctx, id, n),
+                TimerKind::Keepalive => self.keepalive_timer(ctx, id),
             }
         }
     }

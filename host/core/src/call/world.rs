@@ -122,7 +122,16 @@ impl World {
     /// [`World::connected`] with `far_headers` in the far end's INVITE and `desk_headers`
     /// in the desk's 200 (each whole lines, CRLF included): proxies that record-route.
     pub(super) fn connected_through(far_headers: &str, desk_headers: &str) -> Self {
-        let mut w = World::new();
+        World::new().connect(far_headers, desk_headers)
+    }
+
+    /// [`World::connected`] on `config`.
+    pub(super) fn connected_with_config(config: &str) -> Self {
+        World::with_config(config).connect("", "")
+    }
+
+    fn connect(mut self, far_headers: &str, desk_headers: &str) -> Self {
+        let w = &mut self;
         let invite = format!(
             "INVITE sip:100@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {FAR_END};branch=z9hG4bK-far\r\n{far_headers}\
 From: <sip:0400@127.0.0.2>;tag=far\r\nTo: <sip:100@127.0.0.1>\r\nCall-ID: far-call\r\n\
@@ -150,7 +159,7 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
         w.deliver(FAR_END, &ack);
         w.sent.clear();
         w.media.take();
-        w
+        self
     }
 
     /// Alice's desk phone calls `number` out through the trunk, whose far end answers.

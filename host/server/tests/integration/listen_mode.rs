@@ -160,6 +160,37 @@ fn a_hang_up_on_the_return_side_reaches_the_caller() {
 }
 
 #[test]
+fn a_return_side_that_forgot_the_call_is_found_out_by_the_keep_alive() {
+    // The return number answers, then knows the call no more (481 to the host's
+    // in-dialog OPTIONS): the caller, who answers OPTIONS itself (SIPp -aa), gets the BYE.
+    let ret = SippServer::start("return_forgets.xml", &["-m", "1"]);
+    let server = Server::start_with_scripts(
+        &format!(
+            "[sip]\ndialog_keepalive_s = 1\n{}",
+            config(ret.port, "listen")
+        ),
+        &[("listen", test_components::LISTEN)],
+    );
+    assert_eq!(
+        caller(
+            &server,
+            "caller_waits_bye.xml",
+            &["-s", FLIP, "-m", "1", "-aa"]
+        ),
+        0,
+        "{}",
+        server.log()
+    );
+    assert_eq!(ret.wait(Duration::from_secs(15)), 0);
+    let cdr = &server.cdrs()[0];
+    assert_eq!(cdr["disposition"], "answered", "{cdr}");
+    assert_eq!(
+        cdr["end_reason"],
+        "the callee left: its dialog is gone (481 to a keep-alive)"
+    );
+}
+
+#[test]
 fn a_busy_return_number_is_busy_for_the_caller() {
     let ret = SippServer::start("return_busy.xml", &["-m", "1"]);
     let server = server(ret.port, "listen", test_components::LISTEN);

@@ -357,7 +357,16 @@ fn the_nodes_calls_out_go_through_the_edge_to_the_carrier() {
             node.udp,
             "device_caller.xml",
             &credentials("2002", "b0b-secret"),
-            &["-i", "127.0.0.5", "-s", "0299990000", "-m", "1", "-d", "500"],
+            &[
+                "-i",
+                "127.0.0.5",
+                "-s",
+                "0299990000",
+                "-m",
+                "1",
+                "-d",
+                "500",
+            ],
         );
         assert_eq!(code, 0, "{}\n{}", node.log(), edge.log());
     }

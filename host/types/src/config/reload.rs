@@ -139,6 +139,10 @@ pub fn reload(running: &Config, mut new: Config) -> (Config, Changes) {
             "sip.digest_algorithms",
             running.sip.digest_algorithms != new.sip.digest_algorithms,
         ),
+        (
+            "sip.dialog_keepalive_s",
+            running.sip.dialog_keepalive_s != new.sip.dialog_keepalive_s,
+        ),
     ];
     changes.applied.extend(
         settings
