@@ -6,10 +6,10 @@
 //! that party had hung up. Without this, a call whose BYE is lost stays up — ports,
 //! record and all — until the host stops.
 
-use std::cmp::Reverse;
-use std::time::Duration;
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
 
-use super::{Calls, Ctx, SessionId, Side, TimerKind};
+use super::{Calls, Ctx, SessionId, Side};
 use crate::sip::dialog::Via;
 use crate::sip::transaction::ClientTxnId;
 
@@ -23,13 +23,55 @@ pub(super) struct Probe {
     call_id: String,
 }
 
+/// When each live call is next due, in order. Not the calls' timer heap: a call's
+/// entry goes when the call ends, where a heap would keep every call of the last
+/// `dialog_keepalive_s` until its turn came.
+#[derive(Default)]
+pub(super) struct Schedule {
+    due: BTreeSet<(Instant, SessionId)>,
+    of_session: HashMap<SessionId, Instant>,
+}
+
+impl Schedule {
+    fn set(&mut self, id: SessionId, at: Instant) {
+        self.remove(id);
+        self.due.insert((at, id));
+        self.of_session.insert(id, at);
+    }
+
+    pub(super) fn remove(&mut self, id: SessionId) {
+        if let Some(at) = self.of_session.remove(&id) {
+            self.due.remove(&(at, id));
+        }
+    }
+
+    /// The next call due at `now`, taken off.
+    pub(super) fn due(&mut self, now: Instant) -> Option<SessionId> {
+        let &(at, id) = self.due.first()?;
+        if at > now {
+            return None;
+        }
+        self.remove(id);
+        Some(id)
+    }
+
+    pub(super) fn next(&self) -> Option<Instant> {
+        self.due.first().map(|(at, _)| *at)
+    }
+
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.of_session.len()
+    }
+}
+
 impl Calls {
-    /// Arm session `id`'s next keep-alive (none when the setting is 0).
+    /// Schedule session `id`'s next keep-alive (none when the setting is 0).
     pub(super) fn arm_keepalive(&mut self, ctx: &Ctx<'_>, id: SessionId) {
         let every = ctx.config.sip.dialog_keepalive_s;
-        if every > 0 {
+        if every > 0 && self.sessions.contains_key(&id) {
             let at = ctx.ambient.now + Duration::from_secs(u64::from(every));
-            self.timers.push(Reverse((at, TimerKind::Keepalive, id, 0)));
+            self.keepalives.set(id, at);
         }
     }
 

@@ -359,8 +359,6 @@ enum TimerKind {
     Release,
     /// A trunk target had its share of Timer B without a word: try the next.
     TrunkTarget,
-    /// Time to ask the parties whether the call is still there (`keepalive`).
-    Keepalive,
 }
 
 /// The calls' timers, one heap: when, what for, for which session, and a number that
@@ -481,6 +479,8 @@ pub struct Calls {
     /// Records of ended calls (already written) whose script's `call-ended` answer may
     /// still add tags: then they are written again. With the call's span.
     ending: HashMap<SessionId, (CallRecord, tracing::Span)>,
+    /// When each live call next asks its parties whether they are still there.
+    keepalives: keepalive::Schedule,
 }
 
 impl Calls {
@@ -492,7 +492,7 @@ impl Calls {
     /// How many entries each of the calls' tables holds: all empty once every call has
     /// ended and its last transaction is done (the tests check nothing is left behind).
     #[cfg(test)]
-    pub(crate) fn table_sizes(&self) -> [(&'static str, usize); 6] {
+    pub(crate) fn table_sizes(&self) -> [(&'static str, usize); 7] {
         [
             ("sessions", self.sessions.len()),
             ("by_call_id", self.by_call_id.len()),
@@ -500,6 +500,7 @@ impl Calls {
             ("by_client_txn", self.by_client_txn.len()),
             ("flips", self.flips.len()),
             ("ending", self.ending.len()),
+            ("keepalives", self.keepalives.len()),
         ]
     }
 
@@ -555,7 +556,8 @@ impl Calls {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse((at, ..))| *at)
+        let timer = self.timers.peek().map(|Reverse((at, ..))| *at);
+        timer.into_iter().chain(self.keepalives.next()).min()
     }
 
     /// A new INVITE (no To tag).
@@ -1613,8 +1615,11 @@ impl Calls {
                 TimerKind::Ring => self.ring_timer(ctx, id, n),
                 TimerKind::Release => self.release_timer(ctx, id, n),
                 TimerKind::TrunkTarget => self.trunk_target_timer(ctx, id, n),
-                TimerKind::Keepalive => self.keepalive_timer(ctx, id),
             }
+        }
+        while let Some(id) = self.keepalives.due(ctx.ambient.now) {
+            let _span = self.enter(id);
+            self.keepalive_timer(ctx, id);
         }
     }
 
@@ -1996,6 +2001,7 @@ impl Calls {
         let Some(mut session) = self.sessions.remove(&id) else {
             return;
         };
+        self.keepalives.remove(id);
         self.cancel_pending_flips(ctx, id, &mut session);
         self.cancel_push(ctx, id, &mut session.record, session.ringing.take());
         self.cancel_pin(ctx, id, &mut session);
