@@ -3,7 +3,9 @@
 
 Alice has a desk phone and a mobile (the same extension, 2001), Bob one phone (2002).
 Bob calls 2001: both of Alice's devices ring, the desk phone answers, the mobile stops
-ringing, audio flows both ways through the host's relay, Bob hangs up. Each phone plays
+ringing, audio flows both ways through the host's relay, Bob hangs up. The host asks
+both phones every second whether the call is still there (`dialog_keepalive_s = 1`):
+each answers its in-dialog OPTIONS, and the call goes on until Bob hangs up. Each phone plays
 its own tone (desk 440 Hz, mobile 700 Hz, Bob 1000 Hz), so the recordings show who
 heard whom.
 
@@ -285,12 +287,22 @@ def received_tone(phone):
 
 def main():
     binary = sys.argv[1]
-    return run("wasmpbx-baresip-", lambda work: start_server(binary, work, ALICE_AND_BOB), call)
+    sip = 'listen = ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"]\ndialog_keepalive_s = 1'
+    return run("wasmpbx-baresip-", lambda work: start_server(binary, work, ALICE_AND_BOB, sip_settings=sip), call)
+
+
+def keepalives(proto, sport, dport, payload):
+    """The host's keep-alive OPTIONS and the phones' answers: (from port, to port, first line)."""
+    if proto == 17 and b" OPTIONS\r\n" in payload:
+        return sport, dport, payload.split(b"\r\n", 1)[0].decode(errors="replace")
+    return None
 
 
 def call(work, phones):
     desk, mobile, bob, names = alice_and_bob(work, phones)
     print("alice's devices:", sorted(names.values()))
+    capture = LoopbackCapture(keepalives)
+    capture.start()
 
     bob.command("dial", "sip:2001@127.0.0.1")
     desk.wait("CALL_INCOMING")
@@ -309,6 +321,13 @@ def call(work, phones):
     bob.wait("CALL_CLOSED")
     time.sleep(0.5)
     assert not mobile.saw("CALL_ESTABLISHED"), "the mobile must never have been connected"
+    capture.stop()
+    for phone in (bob, desk):
+        asked = [p for p in capture.packets if p[2] == phone.sip_port and p[3].startswith("OPTIONS ")]
+        answers = [p[3] for p in capture.packets if p[1] == phone.sip_port and p[3].startswith("SIP/2.0 ")]
+        assert len(asked) >= 2, f"{phone.name} was asked: {capture.packets}"
+        assert answers and all(a.startswith("SIP/2.0 200") for a in answers), f"{phone.name}: {answers}"
+    print("both phones answered the host's keep-alive OPTIONS (200) and the call went on")
 
     bob_heard = received_tone(bob)
     desk_heard = received_tone(desk)
@@ -319,6 +338,7 @@ def call(work, phones):
     assert api("/api/calls") == [], "no call left behind"
     cdr = api("/api/cdrs?limit=1")[0]
     assert cdr["disposition"] == "answered" and cdr["caller"] == "2002", cdr
+    assert cdr["end_reason"] == "caller hung up", cdr
     assert len(cdr["legs"]) == 2 and cdr["rtp_packets_in"] > 50 and cdr["rtp_packets_out"] > 50, cdr
 
 

@@ -52,6 +52,10 @@ fn baresip_phones_ring_answer_and_talk_through_the_host() {
         report.contains("the desk phone answered; the mobile stopped ringing"),
         "{report}"
     );
+    assert!(
+        report.contains("both phones answered the host's keep-alive OPTIONS"),
+        "{report}"
+    );
 }
 
 #[test]
