@@ -7,7 +7,8 @@
 //! - runs the location's shadow script on it, if it has one (`shadow`).
 //!
 //! It writes what queued meanwhile in one go. A full queue drops the event and counts it
-//! (`/metrics`): under overload the journal gives way, never a call.
+//! (`/metrics`): under overload the journal gives way, never a call. At shutdown
+//! [`JournalThread::finish`] lets it write everything queued before it stops.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -46,6 +47,15 @@ pub struct Job {
     pub span: tracing::Span,
 }
 
+/// What the journal's thread is sent: a served event, or (once, at shutdown) the word to
+/// write what came before and stop.
+// A queue slot is a served event's size either way; boxing would allocate per event.
+#[allow(clippy::large_enum_variant)]
+enum Message {
+    Job(Job),
+    Stop,
+}
+
 /// The journal's counters, for `/metrics`.
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -64,7 +74,13 @@ pub struct Journal {
     /// Which locations run a shadow script.
     pub choices: Arc<Choices>,
     pub counters: Arc<Counters>,
-    tx: SyncSender<Job>,
+    tx: SyncSender<Message>,
+}
+
+/// The journal's thread, to be finished at shutdown.
+pub struct JournalThread {
+    tx: SyncSender<Message>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 impl Journal {
@@ -73,25 +89,26 @@ impl Journal {
         scripts: Arc<ScriptHost>,
         store: Arc<dyn Store>,
         choices: Arc<Choices>,
-    ) -> std::io::Result<Self> {
+    ) -> std::io::Result<(Self, JournalThread)> {
         let (tx, rx) = sync_channel(QUEUE);
         let counters = Arc::new(Counters::default());
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("decisions".into())
             .spawn({
                 let counters = counters.clone();
                 move || run(&rx, &scripts, store.as_ref(), &counters)
             })?;
-        Ok(Self {
+        let journal = Self {
             choices,
             counters,
-            tx,
-        })
+            tx: tx.clone(),
+        };
+        Ok((journal, JournalThread { tx, thread }))
     }
 
     /// Queue a served event; never waits.
     pub fn submit(&self, job: Job) {
-        match self.tx.try_send(job) {
+        match self.tx.try_send(Message::Job(job)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 self.counters.dropped.fetch_add(1, Relaxed);
@@ -103,9 +120,23 @@ impl Journal {
 }
 
 /// The thread: take each job, and write what queued while it worked in one go.
-fn run(rx: &Receiver<Job>, scripts: &ScriptHost, store: &dyn Store, counters: &Counters) {
+impl JournalThread {
+    /// Write everything queued so far, then stop (waits for it: shutdown only). What
+    /// is submitted after this is not written.
+    pub fn finish(self) -> std::thread::Result<()> {
+        // Behind every job queued before it: waits while the queue is full.
+        let _ = self.tx.send(Message::Stop);
+        self.thread.join()
+    }
+}
+
+fn run(rx: &Receiver<Message>, scripts: &ScriptHost, store: &dyn Store, counters: &Counters) {
     let mut kept_scripts: HashSet<String> = HashSet::new();
-    while let Ok(job) = rx.recv() {
+    let mut stopping = false;
+    while !stopping {
+        let Ok(Message::Job(job)) = rx.recv() else {
+            return;
+        };
         let (mut decisions, mut shadows) = (Vec::new(), Vec::new());
         let mut next = Some(job);
         while let Some(job) = next {
@@ -119,7 +150,14 @@ fn run(rx: &Receiver<Job>, scripts: &ScriptHost, store: &dyn Store, counters: &C
                 &mut shadows,
             );
             next = match decisions.len() + shadows.len() < BATCH {
-                true => rx.try_recv().ok(),
+                true => match rx.try_recv() {
+                    Ok(Message::Job(job)) => Some(job),
+                    Ok(Message::Stop) => {
+                        stopping = true;
+                        None
+                    }
+                    Err(_) => None,
+                },
                 false => None,
             };
         }
@@ -221,5 +259,83 @@ pub async fn keep_for(store: Arc<dyn Store>, days: u32) {
             Ok(Err(e)) => tracing::warn!("scripts.journal_retention_days: cannot prune: {e}"),
             Err(e) => tracing::warn!("scripts.journal_retention_days: pruning stopped: {e}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::config::Config;
+    use crate::directory::MemoryDirectory;
+    use crate::routing::Origin;
+    use crate::script::{HostServices, Limits, ScriptEngine};
+    use crate::store::{DecisionStore, MemoryStore};
+
+    fn served(session: String) -> Served {
+        Served {
+            location: None,
+            session,
+            call: CallInfo {
+                call_id: "c".into(),
+                location: None,
+                caller: "+61400000001".into(),
+                caller_name: None,
+                dialed: "+61290000001".into(),
+                origin: Origin::Trunk {
+                    name: "pstn".into(),
+                },
+                started_at: jiff::Timestamp::UNIX_EPOCH,
+                tags: Vec::new(),
+            },
+            event: Event::Incoming,
+            decision: Decision {
+                actions: Vec::new(),
+                script: None,
+                fallback: None,
+            },
+            world: EventWorld::live(jiff::Timestamp::UNIX_EPOCH),
+        }
+    }
+
+    #[test]
+    fn everything_queued_before_shutdown_is_written() {
+        let store = Arc::new(MemoryStore::new());
+        let services = Arc::new(HostServices {
+            config: arc_swap::ArcSwap::from_pointee(
+                Config::parse("", std::path::Path::new("test.toml")).unwrap(),
+            ),
+            kv: store.clone(),
+            devices: Arc::new(MemoryDirectory::new()),
+            clock: Arc::new(SystemClock),
+        });
+        let engine = ScriptEngine::new(Limits::default(), None).unwrap();
+        let host = Arc::new(ScriptHost::new(engine, services));
+        let bytes = std::fs::read(test_components::LISTEN).unwrap();
+        let listen = Arc::new(host.engine.load("listen", &bytes, &host.services).unwrap());
+        let choices = Arc::new(Choices::load(store.clone()).unwrap());
+        let (journal, thread) = Journal::start(host, store.clone(), choices).unwrap();
+        let events = 2_000;
+        for n in 0..events {
+            journal.submit(Job {
+                served: served(format!("s{n}")),
+                record: Some(listen.clone()),
+                shadow: None,
+                span: tracing::Span::none(),
+            });
+        }
+        thread.finish().unwrap();
+        assert_eq!(journal.counters.dropped.load(Relaxed), 0);
+        assert_eq!(journal.counters.recorded.load(Relaxed), events);
+        for n in [0, events / 2, events - 1] {
+            assert_eq!(store.decisions(&format!("s{n}")).unwrap().len(), 1, "s{n}");
+        }
+        // Submitted after the end: not written, and no panic.
+        journal.submit(Job {
+            served: served("late".into()),
+            record: Some(listen),
+            shadow: None,
+            span: tracing::Span::none(),
+        });
     }
 }

@@ -254,8 +254,9 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     let shadow_choices = Arc::new(
         crate::shadow::Choices::load(store.clone()).context("reading the shadow choices")?,
     );
-    let journal = crate::decisions::Journal::start(host.clone(), store.clone(), shadow_choices)
-        .context("starting the decision journal")?;
+    let (journal, journal_thread) =
+        crate::decisions::Journal::start(host.clone(), store.clone(), shadow_choices)
+            .context("starting the decision journal")?;
     if config.scripts.journal_retention_days > 0 {
         tokio::spawn(crate::decisions::keep_for(
             store.clone(),
@@ -334,6 +335,10 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     tokio::task::spawn_blocking(move || writer_thread.join())
         .await?
         .map_err(|_| anyhow::anyhow!("the store writer panicked"))?;
+    // So does the decision journal, decisions and shadow results alike.
+    tokio::task::spawn_blocking(move || journal_thread.finish())
+        .await?
+        .map_err(|_| anyhow::anyhow!("the decision journal panicked"))?;
     watched??;
     reloaded??;
     sip??;
