@@ -38,6 +38,8 @@ pub(crate) struct Endpoint {
 }
 
 /// A call's media state, shared by its tasks.
+/// The rarely used parts (SRTP, a recording, a retiring device) are boxed: a call
+/// without them carries a pointer each, not their size.
 pub(crate) struct CallPackets {
     pub(crate) remotes: Remotes,
     /// The stream each side hears: the other side's packets, renumbered into one stream
@@ -49,7 +51,7 @@ pub(crate) struct CallPackets {
     /// On a side with a user's device: holds back the push code's events from the other.
     pub(crate) keys_filter: [Option<KeyFilter>; 2],
     pub(crate) endpoint: Option<Endpoint>,
-    pub(crate) recorder: Option<Recorder>,
+    pub(crate) recorder: Option<Box<Recorder>>,
     /// The call's media streams (to speech and AI engines).
     pub(crate) taps: Vec<Tap>,
     /// The RTP timestamp of the last key pressed by the device on the reserved ports (a
@@ -64,19 +66,19 @@ pub(crate) struct CallPackets {
     pub(crate) b_to_a_at: Option<Instant>,
     /// Each side's SRTP, if its leg is encrypted: what arrives is decrypted before
     /// anything else looks at it, what leaves is encrypted last.
-    pub(crate) srtp: [Option<LegSrtp>; 2],
+    pub(crate) srtp: [Option<Box<LegSrtp>>; 2],
     /// The SRTP of the device on the reserved ports, which goes with them to a side.
-    pub(crate) reserved_srtp: Option<LegSrtp>,
+    pub(crate) reserved_srtp: Option<Box<LegSrtp>>,
     /// The device a side was just switched away from, still heard until the new one
     /// is (make before break: a browser's first packet comes only after ICE and DTLS).
-    pub(crate) retiring: Option<Retiring>,
+    pub(crate) retiring: Option<Box<Retiring>>,
 }
 
 /// A device whose side has moved to another device that has not sent anything yet.
 pub(crate) struct Retiring {
     pub(crate) side: Side,
     /// Its leg's SRTP, if it was encrypted.
-    pub(crate) srtp: Option<LegSrtp>,
+    pub(crate) srtp: Option<Box<LegSrtp>>,
     /// Until when it is heard at most (the new device may never send).
     pub(crate) until: Instant,
 }
@@ -188,7 +190,7 @@ impl CallPackets {
         now: Instant,
     ) -> Relay {
         let (i, to) = (from as usize, 1 - from as usize);
-        let decrypted = match arrived(self.srtp[i].as_mut(), packet, false) {
+        let decrypted = match arrived(self.srtp[i].as_deref_mut(), packet, false) {
             Ok(decrypted) => decrypted,
             Err(refused) => return dropped(refused),
         };
@@ -226,7 +228,7 @@ impl CallPackets {
             return None;
         }
         let (from, to) = (retiring.side, 1 - retiring.side as usize);
-        let decrypted = match arrived(retiring.srtp.as_mut(), packet, false) {
+        let decrypted = match arrived(retiring.srtp.as_deref_mut(), packet, false) {
             Ok(decrypted) => decrypted,
             Err(refused) => return Some(dropped(refused)),
         };
@@ -331,7 +333,7 @@ impl CallPackets {
     /// device sends it. Decrypted and encrypted per leg like RTP.
     pub(crate) fn rtcp_in(&mut self, from: Side, source: SocketAddr, packet: &[u8]) -> Relay {
         let (i, to) = (from as usize, 1 - from as usize);
-        let decrypted = match arrived(self.srtp[i].as_mut(), packet, true) {
+        let decrypted = match arrived(self.srtp[i].as_deref_mut(), packet, true) {
             Ok(decrypted) => decrypted,
             Err(refused) => return dropped(refused),
         };
@@ -455,7 +457,7 @@ impl CallPackets {
         &mut self,
         packet: &[u8],
     ) -> Result<Option<Vec<u8>>, Refused> {
-        arrived(self.reserved_srtp.as_mut(), packet, false)
+        arrived(self.reserved_srtp.as_deref_mut(), packet, false)
     }
 
     /// Whether `packet` is the rest of the last key pressed before the device had the
@@ -564,11 +566,11 @@ mod tests {
         // The mobile takes side B over; it has not sent anything yet.
         call.switched = Some(Side::B);
         call.remotes.rtp[1] = None;
-        call.retiring = Some(Retiring {
+        call.retiring = Some(Box::new(Retiring {
             side: Side::B,
             srtp: None,
             until: t0 + Duration::from_secs(1),
-        });
+        }));
         let t1 = t0 + Duration::from_millis(20);
         let desk = call
             .retiring_rtp_in(&audio(3, 22), t1)
@@ -596,11 +598,11 @@ mod tests {
             "once"
         );
         // A new device that never sends: the old one is heard for a second at most.
-        call.retiring = Some(Retiring {
+        call.retiring = Some(Box::new(Retiring {
             side: Side::B,
             srtp: None,
             until: t2 + Duration::from_secs(1),
-        });
+        }));
         assert!(
             call.retiring_rtp_in(&audio(5, 22), t2 + Duration::from_millis(999))
                 .is_some()
@@ -621,7 +623,7 @@ mod tests {
         let t0 = crate::clock::monotonic_now();
         let mut call = CallPackets::new();
         let (host_far, mut far) = srtp_leg();
-        call.srtp[0] = Some(host_far);
+        call.srtp[0] = Some(Box::new(host_far));
         // The far end (SRTP) and the desk (plain) latch.
         let sent = far.encrypt_rtp(&audio(1, 11)).unwrap();
         call.rtp_in(Side::A, at(FAR), &sent, t0);
@@ -651,7 +653,7 @@ mod tests {
         );
         // The mobile takes side B over with SRTP keys of its own.
         let (host_mobile, mut mobile) = srtp_leg();
-        call.srtp[1] = Some(host_mobile);
+        call.srtp[1] = Some(Box::new(host_mobile));
         call.switched = Some(Side::B);
         call.dtmf[1] = DtmfWatch::new(101);
         call.keys_filter[1] = Some(KeyFilter::new(101, "*8"));

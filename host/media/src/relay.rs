@@ -293,11 +293,11 @@ impl MediaAllocator for RelayManager {
             // The new device's keys come with it; the other side's stay as they were.
             let new_srtp = shared.reserved_srtp.take();
             let old_srtp = std::mem::replace(&mut shared.srtp[i], new_srtp);
-            shared.retiring = Some(Retiring {
+            shared.retiring = Some(Box::new(Retiring {
                 side,
                 srtp: old_srtp,
                 until: monotonic_now() + RETIRING_AT_MOST,
-            });
+            }));
             let remotes = &mut shared.remotes;
             remotes.rtp[i] = None;
             remotes.rtcp[i] = None;
@@ -421,7 +421,7 @@ impl MediaAllocator for RelayManager {
             None => &mut shared.reserved_srtp,
         };
         if leg.as_ref().is_none_or(|l| l.suite() != suite) {
-            *leg = Some(LegSrtp::random(suite)?);
+            *leg = Some(Box::new(LegSrtp::random(suite)?));
         }
         let leg = leg.as_mut().expect("just made");
         if let Some(remote) = remote {
@@ -527,7 +527,7 @@ impl MediaAllocator for RelayManager {
         }
         let recorder = Recorder::create(path, monotonic_now())
             .map_err(|e| format!("{}: {e}", path.display()))?;
-        shared.recorder = Some(recorder);
+        shared.recorder = Some(Box::new(recorder));
         Ok(())
     }
 
@@ -592,7 +592,7 @@ impl MediaAllocator for RelayManager {
     }
 }
 
-fn finish_recording(recorder: Recorder) -> Option<PathBuf> {
+fn finish_recording(recorder: Box<Recorder>) -> Option<PathBuf> {
     let path = recorder.path().to_owned();
     match recorder.finish(monotonic_now()) {
         Ok(path) => Some(path),
@@ -637,25 +637,41 @@ impl Forwarding {
     }
 }
 
+/// The largest datagram a leg takes (RTP of G.711 is 172 bytes; RTCP compound packets,
+/// SRTP's tag, a WebRTC bridge's packets all fit).
+const DATAGRAM: usize = 2048;
+
+thread_local! {
+    /// Where forwarding tasks read their datagrams: one buffer per runtime thread, not
+    /// one per task (four a call, idle most of the time), as each packet is handled
+    /// before the task waits again.
+    static RECEIVED: std::cell::RefCell<Box<[u8; DATAGRAM]>> =
+        std::cell::RefCell::new(Box::new([0; DATAGRAM]));
+}
+
 async fn forward(f: Forwarding) {
-    let mut buf = vec![0u8; 2048];
     loop {
-        // Errors here are ICMP reports of earlier sends: nothing to do but go on.
-        let Ok((n, source)) = f.inbound.recv_from(&mut buf).await else {
-            continue;
-        };
-        let packet = &buf[..n];
-        let now = monotonic_now();
-        let relay = {
+        if f.inbound.readable().await.is_err() {
+            return; // the runtime is going away
+        }
+        let relay = RECEIVED.with_borrow_mut(|buf| {
+            // WouldBlock (readiness was stale) or an ICMP report of an earlier send:
+            // nothing to do but wait again.
+            let (n, source) = f.inbound.try_recv_from(&mut buf[..]).ok()?;
+            let packet = &buf[..n];
+            let now = monotonic_now();
             let mut call = lock(&f.shared);
-            if f.is_rtcp {
+            Some(if f.is_rtcp {
                 call.rtcp_in(f.from, source, packet)
             } else {
                 if f.from == Side::A {
                     f.packets[0].fetch_add(1, Relaxed);
                 }
                 call.rtp_in(f.from, source, packet, now)
-            }
+            })
+        });
+        let Some(relay) = relay else {
+            continue;
         };
         if relay.rejected {
             f.counters.srtp_rejected.fetch_add(1, Relaxed);

@@ -238,7 +238,7 @@ struct Session {
     /// Whether the caller has been sent a ringing response (forks ring only once).
     ringing_sent: bool,
     /// A re-INVITE (hold, resume) being passed from one leg to the other.
-    reinvite: Option<PendingReinvite>,
+    reinvite: Option<Box<PendingReinvite>>,
     ports: MediaPorts,
     phase: Phase,
     record: CallRecord,
@@ -259,9 +259,9 @@ struct Session {
     /// A flip of this call is being decided (a second one is refused meanwhile).
     flip_pending: bool,
     /// A push whose targets are ringing.
-    ringing: Option<push::Ringing>,
+    ringing: Option<Box<push::Ringing>>,
     /// A device that would take the call over, entering the PIN first.
-    pin: Option<pin::PinEntry>,
+    pin: Option<Box<pin::PinEntry>>,
     /// The user and device on side A, for a call a user's device placed; none for a
     /// trunk call, and once that device hung up while a flip of its side was under way.
     a_device: Option<(String, String)>,
@@ -277,7 +277,7 @@ struct Session {
     held_events: VecDeque<Event>,
     /// The device a flip just moved the call away from, let go once the new device is
     /// heard (a browser's audio starts only after ICE and DTLS).
-    releasing: Option<push::Release>,
+    releasing: Option<Box<push::Release>>,
     /// Keep-alive OPTIONS out to the parties, waiting for their answers.
     probes: Vec<keepalive::Probe>,
     /// The call's `call{session}` span: entered by every input about the call, carried
@@ -468,7 +468,9 @@ impl Ctx<'_> {
 
 #[derive(Default)]
 pub struct Calls {
-    sessions: HashMap<SessionId, Session>,
+    // Boxed: a session is some 4 KiB, and a table of them inline keeps its empty slots
+    // at that size too.
+    sessions: HashMap<SessionId, Box<Session>>,
     by_call_id: HashMap<String, SessionId>,
     by_a_txn: HashMap<ServerTxnId, SessionId>,
     by_client_txn: ClientTxns,
@@ -853,7 +855,7 @@ impl Calls {
             ctx.media.start_stream(id, stream_request(stream, &call));
             session.streams += 1;
         }
-        self.sessions.insert(id, session);
+        self.sessions.insert(id, Box::new(session));
         self.arm_keepalive(ctx, id);
         self.by_call_id.insert(call_id, id);
         self.by_a_txn.insert(txn, id);
@@ -1790,13 +1792,13 @@ impl Calls {
                         );
                     };
                     let client_txn = ctx.send_in_dialog(reinvite, other.peer);
-                    session.reinvite = Some(PendingReinvite {
+                    session.reinvite = Some(Box::new(PendingReinvite {
                         server_txn: txn,
                         request,
                         from_a,
                         client_txn,
                         cseq,
-                    });
+                    }));
                     self.by_client_txn.insert(client_txn, id);
                     return;
                 }

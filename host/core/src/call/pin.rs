@@ -92,13 +92,13 @@ impl Calls {
             return;
         };
         self.by_call_id.insert(flip.leg.dialog.call_id.clone(), id);
-        session.pin = Some(PinEntry {
+        session.pin = Some(Box::new(PinEntry {
             flip,
             pin,
             entered: String::new(),
             failures: 0,
             attempt: 0,
-        });
+        }));
         tracing::info!("flip: asking the new device for the PIN");
         self.prompt_for_pin(ctx, id);
     }

@@ -255,14 +255,14 @@ impl Calls {
         let Some(session) = self.sessions.get_mut(&id) else {
             return;
         };
-        session.ringing = Some(Ringing {
+        session.ringing = Some(Box::new(Ringing {
             flip,
             side: push.side,
             trigger: push.trigger,
             legs,
             event,
             pin,
-        });
+        }));
     }
 
     /// Whether `txn` is the INVITE of a push target of session `id`.
@@ -416,10 +416,10 @@ impl Calls {
         let Some(dialog) = old else {
             return;
         };
-        let release = Release {
+        let release = Box::new(Release {
             dialog,
             refer: trigger == Trigger::Refer,
-        };
+        });
         if !to_browser {
             // A phone sends its audio as soon as it answers: the old one goes now.
             return self.release(ctx, id, release);
@@ -459,7 +459,7 @@ impl Calls {
         }
     }
 
-    pub(super) fn release(&mut self, ctx: &mut Ctx<'_>, id: SessionId, mut release: Release) {
+    pub(super) fn release(&mut self, ctx: &mut Ctx<'_>, id: SessionId, mut release: Box<Release>) {
         let old = &mut release.dialog;
         if release.refer {
             send_in_dialog(ctx, old, id, &mut self.by_client_txn, Some("200 OK"));
@@ -647,7 +647,7 @@ impl Calls {
         ctx: &mut Ctx<'_>,
         id: SessionId,
         record: &mut CallRecord,
-        ringing: Option<Ringing>,
+        ringing: Option<Box<Ringing>>,
     ) {
         let Some(mut ringing) = ringing else {
             return;
