@@ -126,6 +126,11 @@ pub fn replay(
     let mut versions: HashMap<String, Arc<LoadedScript>> = HashMap::new();
     let mut replays = Vec::new();
     for session in &sessions {
+        // Named as the live call's lines were: the span with the id's last 12 characters.
+        let short = session
+            .get(session.len().saturating_sub(12)..)
+            .unwrap_or(session);
+        let _span = tracing::info_span!("call", session = short).entered();
         let decisions = store.decisions(session)?;
         if decisions.is_empty() {
             bail!("no recorded decisions for {session}");

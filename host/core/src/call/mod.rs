@@ -414,7 +414,7 @@ impl Calls {
         flip: u64,
         decision: Result<crate::flip::FlipDecision, String>,
     ) {
-        let _span = (self.flips.get(&flip)).and_then(|p| self.enter(p.session()));
+        let _span = self.flips.get(&flip).and_then(|p| self.enter(p.session()));
         match self.flips.remove(&flip) {
             Some(PendingFlip::Pull(pull)) => self.pull_decided(ctx, *pull, decision),
             Some(PendingFlip::Push(push)) => self.push_decided(ctx, flip, push, decision),
