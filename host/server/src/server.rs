@@ -129,6 +129,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     }
     let (config, demo_users) = load_config(config_path, store.as_ref())?;
     let config = Arc::new(config);
+    say_room_for_calls(&config.media.rtp_ports);
     // Certificates: read before anything is written (an error stops the start), and again
     // whenever their files change.
     let certificate = |cert: &Option<PathBuf>, key: &Option<PathBuf>, keys| match (cert, key) {
@@ -346,6 +347,54 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Raise the open-files limit to the most the system allows: a call holds four sockets,
+/// and the soft limit many shells start with (1024) would stop at ~250 calls. The limit
+/// in force after; none if it is unlimited or cannot be read.
+fn raise_open_files_limit() -> Option<u64> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let current = limit.current?;
+    match limit.maximum {
+        Some(maximum) if maximum > current => {
+            let raised = Rlimit {
+                current: Some(maximum),
+                maximum: Some(maximum),
+            };
+            match setrlimit(Resource::Nofile, raised) {
+                Ok(()) => Some(maximum),
+                Err(e) => {
+                    tracing::warn!("raising the open-files limit from {current}: {e}");
+                    Some(current)
+                }
+            }
+        }
+        _ => Some(current),
+    }
+}
+
+/// Log how many concurrent calls the open-files limit leaves room for (four sockets a
+/// call), and warn when that is fewer than the media port range has room for.
+fn say_room_for_calls(ports: &crate::config::PortRange) {
+    let Some(files) = raise_open_files_limit() else {
+        return;
+    };
+    let by_files = files / 4;
+    let by_ports = (u64::from(ports.high) + 1).saturating_sub(u64::from(ports.low)) / 4;
+    if by_files < by_ports {
+        tracing::warn!(
+            open_files = files,
+            "the open-files limit leaves room for about {by_files} concurrent calls (four \
+             sockets each), fewer than media.rtp_ports ({by_ports}): raise it (LimitNOFILE)"
+        );
+    } else {
+        tracing::info!(
+            open_files = files,
+            "room for about {} concurrent calls (media.rtp_ports)",
+            by_ports
+        );
+    }
+}
+
 /// SIGINT (Ctrl-C) or SIGTERM (service managers, `kill`).
 async fn stop_signal() -> anyhow::Result<()> {
     tokio::select! {
@@ -476,5 +525,25 @@ impl Banner<'_> {
         for (extension, password) in demo_users {
             say!(out, "  demo user extension {extension} password {password}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+
+    #[test]
+    fn the_open_files_limit_is_raised_to_the_most_allowed() {
+        let hard = getrlimit(Resource::Nofile)
+            .maximum
+            .expect("a finite hard limit on open files");
+        // As a shell might start it: a soft limit well under the hard one.
+        let lowered = Rlimit {
+            current: Some(hard / 2),
+            maximum: Some(hard),
+        };
+        setrlimit(Resource::Nofile, lowered).unwrap();
+        assert_eq!(super::raise_open_files_limit(), Some(hard));
+        assert_eq!(getrlimit(Resource::Nofile).current, Some(hard));
     }
 }
