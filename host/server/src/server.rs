@@ -129,7 +129,9 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     }
     let (config, demo_users) = load_config(config_path, store.as_ref())?;
     let config = Arc::new(config);
-    say_room_for_calls(&config.media.rtp_ports);
+    // Before any socket is opened; said once the server is up (a refused start says one
+    // line, its reason).
+    let open_files = raise_open_files_limit();
     // Certificates: read before anything is written (an error stops the start), and again
     // whenever their files change.
     let certificate = |cert: &Option<PathBuf>, key: &Option<PathBuf>, keys| match (cert, key) {
@@ -210,6 +212,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         prompts: &prompts,
     }
     .print();
+    say_room_for_calls(open_files, &config.media.rtp_ports);
 
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(crate::overrides::expire(
@@ -374,8 +377,8 @@ fn raise_open_files_limit() -> Option<u64> {
 
 /// Log how many concurrent calls the open-files limit leaves room for (four sockets a
 /// call), and warn when that is fewer than the media port range has room for.
-fn say_room_for_calls(ports: &crate::config::PortRange) {
-    let Some(files) = raise_open_files_limit() else {
+fn say_room_for_calls(open_files: Option<u64>, ports: &crate::config::PortRange) {
+    let Some(files) = open_files else {
         return;
     };
     let by_files = files / 4;
