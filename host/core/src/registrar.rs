@@ -14,6 +14,7 @@ use rsip::prelude::*;
 pub use wasmpbx_types::registration::{Binding, BindingChange};
 
 use crate::config::Config;
+use crate::directory::DeviceInfo;
 use crate::entropy::Entropy;
 use crate::sip::digest::{AuthFailure, Credentials, DigestAuth, Secret};
 use crate::sip::message::{self, Header, Request, Response, SipMessage};
@@ -302,6 +303,54 @@ impl Registrar {
         }
     }
 
+    /// The user and device of a request an edge authenticated (`[cluster] edge`): from an
+    /// edge's address, with a P-Asserted-Identity (RFC 3325: the edge and the nodes are
+    /// one trust domain) naming one of the config's extensions in `[sip] domain`. The
+    /// device is named as a registration would name it (`[[users]] devices`), else by
+    /// its User-Agent and Contact address, its transport the one of its own Via: the edge
+    /// holds the registrations, the node only sees the request. None for anything else — the carrier's calls come through
+    /// the edge too, without one (the edge drops a carrier's).
+    pub fn asserted_by_edge(&self, request: &Request, source: Peer) -> Option<DeviceInfo> {
+        if !self.config.cluster.is_edge(source.addr.ip()) {
+            return None;
+        }
+        let message = SipMessage::Request(request.clone());
+        let identity = message::header_value(&message, "P-Asserted-Identity")?;
+        let spec = parse_contacts(&identity).into_iter().next()?;
+        let (user_part, host) = spec.uri.strip_prefix("sip:")?.split_once('@')?;
+        let host = host.split([';', ':']).next().unwrap_or_default();
+        if !host.eq_ignore_ascii_case(&self.config.sip.domain) {
+            return None;
+        }
+        let user = self.config.user_by_extension(user_part)?;
+        let contact = message::header_value(&message, "Contact")
+            .and_then(|value| parse_contacts(&value).into_iter().next())?;
+        let user_agent = message::header_value(&message, "User-Agent");
+        let device = match user.device_name(contact.instance.as_deref(), user_agent.as_deref()) {
+            Some(name) => name.to_owned(),
+            None => {
+                let address = contact.uri.split('@').next_back().unwrap_or_default();
+                let address = address.split(';').next().unwrap_or_default();
+                format!("{}@{address}", device_base_name(user_agent.as_deref()))
+            }
+        };
+        // The bottom Via is the device's own: `SIP/2.0/UDP host:port;…`.
+        let transport = message::header_values(&message, "Via")
+            .last()
+            .and_then(|via| via.trim().strip_prefix("SIP/2.0/"))
+            .and_then(|rest| rest.split_whitespace().next())
+            .map_or_else(
+                || source.transport.as_str().to_owned(),
+                str::to_ascii_lowercase,
+            );
+        Some(DeviceInfo {
+            name: device,
+            user_id: user.id.clone(),
+            user_agent,
+            transport,
+        })
+    }
+
     /// Handle one REGISTER.
     pub fn handle_register(
         &mut self,
@@ -450,6 +499,19 @@ impl Registrar {
 /// A device name from its User-Agent ("Linphone/5.2 (belle-sip)" → "linphone-5.2"),
 /// made unique among the user's devices.
 fn unique_device_name(existing: &[Binding], user_agent: Option<&str>) -> String {
+    let base = device_base_name(user_agent);
+    let taken = |name: &str| existing.iter().any(|b| b.device == name);
+    if !taken(&base) {
+        return base;
+    }
+    (2..)
+        .map(|n| format!("{base}-{n}"))
+        .find(|n| !taken(n))
+        .expect("some suffix is free")
+}
+
+/// "Linphone/5.2 (belle-sip)" → "linphone-5.2"; "device" without a usable User-Agent.
+fn device_base_name(user_agent: Option<&str>) -> String {
     let base: String = user_agent
         .and_then(|ua| ua.split_whitespace().next())
         .unwrap_or("device")
@@ -463,19 +525,11 @@ fn unique_device_name(existing: &[Binding], user_agent: Option<&str>) -> String 
         })
         .take(32)
         .collect();
-    let base = if base.trim_matches('-').is_empty() {
+    if base.trim_matches('-').is_empty() {
         "device".to_owned()
     } else {
         base.trim_matches('-').to_owned()
-    };
-    let taken = |name: &str| existing.iter().any(|b| b.device == name);
-    if !taken(&base) {
-        return base;
     }
-    (2..)
-        .map(|n| format!("{base}-{n}"))
-        .find(|n| !taken(n))
-        .expect("some suffix is free")
 }
 
 struct ContactSpec {

@@ -16,10 +16,12 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::clock::Clock;
+use crate::config::Config;
 use crate::driver::CoreHandle;
 use crate::flip::CallOwners;
 use crate::script::ScriptHost;
-use crate::store::{ClusterStore, NodeStatus};
+use crate::sip::digest::md5_ha1;
+use crate::store::{ClusterStore, EdgeUser, NodeStatus};
 
 /// How often a node writes its status.
 pub const HEARTBEAT: Duration = Duration::from_secs(2);
@@ -72,12 +74,18 @@ pub async fn heartbeat(
     let mut every = tokio::time::interval(HEARTBEAT);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
+    // The config whose users the edge has: published again after a reload changes it.
+    let mut published: Option<Arc<Config>> = None;
     loop {
         every.tick().await;
         // The SIP core has stopped: the node is going; its last status stands.
         let Some(health) = core.health().await else {
             return;
         };
+        let config = scripts.services.config.load_full();
+        let unpublished = !config.cluster.edge.is_empty()
+            && !published.as_ref().is_some_and(|p| Arc::ptr_eq(p, &config));
+        let users = unpublished.then(|| edge_users(&config));
         let now = clock.now();
         let status = NodeStatus {
             node: this.name.clone(),
@@ -90,6 +98,9 @@ pub async fn heartbeat(
         };
         let store = store.clone();
         let exchanged = tokio::task::spawn_blocking(move || {
+            if let Some(users) = users {
+                store.publish_users(&users)?;
+            }
             store.heartbeat(&status)?;
             store.nodes()
         })
@@ -97,6 +108,10 @@ pub async fn heartbeat(
         match exchanged {
             Ok(Ok(nodes)) => {
                 owners.learn(&this.name, &nodes, now);
+                if unpublished {
+                    tracing::info!(users = config.users.len(), "users published for the edge");
+                    published = Some(config);
+                }
                 failing = false;
             }
             Ok(Err(e)) if !failing => {
@@ -106,6 +121,29 @@ pub async fn heartbeat(
             _ => {}
         }
     }
+}
+
+/// The config's users as the edge authenticates them: the extension and MD5(extension:
+/// realm:password) in `[sip] domain` (the config gives each user one of them).
+fn edge_users(config: &Config) -> Vec<EdgeUser> {
+    let realm = &config.sip.domain;
+    config
+        .users
+        .iter()
+        .filter_map(|user| {
+            let ha1 = match (&user.password, &user.ha1) {
+                (Some(password), _) => md5_ha1(&user.extension, realm, password),
+                (None, Some(ha1)) => ha1.to_ascii_lowercase(),
+                (None, None) => return None,
+            };
+            Some(EdgeUser {
+                username: user.extension.clone(),
+                realm: realm.clone(),
+                ha1,
+                user_id: user.id.clone(),
+            })
+        })
+        .collect()
 }
 
 fn is_up(status: &NodeStatus, now: jiff::Timestamp) -> bool {
@@ -206,6 +244,32 @@ pub fn view(node: &str, nodes: Vec<NodeStatus>, now: jiff::Timestamp) -> Cluster
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_edge_gets_each_users_ha1_never_a_password() {
+        let config = Config::parse(
+            "[sip]\ndomain = \"pbx.test\"\n\
+             [[users]]\nid = \"alice\"\nextension = \"2001\"\npassword = \"alice-secret\"\n\
+             [[users]]\nid = \"bob\"\nextension = \"2002\"\nha1 = \"ABCDEF\"\n",
+            std::path::Path::new("t.toml"),
+        )
+        .unwrap();
+        let users = edge_users(&config);
+        let alice = EdgeUser {
+            username: "2001".into(),
+            realm: "pbx.test".into(),
+            // printf '2001:pbx.test:alice-secret' | md5sum
+            ha1: "d9237c9f6ab3fb2b17f66a9bdc123b41".into(),
+            user_id: "alice".into(),
+        };
+        let bob = EdgeUser {
+            username: "2002".into(),
+            realm: "pbx.test".into(),
+            ha1: "abcdef".into(),
+            user_id: "bob".into(),
+        };
+        assert_eq!(users, [alice, bob]);
+    }
 
     fn status(node: &str, age_s: i64, scripts: &[(&str, &str)]) -> NodeStatus {
         NodeStatus {

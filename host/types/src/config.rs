@@ -360,6 +360,10 @@ pub struct ClusterConfig {
     /// Where the other nodes (and the edge) reach this one: `sip:10.0.0.11:5060`. Default:
     /// its first UDP listener.
     pub advertise: Option<String>,
+    /// The Kamailio edges in front of the nodes (`sip:10.0.0.10:5060`), trusted: a device's
+    /// request from one carries the user the edge authenticated (P-Asserted-Identity),
+    /// and the node does not challenge it again.
+    pub edge: Vec<String>,
 }
 
 impl ClusterConfig {
@@ -367,6 +371,20 @@ impl ClusterConfig {
     pub fn name(&self) -> &str {
         self.node.as_deref().unwrap_or("local")
     }
+
+    /// Whether `source` is one of the edges (`edge`: checked to be IP literals).
+    pub fn is_edge(&self, source: std::net::IpAddr) -> bool {
+        self.edge.iter().any(|uri| edge_ip(uri) == Some(source))
+    }
+}
+
+/// The address of an edge's URI, `sip:10.0.0.10:5060` or `sip:[::1]:5060`.
+fn edge_ip(uri: &str) -> Option<std::net::IpAddr> {
+    let host_port = uri.strip_prefix("sip:")?;
+    if let Some(bracketed) = host_port.strip_prefix('[') {
+        return bracketed.split_once(']')?.0.parse().ok();
+    }
+    host_port.split(':').next()?.parse().ok()
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -639,7 +657,19 @@ impl Config {
                 "cluster.advertise: {advertise:?} is not a SIP URI of a host (sip:10.0.0.11:5060)"
             ));
         }
+        if let Some(bad) = self.cluster.edge.iter().find(|uri| edge_ip(uri).is_none()) {
+            return Err(format!(
+                "cluster.edge: {bad:?} is not a SIP URI of an IP address (sip:10.0.0.10:5060)"
+            ));
+        }
         let Some(url) = &self.store.url else {
+            if !self.cluster.edge.is_empty() {
+                return Err(
+                    "cluster.edge: needs store.url (the edge reads the users and \
+                            their calls from the shared database)"
+                        .into(),
+                );
+            }
             return Ok(());
         };
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
@@ -1017,6 +1047,21 @@ mod tests {
         assert!(err.contains("cluster.advertise"), "{err}");
         let ok = parse("[cluster]\nadvertise = \"sip:10.0.0.11:5060\"\n").unwrap();
         assert_eq!(ok.cluster.advertise.as_deref(), Some("sip:10.0.0.11:5060"));
+        let err = parse("[cluster]\nedge = [\"sip:edge.example:5060\"]\n").unwrap_err();
+        assert!(
+            err.contains("cluster.edge") && err.contains("IP address"),
+            "{err}"
+        );
+        let err = parse("[cluster]\nedge = [\"sip:10.0.0.10\"]\n").unwrap_err();
+        assert!(err.contains("needs store.url"), "{err}");
+        let ok = parse(
+            "[store]\nurl = \"postgres://db/pbx\"\n[cluster]\nnode = \"a\"\n\
+             edge = [\"sip:10.0.0.10:5060\", \"sip:[::1]\"]\n",
+        )
+        .unwrap();
+        assert!(ok.cluster.is_edge("10.0.0.10".parse().unwrap()));
+        assert!(ok.cluster.is_edge("::1".parse().unwrap()));
+        assert!(!ok.cluster.is_edge("10.0.0.11".parse().unwrap()));
     }
 
     #[test]

@@ -197,12 +197,27 @@ pub struct NodeStatus {
     pub users_in_calls: Vec<String>,
 }
 
+/// A user as the edge authenticates them (`[cluster] edge`): the digest username (the
+/// extension), the realm, and MD5(username:realm:password) — never the password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EdgeUser {
+    pub username: String,
+    pub realm: String,
+    pub ha1: String,
+    pub user_id: String,
+}
+
 /// The nodes sharing the store.
 pub trait ClusterStore: Send + Sync {
     /// Write this node's status (replacing the last).
     fn heartbeat(&self, status: &NodeStatus) -> Result<()>;
     /// Every node's last status, by name.
     fn nodes(&self) -> Result<Vec<NodeStatus>>;
+    /// Replace the users the edge authenticates devices against. Only a shared database
+    /// has an edge reading it: the others keep nothing.
+    fn publish_users(&self, _users: &[EdgeUser]) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Everything the server keeps, from one backend (SQLite, PostgreSQL, or memory).

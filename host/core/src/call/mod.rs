@@ -600,19 +600,32 @@ impl Calls {
                 ctx.config.location_by_flip_number(&e164)
             })
             .cloned();
-        let (origin, location) = match (trunk, location) {
-            (Some(t), Some(l)) => (
+        // A device behind the edge, which authenticated it; never a call to a flip
+        // number (those are the carrier's, whatever they assert).
+        let asserted = location
+            .is_none()
+            .then(|| ctx.registrar.asserted_by_edge(&request, source))
+            .flatten();
+        let (origin, location) = match (trunk, location, &asserted) {
+            (_, _, Some(device)) => (
+                Origin::Device {
+                    user_id: device.user_id.clone(),
+                    device: device.name.clone(),
+                },
+                None,
+            ),
+            (Some(t), Some(l), None) => (
                 Origin::Trunk {
                     name: t.name.clone(),
                 },
                 Some(l),
             ),
-            (None, Some(_)) => {
+            (None, Some(_), None) => {
                 tracing::warn!(from = %source.addr, dialed, "INVITE to a flip number from outside the trunks refused");
                 return reject(ctx, 403, Some("Flip Numbers Take Trunk Calls Only"));
             }
-            (Some(_), None) => return reject(ctx, 404, None),
-            (None, None) => {
+            (Some(_), None, None) => return reject(ctx, 404, None),
+            (None, None, None) => {
                 // A device: it must be registered-grade authenticated (407 challenge).
                 let a = ctx.ambient;
                 match ctx
@@ -636,7 +649,12 @@ impl Calls {
             && dialed == ctx.config.flip.pull_code
         {
             let (user_id, device) = (user_id.clone(), device.clone());
-            return self.start_pull(ctx, txn, request, source, user_id, device);
+            let puller = pull::Puller {
+                user_id,
+                device,
+                behind_edge: asserted,
+            };
+            return self.start_pull(ctx, txn, request, source, puller);
         }
         // Draining: a flip of a live call (the pull above) goes on, a new call does not.
         if let Some(retry_after) = ctx.draining {

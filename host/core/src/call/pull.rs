@@ -54,17 +54,30 @@ impl PendingPull {
     }
 }
 
+/// Who dialled the pull code.
+pub(super) struct Puller {
+    pub user_id: String,
+    pub device: String,
+    /// The device as the edge vouched for it, when it came through one: registered there,
+    /// not here.
+    pub behind_edge: Option<crate::directory::DeviceInfo>,
+}
+
 impl Calls {
-    /// A device of `user_id` dialled the pull code.
+    /// A device of the puller's user dialled the pull code.
     pub(super) fn start_pull(
         &mut self,
         ctx: &mut Ctx<'_>,
         txn: ServerTxnId,
         invite: Request,
         source: Peer,
-        user_id: String,
-        device: String,
+        puller: Puller,
     ) {
+        let Puller {
+            user_id,
+            device,
+            behind_edge,
+        } = puller;
         let refuse = |ctx: &mut Ctx<'_>, code: u16, reason: &str| {
             tracing::info!(user = user_id, device, "pull refused: {reason}");
             let response = message::response_to(&invite, code, Some(&ctx.token()));
@@ -117,13 +130,16 @@ impl Calls {
         if !session.b_codec.is_some_and(speaks) {
             return refuse(ctx, 488, "The Call's Codec Is Not Offered");
         }
-        let candidates = ctx
-            .registrar
-            .bindings(&user_id)
-            .iter()
-            .filter(|b| b.device == device)
-            .map(device_info)
-            .collect();
+        let candidates = match behind_edge {
+            Some(edge_device) => vec![edge_device],
+            None => ctx
+                .registrar
+                .bindings(&user_id)
+                .iter()
+                .filter(|b| b.device == device)
+                .map(device_info)
+                .collect(),
+        };
         let request = FlipRequest {
             user_id: user_id.clone(),
             requesting_device: device.clone(),
@@ -355,7 +371,6 @@ pub(super) fn device_info(binding: &crate::registrar::Binding) -> crate::directo
     }
 }
 
-/// A device's name from a leg's `user/device` label.
 /// Answer a pull with `302 Moved Temporarily` to the node at `owner` (`sip:host:port`):
 /// the Contact is the pull code at that node.
 fn redirect(

@@ -77,6 +77,8 @@ pub(super) struct World {
     /// Everything the host sent, with where to: (destination, text).
     pub(super) sent: Vec<(SocketAddr, String)>,
     pub(super) flips: Vec<u64>,
+    /// What each flip put to the policy, in order.
+    pub(super) flip_requests: Vec<crate::flip::FlipRequest>,
     pub(super) records: Vec<CallRecord>,
     /// Answered calls' records as they went (state `live`).
     pub(super) live_records: Vec<CallRecord>,
@@ -218,6 +220,7 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
             answer_call_ended: true,
             sent: Vec::new(),
             flips: Vec::new(),
+            flip_requests: Vec::new(),
             records: Vec::new(),
             live_records: Vec::new(),
             a_tag: String::new(),
@@ -332,7 +335,10 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{}",
                     }
                     self.sent.push((peer.addr, text));
                 }
-                PbxOutput::DecideFlip { flip, .. } => self.flips.push(flip),
+                PbxOutput::DecideFlip { flip, request, .. } => {
+                    self.flips.push(flip);
+                    self.flip_requests.push(request);
+                }
                 PbxOutput::Record(record) | PbxOutput::RecordRewritten(record) => {
                     self.records.push(record)
                 }

@@ -437,3 +437,92 @@ fn a_password_checks_against_a_configured_ha1() {
         Err(PasswordRefusal::Wrong)
     );
 }
+
+/// A pull (`*77`) through the edge at 127.0.0.10 from a baresip at 5070, asserting `identity`.
+fn asserted_invite(identity: Option<&str>) -> Request {
+    let identity = identity.map_or(String::new(), |i| format!("P-Asserted-Identity: {i}\r\n"));
+    let text = format!(
+        "INVITE sip:*77@pbx.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.10:5060;branch=z9hG4bK-e\r\n\
+Via: SIP/2.0/TCP 127.0.0.1:5070;branch=z9hG4bK-d\r\n\
+From: <sip:2001@pbx.test>;tag=f\r\nTo: <sip:*77@pbx.test>\r\nCall-ID: pull-1\r\n\
+CSeq: 1 INVITE\r\nContact: <sip:2001@127.0.0.1:5070;transport=udp>\r\n\
+User-Agent: baresip v1.0.0 (x86_64/linux)\r\n{identity}Content-Length: 0\r\n\r\n"
+    );
+    match message::parse(text.as_bytes()).unwrap() {
+        SipMessage::Request(r) => r,
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn the_edge_vouches_for_its_devices_and_nobody_else_does() {
+    let config = Config::parse(
+        "[sip]\ndomain = \"pbx.test\"\n[store]\nurl = \"postgres://db/pbx\"\n\
+         [cluster]\nnode = \"a\"\nedge = [\"sip:127.0.0.10:5060\"]\n\
+         [[users]]\nid = \"alice\"\nextension = \"2001\"\npassword = \"s3cret\"\n\
+         devices = { desk = \"Yealink\" }\n",
+        Path::new("t.toml"),
+    )
+    .unwrap();
+    let r = Registrar::new(Arc::new(config), [1; 32]);
+    let edge = Peer {
+        transport: Transport::Udp,
+        addr: SocketAddr::from(([127, 0, 0, 10], 5060)),
+    };
+    let alice = Some("<sip:2001@pbx.test>");
+    assert_eq!(
+        r.asserted_by_edge(&asserted_invite(alice), edge),
+        Some(DeviceInfo {
+            name: "baresip@127.0.0.1:5070".into(),
+            user_id: "alice".into(),
+            user_agent: Some("baresip v1.0.0 (x86_64/linux)".into()),
+            transport: "tcp".into(),
+        }),
+        "named by User-Agent and Contact address (the edge holds the registration), its \
+         transport its own Via's"
+    );
+    let name = |request: &Request| {
+        r.asserted_by_edge(request, edge)
+            .map(|d| (d.user_id, d.name))
+    };
+    let named = asserted_invite(alice);
+    let named = message::parse(
+        &String::from_utf8(message::serialize(&SipMessage::Request(named)))
+            .unwrap()
+            .replace("baresip v1.0.0", "Yealink SIP-T46S")
+            .into_bytes(),
+    )
+    .unwrap();
+    let SipMessage::Request(named) = named else {
+        unreachable!()
+    };
+    assert_eq!(
+        name(&named),
+        Some(("alice".into(), "desk".into())),
+        "a device the config names keeps its name"
+    );
+    assert_eq!(
+        r.asserted_by_edge(&asserted_invite(alice), peer(5060)),
+        None,
+        "only an edge's word counts"
+    );
+    assert_eq!(
+        r.asserted_by_edge(&asserted_invite(None), edge),
+        None,
+        "the carrier's calls"
+    );
+    assert_eq!(
+        r.asserted_by_edge(&asserted_invite(Some("<sip:2001@carrier.example>")), edge),
+        None,
+        "another domain's user"
+    );
+    assert_eq!(
+        r.asserted_by_edge(&asserted_invite(Some("<sip:2099@pbx.test>")), edge),
+        None,
+        "an extension the config does not have"
+    );
+    assert_eq!(
+        r.asserted_by_edge(&asserted_invite(Some("garbage")), edge),
+        None
+    );
+}

@@ -154,3 +154,21 @@ fn baresip_phones_on_srtp_talk_to_plain_and_srtp_phones_and_flip_with_one_stream
     let report = run_with_certificates("srtp", "baresip_srtp.py", &[test_components::FLIP_POLICY]);
     assert!(report.contains("1 passed, 0 failed"), "{report}");
 }
+
+/// Several nodes behind the shipped edge, with phones registered at the edge: a pull
+/// reaches the node holding the call, found in the shared database.
+#[test]
+fn a_phone_behind_the_edge_pulls_its_users_call_from_the_node_holding_it() {
+    let edge =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/deploy/kamailio/kamailio.cfg");
+    let report = run_in_namespace(
+        "edge",
+        "baresip_edge_pull.py",
+        &[
+            env!("CARGO_BIN_EXE_wasmpbx"),
+            test_components::FLIP_POLICY,
+            edge.to_str().unwrap(),
+        ],
+    );
+    assert!(report.contains("1 passed, 0 failed"), "{report}");
+}

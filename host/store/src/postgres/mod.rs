@@ -27,9 +27,9 @@ use wasmpbx_sip::transaction::Transport;
 use wasmpbx_types::record::{CallRecord, IntentCount};
 use wasmpbx_types::registration::Binding;
 use wasmpbx_types::store::{
-    AuditEntry, CdrQuery, CdrStore, ClusterStore, DecisionRecord, DecisionStore, Expired, KvStore,
-    NodeStatus, RegistrationStore, Result, ShadowResult, ShadowStore, StoreError, check_entry,
-    hour_of,
+    AuditEntry, CdrQuery, CdrStore, ClusterStore, DecisionRecord, DecisionStore, EdgeUser, Expired,
+    KvStore, NodeStatus, RegistrationStore, Result, ShadowResult, ShadowStore, StoreError,
+    check_entry, hour_of,
 };
 
 /// Connections (and worker threads) per node: the call-record writer, the decision
@@ -809,6 +809,27 @@ impl ClusterStore for PostgresStore {
             rows.iter().map(|row| parse_json(row.get(0))).collect()
         })
     }
+
+    fn publish_users(&self, users: &[EdgeUser]) -> Result<()> {
+        let columns = |field: fn(&EdgeUser) -> &String| -> Vec<String> {
+            users.iter().map(|u| field(u).clone()).collect()
+        };
+        let (usernames, realms) = (columns(|u| &u.username), columns(|u| &u.realm));
+        let (ha1s, user_ids) = (columns(|u| &u.ha1), columns(|u| &u.user_id));
+        self.run(move |s| {
+            let client = s.client()?;
+            let mut tx = client.transaction().map_err(pg)?;
+            tx.execute("DELETE FROM edge_users", &[]).map_err(pg)?;
+            tx.execute(
+                "INSERT INTO edge_users (username, realm, ha1, user_id)
+                 SELECT * FROM unnest($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[])
+                 ON CONFLICT DO NOTHING",
+                &[&usernames, &realms, &ha1s, &user_ids],
+            )
+            .map_err(pg)?;
+            tx.commit().map_err(pg)
+        })
+    }
 }
 
 #[cfg(test)]
@@ -846,6 +867,70 @@ mod tests {
         contract::shadow_store_contract(&fresh("shadow"));
         contract::decision_store_contract(&fresh("decisions"));
         contract::cluster_store_contract(&fresh("nodes"));
+    }
+
+    /// What the edge reads (kamailio.cfg's SQL): the users the nodes published, and which
+    /// node that is up holds a user's connected call.
+    #[test]
+    fn the_edge_finds_users_and_the_node_holding_their_call() {
+        let pg = cluster();
+        let url = pg.database("edge").unwrap();
+        let (a, b) = (
+            PostgresStore::connect(&url, "a").unwrap(),
+            PostgresStore::connect(&url, "b").unwrap(),
+        );
+        let user = |username: &str, user_id: &str| EdgeUser {
+            username: username.into(),
+            realm: "pbx.test".into(),
+            ha1: format!("ha1-of-{username}"),
+            user_id: user_id.into(),
+        };
+        a.publish_users(&[user("2001", "alice"), user("2002", "bob")])
+            .unwrap();
+        // Published again from a config without bob: he is gone.
+        b.publish_users(&[user("2001", "alice"), user("2003", "carol")])
+            .unwrap();
+        let mut client = postgres::Client::connect(&url, NoTls).unwrap();
+        // The database's clock is the one the view compares with.
+        let now: i64 = client
+            .query_one("SELECT extract(epoch FROM now())::BIGINT", &[])
+            .unwrap()
+            .get(0);
+        let now = jiff::Timestamp::from_second(now).unwrap();
+        let status = |node: &str, age_s: i64, users: &[&str]| NodeStatus {
+            node: node.into(),
+            alive_at: now - jiff::SignedDuration::from_secs(age_s),
+            draining: false,
+            live_calls: users.len(),
+            scripts: Default::default(),
+            sip: Some(format!("sip:{node}.test:5060")),
+            users_in_calls: users.iter().map(|u| u.to_string()).collect(),
+        };
+        a.heartbeat(&status("a", 1, &["alice"])).unwrap();
+        b.heartbeat(&status("b", 30, &["carol"])).unwrap();
+        let mut ha1 = |username: &str| {
+            client
+                .query_opt(
+                    "SELECT ha1 FROM edge_users WHERE username = $1 AND realm = 'pbx.test'",
+                    &[&username],
+                )
+                .unwrap()
+                .map(|row| row.get::<_, String>(0))
+        };
+        assert_eq!(ha1("2001").as_deref(), Some("ha1-of-2001"));
+        assert_eq!(ha1("2002"), None, "the last publication replaces the users");
+        let mut owner = |username: &str| {
+            client
+                .query_opt(
+                    "SELECT sip FROM edge_calls WHERE username = $1",
+                    &[&username],
+                )
+                .unwrap()
+                .map(|row| row.get::<_, String>(0))
+        };
+        assert_eq!(owner("2001").as_deref(), Some("sip:a.test:5060"));
+        assert_eq!(owner("2003"), None, "a node silent for 30 s holds no call");
+        assert_eq!(owner("2002"), None);
     }
 
     /// Two nodes on one database: the key-value store and the records are shared; each
@@ -985,14 +1070,19 @@ mod tests {
             Some("closed"),
             "reopening keeps the data"
         );
-        // A database from the version before `nodes` gets it, and keeps its data.
+        // A database from the version before `nodes` gets it (and what came after), and
+        // keeps its data.
         let mut client = postgres::Client::connect(&url, NoTls).unwrap();
         client
-            .batch_execute("DROP TABLE nodes; DELETE FROM schema_migrations WHERE version = 2")
+            .batch_execute(
+                "DROP VIEW edge_calls; DROP TABLE edge_users; DROP TABLE nodes;
+                 DELETE FROM schema_migrations WHERE version >= 2",
+            )
             .unwrap();
         drop(again);
         let upgraded = PostgresStore::connect(&url, "a").unwrap();
         assert_eq!(upgraded.nodes().unwrap(), []);
+        upgraded.publish_users(&[]).unwrap();
         assert!(upgraded.get("sydney", "override").unwrap().is_some());
         client
             .execute("INSERT INTO schema_migrations (version) VALUES (999)", &[])

@@ -106,6 +106,27 @@ pub(super) const MIGRATIONS: &[(i32, &str)] = &[
         status TEXT NOT NULL
     );",
     ),
+    (
+        3,
+        "-- What the edge (examples/deploy/kamailio/kamailio.cfg) reads: the users it
+    -- authenticates devices against, as the nodes publish them from their config...
+    CREATE TABLE edge_users (
+        username TEXT NOT NULL,
+        realm    TEXT NOT NULL,
+        ha1      TEXT NOT NULL,
+        user_id  TEXT NOT NULL,
+        PRIMARY KEY (username, realm)
+    );
+    -- ...and which node holds each one's connected call (the nodes that are up, as their
+    -- heartbeats say), where it sends that user's pull.
+    CREATE VIEW edge_calls AS
+        SELECT u.username, u.realm, n.node, n.status::jsonb ->> 'sip' AS sip
+        FROM nodes n
+        CROSS JOIN LATERAL jsonb_array_elements_text(n.status::jsonb -> 'users_in_calls')
+            AS c(user_id)
+        JOIN edge_users u ON u.user_id = c.user_id
+        WHERE (n.status::jsonb ->> 'alive_at')::timestamptz > now() - interval '10 seconds';",
+    ),
 ];
 
 /// Taken while migrating, so nodes starting together migrate one after the other.

@@ -1,0 +1,235 @@
+#!/usr/bin/env python3
+"""Several nodes with real phones behind the shipped edge: Alice's desk phone and mobile
+register with Kamailio (examples/deploy/kamailio/kamailio.cfg with DB_URL: registrations
+in the shared PostgreSQL, digest against the users the nodes publish), not with a node.
+Her desk phone calls Bob (the carrier's side, reached through the edge): the dispatcher
+gives the call to one node. Her mobile's *77 then goes to that node — the node holding
+her call, found in the shared database — where the dispatcher's round robin would have
+sent it to the other; the mobile takes the call over and the desk phone is released.
+Bob notices nothing: no INVITE after his first, one RTP stream; he hears the desk's tone
+(440 Hz), then the mobile's (700 Hz). A phone with the wrong password is refused (403).
+
+Everything runs in this network namespace (host/server/tests/integration/baresip.rs):
+PostgreSQL of Debian's (a throw-away cluster), Kamailio on 127.0.0.1:5060, node a on
+127.0.0.11, node b on 127.0.0.12, the phones on 127.0.0.1, Bob on 127.0.0.2.
+
+    python3 tests/e2e/baresip_edge_pull.py /path/to/wasmpbx /path/to/flip-policy.wasm examples/deploy/kamailio/kamailio.cfg
+"""
+
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+from baresip_call import TIMEOUT, Phone
+from baresip_flip import Capture, bob_hangs_up, tone_between
+
+DB_URL = "postgres://wasmpbx@127.0.0.1:5432/pbx"
+NODES = {"a": "127.0.0.11", "b": "127.0.0.12"}
+
+
+def postgres(work):
+    """A throw-away PostgreSQL on 127.0.0.1:5432 with database `pbx` holding Kamailio's
+    own tables (the nodes create theirs); its data folder (stop with pg_ctl)."""
+    bin_dir = os.path.dirname(sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))[-1])
+    data = os.path.join(work, "pg")
+    os.makedirs(data)
+    shutil.chown(data, "postgres")
+    as_postgres = ["runuser", "-u", "postgres", "--"]
+    subprocess.run(as_postgres + [f"{bin_dir}/initdb", "-A", "trust", "-U", "wasmpbx", "-E", "UTF8",
+                                  "--locale=C", "--no-sync", "-D", data], check=True, capture_output=True)
+    options = f"-p 5432 -c listen_addresses=127.0.0.1 -k {data} -c fsync=off -c synchronous_commit=off"
+    subprocess.run(as_postgres + [f"{bin_dir}/pg_ctl", "start", "-w", "-t", "30", "-D", data,
+                                  "-l", os.path.join(data, "log"), "-o", options], check=True, capture_output=True)
+    psql(["-d", "postgres", "-c", "CREATE DATABASE pbx"])
+    for schema in ("standard", "usrloc"):
+        psql(["-d", "pbx", "-v", "ON_ERROR_STOP=1", "-f", f"/usr/share/kamailio/postgres/{schema}-create.sql"])
+    return bin_dir, data
+
+
+def psql(args):
+    """psql as the cluster's owner; its output, unaligned and without headers."""
+    return subprocess.run(["psql", "-h", "127.0.0.1", "-p", "5432", "-U", "wasmpbx", "-qAt"] + args,
+                          check=True, capture_output=True, text=True).stdout.strip()
+
+
+def start_node(binary, work, name, flip_policy):
+    """Node `name` on its own address: the shared database, the edge trusted, Alice's
+    extension, its calls out through the edge (the carrier's trunk)."""
+    ip = NODES[name]
+    folder = os.path.join(work, f"node-{name}")
+    os.makedirs(os.path.join(folder, "scripts"))
+    shutil.copy(flip_policy, os.path.join(folder, "scripts", "flip-policy.wasm"))
+    low = 20000 + 1000 * list(NODES).index(name)
+    config = os.path.join(folder, "wasmpbx.toml")
+    with open(config, "w") as f:
+        f.write(f"""[sip]
+listen = ["udp:{ip}:5060"]
+domain = "127.0.0.1"
+[http]
+listen = "{ip}:8080"
+[media]
+rtp_ports = "{low}-{low + 999}"
+public_ip = "{ip}"
+[scripts]
+dir = "{folder}/scripts"
+[store]
+url = "{DB_URL}"
+[cluster]
+node = "{name}"
+edge = ["sip:127.0.0.1:5060"]
+[[users]]
+id = "alice"
+extension = "2001"
+password = "alice-secret"
+[[trunks]]
+name = "carrier"
+uri = "sip:127.0.0.1:5060"
+inbound = ["127.0.0.1"]
+""")
+    log = open(os.path.join(folder, "server.log"), "w")
+    return subprocess.Popen([binary, "run", "--config", config], stdout=log, stderr=subprocess.STDOUT,
+                            env=dict(os.environ, RUST_LOG="info"))
+
+
+def node_api(name, path):
+    with urllib.request.urlopen(f"http://{NODES[name]}:8080{path}", timeout=5) as response:
+        return json.loads(response.read())
+
+
+def node_log(work, name):
+    return open(os.path.join(work, f"node-{name}", "server.log")).read()
+
+
+def start_edge(work, cfg):
+    """The shipped edge on 127.0.0.1:5060: the carrier (Bob) at 127.0.0.2, the nodes
+    probed every second, devices registered in the shared database."""
+    folder = os.path.join(work, "edge")
+    os.makedirs(folder)
+    nodes = os.path.join(folder, "dispatcher.list")
+    with open(nodes, "w") as f:
+        f.writelines(f"1 sip:{ip}:5060\n" for ip in NODES.values())
+    defines = ['CARRIER="127.0.0.2"', 'CARRIER_OUT="sip:127.0.0.2:5074"', f'DISPATCHER_LIST="{nodes}"',
+               "PROBE_EVERY=1", f'DB_URL="{DB_URL}"', 'REALM="127.0.0.1"']
+    log = open(os.path.join(folder, "kamailio.log"), "w")
+    return subprocess.Popen(["kamailio", "-f", cfg, "-DD", "-E", "-n", "2", "-m", "32", "-M", "8",
+                             "-l", "udp:127.0.0.1:5060", "-Y", folder, "-P", os.path.join(folder, "pid"),
+                             "-w", folder] + [arg for d in defines for arg in ("-A", d)],
+                            stdout=log, stderr=subprocess.STDOUT)
+
+
+def until(what, check, timeout=TIMEOUT):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            found = check()
+        except OSError:
+            found = None
+        if found:
+            return found
+        time.sleep(0.3)
+    raise RuntimeError(f"{what}: not within {timeout} s")
+
+
+def main():
+    binary, flip_policy, edge_cfg = sys.argv[1:4]
+    work = tempfile.mkdtemp(prefix="wasmpbx-edge-pull-")
+    os.chmod(work, 0o755)  # PostgreSQL's data folder is in it
+    processes, phones, pg = [], [], None
+    try:
+        pg = postgres(work)
+        processes += [start_node(binary, work, name, flip_policy) for name in NODES]
+        for name in NODES:
+            until(f"node {name} up", lambda: node_api(name, "/api/health"))
+        until("the users published for the edge", lambda: psql(["-d", "pbx", "-c", "SELECT count(*) FROM edge_users"]) == "1")
+        processes.append(start_edge(work, edge_cfg))
+        pull_through_the_edge(work, phones)
+        print("1 passed, 0 failed")
+        return 0
+    except Exception as error:  # report everything the test saw, then fail
+        print(f"FAILED: {error}")
+        for name in NODES:
+            print(f"--- node {name}\n{node_log(work, name)[-3000:]}")
+        edge_log = os.path.join(work, "edge", "kamailio.log")
+        if os.path.exists(edge_log):
+            print(f"--- edge\n{open(edge_log).read()[-3000:]}")
+        for phone in phones:
+            print(f"--- {phone.name}\n{open(os.path.join(phone.dir, 'baresip.log')).read()[-1500:]}")
+        return 1
+    finally:
+        for phone in phones:
+            phone.stop()
+        for process in processes:
+            process.kill()
+            process.wait()
+        if pg:
+            bin_dir, data = pg
+            subprocess.run(["runuser", "-u", "postgres", "--", f"{bin_dir}/pg_ctl", "stop", "-m", "immediate",
+                            "-D", data], capture_output=True)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def pull_through_the_edge(work, phones):
+    desk = Phone(work, "alice-desk", "2001", "alice-secret", 5070, 4444, 10000, 440)
+    mobile = Phone(work, "alice-mobile", "2001", "alice-secret", 5072, 4446, 10100, 700)
+    bob = Phone(work, "bob", None, None, 5074, 4448, 10200, 1000, listen_ip="127.0.0.2",
+                account="<sip:0299990000@127.0.0.2>;regint=0;audio_codecs=PCMU,PCMA;answermode=manual;ptime=20\n")
+    phones += [desk, mobile, bob]
+    until("both of alice's devices registered with the edge",
+          lambda: psql(["-d", "pbx", "-c", "SELECT count(*) FROM location WHERE username = '2001'"]) == "2")
+    print("alice's desk phone and mobile registered with the edge (usrloc in PostgreSQL)")
+    intruder = Phone(work, "intruder", "2001", "not-alices-secret", 5076, 4450, 10300, 300)
+    phones.append(intruder)
+    # Refused before its control socket is up: its log says so.
+    until("the wrong password refused", lambda: "403 Forbidden" in open(os.path.join(intruder.dir, "baresip.log")).read())
+    assert psql(["-d", "pbx", "-c", "SELECT count(*) FROM location WHERE username = '2001'"]) == "2"
+    print("a phone with the wrong password was refused by the edge: 403 Forbidden")
+
+    capture = Capture()
+    capture.start()
+    desk.command("dial", "sip:0299990000@127.0.0.1")
+    bob.wait("CALL_INCOMING")
+    bob.command("accept")
+    desk.wait("CALL_ESTABLISHED")
+    answered = time.time()
+    holder = until("a node holding the call", lambda: next(
+        (name for name in NODES if node_api(name, "/api/calls")), None))
+    other = next(name for name in NODES if name != holder)
+    print(f"alice's desk phone is talking to bob through the edge; node {holder} holds the call")
+    until("the holder's heartbeat naming alice",
+          lambda: psql(["-d", "pbx", "-c", "SELECT node FROM edge_calls WHERE username = '2001'"]) == holder)
+    time.sleep(1)
+
+    mobile.command("dial", "sip:*77@127.0.0.1")
+    mobile.wait("CALL_ESTABLISHED")
+    pulled = time.time()
+    desk.wait("CALL_CLOSED")
+    print(f"the mobile's *77 reached node {holder} and pulled the call; the desk phone was released")
+    edge_log = open(os.path.join(work, "edge", "kamailio.log")).read()
+    assert f"from user 2001 to *77: node sip:{NODES[holder]}:5060 holds the user's call" in edge_log, edge_log[-2000:]
+    assert "pull requested" not in node_log(work, other), f"node {other} saw the pull"
+    assert "pull requested" in node_log(work, holder)
+    time.sleep(2)
+
+    audio = bob_hangs_up(capture, bob, mobile, invites=1)
+    middle = pulled - answered + 0.5
+    heard = [tone_between(audio, a, b) for a, b in [(0.3, 1.3), (middle, middle + 1.0)]]
+    print("bob heard {:.0f} Hz (the desk), then {:.0f} Hz (the mobile)".format(*heard))
+    assert 380 < heard[0] < 500 and 620 < heard[1] < 780, heard
+
+    time.sleep(0.5)
+    record = node_api(holder, "/api/cdrs?limit=1")[0]
+    flips = [(f["kind"], f["trigger"], f["result"]) for f in record["flips"]]
+    assert flips == [("pull", "pull-code", "done")], record
+    devices = (record["flips"][0]["from_device"], record["flips"][0]["targets"])
+    assert devices == ("baresip@127.0.0.1:5070", ["baresip@127.0.0.1:5072"]), devices
+    print(f"node {holder}'s record of the call lists the pull from {devices[0]} to {devices[1][0]}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
