@@ -8,6 +8,9 @@ her call, found in the shared database — where the dispatcher's round robin wo
 sent it to the other; the mobile takes the call over and the desk phone is released.
 Bob notices nothing: no INVITE after his first, one RTP stream; he hears the desk's tone
 (440 Hz), then the mobile's (700 Hz). A phone with the wrong password is refused (403).
+Then Carol, whose phone is at the edge too, calls Alice's extension: the node the call
+reaches rings both of Alice's phones through the edge; the desk answers, the mobile
+pulls the call; Carol notices nothing either.
 
 Everything runs in this network namespace (host/server/tests/integration/baresip.rs):
 PostgreSQL of Debian's (a throw-away cluster), Kamailio on 127.0.0.1:5060, node a on
@@ -70,7 +73,7 @@ def start_node(binary, work, name, flip_policy):
     with open(config, "w") as f:
         f.write(f"""[sip]
 listen = ["udp:{ip}:5060"]
-domain = "127.0.0.1"
+domain = "pbx.test"
 [http]
 listen = "{ip}:8080"
 [media]
@@ -87,6 +90,10 @@ edge = ["sip:127.0.0.1:5060"]
 id = "alice"
 extension = "2001"
 password = "alice-secret"
+[[users]]
+id = "carol"
+extension = "2002"
+password = "carol-secret"
 [[trunks]]
 name = "carrier"
 uri = "sip:127.0.0.1:5060"
@@ -115,7 +122,7 @@ def start_edge(work, cfg):
     with open(nodes, "w") as f:
         f.writelines(f"1 sip:{ip}:5060\n" for ip in NODES.values())
     defines = ['CARRIER="127.0.0.2"', 'CARRIER_OUT="sip:127.0.0.2:5074"', f'DISPATCHER_LIST="{nodes}"',
-               "PROBE_EVERY=1", f'DB_URL="{DB_URL}"', 'REALM="127.0.0.1"']
+               "PROBE_EVERY=1", f'DB_URL="{DB_URL}"', 'REALM="pbx.test"']
     log = open(os.path.join(folder, "kamailio.log"), "w")
     return subprocess.Popen(["kamailio", "-f", cfg, "-DD", "-E", "-n", "2", "-m", "32", "-M", "8",
                              "-l", "udp:127.0.0.1:5060", "-Y", folder, "-P", os.path.join(folder, "pid"),
@@ -146,9 +153,10 @@ def main():
         processes += [start_node(binary, work, name, flip_policy) for name in NODES]
         for name in NODES:
             until(f"node {name} up", lambda: node_api(name, "/api/health"))
-        until("the users published for the edge", lambda: psql(["-d", "pbx", "-c", "SELECT count(*) FROM edge_users"]) == "1")
+        until("the users published for the edge", lambda: psql(["-d", "pbx", "-c", "SELECT count(*) FROM edge_users"]) == "2")
         processes.append(start_edge(work, edge_cfg))
-        pull_through_the_edge(work, phones)
+        desk, mobile = pull_through_the_edge(work, phones)
+        carol_calls_alice(work, phones, desk, mobile)
         print("1 passed, 0 failed")
         return 0
     except Exception as error:  # report everything the test saw, then fail
@@ -229,6 +237,56 @@ def pull_through_the_edge(work, phones):
     devices = (record["flips"][0]["from_device"], record["flips"][0]["targets"])
     assert devices == ("baresip@127.0.0.1:5070", ["baresip@127.0.0.1:5072"]), devices
     print(f"node {holder}'s record of the call lists the pull from {devices[0]} to {devices[1][0]}")
+    bob.stop()
+    phones.remove(bob)
+    return desk, mobile
+
+
+def carol_calls_alice(work, phones, desk, mobile):
+    """Carol's phone (at the edge too) calls Alice's extension: the node the call reaches
+    rings Alice's phones through the edge, both at once; the desk answers; the mobile
+    pulls the call from the node holding it."""
+    carol = Phone(work, "carol", "2002", "carol-secret", 5074, 4452, 10200, 1000, listen_ip="127.0.0.3",
+                  account="<sip:2002@127.0.0.1>;auth_pass=carol-secret;regint=300;"
+                          "audio_codecs=PCMU,PCMA;answermode=manual;ptime=20\n")
+    phones.append(carol)
+    until("carol registered with the edge",
+          lambda: psql(["-d", "pbx", "-c", "SELECT count(*) FROM location WHERE username = '2002'"]) == "1")
+    capture = Capture()
+    capture.start()
+    carol.command("dial", "sip:2001@127.0.0.1")
+    desk.wait("CALL_INCOMING")
+    mobile.wait("CALL_INCOMING")
+    desk.command("accept")
+    carol.wait("CALL_ESTABLISHED")
+    mobile.wait("CALL_CLOSED")
+    answered = time.time()
+    holder = until("a node holding the call", lambda: next(
+        (name for name in NODES if node_api(name, "/api/calls")), None))
+    print(f"carol called alice: node {holder} rang both of her phones through the edge; the desk answered, "
+          "the mobile stopped ringing")
+    until("the holder's heartbeat naming alice",
+          lambda: psql(["-d", "pbx", "-c", "SELECT node FROM edge_calls WHERE username = '2001'"]) == holder)
+    time.sleep(1)
+
+    mobile.command("dial", "sip:*77@127.0.0.1")
+    mobile.wait("CALL_ESTABLISHED")
+    pulled = time.time()
+    desk.wait("CALL_CLOSED")
+    print(f"the mobile's *77 reached node {holder} and pulled carol's call; the desk phone was released")
+    time.sleep(2)
+
+    audio = bob_hangs_up(capture, carol, mobile, invites=0)
+    middle = pulled - answered + 0.5
+    heard = [tone_between(audio, a, b) for a, b in [(0.3, 1.3), (middle, middle + 1.0)]]
+    print("carol heard {:.0f} Hz (the desk), then {:.0f} Hz (the mobile)".format(*heard))
+    assert 380 < heard[0] < 500 and 620 < heard[1] < 780, heard
+    time.sleep(0.5)
+    record = node_api(holder, "/api/cdrs?limit=1")[0]
+    flips = [(f["kind"], f["trigger"], f["result"], f["from_device"]) for f in record["flips"]]
+    assert len(flips) == 1 and flips[0][:3] == ("pull", "pull-code", "done"), record
+    assert flips[0][3].endswith("@127.0.0.1:5070"), flips
+    print(f"node {holder}'s record lists the pull from {flips[0][3]}, the phone that answered behind the edge")
 
 
 if __name__ == "__main__":

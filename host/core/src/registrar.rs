@@ -20,6 +20,8 @@ use crate::sip::digest::{AuthFailure, Credentials, DigestAuth, Secret};
 use crate::sip::message::{self, Header, Request, Response, SipMessage};
 use crate::sip::transaction::{Peer, Transport};
 
+/// The device name of [`Registrar::edge_binding`] until one of the phones answers.
+pub const PHONES_BEHIND_EDGE: &str = "phones-behind-edge";
 /// Registrations last at most this long (and this long when the device does not say).
 pub const MAX_EXPIRES: u32 = 3600;
 /// Shorter registrations are refused with 423.
@@ -305,11 +307,10 @@ impl Registrar {
 
     /// The user and device of a request an edge authenticated (`[cluster] edge`): from an
     /// edge's address, with a P-Asserted-Identity (RFC 3325: the edge and the nodes are
-    /// one trust domain) naming one of the config's extensions in `[sip] domain`. The
-    /// device is named as a registration would name it (`[[users]] devices`), else by
-    /// its User-Agent and Contact address, its transport the one of its own Via: the edge
-    /// holds the registrations, the node only sees the request. None for anything else — the carrier's calls come through
-    /// the edge too, without one (the edge drops a carrier's).
+    /// one trust domain) naming one of the config's extensions in `[sip] domain`; the
+    /// device as [`Registrar::device_behind_edge`] names it, its transport the one of its
+    /// own (bottom) Via. None for anything else — the carrier's calls come through the
+    /// edge too, without one (the edge drops a carrier's).
     pub fn asserted_by_edge(&self, request: &Request, source: Peer) -> Option<DeviceInfo> {
         if !self.config.cluster.is_edge(source.addr.ip()) {
             return None;
@@ -323,10 +324,30 @@ impl Registrar {
             return None;
         }
         let user = self.config.user_by_extension(user_part)?;
-        let contact = message::header_value(&message, "Contact")
+        let mut device = self.device_behind_edge(&user.id, &message)?;
+        // The bottom Via is the device's own: `SIP/2.0/UDP host:port;…`.
+        if let Some(transport) = message::header_values(&message, "Via")
+            .last()
+            .and_then(|via| via.trim().strip_prefix("SIP/2.0/"))
+            .and_then(|rest| rest.split_whitespace().next())
+        {
+            device.transport = transport.to_ascii_lowercase();
+        }
+        Some(device)
+    }
+
+    /// A device of `user_id` the edge registered, from a message it sent (a request, or
+    /// its answer to a call the edge forked): named as a registration would name it
+    /// (`[[users]] devices`), else by its User-Agent (or Server) and Contact address —
+    /// the edge holds the registration, the node only sees the message. None without a
+    /// Contact or for an unknown user.
+    pub fn device_behind_edge(&self, user_id: &str, message: &SipMessage) -> Option<DeviceInfo> {
+        let user = self.config.user(user_id)?;
+        let contact = message::header_value(message, "Contact")
             .and_then(|value| parse_contacts(&value).into_iter().next())?;
-        let user_agent = message::header_value(&message, "User-Agent");
-        let device = match user.device_name(contact.instance.as_deref(), user_agent.as_deref()) {
+        let user_agent = message::header_value(message, "User-Agent")
+            .or_else(|| message::header_value(message, "Server"));
+        let name = match user.device_name(contact.instance.as_deref(), user_agent.as_deref()) {
             Some(name) => name.to_owned(),
             None => {
                 let address = contact.uri.split('@').next_back().unwrap_or_default();
@@ -334,20 +355,31 @@ impl Registrar {
                 format!("{}@{address}", device_base_name(user_agent.as_deref()))
             }
         };
-        // The bottom Via is the device's own: `SIP/2.0/UDP host:port;…`.
-        let transport = message::header_values(&message, "Via")
-            .last()
-            .and_then(|via| via.trim().strip_prefix("SIP/2.0/"))
-            .and_then(|rest| rest.split_whitespace().next())
-            .map_or_else(
-                || source.transport.as_str().to_owned(),
-                str::to_ascii_lowercase,
-            );
         Some(DeviceInfo {
-            name: device,
+            name,
             user_id: user.id.clone(),
             user_agent,
-            transport,
+            transport: Transport::Udp.as_str().to_owned(),
+        })
+    }
+
+    /// All of a user's phones behind the edge (the first of `[cluster] edge`), as one
+    /// binding: an INVITE to `sip:extension@domain` there rings every phone the edge
+    /// registered for the user. None without an edge or for an unknown user.
+    pub fn edge_binding(&self, user_id: &str) -> Option<Binding> {
+        let edge = self.config.cluster.edge_addr()?;
+        let user = self.config.user(user_id)?;
+        Some(Binding {
+            user_id: user.id.clone(),
+            device: PHONES_BEHIND_EDGE.to_owned(),
+            contact: format!("sip:{}@{}", user.extension, self.config.sip.domain),
+            instance: None,
+            user_agent: None,
+            transport: Transport::Udp,
+            source: edge,
+            expires_at: 0,
+            call_id: String::new(),
+            cseq: 0,
         })
     }
 

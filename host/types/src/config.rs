@@ -376,6 +376,16 @@ impl ClusterConfig {
     pub fn is_edge(&self, source: std::net::IpAddr) -> bool {
         self.edge.iter().any(|uri| edge_ip(uri) == Some(source))
     }
+
+    /// Where the first edge takes requests (port 5060 when its URI names none).
+    pub fn edge_addr(&self) -> Option<std::net::SocketAddr> {
+        let uri = self.edge.first()?;
+        let port = uri
+            .rsplit_once(':')
+            .and_then(|(_, port)| port.parse().ok())
+            .unwrap_or(5060);
+        Some(std::net::SocketAddr::new(edge_ip(uri)?, port))
+    }
 }
 
 /// The address of an edge's URI, `sip:10.0.0.10:5060` or `sip:[::1]:5060`.
@@ -1062,6 +1072,10 @@ mod tests {
         assert!(ok.cluster.is_edge("10.0.0.10".parse().unwrap()));
         assert!(ok.cluster.is_edge("::1".parse().unwrap()));
         assert!(!ok.cluster.is_edge("10.0.0.11".parse().unwrap()));
+        assert_eq!(
+            ok.cluster.edge_addr(),
+            Some("10.0.0.10:5060".parse().unwrap())
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use super::world::{CONFIG, DESK, FAR_END, MOBILE, SDP, TABLET, TRUNK, World, addr};
+use super::world::{DESK, FAR_END, MOBILE, SDP, TABLET, TRUNK, World, addr};
 use crate::call::testing::Did;
 use crate::flip::{FlipDecision, FlipResult};
 use crate::media::Side;
@@ -138,48 +138,6 @@ fn a_pull_for_a_call_another_node_holds_is_redirected_there() {
     let mut alone = World::new();
     alone.pull_from(MOBILE);
     assert_eq!(alone.count_to(MOBILE, "SIP/2.0 404"), 1);
-}
-
-#[test]
-fn a_pull_through_the_edge_is_taken_on_its_word_and_nobody_elses() {
-    let config = format!(
-        "{CONFIG}\n[store]\nurl = \"postgres://db/pbx\"\n\
-         [cluster]\nnode = \"a\"\nedge = [\"sip:127.0.0.9:5060\"]\n"
-    );
-    let mut w = World::connected_with_config(&config);
-    let sdp = w.sdp.clone();
-    let pull = |from: &str| {
-        format!(
-            "INVITE sip:*77@pbx.test SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bK-{from}\r\n\
-Via: SIP/2.0/UDP 127.0.0.1:7002;branch=z9hG4bK-phone\r\n\
-From: <sip:2001@pbx.test>;tag=m\r\nTo: <sip:*77@pbx.test>\r\nCall-ID: pull-via-{from}\r\n\
-CSeq: 1 INVITE\r\nContact: <sip:2001@127.0.0.1:7002>\r\nUser-Agent: Grandstream GXP\r\n\
-P-Asserted-Identity: <sip:2001@pbx.test>\r\nMax-Forwards: 69\r\n\
-Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
-            sdp.len()
-        )
-    };
-    // Anyone else claiming to be the edge is challenged like any device.
-    w.deliver("127.0.0.8:5060", &pull("127.0.0.8:5060"));
-    assert_eq!(w.count_to("127.0.0.8:5060", "SIP/2.0 407"), 1);
-    assert!(w.flip_requests.is_empty());
-    w.deliver("127.0.0.9:5060", &pull("127.0.0.9:5060"));
-    assert_eq!(
-        w.count_to("127.0.0.9:5060", "SIP/2.0 407"),
-        0,
-        "the edge authenticated it"
-    );
-    let request = w.flip_requests.last().expect("the pull put to the policy");
-    assert_eq!(request.user_id, "alice");
-    assert_eq!(request.requesting_device, "grandstream@127.0.0.1:7002");
-    assert_eq!(
-        request.candidates.len(),
-        1,
-        "the device the edge vouched for"
-    );
-    assert_eq!(request.candidates[0].name, "grandstream@127.0.0.1:7002");
-    w.decide(World::allow());
-    assert_eq!(w.count_to("127.0.0.9:5060", "SIP/2.0 200"), 1, "pulled");
 }
 
 #[test]

@@ -29,7 +29,11 @@ impl Calls {
             return;
         };
         let target = ForwardTarget::User(user_id.to_owned());
-        let bindings = ctx.registrar.bindings(user_id).to_vec();
+        let mut bindings = ctx.registrar.bindings(user_id).to_vec();
+        // Behind an edge the phones register there: it rings them all.
+        if bindings.is_empty() {
+            bindings.extend(ctx.registrar.edge_binding(user_id));
+        }
         let extension = ctx
             .config
             .user(user_id)
@@ -243,6 +247,20 @@ impl Calls {
                     }
                     self.by_call_id.remove(&fork.dialog.call_id);
                     return false;
+                }
+                if ctx.config.cluster.is_edge(fork.dialog.peer.addr.ip())
+                    && let ForwardTarget::User(user_id) = &fork.target
+                    && let Some(device) = ctx
+                        .registrar
+                        .device_behind_edge(user_id, &SipMessage::Response(response.clone()))
+                {
+                    // The edge rang them all: the call is on the one that answered.
+                    let number = format!("{user_id}/{}", device.name);
+                    if let Some(leg) = session.record.legs.iter_mut().find(|l| l.0 == fork.number) {
+                        leg.0 = number.clone();
+                    }
+                    tracing::info!(user = %user_id, device = %device.name, "answered behind the edge");
+                    fork.number = number;
                 }
                 session.b = Some(fork);
                 self.cancel_forks(ctx, id);

@@ -55,6 +55,8 @@ use trunk_legs::{Retry, TrunkLeg};
 #[cfg(test)]
 mod drain_tests;
 #[cfg(test)]
+mod edge_tests;
+#[cfg(test)]
 mod keepalive_tests;
 #[cfg(test)]
 mod record_tests;

@@ -132,16 +132,25 @@ impl World {
         World::with_config(config).connect("", "")
     }
 
-    fn connect(mut self, far_headers: &str, desk_headers: &str) -> Self {
-        let w = &mut self;
-        let invite = format!(
+    /// The far end's call to flip number 100, through the trunk.
+    pub(super) fn trunk_invite() -> String {
+        Self::trunk_invite_with("")
+    }
+
+    /// [`World::trunk_invite`] with `far_headers` (whole lines, CRLF included).
+    fn trunk_invite_with(far_headers: &str) -> String {
+        format!(
             "INVITE sip:100@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {FAR_END};branch=z9hG4bK-far\r\n{far_headers}\
 From: <sip:0400@127.0.0.2>;tag=far\r\nTo: <sip:100@127.0.0.1>\r\nCall-ID: far-call\r\n\
 CSeq: 1 INVITE\r\nContact: <sip:far@{FAR_END}>\r\nMax-Forwards: 70\r\n\
 Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
             SDP.len()
-        );
-        w.deliver(FAR_END, &invite);
+        )
+    }
+
+    fn connect(mut self, far_headers: &str, desk_headers: &str) -> Self {
+        let w = &mut self;
+        w.deliver(FAR_END, &Self::trunk_invite_with(far_headers));
         let id = w.session();
         w.route(id, vec![to_alice()]);
         w.drain();

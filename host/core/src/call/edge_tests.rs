@@ -1,0 +1,88 @@
+//! Phones behind the edge (`[cluster] edge`): the edge registers and authenticates them,
+//! a node takes its word for who calls, and rings a user's phones through it.
+
+use super::world::{CONFIG, DESK, FAR_END, World, to_alice};
+use crate::routing::{Action, ForwardTarget};
+
+const EDGE: &str = "127.0.0.9:5060";
+
+/// The world's config with an edge at [`EDGE`], and Carol, whose phones are behind it.
+fn behind_the_edge() -> String {
+    format!(
+        "{CONFIG}\n[[users]]\nid = \"carol\"\nextension = \"2003\"\npassword = \"c\"\n\
+         devices = {{ desk = \"Yealink\" }}\n\
+         [store]\nurl = \"postgres://db/pbx\"\n\
+         [cluster]\nnode = \"a\"\nedge = [\"sip:{EDGE}\"]\n"
+    )
+}
+
+#[test]
+fn a_pull_through_the_edge_is_taken_on_its_word_and_nobody_elses() {
+    let mut w = World::connected_with_config(&behind_the_edge());
+    let sdp = w.sdp.clone();
+    let pull = |from: &str| {
+        format!(
+            "INVITE sip:*77@pbx.test SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bK-{from}\r\n\
+Via: SIP/2.0/UDP 127.0.0.1:7002;branch=z9hG4bK-phone\r\n\
+From: <sip:2001@pbx.test>;tag=m\r\nTo: <sip:*77@pbx.test>\r\nCall-ID: pull-via-{from}\r\n\
+CSeq: 1 INVITE\r\nContact: <sip:2001@127.0.0.1:7002>\r\nUser-Agent: Grandstream GXP\r\n\
+P-Asserted-Identity: <sip:2001@pbx.test>\r\nMax-Forwards: 69\r\n\
+Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            sdp.len()
+        )
+    };
+    // Anyone else claiming to be the edge is challenged like any device.
+    w.deliver("127.0.0.8:5060", &pull("127.0.0.8:5060"));
+    assert_eq!(w.count_to("127.0.0.8:5060", "SIP/2.0 407"), 1);
+    assert!(w.flip_requests.is_empty());
+    w.deliver(EDGE, &pull(EDGE));
+    assert_eq!(
+        w.count_to(EDGE, "SIP/2.0 407"),
+        0,
+        "the edge authenticated it"
+    );
+    let request = w.flip_requests.last().expect("the pull put to the policy");
+    assert_eq!(request.user_id, "alice");
+    assert_eq!(request.requesting_device, "grandstream@127.0.0.1:7002");
+    assert_eq!(
+        request.candidates.len(),
+        1,
+        "the device the edge vouched for"
+    );
+    assert_eq!(request.candidates[0].name, "grandstream@127.0.0.1:7002");
+    w.decide(World::allow());
+    assert_eq!(w.count_to(EDGE, "SIP/2.0 200"), 1, "pulled");
+}
+
+#[test]
+fn a_user_with_no_phone_here_is_rung_through_the_edge() {
+    let mut w = World::with_config(&behind_the_edge());
+    w.deliver(FAR_END, &World::trunk_invite());
+    let id = w.session();
+    let to_carol = Action::Forward {
+        target: ForwardTarget::User("carol".into()),
+        trunk: None,
+        ring_timeout_ms: 30_000,
+        caller_id: None,
+    };
+    w.route(id, vec![to_carol]);
+    w.drain();
+    let invite = w.last_to(EDGE, "INVITE sip:2003@pbx.test SIP/2.0");
+    w.respond_with(EDGE, &invite, 200, "User-Agent: Yealink SIP-T46S\r\n");
+    assert_eq!(w.count_to(FAR_END, "SIP/2.0 200"), 1, "answered");
+    let call = &w.pbx.calls.summaries()[0];
+    assert_eq!(
+        call.forwarded_to.as_deref(),
+        Some("carol/desk"),
+        "the call is on the phone that answered, named as the config names it"
+    );
+    assert_eq!(w.pbx.calls.users_in_calls(), ["carol"]);
+    // Alice's phones are registered here: the edge is not asked.
+    let mut here = World::with_config(&behind_the_edge());
+    here.deliver(FAR_END, &World::trunk_invite());
+    let id = here.session();
+    here.route(id, vec![to_alice()]);
+    here.drain();
+    assert_eq!(here.count_to(DESK, "INVITE "), 1);
+    assert_eq!(here.count_to(EDGE, "INVITE "), 0);
+}
