@@ -485,3 +485,113 @@ fn a_pull_that_lands_on_another_node_is_redirected_to_the_node_holding_the_call(
     });
     assert_eq!(desk.wait(Duration::from_secs(15)), 0);
 }
+
+/// The three-node layout as shipped (`examples/deploy/cluster/`): each node's config
+/// passes `config check`, the nodes agree on users, locations and trunks, and both agree
+/// with the edge's settings in `compose.yml` (its address, realm, database, dispatcher
+/// list, the media ports it publishes), which Kamailio's own check takes with the shipped
+/// `kamailio.cfg`. No Docker engine here: what compose would start is what these say.
+#[test]
+fn the_shipped_three_node_layout_agrees_with_itself() {
+    let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/deploy");
+    let dir = deploy.join("cluster");
+    let compose = std::fs::read_to_string(dir.join("compose.yml")).unwrap();
+    // `KEY: value  # comment` in the edge's environment.
+    let setting = |key: &str| -> String {
+        compose
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(&format!("{key}: ")))
+            .and_then(|v| v.split(" #").next())
+            .unwrap_or_else(|| panic!("compose.yml sets {key}"))
+            .trim()
+            .to_owned()
+    };
+    let list = std::fs::read_to_string(dir.join("dispatcher.list")).unwrap();
+    let edge_ip = setting("LISTEN")
+        .trim_start_matches("udp:")
+        .split(':')
+        .next()
+        .unwrap()
+        .to_owned();
+    let mut nodes = Vec::new();
+    for file in ["node-a.toml", "node-b.toml"] {
+        let path = dir.join(file);
+        let check = std::process::Command::new(env!("CARGO_BIN_EXE_wasmpbx"))
+            .args(["config", "check"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&check.stderr)
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        let config = wasmpbx::config::Config::parse(&text, &path).unwrap();
+        let advertise = config.cluster.advertise.clone().unwrap();
+        let ip = advertise
+            .trim_start_matches("sip:")
+            .split(':')
+            .next()
+            .unwrap();
+        assert!(
+            compose.contains(&format!("ipv4_address: {ip}}}")),
+            "{file}: {ip}"
+        );
+        assert!(
+            list.contains(&format!("1 {advertise}\n")),
+            "{file}: {advertise}"
+        );
+        assert_eq!(
+            config.cluster.edge,
+            [format!("sip:{edge_ip}:5060")],
+            "{file}"
+        );
+        assert_eq!(config.sip.domain, setting("REALM"), "{file}");
+        assert_eq!(
+            config.store.url.as_deref(),
+            Some(setting("DB_URL").as_str()),
+            "{file}"
+        );
+        let range = &config.media.rtp_ports;
+        let ports = format!("{}-{}", range.low, range.high);
+        assert!(
+            compose.contains(&format!("\"{ports}:{ports}/udp\"")),
+            "{file}: {ports}"
+        );
+        nodes.push(config);
+    }
+    let (a, b) = (&nodes[0], &nodes[1]);
+    assert_eq!(
+        (&a.users, &a.locations, &a.trunks),
+        (&b.users, &b.locations, &b.trunks)
+    );
+    let entrypoint = deploy.join("kamailio/entrypoint.sh");
+    let syntax = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&entrypoint)
+        .status();
+    assert!(syntax.unwrap().success());
+    let defines = [
+        format!("CARRIER=\"{}\"", setting("CARRIER")),
+        format!("CARRIER_OUT=\"{}\"", setting("CARRIER_OUT")),
+        format!(
+            "DISPATCHER_LIST=\"{}\"",
+            dir.join("dispatcher.list").display()
+        ),
+        format!("DB_URL=\"{}\"", setting("DB_URL")),
+        format!("REALM=\"{}\"", setting("REALM")),
+    ];
+    let check = std::process::Command::new("kamailio")
+        .arg("-c")
+        .arg("-f")
+        .arg(deploy.join("kamailio/kamailio.cfg"))
+        .args(defines.iter().flat_map(|d| ["-A", d.as_str()]))
+        .output()
+        .expect("kamailio is installed (tests/run.sh installs it)");
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
