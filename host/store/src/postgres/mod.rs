@@ -39,8 +39,18 @@ const CONNECTIONS: usize = 4;
 /// How long connecting may take when the URL does not say (`connect_timeout`).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// One line for an admin: PostgreSQL's own message when the server sent one (the
+/// driver says only "db error"), else the driver's with its cause ("error connecting to
+/// server: Connection refused"). Neither holds the URL.
 fn pg(e: postgres::Error) -> StoreError {
-    StoreError::Backend(e.to_string())
+    let line = match (e.as_db_error(), std::error::Error::source(&e)) {
+        (Some(db), _) => format!("PostgreSQL said: {} ({})", db.message(), db.code().code()),
+        (None, Some(cause)) if !e.to_string().contains(&cause.to_string()) => {
+            format!("{e}: {cause}")
+        }
+        (None, _) => e.to_string(),
+    };
+    StoreError::Backend(line.replace(['\r', '\n'], " "))
 }
 
 fn invalid(e: impl std::fmt::Display) -> StoreError {
@@ -1018,13 +1028,13 @@ mod tests {
             b.get("sydney", "override").unwrap().as_deref(),
             Some("closed")
         );
-        // Refused to connect, or cut off as the server shut down ("db error": the
-        // server's own FATAL, when the write raced the stop).
+        // Refused to connect, or cut off as the server shut down (the server's own
+        // FATAL, when the write raced the stop).
         let error = b.set("sydney", "override", "open").unwrap_err().to_string();
         assert!(
             error.contains("error connecting")
                 || error.contains("closed")
-                || error.contains("db error"),
+                || error.contains("PostgreSQL said: terminating connection"),
             "{error}"
         );
     }
@@ -1108,6 +1118,18 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(garbage.contains("not a PostgreSQL URL"), "{garbage}");
+    }
+
+    /// What the server says is passed on in one line (the driver alone says "db error").
+    #[test]
+    fn the_servers_own_words_reach_the_admin() {
+        let pg = cluster();
+        let mut client = postgres::Client::connect(&pg.url("postgres"), NoTls).unwrap();
+        let error = client.execute("SELECT * FROM nowhere", &[]).unwrap_err();
+        assert_eq!(
+            super::pg(error).to_string(),
+            "store: PostgreSQL said: relation \"nowhere\" does not exist (42P01)"
+        );
     }
 
     /// A connection the server closed (a database restart) is opened again for the next
