@@ -61,9 +61,9 @@ def psql(args):
                           check=True, capture_output=True, text=True).stdout.strip()
 
 
-def start_node(binary, work, name, flip_policy):
+def start_node(binary, work, name, flip_policy, log_level="info"):
     """Node `name` on its own address: the shared database, the edge trusted, Alice's
-    extension, its calls out through the edge (the carrier's trunk)."""
+    and Carol's extensions, its calls out through the edge (the carrier's trunk)."""
     ip = NODES[name]
     folder = os.path.join(work, f"node-{name}")
     os.makedirs(os.path.join(folder, "scripts"))
@@ -101,7 +101,7 @@ inbound = ["127.0.0.1"]
 """)
     log = open(os.path.join(folder, "server.log"), "w")
     return subprocess.Popen([binary, "run", "--config", config], stdout=log, stderr=subprocess.STDOUT,
-                            env=dict(os.environ, RUST_LOG="info"))
+                            env=dict(os.environ, RUST_LOG=log_level))
 
 
 def node_api(name, path):
