@@ -106,10 +106,16 @@ def pulls(work, count, api_bases, ready, settled):
         # A phone registered with the node is named by its User-Agent, made unique; one
         # behind the edge by its User-Agent and Contact address.
         with urllib.request.urlopen(f"{api}/api/registrations", timeout=5) as response:
-            ports = {r["device"]: int(r["source"].rsplit(":", 1)[1]) for r in json.loads(response.read())}
+            ports = {r["device"]: int(r["source"].rsplit(":", 1)[1]) for r in json.loads(response.read())
+                     if r["user_id"] == "alice"}
 
         def current():
-            device = calls_on(api)[0]["forwarded_to"].split("/", 1)[1]
+            calls = calls_on(api)
+            if not calls:
+                logs = [os.path.join(d, "server.log") for d, _, files in os.walk(work) if "server.log" in files]
+                tails = "\n".join(f"--- {log}\n{open(log).read()[-2500:]}" for log in logs)
+                raise RuntimeError(f"the call ended\n{tails}")
+            device = calls[0]["forwarded_to"].split("/", 1)[1]
             return ports.get(device) or int(device.rsplit(":", 1)[1])
 
         started = []

@@ -135,7 +135,7 @@ def until(what, check, timeout=TIMEOUT):
     while time.time() < deadline:
         try:
             found = check()
-        except OSError:
+        except (OSError, subprocess.CalledProcessError):  # not up yet
             found = None
         if found:
             return found
