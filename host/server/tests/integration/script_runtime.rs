@@ -505,6 +505,35 @@ fn scripts_read_and_write_their_locations_key_value_store() {
     assert_eq!(kv.get("sydney", "count").unwrap().as_deref(), Some("2"));
 }
 
+/// Every event gets a fresh instance: nothing a script leaves in its memory reaches the
+/// next event (the pooling allocator puts back each page the last instance touched).
+#[test]
+fn no_event_sees_what_the_last_one_left_in_memory() {
+    let host = host_with(
+        MONDAY_10AM_SYDNEY,
+        Arc::new(MemoryStore::new()),
+        Arc::new(MemoryDirectory::new()),
+    );
+    install(&host, "misbehave", test_components::MISBEHAVE);
+    let location = host.services.config.load().location("sydney").cloned();
+    for _ in 0..50 {
+        let (decision, _) = host.route(
+            "misbehave",
+            None,
+            location.as_ref(),
+            &call("global"),
+            &Event::Incoming,
+        );
+        assert_eq!(
+            decision.actions[0],
+            Action::SetTag {
+                name: "events-seen".into(),
+                value: "1".into()
+            }
+        );
+    }
+}
+
 #[test]
 fn a_shadow_run_sees_the_live_events_clock_and_entries_and_writes_nothing() {
     let kv = Arc::new(MemoryStore::new());

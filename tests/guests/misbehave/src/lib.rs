@@ -5,6 +5,9 @@ use wasmpbx_guest::{Action, Call, Decision, FlipPolicy, FlipRequest, Gather, Rou
 
 struct Misbehave;
 
+/// Events this instance has handled: always 1 when every event gets a fresh instance.
+static EVENTS_SEEN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 impl Router for Misbehave {
     fn incoming(call: &Call) -> Vec<Action> {
         misbehave(&call.dialed);
@@ -26,6 +29,11 @@ impl Router for Misbehave {
             "after-terminal" => vec![Action::Hangup, Action::Answer],
             "missing-prompt" => vec![Action::play("no-such-prompt"), Action::Hangup],
             "nothing" => vec![],
+            // A global the last event would have left behind, were instances reused.
+            "global" => {
+                let seen = EVENTS_SEEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                vec![Action::tag("events-seen", seen.to_string()), Action::Hangup]
+            }
             "kv-write" => {
                 let count = host::kv::get("count")
                     .and_then(|c| c.parse::<u32>().ok())
