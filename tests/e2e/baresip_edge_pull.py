@@ -213,28 +213,12 @@ def pull_through_the_edge(work, phones):
           lambda: psql(["-d", "pbx", "-c", "SELECT node FROM edge_calls WHERE username = '2001'"]) == holder)
     time.sleep(1)
 
-    mobile.command("dial", "sip:*77@127.0.0.1")
-    mobile.wait("CALL_ESTABLISHED")
-    pulled = time.time()
-    desk.wait("CALL_CLOSED")
-    print(f"the mobile's *77 reached node {holder} and pulled the call; the desk phone was released")
+    pull = mobile_pulls(work, holder, desk, mobile, bob, capture, answered, invites=1)
     edge_log = open(os.path.join(work, "edge", "kamailio.log")).read()
     assert f"from user 2001 to *77: node sip:{NODES[holder]}:5060 holds the user's call" in edge_log, edge_log[-2000:]
     assert "pull requested" not in node_log(work, other), f"node {other} saw the pull"
     assert "pull requested" in node_log(work, holder)
-    time.sleep(2)
-
-    audio = bob_hangs_up(capture, bob, mobile, invites=1)
-    middle = pulled - answered + 0.5
-    heard = [tone_between(audio, a, b) for a, b in [(0.3, 1.3), (middle, middle + 1.0)]]
-    print("bob heard {:.0f} Hz (the desk), then {:.0f} Hz (the mobile)".format(*heard))
-    assert 380 < heard[0] < 500 and 620 < heard[1] < 780, heard
-
-    time.sleep(0.5)
-    record = node_api(holder, "/api/cdrs?limit=1")[0]
-    flips = [(f["kind"], f["trigger"], f["result"]) for f in record["flips"]]
-    assert flips == [("pull", "pull-code", "done")], record
-    devices = (record["flips"][0]["from_device"], record["flips"][0]["targets"])
+    devices = (pull["from_device"], pull["targets"])
     assert devices == ("baresip@127.0.0.1:5070", ["baresip@127.0.0.1:5072"]), devices
     print(f"node {holder}'s record of the call lists the pull from {devices[0]} to {devices[1][0]}")
     bob.stop()
@@ -269,24 +253,33 @@ def carol_calls_alice(work, phones, desk, mobile):
           lambda: psql(["-d", "pbx", "-c", "SELECT node FROM edge_calls WHERE username = '2001'"]) == holder)
     time.sleep(1)
 
+    pull = mobile_pulls(work, holder, desk, mobile, carol, capture, answered, invites=0)
+    assert pull["from_device"].endswith("@127.0.0.1:5070"), pull
+    print(f"node {holder}'s record lists the pull from {pull['from_device']}, the phone that answered behind "
+          "the edge")
+
+
+def mobile_pulls(work, holder, desk, mobile, far_end, capture, answered, invites):
+    """Alice's mobile dials the pull code while her desk has the call with `far_end`
+    (answered at `answered`, held by node `holder`): the mobile takes it over, the desk is
+    released; then the far end hangs up, having had one stream (`invites` INVITEs: 1 if
+    it was called) and heard the desk, then the mobile. The record's one flip."""
     mobile.command("dial", "sip:*77@127.0.0.1")
     mobile.wait("CALL_ESTABLISHED")
     pulled = time.time()
     desk.wait("CALL_CLOSED")
-    print(f"the mobile's *77 reached node {holder} and pulled carol's call; the desk phone was released")
+    print(f"the mobile's *77 reached node {holder} and pulled the call; the desk phone was released")
     time.sleep(2)
-
-    audio = bob_hangs_up(capture, carol, mobile, invites=0)
+    audio = bob_hangs_up(capture, far_end, mobile, invites=invites)
     middle = pulled - answered + 0.5
-    heard = [tone_between(audio, a, b) for a, b in [(0.3, 1.3), (middle, middle + 1.0)]]
-    print("carol heard {:.0f} Hz (the desk), then {:.0f} Hz (the mobile)".format(*heard))
+    heard = [tone_between(audio, a, b) for a, b in [(0.5, 1.5), (middle, middle + 1.0)]]
+    print(f"{far_end.name} heard {heard[0]:.0f} Hz (the desk), then {heard[1]:.0f} Hz (the mobile)")
     assert 380 < heard[0] < 500 and 620 < heard[1] < 780, heard
     time.sleep(0.5)
     record = node_api(holder, "/api/cdrs?limit=1")[0]
-    flips = [(f["kind"], f["trigger"], f["result"], f["from_device"]) for f in record["flips"]]
-    assert len(flips) == 1 and flips[0][:3] == ("pull", "pull-code", "done"), record
-    assert flips[0][3].endswith("@127.0.0.1:5070"), flips
-    print(f"node {holder}'s record lists the pull from {flips[0][3]}, the phone that answered behind the edge")
+    flips = [(f["kind"], f["trigger"], f["result"]) for f in record["flips"]]
+    assert flips == [("pull", "pull-code", "done")], record
+    return record["flips"][0]
 
 
 if __name__ == "__main__":
