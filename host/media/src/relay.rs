@@ -168,8 +168,7 @@ impl RelayManager {
 
     /// An even port whose odd neighbour is free too, bound for RTP and RTCP.
     fn bind_pair(&mut self) -> Result<(std::net::UdpSocket, std::net::UdpSocket, u16), String> {
-        let span = u32::from(self.range.high - self.range.low) + 1;
-        for _ in 0..span.div_ceil(2) {
+        for _ in 0..self.range.count().div_ceil(2) {
             let port = self.next;
             self.next = if port + 3 > self.range.high {
                 self.range.low + (self.range.low % 2)

@@ -382,7 +382,7 @@ fn say_room_for_calls(open_files: Option<u64>, ports: &crate::config::PortRange)
         return;
     };
     let by_files = files / 4;
-    let by_ports = (u64::from(ports.high) + 1).saturating_sub(u64::from(ports.low)) / 4;
+    let by_ports = u64::from(ports.count()) / 4;
     if by_files < by_ports {
         tracing::warn!(
             open_files = files,

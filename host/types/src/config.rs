@@ -548,6 +548,13 @@ pub struct PortRange {
     pub high: u16,
 }
 
+impl PortRange {
+    /// How many ports it holds (`low` to `high`, both in).
+    pub fn count(&self) -> u32 {
+        (u32::from(self.high) + 1).saturating_sub(u32::from(self.low))
+    }
+}
+
 impl TryFrom<String> for PortRange {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
@@ -999,6 +1006,10 @@ mod tests {
         assert!(err.contains("scripts.deadline_ms"), "{err}");
         let err = parse("[media]\nrtp_ports = \"30000-20000\"\n").unwrap_err();
         assert!(err.contains("media.rtp_ports"), "{err}");
+        let one = parse("[media]\nrtp_ports = \"20000-20000\"\n").unwrap();
+        assert_eq!(one.media.rtp_ports.count(), 1);
+        let all = parse("[media]\nrtp_ports = \"1-65535\"\n").unwrap();
+        assert_eq!(all.media.rtp_ports.count(), 65535);
     }
 
     #[test]
