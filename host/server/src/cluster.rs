@@ -76,6 +76,7 @@ pub async fn heartbeat(
     let mut failing = false;
     // The config whose users the edge has: published again after a reload changes it.
     let mut published: Option<Arc<Config>> = None;
+    let mut publishing_failed = false;
     loop {
         every.tick().await;
         // The SIP core has stopped: the node is going; its last status stands.
@@ -98,19 +99,27 @@ pub async fn heartbeat(
         };
         let store = store.clone();
         let exchanged = tokio::task::spawn_blocking(move || {
-            if let Some(users) = users {
-                store.publish_users(&users)?;
-            }
+            // A failed publication is tried again at the next beat; it never holds up
+            // the heartbeat (the node would look down).
+            let publication = users.map(|users| store.publish_users(&users));
             store.heartbeat(&status)?;
-            store.nodes()
+            store.nodes().map(|nodes| (nodes, publication))
         })
         .await;
         match exchanged {
-            Ok(Ok(nodes)) => {
+            Ok(Ok((nodes, publication))) => {
                 owners.learn(&this.name, &nodes, now);
-                if unpublished {
-                    tracing::info!(users = config.users.len(), "users published for the edge");
-                    published = Some(config);
+                match publication {
+                    Some(Ok(())) => {
+                        tracing::info!(users = config.users.len(), "users published for the edge");
+                        published = Some(config);
+                        publishing_failed = false;
+                    }
+                    Some(Err(e)) if !publishing_failed => {
+                        tracing::warn!("publishing the users for the edge: {e}");
+                        publishing_failed = true;
+                    }
+                    _ => {}
                 }
                 failing = false;
             }
