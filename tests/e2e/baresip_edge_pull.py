@@ -205,13 +205,9 @@ def pull_through_the_edge(work, phones):
     bob.command("accept")
     desk.wait("CALL_ESTABLISHED")
     answered = time.time()
-    holder = until("a node holding the call", lambda: next(
-        (name for name in NODES if node_api(name, "/api/calls")), None))
+    holder = node_holding_alices_call()
     other = next(name for name in NODES if name != holder)
     print(f"alice's desk phone is talking to bob through the edge; node {holder} holds the call")
-    until("the holder's heartbeat naming alice",
-          lambda: psql(["-d", "pbx", "-c", "SELECT node FROM edge_calls WHERE username = '2001'"]) == holder)
-    time.sleep(1)
 
     pull = mobile_pulls(work, holder, desk, mobile, bob, capture, answered, invites=1)
     edge_log = open(os.path.join(work, "edge", "kamailio.log")).read()
@@ -245,18 +241,25 @@ def carol_calls_alice(work, phones, desk, mobile):
     carol.wait("CALL_ESTABLISHED")
     mobile.wait("CALL_CLOSED")
     answered = time.time()
-    holder = until("a node holding the call", lambda: next(
-        (name for name in NODES if node_api(name, "/api/calls")), None))
+    holder = node_holding_alices_call()
     print(f"carol called alice: node {holder} rang both of her phones through the edge; the desk answered, "
           "the mobile stopped ringing")
-    until("the holder's heartbeat naming alice",
-          lambda: psql(["-d", "pbx", "-c", "SELECT node FROM edge_calls WHERE username = '2001'"]) == holder)
-    time.sleep(1)
 
     pull = mobile_pulls(work, holder, desk, mobile, carol, capture, answered, invites=0)
     assert pull["from_device"].endswith("@127.0.0.1:5070"), pull
     print(f"node {holder}'s record lists the pull from {pull['from_device']}, the phone that answered behind "
           "the edge")
+
+
+def node_holding_alices_call():
+    """The node with Alice's call, once its heartbeat has told the edge so (the edge
+    routes her pull by it)."""
+    holder = until("a node holding the call", lambda: next(
+        (name for name in NODES if node_api(name, "/api/calls")), None))
+    until("the holder's heartbeat naming alice",
+          lambda: psql(["-d", "pbx", "-c", "SELECT node FROM edge_calls WHERE username = '2001'"]) == holder)
+    time.sleep(1)
+    return holder
 
 
 def mobile_pulls(work, holder, desk, mobile, far_end, capture, answered, invites):
