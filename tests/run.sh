@@ -29,6 +29,8 @@ command -v chromium >/dev/null || packages+=(chromium fonts-liberation)
 [ -x /usr/sbin/kamailio ] || packages+=(kamailio)
 # Its TLS module (a TLS carrier), and OpenSSL's client (a TLS client the host must refuse).
 compgen -G "/usr/lib/*/kamailio/modules/tls.so" >/dev/null || packages+=(kamailio-tls-modules)
+# Its PostgreSQL module and schema: the edge keeps registrations in the nodes' database.
+compgen -G "/usr/lib/*/kamailio/modules/db_postgres.so" >/dev/null || packages+=(kamailio-postgres-modules)
 command -v openssl >/dev/null || packages+=(openssl)
 [ -x /usr/sbin/dnsmasq ] || packages+=(dnsmasq-base)
 command -v npm >/dev/null || packages+=(nodejs npm)
