@@ -27,7 +27,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "e2e"))
 from baresip_call import LoopbackCapture, Phone  # noqa: E402
-from baresip_edge_pull import NODES, postgres, psql, start_edge, start_node, until  # noqa: E402
+from baresip_edge_flip import NODES, postgres, psql, start_edge, start_node, until  # noqa: E402
 
 DESK, MOBILE, CAROL = 5070, 5072, 5074
 

@@ -12,8 +12,9 @@ use std::sync::Arc;
 use rsip::prelude::*;
 
 pub use wasmpbx_types::registration::{Binding, BindingChange};
+pub use wasmpbx_types::store::EdgePhone;
 
-use crate::config::Config;
+use crate::config::{Config, User};
 use crate::directory::DeviceInfo;
 use crate::entropy::Entropy;
 use crate::sip::digest::{AuthFailure, Credentials, DigestAuth, Secret};
@@ -67,6 +68,8 @@ pub struct Registrar {
     config: Arc<Config>,
     auth: DigestAuth,
     bindings: HashMap<String, Vec<Binding>>,
+    /// The phones the edge registered, by user: as the store last listed them.
+    behind_edge: HashMap<String, Vec<Binding>>,
     sources: HashMap<IpAddr, SourceRecord>,
     /// Failed authentications (wrong password, unknown user, another's extension) and
     /// requests refused from a blocked source, since start.
@@ -81,6 +84,7 @@ impl Registrar {
             config,
             auth,
             bindings: HashMap::new(),
+            behind_edge: HashMap::new(),
             sources: HashMap::new(),
             auth_failed: 0,
             auth_throttled: 0,
@@ -118,9 +122,62 @@ impl Registrar {
         self.bindings.get(user_id).map_or(&[], Vec::as_slice)
     }
 
+    /// A user's devices: the ones registered here, then the phones behind the edge.
+    pub fn devices(&self, user_id: &str) -> impl Iterator<Item = &Binding> {
+        let behind_edge = self.behind_edge.get(user_id).map_or(&[][..], Vec::as_slice);
+        self.bindings(user_id).iter().chain(behind_edge)
+    }
+
+    /// The phones the edge has registered now (from the shared store), replacing the
+    /// last list: each one a device of its extension's user, named as
+    /// [`Registrar::device_behind_edge`] names it when it calls, and reached through the
+    /// first edge, which relays to its contact. Phones of unknown extensions are left
+    /// out; none without an edge.
+    pub fn set_phones_behind_edge(&mut self, phones: Vec<EdgePhone>) {
+        self.behind_edge.clear();
+        let Some(edge) = self.config.cluster.edge_addr() else {
+            return;
+        };
+        for phone in phones {
+            let Some(user) = self.config.user_by_extension(&phone.username) else {
+                continue;
+            };
+            let instance = phone
+                .instance
+                .map(|i| i.trim_matches('"').to_owned())
+                .filter(|i| !i.is_empty());
+            let device = edge_device_name(
+                user,
+                instance.as_deref(),
+                phone.user_agent.as_deref(),
+                &phone.contact,
+            );
+            let devices = self.behind_edge.entry(user.id.clone()).or_default();
+            // One phone registered twice (a new contact): its latest registration.
+            devices.retain(|d| d.device != device);
+            devices.push(Binding {
+                user_id: user.id.clone(),
+                device,
+                contact: phone.contact,
+                instance,
+                user_agent: phone.user_agent,
+                transport: Transport::Udp,
+                source: edge,
+                expires_at: 0,
+                call_id: String::new(),
+                cseq: 0,
+            });
+        }
+    }
+
     /// Every live binding, by user.
     pub fn all(&self) -> impl Iterator<Item = &Binding> {
         self.bindings.values().flatten()
+    }
+
+    /// Every user's devices: the live bindings and the phones behind the edge.
+    pub fn all_devices(&self) -> impl Iterator<Item = &Binding> {
+        self.all().chain(self.behind_edge.values().flatten())
     }
 
     pub fn count(&self) -> usize {
@@ -347,14 +404,12 @@ impl Registrar {
             .and_then(|value| parse_contacts(&value).into_iter().next())?;
         let user_agent = message::header_value(message, "User-Agent")
             .or_else(|| message::header_value(message, "Server"));
-        let name = match user.device_name(contact.instance.as_deref(), user_agent.as_deref()) {
-            Some(name) => name.to_owned(),
-            None => {
-                let address = contact.uri.split('@').next_back().unwrap_or_default();
-                let address = address.split(';').next().unwrap_or_default();
-                format!("{}@{address}", device_base_name(user_agent.as_deref()))
-            }
-        };
+        let name = edge_device_name(
+            user,
+            contact.instance.as_deref(),
+            user_agent.as_deref(),
+            &contact.uri,
+        );
         Some(DeviceInfo {
             name,
             user_id: user.id.clone(),
@@ -543,6 +598,23 @@ fn unique_device_name(existing: &[Binding], user_agent: Option<&str>) -> String 
 }
 
 /// "Linphone/5.2 (belle-sip)" → "linphone-5.2"; "device" without a usable User-Agent.
+/// A phone behind the edge: named as the config's `devices` name it, else by its
+/// User-Agent and the address of its contact (`yealink@10.0.0.31:5060`) — the same
+/// whether the node sees its request or the edge's record of its registration.
+fn edge_device_name(
+    user: &User,
+    instance: Option<&str>,
+    user_agent: Option<&str>,
+    contact_uri: &str,
+) -> String {
+    if let Some(name) = user.device_name(instance, user_agent) {
+        return name.to_owned();
+    }
+    let address = contact_uri.split('@').next_back().unwrap_or_default();
+    let address = address.split(';').next().unwrap_or_default();
+    format!("{}@{address}", device_base_name(user_agent))
+}
+
 fn device_base_name(user_agent: Option<&str>) -> String {
     let base: String = user_agent
         .and_then(|ua| ua.split_whitespace().next())

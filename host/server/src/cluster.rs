@@ -21,7 +21,7 @@ use crate::driver::CoreHandle;
 use crate::flip::CallOwners;
 use crate::script::ScriptHost;
 use crate::sip::digest::md5_ha1;
-use crate::store::{ClusterStore, EdgeUser, NodeStatus};
+use crate::store::{ClusterStore, EdgeUser, NodeStatus, StoreError};
 
 /// How often a node writes its status.
 pub const HEARTBEAT: Duration = Duration::from_secs(2);
@@ -77,6 +77,7 @@ pub async fn heartbeat(
     // The config whose users the edge has: published again after a reload changes it.
     let mut published: Option<Arc<Config>> = None;
     let mut publishing_failed = false;
+    let mut listing_phones_failed = false;
     loop {
         every.tick().await;
         // The SIP core has stopped: the node is going; its last status stands.
@@ -87,6 +88,7 @@ pub async fn heartbeat(
         let unpublished = !config.cluster.edge.is_empty()
             && !published.as_ref().is_some_and(|p| Arc::ptr_eq(p, &config));
         let users = unpublished.then(|| edge_users(&config));
+        let behind_edge = !config.cluster.edge.is_empty();
         let now = clock.now();
         let status = NodeStatus {
             node: this.name.clone(),
@@ -103,12 +105,28 @@ pub async fn heartbeat(
             // the heartbeat (the node would look down).
             let publication = users.map(|users| store.publish_users(&users));
             store.heartbeat(&status)?;
-            store.nodes().map(|nodes| (nodes, publication))
+            let nodes = store.nodes()?;
+            // The users' phones at the edge: the devices a push can ring.
+            let phones = behind_edge.then(|| store.edge_phones());
+            Ok::<_, StoreError>((nodes, publication, phones))
         })
         .await;
         match exchanged {
-            Ok(Ok((nodes, publication))) => {
+            Ok(Ok((nodes, publication, phones))) => {
                 owners.learn(&this.name, &nodes, now);
+                match phones {
+                    Some(Ok(phones)) => {
+                        listing_phones_failed = false;
+                        if !core.phones_behind_edge(phones).await {
+                            return;
+                        }
+                    }
+                    Some(Err(e)) if !listing_phones_failed => {
+                        tracing::warn!("listing the phones registered at the edge: {e}");
+                        listing_phones_failed = true;
+                    }
+                    _ => {}
+                }
                 match publication {
                     Some(Ok(())) => {
                         tracing::info!(users = config.users.len(), "users published for the edge");

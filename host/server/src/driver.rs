@@ -20,7 +20,7 @@ use crate::clock::{Clock, SystemClock, monotonic_now};
 use crate::config::{Config, Transport as ConfigTransport};
 use crate::directory::{DeviceInfo, MemoryDirectory};
 use crate::pbx::{Ambient, Pbx, PbxCounters, PbxOutput};
-use crate::registrar::{Binding, BindingChange, PasswordRefusal};
+use crate::registrar::{Binding, BindingChange, EdgePhone, PasswordRefusal};
 use crate::routing::{Decision, Disposition, Event};
 use crate::script::{EventWorld, LoadedScript, ScriptHost};
 use crate::sip::local::LocalAddrs;
@@ -79,6 +79,8 @@ enum Input {
     },
     /// The config file was re-read (restart-only keys already the running ones).
     Reconfigure(Arc<Config>),
+    /// The phones the edge has registered, as the shared store lists them now.
+    PhonesBehindEdge(Vec<EdgePhone>),
     /// A trunk's `inbound` host names resolved.
     TrunkInbound {
         trunk: String,
@@ -449,6 +451,12 @@ impl CoreHandle {
         answer.await.ok()
     }
 
+    /// The phones the edge has registered now (`[cluster] edge`): the users' devices
+    /// there, for pushes and scripts. False if the core has stopped.
+    pub async fn phones_behind_edge(&self, phones: Vec<EdgePhone>) -> bool {
+        self.tx.send(Input::PhonesBehindEdge(phones)).await.is_ok()
+    }
+
     /// Run on a re-read config from now on; false if the core has stopped.
     pub async fn reconfigure(&self, config: Arc<Config>) -> bool {
         self.tx.send(Input::Reconfigure(config)).await.is_ok()
@@ -700,6 +708,10 @@ pub async fn run(
                     }
                     network.tls_trunks = TlsTrunks::reloaded(&config);
                     pbx.reconfigure(ambient(), config);
+                    publish_directory(&pbx, &directory);
+                }
+                Some(Input::PhonesBehindEdge(phones)) => {
+                    pbx.registrar.set_phones_behind_edge(phones);
                     publish_directory(&pbx, &directory);
                 }
                 Some(Input::TrunkInbound { trunk, addresses }) => pbx.trunk_inbound_resolved(&trunk, addresses),
@@ -1100,7 +1112,7 @@ impl Held {
 /// Refresh the scripts' view of registered devices.
 fn publish_directory(pbx: &Pbx, directory: &MemoryDirectory) {
     let mut by_user: HashMap<String, Vec<DeviceInfo>> = HashMap::new();
-    for b in pbx.registrar.all() {
+    for b in pbx.registrar.all_devices() {
         by_user
             .entry(b.user_id.clone())
             .or_default()
@@ -1111,11 +1123,7 @@ fn publish_directory(pbx: &Pbx, directory: &MemoryDirectory) {
 
 /// A user's registered devices, as scripts see them.
 fn devices_of(pbx: &Pbx, user_id: &str) -> Vec<DeviceInfo> {
-    pbx.registrar
-        .bindings(user_id)
-        .iter()
-        .map(device_info)
-        .collect()
+    pbx.registrar.devices(user_id).map(device_info).collect()
 }
 
 fn device_info(b: &Binding) -> DeviceInfo {

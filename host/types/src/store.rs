@@ -207,6 +207,18 @@ pub struct EdgeUser {
     pub user_id: String,
 }
 
+/// A phone registered at the edge: a contact of the edge's registrar (Kamailio's
+/// `location` table in the shared database), named by the extension it registered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EdgePhone {
+    pub username: String,
+    /// The Contact URI it registered: where the edge relays a node's INVITE for it.
+    pub contact: String,
+    pub user_agent: Option<String>,
+    /// `+sip.instance`, as the edge keeps it.
+    pub instance: Option<String>,
+}
+
 /// The nodes sharing the store.
 pub trait ClusterStore: Send + Sync {
     /// Write this node's status (replacing the last).
@@ -217,6 +229,11 @@ pub trait ClusterStore: Send + Sync {
     /// has an edge reading it: the others keep nothing.
     fn publish_users(&self, _users: &[EdgeUser]) -> Result<()> {
         Ok(())
+    }
+    /// The phones the edge has registered, every user's (none without an edge keeping
+    /// its registrations in this database).
+    fn edge_phones(&self) -> Result<Vec<EdgePhone>> {
+        Ok(Vec::new())
     }
 }
 

@@ -2,6 +2,8 @@
 //! a node takes its word for who calls, and rings a user's phones through it.
 
 use super::world::{CONFIG, DESK, FAR_END, World, to_alice};
+use crate::flip::FlipResult;
+use crate::registrar::EdgePhone;
 use crate::routing::{Action, ForwardTarget};
 
 const EDGE: &str = "127.0.0.9:5060";
@@ -52,6 +54,108 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
     assert_eq!(request.candidates[0].name, "grandstream@127.0.0.1:7002");
     w.decide(World::allow());
     assert_eq!(w.count_to(EDGE, "SIP/2.0 200"), 1, "pulled");
+}
+
+/// Carol's phones as the edge's registrar lists them: her desk (named by the config)
+/// and her mobile (named by its User-Agent and contact address).
+fn carols_phones() -> Vec<EdgePhone> {
+    let phone = |contact: &str, user_agent: &str| EdgePhone {
+        username: "2003".into(),
+        contact: contact.into(),
+        user_agent: Some(user_agent.into()),
+        instance: None,
+    };
+    vec![
+        phone("sip:2003@127.0.0.1:7010", "Yealink SIP-T46S"),
+        phone("sip:2003-x1@127.0.0.1:7011;transport=udp", "Linphone/5.2"),
+        // An extension nobody here has: left out.
+        EdgePhone {
+            username: "2999".into(),
+            ..phone("sip:2999@127.0.0.1:7012", "Yealink")
+        },
+    ]
+}
+
+/// A call from the trunk to Carol, answered by her desk behind the edge.
+fn carol_on_her_desk(w: &mut World) -> crate::call::SessionId {
+    w.deliver(FAR_END, &World::trunk_invite());
+    let id = w.session();
+    let to_carol = Action::Forward {
+        target: ForwardTarget::User("carol".into()),
+        trunk: None,
+        ring_timeout_ms: 30_000,
+        caller_id: None,
+    };
+    w.route(id, vec![to_carol]);
+    w.drain();
+    let invite = w.last_to(EDGE, "INVITE sip:2003@pbx.test SIP/2.0");
+    w.respond_with(
+        EDGE,
+        &invite,
+        200,
+        "User-Agent: Yealink SIP-T46S\r\nContact: <sip:2003@127.0.0.1:7010>\r\n",
+    );
+    id
+}
+
+#[test]
+fn a_push_behind_the_edge_rings_the_users_other_phone_at_its_contact() {
+    let mut w = World::with_config(&behind_the_edge());
+    w.pbx.registrar.set_phones_behind_edge(carols_phones());
+    let devices: Vec<_> = w
+        .pbx
+        .registrar
+        .devices("carol")
+        .map(|b| &b.device)
+        .collect();
+    assert_eq!(devices, ["desk", "linphone-5.2@127.0.0.1:7011"]);
+    carol_on_her_desk(&mut w);
+    w.push().expect("a push from the desk");
+    let request = w.flip_requests.last().expect("the push put to the policy");
+    assert_eq!(request.requesting_device, "desk");
+    let candidates: Vec<_> = request.candidates.iter().map(|c| &c.name).collect();
+    assert_eq!(
+        candidates,
+        ["linphone-5.2@127.0.0.1:7011"],
+        "her other phone, not the desk she is on"
+    );
+    w.decide(World::allow());
+    // The edge relays to the one contact named: the desk, in the call, does not ring.
+    let to_mobile = w.last_to(EDGE, "INVITE sip:2003-x1@127.0.0.1:7011;transport=");
+    assert!(to_mobile.contains("To: <sip:2003@pbx.test>"), "{to_mobile}");
+    assert_eq!(
+        w.count_to(EDGE, "INVITE sip:2003@pbx.test"),
+        1,
+        "only the first call"
+    );
+    w.respond_with(
+        EDGE,
+        &to_mobile,
+        200,
+        "User-Agent: Linphone/5.2\r\nContact: <sip:2003-x1@127.0.0.1:7011>\r\n",
+    );
+    assert_eq!(
+        w.count_to(EDGE, "BYE sip:2003@127.0.0.1:7010"),
+        1,
+        "the desk let go"
+    );
+    let record = w.far_end_hangs_up();
+    let flip = &record.flips[0];
+    assert_eq!(
+        (
+            flip.from_device.as_str(),
+            flip.targets.as_slice(),
+            &flip.result
+        ),
+        (
+            "desk",
+            &["linphone-5.2@127.0.0.1:7011".to_owned()][..],
+            &FlipResult::Done
+        )
+    );
+    // The edge's list is the latest one: a phone gone from it is no device any more.
+    w.pbx.registrar.set_phones_behind_edge(Vec::new());
+    assert_eq!(w.pbx.registrar.devices("carol").count(), 0);
 }
 
 #[test]

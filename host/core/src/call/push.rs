@@ -122,7 +122,7 @@ impl Calls {
         if session.b_codec.is_none() {
             return refuse(488, "The Call's Codec Is Unknown");
         }
-        let own = ctx.registrar.bindings(&user_id);
+        let own: Vec<_> = ctx.registrar.devices(&user_id).collect();
         if let Some(stranger) = wanted.iter().find(|w| !own.iter().any(|b| b.device == **w)) {
             // Only the user's own devices can take the user's call.
             tracing::warn!(
@@ -136,7 +136,7 @@ impl Calls {
             .iter()
             .filter(|b| b.device != from_device)
             .filter(|b| wanted.is_empty() || wanted.contains(&b.device))
-            .map(super::pull::device_info)
+            .map(|b| super::pull::device_info(b))
             .collect();
         if candidates.is_empty() {
             return refuse(404, "No Other Device To Flip To");
@@ -198,8 +198,7 @@ impl Calls {
         };
         let targets: Vec<_> = ctx
             .registrar
-            .bindings(&push.user_id)
-            .iter()
+            .devices(&push.user_id)
             .filter(|b| b.device != push.from_device)
             .filter(|b| push.wanted.is_empty() || push.wanted.contains(&b.device))
             .filter(|b| allow.targets.is_empty() || allow.targets.contains(&b.device))

@@ -156,14 +156,15 @@ fn baresip_phones_on_srtp_talk_to_plain_and_srtp_phones_and_flip_with_one_stream
 }
 
 /// Several nodes behind the shipped edge, with phones registered at the edge: a pull
-/// reaches the node holding the call, found in the shared database.
+/// reaches the node holding the call, found in the shared database; a push rings the
+/// user's other phone alone, through the edge.
 #[test]
-fn a_phone_behind_the_edge_pulls_its_users_call_from_the_node_holding_it() {
+fn phones_behind_the_edge_pull_and_push_their_users_call_on_the_node_holding_it() {
     let edge =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/deploy/kamailio/kamailio.cfg");
     let report = run_in_namespace(
         "edge",
-        "baresip_edge_pull.py",
+        "baresip_edge_flip.py",
         &[
             env!("CARGO_BIN_EXE_wasmpbx"),
             test_components::FLIP_POLICY,

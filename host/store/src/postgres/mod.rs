@@ -27,9 +27,9 @@ use wasmpbx_sip::transaction::Transport;
 use wasmpbx_types::record::{CallRecord, IntentCount};
 use wasmpbx_types::registration::Binding;
 use wasmpbx_types::store::{
-    AuditEntry, CdrQuery, CdrStore, ClusterStore, DecisionRecord, DecisionStore, EdgeUser, Expired,
-    KvStore, NodeStatus, RegistrationStore, Result, ShadowResult, ShadowStore, StoreError,
-    check_entry, hour_of,
+    AuditEntry, CdrQuery, CdrStore, ClusterStore, DecisionRecord, DecisionStore, EdgePhone,
+    EdgeUser, Expired, KvStore, NodeStatus, RegistrationStore, Result, ShadowResult, ShadowStore,
+    StoreError, check_entry, hour_of,
 };
 
 /// Connections (and worker threads) per node: the call-record writer, the decision
@@ -840,6 +840,32 @@ impl ClusterStore for PostgresStore {
             tx.commit().map_err(pg)
         })
     }
+
+    fn edge_phones(&self) -> Result<Vec<EdgePhone>> {
+        self.run(|s| {
+            // An edge without DB_URL keeps no registrations here: no table, no phones.
+            let table = s.query("SELECT to_regclass('location') IS NOT NULL", &[])?;
+            if !table.first().is_some_and(|row| row.get::<_, bool>(0)) {
+                return Ok(Vec::new());
+            }
+            // Expired rows the edge has not swept yet are left in: the edge relays only
+            // to a live contact, so ringing a stale one costs a 404 on that leg.
+            let rows = s.query(
+                "SELECT username, contact, NULLIF(user_agent, ''), instance
+                 FROM location ORDER BY username, last_modified, id",
+                &[],
+            )?;
+            Ok(rows
+                .iter()
+                .map(|row| EdgePhone {
+                    username: row.get(0),
+                    contact: row.get(1),
+                    user_agent: row.get(2),
+                    instance: row.get(3),
+                })
+                .collect())
+        })
+    }
 }
 
 #[cfg(test)]
@@ -941,6 +967,51 @@ mod tests {
         assert_eq!(owner("2001").as_deref(), Some("sip:a.test:5060"));
         assert_eq!(owner("2003"), None, "a node silent for 30 s holds no call");
         assert_eq!(owner("2002"), None);
+    }
+
+    /// The phones the edge registered, read from its own table (`location`, as Kamailio's
+    /// usrloc-create.sql makes it: the columns read here); none while the edge keeps no
+    /// registrations in the database.
+    #[test]
+    fn nodes_read_the_phones_the_edge_registered() {
+        let pg = cluster();
+        let url = pg.database("phones").unwrap();
+        let store = PostgresStore::connect(&url, "a").unwrap();
+        assert_eq!(store.edge_phones().unwrap(), [], "no edge registrar here");
+        let mut client = postgres::Client::connect(&url, NoTls).unwrap();
+        client
+            .batch_execute(
+                "CREATE TABLE location (
+                    id SERIAL PRIMARY KEY NOT NULL,
+                    username VARCHAR(64) DEFAULT '' NOT NULL,
+                    contact VARCHAR(512) DEFAULT '' NOT NULL,
+                    last_modified TIMESTAMP WITHOUT TIME ZONE DEFAULT '2000-01-01 00:00:01' NOT NULL,
+                    user_agent VARCHAR(255) DEFAULT '' NOT NULL,
+                    instance VARCHAR(255) DEFAULT NULL);
+                 INSERT INTO location (username, contact, user_agent, instance) VALUES
+                    ('2001', 'sip:2001@10.0.0.31:5060', 'Yealink SIP-T46S', NULL),
+                    ('2001', 'sip:2001-x@10.0.0.32:5062;transport=tcp', '',
+                     '<urn:uuid:00000000-0000-1000-8000-000000000001>');",
+            )
+            .unwrap();
+        let phones = store.edge_phones().unwrap();
+        assert_eq!(
+            phones,
+            [
+                EdgePhone {
+                    username: "2001".into(),
+                    contact: "sip:2001@10.0.0.31:5060".into(),
+                    user_agent: Some("Yealink SIP-T46S".into()),
+                    instance: None,
+                },
+                EdgePhone {
+                    username: "2001".into(),
+                    contact: "sip:2001-x@10.0.0.32:5062;transport=tcp".into(),
+                    user_agent: None,
+                    instance: Some("<urn:uuid:00000000-0000-1000-8000-000000000001>".into()),
+                },
+            ]
+        );
     }
 
     /// Two nodes on one database: the key-value store and the records are shared; each

@@ -10,13 +10,15 @@ Bob notices nothing: no INVITE after his first, one RTP stream; he hears the des
 (440 Hz), then the mobile's (700 Hz). A phone with the wrong password is refused (403).
 Then Carol, whose phone is at the edge too, calls Alice's extension: the node the call
 reaches rings both of Alice's phones through the edge; the desk answers, the mobile
-pulls the call; Carol notices nothing either.
+pulls the call, then pushes it back with *8: the node, which reads the phones the edge
+registered from the shared database, rings the desk alone through the edge (its
+registered contact); Carol notices nothing either and hears desk, mobile, desk.
 
 Everything runs in this network namespace (host/server/tests/integration/baresip.rs):
 PostgreSQL of Debian's (a throw-away cluster), Kamailio on 127.0.0.1:5060, node a on
 127.0.0.11, node b on 127.0.0.12, the phones on 127.0.0.1, Bob on 127.0.0.2.
 
-    python3 tests/e2e/baresip_edge_pull.py /path/to/wasmpbx /path/to/flip-policy.wasm examples/deploy/kamailio/kamailio.cfg
+    python3 tests/e2e/baresip_edge_flip.py /path/to/wasmpbx /path/to/flip-policy.wasm examples/deploy/kamailio/kamailio.cfg
 """
 
 import glob
@@ -209,7 +211,12 @@ def pull_through_the_edge(work, phones):
     other = next(name for name in NODES if name != holder)
     print(f"alice's desk phone is talking to bob through the edge; node {holder} holds the call")
 
-    pull = mobile_pulls(work, holder, desk, mobile, bob, capture, answered, invites=1)
+    pulled = mobile_pulls(holder, desk, mobile)
+    time.sleep(2)
+    flips = hangs_up_having_heard(holder, bob, mobile, capture, invites=1, tones=[
+        ("the desk", answered, 380, 500), ("the mobile", pulled, 620, 780)])
+    assert [(f["kind"], f["trigger"], f["result"]) for f in flips] == [("pull", "pull-code", "done")], flips
+    pull = flips[0]
     edge_log = open(os.path.join(work, "edge", "kamailio.log")).read()
     assert f"from user 2001 to *77: node sip:{NODES[holder]}:5060 holds the user's call" in edge_log, edge_log[-2000:]
     assert "pull requested" not in node_log(work, other), f"node {other} saw the pull"
@@ -225,7 +232,8 @@ def pull_through_the_edge(work, phones):
 def carol_calls_alice(work, phones, desk, mobile):
     """Carol's phone (at the edge too) calls Alice's extension: the node the call reaches
     rings Alice's phones through the edge, both at once; the desk answers; the mobile
-    pulls the call from the node holding it."""
+    pulls the call from the node holding it, then pushes it back (*8): the node rings the
+    desk alone — the one phone, through the edge, by the contact the edge registered."""
     carol = Phone(work, "carol", "2002", "carol-secret", 5074, 4452, 10200, 1000, listen_ip="127.0.0.3",
                   account="<sip:2002@127.0.0.1>;auth_pass=carol-secret;regint=300;"
                           "audio_codecs=PCMU,PCMA;answermode=manual;ptime=20\n")
@@ -245,10 +253,30 @@ def carol_calls_alice(work, phones, desk, mobile):
     print(f"carol called alice: node {holder} rang both of her phones through the edge; the desk answered, "
           "the mobile stopped ringing")
 
-    pull = mobile_pulls(work, holder, desk, mobile, carol, capture, answered, invites=0)
+    pulled = mobile_pulls(holder, desk, mobile)
+    time.sleep(2)
+    mobile.command("sndcode", "*8")
+    desk.wait("CALL_INCOMING")
+    desk.command("accept")
+    desk.wait("CALL_ESTABLISHED")
+    pushed = time.time()
+    mobile.wait("CALL_CLOSED")
+    assert not mobile.saw("CALL_INCOMING"), "the push rang the phone it pushes from"
+    edge_log = open(os.path.join(work, "edge", "kamailio.log")).read()
+    assert "to user 2001: ringing the phone at sip:" in edge_log, edge_log[-2000:]
+    print(f"the mobile pushed the call back (*8): node {holder} rang the desk alone through the edge; "
+          "the desk answered, the mobile was released")
+    time.sleep(2)
+
+    flips = hangs_up_having_heard(holder, carol, desk, capture, invites=0, tones=[
+        ("the desk", answered, 380, 500), ("the mobile", pulled, 620, 780), ("the desk", pushed, 380, 500)])
+    assert [(f["kind"], f["trigger"], f["result"]) for f in flips] == [
+        ("pull", "pull-code", "done"), ("push", "push-code", "done")], flips
+    pull, push = flips
     assert pull["from_device"].endswith("@127.0.0.1:5070"), pull
+    assert (push["from_device"], push["targets"]) == (pull["targets"][0], [pull["from_device"]]), push
     print(f"node {holder}'s record lists the pull from {pull['from_device']}, the phone that answered behind "
-          "the edge")
+          f"the edge, and the push back to it from {push['from_device']}")
 
 
 def node_holding_alices_call():
@@ -262,27 +290,31 @@ def node_holding_alices_call():
     return holder
 
 
-def mobile_pulls(work, holder, desk, mobile, far_end, capture, answered, invites):
-    """Alice's mobile dials the pull code while her desk has the call with `far_end`
-    (answered at `answered`, held by node `holder`): the mobile takes it over, the desk is
-    released; then the far end hangs up, having had one stream (`invites` INVITEs: 1 if
-    it was called) and heard the desk, then the mobile. The record's one flip."""
+def mobile_pulls(holder, desk, mobile):
+    """Alice's mobile dials the pull code while her desk has the call (held by node
+    `holder`): the mobile takes it over, the desk is released. When it did."""
     mobile.command("dial", "sip:*77@127.0.0.1")
     mobile.wait("CALL_ESTABLISHED")
     pulled = time.time()
     desk.wait("CALL_CLOSED")
     print(f"the mobile's *77 reached node {holder} and pulled the call; the desk phone was released")
-    time.sleep(2)
-    audio = bob_hangs_up(capture, far_end, mobile, invites=invites)
-    middle = pulled - answered + 0.5
-    heard = [tone_between(audio, a, b) for a, b in [(0.5, 1.5), (middle, middle + 1.0)]]
-    print(f"{far_end.name} heard {heard[0]:.0f} Hz (the desk), then {heard[1]:.0f} Hz (the mobile)")
-    assert 380 < heard[0] < 500 and 620 < heard[1] < 780, heard
+    return pulled
+
+
+def hangs_up_having_heard(holder, far_end, device, capture, invites, tones):
+    """The far end hangs up its call with Alice's `device` (held by node `holder`),
+    having had one stream (`invites` INVITEs: 1 if it was called) and heard each of
+    `tones` — (whose, from when, lowest Hz, highest Hz) — in turn, from half a second in
+    for a second. The flips of the call's record."""
+    first = tones[0][1]
+    audio = bob_hangs_up(capture, far_end, device, invites=invites)
+    for whose, since, low, high in tones:
+        start = since - first + 0.5
+        heard = tone_between(audio, start, start + 1.0)
+        print(f"{far_end.name} heard {heard:.0f} Hz ({whose})")
+        assert low < heard < high, (whose, heard)
     time.sleep(0.5)
-    record = node_api(holder, "/api/cdrs?limit=1")[0]
-    flips = [(f["kind"], f["trigger"], f["result"]) for f in record["flips"]]
-    assert flips == [("pull", "pull-code", "done")], record
-    return record["flips"][0]
+    return node_api(holder, "/api/cdrs?limit=1")[0]["flips"]
 
 
 if __name__ == "__main__":
