@@ -64,8 +64,10 @@ def psql(args):
 
 
 def start_node(binary, work, name, flip_policy, log_level="info"):
-    """Node `name` on its own address: the shared database, the edge trusted, Alice's
-    and Carol's extensions, its calls out through the edge (the carrier's trunk)."""
+    """Node `name` on its own address: the shared database, the edges trusted, Alice's
+    and Carol's extensions, its calls out through the edge (the carrier's trunk). The
+    first edge listed is down (nothing listens on 127.0.0.1:5059): the node finds out by
+    probing and reaches the phones through the second, the running one."""
     ip = NODES[name]
     folder = os.path.join(work, f"node-{name}")
     os.makedirs(os.path.join(folder, "scripts"))
@@ -87,7 +89,7 @@ dir = "{folder}/scripts"
 url = "{DB_URL}"
 [cluster]
 node = "{name}"
-edge = ["sip:127.0.0.1:5060"]
+edge = ["sip:127.0.0.1:5059", "sip:127.0.0.1:5060"]
 [[users]]
 id = "alice"
 extension = "2001"
@@ -250,8 +252,9 @@ def carol_calls_alice(work, phones, desk, mobile):
     mobile.wait("CALL_CLOSED")
     answered = time.time()
     holder = node_holding_alices_call()
-    print(f"carol called alice: node {holder} rang both of her phones through the edge; the desk answered, "
-          "the mobile stopped ringing")
+    assert "edge down" in node_log(work, holder), "the node never found the first edge down"
+    print(f"carol called alice: node {holder} rang both of her phones through the edge that is up (the "
+          "first listed is down); the desk answered, the mobile stopped ringing")
 
     pulled = mobile_pulls(holder, desk, mobile)
     time.sleep(2)

@@ -9,10 +9,13 @@
 //! - [`registrar`]: REGISTER, digest authentication, bindings (devices), throttling.
 //! - [`call`]: B2BUA sessions — legs, forking, re-INVITEs, active mode, records, and call
 //!   flip (pull, push, PIN).
+//! - [`edges`]: the Kamailio edges in front of the nodes, probed; the one that reaches
+//!   the users' phones now.
 //! - [`trunks`]: carrier trunks — targets and their health, failover order, registration
 //!   with the carrier, OPTIONS health checks, answering a carrier's digest challenge.
 
 pub mod call;
+pub mod edges;
 pub mod pbx;
 pub mod registrar;
 pub mod trunks;

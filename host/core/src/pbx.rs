@@ -12,6 +12,7 @@ pub use wasmpbx_types::ambient::Ambient;
 
 use crate::call::{CallRecord, Calls, Ctx, SessionId};
 use crate::config::Config;
+use crate::edges::Edges;
 use crate::entropy::Entropy;
 use crate::media::{MediaAllocator, MediaEvent, Prompts};
 use crate::registrar::{BindingChange, Registrar};
@@ -90,6 +91,7 @@ pub struct Pbx {
     pub registrar: Registrar,
     pub calls: Calls,
     trunks: Trunks,
+    edges: Edges,
     media: Box<dyn MediaAllocator>,
     prompts: Arc<Prompts>,
     config: Arc<Config>,
@@ -129,6 +131,7 @@ impl Pbx {
             registrar: Registrar::new(config.clone(), secret),
             calls: Calls::default(),
             trunks: Trunks::new(&config),
+            edges: Edges::new(&config),
             media,
             prompts: Arc::new(Prompts::built_in()),
             config,
@@ -164,6 +167,7 @@ impl Pbx {
             self.next_sweep,
             self.calls.poll_timeout(),
             self.trunks.poll_timeout(),
+            self.edges.poll_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -204,6 +208,8 @@ impl Pbx {
             self.outputs.push_back(PbxOutput::Bindings(changes));
         }
         self.trunks.reconfigure(&config, ambient.now);
+        self.edges.reconfigure(&config, ambient.now);
+        self.registrar.reach_phones_through(self.edges.current());
         self.config = config;
     }
 
@@ -242,9 +248,10 @@ impl Pbx {
         self.pump(ambient);
     }
 
-    /// Start registering with carriers and checking their health.
-    pub fn start_trunks(&mut self, ambient: Ambient) {
+    /// Start registering with carriers and checking their health, and probing the edges.
+    pub fn start_trunks_and_edges(&mut self, ambient: Ambient) {
         self.trunks.start(ambient.now);
+        self.edges.start(ambient.now);
         self.handle_timeout(ambient);
     }
 
@@ -449,6 +456,9 @@ impl Pbx {
         self.entropy.mix(ambient.random);
         self.trunks
             .handle_timeout(ambient.now, &mut self.layer, self.local, &mut self.entropy);
+        self.edges
+            .handle_timeout(ambient.now, &mut self.layer, self.local, &mut self.entropy);
+        self.registrar.reach_phones_through(self.edges.current());
         let (calls, mut ctx) = self.ctx(ambient);
         calls.handle_timeout(&mut ctx);
         if self.next_sweep.is_some_and(|at| at <= ambient.now) {
@@ -486,6 +496,10 @@ impl Pbx {
                         calls.handle_response(&mut ctx, txn, response);
                     }
                 }
+                Output::Response { txn, .. } if self.edges.owns(txn) => {
+                    self.edges.answered(txn);
+                    self.registrar.reach_phones_through(self.edges.current());
+                }
                 Output::Response { txn, response } => {
                     let (calls, mut ctx) = self.ctx(ambient);
                     calls.handle_response(&mut ctx, txn, response);
@@ -495,6 +509,10 @@ impl Pbx {
                         let (calls, mut ctx) = self.ctx(ambient);
                         calls.handle_txn_timeout(&mut ctx, txn);
                     }
+                }
+                Output::Timeout { txn } if self.edges.owns(txn) => {
+                    self.edges.unanswered(txn);
+                    self.registrar.reach_phones_through(self.edges.current());
                 }
                 Output::Timeout { txn } => {
                     let (calls, mut ctx) = self.ctx(ambient);

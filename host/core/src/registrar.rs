@@ -70,6 +70,8 @@ pub struct Registrar {
     bindings: HashMap<String, Vec<Binding>>,
     /// The phones the edge registered, by user: as the store last listed them.
     behind_edge: HashMap<String, Vec<Binding>>,
+    /// The edge the phones behind it are reached through now (`Edges::current`).
+    edge: Option<SocketAddr>,
     sources: HashMap<IpAddr, SourceRecord>,
     /// Failed authentications (wrong password, unknown user, another's extension) and
     /// requests refused from a blocked source, since start.
@@ -80,11 +82,13 @@ pub struct Registrar {
 impl Registrar {
     pub fn new(config: Arc<Config>, secret: [u8; 32]) -> Self {
         let auth = DigestAuth::new(&config.sip.domain, secret);
+        let edge = config.cluster.edge_addrs().first().copied();
         Self {
             config,
             auth,
             bindings: HashMap::new(),
             behind_edge: HashMap::new(),
+            edge,
             sources: HashMap::new(),
             auth_failed: 0,
             auth_throttled: 0,
@@ -131,11 +135,11 @@ impl Registrar {
     /// The phones the edge has registered now (from the shared store), replacing the
     /// last list: each one a device of its extension's user, named as
     /// [`Registrar::device_behind_edge`] names it when it calls, and reached through the
-    /// first edge, which relays to its contact. Phones of unknown extensions are left
+    /// edge in use, which relays to its contact. Phones of unknown extensions are left
     /// out; none without an edge.
     pub fn set_phones_behind_edge(&mut self, phones: Vec<EdgePhone>) {
         self.behind_edge.clear();
-        let Some(edge) = self.config.cluster.edge_addr() else {
+        let Some(edge) = self.edge else {
             return;
         };
         for phone in phones {
@@ -167,6 +171,23 @@ impl Registrar {
                 call_id: String::new(),
                 cseq: 0,
             });
+        }
+    }
+
+    /// Reach the phones behind the edge through `edge` from now on (another edge took
+    /// over from one that stopped answering).
+    pub fn reach_phones_through(&mut self, edge: Option<SocketAddr>) {
+        if self.edge == edge {
+            return;
+        }
+        self.edge = edge;
+        match edge {
+            Some(edge) => self
+                .behind_edge
+                .values_mut()
+                .flatten()
+                .for_each(|phone| phone.source = edge),
+            None => self.behind_edge.clear(),
         }
     }
 
@@ -418,11 +439,12 @@ impl Registrar {
         })
     }
 
-    /// All of a user's phones behind the edge (the first of `[cluster] edge`), as one
-    /// binding: an INVITE to `sip:extension@domain` there rings every phone the edge
-    /// registered for the user. None without an edge or for an unknown user.
+    /// All of a user's phones behind the edge (the one in use, see
+    /// [`Registrar::reach_phones_through`]), as one binding: an INVITE to
+    /// `sip:extension@domain` there rings every phone the edge registered for the user.
+    /// None without an edge or for an unknown user.
     pub fn edge_binding(&self, user_id: &str) -> Option<Binding> {
-        let edge = self.config.cluster.edge_addr()?;
+        let edge = self.edge?;
         let user = self.config.user(user_id)?;
         Some(Binding {
             user_id: user.id.clone(),

@@ -566,17 +566,8 @@ impl Trunks {
             if target.probing || target.next_probe.is_none_or(|at| at > now) {
                 continue;
             }
-            let text = format!(
-                "OPTIONS sip:{host} SIP/2.0\r\nVia: SIP/2.0/{} {via};branch=z9hG4bK{};rport\r\n\
-Max-Forwards: 70\r\nFrom: <sip:wasmpbx@{}>;tag={}\r\nTo: <sip:{host}>\r\nCall-ID: {}\r\n\
-CSeq: 1 OPTIONS\r\nAccept: application/sdp\r\nContent-Length: 0\r\n\r\n",
-                transport.as_str().to_ascii_uppercase(),
-                entropy.token(),
-                self.domain,
-                entropy.token(),
-                entropy.token(),
-            );
-            let Ok(SipMessage::Request(options)) = message::parse(text.as_bytes()) else {
+            let Some(options) = options_request(&host, transport, via, &self.domain, entropy)
+            else {
                 continue;
             };
             let peer = Peer {
@@ -976,6 +967,30 @@ fn granted_expires(response: &Response, request: &Request) -> Option<u32> {
 }
 
 /// The transport a trunk's requests go over.
+/// A health check: `OPTIONS sip:host` from `via`, out of dialog. None only if the host
+/// makes no valid Request-URI.
+pub fn options_request(
+    host: &str,
+    transport: Transport,
+    via: SocketAddr,
+    domain: &str,
+    entropy: &mut Entropy,
+) -> Option<Request> {
+    let text = format!(
+        "OPTIONS sip:{host} SIP/2.0\r\nVia: SIP/2.0/{} {via};branch=z9hG4bK{};rport\r\n\
+Max-Forwards: 70\r\nFrom: <sip:wasmpbx@{domain}>;tag={}\r\nTo: <sip:{host}>\r\nCall-ID: {}\r\n\
+CSeq: 1 OPTIONS\r\nAccept: application/sdp\r\nContent-Length: 0\r\n\r\n",
+        transport.as_str().to_ascii_uppercase(),
+        entropy.token(),
+        entropy.token(),
+        entropy.token(),
+    );
+    match message::parse(text.as_bytes()) {
+        Ok(SipMessage::Request(options)) => Some(options),
+        _ => None,
+    }
+}
+
 pub fn transport(trunk: &Trunk) -> Transport {
     match trunk.transport {
         TrunkTransport::Udp => Transport::Udp,

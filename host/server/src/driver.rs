@@ -642,7 +642,7 @@ pub async fn run(
     let mut written = store.progress().watch();
     publish_directory(&pbx, &directory);
     let mut resolvers = spawn_trunk_resolvers(&pbx.config().clone(), &tx)?;
-    pbx.start_trunks(ambient());
+    pbx.start_trunks_and_edges(ambient());
     // Set while draining: when what is left is hung up.
     let mut drain_until: Option<std::time::Instant> = None;
     // When the loop last said it ran late.

@@ -377,14 +377,19 @@ impl ClusterConfig {
         self.edge.iter().any(|uri| edge_ip(uri) == Some(source))
     }
 
-    /// Where the first edge takes requests (port 5060 when its URI names none).
-    pub fn edge_addr(&self) -> Option<std::net::SocketAddr> {
-        let uri = self.edge.first()?;
-        let port = uri
-            .rsplit_once(':')
-            .and_then(|(_, port)| port.parse().ok())
-            .unwrap_or(5060);
-        Some(std::net::SocketAddr::new(edge_ip(uri)?, port))
+    /// Where each edge takes requests, in the order listed (port 5060 when its URI
+    /// names none).
+    pub fn edge_addrs(&self) -> Vec<std::net::SocketAddr> {
+        self.edge
+            .iter()
+            .filter_map(|uri| {
+                let port = uri
+                    .rsplit_once(':')
+                    .and_then(|(_, port)| port.parse().ok())
+                    .unwrap_or(5060);
+                Some(std::net::SocketAddr::new(edge_ip(uri)?, port))
+            })
+            .collect()
     }
 }
 
@@ -1084,8 +1089,11 @@ mod tests {
         assert!(ok.cluster.is_edge("::1".parse().unwrap()));
         assert!(!ok.cluster.is_edge("10.0.0.11".parse().unwrap()));
         assert_eq!(
-            ok.cluster.edge_addr(),
-            Some("10.0.0.10:5060".parse().unwrap())
+            ok.cluster.edge_addrs(),
+            [
+                "10.0.0.10:5060".parse().unwrap(),
+                "[::1]:5060".parse().unwrap()
+            ]
         );
     }
 

@@ -1,12 +1,16 @@
 //! Phones behind the edge (`[cluster] edge`): the edge registers and authenticates them,
 //! a node takes its word for who calls, and rings a user's phones through it.
 
-use super::world::{CONFIG, DESK, FAR_END, World, to_alice};
+use std::time::Duration;
+
+use super::world::{CONFIG, DESK, FAR_END, World, addr, to_alice};
 use crate::flip::FlipResult;
 use crate::registrar::EdgePhone;
 use crate::routing::{Action, ForwardTarget};
 
 const EDGE: &str = "127.0.0.9:5060";
+/// Another edge, listed after [`EDGE`].
+const SECOND_EDGE: &str = "127.0.0.10:5060";
 
 /// The world's config with an edge at [`EDGE`], and Carol, whose phones are behind it.
 fn behind_the_edge() -> String {
@@ -76,8 +80,8 @@ fn carols_phones() -> Vec<EdgePhone> {
     ]
 }
 
-/// A call from the trunk to Carol, answered by her desk behind the edge.
-fn carol_on_her_desk(w: &mut World) -> crate::call::SessionId {
+/// A call from the trunk, forwarded to Carol: her phones ring through the edge.
+fn carol_rung(w: &mut World) {
     w.deliver(FAR_END, &World::trunk_invite());
     let id = w.session();
     let to_carol = Action::Forward {
@@ -88,6 +92,11 @@ fn carol_on_her_desk(w: &mut World) -> crate::call::SessionId {
     };
     w.route(id, vec![to_carol]);
     w.drain();
+}
+
+/// A call from the trunk to Carol, answered by her desk behind the edge.
+fn carol_on_her_desk(w: &mut World) {
+    carol_rung(w);
     let invite = w.last_to(EDGE, "INVITE sip:2003@pbx.test SIP/2.0");
     w.respond_with(
         EDGE,
@@ -95,7 +104,36 @@ fn carol_on_her_desk(w: &mut World) -> crate::call::SessionId {
         200,
         "User-Agent: Yealink SIP-T46S\r\nContact: <sip:2003@127.0.0.1:7010>\r\n",
     );
-    id
+}
+
+#[test]
+fn the_phones_are_reached_through_the_next_edge_while_the_first_is_silent() {
+    let two_edges = behind_the_edge().replace(
+        &format!("edge = [\"sip:{EDGE}\"]"),
+        &format!("edge = [\"sip:{EDGE}\", \"sip:{SECOND_EDGE}\"]"),
+    );
+    let mut w = World::with_config(&two_edges);
+    w.pbx.registrar.set_phones_behind_edge(carols_phones());
+    let now = w.ambient();
+    w.pbx.start_trunks_and_edges(now);
+    w.drain();
+    let probe = w.last_to(SECOND_EDGE, "OPTIONS sip:127.0.0.10:5060 SIP/2.0");
+    w.respond(SECOND_EDGE, &probe, 200);
+    assert_eq!(w.count_to(EDGE, "OPTIONS sip:127.0.0.9:5060 SIP/2.0"), 1);
+    // The first edge says nothing to its probe within two seconds: it is down.
+    w.advance(Duration::from_millis(2_100));
+    let probe = w.last_to(SECOND_EDGE, "OPTIONS ");
+    w.respond(SECOND_EDGE, &probe, 200);
+    carol_rung(&mut w);
+    assert_eq!(w.count_to(EDGE, "INVITE "), 0);
+    w.last_to(SECOND_EDGE, "INVITE sip:2003@pbx.test SIP/2.0");
+    let reached_through =
+        |w: &World| -> Vec<_> { w.pbx.registrar.devices("carol").map(|b| b.source).collect() };
+    assert_eq!(reached_through(&w), [addr(SECOND_EDGE); 2], "a push too");
+    // It answers its next probe: the phones are reached through it again.
+    let probe = w.last_to(EDGE, "OPTIONS ");
+    w.respond(EDGE, &probe, 200);
+    assert_eq!(reached_through(&w), [addr(EDGE); 2]);
 }
 
 #[test]
