@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::clock::Clock;
+use crate::clock::{Clock, monotonic_now};
 use crate::config::Config;
 use crate::driver::CoreHandle;
 use crate::flip::CallOwners;
@@ -28,6 +28,11 @@ pub const HEARTBEAT: Duration = Duration::from_secs(2);
 
 /// A node whose last status is older than this is down (it missed five heartbeats).
 pub const DOWN_AFTER: Duration = Duration::from_secs(10);
+
+/// At most this often a status is written early, for a call answered, flipped or ended:
+/// the edge then sends the user's pull to the node holding the call at once (and no
+/// longer to one whose call ended), but a busy node does not write for every call.
+const EARLIEST_NEXT_BEAT: Duration = Duration::from_millis(200);
 
 /// This node in the cluster: its name and where the others reach it.
 pub struct ThisNode {
@@ -62,7 +67,9 @@ impl Owners {
     }
 }
 
-/// Write this node's status every [`HEARTBEAT`], and learn the others', for ever.
+/// Write this node's status every [`HEARTBEAT`], and as soon as `calls_changed` says a
+/// call was answered, flipped or ended (at most every [`EARLIEST_NEXT_BEAT`]); learn
+/// the others', for ever.
 pub async fn heartbeat(
     store: Arc<dyn ClusterStore>,
     this: ThisNode,
@@ -70,6 +77,7 @@ pub async fn heartbeat(
     core: CoreHandle,
     scripts: Arc<ScriptHost>,
     clock: Arc<dyn Clock>,
+    calls_changed: Arc<tokio::sync::Notify>,
 ) {
     let mut every = tokio::time::interval(HEARTBEAT);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -78,8 +86,16 @@ pub async fn heartbeat(
     let mut published: Option<Arc<Config>> = None;
     let mut publishing_failed = false;
     let mut listing_phones_failed = false;
+    let mut last_beat = monotonic_now();
     loop {
-        every.tick().await;
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = calls_changed.notified() => {
+                tokio::time::sleep_until((last_beat + EARLIEST_NEXT_BEAT).into()).await;
+                every.reset();
+            }
+        }
+        last_beat = monotonic_now();
         // The SIP core has stopped: the node is going; its last status stands.
         let Some(health) = core.health().await else {
             return;

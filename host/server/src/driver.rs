@@ -376,6 +376,9 @@ pub struct Wiring {
     pub events: Arc<crate::events::Events>,
     /// The decision journal: served events are recorded and shadowed there.
     pub journal: crate::decisions::Journal,
+    /// Told when a call is answered, flipped or ended: the node's status says so at
+    /// once (`cluster::heartbeat`), not at the next beat.
+    pub calls_changed: Arc<tokio::sync::Notify>,
 }
 
 /// Asks the core task about its state (the admin API).
@@ -594,6 +597,7 @@ pub async fn run(
         tls_trunks,
         events,
         journal,
+        calls_changed,
     } = wiring;
     let mut tracker = crate::events::Tracker::default();
     tracker.restored(
@@ -882,11 +886,13 @@ pub async fn run(
                     tracker.call_started(&events, session, &call);
                 }
                 PbxOutput::Record(record) => {
+                    calls_changed.notify_one();
                     stats.record(&record);
                     tracker.ended_record(&events, &record);
                     record_ticket = Some(store.write(Write::Record(Box::new(record))));
                 }
                 PbxOutput::RecordLive(record) => {
+                    calls_changed.notify_one();
                     tracker.live_record(&events, &record);
                     record_ticket = Some(store.write(Write::Record(Box::new(record))));
                 }

@@ -267,6 +267,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
             config.scripts.journal_retention_days,
         ));
     }
+    let calls_changed = Arc::new(tokio::sync::Notify::new());
     let wiring = driver::Wiring {
         store: writer,
         directory,
@@ -277,6 +278,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         tls_trunks,
         events: events.clone(),
         journal: journal.clone(),
+        calls_changed: calls_changed.clone(),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(driver::Stop::Running);
     let mut sip = tokio::spawn(driver::run(pbx, sockets, sip_tls, wiring, inbox, stop_rx));
@@ -311,6 +313,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         admin.core.clone(),
         host.clone(),
         Arc::new(SystemClock),
+        calls_changed,
     ));
     let http = tokio::spawn(admin::serve(admin, http, tls, shutdown_rx));
     // The first signal drains: no new calls, the live ones run on (up to
