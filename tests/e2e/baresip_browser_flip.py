@@ -9,13 +9,16 @@ call back; the browser is released. Bob notices nothing: a packet capture on the
 namespace's loopback sees no INVITE reach him after his own call's, and one RTP stream
 (one SSRC, no sequence gap, no timestamp jump beyond the time that passed) across both
 switches; he hears the desk at the start and at the end, and the browser's beeps while
-it has the call. The call record lists the pull and the push.
+it has the call — the desk's tone up to the switch and the browser's audio after it,
+never both (the silence at each switch is printed). The call record lists the pull and
+the push.
 
 Run inside a network namespace (host/server/tests/integration/baresip.rs does that):
 
     python3 tests/e2e/baresip_browser_flip.py /path/to/wasmpbx /path/to/flip-policy.wasm
 """
 
+import math
 import os
 import subprocess
 import sys
@@ -24,7 +27,7 @@ import time
 import urllib.request
 
 from baresip_call import ALICE_AND_BOB, Phone, api, run, start_server, wait_registrations
-from baresip_flip import BOB_SIP, Capture, bob_hangs_up, tone_between
+from baresip_flip import BOB_RTP, BOB_SIP, Capture, bob_hangs_up, tone_between
 
 PHONE_UI = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "browser", "phone_ui.mjs")
 
@@ -70,6 +73,31 @@ def browser_audio(capture, start, end):
     samples = [ulaw(b) for t, port, p in capture.packets if start <= t < end and port != BOB_SIP and len(p) > 12
                and p[1] & 0x7F == 0 for b in p[12:]]
     return len(samples), sum(1 for s in samples if abs(s) > 1000)
+
+
+def silences_at_the_switches(capture):
+    """The far end's silence at each switch between the desk and the browser: from the
+    last packet carrying the desk's steady tone to the next packet (the browser's), and
+    from the browser's last to the desk's first — as (which way, seconds)."""
+    rtp = [(t, p) for t, port, p in capture.packets if port in BOB_RTP and len(p) > 12 and p[1] & 0x7F == 0]
+    desk = [is_the_desks_tone(p[12:]) for _, p in rtp]
+    return [("to the browser" if desk[i - 1] else "back to the desk", rtp[i][0] - rtp[i - 1][0])
+            for i in range(1, len(rtp)) if desk[i] != desk[i - 1]]
+
+
+def is_the_desks_tone(payload, hz=440, rate=8000):
+    """Whether a PCMU frame is (nearly all) the desk's tone: its power at `hz`
+    (Goertzel) against the frame's whole power."""
+    samples = [ulaw(b) for b in payload]
+    energy = sum(x * x for x in samples)
+    if energy < len(samples) * 1000 ** 2:
+        return False
+    coefficient = 2 * math.cos(2 * math.pi * hz / rate)
+    s1 = s2 = 0.0
+    for x in samples:
+        s1, s2 = x + coefficient * s1 - s2, s1
+    power = s1 * s1 + s2 * s2 - coefficient * s1 * s2
+    return power / (len(samples) / 2 * energy) > 0.5
 
 
 def ulaw(byte):
@@ -130,6 +158,10 @@ def desk_to_browser_and_back(work, phones):
     time.sleep(2)
 
     audio = bob_hangs_up(capture, bob, desk)
+    switches = silences_at_the_switches(capture)
+    # Make before break, and no more: one device's audio, then the other's, never both.
+    assert [way for way, _ in switches] == ["to the browser", "back to the desk"], switches
+    print("bob's silence at the switches: " + ", ".join(f"{s * 1000:.0f} ms {way}" for way, s in switches))
     early, late = tone_between(audio, 0.5, 1.5), tone_between(audio, -1.5, -0.3)
     print(f"bob heard {early:.0f} Hz (the desk's 440) at the start and {late:.0f} Hz (the desk again) at the end")
     assert 380 < early < 500 and 380 < late < 500, (early, late)
