@@ -107,3 +107,17 @@ pub(crate) fn us(d: Duration) -> String {
 pub(crate) fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1e3)
 }
+
+/// Raise the open-files limit to the hard limit: a relayed call holds four sockets.
+#[allow(dead_code)] // only the relay at scale opens thousands
+pub(crate) fn raise_open_files_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let _ = setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        },
+    );
+}
