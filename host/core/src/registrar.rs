@@ -18,7 +18,7 @@ use crate::config::{Config, User};
 use crate::directory::DeviceInfo;
 use crate::entropy::Entropy;
 use crate::sip::digest::{AuthFailure, Credentials, DigestAuth, Secret};
-use crate::sip::message::{self, Header, Request, Response, SipMessage};
+use crate::sip::message::{self, Header, Headers, Request, Response, SipMessage};
 use crate::sip::transaction::{Peer, Transport};
 
 /// The device name of [`Registrar::edge_binding`] until one of the phones answers.
@@ -393,8 +393,7 @@ impl Registrar {
         if !self.config.cluster.is_edge(source.addr.ip()) {
             return None;
         }
-        let message = SipMessage::Request(request.clone());
-        let identity = message::header_value(&message, "P-Asserted-Identity")?;
+        let identity = message::header_value_in(&request.headers, "P-Asserted-Identity")?;
         let spec = parse_contacts(&identity).into_iter().next()?;
         let (user_part, host) = spec.uri.strip_prefix("sip:")?.split_once('@')?;
         let host = host.split([';', ':']).next().unwrap_or_default();
@@ -402,9 +401,9 @@ impl Registrar {
             return None;
         }
         let user = self.config.user_by_extension(user_part)?;
-        let mut device = self.device_behind_edge(&user.id, &message)?;
+        let mut device = self.device_behind_edge(&user.id, &request.headers)?;
         // The bottom Via is the device's own: `SIP/2.0/UDP host:port;…`.
-        if let Some(transport) = message::header_values(&message, "Via")
+        if let Some(transport) = message::header_values_in(&request.headers, "Via")
             .last()
             .and_then(|via| via.trim().strip_prefix("SIP/2.0/"))
             .and_then(|rest| rest.split_whitespace().next())
@@ -414,17 +413,17 @@ impl Registrar {
         Some(device)
     }
 
-    /// A device of `user_id` the edge registered, from a message it sent (a request, or
-    /// its answer to a call the edge forked): named as a registration would name it
-    /// (`[[users]] devices`), else by its User-Agent (or Server) and Contact address —
-    /// the edge holds the registration, the node only sees the message. None without a
-    /// Contact or for an unknown user.
-    pub fn device_behind_edge(&self, user_id: &str, message: &SipMessage) -> Option<DeviceInfo> {
+    /// A device of `user_id` the edge registered, from the headers of a message it sent
+    /// (a request, or its answer to a call the edge forked): named as a registration
+    /// would name it (`[[users]] devices`), else by its User-Agent (or Server) and
+    /// Contact address — the edge holds the registration, the node only sees the
+    /// message. None without a Contact or for an unknown user.
+    pub fn device_behind_edge(&self, user_id: &str, headers: &Headers) -> Option<DeviceInfo> {
         let user = self.config.user(user_id)?;
-        let contact = message::header_value(message, "Contact")
+        let contact = message::header_value_in(headers, "Contact")
             .and_then(|value| parse_contacts(&value).into_iter().next())?;
-        let user_agent = message::header_value(message, "User-Agent")
-            .or_else(|| message::header_value(message, "Server"));
+        let user_agent = message::header_value_in(headers, "User-Agent")
+            .or_else(|| message::header_value_in(headers, "Server"));
         let name = edge_device_name(
             user,
             contact.instance.as_deref(),

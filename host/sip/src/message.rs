@@ -215,28 +215,32 @@ pub fn to_user(message: &SipMessage) -> Option<String> {
 /// The value of the first header with this name (case-insensitive), for headers rsip
 /// keeps untyped.
 pub fn header_value(message: &SipMessage, name: &str) -> Option<String> {
-    message.headers().iter().find_map(|h| {
+    header_value_in(message.headers(), name)
+}
+
+/// [`header_value`] of a request's or response's headers.
+pub fn header_value_in(headers: &Headers, name: &str) -> Option<String> {
+    header_values_of(headers, name).next()
+}
+
+/// The values of every header with this name (case-insensitive), in order.
+pub fn header_values(message: &SipMessage, name: &str) -> Vec<String> {
+    header_values_of(message.headers(), name).collect()
+}
+
+/// [`header_values`] of a request's or response's headers.
+pub fn header_values_in(headers: &Headers, name: &str) -> Vec<String> {
+    header_values_of(headers, name).collect()
+}
+
+fn header_values_of<'h>(headers: &'h Headers, name: &'h str) -> impl Iterator<Item = String> + 'h {
+    headers.iter().filter_map(move |h| {
         let text = h.to_string();
         let (n, v) = text.split_once(':')?;
         n.trim()
             .eq_ignore_ascii_case(name)
             .then(|| v.trim().to_owned())
     })
-}
-
-/// The values of every header with this name (case-insensitive), in order.
-pub fn header_values(message: &SipMessage, name: &str) -> Vec<String> {
-    message
-        .headers()
-        .iter()
-        .filter_map(|h| {
-            let text = h.to_string();
-            let (n, v) = text.split_once(':')?;
-            n.trim()
-                .eq_ignore_ascii_case(name)
-                .then(|| v.trim().to_owned())
-        })
-        .collect()
 }
 
 /// A response to `request`, with its Via, From, To (with `to_tag` added if it has none),

@@ -250,9 +250,8 @@ impl Calls {
                 }
                 if ctx.config.cluster.is_edge(fork.dialog.peer.addr.ip())
                     && let ForwardTarget::User(user_id) = &fork.target
-                    && let Some(device) = ctx
-                        .registrar
-                        .device_behind_edge(user_id, &SipMessage::Response(response.clone()))
+                    && let Some(device) =
+                        ctx.registrar.device_behind_edge(user_id, &response.headers)
                 {
                     // The edge rang them all: the call is on the one that answered.
                     let number = format!("{user_id}/{}", device.name);
