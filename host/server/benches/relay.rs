@@ -239,12 +239,7 @@ async fn run(calls: usize, seconds: u64, through: Option<Through<'_>>, srtp: Srt
     }
     let cpu = common::cpu_seconds() - cpu_before;
     latencies.sort_unstable();
-    let pick = |p: f64| {
-        latencies
-            .get(((latencies.len() as f64 - 1.0) * p) as usize)
-            .copied()
-            .unwrap_or(0)
-    };
+    let pick = |p: f64| common::quantile(&latencies, p);
     Outcome {
         packets,
         received: latencies.len(),
@@ -298,11 +293,7 @@ async fn engine() {
     let _ = tokio::io::stdin().read_to_end(&mut rest).await;
     let mut all = latencies.lock().unwrap().clone();
     all.sort_unstable();
-    let pick = |p: f64| {
-        all.get(((all.len() as f64 - 1.0) * p) as usize)
-            .copied()
-            .unwrap_or(0)
-    };
+    let pick = |p: f64| common::quantile(&all, p);
     // Whoever started the engine may have stopped listening (cps.sh exits): no matter.
     use std::io::Write as _;
     let _ = writeln!(

@@ -160,12 +160,7 @@ fn pass(
         .flat_map(|r| r.join().unwrap())
         .collect();
     latencies.sort_unstable();
-    let pick = |p: f64| {
-        latencies
-            .get(((latencies.len() as f64 - 1.0) * p) as usize)
-            .copied()
-            .unwrap_or(0)
-    };
+    let pick = |p: f64| common::quantile(&latencies, p);
     Pass {
         sent,
         received: latencies.len() as u64,

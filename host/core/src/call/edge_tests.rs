@@ -199,16 +199,7 @@ fn a_push_behind_the_edge_rings_the_users_other_phone_at_its_contact() {
 #[test]
 fn a_user_with_no_phone_here_is_rung_through_the_edge() {
     let mut w = World::with_config(&behind_the_edge());
-    w.deliver(FAR_END, &World::trunk_invite());
-    let id = w.session();
-    let to_carol = Action::Forward {
-        target: ForwardTarget::User("carol".into()),
-        trunk: None,
-        ring_timeout_ms: 30_000,
-        caller_id: None,
-    };
-    w.route(id, vec![to_carol]);
-    w.drain();
+    carol_rung(&mut w);
     let invite = w.last_to(EDGE, "INVITE sip:2003@pbx.test SIP/2.0");
     w.respond_with(EDGE, &invite, 200, "User-Agent: Yealink SIP-T46S\r\n");
     assert_eq!(w.count_to(FAR_END, "SIP/2.0 200"), 1, "answered");

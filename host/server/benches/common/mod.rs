@@ -121,3 +121,12 @@ pub(crate) fn raise_open_files_limit() {
         },
     );
 }
+
+/// The `p` quantile (0 to 1) of `sorted` latencies; 0 when there are none.
+#[allow(dead_code)] // not every benchmark measures latency
+pub(crate) fn quantile(sorted: &[u32], p: f64) -> u32 {
+    sorted
+        .get(((sorted.len() as f64 - 1.0) * p) as usize)
+        .copied()
+        .unwrap_or(0)
+}
