@@ -25,6 +25,7 @@ import glob
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -161,6 +162,7 @@ def main():
         processes.append(start_edge(work, edge_cfg))
         desk, mobile = pull_through_the_edge(work, phones)
         carol_calls_alice(work, phones, desk, mobile)
+        a_stale_contact_is_not_rung()
         print("1 passed, 0 failed")
         return 0
     except Exception as error:  # report everything the test saw, then fail
@@ -280,6 +282,27 @@ def carol_calls_alice(work, phones, desk, mobile):
     assert (push["from_device"], push["targets"]) == (pull["targets"][0], [pull["from_device"]]), push
     print(f"node {holder}'s record lists the pull from {pull['from_device']}, the phone that answered behind "
           f"the edge, and the push back to it from {push['from_device']}")
+
+
+def a_stale_contact_is_not_rung():
+    """A node's INVITE for a contact Alice no longer has (its list of her phones is
+    refreshed every heartbeat) gets 404 from the edge — not relayed, and not taken for a
+    call out to the carrier."""
+    invite = ("INVITE sip:2001-gone@127.0.0.1:5999 SIP/2.0\r\n"
+              "Via: SIP/2.0/UDP 127.0.0.11:{port};branch=z9hG4bK-stale\r\n"
+              "From: <sip:0299990000@pbx.test>;tag=stale\r\nTo: <sip:2001@pbx.test>\r\n"
+              "Call-ID: stale-contact\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\n"
+              "Contact: <sip:node@127.0.0.11:{port}>\r\nContent-Length: 0\r\n\r\n")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as node:
+        node.bind(("127.0.0.11", 0))  # a node's address: the dispatcher's list
+        node.settimeout(5)
+        node.sendto(invite.format(port=node.getsockname()[1]).encode(), ("127.0.0.1", 5060))
+        while True:
+            reply = node.recv(65536).decode(errors="replace")
+            if not reply.startswith("SIP/2.0 1"):
+                break
+    assert reply.startswith("SIP/2.0 404"), reply
+    print("a node's INVITE for a contact alice no longer has: the edge answered 404, rang nobody")
 
 
 def node_holding_alices_call(answered):
