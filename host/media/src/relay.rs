@@ -58,8 +58,10 @@ pub struct RelayCounters {
 }
 
 /// How long at most a device switched away from is still heard while the new one has
-/// sent nothing (make before break; a browser takes ~60–80 ms for ICE and DTLS).
-const RETIRING_AT_MOST: std::time::Duration = std::time::Duration::from_secs(1);
+/// sent nothing (make before break): a browser takes ~60–80 ms for ICE and DTLS on a
+/// quiet host, but was seen taking 1.5 s on a loaded one (the far end heard the rest as
+/// silence with a one-second cap). As long as the core waits to release it.
+const RETIRING_AT_MOST: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Played marks a bidirectional stream holds for its engine before it loses them.
 const MARKS_WAITING: usize = 64;

@@ -73,7 +73,7 @@ pub(super) struct Ringing {
 pub type Refusal = (u16, String);
 
 /// How long the device a flip left waits, at most, for the new one to be heard.
-const RELEASE_AT_MOST: Duration = Duration::from_secs(1);
+const RELEASE_AT_MOST: Duration = Duration::from_secs(3);
 
 /// The device a flip moved the call away from, still to be let go.
 pub(super) struct Release {
@@ -423,9 +423,10 @@ impl Calls {
             // A phone sends its audio as soon as it answers: the old one goes now.
             return self.release(ctx, id, release);
         }
-        // A browser's first packet comes after ICE and DTLS (~60–80 ms); the relay keeps
-        // the old device heard until then, so the old device goes when the relay says
-        // the browser is heard (`MediaEvent::Heard`), or after a second.
+        // A browser's first packet comes after ICE and DTLS (~60–80 ms, more on a busy
+        // host); the relay keeps the old device heard until then, so the old device goes
+        // when the relay says the browser is heard (`MediaEvent::Heard`), or after
+        // `RELEASE_AT_MOST` (the relay's own cap is the same).
         let earlier = session.releasing.replace(release);
         // The timer names the flip (the record's count of them): a later flip's
         // releasing device is not let go by an earlier flip's timer.
