@@ -136,11 +136,12 @@ impl Registrar {
     /// last list: each one a device of its extension's user, named as
     /// [`Registrar::device_behind_edge`] names it when it calls, and reached through the
     /// edge in use, which relays to its contact. Phones of unknown extensions are left
-    /// out; none without an edge.
-    pub fn set_phones_behind_edge(&mut self, phones: Vec<EdgePhone>) {
-        self.behind_edge.clear();
+    /// out; none without an edge. Whether the list changed (the directory then needs
+    /// publishing again).
+    pub fn set_phones_behind_edge(&mut self, phones: Vec<EdgePhone>) -> bool {
+        let before = std::mem::take(&mut self.behind_edge);
         let Some(edge) = self.edge else {
-            return;
+            return !before.is_empty();
         };
         for phone in phones {
             let Some(user) = self.config.user_by_extension(&phone.username) else {
@@ -172,6 +173,7 @@ impl Registrar {
                 cseq: 0,
             });
         }
+        self.behind_edge != before
     }
 
     /// Reach the phones behind the edge through `edge` from now on (another edge took

@@ -87,10 +87,13 @@ pub async fn heartbeat(
     let mut publishing_failed = false;
     let mut listing_phones_failed = false;
     let mut last_beat = monotonic_now();
+    // Only other nodes and an edge read the status (a shared store, restart-only): a
+    // node on its own keeps to the heartbeat however many calls it takes.
+    let shared = scripts.services.config.load().store.url.is_some();
     loop {
         tokio::select! {
             _ = every.tick() => {}
-            _ = calls_changed.notified() => {
+            _ = calls_changed.notified(), if shared => {
                 tokio::time::sleep_until((last_beat + EARLIEST_NEXT_BEAT).into()).await;
                 every.reset();
             }
@@ -101,10 +104,10 @@ pub async fn heartbeat(
             return;
         };
         let config = scripts.services.config.load_full();
-        let unpublished = !config.cluster.edge.is_empty()
-            && !published.as_ref().is_some_and(|p| Arc::ptr_eq(p, &config));
-        let users = unpublished.then(|| edge_users(&config));
         let behind_edge = !config.cluster.edge.is_empty();
+        let unpublished =
+            behind_edge && !published.as_ref().is_some_and(|p| Arc::ptr_eq(p, &config));
+        let users = unpublished.then(|| edge_users(&config));
         let now = clock.now();
         let status = NodeStatus {
             node: this.name.clone(),

@@ -715,8 +715,10 @@ pub async fn run(
                     publish_directory(&pbx, &directory);
                 }
                 Some(Input::PhonesBehindEdge(phones)) => {
-                    pbx.registrar.set_phones_behind_edge(phones);
-                    publish_directory(&pbx, &directory);
+                    // Listed at every heartbeat: the directory is rebuilt only on a change.
+                    if pbx.registrar.set_phones_behind_edge(phones) {
+                        publish_directory(&pbx, &directory);
+                    }
                 }
                 Some(Input::TrunkInbound { trunk, addresses }) => pbx.trunk_inbound_resolved(&trunk, addresses),
                 Some(Input::Query(query)) => match query {

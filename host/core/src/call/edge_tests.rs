@@ -139,7 +139,11 @@ fn the_phones_are_reached_through_the_next_edge_while_the_first_is_silent() {
 #[test]
 fn a_push_behind_the_edge_rings_the_users_other_phone_at_its_contact() {
     let mut w = World::with_config(&behind_the_edge());
-    w.pbx.registrar.set_phones_behind_edge(carols_phones());
+    assert!(w.pbx.registrar.set_phones_behind_edge(carols_phones()));
+    assert!(
+        !w.pbx.registrar.set_phones_behind_edge(carols_phones()),
+        "the same list again changes nothing"
+    );
     let devices: Vec<_> = w
         .pbx
         .registrar
@@ -192,7 +196,7 @@ fn a_push_behind_the_edge_rings_the_users_other_phone_at_its_contact() {
         )
     );
     // The edge's list is the latest one: a phone gone from it is no device any more.
-    w.pbx.registrar.set_phones_behind_edge(Vec::new());
+    assert!(w.pbx.registrar.set_phones_behind_edge(Vec::new()));
     assert_eq!(w.pbx.registrar.devices("carol").count(), 0);
 }
 
