@@ -197,6 +197,13 @@ def pull_through_the_edge(work, phones):
     until("both of alice's devices registered with the edge",
           lambda: psql(["-d", "pbx", "-c", "SELECT count(*) FROM location WHERE username = '2001'"]) == "2")
     print("alice's desk phone and mobile registered with the edge (usrloc in PostgreSQL)")
+    def phones_listed_by(name):
+        contacts = [r["contact"] for r in node_api(name, "/api/registrations")
+                    if r["user_id"] == "alice" and r["registered_with"] == "edge"]
+        return len(contacts) == 2 and all(any(f"@127.0.0.1:{port}" in c for c in contacts) for port in (5070, 5072))
+    for name in NODES:
+        until(f"node {name} listing alice's phones behind the edge", lambda: phones_listed_by(name))
+    print("each node lists them in /api/registrations as registered with the edge")
     intruder = Phone(work, "intruder", "2001", "not-alices-secret", 5076, 4450, 10300, 300)
     phones.append(intruder)
     # Refused before its control socket is up: its log says so.

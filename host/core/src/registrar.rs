@@ -198,9 +198,15 @@ impl Registrar {
         self.bindings.values().flatten()
     }
 
+    /// The phones the edge registered, as [`Registrar::set_phones_behind_edge`] last
+    /// listed them.
+    pub fn behind_edge(&self) -> impl Iterator<Item = &Binding> {
+        self.behind_edge.values().flatten()
+    }
+
     /// Every user's devices: the live bindings and the phones behind the edge.
     pub fn all_devices(&self) -> impl Iterator<Item = &Binding> {
-        self.all().chain(self.behind_edge.values().flatten())
+        self.all().chain(self.behind_edge())
     }
 
     pub fn count(&self) -> usize {

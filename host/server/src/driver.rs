@@ -401,7 +401,7 @@ pub fn channel() -> (CoreHandle, Inbox) {
 
 impl CoreHandle {
     /// The live registrations (None if the core has stopped).
-    pub async fn registrations(&self) -> Option<Vec<Binding>> {
+    pub async fn registrations(&self) -> Option<Registrations> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.tx
             .send(Input::Query(Query::Registrations(reply)))
@@ -522,8 +522,15 @@ impl CoreHandle {
     }
 }
 
+/// The devices the node knows: registered with it, and (with an edge) the phones
+/// registered with the edge, as the last heartbeat read them.
+pub struct Registrations {
+    pub here: Vec<Binding>,
+    pub behind_edge: Vec<Binding>,
+}
+
 enum Query {
-    Registrations(tokio::sync::oneshot::Sender<Vec<Binding>>),
+    Registrations(tokio::sync::oneshot::Sender<Registrations>),
     Calls(tokio::sync::oneshot::Sender<Vec<CallSummary>>),
     SignIn {
         extension: String,
@@ -722,7 +729,12 @@ pub async fn run(
                 }
                 Some(Input::TrunkInbound { trunk, addresses }) => pbx.trunk_inbound_resolved(&trunk, addresses),
                 Some(Input::Query(query)) => match query {
-                    Query::Registrations(reply) => { let _ = reply.send(pbx.registrar.all().cloned().collect()); }
+                    Query::Registrations(reply) => {
+                        let _ = reply.send(Registrations {
+                            here: pbx.registrar.all().cloned().collect(),
+                            behind_edge: pbx.registrar.behind_edge().cloned().collect(),
+                        });
+                    }
                     Query::Calls(reply) => { let _ = reply.send(pbx.calls.summaries()); }
                     Query::SignIn { extension, password, source, reply } => {
                         let _ = reply.send(pbx.sign_in(ambient(), &extension, &password, source));

@@ -34,6 +34,8 @@ pub const DISPOSITIONS: [&str; 3] = ["answered", "abandoned", "failed"];
 #[derive(Debug)]
 pub struct Snapshot {
     pub registrations: usize,
+    /// The phones registered with the edge, as the last heartbeat read them.
+    pub phones_behind_edge: usize,
     pub active_calls: usize,
     pub core: PbxCounters,
     pub trunks: Vec<TrunkStatus>,
@@ -83,8 +85,10 @@ impl Snapshot {
     pub async fn take(admin: &Admin) -> Self {
         let relay = &admin.relay;
         let calls = &admin.calls;
+        let registrations = admin.core.registrations().await;
         Snapshot {
-            registrations: admin.core.registrations().await.map_or(0, |r| r.len()),
+            registrations: registrations.as_ref().map_or(0, |r| r.here.len()),
+            phones_behind_edge: registrations.as_ref().map_or(0, |r| r.behind_edge.len()),
             active_calls: admin.core.calls().await.map_or(0, |c| c.len()),
             core: admin.core.counters().await.unwrap_or_default(),
             trunks: admin.core.trunks().await.unwrap_or_default(),
@@ -257,6 +261,12 @@ impl Snapshot {
             "wasmpbx_registrations",
             "Device registrations held now.",
             self.registrations as i64,
+        )?;
+        gauge(
+            out,
+            "wasmpbx_phones_behind_edge",
+            "Phones registered with the edge (shared store), as the last heartbeat read them.",
+            self.phones_behind_edge as i64,
         )?;
         counter(
             out,

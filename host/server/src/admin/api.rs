@@ -177,15 +177,35 @@ async fn health(State(admin): State<Arc<Admin>>) -> Json<Health> {
 
 #[utoipa::path(get, path = "/api/registrations", tag = "live",
     responses((status = 200, description = "Registered devices: user, device name, \
-        contact, transport, source, expiry", body = [Object]),
+        contact, transport, source, expiry, `registered_with` (`node`); with an edge also \
+        the phones registered there (`registered_with`: `edge`, `edge`: the edge they are \
+        reached through), as the last heartbeat read them", body = [Object]),
         (status = 503, body = ErrorBody)))]
 async fn registrations(State(admin): State<Arc<Admin>>) -> ApiResult<Json<Value>> {
-    let bindings = admin
+    let registrations = admin
         .core
         .registrations()
         .await
         .ok_or_else(ApiError::core_stopped)?;
-    Ok(Json(json!(bindings)))
+    let here = registrations.here.iter().map(|binding| {
+        let mut entry = json!(binding);
+        entry["registered_with"] = json!("node");
+        entry
+    });
+    // The edge keeps their transport, source and expiry; the node knows the contact
+    // and which edge it rings them through.
+    let behind_edge = registrations.behind_edge.iter().map(|phone| {
+        json!({
+            "user_id": phone.user_id,
+            "device": phone.device,
+            "contact": phone.contact,
+            "instance": phone.instance,
+            "user_agent": phone.user_agent,
+            "registered_with": "edge",
+            "edge": phone.source,
+        })
+    });
+    Ok(Json(Value::Array(here.chain(behind_edge).collect())))
 }
 
 #[utoipa::path(get, path = "/api/trunks", tag = "live",

@@ -24,6 +24,7 @@ fn health_registrations_scripts_and_metrics() {
     assert_eq!(registrations[0]["user_id"], "alice");
     assert_eq!(registrations[0]["device"], "sipp");
     assert_eq!(registrations[0]["transport"], "udp");
+    assert_eq!(registrations[0]["registered_with"], "node");
 
     let (_, body) = http(server.http, "GET", "/api/scripts", None, "");
     let scripts: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -38,6 +39,10 @@ fn health_registrations_scripts_and_metrics() {
     let (status, metrics) = http(server.http, "GET", "/metrics", None, "");
     assert_eq!(status, 200);
     assert!(metrics.contains("wasmpbx_registrations 1\n"), "{metrics}");
+    assert!(
+        metrics.contains("wasmpbx_phones_behind_edge 0\n"),
+        "{metrics}"
+    );
     assert!(metrics.contains("wasmpbx_active_calls 0\n"));
     assert!(
         metrics.contains("wasmpbx_build_info{version=\"0.1.0\",wit=\"0.2.0\"} 1\n"),
