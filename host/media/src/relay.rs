@@ -1,6 +1,6 @@
-//! Anchored media, the I/O half: per call, an RTP/RTCP port pair per leg, the tasks that
-//! move packets between them, and (on a leg the host answered) the task that sends the
-//! host's own 20 ms frames. What each packet does is decided by the call's
+//! Anchored media, the I/O half: per call, an RTP/RTCP port pair per leg (handed out by
+//! `ports.rs`), the tasks that move packets between them, and (on a leg the host
+//! answered) the task that sends the host's own 20 ms frames. What each packet does is decided by the call's
 //! `CallPackets` (`packets.rs`, free of sockets); these tasks receive, ask and send.
 //!
 //! Symmetric RTP: each side's destination starts as the address its SDP announced and
@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 
 use super::packets::{CallPackets, Endpoint, EngineFeed, HostFrame, Retiring};
 use super::playout::Playout;
+use super::ports::RtpPorts;
 use super::recorder::Recorder;
 use super::rtp::{self, DtmfWatch, FRAME, KeyFilter, OutStream};
 use super::srtp::{LegSrtp, Refused};
@@ -141,9 +142,7 @@ impl Drop for Reserved {
 
 /// The real media: binds UDP ports and spawns tasks on the current runtime.
 pub struct RelayManager {
-    bind_ip: IpAddr,
-    range: PortRange,
-    next: u16,
+    ports: RtpPorts,
     calls: HashMap<SessionId, Call>,
     events: Option<mpsc::Sender<MediaEvent>>,
     pub counters: Arc<RelayCounters>,
@@ -151,11 +150,8 @@ pub struct RelayManager {
 
 impl RelayManager {
     pub fn new(bind_ip: IpAddr, range: PortRange) -> Self {
-        let first = range.low + (range.low % 2);
         Self {
-            bind_ip,
-            range,
-            next: first,
+            ports: RtpPorts::new(bind_ip, range),
             calls: HashMap::new(),
             events: None,
             counters: Arc::default(),
@@ -168,31 +164,6 @@ impl RelayManager {
         self
     }
 
-    /// An even port whose odd neighbour is free too, bound for RTP and RTCP.
-    fn bind_pair(&mut self) -> Result<(std::net::UdpSocket, std::net::UdpSocket, u16), String> {
-        for _ in 0..self.range.count().div_ceil(2) {
-            let port = self.next;
-            self.next = if port + 3 > self.range.high {
-                self.range.low + (self.range.low % 2)
-            } else {
-                port + 2
-            };
-            let Ok(rtp) = std::net::UdpSocket::bind((self.bind_ip, port)) else {
-                continue;
-            };
-            let Ok(rtcp) = std::net::UdpSocket::bind((self.bind_ip, port + 1)) else {
-                continue;
-            };
-            return Ok((rtp, rtcp, port));
-        }
-        Err(format!(
-            "no free RTP port pair in {}-{}",
-            self.range.low, self.range.high
-        ))
-    }
-}
-
-impl RelayManager {
     /// Where a leg's packets reach the host: `side`'s RTP port, or (none) the reserved one.
     fn leg_address(&self, session: SessionId, side: Option<Side>) -> Result<SocketAddr, String> {
         let call = self.calls.get(&session).ok_or("no such call")?;
@@ -201,7 +172,7 @@ impl RelayManager {
             None => &call.reserved.as_ref().ok_or("no ports reserved")?.rtp,
         };
         let port = socket.local_addr().map_err(|e| e.to_string())?.port();
-        Ok(SocketAddr::new(self.bind_ip, port))
+        Ok(SocketAddr::new(self.ports.bind_ip(), port))
     }
 
     /// Start the tasks that move one call's packets between its sides.
@@ -237,13 +208,17 @@ fn to_tokio(socket: std::net::UdpSocket) -> Result<Arc<UdpSocket>, String> {
 
 impl MediaAllocator for RelayManager {
     fn open(&mut self, session: SessionId) -> Result<MediaPorts, String> {
-        let (a_rtp, a_rtcp, a) = self.bind_pair()?;
-        let (b_rtp, b_rtcp, b) = self.bind_pair()?;
+        let a = self.ports.bind_pair()?;
+        let b = self.ports.bind_pair()?;
+        let ports = MediaPorts {
+            a: a.port,
+            b: b.port,
+        };
         let mut call = Call {
             session,
             shared: Arc::new(Mutex::new(CallPackets::new())),
-            rtp: [to_tokio(a_rtp)?, to_tokio(b_rtp)?],
-            rtcp: [to_tokio(a_rtcp)?, to_tokio(b_rtcp)?],
+            rtp: [to_tokio(a.rtp)?, to_tokio(b.rtp)?],
+            rtcp: [to_tokio(a.rtcp)?, to_tokio(b.rtcp)?],
             forwarding: Vec::with_capacity(4),
             host_sender: None,
             packets: Arc::new([AtomicU64::new(0), AtomicU64::new(0)]),
@@ -255,23 +230,23 @@ impl MediaAllocator for RelayManager {
         self.spawn_forwarding(&mut call);
         self.calls.insert(session, call);
         self.counters.open_calls.fetch_add(1, Relaxed);
-        Ok(MediaPorts { a, b })
+        Ok(ports)
     }
 
     fn reserve_leg(&mut self, session: SessionId) -> Result<u16, String> {
         if !self.calls.contains_key(&session) {
             return Err("no such call".into());
         }
-        let (rtp, rtcp, port) = self.bind_pair()?;
+        let pair = self.ports.bind_pair()?;
         let reserved = Reserved {
-            rtp: to_tokio(rtp)?,
-            rtcp: to_tokio(rtcp)?,
+            rtp: to_tokio(pair.rtp)?,
+            rtcp: to_tokio(pair.rtcp)?,
             prompter: None,
         };
         let call = self.calls.get_mut(&session).expect("checked");
         call.reserved = Some(reserved);
         lock(&call.shared).reserved_srtp = None;
-        Ok(port)
+        Ok(pair.port)
     }
 
     fn switch_leg(&mut self, session: SessionId, side: Side) -> Result<(), String> {
@@ -360,7 +335,7 @@ impl MediaAllocator for RelayManager {
         let relay = self.leg_address(session, side)?;
         // The browser's port is one of the media range's (its RTCP twin is not needed:
         // WebRTC multiplexes RTCP).
-        let (browser, _, _) = self.bind_pair()?;
+        let browser = self.ports.bind_pair()?.rtp;
         let (bridge, answer, plain_offer) =
             super::webrtc::Bridge::accept(offer, browser, public_ip, relay)?;
         let call = self.calls.get_mut(&session).expect("found");
@@ -378,7 +353,7 @@ impl MediaAllocator for RelayManager {
         public_ip: IpAddr,
     ) -> Result<(usize, String), String> {
         let relay = self.leg_address(session, side)?;
-        let (browser, _, _) = self.bind_pair()?;
+        let browser = self.ports.bind_pair()?.rtp;
         let (bridge, offer) = super::webrtc::Bridge::offer(browser, public_ip, relay)?;
         let call = self.calls.get_mut(&session).expect("found");
         Ok((call.add_bridge(bridge, &self.counters), offer))
