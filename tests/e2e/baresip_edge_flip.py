@@ -25,6 +25,7 @@ import glob
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -106,7 +107,7 @@ inbound = ["127.0.0.1"]
 """)
     log = open(os.path.join(folder, "server.log"), "w")
     return subprocess.Popen([binary, "run", "--config", config], stdout=log, stderr=subprocess.STDOUT,
-                            env=dict(os.environ, RUST_LOG=log_level))
+                            env=dict(os.environ, RUST_LOG=log_level), start_new_session=True)
 
 
 def node_api(name, path):
@@ -132,7 +133,7 @@ def start_edge(work, cfg):
     return subprocess.Popen(["kamailio", "-f", cfg, "-DD", "-E", "-n", "2", "-m", "32", "-M", "8",
                              "-l", "udp:127.0.0.1:5060", "-Y", folder, "-P", os.path.join(folder, "pid"),
                              "-w", folder] + [arg for d in defines for arg in ("-A", d)],
-                            stdout=log, stderr=subprocess.STDOUT)
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def until(what, check, timeout=TIMEOUT, poll=0.3):
@@ -179,7 +180,9 @@ def main():
         for phone in phones:
             phone.stop()
         for process in processes:
-            process.kill()
+            # The edge's workers are its children: the whole group goes (each node is
+            # a group of one).
+            os.killpg(process.pid, signal.SIGKILL)
             process.wait()
         if pg:
             bin_dir, data = pg
