@@ -641,7 +641,10 @@ pub async fn run(
         random: wasmpbx_media::os_random::random_u64(),
     };
     let mut network = Network {
-        udp,
+        udp: udp
+            .into_iter()
+            .filter_map(|socket| Some((socket.local_addr().ok()?.is_ipv4(), socket)))
+            .collect(),
         connections: HashMap::new(),
         dialing: HashMap::new(),
         tls_trunks,
@@ -960,7 +963,8 @@ pub async fn run(
 /// Where the core's messages go: the UDP sockets, the TCP, TLS and WebSocket connections,
 /// and connections being made towards TCP and TLS trunks.
 struct Network {
-    udp: Vec<Arc<UdpSocket>>,
+    /// The UDP listeners, each with whether it is IPv4 (looked up once, not per send).
+    udp: Vec<(bool, Arc<UdpSocket>)>,
     connections: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
     /// Messages for peers being connected to, sent once the connection is up.
     dialing: HashMap<SocketAddr, Vec<Vec<u8>>>,
@@ -998,11 +1002,8 @@ impl Network {
             Transport::Udp => {
                 // UDP sends do not block for long; a failure is a lost datagram, which
                 // the transaction layer's retransmissions cover.
-                let family = |s: &&Arc<UdpSocket>| {
-                    s.local_addr()
-                        .is_ok_and(|a| a.is_ipv4() == peer.addr.is_ipv4())
-                };
-                if let Some(socket) = self.udp.iter().find(family)
+                let family = self.udp.iter().find(|(v4, _)| *v4 == peer.addr.is_ipv4());
+                if let Some((_, socket)) = family
                     && let Err(e) = socket.send_to(&bytes, peer.addr).await
                 {
                     tracing::debug!(peer = %peer.addr, "udp send failed: {e}");
@@ -1551,7 +1552,10 @@ mod tests {
         };
         let (tx, _rx) = mpsc::channel(1);
         let mut network = Network {
-            udp: vec![Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap())],
+            udp: vec![(
+                true,
+                Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap()),
+            )],
             connections: HashMap::new(),
             dialing: HashMap::new(),
             tls_trunks: TlsTrunks::reloaded(&Config::embedded_default()),
