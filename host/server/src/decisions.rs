@@ -6,7 +6,7 @@
 //!   script version's bytes once, so `wasmpbx script replay` can run it again;
 //! - runs the location's shadow script on it, if it has one (`shadow`).
 //!
-//! It writes what queued meanwhile in one go. A full queue drops the event and counts it
+//! It writes what queued meanwhile, and what comes within [`LINGER`], in one go. A full queue drops the event and counts it
 //! (`/metrics`): under overload the journal gives way, never a call. At shutdown
 //! [`JournalThread::finish`] lets it write everything queued before it stops.
 
@@ -24,6 +24,8 @@ use crate::store::{DecisionRecord, ShadowResult, Store};
 pub const QUEUE: usize = 4096;
 /// The most written in one transaction.
 const BATCH: usize = 256;
+/// How long after an event the journal waits for more to write with it.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// One event a script decided.
 pub struct Served {
@@ -138,6 +140,9 @@ fn run(rx: &Receiver<Message>, scripts: &ScriptHost, store: &dyn Store, counters
             return;
         };
         let (mut decisions, mut shadows) = (Vec::new(), Vec::new());
+        // What comes in the next moment joins this write (nothing here is on a call's
+        // path): under load one transaction carries many decisions, not one each.
+        let deadline = crate::clock::monotonic_now() + LINGER;
         let mut next = Some(job);
         while let Some(job) = next {
             handle(
@@ -149,8 +154,9 @@ fn run(rx: &Receiver<Message>, scripts: &ScriptHost, store: &dyn Store, counters
                 &mut decisions,
                 &mut shadows,
             );
+            let remaining = deadline.saturating_duration_since(crate::clock::monotonic_now());
             next = match decisions.len() + shadows.len() < BATCH {
-                true => match rx.try_recv() {
+                true => match rx.recv_timeout(remaining) {
                     Ok(Message::Job(job)) => Some(job),
                     Ok(Message::Stop) => {
                         stopping = true;
