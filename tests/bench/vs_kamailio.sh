@@ -8,7 +8,7 @@
 # rate is clean when no call failed and neither SIPp retransmitted anything. Reports
 # successful, failed, retransmissions, call set-up p50/p99 (INVITE → 200, SIPp's
 # response times, 1 ms resolution), server CPU per call and RSS. Markdown for
-# BENCHMARKS.md.
+# BENCHMARKS.md. Both are warmed first (WARMUP calls at 500/s, default 2000; 0: none).
 #
 #   tests/bench/vs_kamailio.sh [RATES...]        (default: 1000 1500 2000 2500)
 #
@@ -41,6 +41,15 @@ group_cpu() { # CPU ticks of a process group
 group_rss() { # KiB resident of a process group (shared memory counted once per process)
     pgrep -g "$1" | xargs -I{} awk '/VmRSS/ {print $2}' /proc/{}/status | paste -sd+ | bc
 }
+
+# Both servers warm first (threads, caches, the store's first pages), so the first rate
+# measured is not also the first calls ever: WARMUP calls (default 2000) at 500/s.
+warm_calls=${WARMUP:-2000}
+if [ "$warm_calls" -gt 0 ]; then
+    for port in $host_port $proxy_port; do
+        calls=$warm_calls run_sipp 127.0.0.1:$port 500 > /dev/null
+    done
+fi
 
 machine_line
 echo "$(kamailio -v 2>/dev/null | head -n 1)"
