@@ -203,7 +203,8 @@ def pull_through_the_edge(work, phones):
     def phones_listed_by(name):
         contacts = [r["contact"] for r in node_api(name, "/api/registrations")
                     if r["user_id"] == "alice" and r["registered_with"] == "edge"]
-        return len(contacts) == 2 and all(any(f"@127.0.0.1:{port}" in c for c in contacts) for port in (5070, 5072))
+        return len(contacts) == 2 and all(any(f"@127.0.0.1:{port}" in c for c in contacts)
+                                          for port in (5070, 5072))
     for name in NODES:
         until(f"node {name} listing alice's phones behind the edge", lambda: phones_listed_by(name))
     print("each node lists them in /api/registrations as registered with the edge")

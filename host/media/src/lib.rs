@@ -11,9 +11,9 @@
 //! other leg's packets renumbered into it — and hears the caller's DTMF as it happens.
 //! Recording taps both directions into a stereo WAV ([`recorder`]). What happens to each
 //! packet is decided by a call's `packets` state, free of sockets and unit-tested;
-//! `ports` hands out the RTP/RTCP port pairs; `relay` owns the calls' sockets and tasks. A browser's leg is
-//! bridged from WebRTC to plain RTP ([`webrtc`]). Text for `say` becomes speech in
-//! [`speech`] (espeak-ng, cached).
+//! `ports` hands out the RTP/RTCP port pairs; `relay` owns the calls' sockets and
+//! tasks. A browser's leg is bridged from WebRTC to plain RTP ([`webrtc`]). Text for
+//! `say` becomes speech in [`speech`] (espeak-ng, cached).
 
 pub mod os_random;
 mod packets;

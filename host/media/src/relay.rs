@@ -1,7 +1,8 @@
 //! Anchored media, the I/O half: per call, an RTP/RTCP port pair per leg (handed out by
 //! `ports.rs`), the tasks that move packets between them, and (on a leg the host
-//! answered) the task that sends the host's own 20 ms frames. What each packet does is decided by the call's
-//! `CallPackets` (`packets.rs`, free of sockets); these tasks receive, ask and send.
+//! answered) the task that sends the host's own 20 ms frames. What each packet does is
+//! decided by the call's `CallPackets` (`packets.rs`, free of sockets); these tasks
+//! receive, ask and send.
 //!
 //! Symmetric RTP: each side's destination starts as the address its SDP announced and
 //! latches to wherever that side's packets really come from (NAT).

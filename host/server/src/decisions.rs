@@ -6,9 +6,10 @@
 //!   script version's bytes once, so `wasmpbx script replay` can run it again;
 //! - runs the location's shadow script on it, if it has one (`shadow`).
 //!
-//! It writes what queued meanwhile, and what comes within [`LINGER`], in one go. A full queue drops the event and counts it
-//! (`/metrics`): under overload the journal gives way, never a call. At shutdown
-//! [`JournalThread::finish`] lets it write everything queued before it stops.
+//! It writes what queued meanwhile, and what comes within [`LINGER`], in one go. A full
+//! queue drops the event and counts it (`/metrics`): under overload the journal gives
+//! way, never a call. At shutdown [`JournalThread::finish`] lets it write everything
+//! queued before it stops.
 
 use std::collections::HashSet;
 use std::sync::Arc;
