@@ -11,6 +11,7 @@
 #                               location on 15550103 runs SHADOW as its shadow script.
 #                               $http: the admin API's address (http://IP:PORT).
 #                               RECORD_DECISIONS=false: [scripts] record_decisions off.
+#                               SHARDS=N: [sip] shards (unset: the default, 1).
 # Also cpu_of PID (CPU ticks used), rss_of PID (KiB), $ticks, machine_line, and
 # run_sipp (SIPp calls through a target with their set-up times).
 
@@ -29,10 +30,14 @@ start_server() { # script, location vars (TOML lines), trunk keys (TOML lines)
     mkdir -p "$work/scripts"
     # Quotes inside a ${…:-…} default are lost in a here-document: build the line first.
     local trunk=${3:-"uri = \"sip:127.0.0.1:$uas_port\""}
+    # Only when asked: a build from before sip.shards refuses the key.
+    local shards=""
+    [ -z "${SHARDS:-}" ] || shards="shards = $SHARDS"
     "$root/scripts/build.sh" "$work/scripts" > /dev/null
     cat > "$work/wasmpbx.toml" <<TOML
 [sip]
 listen = ["udp:127.0.0.1:$host_port"]
+$shards
 [http]
 listen = "127.0.0.1:0"
 [media]

@@ -17,8 +17,10 @@ use crate::entropy::Entropy;
 use crate::media::{MediaAllocator, MediaEvent, Prompts};
 use crate::registrar::{BindingChange, Registrar};
 use crate::routing::{CallInfo, Decision, Event};
+use crate::sip::digest::NonceCounts;
 use crate::sip::local::LocalAddrs;
 use crate::sip::message::{self, Header, Method, ParseError, Request, SipMessage};
+use crate::sip::shards::Shard;
 use crate::sip::transaction::{Output, Peer, ServerTxnId, TransactionLayer, Transport};
 use crate::trunks::{ResolvedTarget, TrunkStatus, Trunks};
 use wasmpbx_types::script::ScriptVersion;
@@ -59,6 +61,17 @@ pub enum PbxOutput {
     /// An ended call's record again, with the tags its script's `call-ended` answer
     /// added: it replaces the first in the store, and is not a call more to count.
     RecordRewritten(CallRecord),
+    /// A request this shard cannot serve and another may (a pull whose user's call is
+    /// not here): give `bytes` to `shard` as if they had come from `peer`, and send that
+    /// dialog's messages there from now on. Nothing was answered here.
+    HandOff {
+        shard: usize,
+        peer: Peer,
+        bytes: Vec<u8>,
+    },
+    /// Trunk targets this shard found down or up again: for the other shards
+    /// ([`Pbx::hear_trunk_news`]).
+    TrunkNews(Vec<crate::trunks::TargetNews>),
     /// Ask the flip-policy script; answer with `handle_flip_decision`.
     DecideFlip {
         flip: u64,
@@ -81,6 +94,20 @@ pub struct PbxCounters {
     pub auth_failed: u64,
     /// Requests refused from sources blocked for failing too often.
     pub auth_throttled: u64,
+}
+
+/// Several shards' counters, summed.
+impl std::ops::Add for PbxCounters {
+    type Output = Self;
+    fn add(self, other: Self) -> Self {
+        Self {
+            messages_in: self.messages_in + other.messages_in,
+            malformed: self.malformed + other.malformed,
+            refused_overloaded: self.refused_overloaded + other.refused_overloaded,
+            auth_failed: self.auth_failed + other.auth_failed,
+            auth_throttled: self.auth_throttled + other.auth_throttled,
+        }
+    }
 }
 
 /// What a caller refused for overload is told to wait, in seconds (RFC 3261 §21.5.4).
@@ -108,6 +135,11 @@ pub struct Pbx {
     counters: PbxCounters,
     /// The other nodes' calls (`[cluster]`), for pulls that land here.
     owners: Arc<dyn crate::flip::CallOwners>,
+    /// Which signalling shard this is. Only the home shard answers REGISTER, expires
+    /// bindings and registers with carriers; the others keep copies of its bindings
+    /// ([`Pbx::replicate_bindings`]). Every shard checks the trunks' and edges' health
+    /// itself: each needs to know which targets are up for its calls.
+    shard: Shard,
 }
 
 impl Pbx {
@@ -143,6 +175,27 @@ impl Pbx {
             refused_share: 0.0,
             counters: PbxCounters::default(),
             owners: Arc::new(crate::flip::NoOtherNodes),
+            shard: Shard::ALONE,
+        }
+    }
+
+    /// One of several signalling shards (`sip.shards`): the Call-IDs it mints hash to it,
+    /// and the digest answers' nonce-counts are counted with the other shards'.
+    pub fn with_shard(mut self, shard: Shard, nonce_counts: NonceCounts) -> Self {
+        self.shard = shard;
+        self.entropy = Entropy::for_shard(0, shard);
+        self.registrar.share_nonce_counts(nonce_counts);
+        self
+    }
+
+    pub fn shard(&self) -> Shard {
+        self.shard
+    }
+
+    /// Binding changes the home shard's registrar made, for this shard's copy.
+    pub fn replicate_bindings(&mut self, changes: &[BindingChange]) {
+        for change in changes {
+            self.registrar.apply_from_home(change);
         }
     }
 
@@ -158,7 +211,15 @@ impl Pbx {
     }
 
     pub fn poll_output(&mut self) -> Option<PbxOutput> {
-        self.outputs.pop_front()
+        self.outputs.pop_front().or_else(|| {
+            let news = self.trunks.take_news();
+            (!news.is_empty()).then_some(PbxOutput::TrunkNews(news))
+        })
+    }
+
+    /// What another shard found of the trunks' targets.
+    pub fn hear_trunk_news(&mut self, ambient: Ambient, news: &[crate::trunks::TargetNews]) {
+        self.trunks.heard(news, ambient.now);
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
@@ -166,7 +227,7 @@ impl Pbx {
             self.layer.poll_timeout(),
             self.next_sweep,
             self.calls.poll_timeout(),
-            self.trunks.poll_timeout(),
+            self.trunks.poll_timeout(self.shard.is_home()),
             self.edges.poll_timeout(),
         ]
         .into_iter()
@@ -191,6 +252,7 @@ impl Pbx {
             entropy: &mut self.entropy,
             draining: self.draining,
             owners: self.owners.as_ref(),
+            shard: self.shard,
         };
         (&mut self.calls, ctx)
     }
@@ -203,12 +265,16 @@ impl Pbx {
     /// `config::reload`): new calls, registrations and flips follow it; live calls keep
     /// what they started with.
     pub fn reconfigure(&mut self, ambient: Ambient, config: Arc<Config>) {
-        let changes = self.registrar.reconfigure(config.clone());
-        if !changes.is_empty() {
-            self.outputs.push_back(PbxOutput::Bindings(changes));
-        }
         self.trunks.reconfigure(&config, ambient.now);
         self.edges.reconfigure(&config, ambient.now);
+        if self.shard.is_home() {
+            let changes = self.registrar.reconfigure(config.clone());
+            if !changes.is_empty() {
+                self.outputs.push_back(PbxOutput::Bindings(changes));
+            }
+        } else {
+            self.registrar.set_config(config.clone());
+        }
         self.registrar.reach_phones_through(self.edges.current());
         self.config = config;
     }
@@ -248,7 +314,8 @@ impl Pbx {
         self.pump(ambient);
     }
 
-    /// Start registering with carriers and checking their health, and probing the edges.
+    /// Start registering with carriers (on the home shard) and checking their and the
+    /// edges' health.
     pub fn start_trunks_and_edges(&mut self, ambient: Ambient) {
         self.trunks.start(ambient.now);
         self.edges.start(ambient.now);
@@ -345,9 +412,11 @@ impl Pbx {
         if peer.transport != Transport::Ws {
             return;
         }
-        let changes = self.registrar.drop_connection(peer.addr);
-        if !changes.is_empty() {
-            self.outputs.push_back(PbxOutput::Bindings(changes));
+        if self.shard.is_home() {
+            let changes = self.registrar.drop_connection(peer.addr);
+            if !changes.is_empty() {
+                self.outputs.push_back(PbxOutput::Bindings(changes));
+            }
         }
         let (calls, mut ctx) = self.ctx(ambient);
         calls.connection_closed(&mut ctx, peer);
@@ -357,7 +426,9 @@ impl Pbx {
     /// Bytes arrived from `source` (one datagram, or one framed stream message).
     pub fn handle_bytes(&mut self, ambient: Ambient, bytes: &[u8], source: Peer) {
         self.counters.messages_in += 1;
-        self.next_sweep.get_or_insert(ambient.now + EXPIRY_SWEEP);
+        if self.shard.is_home() {
+            self.next_sweep.get_or_insert(ambient.now + EXPIRY_SWEEP);
+        }
         match message::parse(bytes) {
             Ok(SipMessage::Request(mut request)) => {
                 if source.transport == Transport::Udp {
@@ -454,8 +525,14 @@ impl Pbx {
     pub fn handle_timeout(&mut self, ambient: Ambient) {
         self.layer.handle_timeout(ambient.now);
         self.entropy.mix(ambient.random);
-        self.trunks
-            .handle_timeout(ambient.now, &mut self.layer, self.local, &mut self.entropy);
+        let register = self.shard.is_home();
+        self.trunks.handle_timeout(
+            ambient.now,
+            &mut self.layer,
+            self.local,
+            &mut self.entropy,
+            register,
+        );
         self.edges
             .handle_timeout(ambient.now, &mut self.layer, self.local, &mut self.entropy);
         self.registrar.reach_phones_through(self.edges.current());

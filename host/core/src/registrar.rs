@@ -17,7 +17,7 @@ pub use wasmpbx_types::store::EdgePhone;
 use crate::config::{Config, User};
 use crate::directory::DeviceInfo;
 use crate::entropy::Entropy;
-use crate::sip::digest::{AuthFailure, Credentials, DigestAuth, Secret};
+use crate::sip::digest::{AuthFailure, Credentials, DigestAuth, NonceCounts, Secret};
 use crate::sip::message::{self, Header, Headers, Request, Response, SipMessage};
 use crate::sip::transaction::{Peer, Transport};
 
@@ -104,6 +104,34 @@ impl Registrar {
             |b| config.user(&b.user_id).is_none(),
             "unregistered: the user is no longer configured",
         )
+    }
+
+    /// The config of a registrar that keeps copies (another signalling shard's): the
+    /// bindings a re-read config removes arrive from the home shard's registrar.
+    pub fn set_config(&mut self, config: Arc<Config>) {
+        self.config = config;
+    }
+
+    /// A change the home shard's registrar made, applied to this copy (in order: a
+    /// moved contact comes as its removal, then the new binding).
+    pub fn apply_from_home(&mut self, change: &BindingChange) {
+        match change {
+            BindingChange::Upsert(binding) => {
+                let list = self.bindings.entry(binding.user_id.clone()).or_default();
+                match list.iter_mut().find(|b| b.contact == binding.contact) {
+                    Some(known) => *known = binding.clone(),
+                    None => list.push(binding.clone()),
+                }
+            }
+            BindingChange::Remove { user_id, contact } => {
+                if let Some(list) = self.bindings.get_mut(user_id) {
+                    list.retain(|b| &b.contact != contact);
+                    if list.is_empty() {
+                        self.bindings.remove(user_id);
+                    }
+                }
+            }
+        }
     }
 
     /// Bindings restored from the store at start-up (expired ones are skipped).
@@ -388,6 +416,28 @@ impl Registrar {
                 self.record_failure(now_secs, ip);
                 Err(message::response_to(request, 403, Some(&entropy.token())))
             }
+        }
+    }
+
+    /// Count nonces with the other shards' registrars.
+    pub fn share_nonce_counts(&mut self, counts: NonceCounts) {
+        self.auth.share_counts(counts);
+    }
+
+    /// A request this registrar authenticated goes to another shard, which checks its
+    /// answer again: the answer's nonce-count is given back, so that check is not taken
+    /// for a replay.
+    pub fn give_back_answer(&self, request: &Request) {
+        let header = if request.method == rsip::Method::Register {
+            "Authorization"
+        } else {
+            "Proxy-Authorization"
+        };
+        let message = SipMessage::Request(request.clone());
+        if let Some(credentials) = message::header_value(&message, header)
+            .and_then(|value| Credentials::parse(&value).ok())
+        {
+            self.auth.give_back(&credentials);
         }
     }
 

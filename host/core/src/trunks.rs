@@ -163,6 +163,18 @@ pub struct Trunks {
     trunks: Vec<TrunkState>,
     txns: HashMap<ClientTxnId, TrunkTxn>,
     domain: String,
+    /// Targets found down or up again since [`Trunks::take_news`], for the host's
+    /// other signalling shards.
+    news: Vec<TargetNews>,
+}
+
+/// A target found down (`failure`) or answering again, by one shard: the others take it
+/// as if they had found it ([`Trunks::heard`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetNews {
+    pub trunk: String,
+    pub target: SocketAddr,
+    pub failure: Option<String>,
 }
 
 /// What `/api/trunks` shows of a trunk.
@@ -286,6 +298,7 @@ impl Trunks {
             trunks: config.trunks.iter().map(TrunkState::new).collect(),
             txns: HashMap::new(),
             domain: config.sip.domain.clone(),
+            news: Vec::new(),
         }
     }
 
@@ -487,20 +500,52 @@ impl Trunks {
         };
         if target.health != Health::Down {
             tracing::warn!(trunk = name, target = %addr, "trunk target down: {reason}");
+            self.news.push(TargetNews {
+                trunk: name.to_owned(),
+                target: addr,
+                failure: Some(reason.to_owned()),
+            });
         }
-        target.health = Health::Down;
-        target.down_until = Some(now + FAILED_TARGET_HOLD);
-        target.last_failure = Some(reason.to_owned());
+        mark_down(self.target_mut(name, addr), reason, now);
     }
 
     /// `addr` answered something (a call's response, a health check).
     pub fn target_answered(&mut self, name: &str, addr: SocketAddr) {
-        if let Some(target) = self.target_mut(name, addr) {
+        let Some(target) = self.target_mut(name, addr) else {
+            return;
+        };
+        if target.health != Health::Up {
             if target.health == Health::Down {
                 tracing::info!(trunk = name, target = %addr, "trunk target up again");
             }
-            target.health = Health::Up;
-            target.down_until = None;
+            self.news.push(TargetNews {
+                trunk: name.to_owned(),
+                target: addr,
+                failure: None,
+            });
+        }
+        mark_up(self.target_mut(name, addr));
+    }
+
+    /// What this shard found since the last call, for the others.
+    pub fn take_news(&mut self) -> Vec<TargetNews> {
+        std::mem::take(&mut self.news)
+    }
+
+    /// What another shard found, taken as found here (nothing logged, nothing passed
+    /// on).
+    pub fn heard(&mut self, news: &[TargetNews], now: Instant) {
+        for TargetNews {
+            trunk,
+            target,
+            failure,
+        } in news
+        {
+            let found = self.target_mut(trunk, *target);
+            match failure {
+                Some(reason) => mark_down(found, reason, now),
+                None => mark_up(found),
+            }
         }
     }
 
@@ -512,7 +557,9 @@ impl Trunks {
             .find(|t| t.resolved.addr == addr)
     }
 
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    /// When [`Trunks::handle_timeout`] is next due; `register`: whether this core
+    /// registers with carriers (a host's home shard) or only checks their health.
+    pub fn poll_timeout(&self, register: bool) -> Option<Instant> {
         self.trunks
             .iter()
             .flat_map(|t| {
@@ -524,26 +571,29 @@ impl Trunks {
                 let registration = t
                     .registration
                     .as_ref()
-                    .filter(|r| r.state != RegistrationState::Registering)
+                    .filter(|r| register && r.state != RegistrationState::Registering)
                     .and_then(|r| r.next_at);
                 probes.chain(registration)
             })
             .min()
     }
 
-    /// Send the health checks and REGISTERs that are due.
+    /// Send the health checks and (with `register`) the REGISTERs that are due.
     pub fn handle_timeout(
         &mut self,
         now: Instant,
         layer: &mut TransactionLayer,
         local: LocalAddrs,
         entropy: &mut Entropy,
+        register: bool,
     ) {
         for i in 0..self.trunks.len() {
             self.probe_due(i, now, layer, local, entropy);
-            let due = self.trunks[i].registration.as_ref().is_some_and(|r| {
-                r.state != RegistrationState::Registering && r.next_at.is_some_and(|at| at <= now)
-            });
+            let due = register
+                && self.trunks[i].registration.as_ref().is_some_and(|r| {
+                    r.state != RegistrationState::Registering
+                        && r.next_at.is_some_and(|at| at <= now)
+                });
             if due {
                 self.register(i, now, layer, local, entropy);
             }
@@ -613,7 +663,7 @@ impl Trunks {
         };
         if registration.call_id.is_empty() || registration.target != Some(target) {
             // A new registration (RFC 3261 §10.2: one Call-ID per registrar binding).
-            registration.call_id = format!("{}@{}", entropy.token(), local.udp.ip());
+            registration.call_id = entropy.call_id(local.udp.ip());
             registration.from_tag = entropy.token();
         }
         registration.cseq += 1;
@@ -966,7 +1016,21 @@ fn granted_expires(response: &Response, request: &Request) -> Option<u32> {
         .or_else(|| message::header_value(&message, "Expires").and_then(|v| v.trim().parse().ok()))
 }
 
-/// The transport a trunk's requests go over.
+fn mark_down(target: Option<&mut Target>, reason: &str, now: Instant) {
+    if let Some(target) = target {
+        target.health = Health::Down;
+        target.down_until = Some(now + FAILED_TARGET_HOLD);
+        target.last_failure = Some(reason.to_owned());
+    }
+}
+
+fn mark_up(target: Option<&mut Target>) {
+    if let Some(target) = target {
+        target.health = Health::Up;
+        target.down_until = None;
+    }
+}
+
 /// A health check: `OPTIONS sip:host` from `via`, out of dialog. None only if the host
 /// makes no valid Request-URI.
 pub fn options_request(
@@ -983,7 +1047,7 @@ CSeq: 1 OPTIONS\r\nAccept: application/sdp\r\nContent-Length: 0\r\n\r\n",
         transport.as_str().to_ascii_uppercase(),
         entropy.token(),
         entropy.token(),
-        entropy.token(),
+        entropy.call_id(via.ip()),
     );
     match message::parse(text.as_bytes()) {
         Ok(SipMessage::Request(options)) => Some(options),
@@ -991,6 +1055,7 @@ CSeq: 1 OPTIONS\r\nAccept: application/sdp\r\nContent-Length: 0\r\n\r\n",
     }
 }
 
+/// The transport a trunk's requests go over.
 pub fn transport(trunk: &Trunk) -> Transport {
     match trunk.transport {
         TrunkTransport::Udp => Transport::Udp,

@@ -159,6 +159,12 @@ impl RelayManager {
         }
     }
 
+    /// Count into `counters` (shared with the other signalling shards' relays).
+    pub fn with_counters(mut self, counters: Arc<RelayCounters>) -> Self {
+        self.counters = counters;
+        self
+    }
+
     /// Where live events (the caller's digits) go.
     pub fn with_events(mut self, events: mpsc::Sender<MediaEvent>) -> Self {
         self.events = Some(events);

@@ -1,5 +1,6 @@
 //! The I/O edge of SIP: UDP sockets, TCP and TLS listeners and connections, the clock and
-//! the timers, around the sans-IO [`Pbx`] core which one task owns.
+//! the timers, around the sans-IO [`Pbx`] cores — one per signalling shard
+//! (`sip.shards`), each owned by a task of its own; [`dispatch`] picks a message's shard.
 //!
 //! Stream framing (TCP, TLS) is `sip::stream`'s: a message over 64 KiB, a missing or bad
 //! Content-Length, or garbage closes the connection (a stream cannot be
@@ -28,11 +29,14 @@ use crate::sip::message::MAX_MESSAGE_BYTES;
 use crate::sip::stream::{self, Frame};
 use crate::sip::transaction::{Peer, Transport};
 use crate::tls::{TlsTrunks, TrunkTls};
-use crate::trunks::{ResolvedTarget, TrunkStatus};
+use crate::trunks::{Health as TargetHealth, ResolvedTarget, TargetNews, TrunkStatus};
 use crate::writer::{Progress, StoreWriter, Write};
 use wasmpbx_types::script::ScriptVersion;
 
-/// What the listeners and connections send the core task.
+mod dispatch;
+use dispatch::{Dispatch, PIN_RENEW};
+
+/// What the listeners, connections and the other shards send a core task.
 enum Input {
     Query(Query),
     Bytes {
@@ -86,6 +90,10 @@ enum Input {
         trunk: String,
         addresses: Vec<std::net::IpAddr>,
     },
+    /// The home shard's registrar changed these bindings: for this shard's copy.
+    Bindings(Arc<[BindingChange]>),
+    /// Trunk targets another shard found down or up again.
+    TrunkNews(Arc<[TargetNews]>),
 }
 
 /// The receive buffer asked for on SIP UDP sockets.
@@ -359,7 +367,8 @@ enum Io {
     Close { peer: Peer },
 }
 
-/// What the SIP core works with besides sockets.
+/// What the SIP cores work with besides sockets, shared by the shards.
+#[derive(Clone)]
 pub struct Wiring {
     /// Where records and registration changes go (written off this task).
     pub store: StoreWriter,
@@ -368,8 +377,6 @@ pub struct Wiring {
     /// Text-to-speech for `say`.
     pub speaker: Arc<wasmpbx_media::speech::Speaker>,
     pub stats: Arc<CallStats>,
-    /// What the calls' media noticed (the caller's digits).
-    pub media_events: mpsc::Receiver<crate::media::MediaEvent>,
     /// The TLS trunks' client settings, checked at start.
     pub tls_trunks: TlsTrunks,
     /// The event stream (`/api/events`).
@@ -381,43 +388,94 @@ pub struct Wiring {
     pub calls_changed: Arc<tokio::sync::Notify>,
 }
 
-/// Asks the core task about its state (the admin API).
+/// Asks the core tasks about their state (the admin API): a question about one call
+/// goes to each shard until one holds it; one about all calls gathers every shard's
+/// answer; registrations, sign-ins and trunks are the home shard's.
 #[derive(Clone)]
 pub struct CoreHandle {
-    tx: mpsc::Sender<Input>,
+    dispatch: Arc<Dispatch>,
 }
 
-/// The receiving end of the core's inputs.
+/// The receiving end of one shard's inputs.
 pub struct Inbox {
-    tx: mpsc::Sender<Input>,
+    shard: usize,
+    dispatch: Arc<Dispatch>,
     rx: mpsc::Receiver<Input>,
 }
 
-/// The core's input channel: a handle for queries, the inbox for [`run`].
-pub fn channel() -> (CoreHandle, Inbox) {
-    let (tx, rx) = mpsc::channel::<Input>(4096);
-    (CoreHandle { tx: tx.clone() }, Inbox { tx, rx })
+/// The cores' input channels, one per shard: a handle for queries, the inboxes for
+/// [`run`].
+pub fn channel(shards: usize) -> (CoreHandle, Vec<Inbox>) {
+    let (txs, rxs): (Vec<_>, Vec<_>) = (0..shards.max(1))
+        .map(|_| mpsc::channel::<Input>(4096))
+        .unzip();
+    let dispatch = Arc::new(Dispatch::new(txs));
+    let inboxes = rxs
+        .into_iter()
+        .enumerate()
+        .map(|(shard, rx)| Inbox {
+            shard,
+            dispatch: dispatch.clone(),
+            rx,
+        })
+        .collect();
+    (CoreHandle { dispatch }, inboxes)
 }
 
+/// The home shard: the registrar, the sign-ins, the registrations with carriers.
+const HOME: usize = 0;
+
 impl CoreHandle {
-    /// The live registrations (None if the core has stopped).
-    pub async fn registrations(&self) -> Option<Registrations> {
+    /// Ask one shard; None if it has stopped.
+    async fn ask<T>(
+        &self,
+        shard: usize,
+        query: impl FnOnce(tokio::sync::oneshot::Sender<T>) -> Query,
+    ) -> Option<T> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        self.tx
-            .send(Input::Query(Query::Registrations(reply)))
-            .await
-            .ok()?;
+        if !self.dispatch.to(shard, Input::Query(query(reply))).await {
+            return None;
+        }
         answer.await.ok()
     }
 
-    /// The core's message counters.
+    /// Ask every shard; None if any has stopped.
+    async fn ask_all<T>(
+        &self,
+        query: impl Fn(tokio::sync::oneshot::Sender<T>) -> Query,
+    ) -> Option<Vec<T>> {
+        let mut answers = Vec::with_capacity(self.dispatch.shards());
+        for shard in 0..self.dispatch.shards() {
+            answers.push(self.ask(shard, &query).await?);
+        }
+        Some(answers)
+    }
+
+    /// The live registrations (None if the core has stopped).
+    pub async fn registrations(&self) -> Option<Registrations> {
+        self.ask(HOME, Query::Registrations).await
+    }
+
+    /// The cores' message counters, summed.
     pub async fn counters(&self) -> Option<PbxCounters> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        self.tx
-            .send(Input::Query(Query::Counters(reply)))
-            .await
-            .ok()?;
-        answer.await.ok()
+        let all = self.ask_all(Query::Counters).await?;
+        Some(
+            all.into_iter()
+                .fold(PbxCounters::default(), |sum, c| sum + c),
+        )
+    }
+
+    /// Ask each shard in turn until the one holding `session` answers.
+    async fn ask_holder<T>(
+        &self,
+        query: impl Fn(tokio::sync::oneshot::Sender<Option<T>>) -> Query,
+    ) -> Option<Option<T>> {
+        for shard in 0..self.dispatch.shards() {
+            if let Some(answer) = self.ask(shard, &query).await? {
+                return Some(Some(answer));
+            }
+        }
+        Some(None)
     }
 
     /// Push a live call to the user's other devices (`POST /api/calls/{id}/flip`).
@@ -426,14 +484,14 @@ impl CoreHandle {
         session: SessionId,
         targets: Vec<String>,
     ) -> Option<Result<(), crate::call::Refusal>> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let query = Query::Flip {
-            session,
-            targets,
-            reply,
-        };
-        self.tx.send(Input::Query(query)).await.ok()?;
-        answer.await.ok()
+        let answer = self
+            .ask_holder(|reply| Query::Flip {
+                session,
+                targets: targets.clone(),
+                reply,
+            })
+            .await?;
+        Some(answer.unwrap_or_else(|| Err((404, "No Such Call".into()))))
     }
 
     /// An outside system's event for a live call (`POST /api/calls/{id}/events`).
@@ -442,58 +500,66 @@ impl CoreHandle {
         session: SessionId,
         event: CallEventRequest,
     ) -> Option<Result<(), crate::call::Refusal>> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        self.tx
-            .send(Input::Query(Query::Event {
+        let answer = self
+            .ask_holder(|reply| Query::Event {
                 session,
-                event,
+                event: event.clone(),
                 reply,
-            }))
-            .await
-            .ok()?;
-        answer.await.ok()
+            })
+            .await?;
+        Some(answer.unwrap_or_else(|| Err((404, "no such live call".into()))))
     }
 
     /// The phones the edge has registered now (`[cluster] edge`): the users' devices
     /// there, for pushes and scripts. False if the core has stopped.
     pub async fn phones_behind_edge(&self, phones: Vec<EdgePhone>) -> bool {
-        self.tx.send(Input::PhonesBehindEdge(phones)).await.is_ok()
+        self.dispatch
+            .to_all(|| Input::PhonesBehindEdge(phones.clone()))
+            .await
     }
 
     /// Run on a re-read config from now on; false if the core has stopped.
     pub async fn reconfigure(&self, config: Arc<Config>) -> bool {
-        self.tx.send(Input::Reconfigure(config)).await.is_ok()
+        self.dispatch
+            .to_all(|| Input::Reconfigure(config.clone()))
+            .await
     }
 
     /// Whether the core drains, and how many calls are live (None once it has stopped).
     pub async fn health(&self) -> Option<Health> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        self.tx
-            .send(Input::Query(Query::Health(reply)))
-            .await
-            .ok()?;
-        answer.await.ok()
+        let all = self.ask_all(Query::Health).await?;
+        Some(Health {
+            draining: all.iter().any(|h| h.draining),
+            live_calls: all.iter().map(|h| h.live_calls).sum(),
+            users_in_calls: all.into_iter().flat_map(|h| h.users_in_calls).collect(),
+        })
     }
 
-    /// Each trunk's targets, health and registration.
+    /// Each trunk's targets, health and registration: the registration as the home
+    /// shard keeps it; a target down on any shard (a call there failed on it) is down.
     pub async fn trunks(&self) -> Option<Vec<TrunkStatus>> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        self.tx
-            .send(Input::Query(Query::Trunks(reply)))
-            .await
-            .ok()?;
-        answer.await.ok()
+        let mut shards = self.ask_all(Query::Trunks).await?.into_iter();
+        let mut trunks = shards.next()?;
+        for other in shards.flatten() {
+            let Some(trunk) = trunks.iter_mut().find(|t| t.name == other.name) else {
+                continue;
+            };
+            for seen in other.targets {
+                if let Some(target) = trunk.targets.iter_mut().find(|t| t.address == seen.address)
+                    && seen.state == TargetHealth::Down
+                {
+                    *target = seen;
+                }
+            }
+        }
+        Some(trunks)
     }
 
     /// The live calls.
     pub async fn calls(&self) -> Option<Vec<CallSummary>> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        self.tx.send(Input::Query(Query::Calls(reply))).await.ok()?;
-        answer.await.ok()
+        Some(self.ask_all(Query::Calls).await?.concat())
     }
 
-    /// The live calls of the user whose extension and password these are (the browser
-    /// phone's call list), asked from `source`.
     /// Check a user's extension and password (failures count towards the throttle):
     /// the user's id, or why not.
     pub async fn sign_in(
@@ -502,23 +568,24 @@ impl CoreHandle {
         password: String,
         source: std::net::IpAddr,
     ) -> Option<Result<String, PasswordRefusal>> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let query = Query::SignIn {
+        self.ask(HOME, |reply| Query::SignIn {
             extension,
             password,
             source,
             reply,
-        };
-        self.tx.send(Input::Query(query)).await.ok()?;
-        answer.await.ok()
+        })
+        .await
     }
 
     /// A user's live calls, on any of their devices.
     pub async fn user_calls(&self, user_id: String) -> Option<Vec<UserCall>> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let query = Query::UserCalls { user_id, reply };
-        self.tx.send(Input::Query(query)).await.ok()?;
-        answer.await.ok()
+        let all = self
+            .ask_all(|reply| Query::UserCalls {
+                user_id: user_id.clone(),
+                reply,
+            })
+            .await?;
+        Some(all.concat())
     }
 }
 
@@ -545,20 +612,22 @@ enum Query {
     Counters(tokio::sync::oneshot::Sender<PbxCounters>),
     Trunks(tokio::sync::oneshot::Sender<Vec<TrunkStatus>>),
     Health(tokio::sync::oneshot::Sender<Health>),
+    /// None when the call is not on this shard.
     Flip {
         session: SessionId,
         targets: Vec<String>,
-        reply: tokio::sync::oneshot::Sender<Result<(), crate::call::Refusal>>,
+        reply: tokio::sync::oneshot::Sender<Option<Result<(), crate::call::Refusal>>>,
     },
+    /// None when the call is not on this shard.
     Event {
         session: SessionId,
         event: CallEventRequest,
-        reply: tokio::sync::oneshot::Sender<Result<(), crate::call::Refusal>>,
+        reply: tokio::sync::oneshot::Sender<Option<Result<(), crate::call::Refusal>>>,
     },
 }
 
 /// An event for a call, as the admin API took it (already checked).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct CallEventRequest {
     pub name: String,
     pub value: String,
@@ -585,54 +654,108 @@ pub enum Stop {
     Now,
 }
 
+/// One signalling shard: its core, its inbox, and what its calls' media noticed (the
+/// callers' digits).
+pub struct Shard {
+    pub pbx: Pbx,
+    pub inbox: Inbox,
+    pub media_events: mpsc::Receiver<crate::media::MediaEvent>,
+}
+
 /// Run SIP until `stop` says so and the drain is over; `tls` serves the TLS listeners.
+/// Each shard runs on a task of its own; the first to fail stops the rest.
 pub async fn run(
-    mut pbx: Pbx,
+    shards: Vec<Shard>,
     sockets: Sockets,
     tls: Option<TlsAcceptor>,
     wiring: Wiring,
-    inbox: Inbox,
-    mut stop: tokio::sync::watch::Receiver<Stop>,
+    stop: tokio::sync::watch::Receiver<Stop>,
 ) -> anyhow::Result<()> {
-    let Wiring {
-        store,
-        directory,
-        scripts,
-        speaker,
-        stats,
-        mut media_events,
-        tls_trunks,
-        events,
-        journal,
-        calls_changed,
-    } = wiring;
-    let mut tracker = crate::events::Tracker::default();
-    tracker.restored(
-        pbx.registrar
-            .all()
-            .map(|b| (b.user_id.clone(), b.contact.clone())),
-    );
-    let Inbox { tx, mut rx } = inbox;
+    let dispatch = shards
+        .first()
+        .context("no signalling shard to run")?
+        .inbox
+        .dispatch
+        .clone();
     let Sockets {
         udp,
         tcp,
         tls: tls_listeners,
     } = sockets;
     for socket in &udp {
-        tokio::spawn(udp_receiver(socket.clone(), tx.clone()));
+        tokio::spawn(udp_receiver(socket.clone(), dispatch.clone()));
     }
     for listener in tcp {
-        tokio::spawn(tcp_acceptor(listener, tx.clone()));
+        tokio::spawn(tcp_acceptor(listener, dispatch.clone()));
     }
     if let Some(acceptor) = &tls {
         for listener in tls_listeners {
             tokio::spawn(tls_acceptor(
                 listener,
                 acceptor.clone(),
-                tx.clone(),
-                stats.clone(),
+                dispatch.clone(),
+                wiring.stats.clone(),
             ));
         }
+    }
+    let udp: Vec<(bool, Arc<UdpSocket>)> = udp
+        .into_iter()
+        .filter_map(|socket| Some((socket.local_addr().ok()?.is_ipv4(), socket)))
+        .collect();
+    let mut tasks = tokio::task::JoinSet::new();
+    for shard in shards {
+        tasks.spawn(run_shard(shard, udp.clone(), wiring.clone(), stop.clone()));
+    }
+    while let Some(ended) = tasks.join_next().await {
+        let failure = match ended {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => e,
+            Err(e) => anyhow::anyhow!("a signalling shard ended: {e}"),
+        };
+        tasks.abort_all();
+        return Err(failure);
+    }
+    Ok(())
+}
+
+/// One shard's loop: its inputs into its core, the core's outputs out.
+async fn run_shard(
+    shard: Shard,
+    udp: Vec<(bool, Arc<UdpSocket>)>,
+    wiring: Wiring,
+    mut stop: tokio::sync::watch::Receiver<Stop>,
+) -> anyhow::Result<()> {
+    let Shard {
+        mut pbx,
+        inbox,
+        mut media_events,
+    } = shard;
+    let Wiring {
+        store,
+        directory,
+        scripts,
+        speaker,
+        stats,
+        tls_trunks,
+        events,
+        journal,
+        calls_changed,
+    } = wiring;
+    let Inbox {
+        shard,
+        dispatch,
+        mut rx,
+    } = inbox;
+    let home = shard == HOME;
+    // This shard's own inbox, for the answers of scripts run off the task.
+    let tx = dispatch.inbox(shard);
+    let mut tracker = crate::events::Tracker::default();
+    if home {
+        tracker.restored(
+            pbx.registrar
+                .all()
+                .map(|b| (b.user_id.clone(), b.contact.clone())),
+        );
     }
     let clock = SystemClock;
     let ambient = || Ambient {
@@ -641,24 +764,33 @@ pub async fn run(
         random: wasmpbx_media::os_random::random_u64(),
     };
     let mut network = Network {
-        udp: udp
-            .into_iter()
-            .filter_map(|socket| Some((socket.local_addr().ok()?.is_ipv4(), socket)))
-            .collect(),
+        udp,
         connections: HashMap::new(),
         dialing: HashMap::new(),
         tls_trunks,
-        tx: tx.clone(),
+        dispatch: dispatch.clone(),
+        shard,
     };
     // One step's messages, then the messages waiting for call records to be written.
     let mut step: Vec<Io> = Vec::new();
     let mut held = Held::new(store.progress());
     let mut written = store.progress().watch();
-    publish_directory(&pbx, &directory);
-    let mut resolvers = spawn_trunk_resolvers(&pbx.config().clone(), &tx)?;
+    if home {
+        publish_directory(&pbx, &directory);
+    }
+    // The home shard looks the trunks' names up, for every shard.
+    let mut resolvers = match home {
+        true => spawn_trunk_resolvers(&pbx.config().clone(), &dispatch)?,
+        false => Vec::new(),
+    };
     pbx.start_trunks_and_edges(ambient());
+    // A shard holding dialogs handed to it keeps the dispatcher sending them here.
+    let mut renew_pins = tokio::time::interval(PIN_RENEW);
+    let sharded = dispatch.shards() > 1;
     // Set while draining: when what is left is hung up.
     let mut drain_until: Option<std::time::Instant> = None;
+    // Whether this shard has no call left while draining, and how many have.
+    let (mut drained, mut all_drained) = (false, dispatch.watch_drained());
     // When the loop last said it ran late.
     let mut lag_said: Option<std::time::Instant> = None;
     let mut admission = crate::overload::Admission::default();
@@ -713,23 +845,29 @@ pub async fn run(
                 }
                 Some(Input::Reconfigure(config)) => {
                     // Trunk names are looked up again: added or changed trunks need it.
-                    for resolver in resolvers.drain(..) {
-                        resolver.abort();
-                    }
-                    match spawn_trunk_resolvers(&config, &tx) {
-                        Ok(spawned) => resolvers = spawned,
-                        Err(e) => tracing::error!("trunk resolvers after the reload: {e}"),
+                    if home {
+                        for resolver in resolvers.drain(..) {
+                            resolver.abort();
+                        }
+                        match spawn_trunk_resolvers(&config, &dispatch) {
+                            Ok(spawned) => resolvers = spawned,
+                            Err(e) => tracing::error!("trunk resolvers after the reload: {e}"),
+                        }
                     }
                     network.tls_trunks = TlsTrunks::reloaded(&config);
                     pbx.reconfigure(ambient(), config);
-                    publish_directory(&pbx, &directory);
-                }
-                Some(Input::PhonesBehindEdge(phones)) => {
-                    // Listed at every heartbeat: the directory is rebuilt only on a change.
-                    if pbx.registrar.set_phones_behind_edge(phones) {
+                    if home {
                         publish_directory(&pbx, &directory);
                     }
                 }
+                Some(Input::PhonesBehindEdge(phones)) => {
+                    // Listed at every heartbeat: the directory is rebuilt only on a change.
+                    if pbx.registrar.set_phones_behind_edge(phones) && home {
+                        publish_directory(&pbx, &directory);
+                    }
+                }
+                Some(Input::Bindings(changes)) => pbx.replicate_bindings(&changes),
+                Some(Input::TrunkNews(news)) => pbx.hear_trunk_news(ambient(), &news),
                 Some(Input::TrunkInbound { trunk, addresses }) => pbx.trunk_inbound_resolved(&trunk, addresses),
                 Some(Input::Query(query)) => match query {
                     Query::Registrations(reply) => {
@@ -757,16 +895,21 @@ pub async fn run(
                         });
                     }
                     Query::Flip { session, targets, reply } => {
-                        let _ = reply.send(pbx.request_push(ambient(), session, targets));
+                        let held = pbx.calls.holds(session);
+                        let _ = reply.send(held.then(|| pbx.request_push(ambient(), session, targets)));
                     }
                     Query::Event { session, event, reply } => {
                         let CallEventRequest { name, value, confidence } = event;
-                        let _ = reply.send(pbx.call_event(ambient(), session, name, value, confidence));
+                        let held = pbx.calls.holds(session);
+                        let _ = reply.send(held.then(|| pbx.call_event(ambient(), session, name, value, confidence)));
                     }
                 },
                 None => return Ok(()),
             },
             Some(event) = media_events.recv() => pbx.handle_media_event(ambient(), event),
+            _ = renew_pins.tick(), if sharded => {
+                dispatch.renew(shard, pbx.calls.foreign_call_ids(pbx.shard()), monotonic_now());
+            }
             // The store wrote something: held messages may go (below).
             Ok(()) = written.changed(), if !held.is_empty() => {}
             _ = sleep => {
@@ -790,6 +933,8 @@ pub async fn run(
                     finish = true;
                 }
             }
+            // Another shard drained: this one may be the last waiting (below).
+            Ok(()) = all_drained.changed(), if drained => {}
             _ = drain_over => {
                 tracing::info!(live_calls = pbx.calls.count(), "drain timeout: hanging up what is left");
                 pbx.hang_up_all(ambient());
@@ -917,18 +1062,38 @@ pub async fn run(
                 PbxOutput::RecordRewritten(record) => {
                     store.write(Write::Record(Box::new(record)));
                 }
+                PbxOutput::TrunkNews(news) => {
+                    if sharded {
+                        let news: Arc<[TargetNews]> = news.into();
+                        dispatch.tell_others(shard, || Input::TrunkNews(news.clone()));
+                    }
+                }
+                PbxOutput::HandOff {
+                    shard: to,
+                    peer,
+                    bytes,
+                } => {
+                    dispatch.hand_off(to, peer, bytes);
+                }
                 PbxOutput::Bindings(changes) => {
+                    // The home shard's registrar: the other shards keep copies.
+                    let changes: Arc<[BindingChange]> = changes.into();
+                    if sharded {
+                        dispatch
+                            .to_others(shard, || Input::Bindings(changes.clone()))
+                            .await;
+                    }
                     let mut users: Vec<String> = Vec::new();
-                    for change in changes {
-                        let user_id = match &change {
+                    for change in changes.iter() {
+                        let user_id = match change {
                             BindingChange::Upsert(binding) => &binding.user_id,
                             BindingChange::Remove { user_id, .. } => user_id,
                         };
                         if !users.contains(user_id) {
                             users.push(user_id.clone());
                         }
-                        tracker.bindings(&events, &change);
-                        store.write(Write::Binding(Box::new(change)));
+                        tracker.bindings(&events, change);
+                        store.write(Write::Binding(Box::new(change.clone())));
                     }
                     // Only the users whose bindings changed: a pass over every binding
                     // at each registration made registering N phones cost N².
@@ -947,8 +1112,13 @@ pub async fn run(
             held.push(record_ticket, step.drain(..), monotonic_now());
             held.release(&mut network, monotonic_now(), &stats).await;
         }
-        // The drain is over when the last call has ended (its BYEs and record are out).
-        if finish || (drain_until.is_some() && pbx.calls.count() == 0) {
+        // The drain is over when the last call has ended (its BYEs and record are out) on
+        // every shard.
+        if drain_until.is_some() && pbx.calls.count() == 0 && !drained {
+            drained = true;
+            dispatch.drained();
+        }
+        if finish || (drained && *all_drained.borrow_and_update() == dispatch.shards()) {
             held.flush(&mut network, &stats).await;
             if finish {
                 // The BYEs just queued for TCP and WebSocket peers: let their writers send.
@@ -969,7 +1139,9 @@ struct Network {
     /// Messages for peers being connected to, sent once the connection is up.
     dialing: HashMap<SocketAddr, Vec<Vec<u8>>>,
     tls_trunks: TlsTrunks,
-    tx: mpsc::Sender<Input>,
+    dispatch: Arc<Dispatch>,
+    /// The shard these are, told when its connections fail.
+    shard: usize,
 }
 
 impl Network {
@@ -978,7 +1150,7 @@ impl Network {
     fn dial(&mut self, peer: Peer, bytes: Vec<u8>, tls: Option<TrunkTls>) {
         let queue = self.dialing.entry(peer.addr).or_default();
         if queue.is_empty() {
-            tokio::spawn(dial(peer, tls, self.tx.clone()));
+            tokio::spawn(dial(peer, tls, self.dispatch.clone(), self.shard));
         }
         queue.push(bytes);
     }
@@ -1024,7 +1196,7 @@ impl Network {
                             // A device's connection that closed: it must connect again.
                             None => {
                                 tracing::info!(peer = %peer.addr, "no TLS connection to send on");
-                                let tx = self.tx.clone();
+                                let tx = self.dispatch.inbox(self.shard);
                                 tokio::spawn(
                                     async move { tx.send(Input::DialFailed { peer }).await },
                                 );
@@ -1157,10 +1329,10 @@ fn device_info(b: &Binding) -> DeviceInfo {
 }
 
 /// One task per trunk host name (and per `inbound` name), resolving it again when its
-/// answer's TTL runs out and handing the answers to the core.
+/// answer's TTL runs out and handing the answers to every shard.
 fn spawn_trunk_resolvers(
     config: &Config,
-    tx: &mpsc::Sender<Input>,
+    dispatch: &Arc<Dispatch>,
 ) -> anyhow::Result<Vec<tokio::task::AbortHandle>> {
     use wasmpbx_types::trunk::{Destination, InboundSource};
     let mut tasks = Vec::new();
@@ -1176,9 +1348,9 @@ fn spawn_trunk_resolvers(
     let resolver = Arc::new(crate::dns::Resolver::new(&config.sip.dns_servers)?);
     for trunk in &config.trunks {
         if let Some(Destination::Name { host, port }) = trunk.destination() {
-            let (resolver, tx, name, transport) = (
+            let (resolver, dispatch, name, transport) = (
                 resolver.clone(),
-                tx.clone(),
+                dispatch.clone(),
                 trunk.name.clone(),
                 trunk.transport,
             );
@@ -1189,11 +1361,11 @@ fn spawn_trunk_resolvers(
                         .as_ref()
                         .map_or(crate::dns::RETRY_AFTER_FAILURE, |a| a.valid_for);
                     let answer = answer.map(|a| a.value);
-                    let input = Input::TrunkResolved {
+                    let input = || Input::TrunkResolved {
                         trunk: name.clone(),
-                        answer,
+                        answer: answer.clone(),
                     };
-                    if tx.send(input).await.is_err() {
+                    if !dispatch.to_all(input).await {
                         return;
                     }
                     tokio::time::sleep(wait).await;
@@ -1210,7 +1382,8 @@ fn spawn_trunk_resolvers(
             })
             .collect();
         if !inbound.is_empty() {
-            let (resolver, tx, name) = (resolver.clone(), tx.clone(), trunk.name.clone());
+            let (resolver, dispatch, name) =
+                (resolver.clone(), dispatch.clone(), trunk.name.clone());
             let task = tokio::spawn(async move {
                 loop {
                     let mut addresses = Vec::new();
@@ -1226,11 +1399,11 @@ fn spawn_trunk_resolvers(
                             }
                         }
                     }
-                    let input = Input::TrunkInbound {
+                    let input = || Input::TrunkInbound {
                         trunk: name.clone(),
-                        addresses,
+                        addresses: addresses.clone(),
                     };
-                    if tx.send(input).await.is_err() {
+                    if !dispatch.to_all(input).await {
                         return;
                     }
                     tokio::time::sleep(wait).await;
@@ -1242,7 +1415,7 @@ fn spawn_trunk_resolvers(
     Ok(tasks)
 }
 
-async fn udp_receiver(socket: Arc<UdpSocket>, tx: mpsc::Sender<Input>) {
+async fn udp_receiver(socket: Arc<UdpSocket>, dispatch: Arc<Dispatch>) {
     // One byte more than the limit, so an oversized datagram is seen as such.
     let mut buf = vec![0u8; MAX_MESSAGE_BYTES + 1];
     loop {
@@ -1252,14 +1425,9 @@ async fn udp_receiver(socket: Arc<UdpSocket>, tx: mpsc::Sender<Input>) {
                     transport: Transport::Udp,
                     addr,
                 };
-                if tx
-                    .send(Input::Bytes {
-                        bytes: buf[..n].to_vec(),
-                        peer,
-                        received: monotonic_now(),
-                    })
+                if !dispatch
+                    .bytes(buf[..n].to_vec(), peer, monotonic_now())
                     .await
-                    .is_err()
                 {
                     return;
                 }
@@ -1270,7 +1438,7 @@ async fn udp_receiver(socket: Arc<UdpSocket>, tx: mpsc::Sender<Input>) {
     }
 }
 
-async fn tcp_acceptor(listener: TcpListener, tx: mpsc::Sender<Input>) {
+async fn tcp_acceptor(listener: TcpListener, dispatch: Arc<Dispatch>) {
     loop {
         match listener.accept().await {
             Ok((stream, addr)) => {
@@ -1279,7 +1447,7 @@ async fn tcp_acceptor(listener: TcpListener, tx: mpsc::Sender<Input>) {
                     transport: Transport::Tcp,
                     addr,
                 };
-                tokio::spawn(serve_stream(stream, peer, tx.clone()));
+                tokio::spawn(serve_stream(stream, peer, dispatch.clone()));
             }
             Err(e) => {
                 tracing::warn!("tcp accept: {e}");
@@ -1298,14 +1466,15 @@ const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10
 async fn tls_acceptor(
     listener: TcpListener,
     acceptor: TlsAcceptor,
-    tx: mpsc::Sender<Input>,
+    dispatch: Arc<Dispatch>,
     stats: Arc<CallStats>,
 ) {
     loop {
         match listener.accept().await {
             Ok((stream, addr)) => {
                 let _ = stream.set_nodelay(true);
-                let (acceptor, tx, stats) = (acceptor.clone(), tx.clone(), stats.clone());
+                let (acceptor, dispatch, stats) =
+                    (acceptor.clone(), dispatch.clone(), stats.clone());
                 tokio::spawn(async move {
                     let failure = match tokio::time::timeout(
                         HANDSHAKE_TIMEOUT,
@@ -1318,7 +1487,7 @@ async fn tls_acceptor(
                                 transport: Transport::Tls,
                                 addr,
                             };
-                            return serve_stream(stream, peer, tx).await;
+                            return serve_stream(stream, peer, dispatch).await;
                         }
                         Ok(Err(e)) => e.to_string(),
                         Err(_) => format!("no handshake within {HANDSHAKE_TIMEOUT:?}"),
@@ -1338,8 +1507,8 @@ async fn tls_acceptor(
 }
 
 /// Connect to a trunk's target (over TLS with `tls`, its certificate checked) and serve
-/// the connection like an accepted one; a failure fails what waited for it.
-async fn dial(peer: Peer, tls: Option<TrunkTls>, tx: mpsc::Sender<Input>) {
+/// the connection like an accepted one; a failure fails what waited for it on `shard`.
+async fn dial(peer: Peer, tls: Option<TrunkTls>, dispatch: Arc<Dispatch>, shard: usize) {
     let connect = async {
         let stream = TcpStream::connect(peer.addr)
             .await
@@ -1358,14 +1527,14 @@ async fn dial(peer: Peer, tls: Option<TrunkTls>, tx: mpsc::Sender<Input>) {
         }
     };
     let failure = match tokio::time::timeout(DIAL_TIMEOUT, connect).await {
-        Ok(Ok(Either::Tcp(stream))) => return serve_stream(stream, peer, tx).await,
-        Ok(Ok(Either::Tls(stream))) => return serve_stream(*stream, peer, tx).await,
+        Ok(Ok(Either::Tcp(stream))) => return serve_stream(stream, peer, dispatch).await,
+        Ok(Ok(Either::Tls(stream))) => return serve_stream(*stream, peer, dispatch).await,
         Ok(Err(e)) => e,
         Err(_) => format!("no connection within {DIAL_TIMEOUT:?}"),
     };
     let transport = peer.transport.as_str();
     tracing::warn!(peer = %peer.addr, "{transport} connect failed: {failure}");
-    let _ = tx.send(Input::DialFailed { peer }).await;
+    dispatch.to(shard, Input::DialFailed { peer }).await;
 }
 
 /// A connection made towards a trunk.
@@ -1375,8 +1544,9 @@ enum Either {
 }
 
 /// Serve one SIP stream connection (TCP, or TLS after its handshake) until it closes:
-/// framed messages to the core, the core's messages out, keep-alive pings answered.
-async fn serve_stream<S>(stream: S, peer: Peer, tx: mpsc::Sender<Input>)
+/// framed messages to their shards, the shards' messages out (every shard may write on
+/// it), keep-alive pings answered.
+async fn serve_stream<S>(stream: S, peer: Peer, dispatch: Arc<Dispatch>)
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
@@ -1384,16 +1554,14 @@ where
     let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(256);
     // Weak, so that the core dropping the connection's writer still ends it.
     let pong = out_tx.downgrade();
-    if tx
-        .send(Input::Connected {
-            peer,
-            writer: out_tx,
-        })
-        .await
-        .is_err()
-    {
+    let connected = || Input::Connected {
+        peer,
+        writer: out_tx.clone(),
+    };
+    if !dispatch.to_all(connected).await {
         return;
     }
+    drop(out_tx);
     let write_task = tokio::spawn(async move {
         while let Some(bytes) = out_rx.recv().await {
             if writer.write_all(&bytes).await.is_err() {
@@ -1417,15 +1585,7 @@ where
                 Frame::Incomplete => break,
                 Frame::Message(len) => {
                     let bytes: Vec<u8> = buf.drain(..len).collect();
-                    if tx
-                        .send(Input::Bytes {
-                            bytes,
-                            peer,
-                            received: monotonic_now(),
-                        })
-                        .await
-                        .is_err()
-                    {
+                    if !dispatch.bytes(bytes, peer, monotonic_now()).await {
                         break 'read;
                     }
                 }
@@ -1446,7 +1606,7 @@ where
         }
     }
     write_task.abort();
-    let _ = tx.send(Input::Disconnected { peer }).await;
+    dispatch.to_all(|| Input::Disconnected { peer }).await;
 }
 
 impl CoreHandle {
@@ -1464,26 +1624,26 @@ impl CoreHandle {
             addr,
         };
         let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(256);
-        let connected = Input::Connected {
+        let connected = || Input::Connected {
             peer,
-            writer: out_tx,
+            writer: out_tx.clone(),
         };
-        if self.tx.send(connected).await.is_err() {
+        if !self.dispatch.to_all(connected).await {
             return;
         }
+        drop(out_tx);
         let (mut sink, mut frames) = stream.split();
         loop {
             tokio::select! {
                 frame = frames.next() => match frame {
                     Some(Ok(Message::Text(text))) => {
                         let bytes = text.as_bytes().to_vec();
-                        if self.tx.send(Input::Bytes { bytes, peer, received: monotonic_now() }).await.is_err() {
+                        if !self.dispatch.bytes(bytes, peer, monotonic_now()).await {
                             break;
                         }
                     }
                     Some(Ok(Message::Binary(bytes))) => {
-                        let bytes = bytes.to_vec();
-                        if self.tx.send(Input::Bytes { bytes, peer, received: monotonic_now() }).await.is_err() {
+                        if !self.dispatch.bytes(bytes.to_vec(), peer, monotonic_now()).await {
                             break;
                         }
                     }
@@ -1504,7 +1664,7 @@ impl CoreHandle {
             }
         }
         let _ = sink.close().await;
-        let _ = self.tx.send(Input::Disconnected { peer }).await;
+        self.dispatch.to_all(|| Input::Disconnected { peer }).await;
     }
 }
 
@@ -1550,7 +1710,7 @@ mod tests {
             addr: phone.local_addr().unwrap(),
             transport: Transport::Udp,
         };
-        let (tx, _rx) = mpsc::channel(1);
+        let (_, inboxes) = channel(1);
         let mut network = Network {
             udp: vec![(
                 true,
@@ -1559,7 +1719,8 @@ mod tests {
             connections: HashMap::new(),
             dialing: HashMap::new(),
             tls_trunks: TlsTrunks::reloaded(&Config::embedded_default()),
-            tx,
+            dispatch: inboxes[0].dispatch.clone(),
+            shard: 0,
         };
         let send = |text: &str| Io::Send {
             peer,

@@ -13,8 +13,10 @@ use crate::clock::SystemClock;
 use crate::config::{Config, User};
 use crate::directory::MemoryDirectory;
 use crate::driver;
-use crate::media::{Prompts, RelayManager};
+use crate::media::{Prompts, RelayCounters, RelayManager};
 use crate::pbx::Pbx;
+use crate::sip::digest::NonceCounts;
+use crate::sip::shards::Shard;
 use crate::tls::{ReloadingCert, TlsTrunks};
 use crate::writer::{self, StoreWriter};
 
@@ -166,20 +168,49 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     let local = listeners
         .locals(config.media.public_ip)
         .context("sip.listen: a UDP listener is needed")?;
-    let (media_events, media_inbox) = tokio::sync::mpsc::channel(MEDIA_EVENT_QUEUE);
-    let media =
-        RelayManager::new(config.media.public_ip, config.media.rtp_ports).with_events(media_events);
-    let relay_counters = media.counters.clone();
     let (prompts, prompt_errors) = Prompts::load(&config.media.prompts);
     for e in &prompt_errors {
         tracing::error!("media.prompts: {e}");
     }
     let prompts = Arc::new(prompts);
-    let mut pbx = Pbx::new(config.clone(), random_secret()?, Box::new(media), local)
-        .with_prompts(prompts.clone());
     // The other nodes' calls, learnt from their statuses, for pulls that land here.
     let owners = Arc::new(crate::cluster::Owners::default());
-    pbx.set_owners(owners.clone());
+    // The signalling shards: a core each, with its slice of the RTP ports; one secret,
+    // so a nonce one shard gave is good on any.
+    let shard_count =
+        config.shard_count(std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let (secret, nonce_counts) = (random_secret()?, NonceCounts::default());
+    let relay_counters = Arc::new(RelayCounters::default());
+    let bindings = store.load_bindings()?;
+    let now_secs = SystemClock.now().as_second();
+    let (core, inboxes) = driver::channel(shard_count);
+    let mut shards = Vec::with_capacity(shard_count);
+    let mut restored = 0;
+    for (index, inbox) in inboxes.into_iter().enumerate() {
+        let shard = Shard {
+            index,
+            count: shard_count,
+        };
+        let ports = config
+            .media
+            .rtp_ports
+            .slice(index, shard_count)
+            .context("media.rtp_ports: too few ports for sip.shards")?;
+        let (media_events, media_inbox) = tokio::sync::mpsc::channel(MEDIA_EVENT_QUEUE);
+        let media = RelayManager::new(config.media.public_ip, ports)
+            .with_counters(relay_counters.clone())
+            .with_events(media_events);
+        let mut pbx = Pbx::new(config.clone(), secret, Box::new(media), local)
+            .with_prompts(prompts.clone())
+            .with_shard(shard, nonce_counts.clone());
+        pbx.set_owners(owners.clone());
+        restored = pbx.registrar.restore(now_secs, bindings.clone());
+        shards.push(driver::Shard {
+            pbx,
+            inbox,
+            media_events: media_inbox,
+        });
+    }
     let this_node = crate::cluster::ThisNode {
         name: config.cluster.name().to_owned(),
         sip: config
@@ -188,9 +219,6 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
             .clone()
             .unwrap_or_else(|| format!("sip:{}", local.udp)),
     };
-    let restored = pbx
-        .registrar
-        .restore(SystemClock.now().as_second(), store.load_bindings()?);
     let tls = http_cert
         .as_ref()
         .map(ReloadingCert::acceptor)
@@ -207,6 +235,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         demo_users: &demo_users,
         host: &host,
         listeners: &listeners,
+        shards: shard_count,
         restored,
         http: http_addr,
         prompts: &prompts,
@@ -245,7 +274,6 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     for cert in sip_cert.into_iter().chain(http_cert) {
         tokio::spawn(cert.watch(shutdown_rx.clone()));
     }
-    let (core, inbox) = driver::channel();
     let stats = Arc::new(driver::CallStats::default());
     let (writer, writer_thread) = StoreWriter::start(
         store.clone(),
@@ -274,14 +302,13 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         scripts: host.clone(),
         speaker: Arc::new(wasmpbx_media::speech::Speaker::new()),
         stats: stats.clone(),
-        media_events: media_inbox,
         tls_trunks,
         events: events.clone(),
         journal: journal.clone(),
         calls_changed: calls_changed.clone(),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(driver::Stop::Running);
-    let mut sip = tokio::spawn(driver::run(pbx, sockets, sip_tls, wiring, inbox, stop_rx));
+    let mut sip = tokio::spawn(driver::run(shards, sockets, sip_tls, wiring, stop_rx));
     let reloader = tokio::spawn(crate::reload::watch(
         config_path.map(Path::to_path_buf),
         host.clone(),
@@ -443,6 +470,8 @@ struct Banner<'a> {
     demo_users: &'a [(String, String)],
     host: &'a ScriptHost,
     listeners: &'a driver::Listeners,
+    /// How many signalling shards (`sip.shards`) run.
+    shards: usize,
     restored: usize,
     http: std::net::SocketAddr,
     prompts: &'a Prompts,
@@ -456,6 +485,7 @@ impl Banner<'_> {
             demo_users,
             host,
             listeners,
+            shards,
             restored,
             http,
             prompts,
@@ -505,6 +535,9 @@ impl Banner<'_> {
         }
         for addr in &listeners.tls {
             say!(out, "  SIP       tls:{addr}");
+        }
+        if shards > 1 {
+            say!(out, "  SIP       {shards} shards, calls split by Call-ID");
         }
         let scheme = if self.config.http.tls_cert.is_some() {
             "https"

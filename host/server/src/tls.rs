@@ -194,6 +194,7 @@ pub fn web_client_connector() -> anyhow::Result<TlsConnector> {
 /// What connections towards TLS trunks need: each TLS trunk's client settings, and which
 /// trunk each of their resolved targets belongs to (its certificate is checked against
 /// that trunk's host).
+#[derive(Clone)]
 pub struct TlsTrunks {
     by_trunk: HashMap<String, TrunkTls>,
     targets: HashMap<SocketAddr, String>,

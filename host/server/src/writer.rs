@@ -36,7 +36,8 @@ pub enum Write {
     Binding(Box<BindingChange>),
 }
 
-/// The SIP task's end of the queue.
+/// The SIP tasks' end of the queue.
+#[derive(Clone)]
 pub struct StoreWriter {
     tx: SyncSender<Write>,
     dropped: Arc<AtomicU64>,

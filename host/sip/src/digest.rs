@@ -4,10 +4,12 @@
 //! (SHA-256 over a per-process secret) proves the host issued it. A nonce expires after
 //! [`NONCE_TTL_SECS`] (the client gets `stale=true` and retries without bothering the
 //! user); a nonce-count must grow for each nonce, so a captured request cannot be
-//! replayed.
+//! replayed. The signalling shards of one host share the counts seen ([`NonceCounts`]):
+//! a replay landing on another shard is one too.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use hmac::{Hmac, Mac as _};
 use md5::Md5;
@@ -180,12 +182,23 @@ fn params(text: &str) -> Vec<(String, String)> {
     }
 }
 
+/// The highest nonce-count seen per nonce, with when the nonce was issued (pruned when
+/// nonces expire); shared by the host's shards.
+#[derive(Clone, Default)]
+pub struct NonceCounts(Arc<Mutex<HashMap<String, (i64, u32)>>>);
+
+impl NonceCounts {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, (i64, u32)>> {
+        // Counts left by a panicking holder are still counts.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// Issues challenges and checks answers for one realm.
 pub struct DigestAuth {
     realm: String,
     secret: [u8; 32],
-    /// The highest nonce-count seen per nonce (pruned when nonces expire).
-    seen: HashMap<String, (i64, u32)>,
+    seen: NonceCounts,
 }
 
 impl DigestAuth {
@@ -201,10 +214,42 @@ impl DigestAuth {
     }
 
     pub fn new(realm: &str, secret: [u8; 32]) -> Self {
+        Self::sharing(realm, secret, NonceCounts::default())
+    }
+
+    /// One of several (the shards') checking answers to the same nonces.
+    pub fn sharing(realm: &str, secret: [u8; 32], seen: NonceCounts) -> Self {
         Self {
             realm: realm.to_owned(),
             secret,
-            seen: HashMap::new(),
+            seen,
+        }
+    }
+
+    /// Count nonces with other checkers of them (the other shards').
+    pub fn share_counts(&mut self, seen: NonceCounts) {
+        self.seen = seen;
+    }
+
+    /// Forget that an accepted answer's nonce-count was seen: the request goes to another
+    /// shard, which checks it again (once).
+    pub fn give_back(&self, credentials: &Credentials) {
+        let Some(nc) = credentials.nc.as_deref() else {
+            return;
+        };
+        let Ok(nc) = u32::from_str_radix(nc, 16) else {
+            return;
+        };
+        let mut seen = self.seen.lock();
+        if let Some((_, last)) = seen.get_mut(&credentials.nonce)
+            && *last == nc
+        {
+            match nc.checked_sub(1) {
+                Some(before) if before > 0 => *last = before,
+                _ => {
+                    seen.remove(&credentials.nonce);
+                }
+            }
         }
     }
 
@@ -285,13 +330,13 @@ impl DigestAuth {
             }
             None => 0,
         };
-        self.seen
-            .retain(|_, (issued, _)| now_secs - *issued <= NONCE_TTL_SECS);
-        match self.seen.get_mut(&credentials.nonce) {
+        let mut seen = self.seen.lock();
+        seen.retain(|_, (issued, _)| now_secs - *issued <= NONCE_TTL_SECS);
+        match seen.get_mut(&credentials.nonce) {
             Some((_, last)) if nc <= *last => return Err(AuthFailure::Replay),
             Some((_, last)) => *last = nc,
             None => {
-                self.seen.insert(credentials.nonce.clone(), (issued, nc));
+                seen.insert(credentials.nonce.clone(), (issued, nc));
             }
         }
         Ok(username)
@@ -573,6 +618,32 @@ mod tests {
 
     fn secrets(user: &str) -> Option<Secret> {
         (user == "2001").then(|| Secret::Password("s3cret".into()))
+    }
+
+    #[test]
+    fn shards_sharing_counts_refuse_a_replay_on_either_and_a_given_back_answer_counts_once() {
+        let counts = NonceCounts::default();
+        let (mut one, mut two) = (
+            DigestAuth::sharing("pbx.test", [7; 32], counts.clone()),
+            DigestAuth::sharing("pbx.test", [7; 32], counts),
+        );
+        let nonce = one.nonce(NOW, 5);
+        let creds = answer(Algorithm::Md5, "s3cret", &nonce, "00000001");
+        assert!(one.verify(NOW, "REGISTER", &creds, secrets).is_ok());
+        assert_eq!(
+            two.verify(NOW, "REGISTER", &creds, secrets),
+            Err(AuthFailure::Replay),
+            "the same answer on the other shard is a replay"
+        );
+        // Handed to the other shard: it checks the answer once, and only once.
+        one.give_back(&creds);
+        assert!(two.verify(NOW, "REGISTER", &creds, secrets).is_ok());
+        assert_eq!(
+            one.verify(NOW, "REGISTER", &creds, secrets),
+            Err(AuthFailure::Replay)
+        );
+        let next = answer(Algorithm::Md5, "s3cret", &nonce, "00000002");
+        assert!(one.verify(NOW, "REGISTER", &next, secrets).is_ok());
     }
 
     #[test]

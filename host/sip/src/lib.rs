@@ -10,11 +10,13 @@
 //!   dialog, the G.711 codecs.
 //! - [`stream`]: where a message ends on a TCP or TLS stream.
 //! - [`local`]: the host's own address per transport, for Via and Contact.
+//! - [`shards`]: which signalling shard a message belongs to, read from its raw bytes.
 
 pub mod dialog;
 pub mod digest;
 pub mod local;
 pub mod message;
 pub mod sdp;
+pub mod shards;
 pub mod stream;
 pub mod transaction;

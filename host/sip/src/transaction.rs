@@ -507,6 +507,14 @@ impl TransactionLayer {
         }
     }
 
+    /// Drop a server transaction without answering it: its request went to another
+    /// signalling shard, which answers it (and its retransmissions) from now on.
+    pub fn forget_server(&mut self, txn: ServerTxnId) {
+        if let Some(key) = self.server_keys.get(&txn).cloned() {
+            self.remove_server(&key);
+        }
+    }
+
     /// The transport could not reach `peer` (a TCP connection refused): each client
     /// transaction towards it that is still waiting ends as if timed out (RFC 3261
     /// §17.1.4), so its user moves on at once.

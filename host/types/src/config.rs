@@ -166,6 +166,10 @@ pub struct SipConfig {
     /// dialog, whether the call is still there; `481` or no answer at all ends the call
     /// as if that party had hung up (a BYE that never arrived). 0: never asks.
     pub dialog_keepalive_s: u32,
+    /// How many call cores share the signalling, each a task of its own with the calls
+    /// whose Call-IDs hash to it (and its own slice of `media.rtp_ports`): more cores,
+    /// more calls per second. 0: one per CPU. Read at start.
+    pub shards: u16,
 }
 
 /// A name server, written `192.0.2.53` or `127.0.0.1:5353`.
@@ -205,6 +209,7 @@ impl Default for SipConfig {
             tls_cert: None,
             tls_key: None,
             dialog_keepalive_s: 120,
+            shards: 1,
         }
     }
 }
@@ -545,6 +550,9 @@ impl fmt::Display for ListenAddr {
     }
 }
 
+/// The most signalling shards `sip.shards` may ask for.
+const MAX_SHARDS: u16 = 64;
+
 /// An inclusive UDP port range, written `"20000-30000"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
@@ -557,6 +565,25 @@ impl PortRange {
     /// How many ports it holds (`low` to `high`, both in).
     pub fn count(&self) -> u32 {
         (u32::from(self.high) + 1).saturating_sub(u32::from(self.low))
+    }
+
+    /// The `index`-th of `count` slices that share the range, each starting on an even
+    /// port (an RTP/RTCP pair never straddles two); the last takes what is left. None
+    /// when a slice would hold no pair.
+    pub fn slice(&self, index: usize, count: usize) -> Option<PortRange> {
+        let count = count.max(1) as u32;
+        let pairs = self.count() / 2 / count;
+        let start = u32::from(self.low) + u32::from(self.low) % 2;
+        let low = start + index as u32 * pairs * 2;
+        let high = if index as u32 + 1 == count {
+            u32::from(self.high)
+        } else {
+            low + pairs * 2 - 1
+        };
+        (pairs > 0 && high <= u32::from(self.high) && high > low).then_some(PortRange {
+            low: low as u16,
+            high: high as u16,
+        })
     }
 }
 
@@ -707,6 +734,18 @@ impl Config {
         Ok(())
     }
 
+    /// How many signalling shards to run on a machine with `cpus` CPUs: `sip.shards`, or
+    /// for 0 one per CPU (as many as `media.rtp_ports` gives a call's four ports each).
+    pub fn shard_count(&self, cpus: usize) -> usize {
+        match self.sip.shards {
+            0 => {
+                let room = (self.media.rtp_ports.count() / 4).max(1) as usize;
+                cpus.clamp(1, usize::from(MAX_SHARDS)).min(room)
+            }
+            n => usize::from(n),
+        }
+    }
+
     /// Cross-field rules; the error names the key at fault.
     pub fn validate(&self) -> Result<(), String> {
         if self.server.drain_timeout_s > 86_400 {
@@ -717,6 +756,20 @@ impl Config {
         }
         if self.sip.listen.is_empty() {
             return Err("sip.listen: at least one listener is needed".into());
+        }
+        if self.sip.shards > MAX_SHARDS {
+            return Err(format!(
+                "sip.shards: {} is out of range (0 for one per CPU, or 1 to {MAX_SHARDS})",
+                self.sip.shards
+            ));
+        }
+        if self.sip.shards > 1 && self.media.rtp_ports.count() / 4 < u32::from(self.sip.shards) {
+            return Err(format!(
+                "media.rtp_ports: {} ports leave some of the sip.shards = {} shards no room \
+                 for a call (four ports each)",
+                self.media.rtp_ports.count(),
+                self.sip.shards
+            ));
         }
         self.check_store()?;
         if !crate::routing::is_voice_name(&self.media.say_voice) {
@@ -975,6 +1028,27 @@ mod tests {
     }
 
     #[test]
+    fn the_rtp_ports_slice_into_whole_pairs_one_slice_per_shard() {
+        let range = |low, high| PortRange { low, high };
+        let odd = range(20001, 20020);
+        let slices: Vec<_> = (0..3).map(|i| odd.slice(i, 3).unwrap()).collect();
+        // 20002..=20020 holds 9 whole pairs (9 from the 20-port count's 10, rounded down
+        // per slice): three each, the last taking the rest.
+        assert_eq!(
+            slices,
+            [
+                range(20002, 20007),
+                range(20008, 20013),
+                range(20014, 20020)
+            ]
+        );
+        assert_eq!(odd.slice(0, 1), Some(range(20002, 20020)));
+        assert_eq!(range(20000, 20003).slice(1, 4), None, "no pair for it");
+        let top = range(65530, 65535);
+        assert_eq!(top.slice(2, 3), Some(range(65534, 65535)));
+    }
+
+    #[test]
     fn embedded_default_is_valid_and_matches_the_design() {
         let config = Config::embedded_default();
         assert_eq!(config.sip.listen.len(), 2);
@@ -1009,6 +1083,16 @@ mod tests {
         assert!(err.contains("sctp:1.2.3.4:5"), "{err}");
         let err = parse("[scripts]\ndeadline_ms = \"fast\"\n").unwrap_err();
         assert!(err.contains("scripts.deadline_ms"), "{err}");
+        let err = parse("[sip]\nshards = 65\n").unwrap_err();
+        assert!(err.contains("sip.shards"), "{err}");
+        let err = parse("[sip]\nshards = 4\n[media]\nrtp_ports = \"20000-20009\"\n").unwrap_err();
+        assert!(
+            err.contains("media.rtp_ports") && err.contains("shards = 4"),
+            "{err}"
+        );
+        let auto = parse("[sip]\nshards = 0\n[media]\nrtp_ports = \"20000-20011\"\n").unwrap();
+        assert_eq!((auto.shard_count(2), auto.shard_count(16)), (2, 3));
+        assert_eq!(parse("").unwrap().shard_count(16), 1, "one unless asked");
         let err = parse("[media]\nrtp_ports = \"30000-20000\"\n").unwrap_err();
         assert!(err.contains("media.rtp_ports"), "{err}");
         let one = parse("[media]\nrtp_ports = \"20000-20000\"\n").unwrap();

@@ -5,15 +5,27 @@
 //! test can pin every token, and the values never repeat within a process — not even
 //! if the OS gave no randomness at all (the seeds are then all zero).
 
+use wasmpbx_sip::shards::Shard;
+
 /// The values one input may draw.
 #[derive(Debug, Clone)]
 pub struct Entropy {
     state: u64,
+    /// The signalling shard whose Call-IDs this draws.
+    shard: Shard,
 }
 
 impl Entropy {
     pub fn new(seed: u64) -> Self {
-        Self { state: seed }
+        Self {
+            state: seed,
+            shard: Shard::ALONE,
+        }
+    }
+
+    /// The randomness of one of several signalling shards: its Call-IDs hash to it.
+    pub fn for_shard(seed: u64, shard: Shard) -> Self {
+        Self { state: seed, shard }
     }
 
     /// Mix in the next input's seed; the sequence goes on from where it was.
@@ -36,6 +48,18 @@ impl Entropy {
         let (high, low) = (self.next_u64(), self.next_u64());
         format!("{high:016x}{:08x}", low as u32)
     }
+
+    /// A Call-ID for a dialog this core starts (`token@host`): drawn until it hashes to
+    /// the core's shard, so the answers come back to it (one draw on a host with one
+    /// shard, the number of shards on average).
+    pub fn call_id(&mut self, host: impl std::fmt::Display) -> String {
+        loop {
+            let call_id = format!("{}@{host}", self.token());
+            if self.shard.owns(&call_id) {
+                return call_id;
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -51,6 +75,17 @@ mod tests {
         assert!(first.chars().all(|c| c.is_ascii_hexdigit()));
         assert_eq!(Entropy::new(7).token(), first);
         assert_ne!(Entropy::new(8).token(), first);
+    }
+
+    #[test]
+    fn a_shards_call_ids_hash_to_it() {
+        let shard = Shard { index: 1, count: 3 };
+        let mut e = Entropy::for_shard(5, shard);
+        for _ in 0..50 {
+            let call_id = e.call_id("10.0.0.1");
+            assert!(call_id.ends_with("@10.0.0.1"));
+            assert_eq!(wasmpbx_sip::shards::shard_of(call_id.as_bytes(), 3), 1);
+        }
     }
 
     #[test]

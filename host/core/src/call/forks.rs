@@ -119,7 +119,7 @@ impl Calls {
         let local = ctx.local;
         let config = ctx.config;
         let domain = &config.sip.domain;
-        let call_id = format!("{}@{}", ctx.token(), local.udp.ip());
+        let call_id = ctx.entropy.call_id(local.udp.ip());
         let from = format!("<sip:{from_number}@{domain}>;tag={}", ctx.token());
         let to = format!("<sip:{extension}@{domain}>");
         let invite = initial_invite(&InviteParts {

@@ -33,6 +33,7 @@ use crate::routing::{
 use crate::sdp;
 use crate::sip::local::LocalAddrs;
 use crate::sip::message::{self, Header, Request, Response, SipMessage};
+use crate::sip::shards::Shard;
 use crate::sip::transaction::{ClientTxnId, Peer, ServerTxnId, TransactionLayer};
 use client_txns::ClientTxns;
 use wasmpbx_types::actions::{ActionHost, Forward, Gather, MediaStream};
@@ -62,6 +63,8 @@ mod keepalive_tests;
 mod record_tests;
 #[cfg(test)]
 mod reload_tests;
+#[cfg(test)]
+mod shard_tests;
 #[cfg(test)]
 mod span_tests;
 #[cfg(test)]
@@ -444,6 +447,9 @@ pub struct Ctx<'a> {
     pub draining: Option<u32>,
     /// The other nodes' calls, for a pull that lands here.
     pub owners: &'a dyn crate::flip::CallOwners,
+    /// Which of the host's signalling shards this core is: a pull whose user has no
+    /// call here is handed to the next.
+    pub shard: Shard,
 }
 
 impl Ctx<'_> {
@@ -1161,7 +1167,7 @@ impl Calls {
         }
         let from_user = trunk.from_user.clone().unwrap_or(caller);
         let dialled = trunk.format_number(&number);
-        let call_id = format!("{}@{}", ctx.token(), local.udp.ip());
+        let call_id = ctx.entropy.call_id(local.udp.ip());
         let from = format!("<sip:{from_user}@{domain}>;tag={}", ctx.token());
         let to = format!("<sip:{dialled}@{host}>");
         let max_forwards = message::header_value(
@@ -1999,9 +2005,23 @@ impl Calls {
         }
     }
 
+    /// Whether call `id` is here (on this shard).
+    pub fn holds(&self, id: SessionId) -> bool {
+        self.sessions.contains_key(&id)
+    }
+
     /// How many calls are live.
     pub fn count(&self) -> usize {
         self.sessions.len()
+    }
+
+    /// The Call-IDs of this shard's dialogs that hash to another shard (a pulling
+    /// device's, handed over): the dispatcher keeps sending their messages here.
+    pub fn foreign_call_ids(&self, shard: Shard) -> impl Iterator<Item = &str> {
+        self.by_call_id
+            .keys()
+            .map(String::as_str)
+            .filter(move |call_id| !shard.owns(call_id))
     }
 
     /// The users with a device on a connected call, each once, sorted: whom this node

@@ -19,6 +19,7 @@ use crate::flip::{
     is_emergency,
 };
 use crate::media::Side;
+use crate::pbx::PbxOutput;
 use crate::routing::{ForwardTarget, Origin};
 use crate::sdp;
 use crate::sip::message::{self, Request, SipMessage};
@@ -93,6 +94,26 @@ impl Calls {
             .filter_map(|(&id, s)| Some((id, s, s.users_side(&user_id)?)))
             .max_by_key(|(id, _, _)| *id);
         let Some((id, session, side)) = live else {
+            // Another signalling shard of this host may hold it: the INVITE goes on to
+            // the next, unanswered (each shard has it once).
+            let request = SipMessage::Request(invite.clone());
+            let call_id = message::call_id(&request);
+            if let Some(shard) = call_id.and_then(|c| ctx.shard.next_to_try(&c)) {
+                tracing::info!(
+                    user = user_id,
+                    shard,
+                    "pull: no call of the user here; handed to shard {shard}"
+                );
+                ctx.layer.forget_server(txn);
+                ctx.registrar.give_back_answer(&invite);
+                let bytes = message::serialize(&request);
+                ctx.outputs.push_back(PbxOutput::HandOff {
+                    shard,
+                    peer: source,
+                    bytes,
+                });
+                return;
+            }
             // Another node sharing the store holds the user's call: the device is sent
             // there (RFC 3261 §21.3.3), its pull dialled again.
             if let Some(owner) = ctx.owners.owner_of(&user_id) {

@@ -15,9 +15,10 @@ use crate::flip::{Allow, FlipDecision};
 use crate::pbx::{Ambient, Pbx, PbxOutput};
 use crate::registrar::Binding;
 use crate::routing::{Action, Decision, Event, ForwardTarget};
-use crate::sip::digest::Challenge;
+use crate::sip::digest::{Challenge, NonceCounts};
 use crate::sip::local::LocalAddrs;
 use crate::sip::message::{self, SipMessage};
+use crate::sip::shards::Shard;
 use crate::sip::transaction::{Peer, Transport};
 
 pub(super) const WALL: i64 = 1_790_000_000;
@@ -98,6 +99,8 @@ pub(super) struct World {
     pub(super) over_ws: Vec<SocketAddr>,
     /// The SDP the far end offers and devices offer and answer with.
     pub(super) sdp: String,
+    /// Requests handed to another shard: (shard, from, bytes).
+    pub(super) handed_off: Vec<(usize, Peer, Vec<u8>)>,
 }
 
 pub(super) fn addr(s: &str) -> SocketAddr {
@@ -148,7 +151,7 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
         )
     }
 
-    fn connect(mut self, far_headers: &str, desk_headers: &str) -> Self {
+    pub(super) fn connect(mut self, far_headers: &str, desk_headers: &str) -> Self {
         let w = &mut self;
         w.deliver(FAR_END, &Self::trunk_invite_with(far_headers));
         let id = w.session();
@@ -200,9 +203,21 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
 
     /// [`World::new`] with another configuration (which must have user `alice`).
     pub(super) fn with_config(config: &str) -> Self {
+        Self::on_shard(config, Shard::ALONE)
+    }
+
+    /// [`World::with_config`] as one of several signalling shards, counting nonces alone.
+    pub(super) fn on_shard(config: &str, shard: Shard) -> Self {
+        Self::on_shard_counting(config, shard, NonceCounts::default())
+    }
+
+    /// [`World::with_config`] as one of several signalling shards, its registrar a copy
+    /// of the home's (the same bindings), its nonce-counts the other shards' in `counts`.
+    pub(super) fn on_shard_counting(config: &str, shard: Shard, counts: NonceCounts) -> Self {
         let config = Config::parse(config, Path::new("t.toml")).unwrap();
         let media = FakeMedia::default();
-        let mut pbx = Pbx::new(Arc::new(config), [7; 32], Box::new(media.clone()), LOCALS);
+        let mut pbx = Pbx::new(Arc::new(config), [7; 32], Box::new(media.clone()), LOCALS)
+            .with_shard(shard, counts);
         let bindings = [("desk", DESK), ("mobile", MOBILE), ("tablet", TABLET)]
             .into_iter()
             .map(|(device, source)| Binding {
@@ -240,6 +255,7 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
             over_tls: Vec::new(),
             over_ws: Vec::new(),
             sdp: SDP.to_owned(),
+            handed_off: Vec::new(),
         }
     }
 
@@ -352,6 +368,9 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{}",
                     self.records.push(record)
                 }
                 PbxOutput::RecordLive(record) => self.live_records.push(record),
+                PbxOutput::HandOff { shard, peer, bytes } => {
+                    self.handed_off.push((shard, peer, bytes))
+                }
                 PbxOutput::Route { session, event, .. } => {
                     let ended = matches!(event, Event::CallEnded { .. });
                     self.routed.push(event);

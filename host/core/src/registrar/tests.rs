@@ -526,3 +526,37 @@ fn the_edge_vouches_for_its_devices_and_nobody_else_does() {
         None
     );
 }
+
+#[test]
+fn a_copy_fed_the_homes_changes_keeps_the_same_bindings() {
+    let (mut home, mut copy) = (registrar(), registrar());
+    let listed = |r: &Registrar| -> Vec<(String, String, i64)> {
+        let mut all: Vec<_> = r
+            .all()
+            .map(|b| (b.device.clone(), b.contact.clone(), b.expires_at))
+            .collect();
+        all.sort();
+        all
+    };
+    // Two phones, then the first again (a refresh), then the home's expiry sweep.
+    for (contact, port) in [
+        ("<sip:2001@127.0.0.1:5070>", 5070),
+        ("<sip:2001@127.0.0.1:5072>", 5072),
+        ("<sip:2001@127.0.0.1:5070>", 5070),
+    ] {
+        let outcome = login(&mut home, "2001", "s3cret", contact, "baresip v1.0", port);
+        for change in &outcome.changes {
+            copy.apply_from_home(change);
+        }
+    }
+    assert_eq!(copy.count(), 2);
+    assert_eq!(listed(&copy), listed(&home));
+    for change in &home.expire(NOW + 7200) {
+        copy.apply_from_home(change);
+    }
+    assert_eq!(
+        copy.count(),
+        0,
+        "expired at the home, so gone from the copy"
+    );
+}

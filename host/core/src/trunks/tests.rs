@@ -52,6 +52,7 @@ impl Carrier {
             &mut self.layer,
             crate::sip::local::LocalAddrs::udp(LOCAL.parse().unwrap()),
             &mut self.entropy,
+            true,
         );
         self.pump();
     }
@@ -406,4 +407,46 @@ password = \"secret\"\nregister = true\nregister_expires = 600\n{extra}"
         message::header_value(&SipMessage::Request(again), "Authorization").is_none(),
         "a fresh registration starts unauthenticated"
     );
+}
+
+#[test]
+fn a_target_found_down_or_back_is_news_once_and_other_shards_take_it_quietly() {
+    let config = Config::parse(
+        "[[trunks]]\nname = \"c\"\nhost = \"carrier.test\"\n",
+        Path::new("t.toml"),
+    )
+    .unwrap();
+    let now = wasmpbx_types::clock::monotonic_now();
+    let target = |a: &str| ResolvedTarget {
+        addr: a.parse().unwrap(),
+        priority: 10,
+        weight: 10,
+    };
+    let (first, second) = ("127.0.0.5:5060", "127.0.0.6:5060");
+    let (mut here, mut there) = (Trunks::new(&config), Trunks::new(&config));
+    for trunks in [&mut here, &mut there] {
+        trunks.resolved(now, "c", Ok(vec![target(first), target(second)]));
+    }
+    here.target_failed("c", first.parse().unwrap(), "408", now);
+    here.target_failed("c", first.parse().unwrap(), "408 again", now);
+    let news = here.take_news();
+    assert_eq!(
+        news.len(),
+        1,
+        "a change is news, not each failure: {news:?}"
+    );
+    there.heard(&news, now);
+    assert!(
+        there.take_news().is_empty(),
+        "heard news is not passed on again"
+    );
+    let mut entropy = Entropy::new(3);
+    for trunks in [&mut here, &mut there] {
+        let order = trunks.candidates("c", now, &mut entropy);
+        assert_eq!(order[0], second.parse().unwrap(), "the failed target last");
+        assert_eq!(trunks.status(now)[0].targets[0].state, Health::Down);
+    }
+    here.target_answered("c", first.parse().unwrap());
+    there.heard(&here.take_news(), now);
+    assert_eq!(there.status(now)[0].targets[0].state, Health::Up);
 }

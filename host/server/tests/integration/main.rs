@@ -26,6 +26,7 @@ mod scaffold;
 mod script_runtime;
 mod several_nodes;
 mod shadow;
+mod shards;
 mod sip_registrar;
 mod sip_tls;
 mod srtp;

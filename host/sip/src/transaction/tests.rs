@@ -331,3 +331,23 @@ fn an_abandoned_transaction_says_nothing_more() {
         "no retransmission, no timeout"
     );
 }
+
+#[test]
+fn a_forgotten_invite_is_never_answered_and_its_retransmission_comes_up_anew() {
+    let mut layer = TransactionLayer::new();
+    let now = Instant::now();
+    let invite = request("INVITE", "z9hG4bKgone");
+    layer.handle_message(
+        now,
+        SipMessage::Request(invite.clone()),
+        peer(Transport::Udp),
+    );
+    let first = drain(&mut layer);
+    assert_eq!(transmits(&first), ["SIP/2.0 100 Trying"]);
+    layer.forget_server(request_txn(&first));
+    assert!(layer.is_empty());
+    assert!(run_until(&mut layer, now, Duration::from_secs(64)).is_empty());
+    // Its retransmission, had it come here, is a new request (its new shard's job).
+    layer.handle_message(now, SipMessage::Request(invite), peer(Transport::Udp));
+    request_txn(&drain(&mut layer));
+}

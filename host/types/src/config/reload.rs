@@ -21,6 +21,11 @@ const RESTART_ONLY: &[RestartOnly] = &[
         keep: |c, old| c.sip.listen = old.sip.listen.clone(),
     },
     RestartOnly {
+        key: "sip.shards",
+        read: |c| c.sip.shards.to_string(),
+        keep: |c, old| c.sip.shards = old.sip.shards,
+    },
+    RestartOnly {
         key: "sip.domain",
         read: |c| c.sip.domain.clone(),
         keep: |c, old| c.sip.domain = old.sip.domain.clone(),

@@ -1,0 +1,230 @@
+//! The signalling shards' inboxes, and the one rule that picks a message's shard
+//! (`wasmpbx_sip::shards`): by its Call-ID, REGISTER to the home shard, and the dialogs
+//! one shard handed to another ("pins") to the shard that took them.
+//!
+//! A pin lives as long as the shard holding the dialog renews it (every [`PIN_RENEW`],
+//! for [`PIN_LEASE`]), so a handed-over dialog keeps its shard for the whole call and is
+//! forgotten within a lease of its end.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use super::Input;
+use crate::clock::monotonic_now;
+use crate::sip::shards::{Destination, destination, shard_of};
+use crate::sip::transaction::Peer;
+
+/// How long a pin lasts unless renewed.
+pub(super) const PIN_LEASE: Duration = Duration::from_secs(60);
+/// How often a shard renews the pins of the dialogs it holds.
+pub(super) const PIN_RENEW: Duration = Duration::from_secs(20);
+
+struct Pin {
+    shard: usize,
+    until: Instant,
+}
+
+pub(super) struct Dispatch {
+    inboxes: Vec<mpsc::Sender<Input>>,
+    /// How many shards have no call left while draining: a shard stops reading its
+    /// inbox only when all have (until then messages keep coming for it — new calls to
+    /// refuse — and a full inbox would hold up the others' in the dispatcher).
+    drained: tokio::sync::watch::Sender<usize>,
+    pins: Mutex<HashMap<Box<[u8]>, Pin>>,
+    /// How many pins there are: most messages skip the lock when there are none.
+    pinned: AtomicUsize,
+}
+
+impl Dispatch {
+    pub(super) fn new(inboxes: Vec<mpsc::Sender<Input>>) -> Self {
+        Self {
+            inboxes,
+            drained: tokio::sync::watch::Sender::new(0),
+            pins: Mutex::new(HashMap::new()),
+            pinned: AtomicUsize::new(0),
+        }
+    }
+
+    pub(super) fn shards(&self) -> usize {
+        self.inboxes.len()
+    }
+
+    /// The shard a message read off the network goes to.
+    pub(super) fn shard_for(&self, bytes: &[u8]) -> usize {
+        let shards = self.shards();
+        if shards == 1 {
+            return 0;
+        }
+        match destination(bytes) {
+            Destination::Registrar | Destination::Unknown => 0,
+            Destination::Dialog(call_id) => {
+                if self.pinned.load(Ordering::Relaxed) > 0
+                    && let Some(pin) = self.lock().get(call_id)
+                {
+                    return pin.shard;
+                }
+                shard_of(call_id, shards)
+            }
+        }
+    }
+
+    /// Send a message read off the network to its shard; false once the shards have
+    /// stopped.
+    pub(super) async fn bytes(&self, bytes: Vec<u8>, peer: Peer, received: Instant) -> bool {
+        let shard = self.shard_for(&bytes);
+        self.to(
+            shard,
+            Input::Bytes {
+                bytes,
+                peer,
+                received,
+            },
+        )
+        .await
+    }
+
+    pub(super) async fn to(&self, shard: usize, input: Input) -> bool {
+        self.inboxes[shard].send(input).await.is_ok()
+    }
+
+    /// Give every shard its own copy of an input (a connection opened, a config
+    /// re-read); false once the shards have stopped.
+    pub(super) async fn to_all(&self, input: impl Fn() -> Input) -> bool {
+        let mut delivered = false;
+        for inbox in &self.inboxes {
+            delivered |= inbox.send(input()).await.is_ok();
+        }
+        delivered
+    }
+
+    /// What `shard` tells the others and must not be lost (the home's bindings): it waits
+    /// for room. Only the home shard waits on the others, and they never on it, so no
+    /// two shards can wait on each other.
+    pub(super) async fn to_others(&self, shard: usize, input: impl Fn() -> Input) {
+        for (i, inbox) in self.inboxes.iter().enumerate() {
+            if i != shard {
+                let _ = inbox.send(input()).await;
+            }
+        }
+    }
+
+    /// A shard has no call left, draining (once per shard).
+    pub(super) fn drained(&self) {
+        self.drained.send_modify(|n| *n += 1);
+    }
+
+    /// Told as shards finish draining; all have when it reads [`Dispatch::shards`].
+    pub(super) fn watch_drained(&self) -> tokio::sync::watch::Receiver<usize> {
+        self.drained.subscribe()
+    }
+
+    /// What `shard` tells the others in passing (a trunk target's health, which each
+    /// shard also checks itself): dropped for a shard whose inbox is full.
+    pub(super) fn tell_others(&self, shard: usize, input: impl Fn() -> Input) {
+        for (i, inbox) in self.inboxes.iter().enumerate() {
+            if i != shard && inbox.try_send(input()).is_err() {
+                tracing::debug!(shard = i, "inbox full: news of the trunks not passed on");
+            }
+        }
+    }
+
+    /// A shard's own inbox.
+    pub(super) fn inbox(&self, shard: usize) -> mpsc::Sender<Input> {
+        self.inboxes[shard].clone()
+    }
+
+    /// A request one shard handed to another (a pull for a call held there, perhaps):
+    /// its dialog's messages go to `to` from now on, and so does the request, as if it
+    /// had just arrived. Sent from a task of its own: a shard never waits on another's
+    /// full inbox.
+    pub(super) fn hand_off(self: &Arc<Self>, to: usize, peer: Peer, bytes: Vec<u8>) {
+        let now = monotonic_now();
+        if let Destination::Dialog(call_id) = destination(&bytes) {
+            self.pin(call_id, to, now + PIN_LEASE);
+        }
+        let dispatch = self.clone();
+        tokio::spawn(async move {
+            let input = Input::Bytes {
+                bytes,
+                peer,
+                received: now,
+            };
+            dispatch.to(to, input).await
+        });
+    }
+
+    /// From now on, messages of dialog `call_id` go to `shard` (until `until`, unless
+    /// renewed).
+    pub(super) fn pin(&self, call_id: &[u8], shard: usize, until: Instant) {
+        let mut pins = self.lock();
+        pins.insert(call_id.into(), Pin { shard, until });
+        self.pinned.store(pins.len(), Ordering::Relaxed);
+    }
+
+    /// `shard` still holds these handed-over dialogs: their pins last to `until`. Pins
+    /// whose lease ran out (their calls ended) are dropped.
+    pub(super) fn renew<'a>(
+        &self,
+        shard: usize,
+        call_ids: impl Iterator<Item = &'a str>,
+        now: Instant,
+    ) {
+        let mut pins = self.lock();
+        for call_id in call_ids {
+            if let Some(pin) = pins.get_mut(call_id.as_bytes())
+                && pin.shard == shard
+            {
+                pin.until = now + PIN_LEASE;
+            }
+        }
+        pins.retain(|_, pin| pin.until > now);
+        self.pinned.store(pins.len(), Ordering::Relaxed);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Box<[u8]>, Pin>> {
+        // A panic elsewhere while holding it leaves the map whole: go on with it.
+        self.pins.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(call_id: &str) -> Vec<u8> {
+        format!("BYE sip:a@h SIP/2.0\r\nCall-ID: {call_id}\r\n\r\n").into_bytes()
+    }
+
+    #[test]
+    fn messages_go_by_call_id_registers_home_and_pins_win_until_their_lease_ends() {
+        let inboxes = (0..3).map(|_| mpsc::channel(1).0).collect();
+        let dispatch = Dispatch::new(inboxes);
+        let by_hash = |id: &str| shard_of(id.as_bytes(), 3);
+        for id in ["a@h", "b@h", "c@h", "d@h"] {
+            assert_eq!(dispatch.shard_for(&message(id)), by_hash(id));
+        }
+        assert_eq!(
+            dispatch.shard_for(b"REGISTER sip:h SIP/2.0\r\nCall-ID: x\r\n\r\n"),
+            0
+        );
+        assert_eq!(dispatch.shard_for(b"\r\n\r\n"), 0);
+
+        let now = crate::clock::monotonic_now();
+        let elsewhere = (by_hash("a@h") + 1) % 3;
+        dispatch.pin(b"a@h", elsewhere, now + PIN_LEASE);
+        assert_eq!(dispatch.shard_for(&message("a@h")), elsewhere);
+        // Renewed by the shard holding it, it outlives its first lease; another shard's
+        // renewal does not count.
+        dispatch.renew(elsewhere, ["a@h"].into_iter(), now + PIN_LEASE / 2);
+        dispatch.renew((elsewhere + 1) % 3, ["a@h"].into_iter(), now + PIN_LEASE);
+        assert_eq!(dispatch.shard_for(&message("a@h")), elsewhere);
+        // Not renewed any more (the call ended): gone after its lease.
+        dispatch.renew(elsewhere, std::iter::empty(), now + PIN_LEASE * 2);
+        assert_eq!(dispatch.shard_for(&message("a@h")), by_hash("a@h"));
+        assert_eq!(dispatch.pinned.load(Ordering::Relaxed), 0);
+    }
+}

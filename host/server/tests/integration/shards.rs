@@ -1,0 +1,146 @@
+//! Signalling on several shards (`sip.shards`): calls spread over the shards by Call-ID,
+//! registrations made on the home shard serve calls on the others, and a pull whose
+//! INVITE lands on a shard that does not hold the call is handed to the one that does.
+
+use std::time::Duration;
+
+use wasmpbx::sip::shards::shard_of;
+
+use crate::common::callers::{FLIP, return_trunk, sydney};
+use crate::common::server::{Server, SippServer, credentials, http, register_device, sipp};
+
+const SHARDS: usize = 2;
+
+/// A Call-ID (for SIPp's `-cid_str`) that hashes to `shard` of [`SHARDS`].
+fn call_id_on(shard: usize, name: &str) -> String {
+    (0..)
+        .map(|n| format!("{name}-{n}@sharded.test"))
+        .find(|id| shard_of(id.as_bytes(), SHARDS) == shard)
+        .unwrap()
+}
+
+#[test]
+fn a_pull_landing_on_another_shard_takes_the_call_from_the_shard_holding_it() {
+    let server = Server::start_with_scripts(
+        "[sip]\nshards = 2\n",
+        &[("flip-policy", test_components::FLIP_POLICY)],
+    );
+    // Both of Alice's phones register on the home shard (0).
+    let desk_port = register_device(&server, "2001", "s3cret");
+    let mobile_port = register_device(&server, "2001", "s3cret");
+    let desk = SippServer::start_on("device_answers.xml", desk_port, &["-m", "1"]);
+    // Bob's call lands on shard 1, which rings the desk from its copy of the home's
+    // bindings; the mobile's pull lands on shard 0, which has no call of Alice's.
+    let (bob_call, pull_call) = (call_id_on(1, "bob"), call_id_on(0, "pull"));
+    std::thread::scope(|scope| {
+        let bob = scope.spawn(|| {
+            sipp(
+                server.udp,
+                "device_caller.xml",
+                &credentials("2002", "b0b-secret"),
+                &["-s", "2001", "-m", "1", "-d", "5000", "-cid_str", &bob_call],
+            )
+        });
+        std::thread::sleep(Duration::from_millis(1500));
+        let mobile = mobile_port.to_string();
+        let pulled = sipp(
+            server.udp,
+            "device_pull.xml",
+            &credentials("2001", "s3cret"),
+            &[
+                "-s", "*77", "-m", "1", "-p", &mobile, "-cid_str", &pull_call,
+            ],
+        );
+        assert_eq!(
+            pulled,
+            0,
+            "the pull took the call to its end\n{}",
+            server.log()
+        );
+        assert_eq!(bob.join().unwrap(), 0, "bob's call went on to its end");
+    });
+    assert_eq!(
+        desk.wait(Duration::from_secs(15)),
+        0,
+        "the desk was released"
+    );
+    let log = server.log();
+    assert!(
+        log.contains("pull: no call of the user here; handed to shard 1"),
+        "{log}"
+    );
+    let cdr = &server.cdrs()[0];
+    assert_eq!(cdr["disposition"], "answered", "{cdr}");
+    let flips = cdr["flips"].as_array().unwrap();
+    assert_eq!(flips.len(), 1, "{cdr}");
+    assert_eq!(flips[0]["kind"], "pull", "{cdr}");
+    assert_eq!(flips[0]["result"], "done", "{cdr}");
+}
+
+#[test]
+fn listen_mode_calls_on_both_shards_all_complete_with_media_both_ways() {
+    let ret = SippServer::start("return_number.xml", &["-rtp_echo", "-m", "100"]);
+    let config = format!(
+        "[sip]\nshards = 2\n[media]\nrtp_ports = \"20000-29999\"\n{}{}",
+        return_trunk(ret.port),
+        sydney("listen")
+    );
+    let server = Server::start_with_scripts(&config, &[("listen", test_components::LISTEN)]);
+    // SIPp numbers its calls: these Call-IDs fall on both shards.
+    let on_shard_1 = (1..=100)
+        .filter(|n| shard_of(format!("{n}-sharded@127.0.0.2").as_bytes(), SHARDS) == 1)
+        .count();
+    assert!(
+        (20..=80).contains(&on_shard_1),
+        "{on_shard_1} of 100 on shard 1"
+    );
+    let code = sipp(
+        server.udp,
+        "trunk_caller.xml",
+        "",
+        &[
+            "-i",
+            "127.0.0.2",
+            "-s",
+            FLIP,
+            "-m",
+            "100",
+            "-r",
+            "50",
+            "-l",
+            "200",
+            "-cid_str",
+            "%u-sharded@127.0.0.2",
+        ],
+    );
+    assert_eq!(code, 0, "{}", server.log());
+    assert_eq!(
+        ret.wait(Duration::from_secs(30)),
+        0,
+        "the return side saw every call"
+    );
+    let cdrs = server.cdrs();
+    assert_eq!(cdrs.len(), 100);
+    for cdr in &cdrs {
+        assert_eq!(cdr["disposition"], "answered", "{cdr}");
+        let (to_return, to_caller) = (&cdr["rtp_packets_in"], &cdr["rtp_packets_out"]);
+        assert!(
+            to_return.as_u64().unwrap() > 50,
+            "caller → return side: {cdr}"
+        );
+        assert!(
+            to_caller.as_u64().unwrap() > 50,
+            "return side → caller: {cdr}"
+        );
+    }
+    // The admin API gathers every shard's counters.
+    let (_, metrics) = http(server.http, "GET", "/metrics", None, "");
+    let messages: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("wasmpbx_sip_messages_total ")?.parse().ok())
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(
+        messages >= 400,
+        "INVITE, ACK, BYE, the return side's answers: {messages}"
+    );
+}
