@@ -11,7 +11,7 @@
 #                               location on 15550103 runs SHADOW as its shadow script.
 #                               $http: the admin API's address (http://IP:PORT).
 #                               RECORD_DECISIONS=false: [scripts] record_decisions off.
-#                               SHARDS=N: [sip] shards (unset: the default, 1).
+#                               SHARDS=N: [sip] shards (unset: the default, one per CPU).
 # Also cpu_of PID (CPU ticks used), rss_of PID (KiB), $ticks, machine_line, and
 # run_sipp (SIPp calls through a target with their set-up times).
 

@@ -168,7 +168,8 @@ pub struct SipConfig {
     pub dialog_keepalive_s: u32,
     /// How many call cores share the signalling, each a task of its own with the calls
     /// whose Call-IDs hash to it (and its own slice of `media.rtp_ports`): more cores,
-    /// more calls per second. 0: one per CPU. Read at start.
+    /// more calls per second. 0 (the default): one per CPU, as many as `media.rtp_ports`
+    /// leaves room for 100 calls each. Read at start.
     pub shards: u16,
 }
 
@@ -209,7 +210,7 @@ impl Default for SipConfig {
             tls_cert: None,
             tls_key: None,
             dialog_keepalive_s: 120,
-            shards: 1,
+            shards: 0,
         }
     }
 }
@@ -553,6 +554,9 @@ impl fmt::Display for ListenAddr {
 /// The most signalling shards `sip.shards` may ask for.
 const MAX_SHARDS: u16 = 64;
 
+/// `sip.shards = 0` runs no more shards than leave each room for this many calls.
+const AUTO_SHARD_CALLS: u32 = 100;
+
 /// An inclusive UDP port range, written `"20000-30000"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
@@ -735,12 +739,14 @@ impl Config {
     }
 
     /// How many signalling shards to run on a machine with `cpus` CPUs: `sip.shards`, or
-    /// for 0 one per CPU (as many as `media.rtp_ports` gives a call's four ports each).
+    /// for 0 one per CPU, as many as `media.rtp_ports` leaves room for
+    /// [`AUTO_SHARD_CALLS`] calls each (four ports a call).
     pub fn shard_count(&self, cpus: usize) -> usize {
         match self.sip.shards {
             0 => {
-                let room = (self.media.rtp_ports.count() / 4).max(1) as usize;
-                cpus.clamp(1, usize::from(MAX_SHARDS)).min(room)
+                let room = self.media.rtp_ports.count() / (4 * AUTO_SHARD_CALLS);
+                cpus.clamp(1, usize::from(MAX_SHARDS))
+                    .min(room.max(1) as usize)
             }
             n => usize::from(n),
         }
@@ -1090,9 +1096,12 @@ mod tests {
             err.contains("media.rtp_ports") && err.contains("shards = 4"),
             "{err}"
         );
-        let auto = parse("[sip]\nshards = 0\n[media]\nrtp_ports = \"20000-20011\"\n").unwrap();
+        // One per CPU by default, as many as leave room for 100 calls each.
+        let auto = parse("[media]\nrtp_ports = \"20000-21199\"\n").unwrap();
         assert_eq!((auto.shard_count(2), auto.shard_count(16)), (2, 3));
-        assert_eq!(parse("").unwrap().shard_count(16), 1, "one unless asked");
+        let tiny = parse("[media]\nrtp_ports = \"20000-20099\"\n").unwrap();
+        assert_eq!(tiny.shard_count(16), 1);
+        assert_eq!(parse("[sip]\nshards = 1\n").unwrap().shard_count(16), 1);
         let err = parse("[media]\nrtp_ports = \"30000-20000\"\n").unwrap_err();
         assert!(err.contains("media.rtp_ports"), "{err}");
         let one = parse("[media]\nrtp_ports = \"20000-20000\"\n").unwrap();
