@@ -65,9 +65,10 @@ enum Input {
         flip: u64,
         decision: Result<crate::flip::FlipDecision, String>,
     },
+    /// A stream connection opened (its writer is in the dispatcher's table): what
+    /// waited for it may go.
     Connected {
         peer: Peer,
-        writer: mpsc::Sender<Vec<u8>>,
     },
     Disconnected {
         peer: Peer,
@@ -765,7 +766,6 @@ async fn run_shard(
     };
     let mut network = Network {
         udp,
-        connections: HashMap::new(),
         dialing: HashMap::new(),
         tls_trunks,
         dispatch: dispatch.clone(),
@@ -828,15 +828,12 @@ async fn run_shard(
                 Some(Input::CallEndedDecision { session, decision }) => pbx.handle_call_ended_decision(ambient(), session, decision),
                 Some(Input::ExternalDecision { session, decision }) => pbx.handle_external_decision(ambient(), session, decision),
                 Some(Input::FlipDecision { flip, decision }) => pbx.handle_flip_decision(ambient(), flip, decision),
-                Some(Input::Connected { peer, writer }) => network.connected(peer, writer),
+                Some(Input::Connected { peer }) => network.connected(peer),
                 Some(Input::DialFailed { peer }) => {
                     network.dialing.remove(&peer.addr);
                     pbx.transport_failed(ambient(), peer);
                 }
-                Some(Input::Disconnected { peer }) => {
-                    network.connections.remove(&peer.addr);
-                    pbx.connection_closed(ambient(), peer);
-                }
+                Some(Input::Disconnected { peer }) => pbx.connection_closed(ambient(), peer),
                 Some(Input::TrunkResolved { trunk, answer }) => {
                     if let Ok(targets) = &answer {
                         network.tls_trunks.resolved(&trunk, targets.iter().map(|t| t.addr));
@@ -1135,7 +1132,6 @@ async fn run_shard(
 struct Network {
     /// The UDP listeners, each with whether it is IPv4 (looked up once, not per send).
     udp: Vec<(bool, Arc<UdpSocket>)>,
-    connections: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
     /// Messages for peers being connected to, sent once the connection is up.
     dialing: HashMap<SocketAddr, Vec<Vec<u8>>>,
     tls_trunks: TlsTrunks,
@@ -1155,18 +1151,20 @@ impl Network {
         queue.push(bytes);
     }
 
-    fn connected(&mut self, peer: Peer, writer: mpsc::Sender<Vec<u8>>) {
-        for bytes in self.dialing.remove(&peer.addr).unwrap_or_default() {
-            let _ = writer.try_send(bytes);
+    fn connected(&mut self, peer: Peer) {
+        let waiting = self.dialing.remove(&peer.addr).unwrap_or_default();
+        if let Some(writer) = self.dispatch.connection(peer.addr) {
+            for bytes in waiting {
+                let _ = writer.try_send(bytes);
+            }
         }
-        self.connections.insert(peer.addr, writer);
     }
 
     async fn perform(&mut self, io: Io) {
         let (peer, bytes) = match io {
             Io::Send { peer, bytes } => (peer, bytes),
             Io::Close { peer } => {
-                self.connections.remove(&peer.addr);
+                self.dispatch.close(peer.addr);
                 return;
             }
         };
@@ -1182,7 +1180,7 @@ impl Network {
                 }
             }
             Transport::Tcp | Transport::Tls | Transport::Ws => {
-                match self.connections.get(&peer.addr) {
+                match self.dispatch.connection(peer.addr) {
                     Some(writer) => {
                         if writer.try_send(bytes).is_err() {
                             tracing::warn!(peer = %peer.addr, "connection backlog full: dropping a message");
@@ -1552,16 +1550,12 @@ where
 {
     let (mut reader, mut writer) = tokio::io::split(stream);
     let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(256);
-    // Weak, so that the core dropping the connection's writer still ends it.
+    // Weak, so that a shard closing the connection (dropping its writer) still ends it.
     let pong = out_tx.downgrade();
-    let connected = || Input::Connected {
-        peer,
-        writer: out_tx.clone(),
-    };
-    if !dispatch.to_all(connected).await {
+    dispatch.open(peer.addr, out_tx);
+    if !dispatch.to_all(|| Input::Connected { peer }).await {
         return;
     }
-    drop(out_tx);
     let write_task = tokio::spawn(async move {
         while let Some(bytes) = out_rx.recv().await {
             if writer.write_all(&bytes).await.is_err() {
@@ -1606,6 +1600,7 @@ where
         }
     }
     write_task.abort();
+    dispatch.close(peer.addr);
     dispatch.to_all(|| Input::Disconnected { peer }).await;
 }
 
@@ -1624,14 +1619,10 @@ impl CoreHandle {
             addr,
         };
         let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(256);
-        let connected = || Input::Connected {
-            peer,
-            writer: out_tx.clone(),
-        };
-        if !self.dispatch.to_all(connected).await {
+        self.dispatch.open(addr, out_tx);
+        if !self.dispatch.to_all(|| Input::Connected { peer }).await {
             return;
         }
-        drop(out_tx);
         let (mut sink, mut frames) = stream.split();
         loop {
             tokio::select! {
@@ -1664,6 +1655,7 @@ impl CoreHandle {
             }
         }
         let _ = sink.close().await;
+        self.dispatch.close(addr);
         self.dispatch.to_all(|| Input::Disconnected { peer }).await;
     }
 }
@@ -1716,7 +1708,6 @@ mod tests {
                 true,
                 Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap()),
             )],
-            connections: HashMap::new(),
             dialing: HashMap::new(),
             tls_trunks: TlsTrunks::reloaded(&Config::embedded_default()),
             dispatch: inboxes[0].dispatch.clone(),

@@ -89,7 +89,7 @@ impl Snapshot {
         Snapshot {
             registrations: registrations.as_ref().map_or(0, |r| r.here.len()),
             phones_behind_edge: registrations.as_ref().map_or(0, |r| r.behind_edge.len()),
-            active_calls: admin.core.calls().await.map_or(0, |c| c.len()),
+            active_calls: admin.core.health().await.map_or(0, |h| h.live_calls),
             core: admin.core.counters().await.unwrap_or_default(),
             trunks: admin.core.trunks().await.unwrap_or_default(),
             calls: [

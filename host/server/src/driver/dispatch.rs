@@ -7,8 +7,9 @@
 //! forgotten within a lease of its end.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
@@ -30,6 +31,10 @@ struct Pin {
 
 pub(super) struct Dispatch {
     inboxes: Vec<mpsc::Sender<Input>>,
+    /// The open stream connections (TCP, TLS, WebSocket), one writer each, shared by the
+    /// shards: any may send on one, and closing it ([`Dispatch::close`]) closes it for
+    /// all — the writer here is its only sender, so dropping it ends the connection.
+    connections: Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>,
     /// How many shards have no call left while draining: a shard stops reading its
     /// inbox only when all have (until then messages keep coming for it — new calls to
     /// refuse — and a full inbox would hold up the others' in the dispatcher).
@@ -43,6 +48,7 @@ impl Dispatch {
     pub(super) fn new(inboxes: Vec<mpsc::Sender<Input>>) -> Self {
         Self {
             inboxes,
+            connections: Mutex::new(HashMap::new()),
             drained: tokio::sync::watch::Sender::new(0),
             pins: Mutex::new(HashMap::new()),
             pinned: AtomicUsize::new(0),
@@ -132,6 +138,22 @@ impl Dispatch {
         }
     }
 
+    /// A connection is open: what is sent to `addr` goes to `writer`.
+    pub(super) fn open(&self, addr: SocketAddr, writer: mpsc::Sender<Vec<u8>>) {
+        lock(&self.connections).insert(addr, writer);
+    }
+
+    /// The writer of the connection with `addr`, if one is open.
+    pub(super) fn connection(&self, addr: SocketAddr) -> Option<mpsc::Sender<Vec<u8>>> {
+        lock(&self.connections).get(&addr).cloned()
+    }
+
+    /// Close the connection with `addr` (its writer dropped, its task ends), or forget
+    /// it once it has closed.
+    pub(super) fn close(&self, addr: SocketAddr) {
+        lock(&self.connections).remove(&addr);
+    }
+
     /// A shard's own inbox.
     pub(super) fn inbox(&self, shard: usize) -> mpsc::Sender<Input> {
         self.inboxes[shard].clone()
@@ -185,10 +207,14 @@ impl Dispatch {
         self.pinned.store(pins.len(), Ordering::Relaxed);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Box<[u8]>, Pin>> {
-        // A panic elsewhere while holding it leaves the map whole: go on with it.
-        self.pins.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, HashMap<Box<[u8]>, Pin>> {
+        lock(&self.pins)
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere while holding it leaves the map whole: go on with it.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

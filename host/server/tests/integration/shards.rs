@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use wasmpbx::sip::shards::shard_of;
 
-use crate::common::callers::{FLIP, return_trunk, sydney};
+use crate::common::callers::{FLIP, return_trunk, sydney, trunk_calls_with};
 use crate::common::server::{Server, SippServer, credentials, http, register_device, sipp};
 
 const SHARDS: usize = 2;
@@ -94,25 +94,7 @@ fn listen_mode_calls_on_both_shards_all_complete_with_media_both_ways() {
         (20..=80).contains(&on_shard_1),
         "{on_shard_1} of 100 on shard 1"
     );
-    let code = sipp(
-        server.udp,
-        "trunk_caller.xml",
-        "",
-        &[
-            "-i",
-            "127.0.0.2",
-            "-s",
-            FLIP,
-            "-m",
-            "100",
-            "-r",
-            "50",
-            "-l",
-            "200",
-            "-cid_str",
-            "%u-sharded@127.0.0.2",
-        ],
-    );
+    let code = trunk_calls_with(&server, FLIP, 100, &["-cid_str", "%u-sharded@127.0.0.2"]);
     assert_eq!(code, 0, "{}", server.log());
     assert_eq!(
         ret.wait(Duration::from_secs(30)),
@@ -142,5 +124,35 @@ fn listen_mode_calls_on_both_shards_all_complete_with_media_both_ways() {
     assert!(
         messages >= 400,
         "INVITE, ACK, BYE, the return side's answers: {messages}"
+    );
+}
+
+#[test]
+fn a_message_that_does_not_parse_closes_its_tcp_connection_whichever_shard_reads_it() {
+    use std::io::{Read, Write};
+    let server = Server::start("[sip]\nshards = 2\n");
+    // Framed (it has a Content-Length), so the framing keeps it; the shard that parses it
+    // closes the connection, which every shard could write on.
+    let mut garbage = std::net::TcpStream::connect(server.tcp).unwrap();
+    garbage
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    garbage
+        .write_all(b"NOT SIP AT ALL\r\nCall-ID: x\r\nContent-Length: 0\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 64];
+    assert!(
+        matches!(garbage.read(&mut buf), Ok(0)),
+        "the connection is closed"
+    );
+    // A well-behaved client on TCP is served, by both shards' registrar copy.
+    assert_eq!(
+        sipp(
+            server.tcp,
+            "register.xml",
+            &credentials("2001", "s3cret"),
+            &["-m", "1", "-t", "t1"]
+        ),
+        0
     );
 }

@@ -19,24 +19,26 @@ pub fn listen_location(return_port: u16) -> String {
 /// `calls` SIPp calls from the trunk (`tests/sipp/trunk_caller.xml`) to `dialed`, 50 a
 /// second; SIPp's exit code.
 pub fn trunk_calls(server: &Server, dialed: &str, calls: u32) -> i32 {
+    trunk_calls_with(server, dialed, calls, &[])
+}
+
+/// [`trunk_calls`] with more SIPp options (`extra`).
+pub fn trunk_calls_with(server: &Server, dialed: &str, calls: u32, extra: &[&str]) -> i32 {
     let calls = calls.to_string();
-    sipp(
-        server.udp,
-        "trunk_caller.xml",
-        "",
-        &[
-            "-i",
-            "127.0.0.2",
-            "-s",
-            dialed,
-            "-m",
-            &calls,
-            "-r",
-            "50",
-            "-l",
-            "200",
-        ],
-    )
+    let mut args = vec![
+        "-i",
+        "127.0.0.2",
+        "-s",
+        dialed,
+        "-m",
+        &calls,
+        "-r",
+        "50",
+        "-l",
+        "200",
+    ];
+    args.extend_from_slice(extra);
+    sipp(server.udp, "trunk_caller.xml", "", &args)
 }
 
 /// The `pstn` trunk to a SIPp return side on `return_port`; calls from 127.0.0.2 are its.
