@@ -131,6 +131,12 @@ class LoopbackCapture(threading.Thread):
         super().__init__(daemon=True)
         self.keep = keep
         self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.ntohs(0x0003))
+        # Room for seconds of every stream in the namespace: a busy machine can stall this
+        # thread, and a packet the capture drops would look like one the host lost.
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, 33, 32 << 20)  # SO_RCVBUFFORCE (root)
+        except OSError:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 << 20)
         self.sock.bind(("lo", 0))
         self.sock.settimeout(0.2)
         self.packets = []

@@ -29,6 +29,8 @@ struct Pin {
     until: Instant,
 }
 
+/// Shared by the shards, the listeners and the admin API: the inboxes, the stream
+/// connections, the pins, and how far a drain has come.
 pub(super) struct Dispatch {
     inboxes: Vec<mpsc::Sender<Input>>,
     /// The open stream connections (TCP, TLS, WebSocket), one writer each, shared by the
@@ -187,8 +189,8 @@ impl Dispatch {
         self.pinned.store(pins.len(), Ordering::Relaxed);
     }
 
-    /// `shard` still holds these handed-over dialogs: their pins last to `until`. Pins
-    /// whose lease ran out (their calls ended) are dropped.
+    /// `shard` still holds these handed-over dialogs: their pins last another lease from
+    /// `now`. Pins whose lease ran out (their calls ended) are dropped.
     pub(super) fn renew<'a>(
         &self,
         shard: usize,
