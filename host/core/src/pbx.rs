@@ -183,7 +183,9 @@ impl Pbx {
     /// and the digest answers' nonce-counts are counted with the other shards'.
     pub fn with_shard(mut self, shard: Shard, nonce_counts: NonceCounts) -> Self {
         self.shard = shard;
-        self.entropy = Entropy::for_shard(0, shard);
+        // Seeded apart, so the shards' tags and branches differ even without the OS's
+        // randomness.
+        self.entropy = Entropy::for_shard(shard.index as u64, shard);
         self.registrar.share_nonce_counts(nonce_counts);
         self
     }

@@ -20,7 +20,7 @@ impl Shard {
     /// A host with one shard: it owns every Call-ID.
     pub const ALONE: Shard = Shard { index: 0, count: 1 };
 
-    /// The shard that holds the registrar and the trunks' and edges' own requests.
+    /// The shard that holds the registrar and registers with carriers.
     pub fn is_home(self) -> bool {
         self.index == 0
     }
