@@ -234,11 +234,15 @@ impl DigestAuth {
     /// Forget that an accepted answer's nonce-count was seen: the request goes to another
     /// shard, which checks it again (once).
     pub fn give_back(&self, credentials: &Credentials) {
-        let Some(nc) = credentials.nc.as_deref() else {
-            return;
-        };
-        let Ok(nc) = u32::from_str_radix(nc, 16) else {
-            return;
+        // An answer without qop counts as 0, as `verify` counts it.
+        let nc = match credentials
+            .nc
+            .as_deref()
+            .map(|nc| u32::from_str_radix(nc, 16))
+        {
+            Some(Ok(nc)) => nc,
+            Some(Err(_)) => return,
+            None => 0,
         };
         let mut seen = self.seen.lock();
         if let Some((_, last)) = seen.get_mut(&credentials.nonce)
@@ -644,6 +648,18 @@ mod tests {
         );
         let next = answer(Algorithm::Md5, "s3cret", &nonce, "00000002");
         assert!(one.verify(NOW, "REGISTER", &next, secrets).is_ok());
+        // An answer without qop (no nonce-count) is given back alike.
+        let nonce = one.nonce(NOW, 6);
+        let ha1 = md5_ha1("2001", "pbx.test", "s3cret");
+        let ha2 = Algorithm::Md5.hash("REGISTER:sip:pbx.test");
+        let response = Algorithm::Md5.hash(&format!("{ha1}:{nonce}:{ha2}"));
+        let plain = Credentials::parse(&format!(
+            "Digest username=\"2001\", realm=\"pbx.test\", nonce=\"{nonce}\", uri=\"sip:pbx.test\", response=\"{response}\""
+        ))
+        .unwrap();
+        assert!(one.verify(NOW, "REGISTER", &plain, secrets).is_ok());
+        one.give_back(&plain);
+        assert!(two.verify(NOW, "REGISTER", &plain, secrets).is_ok());
     }
 
     #[test]
