@@ -6,7 +6,7 @@
 //!   script version's bytes once, so `wasmpbx script replay` can run it again;
 //! - runs the location's shadow script on it, if it has one (`shadow`).
 //!
-//! It writes what queued meanwhile, and what comes within [`LINGER`], in one go. A full
+//! It writes what queues within [`LINGER`] of an event with it, in one go. A full
 //! queue drops the event and counts it (`/metrics`): under overload the journal gives
 //! way, never a call. At shutdown [`JournalThread::finish`] lets it write everything
 //! queued before it stops.
@@ -25,7 +25,7 @@ use crate::store::{DecisionRecord, ShadowResult, Store};
 pub const QUEUE: usize = 4096;
 /// The most written in one transaction.
 const BATCH: usize = 256;
-/// How long after an event the journal waits for more to write with it.
+/// How long after an event the journal lets more queue, to write them with it.
 const LINGER: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// One event a script decided.
@@ -135,17 +135,28 @@ impl JournalThread {
 
 fn run(rx: &Receiver<Message>, scripts: &ScriptHost, store: &dyn Store, counters: &Counters) {
     let mut kept_scripts: HashSet<String> = HashSet::new();
-    let mut stopping = false;
-    while !stopping {
-        let Ok(Message::Job(job)) = rx.recv() else {
+    let mut last_was_full = false;
+    loop {
+        let Ok(Message::Job(first)) = rx.recv() else {
             return;
         };
+        // Let the next moment's events queue behind this one (nothing here is on a
+        // call's path): under load one transaction carries many decisions, and the
+        // driver's `submit` finds this thread asleep rather than waiting for it, so it
+        // does not wake it for each event. A full batch last time: more are queued now.
+        if !last_was_full {
+            std::thread::sleep(LINGER);
+        }
         let (mut decisions, mut shadows) = (Vec::new(), Vec::new());
-        // What comes in the next moment joins this write (nothing here is on a call's
-        // path): under load one transaction carries many decisions, not one each.
-        let deadline = crate::clock::monotonic_now() + LINGER;
-        let mut next = Some(job);
-        while let Some(job) = next {
+        let mut taken = 0;
+        let mut stopping = false;
+        let waiting = std::iter::once(Message::Job(first)).chain(rx.try_iter());
+        for message in waiting.take(BATCH) {
+            taken += 1;
+            let Message::Job(job) = message else {
+                stopping = true;
+                break;
+            };
             handle(
                 job,
                 scripts,
@@ -155,20 +166,12 @@ fn run(rx: &Receiver<Message>, scripts: &ScriptHost, store: &dyn Store, counters
                 &mut decisions,
                 &mut shadows,
             );
-            let remaining = deadline.saturating_duration_since(crate::clock::monotonic_now());
-            next = match decisions.len() + shadows.len() < BATCH {
-                true => match rx.recv_timeout(remaining) {
-                    Ok(Message::Job(job)) => Some(job),
-                    Ok(Message::Stop) => {
-                        stopping = true;
-                        None
-                    }
-                    Err(_) => None,
-                },
-                false => None,
-            };
         }
+        last_was_full = taken == BATCH;
         save(store, counters, &decisions, &shadows);
+        if stopping {
+            return;
+        }
     }
 }
 
