@@ -2,13 +2,12 @@
 //! input of the core, the media's SSRCs, sequence numbers and port choices. The sans-IO
 //! core never calls it; it draws from the seed its driver hands it ([`wasmpbx_types::entropy`]).
 
-/// 64 random bits. Without OS randomness the result is still usable (zero bits), only
-/// guessable, which is no reason to drop a call.
-#[allow(clippy::disallowed_methods)] // the one place the media reads OS randomness
+/// 64 random bits, from the thread's cryptographically secure generator, which the
+/// operating system seeds (and reseeds): asked for with every input of the core, so not
+/// a system call each.
+#[allow(clippy::disallowed_methods)] // the one place the media draws randomness
 pub fn random_u64() -> u64 {
-    let mut bytes = [0u8; 8];
-    let _ = getrandom::fill(&mut bytes);
-    u64::from_le_bytes(bytes)
+    rand::random()
 }
 
 /// `bytes` filled for a secret (an SRTP key). Unlike [`random_u64`] it fails without OS

@@ -97,7 +97,7 @@ impl Dialog {
             )),
             None => text.push_str("Content-Length: 0\r\n\r\n"),
         }
-        match message::parse(text.as_bytes()) {
+        match message::parse_own(text.as_bytes()) {
             Ok(SipMessage::Request(request)) => Some(request),
             _ => None,
         }

@@ -30,6 +30,28 @@ pub enum ParseError {
 /// Parse one datagram (or one framed stream message) into a SIP message and check the
 /// headers every message must have.
 pub fn parse(bytes: &[u8]) -> Result<SipMessage, ParseError> {
+    let message = parse_own(bytes)?;
+    for (name, ok) in [
+        ("Via", message.via_header().is_ok_and(|v| v.typed().is_ok())),
+        (
+            "From",
+            message.from_header().is_ok_and(|h| h.typed().is_ok()),
+        ),
+        ("To", message.to_header().is_ok_and(|h| h.typed().is_ok())),
+        ("Call-ID", message.call_id_header().is_ok()),
+        ("CSeq", cseq(&message).is_some()),
+    ] {
+        if !ok {
+            return Err(ParseError::MissingHeader(name));
+        }
+    }
+    Ok(message)
+}
+
+/// Read a message the host wrote itself back into rsip's form: as [`parse`], without
+/// checking the headers it wrote (every message the host sends passes through here,
+/// and checking them took as long again).
+pub fn parse_own(bytes: &[u8]) -> Result<SipMessage, ParseError> {
     if bytes.len() > MAX_MESSAGE_BYTES {
         return Err(ParseError::TooLarge(bytes.len()));
     }
@@ -56,20 +78,6 @@ pub fn parse(bytes: &[u8]) -> Result<SipMessage, ParseError> {
         // Extra bytes after the declared body are discarded (RFC 3261 18.3).
         Some(declared) => message.body_mut().truncate(declared),
         None => {}
-    }
-    for (name, ok) in [
-        ("Via", message.via_header().is_ok_and(|v| v.typed().is_ok())),
-        (
-            "From",
-            message.from_header().is_ok_and(|h| h.typed().is_ok()),
-        ),
-        ("To", message.to_header().is_ok_and(|h| h.typed().is_ok())),
-        ("Call-ID", message.call_id_header().is_ok()),
-        ("CSeq", cseq(&message).is_some()),
-    ] {
-        if !ok {
-            return Err(ParseError::MissingHeader(name));
-        }
     }
     Ok(message)
 }
@@ -159,10 +167,21 @@ pub fn reason_phrase(code: u16) -> &'static str {
     }
 }
 
-/// The branch of the top Via.
+/// The branch of the top Via. Read from the header's text: the transaction layer asks
+/// with every message, and [`parse`] has already checked that the Via parses.
 pub fn branch(message: &SipMessage) -> Option<String> {
-    let via = message.via_header().ok()?.typed().ok()?;
-    via.branch().map(|b| b.to_string())
+    branch_of(message.via_header().ok()?.value())
+}
+
+/// The `branch` parameter of a Via value (of its first entry, should it hold several).
+fn branch_of(via: &str) -> Option<String> {
+    let first = via.split(',').next()?;
+    first.split(';').skip(1).find_map(|param| {
+        let (name, value) = param.split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("branch")
+            .then(|| value.trim().to_owned())
+    })
 }
 
 /// The Call-ID.
@@ -435,6 +454,49 @@ pub fn bad_request_from_raw(bytes: &[u8], reason: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_branch_read_from_the_text_is_the_one_the_parsed_header_has() {
+        for (via, expected) in [
+            (
+                "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKa1;rport",
+                Some("z9hG4bKa1"),
+            ),
+            (
+                "SIP/2.0/UDP 127.0.0.1:5060;rport;branch=z9hG4bKa1",
+                Some("z9hG4bKa1"),
+            ),
+            (
+                "SIP/2.0/TCP [::1]:5060;BRANCH=z9hG4bKa1;received=::1",
+                Some("z9hG4bKa1"),
+            ),
+            (
+                "SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKa1, SIP/2.0/UDP 10.0.0.2;branch=z9hG4bKa2",
+                Some("z9hG4bKa1"),
+            ),
+            (
+                "SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bKnashds7",
+                Some("z9hG4bKnashds7"),
+            ),
+            ("SIP/2.0/UDP 127.0.0.1:5060;rport", None),
+        ] {
+            assert_eq!(branch_of(via).as_deref(), expected, "{via}");
+            // Where rsip reads the header (what `parse` lets in), it reads the same.
+            if let Ok(typed) = rsip::headers::Via::new(via).typed() {
+                assert_eq!(
+                    typed.branch().map(|b| b.to_string()).as_deref(),
+                    expected,
+                    "{via}"
+                );
+            }
+        }
+        // Space around `;` and `=` is allowed (RFC 3261 §25.1, SEMI and EQUAL); rsip's
+        // parsed header loses the parameter then.
+        assert_eq!(
+            branch_of("SIP/2.0/UDP 10.0.0.1 ; branch = z9hG4bKa1 ;rport").as_deref(),
+            Some("z9hG4bKa1")
+        );
+    }
 
     #[test]
     fn a_resent_request_is_a_new_transaction_with_its_authorization() {

@@ -11,7 +11,7 @@ use crate::sip::message::{self, Header, Request, Response, SipMessage};
 use crate::sip::transaction::Transport;
 
 pub(super) fn request_from(text: String) -> Option<Request> {
-    match message::parse(text.as_bytes()) {
+    match message::parse_own(text.as_bytes()) {
         Ok(SipMessage::Request(r)) => Some(r),
         _ => None,
     }
