@@ -57,6 +57,8 @@ TOML
     [ -z "${STREAM_URL:-}" ] || location bench-streamed 15550102 "$1" "stream_url = \"$STREAM_URL\"" "$2"
     # The same location again on 15550103, with a shadow script.
     [ -z "${SHADOW:-}" ] || location bench-shadowed 15550103 "$1" "shadow = \"$SHADOW\"" "$2"
+    # The open-files limit of the shipped systemd unit (examples/deploy), where allowed.
+    ulimit -n 65536 2>/dev/null || true
     RUST_LOG="${RUST_LOG:-warn}" "$bin" run --config "$work/wasmpbx.toml" > "$work/server.out" 2> "$work/server.err" &
     server=$!
     sleep 2

@@ -20,7 +20,8 @@ use tokio::task::JoinHandle;
 
 use super::packets::{CallPackets, Endpoint, EngineFeed, HostFrame, Retiring};
 use super::playout::Playout;
-use super::ports::RtpPorts;
+pub use super::ports::MAX_SPARE;
+use super::ports::{REST, RtpPorts, SparePairs};
 use super::recorder::Recorder;
 use super::rtp::{self, DtmfWatch, FRAME, KeyFilter, OutStream};
 use super::srtp::{LegSrtp, Refused};
@@ -144,19 +145,105 @@ impl Drop for Reserved {
 /// The real media: binds UDP ports and spawns tasks on the current runtime.
 pub struct RelayManager {
     ports: RtpPorts,
+    /// Ended calls' pairs, still bound, for the next calls.
+    spare: SparePairs<LegPair>,
     calls: HashMap<SessionId, Call>,
     events: Option<mpsc::Sender<MediaEvent>>,
     pub counters: Arc<RelayCounters>,
+}
+
+/// A leg's RTP/RTCP pair, bound and registered with the runtime.
+struct LegPair {
+    port: u16,
+    rtp: Arc<UdpSocket>,
+    rtcp: Arc<UdpSocket>,
+}
+
+impl LegPair {
+    /// Whether an ended call's pair may serve another call: nothing holds it any more
+    /// (the ended call's tasks are gone) and what reached it while it rested is thrown
+    /// away, so no late packet of the old call can reach (or latch) the new one.
+    fn ready_again(&self) -> bool {
+        Arc::strong_count(&self.rtp) == 1
+            && Arc::strong_count(&self.rtcp) == 1
+            && discard_waiting(&self.rtp)
+            && discard_waiting(&self.rtcp)
+    }
+}
+
+/// Read and drop the datagrams queued on `socket`; false if they keep coming (a flood:
+/// the pair is not worth keeping). Read with system calls of its own, so nothing the
+/// runtime remembers about the socket can hide a queued datagram.
+fn discard_waiting(socket: &UdpSocket) -> bool {
+    /// More than a socket's receive buffer holds of small packets.
+    const MOST: usize = 1024;
+    let mut buf = [0u8; 64]; // the rest of a longer datagram is dropped with it
+    for _ in 0..MOST {
+        // Anything but "nothing queued" (a datagram, or an error one left behind such as
+        // an ICMP unreachable): read on.
+        if let Err(rustix::io::Errno::AGAIN) =
+            rustix::net::recv(socket, &mut buf, rustix::net::RecvFlags::DONTWAIT)
+        {
+            return true;
+        }
+    }
+    false
 }
 
 impl RelayManager {
     pub fn new(bind_ip: IpAddr, range: PortRange) -> Self {
         Self {
             ports: RtpPorts::new(bind_ip, range),
+            spare: SparePairs::new(MAX_SPARE, REST),
             calls: HashMap::new(),
             events: None,
             counters: Arc::default(),
         }
+    }
+
+    /// A pair for a leg: an ended call's that has rested, or one bound now — or, when
+    /// every free port of the range is resting, the one that has rested longest.
+    fn leg_pair(&mut self) -> Result<LegPair, String> {
+        let now = monotonic_now();
+        while let Some(pair) = self.spare.take(now) {
+            if pair.ready_again() {
+                return Ok(pair);
+            }
+        }
+        match self.ports.bind_pair() {
+            Ok(pair) => Ok(LegPair {
+                port: pair.port,
+                rtp: to_tokio(pair.rtp)?,
+                rtcp: to_tokio(pair.rtcp)?,
+            }),
+            Err(e) => {
+                while let Some(pair) = self.spare.take_resting() {
+                    if pair.ready_again() {
+                        return Ok(pair);
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Keep at most `pairs` ended calls' pairs for the next calls (two open files each;
+    /// 0: none, each call binds its own).
+    pub fn with_spare_pairs(mut self, pairs: usize) -> Self {
+        self.spare = SparePairs::new(pairs, REST);
+        self
+    }
+
+    /// Ended calls' pairs rest `rest` before serving again (tests: not seconds).
+    #[cfg(test)]
+    fn resting_for(mut self, rest: std::time::Duration) -> Self {
+        self.spare = SparePairs::new(MAX_SPARE, rest);
+        self
+    }
+
+    /// Keep an ended call's pair for the next calls (closed if there is no room).
+    fn release_pair(&mut self, pair: LegPair) {
+        self.spare.release(monotonic_now(), pair);
     }
 
     /// Count into `counters` (shared with the other signalling shards' relays).
@@ -215,8 +302,14 @@ fn to_tokio(socket: std::net::UdpSocket) -> Result<Arc<UdpSocket>, String> {
 
 impl MediaAllocator for RelayManager {
     fn open(&mut self, session: SessionId) -> Result<MediaPorts, String> {
-        let a = self.ports.bind_pair()?;
-        let b = self.ports.bind_pair()?;
+        let a = self.leg_pair()?;
+        let b = match self.leg_pair() {
+            Ok(b) => b,
+            Err(e) => {
+                self.release_pair(a);
+                return Err(e);
+            }
+        };
         let ports = MediaPorts {
             a: a.port,
             b: b.port,
@@ -224,8 +317,8 @@ impl MediaAllocator for RelayManager {
         let mut call = Call {
             session,
             shared: Arc::new(Mutex::new(CallPackets::new())),
-            rtp: [to_tokio(a.rtp)?, to_tokio(b.rtp)?],
-            rtcp: [to_tokio(a.rtcp)?, to_tokio(b.rtcp)?],
+            rtp: [a.rtp, b.rtp],
+            rtcp: [a.rtcp, b.rtcp],
             forwarding: Vec::with_capacity(4),
             host_sender: None,
             packets: Arc::new([AtomicU64::new(0), AtomicU64::new(0)]),
@@ -557,6 +650,14 @@ impl MediaAllocator for RelayManager {
         };
         for task in call.forwarding.into_iter().chain(call.host_sender) {
             task.abort();
+        }
+        // The legs' pairs rest, then serve other calls (the aborted tasks let go of
+        // them meanwhile).
+        for (rtp, rtcp) in call.rtp.into_iter().zip(call.rtcp) {
+            if let Ok(address) = rtp.local_addr() {
+                let port = address.port();
+                self.release_pair(LegPair { port, rtp, rtcp });
+            }
         }
         self.counters.open_calls.fetch_sub(1, Relaxed);
         let bridges = call.bridges.len() as u64;
@@ -959,9 +1060,67 @@ mod tests {
         assert_eq!(from.port(), ports.a);
         assert_eq!(relay.close(id(1)).packets, (2, 1));
         assert_eq!(relay.counters.open_calls.load(Relaxed), 0);
-        // The ports are free again once the aborted tasks are dropped.
+    }
+
+    #[tokio::test]
+    async fn an_ended_calls_ports_serve_the_next_call_after_resting_without_its_late_packets() {
+        let rest = Duration::from_millis(100);
+        let (relay, _) = manager();
+        let mut relay = relay.resting_for(rest);
+        let first = relay.open(id(1)).unwrap();
+        relay.close(id(1));
+        // Straight after, the next call gets ports of its own.
+        let second = relay.open(id(2)).unwrap();
+        assert!(
+            ![first.a, first.b].contains(&second.a),
+            "{first:?} {second:?}"
+        );
+        // A late packet of the first call, to its A port, while it rests.
+        let old_caller = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        old_caller
+            .send_to(&rtp(9, 9000, 0x0bad), ("127.0.0.1", first.a))
+            .await
+            .unwrap();
+        tokio::time::sleep(rest + Duration::from_millis(20)).await;
+        // Rested: the next call gets the first call's pairs, oldest first.
+        let third = relay.open(id(3)).unwrap();
+        assert_eq!((third.a, third.b), (first.a, first.b));
+        let (alice, bob) = (
+            UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+            UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+        );
+        relay.set_remote(id(3), Side::B, bob.local_addr().unwrap());
+        relay.set_remote(id(3), Side::A, alice.local_addr().unwrap());
+        let hello = rtp(1, 160, 5);
+        alice.send_to(&hello, ("127.0.0.1", third.a)).await.unwrap();
+        // Bob hears the new caller's first packet, not the old call's late one.
+        assert_eq!(recv(&bob).await.0, hello);
+        let answer = rtp(1, 160, 6);
+        bob.send_to(&answer, ("127.0.0.1", third.b)).await.unwrap();
+        // A latched to the new caller, never to the old one.
+        assert_eq!(recv(&alice).await.0, answer);
+        assert_eq!(relay.close(id(3)).packets, (1, 1));
+    }
+
+    #[tokio::test]
+    async fn when_every_free_port_is_resting_a_call_takes_a_pair_that_has_not_rested() {
+        let (tx, _events) = mpsc::channel(16);
+        // Room for one call's two pairs, on an address of its own (no other test's
+        // ports in the way).
+        let mut relay = RelayManager::new(
+            "127.0.88.1".parse().unwrap(),
+            PortRange {
+                low: 42990,
+                high: 42993,
+            },
+        )
+        .with_events(tx);
+        let first = relay.open(id(1)).unwrap();
+        relay.close(id(1));
+        // The aborted tasks let go of the sockets when the runtime drops them.
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(std::net::UdpSocket::bind(("127.0.0.1", ports.a)).is_ok());
+        let second = relay.open(id(2)).unwrap();
+        assert_eq!((second.a, second.b), (first.a, first.b));
     }
 
     #[tokio::test]

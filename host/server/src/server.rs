@@ -198,6 +198,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
             .context("media.rtp_ports: too few ports for sip.shards")?;
         let (media_events, media_inbox) = tokio::sync::mpsc::channel(MEDIA_EVENT_QUEUE);
         let media = RelayManager::new(config.media.public_ip, ports)
+            .with_spare_pairs(spare_pairs_per_shard(open_files, shard_count))
             .with_counters(relay_counters.clone())
             .with_events(media_events);
         let mut pbx = Pbx::new(config.clone(), secret, Box::new(media), local)
@@ -405,6 +406,19 @@ fn raise_open_files_limit() -> Option<u64> {
     }
 }
 
+/// Each shard's share of the ended calls' RTP pairs kept bound for the next calls
+/// (`wasmpbx_media::relay`): a quarter of the open-files limit in all (two files a
+/// pair), so calls and everything else keep the rest; at most `MAX_SPARE` a shard.
+fn spare_pairs_per_shard(open_files: Option<u64>, shards: usize) -> usize {
+    let Some(files) = open_files else {
+        return wasmpbx_media::relay::MAX_SPARE; // no limit
+    };
+    let pairs = files / 8 / shards.max(1) as u64;
+    usize::try_from(pairs).map_or(wasmpbx_media::relay::MAX_SPARE, |p| {
+        p.min(wasmpbx_media::relay::MAX_SPARE)
+    })
+}
+
 /// Log how many concurrent calls the open-files limit leaves room for (four sockets a
 /// call), and warn when that is fewer than the media port range has room for.
 fn say_room_for_calls(open_files: Option<u64>, ports: &crate::config::PortRange) {
@@ -570,6 +584,17 @@ impl Banner<'_> {
 #[cfg(test)]
 mod tests {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+
+    #[test]
+    fn the_spare_rtp_pairs_take_a_quarter_of_the_open_files_at_most() {
+        use super::spare_pairs_per_shard as spare;
+        // The shipped unit's 65 536 files on two cores: the cap.
+        assert_eq!(spare(Some(65_536), 2), 2048);
+        // 20 000 files: 2 500 pairs (5 000 files) between two shards.
+        assert_eq!(spare(Some(20_000), 2), 1250);
+        assert_eq!(spare(Some(1024), 4), 32);
+        assert_eq!(spare(None, 2), 2048);
+    }
 
     #[test]
     fn the_open_files_limit_is_raised_to_the_most_allowed() {
