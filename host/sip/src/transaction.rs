@@ -374,18 +374,19 @@ impl TransactionLayer {
     pub fn send_request(&mut self, now: Instant, request: Request, peer: Peer) -> ClientTxnId {
         let message = SipMessage::Request(request);
         let branch = message::branch(&message).unwrap_or_default();
+        let bytes = message::serialize(&message);
         let SipMessage::Request(request) = message else {
             unreachable!()
         };
-        let bytes = message::serialize(&SipMessage::Request(request.clone()));
         let id = ClientTxnId(self.id());
         let invite = request.method == Method::Invite;
+        let key = (branch, request.method.to_string());
         let retransmit_at = (!peer.transport.is_reliable()).then(|| now + T1);
         let txn = ClientTxn {
             id,
             invite,
             state: ClientState::Calling,
-            request: request.clone(),
+            request,
             bytes: bytes.clone(),
             peer,
             retransmit_at,
@@ -397,7 +398,6 @@ impl TransactionLayer {
             arm(&mut self.timers, at, TimerRef::Client(id));
         }
         arm(&mut self.timers, now + 64 * T1, TimerRef::Client(id));
-        let key = (branch, request.method.to_string());
         self.client_keys.insert(id, key.clone());
         self.clients.insert(key, txn);
         transmit(&mut self.outputs, peer, bytes);
