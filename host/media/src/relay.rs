@@ -76,9 +76,10 @@ fn lock(shared: &Mutex<CallPackets>) -> MutexGuard<'_, CallPackets> {
 struct Call {
     session: SessionId,
     shared: Arc<Mutex<CallPackets>>,
-    /// Per side: the RTP and RTCP sockets.
+    /// Per side: the RTP and RTCP sockets, and the RTP one's port.
     rtp: [Arc<UdpSocket>; 2],
     rtcp: [Arc<UdpSocket>; 2],
+    ports: [u16; 2],
     /// The tasks moving packets between the sides.
     forwarding: Vec<JoinHandle<()>>,
     /// The task sending the host's own frames to A, once it answered.
@@ -129,6 +130,7 @@ impl Call {
 struct Reserved {
     rtp: Arc<UdpSocket>,
     rtcp: Arc<UdpSocket>,
+    port: u16,
     /// The task prompting the device and listening for its keys, and where to send it
     /// the next prompt.
     prompter: Option<(JoinHandle<()>, mpsc::Sender<Arc<Prompt>>)>,
@@ -319,6 +321,7 @@ impl MediaAllocator for RelayManager {
             shared: Arc::new(Mutex::new(CallPackets::new())),
             rtp: [a.rtp, b.rtp],
             rtcp: [a.rtcp, b.rtcp],
+            ports: [a.port, b.port],
             forwarding: Vec::with_capacity(4),
             host_sender: None,
             packets: Arc::new([AtomicU64::new(0), AtomicU64::new(0)]),
@@ -341,6 +344,7 @@ impl MediaAllocator for RelayManager {
         let reserved = Reserved {
             rtp: to_tokio(pair.rtp)?,
             rtcp: to_tokio(pair.rtcp)?,
+            port: pair.port,
             prompter: None,
         };
         let call = self.calls.get_mut(&session).expect("checked");
@@ -360,6 +364,7 @@ impl MediaAllocator for RelayManager {
         let i = side as usize;
         let old_rtp = std::mem::replace(&mut call.rtp[i], reserved.rtp.clone());
         call.rtcp[i] = reserved.rtcp.clone();
+        call.ports[i] = reserved.port;
         drop(reserved); // its prompter stops
         call.prune_bridges(&self.counters);
         {
@@ -653,11 +658,9 @@ impl MediaAllocator for RelayManager {
         }
         // The legs' pairs rest, then serve other calls (the aborted tasks let go of
         // them meanwhile).
-        for (rtp, rtcp) in call.rtp.into_iter().zip(call.rtcp) {
-            if let Ok(address) = rtp.local_addr() {
-                let port = address.port();
-                self.release_pair(LegPair { port, rtp, rtcp });
-            }
+        let pairs = call.rtp.into_iter().zip(call.rtcp).zip(call.ports);
+        for ((rtp, rtcp), port) in pairs {
+            self.release_pair(LegPair { port, rtp, rtcp });
         }
         self.counters.open_calls.fetch_sub(1, Relaxed);
         let bridges = call.bridges.len() as u64;
