@@ -65,11 +65,8 @@ fn call_with_stream_env(
 }
 
 fn metric(server: &Server, name: &str) -> u64 {
-    let (_, metrics) = http(server.http, "GET", "/metrics", None, "");
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+    crate::common::server::metric(server.http, name)
+        .unwrap_or_else(|| panic!("no {name} in /metrics"))
 }
 
 /// While the call goes on, the engine's word on it: `intent=billing` for the call its

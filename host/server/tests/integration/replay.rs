@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::common::callers::{FLIP, listen_location, return_trunk, trunk_calls};
-use crate::common::server::{Server, SippServer, http, sipp};
+use crate::common::server::{Server, SippServer, http, metric, sipp};
 
 /// `wasmpbx script replay ARGS --config CONFIG`: (exit code, stdout, stderr).
 fn replay(config: &std::path::Path, args: &[&str]) -> (i32, String, String) {
@@ -31,15 +31,7 @@ fn replay(config: &std::path::Path, args: &[&str]) -> (i32, String, String) {
 fn recorded(server: &Server, n: u64) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let (_, metrics) = http(server.http, "GET", "/metrics", None, "");
-        let so_far: u64 = metrics
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix("wasmpbx_decisions_recorded_total ")?
-                    .parse()
-                    .ok()
-            })
-            .unwrap_or(0);
+        let so_far = metric(server.http, "wasmpbx_decisions_recorded_total").unwrap_or(0);
         if so_far >= n {
             return;
         }

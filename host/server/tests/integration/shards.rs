@@ -7,7 +7,7 @@ use std::time::Duration;
 use wasmpbx::sip::shards::shard_of;
 
 use crate::common::callers::{FLIP, return_trunk, sydney, trunk_calls_with};
-use crate::common::server::{Server, SippServer, credentials, http, register_device, sipp};
+use crate::common::server::{Server, SippServer, credentials, metric, register_device, sipp};
 
 const SHARDS: usize = 2;
 
@@ -116,11 +116,7 @@ fn listen_mode_calls_on_both_shards_all_complete_with_media_both_ways() {
         );
     }
     // The admin API gathers every shard's counters.
-    let (_, metrics) = http(server.http, "GET", "/metrics", None, "");
-    let messages: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("wasmpbx_sip_messages_total ")?.parse().ok())
-        .unwrap_or_else(|| panic!("{metrics}"));
+    let messages = metric(server.http, "wasmpbx_sip_messages_total").expect("in /metrics");
     assert!(
         messages >= 400,
         "INVITE, ACK, BYE, the return side's answers: {messages}"

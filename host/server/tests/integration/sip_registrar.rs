@@ -208,12 +208,8 @@ fn malformed_and_hostile_input_gets_400_or_silence_and_the_host_serves_on() {
             "after {what} the host stopped answering"
         );
     }
-    let (_, metrics) = crate::common::server::http(server.http, "GET", "/metrics", None, "");
-    let malformed: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("wasmpbx_sip_malformed_total "))
-        .and_then(|v| v.parse().ok())
-        .unwrap();
+    let malformed = crate::common::server::metric(server.http, "wasmpbx_sip_malformed_total")
+        .expect("in /metrics");
     assert!(
         malformed >= 4,
         "malformed messages are counted: {malformed}"

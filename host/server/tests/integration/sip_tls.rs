@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use wasmpbx::clock::monotonic_now;
 
-use crate::common::server::{Server, http};
+use crate::common::server::{Server, http, metric};
 use crate::common::tls::{Certs, TestCa, TlsClient};
 
 /// A server with a `tls:` listener presenting a test CA's certificate (and UDP, TCP as
@@ -148,12 +148,7 @@ Content-Length: 0\r\n\r\n",
 
     let deadline = monotonic_now() + Duration::from_secs(5);
     let failed = loop {
-        let (_, metrics) = http(server.http, "GET", "/metrics", None, "");
-        let failed: u64 = metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("wasmpbx_sip_tls_handshakes_failed_total "))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
+        let failed = metric(server.http, "wasmpbx_sip_tls_handshakes_failed_total").unwrap_or(0);
         if failed >= 3 || monotonic_now() > deadline {
             break failed;
         }

@@ -14,7 +14,7 @@ use webrtc_srtp::context::Context;
 use webrtc_srtp::protection_profile::ProtectionProfile;
 
 use crate::common::callers::{FLIP, sydney};
-use crate::common::server::{Server, SippServer, http};
+use crate::common::server::{Server, SippServer};
 
 /// The caller's master key and salt.
 const CALLER_KEY: [u8; 30] = [7; 30];
@@ -137,11 +137,8 @@ fn audio(sequence: u16, fill: u8) -> Vec<u8> {
 }
 
 fn metric(server: &Server, name: &str) -> u64 {
-    let (_, body) = http(server.http, "GET", "/metrics", None, "");
-    body.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("{name} in /metrics"))
+    crate::common::server::metric(server.http, name)
+        .unwrap_or_else(|| panic!("no {name} in /metrics"))
 }
 
 const SRTP_AUDIO: &str =

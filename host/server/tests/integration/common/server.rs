@@ -303,6 +303,15 @@ fn wait_timeout(child: &mut Child, limit: Duration) -> Option<std::process::Exit
     None
 }
 
+/// One sample's value in the server's `/metrics`: the line that is `name` (with its
+/// labels, if it has any) and a number; None when there is no such line.
+pub fn metric(addr: SocketAddr, name: &str) -> Option<u64> {
+    let (_, metrics) = http(addr, "GET", "/metrics", None, "");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
 /// One HTTP/1.1 request; the status code and body.
 pub fn http(
     addr: SocketAddr,
