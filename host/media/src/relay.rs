@@ -206,11 +206,8 @@ impl RelayManager {
     /// A pair for a leg: an ended call's that has rested, or one bound now — or, when
     /// every free port of the range is resting, the one that has rested longest.
     fn leg_pair(&mut self) -> Result<LegPair, String> {
-        let now = monotonic_now();
-        while let Some(pair) = self.spare.take(now) {
-            if pair.ready_again() {
-                return Ok(pair);
-            }
+        if let Some(pair) = self.spare_pair(true) {
+            return Ok(pair);
         }
         match self.ports.bind_pair() {
             Ok(pair) => Ok(LegPair {
@@ -218,13 +215,21 @@ impl RelayManager {
                 rtp: to_tokio(pair.rtp)?,
                 rtcp: to_tokio(pair.rtcp)?,
             }),
-            Err(e) => {
-                while let Some(pair) = self.spare.take_resting() {
-                    if pair.ready_again() {
-                        return Ok(pair);
-                    }
-                }
-                Err(e)
+            Err(e) => self.spare_pair(false).ok_or(e),
+        }
+    }
+
+    /// The first resting pair (one that has rested, if `rested`) that is ready to serve
+    /// again; those that are not are closed on the way.
+    fn spare_pair(&mut self, rested: bool) -> Option<LegPair> {
+        let now = monotonic_now();
+        loop {
+            let pair = match rested {
+                true => self.spare.take(now)?,
+                false => self.spare.take_resting()?,
+            };
+            if pair.ready_again() {
+                return Some(pair);
             }
         }
     }

@@ -1,6 +1,6 @@
 //! The registrar and SIP transport against SIPp and raw sockets on loopback.
 
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use crate::common::server::{Server, credentials, sipp};
@@ -218,33 +218,22 @@ fn malformed_and_hostile_input_gets_400_or_silence_and_the_host_serves_on() {
 
 #[test]
 fn garbage_on_tcp_closes_that_connection_only() {
-    use std::io::{Read, Write};
+    use crate::common::server::tcp_read_after;
     let server = Server::start("");
-    let mut garbage = TcpStream::connect(server.tcp).unwrap();
-    garbage
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    garbage
-        .write_all(b"NOT SIP AT ALL\r\nno: length\r\n\r\n")
-        .unwrap();
-    let mut buf = [0u8; 64];
     assert!(
-        matches!(garbage.read(&mut buf), Ok(0) | Err(_)),
+        matches!(
+            tcp_read_after(server.tcp, b"NOT SIP AT ALL\r\nno: length\r\n\r\n"),
+            Ok(0) | Err(_)
+        ),
         "the connection is closed"
     );
     // Over 64 KiB in one message: closed too.
-    let mut huge = TcpStream::connect(server.tcp).unwrap();
-    huge.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let _ = huge.write_all(
-        options("big")
-            .replace(
-                "Max-Forwards: 70",
-                &format!("X-Junk: {}", "a".repeat(70_000)),
-            )
-            .as_bytes(),
+    let huge = options("big").replace(
+        "Max-Forwards: 70",
+        &format!("X-Junk: {}", "a".repeat(70_000)),
     );
     assert!(
-        matches!(huge.read(&mut buf), Ok(0) | Err(_)),
+        matches!(tcp_read_after(server.tcp, huge.as_bytes()), Ok(0) | Err(_)),
         "the oversized message's connection is closed"
     );
     // A well-behaved client on TCP is served.

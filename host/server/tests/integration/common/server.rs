@@ -303,6 +303,18 @@ fn wait_timeout(child: &mut Child, limit: Duration) -> Option<std::process::Exit
     None
 }
 
+/// Send `bytes` on a new TCP connection to the server and read what comes back within
+/// 5 s: `Ok(0)` when the server closed the connection.
+pub fn tcp_read_after(addr: SocketAddr, bytes: &[u8]) -> std::io::Result<usize> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("the server takes TCP");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let _ = stream.write_all(bytes);
+    stream.read(&mut [0u8; 64])
+}
+
 /// One sample's value in the server's `/metrics`: the line that is `name` (with its
 /// labels, if it has any) and a number; None when there is no such line.
 pub fn metric(addr: SocketAddr, name: &str) -> Option<u64> {
