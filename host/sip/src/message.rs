@@ -266,17 +266,51 @@ pub fn cseq(message: &SipMessage) -> Option<(u32, Method)> {
     Some((cseq.seq, cseq.method))
 }
 
+/// The From header's tag. Read from the header's text, like the branch: the transaction
+/// and dialog layers ask with nearly every message, and [`parse`] has checked the header.
 pub fn from_tag(message: &SipMessage) -> Option<String> {
-    message
-        .from_header()
-        .ok()?
-        .tag()
-        .ok()?
-        .map(|t| t.to_string())
+    tag_of(message.from_header().ok()?.value())
 }
 
+/// The To header's tag (none on a request outside a dialog).
 pub fn to_tag(message: &SipMessage) -> Option<String> {
-    message.to_header().ok()?.tag().ok()?.map(|t| t.to_string())
+    tag_of(message.to_header().ok()?.value())
+}
+
+/// The `tag` parameter of a From or To value. Header parameters follow the address:
+/// after the `>` when it is in angle brackets, else after the URI, which then cannot
+/// hold a `;` of its own (RFC 3261 §20.10). A quoted display name may hold any of them.
+fn tag_of(value: &str) -> Option<String> {
+    let mut rest = value.trim_start();
+    if let Some(quoted) = rest.strip_prefix('"') {
+        // An unterminated quote is read as text, as rsip reads it.
+        rest = after_closing_quote(quoted).unwrap_or(rest);
+    }
+    if let Some(open) = rest.find('<') {
+        let address = &rest[open..];
+        rest = &address[address.find('>')? + 1..];
+    }
+    rest.split(';').skip(1).find_map(|param| {
+        let (name, value) = param.split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("tag")
+            .then(|| value.trim().to_owned())
+    })
+}
+
+/// What follows a quoted string's closing quote (`\` escapes the next character).
+fn after_closing_quote(quoted: &str) -> Option<&str> {
+    let mut chars = quoted.char_indices();
+    while let Some((at, c)) = chars.next() {
+        match c {
+            '\\' => {
+                chars.next();
+            }
+            '"' => return Some(&quoted[at + 1..]),
+            _ => {}
+        }
+    }
+    None
 }
 
 /// The user part of a header's URI (`From`/`To`), e.g. "2001" of `<sip:2001@pbx>`.
@@ -394,8 +428,8 @@ pub fn response_to(request: &Request, code: u16, to_tag: Option<&str>) -> Respon
                 headers.push(header.clone())
             }
             Header::To(to) => {
-                let to = match (to.tag(), to_tag) {
-                    (Ok(None), Some(tag)) => {
+                let to = match to_tag {
+                    Some(tag) if tag_of(to.value()).is_none() => {
                         rsip::headers::To::new(format!("{};tag={tag}", to.value()))
                     }
                     _ => to.clone(),
@@ -562,6 +596,36 @@ Content-Length: 0\r\n\r\n";
             parse_own(ok.as_bytes()),
             Ok(SipMessage::Response(_))
         ));
+    }
+
+    #[test]
+    fn the_tag_read_from_the_text_is_the_one_the_parsed_header_has() {
+        for (value, expected) in [
+            ("<sip:2001@127.0.0.1>;tag=a1", Some("a1")),
+            ("sip:2001@127.0.0.1;tag=a1", Some("a1")),
+            (
+                "\"Alice\" <sip:2001@127.0.0.1;transport=udp>;tag=a1",
+                Some("a1"),
+            ),
+            (
+                "Alice <sip:2001@127.0.0.1;tag=inside>;x=1;TAG=a1",
+                Some("a1"),
+            ),
+            ("<sip:2001@127.0.0.1;tag=inside>", None),
+            ("\"A <b>;tag=no\" <sip:2001@h>;tag=a1", Some("a1")),
+            ("\"A \\\" ;tag=no\" <sip:2001@h>", None),
+            ("<sip:15550101@127.0.0.1:5060>", None),
+            ("sip:2001@127.0.0.1", None),
+            ("\"unterminated <sip:2001@h>;tag=a1", Some("a1")),
+        ] {
+            assert_eq!(tag_of(value).as_deref(), expected, "{value}");
+            // Where rsip reads the header, it reads the same.
+            if let Ok(Some(tag)) = rsip::headers::To::new(value).tag() {
+                assert_eq!(Some(tag.to_string()).as_deref(), expected, "{value}");
+            }
+        }
+        // Space around `;` and `=` is allowed (RFC 3261 §25.1).
+        assert_eq!(tag_of("<sip:a@h> ; tag = a1 ").as_deref(), Some("a1"));
     }
 
     #[test]
