@@ -186,7 +186,7 @@ fn write_all(
         for write in batch {
             count += 1;
             match write {
-                Write::Record(record) => records.push(*record),
+                Write::Record(record) => gather(&mut records, *record),
                 Write::Binding(change) => {
                     save_records(cdrs, &mut records);
                     save_binding(registrations, &change);
@@ -209,6 +209,16 @@ const BUSY: Duration = Duration::from_millis(5);
 /// How long a busy writer lets writes gather before it commits them: what a call's
 /// messages held for their record (`driver`) may wait more, under load only.
 const GROUP_WAIT: Duration = Duration::from_millis(1);
+
+/// Add a record to the batch. A later record of a call in the same batch replaces the
+/// earlier (the store keeps a call's latest anyway): under load a call's end and its
+/// `call-ended` tags, or a short call's answer and end, often meet in one batch.
+fn gather(records: &mut Vec<CallRecord>, record: CallRecord) {
+    match records.iter_mut().find(|r| r.session == record.session) {
+        Some(earlier) => *earlier = record,
+        None => records.push(record),
+    }
+}
 
 fn save_records(cdrs: &dyn CdrStore, records: &mut Vec<CallRecord>) {
     if records.is_empty() {
@@ -284,6 +294,22 @@ mod tests {
         }
         assert_eq!(dropped.load(Relaxed), 3);
         drop(rx);
+    }
+
+    #[test]
+    fn a_calls_later_record_in_a_batch_replaces_its_earlier() {
+        let mut records = Vec::new();
+        let mut live = wasmpbx_types::store::contract::record(1, "0400");
+        live.state = crate::call::RecordState::Live;
+        let other = wasmpbx_types::store::contract::record(2, "0401");
+        let ended = wasmpbx_types::store::contract::record(1, "0400");
+        gather(&mut records, live);
+        gather(&mut records, other.clone());
+        gather(&mut records, ended.clone());
+        assert_eq!(records.len(), 2);
+        assert_eq!(records[0].session, ended.session);
+        assert_eq!(records[0].state, ended.state);
+        assert_eq!(records[1].session, other.session);
     }
 
     #[tokio::test]
