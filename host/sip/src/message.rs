@@ -28,16 +28,34 @@ pub enum ParseError {
 }
 
 /// Parse one datagram (or one framed stream message) into a SIP message and check the
-/// headers every message must have.
+/// headers every message must have. A request's Via, From and To must also parse whole
+/// (a request that fails gets a 400, and its From and To are read for routing); a
+/// response needs them present only: it belongs to one of the host's own transactions
+/// only if its top Via carries the branch the host drew, and only the tag of its To is
+/// read (from the text). Parsing those three typed was 4.6 % of the host's samples at
+/// 3 000 calls/s, nearly half of it for responses.
 pub fn parse(bytes: &[u8]) -> Result<SipMessage, ParseError> {
     let message = read(bytes)?;
+    let whole = matches!(message, SipMessage::Request(_));
     for (name, ok) in [
-        ("Via", message.via_header().is_ok_and(|v| v.typed().is_ok())),
+        (
+            "Via",
+            message
+                .via_header()
+                .is_ok_and(|v| !whole || v.typed().is_ok()),
+        ),
         (
             "From",
-            message.from_header().is_ok_and(|h| h.typed().is_ok()),
+            message
+                .from_header()
+                .is_ok_and(|h| !whole || h.typed().is_ok()),
         ),
-        ("To", message.to_header().is_ok_and(|h| h.typed().is_ok())),
+        (
+            "To",
+            message
+                .to_header()
+                .is_ok_and(|h| !whole || h.typed().is_ok()),
+        ),
         ("Call-ID", message.call_id_header().is_ok()),
         ("CSeq", cseq(&message).is_some()),
     ] {
@@ -236,7 +254,7 @@ pub fn reason_phrase(code: u16) -> &'static str {
 }
 
 /// The branch of the top Via. Read from the header's text: the transaction layer asks
-/// with every message, and [`parse`] has already checked that the Via parses.
+/// with every message.
 pub fn branch(message: &SipMessage) -> Option<String> {
     branch_of(message.via_header().ok()?.value())
 }
@@ -267,7 +285,7 @@ pub fn cseq(message: &SipMessage) -> Option<(u32, Method)> {
 }
 
 /// The From header's tag. Read from the header's text, like the branch: the transaction
-/// and dialog layers ask with nearly every message, and [`parse`] has checked the header.
+/// and dialog layers ask with nearly every message.
 pub fn from_tag(message: &SipMessage) -> Option<String> {
     tag_of(message.from_header().ok()?.value())
 }
@@ -710,6 +728,39 @@ Contact: <sip:caller@127.0.0.2:5070>\r\n\
 Max-Forwards: 70\r\n\
 Content-Type: application/sdp\r\n\
 Content-Length: 4\r\n\r\nv=0\n";
+
+    #[test]
+    fn a_response_needs_its_via_from_and_to_present_a_request_needs_them_whole() {
+        // Headers rsip cannot read whole.
+        let (via, to) = ("Via: garbage;branch=z9hG4bK-1\r\n", "To: <sip:>;tag=b2\r\n");
+        let response = format!(
+            "SIP/2.0 200 OK\r\n{via}From: <sip:a@h>;tag=a1\r\n{to}Call-ID: c1\r\n\
+             CSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+        );
+        let parsed = parse(response.as_bytes()).unwrap();
+        assert_eq!(branch(&parsed).as_deref(), Some("z9hG4bK-1"));
+        assert_eq!(to_tag(&parsed).as_deref(), Some("b2"));
+        for (header, name) in [(via, "Via"), (to, "To")] {
+            let without = response.replace(header, "");
+            assert_eq!(
+                parse(without.as_bytes()),
+                Err(ParseError::MissingHeader(name))
+            );
+        }
+        let request = INVITE.replace(
+            "Via: SIP/2.0/UDP 127.0.0.2:5070;branch=z9hG4bK-1;rport\r\n",
+            via,
+        );
+        assert_eq!(
+            parse(request.as_bytes()),
+            Err(ParseError::MissingHeader("Via"))
+        );
+        let request = INVITE.replace("To: <sip:+61290000001@127.0.0.1>\r\n", to);
+        assert_eq!(
+            parse(request.as_bytes()),
+            Err(ParseError::MissingHeader("To"))
+        );
+    }
 
     #[test]
     fn parse_and_print_round_trip() {
