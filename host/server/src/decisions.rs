@@ -19,7 +19,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use crate::routing::{CallInfo, Decision, Event};
 use crate::script::{EventWorld, LoadedScript, ScriptHost};
 use crate::shadow::{Choices, compare};
-use crate::store::{DecisionRecord, ShadowResult, Store};
+use crate::store::{DecisionRecord, RawJson, ShadowResult, Store};
 
 /// How many served events may wait.
 pub const QUEUE: usize = 4096;
@@ -203,14 +203,24 @@ fn handle(
         }
     }
     let served = job.served;
+    let (world, actions) = match (
+        RawJson::of(&served.world),
+        RawJson::of(&served.decision.actions),
+    ) {
+        (Ok(world), Ok(actions)) => (world, actions),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!("recording a decision: {e}");
+            return;
+        }
+    };
     decisions.push(DecisionRecord {
         session: served.session,
         at: served.world.now.unwrap_or_default(),
         location: served.location,
         script: version.name.clone(),
         hash: version.hash.clone(),
-        world: serde_json::to_value(&served.world).unwrap_or_default(),
-        actions: serde_json::to_value(&served.decision.actions).unwrap_or_default(),
+        world,
+        actions,
         summary: crate::shadow::actions_line(&served.decision.actions),
         fallback: served.decision.fallback.map(|f| f.cause.to_owned()),
         call: served.call,

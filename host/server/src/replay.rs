@@ -242,7 +242,9 @@ fn run(
     engine: &ScriptEngine,
     services: &Arc<HostServices>,
 ) -> anyhow::Result<Step> {
-    let world: EventWorld = serde_json::from_value(decision.world.clone())
+    let world: EventWorld = decision
+        .world
+        .read()
         .with_context(|| format!("{}: the recorded world is unreadable", decision.session))?;
     let result = script.route(
         engine,
@@ -257,8 +259,11 @@ fn run(
     };
     let (replayed, same) = match result {
         Ok(actions) => {
-            let json = serde_json::to_value(&actions).unwrap_or_default();
-            let same = decision.fallback.is_none() && json == decision.actions;
+            // Compared as JSON values, not texts: the same actions may be written with
+            // their keys in another order (records from before the journal kept text).
+            let json = serde_json::to_value(&actions).ok();
+            let recorded = decision.actions.read::<serde_json::Value>().ok();
+            let same = decision.fallback.is_none() && json.is_some() && json == recorded;
             (actions_line(&actions), same)
         }
         Err(failure) => (

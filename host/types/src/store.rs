@@ -121,6 +121,31 @@ pub trait ShadowStore: Send + Sync {
     fn forget_shadow(&self, before: jiff::Timestamp) -> Result<usize>;
 }
 
+/// JSON kept as its text: what a record carries of types this crate does not know (the
+/// script runtime's), written into the record as is rather than built into a tree first
+/// (the decision journal writes two a call). Equal when the texts are.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct RawJson(Box<serde_json::value::RawValue>);
+
+impl RawJson {
+    /// `value` as JSON text.
+    pub fn of<T: serde::Serialize + ?Sized>(value: &T) -> serde_json::Result<Self> {
+        serde_json::value::to_raw_value(value).map(Self)
+    }
+
+    /// Read the text as a `T`.
+    pub fn read<T: serde::de::DeserializeOwned>(&self) -> serde_json::Result<T> {
+        serde_json::from_str(self.0.get())
+    }
+}
+
+impl PartialEq for RawJson {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.get() == other.0.get()
+    }
+}
+
 /// One routing decision of a call with everything its script saw, to run it again
 /// (`wasmpbx script replay`).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -138,9 +163,9 @@ pub struct DecisionRecord {
     pub event: crate::routing::Event,
     /// What the script saw of the world: the clock, the key-value entries it read, the
     /// imports' answers (the script runtime's `EventWorld`).
-    pub world: serde_json::Value,
+    pub world: RawJson,
     /// The actions the host followed, as JSON: the script's, or the fallback's.
-    pub actions: serde_json::Value,
+    pub actions: RawJson,
     /// The same on one line, as `script simulate` writes actions.
     pub summary: String,
     /// Why the script failed (`trap`, `deadline` …), if it did.
@@ -502,8 +527,9 @@ pub mod contract {
                 tags: vec![("mode".into(), "listen".into())],
             },
             event: crate::routing::Event::Incoming,
-            world: serde_json::json!({ "now": at(s), "kv": [["override", null]] }),
-            actions: serde_json::json!([{ "action": "hangup" }]),
+            world: RawJson::of(&serde_json::json!({ "now": at(s), "kv": [["override", null]] }))
+                .unwrap(),
+            actions: RawJson::of(&serde_json::json!([{ "action": "hangup" }])).unwrap(),
             summary: "hangup".into(),
             fallback: (s == 2).then(|| "trap".into()),
         };
