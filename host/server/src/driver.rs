@@ -34,6 +34,7 @@ use crate::writer::{Progress, StoreWriter, Write};
 use wasmpbx_types::script::ScriptVersion;
 
 mod dispatch;
+mod script_lane;
 use dispatch::{Dispatch, PIN_RENEW};
 
 /// What the listeners, connections and the other shards send a core task.
@@ -750,6 +751,7 @@ async fn run_shard(
     let home = shard == HOME;
     // This shard's own inbox, for the answers of scripts run off the task.
     let tx = dispatch.inbox(shard);
+    let lane = script_lane::ScriptLane::start(shard).context("starting a script thread")?;
     let mut tracker = crate::events::Tracker::default();
     if home {
         tracker.restored(
@@ -956,8 +958,8 @@ async fn run_shard(
                     event,
                     span,
                 } => {
-                    // Scripts run on the blocking pool: a slow one (up to its deadline)
-                    // never stalls SIP. The decision comes back as an input.
+                    // Scripts run off the task (the shard's script lane): a slow one (up
+                    // to its deadline) never stalls SIP. The decision comes back as an input.
                     let (scripts, speaker, tx, events, journal) = (
                         scripts.clone(),
                         speaker.clone(),
@@ -965,7 +967,7 @@ async fn run_shard(
                         events.clone(),
                         journal.clone(),
                     );
-                    tokio::task::spawn_blocking(move || {
+                    lane.run(move || {
                         let _span = span.entered();
                         let config = scripts.services.config.load_full();
                         let location = location.as_deref().and_then(|l| config.location(l));
@@ -1033,7 +1035,7 @@ async fn run_shard(
                 } => {
                     tracker.flip_requested(&events, &request);
                     let (scripts, tx) = (scripts.clone(), tx.clone());
-                    tokio::task::spawn_blocking(move || {
+                    lane.run(move || {
                         let _span = span.entered();
                         let decision = scripts
                             .decide_flip(&policy, &request)
