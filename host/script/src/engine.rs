@@ -2,9 +2,10 @@
 //! script file into a [`LoadedScript`].
 //!
 //! Limits: every event runs in a fresh store under an epoch deadline (a background
-//! thread advances the epoch every millisecond) and a memory cap enforced twice, by the
-//! pooling allocator's slot size and by the store's resource limiter, which also
-//! records that the cap was the cause so the failure can say so.
+//! thread advances the epoch every millisecond while a store lives: `epoch.rs`) and a
+//! memory cap enforced twice, by the pooling allocator's slot size and by the store's
+//! resource limiter, which also records that the cap was the cause so the failure can
+//! say so.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -20,10 +21,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::HostServices;
 use super::bindings::{v0_1, v0_2};
+use super::epoch::{self, EpochClock, EpochHold};
 use super::loaded::{Exports, FlipPolicyExport, LoadedScript, RouterExport};
-
-/// How often the epoch advances: the resolution of deadlines.
-const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 /// The deadline of the instantiation that checks a script as it loads. It is off every
 /// call's path, so it is generous: a big guest (a JavaScript or Python engine) on a busy
@@ -77,6 +76,8 @@ pub(crate) struct EventState {
     /// The linear memory the instance has, in bytes (its largest memory's size).
     pub(crate) memory_bytes: usize,
     pub(crate) stderr: MemoryOutputPipe,
+    /// The deadline's clock ticks while the store lives.
+    _ticking: EpochHold,
 }
 
 /// What the host imports see of the current event.
@@ -202,6 +203,7 @@ pub struct ScriptEngine {
     linker: Linker<EventState>,
     limits: Limits,
     cache: Option<Cache>,
+    epoch: Arc<EpochClock>,
 }
 
 impl ScriptEngine {
@@ -260,12 +262,13 @@ impl ScriptEngine {
         })
         .map_err(|e| anyhow::anyhow!("linking the 0.1.0 host imports: {e}"))?;
 
-        spawn_epoch_ticker(&engine);
+        let epoch = start_epoch_clock(&engine)?;
         Ok(Arc::new(Self {
             engine,
             linker,
             limits,
             cache,
+            epoch,
         }))
     }
 
@@ -401,6 +404,7 @@ impl ScriptEngine {
             hit_memory_cap: false,
             memory_bytes: 0,
             stderr,
+            _ticking: self.epoch.hold(),
         };
         let mut store = wasmtime::Store::new(&self.engine, state);
         store.limiter(|state| state);
@@ -411,22 +415,18 @@ impl ScriptEngine {
 
 /// Epoch ticks for a deadline, with one extra: the current tick may be about to end.
 fn ticks(deadline: Duration) -> u64 {
-    deadline.as_millis().div_ceil(EPOCH_TICK.as_millis()) as u64 + 1
+    deadline.as_millis().div_ceil(epoch::TICK.as_millis()) as u64 + 1
 }
 
-/// Advance the engine's epoch every tick for as long as the engine lives.
-fn spawn_epoch_ticker(engine: &Engine) {
+/// The clock of the engine's deadlines, for as long as the engine lives.
+fn start_epoch_clock(engine: &Engine) -> anyhow::Result<Arc<EpochClock>> {
     let weak = engine.weak();
-    std::thread::Builder::new()
-        .name("wasmpbx-epoch".into())
-        .spawn(move || {
-            while let Some(engine) = weak.upgrade() {
-                engine.increment_epoch();
-                drop(engine);
-                std::thread::sleep(EPOCH_TICK);
-            }
-        })
-        .expect("spawning the epoch thread at start-up");
+    EpochClock::start(move || {
+        weak.upgrade()
+            .map(|engine| engine.increment_epoch())
+            .is_some()
+    })
+    .map_err(|e| anyhow::anyhow!("starting the script deadline clock: {e}"))
 }
 
 /// The hex SHA-256 of a script's bytes: its version identity.

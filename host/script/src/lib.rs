@@ -23,6 +23,7 @@
 mod bindings;
 mod convert;
 pub mod engine;
+mod epoch;
 mod imports;
 mod incremental;
 pub mod loaded;

@@ -353,6 +353,31 @@ fn every_misbehaviour_falls_back_and_the_host_keeps_serving() {
 }
 
 #[test]
+fn a_loop_after_the_host_sat_idle_still_meets_its_deadline() {
+    let host = host_at(MONDAY_10AM_SYDNEY);
+    install(&host, "misbehave", test_components::MISBEHAVE);
+    let location = host.services.config.load().location("sydney").cloned();
+    // Long enough for the deadline's clock to fall asleep (after 100 ms with no store):
+    // the looping script's store must wake it.
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let started = std::time::Instant::now();
+    let (decision, _) = host.route(
+        "misbehave",
+        None,
+        location.as_ref(),
+        &call("loop"),
+        &Event::Incoming,
+    );
+    let elapsed = started.elapsed();
+    let fallback = decision.fallback.expect("the loop is stopped");
+    assert_eq!(fallback.cause, "deadline", "{}", fallback.message);
+    assert!(
+        elapsed < std::time::Duration::from_secs(1),
+        "stopped after {elapsed:?}"
+    );
+}
+
+#[test]
 fn a_missing_script_or_export_falls_back() {
     let host = host_at(MONDAY_10AM_SYDNEY);
     install(&host, "flip-policy", test_components::FLIP_POLICY);
