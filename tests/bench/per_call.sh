@@ -10,7 +10,9 @@
 # per call (its /proc ticks, the call's tail included) and its context switches per
 # call (voluntary and not, from /proc/PID/task/*/status) summed by thread name: a
 # thread woken per message or per decision shows up there before it shows in CPU.
-# ROUNDS=N runs the whole alternation N times (default 1).
+# ROUNDS=N runs the whole alternation N times (default 1). A rate of 0 measures the
+# warmed server idle instead: 10 s with no call (after 40 s for the warm-up's
+# transactions to end), per second.
 set -euo pipefail
 rates=()
 while [ $# -gt 0 ] && [ "$1" != "--" ]; do rates+=("$1"); shift; done
@@ -38,24 +40,38 @@ for _ in $(seq "${ROUNDS:-1}"); do
             bin=$build
             start_server listen 'return_number = "15550101"'
             calls=2000 run_sipp 127.0.0.1:$host_port 500 > /dev/null
-            before=$(switches)
-            cpu0=$(cpu_of "$server")
-            read -r ok failed retrans p50 p99 < <(run_sipp 127.0.0.1:$host_port "$rate")
-            cpu1=$(cpu_of "$server")
-            after=$(switches)
+            if [ "$rate" = 0 ]; then
+                sleep 40
+                per=10
+                before=$(switches)
+                cpu0=$(cpu_of "$server")
+                sleep $per
+                cpu1=$(cpu_of "$server")
+                after=$(switches)
+                echo "$(basename "$build") idle: CPU $(echo "scale=3; 1000 * ($cpu1 - $cpu0) / $ticks / $per" | bc) ms a second"
+                unit=second
+            else
+                per=$calls
+                before=$(switches)
+                cpu0=$(cpu_of "$server")
+                read -r ok failed retrans p50 p99 < <(run_sipp 127.0.0.1:$host_port "$rate")
+                cpu1=$(cpu_of "$server")
+                after=$(switches)
+                echo "$(basename "$build") at $rate/s: $ok ok, $failed failed, $retrans retransmissions, set-up p99 $p99 ms," \
+                    "CPU $(echo "scale=3; 1000 * ($cpu1 - $cpu0) / $ticks / $calls" | bc) ms a call"
+                unit=call
+            fi
             kill "$server"
             wait "$server" 2> /dev/null || true
-            echo "$(basename "$build") at $rate/s: $ok ok, $failed failed, $retrans retransmissions, set-up p99 $p99 ms," \
-                "CPU $(echo "scale=3; 1000 * ($cpu1 - $cpu0) / $ticks / $calls" | bc) ms a call"
-            python3 - "$calls" "$before" "$after" <<'EOF'
+            python3 - "$per" "$before" "$after" "$unit" <<'EOF'
 import collections, sys
-calls, before, after = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+calls, before, after, unit = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 start = {tid: int(n) for tid, _, n in (line.split() for line in before.splitlines())}
 by_name = collections.Counter()
 for tid, name, n in (line.split() for line in after.splitlines()):
     by_name[name] += int(n) - start.get(tid, 0)
 total = sum(by_name.values())
-print(f"  context switches a call: {total / calls:.2f} (" + ", ".join(
+print(f"  context switches a {unit}: {total / calls:.2f} (" + ", ".join(
     f"{name} {n / calls:.2f}" for name, n in by_name.most_common() if n) + ")")
 EOF
             rm -rf "$work"
