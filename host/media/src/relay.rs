@@ -345,10 +345,10 @@ impl MediaAllocator for RelayManager {
         if !self.calls.contains_key(&session) {
             return Err("no such call".into());
         }
-        let pair = self.ports.bind_pair()?;
+        let pair = self.leg_pair()?;
         let reserved = Reserved {
-            rtp: to_tokio(pair.rtp)?,
-            rtcp: to_tokio(pair.rtcp)?,
+            rtp: pair.rtp,
+            rtcp: pair.rtcp,
             port: pair.port,
             prompter: None,
         };

@@ -38,24 +38,9 @@ pub fn parse(bytes: &[u8]) -> Result<SipMessage, ParseError> {
     let message = read(bytes)?;
     let whole = matches!(message, SipMessage::Request(_));
     for (name, ok) in [
-        (
-            "Via",
-            message
-                .via_header()
-                .is_ok_and(|v| !whole || v.typed().is_ok()),
-        ),
-        (
-            "From",
-            message
-                .from_header()
-                .is_ok_and(|h| !whole || h.typed().is_ok()),
-        ),
-        (
-            "To",
-            message
-                .to_header()
-                .is_ok_and(|h| !whole || h.typed().is_ok()),
-        ),
+        ("Via", checked(message.via_header(), whole)),
+        ("From", checked(message.from_header(), whole)),
+        ("To", checked(message.to_header(), whole)),
         ("Call-ID", message.call_id_header().is_ok()),
         ("CSeq", cseq(&message).is_some()),
     ] {
@@ -64,6 +49,11 @@ pub fn parse(bytes: &[u8]) -> Result<SipMessage, ParseError> {
         }
     }
     Ok(message)
+}
+
+/// Whether a header is there and, if `whole`, parses as its typed form.
+fn checked<'a, H: ToTypedHeader<'a>>(header: Result<&H, rsip::Error>, whole: bool) -> bool {
+    header.is_ok_and(|h| !whole || h.typed().is_ok())
 }
 
 /// Read a request the host wrote itself into rsip's form (what [`parse`] gives, without
@@ -261,11 +251,15 @@ pub fn branch(message: &SipMessage) -> Option<String> {
 
 /// The `branch` parameter of a Via value (of its first entry, should it hold several).
 fn branch_of(via: &str) -> Option<String> {
-    let first = via.split(',').next()?;
-    first.split(';').skip(1).find_map(|param| {
-        let (name, value) = param.split_once('=')?;
-        name.trim()
-            .eq_ignore_ascii_case("branch")
+    param_of(via.split(',').next()?, "branch")
+}
+
+/// The value of the parameter `name` among those after the first `;` of `text`.
+fn param_of(text: &str, name: &str) -> Option<String> {
+    text.split(';').skip(1).find_map(|param| {
+        let (key, value) = param.split_once('=')?;
+        key.trim()
+            .eq_ignore_ascii_case(name)
             .then(|| value.trim().to_owned())
     })
 }
@@ -308,12 +302,7 @@ fn tag_of(value: &str) -> Option<String> {
         let address = &rest[open..];
         rest = &address[address.find('>')? + 1..];
     }
-    rest.split(';').skip(1).find_map(|param| {
-        let (name, value) = param.split_once('=')?;
-        name.trim()
-            .eq_ignore_ascii_case("tag")
-            .then(|| value.trim().to_owned())
-    })
+    param_of(rest, "tag")
 }
 
 /// What follows a quoted string's closing quote (`\` escapes the next character).
