@@ -27,6 +27,7 @@ mod srtp;
 mod stream;
 pub mod webrtc;
 
+pub use recorder::RecordingFiles;
 pub use relay::{RelayCounters, RelayManager};
 pub use wasmpbx_types::media::*;
 

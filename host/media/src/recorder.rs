@@ -1,11 +1,21 @@
 //! Call recording: a stereo WAV (left: the caller, right: what the caller hears), laid
 //! out on the call's clock so its length is the recorded time however many packets were
-//! lost or late. Written as it goes, holding only the last half second in memory.
+//! lost or late.
+//!
+//! Two halves, so that no disk is ever waited on by a call: a call's [`Recorder`] places
+//! each packet's samples on the clock in memory (on the packet path, holding only the
+//! last half second), and hands finished stretches to [`RecordingFiles`], one thread
+//! that creates, writes and finishes every recording's file. A disk that falls behind
+//! costs the recordings audio (the stretches it has no room for are left silent, and
+//! counted), never the calls. A file is written as `NAME.part` and renamed to its name
+//! when it is finished, so whoever finds it under its name finds it whole.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, mpsc};
 use std::time::Instant;
 
 /// Samples a second.
@@ -16,6 +26,11 @@ const HOLD: u64 = RATE / 2;
 /// A packet up to this far from where its channel left off continues it seamlessly
 /// (arrival jitter); further away, it is placed by its arrival time.
 const SNAP: u64 = 3 * 160;
+/// Sample frames (both channels) handed to the writer at a time: a tenth of a second.
+const STRETCH: u64 = RATE / 10;
+/// Stretches waiting for the writer, all recordings together, before more are dropped:
+/// ~13 MB, or four seconds of a thousand recorded calls.
+const STRETCHES_QUEUED_AT_MOST: usize = 4096;
 
 /// Which side of the call a channel carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,42 +41,40 @@ pub enum Channel {
     Other = 1,
 }
 
+/// One call's recording, placed in memory; its file is the writer's.
 pub struct Recorder {
+    files: RecordingFiles,
+    file: u64,
     path: PathBuf,
-    writer: hound::WavWriter<BufWriter<File>>,
     started: Instant,
-    /// Sample frames already written.
+    /// Sample frames placed for good (handed to the writer, or dropped).
     written: u64,
-    /// Per channel: samples from `written` on, not yet written.
+    /// Per channel: samples from `written` on, not yet placed for good.
     pending: [VecDeque<i16>; 2],
     /// Per channel: where its last packet ended.
     next: [u64; 2],
+    /// Interleaved frames placed for good, not yet handed over, and the first one's number.
+    stretch: Vec<i16>,
+    stretch_start: u64,
+    finished: bool,
 }
 
 impl Recorder {
-    pub fn create(path: &Path, started: Instant) -> std::io::Result<Self> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let spec = hound::WavSpec {
-            channels: 2,
-            sample_rate: RATE as u32,
-            bits_per_sample: 16,
-            sample_format: hound::SampleFormat::Int,
-        };
-        let writer = hound::WavWriter::create(path, spec).map_err(std::io::Error::other)?;
-        Ok(Self {
+    /// Start recording to `path` (the writer creates it; a file it cannot create is
+    /// logged, and the call goes on unrecorded).
+    pub fn create(files: &RecordingFiles, path: &Path, started: Instant) -> Self {
+        Self {
+            file: files.open(path),
+            files: files.clone(),
             path: path.to_owned(),
-            writer,
             started,
             written: 0,
             pending: [VecDeque::new(), VecDeque::new()],
             next: [0, 0],
-        })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
+            stretch: Vec::new(),
+            stretch_start: 0,
+            finished: false,
+        }
     }
 
     fn position(&self, at: Instant) -> u64 {
@@ -91,29 +104,280 @@ impl Recorder {
             }
             pending[offset as usize] = s;
         }
-        if let Err(e) = self.flush_until(arrival.saturating_sub(HOLD)) {
-            tracing::warn!(path = %self.path.display(), "recording: {e}");
-        }
+        self.place_until(arrival.saturating_sub(HOLD));
     }
 
-    fn flush_until(&mut self, until: u64) -> Result<(), hound::Error> {
+    /// Place the frames before `until` for good, handing them over a stretch at a time.
+    fn place_until(&mut self, until: u64) {
         while self.written < until {
             for c in 0..2 {
                 let s = self.pending[c].pop_front().unwrap_or(0);
-                self.writer.write_sample(s)?;
+                self.stretch.push(s);
             }
             self.written += 1;
+            if self.written - self.stretch_start >= STRETCH {
+                self.hand_over();
+            }
         }
-        Ok(())
     }
 
-    /// Stop at `at`: the file's length is the time since the recording started.
-    pub fn finish(mut self, at: Instant) -> Result<PathBuf, hound::Error> {
-        let end = self.position(at);
-        self.flush_until(end)?;
-        self.writer.finalize()?;
-        Ok(self.path)
+    fn hand_over(&mut self) {
+        if !self.stretch.is_empty() {
+            let samples = std::mem::take(&mut self.stretch);
+            self.files.frames(self.file, self.stretch_start, samples);
+        }
+        self.stretch_start = self.written;
     }
+
+    /// Stop at `at`: the file's length is the time since the recording started. The
+    /// file's path; it appears there once the writer has finished it (moments later).
+    pub fn finish(mut self, at: Instant) -> PathBuf {
+        let end = self.position(at);
+        self.end_at(end);
+        std::mem::take(&mut self.path)
+    }
+
+    fn end_at(&mut self, end: u64) {
+        self.place_until(end);
+        self.hand_over();
+        self.files.finish(self.file, end);
+        self.finished = true;
+    }
+}
+
+/// A recording dropped unfinished (its call's media state went away) ends where it got to.
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.end_at(self.written);
+        }
+    }
+}
+
+enum Command {
+    Open {
+        file: u64,
+        path: PathBuf,
+    },
+    /// Interleaved sample frames from frame number `start` on.
+    Frames {
+        file: u64,
+        start: u64,
+        samples: Vec<i16>,
+    },
+    /// The file ends at frame `end`.
+    Finish {
+        file: u64,
+        end: u64,
+    },
+    /// Tell `done` when everything before is written (a test, or the end).
+    Sync {
+        done: mpsc::Sender<()>,
+    },
+}
+
+/// The thread writing every recording's file (a handle; clones share the thread, which
+/// ends with the last of them after writing what was sent).
+#[derive(Clone)]
+pub struct RecordingFiles {
+    commands: mpsc::Sender<Command>,
+    /// Stretches sent, not yet taken by the writer, and how many may be.
+    queued: Arc<AtomicUsize>,
+    at_most: usize,
+    next_file: Arc<AtomicU64>,
+    /// Sample frames dropped because the writer had no room for them.
+    dropped: Arc<AtomicU64>,
+}
+
+impl RecordingFiles {
+    /// Start the writer thread, counting the sample frames it has no room for into
+    /// `dropped`.
+    pub fn start(dropped: Arc<AtomicU64>) -> std::io::Result<Self> {
+        let (files, inbox) = Self::unstarted(dropped, STRETCHES_QUEUED_AT_MOST);
+        let queued = files.queued.clone();
+        std::thread::Builder::new()
+            .name("recordings".into())
+            .spawn(move || write_files(&inbox, &queued))?;
+        Ok(files)
+    }
+
+    /// A handle whose writer is whoever reads `inbox` (tests hold it back).
+    fn unstarted(dropped: Arc<AtomicU64>, at_most: usize) -> (Self, mpsc::Receiver<Command>) {
+        let (commands, inbox) = mpsc::channel();
+        let files = Self {
+            commands,
+            queued: Arc::new(AtomicUsize::new(0)),
+            at_most,
+            next_file: Arc::new(AtomicU64::new(0)),
+            dropped,
+        };
+        (files, inbox)
+    }
+
+    fn open(&self, path: &Path) -> u64 {
+        let file = self.next_file.fetch_add(1, Relaxed);
+        self.send(Command::Open {
+            file,
+            path: path.to_owned(),
+        });
+        file
+    }
+
+    /// Hand a stretch over, or drop it (counted) if the writer is that far behind.
+    fn frames(&self, file: u64, start: u64, samples: Vec<i16>) {
+        let frames = samples.len() as u64 / 2;
+        if self.queued.fetch_add(1, Relaxed) >= self.at_most {
+            self.queued.fetch_sub(1, Relaxed);
+            self.dropped.fetch_add(frames, Relaxed);
+            return;
+        }
+        self.send(Command::Frames {
+            file,
+            start,
+            samples,
+        });
+    }
+
+    fn finish(&self, file: u64, end: u64) {
+        self.send(Command::Finish { file, end });
+    }
+
+    /// Wait until everything sent so far is written (at shutdown; tests).
+    pub fn sync(&self) {
+        let (done, finished) = mpsc::channel();
+        self.send(Command::Sync { done });
+        let _ = finished.recv();
+    }
+
+    fn send(&self, command: Command) {
+        // The writer ends only when every handle is gone.
+        let _ = self.commands.send(command);
+    }
+}
+
+/// The writer: every command in order, until every handle is gone.
+fn write_files(inbox: &mpsc::Receiver<Command>, queued: &AtomicUsize) {
+    let mut writing: HashMap<u64, Writing> = HashMap::new();
+    while let Ok(command) = inbox.recv() {
+        match command {
+            Command::Open { file, path } => {
+                writing.insert(file, Writing::create(path));
+            }
+            Command::Frames {
+                file,
+                start,
+                samples,
+            } => {
+                queued.fetch_sub(1, Relaxed);
+                if let Some(w) = writing.get_mut(&file) {
+                    w.write(start, &samples);
+                }
+            }
+            Command::Finish { file, end } => {
+                if let Some(w) = writing.remove(&file) {
+                    w.finish(end);
+                }
+            }
+            Command::Sync { done } => {
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
+/// One recording's file, being written as `NAME.part`.
+struct Writing {
+    path: PathBuf,
+    part: PathBuf,
+    /// None if it could not be created, or a write failed (said once, in the log).
+    wav: Option<hound::WavWriter<BufWriter<File>>>,
+    /// Sample frames written, and of them left silent for want of room in the queue.
+    written: u64,
+    silenced: u64,
+}
+
+impl Writing {
+    fn create(path: PathBuf) -> Self {
+        let mut part = path.clone().into_os_string();
+        part.push(".part");
+        let part = PathBuf::from(part);
+        let wav = match create_wav(&part) {
+            Ok(wav) => Some(wav),
+            Err(e) => {
+                tracing::error!(path = %path.display(), "cannot record: {e}");
+                None
+            }
+        };
+        Self {
+            path,
+            part,
+            wav,
+            written: 0,
+            silenced: 0,
+        }
+    }
+
+    /// Frames from `start` on; a gap before them (a stretch dropped) is left silent.
+    fn write(&mut self, start: u64, samples: &[i16]) {
+        if start > self.written && self.wav.is_some() {
+            self.silenced += start - self.written;
+            let gap = (start - self.written) as usize * 2;
+            self.put(std::iter::repeat_n(0, gap));
+        }
+        self.put(samples.iter().copied());
+    }
+
+    fn put(&mut self, samples: impl Iterator<Item = i16>) {
+        let Some(wav) = self.wav.as_mut() else {
+            return;
+        };
+        let mut count = 0u64;
+        for s in samples {
+            if let Err(e) = wav.write_sample(s) {
+                tracing::error!(path = %self.path.display(), "recording stopped: {e}");
+                self.wav = None;
+                return;
+            }
+            count += 1;
+        }
+        self.written += count / 2;
+    }
+
+    /// Fill to `end`, write the header and give the file its name.
+    fn finish(mut self, end: u64) {
+        self.write(end, &[]);
+        let Some(wav) = self.wav.take() else {
+            return;
+        };
+        if let Err(e) = wav.finalize() {
+            tracing::error!(path = %self.path.display(), "finishing the recording: {e}");
+            return;
+        }
+        if let Err(e) = std::fs::rename(&self.part, &self.path) {
+            tracing::error!(path = %self.path.display(), "finishing the recording: {e}");
+            return;
+        }
+        if self.silenced > 0 {
+            tracing::warn!(
+                path = %self.path.display(),
+                silent_ms = self.silenced * 1000 / RATE,
+                "the disk fell behind: parts of the recording are silent"
+            );
+        }
+    }
+}
+
+fn create_wav(path: &Path) -> Result<hound::WavWriter<BufWriter<File>>, hound::Error> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let spec = hound::WavSpec {
+        channels: 2,
+        sample_rate: RATE as u32,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    hound::WavWriter::create(path, spec)
 }
 
 #[cfg(test)]
@@ -121,34 +385,35 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn read(path: &Path) -> Vec<i16> {
+        let mut reader = hound::WavReader::open(path).unwrap();
+        assert_eq!(reader.spec().channels, 2);
+        reader.samples::<i16>().map(Result::unwrap).collect()
+    }
+
     #[test]
     fn channels_line_up_on_the_clock_and_the_length_is_the_time_recorded() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("calls/one.wav");
+        let files = RecordingFiles::start(Arc::default()).unwrap();
         let t0 = crate::clock::monotonic_now();
-        let mut rec = Recorder::create(&path, t0).unwrap();
+        let mut rec = Recorder::create(&files, &path, t0);
         // The caller talks for a second (50 packets, with jitter); the other side is
         // silent for the first half second, then talks.
-        for i in 1..=50u32 {
-            let jitter = Duration::from_millis(u64::from(i % 3));
-            rec.put(
-                Channel::Caller,
-                t0 + Duration::from_millis(20 * u64::from(i)) + jitter,
-                &[100; 160],
-            );
+        for i in 1..=50u64 {
+            rec.put(Channel::Caller, t0 + ms(20 * i + i % 3), &[100; 160]);
             if i > 25 {
-                rec.put(
-                    Channel::Other,
-                    t0 + Duration::from_millis(20 * u64::from(i)),
-                    &[-200; 160],
-                );
+                rec.put(Channel::Other, t0 + ms(20 * i), &[-200; 160]);
             }
         }
-        let written = rec.finish(t0 + Duration::from_millis(1500)).unwrap();
-        let mut reader = hound::WavReader::open(&written).unwrap();
-        assert_eq!(reader.spec().channels, 2);
-        assert_eq!(reader.duration(), 12_000, "1.5 s at 8 kHz");
-        let samples: Vec<i16> = reader.samples::<i16>().map(Result::unwrap).collect();
+        assert_eq!(rec.finish(t0 + ms(1500)), path);
+        files.sync();
+        let samples = read(&path);
+        assert_eq!(samples.len(), 2 * 12_000, "1.5 s at 8 kHz");
         let left = |i: usize| samples[2 * i];
         let right = |i: usize| samples[2 * i + 1];
         assert_eq!((left(100), right(100)), (100, 0));
@@ -157,5 +422,76 @@ mod tests {
         assert_eq!((left(11_000), right(11_000)), (0, 0), "after both stopped");
         // No gaps from the jitter: the caller's second is continuous.
         assert!((0..8000).all(|i| left(i) == 100));
+    }
+
+    #[test]
+    fn a_writer_behind_costs_the_recording_audio_not_its_length_and_the_call_no_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("slow.wav");
+        let dropped = Arc::new(AtomicU64::new(0));
+        // A disk so slow that the writer takes nothing until the call is over, with room
+        // for two stretches (0.2 s) meanwhile.
+        let (files, inbox) = RecordingFiles::unstarted(dropped.clone(), 2);
+        let t0 = crate::clock::monotonic_now();
+        let mut rec = Recorder::create(&files, &path, t0);
+        for i in 1..=100u64 {
+            rec.put(Channel::Caller, t0 + ms(20 * i), &[100; 160]);
+        }
+        assert_eq!(rec.finish(t0 + ms(2000)), path);
+        assert!(!path.exists(), "nothing under its name before it is whole");
+        // 2 s recorded, 0.2 s of it had room.
+        assert_eq!(dropped.load(Relaxed), 16_000 - 2 * STRETCH);
+        drop(files);
+        write_files(&inbox, &AtomicUsize::new(2));
+        let samples = read(&path);
+        assert_eq!(samples.len(), 2 * 16_000, "the length is the time recorded");
+        assert!((0..1600).all(|i| samples[2 * i] == 100), "what had room");
+        assert!(
+            (1600..16_000).all(|i| samples[2 * i] == 0),
+            "the rest silent"
+        );
+        assert!(!dir.path().join("slow.wav.part").exists());
+    }
+
+    #[test]
+    fn a_recording_that_cannot_be_created_is_logged_and_the_rest_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("not-a-folder");
+        std::fs::write(&blocker, b"x").unwrap();
+        let files = RecordingFiles::start(Arc::default()).unwrap();
+        let t0 = crate::clock::monotonic_now();
+        let bad = blocker.join("a.wav");
+        let good = dir.path().join("b.wav");
+        let mut recs = [
+            Recorder::create(&files, &bad, t0),
+            Recorder::create(&files, &good, t0),
+        ];
+        for i in 1..=50u64 {
+            for rec in &mut recs {
+                rec.put(Channel::Caller, t0 + ms(20 * i), &[7; 160]);
+            }
+        }
+        let [bad_rec, good_rec] = recs;
+        bad_rec.finish(t0 + ms(1000));
+        good_rec.finish(t0 + ms(1000));
+        files.sync();
+        assert!(!bad.exists());
+        assert_eq!(read(&good).len(), 2 * 8000);
+    }
+
+    #[test]
+    fn a_recording_dropped_unfinished_is_still_finished() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dropped.wav");
+        let files = RecordingFiles::start(Arc::default()).unwrap();
+        let t0 = crate::clock::monotonic_now();
+        let mut rec = Recorder::create(&files, &path, t0);
+        for i in 1..=50u64 {
+            rec.put(Channel::Caller, t0 + ms(20 * i), &[9; 160]);
+        }
+        drop(rec);
+        files.sync();
+        // What was placed for good: the second less the half second held back.
+        assert_eq!(read(&path).len(), 2 * 4000);
     }
 }

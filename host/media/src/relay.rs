@@ -22,7 +22,7 @@ use super::packets::{CallPackets, Endpoint, EngineFeed, HostFrame, Retiring};
 use super::playout::Playout;
 pub use super::ports::MAX_SPARE;
 use super::ports::{REST, RtpPorts, SparePairs};
-use super::recorder::Recorder;
+use super::recorder::{Recorder, RecordingFiles};
 use super::rtp::{self, DtmfWatch, FRAME, KeyFilter, OutStream};
 use super::srtp::{LegSrtp, Refused};
 use super::stream::EngineLink;
@@ -58,6 +58,8 @@ pub struct RelayCounters {
     /// SRTP and SRTCP packets dropped on encrypted legs: failed authentication, or
     /// replays.
     pub srtp_rejected: AtomicU64,
+    /// Sample frames (8 kHz) of recordings left silent because the disk fell behind.
+    pub recording_frames_dropped: Arc<AtomicU64>,
 }
 
 /// How long at most a device switched away from is still heard while the new one has
@@ -152,6 +154,9 @@ pub struct RelayManager {
     calls: HashMap<SessionId, Call>,
     events: Option<mpsc::Sender<MediaEvent>>,
     pub counters: Arc<RelayCounters>,
+    /// The thread writing recordings (the server's, shared by its shards; or started at
+    /// the first recording).
+    recordings: Option<RecordingFiles>,
 }
 
 /// A leg's RTP/RTCP pair, bound and registered with the runtime.
@@ -200,6 +205,7 @@ impl RelayManager {
             calls: HashMap::new(),
             events: None,
             counters: Arc::default(),
+            recordings: None,
         }
     }
 
@@ -257,6 +263,22 @@ impl RelayManager {
     pub fn with_counters(mut self, counters: Arc<RelayCounters>) -> Self {
         self.counters = counters;
         self
+    }
+
+    /// Recordings are written by `files`.
+    pub fn with_recordings(mut self, files: RecordingFiles) -> Self {
+        self.recordings = Some(files);
+        self
+    }
+
+    fn recording_files(&mut self) -> Result<RecordingFiles, String> {
+        if let Some(files) = &self.recordings {
+            return Ok(files.clone());
+        }
+        let dropped = self.counters.recording_frames_dropped.clone();
+        let files = RecordingFiles::start(dropped)
+            .map_err(|e| format!("starting the recordings' writer: {e}"))?;
+        Ok(self.recordings.insert(files).clone())
     }
 
     /// Where live events (the caller's digits) go.
@@ -604,23 +626,23 @@ impl MediaAllocator for RelayManager {
     }
 
     fn start_recording(&mut self, session: SessionId, path: &Path) -> Result<(), String> {
-        let Some(call) = self.calls.get(&session) else {
+        if !self.calls.contains_key(&session) {
             return Err("no such call".into());
-        };
-        let mut shared = lock(&call.shared);
-        if shared.recorder.is_some() {
-            return Ok(());
         }
-        let recorder = Recorder::create(path, monotonic_now())
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        shared.recorder = Some(Box::new(recorder));
+        let files = self.recording_files()?;
+        let call = &self.calls[&session];
+        let mut shared = lock(&call.shared);
+        if shared.recorder.is_none() {
+            let recorder = Recorder::create(&files, path, monotonic_now());
+            shared.recorder = Some(Box::new(recorder));
+        }
         Ok(())
     }
 
     fn stop_recording(&mut self, session: SessionId) -> Option<PathBuf> {
         let call = self.calls.get(&session)?;
         let recorder = lock(&call.shared).recorder.take()?;
-        finish_recording(recorder)
+        Some(recorder.finish(monotonic_now()))
     }
 
     fn start_stream(&mut self, session: SessionId, request: StreamRequest) {
@@ -672,7 +694,7 @@ impl MediaAllocator for RelayManager {
         self.counters.webrtc_bridges.fetch_sub(bridges, Relaxed);
         let mut shared = lock(&call.shared);
         let digits = std::mem::take(&mut shared.dtmf[0].digits);
-        let recording = shared.recorder.take().and_then(finish_recording);
+        let recording = shared.recorder.take().map(|r| r.finish(monotonic_now()));
         // Dropping the taps ends their streams (each sends its `stop`).
         let streams = shared.taps.drain(..).map(|tap| tap.report()).collect();
         MediaReport {
@@ -680,17 +702,6 @@ impl MediaAllocator for RelayManager {
             digits,
             recording,
             streams,
-        }
-    }
-}
-
-fn finish_recording(recorder: Box<Recorder>) -> Option<PathBuf> {
-    let path = recorder.path().to_owned();
-    match recorder.finish(monotonic_now()) {
-        Ok(path) => Some(path),
-        Err(e) => {
-            tracing::error!(path = %path.display(), "finishing the recording: {e}");
-            None
         }
     }
 }

@@ -78,6 +78,7 @@ pub struct RelaySnapshot {
     pub stream_frames_dropped: u64,
     pub stream_failures: u64,
     pub srtp_rejected: u64,
+    pub recording_frames_dropped: u64,
 }
 
 impl Snapshot {
@@ -117,6 +118,7 @@ impl Snapshot {
                 stream_frames_dropped: relay.stream_frames_dropped.load(Relaxed),
                 stream_failures: relay.stream_failures.load(Relaxed),
                 srtp_rejected: relay.srtp_rejected.load(Relaxed),
+                recording_frames_dropped: relay.recording_frames_dropped.load(Relaxed),
             },
             scripts: admin.scripts.metrics.snapshot(),
             script_versions: admin
@@ -415,6 +417,12 @@ impl Snapshot {
                 "SRTP and SRTCP packets dropped on encrypted legs: failed authentication, or \
                  replays.",
                 relay.srtp_rejected,
+            ),
+            (
+                "wasmpbx_recording_audio_dropped_ms",
+                "Milliseconds of call recordings left silent because the disk fell behind \
+                 (a recording keeps its length).",
+                relay.recording_frames_dropped / 8,
             ),
             (
                 "wasmpbx_media_stream_frames_sent",

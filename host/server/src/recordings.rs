@@ -7,6 +7,9 @@ use std::time::{Duration, SystemTime};
 
 /// How often old recordings are looked for.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// A recording is written as `NAME.part` and renamed when finished (moments after its
+/// call's end); how long a request for it waits for that.
+pub const FINISHING: Duration = Duration::from_secs(2);
 
 /// The recording file of a record (its `recording`), if it is in `dir`: a path in a
 /// record is the host's own, but a file outside the recordings folder is never served.
@@ -17,7 +20,37 @@ pub fn file_of(record: &serde_json::Value, dir: &Path) -> Option<PathBuf> {
     file.starts_with(&dir).then_some(file)
 }
 
-/// Delete the `.wav` files in `dir` last written before `now - keep`; the ones deleted.
+/// Where a record's recording is, once it is finished: while it is still being written
+/// (its call has just ended), wait for it up to `wait`. `Err(true)`: still being
+/// written; `Err(false)`: not there (or outside `dir`).
+pub async fn finished_file_of(
+    record: &serde_json::Value,
+    dir: &Path,
+    wait: Duration,
+) -> Result<PathBuf, bool> {
+    let being_written = || {
+        record["recording"]
+            .as_str()
+            .is_some_and(|path| Path::new(&format!("{path}.part")).exists())
+    };
+    let finished = async {
+        loop {
+            if let Some(file) = file_of(record, dir) {
+                return Ok(file);
+            }
+            if !being_written() {
+                return Err(false);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(wait, finished)
+        .await
+        .unwrap_or(Err(true))
+}
+
+/// Delete the recordings in `dir` (`.wav`, and `.wav.part` a crash left unfinished) last
+/// written before `now - keep`; the ones deleted.
 pub fn prune(dir: &Path, keep: Duration, now: SystemTime) -> std::io::Result<Vec<PathBuf>> {
     let Some(cutoff) = now.checked_sub(keep) else {
         return Ok(Vec::new());
@@ -25,7 +58,8 @@ pub fn prune(dir: &Path, keep: Duration, now: SystemTime) -> std::io::Result<Vec
     let mut deleted = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
-        if path.extension().is_none_or(|e| e != "wav") {
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        if !name.ends_with(".wav") && !name.ends_with(".wav.part") {
             continue;
         }
         let modified = std::fs::metadata(&path).and_then(|m| m.modified());
@@ -68,12 +102,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_790_000_000);
         let day = Duration::from_secs(86_400);
-        for (name, age) in [("old.wav", 31), ("recent.wav", 29), ("old.txt", 31)] {
+        for (name, age) in [
+            ("old.wav", 31),
+            ("recent.wav", 29),
+            ("old.txt", 31),
+            ("crashed.wav.part", 31),
+        ] {
             let file = std::fs::File::create(dir.path().join(name)).unwrap();
             file.set_modified(now - day * age).unwrap();
         }
-        let deleted = prune(dir.path(), day * 30, now).unwrap();
-        assert_eq!(deleted, [dir.path().join("old.wav")]);
+        let mut deleted = prune(dir.path(), day * 30, now).unwrap();
+        deleted.sort();
+        assert_eq!(
+            deleted,
+            [
+                dir.path().join("crashed.wav.part"),
+                dir.path().join("old.wav")
+            ]
+        );
         assert!(dir.path().join("recent.wav").exists());
         assert!(dir.path().join("old.txt").exists(), "only recordings");
     }
@@ -93,5 +139,27 @@ mod tests {
         let sneaky = recordings.join("../secret.wav");
         assert_eq!(file_of(&record(&sneaky), &recordings), None);
         assert_eq!(file_of(&serde_json::json!({}), &recordings), None);
+    }
+
+    #[tokio::test]
+    async fn a_recording_being_finished_is_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("call.wav");
+        let part = dir.path().join("call.wav.part");
+        let record = serde_json::json!({ "recording": path });
+        let wait = Duration::from_secs(5);
+        std::fs::write(&part, b"RIFF").unwrap();
+        let (finished, _) = tokio::join!(finished_file_of(&record, dir.path(), wait), async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            std::fs::rename(&part, &path).unwrap();
+        });
+        assert_eq!(finished, Ok(std::fs::canonicalize(&path).unwrap()));
+        // Gone, and never being written: at once; still being written: after the wait.
+        let gone = serde_json::json!({ "recording": dir.path().join("gone.wav") });
+        assert_eq!(finished_file_of(&gone, dir.path(), wait).await, Err(false));
+        std::fs::write(dir.path().join("stuck.wav.part"), b"RIFF").unwrap();
+        let stuck = serde_json::json!({ "recording": dir.path().join("stuck.wav") });
+        let short = Duration::from_millis(50);
+        assert_eq!(finished_file_of(&stuck, dir.path(), short).await, Err(true));
     }
 }

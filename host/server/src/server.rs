@@ -13,7 +13,7 @@ use crate::clock::SystemClock;
 use crate::config::{Config, User};
 use crate::directory::MemoryDirectory;
 use crate::driver;
-use crate::media::{Prompts, RelayCounters, RelayManager};
+use crate::media::{Prompts, RecordingFiles, RelayCounters, RelayManager};
 use crate::pbx::Pbx;
 use crate::sip::digest::NonceCounts;
 use crate::sip::shards::Shard;
@@ -181,6 +181,9 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         config.shard_count(std::thread::available_parallelism().map_or(1, |n| n.get()));
     let (secret, nonce_counts) = (random_secret()?, NonceCounts::default());
     let relay_counters = Arc::new(RelayCounters::default());
+    // One thread writes every shard's recordings, off the calls' paths.
+    let recordings = RecordingFiles::start(relay_counters.recording_frames_dropped.clone())
+        .context("starting the recordings' writer")?;
     let bindings = store.load_bindings()?;
     let now_secs = SystemClock.now().as_second();
     let (core, inboxes) = driver::channel(shard_count);
@@ -200,6 +203,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         let media = RelayManager::new(config.media.public_ip, ports)
             .with_spare_pairs(spare_pairs_per_shard(open_files, shard_count))
             .with_counters(relay_counters.clone())
+            .with_recordings(recordings.clone())
             .with_events(media_events);
         let mut pbx = Pbx::new(config.clone(), secret, Box::new(media), local)
             .with_prompts(prompts.clone())
@@ -370,6 +374,8 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     tokio::task::spawn_blocking(move || writer_thread.join())
         .await?
         .map_err(|_| anyhow::anyhow!("the store writer panicked"))?;
+    // The calls' recordings are finished and named.
+    tokio::task::spawn_blocking(move || recordings.sync()).await?;
     // So does the decision journal, decisions and shadow results alike.
     tokio::task::spawn_blocking(move || journal_thread.finish())
         .await?

@@ -259,9 +259,11 @@ pub trait MediaAllocator: Send {
     fn answer(&mut self, session: SessionId, side: Side, codec: Codec);
     /// What to play to the caller now (replacing whatever was playing).
     fn play(&mut self, session: SessionId, playback: Playback);
-    /// Start recording the call to `path`.
+    /// Start recording the call to `path`. Files are created and written off the call's
+    /// path: one that cannot be is logged there, and the call goes on.
     fn start_recording(&mut self, session: SessionId, path: &Path) -> Result<(), String>;
-    /// Stop recording; the finished file, if one was being written.
+    /// Stop recording; the file, if one was being written (it has its name once
+    /// finished, moments later: `NAME.part` until then).
     fn stop_recording(&mut self, session: SessionId) -> Option<PathBuf>;
     /// Stream the call's audio (from now until it ends) to a WebSocket. Never at the
     /// call's expense: a stream that cannot keep up or connect loses frames, not audio.

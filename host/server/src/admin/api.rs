@@ -515,6 +515,7 @@ async fn recording(
     path: Result<Path<String>, PathRejection>,
     request: axum::extract::Request,
 ) -> ApiResult<axum::response::Response> {
+    use crate::recordings;
     use tower::ServiceExt as _;
     let Path(id) = path?;
     admin.store_progress.settle(SETTLE).await;
@@ -526,11 +527,16 @@ async fn recording(
     if record["recording"].is_null() {
         return Err(ApiError::not_found(format!("call {id} was not recorded")));
     }
-    let file =
-        crate::recordings::file_of(&record, &admin.config().media.recordings).ok_or_else(|| {
-            ApiError::not_found(format!(
-                "the recording of call {id} is gone (media.recordings_retention_days?)"
-            ))
+    let dir = admin.config().media.recordings.clone();
+    let file = recordings::finished_file_of(&record, &dir, recordings::FINISHING)
+        .await
+        .map_err(|being_written| {
+            ApiError::not_found(match being_written {
+                true => format!("the recording of call {id} is still being written"),
+                false => {
+                    format!("the recording of call {id} is gone (media.recordings_retention_days?)")
+                }
+            })
         })?;
     let served = tower_http::services::ServeFile::new_with_mime(
         file,

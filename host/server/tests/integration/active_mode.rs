@@ -236,7 +236,9 @@ fn the_caller_hears_the_welcome_presses_2_and_reaches_billing_recorded() {
     // The recording: as long as the call, caller on the left, the host and the
     // department on the right.
     let path = cdr["recording"].as_str().expect("a recording reference");
-    recording_is_served(&server, cdr, &std::fs::read(path).unwrap());
+    // Served once finished (its writer names it moments after the call's end).
+    let served = recording_is_served(&server, cdr);
+    assert_eq!(served, std::fs::read(path).unwrap(), "the recording, whole");
     let mut wav = hound::WavReader::open(path).unwrap();
     assert_eq!(wav.spec().channels, 2);
     let length_ms = u64::from(wav.duration()) / 8;
@@ -863,9 +865,9 @@ fn a_bidirectional_engine_is_heard_by_the_caller_and_its_mark_comes_back() {
     assert!(played.contains(&50), "{cdr}");
 }
 
-/// `GET /api/recordings/{id}`: the whole file, or the part a `Range` asks for; an
-/// unknown call is 404.
-fn recording_is_served(server: &Server, cdr: &serde_json::Value, file: &[u8]) {
+/// `GET /api/recordings/{id}`: the whole file (returned), or the part a `Range` asks for;
+/// an unknown call is 404.
+fn recording_is_served(server: &Server, cdr: &serde_json::Value) -> Vec<u8> {
     use std::io::{Read, Write};
     let get = |path: &str, range: Option<&str>| -> Vec<u8> {
         let mut stream = std::net::TcpStream::connect(server.http).unwrap();
@@ -890,7 +892,7 @@ fn recording_is_served(server: &Server, cdr: &serde_json::Value, file: &[u8]) {
     let (head, body) = split(&get(&path, None));
     assert!(head.starts_with("http/1.1 200"), "{head}");
     assert!(head.contains("content-type: audio/wav"), "{head}");
-    assert_eq!(body, file, "the recording, whole");
+    let whole = body;
     let (head, body) = split(&get(&path, Some("bytes=0-3")));
     assert!(head.starts_with("http/1.1 206"), "{head}");
     assert_eq!(body, b"RIFF");
@@ -899,4 +901,5 @@ fn recording_is_served(server: &Server, cdr: &serde_json::Value, file: &[u8]) {
         None,
     ));
     assert!(head.starts_with("http/1.1 404"), "{head}");
+    whole
 }
