@@ -8,6 +8,7 @@
 //! `/api/calls` is in `/api/cdrs`). Every few seconds the thread also notes that the host
 //! is alive: the end time a crash gives the calls it interrupts.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use crate::call::CallRecord;
+use crate::call::{CallRecord, SessionId};
 use crate::clock::{Clock, SystemClock, monotonic_now};
 use crate::registrar::BindingChange;
 use crate::store::{CdrStore, RegistrationStore};
@@ -181,19 +182,19 @@ fn write_all(
         }
         // What queued meanwhile goes with it: consecutive records in one transaction.
         let batch = std::iter::once(first).chain(rx.try_iter().take(BATCH - 1));
-        let mut records: Vec<CallRecord> = Vec::new();
+        let mut records = Records::default();
         let mut count = 0;
         for write in batch {
             count += 1;
             match write {
-                Write::Record(record) => gather(&mut records, *record),
+                Write::Record(record) => records.gather(*record),
                 Write::Binding(change) => {
-                    save_records(cdrs, &mut records);
+                    records.save(cdrs);
                     save_binding(registrations, &change);
                 }
             }
         }
-        save_records(cdrs, &mut records);
+        records.save(cdrs);
         progress.done_with(count);
         last_commit = Some(monotonic_now());
         last_was_full = count == BATCH as u64;
@@ -210,28 +211,44 @@ const BUSY: Duration = Duration::from_millis(5);
 /// messages held for their record (`driver`) may wait more, under load only.
 const GROUP_WAIT: Duration = Duration::from_millis(1);
 
-/// Add a record to the batch. A later record of a call in the same batch replaces the
-/// earlier (the store keeps a call's latest anyway): under load a call's end and its
-/// `call-ended` tags, or a short call's answer and end, often meet in one batch.
-fn gather(records: &mut Vec<CallRecord>, record: CallRecord) {
-    match records.iter_mut().find(|r| r.session == record.session) {
-        Some(earlier) => *earlier = record,
-        None => records.push(record),
-    }
+/// A batch's call records, a call's latest only.
+#[derive(Default)]
+struct Records {
+    records: Vec<CallRecord>,
+    /// Where each call's record is in `records`.
+    index: HashMap<SessionId, usize>,
 }
 
-fn save_records(cdrs: &dyn CdrStore, records: &mut Vec<CallRecord>) {
-    if records.is_empty() {
-        return;
+impl Records {
+    /// Add a record. A later record of a call in the same batch replaces the earlier (the
+    /// store keeps a call's latest anyway): under load a call's end and its `call-ended`
+    /// tags, or a short call's answer and end, often meet in one batch.
+    fn gather(&mut self, record: CallRecord) {
+        match self.index.get(&record.session) {
+            Some(&i) => self.records[i] = record,
+            None => {
+                self.index.insert(record.session, self.records.len());
+                self.records.push(record);
+            }
+        }
     }
-    if let Err(e) = cdrs.save_cdrs(records) {
-        let sessions: Vec<String> = records
-            .iter()
-            .map(|r| r.session.short().to_string())
-            .collect();
-        tracing::error!(sessions = ?sessions, "writing call records: {e}");
+
+    /// Write what is gathered, in one transaction.
+    fn save(&mut self, cdrs: &dyn CdrStore) {
+        if self.records.is_empty() {
+            return;
+        }
+        if let Err(e) = cdrs.save_cdrs(&self.records) {
+            let sessions: Vec<String> = self
+                .records
+                .iter()
+                .map(|r| r.session.short().to_string())
+                .collect();
+            tracing::error!(sessions = ?sessions, "writing call records: {e}");
+        }
+        self.records.clear();
+        self.index.clear();
     }
-    records.clear();
 }
 
 fn save_binding(registrations: &dyn RegistrationStore, change: &BindingChange) {
@@ -298,14 +315,15 @@ mod tests {
 
     #[test]
     fn a_calls_later_record_in_a_batch_replaces_its_earlier() {
-        let mut records = Vec::new();
+        let mut batch = Records::default();
         let mut live = wasmpbx_types::store::contract::record(1, "0400");
         live.state = crate::call::RecordState::Live;
         let other = wasmpbx_types::store::contract::record(2, "0401");
         let ended = wasmpbx_types::store::contract::record(1, "0400");
-        gather(&mut records, live);
-        gather(&mut records, other.clone());
-        gather(&mut records, ended.clone());
+        batch.gather(live);
+        batch.gather(other.clone());
+        batch.gather(ended.clone());
+        let records = &batch.records;
         assert_eq!(records.len(), 2);
         assert_eq!(records[0].session, ended.session);
         assert_eq!(records[0].state, ended.state);
