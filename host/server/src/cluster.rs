@@ -56,12 +56,22 @@ impl CallOwners for Owners {
 
 impl Owners {
     /// Learn from `nodes`' statuses at `now`: the calls of the other nodes that are up.
+    /// A user with calls on several nodes is the node's with the latest call (a node
+    /// that does not say when — an older version — counts as the earliest).
     pub fn learn(&self, this: &str, nodes: &[NodeStatus], now: jiff::Timestamp) {
-        let by_user = nodes
-            .iter()
-            .filter(|n| n.node != this && is_up(n, now))
-            .filter_map(|n| Some((n.sip.clone()?, &n.users_in_calls)))
-            .flat_map(|(sip, users)| users.iter().map(move |u| (u.clone(), sip.clone())))
+        let mut latest: BTreeMap<String, (Option<jiff::Timestamp>, String)> = BTreeMap::new();
+        for node in nodes.iter().filter(|n| n.node != this && is_up(n, now)) {
+            let Some(sip) = &node.sip else { continue };
+            for user in &node.users_in_calls {
+                let at = node.latest_call_of.get(user).copied();
+                if latest.get(user).is_none_or(|(seen, _)| at > *seen) {
+                    latest.insert(user.clone(), (at, sip.clone()));
+                }
+            }
+        }
+        let by_user = latest
+            .into_iter()
+            .map(|(user, (_, sip))| (user, sip))
             .collect();
         self.by_user.store(Arc::new(by_user));
     }
@@ -116,7 +126,8 @@ pub async fn heartbeat(
             live_calls: health.live_calls,
             scripts: serving(&scripts),
             sip: Some(this.sip.clone()),
-            users_in_calls: health.users_in_calls,
+            users_in_calls: health.users_in_calls.keys().cloned().collect(),
+            latest_call_of: health.users_in_calls,
         };
         let store = store.clone();
         let exchanged = tokio::task::spawn_blocking(move || {
@@ -329,6 +340,7 @@ mod tests {
                 .collect(),
             sip: Some(format!("sip:{node}.example:5060")),
             users_in_calls: vec![format!("user-of-{node}")],
+            latest_call_of: BTreeMap::new(),
         }
     }
 
@@ -347,6 +359,42 @@ mod tests {
             Some("sip:b.example:5060")
         );
         assert_eq!(owners.owner_of("user-of-c"), None, "c is down");
+    }
+
+    #[test]
+    fn a_user_with_calls_on_two_nodes_is_the_node_with_the_latest() {
+        let at = |s: i64| now() - jiff::SignedDuration::from_secs(s);
+        let with_bob = |node: &str, call: Option<i64>| {
+            let mut status = status(node, 1, &[]);
+            status.users_in_calls = vec!["bob".into()];
+            if let Some(s) = call {
+                status.latest_call_of = [("bob".to_owned(), at(s))].into();
+            }
+            status
+        };
+        let owners = Owners::default();
+        // In either order of the nodes.
+        for nodes in [
+            [with_bob("b", Some(10)), with_bob("c", Some(300))],
+            [with_bob("c", Some(300)), with_bob("b", Some(10))],
+        ] {
+            owners.learn("a", &nodes, now());
+            assert_eq!(
+                owners.owner_of("bob").as_deref(),
+                Some("sip:b.example:5060")
+            );
+        }
+        // A node that does not say when (an older version) counts as the earliest.
+        for nodes in [
+            [with_bob("b", None), with_bob("c", Some(300))],
+            [with_bob("c", Some(300)), with_bob("b", None)],
+        ] {
+            owners.learn("a", &nodes, now());
+            assert_eq!(
+                owners.owner_of("bob").as_deref(),
+                Some("sip:c.example:5060")
+            );
+        }
     }
 
     fn now() -> jiff::Timestamp {

@@ -6,7 +6,7 @@
 //! Content-Length, or garbage closes the connection (a stream cannot be
 //! re-synchronised). A CRLFCRLF keep-alive is answered with CRLF (RFC 5626 §3.5.1).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -533,7 +533,7 @@ impl CoreHandle {
         Some(Health {
             draining: all.iter().any(|h| h.draining),
             live_calls: all.iter().map(|h| h.live_calls).sum(),
-            users_in_calls: all.into_iter().flat_map(|h| h.users_in_calls).collect(),
+            users_in_calls: latest_of_each(all.into_iter().flat_map(|h| h.users_in_calls)),
         })
     }
 
@@ -641,8 +641,23 @@ pub struct CallEventRequest {
 pub struct Health {
     pub draining: bool,
     pub live_calls: usize,
-    /// The users with a device on a connected call here.
-    pub users_in_calls: Vec<String>,
+    /// The users with a device on a connected call here, and when the most recent of
+    /// each one's calls arrived.
+    pub users_in_calls: BTreeMap<String, jiff::Timestamp>,
+}
+
+/// Each user once, with the latest of their times.
+fn latest_of_each(
+    users: impl Iterator<Item = (String, jiff::Timestamp)>,
+) -> BTreeMap<String, jiff::Timestamp> {
+    let mut latest = BTreeMap::new();
+    for (user, at) in users {
+        latest
+            .entry(user)
+            .and_modify(|l: &mut jiff::Timestamp| *l = (*l).max(at))
+            .or_insert(at);
+    }
+    latest
 }
 
 /// What the service's signals asked of the SIP core.

@@ -15,6 +15,12 @@ impl SessionId {
         Self(uuid::Builder::from_unix_timestamp_millis(unix_ms, &random).into_uuid())
     }
 
+    /// When the call arrived (the id's millisecond).
+    pub fn arrived_at(&self) -> jiff::Timestamp {
+        let (secs, nanos) = self.0.get_timestamp().map_or((0, 0), |t| t.to_unix());
+        jiff::Timestamp::new(secs as i64, nanos as i32).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+    }
+
     /// The short form for logs: the last 12 hex digits (random bits, not the time).
     pub fn short(&self) -> impl fmt::Display + use<> {
         let full = self.0.as_hyphenated().to_string();
@@ -65,5 +71,11 @@ mod tests {
         assert_eq!(early.short().to_string().len(), 12);
         assert_ne!(early, SessionId::new(1_790_000_000_000, [2; 10]));
         assert!("s3".parse::<SessionId>().is_err());
+    }
+
+    #[test]
+    fn an_id_says_when_its_call_arrived() {
+        let at = jiff::Timestamp::from_millisecond(1_790_000_000_123).unwrap();
+        assert_eq!(SessionId::new(1_790_000_000_123, [7; 10]).arrived_at(), at);
     }
 }

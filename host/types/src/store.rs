@@ -220,6 +220,11 @@ pub struct NodeStatus {
     /// another node is redirected here.
     #[serde(default)]
     pub users_in_calls: Vec<String>,
+    /// When each of those users' most recent connected call here arrived: a user with
+    /// calls on two nodes has the pull taken to the node with the latest (as on one node,
+    /// where a pull takes the user's most recent call).
+    #[serde(default)]
+    pub latest_call_of: std::collections::BTreeMap<String, jiff::Timestamp>,
 }
 
 /// A user as the edge authenticates them (`[cluster] edge`): the digest username (the
@@ -957,6 +962,11 @@ pub mod contract {
             scripts: [("listen".to_owned(), hash.to_owned())].into(),
             sip: Some(format!("sip:10.0.0.1{s}:5060")),
             users_in_calls: vec!["alice".into()],
+            latest_call_of: [(
+                "alice".to_owned(),
+                jiff::Timestamp::from_millisecond(1_796_000_000_123).unwrap(),
+            )]
+            .into(),
         };
         assert_eq!(store.nodes().unwrap(), []);
         store.heartbeat(&status("b", 1, "aa")).unwrap();

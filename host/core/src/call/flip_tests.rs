@@ -143,7 +143,13 @@ fn a_pull_for_a_call_another_node_holds_is_redirected_there() {
 #[test]
 fn a_connected_call_names_its_users() {
     let w = World::connected();
-    assert_eq!(w.pbx.calls.users_in_calls(), ["alice"]);
+    let users = w.pbx.calls.users_in_calls();
+    assert_eq!(users.keys().collect::<Vec<_>>(), ["alice"]);
+    assert_eq!(
+        users["alice"],
+        w.session().arrived_at(),
+        "when her call arrived"
+    );
     assert!(World::new().pbx.calls.users_in_calls().is_empty());
 }
 

@@ -2024,18 +2024,28 @@ impl Calls {
             .filter(move |call_id| !shard.owns(call_id))
     }
 
-    /// The users with a device on a connected call, each once, sorted: whom this node
-    /// holds calls for (other nodes redirect these users' pulls here).
-    pub fn users_in_calls(&self) -> Vec<String> {
-        let users: std::collections::BTreeSet<String> = self
-            .sessions
-            .values()
-            .filter(|s| s.phase == Phase::Connected)
-            .flat_map(|s| [Side::A, Side::B].map(|side| s.device_on(side)))
-            .flatten()
-            .map(|(user, _)| user)
-            .collect();
-        users.into_iter().collect()
+    /// The users with a device on a connected call, and when the most recent of each
+    /// one's calls arrived: whom this node holds calls for (other nodes redirect these
+    /// users' pulls here, or to a node with a later call).
+    pub fn users_in_calls(&self) -> std::collections::BTreeMap<String, jiff::Timestamp> {
+        let mut users = std::collections::BTreeMap::new();
+        for (id, session) in &self.sessions {
+            if session.phase != Phase::Connected {
+                continue;
+            }
+            for (user, _) in [Side::A, Side::B]
+                .map(|side| session.device_on(side))
+                .into_iter()
+                .flatten()
+            {
+                let arrived = id.arrived_at();
+                users
+                    .entry(user)
+                    .and_modify(|latest: &mut jiff::Timestamp| *latest = (*latest).max(arrived))
+                    .or_insert(arrived);
+            }
+        }
+        users
     }
 
     /// Forget a session: release media, tell the script, write the record.

@@ -933,17 +933,30 @@ mod tests {
             .unwrap()
             .get(0);
         let now = jiff::Timestamp::from_second(now).unwrap();
-        let status = |node: &str, age_s: i64, users: &[&str]| NodeStatus {
+        // Each user in a call, and how many seconds ago the call arrived (none: a node
+        // that does not say, as before version 4).
+        let status = |node: &str, age_s: i64, users: &[(&str, Option<i64>)]| NodeStatus {
             node: node.into(),
             alive_at: now - jiff::SignedDuration::from_secs(age_s),
             draining: false,
             live_calls: users.len(),
             scripts: Default::default(),
             sip: Some(format!("sip:{node}.test:5060")),
-            users_in_calls: users.iter().map(|u| u.to_string()).collect(),
+            users_in_calls: users.iter().map(|(u, _)| u.to_string()).collect(),
+            latest_call_of: users
+                .iter()
+                .filter_map(|(u, ago)| {
+                    Some((
+                        u.to_string(),
+                        now - jiff::SignedDuration::from_secs((*ago)?),
+                    ))
+                })
+                .collect(),
         };
-        a.heartbeat(&status("a", 1, &["alice"])).unwrap();
-        b.heartbeat(&status("b", 30, &["carol"])).unwrap();
+        a.heartbeat(&status("a", 1, &[("alice", Some(60))]))
+            .unwrap();
+        b.heartbeat(&status("b", 30, &[("carol", Some(60))]))
+            .unwrap();
         let mut ha1 = |username: &str| {
             client
                 .query_opt(
@@ -955,18 +968,36 @@ mod tests {
         };
         assert_eq!(ha1("2001").as_deref(), Some("ha1-of-2001"));
         assert_eq!(ha1("2002"), None, "the last publication replaces the users");
+        // The edge's own query, from its config.
+        let config = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/deploy/kamailio/kamailio.cfg"
+        ))
+        .unwrap();
+        let query = config
+            .split('"')
+            .find(|part| part.starts_with("SELECT sip FROM edge_calls"))
+            .expect("the edge's query")
+            .replace("'$au'", "$1")
+            .replace("'$var(realm)'", "'pbx.test'");
         let mut owner = |username: &str| {
             client
-                .query_opt(
-                    "SELECT sip FROM edge_calls WHERE username = $1",
-                    &[&username],
-                )
+                .query_opt(&query, &[&username])
                 .unwrap()
                 .map(|row| row.get::<_, String>(0))
         };
         assert_eq!(owner("2001").as_deref(), Some("sip:a.test:5060"));
         assert_eq!(owner("2003"), None, "a node silent for 30 s holds no call");
         assert_eq!(owner("2002"), None);
+        // Alice in calls on both nodes: the pull goes to the latest call, whichever node
+        // wrote last; a node that does not say when counts as the earliest.
+        b.heartbeat(&status("b", 1, &[("alice", Some(5))])).unwrap();
+        assert_eq!(owner("2001").as_deref(), Some("sip:b.test:5060"));
+        a.heartbeat(&status("a", 1, &[("alice", Some(60))]))
+            .unwrap();
+        assert_eq!(owner("2001").as_deref(), Some("sip:b.test:5060"));
+        b.heartbeat(&status("b", 1, &[("alice", None)])).unwrap();
+        assert_eq!(owner("2001").as_deref(), Some("sip:a.test:5060"));
     }
 
     /// The phones the edge registered, read from its own table (`location`, as Kamailio's

@@ -127,6 +127,19 @@ pub(super) const MIGRATIONS: &[(i32, &str)] = &[
         JOIN edge_users u ON u.user_id = c.user_id
         WHERE (n.status::jsonb ->> 'alive_at')::timestamptz > now() - interval '10 seconds';",
     ),
+    (
+        4,
+        "-- ...and since when: a user with calls on two nodes has the pull sent to the node
+    -- with the latest (null from a node that does not say: the earliest).
+    CREATE OR REPLACE VIEW edge_calls AS
+        SELECT u.username, u.realm, n.node, n.status::jsonb ->> 'sip' AS sip,
+            (n.status::jsonb -> 'latest_call_of' ->> c.user_id)::timestamptz AS since
+        FROM nodes n
+        CROSS JOIN LATERAL jsonb_array_elements_text(n.status::jsonb -> 'users_in_calls')
+            AS c(user_id)
+        JOIN edge_users u ON u.user_id = c.user_id
+        WHERE (n.status::jsonb ->> 'alive_at')::timestamptz > now() - interval '10 seconds';",
+    ),
 ];
 
 /// Taken while migrating, so nodes starting together migrate one after the other.
