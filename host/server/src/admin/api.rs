@@ -519,9 +519,7 @@ async fn recording(
     use tower::ServiceExt as _;
     let Path(id) = path?;
     admin.store_progress.settle(SETTLE).await;
-    let record = admin
-        .cdrs
-        .cdr(&id)
+    let record = blocking(|| admin.cdrs.cdr(&id))
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::not_found(format!("no record {id}")))?;
     if record["recording"].is_null() {
