@@ -5,11 +5,11 @@
 
 use std::sync::Arc;
 
-use crate::common::{call, host_at, host_with, install};
+use crate::common::{call, host_at, host_at_with, host_with, install, limits};
 use wasmpbx::directory::{DeviceInfo, MemoryDirectory};
 use wasmpbx::flip::{Allow, CallFacts, Direction, FlipDecision, FlipKind, FlipRequest, Trigger};
 use wasmpbx::routing::{Action, Event, ForwardTarget, GatherEnd};
-use wasmpbx::script::{EventWorld, LoadError};
+use wasmpbx::script::{EventWorld, Limits, LoadError};
 use wasmpbx::store::{KvStore, MemoryStore};
 
 /// Monday 2026-11-23 10:00 in Sydney (AEDT, +11).
@@ -294,7 +294,7 @@ fn every_misbehaviour_falls_back_and_the_host_keeps_serving() {
     let location = host.services.config.load().location("sydney").cloned();
     for (dialed, cause, detail) in [
         ("trap", "trap", "told to trap"),
-        ("loop", "deadline", "20 ms deadline"),
+        ("loop", "deadline", "500 ms deadline"),
         ("alloc", "memory", "32 MiB"),
         ("recurse", "trap", "stack"),
         ("bad-forward", "invalid-action", "forward: number \"\""),
@@ -354,7 +354,11 @@ fn every_misbehaviour_falls_back_and_the_host_keeps_serving() {
 
 #[test]
 fn a_loop_after_the_host_sat_idle_still_meets_its_deadline() {
-    let host = host_at(MONDAY_10AM_SYDNEY);
+    let limits = Limits {
+        deadline: std::time::Duration::from_millis(20),
+        ..limits()
+    };
+    let host = host_at_with(MONDAY_10AM_SYDNEY, limits);
     install(&host, "misbehave", test_components::MISBEHAVE);
     let location = host.services.config.load().location("sydney").cloned();
     // Long enough for the deadline's clock to fall asleep (after 100 ms with no store):
