@@ -6,6 +6,9 @@ address, without registering); SIPp stands for the billing department behind its
 number, echoing what it hears. wasmpbx runs the real `front-door` script: the caller hears
 the welcome, presses 2 during the menu (RFC 4733 from baresip's keypad), hears
 "transferring", and is connected to billing, where it hears its own 440 Hz tone echoed.
+The call is recorded (`record = "true"`): the recording, fetched from the admin API as
+soon as the record names it, is as long as the call, with the welcome on the right and
+the caller's tone on the left.
 
 Run inside a network namespace whose only interface is lo with a default route on it
 (baresip takes its media address from the default route): host/server/tests/integration/baresip.rs does that.
@@ -13,12 +16,15 @@ Run inside a network namespace whose only interface is lo with a default route o
     python3 tests/e2e/baresip_menu.py /path/to/wasmpbx /path/to/front-door.wasm tests/sipp/department.xml
 """
 
+import io
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
+import wave
 
 from baresip_call import Phone, api, dominant_hz, received_audio, report_failure, start_server
 
@@ -57,6 +63,7 @@ timezone = "Australia/Sydney"
 sales = "+61290000040"
 billing = "{BILLING}"
 operator = "+61290000060"
+record = "true"
 """)
     sipp_dir = os.path.join(work, "billing")
     os.makedirs(sipp_dir)
@@ -98,6 +105,25 @@ operator = "+61290000060"
         tags = dict(cdr["tags"])
         assert tags.get("department") == "billing" and cdr["legs"][0][0] == BILLING, cdr
         assert "2" in cdr["digits"], cdr
+
+        # The call's recording, from the API as soon as the record names it: stereo, as
+        # long as the call, the welcome on the right (what the caller heard), the
+        # caller's 440 Hz on the left.
+        assert cdr["recording"], cdr
+        with urllib.request.urlopen(f"http://127.0.0.1:8080/api/recordings/{cdr['session']}",
+                                    timeout=5) as response:
+            wav = wave.open(io.BytesIO(response.read()))
+        assert (wav.getnchannels(), wav.getframerate()) == (2, 8000), wav.getparams()
+        frames = wav.readframes(wav.getnframes())
+        pcm = [int.from_bytes(frames[i:i + 2], "little", signed=True) for i in range(0, len(frames) - 1, 2)]
+        left, right = pcm[0::2], pcm[1::2]
+        length_ms = len(left) * 1000 // 8000
+        print(f"recording {length_ms} ms, call {cdr['duration_ms']} ms")
+        assert abs(length_ms - cdr["duration_ms"]) <= 300, (length_ms, cdr["duration_ms"])
+        welcome = speech_seconds(right, 8000, 0.0, WELCOME_S)
+        assert welcome >= 1.5, f"the welcome in the recording: {welcome} s"
+        hz = dominant_hz(left[len(left) - 2 * 8000:len(left) - 4000], 8000)
+        assert 380 < hz < 500, f"the caller's tone in the recording: {hz} Hz"
         print("1 passed, 0 failed")
         return 0
     except Exception as error:  # report everything the test saw, then fail
