@@ -1,14 +1,18 @@
 // The admin console at /admin, used as an admin would: a wrong token is refused, the
-// right one signs in; the console lists the user's two devices and the live call; Flip
-// on the call pushes it to the user's other device; night mode goes on for an hour for a
-// location and the console shows until when. Prints each step; the host's state is
-// checked by the caller.
+// right one signs in; then — when told on stdin ("go": the call is up, the browser
+// having started first, however long that took) — the console lists the user's two
+// devices and the live call; Flip on the call pushes it to the user's other device;
+// night mode goes on for an hour for a location and the console shows until when. Prints
+// each step; the host's state is checked by the caller.
 //
 //   node tests/browser/admin_console.mjs HTTP_PORT TOKEN LOCATION
 
+import { createInterface } from 'node:readline';
 import { runTest } from './lib.mjs';
 
 const [httpPort, token, location] = process.argv.slice(2);
+const input = createInterface({ input: process.stdin });
+const lines = input[Symbol.asyncIterator]();
 
 async function rows(page, table) {
   return page.$$eval(`#${table} tbody tr`, (trs) => trs.map((tr) => tr.textContent));
@@ -27,6 +31,13 @@ runTest(async (browser) => {
   await page.fill('#token', token);
   await page.click('#signin-button');
   await page.waitForSelector('#console', { state: 'visible' });
+  console.log('signed in');
+  for (;;) {
+    const { value, done } = await lines.next();
+    if (done) throw new Error('stdin closed before "go"');
+    if (value.trim() === 'go') break;
+  }
+  input.close();
   await page.waitForFunction(() => document.querySelectorAll('#registrations tbody tr').length === 2,
     null, { timeout: 10000 });
   console.log(`registrations: ${(await rows(page, 'registrations')).join(' | ')}`);

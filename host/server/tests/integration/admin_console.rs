@@ -29,10 +29,14 @@ fn the_console_flips_a_live_call_and_turns_night_mode_on() {
     let (desk_port, mobile_port) = (free_port("127.0.0.1"), free_port("127.0.0.1"));
     register(desk_port);
     let desk = SippServer::start_on("device_answers.xml", desk_port, &["-m", "1"]);
+    // The browser first, signed in before the call starts: its start took 25 s once on a
+    // busy machine, longer than the call.
+    let http = server.http.port().to_string();
+    let mut page = browser::Running::start("admin_console.mjs", &[&http, "sesame", "New York"]);
+    page.until("signed in", &server);
 
     std::thread::scope(|scope| {
-        // Bob calls Alice; her desk answers. He talks long enough for a browser started
-        // on a busy machine to see the call.
+        // Bob calls Alice; her desk answers.
         let bob = scope.spawn(|| {
             sipp(
                 server.udp,
@@ -44,11 +48,8 @@ fn the_console_flips_a_live_call_and_turns_night_mode_on() {
         std::thread::sleep(Duration::from_millis(1500));
         register(mobile_port);
         let mobile = SippServer::start_on("device_answers.xml", mobile_port, &["-m", "1"]);
-        let report = browser::run(
-            "admin_console.mjs",
-            &[&server.http.port().to_string(), "sesame", "New York"],
-            &server,
-        );
+        page.say("go");
+        let report = page.finish(&server);
         assert!(report.contains("live call: "), "{report}");
         assert!(
             report.contains("flip-policy"),
