@@ -1,6 +1,5 @@
-use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, mpsc};
-use std::time::Duration;
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -21,21 +20,9 @@ fn db(e: rusqlite::Error) -> StoreError {
 ///
 /// One connection behind a mutex: every statement here is a primary-key lookup or a
 /// single-row write (microseconds), far from being the bottleneck of a call.
-///
-/// Checkpoints (copying the write-ahead log into the database, with an `fsync` of each)
-/// take milliseconds, so that connection never runs them: SQLite's default would run
-/// one inside the commit that fills the log, holding up every write and read queued
-/// behind it — and the calls' messages waiting for their records, which then left in a
-/// burst. A thread of the store's own checkpoints each second on a connection of its own
-/// (`PASSIVE`: beside the writes, never blocking them).
 pub struct SqliteStore {
     conn: Mutex<Connection>,
-    /// Dropped with the store: the checkpointer's last checkpoint, then its end.
-    _checkpointer: mpsc::Sender<()>,
 }
-
-/// How often the write-ahead log is checkpointed.
-const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS kv (
@@ -104,25 +91,18 @@ CREATE TABLE IF NOT EXISTS registrations (
 impl SqliteStore {
     /// Open (creating if needed) the database at `path`.
     pub fn open(path: &Path) -> Result<Self> {
-        Self::open_checkpointing_every(path, CHECKPOINT_EVERY)
-    }
-
-    fn open_checkpointing_every(path: &Path, every: Duration) -> Result<Self> {
         let conn = Connection::open(path).map_err(db)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(db)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(db)?;
-        conn.pragma_update(None, "wal_autocheckpoint", 0)
+        conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(db)?;
-        conn.busy_timeout(Duration::from_secs(5)).map_err(db)?;
         conn.execute_batch(SCHEMA).map_err(db)?;
         add_record_state(&conn).map_err(db)?;
         add_kv_expiry(&conn).map_err(db)?;
-        let checkpointer = start_checkpointer(path.to_owned(), every)?;
         Ok(Self {
             conn: Mutex::new(conn),
-            _checkpointer: checkpointer,
         })
     }
 
@@ -132,33 +112,6 @@ impl SqliteStore {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
-}
-
-/// Checkpoint `path`'s write-ahead log every `every` on a connection of its own, until
-/// the returned sender is dropped (then once more).
-fn start_checkpointer(path: PathBuf, every: Duration) -> Result<mpsc::Sender<()>> {
-    let conn = Connection::open(&path).map_err(db)?;
-    conn.busy_timeout(Duration::from_secs(5)).map_err(db)?;
-    let (stop, stopped) = mpsc::channel::<()>();
-    let checkpoint = move || {
-        // PASSIVE copies what no reader still needs and never waits for the writer.
-        let done = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
-            row.get::<_, i64>(0)
-        });
-        if let Err(e) = done {
-            tracing::warn!(path = %path.display(), "store: checkpoint: {e}");
-        }
-    };
-    std::thread::Builder::new()
-        .name("store-checkpoint".into())
-        .spawn(move || {
-            while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
-                checkpoint();
-            }
-            checkpoint();
-        })
-        .map_err(|e| StoreError::Backend(format!("starting the checkpointer: {e}")))?;
-    Ok(stop)
 }
 
 /// Insert a record, or replace the one of its session (`conn` may be a transaction).
@@ -720,55 +673,6 @@ impl ClusterStore for SqliteStore {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-    use wasmpbx_types::store::CdrStore;
-
-    #[test]
-    fn the_log_is_checkpointed_beside_the_writes_never_inside_them() {
-        let dir = tempfile::tempdir().unwrap();
-        // 1 500 commits: past the 1 000 log pages at which SQLite's default would make a
-        // commit checkpoint.
-        let write = |store: &super::SqliteStore| {
-            let mut record = wasmpbx_types::store::contract::record(1, "+61400000001");
-            for i in 0..1_500 {
-                record.duration_ms = i;
-                store.save_cdr(&record).unwrap();
-            }
-        };
-        let size = |path: &std::path::Path| std::fs::metadata(path).unwrap().len();
-        let quiet = dir.path().join("quiet.db");
-        let store = super::SqliteStore::open_checkpointing_every(&quiet, Duration::from_secs(3600))
-            .unwrap();
-        let before = size(&quiet);
-        write(&store);
-        assert_eq!(size(&quiet), before, "no write checkpointed the log");
-        drop(store);
-        let busy = dir.path().join("busy.db");
-        let store =
-            super::SqliteStore::open_checkpointing_every(&busy, Duration::from_millis(20)).unwrap();
-        let before = size(&busy);
-        write(&store);
-        let checkpointed = (0..250).any(|_| {
-            std::thread::sleep(Duration::from_millis(20));
-            size(&busy) > before
-        });
-        assert!(
-            checkpointed,
-            "the checkpointer copied the log into the database"
-        );
-        assert_eq!(
-            store
-                .cdr(
-                    &wasmpbx_types::store::contract::record(1, "x")
-                        .session
-                        .to_string()
-                )
-                .unwrap()
-                .unwrap()["duration_ms"],
-            1_499
-        );
-    }
-
     #[test]
     fn sqlite_store_keeps_the_cluster_contract() {
         let dir = tempfile::tempdir().unwrap();
