@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 pub use wasmpbx_types::ambient::Ambient;
 
-use crate::call::{CallRecord, Calls, Ctx, SessionId};
+use crate::call::{CallRecord, Calls, Ctx, PullSearch, SessionId};
 use crate::config::Config;
 use crate::edges::Edges;
 use crate::entropy::Entropy;
@@ -61,13 +61,15 @@ pub enum PbxOutput {
     /// An ended call's record again, with the tags its script's `call-ended` answer
     /// added: it replaces the first in the store, and is not a call more to count.
     RecordRewritten(CallRecord),
-    /// A request this shard cannot serve and another may (a pull whose user's call is
-    /// not here): give `bytes` to `shard` as if they had come from `peer`, and send that
-    /// dialog's messages there from now on. Nothing was answered here.
+    /// A request another shard must see (a pull: the user's most recent call may be
+    /// there): give `bytes` to `shard` with [`Pbx::handle_handed_off`], as if they had
+    /// come from `peer`, and send that dialog's messages there from now on. Nothing was
+    /// answered here.
     HandOff {
         shard: usize,
         peer: Peer,
         bytes: Vec<u8>,
+        search: PullSearch,
     },
     /// Trunk targets this shard found down or up again: for the other shards
     /// ([`Pbx::hear_trunk_news`]).
@@ -427,11 +429,41 @@ impl Pbx {
 
     /// Bytes arrived from `source` (one datagram, or one framed stream message).
     pub fn handle_bytes(&mut self, ambient: Ambient, bytes: &[u8], source: Peer) {
+        self.handle_parsed(ambient, message::parse(bytes), bytes, source);
+    }
+
+    /// A pull INVITE another signalling shard handed here ([`PbxOutput::HandOff`]), as
+    /// if it had come from `source`, with what the shards before this one found.
+    pub fn handle_handed_off(
+        &mut self,
+        ambient: Ambient,
+        bytes: &[u8],
+        source: Peer,
+        search: PullSearch,
+    ) {
+        let parsed = message::parse(bytes);
+        let call_id = parsed.as_ref().ok().and_then(message::call_id);
+        if let Some(call_id) = &call_id {
+            self.calls.handed_pull(call_id.clone(), search);
+        }
+        self.handle_parsed(ambient, parsed, bytes, source);
+        if let Some(call_id) = call_id {
+            self.calls.handed_pull_done(&call_id);
+        }
+    }
+
+    fn handle_parsed(
+        &mut self,
+        ambient: Ambient,
+        parsed: Result<SipMessage, ParseError>,
+        bytes: &[u8],
+        source: Peer,
+    ) {
         self.counters.messages_in += 1;
         if self.shard.is_home() {
             self.next_sweep.get_or_insert(ambient.now + EXPIRY_SWEEP);
         }
-        match message::parse(bytes) {
+        match parsed {
             Ok(SipMessage::Request(mut request)) => {
                 if source.transport == Transport::Udp {
                     message::stamp_received(&mut request, source.addr);

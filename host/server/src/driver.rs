@@ -16,7 +16,7 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 
-use crate::call::{CallSummary, SessionId, UserCall};
+use crate::call::{CallSummary, PullSearch, SessionId, UserCall};
 use crate::clock::{Clock, SystemClock, monotonic_now};
 use crate::config::{Config, Transport as ConfigTransport};
 use crate::directory::{DeviceInfo, MemoryDirectory};
@@ -46,6 +46,12 @@ enum Input {
         /// When it was read off the socket: how long it then waited for the core is
         /// the overload signal.
         received: std::time::Instant,
+    },
+    /// A pull INVITE another shard handed here (`PbxOutput::HandOff`).
+    HandedOff {
+        bytes: Vec<u8>,
+        peer: Peer,
+        search: PullSearch,
     },
     Decision {
         session: SessionId,
@@ -841,6 +847,7 @@ async fn run_shard(
                         .store(admission.wait().as_micros() as u64, std::sync::atomic::Ordering::Relaxed);
                     pbx.handle_bytes(now, &bytes, peer);
                 }
+                Some(Input::HandedOff { bytes, peer, search }) => pbx.handle_handed_off(ambient(), &bytes, peer, search),
                 Some(Input::Decision { session, decision, pinned }) => pbx.handle_decision(ambient(), session, decision, pinned),
                 Some(Input::CallEndedDecision { session, decision }) => pbx.handle_call_ended_decision(ambient(), session, decision),
                 Some(Input::ExternalDecision { session, decision }) => pbx.handle_external_decision(ambient(), session, decision),
@@ -1086,8 +1093,9 @@ async fn run_shard(
                     shard: to,
                     peer,
                     bytes,
+                    search,
                 } => {
-                    dispatch.hand_off(to, peer, bytes);
+                    dispatch.hand_off(to, peer, bytes, search);
                 }
                 PbxOutput::Bindings(changes) => {
                     // The home shard's registrar: the other shards keep copies.

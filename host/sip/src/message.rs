@@ -264,8 +264,8 @@ fn param_of(text: &str, name: &str) -> Option<String> {
     })
 }
 
-/// The Call-ID.
-pub fn call_id(message: &SipMessage) -> Option<String> {
+/// The Call-ID (of a message, a request or a response).
+pub fn call_id(message: &impl HeadersExt) -> Option<String> {
     message
         .call_id_header()
         .ok()

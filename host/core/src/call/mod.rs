@@ -80,6 +80,7 @@ mod trunk_tests;
 #[cfg(test)]
 mod world;
 
+pub use pull::PullSearch;
 pub use push::Refusal;
 use requests::{
     Dialog, InviteParts, Via, addr_spec, attach_sdp, caller_response, cancel_for, dtmf_from_info,
@@ -491,6 +492,9 @@ pub struct Calls {
     ending: HashMap<SessionId, (CallRecord, tracing::Span)>,
     /// When each live call next asks its parties whether they are still there.
     keepalives: keepalive::Schedule,
+    /// Pull INVITEs another shard handed here, by Call-ID: what the shards before found
+    /// (set and cleared around the one input, see [`Calls::handed_pull`]).
+    handed_pulls: HashMap<String, PullSearch>,
 }
 
 impl Calls {
@@ -499,10 +503,22 @@ impl Calls {
         self.sessions.get(&id).map(|s| s.span.clone().entered())
     }
 
+    /// The next input carries a pull INVITE (Call-ID `call_id`) another shard handed
+    /// here with `search`; [`Calls::handed_pull_done`] once it is handled.
+    pub(crate) fn handed_pull(&mut self, call_id: String, search: PullSearch) {
+        self.handed_pulls.insert(call_id, search);
+    }
+
+    /// The handed-over input is handled (a pull that never reached the calls, refused
+    /// before, leaves its search behind).
+    pub(crate) fn handed_pull_done(&mut self, call_id: &str) {
+        self.handed_pulls.remove(call_id);
+    }
+
     /// How many entries each of the calls' tables holds: all empty once every call has
     /// ended and its last transaction is done (the tests check nothing is left behind).
     #[cfg(test)]
-    pub(crate) fn table_sizes(&self) -> [(&'static str, usize); 7] {
+    pub(crate) fn table_sizes(&self) -> [(&'static str, usize); 8] {
         [
             ("sessions", self.sessions.len()),
             ("by_call_id", self.by_call_id.len()),
@@ -511,6 +527,7 @@ impl Calls {
             ("flips", self.flips.len()),
             ("ending", self.ending.len()),
             ("keepalives", self.keepalives.len()),
+            ("handed_pulls", self.handed_pulls.len()),
         ]
     }
 

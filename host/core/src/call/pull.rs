@@ -23,6 +23,7 @@ use crate::pbx::PbxOutput;
 use crate::routing::{ForwardTarget, Origin};
 use crate::sdp;
 use crate::sip::message::{self, Request, SipMessage};
+use crate::sip::shards::Shard;
 use crate::sip::transaction::{Peer, ServerTxnId};
 
 /// A pull waiting for the policy's decision.
@@ -64,6 +65,53 @@ pub(super) struct Puller {
     pub behind_edge: Option<crate::directory::DeviceInfo>,
 }
 
+/// How far a pull's INVITE has gone round the host's signalling shards, each of which
+/// may hold a call of the puller's user (`sip.shards`): it visits every shard once, from
+/// the one its Call-ID belongs to, and the user's most recent call is pulled wherever it
+/// is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullSearch {
+    /// Still going round: the most recent call of the user the shards before found, and
+    /// which shard holds it.
+    Looking { latest: Option<(usize, SessionId)> },
+    /// Every shard has been asked and the receiving one holds the latest: serve it.
+    Chosen,
+}
+
+impl Default for PullSearch {
+    /// A pull just arrived from the network.
+    fn default() -> Self {
+        PullSearch::Looking { latest: None }
+    }
+}
+
+impl PullSearch {
+    /// Where the INVITE goes next from `shard`, which holds `here` (the user's latest
+    /// call on it), and what it carries there; none when `shard` serves it (or refuses:
+    /// no shard holds a call).
+    pub fn next_step(
+        self,
+        shard: Shard,
+        call_id: &str,
+        here: Option<SessionId>,
+    ) -> Option<(usize, PullSearch)> {
+        let PullSearch::Looking { latest } = self else {
+            return None;
+        };
+        let latest = [latest, here.map(|id| (shard.index, id))]
+            .into_iter()
+            .flatten()
+            .max_by_key(|(_, id)| *id);
+        match shard.next_to_try(call_id) {
+            Some(next) => Some((next, PullSearch::Looking { latest })),
+            None => match latest {
+                Some((holder, _)) if holder != shard.index => Some((holder, PullSearch::Chosen)),
+                _ => None,
+            },
+        }
+    }
+}
+
 impl Calls {
     /// A device of the puller's user dialled the pull code.
     pub(super) fn start_pull(
@@ -85,40 +133,50 @@ impl Calls {
             ctx.layer
                 .send_response(ctx.ambient.now, txn, message::with_reason(response, reason));
         };
-        // The user's connected calls on one of the user's devices — calls that rang them
-        // (side B) or that one of them placed (side A); the most recent wins.
-        let live = self
+        // The user's connected call here on one of the user's devices — a call that rang
+        // them (side B) or that one of them placed (side A); the most recent wins.
+        let here = self
             .sessions
             .iter()
             .filter(|(_, s)| s.phase == Phase::Connected)
-            .filter_map(|(&id, s)| Some((id, s, s.users_side(&user_id)?)))
-            .max_by_key(|(id, _, _)| *id);
-        let Some((id, session, side)) = live else {
-            // Another signalling shard of this host may hold it: the INVITE goes on to
-            // the next, unanswered (each shard has it once).
-            let request = SipMessage::Request(invite.clone());
-            let call_id = message::call_id(&request);
-            if let Some(shard) = call_id.and_then(|c| ctx.shard.next_to_try(&c)) {
-                tracing::info!(
+            .filter_map(|(&id, s)| Some((id, s.users_side(&user_id)?)))
+            .max_by_key(|(id, _)| *id);
+        // The other signalling shards of this host may hold a more recent one: the
+        // INVITE goes round them all, unanswered, and the shard holding the latest serves.
+        let call_id = message::call_id(&invite).unwrap_or_default();
+        let search = self.handed_pulls.remove(&call_id).unwrap_or_default();
+        if let Some((shard, search)) = search.next_step(ctx.shard, &call_id, here.map(|(id, _)| id))
+        {
+            match search {
+                PullSearch::Looking { .. } => tracing::info!(
                     user = user_id,
-                    shard,
-                    "pull: no call of the user here; handed to shard {shard}"
-                );
-                ctx.layer.forget_server(txn);
-                ctx.registrar.give_back_answer(&invite);
-                let bytes = message::serialize(&request);
-                ctx.outputs.push_back(PbxOutput::HandOff {
-                    shard,
-                    peer: source,
-                    bytes,
-                });
-                return;
+                    "pull: handed to shard {shard}, which may hold a more recent call"
+                ),
+                PullSearch::Chosen => tracing::info!(
+                    user = user_id,
+                    "pull: shard {shard} holds the user's most recent call; handed there"
+                ),
             }
+            ctx.layer.forget_server(txn);
+            ctx.registrar.give_back_answer(&invite);
+            let bytes = message::serialize(&SipMessage::Request(invite));
+            ctx.outputs.push_back(PbxOutput::HandOff {
+                shard,
+                peer: source,
+                bytes,
+                search,
+            });
+            return;
+        }
+        let Some((id, side)) = here else {
             // Another node sharing the store holds the user's call: the device is sent
             // there (RFC 3261 §21.3.3), its pull dialled again.
             if let Some(owner) = ctx.owners.owner_of(&user_id) {
                 return redirect(ctx, txn, &invite, &user_id, &device, &owner);
             }
+            return refuse(ctx, 404, "No Live Call To Pull");
+        };
+        let Some(session) = self.sessions.get(&id) else {
             return refuse(ctx, 404, "No Live Call To Pull");
         };
         let _span = session.span.clone().entered();

@@ -1,8 +1,9 @@
-//! Signalling shards (`sip.shards`): a pull whose INVITE lands on a shard that does not
-//! hold the user's call is handed on, unanswered, until the shard that does takes it.
+//! Signalling shards (`sip.shards`): a pull's INVITE goes round the shards, unanswered,
+//! and the one holding the user's most recent call takes it.
 
 use super::testing::Did;
 use super::world::*;
+use crate::call::PullSearch;
 use crate::media::Side;
 use crate::sip::digest::NonceCounts;
 use crate::sip::shards::{Shard, shard_of};
@@ -44,13 +45,11 @@ fn a_pull_landing_on_another_shard_is_handed_to_the_one_holding_the_call() {
         landed.sent
     );
     assert_eq!(landed.count_to(TABLET, "SIP/2.0 2"), 0);
-    let (to, from, bytes) = landed.handed_off.pop().expect("handed to another shard");
-    assert_eq!(to, holder.pbx.shard().index);
+    let handed = landed.handed_off.pop().expect("handed to another shard");
     assert_eq!(landed.pbx.calls.count(), 0);
 
     // The holder takes it as if it had arrived there, and the pull goes as on one shard.
-    holder.pbx.handle_bytes(holder.ambient(), &bytes, from);
-    holder.drain();
+    handed.deliver_to(&mut holder);
     holder.decide(World::allow());
     let ok = holder.last_to(TABLET, "SIP/2.0 200");
     assert!(ok.contains("Call-ID: pull-6003"), "{ok}");
@@ -75,14 +74,102 @@ fn a_pull_no_shard_can_serve_is_refused_by_the_last_one_tried() {
     let (_, mut landed) = call_on_one_shard_pull_on_the_other();
     let first = landed.pbx.shard().index;
     landed.pull_from(TABLET);
-    let (to, from, bytes) = landed.handed_off.pop().expect("handed on");
+    let handed = landed.handed_off.pop().expect("handed on");
     // The other shard holds no call either: with every shard tried, it refuses.
-    let mut last = World::on_shard(CONFIG, shard(to));
-    assert_ne!(to, first);
-    last.pbx.handle_bytes(last.ambient(), &bytes, from);
-    last.drain();
+    let mut last = World::on_shard(CONFIG, shard(handed.shard));
+    assert_ne!(handed.shard, first);
+    handed.deliver_to(&mut last);
     assert!(last.handed_off.is_empty(), "not handed round again");
     assert_eq!(last.count_to(TABLET, "SIP/2.0 404"), 1);
+}
+
+/// Alice's call with the far end connected to the desk on both shards — the one on the
+/// shard the tablet's pull lands on `newer_where_it_lands` or not — and the pull made.
+/// The two shards, the landing one first.
+fn calls_on_both_shards_and_a_pull(newer_where_it_lands: bool) -> (World, World) {
+    let landing = shard_of(b"pull-6003", TWO);
+    let counts = NonceCounts::default();
+    let mut on_landing = World::on_shard_counting(CONFIG, shard(landing), counts.clone());
+    let mut on_other = World::on_shard_counting(CONFIG, shard(1 - landing), counts);
+    // A session id carries the wall-clock millisecond the call arrived: the newer call
+    // arrives a minute later, and the pull after both (its digest nonce is timed too).
+    let (older, newer) = match newer_where_it_lands {
+        true => (&mut on_other, &mut on_landing),
+        false => (&mut on_landing, &mut on_other),
+    };
+    *older = std::mem::replace(older, World::new()).connect("", "");
+    newer.wall_ms += 60_000;
+    *newer = std::mem::replace(newer, World::new()).connect("", "");
+    older.wall_ms = newer.wall_ms;
+    on_landing.pull_from(TABLET);
+    (on_landing, on_other)
+}
+
+#[test]
+fn a_pull_goes_to_the_most_recent_call_on_another_shard_though_the_landing_one_holds_a_call() {
+    let (mut landing, mut other) = calls_on_both_shards_and_a_pull(false);
+    let handed = landing.handed_off.pop().expect("the other shard is asked");
+    assert!(matches!(
+        handed.search,
+        PullSearch::Looking { latest: Some((at, _)) } if at == landing.pbx.shard().index
+    ));
+    handed.deliver_to(&mut other);
+    assert!(
+        other.handed_off.is_empty(),
+        "the last shard asked holds the latest"
+    );
+    other.decide(World::allow());
+    assert!(
+        other
+            .last_to(TABLET, "SIP/2.0 200")
+            .contains("Call-ID: pull-6003")
+    );
+    assert_eq!(other.count_to(DESK, "BYE "), 1, "its desk is released");
+    // The older call was not touched.
+    assert_eq!(landing.count_to(TABLET, "SIP/2.0 2"), 0);
+    assert_eq!(landing.count_to(DESK, "BYE "), 0);
+    assert!(landing.flips.is_empty());
+}
+
+#[test]
+fn a_pull_comes_back_to_the_landing_shard_when_it_holds_the_most_recent_call() {
+    let (mut landing, mut other) = calls_on_both_shards_and_a_pull(true);
+    landing
+        .handed_off
+        .pop()
+        .expect("the other shard is asked")
+        .deliver_to(&mut other);
+    // The other shard, last in the ring, holds an older call: back to the landing one.
+    let back = other.handed_off.pop().expect("handed back");
+    assert_eq!(back.search, PullSearch::Chosen);
+    assert!(other.flips.is_empty());
+    for final_answer in ["SIP/2.0 2", "SIP/2.0 4"] {
+        assert_eq!(other.count_to(TABLET, final_answer), 0, "no answer there");
+    }
+    back.deliver_to(&mut landing);
+    assert!(
+        landing.handed_off.is_empty(),
+        "chosen: not handed round again"
+    );
+    landing.decide(World::allow());
+    assert!(
+        landing
+            .last_to(TABLET, "SIP/2.0 200")
+            .contains("Call-ID: pull-6003")
+    );
+    assert_eq!(landing.count_to(DESK, "BYE "), 1);
+    assert_eq!(other.count_to(DESK, "BYE "), 0);
+    assert_eq!(landing.pbx.calls.table_sizes()[7], ("handed_pulls", 0));
+}
+
+#[test]
+fn a_pull_on_one_shard_is_served_where_it_lands() {
+    let here = crate::sip::shards::Shard::ALONE;
+    let id = |ms| crate::call::SessionId::new(ms, [0; 10]);
+    let search = PullSearch::default();
+    assert_eq!(search.next_step(here, "x", Some(id(1))), None);
+    assert_eq!(search.next_step(here, "x", None), None);
+    assert_eq!(PullSearch::Chosen.next_step(shard(0), "x", None), None);
 }
 
 #[test]

@@ -99,8 +99,34 @@ pub(super) struct World {
     pub(super) over_ws: Vec<SocketAddr>,
     /// The SDP the far end offers and devices offer and answer with.
     pub(super) sdp: String,
-    /// Requests handed to another shard: (shard, from, bytes).
-    pub(super) handed_off: Vec<(usize, Peer, Vec<u8>)>,
+    /// Requests handed to another shard.
+    pub(super) handed_off: Vec<HandedOff>,
+    /// The wall clock (Unix milliseconds): a call's session id carries it.
+    pub(super) wall_ms: i64,
+}
+
+/// A request handed to another shard.
+pub(super) struct HandedOff {
+    pub(super) shard: usize,
+    pub(super) peer: Peer,
+    pub(super) bytes: Vec<u8>,
+    pub(super) search: crate::call::PullSearch,
+}
+
+impl HandedOff {
+    /// Give it to `world`, the shard it was handed to.
+    pub(super) fn deliver_to(self, world: &mut World) {
+        assert_eq!(
+            world.pbx.shard().index,
+            self.shard,
+            "handed to another shard"
+        );
+        let ambient = world.ambient();
+        world
+            .pbx
+            .handle_handed_off(ambient, &self.bytes, self.peer, self.search);
+        world.drain();
+    }
 }
 
 pub(super) fn addr(s: &str) -> SocketAddr {
@@ -256,6 +282,7 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
             over_ws: Vec::new(),
             sdp: SDP.to_owned(),
             handed_off: Vec::new(),
+            wall_ms: WALL * 1000,
         }
     }
 
@@ -328,7 +355,7 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{}",
     pub(super) fn ambient(&self) -> Ambient {
         Ambient {
             now: self.now,
-            wall_ms: WALL * 1000,
+            wall_ms: self.wall_ms,
             random: {
                 self.random.set(self.random.get() + 1);
                 self.random.get()
@@ -368,9 +395,17 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{}",
                     self.records.push(record)
                 }
                 PbxOutput::RecordLive(record) => self.live_records.push(record),
-                PbxOutput::HandOff { shard, peer, bytes } => {
-                    self.handed_off.push((shard, peer, bytes))
-                }
+                PbxOutput::HandOff {
+                    shard,
+                    peer,
+                    bytes,
+                    search,
+                } => self.handed_off.push(HandedOff {
+                    shard,
+                    peer,
+                    bytes,
+                    search,
+                }),
                 PbxOutput::Route { session, event, .. } => {
                     let ended = matches!(event, Event::CallEnded { .. });
                     self.routed.push(event);

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::Input;
+use crate::call::PullSearch;
 use crate::clock::monotonic_now;
 use crate::sip::shards::{Destination, destination, shard_of};
 use crate::sip::transaction::Peer;
@@ -165,17 +166,23 @@ impl Dispatch {
     /// its dialog's messages go to `to` from now on, and so does the request, as if it
     /// had just arrived. Sent from a task of its own: a shard never waits on another's
     /// full inbox.
-    pub(super) fn hand_off(self: &Arc<Self>, to: usize, peer: Peer, bytes: Vec<u8>) {
+    pub(super) fn hand_off(
+        self: &Arc<Self>,
+        to: usize,
+        peer: Peer,
+        bytes: Vec<u8>,
+        search: PullSearch,
+    ) {
         let now = monotonic_now();
         if let Destination::Dialog(call_id) = destination(&bytes) {
             self.pin(call_id, to, now + PIN_LEASE);
         }
         let dispatch = self.clone();
         tokio::spawn(async move {
-            let input = Input::Bytes {
+            let input = Input::HandedOff {
                 bytes,
                 peer,
-                received: now,
+                search,
             };
             dispatch.to(to, input).await
         });

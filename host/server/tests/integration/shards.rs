@@ -68,7 +68,7 @@ fn a_pull_landing_on_another_shard_takes_the_call_from_the_shard_holding_it() {
     );
     let log = server.log();
     assert!(
-        log.contains("pull: no call of the user here; handed to shard 1"),
+        log.contains("pull: handed to shard 1, which may hold a more recent call"),
         "{log}"
     );
     let cdr = &server.cdrs()[0];
@@ -77,6 +77,81 @@ fn a_pull_landing_on_another_shard_takes_the_call_from_the_shard_holding_it() {
     assert_eq!(flips.len(), 1, "{cdr}");
     assert_eq!(flips[0]["kind"], "pull", "{cdr}");
     assert_eq!(flips[0]["result"], "done", "{cdr}");
+}
+
+#[test]
+fn a_pull_takes_the_users_most_recent_call_though_the_shard_it_lands_on_holds_an_older_one() {
+    let server = Server::start_with_scripts(
+        "[sip]\nshards = 2\n",
+        &[("flip-policy", test_components::FLIP_POLICY)],
+    );
+    let desk_port = register_device(&server, "2001", "s3cret");
+    let mobile_port = register_device(&server, "2001", "s3cret");
+    let desk = SippServer::start_on("device_answers.xml", desk_port, &["-m", "2"]);
+    // Bob calls Alice's desk twice: first on shard 0, a second later on shard 1. The
+    // mobile's pull lands on shard 0, which holds the older call.
+    let (older, newer) = (call_id_on(0, "bob-older"), call_id_on(1, "bob-newer"));
+    let pull_call = call_id_on(0, "pull");
+    let bob = |call_id: &str, hold_ms: &str| {
+        sipp(
+            server.udp,
+            "device_caller.xml",
+            &credentials("2002", "b0b-secret"),
+            &["-s", "2001", "-m", "1", "-d", hold_ms, "-cid_str", call_id],
+        )
+    };
+    std::thread::scope(|scope| {
+        let first = scope.spawn(|| bob(&older, "7000"));
+        std::thread::sleep(Duration::from_millis(1000));
+        let second = scope.spawn(|| bob(&newer, "5000"));
+        std::thread::sleep(Duration::from_millis(1500));
+        let mobile = mobile_port.to_string();
+        let pulled = sipp(
+            server.udp,
+            "device_pull.xml",
+            &credentials("2001", "s3cret"),
+            &[
+                "-s", "*77", "-m", "1", "-p", &mobile, "-cid_str", &pull_call,
+            ],
+        );
+        assert_eq!(
+            pulled,
+            0,
+            "the pull took a call to its end\n{}",
+            server.log()
+        );
+        assert_eq!(
+            first.join().unwrap(),
+            0,
+            "the older call went on to its end"
+        );
+        assert_eq!(
+            second.join().unwrap(),
+            0,
+            "the newer call went on to its end"
+        );
+    });
+    assert_eq!(
+        desk.wait(Duration::from_secs(15)),
+        0,
+        "the desk's two calls ended"
+    );
+    let log = server.log();
+    assert!(
+        log.contains("pull: handed to shard 1, which may hold a more recent call"),
+        "{log}"
+    );
+    let cdrs = server.cdrs();
+    let of = |call_id: &str| {
+        cdrs.iter()
+            .find(|cdr| cdr["call_ids"][0] == call_id)
+            .unwrap_or_else(|| panic!("a record of {call_id}: {cdrs:?}"))
+    };
+    let flips = of(&newer)["flips"].as_array().unwrap().clone();
+    assert_eq!(flips.len(), 1, "{}", of(&newer));
+    assert_eq!(flips[0]["kind"], "pull");
+    assert_eq!(flips[0]["result"], "done");
+    assert_eq!(of(&older)["flips"], serde_json::json!([]), "{}", of(&older));
 }
 
 #[test]
