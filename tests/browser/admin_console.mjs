@@ -7,12 +7,9 @@
 //
 //   node tests/browser/admin_console.mjs HTTP_PORT TOKEN LOCATION
 
-import { createInterface } from 'node:readline';
-import { runTest } from './lib.mjs';
+import { runTest, toldOnStdin } from './lib.mjs';
 
 const [httpPort, token, location] = process.argv.slice(2);
-const input = createInterface({ input: process.stdin });
-const lines = input[Symbol.asyncIterator]();
 
 async function rows(page, table) {
   return page.$$eval(`#${table} tbody tr`, (trs) => trs.map((tr) => tr.textContent));
@@ -32,12 +29,7 @@ runTest(async (browser) => {
   await page.click('#signin-button');
   await page.waitForSelector('#console', { state: 'visible' });
   console.log('signed in');
-  for (;;) {
-    const { value, done } = await lines.next();
-    if (done) throw new Error('stdin closed before "go"');
-    if (value.trim() === 'go') break;
-  }
-  input.close();
+  await toldOnStdin('go');
   await page.waitForFunction(() => document.querySelectorAll('#registrations tbody tr').length === 2,
     null, { timeout: 10000 });
   console.log(`registrations: ${(await rows(page, 'registrations')).join(' | ')}`);

@@ -4,6 +4,7 @@
 import { build } from 'esbuild';
 import { chromium } from 'playwright-core';
 import { fileURLToPath } from 'node:url';
+import { createInterface } from 'node:readline';
 
 /** Chromium as this machine runs it (see ../shared/CLIENTS.md). */
 export async function launch() {
@@ -50,5 +51,19 @@ export async function runTest(test) {
   } catch (error) {
     console.log(`FAILED: ${error.stack || error}`);
     process.exit(1);
+  }
+}
+
+/** Wait until the test's caller writes `word` on a line of stdin (it has made the host
+ * ready for the next step); throws if stdin closes first. */
+export async function toldOnStdin(word) {
+  const input = createInterface({ input: process.stdin });
+  try {
+    for await (const line of input) {
+      if (line.trim() === word) return;
+    }
+    throw new Error(`stdin closed before "${word}"`);
+  } finally {
+    input.close();
   }
 }

@@ -5,12 +5,9 @@
 //
 //   node tests/browser/phone_ui.mjs HTTP_PORT EXTENSION PASSWORD CALLER
 
-import { createInterface } from 'node:readline';
-import { runTest } from './lib.mjs';
+import { runTest, toldOnStdin } from './lib.mjs';
 
 const [httpPort, extension, password, caller] = process.argv.slice(2);
-const input = createInterface({ input: process.stdin });
-const lines = input[Symbol.asyncIterator]();
 
 async function statusBecomes(page, text) {
   await page.waitForFunction((t) => document.getElementById('status').textContent === t, text, { timeout: 20000 });
@@ -43,12 +40,7 @@ runTest(async (browser) => {
   }, listed, { timeout: 10000 });
   console.log(`call list: ${await moved.jsonValue()}`);
   console.log('took over');
-  for (;;) {
-    const { value, done } = await lines.next();
-    if (done) throw new Error('stdin closed before "flip"');
-    if (value.trim() === 'flip') break;
-  }
-  input.close();
+  await toldOnStdin('flip');
   await page.waitForTimeout(1000);
   await page.click('#flip');
   await statusBecomes(page, 'registered'); // released once the desk answered
