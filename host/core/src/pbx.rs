@@ -15,9 +15,8 @@ use crate::config::Config;
 use crate::edges::Edges;
 use crate::entropy::Entropy;
 use crate::media::{MediaAllocator, MediaEvent, Prompts};
-use crate::registrar::{BindingChange, Registrar};
+use crate::registrar::{BindingChange, Registrar, SharedAuth};
 use crate::routing::{CallInfo, Decision, Event};
-use crate::sip::digest::NonceCounts;
 use crate::sip::local::LocalAddrs;
 use crate::sip::message::{self, Header, Method, ParseError, Request, SipMessage};
 use crate::sip::shards::Shard;
@@ -182,13 +181,14 @@ impl Pbx {
     }
 
     /// One of several signalling shards (`sip.shards`): the Call-IDs it mints hash to it,
-    /// and the digest answers' nonce-counts are counted with the other shards'.
-    pub fn with_shard(mut self, shard: Shard, nonce_counts: NonceCounts) -> Self {
+    /// and digest answers' nonce-counts and failing sources are counted with the other
+    /// shards'.
+    pub fn with_shard(mut self, shard: Shard, shared: SharedAuth) -> Self {
         self.shard = shard;
         // Seeded apart, so the shards' tags and branches differ even without the OS's
         // randomness.
         self.entropy = Entropy::for_shard(shard.index as u64, shard);
-        self.registrar.share_nonce_counts(nonce_counts);
+        self.registrar.share_auth(shared);
         self
     }
 

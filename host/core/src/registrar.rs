@@ -7,7 +7,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use rsip::prelude::*;
 
@@ -57,6 +57,27 @@ struct SourceRecord {
     blocked_until: Option<i64>,
 }
 
+/// The sources failing authentication: their recent failures and blocks.
+#[derive(Clone, Default)]
+pub struct FailingSources(Arc<Mutex<HashMap<IpAddr, SourceRecord>>>);
+
+impl FailingSources {
+    fn lock(&self) -> MutexGuard<'_, HashMap<IpAddr, SourceRecord>> {
+        // Failures left by a panicking holder are still failures.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What the registrars of the host's signalling shards (`sip.shards`) keep together:
+/// the digest answers' nonce-counts, so a replayed answer is refused whichever shard it
+/// reaches, and the sources failing authentication, so a guesser gets the throttle's
+/// allowance once, not once per shard.
+#[derive(Clone, Default)]
+pub struct SharedAuth {
+    pub nonce_counts: NonceCounts,
+    pub failing_sources: FailingSources,
+}
+
 /// The outcome of one REGISTER.
 #[derive(Debug)]
 pub struct RegisterOutcome {
@@ -72,7 +93,7 @@ pub struct Registrar {
     behind_edge: HashMap<String, Vec<Binding>>,
     /// The edge the phones behind it are reached through now (`Edges::current`).
     edge: Option<SocketAddr>,
-    sources: HashMap<IpAddr, SourceRecord>,
+    sources: FailingSources,
     /// Failed authentications (wrong password, unknown user, another's extension) and
     /// requests refused from a blocked source, since start.
     pub auth_failed: u64,
@@ -89,7 +110,7 @@ impl Registrar {
             bindings: HashMap::new(),
             behind_edge: HashMap::new(),
             edge,
-            sources: HashMap::new(),
+            sources: FailingSources::default(),
             auth_failed: 0,
             auth_throttled: 0,
         }
@@ -277,6 +298,7 @@ impl Registrar {
     /// Whether `source` is blocked by the throttle.
     pub fn is_throttled(&self, now_secs: i64, source: IpAddr) -> bool {
         self.sources
+            .lock()
             .get(&source)
             .and_then(|r| r.blocked_until)
             .is_some_and(|until| until > now_secs)
@@ -285,16 +307,17 @@ impl Registrar {
     /// Count a failed authentication from `source`; block it when it fails too often.
     fn record_failure(&mut self, now_secs: i64, source: IpAddr) {
         self.auth_failed += 1;
+        let mut sources = self.sources.lock();
         // Keep the table bounded: forget addresses with nothing recent.
-        if self.sources.len() > 10_000 {
-            self.sources.retain(|_, r| {
+        if sources.len() > 10_000 {
+            sources.retain(|_, r| {
                 r.blocked_until.is_some_and(|u| u > now_secs)
                     || r.failures
                         .back()
                         .is_some_and(|t| now_secs - t < THROTTLE_WINDOW_SECS)
             });
         }
-        let record = self.sources.entry(source).or_default();
+        let record = sources.entry(source).or_default();
         record.failures.push_back(now_secs);
         while record
             .failures
@@ -419,9 +442,10 @@ impl Registrar {
         }
     }
 
-    /// Count nonces with the other shards' registrars.
-    pub fn share_nonce_counts(&mut self, counts: NonceCounts) {
-        self.auth.share_counts(counts);
+    /// Count nonces and failing sources with the other shards' registrars.
+    pub fn share_auth(&mut self, shared: SharedAuth) {
+        self.auth.share_counts(shared.nonce_counts);
+        self.sources = shared.failing_sources;
     }
 
     /// A request this registrar authenticated goes to another shard, which checks its

@@ -15,7 +15,7 @@ use crate::directory::MemoryDirectory;
 use crate::driver;
 use crate::media::{Prompts, RecordingFiles, RelayCounters, RelayManager};
 use crate::pbx::Pbx;
-use crate::sip::digest::NonceCounts;
+use crate::registrar::SharedAuth;
 use crate::sip::shards::Shard;
 use crate::tls::{ReloadingCert, TlsTrunks};
 use crate::writer::{self, StoreWriter};
@@ -176,10 +176,10 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     // The other nodes' calls, learnt from their statuses, for pulls that land here.
     let owners = Arc::new(crate::cluster::Owners::default());
     // The signalling shards: a core each, with its slice of the RTP ports; one secret,
-    // so a nonce one shard gave is good on any.
+    // so a nonce one shard gave is good on any, and one count of failing sources.
     let shard_count =
         config.shard_count(std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let (secret, nonce_counts) = (random_secret()?, NonceCounts::default());
+    let (secret, shared_auth) = (random_secret()?, SharedAuth::default());
     let relay_counters = Arc::new(RelayCounters::default());
     // One thread writes every shard's recordings, off the calls' paths.
     let recordings = RecordingFiles::start(relay_counters.recording_frames_dropped.clone())
@@ -207,7 +207,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
             .with_events(media_events);
         let mut pbx = Pbx::new(config.clone(), secret, Box::new(media), local)
             .with_prompts(prompts.clone())
-            .with_shard(shard, nonce_counts.clone());
+            .with_shard(shard, shared_auth.clone());
         pbx.set_owners(owners.clone());
         restored = pbx.registrar.restore(now_secs, bindings.clone());
         shards.push(driver::Shard {

@@ -5,7 +5,7 @@ use super::testing::Did;
 use super::world::*;
 use crate::call::PullSearch;
 use crate::media::Side;
-use crate::sip::digest::NonceCounts;
+use crate::registrar::SharedAuth;
 use crate::sip::shards::{Shard, shard_of};
 
 const TWO: usize = 2;
@@ -23,12 +23,12 @@ fn call_on_one_shard_pull_on_the_other() -> (World, World) {
         holder, puller,
         "the test needs the two dialogs on different shards"
     );
-    // One host: the shards count digest nonces together.
-    let counts = NonceCounts::default();
-    let holder = World::on_shard_counting(CONFIG, shard(holder), counts.clone()).connect("", "");
+    // One host: the shards count digest nonces and failing sources together.
+    let shared = SharedAuth::default();
+    let holder = World::on_shard_sharing(CONFIG, shard(holder), shared.clone()).connect("", "");
     (
         holder,
-        World::on_shard_counting(CONFIG, shard(puller), counts),
+        World::on_shard_sharing(CONFIG, shard(puller), shared),
     )
 }
 
@@ -88,9 +88,9 @@ fn a_pull_no_shard_can_serve_is_refused_by_the_last_one_tried() {
 /// The two shards, the landing one first.
 fn calls_on_both_shards_and_a_pull(newer_where_it_lands: bool) -> (World, World) {
     let landing = shard_of(b"pull-6003", TWO);
-    let counts = NonceCounts::default();
-    let mut on_landing = World::on_shard_counting(CONFIG, shard(landing), counts.clone());
-    let mut on_other = World::on_shard_counting(CONFIG, shard(1 - landing), counts);
+    let shared = SharedAuth::default();
+    let mut on_landing = World::on_shard_sharing(CONFIG, shard(landing), shared.clone());
+    let mut on_other = World::on_shard_sharing(CONFIG, shard(1 - landing), shared);
     // A session id carries the wall-clock millisecond the call arrived: the newer call
     // arrives a minute later, and the pull after both (its digest nonce is timed too).
     let (older, newer) = match newer_where_it_lands {

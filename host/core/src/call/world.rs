@@ -14,8 +14,9 @@ use crate::config::Config;
 use crate::flip::{Allow, FlipDecision};
 use crate::pbx::{Ambient, Pbx, PbxOutput};
 use crate::registrar::Binding;
+use crate::registrar::SharedAuth;
 use crate::routing::{Action, Decision, Event, ForwardTarget};
-use crate::sip::digest::{Challenge, NonceCounts};
+use crate::sip::digest::Challenge;
 use crate::sip::local::LocalAddrs;
 use crate::sip::message::{self, SipMessage};
 use crate::sip::shards::Shard;
@@ -232,18 +233,19 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
         Self::on_shard(config, Shard::ALONE)
     }
 
-    /// [`World::with_config`] as one of several signalling shards, counting nonces alone.
+    /// [`World::with_config`] as one of several signalling shards, sharing nothing.
     pub(super) fn on_shard(config: &str, shard: Shard) -> Self {
-        Self::on_shard_counting(config, shard, NonceCounts::default())
+        Self::on_shard_sharing(config, shard, SharedAuth::default())
     }
 
     /// [`World::with_config`] as one of several signalling shards, its registrar a copy
-    /// of the home's (the same bindings), its nonce-counts the other shards' in `counts`.
-    pub(super) fn on_shard_counting(config: &str, shard: Shard, counts: NonceCounts) -> Self {
+    /// of the home's (the same bindings), its nonce-counts and failing sources the other
+    /// shards' in `shared`.
+    pub(super) fn on_shard_sharing(config: &str, shard: Shard, shared: SharedAuth) -> Self {
         let config = Config::parse(config, Path::new("t.toml")).unwrap();
         let media = FakeMedia::default();
         let mut pbx = Pbx::new(Arc::new(config), [7; 32], Box::new(media.clone()), LOCALS)
-            .with_shard(shard, counts);
+            .with_shard(shard, shared);
         let bindings = [("desk", DESK), ("mobile", MOBILE), ("tablet", TABLET)]
             .into_iter()
             .map(|(device, source)| Binding {

@@ -197,6 +197,35 @@ fn ten_failures_block_the_source_even_with_the_right_password() {
 }
 
 #[test]
+fn failures_on_several_shards_count_together() {
+    let shared = SharedAuth::default();
+    let mut shards = [registrar(), registrar()];
+    for shard in &mut shards {
+        shard.share_auth(shared.clone());
+    }
+    let source = "127.0.0.1".parse().unwrap();
+    for attempt in 0..THROTTLE_FAILURES {
+        let shard = &mut shards[attempt % 2];
+        assert!(!shard.is_throttled(NOW, source), "attempt {attempt}");
+        let guess = login(
+            shard,
+            "2001",
+            "guess",
+            "<sip:2001@127.0.0.1:5070>",
+            "x",
+            5070,
+        );
+        assert_eq!(guess.response.status_code.code(), 403);
+    }
+    // Half the failures on each shard: blocked on both, as on one.
+    assert!(shards.iter().all(|shard| shard.is_throttled(NOW, source)));
+    assert!(
+        !registrar().is_throttled(NOW, source),
+        "a registrar of its own"
+    );
+}
+
+#[test]
 fn unregister_star_brief_intervals_and_expiry() {
     let mut r = registrar();
     login(

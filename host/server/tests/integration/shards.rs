@@ -1,6 +1,7 @@
 //! Signalling on several shards (`sip.shards`): calls spread over the shards by Call-ID,
-//! registrations made on the home shard serve calls on the others, and a pull whose
-//! INVITE lands on a shard that does not hold the call is handed to the one that does.
+//! registrations made on the home shard serve calls on the others, a pull takes the
+//! user's most recent call whichever shard holds it, and a guesser's failures count
+//! together over the shards.
 
 use std::time::Duration;
 
@@ -152,6 +153,47 @@ fn a_pull_takes_the_users_most_recent_call_though_the_shard_it_lands_on_holds_an
     assert_eq!(flips[0]["kind"], "pull");
     assert_eq!(flips[0]["result"], "done");
     assert_eq!(of(&older)["flips"], serde_json::json!([]), "{}", of(&older));
+}
+
+#[test]
+fn a_guesser_is_blocked_after_ten_failures_whichever_shards_its_calls_reach() {
+    let server = Server::start("[sip]\nshards = 2\n");
+    // SIPp numbers the calls' Call-IDs: these ten fall on both shards.
+    let call_ids = "guess-%u@shards.test";
+    let on_shard_1 = (1..=10)
+        .filter(|n| shard_of(format!("guess-{n}@shards.test").as_bytes(), SHARDS) == 1)
+        .count();
+    assert!(
+        (1..10).contains(&on_shard_1),
+        "{on_shard_1} of 10 on shard 1"
+    );
+    // Ten calls from 127.0.0.7 with a wrong password, each refused with 403 ...
+    let guessed = sipp(
+        server.udp,
+        "device_pull_refused.xml",
+        &credentials("2001", "guess"),
+        &[
+            "-s",
+            "*77",
+            "-m",
+            "10",
+            "-i",
+            "127.0.0.7",
+            "-cid_str",
+            call_ids,
+        ],
+    );
+    assert_eq!(guessed, 0, "{}", server.log());
+    // ... and now even the right password is refused from there, on the home shard.
+    let blocked = sipp(
+        server.udp,
+        "register_blocked.xml",
+        &credentials("2001", "s3cret"),
+        &["-m", "1", "-i", "127.0.0.7"],
+    );
+    assert_eq!(blocked, 0, "{}", server.log());
+    let failures = metric(server.http, "wasmpbx_auth_failures_total{kind=\"sip\"}");
+    assert_eq!(failures, Some(10), "counted over both shards");
 }
 
 #[test]
