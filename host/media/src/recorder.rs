@@ -14,9 +14,11 @@ use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, mpsc};
 use std::time::Instant;
+
+use wasmpbx_types::media::RecordingEnd;
 
 /// Samples a second.
 const RATE: u64 = 8000;
@@ -46,6 +48,8 @@ pub struct Recorder {
     files: RecordingFiles,
     file: u64,
     path: PathBuf,
+    /// Set by the writer if it could not create the file.
+    no_file: Arc<AtomicBool>,
     started: Instant,
     /// Sample frames placed for good (handed to the writer, or dropped).
     written: u64,
@@ -63,10 +67,12 @@ impl Recorder {
     /// Start recording to `path` (the writer creates it; a file it cannot create is
     /// logged, and the call goes on unrecorded).
     pub fn create(files: &RecordingFiles, path: &Path, started: Instant) -> Self {
+        let no_file = Arc::new(AtomicBool::new(false));
         Self {
-            file: files.open(path),
+            file: files.open(path, no_file.clone()),
             files: files.clone(),
             path: path.to_owned(),
+            no_file,
             started,
             written: 0,
             pending: [VecDeque::new(), VecDeque::new()],
@@ -132,12 +138,17 @@ impl Recorder {
         self.stretch_start = self.written;
     }
 
-    /// Stop at `at`: the file's length is the time since the recording started. The
-    /// file's path; it appears there once the writer has finished it (moments later).
-    pub fn finish(mut self, at: Instant) -> PathBuf {
+    /// Stop at `at`: the file's length is the time since the recording started. Its
+    /// file appears under its path once the writer has finished it (moments later) —
+    /// or there is none, if the writer could not create it (as far as it has got: one
+    /// it has not tried yet still counts as a file).
+    pub fn finish(mut self, at: Instant) -> RecordingEnd {
         let end = self.position(at);
         self.end_at(end);
-        std::mem::take(&mut self.path)
+        match self.no_file.load(Relaxed) {
+            true => RecordingEnd::NoFile,
+            false => RecordingEnd::File(std::mem::take(&mut self.path)),
+        }
     }
 
     fn end_at(&mut self, end: u64) {
@@ -161,6 +172,8 @@ enum Command {
     Open {
         file: u64,
         path: PathBuf,
+        /// Set if the file cannot be created.
+        no_file: Arc<AtomicBool>,
     },
     /// Interleaved sample frames from frame number `start` on.
     Frames {
@@ -169,14 +182,9 @@ enum Command {
         samples: Vec<i16>,
     },
     /// The file ends at frame `end`.
-    Finish {
-        file: u64,
-        end: u64,
-    },
+    Finish { file: u64, end: u64 },
     /// Tell `done` when everything before is written (a test, or the end).
-    Sync {
-        done: mpsc::Sender<()>,
-    },
+    Sync { done: mpsc::Sender<()> },
 }
 
 /// The thread writing every recording's file (a handle; clones share the thread, which
@@ -217,11 +225,12 @@ impl RecordingFiles {
         (files, inbox)
     }
 
-    fn open(&self, path: &Path) -> u64 {
+    fn open(&self, path: &Path, no_file: Arc<AtomicBool>) -> u64 {
         let file = self.next_file.fetch_add(1, Relaxed);
         self.send(Command::Open {
             file,
             path: path.to_owned(),
+            no_file,
         });
         file
     }
@@ -263,8 +272,14 @@ fn write_files(inbox: &mpsc::Receiver<Command>, queued: &AtomicUsize) {
     let mut writing: HashMap<u64, Writing> = HashMap::new();
     while let Ok(command) = inbox.recv() {
         match command {
-            Command::Open { file, path } => {
-                writing.insert(file, Writing::create(path));
+            Command::Open {
+                file,
+                path,
+                no_file,
+            } => {
+                let created = Writing::create(path);
+                no_file.store(created.wav.is_none(), Relaxed);
+                writing.insert(file, created);
             }
             Command::Frames {
                 file,
@@ -413,7 +428,7 @@ mod tests {
                 rec.put(Channel::Other, t0 + ms(20 * i), &[-200; 160]);
             }
         }
-        assert_eq!(rec.finish(t0 + ms(1500)), path);
+        assert_eq!(rec.finish(t0 + ms(1500)), RecordingEnd::File(path.clone()));
         files.sync();
         let samples = read(&path);
         assert_eq!(samples.len(), 2 * 12_000, "1.5 s at 8 kHz");
@@ -440,7 +455,7 @@ mod tests {
         for i in 1..=100u64 {
             rec.put(Channel::Caller, t0 + ms(20 * i), &[100; 160]);
         }
-        assert_eq!(rec.finish(t0 + ms(2000)), path);
+        assert_eq!(rec.finish(t0 + ms(2000)), RecordingEnd::File(path.clone()));
         assert!(!path.exists(), "nothing under its name before it is whole");
         // 2 s recorded, 0.2 s of it had room.
         assert_eq!(dropped.load(Relaxed), 16_000 - 2 * STRETCH);
@@ -474,9 +489,14 @@ mod tests {
                 rec.put(Channel::Caller, t0 + ms(20 * i), &[7; 160]);
             }
         }
+        // The writer has tried both files by now.
+        files.sync();
         let [bad_rec, good_rec] = recs;
-        bad_rec.finish(t0 + ms(1000));
-        good_rec.finish(t0 + ms(1000));
+        assert_eq!(bad_rec.finish(t0 + ms(1000)), RecordingEnd::NoFile);
+        assert_eq!(
+            good_rec.finish(t0 + ms(1000)),
+            RecordingEnd::File(good.clone())
+        );
         files.sync();
         assert!(!bad.exists());
         assert_eq!(read(&good).len(), 2 * 8000);

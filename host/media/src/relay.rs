@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -28,7 +28,7 @@ use super::srtp::{LegSrtp, Refused};
 use super::stream::EngineLink;
 use super::{
     Codec, EngineAudio, MediaAllocator, MediaEvent, MediaPorts, MediaReport, Playback, Prompt,
-    Side, StreamRequest, redacted_url,
+    RecordingEnd, Side, StreamRequest, redacted_url,
 };
 use crate::clock::monotonic_now;
 use crate::config::PortRange;
@@ -639,7 +639,7 @@ impl MediaAllocator for RelayManager {
         Ok(())
     }
 
-    fn stop_recording(&mut self, session: SessionId) -> Option<PathBuf> {
+    fn stop_recording(&mut self, session: SessionId) -> Option<RecordingEnd> {
         let call = self.calls.get(&session)?;
         let recorder = lock(&call.shared).recorder.take()?;
         Some(recorder.finish(monotonic_now()))

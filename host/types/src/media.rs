@@ -262,9 +262,8 @@ pub trait MediaAllocator: Send {
     /// Start recording the call to `path`. Files are created and written off the call's
     /// path: one that cannot be is logged there, and the call goes on.
     fn start_recording(&mut self, session: SessionId, path: &Path) -> Result<(), String>;
-    /// Stop recording; the file, if one was being written (it has its name once
-    /// finished, moments later: `NAME.part` until then).
-    fn stop_recording(&mut self, session: SessionId) -> Option<PathBuf>;
+    /// Stop recording; how the recording ended, if one was running.
+    fn stop_recording(&mut self, session: SessionId) -> Option<RecordingEnd>;
     /// Stream the call's audio (from now until it ends) to a WebSocket. Never at the
     /// call's expense: a stream that cannot keep up or connect loses frames, not audio.
     fn start_stream(&mut self, session: SessionId, request: StreamRequest);
@@ -281,6 +280,16 @@ pub struct WebRtcAnswer {
     pub plain_offer: String,
 }
 
+/// How a call's recording ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordingEnd {
+    /// In its file, which has its name once the writer has finished it (moments later:
+    /// `NAME.part` until then).
+    File(PathBuf),
+    /// With no file: it could not be created (said in the log).
+    NoFile,
+}
+
 /// What a call's media did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MediaReport {
@@ -289,7 +298,7 @@ pub struct MediaReport {
     /// The DTMF digits side A sent as RFC 4733 telephone-events.
     pub digits: String,
     /// The recording finished at close, if one was running.
-    pub recording: Option<PathBuf>,
+    pub recording: Option<RecordingEnd>,
     /// The call's media streams.
     pub streams: Vec<crate::record::StreamRecord>,
 }

@@ -7,9 +7,9 @@ use std::cmp::Reverse;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Calls, Ctx, Phase, SessionId, TimerKind};
+use super::{CallRecord, Calls, Ctx, Phase, SessionId, TimerKind};
 use crate::call::requests::{attach_sdp, tag_of};
-use crate::media::{Codec, Playback, Prompt};
+use crate::media::{Codec, Playback, Prompt, RecordingEnd};
 use crate::routing::{Action, Event, GatherEnd, Speech};
 use crate::sdp;
 use crate::sip::message;
@@ -250,7 +250,8 @@ impl Calls {
             return;
         };
         if !on {
-            ctx.media.stop_recording(id);
+            let end = ctx.media.stop_recording(id);
+            note_recording_end(&mut session.record, end);
             return;
         }
         if session.record.recording.is_some() {
@@ -313,3 +314,13 @@ impl Calls {
 
 #[cfg(test)]
 mod tests;
+
+/// A recording ended: the record names its file, or none if there is none (it could
+/// not be created).
+pub(super) fn note_recording_end(record: &mut CallRecord, end: Option<RecordingEnd>) {
+    match end {
+        Some(RecordingEnd::File(path)) => record.recording = Some(path.display().to_string()),
+        Some(RecordingEnd::NoFile) => record.recording = None,
+        None => {}
+    }
+}

@@ -2083,9 +2083,7 @@ impl Calls {
             session.record.rtp_packets_out,
         ) = media.packets;
         session.record.digits.push_str(&media.digits);
-        if let Some(path) = media.recording {
-            session.record.recording = Some(path.display().to_string());
-        }
+        engaged::note_recording_end(&mut session.record, media.recording);
         session.record.streams = media.streams;
         self.by_call_id.remove(&session.a_dialog.call_id);
         for leg in session.b.iter().chain(&session.forks) {

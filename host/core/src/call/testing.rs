@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use crate::call::SessionId;
-use crate::media::{Codec, MediaAllocator, MediaPorts, MediaReport, Playback, Side};
+use crate::media::{Codec, MediaAllocator, MediaPorts, MediaReport, Playback, RecordingEnd, Side};
 use crate::sdp::{SdesKey, SrtpSuite};
 
 /// What the core asked of the media, in order.
@@ -33,14 +33,24 @@ pub(crate) fn host_key(side: Option<Side>) -> SdesKey {
     SdesKey([side.map_or(0xEE, |s| s as u8 + 0xA0); 30])
 }
 
-/// The fake media: what it was asked, and which legs are encrypted (so that a leg made
-/// plain again is written down, and one that always was is not).
+/// The fake media: what it was asked, which legs are encrypted (so that a leg made
+/// plain again is written down, and one that always was is not), and how the running
+/// recording will end.
 #[derive(Clone, Default)]
-pub(crate) struct FakeMedia(Arc<Mutex<Vec<Did>>>, Arc<Mutex<Vec<Option<Side>>>>);
+pub(crate) struct FakeMedia(
+    Arc<Mutex<Vec<Did>>>,
+    Arc<Mutex<Vec<Option<Side>>>>,
+    Arc<Mutex<Option<RecordingEnd>>>,
+);
 
 impl FakeMedia {
     pub(crate) fn take(&self) -> Vec<Did> {
         std::mem::take(&mut self.0.lock().unwrap())
+    }
+
+    /// The next recording's file cannot be created.
+    pub(crate) fn fail_recording(&self) {
+        *self.2.lock().unwrap() = Some(RecordingEnd::NoFile);
     }
 }
 
@@ -137,17 +147,22 @@ impl MediaAllocator for FakeMedia {
             Playback::Loop(_) => Did::Ringback,
         });
     }
-    fn start_recording(&mut self, _: SessionId, _: &Path) -> Result<(), String> {
+    fn start_recording(&mut self, _: SessionId, path: &Path) -> Result<(), String> {
         self.0.lock().unwrap().push(Did::Record);
+        let mut end = self.2.lock().unwrap();
+        end.get_or_insert_with(|| RecordingEnd::File(path.to_owned()));
         Ok(())
     }
-    fn stop_recording(&mut self, _: SessionId) -> Option<std::path::PathBuf> {
-        None
+    fn stop_recording(&mut self, _: SessionId) -> Option<RecordingEnd> {
+        self.2.lock().unwrap().take()
     }
     fn start_stream(&mut self, _: SessionId, request: crate::media::StreamRequest) {
         self.0.lock().unwrap().push(Did::Stream(request));
     }
     fn close(&mut self, _: SessionId) -> MediaReport {
-        MediaReport::default()
+        MediaReport {
+            recording: self.2.lock().unwrap().take(),
+            ..MediaReport::default()
+        }
     }
 }

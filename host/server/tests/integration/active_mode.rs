@@ -276,6 +276,30 @@ fn the_caller_hears_the_welcome_presses_2_and_reaches_billing_recorded() {
 }
 
 #[test]
+fn a_recording_that_cannot_be_written_costs_the_call_nothing_and_is_not_in_its_record() {
+    let billing = department(1, 3000);
+    let server = server(billing.port, "record = \"true\"");
+    // The recordings' folder turns into a file under the running server.
+    let recordings = server.dir.path().join("recordings");
+    let _ = std::fs::remove_dir_all(&recordings);
+    std::fs::write(&recordings, b"not a folder").unwrap();
+    let probe = Probe::start();
+    assert_eq!(
+        call(&server, "active_caller_rfc4733.xml", probe.port),
+        0,
+        "{}",
+        server.log()
+    );
+    assert_invited(billing, &[BILLING]);
+    let cdr = &server.cdrs()[0];
+    assert_eq!(cdr["disposition"], "answered", "{cdr}");
+    assert_eq!(tag(cdr, "department"), Some("billing"), "{cdr}");
+    assert_eq!(cdr["recording"], serde_json::Value::Null, "{cdr}");
+    let log = server.log();
+    assert!(log.contains("cannot record"), "{log}");
+}
+
+#[test]
 fn an_override_with_a_two_second_expiry_opens_the_location_again_on_its_own() {
     let sales = department(1, 500);
     let server = server(sales.port, "");

@@ -331,6 +331,42 @@ fn an_unknown_prompt_sends_the_call_to_the_fallback_number() {
 }
 
 #[test]
+fn the_record_names_a_recording_only_if_its_file_could_be_created() {
+    for can_create in [true, false] {
+        let mut h = Harness::new();
+        if !can_create {
+            h.w.media.fail_recording();
+        }
+        h.invite();
+        h.drain();
+        h.decide(vec![
+            Action::Recording { on: true },
+            Action::Reject {
+                status: 486,
+                reason: None,
+            },
+        ]);
+        let record = std::iter::from_fn(|| h.w.pbx.poll_output())
+            .find_map(|output| match output {
+                PbxOutput::Record(record) => Some(record),
+                _ => None,
+            })
+            .expect("the call's record");
+        match can_create {
+            true => assert!(
+                record
+                    .recording
+                    .as_deref()
+                    .is_some_and(|p| p.ends_with(".wav")),
+                "{:?}",
+                record.recording
+            ),
+            false => assert_eq!(record.recording, None),
+        }
+    }
+}
+
+#[test]
 fn tags_set_at_call_ended_are_in_the_record() {
     let mut h = Harness::new();
     h.invite();
