@@ -169,6 +169,35 @@ fn of_two_pulls_at_once_exactly_one_wins() {
 }
 
 #[test]
+fn a_pull_cancelled_while_the_policy_decides_leaves_the_call_alone() {
+    let mut w = World::connected();
+    w.pull_from(MOBILE);
+    // The mobile hangs up before the policy answers: a CANCEL of its authenticated INVITE.
+    let port = addr(MOBILE).port();
+    let cancel = format!(
+        "CANCEL sip:*77@pbx.test SIP/2.0\r\nVia: SIP/2.0/UDP {MOBILE};branch=z9hG4bK-pull-{port}-2\r\n\
+From: <sip:2001@pbx.test>;tag=p{port}\r\nTo: <sip:*77@pbx.test>\r\nCall-ID: pull-{port}\r\n\
+CSeq: 2 CANCEL\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    );
+    w.deliver(MOBILE, &cancel);
+    assert_eq!(w.count_to(MOBILE, "SIP/2.0 200"), 1, "the CANCEL's 200");
+    assert_eq!(w.count_to(MOBILE, "SIP/2.0 487"), 1, "the INVITE's 487");
+    // The policy allows it, too late: nothing happens.
+    w.decide(World::allow());
+    assert_eq!(
+        w.count_to(MOBILE, "SIP/2.0 200"),
+        1,
+        "no 200 for the INVITE"
+    );
+    assert_eq!(w.count_to(DESK, "BYE "), 0, "the desk keeps the call");
+    assert!(w.media.take().is_empty(), "no ports reserved");
+    let record = w.far_end_hangs_up();
+    assert_eq!(w.count_to(DESK, "BYE "), 1, "the desk still had the call");
+    assert_eq!(record.flips.len(), 1);
+    assert_eq!(record.flips[0].result, FlipResult::Cancelled);
+}
+
+#[test]
 fn a_denied_pull_leaves_the_call_alone() {
     let mut w = World::connected();
     w.pull_from(MOBILE);

@@ -1699,7 +1699,7 @@ impl Calls {
     /// CANCEL of a pending inbound INVITE.
     pub fn handle_cancel(&mut self, ctx: &mut Ctx<'_>, invite_txn: ServerTxnId) -> bool {
         let Some(&id) = self.by_a_txn.get(&invite_txn) else {
-            return false;
+            return self.cancel_pending_pull(ctx, invite_txn);
         };
         let _span = self.enter(id);
         if self.sessions.get(&id).is_none_or(|s| s.a_answered) {

@@ -247,6 +247,38 @@ impl Calls {
         self.ask_flip_policy(ctx, super::PendingFlip::Pull(Box::new(pending)), request);
     }
 
+    /// The device that dialled the pull code hung up (CANCEL) while the flip policy was
+    /// asked: its INVITE gets 487 (RFC 3261 §9.2), and the policy's answer finds nothing
+    /// left to do — the call stays where it is. False if no pull waits on `txn`.
+    pub(super) fn cancel_pending_pull(&mut self, ctx: &mut Ctx<'_>, txn: ServerTxnId) -> bool {
+        let Some(flip) = self
+            .flips
+            .iter()
+            .find_map(|(&flip, pending)| match pending {
+                super::PendingFlip::Pull(pull) if pull.txn == txn => Some(flip),
+                _ => None,
+            })
+        else {
+            return false;
+        };
+        let Some(super::PendingFlip::Pull(pull)) = self.flips.remove(&flip) else {
+            return false;
+        };
+        let _span = self.enter(pull.session);
+        tracing::info!(
+            user = pull.user_id,
+            device = pull.device,
+            "pull cancelled by the device"
+        );
+        if let Some(session) = self.sessions.get_mut(&pull.session) {
+            session.flip_pending = false;
+            let event = pull.event(session, FlipResult::Cancelled);
+            super::note_flip(ctx, &mut session.record, event);
+        }
+        refuse_pull(ctx, &pull, 487, "Request Terminated");
+        true
+    }
+
     /// The flip policy's answer to a pull (an error: the script failed, which denies).
     pub(super) fn pull_decided(
         &mut self,
