@@ -60,6 +60,8 @@ pub struct Recorder {
     /// Interleaved frames placed for good, not yet handed over, and the first one's number.
     stretch: Vec<i16>,
     stretch_start: u64,
+    /// Sample frames the writer had no room for.
+    dropped: u64,
     finished: bool,
 }
 
@@ -79,6 +81,7 @@ impl Recorder {
             next: [0, 0],
             stretch: Vec::with_capacity(2 * STRETCH as usize),
             stretch_start: 0,
+            dropped: 0,
             finished: false,
         }
     }
@@ -91,7 +94,10 @@ impl Recorder {
     pub fn put(&mut self, channel: Channel, at: Instant, samples: &[i16]) {
         let c = channel as usize;
         let arrival = self.position(at);
-        // A packet's samples end when it arrives; continue the channel if that is close.
+        // What is older than the hold is placed first: after a silence (a call on hold,
+        // a side that sends nothing) the packet lands near what is pending, not at the
+        // far end of a gap filled sample by sample.
+        self.place_until(arrival.saturating_sub(HOLD)); // A packet's samples end when it arrives; continue the channel if that is close.
         let start_by_clock = arrival.saturating_sub(samples.len() as u64);
         let start = if self.next[c].abs_diff(start_by_clock) <= SNAP {
             self.next[c]
@@ -110,12 +116,19 @@ impl Recorder {
             }
             pending[offset as usize] = s;
         }
-        self.place_until(arrival.saturating_sub(HOLD));
     }
 
     /// Place the frames before `until` for good, handing them over a stretch at a time.
     fn place_until(&mut self, until: u64) {
         while self.written < until {
+            if self.pending.iter().all(VecDeque::is_empty) {
+                // Nothing from either side from here on: silence, which the writer
+                // fills in itself up to the next stretch's start (or the end).
+                self.hand_over();
+                self.written = until;
+                self.stretch_start = until;
+                return;
+            }
             for c in 0..2 {
                 let s = self.pending[c].pop_front().unwrap_or(0);
                 self.stretch.push(s);
@@ -133,7 +146,10 @@ impl Recorder {
             // reallocations per tenth of a second per recorded call.
             let next = Vec::with_capacity(2 * STRETCH as usize);
             let samples = std::mem::replace(&mut self.stretch, next);
-            self.files.frames(self.file, self.stretch_start, samples);
+            let frames = samples.len() as u64 / 2;
+            if !self.files.frames(self.file, self.stretch_start, samples) {
+                self.dropped += frames;
+            }
         }
         self.stretch_start = self.written;
     }
@@ -154,7 +170,7 @@ impl Recorder {
     fn end_at(&mut self, end: u64) {
         self.place_until(end);
         self.hand_over();
-        self.files.finish(self.file, end);
+        self.files.finish(self.file, end, self.dropped);
         self.finished = true;
     }
 }
@@ -181,8 +197,8 @@ enum Command {
         start: u64,
         samples: Vec<i16>,
     },
-    /// The file ends at frame `end`.
-    Finish { file: u64, end: u64 },
+    /// The file ends at frame `end`; `dropped` frames of it had no room in the queue.
+    Finish { file: u64, end: u64, dropped: u64 },
     /// Tell `done` when everything before is written (a test, or the end).
     Sync { done: mpsc::Sender<()> },
 }
@@ -235,23 +251,25 @@ impl RecordingFiles {
         file
     }
 
-    /// Hand a stretch over, or drop it (counted) if the writer is that far behind.
-    fn frames(&self, file: u64, start: u64, samples: Vec<i16>) {
+    /// Hand a stretch over, or drop it (counted) if the writer is that far behind;
+    /// false if dropped.
+    fn frames(&self, file: u64, start: u64, samples: Vec<i16>) -> bool {
         let frames = samples.len() as u64 / 2;
         if self.queued.fetch_add(1, Relaxed) >= self.at_most {
             self.queued.fetch_sub(1, Relaxed);
             self.dropped.fetch_add(frames, Relaxed);
-            return;
+            return false;
         }
         self.send(Command::Frames {
             file,
             start,
             samples,
         });
+        true
     }
 
-    fn finish(&self, file: u64, end: u64) {
-        self.send(Command::Finish { file, end });
+    fn finish(&self, file: u64, end: u64, dropped: u64) {
+        self.send(Command::Finish { file, end, dropped });
     }
 
     /// Wait until everything sent so far is written (at shutdown; tests).
@@ -291,9 +309,9 @@ fn write_files(inbox: &mpsc::Receiver<Command>, queued: &AtomicUsize) {
                     w.write(start, &samples);
                 }
             }
-            Command::Finish { file, end } => {
+            Command::Finish { file, end, dropped } => {
                 if let Some(w) = writing.remove(&file) {
-                    w.finish(end);
+                    w.finish(end, dropped);
                 }
             }
             Command::Sync { done } => {
@@ -309,9 +327,8 @@ struct Writing {
     part: PathBuf,
     /// None if it could not be created, or a write failed (said once, in the log).
     wav: Option<hound::WavWriter<BufWriter<File>>>,
-    /// Sample frames written, and of them left silent for want of room in the queue.
+    /// Sample frames written.
     written: u64,
-    silenced: u64,
 }
 
 impl Writing {
@@ -331,14 +348,13 @@ impl Writing {
             part,
             wav,
             written: 0,
-            silenced: 0,
         }
     }
 
-    /// Frames from `start` on; a gap before them (a stretch dropped) is left silent.
+    /// Frames from `start` on; a gap before them (silence, or a stretch dropped) is
+    /// left silent.
     fn write(&mut self, start: u64, samples: &[i16]) {
         if start > self.written && self.wav.is_some() {
-            self.silenced += start - self.written;
             let gap = (start - self.written) as usize * 2;
             self.put(std::iter::repeat_n(0, gap));
         }
@@ -361,8 +377,9 @@ impl Writing {
         self.written += count / 2;
     }
 
-    /// Fill to `end`, write the header and give the file its name.
-    fn finish(mut self, end: u64) {
+    /// Fill to `end`, write the header and give the file its name; `dropped` frames of
+    /// it had no room in the queue.
+    fn finish(mut self, end: u64, dropped: u64) {
         self.write(end, &[]);
         let Some(wav) = self.wav.take() else {
             return;
@@ -375,10 +392,10 @@ impl Writing {
             tracing::error!(path = %self.path.display(), "finishing the recording: {e}");
             return;
         }
-        if self.silenced > 0 {
+        if dropped > 0 {
             tracing::warn!(
                 path = %self.path.display(),
-                silent_ms = self.silenced * 1000 / RATE,
+                silent_ms = dropped * 1000 / RATE,
                 "the disk fell behind: parts of the recording are silent"
             );
         }
@@ -500,6 +517,48 @@ mod tests {
         files.sync();
         assert!(!bad.exists());
         assert_eq!(read(&good).len(), 2 * 8000);
+    }
+
+    #[test]
+    fn a_silence_is_handed_over_as_a_gap_not_sample_by_sample() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("held.wav");
+        let dropped = Arc::new(AtomicU64::new(0));
+        let (files, inbox) = RecordingFiles::unstarted(dropped.clone(), usize::MAX);
+        let t0 = crate::clock::monotonic_now();
+        let mut rec = Recorder::create(&files, &path, t0);
+        // A second of the caller, a minute on hold with nothing sent either way, a
+        // second more; then the call goes on silent for another minute.
+        for i in 1..=50u64 {
+            rec.put(Channel::Caller, t0 + ms(20 * i), &[5; 160]);
+        }
+        for i in 1..=50u64 {
+            rec.put(Channel::Caller, t0 + ms(61_000 + 20 * i), &[6; 160]);
+        }
+        assert_eq!(
+            rec.finish(t0 + ms(122_000)),
+            RecordingEnd::File(path.clone())
+        );
+        drop(files);
+        let commands: Vec<Command> = inbox.try_iter().collect();
+        let stretches = commands
+            .iter()
+            .filter(|c| matches!(c, Command::Frames { .. }))
+            .count();
+        // Two seconds of sound are some 20 stretches (partial ones at their edges); the
+        // two minutes of silence would be 1 200 more, placed a sample at a time on the
+        // call's task.
+        assert!(stretches <= 30, "{stretches} stretches handed over");
+        assert_eq!(dropped.load(Relaxed), 0);
+        // The writer fills the silence in: every second is in place.
+        let (replay, inbox) = mpsc::channel();
+        commands.into_iter().for_each(|c| replay.send(c).unwrap());
+        drop(replay);
+        write_files(&inbox, &AtomicUsize::new(usize::MAX / 2));
+        let samples = read(&path);
+        assert_eq!(samples.len(), 2 * 976_000, "122 s at 8 kHz");
+        let left = |second: usize| samples[2 * (second * 8000 + 4000)];
+        assert_eq!((left(0), left(30), left(61), left(90)), (5, 0, 6, 0));
     }
 
     #[test]
