@@ -198,6 +198,25 @@ CSeq: 2 CANCEL\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
 }
 
 #[test]
+fn a_device_that_pulls_and_never_acks_ends_the_call_for_both_parties() {
+    let mut w = World::connected();
+    w.pull_from(MOBILE);
+    w.decide(World::allow());
+    assert_eq!(w.count_to(DESK, "BYE "), 1, "the desk is released");
+    // The mobile never acknowledges its 200 (it lost its network): after 64·T1 the
+    // host ends the session (RFC 3261 §13.3.1.4) — the far end is not left talking to
+    // nobody.
+    for _ in 0..10 {
+        w.advance(Duration::from_secs(4));
+    }
+    // (Each BYE retransmitted, unanswered here.)
+    assert!(w.count_to(FAR_END, "BYE ") > 0, "the far end is hung up");
+    assert!(w.count_to(MOBILE, "BYE ") > 0, "and the silent mobile");
+    let record = w.records.last().expect("the call's record");
+    assert_eq!(record.flips[0].result, FlipResult::Done);
+}
+
+#[test]
 fn a_denied_pull_leaves_the_call_alone() {
     let mut w = World::connected();
     w.pull_from(MOBILE);

@@ -1944,8 +1944,20 @@ impl Calls {
             // The device that pulled never confirmed: it is not taking the call.
             return self.abandon_pin(ctx, id, FlipResult::Cancelled, true);
         }
+        // The caller, or a device that took the call over (its old device already let
+        // go). RFC 3261 §13.3.1.4: the session ends with a BYE — to the party that was
+        // silent as well as to the other.
+        let caller = self
+            .sessions
+            .get(&id)
+            .is_some_and(|s| s.a_dialog.call_id == call_id);
+        self.bye_a(ctx, id);
         self.bye_b(ctx, id);
-        self.finish(ctx, id, Disposition::Failed, "no ACK from the caller");
+        let why = match caller {
+            true => "no ACK from the caller",
+            false => "no ACK from the device that took the call",
+        };
+        self.finish(ctx, id, Disposition::Failed, why);
     }
 
     fn bye_a(&mut self, ctx: &mut Ctx<'_>, id: SessionId) {

@@ -1,7 +1,7 @@
 //! A call's record as it goes: written `live` when the call is answered and after each
 //! flip, so that a crash cannot lose an answered call, then `ended` in place.
 
-use super::world::{DESK, MOBILE, World};
+use super::world::{DESK, FAR_END, MOBILE, TABLET, World, to_alice};
 use crate::call::RecordState;
 use crate::flip::FlipResult;
 use crate::routing::Disposition;
@@ -165,4 +165,30 @@ fn an_external_event_joins_the_record_and_sets_its_tag() {
         .call_event(ambient, id, "intent".into(), "sales".into(), None)
         .unwrap_err();
     assert_eq!(refused.0, 404, "the call is over");
+}
+
+#[test]
+fn a_caller_who_never_acks_the_answer_is_hung_up_with_the_device_and_the_call_failed() {
+    let mut w = World::new();
+    w.deliver(FAR_END, &World::trunk_invite());
+    let id = w.session();
+    w.route(id, vec![to_alice()]);
+    w.drain();
+    let desk_invite = w.last_to(DESK, "INVITE ");
+    w.respond(DESK, &desk_invite, 200);
+    for device in [MOBILE, TABLET] {
+        let cancel = w.last_to(device, "CANCEL ");
+        w.respond(device, &cancel, 200);
+        let invite = w.last_to(device, "INVITE ");
+        w.respond(device, &invite, 487);
+    }
+    assert_eq!(w.count_to(FAR_END, "SIP/2.0 200"), 1, "answered");
+    // The far end never ACKs: after 64·T1, BYE to both (RFC 3261 §13.3.1.4).
+    for _ in 0..10 {
+        w.advance(std::time::Duration::from_secs(4));
+    }
+    assert!(w.count_to(DESK, "BYE ") > 0, "the desk is hung up");
+    assert!(w.count_to(FAR_END, "BYE ") > 0, "and the silent caller");
+    let record = w.records.last().expect("the call's record");
+    assert_eq!(record.disposition, Disposition::Failed);
 }
