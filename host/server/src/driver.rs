@@ -1592,6 +1592,7 @@ where
     let addr = peer.addr;
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let mut chunk = [0u8; 8192];
+    let mut framer = stream::Framer::default();
     'read: loop {
         let n = tokio::select! {
             read = reader.read(&mut chunk) => match read { Ok(0) | Err(_) => break 'read, Ok(n) => n },
@@ -1600,7 +1601,7 @@ where
         };
         buf.extend_from_slice(&chunk[..n]);
         loop {
-            match stream::frame(&buf) {
+            match framer.next(&buf) {
                 Frame::Incomplete => break,
                 Frame::Message(len) => {
                     let bytes: Vec<u8> = buf.drain(..len).collect();
