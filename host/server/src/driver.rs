@@ -1577,6 +1577,7 @@ where
     let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(256);
     // Weak, so that a shard closing the connection (dropping its writer) still ends it.
     let pong = out_tx.downgrade();
+    let ours = out_tx.downgrade();
     dispatch.open(peer.addr, out_tx);
     if !dispatch.to_all(|| Input::Connected { peer }).await {
         return;
@@ -1626,8 +1627,11 @@ where
         }
     }
     write_task.abort();
-    dispatch.close(peer.addr);
-    dispatch.to_all(|| Input::Disconnected { peer }).await;
+    // Another connection to the same address may have taken this one's place: the
+    // calls over the address go on there.
+    if dispatch.closed(peer.addr, &ours) {
+        dispatch.to_all(|| Input::Disconnected { peer }).await;
+    }
 }
 
 impl CoreHandle {
@@ -1645,6 +1649,7 @@ impl CoreHandle {
             addr,
         };
         let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(256);
+        let ours = out_tx.downgrade();
         self.dispatch.open(addr, out_tx);
         if !self.dispatch.to_all(|| Input::Connected { peer }).await {
             return;
@@ -1681,8 +1686,9 @@ impl CoreHandle {
             }
         }
         let _ = sink.close().await;
-        self.dispatch.close(addr);
-        self.dispatch.to_all(|| Input::Disconnected { peer }).await;
+        if self.dispatch.closed(addr, &ours) {
+            self.dispatch.to_all(|| Input::Disconnected { peer }).await;
+        }
     }
 }
 

@@ -151,10 +151,25 @@ impl Dispatch {
         lock(&self.connections).get(&addr).cloned()
     }
 
-    /// Close the connection with `addr` (its writer dropped, its task ends), or forget
-    /// it once it has closed.
+    /// Close the connection with `addr` (its writer dropped, its task ends).
     pub(super) fn close(&self, addr: SocketAddr) {
         lock(&self.connections).remove(&addr);
+    }
+
+    /// The connection whose writer is `writer` has closed: forget it — unless another
+    /// connection with the same address took its place (two shards dialling a trunk at
+    /// once), which goes on. False if one did.
+    pub(super) fn closed(&self, addr: SocketAddr, writer: &mpsc::WeakSender<Vec<u8>>) -> bool {
+        let mut connections = lock(&self.connections);
+        let replaced = connections.get(&addr).is_some_and(|current| {
+            writer
+                .upgrade()
+                .is_none_or(|writer| !current.same_channel(&writer))
+        });
+        if !replaced {
+            connections.remove(&addr);
+        }
+        !replaced
     }
 
     /// A shard's own inbox.
@@ -261,5 +276,32 @@ mod tests {
         dispatch.renew(elsewhere, std::iter::empty(), now + PIN_LEASE * 2);
         assert_eq!(dispatch.shard_for(&message("a@h")), by_hash("a@h"));
         assert_eq!(dispatch.pinned.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_connection_replaced_by_another_to_the_same_address_closes_alone() {
+        let dispatch = Dispatch::new(vec![mpsc::channel(1).0]);
+        let addr: SocketAddr = "127.0.0.1:5061".parse().unwrap();
+        let (first, mut first_out) = mpsc::channel(1);
+        let first_writer = first.downgrade();
+        dispatch.open(addr, first);
+        let (second, _second_out) = mpsc::channel::<Vec<u8>>(1);
+        let second_writer = second.downgrade();
+        dispatch.open(addr, second.clone());
+        // The first, its writer dropped from the table, ends; the second stays.
+        assert!(first_out.try_recv().is_err());
+        assert!(!dispatch.closed(addr, &first_writer));
+        let current = dispatch.connection(addr).expect("the second connection");
+        assert!(current.same_channel(&second));
+        drop(current);
+        drop(second);
+        assert!(dispatch.closed(addr, &second_writer));
+        assert!(dispatch.connection(addr).is_none());
+        // One the core closed (its writer taken out of the table) is closed for good.
+        let (third, _third_out) = mpsc::channel::<Vec<u8>>(1);
+        let third_writer = third.downgrade();
+        dispatch.open(addr, third);
+        dispatch.close(addr);
+        assert!(dispatch.closed(addr, &third_writer));
     }
 }
