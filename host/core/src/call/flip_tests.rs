@@ -267,6 +267,49 @@ fn a_push_rings_the_other_devices_and_the_first_answer_takes_the_call() {
 }
 
 #[test]
+fn a_push_target_answering_as_it_is_cancelled_is_hung_up_and_the_call_stays() {
+    let mut w = World::connected();
+    w.push().unwrap();
+    w.decide(World::allow());
+    let to_mobile = w.last_to(MOBILE, "INVITE ");
+    let to_tablet = w.last_to(TABLET, "INVITE ");
+    w.respond(MOBILE, &to_mobile, 200);
+    assert_eq!(w.count_to(TABLET, "CANCEL "), 1, "the tablet stops ringing");
+    // The tablet answered too: its 200 crossed the CANCEL.
+    w.respond(TABLET, &to_tablet, 200);
+    assert_eq!(w.count_to(TABLET, "ACK "), 1, "its answer acknowledged");
+    assert_eq!(w.count_to(TABLET, "BYE "), 1, "and hung up");
+    let bye = w.last_to(TABLET, "BYE ");
+    w.respond(TABLET, &bye, 200);
+    assert_eq!(w.count_to(MOBILE, "BYE "), 0, "the call is on the mobile");
+    let record = w.far_end_hangs_up();
+    assert_eq!(w.count_to(MOBILE, "BYE "), 1);
+    assert_eq!(record.flips[0].targets, ["mobile"]);
+    let left: Vec<_> = w
+        .pbx
+        .calls
+        .table_sizes()
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn a_request_on_a_dialog_its_call_left_behind_gets_481_and_the_entry_goes() {
+    let mut w = World::connected();
+    let id = w.session();
+    w.far_end_hangs_up();
+    // A leg's Call-ID still pointing at the ended call (what a side's device hanging up
+    // in the middle of a flip could leave).
+    w.pbx.calls.by_call_id.insert("far-call".into(), id);
+    let bye = w.far_end_request("BYE", 3);
+    w.deliver(FAR_END, &bye);
+    assert_eq!(w.count_to(FAR_END, "SIP/2.0 481"), 1, "{:?}", w.sent);
+    assert!(w.pbx.calls.by_call_id.is_empty());
+}
+
+#[test]
 fn the_far_end_hanging_up_while_targets_ring_cancels_them() {
     let mut w = World::connected();
     w.push().unwrap();

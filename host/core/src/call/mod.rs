@@ -1712,19 +1712,20 @@ impl Calls {
 
     /// An in-dialog request (BYE, INFO, re-INVITE) on a session's leg.
     pub fn handle_in_dialog(&mut self, ctx: &mut Ctx<'_>, txn: ServerTxnId, request: Request) {
-        let message = SipMessage::Request(request.clone());
-        let call_id = message::call_id(&message).unwrap_or_default();
+        let call_id = message::call_id(&request).unwrap_or_default();
+        // A dialog no call holds (any more): RFC 3261 §12.2.2.
+        let no_such_dialog = |ctx: &mut Ctx<'_>| {
+            let response = message::response_to(&request, 481, None);
+            ctx.layer.send_response(ctx.ambient.now, txn, response);
+        };
         let Some(&id) = self.by_call_id.get(&call_id) else {
-            ctx.layer.send_response(
-                ctx.ambient.now,
-                txn,
-                message::response_to(&request, 481, None),
-            );
-            return;
+            return no_such_dialog(ctx);
         };
         let _span = self.enter(id);
         let Some(session) = self.sessions.get_mut(&id) else {
-            return;
+            // A leg's entry its call left behind.
+            self.by_call_id.remove(&call_id);
+            return no_such_dialog(ctx);
         };
         if session.pin.as_ref().is_some_and(|p| p.is_leg(&call_id)) {
             return self.pin_leg_request(ctx, id, txn, request);

@@ -348,6 +348,9 @@ impl Calls {
         for other in &mut ringing.legs {
             other.cancel(ctx, id, &mut self.by_client_txn);
         }
+        // Kept as cancelled forks until they answer the CANCEL: one whose 200 crosses it
+        // is acknowledged and hung up, and its dialog forgotten (`fork_response`).
+        session.forks.append(&mut ringing.legs);
         let flip = Takeover {
             side: ringing.side,
             leg,
@@ -479,6 +482,7 @@ impl Calls {
         for leg in &mut ringing.legs {
             leg.cancel(ctx, id, &mut self.by_client_txn);
         }
+        session.forks.append(&mut ringing.legs);
         ctx.media.release_reserved(id);
         tracing::info!("push: no device answered; the call stays");
         ringing.event.result = FlipResult::NoAnswer;
