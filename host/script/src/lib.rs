@@ -53,7 +53,7 @@ use crate::clock::Clock;
 use crate::config::{Config, Location};
 use crate::directory::DeviceDirectory;
 use crate::flip::{FlipDecision, FlipRequest};
-use crate::routing::{CallInfo, Decision, Event, Fallback, ScriptRef, fallback_actions};
+use crate::routing::{CallInfo, Decision, Event, Fallback, ScriptRef};
 use crate::store::KvStore;
 
 /// What the host imports read: configuration, stores and the clock.
@@ -134,31 +134,22 @@ impl ScriptHost {
             Err(failure) => {
                 self.metrics
                     .record_fallback(script, version, failure.cause());
-                // The end of a call and an external event have nothing to fall back
-                // from: the call is over, or goes on as it was.
-                let actions = match event {
-                    Event::CallEnded { .. } | Event::External { .. } => Vec::new(),
-                    _ => fallback_actions(location),
+                let fallback = Fallback {
+                    cause: failure.cause(),
+                    message: failure.to_string(),
                 };
+                let decision = Decision::fallback(event, location, script_ref, fallback);
                 tracing::warn!(
                     script,
                     cause = failure.cause(),
                     "script {script} failed: {failure}{}",
-                    if actions.is_empty() {
+                    if decision.actions.is_empty() {
                         ""
                     } else {
                         "; falling back"
                     }
                 );
-                let fallback = Fallback {
-                    cause: failure.cause(),
-                    message: failure.to_string(),
-                };
-                Decision {
-                    actions,
-                    script: script_ref,
-                    fallback: Some(fallback),
-                }
+                decision
             }
         };
         (decision, loaded)

@@ -22,7 +22,7 @@ use crate::config::{Config, Transport as ConfigTransport};
 use crate::directory::{DeviceInfo, MemoryDirectory};
 use crate::pbx::{Ambient, Pbx, PbxCounters, PbxOutput};
 use crate::registrar::{Binding, BindingChange, EdgePhone, PasswordRefusal};
-use crate::routing::{Decision, Disposition, Event};
+use crate::routing::{Decision, Disposition, Event, Fallback};
 use crate::script::{EventWorld, LoadedScript, ScriptHost};
 use crate::sip::local::LocalAddrs;
 use crate::sip::message::MAX_MESSAGE_BYTES;
@@ -991,48 +991,60 @@ async fn run_shard(
                     );
                     lane.run(move || {
                         let _span = span.entered();
-                        let config = scripts.services.config.load_full();
-                        let location = location.as_deref().and_then(|l| config.location(l));
-                        // The call engine holds the version opaquely; only the runtime
-                        // looks inside.
-                        let pinned = pinned.and_then(|v| v.get::<LoadedScript>());
-                        let mut world = EventWorld::live(scripts.services.clock.now());
-                        let (mut decision, loaded) = scripts.route_in(
-                            &mut world,
-                            &script,
-                            pinned.as_ref(),
-                            location,
-                            &call,
-                            &event,
-                        );
-                        // To the journal, off this path: recorded with what the script
-                        // saw, and given to the location's shadow script.
-                        let shadow = location.and_then(|l| journal.choices.of(l));
-                        let record = loaded.clone().filter(|_| config.scripts.record_decisions);
-                        if shadow.is_some() || record.is_some() {
-                            journal.submit(crate::decisions::Job {
-                                served: crate::decisions::Served {
-                                    location: location.map(|l| l.name.clone()),
+                        let serve = || {
+                            let config = scripts.services.config.load_full();
+                            let location = location.as_deref().and_then(|l| config.location(l));
+                            // The call engine holds the version opaquely; only the runtime
+                            // looks inside.
+                            let pinned = pinned.and_then(|v| v.get::<LoadedScript>());
+                            let mut world = EventWorld::live(scripts.services.clock.now());
+                            let (mut decision, loaded) = scripts.route_in(
+                                &mut world,
+                                &script,
+                                pinned.as_ref(),
+                                location,
+                                &call,
+                                &event,
+                            );
+                            // To the journal, off this path: recorded with what the script
+                            // saw, and given to the location's shadow script.
+                            let shadow = location.and_then(|l| journal.choices.of(l));
+                            let record = loaded.clone().filter(|_| config.scripts.record_decisions);
+                            if shadow.is_some() || record.is_some() {
+                                journal.submit(crate::decisions::Job {
+                                    served: crate::decisions::Served {
+                                        location: location.map(|l| l.name.clone()),
+                                        session: session.to_string(),
+                                        call: call.clone(),
+                                        event: event.clone(),
+                                        decision: decision.clone(),
+                                        world,
+                                    },
+                                    record,
+                                    shadow,
+                                    span: tracing::Span::current(),
+                                });
+                            }
+                            if let Some(fallback) = &decision.fallback {
+                                events.publish(|| crate::events::What::Fallback {
                                     session: session.to_string(),
-                                    call: call.clone(),
-                                    event: event.clone(),
-                                    decision: decision.clone(),
-                                    world,
-                                },
-                                record,
-                                shadow,
-                                span: tracing::Span::current(),
-                            });
-                        }
-                        if let Some(fallback) = &decision.fallback {
-                            events.publish(|| crate::events::What::Fallback {
-                                session: session.to_string(),
-                                script: script.clone(),
-                                cause: fallback.cause,
-                            });
-                        }
-                        // Speech is rendered here, off the call engine's task.
-                        speaker.render_actions(&mut decision.actions, &config.media.say_voice);
+                                    script: script.clone(),
+                                    cause: fallback.cause,
+                                });
+                            }
+                            // Speech is rendered here, off the call engine's task.
+                            speaker.render_actions(&mut decision.actions, &config.media.say_voice);
+                            (decision, loaded)
+                        };
+                        let (decision, loaded) = script_lane::answer_or(serve, || {
+                            let config = scripts.services.config.load_full();
+                            let location = location.as_deref().and_then(|l| config.location(l));
+                            let fallback = Fallback {
+                                cause: "host",
+                                message: "the host failed running the script".into(),
+                            };
+                            (Decision::fallback(&event, location, None, fallback), None)
+                        });
                         // Every decision comes back, `call-ended`'s too: its tags
                         // complete the call's record.
                         let input = match event {
@@ -1059,9 +1071,14 @@ async fn run_shard(
                     let (scripts, tx) = (scripts.clone(), tx.clone());
                     lane.run(move || {
                         let _span = span.entered();
-                        let decision = scripts
-                            .decide_flip(&policy, &request)
-                            .map_err(|failure| failure.to_string());
+                        let decision = script_lane::answer_or(
+                            || {
+                                scripts
+                                    .decide_flip(&policy, &request)
+                                    .map_err(|failure| failure.to_string())
+                            },
+                            || Err("the host failed asking the flip policy".into()),
+                        );
                         let _ = tx.blocking_send(Input::FlipDecision { flip, decision });
                     });
                 }

@@ -451,7 +451,7 @@ pub struct ScriptRef {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Fallback {
     /// A short machine-readable cause: `missing`, `no-export`, `deadline`, `memory`,
-    /// `trap`, `invalid-action`.
+    /// `trap`, `invalid-action` — or `host`, the host's own code failing around it.
     pub cause: &'static str,
     /// One line for people.
     pub message: String,
@@ -464,6 +464,28 @@ pub struct Decision {
     pub script: Option<ScriptRef>,
     /// Set when the actions are the host's fallback, not the script's.
     pub fallback: Option<Fallback>,
+}
+
+impl Decision {
+    /// The host's decision for `event` of a call whose script failed: the fallback's
+    /// actions — none for the end of a call or an external event, which have nothing to
+    /// fall back from (the call is over, or goes on as it was).
+    pub fn fallback(
+        event: &Event,
+        location: Option<&Location>,
+        script: Option<ScriptRef>,
+        fallback: Fallback,
+    ) -> Self {
+        let actions = match event {
+            Event::CallEnded { .. } | Event::External { .. } => Vec::new(),
+            _ => fallback_actions(location),
+        };
+        Decision {
+            actions,
+            script,
+            fallback: Some(fallback),
+        }
+    }
 }
 
 /// The host's fallback for a call whose script failed: a listen-mode forward to the

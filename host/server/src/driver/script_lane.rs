@@ -100,10 +100,25 @@ fn micros_since(origin: Instant) -> u64 {
         .as_micros() as u64
 }
 
+/// `answer()`, or `otherwise()` if it panics: a question whose host code panicked still
+/// gets an answer, so the call asking never waits for one that cannot come.
+pub(super) fn answer_or<T>(answer: impl FnOnce() -> T, otherwise: impl FnOnce() -> T) -> T {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(answer)).unwrap_or_else(|_| {
+        tracing::error!("answering a script question panicked; the host's fallback answers");
+        otherwise()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn a_question_whose_answer_panics_is_answered_otherwise() {
+        assert_eq!(answer_or(|| 1, || 2), 1);
+        assert_eq!(answer_or(|| panic!("a host bug"), || 2), 2);
+    }
 
     /// Hold the lane's thread with a question until the returned sender speaks.
     fn hold(lane: &ScriptLane, name: &str) -> std::sync::mpsc::Sender<()> {
