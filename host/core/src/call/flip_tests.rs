@@ -727,6 +727,52 @@ fn an_old_device_is_let_go_when_the_browser_is_heard_or_after_three_seconds() {
     }
 }
 
+#[test]
+fn a_denied_flip_while_the_old_device_waits_for_the_browser_does_not_keep_it() {
+    let mut w = World::connected();
+    w.over_ws.push(addr(MOBILE));
+    w.pull_from(MOBILE);
+    w.decide(World::allow());
+    assert_eq!(
+        w.count_to(DESK, "BYE "),
+        0,
+        "the desk waits for the browser's audio"
+    );
+    // A second of no audio from the browser; the tablet's pull is denied meanwhile.
+    w.advance(Duration::from_secs(1));
+    w.pull_from(TABLET);
+    w.decide(Ok(FlipDecision::Deny {
+        reason: "one at a time".into(),
+    }));
+    // The browser is never heard: three seconds after the flip the desk goes anyway.
+    w.advance(Duration::from_secs(2));
+    assert_eq!(w.count_to(DESK, "BYE "), 1, "let go at its deadline");
+    let record = w.far_end_hangs_up();
+    assert_eq!(record.flips.len(), 2);
+}
+
+#[test]
+fn a_phone_taking_the_call_from_a_browser_lets_the_device_before_go_too() {
+    let mut w = World::connected();
+    w.over_ws.push(addr(MOBILE));
+    w.pull_from(MOBILE);
+    w.decide(World::allow());
+    assert_eq!(
+        w.count_to(DESK, "BYE "),
+        0,
+        "the desk waits for the browser's audio"
+    );
+    // Before the browser is heard, the tablet (a phone) takes the call over.
+    w.pull_from(TABLET);
+    w.decide(World::allow());
+    assert_eq!(w.count_to(MOBILE, "BYE "), 1, "the browser is let go");
+    assert_eq!(
+        w.count_to(DESK, "BYE "),
+        1,
+        "and the desk, still waiting, too"
+    );
+}
+
 /// The relay reports the browser now on side B heard (its first packet).
 fn browser_heard(w: &mut World, id: crate::call::SessionId) {
     let heard = crate::media::MediaEvent::Heard {

@@ -80,6 +80,8 @@ pub(super) struct Release {
     pub(super) dialog: super::requests::Dialog,
     /// It asked for the flip by REFER: it hears how it went (NOTIFY) first.
     refer: bool,
+    /// The flip that left it (the record's count of flips then): its timer's name.
+    flip: u64,
 }
 
 impl Calls {
@@ -421,7 +423,14 @@ impl Calls {
         let release = Box::new(Release {
             dialog,
             refer: trigger == Trigger::Refer,
+            flip: session.record.flips.len() as u64,
         });
+        // A device an earlier flip left, still heard until a browser's audio came: the
+        // call has moved on, it goes now.
+        let earlier = session.releasing.take();
+        if let Some(earlier) = earlier {
+            self.release(ctx, id, earlier);
+        }
         if !to_browser {
             // A phone sends its audio as soon as it answers: the old one goes now.
             return self.release(ctx, id, release);
@@ -430,15 +439,13 @@ impl Calls {
         // host); the relay keeps the old device heard until then, so the old device goes
         // when the relay says the browser is heard (`MediaEvent::Heard`), or after
         // `RELEASE_AT_MOST` (the relay's own cap is the same).
-        let earlier = session.releasing.replace(release);
-        // The timer names the flip (the record's count of them): a later flip's
-        // releasing device is not let go by an earlier flip's timer.
-        let flip = session.record.flips.len() as u64;
+        // The timer names the flip: a later flip's releasing device is not let go by
+        // an earlier flip's timer.
         let deadline = ctx.ambient.now + RELEASE_AT_MOST;
         self.timers
-            .push(Reverse((deadline, TimerKind::Release, id, flip)));
-        if let Some(earlier) = earlier {
-            self.release(ctx, id, earlier);
+            .push(Reverse((deadline, TimerKind::Release, id, release.flip)));
+        if let Some(session) = self.sessions.get_mut(&id) {
+            session.releasing = Some(release);
         }
     }
 
@@ -451,12 +458,14 @@ impl Calls {
         }
     }
 
-    /// The `Release` timer of flip number `flip` ran out.
+    /// The `Release` timer of flip number `flip` ran out: its device goes, if it still
+    /// waits (flips recorded since, denied ones say, do not change which it is).
     pub(super) fn release_timer(&mut self, ctx: &mut Ctx<'_>, id: SessionId, flip: u64) {
         let current = self
             .sessions
             .get(&id)
-            .is_some_and(|s| s.record.flips.len() as u64 == flip);
+            .and_then(|s| s.releasing.as_ref())
+            .is_some_and(|r| r.flip == flip);
         if current {
             self.release_old_device(ctx, id);
         }
