@@ -285,13 +285,7 @@ fn a_push_target_answering_as_it_is_cancelled_is_hung_up_and_the_call_stays() {
     let record = w.far_end_hangs_up();
     assert_eq!(w.count_to(MOBILE, "BYE "), 1);
     assert_eq!(record.flips[0].targets, ["mobile"]);
-    let left: Vec<_> = w
-        .pbx
-        .calls
-        .table_sizes()
-        .into_iter()
-        .filter(|(_, n)| *n > 0)
-        .collect();
+    let left = w.tables_left();
     assert!(left.is_empty(), "{left:?}");
 }
 
@@ -727,8 +721,9 @@ fn an_old_device_is_let_go_when_the_browser_is_heard_or_after_three_seconds() {
     }
 }
 
-#[test]
-fn a_denied_flip_while_the_old_device_waits_for_the_browser_does_not_keep_it() {
+/// Alice's call pulled to her "mobile", a browser here, whose audio has not come yet:
+/// the desk is still on the call.
+fn pulled_to_a_browser_not_yet_heard() -> World {
     let mut w = World::connected();
     w.over_ws.push(addr(MOBILE));
     w.pull_from(MOBILE);
@@ -738,6 +733,12 @@ fn a_denied_flip_while_the_old_device_waits_for_the_browser_does_not_keep_it() {
         0,
         "the desk waits for the browser's audio"
     );
+    w
+}
+
+#[test]
+fn a_denied_flip_while_the_old_device_waits_for_the_browser_does_not_keep_it() {
+    let mut w = pulled_to_a_browser_not_yet_heard();
     // A second of no audio from the browser; the tablet's pull is denied meanwhile.
     w.advance(Duration::from_secs(1));
     w.pull_from(TABLET);
@@ -753,15 +754,7 @@ fn a_denied_flip_while_the_old_device_waits_for_the_browser_does_not_keep_it() {
 
 #[test]
 fn a_phone_taking_the_call_from_a_browser_lets_the_device_before_go_too() {
-    let mut w = World::connected();
-    w.over_ws.push(addr(MOBILE));
-    w.pull_from(MOBILE);
-    w.decide(World::allow());
-    assert_eq!(
-        w.count_to(DESK, "BYE "),
-        0,
-        "the desk waits for the browser's audio"
-    );
+    let mut w = pulled_to_a_browser_not_yet_heard();
     // Before the browser is heard, the tablet (a phone) takes the call over.
     w.pull_from(TABLET);
     w.decide(World::allow());

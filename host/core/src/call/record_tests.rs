@@ -100,13 +100,7 @@ fn an_ended_call_leaves_nothing_behind() {
             let bye = w.last_to(super::world::FAR_END, "BYE ");
             w.respond(super::world::FAR_END, &bye, 200);
         }
-        let left: Vec<_> = w
-            .pbx
-            .calls
-            .table_sizes()
-            .into_iter()
-            .filter(|(_, n)| *n > 0)
-            .collect();
+        let left = w.tables_left();
         assert!(
             left.is_empty(),
             "far end hung up: {far_end_hangs_up}, pulled: {pulled}: {left:?}"

@@ -586,6 +586,13 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
     }
 
     /// The far end hangs up; the call's record.
+    /// The calls' tables still holding entries (none once every call is over and its
+    /// last transaction done).
+    pub(super) fn tables_left(&self) -> Vec<(&'static str, usize)> {
+        let sizes = self.pbx.calls.table_sizes();
+        sizes.into_iter().filter(|(_, n)| *n > 0).collect()
+    }
+
     pub(super) fn far_end_hangs_up(&mut self) -> CallRecord {
         let bye = self.far_end_request("BYE", 2);
         self.deliver(FAR_END, &bye);

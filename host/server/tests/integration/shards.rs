@@ -22,6 +22,18 @@ fn call_id_on(shard: usize, name: &str) -> String {
         .unwrap()
 }
 
+/// Alice's mobile (on `port`) dials the pull code with Call-ID `call_id`, takes a call
+/// and talks until it ends: SIPp's exit code.
+fn mobile_pulls(server: &Server, port: u16, call_id: &str) -> i32 {
+    let port = port.to_string();
+    sipp(
+        server.udp,
+        "device_pull.xml",
+        &credentials("2001", "s3cret"),
+        &["-s", "*77", "-m", "1", "-p", &port, "-cid_str", call_id],
+    )
+}
+
 #[test]
 fn a_pull_landing_on_another_shard_takes_the_call_from_the_shard_holding_it() {
     let server = Server::start_with_scripts(
@@ -45,15 +57,7 @@ fn a_pull_landing_on_another_shard_takes_the_call_from_the_shard_holding_it() {
             )
         });
         std::thread::sleep(Duration::from_millis(1500));
-        let mobile = mobile_port.to_string();
-        let pulled = sipp(
-            server.udp,
-            "device_pull.xml",
-            &credentials("2001", "s3cret"),
-            &[
-                "-s", "*77", "-m", "1", "-p", &mobile, "-cid_str", &pull_call,
-            ],
-        );
+        let pulled = mobile_pulls(&server, mobile_port, &pull_call);
         assert_eq!(
             pulled,
             0,
@@ -106,15 +110,7 @@ fn a_pull_takes_the_users_most_recent_call_though_the_shard_it_lands_on_holds_an
         std::thread::sleep(Duration::from_millis(1000));
         let second = scope.spawn(|| bob(&newer, "5000"));
         std::thread::sleep(Duration::from_millis(1500));
-        let mobile = mobile_port.to_string();
-        let pulled = sipp(
-            server.udp,
-            "device_pull.xml",
-            &credentials("2001", "s3cret"),
-            &[
-                "-s", "*77", "-m", "1", "-p", &mobile, "-cid_str", &pull_call,
-            ],
-        );
+        let pulled = mobile_pulls(&server, mobile_port, &pull_call);
         assert_eq!(
             pulled,
             0,
