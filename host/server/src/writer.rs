@@ -9,7 +9,7 @@
 //! is alive: the end time a crash gives the calls it interrupts.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::thread::JoinHandle;
@@ -43,6 +43,9 @@ pub struct StoreWriter {
     tx: SyncSender<Write>,
     dropped: Arc<AtomicU64>,
     progress: Arc<Progress>,
+    /// Held from taking a ticket to queueing the write: the shards' writes queue in
+    /// the order of their tickets, so a ticket reached is a write done.
+    in_order: Arc<Mutex<()>>,
 }
 
 /// How far the writer has come: writes queued, and writes done (written or failed).
@@ -118,6 +121,7 @@ impl StoreWriter {
                 tx,
                 dropped,
                 progress,
+                in_order: Arc::default(),
             },
             thread,
         ))
@@ -131,6 +135,7 @@ impl StoreWriter {
     /// Queue a write; never waits. Its ticket, to wait for it with [`Progress::reach`].
     pub fn write(&self, write: Write) -> u64 {
         // Counted before it is sent, so the writer can never be ahead of the count.
+        let _in_order = self.in_order.lock().unwrap_or_else(|e| e.into_inner());
         let ticket = self.progress.queued.fetch_add(1, Relaxed) + 1;
         match self.tx.try_send(write) {
             Ok(()) => {}
@@ -303,6 +308,7 @@ mod tests {
             tx,
             dropped: dropped.clone(),
             progress: Arc::default(),
+            in_order: Arc::default(),
         };
         for _ in 0..5 {
             stuck.write(Write::Binding(Box::new(BindingChange::Upsert(
