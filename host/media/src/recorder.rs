@@ -97,7 +97,8 @@ impl Recorder {
         // What is older than the hold is placed first: after a silence (a call on hold,
         // a side that sends nothing) the packet lands near what is pending, not at the
         // far end of a gap filled sample by sample.
-        self.place_until(arrival.saturating_sub(HOLD)); // A packet's samples end when it arrives; continue the channel if that is close.
+        self.place_until(arrival.saturating_sub(HOLD));
+        // A packet's samples end when it arrives; continue the channel if that is close.
         let start_by_clock = arrival.saturating_sub(samples.len() as u64);
         let start = if self.next[c].abs_diff(start_by_clock) <= SNAP {
             self.next[c]
