@@ -443,13 +443,11 @@ impl Pbx {
     ) {
         let parsed = message::parse(bytes);
         let call_id = parsed.as_ref().ok().and_then(message::call_id);
-        if let Some(call_id) = &call_id {
-            self.calls.handed_pull(call_id.clone(), search);
+        if let Some(call_id) = call_id {
+            self.calls.handed_pull(call_id, search);
         }
         self.handle_parsed(ambient, parsed, bytes, source);
-        if let Some(call_id) = call_id {
-            self.calls.handed_pull_done(&call_id);
-        }
+        self.calls.handed_pull_done();
     }
 
     fn handle_parsed(

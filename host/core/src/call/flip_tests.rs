@@ -9,7 +9,6 @@ use super::world::{DESK, FAR_END, MOBILE, SDP, TABLET, TRUNK, World, addr};
 use crate::call::testing::Did;
 use crate::flip::{FlipDecision, FlipResult};
 use crate::media::Side;
-use crate::sip::message::{self, SipMessage};
 
 /// The `o=` line's session id and version in an SDP body.
 fn origin_of(message: &str) -> (String, u64) {
@@ -214,6 +213,29 @@ fn a_device_that_pulls_and_never_acks_ends_the_call_for_both_parties() {
     assert!(w.count_to(MOBILE, "BYE ") > 0, "and the silent mobile");
     let record = w.records.last().expect("the call's record");
     assert_eq!(record.flips[0].result, FlipResult::Done);
+    assert_eq!(
+        record.end_reason,
+        "no ACK from the device that took the call"
+    );
+}
+
+#[test]
+fn a_device_that_pulls_a_placed_call_and_never_acks_is_not_taken_for_the_caller() {
+    // The pulling device takes side A, the caller's side, over.
+    let mut w = World::placed("0299990000");
+    w.pull_from(MOBILE);
+    w.decide(World::allow());
+    assert_eq!(w.count_to(DESK, "BYE "), 1, "the desk is released");
+    for _ in 0..10 {
+        w.advance(Duration::from_secs(4));
+    }
+    assert!(w.count_to(TRUNK, "BYE ") > 0, "the far end is hung up");
+    assert!(w.count_to(MOBILE, "BYE ") > 0, "and the silent mobile");
+    let record = w.records.last().expect("the call's record");
+    assert_eq!(
+        record.end_reason,
+        "no ACK from the device that took the call"
+    );
 }
 
 #[test]
@@ -294,8 +316,9 @@ fn a_request_on_a_dialog_its_call_left_behind_gets_481_and_the_entry_goes() {
     let mut w = World::connected();
     let id = w.session();
     w.far_end_hangs_up();
-    // A leg's Call-ID still pointing at the ended call (what a side's device hanging up
-    // in the middle of a flip could leave).
+    // A leg's Call-ID still pointing at the ended call: no known path leaves one (the
+    // last, a side-A device hanging up during its flip, is mended in `take_over`), but
+    // should one, its requests are answered, not left to retransmit.
     w.pbx.calls.by_call_id.insert("far-call".into(), id);
     let bye = w.far_end_request("BYE", 3);
     w.deliver(FAR_END, &bye);
@@ -600,21 +623,8 @@ fn a_call_the_user_placed_is_pulled_and_pushed_without_touching_the_far_end() {
         "no re-INVITE to the far end"
     );
     // The far end hangs up: the tablet has the call.
-    let trunk_invite = w.invites[&addr(TRUNK)].clone();
-    let Ok(SipMessage::Request(trunk_invite)) = message::parse(trunk_invite.as_bytes()) else {
-        panic!()
-    };
-    let m = SipMessage::Request(trunk_invite);
-    let bye = format!(
-        "BYE sip:wasmpbx@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {TRUNK};branch=z9hG4bK-trunk-bye\r\n\
-From: {};tag=dev\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: 5 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
-        message::header_value(&m, "To").unwrap(),
-        message::header_value(&m, "From").unwrap(),
-        message::call_id(&m).unwrap()
-    );
-    w.deliver(TRUNK, &bye);
+    let record = w.placed_call_far_end_hangs_up();
     assert_eq!(w.count_to(TABLET, "BYE "), 1, "the tablet had the call");
-    let record = w.records.pop().expect("the call ended");
     let flips: Vec<_> = record
         .flips
         .iter()
@@ -663,6 +673,14 @@ fn the_placing_device_hanging_up_while_targets_ring_leaves_the_call_to_them() {
     w.respond(MOBILE, &to_mobile, 200);
     assert_eq!(w.media.take(), [Did::Switch(Side::A), Did::Silence]);
     assert_eq!(w.count_to(DESK, "BYE "), 0, "the desk is already gone");
+    let record = w.placed_call_far_end_hangs_up();
+    assert_eq!(w.count_to(MOBILE, "BYE "), 1, "the mobile had the call");
+    assert_eq!(record.flips[0].result, FlipResult::Done);
+    let left = w.tables_left();
+    assert!(
+        left.is_empty(),
+        "the desk's dialog is forgotten too: {left:?}"
+    );
 }
 
 #[test]

@@ -492,9 +492,9 @@ pub struct Calls {
     ending: HashMap<SessionId, (CallRecord, tracing::Span)>,
     /// When each live call next asks its parties whether they are still there.
     keepalives: keepalive::Schedule,
-    /// Pull INVITEs another shard handed here, by Call-ID: what the shards before found
-    /// (set and cleared around the one input, see [`Calls::handed_pull`]).
-    handed_pulls: HashMap<String, PullSearch>,
+    /// The pull INVITE another shard handed here (its Call-ID) and what the shards
+    /// before found: set and cleared around that one input, see [`Calls::handed_pull`].
+    handed_pull: Option<(String, PullSearch)>,
 }
 
 impl Calls {
@@ -506,13 +506,13 @@ impl Calls {
     /// The next input carries a pull INVITE (Call-ID `call_id`) another shard handed
     /// here with `search`; [`Calls::handed_pull_done`] once it is handled.
     pub(crate) fn handed_pull(&mut self, call_id: String, search: PullSearch) {
-        self.handed_pulls.insert(call_id, search);
+        self.handed_pull = Some((call_id, search));
     }
 
     /// The handed-over input is handled (a pull that never reached the calls, refused
     /// before, leaves its search behind).
-    pub(crate) fn handed_pull_done(&mut self, call_id: &str) {
-        self.handed_pulls.remove(call_id);
+    pub(crate) fn handed_pull_done(&mut self) {
+        self.handed_pull = None;
     }
 
     /// How many entries each of the calls' tables holds: all empty once every call has
@@ -527,7 +527,7 @@ impl Calls {
             ("flips", self.flips.len()),
             ("ending", self.ending.len()),
             ("keepalives", self.keepalives.len()),
-            ("handed_pulls", self.handed_pulls.len()),
+            ("handed_pull", usize::from(self.handed_pull.is_some())),
         ]
     }
 
@@ -1945,13 +1945,14 @@ impl Calls {
             // The device that pulled never confirmed: it is not taking the call.
             return self.abandon_pin(ctx, id, FlipResult::Cancelled, true);
         }
-        // The caller, or a device that took the call over (its old device already let
-        // go). RFC 3261 §13.3.1.4: the session ends with a BYE — to the party that was
-        // silent as well as to the other.
+        // The caller (its leg is the record's first), or a device that took the call
+        // over on either side (its old device already let go). RFC 3261 §13.3.1.4: the
+        // session ends with a BYE — to the party that was silent as well as to the other.
         let caller = self
             .sessions
             .get(&id)
-            .is_some_and(|s| s.a_dialog.call_id == call_id);
+            .and_then(|s| s.record.call_ids.first())
+            .is_some_and(|first| *first == call_id);
         self.bye_a(ctx, id);
         self.bye_b(ctx, id);
         let why = match caller {

@@ -144,7 +144,11 @@ impl Calls {
         // The other signalling shards of this host may hold a more recent one: the
         // INVITE goes round them all, unanswered, and the shard holding the latest serves.
         let call_id = message::call_id(&invite).unwrap_or_default();
-        let search = self.handed_pulls.remove(&call_id).unwrap_or_default();
+        // The search another shard handed here with this INVITE, if it is that one.
+        let search = match self.handed_pull.take() {
+            Some((handed, search)) if handed == call_id => search,
+            _ => PullSearch::default(),
+        };
         if let Some((shard, search)) = search.next_step(ctx.shard, &call_id, here.map(|(id, _)| id))
         {
             match search {

@@ -404,7 +404,14 @@ impl Calls {
                 let user = super::pull::user_of(&leg.number).to_owned();
                 session.a_device = Some((user, to_device.clone()));
                 let old = std::mem::replace(&mut session.a_dialog, leg.dialog);
-                (!std::mem::take(&mut session.a_gone)).then_some(old)
+                if std::mem::take(&mut session.a_gone) {
+                    // The old device hung up during the flip: nothing to release, but
+                    // its dialog's Call-ID no longer names this call.
+                    self.by_call_id.remove(&old.call_id);
+                    None
+                } else {
+                    Some(old)
+                }
             }
         };
         event.completed_at = Some(wall_time(session, ctx.ambient.now));

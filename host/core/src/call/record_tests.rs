@@ -185,4 +185,5 @@ fn a_caller_who_never_acks_the_answer_is_hung_up_with_the_device_and_the_call_fa
     assert!(w.count_to(FAR_END, "BYE ") > 0, "and the silent caller");
     let record = w.records.last().expect("the call's record");
     assert_eq!(record.disposition, Disposition::Failed);
+    assert_eq!(record.end_reason, "no ACK from the caller");
 }

@@ -159,7 +159,7 @@ fn a_pull_comes_back_to_the_landing_shard_when_it_holds_the_most_recent_call() {
     );
     assert_eq!(landing.count_to(DESK, "BYE "), 1);
     assert_eq!(other.count_to(DESK, "BYE "), 0);
-    assert_eq!(landing.pbx.calls.table_sizes()[7], ("handed_pulls", 0));
+    assert_eq!(landing.pbx.calls.table_sizes()[7], ("handed_pull", 0));
 }
 
 #[test]

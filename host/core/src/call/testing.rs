@@ -37,20 +37,21 @@ pub(crate) fn host_key(side: Option<Side>) -> SdesKey {
 /// plain again is written down, and one that always was is not), and how the running
 /// recording will end.
 #[derive(Clone, Default)]
-pub(crate) struct FakeMedia(
-    Arc<Mutex<Vec<Did>>>,
-    Arc<Mutex<Vec<Option<Side>>>>,
-    Arc<Mutex<Option<RecordingEnd>>>,
-);
+pub(crate) struct FakeMedia {
+    did: Arc<Mutex<Vec<Did>>>,
+    /// The encrypted legs: a side, or none for the reserved ports.
+    secured: Arc<Mutex<Vec<Option<Side>>>>,
+    recording_end: Arc<Mutex<Option<RecordingEnd>>>,
+}
 
 impl FakeMedia {
     pub(crate) fn take(&self) -> Vec<Did> {
-        std::mem::take(&mut self.0.lock().unwrap())
+        std::mem::take(&mut self.did.lock().unwrap())
     }
 
     /// The next recording's file cannot be created.
     pub(crate) fn fail_recording(&self) {
-        *self.2.lock().unwrap() = Some(RecordingEnd::NoFile);
+        *self.recording_end.lock().unwrap() = Some(RecordingEnd::NoFile);
     }
 }
 
@@ -60,20 +61,20 @@ impl MediaAllocator for FakeMedia {
     }
     fn set_remote(&mut self, _: SessionId, _: Side, _: SocketAddr) {}
     fn reserve_leg(&mut self, _: SessionId) -> Result<u16, String> {
-        self.0.lock().unwrap().push(Did::Reserve);
-        self.1.lock().unwrap().retain(|s| s.is_some());
+        self.did.lock().unwrap().push(Did::Reserve);
+        self.secured.lock().unwrap().retain(|s| s.is_some());
         Ok(20004)
     }
     fn switch_leg(&mut self, _: SessionId, side: Side) -> Result<(), String> {
         // The reserved ports' encryption goes with them to the side.
-        let mut secured = self.1.lock().unwrap();
+        let mut secured = self.secured.lock().unwrap();
         let reserved = secured.contains(&None);
         secured.retain(|s| s.is_some() && *s != Some(side));
         if reserved {
             secured.push(Some(side));
         }
         drop(secured);
-        self.0.lock().unwrap().push(Did::Switch(side));
+        self.did.lock().unwrap().push(Did::Switch(side));
         Ok(())
     }
     fn prompt_reserved(
@@ -84,7 +85,7 @@ impl MediaAllocator for FakeMedia {
         _: Option<u8>,
         prompt: Arc<crate::media::Prompt>,
     ) {
-        self.0
+        self.did
             .lock()
             .unwrap()
             .push(Did::PromptReserved(prompt.name.clone()));
@@ -116,52 +117,52 @@ impl MediaAllocator for FakeMedia {
         _: SrtpSuite,
         remote: Option<&SdesKey>,
     ) -> Result<SdesKey, String> {
-        self.0
+        self.did
             .lock()
             .unwrap()
             .push(Did::Secure(side, remote.is_some()));
-        let mut secured = self.1.lock().unwrap();
+        let mut secured = self.secured.lock().unwrap();
         if !secured.contains(&side) {
             secured.push(side);
         }
         Ok(host_key(side))
     }
     fn plain_leg(&mut self, _: SessionId, side: Option<Side>) {
-        let mut secured = self.1.lock().unwrap();
+        let mut secured = self.secured.lock().unwrap();
         if let Some(i) = secured.iter().position(|s| *s == side) {
             secured.remove(i);
-            self.0.lock().unwrap().push(Did::Plain(side));
+            self.did.lock().unwrap().push(Did::Plain(side));
         }
     }
     fn release_reserved(&mut self, _: SessionId) {
-        self.0.lock().unwrap().push(Did::Release);
+        self.did.lock().unwrap().push(Did::Release);
     }
     fn watch_keys(&mut self, _: SessionId, _: Side, _: u8, _: Option<&str>) {}
     fn answer(&mut self, _: SessionId, side: Side, codec: Codec) {
-        self.0.lock().unwrap().push(Did::Answer(side, codec));
+        self.did.lock().unwrap().push(Did::Answer(side, codec));
     }
     fn play(&mut self, _: SessionId, playback: Playback) {
-        self.0.lock().unwrap().push(match playback {
+        self.did.lock().unwrap().push(match playback {
             Playback::Silence => Did::Silence,
             Playback::Once(p) => Did::Play(p.name.clone()),
             Playback::Loop(_) => Did::Ringback,
         });
     }
     fn start_recording(&mut self, _: SessionId, path: &Path) -> Result<(), String> {
-        self.0.lock().unwrap().push(Did::Record);
-        let mut end = self.2.lock().unwrap();
+        self.did.lock().unwrap().push(Did::Record);
+        let mut end = self.recording_end.lock().unwrap();
         end.get_or_insert_with(|| RecordingEnd::File(path.to_owned()));
         Ok(())
     }
     fn stop_recording(&mut self, _: SessionId) -> Option<RecordingEnd> {
-        self.2.lock().unwrap().take()
+        self.recording_end.lock().unwrap().take()
     }
     fn start_stream(&mut self, _: SessionId, request: crate::media::StreamRequest) {
-        self.0.lock().unwrap().push(Did::Stream(request));
+        self.did.lock().unwrap().push(Did::Stream(request));
     }
     fn close(&mut self, _: SessionId) -> MediaReport {
         MediaReport {
-            recording: self.2.lock().unwrap().take(),
+            recording: self.recording_end.lock().unwrap().take(),
             ..MediaReport::default()
         }
     }

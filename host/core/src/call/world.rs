@@ -585,7 +585,6 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
         result
     }
 
-    /// The far end hangs up; the call's record.
     /// The calls' tables still holding entries (none once every call is over and its
     /// last transaction done).
     pub(super) fn tables_left(&self) -> Vec<(&'static str, usize)> {
@@ -593,9 +592,26 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
         sizes.into_iter().filter(|(_, n)| *n > 0).collect()
     }
 
+    /// The far end hangs up; the call's record.
     pub(super) fn far_end_hangs_up(&mut self) -> CallRecord {
         let bye = self.far_end_request("BYE", 2);
         self.deliver(FAR_END, &bye);
+        self.records.pop().expect("the call ended")
+    }
+
+    /// The far end of a call the desk placed ([`World::placed`]) hangs up; the call's
+    /// record.
+    pub(super) fn placed_call_far_end_hangs_up(&mut self) -> CallRecord {
+        let trunk_invite = self.invites[&addr(TRUNK)].clone();
+        let m = message::parse(trunk_invite.as_bytes()).expect("the host's INVITE parses");
+        let bye = format!(
+            "BYE sip:wasmpbx@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {TRUNK};branch=z9hG4bK-trunk-bye\r\n\
+From: {};tag=dev\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: 5 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+            message::header_value(&m, "To").unwrap(),
+            message::header_value(&m, "From").unwrap(),
+            message::call_id(&m).unwrap()
+        );
+        self.deliver(TRUNK, &bye);
         self.records.pop().expect("the call ended")
     }
 }
