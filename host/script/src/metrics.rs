@@ -8,13 +8,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Fallback causes, in the order they are counted.
-pub const CAUSES: [&str; 6] = [
+pub const CAUSES: [&str; 7] = [
     "missing",
     "no-export",
     "deadline",
     "memory",
     "trap",
     "invalid-action",
+    // The host's own code failing around the script (a bug, caught).
+    "host",
 ];
 /// Upper bounds of the latency histogram, in seconds.
 pub const BUCKETS: [f64; 10] = [
@@ -174,6 +176,7 @@ mod tests {
         m.record_decision("front-door", "aaa", Duration::from_micros(300));
         m.record_fallback("front-door", "bbb", "deadline");
         m.record_fallback("night", "", "missing");
+        m.record_fallback("night", "", "host");
         let snapshot = m.snapshot();
         let names: Vec<(&str, &str)> = snapshot
             .versions
@@ -192,7 +195,11 @@ mod tests {
         assert_eq!(aaa.latency_sum, Duration::from_micros(330));
         assert_eq!(snapshot.versions[1].fallbacks[2], 1, "deadline");
         assert_eq!(snapshot.versions[2].fallbacks[0], 1, "missing");
-        assert_eq!((m.decisions(), m.fallbacks()), (2, 2));
+        assert_eq!(
+            snapshot.versions[2].fallbacks[6], 1,
+            "the host's own failure"
+        );
+        assert_eq!((m.decisions(), m.fallbacks()), (2, 3));
     }
 
     #[test]

@@ -1039,8 +1039,17 @@ async fn run_shard(
                         let (decision, loaded) = script_lane::answer_or(serve, || {
                             let config = scripts.services.config.load_full();
                             let location = location.as_deref().and_then(|l| config.location(l));
+                            let cause = "host";
+                            // Counted and told like a script's own failure: whichever
+                            // code failed, the call took the fallback.
+                            scripts.metrics.record_fallback(&script, "", cause);
+                            events.publish(|| crate::events::What::Fallback {
+                                session: session.to_string(),
+                                script: script.clone(),
+                                cause,
+                            });
                             let fallback = Fallback {
-                                cause: "host",
+                                cause,
                                 message: "the host failed running the script".into(),
                             };
                             (Decision::fallback(&event, location, None, fallback), None)
