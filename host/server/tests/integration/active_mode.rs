@@ -184,10 +184,13 @@ fn assert_invited(department: SippServer, numbers: &[&str]) {
     }
 }
 
-#[test]
-fn the_caller_hears_the_welcome_presses_2_and_reaches_billing_recorded() {
+/// A caller in a recorded location (`record = "true"`) presses 2 and reaches billing,
+/// which answers; `meanwhile` runs on the started server before the call. The server,
+/// the probe that was the caller's media, and the call's record.
+fn recorded_billing_call(meanwhile: impl FnOnce(&Server)) -> (Server, Probe, serde_json::Value) {
     let billing = department(1, 3000);
     let server = server(billing.port, "record = \"true\"");
+    meanwhile(&server);
     let probe = Probe::start();
     assert_eq!(
         call(&server, "active_caller_rfc4733.xml", probe.port),
@@ -196,10 +199,17 @@ fn the_caller_hears_the_welcome_presses_2_and_reaches_billing_recorded() {
         server.log()
     );
     assert_invited(billing, &[BILLING]);
-    let cdr = &server.cdrs()[0];
-    assert_eq!(tag(cdr, "department"), Some("billing"), "{cdr}");
+    let cdr = server.cdrs()[0].clone();
+    assert_eq!(tag(&cdr, "department"), Some("billing"), "{cdr}");
+    assert_eq!(cdr["disposition"], "answered", "{cdr}");
+    (server, probe, cdr)
+}
+
+#[test]
+fn the_caller_hears_the_welcome_presses_2_and_reaches_billing_recorded() {
+    let (server, probe, cdr) = recorded_billing_call(|_| {});
+    let cdr = &cdr;
     assert_eq!(cdr["legs"][0][0], BILLING);
-    assert_eq!(cdr["disposition"], "answered");
     assert_eq!(cdr["fallback"], false);
     assert!(cdr["digits"].as_str().unwrap().contains('2'), "{cdr}");
 
@@ -277,23 +287,12 @@ fn the_caller_hears_the_welcome_presses_2_and_reaches_billing_recorded() {
 
 #[test]
 fn a_recording_that_cannot_be_written_costs_the_call_nothing_and_is_not_in_its_record() {
-    let billing = department(1, 3000);
-    let server = server(billing.port, "record = \"true\"");
-    // The recordings' folder turns into a file under the running server.
-    let recordings = server.dir.path().join("recordings");
-    let _ = std::fs::remove_dir_all(&recordings);
-    std::fs::write(&recordings, b"not a folder").unwrap();
-    let probe = Probe::start();
-    assert_eq!(
-        call(&server, "active_caller_rfc4733.xml", probe.port),
-        0,
-        "{}",
-        server.log()
-    );
-    assert_invited(billing, &[BILLING]);
-    let cdr = &server.cdrs()[0];
-    assert_eq!(cdr["disposition"], "answered", "{cdr}");
-    assert_eq!(tag(cdr, "department"), Some("billing"), "{cdr}");
+    let (server, _probe, cdr) = recorded_billing_call(|server| {
+        // The recordings' folder turns into a file under the running server.
+        let recordings = server.dir.path().join("recordings");
+        let _ = std::fs::remove_dir_all(&recordings);
+        std::fs::write(&recordings, b"not a folder").unwrap();
+    });
     assert_eq!(cdr["recording"], serde_json::Value::Null, "{cdr}");
     let log = server.log();
     assert!(log.contains("cannot record"), "{log}");
