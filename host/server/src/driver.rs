@@ -369,6 +369,12 @@ fn note_timer_lag(
 /// sick disk delays calls' messages by this much, and stops no call.
 pub const RECORD_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// At the end of a drain, or once the rest was hung up: how long the ended calls' scripts
+/// have to answer `call-ended` (their tags complete the records) before the shard stops
+/// anyway. Each answer takes at most the script deadline; this covers a queue of them
+/// behind a slow one.
+const LAST_WORDS_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A step's network output, sent once its call records are written.
 enum Io {
     Send { peer: Peer, bytes: Vec<u8> },
@@ -812,6 +818,11 @@ async fn run_shard(
     let sharded = dispatch.shards() > 1;
     // Set while draining: when what is left is hung up.
     let mut drain_until: Option<std::time::Instant> = None;
+    // Set once what was left is hung up (drain timeout or second signal): this shard
+    // stops as soon as its ended calls' scripts have had their last word.
+    let mut hung_up_all = false;
+    // Once no call is left: until when the ended calls' `call-ended` answers are awaited.
+    let mut last_words_until: Option<std::time::Instant> = None;
     // Whether this shard has no call left while draining, and how many have.
     let (mut drained, mut all_drained) = (false, dispatch.watch_drained());
     // When the loop last said it ran late.
@@ -819,14 +830,18 @@ async fn run_shard(
     let mut admission = crate::overload::Admission::default();
 
     loop {
-        let deadline = pbx.poll_timeout().into_iter().chain(held.deadline()).min();
+        let deadline = pbx
+            .poll_timeout()
+            .into_iter()
+            .chain(held.deadline())
+            .chain(last_words_until.filter(|_| !drained))
+            .min();
         let drain_over = async {
             match drain_until {
                 Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
                 None => std::future::pending().await,
             }
         };
-        let mut finish = false;
         let sleep = async {
             match deadline {
                 Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
@@ -940,7 +955,7 @@ async fn run_shard(
                 }
                 pbx.handle_timeout(ambient());
             }
-            changed = stop.changed() => {
+            changed = stop.changed(), if !hung_up_all => {
                 let asked = if changed.is_ok() { *stop.borrow() } else { Stop::Now };
                 if asked == Stop::Drain && drain_until.is_none() {
                     let drain_timeout = std::time::Duration::from_secs(pbx.config().server.drain_timeout_s.into());
@@ -950,16 +965,20 @@ async fn run_shard(
                     drain_until = Some(monotonic_now() + drain_timeout);
                 } else if asked == Stop::Now {
                     tracing::info!(live_calls = pbx.calls.count(), "second signal: hanging up what is left");
+                    if drain_until.is_none() {
+                        // No new call while the last words are awaited.
+                        pbx.start_draining(1);
+                    }
                     pbx.hang_up_all(ambient());
-                    finish = true;
+                    hung_up_all = true;
                 }
             }
             // Another shard drained: this one may be the last waiting (below).
             Ok(()) = all_drained.changed(), if drained => {}
-            _ = drain_over => {
+            _ = drain_over, if !hung_up_all => {
                 tracing::info!(live_calls = pbx.calls.count(), "drain timeout: hanging up what is left");
                 pbx.hang_up_all(ambient());
-                finish = true;
+                hung_up_all = true;
             }
         }
         // Call records go to the store before the messages they describe leave, so a
@@ -1161,14 +1180,27 @@ async fn run_shard(
             held.release(&mut network, monotonic_now(), &stats).await;
         }
         // The drain is over when the last call has ended (its BYEs and record are out) on
-        // every shard.
-        if drain_until.is_some() && pbx.calls.count() == 0 && !drained {
-            drained = true;
-            dispatch.drained();
+        // every shard, and the ended calls' scripts have answered `call-ended` (their tags
+        // complete the records) or were given LAST_WORDS_WAIT to.
+        let none_left = hung_up_all || (drain_until.is_some() && pbx.calls.count() == 0);
+        if none_left && !drained {
+            let now = monotonic_now();
+            let until = *last_words_until.get_or_insert(now + LAST_WORDS_WAIT);
+            let unanswered = pbx.calls.awaiting_call_ended();
+            if unanswered == 0 || now >= until {
+                if unanswered > 0 {
+                    tracing::warn!(
+                        calls = unanswered,
+                        "stopping without the call-ended answers of {unanswered} calls (their records stand without those tags)"
+                    );
+                }
+                drained = true;
+                dispatch.drained();
+            }
         }
-        if finish || (drained && *all_drained.borrow_and_update() == dispatch.shards()) {
+        if drained && (hung_up_all || *all_drained.borrow_and_update() == dispatch.shards()) {
             held.flush(&mut network, &stats).await;
-            if finish {
+            if hung_up_all {
                 // The BYEs just queued for TCP and WebSocket peers: let their writers send.
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }

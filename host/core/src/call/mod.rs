@@ -2046,6 +2046,12 @@ impl Calls {
         self.sessions.len()
     }
 
+    /// Ended calls whose script has not yet answered `call-ended` (its tags would be
+    /// written into their records).
+    pub fn awaiting_call_ended(&self) -> usize {
+        self.ending.len()
+    }
+
     /// The Call-IDs of this shard's dialogs that hash to another shard (a pulling
     /// device's, handed over): the dispatcher keeps sending their messages here.
     pub fn foreign_call_ids(&self, shard: Shard) -> impl Iterator<Item = &str> {

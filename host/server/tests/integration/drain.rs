@@ -5,18 +5,34 @@
 
 use std::time::Duration;
 
-use crate::common::callers::{Callers, FLIP, listen_location, records_by_call_id};
+use crate::common::callers::{Callers, FLIP, records_by_call_id, return_trunk, sydney};
 use crate::common::server::{Server, SippServer, http, sipp};
 
+/// The tag the script sets at `call-ended` (to the call's duration).
+const LAST_WORD: &str = "ended_after_ms";
+
+/// The location forwards like `listen`; its script tags each call at `call-ended`.
 fn config(return_port: u16, drain_timeout_s: u32) -> String {
     format!(
-        "[server]\ndrain_timeout_s = {drain_timeout_s}\n{}",
-        listen_location(return_port)
+        "[server]\ndrain_timeout_s = {drain_timeout_s}\n{}{}tag_at_end = \"{LAST_WORD}\"\n",
+        return_trunk(return_port),
+        sydney("misbehave"),
     )
 }
 
 fn start(config: &str) -> Server {
-    Server::start_with_scripts(config, &[("listen", test_components::LISTEN)])
+    Server::start_with_scripts(config, &[("misbehave", test_components::MISBEHAVE)])
+}
+
+/// The record has the tag the script set at `call-ended`: its last word was not lost
+/// to the shutdown.
+fn assert_last_word(record: &serde_json::Value) {
+    let tagged = record["tags"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|t| t[0] == LAST_WORD && t[1].as_str().is_some_and(|v| v.parse::<u64>().is_ok()));
+    assert!(tagged, "no {LAST_WORD} tag: {record}");
 }
 
 /// `calls` PSTN calls running `scenario` from the trunk, in a thread: SIPp's exit code.
@@ -87,6 +103,7 @@ fn sigterm_refuses_new_calls_lets_live_ones_end_and_exits_0() {
         .filter(|r| r["disposition"] == "answered")
         .count();
     assert_eq!(answered, 10, "{records:#?}");
+    records.iter().for_each(assert_last_word);
     assert!(
         records
             .iter()
@@ -125,6 +142,7 @@ fn sigterm_under_steady_load_refuses_every_new_call_and_cuts_none() {
         let record = by_call_id[call_id.as_str()];
         assert_eq!(record["state"], "ended", "{record}");
         assert_eq!(record["end_reason"], "caller hung up", "{record}");
+        assert_last_word(record);
     }
     for call_id in &seen.refused {
         assert!(
@@ -187,6 +205,7 @@ fn hung_up_at_the_end(drain_timeout_s: u32, second_signal: bool) -> String {
     for record in &records {
         assert_eq!(record["disposition"], "answered", "{record}");
         assert_eq!(record["end_reason"], "server shutting down", "{record}");
+        assert_last_word(record);
     }
     log
 }

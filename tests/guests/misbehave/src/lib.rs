@@ -1,7 +1,11 @@
 //! A script that misbehaves on demand. The dialled number (for routing) or the user id
-//! (for flip policy) picks the misbehaviour; anything else behaves like `listen`.
+//! (for flip policy) picks the misbehaviour; anything else behaves like `listen`. With
+//! the location var `tag_at_end` set, it names a tag the call's `call-ended` sets to the
+//! call's duration (the script's last word on the record).
 
-use wasmpbx_guest::{Action, Call, Decision, FlipPolicy, FlipRequest, Gather, Router, Say, host};
+use wasmpbx_guest::{
+    Action, Call, CallEnded, Decision, FlipPolicy, FlipRequest, Gather, Router, Say, host,
+};
 
 struct Misbehave;
 
@@ -46,6 +50,13 @@ impl Router for Misbehave {
                 host::var("return_number").unwrap_or_else(|| "100".into()),
                 30_000,
             )],
+        }
+    }
+
+    fn call_ended(_call: &Call, ended: &CallEnded) -> Vec<Action> {
+        match host::var("tag_at_end") {
+            Some(name) => vec![Action::tag(name, ended.duration_ms.to_string())],
+            None => Vec::new(),
         }
     }
 }
