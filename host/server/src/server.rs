@@ -369,17 +369,24 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     let _ = shutdown_tx.send(true);
     let (watched, http, reloaded) = (watcher.await, http.await, reloader.await);
-    // The driver has ended: the writer writes what is queued, then stops — before any
-    // error below is reported.
-    tokio::task::spawn_blocking(move || writer_thread.join())
-        .await?
-        .map_err(|_| anyhow::anyhow!("the store writer panicked"))?;
-    // The calls' recordings are finished and named.
-    tokio::task::spawn_blocking(move || recordings.sync()).await?;
-    // So does the decision journal, decisions and shadow results alike.
-    tokio::task::spawn_blocking(move || journal_thread.finish())
-        .await?
-        .map_err(|_| anyhow::anyhow!("the decision journal panicked"))?;
+    // The driver has ended: the writer writes what is queued, then stops; the calls'
+    // recordings are finished and named; the decision journal writes what is queued,
+    // decisions and shadow results alike. Each is waited for even if one before failed,
+    // and only then is an error reported.
+    let written = tokio::task::spawn_blocking(move || writer_thread.join())
+        .await
+        .map_err(anyhow::Error::from)
+        .and_then(|joined| joined.map_err(|_| anyhow::anyhow!("the store writer panicked")));
+    let recorded = tokio::task::spawn_blocking(move || recordings.sync()).await;
+    let journaled = tokio::task::spawn_blocking(move || journal_thread.finish())
+        .await
+        .map_err(anyhow::Error::from)
+        .and_then(|finished| {
+            finished.map_err(|_| anyhow::anyhow!("the decision journal panicked"))
+        });
+    written?;
+    recorded?;
+    journaled?;
     watched??;
     reloaded??;
     sip??;
