@@ -35,7 +35,7 @@ use wasmpbx_types::script::ScriptVersion;
 
 mod dispatch;
 mod script_lane;
-use dispatch::{Dispatch, PIN_RENEW};
+use dispatch::{Dispatch, Handed, PIN_RENEW};
 
 /// What the listeners, connections and the other shards send a core task.
 enum Input {
@@ -270,6 +270,8 @@ pub struct CallStats {
     /// Connections to a `tls:` listener whose handshake failed (no shared cipher, not
     /// TLS at all, no answer in time).
     pub tls_handshakes_failed: std::sync::atomic::AtomicU64,
+    /// SIP datagrams dropped because their shard's inbox was full (the shard stalled).
+    pub sip_dropped_busy: std::sync::atomic::AtomicU64,
     /// How long SIP messages wait for the core, smoothed (microseconds): the overload
     /// signal ([`crate::overload::Admission`]).
     pub sip_wait_us: std::sync::atomic::AtomicU64,
@@ -336,6 +338,10 @@ pub const TIMER_LATE: [std::time::Duration; 3] = [
     std::time::Duration::from_secs(1),
 ];
 
+/// How often the loop's and the receivers' warnings of an overloaded host are logged, at
+/// most.
+const SAY_AT_MOST_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// A timer fired `lag` after it was due: count it, and say so when it is over a second
 /// (once a minute at most: a loop that late means the machine or the host is overloaded).
 fn note_timer_lag(
@@ -352,8 +358,7 @@ fn note_timer_lag(
     }
     let micros = u64::try_from(lag.as_micros()).unwrap_or(u64::MAX);
     stats.timer_lag_max_us.fetch_max(micros, Relaxed);
-    let quiet = said
-        .is_some_and(|at| now.saturating_duration_since(at) < std::time::Duration::from_secs(60));
+    let quiet = said.is_some_and(|at| now.saturating_duration_since(at) < SAY_AT_MOST_EVERY);
     if lag > TIMER_LATE[2] && !quiet {
         tracing::warn!(
             lag_ms = lag.as_millis() as u64,
@@ -712,7 +717,11 @@ pub async fn run(
         tls: tls_listeners,
     } = sockets;
     for socket in &udp {
-        tokio::spawn(udp_receiver(socket.clone(), dispatch.clone()));
+        tokio::spawn(udp_receiver(
+            socket.clone(),
+            dispatch.clone(),
+            wiring.stats.clone(),
+        ));
     }
     for listener in tcp {
         tokio::spawn(tcp_acceptor(listener, dispatch.clone()));
@@ -1496,9 +1505,11 @@ fn spawn_trunk_resolvers(
     Ok(tasks)
 }
 
-async fn udp_receiver(socket: Arc<UdpSocket>, dispatch: Arc<Dispatch>) {
+async fn udp_receiver(socket: Arc<UdpSocket>, dispatch: Arc<Dispatch>, stats: Arc<CallStats>) {
     // One byte more than the limit, so an oversized datagram is seen as such.
     let mut buf = vec![0u8; MAX_MESSAGE_BYTES + 1];
+    // When the log last said a shard was dropping datagrams.
+    let mut said: Option<std::time::Instant> = None;
     loop {
         match socket.recv_from(&mut buf).await {
             Ok((n, addr)) => {
@@ -1506,11 +1517,24 @@ async fn udp_receiver(socket: Arc<UdpSocket>, dispatch: Arc<Dispatch>) {
                     transport: Transport::Udp,
                     addr,
                 };
-                if !dispatch
-                    .bytes(buf[..n].to_vec(), peer, monotonic_now())
-                    .await
-                {
-                    return;
+                let now = monotonic_now();
+                match dispatch.datagram(buf[..n].to_vec(), peer, now) {
+                    Handed::Queued => {}
+                    Handed::Dropped { shard } => {
+                        stats
+                            .sip_dropped_busy
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if said
+                            .is_none_or(|at| now.saturating_duration_since(at) >= SAY_AT_MOST_EVERY)
+                        {
+                            tracing::warn!(
+                                shard,
+                                "a signalling shard is far behind: its datagrams are dropped"
+                            );
+                            said = Some(now);
+                        }
+                    }
+                    Handed::Stopped => return,
                 }
             }
             // ICMP port unreachable surfaces as an error on Linux: keep serving.

@@ -47,6 +47,7 @@ pub struct Snapshot {
     pub store_writes_dropped: u64,
     pub records_late: u64,
     pub tls_handshakes_failed: u64,
+    pub sip_dropped_busy: u64,
     pub sip_wait: f64,
     pub timers_late: [u64; 3],
     pub timer_lag_max: f64,
@@ -103,6 +104,7 @@ impl Snapshot {
             store_writes_dropped: calls.store_writes_dropped.load(Relaxed),
             records_late: calls.records_late.load(Relaxed),
             tls_handshakes_failed: calls.tls_handshakes_failed.load(Relaxed),
+            sip_dropped_busy: calls.sip_dropped_busy.load(Relaxed),
             sip_wait: calls.sip_wait_us.load(Relaxed) as f64 / 1e6,
             timers_late: calls.timers_late.each_ref().map(|t| t.load(Relaxed)),
             timer_lag_max: calls.timer_lag_max_us.load(Relaxed) as f64 / 1e6,
@@ -245,6 +247,13 @@ impl Snapshot {
             "wasmpbx_sip_malformed",
             "SIP messages refused as malformed.",
             self.core.malformed,
+        )?;
+        counter(
+            out,
+            "wasmpbx_sip_dropped_busy",
+            "SIP datagrams dropped because their signalling shard was thousands of messages \
+             behind (stalled); their senders retransmit.",
+            self.sip_dropped_busy,
         )?;
         counters(
             out,

@@ -30,6 +30,18 @@ struct Pin {
     until: Instant,
 }
 
+/// What became of a datagram handed to its shard ([`Dispatch::datagram`]).
+#[derive(Debug, PartialEq)]
+pub(super) enum Handed {
+    Queued,
+    /// The shard's inbox was full.
+    Dropped {
+        shard: usize,
+    },
+    /// The shards have stopped.
+    Stopped,
+}
+
 /// Shared by the shards, the listeners and the admin API: the inboxes, the stream
 /// connections, the pins, and how far a drain has come.
 pub(super) struct Dispatch {
@@ -81,8 +93,27 @@ impl Dispatch {
         }
     }
 
-    /// Send a message read off the network to its shard; false once the shards have
-    /// stopped.
+    /// Hand a datagram read off a UDP socket to its shard without waiting: a shard whose
+    /// inbox is full (thousands of inputs behind: stalled) has it dropped — its sender
+    /// retransmits, as it would had the socket's buffer overflowed — so that one shard
+    /// never holds up the datagrams of the others queued behind it on the socket.
+    pub(super) fn datagram(&self, bytes: Vec<u8>, peer: Peer, received: Instant) -> Handed {
+        let shard = self.shard_for(&bytes);
+        let input = Input::Bytes {
+            bytes,
+            peer,
+            received,
+        };
+        match self.inboxes[shard].try_send(input) {
+            Ok(()) => Handed::Queued,
+            Err(mpsc::error::TrySendError::Full(_)) => Handed::Dropped { shard },
+            Err(mpsc::error::TrySendError::Closed(_)) => Handed::Stopped,
+        }
+    }
+
+    /// Send a message read off a stream connection to its shard, waiting for room (a
+    /// stream is not retransmitted: only this connection waits); false once the shards
+    /// have stopped.
     pub(super) async fn bytes(&self, bytes: Vec<u8>, peer: Peer, received: Instant) -> bool {
         let shard = self.shard_for(&bytes);
         self.to(
@@ -276,6 +307,38 @@ mod tests {
         dispatch.renew(elsewhere, std::iter::empty(), now + PIN_LEASE * 2);
         assert_eq!(dispatch.shard_for(&message("a@h")), by_hash("a@h"));
         assert_eq!(dispatch.pinned.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_shard_with_a_full_inbox_has_its_datagrams_dropped_and_holds_up_no_other() {
+        let (to_first, mut first) = mpsc::channel(1);
+        let (to_second, second) = mpsc::channel(1);
+        let dispatch = Dispatch::new(vec![to_first, to_second]);
+        let peer = Peer {
+            transport: crate::sip::transaction::Transport::Udp,
+            addr: "127.0.0.1:5060".parse().unwrap(),
+        };
+        let on = |shard: usize| {
+            (0..)
+                .map(|n| format!("call-{n}@h"))
+                .find(|id| shard_of(id.as_bytes(), 2) == shard)
+                .unwrap()
+        };
+        let now = crate::clock::monotonic_now();
+        let to_second = || dispatch.datagram(message(&on(1)), peer, now);
+        assert_eq!(to_second(), Handed::Queued);
+        // The second shard reads nothing more: its inbox is full.
+        assert_eq!(to_second(), Handed::Dropped { shard: 1 });
+        // The first shard's datagrams still go straight through.
+        for _ in 0..3 {
+            assert_eq!(
+                dispatch.datagram(message(&on(0)), peer, now),
+                Handed::Queued
+            );
+            assert!(first.try_recv().is_ok());
+        }
+        drop(second);
+        assert_eq!(to_second(), Handed::Stopped);
     }
 
     #[test]
