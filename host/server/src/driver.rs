@@ -475,6 +475,12 @@ impl CoreHandle {
         self.ask(HOME, Query::Registrations).await
     }
 
+    /// How many registrations there are, and phones behind the edge: counted on the
+    /// home shard's task, nothing copied (a scrape of `/metrics` asks every 15 s or so).
+    pub async fn registration_counts(&self) -> Option<(usize, usize)> {
+        self.ask(HOME, Query::RegistrationCounts).await
+    }
+
     /// The cores' message counters, summed.
     pub async fn counters(&self) -> Option<PbxCounters> {
         let all = self.ask_all(Query::Counters).await?;
@@ -617,6 +623,7 @@ pub struct Registrations {
 
 enum Query {
     Registrations(tokio::sync::oneshot::Sender<Registrations>),
+    RegistrationCounts(tokio::sync::oneshot::Sender<(usize, usize)>),
     Calls(tokio::sync::oneshot::Sender<Vec<CallSummary>>),
     SignIn {
         extension: String,
@@ -920,6 +927,9 @@ async fn run_shard(
                             here: pbx.registrar.all().cloned().collect(),
                             behind_edge: pbx.registrar.behind_edge().cloned().collect(),
                         });
+                    }
+                    Query::RegistrationCounts(reply) => {
+                        let _ = reply.send((pbx.registrar.all().count(), pbx.registrar.behind_edge().count()));
                     }
                     Query::Calls(reply) => { let _ = reply.send(pbx.calls.summaries()); }
                     Query::SignIn { extension, password, source, reply } => {

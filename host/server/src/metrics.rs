@@ -87,10 +87,11 @@ impl Snapshot {
     pub async fn take(admin: &Admin) -> Self {
         let relay = &admin.relay;
         let calls = &admin.calls;
-        let registrations = admin.core.registrations().await;
+        let (registrations, phones_behind_edge) =
+            admin.core.registration_counts().await.unwrap_or_default();
         Snapshot {
-            registrations: registrations.as_ref().map_or(0, |r| r.here.len()),
-            phones_behind_edge: registrations.as_ref().map_or(0, |r| r.behind_edge.len()),
+            registrations,
+            phones_behind_edge,
             active_calls: admin.core.health().await.map_or(0, |h| h.live_calls),
             core: admin.core.counters().await.unwrap_or_default(),
             trunks: admin.core.trunks().await.unwrap_or_default(),
