@@ -1,14 +1,11 @@
 //! Forwarding to a user: every registered device rings at once; the first to answer
 //! becomes the outbound leg and the others are cancelled.
 
-use std::cmp::Reverse;
-use std::time::Duration;
-
 use super::requests::{
     Dialog, InviteParts, Via, addr_spec, caller_response, initial_invite, route_set_of_response,
     with_tag,
 };
-use super::{Calls, Ctx, Outbound, Phase, SessionId, TimerKind, srtp};
+use super::{Calls, Ctx, Outbound, Phase, SessionId, srtp, start_ringing};
 use crate::media::Side;
 use crate::registrar::Binding;
 use crate::routing::{Event, ForwardTarget};
@@ -68,15 +65,13 @@ impl Calls {
         let Some(session) = self.sessions.get_mut(&id) else {
             return;
         };
-        session.phase = Phase::Forwarding;
-        session.ring_generation += 1;
-        let deadline = ctx.ambient.now + Duration::from_millis(u64::from(ring_timeout_ms));
-        self.timers.push(Reverse((
-            deadline,
-            TimerKind::Ring,
+        start_ringing(
+            &mut self.timers,
             id,
-            session.ring_generation,
-        )));
+            session,
+            ctx.ambient.now,
+            ring_timeout_ms,
+        );
     }
 
     /// Send one device of a user an INVITE with `offer`, for media on `side` (none: the

@@ -159,6 +159,26 @@ enum TimerKind {
 /// are not removed; they are recognised when they fire.
 type Timers = BinaryHeap<Reverse<(Instant, TimerKind, SessionId, u64)>>;
 
+/// A forward starts ringing: the call's phase, and a ring timer of a new generation
+/// (an earlier forward's ring timer is stale from now on).
+fn start_ringing(
+    timers: &mut Timers,
+    id: SessionId,
+    session: &mut Session,
+    now: Instant,
+    ring_timeout_ms: u32,
+) {
+    session.phase = Phase::Forwarding;
+    session.ring_generation += 1;
+    let deadline = now + std::time::Duration::from_millis(u64::from(ring_timeout_ms));
+    timers.push(Reverse((
+        deadline,
+        TimerKind::Ring,
+        id,
+        session.ring_generation,
+    )));
+}
+
 /// The next timer due at `now`, taken off the heap.
 fn pop_due(timers: &mut Timers, now: Instant) -> Option<(TimerKind, SessionId, u64)> {
     let Reverse((at, ..)) = timers.peek()?;

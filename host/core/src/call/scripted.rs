@@ -25,7 +25,7 @@ use super::push::Refusal;
 use super::requests::{Dialog, InviteParts, initial_invite};
 use super::session::{Outbound, Phase, Session};
 use super::trunk_legs::TrunkLeg;
-use super::{Calls, Ctx, TimerKind, engaged, srtp};
+use super::{Calls, Ctx, TimerKind, engaged, srtp, start_ringing};
 
 impl Calls {
     /// The script's decision for one event of a session.
@@ -374,15 +374,13 @@ impl Calls {
             bridge: None,
             trunk: Some(trunk_leg),
         });
-        session.phase = Phase::Forwarding;
-        session.ring_generation += 1;
-        let deadline = ctx.ambient.now + Duration::from_millis(u64::from(ring_timeout_ms));
-        self.timers.push(Reverse((
-            deadline,
-            TimerKind::Ring,
+        start_ringing(
+            &mut self.timers,
             id,
-            session.ring_generation,
-        )));
+            session,
+            ctx.ambient.now,
+            ring_timeout_ms,
+        );
         self.by_call_id.insert(call_id, id);
         self.by_client_txn.insert(txn, id);
         self.ringback(ctx, id);
