@@ -27,6 +27,9 @@ pub const PHONES_BEHIND_EDGE: &str = "phones-behind-edge";
 pub const MAX_EXPIRES: u32 = 3600;
 /// Shorter registrations are refused with 423.
 pub const MIN_EXPIRES: u32 = 60;
+/// The most devices one user may have registered at once: a REGISTER that would take a
+/// user past it is refused (403), as is one listing more contacts.
+pub const MAX_BINDINGS_PER_USER: usize = 16;
 /// Failures from one address within [`THROTTLE_WINDOW_SECS`] that block it.
 pub const THROTTLE_FAILURES: usize = 10;
 pub const THROTTLE_WINDOW_SECS: i64 = 60;
@@ -59,12 +62,59 @@ struct SourceRecord {
 
 /// The sources failing authentication: their recent failures and blocks.
 #[derive(Clone, Default)]
-pub struct FailingSources(Arc<Mutex<HashMap<IpAddr, SourceRecord>>>);
+pub struct FailingSources(Arc<Mutex<Sources>>);
+
+#[derive(Default)]
+struct Sources {
+    /// By [`throttle_key`].
+    records: HashMap<IpAddr, SourceRecord>,
+    /// When the table was last cut back to [`SOURCES_KEPT`] (once a second at most, so a
+    /// flood of failures from ever new sources does not scan it at each one).
+    cut_at: i64,
+}
+
+/// How many failing sources the throttle tracks before it forgets some.
+const SOURCES_KEPT: usize = 10_000;
 
 impl FailingSources {
-    fn lock(&self) -> MutexGuard<'_, HashMap<IpAddr, SourceRecord>> {
+    fn lock(&self) -> MutexGuard<'_, Sources> {
         // Failures left by a panicking holder are still failures.
         self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Sources {
+    /// Forget the sources with nothing recent; if that is not enough (a flood from ever
+    /// new addresses), forget sources that are not blocked, then any, down to the bound.
+    fn cut(&mut self, now_secs: i64) {
+        self.cut_at = now_secs;
+        self.records.retain(|_, r| {
+            r.blocked_until.is_some_and(|u| u > now_secs)
+                || r.failures
+                    .back()
+                    .is_some_and(|t| now_secs - t < THROTTLE_WINDOW_SECS)
+        });
+        for keep_blocked in [true, false] {
+            let mut over = self.records.len().saturating_sub(SOURCES_KEPT);
+            self.records.retain(|_, r| {
+                let blocked = r.blocked_until.is_some_and(|u| u > now_secs);
+                let forget = over > 0 && !(keep_blocked && blocked);
+                over -= usize::from(forget);
+                !forget
+            });
+        }
+    }
+}
+
+/// What the throttle counts a source as: its address, or for IPv6 its /64 (one host's
+/// usual allocation, every address of which it may send from).
+fn throttle_key(source: IpAddr) -> IpAddr {
+    match source {
+        IpAddr::V4(_) => source,
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(std::net::Ipv6Addr::from(prefix))
+        }
     }
 }
 
@@ -299,7 +349,8 @@ impl Registrar {
     pub fn is_throttled(&self, now_secs: i64, source: IpAddr) -> bool {
         self.sources
             .lock()
-            .get(&source)
+            .records
+            .get(&throttle_key(source))
             .and_then(|r| r.blocked_until)
             .is_some_and(|until| until > now_secs)
     }
@@ -308,16 +359,10 @@ impl Registrar {
     fn record_failure(&mut self, now_secs: i64, source: IpAddr) {
         self.auth_failed += 1;
         let mut sources = self.sources.lock();
-        // Keep the table bounded: forget addresses with nothing recent.
-        if sources.len() > 10_000 {
-            sources.retain(|_, r| {
-                r.blocked_until.is_some_and(|u| u > now_secs)
-                    || r.failures
-                        .back()
-                        .is_some_and(|t| now_secs - t < THROTTLE_WINDOW_SECS)
-            });
+        if sources.records.len() >= SOURCES_KEPT && sources.cut_at != now_secs {
+            sources.cut(now_secs);
         }
-        let record = sources.entry(source).or_default();
+        let record = sources.records.entry(throttle_key(source)).or_default();
         record.failures.push_back(now_secs);
         while record
             .failures
@@ -434,9 +479,20 @@ impl Registrar {
                 Ok(user)
             }
             Err(AuthFailure::Stale) => Err(challenge(self, entropy, true)),
+            // A nonce this host did not issue: one from before a restart (a phone sending
+            // its credentials up front), another node's, or made up. Nothing was tried
+            // against a password: a fresh challenge, not counted.
+            Err(AuthFailure::ForeignNonce) => {
+                tracing::info!(%ip, method = %request.method, "a nonce this host did not issue: challenged afresh");
+                Err(challenge(self, entropy, false))
+            }
             Err(failure) => {
                 tracing::warn!(%ip, method = %request.method, "authentication failed: {failure}");
-                self.record_failure(now_secs, ip);
+                // Only a password tried counts towards the throttle: anything else (a
+                // malformed header) anyone could send from a forged address for free.
+                if failure.tried_a_password() {
+                    self.record_failure(now_secs, ip);
+                }
                 Err(message::response_to(request, 403, Some(&entropy.token())))
             }
         }
@@ -575,23 +631,21 @@ impl Registrar {
         let call_id = message::call_id(&message).unwrap_or_default();
         let cseq = message::cseq(&message).map_or(0, |c| c.0);
         let user_agent = message::header_value(&message, "User-Agent");
-        let mut changes = Vec::new();
-
-        if contacts.iter().any(|c| c.uri == "*") {
-            if contacts.len() != 1 || default_expires != 0 {
-                return RegisterOutcome {
-                    response: message::response_to(request, 400, Some(&to_tag)),
-                    changes,
-                };
-            }
-            for b in self.bindings.remove(&user_id).unwrap_or_default() {
-                changes.push(BindingChange::Remove {
-                    user_id: b.user_id,
-                    contact: b.contact,
-                });
-            }
-            tracing::info!(user = %user_id, "all registrations removed");
+        let wildcard = contacts.iter().any(|c| c.uri == "*");
+        if wildcard && (contacts.len() != 1 || default_expires != 0) {
+            return RegisterOutcome {
+                response: message::response_to(request, 400, Some(&to_tag)),
+                changes: Vec::new(),
+            };
         }
+        // RFC 3261 §10.3 steps 6–7: every contact is checked before any binding changes,
+        // so a request that fails changes nothing.
+        let refusal = |code: u16| RegisterOutcome {
+            response: message::response_to(request, code, Some(&to_tag)),
+            changes: Vec::new(),
+        };
+        let held = self.bindings.get(&user_id).map_or(&[][..], Vec::as_slice);
+        let mut added = 0;
         for spec in contacts.iter().filter(|c| c.uri != "*") {
             let expires = spec.expires.unwrap_or(default_expires);
             if expires > 0 && expires < MIN_EXPIRES {
@@ -604,13 +658,38 @@ impl Registrar {
                     changes: Vec::new(),
                 };
             }
-            let list = self.bindings.entry(user_id.clone()).or_default();
-            let existing = list
-                .iter()
-                .position(|b| match (&spec.instance, &b.instance) {
-                    (Some(a), Some(b)) => a == b,
-                    _ => b.contact == spec.uri,
+            match held.iter().find(|b| spec.names(b)) {
+                Some(b) if b.call_id == call_id && b.cseq >= cseq => {
+                    tracing::info!(user = %user_id, cseq, "REGISTER older than the binding it updates: refused");
+                    return refusal(400);
+                }
+                Some(_) => {}
+                None => added += usize::from(expires > 0),
+            }
+        }
+        if wildcard && held.iter().any(|b| b.call_id == call_id && b.cseq >= cseq) {
+            tracing::info!(user = %user_id, cseq, "REGISTER older than the bindings it removes: refused");
+            return refusal(400);
+        }
+        if contacts.len() > MAX_BINDINGS_PER_USER || held.len() + added > MAX_BINDINGS_PER_USER {
+            tracing::warn!(user = %user_id, held = held.len(), added, "registration refused: more than {MAX_BINDINGS_PER_USER} devices");
+            return refusal(403);
+        }
+
+        let mut changes = Vec::new();
+        if wildcard {
+            for b in self.bindings.remove(&user_id).unwrap_or_default() {
+                changes.push(BindingChange::Remove {
+                    user_id: b.user_id,
+                    contact: b.contact,
                 });
+            }
+            tracing::info!(user = %user_id, "all registrations removed");
+        }
+        for spec in contacts.iter().filter(|c| c.uri != "*") {
+            let expires = spec.expires.unwrap_or(default_expires);
+            let list = self.bindings.entry(user_id.clone()).or_default();
+            let existing = list.iter().position(|b| spec.names(b));
             if expires == 0 {
                 if let Some(i) = existing {
                     let b = list.remove(i);
@@ -623,12 +702,6 @@ impl Registrar {
                 continue;
             }
             let expires = expires.min(MAX_EXPIRES);
-            if let Some(i) = existing
-                && list[i].call_id == call_id
-                && list[i].cseq > cseq
-            {
-                continue; // an older REGISTER arriving late
-            }
             let device = match existing {
                 Some(i) => list[i].device.clone(),
                 None => {
@@ -743,6 +816,17 @@ struct ContactSpec {
     uri: String,
     expires: Option<u32>,
     instance: Option<String>,
+}
+
+impl ContactSpec {
+    /// Whether this contact names `binding`: the same instance (RFC 5626), or else the
+    /// same URI.
+    fn names(&self, binding: &Binding) -> bool {
+        match (&self.instance, &binding.instance) {
+            (Some(a), Some(b)) => a == b,
+            _ => binding.contact == self.uri,
+        }
+    }
 }
 
 /// Contacts from one Contact header value: `*`, or comma-separated `<uri>;params`.

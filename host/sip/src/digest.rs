@@ -78,6 +78,17 @@ pub enum AuthFailure {
     Replay,
 }
 
+impl AuthFailure {
+    /// Whether the failure came from trying a password (a wrong one, an unknown user's,
+    /// or a right answer replayed): what the throttle counts.
+    pub fn tried_a_password(&self) -> bool {
+        matches!(
+            self,
+            AuthFailure::UnknownUser(_) | AuthFailure::WrongPassword(_) | AuthFailure::Replay
+        )
+    }
+}
+
 /// Parsed `Digest` credentials.
 #[derive(Debug, Clone, Default)]
 pub struct Credentials {
@@ -234,15 +245,13 @@ impl DigestAuth {
     /// Forget that an accepted answer's nonce-count was seen: the request goes to another
     /// shard, which checks it again (once).
     pub fn give_back(&self, credentials: &Credentials) {
-        // An answer without qop counts as 0, as `verify` counts it.
-        let nc = match credentials
+        // An accepted answer has a nonce-count (`verify` refuses one without).
+        let Some(Ok(nc)) = credentials
             .nc
             .as_deref()
             .map(|nc| u32::from_str_radix(nc, 16))
-        {
-            Some(Ok(nc)) => nc,
-            Some(Err(_)) => return,
-            None => 0,
+        else {
+            return;
         };
         let mut seen = self.seen.lock();
         if let Some((_, last)) = seen.get_mut(&credentials.nonce)
@@ -314,26 +323,30 @@ impl DigestAuth {
                 return Err(AuthFailure::WrongPassword(username));
             }
         };
-        let ha2 = algorithm.hash(&format!("{method}:{}", credentials.uri));
-        let expected = match (&credentials.qop, &credentials.nc, &credentials.cnonce) {
-            (Some(qop), Some(nc), Some(cnonce)) if qop.eq_ignore_ascii_case("auth") => algorithm
-                .hash(&format!(
-                    "{ha1}:{}:{nc}:{cnonce}:auth:{ha2}",
-                    credentials.nonce
-                )),
-            (None, _, _) => algorithm.hash(&format!("{ha1}:{}:{ha2}", credentials.nonce)),
-            _ => return Err(AuthFailure::Malformed("qop needs nc and cnonce".into())),
+        // The host's challenges always offer qop=auth, which a client must then use
+        // (RFC 2617 §3.2.2): an answer without it (RFC 2069's) covers no nonce-count, so
+        // a replay of it could not be told from a new one.
+        let (Some(qop), Some(nc), Some(cnonce)) =
+            (&credentials.qop, &credentials.nc, &credentials.cnonce)
+        else {
+            return Err(AuthFailure::Malformed(
+                "an answer needs qop=auth, nc and cnonce".into(),
+            ));
         };
+        if !qop.eq_ignore_ascii_case("auth") {
+            return Err(AuthFailure::Malformed(format!("qop {qop:?}")));
+        }
+        let ha2 = algorithm.hash(&format!("{method}:{}", credentials.uri));
+        let expected = algorithm.hash(&format!(
+            "{ha1}:{}:{nc}:{cnonce}:auth:{ha2}",
+            credentials.nonce
+        ));
         if !same_secret(&expected, &credentials.response) {
             return Err(AuthFailure::WrongPassword(username));
         }
         // A correct answer: the nonce-count must move forward (no replays).
-        let nc = match &credentials.nc {
-            Some(nc) => {
-                u32::from_str_radix(nc, 16).map_err(|_| AuthFailure::Malformed("bad nc".into()))?
-            }
-            None => 0,
-        };
+        let nc =
+            u32::from_str_radix(nc, 16).map_err(|_| AuthFailure::Malformed("bad nc".into()))?;
         let mut seen = self.seen.lock();
         seen.retain(|_, (issued, _)| now_secs - *issued <= NONCE_TTL_SECS);
         match seen.get_mut(&credentials.nonce) {
@@ -648,18 +661,29 @@ mod tests {
         );
         let next = answer(Algorithm::Md5, "s3cret", &nonce, "00000002");
         assert!(one.verify(NOW, "REGISTER", &next, secrets).is_ok());
-        // An answer without qop (no nonce-count) is given back alike.
-        let nonce = one.nonce(NOW, 6);
+    }
+
+    #[test]
+    fn an_answer_without_qop_is_refused_for_it_could_be_replayed_unnoticed() {
+        let mut auth = auth();
+        let nonce = auth.nonce(NOW, 6);
         let ha1 = md5_ha1("2001", "pbx.test", "s3cret");
         let ha2 = Algorithm::Md5.hash("REGISTER:sip:pbx.test");
         let response = Algorithm::Md5.hash(&format!("{ha1}:{nonce}:{ha2}"));
-        let plain = Credentials::parse(&format!(
-            "Digest username=\"2001\", realm=\"pbx.test\", nonce=\"{nonce}\", uri=\"sip:pbx.test\", response=\"{response}\""
-        ))
-        .unwrap();
-        assert!(one.verify(NOW, "REGISTER", &plain, secrets).is_ok());
-        one.give_back(&plain);
-        assert!(two.verify(NOW, "REGISTER", &plain, secrets).is_ok());
+        // RFC 2069's answer, right password; then the same with a nonce-count tacked on,
+        // which the answer does not cover.
+        for extra in ["", ", nc=00000001", ", nc=00000002"] {
+            let plain = Credentials::parse(&format!(
+                "Digest username=\"2001\", realm=\"pbx.test\", nonce=\"{nonce}\", uri=\"sip:pbx.test\", response=\"{response}\"{extra}"
+            ))
+            .unwrap();
+            let refused = auth.verify(NOW, "REGISTER", &plain, secrets).unwrap_err();
+            assert!(matches!(refused, AuthFailure::Malformed(_)), "{refused:?}");
+            assert!(
+                !refused.tried_a_password(),
+                "not a guess the throttle counts"
+            );
+        }
     }
 
     #[test]

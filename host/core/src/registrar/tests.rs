@@ -23,9 +23,21 @@ fn peer(port: u16) -> Peer {
 }
 
 fn register(user: &str, contact: &str, ua: &str, cseq: u32, auth: Option<String>) -> Request {
+    register_in(&format!("reg-{contact}"), user, contact, ua, cseq, auth)
+}
+
+/// [`register`] with the Call-ID given.
+fn register_in(
+    call_id: &str,
+    user: &str,
+    contact: &str,
+    ua: &str,
+    cseq: u32,
+    auth: Option<String>,
+) -> Request {
     let mut text = format!(
         "REGISTER sip:pbx.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-{cseq}\r\n\
-From: <sip:{user}@pbx.test>;tag=f\r\nTo: <sip:{user}@pbx.test>\r\nCall-ID: reg-{contact}\r\n\
+From: <sip:{user}@pbx.test>;tag=f\r\nTo: <sip:{user}@pbx.test>\r\nCall-ID: {call_id}\r\n\
 CSeq: {cseq} REGISTER\r\nContact: {contact}\r\nUser-Agent: {ua}\r\nExpires: 600\r\n"
     );
     if let Some(auth) = auth {
@@ -588,4 +600,226 @@ fn a_copy_fed_the_homes_changes_keeps_the_same_bindings() {
         0,
         "expired at the home, so gone from the copy"
     );
+}
+
+/// A nonce `r` issued in a challenge.
+fn fresh_nonce(r: &mut Registrar) -> String {
+    let challenged = r.handle_register(
+        NOW,
+        &mut Entropy::new(9),
+        &register("2001", "<sip:2001@127.0.0.1:5070>", "x", 1, None),
+        peer(5070),
+    );
+    nonce_of(&challenged.response)
+}
+
+/// Alice's REGISTER in dialog `call_id` at `cseq` listing `contacts`, answered with the
+/// right password (nonce-count `nc` of `nonce`).
+fn alice_registers(
+    r: &mut Registrar,
+    nonce: &str,
+    nc: u32,
+    call_id: &str,
+    cseq: u32,
+    contacts: &str,
+) -> RegisterOutcome {
+    let auth = answer("2001", "s3cret", nonce, nc);
+    r.handle_register(
+        NOW,
+        &mut Entropy::new(u64::from(nc)),
+        &register_in(call_id, "2001", contacts, "x", cseq, Some(auth)),
+        peer(5070),
+    )
+}
+
+fn contacts_of(r: &Registrar) -> Vec<&str> {
+    r.bindings("alice")
+        .iter()
+        .map(|b| b.contact.as_str())
+        .collect()
+}
+
+#[test]
+fn a_register_refused_for_one_contact_changes_no_binding() {
+    // RFC 3261 §10.3: every contact is checked before any binding changes.
+    let mut r = registrar();
+    let nonce = fresh_nonce(&mut r);
+    let first = alice_registers(&mut r, &nonce, 1, "dev", 1, "<sip:2001@127.0.0.1:5070>");
+    assert_eq!(first.response.status_code.code(), 200);
+    let refused = alice_registers(
+        &mut r,
+        &nonce,
+        2,
+        "dev",
+        2,
+        "<sip:2001@127.0.0.1:5070>;expires=0, <sip:2001@127.0.0.1:5072>;expires=30",
+    );
+    assert_eq!(refused.response.status_code.code(), 423);
+    assert!(refused.changes.is_empty());
+    assert_eq!(
+        contacts_of(&r),
+        ["sip:2001@127.0.0.1:5070"],
+        "the removal did not happen either"
+    );
+}
+
+#[test]
+fn a_register_older_than_its_binding_is_refused_and_changes_nothing() {
+    let mut r = registrar();
+    let nonce = fresh_nonce(&mut r);
+    let contact = "<sip:2001@127.0.0.1:5070>";
+    assert_eq!(
+        alice_registers(&mut r, &nonce, 1, "dev", 5, contact)
+            .response
+            .status_code
+            .code(),
+        200
+    );
+    // An unregister sent before (CSeq 4) arrives late; so does one with the same CSeq.
+    for (nc, cseq) in [(2, 4), (3, 5)] {
+        let late = alice_registers(
+            &mut r,
+            &nonce,
+            nc,
+            "dev",
+            cseq,
+            &format!("{contact};expires=0"),
+        );
+        assert_eq!(late.response.status_code.code(), 400, "CSeq {cseq}");
+        assert!(late.changes.is_empty());
+    }
+    let star = r.handle_register(
+        NOW,
+        &mut Entropy::new(7),
+        &register_in(
+            "dev",
+            "2001",
+            "*",
+            "x",
+            3,
+            Some(answer("2001", "s3cret", &nonce, 4)),
+        ),
+        peer(5070),
+    );
+    assert_eq!(star.response.status_code.code(), 400, "nor does a late `*`");
+    assert_eq!(contacts_of(&r), ["sip:2001@127.0.0.1:5070"]);
+    // A newer one goes through.
+    let newer = alice_registers(&mut r, &nonce, 5, "dev", 6, &format!("{contact};expires=0"));
+    assert_eq!(newer.response.status_code.code(), 200);
+    assert!(contacts_of(&r).is_empty());
+}
+
+#[test]
+fn a_user_has_at_most_sixteen_devices() {
+    let mut r = registrar();
+    let nonce = fresh_nonce(&mut r);
+    let contact = |n: usize| format!("<sip:2001@127.0.0.{n}:5060>");
+    let all: Vec<String> = (1..=MAX_BINDINGS_PER_USER + 1).map(contact).collect();
+    // One REGISTER listing one contact too many: refused whole.
+    let too_many = alice_registers(&mut r, &nonce, 1, "many", 1, &all.join(", "));
+    assert_eq!(too_many.response.status_code.code(), 403);
+    assert_eq!(r.count(), 0);
+    // Sixteen, then one more from another device.
+    let sixteen = all[..MAX_BINDINGS_PER_USER].join(", ");
+    let ok = alice_registers(&mut r, &nonce, 2, "many", 2, &sixteen);
+    assert_eq!(ok.response.status_code.code(), 200);
+    assert_eq!(r.count(), MAX_BINDINGS_PER_USER);
+    let one_more = alice_registers(&mut r, &nonce, 3, "another", 1, &all[MAX_BINDINGS_PER_USER]);
+    assert_eq!(one_more.response.status_code.code(), 403);
+    assert_eq!(r.count(), MAX_BINDINGS_PER_USER);
+    // A device already registered may still refresh.
+    let refresh = alice_registers(&mut r, &nonce, 4, "many", 3, &all[0]);
+    assert_eq!(refresh.response.status_code.code(), 200);
+}
+
+#[test]
+fn a_nonce_this_host_did_not_issue_is_challenged_afresh_and_not_counted() {
+    // A phone sending its credentials up front with a nonce from before a restart (a
+    // registrar with another secret issued it).
+    let mut before = Registrar::new(registrar().config.clone(), [2; 32]);
+    let old_nonce = fresh_nonce(&mut before);
+    let mut r = registrar();
+    for nc in 1..=u32::try_from(THROTTLE_FAILURES).unwrap() + 1 {
+        let stale = alice_registers(
+            &mut r,
+            &old_nonce,
+            nc,
+            "dev",
+            nc,
+            "<sip:2001@127.0.0.1:5070>",
+        );
+        assert_eq!(stale.response.status_code.code(), 401, "a fresh challenge");
+        assert_ne!(nonce_of(&stale.response), old_nonce);
+    }
+    assert!(!r.is_throttled(NOW, "127.0.0.1".parse().unwrap()));
+    assert_eq!(r.auth_failed, 0);
+}
+
+#[test]
+fn credentials_nobody_could_check_a_password_with_are_refused_and_not_counted() {
+    // What anyone could send from a forged address for free: it must not lock the
+    // address's owner out.
+    let mut r = registrar();
+    let nonce = fresh_nonce(&mut r);
+    for auth in [
+        "Basic YWxpY2U6czNjcmV0".to_owned(),
+        format!("Digest username=\"2001\", realm=\"pbx.test\", nonce=\"{nonce}\", uri=\"sip:pbx.test\", response=\"00\""),
+    ]
+    .iter()
+    .cycle()
+    .take(2 * THROTTLE_FAILURES)
+    {
+        let refused = r.handle_register(
+            NOW,
+            &mut Entropy::new(5),
+            &register("2001", "<sip:2001@127.0.0.1:5070>", "x", 2, Some(auth.clone())),
+            peer(5070),
+        );
+        assert_eq!(refused.response.status_code.code(), 403);
+    }
+    assert!(!r.is_throttled(NOW, "127.0.0.1".parse().unwrap()));
+}
+
+#[test]
+fn an_ipv6_guesser_is_throttled_by_its_slash_64() {
+    let mut r = registrar();
+    for n in 1..=THROTTLE_FAILURES {
+        let from: IpAddr = format!("2001:db8::{n:x}").parse().unwrap();
+        r.record_failure(NOW, from);
+    }
+    assert!(
+        r.is_throttled(NOW, "2001:db8::ffff".parse().unwrap()),
+        "the same /64"
+    );
+    assert!(
+        !r.is_throttled(NOW, "2001:db8:0:1::1".parse().unwrap()),
+        "the next /64"
+    );
+}
+
+#[test]
+fn a_flood_of_failing_sources_is_cut_back_keeping_the_blocked() {
+    let mut sources = Sources::default();
+    let blocked: IpAddr = "192.0.2.1".parse().unwrap();
+    sources.records.insert(
+        blocked,
+        SourceRecord {
+            failures: VecDeque::new(),
+            blocked_until: Some(NOW + 100),
+        },
+    );
+    for n in 0..SOURCES_KEPT as u32 + 50 {
+        let record = SourceRecord {
+            failures: VecDeque::from([NOW]),
+            blocked_until: None,
+        };
+        sources
+            .records
+            .insert(IpAddr::from(((n + 1) << 8).to_be_bytes()), record);
+    }
+    sources.cut(NOW);
+    assert_eq!(sources.records.len(), SOURCES_KEPT);
+    assert!(sources.records.contains_key(&blocked));
+    // Once a second at most, from the failures' side.
+    assert_eq!(sources.cut_at, NOW);
 }
