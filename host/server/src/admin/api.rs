@@ -822,10 +822,12 @@ fn kv_put(
                     .ok_or_else(|| ApiError::bad_request("ttl_s: whole seconds"))?,
             ),
         };
-        let at = json["expires_at"]
-            .as_str()
-            .map(str::to_owned)
-            .or(query.expires_at);
+        let at = match &json["expires_at"] {
+            Value::Null => query.expires_at,
+            at => Some(at.as_str().map(str::to_owned).ok_or_else(|| {
+                ApiError::bad_request("expires_at: an RFC 3339 time as a string")
+            })?),
+        };
         (value.to_owned(), ttl, at)
     } else {
         (text.to_owned(), query.ttl_s, query.expires_at)
@@ -1015,6 +1017,12 @@ mod tests {
         assert_eq!(put(b"closed", at), Ok(("closed".into(), Some(hour))));
         for (body, query, why) in [
             (&b"{\"nope\": 1}"[..], none(), "send the value"),
+            // A number is not a time: refused, not taken for "never".
+            (
+                &b"{\"value\": \"closed\", \"expires_at\": 1790003600}"[..],
+                none(),
+                "expires_at",
+            ),
             (&[0xff][..], none(), "send the value"),
             (
                 b"closed",
