@@ -141,8 +141,13 @@ struct ClientTxn {
     peer: Peer,
     retransmit_at: Option<Instant>,
     interval: Duration,
-    /// Timer B / F.
+    /// Timer B / F. An INVITE's Timer B stops on a provisional (RFC 3261 §17.1.1.2: the
+    /// far end is ringing, and the user's own ring timer decides how long); a CANCEL of
+    /// it arms 64·T1 again (§9.1), so a far end that never answers the CANCEL cannot
+    /// keep the transaction for ever.
     timeout_at: Option<Instant>,
+    /// A CANCEL of this INVITE was sent.
+    cancelled: bool,
     /// Timer D / K.
     end_at: Option<Instant>,
 }
@@ -338,6 +343,9 @@ impl TransactionLayer {
                 txn.state = ClientState::Proceeding;
                 if txn.invite {
                     txn.retransmit_at = None; // timer A stops on a provisional
+                    if !txn.cancelled {
+                        txn.timeout_at = None; // and timer B
+                    }
                 } else if txn.retransmit_at.is_some() {
                     txn.interval = T2;
                 }
@@ -380,6 +388,7 @@ impl TransactionLayer {
         };
         let id = ClientTxnId(self.id());
         let invite = request.method == Method::Invite;
+        let cancel = request.method == Method::Cancel;
         let key = (branch, request.method.to_string());
         let retransmit_at = (!peer.transport.is_reliable()).then(|| now + T1);
         let txn = ClientTxn {
@@ -392,8 +401,12 @@ impl TransactionLayer {
             retransmit_at,
             interval: T1,
             timeout_at: Some(now + 64 * T1),
+            cancelled: false,
             end_at: None,
         };
+        if cancel {
+            self.cancelling(now, &key.0);
+        }
         if let Some(at) = retransmit_at {
             arm(&mut self.timers, at, TimerRef::Client(id));
         }
@@ -402,6 +415,24 @@ impl TransactionLayer {
         self.clients.insert(key, txn);
         transmit(&mut self.outputs, peer, bytes);
         id
+    }
+
+    /// A CANCEL goes out for the INVITE of the same branch: if the far end answers
+    /// neither, the INVITE's transaction ends 64·T1 from now (RFC 3261 §9.1).
+    fn cancelling(&mut self, now: Instant, branch: &str) {
+        let key = (branch.to_owned(), Method::Invite.to_string());
+        let Some(invite) = self.clients.get_mut(&key) else {
+            return;
+        };
+        if invite.state == ClientState::Completed {
+            return;
+        }
+        invite.cancelled = true;
+        let limit = now + 64 * T1;
+        if invite.timeout_at.is_none_or(|at| at > limit) {
+            invite.timeout_at = Some(limit);
+            arm(&mut self.timers, limit, TimerRef::Client(invite.id));
+        }
     }
 
     /// Answer a request received as [`Output::Request`]. A response for a transaction

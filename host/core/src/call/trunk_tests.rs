@@ -196,12 +196,24 @@ fn a_silent_target_gets_its_share_of_timer_b_then_the_next_is_tried() {
     );
     let next = w.last_to(EDGE_B, "INVITE ");
     w.respond(EDGE_B, &next, 180);
-    w.advance(Duration::from_secs(40));
+    // 54 s in: past the second INVITE's Timer B (48 s), short of the 60 s ring timeout.
+    w.advance(Duration::from_secs(30));
     assert_eq!(
         w.count_to(FAR_END, "SIP/2.0 180"),
         1,
         "the call goes on ringing"
     );
+    // Past Timer B: a ringing target is not given up on (RFC 3261 §17.1.1.2).
+    assert!(
+        !w.routed
+            .iter()
+            .any(|e| matches!(e, Event::ForwardFailed { .. })),
+        "{:?}",
+        w.routed
+    );
+    assert_eq!(w.count_to(EDGE_B, "CANCEL "), 0);
+    w.respond(EDGE_B, &next, 200);
+    assert_eq!(w.count_to(FAR_END, "SIP/2.0 200"), 1, "answered, 54 s in");
 }
 
 #[test]

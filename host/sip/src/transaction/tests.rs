@@ -100,6 +100,40 @@ fn client_invite_over_udp_retransmits_on_timer_a_and_times_out_on_b() {
 }
 
 #[test]
+fn a_ringing_invite_waits_past_timer_b_until_its_cancel_has_had_64_t1() {
+    // RFC 3261 §17.1.1.2: Timer B runs only in Calling; §9.1: a CANCEL unanswered by
+    // a final response ends the INVITE 64·T1 later.
+    let mut layer = TransactionLayer::new();
+    let now = Instant::now();
+    let invite = request("INVITE", "z9hG4bK-r");
+    let id = layer.send_request(now, invite.clone(), peer(Transport::Udp));
+    drain(&mut layer);
+    let ringing = now + Duration::from_millis(200);
+    layer.handle_message(ringing, response(&invite, 180), peer(Transport::Udp));
+    assert_eq!(drain(&mut layer).len(), 1, "the 180 goes up");
+    let seen = run_until(&mut layer, now, Duration::from_secs(120));
+    assert!(
+        seen.iter()
+            .all(|(_, o)| !matches!(o, Output::Timeout { .. })),
+        "still ringing at two minutes: {seen:?}"
+    );
+    let cancelled_at = now + Duration::from_secs(120);
+    layer.send_request(
+        cancelled_at,
+        request("CANCEL", "z9hG4bK-r"),
+        peer(Transport::Udp),
+    );
+    drain(&mut layer);
+    let seen = run_until(&mut layer, now, Duration::from_secs(120 + 40));
+    let ended: Vec<_> = seen
+        .iter()
+        .filter(|(_, o)| matches!(o, Output::Timeout { txn } if *txn == id))
+        .map(|(t, _)| *t)
+        .collect();
+    assert_eq!(ended, [Duration::from_secs(120) + 64 * T1]);
+}
+
+#[test]
 fn client_invite_over_tcp_never_retransmits() {
     let mut layer = TransactionLayer::new();
     let now = Instant::now();
