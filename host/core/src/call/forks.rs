@@ -206,9 +206,9 @@ impl Calls {
             }
             200..=299 => {
                 let mut fork = session.forks.remove(i);
-                if fork.cancelled || session.b.is_some() || session.a_answered {
-                    // Answered after another device won, or after the caller left:
-                    // acknowledge and hang up that device at once.
+                if fork.cancelled || session.b.is_some() {
+                    // Answered after another device won, or once cancelled (the ring
+                    // timeout, the caller gave up): acknowledge and hang up that device.
                     let message = SipMessage::Response(response.clone());
                     if let Some(tag) = message::to_tag(&message) {
                         fork.dialog.remote = with_tag(&fork.dialog.remote, &tag);

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::super::world::{FAR_END, TRUNK, World};
+use super::super::world::{DESK, FAR_END, MOBILE, TRUNK, World};
 use crate::call::SessionId;
 use crate::call::testing::Did;
 use crate::media::{Codec, MediaEvent, Side};
@@ -309,6 +309,44 @@ fn a_forward_after_the_menu_rings_back_and_connects_without_a_second_answer() {
         h.w.media.take(),
         [Did::Silence],
         "ringback gives way to the department"
+    );
+}
+
+#[test]
+fn a_forward_to_a_user_after_the_host_answered_connects_the_device_that_answers() {
+    let mut h = Harness::new();
+    h.invite();
+    h.drain();
+    h.decide(vec![
+        Action::Answer,
+        Action::Forward {
+            target: ForwardTarget::User("alice".into()),
+            trunk: None,
+            ring_timeout_ms: 30_000,
+            caller_id: None,
+        },
+    ]);
+    h.drain();
+    let to_desk = h.w.last_to(DESK, "INVITE ");
+    h.w.media.take();
+    h.w.respond(DESK, &to_desk, 200);
+    let (events, sent) = h.drain();
+    assert!(events.is_empty(), "no forward failed: {events:?}");
+    assert_eq!(h.w.count_to(DESK, "ACK "), 1);
+    assert_eq!(h.w.count_to(DESK, "BYE "), 0, "the desk has the call");
+    assert_eq!(
+        h.w.count_to(MOBILE, "CANCEL "),
+        1,
+        "the others stop ringing"
+    );
+    assert!(
+        !sent.iter().any(|m| m.starts_with("SIP/2.0 200")),
+        "the caller was answered once already"
+    );
+    assert_eq!(
+        h.w.media.take(),
+        [Did::Silence],
+        "caller and desk connected"
     );
 }
 
