@@ -171,6 +171,23 @@ pub fn with_tag(value: &str, tag: &str) -> String {
     }
 }
 
+/// A header value whose tag is `tag`, any earlier one replaced: a 2xx's To tag is the
+/// dialog's, whatever tag a provisional response carried (RFC 3261 §12.1.2; a forking
+/// element, or another target after a failover, answers with its own).
+pub fn retagged(value: &str, tag: &str) -> String {
+    let untagged = match value.find(";tag=") {
+        Some(start) => {
+            let rest = &value[start + ";tag=".len()..];
+            let end = rest
+                .find(';')
+                .map_or(value.len(), |i| start + ";tag=".len() + i);
+            format!("{}{}", &value[..start], &value[end..])
+        }
+        None => value.to_owned(),
+    };
+    format!("{untagged};tag={tag}")
+}
+
 /// The tag inside a header value (`…;tag=x`).
 pub fn tag_of(value: &str) -> String {
     value
@@ -310,6 +327,12 @@ Call-ID: c1\r\nCSeq: 1 INVITE\r\nContact: <sip:a@10.0.0.20>\r\nContent-Length: 0
         );
         assert_eq!(with_tag("<sip:a@h>", "t1"), "<sip:a@h>;tag=t1");
         assert_eq!(with_tag("<sip:a@h>;tag=t0", "t1"), "<sip:a@h>;tag=t0");
+        assert_eq!(retagged("<sip:a@h>;tag=t0", "t1"), "<sip:a@h>;tag=t1");
+        assert_eq!(
+            retagged("<sip:a@h>;tag=t0;x=y", "t1"),
+            "<sip:a@h>;x=y;tag=t1"
+        );
+        assert_eq!(retagged("<sip:a@h>", "t1"), "<sip:a@h>;tag=t1");
         assert_eq!(tag_of("<sip:a@h>;tag=t1;x=y"), "t1");
     }
 }

@@ -2,8 +2,8 @@
 //! becomes the outbound leg and the others are cancelled.
 
 use super::requests::{
-    Dialog, InviteParts, Via, addr_spec, caller_response, initial_invite, route_set_of_response,
-    with_tag,
+    Dialog, InviteParts, Via, addr_spec, caller_response, initial_invite, retagged,
+    route_set_of_response,
 };
 use super::{Calls, Ctx, Outbound, Phase, SessionId, srtp, start_ringing};
 use crate::media::Side;
@@ -211,7 +211,7 @@ impl Calls {
                     // timeout, the caller gave up): acknowledge and hang up that device.
                     let message = SipMessage::Response(response.clone());
                     if let Some(tag) = message::to_tag(&message) {
-                        fork.dialog.remote = with_tag(&fork.dialog.remote, &tag);
+                        fork.dialog.remote = retagged(&fork.dialog.remote, &tag);
                     }
                     if let Some(contact) = message::header_value(&message, "Contact") {
                         fork.dialog.target = addr_spec(&contact);

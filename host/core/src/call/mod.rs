@@ -95,8 +95,8 @@ use ending::{note_flip, write_live_record};
 pub use pull::PullSearch;
 pub use push::Refusal;
 use requests::{
-    Dialog, Via, addr_spec, attach_sdp, caller_response, dtmf_from_info, route_set_of_response,
-    tag_of, with_tag,
+    Dialog, Via, addr_spec, attach_sdp, caller_response, dtmf_from_info, retagged,
+    route_set_of_response, tag_of, with_tag,
 };
 use session::{Outbound, PendingFlip, Phase, Session, other};
 use trunk_legs::Retry;
@@ -505,7 +505,7 @@ impl Calls {
             }
             200..=299 => {
                 if let Some(tag) = message::to_tag(&message) {
-                    b.dialog.remote = with_tag(&b.dialog.remote, &tag);
+                    b.dialog.remote = retagged(&b.dialog.remote, &tag);
                 }
                 if let Some(contact) = message::header_value(&message, "Contact") {
                     b.dialog.target = addr_spec(&contact);

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use super::pin::Takeover;
 use super::pull::wall_time;
-use super::requests::{Via, addr_spec, route_set_of_response, with_tag};
+use super::requests::{Via, addr_spec, retagged, route_set_of_response, with_tag};
 use super::{
     Calls, Ctx, Disposition, Outbound, Phase, SessionId, TimerKind, other, send_in_dialog, srtp,
 };
@@ -294,8 +294,12 @@ impl Calls {
         };
         let message = SipMessage::Response(response.clone());
         if let Some(tag) = message::to_tag(&message) {
+            // A provisional's tag names an early dialog; a 2xx's is the dialog's.
             let leg = &mut ringing.legs[i];
-            leg.dialog.remote = with_tag(&leg.dialog.remote, &tag);
+            leg.dialog.remote = match code {
+                200..=299 => retagged(&leg.dialog.remote, &tag),
+                _ => with_tag(&leg.dialog.remote, &tag),
+            };
         }
         match code {
             100..=199 => {}

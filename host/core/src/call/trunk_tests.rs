@@ -217,6 +217,19 @@ fn a_silent_target_gets_its_share_of_timer_b_then_the_next_is_tried() {
 }
 
 #[test]
+fn the_dialog_takes_the_tag_of_the_2xx_not_of_the_ringing() {
+    // RFC 3261 §12.1.2: a forking element at the carrier rings with one tag and
+    // answers with another.
+    let mut w = forwarding();
+    let invite = w.last_to(EDGE_A, "INVITE ");
+    w.respond_tagged(EDGE_A, &invite, 180, "", "early");
+    w.respond_tagged(EDGE_A, &invite, 200, "", "final");
+    let ack = w.last_to(EDGE_A, "ACK ");
+    assert!(ack.contains(";tag=final"), "{ack}");
+    assert!(!ack.contains("tag=early"), "{ack}");
+}
+
+#[test]
 fn the_last_target_failing_fails_the_forward_with_its_status() {
     let mut w = forwarding();
     let first = w.last_to(EDGE_A, "INVITE ");

@@ -451,10 +451,22 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{}",
 
     /// [`World::respond`] with `headers` (whole lines) after the status line.
     pub(super) fn respond_with(&mut self, device: &str, request: &str, code: u16, headers: &str) {
+        self.respond_tagged(device, request, code, headers, "dev");
+    }
+
+    /// [`World::respond_with`], the To tag `tag`.
+    pub(super) fn respond_tagged(
+        &mut self,
+        device: &str,
+        request: &str,
+        code: u16,
+        headers: &str,
+        tag: &str,
+    ) {
         let Ok(SipMessage::Request(request)) = message::parse(request.as_bytes()) else {
             panic!("not a request: {request}");
         };
-        let mut response = message::response_to(&request, code, Some("dev"));
+        let mut response = message::response_to(&request, code, Some(tag));
         if code == 200 && request.method == rsip::Method::Invite {
             let contact = format!("<sip:wasmpbx@{}>", addr(device));
             super::requests::attach_sdp(&mut response, contact, self.sdp.clone());
