@@ -94,6 +94,11 @@ impl LegSrtp {
 
     pub(crate) fn decrypt_rtcp(&mut self, packet: &[u8]) -> Result<Vec<u8>, Refused> {
         let inbound = self.inbound.as_mut().ok_or(Refused::NoKey)?;
+        // The RTCP header and sender's SSRC, the E flag and SRTCP index, the tag
+        // (RFC 3711 §3.4): webrtc-srtp reads them before it checks the length.
+        if packet.len() < 8 + 4 + profile(self.suite).rtcp_auth_tag_len() {
+            return Err(Refused::Rejected);
+        }
         inbound
             .decrypt_rtcp(packet)
             .map(|p| p.to_vec())
@@ -190,5 +195,29 @@ mod tests {
         let sent = host.encrypt_rtcp(&report).unwrap();
         assert_ne!(sent.len(), report.len());
         assert_eq!(party.decrypt_rtcp(&sent), Ok(report.to_vec()));
+    }
+
+    #[test]
+    fn short_packets_from_the_network_are_refused_not_a_panic() {
+        for suite in [
+            SrtpSuite::AesCm128HmacSha1_80,
+            SrtpSuite::AesCm128HmacSha1_32,
+        ] {
+            let (mut host, _) = pair(suite);
+            let sent = {
+                let (mut other, _) = pair(suite);
+                other.encrypt_rtcp(&[0x80, 201, 0, 1, 0, 0, 0, 7]).unwrap()
+            };
+            for len in 0..sent.len() {
+                let _ = host.decrypt_rtp(&sent[..len]);
+                if len >= 4 {
+                    assert_eq!(
+                        host.decrypt_rtcp(&sent[..len]),
+                        Err(Refused::Rejected),
+                        "{len} bytes"
+                    );
+                }
+            }
+        }
     }
 }
