@@ -25,6 +25,49 @@ pub(crate) struct Remotes {
     pub(crate) rtp: [Option<SocketAddr>; 2],
     pub(crate) rtcp: [Option<SocketAddr>; 2],
     pub(crate) latched: [bool; 2],
+    /// When each side's latched device was last heard.
+    heard_at: [Option<Instant>; 2],
+}
+
+/// How long a side's latched device must have been silent before another source may
+/// take its place (a NAT's new mapping, a phone on a new network).
+pub(crate) const RELATCH_AFTER: Duration = Duration::from_secs(2);
+
+impl Remotes {
+    /// Whether a packet from `source` is side `i`'s device, latching there if so. The
+    /// first RTP packet latches; after that only that source is heard, unless it has
+    /// been silent [`RELATCH_AFTER`] and the newcomer sends RTP — so a third party
+    /// sending to a call's port cannot take its audio over (nor its keys).
+    fn latch(&mut self, i: usize, source: SocketAddr, packet: &[u8], now: Instant) -> bool {
+        let latched_here = self.latched[i] && self.rtp[i] == Some(source);
+        if !latched_here {
+            let speaking = self.latched[i]
+                && self.heard_at[i]
+                    .is_some_and(|at| now.saturating_duration_since(at) < RELATCH_AFTER);
+            if speaking || rtp::parse(packet).is_none() {
+                return false;
+            }
+            self.rtp[i] = Some(source);
+            self.latched[i] = true;
+        }
+        self.heard_at[i] = Some(now);
+        true
+    }
+
+    /// Side `i` has a new device (a flip): the old one's addresses are forgotten, and
+    /// the new one latches on its first packet.
+    fn forget(&mut self, i: usize) {
+        self.rtp[i] = None;
+        self.rtcp[i] = None;
+        self.latched[i] = false;
+        self.heard_at[i] = None;
+    }
+
+    /// Whether an RTCP packet from `source` is side `i`'s device's: from the address
+    /// its RTP latched to, once it has.
+    fn rtcp_from(&self, i: usize, source: SocketAddr) -> bool {
+        !self.latched[i] || self.rtp[i].is_some_and(|rtp| rtp.ip() == source.ip())
+    }
 }
 
 /// The host as one side's media endpoint: the caller it answered (side A), or a far end
@@ -178,6 +221,22 @@ impl CallPackets {
         }
     }
 
+    /// The reserved ports take `side` over (a flip): the new device's keys come with
+    /// them, the old device is still heard until the new one is (or `until`), and its
+    /// addresses are forgotten.
+    pub(crate) fn switch(&mut self, side: Side, until: Instant) {
+        let i = side as usize;
+        self.switched = Some(side);
+        let new_srtp = self.reserved_srtp.take();
+        let old_srtp = std::mem::replace(&mut self.srtp[i], new_srtp);
+        self.retiring = Some(Box::new(Retiring {
+            side,
+            srtp: old_srtp,
+            until,
+        }));
+        self.remotes.forget(i);
+    }
+
     /// An RTP packet from `from`, sent from `source`: decrypted if that side's leg is
     /// encrypted (and dropped if it fails), that side latches there; its key is noticed,
     /// its audio recorded (the caller's), and what of it the other side hears goes on in
@@ -257,8 +316,9 @@ impl CallPackets {
         now: Instant,
     ) -> Relay {
         let (i, to) = (from as usize, 1 - from as usize);
-        self.remotes.rtp[i] = Some(source);
-        self.remotes.latched[i] = true;
+        if !self.remotes.latch(i, source, packet, now) {
+            return Relay::default();
+        }
         let mut relay = Relay {
             to: self.remotes.rtp[to],
             ..Relay::default()
@@ -338,6 +398,9 @@ impl CallPackets {
             Err(refused) => return dropped(refused),
         };
         let packet = decrypted.as_deref().unwrap_or(packet);
+        if !self.remotes.rtcp_from(i, source) {
+            return Relay::default();
+        }
         self.remotes.rtcp[i] = Some(source);
         let mut relayed = self.out[to].relay_rtcp(packet);
         if let (Some(leg), Some(report)) = (self.srtp[to].as_mut(), relayed.as_ref()) {
@@ -543,12 +606,75 @@ mod tests {
     }
 
     #[test]
+    fn a_third_party_sending_to_a_calls_port_neither_takes_its_audio_nor_is_heard() {
+        let t0 = crate::clock::monotonic_now();
+        let mut call = latched(t0);
+        call.dtmf[1] = DtmfWatch::new(101);
+        call.keys_filter[1] = Some(KeyFilter::new(101, "*8"));
+        let intruder = at("192.0.2.66:4000");
+        let t1 = t0 + Duration::from_millis(20);
+        for packet in [audio(50, 99), key(8000, 10, false), b"not rtp".to_vec()] {
+            let relay = call.rtp_in(Side::B, intruder, &packet, t1);
+            assert!(
+                relay.packets.is_empty() && relay.digit.is_none(),
+                "{relay:?}"
+            );
+        }
+        assert_eq!(
+            call.remotes.rtp[1],
+            Some(at(DESK)),
+            "B still latched to the desk"
+        );
+        let to_desk = call.rtp_in(Side::A, at(FAR), &audio(2, 11), t1);
+        assert_eq!(
+            to_desk.to,
+            Some(at(DESK)),
+            "the far end's audio still goes to the desk"
+        );
+        // Its RTCP is not taken either.
+        let rtcp = call.rtcp_in(Side::B, intruder, &[0x80, 201, 0, 1, 0, 0, 0, 9]);
+        assert!(rtcp.packets.is_empty());
+        assert_ne!(call.remotes.rtcp[1], Some(intruder));
+    }
+
+    #[test]
+    fn a_device_silent_for_two_seconds_is_found_again_at_its_new_address() {
+        // A NAT's new mapping, a phone on a new network: its RTP comes from elsewhere
+        // once the old address has gone quiet; anything but RTP latches nobody.
+        let t0 = crate::clock::monotonic_now();
+        let mut call = latched(t0);
+        let moved = at("192.0.2.7:7000");
+        let early = t0 + RELATCH_AFTER - Duration::from_millis(1);
+        assert!(
+            call.rtp_in(Side::B, moved, &audio(2, 22), early)
+                .packets
+                .is_empty()
+        );
+        let later = t0 + RELATCH_AFTER;
+        assert!(
+            call.rtp_in(Side::B, moved, b"stun?", later)
+                .packets
+                .is_empty()
+        );
+        assert_eq!(call.remotes.rtp[1], Some(at(DESK)));
+        let relay = call.rtp_in(Side::B, moved, &audio(3, 22), later);
+        assert_eq!(relay.packets.len(), 1);
+        assert_eq!(call.remotes.rtp[1], Some(moved));
+        // And the old address is the stranger now.
+        assert!(
+            call.rtp_in(Side::B, at(DESK), &audio(4, 22), later)
+                .packets
+                .is_empty()
+        );
+    }
+
+    #[test]
     fn a_new_device_continues_the_stream_the_far_end_hears() {
         let t0 = crate::clock::monotonic_now();
         let mut call = latched(t0);
         let before = header(&call.rtp_in(Side::B, at(DESK), &audio(2, 22), t0).packets[0]);
         // The mobile takes side B over with a stream of its own.
-        call.switched = Some(Side::B);
+        call.switch(Side::B, t0 + Duration::from_secs(1));
         let t1 = t0 + Duration::from_millis(20);
         let after = call.rtp_in(Side::B, at(MOBILE), &audio(700, 77), t1);
         let after = header(&after.packets[0]);
@@ -564,13 +690,7 @@ mod tests {
         let mut call = latched(t0);
         let before = header(&call.rtp_in(Side::B, at(DESK), &audio(2, 22), t0).packets[0]);
         // The mobile takes side B over; it has not sent anything yet.
-        call.switched = Some(Side::B);
-        call.remotes.rtp[1] = None;
-        call.retiring = Some(Box::new(Retiring {
-            side: Side::B,
-            srtp: None,
-            until: t0 + Duration::from_secs(1),
-        }));
+        call.switch(Side::B, t0 + Duration::from_secs(1));
         let t1 = t0 + Duration::from_millis(20);
         let desk = call
             .retiring_rtp_in(&audio(3, 22), t1)
@@ -653,8 +773,8 @@ mod tests {
         );
         // The mobile takes side B over with SRTP keys of its own.
         let (host_mobile, mut mobile) = srtp_leg();
-        call.srtp[1] = Some(Box::new(host_mobile));
-        call.switched = Some(Side::B);
+        call.reserved_srtp = Some(Box::new(host_mobile));
+        call.switch(Side::B, t0 + Duration::from_secs(1));
         call.dtmf[1] = DtmfWatch::new(101);
         call.keys_filter[1] = Some(KeyFilter::new(101, "*8"));
         let star = mobile.encrypt_rtp(&key(1600, 10, false)).unwrap();
@@ -777,7 +897,7 @@ mod tests {
     fn a_pins_last_key_still_arriving_after_the_switch_is_dropped() {
         let t0 = crate::clock::monotonic_now();
         let mut call = latched(t0);
-        call.switched = Some(Side::B);
+        call.switch(Side::B, t0 + Duration::from_secs(1));
         call.stale_key = Some(4000);
         let stale = call.rtp_in(Side::B, at(MOBILE), &key(4000, 11, true), t0);
         assert!(stale.packets.is_empty() && stale.digit.is_none());

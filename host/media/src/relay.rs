@@ -18,7 +18,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::packets::{CallPackets, Endpoint, EngineFeed, HostFrame, Retiring};
+use super::packets::{CallPackets, Endpoint, EngineFeed, HostFrame};
 use super::playout::Playout;
 pub use super::ports::MAX_SPARE;
 use super::ports::{REST, RtpPorts, SparePairs};
@@ -394,23 +394,7 @@ impl MediaAllocator for RelayManager {
         call.ports[i] = reserved.port;
         drop(reserved); // its prompter stops
         call.prune_bridges(&self.counters);
-        {
-            // The old device's address is forgotten: the new one's SDP and packets set it.
-            let mut shared = lock(&call.shared);
-            shared.switched = Some(side);
-            // The new device's keys come with it; the other side's stay as they were.
-            let new_srtp = shared.reserved_srtp.take();
-            let old_srtp = std::mem::replace(&mut shared.srtp[i], new_srtp);
-            shared.retiring = Some(Box::new(Retiring {
-                side,
-                srtp: old_srtp,
-                until: monotonic_now() + RETIRING_AT_MOST,
-            }));
-            let remotes = &mut shared.remotes;
-            remotes.rtp[i] = None;
-            remotes.rtcp[i] = None;
-            remotes.latched[i] = false;
-        }
+        lock(&call.shared).switch(side, monotonic_now() + RETIRING_AT_MOST);
         self.spawn_forwarding(&mut call);
         call.forwarding.push(tokio::spawn(retire(Retire {
             inbound: old_rtp,
