@@ -249,14 +249,39 @@ pub fn event_digit(code: u8) -> Option<char> {
     })
 }
 
+/// The last RFC 4733 event of a stream: its SSRC, timestamp (the event's start, shared
+/// by all its packets) and code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct EventSeen {
+    ssrc: u32,
+    timestamp: u32,
+    code: u8,
+}
+
+impl EventSeen {
+    fn of(header: &Header, code: u8) -> Self {
+        Self {
+            ssrc: header.ssrc,
+            timestamp: header.timestamp,
+            code,
+        }
+    }
+
+    /// Whether `next` is a packet of this event, or of an earlier one of the same
+    /// stream arriving late (a redundant end packet delayed behind the next key's
+    /// start): either way not a new key. Timestamps compare as serial numbers.
+    fn covers(&self, next: &EventSeen) -> bool {
+        next.ssrc == self.ssrc
+            && (*next == *self || (next.timestamp.wrapping_sub(self.timestamp) as i32) < 0)
+    }
+}
+
 /// RFC 4733 digits seen on one stream: each event once, however many packets (and
-/// redundant end packets) carry it.
+/// redundant end packets, however late) carry it.
 #[derive(Debug, Default)]
 pub struct DtmfWatch {
     pub payload_type: Option<u8>,
-    /// The RTP timestamp and code of the last event seen: all packets of one event share
-    /// them.
-    last_event: Option<(u32, u8)>,
+    last_event: Option<EventSeen>,
     /// Every digit seen, for the call's record (bounded).
     pub digits: String,
 }
@@ -277,10 +302,11 @@ impl DtmfWatch {
             return None;
         }
         let code = *packet.get(header.payload_offset)?;
-        if self.last_event == Some((header.timestamp, code)) {
+        let event = EventSeen::of(&header, code);
+        if self.last_event.is_some_and(|last| last.covers(&event)) {
             return None;
         }
-        self.last_event = Some((header.timestamp, code));
+        self.last_event = Some(event);
         let digit = event_digit(code)?;
         if self.digits.len() < 256 {
             self.digits.push(digit);
@@ -301,8 +327,8 @@ pub struct KeyFilter {
     matched: usize,
     held: Vec<Vec<u8>>,
     held_since: Option<Instant>,
-    /// The event being received (timestamp, code) and whether its packets are held.
-    current: Option<(u32, u8, Disposition)>,
+    /// The event being received and whether its packets are held.
+    current: Option<(EventSeen, Disposition)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -344,14 +370,17 @@ impl KeyFilter {
         }
         let event = parse(packet)
             .filter(|h| h.payload_type == self.payload_type)
-            .and_then(|h| Some((h.timestamp, *packet.get(h.payload_offset)?)));
-        let Some((timestamp, code)) = event else {
+            .and_then(|h| Some(EventSeen::of(&h, *packet.get(h.payload_offset)?)));
+        let Some(event) = event else {
             out.push(packet.to_vec());
             return out;
         };
         let disposition = match self.current {
-            Some((ts, c, d)) if ts == timestamp && c == code => d,
+            Some((current, d)) if current == event => d,
+            // A late packet of an earlier event: its key was dealt with.
+            Some((current, _)) if current.covers(&event) => Disposition::Drop,
             _ => {
+                let code = event.code;
                 let digit = event_digit(code);
                 let d = if digit == self.code.get(self.matched).copied() {
                     self.matched += 1;
@@ -372,7 +401,7 @@ impl KeyFilter {
                         Disposition::Pass
                     }
                 };
-                self.current = Some((timestamp, code, d));
+                self.current = Some((event, d));
                 d
             }
         };
@@ -390,8 +419,8 @@ impl KeyFilter {
     fn release(&mut self) -> Vec<Vec<u8>> {
         self.matched = 0;
         self.held_since = None;
-        if let Some(current) = self.current.as_mut().filter(|c| c.2 == Disposition::Hold) {
-            current.2 = Disposition::Pass; // the rest of a released event goes through
+        if let Some(current) = self.current.as_mut().filter(|c| c.1 == Disposition::Hold) {
+            current.1 = Disposition::Pass; // the rest of a released event goes through
         }
         std::mem::take(&mut self.held)
     }
@@ -437,6 +466,8 @@ mod tests {
             event(960, 11, true),
             // The same key pressed again is a new event (new timestamp).
             event(1760, 1, false),
+            // A redundant end packet of `#` delayed behind it: not a key.
+            event(960, 11, true),
         ] {
             live.extend(watch.inspect(&p));
         }
@@ -446,6 +477,10 @@ mod tests {
         assert_eq!(watch.inspect(&[0x80, 101]), None); // truncated
         assert_eq!(live, "1#1");
         assert_eq!(watch.digits, "1#1");
+        // Another stream (a new SSRC) starts its own timeline, earlier or not.
+        let mut other = event(40, 2, false);
+        other[8..12].copy_from_slice(&2u32.to_be_bytes());
+        assert_eq!(watch.inspect(&other), Some('2'));
     }
 
     #[test]
@@ -561,6 +596,8 @@ mod tests {
         assert!(filter.process(&star(100), t0).is_empty());
         assert!(filter.process(&eight(900), t0).is_empty());
         assert!(filter.process(&eight(900), t0).is_empty());
+        // The *'s last end packet, delayed behind the 8: not the start of a new code.
+        assert!(filter.process(&event(100, 10, true), t0).is_empty());
         assert_eq!(filter.process(&audio, t0), vec![audio.clone()]);
         assert!(filter.process(&star(2000), t0).is_empty());
         assert!(
