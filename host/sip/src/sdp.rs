@@ -84,7 +84,7 @@ fn lines(sdp: &str) -> impl Iterator<Item = &str> {
 pub struct Origin {
     session_id: u64,
     version: u64,
-    /// The last description sent, without its `o=` line.
+    /// The last description sent.
     last: Option<String>,
     security: Option<Security>,
 }
@@ -125,13 +125,12 @@ impl Origin {
     /// keeps the address `sdp` had in it (one is added after `v=` if it had none).
     pub fn stamp(&mut self, sdp: &str) -> String {
         let sdp = &with_security(sdp, self.security.as_ref());
-        let body: String = lines(sdp)
-            .filter(|l| !l.starts_with("o="))
-            .flat_map(|l| [l, "\r\n"])
-            .collect();
-        if self.last.as_deref() != Some(body.as_str()) {
+        let unchanged = self
+            .last
+            .as_deref()
+            .is_some_and(|last| without_origin(last).eq(without_origin(sdp)));
+        if !unchanged {
             self.version += 1;
-            self.last = Some(body);
         }
         let (id, version) = (self.session_id, self.version);
         let address = lines(sdp)
@@ -157,8 +156,21 @@ impl Origin {
                 placed = true;
             }
         }
+        self.last = Some(out.clone());
         out
     }
+
+    /// The description last sent to this party, as it was sent: what the host offers
+    /// again when the party asks for an offer (a re-INVITE without one), the session
+    /// unchanged (RFC 3264 §8: the same version).
+    pub fn last_sent(&self) -> Option<&str> {
+        self.last.as_deref()
+    }
+}
+
+/// A description's lines but its `o=` line.
+fn without_origin(sdp: &str) -> impl Iterator<Item = &str> {
+    lines(sdp).filter(|l| !l.starts_with("o="))
 }
 
 /// `sdp` with the audio line's profile and keys as `security` says: `RTP/SAVP` or

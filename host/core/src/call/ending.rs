@@ -78,6 +78,16 @@ impl Calls {
         let Some(mut session) = self.sessions.remove(&id) else {
             return;
         };
+        // Requests still waiting for a final response get one (RFC 3261 §15.1.2), or their
+        // server transactions would wait for ever: the caller's INVITE if nothing answered
+        // it (a BYE on the early dialog; a final sent already makes this a no-op), and a
+        // re-INVITE the call was passing on.
+        let unanswered = session.reinvite.take().map(|r| (r.server_txn, r.request));
+        let caller = (!session.a_answered).then(|| (session.a_txn, session.a_invite.clone()));
+        for (txn, request) in unanswered.into_iter().chain(caller) {
+            let reply = message::response_to(&request, 487, Some(&tag_of(&session.a_dialog.local)));
+            ctx.layer.send_response(ctx.ambient.now, txn, reply);
+        }
         self.keepalives.remove(id);
         self.cancel_pending_flips(ctx, id, &mut session);
         self.cancel_push(ctx, id, &mut session.record, session.ringing.take());
@@ -96,6 +106,11 @@ impl Calls {
         self.by_call_id.remove(&session.a_dialog.call_id);
         for leg in session.b.iter().chain(&session.forks) {
             self.by_call_id.remove(&leg.dialog.call_id);
+        }
+        for leg in session.b.take().into_iter().chain(session.forks.drain(..)) {
+            if let Some(txn) = leg.txn.filter(|_| !leg.answered) {
+                self.abandoned.insert(txn, leg.dialog);
+            }
         }
         // A soak found these left behind at ~50 bytes a call.
         self.by_client_txn.end_session(id);

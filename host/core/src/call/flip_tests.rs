@@ -66,14 +66,7 @@ fn hold_and_resume_are_new_versions_of_the_same_sdp_session() {
     let (far_session, _) = origin_of(&w.far_answer);
     for (cseq, direction, version) in [(2, "sendonly", 2), (3, "sendrecv", 3)] {
         let sdp = SDP.replace("a=rtpmap:101", &format!("a={direction}\r\na=rtpmap:101"));
-        let reinvite = format!(
-            "INVITE sip:wasmpbx@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {FAR_END};branch=z9hG4bK-far-re-{cseq}\r\n\
-From: <sip:0400@127.0.0.2>;tag=far\r\nTo: <sip:100@127.0.0.1>;tag={}\r\nCall-ID: far-call\r\n\
-CSeq: {cseq} INVITE\r\nContact: <sip:far@{FAR_END}>\r\nMax-Forwards: 70\r\n\
-Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
-            w.a_tag,
-            sdp.len()
-        );
+        let reinvite = w.far_end_reinvite(cseq, &sdp);
         w.deliver(FAR_END, &reinvite);
         let to_desk = w.last_to(DESK, "INVITE ");
         assert!(to_desk.contains(&format!("a={direction}")), "{to_desk}");
@@ -83,6 +76,36 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
         let answer = w.last_to(FAR_END, "SIP/2.0 200");
         assert_eq!(origin_of(&answer), (far_session.clone(), 1));
     }
+}
+
+#[test]
+fn a_reinvite_without_an_offer_gets_the_session_offered_again_unchanged() {
+    let mut w = World::connected();
+    let reinvite = w.far_end_reinvite(2, "");
+    w.deliver(FAR_END, &reinvite);
+    let ok = w.last_to(FAR_END, "SIP/2.0 200");
+    assert!(ok.contains("CSeq: 2 INVITE"), "{ok}");
+    assert!(
+        ok.contains("\r\nContact: "),
+        "a 2xx to an INVITE has a Contact: {ok}"
+    );
+    let offer = ok.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let last = w.far_answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+    assert!(!offer.is_empty(), "an offer: {ok}");
+    assert_eq!(offer, last, "the session as last described, same version");
+    assert_eq!(w.count_to(DESK, "INVITE "), 0, "nothing passed on");
+}
+
+#[test]
+fn a_reinvite_being_passed_on_when_the_call_ends_is_answered() {
+    let mut w = World::connected();
+    let reinvite = w.far_end_reinvite(2, SDP);
+    w.deliver(FAR_END, &reinvite);
+    assert_eq!(w.count_to(DESK, "INVITE "), 1, "passed on to the desk");
+    // The desk hangs up instead of answering it.
+    w.device_hangs_up(DESK);
+    let refused = w.last_to(FAR_END, "SIP/2.0 487");
+    assert!(refused.contains("CSeq: 2 INVITE"), "{refused}");
 }
 
 #[test]
@@ -673,6 +696,9 @@ fn the_placing_device_hanging_up_while_targets_ring_leaves_the_call_to_them() {
     w.respond(MOBILE, &to_mobile, 200);
     assert_eq!(w.media.take(), [Did::Switch(Side::A), Did::Silence]);
     assert_eq!(w.count_to(DESK, "BYE "), 0, "the desk is already gone");
+    // The tablet, cancelled, says so.
+    let to_tablet = w.last_to(TABLET, "INVITE ");
+    w.respond(TABLET, &to_tablet, 487);
     let record = w.placed_call_far_end_hangs_up();
     assert_eq!(w.count_to(MOBILE, "BYE "), 1, "the mobile had the call");
     assert_eq!(record.flips[0].result, FlipResult::Done);

@@ -209,37 +209,10 @@ impl Calls {
                 if fork.cancelled || session.b.is_some() {
                     // Answered after another device won, or once cancelled (the ring
                     // timeout, the caller gave up): acknowledge and hang up that device.
-                    let message = SipMessage::Response(response.clone());
-                    if let Some(tag) = message::to_tag(&message) {
-                        fork.dialog.remote = retagged(&fork.dialog.remote, &tag);
-                    }
-                    if let Some(contact) = message::header_value(&message, "Contact") {
-                        fork.dialog.target = addr_spec(&contact);
-                    }
-                    fork.dialog.route_set = route_set_of_response(&message);
-                    if let Some(ack) = fork.dialog.request(
-                        "ACK",
-                        1,
-                        &Via {
-                            local: ctx.local,
-                            branch: &ctx.token(),
-                        },
-                    ) {
-                        ctx.layer.send_ack(ctx.ambient.now, ack, fork.dialog.peer);
-                    }
-                    if let Some(bye) = fork.dialog.request(
-                        "BYE",
-                        2,
-                        &Via {
-                            local: ctx.local,
-                            branch: &ctx.token(),
-                        },
-                    ) {
-                        let bye_txn =
-                            ctx.layer
-                                .send_request(ctx.ambient.now, bye, fork.dialog.peer);
+                    if let Some(bye_txn) = hang_up_late_answer(ctx, &mut fork.dialog, response) {
                         self.by_client_txn.insert(bye_txn, id);
                     }
+                    self.by_client_txn.remove(&txn);
                     self.by_call_id.remove(&fork.dialog.call_id);
                     return false;
                 }
@@ -292,4 +265,45 @@ impl Calls {
             }
         }
     }
+}
+
+/// A leg the host gave up on (cancelled, or another device answered first) answered all
+/// the same — its 2xx crossed the CANCEL: the dialog is taken from the 2xx, acknowledged
+/// and hung up at once (RFC 3261 §9.1, §15). The BYE's transaction.
+pub(super) fn hang_up_late_answer(
+    ctx: &mut Ctx<'_>,
+    dialog: &mut Dialog,
+    response: &Response,
+) -> Option<ClientTxnId> {
+    let message = SipMessage::Response(response.clone());
+    if let Some(tag) = message::to_tag(&message) {
+        dialog.remote = retagged(&dialog.remote, &tag);
+    }
+    if let Some(contact) = message::header_value(&message, "Contact") {
+        dialog.target = addr_spec(&contact);
+    }
+    dialog.route_set = route_set_of_response(&message);
+    let branch = ctx.token();
+    let ack = dialog.request(
+        "ACK",
+        dialog.local_cseq,
+        &Via {
+            local: ctx.local,
+            branch: &branch,
+        },
+    );
+    if let Some(ack) = ack {
+        ctx.layer.send_ack(ctx.ambient.now, ack, dialog.peer);
+    }
+    dialog.local_cseq += 1;
+    let branch = ctx.token();
+    let bye = dialog.request(
+        "BYE",
+        dialog.local_cseq,
+        &Via {
+            local: ctx.local,
+            branch: &branch,
+        },
+    )?;
+    Some(ctx.layer.send_request(ctx.ambient.now, bye, dialog.peer))
 }

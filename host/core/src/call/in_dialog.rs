@@ -240,25 +240,37 @@ impl Calls {
                     session.ports.b
                 };
                 let mut reply = ok;
-                let answer = match session.endpoint {
-                    // The host is the caller's endpoint: it answers with what it speaks.
-                    Some(e) if from_a && !body.is_empty() => Ok(sdp::endpoint(
-                        ctx.config.media.public_ip,
-                        port,
-                        e.codec,
-                        e.event_pt,
-                    )),
-                    _ => sdp::rewrite(&body, ctx.config.media.public_ip, port),
+                let endpoint = session.endpoint;
+                let Some(dialog) = session.dialog_mut(side) else {
+                    return ctx.layer.send_response(ctx.ambient.now, txn, reply);
                 };
-                if let Ok(answer) = answer
-                    && let Some(dialog) = session.dialog_mut(side)
-                {
-                    attach_sdp(
-                        &mut reply,
-                        ctx.contact(dialog.peer.transport),
-                        dialog.sdp.stamp(&answer),
-                    );
-                }
+                let description = if body.is_empty() {
+                    // No offer (a session refresh, RFC 4028; third-party call control):
+                    // the 200 must make one, and the host offers the session as it last
+                    // described it to this party, unchanged (RFC 3264 §8); the party's
+                    // answer comes in its ACK.
+                    dialog.sdp.last_sent().map(str::to_owned)
+                } else {
+                    let answer = match endpoint {
+                        // The host is the caller's endpoint: it answers with what it speaks.
+                        Some(e) if from_a => Ok(sdp::endpoint(
+                            ctx.config.media.public_ip,
+                            port,
+                            e.codec,
+                            e.event_pt,
+                        )),
+                        _ => sdp::rewrite(&body, ctx.config.media.public_ip, port),
+                    };
+                    answer.ok().map(|answer| dialog.sdp.stamp(&answer))
+                };
+                let Some(description) = description else {
+                    // Nothing the host can relay offered (no G.711), or nothing described
+                    // to this party yet.
+                    tracing::info!("re-INVITE refused: no offer or answer the host can make");
+                    let refusal = message::response_to(&request, 488, None);
+                    return ctx.layer.send_response(ctx.ambient.now, txn, refusal);
+                };
+                attach_sdp(&mut reply, ctx.contact(dialog.peer.transport), description);
                 ctx.layer.send_response(ctx.ambient.now, txn, reply);
             }
             _ => ctx.layer.send_response(ctx.ambient.now, txn, ok),
@@ -274,6 +286,11 @@ impl Calls {
         let Some(session) = self.sessions.get_mut(&id) else {
             return;
         };
+        // A caller hanging up its early dialog gave up before anyone answered.
+        let disposition = match session.a_answered {
+            true => Disposition::Answered,
+            false => Disposition::Abandoned,
+        };
         match side {
             Side::A if session.b.as_ref().is_some_and(|b| b.answered) => self.bye_b(ctx, id),
             Side::A => {
@@ -284,7 +301,7 @@ impl Calls {
             Side::B => self.bye_a(ctx, id),
         }
         self.cancel_forks(ctx, id);
-        self.finish(ctx, id, Disposition::Answered, who);
+        self.finish(ctx, id, disposition, who);
     }
 
     /// A device's connection closed (a browser's WebSocket): nothing can reach it any

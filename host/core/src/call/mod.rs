@@ -294,6 +294,11 @@ pub struct Calls {
     /// The pull INVITE another shard handed here (its Call-ID) and what the shards
     /// before found: set and cleared around that one input, see [`Calls::handed_pull`].
     handed_pull: Option<(String, PullSearch)>,
+    /// The unanswered legs of ended calls, by their INVITE's transaction: a 2xx that
+    /// crosses their CANCEL is acknowledged and hung up, not left answered into silence
+    /// (a carrier bills it). Gone with the INVITE's final response, or 64·T1 after its
+    /// CANCEL.
+    abandoned: HashMap<ClientTxnId, Dialog>,
 }
 
 impl Calls {
@@ -317,7 +322,7 @@ impl Calls {
     /// How many entries each of the calls' tables holds: all empty once every call has
     /// ended and its last transaction is done (the tests check nothing is left behind).
     #[cfg(test)]
-    pub(crate) fn table_sizes(&self) -> [(&'static str, usize); 8] {
+    pub(crate) fn table_sizes(&self) -> [(&'static str, usize); 9] {
         [
             ("sessions", self.sessions.len()),
             ("by_call_id", self.by_call_id.len()),
@@ -327,6 +332,7 @@ impl Calls {
             ("ending", self.ending.len()),
             ("keepalives", self.keepalives.len()),
             ("handed_pull", usize::from(self.handed_pull.is_some())),
+            ("abandoned", self.abandoned.len()),
         ]
     }
 
@@ -388,6 +394,17 @@ impl Calls {
 
     /// A response to one of the host's requests.
     pub fn handle_response(&mut self, ctx: &mut Ctx<'_>, txn: ClientTxnId, response: Response) {
+        let code = response.status_code.code();
+        if let Some(dialog) = self.abandoned.get_mut(&txn) {
+            if (200..300).contains(&code) {
+                tracing::info!(call_id = %dialog.call_id, "a leg of an ended call answered: hung up");
+                forks::hang_up_late_answer(ctx, dialog, &response);
+            }
+            if code >= 200 {
+                self.abandoned.remove(&txn);
+            }
+            return;
+        }
         let Some(&id) = self.by_client_txn.get(&txn) else {
             return;
         };
@@ -619,6 +636,9 @@ impl Calls {
 
     /// A client transaction got no answer at all.
     pub fn handle_txn_timeout(&mut self, ctx: &mut Ctx<'_>, txn: ClientTxnId) {
+        if self.abandoned.remove(&txn).is_some() {
+            return;
+        }
         let Some(id) = self.by_client_txn.get(&txn).copied() else {
             return;
         };
@@ -706,11 +726,22 @@ impl Calls {
             self.cancel_forks(ctx, id);
             target
         } else {
-            let Some(b) = session.b.as_mut().filter(|b| !b.answered && !b.cancelled) else {
+            if !session
+                .b
+                .as_ref()
+                .is_some_and(|b| !b.answered && !b.cancelled)
+            {
+                return;
+            }
+            let Some(mut b) = session.b.take() else {
                 return;
             };
             b.cancel(ctx, id, &mut self.by_client_txn);
-            b.target.clone()
+            let target = b.target.clone();
+            // Out of `b`, for the script's next forward: should it answer all the same,
+            // it is one of the cancelled forks, acknowledged and hung up.
+            session.forks.push(b);
+            target
         };
         tracing::info!("ring timeout");
         let event = Event::ForwardFailed {

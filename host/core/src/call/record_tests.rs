@@ -187,3 +187,25 @@ fn a_caller_who_never_acks_the_answer_is_hung_up_with_the_device_and_the_call_fa
     assert_eq!(record.disposition, Disposition::Failed);
     assert_eq!(record.end_reason, "no ACK from the caller");
 }
+
+#[test]
+fn a_caller_hanging_up_its_early_dialog_has_its_invite_answered_and_the_devices_cancelled() {
+    // RFC 3261 §15: a caller may BYE an early dialog; its INVITE still gets a final
+    // response (487), or the server transaction waits for ever.
+    let mut w = World::new();
+    w.deliver(FAR_END, &World::trunk_invite());
+    let id = w.session();
+    w.route(id, vec![to_alice()]);
+    w.drain();
+    let desk_invite = w.last_to(DESK, "INVITE ");
+    w.respond(DESK, &desk_invite, 180);
+    let ringing = w.last_to(FAR_END, "SIP/2.0 180");
+    let to = crate::sip::message::parse(ringing.as_bytes()).unwrap();
+    w.a_tag = crate::sip::message::to_tag(&to).expect("the host's tag in the 180");
+    let bye = w.far_end_request("BYE", 2);
+    w.deliver(FAR_END, &bye);
+    assert!(w.last_to(FAR_END, "SIP/2.0 487").contains("CSeq: 1 INVITE"));
+    assert_eq!(w.count_to(DESK, "CANCEL "), 1);
+    let record = w.records.last().expect("the call's record");
+    assert_ne!(record.disposition, Disposition::Answered, "{record:?}");
+}

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::world::{FAR_END, World, addr};
+use super::world::{DESK, FAR_END, World, addr, to_alice};
 use crate::routing::{Action, Event, ForwardTarget};
 use crate::sip::message;
 use crate::trunks::{Health, ResolvedTarget};
@@ -227,6 +227,68 @@ fn the_dialog_takes_the_tag_of_the_2xx_not_of_the_ringing() {
     let ack = w.last_to(EDGE_A, "ACK ");
     assert!(ack.contains(";tag=final"), "{ack}");
     assert!(!ack.contains("tag=early"), "{ack}");
+}
+
+/// The caller of [`forwarding`] gives up: its CANCEL.
+fn caller_cancels(w: &mut World) {
+    let cancel = format!(
+        "CANCEL sip:61290000001@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {FAR_END};branch=z9hG4bK-far-call\r\n\
+From: <sip:0400000001@127.0.0.2>;tag=far-call\r\nTo: <sip:61290000001@127.0.0.1>\r\nCall-ID: far-call\r\n\
+CSeq: 1 CANCEL\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    );
+    w.deliver(FAR_END, &cancel);
+}
+
+#[test]
+fn a_carrier_answer_crossing_the_callers_cancel_is_acknowledged_and_hung_up() {
+    // RFC 3261 §9.1: the 2xx crossed the CANCEL; the UAC must ACK it and BYE, or the
+    // carrier bills a call answered into silence.
+    let mut w = forwarding();
+    let invite = w.last_to(EDGE_A, "INVITE ");
+    w.respond(EDGE_A, &invite, 180);
+    caller_cancels(&mut w);
+    assert_eq!(
+        w.count_to(FAR_END, "SIP/2.0 487"),
+        1,
+        "the caller's INVITE ends"
+    );
+    assert_eq!(w.count_to(EDGE_A, "CANCEL "), 1);
+    assert!(w.records.pop().is_some(), "the call is over");
+    w.respond(EDGE_A, &invite, 200);
+    assert_eq!(w.count_to(EDGE_A, "ACK "), 1);
+    let bye = w.last_to(EDGE_A, "BYE ");
+    assert!(bye.contains("tag=dev"), "in the answered dialog: {bye}");
+    w.respond(EDGE_A, &bye, 200);
+    let left = w.tables_left();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn after_a_ring_timeout_the_next_forward_connects_and_the_first_answering_late_is_hung_up() {
+    let mut w = forwarding();
+    let first = w.last_to(EDGE_A, "INVITE ");
+    w.respond(EDGE_A, &first, 180);
+    w.advance(Duration::from_secs(61));
+    assert_eq!(w.count_to(EDGE_A, "CANCEL "), 1);
+    assert!(matches!(
+        w.routed.last(),
+        Some(Event::ForwardFailed { status: 408, .. })
+    ));
+    // The script tries alice's devices instead; the carrier's 200 crosses its CANCEL.
+    let id = w.session();
+    w.route(id, vec![to_alice()]);
+    w.drain();
+    w.respond(EDGE_A, &first, 200);
+    assert_eq!(w.count_to(EDGE_A, "ACK "), 1);
+    assert_eq!(w.count_to(EDGE_A, "BYE "), 1, "the late answer is hung up");
+    let to_desk = w.last_to(DESK, "INVITE ");
+    w.respond(DESK, &to_desk, 200);
+    assert_eq!(w.count_to(DESK, "BYE "), 0, "the desk has the call");
+    assert_eq!(
+        w.count_to(FAR_END, "SIP/2.0 200"),
+        1,
+        "the caller is connected"
+    );
 }
 
 #[test]

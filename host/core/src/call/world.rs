@@ -486,6 +486,22 @@ CSeq: {cseq} {method}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
         )
     }
 
+    /// A re-INVITE from the far end carrying `sdp` (none: an INVITE without an offer).
+    pub(super) fn far_end_reinvite(&self, cseq: u32, sdp: &str) -> String {
+        let body_headers = match sdp.is_empty() {
+            true => String::new(),
+            false => "Content-Type: application/sdp\r\n".to_owned(),
+        };
+        format!(
+            "INVITE sip:wasmpbx@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {FAR_END};branch=z9hG4bK-far-re-{cseq}\r\n\
+From: <sip:0400@127.0.0.2>;tag=far\r\nTo: <sip:100@127.0.0.1>;tag={}\r\nCall-ID: far-call\r\n\
+CSeq: {cseq} INVITE\r\nContact: <sip:far@{FAR_END}>\r\nMax-Forwards: 70\r\n\
+{body_headers}Content-Length: {}\r\n\r\n{sdp}",
+            self.a_tag,
+            sdp.len()
+        )
+    }
+
     /// A device hangs up the dialog the host has with it (the host's last INVITE to it
     /// defines the dialog).
     pub(super) fn device_hangs_up(&mut self, device: &str) {
