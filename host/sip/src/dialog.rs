@@ -24,6 +24,9 @@ pub struct Dialog {
     /// passes them.
     pub route_set: Vec<String>,
     pub local_cseq: u32,
+    /// The CSeq of the last request the other side sent in the dialog (none yet): a
+    /// lower one is out of order (RFC 3261 §12.2.2).
+    pub remote_cseq: Option<u32>,
     /// Where the dialog's requests are sent (the transport's next hop).
     pub peer: Peer,
     /// The host's SDP session towards this party: every description sent in this
@@ -211,6 +214,7 @@ mod tests {
             target: "sip:pstn@127.0.0.1:5070;transport=udp".into(),
             route_set: Vec::new(),
             local_cseq: 1,
+            remote_cseq: None,
             peer: crate::transaction::Peer {
                 transport: crate::transaction::Transport::Udp,
                 addr: "127.0.0.2:5060".parse().unwrap(),
@@ -276,6 +280,7 @@ Call-ID: c1\r\nCSeq: 1 INVITE\r\nContact: <sip:a@10.0.0.20>\r\nContent-Length: 0
             target: "sip:a@10.0.0.20".into(),
             route_set: route_set_of_request(&parse(INVITE)),
             local_cseq: 1,
+            remote_cseq: Some(1),
             peer,
             sdp: sdp::Origin::new(1),
         };

@@ -273,7 +273,7 @@ pub fn call_id(message: &impl HeadersExt) -> Option<String> {
 }
 
 /// The CSeq number and method.
-pub fn cseq(message: &SipMessage) -> Option<(u32, Method)> {
+pub fn cseq(message: &impl HeadersExt) -> Option<(u32, Method)> {
     let cseq = message.cseq_header().ok()?.typed().ok()?;
     Some((cseq.seq, cseq.method))
 }

@@ -109,6 +109,44 @@ fn a_reinvite_being_passed_on_when_the_call_ends_is_answered() {
 }
 
 #[test]
+fn a_request_older_than_one_its_side_sent_since_is_refused_500() {
+    // RFC 3261 §12.2.2: a late BYE (CSeq 3) after an INFO (CSeq 5) ends nothing.
+    let mut w = World::connected();
+    let info = w.far_end_request("INFO", 5);
+    w.deliver(FAR_END, &info);
+    let late = w.far_end_request("BYE", 3);
+    w.deliver(FAR_END, &late);
+    assert!(w.last_to(FAR_END, "SIP/2.0 500").contains("CSeq: 3 BYE"));
+    assert_eq!(w.pbx.calls.count(), 1, "the call goes on");
+    assert_eq!(w.count_to(DESK, "BYE "), 0);
+    let bye = w.far_end_request("BYE", 6);
+    w.deliver(FAR_END, &bye);
+    assert_eq!(w.pbx.calls.count(), 0);
+}
+
+#[test]
+fn a_second_reinvite_before_the_first_is_answered_gets_500_and_a_crossing_one_491() {
+    // RFC 3261 §14.2.
+    let mut w = World::connected();
+    let first = w.far_end_reinvite(2, SDP);
+    w.deliver(FAR_END, &first);
+    assert_eq!(w.count_to(DESK, "INVITE "), 1, "passed on");
+    let second = w.far_end_reinvite(3, SDP);
+    w.deliver(FAR_END, &second);
+    let refused = w.last_to(FAR_END, "SIP/2.0 500");
+    assert!(refused.contains("CSeq: 3 INVITE"), "{refused}");
+    let after: u32 = refused
+        .lines()
+        .find_map(|l| l.strip_prefix("Retry-After: "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("a Retry-After");
+    assert!(after <= 10);
+    // The desk's own re-INVITE crosses the one the host sent it.
+    w.device_request(DESK, "INVITE", 2, "");
+    assert!(w.last_to(DESK, "SIP/2.0 491").contains("CSeq: 2 INVITE"));
+}
+
+#[test]
 fn a_pull_takes_the_call_without_touching_the_far_end() {
     let mut w = World::connected();
     w.pull_from(MOBILE);

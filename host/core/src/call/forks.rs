@@ -147,6 +147,7 @@ impl Calls {
                 target: binding.contact.clone(),
                 route_set: Vec::new(),
                 local_cseq: 1,
+                remote_cseq: None,
                 peer,
                 sdp: origin,
             },

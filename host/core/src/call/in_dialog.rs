@@ -7,7 +7,7 @@ use crate::flip::FlipResult;
 use crate::media::Side;
 use crate::routing::Disposition;
 use crate::sdp;
-use crate::sip::message::{self, Request, Response, SipMessage};
+use crate::sip::message::{self, Header, Request, Response, SipMessage};
 use crate::sip::transaction::{Peer, ServerTxnId};
 
 use super::requests::{Via, attach_sdp, dtmf_from_info};
@@ -136,6 +136,17 @@ impl Calls {
         }
         let from_a = session.a_dialog.call_id == call_id;
         let side = if from_a { Side::A } else { Side::B };
+        if let (Some((cseq, _)), Some(dialog)) = (message::cseq(&request), session.dialog_mut(side))
+        {
+            if dialog.remote_cseq.is_some_and(|last| cseq < last) {
+                // Out of order (RFC 3261 §12.2.2): a late copy of a request this side
+                // has since gone past.
+                tracing::info!(cseq, method = %request.method, "out-of-order request refused");
+                let refusal = message::response_to(&request, 500, None);
+                return ctx.layer.send_response(ctx.ambient.now, txn, refusal);
+            }
+            dialog.remote_cseq = Some(cseq);
+        }
         let ok = message::response_to(&request, 200, None);
         match request.method {
             rsip::Method::Bye => {
@@ -163,12 +174,21 @@ impl Calls {
                 let body = String::from_utf8_lossy(&request.body).into_owned();
                 let other_connected =
                     session.a_answered && session.b.as_ref().is_some_and(|b| b.answered);
-                if session.reinvite.is_some() {
-                    return ctx.layer.send_response(
-                        ctx.ambient.now,
-                        txn,
-                        message::response_to(&request, 491, None),
-                    );
+                if let Some(pending) = &session.reinvite {
+                    // RFC 3261 §14.2: this side's own earlier re-INVITE is still being
+                    // answered (500, try again in up to 10 s); or it crossed the one the
+                    // host passed on to it (glare: 491).
+                    let mut refusal = match pending.from_a == from_a {
+                        true => message::response_to(&request, 500, None),
+                        false => message::response_to(&request, 491, None),
+                    };
+                    if pending.from_a == from_a {
+                        let after = ctx.entropy.next_u64() % 11;
+                        refusal
+                            .headers
+                            .push(Header::Other("Retry-After".into(), after.to_string()));
+                    }
+                    return ctx.layer.send_response(ctx.ambient.now, txn, refusal);
                 }
                 // The party's keys may change with a new offer; SRTP may not be dropped.
                 if let Ok(offer) = sdp::parse(&body)

@@ -272,6 +272,7 @@ impl Calls {
                 target: contact,
                 route_set: route_set_of_request(&message),
                 local_cseq: 0,
+                remote_cseq: message::cseq(&message).map(|c| c.0),
                 peer: source,
                 sdp: sdp::Origin::new(ctx.entropy.next_u64()),
             },

@@ -362,6 +362,7 @@ impl Calls {
                 target: format!("sip:{dialled}@{host}"),
                 route_set: Vec::new(),
                 local_cseq: 1,
+                remote_cseq: None,
                 peer,
                 sdp: origin,
             },
