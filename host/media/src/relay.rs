@@ -100,6 +100,20 @@ struct Call {
 }
 
 impl Call {
+    /// Start (again) the task sending the host's frames to `side`, from that side's port.
+    fn spawn_host_sender(&mut self, side: Side, counters: &Arc<RelayCounters>) {
+        if let Some(sender) = self.host_sender.take() {
+            sender.abort();
+        }
+        self.host_sender = Some(tokio::spawn(send_host_frames(HostSender {
+            socket: self.rtp[side as usize].clone(),
+            shared: self.shared.clone(),
+            playing: self.playing.clone(),
+            packets: self.packets.clone(),
+            counters: counters.clone(),
+        })));
+    }
+
     fn add_bridge(&mut self, bridge: super::webrtc::Bridge, counters: &RelayCounters) -> usize {
         let n = self.next_bridge;
         self.next_bridge += 1;
@@ -394,7 +408,16 @@ impl MediaAllocator for RelayManager {
         call.ports[i] = reserved.port;
         drop(reserved); // its prompter stops
         call.prune_bridges(&self.counters);
-        lock(&call.shared).switch(side, monotonic_now() + RETIRING_AT_MOST);
+        let host_speaks_here = {
+            let mut shared = lock(&call.shared);
+            shared.switch(side, monotonic_now() + RETIRING_AT_MOST);
+            shared.endpoint.as_ref().is_some_and(|e| e.side == side)
+        };
+        if host_speaks_here {
+            // The host's frames (prompts, ringback, an engine's speech) reach the new
+            // device from its own port, as its audio does.
+            call.spawn_host_sender(side, &self.counters);
+        }
         self.spawn_forwarding(&mut call);
         call.forwarding.push(tokio::spawn(retire(Retire {
             inbound: old_rtp,
@@ -583,13 +606,7 @@ impl MediaAllocator for RelayManager {
             position: 0,
         });
         drop(shared);
-        call.host_sender = Some(tokio::spawn(send_host_frames(HostSender {
-            socket: call.rtp[i].clone(),
-            shared: call.shared.clone(),
-            playing: call.playing.clone(),
-            packets: call.packets.clone(),
-            counters: self.counters.clone(),
-        })));
+        call.spawn_host_sender(side, &self.counters);
     }
 
     fn play(&mut self, session: SessionId, playback: Playback) {
@@ -1233,6 +1250,28 @@ mod tests {
         let (data, from) = recv(&mobile).await;
         assert_eq!((data, from.port()), (for_the_mobile, new_port));
         relay.close(id(3));
+    }
+
+    #[tokio::test]
+    async fn the_hosts_frames_reach_a_new_device_from_its_own_port() {
+        let (mut relay, _) = manager();
+        let ports = relay.open(id(14)).unwrap();
+        let desk = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mobile = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        relay.set_remote(id(14), Side::B, desk.local_addr().unwrap());
+        // The host speaks to side B (the far end is away); the mobile takes B over.
+        relay.answer(id(14), Side::B, Codec::Pcmu);
+        relay.play(
+            id(14),
+            Playback::Loop(Arc::new(Prompt::from_samples("tone", vec![500; 160]))),
+        );
+        assert_eq!(recv(&desk).await.1.port(), ports.b);
+        let new_port = relay.reserve_leg(id(14)).unwrap();
+        relay.switch_leg(id(14), Side::B).unwrap();
+        relay.set_remote(id(14), Side::B, mobile.local_addr().unwrap());
+        let (_, from) = recv(&mobile).await;
+        assert_eq!(from.port(), new_port, "not from the port the desk had");
+        relay.close(id(14));
     }
 
     #[tokio::test]
