@@ -330,7 +330,13 @@ struct Writing {
     wav: Option<hound::WavWriter<BufWriter<File>>>,
     /// Sample frames written.
     written: u64,
+    /// The most frames the file takes (a WAV file's sizes are 32-bit).
+    most: u64,
 }
+
+/// The most sample frames a recording holds: a WAV file's RIFF size is a 32-bit number
+/// of bytes (4 a frame, and the header's 44): about 37 hours at 8 kHz stereo.
+const MOST_FRAMES: u64 = (u32::MAX as u64 - 44) / 4;
 
 impl Writing {
     fn create(path: PathBuf) -> Self {
@@ -349,6 +355,7 @@ impl Writing {
             part,
             wav,
             written: 0,
+            most: MOST_FRAMES,
         }
     }
 
@@ -366,8 +373,16 @@ impl Writing {
         let Some(wav) = self.wav.as_mut() else {
             return;
         };
+        // Samples the file has room for (whole frames).
+        let room = self.most.saturating_sub(self.written) * 2;
         let mut count = 0u64;
         for s in samples {
+            if count == room {
+                if room > 0 {
+                    tracing::warn!(path = %self.path.display(), "the recording is full (a WAV file holds about 37 hours): the rest of the call is not recorded");
+                }
+                break;
+            }
             if let Err(e) = wav.write_sample(s) {
                 tracing::error!(path = %self.path.display(), "recording stopped: {e}");
                 self.wav = None;
@@ -518,6 +533,25 @@ mod tests {
         files.sync();
         assert!(!bad.exists());
         assert_eq!(read(&good).len(), 2 * 8000);
+    }
+
+    #[test]
+    fn a_recording_stops_growing_where_a_wav_file_must_end_and_is_still_whole() {
+        // The real bound is ~37 hours; this file's is 100 frames.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("long.wav");
+        let mut writing = Writing::create(path.clone());
+        writing.most = 100;
+        writing.write(0, &[1; 150 * 2]);
+        writing.write(150, &[2; 10 * 2]);
+        writing.finish(400, 0);
+        let samples = read(&path);
+        assert_eq!(
+            samples.len(),
+            100 * 2,
+            "frames up to the bound, a valid header"
+        );
+        assert!(samples.iter().all(|&s| s == 1));
     }
 
     #[test]
