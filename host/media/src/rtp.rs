@@ -266,13 +266,26 @@ impl EventSeen {
             code,
         }
     }
+}
 
-    /// Whether `next` is a packet of this event, or of an earlier one of the same
-    /// stream arriving late (a redundant end packet delayed behind the next key's
-    /// start): either way not a new key. Timestamps compare as serial numbers.
-    fn covers(&self, next: &EventSeen) -> bool {
-        next.ssrc == self.ssrc
-            && (*next == *self || (next.timestamp.wrapping_sub(self.timestamp) as i32) < 0)
+/// The last few events of a stream: a packet of one of them (a redundant end packet
+/// delayed behind the next key's start) is not a new key. Remembered by what identifies
+/// an event, not by timestamp order: a sender replaying recorded events (SIPp's pcaps)
+/// need not number them in order.
+#[derive(Debug, Default)]
+struct RecentEvents {
+    seen: [Option<EventSeen>; 4],
+    next: usize,
+}
+
+impl RecentEvents {
+    fn contains(&self, event: &EventSeen) -> bool {
+        self.seen.contains(&Some(*event))
+    }
+
+    fn remember(&mut self, event: EventSeen) {
+        self.seen[self.next] = Some(event);
+        self.next = (self.next + 1) % self.seen.len();
     }
 }
 
@@ -281,7 +294,7 @@ impl EventSeen {
 #[derive(Debug, Default)]
 pub struct DtmfWatch {
     pub payload_type: Option<u8>,
-    last_event: Option<EventSeen>,
+    recent: RecentEvents,
     /// Every digit seen, for the call's record (bounded).
     pub digits: String,
 }
@@ -303,10 +316,10 @@ impl DtmfWatch {
         }
         let code = *packet.get(header.payload_offset)?;
         let event = EventSeen::of(&header, code);
-        if self.last_event.is_some_and(|last| last.covers(&event)) {
+        if self.recent.contains(&event) {
             return None;
         }
-        self.last_event = Some(event);
+        self.recent.remember(event);
         let digit = event_digit(code)?;
         if self.digits.len() < 256 {
             self.digits.push(digit);
@@ -329,6 +342,8 @@ pub struct KeyFilter {
     held_since: Option<Instant>,
     /// The event being received and whether its packets are held.
     current: Option<(EventSeen, Disposition)>,
+    /// The events before it.
+    recent: RecentEvents,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -350,6 +365,7 @@ impl KeyFilter {
             held: Vec::new(),
             held_since: None,
             current: None,
+            recent: RecentEvents::default(),
         }
     }
 
@@ -378,7 +394,7 @@ impl KeyFilter {
         let disposition = match self.current {
             Some((current, d)) if current == event => d,
             // A late packet of an earlier event: its key was dealt with.
-            Some((current, _)) if current.covers(&event) => Disposition::Drop,
+            _ if self.recent.contains(&event) => Disposition::Drop,
             _ => {
                 let code = event.code;
                 let digit = event_digit(code);
@@ -401,7 +417,9 @@ impl KeyFilter {
                         Disposition::Pass
                     }
                 };
-                self.current = Some((event, d));
+                if let Some((previous, _)) = self.current.replace((event, d)) {
+                    self.recent.remember(previous);
+                }
                 d
             }
         };
@@ -481,6 +499,8 @@ mod tests {
         let mut other = event(40, 2, false);
         other[8..12].copy_from_slice(&2u32.to_be_bytes());
         assert_eq!(watch.inspect(&other), Some('2'));
+        // Recorded events replayed out of timestamp order (SIPp's pcaps) are keys too.
+        assert_eq!(watch.inspect(&event(80, 7, false)), Some('7'));
     }
 
     #[test]
