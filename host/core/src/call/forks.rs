@@ -241,16 +241,30 @@ impl Calls {
                 if let Some(leg) = session.record.legs.iter_mut().find(|l| l.0 == fork.number) {
                     leg.1 = code;
                 }
+                let declined = code >= 600 && !fork.cancelled;
+                if declined {
+                    // A 6xx is the user's answer for every device (RFC 3261 §16.7: decline
+                    // on one, the others stop ringing).
+                    tracing::info!(code, device = %fork.number, "declined: the other devices stop ringing");
+                    self.cancel_forks(ctx, id);
+                }
+                let Some(session) = self.sessions.get_mut(&id) else {
+                    return false;
+                };
                 let all_failed = session.b.is_none() && session.forks.iter().all(|f| f.cancelled);
                 if !fork.cancelled && all_failed && session.phase == Phase::Forwarding {
-                    // The most telling status of all the devices: busy if any was busy.
-                    let best = session
-                        .record
-                        .legs
-                        .iter()
-                        .map(|l| l.1)
-                        .find(|c| *c == 486)
-                        .unwrap_or(code);
+                    // The most telling status of all the devices: a decline, else busy if
+                    // any was busy.
+                    let best = match declined {
+                        true => code,
+                        false => session
+                            .record
+                            .legs
+                            .iter()
+                            .map(|l| l.1)
+                            .find(|c| *c == 486)
+                            .unwrap_or(code),
+                    };
                     let target = fork.target;
                     self.route(
                         ctx,

@@ -209,3 +209,25 @@ fn a_caller_hanging_up_its_early_dialog_has_its_invite_answered_and_the_devices_
     let record = w.records.last().expect("the call's record");
     assert_ne!(record.disposition, Disposition::Answered, "{record:?}");
 }
+
+#[test]
+fn a_device_declining_stops_the_others_ringing_and_the_forward_fails_with_its_decline() {
+    let mut w = World::new();
+    w.deliver(FAR_END, &World::trunk_invite());
+    let id = w.session();
+    w.route(id, vec![to_alice()]);
+    w.drain();
+    let desk_invite = w.last_to(DESK, "INVITE ");
+    w.respond(DESK, &desk_invite, 603);
+    for device in [MOBILE, TABLET] {
+        assert_eq!(w.count_to(device, "CANCEL "), 1, "{device} stops ringing");
+    }
+    assert!(
+        matches!(
+            w.routed.last(),
+            Some(crate::routing::Event::ForwardFailed { status: 603, .. })
+        ),
+        "{:?}",
+        w.routed
+    );
+}
