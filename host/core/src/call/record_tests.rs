@@ -1,7 +1,7 @@
 //! A call's record as it goes: written `live` when the call is answered and after each
 //! flip, so that a crash cannot lose an answered call, then `ended` in place.
 
-use super::world::{DESK, FAR_END, MOBILE, TABLET, World, to_alice};
+use super::world::{DESK, FAR_END, MOBILE, TABLET, World};
 use crate::call::RecordState;
 use crate::flip::FlipResult;
 use crate::routing::Disposition;
@@ -163,11 +163,7 @@ fn an_external_event_joins_the_record_and_sets_its_tag() {
 
 #[test]
 fn a_caller_who_never_acks_the_answer_is_hung_up_with_the_device_and_the_call_failed() {
-    let mut w = World::new();
-    w.deliver(FAR_END, &World::trunk_invite());
-    let id = w.session();
-    w.route(id, vec![to_alice()]);
-    w.drain();
+    let mut w = World::ringing_alice();
     let desk_invite = w.last_to(DESK, "INVITE ");
     w.respond(DESK, &desk_invite, 200);
     for device in [MOBILE, TABLET] {
@@ -192,11 +188,7 @@ fn a_caller_who_never_acks_the_answer_is_hung_up_with_the_device_and_the_call_fa
 fn a_caller_hanging_up_its_early_dialog_has_its_invite_answered_and_the_devices_cancelled() {
     // RFC 3261 §15: a caller may BYE an early dialog; its INVITE still gets a final
     // response (487), or the server transaction waits for ever.
-    let mut w = World::new();
-    w.deliver(FAR_END, &World::trunk_invite());
-    let id = w.session();
-    w.route(id, vec![to_alice()]);
-    w.drain();
+    let mut w = World::ringing_alice();
     let desk_invite = w.last_to(DESK, "INVITE ");
     w.respond(DESK, &desk_invite, 180);
     let ringing = w.last_to(FAR_END, "SIP/2.0 180");
@@ -207,16 +199,12 @@ fn a_caller_hanging_up_its_early_dialog_has_its_invite_answered_and_the_devices_
     assert!(w.last_to(FAR_END, "SIP/2.0 487").contains("CSeq: 1 INVITE"));
     assert_eq!(w.count_to(DESK, "CANCEL "), 1);
     let record = w.records.last().expect("the call's record");
-    assert_ne!(record.disposition, Disposition::Answered, "{record:?}");
+    assert_eq!(record.disposition, Disposition::Abandoned, "{record:?}");
 }
 
 #[test]
 fn a_device_declining_stops_the_others_ringing_and_the_forward_fails_with_its_decline() {
-    let mut w = World::new();
-    w.deliver(FAR_END, &World::trunk_invite());
-    let id = w.session();
-    w.route(id, vec![to_alice()]);
-    w.drain();
+    let mut w = World::ringing_alice();
     let desk_invite = w.last_to(DESK, "INVITE ");
     w.respond(DESK, &desk_invite, 603);
     for device in [MOBILE, TABLET] {

@@ -223,6 +223,16 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
         w
     }
 
+    /// The far end's call through the trunk, routed to alice: her devices ring.
+    pub(super) fn ringing_alice() -> Self {
+        let mut w = World::new();
+        w.deliver(FAR_END, &World::trunk_invite());
+        let id = w.session();
+        w.route(id, vec![to_alice()]);
+        w.drain();
+        w
+    }
+
     /// Alice's desk phone, mobile and tablet registered; no call yet.
     pub(super) fn new() -> Self {
         Self::with_config(CONFIG)

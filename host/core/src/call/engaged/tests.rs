@@ -270,20 +270,40 @@ fn the_terminator_ends_a_gather_without_being_a_digit() {
     );
 }
 
-#[test]
-fn a_forward_after_the_menu_rings_back_and_connects_without_a_second_answer() {
+/// A call the script answers, then forwards to `target`.
+fn answered_then_forwarded(target: ForwardTarget) -> Harness {
     let mut h = Harness::new();
     h.invite();
     h.drain();
     h.decide(vec![
         Action::Answer,
         Action::Forward {
-            target: ForwardTarget::Number("200".into()),
+            target,
             trunk: None,
             ring_timeout_ms: 30_000,
             caller_id: None,
         },
     ]);
+    h
+}
+
+/// The forward's answer connected the caller, answered once already, to it: no second
+/// 200 in `sent`, and the host's own audio gives way.
+fn assert_connected_without_a_second_answer(h: &mut Harness, sent: &[String]) {
+    assert!(
+        !sent.iter().any(|m| m.starts_with("SIP/2.0 200")),
+        "the caller was answered once already"
+    );
+    assert_eq!(
+        h.w.media.take(),
+        [Did::Silence],
+        "the host's audio gives way"
+    );
+}
+
+#[test]
+fn a_forward_after_the_menu_rings_back_and_connects_without_a_second_answer() {
+    let mut h = answered_then_forwarded(ForwardTarget::Number("200".into()));
     let (_, sent) = h.drain();
     let invite = sent
         .iter()
@@ -301,31 +321,12 @@ fn a_forward_after_the_menu_rings_back_and_connects_without_a_second_answer() {
     h.department_answers(&invite);
     let (_, sent) = h.drain();
     assert!(sent.iter().any(|m| m.starts_with("ACK sip:")), "{sent:?}");
-    assert!(
-        !sent.iter().any(|m| m.starts_with("SIP/2.0 200")),
-        "the caller was answered once already"
-    );
-    assert_eq!(
-        h.w.media.take(),
-        [Did::Silence],
-        "ringback gives way to the department"
-    );
+    assert_connected_without_a_second_answer(&mut h, &sent);
 }
 
 #[test]
 fn a_forward_to_a_user_after_the_host_answered_connects_the_device_that_answers() {
-    let mut h = Harness::new();
-    h.invite();
-    h.drain();
-    h.decide(vec![
-        Action::Answer,
-        Action::Forward {
-            target: ForwardTarget::User("alice".into()),
-            trunk: None,
-            ring_timeout_ms: 30_000,
-            caller_id: None,
-        },
-    ]);
+    let mut h = answered_then_forwarded(ForwardTarget::User("alice".into()));
     h.drain();
     let to_desk = h.w.last_to(DESK, "INVITE ");
     h.w.media.take();
@@ -339,15 +340,7 @@ fn a_forward_to_a_user_after_the_host_answered_connects_the_device_that_answers(
         1,
         "the others stop ringing"
     );
-    assert!(
-        !sent.iter().any(|m| m.starts_with("SIP/2.0 200")),
-        "the caller was answered once already"
-    );
-    assert_eq!(
-        h.w.media.take(),
-        [Did::Silence],
-        "caller and desk connected"
-    );
+    assert_connected_without_a_second_answer(&mut h, &sent);
 }
 
 #[test]
