@@ -1,6 +1,8 @@
 //! One leg's SDES-SRTP (RFC 3711, keys from RFC 4568): what the host sends the leg is
 //! encrypted with the host's key for it, what arrives is checked and decrypted with the
-//! party's. The ciphers are webrtc-srtp's; this only keeps a leg's two contexts.
+//! party's. The ciphers are webrtc-srtp's; this only keeps a leg's contexts.
+
+use std::collections::HashSet;
 
 use webrtc_srtp::context::Context;
 use webrtc_srtp::option::{srtcp_replay_protection, srtp_replay_protection};
@@ -10,6 +12,10 @@ use wasmpbx_sip::sdp::{KEY_AND_SALT, SdesKey, SrtpSuite};
 
 /// Packets a receiver remembers to refuse a replay (RFC 3711 §3.3.2 asks for at least 64).
 const REPLAY_WINDOW: usize = 128;
+
+/// Packets of unknown streams that may fail authentication before the context that
+/// checked them is replaced by a fresh one (see `Inbound`).
+const PROBE_FAILURES: usize = 64;
 
 /// Why a packet that arrived on an encrypted leg is not passed on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,8 +31,93 @@ pub(crate) struct LegSrtp {
     suite: SrtpSuite,
     host_key: SdesKey,
     outbound: Context,
-    remote_key: Option<SdesKey>,
-    inbound: Option<Context>,
+    inbound: Option<Inbound>,
+}
+
+/// What checks and decrypts the party's packets. webrtc-srtp keeps state for every SSRC
+/// a packet names *before* it checks the packet's tag, and never forgets it: anyone who
+/// can reach the port could grow that map without bound with forged SSRCs. So a packet
+/// of a stream not yet authenticated is first checked by `probe`, a context holding
+/// nothing worth keeping and replaced after `PROBE_FAILURES` failures; only a packet it
+/// authenticates reaches `party`, whose streams (rollover counters, replay windows) are
+/// the party's alone.
+struct Inbound {
+    suite: SrtpSuite,
+    key: SdesKey,
+    party: Context,
+    rtp_streams: HashSet<u32>,
+    rtcp_streams: HashSet<u32>,
+    probe: Context,
+    probe_failures: usize,
+}
+
+/// Which of a packet's protocols, where its SSRC is.
+#[derive(Clone, Copy)]
+enum Protocol {
+    Rtp,
+    Rtcp,
+}
+
+impl Protocol {
+    fn decrypt(self, context: &mut Context, packet: &[u8]) -> Result<Vec<u8>, Refused> {
+        match self {
+            Protocol::Rtp => context.decrypt_rtp(packet),
+            Protocol::Rtcp => context.decrypt_rtcp(packet),
+        }
+        .map(|p| p.to_vec())
+        .map_err(|_| Refused::Rejected)
+    }
+
+    /// The sender's SSRC (RFC 3550 §5.1, §6.4).
+    fn ssrc(self, packet: &[u8]) -> Option<u32> {
+        let at = match self {
+            Protocol::Rtp => 8,
+            Protocol::Rtcp => 4,
+        };
+        let bytes = packet.get(at..at + 4)?;
+        Some(u32::from_be_bytes(bytes.try_into().ok()?))
+    }
+}
+
+impl Inbound {
+    fn new(suite: SrtpSuite, key: &SdesKey) -> Result<Self, String> {
+        Ok(Self {
+            suite,
+            key: key.clone(),
+            party: context(suite, key, true)?,
+            rtp_streams: HashSet::new(),
+            rtcp_streams: HashSet::new(),
+            probe: context(suite, key, false)?,
+            probe_failures: 0,
+        })
+    }
+
+    fn decrypt(&mut self, protocol: Protocol, packet: &[u8]) -> Result<Vec<u8>, Refused> {
+        let ssrc = protocol.ssrc(packet).ok_or(Refused::Rejected)?;
+        let streams = match protocol {
+            Protocol::Rtp => &mut self.rtp_streams,
+            Protocol::Rtcp => &mut self.rtcp_streams,
+        };
+        if !streams.contains(&ssrc) {
+            if protocol.decrypt(&mut self.probe, packet).is_err() {
+                self.probe_failures += 1;
+                if self.probe_failures >= PROBE_FAILURES {
+                    self.probe =
+                        context(self.suite, &self.key, false).map_err(|_| Refused::Rejected)?;
+                    self.probe_failures = 0;
+                }
+                return Err(Refused::Rejected);
+            }
+            streams.insert(ssrc);
+        }
+        protocol.decrypt(&mut self.party, packet)
+    }
+
+    /// The streams whose state is kept: the party's, and at most the probe's failures.
+    #[cfg(test)]
+    fn streams_kept(&self) -> usize {
+        self.rtp_streams.len() + self.rtcp_streams.len() + self.probe_failures
+    }
 }
 
 fn profile(suite: SrtpSuite) -> ProtectionProfile {
@@ -54,7 +145,6 @@ impl LegSrtp {
             outbound: context(suite, &host_key, false)?,
             suite,
             host_key,
-            remote_key: None,
             inbound: None,
         })
     }
@@ -77,19 +167,15 @@ impl LegSrtp {
     /// The party's key. The same key again (a re-offer) keeps the context, and with it
     /// the stream's rollover counter and replay window.
     pub(crate) fn set_remote(&mut self, key: &SdesKey) -> Result<(), String> {
-        if self.remote_key.as_ref() != Some(key) {
-            self.inbound = Some(context(self.suite, key, true)?);
-            self.remote_key = Some(key.clone());
+        if self.inbound.as_ref().map(|inbound| &inbound.key) != Some(key) {
+            self.inbound = Some(Inbound::new(self.suite, key)?);
         }
         Ok(())
     }
 
     pub(crate) fn decrypt_rtp(&mut self, packet: &[u8]) -> Result<Vec<u8>, Refused> {
         let inbound = self.inbound.as_mut().ok_or(Refused::NoKey)?;
-        inbound
-            .decrypt_rtp(packet)
-            .map(|p| p.to_vec())
-            .map_err(|_| Refused::Rejected)
+        inbound.decrypt(Protocol::Rtp, packet)
     }
 
     pub(crate) fn decrypt_rtcp(&mut self, packet: &[u8]) -> Result<Vec<u8>, Refused> {
@@ -99,10 +185,7 @@ impl LegSrtp {
         if packet.len() < 8 + 4 + profile(self.suite).rtcp_auth_tag_len() {
             return Err(Refused::Rejected);
         }
-        inbound
-            .decrypt_rtcp(packet)
-            .map(|p| p.to_vec())
-            .map_err(|_| Refused::Rejected)
+        inbound.decrypt(Protocol::Rtcp, packet)
     }
 
     /// `packet` encrypted for the party; none if it is not an RTP packet (the host only
@@ -219,5 +302,40 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn forged_packets_of_unknown_streams_leave_no_state_behind() {
+        let (mut host, mut party) = pair(SrtpSuite::AesCm128HmacSha1_80);
+        let first = host.encrypt_rtp(&rtp(1, &[5; 160])).unwrap();
+        assert!(party.decrypt_rtp(&first).is_ok());
+        let report = host.encrypt_rtcp(&[0x80, 201, 0, 1, 0, 0, 0, 7]).unwrap();
+        assert!(party.decrypt_rtcp(&report).is_ok());
+        // Anyone reaching the port, each packet naming a new SSRC.
+        for ssrc in 1000..11_000u32 {
+            let mut forged = first.clone();
+            forged[8..12].copy_from_slice(&ssrc.to_be_bytes());
+            assert_eq!(party.decrypt_rtp(&forged), Err(Refused::Rejected));
+            let mut forged = report.clone();
+            forged[4..8].copy_from_slice(&ssrc.to_be_bytes());
+            assert_eq!(party.decrypt_rtcp(&forged), Err(Refused::Rejected));
+        }
+        let kept = party.inbound.as_ref().unwrap().streams_kept();
+        assert!(kept <= 2 + PROBE_FAILURES, "{kept} streams kept");
+        // The party's own streams go on, their replay windows intact.
+        for sequence in 2..200 {
+            let sent = host.encrypt_rtp(&rtp(sequence, &[5; 160])).unwrap();
+            assert!(party.decrypt_rtp(&sent).is_ok(), "sequence {sequence}");
+        }
+        assert_eq!(
+            party.decrypt_rtp(&first),
+            Err(Refused::Rejected),
+            "a replay"
+        );
+        // A new stream of the party's is authenticated by a probe replaced meanwhile.
+        let mut other = rtp(1, &[6; 160]);
+        other[8..12].copy_from_slice(&1500u32.to_be_bytes());
+        let sent = host.encrypt_rtp(&other).unwrap();
+        assert_eq!(party.decrypt_rtp(&sent), Ok(other));
     }
 }
