@@ -109,6 +109,56 @@ fn a_reinvite_being_passed_on_when_the_call_ends_is_answered() {
 }
 
 #[test]
+fn a_reinvite_and_its_answer_refresh_the_remote_targets() {
+    // RFC 3261 §12.2.2 and §12.2.1.2: a re-INVITE's Contact, and the Contact of a 2xx to
+    // one, replace the dialog's remote target (a softphone that moved networks).
+    let mut w = World::connected();
+    let reinvite = w.far_end_reinvite(2, SDP).replace(
+        "Contact: <sip:far@127.0.0.2:5060>",
+        "Contact: <sip:moved@127.0.0.2:5070>",
+    );
+    w.deliver(FAR_END, &reinvite);
+    let to_desk = w.last_to(DESK, "INVITE ");
+    w.respond_with(
+        DESK,
+        &to_desk,
+        200,
+        "Contact: <sip:desk-moved@127.0.0.5:5090>\r\n",
+    );
+    let ack = w.last_to(DESK, "ACK ");
+    assert!(
+        ack.starts_with("ACK sip:desk-moved@127.0.0.5:5090 SIP/2.0"),
+        "{ack}"
+    );
+    w.device_hangs_up(DESK);
+    let bye = w.last_to(FAR_END, "BYE ");
+    assert!(
+        bye.starts_with("BYE sip:moved@127.0.0.2:5070 SIP/2.0"),
+        "{bye}"
+    );
+
+    let mut w = World::connected();
+    let reinvite = w.far_end_reinvite(2, SDP).replace(
+        "Contact: <sip:far@127.0.0.2:5060>",
+        "Contact: <sip:moved@127.0.0.2:5070>",
+    );
+    w.deliver(FAR_END, &reinvite);
+    let to_desk = w.last_to(DESK, "INVITE ");
+    w.respond_with(
+        DESK,
+        &to_desk,
+        200,
+        "Contact: <sip:desk-moved@127.0.0.5:5090>\r\n",
+    );
+    w.far_end_hangs_up();
+    let bye = w.last_to(DESK, "BYE ");
+    assert!(
+        bye.starts_with("BYE sip:desk-moved@127.0.0.5:5090 SIP/2.0"),
+        "{bye}"
+    );
+}
+
+#[test]
 fn a_request_older_than_one_its_side_sent_since_is_refused_500() {
     // RFC 3261 §12.2.2: a late BYE (CSeq 3) after an INFO (CSeq 5) ends nothing.
     let mut w = World::connected();

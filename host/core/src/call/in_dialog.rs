@@ -7,6 +7,7 @@ use crate::flip::FlipResult;
 use crate::media::Side;
 use crate::routing::Disposition;
 use crate::sdp;
+use crate::sip::dialog::{Dialog, addr_spec};
 use crate::sip::message::{self, Header, Request, Response, SipMessage};
 use crate::sip::transaction::{Peer, ServerTxnId};
 
@@ -39,11 +40,12 @@ impl Calls {
                 (Side::B, session.ports.b)
             };
             let answered_by = other(asker);
+            let response = SipMessage::Response(response);
             // A re-INVITE sent again with credentials has a higher CSeq than it had.
-            let cseq = message::cseq(&SipMessage::Response(response.clone()))
-                .map_or(pending.cseq, |(n, _)| n);
+            let cseq = message::cseq(&response).map_or(pending.cseq, |(n, _)| n);
             if let Some(dialog) = session.dialog_mut(answered_by) {
                 dialog.local_cseq = dialog.local_cseq.max(cseq);
+                refresh_target(dialog, &response);
             }
             if let Some(dialog) = session.dialog_mut(answered_by)
                 && let Some(ack) = dialog.request(
@@ -67,6 +69,9 @@ impl Calls {
                 {
                     tracing::warn!("re-INVITE answer: {e}");
                 }
+            }
+            if let Some(dialog) = session.dialog_mut(asker) {
+                refresh_target(dialog, &SipMessage::Request(pending.request.clone()));
             }
             if let Ok(answer) = sdp::rewrite(&body, ctx.config.media.public_ip, asker_port)
                 && let Some(dialog) = session.dialog_mut(asker)
@@ -290,6 +295,7 @@ impl Calls {
                     let refusal = message::response_to(&request, 488, None);
                     return ctx.layer.send_response(ctx.ambient.now, txn, refusal);
                 };
+                refresh_target(dialog, &SipMessage::Request(request));
                 attach_sdp(&mut reply, ctx.contact(dialog.peer.transport), description);
                 ctx.layer.send_response(ctx.ambient.now, txn, reply);
             }
@@ -403,5 +409,15 @@ impl Calls {
         {
             send_in_dialog(ctx, dialog, id, &mut self.by_client_txn, None);
         }
+    }
+}
+
+/// A re-INVITE answered 2xx, or a 2xx answering one, names where the party is now
+/// (RFC 3261 §12.2.2, §12.2.1.2; one refused refreshes nothing): its
+/// Contact replaces the dialog's remote target. Where a device's requests are sent (the
+/// address it registered or called from) does not change.
+fn refresh_target(dialog: &mut Dialog, message: &SipMessage) {
+    if let Some(contact) = message::header_value(message, "Contact") {
+        dialog.target = addr_spec(&contact);
     }
 }

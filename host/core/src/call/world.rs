@@ -459,7 +459,8 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{}",
         self.respond_with(device, request, code, "");
     }
 
-    /// [`World::respond`] with `headers` (whole lines) after the status line.
+    /// [`World::respond`] with `headers` (whole lines) after the status line; a Contact
+    /// among them is the device's in a 200 to an INVITE.
     pub(super) fn respond_with(&mut self, device: &str, request: &str, code: u16, headers: &str) {
         self.respond_tagged(device, request, code, headers, "dev");
     }
@@ -477,8 +478,15 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{}",
             panic!("not a request: {request}");
         };
         let mut response = message::response_to(&request, code, Some(tag));
+        let mut headers = headers.to_owned();
         if code == 200 && request.method == rsip::Method::Invite {
-            let contact = format!("<sip:wasmpbx@{}>", addr(device));
+            // The device's Contact, unless `headers` gives one.
+            let given = headers.lines().find_map(|l| l.strip_prefix("Contact: "));
+            let contact = match given {
+                Some(contact) => contact.to_owned(),
+                None => format!("<sip:wasmpbx@{}>", addr(device)),
+            };
+            headers = headers.replace(&format!("Contact: {contact}\r\n"), "");
             super::requests::attach_sdp(&mut response, contact, self.sdp.clone());
         }
         let text = String::from_utf8(message::serialize(&SipMessage::Response(response))).unwrap();
