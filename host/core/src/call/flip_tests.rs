@@ -159,6 +159,37 @@ fn a_reinvite_and_its_answer_refresh_the_remote_targets() {
 }
 
 #[test]
+fn a_cancelled_reinvite_is_cancelled_on_the_other_leg_and_answered_with_its_answer() {
+    let mut w = World::connected();
+    let reinvite = w.far_end_reinvite(2, SDP);
+    w.deliver(FAR_END, &reinvite);
+    let to_desk = w.last_to(DESK, "INVITE ");
+    w.respond(DESK, &to_desk, 100);
+    let (head, _) = reinvite.split_once("Contact: ").unwrap();
+    let cancel = format!("{head}Content-Length: 0\r\n\r\n")
+        .replacen("INVITE ", "CANCEL ", 1)
+        .replace("CSeq: 2 INVITE", "CSeq: 2 CANCEL");
+    w.deliver(FAR_END, &cancel);
+    assert!(w.last_to(FAR_END, "SIP/2.0 200").contains("CSeq: 2 CANCEL"));
+    let cancelled = w.last_to(DESK, "CANCEL ");
+    let branch = |m: &str| {
+        m.lines()
+            .find(|l| l.starts_with("Via: "))
+            .map(str::to_owned)
+    };
+    assert_eq!(
+        branch(&cancelled),
+        branch(&to_desk),
+        "the re-INVITE's transaction"
+    );
+    w.respond(DESK, &cancelled, 200);
+    w.respond(DESK, &to_desk, 487);
+    let refused = w.last_to(FAR_END, "SIP/2.0 487");
+    assert!(refused.contains("CSeq: 2 INVITE"), "{refused}");
+    assert_eq!(w.pbx.calls.count(), 1, "the call goes on");
+}
+
+#[test]
 fn a_request_older_than_one_its_side_sent_since_is_refused_500() {
     // RFC 3261 §12.2.2: a late BYE (CSeq 3) after an INFO (CSeq 5) ends nothing.
     let mut w = World::connected();

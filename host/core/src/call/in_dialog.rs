@@ -11,7 +11,7 @@ use crate::sip::dialog::{Dialog, addr_spec};
 use crate::sip::message::{self, Header, Request, Response, SipMessage};
 use crate::sip::transaction::{Peer, ServerTxnId};
 
-use super::requests::{Via, attach_sdp, dtmf_from_info};
+use super::requests::{Via, attach_sdp, cancel_for, dtmf_from_info};
 use super::session::{PendingReinvite, Phase, other};
 use super::{Calls, Ctx, send_in_dialog, srtp};
 
@@ -90,7 +90,8 @@ impl Calls {
     /// CANCEL of a pending inbound INVITE.
     pub fn handle_cancel(&mut self, ctx: &mut Ctx<'_>, invite_txn: ServerTxnId) -> bool {
         let Some(&id) = self.by_a_txn.get(&invite_txn) else {
-            return self.cancel_pending_pull(ctx, invite_txn);
+            return self.cancel_pending_pull(ctx, invite_txn)
+                || self.cancel_passed_on_reinvite(ctx, invite_txn);
         };
         let _span = self.enter(id);
         if self.sessions.get(&id).is_none_or(|s| s.a_answered) {
@@ -98,6 +99,27 @@ impl Calls {
         }
         tracing::info!("caller cancelled");
         self.end(ctx, id, Disposition::Abandoned, 487, "caller cancelled");
+        true
+    }
+
+    /// CANCEL of a re-INVITE the host passed on to the other leg: it is cancelled there
+    /// too, and what that leg answers (487, or a 2xx that crossed the CANCEL) answers
+    /// the re-INVITE, as a proxy passes a CANCEL on (RFC 3261 §9.2, §16.10).
+    fn cancel_passed_on_reinvite(&mut self, ctx: &mut Ctx<'_>, invite_txn: ServerTxnId) -> bool {
+        let Some((&id, pending)) = self.sessions.iter().find_map(|(id, session)| {
+            let pending = session.reinvite.as_ref()?;
+            (pending.server_txn == invite_txn).then_some((id, pending))
+        }) else {
+            return false;
+        };
+        let _span = self.enter(id);
+        tracing::info!("re-INVITE cancelled: cancelling it on the other leg");
+        if let Some(cancel) = cancel_for(&pending.sent) {
+            let txn = ctx
+                .layer
+                .send_request(ctx.ambient.now, cancel, pending.sent_to);
+            self.by_client_txn.insert(txn, id);
+        }
         true
     }
 
@@ -246,12 +268,14 @@ impl Calls {
                             message::response_to(&request, 500, None),
                         );
                     };
-                    let client_txn = ctx.send_in_dialog(reinvite, other.peer);
+                    let client_txn = ctx.send_in_dialog(reinvite.clone(), other.peer);
                     session.reinvite = Some(Box::new(PendingReinvite {
                         server_txn: txn,
                         request,
                         from_a,
+                        sent: reinvite,
                         client_txn,
+                        sent_to: other.peer,
                         cseq,
                     }));
                     self.by_client_txn.insert(client_txn, id);

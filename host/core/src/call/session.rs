@@ -11,7 +11,7 @@ use crate::config::Location;
 use crate::media::{MediaPorts, Side};
 use crate::routing::{CallInfo, Event, ForwardTarget};
 use crate::sip::message::Request;
-use crate::sip::transaction::{ClientTxnId, ServerTxnId};
+use crate::sip::transaction::{ClientTxnId, Peer, ServerTxnId};
 
 use super::client_txns::ClientTxns;
 use super::requests::{Dialog, cancel_for};
@@ -24,8 +24,10 @@ pub(super) struct PendingReinvite {
     pub(super) server_txn: ServerTxnId,
     pub(super) request: Request,
     pub(super) from_a: bool,
-    /// The re-INVITE the host sent on the other leg.
+    /// The re-INVITE the host sent on the other leg, its transaction, and where it went.
+    pub(super) sent: Request,
     pub(super) client_txn: ClientTxnId,
+    pub(super) sent_to: Peer,
     pub(super) cseq: u32,
 }
 
