@@ -631,6 +631,10 @@ impl Pbx {
                     let (calls, mut ctx) = self.ctx(ambient);
                     calls.handle_ack_timeout(&mut ctx, &call_id);
                 }
+                Output::AnotherAnswer { response, source } => {
+                    let (calls, mut ctx) = self.ctx(ambient);
+                    calls.hang_up_another_answer(&mut ctx, &response, source);
+                }
                 Output::Ack { .. } => {}
             }
         }

@@ -93,6 +93,10 @@ pub enum Output {
     },
     /// A request of the user's got no final response in time (timer B or F).
     Timeout { txn: ClientTxnId },
+    /// A 2xx to an INVITE the user already acknowledged a 2xx of, from another dialog
+    /// (another To tag: a forking proxy let two branches answer, RFC 3261 §13.2.2.4,
+    /// RFC 6026): the user must acknowledge it and end that dialog.
+    AnotherAnswer { response: Response, source: Peer },
     /// A 2xx to an INVITE was never acknowledged (64·T1): the dialog should end.
     AckTimeout { call_id: String, cseq: u32 },
 }
@@ -154,6 +158,8 @@ struct ClientTxn {
 
 /// ACKs the user sent for 2xx responses, re-sent when the 2xx is retransmitted.
 struct SentAck {
+    /// The To tag of the 2xx it acknowledges: its dialog.
+    to_tag: String,
     bytes: Vec<u8>,
     peer: Peer,
     forget_at: Instant,
@@ -179,7 +185,8 @@ pub struct TransactionLayer {
     accepted: HashMap<(String, u32), ServerKey>,
     clients: HashMap<ClientKey, ClientTxn>,
     client_keys: HashMap<ClientTxnId, ClientKey>,
-    sent_acks: HashMap<(String, u32), SentAck>,
+    /// By the INVITE's (Call-ID, CSeq): one per dialog its 2xx responses made.
+    sent_acks: HashMap<(String, u32), Vec<SentAck>>,
     timers: BinaryHeap<Reverse<(Instant, TimerRef)>>,
     outputs: VecDeque<Output>,
     next_id: u64,
@@ -217,7 +224,7 @@ impl TransactionLayer {
     pub fn handle_message(&mut self, now: Instant, message: SipMessage, source: Peer) {
         match message {
             SipMessage::Request(request) => self.handle_request(now, request, source),
-            SipMessage::Response(response) => self.handle_response(now, response),
+            SipMessage::Response(response) => self.handle_response(now, response, source),
         }
     }
 
@@ -306,7 +313,7 @@ impl TransactionLayer {
         });
     }
 
-    fn handle_response(&mut self, now: Instant, response: Response) {
+    fn handle_response(&mut self, now: Instant, response: Response, source: Peer) {
         let message = SipMessage::Response(response);
         let (Some(branch), Some((cseq, method))) =
             (message::branch(&message), message::cseq(&message))
@@ -319,12 +326,26 @@ impl TransactionLayer {
         let code = response.status_code.code();
         let key = (branch, method.to_string());
         let Some(txn) = self.clients.get_mut(&key) else {
-            // A retransmitted 2xx after the transaction ended: our ACK was lost.
+            // A 2xx after the transaction ended (Accepted, RFC 6026): a retransmission
+            // (our ACK was lost) is acknowledged again; one from another dialog goes up.
             if method == Method::Invite && (200..300).contains(&code) {
-                let call_id = message::call_id(&SipMessage::Response(response)).unwrap_or_default();
-                if let Some(ack) = self.sent_acks.get(&(call_id, cseq)) {
-                    let (peer, bytes) = (ack.peer, ack.bytes.clone());
-                    transmit(&mut self.outputs, peer, bytes);
+                let message = SipMessage::Response(response);
+                let call_id = message::call_id(&message).unwrap_or_default();
+                let to_tag = message::to_tag(&message).unwrap_or_default();
+                let SipMessage::Response(response) = message else {
+                    unreachable!()
+                };
+                let Some(acks) = self.sent_acks.get(&(call_id, cseq)) else {
+                    return;
+                };
+                match acks.iter().find(|ack| ack.to_tag == to_tag) {
+                    Some(ack) => {
+                        let (peer, bytes) = (ack.peer, ack.bytes.clone());
+                        transmit(&mut self.outputs, peer, bytes);
+                    }
+                    None => self
+                        .outputs
+                        .push_back(Output::AnotherAnswer { response, source }),
                 }
             }
             return;
@@ -515,16 +536,17 @@ impl TransactionLayer {
             message::call_id(&message).unwrap_or_default(),
             message::cseq(&message).map_or(0, |c| c.0),
         );
+        let to_tag = message::to_tag(&message).unwrap_or_default();
         let bytes = message::serialize(&message);
         let forget_at = now + 64 * T1;
-        self.sent_acks.insert(
-            key.clone(),
-            SentAck {
-                bytes: bytes.clone(),
-                peer,
-                forget_at,
-            },
-        );
+        let acks = self.sent_acks.entry(key.clone()).or_default();
+        acks.retain(|ack| ack.to_tag != to_tag);
+        acks.push(SentAck {
+            to_tag,
+            bytes: bytes.clone(),
+            peer,
+            forget_at,
+        });
         arm(&mut self.timers, forget_at, TimerRef::Ack(key.0, key.1));
         transmit(&mut self.outputs, peer, bytes);
     }
@@ -581,8 +603,11 @@ impl TransactionLayer {
                 TimerRef::Client(id) => self.client_timer(now, id),
                 TimerRef::Ack(call_id, cseq) => {
                     let key = (call_id, cseq);
-                    if self.sent_acks.get(&key).is_some_and(|a| a.forget_at <= now) {
-                        self.sent_acks.remove(&key);
+                    if let Some(acks) = self.sent_acks.get_mut(&key) {
+                        acks.retain(|ack| ack.forget_at > now);
+                        if acks.is_empty() {
+                            self.sent_acks.remove(&key);
+                        }
                     }
                 }
             }

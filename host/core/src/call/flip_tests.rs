@@ -190,6 +190,27 @@ fn a_cancelled_reinvite_is_cancelled_on_the_other_leg_and_answered_with_its_answ
 }
 
 #[test]
+fn a_second_dialog_answering_the_same_invite_is_acknowledged_and_hung_up() {
+    // A forking proxy in front of the desk let two branches answer (RFC 3261 §13.2.2.4).
+    let mut w = World::connected();
+    let invite = w.invites[&addr(DESK)].clone();
+    w.respond_tagged(DESK, &invite, 200, "", "other");
+    let ack = w.last_to(DESK, "ACK ");
+    assert!(ack.contains(";tag=other"), "{ack}");
+    let bye = w.last_to(DESK, "BYE ");
+    assert!(bye.contains(";tag=other"), "{bye}");
+    assert_eq!(w.count_to(DESK, "BYE "), 1, "the answered dialog stays");
+    assert_eq!(w.pbx.calls.count(), 1, "the call goes on");
+    // Its 2xx again (the ACK lost): acknowledged again, no second BYE.
+    w.respond_tagged(DESK, &invite, 200, "", "other");
+    assert_eq!(w.count_to(DESK, "BYE "), 1);
+    assert!(w.last_to(DESK, "ACK ").contains(";tag=other"));
+    w.far_end_hangs_up();
+    assert_eq!(w.count_to(DESK, "BYE "), 2);
+    assert!(w.last_to(DESK, "BYE ").contains(";tag=dev"));
+}
+
+#[test]
 fn a_request_older_than_one_its_side_sent_since_is_refused_500() {
     // RFC 3261 §12.2.2: a late BYE (CSeq 3) after an INFO (CSeq 5) ends nothing.
     let mut w = World::connected();

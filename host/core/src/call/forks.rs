@@ -11,7 +11,7 @@ use crate::registrar::Binding;
 use crate::routing::{Event, ForwardTarget};
 use crate::sdp;
 use crate::sip::message::{self, Response, SipMessage};
-use crate::sip::transaction::{ClientTxnId, Transport};
+use crate::sip::transaction::{ClientTxnId, Peer, Transport};
 
 impl Calls {
     /// Ring every registered device of a user at once.
@@ -279,6 +279,37 @@ impl Calls {
                 false
             }
         }
+    }
+}
+
+impl Calls {
+    /// A 2xx to an INVITE of the host's that another 2xx already answered, from another
+    /// dialog (a forking proxy let two branches answer, RFC 3261 §13.2.2.4): that dialog
+    /// is taken from the 2xx alone, acknowledged and hung up; the call keeps the first.
+    pub fn hang_up_another_answer(&mut self, ctx: &mut Ctx<'_>, response: &Response, source: Peer) {
+        let message = SipMessage::Response(response.clone());
+        let (Some(call_id), Some((cseq, _)), Some(from), Some(to)) = (
+            message::call_id(&message),
+            message::cseq(&message),
+            message::header_value(&message, "From"),
+            message::header_value(&message, "To"),
+        ) else {
+            return;
+        };
+        let _span = self.by_call_id.get(&call_id).map(|&id| self.enter(id));
+        tracing::info!(%call_id, "a second dialog answered the same INVITE: hung up");
+        let mut dialog = Dialog {
+            call_id,
+            local: from,
+            remote: to,
+            target: String::new(),
+            route_set: Vec::new(),
+            local_cseq: cseq,
+            remote_cseq: None,
+            peer: source,
+            sdp: sdp::Origin::new(0),
+        };
+        hang_up_late_answer(ctx, &mut dialog, response);
     }
 }
 

@@ -201,11 +201,7 @@ fn a_lost_ack_for_2xx_is_sent_again_when_the_2xx_is_retransmitted() {
     drain(&mut layer);
     layer.handle_message(now, response(&invite, 200), peer(Transport::Udp));
     assert_eq!(drain(&mut layer).len(), 1);
-    let mut ack = request("ACK", "z9hG4bK-ack");
-    ack.headers.retain(|h| !matches!(h, Header::CallId(_)));
-    ack.headers
-        .push(Header::CallId(rsip::headers::CallId::new("c-z9hG4bK-2")));
-    layer.send_ack(now, ack, peer(Transport::Udp));
+    layer.send_ack(now, ack_for_2xx("c-z9hG4bK-2", "b1"), peer(Transport::Udp));
     assert_eq!(
         transmits(&drain(&mut layer)),
         ["ACK sip:bob@127.0.0.1 SIP/2.0"]
@@ -215,6 +211,56 @@ fn a_lost_ack_for_2xx_is_sent_again_when_the_2xx_is_retransmitted() {
         transmits(&drain(&mut layer)),
         ["ACK sip:bob@127.0.0.1 SIP/2.0"]
     );
+}
+
+/// An ACK for a 2xx to the INVITE of `call_id` whose To tag was `tag`.
+fn ack_for_2xx(call_id: &str, tag: &str) -> Request {
+    let mut ack = request("ACK", "z9hG4bK-ack");
+    ack.headers
+        .retain(|h| !matches!(h, Header::CallId(_) | Header::To(_)));
+    ack.headers
+        .push(Header::CallId(rsip::headers::CallId::new(call_id)));
+    ack.headers.push(Header::To(rsip::headers::To::new(format!(
+        "<sip:bob@127.0.0.1>;tag={tag}"
+    ))));
+    ack
+}
+
+#[test]
+fn a_2xx_from_another_dialog_after_the_first_is_handed_up_and_its_retransmissions_acked() {
+    // RFC 6026: a forking proxy let two branches answer one INVITE.
+    let mut layer = TransactionLayer::new();
+    let now = Instant::now();
+    let invite = request("INVITE", "z9hG4bK-3");
+    layer.send_request(now, invite.clone(), peer(Transport::Udp));
+    drain(&mut layer);
+    layer.handle_message(now, response(&invite, 200), peer(Transport::Udp));
+    assert_eq!(drain(&mut layer).len(), 1);
+    layer.send_ack(now, ack_for_2xx("c-z9hG4bK-3", "b1"), peer(Transport::Udp));
+    drain(&mut layer);
+    let second = SipMessage::Response(message::response_to(&invite, 200, Some("b2")));
+    layer.handle_message(now, second.clone(), peer(Transport::Udp));
+    let outputs = drain(&mut layer);
+    assert!(
+        matches!(
+            &outputs[..],
+            [Output::AnotherAnswer { response, .. }]
+                if message::to_tag(&SipMessage::Response(response.clone())).as_deref() == Some("b2")
+        ),
+        "{outputs:?}"
+    );
+    // The user acknowledges that one too: each dialog's 2xx now gets its own ACK.
+    layer.send_ack(now, ack_for_2xx("c-z9hG4bK-3", "b2"), peer(Transport::Udp));
+    drain(&mut layer);
+    for (again, tag) in [(second, "b2"), (response(&invite, 200), "b1")] {
+        layer.handle_message(now, again, peer(Transport::Udp));
+        let outputs = drain(&mut layer);
+        let [Output::Transmit { bytes, .. }] = &outputs[..] else {
+            panic!("{outputs:?}")
+        };
+        let ack = String::from_utf8_lossy(bytes).into_owned();
+        assert!(ack.contains(&format!("tag={tag}")), "{ack}");
+    }
 }
 
 #[test]
