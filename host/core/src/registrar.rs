@@ -452,6 +452,7 @@ impl Registrar {
         };
         let config = self.config.clone();
         let result = Credentials::parse(&value).and_then(|credentials| {
+            credentials.check_request_uri(&request.uri)?;
             let method = request.method.to_string();
             self.auth
                 .verify(now_secs, &method, &credentials, |username| {
@@ -479,6 +480,12 @@ impl Registrar {
                 Ok(user)
             }
             Err(AuthFailure::Stale) => Err(challenge(self, entropy, true)),
+            // Credentials for another request (RFC 2617 §3.2.2.5 asks for a 400): no
+            // password was tried against this one, so not counted either.
+            Err(failure @ AuthFailure::OtherRequestUri(_)) => {
+                tracing::warn!(%ip, method = %request.method, "authentication refused: {failure}");
+                Err(message::response_to(request, 400, Some(&entropy.token())))
+            }
             // A nonce this host did not issue: one from before a restart (a phone sending
             // its credentials up front), another node's, or made up. Nothing was tried
             // against a password: a fresh challenge, not counted.

@@ -76,6 +76,8 @@ pub enum AuthFailure {
     ForeignNonce,
     #[error("nonce count replayed")]
     Replay,
+    #[error("the answer is for {0:?}, not this request's Request-URI")]
+    OtherRequestUri(String),
 }
 
 impl AuthFailure {
@@ -136,6 +138,30 @@ impl Credentials {
             ));
         }
         Ok(creds)
+    }
+
+    /// The answer's `uri` must name the resource the request's Request-URI does (RFC 2617
+    /// §3.2.2.5, RFC 3261 §22.4): else an answer captured on the way could carry a request
+    /// to another destination (its Request-URI changed, its credentials kept). Compared
+    /// as the resource goes (RFC 3261 §19.1.4): scheme, user, host (any case), port (the
+    /// scheme's default when absent); parameters aside.
+    pub fn check_request_uri(&self, request_uri: &rsip::Uri) -> Result<(), AuthFailure> {
+        let other = || AuthFailure::OtherRequestUri(self.uri.clone());
+        let answered = rsip::Uri::try_from(self.uri.as_str()).map_err(|_| other())?;
+        let resource = |uri: &rsip::Uri| {
+            let scheme = uri.scheme.clone().unwrap_or(rsip::Scheme::Sip);
+            let default_port = match scheme {
+                rsip::Scheme::Sips => 5061,
+                _ => 5060,
+            };
+            let port = uri.host_with_port.port.map_or(default_port, u16::from);
+            let host = uri.host_with_port.host.to_string().to_ascii_lowercase();
+            (scheme, uri.user().map(str::to_owned), host, port)
+        };
+        match resource(&answered) == resource(request_uri) {
+            true => Ok(()),
+            false => Err(other()),
+        }
     }
 
     fn algorithm(&self) -> Result<Algorithm, AuthFailure> {
@@ -790,5 +816,42 @@ mod tests {
         assert!(Credentials::parse("Basic dXNlcjpwYXNz").is_err());
         assert!(Credentials::parse("Digest realm=r").is_err());
         assert!(Credentials::parse("Digest ").is_err());
+    }
+
+    #[test]
+    fn an_answer_counts_only_for_the_request_uri_it_was_computed_for() {
+        let answer_for = |uri: &str| Credentials {
+            uri: uri.into(),
+            ..Credentials::default()
+        };
+        let request_uri = |uri: &str| rsip::Uri::try_from(uri).unwrap();
+        let same = [
+            ("sip:pbx.test", "sip:pbx.test"),
+            ("sip:PBX.test", "sip:pbx.test:5060"),
+            ("sip:2002@pbx.test;user=phone", "sip:2002@pbx.test"),
+            ("sips:pbx.test:5061", "sips:pbx.test"),
+        ];
+        for (answered, request) in same {
+            assert_eq!(
+                answer_for(answered).check_request_uri(&request_uri(request)),
+                Ok(()),
+                "{answered} for {request}"
+            );
+        }
+        let other = [
+            ("sip:2002@pbx.test", "sip:0900123456@pbx.test"),
+            ("sip:pbx.test", "sip:other.test"),
+            ("sip:pbx.test", "sip:pbx.test:5070"),
+            ("sip:pbx.test", "sips:pbx.test"),
+            ("not a uri", "sip:pbx.test"),
+        ];
+        for (answered, request) in other {
+            assert!(
+                answer_for(answered)
+                    .check_request_uri(&request_uri(request))
+                    .is_err(),
+                "{answered} for {request}"
+            );
+        }
     }
 }

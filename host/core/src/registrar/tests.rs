@@ -823,3 +823,36 @@ fn a_flood_of_failing_sources_is_cut_back_keeping_the_blocked() {
     // Once a second at most, from the failures' side.
     assert_eq!(sources.cut_at, NOW);
 }
+
+#[test]
+fn an_answer_computed_for_another_request_uri_is_refused_400_and_not_counted() {
+    // RFC 2617 §3.2.2.5: the right password, but the answer is for another resource.
+    let mut r = registrar();
+    let nonce = fresh_nonce(&mut r);
+    let response = client_response(
+        Algorithm::Md5,
+        "2001",
+        "pbx.test",
+        "s3cret",
+        "REGISTER",
+        "sip:other.test",
+        &nonce,
+        "00000001",
+        "cn",
+    );
+    let auth = format!(
+        "Digest username=\"2001\", realm=\"pbx.test\", nonce=\"{nonce}\", uri=\"sip:other.test\", response=\"{response}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"cn\""
+    );
+    let refused = r.handle_register(
+        NOW,
+        &mut Entropy::new(3),
+        &register("2001", "<sip:2001@127.0.0.1:5070>", "x", 2, Some(auth)),
+        peer(5070),
+    );
+    assert_eq!(refused.response.status_code.code(), 400);
+    assert!(contacts_of(&r).is_empty());
+    assert_eq!(r.auth_failed, 0);
+    // The nonce was not spent: the answer for this Request-URI registers.
+    let done = alice_registers(&mut r, &nonce, 1, "reg", 3, "<sip:2001@127.0.0.1:5070>");
+    assert_eq!(done.response.status_code.code(), 200);
+}
