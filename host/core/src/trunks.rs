@@ -79,8 +79,8 @@ struct Registration {
     last_reason: Option<String>,
     /// The target the registration lives on.
     target: Option<SocketAddr>,
-    /// The challenge last answered, to refuse a loop of challenges.
-    answered_nonce: Option<String>,
+    /// Challenges answered since the last REGISTER sent afresh, to refuse a loop.
+    challenges_answered: u32,
 }
 
 struct TrunkState {
@@ -118,7 +118,7 @@ impl TrunkState {
                 failures: 0,
                 last_reason: None,
                 target: None,
-                answered_nonce: None,
+                challenges_answered: 0,
             }),
             config: trunk.clone(),
             targets,
@@ -154,7 +154,7 @@ enum TrunkTxn {
         request: Request,
         peer: Peer,
         original: ClientTxnId,
-        answered_nonce: Option<String>,
+        challenges_answered: u32,
     },
 }
 
@@ -226,24 +226,26 @@ pub enum AuthError {
     ForeignRealm(String),
     #[error("the carrier refused the credentials (challenged again)")]
     Refused,
+    #[error("challenged {0} times running, each nonce stale")]
+    StaleLoop(u32),
 }
 
-/// A challenge answered: the request to send again.
-pub struct Answered {
-    pub request: Request,
-    pub nonce: String,
-}
+/// The most challenges one request answers: the first, and a few with `stale=true` (its
+/// nonce expired, the credentials were right, RFC 2617 §3.2.1). A carrier saying stale
+/// to every answer would otherwise keep the request going round for ever.
+const MOST_CHALLENGES_ANSWERED: u32 = 3;
 
-/// Answer a 401/407 to `request` with the trunk's credentials. `answered_nonce` is the
-/// nonce answered last time on this request: a second challenge that is not `stale`
-/// means the credentials are wrong, and is not answered again.
+/// Answer a 401/407 to `request` with the trunk's credentials: the request to send again.
+/// `challenges_answered` counts the challenges this request answered already: a second
+/// challenge that is not `stale` means the credentials are wrong, and is not answered
+/// again; nor is one past [`MOST_CHALLENGES_ANSWERED`].
 pub fn answer_challenge(
     trunk: &Trunk,
     request: &Request,
     response: &Response,
-    answered_nonce: Option<&str>,
+    challenges_answered: u32,
     entropy: &mut Entropy,
-) -> Result<Answered, AuthError> {
+) -> Result<Request, AuthError> {
     let (user, password) = trunk.credentials().ok_or(AuthError::NoCredentials)?;
     let code = response.status_code.code();
     let (challenge_header, answer_header) = if code == 407 {
@@ -269,8 +271,11 @@ pub fn answer_challenge(
     {
         return Err(AuthError::ForeignRealm(challenge.realm));
     }
-    if answered_nonce.is_some() && !challenge.stale {
+    if challenges_answered > 0 && !challenge.stale {
         return Err(AuthError::Refused);
+    }
+    if challenges_answered >= MOST_CHALLENGES_ANSWERED {
+        return Err(AuthError::StaleLoop(challenges_answered));
     }
     let request_message = SipMessage::Request(request.clone());
     let cseq = message::cseq(&request_message).map_or(1, |(n, _)| n) + 1;
@@ -278,17 +283,13 @@ pub fn answer_challenge(
     let uri = request.uri.to_string();
     let cnonce = entropy.token();
     let value = challenge.answer(user, password, &method, &uri, &cnonce, 1);
-    let request = message::resend(
+    message::resend(
         request,
         cseq,
         &entropy.token(),
         Some((answer_header, &value)),
     )
-    .ok_or_else(|| AuthError::Challenge("could not rebuild the request".into()))?;
-    Ok(Answered {
-        request,
-        nonce: challenge.nonce,
-    })
+    .ok_or_else(|| AuthError::Challenge("could not rebuild the request".into()))
 }
 
 impl Trunks {
@@ -668,7 +669,7 @@ impl Trunks {
         }
         registration.cseq += 1;
         registration.target = Some(target);
-        registration.answered_nonce = None;
+        registration.challenges_answered = 0;
         let host = config.request_host();
         let domain = config.from_domain(&self.domain);
         let user = config.username.as_deref().unwrap_or_default();
@@ -722,7 +723,7 @@ Expires: {}\r\nAllow: {}\r\nContent-Length: 0\r\n\r\n",
                 request: request.clone(),
                 peer,
                 original: txn,
-                answered_nonce: None,
+                challenges_answered: 0,
             };
             self.txns.insert(txn, tracked);
         }
@@ -753,7 +754,7 @@ Expires: {}\r\nAllow: {}\r\nContent-Length: 0\r\n\r\n",
                 trunk,
                 request,
                 peer,
-                answered_nonce,
+                challenges_answered,
                 ..
             }) = self.txns.remove(&txn)
             else {
@@ -763,21 +764,16 @@ Expires: {}\r\nAllow: {}\r\nContent-Length: 0\r\n\r\n",
                 return Some((original, response));
             }
             let config = &self.trunks[trunk].config;
-            return match answer_challenge(
-                config,
-                &request,
-                &response,
-                answered_nonce.as_deref(),
-                entropy,
-            ) {
-                Ok(Answered { request, nonce }) => {
+            return match answer_challenge(config, &request, &response, challenges_answered, entropy)
+            {
+                Ok(request) => {
                     let again = layer.send_request(now, request.clone(), peer);
                     let tracked = TrunkTxn::InDialog {
                         trunk,
                         request,
                         peer,
                         original,
-                        answered_nonce: Some(nonce),
+                        challenges_answered: challenges_answered + 1,
                     };
                     self.txns.insert(again, tracked);
                     None
@@ -859,12 +855,12 @@ Expires: {}\r\nAllow: {}\r\nContent-Length: 0\r\n\r\n",
                     &trunk.config,
                     request,
                     response,
-                    registration.answered_nonce.as_deref(),
+                    registration.challenges_answered,
                     entropy,
                 );
                 match answered {
-                    Ok(Answered { request, nonce }) => {
-                        registration.answered_nonce = Some(nonce);
+                    Ok(request) => {
+                        registration.challenges_answered += 1;
                         registration.cseq += 1;
                         let Some(target) = registration.target else {
                             return;
@@ -993,7 +989,7 @@ impl Registration {
         self.last_reason = Some(reason.to_owned());
         self.next_at = Some(now + backoff);
         // The binding may still hold if it had not expired: a later success says.
-        self.answered_nonce = None;
+        self.challenges_answered = 0;
     }
 }
 

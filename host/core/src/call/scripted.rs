@@ -342,7 +342,7 @@ impl Calls {
             name: trunk.name.clone(),
             remaining: targets,
             share,
-            answered_nonce: None,
+            challenges_answered: 0,
             attempt: 0,
             heard: false,
         };

@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::{Calls, Ctx, SessionId, TimerKind};
 use crate::sip::message::{self, Response, SipMessage};
 use crate::sip::transaction::ClientTxnId;
-use crate::trunks::{Answered, answer_challenge};
+use crate::trunks::answer_challenge;
 
 /// What an outbound leg through a trunk keeps beyond its dialog.
 pub(super) struct TrunkLeg {
@@ -18,8 +18,8 @@ pub(super) struct TrunkLeg {
     pub(super) remaining: Vec<SocketAddr>,
     /// How long each target gets to say anything.
     pub(super) share: Duration,
-    /// The nonce answered on this INVITE: a second challenge means wrong credentials.
-    pub(super) answered_nonce: Option<String>,
+    /// Challenges this INVITE answered (see [`answer_challenge`]).
+    pub(super) challenges_answered: u32,
     /// Counts the INVITEs sent, so a stale target timer is told apart.
     pub(super) attempt: u64,
     /// The current target has answered something (a 100 Trying at least).
@@ -76,12 +76,12 @@ impl Calls {
                     &trunk,
                     &b.invite,
                     response,
-                    leg.answered_nonce.as_deref(),
+                    leg.challenges_answered,
                     ctx.entropy,
                 );
                 match answered {
-                    Ok(Answered { request, nonce }) => {
-                        leg.answered_nonce = Some(nonce);
+                    Ok(request) => {
+                        leg.challenges_answered += 1;
                         request
                     }
                     Err(error) => {
@@ -102,7 +102,7 @@ impl Calls {
                     return false;
                 };
                 b.dialog.peer.addr = next;
-                leg.answered_nonce = None;
+                leg.challenges_answered = 0;
                 leg.heard = false;
                 leg.attempt += 1;
                 if !leg.remaining.is_empty() {

@@ -203,6 +203,26 @@ fn wrong_credentials_fail_once_and_back_off_with_a_cap() {
 }
 
 #[test]
+fn a_carrier_calling_every_answer_stale_is_answered_a_few_times_not_for_ever() {
+    let mut c = Carrier::new("register = true");
+    let stale = "WWW-Authenticate: Digest realm=\"carrier.test\", nonce=\"n\", qop=\"auth\", stale=true\r\n";
+    let first = c.last("REGISTER");
+    c.answer(&first, 401, CHALLENGE);
+    for _ in 0..10 {
+        let request = c.last("REGISTER");
+        c.answer(&request, 401, stale);
+    }
+    assert_eq!(
+        c.count("REGISTER"),
+        4,
+        "the first answer and two stale ones"
+    );
+    let status = c.registration();
+    assert_eq!(status.state, RegistrationState::Failing);
+    assert!(status.last_reason.unwrap().contains("stale"));
+}
+
+#[test]
 fn a_5xx_to_register_is_a_failure_with_its_reason() {
     let mut c = Carrier::new("register = true");
     let first = c.last("REGISTER");
