@@ -143,12 +143,13 @@ impl Credentials {
     /// The answer's `uri` must name the resource the request's Request-URI does (RFC 2617
     /// §3.2.2.5, RFC 3261 §22.4): else an answer captured on the way could carry a request
     /// to another destination (its Request-URI changed, its credentials kept). Compared
-    /// as the resource goes (RFC 3261 §19.1.4): scheme, user, host (any case), port (the
-    /// scheme's default when absent); parameters aside.
+    /// as the resource goes (RFC 3261 §19.1.4): scheme, host (any case), port (the
+    /// scheme's default when absent), and the user when the answer's uri has one (SIPp
+    /// answers for `sip:host:port` alone); parameters aside.
     pub fn check_request_uri(&self, request_uri: &rsip::Uri) -> Result<(), AuthFailure> {
         let other = || AuthFailure::OtherRequestUri(self.uri.clone());
         let answered = rsip::Uri::try_from(self.uri.as_str()).map_err(|_| other())?;
-        let resource = |uri: &rsip::Uri| {
+        let place = |uri: &rsip::Uri| {
             let scheme = uri.scheme.clone().unwrap_or(rsip::Scheme::Sip);
             let default_port = match scheme {
                 rsip::Scheme::Sips => 5061,
@@ -156,9 +157,12 @@ impl Credentials {
             };
             let port = uri.host_with_port.port.map_or(default_port, u16::from);
             let host = uri.host_with_port.host.to_string().to_ascii_lowercase();
-            (scheme, uri.user().map(str::to_owned), host, port)
+            (scheme, host, port)
         };
-        match resource(&answered) == resource(request_uri) {
+        let same_user = answered
+            .user()
+            .is_none_or(|user| request_uri.user() == Some(user));
+        match same_user && place(&answered) == place(request_uri) {
             true => Ok(()),
             false => Err(other()),
         }
@@ -830,6 +834,7 @@ mod tests {
             ("sip:PBX.test", "sip:pbx.test:5060"),
             ("sip:2002@pbx.test;user=phone", "sip:2002@pbx.test"),
             ("sips:pbx.test:5061", "sips:pbx.test"),
+            ("sip:127.0.0.1:5070", "sip:2001@127.0.0.1:5070"),
         ];
         for (answered, request) in same {
             assert_eq!(
