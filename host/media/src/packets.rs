@@ -365,11 +365,13 @@ impl CallPackets {
         }
         let stream = &mut self.out[to];
         relay.packets = match self.keys_filter[i].as_mut() {
-            Some(filter) if !filter.passes(packet) => filter
-                .process(packet, now)
-                .iter()
-                .filter_map(|p| stream.relay(p, now))
-                .collect(),
+            Some(filter) if !filter.passes(packet) => {
+                let passed = filter.process(packet, now);
+                let relayed = passed.iter().filter_map(|p| stream.relay_in_order(p, now));
+                let relayed = relayed.collect();
+                stream.close_up();
+                relayed
+            }
             _ => stream.relay(packet, now).into_iter().collect(),
         };
         relay
@@ -826,6 +828,36 @@ mod tests {
         );
         let talk = call.rtp_in(Side::B, at(DESK), &audio(3, 22), t0);
         assert_eq!(talk.packets.len(), 1, "audio goes on");
+    }
+
+    #[test]
+    fn the_kept_push_code_leaves_no_gap_and_a_real_loss_stays_one() {
+        let t0 = crate::clock::monotonic_now();
+        let mut call = latched(t0);
+        call.dtmf[1] = DtmfWatch::new(101);
+        call.keys_filter[1] = Some(KeyFilter::new(101, "*8"));
+        let mut to_far = |packet: Vec<u8>| {
+            let relay = call.rtp_in(Side::B, at(DESK), &packet, t0);
+            relay
+                .packets
+                .iter()
+                .map(|p| header(p).sequence)
+                .collect::<Vec<_>>()
+        };
+        let before = to_far(audio(2, 22))[0];
+        // `*8` from the desk's own stream (numbers 3 to 6): kept from the far end.
+        let event = |seq, ts, code| packet(101, seq, ts, 22, &[code, 0, 0, 160]);
+        for (seq, ts, code) in [(3, 480, 10), (4, 480, 10), (5, 800, 8), (6, 800, 8)] {
+            assert!(to_far(event(seq, ts, code)).is_empty());
+        }
+        assert_eq!(to_far(audio(7, 22)), [before.wrapping_add(1)], "no gap");
+        // Number 8 lost on the way: the far end's jitter buffer must see the gap.
+        assert_eq!(to_far(audio(9, 22)), [before.wrapping_add(3)]);
+        assert_eq!(
+            to_far(audio(8, 22)),
+            [before.wrapping_add(2)],
+            "late, as it came"
+        );
     }
 
     #[test]

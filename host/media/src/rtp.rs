@@ -50,22 +50,37 @@ pub fn parse(packet: &[u8]) -> Option<Header> {
 }
 
 /// The stream the host sends one party. The party sees a single source: its own SSRC,
-/// sequence numbers that count up by one, timestamps that follow the clock, and the
-/// marker bit at the start of each talk spurt, whether the packets are the host's own
-/// (prompts, ringback) or relayed from another leg (whose SSRC and numbering differ).
+/// sequence numbers that go on by one from source to source, timestamps that follow the
+/// clock, and the marker bit at the start of each talk spurt, whether the packets are
+/// the host's own (prompts, ringback) or relayed from another leg (whose SSRC and
+/// numbering differ). A relayed source's numbers are shifted, not renumbered: a packet
+/// it lost, repeated or sent out of order reaches the party so, for its jitter buffer
+/// to see.
 #[derive(Debug)]
 pub struct OutStream {
     ssrc: u32,
+    /// The highest sequence number sent.
     sequence: u16,
     /// The timestamp and time of the last packet sent.
     last: Option<(u32, Instant)>,
-    /// The relayed source being mapped: its SSRC and the offset added to its timestamps.
-    relayed: Option<(u32, u32)>,
+    /// The relayed source being mapped.
+    relayed: Option<Mapped>,
     /// Whether the next host packet starts a talk spurt (nothing was sent for a while, or
     /// the previous packets came from another source).
     spurt_start: bool,
+    /// Whether the next relayed packet's number follows the highest sent, its source's
+    /// later ones shifted from there (after packets the host numbered in order itself).
+    resync: bool,
     /// Take the first relayed source's SSRC and numbering as this stream's own.
     adopt_first: bool,
+}
+
+/// A relayed source and what is added to its numbers to continue this stream.
+#[derive(Debug, Clone, Copy)]
+struct Mapped {
+    ssrc: u32,
+    timestamp_offset: u32,
+    sequence_offset: u16,
 }
 
 impl OutStream {
@@ -76,6 +91,7 @@ impl OutStream {
             last: None,
             relayed: None,
             spurt_start: true,
+            resync: false,
             adopt_first: false,
         }
     }
@@ -123,7 +139,8 @@ impl OutStream {
         };
         self.relayed = None;
         self.spurt_start = false;
-        self.emit(marker, payload_type, timestamp, payload, now)
+        let sequence = self.sequence.wrapping_add(1);
+        self.emit(marker, payload_type, sequence, timestamp, payload, now)
     }
 
     /// The host stopped sending its own frames: the next one starts a new talk spurt.
@@ -131,25 +148,57 @@ impl OutStream {
         self.spurt_start = true;
     }
 
-    /// A packet from another leg, renumbered into this stream; none if it isn't RTP.
+    /// A packet from another leg, mapped into this stream; none if it isn't RTP.
     pub fn relay(&mut self, packet: &[u8], now: Instant) -> Option<Vec<u8>> {
+        self.relay_numbered(packet, now, false)
+    }
+
+    /// [`OutStream::relay`] for a packet the host held back or whose neighbours it kept
+    /// from the party (the push code's keys): numbered after the highest sent.
+    pub fn relay_in_order(&mut self, packet: &[u8], now: Instant) -> Option<Vec<u8>> {
+        self.relay_numbered(packet, now, true)
+    }
+
+    /// The host kept packets of the relayed source from the party: its next packet
+    /// follows the highest number sent, so the party sees no gap where they were.
+    pub fn close_up(&mut self) {
+        self.resync = true;
+    }
+
+    fn relay_numbered(&mut self, packet: &[u8], now: Instant, in_order: bool) -> Option<Vec<u8>> {
         let header = parse(packet)?;
-        let (offset, marker) = match self.relayed {
-            Some((ssrc, offset)) if ssrc == header.ssrc && !self.spurt_start => {
-                (offset, header.marker)
+        let (mapped, marker) = match self.relayed {
+            Some(mut mapped) if mapped.ssrc == header.ssrc && !self.spurt_start => {
+                if self.resync || in_order {
+                    mapped.sequence_offset =
+                        self.sequence.wrapping_add(1).wrapping_sub(header.sequence);
+                    self.relayed = Some(mapped);
+                    self.resync = false;
+                }
+                (mapped, header.marker)
             }
             None if self.adopt_first => {
                 self.adopt_first = false;
                 self.ssrc = header.ssrc;
                 self.sequence = header.sequence.wrapping_sub(1);
-                self.relayed = Some((header.ssrc, 0));
-                (0, header.marker)
+                let mapped = Mapped {
+                    ssrc: header.ssrc,
+                    timestamp_offset: 0,
+                    sequence_offset: 0,
+                };
+                self.relayed = Some(mapped);
+                (mapped, header.marker)
             }
             _ => {
-                // A new source: continue our timeline from where the clock is now.
-                let offset = self.resume_timestamp(now).wrapping_sub(header.timestamp);
-                self.relayed = Some((header.ssrc, offset));
-                (offset, true)
+                // A new source: continue our timeline from where the clock is now, and
+                // our numbering from the last number sent.
+                let mapped = Mapped {
+                    ssrc: header.ssrc,
+                    timestamp_offset: self.resume_timestamp(now).wrapping_sub(header.timestamp),
+                    sequence_offset: self.sequence.wrapping_add(1).wrapping_sub(header.sequence),
+                };
+                self.relayed = Some(mapped);
+                (mapped, true)
             }
         };
         self.spurt_start = false;
@@ -157,7 +206,8 @@ impl OutStream {
         Some(self.emit(
             marker,
             header.payload_type,
-            header.timestamp.wrapping_add(offset),
+            header.sequence.wrapping_add(mapped.sequence_offset),
+            header.timestamp.wrapping_add(mapped.timestamp_offset),
             payload,
             now,
         ))
@@ -186,7 +236,7 @@ impl OutStream {
                 200..=202 => {
                     out[at + 4..at + 8].copy_from_slice(&self.ssrc.to_be_bytes());
                     if kind == 200 && end >= at + 20 {
-                        let offset = self.relayed.map_or(0, |(_, offset)| offset);
+                        let offset = self.relayed.map_or(0, |m| m.timestamp_offset);
                         let ts = u32::from_be_bytes([
                             out[at + 16],
                             out[at + 17],
@@ -204,20 +254,26 @@ impl OutStream {
         (at == out.len()).then_some(out)
     }
 
+    /// A packet of this stream. A late one (numbered before the highest sent: the source
+    /// sent it out of order, or twice) moves neither the numbering nor the clock on.
     fn emit(
         &mut self,
         marker: bool,
         payload_type: u8,
+        sequence: u16,
         timestamp: u32,
         payload: &[u8],
         now: Instant,
     ) -> Vec<u8> {
-        self.sequence = self.sequence.wrapping_add(1);
-        self.last = Some((timestamp, now));
+        let ahead = (sequence.wrapping_sub(self.sequence) as i16) > 0;
+        if ahead || self.last.is_none() {
+            self.sequence = sequence;
+            self.last = Some((timestamp, now));
+        }
         let mut packet = Vec::with_capacity(HEADER + payload.len());
         packet.push(0x80);
         packet.push(payload_type & 0x7f | if marker { 0x80 } else { 0 });
-        packet.extend_from_slice(&self.sequence.to_be_bytes());
+        packet.extend_from_slice(&sequence.to_be_bytes());
         packet.extend_from_slice(&timestamp.to_be_bytes());
         packet.extend_from_slice(&self.ssrc.to_be_bytes());
         packet.extend_from_slice(payload);
@@ -558,6 +614,35 @@ mod tests {
             .unwrap();
         assert!(parse(&m).unwrap().marker);
         assert!(out.relay(&[1, 2, 3], t0).is_none());
+    }
+
+    #[test]
+    fn a_relayed_sources_loss_repeats_and_reordering_reach_the_party_as_they_happened() {
+        let t0 = crate::clock::monotonic_now();
+        let mut out = OutStream::new(7, 0);
+        let arrivals = [
+            (5000, 0),
+            (5001, 1),
+            (5003, 3),
+            (5002, 2),
+            (5002, 2),
+            (5004, 4),
+        ];
+        let sent: Vec<Header> = arrivals
+            .into_iter()
+            .map(|(sequence, frame)| {
+                let ts = 90_000 + 160 * frame;
+                let p = packet(8, sequence, ts, 99, false, &[1; 160]);
+                parse(&out.relay(&p, t0 + FRAME * frame).unwrap()).unwrap()
+            })
+            .collect();
+        let numbers: Vec<u16> = sent.iter().map(|h| h.sequence).collect();
+        assert_eq!(numbers, [1, 2, 4, 3, 3, 5]);
+        assert_eq!(sent[3].timestamp, sent[0].timestamp.wrapping_add(2 * 160));
+        // The host's next frame (a prompt) goes on from the highest number and time sent.
+        let prompt = parse(&out.host_frame(8, &[0xd5; 160], t0 + FRAME * 5)).unwrap();
+        assert_eq!(prompt.sequence, 6);
+        assert_eq!(prompt.timestamp, sent[5].timestamp.wrapping_add(160));
     }
 
     #[test]
