@@ -351,5 +351,6 @@ pub(super) fn hang_up_late_answer(
             branch: &branch,
         },
     )?;
-    Some(ctx.layer.send_request(ctx.ambient.now, bye, dialog.peer))
+    // Sent as any in-dialog request is: a carrier that challenges it gets credentials.
+    Some(ctx.send_in_dialog(bye, dialog.peer))
 }

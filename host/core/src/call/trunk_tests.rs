@@ -258,7 +258,11 @@ fn a_carrier_answer_crossing_the_callers_cancel_is_acknowledged_and_hung_up() {
     assert_eq!(w.count_to(EDGE_A, "ACK "), 1);
     let bye = w.last_to(EDGE_A, "BYE ");
     assert!(bye.contains("tag=dev"), "in the answered dialog: {bye}");
-    w.respond(EDGE_A, &bye, 200);
+    // The carrier challenges the BYE, as it may any request: answered with credentials.
+    challenge(&mut w, EDGE_A, &bye, "n7");
+    let again = w.last_to(EDGE_A, "BYE ");
+    assert!(header(&again, "Proxy-Authorization").is_some_and(|a| a.contains("nonce=\"n7\"")));
+    w.respond(EDGE_A, &again, 200);
     let left = w.tables_left();
     assert!(left.is_empty(), "{left:?}");
 }
