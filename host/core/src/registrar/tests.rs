@@ -820,8 +820,27 @@ fn a_flood_of_failing_sources_is_cut_back_keeping_the_blocked() {
     sources.cut(NOW);
     assert_eq!(sources.records.len(), SOURCES_KEPT);
     assert!(sources.records.contains_key(&blocked));
-    // Once a second at most, from the failures' side.
-    assert_eq!(sources.cut_at, NOW);
+}
+
+#[test]
+fn a_full_table_of_failing_sources_is_cut_back_at_most_once_a_second() {
+    let mut r = registrar();
+    let source = |n: u32| IpAddr::from((0x0a00_0000 + n).to_be_bytes());
+    for n in 0..SOURCES_KEPT as u32 {
+        r.record_failure(NOW - 1, source(n));
+    }
+    let size = |r: &Registrar| r.sources.lock().records.len();
+    assert_eq!(size(&r), SOURCES_KEPT);
+    // Full: the next failure cuts it back to the limit, then adds its own source...
+    r.record_failure(NOW, source(1_000_000));
+    assert_eq!(size(&r), SOURCES_KEPT + 1);
+    // ...but within the same second nothing is cut again: a flood costs one cut a
+    // second, and the table outgrows the limit by at most a second's new sources.
+    r.record_failure(NOW, source(1_000_001));
+    r.record_failure(NOW, source(1_000_002));
+    assert_eq!(size(&r), SOURCES_KEPT + 3);
+    r.record_failure(NOW + 1, source(1_000_003));
+    assert_eq!(size(&r), SOURCES_KEPT + 1);
 }
 
 #[test]
