@@ -24,34 +24,58 @@ const OTHER_SIDE_TALKING: Duration = Duration::from_millis(100);
 pub(crate) struct Remotes {
     pub(crate) rtp: [Option<SocketAddr>; 2],
     pub(crate) rtcp: [Option<SocketAddr>; 2],
-    pub(crate) latched: [bool; 2],
-    /// When each side's latched device was last heard.
-    heard_at: [Option<Instant>; 2],
+    pub(crate) latches: [Latch; 2],
 }
 
-/// How long a side's latched device must have been silent before another source may
-/// take its place (a NAT's new mapping, a phone on a new network).
+/// How long a latched device must have been silent before another source may take its
+/// place (a NAT's new mapping, a phone on a new network).
 pub(crate) const RELATCH_AFTER: Duration = Duration::from_secs(2);
 
-impl Remotes {
-    /// Whether a packet from `source` is side `i`'s device, latching there if so. The
-    /// first RTP packet latches; after that only that source is heard, unless it has
-    /// been silent [`RELATCH_AFTER`] and the newcomer sends RTP — so a third party
-    /// sending to a call's port cannot take its audio over (nor its keys).
-    fn latch(&mut self, i: usize, source: SocketAddr, packet: &[u8], now: Instant) -> bool {
-        let latched_here = self.latched[i] && self.rtp[i] == Some(source);
-        if !latched_here {
-            let speaking = self.latched[i]
-                && self.heard_at[i]
+/// Which source a device's packets are taken from. The first RTP packet latches; after
+/// that only that source is heard, unless it has been silent [`RELATCH_AFTER`] and the
+/// newcomer sends RTP — so a third party sending to the port can take over neither the
+/// audio nor the keys.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Latch {
+    latched: bool,
+    /// When the latched source was last heard.
+    heard_at: Option<Instant>,
+}
+
+impl Latch {
+    pub(crate) fn is_latched(&self) -> bool {
+        self.latched
+    }
+
+    /// Whether a packet from `source` is the device's, whose address is `remote`
+    /// (signalled, or latched before); latching `remote` to `source` if it now is.
+    pub(crate) fn admit(
+        &mut self,
+        remote: &mut Option<SocketAddr>,
+        source: SocketAddr,
+        packet: &[u8],
+        now: Instant,
+    ) -> bool {
+        if !(self.latched && *remote == Some(source)) {
+            let speaking = self.latched
+                && self
+                    .heard_at
                     .is_some_and(|at| now.saturating_duration_since(at) < RELATCH_AFTER);
             if speaking || rtp::parse(packet).is_none() {
                 return false;
             }
-            self.rtp[i] = Some(source);
-            self.latched[i] = true;
+            *remote = Some(source);
+            self.latched = true;
         }
-        self.heard_at[i] = Some(now);
+        self.heard_at = Some(now);
         true
+    }
+}
+
+impl Remotes {
+    /// Whether a packet from `source` is side `i`'s device, latching there if so.
+    fn latch(&mut self, i: usize, source: SocketAddr, packet: &[u8], now: Instant) -> bool {
+        self.latches[i].admit(&mut self.rtp[i], source, packet, now)
     }
 
     /// Side `i` has a new device (a flip): the old one's addresses are forgotten, and
@@ -59,14 +83,13 @@ impl Remotes {
     fn forget(&mut self, i: usize) {
         self.rtp[i] = None;
         self.rtcp[i] = None;
-        self.latched[i] = false;
-        self.heard_at[i] = None;
+        self.latches[i] = Latch::default();
     }
 
     /// Whether an RTCP packet from `source` is side `i`'s device's: from the address
     /// its RTP latched to, once it has.
     fn rtcp_from(&self, i: usize, source: SocketAddr) -> bool {
-        !self.latched[i] || self.rtp[i].is_some_and(|rtp| rtp.ip() == source.ip())
+        !self.latches[i].is_latched() || self.rtp[i].is_some_and(|rtp| rtp.ip() == source.ip())
     }
 }
 
@@ -604,7 +627,7 @@ mod tests {
         let from_far = call.rtp_in(Side::A, at(FAR), &audio(2, 11), t0);
         assert_eq!(from_far.to, Some(at(DESK)));
         assert_eq!(from_far.packets.len(), 1);
-        assert!(call.remotes.latched.iter().all(|&l| l));
+        assert!(call.remotes.latches.iter().all(Latch::is_latched));
     }
 
     #[test]

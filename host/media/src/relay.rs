@@ -18,7 +18,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::packets::{CallPackets, Endpoint, EngineFeed, HostFrame};
+use super::packets::{CallPackets, Endpoint, EngineFeed, HostFrame, Latch};
 use super::playout::Playout;
 pub use super::ports::MAX_SPARE;
 use super::ports::{REST, RtpPorts, SparePairs};
@@ -453,7 +453,8 @@ impl MediaAllocator for RelayManager {
             session,
             shared: call.shared.clone(),
             socket: reserved.rtp.clone(),
-            remote,
+            remote: Some(remote),
+            latch: Latch::default(),
             codec,
             keys: event_pt.map(DtmfWatch::new).unwrap_or_default(),
             prompt,
@@ -559,7 +560,7 @@ impl MediaAllocator for RelayManager {
         if let Some(call) = self.calls.get(&session) {
             let remotes = &mut lock(&call.shared).remotes;
             let i = side as usize;
-            if !remotes.latched[i] {
+            if !remotes.latches[i].is_latched() {
                 remotes.rtp[i] = Some(rtp);
                 remotes.rtcp[i] = Some(SocketAddr::new(rtp.ip(), rtp.port().wrapping_add(1)));
             }
@@ -891,7 +892,9 @@ struct DevicePrompter {
     session: SessionId,
     shared: Arc<Mutex<CallPackets>>,
     socket: Arc<UdpSocket>,
-    remote: SocketAddr,
+    /// Where the device's packets come from (its signalled address until it latches).
+    remote: Option<SocketAddr>,
+    latch: Latch,
     codec: Codec,
     keys: DtmfWatch,
     prompt: Arc<Prompt>,
@@ -922,7 +925,8 @@ async fn prompt_device(mut p: DevicePrompter) {
                 let Some(packet) = lock(&p.shared).encrypt_for_reserved(packet) else {
                     continue;
                 };
-                if p.socket.send_to(&packet, p.remote).await.is_ok() {
+                let Some(remote) = p.remote else { continue };
+                if p.socket.send_to(&packet, remote).await.is_ok() {
                     p.counters.played_packets.fetch_add(1, Relaxed);
                 }
             }
@@ -940,7 +944,9 @@ async fn prompt_device(mut p: DevicePrompter) {
                     }
                 };
                 let packet = packet.as_deref().unwrap_or(&buf[..n]);
-                p.remote = source;
+                if !p.latch.admit(&mut p.remote, source, packet, monotonic_now()) {
+                    continue; // not the device's: neither its keys nor where it is
+                }
                 let Some(digit) = p.keys.inspect(packet) else {
                     continue;
                 };
@@ -1343,6 +1349,15 @@ mod tests {
                 digit: '4'
             })
         );
+        // Another sender's keys are not the device's: they are not reported.
+        let intruder = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let nine = [0x80, 101, 0, 2, 0, 0, 2, 0, 0, 0, 0, 8, 9, 0x80, 0, 160];
+        intruder
+            .send_to(&nine, ("127.0.0.1", reserved))
+            .await
+            .unwrap();
+        let heard = tokio::time::timeout(Duration::from_millis(300), events.recv()).await;
+        assert!(heard.is_err(), "{heard:?}");
         // Meanwhile the call goes on between the far end and the desk.
         desk.send_to(&rtp(1, 160, 9), ("127.0.0.1", ports.b))
             .await
