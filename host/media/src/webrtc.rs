@@ -357,7 +357,10 @@ async fn run(mut b: BridgeTask) {
                 })
             }
             received = b.plain.recv_from(&mut from_relay) => {
-                let Ok((n, _)) = received else { continue };
+                let Ok((n, source)) = received else { continue };
+                if !from_relay_socket(source, b.relay) {
+                    continue; // not the relay's: nobody else may speak to the browser
+                }
                 let packet = &from_relay[..n];
                 let (Some(mid), Some(header)) = (mid, rtp::parse(packet)) else { continue };
                 if !matches!(header.payload_type, 0 | 8) {
@@ -392,6 +395,12 @@ async fn run(mut b: BridgeTask) {
     }
 }
 
+/// Whether a datagram on the plain side came from the relay socket at `relay` (bound to
+/// every address when its IP is unspecified, so then only the port tells).
+fn from_relay_socket(source: SocketAddr, relay: SocketAddr) -> bool {
+    source.port() == relay.port() && (relay.ip().is_unspecified() || source.ip() == relay.ip())
+}
+
 /// The browser's answer to a pending offer; never, when there is none.
 async fn next_answer(
     pending: &mut Option<(SdpPendingOffer, mpsc::Receiver<SdpAnswer>)>,
@@ -399,5 +408,34 @@ async fn next_answer(
     match pending {
         Some((_, answers)) => answers.recv().await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_relay_socket_speaks_on_the_plain_side() {
+        let relay: SocketAddr = "192.0.2.1:40000".parse().unwrap();
+        assert!(from_relay_socket(relay, relay));
+        assert!(!from_relay_socket(
+            "192.0.2.1:40002".parse().unwrap(),
+            relay
+        ));
+        assert!(!from_relay_socket(
+            "192.0.2.9:40000".parse().unwrap(),
+            relay
+        ));
+        // A relay bound to every address sends from whichever one the route picks.
+        let anywhere: SocketAddr = "0.0.0.0:40000".parse().unwrap();
+        assert!(from_relay_socket(
+            "127.0.0.1:40000".parse().unwrap(),
+            anywhere
+        ));
+        assert!(!from_relay_socket(
+            "127.0.0.1:40001".parse().unwrap(),
+            anywhere
+        ));
     }
 }
