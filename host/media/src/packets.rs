@@ -315,6 +315,15 @@ impl CallPackets {
             Err(refused) => return Some(dropped(refused)),
         };
         let packet = decrypted.as_deref().unwrap_or(packet);
+        // The device leaving may still be sending the keys that moved the call (the end
+        // of the push code): none of its keys reach the other side.
+        if self.keys_filter[from as usize]
+            .as_ref()
+            .is_some_and(|filter| filter.is_key(packet))
+        {
+            self.out[to].close_up();
+            return Some(Relay::default());
+        }
         let mut packets: Vec<Vec<u8>> = self.out[to].relay(packet, now).into_iter().collect();
         if from == Side::B {
             for packet in &packets {
@@ -347,6 +356,7 @@ impl CallPackets {
             ..Relay::default()
         };
         if self.switched == Some(from) && self.stale_key.is_some() && self.is_stale_key(packet) {
+            self.out[to].close_up();
             return relay;
         }
         if let Some(digit) = self.dtmf[i].inspect(packet) {
@@ -710,6 +720,31 @@ mod tests {
     }
 
     #[test]
+    fn the_device_switched_away_from_sends_no_keys_and_leaves_no_gap() {
+        // The mobile pushed with *8 and the desk answered at once: the end of the `8`
+        // still comes from the mobile while it is heard out.
+        let t0 = crate::clock::monotonic_now();
+        let mut call = latched(t0);
+        call.keys_filter[1] = Some(KeyFilter::new(101, "*8"));
+        let before = header(&call.rtp_in(Side::B, at(DESK), &audio(2, 22), t0).packets[0]);
+        call.switch(Side::B, t0 + Duration::from_secs(1));
+        let t1 = t0 + Duration::from_millis(20);
+        let end_of_eight = packet(101, 3, 480, 22, &[8, 0x80, 0, 160]);
+        let relay = call
+            .retiring_rtp_in(&end_of_eight, t1)
+            .expect("still heard");
+        assert!(relay.packets.is_empty(), "the key reached the far end");
+        let audio = call
+            .retiring_rtp_in(&audio(4, 22), t1)
+            .expect("still heard");
+        assert_eq!(
+            header(&audio.packets[0]).sequence,
+            before.sequence.wrapping_add(1),
+            "no gap where the key was"
+        );
+    }
+
+    #[test]
     fn the_device_switched_away_from_is_heard_until_the_new_one_is() {
         let t0 = crate::clock::monotonic_now();
         let mut call = latched(t0);
@@ -954,10 +989,18 @@ mod tests {
         let mut call = latched(t0);
         call.switch(Side::B, t0 + Duration::from_secs(1));
         call.stale_key = Some(4000);
-        let stale = call.rtp_in(Side::B, at(MOBILE), &key(4000, 11, true), t0);
+        let first = call.rtp_in(Side::B, at(MOBILE), &audio(8, 77), t0);
+        // The key's end, repeated between the mobile's audio packets (its number 9).
+        let stale_end = packet(101, 9, 4000, 77, &[11, 0x80, 0, 160]);
+        let stale = call.rtp_in(Side::B, at(MOBILE), &stale_end, t0);
         assert!(stale.packets.is_empty() && stale.digit.is_none());
-        let next = call.rtp_in(Side::B, at(MOBILE), &audio(9, 77), t0);
+        let next = call.rtp_in(Side::B, at(MOBILE), &audio(10, 77), t0);
         assert_eq!(next.packets.len(), 1);
+        assert_eq!(
+            header(&next.packets[0]).sequence,
+            header(&first.packets[0]).sequence.wrapping_add(1),
+            "no gap where the key was"
+        );
     }
 
     #[test]

@@ -425,6 +425,11 @@ impl KeyFilter {
         }
     }
 
+    /// Whether `packet` is a key (a telephone-event of the watched payload type).
+    pub fn is_key(&self, packet: &[u8]) -> bool {
+        parse(packet).is_some_and(|h| h.payload_type == self.payload_type)
+    }
+
     /// Whether `packet` would simply pass (audio, with nothing held back): the common
     /// case, which needs no copy.
     pub fn passes(&self, packet: &[u8]) -> bool {
