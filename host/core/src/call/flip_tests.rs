@@ -108,10 +108,9 @@ fn a_reinvite_being_passed_on_when_the_call_ends_is_answered() {
     assert!(refused.contains("CSeq: 2 INVITE"), "{refused}");
 }
 
-#[test]
-fn a_reinvite_and_its_answer_refresh_the_remote_targets() {
-    // RFC 3261 §12.2.2 and §12.2.1.2: a re-INVITE's Contact, and the Contact of a 2xx to
-    // one, replace the dialog's remote target (a softphone that moved networks).
+/// A connected call in which the far end re-INVITEd from a new Contact and the desk
+/// answered it from one of its own.
+fn both_moved() -> World {
     let mut w = World::connected();
     let reinvite = w.far_end_reinvite(2, SDP).replace(
         "Contact: <sip:far@127.0.0.2:5060>",
@@ -119,12 +118,16 @@ fn a_reinvite_and_its_answer_refresh_the_remote_targets() {
     );
     w.deliver(FAR_END, &reinvite);
     let to_desk = w.last_to(DESK, "INVITE ");
-    w.respond_with(
-        DESK,
-        &to_desk,
-        200,
-        "Contact: <sip:desk-moved@127.0.0.5:5090>\r\n",
-    );
+    let moved = "Contact: <sip:desk-moved@127.0.0.5:5090>\r\n";
+    w.respond_with(DESK, &to_desk, 200, moved);
+    w
+}
+
+#[test]
+fn a_reinvite_and_its_answer_refresh_the_remote_targets() {
+    // RFC 3261 §12.2.2 and §12.2.1.2: a re-INVITE's Contact, and the Contact of a 2xx to
+    // one, replace the dialog's remote target (a softphone that moved networks).
+    let mut w = both_moved();
     let ack = w.last_to(DESK, "ACK ");
     assert!(
         ack.starts_with("ACK sip:desk-moved@127.0.0.5:5090 SIP/2.0"),
@@ -137,19 +140,7 @@ fn a_reinvite_and_its_answer_refresh_the_remote_targets() {
         "{bye}"
     );
 
-    let mut w = World::connected();
-    let reinvite = w.far_end_reinvite(2, SDP).replace(
-        "Contact: <sip:far@127.0.0.2:5060>",
-        "Contact: <sip:moved@127.0.0.2:5070>",
-    );
-    w.deliver(FAR_END, &reinvite);
-    let to_desk = w.last_to(DESK, "INVITE ");
-    w.respond_with(
-        DESK,
-        &to_desk,
-        200,
-        "Contact: <sip:desk-moved@127.0.0.5:5090>\r\n",
-    );
+    let mut w = both_moved();
     w.far_end_hangs_up();
     let bye = w.last_to(DESK, "BYE ");
     assert!(
