@@ -240,6 +240,60 @@ fn a_second_reinvite_before_the_first_is_answered_gets_500_and_a_crossing_one_49
 }
 
 #[test]
+fn a_reinvite_passed_on_to_a_device_pulled_away_from_is_asked_again() {
+    // The far end puts the call on hold; before the desk answers, the mobile pulls.
+    let mut w = World::connected();
+    let reinvite = w.far_end_reinvite(2, SDP);
+    w.deliver(FAR_END, &reinvite);
+    let to_desk = w.last_to(DESK, "INVITE ");
+    w.pull_from(MOBILE);
+    w.decide(World::allow());
+    let refused = w.last_to(FAR_END, "SIP/2.0 500");
+    assert!(refused.contains("CSeq: 2 INVITE"), "{refused}");
+    assert!(refused.contains("Retry-After: "), "{refused}");
+    // The desk's late answer changes nothing: nothing goes to the mobile for it, nor to
+    // the far end.
+    let (to_mobile, to_far) = (w.count_to(MOBILE, ""), w.count_to(FAR_END, ""));
+    w.respond(DESK, &to_desk, 200);
+    assert_eq!(
+        w.count_to(MOBILE, ""),
+        to_mobile,
+        "{}",
+        w.last_to(MOBILE, "")
+    );
+    assert_eq!(
+        w.count_to(FAR_END, ""),
+        to_far,
+        "{}",
+        w.last_to(FAR_END, "")
+    );
+    // Asked again, the far end's re-INVITE reaches the mobile.
+    let again = w.far_end_reinvite(3, SDP);
+    w.deliver(FAR_END, &again);
+    assert!(w.last_to(MOBILE, "INVITE ").contains("a=rtpmap"));
+}
+
+#[test]
+fn a_reinvite_from_a_device_pulled_away_from_is_answered_by_the_far_end_and_goes_nowhere() {
+    let mut w = World::connected();
+    let hold = SDP.replace("a=rtpmap:101", "a=sendonly\r\na=rtpmap:101");
+    w.device_reinvite(DESK, 2, &hold);
+    let to_far = w.last_to(FAR_END, "INVITE ");
+    w.pull_from(MOBILE);
+    w.decide(World::allow());
+    // The far end answers the desk's hold: acknowledged, and the desk's transaction ends.
+    let acks = w.count_to(FAR_END, "ACK ");
+    w.respond(FAR_END, &to_far, 200);
+    assert_eq!(w.count_to(FAR_END, "ACK "), acks + 1);
+    assert!(w.last_to(DESK, "SIP/2.0 487").contains("CSeq: 2 INVITE"));
+    // The mobile's dialog is the mobile's: the far end's BYE reaches it there, not at
+    // the Contact the desk re-INVITEd from.
+    w.far_end_hangs_up();
+    let bye = w.last_to(MOBILE, "BYE ");
+    assert!(!bye.contains("-moved@"), "{bye}");
+}
+
+#[test]
 fn a_pull_takes_the_call_without_touching_the_far_end() {
     let mut w = World::connected();
     w.pull_from(MOBILE);

@@ -8,7 +8,7 @@ use crate::media::Side;
 use crate::routing::Disposition;
 use crate::sdp;
 use crate::sip::dialog::{Dialog, addr_spec};
-use crate::sip::message::{self, Header, Request, Response, SipMessage};
+use crate::sip::message::{self, Request, Response, SipMessage};
 use crate::sip::transaction::{Peer, ServerTxnId};
 
 use super::requests::{Via, attach_sdp, cancel_for, dtmf_from_info};
@@ -32,7 +32,9 @@ impl Calls {
         };
         let code = response.status_code.code();
         let body = String::from_utf8_lossy(&response.body).into_owned();
-        let mut reply = message::response_to(&pending.request, code, None);
+        // The device that asked has left (a flip): its transaction ends unanswered.
+        let reply_code = if pending.asker_left { 487 } else { code };
+        let mut reply = message::response_to(&pending.request, reply_code, None);
         if (200..300).contains(&code) {
             let (asker, asker_port) = if pending.from_a {
                 (Side::A, session.ports.a)
@@ -70,6 +72,11 @@ impl Calls {
                     tracing::warn!("re-INVITE answer: {e}");
                 }
             }
+            if pending.asker_left {
+                return ctx
+                    .layer
+                    .send_response(ctx.ambient.now, pending.server_txn, reply);
+            }
             if let Some(dialog) = session.dialog_mut(asker) {
                 refresh_target(dialog, &SipMessage::Request(pending.request.clone()));
             }
@@ -85,6 +92,34 @@ impl Calls {
         }
         ctx.layer
             .send_response(ctx.ambient.now, pending.server_txn, reply);
+    }
+
+    /// `side` is being flipped to another device while a re-INVITE is passed on. One
+    /// passed on to the device leaving will not be answered: the asker is told to try
+    /// again (500 with Retry-After, RFC 3261 §14.2), which reaches the new device. One the
+    /// leaving device asked is still answered by the other leg, whose answer is taken
+    /// but goes to nobody (see `reinvite_answered`).
+    pub(super) fn reinvite_at_flip(&mut self, ctx: &mut Ctx<'_>, id: SessionId, side: Side) {
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        let Some(pending) = session.reinvite.as_mut() else {
+            return;
+        };
+        let asker = if pending.from_a { Side::A } else { Side::B };
+        if asker == side {
+            pending.asker_left = true;
+            return;
+        }
+        let Some(pending) = session.reinvite.take() else {
+            return;
+        };
+        self.by_client_txn.remove(&pending.client_txn);
+        tracing::info!("a re-INVITE passed on to the device leaving: the asker tries again");
+        let refusal = message::response_to(&pending.request, 500, None);
+        let refusal = message::retry_after(refusal, try_again_within_10_s(ctx));
+        ctx.layer
+            .send_response(ctx.ambient.now, pending.server_txn, refusal);
     }
 
     /// CANCEL of a pending inbound INVITE.
@@ -205,16 +240,13 @@ impl Calls {
                     // RFC 3261 §14.2: this side's own earlier re-INVITE is still being
                     // answered (500, try again in up to 10 s); or it crossed the one the
                     // host passed on to it (glare: 491).
-                    let mut refusal = match pending.from_a == from_a {
-                        true => message::response_to(&request, 500, None),
+                    let refusal = match pending.from_a == from_a {
+                        true => message::retry_after(
+                            message::response_to(&request, 500, None),
+                            try_again_within_10_s(ctx),
+                        ),
                         false => message::response_to(&request, 491, None),
                     };
-                    if pending.from_a == from_a {
-                        let after = ctx.entropy.next_u64() % 11;
-                        refusal
-                            .headers
-                            .push(Header::Other("Retry-After".into(), after.to_string()));
-                    }
                     return ctx.layer.send_response(ctx.ambient.now, txn, refusal);
                 }
                 // The party's keys may change with a new offer; SRTP may not be dropped.
@@ -277,6 +309,7 @@ impl Calls {
                         client_txn,
                         sent_to: other.peer,
                         cseq,
+                        asker_left: false,
                     }));
                     self.by_client_txn.insert(client_txn, id);
                     return;
@@ -444,4 +477,10 @@ fn refresh_target(dialog: &mut Dialog, message: &SipMessage) {
     if let Some(contact) = message::header_value(message, "Contact") {
         dialog.target = addr_spec(&contact);
     }
+}
+
+/// A Retry-After for a re-INVITE refused while another is pending: a random 0–10 s
+/// (RFC 3261 §14.2), so two parties retrying do not collide again.
+fn try_again_within_10_s(ctx: &mut Ctx<'_>) -> u32 {
+    (ctx.entropy.next_u64() % 11) as u32
 }

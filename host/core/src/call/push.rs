@@ -382,6 +382,7 @@ impl Calls {
             trigger,
         } = flip;
         let to_browser = leg.dialog.peer.transport == Transport::Ws;
+        self.reinvite_at_flip(ctx, id, side);
         let Some(session) = self.sessions.get_mut(&id) else {
             return;
         };

@@ -29,6 +29,9 @@ pub(super) struct PendingReinvite {
     pub(super) client_txn: ClientTxnId,
     pub(super) sent_to: Peer,
     pub(super) cseq: u32,
+    /// The device that asked was flipped away meanwhile: the answer is still taken (and
+    /// a 2xx acknowledged) for the leg that gives it, but answers nobody's offer.
+    pub(super) asker_left: bool,
 }
 
 /// A leg to one of the callee's devices (or a number through a trunk).

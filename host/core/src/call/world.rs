@@ -527,24 +527,43 @@ CSeq: {cseq} INVITE\r\nContact: <sip:far@{FAR_END}>\r\nMax-Forwards: 70\r\n\
     }
 
     /// An in-dialog request from a device in the dialog the host's last INVITE to it
-    /// made.
+    /// made; `info` the body of an INFO (a key), if any.
     pub(super) fn device_request(&mut self, device: &str, method: &str, cseq: u32, info: &str) {
+        let body = (!info.is_empty()).then_some(("application/dtmf-relay", info));
+        self.device_request_with(device, method, cseq, "", body);
+    }
+
+    /// A re-INVITE from a device carrying `sdp`, from a Contact of its own.
+    pub(super) fn device_reinvite(&mut self, device: &str, cseq: u32, sdp: &str) {
+        let contact = format!("Contact: <sip:{device}-moved@{device}>\r\n");
+        let body = Some(("application/sdp", sdp));
+        self.device_request_with(device, "INVITE", cseq, &contact, body);
+    }
+
+    /// [`World::device_request`] with `headers` (whole lines) and a body of its type.
+    fn device_request_with(
+        &mut self,
+        device: &str,
+        method: &str,
+        cseq: u32,
+        headers: &str,
+        body: Option<(&str, &str)>,
+    ) {
         let invite = &self.invites[&addr(device)];
         let Ok(SipMessage::Request(invite)) = message::parse(invite.as_bytes()) else {
             panic!()
         };
         let m = SipMessage::Request(invite);
-        let body = if info.is_empty() {
-            "Content-Length: 0\r\n\r\n".to_owned()
-        } else {
-            format!(
-                "Content-Type: application/dtmf-relay\r\nContent-Length: {}\r\n\r\n{info}",
-                info.len()
-            )
+        let body = match body {
+            None => "Content-Length: 0\r\n\r\n".to_owned(),
+            Some((kind, body)) => format!(
+                "Content-Type: {kind}\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            ),
         };
         let request = format!(
             "{method} sip:wasmpbx@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {device};branch=z9hG4bK-{method}-{cseq}-{}\r\n\
-From: {};tag=dev\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\nMax-Forwards: 70\r\n{body}",
+From: {};tag=dev\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\nMax-Forwards: 70\r\n{headers}{body}",
             addr(device).port(),
             message::header_value(&m, "To").unwrap(),
             message::header_value(&m, "From").unwrap(),
