@@ -90,7 +90,10 @@ impl Calls {
                     }
                 }
             }
-            (408 | 503 | 504, _) => {
+            // Failover on what RFC 3263 §4.3 names: a 503, a timeout (Timer B, or the
+            // target's share of it). A 408 or 504 *response* is the far side's answer
+            // (nobody answered there): another edge of the carrier would ring the same.
+            (503, Retry::Response(_)) | (_, Retry::Timeout | Retry::Silent) => {
                 ctx.trunks.target_failed(&leg.name, target, &failure, now);
                 if leg.remaining.is_empty() {
                     return false;

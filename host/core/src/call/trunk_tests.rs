@@ -176,6 +176,29 @@ fn a_503_moves_the_call_to_the_next_target_and_takes_the_first_out_of_rotation()
 }
 
 #[test]
+fn a_408_or_504_from_the_carrier_fails_the_forward_without_trying_another_edge() {
+    // The carrier answered: nobody picked up behind it (408), or its gateway timed out
+    // (504). Another edge of the same carrier would ring the same callee again.
+    for code in [408, 504] {
+        let mut w = forwarding();
+        let first = w.last_to(EDGE_A, "INVITE ");
+        w.respond(EDGE_A, &first, code);
+        assert_eq!(w.count_to(EDGE_B, "INVITE "), 0, "{code}");
+        assert!(
+            matches!(w.routed.last(), Some(Event::ForwardFailed { status, .. }) if *status == code),
+            "{code}: {:?}",
+            w.routed.last()
+        );
+        let status = w.pbx.trunk_status(w.now);
+        assert_eq!(
+            status[0].targets[0].state,
+            Health::Up,
+            "{code}: it answered"
+        );
+    }
+}
+
+#[test]
 fn a_silent_target_gets_its_share_of_timer_b_then_the_next_is_tried() {
     let mut w = forwarding();
     assert_eq!(w.count_to(EDGE_A, "INVITE "), 1);
