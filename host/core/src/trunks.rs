@@ -50,7 +50,7 @@ pub enum Health {
 struct Target {
     resolved: ResolvedTarget,
     health: Health,
-    /// Out of rotation until then (a failed call), unless a health check answers.
+    /// Out of rotation until then, or (none) until a health check answers.
     down_until: Option<Instant>,
     last_failure: Option<String>,
     next_probe: Option<Instant>,
@@ -507,7 +507,17 @@ impl Trunks {
                 failure: Some(reason.to_owned()),
             });
         }
-        mark_down(self.target_mut(name, addr), reason, now);
+        let until = self.back_in_rotation(name, now);
+        mark_down(self.target_mut(name, addr), reason, until);
+    }
+
+    /// When a target of trunk `name` found down may be tried again: once a health check
+    /// answers, on a trunk that checks (none here), else after [`FAILED_TARGET_HOLD`].
+    fn back_in_rotation(&self, name: &str, now: Instant) -> Option<Instant> {
+        let checked = self
+            .index(name)
+            .is_some_and(|i| self.trunks[i].config.options_interval > 0);
+        (!checked).then_some(now + FAILED_TARGET_HOLD)
     }
 
     /// `addr` answered something (a call's response, a health check).
@@ -542,9 +552,10 @@ impl Trunks {
             failure,
         } in news
         {
+            let until = self.back_in_rotation(trunk, now);
             let found = self.target_mut(trunk, *target);
             match failure {
-                Some(reason) => mark_down(found, reason, now),
+                Some(reason) => mark_down(found, reason, until),
                 None => mark_up(found),
             }
         }
@@ -1012,10 +1023,10 @@ fn granted_expires(response: &Response, request: &Request) -> Option<u32> {
         .or_else(|| message::header_value(&message, "Expires").and_then(|v| v.trim().parse().ok()))
 }
 
-fn mark_down(target: Option<&mut Target>, reason: &str, now: Instant) {
+fn mark_down(target: Option<&mut Target>, reason: &str, until: Option<Instant>) {
     if let Some(target) = target {
         target.health = Health::Down;
-        target.down_until = Some(now + FAILED_TARGET_HOLD);
+        target.down_until = until;
         target.last_failure = Some(reason.to_owned());
     }
 }

@@ -258,6 +258,10 @@ fn options_take_a_silent_target_out_and_an_answer_puts_it_back() {
     assert_eq!(status.state, Health::Down);
     assert_eq!(status.last_failure.as_deref(), Some("no answer to OPTIONS"));
     c.advance(Duration::from_secs(30));
+    // The next check is out, unanswered yet: the target stays out of rotation (a call
+    // would wait its share of Timer B on a target known dead).
+    assert_eq!(c.count("OPTIONS"), 2);
+    assert!(!c.trunks.status(c.now)[0].targets[0].in_rotation);
     let probe = c.last("OPTIONS");
     c.answer(&probe, 200, "");
     let status = &c.trunks.status(c.now)[0].targets[0];
