@@ -253,6 +253,7 @@ impl ScriptEngine {
         let mut linker: Linker<EventState> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| anyhow::anyhow!("linking WASI: {e}"))?;
+        forbid_waiting(&mut linker).map_err(|e| anyhow::anyhow!("linking WASI: {e}"))?;
         v0_2::FullScript::add_to_linker::<_, HasSelf<EventHost>>(&mut linker, |state| {
             &mut state.host
         })
@@ -491,4 +492,26 @@ pub(crate) fn one_line(error: &wasmtime::Error) -> String {
         }
     }
     parts.join(": ")
+}
+
+/// The WASI interface whose waiting is forbidden, as wasmtime-wasi 48 defines it (guests
+/// importing an earlier 0.2 version are linked to it by semver).
+const WASI_POLL: &str = "wasi:io/poll@0.2.12";
+
+/// WASI's `poll` and `pollable.block` wait on the calling thread, where the epoch
+/// deadline cannot reach (it interrupts guest code only): a script that sleeps or waits
+/// on a timer would hold its thread, and the call asking, past any deadline. A script
+/// has milliseconds to decide and nothing to wait for, so waiting traps.
+fn forbid_waiting(linker: &mut Linker<EventState>) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    let mut poll = linker.instance(WASI_POLL)?;
+    for name in ["poll", "[method]pollable.block"] {
+        poll.func_new(name, |_, _, _, _| {
+            Err(wasmtime::Error::msg(
+                "a script may not wait (a sleep, a timer): it has milliseconds to decide",
+            ))
+        })?;
+    }
+    linker.allow_shadowing(false);
+    Ok(())
 }

@@ -297,6 +297,7 @@ fn every_misbehaviour_falls_back_and_the_host_keeps_serving() {
         ("loop", "deadline", "500 ms deadline"),
         ("alloc", "memory", "32 MiB"),
         ("recurse", "trap", "stack"),
+        ("sleep", "trap", "may not wait"),
         ("bad-forward", "invalid-action", "forward: number \"\""),
         ("gather-zero", "invalid-action", "max-digits 0"),
         ("bad-voice", "invalid-action", "not a voice name"),
@@ -349,7 +350,7 @@ fn every_misbehaviour_falls_back_and_the_host_keeps_serving() {
             good.fallback
         );
     }
-    assert_eq!(host.metrics.fallbacks(), 10);
+    assert_eq!(host.metrics.fallbacks(), 11);
 }
 
 #[test]

@@ -100,6 +100,7 @@ fn misbehave(what: &str) {
             };
             while since(host::now()) < 100 {}
         }
+        "sleep" => std::thread::sleep(std::time::Duration::from_secs(5)),
         "recurse" => {
             fn deep(n: u64) -> u64 {
                 std::hint::black_box(deep(n + 1)) + 1
