@@ -160,6 +160,22 @@ fn a_hang_up_on_the_return_side_reaches_the_caller() {
 }
 
 #[test]
+fn a_second_answer_from_a_forking_return_side_is_acknowledged_and_hung_up() {
+    // Two branches behind the return number's proxy answer the one INVITE: the host keeps
+    // the first and hangs the second up (SIPp checks the BYE names the second's tag).
+    let ret = SippServer::start("return_forks.xml", &["-m", "1"]);
+    let server = server(ret.port, "listen", test_components::LISTEN);
+    assert_eq!(
+        caller(&server, "caller_waits_bye.xml", &["-s", FLIP, "-m", "1"]),
+        0,
+        "{}",
+        server.log()
+    );
+    assert_eq!(ret.wait(Duration::from_secs(15)), 0, "{}", server.log());
+    assert_eq!(server.cdrs()[0]["end_reason"], "callee hung up");
+}
+
+#[test]
 fn a_return_side_that_forgot_the_call_is_found_out_by_the_keep_alive() {
     // The return number answers, then knows the call no more (481 to the host's
     // in-dialog OPTIONS): the caller, who answers OPTIONS itself (SIPp -aa), gets the BYE.
