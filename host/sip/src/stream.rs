@@ -87,7 +87,7 @@ impl Framer {
         let length = head.split("\r\n").skip(1).find_map(|line| {
             let (name, value) = line.split_once(':')?;
             let name = name.trim();
-            (name.eq_ignore_ascii_case("content-length") || name == "l")
+            (name.eq_ignore_ascii_case("content-length") || name.eq_ignore_ascii_case("l"))
                 .then(|| value.trim().parse::<usize>())
         });
         let length = match length {
@@ -125,6 +125,14 @@ mod tests {
         assert_eq!(frame(b"\n\nOPTIONS"), Frame::KeepAlive(2));
         let compact = b"OPTIONS sip:x SIP/2.0\r\nl: 2\r\n\r\nab";
         assert_eq!(frame(compact), Frame::Message(compact.len()));
+        // Header names, compact ones too, are case-insensitive (RFC 3261 §7.3.1).
+        let upper = b"OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/TCP 192.0.2.1;branch=z9hG4bKx\r\n\
+From: <sip:a@b>;tag=1\r\nTo: <sip:x@y>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\nL: 2\r\n\r\nab";
+        assert_eq!(frame(upper), Frame::Message(upper.len()));
+        assert!(
+            crate::message::parse(upper).is_ok(),
+            "and the message reads"
+        );
         assert!(matches!(
             frame(b"OPTIONS sip:x SIP/2.0\r\n\r\n"),
             Frame::Invalid(_)
