@@ -1729,7 +1729,8 @@ where
 impl CoreHandle {
     /// Serve one SIP-over-WebSocket connection (RFC 7118) until it closes: each text or
     /// binary frame is one SIP message; what the core sends the peer goes out as a text
-    /// frame. An oversized or broken frame ends the connection.
+    /// frame, or binary if it is not UTF-8 (`ws_message`). An oversized or broken frame
+    /// ends the connection.
     pub async fn serve_ws<S>(&self, addr: SocketAddr, stream: tokio_tungstenite::WebSocketStream<S>)
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -1770,8 +1771,7 @@ impl CoreHandle {
                 },
                 outgoing = out_rx.recv() => {
                     let Some(bytes) = outgoing else { break };
-                    let text = String::from_utf8_lossy(&bytes).into_owned();
-                    if sink.send(Message::text(text)).await.is_err() {
+                    if sink.send(ws_message(bytes)).await.is_err() {
                         break;
                     }
                 }
@@ -1784,9 +1784,31 @@ impl CoreHandle {
     }
 }
 
+/// A SIP message as a WebSocket frame: text when it is UTF-8, else binary (RFC 7118
+/// §5.1) — a lossy conversion would change a body's bytes under its Content-Length.
+fn ws_message(bytes: Vec<u8>) -> tokio_tungstenite::tungstenite::Message {
+    use tokio_tungstenite::tungstenite::Message;
+    match String::from_utf8(bytes) {
+        Ok(text) => Message::text(text),
+        Err(not_text) => Message::binary(not_text.into_bytes()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_message_that_is_not_utf8_goes_out_as_binary_unchanged() {
+        use tokio_tungstenite::tungstenite::Message;
+        let text = b"MESSAGE sip:a SIP/2.0\r\nContent-Length: 1\r\n\r\nx".to_vec();
+        assert!(matches!(ws_message(text), Message::Text(_)));
+        let binary = b"MESSAGE sip:a SIP/2.0\r\nContent-Length: 1\r\n\r\n\xff".to_vec();
+        match ws_message(binary.clone()) {
+            Message::Binary(sent) => assert_eq!(sent.to_vec(), binary),
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn listeners_on_every_interface_are_named_by_the_public_address() {
