@@ -15,6 +15,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -37,7 +38,7 @@ use crate::store::{CdrStore, KvStore};
 const MAX_BODY: usize = 16 * 1024;
 
 /// How long a read of the records waits for the store writer to catch up.
-const SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
+const SETTLE: Duration = Duration::from_secs(1);
 
 /// Everything the API reads.
 pub struct Admin {
@@ -229,6 +230,23 @@ async fn metrics(State(admin): State<Arc<Admin>>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text)
 }
 
+/// How long a client may take over its TLS handshake.
+const TLS_HANDSHAKE: Duration = Duration::from_secs(10);
+/// How long a client may take to send a request's headers (hyper's own default, which
+/// it applies only with a timer): a connection that never finishes one is let go.
+const HEADER_READ: Duration = Duration::from_secs(30);
+/// The pause after a failed accept.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+
+/// The HTTP/1 server side of a connection, with its timeouts running (`header_read`:
+/// [`HEADER_READ`] but in tests).
+fn http1(header_read: Duration) -> hyper::server::conn::http1::Builder {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_read);
+    http
+}
+
 /// Serve until `shutdown` fires; over TLS (HTTPS, WSS) when `tls` is given.
 pub async fn serve(
     admin: Arc<Admin>,
@@ -242,7 +260,10 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
+                    // Out of file descriptors, say: give the machine a moment rather
+                    // than spin a core on the same error.
                     tracing::warn!("http accept: {e}");
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
                     continue;
                 }
             },
@@ -267,21 +288,25 @@ pub async fn serve(
                     router.oneshot(request.map(Body::new)).await
                 }
             });
-            let http = hyper::server::conn::http1::Builder::new();
+            let http = http1(HEADER_READ);
             let served = match tls {
                 None => {
                     http.serve_connection(TokioIo::new(stream), service)
                         .with_upgrades()
                         .await
                 }
-                Some(tls) => match tls.accept(stream).await {
-                    Ok(stream) => {
+                Some(tls) => match tokio::time::timeout(TLS_HANDSHAKE, tls.accept(stream)).await {
+                    Ok(Ok(stream)) => {
                         http.serve_connection(TokioIo::new(stream), service)
                             .with_upgrades()
                             .await
                     }
-                    Err(e) => {
+                    Ok(Err(e)) => {
                         tracing::debug!(%peer, "https: TLS handshake: {e}");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "https: no TLS handshake within {TLS_HANDSHAKE:?}");
                         return;
                     }
                 },
@@ -290,5 +315,34 @@ pub async fn serve(
                 tracing::debug!(%peer, "http connection: {e}");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    #[tokio::test]
+    async fn a_client_that_never_finishes_its_headers_is_let_go() {
+        let header_read = Duration::from_millis(200);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let service = hyper::service::service_fn(|_| async {
+                Ok::<_, Infallible>(hyper::Response::new(String::new()))
+            });
+            let http = http1(header_read);
+            let _ = http.serve_connection(TokioIo::new(stream), service).await;
+        });
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        client
+            .write_all(b"GET /api/health HTTP/1.1\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(10 * header_read, client.read_to_end(&mut answer)).await;
+        assert!(read.is_ok(), "the connection is still held open");
     }
 }
