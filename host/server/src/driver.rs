@@ -1562,7 +1562,12 @@ async fn tcp_acceptor(listener: TcpListener, dispatch: Arc<Dispatch>) {
                     transport: Transport::Tcp,
                     addr,
                 };
-                tokio::spawn(serve_stream(stream, peer, dispatch.clone()));
+                tokio::spawn(serve_stream(
+                    stream,
+                    peer,
+                    dispatch.clone(),
+                    STREAM_DEADLINES,
+                ));
             }
             Err(e) => {
                 tracing::warn!("tcp accept: {e}");
@@ -1602,7 +1607,7 @@ async fn tls_acceptor(
                                 transport: Transport::Tls,
                                 addr,
                             };
-                            return serve_stream(stream, peer, dispatch).await;
+                            return serve_stream(stream, peer, dispatch, STREAM_DEADLINES).await;
                         }
                         Ok(Err(e)) => e.to_string(),
                         Err(_) => format!("no handshake within {HANDSHAKE_TIMEOUT:?}"),
@@ -1642,8 +1647,12 @@ async fn dial(peer: Peer, tls: Option<TrunkTls>, dispatch: Arc<Dispatch>, shard:
         }
     };
     let failure = match tokio::time::timeout(DIAL_TIMEOUT, connect).await {
-        Ok(Ok(Either::Tcp(stream))) => return serve_stream(stream, peer, dispatch).await,
-        Ok(Ok(Either::Tls(stream))) => return serve_stream(*stream, peer, dispatch).await,
+        Ok(Ok(Either::Tcp(stream))) => {
+            return serve_stream(stream, peer, dispatch, STREAM_DEADLINES).await;
+        }
+        Ok(Ok(Either::Tls(stream))) => {
+            return serve_stream(*stream, peer, dispatch, STREAM_DEADLINES).await;
+        }
         Ok(Err(e)) => e,
         Err(_) => format!("no connection within {DIAL_TIMEOUT:?}"),
     };
@@ -1658,10 +1667,29 @@ enum Either {
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
+/// How long a stream connection may take over what it must send: its first message
+/// (a phone registers or calls at once; a carrier answers the host's request), and the
+/// rest of any message once its first bytes came (as long as a transaction's Timer F).
+/// A connection that keeps either waiting is closed: idle or half-sent connections
+/// would otherwise hold a task, buffers and a file descriptor for ever.
+#[derive(Debug, Clone, Copy)]
+struct StreamDeadlines {
+    first_message: std::time::Duration,
+    message: std::time::Duration,
+}
+
+/// What a connection missing the message deadline did not send in time (for the log).
+const REST_OF_MESSAGE: &str = "the rest of a message not";
+
+const STREAM_DEADLINES: StreamDeadlines = StreamDeadlines {
+    first_message: std::time::Duration::from_secs(32),
+    message: std::time::Duration::from_secs(32),
+};
+
 /// Serve one SIP stream connection (TCP, or TLS after its handshake) until it closes:
 /// framed messages to their shards, the shards' messages out (every shard may write on
-/// it), keep-alive pings answered.
-async fn serve_stream<S>(stream: S, peer: Peer, dispatch: Arc<Dispatch>)
+/// it), keep-alive pings answered; closed when it misses a deadline.
+async fn serve_stream<S>(stream: S, peer: Peer, dispatch: Arc<Dispatch>, deadlines: StreamDeadlines)
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
@@ -1686,11 +1714,20 @@ where
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let mut chunk = [0u8; 8192];
     let mut framer = stream::Framer::default();
+    // What must come by when: the first message, or the rest of the one begun.
+    let mut due = Some((monotonic_now() + deadlines.first_message, "no message"));
+    let mut heard = false;
     'read: loop {
+        let wait = due.map(|(at, _)| at.saturating_duration_since(monotonic_now()));
         let n = tokio::select! {
             read = reader.read(&mut chunk) => match read { Ok(0) | Err(_) => break 'read, Ok(n) => n },
             // The core closed this connection (garbage on it): stop reading.
             _ = tokio::time::sleep(std::time::Duration::from_millis(200)), if write_task.is_finished() => break 'read,
+            _ = tokio::time::sleep(wait.unwrap_or_default()), if wait.is_some() => {
+                let what = due.map_or("", |(_, what)| what);
+                tracing::debug!(%addr, "closing {} connection: {what} in time", peer.transport.as_str());
+                break 'read;
+            }
         };
         buf.extend_from_slice(&chunk[..n]);
         loop {
@@ -1698,6 +1735,7 @@ where
                 Frame::Incomplete => break,
                 Frame::Message(len) => {
                     let bytes: Vec<u8> = buf.drain(..len).collect();
+                    heard = true;
                     if !dispatch.bytes(bytes, peer, monotonic_now()).await {
                         break 'read;
                     }
@@ -1716,6 +1754,15 @@ where
                     break 'read;
                 }
             }
+        }
+        if heard {
+            // Idle between messages is fine (a phone between its requests); a message
+            // begun must be finished, by the deadline set when it began.
+            let begun = due.filter(|&(_, what)| what == REST_OF_MESSAGE);
+            due = match buf.is_empty() {
+                true => None,
+                false => begun.or(Some((monotonic_now() + deadlines.message, REST_OF_MESSAGE))),
+            };
         }
     }
     write_task.abort();
@@ -1797,6 +1844,65 @@ fn ws_message(bytes: Vec<u8>) -> tokio_tungstenite::tungstenite::Message {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const SHORT: StreamDeadlines = StreamDeadlines {
+        first_message: std::time::Duration::from_millis(300),
+        message: std::time::Duration::from_millis(300),
+    };
+
+    /// Serve the server end of an in-memory stream on SHORT deadlines, `client` writes
+    /// `sent` (each with a pause after it), and then waits; whether the server closed the
+    /// connection within two seconds, and the messages it handed on.
+    async fn closed_after(sent: &[(&[u8], u64)]) -> (bool, usize) {
+        let (client, server) = tokio::io::duplex(1 << 16);
+        let (inbox, mut inputs) = mpsc::channel(64);
+        let dispatch = Arc::new(Dispatch::new(vec![inbox]));
+        let peer = Peer {
+            transport: Transport::Tcp,
+            addr: "192.0.2.7:5060".parse().unwrap(),
+        };
+        let served = tokio::spawn(serve_stream(server, peer, dispatch, SHORT));
+        let (_reading, mut writing) = tokio::io::split(client);
+        for (bytes, pause_ms) in sent {
+            if writing.write_all(bytes).await.is_err() {
+                break; // closed on us already
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(*pause_ms)).await;
+        }
+        let closed = tokio::time::timeout(std::time::Duration::from_secs(2), served)
+            .await
+            .is_ok();
+        let mut messages = 0;
+        while let Ok(input) = inputs.try_recv() {
+            messages += usize::from(matches!(input, Input::Bytes { .. }));
+        }
+        (closed, messages)
+    }
+
+    const OPTIONS: &[u8] = b"OPTIONS sip:h SIP/2.0\r\nCall-ID: x\r\nContent-Length: 0\r\n\r\n";
+
+    #[tokio::test]
+    async fn a_connection_that_never_speaks_or_stalls_mid_message_is_closed() {
+        // Connected, never a message.
+        assert_eq!(closed_after(&[]).await, (true, 0));
+        // Half a message, then nothing.
+        assert_eq!(closed_after(&[(&OPTIONS[..20], 0)]).await, (true, 0));
+        // A whole message, then half of the next one.
+        assert_eq!(
+            closed_after(&[(OPTIONS, 0), (&OPTIONS[..20], 0)]).await,
+            (true, 1)
+        );
+        // A message dribbled out a byte at a time past the deadline.
+        let dribble: Vec<(&[u8], u64)> = OPTIONS.chunks(1).map(|b| (b, 20)).collect();
+        assert!(closed_after(&dribble).await.0);
+    }
+
+    #[tokio::test]
+    async fn a_connection_idle_between_whole_messages_stays_open() {
+        // Idle twice the deadline between two messages, then idle on: still open.
+        let (closed, messages) = closed_after(&[(OPTIONS, 600), (OPTIONS, 0)]).await;
+        assert_eq!((closed, messages), (false, 2));
+    }
 
     #[test]
     fn a_message_that_is_not_utf8_goes_out_as_binary_unchanged() {
