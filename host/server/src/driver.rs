@@ -35,7 +35,9 @@ use wasmpbx_types::script::ScriptVersion;
 
 mod dispatch;
 mod script_lane;
+mod stream_slots;
 use dispatch::{Dispatch, Handed, PIN_RENEW};
+use stream_slots::{StreamSlot, StreamSlots};
 
 /// What the listeners, connections and the other shards send a core task.
 enum Input {
@@ -730,8 +732,9 @@ pub async fn run(
             wiring.stats.clone(),
         ));
     }
+    let slots = StreamSlots::new(stream_slots::PER_SOURCE, stream_slots::IN_ALL);
     for listener in tcp {
-        tokio::spawn(tcp_acceptor(listener, dispatch.clone()));
+        tokio::spawn(tcp_acceptor(listener, dispatch.clone(), slots.clone()));
     }
     if let Some(acceptor) = &tls {
         for listener in tls_listeners {
@@ -740,6 +743,7 @@ pub async fn run(
                 acceptor.clone(),
                 dispatch.clone(),
                 wiring.stats.clone(),
+                slots.clone(),
             ));
         }
     }
@@ -1553,21 +1557,23 @@ async fn udp_receiver(socket: Arc<UdpSocket>, dispatch: Arc<Dispatch>, stats: Ar
     }
 }
 
-async fn tcp_acceptor(listener: TcpListener, dispatch: Arc<Dispatch>) {
+async fn tcp_acceptor(listener: TcpListener, dispatch: Arc<Dispatch>, slots: Arc<StreamSlots>) {
     loop {
         match listener.accept().await {
             Ok((stream, addr)) => {
+                let Some(slot) = admit(&slots, addr) else {
+                    continue; // dropped: closed
+                };
                 let _ = stream.set_nodelay(true);
                 let peer = Peer {
                     transport: Transport::Tcp,
                     addr,
                 };
-                tokio::spawn(serve_stream(
-                    stream,
-                    peer,
-                    dispatch.clone(),
-                    STREAM_DEADLINES,
-                ));
+                let dispatch = dispatch.clone();
+                tokio::spawn(async move {
+                    let _slot = slot; // held while the connection is
+                    serve_stream(stream, peer, dispatch, STREAM_DEADLINES).await;
+                });
             }
             Err(e) => {
                 tracing::warn!("tcp accept: {e}");
@@ -1575,6 +1581,16 @@ async fn tcp_acceptor(listener: TcpListener, dispatch: Arc<Dispatch>) {
             }
         }
     }
+}
+
+/// A place for an accepted connection from `addr`, or none (and a line in the log) when
+/// its source or the host holds as many as it may.
+fn admit(slots: &Arc<StreamSlots>, addr: SocketAddr) -> Option<StreamSlot> {
+    let slot = slots.take(addr.ip());
+    if slot.is_none() {
+        tracing::warn!(%addr, "sip stream connection refused: too many held (at most {} from one address, {} in all)", stream_slots::PER_SOURCE, stream_slots::IN_ALL);
+    }
+    slot
 }
 
 /// How long a connect (and TLS handshake) to a trunk may take.
@@ -1588,14 +1604,19 @@ async fn tls_acceptor(
     acceptor: TlsAcceptor,
     dispatch: Arc<Dispatch>,
     stats: Arc<CallStats>,
+    slots: Arc<StreamSlots>,
 ) {
     loop {
         match listener.accept().await {
             Ok((stream, addr)) => {
+                let Some(slot) = admit(&slots, addr) else {
+                    continue; // dropped: closed
+                };
                 let _ = stream.set_nodelay(true);
                 let (acceptor, dispatch, stats) =
                     (acceptor.clone(), dispatch.clone(), stats.clone());
                 tokio::spawn(async move {
+                    let _slot = slot; // held while the connection is
                     let failure = match tokio::time::timeout(
                         HANDSHAKE_TIMEOUT,
                         acceptor.accept(stream),
