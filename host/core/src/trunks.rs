@@ -340,6 +340,11 @@ impl Trunks {
                     if before.config.destination() == trunk.destination() {
                         fresh.targets = before.targets;
                         fresh.resolve_error = before.resolve_error;
+                        // Their health checks under way are the old trunk's, dropped
+                        // below: the new one probes afresh, or never would again.
+                        for target in &mut fresh.targets {
+                            target.probing = false;
+                        }
                     }
                     if before.config.inbound == trunk.inbound {
                         fresh.inbound_addresses = before.inbound_addresses;

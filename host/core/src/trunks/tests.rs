@@ -270,6 +270,28 @@ fn options_take_a_silent_target_out_and_an_answer_puts_it_back() {
 }
 
 #[test]
+fn a_reload_during_a_health_check_does_not_stop_the_checks() {
+    let mut c = Carrier::new("options_interval = 30");
+    assert_eq!(c.count("OPTIONS"), 1, "a check under way");
+    // The password changes (same host) while that check waits for its answer.
+    let changed = Config::parse(
+        "[[trunks]]\nname = \"carrier\"\nhost = \"carrier.test\"\nusername = \"acct1\"\n\
+password = \"rotated\"\noptions_interval = 30\n",
+        Path::new("t.toml"),
+    )
+    .unwrap();
+    c.trunks.reconfigure(&changed, c.now);
+    c.tick();
+    c.advance(Duration::from_secs(32));
+    c.advance(Duration::from_secs(30));
+    assert!(
+        c.count("OPTIONS") >= 2,
+        "checks go on: {}",
+        c.count("OPTIONS")
+    );
+}
+
+#[test]
 fn calls_spread_by_weight_within_a_priority_and_failed_targets_come_last() {
     let config = Config::parse(
         "[[trunks]]\nname = \"c\"\nhost = \"carrier.test\"\n",
