@@ -81,6 +81,9 @@ struct Registration {
     target: Option<SocketAddr>,
     /// Challenges answered since the last REGISTER sent afresh, to refuse a loop.
     challenges_answered: u32,
+    /// The expiry asked for: the trunk's `register_expires`, or the registrar's
+    /// Min-Expires after a 423.
+    expires: u32,
 }
 
 struct TrunkState {
@@ -119,6 +122,7 @@ impl TrunkState {
                 last_reason: None,
                 target: None,
                 challenges_answered: 0,
+                expires: trunk.register_expires,
             }),
             config: trunk.clone(),
             targets,
@@ -703,7 +707,7 @@ Expires: {}\r\nAllow: {}\r\nContent-Length: 0\r\n\r\n",
             registration.from_tag,
             registration.call_id,
             registration.cseq,
-            config.register_expires,
+            registration.expires,
             message::ALLOW,
         );
         let Ok(SipMessage::Request(request)) = message::parse(text.as_bytes()) else {
@@ -852,7 +856,7 @@ Expires: {}\r\nAllow: {}\r\nContent-Length: 0\r\n\r\n",
         match code {
             200..=299 => {
                 let granted = granted_expires(response, request)
-                    .unwrap_or(trunk.config.register_expires)
+                    .unwrap_or(registration.expires)
                     .max(1);
                 let granted = Duration::from_secs(granted.into());
                 // Refresh at half the time, or a minute before it ends if that is later.
@@ -878,23 +882,29 @@ Expires: {}\r\nAllow: {}\r\nContent-Length: 0\r\n\r\n",
                     Ok(request) => {
                         registration.challenges_answered += 1;
                         registration.cseq += 1;
-                        let Some(target) = registration.target else {
-                            return;
-                        };
-                        let peer = Peer {
-                            transport: transport(&trunk.config),
-                            addr: target,
-                        };
-                        let txn = layer.send_request(now, request.clone(), peer);
-                        // The answered nonce is remembered across the resend.
-                        self.txns
-                            .insert(txn, TrunkTxn::Register { trunk: i, request });
+                        self.register_again(i, now, layer, request);
                     }
                     Err(error) => {
                         let reason = format!("{code} {}: {error}", message::reason_phrase(code));
                         registration.fail(now, &reason);
                         tracing::warn!(trunk = %name, "registration failed: {reason}");
                     }
+                }
+            }
+            // Interval Too Brief (RFC 3261 §10.2.8): asked again at once for the
+            // registrar's Min-Expires, if it is longer than what was asked.
+            423 if min_expires(response).is_some_and(|min| min > registration.expires) => {
+                let min = min_expires(response).unwrap_or(registration.expires);
+                tracing::info!(trunk = %name, expires_s = min, "the registrar wants a longer expiry");
+                registration.expires = min;
+                registration.cseq += 1;
+                // Unauthenticated again: a challenge to it is a first one.
+                registration.challenges_answered = 0;
+                let again = message::resend(request, registration.cseq, &entropy.token(), None)
+                    .and_then(|r| with_expires(&r, min));
+                match again {
+                    Some(request) => self.register_again(i, now, layer, request),
+                    None => registration.fail(now, "could not build the REGISTER again"),
                 }
             }
             _ => {
@@ -908,6 +918,28 @@ Expires: {}\r\nAllow: {}\r\nContent-Length: 0\r\n\r\n",
                 }
             }
         }
+    }
+
+    /// Send trunk `i`'s REGISTER again (answering a challenge, or a 423) to the target
+    /// the registration lives on.
+    fn register_again(
+        &mut self,
+        i: usize,
+        now: Instant,
+        layer: &mut TransactionLayer,
+        request: Request,
+    ) {
+        let trunk = &self.trunks[i];
+        let Some(target) = trunk.registration.as_ref().and_then(|r| r.target) else {
+            return;
+        };
+        let peer = Peer {
+            transport: transport(&trunk.config),
+            addr: target,
+        };
+        let txn = layer.send_request(now, request.clone(), peer);
+        self.txns
+            .insert(txn, TrunkTxn::Register { trunk: i, request });
     }
 
     /// A request the trunks sent or track had no answer at all; a call's in-dialog
@@ -1007,6 +1039,34 @@ impl Registration {
         // The binding may still hold if it had not expired: a later success says.
         self.challenges_answered = 0;
     }
+}
+
+/// `request` asking for `expires` seconds.
+fn with_expires(request: &Request, expires: u32) -> Option<Request> {
+    let text = String::from_utf8(message::serialize(&SipMessage::Request(request.clone()))).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let head: Vec<String> = head
+        .split("\r\n")
+        .map(|line| match line.split(':').next() {
+            Some(name) if name.trim().eq_ignore_ascii_case("Expires") => {
+                format!("Expires: {expires}")
+            }
+            _ => line.to_owned(),
+        })
+        .collect();
+    match message::parse_own(format!("{}\r\n\r\n{body}", head.join("\r\n")).as_bytes()) {
+        Ok(SipMessage::Request(request)) => Some(request),
+        _ => None,
+    }
+}
+
+/// A 423's Min-Expires.
+fn min_expires(response: &Response) -> Option<u32> {
+    let message = SipMessage::Response(response.clone());
+    message::header_value(&message, "Min-Expires")?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// The expiry a registrar granted: our Contact's `expires`, else the Expires header.

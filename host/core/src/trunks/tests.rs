@@ -223,6 +223,34 @@ fn a_carrier_calling_every_answer_stale_is_answered_a_few_times_not_for_ever() {
 }
 
 #[test]
+fn a_registrar_wanting_a_longer_expiry_gets_its_min_expires_at_once() {
+    // RFC 3261 §10.2.8: 423 Interval Too Brief with Min-Expires.
+    let mut c = Carrier::new("register = true\nregister_expires = 60");
+    let first = c.last("REGISTER");
+    let expires = |r: &Request| message::header_value(&SipMessage::Request(r.clone()), "Expires");
+    assert_eq!(expires(&first).as_deref(), Some("60"));
+    c.answer(&first, 423, "Min-Expires: 300\r\n");
+    c.tick();
+    assert_eq!(c.count("REGISTER"), 2, "asked again at once");
+    let second = c.last("REGISTER");
+    assert_eq!(expires(&second).as_deref(), Some("300"));
+    assert_eq!(c.registration().state, RegistrationState::Registering);
+    c.answer(
+        &second,
+        200,
+        "Contact: <sip:acct1@127.0.0.1:5060>;expires=300\r\n",
+    );
+    assert_eq!(c.registration().state, RegistrationState::Registered);
+    // A 423 asking for no more than was asked is a failure, not a loop.
+    let mut c = Carrier::new("register = true\nregister_expires = 600");
+    let first = c.last("REGISTER");
+    c.answer(&first, 423, "Min-Expires: 300\r\n");
+    c.tick();
+    assert_eq!(c.count("REGISTER"), 1);
+    assert_eq!(c.registration().state, RegistrationState::Failing);
+}
+
+#[test]
 fn a_5xx_to_register_is_a_failure_with_its_reason() {
     let mut c = Carrier::new("register = true");
     let first = c.last("REGISTER");
