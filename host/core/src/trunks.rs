@@ -665,11 +665,24 @@ impl Trunks {
         local: LocalAddrs,
         entropy: &mut Entropy,
     ) {
-        let Some(target) = self
-            .candidates(&self.trunks[i].config.name, now, entropy)
-            .first()
-            .copied()
-        else {
+        // A registration stays on its registrar while that one is in rotation (RFC 3261
+        // §10.2: one Call-ID per registrar); the choice among equals is made once.
+        let trunk = &self.trunks[i];
+        let current = trunk
+            .registration
+            .as_ref()
+            .and_then(|r| r.target)
+            .filter(|at| {
+                trunk
+                    .targets
+                    .iter()
+                    .any(|t| t.resolved.addr == *at && t.in_rotation(now))
+            });
+        let Some(target) = current.or_else(|| {
+            self.candidates(&self.trunks[i].config.name, now, entropy)
+                .first()
+                .copied()
+        }) else {
             // Nothing resolved yet: the resolver's answer schedules the REGISTER.
             if let Some(r) = &mut self.trunks[i].registration {
                 r.next_at = None;

@@ -171,6 +171,43 @@ fn registers_answering_the_challenge_and_refreshes_before_expiry() {
 }
 
 #[test]
+fn a_registration_stays_on_its_registrar_among_equals() {
+    let mut c = Carrier::new("register = true");
+    let equal = |addr: &str| ResolvedTarget {
+        addr: addr.parse().unwrap(),
+        priority: 0,
+        weight: 0,
+    };
+    c.trunks.resolved(
+        c.now,
+        "carrier",
+        Ok(vec![equal(EDGE), equal("127.0.0.9:5060")]),
+    );
+    let call_id = |r: &Request| message::call_id(&SipMessage::Request(r.clone()));
+    let first = c.last("REGISTER");
+    c.answer(
+        &first,
+        200,
+        "Contact: <sip:acct1@127.0.0.1:5060>;expires=120\r\n",
+    );
+    for _ in 0..10 {
+        c.advance(Duration::from_secs(60));
+        let refresh = c.last("REGISTER");
+        assert_eq!(
+            call_id(&refresh),
+            call_id(&first),
+            "one Call-ID, one registrar"
+        );
+        c.answer(
+            &refresh,
+            200,
+            "Contact: <sip:acct1@127.0.0.1:5060>;expires=120\r\n",
+        );
+    }
+    assert_eq!(c.count("REGISTER"), 11);
+}
+
+#[test]
 fn wrong_credentials_fail_once_and_back_off_with_a_cap() {
     let mut c = Carrier::new("register = true");
     let first = c.last("REGISTER");
