@@ -52,11 +52,15 @@ impl CallInfo {
     }
 }
 
-/// A `set-tag` on a call's tags: replace the value of an existing tag, else append.
+/// A `set-tag` on a call's tags: replace the value of an existing tag, else append —
+/// up to [`MAX_TAGS`]; a new tag past them is dropped (a script tagging at every event
+/// of a long call would otherwise grow its record without end).
 pub fn set_tag(tags: &mut Vec<(String, String)>, name: &str, value: &str) {
+    let room = tags.len() < MAX_TAGS;
     match tags.iter_mut().find(|(n, _)| n == name) {
         Some((_, v)) => *v = value.to_owned(),
-        None => tags.push((name.to_owned(), value.to_owned())),
+        None if room => tags.push((name.to_owned(), value.to_owned())),
+        None => {}
     }
 }
 
@@ -401,7 +405,15 @@ pub fn validate_actions(event: &Event, actions: &[Action]) -> Result<(), String>
         ));
     }
     if matches!(event, Event::CallEnded { .. }) {
-        // Only tags count after the end; anything else is ignored, not an error.
+        // Only tags count after the end; anything else is ignored, not an error. The
+        // tags go into the call's record, so they are checked like any.
+        for (i, action) in actions.iter().enumerate() {
+            if let Action::SetTag { .. } = action {
+                action
+                    .validate()
+                    .map_err(|e| format!("action {}: {e}", i + 1))?;
+            }
+        }
         return Ok(());
     }
     if actions.is_empty() && !matches!(event, Event::External { .. }) {
@@ -625,6 +637,37 @@ mod tests {
         assert_eq!(
             call.tags,
             vec![("a".into(), "3".into()), ("b".into(), "2".into())]
+        );
+    }
+
+    #[test]
+    fn tags_set_at_the_end_are_checked_and_a_call_keeps_at_most_max_tags() {
+        let ended = Event::CallEnded {
+            disposition: Disposition::Answered,
+            duration_ms: 1,
+        };
+        let tag = |name: &str, value: &str| Action::SetTag {
+            name: name.into(),
+            value: value.into(),
+        };
+        assert!(
+            validate_actions(&ended, &[tag("", "x")]).is_err(),
+            "no name"
+        );
+        assert!(validate_actions(&ended, &[tag("n", &"x".repeat(1025))]).is_err());
+        // What else a script returns at the end is ignored, not an error.
+        assert!(validate_actions(&ended, &[tag("n", "v"), Action::Hangup]).is_ok());
+
+        let mut tags = Vec::new();
+        for n in 0..MAX_TAGS + 10 {
+            set_tag(&mut tags, &format!("t{n}"), "v");
+        }
+        assert_eq!(tags.len(), MAX_TAGS);
+        set_tag(&mut tags, "t0", "changed");
+        assert_eq!(
+            tags[0],
+            ("t0".into(), "changed".into()),
+            "a tag held still changes"
         );
     }
 }
