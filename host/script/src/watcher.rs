@@ -160,6 +160,41 @@ pub async fn watch(
     watcher.watch(&dir, RecursiveMode::NonRecursive)?;
     tracing::info!("watching {} for scripts", dir.display());
 
+    // What changed between the start-up load and the watch taking hold (a deploy while a
+    // big guest compiled) made no event: look once more, now that the watch holds.
+    let missed = {
+        let host = host.clone();
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || {
+            let on_disk = std::fs::read_dir(&dir)
+                .into_iter()
+                .flatten()
+                .filter_map(|entry| entry.ok().map(|e| e.path()));
+            let registered = host
+                .registry
+                .status()
+                .into_iter()
+                .map(|s| dir.join(format!("{}.wasm", s.name)));
+            let paths: BTreeSet<PathBuf> = on_disk.chain(registered).collect();
+            paths
+                .iter()
+                .map(|path| load_file(&host, path))
+                .collect::<Vec<_>>()
+        })
+        .await?
+    };
+    if let Some(outcomes) = &outcomes {
+        let changed = missed.into_iter().filter(|outcome| {
+            !matches!(
+                outcome,
+                LoadOutcome::Unchanged { .. } | LoadOutcome::Ignored
+            )
+        });
+        for outcome in changed {
+            let _ = outcomes.send(outcome);
+        }
+    }
+
     loop {
         let first = tokio::select! {
             path = rx.recv() => match path { Some(p) => p, None => return Ok(()) },

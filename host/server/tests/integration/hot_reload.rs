@@ -69,6 +69,47 @@ async fn settle() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_before_the_watch_holds_is_picked_up_when_it_does() {
+    // Loaded at start-up, then replaced and another added and one deleted while the
+    // server was still starting (no watch yet): no file event will ever come for them.
+    let dir = tempfile::tempdir().unwrap();
+    let router = dir.path().join("router.wasm");
+    let gone = dir.path().join("gone.wasm");
+    std::fs::write(&router, test_components::bytes(test_components::LISTEN)).unwrap();
+    std::fs::write(&gone, test_components::bytes(test_components::LISTEN)).unwrap();
+    let host = Arc::new(crate::common::host_at("2026-11-22T23:00:00Z"));
+    host.load_dir(dir.path()).unwrap();
+    std::fs::write(&router, test_components::bytes(test_components::SPEAKER)).unwrap();
+    std::fs::write(
+        dir.path().join("added.wasm"),
+        test_components::bytes(test_components::LISTEN),
+    )
+    .unwrap();
+    std::fs::remove_file(&gone).unwrap();
+    let (tx, outcomes) = mpsc::unbounded_channel();
+    let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(watcher::watch(
+        host.clone(),
+        dir.path().to_owned(),
+        Some(tx),
+        shutdown_rx,
+    ));
+    let mut w = Watched {
+        host,
+        outcomes,
+        _shutdown: shutdown,
+    };
+    // In the folder's order (`next` passes over outcomes about other scripts).
+    assert!(matches!(w.next("added").await, LoadOutcome::Loaded { .. }));
+    assert!(matches!(w.next("gone").await, LoadOutcome::Removed { .. }));
+    let LoadOutcome::Loaded { hash, .. } = w.next("router").await else {
+        panic!("the replaced router not loaded")
+    };
+    assert_eq!(w.serving_hash("router"), Some(hash));
+    assert!(w.serving_hash("gone").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_modify_rename_delete_are_all_picked_up() {
     let dir = tempfile::tempdir().unwrap();
     let mut w = start(dir.path());
