@@ -1266,6 +1266,15 @@ impl Network {
         }
     }
 
+    /// A device's connection that closed: it must connect again, so what was to go to it
+    /// fails at once (the transaction ends now, not at Timer B or F).
+    fn unreachable(&self, peer: Peer) {
+        let transport = peer.transport.as_str();
+        tracing::info!(peer = %peer.addr, "no {transport} connection to send on");
+        let tx = self.dispatch.inbox(self.shard);
+        tokio::spawn(async move { tx.send(Input::DialFailed { peer }).await });
+    }
+
     async fn perform(&mut self, io: Io) {
         let (peer, bytes) = match io {
             Io::Send { peer, bytes } => (peer, bytes),
@@ -1297,17 +1306,12 @@ impl Network {
                     None if peer.transport == Transport::Tls => {
                         match self.tls_trunks.for_target(peer.addr) {
                             Some(tls) => self.dial(peer, bytes, Some(tls)),
-                            // A device's connection that closed: it must connect again.
-                            None => {
-                                tracing::info!(peer = %peer.addr, "no TLS connection to send on");
-                                let tx = self.dispatch.inbox(self.shard);
-                                tokio::spawn(
-                                    async move { tx.send(Input::DialFailed { peer }).await },
-                                );
-                            }
+                            None => self.unreachable(peer),
                         }
                     }
-                    None => tracing::debug!(peer = %peer.addr, "no connection to send on"),
+                    // A browser's WebSocket that closed: nobody can open it again but the
+                    // browser.
+                    None => self.unreachable(peer),
                 }
             }
         }
@@ -1963,6 +1967,28 @@ mod tests {
         assert_eq!(late, [3, 1, 1], "over 10 ms, 100 ms, 1 s");
         assert_eq!(stats.timer_lag_max_us.load(Relaxed), 1_500_000);
         assert_eq!(said, Some(now), "over a second is said");
+    }
+
+    #[tokio::test]
+    async fn a_message_for_a_browser_whose_websocket_closed_fails_at_once() {
+        let (_, mut inboxes) = channel(1);
+        let mut network = Network {
+            udp: Vec::new(),
+            dialing: HashMap::new(),
+            tls_trunks: TlsTrunks::reloaded(&Config::embedded_default()),
+            dispatch: inboxes[0].dispatch.clone(),
+            shard: 0,
+        };
+        let peer = Peer {
+            addr: "127.0.0.1:40000".parse().unwrap(),
+            transport: Transport::Ws,
+        };
+        let bytes = b"INVITE sip:2001@h SIP/2.0\r\n\r\n".to_vec();
+        network.perform(Io::Send { peer, bytes }).await;
+        let told = tokio::time::timeout(std::time::Duration::from_secs(2), inboxes[0].rx.recv())
+            .await
+            .expect("the shard is told at once");
+        assert!(matches!(told, Some(Input::DialFailed { peer: p }) if p == peer));
     }
 
     /// Messages wait for their step's record, later steps wait behind them, and a
