@@ -557,13 +557,13 @@ impl Pbx {
     pub fn handle_timeout(&mut self, ambient: Ambient) {
         self.layer.handle_timeout(ambient.now);
         self.entropy.mix(ambient.random);
-        let register = self.shard.is_home();
+        let home = self.shard.is_home();
         self.trunks.handle_timeout(
             ambient.now,
             &mut self.layer,
             self.local,
             &mut self.entropy,
-            register,
+            home,
         );
         self.edges
             .handle_timeout(ambient.now, &mut self.layer, self.local, &mut self.entropy);

@@ -580,7 +580,13 @@ impl Trunks {
 
     /// When [`Trunks::handle_timeout`] is next due; `register`: whether this core
     /// registers with carriers (a host's home shard) or only checks their health.
-    pub fn poll_timeout(&self, register: bool) -> Option<Instant> {
+    /// When the next health check or REGISTER is due; `home`: whether this is the home
+    /// shard, the only one that registers and probes (the others hear of the targets'
+    /// health through [`Trunks::heard`]).
+    pub fn poll_timeout(&self, home: bool) -> Option<Instant> {
+        if !home {
+            return None;
+        }
         self.trunks
             .iter()
             .flat_map(|t| {
@@ -592,29 +598,30 @@ impl Trunks {
                 let registration = t
                     .registration
                     .as_ref()
-                    .filter(|r| register && r.state != RegistrationState::Registering)
+                    .filter(|r| r.state != RegistrationState::Registering)
                     .and_then(|r| r.next_at);
                 probes.chain(registration)
             })
             .min()
     }
 
-    /// Send the health checks and (with `register`) the REGISTERs that are due.
+    /// Send the health checks and the REGISTERs that are due, on the home shard (`home`).
     pub fn handle_timeout(
         &mut self,
         now: Instant,
         layer: &mut TransactionLayer,
         local: LocalAddrs,
         entropy: &mut Entropy,
-        register: bool,
+        home: bool,
     ) {
+        if !home {
+            return;
+        }
         for i in 0..self.trunks.len() {
             self.probe_due(i, now, layer, local, entropy);
-            let due = register
-                && self.trunks[i].registration.as_ref().is_some_and(|r| {
-                    r.state != RegistrationState::Registering
-                        && r.next_at.is_some_and(|at| at <= now)
-                });
+            let due = self.trunks[i].registration.as_ref().is_some_and(|r| {
+                r.state != RegistrationState::Registering && r.next_at.is_some_and(|at| at <= now)
+            });
             if due {
                 self.register(i, now, layer, local, entropy);
             }

@@ -357,6 +357,38 @@ password = \"rotated\"\noptions_interval = 30\n",
 }
 
 #[test]
+fn only_the_home_shard_probes_and_registers() {
+    // The other shards hear of the targets' health from the home shard's news: were each
+    // to probe, every target would get one OPTIONS per shard per interval.
+    let config = Config::parse(
+        "[[trunks]]\nname = \"carrier\"\nhost = \"carrier.test\"\nusername = \"acct1\"\n\
+password = \"secret\"\nregister = true\noptions_interval = 30\n",
+        Path::new("t.toml"),
+    )
+    .unwrap();
+    let now = wasmpbx_types::clock::monotonic_now();
+    let mut other = Trunks::new(&config);
+    other.start(now);
+    let target = ResolvedTarget {
+        addr: EDGE.parse().unwrap(),
+        priority: 0,
+        weight: 0,
+    };
+    other.resolved(now, "carrier", Ok(vec![target]));
+    assert_eq!(other.poll_timeout(false), None);
+    let mut layer = TransactionLayer::new();
+    let local = crate::sip::local::LocalAddrs::udp(LOCAL.parse().unwrap());
+    other.handle_timeout(now, &mut layer, local, &mut Entropy::new(1), false);
+    assert!(
+        layer.poll_output().is_none(),
+        "nothing sent by a shard not home"
+    );
+    // The home shard does both at once.
+    let c = Carrier::new("register = true\noptions_interval = 30");
+    assert_eq!((c.count("OPTIONS"), c.count("REGISTER")), (1, 1));
+}
+
+#[test]
 fn calls_spread_by_weight_within_a_priority_and_failed_targets_come_last() {
     let config = Config::parse(
         "[[trunks]]\nname = \"c\"\nhost = \"carrier.test\"\n",
