@@ -124,6 +124,12 @@ pub struct EventWorld {
 /// Clock readings kept per event: a script that polls the clock (a busy wait) must not
 /// grow the record without bound.
 pub const READINGS_KEPT: usize = 64;
+/// Import answers and key-value reads kept per event, for the same reason: a script
+/// asking for a thousand names must not make its decision's record megabytes.
+pub const ANSWERS_KEPT: usize = 64;
+/// The longest argument (a var's, a user's, a key's name) an answer is kept for; no
+/// real name is longer, and a script asking with megabytes must not keep them.
+pub const ARG_KEPT_BYTES: usize = 256;
 
 /// One answer of an import: which (`location-var`, `find-user` …), asked with what, and
 /// what it answered.

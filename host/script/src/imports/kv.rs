@@ -6,6 +6,9 @@ impl Host for EventHost {
     /// the store; either way noted in the event's world.
     fn get(&mut self, key: String) -> Option<String> {
         let scope = self.location.as_deref()?;
+        if key.is_empty() || key.len() > wasmpbx_types::store::MAX_KEY_BYTES {
+            return None; // no such key can be set: nothing to read or keep
+        }
         let known = |entries: &[(String, Option<String>)]| {
             entries
                 .iter()
@@ -23,7 +26,9 @@ impl Host for EventHost {
                 None
             }
         };
-        self.world.kv.push((key, value.clone()));
+        if self.world.kv.len() < crate::engine::ANSWERS_KEPT {
+            self.world.kv.push((key, value.clone()));
+        }
         value
     }
 

@@ -31,7 +31,9 @@ impl EventHost {
             return value;
         }
         let value = live(self);
-        if let Ok(json) = serde_json::to_value(&value) {
+        let room = self.world.answers.len() < crate::engine::ANSWERS_KEPT
+            && arg.len() <= crate::engine::ARG_KEPT_BYTES;
+        if room && let Ok(json) = serde_json::to_value(&value) {
             self.world.answers.push(Answer {
                 import: import.to_owned(),
                 arg: arg.to_owned(),

@@ -354,6 +354,33 @@ fn every_misbehaviour_falls_back_and_the_host_keeps_serving() {
 }
 
 #[test]
+fn what_a_script_asks_is_kept_within_bounds_for_its_record() {
+    // The event's world (what a shadow run or a replay is given again) keeps at most
+    // ANSWERS_KEPT answers and key-value reads, none for an argument longer than a name.
+    let host = host_at(MONDAY_10AM_SYDNEY);
+    install(&host, "misbehave", test_components::MISBEHAVE);
+    let location = host.services.config.load().location("sydney").cloned();
+    let mut world = EventWorld::live(host.services.clock.now());
+    let (decision, _) = host.route_in(
+        &mut world,
+        "misbehave",
+        None,
+        location.as_ref(),
+        &call("ask-many"),
+        &Event::Incoming,
+    );
+    assert!(decision.fallback.is_none(), "{:?}", decision.fallback);
+    assert_eq!(world.answers.len(), wasmpbx::script::engine::ANSWERS_KEPT);
+    assert_eq!(world.kv.len(), wasmpbx::script::engine::ANSWERS_KEPT);
+    let longest = world.answers.iter().map(|a| a.arg.len()).max().unwrap_or(0);
+    assert!(
+        longest <= 256,
+        "an answer kept for a {longest}-byte argument"
+    );
+    assert!(world.kv.iter().all(|(key, _)| key.len() <= 256));
+}
+
+#[test]
 fn a_loop_after_the_host_sat_idle_still_meets_its_deadline() {
     let limits = Limits {
         deadline: std::time::Duration::from_millis(20),

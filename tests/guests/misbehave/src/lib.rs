@@ -101,6 +101,16 @@ fn misbehave(what: &str) {
             while since(host::now()) < 100 {}
         }
         "sleep" => std::thread::sleep(std::time::Duration::from_secs(5)),
+        "ask-many" => {
+            // A thousand names and keys, one of them a megabyte long.
+            let long = "n".repeat(1 << 20);
+            let _ = host::var(&long);
+            let _ = host::kv::get(&long);
+            for n in 0..1000 {
+                let _ = host::var(&format!("v{n}"));
+                let _ = host::kv::get(&format!("k{n}"));
+            }
+        }
         "recurse" => {
             fn deep(n: u64) -> u64 {
                 std::hint::black_box(deep(n + 1)) + 1
