@@ -31,13 +31,20 @@ use super::loaded::{Exports, FlipPolicyExport, LoadedScript, RouterExport};
 const LOAD_DEADLINE: Duration = Duration::from_secs(2);
 /// How much of a script's stderr (panic messages, exceptions) is kept for the log.
 const STDERR_CAPTURE_BYTES: usize = 4096;
+/// The most a script may hand the host in one import call or one result (wasmtime's
+/// "hostcall fuel", counted over the strings and lists copied out). A result is copied
+/// out before it is checked, and its strings may all point at one buffer: 64 tags
+/// naming the same megabyte are one megabyte to the script and 64 to a host that copies
+/// each (wasmtime's own default bound is 128 MiB). Nothing a script legitimately
+/// returns or passes comes near this.
+const MOST_HANDED_OVER: usize = 1 << 20;
 
 /// Per-event limits.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// How long one event may run.
     pub deadline: Duration,
-    /// The most linear memory one instance may have.
+    /// The most linear memory one instance may have, all its memories together.
     pub memory_bytes: usize,
 }
 
@@ -73,7 +80,8 @@ pub(crate) struct EventState {
     memory_cap: usize,
     /// Set when the guest asked for more memory than the cap.
     pub(crate) hit_memory_cap: bool,
-    /// The linear memory the instance has, in bytes (its largest memory's size).
+    /// The linear memory the instance has, in bytes: all its memories together (a
+    /// component may have one per core module, and the cap is the instance's).
     pub(crate) memory_bytes: usize,
     pub(crate) stderr: MemoryOutputPipe,
     /// The deadline's clock ticks while the store lives.
@@ -176,15 +184,20 @@ impl WasiView for EventState {
 impl wasmtime::ResourceLimiter for EventState {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.memory_cap {
+        // Called for each memory as it is created (from 0) and as it grows.
+        let total = self
+            .memory_bytes
+            .saturating_sub(current)
+            .saturating_add(desired);
+        if total > self.memory_cap {
             self.hit_memory_cap = true;
             return Ok(false);
         }
-        self.memory_bytes = self.memory_bytes.max(desired);
+        self.memory_bytes = total;
         Ok(true)
     }
 
@@ -415,6 +428,7 @@ impl ScriptEngine {
         };
         let mut store = wasmtime::Store::new(&self.engine, state);
         store.limiter(|state| state);
+        store.set_hostcall_fuel(MOST_HANDED_OVER);
         store.set_epoch_deadline(ticks(self.limits.deadline));
         store
     }
@@ -520,4 +534,47 @@ fn forbid_waiting(linker: &mut Linker<EventState>) -> wasmtime::Result<()> {
     }
     linker.allow_shadowing(false);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A component whose two core modules each declare a memory of `mib` MiB.
+    fn two_memories(mib: u32) -> Vec<u8> {
+        let pages = mib * 16;
+        wat::parse_str(format!(
+            r#"(component
+                (core module $a (memory {pages}))
+                (core module $b (memory {pages}))
+                (core instance (instantiate $a))
+                (core instance (instantiate $b)))"#
+        ))
+        .expect("valid component text")
+    }
+
+    fn instantiate(engine: &ScriptEngine, bytes: &[u8]) -> (bool, wasmtime::Store<EventState>) {
+        let services =
+            crate::simulate::offline_services(&crate::config::Config::embedded_default());
+        let component = Component::new(&engine.engine, bytes).expect("compiles");
+        let mut store = engine.new_store(&services, "memories", None, EventWorld::default());
+        let ok = engine.linker.instantiate(&mut store, &component).is_ok();
+        (ok, store)
+    }
+
+    #[test]
+    fn the_memory_cap_counts_all_of_an_instances_memories() {
+        let limits = Limits {
+            memory_bytes: 32 << 20,
+            ..Limits::default()
+        };
+        let engine = ScriptEngine::new(limits, None).expect("engine");
+        // 2 × 12 MiB fits in 32 MiB; 2 × 20 MiB does not, though each memory would.
+        let (ok, store) = instantiate(&engine, &two_memories(12));
+        assert!(ok, "24 MiB in two memories is within the cap");
+        assert_eq!(store.data().memory_bytes, 24 << 20);
+        let (ok, store) = instantiate(&engine, &two_memories(20));
+        assert!(!ok, "40 MiB in two memories is over the cap");
+        assert!(store.data().hit_memory_cap);
+    }
 }

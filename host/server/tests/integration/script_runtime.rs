@@ -308,6 +308,7 @@ fn every_misbehaviour_falls_back_and_the_host_keeps_serving() {
             "nothing may follow a hangup",
         ),
         ("nothing", "invalid-action", "no action"),
+        ("aliased", "trap", "too much data"),
     ] {
         let started = std::time::Instant::now();
         let (decision, _) = host.route(
@@ -350,7 +351,7 @@ fn every_misbehaviour_falls_back_and_the_host_keeps_serving() {
             good.fallback
         );
     }
-    assert_eq!(host.metrics.fallbacks(), 11);
+    assert_eq!(host.metrics.fallbacks(), 12);
 }
 
 #[test]

@@ -33,6 +33,26 @@ impl Router for Misbehave {
             "after-terminal" => vec![Action::Hangup, Action::Answer],
             "missing-prompt" => vec![Action::play("no-such-prompt"), Action::Hangup],
             "nothing" => vec![],
+            "aliased" => {
+                // 64 tags whose values all point at one 1 MiB string: 1 MiB of the
+                // script's memory, 64 MiB for a host that copies every value out.
+                let value = std::mem::ManuallyDrop::new("v".repeat(1 << 20));
+                (0..64)
+                    .map(|_| {
+                        // SAFETY: deliberately unsound, confined to this instance (one
+                        // event): a host that copied the result out would then have the
+                        // guest free this buffer 64 times; wasmpbx refuses it first.
+                        let alias = unsafe {
+                            String::from_raw_parts(
+                                value.as_ptr().cast_mut(),
+                                value.len(),
+                                value.capacity(),
+                            )
+                        };
+                        Action::tag("t", alias)
+                    })
+                    .collect()
+            }
             // A global the last event would have left behind, were instances reused.
             "global" => {
                 let seen = EVENTS_SEEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
