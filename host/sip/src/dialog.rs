@@ -35,6 +35,38 @@ pub struct Dialog {
 }
 
 impl Dialog {
+    /// The dialog a 2xx to an INVITE of ours sets up, read from the 2xx alone: for a
+    /// dialog the host never kept (a second branch of a forking proxy answering too,
+    /// RFC 3261 §13.2.2.4), only to acknowledge and hang up. Its SDP session is unused.
+    pub fn from_answer(answer: &SipMessage, peer: Peer) -> Option<Dialog> {
+        let mut dialog = Dialog {
+            call_id: message::call_id(answer)?,
+            local: message::header_value(answer, "From")?,
+            remote: message::header_value(answer, "To")?,
+            target: String::new(),
+            route_set: Vec::new(),
+            local_cseq: message::cseq(answer)?.0,
+            remote_cseq: None,
+            peer,
+            sdp: sdp::Origin::new(0),
+        };
+        dialog.take_answer(answer);
+        Some(dialog)
+    }
+
+    /// What a 2xx to the INVITE that set this dialog up fixes (RFC 3261 §12.1.2): the
+    /// remote tag, the remote target (its Contact) and the route set (its Record-Route,
+    /// reversed).
+    pub fn take_answer(&mut self, answer: &SipMessage) {
+        if let Some(tag) = message::to_tag(answer) {
+            self.remote = retagged(&self.remote, &tag);
+        }
+        if let Some(contact) = message::header_value(answer, "Contact") {
+            self.target = addr_spec(&contact);
+        }
+        self.route_set = route_set_of_response(answer);
+    }
+
     /// Where RFC 3261 §8.1.2 and §12.2.1.1 send the dialog's requests: the first Route
     /// when the route set is loose-routing (`;lr`), else the remote target — when that
     /// URI's host is an address (a name would need resolving; the caller keeps `peer`).
@@ -265,6 +297,34 @@ Call-ID: c1\r\nCSeq: 1 INVITE\r\nContact: <sip:a@10.0.0.20>\r\nContent-Length: 0
         let ok = SipMessage::Response(message::response_to(&r, 200, Some("t")));
         assert_eq!(route_set_of_response(&ok), uac, "the 2xx carries them back");
         assert!(route_set_of_request(&parse(&INVITE.replace("Record-Route", "X-RR"))).is_empty());
+    }
+
+    #[test]
+    fn a_2xx_fixes_the_remote_tag_target_and_route_set() {
+        let Ok(SipMessage::Request(invite)) = message::parse(INVITE.as_bytes()) else {
+            panic!()
+        };
+        let mut ok = message::response_to(&invite, 200, Some("b2"));
+        ok.headers.push(rsip::Header::Other(
+            "Contact".into(),
+            "<sip:b@10.0.0.30:5070>".into(),
+        ));
+        let ok = SipMessage::Response(ok);
+        let peer = Peer {
+            transport: Transport::Udp,
+            addr: "10.0.0.10:5060".parse().unwrap(),
+        };
+        let dialog = Dialog::from_answer(&ok, peer).expect("a dialog");
+        assert_eq!(dialog.call_id, "c1");
+        assert_eq!(dialog.local, "<sip:a@x>;tag=a");
+        assert_eq!(dialog.remote, "<sip:100@pbx>;tag=b2");
+        assert_eq!(dialog.target, "sip:b@10.0.0.30:5070");
+        assert_eq!(dialog.route_set[0], "<sip:10.0.0.9;lr>", "reversed");
+        assert_eq!(dialog.local_cseq, 1);
+        let mut early = dialog.clone();
+        early.remote = "<sip:100@pbx>;tag=b1".into();
+        early.take_answer(&ok);
+        assert_eq!(early.remote, "<sip:100@pbx>;tag=b2", "the 2xx's tag wins");
     }
 
     #[test]

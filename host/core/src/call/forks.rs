@@ -1,10 +1,7 @@
 //! Forwarding to a user: every registered device rings at once; the first to answer
 //! becomes the outbound leg and the others are cancelled.
 
-use super::requests::{
-    Dialog, InviteParts, Via, addr_spec, caller_response, initial_invite, retagged,
-    route_set_of_response,
-};
+use super::requests::{Dialog, InviteParts, Via, caller_response, initial_invite};
 use super::{Calls, Ctx, Outbound, Phase, SessionId, srtp, start_ringing};
 use crate::media::Side;
 use crate::registrar::Binding;
@@ -287,28 +284,15 @@ impl Calls {
     /// dialog (a forking proxy let two branches answer, RFC 3261 §13.2.2.4): that dialog
     /// is taken from the 2xx alone, acknowledged and hung up; the call keeps the first.
     pub fn hang_up_another_answer(&mut self, ctx: &mut Ctx<'_>, response: &Response, source: Peer) {
-        let message = SipMessage::Response(response.clone());
-        let (Some(call_id), Some((cseq, _)), Some(from), Some(to)) = (
-            message::call_id(&message),
-            message::cseq(&message),
-            message::header_value(&message, "From"),
-            message::header_value(&message, "To"),
-        ) else {
+        let answer = SipMessage::Response(response.clone());
+        let Some(mut dialog) = Dialog::from_answer(&answer, source) else {
             return;
         };
-        let _span = self.by_call_id.get(&call_id).map(|&id| self.enter(id));
-        tracing::info!(%call_id, "a second dialog answered the same INVITE: hung up");
-        let mut dialog = Dialog {
-            call_id,
-            local: from,
-            remote: to,
-            target: String::new(),
-            route_set: Vec::new(),
-            local_cseq: cseq,
-            remote_cseq: None,
-            peer: source,
-            sdp: sdp::Origin::new(0),
-        };
+        let _span = self
+            .by_call_id
+            .get(&dialog.call_id)
+            .map(|&id| self.enter(id));
+        tracing::info!(call_id = %dialog.call_id, "a second dialog answered the same INVITE: hung up");
         hang_up_late_answer(ctx, &mut dialog, response);
     }
 }
@@ -321,14 +305,7 @@ pub(super) fn hang_up_late_answer(
     dialog: &mut Dialog,
     response: &Response,
 ) -> Option<ClientTxnId> {
-    let message = SipMessage::Response(response.clone());
-    if let Some(tag) = message::to_tag(&message) {
-        dialog.remote = retagged(&dialog.remote, &tag);
-    }
-    if let Some(contact) = message::header_value(&message, "Contact") {
-        dialog.target = addr_spec(&contact);
-    }
-    dialog.route_set = route_set_of_response(&message);
+    dialog.take_answer(&SipMessage::Response(response.clone()));
     let branch = ctx.token();
     let ack = dialog.request(
         "ACK",

@@ -94,10 +94,7 @@ use client_txns::ClientTxns;
 use ending::{note_flip, write_live_record};
 pub use pull::PullSearch;
 pub use push::Refusal;
-use requests::{
-    Dialog, Via, addr_spec, attach_sdp, caller_response, dtmf_from_info, retagged,
-    route_set_of_response, tag_of, with_tag,
-};
+use requests::{Dialog, Via, attach_sdp, caller_response, dtmf_from_info, tag_of, with_tag};
 use session::{Outbound, PendingFlip, Phase, Session, other};
 use trunk_legs::Retry;
 
@@ -521,13 +518,7 @@ impl Calls {
                     .send_response(ctx.ambient.now, session.a_txn, reply);
             }
             200..=299 => {
-                if let Some(tag) = message::to_tag(&message) {
-                    b.dialog.remote = retagged(&b.dialog.remote, &tag);
-                }
-                if let Some(contact) = message::header_value(&message, "Contact") {
-                    b.dialog.target = addr_spec(&contact);
-                }
-                b.dialog.route_set = route_set_of_response(&message);
+                b.dialog.take_answer(&message);
                 // Through a trunk, the dialog's requests go where RFC 3261 says (the
                 // carrier's record-routing edge, or the far end's Contact); a device's
                 // stay on the address it registered from (it may be behind NAT).

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use super::pin::Takeover;
 use super::pull::wall_time;
-use super::requests::{Via, addr_spec, retagged, route_set_of_response, with_tag};
+use super::requests::{Via, addr_spec, with_tag};
 use super::{
     Calls, Ctx, Disposition, Outbound, Phase, SessionId, TimerKind, other, send_in_dialog, srtp,
 };
@@ -293,22 +293,17 @@ impl Calls {
             return;
         };
         let message = SipMessage::Response(response.clone());
-        if let Some(tag) = message::to_tag(&message) {
-            // A provisional's tag names an early dialog; a 2xx's is the dialog's.
-            let leg = &mut ringing.legs[i];
-            leg.dialog.remote = match code {
-                200..=299 => retagged(&leg.dialog.remote, &tag),
-                _ => with_tag(&leg.dialog.remote, &tag),
-            };
-        }
         match code {
-            100..=199 => {}
+            100..=199 => {
+                // A provisional's tag names an early dialog.
+                if let Some(tag) = message::to_tag(&message) {
+                    let leg = &mut ringing.legs[i];
+                    leg.dialog.remote = with_tag(&leg.dialog.remote, &tag);
+                }
+            }
             200..=299 => {
                 let mut leg = ringing.legs.remove(i);
-                if let Some(contact) = message::header_value(&message, "Contact") {
-                    leg.dialog.target = addr_spec(&contact);
-                }
-                leg.dialog.route_set = route_set_of_response(&message);
+                leg.dialog.take_answer(&message);
                 leg.answered = true;
                 if let Some(ack) = leg.dialog.request(
                     "ACK",

@@ -4,7 +4,7 @@
 use rsip::prelude::*;
 
 pub(super) use crate::sip::dialog::{
-    Dialog, Via, addr_spec, retagged, route_set_of_request, route_set_of_response, tag_of, with_tag,
+    Dialog, Via, addr_spec, route_set_of_request, tag_of, with_tag,
 };
 use crate::sip::local::LocalAddrs;
 use crate::sip::message::{self, Header, Request, Response, SipMessage};
