@@ -1703,8 +1703,22 @@ struct StreamDeadlines {
     message: std::time::Duration,
 }
 
-/// What a connection missing the message deadline did not send in time (for the log).
-const REST_OF_MESSAGE: &str = "the rest of a message not";
+/// What a stream connection must send by its deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owed {
+    FirstMessage,
+    RestOfMessage,
+}
+
+impl Owed {
+    /// What a connection closed for missing the deadline did not send in time.
+    fn missed(self) -> &'static str {
+        match self {
+            Owed::FirstMessage => "no message",
+            Owed::RestOfMessage => "the rest of a message not",
+        }
+    }
+}
 
 const STREAM_DEADLINES: StreamDeadlines = StreamDeadlines {
     first_message: std::time::Duration::from_secs(32),
@@ -1740,7 +1754,10 @@ where
     let mut chunk = [0u8; 8192];
     let mut framer = stream::Framer::default();
     // What must come by when: the first message, or the rest of the one begun.
-    let mut due = Some((monotonic_now() + deadlines.first_message, "no message"));
+    let mut due = Some((
+        monotonic_now() + deadlines.first_message,
+        Owed::FirstMessage,
+    ));
     let mut heard = false;
     'read: loop {
         let wait = due.map(|(at, _)| at.saturating_duration_since(monotonic_now()));
@@ -1749,8 +1766,8 @@ where
             // The core closed this connection (garbage on it): stop reading.
             _ = tokio::time::sleep(std::time::Duration::from_millis(200)), if write_task.is_finished() => break 'read,
             _ = tokio::time::sleep(wait.unwrap_or_default()), if wait.is_some() => {
-                let what = due.map_or("", |(_, what)| what);
-                tracing::debug!(%addr, "closing {} connection: {what} in time", peer.transport.as_str());
+                let missed = due.map_or("", |(_, owed)| owed.missed());
+                tracing::debug!(%addr, "closing {} connection: {missed} in time", peer.transport.as_str());
                 break 'read;
             }
         };
@@ -1783,10 +1800,13 @@ where
         if heard {
             // Idle between messages is fine (a phone between its requests); a message
             // begun must be finished, by the deadline set when it began.
-            let begun = due.filter(|&(_, what)| what == REST_OF_MESSAGE);
+            let begun = due.filter(|&(_, owed)| owed == Owed::RestOfMessage);
             due = match buf.is_empty() {
                 true => None,
-                false => begun.or(Some((monotonic_now() + deadlines.message, REST_OF_MESSAGE))),
+                false => begun.or(Some((
+                    monotonic_now() + deadlines.message,
+                    Owed::RestOfMessage,
+                ))),
             };
         }
     }
