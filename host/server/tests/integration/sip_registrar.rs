@@ -216,6 +216,75 @@ fn malformed_and_hostile_input_gets_400_or_silence_and_the_host_serves_on() {
     );
 }
 
+/// A TCP connection to `server` from `source`.
+fn tcp_from(source: &str, server: std::net::SocketAddr) -> std::net::TcpStream {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .unwrap();
+    let stream = runtime.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+        socket.connect(server).await.expect("the server takes TCP")
+    });
+    let stream = stream.into_std().unwrap();
+    stream.set_nonblocking(false).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    stream
+}
+
+/// Whether an OPTIONS on `stream` is answered (false: the connection was closed).
+fn answered_on(stream: &mut std::net::TcpStream, branch: &str) -> bool {
+    use std::io::{Read, Write};
+    let ask = options(branch).replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+    if stream.write_all(ask.as_bytes()).is_err() {
+        return false;
+    }
+    let mut reply = [0u8; 64];
+    matches!(stream.read(&mut reply), Ok(n) if n > 0 && reply.starts_with(b"SIP/2.0 200"))
+}
+
+#[test]
+fn one_address_holds_at_most_256_sip_connections_and_others_are_still_served() {
+    let server = Server::start("");
+    let mut held: Vec<_> = (0..256)
+        .map(|_| tcp_from("127.0.0.1", server.tcp))
+        .collect();
+    // The 257th from the same address is closed at once, before it says anything.
+    let mut refused = tcp_from("127.0.0.1", server.tcp);
+    let mut byte = [0u8; 1];
+    let read = std::io::Read::read(&mut refused, &mut byte);
+    let closed = match &read {
+        Ok(n) => *n == 0,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    };
+    assert!(
+        closed,
+        "the 257th connection from one address is closed: {read:?}"
+    );
+    // Those held are served, and so is another address.
+    assert!(answered_on(&mut held[0], "held-first"));
+    assert!(answered_on(&mut held[255], "held-last"));
+    assert!(answered_on(
+        &mut tcp_from("127.0.0.2", server.tcp),
+        "another-address"
+    ));
+    // One closed gives its place back.
+    held.pop();
+    let mut again = (0..50)
+        .map(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            tcp_from("127.0.0.1", server.tcp)
+        })
+        .find_map(|mut stream| answered_on(&mut stream, "again").then_some(stream));
+    assert!(again.take().is_some(), "a place freed is taken again");
+}
+
 #[test]
 fn garbage_on_tcp_closes_that_connection_only() {
     use crate::common::server::tcp_read_after;
