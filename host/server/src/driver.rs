@@ -35,9 +35,8 @@ use wasmpbx_types::script::ScriptVersion;
 
 mod dispatch;
 mod script_lane;
-mod stream_slots;
+use crate::stream_slots::{self, StreamSlot, StreamSlots};
 use dispatch::{Dispatch, Handed, PIN_RENEW};
-use stream_slots::{StreamSlot, StreamSlots};
 
 /// What the listeners, connections and the other shards send a core task.
 enum Input {

@@ -58,6 +58,7 @@ pub mod scaffold;
 pub mod server;
 pub mod setup;
 pub mod shadow;
+mod stream_slots;
 pub mod tls;
 pub mod webhooks;
 pub mod writer;

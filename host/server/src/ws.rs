@@ -4,6 +4,7 @@
 //! Registration and digest authentication are the SIP core's, as for UDP and TCP.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
@@ -17,13 +18,17 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use crate::config::HttpConfig;
 use crate::driver::CoreHandle;
 use crate::sip::message::MAX_MESSAGE_BYTES;
+use crate::stream_slots::StreamSlot;
 
 /// Answer a request for `/ws`: 101 and the connection served from then on, or why not.
-pub fn upgrade(
+/// The WebSocket holds the HTTP connection's `slot` (its place among the listener's
+/// connections) while it is open.
+pub(crate) fn upgrade(
     http: &HttpConfig,
     core: CoreHandle,
     mut request: Request<Incoming>,
     peer: SocketAddr,
+    slot: Arc<StreamSlot>,
 ) -> Response<Full<Bytes>> {
     let headers = request.headers();
     if !has_token(headers, "upgrade", "websocket") || !has_token(headers, "connection", "upgrade") {
@@ -58,6 +63,7 @@ pub fn upgrade(
     let accept = derive_accept_key(key.as_bytes());
     let upgraded = hyper::upgrade::on(&mut request);
     tokio::spawn(async move {
+        let _slot = slot; // the connection's place, held while the WebSocket is open
         match upgraded.await {
             Ok(upgraded) => {
                 let config = WebSocketConfig::default()

@@ -33,6 +33,7 @@ use crate::driver::{CallStats, CoreHandle};
 use crate::media::RelayCounters;
 use crate::script::ScriptHost;
 use crate::store::{CdrStore, KvStore};
+use crate::stream_slots::{self, StreamSlots};
 
 /// Request bodies larger than this are refused (413).
 const MAX_BODY: usize = 16 * 1024;
@@ -255,6 +256,7 @@ pub async fn serve(
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let router = router(admin.clone());
+    let slots = StreamSlots::new(stream_slots::PER_SOURCE, stream_slots::IN_ALL);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -269,10 +271,17 @@ pub async fn serve(
             },
             _ = shutdown.changed() => return,
         };
+        let Some(slot) = slots.take(peer.ip()) else {
+            tracing::warn!(%peer, "http connection refused: too many held (at most {} from one address, {} in all)", stream_slots::PER_SOURCE, stream_slots::IN_ALL);
+            continue; // dropped: closed
+        };
+        // Held by the connection and, once it is upgraded, by its WebSocket.
+        let slot = Arc::new(slot);
         let (admin, router, tls) = (admin.clone(), router.clone(), tls.clone());
         tokio::spawn(async move {
+            let held = slot.clone();
             let service = hyper::service::service_fn(move |mut request: hyper::Request<_>| {
-                let (admin, router) = (admin.clone(), router.clone());
+                let (admin, router, held) = (admin.clone(), router.clone(), held.clone());
                 async move {
                     if request.uri().path() == "/ws" {
                         // SIP over WebSocket: authenticated by SIP digest, not the token.
@@ -281,6 +290,7 @@ pub async fn serve(
                             admin.core.clone(),
                             request,
                             peer,
+                            held,
                         );
                         return Ok::<_, Infallible>(upgraded.map(Body::new));
                     }

@@ -404,6 +404,39 @@ fn frames_that_are_not_sip_are_dropped_and_an_oversized_one_closes_only_its_sock
 }
 
 #[test]
+fn one_address_holds_at_most_256_http_connections_websockets_included() {
+    use crate::common::server::{closed_at_once, tcp_from};
+    use std::io::{Read as _, Write as _};
+    let server = Server::start("");
+    let mut held: Vec<Socket> = (0..256).map(|_| sip(&server)).collect();
+    // The 257th from the same address is closed at once, upgraded or not.
+    assert!(
+        closed_at_once(&mut tcp_from("127.0.0.1", server.http)),
+        "the 257th connection from one address is closed"
+    );
+    // The sockets held serve on, and another address is served.
+    assert_eq!(options(&mut held[255], 1), "SIP/2.0 200 OK");
+    let healthy_from = |source: &str| {
+        let mut stream = tcp_from(source, server.http);
+        let ask = b"GET /healthz HTTP/1.1\r\nHost: pbx\r\nConnection: close\r\n\r\n";
+        let mut reply = String::new();
+        stream.write_all(ask).is_ok()
+            && stream.read_to_string(&mut reply).is_ok()
+            && reply.starts_with("HTTP/1.1 200")
+    };
+    assert!(healthy_from("127.0.0.2"));
+    // A socket closed gives its place back.
+    let mut first = held.remove(0);
+    first.close(None).unwrap();
+    let _ = first.read();
+    let again = (0..50).any(|_| {
+        std::thread::sleep(Duration::from_millis(20));
+        healthy_from("127.0.0.1")
+    });
+    assert!(again, "a place freed is taken again");
+}
+
+#[test]
 fn the_phone_signs_in_with_the_users_password_lists_calls_by_token_and_throttles_guessers() {
     let server = Server::start("");
     let sign_in = |body: &str| http(server.http, "POST", "/phone/session", None, body);

@@ -315,6 +315,36 @@ pub fn tcp_read_after(addr: SocketAddr, bytes: &[u8]) -> std::io::Result<usize> 
     stream.read(&mut [0u8; 64])
 }
 
+/// A TCP connection to `server` from `source`.
+pub fn tcp_from(source: &str, server: std::net::SocketAddr) -> std::net::TcpStream {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .unwrap();
+    let stream = runtime.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+        socket.connect(server).await.expect("the server takes TCP")
+    });
+    let stream = stream.into_std().unwrap();
+    stream.set_nonblocking(false).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    stream
+}
+
+/// Whether the server closed `stream` without a word (a read ends, rather than times out).
+pub fn closed_at_once(stream: &mut std::net::TcpStream) -> bool {
+    match std::io::Read::read(stream, &mut [0u8; 1]) {
+        Ok(n) => n == 0,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}
+
 /// One sample's value in the server's `/metrics`: the line that is `name` (with its
 /// labels, if it has any) and a number; None when there is no such line.
 pub fn metric(addr: SocketAddr, name: &str) -> Option<u64> {

@@ -1,20 +1,21 @@
-//! How many SIP stream connections (TCP, TLS) the host holds from each source address and
-//! in all. Past either limit a new connection is closed at once: each one holds a task,
-//! buffers and a file descriptor, and without a limit one host could take every
-//! descriptor and lock every other phone and trunk out.
+//! How many stream connections a listener holds from each source address and in all: SIP
+//! over TCP and TLS, and HTTP (the admin API, the browsers' WebSockets). Past either
+//! limit a new connection is closed at once: each one holds a task, buffers and a file
+//! descriptor, and without a limit one host could take every descriptor and lock every
+//! other phone, trunk and browser out.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 /// The most connections from one address: a whole office of phones behind one NAT.
-pub(super) const PER_SOURCE: usize = 256;
+pub(crate) const PER_SOURCE: usize = 256;
 /// The most connections in all.
-pub(super) const IN_ALL: usize = 8192;
+pub(crate) const IN_ALL: usize = 8192;
 
 /// The connections held, by source address.
 #[derive(Debug)]
-pub(super) struct StreamSlots {
+pub(crate) struct StreamSlots {
     held: Mutex<Held>,
     per_source: usize,
     in_all: usize,
@@ -28,13 +29,13 @@ struct Held {
 
 /// One connection's place, given back when it is dropped.
 #[derive(Debug)]
-pub(super) struct StreamSlot {
+pub(crate) struct StreamSlot {
     slots: Arc<StreamSlots>,
     source: IpAddr,
 }
 
 impl StreamSlots {
-    pub(super) fn new(per_source: usize, in_all: usize) -> Arc<Self> {
+    pub(crate) fn new(per_source: usize, in_all: usize) -> Arc<Self> {
         Arc::new(Self {
             held: Mutex::new(Held::default()),
             per_source,
@@ -50,7 +51,7 @@ impl StreamSlots {
     }
 
     /// A place for a connection from `source`; none past a limit.
-    pub(super) fn take(self: &Arc<Self>, source: IpAddr) -> Option<StreamSlot> {
+    pub(crate) fn take(self: &Arc<Self>, source: IpAddr) -> Option<StreamSlot> {
         let mut held = self.lock();
         let from_source = held.by_source.get(&source).copied().unwrap_or(0);
         if held.in_all >= self.in_all || from_source >= self.per_source {
