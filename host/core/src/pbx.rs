@@ -596,6 +596,7 @@ impl Pbx {
                     let passed_on = self.trunks.handle_response(
                         ambient.now,
                         &mut self.layer,
+                        self.local,
                         &mut self.entropy,
                         txn,
                         response,

@@ -780,6 +780,7 @@ Expires: {}\r\nAllow: {}\r\nContent-Length: 0\r\n\r\n",
         &mut self,
         now: Instant,
         layer: &mut TransactionLayer,
+        local: LocalAddrs,
         entropy: &mut Entropy,
         txn: ClientTxnId,
         response: Response,
@@ -835,7 +836,13 @@ Expires: {}\r\nAllow: {}\r\nContent-Length: 0\r\n\r\n",
                 self.target_answered(&name, target);
             }
             TrunkTxn::Register { trunk, request } => {
-                self.register_answered(trunk, now, layer, entropy, &request, &response)
+                match self.register_answered(trunk, now, entropy, &request, &response) {
+                    RegisterNext::Again(request) => {
+                        self.register_again(trunk, now, layer, *request)
+                    }
+                    RegisterNext::Afresh => self.register(trunk, now, layer, local, entropy),
+                    RegisterNext::Nothing => {}
+                }
             }
             TrunkTxn::InDialog { .. } => {}
         }
@@ -858,11 +865,10 @@ Expires: {}\r\nAllow: {}\r\nContent-Length: 0\r\n\r\n",
         &mut self,
         i: usize,
         now: Instant,
-        layer: &mut TransactionLayer,
         entropy: &mut Entropy,
         request: &Request,
         response: &Response,
-    ) {
+    ) -> RegisterNext {
         let code = response.status_code.code();
         let trunk = &mut self.trunks[i];
         let name = trunk.config.name.clone();
@@ -871,7 +877,7 @@ Expires: {}\r\nAllow: {}\r\nContent-Length: 0\r\n\r\n",
         }
         let trunk = &mut self.trunks[i];
         let Some(registration) = trunk.registration.as_mut() else {
-            return;
+            return RegisterNext::Nothing;
         };
         match code {
             200..=299 => {
@@ -889,6 +895,7 @@ Expires: {}\r\nAllow: {}\r\nContent-Length: 0\r\n\r\n",
                 registration.next_at = Some(now + refresh);
                 registration.failures = 0;
                 registration.last_reason = None;
+                RegisterNext::Nothing
             }
             401 | 407 => {
                 let answered = answer_challenge(
@@ -902,12 +909,13 @@ Expires: {}\r\nAllow: {}\r\nContent-Length: 0\r\n\r\n",
                     Ok(request) => {
                         registration.challenges_answered += 1;
                         registration.cseq += 1;
-                        self.register_again(i, now, layer, request);
+                        RegisterNext::Again(Box::new(request))
                     }
                     Err(error) => {
                         let reason = format!("{code} {}: {error}", message::reason_phrase(code));
                         registration.fail(now, &reason);
                         tracing::warn!(trunk = %name, "registration failed: {reason}");
+                        RegisterNext::Nothing
                     }
                 }
             }
@@ -917,15 +925,8 @@ Expires: {}\r\nAllow: {}\r\nContent-Length: 0\r\n\r\n",
                 let min = min_expires(response).unwrap_or(registration.expires);
                 tracing::info!(trunk = %name, expires_s = min, "the registrar wants a longer expiry");
                 registration.expires = min;
-                registration.cseq += 1;
-                // Unauthenticated again: a challenge to it is a first one.
-                registration.challenges_answered = 0;
-                let again = message::resend(request, registration.cseq, &entropy.token(), None)
-                    .and_then(|r| with_expires(&r, min));
-                match again {
-                    Some(request) => self.register_again(i, now, layer, request),
-                    None => registration.fail(now, "could not build the REGISTER again"),
-                }
+                // Built afresh, unauthenticated: a challenge to it is a first one.
+                RegisterNext::Afresh
             }
             _ => {
                 let reason = format!("{code} {}", message::reason_phrase(code));
@@ -936,12 +937,13 @@ Expires: {}\r\nAllow: {}\r\nContent-Length: 0\r\n\r\n",
                 {
                     self.target_failed(&name, target, &reason, now);
                 }
+                RegisterNext::Nothing
             }
         }
     }
 
-    /// Send trunk `i`'s REGISTER again (answering a challenge, or a 423) to the target
-    /// the registration lives on.
+    /// Send trunk `i`'s REGISTER again, answering a challenge, to the target the
+    /// registration lives on.
     fn register_again(
         &mut self,
         i: usize,
@@ -1061,23 +1063,13 @@ impl Registration {
     }
 }
 
-/// `request` asking for `expires` seconds.
-fn with_expires(request: &Request, expires: u32) -> Option<Request> {
-    let text = String::from_utf8(message::serialize(&SipMessage::Request(request.clone()))).ok()?;
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    let head: Vec<String> = head
-        .split("\r\n")
-        .map(|line| match line.split(':').next() {
-            Some(name) if name.trim().eq_ignore_ascii_case("Expires") => {
-                format!("Expires: {expires}")
-            }
-            _ => line.to_owned(),
-        })
-        .collect();
-    match message::parse_own(format!("{}\r\n\r\n{body}", head.join("\r\n")).as_bytes()) {
-        Ok(SipMessage::Request(request)) => Some(request),
-        _ => None,
-    }
+/// What a trunk's registration does after an answer to its REGISTER.
+enum RegisterNext {
+    /// Send this one (a challenge answered).
+    Again(Box<Request>),
+    /// Build and send a new one (a 423: with the registrar's Min-Expires).
+    Afresh,
+    Nothing,
 }
 
 /// A 423's Min-Expires.

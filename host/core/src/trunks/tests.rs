@@ -19,6 +19,10 @@ struct Carrier {
     sent: Vec<Request>,
 }
 
+fn local() -> crate::sip::local::LocalAddrs {
+    crate::sip::local::LocalAddrs::udp(LOCAL.parse().unwrap())
+}
+
 impl Carrier {
     fn new(extra: &str) -> Self {
         let text = format!(
@@ -47,13 +51,8 @@ impl Carrier {
 
     fn tick(&mut self) {
         self.layer.handle_timeout(self.now);
-        self.trunks.handle_timeout(
-            self.now,
-            &mut self.layer,
-            crate::sip::local::LocalAddrs::udp(LOCAL.parse().unwrap()),
-            &mut self.entropy,
-            true,
-        );
+        self.trunks
+            .handle_timeout(self.now, &mut self.layer, local(), &mut self.entropy, true);
         self.pump();
     }
 
@@ -78,6 +77,7 @@ impl Carrier {
                     let passed_on = self.trunks.handle_response(
                         self.now,
                         &mut self.layer,
+                        local(),
                         &mut self.entropy,
                         txn,
                         response,
@@ -271,6 +271,13 @@ fn a_registrar_wanting_a_longer_expiry_gets_its_min_expires_at_once() {
     assert_eq!(c.count("REGISTER"), 2, "asked again at once");
     let second = c.last("REGISTER");
     assert_eq!(expires(&second).as_deref(), Some("300"));
+    let ids = |r: &Request| {
+        let m = SipMessage::Request(r.clone());
+        (message::call_id(&m), message::cseq(&m).map(|(n, _)| n))
+    };
+    let ((first_id, first_cseq), (second_id, second_cseq)) = (ids(&first), ids(&second));
+    assert_eq!(second_id, first_id, "the same registration (one Call-ID)");
+    assert_eq!(second_cseq, first_cseq.map(|n| n + 1));
     assert_eq!(c.registration().state, RegistrationState::Registering);
     c.answer(
         &second,
@@ -377,8 +384,7 @@ password = \"secret\"\nregister = true\noptions_interval = 30\n",
     other.resolved(now, "carrier", Ok(vec![target]));
     assert_eq!(other.poll_timeout(false), None);
     let mut layer = TransactionLayer::new();
-    let local = crate::sip::local::LocalAddrs::udp(LOCAL.parse().unwrap());
-    other.handle_timeout(now, &mut layer, local, &mut Entropy::new(1), false);
+    other.handle_timeout(now, &mut layer, local(), &mut Entropy::new(1), false);
     assert!(
         layer.poll_output().is_none(),
         "nothing sent by a shard not home"
