@@ -48,15 +48,15 @@ impl Latch {
     }
 
     /// Whether a packet from `source` is the device's, whose address is `remote`
-    /// (signalled, or latched before); latching `remote` to `source` if it now is.
+    /// (signalled, or latched before). If it is, the device is at `source` from now on.
     pub(crate) fn admit(
         &mut self,
-        remote: &mut Option<SocketAddr>,
+        remote: Option<SocketAddr>,
         source: SocketAddr,
         packet: &[u8],
         now: Instant,
     ) -> bool {
-        if !(self.latched && *remote == Some(source)) {
+        if !(self.latched && remote == Some(source)) {
             let speaking = self.latched
                 && self
                     .heard_at
@@ -64,7 +64,6 @@ impl Latch {
             if speaking || rtp::parse(packet).is_none() {
                 return false;
             }
-            *remote = Some(source);
             self.latched = true;
         }
         self.heard_at = Some(now);
@@ -75,7 +74,11 @@ impl Latch {
 impl Remotes {
     /// Whether a packet from `source` is side `i`'s device, latching there if so.
     fn latch(&mut self, i: usize, source: SocketAddr, packet: &[u8], now: Instant) -> bool {
-        self.latches[i].admit(&mut self.rtp[i], source, packet, now)
+        let admitted = self.latches[i].admit(self.rtp[i], source, packet, now);
+        if admitted {
+            self.rtp[i] = Some(source);
+        }
+        admitted
     }
 
     /// Side `i` has a new device (a flip): the old one's addresses are forgotten, and

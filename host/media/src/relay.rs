@@ -453,7 +453,7 @@ impl MediaAllocator for RelayManager {
             session,
             shared: call.shared.clone(),
             socket: reserved.rtp.clone(),
-            remote: Some(remote),
+            remote,
             latch: Latch::default(),
             codec,
             keys: event_pt.map(DtmfWatch::new).unwrap_or_default(),
@@ -893,7 +893,7 @@ struct DevicePrompter {
     shared: Arc<Mutex<CallPackets>>,
     socket: Arc<UdpSocket>,
     /// Where the device's packets come from (its signalled address until it latches).
-    remote: Option<SocketAddr>,
+    remote: SocketAddr,
     latch: Latch,
     codec: Codec,
     keys: DtmfWatch,
@@ -925,8 +925,7 @@ async fn prompt_device(mut p: DevicePrompter) {
                 let Some(packet) = lock(&p.shared).encrypt_for_reserved(packet) else {
                     continue;
                 };
-                let Some(remote) = p.remote else { continue };
-                if p.socket.send_to(&packet, remote).await.is_ok() {
+                if p.socket.send_to(&packet, p.remote).await.is_ok() {
                     p.counters.played_packets.fetch_add(1, Relaxed);
                 }
             }
@@ -944,9 +943,10 @@ async fn prompt_device(mut p: DevicePrompter) {
                     }
                 };
                 let packet = packet.as_deref().unwrap_or(&buf[..n]);
-                if !p.latch.admit(&mut p.remote, source, packet, monotonic_now()) {
+                if !p.latch.admit(Some(p.remote), source, packet, monotonic_now()) {
                     continue; // not the device's: neither its keys nor where it is
                 }
+                p.remote = source;
                 let Some(digit) = p.keys.inspect(packet) else {
                     continue;
                 };
