@@ -171,3 +171,74 @@ fn ttl(valid_until: Instant) -> Duration {
         .saturating_duration_since(crate::clock::monotonic_now())
         .clamp(MIN_TTL, MAX_TTL)
 }
+
+/// The addresses of a trunk's `inbound` host names, each name's from its last good
+/// answer: a failed lookup keeps what the name had (a resolver's hiccup must not turn
+/// the carrier's calls away as strangers), and is tried again soon.
+#[derive(Debug, Default)]
+pub struct InboundNames {
+    known: std::collections::BTreeMap<String, Vec<IpAddr>>,
+}
+
+impl InboundNames {
+    /// Take `host`'s answer; how long until it should be looked up again.
+    pub fn answered(
+        &mut self,
+        host: &str,
+        answer: Result<Answer<Vec<IpAddr>>, String>,
+    ) -> Duration {
+        match answer {
+            Ok(answer) => {
+                self.known.insert(host.to_owned(), answer.value);
+                answer.valid_for
+            }
+            Err(_) => RETRY_AFTER_FAILURE,
+        }
+    }
+
+    /// Every address known for any of the names.
+    pub fn addresses(&self) -> Vec<IpAddr> {
+        let mut all: Vec<IpAddr> = self.known.values().flatten().copied().collect();
+        all.sort_unstable();
+        all.dedup();
+        all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(ips: &[&str], ttl_s: u64) -> Result<Answer<Vec<IpAddr>>, String> {
+        Ok(Answer {
+            value: ips.iter().map(|ip| ip.parse().unwrap()).collect(),
+            valid_for: Duration::from_secs(ttl_s),
+        })
+    }
+
+    #[test]
+    fn an_inbound_name_keeps_its_last_addresses_through_a_failed_lookup() {
+        let mut names = InboundNames::default();
+        assert_eq!(
+            names.answered("a.carrier.test", answer(&["192.0.2.1"], 300)),
+            Duration::from_secs(300)
+        );
+        names.answered("b.carrier.test", answer(&["192.0.2.2", "192.0.2.1"], 60));
+        let failed = names.answered("a.carrier.test", Err("SERVFAIL".into()));
+        assert_eq!(failed, RETRY_AFTER_FAILURE, "a failure is tried again soon");
+        assert_eq!(
+            names.addresses(),
+            [
+                "192.0.2.1".parse::<IpAddr>().unwrap(),
+                "192.0.2.2".parse().unwrap()
+            ],
+            "a.carrier.test's address is kept, each address once"
+        );
+        names.answered("b.carrier.test", answer(&["192.0.2.3"], 60));
+        assert_eq!(
+            names.addresses().len(),
+            2,
+            "a new answer replaces the name's old one"
+        );
+    }
+}

@@ -1492,20 +1492,18 @@ fn spawn_trunk_resolvers(
             let (resolver, dispatch, name) =
                 (resolver.clone(), dispatch.clone(), trunk.name.clone());
             let task = tokio::spawn(async move {
+                let mut names = crate::dns::InboundNames::default();
                 loop {
-                    let mut addresses = Vec::new();
-                    let mut wait = crate::dns::RETRY_AFTER_FAILURE;
+                    // Each name again when its own answer runs out (or soon, if it failed).
+                    let mut wait = std::time::Duration::MAX;
                     for host in &inbound {
-                        match resolver.ips(host).await {
-                            Ok(answer) => {
-                                wait = wait.max(answer.valid_for);
-                                addresses.extend(answer.value);
-                            }
-                            Err(e) => {
-                                tracing::warn!(trunk = %name, "inbound host does not resolve: {e}")
-                            }
+                        let answer = resolver.ips(host).await;
+                        if let Err(e) = &answer {
+                            tracing::warn!(trunk = %name, "inbound host does not resolve (its last addresses kept): {e}");
                         }
+                        wait = wait.min(names.answered(host, answer));
                     }
+                    let addresses = names.addresses();
                     let input = || Input::TrunkInbound {
                         trunk: name.clone(),
                         addresses: addresses.clone(),

@@ -571,3 +571,54 @@ inbound = ["{CALLER_IP}"]"#
     let log = server.log();
     assert!(log.contains("trunk host does not resolve"), "{log}");
 }
+
+#[test]
+fn an_inbound_host_name_keeps_its_addresses_while_the_dns_is_down() {
+    let dns = Dns::start(&[DnsRecord::a("calls.carrier.test", CALLER_IP)]);
+    let server = server(
+        r#"host = "nowhere.carrier.test"
+inbound = ["calls.carrier.test"]"#,
+        &format!("dns_servers = [\"{}\"]", dns.addr()),
+    );
+    let refused = |server: &Server| {
+        server
+            .log()
+            .matches("from outside the trunks refused")
+            .count()
+    };
+    // Taken as the carrier's once the name resolved (the forward itself fails: the
+    // trunk's own host does not resolve).
+    let deadline = monotonic_now() + Duration::from_secs(10);
+    loop {
+        assert_eq!(direct_call(&server, "caller_fails.xml"), 0);
+        if server.cdrs().len() == 1 || monotonic_now() > deadline {
+            break;
+        }
+    }
+    assert_eq!(
+        server.cdrs().len(),
+        1,
+        "the call was the carrier's: {}",
+        server.log()
+    );
+    let refused_before = refused(&server);
+    // The DNS server goes away; the next lookups (TTL 0: every 5 s) fail.
+    drop(dns);
+    let deadline = monotonic_now() + Duration::from_secs(90);
+    while !server.log().contains("inbound host does not resolve") && monotonic_now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        server.log().contains("inbound host does not resolve"),
+        "the lookup failed: {}",
+        server.log()
+    );
+    assert_eq!(direct_call(&server, "caller_fails.xml"), 0);
+    assert_eq!(refused(&server), refused_before, "{}", server.log());
+    assert_eq!(
+        server.cdrs().len(),
+        2,
+        "still the carrier's, from its last known address: {}",
+        server.log()
+    );
+}
