@@ -23,6 +23,9 @@ use wasmpbx_types::trunk::{Destination, InboundSource, Trunk, TrunkTransport};
 /// How long a target that failed a call stays out of rotation unless a health check
 /// finds it answering again.
 pub const FAILED_TARGET_HOLD: Duration = Duration::from_secs(30);
+/// The longest a 503's Retry-After keeps a target out of rotation: a carrier's typo of a
+/// day must not take an edge away for a day.
+const LONGEST_RETRY_AFTER: Duration = Duration::from_secs(3600);
 /// Registration retries back off from this…
 const RETRY_FIRST: Duration = Duration::from_secs(5);
 /// …doubling up to this.
@@ -52,6 +55,9 @@ struct Target {
     health: Health,
     /// Out of rotation until then, or (none) until a health check answers.
     down_until: Option<Instant>,
+    /// Out of rotation until then whatever a health check says: the target answered 503
+    /// with a Retry-After (RFC 3261 §21.5.4), so it is overloaded or in maintenance.
+    held_until: Option<Instant>,
     last_failure: Option<String>,
     next_probe: Option<Instant>,
     probing: bool,
@@ -179,6 +185,8 @@ pub struct TargetNews {
     pub trunk: String,
     pub target: SocketAddr,
     pub failure: Option<String>,
+    /// Until when it asked not to be sent to (a 503's Retry-After).
+    pub held_until: Option<Instant>,
 }
 
 /// What `/api/trunks` shows of a trunk.
@@ -503,21 +511,31 @@ impl Trunks {
         ordered
     }
 
-    /// A call to `addr` found the target gone (timeout, 503, transport failure).
-    pub fn target_failed(&mut self, name: &str, addr: SocketAddr, reason: &str, now: Instant) {
+    /// A call to `addr` found the target gone (timeout, 503, transport failure); with a
+    /// `retry_after` (a 503's), it stays out of rotation at least that long.
+    pub fn target_failed(
+        &mut self,
+        name: &str,
+        addr: SocketAddr,
+        reason: &str,
+        retry_after: Option<Duration>,
+        now: Instant,
+    ) {
         let Some(target) = self.target_mut(name, addr) else {
             return;
         };
-        if target.health != Health::Down {
-            tracing::warn!(trunk = name, target = %addr, "trunk target down: {reason}");
+        let held_until = retry_after.map(|d| now + d.min(LONGEST_RETRY_AFTER));
+        if target.health != Health::Down || held_until.is_some() {
+            tracing::warn!(trunk = name, target = %addr, retry_after_s = retry_after.map(|d| d.as_secs()), "trunk target down: {reason}");
             self.news.push(TargetNews {
                 trunk: name.to_owned(),
                 target: addr,
                 failure: Some(reason.to_owned()),
+                held_until,
             });
         }
         let until = self.back_in_rotation(name, now);
-        mark_down(self.target_mut(name, addr), reason, until);
+        mark_down(self.target_mut(name, addr), reason, until, held_until);
     }
 
     /// When a target of trunk `name` found down may be tried again: once a health check
@@ -542,6 +560,7 @@ impl Trunks {
                 trunk: name.to_owned(),
                 target: addr,
                 failure: None,
+                held_until: None,
             });
         }
         mark_up(self.target_mut(name, addr));
@@ -559,12 +578,13 @@ impl Trunks {
             trunk,
             target,
             failure,
+            held_until,
         } in news
         {
             let until = self.back_in_rotation(trunk, now);
             let found = self.target_mut(trunk, *target);
             match failure {
-                Some(reason) => mark_down(found, reason, until),
+                Some(reason) => mark_down(found, reason, until, *held_until),
                 None => mark_up(found),
             }
         }
@@ -932,10 +952,18 @@ Expires: {}\r\nAllow: {}\r\nContent-Length: 0\r\n\r\n",
                 let reason = format!("{code} {}", message::reason_phrase(code));
                 tracing::warn!(trunk = %name, "registration failed: {reason}");
                 registration.fail(now, &reason);
+                let retry_after = (code == 503)
+                    .then(|| message::retry_after_of(response))
+                    .flatten()
+                    .map(|d| d.min(LONGEST_RETRY_AFTER));
+                if let Some(wait) = retry_after {
+                    // Not asked again before the registrar said (RFC 3261 §21.5.4).
+                    registration.next_at = registration.next_at.max(Some(now + wait));
+                }
                 if matches!(code, 408 | 500 | 503 | 504)
                     && let Some(target) = registration.target
                 {
-                    self.target_failed(&name, target, &reason, now);
+                    self.target_failed(&name, target, &reason, retry_after, now);
                 }
                 RegisterNext::Nothing
             }
@@ -972,7 +1000,7 @@ Expires: {}\r\nAllow: {}\r\nContent-Length: 0\r\n\r\n",
             TrunkTxn::Options { trunk, target } => {
                 let name = self.trunks[trunk].config.name.clone();
                 self.probe_done(trunk, target, now);
-                self.target_failed(&name, target, "no answer to OPTIONS", now);
+                self.target_failed(&name, target, "no answer to OPTIONS", None, now);
             }
             TrunkTxn::Register { trunk, .. } => {
                 let name = self.trunks[trunk].config.name.clone();
@@ -981,7 +1009,7 @@ Expires: {}\r\nAllow: {}\r\nContent-Length: 0\r\n\r\n",
                 registration.fail(now, "no answer to REGISTER");
                 tracing::warn!(trunk = %name, target = ?target, "registration failed: no answer");
                 if let Some(target) = target {
-                    self.target_failed(&name, target, "no answer to REGISTER", now);
+                    self.target_failed(&name, target, "no answer to REGISTER", None, now);
                 }
             }
         }
@@ -1034,6 +1062,7 @@ impl Target {
             resolved,
             health: Health::Unknown,
             down_until: None,
+            held_until: None,
             last_failure: None,
             next_probe: start.filter(|_| options_interval > 0),
             probing: false,
@@ -1041,6 +1070,9 @@ impl Target {
     }
 
     fn in_rotation(&self, now: Instant) -> bool {
+        if self.held_until.is_some_and(|until| now < until) {
+            return false;
+        }
         match self.health {
             Health::Down => self.down_until.is_some_and(|until| until <= now),
             Health::Up | Health::Unknown => true,
@@ -1100,10 +1132,16 @@ fn granted_expires(response: &Response, request: &Request) -> Option<u32> {
         .or_else(|| message::header_value(&message, "Expires").and_then(|v| v.trim().parse().ok()))
 }
 
-fn mark_down(target: Option<&mut Target>, reason: &str, until: Option<Instant>) {
+fn mark_down(
+    target: Option<&mut Target>,
+    reason: &str,
+    until: Option<Instant>,
+    held_until: Option<Instant>,
+) {
     if let Some(target) = target {
         target.health = Health::Down;
         target.down_until = until;
+        target.held_until = held_until.max(target.held_until);
         target.last_failure = Some(reason.to_owned());
     }
 }

@@ -468,6 +468,22 @@ pub fn retry_after(mut response: Response, secs: u32) -> Response {
     response
 }
 
+/// A response's Retry-After (RFC 3261 §20.33: seconds, then an optional comment and
+/// parameters), if it has a valid one.
+pub fn retry_after_of(response: &Response) -> Option<std::time::Duration> {
+    let value = response.headers.iter().find_map(|h| match h {
+        Header::RetryAfter(v) => Some(v.value().to_owned()),
+        Header::Other(name, v) if name.eq_ignore_ascii_case("Retry-After") => Some(v.clone()),
+        _ => None,
+    })?;
+    let digits = value.trim_start();
+    let end = digits
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(digits.len());
+    let secs: u64 = digits[..end].parse().ok()?;
+    Some(std::time::Duration::from_secs(secs))
+}
+
 /// RFC 3581 / RFC 3261 18.2.1: note on the top Via where a request really came from, so
 /// responses find their way back through NAT.
 pub fn stamp_received(request: &mut Request, source: std::net::SocketAddr) {
@@ -563,6 +579,29 @@ pub fn bad_request_from_raw(bytes: &[u8], reason: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_is_its_leading_seconds() {
+        let with = |value: Option<&str>| {
+            let headers = value.map_or(String::new(), |v| format!("Retry-After: {v}\r\n"));
+            let text = format!(
+                "SIP/2.0 503 Service Unavailable\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK1\r\n\
+From: <sip:a@h>;tag=1\r\nTo: <sip:b@h>;tag=2\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n{headers}\
+Content-Length: 0\r\n\r\n"
+            );
+            let Ok(SipMessage::Response(response)) = parse(text.as_bytes()) else {
+                panic!("{text}")
+            };
+            retry_after_of(&response).map(|d| d.as_secs())
+        };
+        assert_eq!(with(Some("120")), Some(120));
+        assert_eq!(
+            with(Some("18000 (in maintenance);duration=3600")),
+            Some(18000)
+        );
+        assert_eq!(with(Some("soon")), None);
+        assert_eq!(with(None), None);
+    }
 
     #[test]
     fn the_hosts_own_requests_read_line_by_line_are_what_the_parser_reads() {

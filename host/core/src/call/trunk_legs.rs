@@ -62,6 +62,10 @@ impl Calls {
         };
         let now = ctx.ambient.now;
         let target = b.dialog.peer.addr;
+        let retry_after = match &why {
+            Retry::Response(response) => message::retry_after_of(response),
+            _ => None,
+        };
         let (code, failure) = match why {
             Retry::Response(response) => {
                 let code = response.status_code.code();
@@ -94,7 +98,8 @@ impl Calls {
             // target's share of it). A 408 or 504 *response* is the far side's answer
             // (nobody answered there): another edge of the carrier would ring the same.
             (503, Retry::Response(_)) | (_, Retry::Timeout | Retry::Silent) => {
-                ctx.trunks.target_failed(&leg.name, target, &failure, now);
+                ctx.trunks
+                    .target_failed(&leg.name, target, &failure, retry_after, now);
                 if leg.remaining.is_empty() {
                     return false;
                 }

@@ -176,6 +176,21 @@ fn a_503_moves_the_call_to_the_next_target_and_takes_the_first_out_of_rotation()
 }
 
 #[test]
+fn a_503_with_retry_after_keeps_the_target_out_of_rotation_that_long() {
+    let mut w = forwarding();
+    let first = w.last_to(EDGE_A, "INVITE ");
+    w.respond_with(EDGE_A, &first, 503, "Retry-After: 120\r\n");
+    assert!(w.last_to(EDGE_B, "INVITE ").starts_with("INVITE "));
+    let in_rotation = |w: &World| w.pbx.trunk_status(w.now)[0].targets[0].in_rotation;
+    assert!(!in_rotation(&w));
+    // Past the 30 s a failed target is held; not past the Retry-After.
+    w.advance(Duration::from_secs(31));
+    assert!(!in_rotation(&w), "held for the Retry-After");
+    w.advance(Duration::from_secs(90));
+    assert!(in_rotation(&w), "back after 120 s");
+}
+
+#[test]
 fn a_408_or_504_from_the_carrier_fails_the_forward_without_trying_another_edge() {
     // The carrier answered: nobody picked up behind it (408), or its gateway timed out
     // (504). Another edge of the same carrier would ring the same callee again.

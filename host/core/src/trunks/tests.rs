@@ -308,6 +308,18 @@ fn a_5xx_to_register_is_a_failure_with_its_reason() {
 }
 
 #[test]
+fn a_registrar_asking_to_wait_is_not_asked_again_before_its_retry_after() {
+    let mut c = Carrier::new("register = true");
+    let first = c.last("REGISTER");
+    c.answer(&first, 503, "Retry-After: 60\r\n");
+    // The back-off alone would try again after 5 s.
+    c.advance(Duration::from_secs(30));
+    assert_eq!(c.count("REGISTER"), 1, "not before the Retry-After");
+    c.advance(Duration::from_secs(31));
+    assert_eq!(c.count("REGISTER"), 2, "after it");
+}
+
+#[test]
 fn an_unknown_algorithm_is_refused_with_a_reason() {
     let mut c = Carrier::new("register = true");
     let first = c.last("REGISTER");
@@ -431,7 +443,7 @@ fn calls_spread_by_weight_within_a_priority_and_failed_targets_come_last() {
     }
     // 91 of 102 (weights + 1): about 892 of 1000.
     assert!((850..=935).contains(&heavy_first), "{heavy_first}");
-    trunks.target_failed("c", heavy.parse().unwrap(), "503", now);
+    trunks.target_failed("c", heavy.parse().unwrap(), "503", None, now);
     for _ in 0..20 {
         let order = trunks.candidates("c", now, &mut entropy);
         assert_eq!(order[0], light.parse().unwrap());
@@ -576,8 +588,8 @@ fn a_target_found_down_or_back_is_news_once_and_other_shards_take_it_quietly() {
     for trunks in [&mut here, &mut there] {
         trunks.resolved(now, "c", Ok(vec![target(first), target(second)]));
     }
-    here.target_failed("c", first.parse().unwrap(), "408", now);
-    here.target_failed("c", first.parse().unwrap(), "408 again", now);
+    here.target_failed("c", first.parse().unwrap(), "408", None, now);
+    here.target_failed("c", first.parse().unwrap(), "408 again", None, now);
     let news = here.take_news();
     assert_eq!(
         news.len(),
@@ -598,4 +610,39 @@ fn a_target_found_down_or_back_is_news_once_and_other_shards_take_it_quietly() {
     here.target_answered("c", first.parse().unwrap());
     there.heard(&here.take_news(), now);
     assert_eq!(there.status(now)[0].targets[0].state, Health::Up);
+}
+
+#[test]
+fn a_retry_after_holds_a_target_on_every_shard_whatever_its_health_checks_say() {
+    let config = Config::parse(
+        "[[trunks]]\nname = \"c\"\nhost = \"carrier.test\"\noptions_interval = 30\n",
+        Path::new("t.toml"),
+    )
+    .unwrap();
+    let now = wasmpbx_types::clock::monotonic_now();
+    let edge: std::net::SocketAddr = "127.0.0.5:5060".parse().unwrap();
+    let resolved = ResolvedTarget {
+        addr: edge,
+        priority: 10,
+        weight: 10,
+    };
+    let (mut here, mut there) = (Trunks::new(&config), Trunks::new(&config));
+    for trunks in [&mut here, &mut there] {
+        trunks.resolved(now, "c", Ok(vec![resolved]));
+    }
+    here.target_failed("c", edge, "503", Some(Duration::from_secs(120)), now);
+    there.heard(&here.take_news(), now);
+    // Overloaded is not gone: its health check answers, and it is still left alone.
+    here.target_answered("c", edge);
+    there.heard(&here.take_news(), now);
+    for trunks in [&here, &there] {
+        let in_rotation =
+            |after: u64| trunks.status(now + Duration::from_secs(after))[0].targets[0].in_rotation;
+        assert!(!in_rotation(60), "held for the Retry-After");
+        assert!(in_rotation(121), "back after it");
+    }
+    // A Retry-After of a day holds an hour at most.
+    here.target_failed("c", edge, "503", Some(Duration::from_secs(86_400)), now);
+    here.target_answered("c", edge);
+    assert!(here.status(now + Duration::from_secs(3601))[0].targets[0].in_rotation);
 }
