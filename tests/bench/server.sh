@@ -81,6 +81,17 @@ TOML
 cpu_of() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 rss_of() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
+# "steal total": all CPUs' ticks stolen by the hypervisor, and all ticks. On a VM a noisy
+# neighbour shows here, not in the load average: with stolen_share, the share of the
+# machine taken from a stretch of a run.
+cpu_ticks() { awk '/^cpu / {print $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat; }
+stolen_share() { # "steal total" from cpu_ticks before -> percent stolen since
+    local s0 t0 s1 t1
+    read -r s0 t0 <<< "$1"
+    read -r s1 t1 < <(cpu_ticks)
+    echo "scale=1; 100 * ($s1 - $s0) / ($t1 - $t0 + 1)" | bc
+}
+
 machine_line() {
     echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), load $(cut -d' ' -f1-3 /proc/loadavg)"
 }

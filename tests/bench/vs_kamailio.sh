@@ -7,7 +7,8 @@
 # two cores). Each rate runs CALLS calls (default 10000) of HOLD_MS (default 1000). A
 # rate is clean when no call failed and neither SIPp retransmitted anything. Reports
 # successful, failed, retransmissions, call set-up p50/p99 (INVITE → 200, SIPp's
-# response times, 1 ms resolution), server CPU per call and RSS. Markdown for
+# response times, 1 ms resolution), server CPU per call and RSS, and the share of the
+# machine's CPU the hypervisor took during that rate's run (steal). Markdown for
 # BENCHMARKS.md. Both are warmed first (WARMUP calls at 500/s, default 2000; 0: none).
 #
 #   tests/bench/vs_kamailio.sh [RATES...]        (default: 1000 1500 2000 2500)
@@ -54,10 +55,11 @@ fi
 machine_line
 echo "$(kamailio -v 2>/dev/null | head -n 1)"
 echo
-echo "| rate (calls/s) | server | successful | failed | retransmissions | set-up p50 / p99 | server CPU per call | server RSS after |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "| rate (calls/s) | server | successful | failed | retransmissions | set-up p50 / p99 | server CPU per call | server RSS after | CPU stolen |"
+echo "|---|---|---|---|---|---|---|---|---|"
 for rate in "${rates[@]}"; do
     for target in wasmpbx kamailio; do
+        stolen0=$(cpu_ticks)
         if [ $target = wasmpbx ]; then
             cpu0=$(cpu_of $server)
             read -r ok failed retrans p50 p99 < <(run_sipp 127.0.0.1:$host_port "$rate")
@@ -70,7 +72,7 @@ for rate in "${rates[@]}"; do
             rss=$(group_rss $kamailio)
         fi
         per_call=$(echo "scale=3; 1000 * ($cpu1 - $cpu0) / $ticks / $calls" | bc)
-        echo "| $rate | $target | $ok | $failed | $retrans | $p50 / $p99 ms | $per_call ms | $((rss / 1024)) MiB |"
+        echo "| $rate | $target | $ok | $failed | $retrans | $p50 / $p99 ms | $per_call ms | $((rss / 1024)) MiB | $(stolen_share "$stolen0") % |"
         sleep 3 # the last calls' records and transactions settle
     done
 done
