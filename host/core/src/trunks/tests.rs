@@ -23,21 +23,28 @@ fn local() -> crate::sip::local::LocalAddrs {
     crate::sip::local::LocalAddrs::udp(LOCAL.parse().unwrap())
 }
 
+/// The trunk "carrier" (account acct1, `extra` more keys), started and resolved to
+/// [`EDGE`] at the returned instant.
+fn carrier_trunks(extra: &str) -> (Trunks, Instant) {
+    let text = format!(
+        "[[trunks]]\nname = \"carrier\"\nhost = \"carrier.test\"\nusername = \"acct1\"\npassword = \"secret\"\n{extra}"
+    );
+    let config = Config::parse(&text, Path::new("t.toml")).unwrap();
+    let now = wasmpbx_types::clock::monotonic_now();
+    let mut trunks = Trunks::new(&config);
+    trunks.start(now);
+    let target = ResolvedTarget {
+        addr: EDGE.parse().unwrap(),
+        priority: 0,
+        weight: 0,
+    };
+    trunks.resolved(now, "carrier", Ok(vec![target]));
+    (trunks, now)
+}
+
 impl Carrier {
     fn new(extra: &str) -> Self {
-        let text = format!(
-            "[[trunks]]\nname = \"carrier\"\nhost = \"carrier.test\"\nusername = \"acct1\"\npassword = \"secret\"\n{extra}"
-        );
-        let config = Config::parse(&text, Path::new("t.toml")).unwrap();
-        let now = wasmpbx_types::clock::monotonic_now();
-        let mut trunks = Trunks::new(&config);
-        trunks.start(now);
-        let target = ResolvedTarget {
-            addr: EDGE.parse().unwrap(),
-            priority: 0,
-            weight: 0,
-        };
-        trunks.resolved(now, "carrier", Ok(vec![target]));
+        let (trunks, now) = carrier_trunks(extra);
         let mut carrier = Self {
             trunks,
             layer: TransactionLayer::new(),
@@ -379,21 +386,7 @@ password = \"rotated\"\noptions_interval = 30\n",
 fn only_the_home_shard_probes_and_registers() {
     // The other shards hear of the targets' health from the home shard's news: were each
     // to probe, every target would get one OPTIONS per shard per interval.
-    let config = Config::parse(
-        "[[trunks]]\nname = \"carrier\"\nhost = \"carrier.test\"\nusername = \"acct1\"\n\
-password = \"secret\"\nregister = true\noptions_interval = 30\n",
-        Path::new("t.toml"),
-    )
-    .unwrap();
-    let now = wasmpbx_types::clock::monotonic_now();
-    let mut other = Trunks::new(&config);
-    other.start(now);
-    let target = ResolvedTarget {
-        addr: EDGE.parse().unwrap(),
-        priority: 0,
-        weight: 0,
-    };
-    other.resolved(now, "carrier", Ok(vec![target]));
+    let (mut other, now) = carrier_trunks("register = true\noptions_interval = 30");
     assert_eq!(other.poll_timeout(false), None);
     let mut layer = TransactionLayer::new();
     other.handle_timeout(now, &mut layer, local(), &mut Entropy::new(1), false);

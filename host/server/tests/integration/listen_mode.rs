@@ -147,23 +147,10 @@ fn a_cancel_before_answer_reaches_the_return_side() {
     assert_eq!(server.cdrs()[0]["disposition"], "abandoned");
 }
 
-#[test]
-fn a_hang_up_on_the_return_side_reaches_the_caller() {
-    let ret = SippServer::start("return_hangs_up.xml", &["-m", "1"]);
-    let server = server(ret.port, "listen", test_components::LISTEN);
-    assert_eq!(
-        caller(&server, "caller_waits_bye.xml", &["-s", FLIP, "-m", "1"]),
-        0
-    );
-    assert_eq!(ret.wait(Duration::from_secs(15)), 0);
-    assert_eq!(server.cdrs()[0]["end_reason"], "callee hung up");
-}
-
-#[test]
-fn a_second_answer_from_a_forking_return_side_is_acknowledged_and_hung_up() {
-    // Two branches behind the return number's proxy answer the one INVITE: the host keeps
-    // the first and hangs the second up (SIPp checks the BYE names the second's tag).
-    let ret = SippServer::start("return_forks.xml", &["-m", "1"]);
+/// A listen-mode call whose return side (SIPp running `scenario`) hangs up: both SIPps
+/// complete and the record says the callee hung up.
+fn the_return_side_hangs_up(scenario: &str) {
+    let ret = SippServer::start(scenario, &["-m", "1"]);
     let server = server(ret.port, "listen", test_components::LISTEN);
     assert_eq!(
         caller(&server, "caller_waits_bye.xml", &["-s", FLIP, "-m", "1"]),
@@ -173,6 +160,18 @@ fn a_second_answer_from_a_forking_return_side_is_acknowledged_and_hung_up() {
     );
     assert_eq!(ret.wait(Duration::from_secs(15)), 0, "{}", server.log());
     assert_eq!(server.cdrs()[0]["end_reason"], "callee hung up");
+}
+
+#[test]
+fn a_hang_up_on_the_return_side_reaches_the_caller() {
+    the_return_side_hangs_up("return_hangs_up.xml");
+}
+
+#[test]
+fn a_second_answer_from_a_forking_return_side_is_acknowledged_and_hung_up() {
+    // Two branches behind the return number's proxy answer the one INVITE: the host keeps
+    // the first and hangs the second up (SIPp checks the BYE names the second's tag).
+    the_return_side_hangs_up("return_forks.xml");
 }
 
 #[test]
